@@ -1,0 +1,128 @@
+#include "engine/checkpoint.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace mk::engine {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+void write_all(int fd, const std::string& data, const std::string& path) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(fmt::format("checkpoint {}: write failed: {}", path, errno_text()));
+    off += n;
+  }
+}
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nlohmann::json& identity) {
+  std::ifstream in(path);
+  std::string header;
+  RangeList done;
+  if (in && std::getline(in, header) && !header.empty()) {
+    nlohmann::json stored;
+    try {
+      stored = nlohmann::json::parse(header);
+    } catch (const nlohmann::json::parse_error&) {
+      throw UsageError(fmt::format("checkpoint {}: not a migratekit checkpoint; remove it to start over", path));
+    }
+    if (stored != identity) {
+      throw UsageError(fmt::format(
+          "checkpoint {} belongs to a different copy (source data, target or options changed); "
+          "remove it to start over",
+          path));
+    }
+    std::string line;
+    while (std::getline(in, line)) {
+      if (in.eof()) break;  // no newline: torn by a crash, ignore
+      std::istringstream fields(line);
+      uint64_t start = 0, length = 0;
+      if (fields >> start >> length) done.push_back({start, length});
+    }
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot open: {}", path, errno_text()));
+    // A torn tail would glue onto the next record; cut the file back to whole lines.
+    std::string all;
+    {
+      std::ifstream again(path, std::ios::binary);
+      std::ostringstream ss;
+      ss << again.rdbuf();
+      all = ss.str();
+    }
+    auto last_nl = all.rfind('\n');
+    if (last_nl != std::string::npos && last_nl + 1 != all.size()) {
+      if (ftruncate(fd, static_cast<off_t>(last_nl + 1)) != 0) {
+        ::close(fd);
+        throw Error(fmt::format("checkpoint {}: cannot repair torn tail: {}", path, errno_text()));
+      }
+    }
+    std::unique_ptr<Checkpoint> cp(new Checkpoint(path, fd));
+    cp->completed_ = normalize(std::move(done));
+    return cp;
+  }
+
+  // New checkpoint: write the header to a temporary file and rename it into place.
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot create: {}", path, errno_text()));
+  try {
+    write_all(fd, identity.dump() + "\n", path);
+    if (fdatasync(fd) != 0) throw Error(fmt::format("checkpoint {}: fdatasync: {}", path, errno_text()));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw Error(fmt::format("checkpoint {}: rename: {}", path, errno_text()));
+  }
+  int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    ::close(dfd);
+  }
+  fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot open: {}", path, errno_text()));
+  return std::unique_ptr<Checkpoint>(new Checkpoint(path, fd));
+}
+
+Checkpoint::~Checkpoint() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Checkpoint::record(const RangeList& ranges) {
+  if (ranges.empty()) return;
+  std::string text;
+  for (const Range& r : ranges) text += fmt::format("{} {}\n", r.start, r.length);
+  std::lock_guard lock(mu_);
+  write_all(fd_, text, path_);
+  if (fdatasync(fd_) != 0) throw Error(fmt::format("checkpoint {}: fdatasync: {}", path_, errno_text()));
+}
+
+void Checkpoint::remove() {
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(path_.c_str());
+}
+
+}  // namespace mk::engine
