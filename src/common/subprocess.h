@@ -1,0 +1,63 @@
+// Starting and stopping helper programs (nbdkit, qemu-nbd, ssh, ...).
+//
+// Programs are started from an argument vector, never through a shell, so no argument
+// is ever interpreted. Secrets must not be passed as arguments (they show in ps):
+// pass a file path instead. A Subprocess owns its child: the destructor stops it
+// (SIGTERM, then SIGKILL after a grace period) and reaps it, by PID only.
+// Not thread-safe; one owner at a time.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mk {
+
+struct SpawnOptions {
+  std::map<std::string, std::string> env;  // added to (or replacing in) the environment
+  std::string stdout_path;                 // "" = /dev/null
+  std::string stderr_path;                 // "" = /dev/null; same as stdout_path is fine
+  bool append = true;                      // append to those files instead of truncating
+  bool die_with_parent = true;             // PR_SET_PDEATHSIG(SIGTERM) in the child
+  std::string working_dir;                 // "" = inherit
+};
+
+class Subprocess {
+ public:
+  // Starts argv[0] (looked up in PATH). Throws mk::Error if it cannot be started.
+  static Subprocess spawn(const std::vector<std::string>& argv, const SpawnOptions& options = {});
+
+  Subprocess() = default;
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+  ~Subprocess();
+
+  pid_t pid() const { return pid_; }
+  bool running();  // false once it exited (reaps it)
+  // The exit status as a shell reports it (128+signal when killed), once exited.
+  std::optional<int> exit_status() const { return status_; }
+
+  // Waits up to `timeout` for the child to exit; returns its status if it did.
+  std::optional<int> wait_for(std::chrono::milliseconds timeout);
+  int wait();
+
+  // SIGTERM, then SIGKILL after `grace`; reaps. Safe to call twice.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+  void signal(int sig);
+
+ private:
+  void record(int wstatus);
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// Runs a program to completion, capturing standard output (standard error goes to
+// `stderr_path` or /dev/null). Returns the exit status; output in `out`.
+int run_capture(const std::vector<std::string>& argv, std::string& out,
+                const std::string& stderr_path = "");
+
+}  // namespace mk
