@@ -147,18 +147,18 @@ int run_copy(const CopyArgs& a) {
     if (checkpoint) checkpoint->remove();
     progress.finish("done");
 
-    uint64_t moved = stats.bytes_written + stats.bytes_zeroed;
+    uint64_t copied = totals.total - stats.bytes_resumed;
     double secs = stats.seconds > 0 ? stats.seconds : 1e-9;
-    std::printf("copied %s of %s planned in %.2f s (%s/s): %s written, %s zeroed, %s skipped",
-                format_bytes(totals.total - stats.bytes_resumed).c_str(), format_bytes(totals.total).c_str(),
-                stats.seconds, format_bytes(static_cast<uint64_t>((totals.total - stats.bytes_resumed) / secs)).c_str(),
-                format_bytes(stats.bytes_written).c_str(), format_bytes(stats.bytes_zeroed).c_str(),
-                format_bytes(stats.bytes_skipped).c_str());
-    if (stats.bytes_resumed) std::printf(", %s resumed", format_bytes(stats.bytes_resumed).c_str());
-    if (stats.retries || stats.reconnects) std::printf(", %u retries, %u reconnects", stats.retries, stats.reconnects);
-    std::printf("\n");
+    std::string line = fmt::format(
+        "copied {} in {:.2f} s ({}/s): {} written, {} zeroed", format_bytes(copied), stats.seconds,
+        format_bytes(static_cast<uint64_t>(copied / secs)), format_bytes(stats.bytes_written),
+        format_bytes(stats.bytes_zeroed));
+    if (stats.bytes_zero_data) line += fmt::format(", {} of zero data not rewritten", format_bytes(stats.bytes_zero_data));
+    line += fmt::format("; {} skipped as holes or zeros", format_bytes(totals.skipped));
+    if (stats.bytes_resumed) line += fmt::format("; {} resumed from the checkpoint", format_bytes(stats.bytes_resumed));
+    if (stats.retries || stats.reconnects) line += fmt::format("; {} retries, {} reconnects", stats.retries, stats.reconnects);
+    std::printf("%s\n", line.c_str());
     if (a.verify) std::printf("verified %s: target matches source\n", format_bytes(verified).c_str());
-    (void)moved;
     return 0;
   } catch (...) {
     progress.finish("failed");

@@ -298,7 +298,7 @@ class Worker {
     if (op.stage == Stage::Reading) {
       if (is_zero(op.buf, op.chunk.length)) {
         if (opt_.target_is_zero) {
-          stats_.bytes_skipped += op.chunk.length;
+          stats_.bytes_zero_data += op.chunk.length;
           finish_op(op);
           return;
         }
@@ -501,11 +501,10 @@ CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& 
     const CopyStats& s = w->stats();
     total.bytes_written += s.bytes_written;
     total.bytes_zeroed += s.bytes_zeroed;
-    total.bytes_skipped += s.bytes_skipped;
+    total.bytes_zero_data += s.bytes_zero_data;
     total.retries += s.retries;
     total.reconnects += s.reconnects;
   }
-  total.bytes_skipped += plan_totals(plan, opt.target_is_zero).skipped;
   total.connections = connections;
   total.seconds = std::chrono::duration<double>(Clock::now() - started).count();
   return total;

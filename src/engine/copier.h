@@ -40,7 +40,7 @@ struct CopyOptions {
 struct CopyStats {
   uint64_t bytes_written = 0;   // data written to the target
   uint64_t bytes_zeroed = 0;    // zeroed with write-zeroes (plan zeros and zero buffers)
-  uint64_t bytes_skipped = 0;   // needed no transfer (zeros on a fresh target)
+  uint64_t bytes_zero_data = 0; // data that read as zeros and needed no write (fresh target)
   uint64_t bytes_resumed = 0;   // already done according to the checkpoint
   unsigned retries = 0;
   unsigned reconnects = 0;

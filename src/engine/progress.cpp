@@ -37,9 +37,11 @@ void Progress::start(int json_fd, bool terminal, std::chrono::milliseconds inter
 
 void Progress::set_phase(const std::string& phase) {
   std::lock_guard lock(mu_);
+  if (phase_ == "copying" && phase != "copying") copy_ended_ = std::chrono::steady_clock::now();
   phase_ = phase;
   phase_changed_ = true;
   if (phase == "copying") {
+    copy_ended_.reset();
     // Throughput counts this run's bytes, not those a checkpoint already had.
     started_ = window_time_ = std::chrono::steady_clock::now();
     baseline_done_ = window_done_ = done();
@@ -96,14 +98,15 @@ void Progress::finish(const std::string& final_phase) {
     cv_.notify_all();
   }
   if (reporter_.joinable()) reporter_.join();
-  ProgressSnapshot s;
+  set_phase(final_phase);
+  ProgressSnapshot s = snapshot();
+  // The final figure is the copy phase's average, not the last window's.
+  double copy_seconds = s.elapsed_seconds;
   {
     std::lock_guard lock(mu_);
-    phase_ = final_phase;
+    if (copy_ended_) copy_seconds = std::chrono::duration<double>(*copy_ended_ - started_).count();
   }
-  s = snapshot();
-  // The final figure is the average over the whole run, not the last window.
-  if (s.elapsed_seconds > 0) s.throughput_bps = (s.bytes_done - baseline_done_) / s.elapsed_seconds;
+  s.throughput_bps = copy_seconds > 0 ? (s.bytes_done - baseline_done_) / copy_seconds : 0;
   s.eta_seconds = 0;
   emit(s, true);
 }

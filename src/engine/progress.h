@@ -4,8 +4,9 @@
 // start(), writes one JSON object per line to a sink every interval and at each phase
 // change: {"phase","bytes_done","bytes_total","bytes_skipped","throughput_bps",
 // "eta_seconds","elapsed_seconds"}, and draws a bar on a terminal. finish() writes the
-// final object. bytes_total is data plus zeroed bytes; bytes_skipped counts bytes in the
-// pass's scope that needed no transfer (known zeros on a fresh target).
+// final object, whose throughput is the copy phase's average (verification excluded).
+// bytes_total is data plus zeroed bytes; bytes_skipped counts bytes in the pass's scope
+// that needed no transfer (holes and zeros on a fresh target).
 #pragma once
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -68,6 +70,8 @@ class Progress {
   std::chrono::steady_clock::time_point window_time_ = started_;
   uint64_t window_done_ = 0;
   uint64_t baseline_done_ = 0;  // bytes already done when copying began (resume)
+  // When the copy phase ended (verification does not count towards throughput).
+  std::optional<std::chrono::steady_clock::time_point> copy_ended_;
 };
 
 }  // namespace mk::engine
