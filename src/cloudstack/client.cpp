@@ -1,0 +1,229 @@
+#include "cloudstack/client.h"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "common/log.h"
+
+namespace mk::cloudstack {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+void init_curl_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+size_t append_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+struct HttpReply {
+  long status = 0;
+  std::string body;
+};
+
+// The URL without its query, for messages: the query holds the API key and signature.
+std::string url_for_messages(const std::string& url) { return url.substr(0, url.find('?')); }
+
+HttpReply http_send(const std::string& url, const std::string& query, Method method,
+                    std::chrono::milliseconds timeout, const std::string& command) {
+  init_curl_once();
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) throw Error(fmt::format("CloudStack {}: cannot create an HTTP handle", command));
+  HttpReply reply;
+  std::string full = url;
+  if (method == Method::Get) {
+    full += (url.find('?') == std::string::npos ? "?" : "&") + query;
+  } else {
+    curl_easy_setopt(curl.get(), CURLOPT_POST, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, query.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(query.size()));
+  }
+  char curl_error[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(curl.get(), CURLOPT_URL, full.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, append_body);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &reply.body);
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, curl_error);
+  CURLcode rc = curl_easy_perform(curl.get());
+  if (rc != CURLE_OK) {
+    throw Error(fmt::format("CloudStack {}: request to {} failed: {}; check the API URL and "
+                            "that the management server is reachable",
+                            command, url_for_messages(url),
+                            curl_error[0] ? curl_error : curl_easy_strerror(rc)));
+  }
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &reply.status);
+  return reply;
+}
+
+int json_int(const Json& j, const char* key, int fallback) {
+  if (!j.contains(key)) return fallback;
+  const auto& v = j.at(key);
+  if (v.is_number_integer()) return v.get<int>();
+  if (v.is_string()) {
+    try {
+      return std::stoi(v.get<std::string>());
+    } catch (const std::exception&) {
+    }
+  }
+  return fallback;
+}
+
+std::string json_text(const Json& j, const char* key) {
+  if (!j.contains(key)) return "";
+  const auto& v = j.at(key);
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+}  // namespace
+
+ApiError::ApiError(std::string command, int errorcode, std::string errortext, std::string jobid)
+    : Error(fmt::format("CloudStack {} failed{}: errorcode {}: {}", command,
+                        jobid.empty() ? "" : fmt::format(" (job {})", jobid), errorcode,
+                        errortext)),
+      command_(std::move(command)),
+      errorcode_(errorcode),
+      errortext_(std::move(errortext)),
+      jobid_(std::move(jobid)) {}
+
+Client::Client(Endpoint endpoint, ClientOptions options)
+    : endpoint_(std::move(endpoint)), options_(std::move(options)) {
+  if (endpoint_.api_url.empty() || endpoint_.api_key.empty() || endpoint_.secret_key.empty()) {
+    throw UsageError("CloudStack client: the API URL, API key and secret key are all required");
+  }
+  if (options_.page_size < 1) throw UsageError("CloudStack client: page_size must be >= 1");
+}
+
+Json Client::call(const std::string& command, Params params, Method method) const {
+  params["command"] = command;
+  params["response"] = "json";
+  params["apiKey"] = endpoint_.api_key;
+  params.erase("signature");
+  std::string query = encode_query(params) + "&signature=" +
+                      url_encode(sign(params, endpoint_.secret_key));
+  log::debug("CloudStack {}", command);
+  HttpReply reply = http_send(endpoint_.api_url, query, method, options_.http_timeout, command);
+
+  Json body;
+  try {
+    body = Json::parse(reply.body);
+  } catch (const Json::parse_error&) {
+    throw Error(fmt::format("CloudStack {}: HTTP {} from {} is not JSON ({} bytes); check that "
+                            "the API URL ends in /client/api",
+                            command, reply.status, url_for_messages(endpoint_.api_url),
+                            reply.body.size()));
+  }
+  std::string key = lower(command) + "response";
+  if (!body.is_object() || !body.contains(key) || !body[key].is_object()) {
+    // Some failures (a wrong path, a proxy) answer with another envelope; report it whole.
+    if (body.is_object() && body.size() == 1 && body.begin()->is_object()) {
+      const Json& inner = *body.begin();
+      throw ApiError(command, json_int(inner, "errorcode", static_cast<int>(reply.status)),
+                     json_text(inner, "errortext"));
+    }
+    throw Error(fmt::format("CloudStack {}: HTTP {}: the answer has no \"{}\" object", command,
+                            reply.status, key));
+  }
+  Json inner = std::move(body[key]);
+  if (reply.status != 200 || inner.contains("errorcode")) {
+    throw ApiError(command, json_int(inner, "errorcode", static_cast<int>(reply.status)),
+                   json_text(inner, "errortext"));
+  }
+  return inner;
+}
+
+Json Client::call_async(const std::string& command, Params params, Method method) const {
+  Json started = call(command, std::move(params), method);
+  std::string jobid = json_text(started, "jobid");
+  if (jobid.empty()) {
+    throw Error(fmt::format("CloudStack {}: expected an asynchronous job but the answer has "
+                            "no jobid",
+                            command));
+  }
+  return wait_for_job(command, jobid);
+}
+
+std::chrono::milliseconds Client::job_timeout_for(const std::string& command) const {
+  auto it = options_.job_timeouts.find(command);
+  return it == options_.job_timeouts.end() ? options_.job_timeout : it->second;
+}
+
+Json Client::wait_for_job(const std::string& command, const std::string& jobid) const {
+  return poll_job(command, jobid);
+}
+
+Json Client::poll_job(const std::string& command, const std::string& jobid) const {
+  using clock = std::chrono::steady_clock;
+  const auto timeout = job_timeout_for(command);
+  const auto deadline = clock::now() + timeout;
+  auto delay = options_.poll_initial;
+  for (;;) {
+    Json job;
+    try {
+      job = call("queryAsyncJobResult", {{"jobid", jobid}});
+    } catch (const ApiError&) {
+      throw;
+    } catch (const Error& e) {
+      // A network blip must not fail a long job: retry until the deadline.
+      if (clock::now() >= deadline) throw;
+      log::warn("CloudStack {} job {}: polling failed, retrying: {}", command, jobid, e.what());
+      job = Json::object();
+    }
+    int status = json_int(job, "jobstatus", -1);
+    if (status == 1) return job.contains("jobresult") ? job["jobresult"] : Json::object();
+    if (status == 2) {
+      const Json result = job.value("jobresult", Json::object());
+      throw ApiError(command, json_int(result, "errorcode", 530), json_text(result, "errortext"),
+                     jobid);
+    }
+    if (clock::now() >= deadline) {
+      throw Error(fmt::format("CloudStack {}: job {} still running after {} s; it may still "
+                              "complete: check it in CloudStack before retrying",
+                              command, jobid,
+                              std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
+    }
+    auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    std::this_thread::sleep_for(std::min(delay, std::max(remaining, std::chrono::milliseconds(1))));
+    delay = std::min(options_.poll_max, delay + delay / 2);
+  }
+}
+
+std::vector<Json> Client::list(const std::string& command, const std::string& item_key,
+                               Params params) const {
+  std::vector<Json> items;
+  std::set<std::string> seen;  // items can shift between pages while things change
+  for (int page = 1;; ++page) {
+    params["page"] = std::to_string(page);
+    params["pagesize"] = std::to_string(options_.page_size);
+    Json reply = call(command, params);
+    size_t got = 0;
+    if (reply.contains(item_key) && reply[item_key].is_array()) {
+      for (auto& item : reply[item_key]) {
+        ++got;
+        std::string id = json_text(item, "id");
+        if (!id.empty() && !seen.insert(id).second) continue;
+        items.push_back(std::move(item));
+      }
+    }
+    int count = json_int(reply, "count", -1);
+    if (got < static_cast<size_t>(options_.page_size)) break;
+    if (count >= 0 && items.size() >= static_cast<size_t>(count)) break;
+  }
+  return items;
+}
+
+}  // namespace mk::cloudstack

@@ -1,0 +1,92 @@
+// Client for the Apache CloudStack API: signed requests, JSON responses, asynchronous
+// jobs awaited to the end, and list calls paged until nothing is missed.
+//
+// Every call names its command in errors. A failure CloudStack reports (HTTP error or
+// an errorcode in the "<command>response" object, or a job that ended with jobstatus 2)
+// is an ApiError carrying CloudStack's errorcode and errortext; a transport failure or
+// an unreadable answer is a plain mk::Error.
+//
+// The Client owns a copy of the endpoint, including the secret key, which is only used
+// to sign and is never logged or put in an error message. Calls are const and use their
+// own HTTP handle each, so one Client may be shared by threads.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cloudstack/signer.h"
+#include "common/error.h"
+
+namespace mk::cloudstack {
+
+using Json = nlohmann::json;
+
+struct Endpoint {
+  std::string api_url;     // http(s)://host:8080/client/api
+  std::string api_key;
+  std::string secret_key;  // from a file or the encrypted settings, never a command line
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds http_timeout{std::chrono::seconds(60)};
+  // queryAsyncJobResult polling: starts at poll_initial, grows by half each time, capped.
+  std::chrono::milliseconds poll_initial{std::chrono::milliseconds(200)};
+  std::chrono::milliseconds poll_max{std::chrono::seconds(5)};
+  // How long an asynchronous command may run; job_timeouts overrides it per command
+  // (command names as sent, e.g. "deployVirtualMachine").
+  std::chrono::milliseconds job_timeout{std::chrono::minutes(30)};
+  std::map<std::string, std::chrono::milliseconds> job_timeouts;
+  // Items per page for list calls; must not exceed the server's default.page.size.
+  int page_size = 500;
+};
+
+enum class Method { Get, Post };
+
+class ApiError : public Error {
+ public:
+  ApiError(std::string command, int errorcode, std::string errortext, std::string jobid = "");
+  const std::string& command() const { return command_; }
+  int errorcode() const { return errorcode_; }  // CloudStack's (401, 431, 530, ...)
+  const std::string& errortext() const { return errortext_; }
+  const std::string& jobid() const { return jobid_; }  // "" unless an async job failed
+
+ private:
+  std::string command_;
+  int errorcode_;
+  std::string errortext_;
+  std::string jobid_;
+};
+
+class Client {
+ public:
+  explicit Client(Endpoint endpoint, ClientOptions options = {});
+
+  // One signed request. Returns the "<command>response" object.
+  Json call(const std::string& command, Params params = {}, Method method = Method::Get) const;
+
+  // An asynchronous command: sends it, then awaits its job; returns the job's jobresult.
+  Json call_async(const std::string& command, Params params = {},
+                  Method method = Method::Get) const;
+
+  // Awaits a job started by `command` (for errors and the timeout) and returns jobresult.
+  Json wait_for_job(const std::string& command, const std::string& jobid) const;
+
+  // A list command, every page of it: the items under `item_key` ("volume",
+  // "virtualmachine", ...). `params` must not contain page or pagesize.
+  std::vector<Json> list(const std::string& command, const std::string& item_key,
+                         Params params = {}) const;
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  std::chrono::milliseconds job_timeout_for(const std::string& command) const;
+  Json poll_job(const std::string& command, const std::string& jobid) const;
+
+  Endpoint endpoint_;
+  ClientOptions options_;
+};
+
+}  // namespace mk::cloudstack
