@@ -1,0 +1,122 @@
+#include "sim_server.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "common/error.h"
+
+namespace mk::cloudstack::test {
+namespace {
+
+constexpr const char* kApiKey = "sim-api-key-Az09_-";
+constexpr const char* kSecret = "sim-secret+/= with spaces";
+
+std::string make_temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern = std::string(base && *base ? base : "/tmp") + "/mk-cloudstack-XXXXXX";
+  if (!mkdtemp(pattern.data())) throw Error("cannot create a temporary directory for the simulator");
+  return pattern;
+}
+
+void write_private_file(const std::string& path, const std::string& content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error("cannot write " + path);
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ::close(fd);
+  if (!ok) throw Error("cannot write " + path);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+size_t append(char* d, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(d, s * n);
+  return s * n;
+}
+
+}  // namespace
+
+SimServer::SimServer(SimOptions options) : dir_(make_temp_dir()) {
+  write_private_file(dir_ + "/secret", kSecret);
+  std::filesystem::create_directories(by_id_dir());
+  SpawnOptions spawn;
+  spawn.stdout_path = dir_ + "/sim.log";
+  spawn.stderr_path = dir_ + "/sim.log";
+  process_ = Subprocess::spawn(
+      {"python3", CLOUDSTACK_SIM_PY, "--port-file", dir_ + "/port", "--state-dir",
+       dir_ + "/state", "--by-id-dir", by_id_dir(), "--api-key", kApiKey,
+       "--secret-key-file", dir_ + "/secret", "--oma-vm-id", oma_vm_id(), "--oma-mac",
+       oma_mac(), "--job-delay", fmt::format("{}", options.job_delay_seconds),
+       "--max-page-size", std::to_string(options.max_page_size)},
+      spawn);
+  // Wait for the port file (written after bind); a dead process fails at once.
+  for (int i = 0; i < 1500; ++i) {
+    if (std::filesystem::exists(dir_ + "/port")) {
+      port_ = std::stoi(read_file(dir_ + "/port"));
+      return;
+    }
+    if (!process_.running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::string log = read_file(dir_ + "/sim.log");
+  process_.stop();
+  throw Error("the CloudStack simulator did not start; its log:\n" + log);
+}
+
+SimServer::~SimServer() {
+  process_.stop();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string SimServer::api_url() const {
+  return fmt::format("http://127.0.0.1:{}/client/api", port_);
+}
+
+Endpoint SimServer::endpoint() const { return Endpoint{api_url(), kApiKey, kSecret}; }
+
+ClientOptions SimServer::fast_client_options() {
+  ClientOptions o;
+  o.poll_initial = std::chrono::milliseconds(10);
+  o.poll_max = std::chrono::milliseconds(50);
+  o.job_timeout = std::chrono::seconds(20);
+  o.http_timeout = std::chrono::seconds(20);
+  return o;
+}
+
+std::string SimServer::control(const std::string& path, const std::string& body) const {
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  std::string url = fmt::format("http://127.0.0.1:{}{}", port_, path);
+  std::string out;
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  if (!body.empty()) curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, append);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &out);
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT, 20L);
+  long status = 0;
+  if (curl_easy_perform(curl.get()) != CURLE_OK ||
+      curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
+      status != 200) {
+    throw Error(fmt::format("simulator control {} failed (HTTP {}): {}", path, status, out));
+  }
+  return out;
+}
+
+void SimServer::fail(const nlohmann::json& rule) { control("/control/fail", rule.dump()); }
+void SimServer::clear_failures() { control("/control/clear", "{}"); }
+nlohmann::json SimServer::state() const {
+  return nlohmann::json::parse(control("/control/state", ""));
+}
+
+}  // namespace mk::cloudstack::test

@@ -1,0 +1,66 @@
+// SimServer: one CloudStack simulator (tests/lab/cloudstack/cloudstack_sim.py) for one
+// test, in its own temporary directory, on 127.0.0.1 with a port the simulator picked
+// itself (it binds port 0 and writes the port to a file, so there is no race).
+//
+// The SimServer owns the process (stopped by PID in the destructor) and the directory
+// (removed with the volumes' sparse files and the by-id links). The secret key is
+// written to a file of mode 0600, never passed on a command line. Not thread-safe.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cloudstack/client.h"
+#include "common/subprocess.h"
+
+namespace mk::cloudstack::test {
+
+struct SimOptions {
+  double job_delay_seconds = 0.02;
+  int max_page_size = 500;
+};
+
+class SimServer {
+ public:
+  explicit SimServer(SimOptions options = {});
+  ~SimServer();
+  SimServer(const SimServer&) = delete;
+  SimServer& operator=(const SimServer&) = delete;
+
+  Endpoint endpoint() const;                       // the right key and secret
+  std::string api_url() const;
+  const std::string& dir() const { return dir_; }  // the test's private directory
+  std::string by_id_dir() const { return dir_ + "/by-id"; }
+  std::string oma_vm_id() const { return "0a000000-0000-4000-8000-00000000000a"; }
+  std::string oma_mac() const { return "02:00:00:00:0a:01"; }
+
+  // Failure injection (see the simulator's /control/fail) and the state dump.
+  void fail(const nlohmann::json& rule);
+  void clear_failures();
+  nlohmann::json state() const;
+
+  // Client options that suit tests: fast polling, short timeouts.
+  static ClientOptions fast_client_options();
+
+ private:
+  std::string control(const std::string& path, const std::string& body) const;
+  std::string dir_;
+  int port_ = 0;
+  Subprocess process_;
+};
+
+// Well-known ids of the simulator's seeded inventory.
+namespace seed {
+inline const char* zone = "z0000000-0000-4000-8000-000000000001";
+inline const char* custom_disk_offering = "do000000-0000-4000-8000-000000000001";
+inline const char* fixed_disk_offering = "do000000-0000-4000-8000-000000000002";
+inline const char* custom_service_offering = "so000000-0000-4000-8000-000000000001";
+inline const char* fixed_service_offering = "so000000-0000-4000-8000-000000000002";
+inline const char* ready_template = "t0000000-0000-4000-8000-000000000001";
+inline const char* unready_template = "t0000000-0000-4000-8000-000000000002";
+inline const char* prod_network = "n0000000-0000-4000-8000-000000000001";
+inline const char* test_network = "n0000000-0000-4000-8000-000000000002";
+inline const char* nomac_network = "n0000000-0000-4000-8000-000000000003";
+}  // namespace seed
+
+}  // namespace mk::cloudstack::test

@@ -1,0 +1,766 @@
+#!/usr/bin/env python3
+"""CloudStack simulator: a strict test double of the Apache CloudStack API subset that
+MigrateKit OSSEA uses (volumes, VMs, snapshots, tags, async jobs, paged lists).
+
+It speaks CloudStack's shapes: GET or POST on /client/api with command=..., response=json,
+apiKey and signature; answers {"<command>response": {...}} with the API reference's field
+names. Every request's signature is verified (401 with errortext otherwise). Asynchronous
+commands return a jobid at once and run as real jobs that take --job-delay seconds and can
+be made to fail or hang. Volumes are sparse files under --state-dir; attaching one to the
+OMA's VM creates /dev/disk/by-id-style links "virtio-<first 20 hex of the UUID>" in
+--by-id-dir pointing at the file (removed on detach), so data written there is real.
+
+It refuses what CloudStack refuses: attaching a volume attached elsewhere, deleting an
+attached volume, a second root disk, starting a VM without a root disk, a page size over
+the limit, an unknown id.
+
+Control endpoints (tests only, unauthenticated, loopback):
+  POST /control/fail   {"command": "attachVolume", "how": "job"|"error"|"hang",
+                        "errorcode": 530, "errortext": "...", "skip": 0, "count": 1}
+       makes the next `count` calls of the command (after `skip` that pass) fail: "error"
+       answers at once with HTTP errorcode, "job" ends the job with jobstatus 2, "hang"
+       leaves the job pending for ever.
+  POST /control/clear  removes every failure rule.
+  GET  /control/state  the whole state as JSON (volumes, vms, snapshots, jobs, calls).
+
+The process writes its port to --port-file once listening (it binds port 0, so there is no
+race for a free port) and stops on SIGTERM.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GiB = 1024 ** 3
+
+
+class ApiFailure(Exception):
+    """A CloudStack error: errorcode (HTTP status too) and errortext."""
+
+    def __init__(self, errorcode, errortext):
+        super().__init__(errortext)
+        self.errorcode = errorcode
+        self.errortext = errortext
+
+
+def now_iso():
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
+
+
+SAFE = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.*")
+
+
+def encode_value(v):
+    """Java's URLEncoder with spaces as %20, as CloudStack's server encodes to verify."""
+    return "".join(chr(b) if b in SAFE else "%%%02X" % b for b in v.encode())
+
+
+def expected_signature(params, secret):
+    pairs = sorted((k.lower(), encode_value(v).lower()) for k, v in params.items())
+    text = "&".join(f"{k}={v}" for k, v in pairs)
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def indexed(params, prefix):
+    """Collects map parameters such as tags[0].key / tags[0].value into a list of dicts."""
+    out = {}
+    for k, v in params.items():
+        if k.lower().startswith(prefix.lower() + "["):
+            idx, _, field = k[len(prefix) + 1:].partition("].")
+            out.setdefault(int(idx), {})[field.lower()] = v
+    return [out[i] for i in sorted(out)]
+
+
+class Sim:
+    ASYNC = {
+        "createVolume", "attachVolume", "detachVolume", "createTags", "deleteTags",
+        "deployVirtualMachine", "startVirtualMachine", "stopVirtualMachine",
+        "destroyVirtualMachine", "createSnapshot", "revertSnapshot", "deleteSnapshot",
+    }
+
+    def __init__(self, args, secret):
+        self.args = args
+        self.secret = secret
+        self.lock = threading.RLock()
+        self.jobs = {}
+        self.volumes = {}
+        self.vms = {}
+        self.snapshots = {}
+        self.tags = []
+        self.calls = []
+        self.rules = []
+        os.makedirs(os.path.join(args.state_dir, "volumes"), exist_ok=True)
+        os.makedirs(args.by_id_dir, exist_ok=True)
+        self.account = "admin"
+        self.domainid = "d0000000-0000-4000-8000-000000000001"
+        self.zone = {"id": "z0000000-0000-4000-8000-000000000001", "name": "zone-1",
+                     "allocationstate": "Enabled", "networktype": "Advanced"}
+        self.disk_offerings = [
+            {"id": "do000000-0000-4000-8000-000000000001", "name": "custom",
+             "displaytext": "Custom size", "iscustomized": True, "disksize": 0},
+            {"id": "do000000-0000-4000-8000-000000000002", "name": "small-5g",
+             "displaytext": "5 GiB", "iscustomized": False, "disksize": 5},
+        ]
+        self.service_offerings = [
+            {"id": "so000000-0000-4000-8000-000000000001", "name": "custom",
+             "displaytext": "Custom CPU and memory", "iscustomized": True,
+             "cpunumber": None, "memory": None},
+            {"id": "so000000-0000-4000-8000-000000000002", "name": "medium",
+             "displaytext": "2 vCPU 4 GiB", "iscustomized": False, "cpunumber": 2,
+             "memory": 4096},
+        ]
+        self.templates = [
+            {"id": "t0000000-0000-4000-8000-000000000001", "name": "linux-base",
+             "isready": True, "status": "Download Complete", "size": 1 * GiB,
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM"},
+            {"id": "t0000000-0000-4000-8000-000000000002", "name": "still-downloading",
+             "isready": False, "status": "35% Downloaded", "size": 1 * GiB,
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM"},
+        ]
+        self.networks = [
+            {"id": "n0000000-0000-4000-8000-000000000001", "name": "prod",
+             "zoneid": self.zone["id"], "state": "Implemented", "type": "Isolated",
+             "allowsmac": True},
+            {"id": "n0000000-0000-4000-8000-000000000002", "name": "test",
+             "zoneid": self.zone["id"], "state": "Implemented", "type": "Isolated",
+             "allowsmac": True},
+            {"id": "n0000000-0000-4000-8000-000000000003", "name": "shared-nomac",
+             "zoneid": self.zone["id"], "state": "Setup", "type": "Shared",
+             "allowsmac": False},
+        ]
+        oma_id = args.oma_vm_id
+        self.vms[oma_id] = self.new_vm(oma_id, "oma", "Running",
+                                       [self.new_nic(self.networks[0], args.oma_mac)])
+
+    # ---- model helpers -------------------------------------------------------------
+
+    def new_nic(self, network, mac):
+        return {"id": str(uuid.uuid4()), "networkid": network["id"],
+                "networkname": network["name"], "macaddress": mac,
+                "isdefault": False, "type": network["type"]}
+
+    def new_vm(self, vm_id, name, state, nics, offering=None, template=None, details=None):
+        if nics:
+            nics[0]["isdefault"] = True
+        offering = offering or self.service_offerings[1]
+        details = details or {}
+        return {"id": vm_id, "name": name, "displayname": name, "state": state,
+                "zoneid": self.zone["id"], "zonename": self.zone["name"],
+                "account": self.account, "domainid": self.domainid,
+                "serviceofferingid": offering["id"],
+                "serviceofferingname": offering["name"],
+                "templateid": template["id"] if template else None,
+                "cpunumber": int(details.get("cpunumber", offering["cpunumber"] or 1)),
+                "memory": int(details.get("memory", offering["memory"] or 512)),
+                "nic": nics, "created": now_iso(), "hypervisor": "KVM"}
+
+    def volume_path(self, vol_id):
+        return os.path.join(self.args.state_dir, "volumes", vol_id + ".img")
+
+    def link_path(self, vol_id):
+        return os.path.join(self.args.by_id_dir,
+                            "virtio-" + vol_id.replace("-", "")[:20])
+
+    def new_volume(self, name, size, vtype, offering_id=None, vol_id=None):
+        vol_id = vol_id or str(uuid.uuid4())
+        with open(self.volume_path(vol_id), "wb") as f:
+            f.truncate(size)
+        vol = {"id": vol_id, "name": name, "size": size, "type": vtype,
+               "state": "Ready", "zoneid": self.zone["id"], "zonename": self.zone["name"],
+               "diskofferingid": offering_id, "account": self.account,
+               "domainid": self.domainid, "created": now_iso(),
+               "virtualmachineid": None, "deviceid": None, "storagetype": "shared"}
+        self.volumes[vol_id] = vol
+        return vol
+
+    def volume_view(self, vol):
+        out = {k: v for k, v in vol.items() if v is not None}
+        if vol["virtualmachineid"]:
+            vm = self.vms.get(vol["virtualmachineid"])
+            if vm:
+                out["vmname"] = vm["name"]
+                out["vmstate"] = vm["state"]
+        out["tags"] = [dict(t) for t in self.tags if t["resourceid"] == vol["id"]]
+        return out
+
+    def vm_view(self, vm):
+        out = dict(vm)
+        out["nic"] = [dict(n) for n in vm["nic"]]
+        return out
+
+    def get(self, table, key, what, params):
+        ident = params.get(key)
+        if not ident:
+            raise ApiFailure(431, f"Unable to execute API command due to missing parameter {key}")
+        obj = table.get(ident)
+        if obj is None:
+            raise ApiFailure(431, f"Unable to execute API command due to invalid value. "
+                                  f"Invalid parameter {key} value={ident} due to incorrect "
+                                  f"long value format, or entity does not exist or due to "
+                                  f"incorrect parameter annotation for the field in api cmd class.")
+        return obj
+
+    def require(self, params, *keys):
+        for k in keys:
+            if not params.get(k):
+                raise ApiFailure(431, f"Unable to execute API command "
+                                      f"{params.get('command', '').lower()} due to missing "
+                                      f"parameter {k}")
+
+    # ---- paging --------------------------------------------------------------------
+
+    def page(self, params, items, key):
+        limit = self.args.max_page_size
+        pagesize = params.get("pagesize")
+        pg = params.get("page")
+        if pagesize is not None:
+            try:
+                pagesize = int(pagesize)
+            except ValueError:
+                raise ApiFailure(431, "Unable to execute API command due to invalid value "
+                                      "for parameter pagesize")
+            if pagesize > limit:
+                raise ApiFailure(431, f"Page size can't exceed max allowed page size value: "
+                                      f"{limit}")
+            if pg is None:
+                raise ApiFailure(431, "Page parameter is required when pagesize is specified")
+        else:
+            pagesize = limit  # CloudStack's default.page.size: the rest is silently cut
+        start = (int(pg or 1) - 1) * pagesize
+        chunk = items[start:start + pagesize]
+        if not items:
+            return {}
+        return {"count": len(items), key: chunk}
+
+    # ---- failure injection ---------------------------------------------------------
+
+    def take_rule(self, command):
+        with self.lock:
+            for rule in self.rules:
+                if rule["command"].lower() != command.lower() or rule["count"] <= 0:
+                    continue
+                if rule.get("skip", 0) > 0:
+                    rule["skip"] -= 1
+                    return None
+                rule["count"] -= 1
+                return dict(rule)
+        return None
+
+    # ---- request entry -------------------------------------------------------------
+
+    def handle(self, params):
+        command = params.get("command", "")
+        self.verify(params)
+        if params.get("response") != "json":
+            raise ApiFailure(431, "this simulator answers only response=json")
+        handler = getattr(self, "cmd_" + command, None)
+        if handler is None and command != "queryAsyncJobResult":
+            raise ApiFailure(432, f"The given command:{command} does not exist or it is not "
+                                  f"available for user")
+        with self.lock:
+            self.calls.append({"command": command,
+                               "params": {k: v for k, v in params.items()
+                                          if k not in ("signature", "apiKey", "apikey")}})
+        if command == "queryAsyncJobResult":
+            return self.query_job(params)
+        rule = self.take_rule(command)
+        if rule and rule["how"] == "error":
+            raise ApiFailure(rule.get("errorcode", 431),
+                             rule.get("errortext", f"injected failure of {command}"))
+        if command in self.ASYNC:
+            return self.start_job(command, params, handler, rule)
+        with self.lock:
+            return handler(params)
+
+    def verify(self, params):
+        given = params.get("signature")
+        api_key = params.get("apiKey") or params.get("apikey")
+        signed = {k: v for k, v in params.items() if k != "signature"}
+        if (not given or api_key != self.args.api_key
+                or not hmac.compare_digest(given, expected_signature(signed, self.secret))):
+            raise ApiFailure(401, "unable to verify user credentials and/or request signature")
+
+    # ---- jobs ----------------------------------------------------------------------
+
+    def start_job(self, command, params, handler, rule):
+        with self.lock:
+            pre = getattr(self, "pre_" + command, None)
+            early = pre(params) if pre else {}
+            job_id = str(uuid.uuid4())
+            self.jobs[job_id] = {"jobid": job_id, "cmd": command, "jobstatus": 0,
+                                 "jobprocstatus": 0, "jobresultcode": 0,
+                                 "created": now_iso(), "accountid": self.domainid,
+                                 "userid": self.domainid}
+        if not (rule and rule["how"] == "hang"):
+            t = threading.Thread(target=self.run_job,
+                                 args=(job_id, command, params, handler, rule), daemon=True)
+            t.start()
+        return dict(early, jobid=job_id)
+
+    def run_job(self, job_id, command, params, handler, rule):
+        time.sleep(self.args.job_delay)
+        with self.lock:
+            job = self.jobs[job_id]
+            try:
+                if rule and rule["how"] == "job":
+                    raise ApiFailure(rule.get("errorcode", 530),
+                                     rule.get("errortext", f"injected failure of {command}"))
+                result = handler(params)
+                job.update(jobstatus=1, jobresulttype="object", jobresult=result)
+            except ApiFailure as e:
+                job.update(jobstatus=2, jobresultcode=530, jobresulttype="object",
+                           jobresult={"errorcode": e.errorcode, "errortext": e.errortext})
+            except Exception as e:  # a simulator bug must show, not hang the client
+                job.update(jobstatus=2, jobresultcode=530, jobresulttype="object",
+                           jobresult={"errorcode": 530, "errortext": f"simulator error: {e!r}"})
+
+    def query_job(self, params):
+        with self.lock:
+            job = self.get(self.jobs, "jobid", "job", params)
+            return dict(job)
+
+    # ---- zones, offerings, templates, networks, accounts ---------------------------
+
+    def filter_id(self, params, items):
+        if params.get("id"):
+            items = [i for i in items if i["id"] == params["id"]]
+        if params.get("name"):
+            items = [i for i in items if i["name"] == params["name"]]
+        return items
+
+    def cmd_listZones(self, p):
+        return self.page(p, self.filter_id(p, [self.zone]), "zone")
+
+    def cmd_listDiskOfferings(self, p):
+        return self.page(p, self.filter_id(p, self.disk_offerings), "diskoffering")
+
+    def cmd_listServiceOfferings(self, p):
+        items = [{k: v for k, v in o.items() if v is not None}
+                 for o in self.filter_id(p, self.service_offerings)]
+        return self.page(p, items, "serviceoffering")
+
+    def cmd_listTemplates(self, p):
+        self.require(p, "templatefilter")
+        return self.page(p, self.filter_id(p, self.templates), "template")
+
+    def cmd_listNetworks(self, p):
+        items = self.filter_id(p, self.networks)
+        if p.get("zoneid"):
+            items = [n for n in items if n["zoneid"] == p["zoneid"]]
+        return self.page(p, items, "network")
+
+    def cmd_listAccounts(self, p):
+        return self.page(p, [{"id": self.domainid, "name": self.account,
+                              "domainid": self.domainid, "accounttype": 1,
+                              "state": "enabled"}], "account")
+
+    # ---- volumes -------------------------------------------------------------------
+
+    def cmd_listVolumes(self, p):
+        items = sorted(self.volumes.values(), key=lambda v: v["created"] + v["id"])
+        items = self.filter_id(p, items)
+        if p.get("virtualmachineid"):
+            items = [v for v in items if v["virtualmachineid"] == p["virtualmachineid"]]
+        if p.get("type"):
+            items = [v for v in items if v["type"] == p["type"].upper()]
+        return self.page(p, [self.volume_view(v) for v in items], "volume")
+
+    def pre_createVolume(self, p):
+        self.require(p, "name", "zoneid", "diskofferingid")
+        if p["zoneid"] != self.zone["id"]:
+            self.get({}, "zoneid", "zone", p)
+        offering = next((o for o in self.disk_offerings if o["id"] == p["diskofferingid"]), None)
+        if offering is None:
+            self.get({}, "diskofferingid", "disk offering", p)
+        if offering["iscustomized"] and not p.get("size"):
+            raise ApiFailure(431, "This disk offering requires a custom size specified")
+        if not offering["iscustomized"] and p.get("size"):
+            raise ApiFailure(431, "This disk offering does not allow custom size")
+        vol_id = str(uuid.uuid4())
+        p["_id"] = vol_id
+        return {"id": vol_id}
+
+    def cmd_createVolume(self, p):
+        offering = next(o for o in self.disk_offerings if o["id"] == p["diskofferingid"])
+        size = int(p["size"]) * GiB if offering["iscustomized"] else offering["disksize"] * GiB
+        # The id announced when the job started.
+        vol = self.new_volume(p["name"], size, "DATADISK", offering["id"], p["_id"])
+        return {"volume": self.volume_view(vol)}
+
+    def cmd_attachVolume(self, p):
+        vol = self.get(self.volumes, "id", "volume", p)
+        vm = self.get(self.vms, "virtualmachineid", "vm", p)
+        if vol["virtualmachineid"]:
+            raise ApiFailure(431, f"Volume {vol['name']} is already attached to VM "
+                                  f"{self.vms[vol['virtualmachineid']]['name']}, please "
+                                  f"detach it first")
+        attached = [v for v in self.volumes.values() if v["virtualmachineid"] == vm["id"]]
+        device = p.get("deviceid")
+        if device is not None:
+            device = int(device)
+            if device == 0 and any(v["type"] == "ROOT" for v in attached):
+                raise ApiFailure(431, f"Vm {vm['name']} already has a root volume attached")
+            if any(v["deviceid"] == device for v in attached):
+                raise ApiFailure(431, f"Device {device} is used in VM {vm['name']}")
+        else:
+            used = {v["deviceid"] for v in attached}
+            device = next(d for d in range(1, 64) if d != 3 and d not in used)
+        if device == 0 and vm["state"] != "Stopped":
+            raise ApiFailure(431, "Root volume can be attached only to a stopped VM")
+        vol["virtualmachineid"] = vm["id"]
+        vol["deviceid"] = device
+        if device == 0:
+            vol["type"] = "ROOT"
+        if vm["id"] == self.args.oma_vm_id:
+            link = self.link_path(vol["id"])
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(self.volume_path(vol["id"]), link)
+        return {"volume": self.volume_view(vol)}
+
+    def cmd_detachVolume(self, p):
+        vol = self.get(self.volumes, "id", "volume", p)
+        if not vol["virtualmachineid"]:
+            raise ApiFailure(431, f"Volume {vol['name']} is not attached to any VM")
+        vm = self.vms[vol["virtualmachineid"]]
+        if vol["type"] == "ROOT" and vm["state"] != "Stopped":
+            raise ApiFailure(431, "Root volume can be detached only from a stopped VM")
+        if vm["id"] == self.args.oma_vm_id:
+            link = self.link_path(vol["id"])
+            if os.path.lexists(link):
+                os.unlink(link)
+        vol["virtualmachineid"] = None
+        vol["deviceid"] = None
+        # A detached root disk becomes a data disk again, as CloudStack does.
+        vol["type"] = "DATADISK"
+        return {"volume": self.volume_view(vol)}
+
+    def cmd_deleteVolume(self, p):
+        vol = self.get(self.volumes, "id", "volume", p)
+        if vol["virtualmachineid"]:
+            raise ApiFailure(431, "Please specify a volume that is not attached to any VM.")
+        if any(s["volumeid"] == vol["id"] for s in self.snapshots.values()):
+            raise ApiFailure(431, f"Volume {vol['name']} has snapshots, delete them first")
+        self.drop_volume(vol)
+        return {"success": True}
+
+    def drop_volume(self, vol):
+        os.unlink(self.volume_path(vol["id"]))
+        del self.volumes[vol["id"]]
+        self.tags = [t for t in self.tags if t["resourceid"] != vol["id"]]
+
+    # ---- tags ----------------------------------------------------------------------
+
+    def cmd_createTags(self, p):
+        self.require(p, "resourceids", "resourcetype")
+        if p["resourcetype"] != "Volume":
+            raise ApiFailure(431, "this simulator tags only resourcetype=Volume")
+        tags = indexed(p, "tags")
+        if not tags:
+            raise ApiFailure(431, "Unable to execute API command createtags due to missing "
+                                  "parameter tags")
+        for rid in p["resourceids"].split(","):
+            self.get(self.volumes, "id", "volume", {"id": rid})
+            for t in tags:
+                if any(x["resourceid"] == rid and x["key"] == t["key"] for x in self.tags):
+                    raise ApiFailure(431, f"tag {t['key']} already on resource {rid}")
+                self.tags.append({"key": t["key"], "value": t["value"],
+                                  "resourcetype": "Volume", "resourceid": rid,
+                                  "account": self.account, "domainid": self.domainid})
+        return {"success": True}
+
+    def cmd_listTags(self, p):
+        items = self.tags
+        if p.get("resourceid"):
+            items = [t for t in items if t["resourceid"] == p["resourceid"]]
+        if p.get("key"):
+            items = [t for t in items if t["key"] == p["key"]]
+        return self.page(p, items, "tag")
+
+    # ---- virtual machines ----------------------------------------------------------
+
+    def cmd_listVirtualMachines(self, p):
+        items = self.filter_id(p, sorted(self.vms.values(), key=lambda v: v["created"] + v["id"]))
+        return self.page(p, [self.vm_view(v) for v in items], "virtualmachine")
+
+    def pre_deployVirtualMachine(self, p):
+        self.require(p, "serviceofferingid", "templateid", "zoneid")
+        offering = next((o for o in self.service_offerings
+                         if o["id"] == p["serviceofferingid"]), None)
+        if offering is None:
+            self.get({}, "serviceofferingid", "offering", p)
+        template = next((t for t in self.templates if t["id"] == p["templateid"]), None)
+        if template is None:
+            self.get({}, "templateid", "template", p)
+        if p["zoneid"] != self.zone["id"]:
+            self.get({}, "zoneid", "zone", p)
+        details = {d_k.lower(): d_v for d in indexed(p, "details") for d_k, d_v in d.items()}
+        if offering["iscustomized"] and not ("cpunumber" in details and "memory" in details):
+            raise ApiFailure(431, "cpuNumber and memory must be specified in details for a "
+                                  "custom service offering")
+        nets = indexed(p, "iptonetworklist")
+        if not nets and p.get("networkids"):
+            nets = [{"networkid": n} for n in p["networkids"].split(",")]
+        if not nets:
+            raise ApiFailure(431, "Can't deploy a VM without a network in an advanced zone")
+        for n in nets:
+            net = next((x for x in self.networks if x["id"] == n.get("networkid")), None)
+            if net is None:
+                raise ApiFailure(431, f"Unable to find network by id {n.get('networkid')}")
+            if n.get("mac") and not net["allowsmac"]:
+                raise ApiFailure(431, f"Network {net['name']} does not allow a specified MAC "
+                                      f"address")
+            if n.get("mac") and any(nic["macaddress"] == n["mac"] and nic["networkid"] == net["id"]
+                                    for vm in self.vms.values() for nic in vm["nic"]):
+                raise ApiFailure(431, f"The MAC address {n['mac']} is already in use in "
+                                      f"network {net['name']}")
+        name = p.get("name", "")
+        if name and any(v["name"] == name for v in self.vms.values()):
+            raise ApiFailure(431, f"The vm with hostName {name} already exists in the network")
+        p["_id"] = str(uuid.uuid4())
+        return {"id": p["_id"]}
+
+    def cmd_deployVirtualMachine(self, p):
+        offering = next(o for o in self.service_offerings if o["id"] == p["serviceofferingid"])
+        template = next(t for t in self.templates if t["id"] == p["templateid"])
+        if not template["isready"]:
+            raise ApiFailure(431, f"Template {template['name']} is not ready")
+        details = {d_k.lower(): d_v for d in indexed(p, "details") for d_k, d_v in d.items()}
+        nets = indexed(p, "iptonetworklist") or [{"networkid": n}
+                                                 for n in p["networkids"].split(",")]
+        nics = []
+        for n in nets:
+            net = next(x for x in self.networks if x["id"] == n["networkid"])
+            mac = n.get("mac") or "02:00:%02x:%02x:%02x:%02x" % tuple(os.urandom(4))
+            nics.append(self.new_nic(net, mac))
+        name = p.get("name") or "VM-" + p["_id"]
+        state = "Running" if p.get("startvm", "true").lower() == "true" else "Stopped"
+        vm = self.new_vm(p["_id"], name, state, nics, offering, template, details)
+        if p.get("displayname"):
+            vm["displayname"] = p["displayname"]
+        self.vms[vm["id"]] = vm
+        root = self.new_volume("ROOT-" + vm["id"][:8], template["size"], "ROOT")
+        root["virtualmachineid"] = vm["id"]
+        root["deviceid"] = 0
+        return {"virtualmachine": self.vm_view(vm)}
+
+    def cmd_startVirtualMachine(self, p):
+        vm = self.get(self.vms, "id", "vm", p)
+        if not any(v["virtualmachineid"] == vm["id"] and v["type"] == "ROOT"
+                   for v in self.volumes.values()):
+            raise ApiFailure(530, f"Unable to start VM {vm['name']}: no root volume found")
+        vm["state"] = "Running"
+        return {"virtualmachine": self.vm_view(vm)}
+
+    def cmd_stopVirtualMachine(self, p):
+        vm = self.get(self.vms, "id", "vm", p)
+        if vm["id"] == self.args.oma_vm_id:
+            raise ApiFailure(431, "refusing to stop the OMA itself")
+        vm["state"] = "Stopped"
+        return {"virtualmachine": self.vm_view(vm)}
+
+    def cmd_destroyVirtualMachine(self, p):
+        vm = self.get(self.vms, "id", "vm", p)
+        if vm["id"] == self.args.oma_vm_id:
+            raise ApiFailure(431, "refusing to destroy the OMA itself")
+        for vol in list(self.volumes.values()):
+            if vol["virtualmachineid"] != vm["id"]:
+                continue
+            if vol["type"] == "ROOT":
+                vol["virtualmachineid"] = None
+                self.drop_volume(vol)  # the root disk goes with the VM
+            else:
+                vol["virtualmachineid"] = None
+                vol["deviceid"] = None
+        if p.get("expunge", "false").lower() == "true":
+            del self.vms[vm["id"]]
+            return {"virtualmachine": dict(self.vm_view(vm), state="Expunging")}
+        vm["state"] = "Destroyed"
+        return {"virtualmachine": self.vm_view(vm)}
+
+    # ---- snapshots -----------------------------------------------------------------
+
+    def cmd_listSnapshots(self, p):
+        items = self.filter_id(p, sorted(self.snapshots.values(),
+                                         key=lambda s: s["created"] + s["id"]))
+        if p.get("volumeid"):
+            items = [s for s in items if s["volumeid"] == p["volumeid"]]
+        return self.page(p, [{k: v for k, v in s.items() if not k.startswith("_")}
+                             for s in items], "snapshot")
+
+    def pre_createSnapshot(self, p):
+        self.get(self.volumes, "volumeid", "volume", p)
+        p["_id"] = str(uuid.uuid4())
+        return {"id": p["_id"]}
+
+    def cmd_createSnapshot(self, p):
+        vol = self.get(self.volumes, "volumeid", "volume", p)
+        snap_path = os.path.join(self.args.state_dir, "volumes", p["_id"] + ".snap")
+        sparse_copy(self.volume_path(vol["id"]), snap_path)
+        snap = {"id": p["_id"], "name": p.get("name") or f"{vol['name']}-snap",
+                "volumeid": vol["id"], "volumename": vol["name"], "volumetype": vol["type"],
+                "state": "BackedUp", "snapshottype": "MANUAL", "created": now_iso(),
+                "account": self.account, "domainid": self.domainid, "_path": snap_path}
+        self.snapshots[snap["id"]] = snap
+        return {"snapshot": {k: v for k, v in snap.items() if not k.startswith("_")}}
+
+    def cmd_revertSnapshot(self, p):
+        snap = self.get(self.snapshots, "id", "snapshot", p)
+        vol = self.volumes[snap["volumeid"]]
+        vm = self.vms.get(vol["virtualmachineid"]) if vol["virtualmachineid"] else None
+        if vm and vm["state"] == "Running":
+            raise ApiFailure(431, f"Volume {vol['name']} is attached to running VM "
+                                  f"{vm['name']}; stop it or detach the volume first")
+        sparse_copy(snap["_path"], self.volume_path(vol["id"]))
+        return {"snapshot": {k: v for k, v in snap.items() if not k.startswith("_")}}
+
+    def cmd_deleteSnapshot(self, p):
+        snap = self.get(self.snapshots, "id", "snapshot", p)
+        os.unlink(snap["_path"])
+        del self.snapshots[snap["id"]]
+        return {"success": True}
+
+    # ---- control -------------------------------------------------------------------
+
+    def state(self):
+        with self.lock:
+            return {"volumes": [self.volume_view(v) for v in self.volumes.values()],
+                    "virtualmachines": [self.vm_view(v) for v in self.vms.values()],
+                    "snapshots": [{k: v for k, v in s.items() if not k.startswith("_")}
+                                  for s in self.snapshots.values()],
+                    "jobs": list(self.jobs.values()),
+                    "calls": list(self.calls),
+                    "oma_vm_id": self.args.oma_vm_id}
+
+
+def sparse_copy(src, dst):
+    """Copies src over dst keeping holes: only non-zero 64 KiB blocks are written."""
+    size = os.path.getsize(src)
+    tmp = dst + ".tmp"
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        fout.truncate(size)
+        block = 64 * 1024
+        zero = bytes(block)
+        offset = 0
+        while offset < size:
+            data = fin.read(block)
+            if not data:
+                break
+            if data != zero[:len(data)]:
+                fout.seek(offset)
+                fout.write(data)
+            offset += len(data)
+    # Replace in place so that by-id links (to the path) keep pointing at the volume.
+    os.replace(tmp, dst)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        if self.server.sim.args.verbose:
+            sys.stderr.write("sim: " + (fmt % args) + "\n")
+
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n).decode() if n else ""
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def dispatch(self, method):
+        url = urllib.parse.urlsplit(self.path)
+        sim = self.server.sim
+        body = self.read_body() if method == "POST" else ""
+        if url.path.startswith("/control/"):
+            return self.control(url.path, body)
+        if url.path != "/client/api":
+            return self.reply(404, {"errorresponse": {"errorcode": 404,
+                                                      "errortext": f"no such path {url.path}"}})
+        params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        if method == "POST":
+            ctype = self.headers.get("Content-Type", "")
+            if "application/x-www-form-urlencoded" not in ctype:
+                return self.reply(415, {"errorresponse": {"errorcode": 415,
+                                                          "errortext": "POST body must be "
+                                                          "application/x-www-form-urlencoded"}})
+            params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        key = params.get("command", "").lower() + "response"
+        try:
+            self.reply(200, {key: sim.handle(params)})
+        except ApiFailure as e:
+            self.reply(e.errorcode if 400 <= e.errorcode < 600 else 530,
+                       {key: {"uuidList": [], "errorcode": e.errorcode,
+                              "cserrorcode": 4350, "errortext": e.errortext}})
+
+    def control(self, path, body):
+        sim = self.server.sim
+        if path == "/control/state":
+            return self.reply(200, sim.state())
+        if path == "/control/fail":
+            rule = json.loads(body or "{}")
+            rule.setdefault("count", 1)
+            rule.setdefault("how", "job")
+            if "command" not in rule or rule["how"] not in ("job", "error", "hang"):
+                return self.reply(400, {"error": "need command and how in job|error|hang"})
+            with sim.lock:
+                sim.rules.append(rule)
+            return self.reply(200, {"ok": True})
+        if path == "/control/clear":
+            with sim.lock:
+                sim.rules.clear()
+            return self.reply(200, {"ok": True})
+        return self.reply(404, {"error": f"no such control {path}"})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--by-id-dir", required=True)
+    ap.add_argument("--api-key", required=True)
+    ap.add_argument("--secret-key-file", required=True,
+                    help="file holding the secret key (never on the command line)")
+    ap.add_argument("--oma-vm-id", default="0a000000-0000-4000-8000-00000000000a")
+    ap.add_argument("--oma-mac", default="02:00:00:00:0a:01")
+    ap.add_argument("--job-delay", type=float, default=0.05)
+    ap.add_argument("--max-page-size", type=int, default=500)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    with open(args.secret_key_file) as f:
+        secret = f.read().strip()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.sim = Sim(args, secret)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(server.server_address[1]))
+    os.replace(tmp, args.port_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
