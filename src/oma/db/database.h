@@ -1,0 +1,96 @@
+// Database: one SQL connection to the OMA's state, SQLite (embedded, WAL) or MariaDB.
+//
+// The OMA speaks one SQL dialect to both engines: the schema uses only VARCHAR(n),
+// BIGINT, DOUBLE and TEXT columns, primary keys and UNIQUE constraints, and statements
+// use `?` placeholders bound as parameters (never values spliced into SQL). What the
+// two engines do differently (connection, transactions, error codes) lives behind this
+// interface; everything above it (migrations, Store) is shared.
+//
+// A Database owns its connection. It is thread-safe: every call takes the connection's
+// mutex, and transaction() holds it for the whole transaction, so a transaction sees no
+// statement from another thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/error.h"
+
+namespace mk::oma::db {
+
+// A bound parameter: NULL, an integer, a double or text.
+using Value = std::variant<std::monostate, int64_t, double, std::string>;
+
+// One result row: each column as text, or nullopt for NULL (both engines return their
+// values as text; Row's accessors convert).
+class Row {
+ public:
+  explicit Row(std::vector<std::optional<std::string>> cols) : cols_(std::move(cols)) {}
+  size_t size() const { return cols_.size(); }
+  bool is_null(size_t i) const { return !cols_.at(i).has_value(); }
+  std::string str(size_t i) const { return cols_.at(i).value_or(""); }
+  std::optional<std::string> opt(size_t i) const { return cols_.at(i); }
+  int64_t i64(size_t i) const;     // NULL reads as 0
+  double dbl(size_t i) const;      // NULL reads as 0
+
+ private:
+  std::vector<std::optional<std::string>> cols_;
+};
+
+using Rows = std::vector<Row>;
+
+// Thrown when a statement violates a UNIQUE or PRIMARY KEY constraint, so callers can
+// turn "already exists" into a clear answer instead of a generic failure.
+class ConstraintError : public mk::Error {
+ public:
+  using mk::Error::Error;
+};
+
+class Database {
+ public:
+  virtual ~Database() = default;
+
+  // Runs one statement; returns its rows (empty for statements without results).
+  // Throws mk::Error (ConstraintError for a unique violation) naming the statement.
+  Rows query(const std::string& sql, const std::vector<Value>& params = {});
+  // Runs one statement and returns the number of rows it changed.
+  int64_t exec(const std::string& sql, const std::vector<Value>& params = {});
+
+  // Runs `fn` inside BEGIN ... COMMIT; rolls back and rethrows if it throws. Calls to
+  // query/exec from inside `fn` (same thread) join the transaction.
+  void transaction(const std::function<void()>& fn);
+
+  // "sqlite" or "mariadb".
+  virtual std::string engine() const = 0;
+  // Where the database is, for messages (a path or host:port/name; never a password).
+  virtual std::string describe() const = 0;
+
+ protected:
+  struct Result {
+    Rows rows;
+    int64_t changed = 0;
+  };
+  virtual Result run(const std::string& sql, const std::vector<Value>& params) = 0;
+  virtual void begin() = 0;
+  virtual void commit() = 0;
+  virtual void rollback() = 0;
+
+ private:
+  std::recursive_mutex mu_;
+  int depth_ = 0;  // nesting of transaction() on the owning thread
+};
+
+// Opens a database from a URL:
+//   sqlite:/path/to/oma.db           (created if missing; WAL journal, foreign keys on)
+//   mariadb://user@host:port/name?password_file=/path   (password read from a 0600 file)
+//   mariadb://user@localhost/name?socket=/path/to/sock&password_file=/path
+// Throws mk::UsageError for a malformed URL, mk::Error when the connection fails.
+std::unique_ptr<Database> open_database(const std::string& url);
+
+}  // namespace mk::oma::db

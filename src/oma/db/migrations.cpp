@@ -1,0 +1,194 @@
+#include "oma/db/migrations.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "common/log.h"
+
+namespace mk::oma::db {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Version 1: the whole model. Identities are text (UUIDs, names) chosen by the OMA, so
+// no engine-specific auto-increment is needed. Uniqueness that protects data is in the
+// schema itself: one volume per (VM, disk key), one export per volume and per (VM,
+// unit), at most one active job per VM (active_jobs' primary key).
+const std::vector<std::string> kV1 = {
+    R"(CREATE TABLE vm_contexts (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      name VARCHAR(255) NOT NULL,
+      vcenter VARCHAR(255) NOT NULL,
+      datacenter VARCHAR(255) NOT NULL,
+      cpus BIGINT NOT NULL,
+      memory_mb BIGINT NOT NULL,
+      guest_os VARCHAR(255) NOT NULL,
+      power_state VARCHAR(32) NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      current_job_id VARCHAR(36) NULL,
+      created_at BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL))",
+    R"(CREATE TABLE volumes (
+      volume_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      vm_id VARCHAR(36) NOT NULL,
+      disk_key VARCHAR(64) NOT NULL,
+      backend VARCHAR(32) NOT NULL,
+      size_bytes BIGINT NOT NULL,
+      device_path VARCHAR(1024) NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      created_at BIGINT NOT NULL,
+      CONSTRAINT volumes_identity UNIQUE (vm_id, disk_key)))",
+    R"(CREATE TABLE vm_disks (
+      vm_id VARCHAR(36) NOT NULL,
+      disk_key VARCHAR(64) NOT NULL,
+      unit BIGINT NOT NULL,
+      label VARCHAR(255) NOT NULL,
+      capacity_bytes BIGINT NOT NULL,
+      volume_id VARCHAR(36) NULL,
+      export_name VARCHAR(128) NULL,
+      change_id TEXT NULL,
+      updated_at BIGINT NOT NULL,
+      PRIMARY KEY (vm_id, disk_key),
+      CONSTRAINT vm_disks_unit UNIQUE (vm_id, unit),
+      CONSTRAINT vm_disks_volume UNIQUE (volume_id),
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+    R"(CREATE TABLE nbd_exports (
+      export_name VARCHAR(128) NOT NULL PRIMARY KEY,
+      volume_id VARCHAR(36) NOT NULL,
+      device_path VARCHAR(1024) NOT NULL,
+      size_bytes BIGINT NOT NULL,
+      backend VARCHAR(32) NOT NULL,
+      created_at BIGINT NOT NULL,
+      verified_at BIGINT NULL,
+      CONSTRAINT nbd_exports_volume UNIQUE (volume_id)))",
+    R"(CREATE TABLE vm_export_mappings (
+      vm_id VARCHAR(36) NOT NULL,
+      unit BIGINT NOT NULL,
+      export_name VARCHAR(128) NOT NULL,
+      PRIMARY KEY (vm_id, unit),
+      CONSTRAINT vm_export_mappings_export UNIQUE (export_name)))",
+    R"(CREATE TABLE replication_jobs (
+      job_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      vm_id VARCHAR(36) NOT NULL,
+      kind VARCHAR(16) NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      phase VARCHAR(64) NOT NULL,
+      bytes_done BIGINT NOT NULL,
+      bytes_total BIGINT NOT NULL,
+      throughput_bps DOUBLE NOT NULL,
+      eta_seconds DOUBLE NOT NULL,
+      error TEXT NULL,
+      cancel_requested BIGINT NOT NULL,
+      created_at BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL,
+      finished_at BIGINT NULL))",
+    "CREATE INDEX replication_jobs_vm ON replication_jobs (vm_id)",
+    R"(CREATE TABLE active_jobs (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      job_id VARCHAR(36) NOT NULL,
+      CONSTRAINT active_jobs_job UNIQUE (job_id)))",
+    R"(CREATE TABLE job_disks (
+      job_id VARCHAR(36) NOT NULL,
+      disk_key VARCHAR(64) NOT NULL,
+      unit BIGINT NOT NULL,
+      export_name VARCHAR(128) NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      phase VARCHAR(64) NOT NULL,
+      bytes_done BIGINT NOT NULL,
+      bytes_total BIGINT NOT NULL,
+      throughput_bps DOUBLE NOT NULL,
+      eta_seconds DOUBLE NOT NULL,
+      change_id_base TEXT NULL,
+      change_id_new TEXT NULL,
+      committed BIGINT NOT NULL,
+      error TEXT NULL,
+      PRIMARY KEY (job_id, disk_key)))",
+    R"(CREATE TABLE cbt_history (
+      vm_id VARCHAR(36) NOT NULL,
+      disk_key VARCHAR(64) NOT NULL,
+      job_id VARCHAR(36) NOT NULL,
+      change_id TEXT NOT NULL,
+      committed_at BIGINT NOT NULL,
+      PRIMARY KEY (vm_id, disk_key, job_id)))",
+    R"(CREATE TABLE job_steps (
+      job_id VARCHAR(36) NOT NULL,
+      seq BIGINT NOT NULL,
+      name VARCHAR(64) NOT NULL,
+      status VARCHAR(32) NOT NULL,
+      message TEXT NULL,
+      started_at BIGINT NOT NULL,
+      finished_at BIGINT NULL,
+      PRIMARY KEY (job_id, seq)))",
+    R"(CREATE TABLE job_events (
+      job_id VARCHAR(36) NOT NULL,
+      seq BIGINT NOT NULL,
+      at BIGINT NOT NULL,
+      level VARCHAR(16) NOT NULL,
+      message TEXT NOT NULL,
+      PRIMARY KEY (job_id, seq)))",
+    R"(CREATE TABLE api_tokens (
+      token_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      name VARCHAR(64) NOT NULL,
+      token_hash VARCHAR(64) NOT NULL,
+      role VARCHAR(16) NOT NULL,
+      created_at BIGINT NOT NULL,
+      revoked_at BIGINT NULL,
+      CONSTRAINT api_tokens_hash UNIQUE (token_hash)))",
+    R"(CREATE TABLE settings (
+      name VARCHAR(64) NOT NULL PRIMARY KEY,
+      value TEXT NOT NULL,
+      encrypted BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL))",
+};
+
+void ensure_table(Database& db) {
+  db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
+      version BIGINT NOT NULL PRIMARY KEY,
+      name VARCHAR(128) NOT NULL,
+      applied_at BIGINT NOT NULL))");
+}
+
+}  // namespace
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> all = {
+      {1, "initial schema", kV1},
+  };
+  return all;
+}
+
+int schema_version(Database& db) {
+  ensure_table(db);
+  auto rows = db.query("SELECT MAX(version) FROM schema_migrations");
+  return rows.empty() ? 0 : static_cast<int>(rows[0].i64(0));
+}
+
+int migrate(Database& db) {
+  int current = schema_version(db);
+  int known = migrations().back().version;
+  if (current > known) {
+    throw Error(fmt::format("{} has schema version {} but this OMA knows only up to {}: run the newer OMA "
+                            "that wrote it, or restore a backup",
+                            db.describe(), current, known));
+  }
+  int applied = 0;
+  for (const auto& m : migrations()) {
+    if (m.version <= current) continue;
+    // MariaDB commits DDL implicitly, so a failed migration may be half applied there;
+    // each statement is written to be the only one that can fail (fresh tables).
+    db.transaction([&] {
+      for (const auto& sql : m.statements) db.exec(sql);
+      db.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+              {int64_t{m.version}, m.name, now_ms()});
+    });
+    log::info("database {}: applied migration {} ({})", db.describe(), m.version, m.name);
+    ++applied;
+  }
+  return applied;
+}
+
+}  // namespace mk::oma::db

@@ -1,0 +1,32 @@
+// Versioned schema migrations, applied in order when the OMA starts.
+//
+// Each migration has a version number and a list of statements in the dialect both
+// engines accept (see database.h). schema_migrations records what was applied; a
+// database newer than this program is refused rather than guessed at. Free functions;
+// thread-safe as the Database is.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "oma/db/database.h"
+
+namespace mk::oma::db {
+
+struct Migration {
+  int version;
+  std::string name;
+  std::vector<std::string> statements;
+};
+
+// Every migration this program knows, in version order.
+const std::vector<Migration>& migrations();
+
+// Applies the missing migrations; returns how many were applied. Throws mk::Error if
+// the database records a version this program does not know (a newer OMA wrote it).
+int migrate(Database& db);
+
+// The highest applied version (0 for an empty database).
+int schema_version(Database& db);
+
+}  // namespace mk::oma::db

@@ -1,0 +1,83 @@
+// Plain records of the OMA's state, one per table row (see migrations.cpp for the
+// schema). Times are milliseconds since the Unix epoch. Values, no behaviour; copy
+// freely between threads.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace mk::oma {
+
+struct VmRecord {
+  std::string vm_id;  // VMware instance UUID, lowercase
+  std::string name, vcenter, datacenter, guest_os, power_state;
+  int64_t cpus = 0, memory_mb = 0;
+  std::string status = "discovered";
+  std::optional<std::string> current_job_id;
+  int64_t created_at = 0, updated_at = 0;
+};
+
+struct DiskRecord {
+  std::string vm_id, disk_key;  // disk_key: VMware's device key ("2000")
+  int64_t unit = 0;             // unit number: the N in the export name's diskN
+  std::string label;
+  int64_t capacity_bytes = 0;
+  std::optional<std::string> volume_id, export_name, change_id;
+};
+
+struct VolumeRecord {
+  std::string volume_id, vm_id, disk_key, backend, device_path, status;
+  int64_t size_bytes = 0, created_at = 0;
+};
+
+struct ExportRecord {
+  std::string export_name, volume_id, device_path, backend;
+  int64_t size_bytes = 0, created_at = 0;
+  std::optional<int64_t> verified_at;
+};
+
+// Job status: preparing, exporting, copying, committing (active); completed, failed,
+// cancelled (terminal).
+struct JobRecord {
+  std::string job_id, vm_id, kind, status, phase;
+  int64_t bytes_done = 0, bytes_total = 0;
+  double throughput_bps = 0, eta_seconds = 0;
+  std::optional<std::string> error;
+  bool cancel_requested = false;
+  int64_t created_at = 0, updated_at = 0;
+  std::optional<int64_t> finished_at;
+};
+
+// One disk of one job. status: pending, copying, completed, failed.
+struct JobDiskRecord {
+  std::string job_id, disk_key, export_name, status = "pending", phase = "pending";
+  int64_t unit = 0, bytes_done = 0, bytes_total = 0;
+  double throughput_bps = 0, eta_seconds = 0;
+  std::optional<std::string> change_id_base, change_id_new, error;
+  bool committed = false;
+};
+
+struct StepRecord {
+  std::string job_id, name, status;
+  int64_t seq = 0, started_at = 0;
+  std::optional<std::string> message;
+  std::optional<int64_t> finished_at;
+};
+
+struct EventRecord {
+  std::string job_id, level, message;
+  int64_t seq = 0, at = 0;
+};
+
+struct TokenRecord {
+  std::string token_id, name, role;  // role: admin or operator
+  int64_t created_at = 0;
+  std::optional<int64_t> revoked_at;
+};
+
+inline bool job_is_terminal(const std::string& status) {
+  return status == "completed" || status == "failed" || status == "cancelled";
+}
+
+}  // namespace mk::oma

@@ -1,0 +1,99 @@
+// Store: the OMA's data-access layer, the only code that writes SQL against the schema.
+//
+// Every invariant that protects data is enforced in a transaction here (and backed by
+// a constraint in the schema): a VM has at most one active job (create_job fails with
+// Conflict otherwise), a volume belongs to one (VM, disk key), an export to one volume
+// and one (VM, unit), and change IDs are committed for all disks of a job at once, or
+// not at all. Unknown ids throw NotFound.
+//
+// The Store does not own the Database (the caller keeps it alive). Thread-safe: each
+// method is one statement or one transaction on the thread-safe Database.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "oma/db/database.h"
+#include "oma/db/records.h"
+
+namespace mk::oma {
+
+int64_t now_ms();
+
+class Store {
+ public:
+  explicit Store(db::Database& db) : db_(db) {}
+  db::Database& database() { return db_; }
+
+  // VMs and their disks. add_vm throws Conflict if the VM exists or two disks share a
+  // key or a unit.
+  void add_vm(const VmRecord& vm, const std::vector<DiskRecord>& disks);
+  std::optional<VmRecord> find_vm(const std::string& vm_id);
+  VmRecord get_vm(const std::string& vm_id);
+  std::vector<VmRecord> list_vms();
+  std::vector<DiskRecord> list_disks(const std::string& vm_id);
+  void set_vm_status(const std::string& vm_id, const std::string& status);
+
+  // Volumes, by identity (VM, disk key). insert_volume also links it to the disk.
+  std::optional<VolumeRecord> find_volume(const std::string& vm_id, const std::string& disk_key);
+  void insert_volume(const VolumeRecord& v);
+  std::vector<VolumeRecord> list_volumes();
+
+  // Exports: insert_export records the export, its (VM, unit) mapping and links it to
+  // the disk, in one transaction.
+  std::optional<ExportRecord> find_export(const std::string& name);
+  void insert_export(const ExportRecord& e, const std::string& vm_id, int64_t unit, const std::string& disk_key);
+  void update_export_device(const std::string& name, const std::string& device_path, int64_t size_bytes);
+  void mark_export_verified(const std::string& name);
+  std::vector<ExportRecord> list_exports();
+  std::optional<std::string> export_for(const std::string& vm_id, int64_t unit);
+
+  // Jobs. create_job claims the VM (active_jobs) and records the job and its disks.
+  void create_job(const JobRecord& job, const std::vector<JobDiskRecord>& disks);
+  std::optional<JobRecord> find_job(const std::string& job_id);
+  JobRecord get_job(const std::string& job_id);
+  std::vector<JobRecord> list_jobs(const std::string& vm_id = "", const std::string& status = "");
+  std::vector<JobRecord> active_jobs();
+  std::vector<JobDiskRecord> job_disks(const std::string& job_id);
+  void set_job_status(const std::string& job_id, const std::string& status, const std::string& phase);
+  void set_job_disk_export(const std::string& job_id, const std::string& disk_key, const std::string& export_name);
+  void update_disk_progress(const JobDiskRecord& d);
+  // Recomputes the job's totals from its disks (sum of bytes and throughput, max ETA).
+  void roll_up_progress(const std::string& job_id);
+  void request_cancel(const std::string& job_id);
+  // Marks the job terminal (completed, failed or cancelled), releases the VM.
+  void finish_job(const std::string& job_id, const std::string& status, const std::optional<std::string>& error);
+  // Stores each disk's new change ID on vm_disks and in cbt_history, all or nothing.
+  // Throws Error if a disk has not completed or has no change ID.
+  void commit_change_ids(const std::string& job_id);
+  std::vector<std::pair<std::string, std::string>> cbt_history(const std::string& vm_id, const std::string& disk_key);
+
+  // A job's log.
+  int64_t begin_step(const std::string& job_id, const std::string& name);
+  void end_step(const std::string& job_id, int64_t seq, const std::string& status, const std::string& message = "");
+  void add_event(const std::string& job_id, const std::string& level, const std::string& message);
+  std::vector<StepRecord> list_steps(const std::string& job_id);
+  std::vector<EventRecord> list_events(const std::string& job_id);
+
+  // API tokens, stored as SHA-256 hashes.
+  void insert_token(const TokenRecord& t, const std::string& token_hash);
+  std::optional<TokenRecord> find_live_token(const std::string& token_hash);
+  std::vector<TokenRecord> list_tokens();
+  void revoke_token(const std::string& token_id);
+  int64_t count_tokens();
+
+  // Settings (values already encrypted by the caller when `encrypted`).
+  void put_setting(const std::string& name, const std::string& value, bool encrypted);
+  std::optional<std::pair<std::string, bool>> get_setting(const std::string& name);
+  std::vector<std::pair<std::string, bool>> list_settings();  // names and encrypted flags
+
+  // Counts for /metrics.
+  std::vector<std::pair<std::string, int64_t>> jobs_by_status();
+  int64_t count_exports();
+
+ private:
+  db::Database& db_;
+};
+
+}  // namespace mk::oma
