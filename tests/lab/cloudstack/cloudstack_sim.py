@@ -374,7 +374,12 @@ class Sim:
             items = [v for v in items if v["virtualmachineid"] == p["virtualmachineid"]]
         if p.get("type"):
             items = [v for v in items if v["type"] == p["type"].upper()]
-        return self.page(p, [self.volume_view(v) for v in items], "volume")
+        views = [self.volume_view(v) for v in items]
+        for want in indexed(p, "tags"):
+            views = [v for v in views
+                     if any(t["key"] == want.get("key") and t["value"] == want.get("value")
+                            for t in v["tags"])]
+        return self.page(p, views, "volume")
 
     def pre_createVolume(self, p):
         self.require(p, "name", "zoneid", "diskofferingid")

@@ -1,0 +1,190 @@
+// CloudStackVolumes against the simulator: creation with ownership tags, attach and the
+// by-id device (with real data behind it), detach, delete, and refusals of volumes that
+// are not ours.
+#include "cloudstack/volumes.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "sim_server.h"
+
+namespace mk::cloudstack {
+namespace {
+
+using test::SimServer;
+namespace seed = test::seed;
+namespace fs = std::filesystem;
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+class VolumesTest : public ::testing::Test {
+ protected:
+  VolumesConfig config(const std::string& oma_id = "oma-1") {
+    VolumesConfig c;
+    c.oma_id = oma_id;
+    c.oma_vm_id = sim.oma_vm_id();
+    c.zone_id = seed::zone;
+    c.disk_offering_id = seed::custom_disk_offering;
+    c.by_id_dir = sim.by_id_dir();
+    c.device_timeout = std::chrono::seconds(10);
+    return c;
+  }
+  Json find_volume(const std::string& id) {
+    const Json state = sim.state();  // the loop must not iterate into a temporary
+    for (const auto& v : state["volumes"]) {
+      if (v["id"] == id) return v;
+    }
+    return nullptr;
+  }
+  SimServer sim;
+  Client client{sim.endpoint(), SimServer::fast_client_options()};
+  CloudStackVolumes volumes{client, config()};
+  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", 3 * kGiB / 2};
+};
+
+TEST_F(VolumesTest, NamingSizeAndDeviceLink) {
+  EXPECT_EQ(CloudStackVolumes::size_gib(kGiB), 1u);
+  EXPECT_EQ(CloudStackVolumes::size_gib(kGiB + 1), 2u);
+  EXPECT_EQ(CloudStackVolumes::size_gib(1), 1u);
+  EXPECT_EQ(CloudStackVolumes::volume_name(disk), "mk-4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30-disk-2000");
+  EXPECT_EQ(CloudStackVolumes::device_link_name("8F2C41A0-77d3-4e0b-a1c4-0f6e2d9b5c11"),
+            "virtio-8f2c41a077d34e0ba1c4");
+  EXPECT_THROW(CloudStackVolumes::device_link_name("../../etc/passwd"), UsageError);
+  EXPECT_THROW(CloudStackVolumes::volume_name({"vm/..", "2000", 1}), UsageError);
+}
+
+TEST_F(VolumesTest, CreateRecordsOwnershipAndRoundsSizeUp) {
+  Volume v = volumes.create(disk);
+  Json stored = find_volume(v.id);
+  ASSERT_FALSE(stored.is_null());
+  EXPECT_EQ(stored["size"], 2 * kGiB);
+  EXPECT_EQ(stored["name"], CloudStackVolumes::volume_name(disk));
+  std::map<std::string, std::string> tags;
+  for (const auto& t : stored["tags"]) tags[t["key"]] = t["value"];
+  EXPECT_EQ(tags[kTagOma], "oma-1");
+  EXPECT_EQ(tags[kTagVm], disk.vm_uuid);
+  EXPECT_EQ(tags[kTagDisk], "2000");
+  EXPECT_EQ(volumes.require_owned(v.id, disk).id, v.id);
+  ASSERT_EQ(volumes.owned_by_vm(disk.vm_uuid).size(), 1u);
+}
+
+TEST_F(VolumesTest, AttachFindsTheDeviceByIdAndDataIsReal) {
+  Volume v = volumes.create(disk);
+  std::string device = volumes.attach_to_oma(v.id, disk);
+  EXPECT_EQ(device, sim.by_id_dir() + "/" + CloudStackVolumes::device_link_name(v.id));
+  {
+    std::fstream f(device, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1 << 20);
+    f << "written through the by-id device";
+  }
+  // The simulator's volume file holds the data.
+  std::ifstream backing(sim.dir() + "/state/volumes/" + v.id + ".img", std::ios::binary);
+  backing.seekg(1 << 20);
+  std::string word(7, '\0');
+  backing.read(word.data(), 7);
+  EXPECT_EQ(word, "written");
+  Json stored = find_volume(v.id);
+  EXPECT_EQ(stored["virtualmachineid"], sim.oma_vm_id());
+  // Attaching again is a no-op that finds the same device.
+  EXPECT_EQ(volumes.attach_to_oma(v.id, disk), device);
+
+  volumes.detach(v.id, disk);
+  EXPECT_FALSE(fs::exists(device));
+  EXPECT_FALSE(find_volume(v.id).contains("virtualmachineid"));
+  volumes.detach(v.id, disk);  // already detached: nothing to do
+  volumes.remove(v.id, disk);
+  EXPECT_TRUE(find_volume(v.id).is_null());
+}
+
+TEST_F(VolumesTest, DeviceThatNeverAppearsTimesOutNamingVolumeAndPath) {
+  Volume v = volumes.create(disk);
+  VolumesConfig c = config();
+  c.by_id_dir = sim.dir();  // the simulator never links there
+  c.device_timeout = std::chrono::milliseconds(300);
+  CloudStackVolumes elsewhere(client, c);
+  try {
+    elsewhere.attach_to_oma(v.id, disk);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(v.id), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(CloudStackVolumes::device_link_name(v.id)),
+              std::string::npos);
+  }
+}
+
+TEST_F(VolumesTest, RefusesVolumesOfAnotherOmaVmOrDisk) {
+  Volume v = volumes.create(disk);
+  CloudStackVolumes other_oma(client, config("oma-2"));
+  EXPECT_THROW(other_oma.remove(v.id, disk), Error);
+  EXPECT_THROW(other_oma.detach(v.id, disk), Error);
+  EXPECT_THROW(volumes.remove(v.id, {disk.vm_uuid, "2001", disk.capacity_bytes}), Error);
+  EXPECT_THROW(volumes.remove(v.id, {"another-vm", "2000", disk.capacity_bytes}), Error);
+  // A volume made by hand with our naming but no ownership tags is not ours either.
+  Json made = client.call_async("createVolume", {{"name", CloudStackVolumes::volume_name(disk)},
+                                                 {"zoneid", seed::zone},
+                                                 {"diskofferingid", seed::custom_disk_offering},
+                                                 {"size", "1"}});
+  std::string foreign = made["volume"]["id"];
+  try {
+    volumes.remove(foreign, disk);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("refusing"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(find_volume(v.id).is_null());
+  EXPECT_FALSE(find_volume(foreign).is_null());
+  // No delete request was ever sent.
+  const Json state = sim.state();
+  for (const auto& call : state["calls"]) EXPECT_NE(call["command"], "deleteVolume");
+}
+
+TEST_F(VolumesTest, AttachedVolumeIsNotDeletedAndAttachElsewhereIsRefusedByCloudStack) {
+  Volume v = volumes.create(disk);
+  volumes.attach_to_oma(v.id, disk);
+  EXPECT_THROW(volumes.remove(v.id, disk), Error);
+  Json vm = client.call_async("deployVirtualMachine",
+                              {{"serviceofferingid", seed::fixed_service_offering},
+                               {"templateid", seed::ready_template},
+                               {"zoneid", seed::zone},
+                               {"networkids", seed::prod_network},
+                               {"startvm", "false"}});
+  try {
+    volumes.attach_to_vm(v.id, disk, vm["virtualmachine"]["id"], std::nullopt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already attached"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(find_volume(v.id)["virtualmachineid"], sim.oma_vm_id());
+}
+
+TEST_F(VolumesTest, FailuresMidWayLeaveNothingBehind) {
+  // Tagging fails: the new volume is deleted again, so no unprovable volume is left.
+  sim.fail({{"command", "createTags"}, {"how", "job"}, {"errortext", "tag service down"}});
+  try {
+    volumes.create(disk);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tag service down"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find(disk.vm_uuid), std::string::npos);
+  }
+  EXPECT_TRUE(sim.state()["volumes"].empty());
+
+  // The attach job fails: the error names the volume and CloudStack's text; no link.
+  Volume v = volumes.create(disk);
+  sim.fail({{"command", "attachVolume"}, {"how", "job"}, {"errortext", "hypervisor said no"}});
+  try {
+    volumes.attach_to_oma(v.id, disk);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("hypervisor said no"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find(v.id), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists(sim.by_id_dir() + "/" + CloudStackVolumes::device_link_name(v.id)));
+  // And it works on the next try.
+  EXPECT_NO_THROW(volumes.attach_to_oma(v.id, disk));
+}
+
+}  // namespace
+}  // namespace mk::cloudstack
