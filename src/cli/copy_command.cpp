@@ -34,8 +34,9 @@ struct CopyArgs {
   std::string source, target;
   std::string changed_areas, dirty_bitmap;
   bool target_is_zero = false;
-  std::string request_size = "4M";
-  unsigned requests = 16;
+  std::string request_size = "1M";
+  unsigned requests = 64;
+  std::string in_flight = "8M";
   unsigned connections = 1;
   std::string source_psk, target_psk, source_certs, target_certs;
   std::string progress_json;
@@ -79,7 +80,11 @@ int run_copy(const CopyArgs& a) {
   if (opt.request_size < 4096 || opt.request_size > 32 * MiB || opt.request_size % 512) {
     throw UsageError("--request-size must be a multiple of 512 between 4K and 32M");
   }
-  if (a.requests < 1 || a.requests > 256) throw UsageError("--requests must be between 1 and 256");
+  if (a.requests < 1 || a.requests > 1024) throw UsageError("--requests must be between 1 and 1024");
+  opt.bytes_in_flight = parse_size(a.in_flight, "--in-flight");
+  if (opt.bytes_in_flight < opt.request_size || opt.bytes_in_flight > 1024 * MiB) {
+    throw UsageError("--in-flight must be at least --request-size and at most 1G");
+  }
   if (a.connections < 1 || a.connections > 16) throw UsageError("--connections must be between 1 and 16");
   opt.requests = a.requests;
   opt.connections = a.connections;
@@ -106,15 +111,12 @@ int run_copy(const CopyArgs& a) {
     auto src = NbdConnection::open(source, plan_meta_contexts(request));
     if (!a.changed_areas.empty()) request.changed_areas = load_changed_areas(a.changed_areas, src->size());
     Plan plan = build_plan(*src, request);
-    src.reset();
-    {
-      auto dst = NbdConnection::open(target);
-      if (dst->size() < plan.disk_size) {
-        throw UsageError(fmt::format("{}: target is smaller ({} bytes) than the source ({} bytes)",
-                                     target.describe(), dst->size(), plan.disk_size));
-      }
-      if (dst->read_only()) throw UsageError(fmt::format("{}: the export is read-only", target.describe()));
+    auto dst = NbdConnection::open(target);
+    if (dst->size() < plan.disk_size) {
+      throw UsageError(fmt::format("{}: target is smaller ({} bytes) than the source ({} bytes)",
+                                   target.describe(), dst->size(), plan.disk_size));
     }
+    if (dst->read_only()) throw UsageError(fmt::format("{}: the export is read-only", target.describe()));
     log::debug("plan: {} entries, {} data, {} zero, scope {}", plan.entries.size(),
                format_bytes(plan.data_bytes), format_bytes(plan.zero_bytes), format_bytes(plan.scope_bytes));
 
@@ -135,7 +137,7 @@ int run_copy(const CopyArgs& a) {
     PlanTotals totals = plan_totals(plan, a.target_is_zero);
     progress.set_total(totals.total, totals.skipped);
     progress.set_phase("copying");
-    CopyStats stats = copy_plan(source, target, plan, done, opt);
+    CopyStats stats = copy_plan(source, target, plan, done, opt, {std::move(src), std::move(dst)});
 
     uint64_t verified = 0;
     if (a.verify) {
@@ -178,8 +180,9 @@ Runner add_copy_command(CLI::App& app) {
   c->add_option("--dirty-bitmap", args->dirty_bitmap,
                 "Copy only areas dirty in the source's qemu:dirty-bitmap:NAME");
   c->add_flag("--target-is-zero", args->target_is_zero, "The target reads as zeros (fresh volume): skip zero ranges");
-  c->add_option("--request-size", args->request_size, "Bytes per request (default 4M)");
-  c->add_option("--requests", args->requests, "Requests in flight per connection (default 16)");
+  c->add_option("--request-size", args->request_size, "Largest request in bytes (default 1M)");
+  c->add_option("--requests", args->requests, "Most requests in flight per connection (default 64)");
+  c->add_option("--in-flight", args->in_flight, "Most data bytes in flight per connection (default 8M)");
   c->add_option("--connections", args->connections,
                 "Connections per side when both servers allow multi-conn (default 1)");
   c->add_option("--source-tls-psk", args->source_psk, "TLS PSK keys file for the source");

@@ -240,6 +240,7 @@ class Worker {
     for (Op& op : ops_) {
       if (op.stage != Stage::Idle) continue;
       if (queue_.failed()) return;
+      if (bytes_in_flight_ + opt_.request_size > opt_.bytes_in_flight && in_flight_ > 0) return;
       std::optional<Chunk> c = queue_.next(now);
       if (!c) return;
       op.chunk = *c;
@@ -250,6 +251,7 @@ class Worker {
         op.buf = pool_.take();
         op.stage = Stage::Reading;
         ++in_flight_;
+        bytes_in_flight_ += c->length;
         nbd_completion_callback cb{.callback = on_complete, .user_data = &op, .free = nullptr};
         if (nbd_aio_pread(src_->handle(), op.buf, c->length, c->offset, cb, 0) == -1) {
           op.error = nbd_get_errno() ? nbd_get_errno() : EIO;
@@ -269,7 +271,10 @@ class Worker {
     } else {
       // The target cannot zero: write a zero-filled buffer (zero chunks are then
       // request-sized, see copy_plan).
-      if (!op.buf) op.buf = pool_.take();
+      if (!op.buf) {
+        op.buf = pool_.take();
+        bytes_in_flight_ += op.chunk.length;
+      }
       std::memset(op.buf, 0, op.chunk.length);
       op.stage = Stage::Writing;
       r = nbd_aio_pwrite(dst_->handle(), op.buf, op.chunk.length, op.chunk.offset, cb, 0);
@@ -304,6 +309,7 @@ class Worker {
         }
         if (target_can_zero_) {
           pool_.give_back(op.buf);
+          bytes_in_flight_ -= op.chunk.length;
           op.buf = nullptr;
           start_zero(op);
           return;
@@ -330,7 +336,10 @@ class Worker {
   }
 
   void release(Op& op) {
-    if (op.buf) pool_.give_back(op.buf);
+    if (op.buf) {
+      pool_.give_back(op.buf);
+      bytes_in_flight_ -= op.chunk.length;
+    }
     op.buf = nullptr;
     op.stage = Stage::Idle;
   }
@@ -430,6 +439,7 @@ class Worker {
   std::vector<Op> ops_;
   std::vector<Op*> completed_;
   unsigned in_flight_ = 0;
+  uint64_t bytes_in_flight_ = 0;  // data held in buffers
   std::unique_ptr<NbdConnection> src_, dst_;
   std::vector<Pending> pending_, flushing_;
   bool flush_in_flight_ = false;
@@ -451,12 +461,13 @@ PlanTotals plan_totals(const Plan& plan, bool target_is_zero) {
 }
 
 CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& plan,
-                    const RangeList& already_done, const CopyOptions& options) {
+                    const RangeList& already_done, const CopyOptions& options,
+                    OpenConnections open) {
   auto started = Clock::now();
   CopyOptions opt = options;
 
-  auto src0 = NbdConnection::open(source);
-  auto dst0 = NbdConnection::open(target);
+  auto src0 = open.source ? std::move(open.source) : NbdConnection::open(source);
+  auto dst0 = open.target ? std::move(open.target) : NbdConnection::open(target);
   if (dst0->read_only()) {
     throw UsageError(fmt::format("{}: the export is read-only", target.describe()));
   }
