@@ -19,9 +19,13 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    std::fprintf(stderr, "migratekit: %s (see --help)\n", e.what());
+    return 2;
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   try {
