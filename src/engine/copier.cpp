@@ -224,7 +224,10 @@ class Worker {
       if (queue_.failed() || cancelled()) throw Error("copy stopped");
       try {
         conn = NbdConnection::open(ep);
-        if (ever_connected_) ++stats_.reconnects;
+        if (ever_connected_) {
+          ++stats_.reconnects;
+          log::info("{}: reconnected (attempt {})", ep.describe(), attempt);
+        }
         return;
       } catch (const Error& e) {
         last_error = e.what();
@@ -357,8 +360,12 @@ class Worker {
                               ep.describe(), what, c.length, c.offset, c.attempt, std::strerror(err)));
       return;
     }
-    log::warn("{}: {} of {} bytes at offset {} failed ({}); retry {} of {}", ep.describe(), what,
-              c.length, c.offset, std::strerror(err), c.attempt, opt_.max_retries);
+    // A lost connection fails every request in flight at once; it is reported once, by
+    // reconnect(), rather than once per request.
+    if (err != ENOTCONN && err != ESHUTDOWN) {
+      log::warn("{}: {} of {} bytes at offset {} failed ({}); retry {} of {}", ep.describe(), what,
+                c.length, c.offset, std::strerror(err), c.attempt, opt_.max_retries);
+    }
     queue_.retry(c, Clock::now() + opt_.retry_delay * (1u << std::min(c.attempt - 1, 6u)));
   }
 
