@@ -1,0 +1,148 @@
+#include "cloudstack/test_failover.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "common/log.h"
+
+namespace mk::cloudstack {
+namespace {
+
+bool exists(const Client& client, const char* command, const char* key, const std::string& id) {
+  Json reply = client.call(command, {{"id", id}, {"listall", "true"}});
+  return reply.contains(key) && !reply[key].empty();
+}
+
+}  // namespace
+
+TestFailover::TestFailover(const Client& client, const VmBuilder& builder, Exports& exports,
+                           std::string test_network_id)
+    : client_(client), builder_(builder), exports_(exports),
+      test_network_id_(std::move(test_network_id)) {
+  if (test_network_id_.empty()) throw UsageError("test failover: no test network configured");
+}
+
+std::string TestFailover::test_vm_name(const std::string& name, std::time_t when) {
+  std::tm tm{};
+  gmtime_r(&when, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+  return fmt::format("{}-test-{}", name, stamp);
+}
+
+TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
+  builder_.check(vm);
+  TestFailoverRecord record;
+  record.vm_name = test_vm_name(vm.name, std::time(nullptr));
+  std::string step;
+  try {
+    steps.begin(step = "snapshot-volumes");
+    for (const auto& d : vm.disks) {
+      Json r = client_.call_async("createSnapshot",
+                                  {{"volumeid", d.volume_id},
+                                   {"name", fmt::format("{}-disk-{}", record.vm_name,
+                                                        d.disk.disk_key)}});
+      record.snapshots[d.volume_id] = r.value("snapshot", Json::object()).value("id", "");
+    }
+    steps.done();
+
+    steps.begin(step = "detach-from-oma");
+    for (const auto& d : vm.disks) {
+      record.unexported.push_back(d.disk.disk_key);
+      exports_.remove(d.disk);
+      builder_.detach_volume(d);
+    }
+    steps.done();
+
+    steps.begin(step = "deploy-vm");
+    record.vm_id = builder_.deploy(builder_.request_for(vm, record.vm_name, test_network_id_));
+    steps.done(record.vm_id);
+
+    steps.begin(step = "replace-root");
+    builder_.replace_root(record.vm_id, vm);
+    steps.done();
+
+    steps.begin(step = "attach-data-disks");
+    builder_.attach_data_disks(record.vm_id, vm);
+    steps.done();
+
+    steps.begin(step = "start-vm");
+    builder_.start(record.vm_id);
+    steps.done();
+  } catch (const std::exception& e) {
+    steps.failed(e.what());
+    std::string why = e.what();
+    try {
+      undo(vm, record, steps, true);
+    } catch (const std::exception& rb) {
+      throw CutoverError(step, fmt::format("test failover of VM {} failed at step {}: {}; "
+                                           "ROLLBACK INCOMPLETE: {}",
+                                           vm.name, step, why, rb.what()));
+    }
+    throw CutoverError(step, fmt::format("test failover of VM {} failed at step {}: {}; rolled "
+                                         "back: the volumes are on the OMA again",
+                                         vm.name, step, why));
+  }
+  return record;
+}
+
+void TestFailover::cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps) {
+  undo(vm, record, steps, false);
+}
+
+// Cleanup and rollback are the same walk back; each part skips what is already gone and
+// goes on after a failure, so one run does as much as it can. Throws at the end if any
+// part failed.
+void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps,
+                        bool rollback) {
+  std::vector<std::string> problems;
+  auto part = [&](const std::string& name, auto&& body) {
+    steps.begin(rollback ? "rollback-" + name : name);
+    try {
+      body();
+      steps.done();
+    } catch (const std::exception& e) {
+      steps.failed(e.what());
+      problems.push_back(name + ": " + e.what());
+    }
+  };
+  part("destroy-test-vm", [&] {
+    if (!record.vm_id.empty()) builder_.tear_down(record.vm_id, vm);
+  });
+  part("revert-snapshots", [&] {
+    for (const auto& [volume, snapshot] : record.snapshots) {
+      if (!snapshot.empty() && exists(client_, "listSnapshots", "snapshot", snapshot)) {
+        client_.call_async("revertSnapshot", {{"id", snapshot}});
+      }
+    }
+  });
+  part("delete-snapshots", [&] {
+    for (const auto& [volume, snapshot] : record.snapshots) {
+      if (!snapshot.empty() && exists(client_, "listSnapshots", "snapshot", snapshot)) {
+        client_.call_async("deleteSnapshot", {{"id", snapshot}});
+      }
+    }
+  });
+  part("return-to-oma", [&] {
+    std::vector<SourceDisk> unexported;
+    for (const auto& d : attach_order(vm)) {
+      if (std::find(record.unexported.begin(), record.unexported.end(), d.disk.disk_key) !=
+          record.unexported.end()) {
+        unexported.push_back(d);
+      }
+    }
+    std::string error = builder_.return_to_oma(unexported, exports_);
+    if (!error.empty()) throw Error(error);
+  });
+  if (!problems.empty()) {
+    std::string text;
+    for (const auto& p : problems) text += (text.empty() ? "" : "; ") + p;
+    throw Error(fmt::format("test failover cleanup of VM {} ({}) incomplete: {}; run the "
+                            "cleanup again once the cause is fixed",
+                            vm.name, vm.vm_uuid, text));
+  }
+}
+
+}  // namespace mk::cloudstack

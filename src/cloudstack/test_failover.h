@@ -1,0 +1,61 @@
+// Test failover: boots a copy of a replicated VM in CloudStack on a test network while
+// the source keeps running in VMware, and throws the copy away afterwards.
+//
+// start(), steps recorded under these names:
+//   snapshot-volumes   createSnapshot of every volume (the state replication reached)
+//   detach-from-oma    exports removed, volumes detached from the OMA
+//   deploy-vm          "<name>-test-<UTC timestamp>", every NIC on the test network
+//   replace-root, attach-data-disks, start-vm   as in a cutover
+// A failure rolls back as cleanup() does and throws a CutoverError naming the step.
+//
+// cleanup(), steps:
+//   destroy-test-vm    stopped, our volumes detached, destroyed with expunge
+//   revert-snapshots   every volume back to its snapshot: the test's writes are gone
+//   delete-snapshots
+//   return-to-oma      volumes attached to the OMA again and re-exported, so the next
+//                      incremental pass continues from the change IDs it had
+// cleanup() can be run again after a partial failure: what is already gone is skipped.
+//
+// The source VM is never touched. The OMA must not run a replication pass of the VM
+// between start() and cleanup() (its volumes are not on the OMA).
+// TestFailover borrows its collaborators; they must outlive it. One run at a time.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cloudstack/cutover.h"
+
+namespace mk::cloudstack {
+
+// What start() made, which cleanup() needs (the OMA stores it with the job).
+struct TestFailoverRecord {
+  std::string vm_id;                              // "" if none was deployed
+  std::string vm_name;
+  std::map<std::string, std::string> snapshots;  // volume id -> snapshot id
+  std::vector<std::string> unexported;           // disk keys whose export start() removed
+};
+
+class TestFailover {
+ public:
+  TestFailover(const Client& client, const VmBuilder& builder, Exports& exports,
+               std::string test_network_id);
+
+  TestFailoverRecord start(const SourceVm& vm, StepLog& steps);
+  void cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps);
+
+  // "<name>-test-<YYYYMMDDhhmmss>" for a UTC time.
+  static std::string test_vm_name(const std::string& name, std::time_t when);
+
+ private:
+  void undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps,
+            bool rollback);
+
+  const Client& client_;
+  const VmBuilder& builder_;
+  Exports& exports_;
+  std::string test_network_id_;
+};
+
+}  // namespace mk::cloudstack

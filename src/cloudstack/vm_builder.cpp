@@ -1,0 +1,183 @@
+#include "cloudstack/vm_builder.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace mk::cloudstack {
+namespace {
+
+std::string json_str(const Json& j, const char* key) {
+  if (!j.contains(key) || j[key].is_null()) return "";
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+}  // namespace
+
+std::vector<SourceDisk> attach_order(const SourceVm& vm) {
+  std::vector<SourceDisk> disks = vm.disks;
+  std::stable_sort(disks.begin(), disks.end(), [](const SourceDisk& a, const SourceDisk& b) {
+    if (a.os_disk != b.os_disk) return a.os_disk;
+    return a.unit < b.unit;
+  });
+  return disks;
+}
+
+VmBuilder::VmBuilder(const Client& client, const CloudStackVolumes& volumes, TargetSettings target)
+    : client_(client), volumes_(volumes), target_(std::move(target)) {}
+
+void VmBuilder::check(const SourceVm& vm) const {
+  std::vector<std::string> problems;
+  for (const auto& nic : vm.nics) {
+    if (!target_.networks.count(nic.network)) {
+      problems.push_back(fmt::format("source network '{}' (NIC {}) has no CloudStack network in "
+                                     "the mapping table",
+                                     nic.network, nic.mac));
+    }
+  }
+  if (vm.nics.empty()) problems.push_back("the VM has no NIC; CloudStack needs at least one");
+  auto os = std::count_if(vm.disks.begin(), vm.disks.end(), [](auto& d) { return d.os_disk; });
+  if (os != 1) problems.push_back(fmt::format("{} disks are marked as the OS disk; exactly one must be", os));
+  for (const auto& d : vm.disks) {
+    if (d.volume_id.empty()) {
+      problems.push_back(fmt::format("disk {} has no CloudStack volume yet", d.disk.disk_key));
+      continue;
+    }
+    try {
+      volumes_.require_owned(d.volume_id, d.disk);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+  }
+  if (!problems.empty()) {
+    std::string text;
+    for (const auto& p : problems) text += "\n  - " + p;
+    throw UsageError(fmt::format("VM {} ({}) cannot be built in CloudStack:{}", vm.name,
+                                 vm.vm_uuid, text));
+  }
+}
+
+DeployRequest VmBuilder::request_for(const SourceVm& vm, const std::string& name,
+                                     const std::string& network_override) const {
+  DeployRequest r;
+  r.name = name;
+  r.display_name = name;
+  r.cpus = vm.cpus;
+  r.memory_mib = vm.memory_mib;
+  for (const auto& nic : vm.nics) {
+    const NetworkMapping& m = target_.networks.at(nic.network);
+    if (!network_override.empty()) {
+      r.nics.emplace_back(network_override, "");
+    } else {
+      r.nics.emplace_back(m.network_id, m.keep_mac ? nic.mac : "");
+    }
+  }
+  return r;
+}
+
+bool VmBuilder::offering_is_customised() const {
+  Json reply = client_.call("listServiceOfferings", {{"id", target_.service_offering_id}});
+  if (!reply.contains("serviceoffering") || reply["serviceoffering"].empty()) {
+    throw Error(fmt::format("service offering {} does not exist; check the CloudStack settings",
+                            target_.service_offering_id));
+  }
+  return reply["serviceoffering"][0].value("iscustomized", false);
+}
+
+std::string VmBuilder::deploy(const DeployRequest& r) const {
+  Params p{{"serviceofferingid", target_.service_offering_id},
+           {"templateid", target_.template_id},
+           {"zoneid", target_.zone_id},
+           {"name", r.name},
+           {"displayname", r.display_name},
+           {"startvm", "false"}};
+  if (offering_is_customised()) {
+    p["details[0].cpuNumber"] = std::to_string(r.cpus);
+    p["details[0].memory"] = std::to_string(r.memory_mib);
+  }
+  for (size_t i = 0; i < r.nics.size(); ++i) {
+    p[fmt::format("iptonetworklist[{}].networkid", i)] = r.nics[i].first;
+    if (!r.nics[i].second.empty()) p[fmt::format("iptonetworklist[{}].mac", i)] = r.nics[i].second;
+  }
+  Json result = client_.call_async("deployVirtualMachine", p, Method::Post);
+  std::string id = json_str(result.value("virtualmachine", Json::object()), "id");
+  if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
+  return id;
+}
+
+void VmBuilder::replace_root(const std::string& vm_id, const SourceVm& vm) const {
+  // The template's root disk: found on the VM we just deployed, never one of ours.
+  for (const auto& v : client_.list("listVolumes", "volume",
+                                    {{"virtualmachineid", vm_id}, {"type", "ROOT"},
+                                     {"listall", "true"}})) {
+    Volume root = volume_from_json(v);
+    bool ours = std::any_of(vm.disks.begin(), vm.disks.end(),
+                            [&](const SourceDisk& d) { return d.volume_id == root.id; });
+    if (ours) continue;  // resumed after the OS disk was attached
+    client_.call_async("detachVolume", {{"id", root.id}});
+    try {
+      client_.call("deleteVolume", {{"id", root.id}});
+    } catch (const Error&) {
+      // Put it back, so that tearing the VM down (destroy with expunge) removes it too.
+      try {
+        client_.call_async("attachVolume",
+                           {{"id", root.id}, {"virtualmachineid", vm_id}, {"deviceid", "0"}});
+      } catch (const Error& again) {
+        log::error("template root volume {} of VM {} is detached and could not be deleted nor "
+                   "re-attached: {}; delete it by hand",
+                   root.id, vm_id, again.what());
+      }
+      throw;
+    }
+  }
+  const SourceDisk os = attach_order(vm).front();
+  Volume current = volumes_.get(os.volume_id);
+  if (current.virtual_machine_id == vm_id) return;
+  volumes_.attach_to_vm(os.volume_id, os.disk, vm_id, 0);
+}
+
+void VmBuilder::attach_data_disks(const std::string& vm_id, const SourceVm& vm) const {
+  for (const auto& d : attach_order(vm)) {
+    if (d.os_disk) continue;
+    if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) continue;
+    volumes_.attach_to_vm(d.volume_id, d.disk, vm_id, std::nullopt);
+  }
+}
+
+void VmBuilder::detach_volume(const SourceDisk& d) const { volumes_.detach(d.volume_id, d.disk); }
+
+void VmBuilder::start(const std::string& vm_id) const {
+  client_.call_async("startVirtualMachine", {{"id", vm_id}});
+}
+
+void VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) const {
+  Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
+  if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) return;
+  if (json_str(reply["virtualmachine"][0], "state") == "Running") {
+    client_.call_async("stopVirtualMachine", {{"id", vm_id}, {"forced", "true"}});
+  }
+  for (const auto& d : vm.disks) {
+    if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) volumes_.detach(d.volume_id, d.disk);
+  }
+  client_.call_async("destroyVirtualMachine", {{"id", vm_id}, {"expunge", "true"}});
+}
+
+std::string VmBuilder::return_to_oma(const std::vector<SourceDisk>& disks,
+                                     Exports& exports) const {
+  std::string first_error;
+  for (const auto& d : disks) {
+    try {
+      std::string device = volumes_.attach_to_oma(d.volume_id, d.disk);
+      exports.recreate(d.disk, d.volume_id, device);
+    } catch (const std::exception& e) {
+      log::error("returning volume {} of VM {} disk {} to the OMA: {}", d.volume_id,
+                 d.disk.vm_uuid, d.disk.disk_key, e.what());
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  return first_error;
+}
+
+}  // namespace mk::cloudstack
