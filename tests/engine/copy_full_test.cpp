@@ -1,0 +1,151 @@
+// Full copies between nbdkit file exports: disk shapes (dense, sparse, all-zero, odd
+// size), reused and fresh targets, and TLS with pre-shared keys.
+#include "copy_fixture.h"
+
+namespace mk::test {
+namespace {
+
+using mk::MiB;
+
+class CopyFull : public CopyTest {
+ protected:
+  // Copies `source` to a fresh sparse target of the same size and checks byte equality.
+  void copy_to_fresh_target(const std::string& source, std::vector<std::string> extra = {}) {
+    std::string target = file("target.img");
+    create_sparse_file(target, file_size(source));
+    RunResult r = copy(serve(source).uri(), serve(target).uri(), extra);
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    EXPECT_TRUE(files_identical(source, target));
+  }
+};
+
+TEST_F(CopyFull, DenseDisk) {
+  std::string source = file("source.img");
+  write_random_at(source, 0, 4 * MiB, 7);
+  copy_to_fresh_target(source);
+}
+
+TEST_F(CopyFull, SparseDiskWithDataAtBothEnds) {
+  std::string source = make_disk("source.img", 8 * MiB,
+                                 {{0, 4096}, {1 * MiB + 512, 100000}, {3 * MiB, 1 * MiB}, {8 * MiB - 4096, 4096}});
+  copy_to_fresh_target(source);
+}
+
+TEST_F(CopyFull, AllZeroDisk) {
+  std::string source = file("source.img");
+  create_sparse_file(source, 4 * MiB);
+  // Allocated zeros too, not only a hole: they must also come out as zeros.
+  fill_at(source, 1 * MiB, 1 * MiB, '\0');
+  std::string target = file("target.img");
+  fill_at(target, 0, 4 * MiB, '\x5a');  // a reused target: every byte must become zero
+  RunResult r = copy(serve(source).uri(), serve(target).uri());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+TEST_F(CopyFull, UnalignedSizeDense) {
+  std::string source = file("source.img");
+  write_random_at(source, 0, kOddSize, 11);
+  copy_to_fresh_target(source);
+}
+
+TEST_F(CopyFull, UnalignedSizeSparseWithLastByteSet) {
+  std::string source = make_disk("source.img", kOddSize, {{70000, 5000}, {2 * MiB, 65536}});
+  write_at(source, kOddSize - 1, "\x7f");
+  copy_to_fresh_target(source, {"--target-is-zero"});
+}
+
+TEST_F(CopyFull, ManyRequestsInFlightAndTwoConnections) {
+  std::string source = make_disk("source.img", kOddSize, {{0, 3 * MiB}, {4 * MiB, 1 * MiB + 1234}});
+  copy_to_fresh_target(source, {"--requests", "64", "--connections", "2"});
+}
+
+class CopyReusedTarget : public CopyTest {};
+
+// A reused target holds garbage: without --target-is-zero every zero or hole range of
+// the source must be zeroed on it.
+TEST_F(CopyReusedTarget, GarbageTargetIsZeroedWhereTheSourceIsZero) {
+  std::string source = make_disk("source.img", kOddSize, {{1 * MiB, 1 * MiB}, {3 * MiB + 100, 200}});
+  fill_at(source, 4 * MiB, 64 * 1024, '\0');  // allocated zeros
+  std::string target = file("target.img");
+  write_random_at(target, 0, kOddSize, 99);
+  RunResult r = copy(serve(source).uri(), serve(target).uri());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+TEST_F(CopyReusedTarget, TargetIsZeroOnAFreshTargetIsIdentical) {
+  std::string source = make_disk("source.img", kOddSize, {{1 * MiB, 1 * MiB}, {3 * MiB + 100, 200}});
+  std::string target = file("target.img");
+  create_sparse_file(target, kOddSize);
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--target-is-zero"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+// The converse, showing that --target-is-zero really skips the holes: on a garbage
+// target they keep their garbage while the data is copied.
+TEST_F(CopyReusedTarget, TargetIsZeroSkipsHolesSoGarbageStays) {
+  std::string source = make_disk("source.img", 4 * MiB, {{1 * MiB, 1 * MiB}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, 4 * MiB, 5);
+  std::string before = read_file(target);
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--target-is-zero"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::string after = read_file(target);
+  EXPECT_EQ(after.substr(1 * MiB, 1 * MiB), read_at(source, 1 * MiB, 1 * MiB));
+  EXPECT_EQ(after.substr(0, 1 * MiB), before.substr(0, 1 * MiB));
+  EXPECT_EQ(after.substr(2 * MiB), before.substr(2 * MiB));
+}
+
+class CopyTls : public CopyTest {};
+
+TEST_F(CopyTls, PskOnBothEnds) {
+  std::string source = make_disk("source.img", kOddSize, {{0, 1 * MiB}, {3 * MiB, 123456}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, kOddSize, 3);
+  std::string src_psk = make_psk_file(file("source.psk"), "vma");
+  std::string dst_psk = make_psk_file(file("target.psk"), "oma");
+  NbdkitServer& src = serve(source, {.tls_psk_file = src_psk});
+  NbdkitServer& dst = serve(target, {.tls_psk_file = dst_psk});
+  ASSERT_EQ(src.uri().rfind("nbds+unix://", 0), 0u);
+  RunResult r = copy(src.uri(), dst.uri(), {"--source-tls-psk", src_psk, "--target-tls-psk", dst_psk, "--verify"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+  // The keys never show in the output.
+  for (const std::string& psk : {read_file(src_psk), read_file(dst_psk)}) {
+    std::string key = psk.substr(psk.find(':') + 1, 64);
+    EXPECT_EQ(r.out.find(key), std::string::npos);
+    EXPECT_EQ(r.err.find(key), std::string::npos);
+  }
+}
+
+TEST_F(CopyTls, WrongKeyIsRefused) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
+  std::string target = file("target.img");
+  fill_at(target, 0, 1 * MiB, 'T');
+  std::string server_psk = make_psk_file(file("server.psk"), "vma");
+  std::string client_psk = make_psk_file(file("client.psk"), "vma");  // same identity, other key
+  NbdkitServer& src = serve(source, {.tls_psk_file = server_psk});
+  RunResult r = copy(src.uri(), serve(target).uri(), {"--source-tls-psk", client_psk});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(src.uri()), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));
+}
+
+TEST_F(CopyTls, TlsUriAgainstAPlainServerFails) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
+  std::string target = file("target.img");
+  fill_at(target, 0, 1 * MiB, 'T');
+  std::string psk = make_psk_file(file("client.psk"), "vma");
+  NbdkitServer& src = serve(source);
+  std::string tls_uri = "nbds+unix:///?socket=" + src.socket_path();
+  RunResult r = copy(tls_uri, serve(target).uri(), {"--source-tls-psk", psk});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(tls_uri), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("TLS"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));
+}
+
+}  // namespace
+}  // namespace mk::test

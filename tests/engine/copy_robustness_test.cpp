@@ -1,0 +1,298 @@
+// What an operator relies on when things go wrong: --verify catches a target that does
+// not hold what was written, progress is measured against the plan, a killed copy
+// resumes from its checkpoint, and I/O errors are retried or reported precisely.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "copy_fixture.h"
+#include "support/net.h"
+
+namespace mk::test {
+namespace {
+
+using mk::KiB;
+using mk::MiB;
+using nlohmann::json;
+
+// The JSON objects of a --progress-json output, one per line; fails on a bad line.
+std::vector<json> progress_lines(const std::string& path) {
+  std::vector<json> lines;
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(json::parse(line));  // throws, failing the test, on a malformed line
+  }
+  return lines;
+}
+
+// Checks the fields of every line and that bytes_done never goes backwards.
+void expect_well_formed(const std::vector<json>& lines) {
+  uint64_t last_done = 0;
+  for (const json& j : lines) {
+    for (const char* field : {"bytes_done", "bytes_total", "bytes_skipped"}) {
+      ASSERT_TRUE(j.contains(field) && j[field].is_number_unsigned()) << field << " in " << j.dump();
+    }
+    for (const char* field : {"throughput_bps", "eta_seconds"}) {
+      ASSERT_TRUE(j.contains(field) && j[field].is_number()) << field << " in " << j.dump();
+      EXPECT_GE(j[field].get<double>(), 0) << j.dump();
+    }
+    ASSERT_TRUE(j.contains("phase") && j["phase"].is_string()) << j.dump();
+    EXPECT_LE(j["bytes_done"].get<uint64_t>(), j["bytes_total"].get<uint64_t>()) << j.dump();
+    EXPECT_GE(j["bytes_done"].get<uint64_t>(), last_done) << j.dump();
+    last_done = j["bytes_done"].get<uint64_t>();
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// --verify
+
+// A target whose storage lies: nbdkit's eval plugin stores writes in a file with dd,
+// but any write covering `bad_offset` leaves the byte 'Z' there instead of the data.
+// Reads return what is really stored, as a faulty disk or controller would.
+NbdkitOptions lying_target(const std::string& path, uint64_t size, uint64_t bad_offset) {
+  std::string pwrite = fmt::format(
+      "dd of={0} seek=$4 oflag=seek_bytes conv=notrunc iflag=fullblock bs=$3 count=1 status=none || exit 1\n"
+      "if [ $4 -le {1} ] && [ $(($4 + $3)) -gt {1} ]; then\n"
+      "  printf Z | dd of={0} seek={1} oflag=seek_bytes conv=notrunc status=none || exit 1\n"
+      "fi\n",
+      path, bad_offset);
+  return {.plugin = "eval",
+          .args = {fmt::format("get_size=echo {}", size),
+                   fmt::format("pread=dd if={} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none", path),
+                   "pwrite=" + pwrite}};
+}
+
+class CopyVerify : public CopyTest {};
+
+TEST_F(CopyVerify, CatchesATargetThatDoesNotHoldWhatWasWritten) {
+  const uint64_t size = 1 * MiB, bad = 300001;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  write_at(source, bad, "A");
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  NbdkitServer dst(lying_target(target, size, bad));
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--verify"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(fmt::format("first at offset {}", bad)), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+  EXPECT_EQ(first_difference(source, target), bad);  // the double did what it claims
+}
+
+TEST_F(CopyVerify, PassesOnAnHonestTargetOfTheSameKind) {
+  const uint64_t size = 1 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  NbdkitServer dst(lying_target(target, size, size + 1));  // never triggers
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--verify"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("target matches source"), std::string::npos) << r.out;
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+// ---------------------------------------------------------------------------------
+// --progress-json
+
+class CopyProgress : public CopyTest {
+ protected:
+  // 8 MiB capacity, 1 MiB of data in two 512K areas: the plan is 1 MiB on a fresh target.
+  std::string sparse_source() { return make_disk("source.img", 8 * MiB, {{1 * MiB, 512 * KiB}, {5 * MiB, 512 * KiB}}); }
+};
+
+TEST_F(CopyProgress, FinalLineCountsThePlanNotTheCapacity) {
+  std::string source = sparse_source();
+  std::string target = file("target.img");
+  create_sparse_file(target, 8 * MiB);
+  std::string progress = file("progress.json");
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--target-is-zero", "--progress-json", progress});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+  std::vector<json> lines = progress_lines(progress);
+  ASSERT_FALSE(lines.empty());
+  expect_well_formed(lines);
+  const json& last = lines.back();
+  EXPECT_EQ(last["phase"], "done") << last.dump();
+  EXPECT_EQ(last["bytes_total"].get<uint64_t>(), 1 * MiB) << last.dump();
+  EXPECT_EQ(last["bytes_done"].get<uint64_t>(), 1 * MiB) << last.dump();
+  EXPECT_EQ(last["bytes_skipped"].get<uint64_t>(), 7 * MiB) << last.dump();
+}
+
+TEST_F(CopyProgress, ReusedTargetCountsZeroedBytesToo) {
+  std::string source = sparse_source();
+  std::string target = file("target.img");
+  write_random_at(target, 0, 8 * MiB, 4);
+  std::string progress = file("progress.json");
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--progress-json", progress});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+  std::vector<json> lines = progress_lines(progress);
+  ASSERT_FALSE(lines.empty());
+  expect_well_formed(lines);
+  const json& last = lines.back();
+  EXPECT_EQ(last["phase"], "done") << last.dump();
+  EXPECT_EQ(last["bytes_total"].get<uint64_t>(), 8 * MiB) << last.dump();  // 1 MiB data + 7 MiB zeroed
+  EXPECT_EQ(last["bytes_done"].get<uint64_t>(), 8 * MiB) << last.dump();
+  EXPECT_EQ(last["bytes_skipped"].get<uint64_t>(), 0u) << last.dump();
+}
+
+TEST_F(CopyProgress, WritesToAnInheritedDescriptor) {
+  std::string source = sparse_source();
+  std::string target = file("target.img");
+  create_sparse_file(target, 8 * MiB);
+  std::string src_uri = serve(source).uri(), dst_uri = serve(target).uri();
+  std::string progress = file("progress.json");
+  // Opened without O_CLOEXEC so that migratekit inherits it (servers are already up).
+  int fd = ::open(progress.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  RunResult r = copy(src_uri, dst_uri, {"--target-is-zero", "--progress-json", fmt::format("fd:{}", fd)});
+  ::close(fd);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::vector<json> lines = progress_lines(progress);
+  ASSERT_FALSE(lines.empty());
+  expect_well_formed(lines);
+  EXPECT_EQ(lines.back()["phase"], "done");
+  EXPECT_EQ(lines.back()["bytes_done"].get<uint64_t>(), 1 * MiB);
+}
+
+// ---------------------------------------------------------------------------------
+// --checkpoint and kill -9
+
+// Lines after the header of a checkpoint file: "start length" ranges recorded.
+size_t checkpoint_ranges(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  size_t n = 0;
+  for (bool header = true; std::getline(in, line); header = false) {
+    if (!header && !line.empty()) ++n;
+  }
+  return n;
+}
+
+uint64_t last_bytes_done(const std::string& progress) {
+  std::ifstream in(progress);  // not there yet before migratekit opened it
+  uint64_t done = 0;
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("bytes_done")) done = j["bytes_done"].get<uint64_t>();
+  }
+  return done;
+}
+
+class CopyResume : public CopyTest {};
+
+TEST_F(CopyResume, AfterKillNineTheRerunCompletesTheCopy) {
+  const uint64_t size = 6 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  // One 64K write in flight, each delayed: the copy takes seconds, long enough to be
+  // killed in the middle.
+  NbdkitServer& dst = serve(target, {.args = {"delay-write=40ms"}, .filters = {"delay"}});
+  std::string checkpoint = file("copy.checkpoint"), progress = file("progress.json");
+  std::vector<std::string> args{"copy", serve(source).uri(), dst.uri(), "--request-size", kRequestSize,
+                                "--requests", "1", "--checkpoint", checkpoint, "--progress-json", progress};
+
+  mk::Subprocess first = start_migratekit(args, file("first.out"), file("first.err"));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+  while (first.running() && !(last_bytes_done(progress) > 0 && checkpoint_ranges(checkpoint) > 0)) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no checkpoint progress: " << read_file(file("first.err"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(first.running()) << "the copy finished before it could be killed; slow the target down. "
+                               << read_file(file("first.out")) << read_file(file("first.err"));
+  first.signal(SIGKILL);
+  EXPECT_EQ(first.wait(), 128 + SIGKILL);
+  ASSERT_TRUE(first_difference(source, target).has_value()) << "the killed copy was already complete";
+
+  RunResult r = run_migratekit(args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  EXPECT_TRUE(files_identical(source, target));
+  EXPECT_FALSE(std::filesystem::exists(checkpoint)) << "the checkpoint outlived a successful copy";
+}
+
+TEST_F(CopyResume, CheckpointOfAnotherPassIsRefused) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 1 * MiB}});
+  std::string target = file("target.img");
+  create_sparse_file(target, 1 * MiB);
+  std::string checkpoint = file("copy.checkpoint");
+  write_at(checkpoint, 0, R"({"migratekit_checkpoint":1,"plan":"other","disk_size":1,"target":"x","target_is_zero":false})"
+                          "\n0 65536\n");
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--checkpoint", checkpoint});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find(checkpoint), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, '\0'));
+}
+
+// ---------------------------------------------------------------------------------
+// I/O errors (nbdkit's error filter on the source)
+
+class CopyErrors : public CopyTest {};
+
+// Reads fail with EIO while a switch file exists; the test removes it once migratekit
+// reported the first failure, so the retry must succeed.
+TEST_F(CopyErrors, TransientReadErrorIsRetried) {
+  const uint64_t size = 2 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  std::string error_switch = file("inject-eio");
+  write_at(error_switch, 0, "on");
+  NbdkitServer& src = serve(source, {.args = {"error-pread=EIO", "error-pread-rate=100%", "error-pread-file=" + error_switch},
+                                     .filters = {"error"}});
+  std::string err_log = file("copy.err");
+  mk::Subprocess copy = start_migratekit({"copy", src.uri(), serve(target).uri(), "--request-size", kRequestSize,
+                                          "--retries", "10"},
+                                         file("copy.out"), err_log);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+  while (copy.running() && read_file(err_log).find("retry 1 of") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(err_log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::filesystem::remove(error_switch);
+  std::optional<int> status = copy.wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "migratekit hung after the errors stopped";
+  std::string out = read_file(file("copy.out")), err = read_file(err_log);
+  ASSERT_EQ(*status, 0) << out << err;
+  EXPECT_NE(err.find("Input/output error"), std::string::npos) << err;
+  EXPECT_NE(out.find("retries"), std::string::npos) << out;
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+// Every read fails: after its retries the copy fails naming the export, the offset and
+// the cause. The source has one 64K data extent, so there is exactly one read.
+TEST_F(CopyErrors, PersistentReadErrorFailsNamingExportOffsetAndCause) {
+  const uint64_t size = 4 * MiB, data = 3 * MiB;
+  std::string source = make_disk("source.img", size, {{data, 64 * KiB}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  NbdkitServer& src = serve(source, {.args = {"error-pread=EIO", "error-pread-rate=100%"}, .filters = {"error"}});
+  RunResult r = copy(src.uri(), serve(target).uri(), {"--target-is-zero", "--retries", "2"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(src.uri()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(fmt::format("at offset {}", data)), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(size, '\0'));
+}
+
+// The same for writes refused by the target (ENOSPC, as a full thin pool would).
+TEST_F(CopyErrors, PersistentWriteErrorFailsNamingTheTarget) {
+  const uint64_t size = 1 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  NbdkitServer& dst = serve(target, {.args = {"error-pwrite=ENOSPC", "error-pwrite-rate=100%"}, .filters = {"error"}});
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--retries", "1"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace mk::test
