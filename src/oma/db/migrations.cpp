@@ -83,6 +83,7 @@ const std::vector<std::string> kV1 = {
       eta_seconds DOUBLE NOT NULL,
       error TEXT NULL,
       cancel_requested BIGINT NOT NULL,
+      vma_instance VARCHAR(64) NULL,
       created_at BIGINT NOT NULL,
       updated_at BIGINT NOT NULL,
       finished_at BIGINT NULL))",

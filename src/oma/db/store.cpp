@@ -349,6 +349,15 @@ void Store::request_cancel(const std::string& job_id) {
   db_.exec("UPDATE replication_jobs SET cancel_requested = 1, updated_at = ? WHERE job_id = ?", {now_ms(), job_id});
 }
 
+void Store::set_vma_instance(const std::string& job_id, const std::string& instance) {
+  db_.exec("UPDATE replication_jobs SET vma_instance = ? WHERE job_id = ?", {instance, job_id});
+}
+
+std::optional<std::string> Store::vma_instance(const std::string& job_id) {
+  auto rows = db_.query("SELECT vma_instance FROM replication_jobs WHERE job_id = ?", {job_id});
+  return rows.empty() ? std::nullopt : rows[0].opt(0);
+}
+
 void Store::finish_job(const std::string& job_id, const std::string& status, const std::optional<std::string>& error) {
   db_.transaction([&] {
     JobRecord j = get_job(job_id);

@@ -62,6 +62,10 @@ class Store {
   // Recomputes the job's totals from its disks (sum of bytes and throughput, max ETA).
   void roll_up_progress(const std::string& job_id);
   void request_cancel(const std::string& job_id);
+  // The VMA instance (its boot id) that accepted the job: a different one later means
+  // the VMA restarted and lost the job.
+  void set_vma_instance(const std::string& job_id, const std::string& instance);
+  std::optional<std::string> vma_instance(const std::string& job_id);
   // Marks the job terminal (completed, failed or cancelled), releases the VM.
   void finish_job(const std::string& job_id, const std::string& status, const std::optional<std::string>& error);
   // Stores each disk's new change ID on vm_disks and in cbt_history, all or nothing.

@@ -1,0 +1,142 @@
+#include "oma/crypto.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "common/error.h"
+
+namespace mk::oma {
+namespace {
+
+std::string hex(const unsigned char* p, size_t n) {
+  std::string s;
+  s.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
+  return s;
+}
+
+void random(unsigned char* p, size_t n) {
+  if (RAND_bytes(p, static_cast<int>(n)) != 1) throw Error("the system random generator failed");
+}
+
+std::string b64(const std::string& in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  out.resize(n);
+  return out;
+}
+
+std::string unb64(const std::string& in) {
+  if (in.size() % 4) throw Error("stored secret is damaged (bad base64)");
+  std::string out(in.size() / 4 * 3 + 1, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  if (n < 0) throw Error("stored secret is damaged (bad base64)");
+  size_t pad = in.empty() ? 0 : (in.back() == '=') + (in.size() > 1 && in[in.size() - 2] == '=');
+  out.resize(n - pad);
+  return out;
+}
+
+using Ctx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
+
+}  // namespace
+
+std::string new_token() {
+  unsigned char b[32];
+  random(b, sizeof b);
+  return "mko_" + hex(b, sizeof b);
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed");
+  return hex(md, len);
+}
+
+void write_private_file(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  }
+}
+
+SecretBox::SecretBox(const std::string& key_file) : key_file_(key_file) {
+  int fd = ::open(key_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    random(key_, sizeof key_);
+    write_private_file(key_file, std::string(reinterpret_cast<char*>(key_), sizeof key_));
+    return;
+  }
+  if (fd < 0) throw Error(fmt::format("cannot read the secrets key {}: {}", key_file, std::strerror(errno)));
+  struct stat st {};
+  ::fstat(fd, &st);
+  ssize_t n = ::read(fd, key_, sizeof key_);
+  ::close(fd);
+  if ((st.st_mode & 077) != 0) {
+    throw Error(fmt::format("the secrets key {} is readable by others (mode {:o}): chmod 600 it", key_file,
+                            st.st_mode & 0777));
+  }
+  if (n != sizeof key_ || st.st_size != sizeof key_) {
+    throw Error(fmt::format("the secrets key {} must hold exactly 32 bytes; restore it from backup", key_file));
+  }
+}
+
+std::string SecretBox::seal(const std::string& plaintext) const {
+  unsigned char nonce[12];
+  random(nonce, sizeof nonce);
+  Ctx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  std::string out(reinterpret_cast<char*>(nonce), sizeof nonce);
+  std::string ct(plaintext.size(), '\0');
+  int len = 0;
+  unsigned char tag[16];
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_, nonce) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(ct.data()), &len,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()), static_cast<int>(plaintext.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), nullptr, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, sizeof tag, tag) != 1) {
+    throw Error("cannot encrypt a setting (OpenSSL AES-256-GCM failed)");
+  }
+  out += ct;
+  out.append(reinterpret_cast<char*>(tag), sizeof tag);
+  return "v1:" + b64(out);
+}
+
+std::string SecretBox::open(const std::string& sealed) const {
+  if (sealed.rfind("v1:", 0) != 0) throw Error("stored secret has an unknown format");
+  std::string raw = unb64(sealed.substr(3));
+  if (raw.size() < 28) throw Error("stored secret is damaged (too short)");
+  const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
+  size_t ct_len = raw.size() - 28;
+  std::string pt(ct_len, '\0');
+  int len = 0;
+  Ctx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  unsigned char tag[16];
+  std::memcpy(tag, p + 12 + ct_len, 16);
+  if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_, p) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(pt.data()), &len, p + 12,
+                        static_cast<int>(ct_len)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
+      EVP_DecryptFinal_ex(ctx.get(), nullptr, &len) != 1) {
+    throw Error(fmt::format("a stored secret does not decrypt with the key {}: wrong key file or altered value",
+                            key_file_));
+  }
+  return pt;
+}
+
+}  // namespace mk::oma

@@ -1,0 +1,54 @@
+// ExportBackend: the NBD server that serves the OMA's volumes to the VMA, one export
+// per source disk, and how an export is added to it.
+//
+// Two implementations: NbdkitExportServer (the default: one nbdkit in dir= mode; an
+// export is a symlink, so adding one never restarts or signals the server) and
+// NbdServerExportServer (stock nbd-server: config section + SIGHUP, for sites that
+// standardise on it). Export names are checked with is_export_name() before they reach
+// a file name or a config file.
+//
+// A backend owns its server process. Implementations are thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "engine/nbd_connection.h"
+
+namespace mk::oma {
+
+struct TlsConfig {
+  std::string psk_file;          // PSK keys file (identity:hexkey), mode 0600: the default
+  std::string certificates_dir;  // X.509 directory instead (ca-cert.pem, server-cert.pem, server-key.pem)
+};
+
+struct ExportServerConfig {
+  std::string exports_dir;                 // where export symlinks (or nbd-server's config) live
+  std::string listen_address = "0.0.0.0";  // where the server listens
+  int port = 10809;
+  TlsConfig tls;                           // TLS is always required
+  std::string log_path;                    // the server's stdout/stderr ("" = /dev/null)
+};
+
+class ExportBackend {
+ public:
+  virtual ~ExportBackend() = default;
+
+  virtual std::string name() const = 0;  // "nbdkit" or "nbd-server"
+  // Starts (and from then on supervises) the server. Throws mk::Error if it cannot.
+  virtual void start() = 0;
+  virtual void stop() = 0;
+
+  // Makes `export_name` serve `device_path` (idempotent: publishing the same pair again
+  // changes nothing). Throws UsageError for a name is_export_name() rejects.
+  virtual void publish(const std::string& export_name, const std::string& device_path) = 0;
+  virtual void unpublish(const std::string& export_name) = 0;
+
+  // Where a client on this host reaches an export, and with which TLS credentials.
+  virtual mk::engine::Endpoint endpoint(const std::string& export_name) const = 0;
+  virtual pid_t server_pid() const = 0;
+  virtual int restarts() const = 0;  // times the supervisor restarted a dead server
+};
+
+}  // namespace mk::oma

@@ -1,0 +1,63 @@
+#include "oma/exports/export_manager.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "oma/errors.h"
+#include "oma/names.h"
+
+namespace mk::oma {
+
+ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRecord& volume) {
+  if (volume.vm_id != disk.vm_id || volume.disk_key != disk.disk_key) {
+    throw Error(fmt::format("refusing to export volume {} (VM {} disk {}) for VM {} disk {}: it belongs to another disk",
+                            volume.volume_id, volume.vm_id, volume.disk_key, disk.vm_id, disk.disk_key));
+  }
+  std::string name = export_name(disk.vm_id, disk.unit);
+  auto existing = store_.find_export(name);
+  if (existing) {
+    if (existing->volume_id != volume.volume_id) {
+      throw Error(fmt::format("export {} serves volume {}, not VM {} disk {}'s volume {}: refusing to repoint it; "
+                              "inspect GET /api/v1/exports",
+                              name, existing->volume_id, disk.vm_id, disk.disk_key, volume.volume_id));
+    }
+    if (existing->device_path != volume.device_path || existing->size_bytes != volume.size_bytes) {
+      store_.update_export_device(name, volume.device_path, volume.size_bytes);
+      existing = store_.find_export(name);
+    }
+    backend_.publish(name, volume.device_path);  // restores a lost symlink; no-op otherwise
+    return *existing;
+  }
+  ExportRecord e{name, volume.volume_id, volume.device_path, backend_.name(), volume.size_bytes, now_ms(), {}};
+  backend_.publish(name, volume.device_path);
+  try {
+    store_.insert_export(e, disk.vm_id, disk.unit, disk.disk_key);
+  } catch (const Conflict&) {
+    // Another thread recorded the same export for the same volume: fine. Anything else
+    // is a real collision and must not be papered over.
+    auto w = store_.find_export(name);
+    if (w && w->volume_id == volume.volume_id) return *w;
+    throw;
+  }
+  return e;
+}
+
+void ExportManager::verify(const ExportRecord& e, uint64_t expected_size) {
+  mk::engine::Endpoint ep = backend_.endpoint(e.export_name);
+  std::unique_ptr<mk::engine::NbdConnection> c;
+  try {
+    c = mk::engine::NbdConnection::open(ep);
+  } catch (const std::exception& ex) {
+    throw Error(fmt::format("export {} does not answer on the {} server: {}", e.export_name, backend_.name(),
+                            ex.what()));
+  }
+  // nbd-server may report 0 until it has opened the file; only a known wrong size fails.
+  if (c->size() != expected_size && !(backend_.name() == "nbd-server" && c->size() == 0)) {
+    throw Error(fmt::format("export {} has {} bytes but its volume {} has {}: it points at the wrong device; "
+                            "check {} and the volume",
+                            e.export_name, c->size(), e.volume_id, expected_size, e.device_path));
+  }
+  store_.mark_export_verified(e.export_name);
+}
+
+}  // namespace mk::oma

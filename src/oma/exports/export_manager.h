@@ -1,0 +1,31 @@
+// ExportManager: one NBD export per source disk, named migration-vm-{vmUUID}-disk{unit},
+// serving that disk's volume; recorded in the database and published on the backend.
+//
+// ensure_export() is idempotent and reuses the export for every later job of the same
+// VM and disk. If the volume's device path changed (a reattached CloudStack volume) the
+// export is repointed atomically. verify() connects to the export over NBD (with TLS)
+// and checks its size against the volume before a job may copy into it.
+//
+// Does not own the Store or the backend. Thread-safe.
+#pragma once
+
+#include "oma/db/store.h"
+#include "oma/exports/export_backend.h"
+
+namespace mk::oma {
+
+class ExportManager {
+ public:
+  ExportManager(Store& store, ExportBackend& backend) : store_(store), backend_(backend) {}
+
+  ExportRecord ensure_export(const DiskRecord& disk, const VolumeRecord& volume);
+  // Throws mk::Error naming the export if it cannot be opened or has the wrong size.
+  void verify(const ExportRecord& e, uint64_t expected_size);
+  ExportBackend& backend() { return backend_; }
+
+ private:
+  Store& store_;
+  ExportBackend& backend_;
+};
+
+}  // namespace mk::oma

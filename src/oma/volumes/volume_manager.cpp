@@ -1,0 +1,43 @@
+#include "oma/volumes/volume_manager.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "oma/errors.h"
+#include "oma/names.h"
+
+namespace mk::oma {
+
+VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
+  if (auto v = store_.find_volume(disk.vm_id, disk.disk_key)) {
+    if (v->size_bytes < disk.capacity_bytes) {
+      throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes but the disk now has {}: grow the volume first",
+                              disk.vm_id, disk.disk_key, v->volume_id, v->size_bytes, disk.capacity_bytes));
+    }
+    return *v;
+  }
+  VolumeRecord v;
+  v.volume_id = new_uuid();
+  v.vm_id = disk.vm_id;
+  v.disk_key = disk.disk_key;
+  v.backend = backend_.name();
+  v.size_bytes = disk.capacity_bytes;
+  v.status = "ready";
+  v.created_at = now_ms();
+  v.device_path = backend_.create(v.volume_id, static_cast<uint64_t>(disk.capacity_bytes));
+  try {
+    store_.insert_volume(v);
+  } catch (const Conflict&) {
+    backend_.remove(v.volume_id, v.device_path);  // another thread won the race
+    if (auto w = store_.find_volume(disk.vm_id, disk.disk_key)) return *w;
+    throw;
+  } catch (...) {
+    backend_.remove(v.volume_id, v.device_path);
+    throw;
+  }
+  log::info("VM {} disk {}: created {} volume {} ({} bytes) at {}", disk.vm_id, disk.disk_key, v.backend, v.volume_id,
+            v.size_bytes, v.device_path);
+  return v;
+}
+
+}  // namespace mk::oma
