@@ -60,6 +60,59 @@ TEST_F(CopyFull, ManyRequestsInFlightAndTwoConnections) {
   copy_to_fresh_target(source, {"--requests", "64", "--connections", "2"});
 }
 
+TEST_F(CopyFull, OverTcpLoopback) {
+  std::string source = make_disk("source.img", kOddSize, {{0, 1 * MiB}, {2 * MiB + 5, 3 * MiB}});
+  std::string target = file("target.img");
+  create_sparse_file(target, kOddSize);
+  NbdkitServer& src = serve(source, {.tcp = true});
+  NbdkitServer& dst = serve(target, {.tcp = true});
+  ASSERT_EQ(src.uri().rfind("nbd://127.0.0.1:", 0), 0u) << src.uri();
+  RunResult r = copy(src.uri(), dst.uri(), {"--target-is-zero"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+TEST_F(CopyFull, TinyAndEmptyDisks) {
+  for (uint64_t size : {0, 1, 1000, 4095}) {
+    std::string source = file("source.img"), target = file("target.img");
+    create_sparse_file(source, 0);
+    write_random_at(source, 0, size, size);
+    create_sparse_file(target, 0);
+    fill_at(target, 0, size, 'T');
+    RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--verify"});
+    ASSERT_EQ(r.exit_code, 0) << size << " bytes: " << describe(r);
+    EXPECT_TRUE(files_identical(source, target)) << size << " bytes";
+  }
+}
+
+// Bytes of a larger target past the end of the source are not the copy's business.
+TEST_F(CopyFull, LargerTargetKeepsItsTail) {
+  std::string source = make_disk("source.img", kOddSize, {{0, kOddSize}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, 8 * MiB, 21);
+  std::string tail = read_at(target, kOddSize, 8 * MiB - kOddSize);
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--verify"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(read_at(target, 0, kOddSize), read_file(source));
+  EXPECT_EQ(read_at(target, kOddSize, 8 * MiB - kOddSize), tail);
+}
+
+// A source that reports no block status (nbdkit's noextents filter) is all data: the
+// copy reads everything, and zero blocks still come out as zeros.
+TEST_F(CopyFull, SourceWithoutBlockStatus) {
+  std::string source = make_disk("source.img", kOddSize, {{1 * MiB, 1 * MiB}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, kOddSize, 8);
+  std::string progress = file("progress.json");
+  RunResult r = copy(serve(source, {.filters = {"noextents"}}).uri(), serve(target).uri(),
+                     {"--progress-json", progress});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+  std::string text = read_file(progress);
+  nlohmann::json last = nlohmann::json::parse(text.substr(text.rfind('\n', text.size() - 2) + 1));
+  EXPECT_EQ(last["bytes_total"].get<uint64_t>(), kOddSize) << last.dump();
+}
+
 class CopyReusedTarget : public CopyTest {};
 
 // A reused target holds garbage: without --target-is-zero every zero or hole range of
@@ -118,6 +171,19 @@ TEST_F(CopyTls, PskOnBothEnds) {
     EXPECT_EQ(r.out.find(key), std::string::npos);
     EXPECT_EQ(r.err.find(key), std::string::npos);
   }
+}
+
+TEST_F(CopyTls, PskOverTcpLoopback) {
+  std::string source = make_disk("source.img", 2 * MiB, {{0, 2 * MiB}});
+  std::string target = file("target.img");
+  create_sparse_file(target, 2 * MiB);
+  std::string psk = make_psk_file(file("keys.psk"), "vma");
+  NbdkitServer& src = serve(source, {.tcp = true, .tls_psk_file = psk});
+  NbdkitServer& dst = serve(target, {.tcp = true, .tls_psk_file = psk});
+  ASSERT_EQ(dst.uri().rfind("nbds://127.0.0.1:", 0), 0u) << dst.uri();
+  RunResult r = copy(src.uri(), dst.uri(), {"--source-tls-psk", psk, "--target-tls-psk", psk});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
 }
 
 TEST_F(CopyTls, WrongKeyIsRefused) {

@@ -1,6 +1,6 @@
 // What an operator relies on when things go wrong: --verify catches a target that does
-// not hold what was written, progress is measured against the plan, a killed copy
-// resumes from its checkpoint, and I/O errors are retried or reported precisely.
+// not hold what was written, progress is measured against the plan, and I/O errors are
+// retried or reported precisely. (Checkpoints and restarts: copy_recovery_test.cpp.)
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -158,76 +158,6 @@ TEST_F(CopyProgress, WritesToAnInheritedDescriptor) {
   expect_well_formed(lines);
   EXPECT_EQ(lines.back()["phase"], "done");
   EXPECT_EQ(lines.back()["bytes_done"].get<uint64_t>(), 1 * MiB);
-}
-
-// ---------------------------------------------------------------------------------
-// --checkpoint and kill -9
-
-// Lines after the header of a checkpoint file: "start length" ranges recorded.
-size_t checkpoint_ranges(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  size_t n = 0;
-  for (bool header = true; std::getline(in, line); header = false) {
-    if (!header && !line.empty()) ++n;
-  }
-  return n;
-}
-
-uint64_t last_bytes_done(const std::string& progress) {
-  std::ifstream in(progress);  // not there yet before migratekit opened it
-  uint64_t done = 0;
-  for (std::string line; std::getline(in, line);) {
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("bytes_done")) done = j["bytes_done"].get<uint64_t>();
-  }
-  return done;
-}
-
-class CopyResume : public CopyTest {};
-
-TEST_F(CopyResume, AfterKillNineTheRerunCompletesTheCopy) {
-  const uint64_t size = 6 * MiB;
-  std::string source = make_disk("source.img", size, {{0, size}});
-  std::string target = file("target.img");
-  create_sparse_file(target, size);
-  // One 64K write in flight, each delayed: the copy takes seconds, long enough to be
-  // killed in the middle.
-  NbdkitServer& dst = serve(target, {.args = {"delay-write=40ms"}, .filters = {"delay"}});
-  std::string checkpoint = file("copy.checkpoint"), progress = file("progress.json");
-  std::vector<std::string> args{"copy", serve(source).uri(), dst.uri(), "--request-size", kRequestSize,
-                                "--requests", "1", "--checkpoint", checkpoint, "--progress-json", progress};
-
-  mk::Subprocess first = start_migratekit(args, file("first.out"), file("first.err"));
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
-  while (first.running() && !(last_bytes_done(progress) > 0 && checkpoint_ranges(checkpoint) > 0)) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no checkpoint progress: " << read_file(file("first.err"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(first.running()) << "the copy finished before it could be killed; slow the target down. "
-                               << read_file(file("first.out")) << read_file(file("first.err"));
-  first.signal(SIGKILL);
-  EXPECT_EQ(first.wait(), 128 + SIGKILL);
-  ASSERT_TRUE(first_difference(source, target).has_value()) << "the killed copy was already complete";
-
-  RunResult r = run_migratekit(args);
-  ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
-  EXPECT_TRUE(files_identical(source, target));
-  EXPECT_FALSE(std::filesystem::exists(checkpoint)) << "the checkpoint outlived a successful copy";
-}
-
-TEST_F(CopyResume, CheckpointOfAnotherPassIsRefused) {
-  std::string source = make_disk("source.img", 1 * MiB, {{0, 1 * MiB}});
-  std::string target = file("target.img");
-  create_sparse_file(target, 1 * MiB);
-  std::string checkpoint = file("copy.checkpoint");
-  write_at(checkpoint, 0, R"({"migratekit_checkpoint":1,"plan":"other","disk_size":1,"target":"x","target_is_zero":false})"
-                          "\n0 65536\n");
-  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--checkpoint", checkpoint});
-  EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_NE(r.err.find(checkpoint), std::string::npos) << r.err;
-  EXPECT_EQ(read_file(target), std::string(1 * MiB, '\0'));
 }
 
 // ---------------------------------------------------------------------------------

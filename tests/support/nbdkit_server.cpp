@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <filesystem>
+
 #include "common/error.h"
 #include "support/files.h"
 #include "support/net.h"
@@ -85,5 +87,12 @@ std::string NbdkitServer::log() const {
 }
 
 void NbdkitServer::stop() { process_.stop(); }
+
+void NbdkitServer::restart() {
+  stop();
+  // A killed server leaves its socket behind; it is ours (in our directory), remove it.
+  if (!socket_.empty()) std::filesystem::remove(socket_);
+  start_once(port_);
+}
 
 }  // namespace mk::test

@@ -53,6 +53,11 @@ class NbdkitServer {
 
   // SIGTERM, then SIGKILL after a grace period, by PID. Safe to call twice.
   void stop();
+  // Sends `sig` to the server (SIGKILL simulates a crash); reaped by stop().
+  void signal(int sig) { process_.signal(sig); }
+  // Stops the server if it runs and starts it again with the same command, socket or
+  // port, so that clients holding the URI can reconnect (a server restart or crash).
+  void restart();
 
  private:
   std::vector<std::string> build_argv(int port) const;

@@ -1,0 +1,157 @@
+// Interrupted copies: a copy killed with SIGKILL or stopped with SIGTERM resumes from its
+// checkpoint, --verify after a resume still covers the whole plan, and a target server
+// that crashes and comes back in the middle of a copy is reconnected to.
+//
+// These copies run against a target slowed by nbdkit's delay filter, with one request
+// in flight, so that they last long enough to be interrupted; the test waits for
+// evidence (progress and checkpoint lines), never for a fixed time.
+#include <fmt/format.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "copy_fixture.h"
+
+namespace mk::test {
+namespace {
+
+using mk::MiB;
+using nlohmann::json;
+
+// The "start length" ranges recorded in a checkpoint file (after its header line).
+std::vector<Area> checkpoint_ranges(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<Area> ranges;
+  std::string line;
+  for (bool header = true; std::getline(in, line); header = false) {
+    Area a{};
+    std::istringstream fields(line);
+    if (!header && fields >> a.start >> a.length) ranges.push_back(a);
+  }
+  return ranges;
+}
+
+uint64_t last_bytes_done(const std::string& progress) {
+  std::ifstream in(progress);  // not there yet before migratekit opened it
+  uint64_t done = 0;
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("bytes_done")) done = j["bytes_done"].get<uint64_t>();
+  }
+  return done;
+}
+
+class CopyResume : public CopyTest {
+ protected:
+  static constexpr uint64_t kSize = 6 * MiB;
+
+  void SetUp() override {
+    source_ = make_disk("source.img", kSize, {{0, kSize}});
+    target_ = file("target.img");
+    create_sparse_file(target_, kSize);
+    target_server_ = &serve(target_, {.args = {"delay-write=40ms"}, .filters = {"delay"}});
+    checkpoint_ = file("copy.checkpoint");
+    progress_ = file("progress.json");
+    args_ = {"copy", serve(source_).uri(), target_server_->uri(), "--request-size", kRequestSize,
+             "--requests", "1", "--checkpoint", checkpoint_, "--progress-json", progress_};
+  }
+
+  // Starts the copy, waits until progress shows bytes done and the checkpoint holds a
+  // range, then sends `sig`. Returns the exit status.
+  int interrupt_copy(int sig) {
+    mk::Subprocess p = start_migratekit(args_, file("first.out"), file("first.err"));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+    while (p.running() && !(last_bytes_done(progress_) > 0 && !checkpoint_ranges(checkpoint_).empty())) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "no checkpoint progress: " << read_file(file("first.err"));
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!p.running()) {
+      ADD_FAILURE() << "the copy ended before it could be interrupted; slow the target down. "
+                    << read_file(file("first.out")) << read_file(file("first.err"));
+      return -1;
+    }
+    p.signal(sig);
+    return p.wait();
+  }
+
+  std::string source_, target_, checkpoint_, progress_;
+  NbdkitServer* target_server_ = nullptr;
+  std::vector<std::string> args_;
+};
+
+TEST_F(CopyResume, AfterKillNineTheRerunCompletesTheCopy) {
+  ASSERT_EQ(interrupt_copy(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(first_difference(source_, target_).has_value()) << "the killed copy was already complete";
+  RunResult r = run_migratekit(args_);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  EXPECT_TRUE(files_identical(source_, target_));
+  EXPECT_FALSE(std::filesystem::exists(checkpoint_)) << "the checkpoint outlived a successful copy";
+}
+
+TEST_F(CopyResume, SigtermStopsWithStatusOneKeepingTheCheckpoint) {
+  ASSERT_EQ(interrupt_copy(SIGTERM), 1) << read_file(file("first.err"));
+  EXPECT_FALSE(read_file(file("first.err")).empty());
+  ASSERT_FALSE(checkpoint_ranges(checkpoint_).empty()) << "SIGTERM lost the checkpoint";
+  RunResult r = run_migratekit(args_);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  EXPECT_TRUE(files_identical(source_, target_));
+}
+
+// A range the checkpoint says is done is not copied again, but --verify must still
+// compare it: here the target lost a byte of it while migratekit was down.
+TEST_F(CopyResume, VerifyAfterResumeCoversTheResumedRanges) {
+  ASSERT_EQ(interrupt_copy(SIGKILL), 128 + SIGKILL);
+  std::vector<Area> done = checkpoint_ranges(checkpoint_);
+  ASSERT_FALSE(done.empty());
+  uint64_t bad = done.front().start + done.front().length / 2;
+  std::string byte = read_at(target_, bad, 1);
+  byte[0] = static_cast<char>(~byte[0]);
+  write_at(target_, bad, byte);
+
+  std::vector<std::string> args = args_;
+  args.push_back("--verify");
+  RunResult r = run_migratekit(args);
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(fmt::format("first at offset {}", bad)), std::string::npos) << r.err;
+}
+
+TEST_F(CopyResume, CheckpointOfAnotherPassIsRefused) {
+  write_at(checkpoint_, 0,
+           R"({"migratekit_checkpoint":1,"plan":"other","disk_size":1,"target":"x","target_is_zero":false})"
+           "\n0 65536\n");
+  RunResult r = run_migratekit(args_);
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find(checkpoint_), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target_), std::string(kSize, '\0'));
+}
+
+// The target's server crashes (SIGKILL) in the middle of the copy and is started again
+// on the same socket: the engine reconnects, redoes what was lost, and finishes.
+TEST_F(CopyResume, TargetServerCrashAndRestartIsReconnected) {
+  mk::Subprocess p = start_migratekit(args_, file("copy.out"), file("copy.err"));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+  while (p.running() && last_bytes_done(progress_) == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(file("copy.err"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(p.running()) << "the copy ended before the server could be killed";
+  target_server_->signal(SIGKILL);
+  target_server_->restart();
+  std::optional<int> status = p.wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "migratekit hung after the target came back";
+  std::string out = read_file(file("copy.out")), err = read_file(file("copy.err"));
+  ASSERT_EQ(*status, 0) << out << err;
+  EXPECT_NE(out.find("reconnect"), std::string::npos) << out;
+  EXPECT_TRUE(files_identical(source_, target_));
+}
+
+}  // namespace
+}  // namespace mk::test
