@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <set>
 
 #include "common/log.h"
 
@@ -111,16 +112,34 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
   part("destroy-test-vm", [&] {
     if (!record.vm_id.empty()) builder_.tear_down(record.vm_id, vm);
   });
+  // A volume goes back to the OMA only once reverted: the test VM's writes must never
+  // mix with the next incremental pass. A snapshot already gone was reverted by an
+  // earlier cleanup run (snapshots are deleted only after their revert).
+  std::set<std::string> reverted;
   part("revert-snapshots", [&] {
+    std::string first_error;
     for (const auto& [volume, snapshot] : record.snapshots) {
-      if (!snapshot.empty() && exists(client_, "listSnapshots", "snapshot", snapshot)) {
-        client_.call_async("revertSnapshot", {{"id", snapshot}});
+      try {
+        // A volume still on the OMA never reached the test VM: nothing to undo on it.
+        const auto& volumes = builder_.volumes();
+        bool on_oma = volumes.get(volume).virtual_machine_id == volumes.config().oma_vm_id;
+        if (!on_oma && !snapshot.empty() &&
+            exists(client_, "listSnapshots", "snapshot", snapshot)) {
+          client_.call_async("revertSnapshot", {{"id", snapshot}});
+        }
+        reverted.insert(volume);
+      } catch (const std::exception& e) {
+        if (first_error.empty()) {
+          first_error = fmt::format("volume {} (snapshot {}): {}", volume, snapshot, e.what());
+        }
       }
     }
+    if (!first_error.empty()) throw Error(first_error);
   });
   part("delete-snapshots", [&] {
     for (const auto& [volume, snapshot] : record.snapshots) {
-      if (!snapshot.empty() && exists(client_, "listSnapshots", "snapshot", snapshot)) {
+      if (reverted.count(volume) && !snapshot.empty() &&
+          exists(client_, "listSnapshots", "snapshot", snapshot)) {
         client_.call_async("deleteSnapshot", {{"id", snapshot}});
       }
     }
@@ -128,10 +147,10 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
   part("return-to-oma", [&] {
     std::vector<SourceDisk> unexported;
     for (const auto& d : attach_order(vm)) {
-      if (std::find(record.unexported.begin(), record.unexported.end(), d.disk.disk_key) !=
-          record.unexported.end()) {
-        unexported.push_back(d);
-      }
+      bool removed = std::find(record.unexported.begin(), record.unexported.end(),
+                               d.disk.disk_key) != record.unexported.end();
+      bool clean = reverted.count(d.volume_id) || !record.snapshots.count(d.volume_id);
+      if (removed && clean) unexported.push_back(d);
     }
     std::string error = builder_.return_to_oma(unexported, exports_);
     if (!error.empty()) throw Error(error);

@@ -170,7 +170,7 @@ std::string VmBuilder::return_to_oma(const std::vector<SourceDisk>& disks,
   for (const auto& d : disks) {
     try {
       std::string device = volumes_.attach_to_oma(d.volume_id, d.disk);
-      exports.recreate(d.disk, d.volume_id, device);
+      exports.ensure(d.disk, d.volume_id, device);
     } catch (const std::exception& e) {
       log::error("returning volume {} of VM {} disk {} to the OMA: {}", d.volume_id,
                  d.disk.vm_uuid, d.disk.disk_key, e.what());

@@ -86,8 +86,11 @@ class FinalPass {
 class Exports {
  public:
   virtual ~Exports() = default;
+  // Removes the disk's export before its volume leaves the OMA.
   virtual void remove(const DiskRef& disk) = 0;
-  virtual void recreate(const DiskRef& disk, const std::string& volume_id,
+  // Creates the disk's export of that device, or keeps an identical one (so a cleanup
+  // run twice is harmless); an export of another volume or device is an error.
+  virtual void ensure(const DiskRef& disk, const std::string& volume_id,
                         const std::string& device_path) = 0;
 };
 
@@ -130,6 +133,7 @@ class VmBuilder {
   std::string return_to_oma(const std::vector<SourceDisk>& disks, Exports& exports) const;
 
   const TargetSettings& target() const { return target_; }
+  const CloudStackVolumes& volumes() const { return volumes_; }
 
  private:
   bool offering_is_customised() const;

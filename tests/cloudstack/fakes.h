@@ -75,10 +75,13 @@ class FakeExports : public Exports {
     events_.push_back("remove_export " + disk.disk_key);
     if (!current.erase(disk.disk_key)) ADD_FAILURE() << "removing a missing export " << disk.disk_key;
   }
-  void recreate(const DiskRef& disk, const std::string& volume_id,
+  void ensure(const DiskRef& disk, const std::string& volume_id,
                 const std::string& device) override {
-    events_.push_back("recreate_export " + disk.disk_key);
-    if (current.count(disk.disk_key)) ADD_FAILURE() << "export exists already: " << disk.disk_key;
+    events_.push_back("ensure_export " + disk.disk_key);
+    auto it = current.find(disk.disk_key);
+    if (it != current.end() && it->second != std::make_pair(volume_id, device)) {
+      ADD_FAILURE() << "export of " << disk.disk_key << " exists for another volume or device";
+    }
     if (!std::filesystem::exists(device)) ADD_FAILURE() << "exporting a missing device " << device;
     current[disk.disk_key] = {volume_id, device};
   }

@@ -650,23 +650,31 @@ class Sim:
 
 
 def sparse_copy(src, dst):
-    """Copies src over dst keeping holes: only non-zero 64 KiB blocks are written."""
+    """Copies src over dst keeping holes: only the data extents (SEEK_DATA) are read and
+    written, so a mostly empty 1 GiB volume costs what its data costs."""
     size = os.path.getsize(src)
     tmp = dst + ".tmp"
     with open(src, "rb") as fin, open(tmp, "wb") as fout:
         fout.truncate(size)
-        block = 64 * 1024
-        zero = bytes(block)
+        fd = fin.fileno()
         offset = 0
         while offset < size:
-            data = fin.read(block)
-            if not data:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data past offset
                 break
-            if data != zero[:len(data)]:
-                fout.seek(offset)
-                fout.write(data)
-            offset += len(data)
-    # Replace in place so that by-id links (to the path) keep pointing at the volume.
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            fin.seek(start)
+            fout.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = fin.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                fout.write(chunk)
+                remaining -= len(chunk)
+            offset = end
+    # Replace the file (same path), so by-id links to the path keep pointing at the volume.
     os.replace(tmp, dst)
 
 
