@@ -1,0 +1,81 @@
+// Inventory: finding VMs and describing them (hardware, disks, NICs) through the
+// PropertyCollector, a ContainerView over the whole inventory, and the SearchIndex.
+//
+// Everything here is a plain value built from one or a few property-collector calls;
+// functions use the Session they are given (which is thread-safe) and keep no state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vsphere/session.h"
+
+namespace mk::vsphere {
+
+struct DiskInfo {
+  int key = 0;               // device key: the identity of a disk within its VM (CBT, change IDs)
+  int unit_number = -1;
+  int controller_key = 0;
+  std::string controller;    // "VirtualLsiLogicController", ...
+  int bus_number = -1;       // the controller's bus
+  uint64_t capacity_bytes = 0;  // capacityInBytes, or capacityInKB x 1024 when absent
+  std::string file_name;     // "[datastore1] vm/vm.vmdk"
+  std::string datastore;     // "datastore1" (from the file name)
+  Moref datastore_ref;
+  bool thin = false;
+  std::string change_id;     // backing.changeId, "" when CBT is not active
+};
+
+struct NicInfo {
+  int key = 0;
+  std::string mac;
+  std::string network;       // network or distributed port group name
+  Moref network_ref;         // the distributed port group, when the NIC is on one
+  std::string adapter;       // "VirtualVmxnet3", ...
+};
+
+struct VmInfo {
+  Moref ref;
+  std::string name;
+  std::string bios_uuid;      // config.uuid
+  std::string instance_uuid;  // config.instanceUuid
+  std::string power_state;    // poweredOn, poweredOff, suspended
+  std::string guest_id, guest_full_name;
+  int cpus = 0;
+  int memory_mb = 0;
+  std::string firmware;       // bios, efi
+  bool cbt_enabled = false;   // config.changeTrackingEnabled
+  bool is_template = false;
+  std::vector<DiskInfo> disks;
+  std::vector<NicInfo> nics;
+};
+
+// One object's properties as returned by the property collector: name -> <val> node.
+struct ObjectProperties {
+  Moref ref;
+  std::vector<std::pair<std::string, xml::Node>> props;
+  xml::Node get(const std::string& name) const;
+};
+
+// Retrieves `paths` of one object. `keep` holds the answer the nodes point into.
+ObjectProperties retrieve(Session& s, const Moref& obj, const std::vector<std::string>& paths,
+                          std::vector<xml::Document>& keep);
+
+// Every VM (templates included, marked) with its hardware, through a ContainerView.
+std::vector<VmInfo> list_vms(Session& s);
+VmInfo describe_vm(Session& s, const Moref& vm);
+
+// SearchIndex lookups; std::nullopt when nothing matches.
+std::optional<Moref> find_vm_by_bios_uuid(Session& s, const std::string& uuid);
+std::optional<Moref> find_vm_by_instance_uuid(Session& s, const std::string& uuid);
+std::optional<Moref> find_by_inventory_path(Session& s, const std::string& path);  // "DC0/vm/DC0_H0_VM0"
+
+// Parses config.hardware.device (a list of devices) into disks and NICs.
+void parse_devices(const xml::Node& devices, VmInfo& vm);
+
+// "[datastore1] dir/file.vmdk" -> "datastore1" (throws mk::Error when malformed).
+std::string datastore_of(const std::string& file_name);
+
+}  // namespace mk::vsphere

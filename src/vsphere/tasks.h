@@ -1,0 +1,36 @@
+// Waiting for vSphere tasks (the *_Task methods) to finish.
+//
+// A task is polled through the property collector (info.state, info.progress,
+// info.error, info.result) until it succeeds or fails; a failure throws mk::Error with
+// the task's own fault type and localized message, the operation and the object.
+// Stateless; thread-safe as the Session is.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "vsphere/session.h"
+
+namespace mk::vsphere {
+
+struct TaskWait {
+  std::chrono::seconds timeout{3600};
+  std::chrono::milliseconds poll{250};
+  std::function<void(int percent)> on_progress;  // called when info.progress changes
+};
+
+struct TaskResult {
+  std::string result_type;   // xsi:type of info.result ("ManagedObjectReference", ...)
+  std::string result_text;   // its text (a moref's value)
+  Moref result_ref;          // info.result as a moref, when it is one
+};
+
+// Waits for `task`; `what` describes the operation ("CreateSnapshot on VM web01 (vm-12)").
+TaskResult wait_for_task(Session& s, const Moref& task, const std::string& what, const TaskWait& wait = {});
+
+// Calls a *_Task method and waits for it.
+TaskResult run_task(Session& s, const std::string& method, const std::string& body, const std::string& what,
+                    const TaskWait& wait = {});
+
+}  // namespace mk::vsphere
