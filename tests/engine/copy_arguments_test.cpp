@@ -1,5 +1,7 @@
 // Bad input: each case exits with status 2, prints one line saying what is wrong, and
 // leaves the target untouched (pre-filled with a pattern that must survive).
+#include <regex>
+
 #include "copy_fixture.h"
 
 namespace mk::test {
@@ -28,6 +30,7 @@ class CopyArguments : public CopyTest {
   }
 
   std::string changed(const std::string& name, const std::string& json) {
+    create_sparse_file(file(name), 0);  // the file may be reused: drop any longer old text
     write_at(file(name), 0, json);
     return file(name);
   }
@@ -65,6 +68,51 @@ TEST_F(CopyArguments, ChangedAreasPastTheEndOfTheDisk) {
   std::string path = areas_file("oob.json", {{kSize - 10, 20}});
   std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(), {"--changed-areas", path});
   EXPECT_NE(err.find(path), std::string::npos) << err;
+}
+
+TEST_F(CopyArguments, ChangedAreasNotIntegers) {
+  for (const char* json : {R"([{"start": 1.5, "length": 512}])", R"([{"start": "0", "length": 512}])",
+                           R"([{"start": 0, "length": 18446744073709551616}])",
+                           R"([{"start": 0, "length": 0}])", R"([{"start": 0, "length": 512, "extra": 1}])"}) {
+    std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(),
+                                         {"--changed-areas", changed("bad.json", json)});
+    EXPECT_NE(err.find("element 0"), std::string::npos) << json << ": " << err;
+  }
+}
+
+TEST_F(CopyArguments, ChangedAreasNotAnArray) {
+  std::string path = changed("object.json", R"({"start": 0, "length": 512})");
+  std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(), {"--changed-areas", path});
+  EXPECT_NE(err.find("array"), std::string::npos) << err;
+}
+
+TEST_F(CopyArguments, ChangedAreaWhoseEndOverflows) {
+  std::string path = changed("overflow.json", R"([{"start": 18446744073709551615, "length": 2}])");
+  std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(), {"--changed-areas", path});
+  EXPECT_NE(err.find("past the end"), std::string::npos) << err;
+}
+
+// BUG (src/engine/changed_areas.cpp, parse_changed_areas): the refusal message prints
+// the area's end as start + length, which wraps around 2^64, so the area above is shown
+// as "[18446744073709551615, 1)": an end before its start. The area is refused (the
+// test above passes); only the message misleads. Enable once the message prints the
+// length or an end that does not wrap.
+TEST_F(CopyArguments, DISABLED_ChangedAreaOverflowMessageShowsNoWrappedEnd) {
+  std::string path = changed("overflow.json", R"([{"start": 18446744073709551615, "length": 2}])");
+  std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(), {"--changed-areas", path});
+  std::smatch m;
+  if (std::regex_search(err, m, std::regex(R"(\[(\d+), (\d+)\))"))) {
+    EXPECT_GT(std::stod(m[2]), std::stod(m[1])) << "an area whose end is before its start: " << err;
+  }
+}
+
+TEST_F(CopyArguments, BadTuningOptions) {
+  for (std::vector<std::string> opts : {std::vector<std::string>{"--request-size", "1000"},
+                                        {"--request-size", "64M"}, {"--request-size", "4X"},
+                                        {"--requests", "0"}, {"--connections", "0"}}) {
+    std::string err = expect_usage_error(serve(source_).uri(), serve(target_).uri(), opts);
+    EXPECT_NE(err.find(opts[0]), std::string::npos) << err;
+  }
 }
 
 TEST_F(CopyArguments, ChangedAreasFileMissing) {

@@ -55,7 +55,8 @@ class CopyResume : public CopyTest {
     target_server_ = &serve(target_, {.args = {"delay-write=40ms"}, .filters = {"delay"}});
     checkpoint_ = file("copy.checkpoint");
     progress_ = file("progress.json");
-    args_ = {"copy", serve(source_).uri(), target_server_->uri(), "--request-size", kRequestSize,
+    source_server_ = &serve(source_);
+    args_ = {"copy", source_server_->uri(), target_server_->uri(), "--request-size", kRequestSize,
              "--requests", "1", "--checkpoint", checkpoint_, "--progress-json", progress_};
   }
 
@@ -81,6 +82,9 @@ class CopyResume : public CopyTest {
   }
 
   std::string source_, target_, checkpoint_, progress_;
+  void crash_and_restart(NbdkitServer& server);
+
+  NbdkitServer* source_server_ = nullptr;
   NbdkitServer* target_server_ = nullptr;
   std::vector<std::string> args_;
 };
@@ -93,6 +97,23 @@ TEST_F(CopyResume, AfterKillNineTheRerunCompletesTheCopy) {
   EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
   EXPECT_TRUE(files_identical(source_, target_));
   EXPECT_FALSE(std::filesystem::exists(checkpoint_)) << "the checkpoint outlived a successful copy";
+  // The rerun's progress ends at the whole plan, resumed bytes included.
+  std::ifstream in(progress_);
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  json j = json::parse(last);
+  EXPECT_EQ(j["phase"], "done") << last;
+  EXPECT_EQ(j["bytes_done"].get<uint64_t>(), kSize) << last;
+  EXPECT_EQ(j["bytes_total"].get<uint64_t>(), kSize) << last;
+}
+
+// kill -9 can cut the checkpoint's last line in half; the rerun ignores that line.
+TEST_F(CopyResume, TornLastCheckpointLineIsIgnored) {
+  ASSERT_EQ(interrupt_copy(SIGKILL), 128 + SIGKILL);
+  std::ofstream(checkpoint_, std::ios::app) << "3145728 65";
+  RunResult r = run_migratekit(args_);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source_, target_));
 }
 
 TEST_F(CopyResume, SigtermStopsWithStatusOneKeepingTheCheckpoint) {
@@ -133,9 +154,12 @@ TEST_F(CopyResume, CheckpointOfAnotherPassIsRefused) {
   EXPECT_EQ(read_file(target_), std::string(kSize, '\0'));
 }
 
-// The target's server crashes (SIGKILL) in the middle of the copy and is started again
-// on the same socket: the engine reconnects, redoes what was lost, and finishes.
-TEST_F(CopyResume, TargetServerCrashAndRestartIsReconnected) {
+// A server crashes (SIGKILL) in the middle of the copy and is started again on the same
+// socket: the engine reconnects, redoes what was lost, and finishes.
+TEST_F(CopyResume, TargetServerCrashAndRestartIsReconnected) { crash_and_restart(*target_server_); }
+TEST_F(CopyResume, SourceServerCrashAndRestartIsReconnected) { crash_and_restart(*source_server_); }
+
+void CopyResume::crash_and_restart(NbdkitServer& server) {
   mk::Subprocess p = start_migratekit(args_, file("copy.out"), file("copy.err"));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
   while (p.running() && last_bytes_done(progress_) == 0) {
@@ -143,8 +167,8 @@ TEST_F(CopyResume, TargetServerCrashAndRestartIsReconnected) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_TRUE(p.running()) << "the copy ended before the server could be killed";
-  target_server_->signal(SIGKILL);
-  target_server_->restart();
+  server.signal(SIGKILL);
+  server.restart();
   std::optional<int> status = p.wait_for(std::chrono::seconds(60));
   ASSERT_TRUE(status.has_value()) << "migratekit hung after the target came back";
   std::string out = read_file(file("copy.out")), err = read_file(file("copy.err"));

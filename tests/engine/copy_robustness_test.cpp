@@ -224,5 +224,24 @@ TEST_F(CopyErrors, PersistentWriteErrorFailsNamingTheTarget) {
   EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
 }
 
+// A reused target whose write-zeroes fail: the zeroing is retried, then reported.
+TEST_F(CopyErrors, PersistentWriteZeroesErrorFailsNamingTheTarget) {
+  const uint64_t size = 2 * MiB;
+  std::string source = make_disk("source.img", size, {{0, 64 * KiB}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, size, 2);
+  NbdkitServer& dst = serve(target, {.args = {"error-zero=EIO", "error-zero-rate=100%"}, .filters = {"error"}});
+  std::string progress = file("progress.json");
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--retries", "1", "--progress-json", progress});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("write-zeroes"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+  // The progress stream ends saying so, for the OMA polling it.
+  std::vector<json> lines = progress_lines(progress);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back()["phase"], "failed") << lines.back().dump();
+}
+
 }  // namespace
 }  // namespace mk::test
