@@ -12,6 +12,14 @@ namespace {
 using test::SimServer;
 namespace seed = test::seed;
 
+// A simulator that pages after 5 items and runs jobs at once.
+test::SimOptions small_pages() {
+  test::SimOptions o;
+  o.job_delay_seconds = 0.0;
+  o.max_page_size = 5;
+  return o;
+}
+
 Params volume_params(const std::string& name) {
   return {{"name", name}, {"zoneid", seed::zone}, {"diskofferingid", seed::custom_disk_offering},
           {"size", "1"}};
@@ -114,7 +122,7 @@ TEST(Client, JobThatNeverEndsTimesOutPerCommand) {
 }
 
 TEST(Client, ListPagesPastTheServersPageLimit) {
-  SimServer sim({.job_delay_seconds = 0.0, .max_page_size = 5});
+  SimServer sim(small_pages());
   ClientOptions o = SimServer::fast_client_options();
   o.page_size = 5;
   Client client(sim.endpoint(), o);
@@ -136,7 +144,7 @@ TEST(Client, ListPagesPastTheServersPageLimit) {
 }
 
 TEST(Client, PageSizeOverTheLimitIsRefused) {
-  SimServer sim({.job_delay_seconds = 0.0, .max_page_size = 5});
+  SimServer sim(small_pages());
   ClientOptions o = SimServer::fast_client_options();
   o.page_size = 6;
   Client client(sim.endpoint(), o);

@@ -53,13 +53,21 @@ SimServer::SimServer(SimOptions options) : dir_(make_temp_dir()) {
   SpawnOptions spawn;
   spawn.stdout_path = dir_ + "/sim.log";
   spawn.stderr_path = dir_ + "/sim.log";
-  process_ = Subprocess::spawn(
-      {"python3", CLOUDSTACK_SIM_PY, "--port-file", dir_ + "/port", "--state-dir",
-       dir_ + "/state", "--by-id-dir", by_id_dir(), "--api-key", kApiKey,
-       "--secret-key-file", dir_ + "/secret", "--oma-vm-id", oma_vm_id(), "--oma-mac",
-       oma_mac(), "--job-delay", fmt::format("{}", options.job_delay_seconds),
-       "--max-page-size", std::to_string(options.max_page_size)},
-      spawn);
+  std::vector<std::string> argv = {
+      "python3", CLOUDSTACK_SIM_PY, "--port-file", dir_ + "/port", "--state-dir",
+      dir_ + "/state", "--by-id-dir", by_id_dir(), "--api-key", kApiKey,
+      "--secret-key-file", dir_ + "/secret", "--oma-vm-id", oma_vm_id(), "--oma-mac",
+      oma_mac(), "--job-delay", fmt::format("{}", options.job_delay_seconds),
+      "--max-page-size", std::to_string(options.max_page_size)};
+  for (const auto& api : options.deny_apis) {
+    argv.push_back("--deny-api");
+    argv.push_back(api);
+  }
+  if (!options.oma_account.empty()) {
+    argv.push_back("--oma-account");
+    argv.push_back(options.oma_account);
+  }
+  process_ = Subprocess::spawn(argv, spawn);
   // Wait for the port file (written after bind); a dead process fails at once.
   for (int i = 0; i < 1500; ++i) {
     if (std::filesystem::exists(dir_ + "/port")) {

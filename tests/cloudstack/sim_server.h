@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cloudstack/client.h"
 #include "common/subprocess.h"
@@ -18,6 +19,8 @@ namespace mk::cloudstack::test {
 struct SimOptions {
   double job_delay_seconds = 0.02;
   int max_page_size = 500;
+  std::vector<std::string> deny_apis;  // commands the simulated account may not call
+  std::string oma_account;             // "": the OMA's VM is in the API key's account
 };
 
 class SimServer {

@@ -142,6 +142,8 @@ class Sim:
         oma_id = args.oma_vm_id
         self.vms[oma_id] = self.new_vm(oma_id, "oma", "Running",
                                        [self.new_nic(self.networks[0], args.oma_mac)])
+        if args.oma_account:  # the OMA's VM in an account the API key does not act for
+            self.vms[oma_id]["account"] = args.oma_account
 
     # ---- model helpers -------------------------------------------------------------
 
@@ -265,7 +267,8 @@ class Sim:
         if params.get("response") != "json":
             raise ApiFailure(431, "this simulator answers only response=json")
         handler = getattr(self, "cmd_" + command, None)
-        if handler is None and command != "queryAsyncJobResult":
+        if command in self.args.deny_api or (handler is None and
+                                             command != "queryAsyncJobResult"):
             raise ApiFailure(432, f"The given command:{command} does not exist or it is not "
                                   f"available for user")
         with self.lock:
@@ -359,6 +362,18 @@ class Sim:
         if p.get("zoneid"):
             items = [n for n in items if n["zoneid"] == p["zoneid"]]
         return self.page(p, items, "network")
+
+    def cmd_listApis(self, p):
+        names = sorted(n[4:] for n in dir(self) if n.startswith("cmd_"))
+        names.append("queryAsyncJobResult")
+        names = [n for n in names if n not in self.args.deny_api]
+        if p.get("name"):
+            if p["name"] not in names:
+                raise ApiFailure(431, f"The API {p['name']} does not exist or is not available "
+                                      f"for the account")
+            names = [p["name"]]
+        return {"count": len(names),
+                "api": [{"name": n, "isasync": n in self.ASYNC} for n in names]}
 
     def cmd_listAccounts(self, p):
         return self.page(p, [{"id": self.domainid, "name": self.account,
@@ -760,6 +775,9 @@ def main():
     ap.add_argument("--oma-mac", default="02:00:00:00:0a:01")
     ap.add_argument("--job-delay", type=float, default=0.05)
     ap.add_argument("--max-page-size", type=int, default=500)
+    ap.add_argument("--deny-api", action="append", default=[],
+                    help="a command this account may not call (repeatable)")
+    ap.add_argument("--oma-account", default="")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     with open(args.secret_key_file) as f:
