@@ -1,0 +1,151 @@
+#include "source/disk_reader.h"
+
+#include <fmt/format.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "common/error.h"
+#include "common/log.h"
+
+namespace mk::source {
+namespace {
+
+bool accepts(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string tail(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  return s.size() > 1500 ? "..." + s.substr(s.size() - 1500) : s;
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+}  // namespace
+
+std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socket) {
+  static const std::regex moref("^[A-Za-z0-9_.:-]{1,80}$");
+  static const std::regex host("^[A-Za-z0-9_.:\\[\\]-]{1,253}$");
+  static const std::regex thumb("^([0-9A-F]{2}:){19}[0-9A-F]{2}$");
+  static const std::regex transports("^[a-z]+(:[a-z]+)*$");
+  require(std::regex_match(p.server, host), fmt::format("VDDK: server \"{}\" is not a host name", p.server));
+  require(!p.user.empty() && p.user.find('\n') == std::string::npos, "VDDK: no (valid) user name");
+  require(std::regex_match(p.thumbprint, thumb),
+          fmt::format("VDDK: thumbprint \"{}\" is not a SHA-1 thumbprint like AA:BB:...", p.thumbprint));
+  require(std::regex_match(p.vm_moref, moref), fmt::format("VDDK: VM moref \"{}\" is malformed", p.vm_moref));
+  require(std::regex_match(p.snapshot_moref, moref),
+          fmt::format("VDDK: snapshot moref \"{}\" is malformed", p.snapshot_moref));
+  require(p.file.size() > 2 && p.file[0] == '[' && p.file.find(']') != std::string::npos &&
+              p.file.find('\n') == std::string::npos,
+          fmt::format("VDDK: disk file \"{}\" is not \"[datastore] path.vmdk\"", p.file));
+  require(std::regex_match(p.transports, transports), fmt::format("VDDK: transports \"{}\" is malformed", p.transports));
+  require(!p.password_file.empty() && p.password_file[0] == '/',
+          "VDDK: the password file must be an absolute path (nbdkit reads it)");
+  require(!p.libdir.empty() && p.libdir[0] == '/', "VDDK: libdir must be an absolute path");
+  return {p.nbdkit, "-f", "-r", "--exit-with-parent", "-U", socket, "vddk",
+          "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,
+          "password=+" + p.password_file,  // nbdkit reads the password from the file
+          "thumbprint=" + p.thumbprint, "vm=moref=" + p.vm_moref, "snapshot=" + p.snapshot_moref,
+          "transports=" + p.transports, "file=" + p.file};
+}
+
+std::unique_ptr<DiskReader> DiskReader::start_vddk(const VddkParams& params, const std::string& work_dir,
+                                                   std::chrono::seconds timeout) {
+  vddk_argv(params, "/check");  // validate before anything is started
+  if (!std::filesystem::exists(params.libdir + "/lib64")) {
+    throw UsageError(fmt::format("VDDK is not installed in {} (no lib64/ there); see docs/vddk.md", params.libdir));
+  }
+  std::unique_ptr<DiskReader> r(new DiskReader());
+  r->launch(work_dir, [&](const std::string& socket) { return vddk_argv(params, socket); },
+            fmt::format("nbdkit vddk plugin for {} in snapshot {} of {}", params.file, params.snapshot_moref,
+                        params.vm_moref),
+            timeout);
+  return r;
+}
+
+std::unique_ptr<DiskReader> DiskReader::start_file(const std::string& flat_file, const std::string& work_dir,
+                                                   std::chrono::seconds timeout) {
+  struct stat st {};
+  if (flat_file.empty() || flat_file[0] != '/' || ::stat(flat_file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    throw UsageError(fmt::format("disk stand-in: \"{}\" is not an absolute path to an existing regular file", flat_file));
+  }
+  std::unique_ptr<DiskReader> r(new DiskReader());
+  r->launch(work_dir,
+            [&](const std::string& socket) {
+              return std::vector<std::string>{"nbdkit", "-f", "-r", "--exit-with-parent", "-U", socket, "file",
+                                              "file=" + flat_file};
+            },
+            "nbdkit file plugin (VDDK stand-in) on " + flat_file, timeout);
+  return r;
+}
+
+void DiskReader::launch(const std::string& work_dir,
+                        const std::function<std::vector<std::string>(const std::string&)>& argv,
+                        const std::string& what, std::chrono::seconds timeout) {
+  std::string pattern = work_dir + "/reader-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) {
+    throw Error(fmt::format("{}: cannot create a directory under {}: {}", what, work_dir, std::strerror(errno)));
+  }
+  dir_ = buf.data();
+  socket_ = dir_ + "/nbd.sock";
+  log_ = dir_ + "/nbdkit.log";
+  if (socket_.size() >= sizeof(sockaddr_un::sun_path)) {
+    throw Error(fmt::format("{}: socket path {} is too long; use a shorter work directory", what, socket_));
+  }
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = log_;
+  process_ = Subprocess::spawn(argv(socket_), so);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!accepts(socket_)) {
+    if (!process_.running()) {
+      throw Error(fmt::format("{} exited (status {}) before serving; its log:\n{}", what,
+                              process_.exit_status().value_or(-1), tail(log_)));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::string log = tail(log_);
+      stop();
+      throw Error(fmt::format("{} did not serve within {} s; its log:\n{}", what, timeout.count(), log));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  log::debug("{} serves {}", what, uri());
+}
+
+DiskReader::~DiskReader() { stop(); }
+
+std::string DiskReader::uri() const { return "nbd+unix:///?socket=" + socket_; }
+
+void DiskReader::stop() {
+  process_.stop();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    dir_.clear();
+  }
+}
+
+}  // namespace mk::source

@@ -1,0 +1,69 @@
+// DiskReader: an nbdkit process that serves one source disk read-only on a private Unix
+// socket for the length of a pass.
+//
+// In production it runs nbdkit's vddk plugin against a snapshot (server, user,
+// thumbprint, vm=moref=..., snapshot=..., transports, libdir; the password is read by
+// nbdkit from a file, "password=+FILE", never put on a command line). VDDK is proprietary
+// and absent from test machines, so a stand-in serves the disk's flat file with nbdkit's
+// file plugin instead. Either way nbdkit runs in the foreground with --exit-with-parent,
+// start_*() returns once it serves, and stop() (or the destructor) ends it by PID and
+// removes the socket directory.
+//
+// Not thread-safe; one owner.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/subprocess.h"
+
+namespace mk::source {
+
+struct VddkParams {
+  std::string server;          // vCenter or ESXi host name
+  std::string user;
+  std::string password_file;   // mode 0600; nbdkit reads it (password=+FILE)
+  std::string thumbprint;      // SHA-1 of the server certificate, AA:BB:...
+  std::string vm_moref;        // "vm-42"
+  std::string snapshot_moref;  // "snapshot-7"
+  std::string file;            // the disk in the snapshot: "[datastore1] web01/web01.vmdk"
+  std::string transports = "nbdssl:nbd";  // or "hotadd:nbdssl:nbd" on a VMA inside vSphere
+  std::string libdir = "/opt/vmware-vix-disklib-distrib";
+  std::string nbdkit = "nbdkit";
+};
+
+// The nbdkit command line for the vddk plugin (checked; throws UsageError for values
+// that would be unsafe or that VDDK would reject). Holds no secret.
+std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socket);
+
+class DiskReader {
+ public:
+  // `work_dir` is an existing private directory; the reader makes its own below it.
+  static std::unique_ptr<DiskReader> start_vddk(const VddkParams& params, const std::string& work_dir,
+                                                std::chrono::seconds timeout = std::chrono::seconds(120));
+  // The stand-in: nbdkit's file plugin on a flat disk file (an absolute path to an
+  // existing regular file).
+  static std::unique_ptr<DiskReader> start_file(const std::string& flat_file, const std::string& work_dir,
+                                                std::chrono::seconds timeout = std::chrono::seconds(30));
+  ~DiskReader();
+  DiskReader(const DiskReader&) = delete;
+  DiskReader& operator=(const DiskReader&) = delete;
+
+  std::string uri() const;  // nbd+unix:///?socket=PATH
+  pid_t pid() const { return process_.pid(); }
+  const std::string& log_path() const { return log_; }
+  void stop();
+
+ private:
+  DiskReader() = default;
+  void launch(const std::string& work_dir, const std::function<std::vector<std::string>(const std::string&)>& argv,
+              const std::string& what, std::chrono::seconds timeout);
+
+  std::string dir_, socket_, log_;
+  mk::Subprocess process_;
+};
+
+}  // namespace mk::source

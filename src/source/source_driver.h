@@ -1,0 +1,70 @@
+// SourceDriver: what the VMA needs from a place VMs come from (VMware through vSphere and
+// VDDK, or a qcow2 image with a dirty bitmap), in one interface.
+//
+//   auto pass = driver.open_pass(vm_id, stored_change_ids);
+//   for (auto& d : pass->disks()) copy d.uri with d.request (the engine);
+//   on success, for every disk: store d.change_id_to_store; pass->close(true);
+//   on failure: pass->close(false) (or let the Pass go) and keep the old change IDs.
+//
+// Change IDs are kept per VM and per disk key by the caller; a driver only reads the
+// stored ones and says which to store after a successful pass. A Pass owns what it set
+// up (snapshot, NBD servers, bitmaps) and releases it in close(), which the destructor
+// calls if the caller did not. Drivers and passes are not thread-safe: one owner each.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/plan.h"
+
+namespace mk::source {
+
+struct VmSummary {
+  std::string id;    // the driver's stable identifier (vSphere instance UUID, image path)
+  std::string name;
+  std::string power_state;
+};
+
+struct DiskDescription {
+  int key = 0;             // identity of the disk within the VM; change IDs are stored by it
+  std::string label;       // "[ds1] web01/web01.vmdk", "disk.qcow2"
+  uint64_t capacity = 0;
+  std::string change_id;   // current change ID, "" when change tracking is off
+};
+
+// Stored change IDs of one VM: disk key -> change ID of the last successful pass.
+using ChangeIds = std::map<int, std::string>;
+
+struct DiskPass {
+  int key = 0;
+  std::string label;
+  uint64_t capacity = 0;
+  std::string uri;                 // NBD URI to read this disk from during the pass
+  engine::PlanRequest request;     // the areas to copy (changed areas or dirty bitmap)
+  bool full = false;               // a full pass (no usable stored change ID)
+  std::string reason;              // why full or incremental, for logs and reports
+  std::string change_id_to_store;  // store it for this disk once the pass succeeded
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  virtual const std::vector<DiskPass>& disks() const = 0;
+  // Releases everything the pass set up. `succeeded`: every disk was copied and flushed
+  // (drivers that rotate state, like dirty bitmaps, commit only then). Safe to call twice.
+  virtual void close(bool succeeded) = 0;
+};
+
+class SourceDriver {
+ public:
+  virtual ~SourceDriver() = default;
+  virtual std::vector<VmSummary> list_vms() = 0;
+  virtual std::vector<DiskDescription> describe_disks(const std::string& vm_id) = 0;
+  // Prepares a pass: consistent point in time, per-disk reader and planned areas.
+  virtual std::unique_ptr<Pass> open_pass(const std::string& vm_id, const ChangeIds& stored) = 0;
+};
+
+}  // namespace mk::source

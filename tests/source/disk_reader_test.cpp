@@ -1,0 +1,90 @@
+// DiskReader: the vddk command line (checked, no secret on it), a clear error when VDDK
+// is absent, and the flat-file stand-in serving and stopping by PID.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/error.h"
+#include "engine/nbd_connection.h"
+#include "source/disk_reader.h"
+#include "support/files.h"
+#include "support/temp_dir.h"
+
+namespace mk::source {
+namespace {
+
+VddkParams params() {
+  VddkParams p;
+  p.server = "vcenter.example";
+  p.user = "administrator@vsphere.local";
+  p.password_file = "/etc/migratekit/vcenter.password";
+  p.thumbprint = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD";
+  p.vm_moref = "vm-42";
+  p.snapshot_moref = "snapshot-7";
+  p.file = "[datastore1] web01/web01.vmdk";
+  return p;
+}
+
+TEST(DiskReader, VddkCommandLineCarriesTheSnapshotAndNoPassword) {
+  auto argv = vddk_argv(params(), "/run/x/nbd.sock");
+  auto has = [&](const std::string& a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
+  EXPECT_TRUE(has("vddk"));
+  EXPECT_TRUE(has("--exit-with-parent"));
+  EXPECT_TRUE(has("-r"));
+  EXPECT_TRUE(has("vm=moref=vm-42"));
+  EXPECT_TRUE(has("snapshot=snapshot-7"));
+  EXPECT_TRUE(has("password=+/etc/migratekit/vcenter.password"));
+  EXPECT_TRUE(has("file=[datastore1] web01/web01.vmdk"));
+  EXPECT_TRUE(has("thumbprint=AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD"));
+}
+
+TEST(DiskReader, VddkParametersAreChecked) {
+  auto bad = [](auto mutate) {
+    VddkParams p = params();
+    mutate(p);
+    EXPECT_THROW(vddk_argv(p, "/s"), UsageError);
+  };
+  bad([](VddkParams& p) { p.vm_moref = "vm-1 snapshot=x"; });
+  bad([](VddkParams& p) { p.thumbprint = "aa:bb"; });
+  bad([](VddkParams& p) { p.file = "web01.vmdk"; });
+  bad([](VddkParams& p) { p.password_file = "relative"; });
+  bad([](VddkParams& p) { p.server = "host;rm -rf"; });
+}
+
+TEST(DiskReader, MissingVddkIsAClearError) {
+  test::TempDir dir("mk-reader");
+  VddkParams p = params();
+  p.libdir = dir.file("no-vddk-here");
+  try {
+    DiskReader::start_vddk(p, dir.path());
+    FAIL() << "started without VDDK";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("docs/vddk.md"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DiskReader, StandInServesTheFlatFileAndStopsByPid) {
+  test::TempDir dir("mk-reader");
+  test::create_sparse_file(dir.file("disk-flat.vmdk"), 1024 * 1024);
+  test::write_random_at(dir.file("disk-flat.vmdk"), 4096, 8192, 1);
+  auto r = DiskReader::start_file(dir.file("disk-flat.vmdk"), dir.path());
+  pid_t pid = r->pid();
+  {
+    auto c = engine::NbdConnection::open({r->uri(), {}, "source"});
+    EXPECT_EQ(c->size(), 1024u * 1024u);
+    EXPECT_TRUE(c->read_only());
+    std::string buf(8192, '\0');
+    c->pread(buf.data(), buf.size(), 4096);
+    EXPECT_EQ(buf, test::random_bytes(8192, 1));
+  }
+  r->stop();
+  EXPECT_NE(::kill(pid, 0), 0);  // reaped and gone
+  EXPECT_THROW(engine::NbdConnection::open({r->uri(), {}, "source"}), Error);
+  EXPECT_THROW(DiskReader::start_file("relative/path", dir.path()), UsageError);
+  EXPECT_THROW(DiskReader::start_file(dir.file("missing"), dir.path()), UsageError);
+}
+
+}  // namespace
+}  // namespace mk::source

@@ -1,0 +1,231 @@
+// The VMware source end to end: vcsim with the CBT shim, a VM with two disks whose flat
+// files hold generated data, passes copied by the engine into nbdkit targets, and the
+// change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID,
+// leftover snapshots of a crashed run).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "lab/vcsim/vcsim_lab.h"
+#include "source/change_ids.h"
+#include "source/pass_copy.h"
+#include "source/vmware_source.h"
+#include "support/files.h"
+#include "support/nbdkit_server.h"
+#include "support/temp_dir.h"
+#include "vsphere/vm_ops.h"
+
+namespace mk::source {
+namespace {
+
+constexpr uint64_t kBlock = 64 * 1024;
+
+class VmwareSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    connect.url = lab.url();
+    connect.user = lab.user();
+    connect.password_file = lab.password_file();
+    connect.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
+    connect.tls.thumbprint = lab.thumbprint();
+    connect.keepalive = std::chrono::seconds(0);
+    session = vsphere::Session::connect(connect);
+    auto ref = vsphere::find_by_inventory_path(*session, "DC0/vm/DC0_H0_VM0").value();
+    vm = vsphere::describe_vm(*session, ref);
+    add_disk(vm, 4096);
+    vm = vsphere::describe_vm(*session, ref);
+    ASSERT_EQ(vm.disks.size(), 2u);
+    for (auto& d : vm.disks) {
+      std::string flat = lab.flat_file(d.file_name);
+      test::create_sparse_file(flat, d.capacity_bytes);
+      flats[d.key] = flat;
+      test::create_sparse_file(work.file(fmt::format("target-{}", d.key)), d.capacity_bytes);
+      targets[d.key] = std::make_unique<test::NbdkitServer>(
+          test::NbdkitOptions{.plugin = "file", .args = {"file=" + work.file(fmt::format("target-{}", d.key))}});
+    }
+    key1 = vm.disks[0].key;
+    key2 = vm.disks[1].key;
+    VmwareSourceOptions o;
+    o.work_dir = work.path();
+    o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
+    source = std::make_unique<VmwareSource>(session, connect, o);
+  }
+
+  // A second disk on the VM's controller (vcsim creates its files).
+  void add_disk(const vsphere::VmInfo& v, int kb) {
+    const auto& first = v.disks.at(0);
+    std::string spec = fmt::format(
+        "<spec><deviceChange><operation>add</operation><fileOperation>create</fileOperation>"
+        "<device xsi:type=\"VirtualDisk\"><key>-1</key>"
+        "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>[LocalDS_0] {}/disk2.vmdk</fileName>"
+        "<diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned></backing>"
+        "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
+        "</deviceChange></spec>",
+        v.name, first.controller_key, first.unit_number + 1, kb);
+    vsphere::run_task(*session, "ReconfigVM_Task", v.ref.xml("_this") + spec, "adding a disk");
+  }
+
+  void write_blocks(int key, std::initializer_list<uint64_t> blocks, uint64_t seed) {
+    for (uint64_t b : blocks) test::write_random_at(flats[key], b * kBlock, kBlock, seed + b);
+  }
+
+  // Copies every disk of the pass; returns bytes written per disk key.
+  std::map<int, uint64_t> copy_all(const Pass& pass, std::map<int, engine::CopyStats>* stats = nullptr) {
+    std::map<int, uint64_t> written;
+    for (auto& d : pass.disks()) {
+      auto s = copy_disk(d, {targets.at(d.key)->uri(), {}, "target"});
+      written[d.key] = s.bytes_written;
+      if (stats) (*stats)[d.key] = s;
+    }
+    return written;
+  }
+
+  void expect_targets_match() {
+    for (auto& [key, flat] : flats) {
+      EXPECT_EQ(test::sha256_file(work.file(fmt::format("target-{}", key))), test::sha256_file(flat)) << "disk " << key;
+    }
+  }
+
+  // One pass: open, copy, close(true), store the change IDs.
+  std::map<int, uint64_t> pass_and_commit(std::vector<DiskPass>* seen = nullptr) {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    auto written = copy_all(*pass);
+    if (seen) *seen = pass->disks();
+    pass->close(true);
+    for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
+    expect_targets_match();
+    EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty()) << "the pass's snapshot was left behind";
+    return written;
+  }
+
+  test::VcsimLab lab{test::VcsimOptions{kBlock, 3}};
+  test::TempDir work{"mk-vmware"};
+  vsphere::ConnectOptions connect;
+  std::shared_ptr<vsphere::Session> session;
+  vsphere::VmInfo vm;
+  std::map<int, std::string> flats;
+  std::map<int, std::unique_ptr<test::NbdkitServer>> targets;
+  int key1 = 0, key2 = 0;
+  std::unique_ptr<VmwareSource> source;
+  ChangeIds stored;
+};
+
+TEST_F(VmwareSourceTest, FullThenIncrementalPassesMoveOnlyChangedBlocksPerDisk) {
+  write_blocks(key1, {0, 1, 5, 15}, 100);
+  write_blocks(key2, {3, 4, 20, 21, 22, 63}, 200);
+  EXPECT_FALSE(vm.cbt_enabled);
+  std::vector<DiskPass> seen;
+  auto w = pass_and_commit(&seen);  // enables CBT, first pass: the allocated areas
+  EXPECT_TRUE(vsphere::describe_vm(*session, vm.ref).cbt_enabled);
+  for (auto& d : seen) EXPECT_TRUE(d.full) << d.reason;
+  EXPECT_EQ(w[key1], 4 * kBlock);
+  EXPECT_EQ(w[key2], 6 * kBlock);
+  // Two disks, two independent change IDs (different tracking UUIDs).
+  EXPECT_NE(change_id_uuid(stored[key1]), change_id_uuid(stored[key2]));
+
+  write_blocks(key1, {5, 9}, 300);
+  write_blocks(key2, {40}, 400);
+  w = pass_and_commit(&seen);
+  for (auto& d : seen) EXPECT_FALSE(d.full) << d.reason;
+  EXPECT_EQ(w[key1], 2 * kBlock);
+  EXPECT_EQ(w[key2], 1 * kBlock);
+
+  // Only the second disk changes: the first moves nothing.
+  write_blocks(key2, {1, 2, 7, 50, 60}, 500);  // five separate areas: the shim pages by 3
+  w = pass_and_commit();
+  EXPECT_EQ(w[key1], 0u);
+  EXPECT_EQ(w[key2], 5 * kBlock);
+}
+
+TEST_F(VmwareSourceTest, ACbtResetForcesAFullPassWithTheReason) {
+  write_blocks(key1, {0, 3}, 1);
+  write_blocks(key2, {0}, 2);
+  pass_and_commit();
+  vsphere::set_change_tracking(*session, vm, false);  // CBT reset: off and on again
+  vsphere::set_change_tracking(*session, vm, true);
+  write_blocks(key1, {4}, 3);
+  std::vector<DiskPass> seen;
+  std::map<int, engine::CopyStats> stats;
+  {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    copy_all(*pass, &stats);
+    seen = pass->disks();
+    pass->close(true);
+    for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
+  }
+  for (auto& d : seen) {
+    EXPECT_TRUE(d.full);
+    EXPECT_NE(d.reason.find("reset"), std::string::npos) << d.reason;
+    EXPECT_FALSE(d.request.changed_areas.has_value()) << "a forced full pass covers the whole disk";
+  }
+  EXPECT_EQ(stats[key1].bytes_written, 3 * kBlock);
+  EXPECT_EQ(stats[key2].bytes_written, 1 * kBlock);
+  expect_targets_match();
+  // And the next pass is incremental again from the new change IDs.
+  write_blocks(key2, {9}, 4);
+  EXPECT_EQ(pass_and_commit()[key2], kBlock);
+}
+
+TEST_F(VmwareSourceTest, AChangeIdThatVsphereRejectsForcesAFullPass) {
+  write_blocks(key1, {2}, 1);
+  pass_and_commit();
+  stored[key1] = change_id_uuid(stored[key1]) + "/999";  // right UUID, unknown sequence
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);
+  for (auto& d : seen) {
+    if (d.key == key1) {
+      EXPECT_TRUE(d.full);
+      EXPECT_NE(d.reason.find("rejected"), std::string::npos) << d.reason;
+    } else {
+      EXPECT_FALSE(d.full) << d.reason;
+    }
+  }
+}
+
+TEST_F(VmwareSourceTest, AFailedPassKeepsTheOldChangeIdsAndCleansUp) {
+  write_blocks(key1, {1}, 1);
+  pass_and_commit();
+  ChangeIds before = stored;
+  write_blocks(key1, {6}, 2);
+  {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    EXPECT_EQ(vsphere::list_snapshots(*session, vm.ref).size(), 1u);
+  }  // dropped without success: the snapshot goes, nothing is stored
+  EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty());
+  EXPECT_EQ(stored, before);
+  EXPECT_EQ(pass_and_commit()[key1], kBlock);  // the change is still found
+}
+
+TEST_F(VmwareSourceTest, LeftoverSnapshotsOfACrashedRunAreRemoved) {
+  vsphere::create_snapshot(*session, vm, "migratekit-20250101T000000Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm, "operator backup", "not ours");
+  write_blocks(key1, {0}, 1);
+  {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    auto names = vsphere::list_snapshots(*session, vm.ref);
+    ASSERT_EQ(names.size(), 2u);  // the operator's and this pass's
+    EXPECT_EQ(names[0].name, "operator backup");
+    pass->close(true);
+  }
+  auto left = vsphere::list_snapshots(*session, vm.ref);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].name, "operator backup");
+}
+
+TEST_F(VmwareSourceTest, CbtOffAndNotAllowedToEnableIsRefused) {
+  VmwareSourceOptions o;
+  o.work_dir = work.path();
+  o.enable_cbt = false;
+  o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
+  VmwareSource strict(session, connect, o);
+  EXPECT_THROW(strict.open_pass(vm.instance_uuid, {}), UsageError);
+  EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty());
+  auto vms = strict.list_vms();
+  EXPECT_EQ(vms.size(), 4u);
+  auto disks = strict.describe_disks(vm.instance_uuid);
+  ASSERT_EQ(disks.size(), 2u);
+  EXPECT_EQ(disks[1].capacity, 4096u * 1024u);
+}
+
+}  // namespace
+}  // namespace mk::source
