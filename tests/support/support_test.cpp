@@ -32,6 +32,20 @@ TEST(SupportFiles, FirstDifferenceNamesTheOffset) {
   EXPECT_NE(sha256_file(a), sha256_file(b));
 }
 
+TEST(SupportFiles, SparseImagesCompareByContentNotAllocation) {
+  TempDir dir;
+  std::string a = dir.file("a"), b = dir.file("b");
+  const uint64_t size = 3ull << 30;  // sparse: costs no space
+  create_sparse_file(a, size);
+  create_sparse_file(b, size);
+  fill_at(a, 1 << 30, 8192, '\0');  // allocated zeros in a, a hole in b: same content
+  write_at(a, size - 1, "x");
+  write_at(b, size - 1, "x");
+  EXPECT_TRUE(files_identical(a, b));
+  write_at(b, (2ull << 30) + 5, "y");
+  EXPECT_EQ(first_difference(a, b), (2ull << 30) + 5);
+}
+
 TEST(SupportFiles, Sha256OfKnownInput) {
   TempDir dir;
   write_at(dir.file("abc"), 0, "abc");
