@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -19,13 +18,6 @@ namespace {
 
 constexpr const char* kApiKey = "sim-api-key-Az09_-";
 constexpr const char* kSecret = "sim-secret+/= with spaces";
-
-std::string make_temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base && *base ? base : "/tmp") + "/mk-cloudstack-XXXXXX";
-  if (!mkdtemp(pattern.data())) throw Error("cannot create a temporary directory for the simulator");
-  return pattern;
-}
 
 void write_private_file(const std::string& path, const std::string& content) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -47,16 +39,16 @@ size_t append(char* d, size_t s, size_t n, void* out) {
 
 }  // namespace
 
-SimServer::SimServer(SimOptions options) : dir_(make_temp_dir()) {
-  write_private_file(dir_ + "/secret", kSecret);
+SimServer::SimServer(SimOptions options) {
+  write_private_file(dir() + "/secret", kSecret);
   std::filesystem::create_directories(by_id_dir());
   SpawnOptions spawn;
-  spawn.stdout_path = dir_ + "/sim.log";
-  spawn.stderr_path = dir_ + "/sim.log";
+  spawn.stdout_path = dir() + "/sim.log";
+  spawn.stderr_path = dir() + "/sim.log";
   std::vector<std::string> argv = {
-      "python3", CLOUDSTACK_SIM_PY, "--port-file", dir_ + "/port", "--state-dir",
-      dir_ + "/state", "--by-id-dir", by_id_dir(), "--api-key", kApiKey,
-      "--secret-key-file", dir_ + "/secret", "--oma-vm-id", oma_vm_id(), "--oma-mac",
+      "python3", CLOUDSTACK_SIM_PY, "--port-file", dir() + "/port", "--state-dir",
+      dir() + "/state", "--by-id-dir", by_id_dir(), "--api-key", kApiKey,
+      "--secret-key-file", dir() + "/secret", "--oma-vm-id", oma_vm_id(), "--oma-mac",
       oma_mac(), "--job-delay", fmt::format("{}", options.job_delay_seconds),
       "--max-page-size", std::to_string(options.max_page_size)};
   for (const auto& api : options.deny_apis) {
@@ -70,23 +62,19 @@ SimServer::SimServer(SimOptions options) : dir_(make_temp_dir()) {
   process_ = Subprocess::spawn(argv, spawn);
   // Wait for the port file (written after bind); a dead process fails at once.
   for (int i = 0; i < 1500; ++i) {
-    if (std::filesystem::exists(dir_ + "/port")) {
-      port_ = std::stoi(read_file(dir_ + "/port"));
+    if (std::filesystem::exists(dir() + "/port")) {
+      port_ = std::stoi(read_file(dir() + "/port"));
       return;
     }
     if (!process_.running()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  std::string log = read_file(dir_ + "/sim.log");
+  std::string log = read_file(dir() + "/sim.log");
   process_.stop();
   throw Error("the CloudStack simulator did not start; its log:\n" + log);
 }
 
-SimServer::~SimServer() {
-  process_.stop();
-  std::error_code ec;
-  std::filesystem::remove_all(dir_, ec);
-}
+SimServer::~SimServer() { process_.stop(); }  // before TempDir removes its files
 
 std::string SimServer::api_url() const {
   return fmt::format("http://127.0.0.1:{}/client/api", port_);

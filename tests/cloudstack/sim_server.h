@@ -13,6 +13,7 @@
 
 #include "cloudstack/client.h"
 #include "common/subprocess.h"
+#include "support/temp_dir.h"
 
 namespace mk::cloudstack::test {
 
@@ -32,8 +33,8 @@ class SimServer {
 
   Endpoint endpoint() const;                       // the right key and secret
   std::string api_url() const;
-  const std::string& dir() const { return dir_; }  // the test's private directory
-  std::string by_id_dir() const { return dir_ + "/by-id"; }
+  const std::string& dir() const { return dir_.path(); }  // the test's private directory
+  std::string by_id_dir() const { return dir_.file("by-id"); }
   std::string oma_vm_id() const { return "0a000000-0000-4000-8000-00000000000a"; }
   std::string oma_mac() const { return "02:00:00:00:0a:01"; }
 
@@ -47,7 +48,7 @@ class SimServer {
 
  private:
   std::string control(const std::string& path, const std::string& body) const;
-  std::string dir_;
+  mk::test::TempDir dir_{"mk-cloudstack"};
   int port_ = 0;
   Subprocess process_;
 };
