@@ -65,7 +65,8 @@ Subprocess Subprocess::spawn(const std::vector<std::string>& args, const SpawnOp
   envp.push_back(nullptr);
 
   int out = open_out(o.stdout_path, o.append);
-  int err = o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? dup(out) : open_out(o.stderr_path, o.append);
+  int err = o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? fcntl(out, F_DUPFD_CLOEXEC, 0)
+                                                                   : open_out(o.stderr_path, o.append);
   int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (out < 0 || err < 0 || in < 0) {
     int e = errno;
@@ -102,6 +103,13 @@ Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
 
 Subprocess::~Subprocess() { stop(); }
 
+// waitpid failed (ECHILD: someone else reaped the child, e.g. with SIGCHLD ignored):
+// the status is unknown, which must never read as success.
+void Subprocess::lost() {
+  status_ = -1;
+  pid_ = -1;
+}
+
 void Subprocess::record(int wstatus) {
   if (WIFEXITED(wstatus)) status_ = WEXITSTATUS(wstatus);
   else if (WIFSIGNALED(wstatus)) status_ = 128 + WTERMSIG(wstatus);
@@ -116,7 +124,11 @@ bool Subprocess::running() {
     record(ws);
     return false;
   }
-  return r == 0;
+  if (r < 0 && errno != EINTR) {
+    lost();
+    return false;
+  }
+  return true;
 }
 
 std::optional<int> Subprocess::wait_for(std::chrono::milliseconds timeout) {
@@ -131,9 +143,11 @@ std::optional<int> Subprocess::wait_for(std::chrono::milliseconds timeout) {
 int Subprocess::wait() {
   if (pid_ > 0) {
     int ws = 0;
-    while (waitpid(pid_, &ws, 0) < 0 && errno == EINTR) {
+    pid_t r;
+    while ((r = waitpid(pid_, &ws, 0)) < 0 && errno == EINTR) {
     }
-    record(ws);
+    if (r == pid_) record(ws);
+    else lost();
   }
   return status_.value_or(-1);
 }
@@ -177,8 +191,10 @@ int run_capture(const std::vector<std::string>& args, std::string& out, const st
   }
   ::close(fds[0]);
   int ws = 0;
-  while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+  pid_t r;
+  while ((r = waitpid(pid, &ws, 0)) < 0 && errno == EINTR) {
   }
+  if (r != pid) return -1;  // status unknown (see Subprocess::lost)
   if (WIFEXITED(ws)) return WEXITSTATUS(ws);
   return 128 + WTERMSIG(ws);
 }

@@ -38,7 +38,8 @@ class Subprocess {
 
   pid_t pid() const { return pid_; }
   bool running();  // false once it exited (reaps it)
-  // The exit status as a shell reports it (128+signal when killed), once exited.
+  // The exit status as a shell reports it (128+signal when killed), once exited; -1 when
+  // it cannot be known (the child was reaped elsewhere).
   std::optional<int> exit_status() const { return status_; }
 
   // Waits up to `timeout` for the child to exit; returns its status if it did.
@@ -51,12 +52,13 @@ class Subprocess {
 
  private:
   void record(int wstatus);
+  void lost();
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
 
 // Runs a program to completion, capturing standard output (standard error goes to
-// `stderr_path` or /dev/null). Returns the exit status; output in `out`.
+// `stderr_path` or /dev/null). Returns the exit status (-1 if unknown); output in `out`.
 int run_capture(const std::vector<std::string>& argv, std::string& out,
                 const std::string& stderr_path = "");
 

@@ -22,20 +22,19 @@ uint64_t parse_size(std::string_view text, std::string_view what) {
     value = value * 10 + digit;
     ++i;
   }
-  std::string_view suffix = text.substr(i);
+  std::string suffix;
+  for (char ch : text.substr(i)) suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   uint64_t mult = 1;
-  if (!suffix.empty()) {
-    switch (std::toupper(static_cast<unsigned char>(suffix[0]))) {
-      case 'K': mult = KiB; break;
-      case 'M': mult = MiB; break;
-      case 'G': mult = GiB; break;
-      case 'T': mult = 1024 * GiB; break;
-      case 'B': mult = 1; break;
+  if (!suffix.empty() && suffix != "b") {
+    switch (suffix[0]) {
+      case 'k': mult = KiB; break;
+      case 'm': mult = MiB; break;
+      case 'g': mult = GiB; break;
+      case 't': mult = 1024 * GiB; break;
       default: throw bad();
     }
-    std::string_view rest = suffix.substr(1);
-    if (suffix[0] != 'B' && suffix[0] != 'b' && !(rest.empty() || rest == "iB" || rest == "B")) throw bad();
-    if ((suffix[0] == 'B' || suffix[0] == 'b') && !rest.empty()) throw bad();
+    std::string rest = suffix.substr(1);
+    if (!(rest.empty() || rest == "b" || rest == "ib")) throw bad();
   }
   if (value > std::numeric_limits<uint64_t>::max() / mult) throw bad();
   return value * mult;
@@ -45,7 +44,8 @@ std::string format_bytes(uint64_t bytes) {
   static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1024.0 && u < 5) {
+  // Compare after rounding to one decimal, so that 1 MiB - 1 prints as "1.0 MiB".
+  while (v >= 1023.95 && u < 5) {
     v /= 1024.0;
     ++u;
   }

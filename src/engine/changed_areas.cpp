@@ -54,8 +54,8 @@ RangeList parse_changed_areas(const std::string& text, const std::string& source
     if (length == 0) throw UsageError(where + ": \"length\" is 0");
     if (start >= disk_size || length > disk_size - start) {
       throw UsageError(fmt::format(
-          "{}: area [{}, {}) lies past the end of the disk ({} bytes)", where, start,
-          start + length, disk_size));
+          "{}: area of {} bytes at offset {} lies past the end of the disk ({} bytes)", where,
+          length, start, disk_size));
     }
     areas.push_back({start, length});
   }

@@ -501,7 +501,7 @@ CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& 
     total.bytes_resumed += e.length - total_length(left);
     for (const Range& r : left) todo.push_back({r.start, r.length, e.kind});
   }
-  if (opt.progress) opt.progress->add_done(total.bytes_resumed);
+  if (opt.progress) opt.progress->add_resumed(total.bytes_resumed);
 
   WorkQueue queue(std::move(todo), opt.request_size, can_zero ? kZeroStep : opt.request_size);
   std::vector<std::unique_ptr<Worker>> workers;

@@ -49,6 +49,13 @@ void Progress::set_phase(const std::string& phase) {
   cv_.notify_all();
 }
 
+void Progress::add_resumed(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  done_.fetch_add(bytes, std::memory_order_relaxed);
+  baseline_done_ += bytes;
+  window_done_ += bytes;
+}
+
 void Progress::set_total(uint64_t total, uint64_t skipped) {
   total_ = total;
   skipped_ = skipped;

@@ -43,6 +43,9 @@ class Progress {
   void set_phase(const std::string& phase);
   void set_total(uint64_t total, uint64_t skipped);
   void add_done(uint64_t bytes) { done_.fetch_add(bytes, std::memory_order_relaxed); }
+  // Bytes an earlier run already did (from a checkpoint): done, but not this run's
+  // throughput.
+  void add_resumed(uint64_t bytes);
   void sub_done(uint64_t bytes) { done_.fetch_sub(bytes, std::memory_order_relaxed); }
   void add_skipped(uint64_t bytes) { skipped_.fetch_add(bytes, std::memory_order_relaxed); }
 

@@ -94,12 +94,7 @@ TEST(UnitBufferPool, AlignedToPageForPageMultiples) {
   }
 }
 
-// BUG (src/engine/buffer_pool.cpp): the header promises "page-aligned I/O buffers", but
-// buffers are carved at i * size from one mapping, so only the first is page-aligned
-// when `size` is not a multiple of 4096. The CLI accepts any --request-size that is a
-// multiple of 512 and >= 4096 (e.g. 5K = 5120), and copy_plan()/verify size their pools
-// from it. Fix: round the stride up to the page size. Enable when fixed.
-TEST(UnitBufferPool, DISABLED_AlignedToPageForAnySize) {
+TEST(UnitBufferPool, AlignedToPageForAnySize) {
   for (size_t size : {size_t{5120}, size_t{4096 + 512}, size_t{1000}}) {
     BufferPool pool(4, size);
     auto bufs = take_all(pool);
