@@ -67,3 +67,21 @@ void Database::transaction(const std::function<void()>& fn) {
 }
 
 }  // namespace mk::oma::db
+
+#include "oma/db/sqlite_database.h"
+
+namespace mk::oma::db {
+
+std::unique_ptr<Database> open_mariadb(const std::string& url);  // mariadb_database.cpp
+
+std::unique_ptr<Database> open_database(const std::string& url) {
+  if (url.rfind("sqlite:", 0) == 0) {
+    std::string path = url.substr(7);
+    if (path.empty() || path[0] != '/') throw UsageError("--database sqlite:PATH needs an absolute path");
+    return std::make_unique<SqliteDatabase>(path);
+  }
+  if (url.rfind("mariadb://", 0) == 0) return open_mariadb(url);
+  throw UsageError("--database: expected sqlite:/PATH or mariadb://USER@HOST:PORT/NAME?password_file=FILE");
+}
+
+}  // namespace mk::oma::db

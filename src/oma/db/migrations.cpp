@@ -127,7 +127,7 @@ const std::vector<std::string> kV1 = {
     R"(CREATE TABLE job_events (
       job_id VARCHAR(36) NOT NULL,
       seq BIGINT NOT NULL,
-      at BIGINT NOT NULL,
+      logged_at BIGINT NOT NULL,
       level VARCHAR(16) NOT NULL,
       message TEXT NOT NULL,
       PRIMARY KEY (job_id, seq)))",

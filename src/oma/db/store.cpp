@@ -425,7 +425,7 @@ void Store::end_step(const std::string& job_id, int64_t seq, const std::string& 
 void Store::add_event(const std::string& job_id, const std::string& level, const std::string& message) {
   db_.transaction([&] {
     int64_t seq = db_.query("SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?", {job_id})[0].i64(0);
-    db_.exec("INSERT INTO job_events (job_id, seq, at, level, message) VALUES (?,?,?,?,?)",
+    db_.exec("INSERT INTO job_events (job_id, seq, logged_at, level, message) VALUES (?,?,?,?,?)",
              {job_id, seq, now_ms(), level, message});
   });
 }
@@ -451,7 +451,7 @@ std::vector<StepRecord> Store::list_steps(const std::string& job_id) {
 std::vector<EventRecord> Store::list_events(const std::string& job_id) {
   std::vector<EventRecord> out;
   for (const auto& r :
-       db_.query("SELECT job_id, seq, at, level, message FROM job_events WHERE job_id = ? ORDER BY seq", {job_id})) {
+       db_.query("SELECT job_id, seq, logged_at, level, message FROM job_events WHERE job_id = ? ORDER BY seq", {job_id})) {
     EventRecord e;
     e.job_id = r.str(0);
     e.seq = r.i64(1);
@@ -524,6 +524,13 @@ std::vector<std::pair<std::string, int64_t>> Store::jobs_by_status() {
   for (const auto& r : db_.query("SELECT status, COUNT(*) FROM replication_jobs GROUP BY status ORDER BY status"))
     out.emplace_back(r.str(0), r.i64(1));
   return out;
+}
+
+std::pair<int64_t, double> Store::job_totals() {
+  auto bytes = db_.query("SELECT COALESCE(SUM(bytes_done), 0) FROM replication_jobs")[0].i64(0);
+  auto bps = db_.query("SELECT COALESCE(SUM(throughput_bps), 0) FROM replication_jobs WHERE job_id IN "
+                       "(SELECT job_id FROM active_jobs)")[0].dbl(0);
+  return {bytes, bps};
 }
 
 int64_t Store::count_exports() { return db_.query("SELECT COUNT(*) FROM nbd_exports")[0].i64(0); }

@@ -95,6 +95,8 @@ class Store {
   // Counts for /metrics.
   std::vector<std::pair<std::string, int64_t>> jobs_by_status();
   int64_t count_exports();
+  // Bytes copied by all jobs, and the summed throughput of active jobs.
+  std::pair<int64_t, double> job_totals();
 
  private:
   db::Database& db_;

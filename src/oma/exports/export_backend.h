@@ -26,7 +26,7 @@ struct TlsConfig {
 struct ExportServerConfig {
   std::string exports_dir;                 // where export symlinks (or nbd-server's config) live
   std::string listen_address = "0.0.0.0";  // where the server listens
-  int port = 10809;
+  int port = 10809;                        // 0: a free port chosen at start (see port())
   TlsConfig tls;                           // TLS is always required
   std::string log_path;                    // the server's stdout/stderr ("" = /dev/null)
 };
@@ -48,6 +48,7 @@ class ExportBackend {
   // Where a client on this host reaches an export, and with which TLS credentials.
   virtual mk::engine::Endpoint endpoint(const std::string& export_name) const = 0;
   virtual pid_t server_pid() const = 0;
+  virtual int port() const = 0;  // the port it listens on (after start)
   virtual int restarts() const = 0;  // times the supervisor restarted a dead server
 };
 

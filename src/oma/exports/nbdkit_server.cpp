@@ -113,11 +113,41 @@ void NbdkitExportServer::launch() {
             process_.pid());
 }
 
+static int pick_free_port(const std::string& address) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, client_address(address).c_str(), &a.sin_addr);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw Error(fmt::format("cannot find a free port on {}: {}", address, std::strerror(errno)));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 void NbdkitExportServer::start() {
   std::lock_guard lock(mu_);
   if (supervisor_.joinable()) return;
   stopping_ = false;
-  launch();
+  if (config_.port != 0) {
+    launch();
+  } else {
+    // Port 0: choose a free port (it may be taken between choosing and binding, so try
+    // a few), then keep it for every restart.
+    for (int attempt = 0;; ++attempt) {
+      config_.port = pick_free_port(config_.listen_address);
+      try {
+        launch();
+        break;
+      } catch (const Error&) {
+        process_.stop();
+        if (attempt >= 4) throw;
+      }
+    }
+  }
   supervisor_ = std::thread([this] { supervise(); });
 }
 

@@ -35,13 +35,14 @@ class NbdkitExportServer : public ExportBackend {
   mk::engine::Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
+  int port() const override { return config_.port; }
 
  private:
   std::vector<std::string> argv() const;
   void launch();  // requires mu_
   void supervise();
 
-  ExportServerConfig config_;
+  ExportServerConfig config_;  // port fixed by start()
   mutable std::mutex mu_;  // guards process_, stopping_
   std::condition_variable cv_;
   Subprocess process_;

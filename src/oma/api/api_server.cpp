@@ -1,0 +1,450 @@
+#include "oma/api/api_server.h"
+
+#include <fmt/format.h>
+
+#include <regex>
+
+#include "common/log.h"
+#include "oma/errors.h"
+#include "oma/names.h"
+
+namespace mk::oma::api {
+namespace {
+
+using nlohmann::json;
+using Type = Field::Type;
+
+// --- Request schemas ---------------------------------------------------------------
+
+void uuid_check(const std::string& v, const std::string& path) {
+  if (!is_uuid(v)) throw FieldError(path, "must be a lowercase UUID like 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d");
+}
+void name_check(const std::string& v, const std::string& path) {
+  try {
+    check_display_name(v, path);
+  } catch (const UsageError& e) {
+    throw FieldError(path, std::string(e.what()).substr(path.size() + 2));
+  }
+}
+void disk_key_check(const std::string& v, const std::string& path) {
+  if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
+    throw FieldError(path, "must be a VMware disk key (1 to 9 digits)");
+}
+
+const Schema kDiskSchema{{
+    {.name = "key", .description = "VMware device key", .max_length = 9, .check = disk_key_check},
+    {.name = "unit", .type = Type::Integer, .description = "unit number (the N of diskN)", .min = 0, .max = 255},
+    {.name = "label", .required = false, .check = name_check},
+    {.name = "capacity_bytes", .type = Type::Integer, .min = 512, .max = int64_t{64} << 40},
+}};
+
+const Schema kAddVmSchema{{
+    {.name = "vm_id", .description = "VMware instance UUID", .max_length = 36, .check = uuid_check},
+    {.name = "name", .check = name_check},
+    {.name = "vcenter", .check = name_check},
+    {.name = "datacenter", .check = name_check},
+    {.name = "cpus", .type = Type::Integer, .min = 1, .max = 1024},
+    {.name = "memory_mb", .type = Type::Integer, .min = 1, .max = int64_t{64} << 20},
+    {.name = "guest_os", .required = false, .check = name_check},
+    {.name = "power_state", .required = false, .one_of = {"poweredOn", "poweredOff", "suspended"}},
+    {.name = "disks", .type = Type::Array, .max_length = 64, .items = &kDiskSchema},
+}};
+
+const Schema kStartJobSchema{{
+    {.name = "vm_id", .max_length = 36, .check = uuid_check},
+    {.name = "kind", .one_of = {"full", "incremental"}},
+}};
+
+const Schema kSettingSchema{{
+    {.name = "value", .max_length = 4096},
+}};
+
+const Schema kTokenSchema{{
+    {.name = "name", .max_length = 64, .check = name_check},
+    {.name = "role", .one_of = {"admin", "operator"}},
+}};
+
+// Settings the OMA knows; secrets are stored encrypted and never returned.
+const std::map<std::string, bool> kSettings = {
+    {"cloudstack.url", false},      {"cloudstack.api_key", true},  {"cloudstack.secret_key", true},
+    {"cloudstack.zone_id", false},  {"vcenter.host", false},       {"vcenter.username", false},
+    {"vcenter.password", true},     {"vma.url", false},
+};
+
+// --- JSON views ----------------------------------------------------------------------
+
+json opt_json(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+json opt_json(const std::optional<int64_t>& n) { return n ? json(*n) : json(nullptr); }
+
+json vm_json(const VmRecord& v) {
+  return {{"vm_id", v.vm_id},         {"name", v.name},         {"vcenter", v.vcenter},
+          {"datacenter", v.datacenter}, {"cpus", v.cpus},         {"memory_mb", v.memory_mb},
+          {"guest_os", v.guest_os},   {"power_state", v.power_state}, {"status", v.status},
+          {"current_job_id", opt_json(v.current_job_id)}, {"created_at", v.created_at}};
+}
+
+json disk_json(const DiskRecord& d) {
+  return {{"key", d.disk_key},          {"unit", d.unit},           {"label", d.label},
+          {"capacity_bytes", d.capacity_bytes}, {"volume_id", opt_json(d.volume_id)},
+          {"export", opt_json(d.export_name)}, {"change_id", opt_json(d.change_id)}};
+}
+
+json job_disk_json(const JobDiskRecord& d) {
+  return {{"disk_key", d.disk_key}, {"unit", d.unit},           {"export", d.export_name},
+          {"status", d.status},     {"phase", d.phase},         {"bytes_done", d.bytes_done},
+          {"bytes_total", d.bytes_total}, {"throughput_bps", d.throughput_bps}, {"eta_seconds", d.eta_seconds},
+          {"change_id_base", opt_json(d.change_id_base)}, {"change_id", opt_json(d.change_id_new)},
+          {"committed", d.committed}, {"error", opt_json(d.error)}};
+}
+
+json job_json(const JobRecord& j) {
+  double pct = j.bytes_total > 0 ? 100.0 * static_cast<double>(j.bytes_done) / static_cast<double>(j.bytes_total) : 0;
+  return {{"job_id", j.job_id},       {"vm_id", j.vm_id},         {"kind", j.kind},
+          {"status", j.status},       {"phase", j.phase},         {"bytes_done", j.bytes_done},
+          {"bytes_total", j.bytes_total}, {"percent", pct},       {"throughput_bps", j.throughput_bps},
+          {"eta_seconds", j.eta_seconds}, {"error", opt_json(j.error)}, {"cancel_requested", j.cancel_requested},
+          {"created_at", j.created_at}, {"updated_at", j.updated_at}, {"finished_at", opt_json(j.finished_at)}};
+}
+
+std::string param(const httplib::Request& req, size_t i) { return i < req.matches.size() ? req.matches[i].str() : ""; }
+
+std::string uuid_param(const httplib::Request& req, size_t i, const std::string& name) {
+  std::string v = param(req, i);
+  if (!is_uuid(v)) throw FieldError(name, "must be a lowercase UUID in the path");
+  return v;
+}
+
+Reply error_reply(int status, const std::string& message, const std::string& field = "") {
+  json b = {{"error", message}};
+  if (!field.empty()) b["field"] = field;
+  return {status, b, ""};
+}
+
+}  // namespace
+
+ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config)
+    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)) {
+  declare_routes();
+  server_.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
+  server_.set_payload_max_length(config_.max_body_bytes);
+  server_.set_read_timeout(std::chrono::seconds(10));
+  server_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string msg = res.status == 404   ? "no such route: see GET /api/v1/openapi.json"
+                      : res.status == 413 ? "request body too large"
+                                          : fmt::format("HTTP {}", res.status);
+    res.set_content(json{{"error", msg}}.dump(), "application/json");
+  });
+  for (const auto& r : routes_) install(r);
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+void ApiServer::start() {
+  if (config_.port == 0) {
+    port_ = server_.bind_to_any_port(config_.listen_address);
+  } else {
+    port_ = server_.bind_to_port(config_.listen_address, config_.port) ? config_.port : -1;
+  }
+  if (port_ <= 0) {
+    throw Error(fmt::format("cannot listen on {}:{} for the API (port in use? another OMA running?)",
+                            config_.listen_address, config_.port));
+  }
+  thread_ = std::thread([this] { server_.listen_after_bind(); });
+  // stop() only works on a running server: wait until the accept loop has started.
+  while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  log::info("OMA API listening on {}:{}", config_.listen_address, port_);
+}
+
+void ApiServer::stop() {
+  server_.stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ApiServer::install(const Route& r) {
+  std::string pattern = std::regex_replace(r.path, std::regex(R"(\{[a-z_]+\})"), "([^/]+)");
+  auto handler = [this, &r](const httplib::Request& req, httplib::Response& res) {
+    Reply reply = dispatch(r, req);
+    res.status = reply.status;
+    if (!reply.text.empty()) res.set_content(reply.text, "text/plain; version=0.0.4");
+    else res.set_content(reply.body.dump(), "application/json");
+  };
+  if (r.method == "GET") server_.Get(pattern, handler);
+  else if (r.method == "POST") server_.Post(pattern, handler);
+  else if (r.method == "PUT") server_.Put(pattern, handler);
+  else if (r.method == "DELETE") server_.Delete(pattern, handler);
+}
+
+Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
+  std::string h = req.get_header_value("Authorization");
+  if (h.rfind("Bearer ", 0) != 0 || h.size() <= 7) throw Error("401");
+  auto t = store_.find_live_token(sha256_hex(h.substr(7)));
+  if (!t) throw Error("401");
+  if (role == "admin" && t->role != "admin") throw Error("403");
+  return {t->token_id, t->role};
+}
+
+Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
+  Caller caller;
+  if (!r.role.empty()) {
+    try {
+      caller = authenticate(req, r.role);
+    } catch (const Error& e) {
+      if (std::string(e.what()) == "403") return error_reply(403, "this route needs an admin token");
+      if (std::string(e.what()) == "401")
+        return error_reply(401, "missing, unknown or revoked bearer token (Authorization: Bearer TOKEN)");
+      return error_reply(500, e.what());
+    }
+  }
+  try {
+    json body;
+    if (r.body) {
+      body = parse_body(req.body);
+      validate(body, *r.body);
+    } else if (!req.body.empty() && req.method != "GET") {
+      throw FieldError("body", "this route takes no body");
+    }
+    return r.handler(req, body, caller);
+  } catch (const FieldError& e) {
+    return error_reply(400, e.what(), e.field());
+  } catch (const UsageError& e) {
+    return error_reply(400, e.what());
+  } catch (const NotFound& e) {
+    return error_reply(404, e.what());
+  } catch (const Conflict& e) {
+    return error_reply(409, e.what());
+  } catch (const std::exception& e) {
+    log::error("{} {}: {}", req.method, r.path, e.what());
+    return error_reply(500, e.what());
+  }
+}
+
+void ApiServer::declare_routes() {
+  auto add = [this](Route r) { routes_.push_back(std::move(r)); };
+
+  add({"GET", "/health", "Liveness: database reachable, export server running (no token needed)", "", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         store_.count_exports();  // touches the database
+         return {200, {{"status", "ok"}, {"database", store_.database().engine()},
+                       {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
+                       {"nbd_port", exports_.port()}}, ""};
+       }});
+  add({"GET", "/metrics", "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
+       "operator", nullptr, [this](auto&, auto&, auto&) -> Reply { return {200, nullptr, metrics()}; }});
+  add({"GET", "/api/v1/openapi.json", "This API's OpenAPI 3 description", "operator", nullptr,
+       [this](auto&, auto&, auto&) -> Reply { return {200, openapi(), ""}; }});
+
+  add({"GET", "/api/v1/vms", "List VMs known to the OMA", "operator", nullptr, [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& v : store_.list_vms()) out.push_back(vm_json(v));
+         return {200, {{"vms", out}}, ""};
+       }});
+  add({"POST", "/api/v1/vms", "Add a VM from discovery, with its disks", "operator", &kAddVmSchema,
+       [this](auto&, const json& b, auto&) -> Reply {
+         VmRecord v;
+         v.vm_id = b["vm_id"];
+         v.name = b["name"];
+         v.vcenter = b["vcenter"];
+         v.datacenter = b["datacenter"];
+         v.cpus = b["cpus"];
+         v.memory_mb = b["memory_mb"];
+         v.guest_os = b.value("guest_os", "other");
+         v.power_state = b.value("power_state", "poweredOn");
+         std::vector<DiskRecord> disks;
+         for (const auto& d : b["disks"]) {
+           DiskRecord r;
+           r.vm_id = v.vm_id;
+           r.disk_key = d["key"];
+           r.unit = d["unit"];
+           r.label = d.value("label", "Hard disk");
+           r.capacity_bytes = d["capacity_bytes"];
+           if (r.capacity_bytes % 512) throw FieldError("disks.capacity_bytes", "must be a multiple of 512");
+           disks.push_back(r);
+         }
+         if (disks.empty()) throw FieldError("disks", "a VM needs at least one disk");
+         store_.add_vm(v, disks);
+         json out = vm_json(store_.get_vm(v.vm_id));
+         out["disks"] = json::array();
+         for (const auto& d : store_.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
+         return {201, out, ""};
+       }});
+  add({"GET", "/api/v1/vms/{vm_id}", "Show a VM with its disks", "operator", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "vm_id");
+         json out = vm_json(store_.get_vm(id));
+         out["disks"] = json::array();
+         for (const auto& d : store_.list_disks(id)) out["disks"].push_back(disk_json(d));
+         return {200, out, ""};
+       }});
+  add({"GET", "/api/v1/vms/{vm_id}/disks", "List a VM's disks with volume, export and committed change ID",
+       "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "vm_id");
+         store_.get_vm(id);
+         json out = json::array();
+         for (const auto& d : store_.list_disks(id)) out.push_back(disk_json(d));
+         return {200, {{"disks", out}}, ""};
+       }});
+
+  add({"POST", "/api/v1/jobs", "Start a full or incremental replication of a VM", "operator", &kStartJobSchema,
+       [this](auto&, const json& b, auto&) -> Reply {
+         std::string id = jobs_.start(b["vm_id"], b["kind"]);
+         return {201, job_json(store_.get_job(id)), ""};
+       }});
+  add({"GET", "/api/v1/jobs", "List jobs (query: vm_id, status)", "operator", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string vm = req.get_param_value("vm_id");
+         std::string status = req.get_param_value("status");
+         if (!vm.empty() && !is_uuid(vm)) throw FieldError("vm_id", "must be a lowercase UUID");
+         static const std::set<std::string> kStatus = {"preparing", "exporting", "copying", "committing",
+                                                       "completed", "failed",    "cancelled"};
+         if (!status.empty() && !kStatus.count(status)) throw FieldError("status", "is not a job status");
+         json out = json::array();
+         for (const auto& j : store_.list_jobs(vm, status)) out.push_back(job_json(j));
+         return {200, {{"jobs", out}}, ""};
+       }});
+  add({"GET", "/api/v1/jobs/{job_id}", "Show a job with its disks, steps and events", "operator", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "job_id");
+         json out = job_json(store_.get_job(id));
+         out["disks"] = json::array();
+         for (const auto& d : store_.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         out["steps"] = json::array();
+         for (const auto& s : store_.list_steps(id)) {
+           out["steps"].push_back({{"seq", s.seq}, {"name", s.name}, {"status", s.status},
+                                   {"message", opt_json(s.message)}, {"started_at", s.started_at},
+                                   {"finished_at", opt_json(s.finished_at)}});
+         }
+         out["events"] = json::array();
+         for (const auto& e : store_.list_events(id)) {
+           out["events"].push_back({{"seq", e.seq}, {"at", e.at}, {"level", e.level}, {"message", e.message}});
+         }
+         return {200, out, ""};
+       }});
+  add({"GET", "/api/v1/jobs/{job_id}/progress", "A job's progress: totals and per disk", "operator", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "job_id");
+         json out = job_json(store_.get_job(id));
+         out["disks"] = json::array();
+         for (const auto& d : store_.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         return {200, out, ""};
+       }});
+  add({"POST", "/api/v1/jobs/{job_id}/cancel", "Cancel an active job", "operator", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "job_id");
+         jobs_.cancel(id);
+         return {202, job_json(store_.get_job(id)), ""};
+       }});
+
+  add({"GET", "/api/v1/exports", "List NBD exports (one per VM disk)", "operator", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& e : store_.list_exports()) {
+           out.push_back({{"name", e.export_name}, {"volume_id", e.volume_id}, {"device_path", e.device_path},
+                          {"size_bytes", e.size_bytes}, {"backend", e.backend}, {"created_at", e.created_at},
+                          {"verified_at", opt_json(e.verified_at)}});
+         }
+         return {200, {{"exports", out}, {"server_pid", exports_.server_pid()}}, ""};
+       }});
+  add({"GET", "/api/v1/volumes", "List target volumes (one per VM disk)", "operator", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& v : store_.list_volumes()) {
+           out.push_back({{"volume_id", v.volume_id}, {"vm_id", v.vm_id}, {"disk_key", v.disk_key},
+                          {"backend", v.backend}, {"size_bytes", v.size_bytes}, {"device_path", v.device_path},
+                          {"status", v.status}, {"created_at", v.created_at}});
+         }
+         return {200, {{"volumes", out}}, ""};
+       }});
+
+  add({"GET", "/api/v1/settings", "List settings (secret values are never returned)", "admin", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& [name, encrypted] : store_.list_settings()) {
+           auto v = store_.get_setting(name);
+           out.push_back({{"name", name}, {"secret", encrypted}, {"value", encrypted || !v ? json(nullptr) : json(v->first)}});
+         }
+         return {200, {{"settings", out}}, ""};
+       }});
+  add({"PUT", "/api/v1/settings/{name}", "Set a setting (secrets are encrypted at rest)", "admin", &kSettingSchema,
+       [this](auto& req, const json& b, auto&) -> Reply {
+         std::string name = param(req, 1);
+         auto it = kSettings.find(name);
+         if (it == kSettings.end()) throw FieldError("name", "is not a setting the OMA knows");
+         std::string value = b["value"];
+         store_.put_setting(name, it->second ? secrets_.seal(value) : value, it->second);
+         return {200, {{"name", name}, {"secret", it->second}}, ""};
+       }});
+  add({"GET", "/api/v1/tokens", "List API tokens (never the tokens themselves)", "admin", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& t : store_.list_tokens()) {
+           out.push_back({{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"created_at", t.created_at},
+                          {"revoked_at", opt_json(t.revoked_at)}});
+         }
+         return {200, {{"tokens", out}}, ""};
+       }});
+  add({"POST", "/api/v1/tokens", "Create an API token; the token is shown once", "admin", &kTokenSchema,
+       [this](auto&, const json& b, auto&) -> Reply {
+         TokenRecord t{new_uuid(), b["name"], b["role"], now_ms(), std::nullopt};
+         std::string token = new_token();
+         store_.insert_token(t, sha256_hex(token));
+         return {201, {{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"token", token}}, ""};
+       }});
+  add({"DELETE", "/api/v1/tokens/{token_id}", "Revoke an API token", "admin", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "token_id");
+         store_.revoke_token(id);
+         return {200, {{"token_id", id}, {"revoked", true}}, ""};
+       }});
+}
+
+std::string ApiServer::metrics() {
+  std::string out;
+  out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
+  for (const auto& [status, n] : store_.jobs_by_status()) out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
+  auto [bytes, bps] = store_.job_totals();
+  out += fmt::format("# HELP oma_bytes_moved_total Bytes copied by all jobs.\n# TYPE oma_bytes_moved_total counter\n"
+                     "oma_bytes_moved_total {}\n", bytes);
+  out += fmt::format("# HELP oma_throughput_bytes_per_second Summed throughput of active jobs.\n"
+                     "# TYPE oma_throughput_bytes_per_second gauge\noma_throughput_bytes_per_second {}\n", bps);
+  out += fmt::format("# HELP oma_exports NBD exports.\n# TYPE oma_exports gauge\noma_exports {}\n",
+                     store_.count_exports());
+  out += fmt::format("# HELP oma_poller_errors_total Failed progress polls of the VMA.\n"
+                     "# TYPE oma_poller_errors_total counter\noma_poller_errors_total {}\n", jobs_.poller_errors());
+  out += fmt::format("# HELP oma_export_server_restarts_total Times the export server was restarted.\n"
+                     "# TYPE oma_export_server_restarts_total counter\noma_export_server_restarts_total {}\n",
+                     exports_.restarts());
+  return out;
+}
+
+json ApiServer::openapi() const {
+  json paths = json::object();
+  for (const auto& r : routes_) {
+    std::string m = r.method;
+    std::transform(m.begin(), m.end(), m.begin(), ::tolower);
+    json op = {{"summary", r.summary},
+               {"responses",
+                {{"200", {{"description", "success"}}},
+                 {"400", {{"description", "invalid input: {error, field}"}}},
+                 {"401", {{"description", "missing, unknown or revoked token"}}}}}};
+    if (r.role.empty()) op["security"] = json::array();
+    if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
+    if (r.body) op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
+    json params = json::array();
+    std::smatch m2;
+    std::string rest = r.path;
+    while (std::regex_search(rest, m2, std::regex(R"(\{([a-z_]+)\})"))) {
+      params.push_back({{"name", m2[1].str()}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}});
+      rest = m2.suffix();
+    }
+    if (!params.empty()) op["parameters"] = params;
+    paths[r.path][m] = op;
+  }
+  return {{"openapi", "3.0.3"},
+          {"info", {{"title", "MigrateKit OSSEA OMA API"}, {"version", "1"}}},
+          {"components", {{"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+          {"security", json::array({{{"bearer", json::array()}}})},
+          {"paths", paths}};
+}
+
+}  // namespace mk::oma::api

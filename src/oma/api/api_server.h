@@ -1,0 +1,90 @@
+// ApiServer: the OMA's REST API (/api/v1, JSON), the one front door for the GUI, the
+// CLI and scripts.
+//
+// Every route is declared once in a table (method, path, summary, role, body schema,
+// handler); the table registers the route with cpp-httplib, checks the bearer token
+// and the body, and produces the OpenAPI document served at /api/v1/openapi.json, so
+// the description cannot drift from the server. /health needs no token; every other
+// route needs a live (not revoked) token, and tokens and settings need the admin role.
+// Errors are JSON {"error": message, "field": name?} with 400 (bad input, naming the
+// field), 401, 403, 404, 409, 413 (body over the limit) or 500.
+//
+// Owns the HTTP server and its listener thread; not its collaborators. Thread-safe
+// (cpp-httplib serves requests from a thread pool; all handlers use thread-safe
+// collaborators).
+#pragma once
+
+#include <httplib.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "oma/api/validation.h"
+#include "oma/crypto.h"
+#include "oma/db/store.h"
+#include "oma/exports/export_backend.h"
+#include "oma/jobs/job_manager.h"
+
+namespace mk::oma::api {
+
+struct ApiConfig {
+  std::string listen_address = "0.0.0.0";
+  int port = 8082;               // 0: any free port (see port())
+  size_t max_body_bytes = 64 * 1024;
+  int threads = 16;              // request worker threads
+};
+
+struct Reply {
+  int status = 200;
+  nlohmann::json body;
+  std::string text;  // non-JSON replies (/metrics): sent instead of body when set
+};
+
+struct Caller {
+  std::string token_id, role;
+};
+
+struct Route {
+  std::string method;  // GET, POST, PUT, DELETE
+  std::string path;    // OpenAPI form: /api/v1/jobs/{job_id}
+  std::string summary;
+  std::string role;    // "" = no token (only /health), "operator" (any token), "admin"
+  const Schema* body = nullptr;
+  std::function<Reply(const httplib::Request&, const nlohmann::json& body, const Caller&)> handler;
+};
+
+class ApiServer {
+ public:
+  ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config);
+  ~ApiServer();
+
+  // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind.
+  void start();
+  void stop();
+  int port() const { return port_; }
+
+  const std::vector<Route>& routes() const { return routes_; }
+  nlohmann::json openapi() const;
+
+ private:
+  void declare_routes();
+  void install(const Route& r);
+  Reply dispatch(const Route& r, const httplib::Request& req);
+  Caller authenticate(const httplib::Request& req, const std::string& role);
+  std::string metrics();
+
+  Store& store_;
+  JobManager& jobs_;
+  ExportBackend& exports_;
+  SecretBox& secrets_;
+  ApiConfig config_;
+  std::vector<Route> routes_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace mk::oma::api

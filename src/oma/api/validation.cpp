@@ -1,0 +1,129 @@
+#include "oma/api/validation.h"
+
+#include <fmt/format.h>
+
+namespace mk::oma::api {
+namespace {
+
+using nlohmann::json;
+
+std::string join(const std::string& prefix, const std::string& name) { return prefix.empty() ? name : prefix + "." + name; }
+
+const char* type_name(Field::Type t) {
+  switch (t) {
+    case Field::Type::String: return "string";
+    case Field::Type::Integer: return "integer";
+    case Field::Type::Boolean: return "boolean";
+    case Field::Type::Array: return "array";
+    case Field::Type::Object: return "object";
+  }
+  return "?";
+}
+
+void check_string(const std::string& s, const Field& f, const std::string& path) {
+  if (s.size() > f.max_length) throw FieldError(path, fmt::format("longer than {} bytes", f.max_length));
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) throw FieldError(path, "must not contain NUL, line breaks or control characters");
+  }
+  if (!f.one_of.empty() && std::find(f.one_of.begin(), f.one_of.end(), s) == f.one_of.end()) {
+    std::string allowed;
+    for (const auto& v : f.one_of) allowed += (allowed.empty() ? "" : ", ") + ("\"" + v + "\"");
+    throw FieldError(path, "must be one of " + allowed);
+  }
+  if (f.check) f.check(s, path);
+}
+
+void check_value(const json& v, const Field& f, const std::string& path) {
+  switch (f.type) {
+    case Field::Type::String:
+      if (!v.is_string()) throw FieldError(path, "must be a string");
+      check_string(v.get_ref<const std::string&>(), f, path);
+      break;
+    case Field::Type::Integer: {
+      if (!v.is_number_integer()) throw FieldError(path, "must be an integer");
+      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw FieldError(path, "is too large");
+      int64_t n = v.get<int64_t>();
+      if (n < f.min || n > f.max) throw FieldError(path, fmt::format("must be between {} and {}", f.min, f.max));
+      break;
+    }
+    case Field::Type::Boolean:
+      if (!v.is_boolean()) throw FieldError(path, "must be true or false");
+      break;
+    case Field::Type::Array:
+      if (!v.is_array()) throw FieldError(path, "must be an array");
+      if (v.size() > f.max_length) throw FieldError(path, fmt::format("has more than {} items", f.max_length));
+      for (size_t i = 0; i < v.size(); ++i) validate(v[i], *f.items, fmt::format("{}[{}]", path, i));
+      break;
+    case Field::Type::Object:
+      validate(v, *f.items, path);
+      break;
+  }
+}
+
+}  // namespace
+
+json parse_body(const std::string& body) {
+  bool too_deep = false;
+  json j = json::parse(
+      body,
+      [&](int depth, json::parse_event_t, json&) {
+        if (depth > 8) too_deep = true;
+        return !too_deep;
+      },
+      false);
+  if (too_deep) throw FieldError("body", "nested too deeply");
+  if (j.is_discarded()) throw FieldError("body", "is not valid JSON");
+  if (!j.is_object()) throw FieldError("body", "must be a JSON object");
+  return j;
+}
+
+void validate(const json& value, const Schema& schema, const std::string& prefix) {
+  std::string where = prefix.empty() ? "body" : prefix;
+  if (!value.is_object()) throw FieldError(where, "must be a JSON object");
+  for (const auto& [key, v] : value.items()) {
+    bool known = std::any_of(schema.fields.begin(), schema.fields.end(), [&](const Field& f) { return f.name == key; });
+    if (!known) {
+      // The unknown name is echoed back sanitised and short: it is attacker-controlled.
+      std::string shown;
+      for (char c : key.substr(0, 40)) shown += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+      throw FieldError(join(prefix, shown), "unknown field");
+    }
+  }
+  for (const auto& f : schema.fields) {
+    std::string path = join(prefix, f.name);
+    auto it = value.find(f.name);
+    if (it == value.end() || it->is_null()) {
+      if (f.required) throw FieldError(path, fmt::format("is required ({})", type_name(f.type)));
+      continue;
+    }
+    check_value(*it, f, path);
+  }
+}
+
+json to_openapi(const Schema& schema) {
+  json props = json::object();
+  json required = json::array();
+  for (const auto& f : schema.fields) {
+    json p = {{"type", type_name(f.type)}};
+    if (!f.description.empty()) p["description"] = f.description;
+    if (f.type == Field::Type::String) p["maxLength"] = f.max_length;
+    if (f.type == Field::Type::Integer) {
+      if (f.min != std::numeric_limits<int64_t>::min()) p["minimum"] = f.min;
+      if (f.max != std::numeric_limits<int64_t>::max()) p["maximum"] = f.max;
+    }
+    if (!f.one_of.empty()) p["enum"] = f.one_of;
+    if (f.type == Field::Type::Array) {
+      p["maxItems"] = f.max_length;
+      p["items"] = to_openapi(*f.items);
+    }
+    if (f.type == Field::Type::Object) p = to_openapi(*f.items);
+    props[f.name] = p;
+    if (f.required) required.push_back(f.name);
+  }
+  json s = {{"type", "object"}, {"additionalProperties", false}, {"properties", props}};
+  if (!required.empty()) s["required"] = required;
+  return s;
+}
+
+}  // namespace mk::oma::api

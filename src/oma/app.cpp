@@ -1,0 +1,98 @@
+#include "oma/app.h"
+
+#include <fmt/format.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/log.h"
+#include "oma/db/migrations.h"
+#include "oma/exports/nbdkit_server.h"
+#include "oma/names.h"
+
+namespace mk::oma {
+
+Oma::Oma(OmaConfig config) : config_(std::move(config)) {
+  if (config_.data_dir.empty()) throw UsageError("--data-dir is required");
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir, ec);
+  if (ec) throw Error(fmt::format("cannot create the data directory {}: {}", config_.data_dir, ec.message()));
+  ::chmod(config_.data_dir.c_str(), 0700);
+  if (config_.database_url.empty()) config_.database_url = "sqlite:" + config_.data_dir + "/oma.db";
+  if (config_.exports_dir.empty()) config_.exports_dir = config_.data_dir + "/exports";
+  if (config_.tls_psk_file.empty() && config_.tls_certificates_dir.empty()) {
+    config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
+  }
+}
+
+Oma::~Oma() { stop(); }
+
+void Oma::ensure_psk() {
+  if (config_.tls_psk_file.empty() || std::filesystem::exists(config_.tls_psk_file)) return;
+  unsigned char key[32];
+  if (RAND_bytes(key, sizeof key) != 1) throw Error("cannot generate the NBD TLS key: random generator failed");
+  std::string hex;
+  for (unsigned char c : key) hex += fmt::format("{:02x}", c);
+  write_private_file(config_.tls_psk_file, "oma:" + hex + "\n");
+  log::info("created the NBD TLS PSK file {} (give the VMA a copy)", config_.tls_psk_file);
+}
+
+void Oma::bootstrap_token() {
+  if (store_->count_tokens() > 0) return;
+  std::string token = new_token();
+  store_->insert_token({new_uuid(), "admin (first start)", "admin", now_ms(), std::nullopt}, sha256_hex(token));
+  std::string path = config_.data_dir + "/admin.token";
+  write_private_file(path, token + "\n");
+  log::info("first start: the admin API token is in {} (readable by its owner only)", path);
+}
+
+void Oma::start() {
+  db_ = db::open_database(config_.database_url);
+  db::migrate(*db_);
+  store_ = std::make_unique<Store>(*db_);
+  secrets_ = std::make_unique<SecretBox>(config_.data_dir + "/secrets.key");
+  bootstrap_token();
+  ensure_psk();
+
+  volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
+  volumes_ = std::make_unique<VolumeManager>(*store_, *volume_backend_);
+  ExportServerConfig ec;
+  ec.exports_dir = config_.exports_dir;
+  ec.listen_address = config_.nbd_listen;
+  ec.port = config_.nbd_port;
+  ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
+  ec.log_path = config_.data_dir + "/export-server.log";
+  if (config_.export_backend != "nbdkit") {
+    throw UsageError(fmt::format("export backend '{}' is not available in this build (use nbdkit)",
+                                 config_.export_backend));
+  }
+  export_server_ = std::make_unique<NbdkitExportServer>(ec);
+  export_server_->start();
+  exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
+
+  vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
+  JobOptions jo;
+  jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
+  jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
+  jo.nbd_host = config_.nbd_advertise_host;
+  jo.nbd_port = export_server_->port();
+  jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
+  int recovered = jobs_->recover();
+  if (recovered) log::info("recovered {} active job(s)", recovered);
+
+  api::ApiConfig ac;
+  ac.listen_address = config_.api_listen;
+  ac.port = config_.api_port;
+  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac);
+  api_->start();
+  write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
+}
+
+void Oma::stop() {
+  if (api_) api_->stop();
+  if (jobs_) jobs_->shutdown();
+  if (export_server_) export_server_->stop();
+}
+
+}  // namespace mk::oma

@@ -1,0 +1,73 @@
+// Oma: the whole OMA service assembled from its configuration: database (migrated at
+// start), volume backend, export server, job manager (recovering active jobs), VMA
+// client and REST API. main.cpp runs one; tests run one in-process or as the binary.
+//
+// First start writes, in the data directory and readable by its owner only: the first
+// admin API token (admin.token), the key that encrypts stored credentials
+// (secrets.key) and, unless one is configured, the NBD TLS PSK (nbd-psk.keys), which
+// the VMA needs too. The actual API port is written to api.port once listening (useful
+// with api_port 0). Owns everything it builds. start/stop from one thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "oma/api/api_server.h"
+#include "oma/crypto.h"
+#include "oma/db/database.h"
+#include "oma/db/store.h"
+#include "oma/exports/export_manager.h"
+#include "oma/jobs/job_manager.h"
+#include "oma/vma/vma_client.h"
+#include "oma/volumes/volume_manager.h"
+
+namespace mk::oma {
+
+struct OmaConfig {
+  std::string data_dir;                       // required
+  std::string database_url;                   // default sqlite:DATA/oma.db
+  std::string api_listen = "0.0.0.0";
+  int api_port = 8082;                        // 0: any free port (written to DATA/api.port)
+  std::string nbd_listen = "0.0.0.0";
+  int nbd_port = 10809;
+  std::string nbd_advertise_host = "127.0.0.1";  // how the VMA reaches the export server
+  std::string exports_dir;                    // default DATA/exports
+  std::string export_backend = "nbdkit";      // or "nbd-server"
+  std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
+  std::string tls_certificates_dir;           // X.509 instead of PSK
+  std::string vma_url = "http://127.0.0.1:9081";
+  int poll_interval_ms = 1000;
+  int vma_timeout_s = 60;
+};
+
+class Oma {
+ public:
+  explicit Oma(OmaConfig config);
+  ~Oma();
+  void start();
+  void stop();
+
+  int api_port() const { return api_ ? api_->port() : 0; }
+  Store& store() { return *store_; }
+  ExportBackend& export_server() { return *export_server_; }
+  JobManager& jobs() { return *jobs_; }
+  const OmaConfig& config() const { return config_; }
+
+ private:
+  void bootstrap_token();
+  void ensure_psk();
+
+  OmaConfig config_;
+  std::unique_ptr<db::Database> db_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<SecretBox> secrets_;
+  std::unique_ptr<VolumeBackend> volume_backend_;
+  std::unique_ptr<VolumeManager> volumes_;
+  std::unique_ptr<ExportBackend> export_server_;
+  std::unique_ptr<ExportManager> exports_;
+  std::unique_ptr<VmaClient> vma_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<api::ApiServer> api_;
+};
+
+}  // namespace mk::oma

@@ -1,0 +1,312 @@
+#include "oma/jobs/job_manager.h"
+
+#include <fmt/format.h>
+
+#include <set>
+
+#include "common/log.h"
+#include "oma/errors.h"
+#include "oma/names.h"
+
+namespace mk::oma {
+namespace {
+
+// Thrown inside a runner to unwind to its end state.
+struct Cancelled {};
+struct ShuttingDown {};
+
+// A step in the job's log: begun on construction, ended "failed" unless done() is called.
+class Step {
+ public:
+  Step(Store& s, std::string job_id, const std::string& name)
+      : store_(s), job_id_(std::move(job_id)), seq_(s.begin_step(job_id_, name)) {}
+  ~Step() {
+    if (!done_) {
+      try {
+        store_.end_step(job_id_, seq_, "failed");
+      } catch (...) {
+      }
+    }
+  }
+  void done(const std::string& message = "") {
+    store_.end_step(job_id_, seq_, "completed", message);
+    done_ = true;
+  }
+
+ private:
+  Store& store_;
+  std::string job_id_;
+  int64_t seq_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+JobManager::JobManager(Store& store, VolumeManager& volumes, ExportManager& exports, VmaClient& vma,
+                       JobOptions options)
+    : store_(store), volumes_(volumes), exports_(exports), vma_(vma), options_(std::move(options)) {}
+
+JobManager::~JobManager() { shutdown(); }
+
+std::string JobManager::start(const std::string& vm_id, const std::string& kind) {
+  check_uuid(vm_id, "vm_id");
+  if (kind != "full" && kind != "incremental") throw UsageError("kind: expected \"full\" or \"incremental\"");
+  VmRecord vm = store_.get_vm(vm_id);
+  auto disks = store_.list_disks(vm_id);
+  if (disks.empty()) throw UsageError(fmt::format("VM {} has no disks to replicate", vm_id));
+  JobRecord job;
+  job.job_id = new_uuid();
+  job.vm_id = vm_id;
+  job.kind = kind;
+  job.status = "preparing";
+  job.phase = "preparing volumes";
+  job.created_at = now_ms();
+  std::vector<JobDiskRecord> jd;
+  for (const auto& d : disks) {
+    if (kind == "incremental" && !d.change_id) {
+      throw UsageError(fmt::format("VM {} disk {} has no committed change ID: run a full replication first", vm_id,
+                                   d.disk_key));
+    }
+    JobDiskRecord r;
+    r.job_id = job.job_id;
+    r.disk_key = d.disk_key;
+    r.unit = d.unit;
+    r.export_name = export_name(vm_id, d.unit);
+    r.bytes_total = d.capacity_bytes;
+    if (kind == "incremental") r.change_id_base = d.change_id;
+    jd.push_back(std::move(r));
+  }
+  store_.create_job(job, jd);
+  store_.add_event(job.job_id, "info", fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name,
+                                                   vm_id, disks.size()));
+  launch(job.job_id);
+  return job.job_id;
+}
+
+void JobManager::cancel(const std::string& job_id) {
+  JobRecord j = store_.get_job(job_id);
+  if (job_is_terminal(j.status)) throw Conflict(fmt::format("job {} has already ended ({})", job_id, j.status));
+  store_.request_cancel(job_id);
+  store_.add_event(job_id, "warn", "cancellation requested");
+  cv_.notify_all();
+}
+
+int JobManager::recover() {
+  int n = 0;
+  for (const auto& j : store_.active_jobs()) {
+    store_.add_event(j.job_id, "warn", fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
+    log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
+    launch(j.job_id);
+    ++n;
+  }
+  return n;
+}
+
+void JobManager::shutdown() {
+  std::map<std::string, std::thread> runners;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    runners.swap(runners_);
+  }
+  cv_.notify_all();
+  for (auto& [id, t] : runners) t.join();
+}
+
+void JobManager::launch(const std::string& job_id) {
+  std::lock_guard lock(mu_);
+  if (stopping_) throw Error("the OMA is shutting down: no new jobs");
+  auto it = runners_.find(job_id);
+  if (it != runners_.end() && it->second.joinable()) it->second.join();  // an old runner of the same id ended
+  runners_[job_id] = std::thread([this, job_id] { run(job_id); });
+}
+
+bool JobManager::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, d, [&] { return stopping_; });
+  return !stopping_;
+}
+
+void JobManager::check_cancel(const std::string& job_id) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) throw ShuttingDown{};
+  }
+  if (store_.get_job(job_id).cancel_requested) throw Cancelled{};
+}
+
+void JobManager::run(const std::string& job_id) {
+  try {
+    JobRecord j = store_.get_job(job_id);
+    if (j.status == "preparing") {
+      prepare(j);
+      store_.set_job_status(job_id, "exporting", "exporting disks");
+      j.status = "exporting";
+    }
+    if (j.status == "exporting") {
+      export_and_replicate(j);
+      store_.set_job_status(job_id, "copying", "copying");
+      j.status = "copying";
+    }
+    if (j.status == "copying") {
+      poll(j);
+      store_.set_job_status(job_id, "committing", "committing change IDs");
+      j.status = "committing";
+    }
+    if (j.status == "committing") commit(j);
+  } catch (const ShuttingDown&) {
+    log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
+  } catch (const Cancelled&) {
+    try {
+      vma_.stop(job_id);
+    } catch (const std::exception& e) {
+      store_.add_event(job_id, "warn", fmt::format("could not tell the VMA to stop: {}", e.what()));
+    }
+    store_.finish_job(job_id, "cancelled", "cancelled by request");
+    store_.add_event(job_id, "info", "job cancelled");
+  } catch (const std::exception& e) {
+    log::error("job {} failed: {}", job_id, e.what());
+    try {
+      store_.add_event(job_id, "error", e.what());
+      store_.finish_job(job_id, "failed", std::string(e.what()));
+    } catch (const std::exception& e2) {
+      log::error("job {}: cannot record its failure: {}", job_id, e2.what());
+    }
+  }
+}
+
+void JobManager::prepare(const JobRecord& job) {
+  Step step(store_, job.job_id, "preparing volumes");
+  for (const auto& d : store_.list_disks(job.vm_id)) {
+    check_cancel(job.job_id);
+    VolumeRecord v = volumes_.ensure_volume(d);
+    store_.add_event(job.job_id, "info", fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
+                                                     v.size_bytes));
+  }
+  step.done();
+}
+
+void JobManager::export_and_replicate(const JobRecord& job) {
+  ReplicateRequest req;
+  {
+    Step step(store_, job.job_id, "exporting");
+    auto job_disks = store_.job_disks(job.job_id);
+    for (const auto& d : store_.list_disks(job.vm_id)) {
+      check_cancel(job.job_id);
+      auto v = store_.find_volume(d.vm_id, d.disk_key);
+      if (!v) throw Error(fmt::format("VM {} disk {} lost its volume before export", d.vm_id, d.disk_key));
+      ExportRecord e = exports_.ensure_export(d, *v);
+      exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
+      store_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
+      const JobDiskRecord* jd = nullptr;
+      for (const auto& x : job_disks) if (x.disk_key == d.disk_key) jd = &x;
+      if (!jd) throw Error(fmt::format("job {}: VM {} gained disk {} after the job started: start a new job",
+                                       job.job_id, job.vm_id, d.disk_key));
+      req.disks.push_back({d.disk_key, e.export_name, d.unit, d.capacity_bytes, jd->change_id_base});
+      store_.add_event(job.job_id, "info", fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
+    }
+    step.done();
+  }
+  check_cancel(job.job_id);
+  Step step(store_, job.job_id, "starting copy on the VMA");
+  req.job_id = job.job_id;
+  req.vm_id = job.vm_id;
+  req.kind = job.kind;
+  req.nbd_host = options_.nbd_host;
+  req.nbd_port = options_.nbd_port;
+  std::string instance = vma_.replicate(req);
+  if (!instance.empty()) store_.set_vma_instance(job.job_id, instance);
+  step.done(fmt::format("{} accepted the job", vma_.describe()));
+}
+
+void JobManager::poll(const JobRecord& job) {
+  Step step(store_, job.job_id, "copying");
+  auto last_ok = std::chrono::steady_clock::now();
+  std::string last_error;
+  for (;;) {
+    if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
+    check_cancel(job.job_id);
+    JobProgress p;
+    try {
+      p = vma_.progress(job.job_id);
+    } catch (const VmaJobUnknown& e) {
+      throw Error(fmt::format("the VMA no longer knows job {} (it restarted or lost it): start a new job; {}",
+                              job.job_id, e.what()));
+    } catch (const VmaUnreachable& e) {
+      poller_errors_++;
+      auto silent = std::chrono::steady_clock::now() - last_ok;
+      if (last_error.empty()) store_.add_event(job.job_id, "warn", e.what());
+      last_error = e.what();
+      if (silent > options_.vma_timeout) {
+        throw Error(fmt::format("no progress from the VMA for {} s (limit {} s): {}; check the SSH tunnel and the VMA",
+                                std::chrono::duration_cast<std::chrono::seconds>(silent).count(),
+                                std::chrono::duration_cast<std::chrono::seconds>(options_.vma_timeout).count(),
+                                last_error));
+      }
+      continue;
+    } catch (const Error&) {
+      poller_errors_++;
+      throw;  // the VMA answered something that breaks the protocol: do not guess
+    }
+    last_ok = std::chrono::steady_clock::now();
+    if (!last_error.empty()) store_.add_event(job.job_id, "info", "the VMA answers again");
+    last_error.clear();
+
+    auto known = store_.vma_instance(job.job_id);
+    if (!known || known->empty()) {
+      store_.set_vma_instance(job.job_id, p.vma_instance);
+    } else if (*known != p.vma_instance) {
+      throw Error(fmt::format("the VMA restarted during the copy (instance {} is now {}): its copy is gone; "
+                              "start a new job",
+                              *known, p.vma_instance));
+    }
+
+    auto disks = store_.job_disks(job.job_id);
+    std::set<std::string> seen;
+    size_t completed = 0;
+    for (const auto& dp : p.disks) {
+      auto it = std::find_if(disks.begin(), disks.end(), [&](const auto& d) { return d.disk_key == dp.disk_key; });
+      if (it == disks.end() || !seen.insert(dp.disk_key).second) {
+        poller_errors_++;
+        throw Error(fmt::format("the VMA reported progress for disk '{}', which job {} does not have once "
+                                "(VMA protocol mismatch)",
+                                dp.disk_key.substr(0, 40), job.job_id));
+      }
+      JobDiskRecord d = *it;
+      d.status = dp.status;
+      d.phase = dp.phase;
+      d.bytes_done = dp.bytes_done;
+      d.bytes_total = dp.bytes_total;
+      d.throughput_bps = dp.throughput_bps;
+      d.eta_seconds = dp.eta_seconds;
+      d.change_id_new = dp.change_id;
+      d.error = dp.error;
+      store_.update_disk_progress(d);
+      if (dp.status == "failed") {
+        throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, dp.disk_key,
+                                dp.error.value_or("no reason given")));
+      }
+      if (dp.status == "completed") {
+        if (!dp.change_id || dp.change_id->empty()) {
+          throw Error(fmt::format("VM {} disk {}: the VMA reported completion without a change ID", job.vm_id,
+                                  dp.disk_key));
+        }
+        ++completed;
+      }
+    }
+    store_.roll_up_progress(job.job_id);
+    store_.set_job_status(job.job_id, "copying", fmt::format("copying: {}/{} disks completed", completed, disks.size()));
+    if (completed == disks.size() && seen.size() == disks.size()) break;
+  }
+  step.done();
+}
+
+void JobManager::commit(const JobRecord& job) {
+  Step step(store_, job.job_id, "committing change IDs");
+  store_.commit_change_ids(job.job_id);
+  step.done();
+  store_.finish_job(job.job_id, "completed", std::nullopt);
+  store_.add_event(job.job_id, "info", "job completed: every disk copied and its change ID committed");
+}
+
+}  // namespace mk::oma

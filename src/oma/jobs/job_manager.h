@@ -1,0 +1,82 @@
+// JobManager: runs replication jobs as persisted state machines.
+//
+//   preparing (volumes) -> exporting (exports, verified over NBD) -> copying (VMA
+//   replicates; progress polled) -> committing (change IDs) -> completed
+//   any state -> failed (with its reason) | cancelled
+//
+// Every transition is written to the database before the next step starts, so an OMA
+// restarted at any moment resumes each active job from its last state (recover()):
+// preparing and exporting are idempotent and simply run again, copying resumes polling
+// (the VMA keeps copying while the OMA is down), committing commits again (a no-op for
+// disks already committed). A job whose VMA no longer knows it, restarted, or stays
+// silent longer than vma_timeout fails with that reason; none stays active forever.
+// A job completes only when every disk has completed and all change IDs are committed.
+//
+// At most one active job per VM (the Store enforces it); jobs of different VMs run
+// concurrently, one thread each. Does not own its collaborators. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "oma/db/store.h"
+#include "oma/exports/export_manager.h"
+#include "oma/vma/vma_client.h"
+#include "oma/volumes/volume_manager.h"
+
+namespace mk::oma {
+
+struct JobOptions {
+  std::chrono::milliseconds poll_interval{1000};
+  std::chrono::milliseconds vma_timeout{60000};  // longest silence from the VMA before failing
+  std::string nbd_host = "127.0.0.1";            // where the VMA reaches the export server
+  int nbd_port = 10809;
+};
+
+class JobManager {
+ public:
+  JobManager(Store& store, VolumeManager& volumes, ExportManager& exports, VmaClient& vma, JobOptions options);
+  ~JobManager();
+
+  // Creates a job ("full" or "incremental") for a known VM and starts it; returns its
+  // id. Throws UsageError (bad kind; incremental without a committed change ID on every
+  // disk), NotFound (unknown VM) or Conflict (the VM already has an active job).
+  std::string start(const std::string& vm_id, const std::string& kind);
+  // Asks an active job to stop; it ends "cancelled" (the VMA is told to stop). Throws
+  // NotFound or Conflict (already finished).
+  void cancel(const std::string& job_id);
+  // Resumes every job the database says is active. Returns how many. Call once at start.
+  int recover();
+  // Stops all runners without changing their jobs (they resume on the next start).
+  void shutdown();
+
+  uint64_t poller_errors() const { return poller_errors_.load(); }
+
+ private:
+  void launch(const std::string& job_id);
+  void run(const std::string& job_id);
+  void prepare(const JobRecord& job);
+  void export_and_replicate(const JobRecord& job);
+  void poll(const JobRecord& job);
+  void commit(const JobRecord& job);
+  void check_cancel(const std::string& job_id);
+  bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
+
+  Store& store_;
+  VolumeManager& volumes_;
+  ExportManager& exports_;
+  VmaClient& vma_;
+  JobOptions options_;
+  std::mutex mu_;  // guards runners_, stopping_
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::map<std::string, std::thread> runners_;
+  std::atomic<uint64_t> poller_errors_{0};
+};
+
+}  // namespace mk::oma

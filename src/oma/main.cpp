@@ -1,0 +1,62 @@
+// oma: the OSSEA Migration Appliance's control plane service.
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <cstdio>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "engine/tls_policy.h"
+#include "oma/app.h"
+
+int main(int argc, char** argv) {
+  mk::engine::apply_tls_cipher_policy(argc, argv);
+  mk::oma::OmaConfig c;
+  CLI::App app{"oma: MigrateKit OSSEA control plane (database, NBD exports, jobs, REST API)"};
+  bool verbose = false;
+  app.add_option("--data-dir", c.data_dir, "State directory (database, volumes, exports, keys)")->required();
+  app.add_option("--database", c.database_url, "sqlite:PATH (default DATA/oma.db) or mariadb://USER@HOST:PORT/DB?password_file=F");
+  app.add_option("--api-listen", c.api_listen, "API listen address (default 0.0.0.0)");
+  app.add_option("--api-port", c.api_port, "API port (default 8082; 0 = any free port, written to DATA/api.port)");
+  app.add_option("--nbd-listen", c.nbd_listen, "NBD export server listen address (default 0.0.0.0)");
+  app.add_option("--nbd-port", c.nbd_port, "NBD export server port (default 10809)");
+  app.add_option("--nbd-advertise-host", c.nbd_advertise_host, "Host the VMA connects to for NBD (default 127.0.0.1)");
+  app.add_option("--exports-dir", c.exports_dir, "Directory of export symlinks (default DATA/exports)");
+  app.add_option("--export-backend", c.export_backend, "nbdkit (default)");
+  app.add_option("--tls-psk-file", c.tls_psk_file, "NBD TLS PSK keys file (default DATA/nbd-psk.keys, created)");
+  app.add_option("--tls-certificates", c.tls_certificates_dir, "NBD TLS X.509 certificates directory instead of PSK");
+  app.add_option("--vma-url", c.vma_url, "VMA API through the tunnel (default http://127.0.0.1:9081)");
+  app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
+  app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
+      ->check(CLI::Range(1, 86400));
+  app.add_flag("-v,--verbose", verbose, "Log debugging details");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (verbose) mk::log::set_level(mk::log::Level::Debug);
+
+  // Signals are taken synchronously by the main thread; every other thread blocks them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  try {
+    mk::oma::Oma oma(c);
+    oma.start();
+    int sig = 0;
+    sigwait(&set, &sig);
+    mk::log::info("signal {}: stopping (active jobs resume at the next start)", sig);
+    oma.stop();
+    return 0;
+  } catch (const mk::UsageError& e) {
+    std::fprintf(stderr, "oma: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "oma: %s\n", e.what());
+    return 1;
+  }
+}
