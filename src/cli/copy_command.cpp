@@ -173,6 +173,8 @@ int run_copy(const CopyArgs& a) {
 Runner add_copy_command(CLI::App& app) {
   auto args = std::make_shared<CopyArgs>();
   CLI::App* c = app.add_subcommand("copy", "Copy an NBD export to another, in full or incrementally");
+  // As with most tools, an option given twice takes its last value (scripts append overrides).
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   c->add_option("SOURCE", args->source, "Source NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://)")->required();
   c->add_option("TARGET", args->target, "Target NBD URI")->required();
   c->add_option("--changed-areas", args->changed_areas,
