@@ -234,6 +234,46 @@ TEST_F(CopyTls, PskOverTcpLoopback) {
   EXPECT_TRUE(files_identical(source, target));
 }
 
+TEST_F(CopyTls, VerboseLogsCarryNoKey) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 1 * MiB}});
+  std::string target = file("target.img");
+  create_sparse_file(target, 1 * MiB);
+  std::string psk = make_psk_file(file("keys.psk"), "vma");
+  NbdkitServer& src = serve(source, {.tls_psk_file = psk});
+  NbdkitServer& dst = serve(target, {.tls_psk_file = psk});
+  RunResult r = run_migratekit({"-v", "copy", src.uri(), dst.uri(), "--source-tls-psk", psk, "--target-tls-psk", psk});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::string text = read_file(psk);
+  std::string key = text.substr(text.find(':') + 1, 64);
+  EXPECT_EQ(r.out.find(key), std::string::npos);
+  EXPECT_EQ(r.err.find(key), std::string::npos);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+TEST_F(CopyTls, PlainUriAgainstATlsOnlyServerFails) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
+  std::string target = file("target.img");
+  fill_at(target, 0, 1 * MiB, 'T');
+  std::string psk = make_psk_file(file("keys.psk"), "oma");
+  NbdkitServer& dst = serve(target, {.tls_psk_file = psk});
+  std::string plain_uri = "nbd+unix:///?socket=" + dst.socket_path();
+  RunResult r = copy(serve(source).uri(), plain_uri);
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(plain_uri), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));
+}
+
+TEST_F(CopyTls, UnknownIdentityIsRefused) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
+  std::string target = file("target.img");
+  fill_at(target, 0, 1 * MiB, 'T');
+  NbdkitServer& dst = serve(target, {.tls_psk_file = make_psk_file(file("server.psk"), "oma")});
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--target-tls-psk", make_psk_file(file("client.psk"), "intruder")});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));
+}
+
 TEST_F(CopyTls, WrongKeyIsRefused) {
   std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
   std::string target = file("target.img");

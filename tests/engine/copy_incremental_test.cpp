@@ -117,6 +117,32 @@ TEST_F(CopyDirtyBitmap, OnlyDirtyAreasAreCopied) {
   EXPECT_TRUE(holds(target, expected_after(before, read_file(raw), dirty)));
 }
 
+// Two bitmaps with different histories on a disk whose size is not a multiple of the
+// 64K bitmap granularity: the pass follows the named one, up to the last partial cluster.
+TEST_F(CopyDirtyBitmap, FollowsTheNamedBitmapOnAnUnalignedDisk) {
+  const uint64_t size = 5 * MiB + 512;
+  std::string image = file("disk.qcow2");
+  qemu({"qemu-img", "create", "-q", "-f", "qcow2", image, std::to_string(size)});
+  qemu_io(image, "write -P 0x11 0 5M");
+  qemu({"qemu-img", "bitmap", "--add", image, "older"});
+  qemu_io(image, fmt::format("write -P 0x22 {} 512", 5 * MiB));  // the last, partial cluster
+  qemu({"qemu-img", "bitmap", "--add", image, "newer"});
+  qemu_io(image, "write -P 0x33 0 4096");
+  std::string raw = file("source.raw");
+  qemu({"qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw});
+  QemuNbdServer source({.image = image, .bitmaps = {"older", "newer"}});
+
+  for (const auto& [bitmap, dirty] : {std::pair{"newer", std::vector<Area>{{0, 64 * KiB}}},
+                                      std::pair{"older", std::vector<Area>{{0, 64 * KiB}, {5 * MiB, 512}}}}) {
+    std::string target = file(std::string("target-") + bitmap);
+    fill_at(target, 0, size, '\x5a');
+    std::string before = read_file(target);
+    RunResult r = copy(source.uri(), serve(target).uri(), {"--dirty-bitmap", bitmap});
+    ASSERT_EQ(r.exit_code, 0) << bitmap << ": " << describe(r);
+    EXPECT_TRUE(holds(target, expected_after(before, read_file(raw), dirty))) << bitmap;
+  }
+}
+
 TEST_F(CopyDirtyBitmap, UnknownBitmapIsAUsageError) {
   std::string image = file("disk.qcow2");
   qemu({"qemu-img", "create", "-q", "-f", "qcow2", image, "1M"});

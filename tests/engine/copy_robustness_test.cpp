@@ -141,6 +141,23 @@ TEST_F(CopyProgress, ReusedTargetCountsZeroedBytesToo) {
   EXPECT_EQ(last["bytes_skipped"].get<uint64_t>(), 0u) << last.dump();
 }
 
+TEST_F(CopyProgress, PhasesFollowEachOtherWithVerify) {
+  std::string source = sparse_source();
+  std::string target = file("target.img");
+  write_random_at(target, 0, 8 * MiB, 6);
+  std::string progress = file("progress.json");
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--verify", "--progress-json", progress});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::vector<json> lines = progress_lines(progress);
+  expect_well_formed(lines);
+  std::vector<std::string> phases;
+  for (const json& j : lines) {
+    if (phases.empty() || phases.back() != j["phase"]) phases.push_back(j["phase"]);
+  }
+  if (!phases.empty() && phases.front() == "planning") phases.erase(phases.begin());
+  EXPECT_EQ(phases, (std::vector<std::string>{"copying", "verifying", "done"}));
+}
+
 TEST_F(CopyProgress, WritesToAnInheritedDescriptor) {
   std::string source = sparse_source();
   std::string target = file("target.img");
@@ -222,6 +239,45 @@ TEST_F(CopyErrors, PersistentWriteErrorFailsNamingTheTarget) {
   EXPECT_EQ(r.exit_code, 1) << describe(r);
   EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+}
+
+TEST_F(CopyErrors, UnreachableTargetFailsNamingIt) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 1 * MiB}});
+  std::string missing = "nbd+unix:///?socket=" + file("no-server.sock");
+  RunResult r = copy(serve(source).uri(), missing);
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(missing), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// Writes fail with ENOSPC while a switch file exists (a thin pool that was full and got
+// extended): retried, then the copy completes.
+TEST_F(CopyErrors, TransientWriteErrorIsRetried) {
+  const uint64_t size = 2 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  std::string error_switch = file("inject-enospc");
+  write_at(error_switch, 0, "on");
+  NbdkitServer& dst = serve(target, {.args = {"error-pwrite=ENOSPC", "error-pwrite-rate=100%",
+                                              "error-pwrite-file=" + error_switch},
+                                     .filters = {"error"}});
+  std::string err_log = file("copy.err");
+  mk::Subprocess copy = start_migratekit({"copy", serve(source).uri(), dst.uri(), "--request-size", kRequestSize,
+                                          "--retries", "10"},
+                                         file("copy.out"), err_log);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+  while (copy.running() && read_file(err_log).find("retry 1 of") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(err_log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::filesystem::remove(error_switch);
+  std::optional<int> status = copy.wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "migratekit hung after the errors stopped";
+  std::string out = read_file(file("copy.out")), err = read_file(err_log);
+  ASSERT_EQ(*status, 0) << out << err;
+  EXPECT_NE(err.find("No space left on device"), std::string::npos) << err;
+  EXPECT_TRUE(files_identical(source, target));
 }
 
 // A reused target whose write-zeroes fail: the zeroing is retried, then reported.
