@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "common/error.h"
 #include "oma/names.h"
 #include "support/migratekit_runner.h"
 
@@ -17,7 +19,7 @@ FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(ne
   server_.Get(R"(/api/v1/progress/([^/]+))", [this](const auto& req, auto& res) { handle_progress(req, res); });
   server_.Post(R"(/api/v1/stop/([^/]+))", [this](const auto& req, auto& res) { handle_stop(req, res); });
   port_ = server_.bind_to_any_port("127.0.0.1");
-  if (port_ <= 0) throw Error("fake VMA: cannot bind 127.0.0.1");
+  if (port_ <= 0) throw mk::Error("fake VMA: cannot bind 127.0.0.1");
   thread_ = std::thread([this] { server_.listen_after_bind(); });
   while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }

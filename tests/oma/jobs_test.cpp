@@ -1,0 +1,225 @@
+// Replication jobs end to end inside one OMA: real volumes and nbdkit exports, a strict
+// fake VMA that runs real `migratekit copy` processes (or scripted progress), the REST
+// API in front. Jobs complete only when every disk completed and its change ID is
+// committed; VMA restarts, lost jobs and silence become clear failures; cancellation;
+// one active job per VM; 8 VMs x 2 disks at once.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "common/units.h"
+#include "fake_vma.h"
+#include "oma_service.h"
+#include "support/files.h"
+#include "support/nbdkit_server.h"
+
+namespace mk::oma {
+namespace {
+
+using nlohmann::json;
+using test::ApiClient;
+
+struct Service {
+  mk::test::TempDir dir{"mk-oma-jobs"};
+  std::string psk;
+  test::FakeVma vma;
+  std::unique_ptr<Oma> oma;
+  std::unique_ptr<ApiClient> api;
+
+  explicit Service(int vma_timeout_s = 30)
+      : psk(dir.file("data/nbd-psk.keys")), vma((std::filesystem::create_directories(dir.file("data")), make_psk())) {
+    OmaConfig c = test::test_config(dir.file("data"), vma.url());
+    c.vma_timeout_s = vma_timeout_s;
+    oma = std::make_unique<Oma>(c);
+    oma->start();
+    api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+  }
+  std::string make_psk() { return mk::test::make_psk_file(psk, "oma"); }
+
+  void add_vm(const std::string& id, int disks, int64_t capacity) {
+    auto r = api->post("/api/v1/vms", test::vm_body(id, disks, capacity).dump());
+    ASSERT_EQ(r.status, 201) << r.raw;
+  }
+  std::string start(const std::string& id, const std::string& kind) {
+    auto r = api->post("/api/v1/jobs", json{{"vm_id", id}, {"kind", kind}}.dump());
+    EXPECT_EQ(r.status, 201) << r.raw;
+    return r.body.value("job_id", "");
+  }
+  // Waits until the fake VMA has the job (the OMA sent replicate).
+  void wait_replicated(const std::string& job_id) {
+    for (int i = 0; i < 3000 && !vma.knows(job_id); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(vma.knows(job_id));
+  }
+  void wait_polls(int n) {
+    int target = vma.polls() + n;
+    for (int i = 0; i < 3000 && vma.polls() < target; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_GE(vma.polls(), target);
+  }
+};
+
+json disk_state(const std::string& status, int64_t done, int64_t total, const std::string& change_id = "") {
+  json p = {{"status", status}, {"phase", status}, {"bytes_done", done}, {"bytes_total", total},
+            {"throughput_bps", 1000.0}, {"eta_seconds", 3.0}};
+  if (!change_id.empty()) p["change_id"] = change_id;
+  return p;
+}
+
+TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
+  Service s;
+  const int64_t size = 4 * MiB;
+  std::vector<std::string> images;
+  std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
+  for (int i = 0; i < 2; ++i) {
+    images.push_back(s.dir.file(fmt::format("src{}.img", i)));
+    mk::test::create_sparse_file(images[i], size);
+    mk::test::write_random_at(images[i], i * MiB, 1 * MiB, 10 + i);
+    sources.push_back(std::make_unique<mk::test::NbdkitServer>(mk::test::NbdkitOptions{.args = {"file=" + images[i]}}));
+    s.vma.set_source(std::to_string(2000 + i), sources[i]->uri());
+  }
+  std::string vm = test::test_vm_uuid(1);
+  s.add_vm(vm, 2, size);
+
+  std::string job = s.start(vm, "full");
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
+  for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  auto disks = s.oma->store().list_disks(vm);
+  for (int i = 0; i < 2; ++i) {
+    auto vol = s.oma->store().find_volume(vm, disks[i].disk_key);
+    EXPECT_TRUE(mk::test::files_identical(images[i], vol->device_path));
+    EXPECT_EQ(disks[i].change_id.value_or(""), "cbt-" + job + "-" + disks[i].disk_key);
+  }
+
+  // Second pass: new data on disk 1, incremental from the committed change IDs, same
+  // volumes and exports.
+  mk::test::write_random_at(images[1], 3 * MiB, 64 * KiB, 99);
+  std::string job2 = s.start(vm, "incremental");
+  json j2 = test::wait_for_job(*s.api, job2, test::job_ended);
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  EXPECT_TRUE(mk::test::files_identical(images[1], s.oma->store().find_volume(vm, "2001")->device_path));
+  auto reqs = s.vma.replicate_requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[1]["disks"][0]["change_id_base"], "cbt-" + job + "-2000");
+  EXPECT_EQ(reqs[0]["disks"][1]["export"], reqs[1]["disks"][1]["export"]);
+  EXPECT_EQ(s.oma->store().list_volumes().size(), 2u);
+  EXPECT_EQ(s.oma->store().cbt_history(vm, "2000").size(), 2u);
+  EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
+}
+
+TEST(Jobs, CompletesOnlyWhenEveryDiskCompleted) {
+  Service s;
+  s.add_vm(test::test_vm_uuid(2), 2, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(2), "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
+  s.vma.set_disk(job, "2001", disk_state("copying", 1000, MiB));
+  s.wait_polls(3);
+  json j = s.api->get("/api/v1/jobs/" + job).body;
+  EXPECT_EQ(j["status"], "copying") << j.dump(2);
+  EXPECT_FALSE(s.oma->store().list_disks(test::test_vm_uuid(2))[0].change_id);  // nothing committed yet
+
+  s.vma.set_disk(job, "2001", disk_state("completed", MiB, MiB, "cbt-b"));
+  j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(s.oma->store().list_disks(test::test_vm_uuid(2))[1].change_id.value_or(""), "cbt-b");
+  auto progress = s.api->get("/api/v1/jobs/" + job + "/progress");
+  EXPECT_EQ(progress.status, 200);
+  EXPECT_EQ(progress.body["bytes_done"], 2 * MiB);
+}
+
+TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
+  Service s;
+  s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(3), "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
+  json failed = disk_state("failed", 10, MiB);
+  failed["error"] = "snapshot removed under us";
+  s.vma.set_disk(job, "2001", failed);
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_NE(j["error"].get<std::string>().find("snapshot removed under us"), std::string::npos) << j["error"];
+  EXPECT_FALSE(s.oma->store().list_disks(test::test_vm_uuid(3))[0].change_id);
+}
+
+TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
+  Service s;
+  s.add_vm(test::test_vm_uuid(4), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(4), "full");
+  s.wait_replicated(job);
+  s.wait_polls(1);
+  s.vma.restart();
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_NE(j["error"].get<std::string>().find("no longer knows"), std::string::npos) << j["error"];
+  // The VM is free again for a new job.
+  EXPECT_EQ(s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(4)}, {"kind", "full"}}.dump()).status, 201);
+}
+
+TEST(Jobs, SilentVmaFailsTheJobAfterTheTimeout) {
+  Service s(1);
+  s.add_vm(test::test_vm_uuid(5), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(5), "full");
+  s.wait_replicated(job);
+  s.vma.go_silent();
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_NE(j["error"].get<std::string>().find("no progress from the VMA"), std::string::npos) << j["error"];
+  EXPECT_GT(s.oma->jobs().poller_errors(), 0u);
+  auto m = s.api->get("/metrics");
+  EXPECT_NE(m.raw.find("oma_poller_errors_total "), std::string::npos);
+  EXPECT_EQ(m.raw.find("oma_poller_errors_total 0\n"), std::string::npos) << m.raw;
+}
+
+TEST(Jobs, CancelStopsTheVmaAndEndsCancelled) {
+  Service s;
+  s.add_vm(test::test_vm_uuid(6), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(6), "full");
+  s.wait_replicated(job);
+  EXPECT_EQ(s.api->post("/api/v1/jobs/" + job + "/cancel", "").status, 202);
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "cancelled");
+  auto stopped = s.vma.stopped_jobs();
+  EXPECT_EQ(std::count(stopped.begin(), stopped.end(), job), 1);
+  EXPECT_EQ(s.api->post("/api/v1/jobs/" + job + "/cancel", "").status, 409);  // already ended
+}
+
+TEST(Jobs, OneActiveJobPerVmAndIncrementalNeedsAFullFirst) {
+  Service s;
+  s.add_vm(test::test_vm_uuid(7), 1, 1 * MiB);
+  auto r = s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(7)}, {"kind", "incremental"}}.dump());
+  EXPECT_EQ(r.status, 400) << r.raw;
+  std::string job = s.start(test::test_vm_uuid(7), "full");
+  r = s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(7)}, {"kind", "full"}}.dump());
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_NE(r.body["error"].get<std::string>().find(job), std::string::npos);
+  r = s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(99)}, {"kind", "full"}}.dump());
+  EXPECT_EQ(r.status, 404) << r.raw;
+}
+
+TEST(Jobs, EightVmsTimesTwoDisksAtOnce) {
+  Service s;
+  s.vma.set_auto_complete(true);
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 8; ++i) s.add_vm(test::test_vm_uuid(200 + i), 2, 1 * MiB);
+  for (int i = 0; i < 8; ++i) jobs.push_back(s.start(test::test_vm_uuid(200 + i), "full"));
+  std::set<std::string> exports, volumes;
+  for (const auto& job : jobs) {
+    json j = test::wait_for_job(*s.api, job, test::job_ended);
+    ASSERT_EQ(j["status"], "completed") << j.dump(2);
+    for (const auto& d : j["disks"]) exports.insert(d["export"].get<std::string>());
+  }
+  auto listed = s.api->get("/api/v1/volumes");
+  for (const auto& v : listed.body["volumes"]) volumes.insert(v["device_path"].get<std::string>());
+  EXPECT_EQ(exports.size(), 16u);
+  EXPECT_EQ(volumes.size(), 16u);
+  EXPECT_EQ(s.api->get("/api/v1/exports").body["exports"].size(), 16u);
+  EXPECT_TRUE(s.vma.violations().empty());
+}
+
+}  // namespace
+}  // namespace mk::oma
