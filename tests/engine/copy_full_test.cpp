@@ -1,5 +1,6 @@
 // Full copies between nbdkit file exports: disk shapes (dense, sparse, all-zero, odd
 // size), reused and fresh targets, and TLS with pre-shared keys.
+#include "common/subprocess.h"
 #include "copy_fixture.h"
 #include "support/qemu_nbd_server.h"
 
@@ -159,6 +160,24 @@ TEST_F(CopyFull, ManySmallExtents) {
     nlohmann::json last = nlohmann::json::parse(text.substr(text.rfind('\n', text.size() - 2) + 1));
     EXPECT_EQ(last["bytes_total"].get<uint64_t>(), size / 2) << (qemu ? "qemu-nbd: " : "nbdkit: ") << last.dump();
   }
+}
+
+// qemu-nbd as the target, writing a qcow2 image (a KVM destination): another server's
+// block-size constraints, write-zeroes and flush. Compared through a raw conversion.
+TEST_F(CopyFull, IntoQcow2ServedByQemuNbd) {
+  const uint64_t size = 5 * MiB + 512;
+  std::string source = make_disk("source.img", size, {{0, 100000}, {2 * MiB, 1 * MiB}, {size - 512, 512}});
+  fill_at(source, 4 * MiB, 64 * 1024, '\0');
+  std::string image = file("target.qcow2"), raw = file("target.raw");
+  std::string out;
+  ASSERT_EQ(mk::run_capture({"qemu-img", "create", "-q", "-f", "qcow2", image, std::to_string(size)}, out), 0);
+  {
+    QemuNbdServer target({.image = image, .read_only = false});
+    RunResult r = copy(serve(source).uri(), target.uri(), {"--verify"});
+    ASSERT_EQ(r.exit_code, 0) << describe(r) << read_file(target.log_path());
+  }  // qemu-nbd stopped: the image is closed and consistent
+  ASSERT_EQ(mk::run_capture({"qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw}, out), 0);
+  EXPECT_TRUE(files_identical(source, raw));
 }
 
 class CopyReusedTarget : public CopyTest {};

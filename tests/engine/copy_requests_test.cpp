@@ -2,6 +2,8 @@
 // are never read, zero blocks become write-zeroes (or nothing on a fresh target) and
 // never data writes, only changed areas are touched, the server's maximum request size
 // is honoured, and the target is flushed after the last write.
+#include <set>
+
 #include "copy_fixture.h"
 #include "support/nbdkit_log.h"
 
@@ -120,6 +122,36 @@ TEST_F(CopyRequests, ServersMaximumRequestSizeIsHonoured) {
     ASSERT_FALSE(requests.empty()) << log;
     for (const NbdRequest& q : requests) EXPECT_LE(q.count, 16 * KiB) << log << " " << type << " at " << q.offset;
   }
+}
+
+// --connections 2 opens a second connection per side only when both servers advertise
+// multi-conn; otherwise every write goes through one connection.
+TEST_F(CopyRequests, SecondConnectionOnlyWhenBothServersAllowMultiConn) {
+  auto connects = [](const std::string& log) {
+    std::string text = read_file(log);
+    size_t n = 0;
+    for (size_t at = 0; (at = text.find(" Connect export=", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  auto writing_connections = [](const std::string& log) {
+    std::set<uint64_t> ids;
+    for (const NbdRequest& w : requests_of(parse_nbdkit_log(log), "Write")) ids.insert(w.connection);
+    return ids.size();
+  };
+  std::string target2 = file("target2.img");
+  create_sparse_file(target_, kSize);
+  create_sparse_file(target2, kSize);
+  std::string src_uri = serve(source_).uri();
+  RunResult r = copy(src_uri, serve_logged(target_, "multi.log").uri(), {"--connections", "2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  NbdkitOptions single{.args = {"multi-conn-mode=disable"}, .filters = {"multi-conn"}};
+  r = copy(src_uri, serve_logged(target2, "single.log", single).uri(), {"--connections", "2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source_, target_));
+  EXPECT_TRUE(files_identical(source_, target2));
+  EXPECT_EQ(writing_connections(file("single.log")), 1u);
+  EXPECT_LE(writing_connections(file("multi.log")), 2u);
+  EXPECT_EQ(connects(file("multi.log")), connects(file("single.log")) + 1);
 }
 
 TEST_F(CopyRequests, TargetIsFlushedAfterItsLastWrite) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "copy_fixture.h"
+#include "support/nbdkit_log.h"
 #include "support/net.h"
 
 namespace mk::test {
@@ -180,35 +181,46 @@ TEST_F(CopyProgress, WritesToAnInheritedDescriptor) {
 // ---------------------------------------------------------------------------------
 // I/O errors (nbdkit's error filter on the source)
 
-class CopyErrors : public CopyTest {};
+class CopyErrors : public CopyTest {
+ protected:
+  // Starts a copy, waits until the server's log shows a `type` request answered with an
+  // error, removes the error filter's switch file, and waits for the copy to end.
+  RunResult run_until_errors_stop(const std::string& source, const std::string& target,
+                                  const std::string& server_log, const std::string& type,
+                                  const std::string& error_switch) {
+    std::string out = file("copy.out"), err = file("copy.err");
+    mk::Subprocess p = start_migratekit({"copy", source, target, "--request-size", kRequestSize, "--retries", "10"},
+                                        out, err);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+    while (p.running() && !has_failed_request(server_log, type)) {
+      if (std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(has_failed_request(server_log, type)) << "no " << type << " failed: " << read_file(err);
+    std::filesystem::remove(error_switch);
+    std::optional<int> status = p.wait_for(std::chrono::seconds(60));
+    if (!status) ADD_FAILURE() << "migratekit hung after the errors stopped";
+    return RunResult{status.value_or(-1), read_file(out), read_file(err)};
+  }
+};
 
-// Reads fail with EIO while a switch file exists; the test removes it once migratekit
-// reported the first failure, so the retry must succeed.
+// Reads fail with EIO while a switch file exists; the test removes it once the server
+// (nbdkit's log filter, outside the error filter) has answered a read with the error,
+// so the retry must succeed.
 TEST_F(CopyErrors, TransientReadErrorIsRetried) {
   const uint64_t size = 2 * MiB;
   std::string source = make_disk("source.img", size, {{0, size}});
   std::string target = file("target.img");
   create_sparse_file(target, size);
-  std::string error_switch = file("inject-eio");
+  std::string error_switch = file("inject-eio"), server_log = file("source.log");
   write_at(error_switch, 0, "on");
-  NbdkitServer& src = serve(source, {.args = {"error-pread=EIO", "error-pread-rate=100%", "error-pread-file=" + error_switch},
-                                     .filters = {"error"}});
-  std::string err_log = file("copy.err");
-  mk::Subprocess copy = start_migratekit({"copy", src.uri(), serve(target).uri(), "--request-size", kRequestSize,
-                                          "--retries", "10"},
-                                         file("copy.out"), err_log);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
-  while (copy.running() && read_file(err_log).find("retry 1 of") == std::string::npos) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(err_log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  std::filesystem::remove(error_switch);
-  std::optional<int> status = copy.wait_for(std::chrono::seconds(60));
-  ASSERT_TRUE(status.has_value()) << "migratekit hung after the errors stopped";
-  std::string out = read_file(file("copy.out")), err = read_file(err_log);
-  ASSERT_EQ(*status, 0) << out << err;
-  EXPECT_NE(err.find("Input/output error"), std::string::npos) << err;
-  EXPECT_NE(out.find("retries"), std::string::npos) << out;
+  NbdkitServer& src = serve(source, {.args = {"logfile=" + server_log, "error-pread=EIO", "error-pread-rate=100%",
+                                              "error-pread-file=" + error_switch},
+                                     .filters = {"log", "error"}});
+  RunResult r = run_until_errors_stop(src.uri(), serve(target).uri(), server_log, "Read", error_switch);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("retries"), std::string::npos) << r.out;
   EXPECT_TRUE(files_identical(source, target));
 }
 
@@ -257,26 +269,14 @@ TEST_F(CopyErrors, TransientWriteErrorIsRetried) {
   std::string source = make_disk("source.img", size, {{0, size}});
   std::string target = file("target.img");
   create_sparse_file(target, size);
-  std::string error_switch = file("inject-enospc");
+  std::string error_switch = file("inject-enospc"), server_log = file("target.log");
   write_at(error_switch, 0, "on");
-  NbdkitServer& dst = serve(target, {.args = {"error-pwrite=ENOSPC", "error-pwrite-rate=100%",
-                                              "error-pwrite-file=" + error_switch},
-                                     .filters = {"error"}});
-  std::string err_log = file("copy.err");
-  mk::Subprocess copy = start_migratekit({"copy", serve(source).uri(), dst.uri(), "--request-size", kRequestSize,
-                                          "--retries", "10"},
-                                         file("copy.out"), err_log);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
-  while (copy.running() && read_file(err_log).find("retry 1 of") == std::string::npos) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(err_log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  std::filesystem::remove(error_switch);
-  std::optional<int> status = copy.wait_for(std::chrono::seconds(60));
-  ASSERT_TRUE(status.has_value()) << "migratekit hung after the errors stopped";
-  std::string out = read_file(file("copy.out")), err = read_file(err_log);
-  ASSERT_EQ(*status, 0) << out << err;
-  EXPECT_NE(err.find("No space left on device"), std::string::npos) << err;
+  NbdkitServer& dst = serve(target, {.args = {"logfile=" + server_log, "error-pwrite=ENOSPC",
+                                              "error-pwrite-rate=100%", "error-pwrite-file=" + error_switch},
+                                     .filters = {"log", "error"}});
+  RunResult r = run_until_errors_stop(serve(source).uri(), dst.uri(), server_log, "Write", error_switch);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
   EXPECT_TRUE(files_identical(source, target));
 }
 

@@ -21,7 +21,10 @@ std::vector<NbdRequest> parse_nbdkit_log(const std::string& path) {
   for (std::string line; std::getline(in, line);) {
     if (std::regex_search(line, m, reply)) {
       auto it = index.find({std::stoull(m[1]), std::stoull(m[3])});
-      if (it != index.end()) requests[it->second].ok = m[4] == "0";
+      if (it != index.end()) {
+        requests[it->second].replied = true;
+        requests[it->second].ok = m[4] == "0";
+      }
     } else if (std::regex_search(line, m, request)) {
       NbdRequest r;
       r.connection = std::stoull(m[1]);
@@ -40,6 +43,13 @@ std::vector<NbdRequest> requests_of(const std::vector<NbdRequest>& all, const st
   std::vector<NbdRequest> out;
   for (const auto& r : all) if (r.type == type) out.push_back(r);
   return out;
+}
+
+bool has_failed_request(const std::string& path, const std::string& type) {
+  for (const auto& r : parse_nbdkit_log(path)) {
+    if (r.type == type && r.replied && !r.ok) return true;
+  }
+  return false;
 }
 
 uint64_t total_count(const std::vector<NbdRequest>& requests) {

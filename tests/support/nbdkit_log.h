@@ -19,7 +19,8 @@ struct NbdRequest {
   uint64_t id = 0;
   uint64_t offset = 0;   // 0 for Flush
   uint64_t count = 0;    // 0 for Flush
-  bool ok = false;       // the server returned success
+  bool replied = false;  // the server has answered it (the log holds its result)
+  bool ok = false;       // ... with success
   uint64_t end() const { return offset + count; }
 };
 
@@ -28,6 +29,9 @@ std::vector<NbdRequest> parse_nbdkit_log(const std::string& path);
 
 // The requests of one type.
 std::vector<NbdRequest> requests_of(const std::vector<NbdRequest>& all, const std::string& type);
+
+// Whether the log holds a request of `type` that the server answered with an error.
+bool has_failed_request(const std::string& path, const std::string& type);
 
 // Sum of `count` over the given requests.
 uint64_t total_count(const std::vector<NbdRequest>& requests);
