@@ -110,8 +110,13 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
                                    "it (ctkEnabled) or allow migratekit to",
                                    vm.name));
     }
-    log::info("VM {}: enabling Changed Block Tracking (the pass's snapshot activates it)", vm.name);
+    log::info("VM {}: enabling Changed Block Tracking", vm.name);
     vsphere::set_change_tracking(*session_, vm, true);
+    // CBT becomes active at the next stun/unstun of the VM: a snapshot created and removed.
+    // A crash in between leaves a snapshot with our prefix, removed by the next pass.
+    auto activation = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + "cbt-activation",
+                                               "MigrateKit OSSEA: activates Changed Block Tracking");
+    vsphere::remove_snapshot(*session_, vm, activation);
   }
   auto snap = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + utc_now(),
                                        "MigrateKit OSSEA replication pass; removed when the pass ends");

@@ -9,8 +9,8 @@
 // snapshots whose names start with the prefix: those of a run that crashed.
 //
 // VMs are identified by their vSphere instance UUID. CBT is enabled on a VM that lacks
-// it (the pass's snapshot activates it) unless `enable_cbt` is false, in which case the
-// pass is refused. The driver shares the Session with its passes; not thread-safe.
+// it (ReconfigVM, then a snapshot created and removed to activate it) unless
+// `enable_cbt` is false, in which case the pass is refused. The driver shares the Session with its passes; not thread-safe.
 #pragma once
 
 #include <functional>

@@ -32,6 +32,8 @@ def main():
             body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode("utf-8", "replace")
             m = re.search(r"<(?:\w+:)?Body>\s*<(?:\w+:)?(\w+)", body)
             method = m.group(1) if m else "unknown"
+            sys.stderr.write(f"hostile: method {method}\n")
+            sys.stderr.flush()
             path = os.path.join(a.dir, method + ".json")
             if os.path.exists(path):
                 with open(path) as f:

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/subprocess.h"
 #include "support/net.h"
@@ -185,6 +186,101 @@ TEST_F(Hostile, ChangedAreasThatDoNotAdvanceOrLeaveTheDiskAreRefused) {
                                        "<changedArea><start>4096</start><length>4096</length></changedArea>"
                                        "<changedArea><start>8192</start><length>4096</length></changedArea>"));
   EXPECT_EQ(query_changed_disk_areas(*s, vm, snap, 2000, 1 << 20, "*"), (engine::RangeList{{4096, 8192}}));
+}
+
+std::string properties(const std::string& props) {
+  return fmt::format(fmt::runtime(kEnvelope),
+                     "<RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects>"
+                     "<obj type=\"VirtualMachine\">vm-7</obj>" + props +
+                         "</objects></returnval></RetrievePropertiesExResponse>");
+}
+
+std::string prop(const std::string& name, const std::string& value, const std::string& type = "xsd:string") {
+  return fmt::format("<propSet><name>{}</name><val xsi:type=\"{}\">{}</val></propSet>", name, type, value);
+}
+
+std::string task_answer(const std::string& method) {
+  return fmt::format(fmt::runtime(kEnvelope), fmt::format("<{}Response xmlns=\"urn:vim25\"><returnval type=\"Task\">"
+                                                          "task-9</returnval></{}Response>",
+                                                          method, method));
+}
+
+TEST_F(Hostile, GuestThatDoesNotShutDownIsPoweredOff) {
+  auto s = session();
+  VmInfo vm;
+  vm.ref = {"VirtualMachine", "vm-7"};
+  vm.name = "stubborn";
+  // The VM stays on whatever happens; every task succeeds at once.
+  answer("RetrievePropertiesEx", properties(prop("runtime.powerState", "poweredOn") + prop("info.state", "success")));
+  answer("ShutdownGuest", fmt::format(fmt::runtime(kEnvelope), "<ShutdownGuestResponse xmlns=\"urn:vim25\"/>"));
+  answer("PowerOffVM_Task", task_answer("PowerOffVM_Task"));
+  EXPECT_FALSE(shutdown_guest(*s, vm, std::chrono::seconds(1), std::chrono::milliseconds(50)));
+  std::string log = test::log_tail(dir.file("server.log"), 1 << 20);
+  EXPECT_LT(log.find("method ShutdownGuest"), log.find("method PowerOffVM_Task")) << log;
+
+  // No VMware Tools: the guest cannot be asked, the VM is powered off at once.
+  answer("ShutdownGuest",
+         fmt::format(fmt::runtime(kEnvelope),
+                     "<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>no tools</faultstring>"
+                     "<detail><ToolsUnavailableFault xmlns=\"urn:vim25\" xsi:type=\"ToolsUnavailable\"/></detail>"
+                     "</soapenv:Fault>"),
+         500);
+  EXPECT_FALSE(shutdown_guest(*s, vm, std::chrono::seconds(3600)));
+}
+
+TEST_F(Hostile, IdleSessionIsKeptAlive) {
+  answer("CurrentTime", fmt::format(fmt::runtime(kEnvelope), "<CurrentTimeResponse xmlns=\"urn:vim25\"><returnval>"
+                                                             "2026-01-01T00:00:00Z</returnval></CurrentTimeResponse>"));
+  ConnectOptions o;
+  o.url = url();
+  o.user = "u";
+  o.password_file = dir.file("pw");
+  o.tls = insecure();
+  o.keepalive = std::chrono::seconds(1);
+  auto s = Session::connect(o);
+  // Wait (up to a generous bound) for the keep-alive call to reach the server.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (test::log_tail(dir.file("server.log"), 1 << 20).find("method CurrentTime") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no keep-alive call was made";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  s->logout();  // stops the keep-alive thread and logs out
+  EXPECT_NE(test::log_tail(dir.file("server.log"), 1 << 20).find("method Logout"), std::string::npos);
+}
+
+TEST_F(Hostile, TaskProgressTimeoutAndError) {
+  auto s = session();
+  answer("RetrievePropertiesEx",
+         properties(prop("info.state", "running", "TaskInfoState") + prop("info.progress", "40", "xsd:int")));
+  std::vector<int> seen;
+  TaskWait wait;
+  wait.timeout = std::chrono::seconds(1);
+  wait.poll = std::chrono::milliseconds(50);
+  wait.on_progress = [&](int p) { seen.push_back(p); };
+  try {
+    wait_for_task(*s, {"Task", "task-9"}, "CreateSnapshot on VM web01", wait);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("did not finish within 1 s"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(seen, std::vector<int>{40});  // reported once, not at every poll
+
+  answer("RetrievePropertiesEx",
+         properties(prop("info.state", "error", "TaskInfoState") +
+                    "<propSet><name>info.error</name><val xsi:type=\"LocalizedMethodFault\">"
+                    "<fault xsi:type=\"vim25:InsufficientDiskSpace\"/><localizedMessage>The datastore ds1 is full"
+                    "</localizedMessage></val></propSet>"));
+  try {
+    wait_for_task(*s, {"Task", "task-9"}, "CreateSnapshot on VM web01", wait);
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("CreateSnapshot on VM web01 failed (task task-9): InsufficientDiskSpace: The datastore ds1 is full"),
+              std::string::npos)
+        << m;
+  }
+  answer("RetrievePropertiesEx", properties(prop("info.state", "exploded", "TaskInfoState")));
+  EXPECT_THROW(wait_for_task(*s, {"Task", "task-9"}, "x", wait), Error);
 }
 
 }  // namespace
