@@ -43,6 +43,7 @@ struct CopyArgs {
   std::string checkpoint;
   bool verify = false;
   unsigned retries = 5;
+  unsigned timeout = 120;
   bool quiet = false;
 };
 
@@ -90,6 +91,8 @@ int run_copy(const CopyArgs& a) {
   opt.connections = a.connections;
   opt.target_is_zero = a.target_is_zero;
   opt.max_retries = a.retries;
+  if (a.timeout < 1) throw UsageError("--timeout must be at least 1 second");
+  opt.request_timeout = std::chrono::seconds(a.timeout);
   opt.cancel = &g_cancel;
 
   bool own_sink = false;
@@ -195,6 +198,8 @@ Runner add_copy_command(CLI::App& app) {
   c->add_option("--checkpoint", args->checkpoint, "Record completed ranges in FILE and resume from it");
   c->add_flag("--verify", args->verify, "Compare source and target over the planned ranges afterwards");
   c->add_option("--retries", args->retries, "Attempts per failed request before giving up (default 5)");
+  c->add_option("--timeout", args->timeout,
+                 "Seconds without any reply before a connection is dropped and retried (default 120)");
   c->add_flag("-q,--quiet", args->quiet, "No progress bar");
   return [args] { return run_copy(*args); };
 }

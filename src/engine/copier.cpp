@@ -1,6 +1,7 @@
 #include "engine/copier.h"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 
 #include <cstring>
 #include <deque>
@@ -192,9 +193,32 @@ class Worker {
       }
       poll_handles({src_ ? src_->handle() : nullptr, dst_ ? dst_->handle() : nullptr},
                    idle ? 20 : 500);
+      if (!completed_.empty() || flush_done_) last_reply_ = Clock::now();
       process_completions();
       process_flush();
+      drop_silent_connections(idle);
     }
+  }
+
+  // A server that stops answering (hung process, half-open TCP) would stall the copy
+  // forever. After `request_timeout` without any reply, shut the sockets that have
+  // requests outstanding: libnbd then fails those requests, and they are retried on a
+  // new connection like any other lost connection.
+  void drop_silent_connections(bool idle) {
+    if (idle) {
+      last_reply_ = Clock::now();
+      return;
+    }
+    if (Clock::now() - last_reply_ < opt_.request_timeout) return;
+    for (auto* conn : {src_.get(), dst_.get()}) {
+      if (!conn || nbd_aio_in_flight(conn->handle()) <= 0) continue;
+      log::warn("{}: no reply for {} s; dropping the connection", conn->endpoint().describe(),
+                std::chrono::duration_cast<std::chrono::seconds>(opt_.request_timeout).count());
+      int fd = nbd_aio_get_fd(conn->handle());
+      if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+      timed_out_ = true;
+    }
+    last_reply_ = Clock::now();
   }
 
   bool needs_flush() const { return opt_.flush || opt_.checkpoint; }
@@ -224,6 +248,7 @@ class Worker {
       if (queue_.failed() || cancelled()) throw Error("copy stopped");
       try {
         conn = NbdConnection::open(ep);
+        timed_out_ = false;
         if (ever_connected_) {
           ++stats_.reconnects;
           log::info("{}: reconnected (attempt {})", ep.describe(), attempt);
@@ -352,6 +377,8 @@ class Worker {
     const char* what = op.stage == Stage::Reading ? "read" : op.stage == Stage::Zeroing ? "write-zeroes" : "write";
     Chunk c = op.chunk;
     int err = op.error;
+    // Requests failed by our own shutdown of a silent connection timed out.
+    if (timed_out_ && (err == ENOTCONN || err == ESHUTDOWN)) err = ETIMEDOUT;
     release(op);
     ++c.attempt;
     ++stats_.retries;
@@ -360,9 +387,9 @@ class Worker {
                               ep.describe(), what, c.length, c.offset, c.attempt, std::strerror(err)));
       return;
     }
-    // A lost connection fails every request in flight at once; it is reported once, by
-    // reconnect(), rather than once per request.
-    if (err != ENOTCONN && err != ESHUTDOWN) {
+    // A lost or silent connection fails every request in flight at once; it is reported
+    // once, by reconnect() or drop_silent_connections(), rather than once per request.
+    if (err != ENOTCONN && err != ESHUTDOWN && !timed_out_) {
       log::warn("{}: {} of {} bytes at offset {} failed ({}); retry {} of {}", ep.describe(), what,
                 c.length, c.offset, std::strerror(err), c.attempt, opt_.max_retries);
     }
@@ -454,6 +481,8 @@ class Worker {
   int flush_error_ = 0;
   unsigned flush_failures_ = 0;
   Clock::time_point last_checkpoint_ = Clock::now();
+  Clock::time_point last_reply_ = Clock::now();
+  bool timed_out_ = false;  // we shut a silent connection; its failures are time-outs
   bool ever_connected_ = false;
   CopyStats stats_;
 };

@@ -34,6 +34,9 @@ struct CopyOptions {
   bool flush = true;  // flush the target at the end
   unsigned max_retries = 5;
   std::chrono::milliseconds retry_delay{200};  // doubles at each attempt
+  // No reply at all for this long with requests outstanding: the connection is dropped
+  // and its requests retried on a new one.
+  std::chrono::milliseconds request_timeout{120000};
   std::chrono::milliseconds checkpoint_interval{1000};
   Checkpoint* checkpoint = nullptr;     // optional, not owned
   Progress* progress = nullptr;         // optional, not owned
