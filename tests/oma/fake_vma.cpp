@@ -51,6 +51,11 @@ void FakeVma::restart() {
   instance_ = new_uuid();
 }
 
+void FakeVma::forget(const std::string& job_id) {
+  std::lock_guard lock(mu_);
+  jobs_.erase(job_id);
+}
+
 std::vector<std::string> FakeVma::violations() {
   std::lock_guard lock(mu_);
   return violations_;

@@ -41,6 +41,7 @@ class FakeVma {
   void set_auto_complete(bool on) { auto_complete_ = on; }
   void set_disk(const std::string& job_id, const std::string& disk_key, const nlohmann::json& progress);
   void restart();
+  void forget(const std::string& job_id);  // this job only: as if it was lost
   void go_silent();
 
   std::vector<std::string> violations();
