@@ -65,6 +65,46 @@ TEST(DiskReader, MissingVddkIsAClearError) {
   }
 }
 
+// start_vddk with a stand-in for nbdkit+VDDK (fake_nbdkit_vddk.sh): the launcher's
+// command line, waiting for the socket, reading through it and teardown by PID.
+TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
+  test::TempDir dir("mk-reader");
+  std::filesystem::create_directories(dir.file("vddk/lib64"));
+  test::create_sparse_file(dir.file("flat"), 512 * 1024);
+  test::write_random_at(dir.file("flat"), 0, 4096, 7);
+  test::write_at(dir.file("pw"), 0, "s3cret-pass\n");
+  ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
+  ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
+  VddkParams p = params();
+  p.libdir = dir.file("vddk");
+  p.password_file = dir.file("pw");
+  p.nbdkit = FAKE_NBDKIT_VDDK;
+  auto r = DiskReader::start_vddk(p, dir.path());
+  pid_t pid = r->pid();
+  {
+    auto c = engine::NbdConnection::open({r->uri(), {}, "source"});
+    std::string buf(4096, '\0');
+    c->pread(buf.data(), buf.size(), 0);
+    EXPECT_EQ(buf, test::random_bytes(4096, 7));
+  }
+  std::string args = test::read_file(dir.file("args"));
+  EXPECT_NE(args.find("password=+" + dir.file("pw") + "\n"), std::string::npos) << args;
+  EXPECT_NE(args.find("snapshot=snapshot-7\n"), std::string::npos) << args;
+  EXPECT_NE(args.find("libdir=" + dir.file("vddk") + "\n"), std::string::npos) << args;
+  EXPECT_EQ(args.find("s3cret-pass"), std::string::npos) << "the password reached the command line";
+  r->stop();
+  EXPECT_NE(::kill(pid, 0), 0);
+
+  // A password file nbdkit cannot read: the launcher reports the failure and the log.
+  p.password_file = dir.file("missing-pw");
+  try {
+    DiskReader::start_vddk(p, dir.path());
+    FAIL() << "started without a readable password file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot read the password file"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DiskReader, StandInServesTheFlatFileAndStopsByPid) {
   test::TempDir dir("mk-reader");
   test::create_sparse_file(dir.file("disk-flat.vmdk"), 1024 * 1024);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Test double for "nbdkit ... vddk ..." (VDDK is proprietary and absent here): records
+# the command line it was given in $FAKE_VDDK_ARGS, insists that the password file named
+# by password=+FILE is readable, and serves $FAKE_VDDK_FLAT read-only on the -U socket
+# with nbdkit's file plugin, in the foreground, as the real command would.
+set -euo pipefail
+printf '%s\n' "$@" >"$FAKE_VDDK_ARGS"
+sock="" pwfile="" plugin=""
+while (($#)); do
+  case "$1" in
+    -U) sock="$2"; shift 2 ;;
+    password=+*) pwfile="${1#password=+}"; shift ;;
+    vddk) plugin=vddk; shift ;;
+    *) shift ;;
+  esac
+done
+[[ "$plugin" == vddk ]] || { echo "fake nbdkit: not asked for the vddk plugin" >&2; exit 1; }
+[[ -r "$pwfile" ]] || { echo "fake nbdkit: cannot read the password file '$pwfile'" >&2; exit 1; }
+exec nbdkit -f -r -U "$sock" file file="$FAKE_VDDK_FLAT"
