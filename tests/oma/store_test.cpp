@@ -7,6 +7,7 @@
 #include "oma/db/sqlite_database.h"
 #include "oma/db/store.h"
 #include "oma/errors.h"
+#include "store_scenarios.h"
 #include "support/temp_dir.h"
 
 namespace mk::oma {
@@ -65,27 +66,20 @@ std::vector<JobDiskRecord> job_disks_for(const std::string& job_id, int n) {
 const std::string kVm1 = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d";
 const std::string kVm2 = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5e";
 
-class StoreTest : public ::testing::Test {
- protected:
-  test::TempDir dir{"mk-oma-store"};
-  db::SqliteDatabase database{dir.file("oma.db")};
-  Store store{database};
-  void SetUp() override { db::migrate(database); }
-};
+// Each scenario runs on a freshly migrated database: SQLite here, MariaDB in
+// mariadb_test.cpp (the same scenarios, through the same Store).
 
-TEST_F(StoreTest, MigrationsApplyOnceAndRecordTheirVersion) {
+void MigrationsApplyOnceAndRecordTheirVersion(db::Database& database, Store& store) {
   EXPECT_EQ(db::schema_version(database), db::migrations().back().version);
   EXPECT_EQ(db::migrate(database), 0);  // second start: nothing to do
-  db::SqliteDatabase again(dir.file("oma.db"));
-  EXPECT_EQ(db::migrate(again), 0);
 }
 
-TEST_F(StoreTest, RefusesADatabaseFromANewerOma) {
+void RefusesADatabaseFromANewerOma(db::Database& database, Store& store) {
   database.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)");
   EXPECT_THROW(db::migrate(database), Error);
 }
 
-TEST_F(StoreTest, VmWithDisksRoundTrips) {
+void VmWithDisksRoundTrips(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(2));
   VmRecord v = store.get_vm(kVm1);
   EXPECT_EQ(v.name, vm(kVm1).name);
@@ -99,14 +93,14 @@ TEST_F(StoreTest, VmWithDisksRoundTrips) {
   EXPECT_THROW(store.get_vm(kVm2), NotFound);
 }
 
-TEST_F(StoreTest, DuplicateDiskUnitRejectedAndNothingStored) {
+void DuplicateDiskUnitRejectedAndNothingStored(db::Database& database, Store& store) {
   auto d = disks(2);
   d[1].unit = 0;
   EXPECT_THROW(store.add_vm(vm(kVm1), d), Conflict);
   EXPECT_FALSE(store.find_vm(kVm1));  // the transaction rolled back
 }
 
-TEST_F(StoreTest, OneActiveJobPerVmButConcurrentJobsForDifferentVms) {
+void OneActiveJobPerVmButConcurrentJobsForDifferentVms(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(1));
   store.add_vm(vm(kVm2), disks(1));
   store.create_job(job("job-1", kVm1), job_disks_for("job-1", 1));
@@ -123,7 +117,7 @@ TEST_F(StoreTest, OneActiveJobPerVmButConcurrentJobsForDifferentVms) {
   EXPECT_EQ(store.active_jobs().size(), 2u);
 }
 
-TEST_F(StoreTest, VolumeAndExportIdentityIsUnique) {
+void VolumeAndExportIdentityIsUnique(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(2));
   VolumeRecord v{"vol-1", kVm1, "2000", "local", "/data/vol-1.img", "ready", 1048576, now_ms()};
   store.insert_volume(v);
@@ -142,7 +136,7 @@ TEST_F(StoreTest, VolumeAndExportIdentityIsUnique) {
   EXPECT_EQ(store.list_disks(kVm1)[0].export_name.value_or(""), e.export_name);
 }
 
-TEST_F(StoreTest, ChangeIdsCommitOnlyWhenEveryDiskCompleted) {
+void ChangeIdsCommitOnlyWhenEveryDiskCompleted(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(2));
   store.create_job(job("job-1", kVm1), job_disks_for("job-1", 2));
   auto d = store.job_disks("job-1");
@@ -163,7 +157,7 @@ TEST_F(StoreTest, ChangeIdsCommitOnlyWhenEveryDiskCompleted) {
   EXPECT_EQ(h[0].second, "52 3c ... /1");
 }
 
-TEST_F(StoreTest, ProgressRollsUpFromDisks) {
+void ProgressRollsUpFromDisks(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(2));
   store.create_job(job("job-1", kVm1), job_disks_for("job-1", 2));
   auto d = store.job_disks("job-1");
@@ -182,7 +176,7 @@ TEST_F(StoreTest, ProgressRollsUpFromDisks) {
   EXPECT_DOUBLE_EQ(j.eta_seconds, 9);
 }
 
-TEST_F(StoreTest, StepsEventsTokensSettings) {
+void StepsEventsTokensSettings(db::Database& database, Store& store) {
   store.add_vm(vm(kVm1), disks(1));
   store.create_job(job("job-1", kVm1), job_disks_for("job-1", 1));
   int64_t s1 = store.begin_step("job-1", "preparing");
@@ -205,6 +199,45 @@ TEST_F(StoreTest, StepsEventsTokensSettings) {
   store.put_setting("cloudstack.url", "http://cs", false);
   store.put_setting("cloudstack.url", "http://cs2", false);
   EXPECT_EQ(store.get_setting("cloudstack.url")->first, "http://cs2");
+}
+
+}  // namespace
+
+const std::vector<std::pair<std::string, StoreScenario>>& store_scenarios() {
+  static const std::vector<std::pair<std::string, StoreScenario>> all = {
+      {"MigrationsApplyOnceAndRecordTheirVersion", MigrationsApplyOnceAndRecordTheirVersion},
+      {"RefusesADatabaseFromANewerOma", RefusesADatabaseFromANewerOma},
+      {"VmWithDisksRoundTrips", VmWithDisksRoundTrips},
+      {"DuplicateDiskUnitRejectedAndNothingStored", DuplicateDiskUnitRejectedAndNothingStored},
+      {"OneActiveJobPerVmButConcurrentJobsForDifferentVms", OneActiveJobPerVmButConcurrentJobsForDifferentVms},
+      {"VolumeAndExportIdentityIsUnique", VolumeAndExportIdentityIsUnique},
+      {"ChangeIdsCommitOnlyWhenEveryDiskCompleted", ChangeIdsCommitOnlyWhenEveryDiskCompleted},
+      {"ProgressRollsUpFromDisks", ProgressRollsUpFromDisks},
+      {"StepsEventsTokensSettings", StepsEventsTokensSettings},
+  };
+  return all;
+}
+
+namespace {
+
+class SqliteStore : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(SqliteStore, Scenario) {
+  test::TempDir dir("mk-oma-store");
+  db::SqliteDatabase database(dir.file("oma.db"));
+  db::migrate(database);
+  Store store(database);
+  store_scenarios()[GetParam()].second(database, store);
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, SqliteStore, ::testing::Range<size_t>(0, store_scenarios().size()),
+                         [](const auto& info) { return store_scenarios()[info.param].first; });
+
+TEST(SqliteStore, ReopenedDatabaseNeedsNoMigration) {
+  test::TempDir dir("mk-oma-store");
+  { db::SqliteDatabase a(dir.file("oma.db")); EXPECT_EQ(db::migrate(a), static_cast<int>(db::migrations().size())); }
+  db::SqliteDatabase b(dir.file("oma.db"));
+  EXPECT_EQ(db::migrate(b), 0);
 }
 
 }  // namespace

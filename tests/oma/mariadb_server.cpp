@@ -1,0 +1,62 @@
+#include "mariadb_server.h"
+
+#include <fmt/format.h>
+#include <openssl/rand.h>
+
+#include "common/error.h"
+#include "oma/crypto.h"
+#include "support/net.h"
+
+namespace mk::oma::test {
+
+MariadbServer::MariadbServer() {
+  std::string install_log = dir_.file("install.log");
+  std::string out;
+  int rc = run_capture({"mariadb-install-db", "--no-defaults", "--datadir=" + dir_.file("data"), "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"},
+                       out, install_log);
+  if (rc != 0) throw Error("mariadb-install-db failed:\n" + mk::test::log_tail(install_log));
+  std::string log = dir_.file("server.log");
+  for (int attempt = 0;; ++attempt) {
+    port_ = mk::test::free_tcp_port();
+    SpawnOptions o;
+    o.stdout_path = log;
+    o.stderr_path = log;
+    server_ = Subprocess::spawn({"mariadbd", "--no-defaults", "--datadir=" + dir_.file("data"),
+                                 "--socket=" + dir_.file("s.sock"), "--port=" + std::to_string(port_),
+                                 "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
+                                 "--innodb-buffer-pool-size=16M", "--skip-name-resolve",
+                                 "--pid-file=" + dir_.file("mariadbd.pid"), "--log-error=" + log},
+                                o);
+    try {
+      mk::test::wait_for_tcp_port(port_, {"mariadbd", log, &server_}, std::chrono::seconds(60));
+      break;
+    } catch (const Error&) {
+      server_.stop();
+      if (attempt >= 2) throw;
+    }
+  }
+  root_ = db::open_database(fmt::format("mariadb://root@localhost/mysql?socket={}", dir_.file("s.sock")));
+  unsigned char pw[16];
+  RAND_bytes(pw, sizeof pw);
+  std::string password;
+  for (unsigned char c : pw) password += fmt::format("{:02x}", c);
+  write_private_file(dir_.file("oma.password"), password + "\n");
+  // The password is random hex made here, so it can be spelled inside the statement.
+  root_->exec(fmt::format("CREATE USER 'oma'@'127.0.0.1' IDENTIFIED BY '{}'", password));
+}
+
+MariadbServer::~MariadbServer() {
+  root_.reset();
+  server_.stop(std::chrono::milliseconds(10000));
+}
+
+std::string MariadbServer::create_database(const std::string& name) {
+  if (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+    throw UsageError("database name: lowercase letters, digits and '_' only");
+  root_->exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4");
+  root_->exec("GRANT ALL PRIVILEGES ON " + name + ".* TO 'oma'@'127.0.0.1'");
+  return fmt::format("mariadb://oma@127.0.0.1:{}/{}?password_file={}", port_, name, dir_.file("oma.password"));
+}
+
+}  // namespace mk::oma::test
