@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "oma/db/migrations.h"
+#include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/names.h"
 
@@ -63,11 +64,13 @@ void Oma::start() {
   ec.port = config_.nbd_port;
   ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
   ec.log_path = config_.data_dir + "/export-server.log";
-  if (config_.export_backend != "nbdkit") {
-    throw UsageError(fmt::format("export backend '{}' is not available in this build (use nbdkit)",
-                                 config_.export_backend));
+  if (config_.export_backend == "nbdkit") {
+    export_server_ = std::make_unique<NbdkitExportServer>(ec);
+  } else if (config_.export_backend == "nbd-server") {
+    export_server_ = std::make_unique<NbdServerExportServer>(ec);
+  } else {
+    throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
-  export_server_ = std::make_unique<NbdkitExportServer>(ec);
   export_server_->start();
   exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
 
