@@ -63,6 +63,23 @@ TEST_F(CutoverFixture, BuildsTheVmFromTheVolumes) {
   EXPECT_EQ(volumes.get(vm.disks[1].volume_id).type, "ROOT");
 }
 
+TEST_F(CutoverFixture, FixedOfferingGetsNoCpuOrMemoryDetails) {
+  TargetSettings t = target();
+  t.service_offering_id = seed::fixed_service_offering;
+  VmBuilder fixed(client, volumes, t);
+  StepLog steps;
+  Cutover cutover(fixed, power, final_pass, exports, fast());
+  std::string id = cutover.run(vm, steps);
+  EXPECT_EQ(vm_in_sim(id)["cpunumber"], 2);  // the offering's, not the source's 4
+  const Json st = sim.state();
+  for (const auto& call : st["calls"]) {
+    if (call["command"] != "deployVirtualMachine") continue;
+    for (const auto& [key, value] : call["params"].items()) {
+      EXPECT_EQ(key.find("details"), std::string::npos) << key;
+    }
+  }
+}
+
 TEST_F(CutoverFixture, GuestThatIgnoresShutdownIsPoweredOff) {
   power.guest_obeys_shutdown = false;
   StepLog steps;

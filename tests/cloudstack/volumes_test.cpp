@@ -186,5 +186,50 @@ TEST_F(VolumesTest, FailuresMidWayLeaveNothingBehind) {
   EXPECT_NO_THROW(volumes.attach_to_oma(v.id, disk));
 }
 
+// The simulator refuses what CloudStack refuses, so the client code cannot get away with
+// what a real cloud would reject.
+TEST_F(VolumesTest, SimulatorRefusesWhatCloudStackRefuses) {
+  Volume v = volumes.create(disk);
+  volumes.attach_to_oma(v.id, disk);
+  auto expect_refused = [&](const std::string& command, Params p, const std::string& text) {
+    try {
+      if (command == "deleteVolume") {
+        client.call(command, p);
+      } else {
+        client.call_async(command, p);
+      }
+      ADD_FAILURE() << command << " was accepted";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.errorcode(), 431) << e.what();
+      EXPECT_NE(e.errortext().find(text), std::string::npos) << e.what();
+    }
+  };
+  // Deleting an attached volume.
+  expect_refused("deleteVolume", {{"id", v.id}}, "not attached");
+  // A second root disk: a stopped VM that still has its template root.
+  Json vm = client.call_async("deployVirtualMachine",
+                              {{"serviceofferingid", seed::fixed_service_offering},
+                               {"templateid", seed::ready_template},
+                               {"zoneid", seed::zone},
+                               {"networkids", seed::prod_network},
+                               {"startvm", "false"}});
+  std::string vm_id = vm["virtualmachine"]["id"];
+  volumes.detach(v.id, disk);
+  expect_refused("attachVolume", {{"id", v.id}, {"virtualmachineid", vm_id}, {"deviceid", "0"}},
+                 "already has a root volume");
+  // Starting a VM whose root disk was removed: "no root volume found".
+  Json roots = client.call("listVolumes", {{"virtualmachineid", vm_id}, {"type", "ROOT"}});
+  std::string root = roots["volume"][0]["id"];
+  client.call_async("detachVolume", {{"id", root}});
+  try {
+    client.call_async("startVirtualMachine", {{"id", vm_id}});
+    ADD_FAILURE() << "a VM without a root disk started";
+  } catch (const ApiError& e) {
+    EXPECT_NE(e.errortext().find("no root volume"), std::string::npos) << e.what();
+  }
+  // An unknown id.
+  expect_refused("detachVolume", {{"id", "00000000-0000-4000-8000-000000000000"}}, "Invalid parameter id");
+}
+
 }  // namespace
 }  // namespace mk::cloudstack
