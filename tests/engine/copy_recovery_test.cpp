@@ -1,11 +1,18 @@
 // Interrupted copies: a copy killed with SIGKILL or stopped with SIGTERM resumes from its
-// checkpoint, --verify after a resume still covers the whole plan, and a target server
-// that crashes and comes back in the middle of a copy is reconnected to.
+// checkpoint, --verify after a resume still covers the whole plan, a server that
+// crashes and comes back in the middle of a copy is reconnected to, and a connection
+// that stops answering is dropped after --timeout.
 //
 // These copies run against a target slowed by nbdkit's delay filter, with one request
 // in flight, so that they last long enough to be interrupted; the test waits for
 // evidence (progress and checkpoint lines), never for a fixed time.
 #include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstring>
 
 #include <csignal>
 #include <filesystem>
@@ -175,6 +182,68 @@ void CopyResume::crash_and_restart(NbdkitServer& server) {
   ASSERT_EQ(*status, 0) << out << err;
   EXPECT_NE(out.find("reconnect"), std::string::npos) << out;
   EXPECT_TRUE(files_identical(source_, target_));
+}
+
+// Sends a command to nbdkit's pause filter and waits for its acknowledgement ('p' ->
+// 'P' once the requests already received are done, 'r' -> 'R').
+void pause_filter_command(const std::string& control_socket, char command) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(control_socket.size(), sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, control_socket.c_str(), control_socket.size() + 1);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << control_socket;
+  char reply = 0;
+  ASSERT_EQ(::write(fd, &command, 1), 1);
+  ASSERT_EQ(::read(fd, &reply, 1), 1);
+  ::close(fd);
+  ASSERT_EQ(reply, std::toupper(command));
+}
+
+size_t connects(const std::string& server_log) {
+  std::ifstream in(server_log);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) n += line.find(" Connect export=") != std::string::npos;
+  return n;
+}
+
+// A target that stops answering (nbdkit's pause filter holds every request): after
+// --timeout the engine drops the connection and opens another; once the server answers
+// again the copy completes.
+class CopyTimeout : public CopyTest {};
+
+TEST_F(CopyTimeout, HungTargetConnectionIsDroppedAndReplaced) {
+  const uint64_t size = 4 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  std::string control = file("pause.sock"), server_log = file("target.log"), progress = file("progress.json");
+  NbdkitServer& dst = serve(target, {.args = {"logfile=" + server_log, "pause-control=" + control, "delay-write=20ms"},
+                                     .filters = {"log", "pause", "delay"}});
+  mk::Subprocess p = start_migratekit({"copy", serve(source).uri(), dst.uri(), "--request-size", kRequestSize,
+                                       "--requests", "1", "--timeout", "1", "--progress-json", progress},
+                                      file("copy.out"), file("copy.err"));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
+  while (p.running() && last_bytes_done(progress) == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(file("copy.err"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(p.running()) << "the copy ended before the target could be paused";
+  pause_filter_command(control, 'p');
+  size_t before = connects(server_log);
+  while (p.running() && connects(server_log) == before) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no new connection to the hung target: "
+                                                          << read_file(file("copy.err"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pause_filter_command(control, 'r');
+  std::optional<int> status = p.wait_for(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "migratekit hung after the target answered again";
+  std::string out = read_file(file("copy.out")), err = read_file(file("copy.err"));
+  ASSERT_EQ(*status, 0) << out << err;
+  EXPECT_NE(out.find("reconnect"), std::string::npos) << out;
+  EXPECT_TRUE(files_identical(source, target));
 }
 
 }  // namespace
