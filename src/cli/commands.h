@@ -12,5 +12,8 @@ namespace mk::cli {
 using Runner = std::function<int()>;
 
 Runner add_copy_command(CLI::App& app);
+// vms, replicate, jobs: over the OMA's REST API (oma_commands.cpp). Its runner returns
+// -1 when none of them was given.
+Runner add_oma_commands(CLI::App& app);
 
 }  // namespace mk::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   mk::cli::Runner copy = mk::cli::add_copy_command(app);
+  mk::cli::Runner oma = mk::cli::add_oma_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   try {
     if (app.got_subcommand("copy")) return copy();
+    if (int rc = oma(); rc >= 0) return rc;
   } catch (const mk::UsageError& e) {
     std::fprintf(stderr, "migratekit: %s\n", e.what());
     return 2;

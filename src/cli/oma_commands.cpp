@@ -1,0 +1,231 @@
+// Operator commands over the OMA's REST API: `migratekit vms`, `migratekit replicate
+// VM`, `migratekit jobs [list|show|watch|cancel]`. They hold no state of their own:
+// every answer comes from the API, so the CLI, the GUI and scripts agree.
+//
+// The API token is read from a file (--token-file, $MIGRATEKIT_TOKEN_FILE, default
+// /var/lib/oma/admin.token), never taken on the command line where `ps` would show it.
+#include <fmt/format.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/commands.h"
+#include "common/error.h"
+#include "common/units.h"
+
+namespace mk::cli {
+namespace {
+
+using nlohmann::json;
+
+struct OmaArgs {
+  std::string api, token_file;
+  std::string vm, job, status;
+  bool incremental = false, watch = false, json_out = false;
+  int interval_ms = 1000;
+};
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+class Api {
+ public:
+  explicit Api(const OmaArgs& a) : base_(a.api), client_(a.api) {
+    std::ifstream in(a.token_file);
+    std::getline(in, token_);
+    if (token_.empty()) {
+      throw UsageError(fmt::format("no API token in {}: give --token-file (the first admin token is in the OMA's "
+                                   "data directory, admin.token)",
+                                   a.token_file));
+    }
+    client_.set_connection_timeout(std::chrono::seconds(5));
+    client_.set_read_timeout(std::chrono::seconds(30));
+  }
+  json call(const std::string& method, const std::string& path, const json& body = nullptr) {
+    httplib::Headers h = {{"Authorization", "Bearer " + token_}};
+    auto r = method == "GET" ? client_.Get(path.c_str(), h) : client_.Post(path.c_str(), h, body.is_null() ? "" : body.dump(), "application/json");
+    if (!r) throw Error(fmt::format("cannot reach the OMA API at {}: {} (is the OMA running? --api)", base_, httplib::to_string(r.error())));
+    json j = json::parse(r->body, nullptr, false);
+    if (r->status >= 400) {
+      std::string msg = j.is_object() && j.contains("error") ? j["error"].get<std::string>() : r->body.substr(0, 200);
+      if (r->status == 400 || r->status == 404 || r->status == 409) throw UsageError(msg);
+      throw Error(fmt::format("OMA API {} {}: HTTP {}: {}", method, path, r->status, msg));
+    }
+    if (j.is_discarded()) throw Error(fmt::format("OMA API {} {}: the answer is not JSON", method, path));
+    return j;
+  }
+
+ private:
+  std::string base_, token_;
+  httplib::Client client_;
+};
+
+std::string pct(const json& j) { return fmt::format("{:5.1f}%", j.value("percent", 0.0)); }
+
+std::string rate(double bps) { return format_bytes(static_cast<uint64_t>(bps)) + "/s"; }
+
+std::string eta(double s) {
+  if (s <= 0) return "-";
+  int t = static_cast<int>(s);
+  return t >= 3600 ? fmt::format("{}h{:02}m", t / 3600, t / 60 % 60) : fmt::format("{}m{:02}s", t / 60, t % 60);
+}
+
+std::string bar(int64_t done, int64_t total, int width) {
+  int filled = total > 0 ? static_cast<int>(static_cast<double>(done) / static_cast<double>(total) * width) : 0;
+  filled = std::clamp(filled, 0, width);
+  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+}
+
+int run_vms(const OmaArgs& a) {
+  Api api(a);
+  json vms = api.call("GET", "/api/v1/vms")["vms"];
+  if (a.json_out) {
+    std::printf("%s\n", vms.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-36s  %-24s  %-20s  %s\n", "VM", "NAME", "STATUS", "CURRENT JOB");
+  for (const auto& v : vms) {
+    std::printf("%-36s  %-24s  %-20s  %s\n", v["vm_id"].get<std::string>().c_str(),
+                v["name"].get<std::string>().substr(0, 24).c_str(), v["status"].get<std::string>().c_str(),
+                v["current_job_id"].is_null() ? "-" : v["current_job_id"].get<std::string>().c_str());
+  }
+  return 0;
+}
+
+int watch(Api& api, const OmaArgs& a, const std::string& job_id) {
+  bool tty = isatty(STDOUT_FILENO);
+  int drawn = 0;
+  std::string last_line;
+  for (;;) {
+    json j = api.call("GET", "/api/v1/jobs/" + job_id + "/progress");
+    std::vector<std::string> lines;
+    lines.push_back(fmt::format("job {} {} {}: {} {} {} of {}  {}  ETA {}", job_id.substr(0, 8), j["kind"].get<std::string>(),
+                                j["status"].get<std::string>(), bar(j["bytes_done"], j["bytes_total"], 30), pct(j),
+                                format_bytes(j["bytes_done"]), format_bytes(j["bytes_total"]), rate(j["throughput_bps"]),
+                                eta(j["eta_seconds"])));
+    for (const auto& d : j["disks"]) {
+      double p = d["bytes_total"].get<int64_t>() > 0
+                     ? 100.0 * d["bytes_done"].get<double>() / d["bytes_total"].get<double>() : 0;
+      lines.push_back(fmt::format("  disk {} (unit {}) {:<10} {} {:5.1f}%  {}", d["disk_key"].get<std::string>(),
+                                  d["unit"].get<int>(), d["status"].get<std::string>(),
+                                  bar(d["bytes_done"], d["bytes_total"], 20), p, rate(d["throughput_bps"])));
+    }
+    if (tty) {
+      if (drawn) std::printf("\033[%dA", drawn);
+      for (const auto& l : lines) std::printf("\r\033[K%s\n", l.c_str());
+      drawn = static_cast<int>(lines.size());
+    } else if (lines[0] != last_line) {
+      std::printf("%s\n", lines[0].c_str());  // one line per change in a log or pipe
+      last_line = lines[0];
+    }
+    std::fflush(stdout);
+    std::string status = j["status"];
+    if (status == "completed") return 0;
+    if (status == "failed" || status == "cancelled") {
+      std::fprintf(stderr, "migratekit: job %s %s: %s\n", job_id.c_str(), status.c_str(),
+                   j["error"].is_null() ? "" : j["error"].get<std::string>().c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(a.interval_ms));
+  }
+}
+
+int run_replicate(const OmaArgs& a) {
+  Api api(a);
+  json j = api.call("POST", "/api/v1/jobs", {{"vm_id", a.vm}, {"kind", a.incremental ? "incremental" : "full"}});
+  std::string id = j["job_id"];
+  std::printf("%s\n", id.c_str());
+  std::fflush(stdout);
+  return a.watch ? watch(api, a, id) : 0;
+}
+
+int run_jobs(const OmaArgs& a, const std::string& action) {
+  Api api(a);
+  if (action == "list") {
+    std::string q = a.vm.empty() ? "" : "?vm_id=" + a.vm;
+    if (!a.status.empty()) q += (q.empty() ? "?" : "&") + std::string("status=") + a.status;
+    json jobs = api.call("GET", "/api/v1/jobs" + q)["jobs"];
+    if (a.json_out) {
+      std::printf("%s\n", jobs.dump(2).c_str());
+      return 0;
+    }
+    std::printf("%-36s  %-36s  %-11s  %-10s  %s\n", "JOB", "VM", "KIND", "STATUS", "PROGRESS");
+    for (const auto& j : jobs) {
+      std::printf("%-36s  %-36s  %-11s  %-10s  %s\n", j["job_id"].get<std::string>().c_str(),
+                  j["vm_id"].get<std::string>().c_str(), j["kind"].get<std::string>().c_str(),
+                  j["status"].get<std::string>().c_str(), pct(j).c_str());
+    }
+    return 0;
+  }
+  if (action == "show") {
+    std::printf("%s\n", api.call("GET", "/api/v1/jobs/" + a.job).dump(2).c_str());
+    return 0;
+  }
+  if (action == "watch") return watch(api, a, a.job);
+  json j = api.call("POST", "/api/v1/jobs/" + a.job + "/cancel");
+  std::printf("cancellation requested for job %s (status %s)\n", a.job.c_str(), j["status"].get<std::string>().c_str());
+  return 0;
+}
+
+void common_options(CLI::App* c, OmaArgs& a) {
+  c->add_option("--api", a.api, "OMA API URL (default $MIGRATEKIT_API or http://127.0.0.1:8082)");
+  c->add_option("--token-file", a.token_file,
+                "File holding the API token (default $MIGRATEKIT_TOKEN_FILE or /var/lib/oma/admin.token)");
+}
+
+}  // namespace
+
+Runner add_oma_commands(CLI::App& app) {
+  auto a = std::make_shared<OmaArgs>();
+  a->api = env_or("MIGRATEKIT_API", "http://127.0.0.1:8082");
+  a->token_file = env_or("MIGRATEKIT_TOKEN_FILE", "/var/lib/oma/admin.token");
+
+  CLI::App* vms = app.add_subcommand("vms", "List the VMs the OMA knows");
+  common_options(vms, *a);
+  vms->add_flag("--json", a->json_out, "Print the API's JSON");
+
+  CLI::App* rep = app.add_subcommand("replicate", "Start replicating a VM (full unless --incremental)");
+  common_options(rep, *a);
+  rep->add_option("VM", a->vm, "VM UUID")->required();
+  rep->add_flag("--incremental", a->incremental, "Copy only what changed since the last committed pass");
+  rep->add_flag("--watch", a->watch, "Show live progress until the job ends (exit 1 unless it completes)");
+  rep->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
+
+  CLI::App* jobs = app.add_subcommand("jobs", "List, show, watch or cancel replication jobs");
+  jobs->require_subcommand(1);
+  auto list = jobs->add_subcommand("list", "List jobs");
+  common_options(list, *a);
+  list->add_option("--vm", a->vm, "Only this VM's jobs");
+  list->add_option("--status", a->status, "Only jobs in this state");
+  list->add_flag("--json", a->json_out, "Print the API's JSON");
+  for (const char* name : {"show", "watch", "cancel"}) {
+    auto c = jobs->add_subcommand(name, std::string(name) == "show"    ? "Show a job with its disks, steps and events"
+                                        : std::string(name) == "watch" ? "Live progress until the job ends"
+                                                                       : "Cancel an active job");
+    common_options(c, *a);
+    c->add_option("JOB", a->job, "Job id")->required();
+    if (std::string(name) == "watch")
+      c->add_option("--interval-ms", a->interval_ms, "Refresh interval (default 1000)")->check(CLI::Range(50, 60000));
+  }
+
+  return [a, vms, rep, jobs]() -> int {
+    if (vms->parsed()) return run_vms(*a);
+    if (rep->parsed()) return run_replicate(*a);
+    if (jobs->parsed()) {
+      for (const char* name : {"list", "show", "watch", "cancel"})
+        if (jobs->got_subcommand(name)) return run_jobs(*a, name);
+    }
+    return -1;  // not one of these commands
+  };
+}
+
+}  // namespace mk::cli
