@@ -128,13 +128,13 @@ Json Client::call(const std::string& command, Params params, Method method) cons
                             reply.body.size()));
   }
   std::string key = lower(command) + "response";
+  if (body.is_object() && !body.contains(key) && body.size() == 1 &&
+      body.begin()->is_object() && body.begin().key().ends_with("response")) {
+    // A few commands answer under another name ("errorresponse" from a filter, or a
+    // response object named after the entity): take the one envelope there is.
+    key = body.begin().key();
+  }
   if (!body.is_object() || !body.contains(key) || !body[key].is_object()) {
-    // Some failures (a wrong path, a proxy) answer with another envelope; report it whole.
-    if (body.is_object() && body.size() == 1 && body.begin()->is_object()) {
-      const Json& inner = *body.begin();
-      throw ApiError(command, json_int(inner, "errorcode", static_cast<int>(reply.status)),
-                     json_text(inner, "errortext"));
-    }
     throw Error(fmt::format("CloudStack {}: HTTP {}: the answer has no \"{}\" object", command,
                             reply.status, key));
   }
@@ -211,16 +211,20 @@ std::vector<Json> Client::list(const std::string& command, const std::string& it
     params["pagesize"] = std::to_string(options_.page_size);
     Json reply = call(command, params);
     size_t got = 0;
+    size_t added = 0;
     if (reply.contains(item_key) && reply[item_key].is_array()) {
       for (auto& item : reply[item_key]) {
         ++got;
         std::string id = json_text(item, "id");
         if (!id.empty() && !seen.insert(id).second) continue;
         items.push_back(std::move(item));
+        ++added;
       }
     }
     int count = json_int(reply, "count", -1);
     if (got < static_cast<size_t>(options_.page_size)) break;
+    // A server that ignores "page" would send the same items for ever.
+    if (added == 0) break;
     if (count >= 0 && items.size() >= static_cast<size_t>(count)) break;
   }
   return items;

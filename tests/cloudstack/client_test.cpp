@@ -157,6 +157,20 @@ TEST(Client, PageSizeOverTheLimitIsRefused) {
   }
 }
 
+TEST(Client, WrongApiPathIsAnErrorNamingTheCommand) {
+  SimServer sim;
+  Endpoint e = sim.endpoint();
+  e.api_url += "x";
+  Client client(e, SimServer::fast_client_options());
+  try {
+    client.call("listZones");
+    FAIL();
+  } catch (const ApiError& err) {
+    EXPECT_EQ(err.errorcode(), 404);
+    EXPECT_EQ(err.command(), "listZones");
+  }
+}
+
 TEST(Client, UnreachableServerIsATransportErrorNamingTheCommand) {
   Client client(Endpoint{"http://127.0.0.1:1/client/api", "k", "s"},
                 SimServer::fast_client_options());
