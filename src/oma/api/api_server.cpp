@@ -127,6 +127,13 @@ ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, Sec
   declare_routes();
   server_.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
   server_.set_payload_max_length(config_.max_body_bytes);
+  // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
+  // see dropped SYNs and one-second retransmits. Remember the socket to widen it.
+  server_.set_socket_options([this](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd_ = sock;
+  });
   server_.set_read_timeout(std::chrono::seconds(10));
   server_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -150,6 +157,7 @@ void ApiServer::start() {
     throw Error(fmt::format("cannot listen on {}:{} for the API (port in use? another OMA running?)",
                             config_.listen_address, config_.port));
   }
+  if (listen_fd_ >= 0) ::listen(listen_fd_, 1024);  // a second listen() only changes the backlog
   thread_ = std::thread([this] { server_.listen_after_bind(); });
   // stop() only works on a running server: wait until the accept loop has started.
   while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

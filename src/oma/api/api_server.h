@@ -85,6 +85,7 @@ class ApiServer {
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;
+  int listen_fd_ = -1;  // owned by server_
 };
 
 }  // namespace mk::oma::api
