@@ -9,29 +9,18 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "cloudstack/cutover.h"
 #include "fakes.h"
 #include "sim_server.h"
+#include "support/files.h"
 
 namespace mk::cloudstack::test {
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
-inline std::string read_at(const std::string& path, uint64_t offset, size_t n) {
-  std::ifstream f(path, std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(offset));
-  std::string s(n, '\0');
-  f.read(s.data(), static_cast<std::streamsize>(n));
-  return s;
-}
-
-inline void write_at(const std::string& path, uint64_t offset, const std::string& data) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f << data;
-}
+using mk::test::read_at;
+using mk::test::write_at;
 
 class MigratedVm : public ::testing::Test {
  protected:

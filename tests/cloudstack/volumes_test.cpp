@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "sim_server.h"
+#include "support/files.h"
 
 namespace mk::cloudstack {
 namespace {
@@ -74,17 +74,10 @@ TEST_F(VolumesTest, AttachFindsTheDeviceByIdAndDataIsReal) {
   Volume v = volumes.create(disk);
   std::string device = volumes.attach_to_oma(v.id, disk);
   EXPECT_EQ(device, sim.by_id_dir() + "/" + CloudStackVolumes::device_link_name(v.id));
-  {
-    std::fstream f(device, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(1 << 20);
-    f << "written through the by-id device";
-  }
+  mk::test::write_at(device, 1 << 20, "written through the by-id device");
   // The simulator's volume file holds the data.
-  std::ifstream backing(sim.dir() + "/state/volumes/" + v.id + ".img", std::ios::binary);
-  backing.seekg(1 << 20);
-  std::string word(7, '\0');
-  backing.read(word.data(), 7);
-  EXPECT_EQ(word, "written");
+  EXPECT_EQ(mk::test::read_at(sim.dir() + "/state/volumes/" + v.id + ".img", 1 << 20, 7),
+            "written");
   Json stored = find_volume(v.id);
   EXPECT_EQ(stored["virtualmachineid"], sim.oma_vm_id());
   // Attaching again is a no-op that finds the same device.
