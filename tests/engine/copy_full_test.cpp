@@ -3,6 +3,9 @@
 #include "common/subprocess.h"
 #include "copy_fixture.h"
 #include "support/qemu_nbd_server.h"
+#include "support/x509.h"
+
+#include <filesystem>
 
 namespace mk::test {
 namespace {
@@ -288,6 +291,37 @@ TEST_F(CopyTls, UnknownIdentityIsRefused) {
   fill_at(target, 0, 1 * MiB, 'T');
   NbdkitServer& dst = serve(target, {.tls_psk_file = make_psk_file(file("server.psk"), "oma")});
   RunResult r = copy(serve(source).uri(), dst.uri(), {"--target-tls-psk", make_psk_file(file("client.psk"), "intruder")});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));
+}
+
+// X.509: the source on a Unix socket, the target on TCP checking the client's
+// certificate (--tls-verify-peer), as an OMA would.
+TEST_F(CopyTls, X509CertificatesOnBothEnds) {
+  std::string source = make_disk("source.img", kOddSize, {{0, 1 * MiB}, {4 * MiB, 4096}});
+  std::string target = file("target.img");
+  write_random_at(target, 0, kOddSize, 12);
+  std::filesystem::create_directory(file("pki"));
+  X509Dirs pki = make_x509_pki(file("pki"));
+  NbdkitServer& src = serve(source, {.tls_certificates_dir = pki.server});
+  NbdkitServer& dst = serve(target, {.tcp = true, .tls_certificates_dir = pki.server, .tls_verify_peer = true});
+  RunResult r = copy(src.uri(), dst.uri(), {"--source-tls-certificates", pki.client, "--target-tls-certificates",
+                                            pki.client, "--verify"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(files_identical(source, target));
+}
+
+TEST_F(CopyTls, ClientCertificateOfAnotherCaIsRefused) {
+  std::string source = make_disk("source.img", 1 * MiB, {{0, 4096}});
+  std::string target = file("target.img");
+  fill_at(target, 0, 1 * MiB, 'T');
+  std::filesystem::create_directory(file("oma-pki"));
+  std::filesystem::create_directory(file("other-pki"));
+  X509Dirs oma = make_x509_pki(file("oma-pki"));
+  X509Dirs other = make_x509_pki(file("other-pki"), "intruder");
+  NbdkitServer& dst = serve(target, {.tcp = true, .tls_certificates_dir = oma.server, .tls_verify_peer = true});
+  RunResult r = copy(serve(source).uri(), dst.uri(), {"--target-tls-certificates", other.client});
   EXPECT_EQ(r.exit_code, 1) << describe(r);
   EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
   EXPECT_EQ(read_file(target), std::string(1 * MiB, 'T'));

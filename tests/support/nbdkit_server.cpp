@@ -43,6 +43,10 @@ std::vector<std::string> NbdkitServer::build_argv(int port) const {
   if (!options_.tls_psk_file.empty()) {
     argv.push_back("--tls=require");
     argv.push_back("--tls-psk=" + options_.tls_psk_file);
+  } else if (!options_.tls_certificates_dir.empty()) {
+    argv.push_back("--tls=require");
+    argv.push_back("--tls-certificates=" + options_.tls_certificates_dir);
+    if (options_.tls_verify_peer) argv.push_back("--tls-verify-peer");
   }
   if (options_.read_only) argv.push_back("-r");
   if (options_.verbose) argv.push_back("-v");
@@ -73,7 +77,8 @@ void NbdkitServer::start_once(int port) {
 }
 
 std::string NbdkitServer::uri() const {
-  bool tls = !options_.tls_psk_file.empty();
+  bool tls = !options_.tls_psk_file.empty() || !options_.tls_certificates_dir.empty();
+  if (options_.tcp && !options_.tls_certificates_dir.empty()) return fmt::format("nbds://localhost:{}/", port_);
   if (options_.tcp) return fmt::format("{}://127.0.0.1:{}/", tls ? "nbds" : "nbd", port_);
   return fmt::format("{}+unix:///?socket={}", tls ? "nbds" : "nbd", socket_);
 }

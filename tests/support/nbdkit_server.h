@@ -28,6 +28,8 @@ struct NbdkitOptions {
   std::vector<std::string> filters;    // "delay", "error", ...: outermost first, as on nbdkit's command line
   bool tcp = false;                    // 127.0.0.1:<free port> instead of a Unix socket
   std::string tls_psk_file;            // non-empty: --tls=require --tls-psk=FILE (nbds:// URIs)
+  std::string tls_certificates_dir;    // non-empty: --tls=require --tls-certificates=DIR
+  bool tls_verify_peer = false;        // --tls-verify-peer: clients must show a certificate of the CA
   bool read_only = false;              // -r
   bool verbose = false;                // -v (debug messages in the log)
   std::vector<std::string> extra;      // more nbdkit options, placed before the plugin
@@ -41,7 +43,8 @@ class NbdkitServer {
   NbdkitServer& operator=(const NbdkitServer&) = delete;
 
   // nbd+unix:///?socket=PATH, nbds+unix:///?socket=PATH, nbd://127.0.0.1:PORT/ or
-  // nbds://127.0.0.1:PORT/ (the default export).
+  // nbds://127.0.0.1:PORT/ (the default export); with X.509 on TCP the host is
+  // "localhost", the name in the test certificates (support/x509.h).
   std::string uri() const;
   pid_t pid() const { return process_.pid(); }
   bool running() { return process_.running(); }
