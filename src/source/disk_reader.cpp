@@ -101,6 +101,21 @@ std::unique_ptr<DiskReader> DiskReader::start_file(const std::string& flat_file,
   return r;
 }
 
+std::unique_ptr<DiskReader> DiskReader::start_qemu_nbd(const std::string& image, const std::string& bitmap,
+                                                       const std::string& work_dir, std::chrono::seconds timeout) {
+  std::unique_ptr<DiskReader> r(new DiskReader());
+  r->launch(work_dir,
+            [&](const std::string& socket) {
+              std::vector<std::string> argv = {"qemu-nbd", "--read-only", "--format=qcow2", "--shared=8",
+                                               "--persistent", "--socket=" + socket};
+              if (!bitmap.empty()) argv.push_back("--bitmap=" + bitmap);
+              argv.push_back(image);
+              return argv;
+            },
+            fmt::format("qemu-nbd on {} (bitmap \"{}\")", image, bitmap), timeout);
+  return r;
+}
+
 void DiskReader::launch(const std::string& work_dir,
                         const std::function<std::vector<std::string>(const std::string&)>& argv,
                         const std::string& what, std::chrono::seconds timeout) {

@@ -1,5 +1,5 @@
-// DiskReader: an nbdkit process that serves one source disk read-only on a private Unix
-// socket for the length of a pass.
+// DiskReader: an NBD server process (nbdkit, or qemu-nbd for qcow2 images) that serves
+// one source disk read-only on a private Unix socket for the length of a pass.
 //
 // In production it runs nbdkit's vddk plugin against a snapshot (server, user,
 // thumbprint, vm=moref=..., snapshot=..., transports, libdir; the password is read by
@@ -48,6 +48,11 @@ class DiskReader {
   // existing regular file).
   static std::unique_ptr<DiskReader> start_file(const std::string& flat_file, const std::string& work_dir,
                                                 std::chrono::seconds timeout = std::chrono::seconds(30));
+  // A qcow2 image served read-only by qemu-nbd, exporting dirty bitmap `bitmap` ("" for
+  // none) as the qemu:dirty-bitmap:<bitmap> meta context.
+  static std::unique_ptr<DiskReader> start_qemu_nbd(const std::string& image, const std::string& bitmap,
+                                                    const std::string& work_dir,
+                                                    std::chrono::seconds timeout = std::chrono::seconds(30));
   ~DiskReader();
   DiskReader(const DiskReader&) = delete;
   DiskReader& operator=(const DiskReader&) = delete;

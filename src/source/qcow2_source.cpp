@@ -3,19 +3,17 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <filesystem>
 #include <regex>
-#include <thread>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "common/subprocess.h"
+#include "source/disk_reader.h"
 
 namespace mk::source {
 namespace {
@@ -35,7 +33,10 @@ nlohmann::json image_info(const std::string& image) {
 
 void bitmap_op(const std::string& image, const std::string& op, const std::string& name) {
   std::string out;
-  std::string err_path = std::filesystem::temp_directory_path() / fmt::format("mk-qemu-img-{}.log", ::getpid());
+  std::string err_path = (std::filesystem::temp_directory_path() / "mk-qemu-img-XXXXXX").string();
+  int tmp = ::mkstemp(err_path.data());
+  if (tmp < 0) throw Error(fmt::format("qemu-img bitmap {}: cannot create a temporary file", op));
+  ::close(tmp);
   int rc = mk::run_capture({"qemu-img", "bitmap", op, "-f", "qcow2", image, name}, out, err_path);
   std::error_code ec;
   if (rc != 0) {
@@ -53,17 +54,6 @@ void bitmap_op(const std::string& image, const std::string& op, const std::strin
   std::filesystem::remove(err_path, ec);
 }
 
-bool accepts(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 std::string new_bitmap_name(const std::string& prefix) {
   static std::atomic<unsigned> counter{0};
   return fmt::format("{}{}-{}-{}", prefix, std::time(nullptr), ::getpid(), counter++);
@@ -73,8 +63,7 @@ struct ImagePass {
   std::string image;
   std::string stored;  // bitmap exported for this pass ("" on a full pass)
   std::string next;    // bitmap added for the next pass
-  std::string dir;
-  mk::Subprocess server;
+  std::unique_ptr<DiskReader> reader;
 };
 
 class Qcow2Pass : public Pass {
@@ -93,9 +82,7 @@ class Qcow2Pass : public Pass {
     closed_ = true;
     std::string first_error;
     for (auto& p : images_) {
-      p.server.stop();
-      std::error_code ec;
-      if (!p.dir.empty()) std::filesystem::remove_all(p.dir, ec);
+      p.reader.reset();  // stops qemu-nbd before the image is modified
       try {
         // Commit: the new bitmap becomes the change ID. Abort: drop it; the stored one
         // still covers everything since the last success.
@@ -114,30 +101,6 @@ class Qcow2Pass : public Pass {
  private:
   bool closed_ = false;
 };
-
-void serve(ImagePass& p, const std::string& work_dir) {
-  std::string pattern = work_dir + "/qemu-nbd-XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) throw Error(fmt::format("cannot create a directory under {}", work_dir));
-  p.dir = buf.data();
-  std::string sock = p.dir + "/nbd.sock", log = p.dir + "/qemu-nbd.log";
-  std::vector<std::string> argv = {"qemu-nbd", "--read-only", "--format=qcow2", "--shared=8", "--persistent",
-                                   "--socket=" + sock};
-  if (!p.stored.empty()) argv.push_back("--bitmap=" + p.stored);
-  argv.push_back(p.image);
-  SpawnOptions so;
-  so.stdout_path = so.stderr_path = log;
-  p.server = Subprocess::spawn(argv, so);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!accepts(sock)) {
-    if (!p.server.running() || std::chrono::steady_clock::now() >= deadline) {
-      p.server.stop();
-      throw Error(fmt::format("qemu-nbd did not serve {} (bitmap \"{}\"); see {}", p.image, p.stored, log));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
 
 }  // namespace
 
@@ -240,10 +203,11 @@ std::unique_ptr<Pass> Qcow2Source::open_pass(const std::string& vm_id, const Cha
     }
     p.next = new_bitmap_name(prefix_);
     bitmap_op(image, "--add", p.next);
-    pass->images_.push_back(std::move(p));
-    serve(pass->images_.back(), work_dir_);
-    d.uri = "nbd+unix:///?socket=" + pass->images_.back().dir + "/nbd.sock";
-    d.change_id_to_store = pass->images_.back().next;
+    pass->images_.push_back(std::move(p));  // from here on, close() removes the new bitmap
+    ImagePass& ip = pass->images_.back();
+    ip.reader = DiskReader::start_qemu_nbd(image, ip.stored, work_dir_);
+    d.uri = ip.reader->uri();
+    d.change_id_to_store = ip.next;
     pass->disks_.push_back(std::move(d));
   }
   return pass;

@@ -36,10 +36,7 @@ std::vector<ObjectProperties> collect(Session& s, const std::string& spec_set, s
       ObjectProperties op;
       op.ref = Moref::from(o.child("obj"));
       for (auto& ps : o.children("propSet")) op.props.emplace_back(ps.text_of("name"), ps.child("val"));
-      for (auto& missing : o.children("missingSet")) {
-        // A property the server could not read (permissions, or not set): absent.
-        (void)missing;
-      }
+      // missingSet (a property the server could not read) leaves the property absent.
       out.push_back(std::move(op));
     }
     std::string token = rv.text_of("token");

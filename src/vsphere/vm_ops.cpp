@@ -87,7 +87,7 @@ engine::RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Mo
     int64_t length = xml::to_int(rv.required_text("length", ctx), ctx + " length");
     if (start < 0 || length <= 0 || static_cast<uint64_t>(start) > offset ||
         static_cast<uint64_t>(start) + static_cast<uint64_t>(length) <= offset) {
-      throw Error(fmt::format("vSphere {}: {}: the answer covers [{}, +{}) which does not advance past offset {}",
+      throw Error(fmt::format("vSphere {}: {}: the answer covers [{}, +{}), which does not continue from offset {}",
                               s.host(), ctx, start, length, offset));
     }
     uint64_t end = std::min<uint64_t>(capacity, static_cast<uint64_t>(start) + static_cast<uint64_t>(length));
