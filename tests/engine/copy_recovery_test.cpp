@@ -205,6 +205,18 @@ void CopyResume::crash_and_restart(NbdkitServer& server) {
   ASSERT_EQ(*status, 0) << out << err;
   EXPECT_NE(out.find("reconnect"), std::string::npos) << out;
   EXPECT_TRUE(files_identical(source_, target_));
+  // Progress never claims more than the plan, and ends at the plan exactly, although
+  // some writes were done twice.
+  std::ifstream in(progress_);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    json j = json::parse(line);
+    EXPECT_LE(j["bytes_done"].get<uint64_t>(), j["bytes_total"].get<uint64_t>()) << line;
+    last = line;
+  }
+  json j = json::parse(last);
+  EXPECT_EQ(j["phase"], "done") << last;
+  EXPECT_EQ(j["bytes_done"].get<uint64_t>(), kSize) << last;
 }
 
 // Sends a command to nbdkit's pause filter and waits for its acknowledgement ('p' ->

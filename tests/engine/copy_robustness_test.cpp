@@ -212,8 +212,9 @@ class CopyErrors : public CopyTest {
   RunResult run_until_errors_stop(const std::string& source, const std::string& target,
                                   const std::string& server_log, const std::string& type,
                                   const std::string& error_switch) {
-    std::string out = file("copy.out"), err = file("copy.err");
-    mk::Subprocess p = start_migratekit({"copy", source, target, "--request-size", kRequestSize, "--retries", "10"},
+    std::string out = file("copy.out"), err = file("copy.err"), progress = file("progress.json");
+    mk::Subprocess p = start_migratekit({"copy", source, target, "--request-size", kRequestSize, "--retries", "10",
+                                         "--progress-json", progress},
                                         out, err);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang guard only
     while (p.running() && !has_failed_request(server_log, type)) {
@@ -224,6 +225,13 @@ class CopyErrors : public CopyTest {
     std::filesystem::remove(error_switch);
     std::optional<int> status = p.wait_for(std::chrono::seconds(60));
     if (!status) ADD_FAILURE() << "migratekit hung after the errors stopped";
+    if (status == 0) {  // retried requests are counted once
+      std::vector<json> lines = progress_lines(progress);
+      expect_well_formed(lines);
+      if (!lines.empty()) {
+        EXPECT_EQ(lines.back()["bytes_done"], lines.back()["bytes_total"]) << lines.back().dump();
+      }
+    }
     return RunResult{status.value_or(-1), read_file(out), read_file(err)};
   }
 };
