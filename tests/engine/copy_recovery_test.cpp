@@ -114,6 +114,18 @@ TEST_F(CopyResume, AfterKillNineTheRerunCompletesTheCopy) {
   EXPECT_EQ(j["bytes_total"].get<uint64_t>(), kSize) << last;
 }
 
+// An incremental pass resumes too, and still copies nothing outside its changed areas.
+TEST_F(CopyResume, IncrementalPassResumesWithinItsAreas) {
+  std::vector<Area> areas{{0, 3 * MiB}, {4 * MiB, 2 * MiB}};
+  args_.insert(args_.end(), {"--changed-areas", areas_file("areas.json", areas)});
+  ASSERT_EQ(interrupt_copy(SIGKILL), 128 + SIGKILL);
+  RunResult r = run_migratekit(args_);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  for (const Area& a : areas) EXPECT_EQ(read_at(target_, a.start, a.length), read_at(source_, a.start, a.length));
+  EXPECT_EQ(read_at(target_, 3 * MiB, 1 * MiB), std::string(1 * MiB, '\0')) << "written outside the changed areas";
+}
+
 // kill -9 can cut the checkpoint's last line in half; the rerun ignores that line.
 TEST_F(CopyResume, TornLastCheckpointLineIsIgnored) {
   ASSERT_EQ(interrupt_copy(SIGKILL), 128 + SIGKILL);
