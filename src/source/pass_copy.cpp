@@ -1,6 +1,12 @@
 #include "source/pass_copy.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -30,6 +36,20 @@ engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target
   log::info("disk {}: {} to read, {} known zero, in a scope of {}", disk.label, format_bytes(plan.data_bytes),
             format_bytes(plan.zero_bytes), format_bytes(plan.scope_bytes));
   return engine::copy_plan(source, target, plan, {}, options);
+}
+
+std::vector<std::string> copy_arguments(const DiskPass& disk, const std::string& file) {
+  if (!disk.request.dirty_bitmap.empty()) return {"--dirty-bitmap", disk.request.dirty_bitmap};
+  if (!disk.request.changed_areas) return {};
+  nlohmann::json areas = nlohmann::json::array();
+  for (auto& r : *disk.request.changed_areas) areas.push_back({{"start", r.start}, {"length", r.length}});
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("disk {}: cannot write the changed areas to {}: {}", disk.label, file, std::strerror(errno)));
+  std::string text = areas.dump();
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) throw Error(fmt::format("disk {}: cannot write the changed areas to {}", disk.label, file));
+  return {"--changed-areas", file};
 }
 
 }  // namespace mk::source

@@ -1,7 +1,11 @@
 // Copying one disk of a pass with the copy engine: plan from the pass's request (changed
-// areas or dirty bitmap) intersected with the source's block status, then copy.
+// areas or dirty bitmap) intersected with the source's block status, then copy. Or, for
+// a VMA that runs `migratekit copy` per disk, the arguments that select the same areas.
 // Blocking; safe to call from several threads for different disks.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "engine/copier.h"
 #include "source/source_driver.h"
@@ -12,5 +16,10 @@ namespace mk::source {
 // without success, so that the old change ID stays).
 engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target,
                             const engine::CopyOptions& options = {});
+
+// The `migratekit copy` options that select the disk's areas: "--changed-areas FILE"
+// (FILE is written, JSON [{"start","length"}], mode 0600), "--dirty-bitmap NAME", or
+// nothing for the whole disk. `file` is a path the caller chose in its own directory.
+std::vector<std::string> copy_arguments(const DiskPass& disk, const std::string& file);
 
 }  // namespace mk::source

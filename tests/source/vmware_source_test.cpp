@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "common/units.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "source/change_ids.h"
 #include "source/pass_copy.h"
 #include "source/vmware_source.h"
 #include "support/files.h"
+#include "support/migratekit_runner.h"
 #include "support/nbdkit_server.h"
 #include "support/temp_dir.h"
 #include "vsphere/vm_ops.h"
@@ -135,6 +137,30 @@ TEST_F(VmwareSourceTest, FullThenIncrementalPassesMoveOnlyChangedBlocksPerDisk) 
   w = pass_and_commit();
   EXPECT_EQ(w[key1], 0u);
   EXPECT_EQ(w[key2], 5 * kBlock);
+}
+
+// The same passes through the tool the VMA runs per disk: `migratekit copy` with the
+// pass's changed areas in a file.
+TEST_F(VmwareSourceTest, PassesThroughTheMigratekitTool) {
+  write_blocks(key1, {0, 2}, 10);
+  write_blocks(key2, {8}, 20);
+  for (int round = 0; round < 2; ++round) {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    for (auto& d : pass->disks()) {
+      std::vector<std::string> args = {"copy", d.uri, targets.at(d.key)->uri(), "-q"};
+      for (auto& a : copy_arguments(d, work.file(fmt::format("areas-{}-{}.json", d.key, round)))) args.push_back(a);
+      auto r = test::run_migratekit(args);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      // First round: the allocated areas; second: the one changed block of disk 2 only.
+      uint64_t expect = round == 0 ? (d.key == key1 ? 2 : 1) * kBlock : (d.key == key1 ? 0 : kBlock);
+      EXPECT_NE(r.out.find(fmt::format("{} written", format_bytes(expect))), std::string::npos)
+          << "disk " << d.key << " round " << round << ": " << r.out;
+    }
+    pass->close(true);
+    for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
+    expect_targets_match();
+    write_blocks(key2, {30}, 30);
+  }
 }
 
 TEST_F(VmwareSourceTest, ACbtResetForcesAFullPassWithTheReason) {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "lab/vcsim/vcsim_lab.h"
 #include "vsphere/inventory.h"
@@ -84,6 +86,21 @@ TEST_F(VsphereClient, ExpiredSessionLogsInAgainTransparently) {
   auto vms = list_vms(*s);  // NotAuthenticated, re-login, retry
   EXPECT_EQ(vms.size(), 4u);
   EXPECT_EQ(s->logins(), 2u);
+}
+
+TEST_F(VsphereClient, OneSessionServesSeveralThreads) {
+  auto s = Session::connect(options_for(lab));
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 3; ++i) {
+        if (list_vms(*s).size() == 4u) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 12);
 }
 
 TEST_F(VsphereClient, DiscoversTheDefaultInventory) {
