@@ -76,6 +76,33 @@ TEST_F(CopyChangedAreas, EmptyListCopiesNothing) {
   EXPECT_EQ(read_file(target), std::string(1 * MiB, '\x11'));
 }
 
+// vSphere can return tens of thousands of changed areas. 10000 areas of 4K, one every
+// 64K over a sparse 625 MiB disk; one in 40 holds data, the rest are holes that must be
+// zeroed on this reused target. Spots just outside the areas keep the target's bytes.
+TEST_F(CopyChangedAreas, TenThousandAreas) {
+  const uint64_t stride = 64 * KiB, count = 10000, size = count * stride;
+  std::vector<Area> areas, data;
+  for (uint64_t i = 0; i < count; ++i) {
+    areas.push_back({i * stride, 4096});
+    if (i % 40 == 0) data.push_back({i * stride, 4096});
+  }
+  std::string source = make_disk("source.img", size, data);
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  std::vector<uint64_t> samples{0, 1, 39, 40, 41, 5000, 5001, count - 1};
+  for (uint64_t i : samples) {
+    fill_at(target, i * stride, 4096, 'G');          // inside an area: must become the source's bytes
+    fill_at(target, i * stride + 4096, 100, 'K');    // just outside: must stay
+  }
+  RunResult r = copy(serve(source).uri(), serve(target).uri(), {"--changed-areas", areas_file("areas.json", areas)});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (uint64_t i : samples) {
+    EXPECT_EQ(read_at(target, i * stride, 4096), read_at(source, i * stride, 4096)) << "area " << i;
+    EXPECT_EQ(read_at(target, i * stride + 4096, 100), std::string(100, 'K')) << "after area " << i;
+  }
+  for (const Area& a : data) ASSERT_EQ(read_at(target, a.start, a.length), read_at(source, a.start, a.length));
+}
+
 // A CBT source without VMware: a qcow2 image whose persistent dirty bitmap records the
 // writes made after it was added, served read-only by qemu-nbd.
 class CopyDirtyBitmap : public CopyTest {
