@@ -5,7 +5,8 @@
 //
 // The default inventory: datacenter DC0, host DC0_H0 with VMs DC0_H0_VM0 and
 // DC0_H0_VM1, cluster DC0_C0 with DC0_C0_RP0_VM0 and ..._VM1, datastore LocalDS_0.
-// Every VM has one 1 MiB disk "[LocalDS_0] <vm>/disk1.vmdk" (key 204).
+// Every VM has one 1 MiB disk "[LocalDS_0] <vm>/disk1.vmdk" whose flat file does not
+// exist until a test creates it.
 //
 // The lab owns both processes and the directory; the destructor stops the processes by
 // PID and removes everything. Not thread-safe; one per test.
