@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "vsphere/inventory.h"
+#include "vsphere/soap_client.h"
 #include "vsphere/xml.h"
 
 namespace mk::vsphere {
@@ -123,6 +124,17 @@ TEST(VsphereXml, HostileDeviceValuesAreClearErrors) {
                Error);
   // An unknown device type is ignored, not misread.
   EXPECT_TRUE(devices("<VirtualDevice xsi:type=\"VirtualSomethingNew\"><key>9</key></VirtualDevice>").disks.empty());
+}
+
+TEST(VsphereTls, ThumbprintsAreNormalisedAndChecked) {
+  const std::string want = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD";
+  EXPECT_EQ(normalize_thumbprint("aabbccddeeff00112233445566778899aabbccdd"), want);
+  EXPECT_EQ(normalize_thumbprint("aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd"), want);
+  EXPECT_THROW(normalize_thumbprint("aa:bb"), UsageError);            // too short
+  EXPECT_THROW(normalize_thumbprint(want + ":EE"), UsageError);        // SHA-256 length or junk
+  EXPECT_THROW(normalize_thumbprint("zz" + want.substr(2)), UsageError);
+  EXPECT_THROW(SoapClient("http://vcenter/sdk", {}), UsageError);     // TLS only
+  EXPECT_EQ(Moref({"VirtualMachine", "vm-<1>"}).xml("_this"), "<_this type=\"VirtualMachine\">vm-&lt;1&gt;</_this>");
 }
 
 }  // namespace
