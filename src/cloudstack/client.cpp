@@ -38,7 +38,7 @@ struct HttpReply {
 std::string url_for_messages(const std::string& url) { return url.substr(0, url.find('?')); }
 
 HttpReply http_send(const std::string& url, const std::string& query, Method method,
-                    std::chrono::milliseconds timeout, const std::string& command) {
+                    const ClientOptions& options, const std::string& command) {
   init_curl_once();
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) throw Error(fmt::format("CloudStack {}: cannot create an HTTP handle", command));
@@ -55,7 +55,8 @@ HttpReply http_send(const std::string& url, const std::string& query, Method met
   curl_easy_setopt(curl.get(), CURLOPT_URL, full.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, append_body);
   curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &reply.body);
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(options.http_timeout.count()));
+  if (!options.ca_file.empty()) curl_easy_setopt(curl.get(), CURLOPT_CAINFO, options.ca_file.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, 10000L);
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, curl_error);
@@ -116,7 +117,7 @@ Json Client::call(const std::string& command, Params params, Method method) cons
   std::string query = encode_query(params) + "&signature=" +
                       url_encode(sign(params, endpoint_.secret_key));
   log::debug("CloudStack {}", command);
-  HttpReply reply = http_send(endpoint_.api_url, query, method, options_.http_timeout, command);
+  HttpReply reply = http_send(endpoint_.api_url, query, method, options_, command);
 
   Json body;
   try {

@@ -41,6 +41,9 @@ struct ClientOptions {
   std::map<std::string, std::chrono::milliseconds> job_timeouts;
   // Items per page for list calls; must not exceed the server's default.page.size.
   int page_size = 500;
+  // For an https API URL: the CA certificates (PEM file) that sign the management
+  // server's certificate; "" = the system's. The certificate is always verified.
+  std::string ca_file;
 };
 
 enum class Method { Get, Post };

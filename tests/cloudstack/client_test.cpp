@@ -171,6 +171,27 @@ TEST(Client, WrongApiPathIsAnErrorNamingTheCommand) {
   }
 }
 
+TEST(Client, HttpsVerifiesTheServerCertificate) {
+  test::SimOptions o;
+  o.tls = true;
+  SimServer sim(o);
+  ClientOptions trusted = SimServer::fast_client_options();
+  trusted.ca_file = sim.ca_file();
+  Client client(sim.endpoint(), trusted);
+  EXPECT_EQ(client.call_async("createVolume", volume_params("over-tls"))["volume"]["name"],
+            "over-tls");
+  // Without the CA the self-signed certificate is refused, never silently accepted.
+  Client untrusting(sim.endpoint(), SimServer::fast_client_options());
+  try {
+    untrusting.call("listZones");
+    FAIL() << "an unverified certificate was accepted";
+  } catch (const ApiError&) {
+    FAIL() << "not CloudStack's error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("listZones"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Client, UnreachableServerIsATransportErrorNamingTheCommand) {
   Client client(Endpoint{"http://127.0.0.1:1/client/api", "k", "s"},
                 SimServer::fast_client_options());

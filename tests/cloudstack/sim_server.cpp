@@ -59,6 +59,20 @@ SimServer::SimServer(SimOptions options) {
     argv.push_back("--oma-account");
     argv.push_back(options.oma_account);
   }
+  if (options.tls) {
+    // A self-signed certificate for 127.0.0.1; it is its own CA.
+    std::string out;
+    int rc = run_capture({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                          "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                          dir() + "/key.pem", "-out", ca_file()},
+                         out, dir() + "/openssl.log");
+    if (rc != 0) {
+      throw Error("openssl could not make a test certificate: " + read_file(dir() + "/openssl.log"));
+    }
+    argv.insert(argv.end(), {"--tls-cert", ca_file(), "--tls-key", dir() + "/key.pem"});
+    tls_ = true;
+  }
   process_ = Subprocess::spawn(argv, spawn);
   // Wait for the port file (written after bind); a dead process fails at once.
   for (int i = 0; i < 1500; ++i) {
@@ -77,7 +91,7 @@ SimServer::SimServer(SimOptions options) {
 SimServer::~SimServer() { process_.stop(); }  // before TempDir removes its files
 
 std::string SimServer::api_url() const {
-  return fmt::format("http://127.0.0.1:{}/client/api", port_);
+  return fmt::format("{}://127.0.0.1:{}/client/api", tls_ ? "https" : "http", port_);
 }
 
 Endpoint SimServer::endpoint() const { return Endpoint{api_url(), kApiKey, kSecret}; }
@@ -93,7 +107,8 @@ ClientOptions SimServer::fast_client_options() {
 
 std::string SimServer::control(const std::string& path, const std::string& body) const {
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
-  std::string url = fmt::format("http://127.0.0.1:{}{}", port_, path);
+  std::string url = fmt::format("{}://127.0.0.1:{}{}", tls_ ? "https" : "http", port_, path);
+  if (tls_) curl_easy_setopt(curl.get(), CURLOPT_CAINFO, ca_file().c_str());
   std::string out;
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   if (!body.empty()) curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, body.c_str());

@@ -22,6 +22,7 @@ struct SimOptions {
   int max_page_size = 500;
   std::vector<std::string> deny_apis;  // commands the simulated account may not call
   std::string oma_account;             // "": the OMA's VM is in the API key's account
+  bool tls = false;                    // https with a self-signed certificate (ca_file())
 };
 
 class SimServer {
@@ -33,6 +34,7 @@ class SimServer {
 
   Endpoint endpoint() const;                       // the right key and secret
   std::string api_url() const;
+  std::string ca_file() const { return dir_.file("ca.pem"); }  // when tls
   const std::string& dir() const { return dir_.path(); }  // the test's private directory
   std::string by_id_dir() const { return dir_.file("by-id"); }
   std::string oma_vm_id() const { return "0a000000-0000-4000-8000-00000000000a"; }
@@ -50,6 +52,7 @@ class SimServer {
   std::string control(const std::string& path, const std::string& body) const;
   mk::test::TempDir dir_{"mk-cloudstack"};
   int port_ = 0;
+  bool tls_ = false;
   Subprocess process_;
 };
 

@@ -23,7 +23,7 @@ Control endpoints (tests only, unauthenticated, loopback):
   POST /control/clear  removes every failure rule.
   GET  /control/state  the whole state as JSON (volumes, vms, snapshots, jobs, calls).
 
-The process writes its port to --port-file once listening (it binds port 0, so there is no
+With --tls-cert/--tls-key it serves https instead. The process writes its port to --port-file once listening (it binds port 0, so there is no
 race for a free port) and stops on SIGTERM.
 """
 
@@ -778,6 +778,8 @@ def main():
     ap.add_argument("--deny-api", action="append", default=[],
                     help="a command this account may not call (repeatable)")
     ap.add_argument("--oma-account", default="")
+    ap.add_argument("--tls-cert", default="", help="PEM certificate: serve https")
+    ap.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     with open(args.secret_key_file) as f:
@@ -785,6 +787,11 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     server.sim = Sim(args, secret)
+    if args.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
