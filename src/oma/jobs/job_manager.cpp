@@ -116,9 +116,22 @@ void JobManager::shutdown() {
 void JobManager::launch(const std::string& job_id) {
   std::lock_guard lock(mu_);
   if (stopping_) throw Error("the OMA is shutting down: no new jobs");
-  auto it = runners_.find(job_id);
-  if (it != runners_.end() && it->second.joinable()) it->second.join();  // an old runner of the same id ended
-  runners_[job_id] = std::thread([this, job_id] { run(job_id); });
+  // Reap runners that have ended (each announced itself as its last locked act), so a
+  // long-lived OMA does not accumulate finished threads.
+  for (const auto& id : finished_) {
+    auto it = runners_.find(id);
+    if (it != runners_.end()) {
+      it->second.join();
+      runners_.erase(it);
+    }
+  }
+  finished_.clear();
+  if (runners_.count(job_id)) throw Error(fmt::format("job {} is already being run", job_id));
+  runners_[job_id] = std::thread([this, job_id] {
+    run(job_id);
+    std::lock_guard done(mu_);
+    finished_.push_back(job_id);
+  });
 }
 
 bool JobManager::sleep_for(std::chrono::milliseconds d) {

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
@@ -76,6 +77,7 @@ class JobManager {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::map<std::string, std::thread> runners_;
+  std::vector<std::string> finished_;  // runners that have returned, to be joined
   std::atomic<uint64_t> poller_errors_{0};
 };
 
