@@ -206,8 +206,9 @@ void JobManager::export_and_replicate(const JobRecord& job) {
     auto job_disks = store_.job_disks(job.job_id);
     for (const auto& d : store_.list_disks(job.vm_id)) {
       check_cancel(job.job_id);
-      auto v = store_.find_volume(d.vm_id, d.disk_key);
-      if (!v) throw Error(fmt::format("VM {} disk {} lost its volume before export", d.vm_id, d.disk_key));
+      // ensure_volume, not find: idempotent by identity, so a resumed job never depends
+      // on how far the previous run got.
+      auto v = std::optional<VolumeRecord>(volumes_.ensure_volume(d));
       ExportRecord e = exports_.ensure_export(d, *v);
       exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
       store_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
