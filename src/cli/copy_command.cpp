@@ -106,6 +106,8 @@ int run_copy(const CopyArgs& a) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // Progress is advisory: a reader of --progress-json that went away must not kill the copy.
+  signal(SIGPIPE, SIG_IGN);
 
   try {
     // Plan: the source's block status within the pass's scope.
@@ -131,7 +133,7 @@ int run_copy(const CopyArgs& a) {
                               {"disk_size", plan.disk_size},
                               {"target", target.uri},
                               {"target_is_zero", a.target_is_zero}};
-      checkpoint = Checkpoint::open(a.checkpoint, identity);
+      checkpoint = Checkpoint::open(a.checkpoint, identity, plan.disk_size);
       done = checkpoint->completed();
       opt.checkpoint = checkpoint.get();
       if (!done.empty()) log::info("resuming from checkpoint {}: {} already done", a.checkpoint, format_bytes(total_length(done)));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -32,9 +33,24 @@ std::string dir_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// One "start length" line: two decimal numbers within the disk, nothing else.
+bool parse_range(const std::string& line, uint64_t disk_size, Range& out) {
+  auto space = line.find(' ');
+  if (space == std::string::npos) return false;
+  auto number = [](const std::string& text, uint64_t& value) {
+    if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+    errno = 0;
+    value = std::strtoull(text.c_str(), nullptr, 10);
+    return errno == 0;
+  };
+  if (!number(line.substr(0, space), out.start) || !number(line.substr(space + 1), out.length)) return false;
+  return out.length > 0 && out.start < disk_size && out.length <= disk_size - out.start;
+}
+
 }  // namespace
 
-std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nlohmann::json& identity) {
+std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nlohmann::json& identity,
+                                             uint64_t disk_size) {
   std::ifstream in(path);
   std::string header;
   RangeList done;
@@ -52,11 +68,14 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nloh
           path));
     }
     std::string line;
-    while (std::getline(in, line)) {
+    for (size_t number = 2; std::getline(in, line); ++number) {
       if (in.eof()) break;  // no newline: torn by a crash, ignore
-      std::istringstream fields(line);
-      uint64_t start = 0, length = 0;
-      if (fields >> start >> length) done.push_back({start, length});
+      Range r;
+      if (!parse_range(line, disk_size, r)) {
+        throw UsageError(fmt::format("checkpoint {} is damaged at line {} (\"{}\"); remove it to start over",
+                                     path, number, line.substr(0, 60)));
+      }
+      done.push_back(r);
     }
     int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot open: {}", path, errno_text()));
@@ -83,7 +102,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nloh
   // New checkpoint: write the header to a temporary file and rename it into place.
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot create: {}", path, errno_text()));
+  if (fd < 0) throw UsageError(fmt::format("checkpoint {}: cannot create: {}", path, errno_text()));
   try {
     write_all(fd, identity.dump() + "\n", path);
     if (fdatasync(fd) != 0) throw Error(fmt::format("checkpoint {}: fdatasync: {}", path, errno_text()));

@@ -20,9 +20,12 @@ namespace mk::engine {
 class Checkpoint {
  public:
   // Opens `path`. A missing or empty file starts a new checkpoint with `identity`. An
-  // existing file whose header differs from `identity` throws UsageError (it belongs
-  // to another pass). Throws mk::Error on I/O errors.
-  static std::unique_ptr<Checkpoint> open(const std::string& path, const nlohmann::json& identity);
+  // existing file whose header differs from `identity` (it belongs to another pass), or
+  // with a damaged range line or a range past `disk_size`, throws UsageError: trusting it
+  // could leave part of the target uncopied. A file that cannot be created throws
+  // UsageError; other I/O errors throw mk::Error.
+  static std::unique_ptr<Checkpoint> open(const std::string& path, const nlohmann::json& identity,
+                                          uint64_t disk_size);
   ~Checkpoint();
 
   // Ranges completed by earlier runs (normalised).

@@ -178,12 +178,8 @@ TEST_F(CopyProgress, WritesToAnInheritedDescriptor) {
   EXPECT_EQ(lines.back()["bytes_done"].get<uint64_t>(), 1 * MiB);
 }
 
-// BUG (src/cli/copy_command.cpp): SIGPIPE is not ignored, so when the reader of
-// --progress-json fd:N has gone away (a VMA job runner restarted, a closed pipe), the
-// first progress write kills migratekit with SIGPIPE (exit 141): no message, no copy.
-// Progress is advisory: expected is to ignore SIGPIPE, stop writing progress on EPIPE
-// with one warning, and finish the copy (or at least fail with a message, exit 1).
-TEST_F(CopyProgress, DISABLED_AClosedProgressPipeDoesNotKillTheCopy) {
+// Progress is advisory: a closed progress pipe does not kill the copy.
+TEST_F(CopyProgress, AClosedProgressPipeDoesNotKillTheCopy) {
   std::string source = sparse_source();
   std::string target = file("target.img");
   create_sparse_file(target, 8 * MiB);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -14,6 +15,8 @@ namespace mk::engine {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr uint64_t kDisk = 8 << 20;
 
 nlohmann::json identity(const std::string& digest = "0123456789abcdef") {
   return {{"plan", digest}, {"disk_size", 8 << 20}, {"target", "nbd+unix:///disk0"}, {"target_is_zero", true}};
@@ -37,7 +40,7 @@ std::vector<std::string> lines_of(const std::string& text) {
 TEST(UnitCheckpoint, NewFileGetsHeader) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  auto cp = Checkpoint::open(path, identity());
+  auto cp = Checkpoint::open(path, identity(), kDisk);
   EXPECT_EQ(cp->path(), path);
   EXPECT_TRUE(cp->completed().empty());
   ASSERT_TRUE(fs::exists(path));
@@ -55,7 +58,7 @@ TEST(UnitCheckpoint, EmptyExistingFileStartsNew) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
   unit::write_all(path, "");
-  auto cp = Checkpoint::open(path, identity());
+  auto cp = Checkpoint::open(path, identity(), kDisk);
   EXPECT_TRUE(cp->completed().empty());
   EXPECT_EQ(nlohmann::json::parse(lines_of(unit::read_all(path)).at(0)), identity());
 }
@@ -64,7 +67,7 @@ TEST(UnitCheckpoint, RecordThenReopenReturnsCompletedRanges) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
   {
-    auto cp = Checkpoint::open(path, identity());
+    auto cp = Checkpoint::open(path, identity(), kDisk);
     cp->record({{0, 4096}});
     cp->record({{8192, 4096}, {4096, 4096}});  // unsorted and adjacent
     cp->record({});                            // nothing: no line
@@ -76,36 +79,36 @@ TEST(UnitCheckpoint, RecordThenReopenReturnsCompletedRanges) {
   auto lines = lines_of(unit::read_all(path));
   EXPECT_EQ(lines.size(), 1u + 5u);  // header + one line per range recorded
 
-  auto again = Checkpoint::open(path, identity());
+  auto again = Checkpoint::open(path, identity(), kDisk);
   EXPECT_EQ(again->completed(), (RangeList{{0, 12288}, {1 << 20, 512}}));
 }
 
 TEST(UnitCheckpoint, ReopenAppendsAcrossRuns) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  Checkpoint::open(path, identity())->record({{0, 100}});
-  Checkpoint::open(path, identity())->record({{200, 100}});
-  auto third = Checkpoint::open(path, identity());
+  Checkpoint::open(path, identity(), kDisk)->record({{0, 100}});
+  Checkpoint::open(path, identity(), kDisk)->record({{200, 100}});
+  auto third = Checkpoint::open(path, identity(), kDisk);
   EXPECT_EQ(third->completed(), (RangeList{{0, 100}, {200, 100}}));
   third->record({{100, 100}});
-  EXPECT_EQ(Checkpoint::open(path, identity())->completed(), (RangeList{{0, 300}}));
+  EXPECT_EQ(Checkpoint::open(path, identity(), kDisk)->completed(), (RangeList{{0, 300}}));
 }
 
 TEST(UnitCheckpoint, LargeOffsetsSurvive) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  const uint64_t big = uint64_t{3} << 40;
-  Checkpoint::open(path, identity())->record({{big, uint64_t{1} << 33}});
-  EXPECT_EQ(Checkpoint::open(path, identity())->completed(), (RangeList{{big, uint64_t{1} << 33}}));
+  const uint64_t big = uint64_t{3} << 40, disk = uint64_t{4} << 40;
+  Checkpoint::open(path, identity(), disk)->record({{big, uint64_t{1} << 33}});
+  EXPECT_EQ(Checkpoint::open(path, identity(), disk)->completed(), (RangeList{{big, uint64_t{1} << 33}}));
 }
 
 TEST(UnitCheckpoint, DifferentIdentityIsUsageError) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  Checkpoint::open(path, identity("aaaaaaaaaaaaaaaa"))->record({{0, 4096}});
+  Checkpoint::open(path, identity("aaaaaaaaaaaaaaaa"), kDisk)->record({{0, 4096}});
   std::string before = unit::read_all(path);
   try {
-    Checkpoint::open(path, identity("bbbbbbbbbbbbbbbb"));
+    Checkpoint::open(path, identity("bbbbbbbbbbbbbbbb"), kDisk);
     FAIL() << "expected UsageError";
   } catch (const UsageError& e) {
     std::string msg = e.what();
@@ -115,13 +118,13 @@ TEST(UnitCheckpoint, DifferentIdentityIsUsageError) {
   // Any other field differing is another pass too.
   nlohmann::json fresh_changed = identity("aaaaaaaaaaaaaaaa");
   fresh_changed["target_is_zero"] = false;
-  EXPECT_THROW(Checkpoint::open(path, fresh_changed), UsageError);
+  EXPECT_THROW(Checkpoint::open(path, fresh_changed, kDisk), UsageError);
   nlohmann::json extra = identity("aaaaaaaaaaaaaaaa");
   extra["connections"] = 4;
-  EXPECT_THROW(Checkpoint::open(path, extra), UsageError);
+  EXPECT_THROW(Checkpoint::open(path, extra, kDisk), UsageError);
   // The refused checkpoint is left exactly as it was.
   EXPECT_EQ(unit::read_all(path), before);
-  EXPECT_EQ(Checkpoint::open(path, identity("aaaaaaaaaaaaaaaa"))->completed(), (RangeList{{0, 4096}}));
+  EXPECT_EQ(Checkpoint::open(path, identity("aaaaaaaaaaaaaaaa"), kDisk)->completed(), (RangeList{{0, 4096}}));
 }
 
 TEST(UnitCheckpoint, HeaderThatIsNotJsonIsUsageError) {
@@ -129,7 +132,7 @@ TEST(UnitCheckpoint, HeaderThatIsNotJsonIsUsageError) {
   std::string path = dir.file("disk0.ckpt");
   unit::write_all(path, "this is not a checkpoint\n0 4096\n");
   try {
-    Checkpoint::open(path, identity());
+    Checkpoint::open(path, identity(), kDisk);
     FAIL() << "expected UsageError";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
@@ -139,14 +142,14 @@ TEST(UnitCheckpoint, HeaderThatIsNotJsonIsUsageError) {
 TEST(UnitCheckpoint, TornLastLineIsIgnoredAndRepaired) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  Checkpoint::open(path, identity())->record({{0, 4096}, {8192, 4096}});
+  Checkpoint::open(path, identity(), kDisk)->record({{0, 4096}, {8192, 4096}});
   // A crash in the middle of writing "16384 4096\n".
   {
     std::string text = unit::read_all(path);
     unit::write_all(path, text + "16384 40");
   }
   {
-    auto cp = Checkpoint::open(path, identity());
+    auto cp = Checkpoint::open(path, identity(), kDisk);
     EXPECT_EQ(cp->completed(), (RangeList{{0, 4096}, {8192, 4096}}));
     // The torn bytes are gone, so this record starts on a line of its own.
     EXPECT_EQ(unit::read_all(path).back(), '\n');
@@ -155,7 +158,7 @@ TEST(UnitCheckpoint, TornLastLineIsIgnoredAndRepaired) {
   auto lines = lines_of(unit::read_all(path));
   ASSERT_EQ(lines.size(), 4u);
   EXPECT_EQ(lines[3], "1048576 4096");
-  auto cp = Checkpoint::open(path, identity());
+  auto cp = Checkpoint::open(path, identity(), kDisk);
   EXPECT_EQ(cp->completed(), (RangeList{{0, 4096}, {8192, 4096}, {1 << 20, 4096}}));
 }
 
@@ -163,20 +166,20 @@ TEST(UnitCheckpoint, TornCompleteLookingLineWithoutNewlineIsIgnored) {
   // Without its newline a record was not confirmed durable, even if its digits look whole.
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  Checkpoint::open(path, identity())->record({{0, 4096}});
+  Checkpoint::open(path, identity(), kDisk)->record({{0, 4096}});
   unit::write_all(path, unit::read_all(path) + "4096 4096");
-  auto cp = Checkpoint::open(path, identity());
+  auto cp = Checkpoint::open(path, identity(), kDisk);
   EXPECT_EQ(cp->completed(), (RangeList{{0, 4096}}));
   cp->record({{65536, 1}});
   cp.reset();
-  EXPECT_EQ(Checkpoint::open(path, identity())->completed(), (RangeList{{0, 4096}, {65536, 1}}));
+  EXPECT_EQ(Checkpoint::open(path, identity(), kDisk)->completed(), (RangeList{{0, 4096}, {65536, 1}}));
 }
 
 TEST(UnitCheckpoint, ConcurrentRecordsAllLand) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
   {
-    auto cp = Checkpoint::open(path, identity());
+    auto cp = Checkpoint::open(path, identity(), kDisk);
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] {
@@ -188,13 +191,13 @@ TEST(UnitCheckpoint, ConcurrentRecordsAllLand) {
     }
     for (auto& th : threads) th.join();
   }
-  EXPECT_EQ(Checkpoint::open(path, identity())->completed(), (RangeList{{0, 100 * 4096}}));
+  EXPECT_EQ(Checkpoint::open(path, identity(), kDisk)->completed(), (RangeList{{0, 100 * 4096}}));
 }
 
 TEST(UnitCheckpoint, RemoveDeletesTheFile) {
   unit::TempDir dir;
   std::string path = dir.file("disk0.ckpt");
-  auto cp = Checkpoint::open(path, identity());
+  auto cp = Checkpoint::open(path, identity(), kDisk);
   cp->record({{0, 4096}});
   ASSERT_TRUE(fs::exists(path));
   cp->remove();
@@ -203,7 +206,25 @@ TEST(UnitCheckpoint, RemoveDeletesTheFile) {
   EXPECT_FALSE(fs::exists(path));
   cp.reset();
   // The next pass starts from nothing.
-  EXPECT_TRUE(Checkpoint::open(path, identity("ffffffffffffffff"))->completed().empty());
+  EXPECT_TRUE(Checkpoint::open(path, identity("ffffffffffffffff"), kDisk)->completed().empty());
+}
+
+TEST(UnitCheckpoint, DamagedOrOutOfRangeLinesAreRefused) {
+  for (const char* bad : {"0 99999999999\n", "-5 10\n", "12\n", "0 0\n", "4096 x\n", "8388608 1\n"}) {
+    unit::TempDir dir;
+    std::string path = dir.file("disk0.ckpt");
+    Checkpoint::open(path, identity(), kDisk)->record({{0, 4096}});
+    {
+      std::ofstream out(path, std::ios::app);
+      out << bad;
+    }
+    try {
+      Checkpoint::open(path, identity(), kDisk);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("damaged at line 3"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
