@@ -192,10 +192,10 @@ Json Client::poll_job(const std::string& command, const std::string& jobid) cons
                      jobid);
     }
     if (clock::now() >= deadline) {
-      throw Error(fmt::format("CloudStack {}: job {} still running after {} s; it may still "
-                              "complete: check it in CloudStack before retrying",
+      throw Error(fmt::format("CloudStack {}: job {} still running after {:.1f} s; it may "
+                              "still complete: check it in CloudStack before retrying",
                               command, jobid,
-                              std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
+                              std::chrono::duration<double>(timeout).count()));
     }
     auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
     std::this_thread::sleep_for(std::min(delay, std::max(remaining, std::chrono::milliseconds(1))));

@@ -36,10 +36,11 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps) {
   std::string step;
   std::string vm_id;
   std::vector<SourceDisk> unexported;  // disks whose export was removed: to give back
-  bool powered_off_by_us = false;
+  bool source_was_on = false;
   try {
     steps.begin(step = "final-pass");
-    powered_off_by_us = stop_source(vm.vm_uuid);
+    source_was_on = power_.is_powered_on(vm.vm_uuid);
+    bool powered_off_by_us = stop_source(vm.vm_uuid);
     final_pass_.run(vm.vm_uuid);
     steps.done(powered_off_by_us ? "source powered off by this cutover" : "source was already off");
 
@@ -52,7 +53,7 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps) {
     steps.done();
 
     steps.begin(step = "deploy-vm");
-    vm_id = builder_.deploy(builder_.request_for(vm, vm.name));
+    builder_.deploy(builder_.request_for(vm, vm.name), vm_id);
     steps.done(vm_id);
 
     steps.begin(step = "replace-root");
@@ -68,7 +69,7 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps) {
     steps.done();
   } catch (const std::exception& e) {
     steps.failed(e.what());
-    rollback(vm, steps, vm_id, unexported, powered_off_by_us);
+    rollback(vm, steps, vm_id, unexported, source_was_on);
     const Step* rb = steps.find("rollback");
     throw CutoverError(step, fmt::format("cutover of VM {} ({}) failed at step {}: {}; {}",
                                          vm.name, vm.vm_uuid, step, e.what(),
@@ -81,7 +82,7 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps) {
 }
 
 void Cutover::rollback(const SourceVm& vm, StepLog& steps, const std::string& vm_id,
-                       const std::vector<SourceDisk>& unexported, bool powered_off_by_us) {
+                       const std::vector<SourceDisk>& unexported, bool source_was_on) {
   steps.begin("rollback");
   std::vector<std::string> problems;
   if (!vm_id.empty()) {
@@ -95,9 +96,10 @@ void Cutover::rollback(const SourceVm& vm, StepLog& steps, const std::string& vm
     std::string error = builder_.return_to_oma(unexported, exports_);
     if (!error.empty()) problems.push_back("returning volumes to the OMA: " + error);
   }
-  if (powered_off_by_us) {
+  if (source_was_on) {
+    // Checked, not assumed: a shutdown that failed half-way may have stopped it anyway.
     try {
-      power_.power_on(vm.vm_uuid);
+      if (!power_.is_powered_on(vm.vm_uuid)) power_.power_on(vm.vm_uuid);
     } catch (const std::exception& e) {
       problems.push_back(fmt::format("powering the source on again: {}", e.what()));
     }

@@ -10,7 +10,7 @@
 //   start-vm
 // Any failure rolls back (step "rollback"): the new VM torn down (our volumes detached
 // first, then destroyed with expunge), the volumes back on the OMA and re-exported, the
-// source powered on again if this cutover powered it off. Then a CutoverError names the
+// source powered on again if it was running when the cutover began. Then a CutoverError names the
 // failed step and carries CloudStack's (or the collaborator's) error.
 //
 // Cutover borrows everything it is given; they must outlive it. One run at a time.
@@ -52,7 +52,7 @@ class Cutover {
  private:
   bool stop_source(const std::string& vm_uuid);  // true if this call powered it off
   void rollback(const SourceVm& vm, StepLog& steps, const std::string& vm_id,
-                const std::vector<SourceDisk>& unexported, bool powered_off_by_us);
+                const std::vector<SourceDisk>& unexported, bool source_was_on);
 
   const VmBuilder& builder_;
   SourcePower& power_;

@@ -58,7 +58,7 @@ TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
     steps.done();
 
     steps.begin(step = "deploy-vm");
-    record.vm_id = builder_.deploy(builder_.request_for(vm, record.vm_name, test_network_id_));
+    builder_.deploy(builder_.request_for(vm, record.vm_name, test_network_id_), record.vm_id);
     steps.done(record.vm_id);
 
     steps.begin(step = "replace-root");

@@ -86,7 +86,7 @@ bool VmBuilder::offering_is_customised() const {
   return reply["serviceoffering"][0].value("iscustomized", false);
 }
 
-std::string VmBuilder::deploy(const DeployRequest& r) const {
+std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const {
   Params p{{"serviceofferingid", target_.service_offering_id},
            {"templateid", target_.template_id},
            {"zoneid", target_.zone_id},
@@ -101,9 +101,12 @@ std::string VmBuilder::deploy(const DeployRequest& r) const {
     p[fmt::format("iptonetworklist[{}].networkid", i)] = r.nics[i].first;
     if (!r.nics[i].second.empty()) p[fmt::format("iptonetworklist[{}].mac", i)] = r.nics[i].second;
   }
-  Json result = client_.call_async("deployVirtualMachine", p, Method::Post);
+  Json started = client_.call("deployVirtualMachine", p, Method::Post);
+  vm_id = json_str(started, "id");
+  Json result = client_.wait_for_job("deployVirtualMachine", json_str(started, "jobid"));
   std::string id = json_str(result.value("virtualmachine", Json::object()), "id");
   if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
+  vm_id = id;
   return id;
 }
 

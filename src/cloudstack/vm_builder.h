@@ -118,7 +118,10 @@ class VmBuilder {
                             const std::string& network_override = "") const;
 
   void detach_volume(const SourceDisk& disk) const;  // owned volume, from wherever it is
-  std::string deploy(const DeployRequest& request) const;  // returns the new VM's id
+  // Deploys with startvm=false and returns the new VM's id. `vm_id` is set as soon as
+  // CloudStack names the VM, before its job ends, so that a failed or timed-out job
+  // still leaves the caller able to tear the VM down.
+  std::string deploy(const DeployRequest& request, std::string& vm_id) const;
   void replace_root(const std::string& vm_id, const SourceVm& vm) const;
   void attach_data_disks(const std::string& vm_id, const SourceVm& vm) const;
   void start(const std::string& vm_id) const;

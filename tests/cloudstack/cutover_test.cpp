@@ -117,7 +117,9 @@ class CutoverFailure : public CutoverFixture, public ::testing::WithParamInterfa
 
 TEST_P(CutoverFailure, RollsBackLeavingOmaAndSourceAsTheyWere) {
   const Injection& inj = GetParam();
-  std::string text = "injected failure at " + inj.step;
+  bool hang = !inj.rule.is_null() && inj.rule["how"] == "hang";
+  // What the error must say: the injected text, or the client's time-out for a hung job.
+  std::string text = hang ? "still running" : "injected failure at " + inj.step;
   if (inj.rule.is_null()) {
     final_pass.fail_with = text;
   } else {
@@ -154,6 +156,8 @@ INSTANTIATE_TEST_SUITE_P(
         // The second disk's detach fails: the first one must come back.
         Injection{"detach-from-oma", {{"command", "detachVolume"}, {"how", "job"}, {"skip", 1}}},
         Injection{"deploy-vm", {{"command", "deployVirtualMachine"}, {"how", "job"}}},
+        // A deploy job that never ends: the per-command timeout, then the rollback.
+        Injection{"deploy-vm", {{"command", "deployVirtualMachine"}, {"how", "hang"}}},
         Injection{"replace-root",
                   {{"command", "deleteVolume"}, {"how", "error"}, {"errorcode", 431}}},
         Injection{"replace-root", {{"command", "attachVolume"}, {"how", "job"}}},

@@ -90,7 +90,12 @@ class MigratedVm : public ::testing::Test {
   }
 
   SimServer sim;
-  Client client{sim.endpoint(), SimServer::fast_client_options()};
+  static ClientOptions client_options() {
+    ClientOptions o = SimServer::fast_client_options();
+    o.job_timeouts["deployVirtualMachine"] = std::chrono::milliseconds(500);
+    return o;
+  }
+  Client client{sim.endpoint(), client_options()};
   CloudStackVolumes volumes{client, volumes_config()};
   VmBuilder builder{client, volumes, target()};
   Events events;
