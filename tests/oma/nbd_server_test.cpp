@@ -101,15 +101,17 @@ TEST(NbdServerBackend, ExportsAddedBySighupWhileACopyRuns) {
       {"copy", source.uri(), f.server->endpoint(target.export_name).uri, "--target-tls-certificates",
        f.dir.file("pki"), "--request-size", "256K", "--requests", "2", "-q"},
       f.dir.file("copy.out"), f.dir.file("copy.err"));
-  for (int i = 1; i <= 2; ++i) f.provision(i, 1 * MiB);  // see nbd_server.h: SIGHUP growth limit
+  // One more export while the copy runs: nbd-server 3.24 misbehaves after a few
+  // SIGHUPs (see nbd_server.h), and this test is about the mechanism, not that bug.
+  f.provision(1, 1 * MiB);
   EXPECT_EQ(copy.wait(), 0) << mk::test::log_tail(f.dir.file("copy.err"));
-  EXPECT_EQ(f.server->reloads(), 3);  // one real SIGHUP per new export
+  EXPECT_EQ(f.server->reloads(), 2);  // one real SIGHUP per new export
   EXPECT_EQ(f.server->server_pid(), pid);
   EXPECT_EQ(f.server->restarts(), 0);
   EXPECT_TRUE(mk::test::files_identical(src, f.store.find_volume(vm_uuid(0), "2000")->device_path));
   // Publishing the same export again sends no signal.
   f.server->publish(target.export_name, target.device_path);
-  EXPECT_EQ(f.server->reloads(), 3);
+  EXPECT_EQ(f.server->reloads(), 2);
   // nbd-server cannot repoint an export: refused instead of serving the wrong device.
   EXPECT_THROW(f.server->publish(target.export_name, f.dir.file("other.img")), Error);
 }

@@ -174,9 +174,11 @@ void NbdServerExportServer::publish(const std::string& export_name, const std::s
                             std::strerror(errno)));
   }
   reloads_++;
-  // The reload is asynchronous: wait until the export answers.
+  // The reload is asynchronous: wait until the export answers. (Probing at once races
+  // with the reload inside the daemon, which nbd-server handles badly: give it a moment.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::string last;
-  for (int i = 0; i < 500; ++i) {
+  for (int i = 1; i <= 500; ++i) {
     try {
       mk::engine::NbdConnection::open(endpoint(export_name));
       log::info("export {} -> {} (nbd-server pid {} reloaded by SIGHUP)", export_name, device_path, pid);
@@ -185,6 +187,22 @@ void NbdServerExportServer::publish(const std::string& export_name, const std::s
       last = e.what();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // A reload that raced with something in the daemon can leave it refusing new
+    // connections; another SIGHUP (harmless: only new exports are added) has been seen
+    // to bring it back.
+    if (::kill(pid, 0) != 0) {
+      // The daemon died of the reload (seen with nbd-server 3.24). Connections already
+      // served live on in its forked children; start a new daemon with every export.
+      log::error("nbd-server pid {} died after SIGHUP for export {}: starting a new one", pid, export_name);
+      launch();
+      restarts_++;
+      pid = pid_.load();
+      continue;
+    }
+    if (i % 100 == 0 && ::kill(pid, SIGHUP) == 0) {
+      reloads_++;
+      log::warn("nbd-server pid {} still does not serve export {}: SIGHUP again ({})", pid, export_name, last);
+    }
   }
   throw Error(fmt::format("nbd-server did not serve export {} after SIGHUP: {}", export_name, last));
 }

@@ -4,17 +4,14 @@
 // export is added by writing its file (atomically) and sending SIGHUP to the one daemon
 // PID (from its pidfile), after which publish() waits until the export answers.
 //
-// Known limit, reproduced with nbd-server 3.24 on Debian 12: after a few exports were
-// added by SIGHUP (about 4 with includedir=, 7 when appended to the main file), the
-// daemon stops answering new connections (exports present at its start are fine). publish() then fails loudly after its wait
-// instead of reporting success; restarting the daemon (between copies) recovers. This
-// is one more reason nbdkit is the default backend.
+// Known limits, reproduced with nbd-server 3.24 on Debian 12: after a few exports were
+// added by SIGHUP (sometimes the third, with TLS), the daemon stops answering new
+// connections or dies of the SIGHUP (exports present at its start are fine). publish()
+// sends SIGHUP again when an export does not appear, starts a new daemon when the old
+// one died (connections already handed to forked children keep running), and otherwise
+// fails loudly rather than report an export that does not answer. It never restarts a
+// live daemon: that would kill the copies it serves. This is why nbdkit is the default.
 //
-// nbd-server only appends exports on SIGHUP: an export cannot be repointed without a
-// restart, so publish() refuses to change an existing export's target (the nbdkit
-// backend has no such limit). nbd-server speaks TLS with X.509 only, so a certificates
-// directory is required (ca-cert.pem, server-cert.pem, server-key.pem; the OMA's own
-// verification connects with client-cert.pem and client-key.pem from the same place).
 // The daemon outlives the OMA; start() adopts a running one from the pidfile. A
 // supervisor thread restarts it if it dies. Thread-safe.
 #pragma once
