@@ -169,6 +169,7 @@ void NbdServerExportServer::publish(const std::string& export_name, const std::s
   }
   write_private_file(file, text);
   pid_t pid = pid_.load();
+  if (pid <= 0) return;  // not started yet: start() loads every export in conf.d
   if (::kill(pid, SIGHUP) != 0) {
     throw Error(fmt::format("cannot signal nbd-server pid {} to load export {}: {}", pid, export_name,
                             std::strerror(errno)));
