@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <future>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -113,10 +114,13 @@ int run_copy(const CopyArgs& a) {
     // Plan: the source's block status within the pass's scope.
     PlanRequest request;
     request.dirty_bitmap = a.dirty_bitmap;
+    // The target connects while the source is planned: both handshakes (TLS, and servers
+    // that probe their file at open) cost round trips and server time.
+    auto target_ready = std::async(std::launch::async, [&target] { return NbdConnection::open(target); });
     auto src = NbdConnection::open(source, plan_meta_contexts(request));
     if (!a.changed_areas.empty()) request.changed_areas = load_changed_areas(a.changed_areas, src->size());
     Plan plan = build_plan(*src, request);
-    auto dst = NbdConnection::open(target);
+    auto dst = target_ready.get();
     if (dst->size() < plan.disk_size) {
       throw UsageError(fmt::format("{}: target is smaller ({} bytes) than the source ({} bytes)",
                                    target.describe(), dst->size(), plan.disk_size));

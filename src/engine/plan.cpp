@@ -13,7 +13,10 @@ namespace {
 constexpr const char* kAllocation = "base:allocation";
 constexpr uint32_t kStateZero = 2;          // NBD_STATE_ZERO in base:allocation
 constexpr uint32_t kStateDirty = 1;         // set bit in qemu:dirty-bitmap:*
-constexpr uint64_t kQueryStep = 1ull << 31; // block status request length (protocol: 32 bits)
+// Block status request length: as long as the protocol allows (32 bits). Servers that
+// find extents with SEEK_HOLE scan to the end of a data run whatever the length asked,
+// so fewer, longer requests cost less.
+constexpr uint64_t kQueryStep = 0xFFFFF000;
 constexpr uint64_t kWindowGap = 256ull << 20;  // changed areas closer than this share a query
 
 std::string bitmap_context(const std::string& name) { return "qemu:dirty-bitmap:" + name; }
