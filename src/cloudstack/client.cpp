@@ -9,15 +9,10 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/text.h"
 
 namespace mk::cloudstack {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 void init_curl_once() {
   static std::once_flag once;
@@ -128,7 +123,7 @@ Json Client::call(const std::string& command, Params params, Method method) cons
                             command, reply.status, url_for_messages(endpoint_.api_url),
                             reply.body.size()));
   }
-  std::string key = lower(command) + "response";
+  std::string key = mk::to_lower(command) + "response";
   if (body.is_object() && !body.contains(key) && body.size() == 1 &&
       body.begin()->is_object() && body.begin().key().ends_with("response")) {
     // A few commands answer under another name ("errorresponse" from a filter, or a

@@ -4,14 +4,10 @@
 
 #include <algorithm>
 
+#include "common/text.h"
+
 namespace mk::cloudstack {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 // The one item a list command returns for an id, or null; a CloudStack error (an id
 // CloudStack rejects) counts as not found.
@@ -86,7 +82,7 @@ std::string check_oma(const Client& c, const Settings& s, std::vector<std::strin
   std::vector<Json> found;
   for (const auto& vm : c.list("listVirtualMachines", "virtualmachine", {{"listall", "true"}})) {
     for (const auto& nic : vm.value("nic", Json::array())) {
-      if (lower(nic.value("macaddress", "")) == lower(s.oma_mac)) found.push_back(vm);
+      if (mk::to_lower(nic.value("macaddress", "")) == mk::to_lower(s.oma_mac)) found.push_back(vm);
     }
   }
   if (found.size() != 1) {

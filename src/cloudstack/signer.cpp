@@ -7,16 +7,10 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace mk::cloudstack {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 // Pairs ordered by lower-cased key: CloudStack sorts the lower-cased command string, and
 // "apiKey" must sort with "apikey" whatever the caller's capitalisation.
@@ -24,7 +18,7 @@ std::vector<std::pair<std::string, std::string>> sorted_pairs(const Params& para
   std::vector<std::pair<std::string, std::string>> pairs;
   for (const auto& [k, v] : params) pairs.emplace_back(k, url_encode(v));
   std::stable_sort(pairs.begin(), pairs.end(),
-                   [](const auto& a, const auto& b) { return lower(a.first) < lower(b.first); });
+                   [](const auto& a, const auto& b) { return mk::to_lower(a.first) < mk::to_lower(b.first); });
   return pairs;
 }
 
@@ -61,7 +55,7 @@ std::string url_encode(std::string_view value) {
 
 std::string encode_query(const Params& params) { return join(sorted_pairs(params)); }
 
-std::string string_to_sign(const Params& params) { return lower(encode_query(params)); }
+std::string string_to_sign(const Params& params) { return mk::to_lower(encode_query(params)); }
 
 std::string hmac_sha1_base64(std::string_view key, std::string_view message) {
   unsigned char digest[EVP_MAX_MD_SIZE];

@@ -316,9 +316,9 @@ class Worker {
   void process_completions() {
     // Callbacks only append; handle them here, outside libnbd.
     while (!completed_.empty()) {
-      std::vector<Op*> batch;
-      batch.swap(completed_);
-      for (Op* op : batch) handle(*op);
+      batch_.clear();
+      batch_.swap(completed_);  // both vectors keep their capacity: no allocation per poll
+      for (Op* op : batch_) handle(*op);
     }
   }
 
@@ -472,6 +472,7 @@ class Worker {
   BufferPool pool_;
   std::vector<Op> ops_;
   std::vector<Op*> completed_;
+  std::vector<Op*> batch_;  // completions being handled
   unsigned in_flight_ = 0;
   uint64_t bytes_in_flight_ = 0;  // data held in buffers
   std::unique_ptr<NbdConnection> src_, dst_;

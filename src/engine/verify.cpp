@@ -51,7 +51,7 @@ uint64_t verify_plan(const Endpoint& source, const Endpoint& target, const Plan&
   unsigned slots = std::max(1u, options.requests);
   BufferPool pool(2 * slots, step);
   std::vector<Compare> cmps(slots);
-  std::vector<Compare*> done;
+  std::vector<Compare*> done, batch;
   for (Compare& c : cmps) c.done = &done;
 
   size_t index = 0;
@@ -104,8 +104,8 @@ uint64_t verify_plan(const Endpoint& source, const Endpoint& target, const Plan&
     poll_handles({src->handle(), dst->handle()}, 1000);
     if (nbd_aio_is_dead(src->handle())) src->fail("connection lost during verify");
     if (nbd_aio_is_dead(dst->handle())) dst->fail("connection lost during verify");
-    std::vector<Compare*> batch;
-    batch.swap(done);
+    batch.clear();
+    batch.swap(done);  // both keep their capacity: no allocation per poll
     for (Compare* c : batch) {
       --in_flight;
       if (c->error) {
