@@ -10,8 +10,10 @@ namespace {
 
 using nlohmann::json;
 
-httplib::Client make_client(const std::string& base, std::chrono::milliseconds timeout) {
+httplib::Client make_client(const std::string& base, std::chrono::milliseconds timeout,
+                            const std::string& token) {
   httplib::Client c(base);
+  if (!token.empty()) c.set_bearer_token_auth(token);
   c.set_connection_timeout(timeout);
   c.set_read_timeout(timeout);
   c.set_write_timeout(timeout);
@@ -54,8 +56,8 @@ std::string error_of(const std::string& body) {
 
 }  // namespace
 
-HttpVmaClient::HttpVmaClient(std::string base_url, std::chrono::milliseconds timeout)
-    : base_url_(std::move(base_url)), timeout_(timeout) {}
+HttpVmaClient::HttpVmaClient(std::string base_url, std::chrono::milliseconds timeout, std::string token)
+    : base_url_(std::move(base_url)), timeout_(timeout), token_(std::move(token)) {}
 
 std::string HttpVmaClient::replicate(const ReplicateRequest& r) {
   json disks = json::array();
@@ -72,7 +74,7 @@ std::string HttpVmaClient::replicate(const ReplicateRequest& r) {
                {"nbd", {{"host", r.nbd_host}, {"port", r.nbd_port}, {"tls", r.tls}}},
                {"disks", disks}};
   std::string where = fmt::format("{}: replicate job {}", describe(), r.job_id);
-  auto c = make_client(base_url_, timeout_);
+  auto c = make_client(base_url_, timeout_, token_);
   auto res = c.Post("/api/v1/replicate", body.dump(), "application/json");
   if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
   if (res->status == 409) return "";  // already running (idempotent retry after an OMA restart)
@@ -86,7 +88,7 @@ std::string HttpVmaClient::replicate(const ReplicateRequest& r) {
 
 JobProgress HttpVmaClient::progress(const std::string& job_id) {
   std::string where = fmt::format("{}: progress of job {}", describe(), job_id);
-  auto c = make_client(base_url_, timeout_);
+  auto c = make_client(base_url_, timeout_, token_);
   auto res = c.Get(("/api/v1/progress/" + job_id).c_str());
   if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
   if (res->status == 404) throw VmaJobUnknown(fmt::format("{}: the VMA does not know this job: {}", where, error_of(res->body)));
@@ -121,11 +123,92 @@ JobProgress HttpVmaClient::progress(const std::string& job_id) {
 
 void HttpVmaClient::stop(const std::string& job_id) {
   std::string where = fmt::format("{}: stop job {}", describe(), job_id);
-  auto c = make_client(base_url_, timeout_);
+  auto c = make_client(base_url_, timeout_, token_);
   auto res = c.Post(("/api/v1/stop/" + job_id).c_str(), "{}", "application/json");
   if (!res) throw VmaUnreachable(fmt::format("{}: {}", where, httplib::to_string(res.error())));
   if (res->status == 404) return;  // nothing running there: stopped is what we wanted
   if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+}
+
+int HttpVmaClient::cleanup(const std::string& vm_id) {
+  std::string where = fmt::format("{}: clean up snapshots of VM {}", describe(), vm_id);
+  auto c = make_client(base_url_, timeout_, token_);
+  auto res = c.Post(("/api/v1/cleanup/" + vm_id).c_str(), "{}", "application/json");
+  if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
+  if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+  return field<int>(parse(res->body, where), "snapshots_removed", where);
+}
+
+PowerResult HttpVmaClient::power(const std::string& vm_id, const std::string& action, int timeout_seconds) {
+  std::string where = fmt::format("{}: power {} VM {}", describe(), action, vm_id);
+  // A guest shutdown may take its whole timeout: wait for it on top of the usual one.
+  auto c = make_client(base_url_, timeout_ + std::chrono::seconds(timeout_seconds), token_);
+  json body = {{"action", action}, {"timeout_seconds", timeout_seconds}};
+  auto res = c.Post(("/api/v1/power/" + vm_id).c_str(), body.dump(), "application/json");
+  if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
+  if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+  json j = parse(res->body, where);
+  if (field<std::string>(j, "vm_id", where) != vm_id) throw Error(where + ": answer names another VM");
+  PowerResult r;
+  r.power_state = field<std::string>(j, "power_state", where);
+  if (r.power_state != "poweredOff" && r.power_state != "poweredOn") {
+    throw Error(fmt::format("{}: unknown power state '{}' (VMA protocol mismatch)", where, r.power_state.substr(0, 40)));
+  }
+  r.forced = field<bool>(j, "forced", where);
+  return r;
+}
+
+Discovery HttpVmaClient::discover() {
+  std::string where = describe() + ": discover";
+  auto c = make_client(base_url_, timeout_, token_);
+  auto res = c.Get("/api/v1/discover");
+  if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
+  if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+  json j = parse(res->body, where);
+  Discovery d;
+  d.vcenter = field<std::string>(j, "vcenter", where);
+  auto vms = field<json>(j, "vms", where);
+  if (!vms.is_array()) throw Error(where + ": 'vms' is not an array (VMA protocol mismatch)");
+  for (const auto& v : vms) {
+    DiscoveredVm vm;
+    vm.vm_id = field<std::string>(v, "vm_id", where);
+    vm.name = field<std::string>(v, "name", where);
+    vm.datacenter = field<std::string>(v, "datacenter", where);
+    vm.power_state = field<std::string>(v, "power_state", where);
+    vm.guest_os = field<std::string>(v, "guest_os", where);
+    vm.cpus = field<int64_t>(v, "cpus", where);
+    vm.memory_mb = field<int64_t>(v, "memory_mb", where);
+    for (const auto& k : field<json>(v, "disks", where)) {
+      vm.disks.push_back({field<std::string>(k, "disk_key", where), field<std::string>(k, "label", where),
+                          field<int64_t>(k, "unit", where), field<int64_t>(k, "capacity_bytes", where)});
+    }
+    for (const auto& n : field<json>(v, "nics", where)) {
+      vm.nics.push_back({field<std::string>(n, "key", where), field<std::string>(n, "mac", where),
+                         field<std::string>(n, "network", where)});
+    }
+    d.vms.push_back(std::move(vm));
+  }
+  return d;
+}
+
+VmaHealth HttpVmaClient::health() {
+  std::string where = describe() + ": health";
+  auto c = make_client(base_url_, timeout_, token_);
+  auto res = c.Get("/api/v1/health");
+  if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
+  if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+  json j = parse(res->body, where);
+  VmaHealth h;
+  h.status = field<std::string>(j, "status", where);
+  h.vma_instance = field<std::string>(j, "vma_instance", where);
+  auto vc = field<json>(j, "vcenter", where);
+  h.vcenter_reachable = field<bool>(vc, "reachable", where);
+  h.vcenter_error = opt_string(vc, "error", where);
+  auto t = field<json>(j, "tunnel", where);
+  h.tunnel_state = field<std::string>(t, "state", where);
+  h.tunnel_since = field<int64_t>(t, "since", where);
+  h.tunnel_error = opt_string(t, "error", where);
+  return h;
 }
 
 }  // namespace mk::oma

@@ -28,6 +28,32 @@
 //     instance changed, since the copy that was running is gone.
 //
 //   POST /api/v1/stop/{job_id}    -> 200 {"job_id": "<uuid>", "stopped": true}
+//     Cancels the copy; the VMA removes the job's snapshot before answering.
+//
+//   POST /api/v1/cleanup/{vm_id}  -> 200 {"vm_id": "<uuid>", "snapshots_removed": N}
+//     Removes every snapshot of ours on that VM (after a crash, before a cutover).
+//
+//   POST /api/v1/power/{vm_id}    {"action": "shutdown" | "off" | "on", "timeout_seconds": 300}
+//     -> 200 {"vm_id": "<uuid>", "power_state": "poweredOff" | "poweredOn", "forced": false}
+//     shutdown = guest shutdown, then power off if the guest is still on after
+//     timeout_seconds ("forced": true). Answers when the VM is in the asked state.
+//
+//   GET /api/v1/discover
+//     -> 200 {"vcenter": "vc.example", "vms": [{"vm_id": "<instance uuid>", "name": "web01",
+//             "datacenter": "DC0", "power_state": "poweredOn", "cpus": 2, "memory_mb": 4096,
+//             "guest_os": "ubuntu64Guest",
+//             "disks": [{"disk_key": "2000", "unit": 0, "label": "Hard disk 1",
+//                        "capacity_bytes": 10737418240}],
+//             "nics": [{"key": "4000", "mac": "00:50:56:aa:bb:cc", "network": "VM Network"}]}]}
+//
+//   GET /api/v1/health
+//     -> 200 {"status": "ok" | "degraded", "vma_instance": "<boot id>",
+//             "vcenter": {"reachable": true, "error": null},
+//             "tunnel": {"state": "up" | "connecting" | "down", "since": <unix s>, "error": null}}
+//
+// vm_id is the vSphere instance UUID. Every request carries "Authorization: Bearer
+// <token>", the token the OMA issued at pairing; the VMA answers 401 without it.
+// Errors are {"error": "<what failed, on which VM/disk, what to do>"} with 4xx/5xx.
 //
 // Thread-safe: each call opens its own HTTP connection.
 #pragma once
@@ -67,6 +93,38 @@ struct JobProgress {
   std::vector<DiskProgress> disks;
 };
 
+struct PowerResult {
+  std::string power_state;  // "poweredOff" | "poweredOn"
+  bool forced = false;      // shutdown ended with a power off
+};
+
+struct DiscoveredDisk {
+  std::string disk_key, label;
+  int64_t unit = 0, capacity_bytes = 0;
+};
+struct DiscoveredNic {
+  std::string key, mac, network;
+};
+struct DiscoveredVm {
+  std::string vm_id, name, datacenter, power_state, guest_os;
+  int64_t cpus = 0, memory_mb = 0;
+  std::vector<DiscoveredDisk> disks;
+  std::vector<DiscoveredNic> nics;
+};
+struct Discovery {
+  std::string vcenter;
+  std::vector<DiscoveredVm> vms;
+};
+
+struct VmaHealth {
+  std::string status, vma_instance;
+  bool vcenter_reachable = false;
+  std::optional<std::string> vcenter_error;
+  std::string tunnel_state;  // "up" | "connecting" | "down"
+  int64_t tunnel_since = 0;
+  std::optional<std::string> tunnel_error;
+};
+
 // The VMA answered that it does not know a job (404 on progress).
 class VmaJobUnknown : public mk::Error {
  public:
@@ -85,22 +143,33 @@ class VmaClient {
   virtual std::string replicate(const ReplicateRequest& request) = 0;
   virtual JobProgress progress(const std::string& job_id) = 0;
   virtual void stop(const std::string& job_id) = 0;
+  virtual int cleanup(const std::string& vm_id) = 0;  // snapshots removed
+  // action: "shutdown" | "off" | "on".
+  virtual PowerResult power(const std::string& vm_id, const std::string& action, int timeout_seconds) = 0;
+  virtual Discovery discover() = 0;
+  virtual VmaHealth health() = 0;
   virtual std::string describe() const = 0;
 };
 
-// HTTP client to base_url ("http://127.0.0.1:9081"). Answers that break the protocol
-// (wrong types, missing fields, a job_id that is not the one asked for) throw mk::Error.
+// HTTP client to base_url ("http://127.0.0.1:9081") with the pairing token (empty: no
+// Authorization header). Answers that break the protocol (wrong types, missing fields,
+// a job_id that is not the one asked for) throw mk::Error.
 class HttpVmaClient : public VmaClient {
  public:
-  HttpVmaClient(std::string base_url, std::chrono::milliseconds timeout);
+  HttpVmaClient(std::string base_url, std::chrono::milliseconds timeout, std::string token = "");
   std::string replicate(const ReplicateRequest& request) override;
   JobProgress progress(const std::string& job_id) override;
   void stop(const std::string& job_id) override;
+  int cleanup(const std::string& vm_id) override;
+  PowerResult power(const std::string& vm_id, const std::string& action, int timeout_seconds) override;
+  Discovery discover() override;
+  VmaHealth health() override;
   std::string describe() const override { return "VMA at " + base_url_; }
 
  private:
   std::string base_url_;
   std::chrono::milliseconds timeout_;
+  std::string token_;
 };
 
 }  // namespace mk::oma
