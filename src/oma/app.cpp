@@ -25,6 +25,8 @@ Oma::Oma(OmaConfig config) : config_(std::move(config)) {
   if (config_.tls_psk_file.empty() && config_.tls_certificates_dir.empty()) {
     config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
   }
+  if (config_.authorized_keys_file.empty()) config_.authorized_keys_file = config_.data_dir + "/vma_authorized_keys";
+  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
 }
 
 Oma::~Oma() { stop(); }
@@ -75,7 +77,20 @@ void Oma::start() {
   exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
+  PairingConfig pc;
+  pc.ssh_host = config_.ssh_host;
+  pc.ssh_port = config_.ssh_port;
+  pc.ssh_user = config_.ssh_user;
+  pc.ssh_host_key_file = config_.ssh_host_key_file;
+  pc.authorized_keys_file = config_.authorized_keys_file;
+  pc.tunnel_port_base = config_.tunnel_port_base;
+  pc.nbd_host = config_.nbd_advertise_host;
+  pc.nbd_port = export_server_->port();
+  pc.nbd_psk_file = config_.tls_psk_file;
+  pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
+  pairing_->sync_authorized_keys();
   JobOptions jo;
+  jo.vma_for_vm = [this](const std::string& vm_id) { return pairing_->client_for_vm(vm_id); };
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
@@ -87,8 +102,12 @@ void Oma::start() {
   api::ApiConfig ac;
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
-  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac);
+  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac, pairing_.get());
   api_->start();
+  // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
+  pairing_->set_api_url(config_.public_api_url.empty()
+                            ? fmt::format("http://{}:{}", config_.nbd_advertise_host, api_->port())
+                            : config_.public_api_url);
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
 }
 

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "oma/errors.h"
 #include "oma/names.h"
+#include "oma/pairing/authorized_keys.h"
 
 namespace mk::oma::api {
 namespace {
@@ -48,6 +49,28 @@ const Schema kAddVmSchema{{
     {.name = "guest_os", .required = false, .check = name_check},
     {.name = "power_state", .required = false, .one_of = {"poweredOn", "poweredOff", "suspended"}},
     {.name = "disks", .type = Type::Array, .max_length = 64, .items = &kDiskSchema},
+    {.name = "vma_id", .required = false, .description = "the VMA that discovered the VM (default: the default VMA)",
+     .max_length = 36, .check = uuid_check},
+}};
+
+const Schema kBundleSchema{{
+    {.name = "expires_in_seconds", .type = Type::Integer, .required = false,
+     .description = "how long the pairing code stays valid (default 24 hours)", .min = 1, .max = 30 * 86400},
+}};
+
+void ssh_key_check(const std::string& v, const std::string& path) {
+  try {
+    normalize_vma_public_key(v);
+  } catch (const UsageError& e) {
+    throw FieldError(path, e.what());
+  }
+}
+
+const Schema kEnrollSchema{{
+    {.name = "name", .description = "the VMA's name (site)", .check = name_check},
+    {.name = "vcenter", .description = "the vCenter it serves", .check = name_check},
+    {.name = "ssh_public_key", .description = "the VMA's ssh-ed25519 public key", .max_length = 512,
+     .check = ssh_key_check},
 }};
 
 const Schema kStartJobSchema{{
@@ -122,9 +145,11 @@ Reply error_reply(int status, const std::string& message, const std::string& fie
 
 }  // namespace
 
-ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config)
-    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)) {
+ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
+                     PairingService* pairing)
+    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)), pairing_(pairing) {
   declare_routes();
+  if (pairing_) declare_vma_routes();
   server_.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
   server_.set_payload_max_length(config_.max_body_bytes);
   // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
@@ -194,7 +219,10 @@ Caller ApiServer::authenticate(const httplib::Request& req, const std::string& r
 
 Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
   Caller caller;
-  if (!r.role.empty()) {
+  if (r.role == "pairing") {
+    if (req.get_header_value("Authorization").rfind("Pairing ", 0) != 0)
+      return error_reply(401, "missing pairing code (Authorization: Pairing CODE, from the OMA's pairing bundle)");
+  } else if (!r.role.empty()) {
     try {
       caller = authenticate(req, r.role);
     } catch (const Error& e) {
@@ -270,7 +298,13 @@ void ApiServer::declare_routes() {
            disks.push_back(r);
          }
          if (disks.empty()) throw FieldError("disks", "a VM needs at least one disk");
+         std::optional<std::string> vma_id;
+         if (b.contains("vma_id")) {
+           vma_id = b["vma_id"].get<std::string>();
+           if (!store_.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
+         }
          store_.add_vm(v, disks);
+         if (vma_id) store_.set_vm_vma(v.vm_id, vma_id);
          json out = vm_json(store_.get_vm(v.vm_id));
          out["disks"] = json::array();
          for (const auto& d : store_.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
@@ -406,6 +440,57 @@ void ApiServer::declare_routes() {
        }});
 }
 
+void ApiServer::declare_vma_routes() {
+  auto add = [this](Route r) { routes_.push_back(std::move(r)); };
+  add({"POST", "/api/v1/vmas/pairing-bundles",
+       "Issue a one-time VMA pairing bundle (host key, NBD PSK, VMA API token, pairing code); shown once",
+       "admin", &kBundleSchema, [this](auto&, const json& b, auto&) -> Reply {
+         std::optional<std::chrono::seconds> ttl;
+         if (b.contains("expires_in_seconds")) ttl = std::chrono::seconds(b["expires_in_seconds"].get<int64_t>());
+         return {201, pairing_->issue_bundle(ttl), ""};
+       }});
+  add({"POST", "/api/v1/vmas/enroll",
+       "A VMA enrols with its pairing code (Authorization: Pairing CODE; single use) and its SSH key",
+       "pairing", &kEnrollSchema, [this](auto& req, const json& b, auto&) -> Reply {
+         std::string code = req.get_header_value("Authorization").substr(8);
+         try {
+           VmaRecord v = pairing_->enroll(code, b["name"], b["vcenter"], b["ssh_public_key"]);
+           json out = vma_json(v);
+           out["next"] = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
+           return {202, out, ""};
+         } catch (const Conflict& e) {
+           return error_reply(403, e.what());
+         }
+       }});
+  add({"GET", "/api/v1/vmas", "List paired VMAs with their tunnel state as the OMA sees it", "operator", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& v : store_.list_vmas()) {
+           json j = vma_json(v);
+           j["tunnel_state"] = pairing_->tunnel_state(v);
+           out.push_back(j);
+         }
+         return {200, {{"vmas", out}}, ""};
+       }});
+  add({"POST", "/api/v1/vmas/{vma_id}/approve", "Approve a pending VMA: its key may hold its tunnel", "admin", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         return {200, vma_json(pairing_->approve(uuid_param(req, 1, "vma_id"))), ""};
+       }});
+  add({"POST", "/api/v1/vmas/{vma_id}/revoke", "Revoke a VMA: key removed, live SSH session ended", "admin", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "vma_id");
+         auto pid = pairing_->revoke(id);
+         json out = vma_json(store_.get_vma(id));
+         out["session_ended"] = pid.has_value();
+         out["session_pid"] = pid ? json(*pid) : json(nullptr);
+         return {200, out, ""};
+       }});
+  add({"GET", "/api/v1/vmas/{vma_id}/health", "A VMA's health through its tunnel, and the tunnel's state",
+       "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
+         return {200, pairing_->health(uuid_param(req, 1, "vma_id")), ""};
+       }});
+}
+
 std::string ApiServer::metrics() {
   std::string out;
   out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
@@ -436,6 +521,7 @@ json ApiServer::openapi() const {
                  {"400", {{"description", "invalid input: {error, field}"}}},
                  {"401", {{"description", "missing, unknown or revoked token"}}}}}};
     if (r.role.empty()) op["security"] = json::array();
+    if (r.role == "pairing") op["security"] = json::array({{{"pairingCode", json::array()}}});
     if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
     if (r.body) op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
     json params = json::array();
@@ -448,9 +534,13 @@ json ApiServer::openapi() const {
     if (!params.empty()) op["parameters"] = params;
     paths[r.path][m] = op;
   }
+  json schemes = {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}},
+                  {"pairingCode",
+                   {{"type", "apiKey"}, {"in", "header"}, {"name", "Authorization"},
+                    {"description", "\"Pairing CODE\" with the one-time code of a pairing bundle"}}}};
   return {{"openapi", "3.0.3"},
           {"info", {{"title", "MigrateKit OSSEA OMA API"}, {"version", "1"}}},
-          {"components", {{"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+          {"components", {{"securitySchemes", schemes}}},
           {"security", json::array({{{"bearer", json::array()}}})},
           {"paths", paths}};
 }

@@ -146,6 +146,33 @@ const std::vector<std::string> kV1 = {
       updated_at BIGINT NOT NULL))",
 };
 
+// Version 2: VMAs paired with this OMA (one per vCenter or site) and the one-time codes
+// that enrol them. A VMA's tunnel port stays reserved after revocation, so a new VMA
+// never gets a port an old session might still hold. Each VM belongs to the VMA that
+// discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url).
+const std::vector<std::string> kV2 = {
+    R"(CREATE TABLE vmas (
+      vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      name VARCHAR(255) NOT NULL,
+      vcenter VARCHAR(255) NOT NULL,
+      ssh_public_key TEXT NOT NULL,
+      state VARCHAR(16) NOT NULL,
+      tunnel_port BIGINT NOT NULL,
+      api_token_sealed TEXT NOT NULL,
+      created_at BIGINT NOT NULL,
+      approved_at BIGINT NULL,
+      revoked_at BIGINT NULL,
+      CONSTRAINT vmas_tunnel_port UNIQUE (tunnel_port)))",
+    R"(CREATE TABLE vma_pairing_codes (
+      code_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+      api_token_sealed TEXT NOT NULL,
+      created_at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      used_at BIGINT NULL,
+      vma_id VARCHAR(36) NULL))",
+    "ALTER TABLE vm_contexts ADD COLUMN vma_id VARCHAR(36) NULL",
+};
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -158,6 +185,7 @@ void ensure_table(Database& db) {
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "initial schema", kV1},
+      {2, "VMAs and pairing", kV2},
   };
   return all;
 }

@@ -1,0 +1,270 @@
+// The SSH control tunnel end to end: OpenSSH's client under the TunnelSupervisor, a real
+// sshd reading the OMA-managed authorized_keys, and what the OMA and sshd allow.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "common/subprocess.h"
+#include "oma/pairing/ssh_sessions.h"
+#include "support/files.h"
+#include "support/migratekit_runner.h"
+#include "support/nbdkit_server.h"
+#include "support/net.h"
+#include "tunnel_lab.h"
+
+namespace mk::tunnel_test {
+namespace {
+
+using nlohmann::json;
+
+std::string bearer(const Vma& v) { return "Bearer " + mk::vma::read_api_token(v.state_dir); }
+
+// GET /api/v1/health of the VMA through the OMA's end of its tunnel.
+Reply health_through_tunnel(const Vma& v) { return http("GET", v.paired.tunnel_port, "/api/v1/health", bearer(v)); }
+
+bool tunnel_answers(const Vma& v) {
+  try {
+    return health_through_tunnel(v).status == 200;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::string cmdline(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);  // size 0 to stat: stream it
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(s.begin(), s.end(), '\0', ' ');
+  return s;
+}
+
+// ssh with the VMA's key and pinned host key, and `extra` arguments (no shell).
+std::vector<std::string> vma_ssh(const Vma& v, std::vector<std::string> extra) {
+  std::vector<std::string> argv = {"ssh", "-F", "/dev/null", "-p", std::to_string(v.paired.ssh_port), "-l",
+                                   v.paired.ssh_user, "-i", v.paired.identity(), "-o", "IdentitiesOnly=yes",
+                                   "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                                   "-o", "UserKnownHostsFile=" + v.paired.known_hosts(),
+                                   "-o", "HostKeyAlias=migratekit-oma", "-o", "ExitOnForwardFailure=yes"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a");
+  auto st = wait_state(*vma->tunnel, "up");
+  ASSERT_EQ(st.state, "up") << st.error.value_or("");
+  EXPECT_FALSE(st.error);
+
+  Reply h = health_through_tunnel(*vma);
+  ASSERT_EQ(h.status, 200) << h.raw;
+  EXPECT_EQ(h.body["vma_instance"], "instance-site-a");
+  EXPECT_EQ(h.body["tunnel"]["state"], "up");
+  EXPECT_EQ(http("GET", vma->paired.tunnel_port, "/api/v1/health", "").status, 401);
+
+  Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/health", lab.admin());
+  ASSERT_EQ(oh.status, 200) << oh.raw;
+  EXPECT_EQ(oh.body["tunnel"]["state"], "up") << oh.raw;
+  EXPECT_EQ(oh.body["vma"]["status"], "ok") << oh.raw;
+  EXPECT_EQ(oh.body["vma"]["tunnel"]["state"], "up") << oh.raw;
+  EXPECT_TRUE(oh.body["error"].is_null()) << oh.raw;
+  Reply list = http("GET", lab.api_port(), "/api/v1/vmas", lab.admin());
+  EXPECT_EQ(list.body["vmas"][0]["tunnel_state"], "up") << list.raw;
+
+  // No secret on ssh's command line or in its log or sshd's.
+  pid_t pid = vma->tunnel->ssh_pid();
+  ASSERT_GT(pid, 0);
+  std::string cmd = cmdline(pid);
+  EXPECT_NE(cmd.find("ssh -N"), std::string::npos) << cmd;
+  std::string key = mk::test::read_file(vma->paired.identity());
+  std::string key_body = key.substr(key.find('\n') + 1, 40);
+  std::string psk = mk::test::read_file(vma->paired.psk_file());
+  for (const std::string& secret :
+       {mk::vma::read_api_token(vma->state_dir), psk.substr(psk.find(':') + 1, 64), key_body}) {
+    EXPECT_EQ(cmd.find(secret), std::string::npos);
+    EXPECT_EQ(mk::test::read_file(vma->tunnel->config().log_path).find(secret), std::string::npos);
+    EXPECT_EQ(lab.sshd().log().find(secret), std::string::npos);
+  }
+  // The OMA finds the sshd session holding the forward (what revocation ends).
+  auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
+  ASSERT_TRUE(session);
+  EXPECT_NE(*session, pid);
+}
+
+TEST(Tunnel, SshdGrantsTheVmaKeyItsForwardsAndNothingElse) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
+  mk::test::TempDir tmp("mk-ssh");
+  std::string out;
+
+  // Another listen port on the OMA: refused, ssh exits.
+  int other = vma->paired.tunnel_port + 100;
+  int rc = mk::run_capture(vma_ssh(*vma, {"-N", "-R", fmt::format("127.0.0.1:{}:127.0.0.1:22", other), "127.0.0.1"}),
+                           out, tmp.file("r.err"));
+  EXPECT_EQ(rc, 255);
+  EXPECT_NE(mk::test::read_file(tmp.file("r.err")).find("remote port forwarding failed"), std::string::npos)
+      << mk::test::read_file(tmp.file("r.err"));
+  // Its own port on all interfaces: refused too.
+  rc = mk::run_capture(
+      vma_ssh(*vma, {"-N", "-R", fmt::format("0.0.0.0:{}:127.0.0.1:22", vma->paired.tunnel_port), "127.0.0.1"}), out,
+      tmp.file("r2.err"));
+  EXPECT_EQ(rc, 255);
+
+  // A shell command: /bin/false runs instead.
+  rc = mk::run_capture(vma_ssh(*vma, {"127.0.0.1", "echo", "shell-ran"}), out, tmp.file("s.err"));
+  EXPECT_NE(rc, 0);
+  EXPECT_EQ(out.find("shell-ran"), std::string::npos) << out;
+
+  // Local forwards: to the OMA's NBD port yes, to anything else (its API) no.
+  int to_api = mk::test::free_tcp_port(), to_nbd = mk::test::free_tcp_port();
+  int nbd = lab.oma().export_server().port();
+  mk::SpawnOptions so;
+  so.stderr_path = tmp.file("l.err");
+  auto ssh = mk::Subprocess::spawn(
+      vma_ssh(*vma, {"-N", "-L", fmt::format("127.0.0.1:{}:127.0.0.1:{}", to_api, lab.api_port()), "-L",
+                     fmt::format("127.0.0.1:{}:127.0.0.1:{}", to_nbd, nbd), "127.0.0.1"}),
+      so);
+  mk::test::wait_for_tcp_port(to_nbd, {"ssh -L", tmp.file("l.err"), &ssh});
+  mk::test::wait_for_tcp_port(to_api, {"ssh -L", tmp.file("l.err"), &ssh});
+  EXPECT_THROW(http("GET", to_api, "/health", ""), mk::Error);
+  EXPECT_EQ(http("GET", lab.api_port(), "/health", "").status, 200);  // the API itself is fine
+  EXPECT_NE(lab.sshd().log().find(fmt::format("to connect to host 127.0.0.1 port {}, but the request was denied",
+                                              lab.api_port())),
+            std::string::npos)
+      << lab.sshd().log();
+  // The NBD forward reaches nbdkit: it speaks first (the NBD greeting, "NBDMAGIC").
+  std::string greeting;
+  EXPECT_EQ(mk::run_capture({"python3", "-c",
+                             fmt::format("import socket;s=socket.create_connection(('127.0.0.1',{}));"
+                                         "print(s.recv(8).decode())", to_nbd)},
+                            greeting),
+            0);
+  EXPECT_EQ(greeting, "NBDMAGIC\n");
+  ssh.stop();
+}
+
+TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
+  mk::test::TempDir tmp("mk-key");
+  std::string out;
+  ASSERT_EQ(mk::run_capture({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp.file("other")}, out), 0);
+  std::string other = mk::test::read_file(tmp.file("other.pub"));
+  mk::vma::write_secret_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
+  vma->tunnel->start();
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 2; }));
+  auto st = vma->tunnel->state();
+  EXPECT_NE(st.state, "up");
+  ASSERT_TRUE(st.error || st.state == "connecting");
+  EXPECT_TRUE(eventually([&] {
+    auto s = vma->tunnel->state();
+    return s.state == "down" && s.error && s.error->find("host key does not match") != std::string::npos;
+  })) << vma->tunnel->state().error.value_or("(none)");
+  EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
+}
+
+TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a");
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  pid_t first = vma->tunnel->ssh_pid();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    pid_t p = vma->tunnel->ssh_pid();
+    return p > 0 && p != first && vma->tunnel->state().state == "up";
+  })) << vma->tunnel->state().error.value_or("");
+  EXPECT_GE(vma->tunnel->attempts(), 2);
+  EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
+}
+
+TEST(Tunnel, SshdRestartIsFollowedByAReconnection) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a");
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_TRUE(tunnel_answers(*vma));
+  int before = vma->tunnel->attempts();
+  lab.sshd().restart();
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() > before && vma->tunnel->state().state == "up"; }))
+      << vma->tunnel->state().error.value_or("");
+  EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
+}
+
+TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a");
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_TRUE(tunnel_answers(*vma));
+  auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
+  ASSERT_TRUE(session);
+  int before = vma->tunnel->attempts();
+
+  Reply r = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/revoke", lab.admin());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["session_ended"], true) << r.raw;
+  EXPECT_EQ(r.body["session_pid"], *session) << r.raw;
+
+  // The VMA tries again (with backoff) and is refused every time.
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= before + 2; }));
+  EXPECT_TRUE(eventually([&] {
+    auto s = vma->tunnel->state();
+    return s.state == "down" && s.error && s.error->find("refused this VMA's key") != std::string::npos;
+  })) << vma->tunnel->state().error.value_or("(none)");
+  EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
+  Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/health", lab.admin());
+  EXPECT_EQ(oh.body["state"], "revoked");
+  EXPECT_EQ(oh.body["tunnel"]["state"], "down");
+  EXPECT_NE(lab.sshd().log().find("Failed publickey for root"), std::string::npos) << lab.sshd().log();
+}
+
+TEST(Tunnel, TwoVmasGetDistinctPortsAndEachReachesItsOwn) {
+  TunnelLab lab;
+  auto a = lab.make_vma("site-a");
+  auto b = lab.make_vma("site-b");
+  EXPECT_EQ(a->paired.tunnel_port, std::stoi(lab.tunnel_port_base()));
+  EXPECT_EQ(b->paired.tunnel_port, a->paired.tunnel_port + 1);
+  ASSERT_EQ(wait_state(*a->tunnel, "up").state, "up") << a->tunnel->state().error.value_or("");
+  ASSERT_EQ(wait_state(*b->tunnel, "up").state, "up") << b->tunnel->state().error.value_or("");
+  EXPECT_EQ(health_through_tunnel(*a).body["vma_instance"], "instance-site-a");
+  EXPECT_EQ(health_through_tunnel(*b).body["vma_instance"], "instance-site-b");
+  // Each token is its own VMA's: a's token does not open b.
+  EXPECT_EQ(http("GET", b->paired.tunnel_port, "/api/v1/health", bearer(*a)).status, 401);
+  for (const auto* v : {a.get(), b.get()}) {
+    Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + v->paired.vma_id + "/health", lab.admin());
+    EXPECT_EQ(oh.body["vma"]["vma_instance"], "instance-" + v->paired.name) << oh.raw;
+  }
+}
+
+TEST(Tunnel, NbdThroughTheSshLocalForwardCopiesIdenticalBytes) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", true, /*nbd_forward=*/true);
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+  int local = *vma->tunnel->config().nbd_local_port;
+
+  // The OMA's own export server (nbdkit, TLS PSK required) serves the target volume.
+  mk::test::TempDir dir("mk-nbd-ssh");
+  const uint64_t size = 48ull << 20;
+  std::string target = dir.file("target.img"), source = dir.file("source.img");
+  mk::test::create_sparse_file(target, size);
+  mk::test::create_sparse_file(source, size);
+  mk::test::write_random_at(source, 0, 3 << 20, 1);
+  mk::test::write_random_at(source, 20 << 20, 5 << 20, 2);
+  mk::test::write_random_at(source, size - (1 << 20), 1 << 20, 3);
+  std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  lab.oma().export_server().publish(exp, target);
+  mk::test::NbdkitServer src({.plugin = "file", .args = {"file=" + source}, .read_only = true});
+
+  auto r = mk::test::run_migratekit({"copy", src.uri(), fmt::format("nbds://127.0.0.1:{}/{}", local, exp),
+                                     "--target-tls-psk", vma->paired.psk_file(), "--verify"},
+                                    std::chrono::seconds(180));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(mk::test::files_identical(source, target));
+  // Plain NBD without TLS is refused by the OMA's server even through the tunnel.
+  auto plain = mk::test::run_migratekit({"copy", src.uri(), fmt::format("nbd://127.0.0.1:{}/{}", local, exp)});
+  EXPECT_NE(plain.exit_code, 0);
+}
+
+}  // namespace
+}  // namespace mk::tunnel_test
