@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/subprocess.h"
+#include "fake_vma.h"
 #include "oma/pairing/ssh_sessions.h"
 #include "support/files.h"
 #include "support/migratekit_runner.h"
@@ -51,6 +52,42 @@ std::vector<std::string> vma_ssh(const Vma& v, std::vector<std::string> extra) {
   return argv;
 }
 
+TEST(TunnelUnit, SshCommandPinsTheHostKeyAndAllowsOnlyTheForwards) {
+  mk::vma::TunnelConfig c;
+  c.ssh_host = "oma.example";
+  c.ssh_port = 443;
+  c.identity_file = "/var/lib/vma/id_ed25519";
+  c.known_hosts_file = "/var/lib/vma/known_hosts";
+  c.remote_port = 9082;
+  c.local_api_port = 8081;
+  std::string cmd;
+  for (const auto& a : mk::vma::ssh_command(c)) cmd += a + " ";
+  for (const char* want : {"-N ", "-F /dev/null ", "-p 443 ", "StrictHostKeyChecking=yes ", "BatchMode=yes ",
+                           "IdentitiesOnly=yes ", "ExitOnForwardFailure=yes ", "ServerAliveInterval=15 ",
+                           "ServerAliveCountMax=3 ", "UserKnownHostsFile=/var/lib/vma/known_hosts ",
+                           "-R 127.0.0.1:9082:127.0.0.1:8081 ", "oma.example "})
+    EXPECT_NE(cmd.find(want), std::string::npos) << want << " in " << cmd;
+  EXPECT_EQ(cmd.find("-L"), std::string::npos) << cmd;
+  c.nbd_local_port = 10810;
+  c.nbd_remote_port = 10809;
+  cmd.clear();
+  for (const auto& a : mk::vma::ssh_command(c)) cmd += a + " ";
+  EXPECT_NE(cmd.find("-L 127.0.0.1:10810:127.0.0.1:10809 "), std::string::npos) << cmd;
+}
+
+TEST(TunnelUnit, SshFailuresAreExplainedWithWhatToDo) {
+  using mk::vma::explain_ssh_failure;
+  EXPECT_NE(explain_ssh_failure("debug1: x\n@@@@\nHost key verification failed.\n").find("pair again"),
+            std::string::npos);
+  EXPECT_NE(explain_ssh_failure("debug1: x\nroot@127.0.0.1: Permission denied (publickey).\n").find("approve"),
+            std::string::npos);
+  EXPECT_NE(explain_ssh_failure("Error: remote port forwarding failed for listen port 9081\n").find("port"),
+            std::string::npos);
+  EXPECT_NE(explain_ssh_failure("ssh: connect to host 10.0.0.1 port 22: Connection refused\n").find("firewall"),
+            std::string::npos);
+  EXPECT_EQ(explain_ssh_failure("debug1: only debug\nOpenSSH_9.2p1\n"), "");
+}
+
 TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
@@ -72,6 +109,11 @@ TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
   EXPECT_TRUE(oh.body["error"].is_null()) << oh.raw;
   Reply list = http("GET", lab.api_port(), "/api/v1/vmas", lab.admin());
   EXPECT_EQ(list.body["vmas"][0]["tunnel_state"], "up") << list.raw;
+  Reply oma_health = http("GET", lab.api_port(), "/health", "");
+  EXPECT_EQ(oma_health.body["vma_tunnels"]["up"], 1) << oma_health.raw;
+  EXPECT_EQ(oma_health.body["vma_tunnels"]["down"], 0) << oma_health.raw;
+  std::string metrics = http("GET", lab.api_port(), "/metrics", lab.admin()).raw;
+  EXPECT_NE(metrics.find("oma_vma_tunnels{state=\"up\"} 1"), std::string::npos) << metrics;
 
   // No secret on ssh's command line or in its log or sshd's.
   pid_t pid = vma->tunnel->ssh_pid();
@@ -264,6 +306,48 @@ TEST(Tunnel, NbdThroughTheSshLocalForwardCopiesIdenticalBytes) {
   // Plain NBD without TLS is refused by the OMA's server even through the tunnel.
   auto plain = mk::test::run_migratekit({"copy", src.uri(), fmt::format("nbd://127.0.0.1:{}/{}", local, exp)});
   EXPECT_NE(plain.exit_code, 0);
+}
+
+TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
+  // The VMA's API: the OMA tests' strict fake, copying with the PSK the bundle carried.
+  mk::oma::test::FakeVma fake(vma->paired.psk_file());
+  int fake_port = std::stoi(fake.url().substr(fake.url().rfind(':') + 1));
+  auto tc = mk::vma::tunnel_config(vma->paired, fake_port);
+  fast_backoff(tc);
+  vma->tunnel = std::make_unique<mk::vma::TunnelSupervisor>(tc);
+  vma->tunnel->start();
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+
+  mk::test::TempDir dir("mk-job-ssh");
+  const int64_t size = 4 << 20;
+  std::string image = dir.file("src.img");
+  mk::test::create_sparse_file(image, size);
+  mk::test::write_random_at(image, 1 << 20, 1 << 20, 7);
+  mk::test::NbdkitServer src({.args = {"file=" + image}});
+  fake.set_source("2000", src.uri());
+  std::string vm = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001";
+  json body = {{"vm_id", vm}, {"name", "web01"}, {"vcenter", "vc-site-a"}, {"datacenter", "dc"}, {"cpus", 1},
+               {"memory_mb", 512}, {"vma_id", vma->paired.vma_id},
+               {"disks", json::array({{{"key", "2000"}, {"unit", 0}, {"capacity_bytes", size}}})}};
+  ASSERT_EQ(http("POST", lab.api_port(), "/api/v1/vms", lab.admin(), body.dump()).status, 201);
+  Reply job = http("POST", lab.api_port(), "/api/v1/jobs", lab.admin(), json{{"vm_id", vm}, {"kind", "full"}}.dump());
+  ASSERT_EQ(job.status, 201) << job.raw;
+  json j;
+  ASSERT_TRUE(eventually([&] {
+    j = http("GET", lab.api_port(), "/api/v1/jobs/" + job.body["job_id"].get<std::string>(), lab.admin()).body;
+    return j["status"] == "completed" || j["status"] == "failed";
+  }, std::chrono::seconds(120)));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_TRUE(fake.violations().empty());
+  ASSERT_EQ(fake.replicate_requests().size(), 1u);
+  EXPECT_TRUE(mk::test::files_identical(image, lab.oma().store().find_volume(vm, "2000")->device_path));
+  bool through_tunnel = false;
+  for (const auto& s : j["steps"])
+    if (s["message"].dump().find(fmt::format("127.0.0.1:{}", vma->paired.tunnel_port)) != std::string::npos)
+      through_tunnel = true;
+  EXPECT_TRUE(through_tunnel) << j["steps"].dump(2);
 }
 
 }  // namespace

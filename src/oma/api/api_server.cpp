@@ -261,9 +261,14 @@ void ApiServer::declare_routes() {
   add({"GET", "/health", "Liveness: database reachable, export server running (no token needed)", "", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          store_.count_exports();  // touches the database
-         return {200, {{"status", "ok"}, {"database", store_.database().engine()},
-                       {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
-                       {"nbd_port", exports_.port()}}, ""};
+         json out = {{"status", "ok"}, {"database", store_.database().engine()},
+                     {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
+                     {"nbd_port", exports_.port()}};
+         if (pairing_) {
+           auto [up, down] = approved_tunnels();
+           out["vma_tunnels"] = {{"up", up}, {"down", down}};  // approved VMAs only
+         }
+         return {200, out, ""};
        }});
   add({"GET", "/metrics", "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
        "operator", nullptr, [this](auto&, auto&, auto&) -> Reply { return {200, nullptr, metrics()}; }});
@@ -440,6 +445,15 @@ void ApiServer::declare_routes() {
        }});
 }
 
+std::pair<int, int> ApiServer::approved_tunnels() {
+  int up = 0, down = 0;
+  for (const auto& v : store_.list_vmas()) {
+    if (v.state != "approved") continue;
+    (pairing_->tunnel_state(v) == "up" ? up : down)++;
+  }
+  return {up, down};
+}
+
 void ApiServer::declare_vma_routes() {
   auto add = [this](Route r) { routes_.push_back(std::move(r)); };
   add({"POST", "/api/v1/vmas/pairing-bundles",
@@ -504,6 +518,12 @@ std::string ApiServer::metrics() {
                      store_.count_exports());
   out += fmt::format("# HELP oma_poller_errors_total Failed progress polls of the VMA.\n"
                      "# TYPE oma_poller_errors_total counter\noma_poller_errors_total {}\n", jobs_.poller_errors());
+  if (pairing_) {
+    auto [up, down] = approved_tunnels();
+    out += fmt::format("# HELP oma_vma_tunnels Control tunnels of approved VMAs, by state as the OMA sees them.\n"
+                       "# TYPE oma_vma_tunnels gauge\noma_vma_tunnels{{state=\"up\"}} {}\n"
+                       "oma_vma_tunnels{{state=\"down\"}} {}\n", up, down);
+  }
   out += fmt::format("# HELP oma_export_server_restarts_total Times the export server was restarted.\n"
                      "# TYPE oma_export_server_restarts_total counter\noma_export_server_restarts_total {}\n",
                      exports_.restarts());

@@ -80,6 +80,7 @@ class ApiServer {
   Reply dispatch(const Route& r, const httplib::Request& req);
   Caller authenticate(const httplib::Request& req, const std::string& role);
   std::string metrics();
+  std::pair<int, int> approved_tunnels();  // up, down
 
   Store& store_;
   JobManager& jobs_;

@@ -40,7 +40,8 @@ std::set<std::string> listening_inodes(int port) {
 bool is_sshd(pid_t pid) {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink(fmt::format("/proc/{}/exe", pid), ec);
-  return !ec && exe.filename() == "sshd";
+  // OpenSSH 9.8 and later serve sessions from a separate sshd-session binary.
+  return !ec && (exe.filename() == "sshd" || exe.filename() == "sshd-session");
 }
 
 }  // namespace

@@ -70,6 +70,11 @@ TunnelConfig tunnel_config(const PairedState& s, int api_port, std::optional<int
   return c;
 }
 
+NbdTarget nbd_target(const PairedState& s, std::optional<int> nbd_local_port) {
+  if (nbd_local_port) return {"127.0.0.1", *nbd_local_port};
+  return {s.nbd_host, s.nbd_port};
+}
+
 std::string read_api_token(const std::string& state_dir) {
   std::ifstream in(state_dir + "/api.token");
   std::string token;

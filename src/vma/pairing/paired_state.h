@@ -39,6 +39,15 @@ PairedState load_paired_state(const std::string& state_dir);
 // and with nbd_local_port the NBD-over-SSH local forward to the OMA's NBD port.
 TunnelConfig tunnel_config(const PairedState& s, int api_port, std::optional<int> nbd_local_port = std::nullopt);
 
+// Where the VMA's copies reach the OMA's NBD server: 127.0.0.1:<nbd_local_port> when
+// NBD travels inside the SSH connection (the tunnel's local forward), the OMA's own
+// address otherwise. TLS (PSK from psk_file()) is required either way.
+struct NbdTarget {
+  std::string host;
+  int port = 10809;
+};
+NbdTarget nbd_target(const PairedState& s, std::optional<int> nbd_local_port);
+
 // The API token the VMA must require from the OMA (api.token).
 std::string read_api_token(const std::string& state_dir);
 
