@@ -205,6 +205,10 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
     return s.state == "down" && s.error && s.error->find("host key does not match") != std::string::npos;
   })) << vma->tunnel->state().error.value_or("(none)");
   EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
+  // Failures back off: the delay grew from the initial one (and stays within the max).
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 3; }));
+  EXPECT_GT(vma->tunnel->next_backoff(), vma->tunnel->config().backoff_initial);
+  EXPECT_LE(vma->tunnel->next_backoff(), vma->tunnel->config().backoff_max);
 }
 
 TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {
