@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/error.h"
 #include "support/files.h"
@@ -97,10 +98,14 @@ void SshdServer::start_once(int port) {
 }
 
 void SshdServer::stop() {
-  // Sessions outlive the listener in OpenSSH: end them too (they are our descendants).
-  std::vector<pid_t> sessions = session_pids();
+  // Sessions outlive the listener in OpenSSH: end them too (they are our descendants),
+  // first, so that the listener still reaps them (nothing else would).
+  for (pid_t p : session_pids()) ::kill(p, SIGTERM);
+  for (int i = 0; i < 100 && !session_pids().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // A client may have connected again meanwhile: its session outlives the listener too.
+  std::vector<pid_t> late = session_pids();
   process_.stop();
-  for (pid_t p : sessions) ::kill(p, SIGTERM);
+  for (pid_t p : late) ::kill(p, SIGTERM);
 }
 
 void SshdServer::restart() {
