@@ -100,12 +100,18 @@ void SshdServer::start_once(int port) {
 void SshdServer::stop() {
   // Sessions outlive the listener in OpenSSH: end them too (they are our descendants),
   // first, so that the listener still reaps them (nothing else would).
-  for (pid_t p : session_pids()) ::kill(p, SIGTERM);
+  for (pid_t p : session_pids()) {
+    ::kill(p, SIGTERM);
+    ::kill(p, SIGCONT);  // a test may have stopped it (a hung OMA)
+  }
   for (int i = 0; i < 100 && !session_pids().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   // A client may have connected again meanwhile: its session outlives the listener too.
   std::vector<pid_t> late = session_pids();
   process_.stop();
-  for (pid_t p : late) ::kill(p, SIGTERM);
+  for (pid_t p : late) {
+    ::kill(p, SIGTERM);
+    ::kill(p, SIGCONT);
+  }
 }
 
 void SshdServer::restart() {

@@ -226,6 +226,31 @@ TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {
   EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
 }
 
+TEST(Tunnel, KeepAlivesDetectAHungOmaSessionAndTheTunnelRecovers) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a");
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
+  ASSERT_TRUE(session);
+  pid_t first = vma->tunnel->ssh_pid();
+  // The OMA's end stops answering (its kernel still acknowledges TCP): only SSH
+  // keep-alives can tell.
+  ASSERT_EQ(::kill(*session, SIGSTOP), 0);
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->ssh_pid() != first; }))
+      << vma->tunnel->state().state << " " << vma->tunnel->state().error.value_or("");
+  // While the stale session still holds the port, the new forward is refused and
+  // retried; once it is gone (sshd's own client keep-alives end it on a real OMA) the
+  // tunnel comes back.
+  EXPECT_TRUE(eventually([&] {
+    auto e = vma->tunnel->state().error;
+    return e && (e->find("keep-alives") != std::string::npos || e->find("forward") != std::string::npos);
+  })) << vma->tunnel->state().error.value_or("(none)");
+  ASSERT_EQ(::kill(*session, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->state().state == "up"; }))
+      << vma->tunnel->state().error.value_or("");
+  EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
+}
+
 TEST(Tunnel, SshdRestartIsFollowedByAReconnection) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");

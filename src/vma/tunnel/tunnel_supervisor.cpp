@@ -97,6 +97,8 @@ std::string explain_ssh_failure(const std::string& log_text) {
   if (contains(all, "forwarding failed"))
     return "the OMA refused the tunnel's forward (" + reason +
            "): the port assigned at pairing is taken on the OMA or not the one this VMA was approved for";
+  if (contains(all, "not responding"))
+    return "the OMA stopped answering keep-alives (" + reason + "): the network path or the OMA hangs";
   if (contains(all, "Connection refused") || contains(all, "Connection timed out") || contains(all, "No route") ||
       contains(all, "Could not resolve"))
     return "cannot reach the OMA's SSH server (" + reason + "): check the OMA address, port and firewall";
