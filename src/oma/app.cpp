@@ -75,8 +75,6 @@ void Oma::start() {
   }
   export_server_->start();
   exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
-
-  vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
   PairingConfig pc;
   pc.ssh_host = config_.ssh_host;
   pc.ssh_port = config_.ssh_port;
@@ -89,6 +87,8 @@ void Oma::start() {
   pc.nbd_psk_file = config_.tls_psk_file;
   pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
   pairing_->sync_authorized_keys();
+
+  vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
   JobOptions jo;
   jo.vma_for_vm = [this](const std::string& vm_id) { return pairing_->client_for_vm(vm_id); };
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);

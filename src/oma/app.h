@@ -37,8 +37,11 @@ struct OmaConfig {
   std::string export_backend = "nbdkit";      // or "nbd-server"
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
   std::string tls_certificates_dir;           // X.509 instead of PSK
-  std::string vma_url = "http://127.0.0.1:9081";  // the default VMA (VMs without a paired VMA)
+  std::string vma_url = "http://127.0.0.1:9081";
+  int poll_interval_ms = 1000;
+  int vma_timeout_s = 60;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
+  // VMs without a paired VMA use vma_url (the default VMA).
   std::string public_api_url;                 // default http://<nbd_advertise_host>:<api port>
   std::string ssh_host;                       // default nbd_advertise_host
   int ssh_port = 22;
@@ -46,8 +49,6 @@ struct OmaConfig {
   std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
   std::string authorized_keys_file;           // default DATA/vma_authorized_keys
   int tunnel_port_base = 9081;
-  int poll_interval_ms = 1000;
-  int vma_timeout_s = 60;
 };
 
 class Oma {

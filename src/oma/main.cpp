@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-psk-file", c.tls_psk_file, "NBD TLS PSK keys file (default DATA/nbd-psk.keys, created)");
   app.add_option("--tls-certificates", c.tls_certificates_dir, "NBD TLS X.509 certificates directory instead of PSK");
   app.add_option("--vma-url", c.vma_url, "VMA API through the tunnel (default http://127.0.0.1:9081)");
+  app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
+  app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
+      ->check(CLI::Range(1, 86400));
   app.add_option("--public-api-url", c.public_api_url, "API URL pairing bundles give VMAs (default http://NBD-ADVERTISE-HOST:API-PORT)");
   app.add_option("--ssh-host", c.ssh_host, "Address VMAs open their SSH tunnel to (default the NBD advertise host)");
   app.add_option("--ssh-port", c.ssh_port, "This OMA's SSH port for VMA tunnels (default 22; 443 for one-port sites)")
@@ -37,9 +40,6 @@ int main(int argc, char** argv) {
                  "OMA-managed authorized_keys for approved VMAs; point sshd's AuthorizedKeysFile at it (default DATA/vma_authorized_keys)");
   app.add_option("--tunnel-port-base", c.tunnel_port_base, "OMA loopback port of the first VMA's tunnel (default 9081; then 9082, ...)")
       ->check(CLI::Range(1, 65000));
-  app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
-  app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
-      ->check(CLI::Range(1, 86400));
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);
