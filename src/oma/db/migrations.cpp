@@ -146,11 +146,11 @@ const std::vector<std::string> kV1 = {
       updated_at BIGINT NOT NULL))",
 };
 
-// Version 2: VMAs paired with this OMA (one per vCenter or site) and the one-time codes
+// VMAs paired with this OMA (one per vCenter or site) and the one-time codes
 // that enrol them. A VMA's tunnel port stays reserved after revocation, so a new VMA
 // never gets a port an old session might still hold. Each VM belongs to the VMA that
 // discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url).
-const std::vector<std::string> kV2 = {
+const std::vector<std::string> kVmaPairing = {
     R"(CREATE TABLE vmas (
       vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
       name VARCHAR(255) NOT NULL,
@@ -185,7 +185,7 @@ void ensure_table(Database& db) {
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "initial schema", kV1},
-      {2, "VMAs and pairing", kV2},
+      {2, "VMAs and pairing", kVmaPairing},
   };
   return all;
 }
