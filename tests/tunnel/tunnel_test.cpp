@@ -135,6 +135,20 @@ TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
   EXPECT_NE(*session, pid);
 }
 
+TEST(Tunnel, APendingVmaWaitsForApprovalThenComesUp) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", /*approve=*/false);
+  ASSERT_TRUE(eventually([&] {
+    auto s = vma->tunnel->state();
+    return s.state == "down" && s.error && s.error->find("approve") != std::string::npos;
+  })) << vma->tunnel->state().error.value_or("(none)");
+  EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
+  lab.approve(vma->paired.vma_id);
+  auto st = wait_state(*vma->tunnel, "up");
+  ASSERT_EQ(st.state, "up") << st.error.value_or("");
+  EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
+}
+
 TEST(Tunnel, SshdGrantsTheVmaKeyItsForwardsAndNothingElse) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
