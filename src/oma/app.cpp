@@ -85,6 +85,7 @@ void Oma::start() {
   pc.nbd_host = config_.nbd_advertise_host;
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;
+  pc.nbd_certificates_dir = config_.tls_certificates_dir;
   pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
   pairing_->sync_authorized_keys();
 

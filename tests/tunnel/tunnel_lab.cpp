@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
 #include "support/files.h"
 #include "support/net.h"
+#include "support/x509.h"
 #include "vma/pairing/pair_command.h"
 
 namespace mk::tunnel_test {
@@ -54,7 +56,7 @@ VmaApiStandIn::~VmaApiStandIn() {
   if (thread_.joinable()) thread_.join();
 }
 
-TunnelLab::TunnelLab() {
+TunnelLab::TunnelLab(bool x509) {
   // The OMA-managed file must exist before sshd reads it; the OMA rewrites it at start.
   std::ofstream(authorized_keys()).close();
   sshd_ = std::make_unique<mk::test::SshdServer>(mk::test::SshdOptions{.authorized_keys_file = authorized_keys()});
@@ -71,6 +73,10 @@ TunnelLab::TunnelLab() {
   c.ssh_host_key_file = sshd_->host_public_key_file();
   c.authorized_keys_file = authorized_keys();
   c.tunnel_port_base = mk::test::free_tcp_port();
+  if (x509) {
+    std::filesystem::create_directories(dir_.file("pki"));
+    c.tls_certificates_dir = mk::test::make_x509_pki(dir_.file("pki")).server;
+  }
   base_str_ = std::to_string(c.tunnel_port_base);
   oma_ = std::make_unique<mk::oma::Oma>(c);
   oma_->start();

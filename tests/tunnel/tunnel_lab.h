@@ -61,7 +61,8 @@ struct Vma {
 
 class TunnelLab {
  public:
-  TunnelLab();
+  // x509: the OMA serves NBD with X.509 certificates (support/x509.h) instead of a PSK.
+  explicit TunnelLab(bool x509 = false);
   ~TunnelLab();
 
   mk::oma::Oma& oma() { return *oma_; }
@@ -70,6 +71,7 @@ class TunnelLab {
   const std::string& admin() const { return admin_; }  // "Bearer ..."
   std::string authorized_keys() const { return dir_.file("authorized_keys"); }
   const std::string& tunnel_port_base() const { return base_str_; }
+  std::string nbd_ca_cert_file() const { return dir_.file("pki/server/ca-cert.pem"); }
 
   // POST /api/v1/vmas/pairing-bundles; returns the bundle.
   nlohmann::json issue_bundle(int expires_in_seconds = 3600);

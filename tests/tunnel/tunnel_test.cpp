@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "common/subprocess.h"
@@ -13,6 +14,7 @@
 #include "support/files.h"
 #include "support/migratekit_runner.h"
 #include "support/nbdkit_server.h"
+#include "support/x509.h"
 #include "support/net.h"
 #include "tunnel_lab.h"
 
@@ -349,6 +351,45 @@ TEST(Tunnel, NbdThroughTheSshLocalForwardCopiesIdenticalBytes) {
   // Plain NBD without TLS is refused by the OMA's server even through the tunnel.
   auto plain = mk::test::run_migratekit({"copy", src.uri(), fmt::format("nbd://127.0.0.1:{}/{}", local, exp)});
   EXPECT_NE(plain.exit_code, 0);
+}
+
+TEST(Tunnel, AnX509OmaGivesItsCaAndNbdThroughTheForwardVerifiesIt) {
+  TunnelLab lab(/*x509=*/true);
+  json bundle = lab.issue_bundle();
+  EXPECT_EQ(bundle["nbd_tls"], "x509");
+  EXPECT_TRUE(bundle["nbd_psk_key"].is_null());
+  EXPECT_EQ(bundle["nbd_ca_cert"], mk::test::read_file(lab.nbd_ca_cert_file()));
+  auto vma = lab.make_vma("site-a", true, /*nbd_forward=*/true);
+  EXPECT_EQ(vma->paired.nbd_tls, "x509");
+  EXPECT_FALSE(std::filesystem::exists(vma->paired.psk_file()));
+  EXPECT_EQ(mk::test::read_file(vma->paired.nbd_certificates_dir() + "/ca-cert.pem"),
+            mk::test::read_file(lab.nbd_ca_cert_file()));
+  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+
+  mk::test::TempDir dir("mk-nbd-x509");
+  const uint64_t size = 8ull << 20;
+  std::string target = dir.file("target.img"), source = dir.file("source.img");
+  mk::test::create_sparse_file(target, size);
+  mk::test::create_sparse_file(source, size);
+  mk::test::write_random_at(source, 1 << 20, 2 << 20, 4);
+  std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  lab.oma().export_server().publish(exp, target);
+  mk::test::NbdkitServer src({.plugin = "file", .args = {"file=" + source}, .read_only = true});
+  // "localhost": the name in the OMA's test certificate; the forward listens there.
+  auto r = mk::test::run_migratekit({"copy", src.uri(),
+                                     fmt::format("nbds://localhost:{}/{}", *vma->tunnel->config().nbd_local_port, exp),
+                                     "--target-tls-certificates", vma->paired.nbd_certificates_dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(mk::test::files_identical(source, target));
+  // Another CA does not verify the OMA's certificate: the copy is refused.
+  std::filesystem::create_directories(dir.file("other-pki"));
+  auto other = mk::test::make_x509_pki(dir.file("other-pki"));
+  std::filesystem::create_directories(dir.file("other-ca"));
+  std::filesystem::copy_file(other.client + "/ca-cert.pem", dir.file("other-ca/ca-cert.pem"));
+  auto bad = mk::test::run_migratekit({"copy", src.uri(),
+                                       fmt::format("nbds://localhost:{}/{}", *vma->tunnel->config().nbd_local_port, exp),
+                                       "--target-tls-certificates", dir.file("other-ca")});
+  EXPECT_NE(bad.exit_code, 0) << bad.out;
 }
 
 TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {

@@ -51,12 +51,27 @@ void PairingService::sync_authorized_keys() {
   write_authorized_keys(config_.authorized_keys_file, store_.list_vmas(), config_.nbd_port, config_.ssh_user);
 }
 
-nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {
-  std::string host_key = first_line(config_.ssh_host_key_file, "the OMA's SSH public host key");
+nlohmann::json PairingService::nbd_tls_fields() const {
+  if (config_.nbd_psk_file.empty()) {
+    std::string path = config_.nbd_certificates_dir + "/ca-cert.pem";
+    std::ifstream in(path);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    if (!in || pem.str().find("BEGIN CERTIFICATE") == std::string::npos)
+      throw Error(fmt::format("cannot read the NBD TLS CA certificate {} for the pairing bundle", path));
+    return {{"nbd_tls", "x509"}, {"nbd_psk_identity", nullptr}, {"nbd_psk_key", nullptr}, {"nbd_ca_cert", pem.str()}};
+  }
   std::string psk = first_line(config_.nbd_psk_file, "the NBD TLS PSK");
   auto colon = psk.find(':');
   if (colon == std::string::npos || colon == 0)
     throw Error(fmt::format("{} is not a PSK keys file (identity:hexkey)", config_.nbd_psk_file));
+  return {{"nbd_tls", "psk"}, {"nbd_psk_identity", psk.substr(0, colon)}, {"nbd_psk_key", psk.substr(colon + 1)},
+          {"nbd_ca_cert", nullptr}};
+}
+
+nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {
+  std::string host_key = first_line(config_.ssh_host_key_file, "the OMA's SSH public host key");
+  nlohmann::json tls = nbd_tls_fields();
   std::string code = "mkp_" + new_token().substr(4);
   std::string vma_token = new_token();
   int64_t now = now_ms();
@@ -75,8 +90,10 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
           {"ssh_host_key", host_key},
           {"nbd_host", config_.nbd_host},
           {"nbd_port", config_.nbd_port},
-          {"nbd_psk_identity", psk.substr(0, colon)},
-          {"nbd_psk_key", psk.substr(colon + 1)},
+          {"nbd_tls", tls["nbd_tls"]},
+          {"nbd_psk_identity", tls["nbd_psk_identity"]},
+          {"nbd_psk_key", tls["nbd_psk_key"]},
+          {"nbd_ca_cert", tls["nbd_ca_cert"]},
           {"vma_api_token", vma_token},
           {"pairing_code", code},
           {"expires_at", expires}};

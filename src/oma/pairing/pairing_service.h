@@ -2,7 +2,8 @@
 //
 //  1. An admin asks for a pairing bundle: a JSON document carrying what a VMA needs to
 //     reach this OMA and prove itself: the OMA's API URL, its SSH endpoint and public
-//     host key (to pin), the NBD server and its TLS PSK identity and key, a fresh API
+//     host key (to pin), the NBD server and its TLS PSK identity and key (or, for an
+//     OMA serving NBD with X.509, its CA certificate), a fresh API
 //     token the OMA will present to the VMA, and a one-time pairing code (stored only
 //     as its SHA-256, expiring after code_ttl).
 //  2. The VMA enrols (`vma pair`) with the code, its name, vCenter and SSH public key:
@@ -39,7 +40,8 @@ struct PairingConfig {
   int tunnel_port_base = 9081;
   std::string nbd_host;
   int nbd_port = 10809;
-  std::string nbd_psk_file;          // "identity:hexkey"
+  std::string nbd_psk_file;          // "identity:hexkey"; empty: X.509 (below)
+  std::string nbd_certificates_dir;  // X.509 instead: the bundle carries its ca-cert.pem
   std::chrono::seconds code_ttl{24 * 3600};
   std::chrono::milliseconds vma_timeout{10000};
 };
@@ -75,6 +77,8 @@ class PairingService {
   void set_api_url(const std::string& url);
 
  private:
+  nlohmann::json nbd_tls_fields() const;
+
   Store& store_;
   SecretBox& secrets_;
   PairingConfig config_;

@@ -101,11 +101,23 @@ int pair(const PairArgs& a) {
   json b = read_bundle(a.bundle);
   std::string api_url = field(b, "oma_api_url"), ssh_host = field(b, "ssh_host"), ssh_user = field(b, "ssh_user"),
               host_key = field(b, "ssh_host_key"), nbd_host = field(b, "nbd_host"),
-              psk_identity = field(b, "nbd_psk_identity"), psk_key = field(b, "nbd_psk_key"),
               token = field(b, "vma_api_token"), code = field(b, "pairing_code");
   int ssh_port = port_field(b, "ssh_port"), nbd_port = port_field(b, "nbd_port");
-  if (psk_key.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos || psk_identity.find(':') != std::string::npos)
-    throw UsageError("the bundle's NBD PSK is not identity + hex key");
+  std::string nbd_tls = b.value("nbd_tls", "psk"), psk_identity, psk_key, ca_cert;
+  if (nbd_tls == "psk") {
+    psk_identity = field(b, "nbd_psk_identity");
+    psk_key = field(b, "nbd_psk_key");
+    if (psk_key.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos ||
+        psk_identity.find(':') != std::string::npos)
+      throw UsageError("the bundle's NBD PSK is not identity + hex key");
+  } else if (nbd_tls == "x509") {
+    if (!b.contains("nbd_ca_cert") || !b["nbd_ca_cert"].is_string() ||
+        b["nbd_ca_cert"].get<std::string>().find("BEGIN CERTIFICATE") == std::string::npos)
+      throw UsageError("the bundle's nbd_ca_cert is not a PEM certificate");
+    ca_cert = b["nbd_ca_cert"];
+  } else {
+    throw UsageError("the bundle's nbd_tls must be \"psk\" or \"x509\"");
+  }
   std::string kh = known_hosts_line(host_key);
 
   std::error_code ec;
@@ -113,7 +125,15 @@ int pair(const PairArgs& a) {
   if (ec) throw Error(fmt::format("cannot create the state directory {}: {}", a.state_dir, ec.message()));
   ::chmod(a.state_dir.c_str(), 0700);
   write_secret_file(a.state_dir + "/known_hosts", kh);
-  write_secret_file(a.state_dir + "/nbd-psk.keys", psk_identity + ":" + psk_key + "\n");
+  if (nbd_tls == "psk") {
+    write_secret_file(a.state_dir + "/nbd-psk.keys", psk_identity + ":" + psk_key + "\n");
+  } else {
+    std::string pki = a.state_dir + "/nbd-pki";
+    std::filesystem::create_directories(pki, ec);
+    if (ec) throw Error(fmt::format("cannot create {}: {}", pki, ec.message()));
+    ::chmod(pki.c_str(), 0700);
+    write_secret_file(pki + "/ca-cert.pem", ca_cert);
+  }
   write_secret_file(a.state_dir + "/api.token", token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
@@ -121,7 +141,8 @@ int pair(const PairArgs& a) {
   json state = {{"vma_id", reply["vma_id"]}, {"name", a.name},          {"vcenter", a.vcenter},
                 {"oma_api_url", api_url},    {"ssh_host", ssh_host},     {"ssh_port", ssh_port},
                 {"ssh_user", ssh_user},      {"nbd_host", nbd_host},     {"nbd_port", nbd_port},
-                {"nbd_psk_identity", psk_identity}, {"tunnel_port", reply["tunnel_port"]}};
+                {"nbd_tls", nbd_tls},        {"nbd_psk_identity", psk_identity},
+                {"tunnel_port", reply["tunnel_port"]}};
   write_secret_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
   std::string id = reply["vma_id"];
   std::printf("VMA \"%s\" (vCenter %s) enrolled with the OMA at %s as %s, tunnel port %d on the OMA.\n"

@@ -2,7 +2,8 @@
 //
 //   known_hosts      the OMA's pinned SSH host key (under the alias "migratekit-oma")
 //   id_ed25519(.pub) the VMA's own SSH key pair (made here by ssh-keygen)
-//   nbd-psk.keys     the NBD TLS PSK ("identity:hexkey"), for nbds:// to the OMA
+//   nbd-psk.keys     the NBD TLS PSK ("identity:hexkey"), for nbds:// to the OMA, or,
+//   nbd-pki/ca-cert.pem  when the OMA serves NBD with X.509, its CA certificate
 //   api.token        the bearer token the OMA presents to this VMA's API
 //   pairing.json     what is not secret: the OMA's addresses, ports, the VMA's id and
 //                    its tunnel port
@@ -23,12 +24,15 @@ struct PairedState {
   std::string state_dir;
   std::string vma_id, name, vcenter;
   std::string oma_api_url, ssh_host, ssh_user, nbd_host, nbd_psk_identity;
+  std::string nbd_tls = "psk";  // "psk" | "x509"
   int ssh_port = 22, nbd_port = 10809, tunnel_port = 9081;
 
   std::string known_hosts() const { return state_dir + "/known_hosts"; }
   std::string identity() const { return state_dir + "/id_ed25519"; }
   std::string psk_file() const { return state_dir + "/nbd-psk.keys"; }
   std::string token_file() const { return state_dir + "/api.token"; }
+  // For migratekit copy --target-tls-certificates when nbd_tls is "x509".
+  std::string nbd_certificates_dir() const { return state_dir + "/nbd-pki"; }
 };
 
 // Reads pairing.json; throws mk::Error naming the file (and "run `vma pair`") if the
