@@ -292,6 +292,7 @@ TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["session_ended"], true) << r.raw;
   EXPECT_EQ(r.body["session_pid"], *session) << r.raw;
+  EXPECT_TRUE(r.body["warning"].is_null()) << r.raw;
 
   // The VMA tries again (with backoff) and is refused every time.
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= before + 2; }));

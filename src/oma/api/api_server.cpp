@@ -497,6 +497,12 @@ void ApiServer::declare_vma_routes() {
          json out = vma_json(store_.get_vma(id));
          out["session_ended"] = pid.has_value();
          out["session_pid"] = pid ? json(*pid) : json(nullptr);
+         out["warning"] = nullptr;
+         if (pairing_->tunnel_state(store_.get_vma(id)) == "up")
+           out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
+                                        "an sshd session this OMA may end (is the OMA running as root?): end it by "
+                                        "hand; the VMA's key is already removed",
+                                        out["tunnel_port"].get<int64_t>());
          return {200, out, ""};
        }});
   add({"GET", "/api/v1/vmas/{vma_id}/health", "A VMA's health through its tunnel, and the tunnel's state",
