@@ -87,7 +87,7 @@ void Oma::start() {
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
   pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
-  pairing_->sync_authorized_keys();
+  pairing_->sync_access();
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
   JobOptions jo;

@@ -207,7 +207,7 @@ void VmasEnrolOnceWithDistinctPortsAndOwnTheirVms(db::Database& database, Store&
   const int64_t now = 1'000'000;
   for (const char* h : {"code-a", "code-b", "code-old"})
     store.insert_pairing_code({h, "v1:sealed", now - 10, std::string(h) == "code-old" ? now - 1 : now + 1000,
-                               std::nullopt, std::nullopt});
+                               std::nullopt, std::nullopt, std::string("v1:psk")});
   VmaRecord in;
   in.name = "site-a";
   in.vcenter = "vc-a";
@@ -217,6 +217,7 @@ void VmasEnrolOnceWithDistinctPortsAndOwnTheirVms(db::Database& database, Store&
   EXPECT_EQ(a.tunnel_port, 9081);
   EXPECT_EQ(a.state, "pending");
   EXPECT_EQ(a.api_token_sealed, "v1:sealed");
+  EXPECT_EQ(store.get_vma("vma-a").nbd_psk_sealed, "v1:psk");
   in.vma_id = "vma-a2";
   EXPECT_THROW(store.enroll_vma("code-a", now, in, 9081), Conflict);   // used
   EXPECT_THROW(store.enroll_vma("code-old", now, in, 9081), Conflict); // expired

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "common/subprocess.h"
@@ -49,8 +50,13 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   EXPECT_EQ(bundle["ssh_port"], lab.sshd().port());
   EXPECT_EQ(bundle["nbd_port"], lab.oma().export_server().port());
   EXPECT_EQ(bundle["ssh_host_key"], lab.sshd().host_public_key());
-  std::string psk = trim(mk::test::read_file(lab.oma().config().tls_psk_file));
-  EXPECT_EQ(bundle["nbd_psk_identity"].get<std::string>() + ":" + bundle["nbd_psk_key"].get<std::string>(), psk);
+  // The VMA's own NBD PSK identity, not the OMA's: authorised only once approved.
+  EXPECT_EQ(bundle["nbd_tls"], "psk");
+  EXPECT_EQ(bundle["nbd_psk_identity"].get<std::string>().rfind("vma-", 0), 0u) << bundle["nbd_psk_identity"];
+  EXPECT_EQ(bundle["nbd_psk_key"].get<std::string>().size(), 64u);
+  std::string psk = bundle["nbd_psk_identity"].get<std::string>() + ":" + bundle["nbd_psk_key"].get<std::string>();
+  std::string server_psk = mk::test::read_file(lab.oma().config().tls_psk_file);
+  EXPECT_EQ(server_psk.find(bundle["nbd_psk_key"].get<std::string>()), std::string::npos);
 
   mk::test::TempDir vma("mk-vma");
   std::string state = vma.file("state"), out, err;
@@ -71,13 +77,14 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   // No secret in what pairing printed or logged (the OMA's log included), in the
   // non-secret state file, or in clear in the OMA's database.
   std::string db = mk::test::read_file(lab.oma().config().data_dir + "/oma.db");
+  if (std::filesystem::exists(lab.oma().config().data_dir + "/oma.db-wal"))  // SQLite WAL: recent pages
+    db += mk::test::read_file(lab.oma().config().data_dir + "/oma.db-wal");
+  ASSERT_NE(db.find("site-a"), std::string::npos);  // the check reads where the data is
   for (const char* f : {"vma_api_token", "pairing_code", "nbd_psk_key"}) {
     std::string secret = bundle[f];
     EXPECT_EQ((out + err).find(secret), std::string::npos) << f;
     EXPECT_EQ(mk::test::read_file(state + "/pairing.json").find(secret), std::string::npos) << f;
-    if (std::string(f) != "nbd_psk_key") {
-      EXPECT_EQ(db.find(secret), std::string::npos) << f;
-    }
+    EXPECT_EQ(db.find(secret), std::string::npos) << f;
   }
 
   Reply list = http("GET", lab.api_port(), "/api/v1/vmas", lab.admin());
@@ -86,8 +93,9 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   EXPECT_EQ(list.body["vmas"][0]["state"], "pending");
   EXPECT_EQ(list.body["vmas"][0]["name"], "site-a");
   EXPECT_EQ(list.body["vmas"][0]["tunnel_state"], "down");
-  // Pending: the key is not authorised yet.
+  // Pending: neither the SSH key nor the NBD identity is authorised yet.
   EXPECT_EQ(mk::test::read_file(lab.authorized_keys()).find("ssh-ed25519"), std::string::npos);
+  EXPECT_EQ(mk::test::read_file(lab.oma().config().tls_psk_file), server_psk);
 }
 
 TEST(Pairing, EnrolmentRefusesMissingWrongUsedAndExpiredCodes) {
@@ -154,6 +162,13 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
       vma->paired.tunnel_port, lab.oma().export_server().port(), pub.substr(0, pub.rfind(' ')), vma->paired.vma_id);
   EXPECT_NE(ak.find(expected), std::string::npos) << ak;
   EXPECT_EQ(std::count(ak.begin(), ak.end(), '\n'), 2) << ak;  // header comment + one key
+  // The NBD server's PSK file: the OMA's own line first, then this VMA's identity.
+  std::string psk_file = lab.oma().config().tls_psk_file;
+  std::string vma_psk = mk::test::read_file(vma->paired.psk_file());
+  std::string server_psk = mk::test::read_file(psk_file);
+  EXPECT_EQ(server_psk.rfind("oma:", 0), 0u) << server_psk;
+  EXPECT_NE(server_psk.find(vma_psk), std::string::npos) << server_psk;
+  EXPECT_EQ(mode_of(psk_file), 0600);
 
   Reply twice = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin());
   EXPECT_EQ(twice.status, 409) << twice.raw;
@@ -163,6 +178,7 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
   EXPECT_EQ(revoke.body["session_ended"], false);  // no tunnel was running
   EXPECT_EQ(mk::test::read_file(lab.authorized_keys()).find("ssh-ed25519"), std::string::npos);
   EXPECT_EQ(mode_of(lab.authorized_keys()), 0600);
+  EXPECT_EQ(mk::test::read_file(psk_file), server_psk.substr(0, server_psk.find('\n') + 1));
   EXPECT_EQ(http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin()).status, 409);
 }
 

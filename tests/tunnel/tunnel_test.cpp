@@ -36,6 +36,16 @@ bool tunnel_answers(const Vma& v) {
   }
 }
 
+// Whether an NBD client with this PSK file (its one identity) can open the export.
+bool nbd_opens(const std::string& psk_file, int port, const std::string& export_name) {
+  std::string psk = mk::test::read_file(psk_file), out;
+  std::string identity = psk.substr(0, psk.find(':'));
+  return mk::run_capture({"nbdinfo", "--size",
+                          fmt::format("nbds://{}@127.0.0.1:{}/{}?tls-psk-file={}", identity, port, export_name,
+                                      psk_file)},
+                         out) == 0;
+}
+
 std::string cmdline(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);  // size 0 to stat: stream it
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -287,12 +297,21 @@ TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
   ASSERT_TRUE(session);
   int before = vma->tunnel->attempts();
+  // Its own NBD identity opens the OMA's exports while approved (directly, no tunnel).
+  mk::test::TempDir dir("mk-revoke");
+  mk::test::create_sparse_file(dir.file("disk.img"), 1 << 20);
+  std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  lab.oma().export_server().publish(exp, dir.file("disk.img"));
+  int nbd = lab.oma().export_server().port();
+  EXPECT_TRUE(nbd_opens(vma->paired.psk_file(), nbd, exp));
 
   Reply r = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/revoke", lab.admin());
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["session_ended"], true) << r.raw;
   EXPECT_EQ(r.body["session_pid"], *session) << r.raw;
   EXPECT_TRUE(r.body["warning"].is_null()) << r.raw;
+  EXPECT_FALSE(nbd_opens(vma->paired.psk_file(), nbd, exp));  // its NBD identity is gone too
+  EXPECT_TRUE(nbd_opens(lab.oma().config().tls_psk_file, nbd, exp));  // the OMA's own still works
 
   // The VMA tries again (with backoff) and is refused every time.
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= before + 2; }));

@@ -149,7 +149,8 @@ const std::vector<std::string> kV1 = {
 // VMAs paired with this OMA (one per vCenter or site) and the one-time codes
 // that enrol them. A VMA's tunnel port stays reserved after revocation, so a new VMA
 // never gets a port an old session might still hold. Each VM belongs to the VMA that
-// discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url).
+// discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url). Each VMA has
+// its own NBD TLS PSK identity ("identity:hexkey", sealed; NULL with X.509).
 const std::vector<std::string> kVmaPairing = {
     R"(CREATE TABLE vmas (
       vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
@@ -159,6 +160,7 @@ const std::vector<std::string> kVmaPairing = {
       state VARCHAR(16) NOT NULL,
       tunnel_port BIGINT NOT NULL,
       api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
       created_at BIGINT NOT NULL,
       approved_at BIGINT NULL,
       revoked_at BIGINT NULL,
@@ -166,6 +168,7 @@ const std::vector<std::string> kVmaPairing = {
     R"(CREATE TABLE vma_pairing_codes (
       code_hash VARCHAR(64) NOT NULL PRIMARY KEY,
       api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
       created_at BIGINT NOT NULL,
       expires_at BIGINT NOT NULL,
       used_at BIGINT NULL,

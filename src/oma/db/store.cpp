@@ -539,7 +539,8 @@ int64_t Store::count_exports() { return db_.query("SELECT COUNT(*) FROM nbd_expo
 
 namespace {
 const char* kVmaCols =
-    "vma_id, name, vcenter, ssh_public_key, state, tunnel_port, api_token_sealed, created_at, approved_at, revoked_at";
+    "vma_id, name, vcenter, ssh_public_key, state, tunnel_port, api_token_sealed, created_at, approved_at, revoked_at, "
+    "nbd_psk_sealed";
 VmaRecord vma_from(const Row& r) {
   VmaRecord v;
   v.vma_id = r.str(0);
@@ -552,19 +553,22 @@ VmaRecord vma_from(const Row& r) {
   v.created_at = r.i64(7);
   v.approved_at = opt_i64(r, 8);
   v.revoked_at = opt_i64(r, 9);
+  v.nbd_psk_sealed = r.opt(10);
   return v;
 }
 }  // namespace
 
 void Store::insert_pairing_code(const PairingCodeRecord& c) {
-  db_.exec("INSERT INTO vma_pairing_codes (code_hash, api_token_sealed, created_at, expires_at) VALUES (?,?,?,?)",
-           {c.code_hash, c.api_token_sealed, c.created_at, c.expires_at});
+  db_.exec("INSERT INTO vma_pairing_codes (code_hash, api_token_sealed, nbd_psk_sealed, created_at, expires_at) "
+           "VALUES (?,?,?,?,?)",
+           {c.code_hash, c.api_token_sealed, opt(c.nbd_psk_sealed), c.created_at, c.expires_at});
 }
 
 VmaRecord Store::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base) {
   db_.transaction([&] {
-    auto rows = db_.query("SELECT api_token_sealed, expires_at, used_at FROM vma_pairing_codes WHERE code_hash = ?",
-                          {code_hash});
+    auto rows = db_.query(
+        "SELECT api_token_sealed, expires_at, used_at, nbd_psk_sealed FROM vma_pairing_codes WHERE code_hash = ?",
+        {code_hash});
     if (rows.empty()) throw Conflict("unknown pairing code: ask the OMA's operator for a new pairing bundle");
     if (!rows[0].is_null(2))
       throw Conflict("this pairing code was already used (codes are single-use): ask for a new pairing bundle");
@@ -576,11 +580,12 @@ VmaRecord Store::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord
     int64_t top = max.empty() || max[0].is_null(0) ? 0 : max[0].i64(0);
     vma.tunnel_port = std::max(port_base, top + 1);
     vma.api_token_sealed = rows[0].str(0);
+    vma.nbd_psk_sealed = rows[0].opt(3);
     vma.state = "pending";
     vma.created_at = now;
-    db_.exec(fmt::format("INSERT INTO vmas ({}) VALUES (?,?,?,?,?,?,?,?,?,?)", kVmaCols),
+    db_.exec(fmt::format("INSERT INTO vmas ({}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", kVmaCols),
              {vma.vma_id, vma.name, vma.vcenter, vma.ssh_public_key, vma.state, vma.tunnel_port,
-              vma.api_token_sealed, vma.created_at, Value(), Value()});
+              vma.api_token_sealed, vma.created_at, Value(), Value(), opt(vma.nbd_psk_sealed)});
   });
   return vma;
 }

@@ -46,9 +46,10 @@ void PairingService::set_api_url(const std::string& url) {
   config_.api_url = url;
 }
 
-void PairingService::sync_authorized_keys() {
+void PairingService::sync_access() {
   std::lock_guard lk(file_mutex_);
   write_authorized_keys(config_.authorized_keys_file, store_.list_vmas(), config_.nbd_port, config_.ssh_user);
+  sync_nbd_psk_file();
 }
 
 nlohmann::json PairingService::nbd_tls_fields() const {
@@ -61,12 +62,22 @@ nlohmann::json PairingService::nbd_tls_fields() const {
       throw Error(fmt::format("cannot read the NBD TLS CA certificate {} for the pairing bundle", path));
     return {{"nbd_tls", "x509"}, {"nbd_psk_identity", nullptr}, {"nbd_psk_key", nullptr}, {"nbd_ca_cert", pem.str()}};
   }
-  std::string psk = first_line(config_.nbd_psk_file, "the NBD TLS PSK");
-  auto colon = psk.find(':');
-  if (colon == std::string::npos || colon == 0)
-    throw Error(fmt::format("{} is not a PSK keys file (identity:hexkey)", config_.nbd_psk_file));
-  return {{"nbd_tls", "psk"}, {"nbd_psk_identity", psk.substr(0, colon)}, {"nbd_psk_key", psk.substr(colon + 1)},
-          {"nbd_ca_cert", nullptr}};
+  first_line(config_.nbd_psk_file, "the NBD TLS PSK");  // the server's file must be there
+  // This VMA's own identity and key, authorised in the server's file at approval.
+  std::string identity = "vma-" + new_token().substr(4, 16), key = new_token().substr(4);
+  return {{"nbd_tls", "psk"}, {"nbd_psk_identity", identity}, {"nbd_psk_key", key}, {"nbd_ca_cert", nullptr}};
+}
+
+void PairingService::sync_nbd_psk_file() {
+  if (config_.nbd_psk_file.empty()) return;  // X.509
+  std::ifstream in(config_.nbd_psk_file);
+  if (!in) throw Error(fmt::format("cannot read the NBD TLS PSK file {}", config_.nbd_psk_file));
+  std::string content;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line.rfind("vma-", 0) != 0) content += line + "\n";
+  for (const auto& v : store_.list_vmas())
+    if (v.state == "approved" && v.nbd_psk_sealed) content += secrets_.open(*v.nbd_psk_sealed) + "\n";
+  write_private_file(config_.nbd_psk_file, content);
 }
 
 nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {
@@ -76,7 +87,11 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   std::string vma_token = new_token();
   int64_t now = now_ms();
   int64_t expires = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl.value_or(config_.code_ttl)).count();
-  store_.insert_pairing_code({sha256_hex(code), secrets_.seal(vma_token), now, expires, std::nullopt, std::nullopt});
+  std::optional<std::string> psk_sealed;
+  if (tls["nbd_tls"] == "psk")
+    psk_sealed = secrets_.seal(tls["nbd_psk_identity"].get<std::string>() + ":" + tls["nbd_psk_key"].get<std::string>());
+  store_.insert_pairing_code(
+      {sha256_hex(code), secrets_.seal(vma_token), now, expires, std::nullopt, std::nullopt, psk_sealed});
   log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", expires);
   std::string api_url;
   {
@@ -114,7 +129,7 @@ VmaRecord PairingService::enroll(const std::string& pairing_code, const std::str
 
 VmaRecord PairingService::approve(const std::string& vma_id) {
   store_.set_vma_state(vma_id, "approved");
-  sync_authorized_keys();
+  sync_access();
   VmaRecord v = store_.get_vma(vma_id);
   log::info("VMA {} ({}) approved: its key may hold 127.0.0.1:{}", v.vma_id, v.name, v.tunnel_port);
   return v;
@@ -123,7 +138,7 @@ VmaRecord PairingService::approve(const std::string& vma_id) {
 std::optional<pid_t> PairingService::revoke(const std::string& vma_id) {
   store_.set_vma_state(vma_id, "revoked");
   // Key first, session second: the VMA's reconnection is refused.
-  sync_authorized_keys();
+  sync_access();
   VmaRecord v = store_.get_vma(vma_id);
   auto pid = end_tunnel_session(static_cast<int>(v.tunnel_port));
   log::info("VMA {} ({}) revoked; {}", v.vma_id, v.name,

@@ -10,8 +10,13 @@
 //     the code is used up, the VMA is recorded as pending with its own tunnel port
 //     (tunnel_port_base for the first, then the next ones).
 //  3. An operator approves it: its key goes into the OMA-managed authorized_keys file,
-//     allowed to hold that one reverse forward (and a local forward to the NBD port).
-//  4. Revocation removes the key and ends the VMA's live SSH session.
+//     allowed to hold that one reverse forward (and a local forward to the NBD port),
+//     and its own NBD PSK identity (each bundle makes one, "vma-…") into the NBD
+//     server's PSK file, which nbdkit reads at each TLS handshake (no restart).
+//  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
+//     neither hold the tunnel nor open a new NBD connection.
+// In the PSK file the OMA owns only the "vma-" lines; other lines (its own identity,
+// an operator's) are kept as they are.
 //
 // The VMA API tokens are stored sealed with the OMA's SecretBox. The database is the
 // source of truth; the authorized_keys file is regenerated from it at start and after
@@ -50,8 +55,9 @@ class PairingService {
  public:
   PairingService(Store& store, SecretBox& secrets, PairingConfig config);
 
-  // Rewrites the authorized_keys file from the database (at start).
-  void sync_authorized_keys();
+  // Rewrites, from the database, the authorized_keys file and the approved VMAs' lines
+  // of the NBD PSK file (at start and after every approval or revocation).
+  void sync_access();
 
   // A new bundle (see above). ttl: nullopt = config's code_ttl.
   nlohmann::json issue_bundle(std::optional<std::chrono::seconds> ttl = std::nullopt);
@@ -78,6 +84,7 @@ class PairingService {
 
  private:
   nlohmann::json nbd_tls_fields() const;
+  void sync_nbd_psk_file();
 
   Store& store_;
   SecretBox& secrets_;
