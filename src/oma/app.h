@@ -14,6 +14,8 @@
 
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
+#include "oma/cutover/cloudstack_target.h"
+#include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
@@ -38,6 +40,9 @@ struct OmaConfig {
   std::string vma_url = "http://127.0.0.1:9081";
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
+  std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
+  CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
+  CutoverConfig cutover;
 };
 
 class Oma {
@@ -51,6 +56,7 @@ class Oma {
   Store& store() { return *store_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
+  CutoverService& cutover() { return *cutover_; }
   const OmaConfig& config() const { return config_; }
 
  private:
@@ -67,6 +73,8 @@ class Oma {
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<CloudStackTarget> cloudstack_;
+  std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
 };
 
