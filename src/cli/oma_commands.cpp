@@ -272,6 +272,7 @@ Runner add_oma_commands(CLI::App& app) {
                   "Seconds for the guest to shut down before it is powered off (default 300)")
       ->check(CLI::Range(1, 86400));
   cut->add_flag("--watch", a->watch, "Show each step until the cutover ends (exit 1 unless it completes)");
+  cut->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
 
   CLI::App* tf = app.add_subcommand("test-failover", "Boot a copy of a replicated VM on the test network (the "
                                                      "source keeps running), or --cleanup to remove it");
@@ -279,6 +280,7 @@ Runner add_oma_commands(CLI::App& app) {
   tf->add_option("VM", a->vm, "VM UUID")->required();
   tf->add_flag("--cleanup", a->cleanup, "Destroy the test VM, revert the volumes and resume replication");
   tf->add_flag("--watch", a->watch, "Show each step until the job ends (exit 1 unless it completes)");
+  tf->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
 
   return [a, vms, rep, jobs, cut, tf]() -> int {
     if (vms->parsed()) return run_vms(*a);
