@@ -411,6 +411,34 @@ TEST_F(OmaFlow, TestFailoverAndCleanupLeaveReplicationWhereItWas) {
   EXPECT_EQ(api->post("/api/v1/vms/" + vm_id + "/test-failover/cleanup", "").status, 409);
 }
 
+TEST_F(OmaFlow, FailedTestFailoverRollsBackOrLeavesWhatTheCleanupNeeds) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  // A clean rollback: as if nothing happened.
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no capacity"}});
+  json job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("no capacity"), std::string::npos) << job["error"];
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["snapshots"].size(), 0u);
+  expect_on_oma();
+
+  // A rollback that cannot revert a volume: the record stays, the VM stays in test
+  // failover (no replication into a volume the test VM wrote), the cleanup finishes it.
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no capacity"}});
+  sim.fail({{"command", "revertSnapshot"}, {"how", "job"}, {"errortext", "primary storage busy"}});
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("ROLLBACK INCOMPLETE"), std::string::npos) << job["error"];
+  EXPECT_EQ(vm_status(), "test_failover");
+  EXPECT_EQ(api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump()).status, 409);
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["snapshots"].size(), 0u);
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
+  expect_on_oma();
+}
+
 // The "local" backend: the local images are the final disks.
 class LocalCutover : public OmaFlow {
  protected:

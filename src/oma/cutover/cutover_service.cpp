@@ -274,18 +274,30 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
     cs::StepLog steps(step_recorder(store_, job.job_id));
     cs::TestFailover tf(*session->client, builder, exports, session->test_network_id);
     cs::TestFailoverRecord record;
+    auto keep_record = [&] {
+      json snapshots = json::object();
+      for (const auto& [volume, snapshot] : record.snapshots) snapshots[volume] = snapshot;
+      store_.put_failover({vm_id, "test_failover", job.job_id, record.vm_id,
+                           json{{"vm_name", record.vm_name}, {"snapshots", snapshots},
+                                {"unexported", record.unexported}, {"status_before", before}}
+                               .dump(),
+                           now_ms()});
+    };
     try {
-      record = tf.start(source, steps);
+      tf.start(source, steps, record);
     } catch (const std::exception& e) {
-      throw JobFailed(e.what(), before);
+      bool rolled_back = true;
+      for (const auto& st : steps.steps()) {
+        if (st.name.rfind("rollback-", 0) == 0 && st.status == cs::StepStatus::Failed) rolled_back = false;
+      }
+      if (rolled_back) throw JobFailed(e.what(), before);
+      // What is left must stay findable: the cleanup (POST .../test-failover/cleanup)
+      // finishes what the rollback could not.
+      keep_record();
+      throw JobFailed(std::string(e.what()) + "; run the test failover cleanup once the cause is fixed",
+                      "test_failover");
     }
-    json snapshots = json::object();
-    for (const auto& [volume, snapshot] : record.snapshots) snapshots[volume] = snapshot;
-    store_.put_failover({vm_id, "test_failover", job.job_id, record.vm_id,
-                         json{{"vm_name", record.vm_name}, {"snapshots", snapshots}, {"unexported", record.unexported},
-                              {"status_before", before}}
-                             .dump(),
-                         now_ms()});
+    keep_record();
     store_.add_event(job.job_id, "info",
                      fmt::format("test VM {} ({}) runs on the test network; the source keeps running", record.vm_name,
                                  record.vm_id));
