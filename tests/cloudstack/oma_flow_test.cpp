@@ -18,6 +18,7 @@
 
 #include "common/units.h"
 #include "fake_vma.h"
+#include "oma/db/sqlite_database.h"
 #include "oma_service.h"
 #include "sim_server.h"
 #include "support/files.h"
@@ -224,7 +225,11 @@ TEST_F(OmaFlow, ReplicationCopiesIntoTaggedVolumesAttachedToTheOma) {
     EXPECT_EQ(tags["migratekit-vm"], vm_id);
     EXPECT_EQ(tags["migratekit-disk"], d.key);
   }
-  // A second pass reuses the same volumes and exports.
+  // A second pass reuses the same volumes and exports; a volume someone detached from
+  // the OMA in between is attached again (it is ours), never replaced.
+  mk::cloudstack::Client cs(sim.endpoint(), mk::cloudstack::test::SimServer::fast_client_options());
+  cs.call_async("detachVolume", {{"id", ids["2001"]}});
+  ASSERT_FALSE(std::filesystem::exists(link_of(ids["2001"])));
   mk::test::write_random_at(images["2001"], 512 * KiB, 64 * KiB, 77);
   job = replicate("incremental");
   ASSERT_EQ(job["status"], "completed") << job.dump(2);
@@ -280,6 +285,10 @@ TEST_F(OmaFlow, CutoverBuildsTheVmWithTheOsDiskAsRootAndDataDisksInUnitOrder) {
   EXPECT_GT(device["2001"], 0);
   EXPECT_LT(device["2001"], device["2002"]);
   EXPECT_EQ(api->get("/api/v1/exports").body["exports"].size(), kDisks.size());  // recorded, not served
+  json vm = api->get("/api/v1/vms/" + vm_id).body;
+  ASSERT_EQ(vm["failovers"].size(), 1u) << vm.dump(2);
+  EXPECT_EQ(vm["failovers"][0]["target_vm_id"], built["id"]);
+  EXPECT_EQ(vm["failovers"][0]["job_id"], job["job_id"]);
   // A cut-over VM is not replicated again, nor cut over twice.
   EXPECT_EQ(api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump()).status, 409);
   EXPECT_EQ(api->post("/api/v1/vms/" + vm_id + "/cutover", "").status, 409);
@@ -437,6 +446,35 @@ TEST_F(OmaFlow, FailedTestFailoverRollsBackOrLeavesWhatTheCleanupNeeds) {
   EXPECT_EQ(sim.state()["snapshots"].size(), 0u);
   EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
   expect_on_oma();
+}
+
+TEST_F(OmaFlow, CutoverCutShortByACrashFailsAtTheNextStartSayingWhatToCheck) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  OmaConfig c = oma->config();
+  oma->stop();
+  oma.reset();
+  {
+    // What the database holds after a crash mid-cutover: the job active, its body gone.
+    db::SqliteDatabase database(dir.file("data/oma.db"));
+    Store store(database);
+    JobRecord j;
+    j.job_id = "0c0c0c0c-0000-4000-8000-000000000001";
+    j.vm_id = vm_id;
+    j.kind = "cutover";
+    j.status = "running";
+    j.phase = "deploy-vm";
+    j.created_at = now_ms();
+    store.create_job(j, {});
+  }
+  oma = std::make_unique<Oma>(c);
+  oma->start();
+  api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+  json job = test::wait_for_job(*api, "0c0c0c0c-0000-4000-8000-000000000001", test::job_ended);
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("restarted during this cutover (last phase: deploy-vm)"),
+            std::string::npos)
+      << job["error"];
+  EXPECT_EQ(vm_status(), "cutover_interrupted");
 }
 
 // The "local" backend: the local images are the final disks.

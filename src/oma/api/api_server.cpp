@@ -310,6 +310,14 @@ void ApiServer::declare_routes() {
          out["nics"] = json::array();
          for (const auto& n : store_.list_nics(id))
            out["nics"].push_back({{"key", n.nic_key}, {"mac", n.mac}, {"network", n.network}});
+         // What a cutover or a test failover built in CloudStack (the target VM's id).
+         out["failovers"] = json::array();
+         for (const char* kind : {"cutover", "test_failover"}) {
+           if (auto f = store_.find_failover(id, kind)) {
+             out["failovers"].push_back({{"kind", f->kind}, {"job_id", f->job_id},
+                                         {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
+           }
+         }
          return {200, out, ""};
        }});
   add({"GET", "/api/v1/vms/{vm_id}/disks", "List a VM's disks with volume, export and committed change ID",

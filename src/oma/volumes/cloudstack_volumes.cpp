@@ -65,6 +65,11 @@ CreatedVolume CloudStackVolumeBackend::create(const VolumeSpec& spec) {
 
 uint64_t CloudStackVolumeBackend::size_of(const std::string& device_path) const { return device_size(device_path); }
 
+std::string CloudStackVolumeBackend::ready(const VolumeSpec& owner, const std::string&) {
+  auto volumes = source_();
+  return volumes->attach_to_oma(owner.volume_id, {owner.vm_id, owner.disk_key, owner.size_bytes});
+}
+
 void CloudStackVolumeBackend::remove(const VolumeSpec& owner, const std::string&) {
   auto volumes = source_();
   cloudstack::DiskRef disk{owner.vm_id, owner.disk_key, owner.size_bytes};

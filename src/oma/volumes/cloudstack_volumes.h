@@ -34,6 +34,8 @@ class CloudStackVolumeBackend : public VolumeBackend {
   // Detaches (if attached) and deletes the volume, only if this OMA created it for
   // that VM and disk.
   void remove(const VolumeSpec& owner, const std::string& device_path) override;
+  // Attaches the volume to the OMA if it is not there (only ours) and waits for its device.
+  std::string ready(const VolumeSpec& owner, const std::string& device_path) override;
 
  private:
   CloudStackVolumesSource source_;

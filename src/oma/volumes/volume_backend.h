@@ -39,6 +39,10 @@ class VolumeBackend {
   virtual uint64_t size_of(const std::string& device_path) const = 0;
   // Removes storage this backend created for that VM and disk.
   virtual void remove(const VolumeSpec& owner, const std::string& device_path) = 0;
+  // Makes recorded storage usable again before a job exports it (a CloudStack volume
+  // that is not attached to the OMA is attached and its device waited for); returns
+  // the device path. Local files need nothing.
+  virtual std::string ready(const VolumeSpec&, const std::string& device_path) { return device_path; }
 };
 
 // Sparse files DIR/vol-{volume_id}.img, mode 0600, never overwritten.

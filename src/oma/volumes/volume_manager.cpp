@@ -14,6 +14,12 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
       throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes but the disk now has {}: grow the volume first",
                               disk.vm_id, disk.disk_key, v->volume_id, v->size_bytes, disk.capacity_bytes));
     }
+    std::string device = backend_.ready({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(v->size_bytes)},
+                                        v->device_path);
+    if (device != v->device_path) {
+      throw Error(fmt::format("VM {} disk {}: volume {} is now at {}, not at its recorded {}", disk.vm_id,
+                              disk.disk_key, v->volume_id, device, v->device_path));
+    }
     return *v;
   }
   VolumeRecord v;
