@@ -94,7 +94,8 @@ void Oma::start() {
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
   jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
-  cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, *vma_, *cloudstack_,
+  auto vma_for = [vma = vma_.get()](const std::string&) { return std::shared_ptr<VmaClient>(vma, [](VmaClient*) {}); };
+  cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, vma_for, *cloudstack_,
                                               config_.volume_backend == "cloudstack", config_.cutover);
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);

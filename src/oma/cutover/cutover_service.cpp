@@ -170,10 +170,10 @@ std::string failed_status(const VmRecord& before) {
 
 }  // namespace
 
-CutoverService::CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaClient& vma,
+CutoverService::CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaForVm vma_for,
                                CloudStackTarget& target, bool cloudstack_backend, CutoverConfig config)
-    : store_(store), jobs_(jobs), exports_(exports), vma_(vma), target_(target), cloudstack_(cloudstack_backend),
-      config_(config) {}
+    : store_(store), jobs_(jobs), exports_(exports), vma_for_(std::move(vma_for)), target_(target),
+      cloudstack_(cloudstack_backend), config_(config) {}
 
 std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_s) {
   VmRecord vm = claimable_vm(store_, vm_id, "cutover");
@@ -186,8 +186,9 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
   return jobs_.start_custom(vm_id, "cutover", true, [=, this](const JobRecord& job) -> std::string {
     store_.set_vm_status(vm_id, "cutting_over");
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
-    VmaSourcePower power(vma_, store_, job.job_id, timeout_s);
-    JobFinalPass pass(vma_, jobs_, store_, job.job_id);
+    auto vma = vma_for_(vm_id);
+    VmaSourcePower power(*vma, store_, job.job_id, timeout_s);
+    JobFinalPass pass(*vma, jobs_, store_, job.job_id);
     OmaExports exports(store_, exports_);
     cs::StepLog steps(step_recorder(store_, job.job_id));
     // The VMA's shutdown answers once the VM is off; the margin covers its answer.
@@ -214,8 +215,9 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
   std::string vm_id = vm.vm_id;
   return jobs_.start_custom(vm_id, "cutover", true, [=, this](const JobRecord& job) -> std::string {
     store_.set_vm_status(vm_id, "cutting_over");
-    VmaSourcePower power(vma_, store_, job.job_id, timeout_s);
-    JobFinalPass pass(vma_, jobs_, store_, job.job_id);
+    auto vma = vma_for_(vm_id);
+    VmaSourcePower power(*vma, store_, job.job_id, timeout_s);
+    JobFinalPass pass(*vma, jobs_, store_, job.job_id);
     cs::StepLog steps(step_recorder(store_, job.job_id));
     bool powered_off = false;
     try {

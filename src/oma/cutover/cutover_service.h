@@ -26,6 +26,8 @@
 // collaborators. Thread-safe.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "oma/cutover/cloudstack_target.h"
@@ -39,11 +41,14 @@ struct CutoverConfig {
   std::chrono::milliseconds power_poll{std::chrono::seconds(1)};
 };
 
+// The VMA that serves a VM (with several paired VMAs, the one that discovered it).
+using VmaForVm = std::function<std::shared_ptr<VmaClient>(const std::string& vm_id)>;
+
 class CutoverService {
  public:
   // `cloudstack_backend`: the volumes are CloudStack volumes (else "local" files). The
   // settings in `target` may be kept either way.
-  CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaClient& vma, CloudStackTarget& target,
+  CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
                  bool cloudstack_backend, CutoverConfig config = {});
 
   std::string start_cutover(const std::string& vm_id, int shutdown_timeout_seconds);
@@ -58,7 +63,7 @@ class CutoverService {
   Store& store_;
   JobManager& jobs_;
   ExportManager& exports_;
-  VmaClient& vma_;
+  VmaForVm vma_for_;
   CloudStackTarget& target_;
   bool cloudstack_;
   CutoverConfig config_;
