@@ -485,6 +485,7 @@ class LocalCutover : public OmaFlow {
 
 TEST_F(LocalCutover, FinalPassThenTheVmIsCutOver) {
   ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->ignore_shutdown(true);  // the VMA powers it off after the timeout
   // Test failover needs CloudStack.
   auto r = api->post("/api/v1/vms/" + vm_id + "/test-failover", "");
   EXPECT_EQ(r.status, 400) << r.raw;
@@ -501,6 +502,9 @@ TEST_F(LocalCutover, FinalPassThenTheVmIsCutOver) {
     EXPECT_EQ(mk::test::first_difference(images[v.disk_key], v.device_path), std::nullopt) << v.disk_key;
   }
   EXPECT_EQ(vma->power_calls(), (std::vector<std::string>{"shutdown " + vm_id, "cleanup " + vm_id}));
+  bool told = false;
+  for (const auto& e : job["events"]) told |= e["message"].get<std::string>().find("did not shut down") != std::string::npos;
+  EXPECT_TRUE(told) << job["events"].dump(2);
 }
 
 TEST_F(LocalCutover, FailedFinalPassPowersTheSourceOnAgain) {

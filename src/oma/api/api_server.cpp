@@ -473,7 +473,7 @@ json ApiServer::openapi() const {
                  {"401", {{"description", "missing, unknown or revoked token"}}}}}};
     if (r.role.empty()) op["security"] = json::array();
     if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
-    if (r.body) op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
+    if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
     json params = json::array();
     std::smatch m2;
     std::string rest = r.path;
