@@ -7,10 +7,12 @@
 #include <filesystem>
 
 #include "common/log.h"
+#include "oma/cutover/cutover_routes.h"
 #include "oma/db/migrations.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/names.h"
+#include "oma/volumes/cloudstack_volumes.h"
 
 namespace mk::oma {
 
@@ -58,7 +60,18 @@ void Oma::start() {
   bootstrap_token();
   ensure_psk();
 
-  volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
+  cloudstack_ = std::make_unique<CloudStackTarget>(*store_, *secrets_, config_.cloudstack);
+  if (config_.volume_backend == "local") {
+    volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
+  } else if (config_.volume_backend == "cloudstack") {
+    volume_backend_ = std::make_unique<CloudStackVolumeBackend>([t = cloudstack_.get()] {
+      auto session = t->session();
+      // The volumes live as long as the session that owns their client.
+      return std::shared_ptr<const cloudstack::CloudStackVolumes>(session, session->volumes.get());
+    });
+  } else {
+    throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", config_.volume_backend));
+  }
   volumes_ = std::make_unique<VolumeManager>(*store_, *volume_backend_);
   ExportServerConfig ec;
   ec.exports_dir = config_.exports_dir;
@@ -91,19 +104,27 @@ void Oma::start() {
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
   JobOptions jo;
-  jo.vma_for_vm = [this](const std::string& vm_id) { return pairing_->client_for_vm(vm_id); };
+  // The VMA that serves a VM: the paired VMA that discovered it, else the default one.
+  auto vma_for = [this](const std::string& vm_id) {
+    auto paired = pairing_->client_for_vm(vm_id);
+    return paired ? paired : std::shared_ptr<VmaClient>(vma_.get(), [](VmaClient*) {});  // not owned
+  };
+  jo.vma_for_vm = vma_for;
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
   jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
+  cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, vma_for, *cloudstack_,
+                                              config_.volume_backend == "cloudstack", config_.cutover);
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);
 
   api::ApiConfig ac;
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
-  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac, pairing_.get());
+  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac,
+                                         cutover_routes(*cutover_, *store_), pairing_.get());
   api_->start();
   // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
   pairing_->set_api_url(config_.public_api_url.empty()

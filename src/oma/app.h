@@ -15,6 +15,8 @@
 
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
+#include "oma/cutover/cloudstack_target.h"
+#include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
@@ -40,6 +42,9 @@ struct OmaConfig {
   std::string vma_url = "http://127.0.0.1:9081";
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
+  std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
+  CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
+  CutoverConfig cutover;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
   // VMs without a paired VMA use vma_url (the default VMA).
   std::string public_api_url;                 // default http://<nbd_advertise_host>:<api port>
@@ -62,6 +67,7 @@ class Oma {
   Store& store() { return *store_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
+  CutoverService& cutover() { return *cutover_; }
   PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
 
@@ -80,6 +86,8 @@ class Oma {
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<PairingService> pairing_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<CloudStackTarget> cloudstack_;
+  std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
 };
 

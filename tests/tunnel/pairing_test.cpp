@@ -142,6 +142,8 @@ TEST(Pairing, EnrolmentRefusesMissingWrongUsedAndExpiredCodes) {
 
   Reply list = http("GET", lab.api_port(), "/api/v1/vmas", lab.admin());
   EXPECT_EQ(list.body["vmas"].size(), 1u) << list.raw;
+  // A bundle needs no body (the default lifetime).
+  EXPECT_EQ(http("POST", lab.api_port(), "/api/v1/vmas/pairing-bundles", lab.admin()).status, 201);
   // Issuing bundles and approving need an admin token.
   Reply op = http("POST", lab.api_port(), "/api/v1/tokens", lab.admin(), json{{"name", "op"}, {"role", "operator"}}.dump());
   std::string op_auth = "Bearer " + op.body["token"].get<std::string>();

@@ -56,13 +56,16 @@ struct Route {
                        // "pairing" (Authorization: Pairing CODE; the handler checks the code)
   const Schema* body = nullptr;
   std::function<Reply(const httplib::Request&, const nlohmann::json& body, const Caller&)> handler;
+  bool body_optional = false;  // an empty body stands for {} (every field of `body` optional)
 };
 
 class ApiServer {
  public:
+  // `extra_routes` (other components' routes, e.g. cutover) are declared before the
+  // built-in ones, so a specific path of theirs wins over a built-in {name} pattern.
   // `pairing` (optional) adds the /api/v1/vmas routes.
   ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
-            PairingService* pairing = nullptr);
+            std::vector<Route> extra_routes = {}, PairingService* pairing = nullptr);
   ~ApiServer();
 
   // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind.

@@ -92,6 +92,15 @@ class Store {
   std::optional<std::pair<std::string, bool>> get_setting(const std::string& name);
   std::vector<std::pair<std::string, bool>> list_settings();  // names and encrypted flags
 
+  // A VM's NICs (replaced as a whole), in key order.
+  void set_vm_nics(const std::string& vm_id, const std::vector<NicRecord>& nics);
+  std::vector<NicRecord> list_nics(const std::string& vm_id);
+
+  // What a cutover or test failover built (one per VM and kind).
+  void put_failover(const FailoverRecord& f);
+  std::optional<FailoverRecord> find_failover(const std::string& vm_id, const std::string& kind);
+  void delete_failover(const std::string& vm_id, const std::string& kind);
+
   // VMAs and pairing codes (src/oma/pairing). enroll_vma uses the code (unused, not
   // expired at `now`) and records the VMA with the next free tunnel port >= port_base,
   // in one transaction; it throws Conflict naming why the code cannot be used.
