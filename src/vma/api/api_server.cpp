@@ -66,6 +66,9 @@ ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&
     } catch (const JobConflict& e) {
       res.status = 423;
       body = error_body(e.what());
+    } catch (const ShuttingDown& e) {
+      res.status = 503;
+      body = error_body(e.what());
     } catch (const std::exception& e) {
       res.status = 500;
       body = error_body(e.what());

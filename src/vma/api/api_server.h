@@ -4,8 +4,9 @@
 //
 // Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
 // pairing), compared in constant time; without it or with another one the answer is
-// 401. Bad input is 400 {"error", "field"}; an unknown job or VM 404; a VM that already
-// has an active job 423; vCenter failures 502; everything else that fails 500 — always
+// 401. Bad input is 400 {"error", "field"}; an unknown job or VM 404; cleanup of a VM
+// that has an active job 423; vCenter failures 502; shutting down 503; everything else
+// that fails 500 — always
 // {"error": what failed, on which VM/disk, what to do}.
 //
 // Owns the HTTP server and its listener thread, not the runner, vCenter or tunnel state

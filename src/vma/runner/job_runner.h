@@ -1,7 +1,9 @@
 // JobRunner: runs the VMA's replication jobs in-process with the copy engine.
 //
 // A job is one pass over one VM: it waits for one of `max_vms` slots, takes the VM's
-// lock (one pass per VM at a time, also against snapshot cleanup), opens a VmwareSource
+// lock (one pass per VM at a time, also against snapshot cleanup: the OMA may start the
+// next pass as soon as every disk reported completion, while the previous one is still
+// removing its snapshot), opens a VmwareSource
 // pass (snapshot, changed areas, one reader per disk), and copies its disks into the
 // OMA's exports over NBD with TLS, up to `max_disks_per_vm` disks at once. A disk
 // reports its new change ID only after the engine copied and flushed every range of
@@ -48,8 +50,13 @@ struct RunnerOptions {
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
 };
 
-// Another job of the same VM is active, or the runner is shutting down.
+// Another job of the same VM is active (for operations that need the VM idle).
 class JobConflict : public Error {
+ public:
+  using Error::Error;
+};
+// The runner is shutting down and takes no new job.
+class ShuttingDown : public Error {
  public:
   using Error::Error;
 };
@@ -63,8 +70,9 @@ class JobRunner {
 
   // Loads the persisted jobs; those left queued or running fail as kInterrupted.
   void recover();
-  // Persists and starts `job`; false (nothing started) when the job id is known.
-  // Throws JobConflict when another job of the VM is active.
+  // Persists and starts `job`; false (nothing started) when the job id is known. A job
+  // of a VM whose previous job is still closing its pass waits for it (the VM's lock).
+  // Throws ShuttingDown after shutdown().
   bool submit(JobState job);
   // The job with live per-disk progress; nullopt when unknown.
   std::optional<JobState> get(const std::string& job_id);
