@@ -207,5 +207,41 @@ TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
             std::string::npos);
 }
 
+TEST(VmaRun, RefusesToStartWithoutAToken) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  mk::test::write_at(dir.file("pw"), 0, "secret\n");
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = dir.file("log");
+  auto p = Subprocess::spawn({VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter", "https://127.0.0.1:1/sdk",
+                              "--vcenter-user", "u", "--vcenter-password-file", dir.file("pw"), "--listen",
+                              "127.0.0.1:0"},
+                             so);
+  EXPECT_EQ(p.wait(), 2);
+  std::string log = mk::test::read_file(dir.file("log"));
+  EXPECT_NE(log.find(dir.file("state") + "/api.token"), std::string::npos) << log;
+  EXPECT_NE(log.find("vma pair"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("state/api.port")));
+}
+
+TEST(VmaRun, RefusesBadArguments) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  for (std::vector<std::string> extra : {std::vector<std::string>{"--listen", "127.0.0.1"},
+                                         {"--listen", "127.0.0.1:99999"},
+                                         {"--flat-datastore", "LocalDS_0"},
+                                         {"--max-vms", "0"}}) {
+    std::vector<std::string> argv = {VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter",
+                                     "https://127.0.0.1:1/sdk", "--vcenter-user", "u", "--vcenter-password-file",
+                                     dir.file("pw")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    SpawnOptions so;
+    so.stdout_path = so.stderr_path = dir.file("log");
+    so.append = false;
+    auto p = Subprocess::spawn(argv, so);
+    EXPECT_EQ(p.wait(), 2) << extra[0] << " " << extra[1];
+    EXPECT_NE(mk::test::read_file(dir.file("log")).find(extra[0]), std::string::npos)
+        << mk::test::read_file(dir.file("log"));
+  }
+}
+
 }  // namespace
 }  // namespace mk::vma::test

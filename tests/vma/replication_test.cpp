@@ -162,6 +162,35 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   expect_targets_match(vm.instance_uuid);
 }
 
+TEST_F(VmaFixture, VmaStoppedMidCopyRemovesTheSnapshotBeforeExitingAndReportsTheJobInterrupted) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 50);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  vma->stop();  // SIGTERM, and wait for the exit
+  EXPECT_EQ(our_snapshots(vm), 0) << "a stopping VMA removes its passes' snapshots before it exits";
+  vma->restart();
+  oma::JobProgress p = client->progress(job);
+  bool interrupted = false;
+  for (const auto& d : p.disks) {
+    EXPECT_NE(d.status, "copying");
+    if (d.status != "failed") continue;
+    EXPECT_TRUE(d.error.value_or("").starts_with("interrupted: the VMA was stopped during this pass")) << *d.error;
+    interrupted = true;
+  }
+  EXPECT_TRUE(interrupted);
+  json j = wait_job(job);
+  EXPECT_EQ(j["status"], "failed") << j.dump(2);
+  for (const auto& d : j["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+}
+
 TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 40);
   start_vma({.read_rate = "2M"});

@@ -131,7 +131,7 @@ void JobRunner::shutdown() {
     std::lock_guard lock(mu_);
     shutting_down_ = true;
     for (auto& [id, j] : jobs_) {
-      if (!j->finished) cancel(*j, "the VMA was shut down during this pass; start the pass again");
+      if (!j->finished) cancel(*j, "interrupted: the VMA was stopped during this pass; start the pass again");
       all.push_back(j.get());
     }
   }
