@@ -212,6 +212,16 @@ bool JobRunner::wait_for_slot(Job& job) {
 
 void JobRunner::execute(Job& job) {
   const std::string vm = job.state.vm_id;
+  std::string cancelled;
+  {
+    std::lock_guard lock(mu_);
+    if (job.cancel) cancelled = job.cancel_reason;  // while it waited for the VM
+  }
+  if (!cancelled.empty()) {
+    for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, cancelled);
+    set_status(job, job.stop_requested ? "stopped" : "failed", cancelled);
+    return;
+  }
   set_status(job, "running");
   std::string work = options_.work_dir + "/" + job.state.job_id;
   std::filesystem::create_directories(work);

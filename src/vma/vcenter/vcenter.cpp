@@ -36,13 +36,28 @@ std::shared_ptr<vsphere::Session> VCenter::session() {
   return session_;
 }
 
-std::string VCenter::check() {
-  try {
-    session()->invoke("CurrentTime", "<_this type=\"ServiceInstance\">ServiceInstance</_this>");
-    return "";
-  } catch (const std::exception& e) {
-    return e.what();
+std::string VCenter::check(std::chrono::seconds wait) {
+  std::shared_future<std::string> probe;
+  {
+    std::lock_guard lock(probe_mu_);
+    bool running = probe_.valid() && probe_.wait_for(std::chrono::seconds(0)) != std::future_status::ready;
+    if (!running) {
+      probe_ = std::async(std::launch::async, [this]() -> std::string {
+                 try {
+                   session()->invoke("CurrentTime", "<_this type=\"ServiceInstance\">ServiceInstance</_this>");
+                   return "";
+                 } catch (const std::exception& e) {
+                   return e.what();
+                 }
+               }).share();
+    }
+    probe = probe_;
   }
+  // A hung vCenter must not hang the health route (the OMA asks it with a short timeout).
+  if (probe.wait_for(wait) != std::future_status::ready) {
+    return fmt::format("vCenter {} did not answer within {} s", host_, wait.count());
+  }
+  return probe.get();
 }
 
 std::vector<DiscoveredVm> VCenter::discover() {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,8 +69,9 @@ class VCenter {
 
   // The logged-in session, connecting first if needed. Throws mk::Error naming vCenter.
   std::shared_ptr<vsphere::Session> session();
-  // "" when vCenter answers a cheap call; otherwise why not.
-  std::string check();
+  // "" when vCenter answers a cheap call within `wait`; otherwise why not. One probe
+  // runs at a time; callers that arrive meanwhile share its answer.
+  std::string check(std::chrono::seconds wait = std::chrono::seconds(5));
   const std::string& host() const { return host_; }
 
   std::vector<DiscoveredVm> discover();
@@ -91,8 +93,10 @@ class VCenter {
 
   VcenterConfig config_;
   std::string host_;
-  std::mutex mu_;  // guards session_
+  std::mutex mu_;  // guards session_ (held while connecting)
   std::shared_ptr<vsphere::Session> session_;
+  std::mutex probe_mu_;  // guards probe_
+  std::shared_future<std::string> probe_;
 };
 
 // "[ds] dir/name.vmdk" with `ds` mounted at DIR -> DIR/dir/name-flat.vmdk. Throws
