@@ -223,6 +223,41 @@ TEST(VmaRun, RefusesToStartWithoutAToken) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("state/api.port")));
 }
 
+TEST(VmaRun, StartsWithoutVcenterAndSaysSoInHealth) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  mk::test::write_at(dir.file("pw"), 0, "secret\n");
+  mk::test::write_at(dir.file("token"), 0, std::string(kToken) + "\n");
+  mk::test::make_psk_file(dir.file("psk"), "oma");
+  int nobody = mk::test::free_tcp_port();  // nothing listens there
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = dir.file("log");
+  auto p = Subprocess::spawn({VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter",
+                              fmt::format("https://127.0.0.1:{}/sdk", nobody), "--vcenter-user", "u",
+                              "--vcenter-password-file", dir.file("pw"), "--listen", "127.0.0.1:0", "--token-file",
+                              dir.file("token"), "--nbd-psk-file", dir.file("psk")},
+                             so);
+  for (int i = 0; i < 3000 && !std::filesystem::exists(dir.file("state/api.port")) && p.running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir.file("state/api.port"))) << mk::test::read_file(dir.file("log"));
+  int port = std::stoi(mk::test::read_file(dir.file("state/api.port")));
+  oma::HttpVmaClient client(fmt::format("http://127.0.0.1:{}", port), std::chrono::seconds(30), kToken);
+  oma::VmaHealth h = client.health();
+  EXPECT_EQ(h.status, "degraded");
+  EXPECT_FALSE(h.vcenter_reachable);
+  EXPECT_NE(h.vcenter_error.value_or("").find(fmt::format("127.0.0.1:{}", nobody)), std::string::npos)
+      << h.vcenter_error.value_or("");
+  try {
+    client.discover();
+    ADD_FAILURE() << "discovery without vCenter succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 502"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot be reached"), std::string::npos) << e.what();
+  }
+  EXPECT_NE(mk::test::read_file(dir.file("log")).find("trying again"), std::string::npos);
+  p.stop();
+}
+
 TEST(VmaRun, RefusesBadArguments) {
   mk::test::TempDir dir{"mk-vma-run"};
   for (std::vector<std::string> extra : {std::vector<std::string>{"--listen", "127.0.0.1"},
