@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "oma/app.h"
 #include "oma/vma/vma_client.h"
@@ -83,17 +84,7 @@ class VmaFixture : public ::testing::Test {
   // disks (`blocks_per_disk` blocks of kBlock, spread over the disk). Returns the VM.
   vsphere::VmInfo prepare_vm(const std::string& path, int kb, int blocks_per_disk, uint64_t seed) {
     auto v = vm_at(path);
-    const auto& first = v.disks.at(0);
-    std::string spec = fmt::format(
-        "<spec><deviceChange><operation>add</operation><fileOperation>create</fileOperation>"
-        "<device xsi:type=\"VirtualDisk\"><key>-1</key>"
-        "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>[LocalDS_0] {}/disk2.vmdk</fileName>"
-        "<diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned></backing>"
-        "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
-        "</deviceChange></spec>",
-        v.name, first.controller_key, first.unit_number + 1, kb);
-    vsphere::run_task(*session, "ReconfigVM_Task", v.ref.xml("_this") + spec, "adding a disk");
-    v = vm_at(path);
+    v = mk::test::add_lab_disk(*session, v, v.disks.at(0).controller_key, "LocalDS_0", uint64_t(kb) * 1024, "disk2");
     EXPECT_EQ(v.disks.size(), 2u);
     for (auto& d : v.disks) {
       std::string flat = lab.flat_file(d.file_name);
