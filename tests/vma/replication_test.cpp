@@ -37,7 +37,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
   for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
   expect_targets_match(vm.instance_uuid);
-  EXPECT_EQ(our_snapshots(vm), 0) << "the pass's snapshot was left behind";
+  expect_no_snapshot_left(vm);
   oma::JobProgress p = client->progress(job);
   ASSERT_EQ(p.disks.size(), 2u);
   expect_change_ids_only_when_completed(p);
@@ -55,7 +55,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   json j2 = wait_job(job2);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
   expect_targets_match(vm.instance_uuid);
-  EXPECT_EQ(our_snapshots(vm), 0);
+  expect_no_snapshot_left(vm);
   // An incremental pass moves the changed blocks, not the disk.
   EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(3 * kBlock)) << j2.dump(2);
 
@@ -114,8 +114,8 @@ TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnce) {
   }
   expect_targets_match(a.instance_uuid);
   expect_targets_match(b.instance_uuid);
-  EXPECT_EQ(our_snapshots(a), 0);
-  EXPECT_EQ(our_snapshots(b), 0);
+  expect_no_snapshot_left(a);
+  expect_no_snapshot_left(b);
 }
 
 TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorrect) {
@@ -160,7 +160,7 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   json j2 = wait_job(job2);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
   expect_targets_match(vm.instance_uuid);
-  EXPECT_EQ(our_snapshots(vm), 0);
+  expect_no_snapshot_left(vm);
   // And an incremental one after it.
   write_block(vm.instance_uuid, vm.disks[0].key, 2, 78);
   json j3 = wait_job(start_job(vm.instance_uuid, "incremental"));
@@ -209,6 +209,15 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
     }
     return false;
   });
+  // Cleanup does not pull the snapshot from under a copy.
+  try {
+    client->cleanup(vm.instance_uuid);
+    ADD_FAILURE() << "cleanup removed the snapshot of a running copy";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 423"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("stop the job first"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(our_snapshots(vm), 1);
   auto r = api->post("/api/v1/jobs/" + job + "/cancel", "");
   EXPECT_EQ(r.status, 202) << r.raw;
   json j = wait_job(job);

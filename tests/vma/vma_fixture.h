@@ -140,6 +140,13 @@ class VmaFixture : public ::testing::Test {
     }
   }
 
+  // The passes left no snapshot of ours: cleanup (which waits for a pass that is still
+  // closing) finds none to remove, and vSphere lists none.
+  void expect_no_snapshot_left(const vsphere::VmInfo& v) {
+    EXPECT_EQ(client->cleanup(v.instance_uuid), 0) << "a pass left its snapshot behind";
+    EXPECT_EQ(our_snapshots(v), 0);
+  }
+
   int our_snapshots(const vsphere::VmInfo& v) {
     int n = 0;
     for (auto& s : vsphere::list_snapshots(*session, v.ref)) n += s.name.starts_with("migratekit-");

@@ -158,10 +158,10 @@ json ApiServer::stop_job(const httplib::Request& req, httplib::Response&) {
 json ApiServer::cleanup(const httplib::Request& req, httplib::Response&) {
   std::string vm_id = req.matches[1];
   check_uuid_param(vm_id, "vm_id");
-  if (auto job = runner_.active_job_of(vm_id)) {
-    throw JobConflict(fmt::format("VM {} has job {} active: its snapshot is in use; stop the job first", vm_id, *job));
+  if (auto job = runner_.copying_job_of(vm_id)) {
+    throw JobConflict(fmt::format("VM {} has job {} copying: its snapshot is in use; stop the job first", vm_id, *job));
   }
-  auto lock = runner_.lock_vm(vm_id);
+  auto lock = runner_.lock_vm(vm_id);  // waits for a pass that is still closing
   int n = 0;
   try {
     n = vcenter_.remove_our_snapshots(vm_id);

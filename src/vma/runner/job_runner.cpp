@@ -106,10 +106,13 @@ bool JobRunner::stop(const std::string& job_id) {
   return true;
 }
 
-std::optional<std::string> JobRunner::active_job_of(const std::string& vm_id) {
+std::optional<std::string> JobRunner::copying_job_of(const std::string& vm_id) {
   std::lock_guard lock(mu_);
   for (auto& [id, j] : jobs_) {
-    if (!j->finished && j->state.vm_id == vm_id) return id;
+    if (j->finished || j->state.vm_id != vm_id) continue;
+    for (const auto& d : j->state.disks) {
+      if (d.status == "pending" || d.status == "copying") return id;
+    }
   }
   return std::nullopt;
 }
@@ -254,7 +257,10 @@ void JobRunner::execute(Job& job) {
       todo[i] = d;
       // Without a base the target may hold an earlier copy (a full pass again): the
       // whole disk is covered so that areas now unallocated on the source become zero.
-      if (!want.change_id_base) todo[i]->request.changed_areas.reset();
+      if (!want.change_id_base && todo[i]->request.changed_areas) {
+        todo[i]->request.changed_areas.reset();
+        todo[i]->reason += "; the whole disk, since the target may hold an earlier copy";
+      }
     }
     if (!todo[i]) {
       fail_disk(job, i, fmt::format("VM {} has no disk with key {} (removed since discovery?): discover the VM "

@@ -79,8 +79,10 @@ class JobRunner {
   // Cancels the job and waits until it ended and its snapshot was removed. False when
   // the job is unknown; true (and nothing done) when it had already ended.
   bool stop(const std::string& job_id);
-  // The active (queued or running) job of a VM, if any.
-  std::optional<std::string> active_job_of(const std::string& vm_id);
+  // A job of the VM that still has disks to copy (queued or copying), if any. A job
+  // whose disks all ended but that is still closing its pass does not count: taking
+  // the VM's lock waits for it.
+  std::optional<std::string> copying_job_of(const std::string& vm_id);
   // The VM's lock: held by a job for its whole pass, and by snapshot cleanup.
   std::unique_lock<std::mutex> lock_vm(const std::string& vm_id);
   // Cancels every job and waits for all of them.
