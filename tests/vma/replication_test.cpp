@@ -242,5 +242,41 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
   expect_targets_match(vm.instance_uuid);
 }
 
+// Without the OMA's export server: the disks fail naming the target, nothing is
+// reported completed, and the snapshot is removed.
+TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnapshot) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 60);
+  start_vma({.max_disks_per_vm = 1});
+  oma::ReplicateRequest req;
+  req.job_id = "5e0c7a4b-3f2d-4e1a-9b8c-7d6e5f4a3b2c";
+  req.vm_id = vm.instance_uuid;
+  req.kind = "full";
+  req.nbd_host = "127.0.0.1";
+  req.nbd_port = mk::test::free_tcp_port();  // nothing listens there
+  for (const auto& v : client->discover().vms) {
+    if (v.vm_id != vm.instance_uuid) continue;
+    for (const auto& d : v.disks) {
+      req.disks.push_back({d.disk_key, fmt::format("migration-vm-{}-disk{}", v.vm_id, d.unit), d.unit,
+                           d.capacity_bytes, std::nullopt});
+    }
+  }
+  ASSERT_EQ(req.disks.size(), 2u);
+  EXPECT_FALSE(client->replicate(req).empty());
+  EXPECT_EQ(client->replicate(req), client->health().vma_instance) << "the same job again is accepted once";
+  oma::JobProgress p = wait_vma(req.job_id, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != "failed") return false;
+    return true;
+  });
+  ASSERT_EQ(p.disks.size(), 2u);
+  // One disk at a time: the first fails on the target, the second is not started.
+  EXPECT_NE(p.disks[0].error.value_or("").find(fmt::format("127.0.0.1:{}", req.nbd_port)), std::string::npos)
+      << p.disks[0].error.value_or("");
+  EXPECT_NE(p.disks[0].error.value_or("").find("disk " + req.disks[0].disk_key), std::string::npos);
+  EXPECT_NE(p.disks[1].error.value_or("").find("not finished: disk " + req.disks[0].disk_key), std::string::npos)
+      << p.disks[1].error.value_or("");
+  for (const auto& d : p.disks) EXPECT_FALSE(d.change_id.has_value());
+  expect_no_snapshot_left(vm);
+}
+
 }  // namespace
 }  // namespace mk::vma::test

@@ -185,9 +185,22 @@ void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
 
 void JobRunner::run(Job& job) {
   if (wait_for_slot(job)) {
-    {
+    try {
       auto vm_lock = lock_vm(job.state.vm_id);
       execute(job);
+    } catch (const std::exception& e) {
+      // Whatever broke (the work directory, a thread), the job must end, and say why.
+      std::string error = fmt::format("VM {}: the pass failed: {}", job.state.vm_id, e.what());
+      log::error("job {}: {}", job.state.job_id, error);
+      for (size_t i = 0; i < job.state.disks.size(); ++i) {
+        bool completed;
+        {
+          std::lock_guard lock(mu_);
+          completed = job.state.disks[i].status == "completed";
+        }
+        if (!completed) fail_disk(job, i, error);
+      }
+      set_status(job, "failed", error);
     }
     std::lock_guard lock(mu_);
     --running_;
@@ -243,7 +256,8 @@ void JobRunner::execute(Job& job) {
                                     vm, e.what());
     log::error("job {}: {}", job.state.job_id, error);
     for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, error);
-    std::filesystem::remove_all(work);
+    std::error_code ec;
+    std::filesystem::remove_all(work, ec);
     set_status(job, "failed", error);
     return;
   }
