@@ -4,6 +4,8 @@
 // every pass each target's sha256 equals its source's. Also: two VMs at once, a VMA
 // killed mid-copy and restarted (job interrupted, never completed, no snapshot left,
 // next pass correct), and a job stopped mid-copy.
+#include <httplib.h>
+
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
@@ -41,6 +43,18 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   oma::JobProgress p = client->progress(job);
   ASSERT_EQ(p.disks.size(), 2u);
   expect_change_ids_only_when_completed(p);
+  {
+    // The job as a whole, beyond the protocol's fields.
+    httplib::Client c("127.0.0.1", vma->port());
+    c.set_bearer_token_auth(kToken);
+    auto r = c.Get(("/api/v1/progress/" + job).c_str());
+    ASSERT_TRUE(r);
+    json whole = json::parse(r->body);
+    EXPECT_EQ(whole["total"]["bytes_total"], j["bytes_total"]) << whole.dump();
+    EXPECT_EQ(whole["total"]["bytes_done"], whole["total"]["bytes_total"]);
+    EXPECT_TRUE(whole["error"].is_null());
+    EXPECT_TRUE(whole["status"] == "completed" || whole["status"] == "running") << whole.dump();
+  }
   auto stored = oma->store().list_disks(vm.instance_uuid);
   for (const auto& d : stored) {
     ASSERT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;

@@ -144,8 +144,21 @@ json ApiServer::progress(const httplib::Request& req, httplib::Response&) {
   auto job = runner_.get(job_id);
   if (!job) throw Failure{404, fmt::format("no job {} on this VMA (never started here, or its record expired)", job_id)};
   json disks = json::array();
-  for (const auto& d : job->disks) disks.push_back(progress_json(d));
-  return {{"job_id", job_id}, {"vma_instance", options_.instance}, {"disks", disks}};
+  int64_t done = 0, total = 0;
+  double throughput = 0;
+  for (const auto& d : job->disks) {
+    disks.push_back(progress_json(d));
+    done += d.bytes_done;
+    total += d.bytes_total;
+    if (d.status == "copying") throughput += d.throughput_bps;
+  }
+  // Beyond the protocol's fields (the OMA ignores them): the job as a whole.
+  return {{"job_id", job_id},
+          {"vma_instance", options_.instance},
+          {"disks", disks},
+          {"status", job->status},
+          {"error", job->error ? json(*job->error) : json(nullptr)},
+          {"total", {{"bytes_done", done}, {"bytes_total", total}, {"throughput_bps", throughput}}}};
 }
 
 json ApiServer::stop_job(const httplib::Request& req, httplib::Response&) {
