@@ -14,6 +14,8 @@
 
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
+#include "oma/cutover/cloudstack_target.h"
+#include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
@@ -39,6 +41,9 @@ struct OmaConfig {
   std::string vma_token_file;                 // the VMA's API token (first line); "" = none sent
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
+  std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
+  CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
+  CutoverConfig cutover;
 };
 
 class Oma {
@@ -52,6 +57,7 @@ class Oma {
   Store& store() { return *store_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
+  CutoverService& cutover() { return *cutover_; }
   const OmaConfig& config() const { return config_; }
 
  private:
@@ -69,6 +75,8 @@ class Oma {
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<CloudStackTarget> cloudstack_;
+  std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
 };
 
