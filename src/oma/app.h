@@ -40,6 +40,7 @@ struct OmaConfig {
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
   std::string tls_certificates_dir;           // X.509 instead of PSK
   std::string vma_url = "http://127.0.0.1:9081";
+  std::string vma_token_file;                 // the VMA's API token (first line); "" = none sent
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
   std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
@@ -74,6 +75,7 @@ class Oma {
  private:
   void bootstrap_token();
   void ensure_psk();
+  std::string read_vma_token() const;
 
   OmaConfig config_;
   std::unique_ptr<db::Database> db_;
