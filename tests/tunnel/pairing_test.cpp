@@ -226,5 +226,32 @@ TEST(Pairing, EachVmBelongsToTheVmaThatDiscoveredIt) {
   EXPECT_NE(j["error"].dump().find("site-b"), std::string::npos) << j.dump();
 }
 
+#ifdef VMA_BIN
+TEST(Pairing, TheVmaBinaryPairsFromABundleFile) {
+  TunnelLab lab;
+  mk::test::TempDir dir("mk-vma-bin");
+  {
+    std::ofstream f(dir.file("bundle.json"));
+    f << lab.issue_bundle().dump();
+  }
+  std::string state = dir.file("state"), out;
+  int rc = mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json"), "--state-dir", state, "--name",
+                            "site-bin", "--vcenter", "vc-bin.example"},
+                           out, dir.file("err"));
+  ASSERT_EQ(rc, 0) << out << mk::test::read_file(dir.file("err"));
+  auto paired = mk::vma::load_paired_state(state);
+  EXPECT_NE(out.find(paired.vma_id), std::string::npos) << out;
+  EXPECT_EQ(mode_of(state + "/api.token"), 0600);
+  // The same bundle again: its code is spent.
+  rc = mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json"), "--state-dir", dir.file("state2"),
+                        "--name", "again", "--vcenter", "vc"},
+                       out, dir.file("err2"));
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(mk::test::read_file(dir.file("err2")).find("already used"), std::string::npos);
+  // Missing options: usage error.
+  EXPECT_EQ(mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json")}, out, dir.file("err3")), 2);
+}
+#endif
+
 }  // namespace
 }  // namespace mk::tunnel_test
