@@ -318,6 +318,33 @@ class MigrationLab:
         os.kill(ssh[0], signal.SIGKILL)
         return ssh[0]
 
+    def vma_ssh_pid(self):
+        ssh = [p for p in child_pids(self.procs["vma"].pid) if comm(p) == "ssh"]
+        return ssh[0] if ssh else None
+
+    def nbd_ssh_local_port(self):
+        """The VMA-side port of its ssh -L forward to the OMA's NBD port (--nbd-over-ssh),
+        read from the ssh child's command line; None when the VMA writes NBD directly."""
+        pid = self.vma_ssh_pid()
+        if pid is None:
+            return None
+        with open(f"/proc/{pid}/cmdline") as f:
+            argv = f.read().split("\0")
+        for flag, spec in zip(argv, argv[1:]):
+            parts = spec.split(":")
+            if flag == "-L" and len(parts) == 4 and parts[3] == str(self.nbd_port()):
+                return int(parts[1])
+        return None
+
+    def nbd_psk(self):
+        """(identity, path) of the NBD TLS PSK the VMA got from pairing (its state dir)."""
+        path = os.path.join(self.vma_dir, "nbd-psk.keys")
+        with open(path) as f:
+            return f.read().split(":", 1)[0], path
+
+    def export_name(self, vm_id, unit):
+        return f"migration-vm-{vm_id}-disk{unit}"  # src/oma/names.cpp
+
     def restart_vma(self, sig=signal.SIGKILL):
         self.procs["vma"].stop(sig)
         self.start_vma()
