@@ -23,7 +23,7 @@ demo: build
 	scripts/demo
 
 bench: build
-	bench/copy
+	bench/copy; s=$$?; bench/vma_pass --bin-dir $(BUILD_DIR)/bin && exit $$s
 
 clean:
 	rm -rf $(BUILD_DIR)
