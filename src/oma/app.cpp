@@ -88,6 +88,11 @@ void Oma::start() {
   ec.port = config_.nbd_port;
   ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
   ec.log_path = config_.data_dir + "/export-server.log";
+  ec.keep_running = config_.keep_export_server;
+  ec.record_path = kept_server_record_path(config_.data_dir);
+  if (ec.keep_running && config_.export_backend != "nbdkit") {
+    throw UsageError("--keep-export-server works with the nbdkit export backend only");
+  }
   if (config_.export_backend == "nbdkit") {
     export_server_ = std::make_unique<NbdkitExportServer>(ec);
   } else if (config_.export_backend == "nbd-server") {

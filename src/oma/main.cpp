@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "engine/tls_policy.h"
 #include "oma/app.h"
+#include "oma/exports/nbdkit_server.h"
 
 int main(int argc, char** argv) {
   mk::engine::apply_tls_cipher_policy(argc, argv);
@@ -40,6 +41,12 @@ int main(int argc, char** argv) {
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
       ->check(CLI::Range(1, 3600));
+  app.add_flag("--keep-export-server", c.keep_export_server,
+               "Keep the nbdkit export server running when the OMA stops or crashes (copies go on); the next "
+               "start adopts it (recorded in DATA/export-server.json)");
+  bool stop_export_server = false;
+  app.add_flag("--stop-export-server", stop_export_server,
+               "Stop the kept export server recorded in DATA/export-server.json (by its PID) and exit");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);
@@ -49,6 +56,15 @@ int main(int argc, char** argv) {
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
+  if (stop_export_server) {
+    try {
+      std::printf("%s\n", mk::oma::stop_kept_export_server(mk::oma::kept_server_record_path(c.data_dir)).c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "oma: %s\n", e.what());
+      return 1;
+    }
+  }
 
   // Signals are taken synchronously by the main thread; every other thread blocks them.
   sigset_t set;
