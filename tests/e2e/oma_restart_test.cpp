@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "oma/exports/nbdkit_server.h"
@@ -133,7 +134,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
     mk::test::fill_generated_disk(flat, d.capacity_bytes, seed++);
     flats[v.instance_uuid][d.key] = flat;
   }
-  start_vma({.read_rate = "8M"});
+  start_vma({.read_rate = "4M"});  // ~49 MiB of data: the copy lasts long enough to kill the OMA in it
   start_oma_binary(dir.file("oma-1.log"));
   register_vm(v.instance_uuid);
   pid_t server = export_server_pid();
@@ -154,6 +155,8 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
   EXPECT_TRUE(process_alive(server)) << "the kept export server died with the OMA";
   p = wait_vma(job, [before](const oma::JobProgress& p) { return bytes_done(p) > before; });
   EXPECT_GT(bytes_done(p), before) << "bytes stopped moving while the OMA was down";
+  std::cout << "OMA killed at " << before << " bytes copied; " << bytes_done(p) << " while it was down; export server pid "
+            << server << "\n";
   for (const auto& d : p.disks) EXPECT_NE(d.status, "failed") << d.error.value_or("");
 
   oma_bin->start();
@@ -184,6 +187,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
     EXPECT_EQ(d["change_id"].get<std::string>(), vma_ids[d["key"].get<std::string>()]) << d.dump();
     EXPECT_FALSE(d["change_id"].get<std::string>().empty());
   }
+  std::cout << "full pass: " << j["bytes_done"] << " of " << j["bytes_total"] << " bytes\n";
   expect_targets_match_sources(v.instance_uuid);
   expect_no_snapshot_left(v);
   EXPECT_EQ(export_server_pid(), server);
@@ -192,6 +196,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
   for (auto& [key, flat] : flats.at(v.instance_uuid)) mk::test::scribble(flat, mk::test::file_size(flat), 24, seed++);
   json j2 = wait_job(start_job(v.instance_uuid, "incremental"));
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  std::cout << "incremental pass: " << j2["bytes_done"] << " bytes\n";
   EXPECT_LT(j2["bytes_done"].get<uint64_t>(), uint64_t(128) << 20) << "an incremental pass moves changes only";
   expect_targets_match_sources(v.instance_uuid);
   EXPECT_EQ(export_server_pid(), server) << "the export server's PID changed";
