@@ -5,7 +5,8 @@
 // First start writes, in the data directory and readable by its owner only: the first
 // admin API token (admin.token), the key that encrypts stored credentials
 // (secrets.key) and, unless one is configured, the NBD TLS PSK (nbd-psk.keys), which
-// the VMA needs too. The actual API port is written to api.port once listening (useful
+// the VMA needs too (pairing bundles carry it), and the authorized_keys file for paired
+// VMAs (vma_authorized_keys, regenerated from the database). The actual API port is written to api.port once listening (useful
 // with api_port 0). Owns everything it builds. start/stop from one thread.
 #pragma once
 
@@ -20,6 +21,7 @@
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
 #include "oma/jobs/job_manager.h"
+#include "oma/pairing/pairing_service.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
 
@@ -45,6 +47,15 @@ struct OmaConfig {
   std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
   CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
   CutoverConfig cutover;
+  // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
+  // VMs without a paired VMA use vma_url (the default VMA).
+  std::string public_api_url;                 // default http://<nbd_advertise_host>:<api port>
+  std::string ssh_host;                       // default nbd_advertise_host
+  int ssh_port = 22;
+  std::string ssh_user = "migratekit";
+  std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
+  std::string authorized_keys_file;           // default DATA/vma_authorized_keys
+  int tunnel_port_base = 9081;
 };
 
 class Oma {
@@ -59,6 +70,7 @@ class Oma {
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
   CutoverService& cutover() { return *cutover_; }
+  PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
 
  private:
@@ -75,6 +87,7 @@ class Oma {
   std::unique_ptr<ExportBackend> export_server_;
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
+  std::unique_ptr<PairingService> pairing_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<CloudStackTarget> cloudstack_;
   std::unique_ptr<CutoverService> cutover_;

@@ -168,6 +168,36 @@ const std::vector<std::string> kV2 = {
       PRIMARY KEY (vm_id, kind)))",
 };
 
+// Version 3: VMAs paired with this OMA (one per vCenter or site) and the one-time codes
+// that enrol them. A VMA's tunnel port stays reserved after revocation, so a new VMA
+// never gets a port an old session might still hold. Each VM belongs to the VMA that
+// discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url). Each VMA has
+// its own NBD TLS PSK identity ("identity:hexkey", sealed; NULL with X.509).
+const std::vector<std::string> kVmaPairing = {
+    R"(CREATE TABLE vmas (
+      vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      name VARCHAR(255) NOT NULL,
+      vcenter VARCHAR(255) NOT NULL,
+      ssh_public_key TEXT NOT NULL,
+      state VARCHAR(16) NOT NULL,
+      tunnel_port BIGINT NOT NULL,
+      api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
+      created_at BIGINT NOT NULL,
+      approved_at BIGINT NULL,
+      revoked_at BIGINT NULL,
+      CONSTRAINT vmas_tunnel_port UNIQUE (tunnel_port)))",
+    R"(CREATE TABLE vma_pairing_codes (
+      code_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+      api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
+      created_at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      used_at BIGINT NULL,
+      vma_id VARCHAR(36) NULL))",
+    "ALTER TABLE vm_contexts ADD COLUMN vma_id VARCHAR(36) NULL",
+};
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -182,6 +212,7 @@ const std::vector<Migration>& migrations() {
       {1, "initial schema", kV1},
       {2, "cutover: NICs and failover records", kV2,
        {{"mariadb", "ALTER TABLE replication_jobs MODIFY kind VARCHAR(32) NOT NULL"}}},
+      {3, "VMAs and pairing", kVmaPairing},
   };
   return all;
 }
