@@ -5,6 +5,9 @@
 // kept server that dies; stop_kept_export_server() ends it by PID.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -167,6 +170,29 @@ TEST_F(KeptServerTest, ADeadRecordedServerIsReplaced) {
   EXPECT_TRUE(alive(next.server_pid()));
   EXPECT_EQ(read_kept_server_record(record)->pid, next.server_pid());
   next.stop();
+}
+
+TEST_F(KeptServerTest, AServerThatIsNotTheOneListeningOnTheRecordedPortIsNotAdopted) {
+  NbdkitExportServer s(config());
+  s.start();
+  auto r = *read_kept_server_record(record);
+  // Another process listens on another port; a record naming that port with the right
+  // PID and command line must not be adopted.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  KeptServerRecord other_port = r;
+  other_port.port = ntohs(a.sin_port);
+  std::string why = adoption_refusal(other_port, r.argv, "127.0.0.1");
+  EXPECT_NE(why.find("is not what accepts connections"), std::string::npos) << why;
+  ::close(fd);
+  EXPECT_EQ(adoption_refusal(r, r.argv, "127.0.0.1"), "");
+  s.stop();
 }
 
 TEST_F(KeptServerTest, TheSupervisorRestartsAKeptServerThatDies) {

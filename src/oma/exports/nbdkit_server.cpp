@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "common/error.h"
@@ -88,6 +89,34 @@ std::string read_cmdline(pid_t pid) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// True when process `pid` holds a TCP socket listening on `port`: the one answering
+// there is that process, not another one that took the port (a free port picked by a
+// parallel start, a stale server).
+bool owns_listener(pid_t pid, int port) {
+  std::set<std::string> inodes;
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::ifstream in(fmt::format("/proc/{}/net/{}", pid, table));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string slot, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      f >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      auto colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
+      if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) inodes.insert("socket:[" + inode + "]");
+    }
+  }
+  if (inodes.empty()) return false;
+  std::error_code ec;
+  for (const auto& fd : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
+    std::error_code lec;
+    auto target = fs::read_symlink(fd.path(), lec);
+    if (!lec && inodes.count(target.string())) return true;
+  }
+  return false;
 }
 
 std::string joined_cmdline(const std::vector<std::string>& argv) {
@@ -197,8 +226,8 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
     std::replace(shown.begin(), shown.end(), '\0', ' ');
     return fmt::format("pid {} runs '{}', not the export server this configuration runs", record.pid, shown);
   }
-  if (!accepts(client_address(address), record.port)) {
-    return fmt::format("pid {} does not accept connections on {}:{}", record.pid, address, record.port);
+  if (!owns_listener(record.pid, record.port) || !accepts(client_address(address), record.port)) {
+    return fmt::format("pid {} is not what accepts connections on {}:{}", record.pid, address, record.port);
   }
   return "";
 }
@@ -279,7 +308,7 @@ void NbdkitExportServer::launch() {
     pidfd_ = open_pidfd(pid);
     pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (!accepts(client_address(config_.listen_address), config_.port)) {
+    while (!owns_listener(pid, config_.port) || !accepts(client_address(config_.listen_address), config_.port)) {
       if (!pid_alive(pid, pidfd_)) {
         throw Error(fmt::format("nbdkit (exports, pid {}) exited before listening on {}:{} (port taken?); its log "
                                 "{}:\n{}",
