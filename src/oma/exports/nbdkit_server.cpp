@@ -156,7 +156,10 @@ pid_t spawn_detached(const std::vector<std::string>& args, const std::string& lo
       signal(SIGTERM, SIG_DFL);
       if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
       // No inherited descriptor (the OMA's API socket) may outlive the OMA in nbdkit.
-      ::syscall(SYS_close_range, 3U, ~0U, 0U);
+#ifdef SYS_close_range
+      if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+#endif
+        for (int fd = 3; fd < 65536; ++fd) ::close(fd);
       execvp(argv[0], argv.data());
       _exit(127);
     }
