@@ -29,6 +29,11 @@ int main(int argc, char** argv) {
   app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
   app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
       ->check(CLI::Range(1, 86400));
+  c.gui_port = 3001;
+  app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
+  app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);

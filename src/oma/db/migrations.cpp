@@ -146,6 +146,21 @@ const std::vector<std::string> kV1 = {
       updated_at BIGINT NOT NULL))",
 };
 
+// Schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
+// Scheduler; kept here so a schedule survives restarts).
+const std::vector<std::string> kSchedules = {
+    R"(CREATE TABLE vm_schedules (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      interval_minutes BIGINT NOT NULL,
+      enabled BIGINT NOT NULL,
+      next_run_at BIGINT NOT NULL,
+      last_run_at BIGINT NULL,
+      last_job_id VARCHAR(36) NULL,
+      last_result TEXT NULL,
+      updated_at BIGINT NOT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+};
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -158,6 +173,7 @@ void ensure_table(Database& db) {
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "initial schema", kV1},
+      {2, "incremental pass schedules", kSchedules},
   };
   return all;
 }
