@@ -44,7 +44,7 @@ export function ThroughputChart({ samples, diskKeys }: { samples: Sample[]; disk
   }, [keysSig]);
 
   useEffect(() => {
-    if (!plot.current) return;
+    if (!plot.current || samples.length < 2) return; // one point makes no time axis
     const xs = samples.map((s) => s.t);
     const total = samples.map((s) => s.total / MiB);
     const disks = diskKeys.map((k) => samples.map((s) => (s.disks[k] ?? 0) / MiB));
@@ -53,7 +53,7 @@ export function ThroughputChart({ samples, diskKeys }: { samples: Sample[]; disk
 
   return (
     <div class="chart" aria-label="throughput over time">
-      <div ref={el} />
+      <div ref={el} style={{ visibility: samples.length < 2 ? "hidden" : "visible", height: samples.length < 2 ? 0 : undefined, overflow: "hidden" }} />
       {samples.length < 2 && <p class="hint">The graph fills in as progress arrives from the OMA.</p>}
     </div>
   );

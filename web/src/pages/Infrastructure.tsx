@@ -78,7 +78,7 @@ export function InfrastructurePage() {
                 <tr key={e.name}>
                   <td class="mono small">{e.name}</td>
                   <td class="mono small">{e.device_path}</td>
-                  <td>{bytes(e.size_bytes)}</td>
+                  <td class="num">{bytes(e.size_bytes)}</td>
                   <td>{busyVms.has(vmOf(e.name)) ? <Badge value="copying" label="in use" /> : <span class="dim">idle</span>}</td>
                   <td>{e.verified_at ? ago(e.verified_at) : <span class="dim">never</span>}</td>
                 </tr>
@@ -99,7 +99,7 @@ export function InfrastructurePage() {
                   <td class="mono small">{short(v.vm_id)}</td>
                   <td>{v.disk_key}</td>
                   <td>{v.backend}</td>
-                  <td>{bytes(v.size_bytes)}</td>
+                  <td class="num">{bytes(v.size_bytes)}</td>
                   <td><Badge value={v.status === "available" || v.status === "attached" ? "ok" : v.status} label={v.status} /></td>
                   <td class="mono small">{v.device_path}</td>
                 </tr>

@@ -110,8 +110,8 @@ function JobDetail({ id, vmName }: { id: string; vmName?: string }) {
           <div class="kpi"><span>Copied</span><strong>{bytes(job.bytes_done)} / {bytes(job.bytes_total)}</strong></div>
           <div class="kpi"><span>Throughput</span><strong>{running ? rate(job.throughput_bps) : "—"}</strong></div>
           <div class="kpi"><span>{running ? "ETA" : "Took"}</span><strong>{running ? duration(job.eta_seconds) : duration(((job.finished_at ?? job.updated_at) - job.created_at) / 1000)}</strong></div>
-          <div class="kpi"><span>Phase</span><strong data-testid="job-phase">{job.phase}</strong></div>
         </div>
+        <p class="phase-line"><span class="dim">Phase:</span> <strong data-testid="job-phase">{job.phase}</strong></p>
         <Bar done={job.bytes_done} total={job.bytes_total} label="job progress" />
         {job.status === "failed" && (
           <ErrorBox title="This job failed" message={job.error ?? "no reason recorded"} next={<><strong>What to do next: </strong>{nextStep(job)}</>} />
@@ -125,10 +125,10 @@ function JobDetail({ id, vmName }: { id: string; vmName?: string }) {
             <tbody>
               {disks.map((d) => (
                 <tr key={d.disk_key}>
-                  <td>{d.disk_key} <span class="dim">unit {d.unit}</span><div class="mono dim small">{d.export}</div></td>
+                  <td>{d.disk_key} <span class="dim">unit {d.unit}</span><div class="mono dim small" title={d.export}>…{d.export.slice(-14)}</div></td>
                   <td><Badge value={d.status} label={d.phase || d.status} />{d.error && <div class="form-error small">{d.error}</div>}</td>
                   <td class="w-bar"><Bar done={d.bytes_done} total={d.bytes_total} label={`disk ${d.disk_key}`} /></td>
-                  <td>{bytes(d.bytes_done)} / {bytes(d.bytes_total)}</td>
+                  <td class="num">{bytes(d.bytes_done)} / {bytes(d.bytes_total)}</td>
                   <td>{d.status === "copying" ? rate(d.throughput_bps) : "—"}</td>
                   <td>{d.status === "copying" ? duration(d.eta_seconds) : "—"}</td>
                 </tr>

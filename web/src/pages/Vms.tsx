@@ -75,7 +75,7 @@ export function VmsPage() {
                   </td>
                   <td><Badge value={v.power_state} label={v.power_state.replace("powered", "").toLowerCase()} /></td>
                   <td><Badge value={v.status} /></td>
-                  <td>{v.disks.length} · {bytes(diskTotal(v))}</td>
+                  <td class="num">{v.disks.length} · {bytes(diskTotal(v))}</td>
                   <td>
                     {v.last_pass ? (
                       <>
@@ -181,8 +181,8 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
             <tbody>
               {vm.disks.map((d) => (
                 <tr key={d.key}>
-                  <td>{d.label} <span class="dim">(key {d.key}, unit {d.unit})</span></td>
-                  <td>{bytes(d.capacity_bytes)}</td>
+                  <td>{d.label}<div class="dim small">key {d.key} · unit {d.unit}</div></td>
+                  <td class="num">{bytes(d.capacity_bytes)}</td>
                   <td class="mono small">{d.export ?? <span class="dim">not yet</span>}</td>
                   <td>{d.change_id ? <Badge value="ok" label="committed" /> : <span class="dim">none</span>}</td>
                 </tr>
