@@ -64,6 +64,7 @@ VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks,
     oldest = oldest ? std::min(*oldest, it->second) : it->second;
   }
   if (all && oldest) s.change_id_age_seconds = seconds_between(*oldest, now_ms);
+  if (vm.status == "cut_over") s.cutover_blockers.push_back("the VM is cut over already: it runs in CloudStack");
   if (vm.current_job_id) {
     s.cutover_blockers.push_back(fmt::format("job {} is active: wait for it or cancel it", *vm.current_job_id));
   }
