@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/units.h"
+#include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "source/change_ids.h"
 #include "source/pass_copy.h"
@@ -34,8 +35,7 @@ class VmwareSourceTest : public ::testing::Test {
     session = vsphere::Session::connect(connect);
     auto ref = vsphere::find_by_inventory_path(*session, "DC0/vm/DC0_H0_VM0").value();
     vm = vsphere::describe_vm(*session, ref);
-    add_disk(vm, 4096);
-    vm = vsphere::describe_vm(*session, ref);
+    vm = test::add_lab_disk(*session, vm, vm.disks[0].controller_key, vm.disks[0].datastore, 4096 * 1024, "disk2");
     ASSERT_EQ(vm.disks.size(), 2u);
     for (auto& d : vm.disks) {
       std::string flat = lab.flat_file(d.file_name);
@@ -51,20 +51,6 @@ class VmwareSourceTest : public ::testing::Test {
     o.work_dir = work.path();
     o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
     source = std::make_unique<VmwareSource>(session, connect, o);
-  }
-
-  // A second disk on the VM's controller (vcsim creates its files).
-  void add_disk(const vsphere::VmInfo& v, int kb) {
-    const auto& first = v.disks.at(0);
-    std::string spec = fmt::format(
-        "<spec><deviceChange><operation>add</operation><fileOperation>create</fileOperation>"
-        "<device xsi:type=\"VirtualDisk\"><key>-1</key>"
-        "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>[LocalDS_0] {}/disk2.vmdk</fileName>"
-        "<diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned></backing>"
-        "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
-        "</deviceChange></spec>",
-        v.name, first.controller_key, first.unit_number + 1, kb);
-    vsphere::run_task(*session, "ReconfigVM_Task", v.ref.xml("_this") + spec, "adding a disk");
   }
 
   void write_blocks(int key, std::initializer_list<uint64_t> blocks, uint64_t seed) {

@@ -1,0 +1,29 @@
+// Lab VMs: gives a vcsim VM the disks a scenario needs and fills their flat files with
+// generated data, so that tests and the demo copy real bytes through the VMware source.
+//
+// Generated data looks like a used disk: 4 MiB pieces of random bytes every 32 MiB,
+// a piece of explicit zeros now and then, holes in between. The same seed gives the
+// same bytes. Functions only; no state. Not thread-safe for one VM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "vsphere/inventory.h"
+#include "vsphere/session.h"
+
+namespace mk::test {
+
+// Adds a thin disk of `capacity_bytes` (a multiple of 1 KiB) as "[datastore] VM/STEM.vmdk"
+// on controller `controller_key`, at its first free unit; vcsim creates the files.
+// Returns the VM as it is afterwards.
+vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int controller_key,
+                             const std::string& datastore, uint64_t capacity_bytes, const std::string& file_stem);
+
+// Makes `flat_file` a sparse file of `size` bytes holding generated data.
+void fill_generated_disk(const std::string& flat_file, uint64_t size, uint64_t seed);
+
+// Changes `count` scattered 64 KiB blocks of `flat_file` (a guest writing).
+void scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed);
+
+}  // namespace mk::test
