@@ -203,9 +203,17 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       assert.match(text, /final incremental pass/);
       assert.match(text, /Create the VM in CloudStack/);
       await shot(page, "06-cutover-confirm");
-      // Keyboard: Esc closes the dialog without doing anything.
+      // Keyboard: focus stays inside the dialog while Tab cycles through it...
+      const inDialog = () => page.evaluate(() => !!document.activeElement?.closest("[role=dialog]"));
+      assert.ok(await inDialog());
+      for (let i = 0; i < 5; i++) {
+        await page.keyboard.press(i % 2 ? "Shift+Tab" : "Tab");
+        assert.ok(await inDialog(), "focus left the dialog");
+      }
+      // ...and Esc closes it without doing anything, giving focus back to its button.
       await page.keyboard.press("Escape");
       await until("dialog closed", async () => (await page.getByRole("dialog").count()) === 0);
+      assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cut over…");
       await page.getByRole("button", { name: "Cut over…" }).click();
       await page.getByRole("dialog").getByRole("button", { name: `Cut over ${info.vm.name}` }).click();
       await page.waitForURL(/#\/jobs\//, { timeout: LONG });
