@@ -194,6 +194,29 @@ TEST(GuiApi, EventStreamSendsHeartbeatsAndEndsWhenTheOmaStops) {
   EXPECT_TRUE(ev.ended);
 }
 
+TEST(GuiApi, OpenStreamsAreLimitedSoTheyNeverStarveRequests) {
+  // Short heartbeats: a stream whose client left is noticed at its next write.
+  Service s([](OmaConfig& c) { c.events_heartbeat_ms = 100; });
+  std::vector<std::unique_ptr<EventReader>> readers;
+  for (int i = 0; i < 8; ++i) {
+    readers.push_back(std::make_unique<EventReader>(s.oma->api_port(), s.token()));
+    ASSERT_TRUE(readers.back()->wait_for([](const Frame& f) { return f.event == "hello"; }));
+  }
+  httplib::Client c("127.0.0.1", s.oma->api_port());
+  auto r = c.Get("/api/v1/events", {{"Authorization", "Bearer " + s.token()}, {"Accept", "text/event-stream"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_NE(r->body.find("close another browser tab"), std::string::npos) << r->body;
+  EXPECT_EQ(s.api->get("/api/v1/vms").status, 200);
+  readers.pop_back();  // one closes: a new stream is accepted again
+  bool accepted = false;
+  for (int i = 0; i < 100 && !accepted; ++i) {
+    EventReader again(s.oma->api_port(), s.token());
+    accepted = again.wait_for([](const Frame& f) { return f.event == "hello"; }, 1).has_value();
+  }
+  EXPECT_TRUE(accepted);
+}
+
 TEST(GuiApi, EventStreamNeedsTheEventStreamAcceptHeader) {
   Service s;
   auto r = s.api->get("/api/v1/events");

@@ -145,7 +145,8 @@ void EventHub::scan() {
   if (!emit) jobs_.clear();
   int64_t now = now_ms();
   std::map<std::string, JobRecord> todo;
-  for (auto& j : store_.jobs_updated_since(emit ? last_scan_ - kOverlapMs : 0)) todo[j.job_id] = j;
+  // Priming needs only what may still change; older jobs the client fetches itself.
+  for (auto& j : store_.jobs_updated_since((emit ? last_scan_ : now) - kOverlapMs)) todo[j.job_id] = j;
   for (auto& j : store_.active_jobs()) todo[j.job_id] = j;
   // Jobs still being finished (steps ending after the last row update).
   for (const auto& [id, st] : jobs_) {

@@ -40,7 +40,9 @@ struct EventHubOptions {
   std::chrono::milliseconds poll_interval{500};
   std::chrono::milliseconds heartbeat{15000};
   size_t max_queue = 4096;        // frames a subscriber may fall behind before `resync`
-  size_t max_subscribers = 64;    // each holds an HTTP worker thread
+  // Each open stream holds one HTTP worker thread of its listener (16 by default):
+  // stay well below, so streams never starve ordinary requests.
+  size_t max_subscribers = 8;
 };
 
 // Renders a job with its disks (the API's own view, so the stream and REST agree).
