@@ -213,7 +213,8 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       // ...and Esc closes it without doing anything, giving focus back to its button.
       await page.keyboard.press("Escape");
       await until("dialog closed", async () => (await page.getByRole("dialog").count()) === 0);
-      assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cut over…");
+      await until("focus back on the Cut over button", async () =>
+        (await page.evaluate(() => document.activeElement?.textContent)) === "Cut over…");
       await page.getByRole("button", { name: "Cut over…" }).click();
       await page.getByRole("dialog").getByRole("button", { name: `Cut over ${info.vm.name}` }).click();
       await page.waitForURL(/#\/jobs\//, { timeout: LONG });
