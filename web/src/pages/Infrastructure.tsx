@@ -1,5 +1,6 @@
 // Infrastructure: the OMA itself, the VMA and its tunnel, NBD exports and volumes.
 import { useCallback, useEffect, useState } from "preact/hooks";
+import { Dialog } from "../components/Dialog";
 import { ApiError, isActive, type ExportInfo, type Volume } from "../api";
 import { Badge, Card, Empty, ErrorBox } from "../components/Bits";
 import { ago, bytes, short, time } from "../format";
@@ -15,6 +16,7 @@ export function InfrastructurePage() {
   const [vma, setVma] = useState<Health | null>(null);
   const [exports, setExports] = useState<{ exports: ExportInfo[]; server_pid: number } | null>(null);
   const [volumes, setVolumes] = useState<Volume[] | null>(null);
+  const [vmas, setVmas] = useState<PairedVma[] | null>(null);
   const [errors, setErrors] = useState<string[]>([]);
 
   const load = useCallback(() => {
@@ -25,7 +27,12 @@ export function InfrastructurePage() {
     };
     setErrors([]);
     api.health().then(setHealth, fail("OMA health"));
-    api.vmaHealth().then(setVma, fail("VMA health"));
+    // Paired VMAs when this OMA pairs them; else the one VMA it is configured with.
+    api.get<{ vmas: PairedVma[] }>("/api/v1/vmas").then((r) => setVmas(r.vmas), (e) => {
+      setVmas(null);
+      if (e instanceof ApiError && e.missingRoute) api.vmaHealth().then(setVma, fail("VMA health"));
+      else fail("VMAs")(e);
+    });
     api.exports().then(setExports, fail("NBD exports"));
     api.volumes().then(setVolumes, fail("Volumes"));
     api.jobs().then((j) => store.setAll(j), () => {});
@@ -56,7 +63,7 @@ export function InfrastructurePage() {
             </dl>
           ) : <p class="dim">Loading…</p>}
         </Card>
-        <Card title="VMA and tunnel">
+        {vmas ? <VmasCard vmas={vmas} reload={load} /> : <Card title="VMA and tunnel">
           {vma ? (
             <dl class="facts">
               <dt>VMA</dt><dd><Badge value={str(vma.status)} /> <span class="dim">{str(vma.vma)}</span></dd>
@@ -66,7 +73,7 @@ export function InfrastructurePage() {
               {vma.vma_instance != null && <><dt>Instance</dt><dd class="mono">{str(vma.vma_instance)}</dd></>}
             </dl>
           ) : <p class="dim">Loading…</p>}
-        </Card>
+        </Card>}
       </div>
       <Card title={`NBD exports${exports ? ` (${exports.exports.length})` : ""}`} actions={exports && <span class="dim">server pid {exports.server_pid}</span>}>
         {exports && exports.exports.length === 0 && <Empty>No exports yet: the first pass of a VM creates one per disk.</Empty>}
@@ -109,5 +116,75 @@ export function InfrastructurePage() {
         )}
       </Card>
     </div>
+  );
+}
+
+interface PairedVma {
+  vma_id: string;
+  name: string;
+  vcenter: string;
+  state: string;
+  tunnel_port?: number;
+  tunnel_state?: string;
+}
+
+function VmasCard({ vmas, reload }: { vmas: PairedVma[]; reload: () => void }) {
+  const { api, isAdmin, notify } = useApp();
+  const [health, setHealth] = useState<Record<string, Health | string>>({});
+  const [revoking, setRevoking] = useState<PairedVma | null>(null);
+  useEffect(() => {
+    for (const v of vmas) {
+      api.get<Health>(`/api/v1/vmas/${v.vma_id}/health`).then(
+        (h) => setHealth((o) => ({ ...o, [v.vma_id]: h })),
+        (e) => setHealth((o) => ({ ...o, [v.vma_id]: e instanceof Error ? e.message : String(e) })),
+      );
+    }
+  }, [vmas]);
+  const act = async (v: PairedVma, action: "approve" | "revoke") => {
+    try {
+      await api.post(`/api/v1/vmas/${v.vma_id}/${action}`);
+      notify(`VMA ${v.name} ${action === "approve" ? "approved" : "revoked"}`);
+      reload();
+    } catch (e) {
+      notify(`${action} of VMA ${v.name} failed: ${e instanceof Error ? e.message : String(e)}`, "error");
+    } finally {
+      setRevoking(null);
+    }
+  };
+  return (
+    <Card title={`VMAs and tunnels (${vmas.length})`}>
+      {vmas.length === 0 && <p class="dim">No VMA is paired yet: issue a pairing bundle (POST /api/v1/vmas/pairing-bundles) and run <code>vma pair</code> next to vCenter.</p>}
+      {vmas.map((v) => {
+        const h = health[v.vma_id];
+        const inner = typeof h === "object" ? ((h.vma ?? null) as Health | null) : null;
+        const vc = (inner?.vcenter ?? null) as Health | null;
+        return (
+          <div class="vma" key={v.vma_id}>
+            <div class="vma-head">
+              <strong>{v.name}</strong> <span class="dim">{v.vcenter}</span>
+              <Badge value={v.state} />
+              <Badge value={v.tunnel_state ?? "down"} label={`tunnel ${v.tunnel_state ?? "down"}`} />
+              {isAdmin && v.state === "pending" && <button onClick={() => act(v, "approve")}>Approve</button>}
+              {isAdmin && v.state !== "revoked" && <button class="danger" onClick={() => setRevoking(v)}>Revoke…</button>}
+            </div>
+            {typeof h === "string" && <p class="form-error small">{h}</p>}
+            {typeof h === "object" && (
+              <div class="small">
+                {inner && <>VMA <Badge value={str(inner.status)} /> · vCenter <Badge value={vc?.reachable ? "ok" : "down"} label={vc?.reachable ? "reachable" : "unreachable"} /> </>}
+                {h.error != null && <span class="form-error">{str(h.error)}</span>}
+              </div>
+            )}
+          </div>
+        );
+      })}
+      {revoking && (
+        <Dialog title={`Revoke VMA ${revoking.name}?`} onClose={() => setRevoking(null)} footer={<>
+          <button onClick={() => setRevoking(null)}>Cancel</button>
+          <button class="danger" onClick={() => act(revoking, "revoke")}>Revoke {revoking.name}</button>
+        </>}>
+          <p>The OMA removes this VMA's SSH key and ends its tunnel now. Jobs of its VMs fail until a VMA is paired again.</p>
+        </Dialog>
+      )}
+    </Card>
   );
 }
