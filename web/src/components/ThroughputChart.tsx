@@ -22,7 +22,12 @@ export function ThroughputChart({ samples, diskKeys }: { samples: Sample[]; disk
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.15)] } },
       axes: [
-        { stroke: "#475569", grid: { stroke: "#e2e8f0" } },
+        {
+          stroke: "#475569",
+          grid: { stroke: "#e2e8f0" },
+          space: 80,
+          values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toTimeString().slice(0, 8)),
+        },
         { stroke: "#475569", grid: { stroke: "#e2e8f0" }, label: "MiB/s", size: 56 },
       ],
       series: [

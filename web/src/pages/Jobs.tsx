@@ -107,7 +107,7 @@ function JobDetail({ id, vmName }: { id: string; vmName?: string }) {
       </>}>
         <div class="kpis">
           <div class="kpi"><span>Progress</span><strong data-testid="job-percent">{job.bytes_total > 0 ? `${job.percent.toFixed(job.percent >= 99.95 ? 0 : 1)} %` : "—"}</strong></div>
-          <div class="kpi"><span>Copied</span><strong>{bytes(job.bytes_done)} / {bytes(job.bytes_total)}</strong></div>
+          <div class="kpi"><span>Copied of {bytes(job.bytes_total)}</span><strong>{bytes(job.bytes_done)}</strong></div>
           <div class="kpi"><span>Throughput</span><strong>{running ? rate(job.throughput_bps) : "—"}</strong></div>
           <div class="kpi"><span>{running ? "ETA" : "Took"}</span><strong>{running ? duration(job.eta_seconds) : duration(((job.finished_at ?? job.updated_at) - job.created_at) / 1000)}</strong></div>
         </div>
