@@ -1,5 +1,6 @@
 // Operator commands over the OMA's REST API: `migratekit vms`, `migratekit replicate
-// VM`, `migratekit jobs [list|show|watch|cancel]`. They hold no state of their own:
+// VM`, `migratekit jobs [list|show|watch|cancel]`, `migratekit cutover VM`,
+// `migratekit test-failover VM [--cleanup]`. They hold no state of their own:
 // every answer comes from the API, so the CLI, the GUI and scripts agree.
 //
 // The API token is read from a file (--token-file, $MIGRATEKIT_TOKEN_FILE, default
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -28,8 +30,9 @@ using nlohmann::json;
 struct OmaArgs {
   std::string api, token_file;
   std::string vm, job, status;
-  bool incremental = false, watch = false, json_out = false;
+  bool incremental = false, watch = false, json_out = false, cleanup = false;
   int interval_ms = 1000;
+  int shutdown_timeout_s = 300;
 };
 
 std::string env_or(const char* name, const std::string& fallback) {
@@ -148,6 +151,50 @@ int run_replicate(const OmaArgs& a) {
   return a.watch ? watch(api, a, id) : 0;
 }
 
+// A cutover or test failover: one line per step as it starts and ends, until the job
+// ends (exit 1 unless it completed).
+int watch_steps(Api& api, const OmaArgs& a, const std::string& job_id) {
+  std::map<int64_t, std::string> shown;  // step seq -> last status printed
+  for (;;) {
+    json j = api.call("GET", "/api/v1/jobs/" + job_id);
+    for (const auto& st : j["steps"]) {
+      std::string status = st["status"];
+      int64_t seq = st["seq"];
+      if (shown[seq] == status) continue;
+      shown[seq] = status;
+      std::string msg = st["message"].is_null() ? "" : ": " + st["message"].get<std::string>();
+      std::printf("%-22s %s%s\n", st["name"].get<std::string>().c_str(), status.c_str(), msg.c_str());
+    }
+    std::fflush(stdout);
+    std::string status = j["status"];
+    if (status == "completed") return 0;
+    if (status == "failed" || status == "cancelled") {
+      std::fprintf(stderr, "migratekit: %s %s %s: %s\n", j["kind"].get<std::string>().c_str(), job_id.c_str(),
+                   status.c_str(), j["error"].is_null() ? "" : j["error"].get<std::string>().c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(a.interval_ms));
+  }
+}
+
+int run_cutover(const OmaArgs& a) {
+  Api api(a);
+  json j = api.call("POST", "/api/v1/vms/" + a.vm + "/cutover", {{"shutdown_timeout_seconds", a.shutdown_timeout_s}});
+  std::string id = j["job_id"];
+  std::printf("%s\n", id.c_str());
+  std::fflush(stdout);
+  return a.watch ? watch_steps(api, a, id) : 0;
+}
+
+int run_test_failover(const OmaArgs& a) {
+  Api api(a);
+  json j = api.call("POST", "/api/v1/vms/" + a.vm + (a.cleanup ? "/test-failover/cleanup" : "/test-failover"));
+  std::string id = j["job_id"];
+  std::printf("%s\n", id.c_str());
+  std::fflush(stdout);
+  return a.watch ? watch_steps(api, a, id) : 0;
+}
+
 int run_jobs(const OmaArgs& a, const std::string& action) {
   Api api(a);
   if (action == "list") {
@@ -217,9 +264,29 @@ Runner add_oma_commands(CLI::App& app) {
       c->add_option("--interval-ms", a->interval_ms, "Refresh interval (default 1000)")->check(CLI::Range(50, 60000));
   }
 
-  return [a, vms, rep, jobs]() -> int {
+  CLI::App* cut = app.add_subcommand("cutover", "Cut a replicated VM over: shut the source down, copy the last "
+                                                 "changes, build and start the VM in CloudStack");
+  common_options(cut, *a);
+  cut->add_option("VM", a->vm, "VM UUID")->required();
+  cut->add_option("--shutdown-timeout", a->shutdown_timeout_s,
+                  "Seconds for the guest to shut down before it is powered off (default 300)")
+      ->check(CLI::Range(1, 86400));
+  cut->add_flag("--watch", a->watch, "Show each step until the cutover ends (exit 1 unless it completes)");
+  cut->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
+
+  CLI::App* tf = app.add_subcommand("test-failover", "Boot a copy of a replicated VM on the test network (the "
+                                                     "source keeps running), or --cleanup to remove it");
+  common_options(tf, *a);
+  tf->add_option("VM", a->vm, "VM UUID")->required();
+  tf->add_flag("--cleanup", a->cleanup, "Destroy the test VM, revert the volumes and resume replication");
+  tf->add_flag("--watch", a->watch, "Show each step until the job ends (exit 1 unless it completes)");
+  tf->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
+
+  return [a, vms, rep, jobs, cut, tf]() -> int {
     if (vms->parsed()) return run_vms(*a);
     if (rep->parsed()) return run_replicate(*a);
+    if (cut->parsed()) return run_cutover(*a);
+    if (tf->parsed()) return run_test_failover(*a);
     if (jobs->parsed()) {
       for (const char* name : {"list", "show", "watch", "cancel"})
         if (jobs->got_subcommand(name)) return run_jobs(*a, name);

@@ -27,6 +27,7 @@ struct Settings {
   std::string template_id;          // must be ready in the zone
   std::vector<std::string> network_ids;
   std::string oma_mac;              // the OMA's own NIC, to find its VM in CloudStack
+  std::string test_network_id;      // where test failovers boot ("" = none; then no test failover)
 };
 
 // Settings as stored: the secret only as "secret_key_sealed", produced by `seal` and
@@ -37,8 +38,14 @@ Settings settings_from_json(const Json& stored, const SecretTransform& open);
 
 struct ValidationReport {
   std::vector<std::string> problems;  // each says what is wrong and what to do
+  std::vector<std::string> fields;    // the setting each problem is about (same index):
+                                      // api_url, api_key, zone_id, ..., network_ids
   std::string oma_vm_id;              // the OMA's VM, when found
   bool ok() const { return problems.empty(); }
+  void add(const std::string& field, std::string problem) {
+    fields.push_back(field);
+    problems.push_back(std::move(problem));
+  }
 };
 
 // Checks that each setting exists and fits: the zone is enabled, the disk offering is

@@ -34,8 +34,14 @@ std::string TestFailover::test_vm_name(const std::string& name, std::time_t when
 }
 
 TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
-  builder_.check(vm);
   TestFailoverRecord record;
+  start(vm, steps, record);
+  return record;
+}
+
+void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord& record) {
+  builder_.check(vm);
+  record = {};
   record.vm_name = test_vm_name(vm.name, std::time(nullptr));
   std::string step;
   try {
@@ -86,7 +92,6 @@ TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
                                          "back: the volumes are on the OMA again",
                                          vm.name, step, why));
   }
-  return record;
 }
 
 void TestFailover::cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps) {

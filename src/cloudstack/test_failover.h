@@ -43,6 +43,9 @@ class TestFailover {
                std::string test_network_id);
 
   TestFailoverRecord start(const SourceVm& vm, StepLog& steps);
+  // The same, filling `record` as it goes: after a CutoverError whose rollback was
+  // incomplete it says what is left for cleanup() (the caller keeps it).
+  void start(const SourceVm& vm, StepLog& steps, TestFailoverRecord& record);
   void cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps);
 
   // "<name>-test-<YYYYMMDDhhmmss>" for a UTC time.

@@ -7,11 +7,13 @@
 #include <filesystem>
 
 #include "common/log.h"
+#include "oma/cutover/cutover_routes.h"
 #include "oma/db/migrations.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/gui/gui_routes.h"
 #include "oma/names.h"
+#include "oma/volumes/cloudstack_volumes.h"
 
 namespace mk::oma {
 
@@ -57,7 +59,18 @@ void Oma::start() {
   bootstrap_token();
   ensure_psk();
 
-  volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
+  cloudstack_ = std::make_unique<CloudStackTarget>(*store_, *secrets_, config_.cloudstack);
+  if (config_.volume_backend == "local") {
+    volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
+  } else if (config_.volume_backend == "cloudstack") {
+    volume_backend_ = std::make_unique<CloudStackVolumeBackend>([t = cloudstack_.get()] {
+      auto session = t->session();
+      // The volumes live as long as the session that owns their client.
+      return std::shared_ptr<const cloudstack::CloudStackVolumes>(session, session->volumes.get());
+    });
+  } else {
+    throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", config_.volume_backend));
+  }
   volumes_ = std::make_unique<VolumeManager>(*store_, *volume_backend_);
   ExportServerConfig ec;
   ec.exports_dir = config_.exports_dir;
@@ -82,13 +95,17 @@ void Oma::start() {
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
   jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
+  auto vma_for = [vma = vma_.get()](const std::string&) { return std::shared_ptr<VmaClient>(vma, [](VmaClient*) {}); };
+  cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, vma_for, *cloudstack_,
+                                              config_.volume_backend == "cloudstack", config_.cutover);
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);
 
   api::ApiConfig ac;
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
-  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac);
+  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac,
+                                         cutover_routes(*cutover_, *store_));
   start_gui_services();
   api_->start();
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");

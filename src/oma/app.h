@@ -14,6 +14,8 @@
 
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
+#include "oma/cutover/cloudstack_target.h"
+#include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
@@ -41,6 +43,9 @@ struct OmaConfig {
   std::string vma_url = "http://127.0.0.1:9081";
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
+  std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
+  CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
+  CutoverConfig cutover;
   // The GUI listener (web app + the same API). -1: none (the library default, so
   // in-process tests do not fight over a port); the oma command defaults to 3001.
   // 0: any free port, written to DATA/gui.port.
@@ -64,6 +69,7 @@ class Oma {
   Store& store() { return *store_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
+  CutoverService& cutover() { return *cutover_; }
   const OmaConfig& config() const { return config_; }
 
  private:
@@ -81,6 +87,8 @@ class Oma {
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<CloudStackTarget> cloudstack_;
+  std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
   std::unique_ptr<gui::EventHub> events_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -29,6 +29,16 @@ int main(int argc, char** argv) {
   app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
   app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
       ->check(CLI::Range(1, 86400));
+  app.add_option("--volume-backend", c.volume_backend,
+                 "local (default: sparse files in DATA/volumes) or cloudstack (CloudStack volumes attached to this "
+                 "OMA; settings: PUT /api/v1/settings/cloudstack)")
+      ->check(CLI::IsMember({"local", "cloudstack"}));
+  app.add_option("--by-id-dir", c.cloudstack.by_id_dir,
+                 "Where attached volumes appear as virtio-<id> links (default /dev/disk/by-id)");
+  int device_timeout_s = 120;
+  app.add_option("--device-timeout", device_timeout_s,
+                 "Seconds to wait for an attached volume's device to appear (default 120)")
+      ->check(CLI::Range(1, 3600));
   c.gui_port = 3001;
   app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
   app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
@@ -42,6 +52,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
+  c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
 
   // Signals are taken synchronously by the main thread; every other thread blocks them.
   sigset_t set;

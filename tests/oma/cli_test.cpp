@@ -55,6 +55,31 @@ TEST_F(CliFixture, ReplicateWatchListShowCancel) {
   EXPECT_NE(cancel.err.find("already ended"), std::string::npos) << cancel.err;
 }
 
+TEST_F(CliFixture, CutoverAndTestFailoverVerbs) {
+  const std::string vm = test::test_vm_uuid(1);
+  vma->add_source_vm(vm, "vm-0001", true);
+  auto early = cli({"cutover", vm});
+  EXPECT_EQ(early.exit_code, 2) << early.out;  // nothing replicated yet: the API's 400
+  EXPECT_NE(early.err.find("full replication first"), std::string::npos) << early.err;
+  ASSERT_EQ(cli({"replicate", vm, "--watch", "--interval-ms", "50"}).exit_code, 0);
+
+  auto tf = cli({"test-failover", vm});
+  EXPECT_EQ(tf.exit_code, 2);  // the local backend has no CloudStack to boot a copy in
+  EXPECT_NE(tf.err.find("cloudstack"), std::string::npos) << tf.err;
+
+  auto cut = cli({"cutover", vm, "--shutdown-timeout", "30", "--watch", "--interval-ms", "50"});
+  EXPECT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_NE(cut.out.find("final-pass"), std::string::npos) << cut.out;
+  EXPECT_NE(cut.out.find("mark-cut-over"), std::string::npos) << cut.out;
+  EXPECT_EQ(oma->store().get_vm(vm).status, "cut_over");
+  EXPECT_FALSE(vma->powered_on(vm));
+  EXPECT_EQ(oma->store().get_job(cut.out.substr(0, 36)).kind, "cutover");
+
+  auto cleanup = cli({"test-failover", vm, "--cleanup"});
+  EXPECT_EQ(cleanup.exit_code, 2);
+  EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+}
+
 TEST_F(CliFixture, TokenProblemsAreClear) {
   auto missing = mk::test::run_migratekit({"vms", "--api", api, "--token-file", dir.file("nope")});
   EXPECT_EQ(missing.exit_code, 2);

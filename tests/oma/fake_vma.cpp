@@ -18,6 +18,9 @@ FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(ne
   server_.Post("/api/v1/replicate", [this](const auto& req, auto& res) { handle_replicate(req, res); });
   server_.Get(R"(/api/v1/progress/([^/]+))", [this](const auto& req, auto& res) { handle_progress(req, res); });
   server_.Post(R"(/api/v1/stop/([^/]+))", [this](const auto& req, auto& res) { handle_stop(req, res); });
+  server_.Post(R"(/api/v1/power/([^/]+))", [this](const auto& req, auto& res) { handle_power(req, res); });
+  server_.Post(R"(/api/v1/cleanup/([^/]+))", [this](const auto& req, auto& res) { handle_cleanup(req, res); });
+  server_.Get("/api/v1/discover", [this](const auto& req, auto& res) { handle_discover(req, res); });
   port_ = server_.bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw mk::Error("fake VMA: cannot bind 127.0.0.1");
   thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -214,6 +217,113 @@ void FakeVma::handle_stop(const httplib::Request& req, httplib::Response& res) {
   for (auto& d : it->second.disks) if (d->copy) d->copy->stop();
   jobs_.erase(it);
   res.set_content(json{{"job_id", job_id}, {"stopped", true}}.dump(), "application/json");
+}
+
+namespace {
+
+void reply_error(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  res.set_content(json{{"error", message}}.dump(), "application/json");
+}
+
+}  // namespace
+
+void FakeVma::add_source_vm(const std::string& vm_id, const std::string& name, bool on) {
+  std::lock_guard lock(mu_);
+  source_vms_[vm_id] = {name, on, 0};
+}
+
+bool FakeVma::powered_on(const std::string& vm_id) {
+  std::lock_guard lock(mu_);
+  return source_vms_.at(vm_id).on;
+}
+
+void FakeVma::fail_power(const std::string& action, const std::string& message) {
+  std::lock_guard lock(mu_);
+  power_failures_[action] = message;
+}
+
+void FakeVma::set_leftover_snapshots(const std::string& vm_id, int n) {
+  std::lock_guard lock(mu_);
+  source_vms_.at(vm_id).leftover_snapshots = n;
+}
+
+std::vector<std::string> FakeVma::power_calls() {
+  std::lock_guard lock(mu_);
+  return power_calls_;
+}
+
+void FakeVma::handle_power(const httplib::Request& req, httplib::Response& res) {
+  std::string vm_id = req.matches[1];
+  json j = json::parse(req.body, nullptr, false);
+  std::lock_guard lock(mu_);
+  auto violation = [&](const std::string& what) {
+    violations_.push_back("power: " + what);
+    reply_error(res, 400, what);
+  };
+  if (!j.is_object() || j.size() != 2 || !j.contains("action") || !j.contains("timeout_seconds"))
+    return violation("body must be exactly {action, timeout_seconds}");
+  std::string action = j["action"].is_string() ? j["action"].get<std::string>() : "";
+  if (action != "shutdown" && action != "off" && action != "on") return violation("unknown action");
+  if (!j["timeout_seconds"].is_number_integer() || j["timeout_seconds"].get<int64_t>() < 1 ||
+      j["timeout_seconds"].get<int64_t>() > 86400)
+    return violation("timeout_seconds must be an integer of 1..86400");
+  auto it = source_vms_.find(vm_id);
+  if (it == source_vms_.end()) return reply_error(res, 404, "no VM " + vm_id + " in vCenter");
+  power_calls_.push_back(action + " " + vm_id);
+  if ((action == "on") == it->second.on) {
+    violations_.push_back(fmt::format("power: {} asked for VM {}, which is already {}", action, vm_id,
+                                      it->second.on ? "on" : "off"));
+    return reply_error(res, 409, "VM " + vm_id + " is already in that state");
+  }
+  if (auto f = power_failures_.find(action); f != power_failures_.end()) {
+    std::string message = f->second;
+    power_failures_.erase(f);
+    return reply_error(res, 500, message);
+  }
+  bool forced = action == "shutdown" && ignore_shutdown_;
+  it->second.on = action == "on";
+  res.set_content(json{{"vm_id", vm_id}, {"power_state", it->second.on ? "poweredOn" : "poweredOff"},
+                       {"forced", forced}}
+                      .dump(),
+                  "application/json");
+}
+
+void FakeVma::handle_cleanup(const httplib::Request& req, httplib::Response& res) {
+  std::string vm_id = req.matches[1];
+  std::lock_guard lock(mu_);
+  json j = json::parse(req.body, nullptr, false);
+  if (!j.is_object() || !j.empty()) {
+    violations_.push_back("cleanup: body must be {}");
+    return reply_error(res, 400, "body must be {}");
+  }
+  auto it = source_vms_.find(vm_id);
+  if (it == source_vms_.end()) return reply_error(res, 404, "no VM " + vm_id + " in vCenter");
+  for (const auto& [id, job] : jobs_) {
+    if (job.vm_id == vm_id && !job.stopped) {
+      bool running = false;
+      for (const auto& d : job.disks) running |= d->copy && d->copy->running();
+      if (running) {
+        violations_.push_back("cleanup: VM " + vm_id + " while its job " + id + " is copying");
+        return reply_error(res, 409, "a job of VM " + vm_id + " is copying");
+      }
+    }
+  }
+  power_calls_.push_back("cleanup " + vm_id);
+  int n = it->second.leftover_snapshots;
+  it->second.leftover_snapshots = 0;
+  res.set_content(json{{"vm_id", vm_id}, {"snapshots_removed", n}}.dump(), "application/json");
+}
+
+void FakeVma::handle_discover(const httplib::Request&, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  json vms = json::array();
+  for (const auto& [id, vm] : source_vms_) {
+    vms.push_back({{"vm_id", id}, {"name", vm.name}, {"datacenter", "DC0"},
+                   {"power_state", vm.on ? "poweredOn" : "poweredOff"}, {"cpus", 2}, {"memory_mb", 2048},
+                   {"guest_os", "otherGuest64"}, {"disks", json::array()}, {"nics", json::array()}});
+  }
+  res.set_content(json{{"vcenter", "vcsim.test"}, {"vms", vms}}.dump(), "application/json");
 }
 
 }  // namespace mk::oma::test

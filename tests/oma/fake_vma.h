@@ -11,7 +11,15 @@
 //    reports the engine's own JSON progress; a disk completes when its copy exits 0;
 //  * scripted: set_disk(job, disk_key, progress) decides what progress reports.
 // restart() simulates a VMA restart (new instance id, jobs forgotten); go_silent()
-// stops answering. Owns its server thread and copy processes. Thread-safe.
+// stops answering.
+//
+// Source VMs for cutover: add_source_vm() makes a VM known to /discover, /power and
+// /cleanup. /power is strict too: the body must be exactly {"action", "timeout_seconds"}
+// with a known action and a timeout of 1..86400 s, and a request that changes nothing
+// (shutdown or off of a VM that is off, on of one that is on) is a violation: the OMA
+// must look before it acts. fail_power() makes the next request of an action fail;
+// ignore_shutdown() makes the guest ignore shutdowns, so that the VMA powers it off
+// ("forced": true). Owns its server thread and copy processes. Thread-safe.
 #pragma once
 
 #include <httplib.h>
@@ -44,6 +52,14 @@ class FakeVma {
   void forget(const std::string& job_id);  // this job only: as if it was lost
   void go_silent();
 
+  void add_source_vm(const std::string& vm_id, const std::string& name, bool powered_on = true);
+  bool powered_on(const std::string& vm_id);
+  void ignore_shutdown(bool on) { ignore_shutdown_ = on; }
+  void fail_power(const std::string& action, const std::string& message);
+  void set_leftover_snapshots(const std::string& vm_id, int n);
+  // "shutdown <vm>", "on <vm>", "cleanup <vm>" in order.
+  std::vector<std::string> power_calls();
+
   std::vector<std::string> violations();
   std::vector<nlohmann::json> replicate_requests();
   std::vector<std::string> stopped_jobs();
@@ -66,6 +82,14 @@ class FakeVma {
   void handle_replicate(const httplib::Request& req, httplib::Response& res);
   void handle_progress(const httplib::Request& req, httplib::Response& res);
   void handle_stop(const httplib::Request& req, httplib::Response& res);
+  void handle_power(const httplib::Request& req, httplib::Response& res);
+  void handle_cleanup(const httplib::Request& req, httplib::Response& res);
+  void handle_discover(const httplib::Request& req, httplib::Response& res);
+  struct SourceVm {
+    std::string name;
+    bool on = true;
+    int leftover_snapshots = 0;
+  };
   std::string check_request(const nlohmann::json& j);
   nlohmann::json disk_progress(const std::string& job_id, Disk& d);
 
@@ -77,6 +101,10 @@ class FakeVma {
   std::vector<std::string> violations_;
   std::vector<nlohmann::json> requests_;
   std::vector<std::string> stopped_;
+  std::map<std::string, SourceVm> source_vms_;
+  std::map<std::string, std::string> power_failures_;  // action -> error message
+  std::vector<std::string> power_calls_;
+  std::atomic<bool> ignore_shutdown_{false};
   std::string instance_;
   int generation_ = 0;
   std::atomic<bool> auto_complete_{false};

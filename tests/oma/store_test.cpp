@@ -201,6 +201,34 @@ void StepsEventsTokensSettings(db::Database& database, Store& store) {
   EXPECT_EQ(store.get_setting("cloudstack.url")->first, "http://cs2");
 }
 
+// Cutover's records: a VM's NICs, what a failover built, and job kinds longer than the
+// first schema allowed ("test_failover_cleanup": MariaDB enforces column widths).
+void NicsFailoversAndCutoverJobKinds(db::Database& database, Store& store) {
+  store.add_vm(vm(kVm1), disks(1));
+  store.set_vm_nics(kVm1, {{kVm1, "4001", "00:50:56:aa:bb:02", "Backup"}, {kVm1, "4000", "00:50:56:aa:bb:01", "VM Network"}});
+  auto nics = store.list_nics(kVm1);
+  ASSERT_EQ(nics.size(), 2u);
+  EXPECT_EQ(nics[0].nic_key, "4000");
+  EXPECT_EQ(nics[1].network, "Backup");
+  EXPECT_THROW(store.set_vm_nics(kVm1, {{kVm1, "4000", "a", "x"}, {kVm1, "4000", "b", "y"}}), Conflict);
+  EXPECT_EQ(store.list_nics(kVm1).size(), 2u);  // the failed replacement rolled back
+
+  JobRecord j = job("job-1", kVm1);
+  j.kind = "test_failover_cleanup";
+  j.status = "running";
+  store.create_job(j, {});
+  EXPECT_EQ(store.get_job("job-1").kind, "test_failover_cleanup");
+
+  store.put_failover({kVm1, "test_failover", "job-1", "vm-in-cloudstack", R"({"snapshots":{}})", 0});
+  auto f = store.find_failover(kVm1, "test_failover");
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->target_vm_id, "vm-in-cloudstack");
+  EXPECT_GT(f->created_at, 0);
+  EXPECT_FALSE(store.find_failover(kVm1, "cutover"));
+  store.delete_failover(kVm1, "test_failover");
+  EXPECT_FALSE(store.find_failover(kVm1, "test_failover"));
+}
+
 }  // namespace
 
 const std::vector<std::pair<std::string, StoreScenario>>& store_scenarios() {
@@ -214,6 +242,7 @@ const std::vector<std::pair<std::string, StoreScenario>>& store_scenarios() {
       {"ChangeIdsCommitOnlyWhenEveryDiskCompleted", ChangeIdsCommitOnlyWhenEveryDiskCompleted},
       {"ProgressRollsUpFromDisks", ProgressRollsUpFromDisks},
       {"StepsEventsTokensSettings", StepsEventsTokensSettings},
+      {"NicsFailoversAndCutoverJobKinds", NicsFailoversAndCutoverJobKinds},
   };
   return all;
 }

@@ -134,6 +134,7 @@ class Lab {
     auto r = c.Post("/api/v1/vms", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
                     body.dump(), "application/json");
     if (!r || r->status != 201) throw mk::Error("adding the lab VM failed: " + (r ? r->body : std::string("no answer")));
+    vma_->add_source_vm(vm_id_, "web01", true);  // powered on, for the cutover's shutdown
   }
 
   void write_out() {

@@ -39,6 +39,18 @@ const Schema kDiskSchema{{
     {.name = "capacity_bytes", .type = Type::Integer, .min = 512, .max = int64_t{64} << 40},
 }};
 
+void mac_check(const std::string& v, const std::string& path) {
+  bool ok = v.size() == 17;
+  for (size_t i = 0; ok && i < v.size(); ++i) ok = i % 3 == 2 ? v[i] == ':' : std::isxdigit(static_cast<unsigned char>(v[i])) != 0;
+  if (!ok) throw FieldError(path, "must be a MAC address like 00:50:56:aa:bb:cc");
+}
+
+const Schema kNicSchema{{
+    {.name = "key", .required = false, .description = "VMware device key", .max_length = 9, .check = disk_key_check},
+    {.name = "mac", .max_length = 17, .check = mac_check},
+    {.name = "network", .description = "VMware network (port group) name", .check = name_check},
+}};
+
 const Schema kAddVmSchema{{
     {.name = "vm_id", .description = "VMware instance UUID", .max_length = 36, .check = uuid_check},
     {.name = "name", .check = name_check},
@@ -49,6 +61,7 @@ const Schema kAddVmSchema{{
     {.name = "guest_os", .required = false, .check = name_check},
     {.name = "power_state", .required = false, .one_of = {"poweredOn", "poweredOff", "suspended"}},
     {.name = "disks", .type = Type::Array, .max_length = 64, .items = &kDiskSchema},
+    {.name = "nics", .type = Type::Array, .required = false, .max_length = 32, .items = &kNicSchema},
 }};
 
 const Schema kStartJobSchema{{
@@ -123,8 +136,10 @@ Reply error_reply(int status, const std::string& message, const std::string& fie
 
 }  // namespace
 
-ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config)
-    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)) {
+ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
+                     std::vector<Route> extra_routes)
+    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)),
+      routes_(std::move(extra_routes)) {
   declare_routes();
   prepare(server_);
   // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
@@ -252,7 +267,9 @@ Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
   if (auto denied = authorize(r, req, caller)) return *denied;
   try {
     json body;
-    if (r.body) {
+    if (r.body && r.body_optional && req.body.empty()) {
+      body = json::object();
+    } else if (r.body) {
       body = parse_body(req.body);
       validate(body, *r.body);
     } else if (!req.body.empty() && req.method != "GET") {
@@ -335,7 +352,15 @@ void ApiServer::declare_routes() {
            disks.push_back(r);
          }
          if (disks.empty()) throw FieldError("disks", "a VM needs at least one disk");
+         std::vector<NicRecord> nics;
+         for (const auto& n : b.value("nics", json::array())) {
+           std::string key = n.value("key", std::to_string(4000 + nics.size()));
+           for (const auto& other : nics)
+             if (other.nic_key == key) throw FieldError("nics.key", "two NICs share the key " + key);
+           nics.push_back({v.vm_id, key, n["mac"], n["network"]});
+         }
          store_.add_vm(v, disks);
+         if (!nics.empty()) store_.set_vm_nics(v.vm_id, nics);
          json out = vm_json(store_.get_vm(v.vm_id));
          out["disks"] = json::array();
          for (const auto& d : store_.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
@@ -347,6 +372,17 @@ void ApiServer::declare_routes() {
          json out = vm_json(store_.get_vm(id));
          out["disks"] = json::array();
          for (const auto& d : store_.list_disks(id)) out["disks"].push_back(disk_json(d));
+         out["nics"] = json::array();
+         for (const auto& n : store_.list_nics(id))
+           out["nics"].push_back({{"key", n.nic_key}, {"mac", n.mac}, {"network", n.network}});
+         // What a cutover or a test failover built in CloudStack (the target VM's id).
+         out["failovers"] = json::array();
+         for (const char* kind : {"cutover", "test_failover"}) {
+           if (auto f = store_.find_failover(id, kind)) {
+             out["failovers"].push_back({{"kind", f->kind}, {"job_id", f->job_id},
+                                         {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
+           }
+         }
          return {200, out, ""};
        }});
   add({"GET", "/api/v1/vms/{vm_id}/disks", "List a VM's disks with volume, export and committed change ID",
@@ -369,7 +405,7 @@ void ApiServer::declare_routes() {
          std::string status = req.get_param_value("status");
          if (!vm.empty() && !is_uuid(vm)) throw FieldError("vm_id", "must be a lowercase UUID");
          static const std::set<std::string> kStatus = {"preparing", "exporting", "copying", "committing",
-                                                       "completed", "failed",    "cancelled"};
+                                                       "completed", "failed",    "cancelled", "running"};
          if (!status.empty() && !kStatus.count(status)) throw FieldError("status", "is not a job status");
          json out = json::array();
          for (const auto& j : store_.list_jobs(vm, status)) out.push_back(job_json(j));
@@ -502,7 +538,7 @@ json ApiServer::openapi() const {
                  {"401", {{"description", "missing, unknown or revoked token"}}}}}};
     if (r.role.empty()) op["security"] = json::array();
     if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
-    if (r.body) op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
+    if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
     json params = json::array();
     std::smatch m2;
     std::string rest = r.path;

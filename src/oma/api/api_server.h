@@ -55,6 +55,7 @@ struct Route {
   std::string role;    // "" = no token (only /health), "operator" (any token), "admin"
   const Schema* body = nullptr;
   std::function<Reply(const httplib::Request&, const nlohmann::json& body, const Caller&)> handler;
+  bool body_optional = false;  // an empty body stands for {} (every field of `body` optional)
   // Streaming routes (server-sent events) write the response themselves, after the
   // token check; handler is unused for them.
   std::function<void(const httplib::Request&, httplib::Response&, const Caller&)> stream = nullptr;
@@ -62,7 +63,10 @@ struct Route {
 
 class ApiServer {
  public:
-  ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config);
+  // `extra_routes` (other components' routes, e.g. cutover) are declared before the
+  // built-in ones, so a specific path of theirs wins over a built-in {name} pattern.
+  ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
+            std::vector<Route> extra_routes = {});
   ~ApiServer();
 
   // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind.

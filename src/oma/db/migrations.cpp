@@ -146,6 +146,26 @@ const std::vector<std::string> kV1 = {
       updated_at BIGINT NOT NULL))",
 };
 
+// Version 2: what a cutover needs. The source VM's NICs (one CloudStack NIC each,
+// through the network mapping), and what a cutover or a test failover built in the
+// target (the CloudStack VM, and for a test failover the snapshots its cleanup reverts).
+// Job kinds grow longer than 16 characters ("test_failover_cleanup").
+const std::vector<std::string> kV2 = {
+    R"(CREATE TABLE vm_nics (
+      vm_id VARCHAR(36) NOT NULL,
+      nic_key VARCHAR(64) NOT NULL,
+      mac VARCHAR(32) NOT NULL,
+      network VARCHAR(255) NOT NULL,
+      PRIMARY KEY (vm_id, nic_key),
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+    R"(CREATE TABLE vm_failovers (
+      vm_id VARCHAR(36) NOT NULL,
+      kind VARCHAR(32) NOT NULL,
+      job_id VARCHAR(36) NOT NULL,
+      target_vm_id VARCHAR(64) NOT NULL,
+      details TEXT NOT NULL,
+      created_at BIGINT NOT NULL,
+      PRIMARY KEY (vm_id, kind)))",
 // Schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
 // Scheduler; kept here so a schedule survives restarts).
 const std::vector<std::string> kSchedules = {
@@ -173,7 +193,9 @@ void ensure_table(Database& db) {
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "initial schema", kV1},
-      {2, "incremental pass schedules", kSchedules},
+      {2, "cutover: NICs and failover records", kV2,
+       {{"mariadb", "ALTER TABLE replication_jobs MODIFY kind VARCHAR(32) NOT NULL"}}},
+      {3, "incremental pass schedules", kSchedules},
   };
   return all;
 }
@@ -199,6 +221,9 @@ int migrate(Database& db) {
     // each statement is written to be the only one that can fail (fresh tables).
     db.transaction([&] {
       for (const auto& sql : m.statements) db.exec(sql);
+      for (const auto& [engine, sql] : m.engine_statements) {
+        if (engine == db.engine()) db.exec(sql);
+      }
       db.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
               {int64_t{m.version}, m.name, now_ms()});
     });

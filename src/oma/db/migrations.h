@@ -17,6 +17,9 @@ struct Migration {
   int version;
   std::string name;
   std::vector<std::string> statements;
+  // Statements only one engine needs (by Database::engine()), run after `statements`:
+  // e.g. widening a column, which SQLite does not enforce and cannot ALTER.
+  std::vector<std::pair<std::string, std::string>> engine_statements = {};
 };
 
 // Every migration this program knows, in version order.

@@ -76,6 +76,16 @@ struct TokenRecord {
   std::optional<int64_t> revoked_at;
 };
 
+// One NIC of a source VM: the VMware network (port group) name and its MAC.
+struct NicRecord {
+  std::string vm_id, nic_key, mac, network;
+};
+
+// What a cutover ("cutover") or a test failover ("test_failover") built in the target
+// for a VM: the target VM's id and, as JSON, what undoing it needs.
+struct FailoverRecord {
+  std::string vm_id, kind, job_id, target_vm_id, details;
+  int64_t created_at = 0;
 // A VM's repeating incremental pass (vm_schedules). Times in ms since the epoch.
 struct ScheduleRecord {
   std::string vm_id;

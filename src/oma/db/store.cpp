@@ -535,6 +535,48 @@ std::pair<int64_t, double> Store::job_totals() {
 
 int64_t Store::count_exports() { return db_.query("SELECT COUNT(*) FROM nbd_exports")[0].i64(0); }
 
+void Store::set_vm_nics(const std::string& vm_id, const std::vector<NicRecord>& nics) {
+  get_vm(vm_id);
+  try {
+    db_.transaction([&] {
+      db_.exec("DELETE FROM vm_nics WHERE vm_id = ?", {vm_id});
+      for (const auto& n : nics) {
+        db_.exec("INSERT INTO vm_nics (vm_id, nic_key, mac, network) VALUES (?,?,?,?)",
+                 {vm_id, n.nic_key, n.mac, n.network});
+      }
+    });
+  } catch (const db::ConstraintError&) {
+    throw Conflict(fmt::format("VM {}: two NICs share a key; each NIC needs its own", vm_id));
+  }
+}
+
+std::vector<NicRecord> Store::list_nics(const std::string& vm_id) {
+  std::vector<NicRecord> out;
+  for (const auto& r : db_.query("SELECT vm_id, nic_key, mac, network FROM vm_nics WHERE vm_id = ? ORDER BY nic_key",
+                                 {vm_id}))
+    out.push_back({r.str(0), r.str(1), r.str(2), r.str(3)});
+  return out;
+}
+
+void Store::put_failover(const FailoverRecord& f) {
+  db_.transaction([&] {
+    db_.exec("DELETE FROM vm_failovers WHERE vm_id = ? AND kind = ?", {f.vm_id, f.kind});
+    db_.exec("INSERT INTO vm_failovers (vm_id, kind, job_id, target_vm_id, details, created_at) VALUES (?,?,?,?,?,?)",
+             {f.vm_id, f.kind, f.job_id, f.target_vm_id, f.details, f.created_at ? f.created_at : now_ms()});
+  });
+}
+
+std::optional<FailoverRecord> Store::find_failover(const std::string& vm_id, const std::string& kind) {
+  auto rows = db_.query(
+      "SELECT vm_id, kind, job_id, target_vm_id, details, created_at FROM vm_failovers WHERE vm_id = ? AND kind = ?",
+      {vm_id, kind});
+  if (rows.empty()) return std::nullopt;
+  const Row& r = rows[0];
+  return FailoverRecord{r.str(0), r.str(1), r.str(2), r.str(3), r.str(4), r.i64(5)};
+}
+
+void Store::delete_failover(const std::string& vm_id, const std::string& kind) {
+  db_.exec("DELETE FROM vm_failovers WHERE vm_id = ? AND kind = ?", {vm_id, kind});
 // --- Schedules and pass history -------------------------------------------------------
 
 namespace {

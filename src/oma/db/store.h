@@ -92,6 +92,14 @@ class Store {
   std::optional<std::pair<std::string, bool>> get_setting(const std::string& name);
   std::vector<std::pair<std::string, bool>> list_settings();  // names and encrypted flags
 
+  // A VM's NICs (replaced as a whole), in key order.
+  void set_vm_nics(const std::string& vm_id, const std::vector<NicRecord>& nics);
+  std::vector<NicRecord> list_nics(const std::string& vm_id);
+
+  // What a cutover or test failover built (one per VM and kind).
+  void put_failover(const FailoverRecord& f);
+  std::optional<FailoverRecord> find_failover(const std::string& vm_id, const std::string& kind);
+  void delete_failover(const std::string& vm_id, const std::string& kind);
   // Schedules (one per VM): repeat incremental passes every interval_minutes.
   // put_schedule inserts or replaces; delete_schedule throws NotFound if there is none.
   void put_schedule(const ScheduleRecord& s);

@@ -48,10 +48,37 @@ JobManager::JobManager(Store& store, VolumeManager& volumes, ExportManager& expo
 
 JobManager::~JobManager() { shutdown(); }
 
+std::vector<JobDiskRecord> JobManager::job_disk_rows(const JobRecord& job, const std::vector<DiskRecord>& disks,
+                                                     bool incremental) {
+  std::vector<JobDiskRecord> jd;
+  for (const auto& d : disks) {
+    if (incremental && !d.change_id) {
+      throw UsageError(fmt::format("VM {} disk {} has no committed change ID: run a full replication first", job.vm_id,
+                                   d.disk_key));
+    }
+    JobDiskRecord r;
+    r.job_id = job.job_id;
+    r.disk_key = d.disk_key;
+    r.unit = d.unit;
+    r.export_name = export_name(job.vm_id, d.unit);
+    r.bytes_total = d.capacity_bytes;
+    if (incremental) r.change_id_base = d.change_id;
+    jd.push_back(std::move(r));
+  }
+  return jd;
+}
+
 std::string JobManager::start(const std::string& vm_id, const std::string& kind) {
   check_uuid(vm_id, "vm_id");
   if (kind != "full" && kind != "incremental") throw UsageError("kind: expected \"full\" or \"incremental\"");
   VmRecord vm = store_.get_vm(vm_id);
+  // Its volumes are on a CloudStack VM now, not on the OMA: nothing to copy into.
+  if (vm.status == "cut_over") throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication", vm_id, vm.name));
+  if (vm.status == "test_failover") {
+    throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up first (POST "
+                               "/api/v1/vms/{}/test-failover/cleanup), then replication continues",
+                               vm_id, vm.name, vm_id));
+  }
   auto disks = store_.list_disks(vm_id);
   if (disks.empty()) throw UsageError(fmt::format("VM {} has no disks to replicate", vm_id));
   JobRecord job;
@@ -61,24 +88,38 @@ std::string JobManager::start(const std::string& vm_id, const std::string& kind)
   job.status = "preparing";
   job.phase = "preparing volumes";
   job.created_at = now_ms();
-  std::vector<JobDiskRecord> jd;
-  for (const auto& d : disks) {
-    if (kind == "incremental" && !d.change_id) {
-      throw UsageError(fmt::format("VM {} disk {} has no committed change ID: run a full replication first", vm_id,
-                                   d.disk_key));
-    }
-    JobDiskRecord r;
-    r.job_id = job.job_id;
-    r.disk_key = d.disk_key;
-    r.unit = d.unit;
-    r.export_name = export_name(vm_id, d.unit);
-    r.bytes_total = d.capacity_bytes;
-    if (kind == "incremental") r.change_id_base = d.change_id;
-    jd.push_back(std::move(r));
-  }
-  store_.create_job(job, jd);
+  store_.create_job(job, job_disk_rows(job, disks, kind == "incremental"));
   store_.add_event(job.job_id, "info", fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name,
                                                    vm_id, disks.size()));
+  launch(job.job_id);
+  return job.job_id;
+}
+
+std::string JobManager::start_custom(const std::string& vm_id, const std::string& kind, bool with_final_pass,
+                                     JobBody body) {
+  check_uuid(vm_id, "vm_id");
+  VmRecord vm = store_.get_vm(vm_id);
+  JobRecord job;
+  job.job_id = new_uuid();
+  job.vm_id = vm_id;
+  job.kind = kind;
+  job.status = "running";
+  job.phase = "starting";
+  job.created_at = now_ms();
+  std::vector<JobDiskRecord> jd;
+  if (with_final_pass) jd = job_disk_rows(job, store_.list_disks(vm_id), true);
+  {
+    std::lock_guard lock(mu_);
+    bodies_[job.job_id] = std::move(body);
+  }
+  try {
+    store_.create_job(job, jd);
+  } catch (...) {
+    std::lock_guard lock(mu_);
+    bodies_.erase(job.job_id);
+    throw;
+  }
+  store_.add_event(job.job_id, "info", fmt::format("{} of VM {} ({}) created", kind, vm.name, vm_id));
   launch(job.job_id);
   return job.job_id;
 }
@@ -86,6 +127,10 @@ std::string JobManager::start(const std::string& vm_id, const std::string& kind)
 void JobManager::cancel(const std::string& job_id) {
   JobRecord j = store_.get_job(job_id);
   if (job_is_terminal(j.status)) throw Conflict(fmt::format("job {} has already ended ({})", job_id, j.status));
+  if (j.kind != "full" && j.kind != "incremental") {
+    throw Conflict(fmt::format("job {} is a {}, which cannot be cancelled: it rolls back by itself if a step fails",
+                               job_id, j.kind));
+  }
   store_.request_cancel(job_id);
   store_.add_event(job_id, "warn", "cancellation requested");
   cv_.notify_all();
@@ -148,9 +193,52 @@ void JobManager::check_cancel(const std::string& job_id) {
   if (store_.get_job(job_id).cancel_requested) throw Cancelled{};
 }
 
+void JobManager::run_custom(const JobRecord& job) {
+  JobBody body;
+  {
+    std::lock_guard lock(mu_);
+    auto it = bodies_.find(job.job_id);
+    if (it != bodies_.end()) {
+      body = std::move(it->second);
+      bodies_.erase(it);
+    }
+  }
+  if (!body) {
+    throw JobFailed(fmt::format("the OMA restarted during this {} (last phase: {}); it was not resumed: check the "
+                                "job's steps, the source VM's power state and the target, then start it again",
+                                job.kind, job.phase),
+                    job.kind + "_interrupted");
+  }
+  std::string vm_status = body(job);
+  store_.finish_job(job.job_id, "completed", std::nullopt);
+  store_.set_vm_status(job.vm_id, vm_status);
+  store_.add_event(job.job_id, "info", fmt::format("{} completed", job.kind));
+}
+
+void JobManager::replicate_pass(const std::string& job_id) {
+  try {
+    JobRecord j = store_.get_job(job_id);
+    prepare(j);
+    store_.set_job_status(job_id, "exporting", "final pass: exporting disks");
+    export_and_replicate(j);
+    store_.set_job_status(job_id, "copying", "final pass: copying");
+    poll(j);
+    store_.set_job_status(job_id, "committing", "final pass: committing change IDs");
+    Step step(store_, job_id, "committing change IDs");
+    store_.commit_change_ids(job_id);
+    step.done();
+    store_.set_job_status(job_id, "running", "final pass done");
+  } catch (const ShuttingDown&) {
+    throw Error(fmt::format("job {}: the OMA is stopping, so the final pass was interrupted", job_id));
+  } catch (const Cancelled&) {
+    throw Error(fmt::format("job {}: the final pass was cancelled", job_id));
+  }
+}
+
 void JobManager::run(const std::string& job_id) {
   try {
     JobRecord j = store_.get_job(job_id);
+    if (j.kind != "full" && j.kind != "incremental") return run_custom(j);
     if (j.status == "preparing") {
       prepare(j);
       store_.set_job_status(job_id, "exporting", "exporting disks");
@@ -182,6 +270,7 @@ void JobManager::run(const std::string& job_id) {
     try {
       store_.add_event(job_id, "error", e.what());
       store_.finish_job(job_id, "failed", std::string(e.what()));
+      if (auto* f = dynamic_cast<const JobFailed*>(&e)) store_.set_vm_status(store_.get_job(job_id).vm_id, f->vm_status());
     } catch (const std::exception& e2) {
       log::error("job {}: cannot record its failure: {}", job_id, e2.what());
     }
@@ -225,7 +314,7 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   Step step(store_, job.job_id, "starting copy on the VMA");
   req.job_id = job.job_id;
   req.vm_id = job.vm_id;
-  req.kind = job.kind;
+  req.kind = job.kind == "full" ? "full" : "incremental";  // a cutover's final pass is incremental
   req.nbd_host = options_.nbd_host;
   req.nbd_port = options_.nbd_port;
   std::string instance = vma_.replicate(req);

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -39,6 +40,17 @@ struct JobOptions {
   int nbd_port = 10809;
 };
 
+// Thrown by a custom job's body: the job fails with this message and the VM gets
+// `vm_status` (e.g. "replicated" again after a cutover that rolled back).
+class JobFailed : public mk::Error {
+ public:
+  JobFailed(const std::string& message, std::string vm_status) : mk::Error(message), vm_status_(std::move(vm_status)) {}
+  const std::string& vm_status() const { return vm_status_; }
+
+ private:
+  std::string vm_status_;
+};
+
 class JobManager {
  public:
   JobManager(Store& store, VolumeManager& volumes, ExportManager& exports, VmaClient& vma, JobOptions options);
@@ -48,6 +60,20 @@ class JobManager {
   // id. Throws UsageError (bad kind; incremental without a committed change ID on every
   // disk), NotFound (unknown VM) or Conflict (the VM already has an active job).
   std::string start(const std::string& vm_id, const std::string& kind);
+  // Jobs of kinds run by another component (cutover, test failover): the job claims
+  // the VM like a replication (one active job per VM; status "running") and `body` runs
+  // on the job's own thread. `body` returns the VM status to record when it succeeds;
+  // a JobFailed it throws says which VM status to record on failure. With
+  // `with_final_pass` the job gets one disk row per disk, incremental from the
+  // committed change IDs (UsageError if a disk has none), so that the body can run
+  // replicate_pass(). Such a job cannot be cancelled, and one found active after a
+  // restart fails with a message saying what to check (its body is gone).
+  using JobBody = std::function<std::string(const JobRecord& job)>;
+  std::string start_custom(const std::string& vm_id, const std::string& kind, bool with_final_pass, JobBody body);
+  // Runs an incremental pass of a custom job's disks, change IDs committed, on the
+  // calling (the job's) thread. Throws mk::Error if it fails or the OMA is stopping.
+  void replicate_pass(const std::string& job_id);
+
   // Asks an active job to stop; it ends "cancelled" (the VMA is told to stop). Throws
   // NotFound or Conflict (already finished).
   void cancel(const std::string& job_id);
@@ -60,6 +86,9 @@ class JobManager {
 
  private:
   void launch(const std::string& job_id);
+  std::vector<JobDiskRecord> job_disk_rows(const JobRecord& job, const std::vector<DiskRecord>& disks,
+                                           bool incremental);
+  void run_custom(const JobRecord& job);
   void run(const std::string& job_id);
   void prepare(const JobRecord& job);
   void export_and_replicate(const JobRecord& job);
@@ -77,6 +106,7 @@ class JobManager {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::map<std::string, std::thread> runners_;
+  std::map<std::string, JobBody> bodies_;  // custom jobs not yet started
   std::vector<std::string> finished_;  // runners that have returned, to be joined
   std::atomic<uint64_t> poller_errors_{0};
 };

@@ -19,7 +19,9 @@ LocalVolumeBackend::LocalVolumeBackend(std::string dir) : dir_(std::move(dir)) {
   if (ec) throw Error(fmt::format("cannot create the volumes directory {}: {}", dir_, ec.message()));
 }
 
-std::string LocalVolumeBackend::create(const std::string& volume_id, uint64_t size_bytes) {
+CreatedVolume LocalVolumeBackend::create(const VolumeSpec& spec) {
+  const std::string& volume_id = spec.volume_id;
+  const uint64_t size_bytes = spec.size_bytes;
   check_uuid(volume_id, "volume_id");
   std::string path = fmt::format("{}/vol-{}.img", dir_, volume_id);
   // O_EXCL: a volume file is never reused by accident; reuse goes through the database.
@@ -35,7 +37,7 @@ std::string LocalVolumeBackend::create(const std::string& volume_id, uint64_t si
     throw Error(fmt::format("volume {}: cannot size {} to {} bytes: {}", volume_id, path, size_bytes, std::strerror(e)));
   }
   ::close(fd);
-  return path;
+  return {volume_id, path, size_bytes};
 }
 
 uint64_t LocalVolumeBackend::size_of(const std::string& device_path) const {
@@ -47,7 +49,8 @@ uint64_t LocalVolumeBackend::size_of(const std::string& device_path) const {
   return static_cast<uint64_t>(st.st_size);
 }
 
-void LocalVolumeBackend::remove(const std::string& volume_id, const std::string& device_path) {
+void LocalVolumeBackend::remove(const VolumeSpec& owner, const std::string& device_path) {
+  const std::string& volume_id = owner.volume_id;
   if (device_path != fmt::format("{}/vol-{}.img", dir_, volume_id)) {
     throw Error(fmt::format("volume {}: refusing to remove {}, which is not its file in {}", volume_id, device_path,
                             dir_));

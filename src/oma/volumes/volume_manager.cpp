@@ -14,6 +14,12 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
       throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes but the disk now has {}: grow the volume first",
                               disk.vm_id, disk.disk_key, v->volume_id, v->size_bytes, disk.capacity_bytes));
     }
+    std::string device = backend_.ready({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(v->size_bytes)},
+                                        v->device_path);
+    if (device != v->device_path) {
+      throw Error(fmt::format("VM {} disk {}: volume {} is now at {}, not at its recorded {}", disk.vm_id,
+                              disk.disk_key, v->volume_id, device, v->device_path));
+    }
     return *v;
   }
   VolumeRecord v;
@@ -24,15 +30,19 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
   v.size_bytes = disk.capacity_bytes;
   v.status = "ready";
   v.created_at = now_ms();
-  v.device_path = backend_.create(v.volume_id, static_cast<uint64_t>(disk.capacity_bytes));
+  VolumeSpec spec{v.volume_id, disk.vm_id, disk.disk_key, static_cast<uint64_t>(disk.capacity_bytes)};
+  CreatedVolume created = backend_.create(spec);
+  spec.volume_id = v.volume_id = created.volume_id;
+  v.device_path = created.device_path;
+  v.size_bytes = static_cast<int64_t>(created.size_bytes);
   try {
     store_.insert_volume(v);
   } catch (const Conflict&) {
-    backend_.remove(v.volume_id, v.device_path);  // another thread won the race
+    backend_.remove(spec, v.device_path);  // another thread won the race
     if (auto w = store_.find_volume(disk.vm_id, disk.disk_key)) return *w;
     throw;
   } catch (...) {
-    backend_.remove(v.volume_id, v.device_path);
+    backend_.remove(spec, v.device_path);
     throw;
   }
   log::info("VM {} disk {}: created {} volume {} ({} bytes) at {}", disk.vm_id, disk.disk_key, v.backend, v.volume_id,

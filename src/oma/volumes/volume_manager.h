@@ -1,7 +1,8 @@
 // VolumeManager: one target volume per source disk, identified by (VM, disk key).
 //
 // ensure_volume() returns the disk's volume, creating it on first use; every later job
-// of the same VM and disk gets the same volume. Reuse is by identity only, never by
+// of the same VM and disk gets the same volume, made ready by its backend (a CloudStack
+// volume found detached is attached to the OMA again). Reuse is by identity only, never by
 // size or position. Does not own the Store or the backend. Thread-safe: two threads
 // racing for the same disk end with one volume (the schema's UNIQUE decides, the loser
 // removes its storage and takes the winner's).

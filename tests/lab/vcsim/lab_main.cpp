@@ -3,7 +3,9 @@
 // what a VMA needs to know into a JSON file (--out) and runs until SIGINT or SIGTERM;
 // then stops everything it started.
 //
-//   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1]
+//   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense]
+//
+// sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout.
 #include <fmt/format.h>
 #include <signal.h>
 
@@ -16,6 +18,7 @@
 #include "common/units.h"
 #include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
+#include "support/files.h"
 #include "vsphere/tasks.h"
 
 namespace {
@@ -28,6 +31,7 @@ struct Options {
   int vms = 1;
   std::vector<uint64_t> disk_mib = {256, 128};
   uint64_t seed = 1;
+  bool dense = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -44,6 +48,10 @@ Options parse(int argc, char** argv) {
       o.vms = std::stoi(value());
     } else if (a == "--seed") {
       o.seed = std::stoull(value());
+    } else if (a == "--fill") {
+      std::string v = value();
+      if (v != "sparse" && v != "dense") throw mk::UsageError("--fill takes sparse or dense");
+      o.dense = v == "dense";
     } else if (a == "--disk-mib") {
       o.disk_mib.clear();
       std::string v = value();
@@ -94,7 +102,16 @@ json seed_vm(mk::test::VcsimLab& lab, vs::Session& s, const std::string& name, c
   for (size_t i = 0; i < vm.disks.size(); ++i) {
     const auto& d = vm.disks[i];
     std::string flat = lab.flat_file(d.file_name);
-    mk::test::fill_generated_disk(flat, d.capacity_bytes, o.seed * 100 + index * 10 + i);
+    uint64_t seed = o.seed * 100 + index * 10 + i;
+    if (o.dense) {
+      mk::test::create_sparse_file(flat, d.capacity_bytes);
+      constexpr uint64_t kChunk = 64 << 20;  // bounded memory for large disks
+      for (uint64_t off = 0; off < d.capacity_bytes; off += kChunk) {
+        mk::test::write_random_at(flat, off, std::min(kChunk, d.capacity_bytes - off), seed * 65537 + off / kChunk);
+      }
+    } else {
+      mk::test::fill_generated_disk(flat, d.capacity_bytes, seed);
+    }
     disks.push_back({{"key", d.key},
                      {"unit", d.unit_number},
                      {"capacity_bytes", d.capacity_bytes},

@@ -1,0 +1,134 @@
+#include "oma/cutover/cloudstack_target.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "oma/names.h"
+
+namespace mk::oma {
+namespace {
+
+constexpr const char* kSettings = "cloudstack";
+constexpr const char* kMappings = "cloudstack.network_mappings";
+constexpr const char* kOmaId = "oma.id";
+
+}  // namespace
+
+CloudStackTarget::CloudStackTarget(Store& store, SecretBox& secrets, CloudStackOptions options)
+    : store_(store), secrets_(secrets), options_(std::move(options)) {}
+
+std::string CloudStackTarget::oma_id() {
+  std::lock_guard lock(mu_);
+  if (auto v = store_.get_setting(kOmaId)) return v->first;
+  std::string id = new_uuid();
+  store_.put_setting(kOmaId, id, false);
+  return id;
+}
+
+std::optional<cloudstack::Settings> CloudStackTarget::settings() {
+  auto stored = store_.get_setting(kSettings);
+  if (!stored) return std::nullopt;
+  auto j = cloudstack::Json::parse(stored->first, nullptr, false);
+  if (j.is_discarded()) throw Error("the stored CloudStack settings are not JSON: save them again");
+  return cloudstack::settings_from_json(j, [this](const std::string& s) { return secrets_.open(s); });
+}
+
+void CloudStackTarget::save_settings(cloudstack::Settings s) {
+  if (s.secret_key.empty()) {
+    auto old = settings();
+    if (old) s.secret_key = old->secret_key;
+  }
+  auto j = cloudstack::settings_to_json(s, [this](const std::string& p) { return p.empty() ? p : secrets_.seal(p); });
+  store_.put_setting(kSettings, j.dump(), true);
+}
+
+std::vector<NetworkMappingRow> CloudStackTarget::network_mappings() {
+  std::vector<NetworkMappingRow> out;
+  auto stored = store_.get_setting(kMappings);
+  if (!stored) return out;
+  auto j = cloudstack::Json::parse(stored->first, nullptr, false);
+  if (!j.is_array()) throw Error("the stored network mappings are not a JSON array: save them again");
+  for (const auto& m : j) {
+    out.push_back({m.value("source_network", ""), m.value("target_network_id", ""), m.value("keep_mac", true)});
+  }
+  return out;
+}
+
+void CloudStackTarget::save_network_mappings(const std::vector<NetworkMappingRow>& rows) {
+  cloudstack::Json j = cloudstack::Json::array();
+  for (const auto& r : rows) {
+    j.push_back({{"source_network", r.source_network}, {"target_network_id", r.target_network_id},
+                 {"keep_mac", r.keep_mac}});
+  }
+  store_.put_setting(kMappings, j.dump(), false);
+}
+
+cloudstack::ValidationReport CloudStackTarget::validate(const cloudstack::Settings& given) {
+  cloudstack::Settings s = given;
+  s.network_ids.clear();
+  for (const auto& m : network_mappings()) {
+    if (std::find(s.network_ids.begin(), s.network_ids.end(), m.target_network_id) == s.network_ids.end())
+      s.network_ids.push_back(m.target_network_id);
+  }
+  if (!s.test_network_id.empty()) s.network_ids.push_back(s.test_network_id);
+  cloudstack::ValidationReport r = cloudstack::validate_settings(s, options_.client);
+  // Networks come from the mapping table and the test network: name the right one.
+  for (size_t i = 0; i < r.fields.size(); ++i) {
+    if (r.fields[i] != "network_ids") continue;
+    bool test = !s.test_network_id.empty() && r.problems[i].find(s.test_network_id) != std::string::npos;
+    r.fields[i] = test ? "test_network_id" : "network_mappings";
+    if (r.problems[i] == "no network is set") {
+      r.problems[i] = "no network is set: add network mappings (PUT /api/v1/network-mappings) or a test network";
+    }
+  }
+  return r;
+}
+
+std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
+  auto stored = store_.get_setting(kSettings);
+  if (!stored) {
+    throw UsageError("CloudStack is not configured: save its settings first (PUT /api/v1/settings/cloudstack)");
+  }
+  auto mappings = store_.get_setting(kMappings);
+  std::string key = stored->first + "\n" + (mappings ? mappings->first : "");
+  {
+    std::lock_guard lock(mu_);
+    if (cached_ && cached_key_ == key) return cached_;
+  }
+  cloudstack::Settings s = *settings();
+  cloudstack::ValidationReport report = validate(s);
+  std::string problems;
+  for (size_t i = 0; i < report.problems.size(); ++i) {
+    // Mappings are checked by each cutover against the VM's own networks.
+    if (report.fields[i] == "network_mappings" || report.fields[i] == "test_network_id") continue;
+    problems += "\n  - " + report.fields[i] + ": " + report.problems[i];
+  }
+  if (!problems.empty() || report.oma_vm_id.empty()) {
+    throw UsageError("the CloudStack settings do not check out (POST /api/v1/settings/cloudstack/validate):" +
+                     (problems.empty() ? std::string("\n  - the OMA's VM was not found") : problems));
+  }
+  auto session = std::make_shared<CloudStackSession>();
+  session->client = std::make_unique<cloudstack::Client>(
+      cloudstack::Endpoint{s.api_url, s.api_key, s.secret_key}, options_.client);
+  cloudstack::VolumesConfig vc;
+  vc.oma_id = oma_id();
+  vc.oma_vm_id = report.oma_vm_id;
+  vc.zone_id = s.zone_id;
+  vc.disk_offering_id = s.disk_offering_id;
+  vc.by_id_dir = options_.by_id_dir;
+  vc.device_timeout = options_.device_timeout;
+  session->volumes = std::make_unique<cloudstack::CloudStackVolumes>(*session->client, vc);
+  session->target.zone_id = s.zone_id;
+  session->target.service_offering_id = s.service_offering_id;
+  session->target.template_id = s.template_id;
+  for (const auto& m : network_mappings()) session->target.networks[m.source_network] = {m.target_network_id, m.keep_mac};
+  session->test_network_id = s.test_network_id;
+  std::lock_guard lock(mu_);
+  cached_key_ = key;
+  cached_ = session;
+  return session;
+}
+
+}  // namespace mk::oma

@@ -1,0 +1,72 @@
+// CutoverService: cutover (live failover), test failover and its cleanup as OMA jobs.
+//
+// Each runs as a job of the JobManager (kinds "cutover", "test_failover",
+// "test_failover_cleanup"): it holds the VM like a replication does (one active job
+// per VM), and every step of src/cloudstack's Cutover / TestFailover is written to the
+// job's steps (job_steps) as it runs, a failed step with CloudStack's error also as an
+// event, so GET /api/v1/jobs/{id} shows where it is and what failed.
+//
+// The OMA's side of a cutover:
+//   source power   through the VMA (POST /power: "shutdown" with the timeout, after
+//                  which the VMA powers the VM off; "on" when a rollback must undo it);
+//                  the power state is read from the VMA's discovery
+//   final pass     the VMA's leftover snapshots removed (POST /cleanup), then an
+//                  incremental pass of every disk through the JobManager on the
+//                  cutover job itself, change IDs committed
+//   exports        removed before a volume leaves the OMA; re-created (and verified
+//                  over NBD) on the by-id device when it comes back
+// With the "local" volume backend the local images are the final disks: a cutover is
+// the final pass, then the VM is marked cut over (steps "final-pass", "mark-cut-over").
+// Test failover needs the "cloudstack" backend.
+//
+// start_*() check what can be checked before anything changes (VM known, replicated,
+// CloudStack settings, network mappings, volumes ours) and throw UsageError, NotFound or
+// Conflict; otherwise they return the new job's id at once. VM status afterwards:
+// "cut_over", "test_failover", or as before when a job rolled back. Does not own its
+// collaborators. Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "oma/cutover/cloudstack_target.h"
+#include "oma/exports/export_manager.h"
+#include "oma/jobs/job_manager.h"
+#include "oma/vma/vma_client.h"
+
+namespace mk::oma {
+
+struct CutoverConfig {
+  std::chrono::milliseconds power_poll{std::chrono::seconds(1)};
+};
+
+// The VMA that serves a VM (with several paired VMAs, the one that discovered it).
+using VmaForVm = std::function<std::shared_ptr<VmaClient>(const std::string& vm_id)>;
+
+class CutoverService {
+ public:
+  // `cloudstack_backend`: the volumes are CloudStack volumes (else "local" files). The
+  // settings in `target` may be kept either way.
+  CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
+                 bool cloudstack_backend, CutoverConfig config = {});
+
+  std::string start_cutover(const std::string& vm_id, int shutdown_timeout_seconds);
+  std::string start_test_failover(const std::string& vm_id);
+  std::string start_test_failover_cleanup(const std::string& vm_id);
+
+  CloudStackTarget& target() { return target_; }
+
+ private:
+  std::string start_local_cutover(const VmRecord& vm, int shutdown_timeout_seconds);
+
+  Store& store_;
+  JobManager& jobs_;
+  ExportManager& exports_;
+  VmaForVm vma_for_;
+  CloudStackTarget& target_;
+  bool cloudstack_;
+  CutoverConfig config_;
+};
+
+}  // namespace mk::oma

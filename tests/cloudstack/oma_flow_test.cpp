@@ -1,0 +1,524 @@
+// The OMA with the "cloudstack" volume backend against the CloudStack simulator, end to
+// end through its REST API: an in-process OMA, its real nbdkit export server, the
+// strict fake VMA running real `migratekit copy` processes from nbdkit sources.
+//
+//  * replication: one CloudStack volume per disk, tagged as ours, attached to the OMA's
+//    VM; exports point at the by-id links; the source data lands in the volumes;
+//  * cutover: the VM built in CloudStack with the OS disk as its root and the data
+//    disks in unit order, the source shut down through the VMA, every step persisted;
+//  * a failure injected at each cutover step: the job fails naming the step and
+//    CloudStack's error, and the OMA (volumes attached and exported, the export server
+//    not restarted) and the source (powered on) are as they were; replication goes on;
+//  * test failover and its cleanup; the "local" backend's cutover.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+
+#include "common/units.h"
+#include "fake_vma.h"
+#include "oma/db/sqlite_database.h"
+#include "oma_service.h"
+#include "sim_server.h"
+#include "support/files.h"
+#include "support/nbdkit_server.h"
+
+namespace mk::oma {
+namespace {
+
+using nlohmann::json;
+using test::ApiClient;
+namespace sim_seed = mk::cloudstack::test::seed;
+using mk::cloudstack::CloudStackVolumes;
+
+struct DiskSpec {
+  std::string key;
+  int unit;
+  int64_t capacity;
+};
+// Listed out of unit order on purpose: order must come from the unit numbers.
+const std::vector<DiskSpec> kDisks = {{"2002", 2, 2 * MiB}, {"2000", 0, 3 * MiB}, {"2001", 1, 1 * MiB}};
+
+class OmaFlow : public ::testing::Test {
+ protected:
+  void SetUp() override { start("cloudstack"); }
+
+  void start(const std::string& backend) {
+    std::filesystem::create_directories(dir.file("data"));
+    vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("data/nbd-psk.keys"), "oma"));
+    OmaConfig c = test::test_config(dir.file("data"), vma->url());
+    c.volume_backend = backend;
+    c.cloudstack.by_id_dir = sim.by_id_dir();
+    c.cloudstack.device_timeout = std::chrono::seconds(10);
+    c.cloudstack.client = mk::cloudstack::test::SimServer::fast_client_options();
+    c.cutover.power_poll = std::chrono::milliseconds(5);
+    oma = std::make_unique<Oma>(c);
+    oma->start();
+    api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+    if (backend == "cloudstack") configure();
+    add_vm();
+    export_pid = api->get("/health").body["export_server_pid"];
+  }
+
+  void configure() {
+    mk::cloudstack::Endpoint e = sim.endpoint();
+    json settings = {{"api_url", e.api_url},
+                     {"api_key", e.api_key},
+                     {"secret_key", e.secret_key},
+                     {"zone_id", sim_seed::zone},
+                     {"disk_offering_id", sim_seed::custom_disk_offering},
+                     {"service_offering_id", sim_seed::custom_service_offering},
+                     {"template_id", sim_seed::ready_template},
+                     {"test_network_id", sim_seed::test_network},
+                     {"oma_mac", sim.oma_mac()}};
+    auto r = api->put("/api/v1/settings/cloudstack", settings.dump());
+    ASSERT_EQ(r.status, 200) << r.raw;
+    json mappings = {{"mappings",
+                      {{{"source_network", "VM Network"}, {"target_network_id", sim_seed::prod_network},
+                        {"keep_mac", true}},
+                       {{"source_network", "Backup"}, {"target_network_id", sim_seed::nomac_network},
+                        {"keep_mac", false}}}}};
+    r = api->put("/api/v1/network-mappings", mappings.dump());
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+
+  void add_vm() {
+    json disks = json::array();
+    for (const auto& d : kDisks) {
+      disks.push_back({{"key", d.key}, {"unit", d.unit}, {"capacity_bytes", d.capacity}});
+      std::string image = dir.file("src-" + d.key + ".img");
+      mk::test::create_sparse_file(image, d.capacity);
+      mk::test::write_random_at(image, 0, 256 * KiB, std::stoi(d.key));
+      mk::test::write_random_at(image, d.capacity - 64 * KiB, 64 * KiB, std::stoi(d.key) + 1);
+      images[d.key] = image;
+      sources.push_back(std::make_unique<mk::test::NbdkitServer>(mk::test::NbdkitOptions{.args = {"file=" + image}}));
+      vma->set_source(d.key, sources.back()->uri());
+    }
+    json body = {{"vm_id", vm_id},   {"name", "web01"}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"},
+                 {"cpus", 4},        {"memory_mb", 6144}, {"disks", disks},
+                 {"nics", {{{"mac", "00:50:56:aa:bb:01"}, {"network", "VM Network"}},
+                           {{"mac", "00:50:56:aa:bb:02"}, {"network", "Backup"}}}}};
+    auto r = api->post("/api/v1/vms", body.dump());
+    ASSERT_EQ(r.status, 201) << r.raw;
+    vma->add_source_vm(vm_id, "web01", true);
+  }
+
+  json run_job(const std::string& path, const json& body = nullptr) {
+    auto r = api->post(path, body.is_null() ? "" : body.dump());
+    EXPECT_TRUE(r.status == 201 || r.status == 202) << path << ": " << r.raw;
+    if (!r.body.is_object() || !r.body.contains("job_id")) return r.body;
+    return test::wait_for_job(*api, r.body["job_id"], test::job_ended);
+  }
+  json replicate(const std::string& kind) {
+    return run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", kind}});
+  }
+
+  std::map<std::string, std::string> volume_ids() {
+    std::map<std::string, std::string> out;
+    auto r = api->get("/api/v1/vms/" + vm_id + "/disks");
+    EXPECT_EQ(r.status, 200) << r.raw;
+    for (const auto& d : r.body["disks"]) {
+      if (!d["volume_id"].is_null()) out[d["key"]] = d["volume_id"];
+    }
+    return out;
+  }
+  json sim_volume(const std::string& id) {
+    const json st = sim.state();  // kept: the loop must not run over a temporary's member
+    for (const auto& v : st["volumes"]) {
+      if (v["id"] == id) return v;
+    }
+    return nullptr;
+  }
+  std::string link_of(const std::string& volume_id) {
+    return sim.by_id_dir() + "/" + CloudStackVolumes::device_link_name(volume_id);
+  }
+
+  // Every disk's volume on the OMA, exported at its by-id link, holding the source's
+  // data; the export server never restarted.
+  void expect_on_oma() {
+    auto ids = volume_ids();
+    ASSERT_EQ(ids.size(), kDisks.size());
+    std::map<std::string, std::string> export_device;
+    const json exports = api->get("/api/v1/exports").body;
+    for (const auto& e : exports["exports"]) export_device[e["volume_id"]] = e["device_path"];
+    for (const auto& d : kDisks) {
+      SCOPED_TRACE("disk " + d.key);
+      const std::string& id = ids[d.key];
+      json v = sim_volume(id);
+      ASSERT_FALSE(v.is_null());
+      EXPECT_EQ(v["virtualmachineid"], sim.oma_vm_id());
+      EXPECT_TRUE(std::filesystem::exists(link_of(id)));
+      EXPECT_EQ(export_device[id], link_of(id));
+      EXPECT_EQ(mk::test::first_difference(images[d.key], link_of(id)), std::nullopt);
+    }
+    EXPECT_EQ(api->get("/health").body["export_server_pid"], export_pid) << "the export server was restarted";
+  }
+
+  std::vector<std::string> step_names(const json& job) {
+    std::vector<std::string> out;
+    for (const auto& s : job["steps"]) out.push_back(s["name"]);
+    return out;
+  }
+  const json* step(const json& job, const std::string& name) {
+    const json* found = nullptr;
+    for (const auto& s : job["steps"]) if (s["name"] == name) found = &s;
+    return found;
+  }
+  std::string vm_status() { return api->get("/api/v1/vms/" + vm_id).body["status"]; }
+
+  void TearDown() override {
+    if (vma) EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+  }
+
+  mk::cloudstack::test::SimServer sim;
+  mk::test::TempDir dir{"mk-cs-oma"};
+  std::unique_ptr<test::FakeVma> vma;
+  std::unique_ptr<Oma> oma;
+  std::unique_ptr<ApiClient> api;
+  std::map<std::string, std::string> images;
+  std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
+  const std::string vm_id = test::test_vm_uuid(0x51);
+  int64_t export_pid = 0;
+};
+
+TEST_F(OmaFlow, SettingsAreValidatedAndTheSecretNeverLeaves) {
+  auto r = api->post("/api/v1/settings/cloudstack/validate", "");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["ok"], true) << r.raw;
+  json got = api->get("/api/v1/settings/cloudstack").body;
+  EXPECT_EQ(got["secret_key_set"], true);
+  EXPECT_EQ(got.dump().find(sim.endpoint().secret_key), std::string::npos) << got.dump();
+  EXPECT_EQ(got.dump().find(sim.endpoint().api_key), std::string::npos) << got.dump();
+  auto rows = oma->store().database().query("SELECT value FROM settings");
+  for (const auto& row : rows) EXPECT_EQ(row.str(0).find(sim.endpoint().secret_key), std::string::npos);
+  std::string listing = api->get("/api/v1/settings").raw;
+  EXPECT_EQ(listing.find("secret_key_sealed"), std::string::npos) << listing;
+
+  // Wrong ids are reported field by field, all at once.
+  r = api->post("/api/v1/settings/cloudstack/validate",
+                json{{"template_id", sim_seed::unready_template}, {"disk_offering_id", sim_seed::fixed_disk_offering},
+                     {"test_network_id", "n0000000-0000-4000-8000-0000000000ff"}}
+                    .dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["ok"], false);
+  std::set<std::string> fields;
+  for (const auto& p : r.body["problems"]) fields.insert(p["field"]);
+  EXPECT_EQ(fields, (std::set<std::string>{"template_id", "disk_offering_id", "test_network_id"})) << r.raw;
+  // Validation changed nothing that is stored.
+  EXPECT_EQ(api->get("/api/v1/settings/cloudstack").body["template_id"], sim_seed::ready_template);
+}
+
+TEST_F(OmaFlow, ReplicationCopiesIntoTaggedVolumesAttachedToTheOma) {
+  json job = replicate("full");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  expect_on_oma();
+  auto ids = volume_ids();
+  std::string oma_id = api->get("/api/v1/settings/cloudstack").body["oma_id"];
+  for (const auto& d : kDisks) {
+    json v = sim_volume(ids[d.key]);
+    EXPECT_EQ(v["name"], "mk-" + vm_id + "-disk-" + d.key);
+    EXPECT_EQ(v["size"], 1 * GiB);  // capacity rounded up to GiB
+    std::map<std::string, std::string> tags;
+    for (const auto& t : v["tags"]) tags[t["key"]] = t["value"];
+    EXPECT_EQ(tags["migratekit-oma"], oma_id);
+    EXPECT_EQ(tags["migratekit-vm"], vm_id);
+    EXPECT_EQ(tags["migratekit-disk"], d.key);
+  }
+  // A second pass reuses the same volumes and exports; a volume someone detached from
+  // the OMA in between is attached again (it is ours), never replaced.
+  mk::cloudstack::Client cs(sim.endpoint(), mk::cloudstack::test::SimServer::fast_client_options());
+  cs.call_async("detachVolume", {{"id", ids["2001"]}});
+  ASSERT_FALSE(std::filesystem::exists(link_of(ids["2001"])));
+  mk::test::write_random_at(images["2001"], 512 * KiB, 64 * KiB, 77);
+  job = replicate("incremental");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(volume_ids(), ids);
+  EXPECT_EQ(sim.state()["volumes"].size(), kDisks.size());
+  expect_on_oma();
+}
+
+TEST_F(OmaFlow, CutoverBuildsTheVmWithTheOsDiskAsRootAndDataDisksInUnitOrder) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  // The source changes once more before the cutover: the final pass must carry it.
+  mk::test::write_random_at(images["2002"], 1 * MiB, 128 * KiB, 5);
+  auto ids = volume_ids();
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(job["kind"], "cutover");
+  std::vector<std::string> names = step_names(job);
+  for (const char* expected : {"final-pass", "detach-from-oma", "deploy-vm", "replace-root", "attach-data-disks",
+                               "start-vm", "committing change IDs"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
+  }
+  for (const auto& s : job["steps"]) EXPECT_EQ(s["status"], "completed") << s.dump();
+  EXPECT_EQ(vm_status(), "cut_over");
+  EXPECT_FALSE(vma->powered_on(vm_id));
+  EXPECT_EQ(vma->power_calls(), (std::vector<std::string>{"shutdown " + vm_id, "cleanup " + vm_id}));
+
+  json st = sim.state();
+  ASSERT_EQ(st["virtualmachines"].size(), 2u);  // the OMA and the migrated VM
+  json built;
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) built = v;
+  EXPECT_EQ(built["name"], "web01");
+  EXPECT_EQ(built["state"], "Running");
+  EXPECT_EQ(built["cpunumber"], 4);
+  EXPECT_EQ(built["memory"], 6144);
+  ASSERT_EQ(built["nic"].size(), 2u);
+  EXPECT_EQ(built["nic"][0]["networkid"], sim_seed::prod_network);
+  EXPECT_EQ(built["nic"][0]["macaddress"], "00:50:56:aa:bb:01");
+  EXPECT_EQ(built["nic"][1]["networkid"], sim_seed::nomac_network);
+  EXPECT_EQ(st["volumes"].size(), kDisks.size()) << "the template's root volume was not deleted";
+  std::map<std::string, int> device;
+  for (const auto& d : kDisks) {
+    json v = sim_volume(ids[d.key]);
+    EXPECT_EQ(v["virtualmachineid"], built["id"]) << d.key;
+    device[d.key] = v["deviceid"];
+    EXPECT_FALSE(std::filesystem::exists(link_of(ids[d.key])));
+    // The final pass copied the last change: the volume holds the source as it was at shutdown.
+    EXPECT_EQ(mk::test::first_difference(images[d.key], sim.dir() + "/state/volumes/" + ids[d.key] + ".img"),
+              std::nullopt)
+        << d.key;
+  }
+  EXPECT_EQ(sim_volume(ids["2000"])["type"], "ROOT");
+  EXPECT_EQ(device["2000"], 0);
+  EXPECT_GT(device["2001"], 0);
+  EXPECT_LT(device["2001"], device["2002"]);
+  EXPECT_EQ(api->get("/api/v1/exports").body["exports"].size(), kDisks.size());  // recorded, not served
+  json vm = api->get("/api/v1/vms/" + vm_id).body;
+  ASSERT_EQ(vm["failovers"].size(), 1u) << vm.dump(2);
+  EXPECT_EQ(vm["failovers"][0]["target_vm_id"], built["id"]);
+  EXPECT_EQ(vm["failovers"][0]["job_id"], job["job_id"]);
+  // A cut-over VM is not replicated again, nor cut over twice.
+  EXPECT_EQ(api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump()).status, 409);
+  EXPECT_EQ(api->post("/api/v1/vms/" + vm_id + "/cutover", "").status, 409);
+}
+
+TEST_F(OmaFlow, CutoverIsRefusedBeforeAnythingWhenANetworkIsUnmapped) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  auto r = api->put("/api/v1/network-mappings",
+                    json{{"mappings", {{{"source_network", "VM Network"}, {"target_network_id", sim_seed::prod_network}}}}}
+                        .dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  r = api->post("/api/v1/vms/" + vm_id + "/cutover", "");
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_NE(r.raw.find("Backup"), std::string::npos) << r.raw;
+  EXPECT_TRUE(vma->power_calls().empty());
+  expect_on_oma();
+}
+
+struct Injection {
+  std::string step;
+  json rule;  // simulator rule; null: the final pass's copy fails
+};
+void PrintTo(const Injection& i, std::ostream* os) { *os << i.step << " " << i.rule.dump(); }
+
+class OmaCutoverFailure : public OmaFlow, public ::testing::WithParamInterface<Injection> {};
+
+TEST_P(OmaCutoverFailure, LeavesTheOmaAndTheSourceAsTheyWere) {
+  const Injection& inj = GetParam();
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  std::string text = "injected failure at " + inj.step;
+  if (inj.rule.is_null()) {
+    vma->set_source("2001", "nbd+unix:///?socket=" + dir.file("no-such-socket"));  // the final copy fails
+    text = "disk 2001 failed";
+  } else {
+    json rule = inj.rule;
+    rule["errortext"] = text;
+    sim.fail(rule);
+  }
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  std::string error = job["error"];
+  EXPECT_NE(error.find("failed at step " + inj.step), std::string::npos) << error;
+  EXPECT_NE(error.find(text), std::string::npos) << error;
+  EXPECT_NE(error.find("rolled back"), std::string::npos) << error;
+  const json* failed = step(job, inj.step);
+  ASSERT_NE(failed, nullptr) << job.dump(2);
+  EXPECT_EQ((*failed)["status"], "failed");
+  const json* rollback = step(job, "rollback");
+  ASSERT_NE(rollback, nullptr) << job.dump(2);
+  EXPECT_EQ((*rollback)["status"], "completed") << rollback->dump();
+
+  // The source was shut down by us, and is on again.
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  auto calls = vma->power_calls();
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back(), "on " + vm_id);
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u) << "a VM was left behind";
+  EXPECT_EQ(sim.state()["volumes"].size(), kDisks.size()) << "a volume was left behind or lost";
+  if (inj.rule.is_null()) {
+    vma->set_source("2001", sources[2]->uri());
+  }
+  expect_on_oma();
+  // Replication goes on from where it was.
+  sim.clear_failures();
+  mk::test::write_random_at(images["2000"], 2 * MiB, 64 * KiB, 11);
+  json next = replicate("incremental");
+  ASSERT_EQ(next["status"], "completed") << next.dump(2);
+  expect_on_oma();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachStep, OmaCutoverFailure,
+    ::testing::Values(
+        Injection{"final-pass", nullptr},
+        Injection{"detach-from-oma", {{"command", "detachVolume"}, {"how", "job"}, {"skip", 1}}},
+        Injection{"deploy-vm", {{"command", "deployVirtualMachine"}, {"how", "job"}}},
+        Injection{"replace-root", {{"command", "deleteVolume"}, {"how", "error"}, {"errorcode", 431}}},
+        Injection{"replace-root", {{"command", "attachVolume"}, {"how", "job"}}},
+        Injection{"attach-data-disks", {{"command", "attachVolume"}, {"how", "job"}, {"skip", 2}}},
+        Injection{"start-vm", {{"command", "startVirtualMachine"}, {"how", "job"}}}),
+    [](const auto& info) {
+      std::string n = info.param.step + "_" + std::to_string(info.index);
+      for (auto& c : n) if (c == '-') c = '_';
+      return n;
+    });
+
+TEST_F(OmaFlow, TestFailoverAndCleanupLeaveReplicationWhereItWas) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  auto ids = volume_ids();
+  json job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(job["kind"], "test_failover");
+  EXPECT_EQ(vm_status(), "test_failover");
+  EXPECT_TRUE(vma->powered_on(vm_id)) << "the source must keep running";
+  EXPECT_TRUE(vma->power_calls().empty());
+  json st = sim.state();
+  ASSERT_EQ(st["virtualmachines"].size(), 2u);
+  json test_vm;
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) test_vm = v;
+  EXPECT_EQ(test_vm["name"].get<std::string>().rfind("web01-test-", 0), 0u) << test_vm["name"];
+  EXPECT_EQ(test_vm["state"], "Running");
+  for (const auto& nic : test_vm["nic"]) EXPECT_EQ(nic["networkid"], sim_seed::test_network);
+  EXPECT_EQ(st["snapshots"].size(), kDisks.size());
+  EXPECT_EQ(sim_volume(ids["2000"])["deviceid"], 0);
+  // No replication while the volumes are away.
+  auto r = api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump());
+  EXPECT_EQ(r.status, 409) << r.raw;
+
+  // The test VM writes to its disk: the cleanup throws that away.
+  std::string os_volume_file = sim.dir() + "/state/volumes/" + ids["2000"] + ".img";
+  mk::test::write_random_at(os_volume_file, 0, 64 * KiB, 99);
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(step_names(job), (std::vector<std::string>{"destroy-test-vm", "revert-snapshots", "delete-snapshots",
+                                                       "return-to-oma"}));
+  st = sim.state();
+  EXPECT_EQ(st["virtualmachines"].size(), 1u);
+  EXPECT_EQ(st["snapshots"].size(), 0u);
+  EXPECT_EQ(vm_status(), "replicated");
+  expect_on_oma();  // including the OS disk's data: the test VM's write is gone
+
+  // Replication continues from the committed change IDs.
+  mk::test::write_random_at(images["2001"], 0, 64 * KiB, 12);
+  json next = replicate("incremental");
+  ASSERT_EQ(next["status"], "completed") << next.dump(2);
+  expect_on_oma();
+  // And a second cleanup has nothing to do.
+  EXPECT_EQ(api->post("/api/v1/vms/" + vm_id + "/test-failover/cleanup", "").status, 409);
+}
+
+TEST_F(OmaFlow, FailedTestFailoverRollsBackOrLeavesWhatTheCleanupNeeds) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  // A clean rollback: as if nothing happened.
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no capacity"}});
+  json job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("no capacity"), std::string::npos) << job["error"];
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["snapshots"].size(), 0u);
+  expect_on_oma();
+
+  // A rollback that cannot revert a volume: the record stays, the VM stays in test
+  // failover (no replication into a volume the test VM wrote), the cleanup finishes it.
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no capacity"}});
+  sim.fail({{"command", "revertSnapshot"}, {"how", "job"}, {"errortext", "primary storage busy"}});
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("ROLLBACK INCOMPLETE"), std::string::npos) << job["error"];
+  EXPECT_EQ(vm_status(), "test_failover");
+  EXPECT_EQ(api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump()).status, 409);
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["snapshots"].size(), 0u);
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
+  expect_on_oma();
+}
+
+TEST_F(OmaFlow, CutoverCutShortByACrashFailsAtTheNextStartSayingWhatToCheck) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  OmaConfig c = oma->config();
+  oma->stop();
+  oma.reset();
+  {
+    // What the database holds after a crash mid-cutover: the job active, its body gone.
+    db::SqliteDatabase database(dir.file("data/oma.db"));
+    Store store(database);
+    JobRecord j;
+    j.job_id = "0c0c0c0c-0000-4000-8000-000000000001";
+    j.vm_id = vm_id;
+    j.kind = "cutover";
+    j.status = "running";
+    j.phase = "deploy-vm";
+    j.created_at = now_ms();
+    store.create_job(j, {});
+  }
+  oma = std::make_unique<Oma>(c);
+  oma->start();
+  api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+  json job = test::wait_for_job(*api, "0c0c0c0c-0000-4000-8000-000000000001", test::job_ended);
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("restarted during this cutover (last phase: deploy-vm)"),
+            std::string::npos)
+      << job["error"];
+  EXPECT_EQ(vm_status(), "cutover_interrupted");
+}
+
+// The "local" backend: the local images are the final disks.
+class LocalCutover : public OmaFlow {
+ protected:
+  void SetUp() override { start("local"); }
+};
+
+TEST_F(LocalCutover, FinalPassThenTheVmIsCutOver) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->ignore_shutdown(true);  // the VMA powers it off after the timeout
+  // Test failover needs CloudStack.
+  auto r = api->post("/api/v1/vms/" + vm_id + "/test-failover", "");
+  EXPECT_EQ(r.status, 400) << r.raw;
+  mk::test::write_random_at(images["2000"], 1 * MiB, 64 * KiB, 21);
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  const json* fp = step(job, "final-pass");
+  ASSERT_NE(fp, nullptr);
+  EXPECT_EQ((*fp)["status"], "completed");
+  ASSERT_NE(step(job, "mark-cut-over"), nullptr);
+  EXPECT_EQ(vm_status(), "cut_over");
+  EXPECT_FALSE(vma->powered_on(vm_id));
+  for (const auto& v : oma->store().list_volumes()) {
+    EXPECT_EQ(mk::test::first_difference(images[v.disk_key], v.device_path), std::nullopt) << v.disk_key;
+  }
+  EXPECT_EQ(vma->power_calls(), (std::vector<std::string>{"shutdown " + vm_id, "cleanup " + vm_id}));
+  bool told = false;
+  for (const auto& e : job["events"]) told |= e["message"].get<std::string>().find("did not shut down") != std::string::npos;
+  EXPECT_TRUE(told) << job["events"].dump(2);
+}
+
+TEST_F(LocalCutover, FailedFinalPassPowersTheSourceOnAgain) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->set_source("2001", "nbd+unix:///?socket=" + dir.file("no-such-socket"));
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover");
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("powered on again"), std::string::npos) << job["error"];
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_EQ(vm_status(), "replicated");
+  const json* rb = step(job, "rollback");
+  ASSERT_NE(rb, nullptr);
+  EXPECT_EQ((*rb)["status"], "completed");
+}
+
+}  // namespace
+}  // namespace mk::oma
