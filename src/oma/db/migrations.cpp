@@ -166,7 +166,9 @@ const std::vector<std::string> kV2 = {
       details TEXT NOT NULL,
       created_at BIGINT NOT NULL,
       PRIMARY KEY (vm_id, kind)))",
-// Schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
+};
+
+// Version 3, schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
 // Scheduler; kept here so a schedule survives restarts).
 const std::vector<std::string> kSchedules = {
     R"(CREATE TABLE vm_schedules (

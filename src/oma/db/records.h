@@ -86,6 +86,8 @@ struct NicRecord {
 struct FailoverRecord {
   std::string vm_id, kind, job_id, target_vm_id, details;
   int64_t created_at = 0;
+};
+
 // A VM's repeating incremental pass (vm_schedules). Times in ms since the epoch.
 struct ScheduleRecord {
   std::string vm_id;

@@ -577,6 +577,8 @@ std::optional<FailoverRecord> Store::find_failover(const std::string& vm_id, con
 
 void Store::delete_failover(const std::string& vm_id, const std::string& kind) {
   db_.exec("DELETE FROM vm_failovers WHERE vm_id = ? AND kind = ?", {vm_id, kind});
+}
+
 // --- Schedules and pass history -------------------------------------------------------
 
 namespace {

@@ -100,6 +100,7 @@ class Store {
   void put_failover(const FailoverRecord& f);
   std::optional<FailoverRecord> find_failover(const std::string& vm_id, const std::string& kind);
   void delete_failover(const std::string& vm_id, const std::string& kind);
+
   // Schedules (one per VM): repeat incremental passes every interval_minutes.
   // put_schedule inserts or replaces; delete_schedule throws NotFound if there is none.
   void put_schedule(const ScheduleRecord& s);

@@ -3,7 +3,7 @@ import type { ComponentChildren } from "preact";
 import { percent } from "../format";
 
 const TONE: Record<string, string> = {
-  completed: "ok", replicated: "ok", ready: "ok", done: "ok", poweredOn: "ok", up: "ok", ok: "ok", approved: "ok", live: "ok",
+  completed: "ok", replicated: "ok", ready: "ok", done: "ok", cut_over: "ok", poweredOn: "ok", up: "ok", ok: "ok", approved: "ok", live: "ok",
   failed: "bad", replication_failed: "bad", down: "bad", unreachable: "bad", revoked: "bad",
   cancelled: "muted", replication_cancelled: "muted", poweredOff: "muted", discovered: "muted",
   copying: "busy", preparing: "busy", exporting: "busy", committing: "busy", replicating: "busy", running: "busy",
