@@ -92,6 +92,7 @@ async function selectVm(page, name) {
 }
 
 test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
+  rmSync(ARTIFACTS, { recursive: true, force: true }); // this run's screenshots only
   mkdirSync(ARTIFACTS, { recursive: true });
   const lab = new Lab();
   let browser;

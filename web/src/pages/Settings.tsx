@@ -88,8 +88,12 @@ function CloudStackCard() {
   const validate = async () => {
     setResult(null);
     try {
-      setResult(await api.post<{ ok: boolean; problems: Problem[] }>("/api/v1/settings/cloudstack/validate", body()));
+      // Only what was typed: the OMA checks it merged over what it has stored.
+      const typed = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
+      setResult(await api.post<{ ok: boolean; problems: Problem[] }>("/api/v1/settings/cloudstack/validate", typed));
+      setErrors({});
     } catch (err) {
+      if (err instanceof ApiError && err.field) setErrors({ [err.field]: err.message });
       setResult(message(err));
     }
   };
@@ -209,6 +213,7 @@ function MappingsCard() {
           <table class="grid compact">
             <thead><tr><th>VMware network</th><th>CloudStack network ID</th><th>Keep MAC</th><th /></tr></thead>
             <tbody>
+              {rows.length === 0 && <tr><td colSpan={4} class="dim">No mappings: every NIC needs one before a cutover.</td></tr>}
               {rows.map((r, i) => (
                 <tr>
                   <td><input type="text" aria-label={`VMware network ${i + 1}`} value={r.source_network}
