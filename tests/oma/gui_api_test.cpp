@@ -415,6 +415,35 @@ TEST_F(SchedulerFixture, RecordsWhyAPassCouldNotStartAndPausedSchedulesDoNothing
   EXPECT_NE(store.find_schedule(vm)->last_result->find("not started"), std::string::npos);
 }
 
+TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
+  Service s;
+  const std::string known = test::test_vm_uuid(5), other = test::test_vm_uuid(6);
+  s.vma.add_source_vm(known, "web01", true);
+  s.vma.add_source_vm(other, "db01", false);
+  ASSERT_EQ(s.api->post("/api/v1/vms", test::vm_body(known, 1, MiB).dump()).status, 201);
+  auto r = s.api->get("/api/v1/discover");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["vcenter"], "vcsim.test");
+  ASSERT_EQ(r.body["vms"].size(), 2u);
+  for (const auto& v : r.body["vms"]) {
+    EXPECT_EQ(v["managed"], v["vm_id"] == known) << v.dump();
+    if (v["vm_id"] == other) EXPECT_EQ(v["power_state"], "poweredOff");
+  }
+
+  // No VMA behind the URL: discovery answers 502 naming it; health says "unreachable".
+  mk::test::TempDir d{"mk-oma-novma"};
+  Oma lonely(test::test_config(d.file("data"), "http://127.0.0.1:9"));
+  lonely.start();
+  ApiClient api(lonely.api_port(), test::read_admin_token(d.file("data")));
+  auto disc = api.get("/api/v1/discover");
+  EXPECT_EQ(disc.status, 502);
+  EXPECT_NE(disc.body.value("error", "").find("127.0.0.1:9"), std::string::npos) << disc.raw;
+  auto health = api.get("/api/v1/vma/health");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body["status"], "unreachable");
+  EXPECT_TRUE(health.body["error"].is_string());
+}
+
 JobRecord pass(const std::string& kind, double start_s, double end_s, int64_t bytes) {
   JobRecord j;
   j.job_id = kind + std::to_string(start_s);
