@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <openssl/rand.h>
 
+#include <cctype>
+
 #include "common/error.h"
 
 namespace mk::oma {
@@ -17,6 +19,14 @@ bool is_uuid(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     bool dash = i == 8 || i == 13 || i == 18 || i == 23;
     if (dash ? s[i] != '-' : !is_hex_lower(s[i])) return false;
+  }
+  return true;
+}
+
+bool is_mac_address(std::string_view s) {
+  if (s.size() != 17) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i % 3 == 2 ? s[i] != ':' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
   }
   return true;
 }

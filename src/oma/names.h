@@ -14,6 +14,8 @@
 namespace mk::oma {
 
 bool is_uuid(std::string_view s);                 // lowercase 8-4-4-4-12 hex
+bool is_mac_address(std::string_view s);          // six hex pairs joined by ':'
+
 void check_uuid(std::string_view s, std::string_view field);
 void check_disk_key(std::string_view s, std::string_view field);
 void check_unit(int64_t unit, std::string_view field);

@@ -17,6 +17,13 @@ TEST(Names, UuidShapeIsStrict) {
   EXPECT_NE(new_uuid(), new_uuid());
 }
 
+TEST(Names, MacAddressShape) {
+  EXPECT_TRUE(is_mac_address("00:50:56:aa:BB:cc"));
+  for (const char* bad : {"", "00:50:56:aa:bb", "00:50:56:aa:bb:cc:dd", "00-50-56-aa-bb-cc", "00:50:56:aa:bb:cg",
+                          "0:050:56:aa:bb:cc"})
+    EXPECT_FALSE(is_mac_address(bad)) << bad;
+}
+
 TEST(Names, ExportNamesRoundTrip) {
   std::string n = export_name("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", 3);
   EXPECT_EQ(n, "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk3");

@@ -40,9 +40,7 @@ const Schema kDiskSchema{{
 }};
 
 void mac_check(const std::string& v, const std::string& path) {
-  bool ok = v.size() == 17;
-  for (size_t i = 0; ok && i < v.size(); ++i) ok = i % 3 == 2 ? v[i] == ':' : std::isxdigit(static_cast<unsigned char>(v[i])) != 0;
-  if (!ok) throw FieldError(path, "must be a MAC address like 00:50:56:aa:bb:cc");
+  if (!is_mac_address(v)) throw FieldError(path, "must be a MAC address like 00:50:56:aa:bb:cc");
 }
 
 const Schema kNicSchema{{
