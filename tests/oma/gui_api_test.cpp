@@ -497,6 +497,12 @@ TEST(GuiApi, VmListShowsLastPassChangeIdAgeReadinessAndPredictedDowntime) {
   EXPECT_GE(v["change_id_age_seconds"].get<double>(), 0);
   EXPECT_TRUE(v["predicted_downtime_seconds"].is_number()) << v.dump();
   EXPECT_EQ(v["prediction_passes"], 1);
+
+  // Once cut over, the VM is neither ready for a cutover nor facing a downtime.
+  s.oma->store().set_vm_status(vm, "cut_over");
+  v = s.api->get("/api/v1/vms").body["vms"][0];
+  EXPECT_FALSE(v["ready_for_cutover"].get<bool>());
+  EXPECT_EQ(v["predicted_downtime_seconds"], nullptr);
 }
 
 }  // namespace

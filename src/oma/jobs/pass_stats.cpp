@@ -73,7 +73,9 @@ VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks,
   std::vector<JobRecord> completed;
   for (const auto& p : passes)
     if (p.status == "completed" && p.finished_at) completed.push_back(p);
-  s.predicted_downtime_seconds = predict_downtime_seconds(completed, now_ms, &s.incremental_passes_used);
+  // A VM already cut over has no downtime ahead of it.
+  if (vm.status != "cut_over")
+    s.predicted_downtime_seconds = predict_downtime_seconds(completed, now_ms, &s.incremental_passes_used);
   return s;
 }
 

@@ -14,7 +14,7 @@
 // A pass's work grows with the changes it copies, which grow with its window; scaling
 // the whole duration (fixed costs included) errs on the long side. It covers the final
 // pass only: the guest's shutdown and the VM's creation in CloudStack come on top. No
-// completed incremental pass: no prediction (null).
+// completed incremental pass, or a VM already cut over: no prediction (null).
 #pragma once
 
 #include <cstdint>

@@ -86,7 +86,7 @@ export function VmsPage() {
                   </td>
                   <td>{v.change_id_age_seconds == null ? <span class="dim">—</span> : duration(v.change_id_age_seconds)}</td>
                   <td>
-                    {v.ready_for_cutover ? <Badge value="ok" label="ready" /> : (
+                    {v.status === "cut_over" ? <Badge value="muted" label="done" /> : v.ready_for_cutover ? <Badge value="ok" label="ready" /> : (
                       <span title={v.cutover_blockers.join("\n")}><Badge value="pending" label="not ready" /></span>
                     )}
                   </td>
