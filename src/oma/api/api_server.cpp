@@ -210,8 +210,8 @@ void ApiServer::install(const Route& route, httplib::Server& server) {
   std::string pattern = std::regex_replace(route.path, std::regex(R"(\{[a-z_]+\})"), "([^/]+)");
   // Each listener keeps its own copy: the table may grow (add_routes) after install.
   auto shared = std::make_shared<const Route>(route);
-  const Route& r = *shared;
-  auto handler = [this, shared, &r](const httplib::Request& req, httplib::Response& res) {
+  auto handler = [this, shared](const httplib::Request& req, httplib::Response& res) {
+    const Route& r = *shared;
     if (r.stream) {
       Caller caller;
       if (auto denied = authorize(r, req, caller)) {
@@ -232,10 +232,10 @@ void ApiServer::install(const Route& route, httplib::Server& server) {
     if (!reply.text.empty()) res.set_content(reply.text, "text/plain; version=0.0.4");
     else res.set_content(reply.body.dump(), "application/json");
   };
-  if (r.method == "GET") server.Get(pattern, handler);
-  else if (r.method == "POST") server.Post(pattern, handler);
-  else if (r.method == "PUT") server.Put(pattern, handler);
-  else if (r.method == "DELETE") server.Delete(pattern, handler);
+  if (route.method == "GET") server.Get(pattern, handler);
+  else if (route.method == "POST") server.Post(pattern, handler);
+  else if (route.method == "PUT") server.Put(pattern, handler);
+  else if (route.method == "DELETE") server.Delete(pattern, handler);
 }
 
 Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
