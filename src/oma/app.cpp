@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "common/log.h"
 #include "oma/cutover/cutover_routes.h"
@@ -31,6 +32,16 @@ Oma::Oma(OmaConfig config) : config_(std::move(config)) {
 }
 
 Oma::~Oma() { stop(); }
+
+std::string Oma::read_vma_token() const {
+  if (config_.vma_token_file.empty()) return "";
+  std::ifstream in(config_.vma_token_file);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (token.empty()) throw UsageError(fmt::format("--vma-token-file {}: unreadable or empty", config_.vma_token_file));
+  return token;
+}
 
 void Oma::ensure_psk() {
   if (config_.tls_psk_file.empty() || std::filesystem::exists(config_.tls_psk_file)) return;
@@ -88,7 +99,7 @@ void Oma::start() {
   export_server_->start();
   exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
 
-  vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10));
+  vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10), read_vma_token());
   JobOptions jo;
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);

@@ -41,6 +41,7 @@ struct OmaConfig {
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
   std::string tls_certificates_dir;           // X.509 instead of PSK
   std::string vma_url = "http://127.0.0.1:9081";
+  std::string vma_token_file;                 // the VMA's API token (first line); "" = none sent
   int poll_interval_ms = 1000;
   int vma_timeout_s = 60;
   std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
@@ -75,6 +76,7 @@ class Oma {
  private:
   void bootstrap_token();
   void ensure_psk();
+  std::string read_vma_token() const;
   void start_gui_services();  // event stream, scheduler, their routes, the GUI listener
 
   OmaConfig config_;

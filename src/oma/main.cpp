@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-psk-file", c.tls_psk_file, "NBD TLS PSK keys file (default DATA/nbd-psk.keys, created)");
   app.add_option("--tls-certificates", c.tls_certificates_dir, "NBD TLS X.509 certificates directory instead of PSK");
   app.add_option("--vma-url", c.vma_url, "VMA API through the tunnel (default http://127.0.0.1:9081)");
+  app.add_option("--vma-token-file", c.vma_token_file, "File holding the VMA's API token (sent as a bearer token)");
   app.add_option("--poll-interval-ms", c.poll_interval_ms, "Progress poll interval (default 1000)")->check(CLI::Range(10, 60000));
   app.add_option("--vma-timeout", c.vma_timeout_s, "Seconds without an answer from the VMA before a job fails (default 60)")
       ->check(CLI::Range(1, 86400));

@@ -45,6 +45,14 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
+// Appends nbdkit's rate filter to a complete command line: the filter is an option,
+// its rate= parameter (in bits per second) goes with the plugin's parameters.
+static void add_rate_filter(std::vector<std::string>& argv, uint64_t bytes_per_second) {
+  if (bytes_per_second == 0) return;
+  argv.insert(argv.begin() + 1, "--filter=rate");
+  argv.push_back("rate=" + std::to_string(bytes_per_second * 8));
+}
+
 std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socket) {
   static const std::regex moref("^[A-Za-z0-9_.:-]{1,80}$");
   static const std::regex host("^[A-Za-z0-9_.:\\[\\]-]{1,253}$");
@@ -64,11 +72,13 @@ std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socke
   require(!p.password_file.empty() && p.password_file[0] == '/',
           "VDDK: the password file must be an absolute path (nbdkit reads it)");
   require(!p.libdir.empty() && p.libdir[0] == '/', "VDDK: libdir must be an absolute path");
-  return {p.nbdkit, "-f", "-r", "--exit-with-parent", "-U", socket, "vddk",
-          "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,
-          "password=+" + p.password_file,  // nbdkit reads the password from the file
-          "thumbprint=" + p.thumbprint, "vm=moref=" + p.vm_moref, "snapshot=" + p.snapshot_moref,
-          "transports=" + p.transports, "file=" + p.file};
+  std::vector<std::string> argv = {p.nbdkit, "-f", "-r", "--exit-with-parent", "-U", socket, "vddk",
+                                   "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,
+                                   "password=+" + p.password_file,  // nbdkit reads the password from the file
+                                   "thumbprint=" + p.thumbprint, "vm=moref=" + p.vm_moref,
+                                   "snapshot=" + p.snapshot_moref, "transports=" + p.transports, "file=" + p.file};
+  add_rate_filter(argv, p.read_rate);
+  return argv;
 }
 
 std::unique_ptr<DiskReader> DiskReader::start_vddk(const VddkParams& params, const std::string& work_dir,
@@ -86,7 +96,7 @@ std::unique_ptr<DiskReader> DiskReader::start_vddk(const VddkParams& params, con
 }
 
 std::unique_ptr<DiskReader> DiskReader::start_file(const std::string& flat_file, const std::string& work_dir,
-                                                   std::chrono::seconds timeout) {
+                                                   std::chrono::seconds timeout, uint64_t read_rate) {
   struct stat st {};
   if (flat_file.empty() || flat_file[0] != '/' || ::stat(flat_file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     throw UsageError(fmt::format("disk stand-in: \"{}\" is not an absolute path to an existing regular file", flat_file));
@@ -94,8 +104,10 @@ std::unique_ptr<DiskReader> DiskReader::start_file(const std::string& flat_file,
   std::unique_ptr<DiskReader> r(new DiskReader());
   r->launch(work_dir,
             [&](const std::string& socket) {
-              return std::vector<std::string>{"nbdkit", "-f", "-r", "--exit-with-parent", "-U", socket, "file",
-                                              "file=" + flat_file};
+              std::vector<std::string> argv = {"nbdkit", "-f", "-r", "--exit-with-parent", "-U", socket, "file",
+                                               "file=" + flat_file};
+              add_rate_filter(argv, read_rate);
+              return argv;
             },
             "nbdkit file plugin (VDDK stand-in) on " + flat_file, timeout);
   return r;

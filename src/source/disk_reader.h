@@ -13,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -33,6 +34,7 @@ struct VddkParams {
   std::string transports = "nbdssl:nbd";  // or "hotadd:nbdssl:nbd" on a VMA inside vSphere
   std::string libdir = "/opt/vmware-vix-disklib-distrib";
   std::string nbdkit = "nbdkit";
+  uint64_t read_rate = 0;      // bytes per second through nbdkit's rate filter; 0 = unlimited
 };
 
 // The nbdkit command line for the vddk plugin (checked; throws UsageError for values
@@ -45,9 +47,10 @@ class DiskReader {
   static std::unique_ptr<DiskReader> start_vddk(const VddkParams& params, const std::string& work_dir,
                                                 std::chrono::seconds timeout = std::chrono::seconds(120));
   // The stand-in: nbdkit's file plugin on a flat disk file (an absolute path to an
-  // existing regular file).
+  // existing regular file), reading at most `read_rate` bytes per second (0: unlimited).
   static std::unique_ptr<DiskReader> start_file(const std::string& flat_file, const std::string& work_dir,
-                                                std::chrono::seconds timeout = std::chrono::seconds(30));
+                                                std::chrono::seconds timeout = std::chrono::seconds(30),
+                                                uint64_t read_rate = 0);
   // A qcow2 image served read-only by qemu-nbd, exporting dirty bitmap `bitmap` ("" for
   // none) as the qemu:dirty-bitmap:<bitmap> meta context.
   static std::unique_ptr<DiskReader> start_qemu_nbd(const std::string& image, const std::string& bitmap,

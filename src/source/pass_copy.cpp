@@ -35,6 +35,11 @@ engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target
   }
   log::info("disk {}: {} to read, {} known zero, in a scope of {}", disk.label, format_bytes(plan.data_bytes),
             format_bytes(plan.zero_bytes), format_bytes(plan.scope_bytes));
+  if (options.progress) {
+    engine::PlanTotals totals = engine::plan_totals(plan, options.target_is_zero);
+    options.progress->set_total(totals.total, totals.skipped);
+    options.progress->set_phase("copying");
+  }
   return engine::copy_plan(source, target, plan, {}, options);
 }
 

@@ -13,7 +13,8 @@
 namespace mk::source {
 
 // Copies `disk` to `target`. Throws mk::Error on failure (the pass must then be closed
-// without success, so that the old change ID stays).
+// without success, so that the old change ID stays). With options.progress, the plan's
+// totals are set on it and its phase becomes "copying" once planned.
 engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target,
                             const engine::CopyOptions& options = {});
 

@@ -152,7 +152,8 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
     if (!(dec.full && it != stored.end())) d.request.changed_areas = std::move(areas);
     d.change_id_to_store = disk.change_id;
     if (options_.flat_file_for) {
-      pass->readers_.push_back(DiskReader::start_file(options_.flat_file_for(disk), options_.work_dir));
+      pass->readers_.push_back(DiskReader::start_file(options_.flat_file_for(disk), options_.work_dir,
+                                                      std::chrono::seconds(30), options_.vddk.read_rate));
     } else {
       VddkParams p = options_.vddk;
       p.server = session_->host();

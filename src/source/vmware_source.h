@@ -28,7 +28,7 @@ struct VmwareSourceOptions {
   bool enable_cbt = true;
   std::string snapshot_prefix = "migratekit-";
   std::string work_dir;      // existing private directory for reader sockets
-  VddkParams vddk;           // libdir, transports, nbdkit (server, user, ... are filled in)
+  VddkParams vddk;           // libdir, transports, nbdkit, read_rate (server, user, ... are filled in)
   // Labs and tests: where the flat file of a disk is; when set, disks are served from it
   // by nbdkit's file plugin instead of VDDK.
   std::function<std::string(const vsphere::DiskInfo&)> flat_file_for;

@@ -114,6 +114,7 @@ void parse_devices(const xml::Node& devices, VmInfo& vm) {
     if (type == "VirtualDisk") {
       DiskInfo disk;
       disk.key = key;
+      disk.label = d.child("deviceInfo").text_of("label");
       disk.unit_number = int_of(d.child("unitNumber"), ctx + " unitNumber", -1);
       disk.controller_key = int_of(d.child("controllerKey"), ctx + " controllerKey", 0);
       xml::Node bytes = d.child("capacityInBytes");
@@ -166,32 +167,51 @@ ObjectProperties retrieve(Session& s, const Moref& obj, const std::vector<std::s
   return std::move(objs[0]);
 }
 
-std::vector<VmInfo> list_vms(Session& s) {
+// Objects of `type` below `container` (recursively) with their `paths`, through a
+// ContainerView that is destroyed afterwards.
+static std::vector<ObjectProperties> view_objects(Session& s, const Moref& container, const std::string& type,
+                                                  const std::vector<std::string>& paths, std::vector<xml::Document>& keep) {
   xml::Document doc;
   xml::Node view = s.call("CreateContainerView",
-                          s.service().view_manager.xml("_this") + s.service().root_folder.xml("container") +
-                              "<type>VirtualMachine</type><recursive>true</recursive>",
+                          s.service().view_manager.xml("_this") + container.xml("container") +
+                              fmt::format("<type>{}</type><recursive>true</recursive>", xml::escape(type)),
                           doc);
   if (!view) throw Error(fmt::format("vSphere {}: CreateContainerView returned no view", s.host()));
   Moref view_ref = Moref::from(view);
-  std::vector<VmInfo> out;
+  std::vector<ObjectProperties> out;
   try {
     std::string spec = fmt::format(
-        "<specSet><propSet><type>VirtualMachine</type>{}</propSet><objectSet>{}<skip>true</skip>"
+        "<specSet><propSet><type>{}</type>{}</propSet><objectSet>{}<skip>true</skip>"
         "<selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path>"
         "<skip>false</skip></selectSet></objectSet></specSet>",
-        path_set(kVmPaths), view_ref.xml("obj"));
-    std::vector<xml::Document> keep;
-    std::map<std::string, std::string> networks;
-    for (auto& o : collect(s, spec, keep)) {
-      out.push_back(to_vm(o));
-      resolve_networks(s, out.back(), networks);
-    }
+        xml::escape(type), path_set(paths), view_ref.xml("obj"));
+    out = collect(s, spec, keep);
   } catch (...) {
     try { s.invoke("DestroyView", view_ref.xml("_this")); } catch (...) {}
     throw;
   }
   s.invoke("DestroyView", view_ref.xml("_this"));
+  return out;
+}
+
+std::vector<VmInfo> list_vms(Session& s) {
+  std::vector<xml::Document> keep;
+  std::map<std::string, std::string> networks;
+  std::vector<VmInfo> out;
+  for (auto& o : view_objects(s, s.service().root_folder, "VirtualMachine", kVmPaths, keep)) {
+    out.push_back(to_vm(o));
+    resolve_networks(s, out.back(), networks);
+  }
+  return out;
+}
+
+std::map<std::string, std::string> vm_datacenters(Session& s) {
+  std::map<std::string, std::string> out;
+  std::vector<xml::Document> keep;
+  for (auto& dc : view_objects(s, s.service().root_folder, "Datacenter", {"name"}, keep)) {
+    std::string name = dc.get("name").text();
+    for (auto& vm : view_objects(s, dc.ref, "VirtualMachine", {"name"}, keep)) out[vm.ref.value] = name;
+  }
   return out;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ namespace mk::vsphere {
 
 struct DiskInfo {
   int key = 0;               // device key: the identity of a disk within its VM (CBT, change IDs)
+  std::string label;         // deviceInfo.label: "Hard disk 1"
   int unit_number = -1;
   int controller_key = 0;
   std::string controller;    // "VirtualLsiLogicController", ...
@@ -66,6 +68,8 @@ ObjectProperties retrieve(Session& s, const Moref& obj, const std::vector<std::s
 // Every VM (templates included, marked) with its hardware, through a ContainerView.
 std::vector<VmInfo> list_vms(Session& s);
 VmInfo describe_vm(Session& s, const Moref& vm);
+// The datacenter of every VM: VM moref value -> datacenter name.
+std::map<std::string, std::string> vm_datacenters(Session& s);
 
 // SearchIndex lookups; std::nullopt when nothing matches.
 std::optional<Moref> find_vm_by_bios_uuid(Session& s, const std::string& uuid);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "common/error.h"
 #include "engine/nbd_connection.h"
@@ -38,6 +40,19 @@ TEST(DiskReader, VddkCommandLineCarriesTheSnapshotAndNoPassword) {
   EXPECT_TRUE(has("password=+/etc/migratekit/vcenter.password"));
   EXPECT_TRUE(has("file=[datastore1] web01/web01.vmdk"));
   EXPECT_TRUE(has("thumbprint=AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD"));
+}
+
+TEST(DiskReader, AReadRateAddsNbdkitsRateFilterInBitsPerSecond) {
+  VddkParams p = params();
+  auto plain = vddk_argv(p, "/s");
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), "--filter=rate"), 0);
+  p.read_rate = 1000000;  // bytes per second
+  auto argv = vddk_argv(p, "/run/x/nbd.sock");
+  auto at = [&](const std::string& a) { return std::find(argv.begin(), argv.end(), a) - argv.begin(); };
+  ASSERT_LT(at("--filter=rate"), static_cast<long>(argv.size()));
+  EXPECT_LT(at("--filter=rate"), at("vddk")) << "a filter is named before the plugin";
+  EXPECT_GT(at("rate=8000000"), at("vddk")) << "its parameter goes with the plugin's";
+  EXPECT_LT(at("rate=8000000"), static_cast<long>(argv.size()));
 }
 
 TEST(DiskReader, VddkParametersAreChecked) {
@@ -123,6 +138,16 @@ TEST(DiskReader, StandInServesTheFlatFileAndStopsByPid) {
   EXPECT_NE(::kill(pid, 0), 0);  // reaped and gone
   EXPECT_THROW(engine::NbdConnection::open({r->uri(), {}, "source"}), Error);
   EXPECT_THROW(DiskReader::start_file("relative/path", dir.path()), UsageError);
+  // With a read rate the same bytes come through nbdkit's rate filter.
+  auto limited = DiskReader::start_file(dir.file("disk-flat.vmdk"), dir.path(), std::chrono::seconds(30), 4 * 1024 * 1024);
+  std::ifstream proc("/proc/" + std::to_string(limited->pid()) + "/cmdline");
+  std::string cmdline((std::istreambuf_iterator<char>(proc)), std::istreambuf_iterator<char>());
+  EXPECT_NE(cmdline.find(std::string("--filter=rate\0", 14)), std::string::npos);
+  EXPECT_NE(cmdline.find("rate=33554432"), std::string::npos);
+  auto c = engine::NbdConnection::open({limited->uri(), {}, "source"});
+  std::string buf(8192, '\0');
+  c->pread(buf.data(), buf.size(), 4096);
+  EXPECT_EQ(buf, test::random_bytes(8192, 1));
   EXPECT_THROW(DiskReader::start_file(dir.file("missing"), dir.path()), UsageError);
 }
 

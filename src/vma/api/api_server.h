@@ -1,0 +1,71 @@
+// ApiServer: the VMA's HTTP API (JSON under /api/v1), the server side of the protocol
+// documented in src/oma/vma/vma_client.h: replicate, progress/{job}, stop/{job},
+// cleanup/{vm}, power/{vm}, discover, health.
+//
+// Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
+// pairing), compared in constant time; without it or with another one the answer is
+// 401. Bad input is 400 {"error", "field"}; an unknown job or VM 404; cleanup of a VM
+// that has an active job 423; vCenter failures 502; shutting down 503; everything else
+// that fails 500 — always
+// {"error": what failed, on which VM/disk, what to do}.
+//
+// Owns the HTTP server and its listener thread, not the runner, vCenter or tunnel state
+// provider. Thread-safe (cpp-httplib serves requests from a thread pool).
+#pragma once
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "vma/runner/job_runner.h"
+#include "vma/tunnel_state.h"
+#include "vma/vcenter/vcenter.h"
+
+namespace mk::vma::api {
+
+struct ApiOptions {
+  std::string listen_address = "127.0.0.1";
+  int port = 8081;        // 0: any free port (see port())
+  std::string token;      // required
+  std::string instance;   // this run's vma_instance
+  size_t max_body_bytes = 1024 * 1024;
+  int threads = 16;
+};
+
+class ApiServer {
+ public:
+  ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, TunnelStateProvider tunnel);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Binds and serves in a thread; throws mk::Error when the address cannot be bound.
+  void start();
+  void stop();
+  int port() const { return port_; }
+
+ private:
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  Handler guarded(std::function<nlohmann::json(const httplib::Request&, httplib::Response&)> handler);
+  bool authorized(const httplib::Request& req) const;
+
+  nlohmann::json replicate(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json progress(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json stop_job(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json cleanup(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json power(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json discover(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json health(const httplib::Request& req, httplib::Response& res);
+
+  ApiOptions options_;
+  JobRunner& runner_;
+  VCenter& vcenter_;
+  TunnelStateProvider tunnel_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace mk::vma::api

@@ -1,0 +1,32 @@
+// VmaConfig: everything `vma run` is configured with. Secrets (vCenter password, API
+// token, NBD PSK) are named by file, never given as values.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "vsphere/session.h"
+
+namespace mk::vma {
+
+struct VmaConfig {
+  std::string state_dir;                 // required: jobs/, work/, api.port
+  std::string vcenter_url;               // https://vcenter.example/sdk
+  std::string vcenter_user;
+  std::string vcenter_password_file;
+  std::string vcenter_thumbprint;        // pin the certificate's SHA-1 (else the CA is verified)
+  std::string vcenter_ca_file;           // CA bundle for the certificate ("" = the system's)
+  std::string listen_address = "127.0.0.1";
+  int listen_port = 8081;                // 0: any free port, written to STATE/api.port
+  std::string token_file;                // default STATE/api.token
+  std::string nbd_psk_file;              // default STATE/nbd-psk.keys
+  int max_disks_per_vm = 4;
+  int max_vms = 4;
+  std::string snapshot_prefix = "migratekit-";
+  std::string vddk_libdir = "/opt/vmware-vix-disklib-distrib";
+  std::string vddk_transports = "nbdssl:nbd";
+  uint64_t read_rate = 0;                // bytes/s per disk reader; 0 = unlimited
+  std::map<std::string, std::string> flat_datastores;  // datastore -> directory (no VDDK)
+};
+
+}  // namespace mk::vma

@@ -1,0 +1,31 @@
+// vma: the VMware Migration Appliance. A small dispatcher over its subcommands:
+//   vma run ...    the daemon (API for the OMA, replication jobs) — run_command.h
+// (`vma pair` joins here: src/vma/pairing/.)
+#include <cstdio>
+#include <cstring>
+
+#include "engine/tls_policy.h"
+#include "vma/run_command.h"
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: vma COMMAND [options]\n"
+               "  run     the VMA daemon (vma run --help)\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mk::engine::apply_tls_cipher_policy(argc, argv);
+  if (argc < 2) return usage();
+  if (std::strcmp(argv[1], "run") == 0) return mk::vma::run_command(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    usage();
+    return 0;
+  }
+  std::fprintf(stderr, "vma: unknown command \"%s\"\n", argv[1]);
+  return usage();
+}

@@ -1,0 +1,108 @@
+#include "vma/run_command.h"
+
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <cstdio>
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "vma/vma.h"
+
+namespace mk::vma {
+namespace {
+
+// "127.0.0.1:8081" -> address and port.
+void parse_listen(const std::string& s, VmaConfig& c) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw UsageError(fmt::format("--listen \"{}\": use ADDRESS:PORT", s));
+  c.listen_address = s.substr(0, colon);
+  try {
+    size_t used = 0;
+    c.listen_port = std::stoi(s.substr(colon + 1), &used);
+    if (used != s.size() - colon - 1 || c.listen_port < 0 || c.listen_port > 65535) throw std::invalid_argument(s);
+  } catch (const std::exception&) {
+    throw UsageError(fmt::format("--listen \"{}\": the port must be 0 to 65535", s));
+  }
+}
+
+void parse_flat_datastores(const std::vector<std::string>& values, VmaConfig& c) {
+  for (const auto& v : values) {
+    auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 >= v.size() || v[eq + 1] != '/') {
+      throw UsageError(fmt::format("--flat-datastore \"{}\": use NAME=/absolute/directory", v));
+    }
+    c.flat_datastores[v.substr(0, eq)] = v.substr(eq + 1);
+  }
+}
+
+}  // namespace
+
+int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
+  VmaConfig c;
+  std::string listen = "127.0.0.1:8081", read_rate;
+  std::vector<std::string> flat;
+  bool verbose = false;
+  CLI::App app{"vma run: the VMware Migration Appliance daemon (API for the OMA, replication jobs)"};
+  app.add_option("--state-dir", c.state_dir, "State directory (jobs, work files, api.port; token and PSK by default)")
+      ->required();
+  app.add_option("--vcenter", c.vcenter_url, "vCenter or ESXi SDK URL, https://HOST/sdk")->required();
+  app.add_option("--vcenter-user", c.vcenter_user, "vCenter user")->required();
+  app.add_option("--vcenter-password-file", c.vcenter_password_file, "File holding the vCenter password (mode 0600)")
+      ->required();
+  app.add_option("--vcenter-thumbprint", c.vcenter_thumbprint, "Pin vCenter's certificate (SHA-1, AA:BB:...)");
+  app.add_option("--vcenter-ca-file", c.vcenter_ca_file, "CA bundle that signed vCenter's certificate");
+  app.add_option("--listen", listen, "API address (default 127.0.0.1:8081; port 0 = any, written to STATE/api.port)");
+  app.add_option("--token-file", c.token_file, "API bearer token issued by the OMA (default STATE/api.token)");
+  app.add_option("--nbd-psk-file", c.nbd_psk_file, "NBD TLS PSK of the OMA's exports (default STATE/nbd-psk.keys)");
+  app.add_option("--max-disks-per-vm", c.max_disks_per_vm, "Disks of one VM copied at once (default 4)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--max-vms", c.max_vms, "VMs copied at once; more jobs wait (default 4)")->check(CLI::Range(1, 256));
+  app.add_option("--snapshot-prefix", c.snapshot_prefix, "Name prefix of our snapshots (default migratekit-)");
+  app.add_option("--vddk-libdir", c.vddk_libdir, "VDDK directory (default /opt/vmware-vix-disklib-distrib)");
+  app.add_option("--vddk-transports", c.vddk_transports, "VDDK transports (default nbdssl:nbd)");
+  app.add_option("--read-rate-limit", read_rate, "Cap on reading each source disk, bytes/s (e.g. 100M)");
+  app.add_option("--flat-datastore", flat,
+                 "NAME=DIR: datastore NAME is mounted at DIR on the VMA; read its disks' flat files instead of VDDK");
+  app.add_flag("-v,--verbose", verbose, "Log debugging details");
+  try {
+    app.parse(argc, argv);
+    parse_listen(listen, c);
+    parse_flat_datastores(flat, c);
+    if (!read_rate.empty()) c.read_rate = parse_size(read_rate, "--read-rate-limit");
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vma run: %s\n", e.what());
+    return 2;
+  }
+  if (verbose) log::set_level(log::Level::Debug);
+
+  // Signals are taken synchronously by this thread; every other thread blocks them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    Vma vma(c, std::move(tunnel));
+    vma.start();
+    int sig = 0;
+    sigwait(&set, &sig);
+    log::info("signal {}: stopping; running passes are cancelled and their snapshots removed", sig);
+    vma.stop();
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "vma run: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vma run: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace mk::vma

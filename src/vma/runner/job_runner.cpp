@@ -1,0 +1,387 @@
+#include "vma/runner/job_runner.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <ctime>
+#include <filesystem>
+
+#include "common/log.h"
+#include "source/pass_copy.h"
+
+namespace mk::vma {
+namespace {
+
+int64_t now() { return std::time(nullptr); }
+
+std::string target_uri(const JobState& job, const DiskState& disk) {
+  std::string host = job.nbd_host.find(':') != std::string::npos ? "[" + job.nbd_host + "]" : job.nbd_host;
+  return fmt::format("nbds://{}:{}/{}", host, job.nbd_port, disk.export_name);
+}
+
+}  // namespace
+
+JobRunner::JobRunner(RunnerOptions options, VCenter& vcenter, JobStore& store)
+    : options_(std::move(options)), vcenter_(vcenter), store_(store) {
+  options_.max_vms = std::max(1, options_.max_vms);
+  options_.max_disks_per_vm = std::max(1, options_.max_disks_per_vm);
+}
+
+JobRunner::~JobRunner() { shutdown(); }
+
+void JobRunner::recover() {
+  auto jobs = store_.load_all();
+  store_.prune(jobs, options_.keep_ended_jobs_seconds);
+  std::lock_guard lock(mu_);
+  for (auto& state : jobs) {
+    auto job = std::make_unique<Job>();
+    job->state = std::move(state);
+    job->finished = true;
+    JobState& s = job->state;
+    if (!s.ended_state()) {
+      for (auto& d : s.disks) {
+        if (d.status == "completed") continue;
+        d.status = "failed";
+        d.phase = "failed";
+        d.error = kInterrupted;
+        d.throughput_bps = d.eta_seconds = 0;
+      }
+      s.status = "failed";
+      s.error = kInterrupted;
+      s.ended = now();
+      log::warn("job {} (VM {}): {}", s.job_id, s.vm_id, kInterrupted);
+      save(*job);
+    }
+    jobs_[s.job_id] = std::move(job);
+  }
+}
+
+bool JobRunner::submit(JobState state) {
+  std::lock_guard lock(mu_);
+  if (shutting_down_) throw ShuttingDown("the VMA is shutting down: start the pass again once it is back");
+  if (jobs_.count(state.job_id)) return false;
+  reap();
+  auto job = std::make_unique<Job>();
+  job->state = std::move(state);
+  job->state.status = "queued";
+  job->state.created = now();
+  job->progress.resize(job->state.disks.size());
+  save(*job);  // known before it is acknowledged, so a restart reports it
+  Job& ref = *job;
+  jobs_[ref.state.job_id] = std::move(job);
+  ref.thread = std::thread([this, &ref] { run(ref); });
+  log::info("job {} (VM {}, {} pass, {} disks) accepted", ref.state.job_id, ref.state.vm_id, ref.state.kind,
+            ref.state.disks.size());
+  return true;
+}
+
+std::optional<JobState> JobRunner::get(const std::string& job_id) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return std::nullopt;
+  JobState s = it->second->state;
+  for (size_t i = 0; i < s.disks.size() && i < it->second->progress.size(); ++i) {
+    auto& p = it->second->progress[i];
+    if (!p || s.disks[i].status != "copying") continue;
+    engine::ProgressSnapshot snap = p->snapshot();
+    s.disks[i].phase = snap.phase;
+    s.disks[i].bytes_done = static_cast<int64_t>(snap.bytes_done);
+    s.disks[i].bytes_total = static_cast<int64_t>(snap.bytes_total);
+    s.disks[i].throughput_bps = snap.throughput_bps;
+    s.disks[i].eta_seconds = snap.eta_seconds;
+  }
+  return s;
+}
+
+bool JobRunner::stop(const std::string& job_id) {
+  std::unique_lock lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return false;
+  Job& job = *it->second;
+  if (job.finished) return true;
+  job.stop_requested = true;
+  cancel(job, "stopped: the pass was cancelled on request of the OMA");
+  cv_.wait(lock, [&] { return job.finished; });
+  return true;
+}
+
+std::optional<std::string> JobRunner::copying_job_of(const std::string& vm_id) {
+  std::lock_guard lock(mu_);
+  for (auto& [id, j] : jobs_) {
+    if (j->finished || j->state.vm_id != vm_id) continue;
+    for (const auto& d : j->state.disks) {
+      if (d.status == "pending" || d.status == "copying") return id;
+    }
+  }
+  return std::nullopt;
+}
+
+std::unique_lock<std::mutex> JobRunner::lock_vm(const std::string& vm_id) {
+  std::shared_ptr<std::mutex> m;
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = vm_locks_[vm_id];
+    if (!slot) slot = std::make_shared<std::mutex>();
+    m = slot;  // entries are never erased, so the mutex outlives the lock
+  }
+  return std::unique_lock<std::mutex>(*m);
+}
+
+void JobRunner::shutdown() {
+  std::vector<Job*> all;
+  {
+    std::lock_guard lock(mu_);
+    shutting_down_ = true;
+    for (auto& [id, j] : jobs_) {
+      if (!j->finished) cancel(*j, "interrupted: the VMA was stopped during this pass; start the pass again");
+      all.push_back(j.get());
+    }
+  }
+  for (Job* j : all) {
+    if (j->thread.joinable()) j->thread.join();
+  }
+}
+
+void JobRunner::cancel(Job& job, const std::string& reason) {
+  if (job.cancel_reason.empty()) job.cancel_reason = reason;
+  job.cancel = true;
+  cv_.notify_all();
+}
+
+void JobRunner::reap() {
+  for (auto& [id, j] : jobs_) {
+    if (j->finished && j->thread.joinable()) j->thread.join();  // it set `finished` as its last act
+  }
+}
+
+void JobRunner::save(const Job& job) {
+  try {
+    store_.save(job.state);
+  } catch (const std::exception& e) {
+    // The copy goes on; only the record after a restart would be stale.
+    log::error("job {}: cannot record its state: {}", job.state.job_id, e.what());
+  }
+}
+
+void JobRunner::set_status(Job& job, const std::string& status, std::optional<std::string> error) {
+  std::lock_guard lock(mu_);
+  job.state.status = status;
+  job.state.error = std::move(error);
+  if (job.state.ended_state()) job.state.ended = now();
+  save(job);
+}
+
+void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
+  std::lock_guard lock(mu_);
+  DiskState& d = job.state.disks[index];
+  d.status = "failed";
+  d.phase = "failed";
+  d.error = error;
+  d.throughput_bps = d.eta_seconds = 0;
+  job.progress[index].reset();
+  save(job);
+}
+
+void JobRunner::run(Job& job) {
+  if (wait_for_slot(job)) {
+    try {
+      auto vm_lock = lock_vm(job.state.vm_id);
+      execute(job);
+    } catch (const std::exception& e) {
+      // Whatever broke (the work directory, a thread), the job must end, and say why.
+      std::string error = fmt::format("VM {}: the pass failed: {}", job.state.vm_id, e.what());
+      log::error("job {}: {}", job.state.job_id, error);
+      for (size_t i = 0; i < job.state.disks.size(); ++i) {
+        bool completed;
+        {
+          std::lock_guard lock(mu_);
+          completed = job.state.disks[i].status == "completed";
+        }
+        if (!completed) fail_disk(job, i, error);
+      }
+      set_status(job, "failed", error);
+    }
+    std::lock_guard lock(mu_);
+    --running_;
+  } else {
+    std::string reason;
+    {
+      std::lock_guard lock(mu_);
+      reason = job.cancel_reason;
+    }
+    for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, reason);
+    set_status(job, job.stop_requested ? "stopped" : "failed", reason);
+  }
+  std::lock_guard lock(mu_);
+  job.finished = true;
+  cv_.notify_all();
+}
+
+bool JobRunner::wait_for_slot(Job& job) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return job.cancel || running_ < options_.max_vms; });
+  if (job.cancel) return false;
+  ++running_;
+  return true;
+}
+
+void JobRunner::execute(Job& job) {
+  const std::string vm = job.state.vm_id;
+  std::string cancelled;
+  {
+    std::lock_guard lock(mu_);
+    if (job.cancel) cancelled = job.cancel_reason;  // while it waited for the VM
+  }
+  if (!cancelled.empty()) {
+    for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, cancelled);
+    set_status(job, job.stop_requested ? "stopped" : "failed", cancelled);
+    return;
+  }
+  set_status(job, "running");
+  std::string work = options_.work_dir + "/" + job.state.job_id;
+  std::filesystem::create_directories(work);
+  ::chmod(work.c_str(), 0700);
+
+  std::unique_ptr<source::Pass> pass;
+  try {
+    source::ChangeIds stored;
+    for (const auto& d : job.state.disks) {
+      if (d.change_id_base) stored[std::stoi(d.disk_key)] = *d.change_id_base;
+    }
+    pass = vcenter_.make_source(work)->open_pass(vm, stored);
+  } catch (const std::exception& e) {
+    std::string error = fmt::format("VM {}: the pass could not be prepared (snapshot, changed areas or disk "
+                                    "readers): {}",
+                                    vm, e.what());
+    log::error("job {}: {}", job.state.job_id, error);
+    for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, error);
+    std::error_code ec;
+    std::filesystem::remove_all(work, ec);
+    set_status(job, "failed", error);
+    return;
+  }
+
+  // The disks asked for, as the pass sees them.
+  std::vector<std::optional<source::DiskPass>> todo(job.state.disks.size());
+  for (size_t i = 0; i < todo.size(); ++i) {
+    const DiskState& want = job.state.disks[i];
+    for (const auto& d : pass->disks()) {
+      if (std::to_string(d.key) != want.disk_key) continue;
+      todo[i] = d;
+      // Without a base the target may hold an earlier copy (a full pass again): the
+      // whole disk is covered so that areas now unallocated on the source become zero.
+      if (!want.change_id_base && todo[i]->request.changed_areas) {
+        todo[i]->request.changed_areas.reset();
+        todo[i]->reason += "; the whole disk, since the target may hold an earlier copy";
+      }
+    }
+    if (!todo[i]) {
+      fail_disk(job, i, fmt::format("VM {} has no disk with key {} (removed since discovery?): discover the VM "
+                                    "again and start a new job",
+                                    vm, want.disk_key));
+      std::lock_guard lock(mu_);
+      cancel(job, fmt::format("not copied: disk {} of the job is missing on VM {}", want.disk_key, vm));
+    }
+  }
+
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < todo.size();) {
+      if (todo[i]) copy_disk(job, i, *todo[i]);
+    }
+  };
+  size_t n = std::min<size_t>(options_.max_disks_per_vm, todo.size());
+  std::vector<std::thread> workers;
+  for (size_t i = 0; i < n; ++i) workers.emplace_back(worker);
+  for (auto& t : workers) t.join();
+
+  bool all_done = std::all_of(job.state.disks.begin(), job.state.disks.end(),
+                              [](const DiskState& d) { return d.status == "completed"; });
+  try {
+    pass->close(all_done);
+  } catch (const std::exception& e) {
+    // The copied data and change IDs stay valid; the snapshot is removed by the next
+    // pass of this VM or the next start of the VMA.
+    log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id, vm, e.what());
+  }
+  pass.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(work, ec);
+
+  if (all_done) {
+    set_status(job, "completed");
+    log::info("job {} (VM {}): every disk copied and flushed", job.state.job_id, vm);
+    return;
+  }
+  std::string error;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& d : job.state.disks) {
+      if (d.error && error.empty()) error = *d.error;
+    }
+    if (job.stop_requested) error = job.cancel_reason;
+  }
+  set_status(job, job.stop_requested ? "stopped" : "failed", error);
+  log::warn("job {} (VM {}) ended without success: {}", job.state.job_id, vm, error);
+}
+
+void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
+  auto progress = std::make_shared<engine::Progress>();
+  engine::Endpoint target;
+  {
+    std::lock_guard lock(mu_);
+    if (job.cancel) {
+      std::string reason = job.cancel_reason;
+      DiskState& d = job.state.disks[index];
+      d.status = "failed";
+      d.phase = "failed";
+      d.error = reason;
+      save(job);
+      return;
+    }
+    DiskState& d = job.state.disks[index];
+    d.status = "copying";
+    d.phase = "planning";
+    job.progress[index] = progress;
+    target = {target_uri(job.state, d), options_.target_tls, "target"};
+    save(job);
+  }
+  engine::CopyOptions o = options_.copy;
+  o.progress = progress.get();
+  o.cancel = &job.cancel;
+  o.target_is_zero = false;  // the protocol does not say a target is fresh: zero what must be zero
+  try {
+    engine::CopyStats stats = source::copy_disk(disk, target, o);
+    engine::ProgressSnapshot snap = progress->snapshot();
+    std::lock_guard lock(mu_);
+    DiskState& d = job.state.disks[index];
+    d.status = "completed";
+    d.phase = "done";
+    d.bytes_done = static_cast<int64_t>(snap.bytes_done);
+    d.bytes_total = static_cast<int64_t>(snap.bytes_total);
+    d.throughput_bps = stats.seconds > 0 ? static_cast<double>(snap.bytes_done) / stats.seconds : 0;
+    d.eta_seconds = 0;
+    d.change_id = disk.change_id_to_store;  // copied and flushed: the engine flushed before returning
+    job.progress[index].reset();
+    save(job);
+    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id, disk.key,
+              disk.label, stats.bytes_written, stats.bytes_zeroed, disk.full ? "full" : "incremental", disk.reason);
+  } catch (const std::exception& e) {
+    std::string error;
+    {
+      std::lock_guard lock(mu_);
+      if (job.cancel) {
+        error = job.cancel_reason;
+      } else {
+        error = fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key, disk.label, job.state.vm_id,
+                            target.describe(), e.what());
+        cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key));
+      }
+    }
+    log::error("job {}: {}", job.state.job_id, error);
+    fail_disk(job, index, error);
+  }
+}
+
+}  // namespace mk::vma

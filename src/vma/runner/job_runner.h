@@ -1,0 +1,123 @@
+// JobRunner: runs the VMA's replication jobs in-process with the copy engine.
+//
+// A job is one pass over one VM: it waits for one of `max_vms` slots, takes the VM's
+// lock (one pass per VM at a time, also against snapshot cleanup: the OMA may start the
+// next pass as soon as every disk reported completion, while the previous one is still
+// removing its snapshot), opens a VmwareSource
+// pass (snapshot, changed areas, one reader per disk), and copies its disks into the
+// OMA's exports over NBD with TLS, up to `max_disks_per_vm` disks at once. A disk
+// reports its new change ID only after the engine copied and flushed every range of
+// it. When a disk fails, the job's other disks are cancelled (the OMA commits all disks
+// of a pass or none). Whatever happens, the pass is closed, which removes its snapshot.
+//
+// Every change of status is persisted (JobStore) before it is reported, and recover()
+// turns jobs that a previous run of the VMA left queued or running into failed ones
+// ("interrupted"), never into completed ones. stop() cancels a job and returns once its
+// snapshot is gone.
+//
+// Owns its job threads; they end in shutdown() (also run by the destructor), which
+// cancels every job. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "engine/copier.h"
+#include "engine/nbd_connection.h"
+#include "engine/progress.h"
+#include "vma/runner/job_state.h"
+#include "vma/vcenter/vcenter.h"
+
+namespace mk::vma {
+
+// What a job that was running when the VMA stopped reports, per disk and as a whole.
+inline constexpr const char* kInterrupted = "interrupted: the VMA restarted during this pass; start the pass again";
+
+struct RunnerOptions {
+  int max_vms = 4;
+  int max_disks_per_vm = 4;
+  std::string work_dir;            // existing private directory: per-job reader sockets
+  engine::TlsOptions target_tls;   // the OMA's NBD TLS PSK
+  engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
+  int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
+};
+
+// Another job of the same VM is active (for operations that need the VM idle).
+class JobConflict : public Error {
+ public:
+  using Error::Error;
+};
+// The runner is shutting down and takes no new job.
+class ShuttingDown : public Error {
+ public:
+  using Error::Error;
+};
+
+class JobRunner {
+ public:
+  JobRunner(RunnerOptions options, VCenter& vcenter, JobStore& store);
+  ~JobRunner();
+  JobRunner(const JobRunner&) = delete;
+  JobRunner& operator=(const JobRunner&) = delete;
+
+  // Loads the persisted jobs; those left queued or running fail as kInterrupted.
+  void recover();
+  // Persists and starts `job`; false (nothing started) when the job id is known. A job
+  // of a VM whose previous job is still closing its pass waits for it (the VM's lock).
+  // Throws ShuttingDown after shutdown().
+  bool submit(JobState job);
+  // The job with live per-disk progress; nullopt when unknown.
+  std::optional<JobState> get(const std::string& job_id);
+  // Cancels the job and waits until it ended and its snapshot was removed. False when
+  // the job is unknown; true (and nothing done) when it had already ended.
+  bool stop(const std::string& job_id);
+  // A job of the VM that still has disks to copy (queued or copying), if any. A job
+  // whose disks all ended but that is still closing its pass does not count: taking
+  // the VM's lock waits for it.
+  std::optional<std::string> copying_job_of(const std::string& vm_id);
+  // The VM's lock: held by a job for its whole pass, and by snapshot cleanup.
+  std::unique_lock<std::mutex> lock_vm(const std::string& vm_id);
+  // Cancels every job and waits for all of them.
+  void shutdown();
+
+ private:
+  struct Job {
+    JobState state;                                        // guarded by mu_
+    std::vector<std::shared_ptr<engine::Progress>> progress;  // per disk while copying; guarded by mu_
+    std::atomic<bool> cancel{false};
+    std::string cancel_reason;                             // guarded by mu_
+    bool stop_requested = false;                           // guarded by mu_
+    bool finished = false;                                 // the thread is done; guarded by mu_
+    std::thread thread;
+  };
+
+  void run(Job& job);
+  bool wait_for_slot(Job& job);
+  void execute(Job& job);
+  void copy_disk(Job& job, size_t index, const source::DiskPass& disk);
+  void cancel(Job& job, const std::string& reason);  // mu_ held
+  void fail_disk(Job& job, size_t index, const std::string& error);
+  void set_status(Job& job, const std::string& status, std::optional<std::string> error = std::nullopt);
+  void save(const Job& job);  // mu_ held
+  void reap();                // mu_ held
+
+  RunnerOptions options_;
+  VCenter& vcenter_;
+  JobStore& store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;
+  std::map<std::string, std::shared_ptr<std::mutex>> vm_locks_;
+  int running_ = 0;
+  bool shutting_down_ = false;
+};
+
+}  // namespace mk::vma

@@ -1,0 +1,171 @@
+#include "vma/vcenter/vcenter.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "common/log.h"
+#include "vsphere/vm_ops.h"
+
+namespace mk::vma {
+namespace {
+
+std::string host_of(const std::string& url) {
+  auto start = url.find("://");
+  std::string rest = start == std::string::npos ? url : url.substr(start + 3);
+  return rest.substr(0, rest.find('/'));
+}
+
+}  // namespace
+
+VCenter::VCenter(VcenterConfig config) : config_(std::move(config)), host_(host_of(config_.connect.url)) {
+  if (config_.snapshot_prefix.size() < 4) throw UsageError("the snapshot prefix must have at least 4 characters");
+}
+
+std::shared_ptr<vsphere::Session> VCenter::session() {
+  std::lock_guard lock(mu_);
+  if (!session_) {
+    try {
+      session_ = vsphere::Session::connect(config_.connect);
+      log::info("vCenter {}: connected as {}", host_, config_.connect.user);
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("vCenter {} cannot be reached or refused the login: {}", host_, e.what()));
+    }
+  }
+  return session_;
+}
+
+std::string VCenter::check(std::chrono::seconds wait) {
+  std::shared_future<std::string> probe;
+  {
+    std::lock_guard lock(probe_mu_);
+    bool running = probe_.valid() && probe_.wait_for(std::chrono::seconds(0)) != std::future_status::ready;
+    if (!running) {
+      probe_ = std::async(std::launch::async, [this]() -> std::string {
+                 try {
+                   session()->invoke("CurrentTime", "<_this type=\"ServiceInstance\">ServiceInstance</_this>");
+                   return "";
+                 } catch (const std::exception& e) {
+                   return e.what();
+                 }
+               }).share();
+    }
+    probe = probe_;
+  }
+  // A hung vCenter must not hang the health route (the OMA asks it with a short timeout).
+  if (probe.wait_for(wait) != std::future_status::ready) {
+    return fmt::format("vCenter {} did not answer within {} s", host_, wait.count());
+  }
+  return probe.get();
+}
+
+std::vector<DiscoveredVm> VCenter::discover() {
+  auto s = session();
+  auto datacenters = vsphere::vm_datacenters(*s);
+  std::vector<DiscoveredVm> out;
+  for (auto& vm : vsphere::list_vms(*s)) {
+    if (vm.is_template) continue;
+    DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], vm.power_state, vm.guest_id,
+                   vm.cpus, vm.memory_mb, {}, {}};
+    // Units are positions in controller order, so that two controllers' unit 0 differ.
+    auto disks = vm.disks;
+    std::stable_sort(disks.begin(), disks.end(), [](const auto& a, const auto& b) {
+      return std::tie(a.bus_number, a.controller_key, a.unit_number) <
+             std::tie(b.bus_number, b.controller_key, b.unit_number);
+    });
+    for (size_t i = 0; i < disks.size(); ++i) {
+      std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;
+      d.disks.push_back({std::to_string(disks[i].key), label, static_cast<int64_t>(i), disks[i].capacity_bytes});
+    }
+    for (auto& n : vm.nics) d.nics.push_back({std::to_string(n.key), n.mac, n.network});
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+vsphere::VmInfo VCenter::find_vm(const std::string& vm_id) {
+  auto s = session();
+  auto ref = vsphere::find_vm_by_instance_uuid(*s, vm_id);
+  if (!ref) {
+    throw VmNotFound(fmt::format("vCenter {}: no VM with instance UUID {} (deleted, or not visible to user {})",
+                                 host_, vm_id, config_.connect.user));
+  }
+  return vsphere::describe_vm(*s, *ref);
+}
+
+PowerOutcome VCenter::power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout) {
+  auto s = session();
+  vsphere::VmInfo vm = find_vm(vm_id);
+  PowerOutcome out;
+  if (action == "on") {
+    if (vm.power_state != "poweredOn") vsphere::power_on(*s, vm);
+  } else if (action == "off") {
+    if (vm.power_state != "poweredOff") vsphere::power_off(*s, vm);
+  } else if (action == "shutdown") {
+    if (vm.power_state != "poweredOff") out.forced = !vsphere::shutdown_guest(*s, vm, timeout);
+  } else {
+    throw UsageError(fmt::format("unknown power action \"{}\": use shutdown, off or on", action));
+  }
+  out.power_state = vsphere::power_state(*s, vm.ref);
+  std::string want = action == "on" ? "poweredOn" : "poweredOff";
+  if (out.power_state != want) {
+    throw Error(fmt::format("VM {} ({}): power {} finished but the VM is {}", vm.name, vm_id, action, out.power_state));
+  }
+  log::info("VM {} ({}): power {}: {}{}", vm.name, vm_id, action, out.power_state, out.forced ? " (forced)" : "");
+  return out;
+}
+
+std::unique_ptr<source::VmwareSource> VCenter::make_source(const std::string& work_dir) {
+  source::VmwareSourceOptions o;
+  o.snapshot_prefix = config_.snapshot_prefix;
+  o.work_dir = work_dir;
+  o.vddk = config_.vddk;
+  if (!config_.flat_datastores.empty()) {
+    o.flat_file_for = [this](const vsphere::DiskInfo& d) { return flat_file_for(d); };
+  }
+  return std::make_unique<source::VmwareSource>(session(), config_.connect, o);
+}
+
+int VCenter::remove_our_snapshots(const std::string& vm_id) {
+  vsphere::VmInfo vm = find_vm(vm_id);
+  source::VmwareSourceOptions o;
+  o.snapshot_prefix = config_.snapshot_prefix;
+  o.work_dir = "/";  // no reader is started
+  return source::VmwareSource(session(), config_.connect, o).remove_leftover_snapshots(vm);
+}
+
+int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm) {
+  int n = 0;
+  for (auto& vm : vsphere::list_vms(*session())) {
+    if (vm.is_template) continue;
+    auto lock = lock_vm(vm.instance_uuid);
+    n += remove_our_snapshots(vm.instance_uuid);
+  }
+  return n;
+}
+
+std::string VCenter::flat_file_for(const vsphere::DiskInfo& disk) const {
+  return flat_file_path(config_.flat_datastores, disk.file_name);
+}
+
+std::string flat_file_path(const std::map<std::string, std::string>& datastores, const std::string& file_name) {
+  auto close = file_name.find(']');
+  if (file_name.empty() || file_name[0] != '[' || close == std::string::npos) {
+    throw Error(fmt::format("disk file \"{}\" is not \"[datastore] path.vmdk\"", file_name));
+  }
+  std::string ds = file_name.substr(1, close - 1);
+  std::string rel = file_name.substr(close + 1);
+  while (!rel.empty() && rel[0] == ' ') rel.erase(0, 1);
+  if (rel.size() < 6 || !rel.ends_with(".vmdk") || rel.find("..") != std::string::npos || rel[0] == '/') {
+    throw Error(fmt::format("disk file \"{}\": not a .vmdk path inside its datastore", file_name));
+  }
+  auto it = datastores.find(ds);
+  if (it == datastores.end()) {
+    throw Error(fmt::format("disk file \"{}\": datastore {} is not mounted on the VMA (no --flat-datastore {}=DIR)",
+                            file_name, ds, ds));
+  }
+  return it->second + "/" + rel.substr(0, rel.size() - 5) + "-flat.vmdk";
+}
+
+}  // namespace mk::vma

@@ -1,0 +1,106 @@
+// VCenter: the VMA's one vCenter (or ESXi): a shared, lazily connected Session and the
+// operations the API needs on it — discovery of VMs with disks and NICs, power for
+// cutover, removal of our snapshots — plus a VmwareSource per replication job.
+//
+// The session is opened on first use and kept (it logs in again by itself when the
+// server forgets it); when vCenter cannot be reached, each call tries again. VMs are
+// named by their instance UUID. Snapshots "of ours" are those whose names start with
+// the configured prefix (VmwareSource names its pass snapshots so).
+//
+// Thread-safe: the Session is, and session() is guarded.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "source/vmware_source.h"
+#include "vsphere/inventory.h"
+#include "vsphere/session.h"
+
+namespace mk::vma {
+
+struct VcenterConfig {
+  vsphere::ConnectOptions connect;  // url, user, password file, TLS policy
+  std::string snapshot_prefix = "migratekit-";
+  source::VddkParams vddk;          // libdir, transports, read_rate
+  // Labs and sites with datastores mounted on the VMA: datastore name -> directory;
+  // disks are then served from their flat files instead of through VDDK.
+  std::map<std::string, std::string> flat_datastores;
+};
+
+// No VM with this instance UUID (deleted, or not visible to the vCenter user).
+class VmNotFound : public Error {
+ public:
+  using Error::Error;
+};
+
+struct DiscoveredDisk {
+  std::string disk_key, label;
+  int64_t unit = 0;  // position in controller/unit order: unique within the VM
+  uint64_t capacity_bytes = 0;
+};
+struct DiscoveredNic {
+  std::string key, mac, network;
+};
+struct DiscoveredVm {
+  std::string vm_id, name, datacenter, power_state, guest_os;
+  int cpus = 0, memory_mb = 0;
+  std::vector<DiscoveredDisk> disks;
+  std::vector<DiscoveredNic> nics;
+};
+
+struct PowerOutcome {
+  std::string power_state;  // "poweredOff" | "poweredOn"
+  bool forced = false;      // a guest shutdown ended with a power off
+};
+
+class VCenter {
+ public:
+  explicit VCenter(VcenterConfig config);
+
+  // The logged-in session, connecting first if needed. Throws mk::Error naming vCenter.
+  std::shared_ptr<vsphere::Session> session();
+  // "" when vCenter answers a cheap call within `wait`; otherwise why not. One probe
+  // runs at a time; callers that arrive meanwhile share its answer.
+  std::string check(std::chrono::seconds wait = std::chrono::seconds(5));
+  const std::string& host() const { return host_; }
+
+  std::vector<DiscoveredVm> discover();
+  vsphere::VmInfo find_vm(const std::string& vm_id);
+  // action: "shutdown" (guest shutdown, power off after `timeout`), "off", "on". Answers
+  // once the VM is in the asked state; a VM already there is left alone.
+  PowerOutcome power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout);
+  // Removes every snapshot of ours on one VM; returns how many.
+  int remove_our_snapshots(const std::string& vm_id);
+  // The same on every VM, calling `lock_vm(vm_id)` around each VM's removal (so that a
+  // job starting on it waits); returns how many.
+  int remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm);
+
+  // A source for one job; `work_dir` is an existing private directory for its readers.
+  std::unique_ptr<source::VmwareSource> make_source(const std::string& work_dir);
+
+ private:
+  std::string flat_file_for(const vsphere::DiskInfo& disk) const;
+
+  VcenterConfig config_;
+  std::string host_;
+  std::mutex mu_;  // guards session_ (held while connecting)
+  std::shared_ptr<vsphere::Session> session_;
+  std::mutex probe_mu_;  // guards probe_
+  std::shared_future<std::string> probe_;
+};
+
+// "[ds] dir/name.vmdk" with `ds` mounted at DIR -> DIR/dir/name-flat.vmdk. Throws
+// mk::Error for a datastore without a mapping or a path that leaves the datastore.
+std::string flat_file_path(const std::map<std::string, std::string>& datastores, const std::string& file_name);
+
+}  // namespace mk::vma

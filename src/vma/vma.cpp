@@ -1,0 +1,107 @@
+#include "vma/vma.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "vma/files.h"
+
+namespace mk::vma {
+
+Vma::Vma(VmaConfig config, TunnelStateProvider tunnel)
+    : config_(std::move(config)), tunnel_(std::move(tunnel)), instance_(random_uuid()) {
+  if (config_.state_dir.empty()) throw UsageError("no state directory (--state-dir)");
+  if (config_.vcenter_url.empty() || config_.vcenter_user.empty() || config_.vcenter_password_file.empty()) {
+    throw UsageError("vCenter URL, user and password file are required (--vcenter, --vcenter-user, "
+                     "--vcenter-password-file)");
+  }
+  if (config_.token_file.empty()) config_.token_file = config_.state_dir + "/api.token";
+  if (config_.nbd_psk_file.empty()) config_.nbd_psk_file = config_.state_dir + "/nbd-psk.keys";
+}
+
+Vma::~Vma() { stop(); }
+
+void Vma::start() {
+  std::filesystem::create_directories(config_.state_dir);
+  ::chmod(config_.state_dir.c_str(), 0700);
+  std::string token = read_secret_file(config_.token_file, "VMA API token (written by `vma pair`, or --token-file)");
+  read_secret_file(config_.nbd_psk_file, "NBD TLS PSK of the OMA (written by `vma pair`, or --nbd-psk-file)");
+  std::string work = config_.state_dir + "/work";
+  std::filesystem::remove_all(work);  // readers' sockets of an earlier run
+  std::filesystem::create_directories(work);
+  ::chmod(work.c_str(), 0700);
+
+  VcenterConfig vc;
+  vc.connect.url = config_.vcenter_url;
+  vc.connect.user = config_.vcenter_user;
+  vc.connect.password_file = config_.vcenter_password_file;
+  if (!config_.vcenter_thumbprint.empty()) {
+    vc.connect.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
+    vc.connect.tls.thumbprint = config_.vcenter_thumbprint;
+  } else {
+    vc.connect.tls.ca_file = config_.vcenter_ca_file;
+  }
+  vc.snapshot_prefix = config_.snapshot_prefix;
+  vc.vddk.libdir = config_.vddk_libdir;
+  vc.vddk.transports = config_.vddk_transports;
+  vc.vddk.read_rate = config_.read_rate;
+  vc.flat_datastores = config_.flat_datastores;
+  vcenter_ = std::make_unique<VCenter>(vc);
+
+  store_ = std::make_unique<JobStore>(config_.state_dir + "/jobs");
+  RunnerOptions ro;
+  ro.max_vms = config_.max_vms;
+  ro.max_disks_per_vm = config_.max_disks_per_vm;
+  ro.work_dir = work;
+  ro.target_tls.psk_file = std::filesystem::absolute(config_.nbd_psk_file).string();
+  runner_ = std::make_unique<JobRunner>(ro, *vcenter_, *store_);
+  runner_->recover();
+
+  if (!cleanup_snapshots()) cleanup_ = std::thread([this] { cleanup_loop(); });
+
+  api::ApiOptions ao;
+  ao.listen_address = config_.listen_address;
+  ao.port = config_.listen_port;
+  ao.token = token;
+  ao.instance = instance_;
+  api_ = std::make_unique<api::ApiServer>(ao, *runner_, *vcenter_, tunnel_);
+  api_->start();
+  write_private_file(config_.state_dir + "/api.port", std::to_string(api_->port()) + "\n");
+}
+
+bool Vma::cleanup_snapshots() {
+  try {
+    int n = vcenter_->remove_all_our_snapshots([this](const std::string& vm) { return runner_->lock_vm(vm); });
+    log::info("start-up: {} leftover snapshot(s) of an earlier run removed", n);
+    return true;
+  } catch (const std::exception& e) {
+    log::error("start-up: removing leftover snapshots failed (trying again in 10 s): {}", e.what());
+    return false;
+  }
+}
+
+void Vma::cleanup_loop() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::seconds(10), [this] { return stopping_; })) {
+    lock.unlock();
+    bool done = cleanup_snapshots();
+    lock.lock();
+    if (done) return;
+  }
+}
+
+void Vma::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (cleanup_.joinable()) cleanup_.join();
+  if (api_) api_->stop();
+  if (runner_) runner_->shutdown();  // cancels passes; each removes its snapshot
+}
+
+}  // namespace mk::vma

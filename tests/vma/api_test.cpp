@@ -1,0 +1,282 @@
+// The VMA's API against vcsim: discovery with disks and NICs, health, the bearer token
+// on every route, malformed requests answered 400 naming the field, power operations
+// for cutover, and removal of our snapshots (on request and at start).
+#include <httplib.h>
+
+#include "vma_fixture.h"
+
+namespace mk::vma::test {
+namespace {
+
+using nlohmann::json;
+
+class VmaApi : public VmaFixture {
+ protected:
+  void SetUp() override {
+    VmaFixture::SetUp();
+    start_vma();
+  }
+
+  httplib::Result call(const std::string& method, const std::string& path, const std::string& body,
+                       const std::string& token) {
+    httplib::Client c("127.0.0.1", vma->port());
+    c.set_read_timeout(std::chrono::seconds(60));
+    httplib::Headers h;
+    if (!token.empty()) h.emplace("Authorization", "Bearer " + token);
+    return method == "GET" ? c.Get(path.c_str(), h) : c.Post(path.c_str(), h, body, "application/json");
+  }
+  // The status and the "error" message of an authorised call.
+  std::pair<int, std::string> post(const std::string& path, const std::string& body) {
+    return request("POST", path, body);
+  }
+  std::pair<int, std::string> request(const std::string& method, const std::string& path, const std::string& body) {
+    auto r = call(method, path, body, kToken);
+    if (!r) return {0, httplib::to_string(r.error())};
+    json j = json::parse(r->body, nullptr, false);
+    return {r->status, j.is_object() ? j.value("error", r->body) : r->body};
+  }
+
+  static json replicate_body(const std::string& vm_id) {
+    return {{"job_id", "0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70"},
+            {"vm_id", vm_id},
+            {"kind", "full"},
+            {"nbd", {{"host", "127.0.0.1"}, {"port", 10809}, {"tls", "psk"}}},
+            {"disks", json::array({{{"disk_key", "204"}, {"unit", 0}, {"capacity_bytes", 1048576},
+                                    {"export", "migration-vm-" + vm_id + "-disk0"}, {"change_id_base", nullptr}}})}};
+  }
+};
+
+TEST_F(VmaApi, DiscoverShowsTheLabVmsWithDisksAndNics) {
+  auto vm0 = prepare_vm("DC0/vm/DC0_H0_VM0", 2048, 1, 1);
+  oma::Discovery d = client->discover();
+  EXPECT_EQ(d.vcenter, lab.url().substr(8, lab.url().find("/sdk") - 8));
+  std::set<std::string> names;
+  for (const auto& v : d.vms) {
+    names.insert(v.name);
+    EXPECT_EQ(v.datacenter, "DC0") << v.name;
+    EXPECT_FALSE(v.disks.empty()) << v.name;
+    EXPECT_FALSE(v.nics.empty()) << v.name;
+    for (const auto& n : v.nics) EXPECT_EQ(n.mac.size(), 17u) << v.name << " NIC " << n.key << ": " << n.mac;
+    EXPECT_GT(v.cpus, 0);
+    EXPECT_GT(v.memory_mb, 0);
+    if (v.vm_id != vm0.instance_uuid) continue;
+    EXPECT_EQ(v.name, "DC0_H0_VM0");
+    ASSERT_EQ(v.disks.size(), 2u);
+    EXPECT_EQ(v.disks[0].disk_key, std::to_string(vm0.disks[0].key));
+    EXPECT_EQ(v.disks[0].unit, 0);
+    EXPECT_EQ(v.disks[1].unit, 1);
+    EXPECT_EQ(v.disks[0].capacity_bytes, 1048576);
+    EXPECT_EQ(v.disks[1].capacity_bytes, 2048 * 1024);
+    EXPECT_FALSE(v.disks[1].label.empty());
+    EXPECT_EQ(v.disks[1].label.find('/'), std::string::npos) << "labels are display names, not paths";
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"}));
+}
+
+TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
+  oma::VmaHealth h = client->health();
+  EXPECT_TRUE(h.vcenter_reachable) << h.vcenter_error.value_or("");
+  EXPECT_EQ(h.tunnel_state, "down");
+  EXPECT_EQ(h.tunnel_error.value_or(""), "no tunnel configured");
+  EXPECT_EQ(h.status, "degraded");
+  EXPECT_FALSE(h.vma_instance.empty());
+}
+
+TEST_F(VmaApi, EveryRouteNeedsTheToken) {
+  std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
+  std::vector<std::pair<std::string, std::string>> routes = {
+      {"GET", "/api/v1/discover"},
+      {"GET", "/api/v1/health"},
+      {"GET", "/api/v1/progress/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70"},
+      {"POST", "/api/v1/replicate"},
+      {"POST", "/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70"},
+      {"POST", "/api/v1/cleanup/" + vm},
+      {"POST", "/api/v1/power/" + vm},
+      {"GET", "/api/v1/nothing-here"}};
+  for (const auto& [method, path] : routes) {
+    for (std::string token : {std::string(), std::string("wrong-token"), std::string(kToken) + "x"}) {
+      std::string body = path.find("replicate") != std::string::npos ? replicate_body(vm).dump()
+                         : path.find("power") != std::string::npos   ? R"({"action":"off"})"
+                                                                     : "{}";
+      auto r = call(method, path, body, token);
+      ASSERT_TRUE(r) << method << " " << path;
+      EXPECT_EQ(r->status, 401) << method << " " << path << " with token '" << token << "'";
+      EXPECT_NE(r->body.find("token"), std::string::npos) << r->body;
+    }
+  }
+  // Nothing happened: the VM is still on, and a wrong token is not logged.
+  EXPECT_EQ(vsphere::power_state(*session, vm_at("DC0/vm/DC0_H0_VM0").ref), "poweredOn");
+  EXPECT_EQ(mk::test::read_file(vma->log_path()).find("wrong-token"), std::string::npos);
+  EXPECT_EQ(mk::test::read_file(vma->log_path()).find(kToken), std::string::npos);
+  // With the token, the same client gets through.
+  auto ok = call("GET", "/api/v1/health", "", kToken);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+}
+
+TEST_F(VmaApi, MalformedRequestsAreRefusedNamingTheField) {
+  std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
+  auto expect_400 = [&](const std::string& path, const std::string& body, const std::string& mention) {
+    auto [status, error] = request(path.starts_with("/api/v1/progress") ? "GET" : "POST", path, body);
+    EXPECT_EQ(status, 400) << path << " " << body;
+    EXPECT_NE(error.find(mention), std::string::npos) << "error \"" << error << "\" should mention " << mention;
+  };
+  expect_400("/api/v1/replicate", "not json", "JSON object");
+  expect_400("/api/v1/replicate", "[1,2]", "JSON object");
+  auto with = [&](const std::function<void(json&)>& change) {
+    json b = replicate_body(vm);
+    change(b);
+    return b.dump();
+  };
+  expect_400("/api/v1/replicate", with([](json& b) { b.erase("job_id"); }), "'job_id' is missing");
+  expect_400("/api/v1/replicate", with([](json& b) { b["job_id"] = "../../etc"; }), "'job_id' must be a lowercase UUID");
+  expect_400("/api/v1/replicate", with([](json& b) { b["vm_id"] = 42; }), "'vm_id' must be a string");
+  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "partial"; }), "'kind'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["tls"] = "none"; }), "'nbd.tls'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["port"] = 70000; }), "'nbd.port'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["host"] = "oma;rm -rf"; }), "'nbd.host'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"] = json::array(); }), "'disks'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["export"] = "../../dev/sda"; }), "'disks[0].export'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["disk_key"] = "20a"; }), "'disks[0].disk_key'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["capacity_bytes"] = -1; }),
+             "'disks[0].capacity_bytes'");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["change_id_base"] = "52 3c/4"; }),
+             "contradicts kind");
+  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "incremental"; }), "contradicts kind");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"].push_back(b["disks"][0]); }), "appears twice");
+  expect_400("/api/v1/progress/not-a-uuid", "", "job_id");
+  expect_400("/api/v1/stop/NOT-A-UUID", "{}", "job_id");
+  expect_400("/api/v1/cleanup/x", "{}", "vm_id");
+  expect_400("/api/v1/power/" + vm, R"({"action":"reboot"})", "'action'");
+  expect_400("/api/v1/power/" + vm, R"({"action":"off","timeout_seconds":"soon"})", "'timeout_seconds'");
+  // None of them started anything.
+  auto r = call("GET", "/api/v1/progress/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(our_snapshots(vm_at("DC0/vm/DC0_H0_VM0")), 0);
+  // Unknown VMs and jobs are 404 with what is missing.
+  auto [status, error] = post("/api/v1/power/4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000", R"({"action":"off"})");
+  EXPECT_EQ(status, 404);
+  EXPECT_NE(error.find("no VM with instance UUID 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000"), std::string::npos) << error;
+  std::tie(status, error) = post("/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "{}");
+  EXPECT_EQ(status, 404);
+}
+
+TEST_F(VmaApi, PowerShutdownOffAndOnAgainstVcsim) {
+  auto vm = vm_at("DC0/vm/DC0_H0_VM1");
+  ASSERT_EQ(vm.power_state, "poweredOn");
+  oma::PowerResult r = client->power(vm.instance_uuid, "shutdown", 30);
+  EXPECT_EQ(r.power_state, "poweredOff");
+  EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOff");
+  r = client->power(vm.instance_uuid, "on", 30);
+  EXPECT_EQ(r.power_state, "poweredOn");
+  EXPECT_FALSE(r.forced);
+  EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOn");
+  r = client->power(vm.instance_uuid, "off", 30);
+  EXPECT_EQ(r.power_state, "poweredOff");
+  EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOff");
+  // Asking for the state the VM is in changes nothing and succeeds.
+  r = client->power(vm.instance_uuid, "off", 30);
+  EXPECT_EQ(r.power_state, "poweredOff");
+  r = client->power(vm.instance_uuid, "shutdown", 30);
+  EXPECT_EQ(r.power_state, "poweredOff");
+  EXPECT_FALSE(r.forced);
+  EXPECT_EQ(client->power(vm.instance_uuid, "on", 30).power_state, "poweredOn");
+}
+
+TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
+  auto vm0 = vm_at("DC0/vm/DC0_H0_VM0");
+  auto vm1 = vm_at("DC0/vm/DC0_H0_VM1");
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000000Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm0, "operator-backup", "not ours");
+  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000001Z", "left by a crash");
+  EXPECT_EQ(client->cleanup(vm0.instance_uuid), 1);
+  EXPECT_EQ(our_snapshots(vm0), 0);
+  ASSERT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
+  EXPECT_EQ(vsphere::list_snapshots(*session, vm0.ref)[0].name, "operator-backup");
+  EXPECT_EQ(client->cleanup(vm0.instance_uuid), 0);
+
+  // A restart removes the leftovers on every VM before it answers.
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000002Z", "left by a crash");
+  vma->kill9();
+  vma->restart();
+  EXPECT_EQ(our_snapshots(vm0), 0);
+  EXPECT_EQ(our_snapshots(vm1), 0);
+  EXPECT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
+  EXPECT_NE(mk::test::read_file(vma->log_path()).find("2 leftover snapshot(s) of an earlier run removed"),
+            std::string::npos);
+}
+
+TEST(VmaRun, RefusesToStartWithoutAToken) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  mk::test::write_at(dir.file("pw"), 0, "secret\n");
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = dir.file("log");
+  auto p = Subprocess::spawn({VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter", "https://127.0.0.1:1/sdk",
+                              "--vcenter-user", "u", "--vcenter-password-file", dir.file("pw"), "--listen",
+                              "127.0.0.1:0"},
+                             so);
+  EXPECT_EQ(p.wait(), 2);
+  std::string log = mk::test::read_file(dir.file("log"));
+  EXPECT_NE(log.find(dir.file("state") + "/api.token"), std::string::npos) << log;
+  EXPECT_NE(log.find("vma pair"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("state/api.port")));
+}
+
+TEST(VmaRun, StartsWithoutVcenterAndSaysSoInHealth) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  mk::test::write_at(dir.file("pw"), 0, "secret\n");
+  mk::test::write_at(dir.file("token"), 0, std::string(kToken) + "\n");
+  mk::test::make_psk_file(dir.file("psk"), "oma");
+  int nobody = mk::test::free_tcp_port();  // nothing listens there
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = dir.file("log");
+  auto p = Subprocess::spawn({VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter",
+                              fmt::format("https://127.0.0.1:{}/sdk", nobody), "--vcenter-user", "u",
+                              "--vcenter-password-file", dir.file("pw"), "--listen", "127.0.0.1:0", "--token-file",
+                              dir.file("token"), "--nbd-psk-file", dir.file("psk")},
+                             so);
+  for (int i = 0; i < 3000 && !std::filesystem::exists(dir.file("state/api.port")) && p.running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir.file("state/api.port"))) << mk::test::read_file(dir.file("log"));
+  int port = std::stoi(mk::test::read_file(dir.file("state/api.port")));
+  oma::HttpVmaClient client(fmt::format("http://127.0.0.1:{}", port), std::chrono::seconds(30), kToken);
+  oma::VmaHealth h = client.health();
+  EXPECT_EQ(h.status, "degraded");
+  EXPECT_FALSE(h.vcenter_reachable);
+  EXPECT_NE(h.vcenter_error.value_or("").find(fmt::format("127.0.0.1:{}", nobody)), std::string::npos)
+      << h.vcenter_error.value_or("");
+  try {
+    client.discover();
+    ADD_FAILURE() << "discovery without vCenter succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 502"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot be reached"), std::string::npos) << e.what();
+  }
+  EXPECT_NE(mk::test::read_file(dir.file("log")).find("trying again"), std::string::npos);
+  p.stop();
+}
+
+TEST(VmaRun, RefusesBadArguments) {
+  mk::test::TempDir dir{"mk-vma-run"};
+  for (std::vector<std::string> extra : {std::vector<std::string>{"--listen", "127.0.0.1"},
+                                         {"--listen", "127.0.0.1:99999"},
+                                         {"--flat-datastore", "LocalDS_0"},
+                                         {"--max-vms", "0"}}) {
+    std::vector<std::string> argv = {VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter",
+                                     "https://127.0.0.1:1/sdk", "--vcenter-user", "u", "--vcenter-password-file",
+                                     dir.file("pw")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    SpawnOptions so;
+    so.stdout_path = so.stderr_path = dir.file("log");
+    so.append = false;
+    auto p = Subprocess::spawn(argv, so);
+    EXPECT_EQ(p.wait(), 2) << extra[0] << " " << extra[1];
+    EXPECT_NE(mk::test::read_file(dir.file("log")).find(extra[0]), std::string::npos)
+        << mk::test::read_file(dir.file("log"));
+  }
+}
+
+}  // namespace
+}  // namespace mk::vma::test

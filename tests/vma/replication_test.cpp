@@ -1,0 +1,296 @@
+// Replication through the whole chain: the OMA's jobs API -> the real OMA (volumes,
+// nbdkit exports with TLS PSK, job manager) -> HttpVmaClient -> the real `vma` binary
+// -> vcsim snapshots and CBT (shim) -> the copy engine -> the OMA's exports. After
+// every pass each target's sha256 equals its source's. Also: two VMs at once, a VMA
+// killed mid-copy and restarted (job interrupted, never completed, no snapshot left,
+// next pass correct), and a job stopped mid-copy.
+#include <httplib.h>
+
+#include "vma_fixture.h"
+
+namespace mk::vma::test {
+namespace {
+
+using nlohmann::json;
+
+std::string job_error(const json& j) { return j.value("error", j.dump()); }
+
+// Any disk that reports a change ID has completed (the VMA reports it only then).
+void expect_change_ids_only_when_completed(const oma::JobProgress& p) {
+  for (const auto& d : p.disks) {
+    if (d.change_id) {
+      EXPECT_EQ(d.status, "completed") << "disk " << d.disk_key;
+    }
+    if (d.status == "completed") {
+      EXPECT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;
+    }
+  }
+}
+
+TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 6, 100);
+  start_vma();
+  start_oma();
+  register_vm(vm.instance_uuid);
+
+  std::string job = start_job(vm.instance_uuid, "full");
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
+  for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+  oma::JobProgress p = client->progress(job);
+  ASSERT_EQ(p.disks.size(), 2u);
+  expect_change_ids_only_when_completed(p);
+  {
+    // The job as a whole, beyond the protocol's fields.
+    httplib::Client c("127.0.0.1", vma->port());
+    c.set_bearer_token_auth(kToken);
+    auto r = c.Get(("/api/v1/progress/" + job).c_str());
+    ASSERT_TRUE(r);
+    json whole = json::parse(r->body);
+    EXPECT_EQ(whole["total"]["bytes_total"], j["bytes_total"]) << whole.dump();
+    EXPECT_EQ(whole["total"]["bytes_done"], whole["total"]["bytes_total"]);
+    EXPECT_TRUE(whole["error"].is_null());
+    EXPECT_TRUE(whole["status"] == "completed" || whole["status"] == "running") << whole.dump();
+  }
+  auto stored = oma->store().list_disks(vm.instance_uuid);
+  for (const auto& d : stored) {
+    ASSERT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;
+    EXPECT_NE(d.change_id->find('/'), std::string::npos) << "a CBT change ID: " << *d.change_id;
+  }
+
+  // Changes on both disks, then on one only: incremental passes from the committed IDs.
+  write_block(vm.instance_uuid, vm.disks[0].key, 3, 900);
+  write_block(vm.instance_uuid, vm.disks[1].key, 40, 901);
+  write_block(vm.instance_uuid, vm.disks[1].key, 41, 902);
+  std::string job2 = start_job(vm.instance_uuid, "incremental");
+  json j2 = wait_job(job2);
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+  // An incremental pass moves the changed blocks, not the disk.
+  EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(3 * kBlock)) << j2.dump(2);
+
+  write_block(vm.instance_uuid, vm.disks[1].key, 7, 903);
+  std::string job3 = start_job(vm.instance_uuid, "incremental");
+  json j3 = wait_job(job3);
+  ASSERT_EQ(j3["status"], "completed") << j3.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  auto after = oma->store().list_disks(vm.instance_uuid);
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_NE(after[i].change_id, stored[i].change_id);
+}
+
+TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnce) {
+  auto a = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 32, 10);
+  auto b = prepare_vm("DC0/vm/DC0_H0_VM1", 4096, 32, 20);
+  // The read rate keeps each copy going for a few seconds, so that concurrency shows.
+  start_vma({.max_disks_per_vm = 2, .max_vms = 2, .read_rate = "512K"});
+  start_oma();
+  register_vm(a.instance_uuid);
+  register_vm(b.instance_uuid);
+  std::string ja = start_job(a.instance_uuid, "full");
+  std::string jb = start_job(b.instance_uuid, "full");
+  wait_vma(ja, [](const oma::JobProgress&) { return true; });
+  wait_vma(jb, [](const oma::JobProgress&) { return true; });
+  bool both_vms = false, both_disks = false;
+  // Moving bytes; and, for two disks of one VM, being copied by a worker (a disk whose
+  // data is one extent shows its bytes only when its single request completes).
+  auto moving = [](const oma::JobProgress& p) {
+    int n = 0;
+    for (const auto& d : p.disks) n += d.status == "copying" && d.bytes_done > 0;
+    return n;
+  };
+  auto copying = [](const oma::JobProgress& p) {
+    int n = 0;
+    for (const auto& d : p.disks) n += d.status == "copying";
+    return n;
+  };
+  for (int i = 0; i < 6000 && !(both_vms && both_disks); ++i) {
+    auto pa = client->progress(ja), pb = client->progress(jb);
+    expect_change_ids_only_when_completed(pa);
+    expect_change_ids_only_when_completed(pb);
+    both_vms = both_vms || (moving(pa) > 0 && moving(pb) > 0);
+    both_disks = both_disks || copying(pa) == 2 || copying(pb) == 2;
+    bool ended = true;
+    for (const auto* p : {&pa, &pb}) {
+      for (const auto& d : p->disks) ended = ended && (d.status == "completed" || d.status == "failed");
+    }
+    if (ended) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(both_vms) << "the two VMs never copied at the same time";
+  EXPECT_TRUE(both_disks) << "the two disks of a VM never copied at the same time";
+  for (const auto& job : {ja, jb}) {
+    json j = wait_job(job);
+    EXPECT_EQ(j["status"], "completed") << j.dump(2);
+  }
+  expect_targets_match(a.instance_uuid);
+  expect_targets_match(b.instance_uuid);
+  expect_no_snapshot_left(a);
+  expect_no_snapshot_left(b);
+}
+
+TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorrect) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 30);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  // Mid-copy: bytes moved, not all of them.
+  oma::JobProgress p = wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  ASSERT_EQ(our_snapshots(vm), 1) << "a pass holds one snapshot while it copies";
+  vma->kill9();
+  vma->restart();
+
+  json j = wait_job(job);
+  EXPECT_EQ(j["status"], "failed") << j.dump(2);
+  EXPECT_NE(job_error(j).find("restarted"), std::string::npos) << job_error(j);
+  for (const auto& d : j["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+  // The VMA itself answers the job as interrupted, never as done.
+  p = client->progress(job);
+  bool interrupted = false;
+  for (const auto& d : p.disks) {
+    EXPECT_NE(d.status, "copying");
+    if (d.status == "failed") {
+      EXPECT_EQ(d.error.value_or(""), "interrupted: the VMA restarted during this pass; start the pass again");
+      interrupted = true;
+    }
+  }
+  EXPECT_TRUE(interrupted);
+  expect_change_ids_only_when_completed(p);
+  EXPECT_EQ(our_snapshots(vm), 0) << "the restarted VMA removes the snapshot of the killed pass";
+  for (const auto& d : oma->store().list_disks(vm.instance_uuid)) EXPECT_FALSE(d.change_id.has_value());
+
+  // The next pass (full: nothing was committed) leaves the targets equal to the sources.
+  write_block(vm.instance_uuid, vm.disks[1].key, 5, 77);
+  std::string job2 = start_job(vm.instance_uuid, "full");
+  json j2 = wait_job(job2);
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+  // And an incremental one after it.
+  write_block(vm.instance_uuid, vm.disks[0].key, 2, 78);
+  json j3 = wait_job(start_job(vm.instance_uuid, "incremental"));
+  ASSERT_EQ(j3["status"], "completed") << j3.dump(2);
+  expect_targets_match(vm.instance_uuid);
+}
+
+TEST_F(VmaFixture, VmaStoppedMidCopyRemovesTheSnapshotBeforeExitingAndReportsTheJobInterrupted) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 50);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  vma->stop();  // SIGTERM, and wait for the exit
+  EXPECT_EQ(our_snapshots(vm), 0) << "a stopping VMA removes its passes' snapshots before it exits";
+  vma->restart();
+  oma::JobProgress p = client->progress(job);
+  bool interrupted = false;
+  for (const auto& d : p.disks) {
+    EXPECT_NE(d.status, "copying");
+    if (d.status != "failed") continue;
+    EXPECT_TRUE(d.error.value_or("").starts_with("interrupted: the VMA was stopped during this pass")) << *d.error;
+    interrupted = true;
+  }
+  EXPECT_TRUE(interrupted);
+  json j = wait_job(job);
+  EXPECT_EQ(j["status"], "failed") << j.dump(2);
+  for (const auto& d : j["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+}
+
+TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 40);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  // Cleanup does not pull the snapshot from under a copy.
+  try {
+    client->cleanup(vm.instance_uuid);
+    ADD_FAILURE() << "cleanup removed the snapshot of a running copy";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 423"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("stop the job first"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(our_snapshots(vm), 1);
+  auto r = api->post("/api/v1/jobs/" + job + "/cancel", "");
+  EXPECT_EQ(r.status, 202) << r.raw;
+  json j = wait_job(job);
+  EXPECT_EQ(j["status"], "cancelled") << j.dump(2);
+  // The VMA stopped the copy and removed the snapshot before answering the stop.
+  oma::JobProgress p = wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status == "copying" || d.status == "pending") return false;
+    return true;
+  });
+  for (const auto& d : p.disks) {
+    if (d.status == "failed") {
+      EXPECT_NE(d.error.value_or("").find("stopped"), std::string::npos) << d.error.value_or("");
+    }
+  }
+  EXPECT_EQ(our_snapshots(vm), 0);
+  // Stopping again is harmless.
+  EXPECT_NO_THROW(client->stop(job));
+
+  // The VM can be copied again.
+  json j2 = wait_job(start_job(vm.instance_uuid, "full"));
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+}
+
+// Without the OMA's export server: the disks fail naming the target, nothing is
+// reported completed, and the snapshot is removed.
+TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnapshot) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 60);
+  start_vma({.max_disks_per_vm = 1});
+  oma::ReplicateRequest req;
+  req.job_id = "5e0c7a4b-3f2d-4e1a-9b8c-7d6e5f4a3b2c";
+  req.vm_id = vm.instance_uuid;
+  req.kind = "full";
+  req.nbd_host = "127.0.0.1";
+  req.nbd_port = mk::test::free_tcp_port();  // nothing listens there
+  for (const auto& v : client->discover().vms) {
+    if (v.vm_id != vm.instance_uuid) continue;
+    for (const auto& d : v.disks) {
+      req.disks.push_back({d.disk_key, fmt::format("migration-vm-{}-disk{}", v.vm_id, d.unit), d.unit,
+                           d.capacity_bytes, std::nullopt});
+    }
+  }
+  ASSERT_EQ(req.disks.size(), 2u);
+  EXPECT_FALSE(client->replicate(req).empty());
+  EXPECT_EQ(client->replicate(req), client->health().vma_instance) << "the same job again is accepted once";
+  oma::JobProgress p = wait_vma(req.job_id, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != "failed") return false;
+    return true;
+  });
+  ASSERT_EQ(p.disks.size(), 2u);
+  // One disk at a time: the first fails on the target, the second is not started.
+  EXPECT_NE(p.disks[0].error.value_or("").find(fmt::format("127.0.0.1:{}", req.nbd_port)), std::string::npos)
+      << p.disks[0].error.value_or("");
+  EXPECT_NE(p.disks[0].error.value_or("").find("disk " + req.disks[0].disk_key), std::string::npos);
+  EXPECT_NE(p.disks[1].error.value_or("").find("not finished: disk " + req.disks[0].disk_key), std::string::npos)
+      << p.disks[1].error.value_or("");
+  for (const auto& d : p.disks) EXPECT_FALSE(d.change_id.has_value());
+  expect_no_snapshot_left(vm);
+}
+
+}  // namespace
+}  // namespace mk::vma::test

@@ -1,0 +1,184 @@
+// Shared setup of the VMA tests: a VcsimLab (vcsim + CBT shim) whose VMs' disks have
+// flat files with generated data, the real `vma` binary against it, and — for
+// replication — a real OMA in-process (SQLite, local volumes, nbdkit exports with TLS
+// PSK) whose VMA URL is the VMA's port and whose client sends the VMA's token.
+//
+// Owns everything it starts; servers are stopped by PID. Not thread-safe.
+#pragma once
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "lab/vcsim/lab_vm.h"
+#include "lab/vcsim/vcsim_lab.h"
+#include "oma/app.h"
+#include "oma/vma/vma_client.h"
+#include "oma_service.h"
+#include "support/files.h"
+#include "support/net.h"
+#include "support/temp_dir.h"
+#include "vma_process.h"
+#include "vsphere/inventory.h"
+#include "vsphere/session.h"
+#include "vsphere/tasks.h"
+#include "vsphere/vm_ops.h"
+
+namespace mk::vma::test {
+
+inline constexpr uint64_t kBlock = 64 * 1024;
+inline constexpr const char* kToken = "vma-test-token-4d1f0c2b9a7e";
+
+class VmaFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    connect.url = lab.url();
+    connect.user = lab.user();
+    connect.password_file = lab.password_file();
+    connect.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
+    connect.tls.thumbprint = lab.thumbprint();
+    connect.keepalive = std::chrono::seconds(0);
+    session = vsphere::Session::connect(connect);
+    std::filesystem::create_directories(dir.file("oma"));
+    std::filesystem::create_directories(dir.file("vma"));
+    psk = mk::test::make_psk_file(dir.file("oma/nbd-psk.keys"), "oma");
+    token_file = dir.file("vma-token");
+    mk::test::write_at(token_file, 0, std::string(kToken) + "\n");
+    std::filesystem::permissions(token_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+
+  void TearDown() override {
+    if (HasFailure() && vma) std::cerr << "vma log:\n" << mk::test::log_tail(vma->log_path(), 6000) << "\n";
+    oma.reset();
+    vma.reset();
+  }
+
+  void start_vma(VmaProcessOptions o = {}) {
+    o.state_dir = dir.file("vma/state");
+    o.token_file = token_file;
+    o.psk_file = psk;
+    vma = std::make_unique<VmaProcess>(lab, o);
+    client = std::make_unique<oma::HttpVmaClient>(vma->url(), std::chrono::seconds(60), kToken);
+  }
+
+  void start_oma() {
+    oma::OmaConfig c = oma::test::test_config(dir.file("oma"), vma->url());
+    c.vma_token_file = token_file;
+    c.vma_timeout_s = 60;
+    oma = std::make_unique<oma::Oma>(c);
+    oma->start();
+    api = std::make_unique<oma::test::ApiClient>(oma->api_port(), oma::test::read_admin_token(dir.file("oma")));
+  }
+
+  vsphere::VmInfo vm_at(const std::string& path) {
+    return vsphere::describe_vm(*session, vsphere::find_by_inventory_path(*session, path).value());
+  }
+
+  // Gives the VM a second disk of `kb` KiB and flat files with random blocks on both
+  // disks (`blocks_per_disk` blocks of kBlock, spread over the disk). Returns the VM.
+  vsphere::VmInfo prepare_vm(const std::string& path, int kb, int blocks_per_disk, uint64_t seed) {
+    auto v = vm_at(path);
+    v = mk::test::add_lab_disk(*session, v, v.disks.at(0).controller_key, "LocalDS_0", uint64_t(kb) * 1024, "disk2");
+    EXPECT_EQ(v.disks.size(), 2u);
+    for (auto& d : v.disks) {
+      std::string flat = lab.flat_file(d.file_name);
+      mk::test::create_sparse_file(flat, d.capacity_bytes);
+      flats[v.instance_uuid][d.key] = flat;
+      uint64_t nblocks = d.capacity_bytes / kBlock;
+      for (int i = 0; i < blocks_per_disk && nblocks > 0; ++i) {
+        write_block(v.instance_uuid, d.key, (i * 7919u) % nblocks, seed + i);
+      }
+    }
+    return v;
+  }
+
+  void write_block(const std::string& vm_id, int key, uint64_t block, uint64_t seed) {
+    mk::test::write_random_at(flats.at(vm_id).at(key), block * kBlock, kBlock, seed);
+  }
+
+  // The VM as the VMA discovered it, registered with the OMA.
+  oma::DiscoveredVm register_vm(const std::string& vm_id) {
+    for (const auto& v : client->discover().vms) {
+      if (v.vm_id != vm_id) continue;
+      nlohmann::json disks = nlohmann::json::array();
+      for (const auto& d : v.disks) {
+        disks.push_back({{"key", d.disk_key}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
+      }
+      nlohmann::json body = {{"vm_id", v.vm_id},       {"name", v.name},           {"vcenter", "vcsim"},
+                             {"datacenter", v.datacenter}, {"cpus", v.cpus},      {"memory_mb", v.memory_mb},
+                             {"guest_os", v.guest_os}, {"power_state", v.power_state}, {"disks", disks}};
+      auto r = api->post("/api/v1/vms", body.dump());
+      EXPECT_EQ(r.status, 201) << r.raw;
+      return v;
+    }
+    ADD_FAILURE() << "the VMA did not discover VM " << vm_id;
+    return {};
+  }
+
+  std::string start_job(const std::string& vm_id, const std::string& kind) {
+    auto r = api->post("/api/v1/jobs", nlohmann::json{{"vm_id", vm_id}, {"kind", kind}}.dump());
+    EXPECT_EQ(r.status, 201) << r.raw;
+    return r.body.value("job_id", "");
+  }
+
+  nlohmann::json wait_job(const std::string& job_id) {
+    return oma::test::wait_for_job(*api, job_id, oma::test::job_ended, std::chrono::seconds(180));
+  }
+
+  // Every disk's OMA volume holds exactly the VM's flat file.
+  void expect_targets_match(const std::string& vm_id) {
+    for (auto& [key, flat] : flats.at(vm_id)) {
+      auto vol = oma->store().find_volume(vm_id, std::to_string(key));
+      ASSERT_TRUE(vol.has_value()) << "no volume for disk " << key;
+      EXPECT_EQ(mk::test::sha256_file(vol->device_path), mk::test::sha256_file(flat)) << "VM " << vm_id << " disk " << key;
+    }
+  }
+
+  // The passes left no snapshot of ours: cleanup (which waits for a pass that is still
+  // closing) finds none to remove, and vSphere lists none.
+  void expect_no_snapshot_left(const vsphere::VmInfo& v) {
+    EXPECT_EQ(client->cleanup(v.instance_uuid), 0) << "a pass left its snapshot behind";
+    EXPECT_EQ(our_snapshots(v), 0);
+  }
+
+  int our_snapshots(const vsphere::VmInfo& v) {
+    int n = 0;
+    for (auto& s : vsphere::list_snapshots(*session, v.ref)) n += s.name.starts_with("migratekit-");
+    return n;
+  }
+
+  // Polls the VMA until `done(progress)`; the deadline only stops a hung test.
+  oma::JobProgress wait_vma(const std::string& job_id, const std::function<bool(const oma::JobProgress&)>& done) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    oma::JobProgress p;
+    for (;;) {
+      try {
+        p = client->progress(job_id);
+        if (done(p)) return p;
+      } catch (const oma::VmaJobUnknown&) {
+        // The OMA has not sent the job yet.
+      }
+      if (std::chrono::steady_clock::now() > end) return p;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  mk::test::VcsimLab lab{mk::test::VcsimOptions{kBlock, 64}};
+  mk::test::TempDir dir{"mk-vma"};
+  vsphere::ConnectOptions connect;
+  std::shared_ptr<vsphere::Session> session;
+  std::string psk, token_file;
+  std::map<std::string, std::map<int, std::string>> flats;  // vm -> disk key -> flat file
+  std::unique_ptr<VmaProcess> vma;
+  std::unique_ptr<oma::HttpVmaClient> client;
+  std::unique_ptr<oma::Oma> oma;
+  std::unique_ptr<oma::test::ApiClient> api;
+};
+
+}  // namespace mk::vma::test

@@ -1,0 +1,83 @@
+#include "vma_process.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/error.h"
+#include "support/net.h"
+
+namespace mk::vma::test {
+
+VmaProcess::VmaProcess(const mk::test::VcsimLab& lab, VmaProcessOptions options)
+    : lab_(lab), options_(std::move(options)), log_(options_.state_dir + ".log") {
+  start(0);
+}
+
+VmaProcess::~VmaProcess() { stop(); }
+
+std::string datastore_dir(const mk::test::VcsimLab& lab, const std::string& name, const std::string& any_vmdk) {
+  // flat_file("[ds] dir/x.vmdk") is <datastore dir>/dir/x-flat.vmdk.
+  std::filesystem::path flat = lab.flat_file(fmt::format("[{}] {}", name, any_vmdk));
+  return flat.parent_path().parent_path().string();
+}
+
+void VmaProcess::start(int port) {
+  std::string port_file = options_.state_dir + "/api.port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> argv = {
+      VMA_BIN, "run", "--state-dir", options_.state_dir, "--vcenter", lab_.url(), "--vcenter-user", lab_.user(),
+      "--vcenter-password-file", lab_.password_file(), "--vcenter-thumbprint", lab_.thumbprint(),
+      "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--nbd-psk-file",
+      options_.psk_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
+      std::to_string(options_.max_vms), "--flat-datastore",
+      "LocalDS_0=" + datastore_dir(lab_, "LocalDS_0", "DC0_H0_VM0/disk1.vmdk")};
+  if (!options_.read_rate.empty()) {
+    argv.push_back("--read-rate-limit");
+    argv.push_back(options_.read_rate);
+  }
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = log_;
+  process_ = Subprocess::spawn(argv, so);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(port_file)) {
+    if (!process_.running()) {
+      throw Error(fmt::format("vma exited (status {}) before listening; its log:\n{}",
+                              process_.exit_status().value_or(-1), mk::test::log_tail(log_)));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw Error("vma did not listen within 60 s; its log:\n" + mk::test::log_tail(log_));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::ifstream in(port_file);
+  in >> port_;
+  if (port_ <= 0) throw Error("vma wrote no port to " + port_file);
+  mk::test::wait_for_tcp_port(port_, {"vma", log_, &process_});
+}
+
+void VmaProcess::kill9() {
+  process_.signal(SIGKILL);
+  process_.wait();
+}
+
+void VmaProcess::restart() {
+  // The OMA knows the VMA by its port: come back on the same one (retry while the
+  // kernel still holds it).
+  for (int attempt = 0;; ++attempt) {
+    try {
+      start(port_);
+      return;
+    } catch (const std::exception&) {
+      if (attempt >= 20) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+}
+
+void VmaProcess::stop() { process_.stop(std::chrono::seconds(30)); }
+
+}  // namespace mk::vma::test
