@@ -1,16 +1,21 @@
 // web-lab: the lab the browser tests drive, as a process. Starts the real `oma` binary
-// (GUI on a free port, its web app from --gui-dir) and a VMA that copies for real: for
-// now the strict fake VMA of the OMA tests (tests/oma/fake_vma.h), which runs
-// `migratekit copy` from rate-limited nbdkit sources into the OMA's exports over NBD
-// with TLS. The lab VM is added through the OMA's public API, as a script would.
+// (GUI on a free port, its web app from --gui-dir) and a VMA that copies real data:
 //
-//   web-lab --out lab.json --oma BIN --gui-dir DIR [--disk-mib 64,32] [--rate 64M]
+//  * --vma real (default when --vma-bin and --mk-lab are given): the vSphere lab
+//    (mk-lab: vcsim + CBT shim, a VM with two disks of generated data) and the real
+//    `vma run` reading it, with a token the OMA sends (--vma-token-file); the VM is
+//    left for the test to add from discovery;
+//  * --vma fake: the strict fake VMA of the OMA tests (tests/oma/fake_vma.h) running
+//    `migratekit copy` from rate-limited nbdkit sources; the VM is added through the
+//    OMA's public API, as a script would.
 //
-// lab.json: {"pid", "generation", "gui_url", "api_url", "token_file", "data_dir",
-// "oma_pid", "vm": {"vm_id", "name"}}; rewritten (generation + 1) after each restart.
-// SIGUSR1 restarts the OMA (SIGTERM, wait, start again on the same data directory);
-// SIGINT/SIGTERM stop everything this process started (by PID) and end it.
-// The interface is the integrator's swap point: the same JSON with the real VMA.
+//   web-lab --out lab.json --oma BIN --gui-dir DIR [--vma real|fake] [--vma-bin BIN]
+//           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M]
+//
+// lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "token_file", "data_dir",
+// "oma_pid", "vm": {"vm_id", "name"}, "vm_added"}; rewritten (generation + 1) after each
+// restart. SIGUSR1 restarts the OMA (SIGTERM, wait, start again on the same data
+// directory); SIGINT/SIGTERM stop everything this process started (by PID) and end it.
 #include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
@@ -25,6 +30,7 @@
 #include "common/error.h"
 #include "common/subprocess.h"
 #include "fake_vma.h"
+#include "oma/crypto.h"
 #include "support/files.h"
 #include "support/nbdkit_server.h"
 #include "support/temp_dir.h"
@@ -36,6 +42,7 @@ constexpr uint64_t MiB = 1 << 20;
 
 struct Options {
   std::string out, oma, gui_dir, rate = "64M";  // rate: bits per second (nbdkit's rate filter)
+  std::string vma = "fake", vma_bin, mk_lab;
   std::vector<uint64_t> disk_mib = {64, 32};
 };
 
@@ -51,6 +58,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--oma") o.oma = value();
     else if (a == "--gui-dir") o.gui_dir = value();
     else if (a == "--rate") o.rate = value();
+    else if (a == "--vma") o.vma = value();
+    else if (a == "--vma-bin") o.vma_bin = value();
+    else if (a == "--mk-lab") o.mk_lab = value();
     else if (a == "--disk-mib") {
       o.disk_mib.clear();
       std::string v = value();
@@ -66,6 +76,9 @@ Options parse(int argc, char** argv) {
   }
   if (o.out.empty() || o.oma.empty() || o.gui_dir.empty()) throw mk::UsageError("--out, --oma and --gui-dir are required");
   if (o.disk_mib.empty() || o.disk_mib.size() > 4) throw mk::UsageError("--disk-mib takes 1..4 sizes");
+  if (o.vma != "fake" && o.vma != "real") throw mk::UsageError("--vma takes real or fake");
+  if (o.vma == "real" && (o.vma_bin.empty() || o.mk_lab.empty()))
+    throw mk::UsageError("--vma real needs --vma-bin and --mk-lab");
   return o;
 }
 
@@ -81,7 +94,53 @@ class Lab {
   explicit Lab(Options o) : o_(std::move(o)) {
     std::filesystem::create_directories(data_);
     psk_ = mk::test::make_psk_file(data_ + "/nbd-psk.keys", "oma");
+    if (o_.vma == "real") start_real_vma();
+    else start_fake_vma();
+  }
+
+  // mk-lab (vcsim + CBT shim + a VM with generated disks), then `vma run` against it.
+  void start_real_vma() {
+    std::string lab_json = dir_.file("vsphere-lab.json");
+    mk::SpawnOptions so;
+    so.stdout_path = so.stderr_path = dir_.file("mk-lab.log");
+    std::string sizes;
+    for (auto m : o_.disk_mib) sizes += (sizes.empty() ? "" : ",") + std::to_string(m);
+    mk_lab_ = mk::Subprocess::spawn({o_.mk_lab, "--out", lab_json, "--vms", "1", "--disk-mib", sizes}, so);
+    for (int i = 0; i < 12000 && !std::filesystem::exists(lab_json); ++i) {
+      if (!mk_lab_.running()) throw mk::Error("mk-lab exited at start; its log is " + dir_.file("mk-lab.log"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    json lab = json::parse(std::ifstream(lab_json));
+    const json& vm = lab["vms"][0];
+    vm_id_ = vm["instance_uuid"];
+    vm_name_ = vm["name"];
+    // "[LocalDS_0] DC0_H0_VM0/lab-disk0.vmdk" is read from <datastore dir>/DC0_H0_VM0/lab-disk0-flat.vmdk.
+    std::string file_name = vm["disks"][0]["file_name"];
+    std::string datastore = file_name.substr(1, file_name.find(']') - 1);
+    std::string ds_dir = std::filesystem::path(vm["disks"][0]["flat_file"].get<std::string>())
+                             .parent_path().parent_path().string();
+    vma_token_ = dir_.file("vma.token");
+    mk::oma::write_private_file(vma_token_, mk::oma::new_token() + "\n");  // what pairing would issue
+    std::string state = dir_.file("vma-state");
+    std::filesystem::create_directories(state);
+    mk::SpawnOptions vo;
+    vo.stdout_path = vo.stderr_path = dir_.file("vma.log");
+    vma_proc_ = mk::Subprocess::spawn(
+        {o_.vma_bin, "run", "--state-dir", state, "--vcenter", lab["vcenter_url"], "--vcenter-user", lab["user"],
+         "--vcenter-password-file", lab["password_file"], "--vcenter-thumbprint", lab["thumbprint"], "--listen",
+         "127.0.0.1:0", "--token-file", vma_token_, "--nbd-psk-file", psk_, "--flat-datastore",
+         datastore + "=" + ds_dir, "--read-rate-limit", "4M"},
+        vo);
+    for (int i = 0; i < 6000 && !std::filesystem::exists(state + "/api.port"); ++i) {
+      if (!vma_proc_.running()) throw mk::Error("vma exited at start; its log is " + dir_.file("vma.log"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    vma_url_ = "http://127.0.0.1:" + read_trimmed(state + "/api.port");
+  }
+
+  void start_fake_vma() {
     vma_ = std::make_unique<mk::oma::test::FakeVma>(psk_);
+    vma_url_ = vma_->url();
     for (size_t i = 0; i < o_.disk_mib.size(); ++i) {
       // Mostly data, some holes: what a used disk looks like to the copy.
       std::string img = dir_.file(fmt::format("source-disk{}.img", i));
@@ -99,17 +158,23 @@ class Lab {
     }
   }
 
+  bool fake() const { return vma_ != nullptr; }
+
   void start_oma() {
     std::string log = data_ + "/oma.log";
     std::filesystem::remove(data_ + "/gui.port");
     std::filesystem::remove(data_ + "/api.port");
     mk::SpawnOptions so;
     so.stdout_path = so.stderr_path = log;
-    oma_ = mk::Subprocess::spawn({o_.oma, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
+    std::vector<std::string> argv = {o_.oma, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
                                   "--gui-listen", "127.0.0.1", "--gui-port", "0", "--gui-dir", o_.gui_dir,
-                                  "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_->url(),
-                                  "--poll-interval-ms", "250", "--vma-timeout", "60"},
-                                 so);
+                                  "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url_,
+                                  "--poll-interval-ms", "250", "--vma-timeout", "60"};
+    if (!vma_token_.empty()) {
+      argv.push_back("--vma-token-file");
+      argv.push_back(vma_token_);
+    }
+    oma_ = mk::Subprocess::spawn(argv, so);
     for (int i = 0; i < 3000 && !std::filesystem::exists(data_ + "/gui.port"); ++i) {
       if (!oma_.running()) throw mk::Error("oma exited at start; its log is " + log);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -120,6 +185,11 @@ class Lab {
   }
 
   void stop_oma() { oma_.stop(std::chrono::milliseconds(10000)); }
+  void stop_all() {
+    stop_oma();
+    vma_proc_.stop(std::chrono::milliseconds(10000));
+    mk_lab_.stop(std::chrono::milliseconds(10000));
+  }
 
   void add_vm() {
     httplib::Client c("127.0.0.1", api_port_);
@@ -128,7 +198,7 @@ class Lab {
       disks.push_back({{"key", std::to_string(2000 + i)}, {"unit", i}, {"label", fmt::format("Hard disk {}", i + 1)},
                        {"capacity_bytes", o_.disk_mib[i] * MiB}});
     }
-    json body = {{"vm_id", vm_id_}, {"name", "web01"}, {"vcenter", "vcsim.lab"}, {"datacenter", "DC0"},
+    json body = {{"vm_id", vm_id_}, {"name", vm_name_}, {"vcenter", "vcsim.lab"}, {"datacenter", "DC0"},
                  {"cpus", 2}, {"memory_mb", 4096}, {"guest_os", "debian12_64Guest"}, {"power_state", "poweredOn"},
                  {"disks", disks}};
     auto r = c.Post("/api/v1/vms", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
@@ -145,21 +215,25 @@ class Lab {
               {"token_file", data_ + "/admin.token"},
               {"data_dir", data_},
               {"oma_pid", oma_.pid()},
-              {"vm", {{"vm_id", vm_id_}, {"name", "web01"}}}};
+              {"vma", o_.vma},
+              {"vm_added", fake()},
+              {"vm", {{"vm_id", vm_id_}, {"name", vm_name_}}}};
     std::string tmp = o_.out + ".tmp";
     std::ofstream(tmp) << j.dump(2) << "\n";
     std::filesystem::rename(tmp, o_.out);  // readers never see half a file
   }
 
-  std::vector<std::string> violations() { return vma_->violations(); }
+  std::vector<std::string> violations() { return vma_ ? vma_->violations() : std::vector<std::string>{}; }
 
  private:
   Options o_;
   mk::test::TempDir dir_{"mk-web-lab"};
   std::string data_ = dir_.file("data");
   std::string psk_;
-  const std::string vm_id_ = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0101";
-  std::unique_ptr<mk::oma::test::FakeVma> vma_;
+  std::string vm_id_ = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0101", vm_name_ = "web01";
+  std::string vma_url_, vma_token_;
+  std::unique_ptr<mk::oma::test::FakeVma> vma_;  // --vma fake
+  mk::Subprocess mk_lab_, vma_proc_;             // --vma real
   std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources_;
   mk::Subprocess oma_;
   int gui_port_ = 0, api_port_ = 0, generation_ = 0;
@@ -178,7 +252,7 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread: sigwait takes them
     Lab lab(o);
     lab.start_oma();
-    lab.add_vm();
+    if (lab.fake()) lab.add_vm();
     lab.write_out();
     for (;;) {
       int sig = 0;
@@ -188,7 +262,7 @@ int main(int argc, char** argv) {
       lab.start_oma();
       lab.write_out();
     }
-    lab.stop_oma();
+    lab.stop_all();
     for (const auto& v : lab.violations()) std::cerr << "web-lab: fake VMA protocol violation: " << v << "\n";
     return lab.violations().empty() ? 0 : 1;
   } catch (const mk::UsageError& e) {
