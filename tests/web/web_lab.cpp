@@ -105,7 +105,10 @@ class Lab {
     so.stdout_path = so.stderr_path = dir_.file("mk-lab.log");
     std::string sizes;
     for (auto m : o_.disk_mib) sizes += (sizes.empty() ? "" : ",") + std::to_string(m);
-    mk_lab_ = mk::Subprocess::spawn({o_.mk_lab, "--out", lab_json, "--vms", "1", "--disk-mib", sizes}, so);
+    // Dense data: with the VMA's read rate limit a full pass lasts seconds, long enough
+    // for the browser to see progress between 0 and 100 %.
+    mk_lab_ = mk::Subprocess::spawn(
+        {o_.mk_lab, "--out", lab_json, "--vms", "1", "--disk-mib", sizes, "--fill", "dense"}, so);
     for (int i = 0; i < 12000 && !std::filesystem::exists(lab_json); ++i) {
       if (!mk_lab_.running()) throw mk::Error("mk-lab exited at start; its log is " + dir_.file("mk-lab.log"));
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
