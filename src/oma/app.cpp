@@ -29,6 +29,8 @@ Oma::Oma(OmaConfig config) : config_(std::move(config)) {
   if (config_.tls_psk_file.empty() && config_.tls_certificates_dir.empty()) {
     config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
   }
+  if (config_.authorized_keys_file.empty()) config_.authorized_keys_file = config_.data_dir + "/vma_authorized_keys";
+  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
 }
 
 Oma::~Oma() { stop(); }
@@ -98,15 +100,33 @@ void Oma::start() {
   }
   export_server_->start();
   exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
+  PairingConfig pc;
+  pc.ssh_host = config_.ssh_host;
+  pc.ssh_port = config_.ssh_port;
+  pc.ssh_user = config_.ssh_user;
+  pc.ssh_host_key_file = config_.ssh_host_key_file;
+  pc.authorized_keys_file = config_.authorized_keys_file;
+  pc.tunnel_port_base = config_.tunnel_port_base;
+  pc.nbd_host = config_.nbd_advertise_host;
+  pc.nbd_port = export_server_->port();
+  pc.nbd_psk_file = config_.tls_psk_file;
+  pc.nbd_certificates_dir = config_.tls_certificates_dir;
+  pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
+  pairing_->sync_access();
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10), read_vma_token());
   JobOptions jo;
+  // The VMA that serves a VM: the paired VMA that discovered it, else the default one.
+  auto vma_for = [this](const std::string& vm_id) {
+    auto paired = pairing_->client_for_vm(vm_id);
+    return paired ? paired : std::shared_ptr<VmaClient>(vma_.get(), [](VmaClient*) {});  // not owned
+  };
+  jo.vma_for_vm = vma_for;
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
   jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
-  auto vma_for = [vma = vma_.get()](const std::string&) { return std::shared_ptr<VmaClient>(vma, [](VmaClient*) {}); };
   cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, vma_for, *cloudstack_,
                                               config_.volume_backend == "cloudstack", config_.cutover);
   int recovered = jobs_->recover();
@@ -116,9 +136,13 @@ void Oma::start() {
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
   api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac,
-                                         cutover_routes(*cutover_, *store_));
+                                         cutover_routes(*cutover_, *store_), pairing_.get());
   start_gui_services();
   api_->start();
+  // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
+  pairing_->set_api_url(config_.public_api_url.empty()
+                            ? fmt::format("http://{}:{}", config_.nbd_advertise_host, api_->port())
+                            : config_.public_api_url);
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
   if (gui_) {
     gui_->start();

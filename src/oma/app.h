@@ -5,6 +5,9 @@
 // First start writes, in the data directory and readable by its owner only: the first
 // admin API token (admin.token), the key that encrypts stored credentials
 // (secrets.key) and, unless one is configured, the NBD TLS PSK (nbd-psk.keys), which
+// the VMA needs too (pairing bundles carry it), and the authorized_keys file for paired
+// VMAs (vma_authorized_keys, regenerated from the database). The actual API port is written to api.port once listening (useful
+// with api_port 0). Owns everything it builds. start/stop from one thread.
 // the VMA needs too. The actual API port is written to api.port once listening (useful
 // with api_port 0), and the GUI port to gui.port. Owns everything it builds. start/stop from one thread.
 #pragma once
@@ -23,6 +26,7 @@
 #include "oma/gui/gui_server.h"
 #include "oma/jobs/scheduler.h"
 #include "oma/jobs/job_manager.h"
+#include "oma/pairing/pairing_service.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
 
@@ -47,6 +51,15 @@ struct OmaConfig {
   std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
   CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
   CutoverConfig cutover;
+  // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
+  // VMs without a paired VMA use vma_url (the default VMA).
+  std::string public_api_url;                 // default http://<nbd_advertise_host>:<api port>
+  std::string ssh_host;                       // default nbd_advertise_host
+  int ssh_port = 22;
+  std::string ssh_user = "migratekit";
+  std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
+  std::string authorized_keys_file;           // default DATA/vma_authorized_keys
+  int tunnel_port_base = 9081;
   // The GUI listener (web app + the same API). -1: none (the library default, so
   // in-process tests do not fight over a port); the oma command defaults to 3001.
   // 0: any free port, written to DATA/gui.port.
@@ -71,6 +84,7 @@ class Oma {
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
   CutoverService& cutover() { return *cutover_; }
+  PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
 
  private:
@@ -88,6 +102,7 @@ class Oma {
   std::unique_ptr<ExportBackend> export_server_;
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
+  std::unique_ptr<PairingService> pairing_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<CloudStackTarget> cloudstack_;
   std::unique_ptr<CutoverService> cutover_;

@@ -40,6 +40,17 @@ int main(int argc, char** argv) {
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--public-api-url", c.public_api_url, "API URL pairing bundles give VMAs (default http://NBD-ADVERTISE-HOST:API-PORT)");
+  app.add_option("--ssh-host", c.ssh_host, "Address VMAs open their SSH tunnel to (default the NBD advertise host)");
+  app.add_option("--ssh-port", c.ssh_port, "This OMA's SSH port for VMA tunnels (default 22; 443 for one-port sites)")
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--ssh-user", c.ssh_user, "SSH user VMAs log in as (default migratekit)");
+  app.add_option("--ssh-host-key-file", c.ssh_host_key_file,
+                 "This OMA's public SSH host key, pinned by VMAs (default /etc/ssh/ssh_host_ed25519_key.pub)");
+  app.add_option("--authorized-keys-file", c.authorized_keys_file,
+                 "OMA-managed authorized_keys for approved VMAs; point sshd's AuthorizedKeysFile at it (default DATA/vma_authorized_keys)");
+  app.add_option("--tunnel-port-base", c.tunnel_port_base, "OMA loopback port of the first VMA's tunnel (default 9081; then 9082, ...)")
+      ->check(CLI::Range(1, 65000));
   c.gui_port = 3001;
   app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
   app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")

@@ -1,10 +1,11 @@
 // vma: the VMware Migration Appliance. A small dispatcher over its subcommands:
 //   vma run ...    the daemon (API for the OMA, replication jobs) — run_command.h
-// (`vma pair` joins here: src/vma/pairing/.)
+//   vma pair ...   import an OMA pairing bundle and enrol — pairing/pair_command.h
 #include <cstdio>
 #include <cstring>
 
 #include "engine/tls_policy.h"
+#include "vma/pairing/pair_command.h"
 #include "vma/run_command.h"
 
 namespace {
@@ -12,7 +13,8 @@ namespace {
 int usage() {
   std::fprintf(stderr,
                "usage: vma COMMAND [options]\n"
-               "  run     the VMA daemon (vma run --help)\n");
+               "  run     the VMA daemon (vma run --help)\n"
+               "  pair    import an OMA pairing bundle and enrol with the OMA (vma pair --help)\n");
   return 2;
 }
 
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
   mk::engine::apply_tls_cipher_policy(argc, argv);
   if (argc < 2) return usage();
   if (std::strcmp(argv[1], "run") == 0) return mk::vma::run_command(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "pair") == 0) return mk::vma::run_pair(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     usage();
     return 0;

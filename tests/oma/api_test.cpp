@@ -95,7 +95,9 @@ TEST_F(ApiFixture, EveryRouteButHealthNeedsALiveToken) {
       EXPECT_EQ(r.status, 401) << r.raw;
       EXPECT_TRUE(r.body.is_object() && r.body.contains("error")) << r.raw;
     }
-    bool admin_only = path.find("/tokens") != std::string::npos || path.find("/settings") != std::string::npos;
+    bool admin_only = path.find("/tokens") != std::string::npos || path.find("/settings") != std::string::npos ||
+                      path.find("/pairing-bundles") != std::string::npos || path.find("/approve") != std::string::npos ||
+                      path.find("/revoke") != std::string::npos;
     EXPECT_EQ(op.call(method, path, body).status == 403, admin_only);
   }
   EXPECT_EQ(admin->get("/api/v1/vms").status, 200);

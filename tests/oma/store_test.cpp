@@ -229,6 +229,47 @@ void NicsFailoversAndCutoverJobKinds(db::Database& database, Store& store) {
   EXPECT_FALSE(store.find_failover(kVm1, "test_failover"));
 }
 
+// Pairing codes are single-use and expire; VMAs get distinct tunnel ports from the base
+// (a revoked VMA keeps its port); states move only forward; a VM records its VMA.
+void VmasEnrolOnceWithDistinctPortsAndOwnTheirVms(db::Database& database, Store& store) {
+  const int64_t now = 1'000'000;
+  for (const char* h : {"code-a", "code-b", "code-old"})
+    store.insert_pairing_code({h, "v1:sealed", now - 10, std::string(h) == "code-old" ? now - 1 : now + 1000,
+                               std::nullopt, std::nullopt, std::string("v1:psk")});
+  VmaRecord in;
+  in.name = "site-a";
+  in.vcenter = "vc-a";
+  in.ssh_public_key = "ssh-ed25519 AAAA";
+  in.vma_id = "vma-a";
+  VmaRecord a = store.enroll_vma("code-a", now, in, 9081);
+  EXPECT_EQ(a.tunnel_port, 9081);
+  EXPECT_EQ(a.state, "pending");
+  EXPECT_EQ(a.api_token_sealed, "v1:sealed");
+  EXPECT_EQ(store.get_vma("vma-a").nbd_psk_sealed, "v1:psk");
+  in.vma_id = "vma-a2";
+  EXPECT_THROW(store.enroll_vma("code-a", now, in, 9081), Conflict);   // used
+  EXPECT_THROW(store.enroll_vma("code-old", now, in, 9081), Conflict); // expired
+  EXPECT_THROW(store.enroll_vma("code-x", now, in, 9081), Conflict);   // unknown
+  EXPECT_FALSE(store.find_vma("vma-a2"));
+  in.vma_id = "vma-b";
+  EXPECT_EQ(store.enroll_vma("code-b", now, in, 9081).tunnel_port, 9082);
+  ASSERT_EQ(store.list_vmas().size(), 2u);
+
+  store.set_vma_state("vma-a", "approved");
+  EXPECT_TRUE(store.get_vma("vma-a").approved_at);
+  EXPECT_THROW(store.set_vma_state("vma-a", "approved"), Conflict);
+  store.set_vma_state("vma-a", "revoked");
+  EXPECT_THROW(store.set_vma_state("vma-a", "approved"), Conflict);
+  EXPECT_THROW(store.set_vma_state("vma-a", "revoked"), Conflict);
+  EXPECT_THROW(store.get_vma("nope"), NotFound);
+
+  store.add_vm(vm("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001"), disks(1));
+  EXPECT_FALSE(store.vm_vma("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001"));
+  store.set_vm_vma("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001", std::string("vma-b"));
+  EXPECT_EQ(store.vm_vma("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001"), "vma-b");
+  EXPECT_THROW(store.vm_vma("4210a4c2-6b57-4d4b-9d8e-0c1f2a3bffff"), NotFound);
+}
+
 }  // namespace
 
 const std::vector<std::pair<std::string, StoreScenario>>& store_scenarios() {
@@ -243,6 +284,7 @@ const std::vector<std::pair<std::string, StoreScenario>>& store_scenarios() {
       {"ProgressRollsUpFromDisks", ProgressRollsUpFromDisks},
       {"StepsEventsTokensSettings", StepsEventsTokensSettings},
       {"NicsFailoversAndCutoverJobKinds", NicsFailoversAndCutoverJobKinds},
+      {"VmasEnrolOnceWithDistinctPortsAndOwnTheirVms", VmasEnrolOnceWithDistinctPortsAndOwnTheirVms},
   };
   return all;
 }

@@ -8,6 +8,7 @@
 #include "oma/api/views.h"
 #include "oma/errors.h"
 #include "oma/names.h"
+#include "oma/pairing/authorized_keys.h"
 
 namespace mk::oma::api {
 namespace {
@@ -60,6 +61,28 @@ const Schema kAddVmSchema{{
     {.name = "power_state", .required = false, .one_of = {"poweredOn", "poweredOff", "suspended"}},
     {.name = "disks", .type = Type::Array, .max_length = 64, .items = &kDiskSchema},
     {.name = "nics", .type = Type::Array, .required = false, .max_length = 32, .items = &kNicSchema},
+    {.name = "vma_id", .required = false, .description = "the VMA that discovered the VM (default: the default VMA)",
+     .max_length = 36, .check = uuid_check},
+}};
+
+const Schema kBundleSchema{{
+    {.name = "expires_in_seconds", .type = Type::Integer, .required = false,
+     .description = "how long the pairing code stays valid (default 24 hours)", .min = 1, .max = 30 * 86400},
+}};
+
+void ssh_key_check(const std::string& v, const std::string& path) {
+  try {
+    normalize_vma_public_key(v);
+  } catch (const UsageError& e) {
+    throw FieldError(path, e.what());
+  }
+}
+
+const Schema kEnrollSchema{{
+    {.name = "name", .description = "the VMA's name (site)", .check = name_check},
+    {.name = "vcenter", .description = "the vCenter it serves", .check = name_check},
+    {.name = "ssh_public_key", .description = "the VMA's ssh-ed25519 public key", .max_length = 512,
+     .check = ssh_key_check},
 }};
 
 const Schema kStartJobSchema{{
@@ -135,10 +158,11 @@ Reply error_reply(int status, const std::string& message, const std::string& fie
 }  // namespace
 
 ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
-                     std::vector<Route> extra_routes)
+                     std::vector<Route> extra_routes, PairingService* pairing)
     : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)),
-      routes_(std::move(extra_routes)) {
+      pairing_(pairing), routes_(std::move(extra_routes)) {
   declare_routes();
+  if (pairing_) declare_vma_routes();
   prepare(server_);
   // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
   // see dropped SYNs and one-second retransmits. Remember the socket to widen it.
@@ -248,6 +272,11 @@ Caller ApiServer::authenticate(const httplib::Request& req, const std::string& r
 }
 
 std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {
+  if (r.role == "pairing") {
+    if (req.get_header_value("Authorization").rfind("Pairing ", 0) != 0)
+      return error_reply(401, "missing pairing code (Authorization: Pairing CODE, from the OMA's pairing bundle)");
+    return std::nullopt;
+  }
   if (r.role.empty()) return std::nullopt;
   try {
     caller = authenticate(req, r.role);
@@ -294,9 +323,14 @@ void ApiServer::declare_routes() {
   add({"GET", "/health", "Liveness: database reachable, export server running (no token needed)", "", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          store_.count_exports();  // touches the database
-         return {200, {{"status", "ok"}, {"database", store_.database().engine()},
-                       {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
-                       {"nbd_port", exports_.port()}}, ""};
+         json out = {{"status", "ok"}, {"database", store_.database().engine()},
+                     {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
+                     {"nbd_port", exports_.port()}};
+         if (pairing_) {
+           auto [up, down] = approved_tunnels();
+           out["vma_tunnels"] = {{"up", up}, {"down", down}};  // approved VMAs only
+         }
+         return {200, out, ""};
        }});
   add({"GET", "/metrics", "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
        "operator", nullptr, [this](auto&, auto&, auto&) -> Reply { return {200, nullptr, metrics()}; }});
@@ -350,6 +384,11 @@ void ApiServer::declare_routes() {
            disks.push_back(r);
          }
          if (disks.empty()) throw FieldError("disks", "a VM needs at least one disk");
+         std::optional<std::string> vma_id;
+         if (b.contains("vma_id")) {
+           vma_id = b["vma_id"].get<std::string>();
+           if (!store_.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
+         }
          std::vector<NicRecord> nics;
          for (const auto& n : b.value("nics", json::array())) {
            std::string key = n.value("key", std::to_string(4000 + nics.size()));
@@ -358,6 +397,7 @@ void ApiServer::declare_routes() {
            nics.push_back({v.vm_id, key, n["mac"], n["network"]});
          }
          store_.add_vm(v, disks);
+         if (vma_id) store_.set_vm_vma(v.vm_id, vma_id);
          if (!nics.empty()) store_.set_vm_nics(v.vm_id, nics);
          json out = vm_json(store_.get_vm(v.vm_id));
          out["disks"] = json::array();
@@ -505,6 +545,73 @@ void ApiServer::declare_routes() {
        }});
 }
 
+std::pair<int, int> ApiServer::approved_tunnels() {
+  int up = 0, down = 0;
+  for (const auto& v : store_.list_vmas()) {
+    if (v.state != "approved") continue;
+    (pairing_->tunnel_state(v) == "up" ? up : down)++;
+  }
+  return {up, down};
+}
+
+void ApiServer::declare_vma_routes() {
+  auto add = [this](Route r) { routes_.push_back(std::move(r)); };
+  add({"POST", "/api/v1/vmas/pairing-bundles",
+       "Issue a one-time VMA pairing bundle (host key, NBD PSK, VMA API token, pairing code); shown once",
+       "admin", &kBundleSchema, [this](auto&, const json& b, auto&) -> Reply {
+         std::optional<std::chrono::seconds> ttl;
+         if (b.contains("expires_in_seconds")) ttl = std::chrono::seconds(b["expires_in_seconds"].get<int64_t>());
+         return {201, pairing_->issue_bundle(ttl), ""};
+       },
+       /*body_optional=*/true});
+  add({"POST", "/api/v1/vmas/enroll",
+       "A VMA enrols with its pairing code (Authorization: Pairing CODE; single use) and its SSH key",
+       "pairing", &kEnrollSchema, [this](auto& req, const json& b, auto&) -> Reply {
+         std::string code = req.get_header_value("Authorization").substr(8);
+         try {
+           VmaRecord v = pairing_->enroll(code, b["name"], b["vcenter"], b["ssh_public_key"]);
+           json out = vma_json(v);
+           out["next"] = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
+           return {202, out, ""};
+         } catch (const Conflict& e) {
+           return error_reply(403, e.what());
+         }
+       }});
+  add({"GET", "/api/v1/vmas", "List paired VMAs with their tunnel state as the OMA sees it", "operator", nullptr,
+       [this](auto&, auto&, auto&) -> Reply {
+         json out = json::array();
+         for (const auto& v : store_.list_vmas()) {
+           json j = vma_json(v);
+           j["tunnel_state"] = pairing_->tunnel_state(v);
+           out.push_back(j);
+         }
+         return {200, {{"vmas", out}}, ""};
+       }});
+  add({"POST", "/api/v1/vmas/{vma_id}/approve", "Approve a pending VMA: its key may hold its tunnel", "admin", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         return {200, vma_json(pairing_->approve(uuid_param(req, 1, "vma_id"))), ""};
+       }});
+  add({"POST", "/api/v1/vmas/{vma_id}/revoke", "Revoke a VMA: key removed, live SSH session ended", "admin", nullptr,
+       [this](auto& req, auto&, auto&) -> Reply {
+         std::string id = uuid_param(req, 1, "vma_id");
+         auto pid = pairing_->revoke(id);
+         json out = vma_json(store_.get_vma(id));
+         out["session_ended"] = pid.has_value();
+         out["session_pid"] = pid ? json(*pid) : json(nullptr);
+         out["warning"] = nullptr;
+         if (pairing_->tunnel_state(store_.get_vma(id)) == "up")
+           out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
+                                        "an sshd session this OMA may end (is the OMA running as root?): end it by "
+                                        "hand; the VMA's key is already removed",
+                                        out["tunnel_port"].get<int64_t>());
+         return {200, out, ""};
+       }});
+  add({"GET", "/api/v1/vmas/{vma_id}/health", "A VMA's health through its tunnel, and the tunnel's state",
+       "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
+         return {200, pairing_->health(uuid_param(req, 1, "vma_id")), ""};
+       }});
+}
+
 std::string ApiServer::metrics() {
   std::string out;
   out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
@@ -518,6 +625,12 @@ std::string ApiServer::metrics() {
                      store_.count_exports());
   out += fmt::format("# HELP oma_poller_errors_total Failed progress polls of the VMA.\n"
                      "# TYPE oma_poller_errors_total counter\noma_poller_errors_total {}\n", jobs_.poller_errors());
+  if (pairing_) {
+    auto [up, down] = approved_tunnels();
+    out += fmt::format("# HELP oma_vma_tunnels Control tunnels of approved VMAs, by state as the OMA sees them.\n"
+                       "# TYPE oma_vma_tunnels gauge\noma_vma_tunnels{{state=\"up\"}} {}\n"
+                       "oma_vma_tunnels{{state=\"down\"}} {}\n", up, down);
+  }
   out += fmt::format("# HELP oma_export_server_restarts_total Times the export server was restarted.\n"
                      "# TYPE oma_export_server_restarts_total counter\noma_export_server_restarts_total {}\n",
                      exports_.restarts());
@@ -535,6 +648,7 @@ json ApiServer::openapi() const {
                  {"400", {{"description", "invalid input: {error, field}"}}},
                  {"401", {{"description", "missing, unknown or revoked token"}}}}}};
     if (r.role.empty()) op["security"] = json::array();
+    if (r.role == "pairing") op["security"] = json::array({{{"pairingCode", json::array()}}});
     if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
     if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
     json params = json::array();
@@ -547,9 +661,13 @@ json ApiServer::openapi() const {
     if (!params.empty()) op["parameters"] = params;
     paths[r.path][m] = op;
   }
+  json schemes = {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}},
+                  {"pairingCode",
+                   {{"type", "apiKey"}, {"in", "header"}, {"name", "Authorization"},
+                    {"description", "\"Pairing CODE\" with the one-time code of a pairing bundle"}}}};
   return {{"openapi", "3.0.3"},
           {"info", {{"title", "MigrateKit OSSEA OMA API"}, {"version", "1"}}},
-          {"components", {{"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+          {"components", {{"securitySchemes", schemes}}},
           {"security", json::array({{{"bearer", json::array()}}})},
           {"paths", paths}};
 }

@@ -28,6 +28,7 @@
 #include "oma/db/store.h"
 #include "oma/exports/export_backend.h"
 #include "oma/jobs/job_manager.h"
+#include "oma/pairing/pairing_service.h"
 
 namespace mk::oma::api {
 
@@ -52,7 +53,8 @@ struct Route {
   std::string method;  // GET, POST, PUT, DELETE
   std::string path;    // OpenAPI form: /api/v1/jobs/{job_id}
   std::string summary;
-  std::string role;    // "" = no token (only /health), "operator" (any token), "admin"
+  std::string role;    // "" = no token (only /health), "operator" (any token), "admin",
+                       // "pairing" (Authorization: Pairing CODE; the handler checks the code)
   const Schema* body = nullptr;
   std::function<Reply(const httplib::Request&, const nlohmann::json& body, const Caller&)> handler;
   bool body_optional = false;  // an empty body stands for {} (every field of `body` optional)
@@ -65,8 +67,9 @@ class ApiServer {
  public:
   // `extra_routes` (other components' routes, e.g. cutover) are declared before the
   // built-in ones, so a specific path of theirs wins over a built-in {name} pattern.
+  // `pairing` (optional) adds the /api/v1/vmas routes.
   ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
-            std::vector<Route> extra_routes = {});
+            std::vector<Route> extra_routes = {}, PairingService* pairing = nullptr);
   ~ApiServer();
 
   // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind.
@@ -87,18 +90,21 @@ class ApiServer {
 
  private:
   void declare_routes();
+  void declare_vma_routes();
   void prepare(httplib::Server& server);
   void install(const Route& r, httplib::Server& server);
   std::optional<Reply> authorize(const Route& r, const httplib::Request& req, Caller& caller);
   Reply dispatch(const Route& r, const httplib::Request& req);
   Caller authenticate(const httplib::Request& req, const std::string& role);
   std::string metrics();
+  std::pair<int, int> approved_tunnels();  // up, down
 
   Store& store_;
   JobManager& jobs_;
   ExportBackend& exports_;
   SecretBox& secrets_;
   ApiConfig config_;
+  PairingService* pairing_ = nullptr;
   std::vector<Route> routes_;
   httplib::Server server_;
   std::thread thread_;

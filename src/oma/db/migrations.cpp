@@ -168,7 +168,37 @@ const std::vector<std::string> kV2 = {
       PRIMARY KEY (vm_id, kind)))",
 };
 
-// Version 3, schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
+// Version 3: VMAs paired with this OMA (one per vCenter or site) and the one-time codes
+// that enrol them. A VMA's tunnel port stays reserved after revocation, so a new VMA
+// never gets a port an old session might still hold. Each VM belongs to the VMA that
+// discovered it (vm_contexts.vma_id; NULL: the default VMA of --vma-url). Each VMA has
+// its own NBD TLS PSK identity ("identity:hexkey", sealed; NULL with X.509).
+const std::vector<std::string> kVmaPairing = {
+    R"(CREATE TABLE vmas (
+      vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      name VARCHAR(255) NOT NULL,
+      vcenter VARCHAR(255) NOT NULL,
+      ssh_public_key TEXT NOT NULL,
+      state VARCHAR(16) NOT NULL,
+      tunnel_port BIGINT NOT NULL,
+      api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
+      created_at BIGINT NOT NULL,
+      approved_at BIGINT NULL,
+      revoked_at BIGINT NULL,
+      CONSTRAINT vmas_tunnel_port UNIQUE (tunnel_port)))",
+    R"(CREATE TABLE vma_pairing_codes (
+      code_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+      api_token_sealed TEXT NOT NULL,
+      nbd_psk_sealed TEXT NULL,
+      created_at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      used_at BIGINT NULL,
+      vma_id VARCHAR(36) NULL))",
+    "ALTER TABLE vm_contexts ADD COLUMN vma_id VARCHAR(36) NULL",
+};
+
+// Version 4, schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
 // Scheduler; kept here so a schedule survives restarts).
 const std::vector<std::string> kSchedules = {
     R"(CREATE TABLE vm_schedules (
@@ -197,7 +227,8 @@ const std::vector<Migration>& migrations() {
       {1, "initial schema", kV1},
       {2, "cutover: NICs and failover records", kV2,
        {{"mariadb", "ALTER TABLE replication_jobs MODIFY kind VARCHAR(32) NOT NULL"}}},
-      {3, "incremental pass schedules", kSchedules},
+      {3, "VMAs and pairing", kVmaPairing},
+      {4, "incremental pass schedules", kSchedules},
   };
   return all;
 }

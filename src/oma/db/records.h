@@ -88,6 +88,25 @@ struct FailoverRecord {
   int64_t created_at = 0;
 };
 
+// A VMA paired with this OMA. state: pending (enrolled, waiting for an operator),
+// approved (its key may hold the tunnel), revoked. The API token the OMA presents to
+// it is kept sealed (SecretBox), never in clear.
+struct VmaRecord {
+  std::string vma_id, name, vcenter, ssh_public_key, state, api_token_sealed;
+  std::optional<std::string> nbd_psk_sealed;  // its NBD PSK line, sealed (none with X.509)
+  int64_t tunnel_port = 0, created_at = 0;
+  std::optional<int64_t> approved_at, revoked_at;
+};
+
+// A one-time pairing code (stored as its SHA-256), the VMA API token and NBD PSK it
+// will hand to the VMA that enrols with it.
+struct PairingCodeRecord {
+  std::string code_hash, api_token_sealed;
+  int64_t created_at = 0, expires_at = 0;
+  std::optional<int64_t> used_at;
+  std::optional<std::string> vma_id, nbd_psk_sealed;
+};
+
 // A VM's repeating incremental pass (vm_schedules). Times in ms since the epoch.
 struct ScheduleRecord {
   std::string vm_id;

@@ -579,6 +579,101 @@ void Store::delete_failover(const std::string& vm_id, const std::string& kind) {
   db_.exec("DELETE FROM vm_failovers WHERE vm_id = ? AND kind = ?", {vm_id, kind});
 }
 
+// --- VMAs and pairing -----------------------------------------------------------------
+
+namespace {
+const char* kVmaCols =
+    "vma_id, name, vcenter, ssh_public_key, state, tunnel_port, api_token_sealed, created_at, approved_at, revoked_at, "
+    "nbd_psk_sealed";
+VmaRecord vma_from(const Row& r) {
+  VmaRecord v;
+  v.vma_id = r.str(0);
+  v.name = r.str(1);
+  v.vcenter = r.str(2);
+  v.ssh_public_key = r.str(3);
+  v.state = r.str(4);
+  v.tunnel_port = r.i64(5);
+  v.api_token_sealed = r.str(6);
+  v.created_at = r.i64(7);
+  v.approved_at = opt_i64(r, 8);
+  v.revoked_at = opt_i64(r, 9);
+  v.nbd_psk_sealed = r.opt(10);
+  return v;
+}
+}  // namespace
+
+void Store::insert_pairing_code(const PairingCodeRecord& c) {
+  db_.exec("INSERT INTO vma_pairing_codes (code_hash, api_token_sealed, nbd_psk_sealed, created_at, expires_at) "
+           "VALUES (?,?,?,?,?)",
+           {c.code_hash, c.api_token_sealed, opt(c.nbd_psk_sealed), c.created_at, c.expires_at});
+}
+
+VmaRecord Store::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base) {
+  db_.transaction([&] {
+    auto rows = db_.query(
+        "SELECT api_token_sealed, expires_at, used_at, nbd_psk_sealed FROM vma_pairing_codes WHERE code_hash = ?",
+        {code_hash});
+    if (rows.empty()) throw Conflict("unknown pairing code: ask the OMA's operator for a new pairing bundle");
+    if (!rows[0].is_null(2))
+      throw Conflict("this pairing code was already used (codes are single-use): ask for a new pairing bundle");
+    if (rows[0].i64(1) <= now) throw Conflict("this pairing code has expired: ask for a new pairing bundle");
+    if (db_.exec("UPDATE vma_pairing_codes SET used_at = ?, vma_id = ? WHERE code_hash = ? AND used_at IS NULL",
+                 {now, vma.vma_id, code_hash}) != 1)
+      throw Conflict("this pairing code was already used (codes are single-use): ask for a new pairing bundle");
+    auto max = db_.query("SELECT MAX(tunnel_port) FROM vmas");
+    int64_t top = max.empty() || max[0].is_null(0) ? 0 : max[0].i64(0);
+    vma.tunnel_port = std::max(port_base, top + 1);
+    vma.api_token_sealed = rows[0].str(0);
+    vma.nbd_psk_sealed = rows[0].opt(3);
+    vma.state = "pending";
+    vma.created_at = now;
+    db_.exec(fmt::format("INSERT INTO vmas ({}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", kVmaCols),
+             {vma.vma_id, vma.name, vma.vcenter, vma.ssh_public_key, vma.state, vma.tunnel_port,
+              vma.api_token_sealed, vma.created_at, Value(), Value(), opt(vma.nbd_psk_sealed)});
+  });
+  return vma;
+}
+
+std::optional<VmaRecord> Store::find_vma(const std::string& vma_id) {
+  auto rows = db_.query(fmt::format("SELECT {} FROM vmas WHERE vma_id = ?", kVmaCols), {vma_id});
+  if (rows.empty()) return std::nullopt;
+  return vma_from(rows[0]);
+}
+
+VmaRecord Store::get_vma(const std::string& vma_id) {
+  auto v = find_vma(vma_id);
+  if (!v) throw NotFound(fmt::format("VMA {} is not paired with this OMA (see GET /api/v1/vmas)", vma_id));
+  return *v;
+}
+
+std::vector<VmaRecord> Store::list_vmas() {
+  std::vector<VmaRecord> out;
+  for (const auto& r : db_.query(fmt::format("SELECT {} FROM vmas ORDER BY created_at, vma_id", kVmaCols)))
+    out.push_back(vma_from(r));
+  return out;
+}
+
+void Store::set_vma_state(const std::string& vma_id, const std::string& state) {
+  db_.transaction([&] {
+    VmaRecord v = get_vma(vma_id);
+    bool ok = (state == "approved" && v.state == "pending") || (state == "revoked" && v.state != "revoked");
+    if (!ok) throw Conflict(fmt::format("VMA {} ({}) is {}: it cannot become {}", vma_id, v.name, v.state, state));
+    const char* column = state == "approved" ? "approved_at" : "revoked_at";
+    db_.exec(fmt::format("UPDATE vmas SET state = ?, {} = ? WHERE vma_id = ?", column), {state, now_ms(), vma_id});
+  });
+}
+
+std::optional<std::string> Store::vm_vma(const std::string& vm_id) {
+  auto rows = db_.query("SELECT vma_id FROM vm_contexts WHERE vm_id = ?", {vm_id});
+  if (rows.empty()) throw NotFound(fmt::format("VM {} is not known to the OMA", vm_id));
+  return rows[0].opt(0);
+}
+
+void Store::set_vm_vma(const std::string& vm_id, const std::optional<std::string>& vma_id) {
+  if (db_.exec("UPDATE vm_contexts SET vma_id = ? WHERE vm_id = ?", {opt(vma_id), vm_id}) != 1)
+    throw NotFound(fmt::format("VM {} is not known to the OMA", vm_id));
+}
+
 // --- Schedules and pass history -------------------------------------------------------
 
 namespace {

@@ -101,6 +101,20 @@ class Store {
   std::optional<FailoverRecord> find_failover(const std::string& vm_id, const std::string& kind);
   void delete_failover(const std::string& vm_id, const std::string& kind);
 
+  // VMAs and pairing codes (src/oma/pairing). enroll_vma uses the code (unused, not
+  // expired at `now`) and records the VMA with the next free tunnel port >= port_base,
+  // in one transaction; it throws Conflict naming why the code cannot be used.
+  void insert_pairing_code(const PairingCodeRecord& c);
+  VmaRecord enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base);
+  std::optional<VmaRecord> find_vma(const std::string& vma_id);
+  VmaRecord get_vma(const std::string& vma_id);
+  std::vector<VmaRecord> list_vmas();
+  // pending -> approved, pending|approved -> revoked; Conflict otherwise.
+  void set_vma_state(const std::string& vma_id, const std::string& state);
+  // The VMA a VM belongs to (the one that discovered it); nullopt: the default VMA.
+  std::optional<std::string> vm_vma(const std::string& vm_id);
+  void set_vm_vma(const std::string& vm_id, const std::optional<std::string>& vma_id);
+
   // Schedules (one per VM): repeat incremental passes every interval_minutes.
   // put_schedule inserts or replaces; delete_schedule throws NotFound if there is none.
   void put_schedule(const ScheduleRecord& s);

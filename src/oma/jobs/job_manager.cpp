@@ -185,6 +185,13 @@ bool JobManager::sleep_for(std::chrono::milliseconds d) {
   return !stopping_;
 }
 
+std::shared_ptr<VmaClient> JobManager::vma_for(const std::string& vm_id) {
+  if (options_.vma_for_vm) {
+    if (auto c = options_.vma_for_vm(vm_id)) return c;
+  }
+  return std::shared_ptr<VmaClient>(&vma_, [](VmaClient*) {});  // not owned
+}
+
 void JobManager::check_cancel(const std::string& job_id) {
   {
     std::lock_guard lock(mu_);
@@ -259,7 +266,7 @@ void JobManager::run(const std::string& job_id) {
     log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
   } catch (const Cancelled&) {
     try {
-      vma_.stop(job_id);
+      vma_for(store_.get_job(job_id).vm_id)->stop(job_id);
     } catch (const std::exception& e) {
       store_.add_event(job_id, "warn", fmt::format("could not tell the VMA to stop: {}", e.what()));
     }
@@ -317,13 +324,15 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   req.kind = job.kind == "full" ? "full" : "incremental";  // a cutover's final pass is incremental
   req.nbd_host = options_.nbd_host;
   req.nbd_port = options_.nbd_port;
-  std::string instance = vma_.replicate(req);
+  auto vma = vma_for(job.vm_id);
+  std::string instance = vma->replicate(req);
   if (!instance.empty()) store_.set_vma_instance(job.job_id, instance);
-  step.done(fmt::format("{} accepted the job", vma_.describe()));
+  step.done(fmt::format("{} accepted the job", vma->describe()));
 }
 
 void JobManager::poll(const JobRecord& job) {
   Step step(store_, job.job_id, "copying");
+  auto vma = vma_for(job.vm_id);
   auto last_ok = std::chrono::steady_clock::now();
   std::string last_error;
   for (;;) {
@@ -331,7 +340,7 @@ void JobManager::poll(const JobRecord& job) {
     check_cancel(job.job_id);
     JobProgress p;
     try {
-      p = vma_.progress(job.job_id);
+      p = vma->progress(job.job_id);
     } catch (const VmaJobUnknown& e) {
       throw Error(fmt::format("the VMA no longer knows job {} (it restarted or lost it): start a new job; {}",
                               job.job_id, e.what()));

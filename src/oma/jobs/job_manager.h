@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -38,6 +39,9 @@ struct JobOptions {
   std::chrono::milliseconds vma_timeout{60000};  // longest silence from the VMA before failing
   std::string nbd_host = "127.0.0.1";            // where the VMA reaches the export server
   int nbd_port = 10809;
+  // The client of the VMA that owns a VM (one OMA, several VMAs: see oma/pairing); null
+  // or unset: the JobManager's own VmaClient (the default VMA).
+  std::function<std::shared_ptr<VmaClient>(const std::string& vm_id)> vma_for_vm;
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -96,6 +100,7 @@ class JobManager {
   void commit(const JobRecord& job);
   void check_cancel(const std::string& job_id);
   bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
+  std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
 
   Store& store_;
   VolumeManager& volumes_;

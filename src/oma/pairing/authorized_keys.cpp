@@ -1,0 +1,61 @@
+#include "oma/pairing/authorized_keys.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace mk::oma {
+
+std::string normalize_vma_public_key(const std::string& key) {
+  if (key.find_first_of("\r\n\"\\,") != std::string::npos)
+    throw UsageError("ssh_public_key must be a single line without quotes, commas or backslashes");
+  std::istringstream in(key);
+  std::string type, blob;
+  in >> type >> blob;
+  if (type != "ssh-ed25519")
+    throw UsageError("ssh_public_key must be an ed25519 key (\"ssh-ed25519 AAAA...\", as `vma pair` makes)");
+  // An ed25519 public key blob is 51 bytes: 68 base64 characters starting "AAAAC3NzaC1lZDI1NTE5".
+  if (blob.size() != 68 || blob.rfind("AAAAC3NzaC1lZDI1NTE5", 0) != 0 ||
+      blob.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != std::string::npos)
+    throw UsageError("ssh_public_key is not a valid ssh-ed25519 public key");
+  return type + " " + blob;
+}
+
+std::string authorized_key_line(const VmaRecord& vma, int nbd_port) {
+  return fmt::format(
+      "restrict,port-forwarding,permitlisten=\"127.0.0.1:{}\",permitopen=\"127.0.0.1:{}\",command=\"/bin/false\" "
+      "{} vma-{}",
+      vma.tunnel_port, nbd_port, normalize_vma_public_key(vma.ssh_public_key), vma.vma_id);
+}
+
+void write_authorized_keys(const std::string& path, const std::vector<VmaRecord>& vmas, int nbd_port,
+                           const std::string& owner) {
+  std::string content = "# Managed by the MigrateKit OMA: one line per approved VMA. Edits are overwritten.\n";
+  for (const auto& v : vmas)
+    if (v.state == "approved") content += authorized_key_line(v, nbd_port) + "\n";
+  std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("cannot write the VMA authorized keys file {}: {}", tmp, std::strerror(errno)));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  if (ok && ::geteuid() == 0 && !owner.empty() && owner != "root") {
+    if (struct passwd* pw = ::getpwnam(owner.c_str())) ok = ::fchown(fd, pw->pw_uid, pw->pw_gid) == 0;
+  }
+  int err = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot write the VMA authorized keys file {}: {}", path, std::strerror(err)));
+  }
+}
+
+}  // namespace mk::oma

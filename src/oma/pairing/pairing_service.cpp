@@ -1,0 +1,199 @@
+#include "oma/pairing/pairing_service.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/log.h"
+#include "oma/errors.h"
+#include "oma/names.h"
+#include "oma/pairing/authorized_keys.h"
+#include "oma/pairing/ssh_sessions.h"
+
+namespace mk::oma {
+namespace {
+
+std::string first_line(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line) || line.empty())
+    throw Error(fmt::format("cannot read {} from {}: check the OMA's configuration", what, path));
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+}  // namespace
+
+nlohmann::json vma_json(const VmaRecord& v) {
+  auto opt = [](const std::optional<int64_t>& n) { return n ? nlohmann::json(*n) : nlohmann::json(nullptr); };
+  return {{"vma_id", v.vma_id},           {"name", v.name},
+          {"vcenter", v.vcenter},         {"state", v.state},
+          {"tunnel_port", v.tunnel_port}, {"ssh_public_key", v.ssh_public_key},
+          {"created_at", v.created_at},   {"approved_at", opt(v.approved_at)},
+          {"revoked_at", opt(v.revoked_at)}};
+}
+
+PairingService::PairingService(Store& store, SecretBox& secrets, PairingConfig config)
+    : store_(store), secrets_(secrets), config_(std::move(config)) {
+  if (config_.authorized_keys_file.empty()) throw UsageError("pairing: an authorized_keys file path is required");
+  if (config_.tunnel_port_base < 1 || config_.tunnel_port_base > 65000)
+    throw UsageError("--tunnel-port-base must be between 1 and 65000");
+}
+
+void PairingService::set_api_url(const std::string& url) {
+  std::lock_guard lk(file_mutex_);
+  config_.api_url = url;
+}
+
+void PairingService::sync_access() {
+  std::lock_guard lk(file_mutex_);
+  write_authorized_keys(config_.authorized_keys_file, store_.list_vmas(), config_.nbd_port, config_.ssh_user);
+  sync_nbd_psk_file();
+}
+
+nlohmann::json PairingService::nbd_tls_fields() const {
+  if (config_.nbd_psk_file.empty()) {
+    std::string path = config_.nbd_certificates_dir + "/ca-cert.pem";
+    std::ifstream in(path);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    if (!in || pem.str().find("BEGIN CERTIFICATE") == std::string::npos)
+      throw Error(fmt::format("cannot read the NBD TLS CA certificate {} for the pairing bundle", path));
+    return {{"nbd_tls", "x509"}, {"nbd_psk_identity", nullptr}, {"nbd_psk_key", nullptr}, {"nbd_ca_cert", pem.str()}};
+  }
+  first_line(config_.nbd_psk_file, "the NBD TLS PSK");  // the server's file must be there
+  // This VMA's own identity and key, authorised in the server's file at approval.
+  std::string identity = "vma-" + new_token().substr(4, 16), key = new_token().substr(4);
+  return {{"nbd_tls", "psk"}, {"nbd_psk_identity", identity}, {"nbd_psk_key", key}, {"nbd_ca_cert", nullptr}};
+}
+
+void PairingService::sync_nbd_psk_file() {
+  if (config_.nbd_psk_file.empty()) return;  // X.509
+  std::ifstream in(config_.nbd_psk_file);
+  if (!in) throw Error(fmt::format("cannot read the NBD TLS PSK file {}", config_.nbd_psk_file));
+  std::string content;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line.rfind("vma-", 0) != 0) content += line + "\n";
+  for (const auto& v : store_.list_vmas())
+    if (v.state == "approved" && v.nbd_psk_sealed) content += secrets_.open(*v.nbd_psk_sealed) + "\n";
+  write_private_file(config_.nbd_psk_file, content);
+}
+
+nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {
+  std::string host_key = first_line(config_.ssh_host_key_file, "the OMA's SSH public host key");
+  nlohmann::json tls = nbd_tls_fields();
+  std::string code = "mkp_" + new_token().substr(4);
+  std::string vma_token = new_token();
+  int64_t now = now_ms();
+  int64_t expires = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl.value_or(config_.code_ttl)).count();
+  std::optional<std::string> psk_sealed;
+  if (tls["nbd_tls"] == "psk")
+    psk_sealed = secrets_.seal(tls["nbd_psk_identity"].get<std::string>() + ":" + tls["nbd_psk_key"].get<std::string>());
+  store_.insert_pairing_code(
+      {sha256_hex(code), secrets_.seal(vma_token), now, expires, std::nullopt, std::nullopt, psk_sealed});
+  log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", expires);
+  std::string api_url;
+  {
+    std::lock_guard lk(file_mutex_);
+    api_url = config_.api_url;
+  }
+  return {{"oma_api_url", api_url},
+          {"ssh_host", config_.ssh_host},
+          {"ssh_port", config_.ssh_port},
+          {"ssh_user", config_.ssh_user},
+          {"ssh_host_key", host_key},
+          {"nbd_host", config_.nbd_host},
+          {"nbd_port", config_.nbd_port},
+          {"nbd_tls", tls["nbd_tls"]},
+          {"nbd_psk_identity", tls["nbd_psk_identity"]},
+          {"nbd_psk_key", tls["nbd_psk_key"]},
+          {"nbd_ca_cert", tls["nbd_ca_cert"]},
+          {"vma_api_token", vma_token},
+          {"pairing_code", code},
+          {"expires_at", expires}};
+}
+
+VmaRecord PairingService::enroll(const std::string& pairing_code, const std::string& name,
+                                 const std::string& vcenter, const std::string& ssh_public_key) {
+  VmaRecord v;
+  v.vma_id = new_uuid();
+  v.name = name;
+  v.vcenter = vcenter;
+  v.ssh_public_key = normalize_vma_public_key(ssh_public_key);
+  v = store_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base);
+  log::info("VMA {} ({}, vCenter {}) enrolled, tunnel port {}: waiting for approval", v.vma_id, v.name, v.vcenter,
+            v.tunnel_port);
+  return v;
+}
+
+VmaRecord PairingService::approve(const std::string& vma_id) {
+  store_.set_vma_state(vma_id, "approved");
+  sync_access();
+  VmaRecord v = store_.get_vma(vma_id);
+  log::info("VMA {} ({}) approved: its key may hold 127.0.0.1:{}", v.vma_id, v.name, v.tunnel_port);
+  return v;
+}
+
+std::optional<pid_t> PairingService::revoke(const std::string& vma_id) {
+  store_.set_vma_state(vma_id, "revoked");
+  // Key first, session second: the VMA's reconnection is refused.
+  sync_access();
+  VmaRecord v = store_.get_vma(vma_id);
+  auto pid = end_tunnel_session(static_cast<int>(v.tunnel_port));
+  log::info("VMA {} ({}) revoked; {}", v.vma_id, v.name,
+            pid ? fmt::format("its SSH session (pid {}) was ended", *pid) : std::string("it had no live session"));
+  return pid;
+}
+
+std::string PairingService::tunnel_state(const VmaRecord& vma) {
+  return loopback_port_answers(static_cast<int>(vma.tunnel_port)) ? "up" : "down";
+}
+
+std::unique_ptr<VmaClient> PairingService::client(const VmaRecord& vma) {
+  return std::make_unique<HttpVmaClient>(fmt::format("http://127.0.0.1:{}", vma.tunnel_port), config_.vma_timeout,
+                                         secrets_.open(vma.api_token_sealed));
+}
+
+std::shared_ptr<VmaClient> PairingService::client_for_vm(const std::string& vm_id) {
+  auto vma_id = store_.vm_vma(vm_id);
+  if (!vma_id) return nullptr;
+  VmaRecord v = store_.get_vma(*vma_id);
+  if (v.state != "approved")
+    throw VmaUnreachable(fmt::format("VM {} belongs to VMA {} ({}), which is {}: {}", vm_id, v.vma_id, v.name,
+                                     v.state,
+                                     v.state == "pending" ? "approve it (POST /api/v1/vmas/{id}/approve)"
+                                                          : "pair a new VMA for its vCenter"));
+  return client(v);
+}
+
+nlohmann::json PairingService::health(const std::string& vma_id) {
+  VmaRecord v = store_.get_vma(vma_id);
+  std::string tunnel = tunnel_state(v);
+  nlohmann::json out = {{"vma_id", v.vma_id},
+                        {"name", v.name},
+                        {"state", v.state},
+                        {"tunnel", {{"port", v.tunnel_port}, {"state", tunnel}}},
+                        {"vma", nullptr},
+                        {"error", nullptr}};
+  if (tunnel != "up") {
+    out["error"] = fmt::format("nothing answers on the VMA's tunnel port 127.0.0.1:{}: {}", v.tunnel_port,
+                               v.state == "approved" ? "the VMA's tunnel is down (check the VMA's health and its "
+                                                       "network path to this OMA's SSH port)"
+                                                     : "the VMA is " + v.state);
+    return out;
+  }
+  try {
+    VmaHealth h = client(v)->health();
+    out["vma"] = {{"status", h.status},
+                  {"vma_instance", h.vma_instance},
+                  {"vcenter", {{"reachable", h.vcenter_reachable}, {"error", h.vcenter_error ? nlohmann::json(*h.vcenter_error) : nlohmann::json(nullptr)}}},
+                  {"tunnel", {{"state", h.tunnel_state}, {"since", h.tunnel_since},
+                              {"error", h.tunnel_error ? nlohmann::json(*h.tunnel_error) : nlohmann::json(nullptr)}}}};
+  } catch (const std::exception& e) {
+    out["error"] = fmt::format("the tunnel port answers but the VMA's health call failed: {}", e.what());
+  }
+  return out;
+}
+
+}  // namespace mk::oma

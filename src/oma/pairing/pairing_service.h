@@ -1,0 +1,97 @@
+// PairingService: how VMAs join and leave this OMA.
+//
+//  1. An admin asks for a pairing bundle: a JSON document carrying what a VMA needs to
+//     reach this OMA and prove itself: the OMA's API URL, its SSH endpoint and public
+//     host key (to pin), the NBD server and its TLS PSK identity and key (or, for an
+//     OMA serving NBD with X.509, its CA certificate), a fresh API
+//     token the OMA will present to the VMA, and a one-time pairing code (stored only
+//     as its SHA-256, expiring after code_ttl).
+//  2. The VMA enrols (`vma pair`) with the code, its name, vCenter and SSH public key:
+//     the code is used up, the VMA is recorded as pending with its own tunnel port
+//     (tunnel_port_base for the first, then the next ones).
+//  3. An operator approves it: its key goes into the OMA-managed authorized_keys file,
+//     allowed to hold that one reverse forward (and a local forward to the NBD port),
+//     and its own NBD PSK identity (each bundle makes one, "vma-…") into the NBD
+//     server's PSK file, which nbdkit reads at each TLS handshake (no restart).
+//  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
+//     neither hold the tunnel nor open a new NBD connection.
+// In the PSK file the OMA owns only the "vma-" lines; other lines (its own identity,
+// an operator's) are kept as they are.
+//
+// The VMA API tokens are stored sealed with the OMA's SecretBox. The database is the
+// source of truth; the authorized_keys file is regenerated from it at start and after
+// every change. Does not own its collaborators. Thread-safe (file writes serialised).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "oma/crypto.h"
+#include "oma/db/store.h"
+#include "oma/vma/vma_client.h"
+
+namespace mk::oma {
+
+struct PairingConfig {
+  std::string api_url;               // how a VMA reaches this OMA's API
+  std::string ssh_host;              // how a VMA reaches this OMA's sshd
+  int ssh_port = 22;                 // 22 or 443
+  std::string ssh_user = "migratekit";
+  std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";  // public key to pin
+  std::string authorized_keys_file;  // OMA-managed; sshd's AuthorizedKeysFile for ssh_user
+  int tunnel_port_base = 9081;
+  std::string nbd_host;
+  int nbd_port = 10809;
+  std::string nbd_psk_file;          // "identity:hexkey"; empty: X.509 (below)
+  std::string nbd_certificates_dir;  // X.509 instead: the bundle carries its ca-cert.pem
+  std::chrono::seconds code_ttl{24 * 3600};
+  std::chrono::milliseconds vma_timeout{10000};
+};
+
+class PairingService {
+ public:
+  PairingService(Store& store, SecretBox& secrets, PairingConfig config);
+
+  // Rewrites, from the database, the authorized_keys file and the approved VMAs' lines
+  // of the NBD PSK file (at start and after every approval or revocation).
+  void sync_access();
+
+  // A new bundle (see above). ttl: nullopt = config's code_ttl.
+  nlohmann::json issue_bundle(std::optional<std::chrono::seconds> ttl = std::nullopt);
+  // Throws Conflict (unknown, used or expired code) or UsageError (bad key).
+  VmaRecord enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
+                   const std::string& ssh_public_key);
+  VmaRecord approve(const std::string& vma_id);
+  // Returns the PID of the sshd session it ended (nullopt: none was live).
+  std::optional<pid_t> revoke(const std::string& vma_id);
+
+  // The VMA's health through its tunnel, and the tunnel as the OMA sees it.
+  nlohmann::json health(const std::string& vma_id);
+  // "up" when something answers on the VMA's tunnel port, else "down".
+  std::string tunnel_state(const VmaRecord& vma);
+
+  // A client for this VMA: http://127.0.0.1:<tunnel port> with its token.
+  std::unique_ptr<VmaClient> client(const VmaRecord& vma);
+  // The client of the VMA that owns `vm_id` (the one that discovered it); nullptr when
+  // the VM has no VMA recorded (the default VMA, --vma-url). Throws VmaUnreachable if
+  // its VMA is pending or revoked.
+  std::shared_ptr<VmaClient> client_for_vm(const std::string& vm_id);
+  const PairingConfig& config() const { return config_; }
+  void set_api_url(const std::string& url);
+
+ private:
+  nlohmann::json nbd_tls_fields() const;
+  void sync_nbd_psk_file();
+
+  Store& store_;
+  SecretBox& secrets_;
+  PairingConfig config_;
+  std::mutex file_mutex_;  // also guards config_.api_url
+};
+
+nlohmann::json vma_json(const VmaRecord& v);
+
+}  // namespace mk::oma

@@ -1,0 +1,32 @@
+// Finding and ending the sshd session that holds a VMA's tunnel, for revocation.
+//
+// A VMA's reverse forward is a socket listening on 127.0.0.1:<its tunnel port>, opened
+// by the sshd process that serves its connection. The session is found through that
+// socket (the listening socket's inode in /proc/net/tcp, then the process holding it
+// in /proc/PID/fd), and only a process whose executable is sshd is accepted, so the
+// OMA never signals anything but the one session it means (never a process by name).
+// Needs the OMA to run as root or as the tunnel's SSH user. Free functions; thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+namespace mk::oma {
+
+// PIDs of the processes holding a socket that listens on 127.0.0.1:port (any program).
+std::vector<pid_t> loopback_listeners(int port);
+
+// The sshd process holding the tunnel on 127.0.0.1:port, if any.
+std::optional<pid_t> tunnel_session_pid(int port);
+
+// Ends that session (SIGTERM, SIGKILL after `grace` if the port still listens). Returns
+// the PID it ended, nullopt if no session held the port.
+std::optional<pid_t> end_tunnel_session(int port, std::chrono::milliseconds grace = std::chrono::seconds(5));
+
+// Whether something accepts TCP connections on 127.0.0.1:port right now.
+bool loopback_port_answers(int port, std::chrono::milliseconds timeout = std::chrono::seconds(2));
+
+}  // namespace mk::oma

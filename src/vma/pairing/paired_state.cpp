@@ -1,0 +1,87 @@
+#include "vma/pairing/paired_state.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace mk::vma {
+
+void write_secret_file(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot write {}: {}", path, std::strerror(err)));
+  }
+}
+
+PairedState load_paired_state(const std::string& state_dir) {
+  std::string path = state_dir + "/pairing.json";
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("this VMA is not paired ({} is missing): run `vma pair --bundle FILE --state-dir {} "
+                                   "--name NAME --vcenter VCENTER`", path, state_dir));
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    PairedState s;
+    s.state_dir = state_dir;
+    s.vma_id = j.at("vma_id");
+    s.name = j.at("name");
+    s.vcenter = j.at("vcenter");
+    s.oma_api_url = j.at("oma_api_url");
+    s.ssh_host = j.at("ssh_host");
+    s.ssh_port = j.at("ssh_port");
+    s.ssh_user = j.at("ssh_user");
+    s.nbd_host = j.at("nbd_host");
+    s.nbd_port = j.at("nbd_port");
+    s.nbd_tls = j.value("nbd_tls", "psk");
+    s.nbd_psk_identity = j.value("nbd_psk_identity", "");
+    s.tunnel_port = j.at("tunnel_port");
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{} is damaged ({}): pair this VMA again with a new bundle", path, e.what()));
+  }
+}
+
+TunnelConfig tunnel_config(const PairedState& s, int api_port, std::optional<int> nbd_local_port) {
+  TunnelConfig c;
+  c.ssh_host = s.ssh_host;
+  c.ssh_port = s.ssh_port;
+  c.ssh_user = s.ssh_user;
+  c.identity_file = s.identity();
+  c.known_hosts_file = s.known_hosts();
+  c.remote_port = s.tunnel_port;
+  c.local_api_port = api_port;
+  c.nbd_local_port = nbd_local_port;
+  c.nbd_remote_port = s.nbd_port;
+  c.log_path = s.state_dir + "/ssh-tunnel.log";
+  return c;
+}
+
+NbdTarget nbd_target(const PairedState& s, std::optional<int> nbd_local_port) {
+  if (nbd_local_port) return {"127.0.0.1", *nbd_local_port};
+  return {s.nbd_host, s.nbd_port};
+}
+
+std::string read_api_token(const std::string& state_dir) {
+  std::ifstream in(state_dir + "/api.token");
+  std::string token;
+  if (!in || !std::getline(in, token) || token.empty())
+    throw Error(fmt::format("cannot read the API token {}/api.token: pair this VMA again", state_dir));
+  return token;
+}
+
+}  // namespace mk::vma
