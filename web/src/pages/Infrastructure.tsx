@@ -27,11 +27,11 @@ export function InfrastructurePage() {
     };
     setErrors([]);
     api.health().then(setHealth, fail("OMA health"));
-    // Paired VMAs when this OMA pairs them; else the one VMA it is configured with.
+    // The default VMA (the OMA's --vma-url), and the paired ones when this OMA pairs VMAs.
+    api.vmaHealth().then(setVma, fail("VMA health"));
     api.get<{ vmas: PairedVma[] }>("/api/v1/vmas").then((r) => setVmas(r.vmas), (e) => {
       setVmas(null);
-      if (e instanceof ApiError && e.missingRoute) api.vmaHealth().then(setVma, fail("VMA health"));
-      else fail("VMAs")(e);
+      if (!(e instanceof ApiError && e.missingRoute)) fail("VMAs")(e);
     });
     api.exports().then(setExports, fail("NBD exports"));
     api.volumes().then(setVolumes, fail("Volumes"));
@@ -63,7 +63,7 @@ export function InfrastructurePage() {
             </dl>
           ) : <p class="dim">Loading…</p>}
         </Card>
-        {vmas ? <VmasCard vmas={vmas} reload={load} /> : <Card title="VMA and tunnel">
+        <Card title="Default VMA">
           {vma ? (
             <dl class="facts">
               <dt>VMA</dt><dd><Badge value={str(vma.status)} /> <span class="dim">{str(vma.vma)}</span></dd>
@@ -73,8 +73,9 @@ export function InfrastructurePage() {
               {vma.vma_instance != null && <><dt>Instance</dt><dd class="mono">{str(vma.vma_instance)}</dd></>}
             </dl>
           ) : <p class="dim">Loading…</p>}
-        </Card>}
+        </Card>
       </div>
+      {vmas && <VmasCard vmas={vmas} reload={load} />}
       <Card title={`NBD exports${exports ? ` (${exports.exports.length})` : ""}`} actions={exports && <span class="dim">server pid {exports.server_pid}</span>}>
         {exports && exports.exports.length === 0 && <Empty>No exports yet: the first pass of a VM creates one per disk.</Empty>}
         {exports && exports.exports.length > 0 && (
@@ -152,7 +153,7 @@ function VmasCard({ vmas, reload }: { vmas: PairedVma[]; reload: () => void }) {
     }
   };
   return (
-    <Card title={`VMAs and tunnels (${vmas.length})`}>
+    <Card title={`Paired VMAs and their tunnels (${vmas.length})`}>
       {vmas.length === 0 && <p class="dim">No VMA is paired yet: issue a pairing bundle (POST /api/v1/vmas/pairing-bundles) and run <code>vma pair</code> next to vCenter.</p>}
       {vmas.map((v) => {
         const h = health[v.vma_id];
