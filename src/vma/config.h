@@ -27,6 +27,10 @@ struct VmaConfig {
   std::string vddk_transports = "nbdssl:nbd";
   uint64_t read_rate = 0;                // bytes/s per disk reader; 0 = unlimited
   std::map<std::string, std::string> flat_datastores;  // datastore -> directory (no VDDK)
+  // NBD inside the SSH connection: every copy goes to 127.0.0.1:<nbd_via_port> (the
+  // tunnel's local forward to the OMA's NBD server) instead of the address in the
+  // OMA's request. 0 = direct.
+  int nbd_via_port = 0;
 };
 
 }  // namespace mk::vma

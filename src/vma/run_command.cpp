@@ -3,12 +3,20 @@
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fmt/format.h>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "vma/pairing/paired_state.h"
+#include "vma/tunnel/tunnel_supervisor.h"
 #include "vma/vma.h"
 
 namespace mk::vma {
@@ -38,13 +46,29 @@ void parse_flat_datastores(const std::vector<std::string>& values, VmaConfig& c)
   }
 }
 
+// A loopback port free now, for the tunnel's NBD local forward (ssh binds it).
+int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw Error("no free loopback port for the NBD-over-SSH forward");
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 }  // namespace
 
 int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   VmaConfig c;
   std::string listen = "127.0.0.1:8081", read_rate;
   std::vector<std::string> flat;
-  bool verbose = false;
+  bool verbose = false, no_tunnel = false, nbd_over_ssh = false;
   CLI::App app{"vma run: the VMware Migration Appliance daemon (API for the OMA, replication jobs)"};
   app.add_option("--state-dir", c.state_dir, "State directory (jobs, work files, api.port; token and PSK by default)")
       ->required();
@@ -66,6 +90,9 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   app.add_option("--read-rate-limit", read_rate, "Cap on reading each source disk, bytes/s (e.g. 100M)");
   app.add_option("--flat-datastore", flat,
                  "NAME=DIR: datastore NAME is mounted at DIR on the VMA; read its disks' flat files instead of VDDK");
+  app.add_flag("--no-tunnel", no_tunnel, "Do not hold the SSH tunnel to the OMA even though the VMA is paired");
+  app.add_flag("--nbd-over-ssh", nbd_over_ssh,
+               "Carry NBD inside the SSH connection (a local forward) for sites that allow one port only");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);
@@ -81,6 +108,21 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   }
   if (verbose) log::set_level(log::Level::Debug);
 
+  // Paired (STATE/pairing.json, written by `vma pair`): hold the tunnel to the OMA.
+  std::optional<PairedState> paired;
+  std::optional<int> nbd_local_port;
+  try {
+    if (!no_tunnel && std::filesystem::exists(c.state_dir + "/pairing.json")) paired = load_paired_state(c.state_dir);
+    if (nbd_over_ssh) {
+      if (!paired) throw UsageError("--nbd-over-ssh needs the SSH tunnel: pair this VMA first (vma pair)");
+      nbd_local_port = free_loopback_port();
+      c.nbd_via_port = *nbd_local_port;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vma run: %s\n", e.what());
+    return 2;
+  }
+
   // Signals are taken synchronously by this thread; every other thread blocks them.
   sigset_t set;
   sigemptyset(&set);
@@ -88,13 +130,32 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // The supervisor starts once the API listens (its port is the forward's target); the
+  // health route may ask for its state from another thread meanwhile.
+  std::unique_ptr<TunnelSupervisor> supervisor;
+  std::atomic<TunnelSupervisor*> live{nullptr};
+  if (paired) {
+    tunnel = [&live] {
+      TunnelSupervisor* s = live.load();
+      return s ? s->state() : TunnelState{"connecting", 0, std::string("the VMA is starting")};
+    };
+  }
   try {
     Vma vma(c, std::move(tunnel));
     vma.start();
+    if (paired) {
+      supervisor = std::make_unique<TunnelSupervisor>(tunnel_config(*paired, vma.api_port(), nbd_local_port));
+      supervisor->start();
+      live = supervisor.get();
+      log::info("holding the SSH tunnel to {}:{} (OMA 127.0.0.1:{} -> this VMA's API{})", paired->ssh_host,
+                paired->ssh_port, paired->tunnel_port, nbd_local_port ? ", NBD inside SSH" : "");
+    }
     int sig = 0;
     sigwait(&set, &sig);
     log::info("signal {}: stopping; running passes are cancelled and their snapshots removed", sig);
     vma.stop();
+    live = nullptr;
+    if (supervisor) supervisor->stop();
     return 0;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "vma run: %s\n", e.what());

@@ -55,6 +55,7 @@ void Vma::start() {
   RunnerOptions ro;
   ro.max_vms = config_.max_vms;
   ro.max_disks_per_vm = config_.max_disks_per_vm;
+  ro.nbd_via_port = config_.nbd_via_port;
   ro.work_dir = work;
   ro.target_tls.psk_file = std::filesystem::absolute(config_.nbd_psk_file).string();
   runner_ = std::make_unique<JobRunner>(ro, *vcenter_, *store_);

@@ -118,6 +118,19 @@ json vm_json(const VmRecord& v) {
           {"current_job_id", opt_json(v.current_job_id)}, {"created_at", v.created_at}};
 }
 
+// A VM as the VMA discovered it (the protocol's fields), and whether the OMA manages it.
+json discovered_vm_json(const DiscoveredVm& v, bool managed) {
+  json disks = json::array(), nics = json::array();
+  for (const auto& d : v.disks) {
+    disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
+  }
+  for (const auto& n : v.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
+  return {{"vm_id", v.vm_id},     {"name", v.name},           {"datacenter", v.datacenter},
+          {"power_state", v.power_state}, {"guest_os", v.guest_os}, {"cpus", v.cpus},
+          {"memory_mb", v.memory_mb}, {"disks", disks},         {"nics", nics},
+          {"managed", managed}};
+}
+
 json disk_json(const DiskRecord& d) {
   return {{"key", d.disk_key},          {"unit", d.unit},           {"label", d.label},
           {"capacity_bytes", d.capacity_bytes}, {"volume_id", opt_json(d.volume_id)},
@@ -609,6 +622,24 @@ void ApiServer::declare_vma_routes() {
   add({"GET", "/api/v1/vmas/{vma_id}/health", "A VMA's health through its tunnel, and the tunnel's state",
        "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
          return {200, pairing_->health(uuid_param(req, 1, "vma_id")), ""};
+       }});
+  add({"GET", "/api/v1/vmas/{vma_id}/discover",
+       "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
+       "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
+         VmaRecord v = store_.get_vma(uuid_param(req, 1, "vma_id"));
+         if (v.state != "approved")
+           return error_reply(409, fmt::format("VMA {} ({}) is {}: approve it first", v.vma_id, v.name, v.state));
+         Discovery d;
+         try {
+           d = pairing_->client(v)->discover();
+         } catch (const std::exception& e) {
+           return error_reply(502, fmt::format("discovery through VMA {} ({}) failed: {}; check its tunnel with "
+                                               "GET /api/v1/vmas/{}/health",
+                                               v.vma_id, v.name, e.what(), v.vma_id));
+         }
+         json vms = json::array();
+         for (const auto& vm : d.vms) vms.push_back(discovered_vm_json(vm, store_.find_vm(vm.vm_id).has_value()));
+         return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", vms}}, ""};
        }});
 }
 

@@ -15,7 +15,8 @@ namespace {
 
 int64_t now() { return std::time(nullptr); }
 
-std::string target_uri(const JobState& job, const DiskState& disk) {
+std::string target_uri(const JobState& job, const DiskState& disk, int nbd_via_port) {
+  if (nbd_via_port > 0) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via_port, disk.export_name);
   std::string host = job.nbd_host.find(':') != std::string::npos ? "[" + job.nbd_host + "]" : job.nbd_host;
   return fmt::format("nbds://{}:{}/{}", host, job.nbd_port, disk.export_name);
 }
@@ -344,7 +345,7 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     d.status = "copying";
     d.phase = "planning";
     job.progress[index] = progress;
-    target = {target_uri(job.state, d), options_.target_tls, "target"};
+    target = {target_uri(job.state, d, options_.nbd_via_port), options_.target_tls, "target"};
     save(job);
   }
   engine::CopyOptions o = options_.copy;

@@ -46,6 +46,7 @@ struct RunnerOptions {
   int max_disks_per_vm = 4;
   std::string work_dir;            // existing private directory: per-job reader sockets
   engine::TlsOptions target_tls;   // the OMA's NBD TLS PSK
+  int nbd_via_port = 0;            // > 0: NBD through the SSH local forward at 127.0.0.1:<it>
   engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
 };

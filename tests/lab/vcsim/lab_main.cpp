@@ -1,9 +1,11 @@
 // mk-lab: the lab as a process, for the demo and the browser tests. Starts vcsim with
-// the CBT shim (VcsimLab), gives the first VMs two disks of generated data, writes
-// what a VMA needs to know into a JSON file (--out) and runs until SIGINT or SIGTERM;
-// then stops everything it started.
+// the CBT shim (VcsimLab), gives the first VMs two disks of generated data, optionally
+// starts an sshd standing in for the OMA's SSH server (its AuthorizedKeysFile is the
+// file the OMA manages), writes what a VMA needs to know into a JSON file (--out) and
+// runs until SIGINT or SIGTERM; then stops everything it started.
 //
 //   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense]
+//          [--sshd-authorized-keys FILE]
 //
 // sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout.
 #include <fmt/format.h>
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -19,6 +22,7 @@
 #include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "support/files.h"
+#include "support/sshd_server.h"
 #include "vsphere/tasks.h"
 
 namespace {
@@ -32,6 +36,7 @@ struct Options {
   std::vector<uint64_t> disk_mib = {256, 128};
   uint64_t seed = 1;
   bool dense = false;
+  std::string sshd_authorized_keys;
 };
 
 Options parse(int argc, char** argv) {
@@ -48,6 +53,8 @@ Options parse(int argc, char** argv) {
       o.vms = std::stoi(value());
     } else if (a == "--seed") {
       o.seed = std::stoull(value());
+    } else if (a == "--sshd-authorized-keys") {
+      o.sshd_authorized_keys = value();
     } else if (a == "--fill") {
       std::string v = value();
       if (v != "sparse" && v != "dense") throw mk::UsageError("--fill takes sparse or dense");
@@ -146,6 +153,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < o.vms; ++i) vms.push_back(seed_vm(lab, *session, names[i], o, i));
     session.reset();
 
+    std::unique_ptr<mk::test::SshdServer> sshd;
+    if (!o.sshd_authorized_keys.empty()) {
+      sshd = std::make_unique<mk::test::SshdServer>(mk::test::SshdOptions{o.sshd_authorized_keys, {}});
+    }
     json out = {{"pid", getpid()},
                 {"vcenter_url", lab.url()},
                 {"user", lab.user()},
@@ -154,6 +165,10 @@ int main(int argc, char** argv) {
                 {"ca_file", lab.ca_file()},
                 {"lab_dir", lab.dir().path()},
                 {"vms", vms}};
+    if (sshd) {
+      out["sshd"] = {{"port", sshd->port()}, {"pid", sshd->pid()}, {"host_key_file", sshd->host_public_key_file()},
+                     {"log", sshd->log_path()}};
+    }
     std::string tmp = o.out + ".tmp";
     std::ofstream(tmp) << out.dump(2) << "\n";
     if (std::rename(tmp.c_str(), o.out.c_str()) != 0) throw mk::Error("cannot write " + o.out);

@@ -1,0 +1,445 @@
+"""A whole MigrateKit system on one machine: the lab, the OMA and a paired VMA.
+
+Used by scripts/demo (the README's main command), the end-to-end tests (tests/migration)
+and the benchmark of a VMA pass (bench/vma_pass). Everything goes through the products'
+own interfaces: the OMA's REST API as an operator would use it, `vma pair` with a
+pairing bundle, the VMA's SSH reverse tunnel to an sshd on a loopback port.
+
+    lab = MigrationLab(work_dir, vms=1, disk_mib="1024,512")
+    lab.start()                      # mk-lab (vcsim + CBT shim + sshd), OMA, VMA paired
+    lab.add_vms()                    # from the VMA's discovery, through the OMA
+    lab.replicate(["full"])          # every VM at once; sha256 checked per disk
+    lab.guest_writes(); lab.replicate(["incremental"]); lab.cutover(vm)
+    lab.stop()                       # every process stopped by PID
+
+Processes are started in their own sessions and stopped by PID (never by name). Not
+thread-safe.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+
+class LabError(Exception):
+    pass
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+def free_port(preferred=0):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(log, lines=15):
+    if not log or not os.path.exists(log):
+        return ""
+    with open(log, errors="replace") as f:
+        text = f.readlines()[-lines:]
+    return f"\n--- last lines of {log} ---\n" + "".join(text)
+
+
+def wait_for(what, check, timeout, proc=None, log=None, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise LabError(f"{what}: the process exited with status {proc.returncode}" + tail(log))
+        time.sleep(interval)
+    raise LabError(f"{what}: not within {timeout} s" + tail(log))
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def child_pids(parent):
+    """PIDs whose parent is `parent` (from /proc; used to find the VMA's ssh)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == parent:
+            out.append(int(name))
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+class Process:
+    """One service: its argv, log and Popen; restartable."""
+
+    def __init__(self, name, argv, log):
+        self.name, self.argv, self.log, self.proc = name, argv, log, None
+
+    def start(self):
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if not self.running():
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class OmaApi:
+    """The OMA's REST API with a bearer token."""
+
+    def __init__(self, base, token):
+        self.base, self.token = base, token
+
+    def call(self, method, path, body=None, ok=(200, 201, 202), timeout=120):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise LabError(f"OMA API {method} {path}: {e}") from None
+        if status not in ok:
+            raise LabError(f"OMA API {method} {path}: HTTP {status}: {text[:400]}")
+        return json.loads(text) if text else {}
+
+    def job(self, job_id):
+        j = self.call("GET", f"/api/v1/jobs/{job_id}")
+        return j.get("job", j)
+
+
+class MigrationLab:
+    def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
+                 read_rate_limit=None, bin_dir=None, quiet=False):
+        self.work = work
+        self.bin = bin_dir or os.environ.get("MIGRATEKIT_BIN_DIR", os.path.join(ROOT, "build", "bin"))
+        self.n_vms, self.disk_mib, self.fill = vms, disk_mib, fill
+        self.nbd_over_ssh, self.read_rate_limit = nbd_over_ssh, read_rate_limit
+        self.quiet = quiet
+        self.procs = {}
+        self.passes = []      # one entry per disk and pass (the demo's summary)
+        self.failures = []    # checks that failed, in words
+        self.vm_ids = []
+
+    def log(self, msg):
+        if not self.quiet:
+            say(msg)
+
+    def tool(self, name):
+        path = os.path.join(self.bin, name)
+        if not os.access(path, os.X_OK):
+            raise LabError(f"{path} is missing; build first (make demo or make test build it)")
+        return path
+
+    def spawn(self, name, argv):
+        p = Process(name, argv, os.path.join(self.work, f"{name}.log")).start()
+        self.procs[name] = p
+        return p
+
+    def stop(self):
+        for name in ("vma", "oma"):
+            if name in self.procs:
+                self.procs[name].stop()
+        # The export server outlives OMA restarts (--keep-export-server): stop it by its PID.
+        pid = getattr(self, "export_pid", None)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGTERM)
+            wait_for("the export server to stop", lambda: not os.path.exists(f"/proc/{pid}/cmdline")
+                     or open(f"/proc/{pid}/cmdline").read() == "", 20)
+        if "lab" in self.procs:
+            self.procs["lab"].stop()
+
+    # --- the lab: vcsim + CBT shim + sshd ----------------------------------------------
+
+    def start(self):
+        self.start_lab()
+        self.start_oma()
+        self.pair_vma()
+        self.start_vma()
+
+    def start_lab(self):
+        self.oma_dir = os.path.join(self.work, "oma")
+        os.makedirs(self.oma_dir, mode=0o700, exist_ok=True)
+        self.authorized_keys = os.path.join(self.oma_dir, "vma_authorized_keys")
+        if not os.path.exists(self.authorized_keys):
+            write_private(self.authorized_keys, "")
+        lab_json = os.path.join(self.work, "lab.json")
+        p = self.spawn("lab", [self.tool("mk-lab"), "--out", lab_json, "--vms", str(self.n_vms), "--disk-mib",
+                               self.disk_mib, "--fill", self.fill, "--sshd-authorized-keys", self.authorized_keys])
+        wait_for("the lab (mk-lab)", lambda: os.path.exists(lab_json), 300, p.proc, p.log)
+        with open(lab_json) as f:
+            self.lab = json.load(f)
+        self.vms = {v["instance_uuid"]: v for v in self.lab["vms"]}
+
+    # --- the OMA -----------------------------------------------------------------------
+
+    def start_oma(self):
+        if not hasattr(self, "gui_port"):
+            self.gui_port = free_port(3001)
+        argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", "0",
+                "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), *([] if True else []),
+
+                "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
+                "--ssh-host-key-file", self.lab["sshd"]["host_key_file"],
+                "--authorized-keys-file", self.authorized_keys]
+        port_file = os.path.join(self.oma_dir, "api.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        p = self.spawn("oma", argv)
+        wait_for("the OMA's API", lambda: os.path.exists(port_file) and open(port_file).read().strip(), 60,
+                 p.proc, p.log)
+        with open(port_file) as f:
+            api_port = int(f.read())
+        with open(os.path.join(self.oma_dir, "admin.token")) as f:
+            self.oma = OmaApi(f"http://127.0.0.1:{api_port}", f.read().strip())
+        self.export_server_pid()
+        self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
+
+    def nbd_port(self):
+        # Fixed for the lab's lifetime: a restarted OMA keeps serving where the VMA writes.
+        if not hasattr(self, "_nbd_port"):
+            self._nbd_port = free_port()
+        return self._nbd_port
+
+    def export_server_pid(self):
+        pid = self.oma.call("GET", "/health").get("export_server_pid")
+        self.export_pid = pid or getattr(self, "export_pid", None)
+        return pid
+
+    def restart_oma(self, sig=signal.SIGKILL):
+        self.procs["oma"].stop(sig)
+        self.start_oma()
+
+    # --- the VMA -----------------------------------------------------------------------
+
+    def pair_vma(self):
+        bundle = self.oma.call("POST", "/api/v1/vmas/pairing-bundles", {})
+        bundle_file = os.path.join(self.work, "pairing-bundle.json")
+        write_private(bundle_file, json.dumps(bundle))
+        self.vma_dir = os.path.join(self.work, "vma")
+        out = subprocess.run([self.tool("vma"), "pair", "--bundle", bundle_file, "--state-dir", self.vma_dir,
+                              "--name", "lab-site", "--vcenter", urllib.parse.urlparse(self.lab["vcenter_url"]).netloc],
+                             capture_output=True, text=True)
+        os.unlink(bundle_file)  # single use, and it holds secrets
+        if out.returncode != 0:
+            raise LabError(f"vma pair failed: {out.stderr.strip()}")
+        pending = [v for v in self.oma.call("GET", "/api/v1/vmas")["vmas"] if v["state"] == "pending"]
+        if len(pending) != 1:
+            raise LabError(f"expected one VMA waiting for approval, the OMA lists {pending}")
+        self.vma_id = pending[0]["vma_id"]
+        self.oma.call("POST", f"/api/v1/vmas/{self.vma_id}/approve")
+        self.tunnel_port = pending[0].get("tunnel_port")
+
+    def start_vma(self):
+        datastore_dir = os.path.dirname(os.path.dirname(self.lab["vms"][0]["disks"][0]["flat_file"]))
+        argv = [self.tool("vma"), "run", "--state-dir", self.vma_dir,
+                "--vcenter", self.lab["vcenter_url"], "--vcenter-user", self.lab["user"],
+                "--vcenter-password-file", self.lab["password_file"],
+                "--vcenter-thumbprint", self.lab["thumbprint"], "--listen", "127.0.0.1:0",
+                "--flat-datastore", f"LocalDS_0={datastore_dir}"]
+        if self.nbd_over_ssh:
+            argv.append("--nbd-over-ssh")
+        if self.read_rate_limit:
+            argv += ["--read-rate-limit", self.read_rate_limit]
+        p = self.spawn("vma", argv)
+        wait_for("the VMA's SSH tunnel to the OMA", self.tunnel_up, 120, p.proc, p.log, interval=0.3)
+
+    def tunnel_up(self):
+        try:
+            h = self.oma.call("GET", f"/api/v1/vmas/{self.vma_id}/health", timeout=10)
+        except LabError:
+            return None
+        return h if h.get("tunnel", {}).get("state") == "up" else None
+
+    def kill_ssh(self):
+        """SIGKILLs the VMA's ssh client (found among the VMA's children); returns its PID."""
+        vma = self.procs["vma"].pid
+        ssh = [p for p in child_pids(vma) if comm(p) == "ssh"]
+        if not ssh:
+            raise LabError("the VMA has no ssh child to kill")
+        os.kill(ssh[0], signal.SIGKILL)
+        return ssh[0]
+
+    def restart_vma(self, sig=signal.SIGKILL):
+        self.procs["vma"].stop(sig)
+        self.start_vma()
+
+    # --- VMs and passes ------------------------------------------------------------------
+
+    def add_vms(self):
+        found = self.oma.call("GET", f"/api/v1/vmas/{self.vma_id}/discover")
+        for vm in found["vms"]:
+            if vm["vm_id"] not in self.vms:
+                continue
+            body = {k: vm[k] for k in ("vm_id", "name", "datacenter", "cpus", "memory_mb", "guest_os", "power_state")}
+            body.update({"vcenter": found["vcenter"], "vma_id": self.vma_id,
+                         "disks": [{"key": d["disk_key"], "unit": d["unit"], "capacity_bytes": d["capacity_bytes"],
+                                    "label": d["label"]} for d in vm["disks"]]})
+            if vm.get("nics"):
+                body["nics"] = [{k: n[k] for k in ("key", "mac", "network")} for n in vm["nics"]]
+            self.oma.call("POST", "/api/v1/vms", body)
+            self.vm_ids.append(vm["vm_id"])
+        if len(self.vm_ids) != len(self.vms):
+            raise LabError(f"discovery showed {len(self.vm_ids)} of the lab's {len(self.vms)} VMs")
+        return self.vm_ids
+
+    def start_pass(self, vm_id, kind):
+        j = self.oma.call("POST", "/api/v1/jobs", {"vm_id": vm_id, "kind": kind})
+        return j.get("job_id") or j["job"]["job_id"]
+
+    def wait_job(self, job_id, label, timeout=1800, on_progress=None):
+        """Follows a job to its end; returns the job. on_progress(fraction) may inject faults."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                job = self.oma.job(job_id)
+            except LabError:
+                time.sleep(0.5)  # the OMA may be restarting
+                continue
+            if job["status"] in ("completed", "failed", "cancelled"):
+                return job
+            if on_progress:
+                try:
+                    p = self.oma.call("GET", f"/api/v1/jobs/{job_id}/progress", timeout=10)
+                    total = p.get("bytes_total") or 0
+                    on_progress(p.get("bytes_done", 0) / total if total else 0.0)
+                except LabError:
+                    pass
+            time.sleep(0.3)
+        raise LabError(f"{label}: not finished within {timeout} s")
+
+    def replicate(self, kind, vm_ids=None, on_progress=None, expect="completed"):
+        """One pass of `kind` for every VM at once; checks every disk by sha256."""
+        vm_ids = vm_ids or self.vm_ids
+        jobs = {vm: self.start_pass(vm, kind) for vm in vm_ids}
+        results = {}
+        for vm, job_id in jobs.items():
+            job = self.wait_job(job_id, f"{kind} pass of {self.vms[vm]['name']}", on_progress=on_progress)
+            results[vm] = job
+            if job["status"] != expect:
+                raise LabError(f"{kind} pass of {self.vms[vm]['name']} ended {job['status']}: {job.get('error')}")
+            if expect == "completed":
+                self.check_disks(vm, job, kind)
+        return results
+
+    def disk_targets(self, vm_id):
+        """disk_key -> the OMA's volume (device_path: the local volume's file)."""
+        vols = self.oma.call("GET", "/api/v1/volumes")["volumes"]
+        return {str(v["disk_key"]): v for v in vols if v["vm_id"] == vm_id}
+
+    def check_disks(self, vm_id, job, kind):
+        vm = self.vms[vm_id]
+        targets = self.disk_targets(vm_id)
+        job_disks = {str(d["disk_key"]): d for d in job.get("disks", [])}
+        for disk in vm["disks"]:
+            key = str(disk["key"])
+            jd = job_disks.get(key, {})
+            src, dst = sha256(disk["flat_file"]), sha256(targets[key]["device_path"])
+            entry = {"vm": vm["name"], "disk": key, "type": kind,
+                     "bytes_moved": int(jd.get("bytes_done", 0)),
+                     "seconds": round(disk_seconds(jd, job), 3),
+                     "source_sha256": src, "target_sha256": dst}
+            self.passes.append(entry)
+            self.log(f"   {vm['name']} disk {key}: moved {entry['bytes_moved'] / MIB:.1f} MiB in "
+                     f"{entry['seconds']:.2f} s; sha256 {src[:16]}… {'identical' if src == dst else 'DIFFERENT'}")
+            if src != dst:
+                self.failures.append(f"{kind} pass: disk {key} of {vm['name']} differs from its source")
+
+    def guest_writes(self, blocks_per_disk=40, seed=7):
+        """The running guests write: scattered 64 KiB blocks change on every disk."""
+        rng = random.Random(seed)
+        n = 0
+        for vm in self.vms.values():
+            for disk in vm["disks"]:
+                with open(disk["flat_file"], "r+b") as f:
+                    for _ in range(blocks_per_disk):
+                        f.seek(rng.randrange(disk["capacity_bytes"] // 65536) * 65536)
+                        f.write(os.urandom(65536))
+                        n += 1
+        return n
+
+    def cutover(self, vm_id, shutdown_timeout=60):
+        t0 = time.monotonic()
+        j = self.oma.call("POST", f"/api/v1/vms/{vm_id}/cutover", {"shutdown_timeout_seconds": shutdown_timeout})
+        job = self.wait_job(j["job_id"], f"cutover of {self.vms[vm_id]['name']}")
+        elapsed = time.monotonic() - t0
+        if job["status"] != "completed":
+            raise LabError(f"cutover of {self.vms[vm_id]['name']} ended {job['status']}: {job.get('error')}")
+        self.check_disks(vm_id, job, "final")
+        return job, cutover_downtime(job, elapsed)
+
+
+def disk_seconds(job_disk, job):
+    """The pass's wall time from the OMA's own record (milliseconds): created to finished."""
+    if job.get("created_at") and job.get("finished_at"):
+        return (job["finished_at"] - job["created_at"]) / 1000.0
+    return 0.0
+
+
+def cutover_downtime(job, elapsed):
+    """From the start of the final pass (which begins by shutting the source down) to the end
+    of the cutover,
+    from the job's own step times (milliseconds); the whole job when there is no such step."""
+    steps = job.get("steps", [])
+    off = next((s for s in steps if s.get("name") in ("final-pass", "shutdown", "power-off")), None)
+    if off and off.get("started_at") and job.get("finished_at"):
+        return (job["finished_at"] - off["started_at"]) / 1000.0
+    return elapsed

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""End-to-end tests of a whole migration: lab (vcsim + CBT shim + sshd), OMA, paired VMA
+behind its SSH tunnel, all real processes (scripts/migration_lab.py), driven through the
+OMA's API. Every disk is compared with its source by sha256 after every pass.
+
+    flow_test.py demo            scripts/demo --once --summary: the README's main command
+    flow_test.py faults          two VMs x two disks at once; ssh killed mid-copy; the VMA
+                                 killed mid-copy and restarted; the OMA killed mid-copy and
+                                 restarted; the export server's PID unchanged throughout
+    flow_test.py nbd-over-ssh    NBD inside the SSH connection; ssh killed mid-copy
+
+Exit status 0 when every check held; the failures are printed. CTest runs each (label
+"migration").
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from migration_lab import LabError, MigrationLab, say, wait_for  # noqa: E402
+
+
+class Check:
+    def __init__(self):
+        self.failures = []
+
+    def that(self, ok, what):
+        say(("   ok: " if ok else "   FAILED: ") + what)
+        if not ok:
+            self.failures.append(what)
+
+
+def fault_at(fraction, action, fired):
+    """An on_progress callback that runs `action` once the pass is `fraction` done."""
+    def on_progress(done):
+        if not fired and fraction <= done < 1.0:
+            fired.append(action())
+    return on_progress
+
+
+def demo(work, check):
+    summary_file = os.path.join(work, "summary.json")
+    env = dict(os.environ, DEMO_DISK_MIB="256,128", TMPDIR=work)
+    rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--once", "--summary", summary_file],
+                        env=env).returncode
+    check.that(rc == 0, f"scripts/demo --once exits 0 (got {rc})")
+    with open(summary_file) as f:
+        s = json.load(f)
+    types = sorted({p["type"] for p in s.get("passes", [])})
+    check.that(types == ["final", "full", "incremental"], f"passes of every type, got {types}")
+    check.that(len(s.get("passes", [])) == 6, "two disks x three passes in the summary")
+    check.that(all(p["source_sha256"] == p["target_sha256"] for p in s["passes"]), "every disk identical after every pass")
+    check.that(all(p["bytes_moved"] > 0 for p in s["passes"]), "every pass moved bytes")
+    full = sum(p["bytes_moved"] for p in s["passes"] if p["type"] == "full")
+    incr = sum(p["bytes_moved"] for p in s["passes"] if p["type"] == "incremental")
+    check.that(incr < full / 4, f"the incremental moved less than a quarter of the full ({incr} vs {full})")
+    check.that(isinstance(s.get("cutover_downtime_seconds"), (int, float)) and s["cutover_downtime_seconds"] > 0,
+               f"cutover downtime reported ({s.get('cutover_downtime_seconds')})")
+    leftovers = [n for n in os.listdir(work) if n.startswith("migratekit-demo.")]
+    check.that(not leftovers, f"the demo removed its directory ({leftovers})")
+
+
+def faults(work, check):
+    lab = MigrationLab(work, vms=2, disk_mib="256,128", read_rate_limit="4M", quiet=False)
+    try:
+        lab.start()
+        export_pid = lab.export_server_pid()
+        lab.add_vms()
+
+        say("== full pass of two VMs at once; the VMA's ssh is killed at 30 %")
+        fired = []
+        lab.replicate("full", on_progress=fault_at(0.3, lab.kill_ssh, fired))
+        check.that(bool(fired), "ssh was killed while the pass was copying")
+        wait_for("the tunnel back up", lab.tunnel_up, 60)
+        check.that(True, "the tunnel came back and the pass completed")
+
+        say("== incremental pass; the VMA is killed at 30 % and restarted")
+        lab.guest_writes(blocks_per_disk=600)
+        fired = []
+        jobs = lab.replicate("incremental", on_progress=fault_at(0.3, lab.restart_vma, fired), expect="failed")
+        check.that(bool(fired), "the VMA was killed while the pass was copying")
+        errors = [j.get("error") or "" for j in jobs.values()]
+        check.that(all("interrupt" in e.lower() or "restart" in e.lower() for e in errors),
+                   f"the jobs are reported interrupted, not done: {errors}")
+        lab.replicate("incremental")  # the next pass redoes the work
+
+        say("== incremental pass; the OMA is killed at 30 % and restarted")
+        lab.guest_writes(blocks_per_disk=600, seed=9)
+        fired = []
+        lab.replicate("incremental", on_progress=fault_at(0.3, lab.restart_oma, fired))
+        check.that(bool(fired), "the OMA was killed while the pass was copying")
+        check.that(lab.export_server_pid() == export_pid,
+                   f"the export server's PID is unchanged from start to end ({export_pid})")
+        check.that(not lab.failures, "every disk identical to its source after every pass: "
+                   + ("; ".join(lab.failures) or "yes"))
+    finally:
+        lab.stop()
+
+
+def nbd_over_ssh(work, check):
+    lab = MigrationLab(work, vms=1, disk_mib="256,128", read_rate_limit="4M", nbd_over_ssh=True)
+    try:
+        lab.start()
+        lab.add_vms()
+        say("== full pass with NBD inside the SSH connection; ssh killed at 30 %")
+        fired = []
+        lab.replicate("full", on_progress=fault_at(0.3, lab.kill_ssh, fired))
+        check.that(bool(fired), "ssh was killed while the pass was copying")
+        lab.guest_writes()
+        lab.replicate("incremental")
+        check.that(not lab.failures, "every disk identical after every pass: " + ("; ".join(lab.failures) or "yes"))
+    finally:
+        lab.stop()
+
+
+def main():
+    scenarios = {"demo": demo, "faults": faults, "nbd-over-ssh": nbd_over_ssh}
+    if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
+        sys.exit(f"usage: flow_test.py {'|'.join(scenarios)}")
+    work = tempfile.mkdtemp(prefix="mk-flow.", dir="/var/tmp")
+    check = Check()
+    try:
+        scenarios[sys.argv[1]](work, check)
+    except LabError as e:
+        check.failures.append(str(e))
+        say(f"   FAILED: {e}")
+    finally:
+        if check.failures:
+            for name in sorted(os.listdir(work)):
+                if name.endswith(".log"):
+                    with open(os.path.join(work, name), errors="replace") as f:
+                        say(f"--- {name} (last 30 lines) ---\n" + "".join(f.readlines()[-30:]))
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(1 if check.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
