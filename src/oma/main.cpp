@@ -58,6 +58,11 @@ int main(int argc, char** argv) {
   bool stop_export_server = false;
   app.add_flag("--stop-export-server", stop_export_server,
                "Stop the kept export server recorded in DATA/export-server.json (by its PID) and exit");
+  c.gui_port = 3001;
+  app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
+  app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);
