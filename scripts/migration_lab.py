@@ -198,12 +198,11 @@ class MigrationLab:
         for name in ("vma", "oma"):
             if name in self.procs:
                 self.procs[name].stop()
-        # The export server outlives OMA restarts (--keep-export-server): stop it by its PID.
-        pid = getattr(self, "export_pid", None)
-        if pid and os.path.exists(f"/proc/{pid}"):
-            os.kill(pid, signal.SIGTERM)
-            wait_for("the export server to stop", lambda: not os.path.exists(f"/proc/{pid}/cmdline")
-                     or open(f"/proc/{pid}/cmdline").read() == "", 20)
+        # The export server outlives OMA restarts (--keep-export-server): the OMA stops it
+        # by the PID it recorded.
+        if "oma" in self.procs:
+            subprocess.run([self.tool("oma"), "--data-dir", self.oma_dir, "--stop-export-server"],
+                           capture_output=True, timeout=60)
         if "lab" in self.procs:
             self.procs["lab"].stop()
 
@@ -235,7 +234,8 @@ class MigrationLab:
         if not hasattr(self, "gui_port"):
             self.gui_port = free_port(3001)
         argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", "0",
-                "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), *([] if True else []),
+                "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()),
+                "--keep-export-server", *([] if True else []),
 
                 "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
                 "--ssh-host-key-file", self.lab["sshd"]["host_key_file"],
@@ -250,7 +250,6 @@ class MigrationLab:
             api_port = int(f.read())
         with open(os.path.join(self.oma_dir, "admin.token")) as f:
             self.oma = OmaApi(f"http://127.0.0.1:{api_port}", f.read().strip())
-        self.export_server_pid()
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
 
     def nbd_port(self):
@@ -260,9 +259,7 @@ class MigrationLab:
         return self._nbd_port
 
     def export_server_pid(self):
-        pid = self.oma.call("GET", "/health").get("export_server_pid")
-        self.export_pid = pid or getattr(self, "export_pid", None)
-        return pid
+        return self.oma.call("GET", "/health").get("export_server_pid")
 
     def restart_oma(self, sig=signal.SIGKILL):
         self.procs["oma"].stop(sig)

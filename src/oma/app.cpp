@@ -12,6 +12,7 @@
 #include "oma/db/migrations.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
+#include "oma/gui/gui_routes.h"
 #include "oma/names.h"
 #include "oma/volumes/cloudstack_volumes.h"
 
@@ -90,6 +91,11 @@ void Oma::start() {
   ec.port = config_.nbd_port;
   ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
   ec.log_path = config_.data_dir + "/export-server.log";
+  ec.keep_running = config_.keep_export_server;
+  ec.record_path = kept_server_record_path(config_.data_dir);
+  if (ec.keep_running && config_.export_backend != "nbdkit") {
+    throw UsageError("--keep-export-server works with the nbdkit export backend only");
+  }
   if (config_.export_backend == "nbdkit") {
     export_server_ = std::make_unique<NbdkitExportServer>(ec);
   } else if (config_.export_backend == "nbd-server") {
@@ -136,15 +142,45 @@ void Oma::start() {
   ac.port = config_.api_port;
   api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac,
                                          cutover_routes(*cutover_, *store_), pairing_.get());
+  start_gui_services();
   api_->start();
   // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
   pairing_->set_api_url(config_.public_api_url.empty()
                             ? fmt::format("http://{}:{}", config_.nbd_advertise_host, api_->port())
                             : config_.public_api_url);
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
+  if (gui_) {
+    gui_->start();
+    write_private_file(config_.data_dir + "/gui.port", std::to_string(gui_->port()) + "\n");
+  }
+}
+
+void Oma::start_gui_services() {
+  gui::EventHubOptions eo;
+  eo.poll_interval = std::chrono::milliseconds(config_.events_poll_ms);
+  eo.heartbeat = std::chrono::milliseconds(config_.events_heartbeat_ms);
+  events_ = std::make_unique<gui::EventHub>(*store_, &api::ApiServer::job_progress_json, eo);
+  events_->start();
+  SchedulerOptions so;
+  so.check_interval = std::chrono::milliseconds(config_.scheduler_check_ms);
+  so.start_job = [this](const std::string& vm_id, const std::string& kind) { return jobs_->start(vm_id, kind); };
+  scheduler_ = std::make_unique<Scheduler>(*store_, so);
+  scheduler_->start();
+  api_->add_routes(gui::gui_routes(*store_, *events_, *scheduler_, *vma_));
+  if (config_.gui_port >= 0) {
+    gui::GuiConfig gc;
+    gc.listen_address = config_.gui_listen;
+    gc.port = config_.gui_port;
+    gc.dist_dir = config_.gui_dir;
+    gui_ = std::make_unique<gui::GuiServer>(*api_, gc);
+  }
 }
 
 void Oma::stop() {
+  // Event streams first: their open responses would keep the listeners from stopping.
+  if (events_) events_->stop();
+  if (scheduler_) scheduler_->stop();
+  if (gui_) gui_->stop();
   if (api_) api_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();

@@ -8,6 +8,8 @@
 // the VMA needs too (pairing bundles carry it), and the authorized_keys file for paired
 // VMAs (vma_authorized_keys, regenerated from the database). The actual API port is written to api.port once listening (useful
 // with api_port 0). Owns everything it builds. start/stop from one thread.
+// the VMA needs too. The actual API port is written to api.port once listening (useful
+// with api_port 0), and the GUI port to gui.port. Owns everything it builds. start/stop from one thread.
 #pragma once
 
 #include <memory>
@@ -20,6 +22,9 @@
 #include "oma/db/database.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_manager.h"
+#include "oma/gui/event_hub.h"
+#include "oma/gui/gui_server.h"
+#include "oma/jobs/scheduler.h"
 #include "oma/jobs/job_manager.h"
 #include "oma/pairing/pairing_service.h"
 #include "oma/vma/vma_client.h"
@@ -37,6 +42,7 @@ struct OmaConfig {
   std::string nbd_advertise_host = "127.0.0.1";  // how the VMA reaches the export server
   std::string exports_dir;                    // default DATA/exports
   std::string export_backend = "nbdkit";      // or "nbd-server"
+  bool keep_export_server = false;            // nbdkit outlives the OMA; adopted at the next start
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
   std::string tls_certificates_dir;           // X.509 instead of PSK
   std::string vma_url = "http://127.0.0.1:9081";
@@ -55,6 +61,15 @@ struct OmaConfig {
   std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
   std::string authorized_keys_file;           // default DATA/vma_authorized_keys
   int tunnel_port_base = 9081;
+  // The GUI listener (web app + the same API). -1: none (the library default, so
+  // in-process tests do not fight over a port); the oma command defaults to 3001.
+  // 0: any free port, written to DATA/gui.port.
+  std::string gui_listen = "0.0.0.0";
+  int gui_port = -1;
+  std::string gui_dir;                        // default BIN/../web/dist
+  int events_poll_ms = 500;                   // how often the event stream looks for changes
+  int events_heartbeat_ms = 15000;
+  int scheduler_check_ms = 1000;              // how often due schedules are looked for
 };
 
 class Oma {
@@ -65,6 +80,7 @@ class Oma {
   void stop();
 
   int api_port() const { return api_ ? api_->port() : 0; }
+  int gui_port() const { return gui_ ? gui_->port() : 0; }
   Store& store() { return *store_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
@@ -76,6 +92,7 @@ class Oma {
   void bootstrap_token();
   void ensure_psk();
   std::string read_vma_token() const;
+  void start_gui_services();  // event stream, scheduler, their routes, the GUI listener
 
   OmaConfig config_;
   std::unique_ptr<db::Database> db_;
@@ -91,6 +108,9 @@ class Oma {
   std::unique_ptr<CloudStackTarget> cloudstack_;
   std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
+  std::unique_ptr<gui::EventHub> events_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<gui::GuiServer> gui_;
 };
 
 }  // namespace mk::oma

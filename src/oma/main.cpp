@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "engine/tls_policy.h"
 #include "oma/app.h"
+#include "oma/exports/nbdkit_server.h"
 
 int main(int argc, char** argv) {
   mk::engine::apply_tls_cipher_policy(argc, argv);
@@ -51,6 +52,17 @@ int main(int argc, char** argv) {
                  "OMA-managed authorized_keys for approved VMAs; point sshd's AuthorizedKeysFile at it (default DATA/vma_authorized_keys)");
   app.add_option("--tunnel-port-base", c.tunnel_port_base, "OMA loopback port of the first VMA's tunnel (default 9081; then 9082, ...)")
       ->check(CLI::Range(1, 65000));
+  app.add_flag("--keep-export-server", c.keep_export_server,
+               "Keep the nbdkit export server running when the OMA stops or crashes (copies go on); the next "
+               "start adopts it (recorded in DATA/export-server.json)");
+  bool stop_export_server = false;
+  app.add_flag("--stop-export-server", stop_export_server,
+               "Stop the kept export server recorded in DATA/export-server.json (by its PID) and exit");
+  c.gui_port = 3001;
+  app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
+  app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);
@@ -60,6 +72,15 @@ int main(int argc, char** argv) {
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
+  if (stop_export_server) {
+    try {
+      std::printf("%s\n", mk::oma::stop_kept_export_server(mk::oma::kept_server_record_path(c.data_dir)).c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "oma: %s\n", e.what());
+      return 1;
+    }
+  }
 
   // Signals are taken synchronously by the main thread; every other thread blocks them.
   sigset_t set;

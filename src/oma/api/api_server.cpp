@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "common/log.h"
+#include "oma/api/views.h"
 #include "oma/errors.h"
 #include "oma/names.h"
 #include "oma/pairing/authorized_keys.h"
@@ -175,8 +176,7 @@ ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, Sec
       pairing_(pairing), routes_(std::move(extra_routes)) {
   declare_routes();
   if (pairing_) declare_vma_routes();
-  server_.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
-  server_.set_payload_max_length(config_.max_body_bytes);
+  prepare(server_);
   // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
   // see dropped SYNs and one-second retransmits. Remember the socket to widen it.
   server_.set_socket_options([this](socket_t sock) {
@@ -184,18 +184,42 @@ ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, Sec
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     listen_fd_ = sock;
   });
-  server_.set_read_timeout(std::chrono::seconds(10));
-  server_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  for (const auto& r : routes_) install(r, server_);
+}
+
+void ApiServer::prepare(httplib::Server& server) {
+  server.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
+  server.set_payload_max_length(config_.max_body_bytes);
+  server.set_read_timeout(std::chrono::seconds(10));
+  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string msg = res.status == 404   ? "no such route: see GET /api/v1/openapi.json"
                       : res.status == 413 ? "request body too large"
                                           : fmt::format("HTTP {}", res.status);
     res.set_content(json{{"error", msg}}.dump(), "application/json");
   });
-  for (const auto& r : routes_) install(r);
+}
+
+void ApiServer::add_routes(std::vector<Route> routes) {
+  for (auto& r : routes) {
+    install(r, server_);
+    routes_.push_back(std::move(r));
+  }
+}
+
+void ApiServer::serve_on(httplib::Server& server) {
+  prepare(server);
+  for (const auto& r : routes_) install(r, server);
 }
 
 ApiServer::~ApiServer() { stop(); }
+
+json ApiServer::job_progress_json(const JobRecord& job, const std::vector<JobDiskRecord>& disks) {
+  json out = job_json(job);
+  out["disks"] = json::array();
+  for (const auto& d : disks) out["disks"].push_back(job_disk_json(d));
+  return out;
+}
 
 void ApiServer::start() {
   if (config_.port == 0) {
@@ -219,18 +243,36 @@ void ApiServer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void ApiServer::install(const Route& r) {
-  std::string pattern = std::regex_replace(r.path, std::regex(R"(\{[a-z_]+\})"), "([^/]+)");
-  auto handler = [this, &r](const httplib::Request& req, httplib::Response& res) {
+void ApiServer::install(const Route& route, httplib::Server& server) {
+  std::string pattern = std::regex_replace(route.path, std::regex(R"(\{[a-z_]+\})"), "([^/]+)");
+  // Each listener keeps its own copy: the table may grow (add_routes) after install.
+  auto shared = std::make_shared<const Route>(route);
+  auto handler = [this, shared](const httplib::Request& req, httplib::Response& res) {
+    const Route& r = *shared;
+    if (r.stream) {
+      Caller caller;
+      if (auto denied = authorize(r, req, caller)) {
+        res.status = denied->status;
+        res.set_content(denied->body.dump(), "application/json");
+        return;
+      }
+      try {
+        r.stream(req, res, caller);
+      } catch (const std::exception& e) {
+        res.status = 503;
+        res.set_content(json{{"error", e.what()}}.dump(), "application/json");
+      }
+      return;
+    }
     Reply reply = dispatch(r, req);
     res.status = reply.status;
     if (!reply.text.empty()) res.set_content(reply.text, "text/plain; version=0.0.4");
     else res.set_content(reply.body.dump(), "application/json");
   };
-  if (r.method == "GET") server_.Get(pattern, handler);
-  else if (r.method == "POST") server_.Post(pattern, handler);
-  else if (r.method == "PUT") server_.Put(pattern, handler);
-  else if (r.method == "DELETE") server_.Delete(pattern, handler);
+  if (route.method == "GET") server.Get(pattern, handler);
+  else if (route.method == "POST") server.Post(pattern, handler);
+  else if (route.method == "PUT") server.Put(pattern, handler);
+  else if (route.method == "DELETE") server.Delete(pattern, handler);
 }
 
 Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
@@ -242,21 +284,27 @@ Caller ApiServer::authenticate(const httplib::Request& req, const std::string& r
   return {t->token_id, t->role};
 }
 
-Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
-  Caller caller;
+std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {
   if (r.role == "pairing") {
     if (req.get_header_value("Authorization").rfind("Pairing ", 0) != 0)
       return error_reply(401, "missing pairing code (Authorization: Pairing CODE, from the OMA's pairing bundle)");
-  } else if (!r.role.empty()) {
-    try {
-      caller = authenticate(req, r.role);
-    } catch (const Error& e) {
-      if (std::string(e.what()) == "403") return error_reply(403, "this route needs an admin token");
-      if (std::string(e.what()) == "401")
-        return error_reply(401, "missing, unknown or revoked bearer token (Authorization: Bearer TOKEN)");
-      return error_reply(500, e.what());
-    }
+    return std::nullopt;
   }
+  if (r.role.empty()) return std::nullopt;
+  try {
+    caller = authenticate(req, r.role);
+  } catch (const Error& e) {
+    if (std::string(e.what()) == "403") return error_reply(403, "this route needs an admin token");
+    if (std::string(e.what()) == "401")
+      return error_reply(401, "missing, unknown or revoked bearer token (Authorization: Bearer TOKEN)");
+    return error_reply(500, e.what());
+  }
+  return std::nullopt;
+}
+
+Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
+  Caller caller;
+  if (auto denied = authorize(r, req, caller)) return *denied;
   try {
     json body;
     if (r.body && r.body_optional && req.body.empty()) {
@@ -302,9 +350,28 @@ void ApiServer::declare_routes() {
   add({"GET", "/api/v1/openapi.json", "This API's OpenAPI 3 description", "operator", nullptr,
        [this](auto&, auto&, auto&) -> Reply { return {200, openapi(), ""}; }});
 
-  add({"GET", "/api/v1/vms", "List VMs known to the OMA", "operator", nullptr, [this](auto&, auto&, auto&) -> Reply {
+  add({"GET", "/api/v1/vms",
+       "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
+       "operator", nullptr, [this](auto&, auto&, auto&) -> Reply {
+         // Three queries for the whole list, not three per VM.
+         std::map<std::string, std::vector<JobRecord>> passes;
+         for (auto& j : store_.ended_passes()) passes[j.vm_id].push_back(std::move(j));
+         std::map<std::string, std::vector<ChangeIdCommit>> commits;
+         for (auto& c : store_.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
+         std::map<std::string, ScheduleRecord> schedules;
+         for (auto& sc : store_.list_schedules()) schedules[sc.vm_id] = std::move(sc);
+         int64_t now = now_ms();
          json out = json::array();
-         for (const auto& v : store_.list_vms()) out.push_back(vm_json(v));
+         for (const auto& v : store_.list_vms()) {
+           json j = vm_json(v);
+           auto disks = store_.list_disks(v.vm_id);
+           j["disks"] = json::array();
+           for (const auto& d : disks) j["disks"].push_back(disk_json(d));
+           add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
+           auto sc = schedules.find(v.vm_id);
+           j["schedule"] = sc == schedules.end() ? json(nullptr) : schedule_json(sc->second);
+           out.push_back(std::move(j));
+         }
          return {200, {{"vms", out}}, ""};
        }});
   add({"POST", "/api/v1/vms", "Add a VM from discovery, with its disks", "operator", &kAddVmSchema,

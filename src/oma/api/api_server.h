@@ -17,6 +17,7 @@
 #include <httplib.h>
 
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -57,6 +58,9 @@ struct Route {
   const Schema* body = nullptr;
   std::function<Reply(const httplib::Request&, const nlohmann::json& body, const Caller&)> handler;
   bool body_optional = false;  // an empty body stands for {} (every field of `body` optional)
+  // Streaming routes (server-sent events) write the response themselves, after the
+  // token check; handler is unused for them.
+  std::function<void(const httplib::Request&, httplib::Response&, const Caller&)> stream = nullptr;
 };
 
 class ApiServer {
@@ -74,12 +78,22 @@ class ApiServer {
   int port() const { return port_; }
 
   const std::vector<Route>& routes() const { return routes_; }
+  // Adds routes to the one table (and the OpenAPI document). Call before start().
+  void add_routes(std::vector<Route> routes);
+  // Serves the same routes, limits and error replies on another listener (the GUI's),
+  // so the GUI's origin has the very same API. Call after the last add_routes().
+  void serve_on(httplib::Server& server);
   nlohmann::json openapi() const;
+  // A job with its disks as GET /api/v1/jobs/{id}/progress shows it (the event stream
+  // sends the same view).
+  static nlohmann::json job_progress_json(const JobRecord& job, const std::vector<JobDiskRecord>& disks);
 
  private:
   void declare_routes();
   void declare_vma_routes();
-  void install(const Route& r);
+  void prepare(httplib::Server& server);
+  void install(const Route& r, httplib::Server& server);
+  std::optional<Reply> authorize(const Route& r, const httplib::Request& req, Caller& caller);
   Reply dispatch(const Route& r, const httplib::Request& req);
   Caller authenticate(const httplib::Request& req, const std::string& role);
   std::string metrics();

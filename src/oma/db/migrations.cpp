@@ -198,6 +198,21 @@ const std::vector<std::string> kVmaPairing = {
     "ALTER TABLE vm_contexts ADD COLUMN vma_id VARCHAR(36) NULL",
 };
 
+// Version 4, schedules: repeat a VM's incremental pass every interval_minutes (run by the OMA's
+// Scheduler; kept here so a schedule survives restarts).
+const std::vector<std::string> kSchedules = {
+    R"(CREATE TABLE vm_schedules (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      interval_minutes BIGINT NOT NULL,
+      enabled BIGINT NOT NULL,
+      next_run_at BIGINT NOT NULL,
+      last_run_at BIGINT NULL,
+      last_job_id VARCHAR(36) NULL,
+      last_result TEXT NULL,
+      updated_at BIGINT NOT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+};
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -213,6 +228,7 @@ const std::vector<Migration>& migrations() {
       {2, "cutover: NICs and failover records", kV2,
        {{"mariadb", "ALTER TABLE replication_jobs MODIFY kind VARCHAR(32) NOT NULL"}}},
       {3, "VMAs and pairing", kVmaPairing},
+      {4, "incremental pass schedules", kSchedules},
   };
   return all;
 }

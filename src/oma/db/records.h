@@ -107,6 +107,23 @@ struct PairingCodeRecord {
   std::optional<std::string> vma_id, nbd_psk_sealed;
 };
 
+// A VM's repeating incremental pass (vm_schedules). Times in ms since the epoch.
+struct ScheduleRecord {
+  std::string vm_id;
+  int64_t interval_minutes = 0;
+  bool enabled = false;
+  int64_t next_run_at = 0;
+  std::optional<int64_t> last_run_at;
+  std::optional<std::string> last_job_id, last_result;
+  int64_t updated_at = 0;
+};
+
+// When each disk's current change ID was committed (cbt_history).
+struct ChangeIdCommit {
+  std::string vm_id, disk_key;
+  int64_t committed_at = 0;
+};
+
 inline bool job_is_terminal(const std::string& status) {
   return status == "completed" || status == "failed" || status == "cancelled";
 }

@@ -674,4 +674,88 @@ void Store::set_vm_vma(const std::string& vm_id, const std::optional<std::string
     throw NotFound(fmt::format("VM {} is not known to the OMA", vm_id));
 }
 
+// --- Schedules and pass history -------------------------------------------------------
+
+namespace {
+const char* kScheduleCols =
+    "vm_id, interval_minutes, enabled, next_run_at, last_run_at, last_job_id, last_result, updated_at";
+ScheduleRecord schedule_from(const Row& r) {
+  ScheduleRecord s;
+  s.vm_id = r.str(0);
+  s.interval_minutes = r.i64(1);
+  s.enabled = r.i64(2) != 0;
+  s.next_run_at = r.i64(3);
+  s.last_run_at = opt_i64(r, 4);
+  s.last_job_id = r.opt(5);
+  s.last_result = r.opt(6);
+  s.updated_at = r.i64(7);
+  return s;
+}
+}  // namespace
+
+void Store::put_schedule(const ScheduleRecord& s) {
+  db_.transaction([&] {
+    get_vm(s.vm_id);
+    int64_t t = now_ms();
+    if (db_.exec("UPDATE vm_schedules SET interval_minutes = ?, enabled = ?, next_run_at = ?, updated_at = ? "
+                 "WHERE vm_id = ?",
+                 {s.interval_minutes, int64_t{s.enabled}, s.next_run_at, t, s.vm_id}) == 0) {
+      db_.exec(fmt::format("INSERT INTO vm_schedules ({}) VALUES (?,?,?,?,?,?,?,?)", kScheduleCols),
+               {s.vm_id, s.interval_minutes, int64_t{s.enabled}, s.next_run_at, Value(), Value(), Value(), t});
+    }
+  });
+}
+
+std::optional<ScheduleRecord> Store::find_schedule(const std::string& vm_id) {
+  auto rows = db_.query(fmt::format("SELECT {} FROM vm_schedules WHERE vm_id = ?", kScheduleCols), {vm_id});
+  if (rows.empty()) return std::nullopt;
+  return schedule_from(rows[0]);
+}
+
+std::vector<ScheduleRecord> Store::list_schedules() {
+  std::vector<ScheduleRecord> out;
+  for (const auto& r : db_.query(fmt::format("SELECT {} FROM vm_schedules ORDER BY vm_id", kScheduleCols)))
+    out.push_back(schedule_from(r));
+  return out;
+}
+
+void Store::delete_schedule(const std::string& vm_id) {
+  if (db_.exec("DELETE FROM vm_schedules WHERE vm_id = ?", {vm_id}) != 1)
+    throw NotFound(fmt::format("VM {} has no schedule", vm_id));
+}
+
+void Store::record_schedule_run(const std::string& vm_id, int64_t at, int64_t next_run_at,
+                                const std::optional<std::string>& job_id, const std::string& result) {
+  db_.exec("UPDATE vm_schedules SET last_run_at = ?, next_run_at = ?, last_job_id = COALESCE(?, last_job_id), "
+           "last_result = ?, updated_at = ? WHERE vm_id = ?",
+           {at, next_run_at, opt(job_id), result, now_ms(), vm_id});
+}
+
+std::vector<JobRecord> Store::ended_passes() {
+  std::vector<JobRecord> out;
+  for (const auto& r : db_.query(fmt::format("SELECT {} FROM replication_jobs WHERE kind IN ('full', 'incremental') "
+                                             "AND finished_at IS NOT NULL ORDER BY finished_at, job_id",
+                                             kJobCols)))
+    out.push_back(job_from(r));
+  return out;
+}
+
+std::vector<ChangeIdCommit> Store::latest_change_id_commits() {
+  std::vector<ChangeIdCommit> out;
+  for (const auto& r : db_.query("SELECT vm_id, disk_key, MAX(committed_at) FROM cbt_history "
+                                 "GROUP BY vm_id, disk_key ORDER BY vm_id, disk_key"))
+    out.push_back({r.str(0), r.str(1), r.i64(2)});
+  return out;
+}
+
+std::vector<JobRecord> Store::jobs_updated_since(int64_t since_ms) {
+  std::vector<JobRecord> out;
+  for (const auto& r : db_.query(fmt::format("SELECT {} FROM replication_jobs WHERE updated_at >= ? "
+                                             "ORDER BY updated_at, job_id",
+                                             kJobCols),
+                                 {since_ms}))
+    out.push_back(job_from(r));
+  return out;
+}
+
 }  // namespace mk::oma

@@ -115,6 +115,23 @@ class Store {
   std::optional<std::string> vm_vma(const std::string& vm_id);
   void set_vm_vma(const std::string& vm_id, const std::optional<std::string>& vma_id);
 
+  // Schedules (one per VM): repeat incremental passes every interval_minutes.
+  // put_schedule inserts or replaces; delete_schedule throws NotFound if there is none.
+  void put_schedule(const ScheduleRecord& s);
+  std::optional<ScheduleRecord> find_schedule(const std::string& vm_id);
+  std::vector<ScheduleRecord> list_schedules();
+  void delete_schedule(const std::string& vm_id);
+  // Records what a due schedule did and when it runs next.
+  void record_schedule_run(const std::string& vm_id, int64_t at, int64_t next_run_at,
+                           const std::optional<std::string>& job_id, const std::string& result);
+
+  // For the VM list: every ended pass (full/incremental) oldest first, and when each
+  // disk's newest change ID was committed.
+  std::vector<JobRecord> ended_passes();
+  std::vector<ChangeIdCommit> latest_change_id_commits();
+  // Jobs changed at or after `since_ms` (updated_at), for the live event stream.
+  std::vector<JobRecord> jobs_updated_since(int64_t since_ms);
+
   // Counts for /metrics.
   std::vector<std::pair<std::string, int64_t>> jobs_by_status();
   int64_t count_exports();

@@ -29,6 +29,10 @@ struct ExportServerConfig {
   int port = 10809;                        // 0: a free port chosen at start (see port())
   TlsConfig tls;                           // TLS is always required
   std::string log_path;                    // the server's stdout/stderr ("" = /dev/null)
+  // Keep the server running across restarts of the OMA (nbdkit only): it runs in its own
+  // session, is recorded in `record_path` and adopted by the next start; stop() leaves it.
+  bool keep_running = false;
+  std::string record_path;                 // required with keep_running (DATA/export-server.json)
 };
 
 class ExportBackend {

@@ -2,14 +2,22 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "common/error.h"
@@ -57,7 +65,202 @@ void atomic_symlink(const std::string& dir, const std::string& name, const std::
   }
 }
 
+// A pidfd for `pid` (stays valid, and never names another process, after it exits), or
+// -1 where the kernel lacks pidfd_open: then callers fall back to kill(pid, 0).
+int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  return -1;
+#endif
+}
+
+bool pid_alive(pid_t pid, int pidfd) {
+  if (pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;  // readable once the process has exited
+  }
+  return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
+std::string read_cmdline(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// True when process `pid` holds a TCP socket listening on `port`: the one answering
+// there is that process, not another one that took the port (a free port picked by a
+// parallel start, a stale server).
+bool owns_listener(pid_t pid, int port) {
+  std::set<std::string> inodes;
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::ifstream in(fmt::format("/proc/{}/net/{}", pid, table));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string slot, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      f >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      auto colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
+      if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) inodes.insert("socket:[" + inode + "]");
+    }
+  }
+  if (inodes.empty()) return false;
+  std::error_code ec;
+  for (const auto& fd : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
+    std::error_code lec;
+    auto target = fs::read_symlink(fd.path(), lec);
+    if (!lec && inodes.count(target.string())) return true;
+  }
+  return false;
+}
+
+std::string joined_cmdline(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += a + '\0';
+  return s;
+}
+
+// Starts argv in a new session as a grandchild (so it is never this process's child,
+// gets no parent-death signal and keeps running when the OMA exits), stdin /dev/null,
+// stdout and stderr appended to log_path. Returns its PID. Throws mk::Error.
+pid_t spawn_detached(const std::vector<std::string>& args, const std::string& log_path) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int out = log_path.empty() ? ::open("/dev/null", O_WRONLY | O_CLOEXEC)
+                             : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int pipe_fds[2];
+  if (out < 0 || in < 0 || ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    int e = errno;
+    if (out >= 0) ::close(out);
+    if (in >= 0) ::close(in);
+    throw Error(fmt::format("{}: cannot prepare its log {} or a pipe: {}", args[0], log_path, std::strerror(e)));
+  }
+  pid_t middle = ::fork();
+  if (middle == 0) {
+    // Only async-signal-safe calls from here to exec.
+    ::setsid();
+    pid_t server = ::fork();
+    if (server == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      signal(SIGPIPE, SIG_DFL);
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+      if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
+      // No inherited descriptor (the OMA's API socket) may outlive the OMA in nbdkit.
+#ifdef SYS_close_range
+      if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+#endif
+        for (int fd = 3; fd < 65536; ++fd) ::close(fd);
+      execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    (void)!::write(pipe_fds[1], &server, sizeof server);
+    _exit(server > 0 ? 0 : 1);
+  }
+  int fork_errno = errno;
+  ::close(pipe_fds[1]);
+  ::close(out);
+  ::close(in);
+  pid_t server = -1;
+  if (middle > 0) {
+    if (::read(pipe_fds[0], &server, sizeof server) != sizeof server) server = -1;
+    int st = 0;
+    while (::waitpid(middle, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+  ::close(pipe_fds[0]);
+  if (middle < 0) throw Error(fmt::format("{}: fork failed: {}", args[0], std::strerror(fork_errno)));
+  if (server <= 0) throw Error(fmt::format("{}: could not be started in its own session", args[0]));
+  return server;
+}
+
 }  // namespace
+
+std::optional<KeptServerRecord> read_kept_server_record(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  try {
+    auto j = nlohmann::json::parse(in);
+    KeptServerRecord r;
+    r.pid = j.at("pid").get<pid_t>();
+    r.port = j.at("port").get<int>();
+    r.argv = j.at("argv").get<std::vector<std::string>>();
+    return r;
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("the export server record {} is unreadable ({}); remove it after checking that no "
+                            "old nbdkit still runs",
+                            path, e.what()));
+  }
+}
+
+void write_kept_server_record(const std::string& path, const KeptServerRecord& record) {
+  std::string text = nlohmann::json{{"pid", record.pid}, {"port", record.port}, {"argv", record.argv}}.dump() + "\n";
+  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  int e = errno;
+  if (fd >= 0) ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot record the export server (pid {}) in {}: {}", record.pid, path, std::strerror(e)));
+  }
+}
+
+std::string adoption_refusal(const KeptServerRecord& record, const std::vector<std::string>& expected_argv,
+                             const std::string& address) {
+  if (record.pid <= 0) return "the record holds no PID";
+  int pidfd = open_pidfd(record.pid);
+  bool alive = pid_alive(record.pid, pidfd);
+  std::string cmdline = alive ? read_cmdline(record.pid) : "";
+  if (pidfd >= 0) ::close(pidfd);
+  if (!alive) return fmt::format("pid {} is not running", record.pid);
+  if (cmdline != joined_cmdline(expected_argv)) {
+    std::string shown = cmdline;
+    std::replace(shown.begin(), shown.end(), '\0', ' ');
+    return fmt::format("pid {} runs '{}', not the export server this configuration runs", record.pid, shown);
+  }
+  if (!owns_listener(record.pid, record.port) || !accepts(client_address(address), record.port)) {
+    return fmt::format("pid {} is not what accepts connections on {}:{}", record.pid, address, record.port);
+  }
+  return "";
+}
+
+std::string stop_kept_export_server(const std::string& record_path) {
+  auto record = read_kept_server_record(record_path);
+  if (!record) return fmt::format("no kept export server is recorded in {}", record_path);
+  int pidfd = open_pidfd(record->pid);
+  std::string result;
+  if (!pid_alive(record->pid, pidfd)) {
+    result = fmt::format("the recorded export server (pid {}) is not running", record->pid);
+  } else if (read_cmdline(record->pid) != joined_cmdline(record->argv)) {
+    result = fmt::format("pid {} no longer runs the recorded export server: left alone", record->pid);
+  } else {
+    ::kill(record->pid, SIGTERM);
+    for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (pid_alive(record->pid, pidfd)) {
+      ::kill(record->pid, SIGKILL);
+      for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (pid_alive(record->pid, pidfd)) {
+      if (pidfd >= 0) ::close(pidfd);
+      throw Error(fmt::format("the export server (pid {}) did not exit after SIGKILL", record->pid));
+    }
+    result = fmt::format("stopped the export server (pid {})", record->pid);
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  ::unlink(record_path.c_str());
+  return result;
+}
 
 std::string client_address(const std::string& listen_address) {
   return listen_address == "0.0.0.0" || listen_address.empty() ? "127.0.0.1" : listen_address;
@@ -102,6 +305,30 @@ std::vector<std::string> NbdkitExportServer::argv() const {
 }
 
 void NbdkitExportServer::launch() {
+  if (config_.keep_running) {
+    if (pidfd_ >= 0) ::close(pidfd_);
+    pid_t pid = spawn_detached(argv(), config_.log_path);
+    pidfd_ = open_pidfd(pid);
+    pid_ = pid;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (!owns_listener(pid, config_.port) || !accepts(client_address(config_.listen_address), config_.port)) {
+      if (!pid_alive(pid, pidfd_)) {
+        throw Error(fmt::format("nbdkit (exports, pid {}) exited before listening on {}:{} (port taken?); its log "
+                                "{}:\n{}",
+                                pid, config_.listen_address, config_.port, config_.log_path, tail(config_.log_path)));
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        throw Error(fmt::format("nbdkit (exports, pid {}) did not listen on {}:{} within 15 s; its log {}:\n{}", pid,
+                                config_.listen_address, config_.port, config_.log_path, tail(config_.log_path)));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    write_kept_server_record(config_.record_path, {pid, config_.port, argv()});
+    log::info("nbdkit serving {} on {}:{} (pid {}, kept running across OMA restarts; recorded in {})",
+              config_.exports_dir, config_.listen_address, config_.port, pid, config_.record_path);
+    return;
+  }
   SpawnOptions opt;
   opt.stdout_path = config_.log_path;
   opt.stderr_path = config_.log_path;
@@ -128,10 +355,44 @@ static int pick_free_port(const std::string& address) {
   return ntohs(a.sin_port);
 }
 
+bool NbdkitExportServer::try_adopt() {
+  auto record = read_kept_server_record(config_.record_path);
+  if (!record) {
+    log::info("no kept export server recorded in {}: starting one", config_.record_path);
+    return false;
+  }
+  ExportServerConfig wanted = config_;
+  if (wanted.port == 0) wanted.port = record->port;  // port 0 means "keep the one chosen before"
+  std::swap(config_, wanted);
+  std::string refusal = adoption_refusal(*record, argv(), config_.listen_address);
+  if (!refusal.empty()) {
+    std::swap(config_, wanted);
+    log::warn("not adopting the recorded export server: {}; starting a new one", refusal);
+    return false;
+  }
+  pidfd_ = open_pidfd(record->pid);
+  pid_ = record->pid;
+  adopted_ = true;
+  log::info("adopted the running export server nbdkit (pid {}) on {}:{}: copies into the exports go on", record->pid,
+            config_.listen_address, config_.port);
+  return true;
+}
+
+bool NbdkitExportServer::server_alive() {
+  return config_.keep_running ? pid_alive(pid_.load(), pidfd_) : process_.running();
+}
+
 void NbdkitExportServer::start() {
   std::lock_guard lock(mu_);
   if (supervisor_.joinable()) return;
   stopping_ = false;
+  if (config_.keep_running) {
+    if (config_.record_path.empty()) throw UsageError("keeping the export server running needs a record path");
+    if (try_adopt()) {
+      supervisor_ = std::thread([this] { supervise(); });
+      return;
+    }
+  }
   if (config_.port != 0) {
     launch();
   } else {
@@ -143,7 +404,7 @@ void NbdkitExportServer::start() {
         launch();
         break;
       } catch (const Error&) {
-        process_.stop();
+        process_.stop();  // a kept server that did not listen has exited or was killed
         if (attempt >= 4) throw;
       }
     }
@@ -156,9 +417,13 @@ void NbdkitExportServer::supervise() {
   int failures = 0;
   while (!stopping_) {
     cv_.wait_for(lock, std::chrono::milliseconds(250));
-    if (stopping_ || process_.running()) continue;
-    log::warn("nbdkit (pid {}) exited with status {}: restarting it; exports are files and survive",
-              process_.pid(), process_.exit_status().value_or(-1));
+    if (stopping_ || server_alive()) continue;
+    if (config_.keep_running) {
+      log::warn("nbdkit (pid {}, kept) exited: restarting it; exports are files and survive", pid_.load());
+    } else {
+      log::warn("nbdkit (pid {}) exited with status {}: restarting it; exports are files and survive",
+                process_.pid(), process_.exit_status().value_or(-1));
+    }
     try {
       launch();
       restarts_++;
@@ -179,6 +444,15 @@ void NbdkitExportServer::stop() {
   cv_.notify_all();
   if (supervisor_.joinable()) supervisor_.join();
   std::lock_guard lock(mu_);
+  if (config_.keep_running) {
+    // Left running on purpose: the next OMA start adopts it.
+    if (pidfd_ >= 0) {
+      ::close(pidfd_);
+      pidfd_ = -1;
+      log::info("export server nbdkit (pid {}) left running for the next OMA start", pid_.load());
+    }
+    return;
+  }
   process_.stop();
 }
 

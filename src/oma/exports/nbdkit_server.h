@@ -9,13 +9,25 @@
 // never restarted or signalled for it. A supervisor thread restarts nbdkit if it dies;
 // the exports survive because they are files.
 //
-// Owns the nbdkit process and the supervisor thread. Thread-safe.
+// With keep_running, nbdkit is not the OMA's child: it is started in its own session
+// (double fork, no parent-death signal), its PID and exact argv are recorded in
+// config.record_path (0600, replaced atomically), and the next OMA start adopts it when
+// that PID is alive, runs exactly the argv this configuration would run, and accepts
+// connections on its port — so copies from the VMA into the exports go on while the OMA
+// restarts. A kept server is supervised by polling a pidfd (kill(pid, 0) where pidfd_open
+// is missing) and restarted if it dies; stop() leaves it running; stop_kept_export_server()
+// ends it by its recorded PID.
+//
+// Owns the nbdkit process (only while it is its child) and the supervisor thread.
+// Thread-safe.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "common/subprocess.h"
 #include "oma/exports/export_backend.h"
@@ -36,21 +48,52 @@ class NbdkitExportServer : public ExportBackend {
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
   int port() const override { return config_.port; }
+  // True when start() adopted a kept server left by an earlier OMA (keep_running).
+  bool adopted() const { return adopted_.load(); }
 
  private:
   std::vector<std::string> argv() const;
   void launch();  // requires mu_
+  bool try_adopt();  // requires mu_
+  bool server_alive();  // requires mu_
   void supervise();
 
   ExportServerConfig config_;  // port fixed by start()
   mutable std::mutex mu_;  // guards process_, stopping_
   std::condition_variable cv_;
-  Subprocess process_;
+  Subprocess process_;  // the child nbdkit (not keep_running)
+  int pidfd_ = -1;      // the kept nbdkit (keep_running); -1 when pidfd_open is missing
   bool stopping_ = false;
   std::thread supervisor_;
   std::atomic<pid_t> pid_{-1};
   std::atomic<int> restarts_{0};
+  std::atomic<bool> adopted_{false};
 };
+
+// What an OMA recorded about the export server it keeps running.
+struct KeptServerRecord {
+  pid_t pid = -1;
+  int port = 0;
+  std::vector<std::string> argv;
+};
+
+// Where the OMA with data directory `data_dir` records its kept export server.
+inline std::string kept_server_record_path(const std::string& data_dir) { return data_dir + "/export-server.json"; }
+
+// Reads a record; nullopt when there is none. Throws mk::Error for an unreadable one.
+std::optional<KeptServerRecord> read_kept_server_record(const std::string& path);
+// Writes it mode 0600 through a temporary file and rename(2). Throws mk::Error.
+void write_kept_server_record(const std::string& path, const KeptServerRecord& record);
+
+// "" when `record` may be adopted: its PID is alive, /proc/PID/cmdline is exactly
+// `expected_argv`, and `address`:port accepts connections. Otherwise why not.
+std::string adoption_refusal(const KeptServerRecord& record, const std::vector<std::string>& expected_argv,
+                             const std::string& address);
+
+// Ends the kept server recorded at `record_path` (SIGTERM, then SIGKILL) by its PID,
+// only if that PID still runs the recorded argv, and removes the record. Returns what it
+// did, for the operator. Throws mk::Error if the server does not exit.
+std::string stop_kept_export_server(const std::string& record_path);
 
 // Waits until 127.0.0.1 (or `address`) accepts TCP connections on `port`, or `process`
 // exits (throws with `log_path`'s tail), or the timeout passes (throws).

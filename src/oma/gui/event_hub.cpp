@@ -1,0 +1,198 @@
+#include "oma/gui/event_hub.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+
+namespace mk::oma::gui {
+
+using nlohmann::json;
+
+namespace {
+
+// Jobs updated this long before the previous scan are looked at again: a row written
+// in the same millisecond as the scan (or by a slower transaction) is not missed.
+constexpr int64_t kOverlapMs = 2000;
+// Ended jobs are forgotten once they have been quiet this long.
+constexpr int64_t kForgetMs = 60000;
+
+json opt_json(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+json opt_json(const std::optional<int64_t>& n) { return n ? json(*n) : json(nullptr); }
+
+}  // namespace
+
+std::string sse_frame(const std::string& event, const json& data) {
+  // dump() escapes newlines, so the data is one line as SSE requires.
+  return "event: " + event + "\ndata: " + data.dump() + "\n\n";
+}
+
+std::optional<std::vector<std::string>> EventHub::Subscription::next(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return closed_ || overflowed_ || !frames_.empty(); });
+  if (closed_) return std::nullopt;
+  std::vector<std::string> out;
+  if (overflowed_) {
+    overflowed_ = false;
+    frames_.clear();
+    out.push_back(sse_frame("resync", {{"reason", "this client fell behind; fetch the current state again"}}));
+    return out;
+  }
+  out.assign(frames_.begin(), frames_.end());
+  frames_.clear();
+  return out;
+}
+
+void EventHub::Subscription::push(const std::string& frame, size_t max_queue) {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_ || overflowed_) return;
+    if (frames_.size() >= max_queue) overflowed_ = true;
+    else frames_.push_back(frame);
+  }
+  cv_.notify_all();
+}
+
+EventHub::EventHub(Store& store, JobView view, EventHubOptions options)
+    : store_(store), view_(std::move(view)), options_(options) {}
+
+EventHub::~EventHub() { stop(); }
+
+void EventHub::start() {
+  std::lock_guard lock(mu_);
+  stopping_ = false;
+  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+}
+
+void EventHub::stop() {
+  std::set<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    subs.swap(subs_);
+  }
+  cv_.notify_all();
+  for (const auto& s : subs) {
+    {
+      std::lock_guard l(s->mu_);
+      s->closed_ = true;
+    }
+    s->cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::shared_ptr<EventHub::Subscription> EventHub::subscribe() {
+  auto s = std::make_shared<Subscription>();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) throw Error("the OMA is stopping: reconnect to the event stream in a moment");
+    if (subs_.size() >= options_.max_subscribers) {
+      throw Error(fmt::format("{} event streams are open already (the limit): close another browser tab",
+                              subs_.size()));
+    }
+    if (subs_.empty()) primed_ = false;  // state learned while nobody listened is stale
+    subs_.insert(s);
+  }
+  s->push(sse_frame("hello", {{"at", now_ms()}, {"heartbeat_seconds", options_.heartbeat.count() / 1000.0}}),
+          options_.max_queue);
+  cv_.notify_all();
+  return s;
+}
+
+void EventHub::unsubscribe(const std::shared_ptr<Subscription>& s) {
+  std::lock_guard lock(mu_);
+  subs_.erase(s);
+}
+
+size_t EventHub::subscribers() {
+  std::lock_guard lock(mu_);
+  return subs_.size();
+}
+
+void EventHub::publish(const std::string& frame) {
+  std::vector<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard lock(mu_);
+    subs.assign(subs_.begin(), subs_.end());
+  }
+  for (const auto& s : subs) s->push(frame, options_.max_queue);
+}
+
+void EventHub::loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, options_.poll_interval, [&] { return stopping_; });
+      if (stopping_) return;
+      if (subs_.empty()) continue;  // nobody listens: do not load the database
+    }
+    try {
+      scan();
+    } catch (const std::exception& e) {
+      log::warn("event stream: scanning the database failed (retrying): {}", e.what());
+    }
+  }
+}
+
+void EventHub::scan() {
+  std::lock_guard serial(scan_mu_);
+  bool emit;
+  {
+    std::lock_guard lock(mu_);
+    emit = primed_;
+    primed_ = true;
+  }
+  if (!emit) jobs_.clear();
+  int64_t now = now_ms();
+  std::map<std::string, JobRecord> todo;
+  // Priming needs only what may still change; older jobs the client fetches itself.
+  for (auto& j : store_.jobs_updated_since((emit ? last_scan_ : now) - kOverlapMs)) todo[j.job_id] = j;
+  for (auto& j : store_.active_jobs()) todo[j.job_id] = j;
+  // Jobs still being finished (steps ending after the last row update).
+  for (const auto& [id, st] : jobs_) {
+    if (!todo.count(id) && !st.terminal) {
+      if (auto j = store_.find_job(id)) todo[id] = *j;
+    }
+  }
+  for (const auto& [id, j] : todo) scan_job(j, emit, now);
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if (it->second.terminal && now - it->second.seen_at > kForgetMs) it = jobs_.erase(it);
+    else ++it;
+  }
+  last_scan_ = now;
+}
+
+void EventHub::scan_job(const JobRecord& j, bool emit, int64_t now) {
+  auto [it, fresh] = jobs_.try_emplace(j.job_id);
+  JobState& st = it->second;
+  std::string sig = fmt::format("{}|{}|{}|{}|{}|{}|{}", j.status, j.phase, j.bytes_done, j.bytes_total, j.updated_at,
+                                j.cancel_requested, j.error.value_or(""));
+  bool changed = sig != st.signature;
+  if (changed || fresh) st.seen_at = now;
+  if (changed) {
+    st.signature = sig;
+    if (emit) publish(sse_frame("job", view_(j, store_.job_disks(j.job_id))));
+  }
+  for (const auto& s : store_.list_steps(j.job_id)) {
+    std::string key = s.status + (s.finished_at ? "|done" : "");
+    auto& known = st.steps[s.seq];
+    if (known == key) continue;
+    known = key;
+    if (emit) {
+      publish(sse_frame("step", {{"job_id", s.job_id}, {"seq", s.seq}, {"name", s.name}, {"status", s.status},
+                                 {"message", opt_json(s.message)}, {"started_at", s.started_at},
+                                 {"finished_at", opt_json(s.finished_at)}}));
+    }
+  }
+  for (const auto& e : store_.list_events(j.job_id)) {
+    if (e.seq <= st.last_event) continue;
+    st.last_event = e.seq;
+    if (emit) {
+      publish(sse_frame("log", {{"job_id", e.job_id}, {"seq", e.seq}, {"at", e.at}, {"level", e.level},
+                                {"message", e.message}}));
+    }
+  }
+  st.terminal = job_is_terminal(j.status);
+}
+
+}  // namespace mk::oma::gui

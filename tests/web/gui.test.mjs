@@ -1,0 +1,277 @@
+// Browser tests of the migration GUI: playwright-core drives Debian's chromium
+// (headless) against web-lab, a lab this test starts and stops by PID: the real oma
+// binary serving the built GUI, and a VMA that copies real data into the OMA's exports.
+// Screenshots of every page are saved to $MK_ARTIFACTS (build/test-artifacts/web).
+//
+// Environment (set by CTest): MK_WEB_LAB, MK_OMA, MK_WEB_DIST, MK_WEB_MODULES,
+// MK_ARTIFACTS, MK_CHROMIUM.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run this test through CTest (ctest -L web)`);
+  return v;
+};
+const require = createRequire(path.join(env("MK_WEB_MODULES"), "noop.js"));
+const { chromium } = require("playwright-core");
+
+const ARTIFACTS = env("MK_ARTIFACTS");
+const LONG = 180_000; // a bound that only stops a hung test; nothing asserts a duration
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, f, timeout = LONG) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await f();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(100);
+  }
+  throw new Error(`gave up waiting for ${what} (last: ${last})`);
+}
+
+// The lab: web-lab's JSON describes it; SIGUSR1 restarts the OMA; SIGTERM ends it.
+class Lab {
+  constructor() {
+    this.dir = mkdtempSync(path.join(tmpdir(), "mk-web-test-"));
+    this.out = path.join(this.dir, "lab.json");
+    this.log = [];
+    // The real VMA against the vSphere lab when the build has them; else the fake VMA.
+    const vma = process.env.MK_VMA && process.env.MK_LAB
+      ? ["--vma", "real", "--vma-bin", process.env.MK_VMA, "--mk-lab", process.env.MK_LAB, "--disk-mib", "32,16"]
+      : ["--vma", "fake"];
+    this.proc = spawn(env("MK_WEB_LAB"), ["--out", this.out, "--oma", env("MK_OMA"), "--gui-dir", env("MK_WEB_DIST"), ...vma], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    for (const s of [this.proc.stdout, this.proc.stderr]) s.on("data", (d) => this.log.push(String(d)));
+    this.exited = new Promise((r) => this.proc.on("exit", (code, sig) => r({ code, sig })));
+  }
+  async info(generation = 0) {
+    return until(`web-lab generation ${generation}`, () => {
+      if (this.proc.exitCode !== null) throw new Error(`web-lab exited: ${this.log.join("")}`);
+      if (!existsSync(this.out)) return null;
+      const j = JSON.parse(readFileSync(this.out, "utf8"));
+      return j.generation >= generation ? j : null;
+    });
+  }
+  token(info) {
+    return readFileSync(info.token_file, "utf8").trim();
+  }
+  restartOma() {
+    process.kill(this.proc.pid, "SIGUSR1");
+  }
+  async stop() {
+    if (this.proc.exitCode === null) this.proc.kill("SIGTERM");
+    const r = await this.exited;
+    rmSync(this.dir, { recursive: true, force: true });
+    return r;
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: false, animations: "disabled" });
+}
+
+async function signIn(page, url, token) {
+  await page.goto(url);
+  await page.locator("#token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Virtual machines" }).waitFor({ timeout: LONG });
+}
+
+async function selectVm(page, name) {
+  const button = page.getByRole("button", { name, exact: true });
+  if ((await button.getAttribute("aria-pressed")) !== "true") await button.click();
+  await page.getByRole("region", { name }).waitFor();
+}
+
+test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
+  rmSync(ARTIFACTS, { recursive: true, force: true }); // this run's screenshots only
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const lab = new Lab();
+  let browser;
+  try {
+    let info = await lab.info(0);
+    const token = lab.token(info);
+    browser = await chromium.launch({
+      executablePath: env("MK_CHROMIUM"),
+      args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    const external = [];
+    page.on("request", (r) => {
+      const u = new URL(r.url());
+      if (u.protocol.startsWith("http") && u.hostname !== "127.0.0.1") external.push(r.url());
+    });
+
+    await t.test("a wrong token is refused", async () => {
+      await page.goto(info.gui_url);
+      await page.locator("#token").fill("mko_" + "0".repeat(64));
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const error = page.locator("#login-error");
+      await error.waitFor({ timeout: LONG });
+      assert.match(await error.innerText(), /refused this token/);
+      assert.equal(await page.getByRole("heading", { name: "Virtual machines" }).count(), 0);
+      await shot(page, "01-login-refused");
+    });
+
+    await t.test("log in with the admin token; the VMs page lists the lab VM", async () => {
+      await signIn(page, info.gui_url, token);
+      if (!info.vm_added) {
+        // Add it from discovery (the VMA lists vCenter's VMs with their disks).
+        await page.getByRole("button", { name: "Discover VMs…" }).click();
+        const dialog = page.getByRole("dialog");
+        await dialog.getByRole("button", { name: `Add ${info.vm.name}` }).click({ timeout: LONG });
+        await dialog.getByText("managed").first().waitFor({ timeout: LONG });
+        await shot(page, "02-discovery");
+        await dialog.getByRole("button", { name: "Close" }).click();
+      }
+      const row = page.locator(`tr[data-vm="${info.vm.name}"]`);
+      await row.waitFor();
+      assert.match(await row.innerText(), /2 · \d+(\.\d+)? MiB/);
+      assert.match(await row.innerText(), /none yet/);
+      await until("live updates", async () => (await page.getByTestId("link-state").innerText()).includes("Live"));
+      await shot(page, "03-vms");
+    });
+
+    let jobUrl;
+    await t.test("start a full replication; progress reaches 100 % with the job's steps", async () => {
+      await selectVm(page, info.vm.name);
+      await page.getByRole("button", { name: "Start full pass" }).click();
+      await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/, { timeout: LONG });
+      jobUrl = page.url();
+      const pct = page.getByTestId("job-percent");
+      // Live progress pushed by the OMA: a value strictly between 0 and 100 shows up.
+      const seen = await until("progress between 0 and 100 %", async () => {
+        const v = parseFloat(await pct.innerText());
+        return v > 0 && v < 100 ? v : null;
+      });
+      assert.ok(seen > 0 && seen < 100);
+      await until("two throughput samples", async () => (await page.locator(".chart .u-over").count()) > 0);
+      await shot(page, "04-job-copying");
+      await until("100 %", async () => (await pct.innerText()).trim() === "100 %");
+      await until("completed", async () => (await page.locator(".card-actions .badge").first().innerText()) === "completed");
+      const steps = page.getByRole("list", { name: "Job steps" });
+      for (const name of ["preparing volumes", "exporting", "starting copy on the VMA", "copying", "committing change IDs"]) {
+        await until(`step ${name} completed`, async () => {
+          const item = steps.locator("li", { hasText: name }).first();
+          return (await item.count()) > 0 && (await item.locator(".badge").innerText()) === "completed";
+        });
+      }
+      const log = await page.getByRole("list", { name: "Event log" }).innerText();
+      assert.match(log, /job completed/);
+      // Every disk copied all it planned to.
+      const rows = await page.getByRole("table", { name: "Disk progress" }).locator("tbody tr").allInnerTexts();
+      assert.equal(rows.length, 2);
+      for (const r of rows) assert.match(r, /(\d+(?:\.\d+)? \S+) \/ \1/, r);
+      await shot(page, "05-job-completed");
+    });
+
+    await t.test("an incremental pass gives the VM a predicted downtime and cutover readiness", async () => {
+      await page.getByRole("link", { name: "Virtual machines" }).click();
+      await selectVm(page, info.vm.name);
+      await page.getByRole("button", { name: "Start incremental pass" }).click();
+      await page.waitForURL(/#\/jobs\//);
+      await until("incremental completed", async () =>
+        (await page.locator(".card-actions .badge").first().innerText()) === "completed");
+      await page.getByRole("link", { name: "Virtual machines" }).click();
+      const row = page.locator(`tr[data-vm="${info.vm.name}"]`);
+      await until("ready", async () => /ready/.test(await row.innerText()) && !/not ready/.test(await row.innerText()));
+      assert.match(await row.innerText(), /incremental/);
+      assert.match(await row.innerText(), /≈ /);
+    });
+
+    await t.test("a schedule is set and still shown after the OMA restarts", async () => {
+      await selectVm(page, info.vm.name);
+      await page.locator("#interval").fill("15");
+      await page.getByRole("button", { name: "Save schedule" }).click();
+      await until("schedule shown", async () => /Every 15 min/.test(await page.getByTestId("schedule-state").innerText()));
+      lab.restartOma();
+      info = await lab.info(1);
+      await signIn(page, info.gui_url, token); // a new port is a new origin: sign in again
+      const row = page.locator(`tr[data-vm="${info.vm.name}"]`);
+      await until("schedule in the list", async () => /every 15 min/.test(await row.innerText()));
+      await selectVm(page, info.vm.name);
+      assert.match(await page.getByTestId("schedule-state").innerText(), /Every 15 min; next/);
+      await shot(page, "06-vm-detail-schedule-after-restart");
+    });
+
+    await t.test("cutover asks for confirmation saying what will happen, then shows the result", async () => {
+      await selectVm(page, info.vm.name);
+      await page.getByRole("button", { name: "Cut over…" }).click();
+      const dialog = page.getByRole("dialog");
+      await dialog.waitFor();
+      const text = await dialog.innerText();
+      assert.match(text, /Shut down the source VM/);
+      assert.match(text, /final incremental pass/);
+      assert.match(text, /Create the VM in CloudStack/);
+      await shot(page, "07-cutover-confirm");
+      // Keyboard: focus stays inside the dialog while Tab cycles through it...
+      const inDialog = () => page.evaluate(() => !!document.activeElement?.closest("[role=dialog]"));
+      assert.ok(await inDialog());
+      for (let i = 0; i < 5; i++) {
+        await page.keyboard.press(i % 2 ? "Shift+Tab" : "Tab");
+        assert.ok(await inDialog(), "focus left the dialog");
+      }
+      // ...and Esc closes it without doing anything, giving focus back to its button.
+      await page.keyboard.press("Escape");
+      await until("dialog closed", async () => (await page.getByRole("dialog").count()) === 0);
+      await until("focus back on the Cut over button", async () =>
+        (await page.evaluate(() => document.activeElement?.textContent)) === "Cut over…");
+      await page.getByRole("button", { name: "Cut over…" }).click();
+      await page.getByRole("dialog").getByRole("button", { name: `Cut over ${info.vm.name}` }).click();
+      await page.waitForURL(/#\/jobs\//, { timeout: LONG });
+      await until("cutover ended", async () => {
+        const s = await page.locator(".card-actions .badge").first().innerText();
+        return s === "completed" || s === "failed" ? s : null;
+      });
+      assert.match(await page.locator(".card-head h2").first().innerText(), /cutover/);
+      await shot(page, "08-cutover-result");
+      assert.equal(await page.locator(".card-actions .badge").first().innerText(), "completed");
+      const steps = await page.getByRole("list", { name: "Job steps" }).innerText();
+      assert.match(steps, /final-pass/);
+      await page.getByRole("link", { name: "Virtual machines" }).click();
+      const row = page.locator(`tr[data-vm="${info.vm.name}"]`);
+      await until("VM cut over", async () => /cut over/.test(await row.innerText()));
+      await shot(page, "09-vms-after-cutover");
+    });
+
+    await t.test("infrastructure and settings pages", async () => {
+      await page.getByRole("link", { name: "Infrastructure" }).click();
+      const exports = page.getByRole("table", { name: "NBD exports" });
+      await exports.waitFor({ timeout: LONG });
+      assert.match(await exports.innerText(), new RegExp(`migration-vm-${info.vm.vm_id}-disk0`));
+      await shot(page, "10-infrastructure");
+      await page.getByRole("link", { name: "Settings" }).click();
+      const cloudstack = page.getByRole("form", { name: "CloudStack settings", exact: true });
+      await cloudstack.getByLabel("API URL").waitFor({ timeout: LONG });
+      // Validation reports CloudStack's problems field by field (nothing is configured here).
+      await cloudstack.getByRole("button", { name: "Validate" }).click();
+      await until("validation result", async () => (await cloudstack.getByRole("alert").count()) > 0);
+      await shot(page, "11-settings");
+    });
+
+    await t.test("no page errors and nothing fetched from outside the OMA", () => {
+      assert.deepEqual(pageErrors, []);
+      assert.deepEqual(external, []);
+    });
+  } finally {
+    if (browser) await browser.close();
+    const r = await lab.stop();
+    if (r.code !== 0) console.error(lab.log.join(""));
+    assert.equal(r.code, 0, "web-lab ended with protocol violations or an error");
+  }
+});
