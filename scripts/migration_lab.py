@@ -168,12 +168,13 @@ class OmaApi:
 
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
-                 read_rate_limit=None, bin_dir=None, quiet=False):
+                 read_rate_limit=None, gui_port=0, bin_dir=None, quiet=False):
         self.work = work
         self.bin = bin_dir or os.environ.get("MIGRATEKIT_BIN_DIR", os.path.join(ROOT, "build", "bin"))
         self.n_vms, self.disk_mib, self.fill = vms, disk_mib, fill
         self.nbd_over_ssh, self.read_rate_limit = nbd_over_ssh, read_rate_limit
         self.quiet = quiet
+        self.gui_port = gui_port  # 0: any free port (the OMA writes it to DATA/gui.port)
         self.procs = {}
         self.passes = []      # one entry per disk and pass (the demo's summary)
         self.failures = []    # checks that failed, in words
@@ -231,10 +232,8 @@ class MigrationLab:
     # --- the OMA -----------------------------------------------------------------------
 
     def start_oma(self):
-        if not hasattr(self, "gui_port"):
-            self.gui_port = free_port(3001)
         argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", "0",
-                "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()),
+                "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), "--gui-port", str(self.gui_port),
                 "--keep-export-server", *([] if True else []),
 
                 "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
@@ -250,6 +249,11 @@ class MigrationLab:
             api_port = int(f.read())
         with open(os.path.join(self.oma_dir, "admin.token")) as f:
             self.oma = OmaApi(f"http://127.0.0.1:{api_port}", f.read().strip())
+        if self.gui_port == 0:  # then the same port again after a restart
+            gui_port_file = os.path.join(self.oma_dir, "gui.port")
+            wait_for("the OMA's GUI port", lambda: os.path.exists(gui_port_file), 30, p.proc, p.log)
+            with open(gui_port_file) as f:
+                self.gui_port = int(f.read())
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
 
     def nbd_port(self):

@@ -118,19 +118,6 @@ json vm_json(const VmRecord& v) {
           {"current_job_id", opt_json(v.current_job_id)}, {"created_at", v.created_at}};
 }
 
-// A VM as the VMA discovered it (the protocol's fields), and whether the OMA manages it.
-json discovered_vm_json(const DiscoveredVm& v, bool managed) {
-  json disks = json::array(), nics = json::array();
-  for (const auto& d : v.disks) {
-    disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
-  }
-  for (const auto& n : v.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
-  return {{"vm_id", v.vm_id},     {"name", v.name},           {"datacenter", v.datacenter},
-          {"power_state", v.power_state}, {"guest_os", v.guest_os}, {"cpus", v.cpus},
-          {"memory_mb", v.memory_mb}, {"disks", disks},         {"nics", nics},
-          {"managed", managed}};
-}
-
 json disk_json(const DiskRecord& d) {
   return {{"key", d.disk_key},          {"unit", d.unit},           {"label", d.label},
           {"capacity_bytes", d.capacity_bytes}, {"volume_id", opt_json(d.volume_id)},

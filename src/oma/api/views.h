@@ -1,12 +1,14 @@
-// JSON views of replication schedules and per-VM pass statistics, shared by the VM list
-// (GET /api/v1/vms) and the schedule routes so both show the same fields. Pure
-// functions; thread-safe.
+// JSON views shared by several routes so that they show the same fields: replication
+// schedules and per-VM pass statistics (the VM list and the schedule routes), VMs as a
+// VMA discovered them (discovery through the default VMA and through a paired one).
+// Pure functions; thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include "oma/db/records.h"
 #include "oma/jobs/pass_stats.h"
+#include "oma/vma/vma_client.h"
 
 namespace mk::oma::api {
 
@@ -39,6 +41,20 @@ inline void add_pass_stats(nlohmann::json& vm, const VmPassStats& s) {
   vm["predicted_downtime_seconds"] =
       s.predicted_downtime_seconds ? json(*s.predicted_downtime_seconds) : json(nullptr);
   vm["prediction_passes"] = s.incremental_passes_used;
+}
+
+// A VM as the VMA discovered it (the protocol's fields), and whether the OMA manages it.
+inline nlohmann::json discovered_vm_json(const DiscoveredVm& v, bool managed) {
+  using nlohmann::json;
+  json disks = json::array(), nics = json::array();
+  for (const auto& d : v.disks) {
+    disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label},
+                     {"capacity_bytes", d.capacity_bytes}});
+  }
+  for (const auto& n : v.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
+  return {{"vm_id", v.vm_id}, {"name", v.name},   {"datacenter", v.datacenter}, {"power_state", v.power_state},
+          {"cpus", v.cpus},   {"memory_mb", v.memory_mb}, {"guest_os", v.guest_os}, {"disks", disks},
+          {"nics", nics},     {"managed", managed}};
 }
 
 }  // namespace mk::oma::api

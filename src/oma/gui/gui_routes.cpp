@@ -58,18 +58,6 @@ void stream_events(EventHub& hub, const httplib::Request& req, httplib::Response
       [&hub, sub](bool) { hub.unsubscribe(sub); });
 }
 
-json discovered_json(const DiscoveredVm& v, bool managed) {
-  json disks = json::array(), nics = json::array();
-  for (const auto& d : v.disks) {
-    disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label},
-                     {"capacity_bytes", d.capacity_bytes}});
-  }
-  for (const auto& n : v.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
-  return {{"vm_id", v.vm_id}, {"name", v.name},   {"datacenter", v.datacenter}, {"power_state", v.power_state},
-          {"cpus", v.cpus},   {"memory_mb", v.memory_mb}, {"guest_os", v.guest_os}, {"disks", disks},
-          {"nics", nics},     {"managed", managed}};
-}
-
 json opt_json(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
 
 }  // namespace
@@ -117,7 +105,7 @@ std::vector<Route> gui_routes(Store& store, EventHub& events, Scheduler& schedul
                                                        vma.describe(), e.what())}}, ""};
                  }
                  json vms = json::array();
-                 for (const auto& v : d.vms) vms.push_back(discovered_json(v, store.find_vm(v.vm_id).has_value()));
+                 for (const auto& v : d.vms) vms.push_back(api::discovered_vm_json(v, store.find_vm(v.vm_id).has_value()));
                  return {200, {{"vcenter", d.vcenter}, {"vms", vms}}, ""};
                }});
   r.push_back({"GET", "/api/v1/vma/health", "The VMA's health (vCenter, tunnel) as the OMA sees it", "operator",
