@@ -25,11 +25,11 @@ bool wants_tls(int argc, char** argv) {
 
 }  // namespace
 
-void apply_tls_cipher_policy(int argc, char** argv) {
+void apply_tls_cipher_policy(int argc, char** argv, bool tls_always) {
   if (std::getenv(kGuard) || std::getenv("GNUTLS_SYSTEM_PRIORITY_FILE")) return;
   const char* choice = std::getenv("MIGRATEKIT_TLS_CIPHERS");
   if (choice && std::strcmp(choice, "system") == 0) return;
-  if (!wants_tls(argc, argv)) return;
+  if (!tls_always && !wants_tls(argc, argv)) return;
 
   int fd = memfd_create("migratekit-gnutls-priority", 0);  // inherited across exec
   if (fd < 0) return;

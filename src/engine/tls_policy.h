@@ -15,6 +15,8 @@ namespace mk::engine {
 
 // Call first thing in main(), before any thread starts. Returns normally when nothing
 // needs doing or the re-exec failed (the copy then uses GnuTLS's defaults).
-void apply_tls_cipher_policy(int argc, char** argv);
+// `tls_always`: the process will use TLS whatever its arguments say (the VMA's copies
+// are always nbds://); otherwise only an nbds:// argument asks for it.
+void apply_tls_cipher_policy(int argc, char** argv, bool tls_always = false);
 
 }  // namespace mk::engine

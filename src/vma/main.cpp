@@ -21,7 +21,8 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  mk::engine::apply_tls_cipher_policy(argc, argv);
+  // `vma run` copies into nbds:// exports named by the OMA at run time: always TLS.
+  mk::engine::apply_tls_cipher_policy(argc, argv, argc > 1 && std::strcmp(argv[1], "run") == 0);
   if (argc < 2) return usage();
   if (std::strcmp(argv[1], "run") == 0) return mk::vma::run_command(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "pair") == 0) return mk::vma::run_pair(argc - 1, argv + 1);
