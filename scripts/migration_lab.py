@@ -236,6 +236,8 @@ class MigrationLab:
                 "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), "--gui-port", str(self.gui_port),
                 "--keep-export-server", *([] if True else []),
 
+                "--tunnel-port-base", str(self.tunnel_port_base()),
+                "--vma-url", f"http://127.0.0.1:{self.tunnel_port_base()}",
                 "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
                 "--ssh-host-key-file", self.lab["sshd"]["host_key_file"],
                 "--authorized-keys-file", self.authorized_keys]
@@ -255,6 +257,12 @@ class MigrationLab:
             with open(gui_port_file) as f:
                 self.gui_port = int(f.read())
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
+
+    def tunnel_port_base(self):
+        # A lab's own: the OMA's default 9081 would meet another lab's VMA on this machine.
+        if not hasattr(self, "_tunnel_port_base"):
+            self._tunnel_port_base = free_port()
+        return self._tunnel_port_base
 
     def nbd_port(self):
         # Fixed for the lab's lifetime: a restarted OMA keeps serving where the VMA writes.

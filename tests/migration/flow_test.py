@@ -62,7 +62,7 @@ def demo(work, check):
     check.that(incr < full / 4, f"the incremental moved less than a quarter of the full ({incr} vs {full})")
     check.that(isinstance(s.get("cutover_downtime_seconds"), (int, float)) and s["cutover_downtime_seconds"] > 0,
                f"cutover downtime reported ({s.get('cutover_downtime_seconds')})")
-    leftovers = [n for n in os.listdir(work) if n.startswith("migratekit-demo.")]
+    leftovers = [n for n in os.listdir(work) if n.startswith("mk-demo.")]
     check.that(not leftovers, f"the demo removed its directory ({leftovers})")
 
 
@@ -123,7 +123,8 @@ def main():
     scenarios = {"demo": demo, "faults": faults, "nbd-over-ssh": nbd_over_ssh}
     if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
         sys.exit(f"usage: flow_test.py {'|'.join(scenarios)}")
-    work = tempfile.mkdtemp(prefix="mk-flow.", dir="/var/tmp")
+    # Short: the VMA's reader sockets live below it, and a Unix socket path has 108 bytes.
+    work = tempfile.mkdtemp(prefix="mkf.", dir="/tmp")
     check = Check()
     try:
         scenarios[sys.argv[1]](work, check)
