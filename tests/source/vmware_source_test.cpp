@@ -26,12 +26,7 @@ constexpr uint64_t kBlock = 64 * 1024;
 class VmwareSourceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    connect.url = lab.url();
-    connect.user = lab.user();
-    connect.password_file = lab.password_file();
-    connect.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
-    connect.tls.thumbprint = lab.thumbprint();
-    connect.keepalive = std::chrono::seconds(0);
+    connect = mk::test::lab_connect_options(lab);
     session = vsphere::Session::connect(connect);
     auto ref = vsphere::find_by_inventory_path(*session, "DC0/vm/DC0_H0_VM0").value();
     vm = vsphere::describe_vm(*session, ref);

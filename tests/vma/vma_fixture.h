@@ -38,12 +38,7 @@ inline constexpr const char* kToken = "vma-test-token-4d1f0c2b9a7e";
 class VmaFixture : public ::testing::Test {
  protected:
   void SetUp() override {
-    connect.url = lab.url();
-    connect.user = lab.user();
-    connect.password_file = lab.password_file();
-    connect.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
-    connect.tls.thumbprint = lab.thumbprint();
-    connect.keepalive = std::chrono::seconds(0);
+    connect = mk::test::lab_connect_options(lab);
     session = vsphere::Session::connect(connect);
     std::filesystem::create_directories(dir.file("oma"));
     std::filesystem::create_directories(dir.file("vma"));

@@ -8,6 +8,7 @@
 
 #include <regex>
 
+#include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "vsphere/inventory.h"
 #include "vsphere/vm_ops.h"
@@ -23,14 +24,7 @@ constexpr uint64_t kBlock = 64 * 1024;
 class VsphereCbt : public ::testing::Test {
  protected:
   void SetUp() override {
-    ConnectOptions o;
-    o.url = lab.url();
-    o.user = lab.user();
-    o.password_file = lab.password_file();
-    o.tls.mode = TlsPolicy::Mode::PinThumbprint;
-    o.tls.thumbprint = lab.thumbprint();
-    o.keepalive = std::chrono::seconds(0);
-    s = Session::connect(o);
+    s = Session::connect(test::lab_connect_options(lab));
     vm = describe_vm(*s, find_by_inventory_path(*s, "DC0/vm/DC0_H0_VM0").value());
     ASSERT_EQ(vm.disks.size(), 1u);
     disk = vm.disks[0];

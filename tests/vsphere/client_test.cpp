@@ -6,6 +6,7 @@
 #include <atomic>
 #include <thread>
 
+#include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "vsphere/inventory.h"
 #include "vsphere/session.h"
@@ -13,17 +14,6 @@
 
 namespace mk::vsphere {
 namespace {
-
-ConnectOptions options_for(const test::VcsimLab& lab) {
-  ConnectOptions o;
-  o.url = lab.url();
-  o.user = lab.user();
-  o.password_file = lab.password_file();
-  o.tls.mode = TlsPolicy::Mode::PinThumbprint;
-  o.tls.thumbprint = lab.thumbprint();
-  o.keepalive = std::chrono::seconds(0);
-  return o;
-}
 
 const VmInfo& by_name(const std::vector<VmInfo>& vms, const std::string& name) {
   auto it = std::find_if(vms.begin(), vms.end(), [&](const VmInfo& v) { return v.name == name; });
@@ -37,7 +27,7 @@ class VsphereClient : public ::testing::Test {
 };
 
 TEST_F(VsphereClient, WrongPasswordIsRefusedWithAdvice) {
-  ConnectOptions o = options_for(lab);
+  ConnectOptions o = test::lab_connect_options(lab);
   o.password_file = lab.wrong_password_file();
   try {
     Session::connect(o);
@@ -49,7 +39,7 @@ TEST_F(VsphereClient, WrongPasswordIsRefusedWithAdvice) {
 }
 
 TEST_F(VsphereClient, LoginWithPinnedThumbprintAndLogout) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   EXPECT_EQ(s->service().api_type, "VirtualCenter");
   EXPECT_EQ(s->thumbprint(), lab.thumbprint());
   EXPECT_EQ(s->logins(), 1u);
@@ -59,7 +49,7 @@ TEST_F(VsphereClient, LoginWithPinnedThumbprintAndLogout) {
 }
 
 TEST_F(VsphereClient, WrongPinFailsBeforeSendingAnything) {
-  ConnectOptions o = options_for(lab);
+  ConnectOptions o = test::lab_connect_options(lab);
   o.tls.thumbprint = "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33";
   try {
     Session::connect(o);
@@ -71,7 +61,7 @@ TEST_F(VsphereClient, WrongPinFailsBeforeSendingAnything) {
 }
 
 TEST_F(VsphereClient, CaVerificationWithTheLabCertificateAndWithout) {
-  ConnectOptions o = options_for(lab);
+  ConnectOptions o = test::lab_connect_options(lab);
   o.tls.mode = TlsPolicy::Mode::VerifyCa;
   o.tls.ca_file = lab.ca_file();
   EXPECT_NO_THROW(Session::connect(o));
@@ -81,7 +71,7 @@ TEST_F(VsphereClient, CaVerificationWithTheLabCertificateAndWithout) {
 }
 
 TEST_F(VsphereClient, ExpiredSessionLogsInAgainTransparently) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   s->client().call("Logout", s->service().session_manager.xml("_this"));
   auto vms = list_vms(*s);  // NotAuthenticated, re-login, retry
   EXPECT_EQ(vms.size(), 4u);
@@ -89,7 +79,7 @@ TEST_F(VsphereClient, ExpiredSessionLogsInAgainTransparently) {
 }
 
 TEST_F(VsphereClient, OneSessionServesSeveralThreads) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -104,7 +94,7 @@ TEST_F(VsphereClient, OneSessionServesSeveralThreads) {
 }
 
 TEST_F(VsphereClient, DiscoversTheDefaultInventory) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   auto vms = list_vms(*s);
   ASSERT_EQ(vms.size(), 4u);
   const VmInfo& vm = by_name(vms, "DC0_H0_VM0");
@@ -139,7 +129,7 @@ TEST_F(VsphereClient, DiscoversTheDefaultInventory) {
 }
 
 TEST_F(VsphereClient, SnapshotCreateListRemove) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   VmInfo vm = by_name(list_vms(*s), "DC0_H0_VM1");
   EXPECT_TRUE(list_snapshots(*s, vm.ref).empty());
   Moref a = create_snapshot(*s, vm, "mk-a", "first");
@@ -160,7 +150,7 @@ TEST_F(VsphereClient, SnapshotCreateListRemove) {
 }
 
 TEST_F(VsphereClient, EnableAndDisableChangeTracking) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   VmInfo vm = by_name(list_vms(*s), "DC0_C0_RP0_VM0");
   EXPECT_FALSE(vm.cbt_enabled);
   set_change_tracking(*s, vm, true);
@@ -170,7 +160,7 @@ TEST_F(VsphereClient, EnableAndDisableChangeTracking) {
 }
 
 TEST_F(VsphereClient, PowerOperationsAndAFailingTasksMessage) {
-  auto s = Session::connect(options_for(lab));
+  auto s = Session::connect(test::lab_connect_options(lab));
   VmInfo vm = by_name(list_vms(*s), "DC0_C0_RP0_VM1");
   ASSERT_EQ(vm.power_state, "poweredOn");
   try {

@@ -140,14 +140,7 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before any thread: sigwait below takes them
 
     mk::test::VcsimLab lab;
-    vs::ConnectOptions c;
-    c.url = lab.url();
-    c.user = lab.user();
-    c.password_file = lab.password_file();
-    c.tls.mode = vs::TlsPolicy::Mode::PinThumbprint;
-    c.tls.thumbprint = lab.thumbprint();
-    c.keepalive = std::chrono::seconds(0);
-    auto session = vs::Session::connect(c);
+    auto session = vs::Session::connect(mk::test::lab_connect_options(lab));
     const char* names[] = {"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"};
     json vms = json::array();
     for (int i = 0; i < o.vms; ++i) vms.push_back(seed_vm(lab, *session, names[i], o, i));

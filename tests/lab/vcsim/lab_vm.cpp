@@ -5,10 +5,22 @@
 #include <algorithm>
 #include <set>
 
+#include "lab/vcsim/vcsim_lab.h"
 #include "support/files.h"
 #include "vsphere/tasks.h"
 
 namespace mk::test {
+
+vsphere::ConnectOptions lab_connect_options(const VcsimLab& lab) {
+  vsphere::ConnectOptions o;
+  o.url = lab.url();
+  o.user = lab.user();
+  o.password_file = lab.password_file();
+  o.tls.mode = vsphere::TlsPolicy::Mode::PinThumbprint;
+  o.tls.thumbprint = lab.thumbprint();
+  o.keepalive = std::chrono::seconds(0);
+  return o;
+}
 
 vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int controller_key,
                              const std::string& datastore, uint64_t capacity_bytes, const std::string& file_stem) {

@@ -1,4 +1,4 @@
-// Lab VMs: gives a vcsim VM the disks a scenario needs and fills their flat files with
+// Lab VMs: how tests connect to the lab's vSphere, and lab VMs: gives a vcsim VM the disks a scenario needs and fills their flat files with
 // generated data, so that tests and the demo copy real bytes through the VMware source.
 //
 // Generated data looks like a used disk: 4 MiB pieces of random bytes every 32 MiB,
@@ -13,6 +13,12 @@
 #include "vsphere/session.h"
 
 namespace mk::test {
+
+class VcsimLab;
+
+// A session to the lab (through the CBT shim), pinning its certificate's thumbprint,
+// without the keep-alive thread.
+vsphere::ConnectOptions lab_connect_options(const VcsimLab& lab);
 
 // Adds a thin disk of `capacity_bytes` (a multiple of 1 KiB) as "[datastore] VM/STEM.vmdk"
 // on controller `controller_key`, at its first free unit; vcsim creates the files.
