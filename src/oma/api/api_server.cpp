@@ -297,8 +297,8 @@ Reply ApiServer::dispatch(const Route& r, const httplib::Request& req) {
     if (r.body && r.body_optional && req.body.empty()) {
       body = json::object();
     } else if (r.body) {
-      body = parse_body(req.body);
-      validate(body, *r.body);
+      body = schema::parse_object(req.body);
+      schema::validate(body, *r.body);
     } else if (!req.body.empty() && req.method != "GET") {
       throw FieldError("body", "this route takes no body");
     }
@@ -668,7 +668,7 @@ json ApiServer::openapi() const {
     if (r.role.empty()) op["security"] = json::array();
     if (r.role == "pairing") op["security"] = json::array({{{"pairingCode", json::array()}}});
     if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
-    if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", to_openapi(*r.body)}}}}}};
+    if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", schema::to_openapi(*r.body)}}}}}};
     json params = json::array();
     std::smatch m2;
     std::string rest = r.path;

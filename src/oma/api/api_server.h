@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "oma/api/validation.h"
+#include "common/json_schema.h"
 #include "oma/crypto.h"
 #include "oma/db/store.h"
 #include "oma/exports/export_backend.h"
@@ -31,6 +31,10 @@
 #include "oma/pairing/pairing_service.h"
 
 namespace mk::oma::api {
+
+using schema::Field;
+using schema::FieldError;
+using schema::Schema;
 
 struct ApiConfig {
   std::string listen_address = "0.0.0.0";

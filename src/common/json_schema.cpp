@@ -1,8 +1,10 @@
-#include "oma/api/validation.h"
+#include "common/json_schema.h"
 
 #include <fmt/format.h>
 
-namespace mk::oma::api {
+#include <algorithm>
+
+namespace mk::schema {
 namespace {
 
 using nlohmann::json;
@@ -13,6 +15,7 @@ const char* type_name(Field::Type t) {
   switch (t) {
     case Field::Type::String: return "string";
     case Field::Type::Integer: return "integer";
+    case Field::Type::Number: return "number";
     case Field::Type::Boolean: return "boolean";
     case Field::Type::Array: return "array";
     case Field::Type::Object: return "object";
@@ -47,13 +50,20 @@ void check_value(const json& v, const Field& f, const std::string& path) {
       if (n < f.min || n > f.max) throw FieldError(path, fmt::format("must be between {} and {}", f.min, f.max));
       break;
     }
+    case Field::Type::Number:
+      if (!v.is_number()) throw FieldError(path, "must be a number");
+      break;
     case Field::Type::Boolean:
       if (!v.is_boolean()) throw FieldError(path, "must be true or false");
       break;
     case Field::Type::Array:
       if (!v.is_array()) throw FieldError(path, "must be an array");
       if (v.size() > f.max_length) throw FieldError(path, fmt::format("has more than {} items", f.max_length));
-      for (size_t i = 0; i < v.size(); ++i) validate(v[i], *f.items, fmt::format("{}[{}]", path, i));
+      for (size_t i = 0; i < v.size(); ++i) {
+        std::string at = fmt::format("{}[{}]", path, i);
+        if (f.element) check_value(v[i], *f.element, at);
+        else validate(v[i], *f.items, at);
+      }
       break;
     case Field::Type::Object:
       validate(v, *f.items, path);
@@ -63,18 +73,18 @@ void check_value(const json& v, const Field& f, const std::string& path) {
 
 }  // namespace
 
-json parse_body(const std::string& body) {
+json parse_object(const std::string& text, const std::string& what) {
   bool too_deep = false;
   json j = json::parse(
-      body,
+      text,
       [&](int depth, json::parse_event_t, json&) {
         if (depth > 8) too_deep = true;
         return !too_deep;
       },
       false);
-  if (too_deep) throw FieldError("body", "nested too deeply");
-  if (j.is_discarded()) throw FieldError("body", "is not valid JSON");
-  if (!j.is_object()) throw FieldError("body", "must be a JSON object");
+  if (too_deep) throw FieldError(what, "nested too deeply");
+  if (j.is_discarded()) throw FieldError(what, "is not valid JSON");
+  if (!j.is_object()) throw FieldError(what, "must be a JSON object");
   return j;
 }
 
@@ -93,6 +103,7 @@ void validate(const json& value, const Schema& schema, const std::string& prefix
   for (const auto& f : schema.fields) {
     std::string path = join(prefix, f.name);
     auto it = value.find(f.name);
+    if (it != value.end() && it->is_null() && f.nullable) continue;
     if (it == value.end() || it->is_null()) {
       if (f.required) throw FieldError(path, fmt::format("is required ({})", type_name(f.type)));
       continue;
@@ -101,29 +112,40 @@ void validate(const json& value, const Schema& schema, const std::string& prefix
   }
 }
 
+namespace {
+
+json field_openapi(const Field& f) {
+  json p = {{"type", type_name(f.type)}};
+  if (!f.description.empty()) p["description"] = f.description;
+  if (f.type == Field::Type::String) p["maxLength"] = f.max_length;
+  if (f.type == Field::Type::Integer) {
+    if (f.min != std::numeric_limits<int64_t>::min()) p["minimum"] = f.min;
+    if (f.max != std::numeric_limits<int64_t>::max()) p["maximum"] = f.max;
+  }
+  if (!f.one_of.empty()) p["enum"] = f.one_of;
+  if (f.type == Field::Type::Array) {
+    p["maxItems"] = f.max_length;
+    p["items"] = f.element ? field_openapi(*f.element) : to_openapi(*f.items);
+  }
+  if (f.type == Field::Type::Object) p = to_openapi(*f.items);
+  if (f.nullable) p["nullable"] = true;
+  if (!f.example.is_null()) p["example"] = f.example;
+  return p;
+}
+
+}  // namespace
+
 json to_openapi(const Schema& schema) {
   json props = json::object();
   json required = json::array();
   for (const auto& f : schema.fields) {
-    json p = {{"type", type_name(f.type)}};
-    if (!f.description.empty()) p["description"] = f.description;
-    if (f.type == Field::Type::String) p["maxLength"] = f.max_length;
-    if (f.type == Field::Type::Integer) {
-      if (f.min != std::numeric_limits<int64_t>::min()) p["minimum"] = f.min;
-      if (f.max != std::numeric_limits<int64_t>::max()) p["maximum"] = f.max;
-    }
-    if (!f.one_of.empty()) p["enum"] = f.one_of;
-    if (f.type == Field::Type::Array) {
-      p["maxItems"] = f.max_length;
-      p["items"] = to_openapi(*f.items);
-    }
-    if (f.type == Field::Type::Object) p = to_openapi(*f.items);
-    props[f.name] = p;
+    props[f.name] = field_openapi(f);
     if (f.required) required.push_back(f.name);
   }
   json s = {{"type", "object"}, {"additionalProperties", false}, {"properties", props}};
   if (!required.empty()) s["required"] = required;
+  if (!schema.description.empty()) s["description"] = schema.description;
   return s;
 }
 
-}  // namespace mk::oma::api
+}  // namespace mk::schema
