@@ -205,6 +205,10 @@ json to_openapi(const Schema& schema, Direction direction) {
   return all_inline.describe(schema, direction);
 }
 
+void validate_field(const json& value, const Field& field, const std::string& path, Direction direction) {
+  check_value(value, field, path, direction);
+}
+
 namespace {
 
 json field_example(const Field& f) {

@@ -83,6 +83,11 @@ nlohmann::json parse_object(const std::string& text, const std::string& what = "
 void validate(const nlohmann::json& value, const Schema& schema, const std::string& prefix = "",
               Direction direction = Direction::Request);
 
+// Checks one value against one field (a path or query parameter, say): throws
+// FieldError(path) as validate() would for that field of an object.
+void validate_field(const nlohmann::json& value, const Field& field, const std::string& path,
+                    Direction direction = Direction::Request);
+
 // The named schemas an OpenAPI document refers to (components/schemas). Collects each
 // named schema the first time it is described; refuses (mk::Error) two different
 // schemas of one name, or one schema described for both directions. Not thread-safe.
