@@ -153,7 +153,8 @@ const Schema kEvent{{
 }, "JobEvent", "one line of a job's log"};
 
 const Schema kDiscoveredDisk{{
-    disk_key_field("disk_key"),
+    // As the VMA reports it: VMware's device keys are digits, other sources name disks.
+    text_field("disk_key", "the disk's key at the source (VMware: its device key)", "2000"),
     int_field("unit", "unit number (the N of the export's diskN)", 0),
     text_field("label", "vCenter's label", "Hard disk 1"),
     int_field("capacity_bytes", "capacity in bytes", 17179869184),
