@@ -3,7 +3,6 @@
 #include "oma/api/routes/routes.h"
 #include "oma/api/schemas.h"
 #include "oma/api/views.h"
-#include "oma/names.h"
 
 namespace mk::oma::api {
 namespace {
@@ -13,8 +12,7 @@ using nlohmann::json;
 const Tag kTag{"Jobs", "Replication passes (full and incremental), cutovers and test failovers as jobs"};
 
 const Schema kStartJobSchema{{
-    {.name = "vm_id", .description = "the VM to replicate", .max_length = 36, .check = uuid_check,
-     .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", .pattern = kUuidPattern},
+    uuid_field("vm_id", "the VM to replicate"),
     {.name = "kind", .description = "full: every allocated block; incremental: what changed since the committed "
                                     "change IDs", .one_of = kPassKinds},
 }, "NewJob", "a replication pass to start"};

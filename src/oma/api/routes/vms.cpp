@@ -35,8 +35,7 @@ const Schema kNicSchema{{
 }, "NewVmNic", "a network card of a VM to add"};
 
 const Schema kAddVmSchema{{
-    {.name = "vm_id", .description = "VMware instance UUID", .max_length = 36, .check = uuid_check,
-     .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", .pattern = kUuidPattern},
+    uuid_field("vm_id", "VMware instance UUID"),
     {.name = "name", .description = "the VM's name in vCenter", .check = name_check, .example = "web01"},
     {.name = "vcenter", .description = "the vCenter that holds it", .check = name_check,
      .example = "vcenter.example.local"},
@@ -52,8 +51,7 @@ const Schema kAddVmSchema{{
      .items = &kDiskSchema},
     {.name = "nics", .type = Type::Array, .required = false, .description = "its network cards", .max_length = 32,
      .items = &kNicSchema},
-    {.name = "vma_id", .required = false, .description = "the VMA that discovered the VM (default: the default VMA)",
-     .max_length = 36, .check = uuid_check, .pattern = kUuidPattern},
+    optional(uuid_field("vma_id", "the VMA that discovered the VM (default: the default VMA)")),
 }, "NewVm", "a VM to add, as discovery shows it"};
 
 const Schema kVmList{{array_field("vms", "every VM the OMA manages", &kVmSummary)}};
