@@ -187,9 +187,14 @@ TEST_F(VmaApi, PowerShutdownOffAndOnAgainstVcsim) {
 TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
   auto vm0 = vm_at("DC0/vm/DC0_H0_VM0");
   auto vm1 = vm_at("DC0/vm/DC0_H0_VM1");
-  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000000Z", "left by a crash");
+  // This VMA's identity on its snapshots, kept in its state directory across restarts.
+  std::string owner = mk::test::read_file(dir.file("vma/state/snapshot-owner"));
+  owner = "migratekit-owner=" + owner.substr(0, owner.find('\n')) + ";";
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000000Z", "left by a crash; " + owner);
   vsphere::create_snapshot(*session, vm0, "operator-backup", "not ours");
-  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000001Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000001Z", "left by a crash; " + owner);
+  // Another VMA's pass on the same vCenter: never ours to remove.
+  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000009Z", "a pass; migratekit-owner=vma-other;");
   EXPECT_EQ(client->cleanup(vm0.instance_uuid), 1);
   EXPECT_EQ(our_snapshots(vm0), 0);
   ASSERT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
@@ -197,11 +202,12 @@ TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
   EXPECT_EQ(client->cleanup(vm0.instance_uuid), 0);
 
   // A restart removes the leftovers on every VM before it answers.
-  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000002Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000002Z", "left by a crash; " + owner);
   vma->kill9();
   vma->restart();
   EXPECT_EQ(our_snapshots(vm0), 0);
-  EXPECT_EQ(our_snapshots(vm1), 0);
+  EXPECT_EQ(our_snapshots(vm1), 1);
+  EXPECT_EQ(vsphere::list_snapshots(*session, vm1.ref)[0].name, "migratekit-20260101T000009Z");
   EXPECT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
   EXPECT_NE(mk::test::read_file(vma->log_path()).find("2 leftover snapshot(s) of an earlier run removed"),
             std::string::npos);

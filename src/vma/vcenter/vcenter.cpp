@@ -116,33 +116,32 @@ PowerOutcome VCenter::power(const std::string& vm_id, const std::string& action,
   return out;
 }
 
-std::unique_ptr<source::VmwareSource> VCenter::make_source(const std::string& work_dir) {
+source::VmwareSourceOptions VCenter::source_options(const std::string& work_dir) {
   source::VmwareSourceOptions o;
   o.snapshot_prefix = config_.snapshot_prefix;
+  o.owner = config_.snapshot_owner;
   o.work_dir = work_dir;
   o.vddk = config_.vddk;
   if (!config_.flat_datastores.empty()) {
     o.flat_file_for = [this](const vsphere::DiskInfo& d) { return flat_file_for(d); };
   }
-  return std::make_unique<source::VmwareSource>(session(), config_.connect, o);
+  return o;
+}
+
+std::unique_ptr<source::VmwareSource> VCenter::make_source(const std::string& work_dir) {
+  return std::make_unique<source::VmwareSource>(session(), config_.connect, source_options(work_dir));
 }
 
 int VCenter::remove_our_snapshots(const std::string& vm_id) {
   vsphere::VmInfo vm = find_vm(vm_id);
-  source::VmwareSourceOptions o;
-  o.snapshot_prefix = config_.snapshot_prefix;
-  o.work_dir = "/";  // no reader is started
-  return source::VmwareSource(session(), config_.connect, o).remove_leftover_snapshots(vm);
+  // work_dir "/": no reader is started.
+  return source::VmwareSource(session(), config_.connect, source_options("/")).remove_leftover_snapshots(vm);
 }
 
-int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm) {
-  int n = 0;
-  for (auto& vm : vsphere::list_vms(*session())) {
-    if (vm.is_template) continue;
-    auto lock = lock_vm(vm.instance_uuid);
-    n += remove_our_snapshots(vm.instance_uuid);
-  }
-  return n;
+int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
+                                      std::vector<std::string>& errors) {
+  return source::VmwareSource(session(), config_.connect, source_options("/"))
+      .remove_all_leftover_snapshots(lock_vm, errors);
 }
 
 std::string VCenter::flat_file_for(const vsphere::DiskInfo& disk) const {
