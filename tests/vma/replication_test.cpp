@@ -182,6 +182,38 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   expect_targets_match(vm.instance_uuid);
 }
 
+// Two VMAs on one vCenter: a second VMA's start-up clean-up, over the whole inventory,
+// leaves the first one's running pass alone (its snapshot names another owner), and the
+// pass completes.
+TEST_F(VmaFixture, ASecondVmaOnTheSameVcenterLeavesARunningPassAlone) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 40);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  wait_vma(job, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  ASSERT_EQ(our_snapshots(vm), 1) << "a pass holds one snapshot while it copies";
+  std::filesystem::create_directories(dir.file("vma2"));
+  {
+    // Constructed once its API answers: its start-up clean-up has run.
+    VmaProcess second(lab, {.state_dir = dir.file("vma2/state"), .token_file = token_file, .psk_file = psk});
+    std::string log = mk::test::read_file(second.log_path());
+    EXPECT_NE(log.find("start-up: 0 leftover snapshot(s)"), std::string::npos) << log;
+    EXPECT_NE(mk::test::read_file(dir.file("vma2/state/snapshot-owner")),
+              mk::test::read_file(dir.file("vma/state/snapshot-owner")));
+  }
+  EXPECT_EQ(our_snapshots(vm), 1) << "the second VMA removed the first one's running pass";
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+}
+
 TEST_F(VmaFixture, VmaStoppedMidCopyRemovesTheSnapshotBeforeExitingAndReportsTheJobInterrupted) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 50);
   start_vma({.read_rate = "2M"});
