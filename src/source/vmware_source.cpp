@@ -153,10 +153,12 @@ void VmwareSource::plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& s
   ChangeIdDecision dec = decide_change_id(stored, disk.change_id, label);
   d.full = dec.full;
   d.reason = dec.reason;
-  if (dec.full && stored) {
-    // The target holds an earlier pass: the whole disk, so that areas no longer allocated
-    // on the source are zeroed there too. No "*" query: its answer would be discarded.
-    log::warn("{}", dec.reason);
+  if (dec.full && (stored || options_.targets_may_hold_data)) {
+    // The target holds (or may hold) an earlier pass: the whole disk, so that areas no
+    // longer allocated on the source are zeroed there too. No "*" query: its answer
+    // would be discarded.
+    if (!stored) d.reason += "; the whole disk, since the target may hold an earlier copy";
+    log::warn("{}", d.reason);
     return;
   }
   try {

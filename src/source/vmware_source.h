@@ -12,7 +12,8 @@
 // InvalidArgument, a CBT reset, a datastore that cannot answer) makes that disk a full
 // pass with the fault as the reason, so that a change ID vSphere keeps refusing never
 // fails the job for ever. A full pass of a disk that already holds an earlier pass
-// copies the whole disk without asking for "*" (its answer would be discarded).
+// copies the whole disk without asking for "*" (its answer would be discarded), and so
+// does a disk without a stored change ID when `targets_may_hold_data`.
 //
 // Leftovers: open_pass() removes the VM's snapshots of a run of this owner that crashed
 // (name with the prefix and this owner in the description), never another owner's: a
@@ -43,6 +44,12 @@ struct VmwareSourceOptions {
   // Who takes the snapshots (a VMA's id, "cli-<host>"): letters, digits, - _ . : only.
   // "" = "host-<this machine's host name>".
   std::string owner;
+  // The targets of disks without a stored change ID may hold an earlier copy (the VMA
+  // cannot tell a fresh volume from a reused one): such a disk's full pass covers the
+  // whole disk, so that areas no longer allocated at the source are zeroed, and "*" is
+  // not asked for (its answer would be discarded). false: a first pass copies the
+  // allocated areas ("*") onto a target known to be fresh.
+  bool targets_may_hold_data = false;
   std::string work_dir;      // existing private directory for reader sockets
   VddkParams vddk;           // libdir, transports, nbdkit, read_rate (server, user, ... are filled in)
   // Labs and tests: where the flat file of a disk is; when set, disks are served from it

@@ -206,6 +206,30 @@ TEST_F(VmwareSourceTest, AChangeIdThatVsphereRejectsForcesAFullPass) {
   }
 }
 
+// The VMA cannot tell a fresh target from a reused one: a disk without a stored change ID
+// is copied whole (zeroing what is no longer allocated), and "*" is not asked for.
+TEST_F(VmwareSourceTest, TargetsThatMayHoldDataGetTheWholeDiskWithoutAStarQuery) {
+  VmwareSourceOptions o;
+  o.work_dir = work.path();
+  o.targets_may_hold_data = true;
+  o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
+  source = std::make_unique<VmwareSource>(session, connect, o);
+  write_blocks(key1, {0, 4}, 1);
+  int before = qcda_calls();
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);
+  EXPECT_EQ(qcda_calls(), before);
+  for (auto& d : seen) {
+    EXPECT_TRUE(d.full);
+    EXPECT_FALSE(d.request.changed_areas.has_value());
+    EXPECT_NE(d.reason.find("may hold an earlier copy"), std::string::npos) << d.reason;
+  }
+  write_blocks(key1, {9}, 2);
+  pass_and_commit(&seen);  // incremental: asks as before
+  EXPECT_GT(qcda_calls(), before);
+  for (auto& d : seen) EXPECT_FALSE(d.full) << d.reason;
+}
+
 // Not only FileFault: whatever vSphere answers instead of the areas (a subclass of
 // FileFault, InvalidArgument after a CBT reset it did not report, SystemError on a
 // datastore that cannot answer) makes that disk a full pass with the fault as reason;

@@ -120,6 +120,7 @@ source::VmwareSourceOptions VCenter::source_options(const std::string& work_dir)
   source::VmwareSourceOptions o;
   o.snapshot_prefix = config_.snapshot_prefix;
   o.owner = config_.snapshot_owner;
+  o.targets_may_hold_data = true;  // a job's volume may be reused: see VmwareSourceOptions
   o.work_dir = work_dir;
   o.vddk = config_.vddk;
   if (!config_.flat_datastores.empty()) {
