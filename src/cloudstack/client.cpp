@@ -68,12 +68,18 @@ HttpReply http_send(const std::string& url, const std::string& query, Method met
 }
 
 int json_int(const Json& j, const char* key, int fallback) {
-  if (!j.contains(key)) return fallback;
+  return static_cast<int>(json_integer(j, key, fallback));
+}
+
+}  // namespace
+
+int64_t json_integer(const Json& j, const char* key, int64_t fallback) {
+  if (!j.is_object() || !j.contains(key)) return fallback;
   const auto& v = j.at(key);
-  if (v.is_number_integer()) return v.get<int>();
+  if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_string()) {
     try {
-      return std::stoi(v.get<std::string>());
+      return std::stoll(v.get<std::string>());
     } catch (const std::exception&) {
     }
   }
@@ -81,12 +87,10 @@ int json_int(const Json& j, const char* key, int fallback) {
 }
 
 std::string json_text(const Json& j, const char* key) {
-  if (!j.contains(key)) return "";
+  if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return "";
   const auto& v = j.at(key);
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
-
-}  // namespace
 
 ApiError::ApiError(std::string command, int errorcode, std::string errortext, std::string jobid)
     : Error(fmt::format("CloudStack {} failed{}: errorcode {}: {}", command,

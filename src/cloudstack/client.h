@@ -19,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -63,6 +64,12 @@ enum class Method { Auto, Get, Post };
 
 // What Method::Auto sends `command` with.
 Method method_for(const std::string& command);
+
+// A field of an answer, which CloudStack sends as a string or a number depending on the
+// command: as text ("" when absent or null), or as an integer (`fallback` when absent or
+// not a number).
+std::string json_text(const Json& j, const char* key);
+int64_t json_integer(const Json& j, const char* key, int64_t fallback);
 
 class ApiError : public Error {
  public:

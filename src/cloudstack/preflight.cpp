@@ -8,25 +8,6 @@
 namespace mk::cloudstack {
 namespace {
 
-std::string json_str(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
-// A number CloudStack may send as a number or as a string; `fallback` when absent.
-int64_t json_number(const Json& j, const char* key, int64_t fallback) {
-  if (!j.contains(key)) return fallback;
-  const Json& v = j[key];
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_string()) {
-    try {
-      return std::stoll(v.get<std::string>());
-    } catch (const std::exception&) {
-    }
-  }
-  return fallback;
-}
-
 Json vm_of(const Client& client, const std::string& vm_id) {
   Json reply = client.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
   if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) {
@@ -38,25 +19,25 @@ Json vm_of(const Client& client, const std::string& vm_id) {
 void check_offering(const Client& client, const TargetSettings& target, const SourceVm& vm,
                     std::vector<TargetFinding>& out) {
   Json offering = service_offering(client, target.service_offering_id);
-  std::string name = json_str(offering, "name");
+  std::string name = json_text(offering, "name");
   if (!offering.value("iscustomized", false)) {
     out.push_back({"offering-fixed", "",
                    fmt::format("service offering {} has a fixed size ({} vCPU, {} MiB); the source has {} vCPU and "
                                "{} MiB",
-                               name, json_str(offering, "cpunumber"), json_str(offering, "memory"), vm.cpus,
+                               name, json_text(offering, "cpunumber"), json_text(offering, "memory"), vm.cpus,
                                vm.memory_mib),
                    "choose a custom offering to keep the source's size", false});
     return;
   }
   Json limits = offering.value("serviceofferingdetails", Json::object());
-  int64_t lo = json_number(limits, "mincpunumber", 1), hi = json_number(limits, "maxcpunumber", INT32_MAX);
+  int64_t lo = json_integer(limits, "mincpunumber", 1), hi = json_integer(limits, "maxcpunumber", INT32_MAX);
   if (vm.cpus < lo || vm.cpus > hi) {
     out.push_back({"offering-cpus", "",
                    fmt::format("the source has {} vCPU; service offering {} accepts {} to {}", vm.cpus, name, lo, hi),
                    "choose a service offering whose CPU range includes it, or change the source's CPUs"});
   }
-  lo = json_number(limits, "minmemory", 1);
-  hi = json_number(limits, "maxmemory", INT32_MAX);
+  lo = json_integer(limits, "minmemory", 1);
+  hi = json_integer(limits, "maxmemory", INT32_MAX);
   if (vm.memory_mib < lo || vm.memory_mib > hi) {
     out.push_back({"offering-memory", "",
                    fmt::format("the source has {} MiB of memory; service offering {} accepts {} to {} MiB",
@@ -76,13 +57,13 @@ int default_max_data_volumes(const std::string& hypervisor) { return mk::to_lowe
 
 CloudLimits read_limits(const Client& client, const std::string& oma_vm_id) {
   CloudLimits l;
-  l.hypervisor = json_str(vm_of(client, oma_vm_id), "hypervisor");
+  l.hypervisor = json_text(vm_of(client, oma_vm_id), "hypervisor");
   l.max_data_volumes = default_max_data_volumes(l.hypervisor);
   try {
     for (const auto& c : client.list("listHypervisorCapabilities", "hypervisorCapabilities",
                                      {{"hypervisor", l.hypervisor}})) {
-      if (mk::to_lower(json_str(c, "hypervisor")) != mk::to_lower(l.hypervisor)) continue;
-      int64_t n = json_number(c, "maxdatavolumeslimit", -1);
+      if (mk::to_lower(json_text(c, "hypervisor")) != mk::to_lower(l.hypervisor)) continue;
+      int64_t n = json_integer(c, "maxdatavolumeslimit", -1);
       if (n > 0) {
         l.max_data_volumes = static_cast<int>(n);
         l.max_data_volumes_known = true;
@@ -93,7 +74,7 @@ CloudLimits read_limits(const Client& client, const std::string& oma_vm_id) {
     if (e.errorcode() != 432 && e.errorcode() != 401 && e.errorcode() != 531) throw;
   }
   Json caps = client.call("listCapabilities").value("capability", Json::object());
-  l.max_volume_gib = static_cast<uint64_t>(json_number(caps, "customdiskofferingmaxsize", 1024));
+  l.max_volume_gib = static_cast<uint64_t>(json_integer(caps, "customdiskofferingmaxsize", 1024));
   l.kvm_snapshot_enabled = caps.value("kvmsnapshotenabled", false);
   l.can_expunge = can_expunge(client);
   return l;
@@ -102,7 +83,7 @@ CloudLimits read_limits(const Client& client, const std::string& oma_vm_id) {
 int attached_data_volumes(const Client& client, const std::string& vm_id) {
   int n = 0;
   for (const auto& v : client.list("listVolumes", "volume", {{"virtualmachineid", vm_id}, {"listall", "true"}})) {
-    n += json_str(v, "type") == "DATADISK";
+    n += json_text(v, "type") == "DATADISK";
   }
   return n;
 }
@@ -114,15 +95,15 @@ std::vector<TargetFinding> check_oma_vm(const Client& client, const std::string&
     out.push_back({"oma-vm-snapshots", "",
                    fmt::format("the OMA's VM {} has {} VM snapshot(s) (\"{}\"...): CloudStack refuses to attach or "
                                "detach volumes of a VM with VM snapshots",
-                               oma_vm_id, snapshots.size(), json_str(snapshots[0], "name")),
+                               oma_vm_id, snapshots.size(), json_text(snapshots[0], "name")),
                    "delete the OMA VM's VM snapshots (deleteVMSnapshot), then run the preflight again"});
   }
   Json vm = vm_of(client, oma_vm_id);
-  if (!json_str(vm, "backupofferingid").empty()) {
+  if (!json_text(vm, "backupofferingid").empty()) {
     out.push_back({"oma-backup-offering", "",
                    fmt::format("the OMA's VM {} is assigned backup offering {}: CloudStack refuses to attach or "
                                "detach volumes of a VM with backups",
-                               oma_vm_id, json_str(vm, "backupofferingname")),
+                               oma_vm_id, json_text(vm, "backupofferingname")),
                    "remove the OMA's VM from its backup offering (removeVirtualMachineFromBackupOffering); back "
                    "up the OMA's database instead"});
   }

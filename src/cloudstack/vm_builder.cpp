@@ -8,14 +8,6 @@
 #include "common/log.h"
 
 namespace mk::cloudstack {
-namespace {
-
-std::string json_str(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
-}  // namespace
 
 std::vector<SourceDisk> attach_order(const SourceVm& vm) {
   std::vector<SourceDisk> disks = vm.disks;
@@ -95,7 +87,7 @@ std::string VmBuilder::free_host_name(const SourceVm& vm) const {
   std::string name = host_name_for(vm.name, vm.vm_uuid);
   Json reply = client_.call("listVirtualMachines", {{"name", name}, {"listall", "true"}});
   for (const auto& other : reply.value("virtualmachine", Json::array())) {
-    if (json_str(other, "name") == name) return disambiguated_host_name(name, vm.vm_uuid);
+    if (json_text(other, "name") == name) return disambiguated_host_name(name, vm.vm_uuid);
   }
   return name;
 }
@@ -135,9 +127,9 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
   p["iptonetworklist[0].networkid"] = r.nics[0].first;
   if (!r.nics[0].second.empty()) p["iptonetworklist[0].mac"] = r.nics[0].second;
   Json started = client_.call("deployVirtualMachine", p);
-  vm_id = json_str(started, "id");
-  Json result = client_.wait_for_job("deployVirtualMachine", json_str(started, "jobid"));
-  std::string id = json_str(result.value("virtualmachine", Json::object()), "id");
+  vm_id = json_text(started, "id");
+  Json result = client_.wait_for_job("deployVirtualMachine", json_text(started, "jobid"));
+  std::string id = json_text(result.value("virtualmachine", Json::object()), "id");
   if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
   vm_id = id;
   add_nics(id, r);
@@ -148,7 +140,7 @@ void VmBuilder::add_nics(const std::string& vm_id, const DeployRequest& r) const
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
   std::vector<std::string> present;
   for (const auto& vm : reply.value("virtualmachine", Json::array())) {
-    for (const auto& nic : vm.value("nic", Json::array())) present.push_back(json_str(nic, "networkid"));
+    for (const auto& nic : vm.value("nic", Json::array())) present.push_back(json_text(nic, "networkid"));
   }
   for (size_t i = 1; i < r.nics.size(); ++i) {
     const auto& [network, mac] = r.nics[i];
@@ -212,7 +204,7 @@ void VmBuilder::start(const std::string& vm_id) const {
 std::string VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) const {
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
   if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) return "";
-  std::string state = json_str(reply["virtualmachine"][0], "state");
+  std::string state = json_text(reply["virtualmachine"][0], "state");
   if (state == "Destroyed" || state == "Expunging") return "";  // destroyed by an earlier run
   if (state == "Running") {
     client_.call_async("stopVirtualMachine", {{"id", vm_id}, {"forced", "true"}});

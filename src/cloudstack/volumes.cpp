@@ -36,24 +36,19 @@ void check_volume_id(const std::string& id) {
   if (!ok) throw UsageError(fmt::format("'{}' is not a CloudStack volume UUID", id));
 }
 
-std::string json_str(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
 }  // namespace
 
 Volume volume_from_json(const Json& v) {
   Volume out;
-  out.id = json_str(v, "id");
-  out.name = json_str(v, "name");
-  out.type = json_str(v, "type");
-  out.state = json_str(v, "state");
+  out.id = json_text(v, "id");
+  out.name = json_text(v, "name");
+  out.type = json_text(v, "type");
+  out.state = json_text(v, "state");
   out.size_bytes = v.value("size", uint64_t{0});
-  out.virtual_machine_id = json_str(v, "virtualmachineid");
+  out.virtual_machine_id = json_text(v, "virtualmachineid");
   out.device_id = v.contains("deviceid") && v["deviceid"].is_number() ? v["deviceid"].get<int>() : -1;
   if (v.contains("tags") && v["tags"].is_array()) {
-    for (const auto& t : v["tags"]) out.tags[json_str(t, "key")] = json_str(t, "value");
+    for (const auto& t : v["tags"]) out.tags[json_text(t, "key")] = json_text(t, "value");
   }
   return out;
 }
