@@ -109,6 +109,17 @@ std::string SimServer::api_url() const {
 
 Endpoint SimServer::endpoint() const { return Endpoint{api_url(), kApiKey, kSecret}; }
 
+VolumesConfig SimServer::volumes_config(const std::string& oma_id) const {
+  VolumesConfig c;
+  c.oma_id = oma_id;
+  c.oma_vm_id = oma_vm_id();
+  c.zone_id = seed::zone;
+  c.disk_offering_id = seed::custom_disk_offering;
+  c.by_id_dir = by_id_dir();
+  c.device_timeout = std::chrono::seconds(10);
+  return c;
+}
+
 ClientOptions SimServer::fast_client_options() {
   ClientOptions o;
   o.poll_initial = std::chrono::milliseconds(10);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cloudstack/client.h"
+#include "cloudstack/volumes.h"
 #include "common/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -54,6 +55,10 @@ class SimServer {
   void fail(const nlohmann::json& rule);
   void clear_failures();
   nlohmann::json state() const;
+
+  // The volumes configuration of an OMA on this simulator: its VM, the zone, the custom
+  // disk offering, the by-id directory and a 10 s device wait.
+  VolumesConfig volumes_config(const std::string& oma_id = "oma-1") const;
 
   // Client options that suit tests: fast polling, short timeouts, http allowed (the
   // simulator serves http unless tls is set).

@@ -129,14 +129,7 @@ TEST(TestFailoverAccount, WithoutExpungePermissionTheVmIsDestroyedAndTheNoteSays
   o.user_account = true;
   test::SimServer sim(o);
   Client client(sim.endpoint(), test::SimServer::fast_client_options());
-  VolumesConfig vc;
-  vc.oma_id = "oma-1";
-  vc.oma_vm_id = sim.oma_vm_id();
-  vc.zone_id = seed::zone;
-  vc.disk_offering_id = seed::custom_disk_offering;
-  vc.by_id_dir = sim.by_id_dir();
-  vc.device_timeout = std::chrono::seconds(10);
-  CloudStackVolumes volumes(client, vc);
+  CloudStackVolumes volumes(client, sim.volumes_config());
   TargetSettings t;
   t.zone_id = seed::zone;
   t.service_offering_id = seed::custom_service_offering;

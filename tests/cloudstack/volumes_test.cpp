@@ -21,16 +21,7 @@ constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 class VolumesTest : public ::testing::Test {
  protected:
-  VolumesConfig config(const std::string& oma_id = "oma-1") {
-    VolumesConfig c;
-    c.oma_id = oma_id;
-    c.oma_vm_id = sim.oma_vm_id();
-    c.zone_id = seed::zone;
-    c.disk_offering_id = seed::custom_disk_offering;
-    c.by_id_dir = sim.by_id_dir();
-    c.device_timeout = std::chrono::seconds(10);
-    return c;
-  }
+  VolumesConfig config(const std::string& oma_id = "oma-1") { return sim.volumes_config(oma_id); }
   Json find_volume(const std::string& id) {
     const Json state = sim.state();  // the loop must not iterate into a temporary
     for (const auto& v : state["volumes"]) {
@@ -256,14 +247,7 @@ TEST(VolumesOnScsi, TheDeviceIsFoundUnderItsScsiName) {
   o.disk_bus = "scsi";
   SimServer sim(o);
   Client client(sim.endpoint(), SimServer::fast_client_options());
-  VolumesConfig c;
-  c.oma_id = "oma-1";
-  c.oma_vm_id = sim.oma_vm_id();
-  c.zone_id = seed::zone;
-  c.disk_offering_id = seed::custom_disk_offering;
-  c.by_id_dir = sim.by_id_dir();
-  c.device_timeout = std::chrono::seconds(10);
-  CloudStackVolumes volumes(client, c);
+  CloudStackVolumes volumes(client, sim.volumes_config());
   DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
   Volume v = volumes.create(disk);
   std::string device = volumes.attach_to_oma(v.id, disk);
@@ -280,14 +264,7 @@ TEST(VolumesLimits, DataVolumeCapSizeCapAndAnOmaVmWithSnapshots) {
   o.custom_disk_max_gb = 4;
   SimServer sim(o);
   Client client(sim.endpoint(), SimServer::fast_client_options());
-  VolumesConfig c;
-  c.oma_id = "oma-1";
-  c.oma_vm_id = sim.oma_vm_id();
-  c.zone_id = seed::zone;
-  c.disk_offering_id = seed::custom_disk_offering;
-  c.by_id_dir = sim.by_id_dir();
-  c.device_timeout = std::chrono::seconds(10);
-  CloudStackVolumes volumes(client, c);
+  CloudStackVolumes volumes(client, sim.volumes_config());
   std::string vm = "4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30";
   try {
     volumes.create({vm, "2009", 5 * kGiB});
@@ -316,13 +293,7 @@ TEST(VolumesLimits, AnOmaVmWithVmSnapshotsOrBackupsTakesNoVolume) {
     if (backup) o.oma_backup_offering = "bo000000-0000-4000-8000-000000000001";
     SimServer sim(o);
     Client client(sim.endpoint(), SimServer::fast_client_options());
-    VolumesConfig c;
-    c.oma_id = "oma-1";
-    c.oma_vm_id = sim.oma_vm_id();
-    c.zone_id = seed::zone;
-    c.disk_offering_id = seed::custom_disk_offering;
-    c.by_id_dir = sim.by_id_dir();
-    CloudStackVolumes volumes(client, c);
+    CloudStackVolumes volumes(client, sim.volumes_config());
     DiskRef d{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
     Volume v = volumes.create(d);
     try {
