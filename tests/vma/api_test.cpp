@@ -73,6 +73,28 @@ TEST_F(VmaApi, DiscoverShowsTheLabVmsWithDisksAndNics) {
   EXPECT_EQ(names, (std::set<std::string>{"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"}));
 }
 
+// The boot disk is unit 0, which the OMA builds the VM's root disk from: an NVMe boot
+// disk beside the SCSI one, then the boot order pointing back at the SCSI disk.
+TEST_F(VmaApi, DiscoveryPutsTheBootDiskFirst) {
+  auto vm = vm_at("DC0/vm/DC0_H0_VM0");
+  int scsi_disk = vm.disks[0].key;
+  int nvme = mk::test::add_lab_controller(*session, vm, "VirtualNVMEController");
+  vm = mk::test::add_lab_disk(*session, vm, nvme, "LocalDS_0", 1024 * 1024, "boot");
+  auto units = [&] {
+    std::map<int64_t, std::string> out;
+    for (const auto& v : client->discover().vms) {
+      if (v.vm_id != vm.instance_uuid) continue;
+      for (const auto& d : v.disks) out[d.unit] = d.disk_key;
+    }
+    return out;
+  };
+  auto first = units();
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_NE(first[0], std::to_string(scsi_disk)) << "the NVMe disk boots before the SCSI one";
+  mk::test::set_lab_boot_order(*session, vm, {scsi_disk});
+  EXPECT_EQ(units()[0], std::to_string(scsi_disk));
+}
+
 TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
   oma::VmaHealth h = client->health();
   EXPECT_TRUE(h.vcenter_reachable) << h.vcenter_error.value_or("");

@@ -68,11 +68,13 @@ std::vector<DiscoveredVm> VCenter::discover() {
     if (vm.is_template) continue;
     DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], vm.power_state, vm.guest_id,
                    vm.cpus, vm.memory_mb, {}, {}};
-    // Units are positions in controller order, so that two controllers' unit 0 differ.
+    // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
+    // root disk), then controller order, so that two controllers' unit 0 differ.
     auto disks = vm.disks;
-    std::stable_sort(disks.begin(), disks.end(), [](const auto& a, const auto& b) {
-      return std::tie(a.bus_number, a.controller_key, a.unit_number) <
-             std::tie(b.bus_number, b.controller_key, b.unit_number);
+    int boot = vsphere::boot_disk_key(vm);
+    std::stable_sort(disks.begin(), disks.end(), [boot](const auto& a, const auto& b) {
+      return std::tuple(a.key != boot, a.bus_number, a.controller_key, a.unit_number) <
+             std::tuple(b.key != boot, b.bus_number, b.controller_key, b.unit_number);
     });
     for (size_t i = 0; i < disks.size(); ++i) {
       std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;

@@ -47,7 +47,7 @@ class VmNotFound : public Error {
 
 struct DiscoveredDisk {
   std::string disk_key, label;
-  int64_t unit = 0;  // position in controller/unit order: unique within the VM
+  int64_t unit = 0;  // position: the boot disk (vsphere::boot_disk_key) 0, then controller/unit order
   uint64_t capacity_bytes = 0;
 };
 struct DiscoveredNic {
