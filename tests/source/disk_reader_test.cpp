@@ -100,20 +100,35 @@ TEST(DiskReader, MissingVddkIsAClearError) {
   }
 }
 
-// start_vddk with a stand-in for nbdkit+VDDK (fake_nbdkit_vddk.sh): the launcher's
-// command line, waiting for the socket, reading through it and teardown by PID.
-TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
-  test::TempDir dir("mk-reader");
+// Parameters for the stand-in of nbdkit+VDDK (fake_nbdkit_vddk.sh) in `dir`: a VDDK
+// directory, a flat file of `size` bytes it serves, a password file holding `password`;
+// the fake writes its command line to dir/args.
+VddkParams fake_vddk(const test::TempDir& dir, uint64_t size, const std::string& password) {
   std::filesystem::create_directories(dir.file("vddk/lib64"));
-  test::create_sparse_file(dir.file("flat"), 512 * 1024);
-  test::write_random_at(dir.file("flat"), 0, 4096, 7);
-  test::write_at(dir.file("pw"), 0, "s3cret-pass\n");
+  test::create_sparse_file(dir.file("flat"), size);
+  test::write_at(dir.file("pw"), 0, password);
   ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
   ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
   VddkParams p = params();
   p.libdir = dir.file("vddk");
   p.password_file = dir.file("pw");
   p.nbdkit = FAKE_NBDKIT_VDDK;
+  return p;
+}
+
+// The password file nbdkit was given (password=+FILE) in the fake's recorded arguments.
+std::string password_file_given(const std::string& args) {
+  auto at = args.find("password=+");
+  if (at == std::string::npos) return "";
+  return args.substr(at + 10, args.find('\n', at) - at - 10);
+}
+
+// start_vddk with a stand-in for nbdkit+VDDK (fake_nbdkit_vddk.sh): the launcher's
+// command line, waiting for the socket, reading through it and teardown by PID.
+TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
+  test::TempDir dir("mk-reader");
+  VddkParams p = fake_vddk(dir, 512 * 1024, "s3cret-pass\n");
+  test::write_random_at(dir.file("flat"), 0, 4096, 7);
   auto r = DiskReader::start_vddk(p, dir.path());
   pid_t pid = r->pid();
   {
@@ -124,9 +139,8 @@ TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
   }
   std::string args = test::read_file(dir.file("args"));
   // nbdkit reads a private copy of the password in the reader's own directory.
-  auto at = args.find("password=+");
-  ASSERT_NE(at, std::string::npos) << args;
-  std::string copy = args.substr(at + 10, args.find('\n', at) - at - 10);
+  std::string copy = password_file_given(args);
+  ASSERT_FALSE(copy.empty()) << args;
   EXPECT_NE(copy, dir.file("pw"));
   EXPECT_EQ(test::read_file(copy), "s3cret-pass\n");
   EXPECT_EQ(std::filesystem::status(copy).permissions() & std::filesystem::perms::all,
@@ -152,37 +166,18 @@ TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
 // would log in with "password\r" while the SOAP session logs in with "password".
 TEST(DiskReader, VddkGetsThePasswordWithoutATrailingCarriageReturn) {
   test::TempDir dir("mk-reader");
-  std::filesystem::create_directories(dir.file("vddk/lib64"));
-  test::create_sparse_file(dir.file("flat"), 64 * 1024);
-  test::write_at(dir.file("pw"), 0, "s3cret-pass\r\nsecond line\n");
-  ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
-  ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
-  VddkParams p = params();
-  p.libdir = dir.file("vddk");
-  p.password_file = dir.file("pw");
-  p.nbdkit = FAKE_NBDKIT_VDDK;
-  auto r = DiskReader::start_vddk(p, dir.path());
-  std::string args = test::read_file(dir.file("args"));
-  auto at = args.find("password=+");
-  ASSERT_NE(at, std::string::npos) << args;
-  EXPECT_EQ(test::read_file(args.substr(at + 10, args.find('\n', at) - at - 10)), "s3cret-pass\n");
+  auto r = DiskReader::start_vddk(fake_vddk(dir, 64 * 1024, "s3cret-pass\r\nsecond line\n"), dir.path());
+  std::string copy = password_file_given(test::read_file(dir.file("args")));
+  ASSERT_FALSE(copy.empty());
+  EXPECT_EQ(test::read_file(copy), "s3cret-pass\n");
 }
 
 // VDDK's hot-add transport detaches the snapshot's disks from the VMA when nbdkit ends;
 // killing it 3 s after SIGTERM leaves them attached. The reader waits its stop_grace.
 TEST(DiskReader, VddkReaderGetsTimeToCleanUpBeforeItIsKilled) {
   test::TempDir dir("mk-reader");
-  std::filesystem::create_directories(dir.file("vddk/lib64"));
-  test::create_sparse_file(dir.file("flat"), 64 * 1024);
-  test::write_at(dir.file("pw"), 0, "pw\n");
-  ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
-  ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
   ::setenv("FAKE_VDDK_CLEANUP_SECONDS", "4", 1);
-  VddkParams p = params();
-  p.libdir = dir.file("vddk");
-  p.password_file = dir.file("pw");
-  p.nbdkit = FAKE_NBDKIT_VDDK;
-  auto r = DiskReader::start_vddk(p, dir.path());
+  auto r = DiskReader::start_vddk(fake_vddk(dir, 64 * 1024, "pw\n"), dir.path());
   r->stop();
   ::unsetenv("FAKE_VDDK_CLEANUP_SECONDS");
   EXPECT_TRUE(std::filesystem::exists(dir.file("args.cleaned"))) << "nbdkit was killed before VDDK cleaned up";

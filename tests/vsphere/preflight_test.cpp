@@ -26,6 +26,15 @@ std::set<std::string> codes(const std::vector<Finding>& findings) {
   return out;
 }
 
+// The key of the (last) disk on controller `controller`, -1 when none.
+int disk_on(const VmInfo& vm, int controller) {
+  int key = -1;
+  for (auto& d : vm.disks) {
+    if (d.controller_key == controller) key = d.key;
+  }
+  return key;
+}
+
 const Finding* find_code(const std::vector<Finding>& findings, const std::string& code) {
   auto it = std::find_if(findings.begin(), findings.end(), [&](const Finding& f) { return f.code == code; });
   return it == findings.end() ? nullptr : &*it;
@@ -140,19 +149,13 @@ TEST_F(VspherePreflight, BootDiskFollowsBootOrderThenTheFirmwaresControllerOrder
   // An NVMe disk beside the SCSI one: the firmware finds NVMe before SCSI.
   int nvme = test::add_lab_controller(*s, vm, "VirtualNVMEController");
   test::add_lab_disk(*s, refresh(), nvme, "LocalDS_0", kMiB, "nvme-boot");
-  int nvme_disk = -1;
-  for (auto& d : refresh().disks) {
-    if (d.controller_key == nvme) nvme_disk = d.key;
-  }
+  int nvme_disk = disk_on(refresh(), nvme);
   ASSERT_NE(nvme_disk, -1);
   EXPECT_EQ(boot_disk_key(vm), nvme_disk);
   // A SATA disk comes before both.
   int sata = test::add_lab_controller(*s, vm, "VirtualAHCIController");
   test::add_lab_disk(*s, refresh(), sata, "LocalDS_0", kMiB, "sata-boot");
-  int sata_disk = -1;
-  for (auto& d : refresh().disks) {
-    if (d.controller_key == sata) sata_disk = d.key;
-  }
+  int sata_disk = disk_on(refresh(), sata);
   EXPECT_EQ(boot_disk_key(vm), sata_disk);
   // bootOrder, when it names a disk, wins over the controller order.
   test::set_lab_boot_order(*s, vm, {scsi_disk});
