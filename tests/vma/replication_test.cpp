@@ -324,5 +324,50 @@ TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnaps
   expect_no_snapshot_left(vm);
 }
 
+// A disk grown in vCenter after the OMA made the job (sized the target, chose the base):
+// the VMA refuses that disk naming both capacities instead of copying into a target that
+// is too small or trusting changed areas past the old end.
+TEST_F(VmaFixture, ADiskGrownSinceTheJobWasMadeIsRefusedNamingBothCapacities) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 70);
+  start_vma();
+  oma::ReplicateRequest req;
+  req.job_id = "6f1d8b5c-4a3e-4f2b-8c9d-8e7f6a5b4c3d";
+  req.vm_id = vm.instance_uuid;
+  req.kind = "full";
+  req.nbd_host = "127.0.0.1";
+  req.nbd_port = mk::test::free_tcp_port();  // the grown disk fails before it is copied
+  for (const auto& v : client->discover().vms) {
+    if (v.vm_id != vm.instance_uuid) continue;
+    for (const auto& d : v.disks) {
+      req.disks.push_back({d.disk_key, fmt::format("migration-vm-{}-disk{}", v.vm_id, d.unit), d.unit,
+                           d.capacity_bytes, std::nullopt});
+    }
+  }
+  ASSERT_EQ(req.disks.size(), 2u);
+  const auto& grown = vm.disks[1];
+  uint64_t bigger = grown.capacity_bytes + (1 << 20);
+  vm = mk::test::grow_lab_disk(*session, vm, grown.key, bigger);
+  ASSERT_EQ(vm.disks[1].capacity_bytes, bigger);
+  std::filesystem::resize_file(flats.at(vm.instance_uuid).at(grown.key), bigger);
+  client->replicate(req);
+  oma::JobProgress p = wait_vma(req.job_id, [](const oma::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != "failed") return false;
+    return true;
+  });
+  bool seen = false;
+  for (const auto& d : p.disks) {
+    if (d.disk_key != std::to_string(grown.key)) continue;
+    seen = true;
+    std::string error = d.error.value_or("");
+    EXPECT_NE(error.find(fmt::format("capacity is {} bytes now, the job was made for {} bytes", bigger,
+                                     grown.capacity_bytes)),
+              std::string::npos)
+        << error;
+    EXPECT_FALSE(d.change_id.has_value());
+  }
+  EXPECT_TRUE(seen);
+  expect_no_snapshot_left(vm);
+}
+
 }  // namespace
 }  // namespace mk::vma::test

@@ -61,6 +61,22 @@ vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int
   return vsphere::describe_vm(s, vm.ref);
 }
 
+vsphere::VmInfo grow_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int disk_key, uint64_t capacity_bytes) {
+  auto it = std::find_if(vm.disks.begin(), vm.disks.end(), [&](const auto& d) { return d.key == disk_key; });
+  if (it == vm.disks.end()) throw Error(fmt::format("lab: VM {} has no disk {}", vm.name, disk_key));
+  // vcsim replaces the device with the one in the spec: the whole disk (deviceInfo too,
+  // which it dereferences), its file kept.
+  std::string spec = fmt::format(
+      "<spec><deviceChange><operation>edit</operation><device xsi:type=\"VirtualDisk\"><key>{}</key>"
+      "<deviceInfo><label>{}</label><summary></summary></deviceInfo><backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName><diskMode>{}</diskMode>"
+      "<thinProvisioned>{}</thinProvisioned></backing><controllerKey>{}</controllerKey><unitNumber>{}</unitNumber>"
+      "<capacityInKB>{}</capacityInKB><capacityInBytes>{}</capacityInBytes></device></deviceChange></spec>",
+      disk_key, it->label, it->file_name, it->disk_mode.empty() ? "persistent" : it->disk_mode, it->thin ? "true" : "false",
+      it->controller_key, it->unit_number, capacity_bytes / 1024, capacity_bytes);
+  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "growing a disk of " + vm.name);
+  return vsphere::describe_vm(s, vm.ref);
+}
+
 int add_lab_controller(vsphere::Session& s, const vsphere::VmInfo& vm, const std::string& type,
                        const std::string& shared_bus) {
   std::vector<int> before;

@@ -35,6 +35,11 @@ vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int
                              const std::string& datastore, uint64_t capacity_bytes, const std::string& file_stem,
                              const LabDiskOptions& options = {});
 
+// Grows disk `disk_key` to `capacity_bytes` (a multiple of 1 KiB) as an operator extends a
+// disk in vCenter (ReconfigVM, edit); the flat file is the caller's. Returns the VM as
+// it is afterwards.
+vsphere::VmInfo grow_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int disk_key, uint64_t capacity_bytes);
+
 // Adds a controller: "VirtualNVMEController", "VirtualAHCIController" (SATA),
 // "ParaVirtualSCSIController" (with `shared_bus`: "noSharing", "physicalSharing", ...).
 // Returns its key.
