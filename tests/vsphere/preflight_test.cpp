@@ -3,6 +3,7 @@
 // consolidation, orphaned VMs), every finding found at once and naming VM, disk and
 // what to do. Also the boot disk from bootOrder or the firmware's controller order,
 // property-collector paging, the one-query snapshot listing and task polling back-off.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -120,6 +121,38 @@ TEST_F(VspherePreflight, StatesVcsimCannotHoldComeThroughTheShim) {
   EXPECT_EQ(codes(findings), (std::set<std::string>{"encrypted-vm", "consolidation-needed", "cbt-unsupported"}))
       << describe_findings(findings);
   for (const auto& f : findings) EXPECT_EQ(f.disk_key, 0) << f.text();
+}
+
+// A disk encrypted on its own (its backing's keyId) and a disk without a file name, in the
+// device list as vCenter answers it; an inaccessible VM says so and is not "no-config".
+TEST_F(VspherePreflight, EncryptedDisksDisksWithoutAFileAndInaccessibleVmsAreFindings) {
+  auto disk = [](int key, int unit, const std::string& backing) {
+    return fmt::format(
+        "<VirtualDevice xsi:type=\"VirtualDisk\"><key>{}</key><deviceInfo><label>Hard disk {}</label></deviceInfo>"
+        "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\">{}<diskMode>persistent</diskMode></backing>"
+        "<controllerKey>1000</controllerKey><unitNumber>{}</unitNumber><capacityInKB>1024</capacityInKB>"
+        "</VirtualDevice>",
+        key, unit + 1, backing, unit);
+  };
+  lab.override_property(
+      vm.ref.value, "config.hardware.device",
+      "<val xsi:type=\"ArrayOfVirtualDevice\"><VirtualDevice xsi:type=\"VirtualLsiLogicController\"><key>1000</key>"
+      "<busNumber>0</busNumber><sharedBus>noSharing</sharedBus></VirtualDevice>" +
+          disk(2000, 0, "<fileName>[LocalDS_0] DC0_H0_VM0/plain.vmdk</fileName>") +
+          disk(2001, 1, "<fileName>[LocalDS_0] DC0_H0_VM0/secret.vmdk</fileName><keyId><keyId>k1</keyId>"
+                        "<providerId><id>kms</id></providerId></keyId>") +
+          disk(2002, 2, "<fileName></fileName>") + "</val>");
+  auto findings = preflight(refresh());
+  ASSERT_EQ(findings.size(), 2u) << describe_findings(findings);
+  EXPECT_EQ(findings[0].code, "encrypted-disk");
+  EXPECT_EQ(findings[0].disk_key, 2001);
+  EXPECT_EQ(findings[1].code, "no-backing-file");
+  EXPECT_EQ(findings[1].disk_key, 2002);
+  EXPECT_NE(findings[1].text().find("Hard disk 3"), std::string::npos) << findings[1].text();
+
+  lab.override_property(vm.ref.value, "runtime.connectionState",
+                        "<val xsi:type=\"VirtualMachineConnectionState\">inaccessible</val>");
+  EXPECT_EQ(codes(preflight(refresh())), (std::set<std::string>{"inaccessible", "encrypted-disk", "no-backing-file"}));
 }
 
 TEST_F(VspherePreflight, TemplatesAndOrphanedVmsAreFindings) {
