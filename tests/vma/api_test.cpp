@@ -95,6 +95,51 @@ TEST_F(VmaApi, DiscoveryPutsTheBootDiskFirst) {
   EXPECT_EQ(units()[0], std::to_string(scsi_disk));
 }
 
+// A VM that a pass would refuse carries its findings in discovery (so that the OMA can
+// mark it) and in its preflight route, each naming the disk; the others carry none.
+TEST_F(VmaApi, DiscoveryAndPreflightNameWhatWouldRefuseAPass) {
+  auto vm = vm_at("DC0/vm/DC0_H0_VM0");
+  vm = mk::test::add_lab_disk(*session, vm, mk::test::first_disk_controller(vm), "LocalDS_0", 1024 * 1024, "indep",
+                              {.disk_mode = "independent_persistent"});
+  int indep = vm.disks.back().key;
+  vsphere::create_snapshot(*session, vm, "before-upgrade", "the owner's");
+  auto get = [&](const std::string& path) {
+    auto r = call("GET", path, "", kToken);
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
+    return nlohmann::json::parse(r->body);
+  };
+  std::map<std::string, std::set<std::string>> codes;  // vm -> codes
+  auto discovered = get("/api/v1/discover");
+  for (const auto& v : discovered["vms"]) {
+    auto& c = codes[v["vm_id"]];
+    for (const auto& f : v["findings"]) {
+      c.insert(f["code"].get<std::string>());
+      if (f["code"] == "independent-disk") {
+        EXPECT_EQ(f["disk_key"], std::to_string(indep)) << f.dump();
+      } else if (f["code"] == "existing-snapshots") {
+        EXPECT_TRUE(f["disk_key"].is_null()) << f.dump();
+      }
+    }
+  }
+  EXPECT_EQ(codes[vm.instance_uuid], (std::set<std::string>{"independent-disk", "existing-snapshots"}))
+      << discovered.dump();
+  EXPECT_TRUE(codes[vm_at("DC0/vm/DC0_H0_VM1").instance_uuid].empty());
+
+  auto one = get("/api/v1/preflight/" + vm.instance_uuid);
+  ASSERT_EQ(one["findings"].size(), 2u) << one.dump();
+  for (const auto& f : one["findings"]) {
+    EXPECT_NE(f["text"].get<std::string>().find("VM DC0_H0_VM0"), std::string::npos) << f.dump();
+    EXPECT_FALSE(f["remedy"].get<std::string>().empty());
+  }
+  auto missing = call("GET", "/api/v1/preflight/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto bad = call("GET", "/api/v1/preflight/not-a-uuid", "", kToken);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
 TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
   oma::VmaHealth h = client->health();
   EXPECT_TRUE(h.vcenter_reachable) << h.vcenter_error.value_or("");
@@ -114,6 +159,7 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
       {"POST", "/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70"},
       {"POST", "/api/v1/cleanup/" + vm},
       {"POST", "/api/v1/power/" + vm},
+      {"GET", "/api/v1/preflight/" + vm},
       {"GET", "/api/v1/nothing-here"}};
   for (const auto& [method, path] : routes) {
     for (std::string token : {std::string(), std::string("wrong-token"), std::string(kToken) + "x"}) {

@@ -29,6 +29,18 @@ bool equal_constant_time(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+json findings_json(const std::vector<PreflightFinding>& findings) {
+  json out = json::array();
+  for (const auto& f : findings) {
+    out.push_back({{"code", f.code},
+                   {"disk_key", f.disk_key.empty() ? json(nullptr) : json(f.disk_key)},
+                   {"problem", f.problem},
+                   {"remedy", f.remedy},
+                   {"text", f.text}});
+  }
+  return out;
+}
+
 }  // namespace
 
 ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, TunnelStateProvider tunnel)
@@ -103,6 +115,7 @@ void ApiServer::start() {
   server_.Post(R"(/api/v1/cleanup/([^/]+))", bind(&ApiServer::cleanup));
   server_.Post(R"(/api/v1/power/([^/]+))", bind(&ApiServer::power));
   server_.Get("/api/v1/discover", bind(&ApiServer::discover));
+  server_.Get(R"(/api/v1/preflight/([^/]+))", bind(&ApiServer::preflight));
   server_.Get("/api/v1/health", bind(&ApiServer::health));
 
   if (options_.port == 0) {
@@ -201,6 +214,20 @@ json ApiServer::power(const httplib::Request& req, httplib::Response&) {
   return {{"vm_id", vm_id}, {"power_state", out.power_state}, {"forced", out.forced}};
 }
 
+json ApiServer::preflight(const httplib::Request& req, httplib::Response&) {
+  std::string vm_id = req.matches[1];
+  check_uuid_param(vm_id, "vm_id");
+  std::vector<PreflightFinding> findings;
+  try {
+    findings = vcenter_.preflight(vm_id);
+  } catch (const VmNotFound&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Failure{502, fmt::format("VM {}: preflight failed: {}", vm_id, e.what())};
+  }
+  return {{"vm_id", vm_id}, {"findings", findings_json(findings)}};
+}
+
 json ApiServer::discover(const httplib::Request&, httplib::Response&) {
   std::vector<DiscoveredVm> vms;
   try {
@@ -218,7 +245,8 @@ json ApiServer::discover(const httplib::Request&, httplib::Response&) {
     for (const auto& n : vm.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
     out.push_back({{"vm_id", vm.vm_id}, {"name", vm.name}, {"datacenter", vm.datacenter},
                    {"power_state", vm.power_state}, {"cpus", vm.cpus}, {"memory_mb", vm.memory_mb},
-                   {"guest_os", vm.guest_os}, {"disks", disks}, {"nics", nics}});
+                   {"guest_os", vm.guest_os}, {"disks", disks}, {"nics", nics},
+                   {"findings", findings_json(vm.findings)}});
   }
   return {{"vcenter", vcenter_.host()}, {"vms", out}};
 }

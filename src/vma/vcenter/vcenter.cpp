@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "common/log.h"
+#include "vsphere/preflight.h"
 #include "vsphere/vm_ops.h"
 
 namespace mk::vma {
@@ -67,7 +68,7 @@ std::vector<DiscoveredVm> VCenter::discover() {
   for (auto& vm : vsphere::list_vms(*s)) {
     if (vm.is_template) continue;
     DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], vm.power_state, vm.guest_id,
-                   vm.cpus, vm.memory_mb, {}, {}};
+                   vm.cpus, vm.memory_mb, {}, {}, findings_of(vm)};
     // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
     // root disk), then controller order, so that two controllers' unit 0 differ.
     auto disks = vm.disks;
@@ -94,6 +95,17 @@ vsphere::VmInfo VCenter::find_vm(const std::string& vm_id) {
                                  host_, vm_id, config_.connect.user));
   }
   return vsphere::describe_vm(*s, *ref);
+}
+
+std::vector<PreflightFinding> VCenter::preflight(const std::string& vm_id) { return findings_of(find_vm(vm_id)); }
+
+std::vector<PreflightFinding> VCenter::findings_of(const vsphere::VmInfo& vm) const {
+  // The same rules a pass applies before it touches the VM (VmwareSource::open_pass).
+  std::vector<PreflightFinding> out;
+  for (const auto& f : vsphere::preflight(vm, {config_.snapshot_prefix, source::VmwareSourceOptions{}.enable_cbt})) {
+    out.push_back({f.code, f.disk_key ? std::to_string(f.disk_key) : "", f.problem, f.remedy, f.text()});
+  }
+  return out;
 }
 
 PowerOutcome VCenter::power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout) {

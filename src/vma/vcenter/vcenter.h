@@ -53,11 +53,17 @@ struct DiscoveredDisk {
 struct DiscoveredNic {
   std::string key, mac, network;
 };
+// What would make a pass of the VM fail (vsphere/preflight.h); disk_key "" for the VM.
+struct PreflightFinding {
+  std::string code, disk_key, problem, remedy;
+  std::string text;  // "VM web01 disk Hard disk 2 ([ds1] ...): problem; remedy"
+};
 struct DiscoveredVm {
   std::string vm_id, name, datacenter, power_state, guest_os;
   int cpus = 0, memory_mb = 0;
   std::vector<DiscoveredDisk> disks;
   std::vector<DiscoveredNic> nics;
+  std::vector<PreflightFinding> findings;  // empty: nothing known stands in the way
 };
 
 struct PowerOutcome {
@@ -78,6 +84,8 @@ class VCenter {
 
   std::vector<DiscoveredVm> discover();
   vsphere::VmInfo find_vm(const std::string& vm_id);
+  // Everything that would refuse a pass of the VM, at once; nothing is changed on it.
+  std::vector<PreflightFinding> preflight(const std::string& vm_id);
   // action: "shutdown" (guest shutdown, power off after `timeout`), "off", "on". Answers
   // once the VM is in the asked state; a VM already there is left alone.
   PowerOutcome power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout);
@@ -95,6 +103,7 @@ class VCenter {
  private:
   std::string flat_file_for(const vsphere::DiskInfo& disk) const;
   source::VmwareSourceOptions source_options(const std::string& work_dir);
+  std::vector<PreflightFinding> findings_of(const vsphere::VmInfo& vm) const;
 
   VcenterConfig config_;
   std::string host_;
