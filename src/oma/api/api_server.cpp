@@ -87,7 +87,7 @@ const Schema kEnrollSchema{{
 
 const Schema kStartJobSchema{{
     {.name = "vm_id", .max_length = 36, .check = uuid_check},
-    {.name = "kind", .one_of = {"full", "incremental"}},
+    {.name = "kind", .one_of = {enum_name(JobKind::Full), enum_name(JobKind::Incremental)}},
 }};
 
 const Schema kSettingSchema{{
@@ -96,7 +96,7 @@ const Schema kSettingSchema{{
 
 const Schema kTokenSchema{{
     {.name = "name", .max_length = 64, .check = name_check},
-    {.name = "role", .one_of = {"admin", "operator"}},
+    {.name = "role", .one_of = enum_names<TokenRole>()},
 }};
 
 // Settings the OMA knows; secrets are stored encrypted and never returned.
@@ -157,9 +157,9 @@ Reply error_reply(int status, const std::string& message, const std::string& fie
 
 }  // namespace
 
-ApiServer::ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
+ApiServer::ApiServer(Repositories& repos, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
                      std::vector<Route> extra_routes, PairingService* pairing)
-    : store_(store), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)),
+    : repos_(repos), jobs_(jobs), exports_(exports), secrets_(secrets), config_(std::move(config)),
       pairing_(pairing), routes_(std::move(extra_routes)) {
   declare_routes();
   if (pairing_) declare_vma_routes();
@@ -265,10 +265,10 @@ void ApiServer::install(const Route& route, httplib::Server& server) {
 Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
   std::string h = req.get_header_value("Authorization");
   if (h.rfind("Bearer ", 0) != 0 || h.size() <= 7) throw Error("401");
-  auto t = store_.find_live_token(sha256_hex(h.substr(7)));
+  auto t = repos_.config.find_live_token(sha256_hex(h.substr(7)));
   if (!t) throw Error("401");
-  if (role == "admin" && t->role != "admin") throw Error("403");
-  return {t->token_id, t->role};
+  if (role == "admin" && t->role != TokenRole::Admin) throw Error("403");
+  return {t->token_id, enum_name(t->role)};
 }
 
 std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {
@@ -322,8 +322,8 @@ void ApiServer::declare_routes() {
 
   add({"GET", "/health", "Liveness: database reachable, export server running (no token needed)", "", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
-         store_.count_exports();  // touches the database
-         json out = {{"status", "ok"}, {"database", store_.database().engine()},
+         repos_.storage.count_exports();  // touches the database
+         json out = {{"status", "ok"}, {"database", repos_.database.engine()},
                      {"export_server", exports_.name()}, {"export_server_pid", exports_.server_pid()},
                      {"nbd_port", exports_.port()}};
          if (pairing_) {
@@ -342,16 +342,16 @@ void ApiServer::declare_routes() {
        "operator", nullptr, [this](auto&, auto&, auto&) -> Reply {
          // Three queries for the whole list, not three per VM.
          std::map<std::string, std::vector<JobRecord>> passes;
-         for (auto& j : store_.ended_passes()) passes[j.vm_id].push_back(std::move(j));
+         for (auto& j : repos_.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
          std::map<std::string, std::vector<ChangeIdCommit>> commits;
-         for (auto& c : store_.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
+         for (auto& c : repos_.jobs.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
          std::map<std::string, ScheduleRecord> schedules;
-         for (auto& sc : store_.list_schedules()) schedules[sc.vm_id] = std::move(sc);
+         for (auto& sc : repos_.schedules.list_schedules()) schedules[sc.vm_id] = std::move(sc);
          int64_t now = now_ms();
          json out = json::array();
-         for (const auto& v : store_.list_vms()) {
+         for (const auto& v : repos_.vms.list_vms()) {
            json j = vm_json(v);
-           auto disks = store_.list_disks(v.vm_id);
+           auto disks = repos_.vms.list_disks(v.vm_id);
            j["disks"] = json::array();
            for (const auto& d : disks) j["disks"].push_back(disk_json(d));
            add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
@@ -387,7 +387,7 @@ void ApiServer::declare_routes() {
          std::optional<std::string> vma_id;
          if (b.contains("vma_id")) {
            vma_id = b["vma_id"].get<std::string>();
-           if (!store_.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
+           if (!repos_.vmas.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
          }
          std::vector<NicRecord> nics;
          for (const auto& n : b.value("nics", json::array())) {
@@ -396,27 +396,27 @@ void ApiServer::declare_routes() {
              if (other.nic_key == key) throw FieldError("nics.key", "two NICs share the key " + key);
            nics.push_back({v.vm_id, key, n["mac"], n["network"]});
          }
-         store_.add_vm(v, disks);
-         if (vma_id) store_.set_vm_vma(v.vm_id, vma_id);
-         if (!nics.empty()) store_.set_vm_nics(v.vm_id, nics);
-         json out = vm_json(store_.get_vm(v.vm_id));
+         repos_.vms.add_vm(v, disks);
+         if (vma_id) repos_.vms.set_vm_vma(v.vm_id, vma_id);
+         if (!nics.empty()) repos_.vms.set_vm_nics(v.vm_id, nics);
+         json out = vm_json(repos_.vms.get_vm(v.vm_id));
          out["disks"] = json::array();
-         for (const auto& d : store_.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
+         for (const auto& d : repos_.vms.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
          return {201, out, ""};
        }});
   add({"GET", "/api/v1/vms/{vm_id}", "Show a VM with its disks", "operator", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "vm_id");
-         json out = vm_json(store_.get_vm(id));
+         json out = vm_json(repos_.vms.get_vm(id));
          out["disks"] = json::array();
-         for (const auto& d : store_.list_disks(id)) out["disks"].push_back(disk_json(d));
+         for (const auto& d : repos_.vms.list_disks(id)) out["disks"].push_back(disk_json(d));
          out["nics"] = json::array();
-         for (const auto& n : store_.list_nics(id))
+         for (const auto& n : repos_.vms.list_nics(id))
            out["nics"].push_back({{"key", n.nic_key}, {"mac", n.mac}, {"network", n.network}});
          // What a cutover or a test failover built in CloudStack (the target VM's id).
          out["failovers"] = json::array();
-         for (const char* kind : {"cutover", "test_failover"}) {
-           if (auto f = store_.find_failover(id, kind)) {
+         for (FailoverKind kind : {FailoverKind::Cutover, FailoverKind::TestFailover}) {
+           if (auto f = repos_.vms.find_failover(id, kind)) {
              out["failovers"].push_back({{"kind", f->kind}, {"job_id", f->job_id},
                                          {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
            }
@@ -426,43 +426,42 @@ void ApiServer::declare_routes() {
   add({"GET", "/api/v1/vms/{vm_id}/disks", "List a VM's disks with volume, export and committed change ID",
        "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "vm_id");
-         store_.get_vm(id);
+         repos_.vms.get_vm(id);
          json out = json::array();
-         for (const auto& d : store_.list_disks(id)) out.push_back(disk_json(d));
+         for (const auto& d : repos_.vms.list_disks(id)) out.push_back(disk_json(d));
          return {200, {{"disks", out}}, ""};
        }});
 
   add({"POST", "/api/v1/jobs", "Start a full or incremental replication of a VM", "operator", &kStartJobSchema,
        [this](auto&, const json& b, auto&) -> Reply {
-         std::string id = jobs_.start(b["vm_id"], b["kind"]);
-         return {201, job_json(store_.get_job(id)), ""};
+         std::string id = jobs_.start(b["vm_id"], b["kind"].get<JobKind>());
+         return {201, job_json(repos_.jobs.get_job(id)), ""};
        }});
   add({"GET", "/api/v1/jobs", "List jobs (query: vm_id, status)", "operator", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string vm = req.get_param_value("vm_id");
          std::string status = req.get_param_value("status");
          if (!vm.empty() && !is_uuid(vm)) throw FieldError("vm_id", "must be a lowercase UUID");
-         static const std::set<std::string> kStatus = {"preparing", "exporting", "copying", "committing",
-                                                       "completed", "failed",    "cancelled", "running"};
-         if (!status.empty() && !kStatus.count(status)) throw FieldError("status", "is not a job status");
+         std::optional<JobStatus> wanted;
+         if (!status.empty() && !(wanted = find_enum<JobStatus>(status))) throw FieldError("status", "is not a job status");
          json out = json::array();
-         for (const auto& j : store_.list_jobs(vm, status)) out.push_back(job_json(j));
+         for (const auto& j : repos_.jobs.list_jobs(vm, wanted)) out.push_back(job_json(j));
          return {200, {{"jobs", out}}, ""};
        }});
   add({"GET", "/api/v1/jobs/{job_id}", "Show a job with its disks, steps and events", "operator", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "job_id");
-         json out = job_json(store_.get_job(id));
+         json out = job_json(repos_.jobs.get_job(id));
          out["disks"] = json::array();
-         for (const auto& d : store_.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         for (const auto& d : repos_.jobs.job_disks(id)) out["disks"].push_back(job_disk_json(d));
          out["steps"] = json::array();
-         for (const auto& s : store_.list_steps(id)) {
+         for (const auto& s : repos_.jobs.list_steps(id)) {
            out["steps"].push_back({{"seq", s.seq}, {"name", s.name}, {"status", s.status},
                                    {"message", opt_json(s.message)}, {"started_at", s.started_at},
                                    {"finished_at", opt_json(s.finished_at)}});
          }
          out["events"] = json::array();
-         for (const auto& e : store_.list_events(id)) {
+         for (const auto& e : repos_.jobs.list_events(id)) {
            out["events"].push_back({{"seq", e.seq}, {"at", e.at}, {"level", e.level}, {"message", e.message}});
          }
          return {200, out, ""};
@@ -470,22 +469,22 @@ void ApiServer::declare_routes() {
   add({"GET", "/api/v1/jobs/{job_id}/progress", "A job's progress: totals and per disk", "operator", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "job_id");
-         json out = job_json(store_.get_job(id));
+         json out = job_json(repos_.jobs.get_job(id));
          out["disks"] = json::array();
-         for (const auto& d : store_.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         for (const auto& d : repos_.jobs.job_disks(id)) out["disks"].push_back(job_disk_json(d));
          return {200, out, ""};
        }});
   add({"POST", "/api/v1/jobs/{job_id}/cancel", "Cancel an active job", "operator", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "job_id");
          jobs_.cancel(id);
-         return {202, job_json(store_.get_job(id)), ""};
+         return {202, job_json(repos_.jobs.get_job(id)), ""};
        }});
 
   add({"GET", "/api/v1/exports", "List NBD exports (one per VM disk)", "operator", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& e : store_.list_exports()) {
+         for (const auto& e : repos_.storage.list_exports()) {
            out.push_back({{"name", e.export_name}, {"volume_id", e.volume_id}, {"device_path", e.device_path},
                           {"size_bytes", e.size_bytes}, {"backend", e.backend}, {"created_at", e.created_at},
                           {"verified_at", opt_json(e.verified_at)}});
@@ -495,7 +494,7 @@ void ApiServer::declare_routes() {
   add({"GET", "/api/v1/volumes", "List target volumes (one per VM disk)", "operator", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& v : store_.list_volumes()) {
+         for (const auto& v : repos_.storage.list_volumes()) {
            out.push_back({{"volume_id", v.volume_id}, {"vm_id", v.vm_id}, {"disk_key", v.disk_key},
                           {"backend", v.backend}, {"size_bytes", v.size_bytes}, {"device_path", v.device_path},
                           {"status", v.status}, {"created_at", v.created_at}});
@@ -506,10 +505,8 @@ void ApiServer::declare_routes() {
   add({"GET", "/api/v1/settings", "List settings (secret values are never returned)", "admin", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& [name, encrypted] : store_.list_settings()) {
-           auto v = store_.get_setting(name);
-           out.push_back({{"name", name}, {"secret", encrypted}, {"value", encrypted || !v ? json(nullptr) : json(v->first)}});
-         }
+         for (const auto& s : repos_.config.list_settings())
+           out.push_back({{"name", s.name}, {"secret", s.encrypted}, {"value", s.encrypted ? json(nullptr) : json(s.value)}});
          return {200, {{"settings", out}}, ""};
        }});
   add({"PUT", "/api/v1/settings/{name}", "Set a setting (secrets are encrypted at rest)", "admin", &kSettingSchema,
@@ -518,13 +515,13 @@ void ApiServer::declare_routes() {
          auto it = kSettings.find(name);
          if (it == kSettings.end()) throw FieldError("name", "is not a setting the OMA knows");
          std::string value = b["value"];
-         store_.put_setting(name, it->second ? secrets_.seal(value) : value, it->second);
+         repos_.config.put_setting(name, it->second ? secrets_.seal(value) : value, it->second);
          return {200, {{"name", name}, {"secret", it->second}}, ""};
        }});
   add({"GET", "/api/v1/tokens", "List API tokens (never the tokens themselves)", "admin", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& t : store_.list_tokens()) {
+         for (const auto& t : repos_.config.list_tokens()) {
            out.push_back({{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"created_at", t.created_at},
                           {"revoked_at", opt_json(t.revoked_at)}});
          }
@@ -532,23 +529,23 @@ void ApiServer::declare_routes() {
        }});
   add({"POST", "/api/v1/tokens", "Create an API token; the token is shown once", "admin", &kTokenSchema,
        [this](auto&, const json& b, auto&) -> Reply {
-         TokenRecord t{new_uuid(), b["name"], b["role"], now_ms(), std::nullopt};
+         TokenRecord t{new_uuid(), b["name"], b["role"].get<TokenRole>(), now_ms(), std::nullopt};
          std::string token = new_token();
-         store_.insert_token(t, sha256_hex(token));
+         repos_.config.insert_token(t, sha256_hex(token));
          return {201, {{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"token", token}}, ""};
        }});
   add({"DELETE", "/api/v1/tokens/{token_id}", "Revoke an API token", "admin", nullptr,
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "token_id");
-         store_.revoke_token(id);
+         repos_.config.revoke_token(id);
          return {200, {{"token_id", id}, {"revoked", true}}, ""};
        }});
 }
 
 std::pair<int, int> ApiServer::approved_tunnels() {
   int up = 0, down = 0;
-  for (const auto& v : store_.list_vmas()) {
-    if (v.state != "approved") continue;
+  for (const auto& v : repos_.vmas.list_vmas()) {
+    if (v.state != VmaState::Approved) continue;
     (pairing_->tunnel_state(v) == "up" ? up : down)++;
   }
   return {up, down};
@@ -580,7 +577,7 @@ void ApiServer::declare_vma_routes() {
   add({"GET", "/api/v1/vmas", "List paired VMAs with their tunnel state as the OMA sees it", "operator", nullptr,
        [this](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& v : store_.list_vmas()) {
+         for (const auto& v : repos_.vmas.list_vmas()) {
            json j = vma_json(v);
            j["tunnel_state"] = pairing_->tunnel_state(v);
            out.push_back(j);
@@ -595,11 +592,11 @@ void ApiServer::declare_vma_routes() {
        [this](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, 1, "vma_id");
          auto pid = pairing_->revoke(id);
-         json out = vma_json(store_.get_vma(id));
+         json out = vma_json(repos_.vmas.get_vma(id));
          out["session_ended"] = pid.has_value();
          out["session_pid"] = pid ? json(*pid) : json(nullptr);
          out["warning"] = nullptr;
-         if (pairing_->tunnel_state(store_.get_vma(id)) == "up")
+         if (pairing_->tunnel_state(repos_.vmas.get_vma(id)) == "up")
            out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
                                         "an sshd session this OMA may end (is the OMA running as root?): end it by "
                                         "hand; the VMA's key is already removed",
@@ -613,8 +610,8 @@ void ApiServer::declare_vma_routes() {
   add({"GET", "/api/v1/vmas/{vma_id}/discover",
        "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
        "operator", nullptr, [this](auto& req, auto&, auto&) -> Reply {
-         VmaRecord v = store_.get_vma(uuid_param(req, 1, "vma_id"));
-         if (v.state != "approved")
+         VmaRecord v = repos_.vmas.get_vma(uuid_param(req, 1, "vma_id"));
+         if (v.state != VmaState::Approved)
            return error_reply(409, fmt::format("VMA {} ({}) is {}: approve it first", v.vma_id, v.name, v.state));
          Discovery d;
          try {
@@ -625,7 +622,7 @@ void ApiServer::declare_vma_routes() {
                                                v.vma_id, v.name, e.what(), v.vma_id));
          }
          json vms = json::array();
-         for (const auto& vm : d.vms) vms.push_back(discovered_vm_json(vm, store_.find_vm(vm.vm_id).has_value()));
+         for (const auto& vm : d.vms) vms.push_back(discovered_vm_json(vm, repos_.vms.find_vm(vm.vm_id).has_value()));
          return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", vms}}, ""};
        }});
 }
@@ -633,14 +630,14 @@ void ApiServer::declare_vma_routes() {
 std::string ApiServer::metrics() {
   std::string out;
   out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
-  for (const auto& [status, n] : store_.jobs_by_status()) out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
-  auto [bytes, bps] = store_.job_totals();
+  for (const auto& [status, n] : repos_.jobs.jobs_by_status()) out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
+  auto [bytes, bps] = repos_.jobs.job_totals();
   out += fmt::format("# HELP oma_bytes_moved_total Bytes copied by all jobs.\n# TYPE oma_bytes_moved_total counter\n"
                      "oma_bytes_moved_total {}\n", bytes);
   out += fmt::format("# HELP oma_throughput_bytes_per_second Summed throughput of active jobs.\n"
                      "# TYPE oma_throughput_bytes_per_second gauge\noma_throughput_bytes_per_second {}\n", bps);
   out += fmt::format("# HELP oma_exports NBD exports.\n# TYPE oma_exports gauge\noma_exports {}\n",
-                     store_.count_exports());
+                     repos_.storage.count_exports());
   out += fmt::format("# HELP oma_poller_errors_total Failed progress polls of the VMA.\n"
                      "# TYPE oma_poller_errors_total counter\noma_poller_errors_total {}\n", jobs_.poller_errors());
   if (pairing_) {

@@ -25,7 +25,7 @@
 
 #include "common/json_schema.h"
 #include "oma/crypto.h"
-#include "oma/db/store.h"
+#include "oma/db/repositories.h"
 #include "oma/exports/export_backend.h"
 #include "oma/jobs/job_manager.h"
 #include "oma/pairing/pairing_service.h"
@@ -72,7 +72,8 @@ class ApiServer {
   // `extra_routes` (other components' routes, e.g. cutover) are declared before the
   // built-in ones, so a specific path of theirs wins over a built-in {name} pattern.
   // `pairing` (optional) adds the /api/v1/vmas routes.
-  ApiServer(Store& store, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
+  // The API serves every resource, so it is given every repository.
+  ApiServer(Repositories& repos, JobManager& jobs, ExportBackend& exports, SecretBox& secrets, ApiConfig config,
             std::vector<Route> extra_routes = {}, PairingService* pairing = nullptr);
   ~ApiServer();
 
@@ -103,7 +104,7 @@ class ApiServer {
   std::string metrics();
   std::pair<int, int> approved_tunnels();  // up, down
 
-  Store& store_;
+  Repositories& repos_;
   JobManager& jobs_;
   ExportBackend& exports_;
   SecretBox& secrets_;

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "oma/db/records.h"
+#include "oma/db/schedule_repository.h"
 #include "oma/jobs/pass_stats.h"
 #include "oma/vma/vma_client.h"
 

@@ -125,10 +125,10 @@ json mappings_view(CloudStackTarget& target) {
 
 }  // namespace
 
-std::vector<Route> cutover_routes(CutoverService& service, Store& store) {
+std::vector<Route> cutover_routes(CutoverService& service, JobRepository& jobs) {
   std::vector<Route> r;
-  auto job_reply = [&store](const std::string& id) -> Reply {
-    return {202, {{"job_id", id}, {"status", store.get_job(id).status}}, ""};
+  auto job_reply = [&jobs](const std::string& id) -> Reply {
+    return {202, {{"job_id", id}, {"status", jobs.get_job(id).status}}, ""};
   };
   r.push_back({"POST", "/api/v1/vms/{vm_id}/cutover",
                "Cut a replicated VM over: final pass with the source shut down, then the VM built in CloudStack",

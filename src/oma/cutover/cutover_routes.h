@@ -19,6 +19,6 @@
 
 namespace mk::oma {
 
-std::vector<api::Route> cutover_routes(CutoverService& service, Store& store);
+std::vector<api::Route> cutover_routes(CutoverService& service, JobRepository& jobs);
 
 }  // namespace mk::oma

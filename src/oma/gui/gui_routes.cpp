@@ -62,7 +62,8 @@ json opt_json(const std::optional<std::string>& s) { return s ? json(*s) : json(
 
 }  // namespace
 
-std::vector<Route> gui_routes(Store& store, EventHub& events, Scheduler& scheduler, VmaClient& vma) {
+std::vector<Route> gui_routes(VmRepository& vms, ScheduleRepository& schedules, EventHub& events, Scheduler& scheduler,
+                              VmaClient& vma) {
   std::vector<Route> r;
   Route ev{"GET", "/api/v1/events",
            "Live events (server-sent events: job progress per disk, job states, steps, log; heartbeats). "
@@ -74,10 +75,10 @@ std::vector<Route> gui_routes(Store& store, EventHub& events, Scheduler& schedul
   r.push_back(std::move(ev));
 
   r.push_back({"GET", "/api/v1/vms/{vm_id}/schedule", "A VM's repeating incremental pass", "operator", nullptr,
-               [&store](const httplib::Request& req, const json&, const Caller&) -> Reply {
+               [&vms, &schedules](const httplib::Request& req, const json&, const Caller&) -> Reply {
                  std::string id = vm_param(req);
-                 store.get_vm(id);
-                 auto s = store.find_schedule(id);
+                 vms.get_vm(id);
+                 auto s = schedules.find_schedule(id);
                  if (!s) throw NotFound(fmt::format("VM {} has no schedule (PUT one to create it)", id));
                  return {200, api::schedule_json(*s), ""};
                }});
@@ -89,13 +90,13 @@ std::vector<Route> gui_routes(Store& store, EventHub& events, Scheduler& schedul
                  return {200, api::schedule_json(s), ""};
                }});
   r.push_back({"DELETE", "/api/v1/vms/{vm_id}/schedule", "Remove a VM's schedule", "operator", nullptr,
-               [&store](const httplib::Request& req, const json&, const Caller&) -> Reply {
+               [&schedules](const httplib::Request& req, const json&, const Caller&) -> Reply {
                  std::string id = vm_param(req);
-                 store.delete_schedule(id);
+                 schedules.delete_schedule(id);
                  return {200, {{"vm_id", id}, {"deleted", true}}, ""};
                }});
   r.push_back({"GET", "/api/v1/discover", "VMs in the VMA's vCenter, each marked managed if the OMA knows it",
-               "operator", nullptr, [&store, &vma](const httplib::Request&, const json&, const Caller&) -> Reply {
+               "operator", nullptr, [&vms, &vma](const httplib::Request&, const json&, const Caller&) -> Reply {
                  Discovery d;
                  try {
                    d = vma.discover();
@@ -104,9 +105,9 @@ std::vector<Route> gui_routes(Store& store, EventHub& events, Scheduler& schedul
                                                        "tunnel (Infrastructure page)",
                                                        vma.describe(), e.what())}}, ""};
                  }
-                 json vms = json::array();
-                 for (const auto& v : d.vms) vms.push_back(api::discovered_vm_json(v, store.find_vm(v.vm_id).has_value()));
-                 return {200, {{"vcenter", d.vcenter}, {"vms", vms}}, ""};
+                 json found = json::array();
+                 for (const auto& v : d.vms) found.push_back(api::discovered_vm_json(v, vms.find_vm(v.vm_id).has_value()));
+                 return {200, {{"vcenter", d.vcenter}, {"vms", found}}, ""};
                }});
   r.push_back({"GET", "/api/v1/vma/health", "The VMA's health (vCenter, tunnel) as the OMA sees it", "operator",
                nullptr, [&vma](const httplib::Request&, const json&, const Caller&) -> Reply {

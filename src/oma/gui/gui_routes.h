@@ -23,6 +23,7 @@
 
 namespace mk::oma::gui {
 
-std::vector<api::Route> gui_routes(Store& store, EventHub& events, Scheduler& scheduler, VmaClient& vma);
+std::vector<api::Route> gui_routes(VmRepository& vms, ScheduleRepository& schedules, EventHub& events,
+                                   Scheduler& scheduler, VmaClient& vma);
 
 }  // namespace mk::oma::gui
