@@ -92,7 +92,7 @@ class Oma {
   void bootstrap_token();
   void ensure_psk();
   std::string read_vma_token() const;
-  void start_gui_services();  // event stream, scheduler, their routes, the GUI listener
+  void start_event_services();  // the event stream and the scheduler
 
   OmaConfig config_;
   std::unique_ptr<db::Database> db_;
