@@ -17,10 +17,10 @@ const Schema kCutover{{
 
 std::vector<Route> cutover_routes(const Services& s) {
   CutoverService& service = s.cutover;
-  Repositories& repos = s.repos;
+  JobRepository& job_records = s.repos.jobs;
   std::vector<Route> routes;
-  auto job_reply = [&repos](const std::string& id) -> Reply {
-    return {202, {{"job_id", id}, {"status", repos.jobs.get_job(id).status}}, ""};
+  auto job_reply = [&job_records](const std::string& id) -> Reply {
+    return {202, {{"job_id", id}, {"status", job_records.get_job(id).status}}, ""};
   };
   routes.push_back({"POST", "/api/v1/vms/{vm_id}/cutover",
                "Cut a replicated VM over: final pass with the source shut down, then the VM built in CloudStack",

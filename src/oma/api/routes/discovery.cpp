@@ -9,11 +9,11 @@ namespace mk::oma::api {
 using nlohmann::json;
 
 std::vector<Route> discovery_routes(const Services& s) {
-  Repositories& repos = s.repos;
+  VmRepository& vms = s.repos.vms;
   VmaClient& vma = s.vma;
   std::vector<Route> routes;
   routes.push_back({"GET", "/api/v1/discover", "VMs in the VMA's vCenter, each marked managed if the OMA knows it",
-               "operator", nullptr, [&repos, &vma](const Request&, const json&, const Caller&) -> Reply {
+               "operator", nullptr, [&vms, &vma](const Request&, const json&, const Caller&) -> Reply {
                  Discovery d;
                  try {
                    d = vma.discover();
@@ -22,9 +22,9 @@ std::vector<Route> discovery_routes(const Services& s) {
                                                        "tunnel (Infrastructure page)",
                                                        vma.describe(), e.what())}}, ""};
                  }
-                 json vms = json::array();
-                 for (const auto& v : d.vms) vms.push_back(discovered_vm_json(v, repos.vms.find_vm(v.vm_id).has_value()));
-                 return {200, {{"vcenter", d.vcenter}, {"vms", vms}}, ""};
+                 json found = json::array();
+                 for (const auto& v : d.vms) found.push_back(discovered_vm_json(v, vms.find_vm(v.vm_id).has_value()));
+                 return {200, {{"vcenter", d.vcenter}, {"vms", found}}, ""};
                }});
   routes.push_back({"GET", "/api/v1/vma/health", "The VMA's health (vCenter, tunnel) as the OMA sees it", "operator",
                nullptr, [&vma](const Request&, const json&, const Caller&) -> Reply {

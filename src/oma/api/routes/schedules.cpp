@@ -20,14 +20,15 @@ const Schema kScheduleSchema{{
 }  // namespace
 
 std::vector<Route> schedule_routes(const Services& s) {
-  Repositories& repos = s.repos;
+  ScheduleRepository& schedules = s.repos.schedules;
+  VmRepository& vms = s.repos.vms;
   Scheduler& scheduler = s.scheduler;
   std::vector<Route> routes;
   routes.push_back({"GET", "/api/v1/vms/{vm_id}/schedule", "A VM's repeating incremental pass", "operator", nullptr,
-               [&repos](const Request& req, const json&, const Caller&) -> Reply {
+               [&schedules, &vms](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = uuid_param(req, "vm_id");
-                 repos.vms.get_vm(id);
-                 auto sc = repos.schedules.find_schedule(id);
+                 vms.get_vm(id);
+                 auto sc = schedules.find_schedule(id);
                  if (!sc) throw NotFound(fmt::format("VM {} has no schedule (PUT one to create it)", id));
                  return {200, schedule_json(*sc), ""};
                }});
@@ -39,9 +40,9 @@ std::vector<Route> schedule_routes(const Services& s) {
                  return {200, schedule_json(sc), ""};
                }});
   routes.push_back({"DELETE", "/api/v1/vms/{vm_id}/schedule", "Remove a VM's schedule", "operator", nullptr,
-               [&repos](const Request& req, const json&, const Caller&) -> Reply {
+               [&schedules](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = uuid_param(req, "vm_id");
-                 repos.schedules.delete_schedule(id);
+                 schedules.delete_schedule(id);
                  return {200, {{"vm_id", id}, {"deleted", true}}, ""};
                }});
   return routes;

@@ -81,24 +81,24 @@ json cloudstack_view(CloudStackTarget& target) {
 }  // namespace
 
 std::vector<Route> settings_routes(const Services& s) {
-  Repositories& repos = s.repos;
+  ConfigRepository& config = s.repos.config;
   SecretBox& secrets = s.secrets;
   CutoverService& service = s.cutover;
   std::vector<Route> routes;
   routes.push_back({"GET", "/api/v1/settings", "List settings (secret values are never returned)", "admin", nullptr,
-       [&repos](auto&, auto&, auto&) -> Reply {
+       [&config](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& st : repos.config.list_settings())
+         for (const auto& st : config.list_settings())
            out.push_back({{"name", st.name}, {"secret", st.encrypted}, {"value", st.encrypted ? json(nullptr) : json(st.value)}});
          return {200, {{"settings", out}}, ""};
        }});
   routes.push_back({"PUT", "/api/v1/settings/{name}", "Set a setting (secrets are encrypted at rest)", "admin", &kSettingSchema,
-       [&repos, &secrets](auto& req, const json& b, auto&) -> Reply {
+       [&config, &secrets](auto& req, const json& b, auto&) -> Reply {
          std::string name = req.param("name");
          auto it = kSettings.find(name);
          if (it == kSettings.end()) throw FieldError("name", "is not a setting the OMA knows");
          std::string value = b["value"];
-         repos.config.put_setting(name, it->second ? secrets.seal(value) : value, it->second);
+         config.put_setting(name, it->second ? secrets.seal(value) : value, it->second);
          return {200, {{"name", name}, {"secret", it->second}}, ""};
        }});
   routes.push_back({"GET", "/api/v1/settings/cloudstack", "CloudStack settings (the keys are never returned)", "admin",

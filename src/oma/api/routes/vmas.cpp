@@ -30,7 +30,8 @@ const Schema kEnrollSchema{{
 std::vector<Route> vma_routes(const Services& s) {
   std::vector<Route> routes;
   if (!s.pairing) return routes;
-  Repositories& repos = s.repos;
+  VmaRepository& vmas = s.repos.vmas;
+  VmRepository& vms = s.repos.vms;
   PairingService& pairing = *s.pairing;
   routes.push_back({"POST", "/api/v1/vmas/pairing-bundles",
        "Issue a one-time VMA pairing bundle (host key, NBD PSK, VMA API token, pairing code); shown once",
@@ -54,9 +55,9 @@ std::vector<Route> vma_routes(const Services& s) {
          }
        }});
   routes.push_back({"GET", "/api/v1/vmas", "List paired VMAs with their tunnel state as the OMA sees it", "operator", nullptr,
-       [&repos, &pairing](auto&, auto&, auto&) -> Reply {
+       [&vmas, &pairing](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& v : repos.vmas.list_vmas()) {
+         for (const auto& v : vmas.list_vmas()) {
            json j = vma_json(v);
            j["tunnel_state"] = pairing.tunnel_state(v);
            out.push_back(j);
@@ -68,14 +69,14 @@ std::vector<Route> vma_routes(const Services& s) {
          return {200, vma_json(pairing.approve(uuid_param(req, "vma_id"))), ""};
        }});
   routes.push_back({"POST", "/api/v1/vmas/{vma_id}/revoke", "Revoke a VMA: key removed, live SSH session ended", "admin", nullptr,
-       [&repos, &pairing](auto& req, auto&, auto&) -> Reply {
+       [&vmas, &pairing](auto& req, auto&, auto&) -> Reply {
          std::string id = uuid_param(req, "vma_id");
          auto pid = pairing.revoke(id);
-         json out = vma_json(repos.vmas.get_vma(id));
+         json out = vma_json(vmas.get_vma(id));
          out["session_ended"] = pid.has_value();
          out["session_pid"] = pid ? json(*pid) : json(nullptr);
          out["warning"] = nullptr;
-         if (pairing.tunnel_state(repos.vmas.get_vma(id)) == "up")
+         if (pairing.tunnel_state(vmas.get_vma(id)) == "up")
            out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
                                         "an sshd session this OMA may end (is the OMA running as root?): end it by "
                                         "hand; the VMA's key is already removed",
@@ -88,8 +89,8 @@ std::vector<Route> vma_routes(const Services& s) {
        }});
   routes.push_back({"GET", "/api/v1/vmas/{vma_id}/discover",
        "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
-       "operator", nullptr, [&repos, &pairing](auto& req, auto&, auto&) -> Reply {
-         VmaRecord v = repos.vmas.get_vma(uuid_param(req, "vma_id"));
+       "operator", nullptr, [&vmas, &vms, &pairing](auto& req, auto&, auto&) -> Reply {
+         VmaRecord v = vmas.get_vma(uuid_param(req, "vma_id"));
          if (v.state != VmaState::Approved)
            return error_reply(409, fmt::format("VMA {} ({}) is {}: approve it first", v.vma_id, v.name, v.state));
          Discovery d;
@@ -100,9 +101,9 @@ std::vector<Route> vma_routes(const Services& s) {
                                                "GET /api/v1/vmas/{}/health",
                                                v.vma_id, v.name, e.what(), v.vma_id));
          }
-         json vms = json::array();
-         for (const auto& vm : d.vms) vms.push_back(discovered_vm_json(vm, repos.vms.find_vm(vm.vm_id).has_value()));
-         return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", vms}}, ""};
+         json found = json::array();
+         for (const auto& vm : d.vms) found.push_back(discovered_vm_json(vm, vms.find_vm(vm.vm_id).has_value()));
+         return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", found}}, ""};
        }});
   return routes;
 }
