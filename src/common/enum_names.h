@@ -99,7 +99,8 @@ template <mk::NamedEnum E>
 struct nlohmann::adl_serializer<E> {
   static void to_json(nlohmann::json& j, E e) { j = mk::enum_name(e); }
   static void from_json(const nlohmann::json& j, E& e) {
-    if (!j.is_string()) throw mk::Error(fmt::format("expected a {} (a string), got {}", enum_table(E{}).what, j.dump()));
+    if (!j.is_string())
+      throw mk::Error(fmt::format("expected a {} (a string), got {}", enum_table(E{}).what, j.dump()));
     e = mk::parse_enum<E>(j.get_ref<const std::string&>(), "JSON");
   }
 };

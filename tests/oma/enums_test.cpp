@@ -44,13 +44,15 @@ TEST(OmaEnums, NamesAreTheStoredStrings) {
 }
 
 TEST(OmaEnums, PredicatesOverStatusesAndKinds) {
-  for (auto s : {JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled}) EXPECT_TRUE(is_terminal(s)) << enum_name(s);
+  for (auto s : {JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled})
+    EXPECT_TRUE(is_terminal(s)) << enum_name(s);
   for (auto s : {JobStatus::Preparing, JobStatus::Exporting, JobStatus::Copying, JobStatus::Committing,
                  JobStatus::Running})
     EXPECT_FALSE(is_terminal(s)) << enum_name(s);
   EXPECT_TRUE(is_pass(JobKind::Full));
   EXPECT_TRUE(is_pass(JobKind::Incremental));
-  for (auto k : {JobKind::Cutover, JobKind::TestFailover, JobKind::TestFailoverCleanup}) EXPECT_FALSE(is_pass(k)) << enum_name(k);
+  for (auto k : {JobKind::Cutover, JobKind::TestFailover, JobKind::TestFailoverCleanup})
+    EXPECT_FALSE(is_pass(k)) << enum_name(k);
 }
 
 }  // namespace

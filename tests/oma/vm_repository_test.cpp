@@ -39,7 +39,8 @@ void DuplicateDiskUnitRejectedAndNothingStored(db::Database&, Repositories& r) {
 
 void NicsAreReplacedWholeOrNotAtAll(db::Database&, Repositories& r) {
   r.vms.add_vm(vm_record(kVm1), disk_records(1));
-  r.vms.set_vm_nics(kVm1, {{kVm1, "4001", "00:50:56:aa:bb:02", "Backup"}, {kVm1, "4000", "00:50:56:aa:bb:01", "VM Network"}});
+  r.vms.set_vm_nics(kVm1,
+                    {{kVm1, "4001", "00:50:56:aa:bb:02", "Backup"}, {kVm1, "4000", "00:50:56:aa:bb:01", "VM Network"}});
   auto nics = r.vms.list_nics(kVm1);
   ASSERT_EQ(nics.size(), 2u);
   EXPECT_EQ(nics[0].nic_key, "4000");

@@ -33,8 +33,8 @@ class VmaSourcePower : public cs::SourcePower {
     throw Error(fmt::format("the VMA does not see VM {} in vCenter: was it removed or renamed?", vm_uuid));
   }
   void shutdown_guest(const std::string& vm_uuid) override {
-    log_.add_event(job_id_, EventLevel::Info, fmt::format("asking the VMA to shut VM {} down (power off after {} s)", vm_uuid,
-                                                  timeout_s_));
+    log_.add_event(job_id_, EventLevel::Info,
+                   fmt::format("asking the VMA to shut VM {} down (power off after {} s)", vm_uuid, timeout_s_));
     PowerResult r = vma_.power(vm_uuid, "shutdown", timeout_s_);
     log_.add_event(job_id_, r.forced ? EventLevel::Warn : EventLevel::Info,
                    r.forced ? fmt::format("the guest did not shut down within {} s: the VMA powered it off", timeout_s_)
@@ -60,7 +60,8 @@ class JobFinalPass : public cs::FinalPass {
       : vma_(vma), jobs_(jobs), log_(log), job_id_(std::move(job_id)) {}
   void run(const std::string& vm_uuid) override {
     int removed = vma_.cleanup(vm_uuid);
-    if (removed) log_.add_event(job_id_, EventLevel::Warn, fmt::format("the VMA removed {} leftover snapshot(s)", removed));
+    if (removed)
+      log_.add_event(job_id_, EventLevel::Warn, fmt::format("the VMA removed {} leftover snapshot(s)", removed));
     jobs_.replicate_pass(job_id_);
   }
 
@@ -158,7 +159,8 @@ cs::SourceVm source_vm(VmRepository& vms, StorageRepository& storage, const VmRe
 VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* what) {
   check_uuid(vm_id, "vm_id");
   VmRecord vm = vms.get_vm(vm_id);
-  if (vm.status == VmStatus::CutOver) throw Conflict(fmt::format("VM {} ({}) has already been cut over", vm_id, vm.name));
+  if (vm.status == VmStatus::CutOver)
+    throw Conflict(fmt::format("VM {} ({}) has already been cut over", vm_id, vm.name));
   if (vm.status == VmStatus::TestFailover) {
     throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up before a {}", vm_id, vm.name, what));
   }
@@ -174,11 +176,11 @@ VmStatus failed_status(const VmRecord& before) {
 
 }  // namespace
 
-CutoverService::CutoverService(VmRepository& vms, JobRepository& job_log, StorageRepository& storage,
-                               JobManager& jobs, ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
+CutoverService::CutoverService(VmRepository& vms, JobRepository& job_log, StorageRepository& storage, JobManager& jobs,
+                               ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
                                bool cloudstack_backend, CutoverConfig config)
-    : vms_(vms), job_log_(job_log), storage_(storage), jobs_(jobs), exports_(exports), vma_for_(std::move(vma_for)), target_(target),
-      cloudstack_(cloudstack_backend), config_(config) {}
+    : vms_(vms), job_log_(job_log), storage_(storage), jobs_(jobs), exports_(exports), vma_for_(std::move(vma_for)),
+      target_(target), cloudstack_(cloudstack_backend), config_(config) {}
 
 std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_s) {
   VmRecord vm = claimable_vm(vms_, vm_id, "cutover");
@@ -210,7 +212,8 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     }
     vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, target_vm,
                          json{{"name", source.name}, {"zone_id", session->target.zone_id}}.dump(), now_ms()});
-    job_log_.add_event(job.job_id, EventLevel::Info, fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
     return VmStatus::CutOver;
   });
 }
@@ -343,7 +346,8 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
       throw JobFailed(e.what(), VmStatus::TestFailover);  // still in test failover: run the cleanup again
     }
     vms_.delete_failover(vm_id, FailoverKind::TestFailover);
-    job_log_.add_event(job.job_id, EventLevel::Info, "test VM removed, volumes reverted and back on the OMA: replication continues");
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       "test VM removed, volumes reverted and back on the OMA: replication continues");
     return after;
   });
 }

@@ -47,7 +47,9 @@ std::optional<TokenRecord> ConfigRepository::find_live_token(const std::string& 
   return tokens().query_one(db_, "WHERE token_hash = ? AND revoked_at IS NULL", {token_hash});
 }
 
-std::vector<TokenRecord> ConfigRepository::list_tokens() { return tokens().query(db_, "ORDER BY created_at, token_id"); }
+std::vector<TokenRecord> ConfigRepository::list_tokens() {
+  return tokens().query(db_, "ORDER BY created_at, token_id");
+}
 
 void ConfigRepository::revoke_token(const std::string& token_id) {
   if (db_.exec("UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",

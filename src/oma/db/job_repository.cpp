@@ -239,7 +239,8 @@ std::optional<std::string> JobRepository::vma_instance(const std::string& job_id
 }
 
 void JobRepository::finish_job(const std::string& job_id, JobStatus status, const std::optional<std::string>& error) {
-  if (!is_terminal(status)) throw Error(fmt::format("job {}: {} is not an end state (a bug in the caller)", job_id, status));
+  if (!is_terminal(status))
+    throw Error(fmt::format("job {}: {} is not an end state (a bug in the caller)", job_id, status));
   db_.transaction([&] {
     JobRecord j = get_job(job_id);
     int64_t t = now_ms();

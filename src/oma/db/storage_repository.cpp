@@ -82,7 +82,8 @@ void StorageRepository::insert_export(const ExportRecord& e, const std::string& 
   try {
     db_.transaction([&] {
       exports().insert(db_, e);
-      db_.exec("INSERT INTO vm_export_mappings (vm_id, unit, export_name) VALUES (?,?,?)", {vm_id, unit, e.export_name});
+      db_.exec("INSERT INTO vm_export_mappings (vm_id, unit, export_name) VALUES (?,?,?)",
+               {vm_id, unit, e.export_name});
       link_disk(db_, "export_name", e.export_name, vm_id, disk_key, "map export");
     });
   } catch (const db::ConstraintError&) {

@@ -82,7 +82,8 @@ std::string JobManager::start(const std::string& vm_id, JobKind kind) {
   if (!is_pass(kind)) throw UsageError(fmt::format("kind: expected full or incremental, not {}", kind));
   VmRecord vm = vms_.get_vm(vm_id);
   // Its volumes are on a CloudStack VM now, not on the OMA: nothing to copy into.
-  if (vm.status == VmStatus::CutOver) throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication", vm_id, vm.name));
+  if (vm.status == VmStatus::CutOver)
+    throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication", vm_id, vm.name));
   if (vm.status == VmStatus::TestFailover) {
     throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up first (POST "
                                "/api/v1/vms/{}/test-failover/cleanup), then replication continues",
@@ -98,8 +99,9 @@ std::string JobManager::start(const std::string& vm_id, JobKind kind) {
   job.phase = "preparing volumes";
   job.created_at = now_ms();
   jobs_.create_job(job, job_disk_rows(job, disks, kind == JobKind::Incremental));
-  jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name,
-                                                   vm_id, disks.size()));
+  jobs_.add_event(
+      job.job_id, EventLevel::Info,
+      fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name, vm_id, disks.size()));
   launch(job.job_id);
   return job.job_id;
 }
@@ -148,7 +150,8 @@ void JobManager::cancel(const std::string& job_id) {
 int JobManager::recover() {
   int n = 0;
   for (const auto& j : jobs_.active_jobs()) {
-    jobs_.add_event(j.job_id, EventLevel::Warn, fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
+    jobs_.add_event(j.job_id, EventLevel::Warn,
+                    fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
     log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
     launch(j.job_id);
     ++n;
@@ -322,7 +325,8 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       if (!jd) throw Error(fmt::format("job {}: VM {} gained disk {} after the job started: start a new job",
                                        job.job_id, job.vm_id, d.disk_key));
       req.disks.push_back({d.disk_key, e.export_name, d.unit, d.capacity_bytes, jd->change_id_base});
-      jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
+      jobs_.add_event(job.job_id, EventLevel::Info,
+                      fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
     }
     step.done();
   }
@@ -417,7 +421,8 @@ void JobManager::poll(const JobRecord& job) {
       }
     }
     jobs_.roll_up_progress(job.job_id);
-    jobs_.set_job_status(job.job_id, JobStatus::Copying, fmt::format("copying: {}/{} disks completed", completed, disks.size()));
+    jobs_.set_job_status(job.job_id, JobStatus::Copying,
+                         fmt::format("copying: {}/{} disks completed", completed, disks.size()));
     if (completed == disks.size() && seen.size() == disks.size()) break;
   }
   step.done();

@@ -31,7 +31,8 @@ std::vector<Route> job_routes(const Services& s) {
          std::string status = req.query("status");
          if (!vm.empty() && !is_uuid(vm)) throw FieldError("vm_id", "must be a lowercase UUID");
          std::optional<JobStatus> wanted;
-         if (!status.empty() && !(wanted = find_enum<JobStatus>(status))) throw FieldError("status", "is not a job status");
+         if (!status.empty() && !(wanted = find_enum<JobStatus>(status)))
+           throw FieldError("status", "is not a job status");
          json out = json::array();
          for (const auto& j : job_records.list_jobs(vm, wanted)) out.push_back(job_json(j));
          return {200, {{"jobs", out}}, ""};

@@ -89,7 +89,8 @@ std::vector<Route> settings_routes(const Services& s) {
        [&config](auto&, auto&, auto&) -> Reply {
          json out = json::array();
          for (const auto& st : config.list_settings())
-           out.push_back({{"name", st.name}, {"secret", st.encrypted}, {"value", st.encrypted ? json(nullptr) : json(st.value)}});
+           out.push_back(
+               {{"name", st.name}, {"secret", st.encrypted}, {"value", st.encrypted ? json(nullptr) : json(st.value)}});
          return {200, {{"settings", out}}, ""};
        }});
   routes.push_back({"PUT", "/api/v1/settings/{name}", "Set a setting (secrets are encrypted at rest)", "admin", &kSettingSchema,

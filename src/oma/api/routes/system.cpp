@@ -21,7 +21,8 @@ std::pair<int, int> approved_tunnels(Repositories& repos, PairingService& pairin
 std::string metrics(Repositories& repos, JobManager& jobs, ExportBackend& exports, PairingService* pairing) {
   std::string out;
   out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
-  for (const auto& [status, n] : repos.jobs.jobs_by_status()) out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
+  for (const auto& [status, n] : repos.jobs.jobs_by_status())
+    out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
   auto [bytes, bps] = repos.jobs.job_totals();
   out += fmt::format("# HELP oma_bytes_moved_total Bytes copied by all jobs.\n# TYPE oma_bytes_moved_total counter\n"
                      "oma_bytes_moved_total {}\n", bytes);
