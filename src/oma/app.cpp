@@ -142,6 +142,7 @@ void Oma::start() {
   api::ApiConfig ac;
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
+  ac.strict_replies = config_.strict_api_replies;
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
       {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));

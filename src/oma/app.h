@@ -70,6 +70,9 @@ struct OmaConfig {
   int events_poll_ms = 500;                   // how often the event stream looks for changes
   int events_heartbeat_ms = 15000;
   int scheduler_check_ms = 1000;              // how often due schedules are looked for
+  // A reply that does not match the OpenAPI document becomes a 500 naming the mismatch
+  // (tests); otherwise it is logged.
+  bool strict_api_replies = false;
 };
 
 class Oma {

@@ -14,7 +14,7 @@ namespace mk::oma::api {
 namespace {
 
 Route route(const std::string& method, const std::string& path) {
-  return {method, path, "summary of " + path, "operator", nullptr, nullptr};
+  return {.method = method, .path = path, .summary = "summary of " + path, .role = "operator"};
 }
 
 // The path of the route that wins, or "" when none does.

@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <regex>
-
 #include "common/log.h"
 #include "oma/api/checks.h"
+#include "oma/api/openapi.h"
+#include "oma/api/schemas.h"
 #include "oma/crypto.h"
 #include "oma/errors.h"
 
@@ -22,8 +22,16 @@ ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config) : tokens_(token
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     listen_fd_ = sock;
   });
-  router_.add({"GET", "/api/v1/openapi.json", "This API's OpenAPI 3 description", "operator", nullptr,
-               [this](auto&, auto&, auto&) -> Reply { return {200, openapi(), ""}; }});
+  add_routes({{.method = "GET",
+               .path = "/api/v1/openapi.json",
+               .operation_id = "getOpenApiDocument",
+               .tag = &kSystemTag,
+               .summary = "This API's OpenAPI 3 description",
+               .description = "The OpenAPI 3.0 document of every operation, generated from the same declarations "
+                              "the server routes and checks requests and replies with.",
+               .role = "operator",
+               .responses = {{200, "the document", &kOpenApiDocument}},
+               .handler = [this](auto&, auto&, auto&) -> Reply { return {200, document_, ""}; }}});
 }
 
 ApiServer::~ApiServer() { stop(); }
@@ -42,10 +50,18 @@ void ApiServer::prepare(httplib::Server& server) {
 }
 
 void ApiServer::add_routes(std::vector<Route> routes) {
-  for (auto& r : routes) router_.add(std::move(r));
+  for (auto& r : routes) {
+    check_declaration(r);
+    router_.add(std::move(r));
+  }
+}
+
+void ApiServer::build_document() {
+  if (document_.is_null()) document_ = openapi_document(router_.routes());
 }
 
 void ApiServer::serve_on(httplib::Server& server) {
+  build_document();
   prepare(server);
   install(server);
 }
@@ -62,6 +78,7 @@ void ApiServer::install(httplib::Server& server) {
 }
 
 void ApiServer::start() {
+  build_document();
   install(server_);
   if (config_.port == 0) {
     port_ = server_.bind_to_any_port(config_.listen_address);
@@ -109,6 +126,7 @@ void ApiServer::handle(const httplib::Request& http, httplib::Response& res) {
     return;
   }
   Reply reply = dispatch(r, req);
+  check_reply(r, http, reply);
   res.status = reply.status;
   if (!reply.text.empty()) res.set_content(reply.text, "text/plain; version=0.0.4");
   else res.set_content(reply.body.dump(), "application/json");
@@ -141,10 +159,46 @@ std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request
   return std::nullopt;
 }
 
+// Path parameters are there (the router matched them); query parameters may be absent.
+void ApiServer::check_params(const Route& r, const Request& req) {
+  for (const auto& f : r.params) {
+    if (req.path.count(f.name)) {
+      schema::validate_field(req.path.at(f.name), f, f.name);
+    } else if (!req.query(f.name).empty()) {  // an empty query parameter stands for none
+      schema::validate_field(req.query(f.name), f, f.name);
+    } else if (f.required) {
+      throw FieldError(f.name, "is required (a query parameter)");
+    }
+  }
+}
+
+void ApiServer::check_reply(const Route& r, const httplib::Request& req, Reply& reply) {
+  std::vector<Response> all = responses(r);
+  const Response* declared = response_for(r, reply.status, all);
+  std::string problem;
+  if (!declared) {
+    problem = fmt::format("status {} is not one of its documented responses", reply.status);
+  } else if (declared->schema || declared->status >= 400) {
+    try {
+      schema::validate(reply.body, declared->schema ? *declared->schema : kError, "", schema::Direction::Reply);
+    } catch (const FieldError& e) {
+      problem = e.what();
+    }
+  }
+  if (problem.empty()) return;
+  log::error("{} {}: the reply ({}) does not match the OpenAPI document: {}", req.method, r.path, reply.status,
+             problem);
+  if (config_.strict_replies) {
+    reply = error_reply(500, fmt::format("{} {}: the reply ({}) does not match the OpenAPI document: {}", r.method,
+                                         r.path, reply.status, problem));
+  }
+}
+
 Reply ApiServer::dispatch(const Route& r, const Request& req) {
   Caller caller;
   if (auto denied = authorize(r, req.http, caller)) return *denied;
   try {
+    check_params(r, req);
     json body;
     if (r.body && r.body_optional && req.http.body.empty()) {
       body = json::object();
@@ -167,41 +221,6 @@ Reply ApiServer::dispatch(const Route& r, const Request& req) {
     log::error("{} {}: {}", req.http.method, r.path, e.what());
     return error_reply(500, e.what());
   }
-}
-
-json ApiServer::openapi() const {
-  json paths = json::object();
-  for (const auto& r : router_.routes()) {
-    std::string m = r.method;
-    std::transform(m.begin(), m.end(), m.begin(), ::tolower);
-    json op = {{"summary", r.summary},
-               {"responses",
-                {{"200", {{"description", "success"}}},
-                 {"400", {{"description", "invalid input: {error, field}"}}},
-                 {"401", {{"description", "missing, unknown or revoked token"}}}}}};
-    if (r.role.empty()) op["security"] = json::array();
-    if (r.role == "pairing") op["security"] = json::array({{{"pairingCode", json::array()}}});
-    if (r.role == "admin") op["responses"]["403"] = {{"description", "needs an admin token"}};
-    if (r.body) op["requestBody"] = {{"required", !r.body_optional}, {"content", {{"application/json", {{"schema", schema::to_openapi(*r.body)}}}}}};
-    json params = json::array();
-    std::smatch m2;
-    std::string rest = r.path;
-    while (std::regex_search(rest, m2, std::regex(R"(\{([a-z_]+)\})"))) {
-      params.push_back({{"name", m2[1].str()}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}});
-      rest = m2.suffix();
-    }
-    if (!params.empty()) op["parameters"] = params;
-    paths[r.path][m] = op;
-  }
-  json schemes = {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}},
-                  {"pairingCode",
-                   {{"type", "apiKey"}, {"in", "header"}, {"name", "Authorization"},
-                    {"description", "\"Pairing CODE\" with the one-time code of a pairing bundle"}}}};
-  return {{"openapi", "3.0.3"},
-          {"info", {{"title", "MigrateKit OSSEA OMA API"}, {"version", "1"}}},
-          {"components", {{"securitySchemes", schemes}}},
-          {"security", json::array({{{"bearer", json::array()}}})},
-          {"paths", paths}};
 }
 
 }  // namespace mk::oma::api

@@ -3,9 +3,10 @@
 //
 // The routes are declared in one file per resource (oma/api/routes/) as Route values;
 // the ApiServer keeps them in its Router, checks the bearer token and the body, enforces
-// the limits (body size, threads, read timeout), and produces the OpenAPI document served
-// at /api/v1/openapi.json from the same table, so the description cannot drift from the
-// server. /health needs no token; every other route needs a live (not revoked) token,
+// the limits (body size, threads, read timeout), checks the parameters and the body before
+// a handler runs and its reply after, and produces the OpenAPI document served at
+// /api/v1/openapi.json from the same declarations, so the description cannot drift from
+// the server. /health needs no token; every other route needs a live (not revoked) token,
 // and tokens and settings need the admin role. Errors are JSON {"error": message,
 // "field": name?} with 400 (bad input, naming the field), 401, 403, 404, 409, 413 (body
 // over the limit) or 500.
@@ -34,6 +35,9 @@ struct ApiConfig {
   int port = 8082;               // 0: any free port (see port())
   size_t max_body_bytes = 64 * 1024;
   int threads = 16;              // request worker threads
+  // A reply that does not match its route's declared response is logged; strict: it is
+  // replaced by a 500 naming the mismatch (tests).
+  bool strict_replies = false;
 };
 
 class ApiServer {
@@ -43,18 +47,20 @@ class ApiServer {
   ~ApiServer();
 
   // Adds routes to the one table (and the OpenAPI document). Throws mk::Error when a
-  // route's path is malformed or ties with another (see router.h). Call before start().
+  // route's path is malformed or ties with another (see router.h), or its declaration is
+  // incomplete (see openapi.h). Call before start().
   void add_routes(std::vector<Route> routes);
   // Serves the same routes, limits and error replies on another listener (the GUI's),
   // so the GUI's origin has the very same API. Call after the last add_routes().
   void serve_on(httplib::Server& server);
-  // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind.
+  // Binds and starts serving on a background thread. Throws mk::Error if it cannot bind
+  // or the OpenAPI document cannot be built (two operations with one operationId, ...).
   void start();
   void stop();
   int port() const { return port_; }
 
   const std::vector<Route>& routes() const { return router_.routes(); }
-  nlohmann::json openapi() const;
+  const nlohmann::json& openapi() const { return document_; }
 
  private:
   void prepare(httplib::Server& server);
@@ -62,11 +68,15 @@ class ApiServer {
   void handle(const httplib::Request& req, httplib::Response& res);
   std::optional<Reply> authorize(const Route& r, const httplib::Request& req, Caller& caller);
   Reply dispatch(const Route& r, const Request& req);
+  void check_params(const Route& r, const Request& req);
+  void check_reply(const Route& r, const httplib::Request& req, Reply& reply);
   Caller authenticate(const httplib::Request& req, const std::string& role);
+  void build_document();
 
   ConfigRepository& tokens_;
   ApiConfig config_;
   Router router_;
+  nlohmann::json document_;  // built once, before the first listener serves
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;

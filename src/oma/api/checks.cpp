@@ -48,12 +48,6 @@ void url_check(const std::string& v, const std::string& path) {
     throw FieldError(path, "must be an http:// or https:// URL, like https://cloud.example:8080/client/api");
 }
 
-std::string uuid_param(const Request& req, const std::string& name) {
-  std::string v = req.param(name);
-  if (!is_uuid(v)) throw FieldError(name, "must be a lowercase UUID in the path");
-  return v;
-}
-
 Reply error_reply(int status, const std::string& message, const std::string& field) {
   nlohmann::json b = {{"error", message}};
   if (!field.empty()) b["field"] = field;

@@ -1,6 +1,7 @@
 // GET /api/v1/events: live events as server-sent events (job progress per disk, job
 // states, steps, log; heartbeats). See gui/event_hub.h.
 #include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
 
 namespace mk::oma::api {
 namespace {
@@ -35,15 +36,32 @@ void stream_events(gui::EventHub& hub, const httplib::Request& req, httplib::Res
       [&hub, sub](bool) { hub.unsubscribe(sub); });
 }
 
+const Tag kTag{"Events", "Live events for the GUI: job progress, states, steps and log"};
+
+const char* kStreamExample =
+    "event: job\ndata: {\"job_id\":\"4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d\",\"status\":\"copying\",...}\n\n"
+    "event: heartbeat\ndata: {\"at\":1764673200000}\n\n";
+
 }  // namespace
 
 std::vector<Route> event_routes(const Services& s) {
   gui::EventHub& events = s.events;
   std::vector<Route> routes;
-  Route ev{"GET", "/api/v1/events",
-           "Live events (server-sent events: job progress per disk, job states, steps, log; heartbeats). "
-           "Needs Accept: text/event-stream",
-           "operator", nullptr, nullptr};
+  Route ev{
+      .method = "GET",
+      .path = "/api/v1/events",
+      .operation_id = "streamEvents",
+      .tag = &kTag,
+      .summary = "Live events (server-sent events: job progress per disk, job states, steps, log; heartbeats). "
+                 "Needs Accept: text/event-stream",
+      .description = "A server-sent event stream: each job's progress (the view of GET "
+                     "/api/v1/jobs/{job_id}/progress) as it changes, job states, steps and log lines, and a "
+                     "heartbeat when nothing happens. Needs Accept: text/event-stream.",
+      .role = "operator",
+      .responses = {{.status = 200, .description = "the stream (it ends when the OMA stops)",
+                     .media_type = "text/event-stream", .text_example = kStreamExample},
+                    {406, "the request does not accept text/event-stream"},
+                    {503, "the event stream is not available (the OMA is stopping)"}}};
   ev.stream = [&events](const Request& req, httplib::Response& res, const Caller&) {
     stream_events(events, req.http, res);
   };

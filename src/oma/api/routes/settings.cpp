@@ -3,15 +3,19 @@
 
 #include "oma/api/checks.h"
 #include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
 
 namespace mk::oma::api {
 namespace {
 
 using nlohmann::json;
 
+const Tag kTag{"Settings", "The OMA's settings, and the CloudStack settings of cutover (admin)"};
+
 const Schema kSettingSchema{{
-    {.name = "value", .max_length = 4096},
-}};
+    {.name = "value", .description = "the new value (secrets are sealed at rest)", .max_length = 4096,
+     .example = "vcenter.example.local"},
+}, "SettingValue", "a setting's new value"};
 
 // Settings the OMA knows; secrets are stored encrypted and never returned.
 const std::map<std::string, bool> kSettings = {
@@ -20,8 +24,15 @@ const std::map<std::string, bool> kSettings = {
     {"vcenter.password", true},     {"vma.url", false},
 };
 
+std::vector<std::string> setting_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, secret] : kSettings) names.push_back(name);
+  return names;
+}
+
 Field id_field(const char* name, bool required, const char* description) {
-  return {.name = name, .required = required, .description = description, .max_length = 64, .check = id_check};
+  return {.name = name, .required = required, .description = description, .max_length = 64, .check = id_check,
+          .example = "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e", .pattern = kCloudStackIdPattern};
 }
 
 // PUT: the keys may be left out to keep the stored ones. Validate: everything optional,
@@ -29,7 +40,7 @@ Field id_field(const char* name, bool required, const char* description) {
 Schema cloudstack_schema(bool put) {
   return {{
       {.name = "api_url", .required = put, .description = "CloudStack API URL", .max_length = 1024,
-       .check = url_check},
+       .check = url_check, .example = "https://cloud.example.local:8080/client/api", .pattern = kUrlPattern},
       {.name = "api_key", .required = false, .description = "API key (kept if left out)", .max_length = 512},
       {.name = "secret_key", .required = false, .description = "secret key (kept if left out; never returned)",
        .max_length = 512},
@@ -39,11 +50,54 @@ Schema cloudstack_schema(bool put) {
       id_field("template_id", put, "template whose root disk is replaced by the OS disk"),
       id_field("test_network_id", false, "network of test failovers"),
       {.name = "oma_mac", .required = put, .description = "the OMA VM's MAC address (finds its VM)",
-       .max_length = 17, .check = mac_check},
-  }};
+       .max_length = 17, .check = mac_check, .example = "02:00:4c:4f:4f:50", .pattern = kMacPattern},
+  }, put ? "CloudStackSettingsUpdate" : "CloudStackSettingsCheck",
+     put ? "the CloudStack settings to save (keys left out are kept)"
+         : "changes to check over the stored CloudStack settings (nothing is saved)"};
 }
 const Schema kPutCloudStack = cloudstack_schema(true);
 const Schema kValidateCloudStack = cloudstack_schema(false);
+
+const Schema kSetting{{
+    text_field("name", "the setting", "vcenter.host"),
+    bool_field("secret", "a secret: sealed at rest, its value never returned", false),
+    nullable(text_field("value", "its value (null for secrets and unset settings)", "vcenter.example.local")),
+}, "Setting", "a setting"};
+const Schema kSettingList{{array_field("settings", "the stored settings", &kSetting)}};
+const Schema kSettingSaved{{
+    text_field("name", "the setting", "vcenter.host"),
+    bool_field("secret", "it is a secret (sealed at rest)", false),
+}};
+
+const Schema kCloudStackConfigured{{
+    bool_field("configured", "the settings are saved: true"),
+    text_field("api_url", "CloudStack API URL", "https://cloud.example.local:8080/client/api"),
+    bool_field("api_key_set", "an API key is stored"),
+    bool_field("secret_key_set", "a secret key is stored (never returned)"),
+    text_field("zone_id", "zone", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    text_field("disk_offering_id", "custom-size disk offering for the volumes", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    text_field("service_offering_id", "service offering of migrated VMs", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    text_field("template_id", "template whose root disk is replaced by the OS disk",
+               "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    text_field("test_network_id", "network of test failovers (empty: none)", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    text_field("oma_mac", "the OMA VM's MAC address", "02:00:4c:4f:4f:50"),
+    uuid_field("oma_id", "this OMA's id (its volumes in CloudStack carry it)"),
+}, "CloudStackSettings", "the saved CloudStack settings (the keys are never returned)"};
+const Schema kCloudStackUnconfigured{{
+    bool_field("configured", "no settings are saved yet: false", false),
+}, "CloudStackUnconfigured", "no CloudStack settings yet"};
+const Schema kCloudStackView{.name = "CloudStackSettingsView",
+                             .description = "the CloudStack settings, or that there are none",
+                             .one_of = {&kCloudStackConfigured, &kCloudStackUnconfigured}};
+
+const Schema kProblem{{
+    text_field("field", "the setting at fault", "zone_id"),
+    text_field("message", "what CloudStack said and what to do", "no zone 8d5b7c1e-... in this CloudStack"),
+}, "SettingsProblem", "a problem with the CloudStack settings"};
+const Schema kValidation{{
+    bool_field("ok", "CloudStack accepts the settings"),
+    array_field("problems", "what does not check out", &kProblem),
+}, "CloudStackSettingsReport", "what CloudStack says of the settings"};
 
 cloudstack::Settings merged(CloudStackTarget& target, const json& b) {
   cloudstack::Settings s = target.settings().value_or(cloudstack::Settings{});
@@ -85,43 +139,89 @@ std::vector<Route> settings_routes(const Services& s) {
   SecretBox& secrets = s.secrets;
   CutoverService& service = s.cutover;
   std::vector<Route> routes;
-  routes.push_back({"GET", "/api/v1/settings", "List settings (secret values are never returned)", "admin", nullptr,
-       [&config](auto&, auto&, auto&) -> Reply {
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/settings",
+      .operation_id = "listSettings",
+      .tag = &kTag,
+      .summary = "List settings (secret values are never returned)",
+      .description = "Every stored setting with its value, except secrets, whose values are sealed at rest and "
+                     "never returned.",
+      .role = "admin",
+      .responses = {{200, "the settings", &kSettingList}},
+      .handler = [&config](auto&, auto&, auto&) -> Reply {
          json out = json::array();
          for (const auto& st : config.list_settings())
            out.push_back(
                {{"name", st.name}, {"secret", st.encrypted}, {"value", st.encrypted ? json(nullptr) : json(st.value)}});
          return {200, {{"settings", out}}, ""};
        }});
-  routes.push_back({"PUT", "/api/v1/settings/{name}", "Set a setting (secrets are encrypted at rest)", "admin", &kSettingSchema,
-       [&config, &secrets](auto& req, const json& b, auto&) -> Reply {
+  routes.push_back({
+      .method = "PUT",
+      .path = "/api/v1/settings/{name}",
+      .operation_id = "putSetting",
+      .tag = &kTag,
+      .summary = "Set a setting (secrets are encrypted at rest)",
+      .description = "Stores one of the settings the OMA knows; secrets (API and secret keys, passwords) are "
+                     "sealed with the OMA's key before they are stored.",
+      .role = "admin",
+      .params = {{.name = "name", .description = "the setting", .one_of = setting_names()}},
+      .body = &kSettingSchema,
+      .responses = {{200, "the setting, stored", &kSettingSaved}},
+      .handler = [&config, &secrets](auto& req, const json& b, auto&) -> Reply {
          std::string name = req.param("name");
-         auto it = kSettings.find(name);
-         if (it == kSettings.end()) throw FieldError("name", "is not a setting the OMA knows");
+         bool secret = kSettings.at(name);
          std::string value = b["value"];
-         config.put_setting(name, it->second ? secrets.seal(value) : value, it->second);
-         return {200, {{"name", name}, {"secret", it->second}}, ""};
+         config.put_setting(name, secret ? secrets.seal(value) : value, secret);
+         return {200, {{"name", name}, {"secret", secret}}, ""};
        }});
-  routes.push_back({"GET", "/api/v1/settings/cloudstack", "CloudStack settings (the keys are never returned)", "admin",
-               nullptr, [&service](auto&, auto&, auto&) -> Reply { return {200, cloudstack_view(service.target()), ""}; }});
-  routes.push_back({"PUT", "/api/v1/settings/cloudstack", "Save the CloudStack settings (the secret key sealed at rest)",
-               "admin", &kPutCloudStack, [&service](auto&, const json& b, auto&) -> Reply {
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/settings/cloudstack",
+      .operation_id = "getCloudStackSettings",
+      .tag = &kTag,
+      .summary = "CloudStack settings (the keys are never returned)",
+      .description = "The CloudStack settings cutover and test failover use (API URL, zone, offerings, template, "
+                     "test network, the OMA's MAC), whether the keys are set, and this OMA's id.",
+      .role = "admin",
+      .responses = {{200, "the settings, or that there are none", &kCloudStackView}},
+      .handler = [&service](auto&, auto&, auto&) -> Reply { return {200, cloudstack_view(service.target()), ""}; }});
+  routes.push_back({
+      .method = "PUT",
+      .path = "/api/v1/settings/cloudstack",
+      .operation_id = "putCloudStackSettings",
+      .tag = &kTag,
+      .summary = "Save the CloudStack settings (the secret key sealed at rest)",
+      .description = "Saves the CloudStack settings; keys left out keep their stored values. Check them first "
+                     "with POST /api/v1/settings/cloudstack/validate.",
+      .role = "admin",
+      .body = &kPutCloudStack,
+      .responses = {{200, "the settings, saved", &kCloudStackView}},
+      .handler = [&service](auto&, const json& b, auto&) -> Reply {
                  CloudStackTarget& t = service.target();
                  t.save_settings(merged(t, b));
                  return {200, cloudstack_view(t), ""};
                }});
-  routes.push_back({"POST", "/api/v1/settings/cloudstack/validate",
-               "Check the CloudStack settings (stored, with the body's changes) against CloudStack", "admin",
-               &kValidateCloudStack,
-               [&service](auto&, const json& b, auto&) -> Reply {
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/settings/cloudstack/validate",
+      .operation_id = "validateCloudStackSettings",
+      .tag = &kTag,
+      .summary = "Check the CloudStack settings (stored, with the body's changes) against CloudStack",
+      .description = "Asks CloudStack whether the stored settings, with the body's changes over them, work: the "
+                     "keys sign, and the zone, offerings, template, network and the OMA's VM exist. Saves nothing.",
+      .role = "admin",
+      .body = &kValidateCloudStack,
+      .body_optional = true,
+      .responses = {{200, "what CloudStack says", &kValidation}},
+      .handler = [&service](auto&, const json& b, auto&) -> Reply {
                  CloudStackTarget& t = service.target();
                  auto report = t.validate(merged(t, b));
                  json problems = json::array();
                  for (size_t i = 0; i < report.problems.size(); ++i)
                    problems.push_back({{"field", report.fields[i]}, {"message", report.problems[i]}});
                  return {200, {{"ok", report.ok()}, {"problems", problems}}, ""};
-               },
-               true});
+               }});
   return routes;
 }
 

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
 
 namespace mk::oma::api {
 namespace {
@@ -44,6 +45,25 @@ std::string metrics(Repositories& repos, JobManager& jobs, ExportBackend& export
   return out;
 }
 
+const Schema kTunnels{{
+    int_field("up", "approved VMAs whose tunnel port answers", 1),
+    int_field("down", "approved VMAs whose tunnel port does not answer", 0),
+}};
+
+const Schema kHealth{{
+    enum_field("status", "the OMA answers and its database is reachable", {"ok"}),
+    {.name = "database", .description = "database engine", .one_of = {"sqlite", "mariadb"}},
+    {.name = "export_server", .description = "NBD export server", .one_of = {"nbdkit", "nbd-server"}},
+    int_field("export_server_pid", "its process id (0 or -1: not running)", 4242, -1),
+    int_field("nbd_port", "the port it serves NBD on", 10809),
+    optional(object_field("vma_tunnels", "tunnels of approved VMAs (with pairing)", &kTunnels)),
+}, "Health", "the OMA's liveness"};
+
+const char* kMetricsExample =
+    "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\noma_jobs{state=\"completed\"} 3\n"
+    "# HELP oma_bytes_moved_total Bytes copied by all jobs.\n# TYPE oma_bytes_moved_total counter\n"
+    "oma_bytes_moved_total 3221225472\n";
+
 }  // namespace
 
 std::vector<Route> system_routes(const Services& s) {
@@ -52,8 +72,18 @@ std::vector<Route> system_routes(const Services& s) {
   ExportBackend& exports = s.exports;
   PairingService* pairing = s.pairing;
   std::vector<Route> routes;
-  routes.push_back({"GET", "/health", "Liveness: database reachable, export server running (no token needed)", "", nullptr,
-               [&repos, &exports, pairing](auto&, auto&, auto&) -> Reply {
+  routes.push_back({
+      .method = "GET",
+      .path = "/health",
+      .operation_id = "getHealth",
+      .tag = &kSystemTag,
+      .summary = "Liveness: database reachable, export server running (no token needed)",
+      .description = "Answers when the OMA serves requests and its database answers; says which export server "
+                     "runs and, with pairing, how many approved VMAs hold their tunnel. Needs no token (for load "
+                     "balancers and monitoring).",
+      .role = "",
+      .responses = {{200, "the OMA is alive", &kHealth}},
+      .handler = [&repos, &exports, pairing](auto&, auto&, auto&) -> Reply {
                  repos.storage.count_exports();  // touches the database
                  json out = {{"status", "ok"}, {"database", repos.database.engine()},
                              {"export_server", exports.name()}, {"export_server_pid", exports.server_pid()},
@@ -64,8 +94,19 @@ std::vector<Route> system_routes(const Services& s) {
                  }
                  return {200, out, ""};
                }});
-  routes.push_back({"GET", "/metrics", "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
-               "operator", nullptr, [&repos, &jobs, &exports, pairing](auto&, auto&, auto&) -> Reply {
+  routes.push_back({
+      .method = "GET",
+      .path = "/metrics",
+      .operation_id = "getMetrics",
+      .tag = &kSystemTag,
+      .summary = "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
+      .description = "Prometheus text exposition: oma_jobs by state, oma_bytes_moved_total, "
+                     "oma_throughput_bytes_per_second, oma_exports, oma_poller_errors_total, oma_vma_tunnels by "
+                     "state and oma_export_server_restarts_total.",
+      .role = "operator",
+      .responses = {{.status = 200, .description = "the metrics", .media_type = "text/plain; version=0.0.4",
+                     .text_example = kMetricsExample}},
+      .handler = [&repos, &jobs, &exports, pairing](auto&, auto&, auto&) -> Reply {
                  return {200, nullptr, metrics(repos, jobs, exports, pairing)};
                }});
   return routes;

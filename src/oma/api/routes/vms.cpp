@@ -3,6 +3,7 @@
 
 #include "oma/api/checks.h"
 #include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
 #include "oma/api/views.h"
 #include "oma/names.h"
 
@@ -12,42 +13,69 @@ namespace {
 using nlohmann::json;
 using Type = Field::Type;
 
+const Tag kTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
+
 const Schema kDiskSchema{{
-    {.name = "key", .description = "VMware device key", .max_length = 9, .check = disk_key_check},
+    {.name = "key", .description = "VMware device key", .max_length = 9, .check = disk_key_check, .example = "2000",
+     .pattern = kDiskKeyPattern},
     {.name = "unit", .type = Type::Integer, .description = "unit number (the N of diskN)", .min = 0, .max = 255},
-    {.name = "label", .required = false, .check = name_check},
-    {.name = "capacity_bytes", .type = Type::Integer, .min = 512, .max = int64_t{64} << 40},
-}};
+    {.name = "label", .required = false, .description = "vCenter's label (default \"Hard disk\")",
+     .check = name_check, .example = "Hard disk 1"},
+    {.name = "capacity_bytes", .type = Type::Integer, .description = "capacity in bytes (a multiple of 512)",
+     .min = 512, .max = int64_t{64} << 40, .example = int64_t{17179869184}},
+}, "NewVmDisk", "a disk of a VM to add"};
 
 const Schema kNicSchema{{
-    {.name = "key", .required = false, .description = "VMware device key", .max_length = 9, .check = disk_key_check},
-    {.name = "mac", .max_length = 17, .check = mac_check},
-    {.name = "network", .description = "VMware network (port group) name", .check = name_check},
-}};
+    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 9,
+     .check = disk_key_check, .example = "4000", .pattern = kDiskKeyPattern},
+    {.name = "mac", .description = "MAC address", .max_length = 17, .check = mac_check, .example = "00:50:56:aa:bb:cc",
+     .pattern = kMacPattern},
+    {.name = "network", .description = "VMware network (port group) name", .check = name_check,
+     .example = "VM Network"},
+}, "NewVmNic", "a network card of a VM to add"};
 
 const Schema kAddVmSchema{{
-    {.name = "vm_id", .description = "VMware instance UUID", .max_length = 36, .check = uuid_check},
-    {.name = "name", .check = name_check},
-    {.name = "vcenter", .check = name_check},
-    {.name = "datacenter", .check = name_check},
-    {.name = "cpus", .type = Type::Integer, .min = 1, .max = 1024},
-    {.name = "memory_mb", .type = Type::Integer, .min = 1, .max = int64_t{64} << 20},
-    {.name = "guest_os", .required = false, .check = name_check},
-    {.name = "power_state", .required = false, .one_of = {"poweredOn", "poweredOff", "suspended"}},
-    {.name = "disks", .type = Type::Array, .max_length = 64, .items = &kDiskSchema},
-    {.name = "nics", .type = Type::Array, .required = false, .max_length = 32, .items = &kNicSchema},
-    {.name = "vma_id", .required = false, .description = "the VMA that discovered the VM (default: the default VMA)",
-     .max_length = 36, .check = uuid_check},
-}};
+    uuid_field("vm_id", "VMware instance UUID"),
+    {.name = "name", .description = "the VM's name in vCenter", .check = name_check, .example = "web01"},
+    {.name = "vcenter", .description = "the vCenter that holds it", .check = name_check,
+     .example = "vcenter.example.local"},
+    {.name = "datacenter", .description = "its datacenter", .check = name_check, .example = "DC1"},
+    {.name = "cpus", .type = Type::Integer, .description = "virtual CPUs", .min = 1, .max = 1024, .example = 2},
+    {.name = "memory_mb", .type = Type::Integer, .description = "memory in MiB", .min = 1, .max = int64_t{64} << 20,
+     .example = 4096},
+    {.name = "guest_os", .required = false, .description = "guest OS as vCenter names it (default \"other\")",
+     .check = name_check, .example = "debian12_64Guest"},
+    {.name = "power_state", .required = false, .description = "power state (default poweredOn)",
+     .one_of = kPowerStates},
+    {.name = "disks", .type = Type::Array, .description = "its disks (at least one)", .max_length = 64,
+     .items = &kDiskSchema},
+    {.name = "nics", .type = Type::Array, .required = false, .description = "its network cards", .max_length = 32,
+     .items = &kNicSchema},
+    optional(uuid_field("vma_id", "the VMA that discovered the VM (default: the default VMA)")),
+}, "NewVm", "a VM to add, as discovery shows it"};
+
+const Schema kVmList{{array_field("vms", "every VM the OMA manages", &kVmSummary)}};
+const Schema kDiskList{{array_field("disks", "the VM's disks, by unit", &kDisk)}};
+
+Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
 }  // namespace
 
 std::vector<Route> vm_routes(const Services& s) {
   Repositories& repos = s.repos;
   std::vector<Route> routes;
-  routes.push_back({"GET", "/api/v1/vms",
-       "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
-       "operator", nullptr, [&repos](auto&, auto&, auto&) -> Reply {
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms",
+      .operation_id = "listVms",
+      .tag = &kTag,
+      .summary = "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
+      .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
+                     "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
+                     "cutover is predicted to take, and its schedule.",
+      .role = "operator",
+      .responses = {{200, "the VMs", &kVmList}},
+      .handler = [&repos](auto&, auto&, auto&) -> Reply {
          // Three queries for the whole list, not three per VM.
          std::map<std::string, std::vector<JobRecord>> passes;
          for (auto& j : repos.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
@@ -69,8 +97,18 @@ std::vector<Route> vm_routes(const Services& s) {
          }
          return {200, {{"vms", out}}, ""};
        }});
-  routes.push_back({"POST", "/api/v1/vms", "Add a VM from discovery, with its disks", "operator", &kAddVmSchema,
-       [&repos](auto&, const json& b, auto&) -> Reply {
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/vms",
+      .operation_id = "addVm",
+      .tag = &kTag,
+      .summary = "Add a VM from discovery, with its disks",
+      .description = "Adds a VM (as GET /api/v1/discover shows it) with its disks and NICs, so that it can be "
+                     "replicated. vma_id names the paired VMA that discovered it; its jobs then go through that VMA.",
+      .role = "operator",
+      .body = &kAddVmSchema,
+      .responses = {{201, "the VM, added", &kVm}, {409, "the VM is known already, or two disks share a unit"}},
+      .handler = [&repos](auto&, const json& b, auto&) -> Reply {
          VmRecord v;
          v.vm_id = b["vm_id"];
          v.name = b["name"];
@@ -112,9 +150,19 @@ std::vector<Route> vm_routes(const Services& s) {
          for (const auto& d : repos.vms.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
          return {201, out, ""};
        }});
-  routes.push_back({"GET", "/api/v1/vms/{vm_id}", "Show a VM with its disks", "operator", nullptr,
-       [&repos](auto& req, auto&, auto&) -> Reply {
-         std::string id = uuid_param(req, "vm_id");
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms/{vm_id}",
+      .operation_id = "getVm",
+      .tag = &kTag,
+      .summary = "Show a VM with its disks",
+      .description = "A VM with its disks (volume, export, committed change ID), its NICs and what a cutover or a "
+                     "test failover built for it in CloudStack.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
+      .handler = [&repos](auto& req, auto&, auto&) -> Reply {
+         std::string id = req.param("vm_id");
          json out = vm_json(repos.vms.get_vm(id));
          out["disks"] = json::array();
          for (const auto& d : repos.vms.list_disks(id)) out["disks"].push_back(disk_json(d));
@@ -131,9 +179,19 @@ std::vector<Route> vm_routes(const Services& s) {
          }
          return {200, out, ""};
        }});
-  routes.push_back({"GET", "/api/v1/vms/{vm_id}/disks", "List a VM's disks with volume, export and committed change ID",
-       "operator", nullptr, [&repos](auto& req, auto&, auto&) -> Reply {
-         std::string id = uuid_param(req, "vm_id");
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms/{vm_id}/disks",
+      .operation_id = "listVmDisks",
+      .tag = &kTag,
+      .summary = "List a VM's disks with volume, export and committed change ID",
+      .description = "A VM's disks by unit: VMware key, capacity, the target volume and NBD export, and the "
+                     "committed change ID its next incremental pass starts from.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
+      .handler = [&repos](auto& req, auto&, auto&) -> Reply {
+         std::string id = req.param("vm_id");
          repos.vms.get_vm(id);
          json out = json::array();
          for (const auto& d : repos.vms.list_disks(id)) out.push_back(disk_json(d));
