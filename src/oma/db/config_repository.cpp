@@ -18,37 +18,26 @@ const EnumTable<TokenRole>& enum_table(TokenRole) {
 namespace {
 
 // token_hash is written once (insert_token) and only ever compared in SQL: not a field.
-const Table<TokenRecord>& tokens() {
-  static const Table<TokenRecord> t{"api_tokens",
-                                    {column("token_id", &TokenRecord::token_id), column("name", &TokenRecord::name),
-                                     column("role", &TokenRecord::role),
-                                     column("created_at", &TokenRecord::created_at),
-                                     column("revoked_at", &TokenRecord::revoked_at)},
-                                    1};
-  return t;
-}
+const Table<TokenRecord> kTokens{"api_tokens", {column("token_id", &TokenRecord::token_id),
+    column("name", &TokenRecord::name), column("role", &TokenRecord::role),
+    column("created_at", &TokenRecord::created_at), column("revoked_at", &TokenRecord::revoked_at)}, 1};
 
-const Table<SettingRecord>& settings() {
-  static const Table<SettingRecord> t{"settings",
-                                      {column("name", &SettingRecord::name), column("value", &SettingRecord::value),
-                                       column("encrypted", &SettingRecord::encrypted),
-                                       column("updated_at", &SettingRecord::updated_at)},
-                                      1};
-  return t;
-}
+const Table<SettingRecord> kSettings{"settings", {column("name", &SettingRecord::name),
+    column("value", &SettingRecord::value), column("encrypted", &SettingRecord::encrypted),
+    column("updated_at", &SettingRecord::updated_at)}, 1};
 
 }  // namespace
 
 void ConfigRepository::insert_token(const TokenRecord& t, const std::string& token_hash) {
-  tokens().insert(db_, t, {{"token_hash", token_hash}});
+  kTokens.insert(db_, t, {{"token_hash", token_hash}});
 }
 
 std::optional<TokenRecord> ConfigRepository::find_live_token(const std::string& token_hash) {
-  return tokens().query_one(db_, "WHERE token_hash = ? AND revoked_at IS NULL", {token_hash});
+  return kTokens.query_one(db_, "WHERE token_hash = ? AND revoked_at IS NULL", {token_hash});
 }
 
 std::vector<TokenRecord> ConfigRepository::list_tokens() {
-  return tokens().query(db_, "ORDER BY created_at, token_id");
+  return kTokens.query(db_, "ORDER BY created_at, token_id");
 }
 
 void ConfigRepository::revoke_token(const std::string& token_id) {
@@ -61,13 +50,13 @@ void ConfigRepository::revoke_token(const std::string& token_id) {
 int64_t ConfigRepository::count_tokens() { return db_.query("SELECT COUNT(*) FROM api_tokens")[0].i64(0); }
 
 void ConfigRepository::put_setting(const std::string& name, const std::string& value, bool encrypted) {
-  db_.transaction([&] { settings().upsert(db_, {name, value, encrypted, now_ms()}); });
+  db_.transaction([&] { kSettings.upsert(db_, {name, value, encrypted, now_ms()}); });
 }
 
 std::optional<SettingRecord> ConfigRepository::get_setting(const std::string& name) {
-  return settings().query_one(db_, "WHERE name = ?", {name});
+  return kSettings.query_one(db_, "WHERE name = ?", {name});
 }
 
-std::vector<SettingRecord> ConfigRepository::list_settings() { return settings().query(db_, "ORDER BY name"); }
+std::vector<SettingRecord> ConfigRepository::list_settings() { return kSettings.query(db_, "ORDER BY name"); }
 
 }  // namespace mk::oma

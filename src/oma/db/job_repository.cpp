@@ -13,27 +13,19 @@ using db::Table;
 using db::Value;
 
 const EnumTable<JobKind>& enum_table(JobKind) {
-  static const EnumTable<JobKind> t{"job kind",
-                                    {{JobKind::Full, "full"},
-                                     {JobKind::Incremental, "incremental"},
-                                     {JobKind::Cutover, "cutover"},
-                                     {JobKind::TestFailover, "test_failover"},
-                                     {JobKind::TestFailoverCleanup, "test_failover_cleanup"}}};
+  static const EnumTable<JobKind> t{"job kind", {{JobKind::Full, "full"}, {JobKind::Incremental, "incremental"},
+    {JobKind::Cutover, "cutover"}, {JobKind::TestFailover, "test_failover"},
+    {JobKind::TestFailoverCleanup, "test_failover_cleanup"}}};
   return t;
 }
 
 bool is_pass(JobKind kind) { return kind == JobKind::Full || kind == JobKind::Incremental; }
 
 const EnumTable<JobStatus>& enum_table(JobStatus) {
-  static const EnumTable<JobStatus> t{"job status",
-                                      {{JobStatus::Preparing, "preparing"},
-                                       {JobStatus::Exporting, "exporting"},
-                                       {JobStatus::Copying, "copying"},
-                                       {JobStatus::Committing, "committing"},
-                                       {JobStatus::Running, "running"},
-                                       {JobStatus::Completed, "completed"},
-                                       {JobStatus::Failed, "failed"},
-                                       {JobStatus::Cancelled, "cancelled"}}};
+  static const EnumTable<JobStatus> t{"job status", {{JobStatus::Preparing, "preparing"},
+    {JobStatus::Exporting, "exporting"}, {JobStatus::Copying, "copying"}, {JobStatus::Committing, "committing"},
+    {JobStatus::Running, "running"}, {JobStatus::Completed, "completed"}, {JobStatus::Failed, "failed"},
+    {JobStatus::Cancelled, "cancelled"}}};
   return t;
 }
 
@@ -42,89 +34,55 @@ bool is_terminal(JobStatus s) {
 }
 
 const EnumTable<DiskCopyStatus>& enum_table(DiskCopyStatus) {
-  static const EnumTable<DiskCopyStatus> t{"disk copy status",
-                                           {{DiskCopyStatus::Pending, "pending"},
-                                            {DiskCopyStatus::Copying, "copying"},
-                                            {DiskCopyStatus::Completed, "completed"},
-                                            {DiskCopyStatus::Failed, "failed"}}};
+  static const EnumTable<DiskCopyStatus> t{"disk copy status", {{DiskCopyStatus::Pending, "pending"},
+    {DiskCopyStatus::Copying, "copying"}, {DiskCopyStatus::Completed, "completed"},
+    {DiskCopyStatus::Failed, "failed"}}};
   return t;
 }
 
 const EnumTable<StepStatus>& enum_table(StepStatus) {
-  static const EnumTable<StepStatus> t{"step status",
-                                       {{StepStatus::Running, "running"},
-                                        {StepStatus::Completed, "completed"},
-                                        {StepStatus::Failed, "failed"},
-                                        {StepStatus::Skipped, "skipped"}}};
+  static const EnumTable<StepStatus> t{"step status", {{StepStatus::Running, "running"},
+    {StepStatus::Completed, "completed"}, {StepStatus::Failed, "failed"}, {StepStatus::Skipped, "skipped"}}};
   return t;
 }
 
 const EnumTable<EventLevel>& enum_table(EventLevel) {
-  static const EnumTable<EventLevel> t{
-      "event level", {{EventLevel::Info, "info"}, {EventLevel::Warn, "warn"}, {EventLevel::Error, "error"}}};
+  static const EnumTable<EventLevel> t{"event level", {{EventLevel::Info, "info"}, {EventLevel::Warn, "warn"},
+    {EventLevel::Error, "error"}}};
   return t;
 }
 
 namespace {
 
 // vma_instance is read and written on its own (set_vma_instance), so it is not a field.
-const Table<JobRecord>& jobs() {
-  static const Table<JobRecord> t{
-      "replication_jobs",
-      {column("job_id", &JobRecord::job_id), column("vm_id", &JobRecord::vm_id), column("kind", &JobRecord::kind),
-       column("status", &JobRecord::status), column("phase", &JobRecord::phase),
-       column("bytes_done", &JobRecord::bytes_done), column("bytes_total", &JobRecord::bytes_total),
-       column("throughput_bps", &JobRecord::throughput_bps), column("eta_seconds", &JobRecord::eta_seconds),
-       column("error", &JobRecord::error), column("cancel_requested", &JobRecord::cancel_requested),
-       column("created_at", &JobRecord::created_at), column("updated_at", &JobRecord::updated_at),
-       column("finished_at", &JobRecord::finished_at)},
-      1};
-  return t;
-}
+const Table<JobRecord> kJobs{"replication_jobs", {column("job_id", &JobRecord::job_id),
+    column("vm_id", &JobRecord::vm_id), column("kind", &JobRecord::kind), column("status", &JobRecord::status),
+    column("phase", &JobRecord::phase), column("bytes_done", &JobRecord::bytes_done),
+    column("bytes_total", &JobRecord::bytes_total), column("throughput_bps", &JobRecord::throughput_bps),
+    column("eta_seconds", &JobRecord::eta_seconds), column("error", &JobRecord::error),
+    column("cancel_requested", &JobRecord::cancel_requested), column("created_at", &JobRecord::created_at),
+    column("updated_at", &JobRecord::updated_at), column("finished_at", &JobRecord::finished_at)}, 1};
 
-const Table<JobDiskRecord>& job_disk_table() {
-  static const Table<JobDiskRecord> t{
-      "job_disks",
-      {column("job_id", &JobDiskRecord::job_id), column("disk_key", &JobDiskRecord::disk_key),
-       column("unit", &JobDiskRecord::unit), column("export_name", &JobDiskRecord::export_name),
-       column("status", &JobDiskRecord::status), column("phase", &JobDiskRecord::phase),
-       column("bytes_done", &JobDiskRecord::bytes_done), column("bytes_total", &JobDiskRecord::bytes_total),
-       column("throughput_bps", &JobDiskRecord::throughput_bps), column("eta_seconds", &JobDiskRecord::eta_seconds),
-       column("change_id_base", &JobDiskRecord::change_id_base),
-       column("change_id_new", &JobDiskRecord::change_id_new), column("committed", &JobDiskRecord::committed),
-       column("error", &JobDiskRecord::error)},
-      2};
-  return t;
-}
+const Table<JobDiskRecord> kJobDisks{"job_disks", {column("job_id", &JobDiskRecord::job_id),
+    column("disk_key", &JobDiskRecord::disk_key), column("unit", &JobDiskRecord::unit),
+    column("export_name", &JobDiskRecord::export_name), column("status", &JobDiskRecord::status),
+    column("phase", &JobDiskRecord::phase), column("bytes_done", &JobDiskRecord::bytes_done),
+    column("bytes_total", &JobDiskRecord::bytes_total), column("throughput_bps", &JobDiskRecord::throughput_bps),
+    column("eta_seconds", &JobDiskRecord::eta_seconds), column("change_id_base", &JobDiskRecord::change_id_base),
+    column("change_id_new", &JobDiskRecord::change_id_new), column("committed", &JobDiskRecord::committed),
+    column("error", &JobDiskRecord::error)}, 2};
 
-const Table<StepRecord>& steps() {
-  static const Table<StepRecord> t{
-      "job_steps",
-      {column("job_id", &StepRecord::job_id), column("seq", &StepRecord::seq), column("name", &StepRecord::name),
-       column("status", &StepRecord::status), column("message", &StepRecord::message),
-       column("started_at", &StepRecord::started_at), column("finished_at", &StepRecord::finished_at)},
-      2};
-  return t;
-}
+const Table<StepRecord> kSteps{"job_steps", {column("job_id", &StepRecord::job_id), column("seq", &StepRecord::seq),
+    column("name", &StepRecord::name), column("status", &StepRecord::status), column("message", &StepRecord::message),
+    column("started_at", &StepRecord::started_at), column("finished_at", &StepRecord::finished_at)}, 2};
 
-const Table<EventRecord>& events() {
-  static const Table<EventRecord> t{
-      "job_events",
-      {column("job_id", &EventRecord::job_id), column("seq", &EventRecord::seq), column("logged_at", &EventRecord::at),
-       column("level", &EventRecord::level), column("message", &EventRecord::message)},
-      2};
-  return t;
-}
+const Table<EventRecord> kEvents{"job_events", {column("job_id", &EventRecord::job_id),
+    column("seq", &EventRecord::seq), column("logged_at", &EventRecord::at), column("level", &EventRecord::level),
+    column("message", &EventRecord::message)}, 2};
 
-const Table<CbtRecord>& cbt() {
-  static const Table<CbtRecord> t{
-      "cbt_history",
-      {column("vm_id", &CbtRecord::vm_id), column("disk_key", &CbtRecord::disk_key),
-       column("job_id", &CbtRecord::job_id), column("change_id", &CbtRecord::change_id),
-       column("committed_at", &CbtRecord::committed_at)},
-      3};
-  return t;
-}
+const Table<CbtRecord> kCbtHistory{"cbt_history", {column("vm_id", &CbtRecord::vm_id),
+    column("disk_key", &CbtRecord::disk_key), column("job_id", &CbtRecord::job_id),
+    column("change_id", &CbtRecord::change_id), column("committed_at", &CbtRecord::committed_at)}, 3};
 
 // The VM's status once a job that held it has ended.
 VmStatus vm_status_after(JobStatus end) {
@@ -157,10 +115,10 @@ void JobRepository::create_job(const JobRecord& job, const std::vector<JobDiskRe
       throw Conflict(fmt::format("VM {} already has an active job {}: wait for it or cancel it first", job.vm_id,
                                  rows.empty() ? "?" : rows[0].str(0)));
     }
-    jobs().insert(db_, row);
+    kJobs.insert(db_, row);
     for (JobDiskRecord d : disks) {
       d.committed = false;
-      job_disk_table().insert(db_, d);
+      kJobDisks.insert(db_, d);
     }
     db_.exec("UPDATE vm_contexts SET current_job_id = ?, status = ?, updated_at = ? WHERE vm_id = ?",
              {job.job_id, enum_name(VmStatus::Replicating), now_ms(), job.vm_id});
@@ -168,13 +126,11 @@ void JobRepository::create_job(const JobRecord& job, const std::vector<JobDiskRe
 }
 
 std::optional<JobRecord> JobRepository::find_job(const std::string& job_id) {
-  return jobs().query_one(db_, "WHERE job_id = ?", {job_id});
+  return kJobs.query_one(db_, "WHERE job_id = ?", {job_id});
 }
 
 JobRecord JobRepository::get_job(const std::string& job_id) {
-  auto j = find_job(job_id);
-  if (!j) throw NotFound(fmt::format("job {} does not exist (list jobs with GET /api/v1/jobs)", job_id));
-  return *j;
+  return found(find_job(job_id), fmt::format("job {} does not exist (list jobs with GET /api/v1/jobs)", job_id));
 }
 
 std::vector<JobRecord> JobRepository::list_jobs(const std::string& vm_id, std::optional<JobStatus> status) {
@@ -188,15 +144,15 @@ std::vector<JobRecord> JobRepository::list_jobs(const std::string& vm_id, std::o
     where += " AND status = ?";
     params.emplace_back(enum_name(*status));
   }
-  return jobs().query(db_, where + " ORDER BY created_at, job_id", params);
+  return kJobs.query(db_, where + " ORDER BY created_at, job_id", params);
 }
 
 std::vector<JobRecord> JobRepository::active_jobs() {
-  return jobs().query(db_, "WHERE job_id IN (SELECT job_id FROM active_jobs) ORDER BY created_at");
+  return kJobs.query(db_, "WHERE job_id IN (SELECT job_id FROM active_jobs) ORDER BY created_at");
 }
 
 std::vector<JobDiskRecord> JobRepository::job_disks(const std::string& job_id) {
-  return job_disk_table().query(db_, "WHERE job_id = ? ORDER BY unit", {job_id});
+  return kJobDisks.query(db_, "WHERE job_id = ? ORDER BY unit", {job_id});
 }
 
 void JobRepository::set_job_status(const std::string& job_id, JobStatus status, const std::string& phase) {
@@ -210,7 +166,7 @@ void JobRepository::set_job_disk_export(const std::string& job_id, const std::st
 }
 
 void JobRepository::update_disk_progress(const JobDiskRecord& d) {
-  job_disk_table().update(db_, d,
+  kJobDisks.update(db_, d,
                           {"status", "phase", "bytes_done", "bytes_total", "throughput_bps", "eta_seconds",
                            "change_id_new", "error"});
 }
@@ -248,7 +204,7 @@ void JobRepository::finish_job(const std::string& job_id, JobStatus status, cons
     j.phase = enum_name(status);
     j.error = error;
     j.finished_at = j.updated_at = t;
-    jobs().update(db_, j, {"status", "phase", "error", "finished_at", "updated_at"});
+    kJobs.update(db_, j, {"status", "phase", "error", "finished_at", "updated_at"});
     db_.exec("DELETE FROM active_jobs WHERE job_id = ?", {job_id});
     db_.exec("UPDATE vm_contexts SET current_job_id = NULL, status = ?, updated_at = ? "
              "WHERE vm_id = ? AND current_job_id = ?",
@@ -271,15 +227,15 @@ void JobRepository::commit_change_ids(const std::string& job_id) {
       }
       db_.exec("UPDATE vm_disks SET change_id = ?, updated_at = ? WHERE vm_id = ? AND disk_key = ?",
                {*d.change_id_new, t, j.vm_id, d.disk_key});
-      cbt().insert(db_, {j.vm_id, d.disk_key, job_id, *d.change_id_new, t});
+      kCbtHistory.insert(db_, {j.vm_id, d.disk_key, job_id, *d.change_id_new, t});
       d.committed = true;
-      job_disk_table().update(db_, d, {"committed"});
+      kJobDisks.update(db_, d, {"committed"});
     }
   });
 }
 
 std::vector<CbtRecord> JobRepository::cbt_history(const std::string& vm_id, const std::string& disk_key) {
-  return cbt().query(db_, "WHERE vm_id = ? AND disk_key = ? ORDER BY committed_at, job_id", {vm_id, disk_key});
+  return kCbtHistory.query(db_, "WHERE vm_id = ? AND disk_key = ? ORDER BY committed_at, job_id", {vm_id, disk_key});
 }
 
 // --- Steps and events ------------------------------------------------------------------
@@ -291,7 +247,7 @@ int64_t JobRepository::begin_step(const std::string& job_id, const std::string& 
   s.started_at = now_ms();
   db_.transaction([&] {
     s.seq = next_seq(db_, "job_steps", job_id);
-    steps().insert(db_, s);
+    kSteps.insert(db_, s);
   });
   return s.seq;
 }
@@ -303,29 +259,29 @@ void JobRepository::end_step(const std::string& job_id, int64_t seq, StepStatus 
   s.status = status;
   if (!message.empty()) s.message = message;
   s.finished_at = now_ms();
-  steps().update(db_, s, {"status", "message", "finished_at"});
+  kSteps.update(db_, s, {"status", "message", "finished_at"});
 }
 
 void JobRepository::add_event(const std::string& job_id, EventLevel level, const std::string& message) {
   EventRecord e{job_id, level, message, 0, now_ms()};
   db_.transaction([&] {
     e.seq = next_seq(db_, "job_events", job_id);
-    events().insert(db_, e);
+    kEvents.insert(db_, e);
   });
 }
 
 std::vector<StepRecord> JobRepository::list_steps(const std::string& job_id) {
-  return steps().query(db_, "WHERE job_id = ? ORDER BY seq", {job_id});
+  return kSteps.query(db_, "WHERE job_id = ? ORDER BY seq", {job_id});
 }
 
 std::vector<EventRecord> JobRepository::list_events(const std::string& job_id) {
-  return events().query(db_, "WHERE job_id = ? ORDER BY seq", {job_id});
+  return kEvents.query(db_, "WHERE job_id = ? ORDER BY seq", {job_id});
 }
 
 // --- Views over many jobs --------------------------------------------------------------
 
 std::vector<JobRecord> JobRepository::ended_passes() {
-  return jobs().query(db_, "WHERE kind IN (?, ?) AND finished_at IS NOT NULL ORDER BY finished_at, job_id",
+  return kJobs.query(db_, "WHERE kind IN (?, ?) AND finished_at IS NOT NULL ORDER BY finished_at, job_id",
                       {enum_name(JobKind::Full), enum_name(JobKind::Incremental)});
 }
 
@@ -338,7 +294,7 @@ std::vector<ChangeIdCommit> JobRepository::latest_change_id_commits() {
 }
 
 std::vector<JobRecord> JobRepository::jobs_updated_since(int64_t since_ms) {
-  return jobs().query(db_, "WHERE updated_at >= ? ORDER BY updated_at, job_id", {since_ms});
+  return kJobs.query(db_, "WHERE updated_at >= ? ORDER BY updated_at, job_id", {since_ms});
 }
 
 std::vector<std::pair<JobStatus, int64_t>> JobRepository::jobs_by_status() {

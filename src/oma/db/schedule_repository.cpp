@@ -13,16 +13,11 @@ using db::Value;
 
 namespace {
 
-const Table<ScheduleRecord>& schedules() {
-  static const Table<ScheduleRecord> t{
-      "vm_schedules",
-      {column("vm_id", &ScheduleRecord::vm_id), column("interval_minutes", &ScheduleRecord::interval_minutes),
-       column("enabled", &ScheduleRecord::enabled), column("next_run_at", &ScheduleRecord::next_run_at),
-       column("last_run_at", &ScheduleRecord::last_run_at), column("last_job_id", &ScheduleRecord::last_job_id),
-       column("last_result", &ScheduleRecord::last_result), column("updated_at", &ScheduleRecord::updated_at)},
-      1};
-  return t;
-}
+const Table<ScheduleRecord> kSchedules{"vm_schedules", {column("vm_id", &ScheduleRecord::vm_id),
+    column("interval_minutes", &ScheduleRecord::interval_minutes), column("enabled", &ScheduleRecord::enabled),
+    column("next_run_at", &ScheduleRecord::next_run_at), column("last_run_at", &ScheduleRecord::last_run_at),
+    column("last_job_id", &ScheduleRecord::last_job_id), column("last_result", &ScheduleRecord::last_result),
+    column("updated_at", &ScheduleRecord::updated_at)}, 1};
 
 }  // namespace
 
@@ -36,16 +31,16 @@ void ScheduleRepository::put_schedule(const ScheduleRecord& s) {
     // The VM's row is VmRepository's; this only asks whether it exists.
     if (db_.query("SELECT 1 FROM vm_contexts WHERE vm_id = ?", {s.vm_id}).empty())
       throw NotFound(fmt::format("VM {} is not known to the OMA: add it first (POST /api/v1/vms)", s.vm_id));
-    if (schedules().update(db_, row, {"interval_minutes", "enabled", "next_run_at", "updated_at"}) == 0)
-      schedules().insert(db_, row);
+    if (kSchedules.update(db_, row, {"interval_minutes", "enabled", "next_run_at", "updated_at"}) == 0)
+      kSchedules.insert(db_, row);
   });
 }
 
 std::optional<ScheduleRecord> ScheduleRepository::find_schedule(const std::string& vm_id) {
-  return schedules().query_one(db_, "WHERE vm_id = ?", {vm_id});
+  return kSchedules.query_one(db_, "WHERE vm_id = ?", {vm_id});
 }
 
-std::vector<ScheduleRecord> ScheduleRepository::list_schedules() { return schedules().query(db_, "ORDER BY vm_id"); }
+std::vector<ScheduleRecord> ScheduleRepository::list_schedules() { return kSchedules.query(db_, "ORDER BY vm_id"); }
 
 void ScheduleRepository::delete_schedule(const std::string& vm_id) {
   if (db_.exec("DELETE FROM vm_schedules WHERE vm_id = ?", {vm_id}) != 1)

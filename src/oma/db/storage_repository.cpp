@@ -17,27 +17,16 @@ const EnumTable<VolumeStatus>& enum_table(VolumeStatus) {
 
 namespace {
 
-const Table<VolumeRecord>& volumes() {
-  static const Table<VolumeRecord> t{
-      "volumes",
-      {column("volume_id", &VolumeRecord::volume_id), column("vm_id", &VolumeRecord::vm_id),
-       column("disk_key", &VolumeRecord::disk_key), column("backend", &VolumeRecord::backend),
-       column("size_bytes", &VolumeRecord::size_bytes), column("device_path", &VolumeRecord::device_path),
-       column("status", &VolumeRecord::status), column("created_at", &VolumeRecord::created_at)},
-      1};
-  return t;
-}
+const Table<VolumeRecord> kVolumes{"volumes", {column("volume_id", &VolumeRecord::volume_id),
+    column("vm_id", &VolumeRecord::vm_id), column("disk_key", &VolumeRecord::disk_key),
+    column("backend", &VolumeRecord::backend), column("size_bytes", &VolumeRecord::size_bytes),
+    column("device_path", &VolumeRecord::device_path), column("status", &VolumeRecord::status),
+    column("created_at", &VolumeRecord::created_at)}, 1};
 
-const Table<ExportRecord>& exports() {
-  static const Table<ExportRecord> t{
-      "nbd_exports",
-      {column("export_name", &ExportRecord::export_name), column("volume_id", &ExportRecord::volume_id),
-       column("device_path", &ExportRecord::device_path), column("backend", &ExportRecord::backend),
-       column("size_bytes", &ExportRecord::size_bytes), column("created_at", &ExportRecord::created_at),
-       column("verified_at", &ExportRecord::verified_at)},
-      1};
-  return t;
-}
+const Table<ExportRecord> kExports{"nbd_exports", {column("export_name", &ExportRecord::export_name),
+    column("volume_id", &ExportRecord::volume_id), column("device_path", &ExportRecord::device_path),
+    column("backend", &ExportRecord::backend), column("size_bytes", &ExportRecord::size_bytes),
+    column("created_at", &ExportRecord::created_at), column("verified_at", &ExportRecord::verified_at)}, 1};
 
 // Links a disk to its volume or export (vm_disks.<link>); NotFound for an unknown disk.
 // `what`: "attach volume" or "map export", for the message.
@@ -54,13 +43,13 @@ void link_disk(db::Database& db, const char* link, const std::string& value, con
 // --- Volumes -----------------------------------------------------------------------------
 
 std::optional<VolumeRecord> StorageRepository::find_volume(const std::string& vm_id, const std::string& disk_key) {
-  return volumes().query_one(db_, "WHERE vm_id = ? AND disk_key = ?", {vm_id, disk_key});
+  return kVolumes.query_one(db_, "WHERE vm_id = ? AND disk_key = ?", {vm_id, disk_key});
 }
 
 void StorageRepository::insert_volume(const VolumeRecord& v) {
   try {
     db_.transaction([&] {
-      volumes().insert(db_, v);
+      kVolumes.insert(db_, v);
       link_disk(db_, "volume_id", v.volume_id, v.vm_id, v.disk_key, "attach volume");
     });
   } catch (const db::ConstraintError&) {
@@ -69,19 +58,19 @@ void StorageRepository::insert_volume(const VolumeRecord& v) {
   }
 }
 
-std::vector<VolumeRecord> StorageRepository::list_volumes() { return volumes().query(db_, "ORDER BY vm_id, disk_key"); }
+std::vector<VolumeRecord> StorageRepository::list_volumes() { return kVolumes.query(db_, "ORDER BY vm_id, disk_key"); }
 
 // --- Exports -----------------------------------------------------------------------------
 
 std::optional<ExportRecord> StorageRepository::find_export(const std::string& name) {
-  return exports().query_one(db_, "WHERE export_name = ?", {name});
+  return kExports.query_one(db_, "WHERE export_name = ?", {name});
 }
 
 void StorageRepository::insert_export(const ExportRecord& e, const std::string& vm_id, int64_t unit,
                                       const std::string& disk_key) {
   try {
     db_.transaction([&] {
-      exports().insert(db_, e);
+      kExports.insert(db_, e);
       db_.exec("INSERT INTO vm_export_mappings (vm_id, unit, export_name) VALUES (?,?,?)",
                {vm_id, unit, e.export_name});
       link_disk(db_, "export_name", e.export_name, vm_id, disk_key, "map export");
@@ -103,7 +92,7 @@ void StorageRepository::mark_export_verified(const std::string& name) {
   db_.exec("UPDATE nbd_exports SET verified_at = ? WHERE export_name = ?", {now_ms(), name});
 }
 
-std::vector<ExportRecord> StorageRepository::list_exports() { return exports().query(db_, "ORDER BY export_name"); }
+std::vector<ExportRecord> StorageRepository::list_exports() { return kExports.query(db_, "ORDER BY export_name"); }
 
 std::optional<std::string> StorageRepository::export_for(const std::string& vm_id, int64_t unit) {
   auto rows = db_.query("SELECT export_name FROM vm_export_mappings WHERE vm_id = ? AND unit = ?", {vm_id, unit});

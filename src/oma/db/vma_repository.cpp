@@ -13,42 +13,31 @@ using db::column;
 using db::Table;
 
 const EnumTable<VmaState>& enum_table(VmaState) {
-  static const EnumTable<VmaState> t{
-      "VMA state", {{VmaState::Pending, "pending"}, {VmaState::Approved, "approved"}, {VmaState::Revoked, "revoked"}}};
+  static const EnumTable<VmaState> t{"VMA state", {{VmaState::Pending, "pending"}, {VmaState::Approved, "approved"},
+    {VmaState::Revoked, "revoked"}}};
   return t;
 }
 
 namespace {
 
-const Table<VmaRecord>& vmas() {
-  static const Table<VmaRecord> t{
-      "vmas",
-      {column("vma_id", &VmaRecord::vma_id), column("name", &VmaRecord::name), column("vcenter", &VmaRecord::vcenter),
-       column("ssh_public_key", &VmaRecord::ssh_public_key), column("state", &VmaRecord::state),
-       column("tunnel_port", &VmaRecord::tunnel_port), column("api_token_sealed", &VmaRecord::api_token_sealed),
-       column("created_at", &VmaRecord::created_at), column("approved_at", &VmaRecord::approved_at),
-       column("revoked_at", &VmaRecord::revoked_at), column("nbd_psk_sealed", &VmaRecord::nbd_psk_sealed)},
-      1};
-  return t;
-}
+const Table<VmaRecord> kVmas{"vmas", {column("vma_id", &VmaRecord::vma_id), column("name", &VmaRecord::name),
+    column("vcenter", &VmaRecord::vcenter), column("ssh_public_key", &VmaRecord::ssh_public_key),
+    column("state", &VmaRecord::state), column("tunnel_port", &VmaRecord::tunnel_port),
+    column("api_token_sealed", &VmaRecord::api_token_sealed), column("created_at", &VmaRecord::created_at),
+    column("approved_at", &VmaRecord::approved_at), column("revoked_at", &VmaRecord::revoked_at),
+    column("nbd_psk_sealed", &VmaRecord::nbd_psk_sealed)}, 1};
 
-const Table<PairingCodeRecord>& codes() {
-  static const Table<PairingCodeRecord> t{
-      "vma_pairing_codes",
-      {column("code_hash", &PairingCodeRecord::code_hash),
-       column("api_token_sealed", &PairingCodeRecord::api_token_sealed),
-       column("nbd_psk_sealed", &PairingCodeRecord::nbd_psk_sealed),
-       column("created_at", &PairingCodeRecord::created_at), column("expires_at", &PairingCodeRecord::expires_at),
-       column("used_at", &PairingCodeRecord::used_at), column("vma_id", &PairingCodeRecord::vma_id)},
-      1};
-  return t;
-}
+const Table<PairingCodeRecord> kPairingCodes{"vma_pairing_codes", {column("code_hash", &PairingCodeRecord::code_hash),
+    column("api_token_sealed", &PairingCodeRecord::api_token_sealed),
+    column("nbd_psk_sealed", &PairingCodeRecord::nbd_psk_sealed), column("created_at", &PairingCodeRecord::created_at),
+    column("expires_at", &PairingCodeRecord::expires_at), column("used_at", &PairingCodeRecord::used_at),
+    column("vma_id", &PairingCodeRecord::vma_id)}, 1};
 
 const char* kUsed = "this pairing code was already used (codes are single-use): ask for a new pairing bundle";
 
 // Uses the code for `vma_id` (call inside a transaction); throws Conflict saying why not.
 PairingCodeRecord use_code(db::Database& db, const std::string& code_hash, int64_t now, const std::string& vma_id) {
-  auto code = codes().query_one(db, "WHERE code_hash = ?", {code_hash});
+  auto code = kPairingCodes.query_one(db, "WHERE code_hash = ?", {code_hash});
   if (!code) throw Conflict("unknown pairing code: ask the OMA's operator for a new pairing bundle");
   if (code->used_at) throw Conflict(kUsed);
   if (code->expires_at <= now) throw Conflict("this pairing code has expired: ask for a new pairing bundle");
@@ -64,7 +53,7 @@ void VmaRepository::insert_pairing_code(const PairingCodeRecord& c) {
   PairingCodeRecord row = c;
   row.used_at.reset();
   row.vma_id.reset();
-  codes().insert(db_, row);
+  kPairingCodes.insert(db_, row);
 }
 
 VmaRecord VmaRepository::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base) {
@@ -78,22 +67,20 @@ VmaRecord VmaRepository::enroll_vma(const std::string& code_hash, int64_t now, V
     vma.state = VmaState::Pending;
     vma.created_at = now;
     vma.approved_at = vma.revoked_at = std::nullopt;
-    vmas().insert(db_, vma);
+    kVmas.insert(db_, vma);
   });
   return vma;
 }
 
 std::optional<VmaRecord> VmaRepository::find_vma(const std::string& vma_id) {
-  return vmas().query_one(db_, "WHERE vma_id = ?", {vma_id});
+  return kVmas.query_one(db_, "WHERE vma_id = ?", {vma_id});
 }
 
 VmaRecord VmaRepository::get_vma(const std::string& vma_id) {
-  auto v = find_vma(vma_id);
-  if (!v) throw NotFound(fmt::format("VMA {} is not paired with this OMA (see GET /api/v1/vmas)", vma_id));
-  return *v;
+  return found(find_vma(vma_id), fmt::format("VMA {} is not paired with this OMA (see GET /api/v1/vmas)", vma_id));
 }
 
-std::vector<VmaRecord> VmaRepository::list_vmas() { return vmas().query(db_, "ORDER BY created_at, vma_id"); }
+std::vector<VmaRecord> VmaRepository::list_vmas() { return kVmas.query(db_, "ORDER BY created_at, vma_id"); }
 
 void VmaRepository::set_vma_state(const std::string& vma_id, VmaState state) {
   db_.transaction([&] {
@@ -103,7 +90,7 @@ void VmaRepository::set_vma_state(const std::string& vma_id, VmaState state) {
     if (!ok) throw Conflict(fmt::format("VMA {} ({}) is {}: it cannot become {}", vma_id, v.name, v.state, state));
     v.state = state;
     (state == VmaState::Approved ? v.approved_at : v.revoked_at) = now_ms();
-    vmas().update(db_, v, {"state", state == VmaState::Approved ? "approved_at" : "revoked_at"});
+    kVmas.update(db_, v, {"state", state == VmaState::Approved ? "approved_at" : "revoked_at"});
   });
 }
 
