@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/endpoint.h"
 #include "engine/checkpoint.h"
 #include "engine/nbd_connection.h"
 #include "engine/plan.h"

@@ -15,8 +15,8 @@
 
 namespace mk::source {
 
-engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target, const engine::CopyOptions& options) {
-  engine::Endpoint source{disk.uri, {}, "source"};
+engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options) {
+  Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
   {
     auto src = engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));

@@ -481,8 +481,8 @@ void NbdkitExportServer::unpublish(const std::string& export_name) {
   }
 }
 
-mk::engine::Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
-  mk::engine::Endpoint e;
+Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
+  Endpoint e;
   e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
   e.tls.psk_file = config_.tls.psk_file;
   e.tls.certificates_dir = config_.tls.certificates_dir;
