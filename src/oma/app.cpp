@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "oma/cutover/cutover_routes.h"
 #include "oma/db/migrations.h"

@@ -13,10 +13,10 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/subprocess.h"
 #include "engine/nbd_connection.h"
-#include "oma/crypto.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/names.h"
 

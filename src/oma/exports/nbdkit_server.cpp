@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "oma/names.h"
 
@@ -204,15 +205,10 @@ std::optional<KeptServerRecord> read_kept_server_record(const std::string& path)
 
 void write_kept_server_record(const std::string& path, const KeptServerRecord& record) {
   std::string text = nlohmann::json{{"pid", record.pid}, {"port", record.port}, {"argv", record.argv}}.dump() + "\n";
-  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  int e = errno;
-  if (fd >= 0) ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    if (ok) e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot record the export server (pid {}) in {}: {}", record.pid, path, std::strerror(e)));
+  try {
+    write_private_file(path, text);
+  } catch (const Error& e) {
+    throw Error(fmt::format("cannot record the export server (pid {}): {}", record.pid, e.what()));
   }
 }
 
