@@ -60,13 +60,14 @@ void prepare(ChildSetup& s, const std::vector<std::string>& args, const SpawnOpt
   for (const auto& [k, v] : o.env) s.env_store.push_back(k + "=" + v);
   for (auto& kv : s.env_store) s.envp.push_back(kv.data());
   s.envp.push_back(nullptr);
-  s.out = open_out(o.stdout_path, o.append);
-  s.err = o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? fcntl(s.out, F_DUPFD_CLOEXEC, 0)
-                                                                  : open_out(o.stderr_path, o.append);
-  s.in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (s.out < 0 || s.err < 0 || s.in < 0) {
-    throw Error(fmt::format("{}: cannot open its log file: {}", args[0], std::strerror(errno)));
-  }
+  auto check = [&](int fd) {
+    if (fd < 0) throw Error(fmt::format("{}: cannot open its log file: {}", args[0], std::strerror(errno)));
+    return fd;
+  };
+  s.out = check(open_out(o.stdout_path, o.append));
+  s.err = check(o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? fcntl(s.out, F_DUPFD_CLOEXEC, 0)
+                                                                         : open_out(o.stderr_path, o.append));
+  s.in = check(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   s.die_with_parent = o.die_with_parent;
   s.dir = o.working_dir.c_str();
   s.parent = getpid();

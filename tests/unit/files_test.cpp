@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "in_child.h"
 #include "unit_temp_dir.h"
 
 namespace mk {
@@ -162,30 +162,15 @@ TEST(UnitPrivateFile, UnsyncableDirectoryIsReportedWithItsPath) {
   fs::create_directory(sub);
   ::chmod(sub.c_str(), 0333);
   std::string path = sub + "/file";
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) _exit(3);
-    std::string message = "no error";
+  std::string message = unit::in_child([&] {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return std::string("cannot drop root");
     try {
       write_private_file(path, "content");
     } catch (const Error& e) {
-      message = e.what();
+      return std::string(e.what());
     }
-    (void)!::write(fds[1], message.data(), message.size());
-    _exit(0);
-  }
-  ::close(fds[1]);
-  std::string message;
-  char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) message.append(buf, n);
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+    return std::string("no error");
+  });
   ::chmod(sub.c_str(), 0700);
   EXPECT_NE(message.find("directory " + sub), std::string::npos) << message;
   EXPECT_NE(message.find(path + " was written"), std::string::npos) << message;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "in_child.h"
 #include "unit_temp_dir.h"
 
 namespace mk {
@@ -387,25 +388,7 @@ TEST(UnitSubprocess, DetachedChildIsNotOursAndRunsInItsOwnSession) {
 // The process that starts it exits at once; the detached server gets no parent-death
 // signal and keeps running.
 TEST(UnitSubprocess, DetachedChildOutlivesTheProcessThatStartedIt) {
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  pid_t starter = ::fork();
-  ASSERT_GE(starter, 0);
-  if (starter == 0) {
-    ::close(fds[0]);
-    pid_t pid = -1;
-    try {
-      pid = Subprocess::spawn_detached({"sleep", "30"});
-    } catch (...) {
-    }
-    (void)!::write(fds[1], &pid, sizeof pid);
-    _exit(0);
-  }
-  ::close(fds[1]);
-  pid_t pid = -1;
-  ASSERT_EQ(::read(fds[0], &pid, sizeof pid), static_cast<ssize_t>(sizeof pid));
-  ::close(fds[0]);
-  ASSERT_EQ(::waitpid(starter, nullptr, 0), starter);
+  pid_t pid = std::stoi(unit::in_child([] { return std::to_string(Subprocess::spawn_detached({"sleep", "30"})); }));
   ASSERT_GT(pid, 0);
   int fd = pidfd_of(pid);
   ASSERT_GE(fd, 0) << "the detached server is gone already";
