@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "fake_vma.h"
 #include "oma/pairing/ssh_sessions.h"
@@ -220,7 +221,7 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
   std::string out;
   ASSERT_EQ(mk::run_capture({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp.file("other")}, out), 0);
   std::string other = mk::test::read_file(tmp.file("other.pub"));
-  mk::vma::write_secret_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
+  mk::write_private_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
   vma->tunnel->start();
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 2; }));
   auto st = vma->tunnel->state();
@@ -446,7 +447,7 @@ TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_TRUE(fake.violations().empty());
   ASSERT_EQ(fake.replicate_requests().size(), 1u);
-  EXPECT_TRUE(mk::test::files_identical(image, lab.oma().store().find_volume(vm, "2000")->device_path));
+  EXPECT_TRUE(mk::test::files_identical(image, lab.oma().repos().storage.find_volume(vm, "2000")->device_path));
   bool through_tunnel = false;
   for (const auto& s : j["steps"])
     if (s["message"].dump().find(fmt::format("127.0.0.1:{}", vma->paired.tunnel_port)) != std::string::npos)

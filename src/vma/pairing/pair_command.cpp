@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "vma/pairing/paired_state.h"
 
@@ -124,17 +125,17 @@ int pair(const PairArgs& a) {
   std::filesystem::create_directories(a.state_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the state directory {}: {}", a.state_dir, ec.message()));
   ::chmod(a.state_dir.c_str(), 0700);
-  write_secret_file(a.state_dir + "/known_hosts", kh);
+  write_private_file(a.state_dir + "/known_hosts", kh);
   if (nbd_tls == "psk") {
-    write_secret_file(a.state_dir + "/nbd-psk.keys", psk_identity + ":" + psk_key + "\n");
+    write_private_file(a.state_dir + "/nbd-psk.keys", psk_identity + ":" + psk_key + "\n");
   } else {
     std::string pki = a.state_dir + "/nbd-pki";
     std::filesystem::create_directories(pki, ec);
     if (ec) throw Error(fmt::format("cannot create {}: {}", pki, ec.message()));
     ::chmod(pki.c_str(), 0700);
-    write_secret_file(pki + "/ca-cert.pem", ca_cert);
+    write_private_file(pki + "/ca-cert.pem", ca_cert);
   }
-  write_secret_file(a.state_dir + "/api.token", token + "\n");
+  write_private_file(a.state_dir + "/api.token", token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
   json reply = enroll(api_url, code, {{"name", a.name}, {"vcenter", a.vcenter}, {"ssh_public_key", pub}});
@@ -143,7 +144,7 @@ int pair(const PairArgs& a) {
                 {"ssh_user", ssh_user},      {"nbd_host", nbd_host},     {"nbd_port", nbd_port},
                 {"nbd_tls", nbd_tls},        {"nbd_psk_identity", psk_identity},
                 {"tunnel_port", reply["tunnel_port"]}};
-  write_secret_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
+  write_private_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
   std::string id = reply["vma_id"];
   std::printf("VMA \"%s\" (vCenter %s) enrolled with the OMA at %s as %s, tunnel port %d on the OMA.\n"
               "Waiting for approval: an OMA admin runs POST /api/v1/vmas/%s/approve (check the key's fingerprint:\n"
