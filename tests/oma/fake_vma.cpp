@@ -21,6 +21,7 @@ FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(ne
   server_.Post(R"(/api/v1/power/([^/]+))", [this](const auto& req, auto& res) { handle_power(req, res); });
   server_.Post(R"(/api/v1/cleanup/([^/]+))", [this](const auto& req, auto& res) { handle_cleanup(req, res); });
   server_.Get("/api/v1/discover", [this](const auto& req, auto& res) { handle_discover(req, res); });
+  server_.Get(R"(/api/v1/preflight/([^/]+))", [this](const auto& req, auto& res) { handle_preflight(req, res); });
   port_ = server_.bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw mk::Error("fake VMA: cannot bind 127.0.0.1");
   thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -321,9 +322,23 @@ void FakeVma::handle_discover(const httplib::Request&, httplib::Response& res) {
   for (const auto& [id, vm] : source_vms_) {
     vms.push_back({{"vm_id", id}, {"name", vm.name}, {"datacenter", "DC0"},
                    {"power_state", vm.on ? "poweredOn" : "poweredOff"}, {"cpus", 2}, {"memory_mb", 2048},
-                   {"guest_os", "otherGuest64"}, {"disks", json::array()}, {"nics", json::array()}});
+                   {"guest_os", "otherGuest64"}, {"disks", json::array()}, {"nics", json::array()},
+                   {"findings", vm.findings}});
   }
   res.set_content(json{{"vcenter", "vcsim.test"}, {"vms", vms}}.dump(), "application/json");
+}
+
+void FakeVma::set_findings(const std::string& vm_id, const json& findings) {
+  std::lock_guard lock(mu_);
+  source_vms_.at(vm_id).findings = findings;
+}
+
+void FakeVma::handle_preflight(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  std::string vm_id = req.matches[1];
+  auto it = source_vms_.find(vm_id);
+  json findings = it == source_vms_.end() ? json::array() : it->second.findings;
+  res.set_content(json{{"vm_id", vm_id}, {"findings", findings}}.dump(), "application/json");
 }
 
 }  // namespace mk::oma::test

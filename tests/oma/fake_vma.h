@@ -13,8 +13,8 @@
 // restart() simulates a VMA restart (new instance id, jobs forgotten); go_silent()
 // stops answering.
 //
-// Source VMs for cutover: add_source_vm() makes a VM known to /discover, /power and
-// /cleanup. /power is strict too: the body must be exactly {"action", "timeout_seconds"}
+// Source VMs for cutover: add_source_vm() makes a VM known to /discover, /preflight,
+// /power and /cleanup (a VM it does not know has no findings). /power is strict too: the body must be exactly {"action", "timeout_seconds"}
 // with a known action and a timeout of 1..86400 s, and a request that changes nothing
 // (shutdown or off of a VM that is off, on of one that is on) is a violation: the OMA
 // must look before it acts. fail_power() makes the next request of an action fail;
@@ -57,6 +57,8 @@ class FakeVma {
   void ignore_shutdown(bool on) { ignore_shutdown_ = on; }
   void fail_power(const std::string& action, const std::string& message);
   void set_leftover_snapshots(const std::string& vm_id, int n);
+  // What /discover and /preflight report for a source VM (none unless set): JSON findings.
+  void set_findings(const std::string& vm_id, const nlohmann::json& findings);
   // "shutdown <vm>", "on <vm>", "cleanup <vm>" in order.
   std::vector<std::string> power_calls();
 
@@ -85,10 +87,12 @@ class FakeVma {
   void handle_power(const httplib::Request& req, httplib::Response& res);
   void handle_cleanup(const httplib::Request& req, httplib::Response& res);
   void handle_discover(const httplib::Request& req, httplib::Response& res);
+  void handle_preflight(const httplib::Request& req, httplib::Response& res);
   struct SourceVm {
     std::string name;
     bool on = true;
     int leftover_snapshots = 0;
+    nlohmann::json findings = nlohmann::json::array();
   };
   std::string check_request(const nlohmann::json& j);
   nlohmann::json disk_progress(const std::string& job_id, Disk& d);

@@ -147,6 +147,37 @@ TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
   EXPECT_FALSE(s.oma->repos().vms.list_disks(test::test_vm_uuid(3))[0].change_id);
 }
 
+// A VM that the VMA's preflight refuses (an independent disk, snapshots of its own):
+// the job fails naming every finding before any volume or export exists, and the VMA
+// is never asked to replicate.
+TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
+  Service s;
+  const std::string vm = test::test_vm_uuid(4);
+  s.vma.add_source_vm(vm, "web01");
+  s.vma.set_findings(vm, json::array({
+      {{"code", "independent-disk"}, {"disk_key", "2001"}, {"problem", "its mode is independent_persistent"},
+       {"remedy", "set the disk's mode to Dependent"}, {"text", "VM web01 disk Hard disk 2: independent"}},
+      {{"code", "existing-snapshots"}, {"disk_key", nullptr}, {"problem", "it has 1 snapshot(s)"},
+       {"remedy", "delete them"}, {"text", "VM web01: snapshots of its own"}}}));
+  s.add_vm(vm, 2, 1 * MiB);
+  std::string job = s.start(vm, "full");
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  std::string error = j["error"];
+  EXPECT_NE(error.find("VM web01 disk Hard disk 2: independent"), std::string::npos) << error;
+  EXPECT_NE(error.find("VM web01: snapshots of its own"), std::string::npos) << error;
+  EXPECT_NE(error.find("nothing was created"), std::string::npos) << error;
+  EXPECT_TRUE(s.oma->repos().storage.list_volumes().empty());
+  EXPECT_FALSE(s.vma.knows(job));
+  EXPECT_TRUE(s.vma.replicate_requests().empty());
+
+  // Once the VM is fixed, a job goes through.
+  s.vma.set_findings(vm, json::array());
+  s.vma.set_auto_complete(true);
+  json k = test::wait_for_job(*s.api, s.start(vm, "full"), test::job_ended);
+  EXPECT_EQ(k["status"], "completed") << k.dump();
+}
+
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
   Service s;
   s.add_vm(test::test_vm_uuid(4), 1, 1 * MiB);

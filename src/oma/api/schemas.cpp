@@ -256,6 +256,15 @@ const Schema kSchedule{{
     time_field("updated_at", "its last change"),
 }, "Schedule", "a VM's repeating incremental pass"};
 
+const Schema kPreflightFinding{{
+    text_field("code", "what kind of problem", "independent-disk"),
+    nullable(text_field("disk_key", "the disk (null: the whole VM)", "2001")),
+    text_field("problem", "what is wrong", "its mode is independent_persistent: a snapshot does not cover it"),
+    text_field("remedy", "what to do", "set the disk's mode to Dependent (persistent) with the VM powered off"),
+    text_field("text", "all of it in one line, naming the VM and the disk",
+               "VM web01 disk Hard disk 2 ([ds1] web01/web01_1.vmdk): ...; ..."),
+}, "PreflightFinding", "what would refuse a replication pass of a VM, found before the first pass"};
+
 const Schema kDiscoveredVm{{
     uuid_field("vm_id", "VMware instance UUID"),
     text_field("name", "its name in vCenter", "web01"),
@@ -267,6 +276,8 @@ const Schema kDiscoveredVm{{
     array_field("disks", "its disks", &kDiscoveredDisk),
     array_field("nics", "its network cards", &kNic),
     bool_field("managed", "the OMA manages it already (added)", false),
+    array_field("findings", "what would refuse a pass (empty: nothing known)", &kPreflightFinding),
+    bool_field("blocked", "a pass would be refused: see findings", false),
 }, "DiscoveredVm", "a VM as the VMA found it in vCenter"};
 
 std::vector<Field> vma_fields() {

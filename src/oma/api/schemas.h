@@ -72,6 +72,7 @@ extern const Schema kJobProgress;    // job_progress_json: a job with its disks
 extern const Schema kJobDetail;      // ... with steps and events
 extern const Schema kJobStarted;     // {"job_id", "status"} of cutover and test failover
 extern const Schema kSchedule;       // schedule_json
+extern const Schema kPreflightFinding;  // preflight_finding_json
 extern const Schema kDiscoveredVm;   // discovered_vm_json
 std::vector<Field> vma_fields();     // vma_json
 extern const Schema kVcenterReach;   // {"reachable", "error"}

@@ -37,5 +37,6 @@ void add_pass_stats(nlohmann::json& vm, const VmPassStats& s);
 
 // A VM as the VMA discovered it (the protocol's fields), and whether the OMA manages it.
 nlohmann::json discovered_vm_json(const DiscoveredVm& v, bool managed);
+nlohmann::json preflight_finding_json(const PreflightFinding& f);
 
 }  // namespace mk::oma::api

@@ -296,7 +296,20 @@ void JobManager::run(const std::string& job_id) {
   }
 }
 
+void JobManager::preflight(const JobRecord& job) {
+  Step step(jobs_, job.job_id, "preflight");
+  auto findings = vma_for(job.vm_id)->preflight(job.vm_id);
+  if (!findings.empty()) {
+    std::string lines;
+    for (const auto& f : findings) lines += "\n  - " + f.text;
+    throw Error(fmt::format("VM {} cannot be replicated; nothing was created and the VM was not touched:{}",
+                            job.vm_id, lines));
+  }
+  step.done();
+}
+
 void JobManager::prepare(const JobRecord& job) {
+  preflight(job);
   Step step(jobs_, job.job_id, "preparing volumes");
   for (const auto& d : vms_.list_disks(job.vm_id)) {
     check_cancel(job.job_id);

@@ -35,6 +35,20 @@ std::optional<std::string> opt_string(const json& j, const char* name, const std
   return field<std::string>(j, name, where);
 }
 
+// A VMA older than the findings sends none: nothing known.
+std::vector<PreflightFinding> findings_of(const json& j, const std::string& where) {
+  std::vector<PreflightFinding> out;
+  if (!j.contains("findings")) return out;
+  auto all = field<json>(j, "findings", where);
+  if (!all.is_array()) throw Error(where + ": 'findings' is not an array (VMA protocol mismatch)");
+  for (const auto& f : all) {
+    out.push_back({field<std::string>(f, "code", where), opt_string(f, "disk_key", where),
+                   field<std::string>(f, "problem", where), field<std::string>(f, "remedy", where),
+                   field<std::string>(f, "text", where)});
+  }
+  return out;
+}
+
 json parse(const std::string& body, const std::string& where) {
   try {
     json j = json::parse(body);
@@ -186,9 +200,22 @@ Discovery HttpVmaClient::discover() {
       vm.nics.push_back({field<std::string>(n, "key", where), field<std::string>(n, "mac", where),
                          field<std::string>(n, "network", where)});
     }
+    vm.findings = findings_of(v, where);
     d.vms.push_back(std::move(vm));
   }
   return d;
+}
+
+std::vector<PreflightFinding> HttpVmaClient::preflight(const std::string& vm_id) {
+  std::string where = fmt::format("{}: preflight of VM {}", describe(), vm_id);
+  auto c = make_client(base_url_, timeout_, token_);
+  auto res = c.Get(("/api/v1/preflight/" + vm_id).c_str());
+  if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
+  if (res->status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, res->status, error_of(res->body)));
+  json j = parse(res->body, where);
+  if (field<std::string>(j, "vm_id", where) != vm_id) throw Error(where + ": answer names another VM");
+  if (!j.contains("findings")) throw Error(where + ": answer lacks 'findings' (VMA protocol mismatch)");
+  return findings_of(j, where);
 }
 
 VmaHealth HttpVmaClient::health() {

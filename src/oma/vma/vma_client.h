@@ -44,7 +44,14 @@
 //             "guest_os": "ubuntu64Guest",
 //             "disks": [{"disk_key": "2000", "unit": 0, "label": "Hard disk 1",
 //                        "capacity_bytes": 10737418240}],
-//             "nics": [{"key": "4000", "mac": "00:50:56:aa:bb:cc", "network": "VM Network"}]}]}
+//             "nics": [{"key": "4000", "mac": "00:50:56:aa:bb:cc", "network": "VM Network"}],
+//             "findings": [<finding>]}]}      (absent from older VMAs: none)
+//
+//   GET /api/v1/preflight/{vm_id}
+//     -> 200 {"vm_id": "<uuid>", "findings": [{"code": "independent-disk", "disk_key": "2001" | null,
+//             "problem": "...", "remedy": "...", "text": "VM web01 disk Hard disk 2 (...): ..."}]}
+//     What would refuse a pass (independent, RDM or shared disks, snapshots of its own,
+//     encryption, CBT that cannot be enabled, ...), read afresh; 404 for an unknown VM.
 //
 //   GET /api/v1/health
 //     -> 200 {"status": "ok" | "degraded", "vma_instance": "<boot id>",
@@ -105,11 +112,19 @@ struct DiscoveredDisk {
 struct DiscoveredNic {
   std::string key, mac, network;
 };
+// What would refuse a pass of the VM (the VMA's vSphere preflight): code, the disk (none
+// for the whole VM), what is wrong, what to do, and all of it in one line.
+struct PreflightFinding {
+  std::string code;
+  std::optional<std::string> disk_key;
+  std::string problem, remedy, text;
+};
 struct DiscoveredVm {
   std::string vm_id, name, datacenter, power_state, guest_os;
   int64_t cpus = 0, memory_mb = 0;
   std::vector<DiscoveredDisk> disks;
   std::vector<DiscoveredNic> nics;
+  std::vector<PreflightFinding> findings;  // empty: nothing known refuses a pass
 };
 struct Discovery {
   std::string vcenter;
@@ -147,6 +162,8 @@ class VmaClient {
   // action: "shutdown" | "off" | "on".
   virtual PowerResult power(const std::string& vm_id, const std::string& action, int timeout_seconds) = 0;
   virtual Discovery discover() = 0;
+  // The VM's preflight findings, read afresh from vCenter; nothing is changed.
+  virtual std::vector<PreflightFinding> preflight(const std::string& vm_id) = 0;
   virtual VmaHealth health() = 0;
   virtual std::string describe() const = 0;
 };
@@ -163,6 +180,7 @@ class HttpVmaClient : public VmaClient {
   int cleanup(const std::string& vm_id) override;
   PowerResult power(const std::string& vm_id, const std::string& action, int timeout_seconds) override;
   Discovery discover() override;
+  std::vector<PreflightFinding> preflight(const std::string& vm_id) override;
   VmaHealth health() override;
   std::string describe() const override { return "VMA at " + base_url_; }
 
