@@ -166,7 +166,7 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
   std::string error = j["error"];
   EXPECT_NE(error.find("VM web01 disk Hard disk 2: independent"), std::string::npos) << error;
   EXPECT_NE(error.find("VM web01: snapshots of its own"), std::string::npos) << error;
-  EXPECT_NE(error.find("nothing was created"), std::string::npos) << error;
+  EXPECT_NE(error.find("this job created nothing"), std::string::npos) << error;
   EXPECT_TRUE(s.oma->repos().storage.list_volumes().empty());
   EXPECT_FALSE(s.vma.knows(job));
   EXPECT_TRUE(s.vma.replicate_requests().empty());

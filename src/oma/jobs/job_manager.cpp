@@ -302,7 +302,7 @@ void JobManager::preflight(const JobRecord& job) {
   if (!findings.empty()) {
     std::string lines;
     for (const auto& f : findings) lines += "\n  - " + f.text;
-    throw Error(fmt::format("VM {} cannot be replicated; nothing was created and the VM was not touched:{}",
+    throw Error(fmt::format("VM {} cannot be replicated; this job created nothing and did not touch the VM:{}",
                             job.vm_id, lines));
   }
   step.done();
