@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <regex>
 #include <set>
 
@@ -69,11 +70,9 @@ DiskState parse_disk(const json& d, size_t i, const std::string& vm_id, const st
   } else if (!base.is_null()) {
     throw BadRequest(at + ".change_id_base", fmt::format("'{}.change_id_base' must be a string or null", at));
   }
-  if ((kind == "incremental") != disk.change_id_base.has_value()) {
+  if (kind == "full" && disk.change_id_base) {
     throw BadRequest(at + ".change_id_base",
-                     fmt::format("'{}.change_id_base' contradicts kind \"{}\": a full pass has none, an incremental "
-                                 "pass has one per disk",
-                                 at, kind));
+                     fmt::format("'{}.change_id_base' contradicts kind \"full\": a full pass has none", at));
   }
   return disk;
 }
@@ -120,6 +119,13 @@ JobState parse_replicate(const json& body) {
       throw BadRequest(fmt::format("disks[{}].unit", i), fmt::format("unit {} appears twice", d.unit));
     }
     job.disks.push_back(std::move(d));
+  }
+  // An incremental pass may copy some disks in full (a disk grown since the last pass has
+  // no base), but not all of them: that is a full pass.
+  if (job.kind == "incremental" &&
+      std::none_of(job.disks.begin(), job.disks.end(), [](const DiskState& d) { return d.change_id_base; })) {
+    throw BadRequest("disks[0].change_id_base",
+                     "'disks[0].change_id_base' contradicts kind \"incremental\": no disk has a base change ID");
   }
   return job;
 }
