@@ -95,6 +95,7 @@ std::string FakeVma::check_request(const json& j) {
       !nbd["port"].is_number_integer() || nbd["port"].get<int>() <= 0 || nbd["tls"] != "psk")
     return "nbd";
   if (!j["disks"].is_array() || j["disks"].empty()) return "disks";
+  bool any_base = false;
   for (const auto& d : j["disks"]) {
     if (!d.is_object() || keys(d) != std::set<std::string>{"disk_key", "unit", "capacity_bytes", "export", "change_id_base"})
       return "disk fields differ";
@@ -104,8 +105,10 @@ std::string FakeVma::check_request(const json& j) {
     if (d["export"] != export_name(j["vm_id"].get<std::string>(), d["unit"].get<int>())) return "export name";
     bool has_base = d["change_id_base"].is_string();
     if (!has_base && !d["change_id_base"].is_null()) return "change_id_base type";
-    if ((kind == "incremental") != has_base) return "change_id_base contradicts kind";
+    if (kind == "full" && has_base) return "change_id_base in a full pass";
+    any_base = any_base || has_base;
   }
+  if (kind == "incremental" && !any_base) return "an incremental pass without any base change ID";
   return "";
 }
 
@@ -322,7 +325,7 @@ void FakeVma::handle_discover(const httplib::Request&, httplib::Response& res) {
   for (const auto& [id, vm] : source_vms_) {
     vms.push_back({{"vm_id", id}, {"name", vm.name}, {"datacenter", "DC0"},
                    {"power_state", vm.on ? "poweredOn" : "poweredOff"}, {"cpus", 2}, {"memory_mb", 2048},
-                   {"guest_os", "otherGuest64"}, {"disks", json::array()}, {"nics", json::array()},
+                   {"guest_os", "otherGuest64"}, {"disks", vm.disks}, {"nics", json::array()},
                    {"findings", vm.findings}});
   }
   res.set_content(json{{"vcenter", "vcsim.test"}, {"vms", vms}}.dump(), "application/json");
@@ -331,6 +334,11 @@ void FakeVma::handle_discover(const httplib::Request&, httplib::Response& res) {
 void FakeVma::set_findings(const std::string& vm_id, const json& findings) {
   std::lock_guard lock(mu_);
   source_vms_.at(vm_id).findings = findings;
+}
+
+void FakeVma::set_source_disks(const std::string& vm_id, const json& disks) {
+  std::lock_guard lock(mu_);
+  source_vms_.at(vm_id).disks = disks;
 }
 
 void FakeVma::handle_preflight(const httplib::Request& req, httplib::Response& res) {

@@ -2,7 +2,8 @@
 // the protocol documented in src/oma/vma/vma_client.h on 127.0.0.1 at a free port.
 //
 // Strict: a replicate request with a missing, extra or mistyped field, an export name
-// that is not migration-vm-{vm_id}-disk{unit}, or change IDs that contradict the kind
+// that is not migration-vm-{vm_id}-disk{unit}, or change IDs that contradict the kind (a
+// full pass has none; an incremental one has at least one: a grown disk has none)
 // is answered 400 and recorded in violations(); tests assert there are none.
 //
 // Two ways to make progress:
@@ -59,6 +60,8 @@ class FakeVma {
   void set_leftover_snapshots(const std::string& vm_id, int n);
   // What /discover and /preflight report for a source VM (none unless set): JSON findings.
   void set_findings(const std::string& vm_id, const nlohmann::json& findings);
+  // The disks /discover reports for a source VM (none unless set): JSON disks.
+  void set_source_disks(const std::string& vm_id, const nlohmann::json& disks);
   // "shutdown <vm>", "on <vm>", "cleanup <vm>" in order.
   std::vector<std::string> power_calls();
 
@@ -93,6 +96,7 @@ class FakeVma {
     bool on = true;
     int leftover_snapshots = 0;
     nlohmann::json findings = nlohmann::json::array();
+    nlohmann::json disks = nlohmann::json::array();
   };
   std::string check_request(const nlohmann::json& j);
   nlohmann::json disk_progress(const std::string& job_id, Disk& d);

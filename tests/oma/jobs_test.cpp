@@ -178,6 +178,41 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
   EXPECT_EQ(k["status"], "completed") << k.dump();
 }
 
+// A disk grown in vCenter after a pass: the next pass grows its volume first and copies
+// that disk in full (no base change ID), the other disk stays incremental.
+TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
+  Service s;
+  const std::string vm = test::test_vm_uuid(7);
+  auto disks = [](int64_t second) {
+    return json::array({{{"disk_key", "2000"}, {"unit", 0}, {"label", "Hard disk 1"}, {"capacity_bytes", MiB}},
+                        {{"disk_key", "2001"}, {"unit", 1}, {"label", "Hard disk 2"}, {"capacity_bytes", second}}});
+  };
+  s.vma.add_source_vm(vm, "web01");
+  s.vma.set_source_disks(vm, disks(MiB));
+  s.add_vm(vm, 2, MiB);
+  s.vma.set_auto_complete(true);
+  json full = test::wait_for_job(*s.api, s.start(vm, "full"), test::job_ended);
+  ASSERT_EQ(full["status"], "completed") << full.dump();
+
+  s.vma.set_source_disks(vm, disks(3 * MiB));
+  json inc = test::wait_for_job(*s.api, s.start(vm, "incremental"), test::job_ended);
+  ASSERT_EQ(inc["status"], "completed") << inc.dump();
+  json sent = s.vma.replicate_requests().back();
+  for (const auto& d : sent["disks"]) {
+    if (d["disk_key"] == "2001") {
+      EXPECT_TRUE(d["change_id_base"].is_null()) << d.dump();
+      EXPECT_EQ(d["capacity_bytes"], 3 * MiB) << d.dump();
+    } else {
+      EXPECT_FALSE(d["change_id_base"].is_null()) << d.dump();
+    }
+  }
+  auto grown = s.oma->repos().storage.find_volume(vm, "2001");
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(grown->size_bytes, 3 * MiB);
+  EXPECT_EQ(std::filesystem::file_size(grown->device_path), uint64_t(3 * MiB));
+  EXPECT_EQ(s.oma->repos().storage.find_volume(vm, "2000")->size_bytes, MiB);
+}
+
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
   Service s;
   s.add_vm(test::test_vm_uuid(4), 1, 1 * MiB);

@@ -100,6 +100,7 @@ class JobManager {
   void run_custom(const JobRecord& job);
   void run(const std::string& job_id);
   void preflight(const JobRecord& job);  // the VMA's findings refuse the job before anything is created
+  void follow_grown_disks(const JobRecord& job);  // capacities from the VMA; full pass of a grown disk
   void prepare(const JobRecord& job);
   void export_and_replicate(const JobRecord& job);
   void poll(const JobRecord& job);

@@ -12,6 +12,8 @@
 //      "disks": [{"disk_key": "2000", "unit": 0, "capacity_bytes": 10737418240,
 //                 "export": "migration-vm-<uuid>-disk0",
 //                 "change_id_base": "52 3c.../12" | null}]}     null = full copy
+//     A full pass has no base; an incremental one has at least one (a disk grown since the
+//     last pass is copied in full within it).
 //     -> 202 {"job_id": "<uuid>", "vma_instance": "<boot id>"}
 //     Idempotent: the same job_id again answers 202 (or 409 {"error"} naming the job,
 //     which the OMA also takes as "already running") without starting a second copy.
