@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/files.h"
+#include "common/host_name.h"
 #include "common/log.h"
 #include "oma/api/routes/routes.h"
 #include "oma/api/views.h"
@@ -36,6 +37,22 @@ std::string issue_admin_token(ConfigRepository& tokens, const std::string& data_
   return path;
 }
 
+// Pairing bundles hand these to VMAs, whose ssh and NBD client take them: nothing they
+// could read as an option or a URI part.
+void check_pairing_values(const OmaConfig& c) {
+  for (auto [option, host] :
+       {std::pair{"--nbd-advertise-host", c.nbd_advertise_host}, std::pair{"--ssh-host", c.ssh_host}}) {
+    if (!is_host_name_or_ip(host))
+      throw UsageError(fmt::format("{} '{}': expected a host name (RFC 1123) or an IP address", option,
+                                   host.substr(0, 64)));
+  }
+  const std::string& user = c.ssh_user;
+  if (user.empty() || user.size() > 32 || user[0] == '-' ||
+      user.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos)
+    throw UsageError(fmt::format("--ssh-user '{}': expected a user name (lowercase letters, digits, _ . -; not "
+                                 "starting with -)", user.substr(0, 64)));
+}
+
 }  // namespace
 
 std::string reset_admin_token(const OmaConfig& config) {
@@ -53,6 +70,8 @@ std::string reset_admin_token(const OmaConfig& config) {
 
 Oma::Oma(OmaConfig config) : config_(std::move(config)) {
   if (config_.data_dir.empty()) throw UsageError("--data-dir is required");
+  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
+  check_pairing_values(config_);
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the data directory {}: {}", config_.data_dir, ec.message()));
@@ -63,7 +82,6 @@ Oma::Oma(OmaConfig config) : config_(std::move(config)) {
     config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
   }
   if (config_.authorized_keys_file.empty()) config_.authorized_keys_file = config_.data_dir + "/vma_authorized_keys";
-  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
 }
 
 Oma::~Oma() { stop(); }
