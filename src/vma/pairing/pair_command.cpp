@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/host_name.h"
 #include "common/subprocess.h"
 #include "vma/pairing/paired_state.h"
 
@@ -31,6 +32,16 @@ std::string field(const json& b, const char* name) {
   std::string v = b[name];
   if (v.find_first_of("\r\n") != std::string::npos)
     throw UsageError(fmt::format("the bundle's \"{}\" spans several lines: the bundle is damaged", name));
+  return v;
+}
+
+// A host ssh or the NBD client is given: never anything they could read as an option or
+// a URI part (a forged bundle with ssh_host "-oProxyCommand=..." is refused here).
+std::string host_field(const json& b, const char* name) {
+  std::string v = field(b, name);
+  if (!is_host_name_or_ip(v))
+    throw UsageError(fmt::format("the bundle's \"{}\" '{}' is not a host name or an IP address: the bundle is damaged "
+                                 "or forged; ask the OMA's admin for a new one", name, v.substr(0, 64)));
   return v;
 }
 
@@ -100,8 +111,8 @@ json enroll(const std::string& api_url, const std::string& code, const json& bod
 
 int pair(const PairArgs& a) {
   json b = read_bundle(a.bundle);
-  std::string api_url = field(b, "oma_api_url"), ssh_host = field(b, "ssh_host"), ssh_user = field(b, "ssh_user"),
-              host_key = field(b, "ssh_host_key"), nbd_host = field(b, "nbd_host"),
+  std::string api_url = field(b, "oma_api_url"), ssh_host = host_field(b, "ssh_host"), ssh_user = field(b, "ssh_user"),
+              host_key = field(b, "ssh_host_key"), nbd_host = host_field(b, "nbd_host"),
               token = field(b, "vma_api_token"), code = field(b, "pairing_code");
   int ssh_port = port_field(b, "ssh_port"), nbd_port = port_field(b, "nbd_port");
   std::string nbd_tls = b.value("nbd_tls", "psk"), psk_identity, psk_key, ca_cert;
