@@ -31,7 +31,8 @@ bool is_host_name(std::string_view s) {
   if (s.find_first_not_of("0123456789.") == std::string_view::npos) return is_ip_literal(s);
   for (size_t start = 0;;) {
     size_t dot = s.find('.', start);
-    if (!is_label(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start))) return false;
+    size_t len = dot == std::string_view::npos ? std::string_view::npos : dot - start;
+    if (!is_label(s.substr(start, len))) return false;
     if (dot == std::string_view::npos) return true;
     start = dot + 1;
   }

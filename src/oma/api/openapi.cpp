@@ -171,7 +171,10 @@ json openapi_document(const std::vector<Route>& routes) {
   }
   json tag_list = json::array();
   for (const Tag* t : tags) tag_list.push_back({{"name", t->name}, {"description", t->description}});
-  json schemes = {{"bearer", {{"type", "http"}, {"scheme", "bearer"}, {"description", "an API token (Authorization: Bearer TOKEN) of role viewer, operator or admin"}}},
+  json schemes = {{"bearer",
+                   {{"type", "http"},
+                    {"scheme", "bearer"},
+                    {"description", "an API token (Authorization: Bearer TOKEN) of role viewer, operator or admin"}}},
                   {"pairingCode",
                    {{"type", "apiKey"}, {"in", "header"}, {"name", "Authorization"},
                     {"description", "\"Pairing CODE\" with the one-time code of a pairing bundle"}}}};
