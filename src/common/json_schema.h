@@ -3,11 +3,12 @@
 //
 // A Schema lists an object's fields with their type and limits; validate() rejects
 // unknown fields, wrong types, missing required fields, strings that are too long or
-// hold NUL/control characters, and numbers out of range, throwing FieldError naming the
-// field by its JSON path ("disks[1].capacity_bytes"). The same Schema produces the
-// OpenAPI description (to_openapi), so a document cannot drift from what the code
-// accepts. The OMA's REST API and the OMA<->VMA protocol both declare their messages
-// this way. parse_object() also bounds nesting depth.
+// hold NUL/control characters (line breaks are allowed only in multiline fields), and
+// numbers out of range, throwing FieldError naming the field by its JSON path
+// ("disks[1].capacity_bytes"). The same Schema produces the OpenAPI description
+// (to_openapi), so a document cannot drift from what the code accepts. The OMA's REST
+// API and the OMA<->VMA protocol both declare their messages this way. parse_object()
+// also bounds nesting depth.
 //
 // Schemas are immutable values, usually namespace-scope constants that refer to each
 // other by pointer (the pointee must outlive the referrer). Free functions; thread-safe.
@@ -52,6 +53,7 @@ struct Field {
   const Field* element = nullptr;                          // arrays of scalars (name unused)
   bool nullable = false;                                   // null is a value (not "absent")
   nlohmann::json example = nullptr;                        // for the OpenAPI document
+  bool multiline = false;                                  // strings: LF and CR allowed (PEM text)
 };
 
 struct Schema {
