@@ -1,0 +1,569 @@
+#include "protocol/messages.h"
+
+#include <fmt/format.h>
+
+#include <set>
+
+namespace mk::protocol {
+
+using nlohmann::json;
+using schema::Field;
+using schema::FieldError;
+using schema::Schema;
+using Type = Field::Type;
+
+// --- field checks -----------------------------------------------------------------------
+
+namespace {
+
+void uuid_check(const std::string& v, const std::string& path) { check_uuid(v, path); }
+void disk_key_check(const std::string& v, const std::string& path) { DiskKey::parse(v, path); }
+void device_key_check(const std::string& v, const std::string& path) {
+  if (!DiskKey::valid(v)) throw FieldError(path, "expected a VMware device key (1 to 9 digits, like 4000)");
+}
+void export_check(const std::string& v, const std::string& path) {
+  if (!is_export_name(v)) throw FieldError(path, "expected an export name migration-vm-{vm_id}-disk{unit}");
+}
+void host_check(const std::string& v, const std::string& path) {
+  bool ok = !v.empty() && v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") ==
+                              std::string::npos;
+  if (!ok) throw FieldError(path, "expected a host name or an IP address");
+}
+void not_empty_check(const std::string& v, const std::string& path) {
+  if (v.empty()) throw FieldError(path, "must not be empty");
+}
+void mac_check(const std::string& v, const std::string& path) {
+  if (!v.empty() && !is_mac_address(v)) throw FieldError(path, "expected a MAC address like 00:50:56:aa:bb:cc");
+}
+
+template <typename E>
+Field enum_field(std::string name, std::string description) {
+  return {.name = std::move(name), .description = std::move(description), .max_length = 32, .one_of = enum_names<E>()};
+}
+
+Field uuid_field(std::string name, std::string description) {
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .max_length = 36,
+          .check = uuid_check,
+          .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d"};
+}
+
+Field text_field(std::string name, std::string description) {
+  return {
+      .name = std::move(name), .description = std::move(description), .max_length = kMaxTextBytes, .nullable = true};
+}
+
+Field change_id_field(std::string name, std::string description) {
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .max_length = 200,
+          .check = not_empty_check,
+          .nullable = true,
+          .example = "52 3c 1f 2a 9d 0e 4b 77-aa 10 5c 3e 2d 1f 0b 9a/17"};
+}
+
+Field disk_key_field() {
+  return {.name = "disk_key",
+          .description = "VMware device key of the disk (decimal, no leading zeros)",
+          .max_length = 9,
+          .check = disk_key_check,
+          .example = "2000"};
+}
+
+constexpr int64_t kMaxCapacity = int64_t{1} << 50;
+
+const Schema kNbdTarget{{
+    {.name = "host",
+     .description = "the OMA's NBD server as the VMA reaches it",
+     .max_length = 253,
+     .check = host_check,
+     .example = "10.0.0.5"},
+    {.name = "port", .type = Type::Integer, .min = 1, .max = 65535, .example = 10809},
+    {.name = "tls",
+     .description = "always psk: the VMA writes to the OMA only with TLS, with its key from pairing",
+     .max_length = 8,
+     .one_of = {"psk"}},
+}};
+
+const Schema kReplicateDisk{
+    {
+        disk_key_field(),
+        {.name = "unit",
+         .type = Type::Integer,
+         .description = "the N of diskN in the export name",
+         .min = 0,
+         .max = 255},
+        {.name = "capacity_bytes", .type = Type::Integer, .min = 1, .max = kMaxCapacity, .example = 10737418240},
+        {.name = "export", .description = "migration-vm-{vm_id}-disk{unit}", .max_length = 64, .check = export_check},
+        change_id_field("change_id_base", "the change ID of the last committed pass; null for a full copy"),
+    },
+    "ReplicateDisk"};
+
+const Schema kProgressTotals{{
+    {.name = "bytes_done", .type = Type::Integer, .min = 0},
+    {.name = "bytes_total", .type = Type::Integer, .min = 0},
+    {.name = "throughput_bps", .type = Type::Number, .description = "summed over the disks copying"},
+}};
+
+const Schema kVcenterHealth{{
+    {.name = "reachable", .type = Type::Boolean},
+    text_field("error", "why vCenter cannot be reached; null when it can"),
+}};
+
+const Schema kTunnelHealth{{
+    enum_field<TunnelState>("state", "the VMA's SSH control tunnel to the OMA"),
+    {.name = "since", .type = Type::Integer, .description = "unix seconds of the last change of state", .min = 0},
+    text_field("error", "why the tunnel is not up, when known"),
+}};
+
+}  // namespace
+
+namespace schemas {
+
+const Schema kReplicateRequest{
+    {
+        uuid_field("job_id", "the OMA's job"),
+        uuid_field("vm_id", "vSphere instance UUID of the VM"),
+        enum_field<PassKind>("kind",
+                             "full: every allocated area; incremental: the areas changed since each "
+                             "disk's change_id_base"),
+        {.name = "nbd", .type = Type::Object, .items = &kNbdTarget},
+        {.name = "disks",
+         .type = Type::Array,
+         .description = "1 to 256 disks, keys and units unique",
+         .max_length = 256,
+         .items = &kReplicateDisk},
+    },
+    "ReplicateRequest",
+    "Start copying one job's disks into the OMA's exports"};
+
+const Schema kReplicateAccepted{{
+                                    uuid_field("job_id", "the job accepted"),
+                                    uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+                                },
+                                "ReplicateAccepted"};
+
+const Schema kDiskProgress{
+    {
+        disk_key_field(),
+        enum_field<DiskStatus>("status", "pending, copying, completed (copied and flushed) or failed"),
+        enum_field<DiskPhase>("phase", "what the copy of this disk is doing"),
+        {.name = "bytes_done", .type = Type::Integer, .min = 0},
+        {.name = "bytes_total", .type = Type::Integer, .description = "bytes in the pass's plan", .min = 0},
+        {.name = "throughput_bps", .type = Type::Number},
+        {.name = "eta_seconds", .type = Type::Number},
+        change_id_field("change_id", "the disk's new change ID: set exactly when the disk is completed"),
+        text_field("error", "why the disk failed: set when it failed"),
+    },
+    "DiskProgress"};
+
+const Schema kJobProgress{{
+                              uuid_field("job_id", "the job"),
+                              uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+                              enum_field<VmaJobStatus>("status", "the job as a whole on the VMA"),
+                              text_field("error", "why the job failed or stopped"),
+                              {.name = "disks", .type = Type::Array, .max_length = 256, .items = &kDiskProgress},
+                              {.name = "total", .type = Type::Object, .items = &kProgressTotals},
+                          },
+                          "JobProgress"};
+
+const Schema kStopReply{{
+                            uuid_field("job_id", "the job stopped"),
+                            {.name = "stopped", .type = Type::Boolean},
+                        },
+                        "StopReply"};
+
+const Schema kCleanupReply{{
+                               uuid_field("vm_id", "the VM cleaned up"),
+                               {.name = "snapshots_removed", .type = Type::Integer, .min = 0, .max = 1000000},
+                           },
+                           "CleanupReply"};
+
+const Schema kPowerRequest{
+    {
+        enum_field<PowerAction>("action", "shutdown (guest shutdown, power off after the timeout), off or on"),
+        {.name = "timeout_seconds",
+         .type = Type::Integer,
+         .required = false,
+         .description = "how long a guest shutdown may take (default 300)",
+         .min = 1,
+         .max = 86400},
+    },
+    "PowerRequest"};
+
+const Schema kPowerReply{
+    {
+        uuid_field("vm_id", "the VM"),
+        {.name = "power_state", .max_length = 32, .one_of = {"poweredOn", "poweredOff"}},
+        {.name = "forced", .type = Type::Boolean, .description = "a shutdown ended with a power off"},
+    },
+    "PowerReply"};
+
+const Schema kDiscoveredDisk{{
+                                 disk_key_field(),
+                                 {.name = "unit",
+                                  .type = Type::Integer,
+                                  .description = "position in controller/unit order",
+                                  .min = 0,
+                                  .max = 255},
+                                 {.name = "label", .example = "Hard disk 1"},
+                                 {.name = "capacity_bytes", .type = Type::Integer, .min = 0, .max = kMaxCapacity},
+                             },
+                             "DiscoveredDisk"};
+
+const Schema kDiscoveredNic{
+    {
+        {.name = "key", .description = "VMware device key", .max_length = 9, .check = device_key_check},
+        {.name = "mac",
+         .description = "empty until vSphere assigned one",
+         .max_length = 17,
+         .check = mac_check,
+         .example = "00:50:56:aa:bb:cc"},
+        {.name = "network", .description = "port group name", .example = "VM Network"},
+    },
+    "DiscoveredNic"};
+
+const Schema kDiscoveredVm{
+    {
+        uuid_field("vm_id", "vSphere instance UUID"),
+        {.name = "name", .example = "web01"},
+        {.name = "datacenter", .example = "DC0"},
+        enum_field<PowerState>("power_state", "as vSphere says it"),
+        {.name = "guest_os", .description = "vSphere guest id; may be empty", .example = "ubuntu64Guest"},
+        {.name = "cpus", .type = Type::Integer, .min = 0, .max = 4096},
+        {.name = "memory_mb", .type = Type::Integer, .min = 0, .max = int64_t{64} << 20},
+        {.name = "disks", .type = Type::Array, .max_length = 256, .items = &kDiscoveredDisk},
+        {.name = "nics", .type = Type::Array, .max_length = 64, .items = &kDiscoveredNic},
+    },
+    "DiscoveredVm"};
+
+const Schema kDiscovery{{
+                            {.name = "vcenter", .description = "host name of the VMA's vCenter"},
+                            {.name = "vms", .type = Type::Array, .max_length = 100000, .items = &kDiscoveredVm},
+                        },
+                        "Discovery"};
+
+const Schema kHealth{{
+                         {.name = "protocol_version",
+                          .type = Type::Integer,
+                          .description = "the OMA<->VMA protocol the VMA speaks",
+                          .min = 0,
+                          .max = 1000000,
+                          .example = kVersion},
+                         enum_field<HealthStatus>("status", "ok when vCenter answers and the tunnel is up"),
+                         uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+                         {.name = "vcenter", .type = Type::Object, .items = &kVcenterHealth},
+                         {.name = "tunnel", .type = Type::Object, .items = &kTunnelHealth},
+                     },
+                     "VmaHealth"};
+
+const Schema kErrorReply{
+    {
+        {.name = "error", .description = "what failed, on which VM/disk, what to do", .max_length = kMaxTextBytes},
+        {.name = "field", .required = false, .description = "the JSON path of the field at fault"},
+    },
+    "VmaError"};
+
+}  // namespace schemas
+
+// --- helpers ----------------------------------------------------------------------------
+
+namespace {
+
+json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+json opt_text(const std::optional<std::string>& s) { return s ? json(printable_text(*s)) : json(nullptr); }
+std::optional<std::string> opt_of(const json& j, const char* name) {
+  const json& v = j.at(name);
+  return v.is_null() ? std::nullopt : std::optional<std::string>(v.get<std::string>());
+}
+template <typename E>
+E enum_of(const json& j, const char* name) {
+  return from_string<E>(j.at(name).get<std::string>(), name);  // validated: never throws
+}
+std::string shown(const std::string& s) { return printable_text(s.substr(0, 60)); }
+
+// The message checked as its receiver will check it.
+json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
+  schema::validate(j, s);
+  if (semantic) semantic(j);
+  return j;
+}
+
+// --- replicate -----------------------------------------------------------------------
+
+void check_replicate(const json& j) {
+  const json& disks = j["disks"];
+  if (disks.empty()) throw FieldError("disks", "must hold 1 to 256 disks");
+  bool incremental = j["kind"] == to_string(PassKind::Incremental);
+  std::string vm_id = j["vm_id"];
+  std::set<std::string> keys;
+  std::set<int64_t> units;
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const json& d = disks[i];
+    std::string at = fmt::format("disks[{}]", i);
+    std::string expected = export_name(vm_id, d["unit"].get<int64_t>());
+    if (d["export"] != expected) {
+      throw FieldError(at + ".export", fmt::format("is \"{}\" but must be \"{}\"", shown(d["export"]), expected));
+    }
+    if (incremental != d["change_id_base"].is_string()) {
+      throw FieldError(
+          at + ".change_id_base",
+          fmt::format("contradicts kind \"{}\": a full pass has none, an incremental pass has one per disk",
+                      j["kind"].get<std::string>()));
+    }
+    if (!keys.insert(d["disk_key"].get<std::string>()).second) {
+      throw FieldError(at + ".disk_key", fmt::format("disk key {} appears twice", d["disk_key"].get<std::string>()));
+    }
+    if (!units.insert(d["unit"].get<int64_t>()).second) {
+      throw FieldError(at + ".unit", fmt::format("unit {} appears twice", d["unit"].get<int64_t>()));
+    }
+  }
+}
+
+void check_progress(const json& j) {
+  std::set<std::string> keys;
+  for (size_t i = 0; i < j["disks"].size(); ++i) {
+    const json& d = j["disks"][i];
+    std::string at = fmt::format("disks[{}]", i);
+    bool completed = d["status"] == to_string(DiskStatus::Completed);
+    if (completed != d["change_id"].is_string()) {
+      throw FieldError(at + ".change_id", "a completed disk carries its new change ID, and only a completed disk");
+    }
+    if (d["status"] == to_string(DiskStatus::Failed) && d["error"].is_null()) {
+      throw FieldError(at + ".error", "a failed disk says why");
+    }
+    if (!keys.insert(d["disk_key"].get<std::string>()).second) {
+      throw FieldError(at + ".disk_key", fmt::format("disk key {} appears twice", d["disk_key"].get<std::string>()));
+    }
+  }
+}
+
+}  // namespace
+
+std::string printable_text(std::string_view s) {
+  std::string out(s.substr(0, kMaxTextBytes));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return out;
+}
+
+json encode(const ReplicateRequest& m) {
+  json disks = json::array();
+  for (const auto& d : m.disks) {
+    disks.push_back({{"disk_key", d.disk_key.str()},
+                     {"unit", d.unit},
+                     {"capacity_bytes", d.capacity_bytes},
+                     {"export", d.export_name},
+                     {"change_id_base", opt(d.change_id_base)}});
+  }
+  json j = {{"job_id", m.job_id},
+            {"vm_id", m.vm_id},
+            {"kind", to_string(m.kind)},
+            {"nbd", {{"host", m.nbd.host}, {"port", m.nbd.port}, {"tls", to_string(m.nbd.tls)}}},
+            {"disks", disks}};
+  return checked(std::move(j), schemas::kReplicateRequest, check_replicate);
+}
+
+void decode(const json& j, ReplicateRequest& out) {
+  checked(j, schemas::kReplicateRequest, check_replicate);
+  out.job_id = j["job_id"];
+  out.vm_id = j["vm_id"];
+  out.kind = enum_of<PassKind>(j, "kind");
+  out.nbd = {j["nbd"]["host"], j["nbd"]["port"].get<int>(), enum_of<NbdTls>(j["nbd"], "tls")};
+  out.disks.clear();
+  for (const auto& d : j["disks"]) {
+    out.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int>(),
+                         d["capacity_bytes"].get<int64_t>(), d["export"], opt_of(d, "change_id_base")});
+  }
+}
+
+json encode(const ReplicateAccepted& m) {
+  return checked({{"job_id", m.job_id}, {"vma_instance", m.vma_instance}}, schemas::kReplicateAccepted);
+}
+
+void decode(const json& j, ReplicateAccepted& out) {
+  checked(j, schemas::kReplicateAccepted);
+  out = {j["job_id"], j["vma_instance"]};
+}
+
+// --- progress, stop, cleanup -------------------------------------------------------------
+
+json encode(const JobProgress& m) {
+  json disks = json::array();
+  for (const auto& d : m.disks) {
+    disks.push_back({{"disk_key", d.disk_key.str()},
+                     {"status", to_string(d.status)},
+                     {"phase", to_string(d.phase)},
+                     {"bytes_done", d.bytes_done},
+                     {"bytes_total", d.bytes_total},
+                     {"throughput_bps", d.throughput_bps},
+                     {"eta_seconds", d.eta_seconds},
+                     {"change_id", opt(d.change_id)},
+                     {"error", opt_text(d.error)}});
+  }
+  json j = {{"job_id", m.job_id},
+            {"vma_instance", m.vma_instance},
+            {"status", to_string(m.status)},
+            {"error", opt_text(m.error)},
+            {"disks", disks},
+            {"total",
+             {{"bytes_done", m.total.bytes_done},
+              {"bytes_total", m.total.bytes_total},
+              {"throughput_bps", m.total.throughput_bps}}}};
+  return checked(std::move(j), schemas::kJobProgress, check_progress);
+}
+
+void decode(const json& j, JobProgress& out) {
+  checked(j, schemas::kJobProgress, check_progress);
+  out.job_id = j["job_id"];
+  out.vma_instance = j["vma_instance"];
+  out.status = enum_of<VmaJobStatus>(j, "status");
+  out.error = opt_of(j, "error");
+  out.disks.clear();
+  for (const auto& d : j["disks"]) {
+    out.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), enum_of<DiskStatus>(d, "status"),
+                         enum_of<DiskPhase>(d, "phase"), d["bytes_done"].get<int64_t>(),
+                         d["bytes_total"].get<int64_t>(), d["throughput_bps"].get<double>(),
+                         d["eta_seconds"].get<double>(), opt_of(d, "change_id"), opt_of(d, "error")});
+  }
+  const json& t = j["total"];
+  out.total = {t["bytes_done"].get<int64_t>(), t["bytes_total"].get<int64_t>(), t["throughput_bps"].get<double>()};
+}
+
+json encode(const StopReply& m) { return checked({{"job_id", m.job_id}, {"stopped", m.stopped}}, schemas::kStopReply); }
+
+void decode(const json& j, StopReply& out) {
+  checked(j, schemas::kStopReply);
+  out = {j["job_id"], j["stopped"].get<bool>()};
+}
+
+json encode(const CleanupReply& m) {
+  return checked({{"vm_id", m.vm_id}, {"snapshots_removed", m.snapshots_removed}}, schemas::kCleanupReply);
+}
+
+void decode(const json& j, CleanupReply& out) {
+  checked(j, schemas::kCleanupReply);
+  out = {j["vm_id"], j["snapshots_removed"].get<int>()};
+}
+
+// --- power -----------------------------------------------------------------------------
+
+json encode(const PowerRequest& m) {
+  return checked({{"action", to_string(m.action)}, {"timeout_seconds", m.timeout_seconds}}, schemas::kPowerRequest);
+}
+
+void decode(const json& j, PowerRequest& out) {
+  checked(j, schemas::kPowerRequest);
+  out.action = enum_of<PowerAction>(j, "action");
+  out.timeout_seconds = j.contains("timeout_seconds") ? j["timeout_seconds"].get<int>() : 300;
+}
+
+json encode(const PowerReply& m) {
+  return checked({{"vm_id", m.vm_id}, {"power_state", to_string(m.power_state)}, {"forced", m.forced}},
+                 schemas::kPowerReply);
+}
+
+void decode(const json& j, PowerReply& out) {
+  checked(j, schemas::kPowerReply);
+  out = {j["vm_id"], enum_of<PowerState>(j, "power_state"), j["forced"].get<bool>()};
+}
+
+// --- discover --------------------------------------------------------------------------
+
+namespace {
+
+json vm_json(const DiscoveredVm& m) {
+  json disks = json::array(), nics = json::array();
+  for (const auto& d : m.disks) {
+    disks.push_back(
+        {{"disk_key", d.disk_key.str()}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
+  }
+  for (const auto& n : m.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
+  return {{"vm_id", m.vm_id},
+          {"name", m.name},
+          {"datacenter", m.datacenter},
+          {"power_state", to_string(m.power_state)},
+          {"guest_os", m.guest_os},
+          {"cpus", m.cpus},
+          {"memory_mb", m.memory_mb},
+          {"disks", disks},
+          {"nics", nics}};
+}
+
+DiscoveredVm vm_of(const json& j) {
+  DiscoveredVm vm{j["vm_id"],
+                  j["name"],
+                  j["datacenter"],
+                  enum_of<PowerState>(j, "power_state"),
+                  j["guest_os"],
+                  j["cpus"].get<int>(),
+                  j["memory_mb"].get<int64_t>(),
+                  {},
+                  {}};
+  for (const auto& d : j["disks"]) {
+    vm.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int>(), d["label"],
+                        d["capacity_bytes"].get<int64_t>()});
+  }
+  for (const auto& n : j["nics"]) vm.nics.push_back({n["key"], n["mac"], n["network"]});
+  return vm;
+}
+
+}  // namespace
+
+json encode(const DiscoveredVm& m) { return checked(vm_json(m), schemas::kDiscoveredVm); }
+
+void decode(const json& j, DiscoveredVm& out) {
+  checked(j, schemas::kDiscoveredVm);
+  out = vm_of(j);
+}
+
+json encode(const Discovery& m) {
+  json vms = json::array();
+  for (const auto& vm : m.vms) vms.push_back(vm_json(vm));
+  return checked({{"vcenter", m.vcenter}, {"vms", std::move(vms)}}, schemas::kDiscovery);
+}
+
+void decode(const json& j, Discovery& out) {
+  checked(j, schemas::kDiscovery);
+  out.vcenter = j["vcenter"];
+  out.vms.clear();
+  for (const auto& v : j["vms"]) out.vms.push_back(vm_of(v));
+}
+
+// --- health, errors ----------------------------------------------------------------------
+
+json encode(const Health& m) {
+  json j = {{"protocol_version", m.protocol_version},
+            {"status", to_string(m.status)},
+            {"vma_instance", m.vma_instance},
+            {"vcenter", {{"reachable", m.vcenter.reachable}, {"error", opt_text(m.vcenter.error)}}},
+            {"tunnel",
+             {{"state", to_string(m.tunnel.state)}, {"since", m.tunnel.since}, {"error", opt_text(m.tunnel.error)}}}};
+  return checked(std::move(j), schemas::kHealth);
+}
+
+void decode(const json& j, Health& out) {
+  checked(j, schemas::kHealth);
+  out.protocol_version = j["protocol_version"].get<int>();
+  out.status = enum_of<HealthStatus>(j, "status");
+  out.vma_instance = j["vma_instance"];
+  out.vcenter = {j["vcenter"]["reachable"].get<bool>(), opt_of(j["vcenter"], "error")};
+  const json& t = j["tunnel"];
+  out.tunnel = {enum_of<TunnelState>(t, "state"), t["since"].get<int64_t>(), opt_of(t, "error")};
+}
+
+json encode(const ErrorReply& m) {
+  json j = {{"error", printable_text(m.error)}};
+  if (m.field) j["field"] = printable_text(m.field->substr(0, 255));
+  return checked(std::move(j), schemas::kErrorReply);
+}
+
+void decode(const json& j, ErrorReply& out) {
+  checked(j, schemas::kErrorReply);
+  out.error = j["error"];
+  out.field = j.contains("field") ? std::optional<std::string>(j["field"]) : std::nullopt;
+}
+
+}  // namespace mk::protocol
