@@ -68,6 +68,13 @@ Field version_field() {
           .max = 1000000,
           .example = kVersion};
 }
+Field optional_version_field() {
+  Field f = version_field();
+  f.required = false;
+  f.description += "; absent from VMAs older than versioned protocols, which the OMA refuses";
+  return f;
+}
+
 Field port_field(std::string name) { return {.name = std::move(name), .type = Type::Integer, .min = 1, .max = 65535}; }
 
 json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
@@ -152,7 +159,7 @@ const Schema kPairingBundle{
 
 const Schema kEnrolRequest{
     {
-        version_field(),
+        optional_version_field(),
         {.name = "name", .description = "the VMA's name (its site)", .check = display_name_check},
         {.name = "vcenter", .description = "the vCenter it serves", .check = display_name_check},
         {.name = "ssh_public_key",
@@ -233,16 +240,15 @@ void decode(const json& j, PairingBundle& out) {
 }
 
 json encode(const EnrolRequest& m) {
-  return checked({{"protocol_version", m.protocol_version},
-                  {"name", m.name},
-                  {"vcenter", m.vcenter},
-                  {"ssh_public_key", m.ssh_public_key}},
-                 schemas::kEnrolRequest);
+  json j = {{"name", m.name}, {"vcenter", m.vcenter}, {"ssh_public_key", m.ssh_public_key}};
+  if (m.protocol_version) j["protocol_version"] = *m.protocol_version;
+  return checked(std::move(j), schemas::kEnrolRequest);
 }
 
 void decode(const json& j, EnrolRequest& out) {
   checked(j, schemas::kEnrolRequest);
-  out = {j["protocol_version"].get<int>(), j["name"], j["vcenter"], j["ssh_public_key"]};
+  out = {std::nullopt, j["name"], j["vcenter"], j["ssh_public_key"]};
+  if (j.contains("protocol_version")) out.protocol_version = j["protocol_version"].get<int64_t>();
 }
 
 json encode(const EnrolReply& m) {

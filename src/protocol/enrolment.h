@@ -50,7 +50,9 @@ struct PairingBundle {
 };
 
 struct EnrolRequest {
-  int protocol_version = kVersion;
+  // The version the VMA speaks; nullopt: it sent none (a VMA older than versioned
+  // protocols, which the OMA refuses with the version message, not a field error).
+  std::optional<int64_t> protocol_version = kVersion;
   std::string name;            // the VMA's name (its site)
   std::string vcenter;         // the vCenter it serves
   std::string ssh_public_key;  // "ssh-ed25519 AAAA... [comment]": may hold the tunnel once approved

@@ -11,7 +11,7 @@
 //   HealthStatus  ok | degraded                      health: the VMA as a whole
 //   NbdTls        psk | x509                         replicate, pairing bundle
 //
-// to_string(e) gives the wire word; from_string<E>(s) the value, or throws
+// to_string(e) (and operator<<) gives the wire word; from_string<E>(s) the value, or throws
 // schema::FieldError naming `field` and the words allowed; enum_names<E>() lists the
 // words (for a schema's one_of, hence the OpenAPI "enum"). Free functions over
 // constant tables; thread-safe.
@@ -19,6 +19,7 @@
 
 #include <array>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -136,6 +137,13 @@ std::vector<std::string> enum_names() {
   std::vector<std::string> out;
   for (const auto& [value, word] : EnumTable<E>::words) out.emplace_back(word);
   return out;
+}
+
+// The wire word, for logs and test failure messages.
+template <typename E>
+  requires requires { EnumTable<E>::words; }
+std::ostream& operator<<(std::ostream& os, E e) {
+  return os << to_string(e);
 }
 
 // Throws schema::FieldError(field, "... must be one of ...") for a word not in the table.

@@ -19,7 +19,7 @@ namespace {
 void uuid_check(const std::string& v, const std::string& path) { check_uuid(v, path); }
 void disk_key_check(const std::string& v, const std::string& path) { DiskKey::parse(v, path); }
 void device_key_check(const std::string& v, const std::string& path) {
-  if (!DiskKey::valid(v)) throw FieldError(path, "expected a VMware device key (1 to 9 digits, like 4000)");
+  if (!DiskKey::valid(v)) throw FieldError(path, "expected a VMware device key (a number, like 4000)");
 }
 void export_check(const std::string& v, const std::string& path) {
   if (!is_export_name(v)) throw FieldError(path, "expected an export name migration-vm-{vm_id}-disk{unit}");
@@ -66,7 +66,7 @@ Field change_id_field(std::string name, std::string description) {
 Field disk_key_field() {
   return {.name = "disk_key",
           .description = "VMware device key of the disk (decimal, no leading zeros)",
-          .max_length = 9,
+          .max_length = 10,
           .check = disk_key_check,
           .example = "2000"};
 }
@@ -214,7 +214,7 @@ const Schema kDiscoveredDisk{{
 
 const Schema kDiscoveredNic{
     {
-        {.name = "key", .description = "VMware device key", .max_length = 9, .check = device_key_check},
+        {.name = "key", .description = "VMware device key", .max_length = 10, .check = device_key_check},
         {.name = "mac",
          .description = "empty until vSphere assigned one",
          .max_length = 17,
@@ -257,6 +257,8 @@ const Schema kHealth{{
                          {.name = "tunnel", .type = Type::Object, .items = &kTunnelHealth},
                      },
                      "VmaHealth"};
+
+const Schema kEmptyRequest{{}, "EmptyRequest", "No fields: {}"};
 
 const Schema kErrorReply{
     {
@@ -321,22 +323,54 @@ void check_replicate(const json& j) {
   }
 }
 
+// A disk's change ID is there exactly when it completed; a failed disk says why.
+void check_disk_progress(const json& d, const std::string& at) {
+  auto path = [&](const char* f) { return at.empty() ? std::string(f) : at + "." + f; };
+  bool completed = d["status"] == to_string(DiskStatus::Completed);
+  if (completed != d["change_id"].is_string()) {
+    throw FieldError(path("change_id"), "a completed disk carries its new change ID, and only a completed disk");
+  }
+  if (d["status"] == to_string(DiskStatus::Failed) && d["error"].is_null()) {
+    throw FieldError(path("error"), "a failed disk says why");
+  }
+}
+
+void check_one_disk_progress(const json& d) { check_disk_progress(d, ""); }
+
 void check_progress(const json& j) {
   std::set<std::string> keys;
   for (size_t i = 0; i < j["disks"].size(); ++i) {
     const json& d = j["disks"][i];
     std::string at = fmt::format("disks[{}]", i);
-    bool completed = d["status"] == to_string(DiskStatus::Completed);
-    if (completed != d["change_id"].is_string()) {
-      throw FieldError(at + ".change_id", "a completed disk carries its new change ID, and only a completed disk");
-    }
-    if (d["status"] == to_string(DiskStatus::Failed) && d["error"].is_null()) {
-      throw FieldError(at + ".error", "a failed disk says why");
-    }
+    check_disk_progress(d, at);
     if (!keys.insert(d["disk_key"].get<std::string>()).second) {
       throw FieldError(at + ".disk_key", fmt::format("disk key {} appears twice", d["disk_key"].get<std::string>()));
     }
   }
+}
+
+json disk_progress_json(const DiskProgress& d) {
+  return {{"disk_key", d.disk_key.str()},
+          {"status", to_string(d.status)},
+          {"phase", to_string(d.phase)},
+          {"bytes_done", d.bytes_done},
+          {"bytes_total", d.bytes_total},
+          {"throughput_bps", d.throughput_bps},
+          {"eta_seconds", d.eta_seconds},
+          {"change_id", opt(d.change_id)},
+          {"error", opt_text(d.error)}};
+}
+
+DiskProgress disk_progress_of(const json& d) {
+  return {DiskKey::parse(d["disk_key"].get<std::string>()),
+          enum_of<DiskStatus>(d, "status"),
+          enum_of<DiskPhase>(d, "phase"),
+          d["bytes_done"].get<int64_t>(),
+          d["bytes_total"].get<int64_t>(),
+          d["throughput_bps"].get<double>(),
+          d["eta_seconds"].get<double>(),
+          opt_of(d, "change_id"),
+          opt_of(d, "error")};
 }
 
 }  // namespace
@@ -374,7 +408,7 @@ void decode(const json& j, ReplicateRequest& out) {
   out.nbd = {j["nbd"]["host"], j["nbd"]["port"].get<int>(), enum_of<NbdTls>(j["nbd"], "tls")};
   out.disks.clear();
   for (const auto& d : j["disks"]) {
-    out.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int>(),
+    out.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int64_t>(),
                          d["capacity_bytes"].get<int64_t>(), d["export"], opt_of(d, "change_id_base")});
   }
 }
@@ -390,19 +424,18 @@ void decode(const json& j, ReplicateAccepted& out) {
 
 // --- progress, stop, cleanup -------------------------------------------------------------
 
+json encode(const DiskProgress& m) {
+  return checked(disk_progress_json(m), schemas::kDiskProgress, check_one_disk_progress);
+}
+
+void decode(const json& j, DiskProgress& out) {
+  checked(j, schemas::kDiskProgress, check_one_disk_progress);
+  out = disk_progress_of(j);
+}
+
 json encode(const JobProgress& m) {
   json disks = json::array();
-  for (const auto& d : m.disks) {
-    disks.push_back({{"disk_key", d.disk_key.str()},
-                     {"status", to_string(d.status)},
-                     {"phase", to_string(d.phase)},
-                     {"bytes_done", d.bytes_done},
-                     {"bytes_total", d.bytes_total},
-                     {"throughput_bps", d.throughput_bps},
-                     {"eta_seconds", d.eta_seconds},
-                     {"change_id", opt(d.change_id)},
-                     {"error", opt_text(d.error)}});
-  }
+  for (const auto& d : m.disks) disks.push_back(disk_progress_json(d));
   json j = {{"job_id", m.job_id},
             {"vma_instance", m.vma_instance},
             {"status", to_string(m.status)},
@@ -422,12 +455,7 @@ void decode(const json& j, JobProgress& out) {
   out.status = enum_of<VmaJobStatus>(j, "status");
   out.error = opt_of(j, "error");
   out.disks.clear();
-  for (const auto& d : j["disks"]) {
-    out.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), enum_of<DiskStatus>(d, "status"),
-                         enum_of<DiskPhase>(d, "phase"), d["bytes_done"].get<int64_t>(),
-                         d["bytes_total"].get<int64_t>(), d["throughput_bps"].get<double>(),
-                         d["eta_seconds"].get<double>(), opt_of(d, "change_id"), opt_of(d, "error")});
-  }
+  for (const auto& d : j["disks"]) out.disks.push_back(disk_progress_of(d));
   const json& t = j["total"];
   out.total = {t["bytes_done"].get<int64_t>(), t["bytes_total"].get<int64_t>(), t["throughput_bps"].get<double>()};
 }
@@ -503,7 +531,7 @@ DiscoveredVm vm_of(const json& j) {
                   {},
                   {}};
   for (const auto& d : j["disks"]) {
-    vm.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int>(), d["label"],
+    vm.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int64_t>(), d["label"],
                         d["capacity_bytes"].get<int64_t>()});
   }
   for (const auto& n : j["nics"]) vm.nics.push_back({n["key"], n["mac"], n["network"]});
@@ -553,6 +581,10 @@ void decode(const json& j, Health& out) {
   const json& t = j["tunnel"];
   out.tunnel = {enum_of<TunnelState>(t, "state"), t["since"].get<int64_t>(), opt_of(t, "error")};
 }
+
+json encode(const EmptyRequest&) { return checked(json::object(), schemas::kEmptyRequest); }
+
+void decode(const json& j, EmptyRequest&) { checked(j, schemas::kEmptyRequest); }
 
 json encode(const ErrorReply& m) {
   json j = {{"error", printable_text(m.error)}};

@@ -70,7 +70,7 @@ struct NbdTarget {
 
 struct ReplicateDisk {
   DiskKey disk_key;
-  int unit = 0;
+  int64_t unit = 0;
   int64_t capacity_bytes = 0;
   std::string export_name;                    // "export" on the wire
   std::optional<std::string> change_id_base;  // null: a full copy of this disk
@@ -139,7 +139,7 @@ struct PowerReply {
 
 struct DiscoveredDisk {
   DiskKey disk_key;
-  int unit = 0;       // position in controller/unit order: unique within the VM
+  int64_t unit = 0;   // position in controller/unit order: unique within the VM
   std::string label;  // "Hard disk 1"
   int64_t capacity_bytes = 0;
 };
@@ -186,7 +186,10 @@ struct Health {
   TunnelHealth tunnel;
 };
 
-// --- errors ---------------------------------------------------------------------------
+// --- bodies without fields, errors ----------------------------------------------------
+
+// The body of stop and cleanup: {}.
+struct EmptyRequest {};
 
 struct ErrorReply {
   std::string error;
@@ -197,6 +200,7 @@ struct ErrorReply {
 
 nlohmann::json encode(const ReplicateRequest& m);
 nlohmann::json encode(const ReplicateAccepted& m);
+nlohmann::json encode(const DiskProgress& m);
 nlohmann::json encode(const JobProgress& m);
 nlohmann::json encode(const StopReply& m);
 nlohmann::json encode(const CleanupReply& m);
@@ -205,10 +209,12 @@ nlohmann::json encode(const PowerReply& m);
 nlohmann::json encode(const DiscoveredVm& m);
 nlohmann::json encode(const Discovery& m);
 nlohmann::json encode(const Health& m);
+nlohmann::json encode(const EmptyRequest& m);
 nlohmann::json encode(const ErrorReply& m);
 
 void decode(const nlohmann::json& j, ReplicateRequest& out);
 void decode(const nlohmann::json& j, ReplicateAccepted& out);
+void decode(const nlohmann::json& j, DiskProgress& out);
 void decode(const nlohmann::json& j, JobProgress& out);
 void decode(const nlohmann::json& j, StopReply& out);
 void decode(const nlohmann::json& j, CleanupReply& out);
@@ -217,6 +223,7 @@ void decode(const nlohmann::json& j, PowerReply& out);
 void decode(const nlohmann::json& j, DiscoveredVm& out);
 void decode(const nlohmann::json& j, Discovery& out);
 void decode(const nlohmann::json& j, Health& out);
+void decode(const nlohmann::json& j, EmptyRequest& out);
 void decode(const nlohmann::json& j, ErrorReply& out);
 
 template <typename T>
@@ -242,7 +249,7 @@ std::string printable_text(std::string_view s);
 namespace schemas {
 extern const schema::Schema kReplicateRequest, kReplicateAccepted, kDiskProgress, kJobProgress, kStopReply,
     kCleanupReply, kPowerRequest, kPowerReply, kDiscoveredDisk, kDiscoveredNic, kDiscoveredVm, kDiscovery, kHealth,
-    kErrorReply;
+    kEmptyRequest, kErrorReply;
 }  // namespace schemas
 
 }  // namespace mk::protocol

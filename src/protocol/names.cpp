@@ -100,12 +100,14 @@ DiskKey::DiskKey(int64_t value) {
 }
 
 bool DiskKey::valid(std::string_view text) {
-  return is_digits(text) && text.size() <= 9 && (text.size() == 1 || text[0] != '0');
+  if (!is_digits(text) || text.size() > 10 || (text.size() > 1 && text[0] == '0')) return false;
+  return std::stoll(std::string(text)) <= kMax;
 }
 
 DiskKey DiskKey::parse(std::string_view text, std::string_view field) {
   if (!valid(text)) {
-    throw FieldError(std::string(field), "expected a VMware disk key (1 to 9 digits without leading zeros, like 2000)");
+    throw FieldError(std::string(field),
+                     fmt::format("expected a VMware device key (0 to {}, no leading zeros, like 2000)", kMax));
   }
   return DiskKey(std::stoll(std::string(text)));
 }

@@ -5,8 +5,8 @@
 //
 // The rule is allow-listing:
 //   UUID         36 lowercase hex characters and dashes in the 8-4-4-4-12 shape
-//   disk key     a VMware device key: 0 to 999999999, written in decimal without
-//                leading zeros ("2000"); a string on the wire, DiskKey in code
+//   disk key     a VMware device key (an xsd:int): 0 to 2147483647, written in decimal
+//                without leading zeros ("2000"); a string on the wire, DiskKey in code
 //   unit         0..255, a disk's position in controller/unit order within its VM
 //   export name  "migration-vm-{vm uuid}-disk{unit}", nothing else
 //   display name 1..max bytes of printable UTF-8 without '/', '\\', NUL or line breaks
@@ -16,6 +16,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -42,19 +43,20 @@ bool is_export_name(std::string_view s);
 // change IDs are stored. Written as a decimal string on the wire ("2000").
 class DiskKey {
  public:
-  static constexpr int32_t kMax = 999'999'999;
+  static constexpr int32_t kMax = 2'147'483'647;
 
   DiskKey() = default;
   // Throws schema::FieldError("disk_key") unless 0 <= value <= kMax.
   explicit DiskKey(int64_t value);
-  // "2000" -> DiskKey(2000). Throws schema::FieldError(field) for anything but 1..9
-  // decimal digits without leading zeros.
+  // "2000" -> DiskKey(2000). Throws schema::FieldError(field) for anything but a
+  // decimal number up to kMax without leading zeros.
   static DiskKey parse(std::string_view text, std::string_view field = "disk_key");
   static bool valid(std::string_view text);
 
   int32_t value() const { return value_; }
   std::string str() const { return std::to_string(value_); }
   auto operator<=>(const DiskKey&) const = default;
+  friend std::ostream& operator<<(std::ostream& os, const DiskKey& k) { return os << k.value_; }
 
  private:
   int32_t value_ = 0;

@@ -143,6 +143,20 @@ TEST(Messages, ProgressRoundTripsAndChecksEveryField) {
   expect_every_field_checked(decoder<JobProgress>(), j);
 }
 
+TEST(Messages, OneDisksProgressRoundTripsAndKeepsTheSameRules) {
+  for (const auto& d : progress().disks) {
+    json j = encode(d);
+    EXPECT_EQ(encode(decode<DiskProgress>(j)), j);
+    expect_every_field_checked(decoder<DiskProgress>(), j);
+  }
+  DiskProgress completed = progress().disks[0];
+  completed.change_id.reset();
+  EXPECT_THROW(encode(completed), schema::FieldError);
+  json j = encode(progress().disks[2]);
+  j["error"] = nullptr;
+  EXPECT_EQ(refused_field(decoder<DiskProgress>(), j), "error");
+}
+
 TEST(Messages, ProgressKeepsChangeIdsForCompletedDisksOnly) {
   auto refused = [](const std::function<void(json&)>& change) {
     json j = encode(progress());
