@@ -1,5 +1,5 @@
 // Small file helpers of the VMA: private files written atomically, secrets read from
-// files, random identifiers. Free functions, thread-safe.
+// files. Free functions, thread-safe.
 #pragma once
 
 #include <string>
@@ -14,11 +14,5 @@ void write_private_file(const std::string& path, const std::string& content);
 // Throws UsageError naming `what` when the file is missing, unreadable or empty; warns
 // when others may read it.
 std::string read_secret_file(const std::string& path, const std::string& what);
-
-// A random version-4 UUID, lowercase.
-std::string random_uuid();
-
-// Lowercase 8-4-4-4-12 hexadecimal.
-bool is_uuid(const std::string& s);
 
 }  // namespace mk::vma
