@@ -32,6 +32,7 @@
 #include "oma/crypto.h"
 #include "oma/db/store.h"
 #include "oma/vma/vma_client.h"
+#include "protocol/enrolment.h"
 
 namespace mk::oma {
 
@@ -59,7 +60,7 @@ class PairingService {
   // of the NBD PSK file (at start and after every approval or revocation).
   void sync_access();
 
-  // A new bundle (see above). ttl: nullopt = config's code_ttl.
+  // A new bundle (see above; the protocol's PairingBundle). ttl: nullopt = config's code_ttl.
   nlohmann::json issue_bundle(std::optional<std::chrono::seconds> ttl = std::nullopt);
   // Throws Conflict (unknown, used or expired code) or UsageError (bad key).
   VmaRecord enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
@@ -83,7 +84,7 @@ class PairingService {
   void set_api_url(const std::string& url);
 
  private:
-  nlohmann::json nbd_tls_fields() const;
+  void add_nbd_tls(protocol::PairingBundle& bundle) const;
   void sync_nbd_psk_file();
 
   Store& store_;
