@@ -30,10 +30,21 @@ using test::ApiClient;
 
 constexpr int64_t MiB = 1 << 20;
 
-json disk_state(const std::string& status, int64_t done, int64_t total, const std::string& change_id = "") {
-  json p = {{"status", status}, {"phase", status}, {"bytes_done", done}, {"bytes_total", total},
-            {"throughput_bps", 4096.0}, {"eta_seconds", 7.0}};
-  if (!change_id.empty()) p["change_id"] = change_id;
+protocol::DiskProgress disk_state(const std::string& key, protocol::DiskStatus status, int64_t done, int64_t total,
+                                  const std::string& change_id = "") {
+  using protocol::DiskPhase;
+  using protocol::DiskStatus;
+  protocol::DiskProgress p;
+  p.disk_key = protocol::DiskKey::parse(key);
+  p.status = status;
+  p.phase = status == DiskStatus::Completed ? DiskPhase::Done
+            : status == DiskStatus::Failed  ? DiskPhase::Failed
+                                            : DiskPhase::Copying;
+  p.bytes_done = done;
+  p.bytes_total = total;
+  p.throughput_bps = 4096.0;
+  p.eta_seconds = 7.0;
+  if (!change_id.empty()) p.change_id = change_id;
   return p;
 }
 
@@ -149,8 +160,8 @@ TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
 
   std::string job = s.start_job(vm, "full");
   s.wait_replicated(job);
-  s.vma.set_disk(job, "2000", disk_state("copying", MiB / 4, MiB));
-  s.vma.set_disk(job, "2001", disk_state("copying", MiB / 2, MiB));
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, MiB / 4, MiB));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Copying, MiB / 2, MiB));
   auto halfway = ev.wait_for([&](const Frame& f) {
     return f.event == "job" && f.data["job_id"] == job && f.data["disks"].size() == 2 &&
            f.data["disks"][0]["bytes_done"] == MiB / 4 && f.data["disks"][1]["bytes_done"] == MiB / 2;
@@ -161,8 +172,8 @@ TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
   EXPECT_EQ(halfway->data["disks"][0]["eta_seconds"], 7.0);
   EXPECT_EQ(halfway->data["disks"][0]["throughput_bps"], 4096.0);
 
-  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
-  s.vma.set_disk(job, "2001", disk_state("completed", MiB, MiB, "cbt-b"));
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
   auto done = ev.wait_for([&](const Frame& f) { return f.event == "job" && f.data["status"] == "completed"; });
   ASSERT_TRUE(done);
   EXPECT_EQ(done->data["percent"], 100.0);
