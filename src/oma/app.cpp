@@ -8,11 +8,11 @@
 #include <fstream>
 
 #include "common/log.h"
-#include "oma/cutover/cutover_routes.h"
+#include "oma/api/routes/routes.h"
+#include "oma/api/views.h"
 #include "oma/db/migrations.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
-#include "oma/gui/gui_routes.h"
 #include "oma/names.h"
 #include "oma/volumes/cloudstack_volumes.h"
 
@@ -137,12 +137,21 @@ void Oma::start() {
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);
 
+  start_event_services();
   api::ApiConfig ac;
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
-  api_ = std::make_unique<api::ApiServer>(*store_, *jobs_, *export_server_, *secrets_, ac,
-                                         cutover_routes(*cutover_, *store_), pairing_.get());
-  start_gui_services();
+  ac.strict_replies = config_.strict_api_replies;
+  api_ = std::make_unique<api::ApiServer>(*store_, ac);
+  api_->add_routes(api::all_routes(
+      {*store_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
+  if (config_.gui_port >= 0) {
+    gui::GuiConfig gc;
+    gc.listen_address = config_.gui_listen;
+    gc.port = config_.gui_port;
+    gc.dist_dir = config_.gui_dir;
+    gui_ = std::make_unique<gui::GuiServer>(*api_, gc);
+  }
   api_->start();
   // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
   pairing_->set_api_url(config_.public_api_url.empty()
@@ -155,25 +164,17 @@ void Oma::start() {
   }
 }
 
-void Oma::start_gui_services() {
+void Oma::start_event_services() {
   gui::EventHubOptions eo;
   eo.poll_interval = std::chrono::milliseconds(config_.events_poll_ms);
   eo.heartbeat = std::chrono::milliseconds(config_.events_heartbeat_ms);
-  events_ = std::make_unique<gui::EventHub>(*store_, &api::ApiServer::job_progress_json, eo);
+  events_ = std::make_unique<gui::EventHub>(*store_, &api::job_progress_json, eo);
   events_->start();
   SchedulerOptions so;
   so.check_interval = std::chrono::milliseconds(config_.scheduler_check_ms);
   so.start_job = [this](const std::string& vm_id, const std::string& kind) { return jobs_->start(vm_id, kind); };
   scheduler_ = std::make_unique<Scheduler>(*store_, so);
   scheduler_->start();
-  api_->add_routes(gui::gui_routes(*store_, *events_, *scheduler_, *vma_));
-  if (config_.gui_port >= 0) {
-    gui::GuiConfig gc;
-    gc.listen_address = config_.gui_listen;
-    gc.port = config_.gui_port;
-    gc.dist_dir = config_.gui_dir;
-    gui_ = std::make_unique<gui::GuiServer>(*api_, gc);
-  }
 }
 
 void Oma::stop() {

@@ -70,6 +70,9 @@ struct OmaConfig {
   int events_poll_ms = 500;                   // how often the event stream looks for changes
   int events_heartbeat_ms = 15000;
   int scheduler_check_ms = 1000;              // how often due schedules are looked for
+  // A reply that does not match the OpenAPI document becomes a 500 naming the mismatch
+  // (tests); otherwise it is logged.
+  bool strict_api_replies = false;
 };
 
 class Oma {
@@ -92,7 +95,7 @@ class Oma {
   void bootstrap_token();
   void ensure_psk();
   std::string read_vma_token() const;
-  void start_gui_services();  // event stream, scheduler, their routes, the GUI listener
+  void start_event_services();  // the event stream and the scheduler
 
   OmaConfig config_;
   std::unique_ptr<db::Database> db_;

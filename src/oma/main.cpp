@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
   app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
       ->check(CLI::Range(-1, 65535));
   app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
+  app.add_flag("--strict-api-replies", c.strict_api_replies,
+               "Answer 500 when a reply does not match the OpenAPI document (tests; otherwise it is logged)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);

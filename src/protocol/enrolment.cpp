@@ -23,9 +23,7 @@ void url_check(const std::string& v, const std::string& path) {
   if (v.find(' ') != std::string::npos) throw FieldError(path, "must not contain spaces");
 }
 void host_check(const std::string& v, const std::string& path) {
-  if (v.empty() ||
-      v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") != std::string::npos)
-    throw FieldError(path, "expected a host name or an IP address");
+  if (!is_host(v)) throw FieldError(path, "expected a host name or an IP address");
 }
 void user_check(const std::string& v, const std::string& path) {
   if (v.empty() || v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos || v[0] == '-')
@@ -75,7 +73,14 @@ Field optional_version_field() {
   return f;
 }
 
-Field port_field(std::string name) { return {.name = std::move(name), .type = Type::Integer, .min = 1, .max = 65535}; }
+Field port_field(std::string name, std::string description, int example) {
+  return {.name = std::move(name),
+          .type = Type::Integer,
+          .description = std::move(description),
+          .min = 1,
+          .max = 65535,
+          .example = example};
+}
 
 json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
 std::optional<std::string> opt_of(const json& j, const char* name) {
@@ -107,82 +112,132 @@ json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
 
 namespace schemas {
 
-const Schema kPairingBundle{
-    {
-        version_field(),
-        {.name = "oma_api_url",
-         .description = "how the VMA reaches the OMA's API",
-         .max_length = 2048,
-         .check = url_check,
-         .example = "https://oma.example:8082"},
-        {.name = "ssh_host",
-         .description = "the OMA's sshd, for the control tunnel",
-         .max_length = 253,
-         .check = host_check},
-        port_field("ssh_port"),
-        {.name = "ssh_user", .max_length = 32, .check = user_check, .example = "migratekit"},
-        {.name = "ssh_host_key",
-         .description = "the OMA's SSH public host key, pinned by the VMA",
-         .max_length = 8192,
-         .check = host_key_check},
-        {.name = "nbd_host", .description = "the OMA's NBD server", .max_length = 253, .check = host_check},
-        port_field("nbd_port"),
-        {.name = "nbd_tls", .max_length = 8, .one_of = enum_names<NbdTls>()},
-        {.name = "nbd_psk_identity",
-         .description = "psk: the VMA's own NBD identity",
-         .max_length = 64,
-         .check = psk_identity_check,
-         .nullable = true},
-        {.name = "nbd_psk_key",
-         .description = "psk: the VMA's NBD key (secret)",
-         .max_length = 256,
-         .check = hex_check,
-         .nullable = true},
-        {.name = "nbd_ca_cert",
-         .description = "x509: the NBD server's CA certificate (PEM)",
-         .max_length = 65536,
-         .check = pem_check,
-         .nullable = true,
-         .multiline = true},
-        {.name = "vma_api_token",
-         .description = "the token the OMA presents to the VMA's API (secret)",
-         .max_length = 255,
-         .check = token_check},
-        {.name = "pairing_code",
-         .description = "one-time enrolment code (secret)",
-         .max_length = 255,
-         .check = token_check},
-        {.name = "expires_at", .type = Type::Integer, .description = "the code's expiry, ms since the epoch", .min = 0},
-    },
-    "PairingBundle",
-    "What a VMA needs to pair with this OMA; shown once"};
+const Schema& pairing_bundle() {
+  static const Schema s{
+      {
+          version_field(),
+          {.name = "oma_api_url",
+           .description = "how the VMA reaches the OMA's API",
+           .max_length = 2048,
+           .check = url_check,
+           .example = "http://oma.example.local:8082"},
+          {.name = "ssh_host",
+           .description = "the OMA's sshd, for the control tunnel",
+           .max_length = 253,
+           .check = host_check,
+           .example = "oma.example.local",
+           .pattern = kHostPattern},
+          port_field("ssh_port", "the OMA's SSH port", 22),
+          {.name = "ssh_user",
+           .description = "the SSH user VMAs log in as",
+           .max_length = 32,
+           .check = user_check,
+           .example = "migratekit"},
+          {.name = "ssh_host_key",
+           .description = "the OMA's SSH public host key, pinned by the VMA",
+           .max_length = 8192,
+           .check = host_key_check,
+           .example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u root@oma"},
+          {.name = "nbd_host",
+           .description = "the OMA's NBD server (disk data, NBD over TLS)",
+           .max_length = 253,
+           .check = host_check,
+           .example = "oma.example.local",
+           .pattern = kHostPattern},
+          port_field("nbd_port", "the NBD port", 10809),
+          {.name = "nbd_tls",
+           .description = "psk: a pre-shared key; x509: certificates",
+           .max_length = 8,
+           .one_of = enum_names<NbdTls>()},
+          {.name = "nbd_psk_identity",
+           .description = "psk: the VMA's own NBD identity",
+           .max_length = 64,
+           .check = psk_identity_check,
+           .nullable = true,
+           .example = "vma-0123456789abcdef"},
+          {.name = "nbd_psk_key",
+           .description = "psk: the VMA's NBD key in hex (secret)",
+           .max_length = 256,
+           .check = hex_check,
+           .nullable = true,
+           .example = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+          {.name = "nbd_ca_cert",
+           .description = "x509: the NBD server's CA certificate (PEM)",
+           .max_length = 65536,
+           .check = pem_check,
+           .nullable = true,
+           .example = nullptr,
+           .multiline = true},
+          {.name = "vma_api_token",
+           .description = "the token the OMA presents to the VMA's API (secret)",
+           .max_length = 255,
+           .check = token_check,
+           .example = "mko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+          {.name = "pairing_code",
+           .description = "the one-time code the VMA enrols with (secret)",
+           .max_length = 255,
+           .check = token_check,
+           .example = "mkp_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+          {.name = "expires_at",
+           .type = Type::Integer,
+           .description = "when the code expires (milliseconds since the Unix epoch)",
+           .min = 0,
+           .example = int64_t{1764673200000}},
+      },
+      "PairingBundle",
+      "what a VMA needs to pair with this OMA (secrets: shown once)"};
+  return s;
+}
 
-const Schema kEnrolRequest{
-    {
-        optional_version_field(),
-        {.name = "name", .description = "the VMA's name (its site)", .check = display_name_check},
-        {.name = "vcenter", .description = "the vCenter it serves", .check = display_name_check},
-        {.name = "ssh_public_key",
-         .description = "the VMA's ssh-ed25519 public key",
-         .max_length = 512,
-         .check = ssh_public_key_check},
-    },
-    "EnrolRequest",
-    "A VMA enrols with its pairing code (Authorization: Pairing CODE)"};
+const Schema& enrol_request() {
+  static const Schema s{
+      {
+          optional_version_field(),
+          {.name = "name", .description = "the VMA's name (its site)", .check = display_name_check, .example = "site-a"},
+          {.name = "vcenter",
+           .description = "the vCenter it serves",
+           .check = display_name_check,
+           .example = "vcenter.example.local"},
+          {.name = "ssh_public_key",
+           .description = "the VMA's ssh-ed25519 public key",
+           .max_length = 512,
+           .check = ssh_public_key_check,
+           .example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u vma-site-a"},
+      },
+      "EnrolRequest",
+      "a VMA's enrolment (Authorization: Pairing CODE)"};
+  return s;
+}
 
-const Schema kEnrolReply{{
-                             version_field(),
-                             {.name = "vma_id", .max_length = 36, .check = uuid_check},
-                             {.name = "name", .check = display_name_check},
-                             {.name = "vcenter", .check = display_name_check},
-                             {.name = "state",
-                              .description = "pending until an operator approves the VMA",
-                              .max_length = 16,
-                              .one_of = {"pending"}},
-                             port_field("tunnel_port"),
-                             {.name = "next", .description = "what the operator does next", .max_length = 1024},
-                         },
-                         "EnrolReply"};
+const Schema& enrol_reply() {
+  static const Schema s{
+      {
+          version_field(),
+          {.name = "vma_id",
+           .description = "the id the OMA gave the VMA",
+           .max_length = 36,
+           .check = uuid_check,
+           .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d",
+           .pattern = kUuidPattern},
+          {.name = "name", .description = "its name (site)", .check = display_name_check, .example = "site-a"},
+          {.name = "vcenter",
+           .description = "the vCenter it serves",
+           .check = display_name_check,
+           .example = "vcenter.example.local"},
+          {.name = "state",
+           .description = "pending until an operator approves the VMA",
+           .max_length = 16,
+           .one_of = {"pending"}},
+          port_field("tunnel_port", "the OMA's loopback port its tunnel forwards to its API", 9081),
+          {.name = "next",
+           .description = "what the operator does next",
+           .max_length = 1024,
+           .example = "an operator approves it: POST /api/v1/vmas/4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d/approve"},
+      },
+      "EnrolReply",
+      "the VMA is enrolled and waits for an operator's approval"};
+  return s;
+}
 
 }  // namespace schemas
 
@@ -217,11 +272,11 @@ json encode(const PairingBundle& m) {
             {"vma_api_token", m.vma_api_token},
             {"pairing_code", m.pairing_code},
             {"expires_at", m.expires_at}};
-  return checked(std::move(j), schemas::kPairingBundle, check_bundle);
+  return checked(std::move(j), schemas::pairing_bundle(), check_bundle);
 }
 
 void decode(const json& j, PairingBundle& out) {
-  checked(j, schemas::kPairingBundle, check_bundle);
+  checked(j, schemas::pairing_bundle(), check_bundle);
   out.protocol_version = j["protocol_version"].get<int>();
   out.oma_api_url = j["oma_api_url"];
   out.ssh_host = j["ssh_host"];
@@ -242,11 +297,11 @@ void decode(const json& j, PairingBundle& out) {
 json encode(const EnrolRequest& m) {
   json j = {{"name", m.name}, {"vcenter", m.vcenter}, {"ssh_public_key", m.ssh_public_key}};
   if (m.protocol_version) j["protocol_version"] = *m.protocol_version;
-  return checked(std::move(j), schemas::kEnrolRequest);
+  return checked(std::move(j), schemas::enrol_request());
 }
 
 void decode(const json& j, EnrolRequest& out) {
-  checked(j, schemas::kEnrolRequest);
+  checked(j, schemas::enrol_request());
   out = {std::nullopt, j["name"], j["vcenter"], j["ssh_public_key"]};
   if (j.contains("protocol_version")) out.protocol_version = j["protocol_version"].get<int64_t>();
 }
@@ -259,11 +314,11 @@ json encode(const EnrolReply& m) {
                   {"state", m.state},
                   {"tunnel_port", m.tunnel_port},
                   {"next", m.next}},
-                 schemas::kEnrolReply);
+                 schemas::enrol_reply());
 }
 
 void decode(const json& j, EnrolReply& out) {
-  checked(j, schemas::kEnrolReply);
+  checked(j, schemas::enrol_reply());
   out = {j["protocol_version"].get<int>(), j["vma_id"], j["name"], j["vcenter"], j["state"],
          j["tunnel_port"].get<int>(),      j["next"]};
 }

@@ -79,8 +79,10 @@ void decode(const nlohmann::json& j, EnrolReply& out);
 // breaks, quotes, commas or backslashes, which could smuggle authorized_keys options).
 std::string normalize_ed25519_public_key(const std::string& line, const std::string& field = "ssh_public_key");
 
-namespace schemas {
-extern const schema::Schema kPairingBundle, kEnrolRequest, kEnrolReply;
+namespace schemas {  // built on first use, as in messages.h
+const schema::Schema& pairing_bundle();
+const schema::Schema& enrol_request();
+const schema::Schema& enrol_reply();
 }  // namespace schemas
 
 }  // namespace mk::protocol

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <limits>
 #include <set>
 
 namespace mk::protocol {
@@ -25,9 +26,7 @@ void export_check(const std::string& v, const std::string& path) {
   if (!is_export_name(v)) throw FieldError(path, "expected an export name migration-vm-{vm_id}-disk{unit}");
 }
 void host_check(const std::string& v, const std::string& path) {
-  bool ok = !v.empty() && v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") ==
-                              std::string::npos;
-  if (!ok) throw FieldError(path, "expected a host name or an IP address");
+  if (!is_host(v)) throw FieldError(path, "expected a host name or an IP address");
 }
 void not_empty_check(const std::string& v, const std::string& path) {
   if (v.empty()) throw FieldError(path, "must not be empty");
@@ -46,12 +45,54 @@ Field uuid_field(std::string name, std::string description) {
           .description = std::move(description),
           .max_length = 36,
           .check = uuid_check,
-          .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d"};
+          .example = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d",
+          .pattern = kUuidPattern};
 }
 
-Field text_field(std::string name, std::string description) {
-  return {
-      .name = std::move(name), .description = std::move(description), .max_length = kMaxTextBytes, .nullable = true};
+Field string_field(std::string name, std::string description, std::string example, size_t max_length = 255) {
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .max_length = max_length,
+          .example = std::move(example)};
+}
+
+Field int_field(std::string name, std::string description, int64_t example, int64_t min = 0,
+                int64_t max = std::numeric_limits<int64_t>::max()) {
+  return {.name = std::move(name),
+          .type = Type::Integer,
+          .description = std::move(description),
+          .min = min,
+          .max = max,
+          .example = example};
+}
+
+Field number_field(std::string name, std::string description, double example) {
+  return {.name = std::move(name), .type = Type::Number, .description = std::move(description), .example = example};
+}
+
+Field bool_field(std::string name, std::string description, bool example) {
+  return {.name = std::move(name), .type = Type::Boolean, .description = std::move(description), .example = example};
+}
+
+Field object_field(std::string name, std::string description, const Schema* schema) {
+  return {.name = std::move(name), .type = Type::Object, .description = std::move(description), .items = schema};
+}
+
+Field array_field(std::string name, std::string description, size_t max_items, const Schema* items) {
+  return {.name = std::move(name),
+          .type = Type::Array,
+          .description = std::move(description),
+          .max_length = max_items,
+          .items = items};
+}
+
+// Free text that may be null (errors): made printable by the sender (printable_text).
+Field text_field(std::string name, std::string description, std::string example) {
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .max_length = kMaxTextBytes,
+          .nullable = true,
+          .example = std::move(example)};
 }
 
 Field change_id_field(std::string name, std::string description) {
@@ -60,7 +101,8 @@ Field change_id_field(std::string name, std::string description) {
           .max_length = 200,
           .check = not_empty_check,
           .nullable = true,
-          .example = "52 3c 1f 2a 9d 0e 4b 77-aa 10 5c 3e 2d 1f 0b 9a/17"};
+          .example = "52 3c 1f 2a 9d 0e 4b 77-aa 10 5c 3e 2d 1f 0b 9a/17",
+          .pattern = "."};
 }
 
 Field disk_key_field() {
@@ -68,7 +110,8 @@ Field disk_key_field() {
           .description = "VMware device key of the disk (decimal, no leading zeros)",
           .max_length = 10,
           .check = disk_key_check,
-          .example = "2000"};
+          .example = "2000",
+          .pattern = kDiskKeyPattern};
 }
 
 constexpr int64_t kMaxCapacity = int64_t{1} << 50;
@@ -78,8 +121,9 @@ const Schema kNbdTarget{{
      .description = "the OMA's NBD server as the VMA reaches it",
      .max_length = 253,
      .check = host_check,
-     .example = "10.0.0.5"},
-    {.name = "port", .type = Type::Integer, .min = 1, .max = 65535, .example = 10809},
+     .example = "10.0.0.5",
+     .pattern = kHostPattern},
+    int_field("port", "its port", 10809, 1, 65535),
     {.name = "tls",
      .description = "always psk: the VMA writes to the OMA only with TLS, with its key from pairing",
      .max_length = 8,
@@ -89,183 +133,253 @@ const Schema kNbdTarget{{
 const Schema kReplicateDisk{
     {
         disk_key_field(),
-        {.name = "unit",
-         .type = Type::Integer,
-         .description = "the N of diskN in the export name",
-         .min = 0,
-         .max = 255},
-        {.name = "capacity_bytes", .type = Type::Integer, .min = 1, .max = kMaxCapacity, .example = 10737418240},
-        {.name = "export", .description = "migration-vm-{vm_id}-disk{unit}", .max_length = 64, .check = export_check},
+        int_field("unit", "the N of diskN in the export name", 0, 0, 255),
+        int_field("capacity_bytes", "the disk's size", 10737418240, 1, kMaxCapacity),
+        {.name = "export",
+         .description = "migration-vm-{vm_id}-disk{unit}",
+         .max_length = 64,
+         .check = export_check,
+         .example = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0",
+         .pattern = kExportNamePattern},
         change_id_field("change_id_base", "the change ID of the last committed pass; null for a full copy"),
     },
-    "ReplicateDisk"};
+    "ReplicateDisk",
+    "one disk of a replication pass: where it goes and where it starts from"};
 
 const Schema kProgressTotals{{
-    {.name = "bytes_done", .type = Type::Integer, .min = 0},
-    {.name = "bytes_total", .type = Type::Integer, .min = 0},
-    {.name = "throughput_bps", .type = Type::Number, .description = "summed over the disks copying"},
+    int_field("bytes_done", "over the disks", 3221225472),
+    int_field("bytes_total", "over the disks", 10737418240),
+    number_field("throughput_bps", "summed over the disks copying", 157286400.0),
 }};
 
 const Schema kVcenterHealth{{
-    {.name = "reachable", .type = Type::Boolean},
-    text_field("error", "why vCenter cannot be reached; null when it can"),
+    bool_field("reachable", "the VMA's vCenter session works", true),
+    text_field("error", "why vCenter cannot be reached; null when it can",
+               "vCenter vc.example cannot be reached or refused the login: connection refused"),
 }};
 
 const Schema kTunnelHealth{{
     enum_field<TunnelState>("state", "the VMA's SSH control tunnel to the OMA"),
-    {.name = "since", .type = Type::Integer, .description = "unix seconds of the last change of state", .min = 0},
-    text_field("error", "why the tunnel is not up, when known"),
+    int_field("since", "unix seconds of the last change of state", 1764673200),
+    text_field("error", "why the tunnel is not up, when known", "ssh: connect to host oma port 22: Connection refused"),
 }};
 
 }  // namespace
 
 namespace schemas {
 
-const Schema kReplicateRequest{
-    {
-        uuid_field("job_id", "the OMA's job"),
-        uuid_field("vm_id", "vSphere instance UUID of the VM"),
-        enum_field<PassKind>("kind",
-                             "full: every allocated area; incremental: the areas changed since each "
-                             "disk's change_id_base"),
-        {.name = "nbd", .type = Type::Object, .items = &kNbdTarget},
-        {.name = "disks",
-         .type = Type::Array,
-         .description = "1 to 256 disks, keys and units unique",
-         .max_length = 256,
-         .items = &kReplicateDisk},
-    },
-    "ReplicateRequest",
-    "Start copying one job's disks into the OMA's exports"};
+const Schema& replicate_request() {
+  static const Schema s{
+      {
+          uuid_field("job_id", "the OMA's job"),
+          uuid_field("vm_id", "vSphere instance UUID of the VM"),
+          enum_field<PassKind>("kind",
+                               "full: every allocated area; incremental: the areas changed since each "
+                               "disk's change_id_base"),
+          object_field("nbd", "the OMA's NBD server", &kNbdTarget),
+          array_field("disks", "1 to 256 disks, keys and units unique", 256, &kReplicateDisk),
+      },
+      "ReplicateRequest",
+      "Start copying one job's disks into the OMA's exports"};
+  return s;
+}
 
-const Schema kReplicateAccepted{{
-                                    uuid_field("job_id", "the job accepted"),
-                                    uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
-                                },
-                                "ReplicateAccepted"};
+const Schema& replicate_accepted() {
+  static const Schema s{
+      {
+          uuid_field("job_id", "the job accepted"),
+          uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+      },
+      "ReplicateAccepted",
+      "the VMA took the job"};
+  return s;
+}
 
-const Schema kDiskProgress{
-    {
-        disk_key_field(),
-        enum_field<DiskStatus>("status", "pending, copying, completed (copied and flushed) or failed"),
-        enum_field<DiskPhase>("phase", "what the copy of this disk is doing"),
-        {.name = "bytes_done", .type = Type::Integer, .min = 0},
-        {.name = "bytes_total", .type = Type::Integer, .description = "bytes in the pass's plan", .min = 0},
-        {.name = "throughput_bps", .type = Type::Number},
-        {.name = "eta_seconds", .type = Type::Number},
-        change_id_field("change_id", "the disk's new change ID: set exactly when the disk is completed"),
-        text_field("error", "why the disk failed: set when it failed"),
-    },
-    "DiskProgress"};
+const Schema& disk_progress() {
+  static const Schema s{
+      {
+          disk_key_field(),
+          enum_field<DiskStatus>("status", "pending, copying, completed (copied and flushed) or failed"),
+          enum_field<DiskPhase>("phase", "what the copy of this disk is doing"),
+          int_field("bytes_done", "bytes copied of the pass's plan", 1073741824),
+          int_field("bytes_total", "bytes in the pass's plan", 4294967296),
+          number_field("throughput_bps", "bytes per second", 157286400.0),
+          number_field("eta_seconds", "seconds left at this rate", 20.5),
+          change_id_field("change_id", "the disk's new change ID: set exactly when the disk is completed"),
+          text_field("error", "why the disk failed: set when it failed",
+                     "disk 2000 (Hard disk 1) of VM 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d: copy failed: ..."),
+      },
+      "DiskProgress",
+      "one disk of a job as the VMA copies it"};
+  return s;
+}
 
-const Schema kJobProgress{{
-                              uuid_field("job_id", "the job"),
-                              uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
-                              enum_field<VmaJobStatus>("status", "the job as a whole on the VMA"),
-                              text_field("error", "why the job failed or stopped"),
-                              {.name = "disks", .type = Type::Array, .max_length = 256, .items = &kDiskProgress},
-                              {.name = "total", .type = Type::Object, .items = &kProgressTotals},
-                          },
-                          "JobProgress"};
+const Schema& job_progress() {
+  static const Schema s{
+      {
+          uuid_field("job_id", "the job"),
+          uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+          enum_field<VmaJobStatus>("status", "the job as a whole on the VMA"),
+          text_field("error", "why the job failed or stopped", "interrupted: the VMA restarted during this pass"),
+          array_field("disks", "every disk of the job", 256, &disk_progress()),
+          object_field("total", "the disks together", &kProgressTotals),
+      },
+      "JobProgress",
+      "a job's progress on the VMA"};
+  return s;
+}
 
-const Schema kStopReply{{
-                            uuid_field("job_id", "the job stopped"),
-                            {.name = "stopped", .type = Type::Boolean},
-                        },
-                        "StopReply"};
+const Schema& stop_reply() {
+  static const Schema s{
+      {
+          uuid_field("job_id", "the job stopped"),
+          bool_field("stopped", "the copy is cancelled and its snapshot removed", true),
+      },
+      "StopReply",
+      "the job is stopped"};
+  return s;
+}
 
-const Schema kCleanupReply{{
-                               uuid_field("vm_id", "the VM cleaned up"),
-                               {.name = "snapshots_removed", .type = Type::Integer, .min = 0, .max = 1000000},
-                           },
-                           "CleanupReply"};
+const Schema& cleanup_reply() {
+  static const Schema s{
+      {
+          uuid_field("vm_id", "the VM cleaned up"),
+          int_field("snapshots_removed", "snapshots of ours the VMA removed", 1, 0, 1000000),
+      },
+      "CleanupReply",
+      "the VM's snapshots of ours are gone"};
+  return s;
+}
 
-const Schema kPowerRequest{
-    {
-        enum_field<PowerAction>("action", "shutdown (guest shutdown, power off after the timeout), off or on"),
-        {.name = "timeout_seconds",
-         .type = Type::Integer,
-         .required = false,
-         .description = "how long a guest shutdown may take (default 300)",
-         .min = 1,
-         .max = 86400},
-    },
-    "PowerRequest"};
+const Schema& power_request() {
+  static const Schema s{
+      {
+          enum_field<PowerAction>("action", "shutdown (guest shutdown, power off after the timeout), off or on"),
+          {.name = "timeout_seconds",
+           .type = Type::Integer,
+           .required = false,
+           .description = "how long a guest shutdown may take (default 300)",
+           .min = 1,
+           .max = 86400,
+           .example = 300},
+      },
+      "PowerRequest",
+      "bring the source VM into a power state"};
+  return s;
+}
 
-const Schema kPowerReply{
-    {
-        uuid_field("vm_id", "the VM"),
-        {.name = "power_state", .max_length = 32, .one_of = {"poweredOn", "poweredOff"}},
-        {.name = "forced", .type = Type::Boolean, .description = "a shutdown ended with a power off"},
-    },
-    "PowerReply"};
+const Schema& power_reply() {
+  static const Schema s{
+      {
+          uuid_field("vm_id", "the VM"),
+          {.name = "power_state",
+           .description = "the state the VM is in now",
+           .max_length = 32,
+           .one_of = {"poweredOn", "poweredOff"}},
+          bool_field("forced", "a shutdown ended with a power off", false),
+      },
+      "PowerReply",
+      "the VM is in the asked state"};
+  return s;
+}
 
-const Schema kDiscoveredDisk{{
-                                 disk_key_field(),
-                                 {.name = "unit",
-                                  .type = Type::Integer,
-                                  .description = "position in controller/unit order",
-                                  .min = 0,
-                                  .max = 255},
-                                 {.name = "label", .example = "Hard disk 1"},
-                                 {.name = "capacity_bytes", .type = Type::Integer, .min = 0, .max = kMaxCapacity},
-                             },
-                             "DiscoveredDisk"};
+const Schema& discovered_disk() {
+  static const Schema s{
+      {
+          disk_key_field(),
+          int_field("unit", "position in controller/unit order (the N of the export's diskN)", 0, 0, 255),
+          string_field("label", "vCenter's label", "Hard disk 1"),
+          int_field("capacity_bytes", "capacity in bytes", 17179869184, 0, kMaxCapacity),
+      },
+      "DiscoveredDisk",
+      "a disk as the VMA found it"};
+  return s;
+}
 
-const Schema kDiscoveredNic{
-    {
-        {.name = "key", .description = "VMware device key", .max_length = 10, .check = device_key_check},
-        {.name = "mac",
-         .description = "empty until vSphere assigned one",
-         .max_length = 17,
-         .check = mac_check,
-         .example = "00:50:56:aa:bb:cc"},
-        {.name = "network", .description = "port group name", .example = "VM Network"},
-    },
-    "DiscoveredNic"};
+const Schema& discovered_nic() {
+  static const Schema s{
+      {
+          {.name = "key",
+           .description = "VMware device key of the NIC",
+           .max_length = 10,
+           .check = device_key_check,
+           .example = "4000",
+           .pattern = kDiskKeyPattern},
+          {.name = "mac",
+           .description = "its MAC address; empty until vSphere assigned one",
+           .max_length = 17,
+           .check = mac_check,
+           .example = "00:50:56:aa:bb:cc",
+           .pattern = kMacOrEmptyPattern},
+          string_field("network", "VMware network (port group)", "VM Network"),
+      },
+      "DiscoveredNic",
+      "a network card as the VMA found it"};
+  return s;
+}
 
-const Schema kDiscoveredVm{
-    {
-        uuid_field("vm_id", "vSphere instance UUID"),
-        {.name = "name", .example = "web01"},
-        {.name = "datacenter", .example = "DC0"},
-        enum_field<PowerState>("power_state", "as vSphere says it"),
-        {.name = "guest_os", .description = "vSphere guest id; may be empty", .example = "ubuntu64Guest"},
-        {.name = "cpus", .type = Type::Integer, .min = 0, .max = 4096},
-        {.name = "memory_mb", .type = Type::Integer, .min = 0, .max = int64_t{64} << 20},
-        {.name = "disks", .type = Type::Array, .max_length = 256, .items = &kDiscoveredDisk},
-        {.name = "nics", .type = Type::Array, .max_length = 64, .items = &kDiscoveredNic},
-    },
-    "DiscoveredVm"};
+const Schema& discovered_vm() {
+  static const Schema s{
+      {
+          uuid_field("vm_id", "vSphere instance UUID"),
+          string_field("name", "its name in vCenter", "web01"),
+          string_field("datacenter", "its datacenter", "DC1"),
+          enum_field<PowerState>("power_state", "its power state, as vSphere says it"),
+          string_field("guest_os", "vSphere guest id; may be empty", "debian12_64Guest"),
+          int_field("cpus", "virtual CPUs", 2, 0, 4096),
+          int_field("memory_mb", "memory in MiB", 4096, 0, int64_t{64} << 20),
+          array_field("disks", "its disks", 256, &discovered_disk()),
+          array_field("nics", "its network cards", 64, &discovered_nic()),
+      },
+      "DiscoveredVm",
+      "a VM as the VMA found it in vCenter"};
+  return s;
+}
 
-const Schema kDiscovery{{
-                            {.name = "vcenter", .description = "host name of the VMA's vCenter"},
-                            {.name = "vms", .type = Type::Array, .max_length = 100000, .items = &kDiscoveredVm},
-                        },
-                        "Discovery"};
+const Schema& discovery() {
+  static const Schema s{
+      {
+          string_field("vcenter", "host name of the VMA's vCenter", "vcenter.example.local"),
+          array_field("vms", "every VM but templates", 100000, &discovered_vm()),
+      },
+      "Discovery",
+      "the VMs of the VMA's vCenter"};
+  return s;
+}
 
-const Schema kHealth{{
-                         {.name = "protocol_version",
-                          .type = Type::Integer,
-                          .description = "the OMA<->VMA protocol the VMA speaks",
-                          .min = 0,
-                          .max = 1000000,
-                          .example = kVersion},
-                         enum_field<HealthStatus>("status", "ok when vCenter answers and the tunnel is up"),
-                         uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
-                         {.name = "vcenter", .type = Type::Object, .items = &kVcenterHealth},
-                         {.name = "tunnel", .type = Type::Object, .items = &kTunnelHealth},
-                     },
-                     "VmaHealth"};
+const Schema& health() {
+  static const Schema s{
+      {
+          int_field("protocol_version", "the OMA<->VMA protocol the VMA speaks", kVersion, 0, 1000000),
+          enum_field<HealthStatus>("status", "ok when vCenter answers and the tunnel is up"),
+          uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
+          object_field("vcenter", "its vCenter", &kVcenterHealth),
+          object_field("tunnel", "its control tunnel to the OMA", &kTunnelHealth),
+      },
+      "VmaHealth",
+      "a VMA's health as it reports it"};
+  return s;
+}
 
-const Schema kEmptyRequest{{}, "EmptyRequest", "No fields: {}"};
+const Schema& empty_request() {
+  static const Schema s{{}, "EmptyRequest", "No fields: {}"};
+  return s;
+}
 
-const Schema kErrorReply{
-    {
-        {.name = "error", .description = "what failed, on which VM/disk, what to do", .max_length = kMaxTextBytes},
-        {.name = "field", .required = false, .description = "the JSON path of the field at fault"},
-    },
-    "VmaError"};
+const Schema& error_reply() {
+  static const Schema s{
+      {
+          string_field("error", "what failed, on which VM/disk, what to do", "VM 4210a4c2-...: power off failed: ...",
+                       kMaxTextBytes),
+          {.name = "field",
+           .required = false,
+           .description = "the JSON path of the field at fault",
+           .example = "disks[0].export"},
+      },
+      "VmaError",
+      "why the VMA refused or failed a request"};
+  return s;
+}
 
 }  // namespace schemas
 
@@ -397,11 +511,11 @@ json encode(const ReplicateRequest& m) {
             {"kind", to_string(m.kind)},
             {"nbd", {{"host", m.nbd.host}, {"port", m.nbd.port}, {"tls", to_string(m.nbd.tls)}}},
             {"disks", disks}};
-  return checked(std::move(j), schemas::kReplicateRequest, check_replicate);
+  return checked(std::move(j), schemas::replicate_request(), check_replicate);
 }
 
 void decode(const json& j, ReplicateRequest& out) {
-  checked(j, schemas::kReplicateRequest, check_replicate);
+  checked(j, schemas::replicate_request(), check_replicate);
   out.job_id = j["job_id"];
   out.vm_id = j["vm_id"];
   out.kind = enum_of<PassKind>(j, "kind");
@@ -414,22 +528,22 @@ void decode(const json& j, ReplicateRequest& out) {
 }
 
 json encode(const ReplicateAccepted& m) {
-  return checked({{"job_id", m.job_id}, {"vma_instance", m.vma_instance}}, schemas::kReplicateAccepted);
+  return checked({{"job_id", m.job_id}, {"vma_instance", m.vma_instance}}, schemas::replicate_accepted());
 }
 
 void decode(const json& j, ReplicateAccepted& out) {
-  checked(j, schemas::kReplicateAccepted);
+  checked(j, schemas::replicate_accepted());
   out = {j["job_id"], j["vma_instance"]};
 }
 
 // --- progress, stop, cleanup -------------------------------------------------------------
 
 json encode(const DiskProgress& m) {
-  return checked(disk_progress_json(m), schemas::kDiskProgress, check_one_disk_progress);
+  return checked(disk_progress_json(m), schemas::disk_progress(), check_one_disk_progress);
 }
 
 void decode(const json& j, DiskProgress& out) {
-  checked(j, schemas::kDiskProgress, check_one_disk_progress);
+  checked(j, schemas::disk_progress(), check_one_disk_progress);
   out = disk_progress_of(j);
 }
 
@@ -445,11 +559,11 @@ json encode(const JobProgress& m) {
              {{"bytes_done", m.total.bytes_done},
               {"bytes_total", m.total.bytes_total},
               {"throughput_bps", m.total.throughput_bps}}}};
-  return checked(std::move(j), schemas::kJobProgress, check_progress);
+  return checked(std::move(j), schemas::job_progress(), check_progress);
 }
 
 void decode(const json& j, JobProgress& out) {
-  checked(j, schemas::kJobProgress, check_progress);
+  checked(j, schemas::job_progress(), check_progress);
   out.job_id = j["job_id"];
   out.vma_instance = j["vma_instance"];
   out.status = enum_of<VmaJobStatus>(j, "status");
@@ -460,41 +574,41 @@ void decode(const json& j, JobProgress& out) {
   out.total = {t["bytes_done"].get<int64_t>(), t["bytes_total"].get<int64_t>(), t["throughput_bps"].get<double>()};
 }
 
-json encode(const StopReply& m) { return checked({{"job_id", m.job_id}, {"stopped", m.stopped}}, schemas::kStopReply); }
+json encode(const StopReply& m) { return checked({{"job_id", m.job_id}, {"stopped", m.stopped}}, schemas::stop_reply()); }
 
 void decode(const json& j, StopReply& out) {
-  checked(j, schemas::kStopReply);
+  checked(j, schemas::stop_reply());
   out = {j["job_id"], j["stopped"].get<bool>()};
 }
 
 json encode(const CleanupReply& m) {
-  return checked({{"vm_id", m.vm_id}, {"snapshots_removed", m.snapshots_removed}}, schemas::kCleanupReply);
+  return checked({{"vm_id", m.vm_id}, {"snapshots_removed", m.snapshots_removed}}, schemas::cleanup_reply());
 }
 
 void decode(const json& j, CleanupReply& out) {
-  checked(j, schemas::kCleanupReply);
+  checked(j, schemas::cleanup_reply());
   out = {j["vm_id"], j["snapshots_removed"].get<int>()};
 }
 
 // --- power -----------------------------------------------------------------------------
 
 json encode(const PowerRequest& m) {
-  return checked({{"action", to_string(m.action)}, {"timeout_seconds", m.timeout_seconds}}, schemas::kPowerRequest);
+  return checked({{"action", to_string(m.action)}, {"timeout_seconds", m.timeout_seconds}}, schemas::power_request());
 }
 
 void decode(const json& j, PowerRequest& out) {
-  checked(j, schemas::kPowerRequest);
+  checked(j, schemas::power_request());
   out.action = enum_of<PowerAction>(j, "action");
   out.timeout_seconds = j.contains("timeout_seconds") ? j["timeout_seconds"].get<int>() : 300;
 }
 
 json encode(const PowerReply& m) {
   return checked({{"vm_id", m.vm_id}, {"power_state", to_string(m.power_state)}, {"forced", m.forced}},
-                 schemas::kPowerReply);
+                 schemas::power_reply());
 }
 
 void decode(const json& j, PowerReply& out) {
-  checked(j, schemas::kPowerReply);
+  checked(j, schemas::power_reply());
   out = {j["vm_id"], enum_of<PowerState>(j, "power_state"), j["forced"].get<bool>()};
 }
 
@@ -540,21 +654,21 @@ DiscoveredVm vm_of(const json& j) {
 
 }  // namespace
 
-json encode(const DiscoveredVm& m) { return checked(vm_json(m), schemas::kDiscoveredVm); }
+json encode(const DiscoveredVm& m) { return checked(vm_json(m), schemas::discovered_vm()); }
 
 void decode(const json& j, DiscoveredVm& out) {
-  checked(j, schemas::kDiscoveredVm);
+  checked(j, schemas::discovered_vm());
   out = vm_of(j);
 }
 
 json encode(const Discovery& m) {
   json vms = json::array();
   for (const auto& vm : m.vms) vms.push_back(vm_json(vm));
-  return checked({{"vcenter", m.vcenter}, {"vms", std::move(vms)}}, schemas::kDiscovery);
+  return checked({{"vcenter", m.vcenter}, {"vms", std::move(vms)}}, schemas::discovery());
 }
 
 void decode(const json& j, Discovery& out) {
-  checked(j, schemas::kDiscovery);
+  checked(j, schemas::discovery());
   out.vcenter = j["vcenter"];
   out.vms.clear();
   for (const auto& v : j["vms"]) out.vms.push_back(vm_of(v));
@@ -569,11 +683,11 @@ json encode(const Health& m) {
             {"vcenter", {{"reachable", m.vcenter.reachable}, {"error", opt_text(m.vcenter.error)}}},
             {"tunnel",
              {{"state", to_string(m.tunnel.state)}, {"since", m.tunnel.since}, {"error", opt_text(m.tunnel.error)}}}};
-  return checked(std::move(j), schemas::kHealth);
+  return checked(std::move(j), schemas::health());
 }
 
 void decode(const json& j, Health& out) {
-  checked(j, schemas::kHealth);
+  checked(j, schemas::health());
   out.protocol_version = j["protocol_version"].get<int>();
   out.status = enum_of<HealthStatus>(j, "status");
   out.vma_instance = j["vma_instance"];
@@ -582,18 +696,18 @@ void decode(const json& j, Health& out) {
   out.tunnel = {enum_of<TunnelState>(t, "state"), t["since"].get<int64_t>(), opt_of(t, "error")};
 }
 
-json encode(const EmptyRequest&) { return checked(json::object(), schemas::kEmptyRequest); }
+json encode(const EmptyRequest&) { return checked(json::object(), schemas::empty_request()); }
 
-void decode(const json& j, EmptyRequest&) { checked(j, schemas::kEmptyRequest); }
+void decode(const json& j, EmptyRequest&) { checked(j, schemas::empty_request()); }
 
 json encode(const ErrorReply& m) {
   json j = {{"error", printable_text(m.error)}};
   if (m.field) j["field"] = printable_text(m.field->substr(0, 255));
-  return checked(std::move(j), schemas::kErrorReply);
+  return checked(std::move(j), schemas::error_reply());
 }
 
 void decode(const json& j, ErrorReply& out) {
-  checked(j, schemas::kErrorReply);
+  checked(j, schemas::error_reply());
   out.error = j["error"];
   out.field = j.contains("field") ? std::optional<std::string>(j["field"]) : std::nullopt;
 }

@@ -245,11 +245,26 @@ inline constexpr size_t kMaxTextBytes = 4096;
 std::string printable_text(std::string_view s);
 
 // --- schemas (the same declarations serve validation and the OpenAPI document) ---------
+//
+// Built on first use (other modules' schema constants refer to them during static
+// initialisation); the references stay valid for the program's life.
 
 namespace schemas {
-extern const schema::Schema kReplicateRequest, kReplicateAccepted, kDiskProgress, kJobProgress, kStopReply,
-    kCleanupReply, kPowerRequest, kPowerReply, kDiscoveredDisk, kDiscoveredNic, kDiscoveredVm, kDiscovery, kHealth,
-    kEmptyRequest, kErrorReply;
+const schema::Schema& replicate_request();
+const schema::Schema& replicate_accepted();
+const schema::Schema& disk_progress();
+const schema::Schema& job_progress();
+const schema::Schema& stop_reply();
+const schema::Schema& cleanup_reply();
+const schema::Schema& power_request();
+const schema::Schema& power_reply();
+const schema::Schema& discovered_disk();
+const schema::Schema& discovered_nic();
+const schema::Schema& discovered_vm();
+const schema::Schema& discovery();
+const schema::Schema& health();
+const schema::Schema& empty_request();
+const schema::Schema& error_reply();
 }  // namespace schemas
 
 }  // namespace mk::protocol

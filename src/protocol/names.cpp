@@ -36,6 +36,11 @@ bool is_mac_address(std::string_view s) {
   return true;
 }
 
+bool is_host(std::string_view s) {
+  return !s.empty() &&
+         s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == std::string_view::npos;
+}
+
 void check_uuid(std::string_view s, std::string_view field) {
   if (!is_uuid(s)) {
     throw FieldError(std::string(field), "expected a lowercase UUID like 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d");

@@ -11,7 +11,9 @@
 //   export name  "migration-vm-{vm uuid}-disk{unit}", nothing else
 //   display name 1..max bytes of printable UTF-8 without '/', '\\', NUL or line breaks
 // A violation throws schema::FieldError naming the field (a UsageError: 400 in an API).
-// Free functions and a value type; thread-safe.
+// Each rule also exists as an ECMAScript regular expression for OpenAPI documents
+// (Field::pattern), so that validators built from a document agree with the code; the
+// protocol's tests hold the two together. Free functions and a value type; thread-safe.
 #pragma once
 
 #include <compare>
@@ -22,8 +24,21 @@
 
 namespace mk::protocol {
 
+inline constexpr const char* kUuidPattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+// 0 to 2147483647 without leading zeros.
+inline constexpr const char* kDiskKeyPattern =
+    "^(0|[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|"
+    "214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7])$";
+inline constexpr const char* kMacPattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+inline constexpr const char* kMacOrEmptyPattern = "^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5})?$";
+inline constexpr const char* kExportNamePattern =
+    "^migration-vm-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-disk"
+    "(0|[1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5])$";
+inline constexpr const char* kHostPattern = "^[A-Za-z0-9._:-]+$";
+
 bool is_uuid(std::string_view s);         // lowercase 8-4-4-4-12 hex
 bool is_mac_address(std::string_view s);  // six hex pairs joined by ':'
+bool is_host(std::string_view s);         // a host name or an IP address: [A-Za-z0-9._:-]+
 
 void check_uuid(std::string_view s, std::string_view field);
 void check_unit(int64_t unit, std::string_view field);

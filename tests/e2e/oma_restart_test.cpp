@@ -38,7 +38,7 @@ class OmaBinary {
     process_ = Subprocess::spawn({OMA_BIN, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
                                   "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url_,
                                   "--vma-token-file", token_file_, "--poll-interval-ms", "100", "--vma-timeout", "60",
-                                  "--keep-export-server"},
+                                  "--keep-export-server", "--strict-api-replies"},
                                  o);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!std::filesystem::exists(data_ + "/api.port")) {

@@ -122,9 +122,22 @@ TEST_F(ApiFixture, OpenApiDocumentMatchesTheServer) {
   }
   json doc = admin->get("/api/v1/openapi.json").body;
   EXPECT_EQ(doc["openapi"], "3.0.3");
-  EXPECT_EQ(doc["paths"]["/api/v1/vms"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-               ["additionalProperties"],
-            false);
+  json body = doc["paths"]["/api/v1/vms"]["post"]["requestBody"]["content"]["application/json"];
+  ASSERT_EQ(body["schema"], json({{"$ref", "#/components/schemas/NewVm"}})) << body.dump();
+  EXPECT_EQ(doc["components"]["schemas"]["NewVm"]["additionalProperties"], false);
+  // Every operation is described: operationId, tag, description, a schema for every response.
+  for (const auto& [path, methods] : doc["paths"].items()) {
+    for (const auto& [m, op] : methods.items()) {
+      SCOPED_TRACE(m + " " + path);
+      EXPECT_FALSE(op.value("operationId", "").empty());
+      EXPECT_EQ(op["tags"].size(), 1u);
+      EXPECT_FALSE(op.value("description", "").empty());
+      for (const auto& [status, r] : op["responses"].items()) {
+        ASSERT_TRUE(r.contains("content")) << status;
+        for (const auto& [media, c] : r["content"].items()) EXPECT_TRUE(c.contains("schema")) << status;
+      }
+    }
+  }
 }
 
 TEST_F(ApiFixture, HostileBodiesGetA4xxNamingTheField) {

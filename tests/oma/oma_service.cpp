@@ -37,6 +37,7 @@ OmaConfig test_config(const std::string& data_dir, const std::string& vma_url) {
   c.vma_url = vma_url;
   c.poll_interval_ms = 50;
   c.vma_timeout_s = 30;
+  c.strict_api_replies = true;
   return c;
 }
 

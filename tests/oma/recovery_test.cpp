@@ -30,7 +30,7 @@ struct OmaProcess {
     o.stderr_path = log;
     process = Subprocess::spawn({OMA_BIN, "--data-dir", data, "--api-listen", "127.0.0.1", "--api-port", "0",
                                  "--gui-listen", "127.0.0.1", "--gui-port", "0", "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url,
-                                 "--poll-interval-ms", "50", "--vma-timeout", "30"},
+                                 "--poll-interval-ms", "50", "--vma-timeout", "30", "--strict-api-replies"},
                                 o);
     for (int i = 0; i < 1500 && !std::filesystem::exists(data + "/api.port"); ++i) {
       if (!process.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log));

@@ -230,13 +230,13 @@ TEST(Messages, DecodeTextRefusesWhatIsNotAJsonObject) {
 }
 
 TEST(Messages, SchemasAreNamedForTheOpenApiDocument) {
-  for (const schema::Schema* s : {&schemas::kReplicateRequest, &schemas::kJobProgress, &schemas::kDiscovery,
-                                  &schemas::kHealth, &schemas::kPowerRequest, &schemas::kErrorReply}) {
+  for (const schema::Schema* s : {&schemas::replicate_request(), &schemas::job_progress(), &schemas::discovery(),
+                                  &schemas::health(), &schemas::power_request(), &schemas::error_reply()}) {
     EXPECT_FALSE(s->name.empty());
     json o = schema::to_openapi(*s);
     EXPECT_EQ(o["additionalProperties"], false) << s->name;
   }
-  json o = schema::to_openapi(schemas::kJobProgress);
+  json o = schema::to_openapi(schemas::job_progress());
   EXPECT_EQ(o["properties"]["disks"]["items"]["properties"]["status"]["enum"],
             json({"pending", "copying", "completed", "failed"}));
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <regex>
 
 #include "common/json_schema.h"
 
@@ -87,6 +88,39 @@ TEST(Names, DiskKeysAreCanonicalDecimalNumbers) {
   }
   EXPECT_EQ(field_of([] { DiskKey(-1); }), "disk_key");
   EXPECT_EQ(field_of([] { DiskKey(int64_t{DiskKey::kMax} + 1); }), "disk_key");
+}
+
+// The regular expressions OpenAPI documents carry accept exactly what the code accepts.
+TEST(Names, PatternsAgreeWithTheRules) {
+  auto agree = [](bool (*rule)(std::string_view), const char* pattern, const std::vector<std::string>& values) {
+    std::regex re(pattern);
+    for (const auto& v : values) EXPECT_EQ(rule(v), std::regex_search(v, re)) << "\"" << v << "\" against " << pattern;
+  };
+  agree(is_uuid, kUuidPattern,
+        {"4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", "4210A4C2-6b57-4d4b-9d8e-0c1f2a3b4c5d",
+         "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5", "4210a4c26b574d4b9d8e0c1f2a3b4c5d0000", "",
+         "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d\n", "x4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d"});
+  agree([](std::string_view v) { return DiskKey::valid(v); }, kDiskKeyPattern,
+        {"0", "7", "2000", "123456789", "1234567890", "1999999999", "2099999999", "2139999999", "2146999999",
+         "2147399999", "2147479999", "2147482999", "2147483599", "2147483639", "2147483647", "2147483648",
+         "2147483650", "2147483700", "2147484000", "2147490000", "2147500000", "2148000000", "2150000000",
+         "2200000000", "3000000000", "9999999999", "10000000000", "00", "02000", "", "-1", "20a0", " 2000"});
+  agree(is_mac_address, kMacPattern,
+        {"00:50:56:aa:bb:cc", "00:50:56:AA:BB:CC", "00-50-56-aa-bb-cc", "00:50:56:aa:bb", "00:50:56:aa:bb:cc:dd",
+         "0:50:56:aa:bb:cc", "00:50:56:aa:bb:cg", ""});
+  agree(is_export_name, kExportNamePattern,
+        {"migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk9",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk99",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk199",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk249",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk255",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk256",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk01",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk",
+         "migration-vm-4210A4C2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk1",
+         "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk1/x", "x"});
+  agree(is_host, kHostPattern, {"oma.example", "10.0.0.5", "fe80::1", "", "a b", "a;b", "a/b", "a_b"});
 }
 
 }  // namespace

@@ -2,16 +2,20 @@
 // (headless) against web-lab, a lab this test starts and stops by PID: the real oma
 // binary serving the built GUI, and a VMA that copies real data into the OMA's exports.
 // Screenshots of every page are saved to $MK_ARTIFACTS (build/test-artifacts/web).
+// Contract: every API request the page makes and every response it gets is checked
+// against the OMA's own OpenAPI document (tests/api/contract.mjs); one mismatch fails
+// the test.
 //
 // Environment (set by CTest): MK_WEB_LAB, MK_OMA, MK_WEB_DIST, MK_WEB_MODULES,
 // MK_ARTIFACTS, MK_CHROMIUM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
+
+import { Contract } from "../api/contract.mjs";
+import { Lab, LONG, until } from "./web_lab.mjs";
 
 const env = (name) => {
   const v = process.env[name];
@@ -22,59 +26,43 @@ const require = createRequire(path.join(env("MK_WEB_MODULES"), "noop.js"));
 const { chromium } = require("playwright-core");
 
 const ARTIFACTS = env("MK_ARTIFACTS");
-const LONG = 180_000; // a bound that only stops a hung test; nothing asserts a duration
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what, f, timeout = LONG) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
+// Checks every exchange of `page` with the OMA's API against the document; violations
+// and the number of exchanges checked are kept for the last subtest.
+class ContractWatch {
+  constructor(page, contract) {
+    this.contract = contract;
+    this.violations = [];
+    this.checked = 0;
+    this.pending = [];
+    page.on("response", (resp) => this.pending.push(this.check(resp)));
+  }
+  async check(resp) {
+    const u = new URL(resp.url());
+    if (u.hostname !== "127.0.0.1" || !/^\/(api\/|health$|metrics$)/.test(u.pathname)) return;
+    const req = resp.request();
+    const contentType = resp.headers()["content-type"] ?? "";
+    let requestBody, body;
     try {
-      last = await f();
-      if (last) return last;
+      const sent = req.postData();
+      if (sent) requestBody = JSON.parse(sent);
+      // An event stream never ends: its status and media type are checked, not its body.
+      if (contentType.startsWith("application/json")) body = await resp.json();
     } catch (e) {
-      last = e;
+      if (String(e).includes("Target page, context or browser has been closed")) return;
+      this.violations.push(`${req.method()} ${u.pathname}: unreadable: ${e}`);
+      return;
     }
-    await sleep(100);
+    const problems = this.contract.check({ method: req.method(), url: resp.url(), requestBody, status: resp.status(),
+                                           contentType, body });
+    this.checked++;
+    this.violations.push(...problems);
+    // Documented, but never expected in these flows: an internal error (a reply that broke
+    // the document is one, with --strict-api-replies).
+    if (resp.status() === 500) this.violations.push(`${req.method()} ${u.pathname} -> 500: ${body?.error}`);
   }
-  throw new Error(`gave up waiting for ${what} (last: ${last})`);
-}
-
-// The lab: web-lab's JSON describes it; SIGUSR1 restarts the OMA; SIGTERM ends it.
-class Lab {
-  constructor() {
-    this.dir = mkdtempSync(path.join(tmpdir(), "mk-web-test-"));
-    this.out = path.join(this.dir, "lab.json");
-    this.log = [];
-    // The real VMA against the vSphere lab when the build has them; else the fake VMA.
-    const vma = process.env.MK_VMA && process.env.MK_LAB
-      ? ["--vma", "real", "--vma-bin", process.env.MK_VMA, "--mk-lab", process.env.MK_LAB, "--disk-mib", "32,16"]
-      : ["--vma", "fake"];
-    this.proc = spawn(env("MK_WEB_LAB"), ["--out", this.out, "--oma", env("MK_OMA"), "--gui-dir", env("MK_WEB_DIST"), ...vma], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    for (const s of [this.proc.stdout, this.proc.stderr]) s.on("data", (d) => this.log.push(String(d)));
-    this.exited = new Promise((r) => this.proc.on("exit", (code, sig) => r({ code, sig })));
-  }
-  async info(generation = 0) {
-    return until(`web-lab generation ${generation}`, () => {
-      if (this.proc.exitCode !== null) throw new Error(`web-lab exited: ${this.log.join("")}`);
-      if (!existsSync(this.out)) return null;
-      const j = JSON.parse(readFileSync(this.out, "utf8"));
-      return j.generation >= generation ? j : null;
-    });
-  }
-  token(info) {
-    return readFileSync(info.token_file, "utf8").trim();
-  }
-  restartOma() {
-    process.kill(this.proc.pid, "SIGUSR1");
-  }
-  async stop() {
-    if (this.proc.exitCode === null) this.proc.kill("SIGTERM");
-    const r = await this.exited;
-    rmSync(this.dir, { recursive: true, force: true });
-    return r;
+  async settle() {
+    while (this.pending.length) await Promise.all(this.pending.splice(0));
   }
 }
 
@@ -109,6 +97,10 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
     });
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
+    const docReply = await fetch(`${info.api_url}/api/v1/openapi.json`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(docReply.status, 200);
+    const contract = await Contract.load(await docReply.json());
+    const watch = new ContractWatch(page, contract);
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
     const external = [];
@@ -267,6 +259,14 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
     await t.test("no page errors and nothing fetched from outside the OMA", () => {
       assert.deepEqual(pageErrors, []);
       assert.deepEqual(external, []);
+    });
+
+    await t.test("every API request and response matched the OMA's OpenAPI document", async () => {
+      await watch.settle();
+      console.log(`contract: ${watch.checked} exchanges checked, ${contract.seen.size} distinct operation/status pairs:\n  ` +
+                  [...contract.seen].sort().join("\n  "));
+      assert.ok(watch.checked > 50, `only ${watch.checked} exchanges checked`);
+      assert.deepEqual(watch.violations, []);
     });
   } finally {
     if (browser) await browser.close();

@@ -172,7 +172,7 @@ class Lab {
     std::vector<std::string> argv = {o_.oma, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
                                   "--gui-listen", "127.0.0.1", "--gui-port", "0", "--gui-dir", o_.gui_dir,
                                   "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url_,
-                                  "--poll-interval-ms", "250", "--vma-timeout", "60"};
+                                  "--poll-interval-ms", "250", "--vma-timeout", "60", "--strict-api-replies"};
     if (!vma_token_.empty()) {
       argv.push_back("--vma-token-file");
       argv.push_back(vma_token_);

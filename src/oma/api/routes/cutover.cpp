@@ -1,0 +1,86 @@
+// Cutover and test failover of a replicated VM (each starts a job; 202 {"job_id", "status"}).
+#include "oma/api/checks.h"
+#include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
+
+namespace mk::oma::api {
+namespace {
+
+using nlohmann::json;
+using Type = Field::Type;
+
+const Tag kTag{"Cutover", "Cutover of a replicated VM into CloudStack, and test failovers that leave the source running"};
+
+const Schema kCutover{{
+    {.name = "shutdown_timeout_seconds", .type = Type::Integer, .required = false,
+     .description = "guest shutdown time before a power off (default 300)", .min = 1, .max = 86400, .example = 300},
+}, "CutoverOptions", "how to cut over"};
+
+Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
+
+}  // namespace
+
+std::vector<Route> cutover_routes(const Services& s) {
+  CutoverService& service = s.cutover;
+  Store& store = s.store;
+  std::vector<Route> routes;
+  auto job_reply = [&store](const std::string& id) -> Reply {
+    return {202, {{"job_id", id}, {"status", store.get_job(id).status}}, ""};
+  };
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/vms/{vm_id}/cutover",
+      .operation_id = "cutOverVm",
+      .tag = &kTag,
+      .summary = "Cut a replicated VM over: final pass with the source shut down, then the VM built in CloudStack",
+      .description = "Starts a cutover job: the guest is shut down (powered off after the timeout), a final "
+                     "incremental pass copies the last changes, the guest is converted and the VM is built in "
+                     "CloudStack from the volumes. A failed step rolls back and powers the source on again.",
+      .role = "operator",
+      .params = {vm_param()},
+      .body = &kCutover,
+      .body_optional = true,
+      .responses = {{202, "the cutover job, started", &kJobStarted},
+                    {404, "no such VM"},
+                    {409, "the VM is not ready (no committed change IDs, an active job, cut over already)"}},
+      .handler = [&service, job_reply](auto& req, const json& b, auto&) -> Reply {
+                 return job_reply(service.start_cutover(req.param("vm_id"),
+                                                        b.value("shutdown_timeout_seconds", 300)));
+               }});
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/vms/{vm_id}/test-failover",
+      .operation_id = "startTestFailover",
+      .tag = &kTag,
+      .summary = "Boot a copy of a replicated VM on the test network; the source keeps running",
+      .description = "Starts a test failover job: the volumes are snapshotted and a test VM boots from them on "
+                     "the test network while the source keeps running and replicating stops.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{202, "the test failover job, started", &kJobStarted},
+                    {404, "no such VM"},
+                    {409, "the VM is not ready, has an active job or is in a test failover already"}},
+      .handler = [&service, job_reply](auto& req, auto&, auto&) -> Reply {
+                 return job_reply(service.start_test_failover(req.param("vm_id")));
+               }});
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/vms/{vm_id}/test-failover/cleanup",
+      .operation_id = "cleanUpTestFailover",
+      .tag = &kTag,
+      .summary = "Destroy the test VM, revert and delete the snapshots, give the volumes back to replication",
+      .description = "Starts the job that ends a test failover: the test VM is destroyed, the volumes are "
+                     "reverted to their snapshots (so replication continues from its committed change IDs) and "
+                     "the snapshots deleted.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{202, "the cleanup job, started", &kJobStarted},
+                    {404, "no such VM"},
+                    {409, "the VM is not in a test failover, or has an active job"}},
+      .handler = [&service, job_reply](auto& req, auto&, auto&) -> Reply {
+                 return job_reply(service.start_test_failover_cleanup(req.param("vm_id")));
+               }});
+  return routes;
+}
+
+}  // namespace mk::oma::api

@@ -1,0 +1,203 @@
+// The VMs the OMA manages: list (with pass statistics and schedules), add, show, disks.
+#include <map>
+
+#include "oma/api/checks.h"
+#include "oma/api/routes/routes.h"
+#include "oma/api/schemas.h"
+#include "oma/api/views.h"
+#include "oma/names.h"
+
+namespace mk::oma::api {
+namespace {
+
+using nlohmann::json;
+using Type = Field::Type;
+
+const Tag kTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
+
+const Schema kDiskSchema{{
+    {.name = "key", .description = "VMware device key", .max_length = 10, .check = disk_key_check, .example = "2000",
+     .pattern = kDiskKeyPattern},
+    {.name = "unit", .type = Type::Integer, .description = "unit number (the N of diskN)", .min = 0, .max = 255},
+    {.name = "label", .required = false, .description = "vCenter's label (default \"Hard disk\")",
+     .check = name_check, .example = "Hard disk 1"},
+    {.name = "capacity_bytes", .type = Type::Integer, .description = "capacity in bytes (a multiple of 512)",
+     .min = 512, .max = int64_t{64} << 40, .example = int64_t{17179869184}},
+}, "NewVmDisk", "a disk of a VM to add"};
+
+const Schema kNicSchema{{
+    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 10,
+     .check = disk_key_check, .example = "4000", .pattern = kDiskKeyPattern},
+    {.name = "mac", .description = "MAC address", .max_length = 17, .check = mac_check, .example = "00:50:56:aa:bb:cc",
+     .pattern = kMacPattern},
+    {.name = "network", .description = "VMware network (port group) name", .check = name_check,
+     .example = "VM Network"},
+}, "NewVmNic", "a network card of a VM to add"};
+
+const Schema kAddVmSchema{{
+    uuid_field("vm_id", "VMware instance UUID"),
+    {.name = "name", .description = "the VM's name in vCenter", .check = name_check, .example = "web01"},
+    {.name = "vcenter", .description = "the vCenter that holds it", .check = name_check,
+     .example = "vcenter.example.local"},
+    {.name = "datacenter", .description = "its datacenter", .check = name_check, .example = "DC1"},
+    {.name = "cpus", .type = Type::Integer, .description = "virtual CPUs", .min = 1, .max = 1024, .example = 2},
+    {.name = "memory_mb", .type = Type::Integer, .description = "memory in MiB", .min = 1, .max = int64_t{64} << 20,
+     .example = 4096},
+    {.name = "guest_os", .required = false, .description = "guest OS as vCenter names it (default \"other\")",
+     .check = name_check, .example = "debian12_64Guest"},
+    {.name = "power_state", .required = false, .description = "power state (default poweredOn)",
+     .one_of = kPowerStates},
+    {.name = "disks", .type = Type::Array, .description = "its disks (at least one)", .max_length = 64,
+     .items = &kDiskSchema},
+    {.name = "nics", .type = Type::Array, .required = false, .description = "its network cards", .max_length = 32,
+     .items = &kNicSchema},
+    optional(uuid_field("vma_id", "the VMA that discovered the VM (default: the default VMA)")),
+}, "NewVm", "a VM to add, as discovery shows it"};
+
+const Schema kVmList{{array_field("vms", "every VM the OMA manages", &kVmSummary)}};
+const Schema kDiskList{{array_field("disks", "the VM's disks, by unit", &kDisk)}};
+
+Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
+
+}  // namespace
+
+std::vector<Route> vm_routes(const Services& s) {
+  Store& store = s.store;
+  std::vector<Route> routes;
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms",
+      .operation_id = "listVms",
+      .tag = &kTag,
+      .summary = "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
+      .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
+                     "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
+                     "cutover is predicted to take, and its schedule.",
+      .role = "operator",
+      .responses = {{200, "the VMs", &kVmList}},
+      .handler = [&store](auto&, auto&, auto&) -> Reply {
+         // Three queries for the whole list, not three per VM.
+         std::map<std::string, std::vector<JobRecord>> passes;
+         for (auto& j : store.ended_passes()) passes[j.vm_id].push_back(std::move(j));
+         std::map<std::string, std::vector<ChangeIdCommit>> commits;
+         for (auto& c : store.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
+         std::map<std::string, ScheduleRecord> schedules;
+         for (auto& sc : store.list_schedules()) schedules[sc.vm_id] = std::move(sc);
+         int64_t now = now_ms();
+         json out = json::array();
+         for (const auto& v : store.list_vms()) {
+           json j = vm_json(v);
+           auto disks = store.list_disks(v.vm_id);
+           j["disks"] = json::array();
+           for (const auto& d : disks) j["disks"].push_back(disk_json(d));
+           add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
+           auto sc = schedules.find(v.vm_id);
+           j["schedule"] = sc == schedules.end() ? json(nullptr) : schedule_json(sc->second);
+           out.push_back(std::move(j));
+         }
+         return {200, {{"vms", out}}, ""};
+       }});
+  routes.push_back({
+      .method = "POST",
+      .path = "/api/v1/vms",
+      .operation_id = "addVm",
+      .tag = &kTag,
+      .summary = "Add a VM from discovery, with its disks",
+      .description = "Adds a VM (as GET /api/v1/discover shows it) with its disks and NICs, so that it can be "
+                     "replicated. vma_id names the paired VMA that discovered it; its jobs then go through that VMA.",
+      .role = "operator",
+      .body = &kAddVmSchema,
+      .responses = {{201, "the VM, added", &kVm}, {409, "the VM is known already, or two disks share a unit"}},
+      .handler = [&store](auto&, const json& b, auto&) -> Reply {
+         VmRecord v;
+         v.vm_id = b["vm_id"];
+         v.name = b["name"];
+         v.vcenter = b["vcenter"];
+         v.datacenter = b["datacenter"];
+         v.cpus = b["cpus"];
+         v.memory_mb = b["memory_mb"];
+         v.guest_os = b.value("guest_os", "other");
+         v.power_state = b.value("power_state", "poweredOn");
+         std::vector<DiskRecord> disks;
+         for (const auto& d : b["disks"]) {
+           DiskRecord r;
+           r.vm_id = v.vm_id;
+           r.disk_key = d["key"];
+           r.unit = d["unit"];
+           r.label = d.value("label", "Hard disk");
+           r.capacity_bytes = d["capacity_bytes"];
+           if (r.capacity_bytes % 512) throw FieldError("disks.capacity_bytes", "must be a multiple of 512");
+           disks.push_back(r);
+         }
+         if (disks.empty()) throw FieldError("disks", "a VM needs at least one disk");
+         std::optional<std::string> vma_id;
+         if (b.contains("vma_id")) {
+           vma_id = b["vma_id"].get<std::string>();
+           if (!store.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
+         }
+         std::vector<NicRecord> nics;
+         for (const auto& n : b.value("nics", json::array())) {
+           std::string key = n.value("key", std::to_string(4000 + nics.size()));
+           for (const auto& other : nics)
+             if (other.nic_key == key) throw FieldError("nics.key", "two NICs share the key " + key);
+           nics.push_back({v.vm_id, key, n["mac"], n["network"]});
+         }
+         store.add_vm(v, disks);
+         if (vma_id) store.set_vm_vma(v.vm_id, vma_id);
+         if (!nics.empty()) store.set_vm_nics(v.vm_id, nics);
+         json out = vm_json(store.get_vm(v.vm_id));
+         out["disks"] = json::array();
+         for (const auto& d : store.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
+         return {201, out, ""};
+       }});
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms/{vm_id}",
+      .operation_id = "getVm",
+      .tag = &kTag,
+      .summary = "Show a VM with its disks",
+      .description = "A VM with its disks (volume, export, committed change ID), its NICs and what a cutover or a "
+                     "test failover built for it in CloudStack.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
+      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+         std::string id = req.param("vm_id");
+         json out = vm_json(store.get_vm(id));
+         out["disks"] = json::array();
+         for (const auto& d : store.list_disks(id)) out["disks"].push_back(disk_json(d));
+         out["nics"] = json::array();
+         for (const auto& n : store.list_nics(id))
+           out["nics"].push_back({{"key", n.nic_key}, {"mac", n.mac}, {"network", n.network}});
+         // What a cutover or a test failover built in CloudStack (the target VM's id).
+         out["failovers"] = json::array();
+         for (const char* kind : {"cutover", "test_failover"}) {
+           if (auto f = store.find_failover(id, kind)) {
+             out["failovers"].push_back({{"kind", f->kind}, {"job_id", f->job_id},
+                                         {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
+           }
+         }
+         return {200, out, ""};
+       }});
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms/{vm_id}/disks",
+      .operation_id = "listVmDisks",
+      .tag = &kTag,
+      .summary = "List a VM's disks with volume, export and committed change ID",
+      .description = "A VM's disks by unit: VMware key, capacity, the target volume and NBD export, and the "
+                     "committed change ID its next incremental pass starts from.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
+      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+         std::string id = req.param("vm_id");
+         store.get_vm(id);
+         json out = json::array();
+         for (const auto& d : store.list_disks(id)) out.push_back(disk_json(d));
+         return {200, {{"disks", out}}, ""};
+       }});
+  return routes;
+}
+
+}  // namespace mk::oma::api

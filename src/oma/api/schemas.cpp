@@ -1,0 +1,287 @@
+#include "oma/api/schemas.h"
+
+#include "oma/api/checks.h"
+
+namespace mk::oma::api {
+
+using nlohmann::json;
+using Type = Field::Type;
+
+namespace {
+constexpr const char* kUuidExample = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d";
+}  // namespace
+
+Field uuid_field(std::string name, std::string description) {
+  return {.name = std::move(name), .description = std::move(description), .max_length = 36, .check = uuid_check,
+          .example = kUuidExample, .pattern = kUuidPattern};
+}
+
+Field time_field(std::string name, std::string description) {
+  return {.name = std::move(name), .type = Type::Integer,
+          .description = std::move(description) + " (milliseconds since the Unix epoch)", .min = 0,
+          .example = int64_t{1764673200000}};
+}
+
+Field text_field(std::string name, std::string description, std::string example) {
+  return {.name = std::move(name), .description = std::move(description), .example = std::move(example)};
+}
+
+Field int_field(std::string name, std::string description, int64_t example, int64_t min) {
+  return {.name = std::move(name), .type = Type::Integer, .description = std::move(description), .min = min,
+          .example = example};
+}
+
+Field number_field(std::string name, std::string description, double example) {
+  return {.name = std::move(name), .type = Type::Number, .description = std::move(description), .example = example};
+}
+
+Field bool_field(std::string name, std::string description, bool example) {
+  return {.name = std::move(name), .type = Type::Boolean, .description = std::move(description), .example = example};
+}
+
+Field enum_field(std::string name, std::string description, const std::vector<std::string>& values) {
+  return {.name = std::move(name), .description = std::move(description), .one_of = values};
+}
+
+Field object_field(std::string name, std::string description, const Schema* schema) {
+  return {.name = std::move(name), .type = Type::Object, .description = std::move(description), .items = schema};
+}
+
+Field array_field(std::string name, std::string description, const Schema* items) {
+  return {.name = std::move(name), .type = Type::Array, .description = std::move(description), .items = items};
+}
+
+Field nullable(Field f, json example) {
+  f.nullable = true;
+  if (!example.is_null()) f.example = std::move(example);
+  return f;
+}
+
+Field optional(Field f) {
+  f.required = false;
+  return f;
+}
+
+std::vector<Field> join_fields(std::vector<Field> fields, const std::vector<Field>& more) {
+  fields.insert(fields.end(), more.begin(), more.end());
+  return fields;
+}
+
+Field uuid_path_param(std::string name, std::string what) {
+  return uuid_field(std::move(name), what + " (its UUID)");
+}
+
+// --- Shared replies ------------------------------------------------------------------
+
+namespace {
+
+Field disk_key_field(std::string name) {
+  return {.name = std::move(name), .description = "VMware device key of the disk", .max_length = 10,
+          .check = disk_key_check, .example = "2000", .pattern = kDiskKeyPattern};
+}
+
+std::vector<Field> vm_fields() {
+  return {
+      uuid_field("vm_id", "VMware instance UUID of the VM"),
+      text_field("name", "the VM's name in vCenter", "web01"),
+      text_field("vcenter", "the vCenter that holds it", "vcenter.example.local"),
+      text_field("datacenter", "its datacenter", "DC1"),
+      int_field("cpus", "virtual CPUs", 2, 1),
+      int_field("memory_mb", "memory in MiB", 4096, 1),
+      text_field("guest_os", "guest OS as vCenter names it", "debian12_64Guest"),
+      enum_field("power_state", "power state when discovered", kPowerStates),
+      enum_field("status", "where the VM is in its migration", kVmStatuses),
+      nullable(uuid_field("current_job_id", "the job running on it now")),
+      time_field("created_at", "when it was added"),
+      array_field("disks", "its disks, by unit", &kDisk),
+  };
+}
+
+const Schema kLastPass{{
+    uuid_field("job_id", "the pass's job"),
+    enum_field("kind", "kind of pass", kPassKinds),
+    enum_field("status", "how it ended", kJobStatuses),
+    time_field("finished_at", "when it ended"),
+    int_field("bytes", "bytes it copied", 1073741824),
+    number_field("seconds", "how long it took", 42.5),
+}};
+
+const Field kBlocker{.description = "why the VM is not ready for cutover",
+                     .example = "disk 2000 has no committed change ID"};
+
+const Schema kFailover{{
+    enum_field("kind", "what built it", kFailoverKinds),
+    uuid_field("job_id", "the job that built it"),
+    text_field("target_vm_id", "the VM's id in CloudStack", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    time_field("created_at", "when it was built"),
+}};
+
+std::vector<Field> job_fields() {
+  return {
+      uuid_field("job_id", "the job"),
+      uuid_field("vm_id", "the VM it works on"),
+      enum_field("kind", "what the job does", kJobKinds),
+      enum_field("status", "where the job is", kJobStatuses),
+      text_field("phase", "what it is doing, for people", "copying: 1/2 disks completed"),
+      int_field("bytes_done", "bytes copied so far", 536870912),
+      int_field("bytes_total", "bytes this pass copies in all (the plan, not the capacity)", 1073741824),
+      number_field("percent", "bytes_done of bytes_total, 0 to 100", 50),
+      number_field("throughput_bps", "bytes per second now", 104857600),
+      number_field("eta_seconds", "seconds left at this rate", 5),
+      nullable(text_field("error", "why it failed", "VM 4210a4c2-... disk 2000 failed on the VMA: ...")),
+      bool_field("cancel_requested", "an operator asked to cancel it", false),
+      time_field("created_at", "when it started"),
+      time_field("updated_at", "its last change"),
+      nullable(time_field("finished_at", "when it ended")),
+  };
+}
+
+const Schema kStep{{
+    int_field("seq", "its order in the job", 1, 1),
+    text_field("name", "what the step does", "power off the source"),
+    enum_field("status", "how it went", kStepStatuses),
+    nullable(text_field("message", "what it found or why it failed", "guest shut down in 12 s")),
+    time_field("started_at", "when it started"),
+    nullable(time_field("finished_at", "when it ended")),
+}, "JobStep", "one step of a job"};
+
+const Schema kEvent{{
+    int_field("seq", "its order in the job", 1, 1),
+    time_field("at", "when it happened"),
+    enum_field("level", "how much it matters", kEventLevels),
+    text_field("message", "what happened", "incremental pass started"),
+}, "JobEvent", "one line of a job's log"};
+
+}  // namespace
+
+const Schema kError{{
+    text_field("error", "what went wrong and what to do", "vm_id: must be a lowercase UUID in the path"),
+    optional(text_field("field", "the input at fault (a JSON path, a parameter or \"body\")", "vm_id")),
+}, "Error", "why a request failed"};
+
+const Schema kDisk{{
+    disk_key_field("key"),
+    int_field("unit", "unit number (the N of the export's diskN)", 0),
+    text_field("label", "vCenter's label", "Hard disk 1"),
+    int_field("capacity_bytes", "capacity in bytes", 17179869184),
+    nullable(text_field("volume_id", "its target volume", "vol-4210a4c2-disk0")),
+    nullable(text_field("export", "its NBD export", "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0")),
+    nullable(text_field("change_id", "the committed CBT change ID (the next incremental starts from it)",
+                        "52 3c 8a 1f 7d 2e 4b 6a-9c 0d 1e 2f 3a 4b 5c 6d/12")),
+}, "Disk", "a VM's disk with its volume, export and committed change ID"};
+
+const Schema kNic{{
+    {.name = "key", .description = "VMware device key of the NIC", .example = "4000"},
+    {.name = "mac", .description = "its MAC address", .example = "00:50:56:aa:bb:cc", .pattern = kMacPattern},
+    text_field("network", "VMware network (port group)", "VM Network"),
+}, "Nic", "a source VM's network card"};
+
+const Schema kVm{vm_fields(), "Vm", "a VM the OMA manages, with its disks"};
+
+const Schema kVmSummary{
+    join_fields(vm_fields(),
+         std::vector<Field>{
+             nullable(object_field("last_pass", "its newest ended replication pass", &kLastPass)),
+             nullable(number_field("change_id_age_seconds",
+                                   "age of the oldest disk's newest committed change ID (null: a disk has none)",
+                                   3600)),
+             bool_field("ready_for_cutover", "every disk has a committed change ID and nothing blocks"),
+             {.name = "cutover_blockers", .type = Type::Array, .description = "why it is not ready",
+              .element = &kBlocker},
+             nullable(number_field("predicted_downtime_seconds",
+                                   "cutover downtime predicted from the recent incremental passes", 95)),
+             int_field("prediction_passes", "how many passes the prediction used", 3),
+             nullable(object_field("schedule", "its repeating incremental pass", &kSchedule)),
+         }),
+    "VmSummary", "a VM in the list: its disks, last pass, cutover readiness and schedule"};
+
+const Schema kVmDetail{
+    join_fields(vm_fields(),
+         std::vector<Field>{
+             array_field("nics", "its network cards", &kNic),
+             array_field("failovers", "what a cutover or a test failover built in CloudStack", &kFailover),
+         }),
+    "VmDetail", "a VM with its disks, NICs and what cutover or test failover built"};
+
+const Schema kJob{job_fields(), "Job", "a job (replication pass, cutover, test failover or its cleanup)"};
+
+const Schema kJobDisk{{
+    disk_key_field("disk_key"),
+    int_field("unit", "unit number", 0),
+    text_field("export", "the NBD export it is copied into",
+               "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0"),
+    enum_field("status", "where the disk is", kJobDiskStatuses),
+    text_field("phase", "what the copy is doing", "copying"),
+    int_field("bytes_done", "bytes copied", 536870912),
+    int_field("bytes_total", "bytes planned", 1073741824),
+    number_field("throughput_bps", "bytes per second now", 104857600),
+    number_field("eta_seconds", "seconds left at this rate", 5),
+    nullable(text_field("change_id_base", "the change ID the pass started from (null: a full copy)",
+                        "52 3c 8a 1f 7d 2e 4b 6a-9c 0d 1e 2f 3a 4b 5c 6d/11")),
+    nullable(text_field("change_id", "the change ID this pass reached",
+                        "52 3c 8a 1f 7d 2e 4b 6a-9c 0d 1e 2f 3a 4b 5c 6d/12")),
+    bool_field("committed", "the change ID is committed (the pass is durable for this disk)", false),
+    nullable(text_field("error", "why the disk failed", "nbd_pwrite: Input/output error")),
+}, "JobDisk", "one disk of a job"};
+
+const Schema kJobProgress{join_fields(job_fields(), std::vector<Field>{array_field("disks", "its disks", &kJobDisk)}),
+                          "JobProgress", "a job with its disks (also what the event stream sends)"};
+
+const Schema kJobDetail{join_fields(job_fields(), std::vector<Field>{array_field("disks", "its disks", &kJobDisk),
+                                                             array_field("steps", "its steps", &kStep),
+                                                             array_field("events", "its log", &kEvent)}),
+                        "JobDetail", "a job with its disks, steps and log"};
+
+const Schema kJobStarted{{
+    uuid_field("job_id", "the job that does it"),
+    enum_field("status", "the job's status", kJobStatuses),
+}, "JobStarted", "the job a cutover or test failover runs as"};
+
+const Schema kSchedule{{
+    uuid_field("vm_id", "the VM"),
+    int_field("interval_minutes", "minutes between the starts of incremental passes", 60, 1),
+    bool_field("enabled", "false: kept but paused"),
+    nullable(time_field("next_run_at", "when the next pass starts (null: paused)")),
+    nullable(time_field("last_run_at", "when it last fired")),
+    nullable(uuid_field("last_job_id", "the last pass it started")),
+    nullable(text_field("last_result", "what happened when it last fired", "started incremental pass 4210a4c2-...")),
+    time_field("updated_at", "its last change"),
+}, "Schedule", "a VM's repeating incremental pass"};
+
+const Schema kDiscoveredVm{
+    join_fields(protocol::schemas::discovered_vm().fields,
+                {bool_field("managed", "the OMA manages it already (added)", false)}),
+    "DiscoveredVmView", "a VM as the VMA found it in vCenter (the protocol's DiscoveredVm), and whether the OMA "
+    "manages it"};
+
+std::vector<Field> vma_fields() {
+  return {
+      uuid_field("vma_id", "the VMA"),
+      text_field("name", "its name (site)", "site-a"),
+      text_field("vcenter", "the vCenter it serves", "vcenter.example.local"),
+      enum_field("state", "pending (enrolled), approved (may hold its tunnel) or revoked", kVmaStates),
+      int_field("tunnel_port", "the OMA's loopback port its tunnel forwards to its API", 9081, 1),
+      text_field("ssh_public_key", "its SSH key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO... vma@site-a"),
+      time_field("created_at", "when it enrolled"),
+      nullable(time_field("approved_at", "when an operator approved it")),
+      nullable(time_field("revoked_at", "when it was revoked")),
+  };
+}
+
+const Tag kSystemTag{"System", "Liveness, Prometheus metrics and this document"};
+
+namespace {
+const Field kAnyObject{.type = Type::Object, .description = "an OpenAPI object"};
+}  // namespace
+
+const Schema kOpenApiDocument{{
+    {.name = "openapi", .description = "OpenAPI version", .one_of = {"3.0.3"}},
+    {.name = "info", .type = Type::Object, .description = "title, version, description, contact"},
+    {.name = "servers", .type = Type::Array, .description = "where the API is served", .element = &kAnyObject},
+    {.name = "tags", .type = Type::Array, .description = "groups of operations", .element = &kAnyObject},
+    {.name = "security", .type = Type::Array, .description = "the default security (bearer)", .element = &kAnyObject},
+    {.name = "paths", .type = Type::Object, .description = "the operations by path and method"},
+    {.name = "components", .type = Type::Object, .description = "named schemas and security schemes"},
+}, "OpenApiDocument", "an OpenAPI 3.0 document"};
+
+}  // namespace mk::oma::api

@@ -1,0 +1,83 @@
+// The API's shared vocabulary for the OpenAPI document and the reply checks: the allowed
+// values of each status, kind, role and state (one constant per concept), field makers
+// for the common kinds of value (UUIDs, times, byte counts, ...), and the reply schemas
+// of the objects several routes return (Vm, Disk, Job, JobDisk, Schedule, Error, ...).
+// What the VMA reports (its health, discovered VMs, pairing and enrolment) is declared
+// once by the protocol (src/protocol) and reused here. A route's own request and reply schemas live with the route.
+//
+// The schemas describe exactly what the views (views.h) build: the ApiServer checks
+// every reply against them. Constants; thread-safe.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "oma/api/route.h"
+#include "protocol/enrolment.h"
+#include "protocol/messages.h"
+
+namespace mk::oma::api {
+
+// Allowed values, one list per concept. (The store's enum classes will replace them.)
+// Inline: other files' schema constants use them during static initialisation.
+inline const std::vector<std::string> kJobKinds = {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup"};
+inline const std::vector<std::string> kPassKinds = protocol::enum_names<protocol::PassKind>();
+inline const std::vector<std::string> kJobStatuses = {"preparing", "running",   "exporting", "copying",
+                                               "committing", "completed", "failed",    "cancelled"};
+inline const std::vector<std::string> kJobDiskStatuses = protocol::enum_names<protocol::DiskStatus>();
+inline const std::vector<std::string> kStepStatuses = {"running", "completed", "failed", "skipped"};
+inline const std::vector<std::string> kEventLevels = {"info", "warn", "error"};
+// A VM's life: discovered, replication passes, then a cutover (or test failovers, which
+// come back); a job the OMA could not resume leaves "<kind>_interrupted".
+inline const std::vector<std::string> kVmStatuses = {
+    "discovered",    "replicating",     "replicated",          "replication_failed",
+    "replication_cancelled", "cutting_over", "cut_over",       "cutover_failed",
+    "cutover_interrupted",   "test_failover_starting", "test_failover", "test_failover_interrupted",
+    "test_failover_cleanup_interrupted"};
+inline const std::vector<std::string> kPowerStates = protocol::enum_names<protocol::PowerState>();
+inline const std::vector<std::string> kRoles = {"admin", "operator"};
+inline const std::vector<std::string> kVmaStates = {"pending", "approved", "revoked"};
+inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};
+inline const std::vector<std::string> kFailoverKinds = {"cutover", "test_failover"};
+
+
+// Field makers. `description` says what the value is; examples are realistic values.
+Field uuid_field(std::string name, std::string description);  // lowercase UUID
+Field time_field(std::string name, std::string description);  // ms since the Unix epoch
+Field text_field(std::string name, std::string description, std::string example);
+Field int_field(std::string name, std::string description, int64_t example, int64_t min = 0);
+Field number_field(std::string name, std::string description, double example);
+Field bool_field(std::string name, std::string description, bool example = true);
+Field enum_field(std::string name, std::string description, const std::vector<std::string>& values);
+Field object_field(std::string name, std::string description, const Schema* schema);
+Field array_field(std::string name, std::string description, const Schema* items);
+Field nullable(Field f, nlohmann::json example = nullptr);  // null is a value too
+Field optional(Field f);                                      // may be absent
+// `fields` and then `more` (a reply that extends another).
+std::vector<Field> join_fields(std::vector<Field> fields, const std::vector<Field>& more);
+
+// Path parameters.
+Field uuid_path_param(std::string name, std::string what);  // {vm_id}: "the VM"
+
+// The tag of /health, /metrics and the document itself.
+extern const Tag kSystemTag;
+
+// Replies shared by several routes.
+extern const Schema kError;          // {"error", "field"?}
+extern const Schema kDisk;           // a VM's disk (disk_json)
+extern const Schema kNic;            // a VM's NIC
+extern const Schema kVm;             // a VM with its disks (vm_json + disks)
+extern const Schema kVmSummary;      // ... with pass statistics and schedule (the VM list)
+extern const Schema kVmDetail;       // ... with NICs and what cutover / test failover built
+extern const Schema kJob;            // job_json
+extern const Schema kJobDisk;        // job_disk_json
+extern const Schema kJobProgress;    // job_progress_json: a job with its disks
+extern const Schema kJobDetail;      // ... with steps and events
+extern const Schema kJobStarted;     // {"job_id", "status"} of cutover and test failover
+extern const Schema kSchedule;       // schedule_json
+extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's DiscoveredVm + managed
+std::vector<Field> vma_fields();     // vma_json
+// A VMA's own health: the protocol's (protocol::schemas::health()).
+extern const Schema kOpenApiDocument;  // GET /api/v1/openapi.json (its top level)
+
+}  // namespace mk::oma::api

@@ -1,0 +1,80 @@
+#include "oma/api/views.h"
+
+namespace mk::oma::api {
+
+using nlohmann::json;
+
+json opt_json(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+json opt_json(const std::optional<int64_t>& n) { return n ? json(*n) : json(nullptr); }
+
+json vm_json(const VmRecord& v) {
+  return {{"vm_id", v.vm_id},         {"name", v.name},         {"vcenter", v.vcenter},
+          {"datacenter", v.datacenter}, {"cpus", v.cpus},         {"memory_mb", v.memory_mb},
+          {"guest_os", v.guest_os},   {"power_state", v.power_state}, {"status", v.status},
+          {"current_job_id", opt_json(v.current_job_id)}, {"created_at", v.created_at}};
+}
+
+json disk_json(const DiskRecord& d) {
+  return {{"key", d.disk_key},          {"unit", d.unit},           {"label", d.label},
+          {"capacity_bytes", d.capacity_bytes}, {"volume_id", opt_json(d.volume_id)},
+          {"export", opt_json(d.export_name)}, {"change_id", opt_json(d.change_id)}};
+}
+
+json job_disk_json(const JobDiskRecord& d) {
+  return {{"disk_key", d.disk_key}, {"unit", d.unit},           {"export", d.export_name},
+          {"status", d.status},     {"phase", d.phase},         {"bytes_done", d.bytes_done},
+          {"bytes_total", d.bytes_total}, {"throughput_bps", d.throughput_bps}, {"eta_seconds", d.eta_seconds},
+          {"change_id_base", opt_json(d.change_id_base)}, {"change_id", opt_json(d.change_id_new)},
+          {"committed", d.committed}, {"error", opt_json(d.error)}};
+}
+
+json job_json(const JobRecord& j) {
+  double pct = j.bytes_total > 0 ? 100.0 * static_cast<double>(j.bytes_done) / static_cast<double>(j.bytes_total) : 0;
+  return {{"job_id", j.job_id},       {"vm_id", j.vm_id},         {"kind", j.kind},
+          {"status", j.status},       {"phase", j.phase},         {"bytes_done", j.bytes_done},
+          {"bytes_total", j.bytes_total}, {"percent", pct},       {"throughput_bps", j.throughput_bps},
+          {"eta_seconds", j.eta_seconds}, {"error", opt_json(j.error)}, {"cancel_requested", j.cancel_requested},
+          {"created_at", j.created_at}, {"updated_at", j.updated_at}, {"finished_at", opt_json(j.finished_at)}};
+}
+
+json job_progress_json(const JobRecord& job, const std::vector<JobDiskRecord>& disks) {
+  json out = job_json(job);
+  out["disks"] = json::array();
+  for (const auto& d : disks) out["disks"].push_back(job_disk_json(d));
+  return out;
+}
+
+json schedule_json(const ScheduleRecord& s) {
+  return {{"vm_id", s.vm_id},
+          {"interval_minutes", s.interval_minutes},
+          {"enabled", s.enabled},
+          {"next_run_at", s.enabled ? json(s.next_run_at) : json(nullptr)},
+          {"last_run_at", s.last_run_at ? json(*s.last_run_at) : json(nullptr)},
+          {"last_job_id", s.last_job_id ? json(*s.last_job_id) : json(nullptr)},
+          {"last_result", s.last_result ? json(*s.last_result) : json(nullptr)},
+          {"updated_at", s.updated_at}};
+}
+
+void add_pass_stats(json& vm, const VmPassStats& s) {
+  vm["last_pass"] = s.last_pass ? json{{"job_id", s.last_pass->job_id},
+                                       {"kind", s.last_pass->kind},
+                                       {"status", s.last_pass->status},
+                                       {"finished_at", s.last_pass->finished_at},
+                                       {"bytes", s.last_pass->bytes},
+                                       {"seconds", s.last_pass->seconds}}
+                                : json(nullptr);
+  vm["change_id_age_seconds"] = s.change_id_age_seconds ? json(*s.change_id_age_seconds) : json(nullptr);
+  vm["ready_for_cutover"] = s.ready_for_cutover;
+  vm["cutover_blockers"] = s.cutover_blockers;
+  vm["predicted_downtime_seconds"] =
+      s.predicted_downtime_seconds ? json(*s.predicted_downtime_seconds) : json(nullptr);
+  vm["prediction_passes"] = s.incremental_passes_used;
+}
+
+json discovered_vm_json(const protocol::DiscoveredVm& v, bool managed) {
+  json j = protocol::encode(v);
+  j["managed"] = managed;
+  return j;
+}
+
+}  // namespace mk::oma::api
