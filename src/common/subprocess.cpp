@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,12 +25,59 @@ int open_out(const std::string& path, bool append) {
   return ::open(path.c_str(), flags, 0600);
 }
 
+// What the child needs between fork and exec, prepared in the parent: after fork only
+// async-signal-safe calls are allowed, so nothing here may allocate in the child.
+struct ChildSetup {
+  std::vector<std::string> env_store;
+  std::vector<char*> argv, envp;
+  int out = -1, err = -1, in = -1;
+  bool die_with_parent = true;
+  bool close_inherited_fds = false;
+  const char* dir = nullptr;
+  pid_t parent = -1;
+
+  ChildSetup() = default;
+  ChildSetup(const ChildSetup&) = delete;
+  ChildSetup& operator=(const ChildSetup&) = delete;
+  ~ChildSetup() {
+    for (int fd : {out, err, in}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+};
+
+// Fills `s` from `args` and `o`. Throws mk::Error if a log file cannot be opened.
+void prepare(ChildSetup& s, const std::vector<std::string>& args, const SpawnOptions& o) {
+  if (args.empty()) throw Error("spawn: empty command");
+  for (const auto& a : args) s.argv.push_back(const_cast<char*>(a.c_str()));
+  s.argv.push_back(nullptr);
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos && o.env.count(kv.substr(0, eq))) continue;
+    s.env_store.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : o.env) s.env_store.push_back(k + "=" + v);
+  for (auto& kv : s.env_store) s.envp.push_back(kv.data());
+  s.envp.push_back(nullptr);
+  auto check = [&](int fd) {
+    if (fd < 0) throw Error(fmt::format("{}: cannot open its log file: {}", args[0], std::strerror(errno)));
+    return fd;
+  };
+  s.out = check(open_out(o.stdout_path, o.append));
+  s.err = check(o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? fcntl(s.out, F_DUPFD_CLOEXEC, 0)
+                                                                         : open_out(o.stderr_path, o.append));
+  s.in = check(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  s.die_with_parent = o.die_with_parent;
+  s.dir = o.working_dir.c_str();
+  s.parent = getpid();
+}
+
 // The child side between fork and exec: only async-signal-safe calls.
-[[noreturn]] void exec_child(char* const* argv, char* const* envp, int out, int err, int in,
-                             bool die_with_parent, const char* dir, pid_t parent) {
-  if (die_with_parent) {
+[[noreturn]] void exec_child(const ChildSetup& s) {
+  if (s.die_with_parent) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(127);
+    if (getppid() != s.parent) _exit(127);
   }
   // A fresh signal state: the parent may block or ignore signals.
   sigset_t none;
@@ -38,53 +86,61 @@ int open_out(const std::string& path, bool append) {
   signal(SIGPIPE, SIG_DFL);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
-  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
-  if (dir && *dir && chdir(dir) != 0) _exit(127);
-  execvpe(argv[0], argv, envp);
+  if (dup2(s.in, 0) < 0 || dup2(s.out, 1) < 0 || dup2(s.err, 2) < 0) _exit(127);
+  if (s.close_inherited_fds) {
+#ifdef SYS_close_range
+    if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+#endif
+      for (int fd = 3; fd < 65536; ++fd) ::close(fd);
+  }
+  if (s.dir && *s.dir && chdir(s.dir) != 0) _exit(127);
+  execvpe(s.argv[0], s.argv.data(), s.envp.data());
   _exit(127);
 }
 
 }  // namespace
 
 Subprocess Subprocess::spawn(const std::vector<std::string>& args, const SpawnOptions& o) {
-  if (args.empty()) throw Error("spawn: empty command");
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-
-  std::vector<std::string> env_store;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos && o.env.count(kv.substr(0, eq))) continue;
-    env_store.push_back(std::move(kv));
-  }
-  for (const auto& [k, v] : o.env) env_store.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& kv : env_store) envp.push_back(kv.data());
-  envp.push_back(nullptr);
-
-  int out = open_out(o.stdout_path, o.append);
-  int err = o.stderr_path == o.stdout_path && !o.stdout_path.empty() ? fcntl(out, F_DUPFD_CLOEXEC, 0)
-                                                                   : open_out(o.stderr_path, o.append);
-  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (out < 0 || err < 0 || in < 0) {
-    int e = errno;
-    for (int fd : {out, err, in}) if (fd >= 0) ::close(fd);
-    throw Error(fmt::format("{}: cannot open its log file: {}", args[0], std::strerror(e)));
-  }
-  pid_t parent = getpid();
+  ChildSetup setup;
+  prepare(setup, args, o);
   pid_t pid = fork();
-  if (pid == 0) exec_child(argv.data(), envp.data(), out, err, in, o.die_with_parent,
-                           o.working_dir.c_str(), parent);
-  int fork_errno = errno;
-  ::close(out);
-  ::close(err);
-  ::close(in);
-  if (pid < 0) throw Error(fmt::format("{}: fork failed: {}", args[0], std::strerror(fork_errno)));
+  if (pid == 0) exec_child(setup);
+  if (pid < 0) throw Error(fmt::format("{}: fork failed: {}", args[0], std::strerror(errno)));
   Subprocess p;
   p.pid_ = pid;
   return p;
+}
+
+pid_t Subprocess::spawn_detached(const std::vector<std::string>& args, const SpawnOptions& o) {
+  ChildSetup setup;
+  prepare(setup, args, o);
+  setup.die_with_parent = false;
+  // No inherited descriptor (a listening socket of this process) may outlive it in the child.
+  setup.close_inherited_fds = true;
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw Error(fmt::format("{}: pipe: {}", args[0], std::strerror(errno)));
+  pid_t middle = fork();
+  if (middle == 0) {
+    // A new session, then a grandchild: it is not a session leader (it can never get a
+    // controlling terminal) and not our child (init reaps it).
+    ::setsid();
+    pid_t server = fork();
+    if (server == 0) exec_child(setup);
+    (void)!::write(pipe_fds[1], &server, sizeof server);
+    _exit(server > 0 ? 0 : 1);
+  }
+  int fork_errno = errno;
+  ::close(pipe_fds[1]);
+  pid_t server = -1;
+  if (middle > 0) {
+    if (::read(pipe_fds[0], &server, sizeof server) != sizeof server) server = -1;
+    while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  ::close(pipe_fds[0]);
+  if (middle < 0) throw Error(fmt::format("{}: fork failed: {}", args[0], std::strerror(fork_errno)));
+  if (server <= 0) throw Error(fmt::format("{}: could not be started in its own session", args[0]));
+  return server;
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(other.pid_), status_(other.status_) {
@@ -166,19 +222,18 @@ void Subprocess::stop(std::chrono::milliseconds grace) {
 }
 
 int run_capture(const std::vector<std::string>& args, std::string& out, const std::string& stderr_path) {
+  SpawnOptions options;
+  options.stderr_path = stderr_path;
+  ChildSetup setup;
+  prepare(setup, args, options);
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw Error(fmt::format("{}: pipe: {}", args.at(0), std::strerror(errno)));
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int err = open_out(stderr_path, true);
-  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  pid_t parent = getpid();
+  if (pipe2(fds, O_CLOEXEC) != 0) throw Error(fmt::format("{}: pipe: {}", args[0], std::strerror(errno)));
+  ::close(setup.out);
+  setup.out = fds[1];
   pid_t pid = fork();
-  if (pid == 0) exec_child(argv.data(), environ, fds[1], err, in, true, nullptr, parent);
+  if (pid == 0) exec_child(setup);
   ::close(fds[1]);
-  ::close(err);
-  ::close(in);
+  setup.out = -1;
   if (pid < 0) {
     ::close(fds[0]);
     throw Error(fmt::format("{}: fork failed", args[0]));

@@ -3,7 +3,11 @@
 // Programs are started from an argument vector, never through a shell, so no argument
 // is ever interpreted. Secrets must not be passed as arguments (they show in ps):
 // pass a file path instead. A Subprocess owns its child: the destructor stops it
-// (SIGTERM, then SIGKILL after a grace period) and reaps it, by PID only.
+// (SIGTERM, then SIGKILL after a grace period) and reaps it, by PID only. A server that
+// must outlive this process is started with Subprocess::spawn_detached(), which owns
+// nothing and hands back the PID. Every child gets the same set-up between fork and
+// exec: standard descriptors from the options, a fresh signal mask and default
+// dispositions, the working directory, the environment.
 // Not thread-safe; one owner at a time.
 #pragma once
 
@@ -30,6 +34,15 @@ class Subprocess {
  public:
   // Starts argv[0] (looked up in PATH). Throws mk::Error if it cannot be started.
   static Subprocess spawn(const std::vector<std::string>& argv, const SpawnOptions& options = {});
+
+  // Starts argv[0] in a new session as a grandchild of this process (double fork), so it
+  // is never this process's child: it gets no parent-death signal (die_with_parent is
+  // ignored), keeps running when this process exits, and inherits no descriptor above 2
+  // (a listening socket of this process must not outlive it in the server). Returns its
+  // PID; the caller owns nothing: watch it with a pidfd or kill(pid, 0), end it by PID.
+  // A program that cannot be executed exits 127 at once. Throws mk::Error if it cannot
+  // be started.
+  static pid_t spawn_detached(const std::vector<std::string>& argv, const SpawnOptions& options = {});
 
   Subprocess() = default;
   Subprocess(Subprocess&& other) noexcept;

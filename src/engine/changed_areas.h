@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/range.h"
+#include "common/range.h"
 
 namespace mk::engine {
 

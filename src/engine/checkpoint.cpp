@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace mk::engine {
 namespace {
@@ -25,12 +26,6 @@ void write_all(int fd, const std::string& data, const std::string& path) {
     if (n < 0) throw Error(fmt::format("checkpoint {}: write failed: {}", path, errno_text()));
     off += n;
   }
-}
-
-std::string dir_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 // One "start length" line: two decimal numbers within the disk, nothing else.
@@ -99,27 +94,13 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nloh
     return cp;
   }
 
-  // New checkpoint: write the header to a temporary file and rename it into place.
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw UsageError(fmt::format("checkpoint {}: cannot create: {}", path, errno_text()));
+  // New checkpoint: the header appears whole, or not at all.
   try {
-    write_all(fd, identity.dump() + "\n", path);
-    if (fdatasync(fd) != 0) throw Error(fmt::format("checkpoint {}: fdatasync: {}", path, errno_text()));
-  } catch (...) {
-    ::close(fd);
-    throw;
+    write_private_file(path, identity.dump() + "\n");
+  } catch (const Error& e) {
+    throw UsageError(fmt::format("checkpoint: {}", e.what()));
   }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw Error(fmt::format("checkpoint {}: rename: {}", path, errno_text()));
-  }
-  int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    ::close(dfd);
-  }
-  fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd < 0) throw Error(fmt::format("checkpoint {}: cannot open: {}", path, errno_text()));
   return std::unique_ptr<Checkpoint>(new Checkpoint(path, fd));
 }

@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/range.h"
+#include "common/range.h"
 
 namespace mk::engine {
 

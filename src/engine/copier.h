@@ -1,12 +1,14 @@
-// The copy pipeline: moves the ranges of a Plan from a source NBD export to a target.
+// The copy: moves the ranges of a Plan from a source NBD export to a target.
 //
-// Each worker thread owns one source and one target connection and keeps up to
-// `requests` asynchronous requests in flight on them, with buffers from its own fixed
-// pool; workers take chunks from a shared cursor over the plan. A chunk read as all
-// zeros becomes a write-zeroes (or nothing, on a fresh target). Failed requests are
-// retried with backoff, reconnecting dead connections, up to `max_retries` times per
-// chunk; then the copy fails with the export, offset and cause. With a checkpoint,
-// completed ranges are recorded once the target has flushed them.
+// copy_plan() cuts the plan (minus what a checkpoint says is done) into request-sized
+// chunks on a shared WorkQueue and runs one worker thread per connection pair (more
+// than one only when both servers allow multi-conn). A worker's loop moves chunks
+// into its RequestPipeline (reads, writes, zero detection, requests in flight) over a
+// RecoveringTransport (failed requests retried with backoff up to `max_retries` times,
+// dead or silent connections reopened) and hands confirmed ranges to Durability
+// (flushes; with a checkpoint, flushed ranges are recorded). A chunk read as all zeros
+// becomes a write-zeroes (or nothing, on a fresh target). When a request still fails,
+// the copy fails with the export, offset and cause.
 //
 // copy_plan() blocks until the copy finished or failed; it is safe to call from several
 // threads for different disks (each call owns all its state).
@@ -16,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/endpoint.h"
 #include "engine/checkpoint.h"
 #include "engine/nbd_connection.h"
 #include "engine/plan.h"
@@ -33,7 +36,7 @@ struct CopyOptions {
   bool target_is_zero = false;
   bool flush = true;  // flush the target at the end
   unsigned max_retries = 5;
-  std::chrono::milliseconds retry_delay{200};  // doubles at each attempt
+  std::chrono::milliseconds retry_delay{200};  // doubles at each failure of a request
   // No reply at all for this long with requests outstanding: the connection is dropped
   // and its requests retried on a new one.
   std::chrono::milliseconds request_timeout{120000};

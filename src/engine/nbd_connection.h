@@ -1,9 +1,9 @@
 // One client connection to an NBD export, opened from an NBD URI with libnbd.
 //
-// Endpoint describes where to connect and how to authenticate; NbdConnection owns one
-// libnbd handle. A connection is used by one thread at a time (libnbd handles are
-// thread-safe, but the copy engine gives each worker its own handles so that no lock
-// is ever contended). Errors throw mk::Error with the endpoint's name and libnbd's
+// An Endpoint (common/endpoint.h) says where to connect and how to authenticate;
+// NbdConnection owns one libnbd handle. A connection is used by one thread at a time
+// (libnbd handles are thread-safe, but the copy engine gives each worker its own
+// handles so that no lock is ever contended). Errors throw mk::Error with the endpoint's name and libnbd's
 // message; argument problems (bad scheme, TLS options without TLS) throw UsageError.
 #pragma once
 
@@ -14,25 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "common/endpoint.h"
+
 namespace mk::engine {
-
-struct TlsOptions {
-  std::string psk_file;          // PSK keys file ("identity:hexkey" lines), or empty
-  std::string certificates_dir;  // X.509 directory (ca-cert.pem, client-cert.pem, ...) or empty
-};
-
-struct Endpoint {
-  std::string uri;  // nbd://, nbds://, nbd+unix://, nbds+unix://
-  TlsOptions tls;
-  std::string role;  // "source" or "target": used in messages
-
-  bool uses_tls() const;
-  // "source nbd://host:10809/export" for messages (the URI holds no secret).
-  std::string describe() const;
-};
-
-// Checks the scheme and that TLS options come with a TLS scheme; throws UsageError.
-void validate_endpoint(const Endpoint& endpoint);
 
 class NbdConnection {
  public:
@@ -72,9 +56,5 @@ class NbdConnection {
   Endpoint endpoint_;
   uint64_t size_ = 0;
 };
-
-// The first identity in a PSK keys file ("identity:hexkey" per line). Throws UsageError
-// if the file cannot be read or holds no identity. The key itself is never returned.
-std::string first_psk_identity(const std::string& psk_file);
 
 }  // namespace mk::engine

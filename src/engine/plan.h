@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/range.h"
 #include "engine/nbd_connection.h"
-#include "engine/range.h"
 
 namespace mk::engine {
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "oma/api/routes/routes.h"
 #include "oma/api/views.h"

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace mk::oma {
 namespace {
@@ -61,19 +62,6 @@ std::string sha256_hex(const std::string& data) {
   unsigned int len = 0;
   if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed");
   return hex(md, len);
-}
-
-void write_private_file(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) throw Error(fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
-  }
 }
 
 SecretBox::SecretBox(const std::string& key_file) : key_file_(key_file) {

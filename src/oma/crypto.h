@@ -30,8 +30,4 @@ class SecretBox {
   unsigned char key_[32];
 };
 
-// Writes `content` to `path` with mode 0600 (created exclusively, then renamed into
-// place), so a secret is never readable by others, not even for an instant.
-void write_private_file(const std::string& path, const std::string& content);
-
 }  // namespace mk::oma

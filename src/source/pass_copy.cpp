@@ -1,22 +1,19 @@
 #include "source/pass_copy.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "engine/plan.h"
 
 namespace mk::source {
 
-engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target, const engine::CopyOptions& options) {
-  engine::Endpoint source{disk.uri, {}, "source"};
+engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options) {
+  Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
   {
     auto src = engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));
@@ -48,12 +45,11 @@ std::vector<std::string> copy_arguments(const DiskPass& disk, const std::string&
   if (!disk.request.changed_areas) return {};
   nlohmann::json areas = nlohmann::json::array();
   for (auto& r : *disk.request.changed_areas) areas.push_back({{"start", r.start}, {"length", r.length}});
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw Error(fmt::format("disk {}: cannot write the changed areas to {}: {}", disk.label, file, std::strerror(errno)));
-  std::string text = areas.dump();
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = ::close(fd) == 0 && ok;
-  if (!ok) throw Error(fmt::format("disk {}: cannot write the changed areas to {}", disk.label, file));
+  try {
+    write_private_file(file, areas.dump());
+  } catch (const Error& e) {
+    throw Error(fmt::format("disk {}: cannot write the changed areas: {}", disk.label, e.what()));
+  }
   return {"--changed-areas", file};
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/endpoint.h"
 #include "engine/copier.h"
 #include "source/source_driver.h"
 
@@ -15,7 +16,7 @@ namespace mk::source {
 // Copies `disk` to `target`. Throws mk::Error on failure (the pass must then be closed
 // without success, so that the old change ID stays). With options.progress, the plan's
 // totals are set on it and its phase becomes "copying" once planned.
-engine::CopyStats copy_disk(const DiskPass& disk, const engine::Endpoint& target,
+engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target,
                             const engine::CopyOptions& options = {});
 
 // The `migratekit copy` options that select the disk's areas: "--changed-areas FILE"

@@ -129,7 +129,7 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
     auto it = stored.find(d.key);
     ChangeIdDecision dec = decide_change_id(it == stored.end() ? std::nullopt : std::optional(it->second),
                                             disk.change_id, fmt::format("{} of VM {}", disk.file_name, vm.name));
-    engine::RangeList areas;
+    RangeList areas;
     try {
       areas = vsphere::query_changed_disk_areas(*session_, vm.ref, snap, disk.key, disk.capacity_bytes, dec.query);
     } catch (const SoapFault& f) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "protocol/names.h"
 #include "vma/files.h"

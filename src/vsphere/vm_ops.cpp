@@ -69,9 +69,9 @@ void set_change_tracking(Session& s, const VmInfo& vm, bool enabled, const TaskW
            fmt::format("{} Changed Block Tracking on {}", enabled ? "enabling" : "disabling", vm_label(vm)), wait);
 }
 
-engine::RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& snapshot, int device_key,
+RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& snapshot, int device_key,
                                            uint64_t capacity, const std::string& change_id) {
-  engine::RangeList out;
+  RangeList out;
   uint64_t offset = 0;
   std::string ctx = fmt::format("QueryChangedDiskAreas on VM {} disk {} (change ID \"{}\")", vm.value, device_key,
                                 change_id);
@@ -104,7 +104,7 @@ engine::RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Mo
     }
     offset = end;
   }
-  return engine::normalize(std::move(out));
+  return normalize(std::move(out));
 }
 
 void power_on(Session& s, const VmInfo& vm, const TaskWait& wait) {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/range.h"
+#include "common/range.h"
 #include "vsphere/inventory.h"
 #include "vsphere/tasks.h"
 
@@ -43,7 +43,7 @@ void set_change_tracking(Session& s, const VmInfo& vm, bool enabled, const TaskW
 // Changed areas of disk `device_key` in `snapshot` since `change_id` ("*" for all
 // allocated areas), over [0, capacity). Pages through the answers by startOffset and
 // checks them: areas outside the disk or an answer that does not advance throw.
-engine::RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& snapshot, int device_key,
+RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& snapshot, int device_key,
                                            uint64_t capacity, const std::string& change_id);
 
 void power_on(Session& s, const VmInfo& vm, const TaskWait& wait = {});

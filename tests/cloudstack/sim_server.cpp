@@ -1,9 +1,7 @@
 #include "sim_server.h"
 
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,20 +10,13 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace mk::cloudstack::test {
 namespace {
 
 constexpr const char* kApiKey = "sim-api-key-Az09_-";
 constexpr const char* kSecret = "sim-secret+/= with spaces";
-
-void write_private_file(const std::string& path, const std::string& content) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw Error("cannot write " + path);
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ::close(fd);
-  if (!ok) throw Error("cannot write " + path);
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -40,7 +31,7 @@ size_t append(char* d, size_t s, size_t n, void* out) {
 }  // namespace
 
 SimServer::SimServer(SimOptions options) {
-  write_private_file(dir() + "/secret", kSecret);
+  mk::write_private_file(dir() + "/secret", kSecret);
   std::filesystem::create_directories(by_id_dir());
   SpawnOptions spawn;
   spawn.stdout_path = dir() + "/sim.log";

@@ -4,7 +4,7 @@
 #include <openssl/rand.h>
 
 #include "common/error.h"
-#include "oma/crypto.h"
+#include "common/files.h"
 #include "support/net.h"
 
 namespace mk::oma::test {

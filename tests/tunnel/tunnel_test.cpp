@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "fake_vma.h"
 #include "oma/pairing/ssh_sessions.h"
@@ -222,7 +223,7 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
   std::string out;
   ASSERT_EQ(mk::run_capture({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp.file("other")}, out), 0);
   std::string other = mk::test::read_file(tmp.file("other.pub"));
-  mk::vma::write_secret_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
+  mk::write_private_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
   vma->tunnel->start();
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 2; }));
   auto st = vma->tunnel->state();

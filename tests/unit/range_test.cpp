@@ -1,5 +1,5 @@
-// Unit tests for src/engine/range.h: normalize, intersect, subtract, total_length.
-#include "engine/range.h"
+// Unit tests for src/common/range.h: normalize, intersect, subtract, total_length.
+#include "common/range.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-namespace mk::engine {
+namespace mk {
 namespace {
 
 constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
@@ -285,4 +285,4 @@ TEST(UnitRange, PropertyMatchesBitmapModel) {
 }
 
 }  // namespace
-}  // namespace mk::engine
+}  // namespace mk

@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -12,6 +16,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "in_child.h"
 #include "unit_temp_dir.h"
 
 namespace mk {
@@ -329,6 +334,105 @@ TEST(UnitSubprocess, FailureIsNotReportedAsSuccessWhenSigchldIsIgnored) {
   ::sigaction(SIGCHLD, &old, nullptr);
   EXPECT_NE(status, 0) << "Subprocess::wait() reported success for `false`";
   EXPECT_NE(captured, 0) << "run_capture() reported success for `false`";
+}
+
+// ---------------------------------------------------------------------------------
+// spawn_detached: a server that outlives the process that started it.
+
+// A pidfd for `pid`, or -1 when the process is already gone (reaped).
+int pidfd_of(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// True when the process behind `pidfd` exits within `timeout` (a zombie counts as exited).
+bool exits_within(int pidfd, std::chrono::milliseconds timeout) {
+  pollfd p{pidfd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+// Ends a detached process by its PID and waits until it is gone.
+void end_detached(pid_t pid) {
+  int fd = pidfd_of(pid);
+  ::kill(pid, SIGKILL);
+  if (fd >= 0) {
+    EXPECT_TRUE(exits_within(fd, 20s)) << "pid " << pid << " survived SIGKILL";
+    ::close(fd);
+  }
+}
+
+pid_t parent_of(pid_t pid) {
+  std::string status = unit::read_all("/proc/" + std::to_string(pid) + "/status");
+  auto at = status.find("PPid:");
+  return at == std::string::npos ? -1 : std::stoi(status.substr(at + 5));
+}
+
+TEST(UnitSubprocess, DetachedChildIsNotOursAndRunsInItsOwnSession) {
+  unit::TempDir dir;
+  std::string log = dir.file("log");
+  SpawnOptions o;
+  o.stdout_path = log;
+  o.stderr_path = log;
+  o.env["MK_UNIT_DETACHED"] = "yes";
+  pid_t pid = Subprocess::spawn_detached({"sh", "-c", "echo out $MK_UNIT_DETACHED; echo err >&2; exec sleep 30"}, o);
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(wait_for_file_text(log, "err\n")) << unit::read_all(log);
+  EXPECT_NE(unit::read_all(log).find("out yes\n"), std::string::npos) << unit::read_all(log);
+  // Not our child: waitpid cannot reap it, and its parent is not this process.
+  EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+  EXPECT_NE(parent_of(pid), ::getpid());
+  // Its own session, of which it is not the leader (it can never get a terminal).
+  EXPECT_NE(::getsid(pid), ::getsid(0));
+  EXPECT_NE(::getsid(pid), pid);
+  end_detached(pid);
+}
+
+// The process that starts it exits at once; the detached server gets no parent-death
+// signal and keeps running.
+TEST(UnitSubprocess, DetachedChildOutlivesTheProcessThatStartedIt) {
+  pid_t pid = std::stoi(unit::in_child([] { return std::to_string(Subprocess::spawn_detached({"sleep", "30"})); }));
+  ASSERT_GT(pid, 0);
+  int fd = pidfd_of(pid);
+  ASSERT_GE(fd, 0) << "the detached server is gone already";
+  EXPECT_FALSE(exits_within(fd, 300ms)) << "the detached server died with the process that started it";
+  EXPECT_EQ(unit::read_all("/proc/" + std::to_string(pid) + "/cmdline"), std::string("sleep\0" "30\0", 9));
+  ::close(fd);
+  end_detached(pid);
+}
+
+// A descriptor this process holds without O_CLOEXEC (a listening socket, say) is not
+// inherited by a detached server; an ordinary child does inherit it.
+TEST(UnitSubprocess, DetachedChildInheritsNoDescriptorAboveStderr) {
+  unit::TempDir dir;
+  int leak[2];
+  ASSERT_EQ(::pipe(leak), 0);  // deliberately without O_CLOEXEC
+  std::string script = "if [ -e /proc/$$/fd/" + std::to_string(leak[0]) + " ]; then echo inherited; else echo closed; fi";
+  SpawnOptions o;
+  o.stdout_path = dir.file("detached");
+  pid_t pid = Subprocess::spawn_detached({"sh", "-c", script}, o);
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(wait_for_file_text(dir.file("detached"), "\n"));
+  EXPECT_EQ(unit::read_all(dir.file("detached")), "closed\n");
+  std::string ordinary = run_sh(script, {}, dir.file("ordinary"));
+  EXPECT_EQ(ordinary, "inherited\n");  // the check above can see a leak
+  ::close(leak[0]);
+  ::close(leak[1]);
+}
+
+TEST(UnitSubprocess, DetachedProgramThatCannotRunExitsAtOnce) {
+  pid_t pid = Subprocess::spawn_detached({"mk-unit-no-such-program-4711"});
+  ASSERT_GT(pid, 0);
+  int fd = pidfd_of(pid);
+  if (fd >= 0) {  // else reaped already
+    EXPECT_TRUE(exits_within(fd, 20s));
+    ::close(fd);
+  }
+}
+
+TEST(UnitSubprocess, DetachedEmptyCommandOrUnwritableLogThrows) {
+  unit::TempDir dir;
+  EXPECT_THROW(Subprocess::spawn_detached({}), Error);
+  SpawnOptions o;
+  o.stdout_path = dir.file("no-such-dir/out.log");
+  EXPECT_THROW(Subprocess::spawn_detached({"true"}, o), Error);
 }
 
 }  // namespace

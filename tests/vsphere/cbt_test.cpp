@@ -16,8 +16,8 @@
 namespace mk::vsphere {
 namespace {
 
-using engine::Range;
-using engine::RangeList;
+using mk::Range;
+using mk::RangeList;
 
 constexpr uint64_t kBlock = 64 * 1024;
 

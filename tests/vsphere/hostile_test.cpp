@@ -185,7 +185,7 @@ TEST_F(Hostile, ChangedAreasThatDoNotAdvanceOrLeaveTheDiskAreRefused) {
   answer("QueryChangedDiskAreas", qcda("<startOffset>0</startOffset><length>1048576</length>"
                                        "<changedArea><start>4096</start><length>4096</length></changedArea>"
                                        "<changedArea><start>8192</start><length>4096</length></changedArea>"));
-  EXPECT_EQ(query_changed_disk_areas(*s, vm, snap, 2000, 1 << 20, "*"), (engine::RangeList{{4096, 8192}}));
+  EXPECT_EQ(query_changed_disk_areas(*s, vm, snap, 2000, 1 << 20, "*"), (RangeList{{4096, 8192}}));
 }
 
 std::string properties(const std::string& props) {

@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "fake_vma.h"
 #include "oma/crypto.h"
@@ -123,7 +124,7 @@ class Lab {
     std::string ds_dir = std::filesystem::path(vm["disks"][0]["flat_file"].get<std::string>())
                              .parent_path().parent_path().string();
     vma_token_ = dir_.file("vma.token");
-    mk::oma::write_private_file(vma_token_, mk::oma::new_token() + "\n");  // what pairing would issue
+    mk::write_private_file(vma_token_, mk::oma::new_token() + "\n");  // what pairing would issue
     std::string state = dir_.file("vma-state");
     std::filesystem::create_directories(state);
     mk::SpawnOptions vo;

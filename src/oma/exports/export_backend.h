@@ -14,7 +14,7 @@
 
 #include <string>
 
-#include "engine/nbd_connection.h"
+#include "common/endpoint.h"
 
 namespace mk::oma {
 
@@ -50,7 +50,7 @@ class ExportBackend {
   virtual void unpublish(const std::string& export_name) = 0;
 
   // Where a client on this host reaches an export, and with which TLS credentials.
-  virtual mk::engine::Endpoint endpoint(const std::string& export_name) const = 0;
+  virtual Endpoint endpoint(const std::string& export_name) const = 0;
   virtual pid_t server_pid() const = 0;
   virtual int port() const = 0;  // the port it listens on (after start)
   virtual int restarts() const = 0;  // times the supervisor restarted a dead server

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
+#include "engine/nbd_connection.h"
 #include "oma/errors.h"
 #include "oma/names.h"
 
@@ -43,7 +44,7 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
 }
 
 void ExportManager::verify(const ExportRecord& e, uint64_t expected_size) {
-  mk::engine::Endpoint ep = backend_.endpoint(e.export_name);
+  Endpoint ep = backend_.endpoint(e.export_name);
   std::unique_ptr<mk::engine::NbdConnection> c;
   try {
     c = mk::engine::NbdConnection::open(ep);

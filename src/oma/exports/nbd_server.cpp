@@ -13,9 +13,10 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/subprocess.h"
-#include "oma/crypto.h"
+#include "engine/nbd_connection.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/names.h"
 
@@ -217,8 +218,8 @@ void NbdServerExportServer::unpublish(const std::string& export_name) {
   }
 }
 
-mk::engine::Endpoint NbdServerExportServer::endpoint(const std::string& export_name) const {
-  mk::engine::Endpoint e;
+Endpoint NbdServerExportServer::endpoint(const std::string& export_name) const {
+  Endpoint e;
   e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
   e.tls.certificates_dir = config_.tls.certificates_dir;
   e.role = "export";

@@ -35,7 +35,7 @@ class NbdServerExportServer : public ExportBackend {
   void stop() override;
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
-  mk::engine::Endpoint endpoint(const std::string& export_name) const override;
+  Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
   int port() const override { return config_.port; }

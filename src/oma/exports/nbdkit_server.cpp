@@ -2,13 +2,11 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +19,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "oma/names.h"
 
@@ -125,64 +124,6 @@ std::string joined_cmdline(const std::vector<std::string>& argv) {
   return s;
 }
 
-// Starts argv in a new session as a grandchild (so it is never this process's child,
-// gets no parent-death signal and keeps running when the OMA exits), stdin /dev/null,
-// stdout and stderr appended to log_path. Returns its PID. Throws mk::Error.
-pid_t spawn_detached(const std::vector<std::string>& args, const std::string& log_path) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int out = log_path.empty() ? ::open("/dev/null", O_WRONLY | O_CLOEXEC)
-                             : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  int pipe_fds[2];
-  if (out < 0 || in < 0 || ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    int e = errno;
-    if (out >= 0) ::close(out);
-    if (in >= 0) ::close(in);
-    throw Error(fmt::format("{}: cannot prepare its log {} or a pipe: {}", args[0], log_path, std::strerror(e)));
-  }
-  pid_t middle = ::fork();
-  if (middle == 0) {
-    // Only async-signal-safe calls from here to exec.
-    ::setsid();
-    pid_t server = ::fork();
-    if (server == 0) {
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      signal(SIGPIPE, SIG_DFL);
-      signal(SIGINT, SIG_DFL);
-      signal(SIGTERM, SIG_DFL);
-      if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
-      // No inherited descriptor (the OMA's API socket) may outlive the OMA in nbdkit.
-#ifdef SYS_close_range
-      if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-#endif
-        for (int fd = 3; fd < 65536; ++fd) ::close(fd);
-      execvp(argv[0], argv.data());
-      _exit(127);
-    }
-    (void)!::write(pipe_fds[1], &server, sizeof server);
-    _exit(server > 0 ? 0 : 1);
-  }
-  int fork_errno = errno;
-  ::close(pipe_fds[1]);
-  ::close(out);
-  ::close(in);
-  pid_t server = -1;
-  if (middle > 0) {
-    if (::read(pipe_fds[0], &server, sizeof server) != sizeof server) server = -1;
-    int st = 0;
-    while (::waitpid(middle, &st, 0) < 0 && errno == EINTR) {
-    }
-  }
-  ::close(pipe_fds[0]);
-  if (middle < 0) throw Error(fmt::format("{}: fork failed: {}", args[0], std::strerror(fork_errno)));
-  if (server <= 0) throw Error(fmt::format("{}: could not be started in its own session", args[0]));
-  return server;
-}
-
 }  // namespace
 
 std::optional<KeptServerRecord> read_kept_server_record(const std::string& path) {
@@ -204,15 +145,10 @@ std::optional<KeptServerRecord> read_kept_server_record(const std::string& path)
 
 void write_kept_server_record(const std::string& path, const KeptServerRecord& record) {
   std::string text = nlohmann::json{{"pid", record.pid}, {"port", record.port}, {"argv", record.argv}}.dump() + "\n";
-  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  int e = errno;
-  if (fd >= 0) ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    if (ok) e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot record the export server (pid {}) in {}: {}", record.pid, path, std::strerror(e)));
+  try {
+    write_private_file(path, text);
+  } catch (const Error& e) {
+    throw Error(fmt::format("cannot record the export server (pid {}): {}", record.pid, e.what()));
   }
 }
 
@@ -307,7 +243,10 @@ std::vector<std::string> NbdkitExportServer::argv() const {
 void NbdkitExportServer::launch() {
   if (config_.keep_running) {
     if (pidfd_ >= 0) ::close(pidfd_);
-    pid_t pid = spawn_detached(argv(), config_.log_path);
+    SpawnOptions opt;
+    opt.stdout_path = config_.log_path;
+    opt.stderr_path = config_.log_path;
+    pid_t pid = Subprocess::spawn_detached(argv(), opt);
     pidfd_ = open_pidfd(pid);
     pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -481,8 +420,8 @@ void NbdkitExportServer::unpublish(const std::string& export_name) {
   }
 }
 
-mk::engine::Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
-  mk::engine::Endpoint e;
+Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
+  Endpoint e;
   e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
   e.tls.psk_file = config_.tls.psk_file;
   e.tls.certificates_dir = config_.tls.certificates_dir;

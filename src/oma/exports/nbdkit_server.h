@@ -44,7 +44,7 @@ class NbdkitExportServer : public ExportBackend {
   void stop() override;
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
-  mk::engine::Endpoint endpoint(const std::string& export_name) const override;
+  Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
   int port() const override { return config_.port; }
@@ -82,7 +82,7 @@ inline std::string kept_server_record_path(const std::string& data_dir) { return
 
 // Reads a record; nullopt when there is none. Throws mk::Error for an unreadable one.
 std::optional<KeptServerRecord> read_kept_server_record(const std::string& path);
-// Writes it mode 0600 through a temporary file and rename(2). Throws mk::Error.
+// Writes it with write_private_file (mode 0600, replaced atomically). Throws mk::Error.
 void write_kept_server_record(const std::string& path, const KeptServerRecord& record);
 
 // "" when `record` may be adopted: its PID is alive, /proc/PID/cmdline is exactly

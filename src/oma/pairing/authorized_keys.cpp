@@ -1,16 +1,13 @@
 #include "oma/pairing/authorized_keys.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <pwd.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "protocol/enrolment.h"
 
 namespace mk::oma {
@@ -31,20 +28,17 @@ void write_authorized_keys(const std::string& path, const std::vector<VmaRecord>
   std::string content = "# Managed by the MigrateKit OMA: one line per approved VMA. Edits are overwritten.\n";
   for (const auto& v : vmas)
     if (v.state == "approved") content += authorized_key_line(v, nbd_port) + "\n";
-  std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) throw Error(fmt::format("cannot write the VMA authorized keys file {}: {}", tmp, std::strerror(errno)));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
-  if (ok && ::geteuid() == 0 && !owner.empty() && owner != "root") {
-    if (struct passwd* pw = ::getpwnam(owner.c_str())) ok = ::fchown(fd, pw->pw_uid, pw->pw_gid) == 0;
+  PrivateFileOptions options;
+  if (::geteuid() == 0 && !owner.empty() && owner != "root") {
+    if (struct passwd* pw = ::getpwnam(owner.c_str())) {
+      options.uid = pw->pw_uid;
+      options.gid = pw->pw_gid;
+    }
   }
-  int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    if (ok) err = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot write the VMA authorized keys file {}: {}", path, std::strerror(err)));
+  try {
+    write_private_file(path, content, options);
+  } catch (const Error& e) {
+    throw Error(fmt::format("the VMA authorized keys file: {}", e.what()));
   }
 }
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/json_schema.h"
 #include "common/subprocess.h"
 #include "protocol/enrolment.h"
@@ -112,17 +113,17 @@ int pair(const PairArgs& a) {
   std::filesystem::create_directories(a.state_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the state directory {}: {}", a.state_dir, ec.message()));
   ::chmod(a.state_dir.c_str(), 0700);
-  write_secret_file(a.state_dir + "/known_hosts", kh);
+  write_private_file(a.state_dir + "/known_hosts", kh);
   if (psk) {
-    write_secret_file(a.state_dir + "/nbd-psk.keys", *b.nbd_psk_identity + ":" + *b.nbd_psk_key + "\n");
+    write_private_file(a.state_dir + "/nbd-psk.keys", *b.nbd_psk_identity + ":" + *b.nbd_psk_key + "\n");
   } else {
     std::string pki = a.state_dir + "/nbd-pki";
     std::filesystem::create_directories(pki, ec);
     if (ec) throw Error(fmt::format("cannot create {}: {}", pki, ec.message()));
     ::chmod(pki.c_str(), 0700);
-    write_secret_file(pki + "/ca-cert.pem", *b.nbd_ca_cert);
+    write_private_file(pki + "/ca-cert.pem", *b.nbd_ca_cert);
   }
-  write_secret_file(a.state_dir + "/api.token", b.vma_api_token + "\n");
+  write_private_file(a.state_dir + "/api.token", b.vma_api_token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
   protocol::EnrolReply reply = enroll(b.oma_api_url, b.pairing_code, {protocol::kVersion, a.name, a.vcenter, pub});
@@ -133,7 +134,7 @@ int pair(const PairArgs& a) {
                 {"nbd_port", b.nbd_port},       {"nbd_tls", to_string(b.nbd_tls)},
                 {"nbd_psk_identity", b.nbd_psk_identity.value_or("")},
                 {"tunnel_port", reply.tunnel_port}};
-  write_secret_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
+  write_private_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
   std::printf("VMA \"%s\" (vCenter %s) enrolled with the OMA at %s as %s, tunnel port %d on the OMA.\n"
               "Waiting for approval: an OMA admin runs POST /api/v1/vmas/%s/approve (check the key's fingerprint:\n"
               "  ssh-keygen -lf %s/id_ed25519.pub).\n"

@@ -56,8 +56,4 @@ NbdTarget nbd_target(const PairedState& s, std::optional<int> nbd_local_port);
 // The API token the VMA must require from the OMA (api.token).
 std::string read_api_token(const std::string& state_dir);
 
-// Writes `content` to `path` with mode 0600: created exclusively under a temporary
-// name, then renamed into place, so it is never readable by others.
-void write_secret_file(const std::string& path, const std::string& content);
-
 }  // namespace mk::vma

@@ -335,7 +335,7 @@ void JobRunner::execute(Job& job) {
 
 void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
   auto progress = std::make_shared<engine::Progress>();
-  engine::Endpoint target;
+  Endpoint target;
   {
     std::lock_guard lock(mu_);
     if (job.cancel) {

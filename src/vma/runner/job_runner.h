@@ -31,7 +31,7 @@
 
 #include "common/error.h"
 #include "engine/copier.h"
-#include "engine/nbd_connection.h"
+#include "common/endpoint.h"
 #include "engine/progress.h"
 #include "vma/runner/job_state.h"
 #include "vma/vcenter/vcenter.h"
@@ -45,7 +45,7 @@ struct RunnerOptions {
   int max_vms = 4;
   int max_disks_per_vm = 4;
   std::string work_dir;            // existing private directory: per-job reader sockets
-  engine::TlsOptions target_tls;   // the OMA's NBD TLS PSK
+  TlsOptions target_tls;   // the OMA's NBD TLS PSK
   int nbd_via_port = 0;            // > 0: NBD through the SSH local forward at 127.0.0.1:<it>
   engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;

@@ -11,13 +11,12 @@
 #include <fmt/format.h>
 #include <signal.h>
 
-#include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/units.h"
 #include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
@@ -162,9 +161,7 @@ int main(int argc, char** argv) {
       out["sshd"] = {{"port", sshd->port()}, {"pid", sshd->pid()}, {"host_key_file", sshd->host_public_key_file()},
                      {"log", sshd->log_path()}};
     }
-    std::string tmp = o.out + ".tmp";
-    std::ofstream(tmp) << out.dump(2) << "\n";
-    if (std::rename(tmp.c_str(), o.out.c_str()) != 0) throw mk::Error("cannot write " + o.out);
+    mk::write_private_file(o.out, out.dump(2) + "\n");  // a poller sees it whole or not at all
     std::cerr << "mk-lab: vSphere lab at " << lab.url() << " with " << o.vms << " VM(s); details in " << o.out
               << "; Ctrl-C stops it\n";
     int sig = 0;

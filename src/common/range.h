@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace mk::engine {
+namespace mk {
 
 struct Range {
   uint64_t start = 0;
@@ -29,4 +29,4 @@ RangeList subtract(const RangeList& a, const RangeList& b);
 
 uint64_t total_length(const RangeList& ranges);
 
-}  // namespace mk::engine
+}  // namespace mk

@@ -1,8 +1,8 @@
-#include "engine/range.h"
+#include "common/range.h"
 
 #include <algorithm>
 
-namespace mk::engine {
+namespace mk {
 
 RangeList normalize(RangeList ranges) {
   std::erase_if(ranges, [](const Range& r) { return r.length == 0; });
@@ -58,4 +58,4 @@ uint64_t total_length(const RangeList& ranges) {
   return n;
 }
 
-}  // namespace mk::engine
+}  // namespace mk
