@@ -90,7 +90,7 @@ std::optional<std::string> opt_of(const json& j, const char* name) {
 // The TLS fields agree with nbd_tls: a PSK bundle carries identity and key and no CA,
 // an X.509 bundle the CA and no PSK.
 void check_bundle(const json& j) {
-  bool psk = j["nbd_tls"] == to_string(NbdTls::Psk);
+  bool psk = j["nbd_tls"] == enum_name(NbdTls::Psk);
   for (const char* f : {"nbd_psk_identity", "nbd_psk_key"}) {
     if (psk == j[f].is_null()) {
       throw FieldError(f, psk ? "is required when nbd_tls is \"psk\"" : "must be null when nbd_tls is \"x509\"");
@@ -265,7 +265,7 @@ json encode(const PairingBundle& m) {
             {"ssh_host_key", m.ssh_host_key},
             {"nbd_host", m.nbd_host},
             {"nbd_port", m.nbd_port},
-            {"nbd_tls", to_string(m.nbd_tls)},
+            {"nbd_tls", enum_name(m.nbd_tls)},
             {"nbd_psk_identity", opt(m.nbd_psk_identity)},
             {"nbd_psk_key", opt(m.nbd_psk_key)},
             {"nbd_ca_cert", opt(m.nbd_ca_cert)},
@@ -285,7 +285,7 @@ void decode(const json& j, PairingBundle& out) {
   out.ssh_host_key = j["ssh_host_key"];
   out.nbd_host = j["nbd_host"];
   out.nbd_port = j["nbd_port"].get<int>();
-  out.nbd_tls = from_string<NbdTls>(j["nbd_tls"].get<std::string>(), "nbd_tls");
+  out.nbd_tls = parse_field<NbdTls>(j["nbd_tls"].get<std::string>(), "nbd_tls");
   out.nbd_psk_identity = opt_of(j, "nbd_psk_identity");
   out.nbd_psk_key = opt_of(j, "nbd_psk_key");
   out.nbd_ca_cert = opt_of(j, "nbd_ca_cert");

@@ -395,7 +395,7 @@ std::optional<std::string> opt_of(const json& j, const char* name) {
 }
 template <typename E>
 E enum_of(const json& j, const char* name) {
-  return from_string<E>(j.at(name).get<std::string>(), name);  // validated: never throws
+  return parse_field<E>(j.at(name).get<std::string>(), name);  // validated: never throws
 }
 std::string shown(const std::string& s) { return printable_text(s.substr(0, 60)); }
 
@@ -411,7 +411,7 @@ json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
 void check_replicate(const json& j) {
   const json& disks = j["disks"];
   if (disks.empty()) throw FieldError("disks", "must hold 1 to 256 disks");
-  bool incremental = j["kind"] == to_string(PassKind::Incremental);
+  bool incremental = j["kind"] == enum_name(PassKind::Incremental);
   std::string vm_id = j["vm_id"];
   std::set<std::string> keys;
   std::set<int64_t> units;
@@ -440,11 +440,11 @@ void check_replicate(const json& j) {
 // A disk's change ID is there exactly when it completed; a failed disk says why.
 void check_disk_progress(const json& d, const std::string& at) {
   auto path = [&](const char* f) { return at.empty() ? std::string(f) : at + "." + f; };
-  bool completed = d["status"] == to_string(DiskStatus::Completed);
+  bool completed = d["status"] == enum_name(DiskStatus::Completed);
   if (completed != d["change_id"].is_string()) {
     throw FieldError(path("change_id"), "a completed disk carries its new change ID, and only a completed disk");
   }
-  if (d["status"] == to_string(DiskStatus::Failed) && d["error"].is_null()) {
+  if (d["status"] == enum_name(DiskStatus::Failed) && d["error"].is_null()) {
     throw FieldError(path("error"), "a failed disk says why");
   }
 }
@@ -465,8 +465,8 @@ void check_progress(const json& j) {
 
 json disk_progress_json(const DiskProgress& d) {
   return {{"disk_key", d.disk_key.str()},
-          {"status", to_string(d.status)},
-          {"phase", to_string(d.phase)},
+          {"status", enum_name(d.status)},
+          {"phase", enum_name(d.phase)},
           {"bytes_done", d.bytes_done},
           {"bytes_total", d.bytes_total},
           {"throughput_bps", d.throughput_bps},
@@ -508,8 +508,8 @@ json encode(const ReplicateRequest& m) {
   }
   json j = {{"job_id", m.job_id},
             {"vm_id", m.vm_id},
-            {"kind", to_string(m.kind)},
-            {"nbd", {{"host", m.nbd.host}, {"port", m.nbd.port}, {"tls", to_string(m.nbd.tls)}}},
+            {"kind", enum_name(m.kind)},
+            {"nbd", {{"host", m.nbd.host}, {"port", m.nbd.port}, {"tls", enum_name(m.nbd.tls)}}},
             {"disks", disks}};
   return checked(std::move(j), schemas::replicate_request(), check_replicate);
 }
@@ -552,7 +552,7 @@ json encode(const JobProgress& m) {
   for (const auto& d : m.disks) disks.push_back(disk_progress_json(d));
   json j = {{"job_id", m.job_id},
             {"vma_instance", m.vma_instance},
-            {"status", to_string(m.status)},
+            {"status", enum_name(m.status)},
             {"error", opt_text(m.error)},
             {"disks", disks},
             {"total",
@@ -593,7 +593,7 @@ void decode(const json& j, CleanupReply& out) {
 // --- power -----------------------------------------------------------------------------
 
 json encode(const PowerRequest& m) {
-  return checked({{"action", to_string(m.action)}, {"timeout_seconds", m.timeout_seconds}}, schemas::power_request());
+  return checked({{"action", enum_name(m.action)}, {"timeout_seconds", m.timeout_seconds}}, schemas::power_request());
 }
 
 void decode(const json& j, PowerRequest& out) {
@@ -603,7 +603,7 @@ void decode(const json& j, PowerRequest& out) {
 }
 
 json encode(const PowerReply& m) {
-  return checked({{"vm_id", m.vm_id}, {"power_state", to_string(m.power_state)}, {"forced", m.forced}},
+  return checked({{"vm_id", m.vm_id}, {"power_state", enum_name(m.power_state)}, {"forced", m.forced}},
                  schemas::power_reply());
 }
 
@@ -626,7 +626,7 @@ json vm_json(const DiscoveredVm& m) {
   return {{"vm_id", m.vm_id},
           {"name", m.name},
           {"datacenter", m.datacenter},
-          {"power_state", to_string(m.power_state)},
+          {"power_state", enum_name(m.power_state)},
           {"guest_os", m.guest_os},
           {"cpus", m.cpus},
           {"memory_mb", m.memory_mb},
@@ -678,11 +678,11 @@ void decode(const json& j, Discovery& out) {
 
 json encode(const Health& m) {
   json j = {{"protocol_version", m.protocol_version},
-            {"status", to_string(m.status)},
+            {"status", enum_name(m.status)},
             {"vma_instance", m.vma_instance},
             {"vcenter", {{"reachable", m.vcenter.reachable}, {"error", opt_text(m.vcenter.error)}}},
             {"tunnel",
-             {{"state", to_string(m.tunnel.state)}, {"since", m.tunnel.since}, {"error", opt_text(m.tunnel.error)}}}};
+             {{"state", enum_name(m.tunnel.state)}, {"since", m.tunnel.since}, {"error", opt_text(m.tunnel.error)}}}};
   return checked(std::move(j), schemas::health());
 }
 

@@ -178,7 +178,7 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
   }
   json e = json::parse(last, nullptr, false);
   if (e.is_object()) {
-    p.phase = protocol::try_from_string<DiskPhase>(e.value("phase", "copying")).value_or(DiskPhase::Copying);
+    p.phase = find_enum<DiskPhase>(e.value("phase", "copying")).value_or(DiskPhase::Copying);
     p.bytes_done = e.value("bytes_done", int64_t{0});
     p.bytes_total = e.value("bytes_total", int64_t{0});
     p.throughput_bps = e.value("throughput_bps", 0.0);
@@ -255,9 +255,9 @@ FakeVma::Reply FakeVma::power(const httplib::Request& req) {
   std::lock_guard lock(mu_);
   auto it = source_vms_.find(vm_id);
   if (it == source_vms_.end()) return {404, error_body("no VM " + vm_id + " in vCenter")};
-  power_calls_.push_back(fmt::format("{} {}", to_string(p.action), vm_id));
+  power_calls_.push_back(fmt::format("{} {}", enum_name(p.action), vm_id));
   if ((p.action == protocol::PowerAction::On) == it->second.on) {
-    throw Violation{409, fmt::format("power {} asked for VM {}, which is already {}", to_string(p.action), vm_id,
+    throw Violation{409, fmt::format("power {} asked for VM {}, which is already {}", enum_name(p.action), vm_id,
                                      it->second.on ? "on" : "off")};
   }
   bool forced = p.action == protocol::PowerAction::Shutdown && ignore_shutdown_;

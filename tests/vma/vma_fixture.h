@@ -108,7 +108,7 @@ class VmaFixture : public ::testing::Test {
       }
       nlohmann::json body = {{"vm_id", v.vm_id},       {"name", v.name},           {"vcenter", "vcsim"},
                              {"datacenter", v.datacenter}, {"cpus", v.cpus},      {"memory_mb", v.memory_mb},
-                             {"guest_os", v.guest_os}, {"power_state", to_string(v.power_state)}, {"disks", disks}};
+                             {"guest_os", v.guest_os}, {"power_state", enum_name(v.power_state)}, {"disks", disks}};
       auto r = api->post("/api/v1/vms", body.dump());
       EXPECT_EQ(r.status, 201) << r.raw;
       return v;

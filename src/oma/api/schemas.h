@@ -21,10 +21,10 @@ namespace mk::oma::api {
 // Allowed values, one list per concept. (The store's enum classes will replace them.)
 // Inline: other files' schema constants use them during static initialisation.
 inline const std::vector<std::string> kJobKinds = {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup"};
-inline const std::vector<std::string> kPassKinds = protocol::enum_names<protocol::PassKind>();
+inline const std::vector<std::string> kPassKinds = enum_names<protocol::PassKind>();
 inline const std::vector<std::string> kJobStatuses = {"preparing", "running",   "exporting", "copying",
                                                "committing", "completed", "failed",    "cancelled"};
-inline const std::vector<std::string> kJobDiskStatuses = protocol::enum_names<protocol::DiskStatus>();
+inline const std::vector<std::string> kJobDiskStatuses = enum_names<protocol::DiskStatus>();
 inline const std::vector<std::string> kStepStatuses = {"running", "completed", "failed", "skipped"};
 inline const std::vector<std::string> kEventLevels = {"info", "warn", "error"};
 // A VM's life: discovered, replication passes, then a cutover (or test failovers, which
@@ -34,7 +34,7 @@ inline const std::vector<std::string> kVmStatuses = {
     "replication_cancelled", "cutting_over", "cut_over",       "cutover_failed",
     "cutover_interrupted",   "test_failover_starting", "test_failover", "test_failover_interrupted",
     "test_failover_cleanup_interrupted"};
-inline const std::vector<std::string> kPowerStates = protocol::enum_names<protocol::PowerState>();
+inline const std::vector<std::string> kPowerStates = enum_names<protocol::PowerState>();
 inline const std::vector<std::string> kRoles = {"admin", "operator"};
 inline const std::vector<std::string> kVmaStates = {"pending", "approved", "revoked"};
 inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};

@@ -387,8 +387,8 @@ void JobManager::poll(const JobRecord& job) {
                                 key, job.job_id));
       }
       JobDiskRecord d = *it;
-      d.status = to_string(dp.status);
-      d.phase = to_string(dp.phase);
+      d.status = enum_name(dp.status);
+      d.phase = enum_name(dp.phase);
       d.bytes_done = dp.bytes_done;
       d.bytes_total = dp.bytes_total;
       d.throughput_bps = dp.throughput_bps;

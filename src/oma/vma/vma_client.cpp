@@ -104,7 +104,7 @@ int HttpVmaClient::cleanup(const std::string& vm_id) {
 
 protocol::PowerReply HttpVmaClient::power(const std::string& vm_id, protocol::PowerAction action,
                                           int timeout_seconds) {
-  std::string where = fmt::format("{}: power {} VM {}", describe(), to_string(action), vm_id);
+  std::string where = fmt::format("{}: power {} VM {}", describe(), enum_name(action), vm_id);
   std::string body = protocol::encode(protocol::PowerRequest{action, timeout_seconds}).dump();
   // A guest shutdown may take its whole timeout: wait for it on top of the usual one.
   Answer a = call(protocol::kPowerRoute, vm_id, body, where, timeout_ + std::chrono::seconds(timeout_seconds));

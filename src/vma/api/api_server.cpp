@@ -211,7 +211,7 @@ json ApiServer::power(const httplib::Request& req, httplib::Response&) {
   } catch (const VmNotFound&) {
     throw;
   } catch (const std::exception& e) {
-    throw Failure{502, fmt::format("VM {}: power {} failed: {}", vm_id, to_string(p.action), e.what())};
+    throw Failure{502, fmt::format("VM {}: power {} failed: {}", vm_id, enum_name(p.action), e.what())};
   }
 }
 

@@ -131,7 +131,7 @@ int pair(const PairArgs& a) {
                 {"vcenter", a.vcenter},         {"oma_api_url", b.oma_api_url},
                 {"ssh_host", b.ssh_host},       {"ssh_port", b.ssh_port},
                 {"ssh_user", b.ssh_user},       {"nbd_host", b.nbd_host},
-                {"nbd_port", b.nbd_port},       {"nbd_tls", to_string(b.nbd_tls)},
+                {"nbd_port", b.nbd_port},       {"nbd_tls", enum_name(b.nbd_tls)},
                 {"nbd_psk_identity", b.nbd_psk_identity.value_or("")},
                 {"tunnel_port", reply.tunnel_port}};
   write_private_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");

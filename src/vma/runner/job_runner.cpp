@@ -81,7 +81,7 @@ bool JobRunner::submit(JobState state) {
   jobs_[ref.state.job_id()] = std::move(job);
   ref.thread = std::thread([this, &ref] { run(ref); });
   log::info("job {} (VM {}, {} pass, {} disks) accepted", ref.state.job_id(), ref.state.vm_id(),
-            to_string(ref.state.request.kind), ref.state.disks.size());
+            enum_name(ref.state.request.kind), ref.state.disks.size());
   return true;
 }
 
@@ -96,7 +96,7 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
     engine::ProgressSnapshot snap = p->snapshot();
     // A phase the protocol does not know (a newer engine) leaves the last one shown:
     // the phase is for people, the status is what the OMA acts on.
-    if (auto phase = protocol::try_from_string<DiskPhase>(snap.phase)) s.disks[i].phase = *phase;
+    if (auto phase = find_enum<DiskPhase>(snap.phase)) s.disks[i].phase = *phase;
     s.disks[i].bytes_done = static_cast<int64_t>(snap.bytes_done);
     s.disks[i].bytes_total = static_cast<int64_t>(snap.bytes_total);
     s.disks[i].throughput_bps = snap.throughput_bps;

@@ -50,7 +50,7 @@ json to_json(const JobState& job) {
   json disks = json::array();
   for (const auto& d : job.disks) disks.push_back(protocol::encode(d));
   return {{"request", protocol::encode(job.request)},
-          {"status", to_string(job.status)},
+          {"status", enum_name(job.status)},
           {"error", job.error ? json(*job.error) : json(nullptr)},
           {"created", job.created},
           {"ended", job.ended},
@@ -61,7 +61,7 @@ JobState job_from_json(const json& j) {
   try {
     JobState job;
     job.request = protocol::decode<protocol::ReplicateRequest>(j.at("request"));
-    job.status = protocol::from_string<VmaJobStatus>(j.at("status").get<std::string>(), "status");
+    job.status = protocol::parse_field<VmaJobStatus>(j.at("status").get<std::string>(), "status");
     if (!j.at("error").is_null()) job.error = j.at("error").get<std::string>();
     job.created = j.at("created").get<int64_t>();
     job.ended = j.at("ended").get<int64_t>();

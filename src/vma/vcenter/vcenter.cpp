@@ -66,7 +66,7 @@ protocol::Discovery VCenter::discover() {
   protocol::Discovery out{host_, {}};
   for (auto& vm : vsphere::list_vms(*s)) {
     if (vm.is_template) continue;
-    auto power = protocol::from_string<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
+    auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
     protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], power, vm.guest_id,
                              vm.cpus,          vm.memory_mb, {}, {}};
     // Units are positions in controller order, so that two controllers' unit 0 differ.
@@ -103,7 +103,7 @@ protocol::PowerReply VCenter::power(const std::string& vm_id, protocol::PowerAct
   auto s = session();
   vsphere::VmInfo vm = find_vm(vm_id);
   auto state_of = [&](const std::string& word) {
-    return protocol::from_string<PowerState>(word, fmt::format("VM {} power state", vm.name));
+    return protocol::parse_field<PowerState>(word, fmt::format("VM {} power state", vm.name));
   };
   protocol::PowerReply out{vm_id, state_of(vm.power_state), false};
   switch (action) {
@@ -120,10 +120,10 @@ protocol::PowerReply VCenter::power(const std::string& vm_id, protocol::PowerAct
   out.power_state = state_of(vsphere::power_state(*s, vm.ref));
   PowerState want = action == PowerAction::On ? PowerState::PoweredOn : PowerState::PoweredOff;
   if (out.power_state != want) {
-    throw Error(fmt::format("VM {} ({}): power {} finished but the VM is {}", vm.name, vm_id, to_string(action),
-                            to_string(out.power_state)));
+    throw Error(fmt::format("VM {} ({}): power {} finished but the VM is {}", vm.name, vm_id, enum_name(action),
+                            enum_name(out.power_state)));
   }
-  log::info("VM {} ({}): power {}: {}{}", vm.name, vm_id, to_string(action), to_string(out.power_state),
+  log::info("VM {} ({}): power {}: {}{}", vm.name, vm_id, enum_name(action), enum_name(out.power_state),
             out.forced ? " (forced)" : "");
   return out;
 }
