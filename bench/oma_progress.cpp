@@ -100,12 +100,12 @@ int main(int argc, char** argv) {
     VmRecord v;
     v.vm_id = vm;
     v.name = "bench";
-    oma.store().add_vm(v, {DiskRecord{vm, "2000", 0, "d0", 1 << 30}, DiskRecord{vm, "2001", 1, "d1", 1 << 30}});
+    oma.repos().vms.add_vm(v, {DiskRecord{vm, "2000", 0, "d0", 1 << 30}, DiskRecord{vm, "2001", 1, "d1", 1 << 30}});
     JobRecord j;
     j.job_id = job;
     j.vm_id = vm;
-    j.kind = "full";
-    j.status = "copying";
+    j.kind = JobKind::Full;
+    j.status = JobStatus::Copying;
     j.phase = "copying";
     j.created_at = now_ms();
     std::vector<JobDiskRecord> disks(2);
@@ -114,12 +114,12 @@ int main(int argc, char** argv) {
       disks[i].disk_key = std::to_string(2000 + i);
       disks[i].unit = i;
       disks[i].export_name = export_name(vm, i);
-      disks[i].status = "copying";
+      disks[i].status = mk::protocol::DiskStatus::Copying;
       disks[i].bytes_done = 300 << 20;
       disks[i].bytes_total = 1 << 30;
     }
-    oma.store().create_job(j, disks);
-    oma.store().roll_up_progress(job);
+    oma.repos().jobs.create_job(j, disks);
+    oma.repos().jobs.roll_up_progress(job);
 
     int port = oma.api_port();
     fmt::print("OMA API on 127.0.0.1:{}, {} clients, {:.1f} s per run, one connection per request\n", port, clients,

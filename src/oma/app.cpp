@@ -57,9 +57,10 @@ void Oma::ensure_psk() {
 }
 
 void Oma::bootstrap_token() {
-  if (store_->count_tokens() > 0) return;
+  if (repos_->config.count_tokens() > 0) return;
   std::string token = new_token();
-  store_->insert_token({new_uuid(), "admin (first start)", "admin", now_ms(), std::nullopt}, sha256_hex(token));
+  repos_->config.insert_token({new_uuid(), "admin (first start)", TokenRole::Admin, now_ms(), std::nullopt},
+                              sha256_hex(token));
   std::string path = config_.data_dir + "/admin.token";
   write_private_file(path, token + "\n");
   log::info("first start: the admin API token is in {} (readable by its owner only)", path);
@@ -68,12 +69,12 @@ void Oma::bootstrap_token() {
 void Oma::start() {
   db_ = db::open_database(config_.database_url);
   db::migrate(*db_);
-  store_ = std::make_unique<Store>(*db_);
+  repos_ = std::make_unique<Repositories>(*db_);
   secrets_ = std::make_unique<SecretBox>(config_.data_dir + "/secrets.key");
   bootstrap_token();
   ensure_psk();
 
-  cloudstack_ = std::make_unique<CloudStackTarget>(*store_, *secrets_, config_.cloudstack);
+  cloudstack_ = std::make_unique<CloudStackTarget>(repos_->config, *secrets_, config_.cloudstack);
   if (config_.volume_backend == "local") {
     volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
   } else if (config_.volume_backend == "cloudstack") {
@@ -85,7 +86,7 @@ void Oma::start() {
   } else {
     throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", config_.volume_backend));
   }
-  volumes_ = std::make_unique<VolumeManager>(*store_, *volume_backend_);
+  volumes_ = std::make_unique<VolumeManager>(repos_->storage, *volume_backend_);
   ExportServerConfig ec;
   ec.exports_dir = config_.exports_dir;
   ec.listen_address = config_.nbd_listen;
@@ -105,7 +106,7 @@ void Oma::start() {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
-  exports_ = std::make_unique<ExportManager>(*store_, *export_server_);
+  exports_ = std::make_unique<ExportManager>(repos_->storage, *export_server_);
   PairingConfig pc;
   pc.ssh_host = config_.ssh_host;
   pc.ssh_port = config_.ssh_port;
@@ -117,7 +118,7 @@ void Oma::start() {
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
-  pairing_ = std::make_unique<PairingService>(*store_, *secrets_, pc);
+  pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10), read_vma_token());
@@ -132,9 +133,9 @@ void Oma::start() {
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
-  jobs_ = std::make_unique<JobManager>(*store_, *volumes_, *exports_, *vma_, jo);
-  cutover_ = std::make_unique<CutoverService>(*store_, *jobs_, *exports_, vma_for, *cloudstack_,
-                                              config_.volume_backend == "cloudstack", config_.cutover);
+  jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
+  cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
+                                              *cloudstack_, config_.volume_backend == "cloudstack", config_.cutover);
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);
 
@@ -143,9 +144,9 @@ void Oma::start() {
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
   ac.strict_replies = config_.strict_api_replies;
-  api_ = std::make_unique<api::ApiServer>(*store_, ac);
+  api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
-      {*store_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
+      {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
   if (config_.gui_port >= 0) {
     gui::GuiConfig gc;
     gc.listen_address = config_.gui_listen;
@@ -169,12 +170,12 @@ void Oma::start_event_services() {
   gui::EventHubOptions eo;
   eo.poll_interval = std::chrono::milliseconds(config_.events_poll_ms);
   eo.heartbeat = std::chrono::milliseconds(config_.events_heartbeat_ms);
-  events_ = std::make_unique<gui::EventHub>(*store_, &api::job_progress_json, eo);
+  events_ = std::make_unique<gui::EventHub>(repos_->jobs, &api::job_progress_json, eo);
   events_->start();
   SchedulerOptions so;
   so.check_interval = std::chrono::milliseconds(config_.scheduler_check_ms);
-  so.start_job = [this](const std::string& vm_id, const std::string& kind) { return jobs_->start(vm_id, kind); };
-  scheduler_ = std::make_unique<Scheduler>(*store_, so);
+  so.start_job = [this](const std::string& vm_id, JobKind kind) { return jobs_->start(vm_id, kind); };
+  scheduler_ = std::make_unique<Scheduler>(repos_->schedules, repos_->vms, so);
   scheduler_->start();
 }
 

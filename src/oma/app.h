@@ -20,7 +20,7 @@
 #include "oma/cutover/cloudstack_target.h"
 #include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
-#include "oma/db/store.h"
+#include "oma/db/repositories.h"
 #include "oma/exports/export_manager.h"
 #include "oma/gui/event_hub.h"
 #include "oma/gui/gui_server.h"
@@ -84,7 +84,7 @@ class Oma {
 
   int api_port() const { return api_ ? api_->port() : 0; }
   int gui_port() const { return gui_ ? gui_->port() : 0; }
-  Store& store() { return *store_; }
+  Repositories& repos() { return *repos_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
   CutoverService& cutover() { return *cutover_; }
@@ -99,7 +99,7 @@ class Oma {
 
   OmaConfig config_;
   std::unique_ptr<db::Database> db_;
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<Repositories> repos_;
   std::unique_ptr<SecretBox> secrets_;
   std::unique_ptr<VolumeBackend> volume_backend_;
   std::unique_ptr<VolumeManager> volumes_;

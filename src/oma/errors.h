@@ -3,6 +3,10 @@
 // common/error.h, UsageError (400, bad input; nothing changed) and Error (500).
 #pragma once
 
+#include <optional>
+#include <string>
+#include <utility>
+
 #include "common/error.h"
 
 namespace mk::oma {
@@ -16,5 +20,12 @@ class Conflict : public mk::Error {
  public:
   using mk::Error::Error;
 };
+
+// The value of a lookup that must have found something, else NotFound(message).
+template <typename T>
+T found(std::optional<T> value, const std::string& message) {
+  if (!value) throw NotFound(message);
+  return std::move(*value);
+}
 
 }  // namespace mk::oma

@@ -275,7 +275,7 @@ const Schema& power_reply() {
           {.name = "power_state",
            .description = "the state the VM is in now",
            .max_length = 32,
-           .one_of = {"poweredOn", "poweredOff"}},
+           .one_of = {enum_name(PowerState::PoweredOn), enum_name(PowerState::PoweredOff)}},
           bool_field("forced", "a shutdown ended with a power off", false),
       },
       "PowerReply",

@@ -190,7 +190,7 @@ TEST_F(OmaFlow, SettingsAreValidatedAndTheSecretNeverLeaves) {
   EXPECT_EQ(got["secret_key_set"], true);
   EXPECT_EQ(got.dump().find(sim.endpoint().secret_key), std::string::npos) << got.dump();
   EXPECT_EQ(got.dump().find(sim.endpoint().api_key), std::string::npos) << got.dump();
-  auto rows = oma->store().database().query("SELECT value FROM settings");
+  auto rows = oma->repos().database.query("SELECT value FROM settings");
   for (const auto& row : rows) EXPECT_EQ(row.str(0).find(sim.endpoint().secret_key), std::string::npos);
   std::string listing = api->get("/api/v1/settings").raw;
   EXPECT_EQ(listing.find("secret_key_sealed"), std::string::npos) << listing;
@@ -456,15 +456,15 @@ TEST_F(OmaFlow, CutoverCutShortByACrashFailsAtTheNextStartSayingWhatToCheck) {
   {
     // What the database holds after a crash mid-cutover: the job active, its body gone.
     db::SqliteDatabase database(dir.file("data/oma.db"));
-    Store store(database);
+    Repositories repos(database);
     JobRecord j;
     j.job_id = "0c0c0c0c-0000-4000-8000-000000000001";
     j.vm_id = vm_id;
-    j.kind = "cutover";
-    j.status = "running";
+    j.kind = JobKind::Cutover;
+    j.status = JobStatus::Running;
     j.phase = "deploy-vm";
     j.created_at = now_ms();
-    store.create_job(j, {});
+    repos.jobs.create_job(j, {});
   }
   oma = std::make_unique<Oma>(c);
   oma->start();
@@ -498,7 +498,7 @@ TEST_F(LocalCutover, FinalPassThenTheVmIsCutOver) {
   ASSERT_NE(step(job, "mark-cut-over"), nullptr);
   EXPECT_EQ(vm_status(), "cut_over");
   EXPECT_FALSE(vma->powered_on(vm_id));
-  for (const auto& v : oma->store().list_volumes()) {
+  for (const auto& v : oma->repos().storage.list_volumes()) {
     EXPECT_EQ(mk::test::first_difference(images[v.disk_key], v.device_path), std::nullopt) << v.disk_key;
   }
   EXPECT_EQ(vma->power_calls(), (std::vector<std::string>{"shutdown " + vm_id, "cleanup " + vm_id}));

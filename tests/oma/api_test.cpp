@@ -53,15 +53,15 @@ TEST_F(ApiFixture, AdminTokenFileIsPrivateAndOnlyWrittenOnce) {
   struct stat st {};
   ASSERT_EQ(::stat(dir.file("data/admin.token").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
-  EXPECT_EQ(oma->store().count_tokens(), 1);
+  EXPECT_EQ(oma->repos().config.count_tokens(), 1);
   // The database holds the hash, never the token.
   std::string token = test::read_admin_token(dir.file("data"));
-  auto rows = oma->store().database().query("SELECT token_hash FROM api_tokens");
+  auto rows = oma->repos().database.query("SELECT token_hash FROM api_tokens");
   EXPECT_EQ(rows[0].str(0), sha256_hex(token));
   oma->stop();
   oma = std::make_unique<Oma>(test::test_config(dir.file("data"), "http://127.0.0.1:9"));
   oma->start();
-  EXPECT_EQ(oma->store().count_tokens(), 1);
+  EXPECT_EQ(oma->repos().config.count_tokens(), 1);
   EXPECT_EQ(test::read_admin_token(dir.file("data")), token);
 }
 
@@ -71,8 +71,8 @@ TEST_F(ApiFixture, EveryRouteButHealthNeedsALiveToken) {
   auto list = admin->get("/api/v1/tokens").body["tokens"];
   std::string revoked_id;
   for (const auto& t : list) {
-    if (oma->store().find_live_token(sha256_hex(revoked)) &&
-        oma->store().find_live_token(sha256_hex(revoked))->token_id == t["token_id"])
+    if (oma->repos().config.find_live_token(sha256_hex(revoked)) &&
+        oma->repos().config.find_live_token(sha256_hex(revoked))->token_id == t["token_id"])
       revoked_id = t["token_id"];
   }
   ASSERT_EQ(admin->del("/api/v1/tokens/" + revoked_id).status, 200);
@@ -183,7 +183,7 @@ TEST_F(ApiFixture, HostileBodiesGetA4xxNamingTheField) {
     ASSERT_TRUE(r.body.is_object()) << r.raw;
     EXPECT_EQ(r.body.value("field", ""), c.field) << r.raw;
   }
-  EXPECT_TRUE(oma->store().list_vms().empty());
+  EXPECT_TRUE(oma->repos().vms.list_vms().empty());
 
   // Oversized: refused before parsing, still JSON.
   auto big = admin->post("/api/v1/vms", with([](json& b) { b["name"] = std::string(70000, 'x'); }));
@@ -211,17 +211,17 @@ TEST_F(ApiFixture, SecretsAreEncryptedAtRestAndNeverReturned) {
   const std::string secret = "s3cr3t-Password!";
   ASSERT_EQ(admin->put("/api/v1/settings/vcenter.password", json{{"value", secret}}.dump()).status, 200);
   ASSERT_EQ(admin->put("/api/v1/settings/cloudstack.url", json{{"value", "http://cs:8080"}}.dump()).status, 200);
-  auto stored = oma->store().get_setting("vcenter.password");
+  auto stored = oma->repos().config.get_setting("vcenter.password");
   ASSERT_TRUE(stored);
-  EXPECT_TRUE(stored->second);
-  EXPECT_EQ(stored->first.find(secret), std::string::npos);
+  EXPECT_TRUE(stored->encrypted);
+  EXPECT_EQ(stored->value.find(secret), std::string::npos);
   SecretBox box(dir.file("data/secrets.key"));
-  EXPECT_EQ(box.open(stored->first), secret);
+  EXPECT_EQ(box.open(stored->value), secret);
   auto listed = admin->get("/api/v1/settings");
   EXPECT_EQ(listed.raw.find(secret), std::string::npos);
   EXPECT_NE(listed.raw.find("http://cs:8080"), std::string::npos);
   // An altered ciphertext does not decrypt.
-  std::string tampered = stored->first;
+  std::string tampered = stored->value;
   tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
   EXPECT_THROW(box.open(tampered), Error);
 }

@@ -42,7 +42,7 @@ TEST_F(CliFixture, ReplicateWatchListShowCancel) {
   EXPECT_EQ(rep.exit_code, 0) << rep.err;
   std::string job = rep.out.substr(0, 36);
   EXPECT_NE(rep.out.find("completed"), std::string::npos) << rep.out;
-  EXPECT_EQ(oma->store().get_job(job).status, "completed");
+  EXPECT_EQ(oma->repos().jobs.get_job(job).status, JobStatus::Completed);
 
   auto list = cli({"jobs", "list", "--vm", test::test_vm_uuid(1)});
   EXPECT_EQ(list.exit_code, 0) << list.err;
@@ -71,9 +71,9 @@ TEST_F(CliFixture, CutoverAndTestFailoverVerbs) {
   EXPECT_EQ(cut.exit_code, 0) << cut.err;
   EXPECT_NE(cut.out.find("final-pass"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("mark-cut-over"), std::string::npos) << cut.out;
-  EXPECT_EQ(oma->store().get_vm(vm).status, "cut_over");
+  EXPECT_EQ(oma->repos().vms.get_vm(vm).status, VmStatus::CutOver);
   EXPECT_FALSE(vma->powered_on(vm));
-  EXPECT_EQ(oma->store().get_job(cut.out.substr(0, 36)).kind, "cutover");
+  EXPECT_EQ(oma->repos().jobs.get_job(cut.out.substr(0, 36)).kind, JobKind::Cutover);
 
   auto cleanup = cli({"test-failover", vm, "--cleanup"});
   EXPECT_EQ(cleanup.exit_code, 2);

@@ -28,6 +28,22 @@ json error_body(const std::string& message, std::optional<std::string> field = s
 
 }  // namespace
 
+protocol::DiskProgress disk_state(const std::string& key, DiskStatus status, int64_t done, int64_t total,
+                                  const std::string& change_id) {
+  protocol::DiskProgress p;
+  p.disk_key = protocol::DiskKey::parse(key);
+  p.status = status;
+  p.phase = status == DiskStatus::Completed ? DiskPhase::Done
+            : status == DiskStatus::Failed  ? DiskPhase::Failed
+                                            : DiskPhase::Copying;
+  p.bytes_done = done;
+  p.bytes_total = total;
+  p.throughput_bps = 4096.0;
+  p.eta_seconds = 7.0;
+  if (!change_id.empty()) p.change_id = change_id;
+  return p;
+}
+
 FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(protocol::new_uuid()) {
   route(protocol::kReplicateRoute, &FakeVma::replicate);
   route(protocol::kProgressRoute, &FakeVma::progress);

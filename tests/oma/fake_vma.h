@@ -39,6 +39,11 @@
 
 namespace mk::oma::test {
 
+// A disk's progress for FakeVma::set_disk: the phase that goes with `status`, 4096 B/s
+// and 7 s to go.
+protocol::DiskProgress disk_state(const std::string& key, protocol::DiskStatus status, int64_t done, int64_t total,
+                                  const std::string& change_id = "");
+
 class FakeVma {
  public:
   explicit FakeVma(std::string psk_file);

@@ -27,26 +27,9 @@ namespace {
 
 using nlohmann::json;
 using test::ApiClient;
+using test::disk_state;
 
 constexpr int64_t MiB = 1 << 20;
-
-protocol::DiskProgress disk_state(const std::string& key, protocol::DiskStatus status, int64_t done, int64_t total,
-                                  const std::string& change_id = "") {
-  using protocol::DiskPhase;
-  using protocol::DiskStatus;
-  protocol::DiskProgress p;
-  p.disk_key = protocol::DiskKey::parse(key);
-  p.status = status;
-  p.phase = status == DiskStatus::Completed ? DiskPhase::Done
-            : status == DiskStatus::Failed  ? DiskPhase::Failed
-                                            : DiskPhase::Copying;
-  p.bytes_done = done;
-  p.bytes_total = total;
-  p.throughput_bps = 4096.0;
-  p.eta_seconds = 7.0;
-  if (!change_id.empty()) p.change_id = change_id;
-  return p;
-}
 
 struct Service {
   mk::test::TempDir dir{"mk-oma-gui"};
@@ -331,7 +314,7 @@ TEST(GuiApi, SchedulesAreValidatedStoredAndSurviveARestart) {
 struct SchedulerFixture : ::testing::Test {
   mk::test::TempDir dir{"mk-oma-sched"};
   db::SqliteDatabase database{dir.file("oma.db")};
-  Store store{database};
+  Repositories repos{database};
   int64_t clock = 1'000'000'000'000;
   std::vector<std::string> started;
   std::function<std::string(const std::string&)> starter = [this](const std::string& vm) {
@@ -349,7 +332,7 @@ struct SchedulerFixture : ::testing::Test {
     v.vcenter = "vc";
     v.datacenter = "dc";
     v.guest_os = "other";
-    v.power_state = "poweredOn";
+    v.power_state = protocol::PowerState::PoweredOn;
     v.cpus = 1;
     v.memory_mb = 512;
     DiskRecord d;
@@ -357,14 +340,14 @@ struct SchedulerFixture : ::testing::Test {
     d.disk_key = "2000";
     d.label = "Hard disk 1";
     d.capacity_bytes = MiB;
-    store.add_vm(v, {d});
+    repos.vms.add_vm(v, {d});
     SchedulerOptions o;
     o.now_ms = [this] { return clock; };
-    o.start_job = [this](const std::string& id, const std::string& kind) {
-      EXPECT_EQ(kind, "incremental");
+    o.start_job = [this](const std::string& id, JobKind kind) {
+      EXPECT_EQ(kind, JobKind::Incremental);
       return starter(id);
     };
-    scheduler = std::make_unique<Scheduler>(store, o);
+    scheduler = std::make_unique<Scheduler>(repos.schedules, repos.vms, o);
   }
   void advance_minutes(double m) { clock += static_cast<int64_t>(m * 60000); }
 };
@@ -380,7 +363,7 @@ TEST_F(SchedulerFixture, StartsAnIncrementalPassEveryInterval) {
   EXPECT_EQ(scheduler->run_due(), 0);
   advance_minutes(5);
   EXPECT_EQ(scheduler->run_due(), 1);
-  auto s = store.find_schedule(vm);
+  auto s = repos.schedules.find_schedule(vm);
   EXPECT_EQ(s->last_job_id, "job-2");
   EXPECT_EQ(s->last_run_at, clock);
   EXPECT_EQ(s->next_run_at, clock + 10 * 60000);
@@ -395,19 +378,19 @@ TEST_F(SchedulerFixture, SkipsAVmWithAnActiveJobAndRecordsWhy) {
   JobRecord j;
   j.job_id = new_uuid();
   j.vm_id = vm;
-  j.kind = "full";
-  j.status = "copying";
+  j.kind = JobKind::Full;
+  j.status = JobStatus::Copying;
   j.phase = "copying";
   j.created_at = clock;
-  store.create_job(j, {});
+  repos.jobs.create_job(j, {});
   advance_minutes(5);
   EXPECT_EQ(scheduler->run_due(), 0);
   EXPECT_TRUE(started.empty());
-  auto s = store.find_schedule(vm);
+  auto s = repos.schedules.find_schedule(vm);
   EXPECT_NE(s->last_result->find("skipped"), std::string::npos);
   EXPECT_NE(s->last_result->find(j.job_id), std::string::npos);
   EXPECT_EQ(s->next_run_at, clock + 5 * 60000);
-  store.finish_job(j.job_id, "completed", std::nullopt);
+  repos.jobs.finish_job(j.job_id, JobStatus::Completed, std::nullopt);
   advance_minutes(5);
   EXPECT_EQ(scheduler->run_due(), 1);
 }
@@ -419,11 +402,11 @@ TEST_F(SchedulerFixture, RecordsWhyAPassCouldNotStartAndPausedSchedulesDoNothing
   scheduler->put(vm, 1, true);
   advance_minutes(1);
   EXPECT_EQ(scheduler->run_due(), 0);
-  EXPECT_NE(store.find_schedule(vm)->last_result->find("run a full replication first"), std::string::npos);
+  EXPECT_NE(repos.schedules.find_schedule(vm)->last_result->find("run a full replication first"), std::string::npos);
   scheduler->put(vm, 1, false);
   advance_minutes(10);
   EXPECT_EQ(scheduler->run_due(), 0);
-  EXPECT_NE(store.find_schedule(vm)->last_result->find("not started"), std::string::npos);
+  EXPECT_NE(repos.schedules.find_schedule(vm)->last_result->find("not started"), std::string::npos);
 }
 
 TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
@@ -455,11 +438,11 @@ TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
   EXPECT_TRUE(health.body["error"].is_string());
 }
 
-JobRecord pass(const std::string& kind, double start_s, double end_s, int64_t bytes) {
+JobRecord pass(JobKind kind, double start_s, double end_s, int64_t bytes) {
   JobRecord j;
-  j.job_id = kind + std::to_string(start_s);
+  j.job_id = enum_name(kind) + std::to_string(start_s);
   j.kind = kind;
-  j.status = "completed";
+  j.status = JobStatus::Completed;
   j.created_at = static_cast<int64_t>(start_s * 1000);
   j.finished_at = static_cast<int64_t>(end_s * 1000);
   j.bytes_done = bytes;
@@ -468,17 +451,17 @@ JobRecord pass(const std::string& kind, double start_s, double end_s, int64_t by
 
 TEST(PassStats, PredictedDowntimeScalesRecentIncrementalDurationsByTheChangeWindow) {
   // Full 0-1000 s; incrementals every 600 s taking 30, 40 and 50 s.
-  std::vector<JobRecord> p = {pass("full", 0, 1000, 100), pass("incremental", 1600, 1630, 10),
-                              pass("incremental", 2230, 2270, 10), pass("incremental", 2870, 2920, 10)};
+  std::vector<JobRecord> p = {pass(JobKind::Full, 0, 1000, 100), pass(JobKind::Incremental, 1600, 1630, 10),
+                              pass(JobKind::Incremental, 2230, 2270, 10), pass(JobKind::Incremental, 2870, 2920, 10)};
   // d = 40 s; w = mean(600, 600, 600) = 600 s.
   int used = 0;
   EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, 2920 * 1000 + 300 * 1000, &used), 40.0);  // e < w
   EXPECT_EQ(used, 3);
   EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, (2920 + 1200) * 1000), 80.0);  // e = 2w
   // Only the last three incrementals count.
-  p.insert(p.begin() + 1, pass("incremental", 1001, 1500, 10));
+  p.insert(p.begin() + 1, pass(JobKind::Incremental, 1001, 1500, 10));
   EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, 2920 * 1000), 40.0);
-  EXPECT_FALSE(predict_downtime_seconds({pass("full", 0, 10, 1)}, 20000));
+  EXPECT_FALSE(predict_downtime_seconds({pass(JobKind::Full, 0, 10, 1)}, 20000));
 }
 
 TEST(GuiApi, VmListShowsLastPassChangeIdAgeReadinessAndPredictedDowntime) {
@@ -510,7 +493,7 @@ TEST(GuiApi, VmListShowsLastPassChangeIdAgeReadinessAndPredictedDowntime) {
   EXPECT_EQ(v["prediction_passes"], 1);
 
   // Once cut over, the VM is neither ready for a cutover nor facing a downtime.
-  s.oma->store().set_vm_status(vm, "cut_over");
+  s.oma->repos().vms.set_vm_status(vm, VmStatus::CutOver);
   v = s.api->get("/api/v1/vms").body["vms"][0];
   EXPECT_FALSE(v["ready_for_cutover"].get<bool>());
   EXPECT_EQ(v["predicted_downtime_seconds"], nullptr);

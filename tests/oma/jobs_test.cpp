@@ -22,6 +22,7 @@ namespace {
 
 using nlohmann::json;
 using test::ApiClient;
+using test::disk_state;
 
 struct Service {
   mk::test::TempDir dir{"mk-oma-jobs"};
@@ -61,24 +62,6 @@ struct Service {
   }
 };
 
-protocol::DiskProgress disk_state(const std::string& key, protocol::DiskStatus status, int64_t done, int64_t total,
-                                  const std::string& change_id = "") {
-  using protocol::DiskPhase;
-  using protocol::DiskStatus;
-  protocol::DiskProgress p;
-  p.disk_key = protocol::DiskKey::parse(key);
-  p.status = status;
-  p.phase = status == DiskStatus::Completed ? DiskPhase::Done
-            : status == DiskStatus::Failed  ? DiskPhase::Failed
-                                            : DiskPhase::Copying;
-  p.bytes_done = done;
-  p.bytes_total = total;
-  p.throughput_bps = 1000.0;
-  p.eta_seconds = 3.0;
-  if (!change_id.empty()) p.change_id = change_id;
-  return p;
-}
-
 TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
   Service s;
   const int64_t size = 4 * MiB;
@@ -99,9 +82,9 @@ TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
   for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
-  auto disks = s.oma->store().list_disks(vm);
+  auto disks = s.oma->repos().vms.list_disks(vm);
   for (int i = 0; i < 2; ++i) {
-    auto vol = s.oma->store().find_volume(vm, disks[i].disk_key);
+    auto vol = s.oma->repos().storage.find_volume(vm, disks[i].disk_key);
     EXPECT_TRUE(mk::test::files_identical(images[i], vol->device_path));
     EXPECT_EQ(disks[i].change_id.value_or(""), "cbt-" + job + "-" + disks[i].disk_key);
   }
@@ -112,13 +95,13 @@ TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
   std::string job2 = s.start(vm, "incremental");
   json j2 = test::wait_for_job(*s.api, job2, test::job_ended);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
-  EXPECT_TRUE(mk::test::files_identical(images[1], s.oma->store().find_volume(vm, "2001")->device_path));
+  EXPECT_TRUE(mk::test::files_identical(images[1], s.oma->repos().storage.find_volume(vm, "2001")->device_path));
   auto reqs = s.vma.replicate_requests();
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_EQ(reqs[1].disks[0].change_id_base.value_or(""), "cbt-" + job + "-2000");
   EXPECT_EQ(reqs[0].disks[1].export_name, reqs[1].disks[1].export_name);
-  EXPECT_EQ(s.oma->store().list_volumes().size(), 2u);
-  EXPECT_EQ(s.oma->store().cbt_history(vm, "2000").size(), 2u);
+  EXPECT_EQ(s.oma->repos().storage.list_volumes().size(), 2u);
+  EXPECT_EQ(s.oma->repos().jobs.cbt_history(vm, "2000").size(), 2u);
   EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
 }
 
@@ -132,12 +115,12 @@ TEST(Jobs, CompletesOnlyWhenEveryDiskCompleted) {
   s.wait_polls(3);
   json j = s.api->get("/api/v1/jobs/" + job).body;
   EXPECT_EQ(j["status"], "copying") << j.dump(2);
-  EXPECT_FALSE(s.oma->store().list_disks(test::test_vm_uuid(2))[0].change_id);  // nothing committed yet
+  EXPECT_FALSE(s.oma->repos().vms.list_disks(test::test_vm_uuid(2))[0].change_id);  // nothing committed yet
 
   s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
   j = test::wait_for_job(*s.api, job, test::job_ended);
   EXPECT_EQ(j["status"], "completed") << j.dump(2);
-  EXPECT_EQ(s.oma->store().list_disks(test::test_vm_uuid(2))[1].change_id.value_or(""), "cbt-b");
+  EXPECT_EQ(s.oma->repos().vms.list_disks(test::test_vm_uuid(2))[1].change_id.value_or(""), "cbt-b");
   auto progress = s.api->get("/api/v1/jobs/" + job + "/progress");
   EXPECT_EQ(progress.status, 200);
   EXPECT_EQ(progress.body["bytes_done"], 2 * MiB);
@@ -155,7 +138,7 @@ TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
   json j = test::wait_for_job(*s.api, job, test::job_ended);
   EXPECT_EQ(j["status"], "failed");
   EXPECT_NE(j["error"].get<std::string>().find("snapshot removed under us"), std::string::npos) << j["error"];
-  EXPECT_FALSE(s.oma->store().list_disks(test::test_vm_uuid(3))[0].change_id);
+  EXPECT_FALSE(s.oma->repos().vms.list_disks(test::test_vm_uuid(3))[0].change_id);
 }
 
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
@@ -283,8 +266,8 @@ TEST(JobRecovery, ResumesFromExportingAndFromCommitting) {
     JobRecord a;
     a.job_id = test::test_vm_uuid(0xa1);
     a.vm_id = vm_a;
-    a.kind = "full";
-    a.status = "exporting";
+    a.kind = JobKind::Full;
+    a.status = JobStatus::Exporting;
     a.phase = "exporting disks";
     a.created_at = now_ms();
     std::vector<JobDiskRecord> da;
@@ -299,19 +282,19 @@ TEST(JobRecovery, ResumesFromExportingAndFromCommitting) {
     JobRecord b = a;
     b.job_id = test::test_vm_uuid(0xb1);
     b.vm_id = vm_b;
-    b.status = "committing";
+    b.status = JobStatus::Committing;
     JobDiskRecord db;
     db.job_id = b.job_id;
     db.disk_key = "2000";
     db.export_name = export_name(vm_b, 0);
-    db.status = "completed";
+    db.status = protocol::DiskStatus::Completed;
     db.change_id_new = "cbt-b";
     // Volumes for job A do not exist yet: the resumed export step must create them
     // through the same idempotent path. Stop the runners first so nothing runs now.
     oma.jobs().shutdown();
-    oma.store().create_job(a, da);
-    oma.store().create_job(b, {db});
-    oma.store().update_disk_progress(db);
+    oma.repos().jobs.create_job(a, da);
+    oma.repos().jobs.create_job(b, {db});
+    oma.repos().jobs.update_disk_progress(db);
     oma.stop();
   }
   Oma oma(test::test_config(data, vma.url()));
@@ -321,8 +304,8 @@ TEST(JobRecovery, ResumesFromExportingAndFromCommitting) {
   json jb = test::wait_for_job(api, test::test_vm_uuid(0xb1), test::job_ended);
   EXPECT_EQ(ja["status"], "completed") << ja.dump(2);
   EXPECT_EQ(jb["status"], "completed") << jb.dump(2);
-  EXPECT_EQ(oma.store().list_disks(vm_b)[0].change_id.value_or(""), "cbt-b");
-  EXPECT_EQ(oma.store().cbt_history(vm_b, "2000").size(), 1u);
+  EXPECT_EQ(oma.repos().vms.list_disks(vm_b)[0].change_id.value_or(""), "cbt-b");
+  EXPECT_EQ(oma.repos().jobs.cbt_history(vm_b, "2000").size(), 1u);
   EXPECT_EQ(vma.replicate_requests().size(), 1u);  // only job A needed the VMA again
   EXPECT_TRUE(vma.violations().empty());
 }

@@ -10,6 +10,7 @@
 
 #include "common/units.h"
 #include "oma/db/migrations.h"
+#include "oma/db/repositories.h"
 #include "oma/db/sqlite_database.h"
 #include "oma/exports/export_manager.h"
 #include "oma/exports/nbd_server.h"
@@ -51,9 +52,9 @@ std::string vm_uuid(int i) { return fmt::format("4210a4c2-6b57-4d4b-9d8e-0c1f2a3
 struct NbdServerFixture {
   mk::test::TempDir dir{"mk-oma-nbdsrv"};
   db::SqliteDatabase database{dir.file("oma.db")};
-  Store store{database};
+  Repositories repos{database};
   LocalVolumeBackend volume_backend{dir.file("volumes")};
-  VolumeManager volumes{store, volume_backend};
+  VolumeManager volumes{repos.storage, volume_backend};
   ExportServerConfig config;
   std::unique_ptr<NbdServerExportServer> server;
   std::unique_ptr<ExportManager> exports;
@@ -67,7 +68,7 @@ struct NbdServerFixture {
     config.tls.certificates_dir = dir.file("pki");
     config.log_path = dir.file("nbd-server.log");
     server = std::make_unique<NbdServerExportServer>(config);
-    exports = std::make_unique<ExportManager>(store, *server);
+    exports = std::make_unique<ExportManager>(repos.storage, *server);
   }
   ~NbdServerFixture() { server->stop(); }  // the daemon outlives its parent: stop it by PID
 
@@ -76,8 +77,8 @@ struct NbdServerFixture {
     VmRecord v;
     v.vm_id = vm_uuid(i);
     v.name = "vm";
-    store.add_vm(v, {DiskRecord{v.vm_id, "2000", 0, "disk", size}});
-    DiskRecord d = store.list_disks(v.vm_id)[0];
+    repos.vms.add_vm(v, {DiskRecord{v.vm_id, "2000", 0, "disk", size}});
+    DiskRecord d = repos.vms.list_disks(v.vm_id)[0];
     VolumeRecord vol = volumes.ensure_volume(d);
     ExportRecord e = exports->ensure_export(d, vol);
     if (server->server_pid() > 0) exports->verify(e, static_cast<uint64_t>(size));
@@ -112,7 +113,7 @@ TEST(NbdServerBackend, ExportsAddedBySighupWhileACopyRuns) {
   EXPECT_EQ(f.server->reloads(), 1);  // one real SIGHUP for the new export
   EXPECT_EQ(f.server->server_pid(), pid);
   EXPECT_EQ(f.server->restarts(), 0);
-  EXPECT_TRUE(mk::test::files_identical(src, f.store.find_volume(vm_uuid(0), "2000")->device_path));
+  EXPECT_TRUE(mk::test::files_identical(src, f.repos.storage.find_volume(vm_uuid(0), "2000")->device_path));
   // Publishing the same export again sends no signal.
   f.server->publish(target.export_name, target.device_path);
   EXPECT_EQ(f.server->reloads(), 1);
@@ -130,7 +131,7 @@ TEST(NbdServerBackend, DaemonIsAdoptedAcrossAnOmaRestart) {
   f.server = std::make_unique<NbdServerExportServer>(f.config);
   f.server->start();
   EXPECT_EQ(f.server->server_pid(), pid);
-  ExportManager again(f.store, *f.server);
+  ExportManager again(f.repos.storage, *f.server);
   EXPECT_NO_THROW(again.verify(e, 1 * MiB));
   EXPECT_THROW(NbdServerExportServer(ExportServerConfig{f.config.exports_dir, "127.0.0.1", 1, {"psk.keys", ""}, ""}),
                UsageError);

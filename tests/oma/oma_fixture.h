@@ -9,7 +9,7 @@
 
 #include "oma/db/migrations.h"
 #include "oma/db/sqlite_database.h"
-#include "oma/db/store.h"
+#include "oma/db/repositories.h"
 #include "oma/exports/export_manager.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/volumes/volume_manager.h"
@@ -42,17 +42,17 @@ inline std::unique_ptr<NbdkitExportServer> start_nbdkit_exports(const std::strin
 struct OmaFixture {
   mk::test::TempDir dir{"mk-oma"};
   db::SqliteDatabase database{dir.file("oma.db")};
-  Store store{database};
+  Repositories repos{database};
   std::string psk = mk::test::make_psk_file(dir.file("psk.keys"), "oma");
   LocalVolumeBackend volume_backend{dir.file("volumes")};
-  VolumeManager volumes{store, volume_backend};
+  VolumeManager volumes{repos.storage, volume_backend};
   std::unique_ptr<NbdkitExportServer> server;
   std::unique_ptr<ExportManager> exports;
 
   OmaFixture() {
     db::migrate(database);
     server = start_nbdkit_exports(dir.file("exports"), psk, dir.file("nbdkit.log"));
-    exports = std::make_unique<ExportManager>(store, *server);
+    exports = std::make_unique<ExportManager>(repos.storage, *server);
   }
 };
 

@@ -449,7 +449,7 @@ TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_TRUE(fake.violations().empty());
   ASSERT_EQ(fake.replicate_requests().size(), 1u);
-  EXPECT_TRUE(mk::test::files_identical(image, lab.oma().store().find_volume(vm, "2000")->device_path));
+  EXPECT_TRUE(mk::test::files_identical(image, lab.oma().repos().storage.find_volume(vm, "2000")->device_path));
   bool through_tunnel = false;
   for (const auto& s : j["steps"])
     if (s["message"].dump().find(fmt::format("127.0.0.1:{}", vma->paired.tunnel_port)) != std::string::npos)

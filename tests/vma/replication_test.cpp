@@ -48,7 +48,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   EXPECT_FALSE(p.error);
   EXPECT_TRUE(p.status == protocol::VmaJobStatus::Completed || p.status == protocol::VmaJobStatus::Running)
       << p.status;
-  auto stored = oma->store().list_disks(vm.instance_uuid);
+  auto stored = oma->repos().vms.list_disks(vm.instance_uuid);
   for (const auto& d : stored) {
     ASSERT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;
     EXPECT_NE(d.change_id->find('/'), std::string::npos) << "a CBT change ID: " << *d.change_id;
@@ -71,7 +71,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   json j3 = wait_job(job3);
   ASSERT_EQ(j3["status"], "completed") << j3.dump(2);
   expect_targets_match(vm.instance_uuid);
-  auto after = oma->store().list_disks(vm.instance_uuid);
+  auto after = oma->repos().vms.list_disks(vm.instance_uuid);
   for (size_t i = 0; i < after.size(); ++i) EXPECT_NE(after[i].change_id, stored[i].change_id);
 }
 
@@ -159,7 +159,7 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   EXPECT_TRUE(interrupted);
   expect_change_ids_only_when_completed(p);
   EXPECT_EQ(our_snapshots(vm), 0) << "the restarted VMA removes the snapshot of the killed pass";
-  for (const auto& d : oma->store().list_disks(vm.instance_uuid)) EXPECT_FALSE(d.change_id.has_value());
+  for (const auto& d : oma->repos().vms.list_disks(vm.instance_uuid)) EXPECT_FALSE(d.change_id.has_value());
 
   // The next pass (full: nothing was committed) leaves the targets equal to the sources.
   write_block(vm.instance_uuid, vm.disks[1].key, 5, 77);

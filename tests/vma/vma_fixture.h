@@ -130,7 +130,7 @@ class VmaFixture : public ::testing::Test {
   // Every disk's OMA volume holds exactly the VM's flat file.
   void expect_targets_match(const std::string& vm_id) {
     for (auto& [key, flat] : flats.at(vm_id)) {
-      auto vol = oma->store().find_volume(vm_id, std::to_string(key));
+      auto vol = oma->repos().storage.find_volume(vm_id, std::to_string(key));
       ASSERT_TRUE(vol.has_value()) << "no volume for disk " << key;
       EXPECT_EQ(mk::test::sha256_file(vol->device_path), mk::test::sha256_file(flat)) << "VM " << vm_id << " disk " << key;
     }

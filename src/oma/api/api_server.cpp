@@ -13,7 +13,7 @@ namespace mk::oma::api {
 
 using nlohmann::json;
 
-ApiServer::ApiServer(Store& store, ApiConfig config) : store_(store), config_(std::move(config)) {
+ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config) : tokens_(tokens), config_(std::move(config)) {
   prepare(server_);
   // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
   // see dropped SYNs and one-second retransmits. Remember the socket to widen it.
@@ -135,10 +135,10 @@ void ApiServer::handle(const httplib::Request& http, httplib::Response& res) {
 Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
   std::string h = req.get_header_value("Authorization");
   if (h.rfind("Bearer ", 0) != 0 || h.size() <= 7) throw Error("401");
-  auto t = store_.find_live_token(sha256_hex(h.substr(7)));
+  auto t = tokens_.find_live_token(sha256_hex(h.substr(7)));
   if (!t) throw Error("401");
-  if (role == "admin" && t->role != "admin") throw Error("403");
-  return {t->token_id, t->role};
+  if (role == "admin" && t->role != TokenRole::Admin) throw Error("403");
+  return {t->token_id, enum_name(t->role)};
 }
 
 std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {

@@ -26,7 +26,7 @@
 
 #include "oma/api/route.h"
 #include "oma/api/router.h"
-#include "oma/db/store.h"
+#include "oma/db/config_repository.h"
 
 namespace mk::oma::api {
 
@@ -42,8 +42,8 @@ struct ApiConfig {
 
 class ApiServer {
  public:
-  // `store` holds the API tokens. The server declares GET /api/v1/openapi.json itself.
-  ApiServer(Store& store, ApiConfig config);
+  // `tokens` holds the API tokens. The server declares GET /api/v1/openapi.json itself.
+  ApiServer(ConfigRepository& tokens, ApiConfig config);
   ~ApiServer();
 
   // Adds routes to the one table (and the OpenAPI document). Throws mk::Error when a
@@ -73,7 +73,7 @@ class ApiServer {
   Caller authenticate(const httplib::Request& req, const std::string& role);
   void build_document();
 
-  Store& store_;
+  ConfigRepository& tokens_;
   ApiConfig config_;
   Router router_;
   nlohmann::json document_;  // built once, before the first listener serves

@@ -211,7 +211,7 @@ const Schema kJobDisk{{
     text_field("export", "the NBD export it is copied into",
                "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0"),
     enum_field("status", "where the disk is", kJobDiskStatuses),
-    text_field("phase", "what the copy is doing", "copying"),
+    enum_field("phase", "what the copy is doing", enum_names<protocol::DiskPhase>()),
     int_field("bytes_done", "bytes copied", 536870912),
     int_field("bytes_total", "bytes planned", 1073741824),
     number_field("throughput_bps", "bytes per second now", 104857600),

@@ -13,32 +13,30 @@
 #include <vector>
 
 #include "oma/api/route.h"
+#include "oma/db/config_repository.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/vm_repository.h"
+#include "oma/db/vma_repository.h"
 #include "protocol/enrolment.h"
 #include "protocol/messages.h"
 
 namespace mk::oma::api {
 
-// Allowed values, one list per concept. (The store's enum classes will replace them.)
-// Inline: other files' schema constants use them during static initialisation.
-inline const std::vector<std::string> kJobKinds = {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup"};
+// Allowed values, one list per concept: the OMA's enums' names (db/*_repository.h), and
+// the protocol's words. Inline: other files' schema constants use them during static
+// initialisation (enum_names() reads function-local tables, safe at that time).
+inline const std::vector<std::string> kJobKinds = enum_names<JobKind>();
 inline const std::vector<std::string> kPassKinds = enum_names<protocol::PassKind>();
-inline const std::vector<std::string> kJobStatuses = {"preparing", "running",   "exporting", "copying",
-                                               "committing", "completed", "failed",    "cancelled"};
+inline const std::vector<std::string> kJobStatuses = enum_names<JobStatus>();
 inline const std::vector<std::string> kJobDiskStatuses = enum_names<protocol::DiskStatus>();
-inline const std::vector<std::string> kStepStatuses = {"running", "completed", "failed", "skipped"};
-inline const std::vector<std::string> kEventLevels = {"info", "warn", "error"};
-// A VM's life: discovered, replication passes, then a cutover (or test failovers, which
-// come back); a job the OMA could not resume leaves "<kind>_interrupted".
-inline const std::vector<std::string> kVmStatuses = {
-    "discovered",    "replicating",     "replicated",          "replication_failed",
-    "replication_cancelled", "cutting_over", "cut_over",       "cutover_failed",
-    "cutover_interrupted",   "test_failover_starting", "test_failover", "test_failover_interrupted",
-    "test_failover_cleanup_interrupted"};
+inline const std::vector<std::string> kStepStatuses = enum_names<StepStatus>();
+inline const std::vector<std::string> kEventLevels = enum_names<EventLevel>();
+inline const std::vector<std::string> kVmStatuses = enum_names<VmStatus>();  // see VmStatus
 inline const std::vector<std::string> kPowerStates = enum_names<protocol::PowerState>();
-inline const std::vector<std::string> kRoles = {"admin", "operator"};
-inline const std::vector<std::string> kVmaStates = {"pending", "approved", "revoked"};
+inline const std::vector<std::string> kRoles = enum_names<TokenRole>();
+inline const std::vector<std::string> kVmaStates = enum_names<VmaState>();
 inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};
-inline const std::vector<std::string> kFailoverKinds = {"cutover", "test_failover"};
+inline const std::vector<std::string> kFailoverKinds = enum_names<FailoverKind>();
 
 
 // Field makers. `description` says what the value is; examples are realistic values.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "oma/db/records.h"
+#include "oma/db/schedule_repository.h"
 #include "oma/jobs/pass_stats.h"
 #include "oma/vma/vma_client.h"
 

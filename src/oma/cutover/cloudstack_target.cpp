@@ -16,21 +16,21 @@ constexpr const char* kOmaId = "oma.id";
 
 }  // namespace
 
-CloudStackTarget::CloudStackTarget(Store& store, SecretBox& secrets, CloudStackOptions options)
-    : store_(store), secrets_(secrets), options_(std::move(options)) {}
+CloudStackTarget::CloudStackTarget(ConfigRepository& config, SecretBox& secrets, CloudStackOptions options)
+    : config_(config), secrets_(secrets), options_(std::move(options)) {}
 
 std::string CloudStackTarget::oma_id() {
   std::lock_guard lock(mu_);
-  if (auto v = store_.get_setting(kOmaId)) return v->first;
+  if (auto v = config_.get_setting(kOmaId)) return v->value;
   std::string id = new_uuid();
-  store_.put_setting(kOmaId, id, false);
+  config_.put_setting(kOmaId, id, false);
   return id;
 }
 
 std::optional<cloudstack::Settings> CloudStackTarget::settings() {
-  auto stored = store_.get_setting(kSettings);
+  auto stored = config_.get_setting(kSettings);
   if (!stored) return std::nullopt;
-  auto j = cloudstack::Json::parse(stored->first, nullptr, false);
+  auto j = cloudstack::Json::parse(stored->value, nullptr, false);
   if (j.is_discarded()) throw Error("the stored CloudStack settings are not JSON: save them again");
   return cloudstack::settings_from_json(j, [this](const std::string& s) { return secrets_.open(s); });
 }
@@ -41,14 +41,14 @@ void CloudStackTarget::save_settings(cloudstack::Settings s) {
     if (old) s.secret_key = old->secret_key;
   }
   auto j = cloudstack::settings_to_json(s, [this](const std::string& p) { return p.empty() ? p : secrets_.seal(p); });
-  store_.put_setting(kSettings, j.dump(), true);
+  config_.put_setting(kSettings, j.dump(), true);
 }
 
 std::vector<NetworkMappingRow> CloudStackTarget::network_mappings() {
   std::vector<NetworkMappingRow> out;
-  auto stored = store_.get_setting(kMappings);
+  auto stored = config_.get_setting(kMappings);
   if (!stored) return out;
-  auto j = cloudstack::Json::parse(stored->first, nullptr, false);
+  auto j = cloudstack::Json::parse(stored->value, nullptr, false);
   if (!j.is_array()) throw Error("the stored network mappings are not a JSON array: save them again");
   for (const auto& m : j) {
     out.push_back({m.value("source_network", ""), m.value("target_network_id", ""), m.value("keep_mac", true)});
@@ -62,7 +62,7 @@ void CloudStackTarget::save_network_mappings(const std::vector<NetworkMappingRow
     j.push_back({{"source_network", r.source_network}, {"target_network_id", r.target_network_id},
                  {"keep_mac", r.keep_mac}});
   }
-  store_.put_setting(kMappings, j.dump(), false);
+  config_.put_setting(kMappings, j.dump(), false);
 }
 
 cloudstack::ValidationReport CloudStackTarget::validate(const cloudstack::Settings& given) {
@@ -87,12 +87,12 @@ cloudstack::ValidationReport CloudStackTarget::validate(const cloudstack::Settin
 }
 
 std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
-  auto stored = store_.get_setting(kSettings);
+  auto stored = config_.get_setting(kSettings);
   if (!stored) {
     throw UsageError("CloudStack is not configured: save its settings first (PUT /api/v1/settings/cloudstack)");
   }
-  auto mappings = store_.get_setting(kMappings);
-  std::string key = stored->first + "\n" + (mappings ? mappings->first : "");
+  auto mappings = config_.get_setting(kMappings);
+  std::string key = stored->value + "\n" + (mappings ? mappings->value : "");
   {
     std::lock_guard lock(mu_);
     if (cached_ && cached_key_ == key) return cached_;

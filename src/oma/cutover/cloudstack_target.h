@@ -24,7 +24,7 @@
 #include "cloudstack/vm_builder.h"
 #include "cloudstack/volumes.h"
 #include "oma/crypto.h"
-#include "oma/db/store.h"
+#include "oma/db/config_repository.h"
 
 namespace mk::oma {
 
@@ -51,7 +51,7 @@ struct CloudStackSession {
 
 class CloudStackTarget {
  public:
-  CloudStackTarget(Store& store, SecretBox& secrets, CloudStackOptions options);
+  CloudStackTarget(ConfigRepository& config, SecretBox& secrets, CloudStackOptions options);
 
   // The stored settings (secret included, in memory only); nullopt if never saved.
   std::optional<cloudstack::Settings> settings();
@@ -72,7 +72,7 @@ class CloudStackTarget {
   const CloudStackOptions& options() const { return options_; }
 
  private:
-  Store& store_;
+  ConfigRepository& config_;
   SecretBox& secrets_;
   CloudStackOptions options_;
   std::mutex mu_;  // guards the cache

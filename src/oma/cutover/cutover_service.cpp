@@ -23,8 +23,8 @@ using nlohmann::json;
 // (powered off by the VMA after the timeout if the guest did not shut down).
 class VmaSourcePower : public cs::SourcePower {
  public:
-  VmaSourcePower(VmaClient& vma, Store& store, std::string job_id, int timeout_s)
-      : vma_(vma), store_(store), job_id_(std::move(job_id)), timeout_s_(timeout_s) {}
+  VmaSourcePower(VmaClient& vma, JobRepository& log, std::string job_id, int timeout_s)
+      : vma_(vma), log_(log), job_id_(std::move(job_id)), timeout_s_(timeout_s) {}
 
   bool is_powered_on(const std::string& vm_uuid) override {
     for (const auto& v : vma_.discover().vms) {
@@ -33,23 +33,22 @@ class VmaSourcePower : public cs::SourcePower {
     throw Error(fmt::format("the VMA does not see VM {} in vCenter: was it removed or renamed?", vm_uuid));
   }
   void shutdown_guest(const std::string& vm_uuid) override {
-    store_.add_event(job_id_, "info", fmt::format("asking the VMA to shut VM {} down (power off after {} s)", vm_uuid,
-                                                  timeout_s_));
+    log_.add_event(job_id_, EventLevel::Info,
+                   fmt::format("asking the VMA to shut VM {} down (power off after {} s)", vm_uuid, timeout_s_));
     protocol::PowerReply r = vma_.power(vm_uuid, protocol::PowerAction::Shutdown, timeout_s_);
-    store_.add_event(job_id_, r.forced ? "warn" : "info",
-                     r.forced ? fmt::format("the guest did not shut down within {} s: the VMA powered it off",
-                                            timeout_s_)
-                              : std::string("the guest shut down"));
+    log_.add_event(job_id_, r.forced ? EventLevel::Warn : EventLevel::Info,
+                   r.forced ? fmt::format("the guest did not shut down within {} s: the VMA powered it off", timeout_s_)
+                            : std::string("the guest shut down"));
   }
   void power_off(const std::string& vm_uuid) override { vma_.power(vm_uuid, protocol::PowerAction::Off, timeout_s_); }
   void power_on(const std::string& vm_uuid) override {
     vma_.power(vm_uuid, protocol::PowerAction::On, timeout_s_);
-    store_.add_event(job_id_, "info", fmt::format("source VM {} powered on again", vm_uuid));
+    log_.add_event(job_id_, EventLevel::Info, fmt::format("source VM {} powered on again", vm_uuid));
   }
 
  private:
   VmaClient& vma_;
-  Store& store_;
+  JobRepository& log_;
   std::string job_id_;
   int timeout_s_;
 };
@@ -57,18 +56,19 @@ class VmaSourcePower : public cs::SourcePower {
 // Leftover snapshots removed, then an incremental pass on the job itself.
 class JobFinalPass : public cs::FinalPass {
  public:
-  JobFinalPass(VmaClient& vma, JobManager& jobs, Store& store, std::string job_id)
-      : vma_(vma), jobs_(jobs), store_(store), job_id_(std::move(job_id)) {}
+  JobFinalPass(VmaClient& vma, JobManager& jobs, JobRepository& log, std::string job_id)
+      : vma_(vma), jobs_(jobs), log_(log), job_id_(std::move(job_id)) {}
   void run(const std::string& vm_uuid) override {
     int removed = vma_.cleanup(vm_uuid);
-    if (removed) store_.add_event(job_id_, "warn", fmt::format("the VMA removed {} leftover snapshot(s)", removed));
+    if (removed)
+      log_.add_event(job_id_, EventLevel::Warn, fmt::format("the VMA removed {} leftover snapshot(s)", removed));
     jobs_.replicate_pass(job_id_);
   }
 
  private:
   VmaClient& vma_;
   JobManager& jobs_;
-  Store& store_;
+  JobRepository& log_;
   std::string job_id_;
 };
 
@@ -76,13 +76,14 @@ class JobFinalPass : public cs::FinalPass {
 // keeps the mapping, so the name never changes), re-published and verified on return.
 class OmaExports : public cs::Exports {
  public:
-  OmaExports(Store& store, ExportManager& exports) : store_(store), exports_(exports) {}
+  OmaExports(VmRepository& vms, StorageRepository& storage, ExportManager& exports)
+      : vms_(vms), storage_(storage), exports_(exports) {}
 
   void remove(const cs::DiskRef& disk) override { exports_.backend().unpublish(export_name(disk_of(disk))); }
 
   void ensure(const cs::DiskRef& ref, const std::string& volume_id, const std::string& device_path) override {
     DiskRecord disk = disk_of(ref);
-    auto volume = store_.find_volume(disk.vm_id, disk.disk_key);
+    auto volume = storage_.find_volume(disk.vm_id, disk.disk_key);
     if (!volume || volume->volume_id != volume_id) {
       throw Error(fmt::format("VM {} disk {}: volume {} is not the one the OMA recorded ({}); not exporting it",
                               disk.vm_id, disk.disk_key, volume_id, volume ? volume->volume_id : "none"));
@@ -95,33 +96,34 @@ class OmaExports : public cs::Exports {
  private:
   static std::string export_name(const DiskRecord& d) { return oma::export_name(d.vm_id, d.unit); }
   DiskRecord disk_of(const cs::DiskRef& ref) {
-    for (const auto& d : store_.list_disks(ref.vm_uuid)) {
+    for (const auto& d : vms_.list_disks(ref.vm_uuid)) {
       if (d.disk_key == ref.disk_key) return d;
     }
     throw NotFound(fmt::format("VM {} has no disk {}", ref.vm_uuid, ref.disk_key));
   }
-  Store& store_;
+  VmRepository& vms_;
+  StorageRepository& storage_;
   ExportManager& exports_;
 };
 
 // Each step of a StepLog as a row of the job's steps; a failure also as an event.
-cs::StepLog::Listener step_recorder(Store& store, const std::string& job_id) {
+cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_id) {
   auto seq = std::make_shared<int64_t>(0);
-  return [&store, job_id, seq](const cs::Step& s) {
+  return [&log, job_id, seq](const cs::Step& s) {
     switch (s.status) {
       case cs::StepStatus::Running:
-        *seq = store.begin_step(job_id, s.name);
-        store.set_job_status(job_id, "running", s.name);
+        *seq = log.begin_step(job_id, s.name);
+        log.set_job_status(job_id, JobStatus::Running, s.name);
         break;
       case cs::StepStatus::Done:
-        store.end_step(job_id, *seq, "completed", s.detail);
+        log.end_step(job_id, *seq, StepStatus::Completed, s.detail);
         break;
       case cs::StepStatus::Failed:
-        store.end_step(job_id, *seq, "failed", s.detail);
-        store.add_event(job_id, "error", fmt::format("step {} failed: {}", s.name, s.detail));
+        log.end_step(job_id, *seq, StepStatus::Failed, s.detail);
+        log.add_event(job_id, EventLevel::Error, fmt::format("step {} failed: {}", s.name, s.detail));
         break;
       case cs::StepStatus::Skipped:
-        store.end_step(job_id, store.begin_step(job_id, s.name), "skipped", s.detail);
+        log.end_step(job_id, log.begin_step(job_id, s.name), StepStatus::Skipped, s.detail);
         break;
     }
   };
@@ -129,21 +131,21 @@ cs::StepLog::Listener step_recorder(Store& store, const std::string& job_id) {
 
 // The source VM as the OMA knows it. The OS disk is the one with the lowest unit
 // number (the boot disk on the first controller).
-cs::SourceVm source_vm(Store& store, const VmRecord& vm, bool need_volumes) {
+cs::SourceVm source_vm(VmRepository& vms, StorageRepository& storage, const VmRecord& vm, bool need_volumes) {
   cs::SourceVm out;
   out.vm_uuid = vm.vm_id;
   out.name = vm.name;
   out.cpus = static_cast<int>(vm.cpus);
   out.memory_mib = static_cast<int>(vm.memory_mb);
-  for (const auto& n : store.list_nics(vm.vm_id)) out.nics.push_back({n.network, n.mac});
-  auto disks = store.list_disks(vm.vm_id);  // in unit order
+  for (const auto& n : vms.list_nics(vm.vm_id)) out.nics.push_back({n.network, n.mac});
+  auto disks = vms.list_disks(vm.vm_id);  // in unit order
   for (size_t i = 0; i < disks.size(); ++i) {
     const auto& d = disks[i];
     cs::SourceDisk sd;
     sd.disk = {vm.vm_id, d.disk_key, static_cast<uint64_t>(d.capacity_bytes)};
     sd.unit = static_cast<int>(d.unit);
     sd.os_disk = i == 0;
-    auto volume = store.find_volume(vm.vm_id, d.disk_key);
+    auto volume = storage.find_volume(vm.vm_id, d.disk_key);
     if (volume) sd.volume_id = volume->volume_id;
     if (need_volumes && volume && volume->backend != "cloudstack") {
       throw UsageError(fmt::format("VM {} disk {}: its volume {} is on the {} backend, not a CloudStack volume",
@@ -154,43 +156,48 @@ cs::SourceVm source_vm(Store& store, const VmRecord& vm, bool need_volumes) {
   return out;
 }
 
-VmRecord claimable_vm(Store& store, const std::string& vm_id, const char* what) {
+VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* what) {
   check_uuid(vm_id, "vm_id");
-  VmRecord vm = store.get_vm(vm_id);
-  if (vm.status == "cut_over") throw Conflict(fmt::format("VM {} ({}) has already been cut over", vm_id, vm.name));
-  if (vm.status == "test_failover") {
+  VmRecord vm = vms.get_vm(vm_id);
+  if (vm.status == VmStatus::CutOver)
+    throw Conflict(fmt::format("VM {} ({}) has already been cut over", vm_id, vm.name));
+  if (vm.status == VmStatus::TestFailover) {
     throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up before a {}", vm_id, vm.name, what));
   }
   return vm;
 }
 
-std::string failed_status(const VmRecord& before) {
-  return before.status == "cutting_over" || before.status == "test_failover_starting" ? "replicated" : before.status;
+// The VM's status after a job that changed nothing: as before the job, unless that
+// was itself the status of an earlier interrupted start.
+VmStatus failed_status(const VmRecord& before) {
+  bool starting = before.status == VmStatus::CuttingOver || before.status == VmStatus::TestFailoverStarting;
+  return starting ? VmStatus::Replicated : before.status;
 }
 
 }  // namespace
 
-CutoverService::CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaForVm vma_for,
-                               CloudStackTarget& target, bool cloudstack_backend, CutoverConfig config)
-    : store_(store), jobs_(jobs), exports_(exports), vma_for_(std::move(vma_for)), target_(target),
-      cloudstack_(cloudstack_backend), config_(config) {}
+CutoverService::CutoverService(VmRepository& vms, JobRepository& job_log, StorageRepository& storage, JobManager& jobs,
+                               ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
+                               bool cloudstack_backend, CutoverConfig config)
+    : vms_(vms), job_log_(job_log), storage_(storage), jobs_(jobs), exports_(exports), vma_for_(std::move(vma_for)),
+      target_(target), cloudstack_(cloudstack_backend), config_(config) {}
 
 std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_s) {
-  VmRecord vm = claimable_vm(store_, vm_id, "cutover");
+  VmRecord vm = claimable_vm(vms_, vm_id, "cutover");
   if (timeout_s < 1 || timeout_s > 86400) throw UsageError("shutdown_timeout_seconds: must be between 1 and 86400");
   if (!cloudstack_) return start_local_cutover(vm, timeout_s);
   auto session = target_.session();
-  cs::SourceVm source = source_vm(store_, vm, true);
+  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
   cs::VmBuilder(*session->client, *session->volumes, session->target).check(source);  // nothing changed yet
-  std::string before = failed_status(vm);
-  return jobs_.start_custom(vm_id, "cutover", true, [=, this](const JobRecord& job) -> std::string {
-    store_.set_vm_status(vm_id, "cutting_over");
+  VmStatus before = failed_status(vm);
+  return jobs_.start_custom(vm_id, JobKind::Cutover, true, [=, this](const JobRecord& job) -> VmStatus {
+    vms_.set_vm_status(vm_id, VmStatus::CuttingOver);
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
     auto vma = vma_for_(vm_id);
-    VmaSourcePower power(*vma, store_, job.job_id, timeout_s);
-    JobFinalPass pass(*vma, jobs_, store_, job.job_id);
-    OmaExports exports(store_, exports_);
-    cs::StepLog steps(step_recorder(store_, job.job_id));
+    VmaSourcePower power(*vma, job_log_, job.job_id, timeout_s);
+    JobFinalPass pass(*vma, jobs_, job_log_, job.job_id);
+    OmaExports exports(vms_, storage_, exports_);
+    cs::StepLog steps(step_recorder(job_log_, job.job_id));
     // The VMA's shutdown answers once the VM is off; the margin covers its answer.
     cs::CutoverOptions options{std::chrono::seconds(timeout_s + 60), config_.power_poll};
     std::string target_vm;
@@ -199,26 +206,27 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     } catch (const cs::CutoverError& e) {
       const cs::Step* rb = steps.find("rollback");
       bool clean = rb && rb->status == cs::StepStatus::Done;
-      throw JobFailed(e.what(), clean ? before : "cutover_failed");
+      throw JobFailed(e.what(), clean ? before : VmStatus::CutoverFailed);
     } catch (const std::exception& e) {
       throw JobFailed(e.what(), before);
     }
-    store_.put_failover({vm_id, "cutover", job.job_id, target_vm,
+    vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, target_vm,
                          json{{"name", source.name}, {"zone_id", session->target.zone_id}}.dump(), now_ms()});
-    store_.add_event(job.job_id, "info", fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
-    return "cut_over";
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
+    return VmStatus::CutOver;
   });
 }
 
 std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_s) {
-  std::string before = failed_status(vm);
+  VmStatus before = failed_status(vm);
   std::string vm_id = vm.vm_id;
-  return jobs_.start_custom(vm_id, "cutover", true, [=, this](const JobRecord& job) -> std::string {
-    store_.set_vm_status(vm_id, "cutting_over");
+  return jobs_.start_custom(vm_id, JobKind::Cutover, true, [=, this](const JobRecord& job) -> VmStatus {
+    vms_.set_vm_status(vm_id, VmStatus::CuttingOver);
     auto vma = vma_for_(vm_id);
-    VmaSourcePower power(*vma, store_, job.job_id, timeout_s);
-    JobFinalPass pass(*vma, jobs_, store_, job.job_id);
-    cs::StepLog steps(step_recorder(store_, job.job_id));
+    VmaSourcePower power(*vma, job_log_, job.job_id, timeout_s);
+    JobFinalPass pass(*vma, jobs_, job_log_, job.job_id);
+    cs::StepLog steps(step_recorder(job_log_, job.job_id));
     bool powered_off = false;
     try {
       steps.begin("final-pass");
@@ -244,42 +252,42 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
           throw JobFailed(fmt::format("cutover of VM {} ({}) failed: {}; ROLLBACK INCOMPLETE: powering the source on "
                                       "again failed: {}",
                                       vm.name, vm_id, e.what(), again.what()),
-                          "cutover_failed");
+                          VmStatus::CutoverFailed);
         }
       }
       throw JobFailed(fmt::format("cutover of VM {} ({}) failed: {}; {}", vm.name, vm_id, e.what(), rollback), before);
     }
-    return "cut_over";
+    return VmStatus::CutOver;
   });
 }
 
 std::string CutoverService::start_test_failover(const std::string& vm_id) {
-  VmRecord vm = claimable_vm(store_, vm_id, "test failover");
+  VmRecord vm = claimable_vm(vms_, vm_id, "test failover");
   if (!cloudstack_) throw UsageError("test failover needs the cloudstack volume backend (oma --volume-backend cloudstack)");
   auto session = target_.session();
   if (session->test_network_id.empty()) {
     throw UsageError("no test network is set: set test_network_id in the CloudStack settings first");
   }
-  cs::SourceVm source = source_vm(store_, vm, true);
+  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
   cs::VmBuilder(*session->client, *session->volumes, session->target).check(source);
-  for (const auto& d : store_.list_disks(vm_id)) {
+  for (const auto& d : vms_.list_disks(vm_id)) {
     if (!d.change_id) {
       throw UsageError(fmt::format("VM {} disk {} has not been replicated yet: run a full replication first", vm_id,
                                    d.disk_key));
     }
   }
-  std::string before = failed_status(vm);
-  return jobs_.start_custom(vm_id, "test_failover", false, [=, this](const JobRecord& job) -> std::string {
-    store_.set_vm_status(vm_id, "test_failover_starting");
+  VmStatus before = failed_status(vm);
+  return jobs_.start_custom(vm_id, JobKind::TestFailover, false, [=, this](const JobRecord& job) -> VmStatus {
+    vms_.set_vm_status(vm_id, VmStatus::TestFailoverStarting);
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
-    OmaExports exports(store_, exports_);
-    cs::StepLog steps(step_recorder(store_, job.job_id));
+    OmaExports exports(vms_, storage_, exports_);
+    cs::StepLog steps(step_recorder(job_log_, job.job_id));
     cs::TestFailover tf(*session->client, builder, exports, session->test_network_id);
     cs::TestFailoverRecord record;
     auto keep_record = [&] {
       json snapshots = json::object();
       for (const auto& [volume, snapshot] : record.snapshots) snapshots[volume] = snapshot;
-      store_.put_failover({vm_id, "test_failover", job.job_id, record.vm_id,
+      vms_.put_failover({vm_id, FailoverKind::TestFailover, job.job_id, record.vm_id,
                            json{{"vm_name", record.vm_name}, {"snapshots", snapshots},
                                 {"unexported", record.unexported}, {"status_before", before}}
                                .dump(),
@@ -297,21 +305,21 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
       // finishes what the rollback could not.
       keep_record();
       throw JobFailed(std::string(e.what()) + "; run the test failover cleanup once the cause is fixed",
-                      "test_failover");
+                      VmStatus::TestFailover);
     }
     keep_record();
-    store_.add_event(job.job_id, "info",
+    job_log_.add_event(job.job_id, EventLevel::Info,
                      fmt::format("test VM {} ({}) runs on the test network; the source keeps running", record.vm_name,
                                  record.vm_id));
-    return "test_failover";
+    return VmStatus::TestFailover;
   });
 }
 
 std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id) {
   check_uuid(vm_id, "vm_id");
-  VmRecord vm = store_.get_vm(vm_id);
+  VmRecord vm = vms_.get_vm(vm_id);
   if (!cloudstack_) throw UsageError("test failover needs the cloudstack volume backend (oma --volume-backend cloudstack)");
-  auto found = store_.find_failover(vm_id, "test_failover");
+  auto found = vms_.find_failover(vm_id, FailoverKind::TestFailover);
   if (!found) throw Conflict(fmt::format("VM {} ({}) has no test failover to clean up", vm_id, vm.name));
   json details = json::parse(found->details, nullptr, false);
   if (!details.is_object()) throw Error(fmt::format("VM {}: the stored test failover record is unreadable", vm_id));
@@ -321,23 +329,25 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
   const json snapshots = details.value("snapshots", json::object());
   for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
   record.unexported = details.value("unexported", std::vector<std::string>{});
-  std::string after = details.value("status_before", std::string("replicated"));
+  VmStatus after = parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
+                                       fmt::format("VM {}: the stored test failover record's status_before", vm_id));
   auto session = target_.session();
-  cs::SourceVm source = source_vm(store_, vm, true);
-  return jobs_.start_custom(vm_id, "test_failover_cleanup", false, [=, this](const JobRecord& job) -> std::string {
+  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
+  return jobs_.start_custom(vm_id, JobKind::TestFailoverCleanup, false, [=, this](const JobRecord& job) -> VmStatus {
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
-    OmaExports exports(store_, exports_);
-    cs::StepLog steps(step_recorder(store_, job.job_id));
+    OmaExports exports(vms_, storage_, exports_);
+    cs::StepLog steps(step_recorder(job_log_, job.job_id));
     cs::TestFailover tf(*session->client, builder, exports, session->test_network_id.empty()
                                                                  ? std::string("none")
                                                                  : session->test_network_id);
     try {
       tf.cleanup(source, record, steps);
     } catch (const std::exception& e) {
-      throw JobFailed(e.what(), "test_failover");  // still in test failover: run the cleanup again
+      throw JobFailed(e.what(), VmStatus::TestFailover);  // still in test failover: run the cleanup again
     }
-    store_.delete_failover(vm_id, "test_failover");
-    store_.add_event(job.job_id, "info", "test VM removed, volumes reverted and back on the OMA: replication continues");
+    vms_.delete_failover(vm_id, FailoverKind::TestFailover);
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       "test VM removed, volumes reverted and back on the OMA: replication continues");
     return after;
   });
 }

@@ -22,8 +22,9 @@
 // start_*() check what can be checked before anything changes (VM known, replicated,
 // CloudStack settings, network mappings, volumes ours) and throw UsageError, NotFound or
 // Conflict; otherwise they return the new job's id at once. VM status afterwards:
-// "cut_over", "test_failover", or as before when a job rolled back. Does not own its
-// collaborators. Thread-safe.
+// cut_over, test_failover, or as before when a job rolled back. Steps, events and the
+// job's phase go to the JobRepository; what a failover built to the VmRepository. Does
+// not own its collaborators. Thread-safe.
 #pragma once
 
 #include <functional>
@@ -31,6 +32,9 @@
 #include <string>
 
 #include "oma/cutover/cloudstack_target.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/storage_repository.h"
+#include "oma/db/vm_repository.h"
 #include "oma/exports/export_manager.h"
 #include "oma/jobs/job_manager.h"
 #include "oma/vma/vma_client.h"
@@ -48,8 +52,9 @@ class CutoverService {
  public:
   // `cloudstack_backend`: the volumes are CloudStack volumes (else "local" files). The
   // settings in `target` may be kept either way.
-  CutoverService(Store& store, JobManager& jobs, ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target,
-                 bool cloudstack_backend, CutoverConfig config = {});
+  CutoverService(VmRepository& vms, JobRepository& job_log, StorageRepository& storage, JobManager& jobs,
+                 ExportManager& exports, VmaForVm vma_for, CloudStackTarget& target, bool cloudstack_backend,
+                 CutoverConfig config = {});
 
   std::string start_cutover(const std::string& vm_id, int shutdown_timeout_seconds);
   std::string start_test_failover(const std::string& vm_id);
@@ -60,7 +65,9 @@ class CutoverService {
  private:
   std::string start_local_cutover(const VmRecord& vm, int shutdown_timeout_seconds);
 
-  Store& store_;
+  VmRepository& vms_;
+  JobRepository& job_log_;  // steps, events, phase
+  StorageRepository& storage_;
   JobManager& jobs_;
   ExportManager& exports_;
   VmaForVm vma_for_;

@@ -3,6 +3,16 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <chrono>
+
+namespace mk::oma {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace mk::oma
 
 namespace mk::oma::db {
 

@@ -4,7 +4,7 @@
 // BIGINT, DOUBLE and TEXT columns, primary keys and UNIQUE constraints, and statements
 // use `?` placeholders bound as parameters (never values spliced into SQL). What the
 // two engines do differently (connection, transactions, error codes) lives behind this
-// interface; everything above it (migrations, Store) is shared.
+// interface; everything above it (migrations, the repositories) is shared.
 //
 // A Database owns its connection. It is thread-safe: every call takes the connection's
 // mutex, and transaction() holds it for the whole transaction, so a transaction sees no
@@ -21,6 +21,13 @@
 #include <vector>
 
 #include "common/error.h"
+
+namespace mk::oma {
+
+// Now as the database stores times: milliseconds since the Unix epoch (wall clock).
+int64_t now_ms();
+
+}  // namespace mk::oma
 
 namespace mk::oma::db {
 

@@ -15,7 +15,7 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
                             volume.volume_id, volume.vm_id, volume.disk_key, disk.vm_id, disk.disk_key));
   }
   std::string name = export_name(disk.vm_id, disk.unit);
-  auto existing = store_.find_export(name);
+  auto existing = storage_.find_export(name);
   if (existing) {
     if (existing->volume_id != volume.volume_id) {
       throw Error(fmt::format("export {} serves volume {}, not VM {} disk {}'s volume {}: refusing to repoint it; "
@@ -23,8 +23,8 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
                               name, existing->volume_id, disk.vm_id, disk.disk_key, volume.volume_id));
     }
     if (existing->device_path != volume.device_path || existing->size_bytes != volume.size_bytes) {
-      store_.update_export_device(name, volume.device_path, volume.size_bytes);
-      existing = store_.find_export(name);
+      storage_.update_export_device(name, volume.device_path, volume.size_bytes);
+      existing = storage_.find_export(name);
     }
     backend_.publish(name, volume.device_path);  // restores a lost symlink; no-op otherwise
     return *existing;
@@ -32,11 +32,11 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
   ExportRecord e{name, volume.volume_id, volume.device_path, backend_.name(), volume.size_bytes, now_ms(), {}};
   backend_.publish(name, volume.device_path);
   try {
-    store_.insert_export(e, disk.vm_id, disk.unit, disk.disk_key);
+    storage_.insert_export(e, disk.vm_id, disk.unit, disk.disk_key);
   } catch (const Conflict&) {
     // Another thread recorded the same export for the same volume: fine. Anything else
     // is a real collision and must not be papered over.
-    auto w = store_.find_export(name);
+    auto w = storage_.find_export(name);
     if (w && w->volume_id == volume.volume_id) return *w;
     throw;
   }
@@ -58,7 +58,7 @@ void ExportManager::verify(const ExportRecord& e, uint64_t expected_size) {
                             "check {} and the volume",
                             e.export_name, c->size(), e.volume_id, expected_size, e.device_path));
   }
-  store_.mark_export_verified(e.export_name);
+  storage_.mark_export_verified(e.export_name);
 }
 
 }  // namespace mk::oma

@@ -6,17 +6,18 @@
 // export is repointed atomically. verify() connects to the export over NBD (with TLS)
 // and checks its size against the volume before a job may copy into it.
 //
-// Does not own the Store or the backend. Thread-safe.
+// Does not own the repository or the backend. Thread-safe.
 #pragma once
 
-#include "oma/db/store.h"
+#include "oma/db/storage_repository.h"
+#include "oma/db/vm_repository.h"
 #include "oma/exports/export_backend.h"
 
 namespace mk::oma {
 
 class ExportManager {
  public:
-  ExportManager(Store& store, ExportBackend& backend) : store_(store), backend_(backend) {}
+  ExportManager(StorageRepository& storage, ExportBackend& backend) : storage_(storage), backend_(backend) {}
 
   ExportRecord ensure_export(const DiskRecord& disk, const VolumeRecord& volume);
   // Throws mk::Error naming the export if it cannot be opened or has the wrong size.
@@ -24,7 +25,7 @@ class ExportManager {
   ExportBackend& backend() { return backend_; }
 
  private:
-  Store& store_;
+  StorageRepository& storage_;
   ExportBackend& backend_;
 };
 

@@ -52,8 +52,8 @@ void EventHub::Subscription::push(const std::string& frame, size_t max_queue) {
   cv_.notify_all();
 }
 
-EventHub::EventHub(Store& store, JobView view, EventHubOptions options)
-    : store_(store), view_(std::move(view)), options_(options) {}
+EventHub::EventHub(JobRepository& jobs, JobView view, EventHubOptions options)
+    : repo_(jobs), view_(std::move(view)), options_(options) {}
 
 EventHub::~EventHub() { stop(); }
 
@@ -146,12 +146,12 @@ void EventHub::scan() {
   int64_t now = now_ms();
   std::map<std::string, JobRecord> todo;
   // Priming needs only what may still change; older jobs the client fetches itself.
-  for (auto& j : store_.jobs_updated_since((emit ? last_scan_ : now) - kOverlapMs)) todo[j.job_id] = j;
-  for (auto& j : store_.active_jobs()) todo[j.job_id] = j;
+  for (auto& j : repo_.jobs_updated_since((emit ? last_scan_ : now) - kOverlapMs)) todo[j.job_id] = j;
+  for (auto& j : repo_.active_jobs()) todo[j.job_id] = j;
   // Jobs still being finished (steps ending after the last row update).
   for (const auto& [id, st] : jobs_) {
     if (!todo.count(id) && !st.terminal) {
-      if (auto j = store_.find_job(id)) todo[id] = *j;
+      if (auto j = repo_.find_job(id)) todo[id] = *j;
     }
   }
   for (const auto& [id, j] : todo) scan_job(j, emit, now);
@@ -171,10 +171,10 @@ void EventHub::scan_job(const JobRecord& j, bool emit, int64_t now) {
   if (changed || fresh) st.seen_at = now;
   if (changed) {
     st.signature = sig;
-    if (emit) publish(sse_frame("job", view_(j, store_.job_disks(j.job_id))));
+    if (emit) publish(sse_frame("job", view_(j, repo_.job_disks(j.job_id))));
   }
-  for (const auto& s : store_.list_steps(j.job_id)) {
-    std::string key = s.status + (s.finished_at ? "|done" : "");
+  for (const auto& s : repo_.list_steps(j.job_id)) {
+    std::string key = enum_name(s.status) + (s.finished_at ? "|done" : "");
     auto& known = st.steps[s.seq];
     if (known == key) continue;
     known = key;
@@ -184,7 +184,7 @@ void EventHub::scan_job(const JobRecord& j, bool emit, int64_t now) {
                                  {"finished_at", opt_json(s.finished_at)}}));
     }
   }
-  for (const auto& e : store_.list_events(j.job_id)) {
+  for (const auto& e : repo_.list_events(j.job_id)) {
     if (e.seq <= st.last_event) continue;
     st.last_event = e.seq;
     if (emit) {
@@ -192,7 +192,7 @@ void EventHub::scan_job(const JobRecord& j, bool emit, int64_t now) {
                                 {"message", e.message}}));
     }
   }
-  st.terminal = job_is_terminal(j.status);
+  st.terminal = is_terminal(j.status);
 }
 
 }  // namespace mk::oma::gui

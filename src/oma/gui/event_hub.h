@@ -32,7 +32,7 @@
 #include <thread>
 #include <vector>
 
-#include "oma/db/store.h"
+#include "oma/db/job_repository.h"
 
 namespace mk::oma::gui {
 
@@ -68,7 +68,7 @@ class EventHub {
     bool closed_ = false, overflowed_ = false;
   };
 
-  EventHub(Store& store, JobView view, EventHubOptions options = {});
+  EventHub(JobRepository& jobs, JobView view, EventHubOptions options = {});
   ~EventHub();
   void start();
   void stop();  // ends every subscription
@@ -95,7 +95,7 @@ class EventHub {
   void publish(const std::string& frame);
   void scan_job(const JobRecord& j, bool emit, int64_t now);
 
-  Store& store_;
+  JobRepository& repo_;
   JobView view_;
   EventHubOptions options_;
   std::mutex mu_;  // guards subs_, stopping_, primed_

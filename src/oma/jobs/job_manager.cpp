@@ -18,33 +18,42 @@ struct ShuttingDown {};
 // A step in the job's log: begun on construction, ended "failed" unless done() is called.
 class Step {
  public:
-  Step(Store& s, std::string job_id, const std::string& name)
-      : store_(s), job_id_(std::move(job_id)), seq_(s.begin_step(job_id_, name)) {}
+  Step(JobRepository& jobs, std::string job_id, const std::string& name)
+      : jobs_(jobs), job_id_(std::move(job_id)), seq_(jobs.begin_step(job_id_, name)) {}
   ~Step() {
     if (!done_) {
       try {
-        store_.end_step(job_id_, seq_, "failed");
+        jobs_.end_step(job_id_, seq_, StepStatus::Failed);
       } catch (...) {
       }
     }
   }
   void done(const std::string& message = "") {
-    store_.end_step(job_id_, seq_, "completed", message);
+    jobs_.end_step(job_id_, seq_, StepStatus::Completed, message);
     done_ = true;
   }
 
  private:
-  Store& store_;
+  JobRepository& jobs_;
   std::string job_id_;
   int64_t seq_;
   bool done_ = false;
 };
 
+// The VM's status when the OMA restarted during a custom job of this kind.
+VmStatus interrupted_status(JobKind kind) {
+  switch (kind) {
+    case JobKind::Cutover: return VmStatus::CutoverInterrupted;
+    case JobKind::TestFailover: return VmStatus::TestFailoverInterrupted;
+    default: return VmStatus::TestFailoverCleanupInterrupted;
+  }
+}
+
 }  // namespace
 
-JobManager::JobManager(Store& store, VolumeManager& volumes, ExportManager& exports, VmaClient& vma,
-                       JobOptions options)
-    : store_(store), volumes_(volumes), exports_(exports), vma_(vma), options_(std::move(options)) {}
+JobManager::JobManager(VmRepository& vms, JobRepository& jobs, VolumeManager& volumes, ExportManager& exports,
+                       VmaClient& vma, JobOptions options)
+    : vms_(vms), jobs_(jobs), volumes_(volumes), exports_(exports), vma_(vma), options_(std::move(options)) {}
 
 JobManager::~JobManager() { shutdown(); }
 
@@ -68,78 +77,81 @@ std::vector<JobDiskRecord> JobManager::job_disk_rows(const JobRecord& job, const
   return jd;
 }
 
-std::string JobManager::start(const std::string& vm_id, const std::string& kind) {
+std::string JobManager::start(const std::string& vm_id, JobKind kind) {
   check_uuid(vm_id, "vm_id");
-  if (kind != "full" && kind != "incremental") throw UsageError("kind: expected \"full\" or \"incremental\"");
-  VmRecord vm = store_.get_vm(vm_id);
+  if (!is_pass(kind)) throw UsageError(fmt::format("kind: expected full or incremental, not {}", kind));
+  VmRecord vm = vms_.get_vm(vm_id);
   // Its volumes are on a CloudStack VM now, not on the OMA: nothing to copy into.
-  if (vm.status == "cut_over") throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication", vm_id, vm.name));
-  if (vm.status == "test_failover") {
+  if (vm.status == VmStatus::CutOver)
+    throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication", vm_id, vm.name));
+  if (vm.status == VmStatus::TestFailover) {
     throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up first (POST "
                                "/api/v1/vms/{}/test-failover/cleanup), then replication continues",
                                vm_id, vm.name, vm_id));
   }
-  auto disks = store_.list_disks(vm_id);
+  auto disks = vms_.list_disks(vm_id);
   if (disks.empty()) throw UsageError(fmt::format("VM {} has no disks to replicate", vm_id));
   JobRecord job;
   job.job_id = new_uuid();
   job.vm_id = vm_id;
   job.kind = kind;
-  job.status = "preparing";
+  job.status = JobStatus::Preparing;
   job.phase = "preparing volumes";
   job.created_at = now_ms();
-  store_.create_job(job, job_disk_rows(job, disks, kind == "incremental"));
-  store_.add_event(job.job_id, "info", fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name,
-                                                   vm_id, disks.size()));
+  jobs_.create_job(job, job_disk_rows(job, disks, kind == JobKind::Incremental));
+  jobs_.add_event(
+      job.job_id, EventLevel::Info,
+      fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name, vm_id, disks.size()));
   launch(job.job_id);
   return job.job_id;
 }
 
-std::string JobManager::start_custom(const std::string& vm_id, const std::string& kind, bool with_final_pass,
+std::string JobManager::start_custom(const std::string& vm_id, JobKind kind, bool with_final_pass,
                                      JobBody body) {
   check_uuid(vm_id, "vm_id");
-  VmRecord vm = store_.get_vm(vm_id);
+  VmRecord vm = vms_.get_vm(vm_id);
   JobRecord job;
   job.job_id = new_uuid();
   job.vm_id = vm_id;
   job.kind = kind;
-  job.status = "running";
+  job.status = JobStatus::Running;
   job.phase = "starting";
   job.created_at = now_ms();
   std::vector<JobDiskRecord> jd;
-  if (with_final_pass) jd = job_disk_rows(job, store_.list_disks(vm_id), true);
+  if (with_final_pass) jd = job_disk_rows(job, vms_.list_disks(vm_id), true);
   {
     std::lock_guard lock(mu_);
     bodies_[job.job_id] = std::move(body);
   }
   try {
-    store_.create_job(job, jd);
+    jobs_.create_job(job, jd);
   } catch (...) {
     std::lock_guard lock(mu_);
     bodies_.erase(job.job_id);
     throw;
   }
-  store_.add_event(job.job_id, "info", fmt::format("{} of VM {} ({}) created", kind, vm.name, vm_id));
+  jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} of VM {} ({}) created", kind, vm.name, vm_id));
   launch(job.job_id);
   return job.job_id;
 }
 
 void JobManager::cancel(const std::string& job_id) {
-  JobRecord j = store_.get_job(job_id);
-  if (job_is_terminal(j.status)) throw Conflict(fmt::format("job {} has already ended ({})", job_id, j.status));
-  if (j.kind != "full" && j.kind != "incremental") {
+  JobRecord j = jobs_.get_job(job_id);
+  if (is_terminal(j.status)) throw Conflict(fmt::format("job {} has already ended ({})", job_id, j.status));
+  if (!is_pass(j.kind)) {
     throw Conflict(fmt::format("job {} is a {}, which cannot be cancelled: it rolls back by itself if a step fails",
                                job_id, j.kind));
   }
-  store_.request_cancel(job_id);
-  store_.add_event(job_id, "warn", "cancellation requested");
+  jobs_.request_cancel(job_id);
+  jobs_.add_event(job_id, EventLevel::Warn, "cancellation requested");
   cv_.notify_all();
 }
 
 int JobManager::recover() {
   int n = 0;
-  for (const auto& j : store_.active_jobs()) {
-    store_.add_event(j.job_id, "warn", fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
+  for (const auto& j : jobs_.active_jobs()) {
+    jobs_.add_event(j.job_id, EventLevel::Warn,
+                    fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
     log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
     launch(j.job_id);
     ++n;
@@ -197,7 +209,7 @@ void JobManager::check_cancel(const std::string& job_id) {
     std::lock_guard lock(mu_);
     if (stopping_) throw ShuttingDown{};
   }
-  if (store_.get_job(job_id).cancel_requested) throw Cancelled{};
+  if (jobs_.get_job(job_id).cancel_requested) throw Cancelled{};
 }
 
 void JobManager::run_custom(const JobRecord& job) {
@@ -214,27 +226,27 @@ void JobManager::run_custom(const JobRecord& job) {
     throw JobFailed(fmt::format("the OMA restarted during this {} (last phase: {}); it was not resumed: check the "
                                 "job's steps, the source VM's power state and the target, then start it again",
                                 job.kind, job.phase),
-                    job.kind + "_interrupted");
+                    interrupted_status(job.kind));
   }
-  std::string vm_status = body(job);
-  store_.finish_job(job.job_id, "completed", std::nullopt);
-  store_.set_vm_status(job.vm_id, vm_status);
-  store_.add_event(job.job_id, "info", fmt::format("{} completed", job.kind));
+  VmStatus vm_status = body(job);
+  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
+  vms_.set_vm_status(job.vm_id, vm_status);
+  jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} completed", job.kind));
 }
 
 void JobManager::replicate_pass(const std::string& job_id) {
   try {
-    JobRecord j = store_.get_job(job_id);
+    JobRecord j = jobs_.get_job(job_id);
     prepare(j);
-    store_.set_job_status(job_id, "exporting", "final pass: exporting disks");
+    jobs_.set_job_status(job_id, JobStatus::Exporting, "final pass: exporting disks");
     export_and_replicate(j);
-    store_.set_job_status(job_id, "copying", "final pass: copying");
+    jobs_.set_job_status(job_id, JobStatus::Copying, "final pass: copying");
     poll(j);
-    store_.set_job_status(job_id, "committing", "final pass: committing change IDs");
-    Step step(store_, job_id, "committing change IDs");
-    store_.commit_change_ids(job_id);
+    jobs_.set_job_status(job_id, JobStatus::Committing, "final pass: committing change IDs");
+    Step step(jobs_, job_id, "committing change IDs");
+    jobs_.commit_change_ids(job_id);
     step.done();
-    store_.set_job_status(job_id, "running", "final pass done");
+    jobs_.set_job_status(job_id, JobStatus::Running, "final pass done");
   } catch (const ShuttingDown&) {
     throw Error(fmt::format("job {}: the OMA is stopping, so the final pass was interrupted", job_id));
   } catch (const Cancelled&) {
@@ -244,40 +256,40 @@ void JobManager::replicate_pass(const std::string& job_id) {
 
 void JobManager::run(const std::string& job_id) {
   try {
-    JobRecord j = store_.get_job(job_id);
-    if (j.kind != "full" && j.kind != "incremental") return run_custom(j);
-    if (j.status == "preparing") {
+    JobRecord j = jobs_.get_job(job_id);
+    if (!is_pass(j.kind)) return run_custom(j);
+    if (j.status == JobStatus::Preparing) {
       prepare(j);
-      store_.set_job_status(job_id, "exporting", "exporting disks");
-      j.status = "exporting";
+      jobs_.set_job_status(job_id, JobStatus::Exporting, "exporting disks");
+      j.status = JobStatus::Exporting;
     }
-    if (j.status == "exporting") {
+    if (j.status == JobStatus::Exporting) {
       export_and_replicate(j);
-      store_.set_job_status(job_id, "copying", "copying");
-      j.status = "copying";
+      jobs_.set_job_status(job_id, JobStatus::Copying, "copying");
+      j.status = JobStatus::Copying;
     }
-    if (j.status == "copying") {
+    if (j.status == JobStatus::Copying) {
       poll(j);
-      store_.set_job_status(job_id, "committing", "committing change IDs");
-      j.status = "committing";
+      jobs_.set_job_status(job_id, JobStatus::Committing, "committing change IDs");
+      j.status = JobStatus::Committing;
     }
-    if (j.status == "committing") commit(j);
+    if (j.status == JobStatus::Committing) commit(j);
   } catch (const ShuttingDown&) {
     log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
   } catch (const Cancelled&) {
     try {
-      vma_for(store_.get_job(job_id).vm_id)->stop(job_id);
+      vma_for(jobs_.get_job(job_id).vm_id)->stop(job_id);
     } catch (const std::exception& e) {
-      store_.add_event(job_id, "warn", fmt::format("could not tell the VMA to stop: {}", e.what()));
+      jobs_.add_event(job_id, EventLevel::Warn, fmt::format("could not tell the VMA to stop: {}", e.what()));
     }
-    store_.finish_job(job_id, "cancelled", "cancelled by request");
-    store_.add_event(job_id, "info", "job cancelled");
+    jobs_.finish_job(job_id, JobStatus::Cancelled, "cancelled by request");
+    jobs_.add_event(job_id, EventLevel::Info, "job cancelled");
   } catch (const std::exception& e) {
     log::error("job {} failed: {}", job_id, e.what());
     try {
-      store_.add_event(job_id, "error", e.what());
-      store_.finish_job(job_id, "failed", std::string(e.what()));
-      if (auto* f = dynamic_cast<const JobFailed*>(&e)) store_.set_vm_status(store_.get_job(job_id).vm_id, f->vm_status());
+      jobs_.add_event(job_id, EventLevel::Error, e.what());
+      jobs_.finish_job(job_id, JobStatus::Failed, std::string(e.what()));
+      if (auto* f = dynamic_cast<const JobFailed*>(&e)) vms_.set_vm_status(jobs_.get_job(job_id).vm_id, f->vm_status());
     } catch (const std::exception& e2) {
       log::error("job {}: cannot record its failure: {}", job_id, e2.what());
     }
@@ -285,11 +297,11 @@ void JobManager::run(const std::string& job_id) {
 }
 
 void JobManager::prepare(const JobRecord& job) {
-  Step step(store_, job.job_id, "preparing volumes");
-  for (const auto& d : store_.list_disks(job.vm_id)) {
+  Step step(jobs_, job.job_id, "preparing volumes");
+  for (const auto& d : vms_.list_disks(job.vm_id)) {
     check_cancel(job.job_id);
     VolumeRecord v = volumes_.ensure_volume(d);
-    store_.add_event(job.job_id, "info", fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
+    jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
                                                      v.size_bytes));
   }
   step.done();
@@ -298,41 +310,42 @@ void JobManager::prepare(const JobRecord& job) {
 void JobManager::export_and_replicate(const JobRecord& job) {
   protocol::ReplicateRequest req;
   {
-    Step step(store_, job.job_id, "exporting");
-    auto job_disks = store_.job_disks(job.job_id);
-    for (const auto& d : store_.list_disks(job.vm_id)) {
+    Step step(jobs_, job.job_id, "exporting");
+    auto job_disks = jobs_.job_disks(job.job_id);
+    for (const auto& d : vms_.list_disks(job.vm_id)) {
       check_cancel(job.job_id);
       // ensure_volume, not find: idempotent by identity, so a resumed job never depends
       // on how far the previous run got.
       auto v = std::optional<VolumeRecord>(volumes_.ensure_volume(d));
       ExportRecord e = exports_.ensure_export(d, *v);
       exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
-      store_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
+      jobs_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
       const JobDiskRecord* jd = nullptr;
       for (const auto& x : job_disks) if (x.disk_key == d.disk_key) jd = &x;
       if (!jd) throw Error(fmt::format("job {}: VM {} gained disk {} after the job started: start a new job",
                                        job.job_id, job.vm_id, d.disk_key));
       req.disks.push_back(
           {protocol::DiskKey::parse(d.disk_key), d.unit, d.capacity_bytes, e.export_name, jd->change_id_base});
-      store_.add_event(job.job_id, "info", fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
+      jobs_.add_event(job.job_id, EventLevel::Info,
+                      fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
     }
     step.done();
   }
   check_cancel(job.job_id);
-  Step step(store_, job.job_id, "starting copy on the VMA");
+  Step step(jobs_, job.job_id, "starting copy on the VMA");
   req.job_id = job.job_id;
   req.vm_id = job.vm_id;
   // A cutover's final pass is incremental.
-  req.kind = job.kind == "full" ? protocol::PassKind::Full : protocol::PassKind::Incremental;
+  req.kind = job.kind == JobKind::Full ? protocol::PassKind::Full : protocol::PassKind::Incremental;
   req.nbd = {options_.nbd_host, options_.nbd_port, protocol::NbdTls::Psk};
   auto vma = vma_for(job.vm_id);
   std::string instance = vma->replicate(req);
-  if (!instance.empty()) store_.set_vma_instance(job.job_id, instance);
+  if (!instance.empty()) jobs_.set_vma_instance(job.job_id, instance);
   step.done(fmt::format("{} accepted the job", vma->describe()));
 }
 
 void JobManager::poll(const JobRecord& job) {
-  Step step(store_, job.job_id, "copying");
+  Step step(jobs_, job.job_id, "copying");
   auto vma = vma_for(job.vm_id);
   auto last_ok = std::chrono::steady_clock::now();
   std::string last_error;
@@ -348,7 +361,7 @@ void JobManager::poll(const JobRecord& job) {
     } catch (const VmaUnreachable& e) {
       poller_errors_++;
       auto silent = std::chrono::steady_clock::now() - last_ok;
-      if (last_error.empty()) store_.add_event(job.job_id, "warn", e.what());
+      if (last_error.empty()) jobs_.add_event(job.job_id, EventLevel::Warn, e.what());
       last_error = e.what();
       if (silent > options_.vma_timeout) {
         throw Error(fmt::format("no progress from the VMA for {} s (limit {} s): {}; check the SSH tunnel and the VMA",
@@ -362,19 +375,19 @@ void JobManager::poll(const JobRecord& job) {
       throw;  // the VMA answered something that breaks the protocol: do not guess
     }
     last_ok = std::chrono::steady_clock::now();
-    if (!last_error.empty()) store_.add_event(job.job_id, "info", "the VMA answers again");
+    if (!last_error.empty()) jobs_.add_event(job.job_id, EventLevel::Info, "the VMA answers again");
     last_error.clear();
 
-    auto known = store_.vma_instance(job.job_id);
+    auto known = jobs_.vma_instance(job.job_id);
     if (!known || known->empty()) {
-      store_.set_vma_instance(job.job_id, p.vma_instance);
+      jobs_.set_vma_instance(job.job_id, p.vma_instance);
     } else if (*known != p.vma_instance) {
       throw Error(fmt::format("the VMA restarted during the copy (instance {} is now {}): its copy is gone; "
                               "start a new job",
                               *known, p.vma_instance));
     }
 
-    auto disks = store_.job_disks(job.job_id);
+    auto disks = jobs_.job_disks(job.job_id);
     std::set<std::string> seen;
     size_t completed = 0;
     for (const auto& dp : p.disks) {
@@ -387,34 +400,35 @@ void JobManager::poll(const JobRecord& job) {
                                 key, job.job_id));
       }
       JobDiskRecord d = *it;
-      d.status = enum_name(dp.status);
-      d.phase = enum_name(dp.phase);
+      d.status = dp.status;
+      d.phase = dp.phase;
       d.bytes_done = dp.bytes_done;
       d.bytes_total = dp.bytes_total;
       d.throughput_bps = dp.throughput_bps;
       d.eta_seconds = dp.eta_seconds;
       d.change_id_new = dp.change_id;
       d.error = dp.error;
-      store_.update_disk_progress(d);
+      jobs_.update_disk_progress(d);
       // The protocol guarantees a failed disk's error and a completed disk's change ID.
       if (dp.status == protocol::DiskStatus::Failed) {
         throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, key, dp.error.value_or("")));
       }
       if (dp.status == protocol::DiskStatus::Completed) ++completed;
     }
-    store_.roll_up_progress(job.job_id);
-    store_.set_job_status(job.job_id, "copying", fmt::format("copying: {}/{} disks completed", completed, disks.size()));
+    jobs_.roll_up_progress(job.job_id);
+    jobs_.set_job_status(job.job_id, JobStatus::Copying,
+                         fmt::format("copying: {}/{} disks completed", completed, disks.size()));
     if (completed == disks.size() && seen.size() == disks.size()) break;
   }
   step.done();
 }
 
 void JobManager::commit(const JobRecord& job) {
-  Step step(store_, job.job_id, "committing change IDs");
-  store_.commit_change_ids(job.job_id);
+  Step step(jobs_, job.job_id, "committing change IDs");
+  jobs_.commit_change_ids(job.job_id);
   step.done();
-  store_.finish_job(job.job_id, "completed", std::nullopt);
-  store_.add_event(job.job_id, "info", "job completed: every disk copied and its change ID committed");
+  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
+  jobs_.add_event(job.job_id, EventLevel::Info, "job completed: every disk copied and its change ID committed");
 }
 
 }  // namespace mk::oma

@@ -12,7 +12,7 @@
 // silent longer than vma_timeout fails with that reason; none stays active forever.
 // A job completes only when every disk has completed and all change IDs are committed.
 //
-// At most one active job per VM (the Store enforces it); jobs of different VMs run
+// At most one active job per VM (JobRepository::create_job enforces it); jobs of different VMs run
 // concurrently, one thread each. Does not own its collaborators. Thread-safe.
 #pragma once
 
@@ -27,7 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include "oma/db/store.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/vm_repository.h"
 #include "oma/exports/export_manager.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
@@ -45,40 +46,41 @@ struct JobOptions {
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
-// `vm_status` (e.g. "replicated" again after a cutover that rolled back).
+// `vm_status` (e.g. replicated again after a cutover that rolled back).
 class JobFailed : public mk::Error {
  public:
-  JobFailed(const std::string& message, std::string vm_status) : mk::Error(message), vm_status_(std::move(vm_status)) {}
-  const std::string& vm_status() const { return vm_status_; }
+  JobFailed(const std::string& message, VmStatus vm_status) : mk::Error(message), vm_status_(vm_status) {}
+  VmStatus vm_status() const { return vm_status_; }
 
  private:
-  std::string vm_status_;
+  VmStatus vm_status_;
 };
 
 class JobManager {
  public:
-  JobManager(Store& store, VolumeManager& volumes, ExportManager& exports, VmaClient& vma, JobOptions options);
+  JobManager(VmRepository& vms, JobRepository& jobs, VolumeManager& volumes, ExportManager& exports, VmaClient& vma,
+             JobOptions options);
   ~JobManager();
 
-  // Creates a job ("full" or "incremental") for a known VM and starts it; returns its
-  // id. Throws UsageError (bad kind; incremental without a committed change ID on every
-  // disk), NotFound (unknown VM) or Conflict (the VM already has an active job).
-  std::string start(const std::string& vm_id, const std::string& kind);
+  // Creates a pass (full or incremental) for a known VM and starts it; returns its
+  // id. Throws UsageError (another kind; incremental without a committed change ID on
+  // every disk), NotFound (unknown VM) or Conflict (the VM already has an active job).
+  std::string start(const std::string& vm_id, JobKind kind);
   // Jobs of kinds run by another component (cutover, test failover): the job claims
-  // the VM like a replication (one active job per VM; status "running") and `body` runs
+  // the VM like a replication (one active job per VM; status running) and `body` runs
   // on the job's own thread. `body` returns the VM status to record when it succeeds;
   // a JobFailed it throws says which VM status to record on failure. With
   // `with_final_pass` the job gets one disk row per disk, incremental from the
   // committed change IDs (UsageError if a disk has none), so that the body can run
   // replicate_pass(). Such a job cannot be cancelled, and one found active after a
   // restart fails with a message saying what to check (its body is gone).
-  using JobBody = std::function<std::string(const JobRecord& job)>;
-  std::string start_custom(const std::string& vm_id, const std::string& kind, bool with_final_pass, JobBody body);
+  using JobBody = std::function<VmStatus(const JobRecord& job)>;
+  std::string start_custom(const std::string& vm_id, JobKind kind, bool with_final_pass, JobBody body);
   // Runs an incremental pass of a custom job's disks, change IDs committed, on the
   // calling (the job's) thread. Throws mk::Error if it fails or the OMA is stopping.
   void replicate_pass(const std::string& job_id);
 
-  // Asks an active job to stop; it ends "cancelled" (the VMA is told to stop). Throws
+  // Asks an active pass to stop; it ends cancelled (the VMA is told to stop). Throws
   // NotFound or Conflict (already finished).
   void cancel(const std::string& job_id);
   // Resumes every job the database says is active. Returns how many. Call once at start.
@@ -102,7 +104,8 @@ class JobManager {
   bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
   std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
 
-  Store& store_;
+  VmRepository& vms_;
+  JobRepository& jobs_;
   VolumeManager& volumes_;
   ExportManager& exports_;
   VmaClient& vma_;

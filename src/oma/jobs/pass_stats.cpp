@@ -15,12 +15,12 @@ double seconds_between(int64_t from_ms, int64_t to_ms) { return std::max<double>
 }  // namespace
 
 std::optional<double> predict_downtime_seconds(const std::vector<JobRecord>& completed, int64_t now_ms, int* used) {
-  // completed: oldest first, all status "completed" and finished.
+  // completed: oldest first, all completed and finished.
   double duration = 0, window = 0;
   size_t n = 0;
   for (size_t i = completed.size(); i-- > 0 && n < kPassesForPrediction;) {
     const JobRecord& p = completed[i];
-    if (p.kind != "incremental" || !p.finished_at) continue;
+    if (p.kind != JobKind::Incremental || !p.finished_at) continue;
     duration += seconds_between(p.created_at, *p.finished_at);
     // The previous completed pass of the VM bounds the changes this one copied.
     int64_t prev_end = p.created_at;
@@ -64,7 +64,7 @@ VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks,
     oldest = oldest ? std::min(*oldest, it->second) : it->second;
   }
   if (all && oldest) s.change_id_age_seconds = seconds_between(*oldest, now_ms);
-  if (vm.status == "cut_over") s.cutover_blockers.push_back("the VM is cut over already: it runs in CloudStack");
+  if (vm.status == VmStatus::CutOver) s.cutover_blockers.push_back("the VM is cut over already: it runs in CloudStack");
   if (vm.current_job_id) {
     s.cutover_blockers.push_back(fmt::format("job {} is active: wait for it or cancel it", *vm.current_job_id));
   }
@@ -72,9 +72,9 @@ VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks,
 
   std::vector<JobRecord> completed;
   for (const auto& p : passes)
-    if (p.status == "completed" && p.finished_at) completed.push_back(p);
+    if (p.status == JobStatus::Completed && p.finished_at) completed.push_back(p);
   // A VM already cut over has no downtime ahead of it.
-  if (vm.status != "cut_over")
+  if (vm.status != VmStatus::CutOver)
     s.predicted_downtime_seconds = predict_downtime_seconds(completed, now_ms, &s.incremental_passes_used);
   return s;
 }

@@ -22,12 +22,15 @@
 #include <string>
 #include <vector>
 
-#include "oma/db/records.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/vm_repository.h"
 
 namespace mk::oma {
 
 struct LastPass {
-  std::string job_id, kind, status;
+  std::string job_id;
+  JobKind kind = JobKind::Full;
+  JobStatus status = JobStatus::Completed;
   int64_t finished_at = 0, bytes = 0;
   double seconds = 0;
 };

@@ -7,7 +7,8 @@
 
 namespace mk::oma {
 
-Scheduler::Scheduler(Store& store, SchedulerOptions options) : store_(store), options_(std::move(options)) {
+Scheduler::Scheduler(ScheduleRepository& schedules, VmRepository& vms, SchedulerOptions options)
+    : schedules_(schedules), vms_(vms), options_(std::move(options)) {
   if (!options_.start_job) throw Error("Scheduler needs a job starter");
 }
 
@@ -61,35 +62,35 @@ ScheduleRecord Scheduler::put(const std::string& vm_id, int64_t interval_minutes
   s.interval_minutes = interval_minutes;
   s.enabled = enabled;
   s.next_run_at = now() + interval_minutes * 60000;
-  store_.put_schedule(s);
+  schedules_.put_schedule(s);
   wake();
-  return *store_.find_schedule(vm_id);
+  return *schedules_.find_schedule(vm_id);
 }
 
 int Scheduler::run_due() {
   std::lock_guard serial(run_mu_);
   int started = 0;
-  for (const auto& s : store_.list_schedules()) {
+  for (const auto& s : schedules_.list_schedules()) {
     int64_t t = now();
     if (!s.enabled || s.next_run_at > t) continue;
     int64_t next = t + s.interval_minutes * 60000;
-    auto vm = store_.find_vm(s.vm_id);
+    auto vm = vms_.find_vm(s.vm_id);
     if (!vm) continue;  // removed with its VM (cascade) between the two reads
     if (vm->current_job_id) {
-      store_.record_schedule_run(s.vm_id, t, next, std::nullopt,
+      schedules_.record_schedule_run(s.vm_id, t, next, std::nullopt,
                                  fmt::format("skipped: job {} was still active", *vm->current_job_id));
       continue;
     }
     try {
-      std::string job = options_.start_job(s.vm_id, "incremental");
-      store_.record_schedule_run(s.vm_id, t, next, job, "started incremental pass " + job);
+      std::string job = options_.start_job(s.vm_id, JobKind::Incremental);
+      schedules_.record_schedule_run(s.vm_id, t, next, job, "started incremental pass " + job);
       log::info("scheduler: VM {} ({}): started incremental pass {}", vm->name, s.vm_id, job);
       ++started;
     } catch (const Conflict& e) {
-      store_.record_schedule_run(s.vm_id, t, next, std::nullopt, std::string("skipped: ") + e.what());
+      schedules_.record_schedule_run(s.vm_id, t, next, std::nullopt, std::string("skipped: ") + e.what());
     } catch (const std::exception& e) {
       // E.g. no committed change ID yet: say so on the schedule; the next run retries.
-      store_.record_schedule_run(s.vm_id, t, next, std::nullopt, std::string("not started: ") + e.what());
+      schedules_.record_schedule_run(s.vm_id, t, next, std::nullopt, std::string("not started: ") + e.what());
       log::warn("scheduler: VM {} ({}): {}", vm->name, s.vm_id, e.what());
     }
   }

@@ -20,19 +20,21 @@
 #include <string>
 #include <thread>
 
-#include "oma/db/store.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/schedule_repository.h"
+#include "oma/db/vm_repository.h"
 
 namespace mk::oma {
 
 struct SchedulerOptions {
   std::chrono::milliseconds check_interval{1000};
   std::function<int64_t()> now_ms;                                                  // default: wall clock
-  std::function<std::string(const std::string& vm_id, const std::string& kind)> start_job;  // returns job id
+  std::function<std::string(const std::string& vm_id, JobKind kind)> start_job;  // returns job id
 };
 
 class Scheduler {
  public:
-  Scheduler(Store& store, SchedulerOptions options);
+  Scheduler(ScheduleRepository& schedules, VmRepository& vms, SchedulerOptions options);
   ~Scheduler();
 
   void start();  // background thread calling run_due() every check_interval
@@ -49,7 +51,8 @@ class Scheduler {
   void loop();
   int64_t now() const;
 
-  Store& store_;
+  ScheduleRepository& schedules_;
+  VmRepository& vms_;
   SchedulerOptions options_;
   std::mutex mu_;  // guards stopping_, woken_
   std::condition_variable cv_;

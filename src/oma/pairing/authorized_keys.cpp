@@ -27,7 +27,7 @@ void write_authorized_keys(const std::string& path, const std::vector<VmaRecord>
                            const std::string& owner) {
   std::string content = "# Managed by the MigrateKit OMA: one line per approved VMA. Edits are overwritten.\n";
   for (const auto& v : vmas)
-    if (v.state == "approved") content += authorized_key_line(v, nbd_port) + "\n";
+    if (v.state == VmaState::Approved) content += authorized_key_line(v, nbd_port) + "\n";
   PrivateFileOptions options;
   if (::geteuid() == 0 && !owner.empty() && owner != "root") {
     if (struct passwd* pw = ::getpwnam(owner.c_str())) {

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "oma/db/records.h"
+#include "oma/db/vma_repository.h"
 
 namespace mk::oma {
 

@@ -35,8 +35,8 @@ nlohmann::json vma_json(const VmaRecord& v) {
           {"revoked_at", opt(v.revoked_at)}};
 }
 
-PairingService::PairingService(Store& store, SecretBox& secrets, PairingConfig config)
-    : store_(store), secrets_(secrets), config_(std::move(config)) {
+PairingService::PairingService(VmaRepository& vmas, VmRepository& vms, SecretBox& secrets, PairingConfig config)
+    : vmas_(vmas), vms_(vms), secrets_(secrets), config_(std::move(config)) {
   if (config_.authorized_keys_file.empty()) throw UsageError("pairing: an authorized_keys file path is required");
   if (config_.tunnel_port_base < 1 || config_.tunnel_port_base > 65000)
     throw UsageError("--tunnel-port-base must be between 1 and 65000");
@@ -49,7 +49,7 @@ void PairingService::set_api_url(const std::string& url) {
 
 void PairingService::sync_access() {
   std::lock_guard lk(file_mutex_);
-  write_authorized_keys(config_.authorized_keys_file, store_.list_vmas(), config_.nbd_port, config_.ssh_user);
+  write_authorized_keys(config_.authorized_keys_file, vmas_.list_vmas(), config_.nbd_port, config_.ssh_user);
   sync_nbd_psk_file();
 }
 
@@ -80,8 +80,8 @@ void PairingService::sync_nbd_psk_file() {
   std::string content;
   for (std::string line; std::getline(in, line);)
     if (!line.empty() && line.rfind("vma-", 0) != 0) content += line + "\n";
-  for (const auto& v : store_.list_vmas())
-    if (v.state == "approved" && v.nbd_psk_sealed) content += secrets_.open(*v.nbd_psk_sealed) + "\n";
+  for (const auto& v : vmas_.list_vmas())
+    if (v.state == VmaState::Approved && v.nbd_psk_sealed) content += secrets_.open(*v.nbd_psk_sealed) + "\n";
   write_private_file(config_.nbd_psk_file, content);
 }
 
@@ -105,7 +105,7 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   b.nbd_host = config_.nbd_host;
   b.nbd_port = config_.nbd_port;
   nlohmann::json bundle = protocol::encode(b);  // checked before the code is stored
-  store_.insert_pairing_code(
+  vmas_.insert_pairing_code(
       {sha256_hex(b.pairing_code), secrets_.seal(b.vma_api_token), now, b.expires_at, std::nullopt, std::nullopt,
        psk_sealed});
   log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", b.expires_at);
@@ -119,25 +119,25 @@ VmaRecord PairingService::enroll(const std::string& pairing_code, const std::str
   v.name = name;
   v.vcenter = vcenter;
   v.ssh_public_key = normalize_vma_public_key(ssh_public_key);
-  v = store_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base);
+  v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base);
   log::info("VMA {} ({}, vCenter {}) enrolled, tunnel port {}: waiting for approval", v.vma_id, v.name, v.vcenter,
             v.tunnel_port);
   return v;
 }
 
 VmaRecord PairingService::approve(const std::string& vma_id) {
-  store_.set_vma_state(vma_id, "approved");
+  vmas_.set_vma_state(vma_id, VmaState::Approved);
   sync_access();
-  VmaRecord v = store_.get_vma(vma_id);
+  VmaRecord v = vmas_.get_vma(vma_id);
   log::info("VMA {} ({}) approved: its key may hold 127.0.0.1:{}", v.vma_id, v.name, v.tunnel_port);
   return v;
 }
 
 std::optional<pid_t> PairingService::revoke(const std::string& vma_id) {
-  store_.set_vma_state(vma_id, "revoked");
+  vmas_.set_vma_state(vma_id, VmaState::Revoked);
   // Key first, session second: the VMA's reconnection is refused.
   sync_access();
-  VmaRecord v = store_.get_vma(vma_id);
+  VmaRecord v = vmas_.get_vma(vma_id);
   auto pid = end_tunnel_session(static_cast<int>(v.tunnel_port));
   log::info("VMA {} ({}) revoked; {}", v.vma_id, v.name,
             pid ? fmt::format("its SSH session (pid {}) was ended", *pid) : std::string("it had no live session"));
@@ -154,19 +154,19 @@ std::unique_ptr<VmaClient> PairingService::client(const VmaRecord& vma) {
 }
 
 std::shared_ptr<VmaClient> PairingService::client_for_vm(const std::string& vm_id) {
-  auto vma_id = store_.vm_vma(vm_id);
+  auto vma_id = vms_.vm_vma(vm_id);
   if (!vma_id) return nullptr;
-  VmaRecord v = store_.get_vma(*vma_id);
-  if (v.state != "approved")
+  VmaRecord v = vmas_.get_vma(*vma_id);
+  if (v.state != VmaState::Approved)
     throw VmaUnreachable(fmt::format("VM {} belongs to VMA {} ({}), which is {}: {}", vm_id, v.vma_id, v.name,
                                      v.state,
-                                     v.state == "pending" ? "approve it (POST /api/v1/vmas/{id}/approve)"
+                                     v.state == VmaState::Pending ? "approve it (POST /api/v1/vmas/{id}/approve)"
                                                           : "pair a new VMA for its vCenter"));
   return client(v);
 }
 
 nlohmann::json PairingService::health(const std::string& vma_id) {
-  VmaRecord v = store_.get_vma(vma_id);
+  VmaRecord v = vmas_.get_vma(vma_id);
   std::string tunnel = tunnel_state(v);
   nlohmann::json out = {{"vma_id", v.vma_id},
                         {"name", v.name},
@@ -176,9 +176,10 @@ nlohmann::json PairingService::health(const std::string& vma_id) {
                         {"error", nullptr}};
   if (tunnel != "up") {
     out["error"] = fmt::format("nothing answers on the VMA's tunnel port 127.0.0.1:{}: {}", v.tunnel_port,
-                               v.state == "approved" ? "the VMA's tunnel is down (check the VMA's health and its "
-                                                       "network path to this OMA's SSH port)"
-                                                     : "the VMA is " + v.state);
+                               v.state == VmaState::Approved
+                                   ? "the VMA's tunnel is down (check the VMA's health and its network path to this "
+                                     "OMA's SSH port)"
+                                   : "the VMA is " + enum_name(v.state));
     return out;
   }
   try {

@@ -30,7 +30,8 @@
 #include <string>
 
 #include "oma/crypto.h"
-#include "oma/db/store.h"
+#include "oma/db/vm_repository.h"
+#include "oma/db/vma_repository.h"
 #include "oma/vma/vma_client.h"
 #include "protocol/enrolment.h"
 
@@ -54,7 +55,7 @@ struct PairingConfig {
 
 class PairingService {
  public:
-  PairingService(Store& store, SecretBox& secrets, PairingConfig config);
+  PairingService(VmaRepository& vmas, VmRepository& vms, SecretBox& secrets, PairingConfig config);
 
   // Rewrites, from the database, the authorized_keys file and the approved VMAs' lines
   // of the NBD PSK file (at start and after every approval or revocation).
@@ -87,7 +88,8 @@ class PairingService {
   void add_nbd_tls(protocol::PairingBundle& bundle) const;
   void sync_nbd_psk_file();
 
-  Store& store_;
+  VmaRepository& vmas_;
+  VmRepository& vms_;  // which VMA serves a VM
   SecretBox& secrets_;
   PairingConfig config_;
   std::mutex file_mutex_;  // also guards config_.api_url

@@ -9,7 +9,7 @@
 namespace mk::oma {
 
 VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
-  if (auto v = store_.find_volume(disk.vm_id, disk.disk_key)) {
+  if (auto v = storage_.find_volume(disk.vm_id, disk.disk_key)) {
     if (v->size_bytes < disk.capacity_bytes) {
       throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes but the disk now has {}: grow the volume first",
                               disk.vm_id, disk.disk_key, v->volume_id, v->size_bytes, disk.capacity_bytes));
@@ -28,7 +28,7 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
   v.disk_key = disk.disk_key;
   v.backend = backend_.name();
   v.size_bytes = disk.capacity_bytes;
-  v.status = "ready";
+  v.status = VolumeStatus::Ready;
   v.created_at = now_ms();
   VolumeSpec spec{v.volume_id, disk.vm_id, disk.disk_key, static_cast<uint64_t>(disk.capacity_bytes)};
   CreatedVolume created = backend_.create(spec);
@@ -36,10 +36,10 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
   v.device_path = created.device_path;
   v.size_bytes = static_cast<int64_t>(created.size_bytes);
   try {
-    store_.insert_volume(v);
+    storage_.insert_volume(v);
   } catch (const Conflict&) {
     backend_.remove(spec, v.device_path);  // another thread won the race
-    if (auto w = store_.find_volume(disk.vm_id, disk.disk_key)) return *w;
+    if (auto w = storage_.find_volume(disk.vm_id, disk.disk_key)) return *w;
     throw;
   } catch (...) {
     backend_.remove(spec, v.device_path);

@@ -3,24 +3,25 @@
 // ensure_volume() returns the disk's volume, creating it on first use; every later job
 // of the same VM and disk gets the same volume, made ready by its backend (a CloudStack
 // volume found detached is attached to the OMA again). Reuse is by identity only, never by
-// size or position. Does not own the Store or the backend. Thread-safe: two threads
+// size or position. Does not own the repository or the backend. Thread-safe: two threads
 // racing for the same disk end with one volume (the schema's UNIQUE decides, the loser
 // removes its storage and takes the winner's).
 #pragma once
 
-#include "oma/db/store.h"
+#include "oma/db/storage_repository.h"
+#include "oma/db/vm_repository.h"
 #include "oma/volumes/volume_backend.h"
 
 namespace mk::oma {
 
 class VolumeManager {
  public:
-  VolumeManager(Store& store, VolumeBackend& backend) : store_(store), backend_(backend) {}
+  VolumeManager(StorageRepository& storage, VolumeBackend& backend) : storage_(storage), backend_(backend) {}
   VolumeRecord ensure_volume(const DiskRecord& disk);
   VolumeBackend& backend() { return backend_; }
 
  private:
-  Store& store_;
+  StorageRepository& storage_;
   VolumeBackend& backend_;
 };
 

@@ -22,10 +22,10 @@ Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
 std::vector<Route> cutover_routes(const Services& s) {
   CutoverService& service = s.cutover;
-  Store& store = s.store;
+  JobRepository& job_records = s.repos.jobs;
   std::vector<Route> routes;
-  auto job_reply = [&store](const std::string& id) -> Reply {
-    return {202, {{"job_id", id}, {"status", store.get_job(id).status}}, ""};
+  auto job_reply = [&job_records](const std::string& id) -> Reply {
+    return {202, {{"job_id", id}, {"status", job_records.get_job(id).status}}, ""};
   };
   routes.push_back({
       .method = "POST",

@@ -33,7 +33,7 @@ const Schema kDefaultVmaHealthView{.name = "DefaultVmaHealthView",
 }  // namespace
 
 std::vector<Route> discovery_routes(const Services& s) {
-  Store& store = s.store;
+  VmRepository& vms = s.repos.vms;
   VmaClient& vma = s.vma;
   std::vector<Route> routes;
   routes.push_back({
@@ -46,7 +46,7 @@ std::vector<Route> discovery_routes(const Services& s) {
                      "when the OMA has it already. (Paired VMAs: GET /api/v1/vmas/{vma_id}/discover.)",
       .role = "operator",
       .responses = {{200, "the VMs", &kDiscovery}, {502, "the VMA did not answer (tunnel down?)"}},
-      .handler = [&store, &vma](const Request&, const json&, const Caller&) -> Reply {
+      .handler = [&vms, &vma](const Request&, const json&, const Caller&) -> Reply {
                  protocol::Discovery d;
                  try {
                    d = vma.discover();
@@ -55,9 +55,9 @@ std::vector<Route> discovery_routes(const Services& s) {
                                                        "tunnel (Infrastructure page)",
                                                        vma.describe(), e.what())}}, ""};
                  }
-                 json vms = json::array();
-                 for (const auto& v : d.vms) vms.push_back(discovered_vm_json(v, store.find_vm(v.vm_id).has_value()));
-                 return {200, {{"vcenter", d.vcenter}, {"vms", vms}}, ""};
+                 json found = json::array();
+                 for (const auto& v : d.vms) found.push_back(discovered_vm_json(v, vms.find_vm(v.vm_id).has_value()));
+                 return {200, {{"vcenter", d.vcenter}, {"vms", found}}, ""};
                }});
   routes.push_back({
       .method = "GET",

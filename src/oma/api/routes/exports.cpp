@@ -28,7 +28,7 @@ const Schema kExportList{{
 }  // namespace
 
 std::vector<Route> export_routes(const Services& s) {
-  Store& store = s.store;
+  StorageRepository& storage = s.repos.storage;
   ExportBackend& exports = s.exports;
   std::vector<Route> routes;
   routes.push_back({
@@ -41,9 +41,9 @@ std::vector<Route> export_routes(const Services& s) {
                      "its volume and device, and the export server's process id.",
       .role = "operator",
       .responses = {{200, "the exports", &kExportList}},
-      .handler = [&store, &exports](auto&, auto&, auto&) -> Reply {
+      .handler = [&storage, &exports](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& e : store.list_exports()) {
+         for (const auto& e : storage.list_exports()) {
            out.push_back({{"name", e.export_name}, {"volume_id", e.volume_id}, {"device_path", e.device_path},
                           {"size_bytes", e.size_bytes}, {"backend", e.backend}, {"created_at", e.created_at},
                           {"verified_at", opt_json(e.verified_at)}});

@@ -24,7 +24,7 @@ Field job_param() { return uuid_path_param("job_id", "the job"); }
 }  // namespace
 
 std::vector<Route> job_routes(const Services& s) {
-  Store& store = s.store;
+  JobRepository& job_records = s.repos.jobs;
   JobManager& jobs = s.jobs;
   std::vector<Route> routes;
   routes.push_back({
@@ -40,9 +40,9 @@ std::vector<Route> job_routes(const Services& s) {
       .responses = {{201, "the job, started", &kJob},
                     {404, "no such VM"},
                     {409, "the VM has an active job, has been cut over or is in a test failover"}},
-      .handler = [&store, &jobs](auto&, const json& b, auto&) -> Reply {
-         std::string id = jobs.start(b["vm_id"], b["kind"]);
-         return {201, job_json(store.get_job(id)), ""};
+      .handler = [&job_records, &jobs](auto&, const json& b, auto&) -> Reply {
+         std::string id = jobs.start(b["vm_id"], b["kind"].get<JobKind>());
+         return {201, job_json(job_records.get_job(id)), ""};
        }});
   routes.push_back({
       .method = "GET",
@@ -55,11 +55,11 @@ std::vector<Route> job_routes(const Services& s) {
       .params = {optional(uuid_field("vm_id", "only the jobs of this VM")),
                  optional(enum_field("status", "only the jobs in this status", kJobStatuses))},
       .responses = {{200, "the jobs", &kJobList}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&job_records](auto& req, auto&, auto&) -> Reply {
          std::string vm = req.query("vm_id");
-         std::string status = req.query("status");
+         std::string status = req.query("status");  // checked against the job statuses already
          json out = json::array();
-         for (const auto& j : store.list_jobs(vm, status)) out.push_back(job_json(j));
+         for (const auto& j : job_records.list_jobs(vm, find_enum<JobStatus>(status))) out.push_back(job_json(j));
          return {200, {{"jobs", out}}, ""};
        }});
   routes.push_back({
@@ -73,19 +73,19 @@ std::vector<Route> job_routes(const Services& s) {
       .role = "operator",
       .params = {job_param()},
       .responses = {{200, "the job", &kJobDetail}, {404, "no such job"}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&job_records](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("job_id");
-         json out = job_json(store.get_job(id));
+         json out = job_json(job_records.get_job(id));
          out["disks"] = json::array();
-         for (const auto& d : store.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         for (const auto& d : job_records.job_disks(id)) out["disks"].push_back(job_disk_json(d));
          out["steps"] = json::array();
-         for (const auto& st : store.list_steps(id)) {
+         for (const auto& st : job_records.list_steps(id)) {
            out["steps"].push_back({{"seq", st.seq}, {"name", st.name}, {"status", st.status},
                                    {"message", opt_json(st.message)}, {"started_at", st.started_at},
                                    {"finished_at", opt_json(st.finished_at)}});
          }
          out["events"] = json::array();
-         for (const auto& e : store.list_events(id)) {
+         for (const auto& e : job_records.list_events(id)) {
            out["events"].push_back({{"seq", e.seq}, {"at", e.at}, {"level", e.level}, {"message", e.message}});
          }
          return {200, out, ""};
@@ -101,11 +101,11 @@ std::vector<Route> job_routes(const Services& s) {
       .role = "operator",
       .params = {job_param()},
       .responses = {{200, "the progress", &kJobProgress}, {404, "no such job"}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&job_records](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("job_id");
-         json out = job_json(store.get_job(id));
+         json out = job_json(job_records.get_job(id));
          out["disks"] = json::array();
-         for (const auto& d : store.job_disks(id)) out["disks"].push_back(job_disk_json(d));
+         for (const auto& d : job_records.job_disks(id)) out["disks"].push_back(job_disk_json(d));
          return {200, out, ""};
        }});
   routes.push_back({
@@ -122,10 +122,10 @@ std::vector<Route> job_routes(const Services& s) {
       .responses = {{202, "the job, cancelling", &kJob},
                     {404, "no such job"},
                     {409, "the job has ended or cannot be cancelled"}},
-      .handler = [&store, &jobs](auto& req, auto&, auto&) -> Reply {
+      .handler = [&job_records, &jobs](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("job_id");
          jobs.cancel(id);
-         return {202, job_json(store.get_job(id)), ""};
+         return {202, job_json(job_records.get_job(id)), ""};
        }});
   return routes;
 }

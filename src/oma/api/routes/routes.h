@@ -27,7 +27,7 @@
 #include "oma/api/route.h"
 #include "oma/crypto.h"
 #include "oma/cutover/cutover_service.h"
-#include "oma/db/store.h"
+#include "oma/db/repositories.h"
 #include "oma/exports/export_backend.h"
 #include "oma/gui/event_hub.h"
 #include "oma/jobs/job_manager.h"
@@ -39,7 +39,7 @@ namespace mk::oma::api {
 
 // What the routes work with (not owned).
 struct Services {
-  Store& store;
+  Repositories& repos;
   JobManager& jobs;
   ExportBackend& exports;
   SecretBox& secrets;

@@ -31,7 +31,8 @@ Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 }  // namespace
 
 std::vector<Route> schedule_routes(const Services& s) {
-  Store& store = s.store;
+  ScheduleRepository& schedules = s.repos.schedules;
+  VmRepository& vms = s.repos.vms;
   Scheduler& scheduler = s.scheduler;
   std::vector<Route> routes;
   routes.push_back({
@@ -45,10 +46,10 @@ std::vector<Route> schedule_routes(const Services& s) {
       .role = "operator",
       .params = {vm_param()},
       .responses = {{200, "the schedule", &kSchedule}, {404, "no such VM, or it has no schedule"}},
-      .handler = [&store](const Request& req, const json&, const Caller&) -> Reply {
+      .handler = [&schedules, &vms](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = req.param("vm_id");
-                 store.get_vm(id);
-                 auto sc = store.find_schedule(id);
+                 vms.get_vm(id);
+                 auto sc = schedules.find_schedule(id);
                  if (!sc) throw NotFound(fmt::format("VM {} has no schedule (PUT one to create it)", id));
                  return {200, schedule_json(*sc), ""};
                }});
@@ -79,9 +80,9 @@ std::vector<Route> schedule_routes(const Services& s) {
       .role = "operator",
       .params = {vm_param()},
       .responses = {{200, "the schedule, removed", &kScheduleDeleted}, {404, "the VM has no schedule"}},
-      .handler = [&store](const Request& req, const json&, const Caller&) -> Reply {
+      .handler = [&schedules](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = req.param("vm_id");
-                 store.delete_schedule(id);
+                 schedules.delete_schedule(id);
                  return {200, {{"vm_id", id}, {"deleted", true}}, ""};
                }});
   return routes;

@@ -135,7 +135,7 @@ json cloudstack_view(CloudStackTarget& target) {
 }  // namespace
 
 std::vector<Route> settings_routes(const Services& s) {
-  Store& store = s.store;
+  ConfigRepository& config = s.repos.config;
   SecretBox& secrets = s.secrets;
   CutoverService& service = s.cutover;
   std::vector<Route> routes;
@@ -149,12 +149,11 @@ std::vector<Route> settings_routes(const Services& s) {
                      "never returned.",
       .role = "admin",
       .responses = {{200, "the settings", &kSettingList}},
-      .handler = [&store](auto&, auto&, auto&) -> Reply {
+      .handler = [&config](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& [name, encrypted] : store.list_settings()) {
-           auto v = store.get_setting(name);
-           out.push_back({{"name", name}, {"secret", encrypted}, {"value", encrypted || !v ? json(nullptr) : json(v->first)}});
-         }
+         for (const auto& st : config.list_settings())
+           out.push_back(
+               {{"name", st.name}, {"secret", st.encrypted}, {"value", st.encrypted ? json(nullptr) : json(st.value)}});
          return {200, {{"settings", out}}, ""};
        }});
   routes.push_back({
@@ -169,11 +168,11 @@ std::vector<Route> settings_routes(const Services& s) {
       .params = {{.name = "name", .description = "the setting", .one_of = setting_names()}},
       .body = &kSettingSchema,
       .responses = {{200, "the setting, stored", &kSettingSaved}},
-      .handler = [&store, &secrets](auto& req, const json& b, auto&) -> Reply {
+      .handler = [&config, &secrets](auto& req, const json& b, auto&) -> Reply {
          std::string name = req.param("name");
          bool secret = kSettings.at(name);
          std::string value = b["value"];
-         store.put_setting(name, secret ? secrets.seal(value) : value, secret);
+         config.put_setting(name, secret ? secrets.seal(value) : value, secret);
          return {200, {{"name", name}, {"secret", secret}}, ""};
        }});
   routes.push_back({

@@ -10,30 +10,31 @@ namespace {
 using nlohmann::json;
 
 // Control tunnels of approved VMAs as the OMA sees them: {up, down}.
-std::pair<int, int> approved_tunnels(Store& store, PairingService& pairing) {
+std::pair<int, int> approved_tunnels(Repositories& repos, PairingService& pairing) {
   int up = 0, down = 0;
-  for (const auto& v : store.list_vmas()) {
-    if (v.state != "approved") continue;
+  for (const auto& v : repos.vmas.list_vmas()) {
+    if (v.state != VmaState::Approved) continue;
     (pairing.tunnel_state(v) == "up" ? up : down)++;
   }
   return {up, down};
 }
 
-std::string metrics(Store& store, JobManager& jobs, ExportBackend& exports, PairingService* pairing) {
+std::string metrics(Repositories& repos, JobManager& jobs, ExportBackend& exports, PairingService* pairing) {
   std::string out;
   out += "# HELP oma_jobs Replication jobs by state.\n# TYPE oma_jobs gauge\n";
-  for (const auto& [status, n] : store.jobs_by_status()) out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
-  auto [bytes, bps] = store.job_totals();
+  for (const auto& [status, n] : repos.jobs.jobs_by_status())
+    out += fmt::format("oma_jobs{{state=\"{}\"}} {}\n", status, n);
+  auto [bytes, bps] = repos.jobs.job_totals();
   out += fmt::format("# HELP oma_bytes_moved_total Bytes copied by all jobs.\n# TYPE oma_bytes_moved_total counter\n"
                      "oma_bytes_moved_total {}\n", bytes);
   out += fmt::format("# HELP oma_throughput_bytes_per_second Summed throughput of active jobs.\n"
                      "# TYPE oma_throughput_bytes_per_second gauge\noma_throughput_bytes_per_second {}\n", bps);
   out += fmt::format("# HELP oma_exports NBD exports.\n# TYPE oma_exports gauge\noma_exports {}\n",
-                     store.count_exports());
+                     repos.storage.count_exports());
   out += fmt::format("# HELP oma_poller_errors_total Failed progress polls of the VMA.\n"
                      "# TYPE oma_poller_errors_total counter\noma_poller_errors_total {}\n", jobs.poller_errors());
   if (pairing) {
-    auto [up, down] = approved_tunnels(store, *pairing);
+    auto [up, down] = approved_tunnels(repos, *pairing);
     out += fmt::format("# HELP oma_vma_tunnels Control tunnels of approved VMAs, by state as the OMA sees them.\n"
                        "# TYPE oma_vma_tunnels gauge\noma_vma_tunnels{{state=\"up\"}} {}\n"
                        "oma_vma_tunnels{{state=\"down\"}} {}\n", up, down);
@@ -66,7 +67,7 @@ const char* kMetricsExample =
 }  // namespace
 
 std::vector<Route> system_routes(const Services& s) {
-  Store& store = s.store;
+  Repositories& repos = s.repos;
   JobManager& jobs = s.jobs;
   ExportBackend& exports = s.exports;
   PairingService* pairing = s.pairing;
@@ -82,13 +83,13 @@ std::vector<Route> system_routes(const Services& s) {
                      "balancers and monitoring).",
       .role = "",
       .responses = {{200, "the OMA is alive", &kHealth}},
-      .handler = [&store, &exports, pairing](auto&, auto&, auto&) -> Reply {
-                 store.count_exports();  // touches the database
-                 json out = {{"status", "ok"}, {"database", store.database().engine()},
+      .handler = [&repos, &exports, pairing](auto&, auto&, auto&) -> Reply {
+                 repos.storage.count_exports();  // touches the database
+                 json out = {{"status", "ok"}, {"database", repos.database.engine()},
                              {"export_server", exports.name()}, {"export_server_pid", exports.server_pid()},
                              {"nbd_port", exports.port()}};
                  if (pairing) {
-                   auto [up, down] = approved_tunnels(store, *pairing);
+                   auto [up, down] = approved_tunnels(repos, *pairing);
                    out["vma_tunnels"] = {{"up", up}, {"down", down}};  // approved VMAs only
                  }
                  return {200, out, ""};
@@ -105,8 +106,8 @@ std::vector<Route> system_routes(const Services& s) {
       .role = "operator",
       .responses = {{.status = 200, .description = "the metrics", .media_type = "text/plain; version=0.0.4",
                      .text_example = kMetricsExample}},
-      .handler = [&store, &jobs, &exports, pairing](auto&, auto&, auto&) -> Reply {
-                 return {200, nullptr, metrics(store, jobs, exports, pairing)};
+      .handler = [&repos, &jobs, &exports, pairing](auto&, auto&, auto&) -> Reply {
+                 return {200, nullptr, metrics(repos, jobs, exports, pairing)};
                }});
   return routes;
 }

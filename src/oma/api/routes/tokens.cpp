@@ -42,7 +42,7 @@ const Schema kTokenRevoked{{
 }  // namespace
 
 std::vector<Route> token_routes(const Services& s) {
-  Store& store = s.store;
+  ConfigRepository& config = s.repos.config;
   std::vector<Route> routes;
   routes.push_back({
       .method = "GET",
@@ -53,9 +53,9 @@ std::vector<Route> token_routes(const Services& s) {
       .description = "Every API token's id, name, role and dates; the database holds only their hashes.",
       .role = "admin",
       .responses = {{200, "the tokens", &kTokenList}},
-      .handler = [&store](auto&, auto&, auto&) -> Reply {
+      .handler = [&config](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& t : store.list_tokens()) {
+         for (const auto& t : config.list_tokens()) {
            out.push_back({{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"created_at", t.created_at},
                           {"revoked_at", opt_json(t.revoked_at)}});
          }
@@ -72,10 +72,10 @@ std::vector<Route> token_routes(const Services& s) {
       .role = "admin",
       .body = &kTokenSchema,
       .responses = {{201, "the token, created", &kTokenCreated}},
-      .handler = [&store](auto&, const json& b, auto&) -> Reply {
-         TokenRecord t{new_uuid(), b["name"], b["role"], now_ms(), std::nullopt};
+      .handler = [&config](auto&, const json& b, auto&) -> Reply {
+         TokenRecord t{new_uuid(), b["name"], b["role"].get<TokenRole>(), now_ms(), std::nullopt};
          std::string token = new_token();
-         store.insert_token(t, sha256_hex(token));
+         config.insert_token(t, sha256_hex(token));
          return {201, {{"token_id", t.token_id}, {"name", t.name}, {"role", t.role}, {"token", token}}, ""};
        }});
   routes.push_back({
@@ -88,9 +88,9 @@ std::vector<Route> token_routes(const Services& s) {
       .role = "admin",
       .params = {uuid_path_param("token_id", "the token")},
       .responses = {{200, "the token, revoked", &kTokenRevoked}, {404, "no such token"}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&config](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("token_id");
-         store.revoke_token(id);
+         config.revoke_token(id);
          return {200, {{"token_id", id}, {"revoked", true}}, ""};
        }});
   return routes;

@@ -63,7 +63,8 @@ Field vma_param() { return uuid_path_param("vma_id", "the VMA"); }
 std::vector<Route> vma_routes(const Services& s) {
   std::vector<Route> routes;
   if (!s.pairing) return routes;
-  Store& store = s.store;
+  VmaRepository& vmas = s.repos.vmas;
+  VmRepository& vms = s.repos.vms;
   PairingService& pairing = *s.pairing;
   routes.push_back({
       .method = "POST",
@@ -107,10 +108,9 @@ std::vector<Route> vma_routes(const Services& s) {
          try {
            VmaRecord v = pairing.enroll(code, r.name, r.vcenter, r.ssh_public_key);
            std::string next = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
-           return {202,
-                   protocol::encode(protocol::EnrolReply{protocol::kVersion, v.vma_id, v.name, v.vcenter, v.state,
-                                                         static_cast<int>(v.tunnel_port), next}),
-                   ""};
+           protocol::EnrolReply reply{protocol::kVersion, v.vma_id,  v.name, v.vcenter, enum_name(v.state),
+                                      static_cast<int>(v.tunnel_port), next};
+           return {202, protocol::encode(reply), ""};
          } catch (const Conflict& e) {
            return error_reply(403, e.what());
          }
@@ -124,9 +124,9 @@ std::vector<Route> vma_routes(const Services& s) {
       .description = "Every VMA that enrolled, with its state and whether its tunnel port answers on the OMA.",
       .role = "operator",
       .responses = {{200, "the VMAs", &kVmaList}},
-      .handler = [&store, &pairing](auto&, auto&, auto&) -> Reply {
+      .handler = [&vmas, &pairing](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& v : store.list_vmas()) {
+         for (const auto& v : vmas.list_vmas()) {
            json j = vma_json(v);
            j["tunnel_state"] = pairing.tunnel_state(v);
            out.push_back(j);
@@ -157,14 +157,14 @@ std::vector<Route> vma_routes(const Services& s) {
       .role = "admin",
       .params = {vma_param()},
       .responses = {{200, "the VMA, revoked", &kVmaRevoked}, {404, "no such VMA"}, {409, "the VMA is revoked already"}},
-      .handler = [&store, &pairing](auto& req, auto&, auto&) -> Reply {
+      .handler = [&vmas, &pairing](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vma_id");
          auto pid = pairing.revoke(id);
-         json out = vma_json(store.get_vma(id));
+         json out = vma_json(vmas.get_vma(id));
          out["session_ended"] = pid.has_value();
          out["session_pid"] = pid ? json(*pid) : json(nullptr);
          out["warning"] = nullptr;
-         if (pairing.tunnel_state(store.get_vma(id)) == "up")
+         if (pairing.tunnel_state(vmas.get_vma(id)) == "up")
            out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
                                         "an sshd session this OMA may end (is the OMA running as root?): end it by "
                                         "hand; the VMA's key is already removed",
@@ -199,9 +199,9 @@ std::vector<Route> vma_routes(const Services& s) {
                     {404, "no such VMA"},
                     {409, "the VMA is not approved"},
                     {502, "the VMA did not answer (tunnel down?)"}},
-      .handler = [&store, &pairing](auto& req, auto&, auto&) -> Reply {
-         VmaRecord v = store.get_vma(req.param("vma_id"));
-         if (v.state != "approved")
+      .handler = [&vmas, &vms, &pairing](auto& req, auto&, auto&) -> Reply {
+         VmaRecord v = vmas.get_vma(req.param("vma_id"));
+         if (v.state != VmaState::Approved)
            return error_reply(409, fmt::format("VMA {} ({}) is {}: approve it first", v.vma_id, v.name, v.state));
          protocol::Discovery d;
          try {
@@ -211,9 +211,9 @@ std::vector<Route> vma_routes(const Services& s) {
                                                "GET /api/v1/vmas/{}/health",
                                                v.vma_id, v.name, e.what(), v.vma_id));
          }
-         json vms = json::array();
-         for (const auto& vm : d.vms) vms.push_back(discovered_vm_json(vm, store.find_vm(vm.vm_id).has_value()));
-         return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", vms}}, ""};
+         json found = json::array();
+         for (const auto& vm : d.vms) found.push_back(discovered_vm_json(vm, vms.find_vm(vm.vm_id).has_value()));
+         return {200, {{"vma_id", v.vma_id}, {"vcenter", d.vcenter}, {"vms", found}}, ""};
        }});
   return routes;
 }

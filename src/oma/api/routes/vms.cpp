@@ -62,7 +62,7 @@ Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 }  // namespace
 
 std::vector<Route> vm_routes(const Services& s) {
-  Store& store = s.store;
+  Repositories& repos = s.repos;
   std::vector<Route> routes;
   routes.push_back({
       .method = "GET",
@@ -75,19 +75,19 @@ std::vector<Route> vm_routes(const Services& s) {
                      "cutover is predicted to take, and its schedule.",
       .role = "operator",
       .responses = {{200, "the VMs", &kVmList}},
-      .handler = [&store](auto&, auto&, auto&) -> Reply {
+      .handler = [&repos](auto&, auto&, auto&) -> Reply {
          // Three queries for the whole list, not three per VM.
          std::map<std::string, std::vector<JobRecord>> passes;
-         for (auto& j : store.ended_passes()) passes[j.vm_id].push_back(std::move(j));
+         for (auto& j : repos.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
          std::map<std::string, std::vector<ChangeIdCommit>> commits;
-         for (auto& c : store.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
+         for (auto& c : repos.jobs.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
          std::map<std::string, ScheduleRecord> schedules;
-         for (auto& sc : store.list_schedules()) schedules[sc.vm_id] = std::move(sc);
+         for (auto& sc : repos.schedules.list_schedules()) schedules[sc.vm_id] = std::move(sc);
          int64_t now = now_ms();
          json out = json::array();
-         for (const auto& v : store.list_vms()) {
+         for (const auto& v : repos.vms.list_vms()) {
            json j = vm_json(v);
-           auto disks = store.list_disks(v.vm_id);
+           auto disks = repos.vms.list_disks(v.vm_id);
            j["disks"] = json::array();
            for (const auto& d : disks) j["disks"].push_back(disk_json(d));
            add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
@@ -108,7 +108,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .role = "operator",
       .body = &kAddVmSchema,
       .responses = {{201, "the VM, added", &kVm}, {409, "the VM is known already, or two disks share a unit"}},
-      .handler = [&store](auto&, const json& b, auto&) -> Reply {
+      .handler = [&repos](auto&, const json& b, auto&) -> Reply {
          VmRecord v;
          v.vm_id = b["vm_id"];
          v.name = b["name"];
@@ -117,7 +117,7 @@ std::vector<Route> vm_routes(const Services& s) {
          v.cpus = b["cpus"];
          v.memory_mb = b["memory_mb"];
          v.guest_os = b.value("guest_os", "other");
-         v.power_state = b.value("power_state", "poweredOn");
+         v.power_state = parse_enum<protocol::PowerState>(b.value("power_state", "poweredOn"), "power_state");
          std::vector<DiskRecord> disks;
          for (const auto& d : b["disks"]) {
            DiskRecord r;
@@ -133,7 +133,7 @@ std::vector<Route> vm_routes(const Services& s) {
          std::optional<std::string> vma_id;
          if (b.contains("vma_id")) {
            vma_id = b["vma_id"].get<std::string>();
-           if (!store.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
+           if (!repos.vmas.find_vma(*vma_id)) throw FieldError("vma_id", "is not a VMA paired with this OMA");
          }
          std::vector<NicRecord> nics;
          for (const auto& n : b.value("nics", json::array())) {
@@ -142,12 +142,12 @@ std::vector<Route> vm_routes(const Services& s) {
              if (other.nic_key == key) throw FieldError("nics.key", "two NICs share the key " + key);
            nics.push_back({v.vm_id, key, n["mac"], n["network"]});
          }
-         store.add_vm(v, disks);
-         if (vma_id) store.set_vm_vma(v.vm_id, vma_id);
-         if (!nics.empty()) store.set_vm_nics(v.vm_id, nics);
-         json out = vm_json(store.get_vm(v.vm_id));
+         repos.vms.add_vm(v, disks);
+         if (vma_id) repos.vms.set_vm_vma(v.vm_id, vma_id);
+         if (!nics.empty()) repos.vms.set_vm_nics(v.vm_id, nics);
+         json out = vm_json(repos.vms.get_vm(v.vm_id));
          out["disks"] = json::array();
-         for (const auto& d : store.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
+         for (const auto& d : repos.vms.list_disks(v.vm_id)) out["disks"].push_back(disk_json(d));
          return {201, out, ""};
        }});
   routes.push_back({
@@ -161,18 +161,18 @@ std::vector<Route> vm_routes(const Services& s) {
       .role = "operator",
       .params = {vm_param()},
       .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&repos](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vm_id");
-         json out = vm_json(store.get_vm(id));
+         json out = vm_json(repos.vms.get_vm(id));
          out["disks"] = json::array();
-         for (const auto& d : store.list_disks(id)) out["disks"].push_back(disk_json(d));
+         for (const auto& d : repos.vms.list_disks(id)) out["disks"].push_back(disk_json(d));
          out["nics"] = json::array();
-         for (const auto& n : store.list_nics(id))
+         for (const auto& n : repos.vms.list_nics(id))
            out["nics"].push_back({{"key", n.nic_key}, {"mac", n.mac}, {"network", n.network}});
          // What a cutover or a test failover built in CloudStack (the target VM's id).
          out["failovers"] = json::array();
-         for (const char* kind : {"cutover", "test_failover"}) {
-           if (auto f = store.find_failover(id, kind)) {
+         for (FailoverKind kind : {FailoverKind::Cutover, FailoverKind::TestFailover}) {
+           if (auto f = repos.vms.find_failover(id, kind)) {
              out["failovers"].push_back({{"kind", f->kind}, {"job_id", f->job_id},
                                          {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
            }
@@ -190,11 +190,11 @@ std::vector<Route> vm_routes(const Services& s) {
       .role = "operator",
       .params = {vm_param()},
       .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
-      .handler = [&store](auto& req, auto&, auto&) -> Reply {
+      .handler = [&repos](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vm_id");
-         store.get_vm(id);
+         repos.vms.get_vm(id);
          json out = json::array();
-         for (const auto& d : store.list_disks(id)) out.push_back(disk_json(d));
+         for (const auto& d : repos.vms.list_disks(id)) out.push_back(disk_json(d));
          return {200, {{"disks", out}}, ""};
        }});
   return routes;

@@ -27,7 +27,7 @@ const Schema kVolumeList{{array_field("volumes", "every volume", &kVolume)}};
 }  // namespace
 
 std::vector<Route> volume_routes(const Services& s) {
-  Store& store = s.store;
+  StorageRepository& storage = s.repos.storage;
   std::vector<Route> routes;
   routes.push_back({
       .method = "GET",
@@ -39,9 +39,9 @@ std::vector<Route> volume_routes(const Services& s) {
                      "device on the OMA.",
       .role = "operator",
       .responses = {{200, "the volumes", &kVolumeList}},
-      .handler = [&store](auto&, auto&, auto&) -> Reply {
+      .handler = [&storage](auto&, auto&, auto&) -> Reply {
          json out = json::array();
-         for (const auto& v : store.list_volumes()) {
+         for (const auto& v : storage.list_volumes()) {
            out.push_back({{"volume_id", v.volume_id}, {"vm_id", v.vm_id}, {"disk_key", v.disk_key},
                           {"backend", v.backend}, {"size_bytes", v.size_bytes}, {"device_path", v.device_path},
                           {"status", v.status}, {"created_at", v.created_at}});
