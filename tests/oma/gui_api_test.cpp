@@ -421,7 +421,9 @@ TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
   ASSERT_EQ(r.body["vms"].size(), 2u);
   for (const auto& v : r.body["vms"]) {
     EXPECT_EQ(v["managed"], v["vm_id"] == known) << v.dump();
-    if (v["vm_id"] == other) EXPECT_EQ(v["power_state"], "poweredOff");
+    if (v["vm_id"] == other) {
+      EXPECT_EQ(v["power_state"], "poweredOff");
+    }
   }
 
   // No VMA behind the URL: discovery answers 502 naming it; health says "unreachable".
