@@ -20,9 +20,14 @@ namespace {
 
 using nlohmann::json;
 
-json disk_done(const std::string& change_id) {
-  return {{"status", "completed"}, {"phase", "done"}, {"bytes_done", 1048576}, {"bytes_total", 1048576},
-          {"throughput_bps", 0.0}, {"eta_seconds", 0.0}, {"change_id", change_id}};
+protocol::DiskProgress disk_done(const std::string& key, const std::string& change_id) {
+  protocol::DiskProgress p;
+  p.disk_key = protocol::DiskKey::parse(key);
+  p.status = protocol::DiskStatus::Completed;
+  p.phase = protocol::DiskPhase::Done;
+  p.bytes_done = p.bytes_total = 1048576;
+  p.change_id = change_id;
+  return p;
 }
 
 TEST(Recovery, KilledOmaResumesOrFailsEveryJob) {
@@ -48,8 +53,8 @@ TEST(Recovery, KilledOmaResumesOrFailsEveryJob) {
     oma.process.wait();
   }
   // While the OMA is down, the VMA finishes job A and loses job B.
-  vma.set_disk(job_a, "2000", disk_done("cbt-a0"));
-  vma.set_disk(job_a, "2001", disk_done("cbt-a1"));
+  vma.set_disk(job_a, disk_done("2000", "cbt-a0"));
+  vma.set_disk(job_a, disk_done("2001", "cbt-a1"));
   vma.forget(job_b);
   // nbdkit dies with its parent (PR_SET_PDEATHSIG); wait for that before restarting.
   for (int i = 0; i < 500 && ::kill(nbdkit_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -36,9 +36,13 @@ std::string new_public_key(const mk::test::TempDir& dir, const std::string& name
   return trim(mk::test::read_file(dir.file(name) + ".pub"));
 }
 
-Reply enroll(TunnelLab& lab, const std::string& code, const std::string& key, const std::string& name = "site") {
-  return http("POST", lab.api_port(), "/api/v1/vmas/enroll", code.empty() ? "" : "Pairing " + code,
-              json{{"name", name}, {"vcenter", "vc.example"}, {"ssh_public_key", key}}.dump());
+// POST /api/v1/vmas/enroll as a VMA speaking `version` (nullopt: one older than
+// versioned protocols, which sends none).
+Reply enroll(TunnelLab& lab, const std::string& code, const std::string& key, const std::string& name = "site",
+             std::optional<int> version = protocol::kVersion) {
+  json body = {{"name", name}, {"vcenter", "vc.example"}, {"ssh_public_key", key}};
+  if (version) body["protocol_version"] = *version;
+  return http("POST", lab.api_port(), "/api/v1/vmas/enroll", code.empty() ? "" : "Pairing " + code, body.dump());
 }
 
 TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
@@ -47,6 +51,7 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   for (const char* f : {"oma_api_url", "ssh_host", "ssh_user", "ssh_host_key", "nbd_host", "nbd_psk_identity",
                         "nbd_psk_key", "vma_api_token", "pairing_code"})
     EXPECT_TRUE(bundle.contains(f) && bundle[f].is_string() && !bundle[f].get<std::string>().empty()) << f;
+  EXPECT_EQ(bundle["protocol_version"], protocol::kVersion);
   EXPECT_EQ(bundle["ssh_port"], lab.sshd().port());
   EXPECT_EQ(bundle["nbd_port"], lab.oma().export_server().port());
   EXPECT_EQ(bundle["ssh_host_key"], lab.sshd().host_public_key());
@@ -224,6 +229,51 @@ TEST(Pairing, EachVmBelongsToTheVmaThatDiscoveredIt) {
     return j["status"] == "failed";
   })) << j.dump();
   EXPECT_NE(j["error"].dump().find("site-b"), std::string::npos) << j.dump();
+}
+
+// An OMA and a VMA of different protocol versions refuse each other at enrolment, with a
+// message naming both versions and what to upgrade, and the pairing code is not spent.
+TEST(Pairing, EnrolmentAcrossProtocolVersionsIsRefusedBeforeTheCodeIsSpent) {
+  TunnelLab lab;
+  mk::test::TempDir keys("mk-keys");
+  json bundle = lab.issue_bundle();
+  std::string code = bundle["pairing_code"];
+  const int newer = protocol::kVersion + 1;
+
+  Reply from_newer = enroll(lab, code, new_public_key(keys, "k1"), "site", newer);
+  EXPECT_EQ(from_newer.status, 409) << from_newer.raw;
+  EXPECT_NE(from_newer.raw.find(fmt::format("the VMA speaks protocol version {} and this OMA speaks version {}", newer,
+                                            protocol::kVersion)),
+            std::string::npos)
+      << from_newer.raw;
+  EXPECT_NE(from_newer.raw.find("upgrade the OMA"), std::string::npos) << from_newer.raw;
+  Reply from_older = enroll(lab, code, new_public_key(keys, "k2"), "site", std::nullopt);
+  EXPECT_EQ(from_older.status, 409) << from_older.raw;
+  EXPECT_NE(from_older.raw.find("the VMA sent no protocol version"), std::string::npos) << from_older.raw;
+  EXPECT_NE(from_older.raw.find("upgrade the VMA"), std::string::npos) << from_older.raw;
+  EXPECT_EQ(http("GET", lab.api_port(), "/api/v1/vmas", lab.admin()).body["vmas"].size(), 0u);
+
+  // `vma pair` with a bundle of another version refuses before it writes anything.
+  mk::test::TempDir vma("mk-vma");
+  json from_newer_oma = bundle;
+  from_newer_oma["protocol_version"] = newer;
+  std::string err;
+  EXPECT_EQ(lab.run_pair(from_newer_oma, vma.file("state"), "site-a", "vc-a", nullptr, &err), 2);
+  EXPECT_NE(err.find(fmt::format("the OMA speaks protocol version {} and this VMA speaks version {}", newer,
+                                 protocol::kVersion)),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("upgrade the VMA"), std::string::npos) << err;
+  json from_older_oma = bundle;
+  from_older_oma.erase("protocol_version");
+  EXPECT_EQ(lab.run_pair(from_older_oma, vma.file("state"), "site-a", "vc-a", nullptr, &err), 2);
+  EXPECT_NE(err.find("the OMA sent no protocol version"), std::string::npos) << err;
+  EXPECT_NE(err.find("upgrade the OMA"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(vma.file("state")));
+
+  // The code was never spent: the same bundle pairs a VMA of this version.
+  ASSERT_EQ(lab.run_pair(bundle, vma.file("state"), "site-a", "vc-a", nullptr, &err), 0) << err;
+  EXPECT_EQ(http("GET", lab.api_port(), "/api/v1/vmas", lab.admin()).body["vmas"].size(), 1u);
 }
 
 #ifdef VMA_BIN

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "protocol/messages.h"
 #include "source/vmware_source.h"
 #include "vsphere/inventory.h"
 #include "vsphere/session.h"
@@ -43,26 +44,6 @@ class VmNotFound : public Error {
   using Error::Error;
 };
 
-struct DiscoveredDisk {
-  std::string disk_key, label;
-  int64_t unit = 0;  // position in controller/unit order: unique within the VM
-  uint64_t capacity_bytes = 0;
-};
-struct DiscoveredNic {
-  std::string key, mac, network;
-};
-struct DiscoveredVm {
-  std::string vm_id, name, datacenter, power_state, guest_os;
-  int cpus = 0, memory_mb = 0;
-  std::vector<DiscoveredDisk> disks;
-  std::vector<DiscoveredNic> nics;
-};
-
-struct PowerOutcome {
-  std::string power_state;  // "poweredOff" | "poweredOn"
-  bool forced = false;      // a guest shutdown ended with a power off
-};
-
 class VCenter {
  public:
   explicit VCenter(VcenterConfig config);
@@ -74,11 +55,12 @@ class VCenter {
   std::string check(std::chrono::seconds wait = std::chrono::seconds(5));
   const std::string& host() const { return host_; }
 
-  std::vector<DiscoveredVm> discover();
+  // Every VM but templates, with disks (units in controller/unit order) and NICs.
+  protocol::Discovery discover();
   vsphere::VmInfo find_vm(const std::string& vm_id);
-  // action: "shutdown" (guest shutdown, power off after `timeout`), "off", "on". Answers
-  // once the VM is in the asked state; a VM already there is left alone.
-  PowerOutcome power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout);
+  // Shutdown (guest shutdown, power off after `timeout`), off or on. Answers once the
+  // VM is in the asked state; a VM already there is left alone.
+  protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, std::chrono::seconds timeout);
   // Removes every snapshot of ours on one VM; returns how many.
   int remove_our_snapshots(const std::string& vm_id);
   // The same on every VM, calling `lock_vm(vm_id)` around each VM's removal (so that a

@@ -18,13 +18,9 @@ const Schema kDiscovery{{
     array_field("vms", "the VMs it found", &kDiscoveredVm),
 }, "Discovery", "the VMs of the default VMA's vCenter"};
 
-const Schema kDefaultVmaHealth{{
-    enum_field("status", "ok: vCenter reachable and tunnel up", kVmaHealthStatuses),
-    text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081"),
-    text_field("vma_instance", "the VMA process's instance id (changes when it restarts)", "b5c7d9e1"),
-    object_field("vcenter", "its vCenter", &kVcenterReach),
-    object_field("tunnel", "its tunnel", &kVmaTunnel),
-}, "DefaultVmaHealth", "the default VMA's health as it reports it"};
+const Schema kDefaultVmaHealth{
+    join_fields(protocol::schemas::health().fields, {text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081")}),
+    "DefaultVmaHealth", "the default VMA's health as it reports it (the protocol's VmaHealth), and which VMA"};
 const Schema kVmaUnreachable{{
     enum_field("status", "the VMA did not answer", {"unreachable"}),
     text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081"),
@@ -51,7 +47,7 @@ std::vector<Route> discovery_routes(const Services& s) {
       .role = "viewer",
       .responses = {{200, "the VMs", &kDiscovery}, {502, "the VMA did not answer (tunnel down?)"}},
       .handler = [&vms, &vma](const Request&, const json&, const Caller&) -> Reply {
-                 Discovery d;
+                 protocol::Discovery d;
                  try {
                    d = vma.discover();
                  } catch (const std::exception& e) {
@@ -75,15 +71,9 @@ std::vector<Route> discovery_routes(const Services& s) {
       .responses = {{200, "the health", &kDefaultVmaHealthView}},
       .handler = [&vma](const Request&, const json&, const Caller&) -> Reply {
                  try {
-                   VmaHealth h = vma.health();
-                   return {200,
-                           {{"status", h.status},
-                            {"vma", vma.describe()},
-                            {"vma_instance", h.vma_instance},
-                            {"vcenter", {{"reachable", h.vcenter_reachable}, {"error", opt_json(h.vcenter_error)}}},
-                            {"tunnel", {{"state", h.tunnel_state}, {"since", h.tunnel_since},
-                                        {"error", opt_json(h.tunnel_error)}}}},
-                           ""};
+                   json out = protocol::encode(vma.health());
+                   out["vma"] = vma.describe();
+                   return {200, out, ""};
                  } catch (const std::exception& e) {
                    return {200, {{"status", "unreachable"}, {"vma", vma.describe()}, {"error", e.what()}}, ""};
                  }

@@ -16,7 +16,7 @@ using Type = Field::Type;
 const Tag kTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
 
 const Schema kDiskSchema{{
-    {.name = "key", .description = "VMware device key", .max_length = 9, .check = disk_key_check, .example = "2000",
+    {.name = "key", .description = "VMware device key", .max_length = 10, .check = disk_key_check, .example = "2000",
      .pattern = kDiskKeyPattern},
     {.name = "unit", .type = Type::Integer, .description = "unit number (the N of diskN)", .min = 0, .max = 255},
     {.name = "label", .required = false, .description = "vCenter's label (default \"Hard disk\")",
@@ -26,7 +26,7 @@ const Schema kDiskSchema{{
 }, "NewVmDisk", "a disk of a VM to add"};
 
 const Schema kNicSchema{{
-    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 9,
+    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 10,
      .check = disk_key_check, .example = "4000", .pattern = kDiskKeyPattern},
     {.name = "mac", .description = "MAC address", .max_length = 17, .check = mac_check, .example = "00:50:56:aa:bb:cc",
      .pattern = kMacPattern},
@@ -117,7 +117,7 @@ std::vector<Route> vm_routes(const Services& s) {
          v.cpus = b["cpus"];
          v.memory_mb = b["memory_mb"];
          v.guest_os = b.value("guest_os", "other");
-         v.power_state = b.value("power_state", "poweredOn");
+         v.power_state = parse_enum<protocol::PowerState>(b.value("power_state", "poweredOn"), "power_state");
          std::vector<DiskRecord> disks;
          for (const auto& d : b["disks"]) {
            DiskRecord r;
