@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/host_name.h"
 #include "common/json_schema.h"
 
 namespace mk::protocol {
@@ -36,10 +37,7 @@ bool is_mac_address(std::string_view s) {
   return true;
 }
 
-bool is_host(std::string_view s) {
-  return !s.empty() &&
-         s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == std::string_view::npos;
-}
+bool is_host(std::string_view s) { return is_host_name_or_ip(s); }
 
 void check_uuid(std::string_view s, std::string_view field) {
   if (!is_uuid(s)) {

@@ -34,11 +34,16 @@ inline constexpr const char* kMacOrEmptyPattern = "^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]
 inline constexpr const char* kExportNamePattern =
     "^migration-vm-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-disk"
     "(0|[1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5])$";
-inline constexpr const char* kHostPattern = "^[A-Za-z0-9._:-]+$";
+// RFC 1123 host name (not all digits and dots), IPv4 dotted quad, or IPv6 (the pattern
+// admits a superset of IPv6 literals; is_host() asks inet_pton).
+inline constexpr const char* kHostPattern =
+    "^((?![0-9.]+$)(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    "|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+    "|(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45})$";
 
 bool is_uuid(std::string_view s);         // lowercase 8-4-4-4-12 hex
 bool is_mac_address(std::string_view s);  // six hex pairs joined by ':'
-bool is_host(std::string_view s);         // a host name or an IP address: [A-Za-z0-9._:-]+
+bool is_host(std::string_view s);         // mk::is_host_name_or_ip (common/host_name.h)
 
 void check_uuid(std::string_view s, std::string_view field);
 void check_unit(int64_t unit, std::string_view field);

@@ -38,7 +38,7 @@ TEST(OmaEnums, NamesAreTheStoredStrings) {
   expect_names(StepStatus::Skipped, {"running", "completed", "failed", "skipped"});
   expect_names(EventLevel::Error, {"info", "warn", "error"});
   expect_names(VolumeStatus::Ready, {"ready"});
-  expect_names(TokenRole::Operator, {"admin", "operator"});
+  expect_names(TokenRole::Viewer, {"admin", "operator", "viewer"});
   expect_names(VmaState::Revoked, {"pending", "approved", "revoked"});
 }
 

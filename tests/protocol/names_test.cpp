@@ -120,7 +120,8 @@ TEST(Names, PatternsAgreeWithTheRules) {
          "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk",
          "migration-vm-4210A4C2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk1",
          "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk1/x", "x"});
-  agree(is_host, kHostPattern, {"oma.example", "10.0.0.5", "fe80::1", "", "a b", "a;b", "a/b", "a_b"});
+  agree(is_host, kHostPattern, {"oma.example", "10.0.0.5", "fe80::1", "::1", "", "a b", "a;b", "a/b", "a_b", "-oProxyCommand=x", "a..b",
+                                    "10.0.0.256", "-v", "host-", "x.example.", "1.2.3"});
 }
 
 }  // namespace

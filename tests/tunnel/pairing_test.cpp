@@ -301,6 +301,50 @@ TEST(Pairing, TheVmaBinaryPairsFromABundleFile) {
   // Missing options: usage error.
   EXPECT_EQ(mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json")}, out, dir.file("err3")), 2);
 }
+
+// A forged bundle: hosts that ssh or the NBD client could read as options or URI parts,
+// ports out of range. `vma pair` refuses each before it writes anything or spends the
+// code, and no command runs; the genuine bundle still pairs.
+TEST(Pairing, TheVmaBinaryRefusesAHostileBundle) {
+  TunnelLab lab;
+  mk::test::TempDir dir("mk-vma-hostile");
+  json genuine = lab.issue_bundle();
+  std::string marker = dir.file("pwned");
+  std::vector<std::pair<std::string, json>> forged = {
+      {"ssh_host", "-oProxyCommand=touch " + marker}, {"ssh_host", "-oProxyCommand=x"}, {"ssh_host", "oma..example"},
+      {"nbd_host", "-v"}, {"nbd_host", "oma/x?tls-psk-file=/etc/shadow"}, {"ssh_port", 0}, {"ssh_port", "22"},
+      {"nbd_port", 65536}, {"nbd_port", -1}};
+  int n = 0;
+  for (const auto& [field, value] : forged) {
+    SCOPED_TRACE(field + " = " + value.dump());
+    json b = genuine;
+    b[field] = value;
+    std::string file = dir.file("bundle" + std::to_string(n) + ".json"), state = dir.file("state" + std::to_string(n));
+    ++n;
+    {
+      std::ofstream f(file);
+      f << b.dump();
+    }
+    std::string out, err = file + ".err";
+    int rc = mk::run_capture({VMA_BIN, "pair", "--bundle", file, "--state-dir", state, "--name", "site-x", "--vcenter",
+                              "vc.example"},
+                             out, err);
+    EXPECT_EQ(rc, 2) << mk::test::read_file(err);
+    EXPECT_NE(mk::test::read_file(err).find(field), std::string::npos) << mk::test::read_file(err);
+    EXPECT_FALSE(std::filesystem::exists(state));
+  }
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  {
+    std::ofstream f(dir.file("genuine.json"));
+    f << genuine.dump();
+  }
+  std::string out;
+  EXPECT_EQ(mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("genuine.json"), "--state-dir", dir.file("state"),
+                             "--name", "site-x", "--vcenter", "vc.example"},
+                            out, dir.file("genuine.err")),
+            0)
+      << mk::test::read_file(dir.file("genuine.err"));
+}
 #endif
 
 }  // namespace

@@ -83,6 +83,11 @@ TEST(TunnelUnit, SshCommandPinsTheHostKeyAndAllowsOnlyTheForwards) {
                            "-R 127.0.0.1:9082:127.0.0.1:8081 ", "oma.example "})
     EXPECT_NE(cmd.find(want), std::string::npos) << want << " in " << cmd;
   EXPECT_EQ(cmd.find("-L"), std::string::npos) << cmd;
+  // The host comes last, after "--": ssh never reads it as an option.
+  auto argv = mk::vma::ssh_command(c);
+  ASSERT_GE(argv.size(), 2u);
+  EXPECT_EQ(argv[argv.size() - 2], "--");
+  EXPECT_EQ(argv.back(), "oma.example");
   c.nbd_local_port = 10810;
   c.nbd_remote_port = 10809;
   cmd.clear();

@@ -67,6 +67,9 @@ std::vector<std::string> ssh_command(const TunnelConfig& c) {
     argv.push_back("-L");
     argv.push_back(fmt::format("127.0.0.1:{}:127.0.0.1:{}", *c.nbd_local_port, c.nbd_remote_port));
   }
+  // "--": whatever the host, ssh never reads it as an option (it is checked when paired
+  // too; this holds even for a state file written by hand).
+  argv.push_back("--");
   argv.push_back(c.ssh_host);
   return argv;
 }

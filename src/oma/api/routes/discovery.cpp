@@ -44,7 +44,7 @@ std::vector<Route> discovery_routes(const Services& s) {
       .summary = "VMs in the VMA's vCenter, each marked managed if the OMA knows it",
       .description = "Asks the default VMA for its vCenter's VMs with their disks and NICs; each is marked managed "
                      "when the OMA has it already. (Paired VMAs: GET /api/v1/vmas/{vma_id}/discover.)",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMs", &kDiscovery}, {502, "the VMA did not answer (tunnel down?)"}},
       .handler = [&vms, &vma](const Request&, const json&, const Caller&) -> Reply {
                  protocol::Discovery d;
@@ -67,7 +67,7 @@ std::vector<Route> discovery_routes(const Services& s) {
       .summary = "The VMA's health (vCenter, tunnel) as the OMA sees it",
       .description = "The default VMA's own report (vCenter reachable, tunnel up), or status unreachable with the "
                      "reason when it does not answer.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the health", &kDefaultVmaHealthView}},
       .handler = [&vma](const Request&, const json&, const Caller&) -> Reply {
                  try {

@@ -122,7 +122,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .tag = &kTag,
       .summary = "List paired VMAs with their tunnel state as the OMA sees it",
       .description = "Every VMA that enrolled, with its state and whether its tunnel port answers on the OMA.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMAs", &kVmaList}},
       .handler = [&vmas, &pairing](auto&, auto&, auto&) -> Reply {
          json out = json::array();
@@ -179,7 +179,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .summary = "A VMA's health through its tunnel, and the tunnel's state",
       .description = "Whether the VMA's tunnel port answers on the OMA and, if it does, the VMA's own report "
                      "(vCenter reachable, tunnel up).",
-      .role = "operator",
+      .role = "viewer",
       .params = {vma_param()},
       .responses = {{200, "the health", &kVmaHealthReport}, {404, "no such VMA"}},
       .handler = [&pairing](auto& req, auto&, auto&) -> Reply {
@@ -193,7 +193,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .summary = "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
       .description = "Asks an approved VMA, through its tunnel, for its vCenter's VMs with their disks and NICs; "
                      "each is marked managed when the OMA has it already.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vma_param()},
       .responses = {{200, "the VMs", &kVmaDiscovery},
                     {404, "no such VMA"},

@@ -73,7 +73,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
                      "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
                      "cutover is predicted to take, and its schedule.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMs", &kVmList}},
       .handler = [&repos](auto&, auto&, auto&) -> Reply {
          // Three queries for the whole list, not three per VM.
@@ -158,7 +158,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .summary = "Show a VM with its disks",
       .description = "A VM with its disks (volume, export, committed change ID), its NICs and what a cutover or a "
                      "test failover built for it in CloudStack.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {
@@ -187,7 +187,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .summary = "List a VM's disks with volume, export and committed change ID",
       .description = "A VM's disks by unit: VMware key, capacity, the target volume and NBD export, and the "
                      "committed change ID its next incremental pass starts from.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {
