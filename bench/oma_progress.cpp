@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       disks[i].disk_key = std::to_string(2000 + i);
       disks[i].unit = i;
       disks[i].export_name = export_name(vm, i);
-      disks[i].status = DiskCopyStatus::Copying;
+      disks[i].status = mk::protocol::DiskStatus::Copying;
       disks[i].bytes_done = 300 << 20;
       disks[i].bytes_total = 1 << 30;
     }

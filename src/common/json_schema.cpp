@@ -27,7 +27,11 @@ void check_string(const std::string& s, const Field& f, const std::string& path,
   if (direction == Direction::Request) {
     if (s.size() > f.max_length) throw FieldError(path, fmt::format("longer than {} bytes", f.max_length));
     for (unsigned char c : s) {
-      if (c < 0x20 || c == 0x7f) throw FieldError(path, "must not contain NUL, line breaks or control characters");
+      if (f.multiline && (c == '\n' || c == '\r')) continue;
+      if (c < 0x20 || c == 0x7f) {
+        throw FieldError(path, f.multiline ? "must not contain NUL or control characters other than line breaks"
+                                           : "must not contain NUL, line breaks or control characters");
+      }
     }
   }
   if (!f.one_of.empty() && std::find(f.one_of.begin(), f.one_of.end(), s) == f.one_of.end()) {

@@ -3,11 +3,12 @@
 //
 // A Schema lists an object's fields with their type and limits; validate() rejects
 // unknown fields, wrong types, missing required fields, strings that are too long or
-// hold NUL/control characters, and numbers out of range, throwing FieldError naming the
-// field by its JSON path ("disks[1].capacity_bytes"). The same Schema produces the
-// OpenAPI description (to_openapi), so a document cannot drift from what the code
-// accepts. The OMA's REST API and the OMA<->VMA protocol both declare their messages
-// this way. parse_object() also bounds nesting depth.
+// hold NUL/control characters (line breaks are allowed only in multiline fields), and
+// numbers out of range, throwing FieldError naming the field by its JSON path
+// ("disks[1].capacity_bytes"). The same Schema produces the OpenAPI description
+// (to_openapi), so a document cannot drift from what the code accepts. The OMA's REST
+// API and the OMA<->VMA protocol both declare their messages this way. parse_object()
+// also bounds nesting depth.
 //
 // A schema describes either what a program reads (Direction::Request: every limit is
 // enforced and documented) or what it writes (Direction::Reply: the shape — types,
@@ -64,6 +65,7 @@ struct Field {
   // validate() does not use it: `check` is the C++ side of the same rule (keep both).
   std::string pattern = {};
   // Objects: items == nullptr (and Type::Object) is an object of any content.
+  bool multiline = false;                                  // strings: LF and CR allowed (PEM text)
 };
 
 struct Schema {

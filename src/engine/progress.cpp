@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "common/units.h"
@@ -39,7 +40,7 @@ void Progress::set_phase(const std::string& phase) {
   std::lock_guard lock(mu_);
   if (phase_ == "copying" && phase != "copying") copy_ended_ = std::chrono::steady_clock::now();
   phase_ = phase;
-  phase_changed_ = true;
+  entered_.push_back(phase);
   if (phase == "copying") {
     copy_ended_.reset();
     // Throughput counts this run's bytes, not those a checkpoint already had.
@@ -88,11 +89,16 @@ ProgressSnapshot Progress::snapshot() {
 
 void Progress::run() {
   std::unique_lock lock(mu_);
-  while (!stop_) {
-    cv_.wait_for(lock, interval_, [this] { return stop_ || phase_changed_; });
-    if (stop_) break;
-    phase_changed_ = false;
+  for (;;) {
+    cv_.wait_for(lock, interval_, [this] { return stop_ || !entered_.empty(); });
+    std::vector<std::string> entered = std::exchange(entered_, {});
+    if (stop_ && entered.empty()) break;  // finish() writes the last line
     lock.unlock();
+    for (size_t i = 0; i + 1 < entered.size(); ++i) {  // phases already left: a line each
+      ProgressSnapshot s = snapshot();
+      s.phase = entered[i];
+      emit(s, false);
+    }
     emit(snapshot(), false);
     lock.lock();
   }

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace mk::engine {
 
@@ -63,7 +64,9 @@ class Progress {
   std::condition_variable cv_;
   std::string phase_ = "planning";
   bool stop_ = false;
-  bool phase_changed_ = false;
+  // Phases entered since the reporter last wrote: each gets its own line, even one that
+  // ended before the reporter thread woke up (a fast copy followed by verification).
+  std::vector<std::string> entered_;
   std::thread reporter_;
   int json_fd_ = -1;
   bool terminal_ = false;

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/files.h"
+#include "common/host_name.h"
 #include "common/log.h"
 #include "oma/api/routes/routes.h"
 #include "oma/api/views.h"
@@ -19,19 +20,68 @@
 
 namespace mk::oma {
 
+namespace {
+
+std::string database_url(const OmaConfig& c) {
+  return c.database_url.empty() ? "sqlite:" + c.data_dir + "/oma.db" : c.database_url;
+}
+
+// A new admin token: its hash in the database first, then the token in DATA/admin.token
+// (owner-only), so that the file never holds a token the database does not know.
+// Returns the file's path.
+std::string issue_admin_token(ConfigRepository& tokens, const std::string& data_dir, const std::string& name) {
+  std::string token = new_token();
+  tokens.insert_token({new_uuid(), name, TokenRole::Admin, now_ms(), std::nullopt}, sha256_hex(token));
+  std::string path = data_dir + "/admin.token";
+  write_private_file(path, token + "\n");
+  return path;
+}
+
+// Pairing bundles hand these to VMAs, whose ssh and NBD client take them: nothing they
+// could read as an option or a URI part.
+void check_pairing_values(const OmaConfig& c) {
+  for (auto [option, host] :
+       {std::pair{"--nbd-advertise-host", c.nbd_advertise_host}, std::pair{"--ssh-host", c.ssh_host}}) {
+    if (!is_host_name_or_ip(host))
+      throw UsageError(fmt::format("{} '{}': expected a host name (RFC 1123) or an IP address", option,
+                                   host.substr(0, 64)));
+  }
+  const std::string& user = c.ssh_user;
+  if (user.empty() || user.size() > 32 || user[0] == '-' ||
+      user.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos)
+    throw UsageError(fmt::format("--ssh-user '{}': expected a user name (lowercase letters, digits, _ . -; not "
+                                 "starting with -)", user.substr(0, 64)));
+}
+
+}  // namespace
+
+std::string reset_admin_token(const OmaConfig& config) {
+  if (config.data_dir.empty()) throw UsageError("--data-dir is required");
+  std::string url = database_url(config);
+  if (url.rfind("sqlite:", 0) == 0 && !std::filesystem::exists(url.substr(7))) {
+    throw UsageError(fmt::format("no OMA database at {}: give the --data-dir (and --database) the OMA runs with",
+                                 url.substr(7)));
+  }
+  auto db = db::open_database(url);
+  db::migrate(*db);
+  ConfigRepository tokens(*db);
+  return issue_admin_token(tokens, config.data_dir, "admin (oma --reset-admin-token)");
+}
+
 Oma::Oma(OmaConfig config) : config_(std::move(config)) {
   if (config_.data_dir.empty()) throw UsageError("--data-dir is required");
+  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
+  check_pairing_values(config_);
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the data directory {}: {}", config_.data_dir, ec.message()));
   ::chmod(config_.data_dir.c_str(), 0700);
-  if (config_.database_url.empty()) config_.database_url = "sqlite:" + config_.data_dir + "/oma.db";
+  config_.database_url = database_url(config_);
   if (config_.exports_dir.empty()) config_.exports_dir = config_.data_dir + "/exports";
   if (config_.tls_psk_file.empty() && config_.tls_certificates_dir.empty()) {
     config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
   }
   if (config_.authorized_keys_file.empty()) config_.authorized_keys_file = config_.data_dir + "/vma_authorized_keys";
-  if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
 }
 
 Oma::~Oma() { stop(); }
@@ -58,11 +108,7 @@ void Oma::ensure_psk() {
 
 void Oma::bootstrap_token() {
   if (repos_->config.count_tokens() > 0) return;
-  std::string token = new_token();
-  repos_->config.insert_token({new_uuid(), "admin (first start)", TokenRole::Admin, now_ms(), std::nullopt},
-                              sha256_hex(token));
-  std::string path = config_.data_dir + "/admin.token";
-  write_private_file(path, token + "\n");
+  std::string path = issue_admin_token(repos_->config, config_.data_dir, "admin (first start)");
   log::info("first start: the admin API token is in {} (readable by its owner only)", path);
 }
 

@@ -75,6 +75,15 @@ struct OmaConfig {
   bool strict_api_replies = false;
 };
 
+// `oma --reset-admin-token`: makes a new admin API token in the database of the OMA
+// configured by `config` (data directory and database as the OMA runs with; migrated
+// first) and writes it to DATA/admin.token, readable by its owner only, replacing the
+// file. Returns that path; the token itself is never logged or printed. For when no admin
+// token is left (the last one revoked or lost): a running OMA accepts the new token at
+// once. Other tokens are left as they are. Throws UsageError when the SQLite database
+// does not exist (a wrong --data-dir), mk::Error when the database cannot be opened.
+std::string reset_admin_token(const OmaConfig& config);
+
 class Oma {
  public:
   explicit Oma(OmaConfig config);

@@ -1,14 +1,35 @@
 // oma: the OSSEA Migration Appliance's control plane service.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <signal.h>
 
 #include <cstdio>
+#include <functional>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "engine/tls_policy.h"
 #include "oma/app.h"
 #include "oma/exports/nbdkit_server.h"
+
+namespace {
+
+// A command that runs once instead of the service: prints what it did and returns 0, or
+// prints why it failed and returns 2 (usage) or 1.
+int run_once(const std::function<std::string()>& command) {
+  try {
+    std::printf("%s\n", command().c_str());
+    return 0;
+  } catch (const mk::UsageError& e) {
+    std::fprintf(stderr, "oma: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "oma: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   mk::engine::apply_tls_cipher_policy(argc, argv);
@@ -58,6 +79,11 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-export-server", c.keep_export_server,
                "Keep the nbdkit export server running when the OMA stops or crashes (copies go on); the next "
                "start adopts it (recorded in DATA/export-server.json)");
+  bool reset_admin_token = false;
+  app.add_flag("--reset-admin-token", reset_admin_token,
+               "Make a new admin API token (e.g. after the last one was revoked), write it to DATA/admin.token "
+               "(readable by its owner only) and exit; give the --data-dir and --database the OMA runs with. The "
+               "token is not printed; a running OMA accepts it at once");
   bool stop_export_server = false;
   app.add_flag("--stop-export-server", stop_export_server,
                "Stop the kept export server recorded in DATA/export-server.json (by its PID) and exit");
@@ -77,14 +103,13 @@ int main(int argc, char** argv) {
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
+  if (reset_admin_token) {
+    return run_once([&] {
+      return fmt::format("a new admin API token is in {} (readable by its owner only)", mk::oma::reset_admin_token(c));
+    });
+  }
   if (stop_export_server) {
-    try {
-      std::printf("%s\n", mk::oma::stop_kept_export_server(mk::oma::kept_server_record_path(c.data_dir)).c_str());
-      return 0;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "oma: %s\n", e.what());
-      return 1;
-    }
+    return run_once([&] { return mk::oma::stop_kept_export_server(mk::oma::kept_server_record_path(c.data_dir)); });
   }
 
   // Signals are taken synchronously by the main thread; every other thread blocks them.

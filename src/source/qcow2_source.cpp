@@ -159,7 +159,7 @@ std::vector<DiskDescription> Qcow2Source::describe_disks(const std::string& vm_i
     for (auto& b : qcow2_bitmaps(v.images[i])) {
       if (b.name.starts_with(prefix_)) newest = b.name;
     }
-    out.push_back({static_cast<int>(i), v.images[i], qcow2_virtual_size(v.images[i]), newest});
+    out.push_back({DiskKey(static_cast<int64_t>(i)), v.images[i], qcow2_virtual_size(v.images[i]), newest});
   }
   return out;
 }
@@ -170,10 +170,10 @@ std::unique_ptr<Pass> Qcow2Source::open_pass(const std::string& vm_id, const Cha
   pass->images_.reserve(v.images.size());
   for (size_t i = 0; i < v.images.size(); ++i) {
     const std::string& image = v.images[i];
-    auto it = stored.find(static_cast<int>(i));
+    auto it = stored.find(DiskKey(static_cast<int64_t>(i)));
     std::string want = it == stored.end() ? "" : it->second;
     DiskPass d;
-    d.key = static_cast<int>(i);
+    d.key = DiskKey(static_cast<int64_t>(i));
     d.label = image;
     d.capacity = qcow2_virtual_size(image);
     ImagePass p;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/plan.h"
+#include "protocol/names.h"
 
 namespace mk::source {
 
@@ -28,18 +29,20 @@ struct VmSummary {
   std::string power_state;
 };
 
+using protocol::DiskKey;
+
 struct DiskDescription {
-  int key = 0;             // identity of the disk within the VM; change IDs are stored by it
+  DiskKey key;             // identity of the disk within the VM; change IDs are stored by it
   std::string label;       // "[ds1] web01/web01.vmdk", "disk.qcow2"
   uint64_t capacity = 0;
   std::string change_id;   // current change ID, "" when change tracking is off
 };
 
 // Stored change IDs of one VM: disk key -> change ID of the last successful pass.
-using ChangeIds = std::map<int, std::string>;
+using ChangeIds = std::map<DiskKey, std::string>;
 
 struct DiskPass {
-  int key = 0;
+  DiskKey key;
   std::string label;
   uint64_t capacity = 0;
   std::string uri;                 // NBD URI to read this disk from during the pass

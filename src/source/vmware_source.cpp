@@ -114,7 +114,7 @@ vsphere::VmInfo VmwareSource::find(const std::string& vm_id) {
 
 std::vector<DiskDescription> VmwareSource::describe_disks(const std::string& vm_id) {
   std::vector<DiskDescription> out;
-  for (auto& d : find(vm_id).disks) out.push_back({d.key, d.file_name, d.capacity_bytes, d.change_id});
+  for (auto& d : find(vm_id).disks) out.push_back({DiskKey(d.key), d.file_name, d.capacity_bytes, d.change_id});
   return out;
 }
 
@@ -200,10 +200,10 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
   for (auto& disk : vsphere::snapshot_disks(*session_, snap)) {
     DiskPass d;
-    d.key = disk.key;
+    d.key = DiskKey(disk.key);
     d.label = disk.file_name;
     d.capacity = disk.capacity_bytes;
-    auto it = stored.find(disk.key);
+    auto it = stored.find(d.key);
     plan_areas(vm, snap, disk, it == stored.end() ? std::nullopt : std::optional(it->second), d);
     d.change_id_to_store = disk.change_id;
     if (options_.flat_file_for) {

@@ -137,7 +137,8 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   if (paired) {
     tunnel = [&live] {
       TunnelSupervisor* s = live.load();
-      return s ? s->state() : TunnelState{"connecting", 0, std::string("the VMA is starting")};
+      return s ? s->state()
+               : protocol::TunnelHealth{protocol::TunnelState::Connecting, 0, std::string("the VMA is starting")};
     };
   }
   try {

@@ -8,12 +8,13 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "protocol/names.h"
 #include "vma/files.h"
 
 namespace mk::vma {
 
 Vma::Vma(VmaConfig config, TunnelStateProvider tunnel)
-    : config_(std::move(config)), tunnel_(std::move(tunnel)), instance_(random_uuid()) {
+    : config_(std::move(config)), tunnel_(std::move(tunnel)), instance_(protocol::new_uuid()) {
   if (config_.state_dir.empty()) throw UsageError("no state directory (--state-dir)");
   if (config_.vcenter_url.empty() || config_.vcenter_user.empty() || config_.vcenter_password_file.empty()) {
     throw UsageError("vCenter URL, user and password file are required (--vcenter, --vcenter-user, "
@@ -31,7 +32,7 @@ Vma::~Vma() { stop(); }
 static std::string snapshot_owner(const std::string& state_dir) {
   std::string path = state_dir + "/snapshot-owner";
   if (std::filesystem::exists(path)) return read_secret_file(path, "the VMA's snapshot owner");
-  std::string hex = random_uuid();
+  std::string hex = protocol::new_uuid();
   std::string owner = "vma-" + hex.substr(0, 8) + hex.substr(9, 4);
   write_private_file(path, owner + "\n");
   return owner;

@@ -168,7 +168,9 @@ class OmaFlow : public ::testing::Test {
   std::string vm_status() { return api->get("/api/v1/vms/" + vm_id).body["status"]; }
 
   void TearDown() override {
-    if (vma) EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+    if (vma) {
+      EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+    }
   }
 
   mk::cloudstack::test::SimServer sim;

@@ -20,6 +20,7 @@ namespace mk::vma::test {
 namespace {
 
 using nlohmann::json;
+using protocol::DiskStatus;
 
 // The `oma` binary of this build with --keep-export-server, on free loopback ports.
 class OmaBinary {
@@ -67,7 +68,7 @@ class OmaBinary {
   int port_ = 0;
 };
 
-uint64_t bytes_done(const oma::JobProgress& p) {
+uint64_t bytes_done(const protocol::JobProgress& p) {
   uint64_t n = 0;
   for (const auto& d : p.disks) n += d.bytes_done;
   return n;
@@ -141,9 +142,9 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
   ASSERT_GT(server, 0);
 
   std::string job = start_job(v.instance_uuid, "full");
-  oma::JobProgress p = wait_vma(job, [](const oma::JobProgress& p) {
+  protocol::JobProgress p = wait_vma(job, [](const protocol::JobProgress& p) {
     for (const auto& d : p.disks) {
-      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
     }
     return false;
   });
@@ -153,11 +154,11 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
 
   // The OMA is down; its export server is not, and the VMA keeps copying into it.
   EXPECT_TRUE(process_alive(server)) << "the kept export server died with the OMA";
-  p = wait_vma(job, [before](const oma::JobProgress& p) { return bytes_done(p) > before; });
+  p = wait_vma(job, [before](const protocol::JobProgress& p) { return bytes_done(p) > before; });
   EXPECT_GT(bytes_done(p), before) << "bytes stopped moving while the OMA was down";
   std::cout << "OMA killed at " << before << " bytes copied; " << bytes_done(p) << " while it was down; export server pid "
             << server << "\n";
-  for (const auto& d : p.disks) EXPECT_NE(d.status, "failed") << d.error.value_or("");
+  for (const auto& d : p.disks) EXPECT_NE(d.status, DiskStatus::Failed) << d.error.value_or("");
 
   oma_bin->start();
   api = std::make_unique<oma::test::ApiClient>(oma_bin->port(), oma::test::read_admin_token(dir.file("oma")));
@@ -179,7 +180,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
   EXPECT_EQ(resumed, 1) << j["events"].dump(2);
   EXPECT_EQ(commits, 1) << j["events"].dump(2);
   std::map<std::string, std::string> vma_ids;
-  for (const auto& d : client->progress(job).disks) vma_ids[d.disk_key] = d.change_id.value_or("");
+  for (const auto& d : client->progress(job).disks) vma_ids[d.disk_key.str()] = d.change_id.value_or("");
   auto disks = api->get("/api/v1/vms/" + v.instance_uuid + "/disks");
   ASSERT_EQ(disks.body["disks"].size(), 3u) << disks.raw;
   for (const auto& d : disks.body["disks"]) {

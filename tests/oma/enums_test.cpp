@@ -35,11 +35,10 @@ TEST(OmaEnums, NamesAreTheStoredStrings) {
                {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup"});
   expect_names(JobStatus::Cancelled,
                {"preparing", "exporting", "copying", "committing", "running", "completed", "failed", "cancelled"});
-  expect_names(DiskCopyStatus::Failed, {"pending", "copying", "completed", "failed"});
   expect_names(StepStatus::Skipped, {"running", "completed", "failed", "skipped"});
   expect_names(EventLevel::Error, {"info", "warn", "error"});
   expect_names(VolumeStatus::Ready, {"ready"});
-  expect_names(TokenRole::Operator, {"admin", "operator"});
+  expect_names(TokenRole::Viewer, {"admin", "operator", "viewer"});
   expect_names(VmaState::Revoked, {"pending", "approved", "revoked"});
 }
 

@@ -31,7 +31,7 @@ void add_vm(VmRepository& vms, const std::string& id, int disks, int64_t capacit
   v.vcenter = "vc";
   v.datacenter = "dc";
   v.guest_os = "linux";
-  v.power_state = "poweredOn";
+  v.power_state = protocol::PowerState::PoweredOn;
   std::vector<DiskRecord> d;
   for (int i = 0; i < disks; ++i) {
     DiskRecord r;

@@ -27,15 +27,9 @@ namespace {
 
 using nlohmann::json;
 using test::ApiClient;
+using test::disk_state;
 
 constexpr int64_t MiB = 1 << 20;
-
-json disk_state(const std::string& status, int64_t done, int64_t total, const std::string& change_id = "") {
-  json p = {{"status", status}, {"phase", status}, {"bytes_done", done}, {"bytes_total", total},
-            {"throughput_bps", 4096.0}, {"eta_seconds", 7.0}};
-  if (!change_id.empty()) p["change_id"] = change_id;
-  return p;
-}
 
 struct Service {
   mk::test::TempDir dir{"mk-oma-gui"};
@@ -149,8 +143,8 @@ TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
 
   std::string job = s.start_job(vm, "full");
   s.wait_replicated(job);
-  s.vma.set_disk(job, "2000", disk_state("copying", MiB / 4, MiB));
-  s.vma.set_disk(job, "2001", disk_state("copying", MiB / 2, MiB));
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, MiB / 4, MiB));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Copying, MiB / 2, MiB));
   auto halfway = ev.wait_for([&](const Frame& f) {
     return f.event == "job" && f.data["job_id"] == job && f.data["disks"].size() == 2 &&
            f.data["disks"][0]["bytes_done"] == MiB / 4 && f.data["disks"][1]["bytes_done"] == MiB / 2;
@@ -161,8 +155,8 @@ TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
   EXPECT_EQ(halfway->data["disks"][0]["eta_seconds"], 7.0);
   EXPECT_EQ(halfway->data["disks"][0]["throughput_bps"], 4096.0);
 
-  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
-  s.vma.set_disk(job, "2001", disk_state("completed", MiB, MiB, "cbt-b"));
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
   auto done = ev.wait_for([&](const Frame& f) { return f.event == "job" && f.data["status"] == "completed"; });
   ASSERT_TRUE(done);
   EXPECT_EQ(done->data["percent"], 100.0);
@@ -338,7 +332,7 @@ struct SchedulerFixture : ::testing::Test {
     v.vcenter = "vc";
     v.datacenter = "dc";
     v.guest_os = "other";
-    v.power_state = "poweredOn";
+    v.power_state = protocol::PowerState::PoweredOn;
     v.cpus = 1;
     v.memory_mb = 512;
     DiskRecord d;
@@ -437,7 +431,7 @@ TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
   // in its preflight.
   json finding = {{"code", "rdm-physical"}, {"disk_key", "2001"}, {"problem", "a physical-mode RDM"},
                   {"remedy", "migrate the LUN another way"}, {"text", "VM web01 disk Hard disk 2: a physical-mode RDM"}};
-  s.vma.set_findings(known, json::array({finding}));
+  s.vma.set_findings(known, {protocol::decode<protocol::PreflightFinding>(finding)});
   r = s.api->get("/api/v1/discover");
   ASSERT_EQ(r.status, 200) << r.raw;
   for (const auto& v : r.body["vms"]) {

@@ -39,13 +39,13 @@ void ChangeIdsCommitOnlyWhenEveryDiskCompleted(db::Database&, Repositories& r) {
   r.vms.add_vm(vm_record(kVm1), disk_records(2));
   r.jobs.create_job(job_record("job-1", kVm1), job_disk_records("job-1", 2));
   auto d = r.jobs.job_disks("job-1");
-  d[0].status = DiskCopyStatus::Completed;
+  d[0].status = protocol::DiskStatus::Completed;
   d[0].change_id_new = "52 3c ... /1";
   r.jobs.update_disk_progress(d[0]);
   EXPECT_THROW(r.jobs.commit_change_ids("job-1"), Error);  // disk 2001 is still pending
   EXPECT_FALSE(r.vms.list_disks(kVm1)[0].change_id);      // nothing committed, not even disk 2000
 
-  d[1].status = DiskCopyStatus::Completed;
+  d[1].status = protocol::DiskStatus::Completed;
   d[1].change_id_new = "52 3c ... /2";
   r.jobs.update_disk_progress(d[1]);
   r.jobs.commit_change_ids("job-1");
@@ -68,8 +68,8 @@ void ProgressRollsUpFromDisks(db::Database&, Repositories& r) {
   d[0].bytes_done = 100;
   d[0].bytes_total = 1000;
   d[0].eta_seconds = 5;
-  d[0].status = DiskCopyStatus::Copying;
-  d[0].phase = "copying";
+  d[0].status = protocol::DiskStatus::Copying;
+  d[0].phase = protocol::DiskPhase::Copying;
   d[1].bytes_done = 50;
   d[1].bytes_total = 500;
   d[1].eta_seconds = 9;
@@ -80,7 +80,7 @@ void ProgressRollsUpFromDisks(db::Database&, Repositories& r) {
   EXPECT_EQ(j.bytes_done, 150);
   EXPECT_EQ(j.bytes_total, 1500);
   EXPECT_DOUBLE_EQ(j.eta_seconds, 9);
-  EXPECT_EQ(r.jobs.job_disks("job-1")[0].status, DiskCopyStatus::Copying);
+  EXPECT_EQ(r.jobs.job_disks("job-1")[0].status, protocol::DiskStatus::Copying);
   EXPECT_EQ(r.jobs.job_totals().first, 150);
   auto by_status = r.jobs.jobs_by_status();
   ASSERT_EQ(by_status.size(), 1u);

@@ -22,6 +22,7 @@ namespace {
 
 using nlohmann::json;
 using test::ApiClient;
+using test::disk_state;
 
 struct Service {
   mk::test::TempDir dir{"mk-oma-jobs"};
@@ -61,13 +62,6 @@ struct Service {
   }
 };
 
-json disk_state(const std::string& status, int64_t done, int64_t total, const std::string& change_id = "") {
-  json p = {{"status", status}, {"phase", status}, {"bytes_done", done}, {"bytes_total", total},
-            {"throughput_bps", 1000.0}, {"eta_seconds", 3.0}};
-  if (!change_id.empty()) p["change_id"] = change_id;
-  return p;
-}
-
 TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
   Service s;
   const int64_t size = 4 * MiB;
@@ -104,8 +98,8 @@ TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
   EXPECT_TRUE(mk::test::files_identical(images[1], s.oma->repos().storage.find_volume(vm, "2001")->device_path));
   auto reqs = s.vma.replicate_requests();
   ASSERT_EQ(reqs.size(), 2u);
-  EXPECT_EQ(reqs[1]["disks"][0]["change_id_base"], "cbt-" + job + "-2000");
-  EXPECT_EQ(reqs[0]["disks"][1]["export"], reqs[1]["disks"][1]["export"]);
+  EXPECT_EQ(reqs[1].disks[0].change_id_base.value_or(""), "cbt-" + job + "-2000");
+  EXPECT_EQ(reqs[0].disks[1].export_name, reqs[1].disks[1].export_name);
   EXPECT_EQ(s.oma->repos().storage.list_volumes().size(), 2u);
   EXPECT_EQ(s.oma->repos().jobs.cbt_history(vm, "2000").size(), 2u);
   EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
@@ -116,14 +110,14 @@ TEST(Jobs, CompletesOnlyWhenEveryDiskCompleted) {
   s.add_vm(test::test_vm_uuid(2), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(2), "full");
   s.wait_replicated(job);
-  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
-  s.vma.set_disk(job, "2001", disk_state("copying", 1000, MiB));
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Copying, 1000, MiB));
   s.wait_polls(3);
   json j = s.api->get("/api/v1/jobs/" + job).body;
   EXPECT_EQ(j["status"], "copying") << j.dump(2);
   EXPECT_FALSE(s.oma->repos().vms.list_disks(test::test_vm_uuid(2))[0].change_id);  // nothing committed yet
 
-  s.vma.set_disk(job, "2001", disk_state("completed", MiB, MiB, "cbt-b"));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
   j = test::wait_for_job(*s.api, job, test::job_ended);
   EXPECT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(s.oma->repos().vms.list_disks(test::test_vm_uuid(2))[1].change_id.value_or(""), "cbt-b");
@@ -137,10 +131,10 @@ TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
   s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(3), "full");
   s.wait_replicated(job);
-  s.vma.set_disk(job, "2000", disk_state("completed", MiB, MiB, "cbt-a"));
-  json failed = disk_state("failed", 10, MiB);
-  failed["error"] = "snapshot removed under us";
-  s.vma.set_disk(job, "2001", failed);
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  protocol::DiskProgress failed = disk_state("2001", protocol::DiskStatus::Failed, 10, MiB);
+  failed.error = "snapshot removed under us";
+  s.vma.set_disk(job, failed);
   json j = test::wait_for_job(*s.api, job, test::job_ended);
   EXPECT_EQ(j["status"], "failed");
   EXPECT_NE(j["error"].get<std::string>().find("snapshot removed under us"), std::string::npos) << j["error"];
@@ -154,11 +148,10 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
   Service s;
   const std::string vm = test::test_vm_uuid(4);
   s.vma.add_source_vm(vm, "web01");
-  s.vma.set_findings(vm, json::array({
-      {{"code", "independent-disk"}, {"disk_key", "2001"}, {"problem", "its mode is independent_persistent"},
-       {"remedy", "set the disk's mode to Dependent"}, {"text", "VM web01 disk Hard disk 2: independent"}},
-      {{"code", "existing-snapshots"}, {"disk_key", nullptr}, {"problem", "it has 1 snapshot(s)"},
-       {"remedy", "delete them"}, {"text", "VM web01: snapshots of its own"}}}));
+  s.vma.set_findings(vm, {{"independent-disk", protocol::DiskKey(2001), "its mode is independent_persistent",
+                           "set the disk's mode to Dependent", "VM web01 disk Hard disk 2: independent"},
+                          {"existing-snapshots", std::nullopt, "it has 1 snapshot(s)", "delete them",
+                           "VM web01: snapshots of its own"}});
   s.add_vm(vm, 2, 1 * MiB);
   std::string job = s.start(vm, "full");
   json j = test::wait_for_job(*s.api, job, test::job_ended);
@@ -172,7 +165,7 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
   EXPECT_TRUE(s.vma.replicate_requests().empty());
 
   // Once the VM is fixed, a job goes through.
-  s.vma.set_findings(vm, json::array());
+  s.vma.set_findings(vm, {});
   s.vma.set_auto_complete(true);
   json k = test::wait_for_job(*s.api, s.start(vm, "full"), test::job_ended);
   EXPECT_EQ(k["status"], "completed") << k.dump();
@@ -184,8 +177,8 @@ TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
   Service s;
   const std::string vm = test::test_vm_uuid(7);
   auto disks = [](int64_t second) {
-    return json::array({{{"disk_key", "2000"}, {"unit", 0}, {"label", "Hard disk 1"}, {"capacity_bytes", MiB}},
-                        {{"disk_key", "2001"}, {"unit", 1}, {"label", "Hard disk 2"}, {"capacity_bytes", second}}});
+    return std::vector<protocol::DiscoveredDisk>{{protocol::DiskKey(2000), 0, "Hard disk 1", MiB},
+                                                 {protocol::DiskKey(2001), 1, "Hard disk 2", second}};
   };
   s.vma.add_source_vm(vm, "web01");
   s.vma.set_source_disks(vm, disks(MiB));
@@ -197,13 +190,14 @@ TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
   s.vma.set_source_disks(vm, disks(3 * MiB));
   json inc = test::wait_for_job(*s.api, s.start(vm, "incremental"), test::job_ended);
   ASSERT_EQ(inc["status"], "completed") << inc.dump();
-  json sent = s.vma.replicate_requests().back();
-  for (const auto& d : sent["disks"]) {
-    if (d["disk_key"] == "2001") {
-      EXPECT_TRUE(d["change_id_base"].is_null()) << d.dump();
-      EXPECT_EQ(d["capacity_bytes"], 3 * MiB) << d.dump();
+  protocol::ReplicateRequest sent = s.vma.replicate_requests().back();
+  EXPECT_EQ(sent.kind, protocol::PassKind::Incremental);
+  for (const auto& d : sent.disks) {
+    if (d.disk_key == protocol::DiskKey(2001)) {
+      EXPECT_FALSE(d.change_id_base) << d.disk_key;
+      EXPECT_EQ(d.capacity_bytes, 3 * MiB) << d.disk_key;
     } else {
-      EXPECT_FALSE(d["change_id_base"].is_null()) << d.dump();
+      EXPECT_TRUE(d.change_id_base) << d.disk_key;
     }
   }
   auto grown = s.oma->repos().storage.find_volume(vm, "2001");
@@ -225,6 +219,32 @@ TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
   EXPECT_NE(j["error"].get<std::string>().find("no longer knows"), std::string::npos) << j["error"];
   // The VM is free again for a new job.
   EXPECT_EQ(s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(4)}, {"kind", "full"}}.dump()).status, 201);
+}
+
+// A VMA of a newer protocol version: the OMA refuses its answer, the job fails saying
+// which versions met and that the OMA is the one to upgrade, and nothing was started.
+TEST(Jobs, AVmaOfAnotherProtocolVersionFailsTheJobNamingBothVersions) {
+  Service s;
+  const int newer = protocol::kVersion + 1;
+  s.vma.speak_version(newer);
+  s.add_vm(test::test_vm_uuid(8), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(8), "full");
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  std::string error = j["error"];
+  EXPECT_NE(error.find(fmt::format("the VMA speaks protocol version {} and this OMA speaks version {}", newer,
+                                   protocol::kVersion)),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("upgrade the OMA"), std::string::npos) << error;
+  EXPECT_FALSE(s.vma.knows(job));
+  // The fake refused the request the same way.
+  auto v = s.vma.violations();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_NE(v[0].find(fmt::format("the OMA speaks protocol version {}", protocol::kVersion)), std::string::npos) << v[0];
+  auto health = s.api->get("/api/v1/vma/health");
+  EXPECT_EQ(health.body["status"], "unreachable") << health.raw;
+  EXPECT_NE(health.body.value("error", "").find("upgrade the OMA"), std::string::npos) << health.raw;
 }
 
 TEST(Jobs, SilentVmaFailsTheJobAfterTheTimeout) {
@@ -333,7 +353,7 @@ TEST(JobRecovery, ResumesFromExportingAndFromCommitting) {
     db.job_id = b.job_id;
     db.disk_key = "2000";
     db.export_name = export_name(vm_b, 0);
-    db.status = DiskCopyStatus::Completed;
+    db.status = protocol::DiskStatus::Completed;
     db.change_id_new = "cbt-b";
     // Volumes for job A do not exist yet: the resumed export step must create them
     // through the same idempotent path. Stop the runners first so nothing runs now.

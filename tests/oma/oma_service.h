@@ -1,5 +1,5 @@
 // Test helpers for the whole OMA service: an in-process Oma on free loopback ports in a
-// private data directory (or the real `oma` binary, for tests that kill it), an HTTP
+// private data directory (the real `oma` binary: oma_process.h), an HTTP
 // client that speaks its API, and bounded waits for job states.
 //
 // Each object owns what it starts. Not thread-safe (the HTTP client is; one per thread

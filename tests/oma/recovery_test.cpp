@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "fake_vma.h"
+#include "oma_process.h"
 #include "oma_service.h"
 #include "support/files.h"
 #include "support/net.h"
@@ -19,32 +20,14 @@ namespace {
 
 using nlohmann::json;
 
-struct OmaProcess {
-  Subprocess process;
-  int port = 0;
-
-  OmaProcess(const std::string& data, const std::string& vma_url, const std::string& log) {
-    std::filesystem::remove(data + "/api.port");
-    SpawnOptions o;
-    o.stdout_path = log;
-    o.stderr_path = log;
-    process = Subprocess::spawn({OMA_BIN, "--data-dir", data, "--api-listen", "127.0.0.1", "--api-port", "0",
-                                 "--gui-listen", "127.0.0.1", "--gui-port", "0", "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url,
-                                 "--poll-interval-ms", "50", "--vma-timeout", "30", "--strict-api-replies"},
-                                o);
-    for (int i = 0; i < 1500 && !std::filesystem::exists(data + "/api.port"); ++i) {
-      if (!process.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log));
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::ifstream in(data + "/api.port");
-    in >> port;
-    if (port <= 0) throw Error("oma did not write api.port:\n" + mk::test::log_tail(log));
-  }
-};
-
-json disk_done(const std::string& change_id) {
-  return {{"status", "completed"}, {"phase", "done"}, {"bytes_done", 1048576}, {"bytes_total", 1048576},
-          {"throughput_bps", 0.0}, {"eta_seconds", 0.0}, {"change_id", change_id}};
+protocol::DiskProgress disk_done(const std::string& key, const std::string& change_id) {
+  protocol::DiskProgress p;
+  p.disk_key = protocol::DiskKey::parse(key);
+  p.status = protocol::DiskStatus::Completed;
+  p.phase = protocol::DiskPhase::Done;
+  p.bytes_done = p.bytes_total = 1048576;
+  p.change_id = change_id;
+  return p;
 }
 
 TEST(Recovery, KilledOmaResumesOrFailsEveryJob) {
@@ -55,7 +38,7 @@ TEST(Recovery, KilledOmaResumesOrFailsEveryJob) {
   std::string job_a, job_b;
   pid_t nbdkit_pid = 0;
   {
-    OmaProcess oma(data, vma.url(), dir.file("oma1.log"));
+    test::OmaProcess oma(data, vma.url(), dir.file("oma1.log"));
     test::ApiClient api(oma.port, test::read_admin_token(data));
     ASSERT_EQ(api.post("/api/v1/vms", test::vm_body(vm_a, 2, 1048576).dump()).status, 201);
     ASSERT_EQ(api.post("/api/v1/vms", test::vm_body(vm_b, 1, 1048576).dump()).status, 201);
@@ -70,13 +53,13 @@ TEST(Recovery, KilledOmaResumesOrFailsEveryJob) {
     oma.process.wait();
   }
   // While the OMA is down, the VMA finishes job A and loses job B.
-  vma.set_disk(job_a, "2000", disk_done("cbt-a0"));
-  vma.set_disk(job_a, "2001", disk_done("cbt-a1"));
+  vma.set_disk(job_a, disk_done("2000", "cbt-a0"));
+  vma.set_disk(job_a, disk_done("2001", "cbt-a1"));
   vma.forget(job_b);
   // nbdkit dies with its parent (PR_SET_PDEATHSIG); wait for that before restarting.
   for (int i = 0; i < 500 && ::kill(nbdkit_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 
-  OmaProcess oma(data, vma.url(), dir.file("oma2.log"));
+  test::OmaProcess oma(data, vma.url(), dir.file("oma2.log"));
   test::ApiClient api(oma.port, test::read_admin_token(data));
   json a = test::wait_for_job(api, job_a, test::job_ended);
   json b = test::wait_for_job(api, job_b, test::job_ended);

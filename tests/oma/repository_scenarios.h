@@ -41,7 +41,7 @@ inline VmRecord vm_record(const std::string& id) {
   v.cpus = 2;
   v.memory_mb = 4096;
   v.guest_os = "debian12_64Guest";
-  v.power_state = "poweredOn";
+  v.power_state = protocol::PowerState::PoweredOn;
   return v;
 }
 

@@ -60,10 +60,10 @@ TEST_F(Qcow2SourceTest, FullThenIncrementalMovesOnlyDirtyClusters) {
     auto stats = copy(*pass);
     EXPECT_EQ(stats.bytes_written, 1024u * 1024 + 256 * 1024);  // holes are not data
     pass->close(true);
-    stored[0] = pass->disks()[0].change_id_to_store;
+    stored[DiskKey(0)] = pass->disks()[0].change_id_to_store;
   }
   EXPECT_EQ(test::sha256_file(target_file), source_sha());
-  EXPECT_EQ(source.describe_disks("vm1")[0].change_id, stored[0]);
+  EXPECT_EQ(source.describe_disks("vm1")[0].change_id, stored[DiskKey(0)]);
 
   qemu_io_write(2 * kCluster, kCluster, 0x33);           // one cluster
   qemu_io_write(100 * kCluster, 3 * kCluster, 0x44);     // three clusters
@@ -71,17 +71,17 @@ TEST_F(Qcow2SourceTest, FullThenIncrementalMovesOnlyDirtyClusters) {
   {
     auto pass = source.open_pass("vm1", stored);
     EXPECT_FALSE(pass->disks()[0].full) << pass->disks()[0].reason;
-    EXPECT_EQ(pass->disks()[0].request.dirty_bitmap, stored[0]);
+    EXPECT_EQ(pass->disks()[0].request.dirty_bitmap, stored[DiskKey(0)]);
     auto stats = copy(*pass);
     EXPECT_EQ(stats.bytes_written, 5 * kCluster);
     pass->close(true);
-    stored[0] = pass->disks()[0].change_id_to_store;
+    stored[DiskKey(0)] = pass->disks()[0].change_id_to_store;
   }
   EXPECT_EQ(test::sha256_file(target_file), source_sha());
   // Exactly one bitmap of ours is left: the stored one.
   auto bitmaps = qcow2_bitmaps(image);
   ASSERT_EQ(bitmaps.size(), 1u);
-  EXPECT_EQ(bitmaps[0].name, stored[0]);
+  EXPECT_EQ(bitmaps[0].name, stored[DiskKey(0)]);
 }
 
 TEST_F(Qcow2SourceTest, AFailedPassKeepsTheChangesForTheNext) {
@@ -91,7 +91,7 @@ TEST_F(Qcow2SourceTest, AFailedPassKeepsTheChangesForTheNext) {
     auto pass = source.open_pass("vm1", stored);
     copy(*pass);
     pass->close(true);
-    stored[0] = pass->disks()[0].change_id_to_store;
+    stored[DiskKey(0)] = pass->disks()[0].change_id_to_store;
   }
   qemu_io_write(7 * kCluster, kCluster, 0x02);
   {
@@ -110,7 +110,7 @@ TEST_F(Qcow2SourceTest, AFailedPassKeepsTheChangesForTheNext) {
 
 TEST_F(Qcow2SourceTest, AMissingStoredBitmapForcesAFullPass) {
   qemu_io_write(0, kCluster, 0x01);
-  auto pass = source.open_pass("vm1", {{0, "mk-never-existed"}});
+  auto pass = source.open_pass("vm1", {{DiskKey(0), "mk-never-existed"}});
   EXPECT_TRUE(pass->disks()[0].full);
   EXPECT_NE(pass->disks()[0].reason.find("mk-never-existed"), std::string::npos);
   copy(*pass);

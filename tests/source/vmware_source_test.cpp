@@ -59,9 +59,9 @@ class VmwareSourceTest : public ::testing::Test {
   std::map<int, uint64_t> copy_all(const Pass& pass, std::map<int, engine::CopyStats>* stats = nullptr) {
     std::map<int, uint64_t> written;
     for (auto& d : pass.disks()) {
-      auto s = copy_disk(d, {targets.at(d.key)->uri(), {}, "target"});
-      written[d.key] = s.bytes_written;
-      if (stats) (*stats)[d.key] = s;
+      auto s = copy_disk(d, {targets.at(d.key.value())->uri(), {}, "target"});
+      written[d.key.value()] = s.bytes_written;
+      if (stats) (*stats)[d.key.value()] = s;
     }
     return written;
   }
@@ -118,7 +118,7 @@ TEST_F(VmwareSourceTest, FullThenIncrementalPassesMoveOnlyChangedBlocksPerDisk) 
   EXPECT_EQ(w[key1], 4 * kBlock);
   EXPECT_EQ(w[key2], 6 * kBlock);
   // Two disks, two independent change IDs (different tracking UUIDs).
-  EXPECT_NE(change_id_uuid(stored[key1]), change_id_uuid(stored[key2]));
+  EXPECT_NE(change_id_uuid(stored[DiskKey(key1)]), change_id_uuid(stored[DiskKey(key2)]));
 
   write_blocks(key1, {5, 9}, 300);
   write_blocks(key2, {40}, 400);
@@ -142,14 +142,14 @@ TEST_F(VmwareSourceTest, PassesThroughTheMigratekitTool) {
   for (int round = 0; round < 2; ++round) {
     auto pass = source->open_pass(vm.instance_uuid, stored);
     for (auto& d : pass->disks()) {
-      std::vector<std::string> args = {"copy", d.uri, targets.at(d.key)->uri(), "-q"};
-      for (auto& a : copy_arguments(d, work.file(fmt::format("areas-{}-{}.json", d.key, round)))) args.push_back(a);
+      std::vector<std::string> args = {"copy", d.uri, targets.at(d.key.value())->uri(), "-q"};
+      for (auto& a : copy_arguments(d, work.file(fmt::format("areas-{}-{}.json", d.key.value(), round)))) args.push_back(a);
       auto r = test::run_migratekit(args);
       ASSERT_EQ(r.exit_code, 0) << r.err;
       // First round: the allocated areas; second: the one changed block of disk 2 only.
-      uint64_t expect = round == 0 ? (d.key == key1 ? 2 : 1) * kBlock : (d.key == key1 ? 0 : kBlock);
+      uint64_t expect = round == 0 ? (d.key.value() == key1 ? 2 : 1) * kBlock : (d.key.value() == key1 ? 0 : kBlock);
       EXPECT_NE(r.out.find(fmt::format("{} written", format_bytes(expect))), std::string::npos)
-          << "disk " << d.key << " round " << round << ": " << r.out;
+          << "disk " << d.key.value() << " round " << round << ": " << r.out;
     }
     pass->close(true);
     for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
@@ -192,11 +192,11 @@ TEST_F(VmwareSourceTest, ACbtResetForcesAFullPassWithTheReason) {
 TEST_F(VmwareSourceTest, AChangeIdThatVsphereRejectsForcesAFullPass) {
   write_blocks(key1, {2}, 1);
   pass_and_commit();
-  stored[key1] = change_id_uuid(stored[key1]) + "/999";  // right UUID, unknown sequence
+  stored[DiskKey(key1)] = change_id_uuid(stored[DiskKey(key1)]) + "/999";  // right UUID, unknown sequence
   std::vector<DiskPass> seen;
   pass_and_commit(&seen);
   for (auto& d : seen) {
-    if (d.key == key1) {
+    if (d.key.value() == key1) {
       EXPECT_TRUE(d.full);
       EXPECT_NE(d.reason.find("FileFault"), std::string::npos) << d.reason;
       EXPECT_FALSE(d.request.changed_areas.has_value()) << "the whole disk, without asking for \"*\"";

@@ -36,9 +36,13 @@ std::string new_public_key(const mk::test::TempDir& dir, const std::string& name
   return trim(mk::test::read_file(dir.file(name) + ".pub"));
 }
 
-Reply enroll(TunnelLab& lab, const std::string& code, const std::string& key, const std::string& name = "site") {
-  return http("POST", lab.api_port(), "/api/v1/vmas/enroll", code.empty() ? "" : "Pairing " + code,
-              json{{"name", name}, {"vcenter", "vc.example"}, {"ssh_public_key", key}}.dump());
+// POST /api/v1/vmas/enroll as a VMA speaking `version` (nullopt: one older than
+// versioned protocols, which sends none).
+Reply enroll(TunnelLab& lab, const std::string& code, const std::string& key, const std::string& name = "site",
+             std::optional<int> version = protocol::kVersion) {
+  json body = {{"name", name}, {"vcenter", "vc.example"}, {"ssh_public_key", key}};
+  if (version) body["protocol_version"] = *version;
+  return http("POST", lab.api_port(), "/api/v1/vmas/enroll", code.empty() ? "" : "Pairing " + code, body.dump());
 }
 
 TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
@@ -47,6 +51,7 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   for (const char* f : {"oma_api_url", "ssh_host", "ssh_user", "ssh_host_key", "nbd_host", "nbd_psk_identity",
                         "nbd_psk_key", "vma_api_token", "pairing_code"})
     EXPECT_TRUE(bundle.contains(f) && bundle[f].is_string() && !bundle[f].get<std::string>().empty()) << f;
+  EXPECT_EQ(bundle["protocol_version"], protocol::kVersion);
   EXPECT_EQ(bundle["ssh_port"], lab.sshd().port());
   EXPECT_EQ(bundle["nbd_port"], lab.oma().export_server().port());
   EXPECT_EQ(bundle["ssh_host_key"], lab.sshd().host_public_key());
@@ -226,6 +231,51 @@ TEST(Pairing, EachVmBelongsToTheVmaThatDiscoveredIt) {
   EXPECT_NE(j["error"].dump().find("site-b"), std::string::npos) << j.dump();
 }
 
+// An OMA and a VMA of different protocol versions refuse each other at enrolment, with a
+// message naming both versions and what to upgrade, and the pairing code is not spent.
+TEST(Pairing, EnrolmentAcrossProtocolVersionsIsRefusedBeforeTheCodeIsSpent) {
+  TunnelLab lab;
+  mk::test::TempDir keys("mk-keys");
+  json bundle = lab.issue_bundle();
+  std::string code = bundle["pairing_code"];
+  const int newer = protocol::kVersion + 1;
+
+  Reply from_newer = enroll(lab, code, new_public_key(keys, "k1"), "site", newer);
+  EXPECT_EQ(from_newer.status, 409) << from_newer.raw;
+  EXPECT_NE(from_newer.raw.find(fmt::format("the VMA speaks protocol version {} and this OMA speaks version {}", newer,
+                                            protocol::kVersion)),
+            std::string::npos)
+      << from_newer.raw;
+  EXPECT_NE(from_newer.raw.find("upgrade the OMA"), std::string::npos) << from_newer.raw;
+  Reply from_older = enroll(lab, code, new_public_key(keys, "k2"), "site", std::nullopt);
+  EXPECT_EQ(from_older.status, 409) << from_older.raw;
+  EXPECT_NE(from_older.raw.find("the VMA sent no protocol version"), std::string::npos) << from_older.raw;
+  EXPECT_NE(from_older.raw.find("upgrade the VMA"), std::string::npos) << from_older.raw;
+  EXPECT_EQ(http("GET", lab.api_port(), "/api/v1/vmas", lab.admin()).body["vmas"].size(), 0u);
+
+  // `vma pair` with a bundle of another version refuses before it writes anything.
+  mk::test::TempDir vma("mk-vma");
+  json from_newer_oma = bundle;
+  from_newer_oma["protocol_version"] = newer;
+  std::string err;
+  EXPECT_EQ(lab.run_pair(from_newer_oma, vma.file("state"), "site-a", "vc-a", nullptr, &err), 2);
+  EXPECT_NE(err.find(fmt::format("the OMA speaks protocol version {} and this VMA speaks version {}", newer,
+                                 protocol::kVersion)),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("upgrade the VMA"), std::string::npos) << err;
+  json from_older_oma = bundle;
+  from_older_oma.erase("protocol_version");
+  EXPECT_EQ(lab.run_pair(from_older_oma, vma.file("state"), "site-a", "vc-a", nullptr, &err), 2);
+  EXPECT_NE(err.find("the OMA sent no protocol version"), std::string::npos) << err;
+  EXPECT_NE(err.find("upgrade the OMA"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(vma.file("state")));
+
+  // The code was never spent: the same bundle pairs a VMA of this version.
+  ASSERT_EQ(lab.run_pair(bundle, vma.file("state"), "site-a", "vc-a", nullptr, &err), 0) << err;
+  EXPECT_EQ(http("GET", lab.api_port(), "/api/v1/vmas", lab.admin()).body["vmas"].size(), 1u);
+}
+
 #ifdef VMA_BIN
 TEST(Pairing, TheVmaBinaryPairsFromABundleFile) {
   TunnelLab lab;
@@ -250,6 +300,50 @@ TEST(Pairing, TheVmaBinaryPairsFromABundleFile) {
   EXPECT_NE(mk::test::read_file(dir.file("err2")).find("already used"), std::string::npos);
   // Missing options: usage error.
   EXPECT_EQ(mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json")}, out, dir.file("err3")), 2);
+}
+
+// A forged bundle: hosts that ssh or the NBD client could read as options or URI parts,
+// ports out of range. `vma pair` refuses each before it writes anything or spends the
+// code, and no command runs; the genuine bundle still pairs.
+TEST(Pairing, TheVmaBinaryRefusesAHostileBundle) {
+  TunnelLab lab;
+  mk::test::TempDir dir("mk-vma-hostile");
+  json genuine = lab.issue_bundle();
+  std::string marker = dir.file("pwned");
+  std::vector<std::pair<std::string, json>> forged = {
+      {"ssh_host", "-oProxyCommand=touch " + marker}, {"ssh_host", "-oProxyCommand=x"}, {"ssh_host", "oma..example"},
+      {"nbd_host", "-v"}, {"nbd_host", "oma/x?tls-psk-file=/etc/shadow"}, {"ssh_port", 0}, {"ssh_port", "22"},
+      {"nbd_port", 65536}, {"nbd_port", -1}};
+  int n = 0;
+  for (const auto& [field, value] : forged) {
+    SCOPED_TRACE(field + " = " + value.dump());
+    json b = genuine;
+    b[field] = value;
+    std::string file = dir.file("bundle" + std::to_string(n) + ".json"), state = dir.file("state" + std::to_string(n));
+    ++n;
+    {
+      std::ofstream f(file);
+      f << b.dump();
+    }
+    std::string out, err = file + ".err";
+    int rc = mk::run_capture({VMA_BIN, "pair", "--bundle", file, "--state-dir", state, "--name", "site-x", "--vcenter",
+                              "vc.example"},
+                             out, err);
+    EXPECT_EQ(rc, 2) << mk::test::read_file(err);
+    EXPECT_NE(mk::test::read_file(err).find(field), std::string::npos) << mk::test::read_file(err);
+    EXPECT_FALSE(std::filesystem::exists(state));
+  }
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  {
+    std::ofstream f(dir.file("genuine.json"));
+    f << genuine.dump();
+  }
+  std::string out;
+  EXPECT_EQ(mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("genuine.json"), "--state-dir", dir.file("state"),
+                             "--name", "site-x", "--vcenter", "vc.example"},
+                            out, dir.file("genuine.err")),
+            0)
+      << mk::test::read_file(dir.file("genuine.err"));
 }
 #endif
 

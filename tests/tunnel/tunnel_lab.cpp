@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "protocol/routes.h"
 #include "support/files.h"
 #include "support/net.h"
 #include "support/x509.h"
@@ -30,20 +31,23 @@ Reply http(const std::string& method, int port, const std::string& path, const s
   return out;
 }
 
-VmaApiStandIn::VmaApiStandIn(std::string token, std::string instance, std::function<mk::vma::TunnelState()> state) {
-  server_.Get("/api/v1/health", [=, this](const httplib::Request& req, httplib::Response& res) {
+VmaApiStandIn::VmaApiStandIn(std::string token, std::string instance, mk::vma::TunnelStateProvider state) {
+  server_.Get(std::string(mk::protocol::kHealthRoute.pattern), [=, this](const httplib::Request& req,
+                                                                          httplib::Response& res) {
     requests_++;
+    res.set_header(mk::protocol::kVersionHeader, std::to_string(mk::protocol::kVersion));
     if (req.get_header_value("Authorization") != "Bearer " + token) {
       res.status = 401;
-      res.set_content(json{{"error", "missing or wrong bearer token"}}.dump(), "application/json");
+      res.set_content(mk::protocol::encode(mk::protocol::ErrorReply{"missing or wrong bearer token", std::nullopt}).dump(),
+                      "application/json");
       return;
     }
-    mk::vma::TunnelState t = state();
-    json body = {{"status", "ok"},
-                 {"vma_instance", instance},
-                 {"vcenter", {{"reachable", true}, {"error", nullptr}}},
-                 {"tunnel", {{"state", t.state}, {"since", t.since}, {"error", t.error ? json(*t.error) : json(nullptr)}}}};
-    res.set_content(body.dump(), "application/json");
+    mk::protocol::Health h;
+    h.status = mk::protocol::HealthStatus::Ok;
+    h.vma_instance = instance;
+    h.vcenter.reachable = true;
+    h.tunnel = state();
+    res.set_content(mk::protocol::encode(h).dump(), "application/json");
   });
   port_ = server_.bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw Error("the VMA API stand-in cannot listen on 127.0.0.1");
@@ -131,8 +135,8 @@ std::unique_ptr<Vma> TunnelLab::make_vma(const std::string& name, bool approve_i
   v->paired = mk::vma::load_paired_state(v->state_dir);
   if (approve_it) approve(v->paired.vma_id);
   Vma* raw = v.get();
-  v->api = std::make_unique<VmaApiStandIn>(mk::vma::read_api_token(v->state_dir), "instance-" + name, [raw] {
-    return raw->tunnel ? raw->tunnel->state() : mk::vma::TunnelState{"down", 0, std::nullopt};
+  v->api = std::make_unique<VmaApiStandIn>(mk::vma::read_api_token(v->state_dir), v->instance, [raw] {
+    return raw->tunnel ? raw->tunnel->state() : mk::protocol::TunnelHealth{};
   });
   std::optional<int> nbd_local;
   if (nbd_forward) nbd_local = mk::test::free_tcp_port();
@@ -152,7 +156,8 @@ bool eventually(const std::function<bool()>& cond, std::chrono::seconds deadline
   }
 }
 
-mk::vma::TunnelState wait_state(mk::vma::TunnelSupervisor& t, const std::string& state, std::chrono::seconds deadline) {
+mk::protocol::TunnelHealth wait_state(mk::vma::TunnelSupervisor& t, mk::protocol::TunnelState state,
+                                      std::chrono::seconds deadline) {
   eventually([&] { return t.state().state == state; }, deadline);
   return t.state();
 }

@@ -35,10 +35,11 @@ Reply http(const std::string& method, int port, const std::string& path, const s
            const std::string& body = "");
 
 // The VMA API stand-in: answers GET /api/v1/health (401 without the token) with the
-// tunnel state `state()` gives, and an instance id naming this VMA.
+// protocol's Health (and version header): the tunnel state `state()` gives, and this
+// VMA's instance id.
 class VmaApiStandIn {
  public:
-  VmaApiStandIn(std::string token, std::string instance, std::function<mk::vma::TunnelState()> state);
+  VmaApiStandIn(std::string token, std::string instance, mk::vma::TunnelStateProvider state);
   ~VmaApiStandIn();
   int port() const { return port_; }
   int requests() const { return requests_.load(); }
@@ -55,6 +56,7 @@ struct Vma {
   mk::test::TempDir dir{"mk-vma"};
   std::string state_dir = dir.file("state");
   mk::vma::PairedState paired;
+  std::string instance = mk::protocol::new_uuid();  // its API's vma_instance
   std::unique_ptr<VmaApiStandIn> api;
   std::unique_ptr<mk::vma::TunnelSupervisor> tunnel;
 };
@@ -95,8 +97,8 @@ class TunnelLab {
 bool eventually(const std::function<bool()>& cond, std::chrono::seconds deadline = std::chrono::seconds(60));
 
 // The tunnel's state, waiting until it is `state` (or the deadline passes).
-mk::vma::TunnelState wait_state(mk::vma::TunnelSupervisor& t, const std::string& state,
-                                std::chrono::seconds deadline = std::chrono::seconds(60));
+mk::protocol::TunnelHealth wait_state(mk::vma::TunnelSupervisor& t, mk::protocol::TunnelState state,
+                                      std::chrono::seconds deadline = std::chrono::seconds(60));
 
 // Fast backoff for tests (the production defaults are 1 s .. 60 s).
 void fast_backoff(mk::vma::TunnelConfig& c);

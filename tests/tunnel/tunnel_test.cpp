@@ -23,6 +23,8 @@ namespace mk::tunnel_test {
 namespace {
 
 using nlohmann::json;
+constexpr auto Up = protocol::TunnelState::Up;
+constexpr auto Down = protocol::TunnelState::Down;
 
 std::string bearer(const Vma& v) { return "Bearer " + mk::vma::read_api_token(v.state_dir); }
 
@@ -81,6 +83,11 @@ TEST(TunnelUnit, SshCommandPinsTheHostKeyAndAllowsOnlyTheForwards) {
                            "-R 127.0.0.1:9082:127.0.0.1:8081 ", "oma.example "})
     EXPECT_NE(cmd.find(want), std::string::npos) << want << " in " << cmd;
   EXPECT_EQ(cmd.find("-L"), std::string::npos) << cmd;
+  // The host comes last, after "--": ssh never reads it as an option.
+  auto argv = mk::vma::ssh_command(c);
+  ASSERT_GE(argv.size(), 2u);
+  EXPECT_EQ(argv[argv.size() - 2], "--");
+  EXPECT_EQ(argv.back(), "oma.example");
   c.nbd_local_port = 10810;
   c.nbd_remote_port = 10809;
   cmd.clear();
@@ -104,13 +111,13 @@ TEST(TunnelUnit, SshFailuresAreExplainedWithWhatToDo) {
 TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
-  auto st = wait_state(*vma->tunnel, "up");
-  ASSERT_EQ(st.state, "up") << st.error.value_or("");
+  auto st = wait_state(*vma->tunnel, Up);
+  ASSERT_EQ(st.state, Up) << st.error.value_or("");
   EXPECT_FALSE(st.error);
 
   Reply h = health_through_tunnel(*vma);
   ASSERT_EQ(h.status, 200) << h.raw;
-  EXPECT_EQ(h.body["vma_instance"], "instance-site-a");
+  EXPECT_EQ(h.body["vma_instance"], vma->instance);
   EXPECT_EQ(h.body["tunnel"]["state"], "up");
   EXPECT_EQ(http("GET", vma->paired.tunnel_port, "/api/v1/health", "").status, 401);
 
@@ -153,12 +160,12 @@ TEST(Tunnel, APendingVmaWaitsForApprovalThenComesUp) {
   auto vma = lab.make_vma("site-a", /*approve=*/false);
   ASSERT_TRUE(eventually([&] {
     auto s = vma->tunnel->state();
-    return s.state == "down" && s.error && s.error->find("approve") != std::string::npos;
+    return s.state == Down && s.error && s.error->find("approve") != std::string::npos;
   })) << vma->tunnel->state().error.value_or("(none)");
   EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
   lab.approve(vma->paired.vma_id);
-  auto st = wait_state(*vma->tunnel, "up");
-  ASSERT_EQ(st.state, "up") << st.error.value_or("");
+  auto st = wait_state(*vma->tunnel, Up);
+  ASSERT_EQ(st.state, Up) << st.error.value_or("");
   EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
 }
 
@@ -225,11 +232,11 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
   vma->tunnel->start();
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 2; }));
   auto st = vma->tunnel->state();
-  EXPECT_NE(st.state, "up");
-  ASSERT_TRUE(st.error || st.state == "connecting");
+  EXPECT_NE(st.state, Up);
+  ASSERT_TRUE(st.error || st.state == protocol::TunnelState::Connecting);
   EXPECT_TRUE(eventually([&] {
     auto s = vma->tunnel->state();
-    return s.state == "down" && s.error && s.error->find("host key does not match") != std::string::npos;
+    return s.state == Down && s.error && s.error->find("host key does not match") != std::string::npos;
   })) << vma->tunnel->state().error.value_or("(none)");
   EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
   // Failures back off: the delay grew from the initial one (and stays within the max).
@@ -241,13 +248,13 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
 TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up);
   pid_t first = vma->tunnel->ssh_pid();
   ASSERT_GT(first, 0);
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   ASSERT_TRUE(eventually([&] {
     pid_t p = vma->tunnel->ssh_pid();
-    return p > 0 && p != first && vma->tunnel->state().state == "up";
+    return p > 0 && p != first && vma->tunnel->state().state == Up;
   })) << vma->tunnel->state().error.value_or("");
   EXPECT_GE(vma->tunnel->attempts(), 2);
   EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
@@ -256,7 +263,7 @@ TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {
 TEST(Tunnel, KeepAlivesDetectAHungOmaSessionAndTheTunnelRecovers) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up);
   auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
   ASSERT_TRUE(session);
   pid_t first = vma->tunnel->ssh_pid();
@@ -273,7 +280,7 @@ TEST(Tunnel, KeepAlivesDetectAHungOmaSessionAndTheTunnelRecovers) {
     return e && (e->find("keep-alives") != std::string::npos || e->find("forward") != std::string::npos);
   })) << vma->tunnel->state().error.value_or("(none)");
   ASSERT_EQ(::kill(*session, SIGKILL), 0);
-  ASSERT_TRUE(eventually([&] { return vma->tunnel->state().state == "up"; }))
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->state().state == Up; }))
       << vma->tunnel->state().error.value_or("");
   EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
 }
@@ -281,11 +288,11 @@ TEST(Tunnel, KeepAlivesDetectAHungOmaSessionAndTheTunnelRecovers) {
 TEST(Tunnel, SshdRestartIsFollowedByAReconnection) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up);
   ASSERT_TRUE(tunnel_answers(*vma));
   int before = vma->tunnel->attempts();
   lab.sshd().restart();
-  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() > before && vma->tunnel->state().state == "up"; }))
+  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() > before && vma->tunnel->state().state == Up; }))
       << vma->tunnel->state().error.value_or("");
   EXPECT_TRUE(eventually([&] { return tunnel_answers(*vma); }));
 }
@@ -293,7 +300,7 @@ TEST(Tunnel, SshdRestartIsFollowedByAReconnection) {
 TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a");
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up);
   ASSERT_TRUE(tunnel_answers(*vma));
   auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
   ASSERT_TRUE(session);
@@ -318,7 +325,7 @@ TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= before + 2; }));
   EXPECT_TRUE(eventually([&] {
     auto s = vma->tunnel->state();
-    return s.state == "down" && s.error && s.error->find("refused this VMA's key") != std::string::npos;
+    return s.state == Down && s.error && s.error->find("refused this VMA's key") != std::string::npos;
   })) << vma->tunnel->state().error.value_or("(none)");
   EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
   Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/health", lab.admin());
@@ -333,22 +340,22 @@ TEST(Tunnel, TwoVmasGetDistinctPortsAndEachReachesItsOwn) {
   auto b = lab.make_vma("site-b");
   EXPECT_EQ(a->paired.tunnel_port, std::stoi(lab.tunnel_port_base()));
   EXPECT_EQ(b->paired.tunnel_port, a->paired.tunnel_port + 1);
-  ASSERT_EQ(wait_state(*a->tunnel, "up").state, "up") << a->tunnel->state().error.value_or("");
-  ASSERT_EQ(wait_state(*b->tunnel, "up").state, "up") << b->tunnel->state().error.value_or("");
-  EXPECT_EQ(health_through_tunnel(*a).body["vma_instance"], "instance-site-a");
-  EXPECT_EQ(health_through_tunnel(*b).body["vma_instance"], "instance-site-b");
+  ASSERT_EQ(wait_state(*a->tunnel, Up).state, Up) << a->tunnel->state().error.value_or("");
+  ASSERT_EQ(wait_state(*b->tunnel, Up).state, Up) << b->tunnel->state().error.value_or("");
+  EXPECT_EQ(health_through_tunnel(*a).body["vma_instance"], a->instance);
+  EXPECT_EQ(health_through_tunnel(*b).body["vma_instance"], b->instance);
   // Each token is its own VMA's: a's token does not open b.
   EXPECT_EQ(http("GET", b->paired.tunnel_port, "/api/v1/health", bearer(*a)).status, 401);
   for (const auto* v : {a.get(), b.get()}) {
     Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + v->paired.vma_id + "/health", lab.admin());
-    EXPECT_EQ(oh.body["vma"]["vma_instance"], "instance-" + v->paired.name) << oh.raw;
+    EXPECT_EQ(oh.body["vma"]["vma_instance"], v->instance) << oh.raw;
   }
 }
 
 TEST(Tunnel, NbdThroughTheSshLocalForwardCopiesIdenticalBytes) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a", true, /*nbd_forward=*/true);
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up) << vma->tunnel->state().error.value_or("");
   int local = *vma->tunnel->config().nbd_local_port;
 
   // The OMA's own export server (nbdkit, TLS PSK required) serves the target volume.
@@ -381,11 +388,11 @@ TEST(Tunnel, AnX509OmaGivesItsCaAndNbdThroughTheForwardVerifiesIt) {
   EXPECT_TRUE(bundle["nbd_psk_key"].is_null());
   EXPECT_EQ(bundle["nbd_ca_cert"], mk::test::read_file(lab.nbd_ca_cert_file()));
   auto vma = lab.make_vma("site-a", true, /*nbd_forward=*/true);
-  EXPECT_EQ(vma->paired.nbd_tls, "x509");
+  EXPECT_EQ(vma->paired.nbd_tls, protocol::NbdTls::X509);
   EXPECT_FALSE(std::filesystem::exists(vma->paired.psk_file()));
   EXPECT_EQ(mk::test::read_file(vma->paired.nbd_certificates_dir() + "/ca-cert.pem"),
             mk::test::read_file(lab.nbd_ca_cert_file()));
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up) << vma->tunnel->state().error.value_or("");
 
   mk::test::TempDir dir("mk-nbd-x509");
   const uint64_t size = 8ull << 20;
@@ -423,7 +430,7 @@ TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {
   fast_backoff(tc);
   vma->tunnel = std::make_unique<mk::vma::TunnelSupervisor>(tc);
   vma->tunnel->start();
-  ASSERT_EQ(wait_state(*vma->tunnel, "up").state, "up") << vma->tunnel->state().error.value_or("");
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up) << vma->tunnel->state().error.value_or("");
 
   mk::test::TempDir dir("mk-job-ssh");
   const int64_t size = 4 << 20;

@@ -51,6 +51,13 @@ TEST(UnitJsonSchema, NamesTheFieldThatIsWrong) {
   EXPECT_EQ(field_of({{"name", "a\n"}, {"kind", "full"}, {"error", nullptr}}), "name");  // control character
 }
 
+TEST(UnitJsonSchema, MultilineStringsTakeLineBreaksButNoOtherControlCharacters) {
+  const Schema pem{{{.name = "pem", .max_length = 100, .multiline = true}}};
+  EXPECT_NO_THROW(validate({{"pem", "-----BEGIN-----\r\nAAAA\n-----END-----\n"}}, pem));
+  EXPECT_THROW(validate({{"pem", std::string("a\0b", 3)}}, pem), FieldError);
+  EXPECT_THROW(validate({{"pem", "a\tb"}}, pem), FieldError);
+}
+
 TEST(UnitJsonSchema, ParseObjectRefusesDeepNestingAndNonObjects) {
   EXPECT_NO_THROW(parse_object(R"({"a": {"b": 1}})"));
   EXPECT_THROW(parse_object("[1]"), FieldError);

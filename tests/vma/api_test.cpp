@@ -1,6 +1,8 @@
 // The VMA's API against vcsim: discovery with disks and NICs, health, the bearer token
-// on every route, malformed requests answered 400 naming the field, power operations
-// for cutover, and removal of our snapshots (on request and at start).
+// on every route, the protocol version on every request and answer (an OMA of another
+// version is refused naming both versions, in both directions), malformed requests
+// answered 400 naming the field, power operations for cutover, and removal of our
+// snapshots (on request and at start).
 #include <httplib.h>
 
 #include "vma_fixture.h"
@@ -9,6 +11,8 @@ namespace mk::vma::test {
 namespace {
 
 using nlohmann::json;
+using protocol::PowerAction;
+using protocol::PowerState;
 
 class VmaApi : public VmaFixture {
  protected:
@@ -17,23 +21,28 @@ class VmaApi : public VmaFixture {
     start_vma();
   }
 
+  // A raw request with the token (if any) and the protocol version header (if any).
   httplib::Result call(const std::string& method, const std::string& path, const std::string& body,
-                       const std::string& token) {
+                       const std::string& token,
+                       std::optional<std::string> version = std::to_string(protocol::kVersion)) {
     httplib::Client c("127.0.0.1", vma->port());
     c.set_read_timeout(std::chrono::seconds(60));
     httplib::Headers h;
     if (!token.empty()) h.emplace("Authorization", "Bearer " + token);
+    if (version) h.emplace(protocol::kVersionHeader, *version);
     return method == "GET" ? c.Get(path.c_str(), h) : c.Post(path.c_str(), h, body, "application/json");
   }
-  // The status and the "error" message of an authorised call.
-  std::pair<int, std::string> post(const std::string& path, const std::string& body) {
-    return request("POST", path, body);
-  }
-  std::pair<int, std::string> request(const std::string& method, const std::string& path, const std::string& body) {
+  struct Answer {
+    int status = 0;
+    std::string error, field;  // of an ErrorReply
+  };
+  Answer post(const std::string& path, const std::string& body) { return request("POST", path, body); }
+  Answer request(const std::string& method, const std::string& path, const std::string& body) {
     auto r = call(method, path, body, kToken);
-    if (!r) return {0, httplib::to_string(r.error())};
+    if (!r) return {0, httplib::to_string(r.error()), ""};
     json j = json::parse(r->body, nullptr, false);
-    return {r->status, j.is_object() ? j.value("error", r->body) : r->body};
+    if (!j.is_object()) return {r->status, r->body, ""};
+    return {r->status, j.value("error", r->body), j.value("field", "")};
   }
 
   static json replicate_body(const std::string& vm_id) {
@@ -48,7 +57,7 @@ class VmaApi : public VmaFixture {
 
 TEST_F(VmaApi, DiscoverShowsTheLabVmsWithDisksAndNics) {
   auto vm0 = prepare_vm("DC0/vm/DC0_H0_VM0", 2048, 1, 1);
-  oma::Discovery d = client->discover();
+  protocol::Discovery d = client->discover();
   EXPECT_EQ(d.vcenter, lab.url().substr(8, lab.url().find("/sdk") - 8));
   std::set<std::string> names;
   for (const auto& v : d.vms) {
@@ -62,7 +71,7 @@ TEST_F(VmaApi, DiscoverShowsTheLabVmsWithDisksAndNics) {
     if (v.vm_id != vm0.instance_uuid) continue;
     EXPECT_EQ(v.name, "DC0_H0_VM0");
     ASSERT_EQ(v.disks.size(), 2u);
-    EXPECT_EQ(v.disks[0].disk_key, std::to_string(vm0.disks[0].key));
+    EXPECT_EQ(v.disks[0].disk_key, protocol::DiskKey(vm0.disks[0].key));
     EXPECT_EQ(v.disks[0].unit, 0);
     EXPECT_EQ(v.disks[1].unit, 1);
     EXPECT_EQ(v.disks[0].capacity_bytes, 1048576);
@@ -84,7 +93,7 @@ TEST_F(VmaApi, DiscoveryPutsTheBootDiskFirst) {
     std::map<int64_t, std::string> out;
     for (const auto& v : client->discover().vms) {
       if (v.vm_id != vm.instance_uuid) continue;
-      for (const auto& d : v.disks) out[d.unit] = d.disk_key;
+      for (const auto& d : v.disks) out[d.unit] = d.disk_key.str();
     }
     return out;
   };
@@ -141,12 +150,13 @@ TEST_F(VmaApi, DiscoveryAndPreflightNameWhatWouldRefuseAPass) {
 }
 
 TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
-  oma::VmaHealth h = client->health();
-  EXPECT_TRUE(h.vcenter_reachable) << h.vcenter_error.value_or("");
-  EXPECT_EQ(h.tunnel_state, "down");
-  EXPECT_EQ(h.tunnel_error.value_or(""), "no tunnel configured");
-  EXPECT_EQ(h.status, "degraded");
-  EXPECT_FALSE(h.vma_instance.empty());
+  protocol::Health h = client->health();
+  EXPECT_TRUE(h.vcenter.reachable) << h.vcenter.error.value_or("");
+  EXPECT_EQ(h.tunnel.state, protocol::TunnelState::Down);
+  EXPECT_EQ(h.tunnel.error.value_or(""), "no tunnel configured");
+  EXPECT_EQ(h.status, protocol::HealthStatus::Degraded);
+  EXPECT_EQ(h.protocol_version, protocol::kVersion);
+  EXPECT_TRUE(protocol::is_uuid(h.vma_instance));
 }
 
 TEST_F(VmaApi, EveryRouteNeedsTheToken) {
@@ -170,6 +180,7 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
       ASSERT_TRUE(r) << method << " " << path;
       EXPECT_EQ(r->status, 401) << method << " " << path << " with token '" << token << "'";
       EXPECT_NE(r->body.find("token"), std::string::npos) << r->body;
+      EXPECT_EQ(r->get_header_value(protocol::kVersionHeader), std::to_string(protocol::kVersion));
     }
   }
   // Nothing happened: the VM is still on, and a wrong token is not logged.
@@ -184,72 +195,154 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
 
 TEST_F(VmaApi, MalformedRequestsAreRefusedNamingTheField) {
   std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
-  auto expect_400 = [&](const std::string& path, const std::string& body, const std::string& mention) {
-    auto [status, error] = request(path.starts_with("/api/v1/progress") ? "GET" : "POST", path, body);
-    EXPECT_EQ(status, 400) << path << " " << body;
-    EXPECT_NE(error.find(mention), std::string::npos) << "error \"" << error << "\" should mention " << mention;
+  auto expect_400 = [&](const std::string& path, const std::string& body, const std::string& field,
+                        const std::string& mention = "") {
+    Answer a = request(path.starts_with("/api/v1/progress") ? "GET" : "POST", path, body);
+    EXPECT_EQ(a.status, 400) << path << " " << body;
+    EXPECT_EQ(a.field, field) << path << " " << body << ": " << a.error;
+    EXPECT_TRUE(a.error.starts_with(field + ": ")) << a.error;
+    EXPECT_NE(a.error.find(mention), std::string::npos) << "error \"" << a.error << "\" should mention " << mention;
   };
-  expect_400("/api/v1/replicate", "not json", "JSON object");
-  expect_400("/api/v1/replicate", "[1,2]", "JSON object");
+  expect_400("/api/v1/replicate", "not json", "body", "not valid JSON");
+  expect_400("/api/v1/replicate", "[1,2]", "body", "JSON object");
   auto with = [&](const std::function<void(json&)>& change) {
     json b = replicate_body(vm);
     change(b);
     return b.dump();
   };
-  expect_400("/api/v1/replicate", with([](json& b) { b.erase("job_id"); }), "'job_id' is missing");
-  expect_400("/api/v1/replicate", with([](json& b) { b["job_id"] = "../../etc"; }), "'job_id' must be a lowercase UUID");
-  expect_400("/api/v1/replicate", with([](json& b) { b["vm_id"] = 42; }), "'vm_id' must be a string");
-  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "partial"; }), "'kind'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["tls"] = "none"; }), "'nbd.tls'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["port"] = 70000; }), "'nbd.port'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["host"] = "oma;rm -rf"; }), "'nbd.host'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["disks"] = json::array(); }), "'disks'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["export"] = "../../dev/sda"; }), "'disks[0].export'");
-  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["disk_key"] = "20a"; }), "'disks[0].disk_key'");
+  expect_400("/api/v1/replicate", with([](json& b) { b.erase("job_id"); }), "job_id", "is required");
+  expect_400("/api/v1/replicate", with([](json& b) { b["job_id"] = "../../etc"; }), "job_id", "lowercase UUID");
+  expect_400("/api/v1/replicate", with([](json& b) { b["vm_id"] = 42; }), "vm_id", "must be a string");
+  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "partial"; }), "kind");
+  expect_400("/api/v1/replicate", with([](json& b) { b["surplus"] = 1; }), "surplus", "unknown field");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["tls"] = "none"; }), "nbd.tls");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["port"] = 70000; }), "nbd.port");
+  expect_400("/api/v1/replicate", with([](json& b) { b["nbd"]["host"] = "oma;rm -rf"; }), "nbd.host");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"] = json::array(); }), "disks");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["export"] = "../../dev/sda"; }),
+             "disks[0].export");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["disk_key"] = "20a"; }), "disks[0].disk_key");
   expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["capacity_bytes"] = -1; }),
-             "'disks[0].capacity_bytes'");
+             "disks[0].capacity_bytes");
   expect_400("/api/v1/replicate", with([](json& b) { b["disks"][0]["change_id_base"] = "52 3c/4"; }),
+             "disks[0].change_id_base", "contradicts kind");
+  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "incremental"; }), "disks[0].change_id_base",
              "contradicts kind");
-  expect_400("/api/v1/replicate", with([](json& b) { b["kind"] = "incremental"; }), "contradicts kind");
-  expect_400("/api/v1/replicate", with([](json& b) { b["disks"].push_back(b["disks"][0]); }), "appears twice");
+  expect_400("/api/v1/replicate", with([](json& b) { b["disks"].push_back(b["disks"][0]); }), "disks[1].disk_key",
+             "appears twice");
   expect_400("/api/v1/progress/not-a-uuid", "", "job_id");
   expect_400("/api/v1/stop/NOT-A-UUID", "{}", "job_id");
+  expect_400("/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", R"({"now":true})", "now", "unknown field");
   expect_400("/api/v1/cleanup/x", "{}", "vm_id");
-  expect_400("/api/v1/power/" + vm, R"({"action":"reboot"})", "'action'");
-  expect_400("/api/v1/power/" + vm, R"({"action":"off","timeout_seconds":"soon"})", "'timeout_seconds'");
+  expect_400("/api/v1/power/" + vm, R"({"action":"reboot"})", "action");
+  expect_400("/api/v1/power/" + vm, R"({"action":"off","timeout_seconds":"soon"})", "timeout_seconds");
   // None of them started anything.
   auto r = call("GET", "/api/v1/progress/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   EXPECT_EQ(our_snapshots(vm_at("DC0/vm/DC0_H0_VM0")), 0);
   // Unknown VMs and jobs are 404 with what is missing.
-  auto [status, error] = post("/api/v1/power/4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000", R"({"action":"off"})");
-  EXPECT_EQ(status, 404);
-  EXPECT_NE(error.find("no VM with instance UUID 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000"), std::string::npos) << error;
-  std::tie(status, error) = post("/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "{}");
-  EXPECT_EQ(status, 404);
+  Answer a = post("/api/v1/power/4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000", R"({"action":"off"})");
+  EXPECT_EQ(a.status, 404);
+  EXPECT_NE(a.error.find("no VM with instance UUID 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000"), std::string::npos)
+      << a.error;
+  EXPECT_EQ(post("/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "{}").status, 404);
+}
+
+// The OMA speaks a newer protocol than this VMA: the VMA refuses every request (426,
+// naming both versions: upgrade the VMA), and the OMA's client refuses the answer the
+// same way. Nothing is started.
+TEST_F(VmaApi, ANewerOmaIsRefusedAndSaysToUpgradeTheVma) {
+  std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
+  const int newer = protocol::kVersion + 1;
+  auto r = call("POST", "/api/v1/replicate", replicate_body(vm).dump(), kToken, std::to_string(newer));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 426);
+  EXPECT_EQ(r->get_header_value(protocol::kVersionHeader), std::to_string(protocol::kVersion));
+  EXPECT_EQ(r->get_header_value("Upgrade"), fmt::format("MigrateKit-Protocol/{}", protocol::kVersion));
+  auto refusal = protocol::decode_text<protocol::ErrorReply>(r->body);
+  EXPECT_EQ(refusal.field.value_or(""), protocol::kVersionHeader);
+  EXPECT_NE(refusal.error.find(fmt::format("the OMA speaks protocol version {} and this VMA speaks version {}", newer,
+                                           protocol::kVersion)),
+            std::string::npos)
+      << refusal.error;
+  EXPECT_NE(refusal.error.find("upgrade the VMA"), std::string::npos) << refusal.error;
+
+  oma::HttpVmaClient client_of_newer_oma(vma->url(), std::chrono::seconds(30), kToken, newer);
+  std::vector<std::function<void()>> calls = {[&] { client_of_newer_oma.health(); },
+                                              [&] { client_of_newer_oma.discover(); },
+                                              [&] { client_of_newer_oma.power(vm, PowerAction::Off, 30); }};
+  for (const auto& call_it : calls) {
+    try {
+      call_it();
+      ADD_FAILURE() << "a VMA of another protocol version was accepted";
+    } catch (const protocol::VersionMismatch& e) {
+      std::string m = e.what();
+      EXPECT_EQ(e.ours(), newer);
+      EXPECT_EQ(e.theirs().value_or(-1), protocol::kVersion);
+      EXPECT_NE(m.find(fmt::format("the VMA speaks protocol version {} and this OMA speaks version {}",
+                                   protocol::kVersion, newer)),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find("upgrade the VMA"), std::string::npos) << m;
+    }
+  }
+  EXPECT_EQ(vsphere::power_state(*session, vm_at("DC0/vm/DC0_H0_VM0").ref), "poweredOn");
+  EXPECT_EQ(call("GET", "/api/v1/progress/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken)->status, 404);
+}
+
+// The VMA speaks a newer protocol than the OMA (or the OMA sends none, as releases
+// before versioning did): both refuse, and both say to upgrade the OMA.
+TEST_F(VmaApi, AnOlderOmaIsRefusedAndSaysToUpgradeTheOma) {
+  const int older = protocol::kVersion - 1;
+  oma::HttpVmaClient client_of_older_oma(vma->url(), std::chrono::seconds(30), kToken, older);
+  try {
+    client_of_older_oma.health();
+    ADD_FAILURE() << "a VMA of another protocol version was accepted";
+  } catch (const protocol::VersionMismatch& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find(fmt::format("the VMA speaks protocol version {} and this OMA speaks version {}",
+                                 protocol::kVersion, older)),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("upgrade the OMA"), std::string::npos) << m;
+  }
+  auto r = call("GET", "/api/v1/health", "", kToken, std::to_string(older));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 426);
+  EXPECT_NE(r->body.find("upgrade the OMA"), std::string::npos) << r->body;
+  r = call("GET", "/api/v1/discover", "", kToken, std::nullopt);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 426);
+  auto refusal = protocol::decode_text<protocol::ErrorReply>(r->body);
+  EXPECT_NE(refusal.error.find("the OMA sent no protocol version"), std::string::npos) << refusal.error;
+  EXPECT_NE(refusal.error.find(fmt::format("this VMA speaks version {}", protocol::kVersion)), std::string::npos)
+      << refusal.error;
+  EXPECT_NE(refusal.error.find("upgrade the OMA"), std::string::npos) << refusal.error;
+  EXPECT_NE(mk::test::read_file(vma->log_path()).find("upgrade the OMA"), std::string::npos)
+      << "the VMA logs the refusal";
 }
 
 TEST_F(VmaApi, PowerShutdownOffAndOnAgainstVcsim) {
   auto vm = vm_at("DC0/vm/DC0_H0_VM1");
   ASSERT_EQ(vm.power_state, "poweredOn");
-  oma::PowerResult r = client->power(vm.instance_uuid, "shutdown", 30);
-  EXPECT_EQ(r.power_state, "poweredOff");
+  protocol::PowerReply r = client->power(vm.instance_uuid, PowerAction::Shutdown, 30);
+  EXPECT_EQ(r.power_state, PowerState::PoweredOff);
   EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOff");
-  r = client->power(vm.instance_uuid, "on", 30);
-  EXPECT_EQ(r.power_state, "poweredOn");
+  r = client->power(vm.instance_uuid, PowerAction::On, 30);
+  EXPECT_EQ(r.power_state, PowerState::PoweredOn);
   EXPECT_FALSE(r.forced);
   EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOn");
-  r = client->power(vm.instance_uuid, "off", 30);
-  EXPECT_EQ(r.power_state, "poweredOff");
+  r = client->power(vm.instance_uuid, PowerAction::Off, 30);
+  EXPECT_EQ(r.power_state, PowerState::PoweredOff);
   EXPECT_EQ(vsphere::power_state(*session, vm.ref), "poweredOff");
   // Asking for the state the VM is in changes nothing and succeeds.
-  r = client->power(vm.instance_uuid, "off", 30);
-  EXPECT_EQ(r.power_state, "poweredOff");
-  r = client->power(vm.instance_uuid, "shutdown", 30);
-  EXPECT_EQ(r.power_state, "poweredOff");
+  r = client->power(vm.instance_uuid, PowerAction::Off, 30);
+  EXPECT_EQ(r.power_state, PowerState::PoweredOff);
+  r = client->power(vm.instance_uuid, PowerAction::Shutdown, 30);
+  EXPECT_EQ(r.power_state, PowerState::PoweredOff);
   EXPECT_FALSE(r.forced);
-  EXPECT_EQ(client->power(vm.instance_uuid, "on", 30).power_state, "poweredOn");
+  EXPECT_EQ(client->power(vm.instance_uuid, PowerAction::On, 30).power_state, PowerState::PoweredOn);
 }
 
 TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
@@ -316,11 +409,11 @@ TEST(VmaRun, StartsWithoutVcenterAndSaysSoInHealth) {
   ASSERT_TRUE(std::filesystem::exists(dir.file("state/api.port"))) << mk::test::read_file(dir.file("log"));
   int port = std::stoi(mk::test::read_file(dir.file("state/api.port")));
   oma::HttpVmaClient client(fmt::format("http://127.0.0.1:{}", port), std::chrono::seconds(30), kToken);
-  oma::VmaHealth h = client.health();
-  EXPECT_EQ(h.status, "degraded");
-  EXPECT_FALSE(h.vcenter_reachable);
-  EXPECT_NE(h.vcenter_error.value_or("").find(fmt::format("127.0.0.1:{}", nobody)), std::string::npos)
-      << h.vcenter_error.value_or("");
+  protocol::Health h = client.health();
+  EXPECT_EQ(h.status, protocol::HealthStatus::Degraded);
+  EXPECT_FALSE(h.vcenter.reachable);
+  EXPECT_NE(h.vcenter.error.value_or("").find(fmt::format("127.0.0.1:{}", nobody)), std::string::npos)
+      << h.vcenter.error.value_or("");
   try {
     client.discover();
     ADD_FAILURE() << "discovery without vCenter succeeded";

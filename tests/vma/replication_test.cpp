@@ -4,24 +4,23 @@
 // every pass each target's sha256 equals its source's. Also: two VMs at once, a VMA
 // killed mid-copy and restarted (job interrupted, never completed, no snapshot left,
 // next pass correct), and a job stopped mid-copy.
-#include <httplib.h>
-
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
 namespace {
 
 using nlohmann::json;
+using protocol::DiskStatus;
 
 std::string job_error(const json& j) { return j.value("error", j.dump()); }
 
 // Any disk that reports a change ID has completed (the VMA reports it only then).
-void expect_change_ids_only_when_completed(const oma::JobProgress& p) {
+void expect_change_ids_only_when_completed(const protocol::JobProgress& p) {
   for (const auto& d : p.disks) {
     if (d.change_id) {
-      EXPECT_EQ(d.status, "completed") << "disk " << d.disk_key;
+      EXPECT_EQ(d.status, DiskStatus::Completed) << "disk " << d.disk_key;
     }
-    if (d.status == "completed") {
+    if (d.status == DiskStatus::Completed) {
       EXPECT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;
     }
   }
@@ -40,21 +39,15 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
-  oma::JobProgress p = client->progress(job);
+  protocol::JobProgress p = client->progress(job);
   ASSERT_EQ(p.disks.size(), 2u);
   expect_change_ids_only_when_completed(p);
-  {
-    // The job as a whole, beyond the protocol's fields.
-    httplib::Client c("127.0.0.1", vma->port());
-    c.set_bearer_token_auth(kToken);
-    auto r = c.Get(("/api/v1/progress/" + job).c_str());
-    ASSERT_TRUE(r);
-    json whole = json::parse(r->body);
-    EXPECT_EQ(whole["total"]["bytes_total"], j["bytes_total"]) << whole.dump();
-    EXPECT_EQ(whole["total"]["bytes_done"], whole["total"]["bytes_total"]);
-    EXPECT_TRUE(whole["error"].is_null());
-    EXPECT_TRUE(whole["status"] == "completed" || whole["status"] == "running") << whole.dump();
-  }
+  // The job as a whole.
+  EXPECT_EQ(p.total.bytes_total, j["bytes_total"].get<int64_t>());
+  EXPECT_EQ(p.total.bytes_done, p.total.bytes_total);
+  EXPECT_FALSE(p.error);
+  EXPECT_TRUE(p.status == protocol::VmaJobStatus::Completed || p.status == protocol::VmaJobStatus::Running)
+      << p.status;
   auto stored = oma->repos().vms.list_disks(vm.instance_uuid);
   for (const auto& d : stored) {
     ASSERT_TRUE(d.change_id.has_value()) << "disk " << d.disk_key;
@@ -92,19 +85,19 @@ TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnce) {
   register_vm(b.instance_uuid);
   std::string ja = start_job(a.instance_uuid, "full");
   std::string jb = start_job(b.instance_uuid, "full");
-  wait_vma(ja, [](const oma::JobProgress&) { return true; });
-  wait_vma(jb, [](const oma::JobProgress&) { return true; });
+  wait_vma(ja, [](const protocol::JobProgress&) { return true; });
+  wait_vma(jb, [](const protocol::JobProgress&) { return true; });
   bool both_vms = false, both_disks = false;
   // Moving bytes; and, for two disks of one VM, being copied by a worker (a disk whose
   // data is one extent shows its bytes only when its single request completes).
-  auto moving = [](const oma::JobProgress& p) {
+  auto moving = [](const protocol::JobProgress& p) {
     int n = 0;
-    for (const auto& d : p.disks) n += d.status == "copying" && d.bytes_done > 0;
+    for (const auto& d : p.disks) n += d.status == DiskStatus::Copying && d.bytes_done > 0;
     return n;
   };
-  auto copying = [](const oma::JobProgress& p) {
+  auto copying = [](const protocol::JobProgress& p) {
     int n = 0;
-    for (const auto& d : p.disks) n += d.status == "copying";
+    for (const auto& d : p.disks) n += d.status == DiskStatus::Copying;
     return n;
   };
   for (int i = 0; i < 6000 && !(both_vms && both_disks); ++i) {
@@ -115,7 +108,7 @@ TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnce) {
     both_disks = both_disks || copying(pa) == 2 || copying(pb) == 2;
     bool ended = true;
     for (const auto* p : {&pa, &pb}) {
-      for (const auto& d : p->disks) ended = ended && (d.status == "completed" || d.status == "failed");
+      for (const auto& d : p->disks) ended = ended && (d.status == DiskStatus::Completed || d.status == DiskStatus::Failed);
     }
     if (ended) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -139,9 +132,9 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");
   // Mid-copy: bytes moved, not all of them.
-  oma::JobProgress p = wait_vma(job, [](const oma::JobProgress& p) {
+  protocol::JobProgress p = wait_vma(job, [](const protocol::JobProgress& p) {
     for (const auto& d : p.disks) {
-      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
     }
     return false;
   });
@@ -157,8 +150,8 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   p = client->progress(job);
   bool interrupted = false;
   for (const auto& d : p.disks) {
-    EXPECT_NE(d.status, "copying");
-    if (d.status == "failed") {
+    EXPECT_NE(d.status, DiskStatus::Copying);
+    if (d.status == DiskStatus::Failed) {
       EXPECT_EQ(d.error.value_or(""), "interrupted: the VMA restarted during this pass; start the pass again");
       interrupted = true;
     }
@@ -191,9 +184,9 @@ TEST_F(VmaFixture, ASecondVmaOnTheSameVcenterLeavesARunningPassAlone) {
   start_oma();
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");
-  wait_vma(job, [](const oma::JobProgress& p) {
+  wait_vma(job, [](const protocol::JobProgress& p) {
     for (const auto& d : p.disks) {
-      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
     }
     return false;
   });
@@ -220,20 +213,20 @@ TEST_F(VmaFixture, VmaStoppedMidCopyRemovesTheSnapshotBeforeExitingAndReportsThe
   start_oma();
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");
-  wait_vma(job, [](const oma::JobProgress& p) {
+  wait_vma(job, [](const protocol::JobProgress& p) {
     for (const auto& d : p.disks) {
-      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
     }
     return false;
   });
   vma->stop();  // SIGTERM, and wait for the exit
   EXPECT_EQ(our_snapshots(vm), 0) << "a stopping VMA removes its passes' snapshots before it exits";
   vma->restart();
-  oma::JobProgress p = client->progress(job);
+  protocol::JobProgress p = client->progress(job);
   bool interrupted = false;
   for (const auto& d : p.disks) {
-    EXPECT_NE(d.status, "copying");
-    if (d.status != "failed") continue;
+    EXPECT_NE(d.status, DiskStatus::Copying);
+    if (d.status != DiskStatus::Failed) continue;
     EXPECT_TRUE(d.error.value_or("").starts_with("interrupted: the VMA was stopped during this pass")) << *d.error;
     interrupted = true;
   }
@@ -249,9 +242,9 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
   start_oma();
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");
-  wait_vma(job, [](const oma::JobProgress& p) {
+  wait_vma(job, [](const protocol::JobProgress& p) {
     for (const auto& d : p.disks) {
-      if (d.status == "copying" && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
     }
     return false;
   });
@@ -269,12 +262,12 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
   json j = wait_job(job);
   EXPECT_EQ(j["status"], "cancelled") << j.dump(2);
   // The VMA stopped the copy and removed the snapshot before answering the stop.
-  oma::JobProgress p = wait_vma(job, [](const oma::JobProgress& p) {
-    for (const auto& d : p.disks) if (d.status == "copying" || d.status == "pending") return false;
+  protocol::JobProgress p = wait_vma(job, [](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status == DiskStatus::Copying || d.status == DiskStatus::Pending) return false;
     return true;
   });
   for (const auto& d : p.disks) {
-    if (d.status == "failed") {
+    if (d.status == DiskStatus::Failed) {
       EXPECT_NE(d.error.value_or("").find("stopped"), std::string::npos) << d.error.value_or("");
     }
   }
@@ -293,32 +286,30 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
 TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnapshot) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 60);
   start_vma({.max_disks_per_vm = 1});
-  oma::ReplicateRequest req;
+  protocol::ReplicateRequest req;
   req.job_id = "5e0c7a4b-3f2d-4e1a-9b8c-7d6e5f4a3b2c";
   req.vm_id = vm.instance_uuid;
-  req.kind = "full";
-  req.nbd_host = "127.0.0.1";
-  req.nbd_port = mk::test::free_tcp_port();  // nothing listens there
+  req.kind = protocol::PassKind::Full;
+  req.nbd = {"127.0.0.1", mk::test::free_tcp_port(), protocol::NbdTls::Psk};  // nothing listens there
   for (const auto& v : client->discover().vms) {
     if (v.vm_id != vm.instance_uuid) continue;
     for (const auto& d : v.disks) {
-      req.disks.push_back({d.disk_key, fmt::format("migration-vm-{}-disk{}", v.vm_id, d.unit), d.unit,
-                           d.capacity_bytes, std::nullopt});
+      req.disks.push_back({d.disk_key, d.unit, d.capacity_bytes, protocol::export_name(v.vm_id, d.unit), std::nullopt});
     }
   }
   ASSERT_EQ(req.disks.size(), 2u);
   EXPECT_FALSE(client->replicate(req).empty());
   EXPECT_EQ(client->replicate(req), client->health().vma_instance) << "the same job again is accepted once";
-  oma::JobProgress p = wait_vma(req.job_id, [](const oma::JobProgress& p) {
-    for (const auto& d : p.disks) if (d.status != "failed") return false;
+  protocol::JobProgress p = wait_vma(req.job_id, [](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != DiskStatus::Failed) return false;
     return true;
   });
   ASSERT_EQ(p.disks.size(), 2u);
   // One disk at a time: the first fails on the target, the second is not started.
-  EXPECT_NE(p.disks[0].error.value_or("").find(fmt::format("127.0.0.1:{}", req.nbd_port)), std::string::npos)
+  EXPECT_NE(p.disks[0].error.value_or("").find(fmt::format("127.0.0.1:{}", req.nbd.port)), std::string::npos)
       << p.disks[0].error.value_or("");
-  EXPECT_NE(p.disks[0].error.value_or("").find("disk " + req.disks[0].disk_key), std::string::npos);
-  EXPECT_NE(p.disks[1].error.value_or("").find("not finished: disk " + req.disks[0].disk_key), std::string::npos)
+  EXPECT_NE(p.disks[0].error.value_or("").find("disk " + req.disks[0].disk_key.str()), std::string::npos);
+  EXPECT_NE(p.disks[1].error.value_or("").find("not finished: disk " + req.disks[0].disk_key.str()), std::string::npos)
       << p.disks[1].error.value_or("");
   for (const auto& d : p.disks) EXPECT_FALSE(d.change_id.has_value());
   expect_no_snapshot_left(vm);
@@ -330,17 +321,16 @@ TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnaps
 TEST_F(VmaFixture, ADiskGrownSinceTheJobWasMadeIsRefusedNamingBothCapacities) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 70);
   start_vma();
-  oma::ReplicateRequest req;
+  protocol::ReplicateRequest req;
   req.job_id = "6f1d8b5c-4a3e-4f2b-8c9d-8e7f6a5b4c3d";
   req.vm_id = vm.instance_uuid;
-  req.kind = "full";
-  req.nbd_host = "127.0.0.1";
-  req.nbd_port = mk::test::free_tcp_port();  // the grown disk fails before it is copied
+  req.kind = protocol::PassKind::Full;
+  // Nothing listens there: the grown disk fails before it is copied.
+  req.nbd = {"127.0.0.1", mk::test::free_tcp_port(), protocol::NbdTls::Psk};
   for (const auto& v : client->discover().vms) {
     if (v.vm_id != vm.instance_uuid) continue;
     for (const auto& d : v.disks) {
-      req.disks.push_back({d.disk_key, fmt::format("migration-vm-{}-disk{}", v.vm_id, d.unit), d.unit,
-                           d.capacity_bytes, std::nullopt});
+      req.disks.push_back({d.disk_key, d.unit, d.capacity_bytes, protocol::export_name(v.vm_id, d.unit), std::nullopt});
     }
   }
   ASSERT_EQ(req.disks.size(), 2u);
@@ -350,13 +340,13 @@ TEST_F(VmaFixture, ADiskGrownSinceTheJobWasMadeIsRefusedNamingBothCapacities) {
   ASSERT_EQ(vm.disks[1].capacity_bytes, bigger);
   std::filesystem::resize_file(flats.at(vm.instance_uuid).at(grown.key), bigger);
   client->replicate(req);
-  oma::JobProgress p = wait_vma(req.job_id, [](const oma::JobProgress& p) {
-    for (const auto& d : p.disks) if (d.status != "failed") return false;
+  protocol::JobProgress p = wait_vma(req.job_id, [](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != DiskStatus::Failed) return false;
     return true;
   });
   bool seen = false;
   for (const auto& d : p.disks) {
-    if (d.disk_key != std::to_string(grown.key)) continue;
+    if (d.disk_key != protocol::DiskKey(grown.key)) continue;
     seen = true;
     std::string error = d.error.value_or("");
     EXPECT_NE(error.find(fmt::format("capacity is {} bytes now, the job was made for {} bytes", bigger,

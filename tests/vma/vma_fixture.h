@@ -98,16 +98,17 @@ class VmaFixture : public ::testing::Test {
   }
 
   // The VM as the VMA discovered it, registered with the OMA.
-  oma::DiscoveredVm register_vm(const std::string& vm_id) {
+  protocol::DiscoveredVm register_vm(const std::string& vm_id) {
     for (const auto& v : client->discover().vms) {
       if (v.vm_id != vm_id) continue;
       nlohmann::json disks = nlohmann::json::array();
       for (const auto& d : v.disks) {
-        disks.push_back({{"key", d.disk_key}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
+        disks.push_back(
+            {{"key", d.disk_key.str()}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
       }
       nlohmann::json body = {{"vm_id", v.vm_id},       {"name", v.name},           {"vcenter", "vcsim"},
                              {"datacenter", v.datacenter}, {"cpus", v.cpus},      {"memory_mb", v.memory_mb},
-                             {"guest_os", v.guest_os}, {"power_state", v.power_state}, {"disks", disks}};
+                             {"guest_os", v.guest_os}, {"power_state", enum_name(v.power_state)}, {"disks", disks}};
       auto r = api->post("/api/v1/vms", body.dump());
       EXPECT_EQ(r.status, 201) << r.raw;
       return v;
@@ -149,9 +150,9 @@ class VmaFixture : public ::testing::Test {
   }
 
   // Polls the VMA until `done(progress)`; the deadline only stops a hung test.
-  oma::JobProgress wait_vma(const std::string& job_id, const std::function<bool(const oma::JobProgress&)>& done) {
+  protocol::JobProgress wait_vma(const std::string& job_id, const std::function<bool(const protocol::JobProgress&)>& done) {
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    oma::JobProgress p;
+    protocol::JobProgress p;
     for (;;) {
       try {
         p = client->progress(job_id);

@@ -29,7 +29,7 @@ ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config) : tokens_(token
                .summary = "This API's OpenAPI 3 description",
                .description = "The OpenAPI 3.0 document of every operation, generated from the same declarations "
                               "the server routes and checks requests and replies with.",
-               .role = "operator",
+               .role = "viewer",
                .responses = {{200, "the document", &kOpenApiDocument}},
                .handler = [this](auto&, auto&, auto&) -> Reply { return {200, document_, ""}; }}});
 }
@@ -132,30 +132,31 @@ void ApiServer::handle(const httplib::Request& http, httplib::Response& res) {
   else res.set_content(reply.body.dump(), "application/json");
 }
 
-Caller ApiServer::authenticate(const httplib::Request& req, const std::string& role) {
-  std::string h = req.get_header_value("Authorization");
-  if (h.rfind("Bearer ", 0) != 0 || h.size() <= 7) throw Error("401");
-  auto t = tokens_.find_live_token(sha256_hex(h.substr(7)));
-  if (!t) throw Error("401");
-  if (role == "admin" && t->role != TokenRole::Admin) throw Error("403");
-  return {t->token_id, enum_name(t->role)};
-}
-
+// Decided from the headers alone, before the body is parsed or the handler runs.
 std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {
   if (r.role == "pairing") {
     if (req.get_header_value("Authorization").rfind("Pairing ", 0) != 0)
       return error_reply(401, "missing pairing code (Authorization: Pairing CODE, from the OMA's pairing bundle)");
     return std::nullopt;
   }
-  if (r.role.empty()) return std::nullopt;
-  try {
-    caller = authenticate(req, r.role);
-  } catch (const Error& e) {
-    if (std::string(e.what()) == "403") return error_reply(403, "this route needs an admin token");
-    if (std::string(e.what()) == "401")
-      return error_reply(401, "missing, unknown or revoked bearer token (Authorization: Bearer TOKEN)");
-    return error_reply(500, e.what());
+  std::optional<TokenRole> needed = required_token_role(r);
+  if (!needed) return std::nullopt;
+  std::string h = req.get_header_value("Authorization");
+  std::optional<TokenRecord> t;
+  if (h.rfind("Bearer ", 0) == 0 && h.size() > 7) {
+    try {
+      t = tokens_.find_live_token(sha256_hex(h.substr(7)));
+    } catch (const std::exception& e) {
+      return error_reply(500, fmt::format("cannot check the bearer token: {}", e.what()));
+    }
   }
+  if (!t) return error_reply(401, "missing, unknown or revoked bearer token (Authorization: Bearer TOKEN)");
+  if (!role_grants(t->role, *needed)) {
+    return error_reply(403, fmt::format("{} {} needs a token of role {} or above; this token's role is {}: ask an "
+                                        "admin for such a token",
+                                        r.method, r.path, *needed, t->role));
+  }
+  caller = {t->token_id, enum_name(t->role)};
   return std::nullopt;
 }
 

@@ -6,8 +6,9 @@
 // the limits (body size, threads, read timeout), checks the parameters and the body before
 // a handler runs and its reply after, and produces the OpenAPI document served at
 // /api/v1/openapi.json from the same declarations, so the description cannot drift from
-// the server. /health needs no token; every other route needs a live (not revoked) token,
-// and tokens and settings need the admin role. Errors are JSON {"error": message,
+// the server. /health needs no token; every other route needs a live (not revoked) token
+// of at least the role the route declares (route.h), checked before the body is parsed.
+// Errors are JSON {"error": message,
 // "field": name?} with 400 (bad input, naming the field), 401, 403, 404, 409, 413 (body
 // over the limit) or 500.
 //
@@ -70,7 +71,6 @@ class ApiServer {
   Reply dispatch(const Route& r, const Request& req);
   void check_params(const Route& r, const Request& req);
   void check_reply(const Route& r, const httplib::Request& req, Reply& reply);
-  Caller authenticate(const httplib::Request& req, const std::string& role);
   void build_document();
 
   ConfigRepository& tokens_;

@@ -20,10 +20,7 @@ void name_check(const std::string& v, const std::string& path) {
   }
 }
 
-void disk_key_check(const std::string& v, const std::string& path) {
-  if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
-    throw FieldError(path, "must be a VMware disk key (1 to 9 digits)");
-}
+void disk_key_check(const std::string& v, const std::string& path) { protocol::DiskKey::parse(v, path); }
 
 void mac_check(const std::string& v, const std::string& path) {
   if (!is_mac_address(v)) throw FieldError(path, "must be a MAC address like 00:50:56:aa:bb:cc");

@@ -7,15 +7,16 @@
 #include <string>
 
 #include "oma/api/route.h"
+#include "protocol/names.h"
 
 namespace mk::oma::api {
 
 // The same rules as regular expressions for the OpenAPI document (Field::pattern), so
 // that validators built from the document agree with the checks below (a unit test
-// holds them together).
-inline constexpr const char* kUuidPattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
-inline constexpr const char* kDiskKeyPattern = "^[0-9]{1,9}$";
-inline constexpr const char* kMacPattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+// holds them together). The naming rules' are the protocol's (protocol/names.h).
+inline constexpr const char* kUuidPattern = protocol::kUuidPattern;
+inline constexpr const char* kDiskKeyPattern = protocol::kDiskKeyPattern;
+inline constexpr const char* kMacPattern = protocol::kMacPattern;
 inline constexpr const char* kCloudStackIdPattern = "^[0-9A-Za-z-]+$";
 inline constexpr const char* kUrlPattern = "^https?://";
 

@@ -44,11 +44,25 @@ std::string lower(std::string s) {
   return s;
 }
 
+// "operator": "operator or admin".
+std::string roles_at_least(TokenRole needed) {
+  std::vector<std::string> names;
+  for (const auto& name : enum_names<TokenRole>()) {
+    if (role_grants(parse_enum<TokenRole>(name, "role"), needed)) names.push_back(name);
+  }
+  return fmt::format("{}", fmt::join(names, " or "));
+}
+
 json operation(const Route& r, schema::Components& components) {
   json op = {{"operationId", r.operation_id},
              {"tags", {r.tag->name}},
              {"summary", r.summary},
              {"description", r.description}};
+  if (auto role = required_token_role(r)) {
+    op["x-required-role"] = enum_name(*role);
+    op["description"] = fmt::format("{}\n\nRequired role: {} (a token of role {}).", r.description,
+                                    enum_name(*role), roles_at_least(*role));
+  }
   if (r.role.empty()) op["security"] = json::array();
   if (r.role == "pairing") op["security"] = json::array({{{"pairingCode", json::array()}}});
   if (!r.params.empty()) {
@@ -95,7 +109,8 @@ std::vector<Response> responses(const Route& r) {
     add(400, "invalid input: the message names the parameter or body field at fault, and so does \"field\"");
   if (r.role == "pairing") add(401, "no pairing code (Authorization: Pairing CODE)");
   else if (!r.role.empty()) add(401, "missing, unknown or revoked bearer token");
-  if (r.role == "admin") add(403, "the token is not an admin token");
+  if (r.role == "operator") add(403, "the token's role is viewer: this operation needs operator or admin");
+  if (r.role == "admin") add(403, "the token's role is viewer or operator: this operation needs admin");
   if (r.body) add(413, "the request body is larger than the API's limit");
   add(500, "an internal error; the message says what failed");
   std::sort(all.begin(), all.end(), [](const Response& a, const Response& b) { return a.status < b.status; });
@@ -109,9 +124,17 @@ const Response* response_for(const Route&, int status, const std::vector<Respons
   return nullptr;
 }
 
+std::optional<TokenRole> required_token_role(const Route& r) {
+  if (r.role.empty() || r.role == "pairing") return std::nullopt;
+  if (auto role = find_enum<TokenRole>(r.role)) return role;
+  throw Error(fmt::format("{}: role \"{}\" is none of \"\" (no token), \"pairing\", {}", where(r), r.role,
+                          fmt::join(enum_names<TokenRole>(), ", ")));
+}
+
 void check_declaration(const Route& r) {
   if (r.operation_id.empty() || !r.tag || r.summary.empty() || r.description.empty())
     throw Error(fmt::format("route {} {}: declare its operation_id, tag, summary and description", r.method, r.path));
+  required_token_role(r);
   for (const auto& name : path_params(r.path)) {
     bool declared = std::any_of(r.params.begin(), r.params.end(), [&](const Field& f) { return f.name == name; });
     if (!declared) throw Error(fmt::format("{}: the path parameter {{{}}} is not declared in params", where(r), name));
@@ -148,7 +171,10 @@ json openapi_document(const std::vector<Route>& routes) {
   }
   json tag_list = json::array();
   for (const Tag* t : tags) tag_list.push_back({{"name", t->name}, {"description", t->description}});
-  json schemes = {{"bearer", {{"type", "http"}, {"scheme", "bearer"}, {"description", "an API token (Authorization: Bearer TOKEN)"}}},
+  json schemes = {{"bearer",
+                   {{"type", "http"},
+                    {"scheme", "bearer"},
+                    {"description", "an API token (Authorization: Bearer TOKEN) of role viewer, operator or admin"}}},
                   {"pairingCode",
                    {{"type", "apiKey"}, {"in", "header"}, {"name", "Authorization"},
                     {"description", "\"Pairing CODE\" with the one-time code of a pairing bundle"}}}};
@@ -158,8 +184,11 @@ json openapi_document(const std::vector<Route>& routes) {
       {"description",
        "The OSSEA Migration Appliance's REST API: the VMs it migrates from VMware into CloudStack, their "
        "replication jobs, cutover and test failover, the exports and volumes behind them, the paired VMAs, "
-       "settings and tokens. Every route but /health needs a bearer token; tokens and settings need an admin "
-       "token. Bodies and replies are JSON; times are milliseconds since the Unix epoch. Errors are "
+       "settings and tokens. Every route but /health needs a bearer token, and each operation names the least "
+       "role its token must have (x-required-role): a viewer token reads; an operator token also replicates, "
+       "schedules and runs test failovers; an admin token also cuts over and manages settings, network "
+       "mappings, tokens and VMAs. A weaker token is refused with 403 before the request is carried out. "
+       "Bodies and replies are JSON; times are milliseconds since the Unix epoch. Errors are "
        "{\"error\": message, \"field\"?: the input at fault}."},
       {"contact", {{"name", "MigrateKit OSSEA maintainers"}}},
   };

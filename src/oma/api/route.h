@@ -79,15 +79,21 @@ struct Route {
   const Tag* tag = nullptr;
   std::string summary;
   std::string description;
-  std::string role;    // "" = no token (only /health), "operator" (any token), "admin",
-                       // "pairing" (Authorization: Pairing CODE; the handler checks the code)
+  // Who may call it. "" = anyone (only /health); "pairing" = Authorization: Pairing CODE
+  // (the handler checks the code); else the least token role that may: "viewer" (reads),
+  // "operator" (replicate, schedule, test failover) or "admin" (cut over, settings,
+  // network mappings, tokens, VMAs) — see TokenRole. These declarations are the one
+  // table of who may do what: the ApiServer refuses a weaker token (403) before it
+  // parses the body or runs the handler, and the OpenAPI document shows the role of
+  // each operation (x-required-role).
+  std::string role;
   // Parameters: those named in the path ({vm_id}) are path parameters, the others query
   // parameters (optional unless required). Checked before the handler runs.
   std::vector<Field> params = {};
   const Schema* body = nullptr;  // a request schema
   bool body_optional = false;    // an empty body stands for {} (every field of `body` optional)
   // The success responses and the errors particular to this route; the ApiServer adds
-  // 400 (input), 401 (token), 403 (admin), 413 (body) and 500 where they apply.
+  // 400 (input), 401 (token), 403 (role), 413 (body) and 500 where they apply.
   std::vector<Response> responses = {};
   std::function<Reply(const Request&, const nlohmann::json& body, const Caller&)> handler = nullptr;
   // Streaming routes (server-sent events) write the response themselves, after the

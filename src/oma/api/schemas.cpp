@@ -76,7 +76,7 @@ Field uuid_path_param(std::string name, std::string what) {
 namespace {
 
 Field disk_key_field(std::string name) {
-  return {.name = std::move(name), .description = "VMware device key of the disk", .max_length = 9,
+  return {.name = std::move(name), .description = "VMware device key of the disk", .max_length = 10,
           .check = disk_key_check, .example = "2000", .pattern = kDiskKeyPattern};
 }
 
@@ -152,14 +152,6 @@ const Schema kEvent{{
     text_field("message", "what happened", "incremental pass started"),
 }, "JobEvent", "one line of a job's log"};
 
-const Schema kDiscoveredDisk{{
-    // As the VMA reports it: VMware's device keys are digits, other sources name disks.
-    text_field("disk_key", "the disk's key at the source (VMware: its device key)", "2000"),
-    int_field("unit", "unit number (the N of the export's diskN)", 0),
-    text_field("label", "vCenter's label", "Hard disk 1"),
-    int_field("capacity_bytes", "capacity in bytes", 17179869184),
-}, "DiscoveredDisk", "a disk as the VMA found it"};
-
 }  // namespace
 
 const Schema kError{{
@@ -219,7 +211,7 @@ const Schema kJobDisk{{
     text_field("export", "the NBD export it is copied into",
                "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0"),
     enum_field("status", "where the disk is", kJobDiskStatuses),
-    text_field("phase", "what the copy is doing", "copying"),
+    enum_field("phase", "what the copy is doing", enum_names<protocol::DiskPhase>()),
     int_field("bytes_done", "bytes copied", 536870912),
     int_field("bytes_total", "bytes planned", 1073741824),
     number_field("throughput_bps", "bytes per second now", 104857600),
@@ -256,29 +248,22 @@ const Schema kSchedule{{
     time_field("updated_at", "its last change"),
 }, "Schedule", "a VM's repeating incremental pass"};
 
-const Schema kPreflightFinding{{
-    text_field("code", "what kind of problem", "independent-disk"),
-    nullable(text_field("disk_key", "the disk (null: the whole VM)", "2001")),
-    text_field("problem", "what is wrong", "its mode is independent_persistent: a snapshot does not cover it"),
-    text_field("remedy", "what to do", "set the disk's mode to Dependent (persistent) with the VM powered off"),
-    text_field("text", "all of it in one line, naming the VM and the disk",
-               "VM web01 disk Hard disk 2 ([ds1] web01/web01_1.vmdk): ...; ..."),
-}, "PreflightFinding", "what would refuse a replication pass of a VM, found before the first pass"};
+// The protocol's findings are optional on the wire (an older VMA sends none); the OMA
+// always gives them.
+std::vector<Field> discovered_vm_fields() {
+  std::vector<Field> fields = protocol::schemas::discovered_vm().fields;
+  for (auto& f : fields) {
+    if (f.name == "findings") f.required = true;
+  }
+  return join_fields(std::move(fields),
+                     {bool_field("managed", "the OMA manages it already (added)", false),
+                      bool_field("blocked", "a pass would be refused: see findings", false)});
+}
 
-const Schema kDiscoveredVm{{
-    uuid_field("vm_id", "VMware instance UUID"),
-    text_field("name", "its name in vCenter", "web01"),
-    text_field("datacenter", "its datacenter", "DC1"),
-    enum_field("power_state", "its power state", kPowerStates),
-    int_field("cpus", "virtual CPUs", 2),
-    int_field("memory_mb", "memory in MiB", 4096),
-    text_field("guest_os", "guest OS as vCenter names it", "debian12_64Guest"),
-    array_field("disks", "its disks", &kDiscoveredDisk),
-    array_field("nics", "its network cards", &kNic),
-    bool_field("managed", "the OMA manages it already (added)", false),
-    array_field("findings", "what would refuse a pass (empty: nothing known)", &kPreflightFinding),
-    bool_field("blocked", "a pass would be refused: see findings", false),
-}, "DiscoveredVm", "a VM as the VMA found it in vCenter"};
+const Schema kDiscoveredVm{
+    discovered_vm_fields(),
+    "DiscoveredVmView", "a VM as the VMA found it in vCenter (the protocol's DiscoveredVm), whether the OMA "
+    "manages it, and whether its preflight findings block a pass"};
 
 std::vector<Field> vma_fields() {
   return {
@@ -293,24 +278,6 @@ std::vector<Field> vma_fields() {
       nullable(time_field("revoked_at", "when it was revoked")),
   };
 }
-
-const Schema kVcenterReach{{
-    bool_field("reachable", "the VMA's vCenter session works"),
-    nullable(text_field("error", "why not", "cannot log in to vcenter.example.local: connection refused")),
-}, "VcenterReachability", "whether the VMA reaches its vCenter"};
-
-const Schema kVmaTunnel{{
-    enum_field("state", "the control tunnel as the VMA sees it", kVmaTunnelStates),
-    int_field("since", "when it entered this state (seconds since the Unix epoch)", 1764673200),
-    nullable(text_field("error", "why it is not up", "ssh: connect to host oma port 22: Connection refused")),
-}, "VmaTunnel", "the VMA's control tunnel to this OMA"};
-
-const Schema kVmaHealth{{
-    enum_field("status", "ok: vCenter reachable and tunnel up", kVmaHealthStatuses),
-    text_field("vma_instance", "the VMA process's instance id (changes when it restarts)", "b5c7d9e1"),
-    object_field("vcenter", "its vCenter", &kVcenterReach),
-    object_field("tunnel", "its tunnel", &kVmaTunnel),
-}, "VmaHealth", "a VMA's health as it reports it"};
 
 const Tag kSystemTag{"System", "Liveness, Prometheus metrics and this document"};
 

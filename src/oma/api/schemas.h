@@ -1,8 +1,9 @@
 // The API's shared vocabulary for the OpenAPI document and the reply checks: the allowed
 // values of each status, kind, role and state (one constant per concept), field makers
 // for the common kinds of value (UUIDs, times, byte counts, ...), and the reply schemas
-// of the objects several routes return (Vm, Disk, Job, JobDisk, Schedule, VmaHealth,
-// Error, ...). A route's own request and reply schemas live with the route.
+// of the objects several routes return (Vm, Disk, Job, JobDisk, Schedule, Error, ...).
+// What the VMA reports (its health, discovered VMs, pairing and enrolment) is declared
+// once by the protocol (src/protocol) and reused here. A route's own request and reply schemas live with the route.
 //
 // The schemas describe exactly what the views (views.h) build: the ApiServer checks
 // every reply against them. Constants; thread-safe.
@@ -16,6 +17,8 @@
 #include "oma/db/job_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
+#include "protocol/enrolment.h"
+#include "protocol/messages.h"
 
 namespace mk::oma::api {
 
@@ -23,18 +26,16 @@ namespace mk::oma::api {
 // the protocol's words. Inline: other files' schema constants use them during static
 // initialisation (enum_names() reads function-local tables, safe at that time).
 inline const std::vector<std::string> kJobKinds = enum_names<JobKind>();
-inline const std::vector<std::string> kPassKinds = {enum_name(JobKind::Full), enum_name(JobKind::Incremental)};
+inline const std::vector<std::string> kPassKinds = enum_names<protocol::PassKind>();
 inline const std::vector<std::string> kJobStatuses = enum_names<JobStatus>();
-inline const std::vector<std::string> kJobDiskStatuses = enum_names<DiskCopyStatus>();
+inline const std::vector<std::string> kJobDiskStatuses = enum_names<protocol::DiskStatus>();
 inline const std::vector<std::string> kStepStatuses = enum_names<StepStatus>();
 inline const std::vector<std::string> kEventLevels = enum_names<EventLevel>();
 inline const std::vector<std::string> kVmStatuses = enum_names<VmStatus>();  // see VmStatus
-inline const std::vector<std::string> kPowerStates = {"poweredOn", "poweredOff", "suspended"};
+inline const std::vector<std::string> kPowerStates = enum_names<protocol::PowerState>();
 inline const std::vector<std::string> kRoles = enum_names<TokenRole>();
 inline const std::vector<std::string> kVmaStates = enum_names<VmaState>();
 inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};
-inline const std::vector<std::string> kVmaTunnelStates = {"up", "connecting", "down"};
-inline const std::vector<std::string> kVmaHealthStatuses = {"ok", "degraded"};
 inline const std::vector<std::string> kFailoverKinds = enum_names<FailoverKind>();
 
 
@@ -72,12 +73,9 @@ extern const Schema kJobProgress;    // job_progress_json: a job with its disks
 extern const Schema kJobDetail;      // ... with steps and events
 extern const Schema kJobStarted;     // {"job_id", "status"} of cutover and test failover
 extern const Schema kSchedule;       // schedule_json
-extern const Schema kPreflightFinding;  // preflight_finding_json
-extern const Schema kDiscoveredVm;   // discovered_vm_json
+extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's DiscoveredVm + managed, blocked
 std::vector<Field> vma_fields();     // vma_json
-extern const Schema kVcenterReach;   // {"reachable", "error"}
-extern const Schema kVmaTunnel;      // the VMA's tunnel as it reports it
-extern const Schema kVmaHealth;      // a VMA's health as it reports it
+// A VMA's own health: the protocol's (protocol::schemas::health()).
 extern const Schema kOpenApiDocument;  // GET /api/v1/openapi.json (its top level)
 
 }  // namespace mk::oma::api

@@ -71,26 +71,11 @@ void add_pass_stats(json& vm, const VmPassStats& s) {
   vm["prediction_passes"] = s.incremental_passes_used;
 }
 
-json discovered_vm_json(const DiscoveredVm& v, bool managed) {
-  json disks = json::array(), nics = json::array();
-  for (const auto& d : v.disks) {
-    disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label},
-                     {"capacity_bytes", d.capacity_bytes}});
-  }
-  for (const auto& n : v.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
-  json findings = json::array();
-  for (const auto& f : v.findings) findings.push_back(preflight_finding_json(f));
-  return {{"vm_id", v.vm_id}, {"name", v.name},   {"datacenter", v.datacenter}, {"power_state", v.power_state},
-          {"cpus", v.cpus},   {"memory_mb", v.memory_mb}, {"guest_os", v.guest_os}, {"disks", disks},
-          {"nics", nics},     {"managed", managed}, {"findings", findings}, {"blocked", !v.findings.empty()}};
-}
-
-json preflight_finding_json(const PreflightFinding& f) {
-  return {{"code", f.code},
-          {"disk_key", f.disk_key ? json(*f.disk_key) : json(nullptr)},
-          {"problem", f.problem},
-          {"remedy", f.remedy},
-          {"text", f.text}};
+json discovered_vm_json(const protocol::DiscoveredVm& v, bool managed) {
+  json j = protocol::encode(v);
+  j["managed"] = managed;
+  j["blocked"] = !v.findings.empty();
+  return j;
 }
 
 }  // namespace mk::oma::api

@@ -28,21 +28,21 @@ class VmaSourcePower : public cs::SourcePower {
 
   bool is_powered_on(const std::string& vm_uuid) override {
     for (const auto& v : vma_.discover().vms) {
-      if (v.vm_id == vm_uuid) return v.power_state == "poweredOn";
+      if (v.vm_id == vm_uuid) return v.power_state == protocol::PowerState::PoweredOn;
     }
     throw Error(fmt::format("the VMA does not see VM {} in vCenter: was it removed or renamed?", vm_uuid));
   }
   void shutdown_guest(const std::string& vm_uuid) override {
     log_.add_event(job_id_, EventLevel::Info,
                    fmt::format("asking the VMA to shut VM {} down (power off after {} s)", vm_uuid, timeout_s_));
-    PowerResult r = vma_.power(vm_uuid, "shutdown", timeout_s_);
+    protocol::PowerReply r = vma_.power(vm_uuid, protocol::PowerAction::Shutdown, timeout_s_);
     log_.add_event(job_id_, r.forced ? EventLevel::Warn : EventLevel::Info,
                    r.forced ? fmt::format("the guest did not shut down within {} s: the VMA powered it off", timeout_s_)
                             : std::string("the guest shut down"));
   }
-  void power_off(const std::string& vm_uuid) override { vma_.power(vm_uuid, "off", timeout_s_); }
+  void power_off(const std::string& vm_uuid) override { vma_.power(vm_uuid, protocol::PowerAction::Off, timeout_s_); }
   void power_on(const std::string& vm_uuid) override {
-    vma_.power(vm_uuid, "on", timeout_s_);
+    vma_.power(vm_uuid, protocol::PowerAction::On, timeout_s_);
     log_.add_event(job_id_, EventLevel::Info, fmt::format("source VM {} powered on again", vm_uuid));
   }
 

@@ -11,8 +11,14 @@ using db::column;
 using db::Table;
 
 const EnumTable<TokenRole>& enum_table(TokenRole) {
-  static const EnumTable<TokenRole> t{"token role", {{TokenRole::Admin, "admin"}, {TokenRole::Operator, "operator"}}};
+  static const EnumTable<TokenRole> t{
+      "token role", {{TokenRole::Admin, "admin"}, {TokenRole::Operator, "operator"}, {TokenRole::Viewer, "viewer"}}};
   return t;
+}
+
+bool role_grants(TokenRole held, TokenRole needed) {
+  auto rank = [](TokenRole r) { return r == TokenRole::Admin ? 2 : r == TokenRole::Operator ? 1 : 0; };
+  return rank(held) >= rank(needed);
 }
 
 namespace {

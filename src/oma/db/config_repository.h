@@ -19,10 +19,15 @@
 
 namespace mk::oma {
 
-// What a token may do (api_tokens.role): an operator uses the API; an admin also
-// manages tokens, settings and VMA pairing.
-enum class TokenRole { Admin, Operator };
+// What a token may do (api_tokens.role), each role everything the one before it may:
+// a viewer reads; an operator also replicates, schedules and runs test failovers; an
+// admin also cuts over, and manages settings, network mappings, tokens and VMAs. Which
+// role each API route needs is declared with the route (oma/api/routes/).
+enum class TokenRole { Admin, Operator, Viewer };
 const EnumTable<TokenRole>& enum_table(TokenRole);
+
+// Whether a token of role `held` may do what needs role `needed`.
+bool role_grants(TokenRole held, TokenRole needed);
 
 struct TokenRecord {
   std::string token_id, name;

@@ -33,13 +33,6 @@ bool is_terminal(JobStatus s) {
   return s == JobStatus::Completed || s == JobStatus::Failed || s == JobStatus::Cancelled;
 }
 
-const EnumTable<DiskCopyStatus>& enum_table(DiskCopyStatus) {
-  static const EnumTable<DiskCopyStatus> t{"disk copy status", {{DiskCopyStatus::Pending, "pending"},
-    {DiskCopyStatus::Copying, "copying"}, {DiskCopyStatus::Completed, "completed"},
-    {DiskCopyStatus::Failed, "failed"}}};
-  return t;
-}
-
 const EnumTable<StepStatus>& enum_table(StepStatus) {
   static const EnumTable<StepStatus> t{"step status", {{StepStatus::Running, "running"},
     {StepStatus::Completed, "completed"}, {StepStatus::Failed, "failed"}, {StepStatus::Skipped, "skipped"}}};
@@ -224,7 +217,7 @@ void JobRepository::commit_change_ids(const std::string& job_id) {
     int64_t t = now_ms();
     for (auto& d : disks) {
       if (d.committed) continue;  // committing twice (recovery) is a no-op
-      if (d.status != DiskCopyStatus::Completed || !d.change_id_new || d.change_id_new->empty()) {
+      if (d.status != protocol::DiskStatus::Completed || !d.change_id_new || d.change_id_new->empty()) {
         throw Error(fmt::format("job {} VM {} disk {} has not completed with a change ID (status {}): "
                                 "no change ID of this job is committed",
                                 job_id, j.vm_id, d.disk_key, d.status));

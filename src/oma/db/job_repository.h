@@ -29,6 +29,7 @@
 
 #include "common/enum_names.h"
 #include "oma/db/database.h"
+#include "protocol/enums.h"
 
 namespace mk::oma {
 
@@ -45,11 +46,6 @@ enum class JobStatus { Preparing, Exporting, Copying, Committing, Running, Compl
 const EnumTable<JobStatus>& enum_table(JobStatus);
 // Completed, failed or cancelled: the job has ended and released its VM.
 bool is_terminal(JobStatus status);
-
-// A disk's copy within a job, as the VMA reports it (job_disks.status). The same
-// concept as the OMA<->VMA protocol's disk status.
-enum class DiskCopyStatus { Pending, Copying, Completed, Failed };
-const EnumTable<DiskCopyStatus>& enum_table(DiskCopyStatus);
 
 // A step of a job's log (job_steps.status).
 enum class StepStatus { Running, Completed, Failed, Skipped };
@@ -74,12 +70,12 @@ struct JobRecord {
   std::optional<int64_t> finished_at;
 };
 
-// One disk of one job. `phase` is the VMA's word for what the copy does (planning,
-// copying, ...), shown as it comes.
+// One disk of one job. `status` and `phase` are the VMA's (protocol/enums.h): where the
+// copy is and what it does (planning, copying, ...), stored as it reports them.
 struct JobDiskRecord {
   std::string job_id, disk_key, export_name;
-  DiskCopyStatus status = DiskCopyStatus::Pending;
-  std::string phase = "pending";
+  protocol::DiskStatus status = protocol::DiskStatus::Pending;  // as the VMA reports it (job_disks.status)
+  protocol::DiskPhase phase = protocol::DiskPhase::Pending;  // job_disks.phase
   int64_t unit = 0, bytes_done = 0, bytes_total = 0;
   double throughput_bps = 0, eta_seconds = 0;
   std::optional<std::string> change_id_base, change_id_new, error;

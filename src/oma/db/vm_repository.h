@@ -27,6 +27,7 @@
 
 #include "common/enum_names.h"
 #include "oma/db/database.h"
+#include "protocol/enums.h"
 
 namespace mk::oma {
 
@@ -54,7 +55,8 @@ const EnumTable<FailoverKind>& enum_table(FailoverKind);
 
 struct VmRecord {
   std::string vm_id;  // VMware instance UUID, lowercase
-  std::string name, vcenter, datacenter, guest_os, power_state;
+  std::string name, vcenter, datacenter, guest_os;
+  protocol::PowerState power_state = protocol::PowerState::PoweredOn;  // vm_contexts.power_state
   int64_t cpus = 0, memory_mb = 0;
   VmStatus status = VmStatus::Discovered;
   std::optional<std::string> current_job_id;

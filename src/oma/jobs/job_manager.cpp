@@ -310,12 +310,12 @@ void JobManager::preflight(const JobRecord& job) {
 }
 
 void JobManager::follow_grown_disks(const JobRecord& job) {
-  Discovery found = vma_for(job.vm_id)->discover();
+  protocol::Discovery found = vma_for(job.vm_id)->discover();
   auto vm = std::find_if(found.vms.begin(), found.vms.end(), [&](const auto& v) { return v.vm_id == job.vm_id; });
   if (vm == found.vms.end()) return;  // the pass itself says that the VM is gone
   for (const auto& d : vms_.list_disks(job.vm_id)) {
     for (const auto& now : vm->disks) {
-      if (now.disk_key != d.disk_key || now.capacity_bytes <= d.capacity_bytes) continue;
+      if (now.disk_key.str() != d.disk_key || now.capacity_bytes <= d.capacity_bytes) continue;
       vms_.set_disk_grown(job.vm_id, d.disk_key, now.capacity_bytes);
       jobs_.clear_job_disk_base(job.job_id, d.disk_key);
       jobs_.add_event(job.job_id, EventLevel::Warn,
@@ -340,7 +340,7 @@ void JobManager::prepare(const JobRecord& job) {
 }
 
 void JobManager::export_and_replicate(const JobRecord& job) {
-  ReplicateRequest req;
+  protocol::ReplicateRequest req;
   {
     Step step(jobs_, job.job_id, "exporting");
     auto job_disks = jobs_.job_disks(job.job_id);
@@ -356,7 +356,8 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       for (const auto& x : job_disks) if (x.disk_key == d.disk_key) jd = &x;
       if (!jd) throw Error(fmt::format("job {}: VM {} gained disk {} after the job started: start a new job",
                                        job.job_id, job.vm_id, d.disk_key));
-      req.disks.push_back({d.disk_key, e.export_name, d.unit, d.capacity_bytes, jd->change_id_base});
+      req.disks.push_back(
+          {protocol::DiskKey::parse(d.disk_key), d.unit, d.capacity_bytes, e.export_name, jd->change_id_base});
       jobs_.add_event(job.job_id, EventLevel::Info,
                       fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
     }
@@ -367,9 +368,8 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   req.job_id = job.job_id;
   req.vm_id = job.vm_id;
   // A cutover's final pass is incremental.
-  req.kind = enum_name(job.kind == JobKind::Full ? JobKind::Full : JobKind::Incremental);
-  req.nbd_host = options_.nbd_host;
-  req.nbd_port = options_.nbd_port;
+  req.kind = job.kind == JobKind::Full ? protocol::PassKind::Full : protocol::PassKind::Incremental;
+  req.nbd = {options_.nbd_host, options_.nbd_port, protocol::NbdTls::Psk};
   auto vma = vma_for(job.vm_id);
   std::string instance = vma->replicate(req);
   if (!instance.empty()) jobs_.set_vma_instance(job.job_id, instance);
@@ -384,7 +384,7 @@ void JobManager::poll(const JobRecord& job) {
   for (;;) {
     if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
     check_cancel(job.job_id);
-    JobProgress p;
+    protocol::JobProgress p;
     try {
       p = vma->progress(job.job_id);
     } catch (const VmaJobUnknown& e) {
@@ -423,15 +423,16 @@ void JobManager::poll(const JobRecord& job) {
     std::set<std::string> seen;
     size_t completed = 0;
     for (const auto& dp : p.disks) {
-      auto it = std::find_if(disks.begin(), disks.end(), [&](const auto& d) { return d.disk_key == dp.disk_key; });
-      if (it == disks.end() || !seen.insert(dp.disk_key).second) {
+      std::string key = dp.disk_key.str();
+      auto it = std::find_if(disks.begin(), disks.end(), [&](const auto& d) { return d.disk_key == key; });
+      if (it == disks.end() || !seen.insert(key).second) {
         poller_errors_++;
-        throw Error(fmt::format("the VMA reported progress for disk '{}', which job {} does not have once "
+        throw Error(fmt::format("the VMA reported progress for disk {}, which job {} does not have once "
                                 "(VMA protocol mismatch)",
-                                dp.disk_key.substr(0, 40), job.job_id));
+                                key, job.job_id));
       }
       JobDiskRecord d = *it;
-      d.status = parse_enum<DiskCopyStatus>(dp.status, fmt::format("the VMA's progress of disk {}", dp.disk_key));
+      d.status = dp.status;
       d.phase = dp.phase;
       d.bytes_done = dp.bytes_done;
       d.bytes_total = dp.bytes_total;
@@ -440,17 +441,11 @@ void JobManager::poll(const JobRecord& job) {
       d.change_id_new = dp.change_id;
       d.error = dp.error;
       jobs_.update_disk_progress(d);
-      if (d.status == DiskCopyStatus::Failed) {
-        throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, dp.disk_key,
-                                dp.error.value_or("no reason given")));
+      // The protocol guarantees a failed disk's error and a completed disk's change ID.
+      if (dp.status == protocol::DiskStatus::Failed) {
+        throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, key, dp.error.value_or("")));
       }
-      if (d.status == DiskCopyStatus::Completed) {
-        if (!dp.change_id || dp.change_id->empty()) {
-          throw Error(fmt::format("VM {} disk {}: the VMA reported completion without a change ID", job.vm_id,
-                                  dp.disk_key));
-        }
-        ++completed;
-      }
+      if (dp.status == protocol::DiskStatus::Completed) ++completed;
     }
     jobs_.roll_up_progress(job.job_id);
     jobs_.set_job_status(job.job_id, JobStatus::Copying,

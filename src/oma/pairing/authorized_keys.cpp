@@ -8,22 +8,12 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "protocol/enrolment.h"
 
 namespace mk::oma {
 
 std::string normalize_vma_public_key(const std::string& key) {
-  if (key.find_first_of("\r\n\"\\,") != std::string::npos)
-    throw UsageError("ssh_public_key must be a single line without quotes, commas or backslashes");
-  std::istringstream in(key);
-  std::string type, blob;
-  in >> type >> blob;
-  if (type != "ssh-ed25519")
-    throw UsageError("ssh_public_key must be an ed25519 key (\"ssh-ed25519 AAAA...\", as `vma pair` makes)");
-  // An ed25519 public key blob is 51 bytes: 68 base64 characters starting "AAAAC3NzaC1lZDI1NTE5".
-  if (blob.size() != 68 || blob.rfind("AAAAC3NzaC1lZDI1NTE5", 0) != 0 ||
-      blob.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != std::string::npos)
-    throw UsageError("ssh_public_key is not a valid ssh-ed25519 public key");
-  return type + " " + blob;
+  return protocol::normalize_ed25519_public_key(key, "ssh_public_key");
 }
 
 std::string authorized_key_line(const VmaRecord& vma, int nbd_port) {

@@ -22,8 +22,9 @@
 
 namespace mk::oma {
 
-// Throws UsageError unless `key` is one "ssh-ed25519 <base64> [comment]" line; returns
-// "ssh-ed25519 <base64>" (the comment is dropped: the OMA writes its own).
+// Throws UsageError (schema::FieldError "ssh_public_key") unless `key` is one
+// "ssh-ed25519 <base64> [comment]" line; returns "ssh-ed25519 <base64>" (the comment is
+// dropped: the OMA writes its own). The rule is the protocol's (protocol/enrolment.h).
 std::string normalize_vma_public_key(const std::string& key);
 
 std::string authorized_key_line(const VmaRecord& vma, int nbd_port);

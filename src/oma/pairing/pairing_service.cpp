@@ -53,7 +53,9 @@ void PairingService::sync_access() {
   sync_nbd_psk_file();
 }
 
-nlohmann::json PairingService::nbd_tls_fields() const {
+// This VMA's own NBD PSK identity and key (authorised in the server's file at approval),
+// or, for an NBD server with X.509, its CA certificate.
+void PairingService::add_nbd_tls(protocol::PairingBundle& b) const {
   if (config_.nbd_psk_file.empty()) {
     std::string path = config_.nbd_certificates_dir + "/ca-cert.pem";
     std::ifstream in(path);
@@ -61,12 +63,14 @@ nlohmann::json PairingService::nbd_tls_fields() const {
     pem << in.rdbuf();
     if (!in || pem.str().find("BEGIN CERTIFICATE") == std::string::npos)
       throw Error(fmt::format("cannot read the NBD TLS CA certificate {} for the pairing bundle", path));
-    return {{"nbd_tls", "x509"}, {"nbd_psk_identity", nullptr}, {"nbd_psk_key", nullptr}, {"nbd_ca_cert", pem.str()}};
+    b.nbd_tls = protocol::NbdTls::X509;
+    b.nbd_ca_cert = pem.str();
+    return;
   }
   first_line(config_.nbd_psk_file, "the NBD TLS PSK");  // the server's file must be there
-  // This VMA's own identity and key, authorised in the server's file at approval.
-  std::string identity = "vma-" + new_token().substr(4, 16), key = new_token().substr(4);
-  return {{"nbd_tls", "psk"}, {"nbd_psk_identity", identity}, {"nbd_psk_key", key}, {"nbd_ca_cert", nullptr}};
+  b.nbd_tls = protocol::NbdTls::Psk;
+  b.nbd_psk_identity = "vma-" + new_token().substr(4, 16);
+  b.nbd_psk_key = new_token().substr(4);
 }
 
 void PairingService::sync_nbd_psk_file() {
@@ -82,37 +86,30 @@ void PairingService::sync_nbd_psk_file() {
 }
 
 nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {
-  std::string host_key = first_line(config_.ssh_host_key_file, "the OMA's SSH public host key");
-  nlohmann::json tls = nbd_tls_fields();
-  std::string code = "mkp_" + new_token().substr(4);
-  std::string vma_token = new_token();
+  protocol::PairingBundle b;
+  b.ssh_host_key = first_line(config_.ssh_host_key_file, "the OMA's SSH public host key");
+  add_nbd_tls(b);
+  b.pairing_code = "mkp_" + new_token().substr(4);
+  b.vma_api_token = new_token();
   int64_t now = now_ms();
-  int64_t expires = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl.value_or(config_.code_ttl)).count();
+  b.expires_at = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl.value_or(config_.code_ttl)).count();
   std::optional<std::string> psk_sealed;
-  if (tls["nbd_tls"] == "psk")
-    psk_sealed = secrets_.seal(tls["nbd_psk_identity"].get<std::string>() + ":" + tls["nbd_psk_key"].get<std::string>());
-  vmas_.insert_pairing_code(
-      {sha256_hex(code), secrets_.seal(vma_token), now, expires, std::nullopt, std::nullopt, psk_sealed});
-  log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", expires);
-  std::string api_url;
+  if (b.nbd_tls == protocol::NbdTls::Psk) psk_sealed = secrets_.seal(*b.nbd_psk_identity + ":" + *b.nbd_psk_key);
   {
     std::lock_guard lk(file_mutex_);
-    api_url = config_.api_url;
+    b.oma_api_url = config_.api_url;
   }
-  return {{"oma_api_url", api_url},
-          {"ssh_host", config_.ssh_host},
-          {"ssh_port", config_.ssh_port},
-          {"ssh_user", config_.ssh_user},
-          {"ssh_host_key", host_key},
-          {"nbd_host", config_.nbd_host},
-          {"nbd_port", config_.nbd_port},
-          {"nbd_tls", tls["nbd_tls"]},
-          {"nbd_psk_identity", tls["nbd_psk_identity"]},
-          {"nbd_psk_key", tls["nbd_psk_key"]},
-          {"nbd_ca_cert", tls["nbd_ca_cert"]},
-          {"vma_api_token", vma_token},
-          {"pairing_code", code},
-          {"expires_at", expires}};
+  b.ssh_host = config_.ssh_host;
+  b.ssh_port = config_.ssh_port;
+  b.ssh_user = config_.ssh_user;
+  b.nbd_host = config_.nbd_host;
+  b.nbd_port = config_.nbd_port;
+  nlohmann::json bundle = protocol::encode(b);  // checked before the code is stored
+  vmas_.insert_pairing_code(
+      {sha256_hex(b.pairing_code), secrets_.seal(b.vma_api_token), now, b.expires_at, std::nullopt, std::nullopt,
+       psk_sealed});
+  log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", b.expires_at);
+  return bundle;
 }
 
 VmaRecord PairingService::enroll(const std::string& pairing_code, const std::string& name,
@@ -186,12 +183,7 @@ nlohmann::json PairingService::health(const std::string& vma_id) {
     return out;
   }
   try {
-    VmaHealth h = client(v)->health();
-    out["vma"] = {{"status", h.status},
-                  {"vma_instance", h.vma_instance},
-                  {"vcenter", {{"reachable", h.vcenter_reachable}, {"error", h.vcenter_error ? nlohmann::json(*h.vcenter_error) : nlohmann::json(nullptr)}}},
-                  {"tunnel", {{"state", h.tunnel_state}, {"since", h.tunnel_since},
-                              {"error", h.tunnel_error ? nlohmann::json(*h.tunnel_error) : nlohmann::json(nullptr)}}}};
+    out["vma"] = protocol::encode(client(v)->health());
   } catch (const std::exception& e) {
     out["error"] = fmt::format("the tunnel port answers but the VMA's health call failed: {}", e.what());
   }

@@ -33,6 +33,7 @@
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
 #include "oma/vma/vma_client.h"
+#include "protocol/enrolment.h"
 
 namespace mk::oma {
 
@@ -60,7 +61,7 @@ class PairingService {
   // of the NBD PSK file (at start and after every approval or revocation).
   void sync_access();
 
-  // A new bundle (see above). ttl: nullopt = config's code_ttl.
+  // A new bundle (see above; the protocol's PairingBundle). ttl: nullopt = config's code_ttl.
   nlohmann::json issue_bundle(std::optional<std::chrono::seconds> ttl = std::nullopt);
   // Throws Conflict (unknown, used or expired code) or UsageError (bad key).
   VmaRecord enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
@@ -84,7 +85,7 @@ class PairingService {
   void set_api_url(const std::string& url);
 
  private:
-  nlohmann::json nbd_tls_fields() const;
+  void add_nbd_tls(protocol::PairingBundle& bundle) const;
   void sync_nbd_psk_file();
 
   VmaRepository& vmas_;

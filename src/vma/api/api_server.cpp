@@ -3,12 +3,13 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
-#include "vma/api/requests.h"
+#include "protocol/routes.h"
 
 namespace mk::vma::api {
 namespace {
 
 using nlohmann::json;
+using protocol::encode;
 
 // An answer with a status other than 200 and an error message.
 struct Failure {
@@ -16,10 +17,8 @@ struct Failure {
   std::string message;
 };
 
-json error_body(const std::string& message, const std::string& field = "") {
-  json j = {{"error", message}};
-  if (!field.empty()) j["field"] = field;
-  return j;
+std::string error_body(const std::string& message, std::optional<std::string> field = std::nullopt) {
+  return encode(protocol::ErrorReply{message, std::move(field)}).dump();
 }
 
 bool equal_constant_time(const std::string& a, const std::string& b) {
@@ -29,16 +28,9 @@ bool equal_constant_time(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-json findings_json(const std::vector<PreflightFinding>& findings) {
-  json out = json::array();
-  for (const auto& f : findings) {
-    out.push_back({{"code", f.code},
-                   {"disk_key", f.disk_key.empty() ? json(nullptr) : json(f.disk_key)},
-                   {"problem", f.problem},
-                   {"remedy", f.remedy},
-                   {"text", f.text}});
-  }
-  return out;
+std::optional<std::string> version_header(const httplib::Request& req) {
+  if (!req.has_header(protocol::kVersionHeader)) return std::nullopt;
+  return req.get_header_value(protocol::kVersionHeader);
 }
 
 }  // namespace
@@ -47,7 +39,7 @@ ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tu
     : options_(std::move(options)), runner_(runner), vcenter_(vcenter), tunnel_(std::move(tunnel)) {
   if (options_.token.empty()) throw UsageError("the VMA API needs a token (the one the OMA issued at pairing)");
   if (!tunnel_) {
-    tunnel_ = [] { return TunnelState{"down", 0, std::string("no tunnel configured")}; };
+    tunnel_ = [] { return protocol::TunnelHealth{protocol::TunnelState::Down, 0, std::string("no tunnel configured")}; };
   }
 }
 
@@ -60,13 +52,34 @@ bool ApiServer::authorized(const httplib::Request& req) const {
   return equal_constant_time(h.substr(prefix.size()), options_.token);
 }
 
+// The request, authenticated and of this VMA's protocol version; or the refusal.
+httplib::Server::HandlerResponse ApiServer::admit(const httplib::Request& req, httplib::Response& res) const {
+  if (!authorized(req)) {
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer");
+    res.set_content(error_body("missing or wrong bearer token: use the token the OMA issued at pairing"),
+                    "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  try {
+    protocol::check_peer_header(protocol::Side::Vma, version_header(req));
+  } catch (const protocol::VersionMismatch& e) {
+    log::error("{} {}: {}", req.method, req.path, e.what());
+    res.status = 426;
+    res.set_header("Upgrade", fmt::format("{}/{}", protocol::kVersionHeader, protocol::kVersion));
+    res.set_content(error_body(e.what(), protocol::kVersionHeader), "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  return httplib::Server::HandlerResponse::Unhandled;
+}
+
 ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&, httplib::Response&)> handler) {
   return [this, handler](const httplib::Request& req, httplib::Response& res) {
-    json body;
+    std::string body;
     res.status = 200;
     try {
-      body = handler(req, res);
-    } catch (const BadRequest& e) {
+      body = handler(req, res).dump();
+    } catch (const schema::FieldError& e) {
       res.status = 400;
       body = error_body(e.what(), e.field());
     } catch (const Failure& f) {
@@ -85,38 +98,40 @@ ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&
       res.status = 500;
       body = error_body(e.what());
     }
-    if (res.status >= 500) log::error("{} {}: {}", req.method, req.path, body.value("error", ""));
-    res.set_content(body.dump(), "application/json");
+    if (res.status >= 500) log::error("{} {}: {}", req.method, req.path, body);
+    res.set_content(body, "application/json");
   };
 }
 
 void ApiServer::start() {
   server_.new_task_queue = [n = options_.threads] { return new httplib::ThreadPool(n); };
   server_.set_payload_max_length(options_.max_body_bytes);
-  server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
-    res.status = 401;
-    res.set_header("WWW-Authenticate", "Bearer");
-    res.set_content(error_body("missing or wrong bearer token: use the token the OMA issued at pairing").dump(),
-                    "application/json");
-    return httplib::Server::HandlerResponse::Handled;
+  server_.set_pre_routing_handler([this](const auto& req, auto& res) { return admit(req, res); });
+  // Every answer says which protocol this VMA speaks, refusals included.
+  server_.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    res.set_header(protocol::kVersionHeader, std::to_string(protocol::kVersion));
   });
   server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string message = res.status == 404   ? fmt::format("no route {} {}", req.method, req.path)
                           : res.status == 413 ? "request body too large"
                                               : fmt::format("HTTP {}", res.status);
-    res.set_content(error_body(message).dump(), "application/json");
+    res.set_content(error_body(message), "application/json");
   });
-  auto bind = [this](auto fn) { return guarded([this, fn](const auto& q, auto& r) { return (this->*fn)(q, r); }); };
-  server_.Post("/api/v1/replicate", bind(&ApiServer::replicate));
-  server_.Get(R"(/api/v1/progress/([^/]+))", bind(&ApiServer::progress));
-  server_.Post(R"(/api/v1/stop/([^/]+))", bind(&ApiServer::stop_job));
-  server_.Post(R"(/api/v1/cleanup/([^/]+))", bind(&ApiServer::cleanup));
-  server_.Post(R"(/api/v1/power/([^/]+))", bind(&ApiServer::power));
-  server_.Get("/api/v1/discover", bind(&ApiServer::discover));
-  server_.Get(R"(/api/v1/preflight/([^/]+))", bind(&ApiServer::preflight));
-  server_.Get("/api/v1/health", bind(&ApiServer::health));
+  auto bind = [this](const protocol::Route& route, auto fn) {
+    auto handler = guarded([this, fn](const auto& q, auto& r) { return (this->*fn)(q, r); });
+    std::string pattern(route.pattern);
+    if (route.method == "GET") server_.Get(pattern, handler);
+    else server_.Post(pattern, handler);
+  };
+  bind(protocol::kReplicateRoute, &ApiServer::replicate);
+  bind(protocol::kProgressRoute, &ApiServer::progress);
+  bind(protocol::kStopRoute, &ApiServer::stop_job);
+  bind(protocol::kCleanupRoute, &ApiServer::cleanup);
+  bind(protocol::kPowerRoute, &ApiServer::power);
+  bind(protocol::kDiscoverRoute, &ApiServer::discover);
+  bind(protocol::kPreflightRoute, &ApiServer::preflight);
+  bind(protocol::kHealthRoute, &ApiServer::health);
 
   if (options_.port == 0) {
     port_ = server_.bind_to_any_port(options_.listen_address);
@@ -129,7 +144,8 @@ void ApiServer::start() {
   }
   thread_ = std::thread([this] { server_.listen_after_bind(); });
   while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  log::info("VMA API listening on {}:{} (instance {})", options_.listen_address, port_, options_.instance);
+  log::info("VMA API listening on {}:{} (instance {}, protocol version {})", options_.listen_address, port_,
+            options_.instance, protocol::kVersion);
 }
 
 void ApiServer::stop() {
@@ -138,52 +154,40 @@ void ApiServer::stop() {
 }
 
 json ApiServer::replicate(const httplib::Request& req, httplib::Response& res) {
-  JobState job = parse_replicate(parse_body(req.body));
-  if (auto known = runner_.get(job.job_id)) {
-    if (known->vm_id != job.vm_id) {
-      throw Failure{409, fmt::format("job {} is already known for VM {}, not VM {}", job.job_id, known->vm_id,
-                                     job.vm_id)};
+  auto request = protocol::decode_text<protocol::ReplicateRequest>(req.body);
+  std::string job_id = request.job_id;
+  if (auto known = runner_.get(job_id)) {
+    if (known->vm_id() != request.vm_id) {
+      throw Failure{409, fmt::format("job {} is already known for VM {}, not VM {}", job_id, known->vm_id(),
+                                     request.vm_id)};
     }
   } else {
-    runner_.submit(job);  // a second identical request meanwhile returns false: same answer
+    runner_.submit(JobState::from(std::move(request)));  // a second identical request meanwhile: same answer
   }
   res.status = 202;
-  return {{"job_id", job.job_id}, {"vma_instance", options_.instance}};
+  return encode(protocol::ReplicateAccepted{job_id, options_.instance});
 }
 
 json ApiServer::progress(const httplib::Request& req, httplib::Response&) {
   std::string job_id = req.matches[1];
-  check_uuid_param(job_id, "job_id");
+  protocol::check_uuid(job_id, "job_id");
   auto job = runner_.get(job_id);
   if (!job) throw Failure{404, fmt::format("no job {} on this VMA (never started here, or its record expired)", job_id)};
-  json disks = json::array();
-  int64_t done = 0, total = 0;
-  double throughput = 0;
-  for (const auto& d : job->disks) {
-    disks.push_back(progress_json(d));
-    done += d.bytes_done;
-    total += d.bytes_total;
-    if (d.status == "copying") throughput += d.throughput_bps;
-  }
-  // Beyond the protocol's fields (the OMA ignores them): the job as a whole.
-  return {{"job_id", job_id},
-          {"vma_instance", options_.instance},
-          {"disks", disks},
-          {"status", job->status},
-          {"error", job->error ? json(*job->error) : json(nullptr)},
-          {"total", {{"bytes_done", done}, {"bytes_total", total}, {"throughput_bps", throughput}}}};
+  return encode(job->progress(options_.instance));
 }
 
 json ApiServer::stop_job(const httplib::Request& req, httplib::Response&) {
   std::string job_id = req.matches[1];
-  check_uuid_param(job_id, "job_id");
+  protocol::check_uuid(job_id, "job_id");
+  protocol::decode_text<protocol::EmptyRequest>(req.body);
   if (!runner_.stop(job_id)) throw Failure{404, fmt::format("no job {} on this VMA", job_id)};
-  return {{"job_id", job_id}, {"stopped", true}};
+  return encode(protocol::StopReply{job_id, true});
 }
 
 json ApiServer::cleanup(const httplib::Request& req, httplib::Response&) {
   std::string vm_id = req.matches[1];
-  check_uuid_param(vm_id, "vm_id");
+  protocol::check_uuid(vm_id, "vm_id");
+  protocol::decode_text<protocol::EmptyRequest>(req.body);
   if (auto job = runner_.copying_job_of(vm_id)) {
     throw JobConflict(fmt::format("VM {} has job {} copying: its snapshot is in use; stop the job first", vm_id, *job));
   }
@@ -196,69 +200,51 @@ json ApiServer::cleanup(const httplib::Request& req, httplib::Response&) {
   } catch (const std::exception& e) {
     throw Failure{502, fmt::format("VM {}: removing our snapshots failed: {}; try again", vm_id, e.what())};
   }
-  return {{"vm_id", vm_id}, {"snapshots_removed", n}};
+  return encode(protocol::CleanupReply{vm_id, n});
 }
 
 json ApiServer::power(const httplib::Request& req, httplib::Response&) {
   std::string vm_id = req.matches[1];
-  check_uuid_param(vm_id, "vm_id");
-  PowerRequest p = parse_power(parse_body(req.body));
-  PowerOutcome out;
+  protocol::check_uuid(vm_id, "vm_id");
+  auto p = protocol::decode_text<protocol::PowerRequest>(req.body);
   try {
-    out = vcenter_.power(vm_id, p.action, std::chrono::seconds(p.timeout_seconds));
+    return encode(vcenter_.power(vm_id, p.action, std::chrono::seconds(p.timeout_seconds)));
   } catch (const VmNotFound&) {
     throw;
   } catch (const std::exception& e) {
-    throw Failure{502, fmt::format("VM {}: power {} failed: {}", vm_id, p.action, e.what())};
+    throw Failure{502, fmt::format("VM {}: power {} failed: {}", vm_id, enum_name(p.action), e.what())};
   }
-  return {{"vm_id", vm_id}, {"power_state", out.power_state}, {"forced", out.forced}};
 }
 
 json ApiServer::preflight(const httplib::Request& req, httplib::Response&) {
   std::string vm_id = req.matches[1];
-  check_uuid_param(vm_id, "vm_id");
-  std::vector<PreflightFinding> findings;
+  protocol::check_uuid(vm_id, "vm_id");
   try {
-    findings = vcenter_.preflight(vm_id);
+    return encode(protocol::PreflightReply{vm_id, vcenter_.preflight(vm_id)});
   } catch (const VmNotFound&) {
     throw;
   } catch (const std::exception& e) {
     throw Failure{502, fmt::format("VM {}: preflight failed: {}", vm_id, e.what())};
   }
-  return {{"vm_id", vm_id}, {"findings", findings_json(findings)}};
 }
 
 json ApiServer::discover(const httplib::Request&, httplib::Response&) {
-  std::vector<DiscoveredVm> vms;
   try {
-    vms = vcenter_.discover();
+    return encode(vcenter_.discover());
   } catch (const std::exception& e) {
     throw Failure{502, fmt::format("discovery failed: {}", e.what())};
   }
-  json out = json::array();
-  for (const auto& vm : vms) {
-    json disks = json::array(), nics = json::array();
-    for (const auto& d : vm.disks) {
-      disks.push_back({{"disk_key", d.disk_key}, {"unit", d.unit}, {"label", d.label},
-                       {"capacity_bytes", d.capacity_bytes}});
-    }
-    for (const auto& n : vm.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
-    out.push_back({{"vm_id", vm.vm_id}, {"name", vm.name}, {"datacenter", vm.datacenter},
-                   {"power_state", vm.power_state}, {"cpus", vm.cpus}, {"memory_mb", vm.memory_mb},
-                   {"guest_os", vm.guest_os}, {"disks", disks}, {"nics", nics},
-                   {"findings", findings_json(vm.findings)}});
-  }
-  return {{"vcenter", vcenter_.host()}, {"vms", out}};
 }
 
 json ApiServer::health(const httplib::Request&, httplib::Response&) {
   std::string vc_error = vcenter_.check();
-  TunnelState t = tunnel_();
-  bool ok = vc_error.empty() && t.state == "up";
-  return {{"status", ok ? "ok" : "degraded"},
-          {"vma_instance", options_.instance},
-          {"vcenter", {{"reachable", vc_error.empty()}, {"error", vc_error.empty() ? json(nullptr) : json(vc_error)}}},
-          {"tunnel", {{"state", t.state}, {"since", t.since}, {"error", t.error ? json(*t.error) : json(nullptr)}}}};
+  protocol::Health h;
+  h.vma_instance = options_.instance;
+  h.vcenter = {vc_error.empty(), vc_error.empty() ? std::nullopt : std::optional<std::string>(vc_error)};
+  h.tunnel = tunnel_();
+  h.status = h.vcenter.reachable && h.tunnel.state == protocol::TunnelState::Up ? protocol::HealthStatus::Ok
+                                                                                 : protocol::HealthStatus::Degraded;
+  return encode(h);
 }
 
 }  // namespace mk::vma::api

@@ -1,13 +1,15 @@
-// ApiServer: the VMA's HTTP API (JSON under /api/v1), the server side of the protocol
-// documented in src/oma/vma/vma_client.h: replicate, progress/{job}, stop/{job},
-// cleanup/{vm}, power/{vm}, discover, health.
+// ApiServer: the VMA's HTTP API, the server side of the OMA<->VMA protocol
+// (src/protocol/messages.h): replicate, progress/{job}, stop/{job}, cleanup/{vm},
+// power/{vm}, discover, health.
 //
 // Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
 // pairing), compared in constant time; without it or with another one the answer is
-// 401. Bad input is 400 {"error", "field"}; an unknown job or VM 404; cleanup of a VM
-// that has an active job 423; vCenter failures 502; shutting down 503; everything else
-// that fails 500 — always
-// {"error": what failed, on which VM/disk, what to do}.
+// 401. Then the request's protocol version (version.h) must be this VMA's: otherwise
+// 426 naming both versions. Bodies are decoded by the protocol module: bad input is 400
+// {"error", "field"}; an unknown job or VM 404; cleanup of a VM that has an active job
+// 423; vCenter failures 502; shutting down 503; everything else that fails 500 —
+// always {"error": what failed, on which VM/disk, what to do}. Every answer carries the
+// protocol version header.
 //
 // Owns the HTTP server and its listener thread, not the runner, vCenter or tunnel state
 // provider. Thread-safe (cpp-httplib serves requests from a thread pool).
@@ -50,6 +52,7 @@ class ApiServer {
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
   Handler guarded(std::function<nlohmann::json(const httplib::Request&, httplib::Response&)> handler);
   bool authorized(const httplib::Request& req) const;
+  httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res) const;
 
   nlohmann::json replicate(const httplib::Request& req, httplib::Response& res);
   nlohmann::json progress(const httplib::Request& req, httplib::Response& res);

@@ -13,7 +13,11 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_schema.h"
 #include "common/subprocess.h"
+#include "protocol/enrolment.h"
+#include "protocol/names.h"
+#include "protocol/routes.h"
 #include "vma/pairing/paired_state.h"
 
 namespace mk::vma {
@@ -25,41 +29,31 @@ struct PairArgs {
   std::string bundle, state_dir, name, vcenter;
 };
 
-std::string field(const json& b, const char* name) {
-  if (!b.contains(name) || !b[name].is_string() || b[name].get<std::string>().empty())
-    throw UsageError(fmt::format("the bundle has no \"{}\": ask the OMA's admin for a new pairing bundle", name));
-  std::string v = b[name];
-  if (v.find_first_of("\r\n") != std::string::npos)
-    throw UsageError(fmt::format("the bundle's \"{}\" spans several lines: the bundle is damaged", name));
-  return v;
-}
-
-int port_field(const json& b, const char* name) {
-  if (!b.contains(name) || !b[name].is_number_integer() || b[name] < 1 || b[name] > 65535)
-    throw UsageError(fmt::format("the bundle's \"{}\" is not a port number", name));
-  return b[name];
-}
-
-json read_bundle(const std::string& path) {
+// The bundle, checked: its protocol version first (a bundle of another version may
+// differ in any field), then every field.
+protocol::PairingBundle read_bundle(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw UsageError(fmt::format("cannot read the pairing bundle {}", path));
+  std::stringstream text;
+  text << in.rdbuf();
   try {
-    return json::parse(in);
-  } catch (const json::exception&) {
-    throw UsageError(fmt::format("{} is not a pairing bundle (not JSON)", path));
+    json j = schema::parse_object(text.str(), "bundle");
+    const json* v = j.contains("protocol_version") ? &j["protocol_version"] : nullptr;
+    protocol::check_peer_version(protocol::Side::Vma,
+                                 v && v->is_number_integer() ? std::optional<int64_t>(v->get<int64_t>()) : std::nullopt);
+    return protocol::decode<protocol::PairingBundle>(j);
+  } catch (const schema::FieldError& e) {
+    throw UsageError(fmt::format("{} is not a valid pairing bundle ({}): ask the OMA's admin for a new one", path,
+                                 e.what()));
   }
 }
 
-// The host key line as known_hosts wants it: "<alias> <type> <base64>".
+// The host key line as known_hosts wants it: "<alias> <type> <base64>" (the bundle's
+// key was checked to be such a line).
 std::string known_hosts_line(const std::string& host_key) {
   std::istringstream in(host_key);
   std::string type, blob;
   in >> type >> blob;
-  if (type.rfind("ssh-", 0) != 0 && type.rfind("ecdsa-", 0) != 0)
-    throw UsageError("the bundle's ssh_host_key is not an SSH public key line");
-  if (blob.empty() || blob.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") !=
-                          std::string::npos)
-    throw UsageError("the bundle's ssh_host_key is not an SSH public key line");
   return fmt::format("{} {} {}\n", TunnelConfig{}.host_key_alias, type, blob);
 }
 
@@ -79,79 +73,74 @@ std::string ensure_key_pair(const std::string& dir, const std::string& name) {
   return pub;
 }
 
-json enroll(const std::string& api_url, const std::string& code, const json& body) {
+protocol::EnrolReply enroll(const std::string& api_url, const std::string& code, const protocol::EnrolRequest& body) {
   httplib::Client cli(api_url);
   cli.set_connection_timeout(std::chrono::seconds(15));
   cli.set_read_timeout(std::chrono::seconds(30));
-  auto res = cli.Post("/api/v1/vmas/enroll", {{"Authorization", "Pairing " + code}}, body.dump(), "application/json");
+  std::string path(protocol::kEnrolRoute.path);
+  auto res = cli.Post(path.c_str(), {{"Authorization", "Pairing " + code}}, protocol::encode(body).dump(),
+                      "application/json");
   if (!res)
     throw Error(fmt::format("cannot reach the OMA's API at {} ({}): check the address and that this VMA may reach "
                             "it, then run `vma pair` again (the pairing code was not used)",
                             api_url, httplib::to_string(res.error())));
   json reply = json::parse(res->body, nullptr, false);
   if (res->status != 202) {
-    std::string why = reply.is_object() && reply.contains("error") ? reply["error"].dump() : res->body;
+    std::string why = reply.is_object() && reply.contains("error") && reply["error"].is_string()
+                          ? reply["error"].get<std::string>()
+                          : res->body.substr(0, 300);
     throw Error(fmt::format("the OMA at {} refused the enrolment (HTTP {}): {}", api_url, res->status, why));
   }
-  if (!reply.is_object() || !reply.contains("vma_id") || !reply.contains("tunnel_port"))
-    throw Error(fmt::format("the OMA at {} answered the enrolment without vma_id and tunnel_port: {}", api_url, res->body));
-  return reply;
+  if (!reply.is_object()) throw Error(fmt::format("the OMA at {} answered the enrolment with no JSON object", api_url));
+  const json* v = reply.contains("protocol_version") ? &reply["protocol_version"] : nullptr;
+  protocol::check_peer_version(protocol::Side::Vma,
+                               v && v->is_number_integer() ? std::optional<int64_t>(v->get<int64_t>()) : std::nullopt);
+  try {
+    return protocol::decode<protocol::EnrolReply>(reply);
+  } catch (const schema::FieldError& e) {
+    throw Error(fmt::format("the OMA at {} answered the enrolment with a broken reply ({})", api_url, e.what()));
+  }
 }
 
 int pair(const PairArgs& a) {
-  json b = read_bundle(a.bundle);
-  std::string api_url = field(b, "oma_api_url"), ssh_host = field(b, "ssh_host"), ssh_user = field(b, "ssh_user"),
-              host_key = field(b, "ssh_host_key"), nbd_host = field(b, "nbd_host"),
-              token = field(b, "vma_api_token"), code = field(b, "pairing_code");
-  int ssh_port = port_field(b, "ssh_port"), nbd_port = port_field(b, "nbd_port");
-  std::string nbd_tls = b.value("nbd_tls", "psk"), psk_identity, psk_key, ca_cert;
-  if (nbd_tls == "psk") {
-    psk_identity = field(b, "nbd_psk_identity");
-    psk_key = field(b, "nbd_psk_key");
-    if (psk_key.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos ||
-        psk_identity.find(':') != std::string::npos)
-      throw UsageError("the bundle's NBD PSK is not identity + hex key");
-  } else if (nbd_tls == "x509") {
-    if (!b.contains("nbd_ca_cert") || !b["nbd_ca_cert"].is_string() ||
-        b["nbd_ca_cert"].get<std::string>().find("BEGIN CERTIFICATE") == std::string::npos)
-      throw UsageError("the bundle's nbd_ca_cert is not a PEM certificate");
-    ca_cert = b["nbd_ca_cert"];
-  } else {
-    throw UsageError("the bundle's nbd_tls must be \"psk\" or \"x509\"");
-  }
-  std::string kh = known_hosts_line(host_key);
+  protocol::check_display_name(a.name, "--name");  // checked by the OMA too: refuse before writing anything
+  protocol::check_display_name(a.vcenter, "--vcenter");
+  protocol::PairingBundle b = read_bundle(a.bundle);
+  std::string kh = known_hosts_line(b.ssh_host_key);
+  bool psk = b.nbd_tls == protocol::NbdTls::Psk;
 
   std::error_code ec;
   std::filesystem::create_directories(a.state_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the state directory {}: {}", a.state_dir, ec.message()));
   ::chmod(a.state_dir.c_str(), 0700);
   write_private_file(a.state_dir + "/known_hosts", kh);
-  if (nbd_tls == "psk") {
-    write_private_file(a.state_dir + "/nbd-psk.keys", psk_identity + ":" + psk_key + "\n");
+  if (psk) {
+    write_private_file(a.state_dir + "/nbd-psk.keys", *b.nbd_psk_identity + ":" + *b.nbd_psk_key + "\n");
   } else {
     std::string pki = a.state_dir + "/nbd-pki";
     std::filesystem::create_directories(pki, ec);
     if (ec) throw Error(fmt::format("cannot create {}: {}", pki, ec.message()));
     ::chmod(pki.c_str(), 0700);
-    write_private_file(pki + "/ca-cert.pem", ca_cert);
+    write_private_file(pki + "/ca-cert.pem", *b.nbd_ca_cert);
   }
-  write_private_file(a.state_dir + "/api.token", token + "\n");
+  write_private_file(a.state_dir + "/api.token", b.vma_api_token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
-  json reply = enroll(api_url, code, {{"name", a.name}, {"vcenter", a.vcenter}, {"ssh_public_key", pub}});
-  json state = {{"vma_id", reply["vma_id"]}, {"name", a.name},          {"vcenter", a.vcenter},
-                {"oma_api_url", api_url},    {"ssh_host", ssh_host},     {"ssh_port", ssh_port},
-                {"ssh_user", ssh_user},      {"nbd_host", nbd_host},     {"nbd_port", nbd_port},
-                {"nbd_tls", nbd_tls},        {"nbd_psk_identity", psk_identity},
-                {"tunnel_port", reply["tunnel_port"]}};
+  protocol::EnrolReply reply = enroll(b.oma_api_url, b.pairing_code, {protocol::kVersion, a.name, a.vcenter, pub});
+  json state = {{"vma_id", reply.vma_id},       {"name", a.name},
+                {"vcenter", a.vcenter},         {"oma_api_url", b.oma_api_url},
+                {"ssh_host", b.ssh_host},       {"ssh_port", b.ssh_port},
+                {"ssh_user", b.ssh_user},       {"nbd_host", b.nbd_host},
+                {"nbd_port", b.nbd_port},       {"nbd_tls", enum_name(b.nbd_tls)},
+                {"nbd_psk_identity", b.nbd_psk_identity.value_or("")},
+                {"tunnel_port", reply.tunnel_port}};
   write_private_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
-  std::string id = reply["vma_id"];
   std::printf("VMA \"%s\" (vCenter %s) enrolled with the OMA at %s as %s, tunnel port %d on the OMA.\n"
               "Waiting for approval: an OMA admin runs POST /api/v1/vmas/%s/approve (check the key's fingerprint:\n"
               "  ssh-keygen -lf %s/id_ed25519.pub).\n"
               "The tunnel starts with the VMA service and comes up once approved. The bundle file %s may be deleted.\n",
-              a.name.c_str(), a.vcenter.c_str(), api_url.c_str(), id.c_str(), reply["tunnel_port"].get<int>(), id.c_str(),
-              a.state_dir.c_str(), a.bundle.c_str());
+              a.name.c_str(), a.vcenter.c_str(), b.oma_api_url.c_str(), reply.vma_id.c_str(), reply.tunnel_port,
+              reply.vma_id.c_str(), a.state_dir.c_str(), a.bundle.c_str());
   return 0;
 }
 
@@ -172,6 +161,9 @@ int run_pair(int argc, char** argv) {
   }
   try {
     return pair(a);
+  } catch (const protocol::VersionMismatch& e) {  // nothing was enrolled: an input problem
+    std::fprintf(stderr, "vma pair: %s\n", e.what());
+    return 2;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "vma pair: %s\n", e.what());
     return 2;

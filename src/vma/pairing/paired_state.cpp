@@ -28,11 +28,11 @@ PairedState load_paired_state(const std::string& state_dir) {
     s.ssh_user = j.at("ssh_user");
     s.nbd_host = j.at("nbd_host");
     s.nbd_port = j.at("nbd_port");
-    s.nbd_tls = j.value("nbd_tls", "psk");
+    s.nbd_tls = protocol::parse_field<protocol::NbdTls>(j.value("nbd_tls", "psk"), "nbd_tls");
     s.nbd_psk_identity = j.value("nbd_psk_identity", "");
     s.tunnel_port = j.at("tunnel_port");
     return s;
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const std::exception& e) {  // JSON errors, an unknown nbd_tls
     throw Error(fmt::format("{} is damaged ({}): pair this VMA again with a new bundle", path, e.what()));
   }
 }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "protocol/enums.h"
 #include "vma/tunnel/tunnel_supervisor.h"
 
 namespace mk::vma {
@@ -24,14 +25,14 @@ struct PairedState {
   std::string state_dir;
   std::string vma_id, name, vcenter;
   std::string oma_api_url, ssh_host, ssh_user, nbd_host, nbd_psk_identity;
-  std::string nbd_tls = "psk";  // "psk" | "x509"
+  protocol::NbdTls nbd_tls = protocol::NbdTls::Psk;
   int ssh_port = 22, nbd_port = 10809, tunnel_port = 9081;
 
   std::string known_hosts() const { return state_dir + "/known_hosts"; }
   std::string identity() const { return state_dir + "/id_ed25519"; }
   std::string psk_file() const { return state_dir + "/nbd-psk.keys"; }
   std::string token_file() const { return state_dir + "/api.token"; }
-  // For migratekit copy --target-tls-certificates when nbd_tls is "x509".
+  // For migratekit copy --target-tls-certificates when nbd_tls is X509.
   std::string nbd_certificates_dir() const { return state_dir + "/nbd-pki"; }
 };
 

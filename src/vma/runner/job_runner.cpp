@@ -13,12 +13,24 @@
 namespace mk::vma {
 namespace {
 
+using protocol::DiskPhase;
+using protocol::DiskStatus;
+using protocol::VmaJobStatus;
+
 int64_t now() { return std::time(nullptr); }
 
-std::string target_uri(const JobState& job, const DiskState& disk, int nbd_via_port) {
+std::string target_uri(const protocol::NbdTarget& nbd, const protocol::ReplicateDisk& disk, int nbd_via_port) {
   if (nbd_via_port > 0) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via_port, disk.export_name);
-  std::string host = job.nbd_host.find(':') != std::string::npos ? "[" + job.nbd_host + "]" : job.nbd_host;
-  return fmt::format("nbds://{}:{}/{}", host, job.nbd_port, disk.export_name);
+  std::string host = nbd.host.find(':') != std::string::npos ? "[" + nbd.host + "]" : nbd.host;
+  return fmt::format("nbds://{}:{}/{}", host, nbd.port, disk.export_name);
+}
+
+// A disk that failed, and why.
+void mark_failed(protocol::DiskProgress& d, const std::string& error) {
+  d.status = DiskStatus::Failed;
+  d.phase = DiskPhase::Failed;
+  d.error = error;
+  d.throughput_bps = d.eta_seconds = 0;
 }
 
 }  // namespace
@@ -42,38 +54,34 @@ void JobRunner::recover() {
     JobState& s = job->state;
     if (!s.ended_state()) {
       for (auto& d : s.disks) {
-        if (d.status == "completed") continue;
-        d.status = "failed";
-        d.phase = "failed";
-        d.error = kInterrupted;
-        d.throughput_bps = d.eta_seconds = 0;
+        if (d.status != DiskStatus::Completed) mark_failed(d, kInterrupted);
       }
-      s.status = "failed";
+      s.status = VmaJobStatus::Failed;
       s.error = kInterrupted;
       s.ended = now();
-      log::warn("job {} (VM {}): {}", s.job_id, s.vm_id, kInterrupted);
+      log::warn("job {} (VM {}): {}", s.job_id(), s.vm_id(), kInterrupted);
       save(*job);
     }
-    jobs_[s.job_id] = std::move(job);
+    jobs_[s.job_id()] = std::move(job);
   }
 }
 
 bool JobRunner::submit(JobState state) {
   std::lock_guard lock(mu_);
   if (shutting_down_) throw ShuttingDown("the VMA is shutting down: start the pass again once it is back");
-  if (jobs_.count(state.job_id)) return false;
+  if (jobs_.count(state.job_id())) return false;
   reap();
   auto job = std::make_unique<Job>();
   job->state = std::move(state);
-  job->state.status = "queued";
+  job->state.status = VmaJobStatus::Queued;
   job->state.created = now();
   job->progress.resize(job->state.disks.size());
   save(*job);  // known before it is acknowledged, so a restart reports it
   Job& ref = *job;
-  jobs_[ref.state.job_id] = std::move(job);
+  jobs_[ref.state.job_id()] = std::move(job);
   ref.thread = std::thread([this, &ref] { run(ref); });
-  log::info("job {} (VM {}, {} pass, {} disks) accepted", ref.state.job_id, ref.state.vm_id, ref.state.kind,
-            ref.state.disks.size());
+  log::info("job {} (VM {}, {} pass, {} disks) accepted", ref.state.job_id(), ref.state.vm_id(),
+            enum_name(ref.state.request.kind), ref.state.disks.size());
   return true;
 }
 
@@ -84,9 +92,11 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
   JobState s = it->second->state;
   for (size_t i = 0; i < s.disks.size() && i < it->second->progress.size(); ++i) {
     auto& p = it->second->progress[i];
-    if (!p || s.disks[i].status != "copying") continue;
+    if (!p || s.disks[i].status != DiskStatus::Copying) continue;
     engine::ProgressSnapshot snap = p->snapshot();
-    s.disks[i].phase = snap.phase;
+    // A phase the protocol does not know (a newer engine) leaves the last one shown:
+    // the phase is for people, the status is what the OMA acts on.
+    if (auto phase = find_enum<DiskPhase>(snap.phase)) s.disks[i].phase = *phase;
     s.disks[i].bytes_done = static_cast<int64_t>(snap.bytes_done);
     s.disks[i].bytes_total = static_cast<int64_t>(snap.bytes_total);
     s.disks[i].throughput_bps = snap.throughput_bps;
@@ -110,9 +120,9 @@ bool JobRunner::stop(const std::string& job_id) {
 std::optional<std::string> JobRunner::copying_job_of(const std::string& vm_id) {
   std::lock_guard lock(mu_);
   for (auto& [id, j] : jobs_) {
-    if (j->finished || j->state.vm_id != vm_id) continue;
+    if (j->finished || j->state.vm_id() != vm_id) continue;
     for (const auto& d : j->state.disks) {
-      if (d.status == "pending" || d.status == "copying") return id;
+      if (d.status == DiskStatus::Pending || d.status == DiskStatus::Copying) return id;
     }
   }
   return std::nullopt;
@@ -161,11 +171,11 @@ void JobRunner::save(const Job& job) {
     store_.save(job.state);
   } catch (const std::exception& e) {
     // The copy goes on; only the record after a restart would be stale.
-    log::error("job {}: cannot record its state: {}", job.state.job_id, e.what());
+    log::error("job {}: cannot record its state: {}", job.state.job_id(), e.what());
   }
 }
 
-void JobRunner::set_status(Job& job, const std::string& status, std::optional<std::string> error) {
+void JobRunner::set_status(Job& job, VmaJobStatus status, std::optional<std::string> error) {
   std::lock_guard lock(mu_);
   job.state.status = status;
   job.state.error = std::move(error);
@@ -175,11 +185,7 @@ void JobRunner::set_status(Job& job, const std::string& status, std::optional<st
 
 void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
   std::lock_guard lock(mu_);
-  DiskState& d = job.state.disks[index];
-  d.status = "failed";
-  d.phase = "failed";
-  d.error = error;
-  d.throughput_bps = d.eta_seconds = 0;
+  mark_failed(job.state.disks[index], error);
   job.progress[index].reset();
   save(job);
 }
@@ -187,21 +193,21 @@ void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
 void JobRunner::run(Job& job) {
   if (wait_for_slot(job)) {
     try {
-      auto vm_lock = lock_vm(job.state.vm_id);
+      auto vm_lock = lock_vm(job.state.vm_id());
       execute(job);
     } catch (const std::exception& e) {
       // Whatever broke (the work directory, a thread), the job must end, and say why.
-      std::string error = fmt::format("VM {}: the pass failed: {}", job.state.vm_id, e.what());
-      log::error("job {}: {}", job.state.job_id, error);
+      std::string error = fmt::format("VM {}: the pass failed: {}", job.state.vm_id(), e.what());
+      log::error("job {}: {}", job.state.job_id(), error);
       for (size_t i = 0; i < job.state.disks.size(); ++i) {
         bool completed;
         {
           std::lock_guard lock(mu_);
-          completed = job.state.disks[i].status == "completed";
+          completed = job.state.disks[i].status == DiskStatus::Completed;
         }
         if (!completed) fail_disk(job, i, error);
       }
-      set_status(job, "failed", error);
+      set_status(job, VmaJobStatus::Failed, error);
     }
     std::lock_guard lock(mu_);
     --running_;
@@ -212,7 +218,7 @@ void JobRunner::run(Job& job) {
       reason = job.cancel_reason;
     }
     for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, reason);
-    set_status(job, job.stop_requested ? "stopped" : "failed", reason);
+    set_status(job, job.stop_requested ? VmaJobStatus::Stopped : VmaJobStatus::Failed, reason);
   }
   std::lock_guard lock(mu_);
   job.finished = true;
@@ -228,7 +234,7 @@ bool JobRunner::wait_for_slot(Job& job) {
 }
 
 void JobRunner::execute(Job& job) {
-  const std::string vm = job.state.vm_id;
+  const std::string vm = job.state.vm_id();
   std::string cancelled;
   {
     std::lock_guard lock(mu_);
@@ -236,39 +242,39 @@ void JobRunner::execute(Job& job) {
   }
   if (!cancelled.empty()) {
     for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, cancelled);
-    set_status(job, job.stop_requested ? "stopped" : "failed", cancelled);
+    set_status(job, job.stop_requested ? VmaJobStatus::Stopped : VmaJobStatus::Failed, cancelled);
     return;
   }
-  set_status(job, "running");
-  std::string work = options_.work_dir + "/" + job.state.job_id;
+  set_status(job, VmaJobStatus::Running);
+  std::string work = options_.work_dir + "/" + job.state.job_id();
   std::filesystem::create_directories(work);
   ::chmod(work.c_str(), 0700);
 
   std::unique_ptr<source::Pass> pass;
   try {
     source::ChangeIds stored;
-    for (const auto& d : job.state.disks) {
-      if (d.change_id_base) stored[std::stoi(d.disk_key)] = *d.change_id_base;
+    for (const auto& d : job.state.request.disks) {
+      if (d.change_id_base) stored[d.disk_key] = *d.change_id_base;
     }
     pass = vcenter_.make_source(work)->open_pass(vm, stored);
   } catch (const std::exception& e) {
     std::string error = fmt::format("VM {}: the pass could not be prepared (snapshot, changed areas or disk "
                                     "readers): {}",
                                     vm, e.what());
-    log::error("job {}: {}", job.state.job_id, error);
+    log::error("job {}: {}", job.state.job_id(), error);
     for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, error);
     std::error_code ec;
     std::filesystem::remove_all(work, ec);
-    set_status(job, "failed", error);
+    set_status(job, VmaJobStatus::Failed, error);
     return;
   }
 
   // The disks asked for, as the pass sees them.
   std::vector<std::optional<source::DiskPass>> todo(job.state.disks.size());
   for (size_t i = 0; i < todo.size(); ++i) {
-    const DiskState& want = job.state.disks[i];
+    const protocol::ReplicateDisk& want = job.state.request.disks[i];
     for (const auto& d : pass->disks()) {
-      if (std::to_string(d.key) != want.disk_key) continue;
+      if (d.key != want.disk_key) continue;
       todo[i] = d;
       // Without a base the target may hold an earlier copy (a full pass again): the
       // whole disk is covered so that areas now unallocated on the source become zero.
@@ -284,14 +290,14 @@ void JobRunner::execute(Job& job) {
       fail_disk(job, i, fmt::format("VM {} disk {}: its capacity is {} bytes now, the job was made for {} bytes "
                                     "(the disk was grown since): discover the VM again, so that the OMA grows "
                                     "the target volume and runs a full pass of this disk",
-                                    vm, want.disk_key, todo[i]->capacity, want.capacity_bytes));
+                                    vm, want.disk_key.str(), todo[i]->capacity, want.capacity_bytes));
       todo[i].reset();
     } else if (!todo[i]) {
       fail_disk(job, i, fmt::format("VM {} has no disk with key {} (removed since discovery?): discover the VM "
                                     "again and start a new job",
-                                    vm, want.disk_key));
+                                    vm, want.disk_key.str()));
       std::lock_guard lock(mu_);
-      cancel(job, fmt::format("not copied: disk {} of the job is missing on VM {}", want.disk_key, vm));
+      cancel(job, fmt::format("not copied: disk {} of the job is missing on VM {}", want.disk_key.str(), vm));
     }
   }
 
@@ -307,21 +313,21 @@ void JobRunner::execute(Job& job) {
   for (auto& t : workers) t.join();
 
   bool all_done = std::all_of(job.state.disks.begin(), job.state.disks.end(),
-                              [](const DiskState& d) { return d.status == "completed"; });
+                              [](const protocol::DiskProgress& d) { return d.status == DiskStatus::Completed; });
   try {
     pass->close(all_done);
   } catch (const std::exception& e) {
     // The copied data and change IDs stay valid; the snapshot is removed by the next
     // pass of this VM or the next start of the VMA.
-    log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id, vm, e.what());
+    log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id(), vm, e.what());
   }
   pass.reset();
   std::error_code ec;
   std::filesystem::remove_all(work, ec);
 
   if (all_done) {
-    set_status(job, "completed");
-    log::info("job {} (VM {}): every disk copied and flushed", job.state.job_id, vm);
+    set_status(job, VmaJobStatus::Completed);
+    log::info("job {} (VM {}): every disk copied and flushed", job.state.job_id(), vm);
     return;
   }
   std::string error;
@@ -332,8 +338,8 @@ void JobRunner::execute(Job& job) {
     }
     if (job.stop_requested) error = job.cancel_reason;
   }
-  set_status(job, job.stop_requested ? "stopped" : "failed", error);
-  log::warn("job {} (VM {}) ended without success: {}", job.state.job_id, vm, error);
+  set_status(job, job.stop_requested ? VmaJobStatus::Stopped : VmaJobStatus::Failed, error);
+  log::warn("job {} (VM {}) ended without success: {}", job.state.job_id(), vm, error);
 }
 
 void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
@@ -342,19 +348,16 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
   {
     std::lock_guard lock(mu_);
     if (job.cancel) {
-      std::string reason = job.cancel_reason;
-      DiskState& d = job.state.disks[index];
-      d.status = "failed";
-      d.phase = "failed";
-      d.error = reason;
+      mark_failed(job.state.disks[index], job.cancel_reason);
       save(job);
       return;
     }
-    DiskState& d = job.state.disks[index];
-    d.status = "copying";
-    d.phase = "planning";
+    protocol::DiskProgress& d = job.state.disks[index];
+    d.status = DiskStatus::Copying;
+    d.phase = DiskPhase::Planning;
     job.progress[index] = progress;
-    target = {target_uri(job.state, d, options_.nbd_via_port), options_.target_tls, "target"};
+    target = {target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port),
+              options_.target_tls, "target"};
     save(job);
   }
   engine::CopyOptions o = options_.copy;
@@ -365,9 +368,9 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     engine::CopyStats stats = source::copy_disk(disk, target, o);
     engine::ProgressSnapshot snap = progress->snapshot();
     std::lock_guard lock(mu_);
-    DiskState& d = job.state.disks[index];
-    d.status = "completed";
-    d.phase = "done";
+    protocol::DiskProgress& d = job.state.disks[index];
+    d.status = DiskStatus::Completed;
+    d.phase = DiskPhase::Done;
     d.bytes_done = static_cast<int64_t>(snap.bytes_done);
     d.bytes_total = static_cast<int64_t>(snap.bytes_total);
     d.throughput_bps = stats.seconds > 0 ? static_cast<double>(snap.bytes_done) / stats.seconds : 0;
@@ -375,7 +378,7 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     d.change_id = disk.change_id_to_store;  // copied and flushed: the engine flushed before returning
     job.progress[index].reset();
     save(job);
-    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id, disk.key,
+    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id(), disk.key.str(),
               disk.label, stats.bytes_written, stats.bytes_zeroed, disk.full ? "full" : "incremental", disk.reason);
   } catch (const std::exception& e) {
     std::string error;
@@ -384,12 +387,12 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
       if (job.cancel) {
         error = job.cancel_reason;
       } else {
-        error = fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key, disk.label, job.state.vm_id,
-                            target.describe(), e.what());
-        cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key));
+        error = fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key.str(), disk.label,
+                            job.state.vm_id(), target.describe(), e.what());
+        cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key.str()));
       }
     }
-    log::error("job {}: {}", job.state.job_id, error);
+    log::error("job {}: {}", job.state.job_id(), error);
     fail_disk(job, index, error);
   }
 }

@@ -106,7 +106,7 @@ class JobRunner {
   void copy_disk(Job& job, size_t index, const source::DiskPass& disk);
   void cancel(Job& job, const std::string& reason);  // mu_ held
   void fail_disk(Job& job, size_t index, const std::string& error);
-  void set_status(Job& job, const std::string& status, std::optional<std::string> error = std::nullopt);
+  void set_status(Job& job, protocol::VmaJobStatus status, std::optional<std::string> error = std::nullopt);
   void save(const Job& job);  // mu_ held
   void reap();                // mu_ held
 

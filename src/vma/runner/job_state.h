@@ -1,8 +1,8 @@
-// JobState: one replication job as the VMA knows it (what to copy where, and how far
-// each disk got), and JobStore: its persistence in the state directory, one JSON file
-// per job (jobs/<job_id>.json, mode 0600, replaced atomically at every change of
-// status), so that after a restart the VMA can tell the OMA that a pass was
-// interrupted instead of forgetting it.
+// JobState: one replication job as the VMA knows it — the OMA's request (what to copy
+// where) and how far each disk got, in the protocol's types — and JobStore: its
+// persistence in the state directory, one JSON file per job (jobs/<job_id>.json, mode
+// 0600, replaced atomically at every change of status), so that after a restart the
+// VMA can tell the OMA that a pass was interrupted instead of forgetting it.
 //
 // Values and a store without shared state of its own: JobStore is thread-safe as long
 // as one job is saved by one thread at a time (the runner's lock sees to it).
@@ -14,36 +14,28 @@
 #include <string>
 #include <vector>
 
+#include "protocol/messages.h"
+
 namespace mk::vma {
 
-struct DiskState {
-  std::string disk_key, export_name;
-  int64_t unit = 0, capacity_bytes = 0;
-  std::optional<std::string> change_id_base;  // null: a full copy
-  std::string status = "pending";             // pending | copying | completed | failed
-  std::string phase = "pending";              // pending, planning, copying, done, failed
-  int64_t bytes_done = 0, bytes_total = 0;
-  double throughput_bps = 0, eta_seconds = 0;
-  std::optional<std::string> change_id;       // set only once the disk is copied and flushed
-  std::optional<std::string> error;
-};
-
 struct JobState {
-  std::string job_id, vm_id, kind;  // kind: full | incremental
-  std::string nbd_host;
-  int nbd_port = 10809;
-  std::string status = "queued";    // queued | running | completed | failed | stopped
+  protocol::ReplicateRequest request;
+  protocol::VmaJobStatus status = protocol::VmaJobStatus::Queued;
   std::optional<std::string> error;
-  int64_t created = 0, ended = 0;   // unix seconds
-  std::vector<DiskState> disks;
+  int64_t created = 0, ended = 0;           // unix seconds
+  std::vector<protocol::DiskProgress> disks;  // one per request.disks, in its order
 
-  bool ended_state() const { return status == "completed" || status == "failed" || status == "stopped"; }
+  // A new job for `request`: queued, every disk pending.
+  static JobState from(protocol::ReplicateRequest request);
+  const std::string& job_id() const { return request.job_id; }
+  const std::string& vm_id() const { return request.vm_id; }
+  bool ended_state() const;
+  // The job as the progress route answers it.
+  protocol::JobProgress progress(const std::string& vma_instance) const;
 };
 
 nlohmann::json to_json(const JobState& job);
-JobState job_from_json(const nlohmann::json& j);  // throws mk::Error when malformed
-// The disk as the progress route reports it (vma_client.h).
-nlohmann::json progress_json(const DiskState& disk);
+JobState job_from_json(const nlohmann::json& j);  // throws mk::Error naming the field when malformed
 
 class JobStore {
  public:

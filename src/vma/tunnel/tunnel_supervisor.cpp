@@ -67,6 +67,9 @@ std::vector<std::string> ssh_command(const TunnelConfig& c) {
     argv.push_back("-L");
     argv.push_back(fmt::format("127.0.0.1:{}:127.0.0.1:{}", *c.nbd_local_port, c.nbd_remote_port));
   }
+  // "--": whatever the host, ssh never reads it as an option (it is checked when paired
+  // too; this holds even for a state file written by hand).
+  argv.push_back("--");
   argv.push_back(c.ssh_host);
   return argv;
 }
@@ -106,7 +109,7 @@ std::string explain_ssh_failure(const std::string& log_text) {
 }
 
 TunnelSupervisor::TunnelSupervisor(TunnelConfig config)
-    : config_(std::move(config)), state_{"down", unix_now(), std::nullopt}, backoff_(config_.backoff_initial) {
+    : config_(std::move(config)), state_{protocol::TunnelState::Down, unix_now(), std::nullopt}, backoff_(config_.backoff_initial) {
   if (config_.ssh_host.empty() || config_.identity_file.empty() || config_.known_hosts_file.empty())
     throw UsageError("tunnel: the OMA's SSH host, the VMA's key file and the pinned known_hosts file are required "
                      "(run `vma pair` first)");
@@ -131,7 +134,7 @@ void TunnelSupervisor::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-TunnelState TunnelSupervisor::state() const {
+protocol::TunnelHealth TunnelSupervisor::state() const {
   std::lock_guard lk(mutex_);
   return state_;
 }
@@ -141,7 +144,7 @@ std::chrono::milliseconds TunnelSupervisor::next_backoff() const {
   return backoff_;
 }
 
-void TunnelSupervisor::set_state(const std::string& state, std::optional<std::string> error) {
+void TunnelSupervisor::set_state(protocol::TunnelState state, std::optional<std::string> error) {
   std::lock_guard lk(mutex_);
   if (state_.state != state) state_.since = unix_now();
   state_.state = state;
@@ -163,7 +166,7 @@ void TunnelSupervisor::run() {
     try {
       was_up = run_once();
     } catch (const std::exception& e) {
-      set_state("down", std::string("cannot start ssh: ") + e.what());
+      set_state(protocol::TunnelState::Down, std::string("cannot start ssh: ") + e.what());
     }
     std::chrono::milliseconds delay;
     {
@@ -177,11 +180,11 @@ void TunnelSupervisor::run() {
               state().error.value_or("ssh exited"), delay.count());
     if (!wait_or_stop(delay)) break;
   }
-  set_state("down", std::string("tunnel stopped"));
+  set_state(protocol::TunnelState::Down, std::string("tunnel stopped"));
 }
 
 bool TunnelSupervisor::run_once() {
-  set_state("connecting", std::nullopt);
+  set_state(protocol::TunnelState::Connecting, std::nullopt);
   {
     // Each attempt starts a fresh log; ssh appends, so truncating it later is safe.
     int fd = ::open(config_.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -213,7 +216,7 @@ bool TunnelSupervisor::run_once() {
       if (contains(pending, kUpLine)) {
         up = true;
         pending.clear();
-        set_state("up", std::nullopt);
+        set_state(protocol::TunnelState::Up, std::nullopt);
         log::info("tunnel up: OMA 127.0.0.1:{} reaches this VMA's API", config_.remote_port);
       } else if (pending.size() > 4096) {
         pending.erase(0, pending.size() - 4096);
@@ -227,7 +230,7 @@ bool TunnelSupervisor::run_once() {
   int status = ssh.exit_status().value_or(-1);
   std::string why = explain_ssh_failure(read_from(config_.log_path, 0));
   if (why.empty()) why = fmt::format("ssh exited with status {} (log: {})", status, config_.log_path);
-  set_state("down", why);
+  set_state(protocol::TunnelState::Down, why);
   return up;
 }
 

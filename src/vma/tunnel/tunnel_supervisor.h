@@ -11,9 +11,9 @@
 // restarted after a backoff that doubles up to a maximum and starts over once the
 // tunnel has been up.
 //
-// "up" is what ssh itself reports: its debug log line saying every remote forward was
+// Up is what ssh itself reports: its debug log line saying every remote forward was
 // accepted by the OMA ("forwarding_success: all expected forwarding replies
-// received"). "down" carries the reason ssh gave (host key mismatch, key not
+// received"). Down carries the reason ssh gave (host key mismatch, key not
 // authorised, forward refused, connection refused) with a hint.
 //
 // No secret is on ssh's command line (only file paths). Owns its thread and the ssh
@@ -71,7 +71,7 @@ class TunnelSupervisor {
   // Stops ssh (SIGTERM, then SIGKILL, by PID) and the thread. Safe to call twice.
   void stop();
 
-  TunnelState state() const;
+  protocol::TunnelHealth state() const;
   // The running ssh's PID (-1 if none), how many times ssh was started, and the delay
   // before the next attempt (what backoff is at).
   pid_t ssh_pid() const { return pid_.load(); }
@@ -83,13 +83,13 @@ class TunnelSupervisor {
   void run();
   // One ssh run: returns true if the tunnel was up at some point.
   bool run_once();
-  void set_state(const std::string& state, std::optional<std::string> error);
+  void set_state(protocol::TunnelState state, std::optional<std::string> error);
   bool wait_or_stop(std::chrono::milliseconds d);
 
   TunnelConfig config_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  TunnelState state_;
+  protocol::TunnelHealth state_;
   std::chrono::milliseconds backoff_;
   bool stopping_ = false;
   std::atomic<pid_t> pid_{-1};

@@ -61,14 +61,15 @@ std::string VCenter::check(std::chrono::seconds wait) {
   return probe.get();
 }
 
-std::vector<DiscoveredVm> VCenter::discover() {
+protocol::Discovery VCenter::discover() {
   auto s = session();
   auto datacenters = vsphere::vm_datacenters(*s);
-  std::vector<DiscoveredVm> out;
+  protocol::Discovery out{host_, {}};
   for (auto& vm : vsphere::list_vms(*s)) {
     if (vm.is_template) continue;
-    DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], vm.power_state, vm.guest_id,
-                   vm.cpus, vm.memory_mb, {}, {}, findings_of(vm)};
+    auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
+    protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], power, vm.guest_id,
+                             vm.cpus,          vm.memory_mb, {}, {}, findings_of(vm)};
     // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
     // root disk), then controller order, so that two controllers' unit 0 differ.
     auto disks = vm.disks;
@@ -79,10 +80,11 @@ std::vector<DiscoveredVm> VCenter::discover() {
     });
     for (size_t i = 0; i < disks.size(); ++i) {
       std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;
-      d.disks.push_back({std::to_string(disks[i].key), label, static_cast<int64_t>(i), disks[i].capacity_bytes});
+      d.disks.push_back({protocol::DiskKey(disks[i].key), static_cast<int64_t>(i), label,
+                         static_cast<int64_t>(disks[i].capacity_bytes)});
     }
     for (auto& n : vm.nics) d.nics.push_back({std::to_string(n.key), n.mac, n.network});
-    out.push_back(std::move(d));
+    out.vms.push_back(std::move(d));
   }
   return out;
 }
@@ -97,36 +99,50 @@ vsphere::VmInfo VCenter::find_vm(const std::string& vm_id) {
   return vsphere::describe_vm(*s, *ref);
 }
 
-std::vector<PreflightFinding> VCenter::preflight(const std::string& vm_id) { return findings_of(find_vm(vm_id)); }
+std::vector<protocol::PreflightFinding> VCenter::preflight(const std::string& vm_id) {
+  return findings_of(find_vm(vm_id));
+}
 
-std::vector<PreflightFinding> VCenter::findings_of(const vsphere::VmInfo& vm) const {
+std::vector<protocol::PreflightFinding> VCenter::findings_of(const vsphere::VmInfo& vm) const {
   // The same rules a pass applies before it touches the VM (VmwareSource::open_pass).
-  std::vector<PreflightFinding> out;
+  std::vector<protocol::PreflightFinding> out;
   for (const auto& f : vsphere::preflight(vm, {config_.snapshot_prefix, source::VmwareSourceOptions{}.enable_cbt})) {
-    out.push_back({f.code, f.disk_key ? std::to_string(f.disk_key) : "", f.problem, f.remedy, f.text()});
+    std::optional<protocol::DiskKey> key;
+    if (f.disk_key) key = protocol::DiskKey(f.disk_key);
+    out.push_back({f.code, key, f.problem, f.remedy, f.text()});
   }
   return out;
 }
 
-PowerOutcome VCenter::power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout) {
+protocol::PowerReply VCenter::power(const std::string& vm_id, protocol::PowerAction action,
+                                    std::chrono::seconds timeout) {
+  using protocol::PowerAction;
+  using protocol::PowerState;
   auto s = session();
   vsphere::VmInfo vm = find_vm(vm_id);
-  PowerOutcome out;
-  if (action == "on") {
-    if (vm.power_state != "poweredOn") vsphere::power_on(*s, vm);
-  } else if (action == "off") {
-    if (vm.power_state != "poweredOff") vsphere::power_off(*s, vm);
-  } else if (action == "shutdown") {
-    if (vm.power_state != "poweredOff") out.forced = !vsphere::shutdown_guest(*s, vm, timeout);
-  } else {
-    throw UsageError(fmt::format("unknown power action \"{}\": use shutdown, off or on", action));
+  auto state_of = [&](const std::string& word) {
+    return protocol::parse_field<PowerState>(word, fmt::format("VM {} power state", vm.name));
+  };
+  protocol::PowerReply out{vm_id, state_of(vm.power_state), false};
+  switch (action) {
+    case PowerAction::On:
+      if (out.power_state != PowerState::PoweredOn) vsphere::power_on(*s, vm);
+      break;
+    case PowerAction::Off:
+      if (out.power_state != PowerState::PoweredOff) vsphere::power_off(*s, vm);
+      break;
+    case PowerAction::Shutdown:
+      if (out.power_state != PowerState::PoweredOff) out.forced = !vsphere::shutdown_guest(*s, vm, timeout);
+      break;
   }
-  out.power_state = vsphere::power_state(*s, vm.ref);
-  std::string want = action == "on" ? "poweredOn" : "poweredOff";
+  out.power_state = state_of(vsphere::power_state(*s, vm.ref));
+  PowerState want = action == PowerAction::On ? PowerState::PoweredOn : PowerState::PoweredOff;
   if (out.power_state != want) {
-    throw Error(fmt::format("VM {} ({}): power {} finished but the VM is {}", vm.name, vm_id, action, out.power_state));
+    throw Error(fmt::format("VM {} ({}): power {} finished but the VM is {}", vm.name, vm_id, enum_name(action),
+                            enum_name(out.power_state)));
   }
-  log::info("VM {} ({}): power {}: {}{}", vm.name, vm_id, action, out.power_state, out.forced ? " (forced)" : "");
+  log::info("VM {} ({}): power {}: {}{}", vm.name, vm_id, enum_name(action), enum_name(out.power_state),
+            out.forced ? " (forced)" : "");
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "protocol/messages.h"
 #include "source/vmware_source.h"
 #include "vsphere/inventory.h"
 #include "vsphere/session.h"
@@ -45,32 +46,6 @@ class VmNotFound : public Error {
   using Error::Error;
 };
 
-struct DiscoveredDisk {
-  std::string disk_key, label;
-  int64_t unit = 0;  // position: the boot disk (vsphere::boot_disk_key) 0, then controller/unit order
-  uint64_t capacity_bytes = 0;
-};
-struct DiscoveredNic {
-  std::string key, mac, network;
-};
-// What would make a pass of the VM fail (vsphere/preflight.h); disk_key "" for the VM.
-struct PreflightFinding {
-  std::string code, disk_key, problem, remedy;
-  std::string text;  // "VM web01 disk Hard disk 2 ([ds1] ...): problem; remedy"
-};
-struct DiscoveredVm {
-  std::string vm_id, name, datacenter, power_state, guest_os;
-  int cpus = 0, memory_mb = 0;
-  std::vector<DiscoveredDisk> disks;
-  std::vector<DiscoveredNic> nics;
-  std::vector<PreflightFinding> findings;  // empty: nothing known stands in the way
-};
-
-struct PowerOutcome {
-  std::string power_state;  // "poweredOff" | "poweredOn"
-  bool forced = false;      // a guest shutdown ended with a power off
-};
-
 class VCenter {
  public:
   explicit VCenter(VcenterConfig config);
@@ -82,13 +57,15 @@ class VCenter {
   std::string check(std::chrono::seconds wait = std::chrono::seconds(5));
   const std::string& host() const { return host_; }
 
-  std::vector<DiscoveredVm> discover();
+  // Every VM but templates, with disks (units: the boot disk 0, then controller/unit
+  // order), NICs and preflight findings.
+  protocol::Discovery discover();
   vsphere::VmInfo find_vm(const std::string& vm_id);
   // Everything that would refuse a pass of the VM, at once; nothing is changed on it.
-  std::vector<PreflightFinding> preflight(const std::string& vm_id);
-  // action: "shutdown" (guest shutdown, power off after `timeout`), "off", "on". Answers
-  // once the VM is in the asked state; a VM already there is left alone.
-  PowerOutcome power(const std::string& vm_id, const std::string& action, std::chrono::seconds timeout);
+  std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id);
+  // Shutdown (guest shutdown, power off after `timeout`), off or on. Answers once the
+  // VM is in the asked state; a VM already there is left alone.
+  protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, std::chrono::seconds timeout);
   // Removes every snapshot of ours on one VM; returns how many.
   int remove_our_snapshots(const std::string& vm_id);
   // The same on every VM (found in one query), calling `lock_vm(vm_id)` around each VM's
@@ -103,7 +80,7 @@ class VCenter {
  private:
   std::string flat_file_for(const vsphere::DiskInfo& disk) const;
   source::VmwareSourceOptions source_options(const std::string& work_dir);
-  std::vector<PreflightFinding> findings_of(const vsphere::VmInfo& vm) const;
+  std::vector<protocol::PreflightFinding> findings_of(const vsphere::VmInfo& vm) const;
 
   VcenterConfig config_;
   std::string host_;

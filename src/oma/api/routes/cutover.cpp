@@ -36,7 +36,7 @@ std::vector<Route> cutover_routes(const Services& s) {
       .description = "Starts a cutover job: the guest is shut down (powered off after the timeout), a final "
                      "incremental pass copies the last changes, the guest is converted and the VM is built in "
                      "CloudStack from the volumes. A failed step rolls back and powers the source on again.",
-      .role = "operator",
+      .role = "admin",
       .params = {vm_param()},
       .body = &kCutover,
       .body_optional = true,

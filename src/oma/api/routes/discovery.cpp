@@ -18,13 +18,9 @@ const Schema kDiscovery{{
     array_field("vms", "the VMs it found", &kDiscoveredVm),
 }, "Discovery", "the VMs of the default VMA's vCenter"};
 
-const Schema kDefaultVmaHealth{{
-    enum_field("status", "ok: vCenter reachable and tunnel up", kVmaHealthStatuses),
-    text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081"),
-    text_field("vma_instance", "the VMA process's instance id (changes when it restarts)", "b5c7d9e1"),
-    object_field("vcenter", "its vCenter", &kVcenterReach),
-    object_field("tunnel", "its tunnel", &kVmaTunnel),
-}, "DefaultVmaHealth", "the default VMA's health as it reports it"};
+const Schema kDefaultVmaHealth{
+    join_fields(protocol::schemas::health().fields, {text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081")}),
+    "DefaultVmaHealth", "the default VMA's health as it reports it (the protocol's VmaHealth), and which VMA"};
 const Schema kVmaUnreachable{{
     enum_field("status", "the VMA did not answer", {"unreachable"}),
     text_field("vma", "which VMA (its URL)", "http://127.0.0.1:9081"),
@@ -48,10 +44,10 @@ std::vector<Route> discovery_routes(const Services& s) {
       .summary = "VMs in the VMA's vCenter, each marked managed if the OMA knows it",
       .description = "Asks the default VMA for its vCenter's VMs with their disks and NICs; each is marked managed "
                      "when the OMA has it already. (Paired VMAs: GET /api/v1/vmas/{vma_id}/discover.)",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMs", &kDiscovery}, {502, "the VMA did not answer (tunnel down?)"}},
       .handler = [&vms, &vma](const Request&, const json&, const Caller&) -> Reply {
-                 Discovery d;
+                 protocol::Discovery d;
                  try {
                    d = vma.discover();
                  } catch (const std::exception& e) {
@@ -71,19 +67,13 @@ std::vector<Route> discovery_routes(const Services& s) {
       .summary = "The VMA's health (vCenter, tunnel) as the OMA sees it",
       .description = "The default VMA's own report (vCenter reachable, tunnel up), or status unreachable with the "
                      "reason when it does not answer.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the health", &kDefaultVmaHealthView}},
       .handler = [&vma](const Request&, const json&, const Caller&) -> Reply {
                  try {
-                   VmaHealth h = vma.health();
-                   return {200,
-                           {{"status", h.status},
-                            {"vma", vma.describe()},
-                            {"vma_instance", h.vma_instance},
-                            {"vcenter", {{"reachable", h.vcenter_reachable}, {"error", opt_json(h.vcenter_error)}}},
-                            {"tunnel", {{"state", h.tunnel_state}, {"since", h.tunnel_since},
-                                        {"error", opt_json(h.tunnel_error)}}}},
-                           ""};
+                   json out = protocol::encode(vma.health());
+                   out["vma"] = vma.describe();
+                   return {200, out, ""};
                  } catch (const std::exception& e) {
                    return {200, {{"status", "unreachable"}, {"vma", vma.describe()}, {"error", e.what()}}, ""};
                  }

@@ -57,7 +57,7 @@ std::vector<Route> event_routes(const Services& s) {
       .description = "A server-sent event stream: each job's progress (the view of GET "
                      "/api/v1/jobs/{job_id}/progress) as it changes, job states, steps and log lines, and a "
                      "heartbeat when nothing happens. Needs Accept: text/event-stream.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{.status = 200, .description = "the stream (it ends when the OMA stops)",
                      .media_type = "text/event-stream", .text_example = kStreamExample},
                     {406, "the request does not accept text/event-stream"},

@@ -39,7 +39,7 @@ std::vector<Route> export_routes(const Services& s) {
       .summary = "List NBD exports (one per VM disk)",
       .description = "Every NBD export the OMA serves (one per VM disk, reused by every pass of that VM) with "
                      "its volume and device, and the export server's process id.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the exports", &kExportList}},
       .handler = [&storage, &exports](auto&, auto&, auto&) -> Reply {
          json out = json::array();

@@ -51,7 +51,7 @@ std::vector<Route> job_routes(const Services& s) {
       .tag = &kTag,
       .summary = "List jobs (query: vm_id, status)",
       .description = "Every job, or those of one VM and/or in one status, with their totals.",
-      .role = "operator",
+      .role = "viewer",
       .params = {optional(uuid_field("vm_id", "only the jobs of this VM")),
                  optional(enum_field("status", "only the jobs in this status", kJobStatuses))},
       .responses = {{200, "the jobs", &kJobList}},
@@ -70,7 +70,7 @@ std::vector<Route> job_routes(const Services& s) {
       .summary = "Show a job with its disks, steps and events",
       .description = "A job with the progress of each disk, its steps (what a cutover or test failover did, "
                      "with their outcome) and its log.",
-      .role = "operator",
+      .role = "viewer",
       .params = {job_param()},
       .responses = {{200, "the job", &kJobDetail}, {404, "no such job"}},
       .handler = [&job_records](auto& req, auto&, auto&) -> Reply {
@@ -98,7 +98,7 @@ std::vector<Route> job_routes(const Services& s) {
       .summary = "A job's progress: totals and per disk",
       .description = "A job's bytes done and planned, throughput and ETA, in all and per disk (the event stream "
                      "sends the same view as it changes).",
-      .role = "operator",
+      .role = "viewer",
       .params = {job_param()},
       .responses = {{200, "the progress", &kJobProgress}, {404, "no such job"}},
       .handler = [&job_records](auto& req, auto&, auto&) -> Reply {

@@ -58,7 +58,7 @@ std::vector<Route> network_mapping_routes(const Services& s) {
       .summary = "VMware network -> CloudStack network mappings",
       .description = "Which CloudStack network a migrated VM's NIC joins, by the VMware network it was on, and "
                      "whether that network accepts the source MAC.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the mappings", &kMappingsView}},
       .handler = [&service](auto&, auto&, auto&) -> Reply { return {200, mappings_view(service.target()), ""}; }});
   routes.push_back({
@@ -68,7 +68,7 @@ std::vector<Route> network_mapping_routes(const Services& s) {
       .tag = &kTag,
       .summary = "Replace the network mappings",
       .description = "Replaces every mapping; each VMware network may be mapped once.",
-      .role = "operator",
+      .role = "admin",
       .body = &kMappings,
       .responses = {{200, "the mappings, saved", &kMappingsView}},
       .handler = [&service](auto&, const json& b, auto&) -> Reply {

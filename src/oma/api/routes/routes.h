@@ -19,7 +19,9 @@
 //   discovery.cpp         GET /api/v1/discover, GET /api/v1/vma/health (the default VMA)
 //
 // GET /api/v1/openapi.json is the ApiServer's own. Declaration order does not matter
-// (see router.h). The routes keep references to the collaborators in Services, which
+// (see router.h). Each route declares the least token role that may call it (route.h):
+// viewer for reads, operator to replicate, schedule and test failover, admin to cut over
+// and for settings, network mappings, tokens and VMAs. The routes keep references to the collaborators in Services, which
 // must outlive the ApiServer.
 #pragma once
 

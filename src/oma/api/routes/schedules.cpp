@@ -43,7 +43,7 @@ std::vector<Route> schedule_routes(const Services& s) {
       .summary = "A VM's repeating incremental pass",
       .description = "A VM's schedule: its interval, whether it is enabled, when it fires next and what happened "
                      "when it last fired.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the schedule", &kSchedule}, {404, "no such VM, or it has no schedule"}},
       .handler = [&schedules, &vms](const Request& req, const json&, const Caller&) -> Reply {

@@ -103,7 +103,7 @@ std::vector<Route> system_routes(const Services& s) {
       .description = "Prometheus text exposition: oma_jobs by state, oma_bytes_moved_total, "
                      "oma_throughput_bytes_per_second, oma_exports, oma_poller_errors_total, oma_vma_tunnels by "
                      "state and oma_export_server_restarts_total.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{.status = 200, .description = "the metrics", .media_type = "text/plain; version=0.0.4",
                      .text_example = kMetricsExample}},
       .handler = [&repos, &jobs, &exports, pairing](auto&, auto&, auto&) -> Reply {

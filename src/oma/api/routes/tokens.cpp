@@ -15,7 +15,9 @@ const Tag kTag{"Tokens", "API tokens (admin): who may call the API, and with whi
 const Schema kTokenSchema{{
     {.name = "name", .description = "what the token is for", .max_length = 64, .check = name_check,
      .example = "nightly report"},
-    {.name = "role", .description = "admin: everything; operator: all but tokens, settings and VMA approval",
+    {.name = "role",
+     .description = "viewer: reads; operator: also replicates, schedules, runs test failovers; admin: also cuts "
+                    "over, manages settings, network mappings, tokens and VMAs",
      .one_of = kRoles},
 }, "NewToken", "a token to create"};
 
@@ -84,7 +86,8 @@ std::vector<Route> token_routes(const Services& s) {
       .operation_id = "revokeToken",
       .tag = &kTag,
       .summary = "Revoke an API token",
-      .description = "Revokes a token at once: its next request is refused.",
+      .description = "Revokes a token at once: its next request is refused. Revoking the last admin token leaves "
+                     "no admin: `oma --reset-admin-token`, run on the OMA's machine, makes a new one.",
       .role = "admin",
       .params = {uuid_path_param("token_id", "the token")},
       .responses = {{200, "the token, revoked", &kTokenRevoked}, {404, "no such token"}},

@@ -22,40 +22,7 @@ const Schema kBundleSchema{{
      .example = 3600},
 }, "NewPairingBundle", "options of a pairing bundle"};
 
-const Schema kEnrollSchema{{
-    {.name = "name", .description = "the VMA's name (site)", .check = name_check, .example = "site-a"},
-    {.name = "vcenter", .description = "the vCenter it serves", .check = name_check,
-     .example = "vcenter.example.local"},
-    {.name = "ssh_public_key", .description = "the VMA's ssh-ed25519 public key", .max_length = 512,
-     .check = ssh_key_check,
-     .example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f vma@site-a"},
-}, "Enrolment", "a VMA's enrolment"};
-
-const Schema kBundle{{
-    text_field("oma_api_url", "this OMA's API, as the VMA reaches it", "http://oma.example.local:8082"),
-    text_field("ssh_host", "where the VMA opens its tunnel", "oma.example.local"),
-    int_field("ssh_port", "the OMA's SSH port", 22, 1),
-    text_field("ssh_user", "the SSH user VMAs log in as", "migratekit"),
-    text_field("ssh_host_key", "the OMA's SSH host key (the VMA pins it)",
-               "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ... root@oma"),
-    text_field("nbd_host", "where the VMA sends disk data (NBD over TLS)", "oma.example.local"),
-    int_field("nbd_port", "the NBD port", 10809, 1),
-    enum_field("nbd_tls", "psk: a pre-shared key; x509: certificates", {"psk", "x509"}),
-    nullable(text_field("nbd_psk_identity", "PSK identity (psk)", "vma-4210a4c2")),
-    nullable(text_field("nbd_psk_key", "the PSK in hex (psk)", "0123456789abcdef0123456789abcdef")),
-    nullable(text_field("nbd_ca_cert", "the CA certificate in PEM (x509)", "-----BEGIN CERTIFICATE-----...")),
-    text_field("vma_api_token", "the token the OMA will present to the VMA's API",
-               "mko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
-    text_field("pairing_code", "the one-time code the VMA enrols with",
-               "mkp_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
-    time_field("expires_at", "when the code expires"),
-}, "PairingBundle", "what a VMA needs to pair with this OMA (secrets: shown once)"};
-
 const Schema kVma{vma_fields(), "Vma", "a VMware Migration Appliance paired with this OMA"};
-const Schema kVmaEnrolled{
-    join_fields(vma_fields(), {text_field("next", "what happens next", "an operator approves it: POST "
-                                                                        "/api/v1/vmas/4210a4c2-.../approve")}),
-    "VmaEnrolled", "a VMA that enrolled, waiting for approval"};
 const Schema kVmaListed{
     join_fields(vma_fields(), {enum_field("tunnel_state", "whether its tunnel port answers on the OMA",
                                           kTunnelPortStates)}),
@@ -78,7 +45,8 @@ const Schema kVmaHealthReport{{
     text_field("name", "its name", "site-a"),
     enum_field("state", "its pairing state", kVmaStates),
     object_field("tunnel", "its tunnel port on the OMA", &kTunnelPort),
-    nullable(object_field("vma", "the VMA's own health, through the tunnel (null: not reached)", &kVmaHealth)),
+    nullable(object_field("vma", "the VMA's own health, through the tunnel (null: not reached)",
+                          &protocol::schemas::health())),
     nullable(text_field("error", "why the VMA was not reached", "nothing answers on the VMA's tunnel port ...")),
 }, "VmaHealthReport", "a paired VMA's health through its tunnel"};
 
@@ -110,7 +78,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .role = "admin",
       .body = &kBundleSchema,
       .body_optional = true,
-      .responses = {{201, "the bundle", &kBundle}},
+      .responses = {{201, "the bundle", &protocol::schemas::pairing_bundle()}},
       .handler = [&pairing](auto&, const json& b, auto&) -> Reply {
          std::optional<std::chrono::seconds> ttl;
          if (b.contains("expires_in_seconds")) ttl = std::chrono::seconds(b["expires_in_seconds"].get<int64_t>());
@@ -125,16 +93,24 @@ std::vector<Route> vma_routes(const Services& s) {
       .description = "Called by `vma pair`: the VMA presents its pairing code and SSH key, and waits for an "
                      "operator's approval before its key may hold a tunnel.",
       .role = "pairing",
-      .body = &kEnrollSchema,
-      .responses = {{202, "enrolled; waiting for approval", &kVmaEnrolled},
-                    {403, "the pairing code is unknown, used or expired"}},
+      .body = &protocol::schemas::enrol_request(),
+      .responses = {{202, "enrolled; waiting for approval", &protocol::schemas::enrol_reply()},
+                    {403, "the pairing code is unknown, used or expired"},
+                    {409, "the VMA speaks another protocol version (the message names both)"}},
       .handler = [&pairing](auto& req, const json& b, auto&) -> Reply {
          std::string code = req.header("Authorization").substr(8);
+         auto r = protocol::decode<protocol::EnrolRequest>(b);
          try {
-           VmaRecord v = pairing.enroll(code, b["name"], b["vcenter"], b["ssh_public_key"]);
-           json out = vma_json(v);
-           out["next"] = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
-           return {202, out, ""};
+           protocol::check_peer_version(protocol::Side::Oma, r.protocol_version);  // before the code is spent
+         } catch (const protocol::VersionMismatch& e) {
+           return error_reply(409, e.what());
+         }
+         try {
+           VmaRecord v = pairing.enroll(code, r.name, r.vcenter, r.ssh_public_key);
+           std::string next = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
+           protocol::EnrolReply reply{protocol::kVersion, v.vma_id,  v.name, v.vcenter, enum_name(v.state),
+                                      static_cast<int>(v.tunnel_port), next};
+           return {202, protocol::encode(reply), ""};
          } catch (const Conflict& e) {
            return error_reply(403, e.what());
          }
@@ -146,7 +122,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .tag = &kTag,
       .summary = "List paired VMAs with their tunnel state as the OMA sees it",
       .description = "Every VMA that enrolled, with its state and whether its tunnel port answers on the OMA.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMAs", &kVmaList}},
       .handler = [&vmas, &pairing](auto&, auto&, auto&) -> Reply {
          json out = json::array();
@@ -203,7 +179,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .summary = "A VMA's health through its tunnel, and the tunnel's state",
       .description = "Whether the VMA's tunnel port answers on the OMA and, if it does, the VMA's own report "
                      "(vCenter reachable, tunnel up).",
-      .role = "operator",
+      .role = "viewer",
       .params = {vma_param()},
       .responses = {{200, "the health", &kVmaHealthReport}, {404, "no such VMA"}},
       .handler = [&pairing](auto& req, auto&, auto&) -> Reply {
@@ -217,7 +193,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .summary = "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
       .description = "Asks an approved VMA, through its tunnel, for its vCenter's VMs with their disks and NICs; "
                      "each is marked managed when the OMA has it already.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vma_param()},
       .responses = {{200, "the VMs", &kVmaDiscovery},
                     {404, "no such VMA"},
@@ -227,7 +203,7 @@ std::vector<Route> vma_routes(const Services& s) {
          VmaRecord v = vmas.get_vma(req.param("vma_id"));
          if (v.state != VmaState::Approved)
            return error_reply(409, fmt::format("VMA {} ({}) is {}: approve it first", v.vma_id, v.name, v.state));
-         Discovery d;
+         protocol::Discovery d;
          try {
            d = pairing.client(v)->discover();
          } catch (const std::exception& e) {

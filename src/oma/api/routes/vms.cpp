@@ -19,7 +19,7 @@ using Type = Field::Type;
 const Tag kTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
 
 const Schema kDiskSchema{{
-    {.name = "key", .description = "VMware device key", .max_length = 9, .check = disk_key_check, .example = "2000",
+    {.name = "key", .description = "VMware device key", .max_length = 10, .check = disk_key_check, .example = "2000",
      .pattern = kDiskKeyPattern},
     {.name = "unit", .type = Type::Integer, .description = "unit number (the N of diskN)", .min = 0, .max = 255},
     {.name = "label", .required = false, .description = "vCenter's label (default \"Hard disk\")",
@@ -29,7 +29,7 @@ const Schema kDiskSchema{{
 }, "NewVmDisk", "a disk of a VM to add"};
 
 const Schema kNicSchema{{
-    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 9,
+    {.name = "key", .required = false, .description = "VMware device key (default 4000, 4001, ...)", .max_length = 10,
      .check = disk_key_check, .example = "4000", .pattern = kDiskKeyPattern},
     {.name = "mac", .description = "MAC address", .max_length = 17, .check = mac_check, .example = "00:50:56:aa:bb:cc",
      .pattern = kMacPattern},
@@ -62,7 +62,7 @@ const Schema kDiskList{{array_field("disks", "the VM's disks, by unit", &kDisk)}
 const Schema kVmPreflight{{
     uuid_field("vm_id", "the VM"),
     bool_field("blocked", "a pass would be refused: see findings", false),
-    array_field("findings", "every finding at once (empty: nothing known refuses a pass)", &kPreflightFinding),
+    array_field("findings", "every finding at once (empty: nothing known refuses a pass)", &protocol::schemas::preflight_finding()),
 }, "VmPreflight", "what would refuse a replication pass of a VM, read afresh from vCenter"};
 
 Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
@@ -81,7 +81,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
                      "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
                      "cutover is predicted to take, and its schedule.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the VMs", &kVmList}},
       .handler = [&repos](auto&, auto&, auto&) -> Reply {
          // Three queries for the whole list, not three per VM.
@@ -125,7 +125,7 @@ std::vector<Route> vm_routes(const Services& s) {
          v.cpus = b["cpus"];
          v.memory_mb = b["memory_mb"];
          v.guest_os = b.value("guest_os", "other");
-         v.power_state = b.value("power_state", "poweredOn");
+         v.power_state = parse_enum<protocol::PowerState>(b.value("power_state", "poweredOn"), "power_state");
          std::vector<DiskRecord> disks;
          for (const auto& d : b["disks"]) {
            DiskRecord r;
@@ -166,7 +166,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .summary = "Show a VM with its disks",
       .description = "A VM with its disks (volume, export, committed change ID), its NICs and what a cutover or a "
                      "test failover built for it in CloudStack.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {
@@ -207,7 +207,7 @@ std::vector<Route> vm_routes(const Services& s) {
          std::string id = req.param("vm_id");
          repos.vms.get_vm(id);
          auto vma = jobs.vma_for(id);
-         std::vector<PreflightFinding> findings;
+         std::vector<protocol::PreflightFinding> findings;
          try {
            findings = vma->preflight(id);
          } catch (const std::exception& e) {
@@ -216,7 +216,7 @@ std::vector<Route> vm_routes(const Services& s) {
                                                id, vma->describe(), e.what())}}, ""};
          }
          json out = json::array();
-         for (const auto& f : findings) out.push_back(preflight_finding_json(f));
+         for (const auto& f : findings) out.push_back(protocol::encode(f));
          return {200, {{"vm_id", id}, {"blocked", !findings.empty()}, {"findings", out}}, ""};
        }});
   routes.push_back({
@@ -227,7 +227,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .summary = "List a VM's disks with volume, export and committed change ID",
       .description = "A VM's disks by unit: VMware key, capacity, the target volume and NBD export, and the "
                      "committed change ID its next incremental pass starts from.",
-      .role = "operator",
+      .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {

@@ -37,7 +37,7 @@ std::vector<Route> volume_routes(const Services& s) {
       .summary = "List target volumes (one per VM disk)",
       .description = "Every target volume (one per VM disk, reused by every pass and by the cutover) with its "
                      "device on the OMA.",
-      .role = "operator",
+      .role = "viewer",
       .responses = {{200, "the volumes", &kVolumeList}},
       .handler = [&storage](auto&, auto&, auto&) -> Reply {
          json out = json::array();

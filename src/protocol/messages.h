@@ -1,0 +1,298 @@
+// The OMA<->VMA protocol: the messages of the VMA's API, which the OMA calls through
+// the SSH reverse tunnel (OMA 127.0.0.1:9081 -> VMA 127.0.0.1:8081). The OMA's client
+// (src/oma/vma/vma_client.h), the VMA's server (src/vma/api/) and the OMA tests' fake
+// VMA all use these types; nothing else reads or writes these bodies.
+//
+// JSON over HTTP under /api/v1 (routes.h). Every request carries "Authorization: Bearer
+// <token>" (the token the OMA issued at pairing; 401 without it) and every request and
+// answer "MigrateKit-Protocol: <version>" (version.h). Bodies are validated strictly on
+// both sides: unknown fields, missing fields, wrong types, out-of-range numbers and
+// words outside an enum are refused with a schema::FieldError naming the field by its
+// JSON path ("disks[1].export"); the VMA answers such a request 400 ErrorReply with
+// "field" set, the OMA fails the call.
+//
+//   POST /api/v1/replicate        ReplicateRequest -> 202 ReplicateAccepted
+//     Starts copying one job's disks. Idempotent: the same job_id again answers 202
+//     without starting a second copy (409 when the job_id is known for another VM).
+//     export must be exactly migration-vm-{vm_id}-disk{unit}; change_id_base is null
+//     for every disk of a full pass and set for at least one disk of an incremental one
+//     (a disk grown since the last pass has none: it is copied in full within it).
+//
+//   GET  /api/v1/progress/{job_id}                     -> 200 JobProgress
+//     404 when the VMA does not know the job (it restarted, or the record expired).
+//     vma_instance changes when the VMA restarts: the OMA fails a job whose instance
+//     changed, since the copy that was running is gone. A disk carries change_id only
+//     once it is completed (copied and flushed) and error only once it failed.
+//
+//   POST /api/v1/stop/{job_id}    {}                   -> 200 StopReply
+//     Cancels the copy and answers once the job's snapshot is removed; 404 unknown job.
+//
+//   POST /api/v1/cleanup/{vm_id}  {}                   -> 200 CleanupReply
+//     Removes every snapshot of ours on that VM (after a crash, before a cutover); 423
+//     while a job of the VM is copying.
+//
+//   POST /api/v1/power/{vm_id}    PowerRequest         -> 200 PowerReply
+//     shutdown = guest shutdown, then power off if the guest is still on after
+//     timeout_seconds ("forced": true). Answers when the VM is in the asked state.
+//
+//   GET  /api/v1/discover                              -> 200 Discovery
+//     Each VM carries its preflight findings (absent from an older VMA: none known).
+//
+//   GET  /api/v1/preflight/{vm_id}                     -> 200 PreflightReply
+//     What would refuse a pass of the VM (independent, RDM or shared disks, snapshots
+//     of its own, encryption, CBT that cannot be enabled, ...), read afresh from
+//     vCenter; nothing is changed. 404 for an unknown VM.
+//
+//   GET  /api/v1/health                                -> 200 Health
+//
+// vm_id is the vSphere instance UUID. Errors are ErrorReply {"error": what failed, on
+// which VM/disk, what to do} with 4xx/5xx: 400 bad input, 401 token, 404 unknown job or
+// VM, 423 VM busy, 426 protocol version, 502 vCenter failed, 503 VMA stopping.
+//
+// encode() builds the JSON of a message and checks it like decode() does (a sender
+// never puts a message on the wire that its peer must refuse); free text (errors) is
+// made printable and short first. decode() validates and converts, throwing
+// schema::FieldError. Values and free functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/json_schema.h"
+#include "protocol/enums.h"
+#include "protocol/names.h"
+#include "protocol/version.h"
+
+namespace mk::protocol {
+
+// --- replicate ----------------------------------------------------------------------
+
+struct NbdTarget {
+  std::string host;  // host name or IP address of the OMA's NBD server
+  int port = 10809;
+  NbdTls tls = NbdTls::Psk;  // replicate: always PSK (the VMA's key from pairing)
+};
+
+struct ReplicateDisk {
+  DiskKey disk_key;
+  int64_t unit = 0;
+  int64_t capacity_bytes = 0;
+  std::string export_name;                    // "export" on the wire
+  std::optional<std::string> change_id_base;  // null: a full copy of this disk
+};
+
+struct ReplicateRequest {
+  std::string job_id, vm_id;
+  PassKind kind = PassKind::Full;
+  NbdTarget nbd;
+  std::vector<ReplicateDisk> disks;  // 1..256, keys and units unique
+};
+
+struct ReplicateAccepted {
+  std::string job_id, vma_instance;
+};
+
+// --- progress, stop, cleanup ----------------------------------------------------------
+
+struct DiskProgress {
+  DiskKey disk_key;
+  DiskStatus status = DiskStatus::Pending;
+  DiskPhase phase = DiskPhase::Pending;
+  int64_t bytes_done = 0, bytes_total = 0;  // against the pass's plan, not the capacity
+  double throughput_bps = 0, eta_seconds = 0;
+  std::optional<std::string> change_id;  // set exactly when completed
+  std::optional<std::string> error;      // set when failed
+};
+
+struct ProgressTotals {
+  int64_t bytes_done = 0, bytes_total = 0;  // over the disks
+  double throughput_bps = 0;                // of the disks copying
+};
+
+struct JobProgress {
+  std::string job_id, vma_instance;
+  VmaJobStatus status = VmaJobStatus::Queued;
+  std::optional<std::string> error;  // why the job failed or stopped
+  std::vector<DiskProgress> disks;
+  ProgressTotals total;
+};
+
+struct StopReply {
+  std::string job_id;
+  bool stopped = true;
+};
+
+struct CleanupReply {
+  std::string vm_id;
+  int snapshots_removed = 0;
+};
+
+// --- power ----------------------------------------------------------------------------
+
+struct PowerRequest {
+  PowerAction action = PowerAction::Shutdown;
+  int timeout_seconds = 300;  // 1..86400; optional on the wire (300)
+};
+
+struct PowerReply {
+  std::string vm_id;
+  PowerState power_state = PowerState::PoweredOff;  // poweredOn or poweredOff
+  bool forced = false;                              // a shutdown ended with a power off
+};
+
+// --- discover, preflight ---------------------------------------------------------------
+
+// What would refuse a pass of the VM (the VMA's vSphere preflight, vsphere/preflight.h).
+struct PreflightFinding {
+  std::string code;                 // stable identifier: "independent-disk", "rdm-physical", ...
+  std::optional<DiskKey> disk_key;  // none: about the whole VM
+  std::string problem, remedy;      // what is wrong, what to do
+  std::string text;                 // all of it in one line, naming the VM and disk
+};
+
+struct PreflightReply {
+  std::string vm_id;
+  std::vector<PreflightFinding> findings;  // empty: nothing known stands in the way
+};
+
+struct DiscoveredDisk {
+  DiskKey disk_key;
+  int64_t unit = 0;   // position in controller/unit order: unique within the VM
+  std::string label;  // "Hard disk 1"
+  int64_t capacity_bytes = 0;
+};
+
+struct DiscoveredNic {
+  std::string key;      // VMware device key (digits)
+  std::string mac;      // "00:50:56:aa:bb:cc"; "" until vSphere assigned one
+  std::string network;  // port group name
+};
+
+struct DiscoveredVm {
+  std::string vm_id, name, datacenter;
+  PowerState power_state = PowerState::PoweredOff;
+  std::string guest_os;  // vSphere guest id ("ubuntu64Guest"), may be ""
+  int cpus = 0;
+  int64_t memory_mb = 0;
+  std::vector<DiscoveredDisk> disks;
+  std::vector<DiscoveredNic> nics;
+  std::vector<PreflightFinding> findings;  // empty: nothing known refuses a pass
+};
+
+struct Discovery {
+  std::string vcenter;  // host name of the VMA's vCenter
+  std::vector<DiscoveredVm> vms;
+};
+
+// --- health ---------------------------------------------------------------------------
+
+struct VcenterHealth {
+  bool reachable = false;
+  std::optional<std::string> error;
+};
+
+struct TunnelHealth {
+  TunnelState state = TunnelState::Down;
+  int64_t since = 0;                 // unix seconds of the last change of state
+  std::optional<std::string> error;  // why it is not up, when known
+};
+
+struct Health {
+  int protocol_version = kVersion;
+  HealthStatus status = HealthStatus::Degraded;  // ok: vCenter reachable and tunnel up
+  std::string vma_instance;
+  VcenterHealth vcenter;
+  TunnelHealth tunnel;
+};
+
+// --- bodies without fields, errors ----------------------------------------------------
+
+// The body of stop and cleanup: {}.
+struct EmptyRequest {};
+
+struct ErrorReply {
+  std::string error;
+  std::optional<std::string> field;  // the JSON path of the field at fault (400)
+};
+
+// --- JSON -----------------------------------------------------------------------------
+
+nlohmann::json encode(const ReplicateRequest& m);
+nlohmann::json encode(const ReplicateAccepted& m);
+nlohmann::json encode(const DiskProgress& m);
+nlohmann::json encode(const JobProgress& m);
+nlohmann::json encode(const StopReply& m);
+nlohmann::json encode(const CleanupReply& m);
+nlohmann::json encode(const PowerRequest& m);
+nlohmann::json encode(const PowerReply& m);
+nlohmann::json encode(const DiscoveredVm& m);
+nlohmann::json encode(const Discovery& m);
+nlohmann::json encode(const PreflightFinding& m);
+nlohmann::json encode(const PreflightReply& m);
+nlohmann::json encode(const Health& m);
+nlohmann::json encode(const EmptyRequest& m);
+nlohmann::json encode(const ErrorReply& m);
+
+void decode(const nlohmann::json& j, ReplicateRequest& out);
+void decode(const nlohmann::json& j, ReplicateAccepted& out);
+void decode(const nlohmann::json& j, DiskProgress& out);
+void decode(const nlohmann::json& j, JobProgress& out);
+void decode(const nlohmann::json& j, StopReply& out);
+void decode(const nlohmann::json& j, CleanupReply& out);
+void decode(const nlohmann::json& j, PowerRequest& out);
+void decode(const nlohmann::json& j, PowerReply& out);
+void decode(const nlohmann::json& j, DiscoveredVm& out);
+void decode(const nlohmann::json& j, Discovery& out);
+void decode(const nlohmann::json& j, PreflightFinding& out);
+void decode(const nlohmann::json& j, PreflightReply& out);
+void decode(const nlohmann::json& j, Health& out);
+void decode(const nlohmann::json& j, EmptyRequest& out);
+void decode(const nlohmann::json& j, ErrorReply& out);
+
+template <typename T>
+T decode(const nlohmann::json& j) {
+  T out;
+  decode(j, out);
+  return out;
+}
+// A body as received: JSON text, an object, then decode(). `what` names the whole body
+// in errors ("body", "answer").
+template <typename T>
+T decode_text(const std::string& text, const std::string& what = "body") {
+  return decode<T>(schema::parse_object(text, what));
+}
+
+// Free text (an error message) as the protocol carries it: control characters become
+// spaces, and it is cut at kMaxTextBytes.
+inline constexpr size_t kMaxTextBytes = 4096;
+std::string printable_text(std::string_view s);
+
+// --- schemas (the same declarations serve validation and the OpenAPI document) ---------
+//
+// Built on first use (other modules' schema constants refer to them during static
+// initialisation); the references stay valid for the program's life.
+
+namespace schemas {
+const schema::Schema& replicate_request();
+const schema::Schema& replicate_accepted();
+const schema::Schema& disk_progress();
+const schema::Schema& job_progress();
+const schema::Schema& stop_reply();
+const schema::Schema& cleanup_reply();
+const schema::Schema& power_request();
+const schema::Schema& power_reply();
+const schema::Schema& discovered_disk();
+const schema::Schema& discovered_nic();
+const schema::Schema& preflight_finding();
+const schema::Schema& preflight_reply();
+const schema::Schema& discovered_vm();
+const schema::Schema& discovery();
+const schema::Schema& health();
+const schema::Schema& empty_request();
+const schema::Schema& error_reply();
+}  // namespace schemas
+
+}  // namespace mk::protocol

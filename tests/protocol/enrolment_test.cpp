@@ -1,0 +1,125 @@
+// Pairing bundle and enrolment messages: round trips, every field checked, the TLS
+// fields agreeing with nbd_tls, and the ed25519 key rule.
+#include "protocol/enrolment.h"
+
+#include <gtest/gtest.h>
+
+#include "message_checks.h"
+
+namespace mk::protocol {
+namespace {
+
+using nlohmann::json;
+using test::expect_every_field_checked;
+using test::refused_field;
+
+const std::string kKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u";
+
+PairingBundle bundle(NbdTls tls) {
+  PairingBundle b;
+  b.oma_api_url = "https://oma.example:8082";
+  b.ssh_host = "oma.example";
+  b.ssh_port = 443;
+  b.ssh_user = "migratekit";
+  b.ssh_host_key = kKey + " root@oma";
+  b.nbd_host = "10.0.0.5";
+  b.nbd_port = 10809;
+  b.nbd_tls = tls;
+  if (tls == NbdTls::Psk) {
+    b.nbd_psk_identity = "vma-0123456789abcdef";
+    b.nbd_psk_key = std::string(64, 'a');
+  } else {
+    b.nbd_ca_cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  }
+  b.vma_api_token = "mko_" + std::string(64, 'b');
+  b.pairing_code = "mkp_" + std::string(64, 'c');
+  b.expires_at = 1700000000000;
+  return b;
+}
+
+template <typename T>
+test::Decoder decoder() {
+  return [](const json& j) { decode<T>(j); };
+}
+
+TEST(Enrolment, BundlesRoundTripWithEitherTlsMode) {
+  for (NbdTls tls : {NbdTls::Psk, NbdTls::X509}) {
+    json j = encode(bundle(tls));
+    EXPECT_EQ(j["protocol_version"], kVersion);
+    PairingBundle b = decode<PairingBundle>(j);
+    EXPECT_EQ(encode(b), j);
+    EXPECT_EQ(b.nbd_tls, tls);
+    expect_every_field_checked(decoder<PairingBundle>(), j);
+  }
+}
+
+TEST(Enrolment, TheTlsFieldsMustAgreeWithTheMode) {
+  json psk = encode(bundle(NbdTls::Psk));
+  json j = psk;
+  j["nbd_psk_key"] = nullptr;
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_key");
+  j = psk;
+  j["nbd_ca_cert"] = "-----BEGIN CERTIFICATE-----\nx\n";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_ca_cert");
+  j = encode(bundle(NbdTls::X509));
+  j["nbd_ca_cert"] = nullptr;
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_ca_cert");
+  j = encode(bundle(NbdTls::X509));
+  j["nbd_psk_identity"] = "vma-x";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_identity");
+  j = psk;
+  j["nbd_psk_identity"] = "vma:x";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_identity");
+  j = psk;
+  j["ssh_host_key"] = "not a key";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "ssh_host_key");
+  j = psk;
+  j["oma_api_url"] = "ftp://oma";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_url");
+  j = psk;
+  j["ssh_user"] = "root;reboot";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "ssh_user");
+  // Only the CA certificate may span lines.
+  j = psk;
+  j["vma_api_token"] = "mko_abc\nrestrict";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "vma_api_token");
+}
+
+TEST(Enrolment, EnrolRequestAndReplyRoundTripAndCheckEveryField) {
+  EnrolRequest r{kVersion, "site-a", "vc-a.example", kKey + " vma-site-a"};
+  json j = encode(r);
+  EXPECT_EQ(decode<EnrolRequest>(j).ssh_public_key, r.ssh_public_key);
+  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version"});
+  // A VMA older than versioned protocols sends none: decoded, then refused by the version check.
+  j.erase("protocol_version");
+  EXPECT_FALSE(decode<EnrolRequest>(j).protocol_version);
+  EXPECT_EQ(refused_field(decoder<EnrolRequest>(),
+                          json{{"protocol_version", 1}, {"name", "a/b"}, {"vcenter", "v"}, {"ssh_public_key", kKey}}),
+            "name");
+  EnrolReply reply{kVersion,
+                   "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d",
+                   "site-a",
+                   "vc-a.example",
+                   "pending",
+                   9081,
+                   "an operator approves it"};
+  EXPECT_EQ(encode(decode<EnrolReply>(encode(reply))), encode(reply));
+  expect_every_field_checked(decoder<EnrolReply>(), encode(reply));
+}
+
+TEST(Enrolment, OnlyEd25519KeysWithoutOptionsAreTaken) {
+  EXPECT_EQ(normalize_ed25519_public_key(kKey + " vma-a"), kKey);
+  for (std::string bad :
+       {std::string("ssh-rsa AAAAB3NzaC1yc2E= evil"), kKey + "\nrestrict", "command=\"/bin/sh\" " + kKey,
+        kKey.substr(0, 50), std::string("ssh-ed25519 ") + std::string(68, '!')}) {
+    try {
+      normalize_ed25519_public_key(bad, "ssh_public_key");
+      ADD_FAILURE() << bad;
+    } catch (const schema::FieldError& e) {
+      EXPECT_EQ(e.field(), "ssh_public_key");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mk::protocol
