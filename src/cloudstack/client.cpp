@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <ctime>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -67,12 +68,18 @@ HttpReply http_send(const std::string& url, const std::string& query, Method met
 }
 
 int json_int(const Json& j, const char* key, int fallback) {
-  if (!j.contains(key)) return fallback;
+  return static_cast<int>(json_integer(j, key, fallback));
+}
+
+}  // namespace
+
+int64_t json_integer(const Json& j, const char* key, int64_t fallback) {
+  if (!j.is_object() || !j.contains(key)) return fallback;
   const auto& v = j.at(key);
-  if (v.is_number_integer()) return v.get<int>();
+  if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_string()) {
     try {
-      return std::stoi(v.get<std::string>());
+      return std::stoll(v.get<std::string>());
     } catch (const std::exception&) {
     }
   }
@@ -80,12 +87,10 @@ int json_int(const Json& j, const char* key, int fallback) {
 }
 
 std::string json_text(const Json& j, const char* key) {
-  if (!j.contains(key)) return "";
+  if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return "";
   const auto& v = j.at(key);
   return v.is_string() ? v.get<std::string>() : v.dump();
 }
-
-}  // namespace
 
 ApiError::ApiError(std::string command, int errorcode, std::string errortext, std::string jobid)
     : Error(fmt::format("CloudStack {} failed{}: errorcode {}: {}", command,
@@ -96,19 +101,49 @@ ApiError::ApiError(std::string command, int errorcode, std::string errortext, st
       errortext_(std::move(errortext)),
       jobid_(std::move(jobid)) {}
 
+Method method_for(const std::string& command) {
+  for (const char* read : {"list", "query", "get"}) {
+    if (command.starts_with(read)) return Method::Get;
+  }
+  return Method::Post;
+}
+
 Client::Client(Endpoint endpoint, ClientOptions options)
     : endpoint_(std::move(endpoint)), options_(std::move(options)) {
   if (endpoint_.api_url.empty() || endpoint_.api_key.empty() || endpoint_.secret_key.empty()) {
     throw UsageError("CloudStack client: the API URL, API key and secret key are all required");
   }
+  std::string scheme = mk::to_lower(endpoint_.api_url.substr(0, endpoint_.api_url.find("://") + 3));
+  if (scheme == "http://" && !options_.allow_insecure_http) {
+    throw UsageError(fmt::format("CloudStack API URL {}: http:// would send the API key and every signed request "
+                                 "in clear; use https:// (or allow insecure http explicitly for a lab)",
+                                 url_for_messages(endpoint_.api_url)));
+  }
+  if (scheme != "http://" && scheme != "https://") {
+    throw UsageError(fmt::format("CloudStack API URL {}: expected https://HOST[:PORT]/client/api",
+                                 url_for_messages(endpoint_.api_url)));
+  }
   if (options_.page_size < 1) throw UsageError("CloudStack client: page_size must be >= 1");
+}
+
+// "yyyy-MM-dd'T'HH:mm:ssZ" in UTC, `ahead` from now: CloudStack's expires format.
+static std::string expires_in(std::chrono::seconds ahead) {
+  std::time_t t = std::time(nullptr) + ahead.count();
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S+0000", &tm);
+  return out;
 }
 
 Json Client::call(const std::string& command, Params params, Method method) const {
   params["command"] = command;
   params["response"] = "json";
   params["apiKey"] = endpoint_.api_key;
+  params["signatureversion"] = "3";
+  params["expires"] = expires_in(options_.signature_lifetime);
   params.erase("signature");
+  if (method == Method::Auto) method = method_for(command);
   std::string query = encode_query(params) + "&signature=" +
                       url_encode(sign(params, endpoint_.secret_key));
   log::debug("CloudStack {}", command);

@@ -1,6 +1,13 @@
 // Client for the Apache CloudStack API: signed requests, JSON responses, asynchronous
 // jobs awaited to the end, and list calls paged until nothing is missed.
 //
+// Every request is signed with signature version 3 and an `expires` a few minutes ahead
+// (so that a captured URL cannot be replayed later, and a server that enforces
+// timestamps accepts it), and every command that changes state is sent by POST with a
+// form-encoded body (as cmk does; enforce.post.requests.and.timestamps refuses it by
+// GET); reads (list*, query*, get*) are sent by GET. An http:// API URL is refused unless
+// the caller allows it explicitly: the API key and signatures would travel in clear.
+//
 // Every call names its command in errors. A failure CloudStack reports (HTTP error or
 // an errorcode in the "<command>response" object, or a job that ended with jobstatus 2)
 // is an ApiError carrying CloudStack's errorcode and errortext; a transport failure or
@@ -12,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -44,9 +52,24 @@ struct ClientOptions {
   // For an https API URL: the CA certificates (PEM file) that sign the management
   // server's certificate; "" = the system's. The certificate is always verified.
   std::string ca_file;
+  // Accept an http:// API URL (labs; a management server behind a local TLS proxy).
+  bool allow_insecure_http = false;
+  // How far ahead `expires` is set; CloudStack refuses more than 15 minutes when it
+  // enforces timestamps.
+  std::chrono::seconds signature_lifetime{std::chrono::minutes(5)};
 };
 
-enum class Method { Get, Post };
+// Auto: GET for reads (list*, query*, get*), POST for every other command.
+enum class Method { Auto, Get, Post };
+
+// What Method::Auto sends `command` with.
+Method method_for(const std::string& command);
+
+// A field of an answer, which CloudStack sends as a string or a number depending on the
+// command: as text ("" when absent or null), or as an integer (`fallback` when absent or
+// not a number).
+std::string json_text(const Json& j, const char* key);
+int64_t json_integer(const Json& j, const char* key, int64_t fallback);
 
 class ApiError : public Error {
  public:
@@ -68,11 +91,11 @@ class Client {
   explicit Client(Endpoint endpoint, ClientOptions options = {});
 
   // One signed request. Returns the "<command>response" object.
-  Json call(const std::string& command, Params params = {}, Method method = Method::Get) const;
+  Json call(const std::string& command, Params params = {}, Method method = Method::Auto) const;
 
   // An asynchronous command: sends it, then awaits its job; returns the job's jobresult.
   Json call_async(const std::string& command, Params params = {},
-                  Method method = Method::Get) const;
+                  Method method = Method::Auto) const;
 
   // Awaits a job started by `command` (for errors and the timeout) and returns jobresult.
   Json wait_for_job(const std::string& command, const std::string& jobid) const;

@@ -53,8 +53,9 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps) {
     steps.done();
 
     steps.begin(step = "deploy-vm");
-    builder_.deploy(builder_.request_for(vm, vm.name), vm_id);
-    steps.done(vm_id);
+    std::string name = builder_.free_host_name(vm);
+    builder_.deploy(builder_.request_for(vm, name), vm_id);
+    steps.done(name == vm.name ? vm_id : fmt::format("{} (named {})", vm_id, name));
 
     steps.begin(step = "replace-root");
     builder_.replace_root(vm_id, vm);
@@ -85,9 +86,10 @@ void Cutover::rollback(const SourceVm& vm, StepLog& steps, const std::string& vm
                        const std::vector<SourceDisk>& unexported, bool source_was_on) {
   steps.begin("rollback");
   std::vector<std::string> problems;
+  std::string note;
   if (!vm_id.empty()) {
     try {
-      builder_.tear_down(vm_id, vm);
+      note = builder_.tear_down(vm_id, vm);
     } catch (const std::exception& e) {
       problems.push_back(fmt::format("removing VM {}: {}", vm_id, e.what()));
     }
@@ -105,7 +107,7 @@ void Cutover::rollback(const SourceVm& vm, StepLog& steps, const std::string& vm
     }
   }
   if (problems.empty()) {
-    steps.done();
+    steps.done(note);
     return;
   }
   std::string text;

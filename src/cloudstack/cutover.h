@@ -4,7 +4,8 @@
 //   final-pass         source shut down gracefully through the VMA (powered off after
 //                      the timeout), the last incremental pass, change IDs committed
 //   detach-from-oma    exports removed, volumes detached from the OMA
-//   deploy-vm          deployVirtualMachine with startvm=false
+//   deploy-vm          deployVirtualMachine with startvm=false, named by names.h (the
+//                      VMware name is the display name), the further NICs added
 //   replace-root       template root volume detached and deleted, OS disk as device 0
 //   attach-data-disks  in unit order
 //   start-vm

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "common/text.h"
 
@@ -154,7 +155,14 @@ ValidationReport validate_settings(const Settings& s, ClientOptions options) {
   ValidationReport report;
   check_required(s, report);
   if (s.api_url.empty() || s.api_key.empty() || s.secret_key.empty()) return report;
-  Client client(Endpoint{s.api_url, s.api_key, s.secret_key}, options);
+  std::optional<Client> made;
+  try {
+    made.emplace(Endpoint{s.api_url, s.api_key, s.secret_key}, options);
+  } catch (const UsageError& e) {
+    report.add("api_url", e.what());
+    return report;
+  }
+  const Client& client = *made;
   try {
     client.call("listZones", {{"available", "true"}});
   } catch (const ApiError& e) {

@@ -3,7 +3,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "common/error.h"
@@ -12,13 +11,11 @@
 namespace mk::cloudstack {
 namespace {
 
-// Pairs ordered by lower-cased key: CloudStack sorts the lower-cased command string, and
-// "apiKey" must sort with "apikey" whatever the caller's capitalisation.
+// Pairs in the map's order, which is the server's: it sorts the names as received,
+// case-sensitively, and lower-cases only the joined string afterwards.
 std::vector<std::pair<std::string, std::string>> sorted_pairs(const Params& params) {
   std::vector<std::pair<std::string, std::string>> pairs;
   for (const auto& [k, v] : params) pairs.emplace_back(k, url_encode(v));
-  std::stable_sort(pairs.begin(), pairs.end(),
-                   [](const auto& a, const auto& b) { return mk::to_lower(a.first) < mk::to_lower(b.first); });
   return pairs;
 }
 

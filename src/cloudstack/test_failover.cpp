@@ -6,6 +6,7 @@
 #include <ctime>
 #include <set>
 
+#include "cloudstack/names.h"
 #include "common/log.h"
 
 namespace mk::cloudstack {
@@ -25,14 +26,6 @@ TestFailover::TestFailover(const Client& client, const VmBuilder& builder, Expor
   if (test_network_id_.empty()) throw UsageError("test failover: no test network configured");
 }
 
-std::string TestFailover::test_vm_name(const std::string& name, std::time_t when) {
-  std::tm tm{};
-  gmtime_r(&when, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
-  return fmt::format("{}-test-{}", name, stamp);
-}
-
 TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
   TestFailoverRecord record;
   start(vm, steps, record);
@@ -42,9 +35,19 @@ TestFailoverRecord TestFailover::start(const SourceVm& vm, StepLog& steps) {
 void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord& record) {
   builder_.check(vm);
   record = {};
-  record.vm_name = test_vm_name(vm.name, std::time(nullptr));
+  record.vm_name = test_vm_host_name(vm.name, vm.vm_uuid, std::time(nullptr));
   std::string step;
   try {
+    steps.begin(step = "detach-from-oma");
+    for (const auto& d : vm.disks) {
+      record.unexported.push_back(d.disk.disk_key);
+      exports_.remove(d.disk);
+      builder_.detach_volume(d);
+    }
+    steps.done();
+
+    // Detached first: on KVM a volume attached to a running VM (the OMA) cannot be
+    // snapshotted unless kvm.snapshot.enabled, which is off by default.
     steps.begin(step = "snapshot-volumes");
     for (const auto& d : vm.disks) {
       Json r = client_.call_async("createSnapshot",
@@ -55,17 +58,11 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
     }
     steps.done();
 
-    steps.begin(step = "detach-from-oma");
-    for (const auto& d : vm.disks) {
-      record.unexported.push_back(d.disk.disk_key);
-      exports_.remove(d.disk);
-      builder_.detach_volume(d);
-    }
-    steps.done();
-
     steps.begin(step = "deploy-vm");
     builder_.deploy(builder_.request_for(vm, record.vm_name, test_network_id_), record.vm_id);
-    steps.done(record.vm_id);
+    steps.done(vm.nics.size() > 1 ? fmt::format("{}: one NIC on the test network for the source's {}",
+                                                record.vm_id, vm.nics.size())
+                                  : record.vm_id);
 
     steps.begin(step = "replace-root");
     builder_.replace_root(record.vm_id, vm);
@@ -107,21 +104,20 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
   auto part = [&](const std::string& name, auto&& body) {
     steps.begin(rollback ? "rollback-" + name : name);
     try {
-      body();
-      steps.done();
+      steps.done(body());
     } catch (const std::exception& e) {
       steps.failed(e.what());
       problems.push_back(name + ": " + e.what());
     }
   };
-  part("destroy-test-vm", [&] {
-    if (!record.vm_id.empty()) builder_.tear_down(record.vm_id, vm);
+  part("destroy-test-vm", [&]() -> std::string {
+    return record.vm_id.empty() ? "" : builder_.tear_down(record.vm_id, vm);
   });
   // A volume goes back to the OMA only once reverted: the test VM's writes must never
   // mix with the next incremental pass. A snapshot already gone was reverted by an
   // earlier cleanup run (snapshots are deleted only after their revert).
   std::set<std::string> reverted;
-  part("revert-snapshots", [&] {
+  part("revert-snapshots", [&]() -> std::string {
     std::string first_error;
     for (const auto& [volume, snapshot] : record.snapshots) {
       try {
@@ -140,16 +136,18 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
       }
     }
     if (!first_error.empty()) throw Error(first_error);
+    return "";
   });
-  part("delete-snapshots", [&] {
+  part("delete-snapshots", [&]() -> std::string {
     for (const auto& [volume, snapshot] : record.snapshots) {
       if (reverted.count(volume) && !snapshot.empty() &&
           exists(client_, "listSnapshots", "snapshot", snapshot)) {
         client_.call_async("deleteSnapshot", {{"id", snapshot}});
       }
     }
+    return "";
   });
-  part("return-to-oma", [&] {
+  part("return-to-oma", [&]() -> std::string {
     std::vector<SourceDisk> unexported;
     for (const auto& d : attach_order(vm)) {
       bool removed = std::find(record.unexported.begin(), record.unexported.end(),
@@ -159,6 +157,7 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
     }
     std::string error = builder_.return_to_oma(unexported, exports_);
     if (!error.empty()) throw Error(error);
+    return "";
   });
   if (!problems.empty()) {
     std::string text;

@@ -2,14 +2,18 @@
 // the source keeps running in VMware, and throws the copy away afterwards.
 //
 // start(), steps recorded under these names:
-//   snapshot-volumes   createSnapshot of every volume (the state replication reached)
 //   detach-from-oma    exports removed, volumes detached from the OMA
-//   deploy-vm          "<name>-test-<UTC timestamp>", every NIC on the test network
+//   snapshot-volumes   createSnapshot of every volume (the state replication reached),
+//                      taken once detached: KVM refuses snapshots of volumes attached to
+//                      a running VM (the OMA) unless kvm.snapshot.enabled, off by default
+//   deploy-vm          "<host name>-test-<UTC timestamp>" (63 characters at most), one NIC
+//                      on the test network (CloudStack allows one NIC per network)
 //   replace-root, attach-data-disks, start-vm   as in a cutover
 // A failure rolls back as cleanup() does and throws a CutoverError naming the step.
 //
 // cleanup(), steps:
-//   destroy-test-vm    stopped, our volumes detached, destroyed with expunge
+//   destroy-test-vm    stopped, our volumes detached, destroyed (with expunge when the
+//                      account may; otherwise the step's detail says it was not expunged)
 //   revert-snapshots   every volume back to its snapshot: the test's writes are gone
 //   delete-snapshots
 //   return-to-oma      volumes attached to the OMA again and re-exported, so the next
@@ -47,9 +51,6 @@ class TestFailover {
   // incomplete it says what is left for cleanup() (the caller keeps it).
   void start(const SourceVm& vm, StepLog& steps, TestFailoverRecord& record);
   void cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps);
-
-  // "<name>-test-<YYYYMMDDhhmmss>" for a UTC time.
-  static std::string test_vm_name(const std::string& name, std::time_t when);
 
  private:
   void undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps,

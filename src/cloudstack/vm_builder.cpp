@@ -4,17 +4,10 @@
 
 #include <algorithm>
 
+#include "cloudstack/names.h"
 #include "common/log.h"
 
 namespace mk::cloudstack {
-namespace {
-
-std::string json_str(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
-}  // namespace
 
 std::vector<SourceDisk> attach_order(const SourceVm& vm) {
   std::vector<SourceDisk> disks = vm.disks;
@@ -38,6 +31,19 @@ void VmBuilder::check(const SourceVm& vm) const {
     }
   }
   if (vm.nics.empty()) problems.push_back("the VM has no NIC; CloudStack needs at least one");
+  std::map<std::string, std::vector<const SourceNic*>> by_network;
+  for (const auto& nic : vm.nics) {
+    auto it = target_.networks.find(nic.network);
+    if (it != target_.networks.end()) by_network[it->second.network_id].push_back(&nic);
+  }
+  for (const auto& [network, nics] : by_network) {
+    if (nics.size() < 2) continue;
+    std::string which;
+    for (const auto* n : nics) which += fmt::format("{}{} on '{}'", which.empty() ? "" : ", ", n->mac, n->network);
+    problems.push_back(fmt::format("NICs {} all map to CloudStack network {}, and CloudStack gives a VM one NIC per "
+                                   "network: map those port groups to different networks",
+                                   which, network));
+  }
   auto os = std::count_if(vm.disks.begin(), vm.disks.end(), [](auto& d) { return d.os_disk; });
   if (os != 1) problems.push_back(fmt::format("{} disks are marked as the OS disk; exactly one must be", os));
   for (const auto& d : vm.disks) {
@@ -63,27 +69,44 @@ DeployRequest VmBuilder::request_for(const SourceVm& vm, const std::string& name
                                      const std::string& network_override) const {
   DeployRequest r;
   r.name = name;
-  r.display_name = name;
+  r.display_name = vm.name;
   r.cpus = vm.cpus;
   r.memory_mib = vm.memory_mib;
+  if (!network_override.empty()) {
+    r.nics.emplace_back(network_override, "");  // one NIC per network: one on the test network
+    return r;
+  }
   for (const auto& nic : vm.nics) {
     const NetworkMapping& m = target_.networks.at(nic.network);
-    if (!network_override.empty()) {
-      r.nics.emplace_back(network_override, "");
-    } else {
-      r.nics.emplace_back(m.network_id, m.keep_mac ? nic.mac : "");
-    }
+    r.nics.emplace_back(m.network_id, m.keep_mac ? nic.mac : "");
   }
   return r;
 }
 
-bool VmBuilder::offering_is_customised() const {
-  Json reply = client_.call("listServiceOfferings", {{"id", target_.service_offering_id}});
-  if (!reply.contains("serviceoffering") || reply["serviceoffering"].empty()) {
-    throw Error(fmt::format("service offering {} does not exist; check the CloudStack settings",
-                            target_.service_offering_id));
+std::string VmBuilder::free_host_name(const SourceVm& vm) const {
+  std::string name = host_name_for(vm.name, vm.vm_uuid);
+  Json reply = client_.call("listVirtualMachines", {{"name", name}, {"listall", "true"}});
+  for (const auto& other : reply.value("virtualmachine", Json::array())) {
+    if (json_text(other, "name") == name) return disambiguated_host_name(name, vm.vm_uuid);
   }
-  return reply["serviceoffering"][0].value("iscustomized", false);
+  return name;
+}
+
+Json service_offering(const Client& client, const std::string& id) {
+  Json reply = client.call("listServiceOfferings", {{"id", id}});
+  if (!reply.contains("serviceoffering") || reply["serviceoffering"].empty()) {
+    throw Error(fmt::format("service offering {} does not exist; check the CloudStack settings", id));
+  }
+  return reply["serviceoffering"][0];
+}
+
+bool can_expunge(const Client& client) {
+  for (const auto& a : client.list("listAccounts", "account")) {
+    int type = a.value("accounttype", 0);
+    if (type == 1 || type == 2 || type == 3) return true;  // root, domain, resource-domain admin
+  }
+  Json caps = client.call("listCapabilities").value("capability", Json::object());
+  return caps.value("allowuserexpungerecovervm", false);
 }
 
 std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const {
@@ -93,21 +116,44 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
            {"name", r.name},
            {"displayname", r.display_name},
            {"startvm", "false"}};
-  if (offering_is_customised()) {
+  Json offering = service_offering(client_, target_.service_offering_id);
+  if (offering.value("iscustomized", false)) {
     p["details[0].cpuNumber"] = std::to_string(r.cpus);
     p["details[0].memory"] = std::to_string(r.memory_mib);
+    if (!offering.contains("cpuspeed")) p["details[0].cpuSpeed"] = std::to_string(target_.cpu_speed_mhz);
   }
-  for (size_t i = 0; i < r.nics.size(); ++i) {
-    p[fmt::format("iptonetworklist[{}].networkid", i)] = r.nics[i].first;
-    if (!r.nics[i].second.empty()) p[fmt::format("iptonetworklist[{}].mac", i)] = r.nics[i].second;
-  }
-  Json started = client_.call("deployVirtualMachine", p, Method::Post);
-  vm_id = json_str(started, "id");
-  Json result = client_.wait_for_job("deployVirtualMachine", json_str(started, "jobid"));
-  std::string id = json_str(result.value("virtualmachine", Json::object()), "id");
+  if (r.nics.empty()) throw UsageError(fmt::format("VM {}: no NIC to deploy with", r.display_name));
+  // The first NIC here; the others one by one afterwards, so that none collapses.
+  p["iptonetworklist[0].networkid"] = r.nics[0].first;
+  if (!r.nics[0].second.empty()) p["iptonetworklist[0].mac"] = r.nics[0].second;
+  Json started = client_.call("deployVirtualMachine", p);
+  vm_id = json_text(started, "id");
+  Json result = client_.wait_for_job("deployVirtualMachine", json_text(started, "jobid"));
+  std::string id = json_text(result.value("virtualmachine", Json::object()), "id");
   if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
   vm_id = id;
+  add_nics(id, r);
   return id;
+}
+
+void VmBuilder::add_nics(const std::string& vm_id, const DeployRequest& r) const {
+  Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
+  std::vector<std::string> present;
+  for (const auto& vm : reply.value("virtualmachine", Json::array())) {
+    for (const auto& nic : vm.value("nic", Json::array())) present.push_back(json_text(nic, "networkid"));
+  }
+  for (size_t i = 1; i < r.nics.size(); ++i) {
+    const auto& [network, mac] = r.nics[i];
+    if (std::find(present.begin(), present.end(), network) != present.end()) continue;  // resumed
+    Params p{{"virtualmachineid", vm_id}, {"networkid", network}};
+    if (!mac.empty()) p["macaddress"] = mac;
+    try {
+      client_.call_async("addNicToVirtualMachine", p);
+    } catch (const Error& e) {
+      throw Error(fmt::format("adding NIC {} ({}) on network {} to VM {}: {}", i + 1, mac.empty() ? "any MAC" : mac,
+                              network, r.name, e.what()));
+    }
+  }
 }
 
 void VmBuilder::replace_root(const std::string& vm_id, const SourceVm& vm) const {
@@ -155,16 +201,28 @@ void VmBuilder::start(const std::string& vm_id) const {
   client_.call_async("startVirtualMachine", {{"id", vm_id}});
 }
 
-void VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) const {
+std::string VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) const {
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
-  if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) return;
-  if (json_str(reply["virtualmachine"][0], "state") == "Running") {
+  if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) return "";
+  std::string state = json_text(reply["virtualmachine"][0], "state");
+  if (state == "Destroyed" || state == "Expunging") return "";  // destroyed by an earlier run
+  if (state == "Running") {
     client_.call_async("stopVirtualMachine", {{"id", vm_id}, {"forced", "true"}});
   }
   for (const auto& d : vm.disks) {
     if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) volumes_.detach(d.volume_id, d.disk);
   }
-  client_.call_async("destroyVirtualMachine", {{"id", vm_id}, {"expunge", "true"}});
+  if (can_expunge(client_)) {
+    client_.call_async("destroyVirtualMachine", {{"id", vm_id}, {"expunge", "true"}});
+    return "";
+  }
+  client_.call_async("destroyVirtualMachine", {{"id", vm_id}});
+  std::string note = fmt::format(
+      "VM {} was destroyed but not expunged: this account may not expunge (not an admin, and "
+      "allow.user.expunge.recover.vm is off); CloudStack expunges it after expunge.delay, or an admin can now",
+      vm_id);
+  log::warn("{}", note);
+  return note;
 }
 
 std::string VmBuilder::return_to_oma(const std::vector<SourceDisk>& disks,

@@ -2,12 +2,17 @@
 // volumes that hold a source VM's disks (cutover and test failover both use it).
 //
 // Assembly: deployVirtualMachine with startvm=false (service offering, template, zone;
-// CPUs and memory from the VMware spec when the offering is customised; one NIC per
-// source NIC through the network-mapping table, keeping the MAC where the mapping says
-// the network allows it), the template's root volume detached and deleted, the OS disk
-// attached as device 0, the data disks attached in unit order, then the VM started.
-// Tear-down detaches our volumes before destroying the VM (expunge), so that destroying
-// it can never take a migrated disk with it.
+// CPUs, memory and, when the offering names none, a CPU speed from the VMware spec when
+// the offering is customised; the name an RFC 1123 label derived from the VMware name,
+// which stays the display name), then one NIC per further source NIC with
+// addNicToVirtualMachine (iptonetworklist is a map keyed by network in CloudStack: two
+// entries collapse into one NIC), keeping the MAC where the mapping says the network
+// allows it; the template's root volume detached and deleted, the OS disk attached as
+// device 0, the data disks attached in unit order, then the VM started. CloudStack gives
+// a VM at most one NIC per network, so two source NICs mapped to one network are refused
+// by check(). Tear-down detaches our volumes before destroying the VM, so that destroying
+// it can never take a migrated disk with it; it expunges when the account may (an admin,
+// or allow.user.expunge.recover.vm), else destroys without expunge and says so.
 //
 // Also here: the collaborators the OMA plugs in (source power through the VMA, the final
 // replication pass, NBD exports), as small interfaces.
@@ -61,6 +66,7 @@ struct TargetSettings {
   std::string service_offering_id;
   std::string template_id;
   std::map<std::string, NetworkMapping> networks;  // VMware network name -> CloudStack
+  int cpu_speed_mhz = 1000;  // sent when a custom offering names no CPU speed (its shares)
 };
 
 // ---- collaborators the OMA provides ---------------------------------------------
@@ -97,9 +103,9 @@ class Exports {
 // ---- assembly -------------------------------------------------------------------
 
 struct DeployRequest {
-  std::string name;           // CloudStack's VM name (host name rules)
-  std::string display_name;
-  std::vector<std::pair<std::string, std::string>> nics;  // network id, MAC ("" = any)
+  std::string name;           // CloudStack's VM name (an RFC 1123 label, names.h)
+  std::string display_name;   // the VMware name, as it is
+  std::vector<std::pair<std::string, std::string>> nics;  // network id, MAC ("" = any); one per network
   int cpus = 1;
   int memory_mib = 1024;
 };
@@ -108,27 +114,33 @@ class VmBuilder {
  public:
   VmBuilder(const Client& client, const CloudStackVolumes& volumes, TargetSettings target);
 
-  // Throws UsageError (nothing changed) unless every NIC is mapped, exactly one disk is
-  // the OS disk, and every disk has a volume this OMA owns.
+  // Throws UsageError (nothing changed) unless every NIC is mapped, no two NICs map to
+  // one network, exactly one disk is the OS disk, and every disk has a volume this OMA
+  // owns.
   void check(const SourceVm& vm) const;
 
-  // One NIC per source NIC through the mapping; `network_override` (a test network)
-  // replaces every mapped network and never keeps MACs.
+  // One NIC per source NIC through the mapping, named `name`, displayed as the VMware
+  // name. `network_override` (a test network) gives the VM one NIC there, without a MAC.
   DeployRequest request_for(const SourceVm& vm, const std::string& name,
                             const std::string& network_override = "") const;
 
+  // The VM's CloudStack name: host_name_for(vm.name), or, when another VM has it,
+  // disambiguated with the VM's UUID.
+  std::string free_host_name(const SourceVm& vm) const;
+
   void detach_volume(const SourceDisk& disk) const;  // owned volume, from wherever it is
-  // Deploys with startvm=false and returns the new VM's id. `vm_id` is set as soon as
-  // CloudStack names the VM, before its job ends, so that a failed or timed-out job
-  // still leaves the caller able to tear the VM down.
+  // Deploys with startvm=false, adds the further NICs, and returns the new VM's id.
+  // `vm_id` is set as soon as CloudStack names the VM, before its job ends, so that a
+  // failed or timed-out job still leaves the caller able to tear the VM down.
   std::string deploy(const DeployRequest& request, std::string& vm_id) const;
   void replace_root(const std::string& vm_id, const SourceVm& vm) const;
   void attach_data_disks(const std::string& vm_id, const SourceVm& vm) const;
   void start(const std::string& vm_id) const;
 
-  // Stops the VM if running, detaches every volume of `vm` from it, destroys it with
-  // expunge. A VM that no longer exists is fine.
-  void tear_down(const std::string& vm_id, const SourceVm& vm) const;
+  // Stops the VM if running, detaches every volume of `vm` from it, destroys it (with
+  // expunge when the account may). A VM that no longer exists is fine. Returns a note
+  // for the job when the VM could only be destroyed, not expunged; "" otherwise.
+  std::string tear_down(const std::string& vm_id, const SourceVm& vm) const;
 
   // Attaches each disk's volume back to the OMA (if it is not there), waits for its
   // device and re-creates its export (the caller passes only disks whose export it
@@ -139,7 +151,7 @@ class VmBuilder {
   const CloudStackVolumes& volumes() const { return volumes_; }
 
  private:
-  bool offering_is_customised() const;
+  void add_nics(const std::string& vm_id, const DeployRequest& request) const;
   const Client& client_;
   const CloudStackVolumes& volumes_;
   TargetSettings target_;
@@ -147,5 +159,13 @@ class VmBuilder {
 
 // The disks in the order they are attached: the OS disk, then data disks by unit.
 std::vector<SourceDisk> attach_order(const SourceVm& vm);
+
+// The service offering `id` as listServiceOfferings returns it; throws mk::Error naming
+// the setting when it does not exist.
+Json service_offering(const Client& client, const std::string& id);
+
+// Whether this account may destroy a VM with expunge=true: an admin, or a user where
+// allow.user.expunge.recover.vm is set (listCapabilities).
+bool can_expunge(const Client& client);
 
 }  // namespace mk::cloudstack

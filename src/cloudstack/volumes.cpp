@@ -36,23 +36,19 @@ void check_volume_id(const std::string& id) {
   if (!ok) throw UsageError(fmt::format("'{}' is not a CloudStack volume UUID", id));
 }
 
-std::string json_str(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
 }  // namespace
 
 Volume volume_from_json(const Json& v) {
   Volume out;
-  out.id = json_str(v, "id");
-  out.name = json_str(v, "name");
-  out.type = json_str(v, "type");
+  out.id = json_text(v, "id");
+  out.name = json_text(v, "name");
+  out.type = json_text(v, "type");
+  out.state = json_text(v, "state");
   out.size_bytes = v.value("size", uint64_t{0});
-  out.virtual_machine_id = json_str(v, "virtualmachineid");
+  out.virtual_machine_id = json_text(v, "virtualmachineid");
   out.device_id = v.contains("deviceid") && v["deviceid"].is_number() ? v["deviceid"].get<int>() : -1;
   if (v.contains("tags") && v["tags"].is_array()) {
-    for (const auto& t : v["tags"]) out.tags[json_str(t, "key")] = json_str(t, "value");
+    for (const auto& t : v["tags"]) out.tags[json_text(t, "key")] = json_text(t, "value");
   }
   return out;
 }
@@ -76,13 +72,23 @@ uint64_t CloudStackVolumes::size_gib(uint64_t capacity_bytes) {
   return std::max<uint64_t>(1, (capacity_bytes + gib - 1) / gib);
 }
 
-std::string CloudStackVolumes::device_link_name(const std::string& volume_id) {
+// The serial CloudStack gives the volume's disk (LibvirtComputingResource: the UUID
+// without hyphens, cut to 20 characters).
+static std::string disk_serial(const std::string& volume_id) {
   check_volume_id(volume_id);
   std::string hex;
   for (char c : volume_id) {
     if (c != '-') hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
-  return "virtio-" + hex.substr(0, 20);
+  return hex.substr(0, 20);
+}
+
+std::string CloudStackVolumes::device_link_name(const std::string& volume_id) {
+  return "virtio-" + disk_serial(volume_id);
+}
+
+std::vector<std::string> CloudStackVolumes::device_link_names(const std::string& volume_id) {
+  return {"virtio-" + disk_serial(volume_id), "scsi-0QEMU_QEMU_HARDDISK_" + disk_serial(volume_id)};
 }
 
 std::string CloudStackVolumes::describe(const DiskRef& disk) const {
@@ -198,19 +204,36 @@ void CloudStackVolumes::attach_to_vm(const std::string& volume_id, const DiskRef
 std::string CloudStackVolumes::wait_for_device(const std::string& volume_id,
                                                const DiskRef& disk) const {
   namespace fs = std::filesystem;
-  const fs::path link = fs::path(config_.by_id_dir) / device_link_name(volume_id);
+  std::vector<fs::path> links;
+  for (const auto& name : device_link_names(volume_id)) links.push_back(fs::path(config_.by_id_dir) / name);
   const auto deadline = std::chrono::steady_clock::now() + config_.device_timeout;
   for (;;) {
-    std::error_code ec;
-    if (fs::exists(link, ec)) return link.string();
+    for (const auto& link : links) {
+      std::error_code ec;
+      if (fs::exists(link, ec)) return link.string();
+    }
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   throw Error(fmt::format(
-      "volume {} of {} is attached to the OMA but {} did not appear within {} s; check that "
-      "the OMA's VM uses virtio disks and that udev is running",
-      volume_id, describe(disk), link.string(),
+      "volume {} of {} is attached to the OMA but neither {} nor {} appeared within {} s; check "
+      "that udev is running on the OMA and that its disks are virtio or virtio-scsi",
+      volume_id, describe(disk), links[0].string(), links[1].filename().string(),
       std::chrono::duration_cast<std::chrono::seconds>(config_.device_timeout).count()));
+}
+
+Volume CloudStackVolumes::grow(const std::string& volume_id, const DiskRef& disk, uint64_t capacity_bytes) const {
+  Volume vol = require_owned(volume_id, disk);
+  uint64_t want = size_gib(capacity_bytes) << 30;
+  if (vol.size_bytes >= want) return vol;  // never shrinks
+  try {
+    Json r = client_.call_async("resizeVolume", {{"id", volume_id}, {"size", std::to_string(size_gib(capacity_bytes))}});
+    log::info("volume {} of {} grown to {} GiB", volume_id, describe(disk), size_gib(capacity_bytes));
+    return volume_from_json(r.value("volume", Json::object()));
+  } catch (const Error& e) {
+    throw Error(fmt::format("growing volume {} of {} to {} GiB: {}", volume_id, describe(disk),
+                            size_gib(capacity_bytes), e.what()));
+  }
 }
 
 void CloudStackVolumes::detach(const std::string& volume_id, const DiskRef& disk) const {

@@ -6,9 +6,16 @@
 // it, for which VM and which disk), so it is provable after a restart and from the
 // CloudStack UI. Detach, attach elsewhere and delete act only on a volume whose tags and
 // name say this OMA created it for that VM and disk; anything else is refused before a
-// request is sent. The Linux device is found only by the volume's id, at
-// <by_id_dir>/virtio-<first 20 hex digits of the UUID without hyphens>, never guessed
-// from order or size.
+// request is sent. The Linux device is found only by the volume's id: CloudStack gives
+// each disk the serial <first 20 hex digits of the UUID without hyphens>, which udev
+// shows as <by_id_dir>/virtio-<serial> on virtio-blk and as
+// <by_id_dir>/scsi-0QEMU_QEMU_HARDDISK_<serial> on virtio-scsi (an OMA whose first disk is
+// on virtio-scsi gets its data disks there too); either is waited for, neither is ever
+// guessed from order or size.
+//
+// A volume grows with resizeVolume (never shrinks); CloudStack creates a volume of a
+// custom disk offering on primary storage only at its first attach (Allocated, then
+// Ready).
 //
 // A CloudStackVolumes borrows the Client (which must outlive it) and copies its config.
 // Methods are const and keep no state between calls; it is thread-safe as the Client is.
@@ -19,6 +26,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cloudstack/client.h"
 
@@ -35,6 +43,7 @@ struct Volume {
   std::string id;
   std::string name;
   std::string type;              // "DATADISK" or "ROOT"
+  std::string state;             // "Allocated" (never attached), "Ready", ...
   uint64_t size_bytes = 0;
   std::string virtual_machine_id;  // "" when detached
   int device_id = -1;              // -1 when detached
@@ -77,7 +86,13 @@ class CloudStackVolumes {
   // Deletes an owned, detached volume.
   void remove(const std::string& volume_id, const DiskRef& disk) const;
 
-  // Waits for <by_id_dir>/virtio-<...> to exist; returns its path.
+  // Grows an owned volume to hold `capacity_bytes` (rounded up to GiB), with
+  // resizeVolume; a volume already that large is left alone (it never shrinks). Returns
+  // the volume as it is afterwards.
+  Volume grow(const std::string& volume_id, const DiskRef& disk, uint64_t capacity_bytes) const;
+
+  // Waits for the volume's by-id link (virtio-<serial> or scsi-0QEMU_QEMU_HARDDISK_<serial>)
+  // to exist; returns its path.
   std::string wait_for_device(const std::string& volume_id, const DiskRef& disk) const;
 
   Volume get(const std::string& volume_id) const;
@@ -93,6 +108,8 @@ class CloudStackVolumes {
   static std::string volume_name(const DiskRef& disk);        // "mk-<vm>-disk-<key>"
   static uint64_t size_gib(uint64_t capacity_bytes);          // rounded up, at least 1
   static std::string device_link_name(const std::string& volume_id);  // "virtio-<20 hex>"
+  // Every name udev may give the volume's disk: virtio-blk first, then virtio-scsi.
+  static std::vector<std::string> device_link_names(const std::string& volume_id);
 
  private:
   std::string describe(const DiskRef& disk) const;

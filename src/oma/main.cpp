@@ -57,7 +57,10 @@ int main(int argc, char** argv) {
                  "OMA; settings: PUT /api/v1/settings/cloudstack)")
       ->check(CLI::IsMember({"local", "cloudstack"}));
   app.add_option("--by-id-dir", c.cloudstack.by_id_dir,
-                 "Where attached volumes appear as virtio-<id> links (default /dev/disk/by-id)");
+                 "Where attached volumes appear as virtio-<serial> or scsi-0QEMU_QEMU_HARDDISK_<serial> links "
+                 "(default /dev/disk/by-id)");
+  app.add_flag("--cloudstack-allow-http", c.cloudstack.client.allow_insecure_http,
+               "Accept an http:// CloudStack API URL (the API key and signed requests then travel in clear)");
   int device_timeout_s = 120;
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")

@@ -318,6 +318,46 @@ const Schema& discovered_nic() {
   return s;
 }
 
+const Schema& preflight_finding() {
+  static const Schema s{
+      {
+          {.name = "code",
+           .description = "stable identifier of the problem",
+           .max_length = 64,
+           .check = not_empty_check,
+           .example = "independent-disk"},
+          {.name = "disk_key",
+           .description = "VMware device key of the disk at fault; null for the whole VM",
+           .max_length = 10,
+           .check = disk_key_check,
+           .nullable = true,
+           .example = "2001",
+           .pattern = kDiskKeyPattern},
+          string_field("problem", "what is wrong", "the disk is independent: a snapshot does not capture it",
+                       kMaxTextBytes),
+          string_field("remedy", "what to do", "make the disk dependent (VM powered off), then discover again",
+                       kMaxTextBytes),
+          string_field("text", "all of it in one line, naming the VM and the disk",
+                       "VM web01 disk Hard disk 2 ([ds1] web01/web01_1.vmdk): the disk is independent: ...",
+                       kMaxTextBytes),
+      },
+      "PreflightFinding",
+      "what would refuse a replication pass of the VM"};
+  return s;
+}
+
+const Schema& preflight_reply() {
+  static const Schema s{
+      {
+          uuid_field("vm_id", "the VM checked"),
+          array_field("findings", "everything that would refuse a pass; empty when nothing does", 1000,
+                      &preflight_finding()),
+      },
+      "PreflightReply",
+      "a VM's preflight findings, read afresh from vCenter"};
+  return s;
+}
+
 const Schema& discovered_vm() {
   static const Schema s{
       {
@@ -330,6 +370,12 @@ const Schema& discovered_vm() {
           int_field("memory_mb", "memory in MiB", 4096, 0, int64_t{64} << 20),
           array_field("disks", "its disks", 256, &discovered_disk()),
           array_field("nics", "its network cards", 64, &discovered_nic()),
+          {.name = "findings",
+           .type = Type::Array,
+           .required = false,
+           .description = "what would refuse a pass of it (absent from an older VMA: none known)",
+           .max_length = 1000,
+           .items = &preflight_finding()},
       },
       "DiscoveredVm",
       "a VM as the VMA found it in vCenter"};
@@ -415,6 +461,7 @@ void check_replicate(const json& j) {
   std::string vm_id = j["vm_id"];
   std::set<std::string> keys;
   std::set<int64_t> units;
+  bool any_base = false;
   for (size_t i = 0; i < disks.size(); ++i) {
     const json& d = disks[i];
     std::string at = fmt::format("disks[{}]", i);
@@ -422,18 +469,21 @@ void check_replicate(const json& j) {
     if (d["export"] != expected) {
       throw FieldError(at + ".export", fmt::format("is \"{}\" but must be \"{}\"", shown(d["export"]), expected));
     }
-    if (incremental != d["change_id_base"].is_string()) {
-      throw FieldError(
-          at + ".change_id_base",
-          fmt::format("contradicts kind \"{}\": a full pass has none, an incremental pass has one per disk",
-                      j["kind"].get<std::string>()));
+    if (!incremental && d["change_id_base"].is_string()) {
+      throw FieldError(at + ".change_id_base", "contradicts kind \"full\": a full pass has none");
     }
+    if (d["change_id_base"].is_string()) any_base = true;
     if (!keys.insert(d["disk_key"].get<std::string>()).second) {
       throw FieldError(at + ".disk_key", fmt::format("disk key {} appears twice", d["disk_key"].get<std::string>()));
     }
     if (!units.insert(d["unit"].get<int64_t>()).second) {
       throw FieldError(at + ".unit", fmt::format("unit {} appears twice", d["unit"].get<int64_t>()));
     }
+  }
+  // An incremental pass may copy some disks in full (a disk grown since the last pass has
+  // no base), but not all of them: that is a full pass.
+  if (incremental && !any_base) {
+    throw FieldError("disks[0].change_id_base", "contradicts kind \"incremental\": no disk has a base change ID");
   }
 }
 
@@ -612,9 +662,35 @@ void decode(const json& j, PowerReply& out) {
   out = {j["vm_id"], enum_of<PowerState>(j, "power_state"), j["forced"].get<bool>()};
 }
 
-// --- discover --------------------------------------------------------------------------
+// --- discover, preflight -------------------------------------------------------------------
 
 namespace {
+
+json finding_json(const PreflightFinding& f) {
+  return {{"code", f.code},
+          {"disk_key", f.disk_key ? json(f.disk_key->str()) : json(nullptr)},
+          {"problem", printable_text(f.problem)},
+          {"remedy", printable_text(f.remedy)},
+          {"text", printable_text(f.text)}};
+}
+
+PreflightFinding finding_of(const json& f) {
+  std::optional<DiskKey> key;
+  if (!f["disk_key"].is_null()) key = DiskKey::parse(f["disk_key"].get<std::string>());
+  return {f["code"], key, f["problem"], f["remedy"], f["text"]};
+}
+
+json findings_json(const std::vector<PreflightFinding>& findings) {
+  json out = json::array();
+  for (const auto& f : findings) out.push_back(finding_json(f));
+  return out;
+}
+
+std::vector<PreflightFinding> findings_of(const json& all) {
+  std::vector<PreflightFinding> out;
+  for (const auto& f : all) out.push_back(finding_of(f));
+  return out;
+}
 
 json vm_json(const DiscoveredVm& m) {
   json disks = json::array(), nics = json::array();
@@ -631,7 +707,8 @@ json vm_json(const DiscoveredVm& m) {
           {"cpus", m.cpus},
           {"memory_mb", m.memory_mb},
           {"disks", disks},
-          {"nics", nics}};
+          {"nics", nics},
+          {"findings", findings_json(m.findings)}};
 }
 
 DiscoveredVm vm_of(const json& j) {
@@ -643,12 +720,14 @@ DiscoveredVm vm_of(const json& j) {
                   j["cpus"].get<int>(),
                   j["memory_mb"].get<int64_t>(),
                   {},
+                  {},
                   {}};
   for (const auto& d : j["disks"]) {
     vm.disks.push_back({DiskKey::parse(d["disk_key"].get<std::string>()), d["unit"].get<int64_t>(), d["label"],
                         d["capacity_bytes"].get<int64_t>()});
   }
   for (const auto& n : j["nics"]) vm.nics.push_back({n["key"], n["mac"], n["network"]});
+  if (j.contains("findings")) vm.findings = findings_of(j["findings"]);
   return vm;
 }
 
@@ -672,6 +751,22 @@ void decode(const json& j, Discovery& out) {
   out.vcenter = j["vcenter"];
   out.vms.clear();
   for (const auto& v : j["vms"]) out.vms.push_back(vm_of(v));
+}
+
+json encode(const PreflightFinding& m) { return checked(finding_json(m), schemas::preflight_finding()); }
+
+void decode(const json& j, PreflightFinding& out) {
+  checked(j, schemas::preflight_finding());
+  out = finding_of(j);
+}
+
+json encode(const PreflightReply& m) {
+  return checked({{"vm_id", m.vm_id}, {"findings", findings_json(m.findings)}}, schemas::preflight_reply());
+}
+
+void decode(const json& j, PreflightReply& out) {
+  checked(j, schemas::preflight_reply());
+  out = {j["vm_id"], findings_of(j["findings"])};
 }
 
 // --- health, errors ----------------------------------------------------------------------

@@ -15,7 +15,8 @@
 //     Starts copying one job's disks. Idempotent: the same job_id again answers 202
 //     without starting a second copy (409 when the job_id is known for another VM).
 //     export must be exactly migration-vm-{vm_id}-disk{unit}; change_id_base is null
-//     for every disk of a full pass and set for every disk of an incremental one.
+//     for every disk of a full pass and set for at least one disk of an incremental one
+//     (a disk grown since the last pass has none: it is copied in full within it).
 //
 //   GET  /api/v1/progress/{job_id}                     -> 200 JobProgress
 //     404 when the VMA does not know the job (it restarted, or the record expired).
@@ -35,6 +36,13 @@
 //     timeout_seconds ("forced": true). Answers when the VM is in the asked state.
 //
 //   GET  /api/v1/discover                              -> 200 Discovery
+//     Each VM carries its preflight findings (absent from an older VMA: none known).
+//
+//   GET  /api/v1/preflight/{vm_id}                     -> 200 PreflightReply
+//     What would refuse a pass of the VM (independent, RDM or shared disks, snapshots
+//     of its own, encryption, CBT that cannot be enabled, ...), read afresh from
+//     vCenter; nothing is changed. 404 for an unknown VM.
+//
 //   GET  /api/v1/health                                -> 200 Health
 //
 // vm_id is the vSphere instance UUID. Errors are ErrorReply {"error": what failed, on
@@ -135,7 +143,20 @@ struct PowerReply {
   bool forced = false;                              // a shutdown ended with a power off
 };
 
-// --- discover -------------------------------------------------------------------------
+// --- discover, preflight ---------------------------------------------------------------
+
+// What would refuse a pass of the VM (the VMA's vSphere preflight, vsphere/preflight.h).
+struct PreflightFinding {
+  std::string code;                 // stable identifier: "independent-disk", "rdm-physical", ...
+  std::optional<DiskKey> disk_key;  // none: about the whole VM
+  std::string problem, remedy;      // what is wrong, what to do
+  std::string text;                 // all of it in one line, naming the VM and disk
+};
+
+struct PreflightReply {
+  std::string vm_id;
+  std::vector<PreflightFinding> findings;  // empty: nothing known stands in the way
+};
 
 struct DiscoveredDisk {
   DiskKey disk_key;
@@ -158,6 +179,7 @@ struct DiscoveredVm {
   int64_t memory_mb = 0;
   std::vector<DiscoveredDisk> disks;
   std::vector<DiscoveredNic> nics;
+  std::vector<PreflightFinding> findings;  // empty: nothing known refuses a pass
 };
 
 struct Discovery {
@@ -208,6 +230,8 @@ nlohmann::json encode(const PowerRequest& m);
 nlohmann::json encode(const PowerReply& m);
 nlohmann::json encode(const DiscoveredVm& m);
 nlohmann::json encode(const Discovery& m);
+nlohmann::json encode(const PreflightFinding& m);
+nlohmann::json encode(const PreflightReply& m);
 nlohmann::json encode(const Health& m);
 nlohmann::json encode(const EmptyRequest& m);
 nlohmann::json encode(const ErrorReply& m);
@@ -222,6 +246,8 @@ void decode(const nlohmann::json& j, PowerRequest& out);
 void decode(const nlohmann::json& j, PowerReply& out);
 void decode(const nlohmann::json& j, DiscoveredVm& out);
 void decode(const nlohmann::json& j, Discovery& out);
+void decode(const nlohmann::json& j, PreflightFinding& out);
+void decode(const nlohmann::json& j, PreflightReply& out);
 void decode(const nlohmann::json& j, Health& out);
 void decode(const nlohmann::json& j, EmptyRequest& out);
 void decode(const nlohmann::json& j, ErrorReply& out);
@@ -260,6 +286,8 @@ const schema::Schema& power_request();
 const schema::Schema& power_reply();
 const schema::Schema& discovered_disk();
 const schema::Schema& discovered_nic();
+const schema::Schema& preflight_finding();
+const schema::Schema& preflight_reply();
 const schema::Schema& discovered_vm();
 const schema::Schema& discovery();
 const schema::Schema& health();

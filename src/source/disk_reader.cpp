@@ -1,5 +1,6 @@
 #include "source/disk_reader.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -43,6 +44,21 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
 }
 
+// The first line of `from` without its line end (LF or CR LF) into `to`, mode 0600, so
+// that nbdkit, which strips only a trailing LF, reads the password the SOAP session uses.
+void copy_password(const std::string& from, const std::string& to) {
+  std::ifstream in(from);
+  std::string pw;
+  if (!in || !std::getline(in, pw)) throw UsageError(fmt::format("VDDK: cannot read the password file {}", from));
+  if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+  int fd = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(fmt::format("VDDK: cannot create {}: {}", to, std::strerror(errno)));
+  pw += '\n';
+  bool ok = ::write(fd, pw.data(), pw.size()) == static_cast<ssize_t>(pw.size());
+  ::close(fd);
+  if (!ok) throw Error(fmt::format("VDDK: cannot write {}", to));
+}
+
 }  // namespace
 
 // Appends nbdkit's rate filter to a complete command line: the filter is an option,
@@ -72,11 +88,16 @@ std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socke
   require(!p.password_file.empty() && p.password_file[0] == '/',
           "VDDK: the password file must be an absolute path (nbdkit reads it)");
   require(!p.libdir.empty() && p.libdir[0] == '/', "VDDK: libdir must be an absolute path");
-  std::vector<std::string> argv = {p.nbdkit, "-f", "-r", "--exit-with-parent", "-U", socket, "vddk",
+  require(p.port >= 0 && p.port <= 65535, fmt::format("VDDK: port {} is not a TCP port", p.port));
+  // Filters, client side first: requests split at 2 MiB, then retried (reopening VDDK).
+  std::vector<std::string> argv = {p.nbdkit, "-f", "-r", "--exit-with-parent", "--filter=blocksize",
+                                   "--filter=retry", "-U", socket, "vddk",
                                    "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,
                                    "password=+" + p.password_file,  // nbdkit reads the password from the file
                                    "thumbprint=" + p.thumbprint, "vm=moref=" + p.vm_moref,
-                                   "snapshot=" + p.snapshot_moref, "transports=" + p.transports, "file=" + p.file};
+                                   "snapshot=" + p.snapshot_moref, "transports=" + p.transports, "file=" + p.file,
+                                   "maxdata=2M"};
+  if (p.port != 0) argv.push_back("port=" + std::to_string(p.port));
   add_rate_filter(argv, p.read_rate);
   return argv;
 }
@@ -88,7 +109,14 @@ std::unique_ptr<DiskReader> DiskReader::start_vddk(const VddkParams& params, con
     throw UsageError(fmt::format("VDDK is not installed in {} (no lib64/ there); see docs/vddk.md", params.libdir));
   }
   std::unique_ptr<DiskReader> r(new DiskReader());
-  r->launch(work_dir, [&](const std::string& socket) { return vddk_argv(params, socket); },
+  r->stop_grace_ = params.stop_grace;
+  r->launch(work_dir,
+            [&](const std::string& socket) {
+              VddkParams p = params;
+              p.password_file = std::filesystem::path(socket).parent_path() / "password";
+              copy_password(params.password_file, p.password_file);
+              return vddk_argv(p, socket);
+            },
             fmt::format("nbdkit vddk plugin for {} in snapshot {} of {}", params.file, params.snapshot_moref,
                         params.vm_moref),
             timeout);
@@ -167,7 +195,7 @@ DiskReader::~DiskReader() { stop(); }
 std::string DiskReader::uri() const { return "nbd+unix:///?socket=" + socket_; }
 
 void DiskReader::stop() {
-  process_.stop();
+  process_.stop(stop_grace_);
   if (!dir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);

@@ -1,9 +1,15 @@
 // DiskReader: an NBD server process (nbdkit, or qemu-nbd for qcow2 images) that serves
 // one source disk read-only on a private Unix socket for the length of a pass.
 //
-// In production it runs nbdkit's vddk plugin against a snapshot (server, user,
+// In production it runs nbdkit's vddk plugin against a snapshot (server, port, user,
 // thumbprint, vm=moref=..., snapshot=..., transports, libdir; the password is read by
-// nbdkit from a file, "password=+FILE", never put on a command line). VDDK is proprietary
+// nbdkit from a file, "password=+FILE", never put on a command line), behind nbdkit's
+// blocksize filter (requests split at 2 MiB, as virt-v2v does: VDDK fails on larger
+// ones) and retry filter (a dropped NBD/NFC connection to ESXi is reopened instead of
+// failing the pass). nbdkit strips only a trailing LF from a password file, so the
+// reader hands it a private copy of the first line without its CR. On stop, the vddk
+// plugin gets `stop_grace` to let VDDK clean up (a hot-add transport detaches the
+// snapshot's disks from the VMA) before it is killed. VDDK is proprietary
 // and absent from test machines, so a stand-in serves the disk's flat file with nbdkit's
 // file plugin instead. Either way nbdkit runs in the foreground with --exit-with-parent,
 // start_*() returns once it serves, and stop() (or the destructor) ends it by PID and
@@ -25,6 +31,7 @@ namespace mk::source {
 
 struct VddkParams {
   std::string server;          // vCenter or ESXi host name
+  int port = 0;                // vCenter's HTTPS port when not 443 (0: VDDK's default)
   std::string user;
   std::string password_file;   // mode 0600; nbdkit reads it (password=+FILE)
   std::string thumbprint;      // SHA-1 of the server certificate, AA:BB:...
@@ -35,6 +42,7 @@ struct VddkParams {
   std::string libdir = "/opt/vmware-vix-disklib-distrib";
   std::string nbdkit = "nbdkit";
   uint64_t read_rate = 0;      // bytes per second through nbdkit's rate filter; 0 = unlimited
+  std::chrono::seconds stop_grace{120};  // SIGTERM to SIGKILL when the reader stops
 };
 
 // The nbdkit command line for the vddk plugin (checked; throws UsageError for values
@@ -71,6 +79,7 @@ class DiskReader {
               const std::string& what, std::chrono::seconds timeout);
 
   std::string dir_, socket_, log_;
+  std::chrono::milliseconds stop_grace_{3000};
   mk::Subprocess process_;
 };
 

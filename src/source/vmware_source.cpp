@@ -3,12 +3,16 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "source/change_ids.h"
+#include "vsphere/preflight.h"
 #include "vsphere/vm_ops.h"
 
 namespace mk::source {
@@ -49,6 +53,23 @@ class VmwarePass : public Pass {
   bool closed_ = false;
 };
 
+// "migratekit-owner=<owner>;": how a snapshot's description names who took it.
+std::string owner_marker(const std::string& owner) { return "migratekit-owner=" + owner + ";"; }
+
+std::string default_owner() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "host-unknown";
+  std::string out = "host-";
+  for (char c : std::string(host)) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' ? c : '_';
+  return out;
+}
+
+void check_owner(const std::string& owner) {
+  bool ok = !owner.empty() && owner.size() <= 64;
+  for (unsigned char c : owner) ok &= std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':';
+  if (!ok) throw UsageError(fmt::format("snapshot owner \"{}\": use 1-64 letters, digits, '-', '_', '.', ':'", owner));
+}
+
 std::string utc_now() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -65,6 +86,13 @@ VmwareSource::VmwareSource(std::shared_ptr<vsphere::Session> session, vsphere::C
     throw UsageError("the snapshot prefix must have at least 4 characters: it is how leftovers are recognised");
   }
   if (options_.work_dir.empty()) throw UsageError("VmwareSource: no work directory for reader sockets");
+  if (options_.owner.empty()) options_.owner = default_owner();
+  check_owner(options_.owner);
+}
+
+bool VmwareSource::is_ours(const vsphere::SnapshotRef& snap) const {
+  return snap.name.starts_with(options_.snapshot_prefix) &&
+         snap.description.find(owner_marker(options_.owner)) != std::string::npos;
 }
 
 std::vector<VmSummary> VmwareSource::list_vms() {
@@ -92,34 +120,83 @@ std::vector<DiskDescription> VmwareSource::describe_disks(const std::string& vm_
 
 int VmwareSource::remove_leftover_snapshots(const vsphere::VmInfo& vm) {
   int n = 0;
-  for (auto& snap : vsphere::list_snapshots(*session_, vm.ref)) {
-    if (!snap.name.starts_with(options_.snapshot_prefix)) continue;
-    log::warn("VM {}: removing leftover snapshot \"{}\" ({}) of an earlier run", vm.name, snap.name, snap.ref.value);
+  for (auto& snap : vm.snapshots) {
+    if (!is_ours(snap)) continue;
+    log::warn("VM {}: removing leftover snapshot \"{}\" ({}) of an earlier run of {}", vm.name, snap.name,
+              snap.ref.value, options_.owner);
     vsphere::remove_snapshot(*session_, vm, snap.ref);
     ++n;
   }
   return n;
 }
 
+int VmwareSource::remove_all_leftover_snapshots(
+    const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm, std::vector<std::string>& errors) {
+  int n = 0;
+  for (auto& found : vsphere::list_all_snapshots(*session_, errors)) {
+    if (std::none_of(found.snapshots.begin(), found.snapshots.end(), [&](auto& s) { return is_ours(s); })) continue;
+    try {
+      auto lock = lock_vm(found.instance_uuid);
+      // Under the lock, as the VM is now: a pass that ended meanwhile removed its own.
+      n += remove_leftover_snapshots(vsphere::describe_vm(*session_, found.ref));
+    } catch (const std::exception& e) {
+      errors.push_back(fmt::format("VM {} ({}): removing leftover snapshots failed: {}", found.name,
+                                   found.instance_uuid, e.what()));
+    }
+  }
+  return n;
+}
+
+void VmwareSource::plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const vsphere::DiskInfo& disk,
+                              const std::optional<std::string>& stored, DiskPass& d) {
+  std::string label = fmt::format("{} of VM {}", disk.file_name, vm.name);
+  ChangeIdDecision dec = decide_change_id(stored, disk.change_id, label);
+  d.full = dec.full;
+  d.reason = dec.reason;
+  if (dec.full && (stored || options_.targets_may_hold_data)) {
+    // The target holds (or may hold) an earlier pass: the whole disk, so that areas no
+    // longer allocated on the source are zeroed there too. No "*" query: its answer
+    // would be discarded.
+    if (!stored) d.reason += "; the whole disk, since the target may hold an earlier copy";
+    log::warn("{}", d.reason);
+    return;
+  }
+  try {
+    d.request.changed_areas =
+        vsphere::query_changed_disk_areas(*session_, vm.ref, snap, disk.key, disk.capacity_bytes, dec.query);
+    log::info("{}", dec.reason);
+  } catch (const SoapFault& f) {
+    if (f.type() == "NotAuthenticated") throw;  // the session could not log in again: not the disk's fault
+    d.full = true;
+    d.reason = fmt::format("disk {}: full pass of the whole disk: vSphere could not answer QueryChangedDiskAreas "
+                           "for change ID \"{}\" ({}: {})",
+                           label, dec.query, f.type(), f.fault_message());
+    d.request.changed_areas.reset();
+    log::warn("{}", d.reason);
+  }
+}
+
 std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const ChangeIds& stored) {
   vsphere::VmInfo vm = find(vm_id);
+  auto findings = vsphere::preflight(vm, {options_.snapshot_prefix, options_.enable_cbt});
+  if (!findings.empty()) {
+    throw UsageError(fmt::format("VM {} ({}) cannot be replicated; nothing was changed on it:{}", vm.name, vm_id,
+                                 vsphere::describe_findings(findings)));
+  }
   remove_leftover_snapshots(vm);
-  if (!vm.cbt_enabled) {
-    if (!options_.enable_cbt) {
-      throw UsageError(fmt::format("VM {}: Changed Block Tracking is off and enabling it was not allowed; enable "
-                                   "it (ctkEnabled) or allow migratekit to",
-                                   vm.name));
-    }
+  if (!vm.cbt_enabled) {  // the preflight refused it unless enabling is allowed
     log::info("VM {}: enabling Changed Block Tracking", vm.name);
     vsphere::set_change_tracking(*session_, vm, true);
     // CBT becomes active at the next stun/unstun of the VM: a snapshot created and removed.
     // A crash in between leaves a snapshot with our prefix, removed by the next pass.
     auto activation = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + "cbt-activation",
-                                               "MigrateKit OSSEA: activates Changed Block Tracking");
+                                               "MigrateKit OSSEA: activates Changed Block Tracking; " +
+                                                   owner_marker(options_.owner));
     vsphere::remove_snapshot(*session_, vm, activation);
   }
   auto snap = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + utc_now(),
-                                       "MigrateKit OSSEA replication pass; removed when the pass ends");
+                                       "MigrateKit OSSEA replication pass; removed when the pass ends; " +
+                                           owner_marker(options_.owner));
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
   for (auto& disk : vsphere::snapshot_disks(*session_, snap)) {
     DiskPass d;
@@ -127,29 +204,7 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
     d.label = disk.file_name;
     d.capacity = disk.capacity_bytes;
     auto it = stored.find(d.key);
-    ChangeIdDecision dec = decide_change_id(it == stored.end() ? std::nullopt : std::optional(it->second),
-                                            disk.change_id, fmt::format("{} of VM {}", disk.file_name, vm.name));
-    RangeList areas;
-    try {
-      areas = vsphere::query_changed_disk_areas(*session_, vm.ref, snap, disk.key, disk.capacity_bytes, dec.query);
-    } catch (const SoapFault& f) {
-      if (dec.full || f.type() != "FileFault") throw;
-      dec = {"*", true,
-             fmt::format("disk {} of VM {}: full pass: vSphere rejected the stored change ID \"{}\" ({})",
-                         disk.file_name, vm.name, dec.query, f.fault_message())};
-      areas = vsphere::query_changed_disk_areas(*session_, vm.ref, snap, disk.key, disk.capacity_bytes, "*");
-    }
-    if (dec.full && it != stored.end()) {
-      log::warn("{}", dec.reason);
-    } else {
-      log::info("{}", dec.reason);
-    }
-    d.full = dec.full;
-    d.reason = dec.reason;
-    // A full pass forced on a target that already holds an earlier pass (CBT reset,
-    // rejected change ID) covers the whole disk, so that areas no longer allocated on
-    // the source are zeroed on the target; a first pass copies the allocated areas.
-    if (!(dec.full && it != stored.end())) d.request.changed_areas = std::move(areas);
+    plan_areas(vm, snap, disk, it == stored.end() ? std::nullopt : std::optional(it->second), d);
     d.change_id_to_store = disk.change_id;
     if (options_.flat_file_for) {
       pass->readers_.push_back(DiskReader::start_file(options_.flat_file_for(disk), options_.work_dir,
@@ -157,6 +212,7 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
     } else {
       VddkParams p = options_.vddk;
       p.server = session_->host();
+      p.port = session_->port();
       p.user = connect_.user;
       p.password_file = std::filesystem::absolute(connect_.password_file).string();
       p.thumbprint = session_->thumbprint();

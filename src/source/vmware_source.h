@@ -1,12 +1,23 @@
 // VmwareSource: VMs of a vCenter or ESXi as a SourceDriver.
 //
-// A pass takes a snapshot of the VM (name "<prefix><UTC time>", no memory), asks
-// QueryChangedDiskAreas per disk following the change-ID rules (change_ids.h; a change
-// ID that vSphere rejects falls back to a full pass, with the reason), and starts one
-// DiskReader per disk on that snapshot: nbdkit's vddk plugin, or the flat-file stand-in
-// when `flat_file_for` is set (labs and tests). close() stops the readers and removes the
-// snapshot (consolidating), whatever happened. open_pass() first removes leftover
-// snapshots whose names start with the prefix: those of a run that crashed.
+// A pass first runs the preflight (vsphere/preflight.h) and refuses a VM with findings
+// before anything changes on it. It then takes a snapshot of the VM (name
+// "<prefix><UTC time>", no memory, the owner in its description), asks
+// QueryChangedDiskAreas per disk following the change-ID rules (change_ids.h), and
+// starts one DiskReader per disk on that snapshot: nbdkit's vddk plugin, or the
+// flat-file stand-in when `flat_file_for` is set (labs and tests). close() stops the
+// readers and removes the snapshot (consolidating), whatever happened.
+//
+// QueryChangedDiskAreas: any fault other than NotAuthenticated (FileFault and its kin,
+// InvalidArgument, a CBT reset, a datastore that cannot answer) makes that disk a full
+// pass with the fault as the reason, so that a change ID vSphere keeps refusing never
+// fails the job for ever. A full pass of a disk that already holds an earlier pass
+// copies the whole disk without asking for "*" (its answer would be discarded), and so
+// does a disk without a stored change ID when `targets_may_hold_data`.
+//
+// Leftovers: open_pass() removes the VM's snapshots of a run of this owner that crashed
+// (name with the prefix and this owner in the description), never another owner's: a
+// second VMA, or the CLI, may be in the middle of its own pass on the same vCenter.
 //
 // VMs are identified by their vSphere instance UUID. CBT is enabled on a VM that lacks
 // it (ReconfigVM, then a snapshot created and removed to activate it) unless
@@ -15,7 +26,10 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "source/disk_reader.h"
 #include "source/source_driver.h"
@@ -27,6 +41,15 @@ namespace mk::source {
 struct VmwareSourceOptions {
   bool enable_cbt = true;
   std::string snapshot_prefix = "migratekit-";
+  // Who takes the snapshots (a VMA's id, "cli-<host>"): letters, digits, - _ . : only.
+  // "" = "host-<this machine's host name>".
+  std::string owner;
+  // The targets of disks without a stored change ID may hold an earlier copy (the VMA
+  // cannot tell a fresh volume from a reused one): such a disk's full pass covers the
+  // whole disk, so that areas no longer allocated at the source are zeroed, and "*" is
+  // not asked for (its answer would be discarded). false: a first pass copies the
+  // allocated areas ("*") onto a target known to be fresh.
+  bool targets_may_hold_data = false;
   std::string work_dir;      // existing private directory for reader sockets
   VddkParams vddk;           // libdir, transports, nbdkit, read_rate (server, user, ... are filled in)
   // Labs and tests: where the flat file of a disk is; when set, disks are served from it
@@ -44,11 +67,23 @@ class VmwareSource : public SourceDriver {
   std::vector<DiskDescription> describe_disks(const std::string& vm_id) override;
   std::unique_ptr<Pass> open_pass(const std::string& vm_id, const ChangeIds& stored) override;
 
-  // Removes this driver's leftover snapshots from the VM; returns how many.
+  // Removes this owner's leftover snapshots from the VM (as described); returns how many.
   int remove_leftover_snapshots(const vsphere::VmInfo& vm);
+  // The same on every VM of the inventory, found in one query; `lock_vm(instance uuid)`
+  // is held around each VM's removal. A VM that fails is reported in `errors` and the
+  // others go on. Returns how many snapshots were removed.
+  int remove_all_leftover_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
+                                    std::vector<std::string>& errors);
+
+  // Whether `snapshot` was taken by this owner (prefix and owner marker).
+  bool is_ours(const vsphere::SnapshotRef& snapshot) const;
+  const std::string& owner() const { return options_.owner; }
 
  private:
   vsphere::VmInfo find(const std::string& vm_id);
+  // Fills d.request, d.full and d.reason for one disk of the pass (see the top comment).
+  void plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const vsphere::DiskInfo& disk,
+                  const std::optional<std::string>& stored, DiskPass& d);
 
   std::shared_ptr<vsphere::Session> session_;
   vsphere::ConnectOptions connect_;

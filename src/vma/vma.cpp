@@ -26,6 +26,18 @@ Vma::Vma(VmaConfig config, TunnelStateProvider tunnel)
 
 Vma::~Vma() { stop(); }
 
+// The VMA's identity on its snapshots: STATE/snapshot-owner, made once. It outlives
+// restarts, so that a restarted VMA recognises the leftovers of its crashed passes, and
+// differs between VMAs, so that one never removes another's running pass.
+static std::string snapshot_owner(const std::string& state_dir) {
+  std::string path = state_dir + "/snapshot-owner";
+  if (std::filesystem::exists(path)) return read_secret_file(path, "the VMA's snapshot owner");
+  std::string hex = protocol::new_uuid();
+  std::string owner = "vma-" + hex.substr(0, 8) + hex.substr(9, 4);
+  write_private_file(path, owner + "\n");
+  return owner;
+}
+
 void Vma::start() {
   std::filesystem::create_directories(config_.state_dir);
   ::chmod(config_.state_dir.c_str(), 0700);
@@ -47,6 +59,7 @@ void Vma::start() {
     vc.connect.tls.ca_file = config_.vcenter_ca_file;
   }
   vc.snapshot_prefix = config_.snapshot_prefix;
+  vc.snapshot_owner = snapshot_owner(config_.state_dir);
   vc.vddk.libdir = config_.vddk_libdir;
   vc.vddk.transports = config_.vddk_transports;
   vc.vddk.read_rate = config_.read_rate;
@@ -77,8 +90,10 @@ void Vma::start() {
 
 bool Vma::cleanup_snapshots() {
   try {
-    int n = vcenter_->remove_all_our_snapshots([this](const std::string& vm) { return runner_->lock_vm(vm); });
+    std::vector<std::string> errors;
+    int n = vcenter_->remove_all_our_snapshots([this](const std::string& vm) { return runner_->lock_vm(vm); }, errors);
     log::info("start-up: {} leftover snapshot(s) of an earlier run removed", n);
+    for (const auto& e : errors) log::warn("start-up: {}", e);
     return true;
   } catch (const std::exception& e) {
     log::error("start-up: removing leftover snapshots failed (trying again in 10 s): {}", e.what());

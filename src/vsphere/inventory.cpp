@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <tuple>
 
 namespace mk::vsphere {
 namespace {
@@ -10,7 +11,9 @@ namespace {
 const std::vector<std::string> kVmPaths = {
     "name", "config.uuid", "config.instanceUuid", "runtime.powerState", "config.guestId", "config.guestFullName",
     "config.hardware.numCPU", "config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled",
-    "config.template", "config.hardware.device"};
+    "config.template", "config.hardware.device", "runtime.connectionState", "runtime.consolidationNeeded",
+    "config.keyId", "capability.changeTrackingSupported", "config.version", "config.bootOptions.bootOrder",
+    "snapshot"};
 
 std::string path_set(const std::vector<std::string>& paths) {
   std::string out;
@@ -23,12 +26,17 @@ int int_of(const xml::Node& n, const std::string& what, int fallback = 0) {
   return static_cast<int>(xml::to_int(n.text(), what));
 }
 
-// Runs RetrievePropertiesEx and follows ContinueRetrievePropertiesEx tokens.
+// Runs RetrievePropertiesEx and follows ContinueRetrievePropertiesEx tokens. maxObjects
+// bounds each answer, so that a large inventory comes in pages instead of one document
+// the server (and this client) must hold whole.
 std::vector<ObjectProperties> collect(Session& s, const std::string& spec_set, std::vector<xml::Document>& keep) {
   std::vector<ObjectProperties> out;
   const Moref& pc = s.service().property_collector;
   xml::Document doc;
-  xml::Node rv = s.call("RetrievePropertiesEx", pc.xml("_this") + spec_set + "<options/>", doc);
+  xml::Node rv = s.call("RetrievePropertiesEx",
+                        pc.xml("_this") + spec_set +
+                            fmt::format("<options><maxObjects>{}</maxObjects></options>", s.page_size()),
+                        doc);
   for (int page = 0;; ++page) {
     keep.push_back(std::move(doc));
     if (!rv) break;  // no object matched
@@ -65,8 +73,38 @@ VmInfo to_vm(const ObjectProperties& o) {
   vm.firmware = o.get("config.firmware").text();
   vm.cbt_enabled = bool_of(o.get("config.changeTrackingEnabled"));
   vm.is_template = bool_of(o.get("config.template"));
+  vm.connection_state = o.get("runtime.connectionState").text();
+  vm.consolidation_needed = bool_of(o.get("runtime.consolidationNeeded"));
+  vm.encrypted = static_cast<bool>(o.get("config.keyId"));
+  if (xml::Node cbt = o.get("capability.changeTrackingSupported")) vm.cbt_supported = cbt.text() == "true";
+  vm.hardware_version = o.get("config.version").text();
+  vm.has_config = !vm.instance_uuid.empty() || static_cast<bool>(o.get("config.hardware.device"));
   if (xml::Node devices = o.get("config.hardware.device")) parse_devices(devices, vm);
+  if (xml::Node order = o.get("config.bootOptions.bootOrder")) {
+    for (auto& dev : order.element_children()) {
+      if (dev.xsi_type() == "VirtualMachineBootOptionsBootableDiskDevice") {
+        vm.boot_order_disks.push_back(int_of(dev.child("deviceKey"), ctx + " bootOrder deviceKey"));
+      }
+    }
+  }
+  if (xml::Node snap = o.get("snapshot")) vm.snapshots = parse_snapshot_tree(snap);
   return vm;
+}
+
+void walk_tree(const xml::Node& list_parent, const char* child_name, std::vector<SnapshotRef>& out, int depth) {
+  if (depth > 1000) throw Error("snapshot tree deeper than 1000 levels; refusing it");
+  for (auto& t : list_parent.children(child_name)) {
+    out.push_back({Moref::from(t.child("snapshot")), t.text_of("name"), t.text_of("description")});
+    walk_tree(t, "childSnapshotList", out, depth + 1);
+  }
+}
+
+// Where a controller comes in the firmware's search for a boot disk (lower first).
+int controller_rank(const std::string& type) {
+  if (type == "VirtualIDEController") return 0;
+  if (type == "VirtualAHCIController" || type == "VirtualSATAController") return 1;
+  if (type == "VirtualNVMEController") return 2;
+  return 3;  // SCSI: LSI Logic, LSI Logic SAS, ParaVirtual, BusLogic
 }
 
 // Replaces distributed port group keys by their names (cached across VMs).
@@ -106,11 +144,15 @@ std::string datastore_of(const std::string& file_name) {
 
 void parse_devices(const xml::Node& devices, VmInfo& vm) {
   std::map<int, std::pair<std::string, int>> controllers;  // key -> (type, bus)
+  std::map<int, std::string> shared_bus;                   // SCSI controller key -> sharedBus
   std::string ctx = fmt::format("VM {} ({}) device", vm.name, vm.ref.value);
   for (auto& d : devices.children("VirtualDevice")) {
     std::string type = d.xsi_type();
     int key = int_of(d.child("key"), ctx + " key", -1);
-    if (xml::Node bus = d.child("busNumber")) controllers[key] = {type, int_of(bus, ctx + " busNumber")};
+    if (xml::Node bus = d.child("busNumber")) {
+      controllers[key] = {type, int_of(bus, ctx + " busNumber")};
+      if (xml::Node shared = d.child("sharedBus")) shared_bus[key] = shared.text();
+    }
     if (type == "VirtualDisk") {
       DiskInfo disk;
       disk.key = key;
@@ -128,6 +170,11 @@ void parse_devices(const xml::Node& devices, VmInfo& vm) {
       if (xml::Node ds = backing.child("datastore")) disk.datastore_ref = Moref::from(ds);
       disk.thin = bool_of(backing.child("thinProvisioned"));
       disk.change_id = backing.text_of("changeId");
+      disk.backing = backing.xsi_type();
+      disk.disk_mode = backing.text_of("diskMode");
+      disk.sharing = backing.text_of("sharing");
+      disk.compatibility_mode = backing.text_of("compatibilityMode");
+      disk.encrypted = static_cast<bool>(backing.child("keyId"));
       vm.disks.push_back(std::move(disk));
     } else if (xml::Node mac = d.child("macAddress")) {
       NicInfo nic;
@@ -152,7 +199,30 @@ void parse_devices(const xml::Node& devices, VmInfo& vm) {
       disk.controller = it->second.first;
       disk.bus_number = it->second.second;
     }
+    if (auto sb = shared_bus.find(disk.controller_key); sb != shared_bus.end()) disk.controller_sharing = sb->second;
   }
+}
+
+std::vector<SnapshotRef> parse_snapshot_tree(const xml::Node& snapshot_info) {
+  std::vector<SnapshotRef> out;
+  walk_tree(snapshot_info, "rootSnapshotList", out, 0);
+  return out;
+}
+
+int boot_disk_key(const VmInfo& vm) {
+  for (int key : vm.boot_order_disks) {
+    for (auto& d : vm.disks) {
+      if (d.key == key) return key;
+    }
+  }
+  const DiskInfo* best = nullptr;
+  auto order = [](const DiskInfo& d) {
+    return std::tuple(controller_rank(d.controller), d.bus_number, d.controller_key, d.unit_number);
+  };
+  for (auto& d : vm.disks) {
+    if (!best || order(d) < order(*best)) best = &d;
+  }
+  return best ? best->key : -1;
 }
 
 ObjectProperties retrieve(Session& s, const Moref& obj, const std::vector<std::string>& paths,
@@ -201,6 +271,24 @@ std::vector<VmInfo> list_vms(Session& s) {
   for (auto& o : view_objects(s, s.service().root_folder, "VirtualMachine", kVmPaths, keep)) {
     out.push_back(to_vm(o));
     resolve_networks(s, out.back(), networks);
+  }
+  return out;
+}
+
+std::vector<VmSnapshots> list_all_snapshots(Session& s, std::vector<std::string>& errors) {
+  std::vector<xml::Document> keep;
+  std::vector<VmSnapshots> out;
+  for (auto& o : view_objects(s, s.service().root_folder, "VirtualMachine", {"name", "config.instanceUuid", "snapshot"},
+                              keep)) {
+    VmSnapshots vm{o.ref, o.get("name").text(), o.get("config.instanceUuid").text(), {}};
+    if (vm.instance_uuid.empty()) continue;  // no config: orphaned or inaccessible, nothing of ours to find
+    try {
+      if (xml::Node snap = o.get("snapshot")) vm.snapshots = parse_snapshot_tree(snap);
+    } catch (const std::exception& e) {
+      errors.push_back(fmt::format("VM {} ({}): its snapshot tree cannot be read: {}", vm.name, vm.ref.value, e.what()));
+      continue;
+    }
+    out.push_back(std::move(vm));
   }
   return out;
 }

@@ -28,6 +28,13 @@ struct DiskInfo {
   Moref datastore_ref;
   bool thin = false;
   std::string change_id;     // backing.changeId, "" when CBT is not active
+  // What a snapshot can and cannot cover (preflight.h):
+  std::string backing;       // backing xsi:type: "VirtualDiskFlatVer2BackingInfo", "VirtualDiskRawDiskMappingVer1BackingInfo", ...
+  std::string disk_mode;     // backing.diskMode: "persistent", "independent_persistent", ...
+  std::string sharing;       // backing.sharing: "sharingNone", "sharingMultiWriter" ("" when unset)
+  std::string compatibility_mode;  // RDM only: "physicalMode" or "virtualMode"
+  bool encrypted = false;    // backing.keyId is set (VM encryption)
+  std::string controller_sharing;  // the controller's sharedBus: "noSharing", "virtualSharing", "physicalSharing"
 };
 
 struct NicInfo {
@@ -36,6 +43,13 @@ struct NicInfo {
   std::string network;       // network or distributed port group name
   Moref network_ref;         // the distributed port group, when the NIC is on one
   std::string adapter;       // "VirtualVmxnet3", ...
+};
+
+// A snapshot in a VM's snapshot tree.
+struct SnapshotRef {
+  Moref ref;
+  std::string name;
+  std::string description;
 };
 
 struct VmInfo {
@@ -50,6 +64,14 @@ struct VmInfo {
   std::string firmware;       // bios, efi
   bool cbt_enabled = false;   // config.changeTrackingEnabled
   bool is_template = false;
+  std::string connection_state;  // runtime.connectionState: connected, disconnected, orphaned, inaccessible, invalid
+  bool consolidation_needed = false;  // runtime.consolidationNeeded
+  bool encrypted = false;             // config.keyId is set
+  bool cbt_supported = true;          // capability.changeTrackingSupported (absent: assumed)
+  std::string hardware_version;       // config.version: "vmx-13"
+  bool has_config = false;            // config is readable (an orphaned or inaccessible VM may have none)
+  std::vector<int> boot_order_disks;  // config.bootOptions.bootOrder: the disks' keys, in order
+  std::vector<SnapshotRef> snapshots; // the snapshot tree, depth first
   std::vector<DiskInfo> disks;
   std::vector<NicInfo> nics;
 };
@@ -78,6 +100,24 @@ std::optional<Moref> find_by_inventory_path(Session& s, const std::string& path)
 
 // Parses config.hardware.device (a list of devices) into disks and NICs.
 void parse_devices(const xml::Node& devices, VmInfo& vm);
+// Parses a VirtualMachineSnapshotInfo (the "snapshot" property) into its tree, depth first.
+std::vector<SnapshotRef> parse_snapshot_tree(const xml::Node& snapshot_info);
+
+// The disk the VM boots from: the first disk in config.bootOptions.bootOrder when it names
+// one, otherwise the first disk in the firmware's controller order (IDE, SATA, NVMe, then
+// SCSI; by bus, then unit). Its key, or -1 for a VM without disks.
+int boot_disk_key(const VmInfo& vm);
+
+// Every VM's snapshots, in one property-collector query over the whole inventory (name,
+// instance UUID, snapshot tree). A VM without a readable config (orphaned, inaccessible)
+// is skipped; a VM whose answer cannot be parsed is reported in `errors`, not thrown.
+struct VmSnapshots {
+  Moref ref;
+  std::string name;
+  std::string instance_uuid;
+  std::vector<SnapshotRef> snapshots;
+};
+std::vector<VmSnapshots> list_all_snapshots(Session& s, std::vector<std::string>& errors);
 
 // "[datastore1] dir/file.vmdk" -> "datastore1" (throws mk::Error when malformed).
 std::string datastore_of(const std::string& file_name);

@@ -39,6 +39,7 @@ std::unique_ptr<Session> Session::connect(const ConnectOptions& options) {
 
 Session::Session(const ConnectOptions& options) : options_(options) {
   if (options.user.empty()) throw UsageError("vSphere: no user name given");
+  if (options.page_size < 1) throw UsageError("vSphere: the property-collector page size must be at least 1");
   password_ = read_password_file(options.password_file);
   client_ = std::make_unique<SoapClient>(options.url, options.tls, options.timeout);
   xml::Document doc = client_->call("RetrieveServiceContent", "<_this type=\"ServiceInstance\">ServiceInstance</_this>");

@@ -39,6 +39,9 @@ struct ConnectOptions {
   TlsPolicy tls;
   std::chrono::seconds timeout{120};
   std::chrono::seconds keepalive{600};  // 0 disables the keep-alive thread
+  // Objects per property-collector answer (RetrievePropertiesEx maxObjects); the rest
+  // comes in further pages.
+  int page_size = 100;
 };
 
 struct ServiceContent {
@@ -70,6 +73,8 @@ class Session {
   const ServiceContent& service() const { return sc_; }
   SoapClient& client() { return *client_; }
   const std::string& host() const { return client_->host(); }
+  int port() const { return client_->port(); }  // 0 when the URL names none
+  int page_size() const { return options_.page_size; }
   std::string thumbprint() const { return client_->server_thumbprint(); }
   unsigned logins() const { return logins_; }
 

@@ -83,6 +83,20 @@ std::string parse_host(const std::string& url) {
   return hostport.substr(0, hostport.find(':'));
 }
 
+// "https://host:port/..." -> port; 0 without one. Throws UsageError for a bad port.
+int parse_port(const std::string& url) {
+  std::string rest = url.substr(std::string("https://").size());
+  std::string hostport = rest.substr(0, rest.find('/'));
+  size_t colon = hostport.rfind(':');
+  if (colon == std::string::npos || (hostport[0] == '[' && colon < hostport.find(']'))) return 0;
+  std::string digits = hostport.substr(colon + 1);
+  if (digits.empty() || digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(digits) < 1 || std::stoi(digits) > 65535) {
+    throw UsageError(fmt::format("vSphere URL {}: \"{}\" is not a port number", url, digits));
+  }
+  return std::stoi(digits);
+}
+
 std::string with_sdk_path(const std::string& url) {
   std::string rest = url.substr(8);
   return rest.find('/') == std::string::npos ? url + "/sdk" : url;
@@ -119,7 +133,7 @@ struct SoapClient::Curl {
 };
 
 SoapClient::SoapClient(const std::string& url, TlsPolicy tls, std::chrono::seconds timeout, std::string api_version)
-    : url_(with_sdk_path(url)), host_(parse_host(url)), tls_(std::move(tls)), timeout_(timeout),
+    : url_(with_sdk_path(url)), host_(parse_host(url)), port_(parse_port(url)), tls_(std::move(tls)), timeout_(timeout),
       api_version_(std::move(api_version)) {
   init_curl_once();
   if (tls_.mode == TlsPolicy::Mode::PinThumbprint) tls_.thumbprint = normalize_thumbprint(tls_.thumbprint);

@@ -69,11 +69,13 @@ class SoapClient {
   std::string server_thumbprint() const;
   const std::string& url() const { return url_; }
   const std::string& host() const { return host_; }
+  int port() const { return port_; }  // the URL's port, 0 when it names none
   void forget_cookies();
 
  private:
   struct Curl;
   std::string url_, host_;
+  int port_ = 0;
   TlsPolicy tls_;
   std::chrono::seconds timeout_;
   std::string api_version_;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "common/log.h"
@@ -9,8 +10,14 @@
 
 namespace mk::vsphere {
 
+std::chrono::milliseconds next_poll_delay(std::chrono::milliseconds current, const TaskWait& wait) {
+  auto next = current + current / 2;
+  return std::max(wait.poll, std::min(next, std::max(wait.poll, wait.poll_max)));
+}
+
 TaskResult wait_for_task(Session& s, const Moref& task, const std::string& what, const TaskWait& wait) {
   auto deadline = std::chrono::steady_clock::now() + wait.timeout;
+  auto delay = wait.poll;
   int last_progress = -1;
   for (;;) {
     std::vector<xml::Document> keep;
@@ -47,7 +54,9 @@ TaskResult wait_for_task(Session& s, const Moref& task, const std::string& what,
                               "vCenter (check its task list)",
                               s.host(), what, task.value, wait.timeout.count()));
     }
-    std::this_thread::sleep_for(wait.poll);
+    auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    std::this_thread::sleep_for(std::min(delay, std::max(remaining, std::chrono::milliseconds(1))));
+    delay = next_poll_delay(delay, wait);
   }
 }
 

@@ -1,7 +1,9 @@
 // Waiting for vSphere tasks (the *_Task methods) to finish.
 //
 // A task is polled through the property collector (info.state, info.progress,
-// info.error, info.result) until it succeeds or fails; a failure throws mk::Error with
+// info.error, info.result) until it succeeds or fails, at first every `poll`, then less
+// and less often (half as long again each time, up to `poll_max`): a snapshot removal
+// that consolidates for an hour must not cost vCenter 14,000 property reads; a failure throws mk::Error with
 // the task's own fault type and localized message, the operation and the object.
 // Stateless; thread-safe as the Session is.
 #pragma once
@@ -16,9 +18,13 @@ namespace mk::vsphere {
 
 struct TaskWait {
   std::chrono::seconds timeout{3600};
-  std::chrono::milliseconds poll{250};
+  std::chrono::milliseconds poll{250};       // the first delay
+  std::chrono::milliseconds poll_max{5000};  // the longest delay between two polls
   std::function<void(int percent)> on_progress;  // called when info.progress changes
 };
+
+// The delay after `current`: 1.5 x, at most wait.poll_max (and never below wait.poll).
+std::chrono::milliseconds next_poll_delay(std::chrono::milliseconds current, const TaskWait& wait);
 
 struct TaskResult {
   std::string result_type;   // xsi:type of info.result ("ManagedObjectReference", ...)

@@ -12,14 +12,6 @@ namespace {
 
 std::string vm_label(const VmInfo& vm) { return fmt::format("VM {} ({})", vm.name, vm.ref.value); }
 
-void walk_tree(const xml::Node& list_parent, const char* child_name, std::vector<SnapshotRef>& out, int depth) {
-  if (depth > 1000) throw Error("snapshot tree deeper than 1000 levels; refusing it");
-  for (auto& t : list_parent.children(child_name)) {
-    out.push_back({Moref::from(t.child("snapshot")), t.text_of("name"), t.text_of("description")});
-    walk_tree(t, "childSnapshotList", out, depth + 1);
-  }
-}
-
 }  // namespace
 
 Moref create_snapshot(Session& s, const VmInfo& vm, const std::string& name, const std::string& description,
@@ -47,9 +39,8 @@ void remove_snapshot(Session& s, const VmInfo& vm, const Moref& snapshot, const 
 std::vector<SnapshotRef> list_snapshots(Session& s, const Moref& vm) {
   std::vector<xml::Document> keep;
   ObjectProperties p = retrieve(s, vm, {"snapshot"}, keep);
-  std::vector<SnapshotRef> out;
-  if (xml::Node info = p.get("snapshot")) walk_tree(info, "rootSnapshotList", out, 0);
-  return out;
+  if (xml::Node info = p.get("snapshot")) return parse_snapshot_tree(info);
+  return {};
 }
 
 std::vector<DiskInfo> snapshot_disks(Session& s, const Moref& snapshot) {

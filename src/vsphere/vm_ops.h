@@ -22,12 +22,6 @@
 
 namespace mk::vsphere {
 
-struct SnapshotRef {
-  Moref ref;
-  std::string name;
-  std::string description;
-};
-
 Moref create_snapshot(Session& s, const VmInfo& vm, const std::string& name, const std::string& description,
                       bool quiesce = false, const TaskWait& wait = {});
 // Removes one snapshot (not its children) and consolidates the disks.

@@ -108,6 +108,10 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.get(`/api/v1/vms/${vm}/disks`)).status, 200);
     assert.equal((await api.get(`/api/v1/vms/${unknown}`)).status, 404);
     assert.equal((await api.get(`/api/v1/vms/${unknown}/disks`)).status, 404);
+    const pre = await api.get(`/api/v1/vms/${vm}/preflight`);
+    assert.equal(pre.status, 200, JSON.stringify(pre.body));
+    assert.deepEqual(pre.body.findings, [], "the lab VM has nothing that refuses a pass");
+    assert.equal((await api.get(`/api/v1/vms/${unknown}/preflight`)).status, 404);
     assert.equal((await api.get("/api/v1/vms/not-a-uuid")).status, 400);
 
     // A full pass, watched, then an incremental one; a cancel after the end is refused.

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "sim_server.h"
 
 namespace mk::cloudstack {
@@ -189,6 +191,88 @@ TEST(Client, HttpsVerifiesTheServerCertificate) {
     FAIL() << "not CloudStack's error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("listZones"), std::string::npos) << e.what();
+  }
+}
+
+// Every request is signature version 3 with an expires a few minutes ahead; reads go by
+// GET, everything that changes state by POST with a form-encoded body.
+TEST(Client, SignatureVersion3ExpiresAndPostForStateChanges) {
+  SimServer sim;
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  client.call("listZones");
+  client.call_async("createVolume", volume_params("v3"));
+  const Json st = sim.state();
+  std::set<std::string> seen;
+  for (const auto& c : st["calls"]) {
+    std::string cmd = c["command"];
+    seen.insert(cmd);
+    EXPECT_EQ(c["params"].value("signatureversion", ""), "3") << cmd;
+    std::string expires = c["params"].value("expires", "");
+    EXPECT_EQ(expires.size(), 24u) << cmd << ": " << expires;  // 2030-01-01T00:00:00+0000
+    EXPECT_TRUE(expires.ends_with("+0000")) << expires;
+    bool read = cmd.starts_with("list") || cmd.starts_with("query");
+    EXPECT_EQ(c["method"], read ? "GET" : "POST") << cmd;
+  }
+  EXPECT_TRUE(seen.count("createVolume") && seen.count("queryAsyncJobResult") && seen.count("listZones"));
+  EXPECT_EQ(method_for("deployVirtualMachine"), Method::Post);
+  EXPECT_EQ(method_for("listVolumes"), Method::Get);
+}
+
+// A server with enforce.post.requests.and.timestamps: the client's requests pass; a
+// state change by GET, a request without expires, and a request past its expires do not.
+TEST(Client, AServerThatEnforcesPostAndTimestampsAcceptsTheClient) {
+  test::SimOptions o;
+  o.enforce_post_and_expires = true;
+  SimServer sim(o);
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  EXPECT_NO_THROW(client.call("listZones"));
+  EXPECT_EQ(client.call_async("createVolume", volume_params("enforced"))["volume"]["name"], "enforced");
+  try {
+    client.call("createVolume", volume_params("by-get"), Method::Get);
+    FAIL() << "a state change by GET was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_NE(e.errortext().find("needs to be sent using POST"), std::string::npos) << e.what();
+  }
+  ClientOptions expired = SimServer::fast_client_options();
+  expired.signature_lifetime = std::chrono::seconds(-60);
+  try {
+    Client(sim.endpoint(), expired).call("listZones");
+    FAIL() << "an expired request was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.errorcode(), 401);
+  }
+  ClientOptions too_long = SimServer::fast_client_options();
+  too_long.signature_lifetime = std::chrono::hours(1);
+  EXPECT_THROW(Client(sim.endpoint(), too_long).call("listZones"), ApiError);
+}
+
+TEST(Client, HttpIsRefusedUnlessAllowedExplicitly) {
+  ClientOptions o;
+  try {
+    Client(Endpoint{"http://cloud.example:8080/client/api", "k", "s"}, o);
+    FAIL() << "an http:// API URL was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("https://"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Client(Endpoint{"ftp://cloud.example/client/api", "k", "s"}, o), UsageError);
+  EXPECT_NO_THROW(Client(Endpoint{"https://cloud.example:8443/client/api", "k", "s"}, o));
+  o.allow_insecure_http = true;
+  EXPECT_NO_THROW(Client(Endpoint{"http://cloud.example:8080/client/api", "k", "s"}, o));
+}
+
+// A command the account may not run is errorcode 432 in an "errorresponse" object.
+TEST(Client, AnUnavailableCommandIs432FromTheErrorResponse) {
+  test::SimOptions o;
+  o.deny_apis = {"addNicToVirtualMachine"};
+  SimServer sim(o);
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  try {
+    client.call("addNicToVirtualMachine", {{"virtualmachineid", sim.oma_vm_id()}, {"networkid", seed::test_network}});
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.errorcode(), 432);
+    EXPECT_EQ(e.command(), "addNicToVirtualMachine");
+    EXPECT_NE(e.errortext().find("not available"), std::string::npos) << e.what();
   }
 }
 

@@ -63,6 +63,78 @@ TEST_F(CutoverFixture, BuildsTheVmFromTheVolumes) {
   EXPECT_EQ(volumes.get(vm.disks[1].volume_id).type, "ROOT");
 }
 
+// The deploy carries a CPU speed when the custom offering names none (CloudStack refuses
+// the deploy otherwise), and every NIC on its own network, the further ones added with
+// addNicToVirtualMachine.
+TEST_F(CutoverFixture, CustomOfferingGetsACpuSpeedAndEveryNicIsAdded) {
+  StepLog steps;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  std::string id = cutover.run(vm, steps);
+  const Json st = sim.state();
+  int deploys = 0, nics_added = 0;
+  for (const auto& call : st["calls"]) {
+    if (call["command"] == "deployVirtualMachine") {
+      ++deploys;
+      EXPECT_EQ(call["params"].value("details[0].cpuSpeed", ""), "1000");
+      EXPECT_EQ(call["params"].value("iptonetworklist[1].networkid", ""), "") << "one network per deploy entry";
+    }
+    if (call["command"] == "addNicToVirtualMachine") {
+      ++nics_added;
+      EXPECT_EQ(call["params"]["networkid"], seed::nomac_network);
+      EXPECT_FALSE(call["params"].contains("macaddress")) << "the network takes no chosen MAC";
+    }
+  }
+  EXPECT_EQ(deploys, 1);
+  EXPECT_EQ(nics_added, 1);
+  EXPECT_EQ(vm_in_sim(id)["nic"].size(), 2u);
+}
+
+// CloudStack gives a VM one NIC per network: two source NICs mapped to one network
+// would silently become one. Refused before anything, naming both.
+TEST_F(CutoverFixture, TwoNicsOnOneNetworkAreRefusedBeforeAnything) {
+  vm.nics.push_back({"VM Network", "00:50:56:aa:bb:03"});
+  StepLog steps;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  try {
+    cutover.run(vm, steps);
+    FAIL() << "a VM with two NICs on one network was built";
+  } catch (const UsageError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("00:50:56:aa:bb:01"), std::string::npos) << what;
+    EXPECT_NE(what.find("00:50:56:aa:bb:03"), std::string::npos) << what;
+    EXPECT_NE(what.find("one NIC per network"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(steps.steps().empty());
+  expect_as_before();
+}
+
+// VMware names become RFC 1123 host names; the VMware name stays as the display name;
+// a name another VM holds gets the VM's UUID.
+TEST_F(CutoverFixture, NamesAreHostNamesAndTheVmwareNameIsTheDisplayName) {
+  vm.name = "Web Server (prod) #1";
+  StepLog steps;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  Json created = vm_in_sim(cutover.run(vm, steps));
+  EXPECT_EQ(created["name"], "Web-Server-prod-1");
+  EXPECT_EQ(created["displayname"], "Web Server (prod) #1");
+}
+
+TEST_F(CutoverFixture, ATakenNameIsDisambiguated) {
+  Json started = client.call("deployVirtualMachine", {{"serviceofferingid", seed::fixed_service_offering},
+                                                      {"templateid", seed::ready_template},
+                                                      {"zoneid", seed::zone},
+                                                      {"name", "web01"},
+                                                      {"iptonetworklist[0].networkid", seed::prod_network},
+                                                      {"startvm", "false"}});
+  std::string other = client.wait_for_job("deployVirtualMachine", started["jobid"])["virtualmachine"]["id"];
+  StepLog steps;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  Json created = vm_in_sim(cutover.run(vm, steps));
+  EXPECT_EQ(created["name"], "web01-501234");
+  EXPECT_NE(steps.find("deploy-vm")->detail.find("web01-501234"), std::string::npos);
+  client.call_async("destroyVirtualMachine", {{"id", other}, {"expunge", "true"}});
+}
+
 TEST_F(CutoverFixture, FixedOfferingGetsNoCpuOrMemoryDetails) {
   TargetSettings t = target();
   t.service_offering_id = seed::fixed_service_offering;
@@ -158,6 +230,8 @@ INSTANTIATE_TEST_SUITE_P(
         Injection{"deploy-vm", {{"command", "deployVirtualMachine"}, {"how", "job"}}},
         // A deploy job that never ends: the per-command timeout, then the rollback.
         Injection{"deploy-vm", {{"command", "deployVirtualMachine"}, {"how", "hang"}}},
+        // The VM is deployed, its second NIC cannot be added: the VM goes again.
+        Injection{"deploy-vm", {{"command", "addNicToVirtualMachine"}, {"how", "job"}}},
         Injection{"replace-root",
                   {{"command", "deleteVolume"}, {"how", "error"}, {"errorcode", 431}}},
         Injection{"replace-root", {{"command", "attachVolume"}, {"how", "job"}}},

@@ -43,16 +43,7 @@ class MigratedVm : public ::testing::Test {
   }
   static std::string marker(const SourceDisk& d) { return "disk-" + d.disk.disk_key + "-data"; }
 
-  VolumesConfig volumes_config() {
-    VolumesConfig c;
-    c.oma_id = "oma-1";
-    c.oma_vm_id = sim.oma_vm_id();
-    c.zone_id = seed::zone;
-    c.disk_offering_id = seed::custom_disk_offering;
-    c.by_id_dir = sim.by_id_dir();
-    c.device_timeout = std::chrono::seconds(10);
-    return c;
-  }
+  VolumesConfig volumes_config() { return sim.volumes_config(); }
   TargetSettings target() {
     TargetSettings t;
     t.zone_id = seed::zone;

@@ -23,11 +23,42 @@ TEST(Signer, DeveloperGuideExample) {
   EXPECT_EQ(url_encode(sign(p, kGuideSecret)), "TTpdDq%2F7j%2FJ58XCRHomKoQXEQds%3D");
 }
 
-TEST(Signer, KeyCaseDoesNotChangeOrderOrSignature) {
+TEST(Signer, KeyCaseIsKeptInTheQueryAndLowerCasedInTheSignedString) {
   Params a{{"command", "listUsers"}, {"response", "json"}, {"apiKey", kGuideApiKey}};
   EXPECT_EQ(sign(a, kGuideSecret), "TTpdDq/7j/J58XCRHomKoQXEQds=");
   // The query that is sent keeps the caller's case and sorts like the signed string.
   EXPECT_EQ(encode_query(a).substr(0, 7), "apiKey=");
+}
+
+// Vectors computed outside this code base, from the server's algorithm
+// (ApiServer.verifyRequest: names sorted as received, values through Java's URLEncoder
+// with "+" as %20, the joined string lower-cased, HMAC-SHA1, base64), with Python 3:
+//   SAFE = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.*")
+//   enc = lambda v: "".join(chr(b) if b in SAFE else "%%%02X" % b for b in v.encode())
+//   s = "&".join(f"{k}={enc(v)}" for k, v in sorted(params.items())).lower()
+//   base64.b64encode(hmac.new(secret.encode(), s.encode(), hashlib.sha1).digest())
+// and the second checked again with `openssl dgst -sha1 -hmac SECRET -binary | base64`.
+TEST(Signer, IndependentVectorsWithSpecialCharactersAndCaseSensitiveOrder) {
+  Params special{{"command", "createVolume"},
+                 {"apiKey", "key-1"},
+                 {"response", "json"},
+                 {"name", "a b+c*d~e/f#g&h(i)j \u00e9 \u00fc \u4e2d"},
+                 {"signatureversion", "3"},
+                 {"expires", "2030-01-01T00:00:00+0000"}};
+  EXPECT_EQ(string_to_sign(special),
+            "apikey=key-1&command=createvolume&expires=2030-01-01t00%3a00%3a00%2b0000&name=a%20b%2bc*d%7ee%2ff%23g%"
+            "26h%28i%29j%20%c3%a9%20%c3%bc%20%e4%b8%ad&response=json&signatureversion=3");
+  EXPECT_EQ(sign(special, kGuideSecret), "wUtFWc4w8XHAro8X6rpD4kKia00=");
+
+  // "apiKey" < "api_x" as the server sorts (K is 0x4B, _ is 0x5F); lower-cased first,
+  // "api_x" < "apikey", and the signature would not match.
+  Params order{{"command", "deployVirtualMachine"}, {"apiKey", "key-1"}, {"api_x", "1"},
+               {"displayname", "Web (prod) #1"}, {"details[0].cpuNumber", "2"},
+               {"details[0].cpuSpeed", "1000"}, {"details[0].memory", "2048"}};
+  EXPECT_EQ(string_to_sign(order),
+            "apikey=key-1&api_x=1&command=deployvirtualmachine&details[0].cpunumber=2&details[0].cpuspeed=1000&"
+            "details[0].memory=2048&displayname=web%20%28prod%29%20%231");
+  EXPECT_EQ(sign(order, kGuideSecret), "6WCZomExlR6syxtNsowvLf34ei8=");
 }
 
 TEST(Signer, SpacesAreEncodedAsPercent20AndReservedCharactersEscaped) {

@@ -50,6 +50,19 @@ SimServer::SimServer(SimOptions options) {
     argv.push_back("--oma-account");
     argv.push_back(options.oma_account);
   }
+  argv.insert(argv.end(), {"--max-data-volumes", std::to_string(options.max_data_volumes), "--custom-disk-max-gb",
+                           std::to_string(options.custom_disk_max_gb), "--disk-bus", options.disk_bus});
+  auto flag = [&](bool on, const char* name) {
+    if (on) argv.push_back(name);
+  };
+  flag(options.kvm_snapshot_enabled, "--kvm-snapshot-enabled");
+  flag(options.user_account, "--user-account");
+  flag(options.allow_user_expunge, "--allow-user-expunge");
+  flag(options.enforce_post_and_expires, "--enforce-post-and-expires");
+  flag(options.oma_vm_snapshot, "--oma-vm-snapshot");
+  if (!options.oma_backup_offering.empty()) {
+    argv.insert(argv.end(), {"--oma-backup-offering", options.oma_backup_offering});
+  }
   if (options.tls) {
     // A self-signed certificate for 127.0.0.1; it is its own CA.
     std::string out;
@@ -87,12 +100,24 @@ std::string SimServer::api_url() const {
 
 Endpoint SimServer::endpoint() const { return Endpoint{api_url(), kApiKey, kSecret}; }
 
+VolumesConfig SimServer::volumes_config(const std::string& oma_id) const {
+  VolumesConfig c;
+  c.oma_id = oma_id;
+  c.oma_vm_id = oma_vm_id();
+  c.zone_id = seed::zone;
+  c.disk_offering_id = seed::custom_disk_offering;
+  c.by_id_dir = by_id_dir();
+  c.device_timeout = std::chrono::seconds(10);
+  return c;
+}
+
 ClientOptions SimServer::fast_client_options() {
   ClientOptions o;
   o.poll_initial = std::chrono::milliseconds(10);
   o.poll_max = std::chrono::milliseconds(50);
   o.job_timeout = std::chrono::seconds(20);
   o.http_timeout = std::chrono::seconds(20);
+  o.allow_insecure_http = true;
   return o;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cloudstack/client.h"
+#include "cloudstack/volumes.h"
 #include "common/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -23,6 +24,16 @@ struct SimOptions {
   std::vector<std::string> deny_apis;  // commands the simulated account may not call
   std::string oma_account;             // "": the OMA's VM is in the API key's account
   bool tls = false;                    // https with a self-signed certificate (ca_file())
+  // The rules of a real cloud (see the simulator's header).
+  int max_data_volumes = 32;           // KVM's maxdatavolumeslimit
+  int custom_disk_max_gb = 1024;       // custom.diskoffering.size.max
+  bool kvm_snapshot_enabled = false;   // kvm.snapshot.enabled
+  bool user_account = false;           // the API key is a user's, not a root admin's
+  bool allow_user_expunge = false;     // allow.user.expunge.recover.vm
+  bool enforce_post_and_expires = false;  // enforce.post.requests.and.timestamps
+  bool oma_vm_snapshot = false;        // the OMA's VM has a VM snapshot
+  std::string oma_backup_offering;     // the OMA's VM has this backup offering
+  std::string disk_bus = "virtio";     // "scsi": the OMA's disks are scsi-0QEMU_QEMU_HARDDISK_*
 };
 
 class SimServer {
@@ -45,7 +56,12 @@ class SimServer {
   void clear_failures();
   nlohmann::json state() const;
 
-  // Client options that suit tests: fast polling, short timeouts.
+  // The volumes configuration of an OMA on this simulator: its VM, the zone, the custom
+  // disk offering, the by-id directory and a 10 s device wait.
+  VolumesConfig volumes_config(const std::string& oma_id = "oma-1") const;
+
+  // Client options that suit tests: fast polling, short timeouts, http allowed (the
+  // simulator serves http unless tls is set).
   static ClientOptions fast_client_options();
 
  private:

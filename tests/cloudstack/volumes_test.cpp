@@ -21,16 +21,7 @@ constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 class VolumesTest : public ::testing::Test {
  protected:
-  VolumesConfig config(const std::string& oma_id = "oma-1") {
-    VolumesConfig c;
-    c.oma_id = oma_id;
-    c.oma_vm_id = sim.oma_vm_id();
-    c.zone_id = seed::zone;
-    c.disk_offering_id = seed::custom_disk_offering;
-    c.by_id_dir = sim.by_id_dir();
-    c.device_timeout = std::chrono::seconds(10);
-    return c;
-  }
+  VolumesConfig config(const std::string& oma_id = "oma-1") { return sim.volumes_config(oma_id); }
   Json find_volume(const std::string& id) {
     const Json state = sim.state();  // the loop must not iterate into a temporary
     for (const auto& v : state["volumes"]) {
@@ -222,6 +213,96 @@ TEST_F(VolumesTest, SimulatorRefusesWhatCloudStackRefuses) {
   }
   // An unknown id.
   expect_refused("detachVolume", {{"id", "00000000-0000-4000-8000-000000000000"}}, "Invalid parameter id");
+}
+
+// A volume of a disk offering is Allocated until its first attach; only then may it be
+// snapshotted. Growing works either way; a volume is never shrunk.
+TEST_F(VolumesTest, AllocatedUntilFirstAttachAndGrownNeverShrunk) {
+  Volume v = volumes.create(disk);
+  EXPECT_EQ(v.state, "Allocated");
+  try {
+    client.call_async("createSnapshot", {{"volumeid", v.id}});
+    ADD_FAILURE() << "an Allocated volume was snapshotted";
+  } catch (const ApiError& e) {
+    EXPECT_NE(e.errortext().find("not in Ready state"), std::string::npos) << e.what();
+  }
+  std::string device = volumes.attach_to_oma(v.id, disk);
+  EXPECT_EQ(volumes.get(v.id).state, "Ready");
+  mk::test::write_at(device, 4096, "before-growth");
+  Volume grown = volumes.grow(v.id, disk, 5 * kGiB);
+  EXPECT_EQ(grown.size_bytes, 5 * kGiB);
+  EXPECT_EQ(fs::file_size(fs::canonical(device)), 5 * kGiB);
+  EXPECT_EQ(mk::test::read_at(device, 4096, 13), "before-growth");
+  EXPECT_EQ(volumes.grow(v.id, disk, 3 * kGiB).size_bytes, 5 * kGiB);  // not shrunk
+  int resizes = 0;
+  const Json st = sim.state();
+  for (const auto& c : st["calls"]) resizes += c["command"] == "resizeVolume";
+  EXPECT_EQ(resizes, 1);
+}
+
+// An OMA whose first disk is on virtio-scsi sees its data disks as
+// scsi-0QEMU_QEMU_HARDDISK_<serial>, not virtio-<serial>.
+TEST(VolumesOnScsi, TheDeviceIsFoundUnderItsScsiName) {
+  test::SimOptions o;
+  o.disk_bus = "scsi";
+  SimServer sim(o);
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  CloudStackVolumes volumes(client, sim.volumes_config());
+  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
+  Volume v = volumes.create(disk);
+  std::string device = volumes.attach_to_oma(v.id, disk);
+  EXPECT_EQ(fs::path(device).filename().string(), CloudStackVolumes::device_link_names(v.id)[1]);
+  EXPECT_TRUE(fs::path(device).filename().string().starts_with("scsi-0QEMU_QEMU_HARDDISK_"));
+  EXPECT_EQ(CloudStackVolumes::device_link_names("8F2C41A0-77d3-4e0b-a1c4-0f6e2d9b5c11")[1],
+            "scsi-0QEMU_QEMU_HARDDISK_8f2c41a077d34e0ba1c4");
+}
+
+// The limits a cloud applies on default settings, which the preflight reads.
+TEST(VolumesLimits, DataVolumeCapSizeCapAndAnOmaVmWithSnapshots) {
+  test::SimOptions o;
+  o.max_data_volumes = 2;
+  o.custom_disk_max_gb = 4;
+  SimServer sim(o);
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  CloudStackVolumes volumes(client, sim.volumes_config());
+  std::string vm = "4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30";
+  try {
+    volumes.create({vm, "2009", 5 * kGiB});
+    ADD_FAILURE() << "a volume over custom.diskoffering.size.max was created";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of allowed range. Max: 4"), std::string::npos) << e.what();
+  }
+  for (int i = 0; i < 2; ++i) {
+    DiskRef d{vm, std::to_string(2000 + i), kGiB};
+    volumes.attach_to_oma(volumes.create(d).id, d);
+  }
+  DiskRef third{vm, "2002", kGiB};
+  Volume v = volumes.create(third);
+  try {
+    volumes.attach_to_oma(v.id, third);
+    ADD_FAILURE() << "a third data volume was attached to a VM that holds two";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("maximum number of data disks (2)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(VolumesLimits, AnOmaVmWithVmSnapshotsOrBackupsTakesNoVolume) {
+  for (bool backup : {false, true}) {
+    test::SimOptions o;
+    o.oma_vm_snapshot = !backup;
+    if (backup) o.oma_backup_offering = "bo000000-0000-4000-8000-000000000001";
+    SimServer sim(o);
+    Client client(sim.endpoint(), SimServer::fast_client_options());
+    CloudStackVolumes volumes(client, sim.volumes_config());
+    DiskRef d{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
+    Volume v = volumes.create(d);
+    try {
+      volumes.attach_to_oma(v.id, d);
+      ADD_FAILURE() << "attached to an OMA VM with " << (backup ? "backups" : "VM snapshots");
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(backup ? "any backups" : "VM snapshots"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -51,6 +51,7 @@ FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(pr
   route(protocol::kPowerRoute, &FakeVma::power);
   route(protocol::kCleanupRoute, &FakeVma::cleanup);
   route(protocol::kDiscoverRoute, &FakeVma::discover);
+  route(protocol::kPreflightRoute, &FakeVma::preflight);
   route(protocol::kHealthRoute, &FakeVma::health);
   // Every answer carries the fake's version, those of unknown routes included.
   server_.set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
@@ -305,7 +306,7 @@ FakeVma::Reply FakeVma::discover(const httplib::Request&) {
   protocol::Discovery d{"vcsim.test", {}};
   for (const auto& [id, vm] : source_vms_) {
     auto state = vm.on ? protocol::PowerState::PoweredOn : protocol::PowerState::PoweredOff;
-    d.vms.push_back({id, vm.name, "DC0", state, "otherGuest64", 2, 2048, {}, {}});
+    d.vms.push_back({id, vm.name, "DC0", state, "otherGuest64", 2, 2048, vm.disks, {}, vm.findings});
   }
   return {200, protocol::encode(d)};
 }
@@ -320,6 +321,26 @@ FakeVma::Reply FakeVma::health(const httplib::Request&) {
   h.vcenter.reachable = true;
   h.tunnel.state = protocol::TunnelState::Up;
   return {200, protocol::encode(h)};
+}
+
+void FakeVma::set_findings(const std::string& vm_id, std::vector<protocol::PreflightFinding> findings) {
+  std::lock_guard lock(mu_);
+  source_vms_.at(vm_id).findings = std::move(findings);
+}
+
+void FakeVma::set_source_disks(const std::string& vm_id, std::vector<protocol::DiscoveredDisk> disks) {
+  std::lock_guard lock(mu_);
+  source_vms_.at(vm_id).disks = std::move(disks);
+}
+
+FakeVma::Reply FakeVma::preflight(const httplib::Request& req) {
+  std::string vm_id = req.matches[1];
+  protocol::check_uuid(vm_id, "vm_id");
+  std::lock_guard lock(mu_);
+  auto it = source_vms_.find(vm_id);
+  protocol::PreflightReply reply{vm_id, {}};
+  if (it != source_vms_.end()) reply.findings = it->second.findings;
+  return {200, protocol::encode(reply)};
 }
 
 }  // namespace mk::oma::test

@@ -19,6 +19,10 @@
 //    ignore_shutdown() makes the guest ignore shutdowns, so that the VMA powers it off
 //    ("forced": true). Cleanup of a VM whose job is copying is a violation too.
 //
+// Source VMs for cutover: add_source_vm() makes a VM known to discover, preflight, power
+// and cleanup; set_findings() and set_source_disks() say what discover and preflight
+// report for it (a VM the fake does not know has no findings).
+//
 // Owns its server thread and copy processes. Thread-safe.
 #pragma once
 
@@ -64,6 +68,10 @@ class FakeVma {
   void add_source_vm(const std::string& vm_id, const std::string& name, bool powered_on = true);
   bool powered_on(const std::string& vm_id);
   void ignore_shutdown(bool on) { ignore_shutdown_ = on; }
+  // What discover and preflight report for a source VM (none unless set).
+  void set_findings(const std::string& vm_id, std::vector<protocol::PreflightFinding> findings);
+  // The disks discover reports for a source VM (none unless set).
+  void set_source_disks(const std::string& vm_id, std::vector<protocol::DiscoveredDisk> disks);
   // "shutdown <vm>", "on <vm>", "cleanup <vm>" in order.
   std::vector<std::string> power_calls();
 
@@ -87,6 +95,8 @@ class FakeVma {
   struct SourceVm {
     std::string name;
     bool on = true;
+    std::vector<protocol::PreflightFinding> findings;
+    std::vector<protocol::DiscoveredDisk> disks;
   };
   // An answer: the status and the message to encode.
   struct Reply {
@@ -102,6 +112,7 @@ class FakeVma {
   Reply power(const httplib::Request& req);
   Reply cleanup(const httplib::Request& req);
   Reply discover(const httplib::Request& req);
+  Reply preflight(const httplib::Request& req);
   Reply health(const httplib::Request& req);
   protocol::DiskProgress disk_progress(const std::string& job_id, Disk& d);
 

@@ -424,7 +424,27 @@ TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
     if (v["vm_id"] == other) {
       EXPECT_EQ(v["power_state"], "poweredOff");
     }
+    EXPECT_EQ(v["blocked"], false) << v.dump();
   }
+
+  // A VM that a pass would refuse is marked blocked with its findings, in discovery and
+  // in its preflight.
+  json finding = {{"code", "rdm-physical"}, {"disk_key", "2001"}, {"problem", "a physical-mode RDM"},
+                  {"remedy", "migrate the LUN another way"}, {"text", "VM web01 disk Hard disk 2: a physical-mode RDM"}};
+  s.vma.set_findings(known, {protocol::decode<protocol::PreflightFinding>(finding)});
+  r = s.api->get("/api/v1/discover");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  for (const auto& v : r.body["vms"]) {
+    EXPECT_EQ(v["blocked"], v["vm_id"] == known) << v.dump();
+    if (v["vm_id"] == known) {
+      EXPECT_EQ(v["findings"], json::array({finding}));
+    }
+  }
+  auto pre = s.api->get("/api/v1/vms/" + known + "/preflight");
+  ASSERT_EQ(pre.status, 200) << pre.raw;
+  EXPECT_EQ(pre.body["blocked"], true);
+  EXPECT_EQ(pre.body["findings"], json::array({finding}));
+  EXPECT_EQ(s.api->get("/api/v1/vms/" + other + "/preflight").status, 404) << "not managed by the OMA";
 
   // No VMA behind the URL: discovery answers 502 naming it; health says "unreachable".
   mk::test::TempDir d{"mk-oma-novma"};

@@ -141,6 +141,72 @@ TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
   EXPECT_FALSE(s.oma->repos().vms.list_disks(test::test_vm_uuid(3))[0].change_id);
 }
 
+// A VM that the VMA's preflight refuses (an independent disk, snapshots of its own):
+// the job fails naming every finding before any volume or export exists, and the VMA
+// is never asked to replicate.
+TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
+  Service s;
+  const std::string vm = test::test_vm_uuid(4);
+  s.vma.add_source_vm(vm, "web01");
+  s.vma.set_findings(vm, {{"independent-disk", protocol::DiskKey(2001), "its mode is independent_persistent",
+                           "set the disk's mode to Dependent", "VM web01 disk Hard disk 2: independent"},
+                          {"existing-snapshots", std::nullopt, "it has 1 snapshot(s)", "delete them",
+                           "VM web01: snapshots of its own"}});
+  s.add_vm(vm, 2, 1 * MiB);
+  std::string job = s.start(vm, "full");
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "failed");
+  std::string error = j["error"];
+  EXPECT_NE(error.find("VM web01 disk Hard disk 2: independent"), std::string::npos) << error;
+  EXPECT_NE(error.find("VM web01: snapshots of its own"), std::string::npos) << error;
+  EXPECT_NE(error.find("this job created nothing"), std::string::npos) << error;
+  EXPECT_TRUE(s.oma->repos().storage.list_volumes().empty());
+  EXPECT_FALSE(s.vma.knows(job));
+  EXPECT_TRUE(s.vma.replicate_requests().empty());
+
+  // Once the VM is fixed, a job goes through.
+  s.vma.set_findings(vm, {});
+  s.vma.set_auto_complete(true);
+  json k = test::wait_for_job(*s.api, s.start(vm, "full"), test::job_ended);
+  EXPECT_EQ(k["status"], "completed") << k.dump();
+}
+
+// A disk grown in vCenter after a pass: the next pass grows its volume first and copies
+// that disk in full (no base change ID), the other disk stays incremental.
+TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
+  Service s;
+  const std::string vm = test::test_vm_uuid(7);
+  auto disks = [](int64_t second) {
+    return std::vector<protocol::DiscoveredDisk>{{protocol::DiskKey(2000), 0, "Hard disk 1", MiB},
+                                                 {protocol::DiskKey(2001), 1, "Hard disk 2", second}};
+  };
+  s.vma.add_source_vm(vm, "web01");
+  s.vma.set_source_disks(vm, disks(MiB));
+  s.add_vm(vm, 2, MiB);
+  s.vma.set_auto_complete(true);
+  json full = test::wait_for_job(*s.api, s.start(vm, "full"), test::job_ended);
+  ASSERT_EQ(full["status"], "completed") << full.dump();
+
+  s.vma.set_source_disks(vm, disks(3 * MiB));
+  json inc = test::wait_for_job(*s.api, s.start(vm, "incremental"), test::job_ended);
+  ASSERT_EQ(inc["status"], "completed") << inc.dump();
+  protocol::ReplicateRequest sent = s.vma.replicate_requests().back();
+  EXPECT_EQ(sent.kind, protocol::PassKind::Incremental);
+  for (const auto& d : sent.disks) {
+    if (d.disk_key == protocol::DiskKey(2001)) {
+      EXPECT_FALSE(d.change_id_base) << d.disk_key;
+      EXPECT_EQ(d.capacity_bytes, 3 * MiB) << d.disk_key;
+    } else {
+      EXPECT_TRUE(d.change_id_base) << d.disk_key;
+    }
+  }
+  auto grown = s.oma->repos().storage.find_volume(vm, "2001");
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_EQ(grown->size_bytes, 3 * MiB);
+  EXPECT_EQ(std::filesystem::file_size(grown->device_path), uint64_t(3 * MiB));
+  EXPECT_EQ(s.oma->repos().storage.find_volume(vm, "2000")->size_bytes, MiB);
+}
+
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
   Service s;
   s.add_vm(test::test_vm_uuid(4), 1, 1 * MiB);

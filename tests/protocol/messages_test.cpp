@@ -44,10 +44,14 @@ JobProgress progress() {
 }
 
 Discovery discovery() {
-  DiscoveredVm vm{kVm, "web01", "DC0", PowerState::PoweredOn, "ubuntu64Guest", 2, 4096, {}, {}};
+  DiscoveredVm vm{kVm, "web01", "DC0", PowerState::PoweredOn, "ubuntu64Guest", 2, 4096, {}, {}, {}};
   vm.disks.push_back({DiskKey(2000), 0, "Hard disk 1", 10737418240});
   vm.nics.push_back({"4000", "00:50:56:aa:bb:cc", "VM Network"});
   vm.nics.push_back({"4001", "", "VM Network"});  // no MAC assigned yet
+  vm.findings.push_back({"independent-disk", DiskKey(2001), "the disk is independent", "make it dependent",
+                         "VM web01 disk Hard disk 2: the disk is independent; make it dependent"});
+  vm.findings.push_back({"existing-snapshots", std::nullopt, "it has 1 snapshot", "delete it",
+                         "VM web01: it has 1 snapshot; delete it"});
   return {"vc.example", {vm}};
 }
 
@@ -209,10 +213,44 @@ TEST(Messages, DiscoveryRoundTripsAndChecksEveryField) {
   Discovery d = decode<Discovery>(j);
   EXPECT_EQ(d.vms[0].disks[0].disk_key, DiskKey(2000));
   EXPECT_EQ(d.vms[0].power_state, PowerState::PoweredOn);
-  expect_every_field_checked(decoder<Discovery>(), j);
-  expect_every_field_checked(decoder<DiscoveredVm>(), encode(discovery().vms[0]));
+  EXPECT_EQ(d.vms[0].findings[0].disk_key, DiskKey(2001));
+  EXPECT_FALSE(d.vms[0].findings[1].disk_key);
+  expect_every_field_checked(decoder<Discovery>(), j, {"vms[0].findings"});
+  expect_every_field_checked(decoder<DiscoveredVm>(), encode(discovery().vms[0]), {"findings"});
   j["vms"][0]["nics"][0]["mac"] = "00-50-56-aa-bb-cc";
   EXPECT_EQ(refused_field(decoder<Discovery>(), j), "vms[0].nics[0].mac");
+  j = encode(discovery());
+  j["vms"][0]["findings"][0]["disk_key"] = "02001";
+  EXPECT_EQ(refused_field(decoder<Discovery>(), j), "vms[0].findings[0].disk_key");
+}
+
+// An older VMA sends no findings: nothing known.
+TEST(Messages, ADiscoveredVmWithoutFindingsHasNone) {
+  json j = encode(discovery().vms[0]);
+  j.erase("findings");
+  EXPECT_TRUE(decode<DiscoveredVm>(j).findings.empty());
+}
+
+TEST(Messages, PreflightReplyRoundTripsAndChecksEveryField) {
+  PreflightReply in{kVm, discovery().vms[0].findings};
+  json j = encode(in);
+  EXPECT_EQ(j["findings"][0]["disk_key"], "2001");  // a string on the wire
+  EXPECT_TRUE(j["findings"][1]["disk_key"].is_null());
+  EXPECT_EQ(encode(decode<PreflightReply>(j)), j);
+  expect_every_field_checked(decoder<PreflightReply>(), j);
+  expect_every_field_checked(decoder<PreflightFinding>(), encode(in.findings[0]));
+  j["findings"][0]["code"] = "";
+  EXPECT_EQ(refused_field(decoder<PreflightReply>(), j), "findings[0].code");
+}
+
+// An incremental pass may copy a disk grown since the last pass in full (no base), but
+// not every disk: that is a full pass.
+TEST(Messages, AnIncrementalPassNeedsABaseOnOneDiskAtLeast) {
+  json j = encode(replicate(PassKind::Incremental));
+  j["disks"][1]["change_id_base"] = nullptr;
+  EXPECT_FALSE(decode<ReplicateRequest>(j).disks[1].change_id_base);
+  j["disks"][0]["change_id_base"] = nullptr;
+  EXPECT_EQ(refused_field(decoder<ReplicateRequest>(), j), "disks[0].change_id_base");
 }
 
 TEST(Messages, HealthRoundTripsAndChecksEveryField) {

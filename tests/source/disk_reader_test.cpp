@@ -42,6 +42,26 @@ TEST(DiskReader, VddkCommandLineCarriesTheSnapshotAndNoPassword) {
   EXPECT_TRUE(has("thumbprint=AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD"));
 }
 
+TEST(DiskReader, VddkRunsBehindTheBlocksizeAndRetryFiltersAndGetsThePort) {
+  VddkParams p = params();
+  auto argv = vddk_argv(p, "/run/x/nbd.sock");
+  auto at = [&](const std::string& a) { return std::find(argv.begin(), argv.end(), a) - argv.begin(); };
+  long end = static_cast<long>(argv.size());
+  ASSERT_LT(at("--filter=blocksize"), end);
+  ASSERT_LT(at("--filter=retry"), end);
+  EXPECT_LT(at("--filter=blocksize"), at("--filter=retry")) << "requests are split before they are retried";
+  EXPECT_LT(at("--filter=retry"), at("vddk"));
+  EXPECT_GT(at("maxdata=2M"), at("vddk"));
+  EXPECT_LT(at("maxdata=2M"), end);
+  EXPECT_EQ(std::count_if(argv.begin(), argv.end(), [](auto& a) { return a.starts_with("port="); }), 0)
+      << "no port: VDDK's default (443)";
+  p.port = 8443;
+  argv = vddk_argv(p, "/s");
+  EXPECT_LT(at("port=8443"), static_cast<long>(argv.size()));
+  p.port = 70000;
+  EXPECT_THROW(vddk_argv(p, "/s"), UsageError);
+}
+
 TEST(DiskReader, AReadRateAddsNbdkitsRateFilterInBitsPerSecond) {
   VddkParams p = params();
   auto plain = vddk_argv(p, "/s");
@@ -80,20 +100,35 @@ TEST(DiskReader, MissingVddkIsAClearError) {
   }
 }
 
-// start_vddk with a stand-in for nbdkit+VDDK (fake_nbdkit_vddk.sh): the launcher's
-// command line, waiting for the socket, reading through it and teardown by PID.
-TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
-  test::TempDir dir("mk-reader");
+// Parameters for the stand-in of nbdkit+VDDK (fake_nbdkit_vddk.sh) in `dir`: a VDDK
+// directory, a flat file of `size` bytes it serves, a password file holding `password`;
+// the fake writes its command line to dir/args.
+VddkParams fake_vddk(const test::TempDir& dir, uint64_t size, const std::string& password) {
   std::filesystem::create_directories(dir.file("vddk/lib64"));
-  test::create_sparse_file(dir.file("flat"), 512 * 1024);
-  test::write_random_at(dir.file("flat"), 0, 4096, 7);
-  test::write_at(dir.file("pw"), 0, "s3cret-pass\n");
+  test::create_sparse_file(dir.file("flat"), size);
+  test::write_at(dir.file("pw"), 0, password);
   ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
   ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
   VddkParams p = params();
   p.libdir = dir.file("vddk");
   p.password_file = dir.file("pw");
   p.nbdkit = FAKE_NBDKIT_VDDK;
+  return p;
+}
+
+// The password file nbdkit was given (password=+FILE) in the fake's recorded arguments.
+std::string password_file_given(const std::string& args) {
+  auto at = args.find("password=+");
+  if (at == std::string::npos) return "";
+  return args.substr(at + 10, args.find('\n', at) - at - 10);
+}
+
+// start_vddk with a stand-in for nbdkit+VDDK (fake_nbdkit_vddk.sh): the launcher's
+// command line, waiting for the socket, reading through it and teardown by PID.
+TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
+  test::TempDir dir("mk-reader");
+  VddkParams p = fake_vddk(dir, 512 * 1024, "s3cret-pass\n");
+  test::write_random_at(dir.file("flat"), 0, 4096, 7);
   auto r = DiskReader::start_vddk(p, dir.path());
   pid_t pid = r->pid();
   {
@@ -103,12 +138,19 @@ TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
     EXPECT_EQ(buf, test::random_bytes(4096, 7));
   }
   std::string args = test::read_file(dir.file("args"));
-  EXPECT_NE(args.find("password=+" + dir.file("pw") + "\n"), std::string::npos) << args;
+  // nbdkit reads a private copy of the password in the reader's own directory.
+  std::string copy = password_file_given(args);
+  ASSERT_FALSE(copy.empty()) << args;
+  EXPECT_NE(copy, dir.file("pw"));
+  EXPECT_EQ(test::read_file(copy), "s3cret-pass\n");
+  EXPECT_EQ(std::filesystem::status(copy).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   EXPECT_NE(args.find("snapshot=snapshot-7\n"), std::string::npos) << args;
   EXPECT_NE(args.find("libdir=" + dir.file("vddk") + "\n"), std::string::npos) << args;
   EXPECT_EQ(args.find("s3cret-pass"), std::string::npos) << "the password reached the command line";
   r->stop();
   EXPECT_NE(::kill(pid, 0), 0);
+  EXPECT_FALSE(std::filesystem::exists(copy)) << "the password copy outlived the reader";
 
   // A password file nbdkit cannot read: the launcher reports the failure and the log.
   p.password_file = dir.file("missing-pw");
@@ -118,6 +160,27 @@ TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot read the password file"), std::string::npos) << e.what();
   }
+}
+
+// A password file written on Windows ends in CR LF; nbdkit strips only the LF, so VDDK
+// would log in with "password\r" while the SOAP session logs in with "password".
+TEST(DiskReader, VddkGetsThePasswordWithoutATrailingCarriageReturn) {
+  test::TempDir dir("mk-reader");
+  auto r = DiskReader::start_vddk(fake_vddk(dir, 64 * 1024, "s3cret-pass\r\nsecond line\n"), dir.path());
+  std::string copy = password_file_given(test::read_file(dir.file("args")));
+  ASSERT_FALSE(copy.empty());
+  EXPECT_EQ(test::read_file(copy), "s3cret-pass\n");
+}
+
+// VDDK's hot-add transport detaches the snapshot's disks from the VMA when nbdkit ends;
+// killing it 3 s after SIGTERM leaves them attached. The reader waits its stop_grace.
+TEST(DiskReader, VddkReaderGetsTimeToCleanUpBeforeItIsKilled) {
+  test::TempDir dir("mk-reader");
+  ::setenv("FAKE_VDDK_CLEANUP_SECONDS", "4", 1);
+  auto r = DiskReader::start_vddk(fake_vddk(dir, 64 * 1024, "pw\n"), dir.path());
+  r->stop();
+  ::unsetenv("FAKE_VDDK_CLEANUP_SECONDS");
+  EXPECT_TRUE(std::filesystem::exists(dir.file("args.cleaned"))) << "nbdkit was killed before VDDK cleaned up";
 }
 
 TEST(DiskReader, StandInServesTheFlatFileAndStopsByPid) {

@@ -1,9 +1,12 @@
 // The VMware source end to end: vcsim with the CBT shim, a VM with two disks whose flat
 // files hold generated data, passes copied by the engine into nbdkit targets, and the
-// change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID,
-// leftover snapshots of a crashed run).
+// change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID, any
+// QueryChangedDiskAreas fault), the preflight that refuses a VM before touching it, and
+// snapshot ownership (leftovers of a crashed run removed, another owner's pass left alone).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
 
 #include "common/error.h"
 #include "common/units.h"
@@ -81,6 +84,17 @@ class VmwareSourceTest : public ::testing::Test {
     return written;
   }
 
+  int qcda_calls() { return lab.shim_stats()["calls"].value("QueryChangedDiskAreas", 0); }
+
+  // Another driver on the same vCenter: another VMA, or the CLI.
+  std::unique_ptr<VmwareSource> source_of(const std::string& owner) {
+    VmwareSourceOptions o;
+    o.work_dir = work.path();
+    o.owner = owner;
+    o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
+    return std::make_unique<VmwareSource>(session, connect, o);
+  }
+
   test::VcsimLab lab{test::VcsimOptions{kBlock, 3}};
   test::TempDir work{"mk-vmware"};
   vsphere::ConnectOptions connect;
@@ -154,7 +168,9 @@ TEST_F(VmwareSourceTest, ACbtResetForcesAFullPassWithTheReason) {
   std::vector<DiskPass> seen;
   std::map<int, engine::CopyStats> stats;
   {
+    int before = qcda_calls();
     auto pass = source->open_pass(vm.instance_uuid, stored);
+    EXPECT_EQ(qcda_calls(), before) << "asked for \"*\" although the answer is not used";
     copy_all(*pass, &stats);
     seen = pass->disks();
     pass->close(true);
@@ -182,11 +198,107 @@ TEST_F(VmwareSourceTest, AChangeIdThatVsphereRejectsForcesAFullPass) {
   for (auto& d : seen) {
     if (d.key.value() == key1) {
       EXPECT_TRUE(d.full);
-      EXPECT_NE(d.reason.find("rejected"), std::string::npos) << d.reason;
+      EXPECT_NE(d.reason.find("FileFault"), std::string::npos) << d.reason;
+      EXPECT_FALSE(d.request.changed_areas.has_value()) << "the whole disk, without asking for \"*\"";
     } else {
       EXPECT_FALSE(d.full) << d.reason;
     }
   }
+}
+
+// The VMA cannot tell a fresh target from a reused one: a disk without a stored change ID
+// is copied whole (zeroing what is no longer allocated), and "*" is not asked for.
+TEST_F(VmwareSourceTest, TargetsThatMayHoldDataGetTheWholeDiskWithoutAStarQuery) {
+  VmwareSourceOptions o;
+  o.work_dir = work.path();
+  o.targets_may_hold_data = true;
+  o.flat_file_for = [this](const vsphere::DiskInfo& d) { return lab.flat_file(d.file_name); };
+  source = std::make_unique<VmwareSource>(session, connect, o);
+  write_blocks(key1, {0, 4}, 1);
+  int before = qcda_calls();
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);
+  EXPECT_EQ(qcda_calls(), before);
+  for (auto& d : seen) {
+    EXPECT_TRUE(d.full);
+    EXPECT_FALSE(d.request.changed_areas.has_value());
+    EXPECT_NE(d.reason.find("may hold an earlier copy"), std::string::npos) << d.reason;
+  }
+  write_blocks(key1, {9}, 2);
+  pass_and_commit(&seen);  // incremental: asks as before
+  EXPECT_GT(qcda_calls(), before);
+  for (auto& d : seen) EXPECT_FALSE(d.full) << d.reason;
+}
+
+// Not only FileFault: whatever vSphere answers instead of the areas (a subclass of
+// FileFault, InvalidArgument after a CBT reset it did not report, SystemError on a
+// datastore that cannot answer) makes that disk a full pass with the fault as reason;
+// the job never fails for ever on a change ID that keeps being refused.
+TEST_F(VmwareSourceTest, AnyQueryFaultButNotAuthenticatedMakesThatDiskAFullPass) {
+  write_blocks(key1, {2}, 1);
+  write_blocks(key2, {5}, 2);
+  pass_and_commit();
+  for (const std::string fault : {"InvalidArgument", "FileNotFound", "SystemError"}) {
+    write_blocks(key1, {7}, 3);
+    lab.inject_qcda_fault(fault, 1, "stored", "injected " + fault);
+    std::vector<DiskPass> seen;
+    pass_and_commit(&seen);
+    int full = 0;
+    for (auto& d : seen) {
+      if (!d.full) continue;
+      ++full;
+      EXPECT_NE(d.reason.find(fault), std::string::npos) << d.reason;
+      EXPECT_NE(d.reason.find("whole disk"), std::string::npos) << d.reason;
+      EXPECT_FALSE(d.request.changed_areas.has_value());
+    }
+    EXPECT_EQ(full, 1) << fault << ": exactly the disk whose query failed";
+  }
+  // A first pass whose "*" cannot be answered (NFS, vVols): the whole disk.
+  stored.clear();
+  lab.inject_qcda_fault("SystemError", 2, "*");
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);
+  for (auto& d : seen) {
+    EXPECT_TRUE(d.full);
+    EXPECT_FALSE(d.request.changed_areas.has_value()) << d.reason;
+  }
+}
+
+// NotAuthenticated is the session's business: it logs in again and retries once; a
+// second refusal fails the pass (credentials, not the disk) and leaves nothing behind.
+TEST_F(VmwareSourceTest, NotAuthenticatedAfterALoginAgainFailsThePass) {
+  write_blocks(key1, {2}, 1);
+  pass_and_commit();
+  lab.inject_qcda_fault("NotAuthenticated", 1, "stored");
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);  // one refusal: logged in again, retried, incremental
+  for (auto& d : seen) EXPECT_FALSE(d.full) << d.reason;
+  lab.inject_qcda_fault("NotAuthenticated", 2, "stored");
+  try {
+    source->open_pass(vm.instance_uuid, stored);
+    FAIL() << "a pass went on without a session";
+  } catch (const vsphere::SoapFault& f) {
+    EXPECT_EQ(f.type(), "NotAuthenticated");
+  }
+  EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty());
+}
+
+// The preflight refuses a VM before anything changes on it: no CBT, no snapshot.
+TEST_F(VmwareSourceTest, APreflightFindingRefusesThePassBeforeTouchingTheVm) {
+  vm = test::add_lab_disk(*session, vm, vm.disks[0].controller_key, "LocalDS_0", 1024 * 1024, "indep",
+                          {.disk_mode = "independent_persistent"});
+  try {
+    source->open_pass(vm.instance_uuid, stored);
+    FAIL() << "a VM with an independent disk was replicated";
+  } catch (const UsageError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("VM DC0_H0_VM0 disk"), std::string::npos) << what;
+    EXPECT_NE(what.find("[LocalDS_0] DC0_H0_VM0/indep.vmdk"), std::string::npos) << what;
+    EXPECT_NE(what.find("Dependent"), std::string::npos) << what;
+  }
+  auto now = vsphere::describe_vm(*session, vm.ref);
+  EXPECT_FALSE(now.cbt_enabled);
+  EXPECT_TRUE(now.snapshots.empty());
 }
 
 TEST_F(VmwareSourceTest, AFailedPassKeepsTheOldChangeIdsAndCleansUp) {
@@ -203,20 +315,67 @@ TEST_F(VmwareSourceTest, AFailedPassKeepsTheOldChangeIdsAndCleansUp) {
   EXPECT_EQ(pass_and_commit()[key1], kBlock);  // the change is still found
 }
 
-TEST_F(VmwareSourceTest, LeftoverSnapshotsOfACrashedRunAreRemoved) {
-  vsphere::create_snapshot(*session, vm, "migratekit-20250101T000000Z", "left by a crash");
-  vsphere::create_snapshot(*session, vm, "operator backup", "not ours");
+TEST_F(VmwareSourceTest, LeftoverSnapshotsOfACrashedRunAreRemovedOthersKept) {
+  std::string mine = "migratekit-owner=" + source->owner() + ";";
+  vsphere::create_snapshot(*session, vm, "migratekit-20250101T000000Z", "left by a crash; " + mine);
+  vsphere::create_snapshot(*session, vm, "migratekit-20250101T000001Z", "a pass; migratekit-owner=vma-other;");
   write_blocks(key1, {0}, 1);
   {
     auto pass = source->open_pass(vm.instance_uuid, stored);
     auto names = vsphere::list_snapshots(*session, vm.ref);
-    ASSERT_EQ(names.size(), 2u);  // the operator's and this pass's
-    EXPECT_EQ(names[0].name, "operator backup");
+    ASSERT_EQ(names.size(), 2u);  // the other owner's and this pass's
+    EXPECT_EQ(names[0].name, "migratekit-20250101T000001Z");
     pass->close(true);
   }
   auto left = vsphere::list_snapshots(*session, vm.ref);
   ASSERT_EQ(left.size(), 1u);
-  EXPECT_EQ(left[0].name, "operator backup");
+  EXPECT_EQ(left[0].name, "migratekit-20250101T000001Z");
+}
+
+// Two VMAs (or a VMA and the CLI) on one vCenter: one's start-up clean-up, over the whole
+// inventory in one query, removes its own leftovers and never the other's running pass.
+TEST_F(VmwareSourceTest, AnotherOwnersCleanUpLeavesARunningPassAlone) {
+  auto vma_a = source_of("vma-a");
+  auto vma_b = source_of("vma-b");
+  write_blocks(key1, {0, 3}, 1);
+  auto pass = vma_a->open_pass(vm.instance_uuid, stored);  // A is in the middle of a pass
+  auto other = vsphere::describe_vm(*session, vsphere::find_by_inventory_path(*session, "DC0/vm/DC0_H0_VM1").value());
+  vsphere::create_snapshot(*session, other, "migratekit-20250101T000000Z", "crash; migratekit-owner=vma-b;");
+  std::vector<std::string> locked, errors;
+  int removed = vma_b->remove_all_leftover_snapshots(
+      [&](const std::string& id) {
+        locked.push_back(id);
+        return std::unique_lock<std::mutex>();
+      },
+      errors);
+  EXPECT_EQ(removed, 1);
+  EXPECT_TRUE(errors.empty());
+  EXPECT_EQ(locked, std::vector<std::string>{other.instance_uuid});
+  EXPECT_TRUE(vsphere::list_snapshots(*session, other.ref).empty());
+  ASSERT_EQ(vsphere::list_snapshots(*session, vm.ref).size(), 1u) << "B removed A's running pass";
+  // A's pass goes on and ends normally.
+  copy_all(*pass);
+  pass->close(true);
+  EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty());
+}
+
+// VDDK is told vCenter's port when the URL has one (the lab's is never 443), and gets
+// the server as a host name without it.
+TEST_F(VmwareSourceTest, VddkReadersGetTheVcentersPort) {
+  std::filesystem::create_directories(work.file("vddk/lib64"));
+  ::setenv("FAKE_VDDK_ARGS", work.file("vddk-args").c_str(), 1);
+  ::setenv("FAKE_VDDK_FLAT", flats[key1].c_str(), 1);
+  VmwareSourceOptions o;
+  o.work_dir = work.path();
+  o.vddk.libdir = work.file("vddk");
+  o.vddk.nbdkit = FAKE_NBDKIT_VDDK;
+  VmwareSource vddk(session, connect, o);
+  auto pass = vddk.open_pass(vm.instance_uuid, stored);
+  std::string args = test::read_file(work.file("vddk-args"));
+  EXPECT_NE(args.find(fmt::format("port={}\n", session->port())), std::string::npos) << args;
+  EXPECT_NE(args.find("server=127.0.0.1\n"), std::string::npos) << args;
+  EXPECT_GT(session->port(), 0);
+  pass->close(false);
 }
 
 TEST_F(VmwareSourceTest, CbtOffAndNotAllowedToEnableIsRefused) {

@@ -82,6 +82,73 @@ TEST_F(VmaApi, DiscoverShowsTheLabVmsWithDisksAndNics) {
   EXPECT_EQ(names, (std::set<std::string>{"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"}));
 }
 
+// The boot disk is unit 0, which the OMA builds the VM's root disk from: an NVMe boot
+// disk beside the SCSI one, then the boot order pointing back at the SCSI disk.
+TEST_F(VmaApi, DiscoveryPutsTheBootDiskFirst) {
+  auto vm = vm_at("DC0/vm/DC0_H0_VM0");
+  int scsi_disk = vm.disks[0].key;
+  int nvme = mk::test::add_lab_controller(*session, vm, "VirtualNVMEController");
+  vm = mk::test::add_lab_disk(*session, vm, nvme, "LocalDS_0", 1024 * 1024, "boot");
+  auto units = [&] {
+    std::map<int64_t, std::string> out;
+    for (const auto& v : client->discover().vms) {
+      if (v.vm_id != vm.instance_uuid) continue;
+      for (const auto& d : v.disks) out[d.unit] = d.disk_key.str();
+    }
+    return out;
+  };
+  auto first = units();
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_NE(first[0], std::to_string(scsi_disk)) << "the NVMe disk boots before the SCSI one";
+  mk::test::set_lab_boot_order(*session, vm, {scsi_disk});
+  EXPECT_EQ(units()[0], std::to_string(scsi_disk));
+}
+
+// A VM that a pass would refuse carries its findings in discovery (so that the OMA can
+// mark it) and in its preflight route, each naming the disk; the others carry none.
+TEST_F(VmaApi, DiscoveryAndPreflightNameWhatWouldRefuseAPass) {
+  auto vm = vm_at("DC0/vm/DC0_H0_VM0");
+  vm = mk::test::add_lab_disk(*session, vm, mk::test::first_disk_controller(vm), "LocalDS_0", 1024 * 1024, "indep",
+                              {.disk_mode = "independent_persistent"});
+  int indep = vm.disks.back().key;
+  vsphere::create_snapshot(*session, vm, "before-upgrade", "the owner's");
+  auto get = [&](const std::string& path) {
+    auto r = call("GET", path, "", kToken);
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
+    return nlohmann::json::parse(r->body);
+  };
+  std::map<std::string, std::set<std::string>> codes;  // vm -> codes
+  auto discovered = get("/api/v1/discover");
+  for (const auto& v : discovered["vms"]) {
+    auto& c = codes[v["vm_id"]];
+    for (const auto& f : v["findings"]) {
+      c.insert(f["code"].get<std::string>());
+      if (f["code"] == "independent-disk") {
+        EXPECT_EQ(f["disk_key"], std::to_string(indep)) << f.dump();
+      } else if (f["code"] == "existing-snapshots") {
+        EXPECT_TRUE(f["disk_key"].is_null()) << f.dump();
+      }
+    }
+  }
+  EXPECT_EQ(codes[vm.instance_uuid], (std::set<std::string>{"independent-disk", "existing-snapshots"}))
+      << discovered.dump();
+  EXPECT_TRUE(codes[vm_at("DC0/vm/DC0_H0_VM1").instance_uuid].empty());
+
+  auto one = get("/api/v1/preflight/" + vm.instance_uuid);
+  ASSERT_EQ(one["findings"].size(), 2u) << one.dump();
+  for (const auto& f : one["findings"]) {
+    EXPECT_NE(f["text"].get<std::string>().find("VM DC0_H0_VM0"), std::string::npos) << f.dump();
+    EXPECT_FALSE(f["remedy"].get<std::string>().empty());
+  }
+  auto missing = call("GET", "/api/v1/preflight/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto bad = call("GET", "/api/v1/preflight/not-a-uuid", "", kToken);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
 TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
   protocol::Health h = client->health();
   EXPECT_TRUE(h.vcenter.reachable) << h.vcenter.error.value_or("");
@@ -102,6 +169,7 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
       {"POST", "/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70"},
       {"POST", "/api/v1/cleanup/" + vm},
       {"POST", "/api/v1/power/" + vm},
+      {"GET", "/api/v1/preflight/" + vm},
       {"GET", "/api/v1/nothing-here"}};
   for (const auto& [method, path] : routes) {
     for (std::string token : {std::string(), std::string("wrong-token"), std::string(kToken) + "x"}) {
@@ -280,9 +348,14 @@ TEST_F(VmaApi, PowerShutdownOffAndOnAgainstVcsim) {
 TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
   auto vm0 = vm_at("DC0/vm/DC0_H0_VM0");
   auto vm1 = vm_at("DC0/vm/DC0_H0_VM1");
-  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000000Z", "left by a crash");
+  // This VMA's identity on its snapshots, kept in its state directory across restarts.
+  std::string owner = mk::test::read_file(dir.file("vma/state/snapshot-owner"));
+  owner = "migratekit-owner=" + owner.substr(0, owner.find('\n')) + ";";
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000000Z", "left by a crash; " + owner);
   vsphere::create_snapshot(*session, vm0, "operator-backup", "not ours");
-  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000001Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000001Z", "left by a crash; " + owner);
+  // Another VMA's pass on the same vCenter: never ours to remove.
+  vsphere::create_snapshot(*session, vm1, "migratekit-20260101T000009Z", "a pass; migratekit-owner=vma-other;");
   EXPECT_EQ(client->cleanup(vm0.instance_uuid), 1);
   EXPECT_EQ(our_snapshots(vm0), 0);
   ASSERT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
@@ -290,11 +363,12 @@ TEST_F(VmaApi, CleanupRemovesOnlyOurSnapshotsAndStartupRemovesThemAll) {
   EXPECT_EQ(client->cleanup(vm0.instance_uuid), 0);
 
   // A restart removes the leftovers on every VM before it answers.
-  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000002Z", "left by a crash");
+  vsphere::create_snapshot(*session, vm0, "migratekit-20260101T000002Z", "left by a crash; " + owner);
   vma->kill9();
   vma->restart();
   EXPECT_EQ(our_snapshots(vm0), 0);
-  EXPECT_EQ(our_snapshots(vm1), 0);
+  EXPECT_EQ(our_snapshots(vm1), 1);
+  EXPECT_EQ(vsphere::list_snapshots(*session, vm1.ref)[0].name, "migratekit-20260101T000009Z");
   EXPECT_EQ(vsphere::list_snapshots(*session, vm0.ref).size(), 1u);
   EXPECT_NE(mk::test::read_file(vma->log_path()).find("2 leftover snapshot(s) of an earlier run removed"),
             std::string::npos);

@@ -175,6 +175,38 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   expect_targets_match(vm.instance_uuid);
 }
 
+// Two VMAs on one vCenter: a second VMA's start-up clean-up, over the whole inventory,
+// leaves the first one's running pass alone (its snapshot names another owner), and the
+// pass completes.
+TEST_F(VmaFixture, ASecondVmaOnTheSameVcenterLeavesARunningPassAlone) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 40);
+  start_vma({.read_rate = "2M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  wait_vma(job, [](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.status == DiskStatus::Copying && d.bytes_done > 0 && d.bytes_done < d.bytes_total) return true;
+    }
+    return false;
+  });
+  ASSERT_EQ(our_snapshots(vm), 1) << "a pass holds one snapshot while it copies";
+  std::filesystem::create_directories(dir.file("vma2"));
+  {
+    // Constructed once its API answers: its start-up clean-up has run.
+    VmaProcess second(lab, {.state_dir = dir.file("vma2/state"), .token_file = token_file, .psk_file = psk});
+    std::string log = mk::test::read_file(second.log_path());
+    EXPECT_NE(log.find("start-up: 0 leftover snapshot(s)"), std::string::npos) << log;
+    EXPECT_NE(mk::test::read_file(dir.file("vma2/state/snapshot-owner")),
+              mk::test::read_file(dir.file("vma/state/snapshot-owner")));
+  }
+  EXPECT_EQ(our_snapshots(vm), 1) << "the second VMA removed the first one's running pass";
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+}
+
 TEST_F(VmaFixture, VmaStoppedMidCopyRemovesTheSnapshotBeforeExitingAndReportsTheJobInterrupted) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 16384, 160, 50);
   start_vma({.read_rate = "2M"});
@@ -280,6 +312,50 @@ TEST_F(VmaFixture, AnUnreachableTargetFailsTheDisksWithTheReasonAndLeavesNoSnaps
   EXPECT_NE(p.disks[1].error.value_or("").find("not finished: disk " + req.disks[0].disk_key.str()), std::string::npos)
       << p.disks[1].error.value_or("");
   for (const auto& d : p.disks) EXPECT_FALSE(d.change_id.has_value());
+  expect_no_snapshot_left(vm);
+}
+
+// A disk grown in vCenter after the OMA made the job (sized the target, chose the base):
+// the VMA refuses that disk naming both capacities instead of copying into a target that
+// is too small or trusting changed areas past the old end.
+TEST_F(VmaFixture, ADiskGrownSinceTheJobWasMadeIsRefusedNamingBothCapacities) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 4, 70);
+  start_vma();
+  protocol::ReplicateRequest req;
+  req.job_id = "6f1d8b5c-4a3e-4f2b-8c9d-8e7f6a5b4c3d";
+  req.vm_id = vm.instance_uuid;
+  req.kind = protocol::PassKind::Full;
+  // Nothing listens there: the grown disk fails before it is copied.
+  req.nbd = {"127.0.0.1", mk::test::free_tcp_port(), protocol::NbdTls::Psk};
+  for (const auto& v : client->discover().vms) {
+    if (v.vm_id != vm.instance_uuid) continue;
+    for (const auto& d : v.disks) {
+      req.disks.push_back({d.disk_key, d.unit, d.capacity_bytes, protocol::export_name(v.vm_id, d.unit), std::nullopt});
+    }
+  }
+  ASSERT_EQ(req.disks.size(), 2u);
+  const auto& grown = vm.disks[1];
+  uint64_t bigger = grown.capacity_bytes + (1 << 20);
+  vm = mk::test::grow_lab_disk(*session, vm, grown.key, bigger);
+  ASSERT_EQ(vm.disks[1].capacity_bytes, bigger);
+  std::filesystem::resize_file(flats.at(vm.instance_uuid).at(grown.key), bigger);
+  client->replicate(req);
+  protocol::JobProgress p = wait_vma(req.job_id, [](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) if (d.status != DiskStatus::Failed) return false;
+    return true;
+  });
+  bool seen = false;
+  for (const auto& d : p.disks) {
+    if (d.disk_key != protocol::DiskKey(grown.key)) continue;
+    seen = true;
+    std::string error = d.error.value_or("");
+    EXPECT_NE(error.find(fmt::format("capacity is {} bytes now, the job was made for {} bytes", bigger,
+                                     grown.capacity_bytes)),
+              std::string::npos)
+        << error;
+    EXPECT_FALSE(d.change_id.has_value());
+  }
+  EXPECT_TRUE(seen);
   expect_no_snapshot_left(vm);
 }
 

@@ -126,6 +126,14 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
         // Add it from discovery (the VMA lists vCenter's VMs with their disks).
         await page.getByRole("button", { name: "Discover VMs…" }).click();
         const dialog = page.getByRole("dialog");
+        if (info.blocked_vm) {
+          // A VM with a snapshot of its own: marked blocked, its blocker and remedy shown, no Add.
+          const blockers = dialog.getByRole("list", { name: `Blockers of ${info.blocked_vm}` });
+          await blockers.waitFor({ timeout: LONG });
+          assert.match(await blockers.innerText(), /snapshot\(s\) of its own \("before-upgrade"\)/);
+          assert.match(await blockers.innerText(), /delete or consolidate them/);
+          assert.equal(await dialog.getByRole("button", { name: `Add ${info.blocked_vm}` }).count(), 0);
+        }
         await dialog.getByRole("button", { name: `Add ${info.vm.name}` }).click({ timeout: LONG });
         await dialog.getByText("managed").first().waitFor({ timeout: LONG });
         await shot(page, "02-discovery");

@@ -13,7 +13,8 @@
 //           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M]
 //
 // lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "token_file", "data_dir",
-// "oma_pid", "vm": {"vm_id", "name"}, "vm_added"}; rewritten (generation + 1) after each
+// "oma_pid", "vm": {"vm_id", "name"}, "vm_added", "blocked_vm": name | null (a VM that
+// discovery shows blocked: it has a snapshot of its own)}; rewritten (generation + 1) after each
 // restart. SIGUSR1 restarts the OMA (SIGTERM, wait, start again on the same data
 // directory); SIGINT/SIGTERM stop everything this process started (by PID) and end it.
 #include <fmt/format.h>
@@ -109,7 +110,7 @@ class Lab {
     // Dense data: with the VMA's read rate limit a full pass lasts seconds, long enough
     // for the browser to see progress between 0 and 100 %.
     mk_lab_ = mk::Subprocess::spawn(
-        {o_.mk_lab, "--out", lab_json, "--vms", "1", "--disk-mib", sizes, "--fill", "dense"}, so);
+        {o_.mk_lab, "--out", lab_json, "--vms", "1", "--disk-mib", sizes, "--fill", "dense", "--blocked-vm"}, so);
     for (int i = 0; i < 12000 && !std::filesystem::exists(lab_json); ++i) {
       if (!mk_lab_.running()) throw mk::Error("mk-lab exited at start; its log is " + dir_.file("mk-lab.log"));
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -118,6 +119,7 @@ class Lab {
     const json& vm = lab["vms"][0];
     vm_id_ = vm["instance_uuid"];
     vm_name_ = vm["name"];
+    blocked_vm_ = lab["blocked_vm"]["name"];
     // "[LocalDS_0] DC0_H0_VM0/lab-disk0.vmdk" is read from <datastore dir>/DC0_H0_VM0/lab-disk0-flat.vmdk.
     std::string file_name = vm["disks"][0]["file_name"];
     std::string datastore = file_name.substr(1, file_name.find(']') - 1);
@@ -221,7 +223,8 @@ class Lab {
               {"oma_pid", oma_.pid()},
               {"vma", o_.vma},
               {"vm_added", fake()},
-              {"vm", {{"vm_id", vm_id_}, {"name", vm_name_}}}};
+              {"vm", {{"vm_id", vm_id_}, {"name", vm_name_}}},
+              {"blocked_vm", blocked_vm_.empty() ? json(nullptr) : json(blocked_vm_)}};
     std::string tmp = o_.out + ".tmp";
     std::ofstream(tmp) << j.dump(2) << "\n";
     std::filesystem::rename(tmp, o_.out);  // readers never see half a file
@@ -238,6 +241,7 @@ class Lab {
   std::string vma_url_, vma_token_;
   std::unique_ptr<mk::oma::test::FakeVma> vma_;  // --vma fake
   mk::Subprocess mk_lab_, vma_proc_;             // --vma real
+  std::string blocked_vm_;                       // --vma real: a VM with a snapshot of its own
   std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources_;
   mk::Subprocess oma_;
   int gui_port_ = 0, api_port_ = 0, generation_ = 0;

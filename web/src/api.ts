@@ -117,6 +117,17 @@ export interface DiscoveredVm {
   disks: { disk_key: string; unit: number; label: string; capacity_bytes: number }[];
   nics: { key: string; mac: string; network: string }[];
   managed: boolean;
+  findings: PreflightFinding[];
+  blocked: boolean;
+}
+
+// What would refuse a replication pass of a VM (the VMA's preflight).
+export interface PreflightFinding {
+  code: string;
+  disk_key: string | null;
+  problem: string;
+  remedy: string;
+  text: string;
 }
 
 export interface ExportInfo {

@@ -248,11 +248,22 @@ const Schema kSchedule{{
     time_field("updated_at", "its last change"),
 }, "Schedule", "a VM's repeating incremental pass"};
 
+// The protocol's findings are optional on the wire (an older VMA sends none); the OMA
+// always gives them.
+std::vector<Field> discovered_vm_fields() {
+  std::vector<Field> fields = protocol::schemas::discovered_vm().fields;
+  for (auto& f : fields) {
+    if (f.name == "findings") f.required = true;
+  }
+  return join_fields(std::move(fields),
+                     {bool_field("managed", "the OMA manages it already (added)", false),
+                      bool_field("blocked", "a pass would be refused: see findings", false)});
+}
+
 const Schema kDiscoveredVm{
-    join_fields(protocol::schemas::discovered_vm().fields,
-                {bool_field("managed", "the OMA manages it already (added)", false)}),
-    "DiscoveredVmView", "a VM as the VMA found it in vCenter (the protocol's DiscoveredVm), and whether the OMA "
-    "manages it"};
+    discovered_vm_fields(),
+    "DiscoveredVmView", "a VM as the VMA found it in vCenter (the protocol's DiscoveredVm), whether the OMA "
+    "manages it, and whether its preflight findings block a pass"};
 
 std::vector<Field> vma_fields() {
   return {

@@ -73,7 +73,7 @@ extern const Schema kJobProgress;    // job_progress_json: a job with its disks
 extern const Schema kJobDetail;      // ... with steps and events
 extern const Schema kJobStarted;     // {"job_id", "status"} of cutover and test failover
 extern const Schema kSchedule;       // schedule_json
-extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's DiscoveredVm + managed
+extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's DiscoveredVm + managed, blocked
 std::vector<Field> vma_fields();     // vma_json
 // A VMA's own health: the protocol's (protocol::schemas::health()).
 extern const Schema kOpenApiDocument;  // GET /api/v1/openapi.json (its top level)

@@ -74,6 +74,7 @@ void add_pass_stats(json& vm, const VmPassStats& s) {
 json discovered_vm_json(const protocol::DiscoveredVm& v, bool managed) {
   json j = protocol::encode(v);
   j["managed"] = managed;
+  j["blocked"] = !v.findings.empty();
   return j;
 }
 

@@ -35,7 +35,8 @@ nlohmann::json schedule_json(const ScheduleRecord& s);
 // predicted_downtime_seconds (see pass_stats.h for the formula) to a VM's JSON.
 void add_pass_stats(nlohmann::json& vm, const VmPassStats& s);
 
-// A VM as the VMA discovered it (the protocol's DiscoveredVm), and whether the OMA manages it.
+// A VM as the VMA discovered it (the protocol's DiscoveredVm), whether the OMA manages it,
+// and whether its findings block a pass.
 nlohmann::json discovered_vm_json(const protocol::DiscoveredVm& v, bool managed);
 
 }  // namespace mk::oma::api

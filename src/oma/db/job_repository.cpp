@@ -158,6 +158,10 @@ void JobRepository::set_job_disk_export(const std::string& job_id, const std::st
   db_.exec("UPDATE job_disks SET export_name = ? WHERE job_id = ? AND disk_key = ?", {export_name, job_id, disk_key});
 }
 
+void JobRepository::clear_job_disk_base(const std::string& job_id, const std::string& disk_key) {
+  db_.exec("UPDATE job_disks SET change_id_base = NULL WHERE job_id = ? AND disk_key = ?", {job_id, disk_key});
+}
+
 void JobRepository::update_disk_progress(const JobDiskRecord& d) {
   kJobDisks.update(db_, d,
                           {"status", "phase", "bytes_done", "bytes_total", "throughput_bps", "eta_seconds",

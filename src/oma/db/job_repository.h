@@ -123,6 +123,8 @@ class JobRepository {
   std::vector<JobDiskRecord> job_disks(const std::string& job_id);  // by unit
   void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase);
   void set_job_disk_export(const std::string& job_id, const std::string& disk_key, const std::string& export_name);
+  // The disk's pass becomes a full one (no base change ID): its disk was grown.
+  void clear_job_disk_base(const std::string& job_id, const std::string& disk_key);
   void update_disk_progress(const JobDiskRecord& d);
   // Recomputes the job's totals from its disks (sum of bytes and throughput, max ETA).
   void roll_up_progress(const std::string& job_id);

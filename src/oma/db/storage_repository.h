@@ -48,6 +48,7 @@ class StorageRepository {
   // Volumes, by identity (VM, disk key).
   std::optional<VolumeRecord> find_volume(const std::string& vm_id, const std::string& disk_key);
   void insert_volume(const VolumeRecord& v);
+  void set_volume_size(const std::string& volume_id, int64_t size_bytes);  // grown
   std::vector<VolumeRecord> list_volumes();
 
   // Exports, by name.

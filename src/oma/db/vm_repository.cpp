@@ -90,6 +90,11 @@ std::vector<DiskRecord> VmRepository::list_disks(const std::string& vm_id) {
   return kDisks.query(db_, "WHERE vm_id = ? ORDER BY unit", {vm_id});
 }
 
+void VmRepository::set_disk_grown(const std::string& vm_id, const std::string& disk_key, int64_t capacity_bytes) {
+  db_.exec("UPDATE vm_disks SET capacity_bytes = ?, change_id = NULL, updated_at = ? WHERE vm_id = ? AND disk_key = ?",
+           {capacity_bytes, now_ms(), vm_id, disk_key});
+}
+
 void VmRepository::set_vm_status(const std::string& vm_id, VmStatus status) {
   db_.exec("UPDATE vm_contexts SET status = ?, updated_at = ? WHERE vm_id = ?", {enum_name(status), now_ms(), vm_id});
 }

@@ -96,6 +96,9 @@ class VmRepository {
   VmRecord get_vm(const std::string& vm_id);
   std::vector<VmRecord> list_vms();                                   // by name
   std::vector<DiskRecord> list_disks(const std::string& vm_id);       // by unit
+  // A disk grown in vCenter: its new capacity, and its change ID forgotten (its next pass
+  // is a full one: changed areas past the old end cannot be trusted).
+  void set_disk_grown(const std::string& vm_id, const std::string& disk_key, int64_t capacity_bytes);
   void set_vm_status(const std::string& vm_id, VmStatus status);
 
   // A VM's NICs (replaced as a whole), in key order.

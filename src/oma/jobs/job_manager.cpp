@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <set>
 
 #include "common/log.h"
@@ -296,7 +297,38 @@ void JobManager::run(const std::string& job_id) {
   }
 }
 
+void JobManager::preflight(const JobRecord& job) {
+  Step step(jobs_, job.job_id, "preflight");
+  auto findings = vma_for(job.vm_id)->preflight(job.vm_id);
+  if (!findings.empty()) {
+    std::string lines;
+    for (const auto& f : findings) lines += "\n  - " + f.text;
+    throw Error(fmt::format("VM {} cannot be replicated; this job created nothing and did not touch the VM:{}",
+                            job.vm_id, lines));
+  }
+  step.done();
+}
+
+void JobManager::follow_grown_disks(const JobRecord& job) {
+  protocol::Discovery found = vma_for(job.vm_id)->discover();
+  auto vm = std::find_if(found.vms.begin(), found.vms.end(), [&](const auto& v) { return v.vm_id == job.vm_id; });
+  if (vm == found.vms.end()) return;  // the pass itself says that the VM is gone
+  for (const auto& d : vms_.list_disks(job.vm_id)) {
+    for (const auto& now : vm->disks) {
+      if (now.disk_key.str() != d.disk_key || now.capacity_bytes <= d.capacity_bytes) continue;
+      vms_.set_disk_grown(job.vm_id, d.disk_key, now.capacity_bytes);
+      jobs_.clear_job_disk_base(job.job_id, d.disk_key);
+      jobs_.add_event(job.job_id, EventLevel::Warn,
+                      fmt::format("disk {} grew from {} to {} bytes in vCenter: its volume grows first and it gets a "
+                                  "full pass",
+                                  d.disk_key, d.capacity_bytes, now.capacity_bytes));
+    }
+  }
+}
+
 void JobManager::prepare(const JobRecord& job) {
+  preflight(job);
+  follow_grown_disks(job);
   Step step(jobs_, job.job_id, "preparing volumes");
   for (const auto& d : vms_.list_disks(job.vm_id)) {
     check_cancel(job.job_id);

@@ -90,19 +90,23 @@ class JobManager {
 
   uint64_t poller_errors() const { return poller_errors_.load(); }
 
+  // The VMA that serves `vm_id` (its paired VMA, or the default one).
+  std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
+
  private:
   void launch(const std::string& job_id);
   std::vector<JobDiskRecord> job_disk_rows(const JobRecord& job, const std::vector<DiskRecord>& disks,
                                            bool incremental);
   void run_custom(const JobRecord& job);
   void run(const std::string& job_id);
+  void preflight(const JobRecord& job);  // the VMA's findings refuse the job before anything is created
+  void follow_grown_disks(const JobRecord& job);  // capacities from the VMA; full pass of a grown disk
   void prepare(const JobRecord& job);
   void export_and_replicate(const JobRecord& job);
   void poll(const JobRecord& job);
   void commit(const JobRecord& job);
   void check_cancel(const std::string& job_id);
   bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
-  std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
 
   VmRepository& vms_;
   JobRepository& jobs_;

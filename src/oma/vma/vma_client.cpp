@@ -121,6 +121,15 @@ protocol::Discovery HttpVmaClient::discover() {
   return decode_answer<protocol::Discovery>(a.body, where);
 }
 
+std::vector<protocol::PreflightFinding> HttpVmaClient::preflight(const std::string& vm_id) {
+  std::string where = fmt::format("{}: preflight of VM {}", describe(), vm_id);
+  Answer a = call(protocol::kPreflightRoute, vm_id, "", where, timeout_);
+  if (a.status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, a.status, error_of(a.body)));
+  auto reply = decode_answer<protocol::PreflightReply>(a.body, where);
+  expect_same(reply.vm_id, vm_id, "VM", where);
+  return reply.findings;
+}
+
 protocol::Health HttpVmaClient::health() {
   std::string where = describe() + ": health";
   Answer a = call(protocol::kHealthRoute, "", "", where, timeout_);

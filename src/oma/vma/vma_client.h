@@ -47,6 +47,8 @@ class VmaClient {
   virtual int cleanup(const std::string& vm_id) = 0;  // snapshots removed
   virtual protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, int timeout_seconds) = 0;
   virtual protocol::Discovery discover() = 0;
+  // The VM's preflight findings, read afresh from vCenter; nothing is changed.
+  virtual std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id) = 0;
   virtual protocol::Health health() = 0;
   virtual std::string describe() const = 0;
 };
@@ -64,6 +66,7 @@ class HttpVmaClient : public VmaClient {
   int cleanup(const std::string& vm_id) override;
   protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, int timeout_seconds) override;
   protocol::Discovery discover() override;
+  std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id) override;
   protocol::Health health() override;
   std::string describe() const override { return "VMA at " + base_url_; }
 

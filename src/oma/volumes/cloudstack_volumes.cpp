@@ -70,6 +70,11 @@ std::string CloudStackVolumeBackend::ready(const VolumeSpec& owner, const std::s
   return volumes->attach_to_oma(owner.volume_id, {owner.vm_id, owner.disk_key, owner.size_bytes});
 }
 
+uint64_t CloudStackVolumeBackend::grow(const VolumeSpec& spec, const std::string&) {
+  auto volumes = source_();
+  return volumes->grow(spec.volume_id, {spec.vm_id, spec.disk_key, spec.size_bytes}, spec.size_bytes).size_bytes;
+}
+
 void CloudStackVolumeBackend::remove(const VolumeSpec& owner, const std::string&) {
   auto volumes = source_();
   cloudstack::DiskRef disk{owner.vm_id, owner.disk_key, owner.size_bytes};

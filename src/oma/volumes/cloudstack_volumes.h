@@ -36,6 +36,8 @@ class CloudStackVolumeBackend : public VolumeBackend {
   void remove(const VolumeSpec& owner, const std::string& device_path) override;
   // Attaches the volume to the OMA if it is not there (only ours) and waits for its device.
   std::string ready(const VolumeSpec& owner, const std::string& device_path) override;
+  // resizeVolume to whole GiB (only ours); the device follows.
+  uint64_t grow(const VolumeSpec& spec, const std::string& device_path) override;
 
  private:
   CloudStackVolumesSource source_;

@@ -60,4 +60,14 @@ void LocalVolumeBackend::remove(const VolumeSpec& owner, const std::string& devi
   }
 }
 
+uint64_t LocalVolumeBackend::grow(const VolumeSpec& spec, const std::string& device_path) {
+  uint64_t now = size_of(device_path);
+  if (now >= spec.size_bytes) return now;
+  if (::truncate(device_path.c_str(), static_cast<off_t>(spec.size_bytes)) != 0) {
+    throw Error(fmt::format("volume {}: cannot grow {} from {} to {} bytes: {} (check free space)", spec.volume_id,
+                            device_path, now, spec.size_bytes, std::strerror(errno)));
+  }
+  return spec.size_bytes;
+}
+
 }  // namespace mk::oma

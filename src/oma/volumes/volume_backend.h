@@ -43,6 +43,9 @@ class VolumeBackend {
   // that is not attached to the OMA is attached and its device waited for); returns
   // the device path. Local files need nothing.
   virtual std::string ready(const VolumeSpec&, const std::string& device_path) { return device_path; }
+  // Grows the storage to at least spec.size_bytes (never shrinks it; a disk grown in
+  // vCenter); returns its size now. Throws mk::Error naming the volume.
+  virtual uint64_t grow(const VolumeSpec& spec, const std::string& device_path) = 0;
 };
 
 // Sparse files DIR/vol-{volume_id}.img, mode 0600, never overwritten.
@@ -53,6 +56,7 @@ class LocalVolumeBackend : public VolumeBackend {
   CreatedVolume create(const VolumeSpec& spec) override;
   uint64_t size_of(const std::string& device_path) const override;
   void remove(const VolumeSpec& owner, const std::string& device_path) override;
+  uint64_t grow(const VolumeSpec& spec, const std::string& device_path) override;  // truncates up
 
  private:
   std::string dir_;

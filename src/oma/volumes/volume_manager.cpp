@@ -11,8 +11,17 @@ namespace mk::oma {
 VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
   if (auto v = storage_.find_volume(disk.vm_id, disk.disk_key)) {
     if (v->size_bytes < disk.capacity_bytes) {
-      throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes but the disk now has {}: grow the volume first",
-                              disk.vm_id, disk.disk_key, v->volume_id, v->size_bytes, disk.capacity_bytes));
+      // The disk was grown in vCenter: the volume follows before anything is copied.
+      uint64_t size = backend_.grow({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(disk.capacity_bytes)},
+                                    v->device_path);
+      if (size < static_cast<uint64_t>(disk.capacity_bytes)) {
+        throw Error(fmt::format("VM {} disk {}: volume {} grew to {} bytes only; the disk has {}", disk.vm_id,
+                                disk.disk_key, v->volume_id, size, disk.capacity_bytes));
+      }
+      storage_.set_volume_size(v->volume_id, static_cast<int64_t>(size));
+      log::info("VM {} disk {}: volume {} grown from {} to {} bytes", disk.vm_id, disk.disk_key, v->volume_id,
+                v->size_bytes, size);
+      v->size_bytes = static_cast<int64_t>(size);
     }
     std::string device = backend_.ready({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(v->size_bytes)},
                                         v->device_path);

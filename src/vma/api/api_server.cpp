@@ -130,6 +130,7 @@ void ApiServer::start() {
   bind(protocol::kCleanupRoute, &ApiServer::cleanup);
   bind(protocol::kPowerRoute, &ApiServer::power);
   bind(protocol::kDiscoverRoute, &ApiServer::discover);
+  bind(protocol::kPreflightRoute, &ApiServer::preflight);
   bind(protocol::kHealthRoute, &ApiServer::health);
 
   if (options_.port == 0) {
@@ -212,6 +213,18 @@ json ApiServer::power(const httplib::Request& req, httplib::Response&) {
     throw;
   } catch (const std::exception& e) {
     throw Failure{502, fmt::format("VM {}: power {} failed: {}", vm_id, enum_name(p.action), e.what())};
+  }
+}
+
+json ApiServer::preflight(const httplib::Request& req, httplib::Response&) {
+  std::string vm_id = req.matches[1];
+  protocol::check_uuid(vm_id, "vm_id");
+  try {
+    return encode(protocol::PreflightReply{vm_id, vcenter_.preflight(vm_id)});
+  } catch (const VmNotFound&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Failure{502, fmt::format("VM {}: preflight failed: {}", vm_id, e.what())};
   }
 }
 

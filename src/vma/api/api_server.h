@@ -60,6 +60,7 @@ class ApiServer {
   nlohmann::json cleanup(const httplib::Request& req, httplib::Response& res);
   nlohmann::json power(const httplib::Request& req, httplib::Response& res);
   nlohmann::json discover(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json preflight(const httplib::Request& req, httplib::Response& res);
   nlohmann::json health(const httplib::Request& req, httplib::Response& res);
 
   ApiOptions options_;

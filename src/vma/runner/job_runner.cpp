@@ -283,7 +283,16 @@ void JobRunner::execute(Job& job) {
         todo[i]->reason += "; the whole disk, since the target may hold an earlier copy";
       }
     }
-    if (!todo[i]) {
+    if (todo[i] && want.capacity_bytes > 0 && todo[i]->capacity != static_cast<uint64_t>(want.capacity_bytes)) {
+      // The OMA sized the target and chose the base for the capacity it recorded; a disk
+      // grown since needs a larger target and a full pass (CBT areas past the old end
+      // are not to be trusted), which only the OMA can arrange.
+      fail_disk(job, i, fmt::format("VM {} disk {}: its capacity is {} bytes now, the job was made for {} bytes "
+                                    "(the disk was grown since): discover the VM again, so that the OMA grows "
+                                    "the target volume and runs a full pass of this disk",
+                                    vm, want.disk_key.str(), todo[i]->capacity, want.capacity_bytes));
+      todo[i].reset();
+    } else if (!todo[i]) {
       fail_disk(job, i, fmt::format("VM {} has no disk with key {} (removed since discovery?): discover the VM "
                                     "again and start a new job",
                                     vm, want.disk_key.str()));

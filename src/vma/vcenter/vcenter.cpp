@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "common/log.h"
+#include "vsphere/preflight.h"
 #include "vsphere/vm_ops.h"
 
 namespace mk::vma {
@@ -68,12 +69,14 @@ protocol::Discovery VCenter::discover() {
     if (vm.is_template) continue;
     auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
     protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], power, vm.guest_id,
-                             vm.cpus,          vm.memory_mb, {}, {}};
-    // Units are positions in controller order, so that two controllers' unit 0 differ.
+                             vm.cpus,          vm.memory_mb, {}, {}, findings_of(vm)};
+    // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
+    // root disk), then controller order, so that two controllers' unit 0 differ.
     auto disks = vm.disks;
-    std::stable_sort(disks.begin(), disks.end(), [](const auto& a, const auto& b) {
-      return std::tie(a.bus_number, a.controller_key, a.unit_number) <
-             std::tie(b.bus_number, b.controller_key, b.unit_number);
+    int boot = vsphere::boot_disk_key(vm);
+    std::stable_sort(disks.begin(), disks.end(), [boot](const auto& a, const auto& b) {
+      return std::tuple(a.key != boot, a.bus_number, a.controller_key, a.unit_number) <
+             std::tuple(b.key != boot, b.bus_number, b.controller_key, b.unit_number);
     });
     for (size_t i = 0; i < disks.size(); ++i) {
       std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;
@@ -94,6 +97,21 @@ vsphere::VmInfo VCenter::find_vm(const std::string& vm_id) {
                                  host_, vm_id, config_.connect.user));
   }
   return vsphere::describe_vm(*s, *ref);
+}
+
+std::vector<protocol::PreflightFinding> VCenter::preflight(const std::string& vm_id) {
+  return findings_of(find_vm(vm_id));
+}
+
+std::vector<protocol::PreflightFinding> VCenter::findings_of(const vsphere::VmInfo& vm) const {
+  // The same rules a pass applies before it touches the VM (VmwareSource::open_pass).
+  std::vector<protocol::PreflightFinding> out;
+  for (const auto& f : vsphere::preflight(vm, {config_.snapshot_prefix, source::VmwareSourceOptions{}.enable_cbt})) {
+    std::optional<protocol::DiskKey> key;
+    if (f.disk_key) key = protocol::DiskKey(f.disk_key);
+    out.push_back({f.code, key, f.problem, f.remedy, f.text()});
+  }
+  return out;
 }
 
 protocol::PowerReply VCenter::power(const std::string& vm_id, protocol::PowerAction action,
@@ -128,33 +146,33 @@ protocol::PowerReply VCenter::power(const std::string& vm_id, protocol::PowerAct
   return out;
 }
 
-std::unique_ptr<source::VmwareSource> VCenter::make_source(const std::string& work_dir) {
+source::VmwareSourceOptions VCenter::source_options(const std::string& work_dir) {
   source::VmwareSourceOptions o;
   o.snapshot_prefix = config_.snapshot_prefix;
+  o.owner = config_.snapshot_owner;
+  o.targets_may_hold_data = true;  // a job's volume may be reused: see VmwareSourceOptions
   o.work_dir = work_dir;
   o.vddk = config_.vddk;
   if (!config_.flat_datastores.empty()) {
     o.flat_file_for = [this](const vsphere::DiskInfo& d) { return flat_file_for(d); };
   }
-  return std::make_unique<source::VmwareSource>(session(), config_.connect, o);
+  return o;
+}
+
+std::unique_ptr<source::VmwareSource> VCenter::make_source(const std::string& work_dir) {
+  return std::make_unique<source::VmwareSource>(session(), config_.connect, source_options(work_dir));
 }
 
 int VCenter::remove_our_snapshots(const std::string& vm_id) {
   vsphere::VmInfo vm = find_vm(vm_id);
-  source::VmwareSourceOptions o;
-  o.snapshot_prefix = config_.snapshot_prefix;
-  o.work_dir = "/";  // no reader is started
-  return source::VmwareSource(session(), config_.connect, o).remove_leftover_snapshots(vm);
+  // work_dir "/": no reader is started.
+  return source::VmwareSource(session(), config_.connect, source_options("/")).remove_leftover_snapshots(vm);
 }
 
-int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm) {
-  int n = 0;
-  for (auto& vm : vsphere::list_vms(*session())) {
-    if (vm.is_template) continue;
-    auto lock = lock_vm(vm.instance_uuid);
-    n += remove_our_snapshots(vm.instance_uuid);
-  }
-  return n;
+int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
+                                      std::vector<std::string>& errors) {
+  return source::VmwareSource(session(), config_.connect, source_options("/"))
+      .remove_all_leftover_snapshots(lock_vm, errors);
 }
 
 std::string VCenter::flat_file_for(const vsphere::DiskInfo& disk) const {

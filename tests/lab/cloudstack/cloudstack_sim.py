@@ -12,7 +12,35 @@ OMA's VM creates /dev/disk/by-id-style links "virtio-<first 20 hex of the UUID>"
 
 It refuses what CloudStack refuses: attaching a volume attached elsewhere, deleting an
 attached volume, a second root disk, starting a VM without a root disk, a page size over
-the limit, an unknown id.
+the limit, an unknown id. And the rules real clouds apply on default settings:
+
+* a volume from a disk offering is Allocated until its first attach makes it Ready (no
+  snapshot before that);
+* a VM holds at most --max-data-volumes data volumes (listHypervisorCapabilities'
+  maxdatavolumeslimit: 32 for KVM); a volume may not exceed --custom-disk-max-gb
+  (custom.diskoffering.size.max, listCapabilities' customdiskofferingmaxsize);
+* a volume attached to a running VM cannot be snapshotted unless --kvm-snapshot-enabled
+  (kvm.snapshot.enabled is false by default);
+* destroyVirtualMachine with expunge=true needs an admin account, or
+  --allow-user-expunge (allow.user.expunge.recover.vm), when --user-account is set;
+* VM host names are RFC 1123 labels (letters, digits, hyphens, 1-63, not starting with a
+  digit or hyphen, not ending with a hyphen);
+* iptonetworklist is a map keyed by network: two entries for one network give one NIC
+  (the last one's MAC); addNicToVirtualMachine refuses a second NIC in a network;
+* a custom service offering without a CPU speed needs details cpuSpeed, and its
+  mincpunumber/maxcpunumber/minmemory/maxmemory details bound cpuNumber and memory;
+* attaching or detaching volumes of a VM with VM snapshots or a backup offering is
+  refused (--oma-vm-snapshot, --oma-backup-offering put the OMA's VM in that state);
+* with --enforce-post-and-expires (enforce.post.requests.and.timestamps), a request
+  without signatureversion=3 and an expires at most 15 minutes ahead is refused, and so
+  is a state-changing command sent by GET; an expires in the past is always refused;
+* a command that does not exist or is denied is errorcode 432 in an "errorresponse".
+
+The signature is checked as ApiServer.verifyRequest computes it: parameter names sorted
+as received (case-sensitively), values URL-encoded like Java's URLEncoder, the joined
+string lower-cased. With --disk-bus scsi the OMA's disks appear as
+scsi-0QEMU_QEMU_HARDDISK_<serial> (an OMA whose first disk is on virtio-scsi) instead of
+virtio-<serial>; the serial is the first 20 hex digits of the volume UUID.
 
 Control endpoints (tests only, unauthenticated, loopback):
   POST /control/fail   {"command": "attachVolume", "how": "job"|"error"|"hang",
@@ -29,10 +57,12 @@ race for a free port) and stops on SIGTERM.
 
 import argparse
 import base64
+import datetime
 import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -66,10 +96,22 @@ def encode_value(v):
 
 
 def expected_signature(params, secret):
-    pairs = sorted((k.lower(), encode_value(v).lower()) for k, v in params.items())
-    text = "&".join(f"{k}={v}" for k, v in pairs)
+    # As ApiServer.verifyRequest: names sorted as received, then the whole string lower-cased.
+    text = "&".join(f"{k}={encode_value(v)}" for k, v in sorted(params.items())).lower()
     digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+HOST_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+READ_COMMAND_RE = re.compile(r"^(list|query|get)")
+
+
+def parse_expires(text):
+    """CloudStack's DateUtil.parseTZDateString: yyyy-MM-dd'T'HH:mm:ssZ."""
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
 
 
 def indexed(params, prefix):
@@ -87,6 +129,7 @@ class Sim:
         "createVolume", "attachVolume", "detachVolume", "createTags", "deleteTags",
         "deployVirtualMachine", "startVirtualMachine", "stopVirtualMachine",
         "destroyVirtualMachine", "createSnapshot", "revertSnapshot", "deleteSnapshot",
+        "resizeVolume", "addNicToVirtualMachine",
     }
 
     def __init__(self, args, secret):
@@ -115,10 +158,12 @@ class Sim:
         self.service_offerings = [
             {"id": "so000000-0000-4000-8000-000000000001", "name": "custom",
              "displaytext": "Custom CPU and memory", "iscustomized": True,
-             "cpunumber": None, "memory": None},
+             "cpunumber": None, "memory": None, "cpuspeed": None,
+             "serviceofferingdetails": {"mincpunumber": "1", "maxcpunumber": "8",
+                                        "minmemory": "512", "maxmemory": "16384"}},
             {"id": "so000000-0000-4000-8000-000000000002", "name": "medium",
              "displaytext": "2 vCPU 4 GiB", "iscustomized": False, "cpunumber": 2,
-             "memory": 4096},
+             "memory": 4096, "cpuspeed": 2000},
         ]
         self.templates = [
             {"id": "t0000000-0000-4000-8000-000000000001", "name": "linux-base",
@@ -144,6 +189,14 @@ class Sim:
                                        [self.new_nic(self.networks[0], args.oma_mac)])
         if args.oma_account:  # the OMA's VM in an account the API key does not act for
             self.vms[oma_id]["account"] = args.oma_account
+        if args.oma_backup_offering:
+            self.vms[oma_id]["backupofferingid"] = args.oma_backup_offering
+            self.vms[oma_id]["backupofferingname"] = "nightly"
+        self.vm_snapshots = []
+        if args.oma_vm_snapshot:
+            self.vm_snapshots.append({"id": str(uuid.uuid4()), "name": "oma-before-upgrade",
+                                      "virtualmachineid": oma_id, "state": "Ready",
+                                      "type": "Disk", "created": now_iso()})
 
     # ---- model helpers -------------------------------------------------------------
 
@@ -165,21 +218,23 @@ class Sim:
                 "templateid": template["id"] if template else None,
                 "cpunumber": int(details.get("cpunumber", offering["cpunumber"] or 1)),
                 "memory": int(details.get("memory", offering["memory"] or 512)),
-                "nic": nics, "created": now_iso(), "hypervisor": "KVM"}
+                "nic": nics, "created": now_iso(), "hypervisor": "KVM",
+                "instancename": "i-2-%d-VM" % (len(self.vms) + 10)}
 
     def volume_path(self, vol_id):
         return os.path.join(self.args.state_dir, "volumes", vol_id + ".img")
 
     def link_path(self, vol_id):
-        return os.path.join(self.args.by_id_dir,
-                            "virtio-" + vol_id.replace("-", "")[:20])
+        serial = vol_id.replace("-", "")[:20]
+        prefix = "scsi-0QEMU_QEMU_HARDDISK_" if self.args.disk_bus == "scsi" else "virtio-"
+        return os.path.join(self.args.by_id_dir, prefix + serial)
 
     def new_volume(self, name, size, vtype, offering_id=None, vol_id=None):
         vol_id = vol_id or str(uuid.uuid4())
         with open(self.volume_path(vol_id), "wb") as f:
             f.truncate(size)
         vol = {"id": vol_id, "name": name, "size": size, "type": vtype,
-               "state": "Ready", "zoneid": self.zone["id"], "zonename": self.zone["name"],
+               "state": "Allocated" if vtype == "DATADISK" else "Ready", "zoneid": self.zone["id"], "zonename": self.zone["name"],
                "diskofferingid": offering_id, "account": self.account,
                "domainid": self.domainid, "created": now_iso(),
                "virtualmachineid": None, "deviceid": None, "storagetype": "shared"}
@@ -261,9 +316,13 @@ class Sim:
 
     # ---- request entry -------------------------------------------------------------
 
-    def handle(self, params):
+    def handle(self, params, method="GET"):
         command = params.get("command", "")
         self.verify(params)
+        if (self.args.enforce_post_and_expires and method != "POST"
+                and not READ_COMMAND_RE.match(command)):
+            raise ApiFailure(431, f"State changing command {command} needs to be sent using "
+                                  f"POST request")
         if params.get("response") != "json":
             raise ApiFailure(431, "this simulator answers only response=json")
         handler = getattr(self, "cmd_" + command, None)
@@ -272,7 +331,7 @@ class Sim:
             raise ApiFailure(432, f"The given command:{command} does not exist or it is not "
                                   f"available for user")
         with self.lock:
-            self.calls.append({"command": command,
+            self.calls.append({"command": command, "method": method,
                                "params": {k: v for k, v in params.items()
                                           if k not in ("signature", "apiKey", "apikey")}})
         if command == "queryAsyncJobResult":
@@ -291,8 +350,21 @@ class Sim:
         api_key = params.get("apiKey") or params.get("apikey")
         signed = {k: v for k, v in params.items() if k != "signature"}
         if (not given or api_key != self.args.api_key
-                or not hmac.compare_digest(given, expected_signature(signed, self.secret))):
+                or not hmac.compare_digest(given, expected_signature(signed, self.secret))
+                or not self.fresh(params)):
             raise ApiFailure(401, "unable to verify user credentials and/or request signature")
+
+    def fresh(self, params):
+        """signatureVersion 3 and expires, as ApiServer checks them (names case-insensitive)."""
+        lower = {k.lower(): v for k, v in params.items()}
+        if lower.get("signatureversion") == "3":
+            expires = parse_expires(lower.get("expires", ""))
+            if expires is None or expires < time.time():
+                return False
+            if self.args.enforce_post_and_expires and expires > time.time() + 15 * 60:
+                return False
+            return True
+        return not self.args.enforce_post_and_expires
 
     # ---- jobs ----------------------------------------------------------------------
 
@@ -377,8 +449,39 @@ class Sim:
 
     def cmd_listAccounts(self, p):
         return self.page(p, [{"id": self.domainid, "name": self.account,
-                              "domainid": self.domainid, "accounttype": 1,
+                              "domainid": self.domainid, "accounttype": self.account_type(),
                               "state": "enabled"}], "account")
+
+    def account_type(self):
+        return 0 if self.args.user_account else 1  # 0: user, 1: root admin
+
+    def cmd_listCapabilities(self, p):
+        return {"capability": {
+            "cloudstackversion": "4.19.1.0", "securitygroupsenabled": False,
+            "kvmsnapshotenabled": self.args.kvm_snapshot_enabled,
+            "allowuserexpungerecovervm": self.args.allow_user_expunge,
+            "allowuserviewdestroyedvm": False,
+            "customdiskofferingmaxsize": self.args.custom_disk_max_gb,
+            "customdiskofferingminsize": 1}}
+
+    def cmd_listHypervisorCapabilities(self, p):
+        if self.args.user_account:
+            raise ApiFailure(432, "The given command:listHypervisorCapabilities does not exist "
+                                  "or it is not available for user")
+        caps = [{"id": "hc000000-0000-4000-8000-000000000001", "hypervisor": "KVM",
+                 "hypervisorversion": "default", "maxguestslimit": 50,
+                 "maxdatavolumeslimit": self.args.max_data_volumes,
+                 "maxhostspercluster": 50, "securitygroupenabled": True,
+                 "storagemotionenabled": True, "vmsnapshotenabled": True}]
+        if p.get("hypervisor"):
+            caps = [c for c in caps if c["hypervisor"].lower() == p["hypervisor"].lower()]
+        return self.page(p, caps, "hypervisorCapabilities")
+
+    def cmd_listVMSnapshot(self, p):
+        items = self.vm_snapshots
+        if p.get("virtualmachineid"):
+            items = [s for s in items if s["virtualmachineid"] == p["virtualmachineid"]]
+        return self.page(p, items, "vmSnapshot")
 
     # ---- volumes -------------------------------------------------------------------
 
@@ -407,9 +510,42 @@ class Sim:
             raise ApiFailure(431, "This disk offering requires a custom size specified")
         if not offering["iscustomized"] and p.get("size"):
             raise ApiFailure(431, "This disk offering does not allow custom size")
+        if offering["iscustomized"]:
+            self.check_size(int(p["size"]))
         vol_id = str(uuid.uuid4())
         p["_id"] = vol_id
         return {"id": vol_id}
+
+    def check_size(self, gb):
+        if gb < 1 or gb > self.args.custom_disk_max_gb:
+            raise ApiFailure(431, f"Volume size: {gb}GB is out of allowed range. Max: "
+                                  f"{self.args.custom_disk_max_gb} Min:1")
+
+    def check_vm_allows_volume_changes(self, vm, verb):
+        if any(s["virtualmachineid"] == vm["id"] for s in self.vm_snapshots):
+            raise ApiFailure(431, f"Unable to {verb} volume, please specify a VM that does not "
+                                  f"have VM snapshots")
+        if vm.get("backupofferingid"):
+            raise ApiFailure(431, f"Unable to {verb} volume, please specify a VM that does not "
+                                  f"have any backups")
+
+    def pre_resizeVolume(self, p):
+        vol = self.get(self.volumes, "id", "volume", p)
+        self.require(p, "size")
+        gb = int(p["size"])
+        self.check_size(gb)
+        if gb * GiB < vol["size"] and p.get("shrinkok", "false").lower() != "true":
+            raise ApiFailure(431, f"Going from existing size of {vol['size']} to size of "
+                                  f"{gb * GiB} would shrink the volume. Need to sign off by "
+                                  f"supplying the shrinkok parameter with value of true.")
+        return {}
+
+    def cmd_resizeVolume(self, p):
+        vol = self.get(self.volumes, "id", "volume", p)
+        vol["size"] = int(p["size"]) * GiB
+        with open(self.volume_path(vol["id"]), "r+b") as f:
+            f.truncate(vol["size"])
+        return {"volume": self.volume_view(vol)}
 
     def cmd_createVolume(self, p):
         offering = next(o for o in self.disk_offerings if o["id"] == p["diskofferingid"])
@@ -425,7 +561,13 @@ class Sim:
             raise ApiFailure(431, f"Volume {vol['name']} is already attached to VM "
                                   f"{self.vms[vol['virtualmachineid']]['name']}, please "
                                   f"detach it first")
+        self.check_vm_allows_volume_changes(vm, "attach")
         attached = [v for v in self.volumes.values() if v["virtualmachineid"] == vm["id"]]
+        data = [v for v in attached if v["type"] == "DATADISK"]
+        if p.get("deviceid") != "0" and len(data) >= self.args.max_data_volumes:
+            raise ApiFailure(431, f"The specified VM already has the maximum number of data "
+                                  f"disks ({self.args.max_data_volumes}) attached. Please "
+                                  f"specify another VM.")
         device = p.get("deviceid")
         if device is not None:
             device = int(device)
@@ -440,6 +582,7 @@ class Sim:
             raise ApiFailure(431, "Root volume can be attached only to a stopped VM")
         vol["virtualmachineid"] = vm["id"]
         vol["deviceid"] = device
+        vol["state"] = "Ready"  # created on primary storage at its first attach
         if device == 0:
             vol["type"] = "ROOT"
         if vm["id"] == self.args.oma_vm_id:
@@ -454,6 +597,7 @@ class Sim:
         if not vol["virtualmachineid"]:
             raise ApiFailure(431, f"Volume {vol['name']} is not attached to any VM")
         vm = self.vms[vol["virtualmachineid"]]
+        self.check_vm_allows_volume_changes(vm, "detach")
         if vol["type"] == "ROOT" and vm["state"] != "Stopped":
             raise ApiFailure(431, "Root volume can be detached only from a stopped VM")
         if vm["id"] == self.args.oma_vm_id:
@@ -526,9 +670,14 @@ class Sim:
         if p["zoneid"] != self.zone["id"]:
             self.get({}, "zoneid", "zone", p)
         details = {d_k.lower(): d_v for d in indexed(p, "details") for d_k, d_v in d.items()}
-        if offering["iscustomized"] and not ("cpunumber" in details and "memory" in details):
-            raise ApiFailure(431, "cpuNumber and memory must be specified in details for a "
-                                  "custom service offering")
+        if offering["iscustomized"]:
+            self.check_custom_offering(offering, details)
+        name = p.get("name", "")
+        if name and not HOST_NAME_RE.match(name) or name.endswith("-"):
+            raise ApiFailure(431, "Invalid name. Vm name can contain ASCII letters 'a' through "
+                                  "'z', the digits '0' through '9', and the hyphen ('-'), must "
+                                  "be between 1 and 63 characters long, and can't start or end "
+                                  "with \"-\" and can't start with digit")
         nets = indexed(p, "iptonetworklist")
         if not nets and p.get("networkids"):
             nets = [{"networkid": n} for n in p["networkids"].split(",")]
@@ -545,11 +694,28 @@ class Sim:
                                     for vm in self.vms.values() for nic in vm["nic"]):
                 raise ApiFailure(431, f"The MAC address {n['mac']} is already in use in "
                                       f"network {net['name']}")
-        name = p.get("name", "")
         if name and any(v["name"] == name for v in self.vms.values()):
             raise ApiFailure(431, f"The vm with hostName {name} already exists in the network")
         p["_id"] = str(uuid.uuid4())
         return {"id": p["_id"]}
+
+    def check_custom_offering(self, offering, details):
+        if not ("cpunumber" in details and "memory" in details):
+            raise ApiFailure(431, "cpuNumber and memory must be specified in details for a "
+                                  "custom service offering")
+        if offering.get("cpuspeed") is None:
+            speed = details.get("cpuspeed", "")
+            if not speed.isdigit() or int(speed) <= 0:
+                raise ApiFailure(431, "Invalid cpu speed value, specify a value between 1 and "
+                                      "2147483647")
+        limits = offering.get("serviceofferingdetails", {})
+        cpus, memory = int(details["cpunumber"]), int(details["memory"])
+        lo, hi = int(limits.get("mincpunumber", 1)), int(limits.get("maxcpunumber", 2 ** 31 - 1))
+        if not lo <= cpus <= hi:
+            raise ApiFailure(431, f"Invalid CPU cores value, specify a value between {lo} and {hi}")
+        lo, hi = int(limits.get("minmemory", 32)), int(limits.get("maxmemory", 2 ** 31 - 1))
+        if not lo <= memory <= hi:
+            raise ApiFailure(431, f"Invalid memory value, specify a value between {lo} and {hi}")
 
     def cmd_deployVirtualMachine(self, p):
         offering = next(o for o in self.service_offerings if o["id"] == p["serviceofferingid"])
@@ -559,6 +725,13 @@ class Sim:
         details = {d_k.lower(): d_v for d in indexed(p, "details") for d_k, d_v in d.items()}
         nets = indexed(p, "iptonetworklist") or [{"networkid": n}
                                                  for n in p["networkids"].split(",")]
+        # UserVmManagerImpl keeps iptonetworklist in a map keyed by network: a second entry
+        # for a network replaces the first, so the VM gets one NIC per network.
+        by_network = {}
+        for n in nets:
+            by_network.pop(n["networkid"], None)
+            by_network[n["networkid"]] = n
+        nets = list(by_network.values())
         nics = []
         for n in nets:
             net = next(x for x in self.networks if x["id"] == n["networkid"])
@@ -573,6 +746,29 @@ class Sim:
         root = self.new_volume("ROOT-" + vm["id"][:8], template["size"], "ROOT")
         root["virtualmachineid"] = vm["id"]
         root["deviceid"] = 0
+        return {"virtualmachine": self.vm_view(vm)}
+
+    def pre_addNicToVirtualMachine(self, p):
+        vm = self.get(self.vms, "virtualmachineid", "vm", p)
+        net = next((x for x in self.networks if x["id"] == p.get("networkid")), None)
+        if net is None:
+            self.get({}, "networkid", "network", p)
+        return {}
+
+    def cmd_addNicToVirtualMachine(self, p):
+        vm = self.get(self.vms, "virtualmachineid", "vm", p)
+        net = next(x for x in self.networks if x["id"] == p["networkid"])
+        if any(n["networkid"] == net["id"] for n in vm["nic"]):
+            raise ApiFailure(530, f"A NIC already exists for VM:{vm['instancename']} in "
+                                  f"network: {net['id']}")
+        mac = p.get("macaddress")
+        if mac and not net["allowsmac"]:
+            raise ApiFailure(431, f"Network {net['name']} does not allow a specified MAC address")
+        if mac and any(nic["macaddress"] == mac and nic["networkid"] == net["id"]
+                       for v in self.vms.values() for nic in v["nic"]):
+            raise ApiFailure(530, f"A NIC with this MAC address exists for network: {net['id']}")
+        mac = mac or "02:00:%02x:%02x:%02x:%02x" % tuple(os.urandom(4))
+        vm["nic"].append(self.new_nic(net, mac))
         return {"virtualmachine": self.vm_view(vm)}
 
     def cmd_startVirtualMachine(self, p):
@@ -594,6 +790,10 @@ class Sim:
         vm = self.get(self.vms, "id", "vm", p)
         if vm["id"] == self.args.oma_vm_id:
             raise ApiFailure(431, "refusing to destroy the OMA itself")
+        if (p.get("expunge", "false").lower() == "true" and self.args.user_account
+                and not self.args.allow_user_expunge):
+            raise ApiFailure(531, "Parameter expunge can be passed by Admin only. Or when the "
+                                  "allow.user.expunge.recover.vm key is set.")
         for vol in list(self.volumes.values()):
             if vol["virtualmachineid"] != vm["id"]:
                 continue
@@ -620,7 +820,16 @@ class Sim:
                              for s in items], "snapshot")
 
     def pre_createSnapshot(self, p):
-        self.get(self.volumes, "volumeid", "volume", p)
+        vol = self.get(self.volumes, "volumeid", "volume", p)
+        if vol["state"] != "Ready":
+            raise ApiFailure(431, f"VolumeId: {vol['id']} is not in Ready state but "
+                                  f"{vol['state']}. Cannot take snapshot.")
+        vm = self.vms.get(vol["virtualmachineid"]) if vol["virtualmachineid"] else None
+        if vm and vm["state"] != "Stopped" and not self.args.kvm_snapshot_enabled:
+            raise ApiFailure(431, "KVM Snapshot is not supported for Running VMs. It is disabled "
+                                  "by default due to a possible volume corruption in certain "
+                                  "cases. To enable it set global settings kvm.snapshot.enabled "
+                                  "to True. See the documentation for more details.")
         p["_id"] = str(uuid.uuid4())
         return {"id": p["_id"]}
 
@@ -728,7 +937,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, {"errorresponse": {"errorcode": 404,
                                                       "errortext": f"no such path {url.path}"}})
         params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-        if method == "POST":
+        if method == "POST" and body:
             ctype = self.headers.get("Content-Type", "")
             if "application/x-www-form-urlencoded" not in ctype:
                 return self.reply(415, {"errorresponse": {"errorcode": 415,
@@ -737,8 +946,12 @@ class Handler(BaseHTTPRequestHandler):
             params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
         key = params.get("command", "").lower() + "response"
         try:
-            self.reply(200, {key: sim.handle(params)})
+            self.reply(200, {key: sim.handle(params, method)})
         except ApiFailure as e:
+            # A command the server cannot run for this caller has no response object of
+            # its own: CloudStack answers it as "errorresponse".
+            if e.errorcode == 432:
+                key = "errorresponse"
             self.reply(e.errorcode if 400 <= e.errorcode < 600 else 530,
                        {key: {"uuidList": [], "errorcode": e.errorcode,
                               "cserrorcode": 4350, "errortext": e.errortext}})
@@ -778,6 +991,24 @@ def main():
     ap.add_argument("--deny-api", action="append", default=[],
                     help="a command this account may not call (repeatable)")
     ap.add_argument("--oma-account", default="")
+    ap.add_argument("--max-data-volumes", type=int, default=32,
+                    help="maxdatavolumeslimit of KVM (listHypervisorCapabilities)")
+    ap.add_argument("--custom-disk-max-gb", type=int, default=1024,
+                    help="custom.diskoffering.size.max")
+    ap.add_argument("--kvm-snapshot-enabled", action="store_true",
+                    help="kvm.snapshot.enabled (false by default, as in CloudStack)")
+    ap.add_argument("--user-account", action="store_true",
+                    help="the API key belongs to a user account, not a root admin")
+    ap.add_argument("--allow-user-expunge", action="store_true",
+                    help="allow.user.expunge.recover.vm")
+    ap.add_argument("--enforce-post-and-expires", action="store_true",
+                    help="enforce.post.requests.and.timestamps")
+    ap.add_argument("--oma-vm-snapshot", action="store_true",
+                    help="the OMA's VM has a VM snapshot")
+    ap.add_argument("--oma-backup-offering", default="",
+                    help="the OMA's VM is assigned this backup offering")
+    ap.add_argument("--disk-bus", choices=("virtio", "scsi"), default="virtio",
+                    help="how the OMA's disks appear in the by-id directory")
     ap.add_argument("--tls-cert", default="", help="PEM certificate: serve https")
     ap.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     ap.add_argument("--verbose", action="store_true")

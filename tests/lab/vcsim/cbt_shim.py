@@ -19,6 +19,26 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
   per call, and DiskChangeInfo.length tells where the next call starts. An unknown,
   foreign or stale change ID is a FileFault, as on ESXi.
 
+It also models what vcsim lacks and real vCenters do:
+
+* RetrievePropertiesEx honours options.maxObjects: answers larger than that are paged,
+  the rest kept under a token for ContinueRetrievePropertiesEx (CancelRetrievePropertiesEx
+  drops it), as vCenter pages large inventories.
+* Raw device mappings: a ReconfigVM_Task that adds a disk with a
+  VirtualDiskRawDiskMappingVer1BackingInfo is passed to vcsim as a flat disk (vcsim
+  cannot hold one), and every property answer shows that disk with its RDM backing
+  (compatibilityMode, deviceName, lunUuid) again.
+* Property overrides (POST /lab/override, JSON {"moref", "path", "xml"}): the property
+  `path` of object `moref` answers `xml` (a <val> element) whenever it is asked for, or is
+  absent when "xml" is null; for what vcsim cannot do: encrypted VMs (config.keyId),
+  runtime.consolidationNeeded, orphaned or inaccessible VMs, CBT not supported.
+* QueryChangedDiskAreas faults (POST /lab/qcda-fault, JSON {"fault": "FileFault", "message",
+  "count": 1, "change_id": "*" | "stored" | null, "device_key": null}): the next `count`
+  matching calls answer that fault (any vim25 fault type) instead of the areas.
+* GET /lab/stats: calls per method and the maxObjects each RetrievePropertiesEx asked for.
+
+The /lab/ endpoints are for tests on loopback only and are not authenticated.
+
 Standard library only. One request at a time (a lock), which is plenty for tests.
 """
 
@@ -26,6 +46,7 @@ import argparse
 import hashlib
 import http.client
 import http.server
+import json
 import os
 import re
 import secrets
@@ -91,6 +112,19 @@ def invalid_argument(prop, message):
     return SoapFault("InvalidArgument", message, f"<invalidProperty>{escape(prop)}</invalidProperty>")
 
 
+# The detail each injected fault type carries (its required fields, roughly as vCenter fills them).
+FAULT_DETAIL = {
+    "FileFault": "<file>{file}</file>",
+    "FileNotFound": "<file>{file}</file>",
+    "CannotAccessFile": "<file>{file}</file>",
+    "InvalidArgument": "<invalidProperty>changeId</invalidProperty>",
+    "NotAuthenticated": "<object type=\"VirtualMachine\">{vm}</object><privilegeId>System.View</privilegeId>",
+    "SystemError": "<reason>injected</reason>",
+}
+
+RDM = "VirtualDiskRawDiskMappingVer1BackingInfo"
+
+
 class Disk:
     """One VirtualDisk as the shim needs it."""
 
@@ -119,6 +153,12 @@ class Shim:
         self.tracks = {}     # flat file path -> Track
         self.snapshots = {}  # snapshot moref -> {device key: (flat path, seq, capacity, file name)}
         self.ds_urls = {}    # datastore moref -> directory
+        self.rdms = {}       # disk file name -> {compatibilityMode, deviceName, lunUuid, diskMode}
+        self.overrides = {}  # (moref, path) -> <val> XML text, or None for absent
+        self.qcda_faults = []  # injected QueryChangedDiskAreas fault rules
+        self.pages = {}      # token -> remaining ObjectContent elements
+        self.next_token = 1
+        self.stats = {"calls": {}, "max_objects": []}
         self.ctx = ssl.create_default_context()
         # The upstream is vcsim on loopback, started by the same test with a throwaway cert.
         self.ctx.check_hostname = False
@@ -267,6 +307,7 @@ class Shim:
         change_id = child_text(req, "changeId")
         if None in (vm, key, start, change_id):
             raise invalid_argument("request", "QueryChangedDiskAreas needs _this, deviceKey, startOffset and changeId")
+        self.injected_fault(vm, int(key), change_id)
         # The caller's session must be valid: ask vcsim something with it.
         if not self.cbt_enabled(headers, vm):
             raise file_fault(vm, f"Change tracking is not enabled on {vm}")
@@ -310,6 +351,146 @@ class Shim:
             + body.replace("<", "<v:").replace("<v:/", "</v:")
             + "</v:returnval></v:QueryChangedDiskAreasResponse></S:Body></S:Envelope>"
         ).encode()
+
+    def injected_fault(self, vm, key, change_id):
+        for rule in self.qcda_faults:
+            if rule["count"] <= 0:
+                continue
+            want = rule.get("change_id")
+            if want == "*" and change_id != "*" or want == "stored" and change_id == "*":
+                continue
+            if rule.get("device_key") not in (None, key):
+                continue
+            rule["count"] -= 1
+            ftype = rule["fault"]
+            detail = FAULT_DETAIL.get(ftype, "").format(file=escape(f"[lab] {vm} disk {key}"), vm=escape(vm))
+            raise SoapFault(ftype, rule.get("message") or f"injected {ftype}", detail)
+
+    # --- what vcsim cannot hold: RDM backings, overridden properties, paging -------------
+
+    def reconfig_rdms(self, req):
+        """Turns RDM backings of added disks into flat ones for vcsim; remembers them."""
+        changed = False
+        for dev in req.iter():
+            if local(dev.tag) != "device" or xsi_type(dev) != "VirtualDisk":
+                continue
+            backing = child(dev, "backing")
+            if backing is None or xsi_type(backing) != RDM:
+                continue
+            info = {n: child_text(backing, n, "") for n in ("compatibilityMode", "deviceName", "lunUuid", "diskMode")}
+            self.rdms[child_text(backing, "fileName", "")] = info
+            for c in list(backing):
+                if local(c.tag) in ("compatibilityMode", "deviceName", "lunUuid"):
+                    backing.remove(c)
+            backing.set(f"{{{XSI}}}type", "VirtualDiskFlatVer2BackingInfo")
+            changed = True
+        return changed
+
+    def show_rdms(self, root):
+        changed = False
+        for dev in root.iter():
+            if xsi_type(dev) != "VirtualDisk" or child(dev, "backing") is None:
+                continue
+            backing = child(dev, "backing")
+            info = self.rdms.get(child_text(backing, "fileName", ""))
+            if info is None:
+                continue
+            for c in list(backing):
+                if local(c.tag) in ("thinProvisioned", "eagerlyScrub", "split", "writeThrough", "digestEnabled"):
+                    backing.remove(c)
+            backing.set(f"{{{XSI}}}type", RDM)
+            for name in ("compatibilityMode", "deviceName", "lunUuid"):
+                el = ET.SubElement(backing, f"{{{VIM}}}{name}")
+                el.text = info[name]
+            changed = True
+        return changed
+
+    def apply_overrides(self, req, root):
+        """Overridden properties of the objects in a property-collector answer."""
+        if not self.overrides:
+            return False
+        asked = set()
+        for ps in req.iter():
+            if local(ps.tag) == "propSet":
+                asked.update(c.text for c in ps if local(c.tag) == "pathSet")
+        changed = False
+        for content in root.iter():
+            obj = child(content, "obj")
+            if obj is None or local(content.tag) not in ("objects", "returnval"):
+                continue
+            for (moref, path), val in self.overrides.items():
+                if moref != obj.text or path not in asked:
+                    continue
+                for ps in [c for c in content if local(c.tag) == "propSet" and child_text(c, "name") == path]:
+                    content.remove(ps)
+                if val is not None:
+                    ps = ET.SubElement(content, f"{{{VIM}}}propSet")
+                    ET.SubElement(ps, f"{{{VIM}}}name").text = path
+                    ps.append(ET.fromstring(
+                        f'<val xmlns="{VIM}" xmlns:xsi="{XSI}" xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
+                        + val[len("<val"):]))
+                changed = True
+        return changed
+
+    def page(self, req, root):
+        """Cuts a RetrievePropertiesEx answer to options.maxObjects; keeps the rest."""
+        opts = child(req, "options")
+        limit = child_text(opts, "maxObjects") if opts is not None else None
+        self.stats["max_objects"].append(int(limit) if limit else None)
+        rv = root.find(f".//{{{VIM}}}returnval")
+        if not limit or rv is None:
+            return False
+        objects = [c for c in rv if local(c.tag) == "objects"]
+        if len(objects) <= int(limit):
+            return False
+        for o in objects[int(limit):]:
+            rv.remove(o)
+        self.add_token(rv, objects[int(limit):])
+        return True
+
+    def add_token(self, rv, rest):
+        token = str(self.next_token)
+        self.next_token += 1
+        self.pages[token] = (rest, len([c for c in rv if local(c.tag) == "objects"]))
+        ET.SubElement(rv, f"{{{VIM}}}token").text = token
+
+    def continue_page(self, req, method):
+        token = child_text(req, "token")
+        if token not in self.pages:
+            raise invalid_argument("token", f"unknown or finished token {token}")
+        rest, limit = self.pages.pop(token)
+        if method == "CancelRetrievePropertiesEx":
+            return self.envelope(method, "")
+        rv = ET.Element(f"{{{VIM}}}returnval")
+        for o in rest[:limit]:
+            rv.append(o)
+        if len(rest) > limit:
+            self.pages[token] = (rest[limit:], limit)
+            ET.SubElement(rv, f"{{{VIM}}}token").text = token
+        return self.envelope(method, ET.tostring(rv, encoding="unicode"))
+
+    def envelope(self, method, inner):
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAPENV}" xmlns:xsi="{XSI}">'
+            f'<soapenv:Body><{method}Response xmlns="{VIM}">{inner}</{method}Response></soapenv:Body>'
+            "</soapenv:Envelope>"
+        ).encode()
+
+    def control(self, method, path, body):
+        """The /lab/ endpoints: (status, JSON answer)."""
+        with self.lock:
+            if path == "/lab/stats":
+                return 200, self.stats
+            data = json.loads(body or b"{}")
+            if path == "/lab/override":
+                self.overrides[(data["moref"], data["path"])] = data.get("xml")
+                return 200, {"ok": True}
+            if path == "/lab/qcda-fault":
+                rule = {"fault": data["fault"], "message": data.get("message", ""), "count": data.get("count", 1),
+                        "change_id": data.get("change_id"), "device_key": data.get("device_key")}
+                self.qcda_faults.append(rule)
+                return 200, {"ok": True}
+        return 404, {"error": f"no such control {path}"}
 
     def fill_change_ids(self, headers, data):
         """Adds changeId to the VirtualDisk backings of property results."""
@@ -361,10 +542,16 @@ class Shim:
         except ET.ParseError:
             req = None
         method = local(req.tag) if req is not None else ""
+        xml_type = [("Content-Type", "text/xml; charset=utf-8")]
         with self.lock:
+            self.stats["calls"][method] = self.stats["calls"].get(method, 0) + 1
             try:
                 if method == "QueryChangedDiskAreas":
-                    return 200, [("Content-Type", "text/xml; charset=utf-8")], self.query_changed_disk_areas(headers, req)
+                    return 200, xml_type, self.query_changed_disk_areas(headers, req)
+                if method in ("ContinueRetrievePropertiesEx", "CancelRetrievePropertiesEx"):
+                    return 200, xml_type, self.continue_page(req, method)
+                if method == "ReconfigVM_Task" and self.reconfig_rdms(req):
+                    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
                 status, rheaders, data = self.forward(path, body, headers)
                 if status == 200:
                     vm = child_text(req, "_this") if req is not None else None
@@ -374,8 +561,15 @@ class Shim:
                         self.snapshots.pop(vm, None)
                     elif method == "ReconfigVM_Task":
                         self.reconfigured(headers, vm)
-                    elif method in ("RetrieveProperties", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx"):
+                    elif method in ("RetrieveProperties", "RetrievePropertiesEx"):
                         data = self.fill_change_ids(headers, data)
+                        answer = ET.fromstring(data)
+                        changed = self.show_rdms(answer)
+                        changed |= self.apply_overrides(req, answer)
+                        if method == "RetrievePropertiesEx":
+                            changed |= self.page(req, answer)
+                        if changed:
+                            data = ET.tostring(answer, encoding="utf-8", xml_declaration=True)
                 return status, rheaders, data
             except SoapFault as f:
                 return 500, [("Content-Type", "text/xml; charset=utf-8")], f.envelope()
@@ -385,9 +579,23 @@ def make_handler(shim):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self):
+            self.lab("GET", b"")
+
+        def lab(self, method, body):
+            status, answer = shim.control(method, self.path, body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self):
             n = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(n)
+            if self.path.startswith("/lab/"):
+                return self.lab("POST", body)
             fwd = {k: v for k, v in self.headers.items() if k.lower() in ("cookie", "soapaction", "content-type", "vmware_soap_session")}
             status, rheaders, data = shim.handle(self.path, body, fwd)
             self.send_response(status)

@@ -5,7 +5,7 @@
 // runs until SIGINT or SIGTERM; then stops everything it started.
 //
 //   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense]
-//          [--sshd-authorized-keys FILE]
+//          [--sshd-authorized-keys FILE] [--blocked-vm]
 //
 // sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout.
 #include <fmt/format.h>
@@ -23,6 +23,7 @@
 #include "support/files.h"
 #include "support/sshd_server.h"
 #include "vsphere/tasks.h"
+#include "vsphere/vm_ops.h"
 
 namespace {
 
@@ -36,6 +37,7 @@ struct Options {
   uint64_t seed = 1;
   bool dense = false;
   std::string sshd_authorized_keys;
+  bool blocked_vm = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -52,6 +54,8 @@ Options parse(int argc, char** argv) {
       o.vms = std::stoi(value());
     } else if (a == "--seed") {
       o.seed = std::stoull(value());
+    } else if (a == "--blocked-vm") {
+      o.blocked_vm = true;
     } else if (a == "--sshd-authorized-keys") {
       o.sshd_authorized_keys = value();
     } else if (a == "--fill") {
@@ -73,6 +77,7 @@ Options parse(int argc, char** argv) {
   }
   if (o.out.empty()) throw mk::UsageError("--out FILE is required");
   if (o.vms < 1 || o.vms > 4) throw mk::UsageError("--vms must be 1..4 (the lab's VMs)");
+  if (o.blocked_vm && o.vms > 3) throw mk::UsageError("--blocked-vm needs a VM the lab does not seed: --vms 1..3");
   if (o.disk_mib.empty() || o.disk_mib.size() > 4) throw mk::UsageError("--disk-mib takes 1..4 sizes");
   return o;
 }
@@ -143,6 +148,13 @@ int main(int argc, char** argv) {
     const char* names[] = {"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"};
     json vms = json::array();
     for (int i = 0; i < o.vms; ++i) vms.push_back(seed_vm(lab, *session, names[i], o, i));
+    json blocked = nullptr;
+    if (o.blocked_vm) {
+      // A snapshot of its own: the VMA's preflight refuses a pass and discovery says so.
+      auto vm = vs::describe_vm(*session, vs::find_by_inventory_path(*session, "DC0/vm/DC0_C0_RP0_VM1").value());
+      vs::create_snapshot(*session, vm, "before-upgrade", "the owner's, not MigrateKit's");
+      blocked = {{"name", vm.name}, {"instance_uuid", vm.instance_uuid}};
+    }
     session.reset();
 
     std::unique_ptr<mk::test::SshdServer> sshd;
@@ -156,7 +168,8 @@ int main(int argc, char** argv) {
                 {"thumbprint", lab.thumbprint()},
                 {"ca_file", lab.ca_file()},
                 {"lab_dir", lab.dir().path()},
-                {"vms", vms}};
+                {"vms", vms},
+                {"blocked_vm", blocked}};
     if (sshd) {
       out["sshd"] = {{"port", sshd->port()}, {"pid", sshd->pid()}, {"host_key_file", sshd->host_public_key_file()},
                      {"log", sshd->log_path()}};

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "vsphere/inventory.h"
 #include "vsphere/session.h"
@@ -20,11 +21,36 @@ class VcsimLab;
 // without the keep-alive thread.
 vsphere::ConnectOptions lab_connect_options(const VcsimLab& lab);
 
+// How a lab disk is backed: the kinds of disks a real site has and a snapshot may not cover.
+struct LabDiskOptions {
+  std::string disk_mode = "persistent";  // "independent_persistent", "independent_nonpersistent", ...
+  std::string sharing;                   // "" (unset) or "sharingMultiWriter"
+  std::string rdm_mode;                  // "" (a virtual disk), "physicalMode" or "virtualMode" (an RDM)
+};
+
 // Adds a thin disk of `capacity_bytes` (a multiple of 1 KiB) as "[datastore] VM/STEM.vmdk"
 // on controller `controller_key`, at its first free unit; vcsim creates the files.
 // Returns the VM as it is afterwards.
 vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int controller_key,
-                             const std::string& datastore, uint64_t capacity_bytes, const std::string& file_stem);
+                             const std::string& datastore, uint64_t capacity_bytes, const std::string& file_stem,
+                             const LabDiskOptions& options = {});
+
+// Grows disk `disk_key` to `capacity_bytes` (a multiple of 1 KiB) as an operator extends a
+// disk in vCenter (ReconfigVM, edit); the flat file is the caller's. Returns the VM as
+// it is afterwards.
+vsphere::VmInfo grow_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int disk_key, uint64_t capacity_bytes);
+
+// Adds a controller: "VirtualNVMEController", "VirtualAHCIController" (SATA),
+// "ParaVirtualSCSIController" (with `shared_bus`: "noSharing", "physicalSharing", ...).
+// Returns its key.
+int add_lab_controller(vsphere::Session& s, const vsphere::VmInfo& vm, const std::string& type,
+                       const std::string& shared_bus = "noSharing");
+
+// Sets config.bootOptions.bootOrder to these disks.
+void set_lab_boot_order(vsphere::Session& s, const vsphere::VmInfo& vm, const std::vector<int>& disk_keys);
+
+// The controller key of the VM's first disk (vcsim's default SCSI controller).
+int first_disk_controller(const vsphere::VmInfo& vm);
 
 // Makes `flat_file` a sparse file of `size` bytes holding generated data.
 void fill_generated_disk(const std::string& flat_file, uint64_t size, uint64_t seed);

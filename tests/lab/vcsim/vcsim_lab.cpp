@@ -1,5 +1,6 @@
 #include "lab/vcsim/vcsim_lab.h"
 
+#include <curl/curl.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/evp.h>
@@ -117,6 +118,50 @@ void VcsimLab::start_shim(const VcsimOptions& options) {
     }
   }
 }
+
+static size_t append_reply(char* d, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(d, size * n);
+  return size * n;
+}
+
+std::string VcsimLab::shim_request(const std::string& method, const std::string& path, const std::string& body) const {
+  std::unique_ptr<CURL, void (*)(CURL*)> c(curl_easy_init(), curl_easy_cleanup);
+  if (!c) throw Error("cannot create a curl handle for the CBT shim");
+  std::string url = fmt::format("https://127.0.0.1:{}{}", shim_port_, path), reply;
+  std::string ca = ca_file();
+  curl_easy_setopt(c.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c.get(), CURLOPT_CAINFO, ca.c_str());
+  curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, append_reply);
+  curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &reply);
+  curl_easy_setopt(c.get(), CURLOPT_TIMEOUT, 30L);
+  if (method == "POST") {
+    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  CURLcode rc = curl_easy_perform(c.get());
+  long status = 0;
+  curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &status);
+  if (rc != CURLE_OK || status != 200) {
+    throw Error(fmt::format("CBT shim {} {}: {} (HTTP {}): {}", method, path, curl_easy_strerror(rc), status, reply));
+  }
+  return reply;
+}
+
+void VcsimLab::override_property(const std::string& moref, const std::string& path,
+                                 const std::optional<std::string>& val_xml) {
+  nlohmann::json rule = {{"moref", moref}, {"path", path}, {"xml", nullptr}};
+  if (val_xml) rule["xml"] = *val_xml;
+  shim_request("POST", "/lab/override", rule.dump());
+}
+
+void VcsimLab::inject_qcda_fault(const std::string& fault, int count, const std::string& change_id,
+                                 const std::string& message) {
+  nlohmann::json rule = {{"fault", fault}, {"count", count}, {"message", message}, {"change_id", nullptr}};
+  if (!change_id.empty()) rule["change_id"] = change_id;
+  shim_request("POST", "/lab/qcda-fault", rule.dump());
+}
+
+nlohmann::json VcsimLab::shim_stats() const { return nlohmann::json::parse(shim_request("GET", "/lab/stats", "")); }
 
 std::string VcsimLab::url() const { return fmt::format("https://127.0.0.1:{}/sdk", shim_port_); }
 std::string VcsimLab::vcsim_url() const { return fmt::format("https://127.0.0.1:{}/sdk", vcsim_port_); }

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "common/subprocess.h"
@@ -40,6 +42,17 @@ class VcsimLab {
   const std::string& thumbprint() const { return thumbprint_; }  // SHA-1 of the certificate
   std::string ca_file() const { return dir_.file("cert.pem"); }  // the self-signed certificate
 
+  // What vcsim cannot do, modelled by the shim (see cbt_shim.py):
+  // property `path` of `moref` answers `val_xml` (a <val xsi:type=...> element), or is
+  // absent when nullopt: an encrypted VM, consolidation needed, an orphaned VM...
+  void override_property(const std::string& moref, const std::string& path, const std::optional<std::string>& val_xml);
+  // The next `count` QueryChangedDiskAreas calls matching `change_id` ("*", "stored" or
+  // "" for any) answer the vim25 fault `fault` ("FileFault", "InvalidArgument", ...).
+  void inject_qcda_fault(const std::string& fault, int count = 1, const std::string& change_id = "",
+                         const std::string& message = "");
+  // Calls per SOAP method ("calls") and the maxObjects of each RetrievePropertiesEx.
+  nlohmann::json shim_stats() const;
+
   // The flat file holding the data of "[datastore] dir/name.vmdk" (dir/name-flat.vmdk).
   std::string flat_file(const std::string& disk_file_name) const;
   const TempDir& dir() const { return dir_; }
@@ -47,6 +60,7 @@ class VcsimLab {
  private:
   void start_vcsim();
   void start_shim(const VcsimOptions& options);
+  std::string shim_request(const std::string& method, const std::string& path, const std::string& body) const;
 
   TempDir dir_;
   std::string user_ = "mk-lab";

@@ -304,13 +304,24 @@ function DiscoverDialog({ onClose, onAdded }: { onClose: () => void; onAdded: ()
               <tbody>
                 {found.vms.map((d) => (
                   <tr key={d.vm_id}>
-                    <td>{d.name}<div class="mono dim">{short(d.vm_id)} · {d.datacenter}</div></td>
+                    <td>
+                      {d.name}<div class="mono dim">{short(d.vm_id)} · {d.datacenter}</div>
+                      {d.blocked && (
+                        <ul class="blockers" aria-label={`Blockers of ${d.name}`}>
+                          {d.findings.map((f) => (
+                            <li key={`${f.code}-${f.disk_key ?? "vm"}`} title={f.text}>
+                              <strong>{f.disk_key ? `disk ${f.disk_key}: ` : ""}{f.problem}</strong> — {f.remedy}
+                            </li>
+                          ))}
+                        </ul>
+                      )}
+                    </td>
                     <td><Badge value={d.power_state} label={d.power_state.replace("powered", "").toLowerCase()} /></td>
                     <td>{d.cpus} · {bytes(d.memory_mb * 1048576)}</td>
                     <td>{d.disks.length} · {bytes(d.disks.reduce((a, k) => a + k.capacity_bytes, 0))}</td>
                     <td>{d.nics.map((n) => n.network).join(", ") || "—"}</td>
                     <td>
-                      {d.managed ? <Badge value="ok" label="managed" /> : (
+                      {d.managed ? <Badge value="ok" label="managed" /> : d.blocked ? <Badge value="blocked" /> : (
                         <button disabled={adding !== null || d.disks.length === 0} onClick={() => add(d)} aria-label={`Add ${d.name}`}>
                           {adding === d.vm_id ? "Adding…" : "Add"}
                         </button>

@@ -1,7 +1,8 @@
 // The OMA's REST routes, one function per resource, each declared in its own file:
 //
 //   system.cpp            GET /health (no token), GET /metrics (Prometheus)
-//   vms.cpp               GET|POST /api/v1/vms, GET /api/v1/vms/{vm_id}, GET .../disks
+//   vms.cpp               GET|POST /api/v1/vms, GET /api/v1/vms/{vm_id}, GET .../disks,
+//                         GET .../preflight (through the VM's VMA)
 //   jobs.cpp              POST|GET /api/v1/jobs, GET /api/v1/jobs/{job_id}, .../progress, .../cancel
 //   exports.cpp           GET /api/v1/exports
 //   volumes.cpp           GET /api/v1/volumes

@@ -1,4 +1,7 @@
-// The VMs the OMA manages: list (with pass statistics and schedules), add, show, disks.
+// The VMs the OMA manages: list (with pass statistics and schedules), add, show, disks,
+// preflight.
+#include <fmt/format.h>
+
 #include <map>
 
 #include "oma/api/checks.h"
@@ -56,6 +59,11 @@ const Schema kAddVmSchema{{
 
 const Schema kVmList{{array_field("vms", "every VM the OMA manages", &kVmSummary)}};
 const Schema kDiskList{{array_field("disks", "the VM's disks, by unit", &kDisk)}};
+const Schema kVmPreflight{{
+    uuid_field("vm_id", "the VM"),
+    bool_field("blocked", "a pass would be refused: see findings", false),
+    array_field("findings", "every finding at once (empty: nothing known refuses a pass)", &protocol::schemas::preflight_finding()),
+}, "VmPreflight", "what would refuse a replication pass of a VM, read afresh from vCenter"};
 
 Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
@@ -178,6 +186,38 @@ std::vector<Route> vm_routes(const Services& s) {
            }
          }
          return {200, out, ""};
+       }});
+  routes.push_back({
+      .method = "GET",
+      .path = "/api/v1/vms/{vm_id}/preflight",
+      .operation_id = "getVmPreflight",
+      .tag = &kTag,
+      .summary = "What would refuse a replication pass of the VM, all at once",
+      .description = "Asks the VM's VMA to read the VM afresh from vCenter and check what a pass would refuse: "
+                     "independent, RDM, shared or encrypted disks, disks without a file, snapshots of its own or "
+                     "a needed consolidation, CBT that cannot be enabled, templates and orphaned or inaccessible "
+                     "VMs. Each finding names the disk and what to do. A job of a blocked VM fails before it "
+                     "creates anything.",
+      .role = "operator",
+      .params = {vm_param()},
+      .responses = {{200, "the findings", &kVmPreflight},
+                    {404, "no such VM"},
+                    {502, "the VMA did not answer or could not read the VM"}},
+      .handler = [&repos, &jobs = s.jobs](auto& req, auto&, auto&) -> Reply {
+         std::string id = req.param("vm_id");
+         repos.vms.get_vm(id);
+         auto vma = jobs.vma_for(id);
+         std::vector<protocol::PreflightFinding> findings;
+         try {
+           findings = vma->preflight(id);
+         } catch (const std::exception& e) {
+           return {502, {{"error", fmt::format("preflight of VM {} through {} failed: {}; check the VMA and its "
+                                               "tunnel (Infrastructure page)",
+                                               id, vma->describe(), e.what())}}, ""};
+         }
+         json out = json::array();
+         for (const auto& f : findings) out.push_back(protocol::encode(f));
+         return {200, {{"vm_id", id}, {"blocked", !findings.empty()}, {"findings", out}}, ""};
        }});
   routes.push_back({
       .method = "GET",
