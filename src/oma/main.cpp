@@ -16,16 +16,18 @@ namespace {
 
 // A command that runs once instead of the service: prints what it did and returns 0, or
 // prints why it failed and returns 2 (usage) or 1.
+// Prints why the OMA or a command failed; the exit code: 2 for a usage error, else 1.
+int failed(const std::exception& e) {
+  std::fprintf(stderr, "oma: %s\n", e.what());
+  return dynamic_cast<const mk::UsageError*>(&e) ? 2 : 1;
+}
+
 int run_once(const std::function<std::string()>& command) {
   try {
     std::printf("%s\n", command().c_str());
     return 0;
-  } catch (const mk::UsageError& e) {
-    std::fprintf(stderr, "oma: %s\n", e.what());
-    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "oma: %s\n", e.what());
-    return 1;
+    return failed(e);
   }
 }
 
@@ -126,11 +128,7 @@ int main(int argc, char** argv) {
     mk::log::info("signal {}: stopping (active jobs resume at the next start)", sig);
     oma.stop();
     return 0;
-  } catch (const mk::UsageError& e) {
-    std::fprintf(stderr, "oma: %s\n", e.what());
-    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "oma: %s\n", e.what());
-    return 1;
+    return failed(e);
   }
 }

@@ -22,9 +22,7 @@ void url_check(const std::string& v, const std::string& path) {
   if (!v.starts_with("http://") && !v.starts_with("https://")) throw FieldError(path, "expected an http(s):// URL");
   if (v.find(' ') != std::string::npos) throw FieldError(path, "must not contain spaces");
 }
-void host_check(const std::string& v, const std::string& path) {
-  if (!is_host(v)) throw FieldError(path, "expected a host name or an IP address");
-}
+void host_check(const std::string& v, const std::string& path) { check_host(v, path); }
 void user_check(const std::string& v, const std::string& path) {
   if (v.empty() || v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos || v[0] == '-')
     throw FieldError(path, "expected a user name (lowercase letters, digits, _ . -)");

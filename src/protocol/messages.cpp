@@ -25,9 +25,7 @@ void device_key_check(const std::string& v, const std::string& path) {
 void export_check(const std::string& v, const std::string& path) {
   if (!is_export_name(v)) throw FieldError(path, "expected an export name migration-vm-{vm_id}-disk{unit}");
 }
-void host_check(const std::string& v, const std::string& path) {
-  if (!is_host(v)) throw FieldError(path, "expected a host name or an IP address");
-}
+void host_check(const std::string& v, const std::string& path) { check_host(v, path); }
 void not_empty_check(const std::string& v, const std::string& path) {
   if (v.empty()) throw FieldError(path, "must not be empty");
 }

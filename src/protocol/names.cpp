@@ -45,6 +45,10 @@ void check_uuid(std::string_view s, std::string_view field) {
   }
 }
 
+void check_host(std::string_view s, std::string_view field) {
+  if (!is_host(s)) throw FieldError(std::string(field), "expected a host name or an IP address");
+}
+
 void check_unit(int64_t unit, std::string_view field) {
   if (unit < 0 || unit > 255) throw FieldError(std::string(field), "expected a unit number from 0 to 255");
 }

@@ -46,6 +46,7 @@ bool is_mac_address(std::string_view s);  // six hex pairs joined by ':'
 bool is_host(std::string_view s);         // mk::is_host_name_or_ip (common/host_name.h)
 
 void check_uuid(std::string_view s, std::string_view field);
+void check_host(std::string_view s, std::string_view field);
 void check_unit(int64_t unit, std::string_view field);
 void check_display_name(std::string_view s, std::string_view field, size_t max = 255);
 
