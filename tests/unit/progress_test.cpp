@@ -32,6 +32,16 @@ std::vector<nlohmann::json> json_lines(const std::string& text) {
   return out;
 }
 
+// Everything a pipe's read end gives until EOF; closes it.
+std::string read_all_and_close(int fd) {
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, n);
+  ::close(fd);
+  return text;
+}
+
 void expect_all_fields(const nlohmann::json& j) {
   ASSERT_TRUE(j.is_object()) << j.dump();
   for (const auto& f : kFields) EXPECT_TRUE(j.contains(f)) << "missing " << f << " in " << j.dump();
@@ -177,11 +187,7 @@ TEST(UnitProgress, StartAndFinishWriteJsonLinesToPipe) {
     p.finish("done");
   }
   ::close(fds[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) text.append(buf, n);
-  ::close(fds[0]);
+  std::string text = read_all_and_close(fds[0]);
   auto lines = json_lines(text);
   ASSERT_FALSE(lines.empty());
   for (const auto& j : lines) expect_all_fields(j);
@@ -203,11 +209,7 @@ TEST(UnitProgress, EveryPhaseEnteredGetsALineEvenWhenTheyFollowAtOnce) {
     p.finish("done");
   }
   ::close(fds[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) text.append(buf, n);
-  ::close(fds[0]);
+  std::string text = read_all_and_close(fds[0]);
   std::vector<std::string> phases;
   for (const auto& j : json_lines(text)) {
     if (phases.empty() || phases.back() != j["phase"]) phases.push_back(j["phase"]);
