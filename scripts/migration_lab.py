@@ -168,13 +168,17 @@ class OmaApi:
 
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
-                 read_rate_limit=None, gui_port=0, bin_dir=None, quiet=False):
+                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False):
         self.work = work
         self.bin = bin_dir or os.environ.get("MIGRATEKIT_BIN_DIR", os.path.join(ROOT, "build", "bin"))
         self.n_vms, self.disk_mib, self.fill = vms, disk_mib, fill
         self.nbd_over_ssh, self.read_rate_limit = nbd_over_ssh, read_rate_limit
         self.quiet = quiet
-        self.gui_port = gui_port  # 0: any free port (the OMA writes it to DATA/gui.port)
+        # Preferred ports by role ("api", "nbd", "gui", "tunnel"), each taken only if it is free;
+        # a role not named gets any free port (the OMA writes the API's and GUI's to DATA/*.port).
+        self.preferred_ports = ports or {}
+        self.gui_port = free_port(self.preferred_ports["gui"]) if "gui" in self.preferred_ports else 0
+        self.api_port = free_port(self.preferred_ports["api"]) if "api" in self.preferred_ports else 0
         self.procs = {}
         self.passes = []      # one entry per disk and pass (the demo's summary)
         self.failures = []    # checks that failed, in words
@@ -232,10 +236,9 @@ class MigrationLab:
     # --- the OMA -----------------------------------------------------------------------
 
     def start_oma(self):
-        argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", "0",
+        argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", str(self.api_port),
                 "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), "--gui-port", str(self.gui_port),
-                "--keep-export-server", *([] if True else []),
-
+                "--keep-export-server",
                 "--tunnel-port-base", str(self.tunnel_port_base()),
                 "--vma-url", f"http://127.0.0.1:{self.tunnel_port_base()}",
                 "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
@@ -259,15 +262,15 @@ class MigrationLab:
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
 
     def tunnel_port_base(self):
-        # A lab's own: the OMA's default 9081 would meet another lab's VMA on this machine.
+        # A lab's own unless one is preferred: another lab's VMA on this machine may hold 9081.
         if not hasattr(self, "_tunnel_port_base"):
-            self._tunnel_port_base = free_port()
+            self._tunnel_port_base = free_port(self.preferred_ports.get("tunnel", 0))
         return self._tunnel_port_base
 
     def nbd_port(self):
         # Fixed for the lab's lifetime: a restarted OMA keeps serving where the VMA writes.
         if not hasattr(self, "_nbd_port"):
-            self._nbd_port = free_port()
+            self._nbd_port = free_port(self.preferred_ports.get("nbd", 0))
         return self._nbd_port
 
     def export_server_pid(self):

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from migration_lab import LabError, MigrationLab, say, wait_for  # noqa: E402
+from migration_lab import LabError, MigrationLab, free_port, say, wait_for  # noqa: E402
 
 
 class Check:
@@ -47,8 +48,19 @@ def fault_at(fraction, action, fired):
 def demo(work, check):
     summary_file = os.path.join(work, "summary.json")
     env = dict(os.environ, DEMO_DISK_MIB="256,128", TMPDIR=work)
-    rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--once", "--summary", summary_file],
-                        env=env).returncode
+    # The documented ports (README): those free now must be the demo's; the GUI's is held
+    # here (or by someone else already), so the demo must take another one and say so.
+    documented = {"api": 8082, "nbd": 10809, "gui": 3001, "tunnel": 9081}
+    free_before = {role: free_port(port) == port for role, port in documented.items()}
+    holder = socket.socket()
+    if free_before["gui"]:
+        holder.bind(("127.0.0.1", documented["gui"]))
+        holder.listen()
+    try:
+        rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--once", "--summary", summary_file],
+                            env=env).returncode
+    finally:
+        holder.close()
     check.that(rc == 0, f"scripts/demo --once exits 0 (got {rc})")
     with open(summary_file) as f:
         s = json.load(f)
@@ -62,6 +74,11 @@ def demo(work, check):
     check.that(incr < full / 4, f"the incremental moved less than a quarter of the full ({incr} vs {full})")
     check.that(isinstance(s.get("cutover_downtime_seconds"), (int, float)) and s["cutover_downtime_seconds"] > 0,
                f"cutover downtime reported ({s.get('cutover_downtime_seconds')})")
+    ports = s.get("ports", {})
+    check.that(ports.get("gui") not in (None, documented["gui"]), f"the GUI port held by the test was avoided ({ports})")
+    for role in ("api", "nbd", "tunnel"):
+        if free_before[role]:
+            check.that(ports.get(role) == documented[role], f"the documented {role} port {documented[role]} used ({ports})")
     leftovers = [n for n in os.listdir(work) if n.startswith("mk-demo.")]
     check.that(not leftovers, f"the demo removed its directory ({leftovers})")
 
