@@ -32,7 +32,7 @@ struct Site {
   Endpoint export_endpoint(const json& job) {
     Endpoint e;
     e.uri = fmt::format("nbds://127.0.0.1:{}/{}", api.get("/health").body["nbd_port"].get<int>(),
-                        job["disks"][0]["export_name"].get<std::string>());
+                        job["disks"][0]["export"].get<std::string>());
     e.tls.psk_file = data + "/nbd-psk.keys";
     e.role = "target";
     return e;
