@@ -64,7 +64,11 @@ std::string reset_admin_token(const OmaConfig& config) {
                                  url.substr(7)));
   }
   auto db = db::open_database(url);
-  db::migrate(*db);
+  std::optional<SecretBox> key;  // read only if a migration re-seals values
+  db::migrate(*db, [&]() -> const SecretBox& {
+    if (!key) key = SecretBox::existing(config.data_dir + "/secrets.key");
+    return *key;
+  });
   ConfigRepository tokens(*db);
   return issue_admin_token(tokens, config.data_dir, "admin (oma --reset-admin-token)");
 }
