@@ -13,6 +13,7 @@
 #include "oma/api/routes/routes.h"
 #include "oma/api/views.h"
 #include "oma/db/migrations.h"
+#include "oma/db/sealed_values.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/names.h"
@@ -63,7 +64,11 @@ std::string reset_admin_token(const OmaConfig& config) {
                                  url.substr(7)));
   }
   auto db = db::open_database(url);
-  db::migrate(*db);
+  std::optional<SecretBox> key;  // read only if a migration re-seals values
+  db::migrate(*db, [&]() -> const SecretBox& {
+    if (!key) key = SecretBox::existing(config.data_dir + "/secrets.key");
+    return *key;
+  });
   ConfigRepository tokens(*db);
   return issue_admin_token(tokens, config.data_dir, "admin (oma --reset-admin-token)");
 }
@@ -114,9 +119,16 @@ void Oma::bootstrap_token() {
 
 void Oma::start() {
   db_ = db::open_database(config_.database_url);
-  db::migrate(*db_);
+  // The key is read for the migration only if it has values to re-seal; a key it
+  // needs but cannot find is a refusal naming the file (sealed_values.h).
+  const std::string key_file = config_.data_dir + "/secrets.key";
+  std::optional<SecretBox> migration_key;
+  db::migrate(*db_, [&]() -> const SecretBox& {
+    if (!migration_key) migration_key = SecretBox::existing(key_file);
+    return *migration_key;
+  });
   repos_ = std::make_unique<Repositories>(*db_);
-  secrets_ = std::make_unique<SecretBox>(config_.data_dir + "/secrets.key");
+  secrets_ = open_secrets_key(*db_, key_file);
   bootstrap_token();
   ensure_psk();
 

@@ -43,15 +43,15 @@ TEST(Settings, SecretIsStoredSealedAndReadBack) {
   s.api_key = "key";
   s.secret_key = "very-secret-value";
   s.network_ids = {"n1", "n2"};
-  Json stored = settings_to_json(s, [&](const std::string& v) { return box.seal(v); });
+  Json stored = settings_to_json(s, [&](const std::string& v) { return box.seal(v, "settings/cloudstack.secret_key_sealed"); });
   EXPECT_EQ(stored.dump().find("very-secret-value"), std::string::npos) << stored.dump();
   Settings back =
-      settings_from_json(stored, [&](const std::string& v) { return box.open(v); });
+      settings_from_json(stored, [&](const std::string& v) { return box.open(v, "settings/cloudstack.secret_key_sealed"); });
   EXPECT_EQ(back.secret_key, "very-secret-value");
   EXPECT_EQ(back.network_ids, s.network_ids);
   // Another key cannot open it.
   oma::SecretBox other(dir.file("other.key"));
-  EXPECT_THROW(settings_from_json(stored, [&](const std::string& v) { return other.open(v); }),
+  EXPECT_THROW(settings_from_json(stored, [&](const std::string& v) { return other.open(v, "settings/cloudstack.secret_key_sealed"); }),
                Error);
 }
 

@@ -211,14 +211,16 @@ TEST_F(ApiFixture, SecretsAreEncryptedAtRestAndNeverReturned) {
   EXPECT_TRUE(stored->encrypted);
   EXPECT_EQ(stored->value.find(secret), std::string::npos);
   SecretBox box(dir.file("data/secrets.key"));
-  EXPECT_EQ(box.open(stored->value), secret);
+  EXPECT_EQ(box.open(stored->value, "settings/vcenter.password"), secret);
+  // Bound to its setting: the same value moved to another one does not open.
+  EXPECT_THROW(box.open(stored->value, "settings/cloudstack.secret_key"), Error);
   auto listed = admin->get("/api/v1/settings");
   EXPECT_EQ(listed.raw.find(secret), std::string::npos);
   EXPECT_NE(listed.raw.find("http://cs:8080"), std::string::npos);
   // An altered ciphertext does not decrypt.
   std::string tampered = stored->value;
   tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
-  EXPECT_THROW(box.open(tampered), Error);
+  EXPECT_THROW(box.open(tampered, "settings/vcenter.password"), Error);
 }
 
 TEST_F(ApiFixture, MetricsInPrometheusTextFormat) {

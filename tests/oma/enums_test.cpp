@@ -33,8 +33,8 @@ TEST(OmaEnums, NamesAreTheStoredStrings) {
   expect_names(FailoverKind::TestFailover, {"cutover", "test_failover"});
   expect_names(JobKind::TestFailoverCleanup,
                {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup"});
-  expect_names(JobStatus::Cancelled,
-               {"preparing", "exporting", "copying", "committing", "running", "completed", "failed", "cancelled"});
+  expect_names(JobStatus::Unknown, {"preparing", "exporting", "copying", "committing", "running", "completed", "failed",
+                                    "cancelled", "cancelling", "unknown"});
   expect_names(StepStatus::Skipped, {"running", "completed", "failed", "skipped"});
   expect_names(EventLevel::Error, {"info", "warn", "error"});
   expect_names(VolumeStatus::Ready, {"ready"});
@@ -45,8 +45,9 @@ TEST(OmaEnums, NamesAreTheStoredStrings) {
 TEST(OmaEnums, PredicatesOverStatusesAndKinds) {
   for (auto s : {JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled})
     EXPECT_TRUE(is_terminal(s)) << enum_name(s);
+  // Cancelling and unknown hold the VM until no writer is left: not ended.
   for (auto s : {JobStatus::Preparing, JobStatus::Exporting, JobStatus::Copying, JobStatus::Committing,
-                 JobStatus::Running})
+                 JobStatus::Running, JobStatus::Cancelling, JobStatus::Unknown})
     EXPECT_FALSE(is_terminal(s)) << enum_name(s);
   EXPECT_TRUE(is_pass(JobKind::Full));
   EXPECT_TRUE(is_pass(JobKind::Incremental));

@@ -92,6 +92,11 @@ void FakeVma::route(const protocol::Route& r, Handler h) {
       reply = {v.status, error_body(v.message, v.field)};
     }
     res.status = reply.status;
+    if (reply.abort) {
+      res.set_content_provider(
+          1, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
+      return;
+    }
     res.set_content(reply.body.dump(), "application/json");
   };
   std::string pattern(r.pattern);
@@ -103,6 +108,11 @@ void FakeVma::route(const protocol::Route& r, Handler h) {
 }
 
 void FakeVma::go_silent() {
+  {
+    std::lock_guard lock(silent_mu_);
+    silent_ = true;
+  }
+  silent_cv_.notify_all();
   server_.stop();
   if (thread_.joinable()) thread_.join();
 }
@@ -150,6 +160,14 @@ bool FakeVma::knows(const std::string& job_id) {
 
 FakeVma::Reply FakeVma::replicate(const httplib::Request& req) {
   auto r = protocol::decode_text<protocol::ReplicateRequest>(req.body);
+  Reply accepted = start_job(r);
+  if (!hang_replicate_) return accepted;
+  std::unique_lock lock(silent_mu_);
+  silent_cv_.wait(lock, [&] { return silent_; });
+  return {accepted.status, accepted.body, true};
+}
+
+FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
   std::lock_guard lock(mu_);
   requests_.push_back(r);
   if (jobs_.count(r.job_id)) return {409, error_body("job " + r.job_id + " is already running")};

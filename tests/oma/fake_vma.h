@@ -29,6 +29,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -61,7 +62,12 @@ class FakeVma {
   void set_disk(const std::string& job_id, const protocol::DiskProgress& progress);
   void restart();
   void forget(const std::string& job_id);  // this job only: as if it was lost
+  // Stops answering. A replicate call held by hang_replicate() ends without an answer
+  // (the connection closes before the body).
   void go_silent();
+  // From now on replicate accepts the job (knows() it, as a VMA that starts copying)
+  // but does not answer until go_silent(): a call that times out on the OMA's side.
+  void hang_replicate() { hang_replicate_ = true; }
   // The protocol version the fake speaks (and requires) from now on.
   void speak_version(int version) { version_ = version; }
 
@@ -102,11 +108,13 @@ class FakeVma {
   struct Reply {
     int status = 200;
     nlohmann::json body;
+    bool abort = false;  // close the connection instead of sending the body
   };
   using Handler = Reply (FakeVma::*)(const httplib::Request& req);
 
   void route(const protocol::Route& r, Handler h);
   Reply replicate(const httplib::Request& req);
+  Reply start_job(const protocol::ReplicateRequest& r);
   Reply progress(const httplib::Request& req);
   Reply stop(const httplib::Request& req);
   Reply power(const httplib::Request& req);
@@ -132,6 +140,10 @@ class FakeVma {
   int generation_ = 0;
   std::atomic<bool> auto_complete_{false};
   std::atomic<int> polls_{0};
+  std::atomic<bool> hang_replicate_{false};
+  std::mutex silent_mu_;  // guards silent_
+  std::condition_variable silent_cv_;
+  bool silent_ = false;
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;

@@ -157,6 +157,42 @@ void AnUnknownJobStatusIsAnErrorNamingTableRowAndValue(db::Database& database, R
   }
 }
 
+// Issue 16: the claim and the VM's status change together. A cutover's end sets the
+// VM's status in the transaction that frees it, and a cut-over VM (or one in a test
+// failover) takes no new job but the test failover's cleanup.
+void EndingAJobSetsTheVmStatusWithTheReleaseAndASettledVmTakesNoJob(db::Database&, Repositories& r) {
+  r.vms.add_vm(vm_record(kVm1), disk_records(1));
+  JobRecord cutover = job_record("job-1", kVm1);
+  cutover.kind = JobKind::Cutover;
+  r.jobs.create_job(cutover, {});
+  r.jobs.finish_job("job-1", JobStatus::Completed, std::nullopt, VmStatus::CutOver);
+  EXPECT_EQ(r.vms.get_vm(kVm1).status, VmStatus::CutOver);
+  EXPECT_FALSE(r.vms.get_vm(kVm1).current_job_id);
+  for (JobKind kind : {JobKind::Full, JobKind::Incremental, JobKind::Cutover, JobKind::TestFailover}) {
+    JobRecord j = job_record("job-2", kVm1);
+    j.kind = kind;
+    try {
+      r.jobs.create_job(j, job_disk_records("job-2", 1));
+      ADD_FAILURE() << enum_name(kind) << " job created on a cut-over VM";
+    } catch (const Conflict& e) {
+      EXPECT_NE(std::string(e.what()).find("has been cut over"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(r.jobs.find_job("job-2"));
+  }
+  EXPECT_EQ(r.vms.get_vm(kVm1).status, VmStatus::CutOver);
+
+  r.vms.add_vm(vm_record(kVm2), disk_records(1));
+  r.vms.set_vm_status(kVm2, VmStatus::TestFailover);
+  EXPECT_THROW(r.jobs.create_job(job_record("job-3", kVm2), {}), Conflict);
+  JobRecord cleanup = job_record("job-4", kVm2);
+  cleanup.kind = JobKind::TestFailoverCleanup;
+  r.jobs.create_job(cleanup, {});
+  EXPECT_EQ(r.vms.get_vm(kVm2).current_job_id.value_or(""), "job-4");
+  r.jobs.finish_job("job-4", JobStatus::Failed, "cleanup failed", VmStatus::TestFailoverCleanupInterrupted);
+  EXPECT_EQ(r.vms.get_vm(kVm2).status, VmStatus::TestFailoverCleanupInterrupted);
+  r.jobs.create_job(job_record("job-5", kVm2), {});  // no longer in a test failover
+}
+
 }  // namespace
 
 Scenarios job_repository_scenarios() {
@@ -165,7 +201,9 @@ Scenarios job_repository_scenarios() {
           {"ProgressRollsUpFromDisks", ProgressRollsUpFromDisks},
           {"StepsAndEventsAreNumberedPerJob", StepsAndEventsAreNumberedPerJob},
           {"CutoverJobKindsAndEndedPasses", CutoverJobKindsAndEndedPasses},
-          {"AnUnknownJobStatusIsAnErrorNamingTableRowAndValue", AnUnknownJobStatusIsAnErrorNamingTableRowAndValue}};
+          {"AnUnknownJobStatusIsAnErrorNamingTableRowAndValue", AnUnknownJobStatusIsAnErrorNamingTableRowAndValue},
+          {"EndingAJobSetsTheVmStatusWithTheReleaseAndASettledVmTakesNoJob",
+           EndingAJobSetsTheVmStatusWithTheReleaseAndASettledVmTakesNoJob}};
 }
 
 }  // namespace mk::oma::test

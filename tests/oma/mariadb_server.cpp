@@ -3,13 +3,16 @@
 #include <fmt/format.h>
 #include <openssl/rand.h>
 
+#include <filesystem>
+
 #include "common/error.h"
 #include "common/files.h"
 #include "support/net.h"
+#include "support/x509.h"
 
 namespace mk::oma::test {
 
-MariadbServer::MariadbServer() {
+MariadbServer::MariadbServer(bool tls) {
   std::string install_log = dir_.file("install.log");
   std::string out;
   int rc = run_capture({"mariadb-install-db", "--no-defaults", "--datadir=" + dir_.file("data"), "--user=root",
@@ -17,17 +20,25 @@ MariadbServer::MariadbServer() {
                        out, install_log);
   if (rc != 0) throw Error("mariadb-install-db failed:\n" + mk::test::log_tail(install_log));
   std::string log = dir_.file("server.log");
+  std::vector<std::string> tls_args;
+  if (tls) {
+    std::filesystem::create_directories(dir_.file("pki"));
+    auto pki = mk::test::make_x509_pki(dir_.file("pki"));
+    tls_args = {"--ssl-ca=" + pki.server + "/ca-cert.pem", "--ssl-cert=" + pki.server + "/server-cert.pem",
+                "--ssl-key=" + pki.server + "/server-key.pem", "--require-secure-transport=ON"};
+  }
   for (int attempt = 0;; ++attempt) {
     port_ = mk::test::free_tcp_port();
     SpawnOptions o;
     o.stdout_path = log;
     o.stderr_path = log;
-    server_ = Subprocess::spawn({"mariadbd", "--no-defaults", "--datadir=" + dir_.file("data"),
+    std::vector<std::string> argv{"mariadbd", "--no-defaults", "--datadir=" + dir_.file("data"),
                                  "--socket=" + dir_.file("s.sock"), "--port=" + std::to_string(port_),
                                  "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
                                  "--innodb-buffer-pool-size=16M", "--skip-name-resolve",
-                                 "--pid-file=" + dir_.file("mariadbd.pid"), "--log-error=" + log},
-                                o);
+                                 "--pid-file=" + dir_.file("mariadbd.pid"), "--log-error=" + log};
+    argv.insert(argv.end(), tls_args.begin(), tls_args.end());
+    server_ = Subprocess::spawn(argv, o);
     try {
       mk::test::wait_for_tcp_port(port_, {"mariadbd", log, &server_}, std::chrono::seconds(60));
       break;

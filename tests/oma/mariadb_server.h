@@ -1,6 +1,8 @@
 // MariadbServer: a real, private MariaDB server for one test process: a fresh data
 // directory (mariadb-install-db), mariadbd on 127.0.0.1 at a free port and on a Unix
 // socket, and an unprivileged user "oma" whose random password is in a 0600 file.
+// With `tls`, the server has a certificate of a CA made by the test (support/x509.h) and
+// requires secure transport: TCP clients must use TLS (ca_file() verifies it).
 // Stopped by PID when destroyed. Not thread-safe.
 #pragma once
 
@@ -15,12 +17,14 @@ namespace mk::oma::test {
 
 class MariadbServer {
  public:
-  MariadbServer();
+  explicit MariadbServer(bool tls = false);
   ~MariadbServer();
   // Creates an empty database `name` (letters, digits, '_') and returns the OMA's URL
   // for it (user oma over TCP, password from the file).
   std::string create_database(const std::string& name);
   int port() const { return port_; }
+  // The CA that signed the server's certificate (with tls).
+  std::string ca_file() const { return dir_.file("pki/client/ca-cert.pem"); }
 
  private:
   mk::test::TempDir dir_{"mk-mariadb"};

@@ -10,6 +10,8 @@
 #include "oma/db/migrations.h"
 #include "oma/errors.h"
 #include "repository_scenarios.h"
+#include "support/temp_dir.h"
+#include "support/x509.h"
 
 namespace mk::oma::test {
 namespace {
@@ -37,6 +39,34 @@ TEST(MariadbRepositories, EveryScenarioOnARealServer) {
   sa.jobs.create_job(job_record("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b1001", kVm1), {});
   EXPECT_THROW(sb.jobs.create_job(job_record("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b1002", kVm1), {}), Conflict);
   EXPECT_EQ(sb.jobs.active_jobs().size(), 1u);
+}
+
+// TLS as an option of the URL (issue 16): the server requires it, so the plain URL is
+// refused; with ssl_ca the session is encrypted and the server verified; a CA that did
+// not sign the server's certificate is refused.
+TEST(MariadbRepositories, TlsWithTheServerVerifiedAgainstTheGivenCa) {
+  MariadbServer server(true);
+  std::string url = server.create_database("oma_tls");
+  EXPECT_THROW(db::open_database(url), Error);
+  auto database = db::open_database(url + "&ssl_ca=" + server.ca_file());
+  EXPECT_NE(database->describe().find("(TLS)"), std::string::npos) << database->describe();
+  auto cipher = database->query("SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+  ASSERT_EQ(cipher.size(), 1u);
+  EXPECT_FALSE(cipher[0].str(1).empty());
+  db::migrate(*database);
+  Repositories repos(*database);
+  repos.vms.add_vm(vm_record(kVm1), disk_records(1));
+  EXPECT_EQ(repos.vms.list_vms().size(), 1u);
+
+  mk::test::TempDir other("mk-mariadb-other-ca");
+  auto pki = mk::test::make_x509_pki(other.path());
+  try {
+    db::open_database(url + "&ssl_ca=" + pki.client + "/ca-cert.pem");
+    ADD_FAILURE() << "connected to a server whose certificate another CA signed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot connect"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(db::open_database(url + "&ssl_ca=relative/ca.pem"), UsageError);
 }
 
 TEST(MariadbRepositories, RejectsMalformedUrls) {

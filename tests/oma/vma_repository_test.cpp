@@ -9,6 +9,11 @@
 namespace mk::oma::test {
 namespace {
 
+// Records the move instead of re-sealing: "VALUE|FROM>TO".
+std::string moved(const std::string& sealed, const std::string& from, const std::string& to) {
+  return sealed + "|" + from + ">" + to;
+}
+
 void VmasEnrolOnceWithDistinctPorts(db::Database&, Repositories& r) {
   const int64_t now = 1'000'000;
   for (const char* h : {"code-a", "code-b", "code-old"})
@@ -19,18 +24,20 @@ void VmasEnrolOnceWithDistinctPorts(db::Database&, Repositories& r) {
   in.vcenter = "vc-a";
   in.ssh_public_key = "ssh-ed25519 AAAA";
   in.vma_id = "vma-a";
-  VmaRecord a = r.vmas.enroll_vma("code-a", now, in, 9081);
+  VmaRecord a = r.vmas.enroll_vma("code-a", now, in, 9081, moved);
   EXPECT_EQ(a.tunnel_port, 9081);
   EXPECT_EQ(a.state, VmaState::Pending);
-  EXPECT_EQ(a.api_token_sealed, "v1:sealed");
-  EXPECT_EQ(r.vmas.get_vma("vma-a").nbd_psk_sealed, "v1:psk");
+  // The code's secrets are re-sealed for the VMA's row (bound to where they are stored).
+  EXPECT_EQ(a.api_token_sealed, "v1:sealed|vma_pairing_codes.api_token_sealed/code-a>vmas.api_token_sealed/vma-a");
+  EXPECT_EQ(r.vmas.get_vma("vma-a").nbd_psk_sealed,
+            "v1:psk|vma_pairing_codes.nbd_psk_sealed/code-a>vmas.nbd_psk_sealed/vma-a");
   in.vma_id = "vma-a2";
-  EXPECT_THROW(r.vmas.enroll_vma("code-a", now, in, 9081), Conflict);    // used
-  EXPECT_THROW(r.vmas.enroll_vma("code-old", now, in, 9081), Conflict);  // expired
-  EXPECT_THROW(r.vmas.enroll_vma("code-x", now, in, 9081), Conflict);    // unknown
+  EXPECT_THROW(r.vmas.enroll_vma("code-a", now, in, 9081, moved), Conflict);    // used
+  EXPECT_THROW(r.vmas.enroll_vma("code-old", now, in, 9081, moved), Conflict);  // expired
+  EXPECT_THROW(r.vmas.enroll_vma("code-x", now, in, 9081, moved), Conflict);    // unknown
   EXPECT_FALSE(r.vmas.find_vma("vma-a2"));
   in.vma_id = "vma-b";
-  EXPECT_EQ(r.vmas.enroll_vma("code-b", now, in, 9081).tunnel_port, 9082);
+  EXPECT_EQ(r.vmas.enroll_vma("code-b", now, in, 9081, moved).tunnel_port, 9082);
   ASSERT_EQ(r.vmas.list_vmas().size(), 2u);
 }
 
@@ -40,7 +47,7 @@ void VmaStatesMoveOnlyForward(db::Database&, Repositories& r) {
   VmaRecord in;
   in.vma_id = "vma-a";
   in.name = "site-a";
-  r.vmas.enroll_vma("code-a", now, in, 9081);
+  r.vmas.enroll_vma("code-a", now, in, 9081, moved);
   EXPECT_THROW(r.vmas.set_vma_state("vma-a", VmaState::Pending), Conflict);
   r.vmas.set_vma_state("vma-a", VmaState::Approved);
   EXPECT_TRUE(r.vmas.get_vma("vma-a").approved_at);

@@ -162,7 +162,8 @@ export interface Problem {
   message: string;
 }
 
-export const ACTIVE = new Set(["preparing", "exporting", "copying", "committing", "running", "pending"]);
+export const ACTIVE = new Set(["preparing", "exporting", "copying", "committing", "running", "pending", "cancelling",
+  "unknown"]);
 export const isActive = (j: Job) => !j.finished_at && ACTIVE.has(j.status);
 
 /** An answer other than 2xx: the OMA's message (it says what to do) and the field. */

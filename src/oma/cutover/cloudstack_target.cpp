@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "oma/db/sealed_values.h"
 #include "common/error.h"
 #include "oma/names.h"
 
@@ -13,6 +14,8 @@ namespace {
 constexpr const char* kSettings = "cloudstack";
 constexpr const char* kMappings = "cloudstack.network_mappings";
 constexpr const char* kOmaId = "oma.id";
+// The secret key is the "secret_key_sealed" field of the JSON setting (sealed_values.h).
+const std::string kSecretKeyBinding = seal_binding(kSettingPurpose, std::string(kSettings) + ".secret_key_sealed");
 
 }  // namespace
 
@@ -32,7 +35,7 @@ std::optional<cloudstack::Settings> CloudStackTarget::settings() {
   if (!stored) return std::nullopt;
   auto j = cloudstack::Json::parse(stored->value, nullptr, false);
   if (j.is_discarded()) throw Error("the stored CloudStack settings are not JSON: save them again");
-  return cloudstack::settings_from_json(j, [this](const std::string& s) { return secrets_.open(s); });
+  return cloudstack::settings_from_json(j, [this](const std::string& s) { return secrets_.open(s, kSecretKeyBinding); });
 }
 
 void CloudStackTarget::save_settings(cloudstack::Settings s) {
@@ -40,7 +43,8 @@ void CloudStackTarget::save_settings(cloudstack::Settings s) {
     auto old = settings();
     if (old) s.secret_key = old->secret_key;
   }
-  auto j = cloudstack::settings_to_json(s, [this](const std::string& p) { return p.empty() ? p : secrets_.seal(p); });
+  auto j = cloudstack::settings_to_json(
+      s, [this](const std::string& p) { return p.empty() ? p : secrets_.seal(p, kSecretKeyBinding); });
   config_.put_setting(kSettings, j.dump(), true);
 }
 

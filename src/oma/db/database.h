@@ -97,6 +97,8 @@ class Database {
 //   sqlite:/path/to/oma.db           (created if missing; WAL journal, foreign keys on)
 //   mariadb://user@host:port/name?password_file=/path   (password read from a 0600 file)
 //   mariadb://user@localhost/name?socket=/path/to/sock&password_file=/path
+//   mariadb://user@host/name?password_file=/path&ssl_ca=/path/ca.pem   (TLS; the server's
+//                                        certificate verified against the CA and the host)
 // Throws mk::UsageError for a malformed URL, mk::Error when the connection fails.
 std::unique_ptr<Database> open_database(const std::string& url);
 

@@ -25,7 +25,7 @@ const EnumTable<JobStatus>& enum_table(JobStatus) {
   static const EnumTable<JobStatus> t{"job status", {{JobStatus::Preparing, "preparing"},
     {JobStatus::Exporting, "exporting"}, {JobStatus::Copying, "copying"}, {JobStatus::Committing, "committing"},
     {JobStatus::Running, "running"}, {JobStatus::Completed, "completed"}, {JobStatus::Failed, "failed"},
-    {JobStatus::Cancelled, "cancelled"}}};
+    {JobStatus::Cancelled, "cancelled"}, {JobStatus::Cancelling, "cancelling"}, {JobStatus::Unknown, "unknown"}}};
   return t;
 }
 
@@ -86,6 +86,30 @@ VmStatus vm_status_after(JobStatus end) {
   }
 }
 
+// Claims the VM's row for `job` (inside create_job's transaction): current job and
+// status "replicating", unless the VM's replicas have left the OMA's hands (cut over,
+// or in a test failover, which only its cleanup job may take). One conditional UPDATE,
+// not a read and a write: on MariaDB a plain SELECT reads the transaction's snapshot,
+// which may predate a finish_job that just set cut_over; an UPDATE reads the latest
+// committed row and holds its lock until commit.
+void claim_vm(db::Database& db, const JobRecord& job) {
+  std::string settled = job.kind == JobKind::TestFailoverCleanup ? "" : enum_name(VmStatus::TestFailover);
+  if (db.exec("UPDATE vm_contexts SET current_job_id = ?, status = ?, updated_at = ? WHERE vm_id = ? "
+              "AND status NOT IN (?, ?)",
+              {job.job_id, enum_name(VmStatus::Replicating), now_ms(), job.vm_id, enum_name(VmStatus::CutOver),
+               settled}) == 1)
+    return;
+  auto rows = db.query("SELECT status, name FROM vm_contexts WHERE vm_id = ?", {job.vm_id});
+  if (rows.empty()) return;  // no such VM: nothing to claim (callers check that the VM exists)
+  if (rows[0].str(0) == enum_name(VmStatus::CutOver)) {
+    throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication, cutover or test failover",
+                               job.vm_id, rows[0].str(1)));
+  }
+  throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up first (POST "
+                             "/api/v1/vms/{}/test-failover/cleanup)",
+                             job.vm_id, rows[0].str(1), job.vm_id));
+}
+
 // The next sequence number of a job's steps or events (call inside a transaction).
 int64_t next_seq(db::Database& db, const char* table, const std::string& job_id) {
   return db.query(fmt::format("SELECT COALESCE(MAX(seq), 0) + 1 FROM {} WHERE job_id = ?", table), {job_id})[0].i64(0);
@@ -101,6 +125,7 @@ void JobRepository::create_job(const JobRecord& job, const std::vector<JobDiskRe
   row.cancel_requested = false;
   row.finished_at.reset();
   db_.transaction([&] {
+    claim_vm(db_, job);
     try {
       db_.exec("INSERT INTO active_jobs (vm_id, job_id) VALUES (?, ?)", {job.vm_id, job.job_id});
     } catch (const db::ConstraintError&) {
@@ -113,8 +138,6 @@ void JobRepository::create_job(const JobRecord& job, const std::vector<JobDiskRe
       d.committed = false;
       kJobDisks.insert(db_, d);
     }
-    db_.exec("UPDATE vm_contexts SET current_job_id = ?, status = ?, updated_at = ? WHERE vm_id = ?",
-             {job.job_id, enum_name(VmStatus::Replicating), now_ms(), job.vm_id});
   });
 }
 
@@ -151,6 +174,12 @@ std::vector<JobDiskRecord> JobRepository::job_disks(const std::string& job_id) {
 void JobRepository::set_job_status(const std::string& job_id, JobStatus status, const std::string& phase) {
   db_.exec("UPDATE replication_jobs SET status = ?, phase = ?, updated_at = ? WHERE job_id = ?",
            {enum_name(status), phase, now_ms(), job_id});
+}
+
+void JobRepository::set_job_status(const std::string& job_id, JobStatus status, const std::string& phase,
+                                   const std::string& error) {
+  db_.exec("UPDATE replication_jobs SET status = ?, phase = ?, error = ?, updated_at = ? WHERE job_id = ?",
+           {enum_name(status), phase, error, now_ms(), job_id});
 }
 
 void JobRepository::set_job_disk_export(const std::string& job_id, const std::string& disk_key,
@@ -191,7 +220,8 @@ std::optional<std::string> JobRepository::vma_instance(const std::string& job_id
   return rows.empty() ? std::nullopt : rows[0].opt(0);
 }
 
-void JobRepository::finish_job(const std::string& job_id, JobStatus status, const std::optional<std::string>& error) {
+void JobRepository::finish_job(const std::string& job_id, JobStatus status, const std::optional<std::string>& error,
+                               std::optional<VmStatus> vm_status) {
   if (!is_terminal(status))
     throw Error(fmt::format("job {}: {} is not an end state (a bug in the caller)", job_id, status));
   db_.transaction([&] {
@@ -205,7 +235,7 @@ void JobRepository::finish_job(const std::string& job_id, JobStatus status, cons
     db_.exec("DELETE FROM active_jobs WHERE job_id = ?", {job_id});
     db_.exec("UPDATE vm_contexts SET current_job_id = NULL, status = ?, updated_at = ? "
              "WHERE vm_id = ? AND current_job_id = ?",
-             {enum_name(vm_status_after(status)), t, j.vm_id, job_id});
+             {enum_name(vm_status.value_or(vm_status_after(status))), t, j.vm_id, job_id});
   });
 }
 

@@ -9,7 +9,12 @@
 //    naming the active job and stores nothing; finish_job deletes the claim;
 //  - while it holds the VM, vm_contexts.current_job_id names the job and the VM's
 //    status is "replicating" (create_job); finish_job clears it and sets the VM's
-//    status from the job's end (replicated, replication_failed, replication_cancelled);
+//    status from the job's end (replicated, replication_failed, replication_cancelled)
+//    or to the status its caller gives (a cutover's cut_over): the claim and the status
+//    change together, so no job can claim the VM in between and see a stale status;
+//  - a VM that has been cut over or is in a test failover takes no new job but the
+//    test failover's cleanup: create_job reads the status inside its transaction and
+//    throws Conflict (a check before the claim alone would race a finishing job);
 //  - change IDs are committed for every disk of a job or for none: commit_change_ids
 //    checks that every uncommitted disk completed with a change ID, then writes each
 //    to vm_disks.change_id and cbt_history and marks the job disk committed;
@@ -29,6 +34,7 @@
 
 #include "common/enum_names.h"
 #include "oma/db/database.h"
+#include "oma/db/vm_repository.h"
 #include "protocol/enums.h"
 
 namespace mk::oma {
@@ -41,8 +47,13 @@ const EnumTable<JobKind>& enum_table(JobKind);
 bool is_pass(JobKind kind);
 
 // Where a job is. A pass goes preparing -> exporting -> copying -> committing; other
-// kinds are "running" (their phase says more). Stored in replication_jobs.status.
-enum class JobStatus { Preparing, Exporting, Copying, Committing, Running, Completed, Failed, Cancelled };
+// kinds are "running" (their phase says more). A pass that ends after its copy was
+// asked of the VMA first passes through "cancelling" (cancelled) or "unknown" (failed:
+// the VMA may still be writing) until the VMA confirmed the copy stopped or the OMA cut
+// the VMA off the exports; it keeps its VM meanwhile. Stored in replication_jobs.status.
+enum class JobStatus {
+  Preparing, Exporting, Copying, Committing, Running, Completed, Failed, Cancelled, Cancelling, Unknown
+};
 const EnumTable<JobStatus>& enum_table(JobStatus);
 // Completed, failed or cancelled: the job has ended and released its VM.
 bool is_terminal(JobStatus status);
@@ -122,6 +133,9 @@ class JobRepository {
   std::vector<JobRecord> active_jobs();
   std::vector<JobDiskRecord> job_disks(const std::string& job_id);  // by unit
   void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase);
+  // The same, and the error the job will end with (kept across an OMA restart).
+  void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase,
+                      const std::string& error);
   void set_job_disk_export(const std::string& job_id, const std::string& disk_key, const std::string& export_name);
   // The disk's pass becomes a full one (no base change ID): its disk was grown.
   void clear_job_disk_base(const std::string& job_id, const std::string& disk_key);
@@ -133,8 +147,10 @@ class JobRepository {
   // the VMA restarted and lost the job.
   void set_vma_instance(const std::string& job_id, const std::string& instance);
   std::optional<std::string> vma_instance(const std::string& job_id);
-  // Ends the job (`status` must be terminal) and releases its VM.
-  void finish_job(const std::string& job_id, JobStatus status, const std::optional<std::string>& error);
+  // Ends the job (`status` must be terminal) and releases its VM, whose status becomes
+  // `vm_status` if given, else the one that follows `status` (see the invariants).
+  void finish_job(const std::string& job_id, JobStatus status, const std::optional<std::string>& error,
+                  std::optional<VmStatus> vm_status = std::nullopt);
   // Throws Error if a disk has not completed or has no change ID; nothing is committed.
   void commit_change_ids(const std::string& job_id);
   std::vector<CbtRecord> cbt_history(const std::string& vm_id, const std::string& disk_key);  // oldest first

@@ -1,7 +1,10 @@
 // MariadbDatabase: the OMA's state in a MariaDB server (larger installations). Same
 // schema and statements as SQLite (see database.h); prepared statements with bound
 // parameters; CLIENT_FOUND_ROWS so that an UPDATE reports the rows it matched, as
-// SQLite does. Thread-safety as Database.
+// SQLite does. With ssl_ca= the connection is TLS, and the server's certificate must
+// chain to that CA and name the host (MYSQL_OPT_SSL_VERIFY_SERVER_CERT): a server
+// without TLS, or with a certificate of another CA or host, is refused, never used in
+// clear. Thread-safety as Database.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <mysql.h>
@@ -24,7 +27,7 @@ namespace {
 std::string head(const std::string& sql) { return sql.size() > 60 ? sql.substr(0, 60) + "..." : sql; }
 
 struct MariadbUrl {
-  std::string user, host = "127.0.0.1", database, socket, password_file;
+  std::string user, host = "127.0.0.1", database, socket, password_file, ssl_ca;
   unsigned port = 3306;
 };
 
@@ -44,7 +47,7 @@ MariadbUrl parse_url(const std::string& url) {
   auto at = rest.find('@');
   auto slash = rest.find('/');
   if (at == std::string::npos || slash == std::string::npos || slash < at) {
-    throw UsageError("--database: expected mariadb://USER@HOST[:PORT]/NAME[?password_file=F&socket=S]");
+    throw UsageError("--database: expected mariadb://USER@HOST[:PORT]/NAME[?password_file=F&socket=S&ssl_ca=F]");
   }
   u.user = rest.substr(0, at);
   std::string hostport = rest.substr(at + 1, slash - at - 1);
@@ -67,9 +70,23 @@ MariadbUrl parse_url(const std::string& url) {
     std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
     if (k == "password_file") u.password_file = v;
     else if (k == "socket") u.socket = v;
-    else throw UsageError(fmt::format("--database: unknown MariaDB option '{}' (password_file, socket)", k.substr(0, 30)));
+    else if (k == "ssl_ca") u.ssl_ca = v;
+    else throw UsageError(fmt::format("--database: unknown MariaDB option '{}' (password_file, socket, ssl_ca)",
+                                      k.substr(0, 30)));
   }
+  if (!u.ssl_ca.empty() && u.ssl_ca[0] != '/') throw UsageError("--database: ssl_ca must be an absolute path");
   return u;
+}
+
+// TLS with the server verified against `ca` (a PEM file); nothing for an empty `ca`.
+void require_tls(MYSQL* db, const std::string& ca) {
+  if (ca.empty()) return;
+  if (::access(ca.c_str(), R_OK) != 0)
+    throw UsageError(fmt::format("--database: ssl_ca {}: {}", ca, std::strerror(errno)));
+  my_bool on = 1;
+  mysql_options(db, MYSQL_OPT_SSL_CA, ca.c_str());
+  mysql_options(db, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on);
+  mysql_options(db, MYSQL_OPT_SSL_ENFORCE, &on);
 }
 
 std::string read_password(const std::string& path) {
@@ -92,6 +109,13 @@ class MariadbDatabase : public Database {
     unsigned timeout = 10;
     mysql_options(db_, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
     mysql_options(db_, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    if (!u.ssl_ca.empty()) where_ += " (TLS)";
+    try {
+      require_tls(db_, u.ssl_ca);
+    } catch (...) {
+      mysql_close(db_);
+      throw;
+    }
     std::string pw = read_password(u.password_file);
     if (!mysql_real_connect(db_, u.host.c_str(), u.user.c_str(), pw.empty() ? nullptr : pw.c_str(),
                             u.database.c_str(), u.port, u.socket.empty() ? nullptr : u.socket.c_str(),

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
+#include "oma/db/sealed_values.h"
 
 namespace mk::oma::db {
 namespace {
@@ -225,6 +226,10 @@ const std::vector<Migration>& migrations() {
       // "test_failover_cleanup_interrupted" has 33 characters: MariaDB refused it.
       {5, "VM statuses up to 64 characters", {},
        {{"mariadb", "ALTER TABLE vm_contexts MODIFY status VARCHAR(64) NOT NULL"}}},
+      // Sealed values bound to their row and purpose (AES-GCM associated data): the
+      // values of older OMAs are re-sealed, and the key's id is recorded (sealed_values.h).
+      {6, "sealed values bound to their rows", {}, {},
+       [](Database& db, const std::function<const SecretBox&()>& secrets) { reseal_unbound_values(db, secrets); }},
   };
   return all;
 }
@@ -235,7 +240,7 @@ int schema_version(Database& db) {
   return rows.empty() ? 0 : static_cast<int>(rows[0].i64(0));
 }
 
-int migrate(Database& db) {
+int migrate(Database& db, const std::function<const SecretBox&()>& secrets) {
   int current = schema_version(db);
   int known = migrations().back().version;
   if (current > known) {
@@ -253,6 +258,7 @@ int migrate(Database& db) {
       for (const auto& [engine, sql] : m.engine_statements) {
         if (engine == db.engine()) db.exec(sql);
       }
+      if (m.code) m.code(db, secrets);
       db.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
               {int64_t{m.version}, m.name, now_ms()});
     });

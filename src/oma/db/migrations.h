@@ -6,9 +6,11 @@
 // thread-safe as the Database is.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "oma/crypto.h"
 #include "oma/db/database.h"
 
 namespace mk::oma::db {
@@ -20,6 +22,9 @@ struct Migration {
   // Statements only one engine needs (by Database::engine()), run after `statements`:
   // e.g. widening a column, which SQLite does not enforce and cannot ALTER.
   std::vector<std::pair<std::string, std::string>> engine_statements = {};
+  // Work SQL cannot do (re-sealing secrets), run last in the migration's transaction
+  // with what migrate() was given.
+  std::function<void(Database&, const std::function<const SecretBox&()>& secrets)> code = {};
 };
 
 // Every migration this program knows, in version order.
@@ -27,7 +32,9 @@ const std::vector<Migration>& migrations();
 
 // Applies the missing migrations; returns how many were applied. Throws mk::Error if
 // the database records a version this program does not know (a newer OMA wrote it).
-int migrate(Database& db);
+// `secrets` gives the OMA's secrets key to a migration that needs it (only when there is
+// something to re-seal: tests of an empty database pass none).
+int migrate(Database& db, const std::function<const SecretBox&()>& secrets = {});
 
 // The highest applied version (0 for an empty database).
 int schema_version(Database& db);

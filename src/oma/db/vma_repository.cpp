@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "oma/db/sealed_values.h"
 #include "oma/db/table.h"
 #include "oma/errors.h"
 
@@ -56,14 +57,20 @@ void VmaRepository::insert_pairing_code(const PairingCodeRecord& c) {
   kPairingCodes.insert(db_, row);
 }
 
-VmaRecord VmaRepository::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base) {
+VmaRecord VmaRepository::enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base,
+                                    const Reseal& reseal) {
   db_.transaction([&] {
     PairingCodeRecord code = use_code(db_, code_hash, now, vma.vma_id);
     auto max = db_.query("SELECT MAX(tunnel_port) FROM vmas");
     int64_t top = max.empty() || max[0].is_null(0) ? 0 : max[0].i64(0);
     vma.tunnel_port = std::max(port_base, top + 1);
-    vma.api_token_sealed = code.api_token_sealed;
-    vma.nbd_psk_sealed = code.nbd_psk_sealed;
+    vma.api_token_sealed = reseal(code.api_token_sealed, seal_binding(kCodeTokenPurpose, code_hash),
+                                  seal_binding(kVmaTokenPurpose, vma.vma_id));
+    vma.nbd_psk_sealed.reset();
+    if (code.nbd_psk_sealed) {
+      vma.nbd_psk_sealed = reseal(*code.nbd_psk_sealed, seal_binding(kCodePskPurpose, code_hash),
+                                  seal_binding(kVmaPskPurpose, vma.vma_id));
+    }
     vma.state = VmaState::Pending;
     vma.created_at = now;
     vma.approved_at = vma.revoked_at = std::nullopt;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,8 +56,12 @@ class VmaRepository {
   explicit VmaRepository(db::Database& db) : db_(db) {}
 
   void insert_pairing_code(const PairingCodeRecord& c);
-  // Returns the VMA as recorded: state pending, its tunnel port, the code's secrets.
-  VmaRecord enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base);
+  // Returns the VMA as recorded: state pending, its tunnel port, the code's secrets,
+  // each re-sealed by `reseal(sealed, from_binding, to_binding)` for the VMA's row
+  // (sealed values are bound to their row: see sealed_values.h).
+  using Reseal = std::function<std::string(const std::string& sealed, const std::string& from, const std::string& to)>;
+  VmaRecord enroll_vma(const std::string& code_hash, int64_t now, VmaRecord vma, int64_t port_base,
+                       const Reseal& reseal);
   std::optional<VmaRecord> find_vma(const std::string& vma_id);
   VmaRecord get_vma(const std::string& vma_id);  // NotFound
   std::vector<VmaRecord> list_vmas();            // oldest first

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "common/endpoint.h"
 
@@ -48,6 +49,12 @@ class ExportBackend {
   // changes nothing). Throws UsageError for a name is_export_name() rejects.
   virtual void publish(const std::string& export_name, const std::string& device_path) = 0;
   virtual void unpublish(const std::string& export_name) = 0;
+  // Cuts a writer off: unpublishes `export_names` (no new connection finds them) and
+  // closes every client connection already open on them; when it returns, nothing
+  // writes through those exports until they are published again. How the OMA ends a
+  // job whose VMA it cannot reach (see JobManager). Throws mk::Error if it cannot, and
+  // then the caller must assume the writer is live.
+  virtual void cut_off(const std::vector<std::string>& export_names) = 0;
 
   // Where a client on this host reaches an export, and with which TLS credentials.
   virtual Endpoint endpoint(const std::string& export_name) const = 0;

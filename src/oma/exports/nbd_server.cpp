@@ -1,6 +1,7 @@
 #include "oma/exports/nbd_server.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -216,6 +217,13 @@ void NbdServerExportServer::unpublish(const std::string& export_name) {
   if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
     throw Error(fmt::format("cannot remove {}: {}", file, std::strerror(errno)));
   }
+}
+
+void NbdServerExportServer::cut_off(const std::vector<std::string>& export_names) {
+  for (const auto& e : export_names) unpublish(e);
+  throw Error(fmt::format("the nbd-server backend cannot close connections already open on {} (its forked "
+                          "children keep serving them): stop the copy on the VMA, or switch to the nbdkit backend",
+                          fmt::join(export_names, ", ")));
 }
 
 Endpoint NbdServerExportServer::endpoint(const std::string& export_name) const {

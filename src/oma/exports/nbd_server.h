@@ -35,6 +35,9 @@ class NbdServerExportServer : public ExportBackend {
   void stop() override;
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
+  // Not supported: throws (a job whose VMA cannot be reached then stays unresolved;
+  // stop the VMA's copy by hand). The nbdkit backend can.
+  void cut_off(const std::vector<std::string>& export_names) override;
   Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -418,6 +419,21 @@ void NbdkitExportServer::unpublish(const std::string& export_name) {
   if (::unlink(link.c_str()) != 0 && errno != ENOENT) {
     throw Error(fmt::format("export {}: cannot remove {}: {}", export_name, link, std::strerror(errno)));
   }
+}
+
+void NbdkitExportServer::cut_off(const std::vector<std::string>& export_names) {
+  for (const auto& e : export_names) unpublish(e);  // first: a client that reconnects finds nothing
+  std::lock_guard lock(mu_);  // the supervisor waits: it must not restart the old server
+  if (stopping_) throw Error(fmt::format("the export server is stopping: cannot cut off {}", fmt::join(export_names, ", ")));
+  pid_t old = pid_.load();
+  if (config_.keep_running) {
+    stop_kept_export_server(config_.record_path);
+  } else {
+    process_.stop();
+  }
+  launch();
+  log::warn("export server restarted (pid {} -> {}) to close the connections of {}: other exports' clients reconnect",
+            old, pid_.load(), fmt::join(export_names, ", "));
 }
 
 Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {

@@ -18,6 +18,17 @@
 // is missing) and restarted if it dies; stop() leaves it running; stop_kept_export_server()
 // ends it by its recorded PID.
 //
+// Cutting a writer off (cut_off) restarts nbdkit: in dir= mode the file plugin opens an
+// export's file when a client connects and keeps it open, so removing the symlink stops
+// new connections only; nbdkit 1.32 (Debian 12) cannot close one connection (there is
+// no admin interface, and nbdkit_disconnect() arrived in 1.34), and no filter of 1.32
+// drops connections of one export (error-file= fails every export's requests, exitwhen
+// ends the server). So the export is unpublished first and a new nbdkit replaces the
+// old one on the same port: the cut-off exports' connections are gone and cannot come
+// back, every other export's clients lose their connection once and reconnect (the
+// copy engine reconnects and redoes unflushed writes). It happens only when a VMA
+// cannot be reached to stop a job, which is rare and already costs that VMA's copies.
+//
 // Owns the nbdkit process (only while it is its child) and the supervisor thread.
 // Thread-safe.
 #pragma once
@@ -44,6 +55,7 @@ class NbdkitExportServer : public ExportBackend {
   void stop() override;
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
+  void cut_off(const std::vector<std::string>& export_names) override;
   Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }

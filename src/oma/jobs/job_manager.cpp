@@ -1,6 +1,7 @@
 #include "oma/jobs/job_manager.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <set>
@@ -230,8 +231,10 @@ void JobManager::run_custom(const JobRecord& job) {
                     interrupted_status(job.kind));
   }
   VmStatus vm_status = body(job);
-  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
-  vms_.set_vm_status(job.vm_id, vm_status);
+  // One transaction: a pass started between releasing the VM and setting its status
+  // would find a cut-over VM "replicated" (issue 16).
+  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt, vm_status);
+  if (options_.after_finish) options_.after_finish(job.job_id);
   jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} completed", job.kind));
 }
 
@@ -252,6 +255,68 @@ void JobManager::replicate_pass(const std::string& job_id) {
     throw Error(fmt::format("job {}: the OMA is stopping, so the final pass was interrupted", job_id));
   } catch (const Cancelled&) {
     throw Error(fmt::format("job {}: the final pass was cancelled", job_id));
+  } catch (const std::exception& e) {
+    // The body goes on to roll back or build the VM from the volumes: not under a copy.
+    try {
+      if (writer_possible(job_id)) {
+        stop_writer(jobs_.get_job(job_id), JobStatus::Unknown, e.what());
+        jobs_.set_job_status(job_id, JobStatus::Running, "final pass failed; the VMA's copy has stopped");
+      }
+    } catch (const ShuttingDown&) {
+      throw Error(fmt::format("job {}: the OMA is stopping before the VMA's copy was seen stopped: {}", job_id,
+                              e.what()));
+    }
+    throw;
+  }
+}
+
+bool JobManager::writer_possible(const std::string& job_id) { return jobs_.vma_instance(job_id).has_value(); }
+
+void JobManager::end_pass(const std::string& job_id, JobStatus end, const std::string& error) {
+  try {
+    if (writer_possible(job_id))
+      stop_writer(jobs_.get_job(job_id), end == JobStatus::Cancelled ? JobStatus::Cancelling : JobStatus::Unknown,
+                  error);
+    jobs_.finish_job(job_id, end, error);
+    if (end == JobStatus::Cancelled) jobs_.add_event(job_id, EventLevel::Info, "job cancelled");
+  } catch (const ShuttingDown&) {
+    log::info("job {}: OMA stopping before the VMA's copy was seen stopped; the next start goes on with it", job_id);
+  } catch (const std::exception& e) {
+    log::error("job {}: cannot record its end: {}", job_id, e.what());
+  }
+}
+
+void JobManager::stop_writer(const JobRecord& job, JobStatus holding, const std::string& error) {
+  jobs_.set_job_status(job.job_id, holding,
+                       holding == JobStatus::Cancelling ? "cancelling: stopping the copy on the VMA"
+                                                        : "the VMA may still be writing: stopping its copy",
+                       error);
+  std::vector<std::string> exports;
+  for (const auto& d : jobs_.job_disks(job.job_id)) exports.push_back(d.export_name);
+  for (bool first = true;; first = false) {
+    try {
+      vma_for(job.vm_id)->stop(job.job_id);
+      jobs_.add_event(job.job_id, EventLevel::Info, "the VMA confirmed that the job's copy has stopped");
+      return;
+    } catch (const std::exception& e) {
+      if (first) jobs_.add_event(job.job_id, EventLevel::Warn, fmt::format("could not tell the VMA to stop: {}", e.what()));
+    }
+    try {
+      exports_.backend().cut_off(exports);
+      jobs_.add_event(job.job_id, EventLevel::Warn,
+                      fmt::format("the VMA cannot be reached, so the export server closed every connection to {} "
+                                  "and withdrew them until the next pass: nothing writes to the volumes any more",
+                                  fmt::join(exports, ", ")));
+      return;
+    } catch (const std::exception& e) {
+      if (first) {
+        jobs_.add_event(job.job_id, EventLevel::Error,
+                        fmt::format("cannot cut the VMA off {}: {}; the job keeps its VM (no pass, cutover or test "
+                                    "failover starts) and the OMA tries again",
+                                    fmt::join(exports, ", "), e.what()));
+      }
+    }
+    if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
   }
 }
 
@@ -259,6 +324,8 @@ void JobManager::run(const std::string& job_id) {
   try {
     JobRecord j = jobs_.get_job(job_id);
     if (!is_pass(j.kind)) return run_custom(j);
+    if (j.status == JobStatus::Cancelling) return end_pass(job_id, JobStatus::Cancelled, "cancelled by request");
+    if (j.status == JobStatus::Unknown) return end_pass(job_id, JobStatus::Failed, j.error.value_or(j.phase));
     if (j.status == JobStatus::Preparing) {
       prepare(j);
       jobs_.set_job_status(job_id, JobStatus::Exporting, "exporting disks");
@@ -278,19 +345,15 @@ void JobManager::run(const std::string& job_id) {
   } catch (const ShuttingDown&) {
     log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
   } catch (const Cancelled&) {
-    try {
-      vma_for(jobs_.get_job(job_id).vm_id)->stop(job_id);
-    } catch (const std::exception& e) {
-      jobs_.add_event(job_id, EventLevel::Warn, fmt::format("could not tell the VMA to stop: {}", e.what()));
-    }
-    jobs_.finish_job(job_id, JobStatus::Cancelled, "cancelled by request");
-    jobs_.add_event(job_id, EventLevel::Info, "job cancelled");
+    end_pass(job_id, JobStatus::Cancelled, "cancelled by request");
   } catch (const std::exception& e) {
     log::error("job {} failed: {}", job_id, e.what());
     try {
       jobs_.add_event(job_id, EventLevel::Error, e.what());
-      jobs_.finish_job(job_id, JobStatus::Failed, std::string(e.what()));
-      if (auto* f = dynamic_cast<const JobFailed*>(&e)) vms_.set_vm_status(jobs_.get_job(job_id).vm_id, f->vm_status());
+      if (is_pass(jobs_.get_job(job_id).kind)) return end_pass(job_id, JobStatus::Failed, e.what());
+      auto* f = dynamic_cast<const JobFailed*>(&e);
+      jobs_.finish_job(job_id, JobStatus::Failed, std::string(e.what()),
+                       f ? std::optional(f->vm_status()) : std::nullopt);
     } catch (const std::exception& e2) {
       log::error("job {}: cannot record its failure: {}", job_id, e2.what());
     }
@@ -371,6 +434,8 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   req.kind = job.kind == JobKind::Full ? protocol::PassKind::Full : protocol::PassKind::Incremental;
   req.nbd = {options_.nbd_host, options_.nbd_port, protocol::NbdTls::Psk};
   auto vma = vma_for(job.vm_id);
+  // From here on the VMA may copy, even if this call fails: how the job ends depends on it.
+  if (!jobs_.vma_instance(job.job_id)) jobs_.set_vma_instance(job.job_id, "");
   std::string instance = vma->replicate(req);
   if (!instance.empty()) jobs_.set_vma_instance(job.job_id, instance);
   step.done(fmt::format("{} accepted the job", vma->describe()));

@@ -3,6 +3,13 @@
 //   preparing (volumes) -> exporting (exports, verified over NBD) -> copying (VMA
 //   replicates; progress polled) -> committing (change IDs) -> completed
 //   any state -> failed (with its reason) | cancelled
+//   once the VMA was asked to copy: -> unknown | cancelling -> failed | cancelled
+//
+// A pass whose copy the VMA may be running ends only when no writer is left: the VMA
+// confirms that the copy stopped (stop), or, when it cannot be reached (or a replicate
+// call timed out), the export server closes every connection to the job's exports
+// (ExportBackend::cut_off). Until then the job holds its VM, so no pass, cutover or test
+// failover starts under a live writer; an OMA restarted meanwhile goes on trying.
 //
 // Every transition is written to the database before the next step starts, so an OMA
 // restarted at any moment resumes each active job from its last state (recover()):
@@ -43,6 +50,9 @@ struct JobOptions {
   // The client of the VMA that owns a VM (one OMA, several VMAs: see oma/pairing); null
   // or unset: the JobManager's own VmaClient (the default VMA).
   std::function<std::shared_ptr<VmaClient>(const std::string& vm_id)> vma_for_vm;
+  // Tests only: called on a custom job's thread right after its end is recorded, where
+  // a concurrent start would see the VM's new status (the race of issue 16).
+  std::function<void(const std::string& job_id)> after_finish;
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -80,8 +90,8 @@ class JobManager {
   // calling (the job's) thread. Throws mk::Error if it fails or the OMA is stopping.
   void replicate_pass(const std::string& job_id);
 
-  // Asks an active pass to stop; it ends cancelled (the VMA is told to stop). Throws
-  // NotFound or Conflict (already finished).
+  // Asks an active pass to stop; it ends cancelled once no writer is left (see the
+  // top), "cancelling" until then. Throws NotFound or Conflict (already finished).
   void cancel(const std::string& job_id);
   // Resumes every job the database says is active. Returns how many. Call once at start.
   int recover();
@@ -106,6 +116,14 @@ class JobManager {
   void poll(const JobRecord& job);
   void commit(const JobRecord& job);
   void check_cancel(const std::string& job_id);
+  // Whether the VMA may copy for the job: its replicate call was sent (vma_instance set).
+  bool writer_possible(const std::string& job_id);
+  // Ends a pass (cancelled or failed with `error`), after stop_writer if it may have one.
+  void end_pass(const std::string& job_id, JobStatus end, const std::string& error);
+  // Holds the job in `holding` (cancelling or unknown) until the VMA confirms its copy
+  // stopped or the export server cut the VMA off the job's exports; retries until
+  // then. Throws ShuttingDown (the job stays held and resumes at the next start).
+  void stop_writer(const JobRecord& job, JobStatus holding, const std::string& error);
   bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
 
   VmRepository& vms_;

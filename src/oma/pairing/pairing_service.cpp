@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "oma/db/sealed_values.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "oma/errors.h"
@@ -81,7 +82,8 @@ void PairingService::sync_nbd_psk_file() {
   for (std::string line; std::getline(in, line);)
     if (!line.empty() && line.rfind("vma-", 0) != 0) content += line + "\n";
   for (const auto& v : vmas_.list_vmas())
-    if (v.state == VmaState::Approved && v.nbd_psk_sealed) content += secrets_.open(*v.nbd_psk_sealed) + "\n";
+    if (v.state == VmaState::Approved && v.nbd_psk_sealed)
+      content += secrets_.open(*v.nbd_psk_sealed, seal_binding(kVmaPskPurpose, v.vma_id)) + "\n";
   write_private_file(config_.nbd_psk_file, content);
 }
 
@@ -93,8 +95,10 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   b.vma_api_token = new_token();
   int64_t now = now_ms();
   b.expires_at = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl.value_or(config_.code_ttl)).count();
+  std::string code_hash = sha256_hex(b.pairing_code);
   std::optional<std::string> psk_sealed;
-  if (b.nbd_tls == protocol::NbdTls::Psk) psk_sealed = secrets_.seal(*b.nbd_psk_identity + ":" + *b.nbd_psk_key);
+  if (b.nbd_tls == protocol::NbdTls::Psk)
+    psk_sealed = secrets_.seal(*b.nbd_psk_identity + ":" + *b.nbd_psk_key, seal_binding(kCodePskPurpose, code_hash));
   {
     std::lock_guard lk(file_mutex_);
     b.oma_api_url = config_.api_url;
@@ -106,8 +110,8 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   b.nbd_port = config_.nbd_port;
   nlohmann::json bundle = protocol::encode(b);  // checked before the code is stored
   vmas_.insert_pairing_code(
-      {sha256_hex(b.pairing_code), secrets_.seal(b.vma_api_token), now, b.expires_at, std::nullopt, std::nullopt,
-       psk_sealed});
+      {code_hash, secrets_.seal(b.vma_api_token, seal_binding(kCodeTokenPurpose, code_hash)), now, b.expires_at,
+       std::nullopt, std::nullopt, psk_sealed});
   log::info("issued a VMA pairing bundle (code valid until {} ms since epoch)", b.expires_at);
   return bundle;
 }
@@ -119,7 +123,11 @@ VmaRecord PairingService::enroll(const std::string& pairing_code, const std::str
   v.name = name;
   v.vcenter = vcenter;
   v.ssh_public_key = normalize_vma_public_key(ssh_public_key);
-  v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base);
+  // The code's secrets move to the VMA's row: re-sealed for it (bound to their row).
+  v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base,
+                       [this](const std::string& sealed, const std::string& from, const std::string& to) {
+                         return secrets_.seal(secrets_.open(sealed, from), to);
+                       });
   log::info("VMA {} ({}, vCenter {}) enrolled, tunnel port {}: waiting for approval", v.vma_id, v.name, v.vcenter,
             v.tunnel_port);
   return v;
@@ -150,7 +158,7 @@ std::string PairingService::tunnel_state(const VmaRecord& vma) {
 
 std::unique_ptr<VmaClient> PairingService::client(const VmaRecord& vma) {
   return std::make_unique<HttpVmaClient>(fmt::format("http://127.0.0.1:{}", vma.tunnel_port), config_.vma_timeout,
-                                         secrets_.open(vma.api_token_sealed));
+                                         secrets_.open(vma.api_token_sealed, seal_binding(kVmaTokenPurpose, vma.vma_id)));
 }
 
 std::shared_ptr<VmaClient> PairingService::client_for_vm(const std::string& vm_id) {

@@ -7,7 +7,7 @@ const TONE: Record<string, string> = {
   failed: "bad", replication_failed: "bad", down: "bad", unreachable: "bad", revoked: "bad",
   cancelled: "muted", replication_cancelled: "muted", poweredOff: "muted", discovered: "muted",
   copying: "busy", preparing: "busy", exporting: "busy", committing: "busy", replicating: "busy", running: "busy",
-  connecting: "warn", degraded: "warn", pending: "warn", suspended: "warn", blocked: "bad",
+  cancelling: "warn", unknown: "bad", connecting: "warn", degraded: "warn", pending: "warn", suspended: "warn", blocked: "bad",
 };
 
 export function Badge({ value, label }: { value: string; label?: string }) {

@@ -4,6 +4,7 @@
 #include "oma/api/checks.h"
 #include "oma/api/routes/routes.h"
 #include "oma/api/schemas.h"
+#include "oma/db/sealed_values.h"
 
 namespace mk::oma::api {
 namespace {
@@ -172,7 +173,7 @@ std::vector<Route> settings_routes(const Services& s) {
          std::string name = req.param("name");
          bool secret = kSettings.at(name);
          std::string value = b["value"];
-         config.put_setting(name, secret ? secrets.seal(value) : value, secret);
+         config.put_setting(name, secret ? secrets.seal(value, seal_binding(kSettingPurpose, name)) : value, secret);
          return {200, {{"name", name}, {"secret", secret}}, ""};
        }});
   routes.push_back({
