@@ -625,7 +625,8 @@ TEST_F(OmaVolumeCap, APassWaitsForDataVolumeSlotsAndGoesOnWhenTheyAreFreed) {
   ASSERT_NE(wait_step, nullptr);
   EXPECT_EQ((*wait_step)["status"], "completed");
   int on_oma = 0;
-  for (const auto& v : sim.state()["volumes"]) on_oma += v["virtualmachineid"] == sim.oma_vm_id();
+  const json st = sim.state();  // kept: the loop must not run over a temporary's member
+  for (const auto& v : st["volumes"]) on_oma += v["virtualmachineid"] == sim.oma_vm_id();
   EXPECT_EQ(on_oma, 2);
 }
 
