@@ -16,8 +16,10 @@ Json vm_of(const Client& client, const std::string& vm_id) {
   return reply["virtualmachine"][0];
 }
 
-void check_offering(const Client& client, const TargetSettings& target, const SourceVm& vm,
-                    std::vector<TargetFinding>& out) {
+}  // namespace
+
+std::vector<TargetFinding> check_offering(const Client& client, const TargetSettings& target, const SourceVm& vm) {
+  std::vector<TargetFinding> out;
   Json offering = service_offering(client, target.service_offering_id);
   std::string name = json_text(offering, "name");
   if (!offering.value("iscustomized", false)) {
@@ -27,26 +29,30 @@ void check_offering(const Client& client, const TargetSettings& target, const So
                                name, json_text(offering, "cpunumber"), json_text(offering, "memory"), vm.cpus,
                                vm.memory_mib),
                    "choose a custom offering to keep the source's size", false});
-    return;
+    return out;
   }
   Json limits = offering.value("serviceofferingdetails", Json::object());
   int64_t lo = json_integer(limits, "mincpunumber", 1), hi = json_integer(limits, "maxcpunumber", INT32_MAX);
   if (vm.cpus < lo || vm.cpus > hi) {
     out.push_back({"offering-cpus", "",
-                   fmt::format("the source has {} vCPU; service offering {} accepts {} to {}", vm.cpus, name, lo, hi),
-                   "choose a service offering whose CPU range includes it, or change the source's CPUs"});
+                   fmt::format("the source has {} vCPU; service offering {} accepts {} to {}, so CloudStack "
+                               "would refuse to build the VM at cutover",
+                               vm.cpus, name, lo, hi),
+                   "choose a service offering whose CPU range includes it, or change the source's CPUs", true,
+                   true});
   }
   lo = json_integer(limits, "minmemory", 1);
   hi = json_integer(limits, "maxmemory", INT32_MAX);
   if (vm.memory_mib < lo || vm.memory_mib > hi) {
     out.push_back({"offering-memory", "",
-                   fmt::format("the source has {} MiB of memory; service offering {} accepts {} to {} MiB",
+                   fmt::format("the source has {} MiB of memory; service offering {} accepts {} to {} MiB, so "
+                               "CloudStack would refuse to build the VM at cutover",
                                vm.memory_mib, name, lo, hi),
-                   "choose a service offering whose memory range includes it, or change the source's memory"});
+                   "choose a service offering whose memory range includes it, or change the source's memory", true,
+                   true});
   }
+  return out;
 }
-
-}  // namespace
 
 std::string TargetFinding::text() const {
   std::string where = disk_key.empty() ? "" : fmt::format("disk {}: ", disk_key);
@@ -80,12 +86,16 @@ CloudLimits read_limits(const Client& client, const std::string& oma_vm_id) {
   return l;
 }
 
-int attached_data_volumes(const Client& client, const std::string& vm_id) {
-  int n = 0;
+std::vector<std::string> attached_data_volume_ids(const Client& client, const std::string& vm_id) {
+  std::vector<std::string> out;
   for (const auto& v : client.list("listVolumes", "volume", {{"virtualmachineid", vm_id}, {"listall", "true"}})) {
-    n += json_text(v, "type") == "DATADISK";
+    if (json_text(v, "type") == "DATADISK") out.push_back(json_text(v, "id"));
   }
-  return n;
+  return out;
+}
+
+int attached_data_volumes(const Client& client, const std::string& vm_id) {
+  return static_cast<int>(attached_data_volume_ids(client, vm_id).size());
 }
 
 std::vector<TargetFinding> check_oma_vm(const Client& client, const std::string& oma_vm_id) {
@@ -134,7 +144,7 @@ std::vector<TargetFinding> check_target(const Client& client, const CloudLimits&
                    "raise maxdatavolumeslimit for the hypervisor (updateHypervisorCapabilities), or migrate the VM "
                    "with fewer disks"});
   }
-  check_offering(client, target, vm, out);
+  for (auto& f : check_offering(client, target, vm)) out.push_back(std::move(f));
   for (auto& f : check_oma_vm(client, oma_vm_id)) out.push_back(std::move(f));
   if (!limits.kvm_snapshot_enabled) {
     out.push_back({"kvm-snapshots-off", "",

@@ -43,8 +43,9 @@ CloudLimits read_limits(const Client& client, const std::string& oma_vm_id);
 // The default cap of data volumes per VM for a hypervisor: 32 for KVM, 6 otherwise.
 int default_max_data_volumes(const std::string& hypervisor);
 
-// Data volumes attached to `vm_id` now.
+// Data volumes attached to `vm_id` now: how many, and their ids.
 int attached_data_volumes(const Client& client, const std::string& vm_id);
+std::vector<std::string> attached_data_volume_ids(const Client& client, const std::string& vm_id);
 
 struct TargetFinding {
   std::string code;      // "disk-too-large", "too-many-disks", "offering-cpus", "offering-memory",
@@ -53,6 +54,7 @@ struct TargetFinding {
   std::string problem;
   std::string remedy;
   bool blocking = true;  // false: a note, the migration goes on
+  bool cutover_only = false;  // about the VM a cutover builds (its offering), not about replication
   std::string text() const;
 };
 
@@ -60,6 +62,10 @@ struct TargetFinding {
 std::vector<TargetFinding> check_target(const Client& client, const CloudLimits& limits,
                                         const TargetSettings& target, const SourceVm& vm,
                                         const std::string& oma_vm_id);
+
+// The service offering against the source's CPUs and memory: a custom offering's
+// ranges (blocking, cutover_only), a fixed offering's size (a note).
+std::vector<TargetFinding> check_offering(const Client& client, const TargetSettings& target, const SourceVm& vm);
 
 // Problems of the OMA's own VM (VM snapshots, a backup offering); each blocks every
 // attach and detach.

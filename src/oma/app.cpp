@@ -136,6 +136,7 @@ void Oma::start() {
   if (config_.volume_backend == "local") {
     volume_backend_ = std::make_unique<LocalVolumeBackend>(config_.data_dir + "/volumes");
   } else if (config_.volume_backend == "cloudstack") {
+    cloudstack_checks_ = std::make_unique<CloudStackChecks>(*cloudstack_, repos_->vms, repos_->storage);
     volume_backend_ = std::make_unique<CloudStackVolumeBackend>([t = cloudstack_.get()] {
       auto session = t->session();
       // The volumes live as long as the session that owns their client.
@@ -191,6 +192,8 @@ void Oma::start() {
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
+  jo.target = cloudstack_checks_.get();
+  jo.slot_poll_interval = std::chrono::milliseconds(config_.volume_slot_poll_ms);
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
   cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
                                               *cloudstack_, config_.volume_backend == "cloudstack", config_.cutover);

@@ -51,6 +51,7 @@ struct OmaConfig {
   int vma_timeout_s = 60;
   std::string volume_backend = "local";       // or "cloudstack" (settings: PUT /api/v1/settings/cloudstack)
   CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
+  int volume_slot_poll_ms = 5000;             // how often a pass waiting for data-volume slots looks again
   CutoverConfig cutover;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
   // VMs without a paired VMA use vma_url (the default VMA).
@@ -118,6 +119,7 @@ class Oma {
   std::unique_ptr<PairingService> pairing_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<CloudStackTarget> cloudstack_;
+  std::unique_ptr<CloudStackChecks> cloudstack_checks_;  // with the "cloudstack" backend only
   std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<api::ApiServer> api_;
   std::unique_ptr<gui::EventHub> events_;

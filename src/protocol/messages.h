@@ -43,6 +43,11 @@
 //     of its own, encryption, CBT that cannot be enabled, ...), read afresh from
 //     vCenter; nothing is changed. 404 for an unknown VM.
 //
+//   GET  /api/v1/vms/{vm_id}                           -> 200 DiscoveredVm
+//     One VM as discover shows it (disks, NICs, power, preflight findings), read afresh
+//     from vCenter without listing the inventory: what a pass needs to know of its VM.
+//     404 for an unknown VM.
+//
 //   GET  /api/v1/health                                -> 200 Health
 //
 // vm_id is the vSphere instance UUID. Errors are ErrorReply {"error": what failed, on

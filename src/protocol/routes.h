@@ -20,6 +20,7 @@ inline constexpr Route kCleanupRoute{"POST", "/api/v1/cleanup/{vm_id}", R"(/api/
 inline constexpr Route kPowerRoute{"POST", "/api/v1/power/{vm_id}", R"(/api/v1/power/([^/]+))"};
 inline constexpr Route kDiscoverRoute{"GET", "/api/v1/discover", "/api/v1/discover"};
 inline constexpr Route kPreflightRoute{"GET", "/api/v1/preflight/{vm_id}", R"(/api/v1/preflight/([^/]+))"};
+inline constexpr Route kDescribeRoute{"GET", "/api/v1/vms/{vm_id}", R"(/api/v1/vms/([^/]+))"};
 inline constexpr Route kHealthRoute{"GET", "/api/v1/health", "/api/v1/health"};
 // On the OMA's API (enrolment.h).
 inline constexpr Route kEnrolRoute{"POST", "/api/v1/vmas/enroll", "/api/v1/vmas/enroll"};

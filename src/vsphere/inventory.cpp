@@ -303,6 +303,22 @@ std::map<std::string, std::string> vm_datacenters(Session& s) {
   return out;
 }
 
+std::string datacenter_of(Session& s, const Moref& obj) {
+  std::vector<xml::Document> keep;
+  Moref at = obj;
+  // The inventory is a tree a few levels deep; the bound only stops a server's loop.
+  for (int depth = 0; depth < 64 && !at.empty(); ++depth) {
+    if (at.type == "Datacenter") return retrieve(s, at, {"name"}, keep).get("name").text();
+    bool vm = at.type == "VirtualMachine";
+    ObjectProperties p = retrieve(s, at, vm ? std::vector<std::string>{"parent", "parentVApp"}
+                                            : std::vector<std::string>{"parent"}, keep);
+    xml::Node up = p.get("parent");
+    if (!up && vm) up = p.get("parentVApp");
+    at = up ? Moref::from(up) : Moref{};
+  }
+  return "";
+}
+
 VmInfo describe_vm(Session& s, const Moref& vm) {
   std::vector<xml::Document> keep;
   VmInfo info = to_vm(retrieve(s, vm, kVmPaths, keep));

@@ -92,6 +92,9 @@ std::vector<VmInfo> list_vms(Session& s);
 VmInfo describe_vm(Session& s, const Moref& vm);
 // The datacenter of every VM: VM moref value -> datacenter name.
 std::map<std::string, std::string> vm_datacenters(Session& s);
+// The name of the datacenter that holds `obj`, found by following its parents (a VM in
+// a vApp through parentVApp); "" when none does (an orphaned object).
+std::string datacenter_of(Session& s, const Moref& obj);
 
 // SearchIndex lookups; std::nullopt when nothing matches.
 std::optional<Moref> find_vm_by_bios_uuid(Session& s, const std::string& uuid);

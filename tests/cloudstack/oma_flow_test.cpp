@@ -42,6 +42,7 @@ const std::vector<DiskSpec> kDisks = {{"2002", 2, 2 * MiB}, {"2000", 0, 3 * MiB}
 
 class OmaFlow : public ::testing::Test {
  protected:
+  explicit OmaFlow(mk::cloudstack::test::SimOptions options = {}) : sim(std::move(options)) {}
   void SetUp() override { start("cloudstack"); }
 
   void start(const std::string& backend) {
@@ -53,6 +54,7 @@ class OmaFlow : public ::testing::Test {
     c.cloudstack.device_timeout = std::chrono::seconds(10);
     c.cloudstack.client = mk::cloudstack::test::SimServer::fast_client_options();
     c.cutover.power_poll = std::chrono::milliseconds(5);
+    c.volume_slot_poll_ms = 20;
     oma = std::make_unique<Oma>(c);
     oma->start();
     api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
@@ -96,12 +98,34 @@ class OmaFlow : public ::testing::Test {
       vma->set_source(d.key, sources.back()->uri());
     }
     json body = {{"vm_id", vm_id},   {"name", "web01"}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"},
-                 {"cpus", 4},        {"memory_mb", 6144}, {"disks", disks},
+                 {"cpus", vm_cpus},  {"memory_mb", 6144}, {"disks", disks},
                  {"nics", {{{"mac", "00:50:56:aa:bb:01"}, {"network", "VM Network"}},
                            {{"mac", "00:50:56:aa:bb:02"}, {"network", "Backup"}}}}};
     auto r = api->post("/api/v1/vms", body.dump());
     ASSERT_EQ(r.status, 201) << r.raw;
     vma->add_source_vm(vm_id, "web01", true);
+  }
+
+  // Another VM, known to the fake VMA, with disks of these keys and sizes (its copies
+  // read the sources set for those keys).
+  void add_other_vm(const std::string& id, const std::string& name, const std::vector<DiskSpec>& specs) {
+    json disks = json::array();
+    for (const auto& d : specs) disks.push_back({{"key", d.key}, {"unit", d.unit}, {"capacity_bytes", d.capacity}});
+    json body = {{"vm_id", id}, {"name", name}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"}, {"cpus", 2},
+                 {"memory_mb", 2048}, {"disks", disks}, {"nics", {{{"mac", "00:50:56:aa:cc:01"}, {"network", "VM Network"}}}}};
+    auto r = api->post("/api/v1/vms", body.dump());
+    ASSERT_EQ(r.status, 201) << r.raw;
+    vma->add_source_vm(id, name, true);
+  }
+  json preflight_of(const std::string& id) {
+    auto r = api->get("/api/v1/vms/" + id + "/preflight");
+    EXPECT_EQ(r.status, 200) << r.raw;
+    return r.body;
+  }
+  static std::set<std::string> codes(const json& findings) {
+    std::set<std::string> out;
+    for (const auto& f : findings) out.insert(f["code"].get<std::string>());
+    return out;
   }
 
   json run_job(const std::string& path, const json& body = nullptr) {
@@ -181,6 +205,7 @@ class OmaFlow : public ::testing::Test {
   std::map<std::string, std::string> images;
   std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
   const std::string vm_id = test::test_vm_uuid(0x51);
+  int vm_cpus = 4;  // the custom service offering accepts 1 to 8
   int64_t export_pid = 0;
 };
 
@@ -477,6 +502,132 @@ TEST_F(OmaFlow, CutoverCutShortByACrashFailsAtTheNextStartSayingWhatToCheck) {
             std::string::npos)
       << job["error"];
   EXPECT_EQ(vm_status(), "cutover_interrupted");
+}
+
+// CloudStack's rules as a pass meets them (issue 15, items 1 and 11): a disk over
+// custom.diskoffering.size.max and VM snapshots on the OMA's VM are findings of the
+// preflight route and refuse the pass at its preflight step, before any volume exists;
+// kvm.snapshot.enabled off is a note.
+class OmaCloudRules : public OmaFlow {
+ protected:
+  static mk::cloudstack::test::SimOptions rules() {
+    mk::cloudstack::test::SimOptions o;
+    o.custom_disk_max_gb = 1;
+    o.oma_vm_snapshot = true;
+    return o;
+  }
+  OmaCloudRules() : OmaFlow(rules()) {}
+};
+
+TEST_F(OmaCloudRules, CloudStackFindingsRefuseThePassBeforeAnythingIsCreated) {
+  const std::string big = test::test_vm_uuid(0x52);
+  add_other_vm(big, "big01", {{"2000", 0, 1 * GiB}, {"2001", 1, 2 * GiB}});
+  json pf = preflight_of(big);
+  EXPECT_EQ(pf["blocked"], true) << pf.dump(2);
+  EXPECT_EQ(codes(pf["findings"]), (std::set<std::string>{"disk-too-large", "oma-vm-snapshots"})) << pf.dump(2);
+  for (const auto& f : pf["findings"]) {
+    if (f["code"] == "disk-too-large") {
+      EXPECT_EQ(f["disk_key"], "2001") << f.dump();
+      EXPECT_NE(f["text"].get<std::string>().find("VM big01"), std::string::npos) << f.dump();
+    }
+  }
+  EXPECT_TRUE(codes(pf["notes"]).count("kvm-snapshots-off")) << pf.dump(2);
+
+  json job = run_job("/api/v1/jobs", {{"vm_id", big}, {"kind", "full"}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  std::string error = job["error"];
+  EXPECT_NE(error.find("custom.diskoffering.size.max"), std::string::npos) << error;
+  EXPECT_NE(error.find("deleteVMSnapshot"), std::string::npos) << error;
+  EXPECT_NE(error.find("this job created nothing"), std::string::npos) << error;
+  const json* pre = step(job, "preflight");
+  ASSERT_NE(pre, nullptr) << job.dump(2);
+  EXPECT_EQ((*pre)["status"], "failed");
+  EXPECT_EQ(step(job, "preparing volumes"), nullptr) << job.dump(2);
+  EXPECT_TRUE(sim.state()["volumes"].empty()) << sim.state()["volumes"].dump(2);
+  EXPECT_TRUE(vma->replicate_requests().empty());
+}
+
+// Issue 15, item 8: the service offering's CPU range is checked before a cutover
+// touches the source. Replication goes on (with a warning); the preflight shows the
+// finding; the cutover and the test failover are refused at once, the source never
+// shut down, nothing built.
+class OmaOfferingTooSmall : public OmaFlow {
+ protected:
+  void SetUp() override {
+    vm_cpus = 16;
+    start("cloudstack");
+  }
+};
+
+TEST_F(OmaOfferingTooSmall, CutoverIsRefusedBeforeTheSourceIsTouched) {
+  json job = replicate("full");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  bool warned = false;
+  for (const auto& e : job["events"]) {
+    warned |= e["message"].get<std::string>().find("a cutover would be refused") != std::string::npos;
+  }
+  EXPECT_TRUE(warned) << job["events"].dump(2);
+  json pf = preflight_of(vm_id);
+  EXPECT_EQ(pf["blocked"], true);
+  EXPECT_EQ(codes(pf["findings"]), std::set<std::string>{"offering-cpus"}) << pf.dump(2);
+
+  auto r = api->post("/api/v1/vms/" + vm_id + "/cutover", json{{"shutdown_timeout_seconds", 30}}.dump());
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_NE(r.raw.find("16 vCPU"), std::string::npos) << r.raw;
+  EXPECT_NE(r.raw.find("1 to 8"), std::string::npos) << r.raw;
+  r = api->post("/api/v1/vms/" + vm_id + "/test-failover", "");
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_TRUE(vma->power_calls().empty());
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
+  EXPECT_EQ(vm_status(), "replicated");
+  expect_on_oma();
+}
+
+// Issue 15, item 11: the OMA's VM holds at most maxdatavolumeslimit data volumes. A pass
+// whose volumes do not fit waits, visibly, and goes on once a cutover of another VM
+// has taken that VM's volumes away.
+class OmaVolumeCap : public OmaFlow {
+ protected:
+  static mk::cloudstack::test::SimOptions cap() {
+    mk::cloudstack::test::SimOptions o;
+    o.max_data_volumes = 4;
+    return o;
+  }
+  OmaVolumeCap() : OmaFlow(cap()) {}
+};
+
+TEST_F(OmaVolumeCap, APassWaitsForDataVolumeSlotsAndGoesOnWhenTheyAreFreed) {
+  ASSERT_EQ(replicate("full")["status"], "completed");  // 3 of 4 slots taken
+  const std::string db = test::test_vm_uuid(0x53);
+  add_other_vm(db, "db01", {kDisks[1], kDisks[2]});  // 2 volumes: they do not fit
+  auto r = api->post("/api/v1/jobs", json{{"vm_id", db}, {"kind", "full"}}.dump());
+  ASSERT_EQ(r.status, 201) << r.raw;
+  std::string waiting_job = r.body["job_id"];
+  json waiting = test::wait_for_job(*api, waiting_job, [](const json& j) {
+    return test::job_ended(j) || j.value("phase", "").find("waiting for") != std::string::npos;
+  });
+  ASSERT_EQ(waiting["status"], "preparing") << waiting.dump(2);
+  std::string phase = waiting["phase"];
+  EXPECT_NE(phase.find("waiting for 2 free data-volume slot(s)"), std::string::npos) << phase;
+  EXPECT_NE(phase.find("KVM allows 4 data volumes per VM; 3 are attached"), std::string::npos) << phase;
+  const json* wait_step = step(waiting, "waiting for data-volume slots");
+  ASSERT_NE(wait_step, nullptr) << waiting.dump(2);
+  EXPECT_EQ((*wait_step)["status"], "running");
+  EXPECT_EQ(sim.state()["volumes"].size(), kDisks.size()) << "the waiting pass created a volume";
+
+  // web01's cutover moves its three volumes to its new VM: db01's pass goes on.
+  json cut = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(cut["status"], "completed") << cut.dump(2);
+  json done = test::wait_for_job(*api, waiting_job, test::job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump(2);
+  wait_step = step(done, "waiting for data-volume slots");
+  ASSERT_NE(wait_step, nullptr);
+  EXPECT_EQ((*wait_step)["status"], "completed");
+  int on_oma = 0;
+  const json st = sim.state();  // kept: the loop must not run over a temporary's member
+  for (const auto& v : st["volumes"]) on_oma += v["virtualmachineid"] == sim.oma_vm_id();
+  EXPECT_EQ(on_oma, 2);
 }
 
 // The "local" backend: the local images are the final disks.

@@ -52,6 +52,7 @@ FakeVma::FakeVma(std::string psk_file) : psk_(std::move(psk_file)), instance_(pr
   route(protocol::kCleanupRoute, &FakeVma::cleanup);
   route(protocol::kDiscoverRoute, &FakeVma::discover);
   route(protocol::kPreflightRoute, &FakeVma::preflight);
+  route(protocol::kDescribeRoute, &FakeVma::describe);
   route(protocol::kHealthRoute, &FakeVma::health);
   // Every answer carries the fake's version, those of unknown routes included.
   server_.set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
@@ -319,14 +320,25 @@ FakeVma::Reply FakeVma::cleanup(const httplib::Request& req) {
   return {200, protocol::encode(protocol::CleanupReply{vm_id, 0})};
 }
 
+protocol::DiscoveredVm FakeVma::discovered(const std::string& vm_id, const SourceVm& vm) const {
+  auto state = vm.on ? protocol::PowerState::PoweredOn : protocol::PowerState::PoweredOff;
+  return {vm_id, vm.name, "DC0", state, "otherGuest64", 2, 2048, vm.disks, {}, vm.findings};
+}
+
 FakeVma::Reply FakeVma::discover(const httplib::Request&) {
+  discover_calls_++;
   std::lock_guard lock(mu_);
   protocol::Discovery d{"vcsim.test", {}};
-  for (const auto& [id, vm] : source_vms_) {
-    auto state = vm.on ? protocol::PowerState::PoweredOn : protocol::PowerState::PoweredOff;
-    d.vms.push_back({id, vm.name, "DC0", state, "otherGuest64", 2, 2048, vm.disks, {}, vm.findings});
-  }
+  for (const auto& [id, vm] : source_vms_) d.vms.push_back(discovered(id, vm));
   return {200, protocol::encode(d)};
+}
+
+FakeVma::Reply FakeVma::describe(const httplib::Request& req) {
+  std::string vm_id = req.matches[1];
+  protocol::check_uuid(vm_id, "vm_id");
+  std::lock_guard lock(mu_);
+  auto it = source_vms_.find(vm_id);
+  return {200, protocol::encode(discovered(vm_id, it != source_vms_.end() ? it->second : SourceVm{"unknown"}))};
 }
 
 // A healthy VMA: vCenter reachable, tunnel up.

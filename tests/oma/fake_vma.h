@@ -19,9 +19,11 @@
 //    ignore_shutdown() makes the guest ignore shutdowns, so that the VMA powers it off
 //    ("forced": true). Cleanup of a VM whose job is copying is a violation too.
 //
-// Source VMs for cutover: add_source_vm() makes a VM known to discover, preflight, power
-// and cleanup; set_findings() and set_source_disks() say what discover and preflight
-// report for it (a VM the fake does not know has no findings).
+// Source VMs for cutover: add_source_vm() makes a VM known to discover, preflight,
+// describe (GET /api/v1/vms/{vm_id}), power and cleanup; set_findings() and
+// set_source_disks() say what discover, preflight and describe report for it (a VM the
+// fake does not know has no findings and no disks). discover_calls() counts whole-
+// inventory discoveries, which a pass must not need.
 //
 // Owns its server thread and copy processes. Thread-safe.
 #pragma once
@@ -85,6 +87,7 @@ class FakeVma {
   std::vector<protocol::ReplicateRequest> replicate_requests();
   std::vector<std::string> stopped_jobs();
   int polls() const { return polls_.load(); }
+  int discover_calls() const { return discover_calls_.load(); }
   bool knows(const std::string& job_id);
 
  private:
@@ -121,6 +124,8 @@ class FakeVma {
   Reply cleanup(const httplib::Request& req);
   Reply discover(const httplib::Request& req);
   Reply preflight(const httplib::Request& req);
+  Reply describe(const httplib::Request& req);
+  protocol::DiscoveredVm discovered(const std::string& vm_id, const SourceVm& vm) const;
   Reply health(const httplib::Request& req);
   protocol::DiskProgress disk_progress(const std::string& job_id, Disk& d);
 
@@ -144,6 +149,7 @@ class FakeVma {
   std::mutex silent_mu_;  // guards silent_
   std::condition_variable silent_cv_;
   bool silent_ = false;
+  std::atomic<int> discover_calls_{0};
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;

@@ -172,7 +172,8 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
 }
 
 // A disk grown in vCenter after a pass: the next pass grows its volume first and copies
-// that disk in full (no base change ID), the other disk stays incremental.
+// that disk in full (no base change ID), the other disk stays incremental. Each pass
+// reads its one VM from the VMA (GET /api/v1/vms/{id}), never the whole inventory.
 TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
   Service s;
   const std::string vm = test::test_vm_uuid(7);
@@ -205,6 +206,7 @@ TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
   EXPECT_EQ(grown->size_bytes, 3 * MiB);
   EXPECT_EQ(std::filesystem::file_size(grown->device_path), uint64_t(3 * MiB));
   EXPECT_EQ(s.oma->repos().storage.find_volume(vm, "2000")->size_bytes, MiB);
+  EXPECT_EQ(s.vma.discover_calls(), 0) << "a pass listed the whole inventory to learn one VM's disks";
 }
 
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {

@@ -149,6 +149,34 @@ TEST_F(VmaApi, DiscoveryAndPreflightNameWhatWouldRefuseAPass) {
   EXPECT_EQ(bad->status, 400);
 }
 
+// One VM read without listing the inventory (what each pass of the OMA needs): the same
+// as discovery shows it, datacenter (through its parents, a resource pool's VM too),
+// disks in unit order and findings included.
+TEST_F(VmaApi, DescribeShowsOneVmAsDiscoveryDoes) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 2048, 1, 1);
+  vsphere::create_snapshot(*session, vm, "before-upgrade", "the owner's");
+  std::map<std::string, protocol::DiscoveredVm> discovered;
+  for (auto& v : client->discover().vms) discovered[v.vm_id] = v;
+  for (const char* path : {"DC0/vm/DC0_H0_VM0", "DC0/vm/DC0_C0_RP0_VM0"}) {
+    SCOPED_TRACE(path);
+    std::string id = vm_at(path).instance_uuid;
+    protocol::DiscoveredVm one = client->describe_vm(id);
+    EXPECT_EQ(protocol::encode(one), protocol::encode(discovered.at(id)));
+    EXPECT_EQ(one.datacenter, "DC0");
+  }
+  protocol::DiscoveredVm one = client->describe_vm(vm.instance_uuid);
+  ASSERT_EQ(one.disks.size(), 2u);
+  EXPECT_EQ(one.disks[1].capacity_bytes, 2048 * 1024);
+  ASSERT_EQ(one.findings.size(), 1u);
+  EXPECT_EQ(one.findings[0].code, "existing-snapshots");
+  auto missing = call("GET", "/api/v1/vms/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  auto bad = call("GET", "/api/v1/vms/not-a-uuid", "", kToken);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+}
+
 TEST_F(VmaApi, HealthReportsVcenterAndNoTunnel) {
   protocol::Health h = client->health();
   EXPECT_TRUE(h.vcenter.reachable) << h.vcenter.error.value_or("");
@@ -170,6 +198,7 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
       {"POST", "/api/v1/cleanup/" + vm},
       {"POST", "/api/v1/power/" + vm},
       {"GET", "/api/v1/preflight/" + vm},
+      {"GET", "/api/v1/vms/" + vm},
       {"GET", "/api/v1/nothing-here"}};
   for (const auto& [method, path] : routes) {
     for (std::string token : {std::string(), std::string("wrong-token"), std::string(kToken) + "x"}) {

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 
-#include "oma/db/sealed_values.h"
+#include "cloudstack/preflight.h"
 #include "common/error.h"
+#include "oma/db/sealed_values.h"
+#include "oma/errors.h"
 #include "oma/names.h"
 
 namespace mk::oma {
@@ -133,6 +135,68 @@ std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
   cached_key_ = key;
   cached_ = session;
   return session;
+}
+
+cloudstack::SourceVm cloudstack_source_vm(VmRepository& vms, StorageRepository& storage, const VmRecord& vm,
+                                          bool need_volumes) {
+  cloudstack::SourceVm out;
+  out.vm_uuid = vm.vm_id;
+  out.name = vm.name;
+  out.cpus = static_cast<int>(vm.cpus);
+  out.memory_mib = static_cast<int>(vm.memory_mb);
+  for (const auto& n : vms.list_nics(vm.vm_id)) out.nics.push_back({n.network, n.mac});
+  auto disks = vms.list_disks(vm.vm_id);  // in unit order
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const auto& d = disks[i];
+    cloudstack::SourceDisk sd;
+    sd.disk = {vm.vm_id, d.disk_key, static_cast<uint64_t>(d.capacity_bytes)};
+    sd.unit = static_cast<int>(d.unit);
+    sd.os_disk = i == 0;
+    auto volume = storage.find_volume(vm.vm_id, d.disk_key);
+    if (volume) sd.volume_id = volume->volume_id;
+    if (need_volumes && volume && volume->backend != "cloudstack") {
+      throw UsageError(fmt::format("VM {} disk {}: its volume {} is on the {} backend, not a CloudStack volume",
+                                   vm.vm_id, d.disk_key, volume->volume_id, volume->backend));
+    }
+    out.disks.push_back(sd);
+  }
+  return out;
+}
+
+TargetReport CloudStackChecks::check(const std::string& vm_id) {
+  VmRecord vm = vms_.get_vm(vm_id);
+  auto session = target_.session();
+  const cloudstack::Client& client = *session->client;
+  const std::string& oma_vm = session->volumes->config().oma_vm_id;
+  cloudstack::CloudLimits limits = cloudstack::read_limits(client, oma_vm);
+  TargetReport report;
+  for (const auto& f : cloudstack::check_target(client, limits, session->target,
+                                                cloudstack_source_vm(vms_, storage_, vm, false), oma_vm)) {
+    std::optional<protocol::DiskKey> key;
+    if (!f.disk_key.empty()) key = protocol::DiskKey::parse(f.disk_key);
+    protocol::PreflightFinding p{f.code, key, f.problem, f.remedy, fmt::format("VM {}: {}", vm.name, f.text())};
+    (!f.blocking ? report.notes : f.cutover_only ? report.cutover : report.blocking).push_back(std::move(p));
+  }
+  return report;
+}
+
+VolumeSlots CloudStackChecks::volume_slots(const std::string& vm_id) {
+  auto session = target_.session();
+  const cloudstack::Client& client = *session->client;
+  const std::string& oma_vm = session->volumes->config().oma_vm_id;
+  cloudstack::CloudLimits limits = cloudstack::read_limits(client, oma_vm);
+  std::vector<std::string> attached = cloudstack::attached_data_volume_ids(client, oma_vm);
+  VolumeSlots slots;
+  for (const auto& d : vms_.list_disks(vm_id)) {
+    auto v = storage_.find_volume(vm_id, d.disk_key);
+    slots.needed += !v || std::find(attached.begin(), attached.end(), v->volume_id) == attached.end();
+  }
+  slots.free = std::max(0, limits.max_data_volumes - static_cast<int>(attached.size()));
+  slots.limit = fmt::format("{} allows {} data volumes per VM{}; {} are attached to the OMA's VM {}",
+                            limits.hypervisor, limits.max_data_volumes,
+                            limits.max_data_volumes_known ? "" : " (the default: this API key cannot read the limit)",
+                            attached.size(), oma_vm);
+  return slots;
 }
 
 }  // namespace mk::oma

@@ -11,6 +11,11 @@
 // session() connects with the current settings: the OMA's own VM is found by its MAC
 // (validate_settings), a Client, CloudStackVolumes and the cutover target are built.
 // Sessions are cached until the settings or mappings change. Thread-safe.
+//
+// CloudStackChecks is the JobManager's TargetChecks for the "cloudstack" backend: the
+// CloudStack preflight (cloudstack/preflight.h) of a VM as the OMA knows it, and the
+// data-volume slots of the OMA's VM. It reads the limits afresh on every call (a few
+// list calls), so a changed global setting counts at the next pass. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -25,6 +30,9 @@
 #include "cloudstack/volumes.h"
 #include "oma/crypto.h"
 #include "oma/db/config_repository.h"
+#include "oma/db/storage_repository.h"
+#include "oma/db/vm_repository.h"
+#include "oma/jobs/target_checks.h"
 
 namespace mk::oma {
 
@@ -78,6 +86,25 @@ class CloudStackTarget {
   std::mutex mu_;  // guards the cache
   std::string cached_key_;
   std::shared_ptr<const CloudStackSession> cached_;
+};
+
+// The source VM as the OMA knows it, for CloudStack. The OS disk is the one with the
+// lowest unit number (the boot disk on the first controller). With `need_volumes`, a
+// disk whose recorded volume is not a CloudStack volume is a UsageError.
+cloudstack::SourceVm cloudstack_source_vm(VmRepository& vms, StorageRepository& storage, const VmRecord& vm,
+                                          bool need_volumes);
+
+class CloudStackChecks : public TargetChecks {
+ public:
+  CloudStackChecks(CloudStackTarget& target, VmRepository& vms, StorageRepository& storage)
+      : target_(target), vms_(vms), storage_(storage) {}
+  TargetReport check(const std::string& vm_id) override;
+  VolumeSlots volume_slots(const std::string& vm_id) override;
+
+ private:
+  CloudStackTarget& target_;
+  VmRepository& vms_;
+  StorageRepository& storage_;
 };
 
 }  // namespace mk::oma

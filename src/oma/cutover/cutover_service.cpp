@@ -6,6 +6,7 @@
 #include <set>
 
 #include "cloudstack/cutover.h"
+#include "cloudstack/preflight.h"
 #include "cloudstack/test_failover.h"
 #include "common/log.h"
 #include "oma/errors.h"
@@ -27,10 +28,7 @@ class VmaSourcePower : public cs::SourcePower {
       : vma_(vma), log_(log), job_id_(std::move(job_id)), timeout_s_(timeout_s) {}
 
   bool is_powered_on(const std::string& vm_uuid) override {
-    for (const auto& v : vma_.discover().vms) {
-      if (v.vm_id == vm_uuid) return v.power_state == protocol::PowerState::PoweredOn;
-    }
-    throw Error(fmt::format("the VMA does not see VM {} in vCenter: was it removed or renamed?", vm_uuid));
+    return vma_.describe_vm(vm_uuid).power_state == protocol::PowerState::PoweredOn;
   }
   void shutdown_guest(const std::string& vm_uuid) override {
     log_.add_event(job_id_, EventLevel::Info,
@@ -129,31 +127,21 @@ cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_i
   };
 }
 
-// The source VM as the OMA knows it. The OS disk is the one with the lowest unit
-// number (the boot disk on the first controller).
-cs::SourceVm source_vm(VmRepository& vms, StorageRepository& storage, const VmRecord& vm, bool need_volumes) {
-  cs::SourceVm out;
-  out.vm_uuid = vm.vm_id;
-  out.name = vm.name;
-  out.cpus = static_cast<int>(vm.cpus);
-  out.memory_mib = static_cast<int>(vm.memory_mb);
-  for (const auto& n : vms.list_nics(vm.vm_id)) out.nics.push_back({n.network, n.mac});
-  auto disks = vms.list_disks(vm.vm_id);  // in unit order
-  for (size_t i = 0; i < disks.size(); ++i) {
-    const auto& d = disks[i];
-    cs::SourceDisk sd;
-    sd.disk = {vm.vm_id, d.disk_key, static_cast<uint64_t>(d.capacity_bytes)};
-    sd.unit = static_cast<int>(d.unit);
-    sd.os_disk = i == 0;
-    auto volume = storage.find_volume(vm.vm_id, d.disk_key);
-    if (volume) sd.volume_id = volume->volume_id;
-    if (need_volumes && volume && volume->backend != "cloudstack") {
-      throw UsageError(fmt::format("VM {} disk {}: its volume {} is on the {} backend, not a CloudStack volume",
-                                   vm.vm_id, d.disk_key, volume->volume_id, volume->backend));
-    }
-    out.disks.push_back(sd);
+// What CloudStack would refuse once the job has begun (the source off, for a cutover):
+// the service offering's CPU and memory ranges, and VM snapshots or a backup offering on
+// the OMA's VM (its volumes could not be detached). Throws UsageError naming each.
+void check_cloud(const CloudStackSession& session, const cs::SourceVm& source, const char* what) {
+  std::vector<cs::TargetFinding> found = cs::check_offering(*session.client, session.target, source);
+  for (auto& f : cs::check_oma_vm(*session.client, session.volumes->config().oma_vm_id)) found.push_back(std::move(f));
+  std::string lines;
+  for (const auto& f : found) {
+    if (f.blocking) lines += "\n  - " + f.text();
   }
-  return out;
+  if (!lines.empty()) {
+    throw UsageError(fmt::format("VM {} ({}): CloudStack would refuse the {}; nothing was started and the source "
+                                 "is as it was:{}",
+                                 source.vm_uuid, source.name, what, lines));
+  }
 }
 
 VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* what) {
@@ -187,8 +175,9 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
   if (timeout_s < 1 || timeout_s > 86400) throw UsageError("shutdown_timeout_seconds: must be between 1 and 86400");
   if (!cloudstack_) return start_local_cutover(vm, timeout_s);
   auto session = target_.session();
-  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
+  cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   cs::VmBuilder(*session->client, *session->volumes, session->target).check(source);  // nothing changed yet
+  check_cloud(*session, source, "cutover");
   VmStatus before = failed_status(vm);
   return jobs_.start_custom(vm_id, JobKind::Cutover, true, [=, this](const JobRecord& job) -> VmStatus {
     vms_.set_vm_status(vm_id, VmStatus::CuttingOver);
@@ -268,8 +257,9 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
   if (session->test_network_id.empty()) {
     throw UsageError("no test network is set: set test_network_id in the CloudStack settings first");
   }
-  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
+  cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   cs::VmBuilder(*session->client, *session->volumes, session->target).check(source);
+  check_cloud(*session, source, "test failover");
   for (const auto& d : vms_.list_disks(vm_id)) {
     if (!d.change_id) {
       throw UsageError(fmt::format("VM {} disk {} has not been replicated yet: run a full replication first", vm_id,
@@ -332,7 +322,7 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
   VmStatus after = parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
                                        fmt::format("VM {}: the stored test failover record's status_before", vm_id));
   auto session = target_.session();
-  cs::SourceVm source = source_vm(vms_, storage_, vm, true);
+  cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   return jobs_.start_custom(vm_id, JobKind::TestFailoverCleanup, false, [=, this](const JobRecord& job) -> VmStatus {
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
     OmaExports exports(vms_, storage_, exports_);

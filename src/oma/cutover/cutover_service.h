@@ -9,7 +9,7 @@
 // The OMA's side of a cutover:
 //   source power   through the VMA (POST /power: "shutdown" with the timeout, after
 //                  which the VMA powers the VM off; "on" when a rollback must undo it);
-//                  the power state is read from the VMA's discovery
+//                  the power state is read from the VMA (the one VM, not discovery)
 //   final pass     the VMA's leftover snapshots removed (POST /cleanup), then an
 //                  incremental pass of every disk through the JobManager on the
 //                  cutover job itself, change IDs committed
@@ -20,7 +20,9 @@
 // Test failover needs the "cloudstack" backend.
 //
 // start_*() check what can be checked before anything changes (VM known, replicated,
-// CloudStack settings, network mappings, volumes ours) and throw UsageError, NotFound or
+// CloudStack settings, network mappings, volumes ours, the service offering's CPU and
+// memory ranges against the VM, no VM snapshot or backup offering on the OMA's VM:
+// CloudStack would refuse them after the source is off) and throw UsageError, NotFound or
 // Conflict; otherwise they return the new job's id at once. VM status afterwards:
 // cut_over, test_failover, or as before when a job rolled back. Steps, events and the
 // job's phase go to the JobRepository; what a failover built to the VmRepository. Does

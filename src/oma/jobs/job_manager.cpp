@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "common/log.h"
@@ -362,22 +363,35 @@ void JobManager::run(const std::string& job_id) {
 
 void JobManager::preflight(const JobRecord& job) {
   Step step(jobs_, job.job_id, "preflight");
-  auto findings = vma_for(job.vm_id)->preflight(job.vm_id);
+  protocol::DiscoveredVm vm = vma_for(job.vm_id)->describe_vm(job.vm_id);
+  follow_grown_disks(job, vm);  // first: the target checks the sizes
+  std::vector<protocol::PreflightFinding> findings = vm.findings;
+  std::string notes = check_target(job, findings);
   if (!findings.empty()) {
     std::string lines;
     for (const auto& f : findings) lines += "\n  - " + f.text;
     throw Error(fmt::format("VM {} cannot be replicated; this job created nothing and did not touch the VM:{}",
                             job.vm_id, lines));
   }
-  step.done();
+  step.done(notes);
 }
 
-void JobManager::follow_grown_disks(const JobRecord& job) {
-  protocol::Discovery found = vma_for(job.vm_id)->discover();
-  auto vm = std::find_if(found.vms.begin(), found.vms.end(), [&](const auto& v) { return v.vm_id == job.vm_id; });
-  if (vm == found.vms.end()) return;  // the pass itself says that the VM is gone
+std::string JobManager::check_target(const JobRecord& job, std::vector<protocol::PreflightFinding>& findings) {
+  if (!options_.target) return "";
+  TargetReport report = options_.target->check(job.vm_id);
+  findings.insert(findings.end(), report.blocking.begin(), report.blocking.end());
+  for (const auto& f : report.cutover) {
+    jobs_.add_event(job.job_id, EventLevel::Warn,
+                    fmt::format("replication goes on, but a cutover would be refused: {}", f.text));
+  }
+  std::string notes;
+  for (const auto& f : report.notes) notes += (notes.empty() ? "" : "\n") + f.text;
+  return notes;
+}
+
+void JobManager::follow_grown_disks(const JobRecord& job, const protocol::DiscoveredVm& vm) {
   for (const auto& d : vms_.list_disks(job.vm_id)) {
-    for (const auto& now : vm->disks) {
+    for (const auto& now : vm.disks) {
       if (now.disk_key.str() != d.disk_key || now.capacity_bytes <= d.capacity_bytes) continue;
       vms_.set_disk_grown(job.vm_id, d.disk_key, now.capacity_bytes);
       jobs_.clear_job_disk_base(job.job_id, d.disk_key);
@@ -389,9 +403,37 @@ void JobManager::follow_grown_disks(const JobRecord& job) {
   }
 }
 
+std::unique_lock<std::mutex> JobManager::wait_for_volume_slots(const JobRecord& job) {
+  std::unique_lock admitted(volume_slots_mu_);
+  if (!options_.target) return admitted;
+  std::optional<Step> waiting;
+  std::string last;
+  for (;;) {
+    check_cancel(job.job_id);
+    VolumeSlots slots = options_.target->volume_slots(job.vm_id);
+    if (slots.needed <= slots.free) {
+      if (waiting) waiting->done(fmt::format("{} slot(s) free", slots.free));
+      return admitted;
+    }
+    std::string phase = fmt::format("waiting for {} free data-volume slot(s) on the OMA's VM ({} free: {})",
+                                     slots.needed, slots.free, slots.limit);
+    if (!waiting) waiting.emplace(jobs_, job.job_id, "waiting for data-volume slots");
+    if (phase != last) {
+      jobs_.set_job_status(job.job_id, job.status, phase);
+      jobs_.add_event(job.job_id, EventLevel::Warn,
+                      phase + "; the pass goes on when volumes are freed (a VM cut over or removed, a volume "
+                              "detached), or raise the hypervisor's maxdatavolumeslimit");
+      last = phase;
+    }
+    admitted.unlock();
+    if (!sleep_for(options_.slot_poll_interval)) throw ShuttingDown{};
+    admitted.lock();
+  }
+}
+
 void JobManager::prepare(const JobRecord& job) {
   preflight(job);
-  follow_grown_disks(job);
+  auto admitted = wait_for_volume_slots(job);
   Step step(jobs_, job.job_id, "preparing volumes");
   for (const auto& d : vms_.list_disks(job.vm_id)) {
     check_cancel(job.job_id);

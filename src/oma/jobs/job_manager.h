@@ -1,7 +1,7 @@
 // JobManager: runs replication jobs as persisted state machines.
 //
-//   preparing (volumes) -> exporting (exports, verified over NBD) -> copying (VMA
-//   replicates; progress polled) -> committing (change IDs) -> completed
+//   preparing (preflight, volumes) -> exporting (exports, verified over NBD) -> copying
+//   (VMA replicates; progress polled) -> committing (change IDs) -> completed
 //   any state -> failed (with its reason) | cancelled
 //   once the VMA was asked to copy: -> unknown | cancelling -> failed | cancelled
 //
@@ -10,6 +10,15 @@
 // call timed out), the export server closes every connection to the job's exports
 // (ExportBackend::cut_off). Until then the job holds its VM, so no pass, cutover or test
 // failover starts under a live writer; an OMA restarted meanwhile goes on trying.
+//
+// Preflight reads the VM afresh from its VMA (one VM, not the inventory) and asks the
+// target (JobOptions::target, CloudStack's limits and offerings) too; any finding of
+// either refuses the pass before anything is created. A pass whose volumes do not fit
+// beside those attached to the OMA's VM (the cloud caps data volumes per VM) waits,
+// still preparing, with its phase and a "waiting for data-volume slots" step saying how
+// many it needs and which limit; it goes on once volumes are freed (another VM cut
+// over, a volume detached). Jobs check slots and attach volumes one at a time, so two
+// never count the same free slot.
 //
 // Every transition is written to the database before the next step starts, so an OMA
 // restarted at any moment resumes each active job from its last state (recover()):
@@ -37,6 +46,7 @@
 #include "oma/db/job_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/exports/export_manager.h"
+#include "oma/jobs/target_checks.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
 
@@ -53,6 +63,8 @@ struct JobOptions {
   // Tests only: called on a custom job's thread right after its end is recorded, where
   // a concurrent start would see the VM's new status (the race of issue 16).
   std::function<void(const std::string& job_id)> after_finish;
+  TargetChecks* target = nullptr;  // the target's preflight and volume slots; null: none (local volumes)
+  std::chrono::milliseconds slot_poll_interval{5000};  // how often a waiting pass looks for free slots
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -102,6 +114,8 @@ class JobManager {
 
   // The VMA that serves `vm_id` (its paired VMA, or the default one).
   std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
+  // The target's checks (null with local volumes).
+  TargetChecks* target_checks() const { return options_.target; }
 
  private:
   void launch(const std::string& job_id);
@@ -109,8 +123,10 @@ class JobManager {
                                            bool incremental);
   void run_custom(const JobRecord& job);
   void run(const std::string& job_id);
-  void preflight(const JobRecord& job);  // the VMA's findings refuse the job before anything is created
-  void follow_grown_disks(const JobRecord& job);  // capacities from the VMA; full pass of a grown disk
+  void preflight(const JobRecord& job);  // the VMA's and the target's findings refuse the job before anything is created
+  void follow_grown_disks(const JobRecord& job, const protocol::DiscoveredVm& vm);  // full pass of a grown disk
+  std::string check_target(const JobRecord& job, std::vector<protocol::PreflightFinding>& findings);  // -> notes
+  std::unique_lock<std::mutex> wait_for_volume_slots(const JobRecord& job);  // held until the volumes are attached
   void prepare(const JobRecord& job);
   void export_and_replicate(const JobRecord& job);
   void poll(const JobRecord& job);
@@ -139,6 +155,7 @@ class JobManager {
   std::map<std::string, JobBody> bodies_;  // custom jobs not yet started
   std::vector<std::string> finished_;  // runners that have returned, to be joined
   std::atomic<uint64_t> poller_errors_{0};
+  std::mutex volume_slots_mu_;  // held from a slot check until that job's volumes are attached
 };
 
 }  // namespace mk::oma

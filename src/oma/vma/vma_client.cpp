@@ -130,6 +130,15 @@ std::vector<protocol::PreflightFinding> HttpVmaClient::preflight(const std::stri
   return reply.findings;
 }
 
+protocol::DiscoveredVm HttpVmaClient::describe_vm(const std::string& vm_id) {
+  std::string where = fmt::format("{}: reading VM {}", describe(), vm_id);
+  Answer a = call(protocol::kDescribeRoute, vm_id, "", where, timeout_);
+  if (a.status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, a.status, error_of(a.body)));
+  auto reply = decode_answer<protocol::DiscoveredVm>(a.body, where);
+  expect_same(reply.vm_id, vm_id, "VM", where);
+  return reply;
+}
+
 protocol::Health HttpVmaClient::health() {
   std::string where = describe() + ": health";
   Answer a = call(protocol::kHealthRoute, "", "", where, timeout_);

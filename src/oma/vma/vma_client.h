@@ -49,6 +49,9 @@ class VmaClient {
   virtual protocol::Discovery discover() = 0;
   // The VM's preflight findings, read afresh from vCenter; nothing is changed.
   virtual std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id) = 0;
+  // One VM as discover() shows it (disks, NICs, power, findings), read afresh from
+  // vCenter without listing the inventory. Throws mk::Error for a VM the VMA does not see.
+  virtual protocol::DiscoveredVm describe_vm(const std::string& vm_id) = 0;
   virtual protocol::Health health() = 0;
   virtual std::string describe() const = 0;
 };
@@ -67,6 +70,7 @@ class HttpVmaClient : public VmaClient {
   protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, int timeout_seconds) override;
   protocol::Discovery discover() override;
   std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id) override;
+  protocol::DiscoveredVm describe_vm(const std::string& vm_id) override;
   protocol::Health health() override;
   std::string describe() const override { return "VMA at " + base_url_; }
 

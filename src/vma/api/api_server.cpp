@@ -131,6 +131,7 @@ void ApiServer::start() {
   bind(protocol::kPowerRoute, &ApiServer::power);
   bind(protocol::kDiscoverRoute, &ApiServer::discover);
   bind(protocol::kPreflightRoute, &ApiServer::preflight);
+  bind(protocol::kDescribeRoute, &ApiServer::describe);
   bind(protocol::kHealthRoute, &ApiServer::health);
 
   if (options_.port == 0) {
@@ -225,6 +226,18 @@ json ApiServer::preflight(const httplib::Request& req, httplib::Response&) {
     throw;
   } catch (const std::exception& e) {
     throw Failure{502, fmt::format("VM {}: preflight failed: {}", vm_id, e.what())};
+  }
+}
+
+json ApiServer::describe(const httplib::Request& req, httplib::Response&) {
+  std::string vm_id = req.matches[1];
+  protocol::check_uuid(vm_id, "vm_id");
+  try {
+    return encode(vcenter_.describe(vm_id));
+  } catch (const VmNotFound&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Failure{502, fmt::format("VM {}: reading it from vCenter failed: {}", vm_id, e.what())};
   }
 }
 

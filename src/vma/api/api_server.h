@@ -1,6 +1,6 @@
 // ApiServer: the VMA's HTTP API, the server side of the OMA<->VMA protocol
 // (src/protocol/messages.h): replicate, progress/{job}, stop/{job}, cleanup/{vm},
-// power/{vm}, discover, health.
+// power/{vm}, discover, preflight/{vm}, vms/{vm} (describe), health.
 //
 // Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
 // pairing), compared in constant time; without it or with another one the answer is
@@ -61,6 +61,7 @@ class ApiServer {
   nlohmann::json power(const httplib::Request& req, httplib::Response& res);
   nlohmann::json discover(const httplib::Request& req, httplib::Response& res);
   nlohmann::json preflight(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json describe(const httplib::Request& req, httplib::Response& res);
   nlohmann::json health(const httplib::Request& req, httplib::Response& res);
 
   ApiOptions options_;

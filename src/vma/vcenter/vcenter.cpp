@@ -66,27 +66,35 @@ protocol::Discovery VCenter::discover() {
   auto datacenters = vsphere::vm_datacenters(*s);
   protocol::Discovery out{host_, {}};
   for (auto& vm : vsphere::list_vms(*s)) {
-    if (vm.is_template) continue;
-    auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
-    protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenters[vm.ref.value], power, vm.guest_id,
-                             vm.cpus,          vm.memory_mb, {}, {}, findings_of(vm)};
-    // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
-    // root disk), then controller order, so that two controllers' unit 0 differ.
-    auto disks = vm.disks;
-    int boot = vsphere::boot_disk_key(vm);
-    std::stable_sort(disks.begin(), disks.end(), [boot](const auto& a, const auto& b) {
-      return std::tuple(a.key != boot, a.bus_number, a.controller_key, a.unit_number) <
-             std::tuple(b.key != boot, b.bus_number, b.controller_key, b.unit_number);
-    });
-    for (size_t i = 0; i < disks.size(); ++i) {
-      std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;
-      d.disks.push_back({protocol::DiskKey(disks[i].key), static_cast<int64_t>(i), label,
-                         static_cast<int64_t>(disks[i].capacity_bytes)});
-    }
-    for (auto& n : vm.nics) d.nics.push_back({std::to_string(n.key), n.mac, n.network});
-    out.vms.push_back(std::move(d));
+    if (!vm.is_template) out.vms.push_back(discovered(vm, datacenters[vm.ref.value]));
   }
   return out;
+}
+
+protocol::DiscoveredVm VCenter::describe(const std::string& vm_id) {
+  vsphere::VmInfo vm = find_vm(vm_id);
+  return discovered(vm, vsphere::datacenter_of(*session(), vm.ref));
+}
+
+protocol::DiscoveredVm VCenter::discovered(const vsphere::VmInfo& vm, const std::string& datacenter) const {
+  auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
+  protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenter, power, vm.guest_id,
+                           vm.cpus,          vm.memory_mb, {}, {}, findings_of(vm)};
+  // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
+  // root disk), then controller order, so that two controllers' unit 0 differ.
+  auto disks = vm.disks;
+  int boot = vsphere::boot_disk_key(vm);
+  std::stable_sort(disks.begin(), disks.end(), [boot](const auto& a, const auto& b) {
+    return std::tuple(a.key != boot, a.bus_number, a.controller_key, a.unit_number) <
+           std::tuple(b.key != boot, b.bus_number, b.controller_key, b.unit_number);
+  });
+  for (size_t i = 0; i < disks.size(); ++i) {
+    std::string label = disks[i].label.empty() ? fmt::format("Hard disk {}", i + 1) : disks[i].label;
+    d.disks.push_back({protocol::DiskKey(disks[i].key), static_cast<int64_t>(i), label,
+                       static_cast<int64_t>(disks[i].capacity_bytes)});
+  }
+  for (auto& n : vm.nics) d.nics.push_back({std::to_string(n.key), n.mac, n.network});
+  return d;
 }
 
 vsphere::VmInfo VCenter::find_vm(const std::string& vm_id) {

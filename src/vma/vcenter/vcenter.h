@@ -61,6 +61,8 @@ class VCenter {
   // order), NICs and preflight findings.
   protocol::Discovery discover();
   vsphere::VmInfo find_vm(const std::string& vm_id);
+  // One VM as discover() shows it, without listing the inventory. Throws VmNotFound.
+  protocol::DiscoveredVm describe(const std::string& vm_id);
   // Everything that would refuse a pass of the VM, at once; nothing is changed on it.
   std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id);
   // Shutdown (guest shutdown, power off after `timeout`), off or on. Answers once the
@@ -81,6 +83,7 @@ class VCenter {
   std::string flat_file_for(const vsphere::DiskInfo& disk) const;
   source::VmwareSourceOptions source_options(const std::string& work_dir);
   std::vector<protocol::PreflightFinding> findings_of(const vsphere::VmInfo& vm) const;
+  protocol::DiscoveredVm discovered(const vsphere::VmInfo& vm, const std::string& datacenter) const;
 
   VcenterConfig config_;
   std::string host_;

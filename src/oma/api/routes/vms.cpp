@@ -61,9 +61,20 @@ const Schema kVmList{{array_field("vms", "every VM the OMA manages", &kVmSummary
 const Schema kDiskList{{array_field("disks", "the VM's disks, by unit", &kDisk)}};
 const Schema kVmPreflight{{
     uuid_field("vm_id", "the VM"),
-    bool_field("blocked", "a pass would be refused: see findings", false),
-    array_field("findings", "every finding at once (empty: nothing known refuses a pass)", &protocol::schemas::preflight_finding()),
-}, "VmPreflight", "what would refuse a replication pass of a VM, read afresh from vCenter"};
+    bool_field("blocked", "a pass or the cutover would be refused: see findings", false),
+    array_field("findings", "every finding at once, vCenter's and CloudStack's; each says what it refuses (empty: "
+                "nothing known does)", &protocol::schemas::preflight_finding()),
+    array_field("notes", "what CloudStack refuses nothing for but an operator should know (kvm.snapshot.enabled "
+                "off, no expunge permission, a fixed service offering)", &protocol::schemas::preflight_finding()),
+}, "VmPreflight", "what would refuse a replication pass or the cutover of a VM, read afresh from vCenter and "
+                  "CloudStack"};
+
+// A target that cannot be asked is a finding too: its checks are unknown.
+protocol::PreflightFinding target_unavailable(const std::string& vm_id, const std::string& why) {
+  return {"target-unavailable", std::nullopt, "CloudStack could not be asked: " + why,
+          "check the CloudStack settings (POST /api/v1/settings/cloudstack/validate), then run the preflight again",
+          fmt::format("VM {}: CloudStack could not be asked: {}", vm_id, why)};
+}
 
 Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
@@ -192,12 +203,16 @@ std::vector<Route> vm_routes(const Services& s) {
       .path = "/api/v1/vms/{vm_id}/preflight",
       .operation_id = "getVmPreflight",
       .tag = &kTag,
-      .summary = "What would refuse a replication pass of the VM, all at once",
+      .summary = "What would refuse a replication pass or the cutover of the VM, all at once",
       .description = "Asks the VM's VMA to read the VM afresh from vCenter and check what a pass would refuse: "
                      "independent, RDM, shared or encrypted disks, disks without a file, snapshots of its own or "
                      "a needed consolidation, CBT that cannot be enabled, templates and orphaned or inaccessible "
-                     "VMs. Each finding names the disk and what to do. A job of a blocked VM fails before it "
-                     "creates anything.",
+                     "VMs. With CloudStack volumes, CloudStack is asked too: disks over "
+                     "custom.diskoffering.size.max, more disks than the OMA's VM may hold, VM snapshots or a "
+                     "backup offering on the OMA's VM (these refuse a pass), and the service offering's CPU and "
+                     "memory ranges (these refuse the cutover). Each finding names the disk and what to do. A job "
+                     "of a blocked VM fails before it creates anything; a cutover is refused before the source is "
+                     "touched.",
       .role = "operator",
       .params = {vm_param()},
       .responses = {{200, "the findings", &kVmPreflight},
@@ -215,9 +230,21 @@ std::vector<Route> vm_routes(const Services& s) {
                                                "tunnel (Infrastructure page)",
                                                id, vma->describe(), e.what())}}, ""};
          }
-         json out = json::array();
+         std::vector<protocol::PreflightFinding> notes;
+         if (TargetChecks* target = jobs.target_checks()) {
+           try {
+             TargetReport r = target->check(id);
+             findings.insert(findings.end(), r.blocking.begin(), r.blocking.end());
+             findings.insert(findings.end(), r.cutover.begin(), r.cutover.end());
+             notes = std::move(r.notes);
+           } catch (const std::exception& e) {
+             findings.push_back(target_unavailable(id, e.what()));
+           }
+         }
+         json out = json::array(), noted = json::array();
          for (const auto& f : findings) out.push_back(protocol::encode(f));
-         return {200, {{"vm_id", id}, {"blocked", !findings.empty()}, {"findings", out}}, ""};
+         for (const auto& f : notes) noted.push_back(protocol::encode(f));
+         return {200, {{"vm_id", id}, {"blocked", !findings.empty()}, {"findings", out}, {"notes", noted}}, ""};
        }});
   routes.push_back({
       .method = "GET",
