@@ -137,8 +137,12 @@ class HttpLimits : public ::testing::Test {
          "--http-max-connections-per-client", std::to_string(kPerClient), "--http-max-connections",
          std::to_string(kTotal)});
     token_ = test::read_admin_token(dir_->file("data"));
-    std::ifstream gp(dir_->file("data/gui.port"));
-    gp >> gui_port_;
+    // gui.port is written after api.port (which OmaProcess waits for).
+    for (int i = 0; i < 1500 && gui_port_ <= 0; ++i) {
+      std::ifstream gp(dir_->file("data/gui.port"));
+      if (!(gp >> gui_port_)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_GT(gui_port_, 0) << "oma did not write gui.port";
   }
   static void TearDownTestSuite() {
     delete oma_;
@@ -356,6 +360,7 @@ TEST_F(HttpLimits, RefusalClosesTheConnection) {
   bool closed = false;
   std::string answer = s.read_all(&closed);
   EXPECT_EQ(status_of(answer), 401) << answer;
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
   EXPECT_TRUE(closed);
 }
 
