@@ -205,6 +205,7 @@ void Oma::start() {
   ac.listen_address = config_.api_listen;
   ac.port = config_.api_port;
   ac.strict_replies = config_.strict_api_replies;
+  ac.limits = config_.http_limits;
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
       {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
@@ -213,6 +214,7 @@ void Oma::start() {
     gc.listen_address = config_.gui_listen;
     gc.port = config_.gui_port;
     gc.dist_dir = config_.gui_dir;
+    gc.limits = config_.http_limits;
     gui_ = std::make_unique<gui::GuiServer>(*api_, gc);
   }
   api_->start();

@@ -74,6 +74,8 @@ struct OmaConfig {
   // A reply that does not match the OpenAPI document becomes a 500 naming the mismatch
   // (tests); otherwise it is logged.
   bool strict_api_replies = false;
+  // The API's and the GUI's HTTP limits, timeouts and connection caps (common/bounded_http.h).
+  http::Limits http_limits;
 };
 
 // `oma --reset-admin-token`: makes a new admin API token in the database of the OMA

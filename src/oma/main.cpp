@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -96,6 +97,20 @@ int main(int argc, char** argv) {
   app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
   app.add_flag("--strict-api-replies", c.strict_api_replies,
                "Answer 500 when a reply does not match the OpenAPI document (tests; otherwise it is logged)");
+  // The API's and the GUI's HTTP limits (common/bounded_http.h): milliseconds and counts.
+  auto& hl = c.http_limits;
+  for (auto [name, value, what] : {
+           std::tuple<const char*, int*, const char*>{"--http-head-timeout-ms", &hl.head_timeout_ms,
+                                                       "time a client has to send a request's head (default 10000)"},
+           {"--http-idle-timeout-ms", &hl.idle_timeout_ms, "time a connection may wait for a request (default 5000)"},
+           {"--http-body-timeout-ms", &hl.body_timeout_ms, "time a client has to send a body (default 30000)"}}) {
+    app.add_option(name, *value, fmt::format("API/GUI: {}", what))->check(CLI::Range(100, 600000));
+  }
+  app.add_option("--http-max-connections", hl.max_connections, "API/GUI: open connections per listener (default 512)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--http-max-connections-per-client", hl.max_connections_per_client,
+                 "API/GUI: open connections per listener from one address (default 128)")
+      ->check(CLI::Range(1, 100000));
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   try {
     app.parse(argc, argv);

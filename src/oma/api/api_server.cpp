@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <regex>
+
 #include "common/log.h"
 #include "oma/api/checks.h"
 #include "oma/api/openapi.h"
@@ -13,15 +15,8 @@ namespace mk::oma::api {
 
 using nlohmann::json;
 
-ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config) : tokens_(tokens), config_(std::move(config)) {
-  prepare(server_);
-  // cpp-httplib (as packaged) listens with a backlog of 5: a burst of pollers would
-  // see dropped SYNs and one-second retransmits. Remember the socket to widen it.
-  server_.set_socket_options([this](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    listen_fd_ = sock;
-  });
+ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config)
+    : tokens_(tokens), config_(std::move(config)), server_(config_.limits) {
   add_routes({{.method = "GET",
                .path = "/api/v1/openapi.json",
                .operation_id = "getOpenApiDocument",
@@ -36,19 +31,6 @@ ApiServer::ApiServer(ConfigRepository& tokens, ApiConfig config) : tokens_(token
 
 ApiServer::~ApiServer() { stop(); }
 
-void ApiServer::prepare(httplib::Server& server) {
-  server.new_task_queue = [n = config_.threads] { return new httplib::ThreadPool(n); };
-  server.set_payload_max_length(config_.max_body_bytes);
-  server.set_read_timeout(std::chrono::seconds(10));
-  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    std::string msg = res.status == 404   ? "no such route: see GET /api/v1/openapi.json"
-                      : res.status == 413 ? "request body too large"
-                                          : fmt::format("HTTP {}", res.status);
-    res.set_content(json{{"error", msg}}.dump(), "application/json");
-  });
-}
-
 void ApiServer::add_routes(std::vector<Route> routes) {
   for (auto& r : routes) {
     check_declaration(r);
@@ -60,88 +42,100 @@ void ApiServer::build_document() {
   if (document_.is_null()) document_ = openapi_document(router_.routes());
 }
 
-void ApiServer::serve_on(httplib::Server& server) {
+void ApiServer::serve_on(http::BoundedHttpServer& server) {
   build_document();
-  prepare(server);
-  install(server);
+  install(server, false);
 }
 
 // One handler per method for every path the router may answer: the router, not
-// cpp-httplib's first-matching-regex rule, picks the route.
-void ApiServer::install(httplib::Server& server) {
+// cpp-httplib's first-matching-regex rule, picks the route. The admission decides every
+// request from its head first: on the API's own listener every path is the router's; on
+// the GUI's, the other paths are its files (GET/HEAD, no body).
+void ApiServer::install(http::BoundedHttpServer& server, bool api_only) {
+  httplib::Server& h = server.handlers();
+  h.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string msg = res.status == 404   ? "no such route: see GET /api/v1/openapi.json"
+                      : res.status == 413 ? "request body too large"
+                                          : fmt::format("HTTP {}", res.status);
+    res.set_content(json{{"error", msg}}.dump(), "application/json");
+  });
   std::string pattern = router_.path_pattern();
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); };
-  server.Get(pattern, handler);
-  server.Post(pattern, handler);
-  server.Put(pattern, handler);
-  server.Delete(pattern, handler);
+  h.Get(pattern, handler);
+  h.Post(pattern, handler);
+  h.Put(pattern, handler);
+  h.Delete(pattern, handler);
+  if (api_only) {
+    server.set_admission([this](const http::RequestHead& head) { return admit(head); });
+    return;
+  }
+  server.set_admission([this, api = std::regex(pattern)](const http::RequestHead& head) {
+    if (std::regex_match(head.path, api)) return admit(head);
+    if (head.method == "GET" || head.method == "HEAD") return http::Verdict::admit(0);
+    return http::Verdict::refuse(
+        405, json{{"error", fmt::format("{} is not allowed here: the GUI's files are read with GET", head.method)}}
+                 .dump());
+  });
 }
 
 void ApiServer::start() {
   build_document();
-  install(server_);
-  if (config_.port == 0) {
-    port_ = server_.bind_to_any_port(config_.listen_address);
-  } else {
-    port_ = server_.bind_to_port(config_.listen_address, config_.port) ? config_.port : -1;
-  }
-  if (port_ <= 0) {
-    throw Error(fmt::format("cannot listen on {}:{} for the API (port in use? another OMA running?)",
-                            config_.listen_address, config_.port));
-  }
-  if (listen_fd_ >= 0) ::listen(listen_fd_, 1024);  // a second listen() only changes the backlog
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  // stop() only works on a running server: wait until the accept loop has started.
-  while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  install(server_, true);
+  port_ = server_.bind(config_.listen_address, config_.port);
+  server_.start();
   log::info("OMA API listening on {}:{}", config_.listen_address, port_);
 }
 
-void ApiServer::stop() {
-  server_.stop();
-  if (thread_.joinable()) thread_.join();
+void ApiServer::stop() { server_.stop(); }
+
+// The route, the token and its role, from the request's head alone: before a byte of the
+// body is read, and on a worker thread (the token is looked up in the database).
+http::Verdict ApiServer::admit(const http::RequestHead& head) {
+  auto found = router_.match(head.method, head.path);
+  if (!found) return http::Verdict::refuse(404, json{{"error", "no such route: see GET /api/v1/openapi.json"}}.dump());
+  Caller caller;
+  if (auto denied = authorize(*found->route, head.header("Authorization"), caller))
+    return http::Verdict::refuse(denied->status, denied->body.dump());
+  return http::Verdict::admit(config_.limits.max_body, caller);
 }
 
-void ApiServer::handle(const httplib::Request& http, httplib::Response& res) {
-  auto found = router_.match(http.method, http.path);
-  if (!found) {
-    res.status = 404;
-    res.set_content(json{{"error", "no such route: see GET /api/v1/openapi.json"}}.dump(), "application/json");
+void ApiServer::handle(const httplib::Request& hreq, httplib::Response& res) {
+  auto found = router_.match(hreq.method, hreq.path);
+  const auto* caller = std::any_cast<Caller>(&http::BoundedHttpServer::admitted());
+  if (!found || !caller) {  // the admission found the route and the caller: never here
+    res.status = found ? 401 : 404;
+    res.set_content(json{{"error", found ? "the request was not admitted" : "no such route: see GET /api/v1/openapi.json"}}.dump(),
+                    "application/json");
     return;
   }
   const Route& r = *found->route;
-  Request req{http, found->params};
+  Request req{hreq, found->params};
   if (r.stream) {
-    Caller caller;
-    if (auto denied = authorize(r, http, caller)) {
-      res.status = denied->status;
-      res.set_content(denied->body.dump(), "application/json");
-      return;
-    }
     try {
-      r.stream(req, res, caller);
+      r.stream(req, res, *caller);
     } catch (const std::exception& e) {
       res.status = 503;
       res.set_content(json{{"error", e.what()}}.dump(), "application/json");
     }
     return;
   }
-  Reply reply = dispatch(r, req);
-  check_reply(r, http, reply);
+  Reply reply = dispatch(r, req, *caller);
+  check_reply(r, hreq, reply);
   res.status = reply.status;
   if (!reply.text.empty()) res.set_content(reply.text, "text/plain; version=0.0.4");
   else res.set_content(reply.body.dump(), "application/json");
 }
 
-// Decided from the headers alone, before the body is parsed or the handler runs.
-std::optional<Reply> ApiServer::authorize(const Route& r, const httplib::Request& req, Caller& caller) {
+// Decided from the Authorization header alone, before the body is read.
+std::optional<Reply> ApiServer::authorize(const Route& r, const std::string& h, Caller& caller) {
   if (r.role == "pairing") {
-    if (req.get_header_value("Authorization").rfind("Pairing ", 0) != 0)
+    if (h.rfind("Pairing ", 0) != 0)
       return error_reply(401, "missing pairing code (Authorization: Pairing CODE, from the OMA's pairing bundle)");
     return std::nullopt;
   }
   std::optional<TokenRole> needed = required_token_role(r);
   if (!needed) return std::nullopt;
-  std::string h = req.get_header_value("Authorization");
   std::optional<TokenRecord> t;
   if (h.rfind("Bearer ", 0) == 0 && h.size() > 7) {
     try {
@@ -195,9 +189,7 @@ void ApiServer::check_reply(const Route& r, const httplib::Request& req, Reply& 
   }
 }
 
-Reply ApiServer::dispatch(const Route& r, const Request& req) {
-  Caller caller;
-  if (auto denied = authorize(r, req.http, caller)) return *denied;
+Reply ApiServer::dispatch(const Route& r, const Request& req, const Caller& caller) {
   try {
     check_params(r, req);
     json body;

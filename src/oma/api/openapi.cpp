@@ -112,6 +112,7 @@ std::vector<Response> responses(const Route& r) {
   if (r.role == "operator") add(403, "the token's role is viewer: this operation needs operator or admin");
   if (r.role == "admin") add(403, "the token's role is viewer or operator: this operation needs admin");
   if (r.body) add(413, "the request body is larger than the API's limit");
+  if (r.body) add(415, "the request body is compressed (Content-Encoding): send it uncompressed");
   add(500, "an internal error; the message says what failed");
   std::sort(all.begin(), all.end(), [](const Response& a, const Response& b) { return a.status < b.status; });
   return all;

@@ -93,7 +93,8 @@ struct Route {
   const Schema* body = nullptr;  // a request schema
   bool body_optional = false;    // an empty body stands for {} (every field of `body` optional)
   // The success responses and the errors particular to this route; the ApiServer adds
-  // 400 (input), 401 (token), 403 (role), 413 (body) and 500 where they apply.
+  // 400 (input), 401 (token), 403 (role), 413 (body too large), 415 (body compressed) and
+  // 500 where they apply.
   std::vector<Response> responses = {};
   std::function<Reply(const Request&, const nlohmann::json& body, const Caller&)> handler = nullptr;
   // Streaming routes (server-sent events) write the response themselves, after the

@@ -18,15 +18,15 @@ std::string default_dist_dir() {
   return (exe.parent_path().parent_path() / "web" / "dist").string();
 }
 
-GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(config)) {
+GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(config)), server_(config_.limits) {
   if (config_.dist_dir.empty()) config_.dist_dir = default_dist_dir();
   api.serve_on(server_);
   has_app_ = fs::exists(fs::path(config_.dist_dir) / "index.html");
   if (has_app_) {
-    server_.set_mount_point("/", config_.dist_dir);
+    server_.handlers().set_mount_point("/", config_.dist_dir);
   } else {
     std::string dir = config_.dist_dir;
-    server_.Get("/", [dir](const httplib::Request&, httplib::Response& res) {
+    server_.handlers().Get("/", [dir](const httplib::Request&, httplib::Response& res) {
       res.status = 503;
       res.set_content(fmt::format("<!doctype html><title>OMA</title><p>The migration GUI is not built: no "
                                   "index.html in {}. Build it with <code>cmake --build build --target web</code> "
@@ -35,7 +35,7 @@ GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(
                       "text/html; charset=utf-8");
     });
   }
-  server_.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  server_.handlers().set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     // The page loads only its own files; nothing may frame it.
     res.set_header("Content-Security-Policy",
                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -51,22 +51,18 @@ GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(
 GuiServer::~GuiServer() { stop(); }
 
 void GuiServer::start() {
-  port_ = config_.port == 0 ? server_.bind_to_any_port(config_.listen_address)
-                            : (server_.bind_to_port(config_.listen_address, config_.port) ? config_.port : -1);
-  if (port_ <= 0) {
-    throw Error(fmt::format("cannot listen on {}:{} for the GUI (port in use? another OMA running? "
-                            "--gui-port 0 picks a free port, -1 turns the GUI off)",
-                            config_.listen_address, config_.port));
+  try {
+    port_ = server_.bind(config_.listen_address, config_.port);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{} for the GUI (port in use? another OMA running? --gui-port 0 picks a free port, -1 "
+                            "turns the GUI off)",
+                            e.what()));
   }
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_.start();
   if (has_app_) log::info("OMA GUI on http://{}:{}/ (files from {})", config_.listen_address, port_, config_.dist_dir);
   else log::warn("OMA GUI port {}:{} serves the API only: no web app in {}", config_.listen_address, port_, config_.dist_dir);
 }
 
-void GuiServer::stop() {
-  server_.stop();
-  if (thread_.joinable()) thread_.join();
-}
+void GuiServer::stop() { server_.stop(); }
 
 }  // namespace mk::oma::gui

@@ -4,14 +4,14 @@
 // is no second API. The page logs in with an API token and uses only public routes.
 //
 // A missing web app does not stop the OMA: "/" then answers 503 saying how to build
-// it. Owns its HTTP server and thread, not the ApiServer (which must outlive it).
+// it. The listener is a BoundedHttpServer with the API's limits (common/bounded_http.h):
+// a file request is admitted as GET/HEAD without a body, an API request by the API's
+// own admission (route, token, role) before its body is read.
+// Owns its HTTP server and threads, not the ApiServer (which must outlive it).
 // start/stop from one thread.
 #pragma once
 
-#include <httplib.h>
-
 #include <string>
-#include <thread>
 
 #include "oma/api/api_server.h"
 
@@ -21,6 +21,7 @@ struct GuiConfig {
   std::string listen_address = "0.0.0.0";
   int port = 3001;       // 0: any free port (see port())
   std::string dist_dir;  // the built web app (index.html inside)
+  http::Limits limits;   // as the API's
 };
 
 // Where the build puts the web app relative to the oma binary: BIN/../web/dist.
@@ -38,8 +39,7 @@ class GuiServer {
 
  private:
   GuiConfig config_;
-  httplib::Server server_;
-  std::thread thread_;
+  http::BoundedHttpServer server_;
   int port_ = 0;
   bool has_app_ = false;
 };

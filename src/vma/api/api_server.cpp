@@ -28,15 +28,16 @@ bool equal_constant_time(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-std::optional<std::string> version_header(const httplib::Request& req) {
-  if (!req.has_header(protocol::kVersionHeader)) return std::nullopt;
-  return req.get_header_value(protocol::kVersionHeader);
+std::optional<std::string> version_header(const http::RequestHead& head) {
+  if (!head.has_header(protocol::kVersionHeader)) return std::nullopt;
+  return head.header(protocol::kVersionHeader);
 }
 
 }  // namespace
 
 ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, TunnelStateProvider tunnel)
-    : options_(std::move(options)), runner_(runner), vcenter_(vcenter), tunnel_(std::move(tunnel)) {
+    : options_(std::move(options)), runner_(runner), vcenter_(vcenter), tunnel_(std::move(tunnel)),
+      server_(options_.limits) {
   if (options_.token.empty()) throw UsageError("the VMA API needs a token (the one the OMA issued at pairing)");
   if (!tunnel_) {
     tunnel_ = [] { return protocol::TunnelHealth{protocol::TunnelState::Down, 0, std::string("no tunnel configured")}; };
@@ -45,32 +46,33 @@ ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tu
 
 ApiServer::~ApiServer() { stop(); }
 
-bool ApiServer::authorized(const httplib::Request& req) const {
-  std::string h = req.get_header_value("Authorization");
+bool ApiServer::authorized(const std::string& h) const {
   const std::string prefix = "Bearer ";
   if (!h.starts_with(prefix)) return false;
   return equal_constant_time(h.substr(prefix.size()), options_.token);
 }
 
-// The request, authenticated and of this VMA's protocol version; or the refusal.
-httplib::Server::HandlerResponse ApiServer::admit(const httplib::Request& req, httplib::Response& res) const {
-  if (!authorized(req)) {
-    res.status = 401;
-    res.set_header("WWW-Authenticate", "Bearer");
-    res.set_content(error_body("missing or wrong bearer token: use the token the OMA issued at pairing"),
-                    "application/json");
-    return httplib::Server::HandlerResponse::Handled;
+// The request, authenticated and of this VMA's protocol version, from its head alone; or
+// the refusal (which closes the connection).
+http::Verdict ApiServer::admit(const http::RequestHead& head) const {
+  auto refuse = [](int status, std::string body, std::vector<std::pair<std::string, std::string>> headers) {
+    http::Verdict v = http::Verdict::refuse(status, std::move(body));
+    v.headers = std::move(headers);
+    v.headers.emplace_back(protocol::kVersionHeader, std::to_string(protocol::kVersion));
+    return v;
+  };
+  if (!authorized(head.header("Authorization"))) {
+    return refuse(401, error_body("missing or wrong bearer token: use the token the OMA issued at pairing"),
+                  {{"WWW-Authenticate", "Bearer"}});
   }
   try {
-    protocol::check_peer_header(protocol::Side::Vma, version_header(req));
+    protocol::check_peer_header(protocol::Side::Vma, version_header(head));
   } catch (const protocol::VersionMismatch& e) {
-    log::error("{} {}: {}", req.method, req.path, e.what());
-    res.status = 426;
-    res.set_header("Upgrade", fmt::format("{}/{}", protocol::kVersionHeader, protocol::kVersion));
-    res.set_content(error_body(e.what(), protocol::kVersionHeader), "application/json");
-    return httplib::Server::HandlerResponse::Handled;
+    log::error("{} {}: {}", head.method, head.path, e.what());
+    return refuse(426, error_body(e.what(), protocol::kVersionHeader),
+                  {{"Upgrade", fmt::format("{}/{}", protocol::kVersionHeader, protocol::kVersion)}});
   }
-  return httplib::Server::HandlerResponse::Unhandled;
+  return http::Verdict::admit(options_.limits.max_body);
 }
 
 ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&, httplib::Response&)> handler) {
@@ -104,14 +106,13 @@ ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&
 }
 
 void ApiServer::start() {
-  server_.new_task_queue = [n = options_.threads] { return new httplib::ThreadPool(n); };
-  server_.set_payload_max_length(options_.max_body_bytes);
-  server_.set_pre_routing_handler([this](const auto& req, auto& res) { return admit(req, res); });
-  // Every answer says which protocol this VMA speaks, refusals included.
-  server_.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+  server_.set_admission([this](const http::RequestHead& head) { return admit(head); });
+  server_.set_refusal_body([](int, const std::string& message) { return error_body(message); });
+  // Every answer says which protocol this VMA speaks, refusals included (admit()).
+  server_.handlers().set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
     res.set_header(protocol::kVersionHeader, std::to_string(protocol::kVersion));
   });
-  server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  server_.handlers().set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string message = res.status == 404   ? fmt::format("no route {} {}", req.method, req.path)
                           : res.status == 413 ? "request body too large"
@@ -121,8 +122,8 @@ void ApiServer::start() {
   auto bind = [this](const protocol::Route& route, auto fn) {
     auto handler = guarded([this, fn](const auto& q, auto& r) { return (this->*fn)(q, r); });
     std::string pattern(route.pattern);
-    if (route.method == "GET") server_.Get(pattern, handler);
-    else server_.Post(pattern, handler);
+    if (route.method == "GET") server_.handlers().Get(pattern, handler);
+    else server_.handlers().Post(pattern, handler);
   };
   bind(protocol::kReplicateRoute, &ApiServer::replicate);
   bind(protocol::kProgressRoute, &ApiServer::progress);
@@ -134,25 +135,17 @@ void ApiServer::start() {
   bind(protocol::kDescribeRoute, &ApiServer::describe);
   bind(protocol::kHealthRoute, &ApiServer::health);
 
-  if (options_.port == 0) {
-    port_ = server_.bind_to_any_port(options_.listen_address);
-  } else {
-    port_ = server_.bind_to_port(options_.listen_address, options_.port) ? options_.port : -1;
+  try {
+    port_ = server_.bind(options_.listen_address, options_.port);
+  } catch (const Error& e) {
+    throw Error(fmt::format("the VMA API: {} (in use, or not an address of this machine)", e.what()));
   }
-  if (port_ <= 0) {
-    throw Error(fmt::format("the VMA API cannot listen on {}:{} (in use, or not an address of this machine)",
-                            options_.listen_address, options_.port));
-  }
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_.start();
   log::info("VMA API listening on {}:{} (instance {}, protocol version {})", options_.listen_address, port_,
             options_.instance, protocol::kVersion);
 }
 
-void ApiServer::stop() {
-  server_.stop();
-  if (thread_.joinable()) thread_.join();
-}
+void ApiServer::stop() { server_.stop(); }
 
 json ApiServer::replicate(const httplib::Request& req, httplib::Response& res) {
   auto request = protocol::decode_text<protocol::ReplicateRequest>(req.body);

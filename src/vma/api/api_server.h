@@ -5,21 +5,23 @@
 // Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
 // pairing), compared in constant time; without it or with another one the answer is
 // 401. Then the request's protocol version (version.h) must be this VMA's: otherwise
-// 426 naming both versions. Bodies are decoded by the protocol module: bad input is 400
+// 426 naming both versions. Both are decided from the request's head, before a byte of
+// its body is read, by the listener's admission: the listener is a BoundedHttpServer
+// (common/bounded_http.h), as the OMA's, so request line, headers, body (chunked,
+// compressed), slow clients and connections are bounded before memory grows. Bodies are decoded by the protocol module: bad input is 400
 // {"error", "field"}; an unknown job or VM 404; cleanup of a VM that has an active job
 // 423; vCenter failures 502; shutting down 503; everything else that fails 500 —
 // always {"error": what failed, on which VM/disk, what to do}. Every answer carries the
 // protocol version header.
 //
-// Owns the HTTP server and its listener thread, not the runner, vCenter or tunnel state
-// provider. Thread-safe (cpp-httplib serves requests from a thread pool).
+// Owns the HTTP server and its threads, not the runner, vCenter or tunnel state
+// provider. Thread-safe (requests are served by worker threads).
 #pragma once
-
-#include <httplib.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
+
+#include "common/bounded_http.h"
 
 #include "vma/runner/job_runner.h"
 #include "vma/tunnel_state.h"
@@ -32,8 +34,13 @@ struct ApiOptions {
   int port = 8081;        // 0: any free port (see port())
   std::string token;      // required
   std::string instance;   // this run's vma_instance
-  size_t max_body_bytes = 1024 * 1024;
-  int threads = 16;
+  http::Limits limits = vma_limits();  // body up to 1 MiB
+
+  static http::Limits vma_limits() {
+    http::Limits l;
+    l.max_body = 1024 * 1024;
+    return l;
+  }
 };
 
 class ApiServer {
@@ -51,8 +58,8 @@ class ApiServer {
  private:
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
   Handler guarded(std::function<nlohmann::json(const httplib::Request&, httplib::Response&)> handler);
-  bool authorized(const httplib::Request& req) const;
-  httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res) const;
+  bool authorized(const std::string& authorization) const;
+  http::Verdict admit(const http::RequestHead& head) const;
 
   nlohmann::json replicate(const httplib::Request& req, httplib::Response& res);
   nlohmann::json progress(const httplib::Request& req, httplib::Response& res);
@@ -68,8 +75,7 @@ class ApiServer {
   JobRunner& runner_;
   VCenter& vcenter_;
   TunnelStateProvider tunnel_;
-  httplib::Server server_;
-  std::thread thread_;
+  http::BoundedHttpServer server_;
   int port_ = 0;
 };
 
