@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -85,6 +86,17 @@ class ApiError : public Error {
   std::string errortext_;
   std::string jobid_;
 };
+
+// How an answer becomes the "<command>response" object (what Client::call returns), apart
+// from HTTP so that it can be checked on its own: `text` is the body of an HTTP `status`
+// answer from `where` (the API URL without its query). Throws ApiError for an error
+// CloudStack reports, mk::Error for an answer that is not JSON or has no such object.
+Json response_object(const std::string& command, long status, const std::string& text, const std::string& where);
+
+// What one queryAsyncJobResult answer says about job `jobid` of `command`: its jobresult
+// once it succeeded, nullopt while it runs (or when jobstatus is unreadable); throws
+// ApiError once it failed.
+std::optional<Json> job_outcome(const std::string& command, const std::string& jobid, const Json& job);
 
 class Client {
  public:
