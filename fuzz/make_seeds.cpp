@@ -3,7 +3,8 @@
 // or route, made of the schema's examples (schema::example), so that the seeds follow
 // the code when a schema changes. The other targets' seeds are written by hand.
 //
-//   build-fuzz/fuzz/fuzz_make_seeds fuzz/corpus
+//   build-fuzz/fuzz/fuzz_make_seeds fuzz/corpus       (protocol and pairing seeds)
+//   build-fuzz/fuzz/fuzz_make_seeds_api fuzz/corpus   (the same and the API's; links the OMA)
 //
 // The first byte of a protocol or pairing seed is the selector of its type (see the
 // targets): a printable character whose value modulo the number of types is the index.
@@ -11,9 +12,13 @@
 #include <fstream>
 #include <regex>
 
-#include "oma_world.h"
+#include "common/log.h"
+#include "fuzz_support.h"
 #include "protocol/enrolment.h"
 #include "protocol/messages.h"
+#ifdef MK_SEEDS_WITH_API
+#include "oma_world.h"
+#endif
 
 namespace {
 
@@ -40,6 +45,7 @@ void typed_seeds(const fs::path& dir, const std::vector<std::pair<std::string, c
   }
 }
 
+#ifdef MK_SEEDS_WITH_API
 // "/api/v1/vms/{vm_id}" with each parameter replaced by its example.
 std::string example_path(const mk::oma::api::Route& r) {
   std::string path = r.path;
@@ -51,6 +57,7 @@ std::string example_path(const mk::oma::api::Route& r) {
   }
   return path;
 }
+#endif
 
 }  // namespace
 
@@ -79,11 +86,13 @@ int main(int argc, char** argv) {
   write(out / "pairing_bundle", "public_key.seed",
         std::string(1, selector(3, 4)) +
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl vma@site");
+#ifdef MK_SEEDS_WITH_API
   for (const auto& r : mk::fuzz::world().router.routes()) {
     if (r.stream) continue;
     std::string request = r.method + " " + example_path(r) + "\n";
     if (r.body) request += mk::schema::example(*r.body).dump();
     write(out / "api_request", r.operation_id + ".seed", request);
   }
+#endif
   return 0;
 }

@@ -141,7 +141,7 @@ Json response_object(const std::string& command, long status, const std::string&
   Json body;
   try {
     body = Json::parse(text);
-  } catch (const Json::parse_error&) {
+  } catch (const Json::exception&) {  // parse_error, or out_of_range for a number like 1e999
     throw Error(fmt::format("CloudStack {}: HTTP {} from {} is not JSON ({} bytes); check that "
                             "the API URL ends in /client/api",
                             command, status, where, text.size()));
