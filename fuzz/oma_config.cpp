@@ -7,6 +7,8 @@
 // be one process (> 1), a port in range and a command line.
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 

@@ -87,6 +87,35 @@ int64_t json_integer(const Json& j, const char* key, int64_t fallback) {
   return fallback;
 }
 
+bool json_bool(const Json& j, const char* key, bool fallback) {
+  if (!j.is_object() || !j.contains(key)) return fallback;
+  const auto& v = j.at(key);
+  if (v.is_boolean()) return v.get<bool>();
+  if (v.is_string()) {
+    std::string s = mk::to_lower(v.get<std::string>());
+    if (s == "true") return true;
+    if (s == "false") return false;
+  }
+  return fallback;
+}
+
+const Json& json_object(const Json& j, const char* key) {
+  static const Json empty = Json::object();
+  if (!j.is_object() || !j.contains(key) || !j.at(key).is_object()) return empty;
+  return j.at(key);
+}
+
+const Json& json_array(const Json& j, const char* key) {
+  static const Json empty = Json::array();
+  if (!j.is_object() || !j.contains(key) || !j.at(key).is_array()) return empty;
+  return j.at(key);
+}
+
+Json json_first(const Json& j, const char* key) {
+  const Json& items = json_array(j, key);
+  return items.empty() ? Json() : items.front();
+}
+
 std::string json_text(const Json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return "";
   const auto& v = j.at(key);

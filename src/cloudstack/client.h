@@ -71,6 +71,13 @@ Method method_for(const std::string& command);
 // not a number).
 std::string json_text(const Json& j, const char* key);
 int64_t json_integer(const Json& j, const char* key, int64_t fallback);
+// The same for the other kinds of field. An answer is read with these only, never with
+// Json::value() or operator[] on what CloudStack sent: a field of an unexpected type (a
+// boolean sent as "true", a list that is an object) must never throw nlohmann's errors.
+bool json_bool(const Json& j, const char* key, bool fallback);  // true/false or "true"/"false"
+const Json& json_object(const Json& j, const char* key);        // {} unless an object
+const Json& json_array(const Json& j, const char* key);         // [] unless an array
+Json json_first(const Json& j, const char* key);                 // json_array's first item; null if none
 
 class ApiError : public Error {
  public:
