@@ -17,15 +17,7 @@
 
 namespace {
 
-std::string checkpoint_path() {
-  static std::string path = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/mk-fuzz-checkpoint-XXXXXX";
-    if (!mkdtemp(templ.data())) mk::fuzz::fail("cannot create a temporary directory");
-    return templ + "/checkpoint";
-  }();
-  return path;
-}
+std::string checkpoint_path() { return mk::fuzz::private_temp_dir("mk-fuzz-checkpoint") + "/checkpoint"; }
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <stdlib.h>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,21 @@ bool expect_error(F&& f) {
   } catch (const mk::Error&) {
     return false;
   }
+}
+
+// A private directory for one target's files, made once per process under $TMPDIR (or
+// /tmp) with `prefix` in its name; left behind for inspection.
+inline const std::string& private_temp_dir(const char* prefix) {
+  static const std::string dir = [prefix] {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
+    if (!mkdtemp(templ.data())) {
+      std::fprintf(stderr, "fuzz: cannot create a temporary directory %s\n", templ.c_str());
+      std::abort();
+    }
+    return templ;
+  }();
+  return dir;
 }
 
 // Stops the run with a message: an invariant of the parser does not hold.

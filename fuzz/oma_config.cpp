@@ -18,15 +18,7 @@
 
 namespace {
 
-std::string record_path() {
-  static std::string path = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/mk-fuzz-config-XXXXXX";
-    if (!mkdtemp(templ.data())) mk::fuzz::fail("cannot create a temporary directory");
-    return mk::oma::kept_server_record_path(templ);
-  }();
-  return path;
-}
+std::string record_path() { return mk::oma::kept_server_record_path(mk::fuzz::private_temp_dir("mk-fuzz-config")); }
 
 void kept_server_record(const std::string& text) {
   {

@@ -52,9 +52,7 @@ struct World {
   api::Router router;
 
   World() {
-    const char* tmp = std::getenv("TMPDIR");
-    dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/mk-fuzz-api-XXXXXX";
-    if (!mkdtemp(dir.data())) mk::fuzz::fail("cannot create a temporary directory");
+    dir = private_temp_dir("mk-fuzz-api");
     db = db::open_database("sqlite:" + dir + "/oma.db");
     db::migrate(*db);
     repos = std::make_unique<Repositories>(*db);
