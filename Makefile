@@ -20,7 +20,7 @@ build: deps $(BUILD_DIR)/build.ninja
 # (test-sanitize-ci; measured: a cold build of that subset is ~20 CPU-minutes, ~10 min on
 # CI's 2 cores, and its run ~2 min, which keeps CI well under its hour).
 test: build
-	cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure; s=$$?; $(MAKE) test-sanitize-ci && exit $$s
+	(cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure); s=$$?; $(MAKE) test-sanitize-ci && exit $$s
 
 demo: build
 	scripts/demo
