@@ -63,6 +63,7 @@ struct World {
     ExportServerConfig ec;
     ec.exports_dir = dir + "/exports";
     ec.port = 1;  // never started
+    ec.tls = {dir + "/nbd-psk.keys", ""};
     export_server = std::make_unique<NbdkitExportServer>(ec);
     exports = std::make_unique<ExportManager>(repos->storage, *export_server);
     PairingConfig pc;
@@ -74,7 +75,9 @@ struct World {
     cutover = std::make_unique<CutoverService>(repos->vms, repos->jobs, repos->storage, *jobs, *exports, vma_for,
                                                *cloudstack, false);
     events = std::make_unique<gui::EventHub>(repos->jobs, &api::job_progress_json);
-    scheduler = std::make_unique<Scheduler>(repos->schedules, repos->vms, SchedulerOptions{});
+    SchedulerOptions so;
+    so.start_job = [](const std::string&, JobKind) -> std::string { throw mk::Error("the fuzz targets start no job"); };
+    scheduler = std::make_unique<Scheduler>(repos->schedules, repos->vms, so);
     for (auto& r : api::all_routes({*repos, *jobs, *export_server, *secrets, pairing.get(), *cutover, *events,
                                     *scheduler, *vma})) {
       router.add(std::move(r));

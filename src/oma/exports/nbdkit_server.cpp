@@ -149,8 +149,12 @@ KeptServerRecord parse_kept_server_record(const std::string& text) {
   auto integer = [&](const char* name, int64_t min, int64_t max) {
     auto it = j.find(name);
     if (it == j.end() || !it->is_number_integer()) throw Error(fmt::format("\"{}\" is not an integer", name));
-    if (it->is_number_unsigned() ? it->get<uint64_t>() > static_cast<uint64_t>(max)
-                                 : it->get<int64_t>() < min || it->get<int64_t>() > max) {
+    // nlohmann holds a literal without a sign as unsigned: compare each kind in its own type.
+    bool in_range = it->is_number_unsigned()
+                        ? it->get<uint64_t>() <= static_cast<uint64_t>(max) &&
+                              (min <= 0 || it->get<uint64_t>() >= static_cast<uint64_t>(min))
+                        : it->get<int64_t>() >= min && it->get<int64_t>() <= max;
+    if (!in_range) {
       throw Error(fmt::format("\"{}\" is out of range ({}..{})", name, min, max));
     }
     return it->get<int64_t>();
