@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -86,6 +87,35 @@ int64_t json_integer(const Json& j, const char* key, int64_t fallback) {
   return fallback;
 }
 
+bool json_bool(const Json& j, const char* key, bool fallback) {
+  if (!j.is_object() || !j.contains(key)) return fallback;
+  const auto& v = j.at(key);
+  if (v.is_boolean()) return v.get<bool>();
+  if (v.is_string()) {
+    std::string s = mk::to_lower(v.get<std::string>());
+    if (s == "true") return true;
+    if (s == "false") return false;
+  }
+  return fallback;
+}
+
+const Json& json_object(const Json& j, const char* key) {
+  static const Json empty = Json::object();
+  if (!j.is_object() || !j.contains(key) || !j.at(key).is_object()) return empty;
+  return j.at(key);
+}
+
+const Json& json_array(const Json& j, const char* key) {
+  static const Json empty = Json::array();
+  if (!j.is_object() || !j.contains(key) || !j.at(key).is_array()) return empty;
+  return j.at(key);
+}
+
+Json json_first(const Json& j, const char* key) {
+  const Json& items = json_array(j, key);
+  return items.empty() ? Json() : items.front();
+}
+
 std::string json_text(const Json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return "";
   const auto& v = j.at(key);
@@ -136,6 +166,45 @@ static std::string expires_in(std::chrono::seconds ahead) {
   return out;
 }
 
+Json response_object(const std::string& command, long status, const std::string& text, const std::string& where) {
+  Json body;
+  try {
+    body = Json::parse(text);
+  } catch (const Json::exception&) {  // parse_error, or out_of_range for a number like 1e999
+    throw Error(fmt::format("CloudStack {}: HTTP {} from {} is not JSON ({} bytes); check that "
+                            "the API URL ends in /client/api",
+                            command, status, where, text.size()));
+  }
+  std::string key = mk::to_lower(command) + "response";
+  if (body.is_object() && !body.contains(key) && body.size() == 1 &&
+      body.begin()->is_object() && body.begin().key().ends_with("response")) {
+    // A few commands answer under another name ("errorresponse" from a filter, or a
+    // response object named after the entity): take the one envelope there is.
+    key = body.begin().key();
+  }
+  if (!body.is_object() || !body.contains(key) || !body[key].is_object()) {
+    throw Error(fmt::format("CloudStack {}: HTTP {}: the answer has no \"{}\" object", command,
+                            status, key));
+  }
+  Json inner = std::move(body[key]);
+  if (status != 200 || inner.contains("errorcode")) {
+    throw ApiError(command, json_int(inner, "errorcode", static_cast<int>(status)),
+                   json_text(inner, "errortext"));
+  }
+  return inner;
+}
+
+std::optional<Json> job_outcome(const std::string& command, const std::string& jobid, const Json& job) {
+  int status = json_int(job, "jobstatus", -1);
+  if (status == 1) return job.contains("jobresult") ? job["jobresult"] : Json::object();
+  if (status == 2) {
+    const Json result = job.value("jobresult", Json::object());
+    throw ApiError(command, json_int(result, "errorcode", 530), json_text(result, "errortext"),
+                   jobid);
+  }
+  return std::nullopt;
+}
+
 Json Client::call(const std::string& command, Params params, Method method) const {
   params["command"] = command;
   params["response"] = "json";
@@ -149,32 +218,7 @@ Json Client::call(const std::string& command, Params params, Method method) cons
   log::debug("CloudStack {}", command);
   HttpReply reply = http_send(endpoint_.api_url, query, method, options_, command);
 
-  Json body;
-  try {
-    body = Json::parse(reply.body);
-  } catch (const Json::parse_error&) {
-    throw Error(fmt::format("CloudStack {}: HTTP {} from {} is not JSON ({} bytes); check that "
-                            "the API URL ends in /client/api",
-                            command, reply.status, url_for_messages(endpoint_.api_url),
-                            reply.body.size()));
-  }
-  std::string key = mk::to_lower(command) + "response";
-  if (body.is_object() && !body.contains(key) && body.size() == 1 &&
-      body.begin()->is_object() && body.begin().key().ends_with("response")) {
-    // A few commands answer under another name ("errorresponse" from a filter, or a
-    // response object named after the entity): take the one envelope there is.
-    key = body.begin().key();
-  }
-  if (!body.is_object() || !body.contains(key) || !body[key].is_object()) {
-    throw Error(fmt::format("CloudStack {}: HTTP {}: the answer has no \"{}\" object", command,
-                            reply.status, key));
-  }
-  Json inner = std::move(body[key]);
-  if (reply.status != 200 || inner.contains("errorcode")) {
-    throw ApiError(command, json_int(inner, "errorcode", static_cast<int>(reply.status)),
-                   json_text(inner, "errortext"));
-  }
-  return inner;
+  return response_object(command, reply.status, reply.body, url_for_messages(endpoint_.api_url));
 }
 
 Json Client::call_async(const std::string& command, Params params, Method method) const {
@@ -214,13 +258,7 @@ Json Client::poll_job(const std::string& command, const std::string& jobid) cons
       log::warn("CloudStack {} job {}: polling failed, retrying: {}", command, jobid, e.what());
       job = Json::object();
     }
-    int status = json_int(job, "jobstatus", -1);
-    if (status == 1) return job.contains("jobresult") ? job["jobresult"] : Json::object();
-    if (status == 2) {
-      const Json result = job.value("jobresult", Json::object());
-      throw ApiError(command, json_int(result, "errorcode", 530), json_text(result, "errortext"),
-                     jobid);
-    }
+    if (std::optional<Json> result = job_outcome(command, jobid, job)) return *result;
     if (clock::now() >= deadline) {
       throw Error(fmt::format("CloudStack {}: job {} still running after {:.1f} s; it may "
                               "still complete: check it in CloudStack before retrying",

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -70,6 +71,13 @@ Method method_for(const std::string& command);
 // not a number).
 std::string json_text(const Json& j, const char* key);
 int64_t json_integer(const Json& j, const char* key, int64_t fallback);
+// The same for the other kinds of field. An answer is read with these only, never with
+// Json::value() or operator[] on what CloudStack sent: a field of an unexpected type (a
+// boolean sent as "true", a list that is an object) must never throw nlohmann's errors.
+bool json_bool(const Json& j, const char* key, bool fallback);  // true/false or "true"/"false"
+const Json& json_object(const Json& j, const char* key);        // {} unless an object
+const Json& json_array(const Json& j, const char* key);         // [] unless an array
+Json json_first(const Json& j, const char* key);                 // json_array's first item; null if none
 
 class ApiError : public Error {
  public:
@@ -85,6 +93,17 @@ class ApiError : public Error {
   std::string errortext_;
   std::string jobid_;
 };
+
+// How an answer becomes the "<command>response" object (what Client::call returns), apart
+// from HTTP so that it can be checked on its own: `text` is the body of an HTTP `status`
+// answer from `where` (the API URL without its query). Throws ApiError for an error
+// CloudStack reports, mk::Error for an answer that is not JSON or has no such object.
+Json response_object(const std::string& command, long status, const std::string& text, const std::string& where);
+
+// What one queryAsyncJobResult answer says about job `jobid` of `command`: its jobresult
+// once it succeeded, nullopt while it runs (or when jobstatus is unreadable); throws
+// ApiError once it failed.
+std::optional<Json> job_outcome(const std::string& command, const std::string& jobid, const Json& job);
 
 class Client {
  public:

@@ -10,10 +10,11 @@ namespace {
 
 Json vm_of(const Client& client, const std::string& vm_id) {
   Json reply = client.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
-  if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) {
+  Json vm = json_first(reply, "virtualmachine");
+  if (vm.is_null()) {
     throw Error(fmt::format("the OMA's VM {} is not visible to this API key; check the CloudStack settings", vm_id));
   }
-  return reply["virtualmachine"][0];
+  return vm;
 }
 
 }  // namespace
@@ -22,7 +23,7 @@ std::vector<TargetFinding> check_offering(const Client& client, const TargetSett
   std::vector<TargetFinding> out;
   Json offering = service_offering(client, target.service_offering_id);
   std::string name = json_text(offering, "name");
-  if (!offering.value("iscustomized", false)) {
+  if (!json_bool(offering, "iscustomized", false)) {
     out.push_back({"offering-fixed", "",
                    fmt::format("service offering {} has a fixed size ({} vCPU, {} MiB); the source has {} vCPU and "
                                "{} MiB",
@@ -31,7 +32,7 @@ std::vector<TargetFinding> check_offering(const Client& client, const TargetSett
                    "choose a custom offering to keep the source's size", false});
     return out;
   }
-  Json limits = offering.value("serviceofferingdetails", Json::object());
+  const Json& limits = json_object(offering, "serviceofferingdetails");
   int64_t lo = json_integer(limits, "mincpunumber", 1), hi = json_integer(limits, "maxcpunumber", INT32_MAX);
   if (vm.cpus < lo || vm.cpus > hi) {
     out.push_back({"offering-cpus", "",
@@ -79,9 +80,9 @@ CloudLimits read_limits(const Client& client, const std::string& oma_vm_id) {
     // Admin-only: a user's key gets 432 (or 401 on older servers). The default stands.
     if (e.errorcode() != 432 && e.errorcode() != 401 && e.errorcode() != 531) throw;
   }
-  Json caps = client.call("listCapabilities").value("capability", Json::object());
+  Json caps = json_object(client.call("listCapabilities"), "capability");
   l.max_volume_gib = static_cast<uint64_t>(json_integer(caps, "customdiskofferingmaxsize", 1024));
-  l.kvm_snapshot_enabled = caps.value("kvmsnapshotenabled", false);
+  l.kvm_snapshot_enabled = json_bool(caps, "kvmsnapshotenabled", false);
   l.can_expunge = can_expunge(client);
   return l;
 }

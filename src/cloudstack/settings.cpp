@@ -16,7 +16,7 @@ Json find_one(const Client& client, const std::string& command, const std::strin
               Params params) {
   try {
     Json reply = client.call(command, std::move(params));
-    if (reply.contains(key) && !reply[key].empty()) return reply[key][0];
+    return json_first(reply, key.c_str());
   } catch (const ApiError& e) {
     if (e.errorcode() == 401) throw;
   }
@@ -48,17 +48,17 @@ void check_inventory(const Client& c, const Settings& s, ValidationReport& r) {
   Json zone = find_one(c, "listZones", "zone", {{"id", s.zone_id}});
   if (zone.is_null()) {
     r.add("zone_id", fmt::format("zone {} does not exist", s.zone_id));
-  } else if (zone.value("allocationstate", "Enabled") != "Enabled") {
+  } else if (std::string state = json_text(zone, "allocationstate"); !state.empty() && state != "Enabled") {
     r.add("zone_id", fmt::format("zone {} ({}) is not enabled", s.zone_id,
-                                   zone.value("name", "")));
+                                   json_text(zone, "name")));
   }
   Json disk = find_one(c, "listDiskOfferings", "diskoffering", {{"id", s.disk_offering_id}});
   if (disk.is_null()) {
     r.add("disk_offering_id", fmt::format("disk offering {} does not exist", s.disk_offering_id));
-  } else if (!disk.value("iscustomized", false)) {
+  } else if (!json_bool(disk, "iscustomized", false)) {
     r.add("disk_offering_id", fmt::format("disk offering {} ({}) has a fixed size; choose a custom-size "
                                    "offering so each volume matches its source disk",
-                                   s.disk_offering_id, disk.value("name", "")));
+                                   s.disk_offering_id, json_text(disk, "name")));
   }
   if (find_one(c, "listServiceOfferings", "serviceoffering", {{"id", s.service_offering_id}})
           .is_null()) {
@@ -70,18 +70,18 @@ void check_inventory(const Client& c, const Settings& s, ValidationReport& r) {
   if (tmpl.is_null()) {
     r.add("template_id", fmt::format("template {} does not exist in zone {}", s.template_id,
                                    s.zone_id));
-  } else if (!tmpl.value("isready", false)) {
+  } else if (!json_bool(tmpl, "isready", false)) {
     r.add("template_id", fmt::format("template {} ({}) is not ready (status: {}); wait for it or "
                                    "choose another",
-                                   s.template_id, tmpl.value("name", ""), tmpl.value("status", "")));
+                                   s.template_id, json_text(tmpl, "name"), json_text(tmpl, "status")));
   }
   for (const auto& id : s.network_ids) {
     Json net = find_one(c, "listNetworks", "network", {{"id", id}});
     if (net.is_null()) {
       r.add("network_ids", fmt::format("network {} does not exist", id));
-    } else if (net.value("zoneid", s.zone_id) != s.zone_id) {
+    } else if (std::string zone_id = json_text(net, "zoneid"); !zone_id.empty() && zone_id != s.zone_id) {
       r.add("network_ids", fmt::format("network {} ({}) is not in zone {}", id,
-                                     net.value("name", ""), s.zone_id));
+                                     json_text(net, "name"), s.zone_id));
     }
   }
 }
@@ -91,8 +91,8 @@ void check_inventory(const Client& c, const Settings& s, ValidationReport& r) {
 std::string check_oma(const Client& c, const Settings& s, ValidationReport& r) {
   std::vector<Json> found;
   for (const auto& vm : c.list("listVirtualMachines", "virtualmachine", {{"listall", "true"}})) {
-    for (const auto& nic : vm.value("nic", Json::array())) {
-      if (mk::to_lower(nic.value("macaddress", "")) == mk::to_lower(s.oma_mac)) found.push_back(vm);
+    for (const auto& nic : json_array(vm, "nic")) {
+      if (mk::to_lower(json_text(nic, "macaddress")) == mk::to_lower(s.oma_mac)) found.push_back(vm);
     }
   }
   if (found.size() != 1) {
@@ -109,15 +109,15 @@ std::string check_oma(const Client& c, const Settings& s, ValidationReport& r) {
   }
   bool same_account = false;
   for (const auto& a : c.list("listAccounts", "account")) {
-    same_account |= a.value("name", "") == oma.value("account", "") &&
-                    a.value("domainid", "") == oma.value("domainid", "");
+    same_account |= json_text(a, "name") == json_text(oma, "account") &&
+                    json_text(a, "domainid") == json_text(oma, "domainid");
   }
   if (!same_account) {
     r.add("api_key", fmt::format("the OMA's VM {} belongs to account {}, which this API key "
                                    "cannot act for: volumes it creates could not be attached",
-                                   oma.value("id", ""), oma.value("account", "")));
+                                   json_text(oma, "id"), json_text(oma, "account")));
   }
-  return oma.value("id", "");
+  return json_text(oma, "id");
 }
 
 }  // namespace
@@ -136,18 +136,42 @@ Json settings_to_json(const Settings& s, const SecretTransform& seal) {
 }
 
 Settings settings_from_json(const Json& j, const SecretTransform& open) {
+  // The OMA wrote this row; a hand-edited or damaged one says so rather than throwing
+  // nlohmann's type errors.
+  auto text = [&](const char* key) {
+    if (j.contains(key) && !j.at(key).is_string()) {
+      throw Error(fmt::format("the stored CloudStack settings are damaged (\"{}\" is not text): save them again "
+                              "(PUT /api/v1/settings/cloudstack)",
+                              key));
+    }
+    return json_text(j, key);
+  };
+  if (!j.is_object()) {
+    throw Error("the stored CloudStack settings are damaged (not a JSON object): save them again "
+                "(PUT /api/v1/settings/cloudstack)");
+  }
   Settings s;
-  s.api_url = j.value("api_url", "");
-  s.api_key = j.value("api_key", "");
-  std::string sealed = j.value("secret_key_sealed", "");
+  s.api_url = text("api_url");
+  s.api_key = text("api_key");
+  std::string sealed = text("secret_key_sealed");
   if (!sealed.empty()) s.secret_key = open(sealed);
-  s.zone_id = j.value("zone_id", "");
-  s.disk_offering_id = j.value("disk_offering_id", "");
-  s.service_offering_id = j.value("service_offering_id", "");
-  s.template_id = j.value("template_id", "");
-  s.network_ids = j.value("network_ids", std::vector<std::string>{});
-  s.oma_mac = j.value("oma_mac", "");
-  s.test_network_id = j.value("test_network_id", "");
+  s.zone_id = text("zone_id");
+  s.disk_offering_id = text("disk_offering_id");
+  s.service_offering_id = text("service_offering_id");
+  s.template_id = text("template_id");
+  if (j.contains("network_ids") && !j.at("network_ids").is_array()) {
+    throw Error("the stored CloudStack settings are damaged (\"network_ids\" is not a list): save them again "
+                "(PUT /api/v1/settings/cloudstack)");
+  }
+  for (const auto& id : json_array(j, "network_ids")) {
+    if (!id.is_string()) {
+      throw Error("the stored CloudStack settings are damaged (a network id is not text): save them again "
+                  "(PUT /api/v1/settings/cloudstack)");
+    }
+    s.network_ids.push_back(id.get<std::string>());
+  }
+  s.oma_mac = text("oma_mac");
+  s.test_network_id = text("test_network_id");
   return s;
 }
 

@@ -14,7 +14,7 @@ namespace {
 
 bool exists(const Client& client, const char* command, const char* key, const std::string& id) {
   Json reply = client.call(command, {{"id", id}, {"listall", "true"}});
-  return reply.contains(key) && !reply[key].empty();
+  return !json_array(reply, key).empty();
 }
 
 }  // namespace
@@ -54,7 +54,7 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
                                   {{"volumeid", d.volume_id},
                                    {"name", fmt::format("{}-disk-{}", record.vm_name,
                                                         d.disk.disk_key)}});
-      record.snapshots[d.volume_id] = r.value("snapshot", Json::object()).value("id", "");
+      record.snapshots[d.volume_id] = json_text(json_object(r, "snapshot"), "id");
     }
     steps.done();
 

@@ -86,7 +86,7 @@ DeployRequest VmBuilder::request_for(const SourceVm& vm, const std::string& name
 std::string VmBuilder::free_host_name(const SourceVm& vm) const {
   std::string name = host_name_for(vm.name, vm.vm_uuid);
   Json reply = client_.call("listVirtualMachines", {{"name", name}, {"listall", "true"}});
-  for (const auto& other : reply.value("virtualmachine", Json::array())) {
+  for (const auto& other : json_array(reply, "virtualmachine")) {
     if (json_text(other, "name") == name) return disambiguated_host_name(name, vm.vm_uuid);
   }
   return name;
@@ -94,19 +94,19 @@ std::string VmBuilder::free_host_name(const SourceVm& vm) const {
 
 Json service_offering(const Client& client, const std::string& id) {
   Json reply = client.call("listServiceOfferings", {{"id", id}});
-  if (!reply.contains("serviceoffering") || reply["serviceoffering"].empty()) {
+  Json offering = json_first(reply, "serviceoffering");
+  if (offering.is_null()) {
     throw Error(fmt::format("service offering {} does not exist; check the CloudStack settings", id));
   }
-  return reply["serviceoffering"][0];
+  return offering;
 }
 
 bool can_expunge(const Client& client) {
   for (const auto& a : client.list("listAccounts", "account")) {
-    int type = a.value("accounttype", 0);
+    int64_t type = json_integer(a, "accounttype", 0);
     if (type == 1 || type == 2 || type == 3) return true;  // root, domain, resource-domain admin
   }
-  Json caps = client.call("listCapabilities").value("capability", Json::object());
-  return caps.value("allowuserexpungerecovervm", false);
+  return json_bool(json_object(client.call("listCapabilities"), "capability"), "allowuserexpungerecovervm", false);
 }
 
 std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const {
@@ -117,7 +117,7 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
            {"displayname", r.display_name},
            {"startvm", "false"}};
   Json offering = service_offering(client_, target_.service_offering_id);
-  if (offering.value("iscustomized", false)) {
+  if (json_bool(offering, "iscustomized", false)) {
     p["details[0].cpuNumber"] = std::to_string(r.cpus);
     p["details[0].memory"] = std::to_string(r.memory_mib);
     if (!offering.contains("cpuspeed")) p["details[0].cpuSpeed"] = std::to_string(target_.cpu_speed_mhz);
@@ -129,7 +129,7 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
   Json started = client_.call("deployVirtualMachine", p);
   vm_id = json_text(started, "id");
   Json result = client_.wait_for_job("deployVirtualMachine", json_text(started, "jobid"));
-  std::string id = json_text(result.value("virtualmachine", Json::object()), "id");
+  std::string id = json_text(json_object(result, "virtualmachine"), "id");
   if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
   vm_id = id;
   add_nics(id, r);
@@ -139,8 +139,8 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
 void VmBuilder::add_nics(const std::string& vm_id, const DeployRequest& r) const {
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
   std::vector<std::string> present;
-  for (const auto& vm : reply.value("virtualmachine", Json::array())) {
-    for (const auto& nic : vm.value("nic", Json::array())) present.push_back(json_text(nic, "networkid"));
+  for (const auto& vm : json_array(reply, "virtualmachine")) {
+    for (const auto& nic : json_array(vm, "nic")) present.push_back(json_text(nic, "networkid"));
   }
   for (size_t i = 1; i < r.nics.size(); ++i) {
     const auto& [network, mac] = r.nics[i];
@@ -203,8 +203,9 @@ void VmBuilder::start(const std::string& vm_id) const {
 
 std::string VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) const {
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
-  if (!reply.contains("virtualmachine") || reply["virtualmachine"].empty()) return "";
-  std::string state = json_text(reply["virtualmachine"][0], "state");
+  Json found = json_first(reply, "virtualmachine");
+  if (found.is_null()) return "";
+  std::string state = json_text(found, "state");
   if (state == "Destroyed" || state == "Expunging") return "";  // destroyed by an earlier run
   if (state == "Running") {
     client_.call_async("stopVirtualMachine", {{"id", vm_id}, {"forced", "true"}});

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <thread>
 
@@ -44,12 +46,11 @@ Volume volume_from_json(const Json& v) {
   out.name = json_text(v, "name");
   out.type = json_text(v, "type");
   out.state = json_text(v, "state");
-  out.size_bytes = v.value("size", uint64_t{0});
+  out.size_bytes = static_cast<uint64_t>(std::max<int64_t>(0, json_integer(v, "size", 0)));
   out.virtual_machine_id = json_text(v, "virtualmachineid");
-  out.device_id = v.contains("deviceid") && v["deviceid"].is_number() ? v["deviceid"].get<int>() : -1;
-  if (v.contains("tags") && v["tags"].is_array()) {
-    for (const auto& t : v["tags"]) out.tags[json_text(t, "key")] = json_text(t, "value");
-  }
+  int64_t device = json_integer(v, "deviceid", -1);
+  out.device_id = device >= 0 && device <= INT32_MAX ? static_cast<int>(device) : -1;
+  for (const auto& t : json_array(v, "tags")) out.tags[json_text(t, "key")] = json_text(t, "value");
   return out;
 }
 
@@ -111,7 +112,7 @@ Volume CloudStackVolumes::create(const DiskRef& disk) const {
   } catch (const Error& e) {
     throw Error(fmt::format("creating the CloudStack volume for {}: {}", describe(disk), e.what()));
   }
-  Volume vol = volume_from_json(result.value("volume", Json::object()));
+  Volume vol = volume_from_json(json_object(result, "volume"));
   if (vol.id.empty()) throw Error(fmt::format("createVolume for {} returned no volume id", describe(disk)));
   try {
     client_.call_async("createTags", {{"resourceids", vol.id},
@@ -142,12 +143,13 @@ Volume CloudStackVolumes::create(const DiskRef& disk) const {
 Volume CloudStackVolumes::get(const std::string& volume_id) const {
   check_volume_id(volume_id);
   Json reply = client_.call("listVolumes", {{"id", volume_id}, {"listall", "true"}});
-  if (!reply.contains("volume") || reply["volume"].empty()) {
+  Json found = json_first(reply, "volume");
+  if (found.is_null()) {
     throw Error(fmt::format("volume {} does not exist in CloudStack (or this account cannot see "
                             "it)",
                             volume_id));
   }
-  return volume_from_json(reply["volume"][0]);
+  return volume_from_json(found);
 }
 
 Volume CloudStackVolumes::require_owned(const std::string& volume_id, const DiskRef& disk) const {
@@ -229,7 +231,7 @@ Volume CloudStackVolumes::grow(const std::string& volume_id, const DiskRef& disk
   try {
     Json r = client_.call_async("resizeVolume", {{"id", volume_id}, {"size", std::to_string(size_gib(capacity_bytes))}});
     log::info("volume {} of {} grown to {} GiB", volume_id, describe(disk), size_gib(capacity_bytes));
-    return volume_from_json(r.value("volume", Json::object()));
+    return volume_from_json(json_object(r, "volume"));
   } catch (const Error& e) {
     throw Error(fmt::format("growing volume {} of {} to {} GiB: {}", volume_id, describe(disk),
                             size_gib(capacity_bytes), e.what()));

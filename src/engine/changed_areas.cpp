@@ -30,7 +30,8 @@ RangeList parse_changed_areas(const std::string& text, const std::string& source
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number too large for a double ("1e999").
     throw UsageError(fmt::format("changed areas {}: not valid JSON ({})", source_name, e.what()));
   }
   if (!doc.is_array()) {

@@ -53,7 +53,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path, const nloh
     nlohmann::json stored;
     try {
       stored = nlohmann::json::parse(header);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {  // parse_error, or out_of_range for "1e999"
       throw UsageError(fmt::format("checkpoint {}: not a migratekit checkpoint; remove it to start over", path));
     }
     if (stored != identity) {

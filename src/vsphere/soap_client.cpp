@@ -220,14 +220,19 @@ xml::Document SoapClient::call(const std::string& method, const std::string& bod
     throw Error(fmt::format("vSphere {}: {}: HTTP status {} (is {} the SDK endpoint of a vCenter or ESXi?)", host_,
                             method, status, url_));
   }
-  xml::Document doc = xml::Document::parse(sink.data, fmt::format("vSphere {}: answer to {}", host_, method));
+  return parse_answer(sink.data, status, host_, method);
+}
+
+xml::Document SoapClient::parse_answer(std::string_view text, long status, const std::string& host,
+                                       const std::string& method) {
+  xml::Document doc = xml::Document::parse(text, fmt::format("vSphere {}: answer to {}", host, method));
   xml::Node root = doc.root();
   xml::Node soap_body;
   for (auto& n : root.element_children()) {
     if (n.local_name() == "Body" && n.ns() == xml::kSoapEnvNs) soap_body = n;
   }
   if (root.local_name() != "Envelope" || root.ns() != xml::kSoapEnvNs || !soap_body) {
-    throw Error(fmt::format("vSphere {}: answer to {} is not a SOAP envelope", host_, method));
+    throw Error(fmt::format("vSphere {}: answer to {} is not a SOAP envelope", host, method));
   }
   for (auto& n : soap_body.element_children()) {
     if (n.local_name() != "Fault") continue;
@@ -248,11 +253,11 @@ xml::Document SoapClient::call(const std::string& method, const std::string& bod
       }
     }
     throw SoapFault(type, message,
-                    fmt::format("vSphere {}: {} failed: {}{}{}", host_, method, type, message.empty() ? "" : ": ",
+                    fmt::format("vSphere {}: {} failed: {}{}{}", host, method, type, message.empty() ? "" : ": ",
                                 message.substr(0, 2000)));
   }
   if (status != 200) {
-    throw Error(fmt::format("vSphere {}: {}: HTTP status {} without a SOAP fault", host_, method, status));
+    throw Error(fmt::format("vSphere {}: {}: HTTP status {} without a SOAP fault", host, method, status));
   }
   return doc;
 }

@@ -62,6 +62,12 @@ class SoapClient {
   // mk::Error for transport, TLS, HTTP and XML failures.
   xml::Document call(const std::string& method, const std::string& body);
 
+  // An answer's body as call() reads it, apart from HTTP so that it can be checked on its
+  // own: `text` came with HTTP `status` (200 or 500) from `host` for `method`. Returns the
+  // parsed envelope; throws SoapFault for a fault, mk::Error for anything else amiss.
+  static xml::Document parse_answer(std::string_view text, long status, const std::string& host,
+                                    const std::string& method);
+
   // The returnval element(s) of an answer to `method` (throws if the Body is malformed).
   static xml::Node response(const xml::Document& doc, const std::string& method);
 

@@ -248,5 +248,13 @@ TEST(UnitChangedAreas, OverflowMessageDoesNotShowWrappedEnd) {
   EXPECT_EQ(msg.find(", 0)"), std::string::npos) << msg;
 }
 
+// Found by the changed_areas fuzz target (fuzz/changed_areas.cpp): a number too large
+// for a double is nlohmann's out_of_range, not a parse_error, and escaped as such.
+TEST(UnitChangedAreas, NumberTooLargeForADoubleIsAUsageError) {
+  const std::string found("[777777E7555553[555554t\0" "050}]", 29);  // the fuzzer's input, NUL included
+  EXPECT_NE(parse_error(found, 4096).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(parse_error(R"([{"start":1e999,"length":1}])").find("not valid JSON"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace mk::engine

@@ -227,5 +227,34 @@ TEST(UnitCheckpoint, DamagedOrOutOfRangeLinesAreRefused) {
   }
 }
 
+// A header with a number too large for a double is nlohmann's out_of_range, not a
+// parse_error: it escaped Checkpoint::open as such (same class as the changed_areas fuzz
+// target's finding, fuzz/checkpoint.cpp covers it).
+TEST(UnitCheckpoint, HeaderWithANumberTooLargeForADoubleIsRefused) {
+  unit::TempDir dir;
+  std::string path = dir.file("disk0.ckpt");
+  {
+    std::ofstream out(path);
+    out << "{\"disk_size\":1e999}\n0 4096\n";
+  }
+  try {
+    Checkpoint::open(path, identity(), kDisk);
+    ADD_FAILURE() << "accepted a header with 1e999";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a migratekit checkpoint"), std::string::npos) << e.what();
+  }
+  // The checkpoint fuzz target's input (fuzz/checkpoint.cpp), after its selector byte.
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << std::string("1e824,\"plan*:\"ketj{\"kab\xdf_si&',737~'&\xf0 4\0" "40", 42);
+  }
+  try {
+    Checkpoint::open(path, identity(), kDisk);
+    ADD_FAILURE() << "accepted a header with 1e999";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a migratekit checkpoint"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace mk::engine

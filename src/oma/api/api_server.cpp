@@ -155,7 +155,7 @@ std::optional<Reply> ApiServer::authorize(const Route& r, const std::string& h, 
 }
 
 // Path parameters are there (the router matched them); query parameters may be absent.
-void ApiServer::check_params(const Route& r, const Request& req) {
+void check_params(const Route& r, const Request& req) {
   for (const auto& f : r.params) {
     if (req.path.count(f.name)) {
       schema::validate_field(req.path.at(f.name), f, f.name);
@@ -165,6 +165,18 @@ void ApiServer::check_params(const Route& r, const Request& req) {
       throw FieldError(f.name, "is required (a query parameter)");
     }
   }
+}
+
+json checked_input(const Route& r, const Request& req) {
+  check_params(r, req);
+  if (r.body && r.body_optional && req.http.body.empty()) return json::object();
+  if (r.body) {
+    json body = schema::parse_object(req.http.body);
+    schema::validate(body, *r.body);
+    return body;
+  }
+  if (!req.http.body.empty() && req.http.method != "GET") throw FieldError("body", "this route takes no body");
+  return json();
 }
 
 void ApiServer::check_reply(const Route& r, const httplib::Request& req, Reply& reply) {
@@ -191,16 +203,7 @@ void ApiServer::check_reply(const Route& r, const httplib::Request& req, Reply& 
 
 Reply ApiServer::dispatch(const Route& r, const Request& req, const Caller& caller) {
   try {
-    check_params(r, req);
-    json body;
-    if (r.body && r.body_optional && req.http.body.empty()) {
-      body = json::object();
-    } else if (r.body) {
-      body = schema::parse_object(req.http.body);
-      schema::validate(body, *r.body);
-    } else if (!req.http.body.empty() && req.http.method != "GET") {
-      throw FieldError("body", "this route takes no body");
-    }
+    json body = checked_input(r, req);
     return r.handler(req, body, caller);
   } catch (const FieldError& e) {
     return error_reply(400, e.what(), e.field());

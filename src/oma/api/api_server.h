@@ -45,6 +45,12 @@ struct ApiConfig {
   bool strict_replies = false;
 };
 
+// The request's input as the ApiServer checks it before a route's handler runs: its
+// path and query parameters against the route's declared parameters, and its body
+// against the route's request schema. Returns the body (an object; null for a route
+// without one). Throws FieldError naming the field at fault. Thread-safe.
+nlohmann::json checked_input(const Route& r, const Request& req);
+
 class ApiServer {
  public:
   // `tokens` holds the API tokens. The server declares GET /api/v1/openapi.json itself.
@@ -74,7 +80,6 @@ class ApiServer {
   void handle(const httplib::Request& req, httplib::Response& res);
   std::optional<Reply> authorize(const Route& r, const std::string& authorization, Caller& caller);
   Reply dispatch(const Route& r, const Request& req, const Caller& caller);
-  void check_params(const Route& r, const Request& req);
   void check_reply(const Route& r, const httplib::Request& req, Reply& reply);
   void build_document();
 

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -131,17 +133,43 @@ std::optional<KeptServerRecord> read_kept_server_record(const std::string& path)
   std::ifstream in(path);
   if (!in) return std::nullopt;
   try {
-    auto j = nlohmann::json::parse(in);
-    KeptServerRecord r;
-    r.pid = j.at("pid").get<pid_t>();
-    r.port = j.at("port").get<int>();
-    r.argv = j.at("argv").get<std::vector<std::string>>();
-    return r;
+    return parse_kept_server_record(std::string(std::istreambuf_iterator<char>(in), {}));
   } catch (const std::exception& e) {
     throw Error(fmt::format("the export server record {} is unreadable ({}); remove it after checking that no "
                             "old nbdkit still runs",
                             path, e.what()));
   }
+}
+
+KeptServerRecord parse_kept_server_record(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) throw Error("not a JSON object");
+  // Integers only, checked before they are narrowed: a PID of 0 or -1 would make the
+  // kill() of `oma --stop-export-server` signal a process group or every process, and a
+  // float converted to an int out of its range is undefined behaviour.
+  auto integer = [&](const char* name, int64_t min, int64_t max) {
+    auto it = j.find(name);
+    if (it == j.end() || !it->is_number_integer()) throw Error(fmt::format("\"{}\" is not an integer", name));
+    // nlohmann holds a literal without a sign as unsigned: compare each kind in its own type.
+    bool in_range = it->is_number_unsigned()
+                        ? it->get<uint64_t>() <= static_cast<uint64_t>(max) &&
+                              (min <= 0 || it->get<uint64_t>() >= static_cast<uint64_t>(min))
+                        : it->get<int64_t>() >= min && it->get<int64_t>() <= max;
+    if (!in_range) {
+      throw Error(fmt::format("\"{}\" is out of range ({}..{})", name, min, max));
+    }
+    return it->get<int64_t>();
+  };
+  KeptServerRecord r;
+  r.pid = static_cast<pid_t>(integer("pid", 2, std::numeric_limits<pid_t>::max()));
+  r.port = static_cast<int>(integer("port", 1, 65535));
+  auto argv = j.find("argv");
+  if (argv == j.end() || !argv->is_array() || argv->empty()) throw Error("\"argv\" is not a non-empty list");
+  for (const auto& a : *argv) {
+    if (!a.is_string()) throw Error("\"argv\" holds something other than strings");
+    r.argv.push_back(a.get<std::string>());
+  }
+  return r;
 }
 
 void write_kept_server_record(const std::string& path, const KeptServerRecord& record) {

@@ -94,6 +94,9 @@ inline std::string kept_server_record_path(const std::string& data_dir) { return
 
 // Reads a record; nullopt when there is none. Throws mk::Error for an unreadable one.
 std::optional<KeptServerRecord> read_kept_server_record(const std::string& path);
+// A record's text: {"pid": >1, "port": 1..65535, "argv": [strings, at least one]}.
+// Throws mk::Error saying what is wrong with anything else.
+KeptServerRecord parse_kept_server_record(const std::string& text);
 // Writes it with write_private_file (mode 0600, replaced atomically). Throws mk::Error.
 void write_kept_server_record(const std::string& path, const KeptServerRecord& record);
 
