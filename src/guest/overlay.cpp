@@ -1,0 +1,38 @@
+#include "guest/overlay.h"
+
+#include <unistd.h>
+
+#include <utility>
+
+#include "common/error.h"
+#include "guest/run_tool.h"
+
+namespace mk::guest {
+
+Overlay::Overlay(const DiskImage& base, std::string overlay_path)
+    : base_(base), path_(std::move(overlay_path)) {
+  if (base_.format != "raw" && base_.format != "qcow2") {
+    throw UsageError("disk " + base_.path + ": format \"" + base_.format + "\" is not raw or qcow2");
+  }
+  const ToolResult r = run_tool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", base_.format, "-b",
+                                 base_.path, path_});
+  if (r.status != 0) {
+    throw Error("cannot create a qcow2 overlay " + path_ + " over " + base_.path + ": " + r.output_tail());
+  }
+}
+
+Overlay::Overlay(Overlay&& other) noexcept
+    : base_(std::move(other.base_)), path_(std::exchange(other.path_, std::string())) {}
+
+Overlay::~Overlay() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+void Overlay::commit() {
+  const ToolResult r = run_tool({"qemu-img", "commit", "-q", "-f", "qcow2", path_});
+  if (r.status != 0) {
+    throw Error("committing the converted guest into volume " + base_.path + " failed: " + r.output_tail());
+  }
+}
+
+}  // namespace mk::guest
