@@ -111,14 +111,6 @@ TEST_F(GuestTest, BootCheckConvertsOverlaysBootsAndNeverChangesTheReplica) {
             << r.accel << ")\n";
 }
 
-TEST_F(GuestTest, CommittedConversionBootsWithoutFurtherConversion) {
-  mk::guest::BootCheckOptions options;
-  options.convert = false;
-  options.limit = std::chrono::seconds(300);
-  const auto r = mk::guest::boot_check({{converted_image(), "raw"}}, options);
-  EXPECT_TRUE(r.booted) << r.reason << "\n" << r.console_tail;
-}
-
 TEST_F(GuestTest, ConversionFailingMidwayLeavesVolumesByteIdentical) {
   const std::string root = copy_of(lab_image(), work_, "root.raw");
   const std::string data = work_.file("data.raw");
