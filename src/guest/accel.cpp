@@ -67,6 +67,10 @@ std::vector<std::string> qemu_accel_args(Accel accel) {
 
 std::map<std::string, std::string> libguestfs_env(Accel accel) {
   std::map<std::string, std::string> env{{"LIBGUESTFS_BACKEND", "direct"}};
+  // The appliance cache (supermin, ~300 MB, built on first use) is shared by every run,
+  // not rebuilt in each caller's private TMPDIR.
+  const char* cache = std::getenv("LIBGUESTFS_CACHEDIR");
+  env["LIBGUESTFS_CACHEDIR"] = cache && *cache ? cache : "/var/tmp";
   if (accel == Accel::tcg) env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg";
   return env;
 }

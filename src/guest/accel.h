@@ -24,7 +24,8 @@ const char* accel_name(Accel accel);
 std::vector<std::string> qemu_accel_args(Accel accel);
 
 // Environment for libguestfs tools (virt-inspector, guestfish, virt-v2v-in-place): the
-// direct backend, and force_tcg unless KVM is usable.
+// direct backend, force_tcg unless KVM is usable, and one appliance cache for all
+// (LIBGUESTFS_CACHEDIR, default /var/tmp, whatever TMPDIR the caller has).
 std::map<std::string, std::string> libguestfs_env(Accel accel);
 
 }  // namespace mk::guest

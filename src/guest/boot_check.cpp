@@ -42,12 +42,8 @@ BootCheckResult boot_check(const std::vector<DiskImage>& disks, const BootCheckO
   const Accel accel = detect_accel();
   result.accel = accel_name(accel);
   ScratchDir dir("bootcheck");
-  std::vector<Overlay> overlays;
-  std::vector<DiskImage> images;
-  for (std::size_t i = 0; i < disks.size(); ++i) {
-    overlays.emplace_back(disks[i], dir.path() + "/disk" + std::to_string(i) + ".qcow2");
-    images.push_back(overlays.back().image());
-  }
+  std::vector<Overlay> overlays = make_overlays(disks, dir.path());
+  const std::vector<DiskImage> images = images_of(overlays);
   if (options.convert) {
     ConversionOptions conv;
     conv.name = options.name;

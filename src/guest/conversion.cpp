@@ -32,12 +32,8 @@ ConversionResult convert_images(const std::vector<DiskImage>& images, const Conv
 
 ConversionResult convert_volumes(const std::vector<DiskImage>& volumes, const ConversionOptions& options) {
   ScratchDir dir("overlays");
-  std::vector<Overlay> overlays;
-  std::vector<DiskImage> images;
-  for (std::size_t i = 0; i < volumes.size(); ++i) {
-    overlays.emplace_back(volumes[i], dir.path() + "/disk" + std::to_string(i) + ".qcow2");
-    images.push_back(overlays.back().image());
-  }
+  std::vector<Overlay> overlays = make_overlays(volumes, dir.path());
+  const std::vector<DiskImage> images = images_of(overlays);
   ConversionResult result = convert_images(images, options);
   if (!result.ok) return result;  // the overlays go with `dir`; the volumes were never opened rw
   const auto start = std::chrono::steady_clock::now();

@@ -35,4 +35,19 @@ void Overlay::commit() {
   }
 }
 
+std::vector<Overlay> make_overlays(const std::vector<DiskImage>& bases, const std::string& dir) {
+  std::vector<Overlay> overlays;
+  overlays.reserve(bases.size());
+  for (std::size_t i = 0; i < bases.size(); ++i) {
+    overlays.emplace_back(bases[i], dir + "/disk" + std::to_string(i) + ".qcow2");
+  }
+  return overlays;
+}
+
+std::vector<DiskImage> images_of(const std::vector<Overlay>& overlays) {
+  std::vector<DiskImage> images;
+  for (const Overlay& o : overlays) images.push_back(o.image());
+  return images;
+}
+
 }  // namespace mk::guest

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace mk::guest {
 
@@ -40,5 +41,10 @@ class Overlay {
   DiskImage base_;
   std::string path_;
 };
+
+// One overlay per disk of `bases`, in order, as `dir`/disk<N>.qcow2; and the images a tool
+// is given for them.
+std::vector<Overlay> make_overlays(const std::vector<DiskImage>& bases, const std::string& dir);
+std::vector<DiskImage> images_of(const std::vector<Overlay>& overlays);
 
 }  // namespace mk::guest
