@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <utility>
 
 #include "common/error.h"
@@ -14,8 +15,11 @@ Overlay::Overlay(const DiskImage& base, std::string overlay_path)
   if (base_.format != "raw" && base_.format != "qcow2") {
     throw UsageError("disk " + base_.path + ": format \"" + base_.format + "\" is not raw or qcow2");
   }
+  // qemu resolves a relative backing path against the overlay's directory: give it an
+  // absolute one.
+  const std::string backing = std::filesystem::absolute(base_.path).string();
   const ToolResult r = run_tool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", base_.format, "-b",
-                                 base_.path, path_});
+                                 backing, path_});
   if (r.status != 0) {
     throw Error("cannot create a qcow2 overlay " + path_ + " over " + base_.path + ": " + r.output_tail());
   }
