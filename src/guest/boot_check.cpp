@@ -17,7 +17,10 @@ enum class ConsoleSign { none, up, failed };
 
 // What the console shows so far: only for stopping early, never for the verdict.
 ConsoleSign read_console(const std::string& text) {
-  for (const char* up : {"MK-GUEST-BOOTED", " login: "}) {
+  // A login prompt comes before the default target (virt-v2v's firstboot scripts run
+  // first): wait for the target itself, as systemd reports it on the console.
+  for (const char* up : {"MK-GUEST-BOOTED", "Reached target \x1b[0;1;39mmulti-user.target", "Multi-User System.",
+                         "Graphical Interface."}) {
     if (text.find(up) != std::string::npos) return ConsoleSign::up;
   }
   for (const char* failed : {"Kernel panic", "ALERT!", "Gave up waiting", "You are in emergency mode",

@@ -43,8 +43,8 @@ BootEvidence read_boot_evidence(const std::vector<DiskImage>& disks, long long b
   // /var, which inspection (-i) mounted where the guest's fstab says.
   const std::string script =
       "if ! command -v journalctl >/dev/null; then echo MK-NO-JOURNALCTL; exit 0; fi; "
-      "journalctl -D /var/log/journal --since @" + std::to_string(boot_started) +
-      " --no-pager -q -o short-iso 2>&1 | tail -n 400";
+      "J=\"journalctl -D /var/log/journal --since @" + std::to_string(boot_started) +
+      " --no-pager -q -o short-iso\"; $J 2>&1 | head -n 20; $J 2>/dev/null | grep 'Reached target' | tail -n 100";
   argv.insert(argv.end(), {"sh", script});
   ToolOptions tool;
   tool.env = libguestfs_env(detect_accel());
