@@ -2,6 +2,7 @@
 // real `oma` and `vma run` binaries: errors name file, line and setting, the command
 // line overrides the file, --check-config, and the readiness notification a Type=notify
 // unit waits for.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -17,6 +18,8 @@
 #include "common/config_file.h"
 #include "common/error.h"
 #include "common/subprocess.h"
+#include "oma/db/database.h"
+#include "oma/db/migrations.h"
 #include "support/files.h"
 #include "support/temp_dir.h"
 
@@ -218,12 +221,17 @@ struct NotifySocket {
   }
 };
 
+// oma.conf for an OMA on loopback, on ports free at run time, without the GUI.
+std::string service_conf(const TempDir& dir, const std::string& data) {
+  return write(dir, "oma.conf",
+               "data-dir = \"" + data + "\"\napi-listen = \"127.0.0.1\"\napi-port = 0\ngui-port = -1\n"
+               "nbd-listen = \"127.0.0.1\"\nnbd-port = 0\n");
+}
+
 TEST(OmaConfig, ServiceSettingsFromTheFileAndReadyOnceTheApiListens) {
   TempDir dir("mk-conf");
   std::string data = dir.file("data");
-  auto path = write(dir, "oma.conf",
-                    "data-dir = \"" + data + "\"\napi-listen = \"127.0.0.1\"\napi-port = 0\ngui-port = -1\n"
-                    "nbd-listen = \"127.0.0.1\"\nnbd-port = 0\n");
+  auto path = service_conf(dir, data);
   NotifySocket notify(dir.file("notify"));
   SpawnOptions o;
   o.env["NOTIFY_SOCKET"] = dir.file("notify");
@@ -245,6 +253,34 @@ TEST(OmaConfig, ServiceSettingsFromTheFileAndReadyOnceTheApiListens) {
   oma.signal(SIGTERM);
   EXPECT_EQ(notify.next(30000), "STOPPING=1");
   EXPECT_EQ(oma.wait(), 0);
+}
+
+// Upgrades: the OMA migrates its database at start; a database a newer OMA wrote is
+// refused (exit status 1, naming both versions) and left as it is, so that going back
+// to an older package never damages it.
+TEST(OmaUpgrade, RefusesADatabaseWrittenByANewerOma) {
+  TempDir dir("mk-conf");
+  std::string data = dir.file("data");
+  auto path = service_conf(dir, data);
+  {
+    std::filesystem::create_directories(data);
+    auto db = oma::db::open_database("sqlite:" + data + "/oma.db");
+    oma::db::migrate(*db);
+    db->exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from a newer OMA', 0)",
+             {int64_t{oma::db::migrations().back().version + 1}});
+  }
+  SpawnOptions o;
+  o.stdout_path = o.stderr_path = dir.file("oma.log");
+  auto oma = Subprocess::spawn({OMA_BIN, "--config", path}, o);
+  EXPECT_EQ(oma.wait(), 1);
+  std::string log = mk::test::read_file(dir.file("oma.log"));
+  EXPECT_NE(log.find(fmt::format("has schema version {} but this OMA knows only up to {}",
+                                 oma::db::migrations().back().version + 1, oma::db::migrations().back().version)),
+            std::string::npos)
+      << log;
+  auto db = oma::db::open_database("sqlite:" + data + "/oma.db");
+  EXPECT_EQ(oma::db::schema_version(*db), oma::db::migrations().back().version + 1);
+  EXPECT_FALSE(std::filesystem::exists(data + "/api.port"));
 }
 
 }  // namespace

@@ -84,6 +84,20 @@ ConfigFile ConfigFile::read(const std::string& path) {
   return file;
 }
 
+std::vector<std::string> ConfigFile::command_line(CLI::App& app, int argc, char** argv,
+                                                  const std::string& check_default, std::optional<ConfigFile>& file) {
+  std::string path = path_in(argc, argv);
+  bool checking = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string(a) == "--check-config"; });
+  if (path.empty() && checking) path = check_default;
+  if (!path.empty()) {
+    file = read(path);
+    return file->arguments_for(app, argc, argv);
+  }
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::reverse(args.begin(), args.end());
+  return args;
+}
+
 std::string ConfigFile::path_in(int argc, char** argv, const std::string& option) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,13 @@ class ConfigFile {
   // syntax error, PATH:LINE: KEY for a value no option can take (a table, a date, an
   // array of arrays), and when the file cannot be read.
   static ConfigFile read(const std::string& path);
+
+  // What a command does at the start: reads the file named by --config (or, when
+  // --check-config is given without it, `check_default`) into `file`, and returns the
+  // arguments for app.parse(std::vector<std::string>&): arguments_for() with a file, the
+  // command line (reversed, as CLI11 wants) without one. Throws UsageError.
+  static std::vector<std::string> command_line(CLI::App& app, int argc, char** argv, const std::string& check_default,
+                                               std::optional<ConfigFile>& file);
 
   // The value of `--config FILE` / `--config=FILE` in argv[1..], or "" when absent.
   static std::string path_in(int argc, char** argv, const std::string& option = "--config");

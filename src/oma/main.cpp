@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <functional>
@@ -131,13 +130,7 @@ int main(int argc, char** argv) {
   for (auto* action : {"--reset-admin-token", "--stop-export-server", "--help"}) app.get_option(action)->configurable(false);
   std::optional<mk::config::ConfigFile> file;
   try {
-    std::string path = mk::config::ConfigFile::path_in(argc, argv);
-    bool checking = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string(a) == "--check-config"; });
-    if (path.empty() && checking) path = "/etc/migratekit/oma.conf";
-    if (!path.empty()) file = mk::config::ConfigFile::read(path);
-    std::vector<std::string> args;
-    if (file) args = file->arguments_for(app, argc, argv);
-    else for (int i = argc - 1; i > 0; --i) args.emplace_back(argv[i]);
+    auto args = mk::config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/oma.conf", file);
     app.parse(args);
     if (check_config) {
       mk::oma::check_config(c);

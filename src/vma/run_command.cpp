@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -112,13 +111,7 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   app.get_option("--help")->configurable(false);
   std::optional<config::ConfigFile> file;
   try {
-    std::string path = config::ConfigFile::path_in(argc, argv);
-    bool checking = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string(a) == "--check-config"; });
-    if (path.empty() && checking) path = "/etc/migratekit/vma.conf";
-    if (!path.empty()) file = config::ConfigFile::read(path);
-    std::vector<std::string> args;
-    if (file) args = file->arguments_for(app, argc, argv);
-    else for (int i = argc - 1; i > 0; --i) args.emplace_back(argv[i]);
+    auto args = config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/vma.conf", file);
     app.parse(args);
     parse_listen(listen, c);
     parse_flat_datastores(flat, c);
