@@ -140,15 +140,15 @@ TEST(ConfigFile, LocateNamesTheLineOfSettingsTakenFromTheFile) {
 
 // --- The real binaries --------------------------------------------------------------
 
-struct Run {
+struct Result {
   int status;
   std::string out, err;
 };
 
-Run run(const TempDir& dir, std::vector<std::string> argv) {
+Result run(const TempDir& dir, std::vector<std::string> argv) {
   std::string err_path = dir.file("stderr");
   std::filesystem::remove(err_path);
-  Run r;
+  Result r;
   r.status = run_capture(argv, r.out, err_path);
   r.err = mk::test::read_file(err_path);
   return r;
@@ -157,7 +157,7 @@ Run run(const TempDir& dir, std::vector<std::string> argv) {
 TEST(OmaConfig, CheckConfigAcceptsAValidFile) {
   TempDir dir("mk-conf");
   auto path = write(dir, "oma.conf", "data-dir = \"" + dir.file("data") + "\"\napi-port = 8082\nverbose = true\n");
-  Run r = run(dir, {OMA_BIN, "--check-config", "--config", path});
+  Result r = run(dir, {OMA_BIN, "--check-config", "--config", path});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("the configuration is valid (" + path), std::string::npos) << r.out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("data"))) << "--check-config must not create state";
@@ -166,7 +166,7 @@ TEST(OmaConfig, CheckConfigAcceptsAValidFile) {
 TEST(OmaConfig, CheckConfigNamesFileLineAndSetting) {
   TempDir dir("mk-conf");
   auto path = write(dir, "oma.conf", "data-dir = \"/x\"\n# the API\napi-port = 70000\n");
-  Run r = run(dir, {OMA_BIN, "--check-config", "--config", path});
+  Result r = run(dir, {OMA_BIN, "--check-config", "--config", path});
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find(path + ":3: api-port: "), std::string::npos) << r.err;
   // The command line overrides the file's value.
@@ -190,7 +190,7 @@ TEST(VmaConfig, CheckConfigNamesFileLineAndSetting) {
   TempDir dir("mk-conf");
   std::string base = "state-dir = \"/x\"\nvcenter = \"https://vc/sdk\"\nvcenter-user = \"u\"\nvcenter-password-file = \"/p\"\n";
   auto good = write(dir, "vma.conf", base + "max-vms = 8\nflat-datastore = [\"ds1=/mnt/ds1\"]\n");
-  Run r = run(dir, {VMA_BIN, "run", "--check-config", "--config", good});
+  Result r = run(dir, {VMA_BIN, "run", "--check-config", "--config", good});
   EXPECT_EQ(r.status, 0) << r.err;
   auto bad = write(dir, "vma-bad.conf", base + "max-vms = 0\n");
   r = run(dir, {VMA_BIN, "run", "--check-config", "--config", bad});
