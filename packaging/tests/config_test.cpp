@@ -165,12 +165,12 @@ TEST(OmaConfig, CheckConfigAcceptsAValidFile) {
 
 TEST(OmaConfig, CheckConfigNamesFileLineAndSetting) {
   TempDir dir("mk-conf");
-  auto path = write(dir, "oma.conf", "data-dir = \"/x\"\n# the API\napi-port = 70000\n");
+  auto path = write(dir, "oma.conf", "data-dir = \"/x\"\n# progress\npoll-interval-ms = 5\n");
   Result r = run(dir, {OMA_BIN, "--check-config", "--config", path});
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find(path + ":3: api-port: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path + ":3: poll-interval-ms: "), std::string::npos) << r.err;
   // The command line overrides the file's value.
-  r = run(dir, {OMA_BIN, "--check-config", "--config", path, "--api-port", "9000"});
+  r = run(dir, {OMA_BIN, "--check-config", "--config", path, "--poll-interval-ms", "100"});
   EXPECT_EQ(r.status, 0) << r.err;
   // A check the OMA makes after parsing (the values pairing bundles carry).
   path = write(dir, "oma2.conf", "data-dir = \"/x\"\nssh-host = \"-oProxyCommand=x\"\n");
