@@ -56,6 +56,19 @@ void check_pairing_values(const OmaConfig& c) {
 
 }  // namespace
 
+void check_config(const OmaConfig& config) {
+  if (config.data_dir.empty()) throw UsageError("--data-dir is required");
+  OmaConfig c = config;
+  if (c.ssh_host.empty()) c.ssh_host = c.nbd_advertise_host;
+  check_pairing_values(c);
+  if (c.volume_backend != "local" && c.volume_backend != "cloudstack")
+    throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", c.volume_backend));
+  if (c.export_backend != "nbdkit" && c.export_backend != "nbd-server")
+    throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", c.export_backend));
+  if (c.keep_export_server && c.export_backend != "nbdkit")
+    throw UsageError("--keep-export-server works with the nbdkit export backend only");
+}
+
 std::string reset_admin_token(const OmaConfig& config) {
   if (config.data_dir.empty()) throw UsageError("--data-dir is required");
   std::string url = database_url(config);
@@ -74,9 +87,8 @@ std::string reset_admin_token(const OmaConfig& config) {
 }
 
 Oma::Oma(OmaConfig config) : config_(std::move(config)) {
-  if (config_.data_dir.empty()) throw UsageError("--data-dir is required");
+  check_config(config_);
   if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
-  check_pairing_values(config_);
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the data directory {}: {}", config_.data_dir, ec.message()));

@@ -87,6 +87,11 @@ struct OmaConfig {
 // does not exist (a wrong --data-dir), mk::Error when the database cannot be opened.
 std::string reset_admin_token(const OmaConfig& config);
 
+// The checks the OMA makes of its configuration before it changes anything (required
+// values, backends, the values pairing bundles carry); `oma --check-config` runs them
+// too. Throws UsageError naming the option ("--ssh-host 'x': ...").
+void check_config(const OmaConfig& config);
+
 class Oma {
  public:
   explicit Oma(OmaConfig config);

@@ -15,7 +15,11 @@ std::string default_dist_dir() {
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return "web/dist";
-  return (exe.parent_path().parent_path() / "web" / "dist").string();
+  // The build tree (build/bin/oma: build/web/dist), else the installed tree
+  // (/usr/bin/oma: /usr/share/migratekit/web, `cmake --install`, the package).
+  fs::path prefix = exe.parent_path().parent_path();
+  fs::path built = prefix / "web" / "dist", installed = prefix / "share" / "migratekit" / "web";
+  return (fs::exists(built) || !fs::exists(installed) ? built : installed).string();
 }
 
 GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(config)), server_(config_.limits) {

@@ -24,7 +24,8 @@ struct GuiConfig {
   http::Limits limits;   // as the API's
 };
 
-// Where the build puts the web app relative to the oma binary: BIN/../web/dist.
+// Where the web app is relative to the oma binary: BIN/../web/dist in the build tree,
+// else BIN/../share/migratekit/web (installed).
 std::string default_dist_dir();
 
 class GuiServer {
