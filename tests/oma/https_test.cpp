@@ -12,12 +12,16 @@
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -49,8 +53,8 @@ std::string first_line(const std::string& path) {
 }
 
 // The real oma in `data`, with `args` after the data directory; waits for api.port.
-struct Oma {
-  Oma(const std::string& data, const std::string& log, std::vector<std::string> args) {
+struct OmaBin {
+  OmaBin(const std::string& data, const std::string& log, std::vector<std::string> args) {
     std::filesystem::remove(data + "/api.port");
     std::filesystem::remove(data + "/gui.port");
     std::vector<std::string> argv{OMA_BIN, "--data-dir", data, "--api-port", "0", "--nbd-listen", "127.0.0.1",
@@ -159,17 +163,19 @@ struct HttpsFixture : ::testing::Test {
     std::string out;
     ASSERT_EQ(run_capture({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir.file("host_key")}, out), 0);
     host_key = dir.file("host_key.pub");
+    std::filesystem::create_directories(dir.file("dist"));
+    std::ofstream(dir.file("dist/index.html")) << "<!doctype html><title>gui over https</title>";
   }
   // An OMA whose API and GUI listen on 127.0.0.1 with HTTPS forced on.
-  std::unique_ptr<Oma> start_https(std::vector<std::string> more = {}) {
+  std::unique_ptr<OmaBin> start_https(std::vector<std::string> more = {}) {
     std::vector<std::string> args{"--api-listen", "127.0.0.1", "--gui-listen", "127.0.0.1", "--gui-port", "0",
-                                  "--https", "on", "--ssh-host-key-file", host_key};
+                                  "--https", "on", "--ssh-host-key-file", host_key, "--gui-dir", dir.file("dist")};
     args.insert(args.end(), more.begin(), more.end());
-    return std::make_unique<Oma>(data, log, args);
+    return std::make_unique<OmaBin>(data, log, args);
   }
   std::string cert_fingerprint() { return tls::certificate_file_fingerprint(data + "/https/cert.pem"); }
 
-  json issue_bundle(Oma& oma) {
+  json issue_bundle(OmaBin& oma) {
     auto c = pinned_client(oma.port, cert_fingerprint());
     auto r = c->Post("/api/v1/vmas/pairing-bundles", {{"Authorization", "Bearer " + oma.token}}, "{}",
                      "application/json");
@@ -177,7 +183,7 @@ struct HttpsFixture : ::testing::Test {
     if (r->status != 201 && r->status != 200) throw Error("pairing bundle: HTTP " + std::to_string(r->status) + " " + r->body);
     return json::parse(r->body);
   }
-  size_t vma_count(Oma& oma) {
+  size_t vma_count(OmaBin& oma) {
     auto r = pinned_client(oma.port, cert_fingerprint())->Get("/api/v1/vmas", {{"Authorization", "Bearer " + oma.token}});
     if (!r || r->status != 200) throw Error("GET /api/v1/vmas failed");
     return json::parse(r->body)["vmas"].size();
@@ -199,7 +205,7 @@ TEST_F(HttpsFixture, ListenerNotOnLoopbackSpeaksHttpsByDefaultWithItsOwnKeptCert
   // No --https option, the API on 0.0.0.0 (the default listen address), reached at 127.0.0.1.
   std::string fp;
   {
-    Oma oma(data, log, {"--api-listen", "0.0.0.0", "--gui-port", "-1", "--ssh-host-key-file", host_key});
+    OmaBin oma(data, log, {"--api-listen", "0.0.0.0", "--gui-port", "-1", "--ssh-host-key-file", host_key});
     TlsView v = look_at_tls(oma.port);
     ASSERT_TRUE(v.connected) << mk::test::log_tail(log);
     fp = cert_fingerprint();
@@ -220,7 +226,7 @@ TEST_F(HttpsFixture, ListenerNotOnLoopbackSpeaksHttpsByDefaultWithItsOwnKeptCert
     EXPECT_NE(plain.find("https://"), std::string::npos) << plain;
   }
   // The certificate is kept across restarts: pinned VMAs and CLIs keep working.
-  Oma again(data, log, {"--api-listen", "0.0.0.0", "--gui-port", "-1", "--ssh-host-key-file", host_key});
+  OmaBin again(data, log, {"--api-listen", "0.0.0.0", "--gui-port", "-1", "--ssh-host-key-file", host_key});
   EXPECT_EQ(look_at_tls(again.port).fingerprint, fp);
 }
 
@@ -242,7 +248,7 @@ TEST_F(HttpsFixture, PlainHttpOffLoopbackIsRefusedWithoutInsecureHttp) {
   EXPECT_EQ(rc, 2) << err;
   EXPECT_NE(err.find("GUI"), std::string::npos) << err;
   // Plain HTTP on loopback stays allowed (local scripts and tests).
-  Oma local(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1", "--https", "off"});
+  OmaBin local(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1", "--https", "off"});
   std::string plain = plain_http_exchange(local.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(plain.rfind("HTTP/1.1 200", 0), 0u) << plain;
 }
@@ -315,6 +321,7 @@ TEST_F(HttpsFixture, GuiIsServedOverHttpsWithTheSameApi) {
   ASSERT_TRUE(page) << httplib::to_string(page.error());
   EXPECT_EQ(page->status, 200);
   EXPECT_NE(page->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(page->body.find("gui over https"), std::string::npos) << page->body;
   auto vms = c->Get("/api/v1/vms", {{"Authorization", "Bearer " + oma->token}});
   ASSERT_TRUE(vms);
   EXPECT_EQ(vms->status, 200) << vms->body;
@@ -348,7 +355,7 @@ TEST_F(HttpsFixture, CloudStackSettingsRefuseHttpUnlessAllowed) {
                    {"service_offering_id", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d30"},
                    {"template_id", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d31"},
                    {"oma_mac", "02:00:00:00:00:01"}};
-  auto put = [&](Oma& oma) {
+  auto put = [&](OmaBin& oma) {
     httplib::Client c("127.0.0.1", oma.port);
     auto r = c.Put("/api/v1/settings/cloudstack", {{"Authorization", "Bearer " + oma.token}}, settings.dump(),
                    "application/json");
@@ -356,13 +363,13 @@ TEST_F(HttpsFixture, CloudStackSettingsRefuseHttpUnlessAllowed) {
     return std::make_pair(r->status, json::parse(r->body, nullptr, false));
   };
   {
-    Oma oma(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1"});
+    OmaBin oma(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1"});
     auto [status, body] = put(oma);
     EXPECT_EQ(status, 400) << body;
     EXPECT_EQ(body.value("field", ""), "api_url") << body;
     EXPECT_NE(body.value("error", "").find("--cloudstack-allow-http"), std::string::npos) << body;
   }
-  Oma lab(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1", "--cloudstack-allow-http"});
+  OmaBin lab(data, log, {"--api-listen", "127.0.0.1", "--gui-port", "-1", "--cloudstack-allow-http"});
   EXPECT_EQ(put(lab).first, 200);
 }
 
