@@ -67,8 +67,13 @@ struct OmaBin {
       if (!process.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log));
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    auto gui = std::find(args.begin(), args.end(), "--gui-port");
+    if (gui != args.end() && gui + 1 != args.end() && gui[1] != "-1") {  // written after api.port
+      for (int i = 0; i < 1500 && !std::filesystem::exists(data + "/gui.port"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      gui_port = std::stoi(first_line(data + "/gui.port"));
+    }
     port = std::stoi(first_line(data + "/api.port"));
-    if (std::filesystem::exists(data + "/gui.port")) gui_port = std::stoi(first_line(data + "/gui.port"));
     token = first_line(data + "/admin.token");
   }
   Subprocess process;
