@@ -31,6 +31,7 @@
 #include "oma/https.h"
 #include "support/files.h"
 #include "support/migratekit_runner.h"
+#include "support/temp_dir.h"
 #include "support/net.h"
 
 namespace mk::oma {
