@@ -61,6 +61,9 @@ class Api {
                                    "data directory, admin.token)",
                                    a.token_file));
     }
+    // One connection for all calls (`jobs watch` polls): over HTTPS a new connection per
+    // call would be a TLS handshake per call.
+    client_.set_keep_alive(true);
     client_.set_connection_timeout(std::chrono::seconds(5));
     client_.set_read_timeout(std::chrono::seconds(30));
   }
