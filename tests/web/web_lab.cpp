@@ -12,18 +12,12 @@
 //   web-lab --out lab.json --oma BIN --gui-dir DIR [--vma real|fake] [--vma-bin BIN]
 //           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M]
 //
-// The OMA serves the API and the GUI over HTTPS (its own certificate, pinned here).
-// lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "ca_file" (the OMA's
-// certificate), "spki" (its key's SHA-256, base64, for Chromium), "token_file", "data_dir",
+// lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "token_file", "data_dir",
 // "oma_pid", "vm": {"vm_id", "name"}, "vm_added", "blocked_vm": name | null (a VM that
 // discovery shows blocked: it has a snapshot of its own)}; rewritten (generation + 1) after each
 // restart. SIGUSR1 restarts the OMA (SIGTERM, wait, start again on the same data
 // directory); SIGINT/SIGTERM stop everything this process started (by PID) and end it.
 #include <fmt/format.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/sha.h>
-#include <openssl/x509.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -37,7 +31,6 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/subprocess.h"
-#include "common/tls.h"
 #include "fake_vma.h"
 #include "oma/crypto.h"
 #include "support/files.h"
@@ -182,8 +175,7 @@ class Lab {
     std::vector<std::string> argv = {o_.oma, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
                                   "--gui-listen", "127.0.0.1", "--gui-port", "0", "--gui-dir", o_.gui_dir,
                                   "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url_,
-                                  "--poll-interval-ms", "250", "--vma-timeout", "60", "--strict-api-replies",
-                                  "--https", "on"};  // the GUI as operators get it: over HTTPS
+                                  "--poll-interval-ms", "250", "--vma-timeout", "60", "--strict-api-replies"};
     if (!vma_token_.empty()) {
       argv.push_back("--vma-token-file");
       argv.push_back(vma_token_);
@@ -206,8 +198,7 @@ class Lab {
   }
 
   void add_vm() {
-    httplib::SSLClient c("127.0.0.1", api_port_);
-    mk::tls::apply_client_trust(c, {mk::tls::certificate_file_fingerprint(cert_file()), ""});
+    httplib::Client c("127.0.0.1", api_port_);
     json disks = json::array();
     for (size_t i = 0; i < o_.disk_mib.size(); ++i) {
       disks.push_back({{"key", std::to_string(2000 + i)}, {"unit", i}, {"label", fmt::format("Hard disk {}", i + 1)},
@@ -222,33 +213,11 @@ class Lab {
     vma_->add_source_vm(vm_id_, "web01", true);  // powered on, for the cutover's shutdown
   }
 
-  std::string cert_file() const { return data_ + "/https/cert.pem"; }
-
-  // base64(SHA-256(SubjectPublicKeyInfo)): Chromium's --ignore-certificate-errors-spki-list.
-  static std::string spki_sha256_base64(const std::string& pem) {
-    FILE* f = std::fopen(pem.c_str(), "r");
-    if (!f) throw mk::Error("cannot read " + pem);
-    X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
-    std::fclose(f);
-    if (!cert) throw mk::Error(pem + " holds no certificate");
-    unsigned char* der = nullptr;
-    int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256(der, static_cast<size_t>(len), md);
-    OPENSSL_free(der);
-    X509_free(cert);
-    unsigned char b64[64];
-    int n = EVP_EncodeBlock(b64, md, sizeof md);
-    return std::string(reinterpret_cast<char*>(b64), static_cast<size_t>(n));
-  }
-
   void write_out() {
     json j = {{"pid", getpid()},
               {"generation", generation_++},
-              {"gui_url", fmt::format("https://127.0.0.1:{}/", gui_port_)},
-              {"api_url", fmt::format("https://127.0.0.1:{}", api_port_)},
-              {"ca_file", cert_file()},  // the OMA's own certificate: what Node trusts
-              {"spki", spki_sha256_base64(cert_file())},  // what Chromium pins
+              {"gui_url", fmt::format("http://127.0.0.1:{}/", gui_port_)},
+              {"api_url", fmt::format("http://127.0.0.1:{}", api_port_)},
               {"token_file", data_ + "/admin.token"},
               {"data_dir", data_},
               {"oma_pid", oma_.pid()},
