@@ -238,6 +238,7 @@ class MigrationLab:
     def start_oma(self):
         argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", str(self.api_port),
                 "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), "--gui-port", str(self.gui_port),
+                "--gui-listen", "127.0.0.1",  # loopback: plain HTTP (elsewhere the OMA speaks HTTPS)
                 "--keep-export-server",
                 "--tunnel-port-base", str(self.tunnel_port_base()),
                 "--vma-url", f"http://127.0.0.1:{self.tunnel_port_base()}",

@@ -71,7 +71,9 @@ int main(int argc, char** argv) {
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
       ->check(CLI::Range(1, 3600));
-  app.add_option("--public-api-url", c.public_api_url, "API URL pairing bundles give VMAs (default http://NBD-ADVERTISE-HOST:API-PORT)");
+  app.add_option("--public-api-url", c.public_api_url,
+                 "API URL pairing bundles give VMAs (default https://NBD-ADVERTISE-HOST:API-PORT, http:// when the API "
+                 "speaks plain HTTP)");
   app.add_option("--ssh-host", c.ssh_host, "Address VMAs open their SSH tunnel to (default the NBD advertise host)");
   app.add_option("--ssh-port", c.ssh_port, "This OMA's SSH port for VMA tunnels (default 22; 443 for one-port sites)")
       ->check(CLI::Range(1, 65535));
@@ -106,7 +108,9 @@ int main(int argc, char** argv) {
            std::tuple<const char*, int*, const char*>{"--http-head-timeout-ms", &hl.head_timeout_ms,
                                                        "time a client has to send a request's head (default 10000)"},
            {"--http-idle-timeout-ms", &hl.idle_timeout_ms, "time a connection may wait for a request (default 5000)"},
-           {"--http-body-timeout-ms", &hl.body_timeout_ms, "time a client has to send a body (default 30000)"}}) {
+           {"--http-body-timeout-ms", &hl.body_timeout_ms, "time a client has to send a body (default 30000)"},
+           {"--http-handshake-timeout-ms", &hl.handshake_timeout_ms,
+            "time an HTTPS client has to complete the TLS handshake (default 5000)"}}) {
     app.add_option(name, *value, fmt::format("API/GUI: {}", what))->check(CLI::Range(100, 600000));
   }
   app.add_option("--http-max-connections", hl.max_connections, "API/GUI: open connections per listener (default 512)")
@@ -114,6 +118,16 @@ int main(int argc, char** argv) {
   app.add_option("--http-max-connections-per-client", hl.max_connections_per_client,
                  "API/GUI: open connections per listener from one address (default 128)")
       ->check(CLI::Range(1, 100000));
+  // HTTPS for the API and the GUI (oma/https.h).
+  app.add_option("--https", c.https.mode,
+                 "auto (default): HTTPS on every listener that is not loopback-only; on: HTTPS everywhere; off: "
+                 "plain HTTP (loopback only, unless --insecure-http)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_flag("--insecure-http", c.https.insecure_http,
+               "Allow --https off on an address other than loopback (tokens and pairing bundles then travel in clear)");
+  app.add_option("--https-cert", c.https.cert_file,
+                 "HTTPS certificate (PEM chain) instead of the OMA's own (made in DATA/https/ on first start)");
+  app.add_option("--https-key", c.https.key_file, "The --https-cert's private key (PEM, unencrypted)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   // The configuration file: every option above is a setting of the same name
   // (common/config_file.h); the command line overrides it.

@@ -27,7 +27,7 @@
 
 namespace mk::protocol {
 
-inline constexpr int kVersion = 1;
+inline constexpr int kVersion = 2;  // 2: pairing bundles carry oma_api_fingerprint
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

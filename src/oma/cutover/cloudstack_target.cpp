@@ -41,6 +41,7 @@ std::optional<cloudstack::Settings> CloudStackTarget::settings() {
 }
 
 void CloudStackTarget::save_settings(cloudstack::Settings s) {
+  cloudstack::check_settings(s, options_.client);  // an http:// URL is refused now, not at cutover
   if (s.secret_key.empty()) {
     auto old = settings();
     if (old) s.secret_key = old->secret_key;

@@ -55,6 +55,7 @@ GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(
 GuiServer::~GuiServer() { stop(); }
 
 void GuiServer::start() {
+  server_.set_tls(config_.tls);
   try {
     port_ = server_.bind(config_.listen_address, config_.port);
   } catch (const Error& e) {
@@ -63,7 +64,9 @@ void GuiServer::start() {
                             e.what()));
   }
   server_.start();
-  if (has_app_) log::info("OMA GUI on http://{}:{}/ (files from {})", config_.listen_address, port_, config_.dist_dir);
+  if (has_app_)
+    log::info("OMA GUI on {}://{}:{}/ (files from {})", config_.tls ? "https" : "http", config_.listen_address, port_,
+              config_.dist_dir);
   else log::warn("OMA GUI port {}:{} serves the API only: no web app in {}", config_.listen_address, port_, config_.dist_dir);
 }
 

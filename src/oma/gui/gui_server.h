@@ -22,6 +22,7 @@ struct GuiConfig {
   int port = 3001;       // 0: any free port (see port())
   std::string dist_dir;  // the built web app (index.html inside)
   http::Limits limits;   // as the API's
+  std::shared_ptr<const tls::TlsServerContext> tls;  // HTTPS; null: plain HTTP
 };
 
 // Where the web app is relative to the oma binary: BIN/../web/dist in the build tree,
