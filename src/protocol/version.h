@@ -27,7 +27,8 @@
 
 namespace mk::protocol {
 
-inline constexpr int kVersion = 1;
+// 2: progress carries each disk's phase times and the job's ended_seconds_ago.
+inline constexpr int kVersion = 2;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.
