@@ -194,6 +194,17 @@ const Schema& replicate_accepted() {
   return s;
 }
 
+const Schema& phase_time() {
+  static const Schema s{
+      {
+          enum_field<PassPhase>("phase", "a part of the pass"),
+          number_field("seconds", "how long it took (>= 0)", 0.42),
+      },
+      "PhaseTime",
+      "how long one part of a pass took"};
+  return s;
+}
+
 const Schema& disk_progress() {
   static const Schema s{
       {
@@ -212,17 +223,6 @@ const Schema& disk_progress() {
       },
       "DiskProgress",
       "one disk of a job as the VMA copies it"};
-  return s;
-}
-
-const Schema& phase_time() {
-  static const Schema s{
-      {
-          enum_field<PassPhase>("phase", "a part of the pass"),
-          number_field("seconds", "how long it took (>= 0)", 0.42),
-      },
-      "PhaseTime",
-      "how long one part of a pass took"};
   return s;
 }
 

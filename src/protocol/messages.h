@@ -299,6 +299,7 @@ std::string printable_text(std::string_view s);
 namespace schemas {
 const schema::Schema& replicate_request();
 const schema::Schema& replicate_accepted();
+const schema::Schema& phase_time();
 const schema::Schema& disk_progress();
 const schema::Schema& job_progress();
 const schema::Schema& stop_reply();
