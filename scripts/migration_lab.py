@@ -69,6 +69,20 @@ def wait_for(what, check, timeout, proc=None, log=None, interval=0.1):
     raise LabError(f"{what}: not within {timeout} s" + tail(log))
 
 
+def journal_writes(flat_file, ranges):
+    """Tells the lab's CBT shim which ranges of a flat file were written: one "offset
+    length" line each in its write journal, when it keeps one (tests/lab/vcsim/cbt_shim.py).
+    Without it the shim counts every allocated block as changed."""
+    try:
+        fd = os.open(flat_file + ".cbt-journal", os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return  # change tracking is not active on this disk yet
+    try:
+        os.write(fd, "".join(f"{o} {n}\n" for o, n in ranges).encode())
+    finally:
+        os.close(fd)
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -449,11 +463,15 @@ class MigrationLab:
         n = 0
         for vm in self.vms.values():
             for disk in vm["disks"]:
+                written = []
                 with open(disk["flat_file"], "r+b") as f:
                     for _ in range(blocks_per_disk):
-                        f.seek(rng.randrange(disk["capacity_bytes"] // 65536) * 65536)
+                        offset = rng.randrange(disk["capacity_bytes"] // 65536) * 65536
+                        f.seek(offset)
                         f.write(os.urandom(65536))
+                        written.append(offset)
                         n += 1
+                journal_writes(disk["flat_file"], [(o, 65536) for o in written])
         return n
 
     def cutover(self, vm_id, shutdown_timeout=60):
