@@ -27,7 +27,9 @@
 
 namespace mk::protocol {
 
-inline constexpr int kVersion = 1;
+// 2: pairing bundles carry oma_api_fingerprint; progress carries each disk's phase times,
+//    bytes_resumed and restarted, and the job's ended_seconds_ago.
+inline constexpr int kVersion = 2;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

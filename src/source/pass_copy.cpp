@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -12,7 +14,9 @@
 
 namespace mk::source {
 
-engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options) {
+engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options,
+                            CopyTimes* times) {
+  auto started = std::chrono::steady_clock::now();
   Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
   {
@@ -37,7 +41,10 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
     options.progress->set_total(totals.total, totals.skipped);
     options.progress->set_phase("copying");
   }
-  return engine::copy_plan(source, target, plan, {}, options);
+  double planning = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  engine::CopyStats stats = engine::copy_plan(source, target, plan, {}, options);
+  if (times) *times = {planning, std::max(0.0, stats.seconds - stats.flush_seconds), stats.flush_seconds};
+  return stats;
 }
 
 std::vector<std::string> copy_arguments(const DiskPass& disk, const std::string& file) {

@@ -16,8 +16,13 @@ namespace mk::source {
 // Copies `disk` to `target`. Throws mk::Error on failure (the pass must then be closed
 // without success, so that the old change ID stays). With options.progress, the plan's
 // totals are set on it and its phase becomes "copying" once planned.
+// With `times`, where the disk's time went (seconds, steady clock): planning (block
+// status, target checks), copying (until the last write was confirmed) and flushing.
+struct CopyTimes {
+  double planning = 0, copying = 0, flushing = 0;
+};
 engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target,
-                            const engine::CopyOptions& options = {});
+                            const engine::CopyOptions& options = {}, CopyTimes* times = nullptr);
 
 // The `migratekit copy` options that select the disk's areas: "--changed-areas FILE"
 // (FILE is written, JSON [{"start","length"}], mode 0600), "--dirty-bitmap NAME", or

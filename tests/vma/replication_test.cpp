@@ -26,6 +26,38 @@ void expect_change_ids_only_when_completed(const protocol::JobProgress& p) {
   }
 }
 
+// Every disk of a completed pass has each phase once, in the order of a pass, with a
+// time that is not negative (times themselves are not judged: they vary).
+void expect_all_phases_in_order(const json& job) {
+  const std::vector<std::string> order = {"snapshot", "change_query", "reader_start", "planning",
+                                          "copying",  "flushing",     "snapshot_removal", "reporting"};
+  ASSERT_FALSE(job["disks"].empty()) << job.dump(2);
+  for (const auto& d : job["disks"]) {
+    std::vector<std::string> names;
+    for (const auto& p : d["phases"]) {
+      names.push_back(p["phase"].get<std::string>());
+      EXPECT_GE(p["seconds"].get<double>(), 0.0) << d.dump();
+    }
+    EXPECT_EQ(names, order) << "disk " << d["disk_key"] << ": " << d.dump();
+  }
+}
+
+// The value of one sample line of /metrics ("name{labels} value"); -1 when absent.
+double metric(const std::string& text, const std::string& sample) {
+  auto at = text.find("\n" + sample + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
+}
+
+// The VMA's own record carries the pass's phases (but reporting, which is the OMA's).
+void expect_vma_record_has_its_phases(const protocol::JobProgress& p) {
+  for (const auto& d : p.disks) {
+    ASSERT_EQ(d.phases.size(), 7u) << d.disk_key;
+    EXPECT_EQ(d.phases.back().phase, protocol::PassPhase::SnapshotRemoval);
+  }
+  ASSERT_TRUE(p.ended_seconds_ago.has_value());
+  EXPECT_GE(*p.ended_seconds_ago, 0.0);
+}
+
 TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 6, 100);
   start_vma();
@@ -37,6 +69,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
   for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  expect_all_phases_in_order(j);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
   protocol::JobProgress p = client->progress(job);
@@ -61,8 +94,17 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   std::string job2 = start_job(vm.instance_uuid, "incremental");
   json j2 = wait_job(job2);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_all_phases_in_order(j2);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
+  expect_vma_record_has_its_phases(client->progress(job2));
+  // /metrics sums them per phase: two passes of two disks so far.
+  auto m = api->get("/metrics");
+  ASSERT_EQ(m.status, 200) << m.raw;
+  for (const char* phase : {"snapshot", "copying", "reporting"}) {
+    EXPECT_EQ(metric(m.raw, fmt::format("oma_pass_phase_seconds_count{{phase=\"{}\"}}", phase)), 4) << m.raw;
+    EXPECT_GE(metric(m.raw, fmt::format("oma_pass_phase_seconds_sum{{phase=\"{}\"}}", phase)), 0) << m.raw;
+  }
   // An incremental pass moves the changed blocks, not the disk.
   EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(3 * kBlock)) << j2.dump(2);
 
@@ -166,8 +208,10 @@ TEST_F(VmaFixture, VmaKilledMidCopyReportsTheJobInterruptedAndTheNextPassIsCorre
   std::string job2 = start_job(vm.instance_uuid, "full");
   json j2 = wait_job(job2);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_all_phases_in_order(j2);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
+  expect_vma_record_has_its_phases(client->progress(job2));
   // And an incremental one after it.
   write_block(vm.instance_uuid, vm.disks[0].key, 2, 78);
   json j3 = wait_job(start_job(vm.instance_uuid, "incremental"));

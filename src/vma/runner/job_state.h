@@ -24,6 +24,8 @@ struct JobState {
   std::optional<std::string> error;
   int64_t created = 0, ended = 0;           // unix seconds
   std::vector<protocol::DiskProgress> disks;  // one per request.disks, in its order
+  // Live, not persisted: seconds since the job ended (JobRunner::get() sets it).
+  std::optional<double> ended_seconds_ago;
 
   // A new job for `request`: queued, every disk pending.
   static JobState from(protocol::ReplicateRequest request);
