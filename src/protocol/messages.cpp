@@ -72,6 +72,12 @@ Field bool_field(std::string name, std::string description, bool example) {
   return {.name = std::move(name), .type = Type::Boolean, .description = std::move(description), .example = example};
 }
 
+// The same field, which a message may leave out (added after version 1 of the contract).
+Field may_be_absent(Field f) {
+  f.required = false;
+  return f;
+}
+
 Field object_field(std::string name, std::string description, const Schema* schema) {
   return {.name = std::move(name), .type = Type::Object, .description = std::move(description), .items = schema};
 }
@@ -206,6 +212,13 @@ const Schema& disk_progress() {
           change_id_field("change_id", "the disk's new change ID: set exactly when the disk is completed"),
           text_field("error", "why the disk failed: set when it failed",
                      "disk 2000 (Hard disk 1) of VM 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d: copy failed: ..."),
+          may_be_absent(int_field("bytes_resumed",
+                             "bytes of the plan an interrupted run of this pass had copied and flushed: resumed, "
+                             "not copied again (part of bytes_done)",
+                             536870912)),
+          may_be_absent(text_field("restarted",
+                              "why this disk started over instead of resuming an interrupted run",
+                              "the pass's snapshot 5-snapshot-12 is gone: the disk starts over on a new snapshot")),
       },
       "DiskProgress",
       "one disk of a job as the VMA copies it"};
@@ -520,7 +533,9 @@ json disk_progress_json(const DiskProgress& d) {
           {"throughput_bps", d.throughput_bps},
           {"eta_seconds", d.eta_seconds},
           {"change_id", opt(d.change_id)},
-          {"error", opt_text(d.error)}};
+          {"error", opt_text(d.error)},
+          {"bytes_resumed", d.bytes_resumed},
+          {"restarted", opt_text(d.restarted)}};
 }
 
 DiskProgress disk_progress_of(const json& d) {
@@ -532,7 +547,9 @@ DiskProgress disk_progress_of(const json& d) {
           d["throughput_bps"].get<double>(),
           d["eta_seconds"].get<double>(),
           opt_of(d, "change_id"),
-          opt_of(d, "error")};
+          opt_of(d, "error"),
+          d.value("bytes_resumed", int64_t{0}),
+          d.contains("restarted") ? opt_of(d, "restarted") : std::nullopt};
 }
 
 }  // namespace

@@ -27,7 +27,7 @@
 
 namespace mk::protocol {
 
-inline constexpr int kVersion = 1;
+inline constexpr int kVersion = 2;  // 2: DiskProgress.bytes_resumed and .restarted (passes that resume)
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.
