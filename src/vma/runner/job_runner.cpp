@@ -418,7 +418,9 @@ void JobRunner::start_over(Job& job, const std::string& reason) {
   remove_checkpoints(job.state.job_id());
   std::lock_guard lock(mu_);
   for (auto& d : job.state.disks) {
-    d = protocol::DiskProgress{.disk_key = d.disk_key};
+    protocol::DiskProgress fresh;
+    fresh.disk_key = d.disk_key;
+    d = std::move(fresh);
     d.restarted = reason;
   }
   job.state.snapshot.clear();
