@@ -10,15 +10,10 @@
 //    those confirmed within one checkpoint interval (1 s) at the reader's rate limit,
 //    which were written but maybe not flushed and are copied again. The job completes
 //    with its change IDs, every target equals its source by sha256, no snapshot is left.
-//  * The OMA stops in the middle of the pass (its export server with it: an NBD
-//    outage longer than the engine's reconnection attempts) and starts again on the
-//    same NBD port: the VMA's copy breaks, waits and resumes from its checkpoint once
-//    the exports answer again, within the same bound; the restarted OMA follows the job.
 //  * The snapshot was removed while the VMA was down: every disk starts over on a new
 //    snapshot, says why (the VMA's progress and the OMA's job log), and ends identical.
 #include <filesystem>
 #include <iostream>
-#include <thread>
 
 #include "engine/copier.h"
 #include "vma_fixture.h"
@@ -147,56 +142,6 @@ TEST_F(VmaResume, VmaKilledAtSixtyPercentResumesFromItsCheckpointsAndTheDisksAre
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
   EXPECT_LT(j2["bytes_done"].get<int64_t>(), static_cast<int64_t>(kDataDisk / 4)) << "an incremental moves changes only";
   expect_targets_match(v.instance_uuid);
-}
-
-TEST_F(VmaResume, OmaStoppedWithItsExportServerMidPassTheCopyResumesWhenTheExportsAreBack) {
-  auto v = prepare_dense_vm(700);
-  start_vma({.read_rate = std::to_string(kReadRate)});
-  oma::OmaConfig c = oma::test::test_config(dir.file("oma"), vma->url());
-  c.vma_token_file = token_file;
-  c.vma_timeout_s = 120;
-  c.nbd_port = mk::test::free_tcp_port();  // the VMA's job names it: the restarted OMA serves it again
-  auto start_oma_with = [&] {
-    oma = std::make_unique<oma::Oma>(c);
-    oma->start();
-    api = std::make_unique<oma::test::ApiClient>(oma->api_port(), oma::test::read_admin_token(dir.file("oma")));
-  };
-  start_oma_with();
-  register_vm(v.instance_uuid);
-  std::string job = start_job(v.instance_uuid, "full");
-  std::string data_key = std::to_string(v.disks.at(1).key);
-  protocol::DiskProgress at_stop;
-  wait_vma(job, [&](const protocol::JobProgress& p) {
-    for (const auto& d : p.disks) {
-      if (d.disk_key.str() != data_key || d.status != DiskStatus::Copying || d.bytes_total <= 0) continue;
-      at_stop = d;
-      return d.bytes_done >= static_cast<int64_t>(0.6 * static_cast<double>(d.bytes_total));
-    }
-    return false;
-  });
-  ASSERT_EQ(at_stop.status, DiskStatus::Copying);
-  ASSERT_LT(at_stop.bytes_done, at_stop.bytes_total) << "the pass ended before it could be interrupted";
-  oma.reset();  // the OMA and its nbdkit stop; the job stays active in its database
-
-  // The VMA's copy gives up reconnecting by itself and waits to resume from its checkpoint.
-  auto waited = [&] {
-    return mk::test::read_file(vma->log_path()).find("resuming it from its checkpoint in") != std::string::npos;
-  };
-  for (int i = 0; i < 6000 && !waited(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(waited()) << "the VMA's copy did not break while the exports were gone";
-  protocol::JobProgress p = client->progress(job);
-  EXPECT_EQ(p.status, protocol::VmaJobStatus::Running);
-  for (const auto& d : p.disks) EXPECT_NE(d.status, DiskStatus::Failed) << d.error.value_or("");
-  start_oma_with();
-
-  json j = wait_job(job);
-  ASSERT_EQ(j["status"], "completed") << j.dump(2);
-  expect_committed(j, v.instance_uuid, job);
-  p = client->progress(job);
-  expect_resumed_within_bound(at_stop, disk_of(p, at_stop.disk_key), "OMA and export server stopped");
-  expect_targets_match(v.instance_uuid);
-  expect_no_snapshot_left(v);
-  EXPECT_TRUE(std::filesystem::is_empty(checkpoints_dir()));
 }
 
 TEST_F(VmaResume, ASnapshotRemovedWhileTheVmaWasDownStartsEveryDiskOverAndSaysWhy) {

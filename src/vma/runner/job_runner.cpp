@@ -435,35 +435,8 @@ void JobRunner::remove_checkpoints(const std::string& job_id) {
   remove_checkpoint_files(options_.checkpoint_dir, [&](const std::string& id) { return id == job_id; });
 }
 
-engine::CopyStats JobRunner::copy_resuming(Job& job, size_t index, const source::DiskPass& disk,
-                                           const Endpoint& target, engine::CopyOptions o,
-                                           source::DiskCheckpoint* checkpoint) {
-  bool moved = false;  // the target was reachable in this pass: a break is an outage
-  for (unsigned resume = 0;; ++resume) {
-    auto progress = std::make_shared<engine::Progress>();
-    {
-      std::lock_guard lock(mu_);
-      job.progress[index] = progress;
-    }
-    o.progress = progress.get();
-    try {
-      return source::copy_disk(disk, target, o, checkpoint);
-    } catch (const UsageError&) {
-      throw;  // refused (a target too small, read-only): waiting does not help
-    } catch (const Error& e) {
-      moved = moved || progress->done() > 0;
-      if (!checkpoint || !moved || resume >= options_.disk_resumes || job.cancel) throw;
-      auto delay = options_.resume_delay * (1u << std::min(resume, 4u));
-      log::warn("job {}: disk {} ({}): the copy broke ({}); resuming it from its checkpoint in {} ms (resume {} of {})",
-                job.state.job_id(), disk.key.str(), disk.label, e.what(), delay.count(), resume + 1,
-                options_.disk_resumes);
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, delay, [&] { return job.cancel.load(); })) throw;
-    }
-  }
-}
-
 void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
+  auto progress = std::make_shared<engine::Progress>();
   Endpoint target;
   source::DiskCheckpoint checkpoint;
   bool resumable = !options_.checkpoint_dir.empty() && !job.state.snapshot.empty();
@@ -477,11 +450,13 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     protocol::DiskProgress& d = job.state.disks[index];
     d.status = DiskStatus::Copying;
     d.phase = DiskPhase::Planning;
+    job.progress[index] = progress;
     target = {target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port),
               options_.target_tls, "target"};
     save(job);
   }
   engine::CopyOptions o = options_.copy;
+  o.progress = progress.get();
   o.cancel = &job.cancel;
   o.target_is_zero = false;  // the protocol does not say a target is fresh: zero what must be zero
   std::error_code ec;
@@ -493,9 +468,9 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
                              {"disk_key", disk.key.str()},
                              {"snapshot", job.state.snapshot}};
     }
-    engine::CopyStats stats = copy_resuming(job, index, disk, target, o, resumable ? &checkpoint : nullptr);
+    engine::CopyStats stats = source::copy_disk(disk, target, o, resumable ? &checkpoint : nullptr);
+    engine::ProgressSnapshot snap = progress->snapshot();
     std::lock_guard lock(mu_);
-    engine::ProgressSnapshot snap = job.progress[index]->snapshot();
     protocol::DiskProgress& d = job.state.disks[index];
     d.status = DiskStatus::Completed;
     d.phase = DiskPhase::Done;

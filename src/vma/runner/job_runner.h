@@ -19,9 +19,7 @@
 // recorded as flushed are copied again, so nothing is skipped); when the snapshot is
 // gone, every disk starts over on a new snapshot and says why (DiskProgress::restarted).
 // A disk reports its change ID only once all its ranges are written and flushed.
-// A copy broken by an outage after it had reached its target resumes from its
-// checkpoint too (disk_resumes). Without a checkpoint_dir, such jobs fail as
-// kInterrupted, never completed, and broken copies fail. stop()
+// Without a checkpoint_dir, such jobs fail as kInterrupted, never completed. stop()
 // cancels a job and returns once its snapshot is gone; a job that ends removes its
 // checkpoints.
 //
@@ -64,12 +62,6 @@ struct RunnerOptions {
   // Existing private directory for the disks' checkpoints; "" = interrupted passes are
   // not resumed (recover() fails them).
   std::string checkpoint_dir;
-  // A disk whose copy breaks after the target was reached (an NBD or tunnel outage
-  // longer than the engine's reconnection attempts, an OMA restarting its export
-  // server) resumes from its checkpoint after resume_delay (doubling), at most
-  // disk_resumes times, before it fails.
-  unsigned disk_resumes = 4;
-  std::chrono::milliseconds resume_delay{2000};
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
 };
 
@@ -135,10 +127,6 @@ class JobRunner {
   std::unique_ptr<source::Pass> open_pass(Job& job, const std::string& work);
   void start_over(Job& job, const std::string& reason);
   void copy_disk(Job& job, size_t index, const source::DiskPass& disk);
-  // source::copy_disk, resumed from `checkpoint` after an outage (RunnerOptions::disk_resumes);
-  // job.progress[index] is the current attempt's progress.
-  engine::CopyStats copy_resuming(Job& job, size_t index, const source::DiskPass& disk, const Endpoint& target,
-                                  engine::CopyOptions o, source::DiskCheckpoint* checkpoint);
   std::string checkpoint_path(const std::string& job_id, const protocol::DiskKey& key) const;
   void remove_checkpoints(const std::string& job_id);
   void cancel(Job& job, const std::string& reason);  // mu_ held
