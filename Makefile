@@ -3,7 +3,7 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test demo bench clean fuzz fuzz-build test-sanitize test-sanitize-ci test-tsan
+.PHONY: all deps build test demo bench deb clean fuzz fuzz-build test-sanitize test-sanitize-ci test-tsan
 
 all: build
 
@@ -24,6 +24,11 @@ test: build
 
 demo: build
 	scripts/demo
+
+# Debian packages (migratekit, migratekit-oma, migratekit-vma) from this build's install
+# tree, checked by lintian: into $(BUILD_DIR)/deb (scripts/make-deb).
+deb: build
+	scripts/make-deb --build-dir $(BUILD_DIR) --lintian
 
 bench: build
 	bench/copy; s=$$?; bench/vma_pass --bin-dir $(BUILD_DIR)/bin && exit $$s

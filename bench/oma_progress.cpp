@@ -2,8 +2,9 @@
 // GET /api/v1/jobs/{id}/progress (bearer token checked, job and disks read from the
 // database) with N concurrent clients on loopback, against GET /health (no token, one
 // trivial query) in the same run as the baseline. Each request opens its own
-// connection, as the CLI and most pollers do. A private OMA is started in a temporary
-// directory and removed afterwards.
+// connection, as the CLI and most pollers do (so over --https every request pays a
+// full TLS handshake; --keep-alive reuses one connection per client). A private OMA is
+// started in a temporary directory and removed afterwards.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/tls.h"
 #include "oma/app.h"
 #include "oma/names.h"
 
@@ -27,7 +29,9 @@ struct Result {
   uint64_t ok = 0, failed = 0;
 };
 
-Result hammer(int port, const std::string& path, const std::string& token, int clients, double seconds) {
+// `fingerprint`: HTTPS, pinning it; "": plain HTTP.
+Result hammer(int port, const std::string& fingerprint, bool keep_alive, const std::string& path,
+              const std::string& token, int clients, double seconds) {
   std::atomic<bool> stop{false};
   std::vector<std::vector<double>> lat(clients);
   std::vector<uint64_t> failed(clients, 0);
@@ -35,7 +39,9 @@ Result hammer(int port, const std::string& path, const std::string& token, int c
   auto t0 = std::chrono::steady_clock::now();
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
-      httplib::Client cli("127.0.0.1", port);
+      httplib::Client cli(fmt::format("{}://127.0.0.1:{}", fingerprint.empty() ? "http" : "https", port));
+      if (!fingerprint.empty()) mk::tls::apply_client_trust(cli, {fingerprint, ""});
+      cli.set_keep_alive(keep_alive);
       httplib::Headers h;
       if (!token.empty()) h.emplace("Authorization", "Bearer " + token);
       while (!stop.load(std::memory_order_relaxed)) {
@@ -73,9 +79,12 @@ Result hammer(int port, const std::string& path, const std::string& token, int c
 int main(int argc, char** argv) {
   int clients = 100, threads = 16;
   double seconds = 5;
+  bool https = false, keep_alive = false;
   CLI::App app{"Benchmark GET of a job's progress on the OMA API"};
   app.add_option("--clients", clients, "Concurrent clients (default 100)")->check(CLI::Range(1, 1000));
   app.add_option("--seconds", seconds, "Duration of each run (default 5)")->check(CLI::Range(0.5, 600.0));
+  app.add_flag("--https", https, "Serve and call the API over HTTPS (the OMA's own certificate, pinned)");
+  app.add_flag("--keep-alive", keep_alive, "One connection per client for all its requests");
   CLI11_PARSE(app, argc, argv);
   (void)threads;
 
@@ -89,6 +98,7 @@ int main(int argc, char** argv) {
     c.api_listen = c.nbd_listen = "127.0.0.1";
     c.api_port = c.nbd_port = 0;
     c.vma_url = "http://127.0.0.1:9";
+    if (https) c.https.mode = "on";
     Oma oma(c);
     oma.start();
     std::ifstream tf(c.data_dir + "/admin.token");
@@ -122,10 +132,11 @@ int main(int argc, char** argv) {
     oma.repos().jobs.roll_up_progress(job);
 
     int port = oma.api_port();
-    fmt::print("OMA API on 127.0.0.1:{}, {} clients, {:.1f} s per run, one connection per request\n", port, clients,
-               seconds);
-    Result health = hammer(port, "/health", "", clients, seconds);
-    Result progress = hammer(port, "/api/v1/jobs/" + job + "/progress", token, clients, seconds);
+    std::string fp = https ? mk::tls::certificate_file_fingerprint(c.data_dir + "/https/cert.pem") : "";
+    fmt::print("OMA API on {}://127.0.0.1:{}, {} clients, {:.1f} s per run, {}\n", https ? "https" : "http", port,
+               clients, seconds, keep_alive ? "keep-alive" : "one connection per request");
+    Result health = hammer(port, fp, keep_alive, "/health", "", clients, seconds);
+    Result progress = hammer(port, fp, keep_alive, "/api/v1/jobs/" + job + "/progress", token, clients, seconds);
     auto show = [](const char* name, const Result& r) {
       fmt::print("{:<28} {:>9.0f} req/s   p50 {:>7.2f} ms   p99 {:>7.2f} ms   max {:>7.2f} ms   ok {}  failed {}\n",
                  name, r.rps, r.p50_ms, r.p99_ms, r.max_ms, r.ok, r.failed);

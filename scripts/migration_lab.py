@@ -69,6 +69,20 @@ def wait_for(what, check, timeout, proc=None, log=None, interval=0.1):
     raise LabError(f"{what}: not within {timeout} s" + tail(log))
 
 
+def journal_writes(flat_file, ranges):
+    """Tells the lab's CBT shim which ranges of a flat file were written: one "offset
+    length" line each in its write journal, when it keeps one (tests/lab/vcsim/cbt_shim.py).
+    Without it the shim counts every allocated block as changed."""
+    try:
+        fd = os.open(flat_file + ".cbt-journal", os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return  # change tracking is not active on this disk yet
+    try:
+        os.write(fd, "".join(f"{o} {n}\n" for o, n in ranges).encode())
+    finally:
+        os.close(fd)
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -238,6 +252,7 @@ class MigrationLab:
     def start_oma(self):
         argv = [self.tool("oma"), "--data-dir", self.oma_dir, "--api-listen", "127.0.0.1", "--api-port", str(self.api_port),
                 "--nbd-listen", "127.0.0.1", "--nbd-port", str(self.nbd_port()), "--gui-port", str(self.gui_port),
+                "--gui-listen", "127.0.0.1",  # loopback: plain HTTP (elsewhere the OMA speaks HTTPS)
                 "--keep-export-server",
                 "--tunnel-port-base", str(self.tunnel_port_base()),
                 "--vma-url", f"http://127.0.0.1:{self.tunnel_port_base()}",
@@ -448,11 +463,15 @@ class MigrationLab:
         n = 0
         for vm in self.vms.values():
             for disk in vm["disks"]:
+                written = []
                 with open(disk["flat_file"], "r+b") as f:
                     for _ in range(blocks_per_disk):
-                        f.seek(rng.randrange(disk["capacity_bytes"] // 65536) * 65536)
+                        offset = rng.randrange(disk["capacity_bytes"] // 65536) * 65536
+                        f.seek(offset)
                         f.write(os.urandom(65536))
+                        written.append(offset)
                         n += 1
+                journal_writes(disk["flat_file"], [(o, 65536) for o in written])
         return n
 
     def cutover(self, vm_id, shutdown_timeout=60):

@@ -5,6 +5,9 @@
 //
 // The API token is read from a file (--token-file, $MIGRATEKIT_TOKEN_FILE, default
 // /var/lib/oma/admin.token), never taken on the command line where `ps` would show it.
+// Over https:// the OMA's certificate is checked by its pinned SHA-256 fingerprint
+// (--fingerprint, $MIGRATEKIT_API_FINGERPRINT; the OMA logs it) or by a CA file
+// (--ca-file, $MIGRATEKIT_CA_FILE), else by the system's CAs.
 #include <fmt/format.h>
 #include <httplib.h>
 #include <unistd.h>
@@ -20,6 +23,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
+#include "common/tls.h"
 #include "common/units.h"
 
 namespace mk::cli {
@@ -28,7 +32,7 @@ namespace {
 using nlohmann::json;
 
 struct OmaArgs {
-  std::string api, token_file;
+  std::string api, token_file, fingerprint, ca_file;
   std::string vm, job, status;
   bool incremental = false, watch = false, json_out = false, cleanup = false;
   int interval_ms = 1000;
@@ -43,6 +47,13 @@ std::string env_or(const char* name, const std::string& fallback) {
 class Api {
  public:
   explicit Api(const OmaArgs& a) : base_(a.api), client_(a.api) {
+    if (!a.fingerprint.empty() || !a.ca_file.empty()) {
+      if (a.api.rfind("https://", 0) != 0)
+        throw UsageError(fmt::format("--fingerprint and --ca-file are for an https:// --api, not {}", a.api));
+      tls::apply_client_trust(client_, {a.fingerprint.empty() ? "" : tls::normalize_fingerprint(a.fingerprint, "--fingerprint"),
+                                        a.ca_file});
+      pinned_ = !a.fingerprint.empty();
+    }
     std::ifstream in(a.token_file);
     std::getline(in, token_);
     if (token_.empty()) {
@@ -50,12 +61,21 @@ class Api {
                                    "data directory, admin.token)",
                                    a.token_file));
     }
+    // One connection for all calls (`jobs watch` polls): over HTTPS a new connection per
+    // call would be a TLS handshake per call.
+    client_.set_keep_alive(true);
     client_.set_connection_timeout(std::chrono::seconds(5));
     client_.set_read_timeout(std::chrono::seconds(30));
   }
   json call(const std::string& method, const std::string& path, const json& body = nullptr) {
     httplib::Headers h = {{"Authorization", "Bearer " + token_}};
     auto r = method == "GET" ? client_.Get(path.c_str(), h) : client_.Post(path.c_str(), h, body.is_null() ? "" : body.dump(), "application/json");
+    if (!r && (r.error() == httplib::Error::SSLConnection || r.error() == httplib::Error::SSLServerVerification))
+      throw Error(fmt::format("no trusted HTTPS connection to the OMA API at {}: {}", base_,
+                              pinned_ ? "its certificate does not have the --fingerprint given (or it does not speak "
+                                        "HTTPS)"
+                                      : "its certificate is not trusted: give --fingerprint (the OMA logs its "
+                                        "certificate's) or --ca-file"));
     if (!r) throw Error(fmt::format("cannot reach the OMA API at {}: {} (is the OMA running? --api)", base_, httplib::to_string(r.error())));
     json j = json::parse(r->body, nullptr, false);
     if (r->status >= 400) {
@@ -69,6 +89,7 @@ class Api {
 
  private:
   std::string base_, token_;
+  bool pinned_ = false;
   httplib::Client client_;
 };
 
@@ -225,6 +246,9 @@ int run_jobs(const OmaArgs& a, const std::string& action) {
 
 void common_options(CLI::App* c, OmaArgs& a) {
   c->add_option("--api", a.api, "OMA API URL (default $MIGRATEKIT_API or http://127.0.0.1:8082)");
+  c->add_option("--fingerprint", a.fingerprint,
+                "https: the OMA certificate's SHA-256 fingerprint to pin (default $MIGRATEKIT_API_FINGERPRINT)");
+  c->add_option("--ca-file", a.ca_file, "https: CA certificates (PEM) to verify the OMA with (default $MIGRATEKIT_CA_FILE)");
   c->add_option("--token-file", a.token_file,
                 "File holding the API token (default $MIGRATEKIT_TOKEN_FILE or /var/lib/oma/admin.token)");
 }
@@ -235,6 +259,8 @@ Runner add_oma_commands(CLI::App& app) {
   auto a = std::make_shared<OmaArgs>();
   a->api = env_or("MIGRATEKIT_API", "http://127.0.0.1:8082");
   a->token_file = env_or("MIGRATEKIT_TOKEN_FILE", "/var/lib/oma/admin.token");
+  a->fingerprint = env_or("MIGRATEKIT_API_FINGERPRINT", "");
+  a->ca_file = env_or("MIGRATEKIT_CA_FILE", "");
 
   CLI::App* vms = app.add_subcommand("vms", "List the VMs the OMA knows");
   common_options(vms, *a);

@@ -143,17 +143,21 @@ Client::Client(Endpoint endpoint, ClientOptions options)
   if (endpoint_.api_url.empty() || endpoint_.api_key.empty() || endpoint_.secret_key.empty()) {
     throw UsageError("CloudStack client: the API URL, API key and secret key are all required");
   }
-  std::string scheme = mk::to_lower(endpoint_.api_url.substr(0, endpoint_.api_url.find("://") + 3));
-  if (scheme == "http://" && !options_.allow_insecure_http) {
+  check_api_url(endpoint_.api_url, options_.allow_insecure_http);
+  if (options_.page_size < 1) throw UsageError("CloudStack client: page_size must be >= 1");
+}
+
+void check_api_url(const std::string& api_url, bool allow_insecure_http) {
+  std::string scheme = mk::to_lower(api_url.substr(0, api_url.find("://") + 3));
+  if (scheme == "http://" && !allow_insecure_http) {
     throw UsageError(fmt::format("CloudStack API URL {}: http:// would send the API key and every signed request "
-                                 "in clear; use https:// (or allow insecure http explicitly for a lab)",
-                                 url_for_messages(endpoint_.api_url)));
+                                 "in clear; use https:// (or start the OMA with --cloudstack-allow-http for a lab)",
+                                 url_for_messages(api_url)));
   }
   if (scheme != "http://" && scheme != "https://") {
     throw UsageError(fmt::format("CloudStack API URL {}: expected https://HOST[:PORT]/client/api",
-                                 url_for_messages(endpoint_.api_url)));
+                                 url_for_messages(api_url)));
   }
-  if (options_.page_size < 1) throw UsageError("CloudStack client: page_size must be >= 1");
 }
 
 // "yyyy-MM-dd'T'HH:mm:ssZ" in UTC, `ahead` from now: CloudStack's expires format.

@@ -60,6 +60,10 @@ struct ClientOptions {
   std::chrono::seconds signature_lifetime{std::chrono::minutes(5)};
 };
 
+// Throws UsageError (naming the URL without its query) unless `api_url` is https://, or
+// http:// with `allow_insecure_http`. Every Client checks its URL so.
+void check_api_url(const std::string& api_url, bool allow_insecure_http);
+
 // Auto: GET for reads (list*, query*, get*), POST for every other command.
 enum class Method { Auto, Get, Post };
 

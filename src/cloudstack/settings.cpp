@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "common/json_schema.h"
 #include "common/text.h"
 
 namespace mk::cloudstack {
@@ -173,6 +174,15 @@ Settings settings_from_json(const Json& j, const SecretTransform& open) {
   s.oma_mac = text("oma_mac");
   s.test_network_id = text("test_network_id");
   return s;
+}
+
+void check_settings(const Settings& s, const ClientOptions& options) {
+  if (s.api_url.empty()) return;  // required-ness is the schema's and validate_settings()'s
+  try {
+    check_api_url(s.api_url, options.allow_insecure_http);
+  } catch (const UsageError& e) {
+    throw schema::FieldError("api_url", e.what());
+  }
 }
 
 ValidationReport validate_settings(const Settings& s, ClientOptions options) {

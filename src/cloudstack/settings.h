@@ -48,6 +48,11 @@ struct ValidationReport {
   }
 };
 
+// The checks that need no CloudStack: the API URL is https:// (http:// only with
+// options.allow_insecure_http). Throws schema::FieldError("api_url") saying what to do.
+// Saving settings calls it, so an http:// URL is refused when it is given, not at cutover.
+void check_settings(const Settings& settings, const ClientOptions& options);
+
 // Checks that each setting exists and fits: the zone is enabled, the disk offering is
 // custom-size, the template is ready, every network is in the zone, the OMA's VM is
 // found by its MAC, and the account may attach volumes (attachVolume allowed, and the

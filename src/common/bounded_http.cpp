@@ -6,7 +6,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -114,36 +117,78 @@ std::pair<std::string, int> address_of(const sockaddr_storage& ss) {
   return {host, port};
 }
 
-// Writes all of `data` to a non-blocking socket, waiting at most `timeout_ms` for each
-// chance to write. False when the peer is gone or too slow.
-bool write_all(int fd, const char* data, size_t size, int timeout_ms) {
+// The connection's byte stream, plain or TLS (`ssl` null: plain). The socket is
+// non-blocking either way.
+constexpr ssize_t kWouldBlock = -1, kFailed = -2;
+
+// One read: > 0 bytes, 0 the peer closed, kWouldBlock, kFailed.
+ssize_t io_read(int fd, SSL* ssl, char* buf, size_t size) {
+  if (!ssl) {
+    ssize_t n = ::recv(fd, buf, size, 0);
+    if (n >= 0) return n;
+    return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? kWouldBlock : kFailed;
+  }
+  ERR_clear_error();
+  size_t got = 0;
+  if (SSL_read_ex(ssl, buf, size, &got) == 1) return static_cast<ssize_t>(got);
+  switch (SSL_get_error(ssl, 0)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: return kWouldBlock;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: return kFailed;
+  }
+}
+
+// One write without waiting: bytes written (> 0), kWouldBlock or kFailed.
+ssize_t io_write_some(int fd, SSL* ssl, const char* data, size_t size) {
+  if (!ssl) {
+    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) return n;
+    return (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) ? kWouldBlock : kFailed;
+  }
+  ERR_clear_error();
+  size_t put = 0;
+  if (SSL_write_ex(ssl, data, size, &put) == 1 && put > 0) return static_cast<ssize_t>(put);
+  int e = SSL_get_error(ssl, 0);
+  return (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) ? kWouldBlock : kFailed;
+}
+
+// Writes all of `data`, waiting at most `timeout_ms` for each chance to write. False
+// when the peer is gone or too slow.
+bool write_all(int fd, SSL* ssl, const char* data, size_t size, int timeout_ms) {
   while (size > 0) {
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
+    ssize_t n = io_write_some(fd, ssl, data, size);
     if (n > 0) {
       data += n;
       size -= static_cast<size_t>(n);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{fd, POLLOUT, 0};
-      int r = ::poll(&p, 1, timeout_ms);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0 || (p.revents & (POLLERR | POLLHUP | POLLNVAL))) return false;
-      continue;
-    }
-    return false;
+    if (n == kFailed) return false;
+    bool want_read = ssl && SSL_want_read(ssl);  // TLS may need the peer's bytes first
+    pollfd p{fd, static_cast<short>(want_read ? POLLIN : POLLOUT), 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0 || (p.revents & (POLLERR | POLLNVAL)) || (!want_read && (p.revents & POLLHUP))) return false;
   }
   return true;
+}
+
+// Ends our direction: TLS close_notify (if it fits now), then the socket's write side.
+void shutdown_write(int fd, SSL* ssl) {
+  if (ssl) {
+    ERR_clear_error();
+    SSL_shutdown(ssl);
+  }
+  ::shutdown(fd, SHUT_WR);
 }
 
 // What httplib's process_request() reads (one request, complete, from memory) and where
 // it writes (the connection).
 class RequestStream final : public httplib::Stream {
  public:
-  RequestStream(int fd, const std::string& request, std::string remote, int remote_port, std::string local,
+  RequestStream(int fd, SSL* ssl, const std::string& request, std::string remote, int remote_port, std::string local,
                 int local_port, int write_timeout_ms)
-      : fd_(fd), request_(request), remote_(std::move(remote)), local_(std::move(local)),
+      : fd_(fd), ssl_(ssl), request_(request), remote_(std::move(remote)), local_(std::move(local)),
         remote_port_(remote_port), local_port_(local_port), write_timeout_ms_(write_timeout_ms) {}
 
   bool is_readable() const override { return pos_ < request_.size(); }
@@ -159,7 +204,7 @@ class RequestStream final : public httplib::Stream {
     return static_cast<ssize_t>(n);
   }
   ssize_t write(const char* ptr, size_t size) override {
-    if (failed_ || !write_all(fd_, ptr, size, write_timeout_ms_)) {
+    if (failed_ || !write_all(fd_, ssl_, ptr, size, write_timeout_ms_)) {
       failed_ = true;
       return -1;
     }
@@ -178,6 +223,7 @@ class RequestStream final : public httplib::Stream {
 
  private:
   int fd_;
+  SSL* ssl_;
   const std::string& request_;
   size_t pos_ = 0;
   std::string remote_, local_;
@@ -215,8 +261,10 @@ Verdict Verdict::refuse(int status, std::string body, std::string content_type) 
 // One accepted connection. Owned by the loop (conns_) or by the queues between the loop
 // and the workers; one thread at a time touches it.
 struct BoundedHttpServer::Conn {
-  enum class Phase { Head, Admit, Body, Process, Linger, Closed };
+  enum class Phase { Handshake, Head, Admit, Body, Process, Linger, Closed };
   int fd = -1;
+  SSL* ssl = nullptr;        // HTTPS: this connection's TLS state (owned)
+  bool want_write = false;   // the handshake waits to write
   std::string client, local;
   int client_port = 0, local_port = 0;
   Phase phase = Phase::Head;
@@ -240,6 +288,10 @@ struct BoundedHttpServer::Conn {
   size_t served = 0;
   std::string out;  // a refusal not yet written (Linger)
   size_t lingered = 0;
+
+  ~Conn() {
+    if (ssl) SSL_free(ssl);
+  }
 
   void reset_request() {
     head = RequestHead{};
@@ -319,6 +371,7 @@ void BoundedHttpServer::start() {
   if (listen_fd_ < 0) throw Error("BoundedHttpServer::start() before bind()");
   if (::pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) throw Error(fmt::format("pipe: {}", std::strerror(errno)));
   svr_sock_ = listen_fd_;  // httplib ends event streams when this becomes INVALID_SOCKET
+  if (tls_) ::signal(SIGPIPE, SIG_IGN);  // OpenSSL writes with write(), not send(MSG_NOSIGNAL)
   started_ = true;
   for (int i = 0; i < std::max(1, limits_.threads); ++i) workers_.emplace_back([this] { worker(); });
   loop_thread_ = std::thread([this] { loop(); });
@@ -368,8 +421,11 @@ void BoundedHttpServer::loop() {
     for (auto& c : conns_) {
       short ev = POLLIN;
       if (c->phase == Conn::Phase::Linger && !c->out.empty()) ev |= POLLOUT;
+      if (c->phase == Conn::Phase::Handshake && c->want_write) ev = POLLOUT;
       fds.push_back({c->fd, ev, 0});
       next = std::min(next, c->deadline);
+      // Bytes TLS already decrypted are not in the socket: poll would not report them.
+      if (c->ssl && c->phase != Conn::Phase::Handshake && SSL_pending(c->ssl) > 0) next = now;
     }
     if (!accepting) next = std::min(next, accept_paused_until);
     int timeout = static_cast<int>(
@@ -390,8 +446,11 @@ void BoundedHttpServer::loop() {
     for (size_t i = 0; i < n; ++i) {
       Conn& c = *conns_[i];
       short rev = fds[i + 2].revents;
+      if (c.ssl && c.phase != Conn::Phase::Handshake && SSL_pending(c.ssl) > 0) rev |= POLLIN;
       if (c.phase == Conn::Phase::Linger) {
         if (rev) on_linger(c, rev);
+      } else if (c.phase == Conn::Phase::Handshake) {
+        if (rev) on_handshake(c);
       } else if (rev & (POLLIN | POLLHUP | POLLERR)) {
         on_readable(c);
       }
@@ -458,8 +517,10 @@ bool BoundedHttpServer::accept_all() {
       }
     }
     if (!refusal_msg.empty()) {
-      std::string a = closing_answer(503, refusal(503, refusal_msg), "application/json", {{"Retry-After", "1"}});
-      (void)!::send(fd, a.data(), a.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (!tls_) {  // an HTTPS client could not read a plain answer, and a handshake costs CPU
+        std::string a = closing_answer(503, refusal(503, refusal_msg), "application/json", {{"Retry-After", "1"}});
+        (void)!::send(fd, a.data(), a.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
       ::close(fd);
       continue;
     }
@@ -474,6 +535,17 @@ bool BoundedHttpServer::accept_all() {
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&ls), &llen);
     std::tie(c->local, c->local_port) = address_of(ls);
     c->deadline = Clock::now() + std::chrono::milliseconds(limits_.idle_timeout_ms);
+    if (tls_) {
+      c->ssl = SSL_new(tls_->ctx());
+      if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+        log::error("HTTPS server: cannot start TLS on a connection from {} (out of memory?)", client);
+        close_conn(*c);
+        continue;
+      }
+      SSL_set_accept_state(c->ssl);
+      c->phase = Conn::Phase::Handshake;
+      c->deadline = Clock::now() + std::chrono::milliseconds(limits_.handshake_timeout_ms);
+    }
     conns_.push_back(std::move(c));
   }
 }
@@ -509,8 +581,8 @@ void BoundedHttpServer::on_readable(Conn& c) {
     want = static_cast<size_t>(std::min<uint64_t>(want, need));
     if (want == 0) return;  // already buffered; advance() takes it
   }
-  ssize_t n = ::recv(c.fd, buf, want, 0);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  ssize_t n = io_read(c.fd, c.ssl, buf, want);
+  if (n == kWouldBlock) return;
   if (n <= 0) {  // the peer left, perhaps in the middle of a request: nobody to answer
     close_conn(c);
     return;
@@ -528,7 +600,8 @@ void BoundedHttpServer::on_deadline(Conn& c) {
     std::lock_guard lock(mu_);
     stats_.timed_out++;
   }
-  if (c.phase == Conn::Phase::Head && !c.head_started) close_conn(c);  // idle: no answer owed
+  if (c.phase == Conn::Phase::Handshake) close_conn(c);  // no TLS yet: nothing can be said
+  else if (c.phase == Conn::Phase::Head && !c.head_started) close_conn(c);  // idle: no answer owed
   else if (c.phase == Conn::Phase::Head)
     refuse(c, 408, fmt::format("the request's head did not arrive within {} ms", limits_.head_timeout_ms));
   else if (c.phase == Conn::Phase::Body)
@@ -758,28 +831,71 @@ void BoundedHttpServer::linger(Conn& c, std::string answer) {
   std::string().swap(c.in);
   c.reset_request();
   c.out = std::move(answer);
-  ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ssize_t n = io_write_some(c.fd, c.ssl, c.out.data(), c.out.size());
   if (n > 0) c.out.erase(0, static_cast<size_t>(n));
-  if (c.out.empty()) ::shutdown(c.fd, SHUT_WR);
+  if (c.out.empty()) shutdown_write(c.fd, c.ssl);
   c.phase = Conn::Phase::Linger;
   c.deadline = Clock::now() + std::chrono::milliseconds(kLingerMs);
 }
 
 void BoundedHttpServer::on_linger(Conn& c, short revents) {
   if ((revents & POLLOUT) && !c.out.empty()) {
-    ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = io_write_some(c.fd, c.ssl, c.out.data(), c.out.size());
     if (n > 0) c.out.erase(0, static_cast<size_t>(n));
-    else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close_conn(c);
-    if (c.out.empty()) ::shutdown(c.fd, SHUT_WR);
+    else if (n == kFailed) return close_conn(c);
+    if (c.out.empty()) shutdown_write(c.fd, c.ssl);
   }
   if (revents & (POLLIN | POLLHUP | POLLERR)) {
     static thread_local char scratch[kReadChunk];
-    ssize_t n = ::recv(c.fd, scratch, sizeof scratch, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    ssize_t n = io_read(c.fd, c.ssl, scratch, sizeof scratch);
+    if (n == kWouldBlock) return;
     if (n <= 0) return close_conn(c);
     c.lingered += static_cast<size_t>(n);
     if (c.lingered > kLingerMaxBytes) close_conn(c);
   }
+}
+
+// The TLS handshake, a step at a time as bytes arrive; then the connection waits for its
+// first request like a plain one. A client that speaks plain HTTP here (its first byte is
+// not a TLS handshake record) gets a plain 400 that names https://.
+void BoundedHttpServer::on_handshake(Conn& c) {
+  if (!c.head_started) {
+    unsigned char first = 0;
+    ssize_t n = ::recv(c.fd, &first, 1, MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return close_conn(c);
+    if (n == 1) {
+      c.head_started = true;  // here: the first byte was looked at
+      if (first != 0x16) {    // a TLS record of type handshake starts with 22
+        SSL_free(c.ssl);
+        c.ssl = nullptr;
+        refuse(c, 400, "this port speaks HTTPS only: use https:// (and the OMA's certificate fingerprint or CA)");
+        return;
+      }
+    }
+  }
+  ERR_clear_error();
+  int r = SSL_do_handshake(c.ssl);
+  if (r == 1) {
+    c.head_started = false;
+    c.want_write = false;
+    c.phase = Conn::Phase::Head;
+    c.deadline = Clock::now() + std::chrono::milliseconds(limits_.idle_timeout_ms);
+    return;
+  }
+  int e = SSL_get_error(c.ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    c.want_write = e == SSL_ERROR_WANT_WRITE;
+    return;
+  }
+  unsigned long detail = ERR_peek_error();
+  log::debug("HTTPS: TLS handshake with {} failed: {}", c.client,
+             detail ? ERR_reason_error_string(detail) ? ERR_reason_error_string(detail) : "?" : "connection closed");
+  ERR_clear_error();
+  {
+    std::lock_guard lock(mu_);
+    stats_.refused++;
+  }
+  close_conn(c);
 }
 
 void BoundedHttpServer::close_conn(Conn& c) {
@@ -844,12 +960,12 @@ void BoundedHttpServer::admit(Conn& c) {
     }
     std::string().swap(c.in);
     c.reset_request();
-    bool sent = write_all(c.fd, answer.data(), answer.size(), limits_.write_timeout_ms);
+    bool sent = write_all(c.fd, c.ssl, answer.data(), answer.size(), limits_.write_timeout_ms);
     if (!sent) {
       c.phase = Conn::Phase::Closed;
       return;
     }
-    ::shutdown(c.fd, SHUT_WR);
+    shutdown_write(c.fd, c.ssl);
     c.phase = Conn::Phase::Linger;
     return;
   }
@@ -862,7 +978,7 @@ void BoundedHttpServer::admit(Conn& c) {
   }
   if (c.expect_continue) {
     static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    if (!write_all(c.fd, kContinue, sizeof kContinue - 1, limits_.write_timeout_ms)) {
+    if (!write_all(c.fd, c.ssl, kContinue, sizeof kContinue - 1, limits_.write_timeout_ms)) {
       c.phase = Conn::Phase::Closed;
       return;
     }
@@ -886,7 +1002,7 @@ void BoundedHttpServer::process(Conn& c) {
 
   bool closing = c.close_after || stopping_ || ++c.served >= limits_.max_requests_per_connection;
   bool connection_closed = false;
-  RequestStream strm(c.fd, request, c.client, c.client_port, c.local, c.local_port, limits_.write_timeout_ms);
+  RequestStream strm(c.fd, c.ssl, request, c.client, c.client_port, c.local, c.local_port, limits_.write_timeout_ms);
   t_admitted = &c.context;
   bool ok = false;
   try {

@@ -39,6 +39,12 @@
 // So an unauthenticated request costs at most one connection's head buffer
 // (max_header_bytes + one 16 KiB read) and never a worker thread.
 //
+// HTTPS (set_tls()): the TLS handshake is step 0, done by the loop without blocking,
+// within `handshake_timeout_ms` of the accept (else the connection is closed), so a slow
+// or silent TLS client holds a descriptor and a TLS state, never a worker; every limit
+// above then applies to the decrypted stream, as it would to plain HTTP. A client that
+// speaks plain HTTP to an HTTPS listener gets a plain 400 naming https:// and is closed.
+//
 // Ownership and threads: owns its listening socket, its loop thread, its worker threads
 // and every accepted connection. Declare handlers on handlers() and set the admission
 // before start(); start() and stop() from one thread. Handlers run on worker threads,
@@ -59,6 +65,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/tls.h"
+
 namespace mk::http {
 
 struct Limits {
@@ -73,6 +81,7 @@ struct Limits {
   int write_timeout_ms = 10000;         // each write of an answer
   size_t max_connections = 512;         // in all (503)
   size_t max_connections_per_client = 128;  // per peer address (503)
+  int handshake_timeout_ms = 5000;      // HTTPS: the TLS handshake, from the accept (closed)
   int threads = 16;                     // workers running handlers
   size_t max_requests_per_connection = 1000;
 };
@@ -133,6 +142,10 @@ class BoundedHttpServer : private httplib::Server {
     refusal_body_ = std::move(f);
   }
 
+  // Serves HTTPS with this certificate instead of plain HTTP. Before start().
+  void set_tls(std::shared_ptr<const tls::TlsServerContext> tls) { tls_ = std::move(tls); }
+  bool serves_tls() const { return tls_ != nullptr; }
+
   // Binds `host`:`port` (0: any free port) and returns the port. Throws mk::Error naming
   // the address when it cannot.
   int bind(const std::string& host, int port);
@@ -161,6 +174,7 @@ class BoundedHttpServer : private httplib::Server {
   void hand_off();
   void on_readable(Conn& c);
   void on_linger(Conn& c, short revents);
+  void on_handshake(Conn& c);
   void on_deadline(Conn& c);
   void advance(Conn& c);  // parse what is buffered; may hand c to a worker
   bool parse_head(Conn& c);
@@ -175,6 +189,7 @@ class BoundedHttpServer : private httplib::Server {
   std::string refusal(int status, const std::string& message) const;
 
   Limits limits_;
+  std::shared_ptr<const tls::TlsServerContext> tls_;
   Admission admission_;
   std::function<std::string(int, const std::string&)> refusal_body_;
   int listen_fd_ = -1;

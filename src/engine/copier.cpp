@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -76,6 +77,9 @@ class Worker {
     }
   }
 
+  // When this worker last had nothing more to write and asked for its final flush.
+  std::optional<Clock::time_point> final_flush_asked() const { return final_flush_asked_; }
+
   void add_stats(CopyStats& total) const {
     const PipelineStats& p = pipeline_.stats();
     total.bytes_written += p.bytes_written;
@@ -97,6 +101,7 @@ class Worker {
       pipeline_.fill(queue_);
       bool idle = pipeline_.in_flight() == 0 && !durability_.flushing();
       if (idle && queue_.exhausted()) {
+        final_flush_asked_ = Clock::now();  // the latest ask counts: a failed flush sends work back
         if (!durability_.start_final_flush()) return;  // everything this worker wrote is durable
         continue;
       }
@@ -122,6 +127,7 @@ class Worker {
   RecoveringTransport transport_;
   RequestPipeline pipeline_;
   Durability durability_;
+  std::optional<Clock::time_point> final_flush_asked_;
 };
 
 }  // namespace
@@ -181,9 +187,15 @@ CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& 
   for (auto& t : threads) t.join();
 
   if (queue.failed()) throw Error(queue.error());
-  for (auto& w : workers) w->add_stats(total);
+  std::optional<Clock::time_point> flush_asked;
+  for (auto& w : workers) {
+    w->add_stats(total);
+    if (auto t = w->final_flush_asked(); t && (!flush_asked || *t > *flush_asked)) flush_asked = t;
+  }
+  auto ended = Clock::now();
   total.connections = connections;
-  total.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  total.seconds = std::chrono::duration<double>(ended - started).count();
+  if (flush_asked) total.flush_seconds = std::chrono::duration<double>(ended - *flush_asked).count();
   return total;
 }
 

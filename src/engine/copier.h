@@ -55,6 +55,9 @@ struct CopyStats {
   unsigned reconnects = 0;
   unsigned connections = 0;
   double seconds = 0;
+  // Of `seconds`, the tail spent making the writes durable: from the moment the last
+  // connection had written everything and asked for its final flush, to the end.
+  double flush_seconds = 0;
 };
 
 // What the plan obliges the pass to move, given whether the target is fresh:

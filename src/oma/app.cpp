@@ -54,7 +54,38 @@ void check_pairing_values(const OmaConfig& c) {
                                  "starting with -)", user.substr(0, 64)));
 }
 
+// The names the OMA is known by, for the certificate it makes.
+std::vector<std::string> https_names(const OmaConfig& c) {
+  std::vector<std::string> names{c.nbd_advertise_host, c.ssh_host};
+  std::string url = c.public_api_url;
+  if (size_t p = url.find("://"); p != std::string::npos) {
+    std::string rest = url.substr(p + 3);
+    rest = rest.substr(0, rest.find('/'));
+    if (!rest.empty() && rest[0] == '[') names.push_back(rest.substr(1, rest.find(']') - 1));
+    else names.push_back(rest.substr(0, rest.find(':')));
+  }
+  return names;
+}
+
+// A host as it goes into a URL (an IPv6 address in brackets).
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
 }  // namespace
+
+void check_config(const OmaConfig& config) {
+  if (config.data_dir.empty()) throw UsageError("--data-dir is required");
+  OmaConfig c = config;
+  if (c.ssh_host.empty()) c.ssh_host = c.nbd_advertise_host;
+  check_pairing_values(c);
+  if (c.volume_backend != "local" && c.volume_backend != "cloudstack")
+    throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", c.volume_backend));
+  if (c.export_backend != "nbdkit" && c.export_backend != "nbd-server")
+    throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", c.export_backend));
+  if (c.keep_export_server && c.export_backend != "nbdkit")
+    throw UsageError("--keep-export-server works with the nbdkit export backend only");
+}
 
 std::string reset_admin_token(const OmaConfig& config) {
   if (config.data_dir.empty()) throw UsageError("--data-dir is required");
@@ -74,9 +105,8 @@ std::string reset_admin_token(const OmaConfig& config) {
 }
 
 Oma::Oma(OmaConfig config) : config_(std::move(config)) {
-  if (config_.data_dir.empty()) throw UsageError("--data-dir is required");
+  check_config(config_);
   if (config_.ssh_host.empty()) config_.ssh_host = config_.nbd_advertise_host;
-  check_pairing_values(config_);
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the data directory {}: {}", config_.data_dir, ec.message()));
@@ -118,6 +148,8 @@ void Oma::bootstrap_token() {
 }
 
 void Oma::start() {
+  https_ = prepare_https(config_.https, config_.data_dir, config_.api_listen,
+                         config_.gui_port >= 0 ? config_.gui_listen : "", https_names(config_));
   db_ = db::open_database(config_.database_url);
   // The key is read for the migration only if it has values to re-seal; a key it
   // needs but cannot find is a refusal naming the file (sealed_values.h).
@@ -206,6 +238,7 @@ void Oma::start() {
   ac.port = config_.api_port;
   ac.strict_replies = config_.strict_api_replies;
   ac.limits = config_.http_limits;
+  ac.tls = https_.api;
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
       {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
@@ -215,13 +248,17 @@ void Oma::start() {
     gc.port = config_.gui_port;
     gc.dist_dir = config_.gui_dir;
     gc.limits = config_.http_limits;
+    gc.tls = https_.gui;
     gui_ = std::make_unique<gui::GuiServer>(*api_, gc);
   }
   api_->start();
   // The API port is known only now (it may be 0 = any): tell it to pairing bundles.
-  pairing_->set_api_url(config_.public_api_url.empty()
-                            ? fmt::format("http://{}:{}", config_.nbd_advertise_host, api_->port())
-                            : config_.public_api_url);
+  // VMAs pin the certificate when the URL leads to this OMA's HTTPS listener.
+  std::string api_url = config_.public_api_url.empty() ? fmt::format("{}://{}:{}", https_.api ? "https" : "http",
+                                                                     url_host(config_.nbd_advertise_host), api_->port())
+                                                       : config_.public_api_url;
+  bool pinned = https_.api && api_url.rfind("https://", 0) == 0;
+  pairing_->set_api_url(api_url, pinned ? std::optional(https_.fingerprint) : std::nullopt);
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
   if (gui_) {
     gui_->start();

@@ -24,6 +24,7 @@
 #include "oma/exports/export_manager.h"
 #include "oma/gui/event_hub.h"
 #include "oma/gui/gui_server.h"
+#include "oma/https.h"
 #include "oma/jobs/scheduler.h"
 #include "oma/jobs/job_manager.h"
 #include "oma/pairing/pairing_service.h"
@@ -55,7 +56,7 @@ struct OmaConfig {
   CutoverConfig cutover;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
   // VMs without a paired VMA use vma_url (the default VMA).
-  std::string public_api_url;                 // default http://<nbd_advertise_host>:<api port>
+  std::string public_api_url;                 // default http(s)://<nbd_advertise_host>:<api port>
   std::string ssh_host;                       // default nbd_advertise_host
   int ssh_port = 22;
   std::string ssh_user = "migratekit";
@@ -76,6 +77,9 @@ struct OmaConfig {
   bool strict_api_replies = false;
   // The API's and the GUI's HTTP limits, timeouts and connection caps (common/bounded_http.h).
   http::Limits http_limits;
+  // HTTPS for the API and the GUI (oma/https.h): by default on every listener that is
+  // not loopback-only, with the OMA's own certificate made in DATA/https/.
+  HttpsOptions https;
 };
 
 // `oma --reset-admin-token`: makes a new admin API token in the database of the OMA
@@ -86,6 +90,11 @@ struct OmaConfig {
 // once. Other tokens are left as they are. Throws UsageError when the SQLite database
 // does not exist (a wrong --data-dir), mk::Error when the database cannot be opened.
 std::string reset_admin_token(const OmaConfig& config);
+
+// The checks the OMA makes of its configuration before it changes anything (required
+// values, backends, the values pairing bundles carry); `oma --check-config` runs them
+// too. Throws UsageError naming the option ("--ssh-host 'x': ...").
+void check_config(const OmaConfig& config);
 
 class Oma {
  public:
@@ -110,6 +119,7 @@ class Oma {
   void start_event_services();  // the event stream and the scheduler
 
   OmaConfig config_;
+  HttpsSetup https_;
   std::unique_ptr<db::Database> db_;
   std::unique_ptr<Repositories> repos_;
   std::unique_ptr<SecretBox> secrets_;

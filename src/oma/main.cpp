@@ -4,11 +4,14 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <optional>
 #include <functional>
 #include <tuple>
 
+#include "common/config_file.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/sd_notify.h"
 #include "engine/tls_policy.h"
 #include "oma/app.h"
 #include "oma/exports/nbdkit_server.h"
@@ -68,7 +71,9 @@ int main(int argc, char** argv) {
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
       ->check(CLI::Range(1, 3600));
-  app.add_option("--public-api-url", c.public_api_url, "API URL pairing bundles give VMAs (default http://NBD-ADVERTISE-HOST:API-PORT)");
+  app.add_option("--public-api-url", c.public_api_url,
+                 "API URL pairing bundles give VMAs (default https://NBD-ADVERTISE-HOST:API-PORT, http:// when the API "
+                 "speaks plain HTTP)");
   app.add_option("--ssh-host", c.ssh_host, "Address VMAs open their SSH tunnel to (default the NBD advertise host)");
   app.add_option("--ssh-port", c.ssh_port, "This OMA's SSH port for VMA tunnels (default 22; 443 for one-port sites)")
       ->check(CLI::Range(1, 65535));
@@ -94,7 +99,7 @@ int main(int argc, char** argv) {
   app.add_option("--gui-listen", c.gui_listen, "GUI listen address (default 0.0.0.0)");
   app.add_option("--gui-port", c.gui_port, "GUI port (default 3001; 0 = any free port, written to DATA/gui.port; -1 = no GUI)")
       ->check(CLI::Range(-1, 65535));
-  app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist)");
+  app.add_option("--gui-dir", c.gui_dir, "The built web app (default BIN/../web/dist, else BIN/../share/migratekit/web)");
   app.add_flag("--strict-api-replies", c.strict_api_replies,
                "Answer 500 when a reply does not match the OpenAPI document (tests; otherwise it is logged)");
   // The API's and the GUI's HTTP limits (common/bounded_http.h): milliseconds and counts.
@@ -103,7 +108,9 @@ int main(int argc, char** argv) {
            std::tuple<const char*, int*, const char*>{"--http-head-timeout-ms", &hl.head_timeout_ms,
                                                        "time a client has to send a request's head (default 10000)"},
            {"--http-idle-timeout-ms", &hl.idle_timeout_ms, "time a connection may wait for a request (default 5000)"},
-           {"--http-body-timeout-ms", &hl.body_timeout_ms, "time a client has to send a body (default 30000)"}}) {
+           {"--http-body-timeout-ms", &hl.body_timeout_ms, "time a client has to send a body (default 30000)"},
+           {"--http-handshake-timeout-ms", &hl.handshake_timeout_ms,
+            "time an HTTPS client has to complete the TLS handshake (default 5000)"}}) {
     app.add_option(name, *value, fmt::format("API/GUI: {}", what))->check(CLI::Range(100, 600000));
   }
   app.add_option("--http-max-connections", hl.max_connections, "API/GUI: open connections per listener (default 512)")
@@ -111,12 +118,49 @@ int main(int argc, char** argv) {
   app.add_option("--http-max-connections-per-client", hl.max_connections_per_client,
                  "API/GUI: open connections per listener from one address (default 128)")
       ->check(CLI::Range(1, 100000));
+  // HTTPS for the API and the GUI (oma/https.h).
+  app.add_option("--https", c.https.mode,
+                 "auto (default): HTTPS on every listener that is not loopback-only; on: HTTPS everywhere; off: "
+                 "plain HTTP (loopback only, unless --insecure-http)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_flag("--insecure-http", c.https.insecure_http,
+               "Allow --https off on an address other than loopback (tokens and pairing bundles then travel in clear)");
+  app.add_option("--https-cert", c.https.cert_file,
+                 "HTTPS certificate (PEM chain) instead of the OMA's own (made in DATA/https/ on first start)");
+  app.add_option("--https-key", c.https.key_file, "The --https-cert's private key (PEM, unencrypted)");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
+  // The configuration file: every option above is a setting of the same name
+  // (common/config_file.h); the command line overrides it.
+  std::string config_path;
+  bool check_config = false;
+  app.add_option("--config", config_path,
+                 "TOML file of settings named like these options (api-port = 8082); options given here override "
+                 "it. The service uses /etc/migratekit/oma.conf")
+      ->configurable(false);
+  app.add_flag("--check-config", check_config,
+               "Check the configuration (--config, default /etc/migratekit/oma.conf, and these options), print "
+               "the result and exit: 0 valid, 2 not")
+      ->configurable(false);
+  for (auto* action : {"--reset-admin-token", "--stop-export-server", "--help"}) app.get_option(action)->configurable(false);
+  std::optional<mk::config::ConfigFile> file;
   try {
-    app.parse(argc, argv);
+    auto args = mk::config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/oma.conf", file);
+    app.parse(args);
+    if (check_config) {
+      mk::oma::check_config(c);
+      std::printf("oma: the configuration is valid (%s and the command line)\n", file->path().c_str());
+      return 0;
+    }
   } catch (const CLI::ParseError& e) {
+    if (file && e.get_exit_code() != 0) {
+      std::fprintf(stderr, "oma: %s\n", file->locate(e.what()).c_str());
+      return 2;
+    }
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
+  } catch (const mk::UsageError& e) {
+    std::fprintf(stderr, "oma: %s\n", file ? file->locate(e.what()).c_str() : e.what());
+    return 2;
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
@@ -138,8 +182,11 @@ int main(int argc, char** argv) {
   try {
     mk::oma::Oma oma(c);
     oma.start();
+    // The API and the GUI listen now: units that need the OMA may start (Type=notify).
+    mk::notify_service_manager(fmt::format("READY=1\nSTATUS=API on port {}", oma.api_port()));
     int sig = 0;
     sigwait(&set, &sig);
+    mk::notify_service_manager("STOPPING=1");
     mk::log::info("signal {}: stopping (active jobs resume at the next start)", sig);
     oma.stop();
     return 0;

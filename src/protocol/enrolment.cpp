@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <sstream>
 
 #include "protocol/names.h"
@@ -52,6 +53,13 @@ void hex_check(const std::string& v, const std::string& path) {
 void pem_check(const std::string& v, const std::string& path) {
   if (v.find("-----BEGIN CERTIFICATE-----") == std::string::npos) throw FieldError(path, "expected a PEM certificate");
 }
+// "AB:CD:..." as the OMA writes it: 32 bytes, uppercase hex, colons between.
+void fingerprint_check(const std::string& v, const std::string& path) {
+  bool ok = v.size() == 95;
+  for (size_t i = 0; ok && i < v.size(); ++i)
+    ok = i % 3 == 2 ? v[i] == ':' : (std::isdigit(static_cast<unsigned char>(v[i])) || (v[i] >= 'A' && v[i] <= 'F'));
+  if (!ok) throw FieldError(path, "expected a SHA-256 certificate fingerprint (\"AB:CD:...\", 32 bytes)");
+}
 void display_name_check(const std::string& v, const std::string& path) { check_display_name(v, path); }
 void ssh_public_key_check(const std::string& v, const std::string& path) { normalize_ed25519_public_key(v, path); }
 void uuid_check(const std::string& v, const std::string& path) { check_uuid(v, path); }
@@ -98,6 +106,8 @@ void check_bundle(const json& j) {
     throw FieldError("nbd_ca_cert",
                      psk ? "must be null when nbd_tls is \"psk\"" : "is required when nbd_tls is \"x509\"");
   }
+  if (!j["oma_api_fingerprint"].is_null() && !j["oma_api_url"].get<std::string>().starts_with("https://"))
+    throw FieldError("oma_api_fingerprint", "must be null when oma_api_url is not https://");
 }
 
 json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
@@ -118,7 +128,14 @@ const Schema& pairing_bundle() {
            .description = "how the VMA reaches the OMA's API",
            .max_length = 2048,
            .check = url_check,
-           .example = "http://oma.example.local:8082"},
+           .example = "https://oma.example.local:8082"},
+          {.name = "oma_api_fingerprint",
+           .description = "SHA-256 fingerprint of the OMA's HTTPS certificate, pinned by the VMA (null: plain "
+                          "HTTP, or a certificate the VMA verifies with its CAs)",
+           .max_length = 95,
+           .check = fingerprint_check,
+           .nullable = true,
+           .example = "3A:5F:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD"},
           {.name = "ssh_host",
            .description = "the OMA's sshd, for the control tunnel",
            .max_length = 253,
@@ -257,6 +274,7 @@ std::string normalize_ed25519_public_key(const std::string& line, const std::str
 json encode(const PairingBundle& m) {
   json j = {{"protocol_version", m.protocol_version},
             {"oma_api_url", m.oma_api_url},
+            {"oma_api_fingerprint", opt(m.oma_api_fingerprint)},
             {"ssh_host", m.ssh_host},
             {"ssh_port", m.ssh_port},
             {"ssh_user", m.ssh_user},
@@ -277,6 +295,7 @@ void decode(const json& j, PairingBundle& out) {
   checked(j, schemas::pairing_bundle(), check_bundle);
   out.protocol_version = j["protocol_version"].get<int>();
   out.oma_api_url = j["oma_api_url"];
+  out.oma_api_fingerprint = opt_of(j, "oma_api_fingerprint");
   out.ssh_host = j["ssh_host"];
   out.ssh_port = j["ssh_port"].get<int>();
   out.ssh_user = j["ssh_user"];

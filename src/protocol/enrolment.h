@@ -5,6 +5,8 @@
 //     API): a JSON document with what a VMA needs to reach this OMA and prove itself
 //     (PairingBundle). It holds secrets (the VMA API token, the NBD PSK key, the
 //     one-time pairing code) and is shown once.
+//     Its oma_api_url is https:// when the OMA's API speaks HTTPS, and then
+//     oma_api_fingerprint pins the OMA's certificate (the VMA trusts no CA for it).
 //  2. `vma pair --bundle FILE` checks the bundle (its protocol_version first: a bundle
 //     of another version is refused before anything is written), writes the VMA's
 //     state, and enrols:
@@ -34,6 +36,9 @@ namespace mk::protocol {
 struct PairingBundle {
   int protocol_version = kVersion;
   std::string oma_api_url;  // how the VMA reaches the OMA's API
+  // SHA-256 of the OMA's HTTPS certificate ("AB:CD:..."), pinned by the VMA for
+  // enrolment and every later call; nullopt: plain HTTP, or CA-verified https://.
+  std::optional<std::string> oma_api_fingerprint;
   std::string ssh_host;     // the OMA's sshd (the control tunnel)
   int ssh_port = 22;
   std::string ssh_user;

@@ -27,6 +27,19 @@ const EnumTable<DiskPhase>& enum_table(DiskPhase) {
   return t;
 }
 
+const EnumTable<PassPhase>& enum_table(PassPhase) {
+  static const EnumTable<PassPhase> t{"pass phase",
+                                      {{PassPhase::Snapshot, "snapshot"},
+                                       {PassPhase::ChangeQuery, "change_query"},
+                                       {PassPhase::ReaderStart, "reader_start"},
+                                       {PassPhase::Planning, "planning"},
+                                       {PassPhase::Copying, "copying"},
+                                       {PassPhase::Flushing, "flushing"},
+                                       {PassPhase::SnapshotRemoval, "snapshot_removal"},
+                                       {PassPhase::Reporting, "reporting"}}};
+  return t;
+}
+
 const EnumTable<VmaJobStatus>& enum_table(VmaJobStatus) {
   static const EnumTable<VmaJobStatus> t{"VMA job status",
                                          {{VmaJobStatus::Queued, "queued"},

@@ -5,6 +5,8 @@
 //   PassKind      full | incremental                 replicate: what the pass copies
 //   DiskStatus    pending | copying | completed | failed        progress, per disk
 //   DiskPhase     pending | planning | copying | verifying | done | failed
+//   PassPhase     snapshot | change_query | reader_start | planning | copying | flushing |
+//                 snapshot_removal | reporting          progress: where a pass's time went
 //   VmaJobStatus  queued | running | completed | failed | stopped   progress, the job
 //   PowerAction   shutdown | off | on                power request
 //   PowerState    poweredOn | poweredOff | suspended (vSphere's words) power, discover
@@ -30,6 +32,8 @@ namespace mk::protocol {
 enum class PassKind { Full, Incremental };
 enum class DiskStatus { Pending, Copying, Completed, Failed };
 enum class DiskPhase { Pending, Planning, Copying, Verifying, Done, Failed };
+// The parts of a pass in the order they happen, for the time each took (PhaseTime).
+enum class PassPhase { Snapshot, ChangeQuery, ReaderStart, Planning, Copying, Flushing, SnapshotRemoval, Reporting };
 enum class VmaJobStatus { Queued, Running, Completed, Failed, Stopped };
 enum class PowerAction { Shutdown, Off, On };
 enum class PowerState { PoweredOn, PoweredOff, Suspended };
@@ -40,6 +44,7 @@ enum class NbdTls { Psk, X509 };
 const EnumTable<PassKind>& enum_table(PassKind);
 const EnumTable<DiskStatus>& enum_table(DiskStatus);
 const EnumTable<DiskPhase>& enum_table(DiskPhase);
+const EnumTable<PassPhase>& enum_table(PassPhase);
 const EnumTable<VmaJobStatus>& enum_table(VmaJobStatus);
 const EnumTable<PowerAction>& enum_table(PowerAction);
 const EnumTable<PowerState>& enum_table(PowerState);

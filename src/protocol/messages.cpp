@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -199,6 +200,17 @@ const Schema& replicate_accepted() {
   return s;
 }
 
+const Schema& phase_time() {
+  static const Schema s{
+      {
+          enum_field<PassPhase>("phase", "a part of the pass"),
+          number_field("seconds", "how long it took (>= 0)", 0.42),
+      },
+      "PhaseTime",
+      "how long one part of a pass took"};
+  return s;
+}
+
 const Schema& disk_progress() {
   static const Schema s{
       {
@@ -219,6 +231,8 @@ const Schema& disk_progress() {
           may_be_absent(text_field("restarted",
                               "why this disk started over instead of resuming an interrupted run",
                               "the pass's snapshot 5-snapshot-12 is gone: the disk starts over on a new snapshot")),
+          array_field("phases", "time spent per part of the pass so far, in order, each part at most once",
+                      enum_names<PassPhase>().size(), &phase_time()),
       },
       "DiskProgress",
       "one disk of a job as the VMA copies it"};
@@ -234,6 +248,11 @@ const Schema& job_progress() {
           text_field("error", "why the job failed or stopped", "interrupted: the VMA restarted during this pass"),
           array_field("disks", "every disk of the job", 256, &disk_progress()),
           object_field("total", "the disks together", &kProgressTotals),
+          {.name = "ended_seconds_ago",
+           .type = Type::Number,
+           .description = "set once the job ended on the VMA: how many seconds before this answer",
+           .nullable = true,
+           .example = 0.12},
       },
       "JobProgress",
       "a job's progress on the VMA"};
@@ -508,11 +527,38 @@ void check_disk_progress(const json& d, const std::string& at) {
   if (d["status"] == enum_name(DiskStatus::Failed) && d["error"].is_null()) {
     throw FieldError(path("error"), "a failed disk says why");
   }
+  // Phases in the order of a pass, each once, with a time that is a time.
+  int last = -1;
+  for (size_t i = 0; i < d["phases"].size(); ++i) {
+    const json& p = d["phases"][i];
+    std::string at_i = path("phases") + fmt::format("[{}]", i);
+    int index = static_cast<int>(enum_of<PassPhase>(p, "phase"));
+    if (index <= last) throw FieldError(at_i + ".phase", "phases come in the order of a pass, each at most once");
+    last = index;
+    double seconds = p["seconds"].get<double>();
+    if (!(seconds >= 0) || !std::isfinite(seconds)) throw FieldError(at_i + ".seconds", "must be a number >= 0");
+  }
+}
+
+std::vector<PhaseTime> phases_of(const json& d) {
+  std::vector<PhaseTime> out;
+  for (const auto& p : d["phases"]) out.push_back({enum_of<PassPhase>(p, "phase"), p["seconds"].get<double>()});
+  return out;
+}
+
+json phases_json(const std::vector<PhaseTime>& phases) {
+  json out = json::array();
+  for (const auto& p : phases) out.push_back({{"phase", enum_name(p.phase)}, {"seconds", p.seconds}});
+  return out;
 }
 
 void check_one_disk_progress(const json& d) { check_disk_progress(d, ""); }
 
 void check_progress(const json& j) {
+  if (j["ended_seconds_ago"].is_number()) {
+    double ago = j["ended_seconds_ago"].get<double>();
+    if (!(ago >= 0) || !std::isfinite(ago)) throw FieldError("ended_seconds_ago", "must be a number >= 0");
+  }
   std::set<std::string> keys;
   for (size_t i = 0; i < j["disks"].size(); ++i) {
     const json& d = j["disks"][i];
@@ -535,7 +581,8 @@ json disk_progress_json(const DiskProgress& d) {
           {"change_id", opt(d.change_id)},
           {"error", opt_text(d.error)},
           {"bytes_resumed", d.bytes_resumed},
-          {"restarted", opt_text(d.restarted)}};
+          {"restarted", opt_text(d.restarted)},
+          {"phases", phases_json(d.phases)}};
 }
 
 DiskProgress disk_progress_of(const json& d) {
@@ -549,7 +596,8 @@ DiskProgress disk_progress_of(const json& d) {
           opt_of(d, "change_id"),
           opt_of(d, "error"),
           d.value("bytes_resumed", int64_t{0}),
-          d.contains("restarted") ? opt_of(d, "restarted") : std::nullopt};
+          d.contains("restarted") ? opt_of(d, "restarted") : std::nullopt,
+          phases_of(d)};
 }
 
 }  // namespace
@@ -623,7 +671,8 @@ json encode(const JobProgress& m) {
             {"total",
              {{"bytes_done", m.total.bytes_done},
               {"bytes_total", m.total.bytes_total},
-              {"throughput_bps", m.total.throughput_bps}}}};
+              {"throughput_bps", m.total.throughput_bps}}},
+            {"ended_seconds_ago", m.ended_seconds_ago ? json(*m.ended_seconds_ago) : json(nullptr)}};
   return checked(std::move(j), schemas::job_progress(), check_progress);
 }
 
@@ -637,6 +686,8 @@ void decode(const json& j, JobProgress& out) {
   for (const auto& d : j["disks"]) out.disks.push_back(disk_progress_of(d));
   const json& t = j["total"];
   out.total = {t["bytes_done"].get<int64_t>(), t["bytes_total"].get<int64_t>(), t["throughput_bps"].get<double>()};
+  out.ended_seconds_ago.reset();
+  if (!j["ended_seconds_ago"].is_null()) out.ended_seconds_ago = j["ended_seconds_ago"].get<double>();
 }
 
 json encode(const StopReply& m) { return checked({{"job_id", m.job_id}, {"stopped", m.stopped}}, schemas::stop_reply()); }

@@ -23,6 +23,13 @@
 //     vma_instance changes when the VMA restarts: the OMA fails a job whose instance
 //     changed, since the copy that was running is gone. A disk carries change_id only
 //     once it is completed (copied and flushed) and error only once it failed.
+//     Each disk carries the time its pass spent in each PassPhase so far (monotonic
+//     clock on the VMA), in the phases' order, each at most once: snapshot (the VM's
+//     snapshot, shared by its disks), change_query and reader_start (this disk's),
+//     planning, copying and flushing (this disk's copy), snapshot_removal (the VM's,
+//     once the job ended). reporting is never sent: the OMA adds it (from the job's
+//     end on the VMA to its own record, see ended_seconds_ago). ended_seconds_ago is
+//     set once the job ended: how long before this answer it did.
 //
 //   POST /api/v1/stop/{job_id}    {}                   -> 200 StopReply
 //     Cancels the copy and answers once the job's snapshot is removed; 404 unknown job.
@@ -102,6 +109,13 @@ struct ReplicateAccepted {
 
 // --- progress, stop, cleanup ----------------------------------------------------------
 
+// How long one part of a pass took (seconds >= 0).
+struct PhaseTime {
+  PassPhase phase = PassPhase::Snapshot;
+  double seconds = 0;
+  bool operator==(const PhaseTime&) const = default;
+};
+
 struct DiskProgress {
   DiskKey disk_key;
   DiskStatus status = DiskStatus::Pending;
@@ -117,6 +131,7 @@ struct DiskProgress {
   // Why the disk started over instead of resuming (the pass's snapshot was gone, its
   // checkpoint did not match): set once it happened, for the job's record.
   std::optional<std::string> restarted;
+  std::vector<PhaseTime> phases;         // phases ended so far, in PassPhase order, each once
 };
 
 struct ProgressTotals {
@@ -130,6 +145,7 @@ struct JobProgress {
   std::optional<std::string> error;  // why the job failed or stopped
   std::vector<DiskProgress> disks;
   ProgressTotals total;
+  std::optional<double> ended_seconds_ago;  // set once the job ended: seconds before this answer
 };
 
 struct StopReply {
@@ -290,6 +306,7 @@ std::string printable_text(std::string_view s);
 namespace schemas {
 const schema::Schema& replicate_request();
 const schema::Schema& replicate_accepted();
+const schema::Schema& phase_time();
 const schema::Schema& disk_progress();
 const schema::Schema& job_progress();
 const schema::Schema& stop_reply();

@@ -27,7 +27,10 @@
 
 namespace mk::protocol {
 
-inline constexpr int kVersion = 2;  // 2: DiskProgress.bytes_resumed and .restarted (passes that resume)
+// 2: pairing bundles carry oma_api_fingerprint; progress carries each disk's phase times,
+//    bytes_resumed and restarted (passes that resume after an interruption), and the
+//    job's ended_seconds_ago.
+inline constexpr int kVersion = 2;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

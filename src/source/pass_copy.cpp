@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -40,7 +42,8 @@ std::unique_ptr<engine::Checkpoint> open_checkpoint(DiskCheckpoint& spec, const 
 }  // namespace
 
 engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options,
-                            DiskCheckpoint* checkpoint) {
+                            DiskCheckpoint* checkpoint, CopyTimes* times) {
+  auto started = std::chrono::steady_clock::now();
   Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
   {
@@ -77,7 +80,10 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
     o.progress->set_total(totals.total, totals.skipped);
     o.progress->set_phase("copying");
   }
-  return engine::copy_plan(source, target, plan, done, o);
+  double planning = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  engine::CopyStats stats = engine::copy_plan(source, target, plan, done, o);
+  if (times) *times = {planning, std::max(0.0, stats.seconds - stats.flush_seconds), stats.flush_seconds};
+  return stats;
 }
 
 std::vector<std::string> copy_arguments(const DiskPass& disk, const std::string& file) {

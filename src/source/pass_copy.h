@@ -33,8 +33,15 @@ struct DiskCheckpoint {
 // ranges flushed on the target are recorded in it and those an earlier run recorded
 // for the same plan and target are not copied again; the file stays after success (the
 // caller removes it once it has recorded the disk as completed).
+// With `times`, where the disk's time went (seconds, steady clock): planning (block
+// status, target checks, opening the checkpoint), copying (until the last write was
+// confirmed) and flushing.
+struct CopyTimes {
+  double planning = 0, copying = 0, flushing = 0;
+};
 engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target,
-                            const engine::CopyOptions& options = {}, DiskCheckpoint* checkpoint = nullptr);
+                            const engine::CopyOptions& options = {}, DiskCheckpoint* checkpoint = nullptr,
+                            CopyTimes* times = nullptr);
 
 // The `migratekit copy` options that select the disk's areas: "--changed-areas FILE"
 // (FILE is written, JSON [{"start","length"}], mode 0600), "--dirty-bitmap NAME", or

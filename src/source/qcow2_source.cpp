@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <filesystem>
 #include <regex>
@@ -172,6 +173,7 @@ std::unique_ptr<Pass> Qcow2Source::open_pass(const std::string& vm_id, const Cha
     const std::string& image = v.images[i];
     auto it = stored.find(DiskKey(static_cast<int64_t>(i)));
     std::string want = it == stored.end() ? "" : it->second;
+    auto asked = std::chrono::steady_clock::now();
     DiskPass d;
     d.key = DiskKey(static_cast<int64_t>(i));
     d.label = image;
@@ -205,8 +207,11 @@ std::unique_ptr<Pass> Qcow2Source::open_pass(const std::string& vm_id, const Cha
     bitmap_op(image, "--add", p.next);
     pass->images_.push_back(std::move(p));  // from here on, close() removes the new bitmap
     ImagePass& ip = pass->images_.back();
+    auto answered = std::chrono::steady_clock::now();
+    d.change_query_seconds = std::chrono::duration<double>(answered - asked).count();
     ip.reader = DiskReader::start_qemu_nbd(image, ip.stored, work_dir_);
     d.uri = ip.reader->uri();
+    d.reader_start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
     d.change_id_to_store = ip.next;
     pass->disks_.push_back(std::move(d));
   }

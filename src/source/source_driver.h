@@ -50,6 +50,10 @@ struct DiskPass {
   bool full = false;               // a full pass (no usable stored change ID)
   std::string reason;              // why full or incremental, for logs and reports
   std::string change_id_to_store;  // store it for this disk once the pass succeeded
+  // Where open_pass() spent this disk's time (seconds, steady clock): asking what changed
+  // (QueryChangedDiskAreas, the dirty bitmaps) and starting its reader. The rest of
+  // open_pass() is the point in time itself (finding the VM, preflight, snapshot).
+  double change_query_seconds = 0, reader_start_seconds = 0;
 };
 
 class Pass {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 
@@ -230,7 +231,10 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
     d.label = disk.file_name;
     d.capacity = disk.capacity_bytes;
     auto it = stored.find(d.key);
+    auto asked = std::chrono::steady_clock::now();
     plan_areas(vm, snap, disk, it == stored.end() ? std::nullopt : std::optional(it->second), d);
+    auto answered = std::chrono::steady_clock::now();
+    d.change_query_seconds = std::chrono::duration<double>(answered - asked).count();
     d.change_id_to_store = disk.change_id;
     if (options_.flat_file_for) {
       pass->readers_.push_back(DiskReader::start_file(options_.flat_file_for(disk), options_.work_dir,
@@ -248,6 +252,7 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
       pass->readers_.push_back(DiskReader::start_vddk(p, options_.work_dir));
     }
     d.uri = pass->readers_.back()->uri();
+    d.reader_start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
     pass->disks_.push_back(std::move(d));
   }
   return pass;

@@ -12,8 +12,10 @@
 #include <filesystem>
 #include <fmt/format.h>
 
+#include "common/config_file.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/sd_notify.h"
 #include "common/units.h"
 #include "vma/pairing/paired_state.h"
 #include "vma/tunnel/tunnel_supervisor.h"
@@ -94,16 +96,39 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   app.add_flag("--nbd-over-ssh", nbd_over_ssh,
                "Carry NBD inside the SSH connection (a local forward) for sites that allow one port only");
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
+  // The configuration file: every option above is a setting of the same name
+  // (common/config_file.h); the command line overrides it.
+  std::string config_path;
+  bool check_config = false;
+  app.add_option("--config", config_path,
+                 "TOML file of settings named like these options (max-vms = 4); options given here override it. "
+                 "The service uses /etc/migratekit/vma.conf")
+      ->configurable(false);
+  app.add_flag("--check-config", check_config,
+               "Check the configuration (--config, default /etc/migratekit/vma.conf, and these options), print the "
+               "result and exit: 0 valid, 2 not")
+      ->configurable(false);
+  app.get_option("--help")->configurable(false);
+  std::optional<config::ConfigFile> file;
   try {
-    app.parse(argc, argv);
+    auto args = config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/vma.conf", file);
+    app.parse(args);
     parse_listen(listen, c);
     parse_flat_datastores(flat, c);
     if (!read_rate.empty()) c.read_rate = parse_size(read_rate, "--read-rate-limit");
+    if (check_config) {
+      std::printf("vma run: the configuration is valid (%s and the command line)\n", file->path().c_str());
+      return 0;
+    }
   } catch (const CLI::ParseError& e) {
+    if (file && e.get_exit_code() != 0) {
+      std::fprintf(stderr, "vma run: %s\n", file->locate(e.what()).c_str());
+      return 2;
+    }
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vma run: %s\n", e.what());
+    std::fprintf(stderr, "vma run: %s\n", file ? file->locate(e.what()).c_str() : e.what());
     return 2;
   }
   if (verbose) log::set_level(log::Level::Debug);
@@ -151,8 +176,11 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
       log::info("holding the SSH tunnel to {}:{} (OMA 127.0.0.1:{} -> this VMA's API{})", paired->ssh_host,
                 paired->ssh_port, paired->tunnel_port, nbd_local_port ? ", NBD inside SSH" : "");
     }
+    // The API listens now (the tunnel comes up on its own): tell systemd (Type=notify).
+    notify_service_manager(fmt::format("READY=1\nSTATUS=API on port {}", vma.api_port()));
     int sig = 0;
     sigwait(&set, &sig);
+    notify_service_manager("STOPPING=1");
     log::info("signal {}: stopping; running passes are cancelled and their snapshots removed", sig);
     vma.stop();
     live = nullptr;

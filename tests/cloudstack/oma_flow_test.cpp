@@ -630,6 +630,31 @@ TEST_F(OmaVolumeCap, APassWaitsForDataVolumeSlotsAndGoesOnWhenTheyAreFreed) {
   EXPECT_EQ(on_oma, 2);
 }
 
+TEST_F(OmaVolumeCap, VolumesAwayOnATestFailoverKeepTheirSlots) {
+  ASSERT_EQ(replicate("full")["status"], "completed");  // 3 of 4 slots taken
+  json tf = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(tf["status"], "completed") << tf.dump(2);  // web01's volumes are on its test VM
+  const std::string db = test::test_vm_uuid(0x54);
+  add_other_vm(db, "db01", {kDisks[1], kDisks[2]});
+  auto r = api->post("/api/v1/jobs", json{{"vm_id", db}, {"kind", "full"}}.dump());
+  ASSERT_EQ(r.status, 201) << r.raw;
+  std::string waiting_job = r.body["job_id"];
+  json waiting = test::wait_for_job(*api, waiting_job, [](const json& j) {
+    return test::job_ended(j) || j.value("phase", "").find("waiting for") != std::string::npos;
+  });
+  ASSERT_EQ(waiting["status"], "preparing") << "db01 took the slots web01's cleanup needs: " << waiting.dump(2);
+  EXPECT_NE(waiting["phase"].get<std::string>().find("3 more come back after test failovers"), std::string::npos)
+      << waiting["phase"];
+
+  // The cleanup brings web01's volumes back: they fit, because nobody took their slots.
+  json cleanup = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
+  ASSERT_EQ(cleanup["status"], "completed") << cleanup.dump(2);
+  expect_on_oma();
+  json cut = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(cut["status"], "completed") << cut.dump(2);
+  EXPECT_EQ(test::wait_for_job(*api, waiting_job, test::job_ended)["status"], "completed");
+}
+
 // The "local" backend: the local images are the final disks.
 class LocalCutover : public OmaFlow {
  protected:

@@ -87,6 +87,24 @@ TEST(Settings, MissingFieldsAreAllNamed) {
   EXPECT_EQ(r.problems.size(), 8u) << all(r);  // 7 fields and the networks
 }
 
+TEST(Settings, HttpApiUrlIsRefusedUnlessAllowed) {
+  Settings s;
+  s.api_url = "http://cloud.example:8080/client/api";
+  try {
+    check_settings(s, ClientOptions{});
+    FAIL() << "an http:// API URL was accepted";
+  } catch (const std::exception& e) {  // a FieldError naming api_url
+    std::string m = e.what();
+    EXPECT_EQ(m.rfind("api_url: ", 0), 0u) << m;
+    EXPECT_NE(m.find("https://"), std::string::npos) << m;
+  }
+  ClientOptions lab;
+  lab.allow_insecure_http = true;
+  EXPECT_NO_THROW(check_settings(s, lab));
+  s.api_url = "https://cloud.example:8443/client/api";
+  EXPECT_NO_THROW(check_settings(s, ClientOptions{}));
+}
+
 TEST(Settings, WrongSecretIsOneClearProblem) {
   SimServer sim;
   Settings s = good_settings(sim);

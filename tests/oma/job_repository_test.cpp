@@ -35,6 +35,35 @@ void OneActiveJobPerVmButConcurrentJobsForDifferentVms(db::Database&, Repositori
   EXPECT_EQ(r.jobs.list_jobs(kVm2, JobStatus::Failed).size(), 0u);
 }
 
+void PhaseTimesAreKeptPerDiskInPassOrderAndSummedForMetrics(db::Database&, Repositories& r) {
+  using protocol::PassPhase;
+  r.vms.add_vm(vm_record(kVm1), disk_records(2));
+  r.jobs.create_job(job_record("job-1", kVm1), job_disk_records("job-1", 2));
+  EXPECT_TRUE(r.jobs.job_disks("job-1")[0].phases.empty());
+  std::vector<protocol::PhaseTime> first = {{PassPhase::Snapshot, 1.5}, {PassPhase::ChangeQuery, 0.25}};
+  r.jobs.set_disk_phases("job-1", "2000", first);
+  // Later phases replace the earlier record, whatever order they are written in.
+  std::vector<protocol::PhaseTime> all = {{PassPhase::Snapshot, 1.5},   {PassPhase::ChangeQuery, 0.25},
+                                          {PassPhase::ReaderStart, 0.125}, {PassPhase::Planning, 0.0},
+                                          {PassPhase::Copying, 12.75},  {PassPhase::Flushing, 0.5},
+                                          {PassPhase::SnapshotRemoval, 0.75}, {PassPhase::Reporting, 1.0}};
+  r.jobs.set_disk_phases("job-1", "2000", all);
+  r.jobs.set_disk_phases("job-1", "2001", {{PassPhase::Snapshot, 1.5}, {PassPhase::Copying, 2.25}});
+  auto disks = r.jobs.job_disks("job-1");
+  ASSERT_EQ(disks.size(), 2u);
+  EXPECT_EQ(disks[0].phases, all);
+  EXPECT_EQ(disks[1].phases, (std::vector<protocol::PhaseTime>{{PassPhase::Snapshot, 1.5}, {PassPhase::Copying, 2.25}}));
+  auto totals = r.jobs.phase_totals();
+  ASSERT_EQ(totals.size(), all.size());
+  EXPECT_EQ(totals[0].phase, PassPhase::Snapshot);
+  EXPECT_DOUBLE_EQ(totals[0].seconds, 3.0);
+  EXPECT_EQ(totals[0].count, 2);
+  EXPECT_EQ(totals[4].phase, PassPhase::Copying);
+  EXPECT_DOUBLE_EQ(totals[4].seconds, 15.0);
+  EXPECT_EQ(totals[7].phase, PassPhase::Reporting);
+  EXPECT_EQ(totals[7].count, 1);
+}
+
 void ChangeIdsCommitOnlyWhenEveryDiskCompleted(db::Database&, Repositories& r) {
   r.vms.add_vm(vm_record(kVm1), disk_records(2));
   r.jobs.create_job(job_record("job-1", kVm1), job_disk_records("job-1", 2));
@@ -198,6 +227,8 @@ void EndingAJobSetsTheVmStatusWithTheReleaseAndASettledVmTakesNoJob(db::Database
 Scenarios job_repository_scenarios() {
   return {{"OneActiveJobPerVmButConcurrentJobsForDifferentVms", OneActiveJobPerVmButConcurrentJobsForDifferentVms},
           {"ChangeIdsCommitOnlyWhenEveryDiskCompleted", ChangeIdsCommitOnlyWhenEveryDiskCompleted},
+          {"PhaseTimesAreKeptPerDiskInPassOrderAndSummedForMetrics",
+           PhaseTimesAreKeptPerDiskInPassOrderAndSummedForMetrics},
           {"ProgressRollsUpFromDisks", ProgressRollsUpFromDisks},
           {"StepsAndEventsAreNumberedPerJob", StepsAndEventsAreNumberedPerJob},
           {"CutoverJobKindsAndEndedPasses", CutoverJobKindsAndEndedPasses},

@@ -126,6 +126,49 @@ TEST(Jobs, CompletesOnlyWhenEveryDiskCompleted) {
   EXPECT_EQ(progress.body["bytes_done"], 2 * MiB);
 }
 
+// The phases of each disk as the job API shows them: (name, seconds).
+std::vector<std::pair<std::string, double>> api_phases(const json& job, size_t disk) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& p : job["disks"][disk]["phases"]) out.emplace_back(p["phase"], p["seconds"]);
+  return out;
+}
+
+TEST(Jobs, PhaseTimesAreStoredAsTheVmaReportsThemAndTheOmaAddsReporting) {
+  using protocol::PassPhase;
+  Service s;
+  s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(3), "full");
+  s.wait_replicated(job);
+  auto copying = disk_state("2000", protocol::DiskStatus::Copying, 1000, MiB);
+  copying.phases = {{PassPhase::Snapshot, 1.5}, {PassPhase::ChangeQuery, 0.25}, {PassPhase::ReaderStart, 0.125}};
+  s.vma.set_disk(job, copying);
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Pending, 0, MiB));
+  s.wait_polls(3);
+  json j = s.api->get("/api/v1/jobs/" + job).body;
+  using Phases = std::vector<std::pair<std::string, double>>;
+  EXPECT_EQ(api_phases(j, 0), (Phases{{"snapshot", 1.5}, {"change_query", 0.25}, {"reader_start", 0.125}}));
+  EXPECT_TRUE(api_phases(j, 1).empty());
+
+  std::vector<protocol::PhaseTime> all = {{PassPhase::Snapshot, 1.5}, {PassPhase::ChangeQuery, 0.25},
+                                          {PassPhase::ReaderStart, 0.125}, {PassPhase::Planning, 0.0625},
+                                          {PassPhase::Copying, 4.0}, {PassPhase::Flushing, 0.5},
+                                          {PassPhase::SnapshotRemoval, 0.75}};
+  for (const char* key : {"2000", "2001"}) {
+    auto done = disk_state(key, protocol::DiskStatus::Completed, MiB, MiB, std::string("cbt-") + key);
+    done.phases = all;
+    s.vma.set_disk(job, done);
+  }
+  j = test::wait_for_job(*s.api, job, test::job_ended);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  for (size_t disk : {0u, 1u}) {
+    Phases got = api_phases(j, disk);
+    ASSERT_EQ(got.size(), 8u) << j.dump(2);
+    for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(got[i], Phases::value_type(enum_name(all[i].phase), all[i].seconds));
+    EXPECT_EQ(got[7].first, "reporting");
+    EXPECT_GE(got[7].second, 0.0);
+  }
+}
+
 TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
   Service s;
   s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);

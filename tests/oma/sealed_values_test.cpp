@@ -84,13 +84,14 @@ void MigrationResealsUnboundValuesForTheirRows(db::Database& database, Repositor
                        nlohmann::json{{"api_url", "http://cs"}, {"secret_key_sealed", seal_v1(key, "cs-secret")}}.dump(),
                        true);
   r.config.put_setting("cloudstack.url", "http://cs", false);
-  database.exec("DELETE FROM schema_migrations WHERE version = 6");
+  database.exec("DELETE FROM schema_migrations WHERE version >= 6");  // 6 and what came after it
   database.exec("DELETE FROM settings WHERE name = ?", {std::string(kKeyIdSetting)});
 
   EXPECT_THROW(db::migrate(database), Error);  // values to re-seal and no key: refused, nothing changed
   EXPECT_EQ(db::schema_version(database), 5);
   int asked = 0;
-  EXPECT_EQ(db::migrate(database, [&]() -> const SecretBox& { ++asked; return box; }), 1);
+  EXPECT_EQ(db::migrate(database, [&]() -> const SecretBox& { ++asked; return box; }),
+            static_cast<int>(db::migrations().size()) - 5);
   EXPECT_EQ(asked, 1);
 
   VmaRecord a = r.vmas.get_vma("vma-a"), b = r.vmas.get_vma("vma-b");

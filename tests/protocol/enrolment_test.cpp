@@ -15,9 +15,13 @@ using test::refused_field;
 
 const std::string kKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u";
 
+const std::string kFingerprint =
+    "3A:5F:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD";
+
 PairingBundle bundle(NbdTls tls) {
   PairingBundle b;
   b.oma_api_url = "https://oma.example:8082";
+  b.oma_api_fingerprint = kFingerprint;
   b.ssh_host = "oma.example";
   b.ssh_port = 443;
   b.ssh_user = "migratekit";
@@ -79,6 +83,15 @@ TEST(Enrolment, TheTlsFieldsMustAgreeWithTheMode) {
   j = psk;
   j["ssh_user"] = "root;reboot";
   EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "ssh_user");
+  // The OMA's HTTPS certificate pin: a SHA-256 fingerprint, and only for an https:// URL.
+  j = psk;
+  j["oma_api_fingerprint"] = "3a5f0011";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_fingerprint");
+  j = psk;
+  j["oma_api_url"] = "http://oma.example:8082";
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_fingerprint");
+  j["oma_api_fingerprint"] = nullptr;  // plain HTTP: nothing to pin
+  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "");
   // Only the CA certificate may span lines.
   j = psk;
   j["vma_api_token"] = "mko_abc\nrestrict";

@@ -44,6 +44,9 @@ JobProgress progress() {
                      "disk 2002 of VM x: copy failed"});
   p.disks[0].bytes_resumed = 1024;
   p.disks[0].restarted = "the pass's snapshot 5-snapshot-12 is gone: the disk started over on a new snapshot";
+  p.disks[0].phases = {{PassPhase::Snapshot, 1.25}, {PassPhase::ChangeQuery, 0.5}, {PassPhase::ReaderStart, 0.125},
+                       {PassPhase::Planning, 0.0},  {PassPhase::Copying, 7.5},     {PassPhase::Flushing, 0.25}};
+  p.disks[1].phases = {{PassPhase::Snapshot, 1.25}, {PassPhase::ChangeQuery, 0.5}};
   return p;
 }
 
@@ -185,6 +188,29 @@ TEST(Messages, ProgressKeepsChangeIdsForCompletedDisksOnly) {
   EXPECT_EQ(refused([](json& j) { j["disks"][1]["status"] = "done"; }), "disks[1].status");
   EXPECT_EQ(refused([](json& j) { j["disks"][1]["phase"] = "completed"; }), "disks[1].phase");
   EXPECT_EQ(refused([](json& j) { j["status"] = "cancelled"; }), "status");
+}
+
+TEST(Messages, PhaseTimesComeInPassOrderEachOnceAndAreNotNegative) {
+  JobProgress ended = progress();
+  ended.ended_seconds_ago = 0.5;
+  JobProgress back = decode<JobProgress>(encode(ended));
+  EXPECT_EQ(back.disks[0].phases, progress().disks[0].phases);
+  EXPECT_EQ(back.ended_seconds_ago.value_or(-1), 0.5);
+  EXPECT_FALSE(decode<JobProgress>(encode(progress())).ended_seconds_ago);
+  auto refused = [](const std::function<void(json&)>& change) {
+    json j = encode(progress());
+    change(j);
+    return refused_field(decoder<JobProgress>(), j);
+  };
+  EXPECT_EQ(refused([](json& j) { std::swap(j["disks"][0]["phases"][0], j["disks"][0]["phases"][1]); }),
+            "disks[0].phases[1].phase");
+  EXPECT_EQ(refused([](json& j) { j["disks"][1]["phases"][1]["phase"] = "snapshot"; }), "disks[1].phases[1].phase");
+  EXPECT_EQ(refused([](json& j) { j["disks"][0]["phases"][4]["seconds"] = -0.5; }), "disks[0].phases[4].seconds");
+  EXPECT_EQ(refused([](json& j) { j["disks"][0]["phases"][0]["phase"] = "lunch"; }), "disks[0].phases[0].phase");
+  EXPECT_EQ(refused([](json& j) { j["ended_seconds_ago"] = -1; }), "ended_seconds_ago");
+  DiskProgress backwards = progress().disks[0];
+  std::swap(backwards.phases[2], backwards.phases[3]);
+  EXPECT_THROW(encode(backwards), schema::FieldError);  // a sender never sends what its peer refuses
 }
 
 TEST(Messages, ErrorTextIsMadePrintableBeforeItIsSent) {

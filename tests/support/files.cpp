@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -65,16 +66,41 @@ std::string hex(const unsigned char* p, size_t n) {
   return s;
 }
 
+// A write the lab's CBT shim must know of: one "offset length" line appended to the
+// file's journal, when the shim keeps one (tests/lab/vcsim/cbt_shim.py), after the data
+// is written. One write(2) with O_APPEND, so lines never interleave.
+void journal_write(const std::string& path, uint64_t offset, uint64_t length) {
+  std::string journal = path + ".cbt-journal";
+  int fd = ::open(journal.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return;  // not a disk under change tracking
+    throw Error(fmt::format("{}: open: {}", journal, std::strerror(errno)));
+  }
+  std::string line = fmt::format("{} {}\n", offset, length);
+  ssize_t w = ::write(fd, line.data(), line.size());
+  int err = errno;
+  ::close(fd);
+  if (w != static_cast<ssize_t>(line.size())) throw Error(fmt::format("{}: write: {}", journal, std::strerror(err)));
+}
+
 }  // namespace
 
 void create_sparse_file(const std::string& path, uint64_t size) {
-  Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC);
-  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) fd.fail("ftruncate");
+  struct stat st {};
+  uint64_t before = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  {
+    Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC);
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) fd.fail("ftruncate");
+  }
+  journal_write(path, 0, std::max(before, size));  // every byte may have changed
 }
 
 void write_at(const std::string& path, uint64_t offset, const std::string& bytes) {
-  Fd fd(path, O_WRONLY | O_CREAT);
-  pwrite_all(fd, bytes.data(), bytes.size(), offset);
+  {
+    Fd fd(path, O_WRONLY | O_CREAT);
+    pwrite_all(fd, bytes.data(), bytes.size(), offset);
+  }
+  journal_write(path, offset, bytes.size());
 }
 
 std::string random_bytes(uint64_t length, uint64_t seed) {

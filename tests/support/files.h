@@ -2,6 +2,10 @@
 // byte-for-byte comparison that names the first differing offset, SHA-256, and TLS PSK
 // key files.
 //
+// Writes (create_sparse_file, write_at and what uses it) are also appended to the lab's
+// CBT write journal "<path>.cbt-journal" when it exists: that is how the lab's CBT shim
+// learns what changed without reading the disks (tests/lab/vcsim/cbt_shim.py).
+//
 // Free functions on paths chosen by the test (inside a TempDir). Bytes are carried in
 // std::string (binary-safe). Every failure throws mk::Error naming the file. Thread-safe
 // as long as two threads do not write the same file.

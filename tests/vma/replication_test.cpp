@@ -25,6 +25,12 @@ void expect_change_ids_only_when_completed(const protocol::JobProgress& p) {
   }
 }
 
+// The value of one sample line of /metrics ("name{labels} value"); -1 when absent.
+double metric(const std::string& text, const std::string& sample) {
+  auto at = text.find("\n" + sample + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
+}
+
 TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 6, 100);
   start_vma();
@@ -36,6 +42,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
   for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  expect_all_phases_in_order(j);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
   protocol::JobProgress p = client->progress(job);
@@ -60,8 +67,24 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   std::string job2 = start_job(vm.instance_uuid, "incremental");
   json j2 = wait_job(job2);
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_all_phases_in_order(j2);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
+  // The VMA's own record carries the same phases (but reporting, which is the OMA's).
+  protocol::JobProgress p2 = client->progress(job2);
+  for (const auto& d : p2.disks) {
+    ASSERT_EQ(d.phases.size(), 7u) << d.disk_key;
+    EXPECT_EQ(d.phases.back().phase, protocol::PassPhase::SnapshotRemoval);
+  }
+  ASSERT_TRUE(p2.ended_seconds_ago.has_value());
+  EXPECT_GE(*p2.ended_seconds_ago, 0.0);
+  // /metrics sums them per phase: two passes of two disks so far.
+  auto m = api->get("/metrics");
+  ASSERT_EQ(m.status, 200) << m.raw;
+  for (const char* phase : {"snapshot", "copying", "reporting"}) {
+    EXPECT_EQ(metric(m.raw, fmt::format("oma_pass_phase_seconds_count{{phase=\"{}\"}}", phase)), 4) << m.raw;
+    EXPECT_GE(metric(m.raw, fmt::format("oma_pass_phase_seconds_sum{{phase=\"{}\"}}", phase)), 0) << m.raw;
+  }
   // An incremental pass moves the changed blocks, not the disk.
   EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(3 * kBlock)) << j2.dump(2);
 

@@ -121,6 +121,7 @@ TEST_F(VmaResume, VmaKilledAtSixtyPercentResumesFromItsCheckpointsAndTheDisksAre
 
   json j = wait_job(job);
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_all_phases_in_order(j);  // the resumed run's times add up with the killed one's, each phase once
   EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
   expect_committed(j, v.instance_uuid, job);
   EXPECT_EQ(events_containing(j, "the VMA restarted during the copy"), 1) << j["events"].dump(2);
@@ -160,6 +161,7 @@ TEST_F(VmaResume, ASnapshotRemovedWhileTheVmaWasDownStartsEveryDiskOverAndSaysWh
 
   json j = wait_job(job);
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_all_phases_in_order(j);  // the resumed run's times add up with the killed one's, each phase once
   expect_committed(j, v.instance_uuid, job);
   protocol::JobProgress p = client->progress(job);
   for (const auto& d : p.disks) {

@@ -1,6 +1,7 @@
 // Changed Block Tracking through the lab's CBT shim in front of vcsim: change IDs in the
 // real format on snapshot disks, QueryChangedDiskAreas with "*" and with a change ID,
-// paging by startOffset, and FileFault for unknown, foreign or stale change IDs.
+// paging by startOffset, FileFault for unknown, foreign or stale change IDs, and changes
+// known from the lab's write journal (writes the journal missed: every allocated block).
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 
 #include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
+#include "support/files.h"
 #include "vsphere/inventory.h"
 #include "vsphere/vm_ops.h"
 
@@ -35,8 +37,14 @@ class VsphereCbt : public ::testing::Test {
     ::close(fd);
   }
 
+  // A guest's write, as the lab makes one: recorded in the shim's write journal.
   void write_block(uint64_t block, char fill) {
-    std::string data(kBlock / 2, fill);  // half a block is enough to change it
+    test::fill_at(flat, block * kBlock + 100, kBlock / 2, fill);  // half a block is enough to change it
+  }
+
+  // A write the shim's journal does not hear of.
+  void write_block_unjournaled(uint64_t block, char fill) {
+    std::string data(kBlock / 2, fill);
     int fd = ::open(flat.c_str(), O_WRONLY);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(block * kBlock + 100)),
@@ -95,15 +103,33 @@ TEST_F(VsphereCbt, StarIsTheAllocatedAreasAndAChangeIdTheChangedBlocks) {
   EXPECT_EQ(query(s1, "*"), (RangeList{{0, kBlock}, {3 * kBlock, 2 * kBlock}, {9 * kBlock, kBlock},
                                        {15 * kBlock, kBlock}}));
   write_block(3, 'B');   // changed
-  write_block(0, 'a');   // rewritten with the same bytes: not a change
+  write_block(0, 'a');   // rewritten with the same bytes: written, so changed (CBT tracks writes)
   write_block(12, 'f');  // new
   auto [s2, id2] = snapshot("mk-2");
   EXPECT_NE(id1, id2);
   EXPECT_EQ(id1.substr(0, id1.find('/')), id2.substr(0, id2.find('/')));  // same tracking UUID
-  EXPECT_EQ(query(s2, id1), (RangeList{{3 * kBlock, kBlock}, {12 * kBlock, kBlock}}));
+  EXPECT_EQ(query(s2, id1), (RangeList{{0, kBlock}, {3 * kBlock, kBlock}, {12 * kBlock, kBlock}}));
   EXPECT_TRUE(query(s2, id2).empty());
   remove_snapshot(*s, vm, s1);
-  EXPECT_EQ(query(s2, id1).size(), 2u);  // change IDs outlive their snapshots
+  EXPECT_EQ(query(s2, id1).size(), 3u);  // change IDs outlive their snapshots
+  // Changes add up over several snapshots.
+  write_block(7, 'g');
+  auto [s3, id3] = snapshot("mk-3");
+  EXPECT_EQ(query(s3, id2), (RangeList{{7 * kBlock, kBlock}}));
+  EXPECT_EQ(query(s3, id1), (RangeList{{0, kBlock}, {3 * kBlock, kBlock}, {7 * kBlock, kBlock}, {12 * kBlock, kBlock}}));
+}
+
+TEST_F(VsphereCbt, AWriteTheJournalDidNotHearOfMakesEveryAllocatedBlockChanged) {
+  set_change_tracking(*s, vm, true);
+  write_block(2, 'a');
+  write_block(5, 'b');
+  auto [s1, id1] = snapshot("mk-1");
+  write_block_unjournaled(5, 'c');
+  auto [s2, id2] = snapshot("mk-2");
+  // More than was written, never less: the lab cannot know which blocks changed.
+  EXPECT_EQ(query(s2, id1), (RangeList{{2 * kBlock, kBlock}, {5 * kBlock, kBlock}}));
+  auto [s3, id3] = snapshot("mk-3");
+  EXPECT_TRUE(query(s3, id2).empty());  // nothing written since
 }
 
 TEST_F(VsphereCbt, UnknownForeignAndStaleChangeIdsAreFileFaults) {

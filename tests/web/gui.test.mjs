@@ -177,6 +177,18 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       const rows = await page.getByRole("table", { name: "Disk progress" }).locator("tbody tr").allInnerTexts();
       assert.equal(rows.length, 2);
       for (const r of rows) assert.match(r, /(\d+(?:\.\d+)? \S+) \/ \1/, r);
+      // Where the time went: every disk has every phase of a pass, in pass order (the
+      // fake VMA measures none: only the OMA's reporting is there).
+      const phases = page.getByRole("table", { name: "Pass phases" });
+      await until("the phase breakdown", async () => (await phases.count()) > 0);
+      const heads = await phases.locator("thead th").allInnerTexts();
+      const want = info.vma === "real"
+        ? ["Snapshot", "Change query", "Reader start", "Planning", "Copying", "Flushing", "Snapshot removal", "Reporting"]
+        : ["Reporting"];
+      assert.deepEqual(heads.slice(1), want);
+      const cells = await phases.locator("tbody td[data-phase]").allInnerTexts();
+      assert.equal(cells.length, 2 * want.length);
+      for (const c of cells) assert.match(c, /^\d+\.\d+ s$/, c);
       await shot(page, "05-job-completed");
     });
 

@@ -53,6 +53,12 @@ export interface Vm {
   schedule: Schedule | null;
 }
 
+// How long one part of a disk's pass took (snapshot ... reporting), in pass order.
+export interface PhaseTime {
+  phase: string;
+  seconds: number;
+}
+
 export interface JobDisk {
   disk_key: string;
   unit: number;
@@ -65,6 +71,7 @@ export interface JobDisk {
   eta_seconds: number;
   error: string | null;
   committed: boolean;
+  phases?: PhaseTime[];
 }
 
 export interface Step {

@@ -28,6 +28,12 @@ export function duration(s: number | null | undefined): string {
   return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
+// A measured time, precise enough to compare the parts of a pass: "0.042 s", "3.21 s", "84.3 s".
+export function seconds(s: number | null | undefined): string {
+  if (s == null || !isFinite(s) || s < 0) return "—";
+  return `${s.toFixed(s < 0.1 ? 3 : s < 10 ? 2 : 1)} s`;
+}
+
 export function ago(ms: number | null | undefined): string {
   if (!ms) return "—";
   const s = (Date.now() - ms) / 1000;

@@ -82,9 +82,10 @@ void ApiServer::install(http::BoundedHttpServer& server, bool api_only) {
 void ApiServer::start() {
   build_document();
   install(server_, true);
+  server_.set_tls(config_.tls);
   port_ = server_.bind(config_.listen_address, config_.port);
   server_.start();
-  log::info("OMA API listening on {}:{}", config_.listen_address, port_);
+  log::info("OMA API listening on {}://{}:{}", config_.tls ? "https" : "http", config_.listen_address, port_);
 }
 
 void ApiServer::stop() { server_.stop(); }

@@ -40,6 +40,8 @@ struct ApiConfig {
   // Request limits, timeouts, connection caps and worker threads (the default body limit
   // is 64 KiB); the GUI listener uses the same.
   http::Limits limits;
+  // HTTPS with this certificate; null: plain HTTP (oma/https.h decides which).
+  std::shared_ptr<const tls::TlsServerContext> tls;
   // A reply that does not match its route's declared response is logged; strict: it is
   // replaced by a 500 naming the mismatch (tests).
   bool strict_replies = false;

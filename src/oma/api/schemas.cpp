@@ -205,6 +205,14 @@ const Schema kVmDetail{
 
 const Schema kJob{job_fields(), "Job", "a job (replication pass, cutover, test failover or its cleanup)"};
 
+const Schema kPhaseTime{{
+    enum_field("phase", "a part of the pass: snapshot, change_query, reader_start, planning, copying, flushing, "
+                        "snapshot_removal (measured by the VMA) or reporting (the VMA's end of the pass to the "
+                        "OMA's record)",
+               enum_names<protocol::PassPhase>()),
+    number_field("seconds", "how long it took", 0.42),
+}, "JobDiskPhase", "how long one part of a disk's pass took"};
+
 const Schema kJobDisk{{
     disk_key_field("disk_key"),
     int_field("unit", "unit number", 0),
@@ -222,6 +230,7 @@ const Schema kJobDisk{{
                         "52 3c 8a 1f 7d 2e 4b 6a-9c 0d 1e 2f 3a 4b 5c 6d/12")),
     bool_field("committed", "the change ID is committed (the pass is durable for this disk)", false),
     nullable(text_field("error", "why the disk failed", "nbd_pwrite: Input/output error")),
+    array_field("phases", "where the pass's time went for this disk so far, in the order of a pass", &kPhaseTime),
 }, "JobDisk", "one disk of a job"};
 
 const Schema kJobProgress{join_fields(job_fields(), std::vector<Field>{array_field("disks", "its disks", &kJobDisk)}),

@@ -21,7 +21,9 @@ json disk_json(const DiskRecord& d) {
 }
 
 json job_disk_json(const JobDiskRecord& d) {
-  return {{"disk_key", d.disk_key}, {"unit", d.unit},           {"export", d.export_name},
+  json phases = json::array();
+  for (const auto& p : d.phases) phases.push_back({{"phase", enum_name(p.phase)}, {"seconds", p.seconds}});
+  return {{"disk_key", d.disk_key}, {"unit", d.unit},           {"export", d.export_name}, {"phases", phases},
           {"status", d.status},     {"phase", d.phase},         {"bytes_done", d.bytes_done},
           {"bytes_total", d.bytes_total}, {"throughput_bps", d.throughput_bps}, {"eta_seconds", d.eta_seconds},
           {"change_id_base", opt_json(d.change_id_base)}, {"change_id", opt_json(d.change_id_new)},

@@ -41,6 +41,7 @@ std::optional<cloudstack::Settings> CloudStackTarget::settings() {
 }
 
 void CloudStackTarget::save_settings(cloudstack::Settings s) {
+  cloudstack::check_settings(s, options_.client);  // an http:// URL is refused now, not at cutover
   if (s.secret_key.empty()) {
     auto old = settings();
     if (old) s.secret_key = old->secret_key;
@@ -191,11 +192,19 @@ VolumeSlots CloudStackChecks::volume_slots(const std::string& vm_id) {
     auto v = storage_.find_volume(vm_id, d.disk_key);
     slots.needed += !v || std::find(attached.begin(), attached.end(), v->volume_id) == attached.end();
   }
-  slots.free = std::max(0, limits.max_data_volumes - static_cast<int>(attached.size()));
-  slots.limit = fmt::format("{} allows {} data volumes per VM{}; {} are attached to the OMA's VM {}",
+  // A VM in test failover has its volumes on the test VM; its cleanup brings them back to
+  // the OMA's VM, so their slots stay taken while they are away.
+  int away = 0;
+  for (const auto& v : storage_.list_volumes()) {
+    if (v.vm_id == vm_id || std::find(attached.begin(), attached.end(), v.volume_id) != attached.end()) continue;
+    away += vms_.find_failover(v.vm_id, FailoverKind::TestFailover).has_value();
+  }
+  slots.free = std::max(0, limits.max_data_volumes - static_cast<int>(attached.size()) - away);
+  slots.limit = fmt::format("{} allows {} data volumes per VM{}; {} are attached to the OMA's VM {}{}",
                             limits.hypervisor, limits.max_data_volumes,
                             limits.max_data_volumes_known ? "" : " (the default: this API key cannot read the limit)",
-                            attached.size(), oma_vm);
+                            attached.size(), oma_vm,
+                            away ? fmt::format(", {} more come back after test failovers", away) : "");
   return slots;
 }
 

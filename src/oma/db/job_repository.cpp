@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "oma/db/table.h"
 #include "oma/db/vm_repository.h"
 #include "oma/errors.h"
@@ -168,7 +170,38 @@ std::vector<JobRecord> JobRepository::active_jobs() {
 }
 
 std::vector<JobDiskRecord> JobRepository::job_disks(const std::string& job_id) {
-  return kJobDisks.query(db_, "WHERE job_id = ? ORDER BY unit", {job_id});
+  auto disks = kJobDisks.query(db_, "WHERE job_id = ? ORDER BY unit", {job_id});
+  if (disks.empty()) return disks;
+  for (const auto& r : db_.query("SELECT disk_key, phase, seconds FROM job_disk_phases WHERE job_id = ? "
+                                 "ORDER BY disk_key, seq",
+                                 {job_id})) {
+    auto phase = find_enum<protocol::PassPhase>(r.str(1));
+    if (!phase) continue;  // a phase a newer OMA wrote: not ours to show
+    for (auto& d : disks) {
+      if (d.disk_key == r.str(0)) d.phases.push_back({*phase, r.dbl(2)});
+    }
+  }
+  return disks;
+}
+
+void JobRepository::set_disk_phases(const std::string& job_id, const std::string& disk_key,
+                                    const std::vector<protocol::PhaseTime>& phases) {
+  db_.transaction([&] {
+    db_.exec("DELETE FROM job_disk_phases WHERE job_id = ? AND disk_key = ?", {job_id, disk_key});
+    for (const auto& p : phases) {
+      db_.exec("INSERT INTO job_disk_phases (job_id, disk_key, phase, seq, seconds) VALUES (?, ?, ?, ?, ?)",
+               {job_id, disk_key, std::string(enum_name(p.phase)), static_cast<int64_t>(p.phase), p.seconds});
+    }
+  });
+}
+
+std::vector<PhaseTotal> JobRepository::phase_totals() {
+  std::vector<PhaseTotal> out;
+  for (const auto& r : db_.query("SELECT phase, SUM(seconds), COUNT(*) FROM job_disk_phases GROUP BY phase")) {
+    if (auto phase = find_enum<protocol::PassPhase>(r.str(0))) out.push_back({*phase, r.dbl(1), r.i64(2)});
+  }
+  std::sort(out.begin(), out.end(), [](const PhaseTotal& a, const PhaseTotal& b) { return a.phase < b.phase; });
+  return out;
 }
 
 void JobRepository::set_job_status(const std::string& job_id, JobStatus status, const std::string& phase) {

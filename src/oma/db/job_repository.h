@@ -1,7 +1,7 @@
 // JobRepository: the OMA's jobs and what they leave behind: each job (replication_jobs)
 // with its disks (job_disks), the claim a running job holds on its VM (active_jobs),
-// its log (job_steps, job_events) and the change IDs its passes committed
-// (cbt_history).
+// its log (job_steps, job_events), the change IDs its passes committed (cbt_history)
+// and where each disk's pass spent its time (job_disk_phases).
 //
 // Invariants, each enforced in one transaction here and backed by the schema:
 //  - a VM has at most one active job: create_job inserts the active_jobs row (its
@@ -36,6 +36,7 @@
 #include "oma/db/database.h"
 #include "oma/db/vm_repository.h"
 #include "protocol/enums.h"
+#include "protocol/messages.h"
 
 namespace mk::oma {
 
@@ -91,6 +92,16 @@ struct JobDiskRecord {
   double throughput_bps = 0, eta_seconds = 0;
   std::optional<std::string> change_id_base, change_id_new, error;
   bool committed = false;
+  // Where the pass's time went for this disk, in PassPhase order (job_disk_phases):
+  // the VMA's measurements and the OMA's "reporting".
+  std::vector<protocol::PhaseTime> phases;
+};
+
+// All recorded phase times of one phase, over every disk of every pass (for /metrics).
+struct PhaseTotal {
+  protocol::PassPhase phase = protocol::PassPhase::Snapshot;
+  double seconds = 0;
+  int64_t count = 0;
 };
 
 struct StepRecord {
@@ -131,7 +142,10 @@ class JobRepository {
   // Oldest first; "" / nullopt: any VM / status.
   std::vector<JobRecord> list_jobs(const std::string& vm_id = "", std::optional<JobStatus> status = std::nullopt);
   std::vector<JobRecord> active_jobs();
-  std::vector<JobDiskRecord> job_disks(const std::string& job_id);  // by unit
+  std::vector<JobDiskRecord> job_disks(const std::string& job_id);  // by unit, with their phases
+  // Replaces the disk's phase times (in PassPhase order) in one transaction.
+  void set_disk_phases(const std::string& job_id, const std::string& disk_key,
+                       const std::vector<protocol::PhaseTime>& phases);
   void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase);
   // The same, and the error the job will end with (kept across an OMA restart).
   void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase,
@@ -173,6 +187,8 @@ class JobRepository {
   // of active jobs.
   std::vector<std::pair<JobStatus, int64_t>> jobs_by_status();
   std::pair<int64_t, double> job_totals();
+  // Per phase: the summed seconds and how many disk passes recorded it.
+  std::vector<PhaseTotal> phase_totals();
 
  private:
   db::Database& db_;

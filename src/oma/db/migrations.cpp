@@ -207,6 +207,19 @@ const std::vector<std::string> kSchedules = {
       FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
 };
 
+// Version 7, pass phases: the time each disk of a pass spent in each part of it
+// (protocol PassPhase), as the VMA measured it, plus the OMA's own "reporting". seq is
+// the phase's position in a pass, so rows read back in order.
+const std::vector<std::string> kPassPhases = {
+    R"(CREATE TABLE IF NOT EXISTS job_disk_phases (
+      job_id VARCHAR(36) NOT NULL,
+      disk_key VARCHAR(64) NOT NULL,
+      phase VARCHAR(32) NOT NULL,
+      seq BIGINT NOT NULL,
+      seconds DOUBLE NOT NULL,
+      PRIMARY KEY (job_id, disk_key, phase)))",
+};
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -230,6 +243,7 @@ const std::vector<Migration>& migrations() {
       // values of older OMAs are re-sealed, and the key's id is recorded (sealed_values.h).
       {6, "sealed values bound to their rows", {}, {},
        [](Database& db, const std::function<const SecretBox&()>& secrets) { reseal_unbound_values(db, secrets); }},
+      {7, "pass phases per disk", kPassPhases},
   };
   return all;
 }

@@ -15,7 +15,11 @@ std::string default_dist_dir() {
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return "web/dist";
-  return (exe.parent_path().parent_path() / "web" / "dist").string();
+  // The build tree (build/bin/oma: build/web/dist), else the installed tree
+  // (/usr/bin/oma: /usr/share/migratekit/web, `cmake --install`, the package).
+  fs::path prefix = exe.parent_path().parent_path();
+  fs::path built = prefix / "web" / "dist", installed = prefix / "share" / "migratekit" / "web";
+  return (fs::exists(built) || !fs::exists(installed) ? built : installed).string();
 }
 
 GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(config)), server_(config_.limits) {
@@ -51,6 +55,7 @@ GuiServer::GuiServer(api::ApiServer& api, GuiConfig config) : config_(std::move(
 GuiServer::~GuiServer() { stop(); }
 
 void GuiServer::start() {
+  server_.set_tls(config_.tls);
   try {
     port_ = server_.bind(config_.listen_address, config_.port);
   } catch (const Error& e) {
@@ -59,7 +64,9 @@ void GuiServer::start() {
                             e.what()));
   }
   server_.start();
-  if (has_app_) log::info("OMA GUI on http://{}:{}/ (files from {})", config_.listen_address, port_, config_.dist_dir);
+  if (has_app_)
+    log::info("OMA GUI on {}://{}:{}/ (files from {})", config_.tls ? "https" : "http", config_.listen_address, port_,
+              config_.dist_dir);
   else log::warn("OMA GUI port {}:{} serves the API only: no web app in {}", config_.listen_address, port_, config_.dist_dir);
 }
 

@@ -22,9 +22,11 @@ struct GuiConfig {
   int port = 3001;       // 0: any free port (see port())
   std::string dist_dir;  // the built web app (index.html inside)
   http::Limits limits;   // as the API's
+  std::shared_ptr<const tls::TlsServerContext> tls;  // HTTPS; null: plain HTTP
 };
 
-// Where the build puts the web app relative to the oma binary: BIN/../web/dist.
+// Where the web app is relative to the oma binary: BIN/../web/dist in the build tree,
+// else BIN/../share/migratekit/web (installed).
 std::string default_dist_dir();
 
 class GuiServer {

@@ -246,11 +246,12 @@ void JobManager::replicate_pass(const std::string& job_id) {
     jobs_.set_job_status(job_id, JobStatus::Exporting, "final pass: exporting disks");
     export_and_replicate(j);
     jobs_.set_job_status(job_id, JobStatus::Copying, "final pass: copying");
-    poll(j);
+    auto vma_ended = poll(j);
     jobs_.set_job_status(job_id, JobStatus::Committing, "final pass: committing change IDs");
     Step step(jobs_, job_id, "committing change IDs");
     jobs_.commit_change_ids(job_id);
     step.done();
+    record_reporting(job_id, vma_ended);
     jobs_.set_job_status(job_id, JobStatus::Running, "final pass done");
   } catch (const ShuttingDown&) {
     throw Error(fmt::format("job {}: the OMA is stopping, so the final pass was interrupted", job_id));
@@ -337,12 +338,13 @@ void JobManager::run(const std::string& job_id) {
       jobs_.set_job_status(job_id, JobStatus::Copying, "copying");
       j.status = JobStatus::Copying;
     }
+    std::optional<SteadyTime> vma_ended;
     if (j.status == JobStatus::Copying) {
-      poll(j);
+      vma_ended = poll(j);
       jobs_.set_job_status(job_id, JobStatus::Committing, "committing change IDs");
       j.status = JobStatus::Committing;
     }
-    if (j.status == JobStatus::Committing) commit(j);
+    if (j.status == JobStatus::Committing) commit(j, vma_ended);
   } catch (const ShuttingDown&) {
     log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
   } catch (const Cancelled&) {
@@ -483,8 +485,9 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   step.done(fmt::format("{} accepted the job", vma->describe()));
 }
 
-void JobManager::poll(const JobRecord& job) {
+std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
   Step step(jobs_, job.job_id, "copying");
+  std::optional<SteadyTime> vma_ended;
   auto vma = vma_for(job.vm_id);
   auto last_ok = std::chrono::steady_clock::now();
   std::string last_error;
@@ -514,7 +517,7 @@ void JobManager::poll(const JobRecord& job) {
       poller_errors_++;
       throw;  // the VMA answered something that breaks the protocol: do not guess
     }
-    last_ok = std::chrono::steady_clock::now();
+    last_ok = std::chrono::steady_clock::now();  // also when this answer arrived
     if (!last_error.empty()) jobs_.add_event(job.job_id, EventLevel::Info, "the VMA answers again");
     last_error.clear();
 
@@ -559,6 +562,7 @@ void JobManager::poll(const JobRecord& job) {
       d.change_id_new = dp.change_id;
       d.error = dp.error;
       jobs_.update_disk_progress(d);
+      if (dp.phases != d.phases) jobs_.set_disk_phases(job.job_id, key, dp.phases);  // a phase ended
       // The protocol guarantees a failed disk's error and a completed disk's change ID.
       if (dp.status == protocol::DiskStatus::Failed) {
         throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, key, dp.error.value_or("")));
@@ -568,9 +572,17 @@ void JobManager::poll(const JobRecord& job) {
     jobs_.roll_up_progress(job.job_id);
     jobs_.set_job_status(job.job_id, JobStatus::Copying,
                          fmt::format("copying: {}/{} disks completed", completed, disks.size()));
-    if (completed == disks.size() && seen.size() == disks.size()) break;
+    // Done once every disk completed and the VMA closed the pass (snapshot removed):
+    // its phase times are then complete.
+    bool closed = p.status != protocol::VmaJobStatus::Queued && p.status != protocol::VmaJobStatus::Running;
+    if (completed == disks.size() && seen.size() == disks.size() && closed) {
+      auto ago = std::chrono::duration<double>(p.ended_seconds_ago.value_or(0));
+      vma_ended = last_ok - std::chrono::duration_cast<SteadyTime::duration>(ago);
+      break;
+    }
   }
   step.done();
+  return vma_ended;
 }
 
 // Records in the job's log, once each, why a disk started over instead of resuming,
@@ -597,10 +609,25 @@ void JobManager::note_resume(const std::string& job_id, const std::string& disk_
   }
 }
 
-void JobManager::commit(const JobRecord& job) {
+void JobManager::record_reporting(const std::string& job_id, std::optional<SteadyTime> vma_ended) {
+  if (!vma_ended) return;  // resumed after an OMA restart: when the VMA ended is not known
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - *vma_ended).count();
+  try {
+    for (auto& d : jobs_.job_disks(job_id)) {
+      d.phases.push_back({protocol::PassPhase::Reporting, std::max(0.0, seconds)});
+      jobs_.set_disk_phases(job_id, d.disk_key, d.phases);
+    }
+  } catch (const std::exception& e) {
+    // The pass is committed; only its breakdown lacks the last part.
+    log::warn("job {}: cannot record the reporting phase: {}", job_id, e.what());
+  }
+}
+
+void JobManager::commit(const JobRecord& job, std::optional<SteadyTime> vma_ended) {
   Step step(jobs_, job.job_id, "committing change IDs");
   jobs_.commit_change_ids(job.job_id);
   step.done();
+  record_reporting(job.job_id, vma_ended);  // first: a completed job shows all its phases
   jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
   jobs_.add_event(job.job_id, EventLevel::Info, "job completed: every disk copied and its change ID committed");
 }

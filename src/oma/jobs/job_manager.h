@@ -1,9 +1,14 @@
 // JobManager: runs replication jobs as persisted state machines.
 //
 //   preparing (preflight, volumes) -> exporting (exports, verified over NBD) -> copying
-//   (VMA replicates; progress polled) -> committing (change IDs) -> completed
+//   (VMA replicates; progress polled until every disk completed and the VMA closed the
+//   pass) -> committing (change IDs) -> completed
 //   any state -> failed (with its reason) | cancelled
 //   once the VMA was asked to copy: -> unknown | cancelling -> failed | cancelled
+//
+// Each disk's phase times (snapshot ... snapshot removal, as the VMA measured them) are
+// stored as they arrive; the OMA adds "reporting", from the VMA's end of the job to
+// the OMA's record of the pass as completed.
 //
 // A pass whose copy the VMA may be running ends only when no writer is left: the VMA
 // confirms that the copy stopped (stop), or, when it cannot be reached (or a replicate
@@ -41,6 +46,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -133,10 +139,16 @@ class JobManager {
   std::unique_lock<std::mutex> wait_for_volume_slots(const JobRecord& job);  // held until the volumes are attached
   void prepare(const JobRecord& job);
   void export_and_replicate(const JobRecord& job);
-  void poll(const JobRecord& job);
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  // Until every disk completed and the VMA closed the pass; returns when the VMA's job
+  // ended, on our clock (its answer's arrival minus its ended_seconds_ago).
+  std::optional<SteadyTime> poll(const JobRecord& job);
   void note_resume(const std::string& job_id, const std::string& disk_key, const protocol::DiskProgress& dp,
                    std::set<std::string>& noted);
-  void commit(const JobRecord& job);
+  void commit(const JobRecord& job, std::optional<SteadyTime> vma_ended = std::nullopt);
+  // Adds each disk's "reporting" phase: from the VMA's end of the job to now, just
+  // before the OMA records the pass as done. Nothing when `vma_ended` is unknown.
+  void record_reporting(const std::string& job_id, std::optional<SteadyTime> vma_ended);
   void check_cancel(const std::string& job_id);
   // Whether the VMA may copy for the job: its replicate call was sent (vma_instance set).
   bool writer_possible(const std::string& job_id);

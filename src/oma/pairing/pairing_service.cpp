@@ -43,9 +43,10 @@ PairingService::PairingService(VmaRepository& vmas, VmRepository& vms, SecretBox
     throw UsageError("--tunnel-port-base must be between 1 and 65000");
 }
 
-void PairingService::set_api_url(const std::string& url) {
+void PairingService::set_api_url(const std::string& url, std::optional<std::string> fingerprint) {
   std::lock_guard lk(file_mutex_);
   config_.api_url = url;
+  config_.api_fingerprint = std::move(fingerprint);
 }
 
 void PairingService::sync_access() {
@@ -102,6 +103,7 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   {
     std::lock_guard lk(file_mutex_);
     b.oma_api_url = config_.api_url;
+    b.oma_api_fingerprint = config_.api_fingerprint;
   }
   b.ssh_host = config_.ssh_host;
   b.ssh_port = config_.ssh_port;

@@ -39,6 +39,7 @@ namespace mk::oma {
 
 struct PairingConfig {
   std::string api_url;               // how a VMA reaches this OMA's API
+  std::optional<std::string> api_fingerprint;  // its HTTPS certificate's, for https:// URLs
   std::string ssh_host;              // how a VMA reaches this OMA's sshd
   int ssh_port = 22;                 // 22 or 443
   std::string ssh_user = "migratekit";
@@ -82,7 +83,9 @@ class PairingService {
   // its VMA is pending or revoked.
   std::shared_ptr<VmaClient> client_for_vm(const std::string& vm_id);
   const PairingConfig& config() const { return config_; }
-  void set_api_url(const std::string& url);
+  // The API URL bundles carry and, when it is this OMA's HTTPS listener, the
+  // certificate's fingerprint VMAs pin.
+  void set_api_url(const std::string& url, std::optional<std::string> fingerprint = std::nullopt);
 
  private:
   void add_nbd_tls(protocol::PairingBundle& bundle) const;

@@ -15,6 +15,7 @@
 #include "common/files.h"
 #include "common/json_schema.h"
 #include "common/subprocess.h"
+#include "common/tls.h"
 #include "protocol/enrolment.h"
 #include "protocol/names.h"
 #include "protocol/routes.h"
@@ -73,13 +74,20 @@ std::string ensure_key_pair(const std::string& dir, const std::string& name) {
   return pub;
 }
 
-protocol::EnrolReply enroll(const std::string& api_url, const std::string& code, const protocol::EnrolRequest& body) {
+protocol::EnrolReply enroll(const std::string& api_url, const std::optional<std::string>& fingerprint,
+                            const std::string& code, const protocol::EnrolRequest& body) {
   httplib::Client cli(api_url);
+  if (fingerprint) tls::apply_client_trust(cli, {*fingerprint, ""});
   cli.set_connection_timeout(std::chrono::seconds(15));
   cli.set_read_timeout(std::chrono::seconds(30));
   std::string path(protocol::kEnrolRoute.path);
   auto res = cli.Post(path.c_str(), {{"Authorization", "Pairing " + code}}, protocol::encode(body).dump(),
                       "application/json");
+  if (!res && fingerprint && res.error() == httplib::Error::SSLConnection)
+    throw Error(fmt::format("the OMA at {} did not present the certificate the bundle pins (SHA-256 {}), or does not "
+                            "speak HTTPS: nothing was sent to it. Check that the bundle comes from this OMA (its log "
+                            "names its certificate's fingerprint) and ask its admin for a new one",
+                            api_url, *fingerprint));
   if (!res)
     throw Error(fmt::format("cannot reach the OMA's API at {} ({}): check the address and that this VMA may reach "
                             "it, then run `vma pair` again (the pairing code was not used)",
@@ -126,9 +134,11 @@ int pair(const PairArgs& a) {
   write_private_file(a.state_dir + "/api.token", b.vma_api_token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
-  protocol::EnrolReply reply = enroll(b.oma_api_url, b.pairing_code, {protocol::kVersion, a.name, a.vcenter, pub});
+  protocol::EnrolReply reply =
+      enroll(b.oma_api_url, b.oma_api_fingerprint, b.pairing_code, {protocol::kVersion, a.name, a.vcenter, pub});
   json state = {{"vma_id", reply.vma_id},       {"name", a.name},
                 {"vcenter", a.vcenter},         {"oma_api_url", b.oma_api_url},
+                {"oma_api_fingerprint", b.oma_api_fingerprint.value_or("")},
                 {"ssh_host", b.ssh_host},       {"ssh_port", b.ssh_port},
                 {"ssh_user", b.ssh_user},       {"nbd_host", b.nbd_host},
                 {"nbd_port", b.nbd_port},       {"nbd_tls", enum_name(b.nbd_tls)},

@@ -23,6 +23,7 @@ PairedState load_paired_state(const std::string& state_dir) {
     s.name = j.at("name");
     s.vcenter = j.at("vcenter");
     s.oma_api_url = j.at("oma_api_url");
+    s.oma_api_fingerprint = j.value("oma_api_fingerprint", "");
     s.ssh_host = j.at("ssh_host");
     s.ssh_port = j.at("ssh_port");
     s.ssh_user = j.at("ssh_user");

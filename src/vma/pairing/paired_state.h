@@ -24,6 +24,7 @@ namespace mk::vma {
 struct PairedState {
   std::string state_dir;
   std::string vma_id, name, vcenter;
+  std::string oma_api_fingerprint;  // pinned HTTPS certificate of the OMA's API ("" = none)
   std::string oma_api_url, ssh_host, ssh_user, nbd_host, nbd_psk_identity;
   protocol::NbdTls nbd_tls = protocol::NbdTls::Psk;
   int ssh_port = 22, nbd_port = 10809, tunnel_port = 9081;

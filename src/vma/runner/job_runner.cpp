@@ -20,10 +20,29 @@ using protocol::VmaJobStatus;
 
 int64_t now() { return std::time(nullptr); }
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 std::string target_uri(const protocol::NbdTarget& nbd, const protocol::ReplicateDisk& disk, int nbd_via_port) {
   if (nbd_via_port > 0) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via_port, disk.export_name);
   std::string host = nbd.host.find(':') != std::string::npos ? "[" + nbd.host + "]" : nbd.host;
   return fmt::format("nbds://{}:{}/{}", host, nbd.port, disk.export_name);
+}
+
+// Adds `phases` (in PassPhase order) to a disk's record. A pass resumed after a VMA
+// restart runs its phases again (snapshot, change query, reader start): their times
+// add up with the interrupted run's, so that each phase stays listed once, in order.
+void merge_phases(std::vector<protocol::PhaseTime>& to, const std::vector<protocol::PhaseTime>& phases) {
+  for (const auto& p : phases) {
+    auto it = std::find_if(to.begin(), to.end(), [&](const protocol::PhaseTime& t) { return t.phase == p.phase; });
+    if (it != to.end()) {
+      it->seconds += p.seconds;
+    } else {
+      to.insert(std::find_if(to.begin(), to.end(), [&](const protocol::PhaseTime& t) { return t.phase > p.phase; }),
+                p);
+    }
+  }
 }
 
 // Removes the checkpoint files in `dir` (named <job id>-<disk key>.ckpt) whose job id
@@ -135,6 +154,11 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return std::nullopt;
   JobState s = it->second->state;
+  if (it->second->ended_at) {
+    s.ended_seconds_ago = seconds_since(*it->second->ended_at);
+  } else if (s.ended_state() && s.ended > 0) {
+    s.ended_seconds_ago = static_cast<double>(std::max<int64_t>(0, now() - s.ended));  // ended before a restart
+  }
   for (size_t i = 0; i < s.disks.size() && i < it->second->progress.size(); ++i) {
     auto& p = it->second->progress[i];
     if (!p || s.disks[i].status != DiskStatus::Copying) continue;
@@ -224,8 +248,16 @@ void JobRunner::set_status(Job& job, VmaJobStatus status, std::optional<std::str
   std::lock_guard lock(mu_);
   job.state.status = status;
   job.state.error = std::move(error);
-  if (job.state.ended_state()) job.state.ended = now();
+  if (job.state.ended_state()) {
+    job.state.ended = now();
+    job.ended_at = std::chrono::steady_clock::now();
+  }
   save(job);
+}
+
+void JobRunner::add_phases(Job& job, size_t index, const std::vector<protocol::PhaseTime>& phases) {
+  std::lock_guard lock(mu_);
+  merge_phases(job.state.disks[index].phases, phases);
 }
 
 void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
@@ -296,8 +328,11 @@ void JobRunner::execute(Job& job) {
   ::chmod(work.c_str(), 0700);
 
   std::unique_ptr<source::Pass> pass;
+  double open_seconds = 0;
   try {
+    auto opening = std::chrono::steady_clock::now();
     pass = open_pass(job, work);
+    open_seconds = seconds_since(opening);
   } catch (const std::exception& e) {
     std::string error = fmt::format("VM {}: the pass could not be prepared (snapshot, changed areas or disk "
                                     "readers): {}",
@@ -345,6 +380,18 @@ void JobRunner::execute(Job& job) {
     }
   }
 
+  // What open_pass() did not spend on a disk's change query or reader went to the
+  // point in time (the VM's snapshot), which every disk of the pass shares.
+  double per_disk = 0;
+  for (const auto& d : pass->disks()) per_disk += d.change_query_seconds + d.reader_start_seconds;
+  double snapshot = std::max(0.0, open_seconds - per_disk);
+  for (size_t i = 0; i < todo.size(); ++i) {
+    if (!todo[i]) continue;
+    add_phases(job, i, {{protocol::PassPhase::Snapshot, snapshot},
+                        {protocol::PassPhase::ChangeQuery, todo[i]->change_query_seconds},
+                        {protocol::PassPhase::ReaderStart, todo[i]->reader_start_seconds}});
+  }
+
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i; (i = next++) < todo.size();) {
@@ -358,6 +405,7 @@ void JobRunner::execute(Job& job) {
 
   bool all_done = std::all_of(job.state.disks.begin(), job.state.disks.end(),
                               [](const protocol::DiskProgress& d) { return d.status == DiskStatus::Completed; });
+  auto closing = std::chrono::steady_clock::now();
   try {
     pass->close(all_done);
   } catch (const std::exception& e) {
@@ -366,6 +414,13 @@ void JobRunner::execute(Job& job) {
     log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id(), vm, e.what());
   }
   pass.reset();
+  double removal = seconds_since(closing);
+  for (size_t i = 0; i < todo.size(); ++i) {
+    // Disks completed before a VMA restart belong to this snapshot too.
+    if (todo[i] || job.state.disks[i].status == DiskStatus::Completed) {
+      add_phases(job, i, {{protocol::PassPhase::SnapshotRemoval, removal}});
+    }
+  }
   std::error_code ec;
   std::filesystem::remove_all(work, ec);
   remove_checkpoints(job.state.job_id());  // the snapshot they belong to is gone
@@ -468,10 +523,14 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
                              {"disk_key", disk.key.str()},
                              {"snapshot", job.state.snapshot}};
     }
-    engine::CopyStats stats = source::copy_disk(disk, target, o, resumable ? &checkpoint : nullptr);
+    source::CopyTimes times;
+    engine::CopyStats stats = source::copy_disk(disk, target, o, resumable ? &checkpoint : nullptr, &times);
     engine::ProgressSnapshot snap = progress->snapshot();
     std::lock_guard lock(mu_);
     protocol::DiskProgress& d = job.state.disks[index];
+    merge_phases(d.phases, {{protocol::PassPhase::Planning, times.planning},
+                            {protocol::PassPhase::Copying, times.copying},
+                            {protocol::PassPhase::Flushing, times.flushing}});
     d.status = DiskStatus::Completed;
     d.phase = DiskPhase::Done;
     d.bytes_done = static_cast<int64_t>(snap.bytes_done);

@@ -10,6 +10,12 @@
 // it. When a disk fails, the job's other disks are cancelled (the OMA commits all disks
 // of a pass or none). Whatever happens, the pass is closed, which removes its snapshot.
 //
+// Each disk's record carries the time the pass spent in each phase (protocol
+// PassPhase, steady clock): snapshot, change query and reader start once the pass is
+// open, planning, copying and flushing once its copy ended, snapshot removal once the
+// pass is closed, which is before the job's status says it ended. A resumed pass
+// measures only what its own run did.
+//
 // Every change of status is persisted (JobStore) before it is reported. Resume, not
 // restart: each disk's copy records the ranges the target has flushed in a checkpoint
 // (checkpoint_dir/<job>-<disk key>.ckpt, engine::Checkpoint) tied to the job, the disk,
@@ -116,6 +122,7 @@ class JobRunner {
     std::string cancel_reason;                             // guarded by mu_
     bool stop_requested = false;                           // guarded by mu_
     bool finished = false;                                 // the thread is done; guarded by mu_
+    std::optional<std::chrono::steady_clock::time_point> ended_at;  // status became an end one; guarded by mu_
     std::thread thread;
   };
 
@@ -132,6 +139,9 @@ class JobRunner {
   void cancel(Job& job, const std::string& reason);  // mu_ held
   void fail_disk(Job& job, size_t index, const std::string& error);
   void set_status(Job& job, protocol::VmaJobStatus status, std::optional<std::string> error = std::nullopt);
+  // Appends the times of phases that ended to the disk's record (not saved: the next
+  // change of status saves them).
+  void add_phases(Job& job, size_t index, const std::vector<protocol::PhaseTime>& phases);
   void save(const Job& job);  // mu_ held
   void reap();                // mu_ held
 

@@ -35,7 +35,7 @@ bool JobState::ended_state() const {
 }
 
 protocol::JobProgress JobState::progress(const std::string& vma_instance) const {
-  protocol::JobProgress p{job_id(), vma_instance, status, error, disks, {}};
+  protocol::JobProgress p{job_id(), vma_instance, status, error, disks, {}, ended_seconds_ago};
   for (const auto& d : disks) {
     p.total.bytes_done += d.bytes_done;
     p.total.bytes_total += d.bytes_total;
@@ -66,7 +66,11 @@ JobState job_from_json(const json& j) {
     if (!j.at("error").is_null()) job.error = j.at("error").get<std::string>();
     job.created = j.at("created").get<int64_t>();
     job.ended = j.at("ended").get<int64_t>();
-    for (const auto& d : j.at("disks")) job.disks.push_back(protocol::decode<protocol::DiskProgress>(d));
+    for (json d : j.at("disks")) {
+      // Records of a VMA before protocol version 2 have no phase times.
+      if (d.is_object() && !d.contains("phases")) d["phases"] = json::array();
+      job.disks.push_back(protocol::decode<protocol::DiskProgress>(d));
+    }
     job.snapshot = j.value("snapshot", std::string());  // records of VMAs before resume have none
     if (job.disks.size() != job.request.disks.size()) throw Error("the disks do not match the request's");
     for (size_t i = 0; i < job.disks.size(); ++i) {

@@ -27,6 +27,8 @@ struct JobState {
   // The pass's snapshot (source::Pass::snapshot_id()) once it is open: a job that a
   // killed VMA left running resumes on it. "" before, or when the source cannot resume.
   std::string snapshot;
+  // Live, not persisted: seconds since the job ended (JobRunner::get() sets it).
+  std::optional<double> ended_seconds_ago;
 
   // A new job for `request`: queued, every disk pending.
   static JobState from(protocol::ReplicateRequest request);

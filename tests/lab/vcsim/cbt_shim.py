@@ -9,15 +9,24 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
   config.changeTrackingEnabled (as on ESXi, where enabling needs a stun/unstun). The disk
   then gets a random change-tracking UUID; disabling CBT (ReconfigVM) forgets it, so
   re-enabling yields a new UUID: a CBT reset.
-* Each snapshot records, per disk, a block map of the flat file (a digest per block,
-  None for a block wholly in a hole) under a new change ID "<uuid>/<sequence>", in the
-  real format ("52 3c 1f ... 2a/17"). VirtualDisk backings in property results get
-  their changeId: the snapshot's for a VirtualMachineSnapshot, the latest for the VM.
+* Changes are tracked the way ESXi does it, by the writes, not by reading the disks: once
+  CBT is active on a flat file the shim keeps a write journal beside it
+  (<flat file>.cbt-journal, one "offset length" line per write). The lab's writers
+  (tests/support/files.cpp, lab_vm.cpp through it) append to the journal when it exists.
+  Each snapshot takes the journal's new lines as the blocks written since the previous
+  snapshot, under a new change ID "<uuid>/<sequence>" in the real format
+  ("52 3c 1f ... 2a/17"), and notes the file's allocated blocks (SEEK_DATA/SEEK_HOLE:
+  no data is read). A flat file changed (mtime, size) without a journal line was written
+  by someone who does not journal: all its allocated blocks count as written, which is
+  correct (CBT may report more, never less) and says so on stderr. VirtualDisk backings
+  in property results get their changeId: the snapshot's for a VirtualMachineSnapshot,
+  the latest for the VM.
 * QueryChangedDiskAreas(vm, snapshot, deviceKey, startOffset, changeId) answers the
-  blocks that differ between the change ID's map and the snapshot's, or with "*" the
-  allocated blocks of the snapshot's map. Results are paged: at most --max-extents areas
-  per call, and DiskChangeInfo.length tells where the next call starts. An unknown,
-  foreign or stale change ID is a FileFault, as on ESXi.
+  blocks written between the change ID's snapshot and this one (a block rewritten with
+  the same bytes counts, as on ESXi), or with "*" the allocated blocks of the snapshot.
+  Results are paged: at most --max-extents areas per call, and DiskChangeInfo.length
+  tells where the next call starts. An unknown, foreign or stale change ID is a
+  FileFault, as on ESXi.
 
 It also models what vcsim lacks and real vCenters do:
 
@@ -35,7 +44,9 @@ It also models what vcsim lacks and real vCenters do:
 * QueryChangedDiskAreas faults (POST /lab/qcda-fault, JSON {"fault": "FileFault", "message",
   "count": 1, "change_id": "*" | "stored" | null, "device_key": null}): the next `count`
   matching calls answer that fault (any vim25 fault type) instead of the areas.
-* GET /lab/stats: calls per method and the maxObjects each RetrievePropertiesEx asked for.
+* GET /lab/stats: calls per method, the maxObjects each RetrievePropertiesEx asked for,
+  and per method the seconds spent in vcsim ("upstream_seconds") and in the shim's own
+  work ("shim_seconds"), so that a benchmark can tell the lab's snapshot time from ours.
 
 The /lab/ endpoints are for tests on loopback only and are not authenticated.
 
@@ -43,7 +54,6 @@ Standard library only. One request at a time (a lock), which is plenty for tests
 """
 
 import argparse
-import hashlib
 import http.client
 import http.server
 import json
@@ -53,6 +63,7 @@ import secrets
 import ssl
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
@@ -133,15 +144,40 @@ class Disk:
 
 
 class Track:
-    """Change tracking of one flat file: its UUID and a block map per sequence number."""
+    """Change tracking of one flat file: its UUID, and per sequence number the allocated
+    blocks at that snapshot and the blocks written since the previous one."""
 
-    def __init__(self):
+    def __init__(self, path):
         self.uuid = " ".join(f"{b:02x}" for b in secrets.token_bytes(16))
-        self.maps = {}
+        self.allocated = {}  # seq -> sorted block indexes holding data
+        self.written = {}    # seq -> set of block indexes written since seq - 1
         self.next_seq = 1
+        self.journal = path + ".cbt-journal"
+        self.journal_read = 0  # bytes of the journal already taken by a snapshot
+        self.stamp = None      # (mtime_ns, size) of the flat file at the last snapshot
+        # From now on the lab's writers journal their writes (see the top).
+        with open(self.journal, "w"):
+            pass
 
     def change_id(self, seq):
         return f"{self.uuid}/{seq}"
+
+    def new_writes(self, block_size):
+        """Blocks named by journal lines since the last call."""
+        try:
+            with open(self.journal, "rb") as f:
+                f.seek(self.journal_read)
+                data = f.read()
+        except FileNotFoundError:
+            return set()
+        end = data.rfind(b"\n") + 1  # a line still being appended waits for the next snapshot
+        self.journal_read += end
+        blocks = set()
+        for line in data[:end].splitlines():
+            offset, length = (int(x) for x in line.split())
+            if length > 0:
+                blocks.update(range(offset // block_size, (offset + length - 1) // block_size + 1))
+        return blocks
 
 
 class Shim:
@@ -158,7 +194,8 @@ class Shim:
         self.qcda_faults = []  # injected QueryChangedDiskAreas fault rules
         self.pages = {}      # token -> remaining ObjectContent elements
         self.next_token = 1
-        self.stats = {"calls": {}, "max_objects": []}
+        self.stats = {"calls": {}, "max_objects": [], "upstream_seconds": {}, "shim_seconds": {}}
+        self.upstream_time = 0.0  # seconds in vcsim during the current request
         self.ctx = ssl.create_default_context()
         # The upstream is vcsim on loopback, started by the same test with a throwaway cert.
         self.ctx.check_hostname = False
@@ -167,6 +204,7 @@ class Shim:
     # --- upstream -----------------------------------------------------------------------
 
     def forward(self, path, body, headers):
+        t0 = time.monotonic()
         conn = http.client.HTTPSConnection(*self.upstream, context=self.ctx, timeout=60)
         try:
             conn.request("POST", path, body=body, headers=headers)
@@ -174,6 +212,7 @@ class Shim:
             return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+            self.upstream_time += time.monotonic() - t0  # under self.lock (one request at a time)
 
     def retrieve(self, headers, obj_type, obj, paths):
         """RetrievePropertiesEx of one object with the caller's session; {path: element}."""
@@ -233,35 +272,58 @@ class Shim:
 
     # --- block maps ---------------------------------------------------------------------
 
-    def block_map(self, path, capacity):
-        """A digest per block of the flat file; None for a block wholly in a hole."""
+    def allocated_blocks(self, path, capacity):
+        """Indexes of the blocks of the flat file that hold data (not wholly in a hole),
+        from SEEK_DATA/SEEK_HOLE: no data is read."""
         bs = self.block_size
-        nblocks = (capacity + bs - 1) // bs
-        out = [None] * nblocks
+        out = []
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return out
         try:
-            size = os.fstat(fd).st_size
+            end = min(os.fstat(fd).st_size, capacity)
             pos = 0
-            while pos < min(size, capacity):
+            while pos < end:
                 try:
                     data_start = os.lseek(fd, pos, os.SEEK_DATA)
                 except OSError:
                     break  # no data after pos
-                if data_start >= min(size, capacity):
+                if data_start >= end:
                     break
-                hole = os.lseek(fd, data_start, os.SEEK_HOLE)
-                first, last = data_start // bs, (min(hole, capacity) - 1) // bs
-                for b in range(first, last + 1):
-                    if out[b] is None:
-                        os.lseek(fd, b * bs, os.SEEK_SET)
-                        out[b] = hashlib.blake2b(os.read(fd, min(bs, capacity - b * bs)), digest_size=16).digest()
+                hole = min(os.lseek(fd, data_start, os.SEEK_HOLE), end)
+                first, last = max(data_start // bs, out[-1] + 1 if out else 0), (hole - 1) // bs
+                out.extend(range(first, last + 1))
                 pos = (last + 1) * bs
         finally:
             os.close(fd)
         return out
+
+    def stamp(self, path):
+        try:
+            st = os.stat(path)
+            return (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return None
+
+    def take_snapshot(self, path, capacity):
+        """Records the disk's state at a new snapshot; returns its sequence number."""
+        track = self.tracks.get(path)
+        if track is None:
+            track = self.tracks[path] = Track(path)
+        seq = track.next_seq
+        track.next_seq += 1
+        written = track.new_writes(self.block_size)
+        allocated = self.allocated_blocks(path, capacity)
+        stamp = self.stamp(path)
+        if not written and track.stamp is not None and stamp != track.stamp:
+            sys.stderr.write(f"cbt-shim: {path} changed without a journal line: every allocated block counts "
+                             "as written\n")
+            written = set(allocated)
+        track.allocated[seq] = allocated
+        track.written[seq] = written
+        track.stamp = stamp
+        return seq
 
     def areas(self, blocks, capacity):
         """Merged byte ranges [(start, length)] of the given block indexes, clipped to capacity."""
@@ -286,10 +348,7 @@ class Shim:
         entry = {}
         for disk in self.vm_disks(headers, "VirtualMachineSnapshot", snap.text):
             path = self.flat_path(headers, disk)
-            track = self.tracks.setdefault(path, Track())
-            seq = track.next_seq
-            track.next_seq += 1
-            track.maps[seq] = self.block_map(path, disk.capacity)
+            seq = self.take_snapshot(path, disk.capacity)
             entry[disk.key] = (path, seq, disk.capacity, disk.file_name)
         self.snapshots[snap.text] = entry
 
@@ -297,7 +356,12 @@ class Shim:
         if self.cbt_enabled(headers, vm):
             return
         for disk in self.vm_disks(headers, "VirtualMachine", vm):
-            self.tracks.pop(self.flat_path(headers, disk), None)
+            track = self.tracks.pop(self.flat_path(headers, disk), None)
+            if track is not None:
+                try:
+                    os.unlink(track.journal)  # writers stop journaling
+                except FileNotFoundError:
+                    pass
 
     def query_changed_disk_areas(self, headers, req):
         vm = child_text(req, "_this")
@@ -318,20 +382,22 @@ class Shim:
             raise invalid_argument("deviceKey", f"no disk with key {key} in snapshot {snap}")
         path, seq, capacity, file_name = entry
         track = self.tracks.get(path)
-        if track is None or seq not in track.maps:
+        if track is None or seq not in track.allocated:
             raise file_fault(file_name, f"Change tracking is not active on {file_name}")
         offset = int(start)
         if offset < 0 or offset >= capacity:
             raise invalid_argument("startOffset", f"startOffset {offset} is outside the disk (capacity {capacity})")
-        now = track.maps[seq]
+        nblocks = (capacity + self.block_size - 1) // self.block_size
         if change_id == "*":
-            blocks = [i for i, d in enumerate(now) if d is not None]
+            blocks = track.allocated[seq]
         else:
             m = CHANGE_ID_RE.match(change_id)
-            if not m or m.group(1) != track.uuid or int(m.group(2)) not in track.maps or int(m.group(2)) > seq:
+            if not m or m.group(1) != track.uuid or int(m.group(2)) not in track.allocated or int(m.group(2)) > seq:
                 raise file_fault(file_name, f"Error caused by file {file_name}: change ID {change_id} is not valid for this disk")
-            then = track.maps[int(m.group(2))]
-            blocks = [i for i in range(len(now)) if now[i] != then[i]]
+            since = set()
+            for s in range(int(m.group(2)) + 1, seq + 1):
+                since |= track.written[s]
+            blocks = sorted(b for b in since if b < nblocks)
         areas = []
         for s, n in self.areas(blocks, capacity):
             if s + n <= offset:
@@ -527,9 +593,9 @@ class Shim:
         if otype == "VirtualMachine":
             disk = self.disks_in(dev)[0]
             track = self.tracks.get(self.flat_path(headers, disk))
-            if track is None or not track.maps:
+            if track is None or not track.allocated:
                 return None
-            return track.change_id(max(track.maps))
+            return track.change_id(max(track.allocated))
         return None
 
     # --- dispatch -------------------------------------------------------------------------
@@ -540,39 +606,49 @@ class Shim:
             req_body = root.find(f"{{{SOAPENV}}}Body")
             req = req_body[0] if req_body is not None and len(req_body) else None
         except ET.ParseError:
-            req = None
+            root = req = None
         method = local(req.tag) if req is not None else ""
-        xml_type = [("Content-Type", "text/xml; charset=utf-8")]
         with self.lock:
             self.stats["calls"][method] = self.stats["calls"].get(method, 0) + 1
+            t0, self.upstream_time = time.monotonic(), 0.0
             try:
-                if method == "QueryChangedDiskAreas":
-                    return 200, xml_type, self.query_changed_disk_areas(headers, req)
-                if method in ("ContinueRetrievePropertiesEx", "CancelRetrievePropertiesEx"):
-                    return 200, xml_type, self.continue_page(req, method)
-                if method == "ReconfigVM_Task" and self.reconfig_rdms(req):
-                    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-                status, rheaders, data = self.forward(path, body, headers)
-                if status == 200:
-                    vm = child_text(req, "_this") if req is not None else None
-                    if method == "CreateSnapshot_Task":
-                        self.create_snapshot(headers, vm)
-                    elif method == "RemoveSnapshot_Task":
-                        self.snapshots.pop(vm, None)
-                    elif method == "ReconfigVM_Task":
-                        self.reconfigured(headers, vm)
-                    elif method in ("RetrieveProperties", "RetrievePropertiesEx"):
-                        data = self.fill_change_ids(headers, data)
-                        answer = ET.fromstring(data)
-                        changed = self.show_rdms(answer)
-                        changed |= self.apply_overrides(req, answer)
-                        if method == "RetrievePropertiesEx":
-                            changed |= self.page(req, answer)
-                        if changed:
-                            data = ET.tostring(answer, encoding="utf-8", xml_declaration=True)
-                return status, rheaders, data
-            except SoapFault as f:
-                return 500, [("Content-Type", "text/xml; charset=utf-8")], f.envelope()
+                return self.dispatch(method, req, root, path, body, headers)
+            finally:
+                up = self.upstream_time
+                for key, value in (("upstream_seconds", up), ("shim_seconds", time.monotonic() - t0 - up)):
+                    self.stats[key][method] = self.stats[key].get(method, 0.0) + value
+
+    def dispatch(self, method, req, root, path, body, headers):
+        """One SOAP call (self.lock held)."""
+        xml_type = [("Content-Type", "text/xml; charset=utf-8")]
+        try:
+            if method == "QueryChangedDiskAreas":
+                return 200, xml_type, self.query_changed_disk_areas(headers, req)
+            if method in ("ContinueRetrievePropertiesEx", "CancelRetrievePropertiesEx"):
+                return 200, xml_type, self.continue_page(req, method)
+            if method == "ReconfigVM_Task" and self.reconfig_rdms(req):
+                body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+            status, rheaders, data = self.forward(path, body, headers)
+            if status == 200:
+                vm = child_text(req, "_this") if req is not None else None
+                if method == "CreateSnapshot_Task":
+                    self.create_snapshot(headers, vm)
+                elif method == "RemoveSnapshot_Task":
+                    self.snapshots.pop(vm, None)
+                elif method == "ReconfigVM_Task":
+                    self.reconfigured(headers, vm)
+                elif method in ("RetrieveProperties", "RetrievePropertiesEx"):
+                    data = self.fill_change_ids(headers, data)
+                    answer = ET.fromstring(data)
+                    changed = self.show_rdms(answer)
+                    changed |= self.apply_overrides(req, answer)
+                    if method == "RetrievePropertiesEx":
+                        changed |= self.page(req, answer)
+                    if changed:
+                        data = ET.tostring(answer, encoding="utf-8", xml_declaration=True)
+            return status, rheaders, data
+        except SoapFault as f:
+            return 500, [("Content-Type", "text/xml; charset=utf-8")], f.envelope()
 
 
 def make_handler(shim):

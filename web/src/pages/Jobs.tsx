@@ -1,10 +1,10 @@
 // Jobs: the list of passes, cutovers and failovers with live progress, and one job in
 // detail: totals, per-disk progress, a throughput graph, its steps and its event log.
 import { useCallback, useEffect, useState } from "preact/hooks";
-import { isActive, type Job, type Vm } from "../api";
+import { isActive, type Job, type JobDisk, type Vm } from "../api";
 import { Badge, Bar, Card, Empty, ErrorBox } from "../components/Bits";
 import { ThroughputChart } from "../components/ThroughputChart";
-import { ago, bytes, duration, rate, short, time } from "../format";
+import { ago, bytes, duration, rate, seconds, short, time } from "../format";
 import { useApp, useJobStore, useRefreshOnChange } from "../state";
 
 export function JobsPage({ selected }: { selected?: string }) {
@@ -68,6 +68,37 @@ function nextStep(job: Job): string {
   if (job.kind === "incremental" || job.kind === "full")
     return "Nothing was committed for this pass: the VM keeps its previous change IDs. Fix the cause above, then start the pass again from Virtual machines.";
   return "The OMA rolled back what this job had done. Fix the cause above, then start it again from Virtual machines.";
+}
+
+// The parts of a pass in the order they happen (the API's PhaseTime.phase words).
+const PHASES: [string, string][] = [
+  ["snapshot", "Snapshot"], ["change_query", "Change query"], ["reader_start", "Reader start"],
+  ["planning", "Planning"], ["copying", "Copying"], ["flushing", "Flushing"],
+  ["snapshot_removal", "Snapshot removal"], ["reporting", "Reporting"],
+];
+
+// Where each disk's pass spent its time, as the VMA measured it (reporting: the OMA).
+function PhaseTable({ disks }: { disks: JobDisk[] }) {
+  const shown = PHASES.filter(([p]) => disks.some((d) => (d.phases ?? []).some((x) => x.phase === p)));
+  return (
+    <Card title="Where the time went">
+      <table class="grid compact" aria-label="Pass phases">
+        <thead><tr><th>Disk</th>{shown.map(([p, label]) => <th key={p} class="num">{label}</th>)}</tr></thead>
+        <tbody>
+          {disks.map((d) => (
+            <tr key={d.disk_key}>
+              <td>{d.disk_key}</td>
+              {shown.map(([p]) => {
+                const t = (d.phases ?? []).find((x) => x.phase === p);
+                return <td key={p} class="num" data-phase={p}>{t ? seconds(t.seconds) : "—"}</td>;
+              })}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="dim small">Snapshot and snapshot removal are the VM's, shared by its disks; reporting runs from the VMA's end of the pass to the OMA's record of it.</p>
+    </Card>
+  );
 }
 
 function JobDetail({ id, vmName }: { id: string; vmName?: string }) {
@@ -138,6 +169,7 @@ function JobDetail({ id, vmName }: { id: string; vmName?: string }) {
           <ThroughputChart samples={samples} diskKeys={disks.map((d) => d.disk_key)} />
         </Card>
       )}
+      {disks.some((d) => (d.phases ?? []).length > 0) && <PhaseTable disks={disks} />}
       <div class="two-col">
         <Card title="Steps">
           {steps.length === 0 ? <p class="dim">No steps yet.</p> : (

@@ -39,6 +39,12 @@ std::string metrics(Repositories& repos, JobManager& jobs, ExportBackend& export
                        "# TYPE oma_vma_tunnels gauge\noma_vma_tunnels{{state=\"up\"}} {}\n"
                        "oma_vma_tunnels{{state=\"down\"}} {}\n", up, down);
   }
+  out += "# HELP oma_pass_phase_seconds Time disks' passes spent per phase (snapshot ... reporting).\n"
+         "# TYPE oma_pass_phase_seconds summary\n";
+  for (const auto& t : repos.jobs.phase_totals()) {
+    out += fmt::format("oma_pass_phase_seconds_sum{{phase=\"{}\"}} {}\noma_pass_phase_seconds_count{{phase=\"{}\"}} {}\n",
+                       t.phase, t.seconds, t.phase, t.count);
+  }
   out += fmt::format("# HELP oma_export_server_restarts_total Times the export server was restarted.\n"
                      "# TYPE oma_export_server_restarts_total counter\noma_export_server_restarts_total {}\n",
                      exports.restarts());
@@ -99,7 +105,7 @@ std::vector<Route> system_routes(const Services& s) {
       .path = "/metrics",
       .operation_id = "getMetrics",
       .tag = &kSystemTag,
-      .summary = "Prometheus metrics: jobs by state, bytes moved, throughput, exports, poller errors",
+      .summary = "Prometheus metrics: jobs by state, bytes moved, throughput, pass phases, exports, poller errors",
       .description = "Prometheus text exposition: oma_jobs by state, oma_bytes_moved_total, "
                      "oma_throughput_bytes_per_second, oma_exports, oma_poller_errors_total, oma_vma_tunnels by "
                      "state and oma_export_server_restarts_total.",
