@@ -11,8 +11,6 @@ namespace {
 using nlohmann::json;
 using protocol::DiskStatus;
 
-std::string job_error(const json& j) { return j.value("error", j.dump()); }
-
 // Any disk that reports a change ID has completed (the VMA reports it only then).
 void expect_change_ids_only_when_completed(const protocol::JobProgress& p) {
   for (const auto& d : p.disks) {
