@@ -29,6 +29,16 @@ double metric(const std::string& text, const std::string& sample) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
 }
 
+// The VMA's own record carries the pass's phases (but reporting, which is the OMA's).
+void expect_vma_record_has_its_phases(const protocol::JobProgress& p) {
+  for (const auto& d : p.disks) {
+    ASSERT_EQ(d.phases.size(), 7u) << d.disk_key;
+    EXPECT_EQ(d.phases.back().phase, protocol::PassPhase::SnapshotRemoval);
+  }
+  ASSERT_TRUE(p.ended_seconds_ago.has_value());
+  EXPECT_GE(*p.ended_seconds_ago, 0.0);
+}
+
 TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 6, 100);
   start_vma();
@@ -68,14 +78,7 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   expect_all_phases_in_order(j2);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
-  // The VMA's own record carries the same phases (but reporting, which is the OMA's).
-  protocol::JobProgress p2 = client->progress(job2);
-  for (const auto& d : p2.disks) {
-    ASSERT_EQ(d.phases.size(), 7u) << d.disk_key;
-    EXPECT_EQ(d.phases.back().phase, protocol::PassPhase::SnapshotRemoval);
-  }
-  ASSERT_TRUE(p2.ended_seconds_ago.has_value());
-  EXPECT_GE(*p2.ended_seconds_ago, 0.0);
+  expect_vma_record_has_its_phases(client->progress(job2));
   // /metrics sums them per phase: two passes of two disks so far.
   auto m = api->get("/metrics");
   ASSERT_EQ(m.status, 200) << m.raw;

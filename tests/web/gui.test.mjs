@@ -181,7 +181,7 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       // fake VMA measures none: only the OMA's reporting is there).
       const phases = page.getByRole("table", { name: "Pass phases" });
       await until("the phase breakdown", async () => (await phases.count()) > 0);
-      const heads = await phases.locator("thead th").allInnerTexts();
+      const heads = await phases.locator("thead th").allTextContents();  // DOM text: the CSS upper-cases headings
       const want = info.vma === "real"
         ? ["Snapshot", "Change query", "Reader start", "Planning", "Copying", "Flushing", "Snapshot removal", "Reporting"]
         : ["Reporting"];
