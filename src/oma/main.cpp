@@ -67,6 +67,12 @@ int main(int argc, char** argv) {
                  "(default /dev/disk/by-id)");
   app.add_flag("--cloudstack-allow-http", c.cloudstack.client.allow_insecure_http,
                "Accept an http:// CloudStack API URL (the API key and signed requests then travel in clear)");
+  app.add_flag("--convert-guests", c.cutover.convert_guests,
+               "Inspect the volumes before a local cutover (refusing guests that cannot be converted before the "
+               "source is touched) and convert them for KVM with virt-v2v-in-place after the final pass");
+  int conversion_timeout_s = 1800;
+  app.add_option("--conversion-timeout", conversion_timeout_s, "Seconds a guest conversion may take (default 1800)")
+      ->check(CLI::Range(60, 86400));
   int device_timeout_s = 120;
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
@@ -164,6 +170,8 @@ int main(int argc, char** argv) {
   }
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
+  c.cutover.conversion_timeout = std::chrono::seconds(conversion_timeout_s);
+  if (c.cutover.convert_guests) c.cutover.conversion_log_dir = c.data_dir + "/logs";
   if (reset_admin_token) {
     return run_once([&] {
       return fmt::format("a new admin API token is in {} (readable by its owner only)", mk::oma::reset_admin_token(c));

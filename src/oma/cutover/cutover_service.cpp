@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "cloudstack/cutover.h"
 #include "cloudstack/preflight.h"
 #include "cloudstack/test_failover.h"
 #include "common/log.h"
+#include "guest/conversion.h"
+#include "guest/inspection.h"
 #include "oma/errors.h"
 #include "oma/names.h"
 
@@ -217,6 +220,27 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
     JobFinalPass pass(*vma, jobs_, job_log_, job.job_id);
     cs::StepLog steps(step_recorder(job_log_, job.job_id));
     bool powered_off = false;
+    std::vector<guest::DiskImage> volumes;
+    guest::GuestInspection inspected;
+    if (config_.convert_guests) {
+      steps.begin("guest-inspection");
+      try {
+        volumes = local_volume_images(vm_id);
+        inspected = guest::inspect_guest(volumes);
+      } catch (const std::exception& e) {
+        steps.failed(e.what());
+        throw JobFailed(fmt::format("cutover of VM {} ({}) refused: inspecting its volumes failed: {}; the source "
+                                    "was not touched", vm.name, vm_id, e.what()), before);
+      }
+      if (!inspected.convertible) {
+        steps.failed(inspected.reason);
+        throw JobFailed(fmt::format("cutover of VM {} ({}) refused: {}; the source was not touched", vm.name, vm_id,
+                                    inspected.reason), before);
+      }
+      steps.done(fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", inspected.distro, inspected.version,
+                             inspected.os_family, inspected.root_device, inspected.boot_disk, inspected.firmware,
+                             inspected.seconds));
+    }
     try {
       steps.begin("final-pass");
       if (power.is_powered_on(vm_id)) {
@@ -225,6 +249,7 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
       }
       pass.run(vm_id);
       steps.done(powered_off ? "source powered off by this cutover" : "source was already off");
+      if (config_.convert_guests) convert_local_guest(vm, volumes, inspected, job.job_id, steps);
       steps.begin("mark-cut-over");
       steps.done("the local volumes are the migrated disks");
     } catch (const std::exception& e) {
@@ -248,6 +273,41 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
     }
     return VmStatus::CutOver;
   });
+}
+
+std::vector<guest::DiskImage> CutoverService::local_volume_images(const std::string& vm_id) {
+  std::vector<guest::DiskImage> images;
+  for (const DiskRecord& d : vms_.list_disks(vm_id)) {  // unit order
+    auto volume = storage_.find_volume(vm_id, d.disk_key);
+    if (!volume) {
+      throw UsageError(fmt::format("disk {} (unit {}) of VM {} has no volume: replicate it first", d.disk_key, d.unit,
+                                   vm_id));
+    }
+    images.push_back({volume->device_path, "raw"});
+  }
+  if (images.empty()) throw UsageError(fmt::format("VM {} has no disks", vm_id));
+  return images;
+}
+
+void CutoverService::convert_local_guest(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                         const guest::GuestInspection& inspected, const std::string& job_id,
+                                         cloudstack::StepLog& steps) {
+  steps.begin("guest-conversion");
+  guest::ConversionOptions options;
+  options.name = vm.name;
+  options.firmware = inspected.firmware;
+  options.timeout = config_.conversion_timeout;
+  if (!config_.conversion_log_dir.empty()) {
+    std::error_code ec;  // a missing log directory must not fail the cutover: run_tool then reports
+    std::filesystem::create_directories(config_.conversion_log_dir, ec);
+    options.log_path = fmt::format("{}/convert-{}.log", config_.conversion_log_dir, job_id);
+  }
+  job_log_.add_event(job_id, EventLevel::Info,
+                     fmt::format("converting VM {} for KVM with virt-v2v-in-place ({} disks)", vm.name, volumes.size()));
+  const guest::ConversionResult r = guest::convert_volumes(volumes, options);
+  if (!r.ok) throw Error(r.error + "; the volumes are as the final pass left them");
+  steps.done(fmt::format("converted in {:.0f} s, committed into {} volumes in {:.0f} s", r.seconds, volumes.size(),
+                         r.commit_seconds));
 }
 
 std::string CutoverService::start_test_failover(const std::string& vm_id) {

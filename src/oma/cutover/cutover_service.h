@@ -16,7 +16,10 @@
 //   exports        removed before a volume leaves the OMA; re-created (and verified
 //                  over NBD) on the by-id device when it comes back
 // With the "local" volume backend the local images are the final disks: a cutover is
-// the final pass, then the VM is marked cut over (steps "final-pass", "mark-cut-over").
+// the final pass, then the VM is marked cut over (steps "final-pass", "mark-cut-over");
+// with guest conversion on, "guest-inspection" comes first (nothing powered off yet) and
+// "guest-conversion" after the final pass (a failure rolls back: source powered on, the
+// volumes as the final pass left them).
 // Test failover needs the "cloudstack" backend.
 //
 // start_*() check what can be checked before anything changes (VM known, replicated,
@@ -32,7 +35,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "cloudstack/steps.h"
+#include "guest/inspection.h"
+#include "guest/overlay.h"
 #include "oma/cutover/cloudstack_target.h"
 #include "oma/db/job_repository.h"
 #include "oma/db/storage_repository.h"
@@ -45,6 +52,13 @@ namespace mk::oma {
 
 struct CutoverConfig {
   std::chrono::milliseconds power_poll{std::chrono::seconds(1)};
+  // Guest conversion at cutover (local backend; `oma --convert-guests`): the volumes are
+  // inspected before the source is powered off (a guest that cannot be converted refuses
+  // the cutover then) and converted with virt-v2v-in-place after the final pass, through
+  // overlays committed only on success (src/guest). Logs go to conversion_log_dir.
+  bool convert_guests = false;
+  std::chrono::seconds conversion_timeout{1800};
+  std::string conversion_log_dir;  // "" = not kept
 };
 
 // The VMA that serves a VM (with several paired VMAs, the one that discovered it).
@@ -66,6 +80,11 @@ class CutoverService {
 
  private:
   std::string start_local_cutover(const VmRecord& vm, int shutdown_timeout_seconds);
+  // The local volumes of a VM in unit order, as guest tools read them.
+  std::vector<guest::DiskImage> local_volume_images(const std::string& vm_id);
+  void convert_local_guest(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                           const guest::GuestInspection& inspected, const std::string& job_id,
+                           cloudstack::StepLog& steps);
 
   VmRepository& vms_;
   JobRepository& job_log_;  // steps, events, phase

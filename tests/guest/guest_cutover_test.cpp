@@ -1,0 +1,123 @@
+// Guest conversion at cutover, through the whole OMA with the local volume backend
+// (oma --convert-guests): the strict fake VMA copies the source disks for real
+// (migratekit over NBD), the OMA inspects the volumes before touching the source and
+// converts them with virt-v2v-in-place after the final pass.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/units.h"
+#include "fake_vma.h"
+#include "guest/boot_check.h"
+#include "oma/app.h"
+#include "oma_service.h"
+#include "support/files.h"
+#include "support/nbdkit_server.h"
+#include "support/temp_dir.h"
+
+namespace mk::oma {
+namespace {
+
+using nlohmann::json;
+
+class GuestCutover : public ::testing::Test {
+ protected:
+  // A one-disk VM whose disk is `image` (served read-only to the fake VMA's copies).
+  void start(const std::string& image) {
+    ::setenv("TMPDIR", dir.path().c_str(), 1);
+    std::filesystem::create_directories(dir.file("data"));
+    vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("data/nbd-psk.keys"), "oma"));
+    OmaConfig c = test::test_config(dir.file("data"), vma->url());
+    c.volume_backend = "local";
+    c.cutover.power_poll = std::chrono::milliseconds(5);
+    c.cutover.convert_guests = true;
+    c.cutover.conversion_log_dir = dir.file("data/logs");
+    oma = std::make_unique<Oma>(c);
+    oma->start();
+    api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+    source = std::make_unique<mk::test::NbdkitServer>(mk::test::NbdkitOptions{.args = {"file=" + image}, .read_only = true});
+    vma->set_source("2000", source->uri());
+    json body = {{"vm_id", vm_id}, {"name", "lab-guest"}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"},
+                 {"cpus", 1}, {"memory_mb", 1024},
+                 {"disks", {{{"key", "2000"}, {"unit", 0}, {"capacity_bytes", mk::test::file_size(image)}}}},
+                 {"nics", json::array()}};
+    auto r = api->post("/api/v1/vms", body.dump());
+    ASSERT_EQ(r.status, 201) << r.raw;
+    vma->add_source_vm(vm_id, "lab-guest", true);
+  }
+
+  json run_job(const std::string& path, const json& body, std::chrono::seconds deadline) {
+    auto r = api->post(path, body.dump());
+    EXPECT_TRUE(r.status == 201 || r.status == 202) << path << ": " << r.raw;
+    if (!r.body.is_object() || !r.body.contains("job_id")) return r.body;
+    return test::wait_for_job(*api, r.body["job_id"], test::job_ended, deadline);
+  }
+  const json* step(const json& job, const std::string& name) {
+    const json* found = nullptr;
+    for (const auto& s : job["steps"]) if (s["name"] == name) found = &s;
+    return found;
+  }
+  std::string volume_path() {
+    auto volumes = oma->repos().storage.list_volumes();
+    return volumes.empty() ? "" : volumes.front().device_path;
+  }
+  std::string vm_status() { return api->get("/api/v1/vms/" + vm_id).body["status"]; }
+
+  void TearDown() override {
+    if (vma) {
+      EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+    }
+    api.reset();
+    oma.reset();
+    vma.reset();
+  }
+
+  mk::test::TempDir dir{"mk-guest-cutover"};
+  std::unique_ptr<test::FakeVma> vma;
+  std::unique_ptr<Oma> oma;
+  std::unique_ptr<test::ApiClient> api;
+  std::unique_ptr<mk::test::NbdkitServer> source;
+  const std::string vm_id = test::test_vm_uuid(0x12);
+};
+
+TEST_F(GuestCutover, DiskWithoutAnOsIsRefusedBeforeTheSourceIsTouched) {
+  const std::string image = dir.file("random.img");
+  mk::test::write_random_at(image, 0, 32 * MiB, 3);
+  start(image);
+  ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(300))["status"],
+            "completed");
+  const std::string before = mk::test::sha256_file(volume_path());
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}}, std::chrono::seconds(1200));
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("no operating system"), std::string::npos) << job["error"];
+  const json* inspection = step(job, "guest-inspection");
+  ASSERT_NE(inspection, nullptr) << job.dump(2);
+  EXPECT_EQ((*inspection)["status"], "failed");
+  EXPECT_EQ(step(job, "final-pass"), nullptr) << "the cutover went on after a refusal";
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_TRUE(vma->power_calls().empty());
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(mk::test::sha256_file(volume_path()), before);
+}
+
+TEST_F(GuestCutover, VmwareLikeGuestIsConvertedAtCutoverAndThenBootsOnVirtio) {
+  start(MK_LAB_GUEST_IMAGE);
+  ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(900))["status"],
+            "completed");
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}}, std::chrono::seconds(2400));
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  const json* conversion = step(job, "guest-conversion");
+  ASSERT_NE(conversion, nullptr) << job.dump(2);
+  EXPECT_EQ((*conversion)["status"], "completed");
+  EXPECT_EQ(vm_status(), "cut_over");
+  // The final disk, as CloudStack's KVM would attach it, with no further conversion.
+  mk::guest::BootCheckOptions options;
+  options.convert = false;
+  options.limit = std::chrono::seconds(300);
+  const auto r = mk::guest::boot_check({{volume_path(), "raw"}}, options);
+  EXPECT_TRUE(r.booted) << r.reason << "\n" << r.console_tail;
+  std::cout << "cutover job: " << job["steps"].dump() << "\n";
+}
+
+}  // namespace
+}  // namespace mk::oma

@@ -1,0 +1,201 @@
+// Guest inspection, conversion and boot checks against real virt-inspector,
+// virt-v2v-in-place and qemu (TCG on these machines), on the lab's VMware-like Debian 12
+// guest (tests/lab/guest, built once per build tree by the guest_image fixture) and on the
+// same guest converted once (guest_converted fixture, by `mk-guest convert`).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/subprocess.h"
+#include "guest/accel.h"
+#include "guest/boot_check.h"
+#include "guest/conversion.h"
+#include "guest/inspection.h"
+#include "support/files.h"
+#include "support/temp_dir.h"
+
+namespace {
+
+using mk::guest::DiskImage;
+namespace fs = std::filesystem;
+
+std::string existing(const char* path) {
+  if (!fs::exists(path)) {
+    ADD_FAILURE() << path << " is missing: run through ctest (the guest_image and guest_converted fixtures)";
+  }
+  return path;
+}
+
+std::string lab_image() { return existing(MK_LAB_GUEST_IMAGE); }
+std::string converted_image() { return existing(MK_LAB_GUEST_CONVERTED); }
+
+// A private copy of `image` (sparse), for tests that write.
+std::string copy_of(const std::string& image, const mk::test::TempDir& dir, const std::string& name) {
+  const std::string out = dir.file(name);
+  std::string ignored;
+  EXPECT_EQ(mk::run_capture({"cp", "--sparse=always", image, out}, ignored), 0);
+  return out;
+}
+
+// Files left in the scratch directories this code makes (mk-guest-*: overlays, consoles,
+// domain XML, logs). libguestfs and virt-v2v keep their own temporary files next to them.
+std::size_t files_in(const std::string& dir) {
+  std::size_t n = 0;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
+    const std::string top = fs::relative(it->path(), dir).begin()->string();
+    if (it->is_regular_file() && top.rfind("mk-guest-", 0) == 0) ++n;
+  }
+  return n;
+}
+
+// Scratch files (overlays, consoles) go under a directory the test owns, so it can see
+// that they are gone afterwards.
+class GuestTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ::setenv("TMPDIR", scratch_.path().c_str(), 1); }
+  mk::test::TempDir scratch_{"mk-guest-scratch"};
+  mk::test::TempDir work_{"mk-guest-work"};
+};
+
+TEST_F(GuestTest, InspectsTheLabGuestReadOnly) {
+  const std::string image = lab_image();
+  const std::string before = mk::test::sha256_file(image);
+  const auto g = mk::guest::inspect_guest({{image, "raw"}});
+  EXPECT_TRUE(g.os_found);
+  EXPECT_EQ(g.os_family, "linux");
+  EXPECT_EQ(g.distro, "debian");
+  EXPECT_EQ(g.version.substr(0, 3), "12.");
+  EXPECT_EQ(g.root_device, "/dev/sda1");
+  EXPECT_EQ(g.boot_disk, 0);
+  EXPECT_EQ(g.firmware, "bios");
+  EXPECT_TRUE(g.convertible) << g.reason;
+  EXPECT_EQ(mk::test::sha256_file(image), before);
+  std::cout << "inspection seconds: " << g.seconds << "\n";
+}
+
+TEST_F(GuestTest, RandomDataIsNotConvertible) {
+  const std::string disk = work_.file("random.raw");
+  mk::test::write_random_at(disk, 0, 64 << 20, 12);
+  const auto g = mk::guest::inspect_guest({{disk, "raw"}});
+  EXPECT_FALSE(g.os_found);
+  EXPECT_FALSE(g.convertible);
+  EXPECT_NE(g.reason.find("no operating system"), std::string::npos) << g.reason;
+}
+
+TEST_F(GuestTest, VmwareLikeGuestDoesNotBootOnVirtioUnconverted) {
+  mk::guest::BootCheckOptions options;
+  options.convert = false;
+  options.limit = std::chrono::seconds(240);
+  const auto r = mk::guest::boot_check({{lab_image(), "raw"}}, options);
+  EXPECT_FALSE(r.booted) << r.reason;
+  EXPECT_FALSE(r.evidence.target_reached);
+  // Its initramfs has no virtio driver: it cannot find its root filesystem.
+  EXPECT_NE(r.console_tail.find("does not exist"), std::string::npos) << r.console_tail;
+  EXPECT_EQ(files_in(scratch_.path()), 0u);
+}
+
+TEST_F(GuestTest, BootCheckConvertsOverlaysBootsAndNeverChangesTheReplica) {
+  const std::string image = lab_image();
+  const std::string before = mk::test::sha256_file(image);
+  mk::guest::BootCheckOptions options;
+  options.limit = std::chrono::seconds(300);
+  const auto r = mk::guest::boot_check({{image, "raw"}}, options);
+  EXPECT_TRUE(r.converted) << r.reason;
+  EXPECT_TRUE(r.booted) << r.reason << "\n" << r.console_tail;
+  EXPECT_TRUE(r.evidence.journal_written);
+  EXPECT_NE(r.console_tail.find("MK-GUEST-BOOTED"), std::string::npos);
+  EXPECT_EQ(mk::test::sha256_file(image), before);
+  EXPECT_EQ(files_in(scratch_.path()), 0u);
+  std::cout << "boot check: conversion " << r.conversion_seconds << " s, boot " << r.seconds << " s ("
+            << r.accel << ")\n";
+}
+
+TEST_F(GuestTest, ConversionFailingMidwayLeavesVolumesByteIdentical) {
+  const std::string root = copy_of(lab_image(), work_, "root.raw");
+  const std::string data = work_.file("data.raw");
+  mk::test::write_random_at(data, 0, 16 << 20, 7);
+  const std::string root_before = mk::test::sha256_file(root);
+  const std::string data_before = mk::test::sha256_file(data);
+  // Fail it once virt-v2v-in-place has written into the overlays: mid-way, for real.
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> done{false};
+  bool saw_writes = false;
+  std::thread watcher([&] {
+    while (!done) {
+      for (auto& e : fs::recursive_directory_iterator(scratch_.path(), fs::directory_options::skip_permission_denied)) {
+        std::error_code ec;
+        if (e.path().extension() == ".qcow2" && fs::file_size(e.path(), ec) > (2u << 20)) {
+          saw_writes = true;
+          cancel = true;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  mk::guest::ConversionOptions options;
+  options.cancel = &cancel;
+  const auto r = mk::guest::convert_volumes({{root, "raw"}, {data, "raw"}}, options);
+  done = true;
+  watcher.join();
+  EXPECT_TRUE(saw_writes) << "the conversion ended before writing: " << r.error;
+  EXPECT_FALSE(r.ok);
+  EXPECT_FALSE(r.error.empty());
+  EXPECT_EQ(mk::test::sha256_file(root), root_before);
+  EXPECT_EQ(mk::test::sha256_file(data), data_before);
+  EXPECT_EQ(files_in(scratch_.path()), 0u);
+}
+
+TEST_F(GuestTest, HangingGuestIsReportedNotBootedWithinTheLimit) {
+  // The converted guest with a unit that blocks boot before the default target forever.
+  const std::string overlay = work_.file("hang.qcow2");
+  std::string out;
+  ASSERT_EQ(mk::run_capture({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", converted_image(),
+                             overlay}, out), 0);
+  const std::string unit = work_.file("mk-hang.service");
+  std::ofstream(unit) << "[Unit]\nDefaultDependencies=no\nBefore=sysinit.target\n"
+                         "[Service]\nType=oneshot\nExecStart=/bin/sleep infinity\nTimeoutStartSec=infinity\n";
+  mk::SpawnOptions spawn;
+  spawn.env = mk::guest::libguestfs_env(mk::guest::detect_accel());
+  auto fish = mk::Subprocess::spawn(
+      {"guestfish", "--format=qcow2", "-a", overlay, "-i", "upload", unit, "/etc/systemd/system/mk-hang.service",
+       ":", "mkdir-p", "/etc/systemd/system/sysinit.target.wants", ":", "ln-s", "../mk-hang.service",
+       "/etc/systemd/system/sysinit.target.wants/mk-hang.service"},
+      spawn);
+  ASSERT_EQ(fish.wait(), 0);
+  mk::guest::BootCheckOptions options;
+  options.convert = false;
+  options.limit = std::chrono::seconds(60);
+  const auto r = mk::guest::boot_check({{overlay, "qcow2"}}, options);
+  EXPECT_FALSE(r.booted) << r.reason;
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_FALSE(r.evidence.target_reached);
+  EXPECT_NE(r.reason.find("within 60 s"), std::string::npos) << r.reason;
+  EXPECT_EQ(files_in(scratch_.path()), 0u);
+}
+
+TEST(GuestEvidence, JudgesJournalLines) {
+  const auto none = mk::guest::judge_journal("-- No entries --\n");
+  EXPECT_FALSE(none.journal_written);
+  const auto partial = mk::guest::judge_journal(
+      "2026-12-03T04:00:01+0000 h systemd[1]: Reached target local-fs.target - Local File Systems.\n");
+  EXPECT_TRUE(partial.journal_written);
+  EXPECT_FALSE(partial.target_reached);
+  const auto up = mk::guest::judge_journal(
+      "2026-12-03T04:00:01+0000 h systemd[1]: Reached target multi-user.target - Multi-User System.\n");
+  EXPECT_TRUE(up.target_reached);
+}
+
+TEST(GuestInspection, NamesApplianceDisks) {
+  EXPECT_EQ(mk::guest::appliance_disk_name(0), "/dev/sda");
+  EXPECT_EQ(mk::guest::appliance_disk_name(25), "/dev/sdz");
+  EXPECT_EQ(mk::guest::appliance_disk_name(26), "/dev/sdaa");
+  EXPECT_EQ(mk::guest::appliance_disk_index("/dev/sdb2"), 1);
+  EXPECT_EQ(mk::guest::appliance_disk_index("/dev/sdaa1"), 26);
+  EXPECT_EQ(mk::guest::appliance_disk_index("/dev/vg0/root"), -1);
+}
+
+}  // namespace
