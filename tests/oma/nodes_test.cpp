@@ -90,7 +90,7 @@ struct Node {
   void start() {
     process.emplace(data, "http://127.0.0.1:1", log,
                     std::vector<std::string>{"--database", url, "--node-id", id, "--node-volume-slots", "6",
-                                             "--node-lease-ms", "1500"});
+                                             "--node-lease-ms", "3000"});
   }
   std::string id, data, log, url;
   std::optional<OmaProcess> process;
@@ -134,9 +134,11 @@ TEST(OmaNodes, TwoOmaProcessesShareOneDatabaseAndJudgeEachOthersLeases) {
   ASSERT_EQ(list.status, 200) << list.raw;
   EXPECT_EQ(list.body["this_node"], "oma-b");
   ASSERT_EQ(list.body["nodes"].size(), 2u) << list.raw;
+  // (A node too slow to renew in time on a loaded machine loses its lease and
+  // registers again: incarnations are compared, never counted.)
   for (const auto& n : list.body["nodes"]) {
-    EXPECT_EQ(n["lease"], "alive") << n.dump();
-    EXPECT_EQ(n["incarnation"], 1);
+    EXPECT_EQ(wait_for_lease(api_b, n["node_id"], "alive")["node_id"], n["node_id"]);
+    EXPECT_GE(n["incarnation"].get<int>(), 1);
     EXPECT_EQ(n["volume_slots"], 6);
     EXPECT_EQ(n["state"], "active");
     EXPECT_EQ(n["nbd_host"], "127.0.0.1");
@@ -154,23 +156,24 @@ TEST(OmaNodes, TwoOmaProcessesShareOneDatabaseAndJudgeEachOthersLeases) {
   EXPECT_EQ(api_a.post("/api/v1/nodes/oma-b/activate", "").body["state"], "active");
 
   // b stops cleanly: its lease is released at once (no waiting for it to run out).
+  int b_before = node_in(api_a, "oma-b")["incarnation"];
   b.process->process.stop(std::chrono::milliseconds(10000));
   EXPECT_EQ(node_in(api_a, "oma-b")["lease"], "released");
   b.start();
-  EXPECT_EQ(node_in(api_a, "oma-b")["incarnation"], 2);
-  EXPECT_EQ(node_in(api_a, "oma-b")["lease"], "alive");
+  EXPECT_GT(wait_for_lease(api_a, "oma-b", "alive")["incarnation"].get<int>(), b_before);
 
   // a dies (SIGKILL: no release): b sees its lease run out by the database's clock.
   ApiClient api_b2(b.process->port, token);
+  int a_before = node_in(api_b2, "oma-a")["incarnation"];
   a.process->process.signal(SIGKILL);
   a.process->process.wait();
   nlohmann::json dead = wait_for_lease(api_b2, "oma-a", "expired");
   EXPECT_LT(dead["lease_expires_in_ms"].get<int64_t>(), 0);
-  EXPECT_EQ(node_in(api_b2, "oma-b")["lease"], "alive");  // b renews its own meanwhile
+  EXPECT_EQ(wait_for_lease(api_b2, "oma-b", "alive")["node_id"], "oma-b");  // b renews its own meanwhile
 
   // a comes back: it takes its node id again, as the next incarnation.
   a.start();
-  EXPECT_EQ(wait_for_lease(api_b2, "oma-a", "alive")["incarnation"], 2);
+  EXPECT_GT(wait_for_lease(api_b2, "oma-a", "alive")["incarnation"].get<int>(), a_before);
 }
 
 // A single OMA (SQLite, no node id) has no node registry: the list is empty.

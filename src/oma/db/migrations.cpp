@@ -229,9 +229,10 @@ const std::vector<std::string> kPassPhases = {
 // primary key), either placed (node_id) or waiting in the queue (node_id NULL, with the
 // limit that keeps it waiting); requested_node_id is an operator's move, applied at the
 // VM's next pass (its slots are reserved on that node meanwhile). placement_lock has one row, updated first by every placement
-// transaction so that two placements never count the same free slot.
+// transaction so that two placements never count the same free slot. Written to run
+// again over itself (IF NOT EXISTS), as a re-run of the migrations after 5 does.
 const std::vector<std::string> kNodes = {
-    R"(CREATE TABLE oma_nodes (
+    R"(CREATE TABLE IF NOT EXISTS oma_nodes (
       node_id VARCHAR(64) NOT NULL PRIMARY KEY,
       cloudstack_vm_id VARCHAR(64) NOT NULL,
       nbd_host VARCHAR(255) NOT NULL,
@@ -247,7 +248,7 @@ const std::vector<std::string> kNodes = {
       registered_at BIGINT NOT NULL,
       renewed_at BIGINT NOT NULL,
       released_at BIGINT NULL))",
-    R"(CREATE TABLE vm_placements (
+    R"(CREATE TABLE IF NOT EXISTS vm_placements (
       vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
       node_id VARCHAR(64) NULL,
       slots BIGINT NOT NULL,
@@ -258,12 +259,16 @@ const std::vector<std::string> kNodes = {
       queued_at BIGINT NOT NULL,
       placed_at BIGINT NULL,
       FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
-    "CREATE INDEX vm_placements_node ON vm_placements (node_id)",
-    R"(CREATE TABLE placement_lock (
+    "CREATE INDEX IF NOT EXISTS vm_placements_node ON vm_placements (node_id)",
+    R"(CREATE TABLE IF NOT EXISTS placement_lock (
       name VARCHAR(16) NOT NULL PRIMARY KEY,
       version BIGINT NOT NULL))",
-    "INSERT INTO placement_lock (name, version) VALUES ('placement', 0)",
 };
+
+void add_placement_lock(Database& db) {
+  if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
+    db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
+}
 
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -289,7 +294,8 @@ const std::vector<Migration>& migrations() {
       {6, "sealed values bound to their rows", {}, {},
        [](Database& db, const std::function<const SecretBox&()>& secrets) { reseal_unbound_values(db, secrets); }},
       {7, "pass phases per disk", kPassPhases},
-      {8, "OMA nodes, leases and VM placements", kNodes},
+      {8, "OMA nodes, leases and VM placements", kNodes, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_placement_lock(db); }},
   };
   return all;
 }
