@@ -10,6 +10,7 @@
 #include "fake_vma.h"
 #include "oma_service.h"
 #include "support/files.h"
+#include "support/migratekit_runner.h"
 
 namespace mk::oma {
 namespace {
@@ -95,6 +96,42 @@ TEST(NodeJobs, APassOfAVmPlacedOnAnotherNodeIsRefusedSayingWhere) {
   json failed = test::wait_for_job(*s.api, s.start(vm), test::job_ended);
   EXPECT_EQ(failed["status"], "failed") << failed.dump();
   EXPECT_NE(failed.dump().find("volumes are on OMA node oma-b"), std::string::npos) << failed.dump();
+}
+
+// The operator's commands: `migratekit nodes`, `nodes drain|activate NODE`, `move VM NODE`.
+TEST(NodeJobs, TheCliListsDrainsAndMoves) {
+  NodeService s;
+  const std::string vm = test::test_vm_uuid(1);
+  s.add_vm(vm, 1);
+  NodeRecord b;
+  b.node_id = "oma-b";
+  b.nbd_host = "127.0.0.1";
+  b.ssh_host = "127.0.0.1";
+  b.volume_slots = 4;
+  ASSERT_TRUE(s.oma->repos().nodes.register_node(b, 600000));
+  ASSERT_EQ(s.oma->repos().placements.place_vm(vm).node_id.value_or(""), "oma-b");  // both empty: more free slots
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--api", "http://127.0.0.1:" + std::to_string(s.oma->api_port()), "--token-file",
+                             s.dir.file("data/admin.token")});
+    return mk::test::run_migratekit(args);
+  };
+  auto list = cli({"nodes"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("oma-a"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("oma-b"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("alive"), std::string::npos) << list.out;
+  auto drain = cli({"nodes", "drain", "oma-a"});
+  EXPECT_EQ(drain.exit_code, 0) << drain.err;
+  EXPECT_NE(drain.out.find("node oma-a is draining"), std::string::npos) << drain.out;
+  auto refused = cli({"move", vm, "oma-a"});  // a draining node takes no VM
+  EXPECT_EQ(refused.exit_code, 2) << refused.out;
+  EXPECT_NE(refused.err.find("node oma-a is draining"), std::string::npos) << refused.err;
+  EXPECT_EQ(cli({"nodes", "activate", "oma-a"}).exit_code, 0);
+  auto moved = cli({"move", vm, "oma-a"});
+  EXPECT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_NE(moved.out.find("moves from node oma-b to node oma-a"), std::string::npos) << moved.out;
+  EXPECT_EQ(s.oma->repos().placements.find(vm)->requested_node_id.value_or(""), "oma-a");
+  EXPECT_NE(cli({"nodes", "drain", "../x"}).exit_code, 0);  // never put into a URL
 }
 
 }  // namespace
