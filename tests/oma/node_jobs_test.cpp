@@ -9,6 +9,7 @@
 
 #include "fake_vma.h"
 #include "oma_service.h"
+#include "placement_checks.h"
 #include "support/files.h"
 #include "support/migratekit_runner.h"
 
@@ -85,12 +86,7 @@ TEST(NodeJobs, APassOfAVmPlacedOnAnotherNodeIsRefusedSayingWhere) {
   NodeService s;
   const std::string vm = test::test_vm_uuid(1);
   s.add_vm(vm, 1);
-  NodeRecord b;
-  b.node_id = "oma-b";
-  b.nbd_host = "127.0.0.1";
-  b.ssh_host = "127.0.0.1";
-  b.volume_slots = 32;
-  ASSERT_TRUE(s.oma->repos().nodes.register_node(b, 600000));
+  test::register_placement_node(s.oma->repos(), "oma-b", 32);
   s.oma->repos().nodes.set_state("oma-a", NodeState::Draining);
   ASSERT_EQ(s.oma->repos().placements.place_vm(vm).node_id.value_or(""), "oma-b");
   json failed = test::wait_for_job(*s.api, s.start(vm), test::job_ended);
@@ -103,12 +99,7 @@ TEST(NodeJobs, TheCliListsDrainsAndMoves) {
   NodeService s;
   const std::string vm = test::test_vm_uuid(1);
   s.add_vm(vm, 1);
-  NodeRecord b;
-  b.node_id = "oma-b";
-  b.nbd_host = "127.0.0.1";
-  b.ssh_host = "127.0.0.1";
-  b.volume_slots = 4;
-  ASSERT_TRUE(s.oma->repos().nodes.register_node(b, 600000));
+  test::register_placement_node(s.oma->repos(), "oma-b", 4);
   ASSERT_EQ(s.oma->repos().placements.place_vm(vm).node_id.value_or(""), "oma-b");  // both empty: more free slots
   auto cli = [&](std::vector<std::string> args) {
     args.insert(args.end(), {"--api", "http://127.0.0.1:" + std::to_string(s.oma->api_port()), "--token-file",

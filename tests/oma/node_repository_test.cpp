@@ -7,20 +7,16 @@
 #include <thread>
 
 #include "oma/errors.h"
+#include "placement_checks.h"
 #include "repository_scenarios.h"
 
 namespace mk::oma::test {
 namespace {
 
 NodeRecord node(const std::string& id, int64_t slots = 32) {
-  NodeRecord n;
-  n.node_id = id;
+  NodeRecord n = test_node(id, slots);
   n.cloudstack_vm_id = "vm-" + id;
   n.nbd_host = "10.0.0.1";
-  n.nbd_port = 10809;
-  n.ssh_host = "10.0.0.1";
-  n.ssh_port = 22;
-  n.volume_slots = slots;
   n.disk_bytes = int64_t{1} << 40;
   return n;
 }

@@ -23,15 +23,7 @@ namespace mk::oma::test {
 
 namespace {
 
-NodeRecord node(const std::string& id) {
-  NodeRecord n;
-  n.node_id = id;
-  n.nbd_host = "127.0.0.1";
-  n.nbd_port = 10809;
-  n.ssh_host = "127.0.0.1";
-  n.volume_slots = 32;
-  return n;
-}
+NodeRecord node(const std::string& id) { return test_node(id); }
 
 LeaseState lease_of(NodeRepository& nodes, const std::string& id) { return nodes.find_node(id).value().lease; }
 

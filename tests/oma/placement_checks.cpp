@@ -15,14 +15,18 @@ void add_placement_vm(Repositories& r, int n, int disks) {
   r.vms.add_vm(vm_record(placement_vm_id(n)), disk_records(disks));
 }
 
-void register_placement_node(Repositories& r, const std::string& id, int64_t slots, int64_t lease_ms) {
+NodeRecord test_node(const std::string& id, int64_t slots) {
   NodeRecord n;
   n.node_id = id;
   n.nbd_host = "127.0.0.1";
   n.nbd_port = 10809;
   n.ssh_host = "127.0.0.1";
   n.volume_slots = slots;
-  ASSERT_TRUE(r.nodes.register_node(n, lease_ms)) << id;
+  return n;
+}
+
+void register_placement_node(Repositories& r, const std::string& id, int64_t slots, int64_t lease_ms) {
+  ASSERT_TRUE(r.nodes.register_node(test_node(id, slots), lease_ms)) << id;
 }
 
 void place_concurrently_and_check(const std::vector<db::Database*>& connections) {

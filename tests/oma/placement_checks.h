@@ -9,6 +9,9 @@
 
 namespace mk::oma::test {
 
+// A node as the tests register it: loopback endpoints, `slots` data-volume slots.
+NodeRecord test_node(const std::string& id, int64_t slots = 32);
+
 // VM ids 4210a4c2-6b57-4d4b-9d8e-0000000000NN.
 std::string placement_vm_id(int n);
 // VM n with `disks` disks (repository_scenarios.h's records).
