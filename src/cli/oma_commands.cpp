@@ -1,6 +1,7 @@
 // Operator commands over the OMA's REST API: `migratekit vms`, `migratekit replicate
 // VM`, `migratekit jobs [list|show|watch|cancel]`, `migratekit cutover VM`,
-// `migratekit test-failover VM [--cleanup]`. They hold no state of their own:
+// `migratekit test-failover VM [--cleanup]`, `migratekit nodes [drain|activate NODE]`,
+// `migratekit move VM NODE` (several OMA nodes). They hold no state of their own:
 // every answer comes from the API, so the CLI, the GUI and scripts agree.
 //
 // The API token is read from a file (--token-file, $MIGRATEKIT_TOKEN_FILE, default
@@ -33,7 +34,7 @@ using nlohmann::json;
 
 struct OmaArgs {
   std::string api, token_file, fingerprint, ca_file;
-  std::string vm, job, status;
+  std::string vm, job, status, node;
   bool incremental = false, watch = false, json_out = false, cleanup = false;
   int interval_ms = 1000;
   int shutdown_timeout_s = 300;
@@ -244,6 +245,43 @@ int run_jobs(const OmaArgs& a, const std::string& action) {
   return 0;
 }
 
+// The OMA nodes, their leases and use, then the VMs waiting for a node; or an operator's
+// drain/activate of one node.
+int run_nodes(const OmaArgs& a, const std::string& action) {
+  Api api(a);
+  if (!action.empty()) {
+    json n = api.call("POST", "/api/v1/nodes/" + a.node + "/" + action);
+    std::printf("node %s is %s\n", n["node_id"].get<std::string>().c_str(), n["state"].get<std::string>().c_str());
+    return 0;
+  }
+  json j = api.call("GET", "/api/v1/nodes");
+  if (a.json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-20s  %-8s  %-8s  %-9s  %-4s  %s\n", "NODE", "STATE", "LEASE", "SLOTS", "VMS", "NBD");
+  for (const auto& n : j["nodes"]) {
+    std::printf("%-20s  %-8s  %-8s  %4lld/%-4lld  %-4lld  %s:%lld\n", n["node_id"].get<std::string>().c_str(),
+                n["state"].get<std::string>().c_str(), n["lease"].get<std::string>().c_str(),
+                static_cast<long long>(n["slots_used"].get<int64_t>()),
+                static_cast<long long>(n["volume_slots"].get<int64_t>()), static_cast<long long>(n["vms"].get<int64_t>()),
+                n["nbd_host"].get<std::string>().c_str(), static_cast<long long>(n["nbd_port"].get<int64_t>()));
+  }
+  for (const auto& q : j["queue"]) {
+    std::printf("waiting: %s  %s\n", q["vm_id"].get<std::string>().c_str(),
+                q["waiting_reason"].is_string() ? q["waiting_reason"].get<std::string>().c_str() : "");
+  }
+  return 0;
+}
+
+int run_move(const OmaArgs& a) {
+  Api api(a);
+  json p = api.call("POST", "/api/v1/vms/" + a.vm + "/move", {{"node_id", a.node}});
+  std::printf("VM %s moves from node %s to node %s at its next pass\n", a.vm.c_str(),
+              p["node_id"].is_string() ? p["node_id"].get<std::string>().c_str() : "-", a.node.c_str());
+  return 0;
+}
+
 void common_options(CLI::App* c, OmaArgs& a) {
   c->add_option("--api", a.api, "OMA API URL (default $MIGRATEKIT_API or http://127.0.0.1:8082)");
   c->add_option("--fingerprint", a.fingerprint,
@@ -308,7 +346,35 @@ Runner add_oma_commands(CLI::App& app) {
   tf->add_flag("--watch", a->watch, "Show each step until the job ends (exit 1 unless it completes)");
   tf->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
 
-  return [a, vms, rep, jobs, cut, tf]() -> int {
+  // A node id goes into a URL path: nothing there but what a node id may hold.
+  CLI::Validator node_id(
+      [](std::string& v) -> std::string {
+        bool ok = !v.empty() && v.size() <= 64 && v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos;
+        return ok ? "" : "expected a node id (1 to 64 of a-z, 0-9, '.', '_', '-')";
+      },
+      "NODE");
+  CLI::App* nodes = app.add_subcommand("nodes", "List the OMA nodes sharing the database (or drain/activate one)");
+  common_options(nodes, *a);
+  nodes->add_flag("--json", a->json_out, "Print the API's JSON");
+  for (const char* name : {"drain", "activate"}) {
+    auto c = nodes->add_subcommand(name, std::string(name) == "drain"
+                                             ? "Take no new VMs on a node (its VMs move at their next pass)"
+                                             : "Let a drained node take new VMs again");
+    common_options(c, *a);
+    c->add_option("NODE", a->node, "Node id")->required()->check(node_id);
+  }
+  CLI::App* move = app.add_subcommand("move", "Move a VM's volumes to another OMA node at its next pass");
+  common_options(move, *a);
+  move->add_option("VM", a->vm, "VM UUID")->required();
+  move->add_option("NODE", a->node, "Node id")->required()->check(node_id);
+
+  return [a, vms, rep, jobs, cut, tf, nodes, move]() -> int {
+    if (nodes->parsed()) {
+      for (const char* name : {"drain", "activate"})
+        if (nodes->got_subcommand(name)) return run_nodes(*a, name);
+      return run_nodes(*a, "");
+    }
+    if (move->parsed()) return run_move(*a);
     if (vms->parsed()) return run_vms(*a);
     if (rep->parsed()) return run_replicate(*a);
     if (cut->parsed()) return run_cutover(*a);

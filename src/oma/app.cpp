@@ -85,6 +85,10 @@ void check_config(const OmaConfig& config) {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", c.export_backend));
   if (c.keep_export_server && c.export_backend != "nbdkit")
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
+  if (!c.node.node_id.empty() && !valid_node_id(c.node.node_id))
+    throw UsageError(fmt::format("--node-id '{}': expected 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a "
+                                 "letter or digit",
+                                 c.node.node_id.substr(0, 64)));
 }
 
 std::string reset_admin_token(const OmaConfig& config) {
@@ -197,6 +201,8 @@ void Oma::start() {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
+  // The lease before any job resumes: a node touches volumes only while it holds it.
+  if (!config_.node.node_id.empty()) start_node_lease();
   exports_ = std::make_unique<ExportManager>(repos_->storage, *export_server_);
   PairingConfig pc;
   pc.ssh_host = config_.ssh_host;
@@ -225,6 +231,10 @@ void Oma::start() {
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
   jo.target = cloudstack_checks_.get();
+  if (lease_) {
+    placed_checks_ = std::make_unique<PlacedTargetChecks>(repos_->placements, *lease_, cloudstack_checks_.get());
+    jo.target = placed_checks_.get();
+  }
   jo.slot_poll_interval = std::chrono::milliseconds(config_.volume_slot_poll_ms);
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
   cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
@@ -241,7 +251,8 @@ void Oma::start() {
   ac.tls = https_.api;
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
-      {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_}));
+      {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_,
+       config_.node.node_id}));
   if (config_.gui_port >= 0) {
     gui::GuiConfig gc;
     gc.listen_address = config_.gui_listen;
@@ -260,10 +271,30 @@ void Oma::start() {
   bool pinned = https_.api && api_url.rfind("https://", 0) == 0;
   pairing_->set_api_url(api_url, pinned ? std::optional(https_.fingerprint) : std::nullopt);
   write_private_file(config_.data_dir + "/api.port", std::to_string(api_->port()) + "\n");
+  if (lease_) lease_->set_api_url(api_url);
   if (gui_) {
     gui_->start();
     write_private_file(config_.data_dir + "/gui.port", std::to_string(gui_->port()) + "\n");
   }
+}
+
+void Oma::start_node_lease() {
+  NodeRecord self;
+  self.node_id = config_.node.node_id;
+  self.cloudstack_vm_id = config_.node.cloudstack_vm_id;
+  self.nbd_host = config_.nbd_advertise_host;
+  self.nbd_port = export_server_->port();
+  self.ssh_host = config_.ssh_host;
+  self.ssh_port = config_.ssh_port;
+  self.api_url = config_.public_api_url;
+  self.volume_slots = config_.node.volume_slots;
+  self.disk_bytes = config_.node.disk_bytes;
+  NodeLeaseOptions lo;
+  lo.lease = std::chrono::milliseconds(config_.node.lease_ms);
+  lo.renew_every = lo.lease / 3;
+  lo.start_wait = 2 * lo.lease;
+  lease_ = std::make_unique<NodeLease>(repos_->nodes, self, lo);
+  lease_->start();
 }
 
 void Oma::start_event_services() {
@@ -287,6 +318,8 @@ void Oma::stop() {
   if (api_) api_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();
+  // Last: the node held its lease while it could still touch volumes.
+  if (lease_) lease_->stop();
 }
 
 }  // namespace mk::oma

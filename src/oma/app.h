@@ -27,11 +27,23 @@
 #include "oma/https.h"
 #include "oma/jobs/scheduler.h"
 #include "oma/jobs/job_manager.h"
+#include "oma/nodes/node_lease.h"
+#include "oma/nodes/placed_target_checks.h"
 #include "oma/pairing/pairing_service.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
 
 namespace mk::oma {
+
+// This OMA as one node of several over one database (issue 18; node_repository.h). No
+// node id: the single-node install, which never touches the node registry.
+struct NodeConfig {
+  std::string node_id;
+  std::string cloudstack_vm_id;  // this OMA's VM in CloudStack
+  int volume_slots = 32;         // data volumes this node's VM may hold (KVM's cap)
+  int64_t disk_bytes = 0;        // replica space; 0: not limited by space
+  int lease_ms = 15000;          // renewed every third of it
+};
 
 struct OmaConfig {
   std::string data_dir;                       // required
@@ -80,6 +92,7 @@ struct OmaConfig {
   // HTTPS for the API and the GUI (oma/https.h): by default on every listener that is
   // not loopback-only, with the OMA's own certificate made in DATA/https/.
   HttpsOptions https;
+  NodeConfig node;
 };
 
 // `oma --reset-admin-token`: makes a new admin API token in the database of the OMA
@@ -111,12 +124,14 @@ class Oma {
   CutoverService& cutover() { return *cutover_; }
   PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
+  NodeLease* node_lease() { return lease_.get(); }  // null: single node
 
  private:
   void bootstrap_token();
   void ensure_psk();
   std::string read_vma_token() const;
   void start_event_services();  // the event stream and the scheduler
+  void start_node_lease();      // with a node id: register, hold the lease
 
   OmaConfig config_;
   HttpsSetup https_;
@@ -126,6 +141,8 @@ class Oma {
   std::unique_ptr<VolumeBackend> volume_backend_;
   std::unique_ptr<VolumeManager> volumes_;
   std::unique_ptr<ExportBackend> export_server_;
+  std::unique_ptr<NodeLease> lease_;
+  std::unique_ptr<PlacedTargetChecks> placed_checks_;  // with a node id: passes placed on a node first
   std::unique_ptr<ExportManager> exports_;
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<PairingService> pairing_;

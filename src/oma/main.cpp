@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "common/units.h"
 #include "engine/tls_policy.h"
 #include "oma/app.h"
 #include "oma/exports/nbdkit_server.h"
@@ -134,6 +135,21 @@ int main(int argc, char** argv) {
   app.add_option("--https-cert", c.https.cert_file,
                  "HTTPS certificate (PEM chain) instead of the OMA's own (made in DATA/https/ on first start)");
   app.add_option("--https-key", c.https.key_file, "The --https-cert's private key (PEM, unencrypted)");
+  // More than one OMA over one database (issue 18): none of these without --node-id.
+  auto& node = c.node;
+  app.add_option("--node-id", node.node_id,
+                 "This OMA as a node of several over one MariaDB database (a-z 0-9 . _ -): registers it and holds "
+                 "its lease (default: none, a single OMA)");
+  app.add_option("--node-cloudstack-vm-id", node.cloudstack_vm_id, "With --node-id: this OMA's VM in CloudStack");
+  app.add_option("--node-volume-slots", node.volume_slots,
+                 "With --node-id: data volumes this node's VM may hold (default 32, KVM's cap; 6 on other hypervisors)")
+      ->check(CLI::Range(1, 4096));
+  std::string node_disk_space = "0";
+  app.add_option("--node-disk-space", node_disk_space,
+                 "With --node-id: replica space this node may hold (e.g. 20T; default 0: not limited by space)");
+  app.add_option("--node-lease-ms", node.lease_ms,
+                 "With --node-id: the node's lease by the database's clock, renewed every third of it (default 15000)")
+      ->check(CLI::Range(300, 600000));
   app.add_flag("-v,--verbose", verbose, "Log debugging details");
   // The configuration file: every option above is a setting of the same name
   // (common/config_file.h); the command line overrides it.
@@ -152,6 +168,7 @@ int main(int argc, char** argv) {
   try {
     auto args = mk::config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/oma.conf", file);
     app.parse(args);
+    node.disk_bytes = static_cast<int64_t>(mk::parse_size(node_disk_space, "--node-disk-space"));
     if (check_config) {
       mk::oma::check_config(c);
       std::printf("oma: the configuration is valid (%s and the command line)\n", file->path().c_str());

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "common/error.h"
 #include "common/files.h"
@@ -15,8 +16,12 @@ namespace mk::oma::test {
 MariadbServer::MariadbServer(bool tls) {
   std::string install_log = dir_.file("install.log");
   std::string out;
+  // Its own temporary directory: a server starting clears the temporary tables it finds
+  // there, also those of another test's server or installation running at that moment.
+  std::filesystem::create_directories(dir_.file("tmp"));
+  const std::string tmpdir = "--tmpdir=" + dir_.file("tmp");
   int rc = run_capture({"mariadb-install-db", "--no-defaults", "--datadir=" + dir_.file("data"), "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"},
+                        "--auth-root-authentication-method=normal", "--skip-test-db", tmpdir},
                        out, install_log);
   if (rc != 0) throw Error("mariadb-install-db failed:\n" + mk::test::log_tail(install_log));
   std::string log = dir_.file("server.log");
@@ -36,18 +41,20 @@ MariadbServer::MariadbServer(bool tls) {
                                  "--socket=" + dir_.file("s.sock"), "--port=" + std::to_string(port_),
                                  "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
                                  "--innodb-buffer-pool-size=16M", "--skip-name-resolve",
-                                 "--pid-file=" + dir_.file("mariadbd.pid"), "--log-error=" + log};
+                                 "--pid-file=" + dir_.file("mariadbd.pid"), "--log-error=" + log, tmpdir};
     argv.insert(argv.end(), tls_args.begin(), tls_args.end());
     server_ = Subprocess::spawn(argv, o);
     try {
       mk::test::wait_for_tcp_port(port_, {"mariadbd", log, &server_}, std::chrono::seconds(60));
+      // The port may answer for another test's server that took it first (this one then
+      // exits): only this server's own socket proves it is up.
+      root_ = connect_root(log);
       break;
     } catch (const Error&) {
       server_.stop();
       if (attempt >= 2) throw;
     }
   }
-  root_ = db::open_database(fmt::format("mariadb://root@localhost/mysql?socket={}", dir_.file("s.sock")));
   unsigned char pw[16];
   RAND_bytes(pw, sizeof pw);
   std::string password;
@@ -55,6 +62,19 @@ MariadbServer::MariadbServer(bool tls) {
   write_private_file(dir_.file("oma.password"), password + "\n");
   // The password is random hex made here, so it can be spelled inside the statement.
   root_->exec(fmt::format("CREATE USER 'oma'@'127.0.0.1' IDENTIFIED BY '{}'", password));
+}
+
+std::unique_ptr<db::Database> MariadbServer::connect_root(const std::string& log) {
+  std::string url = fmt::format("mariadb://root@localhost/mysql?socket={}", dir_.file("s.sock"));
+  for (int i = 0;; ++i) {
+    if (!server_.running()) throw Error("mariadbd exited (its port taken?):\n" + mk::test::log_tail(log));
+    try {
+      return db::open_database(url);
+    } catch (const Error&) {
+      if (i >= 600) throw;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 MariadbServer::~MariadbServer() {

@@ -27,6 +27,9 @@ class MariadbServer {
   std::string ca_file() const { return dir_.file("pki/client/ca-cert.pem"); }
 
  private:
+  // root over this server's own Unix socket, once it answers there; throws if it exits.
+  std::unique_ptr<db::Database> connect_root(const std::string& log);
+
   mk::test::TempDir dir_{"mk-mariadb"};
   Subprocess server_;
   int port_ = 0;

@@ -28,6 +28,8 @@ Scenarios storage_repository_scenarios();
 Scenarios config_repository_scenarios();
 Scenarios vma_repository_scenarios();
 Scenarios schedule_repository_scenarios();
+Scenarios node_repository_scenarios();
+Scenarios placement_repository_scenarios();
 Scenarios sealed_value_scenarios();
 
 inline const std::string kVm1 = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d";

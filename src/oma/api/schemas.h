@@ -15,8 +15,10 @@
 #include "oma/api/route.h"
 #include "oma/db/config_repository.h"
 #include "oma/db/job_repository.h"
+#include "oma/db/node_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
+#include "oma/nodes/placement.h"
 #include "protocol/enrolment.h"
 #include "protocol/messages.h"
 
@@ -37,6 +39,9 @@ inline const std::vector<std::string> kRoles = enum_names<TokenRole>();
 inline const std::vector<std::string> kVmaStates = enum_names<VmaState>();
 inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};
 inline const std::vector<std::string> kFailoverKinds = enum_names<FailoverKind>();
+inline const std::vector<std::string> kNodeStates = enum_names<NodeState>();
+inline const std::vector<std::string> kLeaseStates = enum_names<LeaseState>();
+inline const std::vector<std::string> kPlacementLimits = enum_names<PlacementLimit>();
 
 
 // Field makers. `description` says what the value is; examples are realistic values.

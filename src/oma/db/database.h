@@ -77,6 +77,10 @@ class Database {
   virtual std::string engine() const = 0;
   // Where the database is, for messages (a path or host:port/name; never a password).
   virtual std::string describe() const = 0;
+  // An SQL expression for the database's own time in ms since the Unix epoch (UTC), for
+  // what several processes must judge alike (node leases): compared and computed in SQL,
+  // so that the clocks of the OMA processes play no part.
+  virtual std::string now_ms_sql() const = 0;
 
  protected:
   struct Result {

@@ -131,6 +131,11 @@ class MariadbDatabase : public Database {
 
   std::string engine() const override { return "mariadb"; }
   std::string describe() const override { return where_; }
+  // UTC, so that neither the session's time zone nor a daylight-saving change moves it.
+  // (In a Galera cluster each node answers with its own clock: keep them in NTP sync.)
+  std::string now_ms_sql() const override {
+    return "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
+  }
 
  protected:
   Result run(const std::string& sql, const std::vector<Value>& params) override;

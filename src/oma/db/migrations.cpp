@@ -220,6 +220,56 @@ const std::vector<std::string> kPassPhases = {
       PRIMARY KEY (job_id, disk_key, phase)))",
 };
 
+// Version 8, OMA nodes (issue 18): several OMA processes over one database. Each node
+// registers itself and holds a lease whose times are the database's own clock
+// (Database::now_ms_sql), so that nodes judge expiry alike whatever their clocks say.
+// incarnation grows at every registration: it is the lease holder's fencing token (a
+// renewal or release names it, so a process that lost its lease cannot renew another's).
+// A VM's volumes live on one node: vm_placements holds at most one row per VM (its
+// primary key), either placed (node_id) or waiting in the queue (node_id NULL, with the
+// limit that keeps it waiting); requested_node_id is an operator's move, applied at the
+// VM's next pass (its slots are reserved on that node meanwhile). placement_lock has one row, updated first by every placement
+// transaction so that two placements never count the same free slot. Written to run
+// again over itself (IF NOT EXISTS), as a re-run of the migrations after 5 does.
+const std::vector<std::string> kNodes = {
+    R"(CREATE TABLE IF NOT EXISTS oma_nodes (
+      node_id VARCHAR(64) NOT NULL PRIMARY KEY,
+      cloudstack_vm_id VARCHAR(64) NOT NULL,
+      nbd_host VARCHAR(255) NOT NULL,
+      nbd_port BIGINT NOT NULL,
+      ssh_host VARCHAR(255) NOT NULL,
+      ssh_port BIGINT NOT NULL,
+      api_url VARCHAR(1024) NOT NULL,
+      volume_slots BIGINT NOT NULL,
+      disk_bytes BIGINT NOT NULL,
+      state VARCHAR(16) NOT NULL,
+      incarnation BIGINT NOT NULL,
+      lease_expires_at BIGINT NOT NULL,
+      registered_at BIGINT NOT NULL,
+      renewed_at BIGINT NOT NULL,
+      released_at BIGINT NULL))",
+    R"(CREATE TABLE IF NOT EXISTS vm_placements (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      node_id VARCHAR(64) NULL,
+      slots BIGINT NOT NULL,
+      disk_bytes BIGINT NOT NULL,
+      waiting_limit VARCHAR(32) NOT NULL,
+      waiting_reason TEXT NULL,
+      requested_node_id VARCHAR(64) NULL,
+      queued_at BIGINT NOT NULL,
+      placed_at BIGINT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+    "CREATE INDEX IF NOT EXISTS vm_placements_node ON vm_placements (node_id)",
+    R"(CREATE TABLE IF NOT EXISTS placement_lock (
+      name VARCHAR(16) NOT NULL PRIMARY KEY,
+      version BIGINT NOT NULL))",
+};
+
+void add_placement_lock(Database& db) {
+  if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
+    db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
+}
+
 void ensure_table(Database& db) {
   db.exec(R"(CREATE TABLE IF NOT EXISTS schema_migrations (
       version BIGINT NOT NULL PRIMARY KEY,
@@ -244,6 +294,8 @@ const std::vector<Migration>& migrations() {
       {6, "sealed values bound to their rows", {}, {},
        [](Database& db, const std::function<const SecretBox&()>& secrets) { reseal_unbound_values(db, secrets); }},
       {7, "pass phases per disk", kPassPhases},
+      {8, "OMA nodes, leases and VM placements", kNodes, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_placement_lock(db); }},
   };
   return all;
 }

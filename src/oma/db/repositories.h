@@ -6,6 +6,8 @@
 //   config     API tokens and settings                                 (config_repository.h)
 //   vmas       paired VMAs and pairing codes                           (vma_repository.h)
 //   schedules  repeating incremental passes                            (schedule_repository.h)
+//   nodes      OMA nodes sharing the database, their leases           (node_repository.h)
+//   placements which node holds each VM's volumes; the queue          (placement_repository.h)
 //
 // The OMA (app.h) and the tests own one of these; every service is given only the
 // repositories it uses. Transactions that span two groups (a job claiming its VM, a
@@ -17,6 +19,8 @@
 #include "oma/db/config_repository.h"
 #include "oma/db/database.h"
 #include "oma/db/job_repository.h"
+#include "oma/db/node_repository.h"
+#include "oma/db/placement_repository.h"
 #include "oma/db/schedule_repository.h"
 #include "oma/db/storage_repository.h"
 #include "oma/db/vm_repository.h"
@@ -26,7 +30,7 @@ namespace mk::oma {
 
 struct Repositories {
   explicit Repositories(db::Database& db)
-      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db) {}
+      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db) {}
 
   db::Database& database;
   VmRepository vms;
@@ -35,6 +39,8 @@ struct Repositories {
   ConfigRepository config;
   VmaRepository vmas;
   ScheduleRepository schedules;
+  NodeRepository nodes;
+  PlacementRepository placements;
 };
 
 }  // namespace mk::oma

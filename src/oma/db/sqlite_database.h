@@ -17,6 +17,8 @@ class SqliteDatabase : public Database {
 
   std::string engine() const override { return "sqlite"; }
   std::string describe() const override { return "sqlite:" + path_; }
+  // One host, one clock: julianday('now') to the millisecond.
+  std::string now_ms_sql() const override { return "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"; }
 
  protected:
   Result run(const std::string& sql, const std::vector<Value>& params) override;

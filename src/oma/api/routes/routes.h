@@ -17,6 +17,8 @@
 //   schedules.cpp         GET|PUT|DELETE /api/v1/vms/{vm_id}/schedule
 //   events.cpp            GET /api/v1/events (server-sent events; see gui/event_hub.h)
 //   discovery.cpp         GET /api/v1/discover, GET /api/v1/vma/health (the default VMA)
+//   nodes.cpp             GET /api/v1/nodes, POST .../{node_id}/drain|activate (admin);
+//                         GET|POST /api/v1/vms/{vm_id}/placement, POST .../move (admin)
 //
 // GET /api/v1/openapi.json is the ApiServer's own. Declaration order does not matter
 // (see router.h). Each route declares the least token role that may call it (route.h):
@@ -51,6 +53,7 @@ struct Services {
   gui::EventHub& events;
   Scheduler& scheduler;
   VmaClient& vma;  // the default VMA
+  std::string node_id = {};  // this OMA's node id ("" : a single OMA)
 };
 
 std::vector<Route> system_routes(const Services& s);
@@ -66,6 +69,7 @@ std::vector<Route> cutover_routes(const Services& s);
 std::vector<Route> schedule_routes(const Services& s);
 std::vector<Route> event_routes(const Services& s);
 std::vector<Route> discovery_routes(const Services& s);
+std::vector<Route> node_routes(const Services& s);
 
 // All of the above.
 std::vector<Route> all_routes(const Services& s);
