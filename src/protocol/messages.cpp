@@ -73,6 +73,12 @@ Field bool_field(std::string name, std::string description, bool example) {
   return {.name = std::move(name), .type = Type::Boolean, .description = std::move(description), .example = example};
 }
 
+// The same field, which a message may leave out (added after version 1 of the contract).
+Field may_be_absent(Field f) {
+  f.required = false;
+  return f;
+}
+
 Field object_field(std::string name, std::string description, const Schema* schema) {
   return {.name = std::move(name), .type = Type::Object, .description = std::move(description), .items = schema};
 }
@@ -218,6 +224,13 @@ const Schema& disk_progress() {
           change_id_field("change_id", "the disk's new change ID: set exactly when the disk is completed"),
           text_field("error", "why the disk failed: set when it failed",
                      "disk 2000 (Hard disk 1) of VM 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d: copy failed: ..."),
+          may_be_absent(int_field("bytes_resumed",
+                             "bytes of the plan an interrupted run of this pass had copied and flushed: resumed, "
+                             "not copied again (part of bytes_done)",
+                             536870912)),
+          may_be_absent(text_field("restarted",
+                              "why this disk started over instead of resuming an interrupted run",
+                              "the pass's snapshot 5-snapshot-12 is gone: the disk starts over on a new snapshot")),
           array_field("phases", "time spent per part of the pass so far, in order, each part at most once",
                       enum_names<PassPhase>().size(), &phase_time()),
       },
@@ -567,6 +580,8 @@ json disk_progress_json(const DiskProgress& d) {
           {"eta_seconds", d.eta_seconds},
           {"change_id", opt(d.change_id)},
           {"error", opt_text(d.error)},
+          {"bytes_resumed", d.bytes_resumed},
+          {"restarted", opt_text(d.restarted)},
           {"phases", phases_json(d.phases)}};
 }
 
@@ -580,6 +595,8 @@ DiskProgress disk_progress_of(const json& d) {
           d["eta_seconds"].get<double>(),
           opt_of(d, "change_id"),
           opt_of(d, "error"),
+          d.value("bytes_resumed", int64_t{0}),
+          d.contains("restarted") ? opt_of(d, "restarted") : std::nullopt,
           phases_of(d)};
 }
 

@@ -124,6 +124,13 @@ struct DiskProgress {
   double throughput_bps = 0, eta_seconds = 0;
   std::optional<std::string> change_id;  // set exactly when completed
   std::optional<std::string> error;      // set when failed
+  // A pass resumed after an interruption (VMA restart, NBD outage): the bytes of the
+  // plan an earlier run had copied and flushed, which this run did not copy again
+  // (included in bytes_done). 0 for a pass that was never interrupted.
+  int64_t bytes_resumed = 0;
+  // Why the disk started over instead of resuming (the pass's snapshot was gone, its
+  // checkpoint did not match): set once it happened, for the job's record.
+  std::optional<std::string> restarted;
   std::vector<PhaseTime> phases;         // phases ended so far, in PassPhase order, each once
 };
 

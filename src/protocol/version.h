@@ -28,7 +28,8 @@
 namespace mk::protocol {
 
 // 2: pairing bundles carry oma_api_fingerprint; progress carries each disk's phase times,
-//    bytes_resumed and restarted, and the job's ended_seconds_ago.
+//    bytes_resumed and restarted (passes that resume after an interruption), and the
+//    job's ended_seconds_ago.
 inline constexpr int kVersion = 2;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 

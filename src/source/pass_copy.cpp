@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -13,9 +16,33 @@
 #include "engine/plan.h"
 
 namespace mk::source {
+namespace {
+
+// Opens the disk's checkpoint for `plan`. One that belongs to another plan or target
+// (the pass was planned anew: a new snapshot, other changed areas) or is damaged
+// cannot say what this copy has done: it is removed and the disk starts over, which
+// may copy more than needed but never skips a range.
+std::unique_ptr<engine::Checkpoint> open_checkpoint(DiskCheckpoint& spec, const engine::Plan& plan,
+                                                    const Endpoint& target, const std::string& label) {
+  nlohmann::json identity = spec.identity;
+  identity["migratekit_checkpoint"] = 1;
+  identity["plan"] = plan.digest();
+  identity["disk_size"] = plan.disk_size;
+  identity["target"] = target.uri;
+  try {
+    return engine::Checkpoint::open(spec.path, identity, plan.disk_size);
+  } catch (const UsageError& e) {
+    spec.discarded = e.what();
+    log::warn("disk {}: {}; copying the disk from the start", label, spec.discarded);
+    if (std::remove(spec.path.c_str()) != 0 && errno != ENOENT) throw;
+    return engine::Checkpoint::open(spec.path, identity, plan.disk_size);
+  }
+}
+
+}  // namespace
 
 engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options,
-                            CopyTimes* times) {
+                            DiskCheckpoint* checkpoint, CopyTimes* times) {
   auto started = std::chrono::steady_clock::now();
   Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
@@ -36,13 +63,25 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
   }
   log::info("disk {}: {} to read, {} known zero, in a scope of {}", disk.label, format_bytes(plan.data_bytes),
             format_bytes(plan.zero_bytes), format_bytes(plan.scope_bytes));
-  if (options.progress) {
-    engine::PlanTotals totals = engine::plan_totals(plan, options.target_is_zero);
-    options.progress->set_total(totals.total, totals.skipped);
-    options.progress->set_phase("copying");
+  std::unique_ptr<engine::Checkpoint> cp;
+  engine::CopyOptions o = options;
+  RangeList done;
+  if (checkpoint) {
+    cp = open_checkpoint(*checkpoint, plan, target, disk.label);
+    o.checkpoint = cp.get();
+    done = cp->completed();
+    if (!done.empty()) {
+      log::info("disk {}: resuming from checkpoint {}: {} already copied and flushed", disk.label, cp->path(),
+                format_bytes(total_length(done)));
+    }
+  }
+  if (o.progress) {
+    engine::PlanTotals totals = engine::plan_totals(plan, o.target_is_zero);
+    o.progress->set_total(totals.total, totals.skipped);
+    o.progress->set_phase("copying");
   }
   double planning = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  engine::CopyStats stats = engine::copy_plan(source, target, plan, {}, options);
+  engine::CopyStats stats = engine::copy_plan(source, target, plan, done, o);
   if (times) *times = {planning, std::max(0.0, stats.seconds - stats.flush_seconds), stats.flush_seconds};
   return stats;
 }

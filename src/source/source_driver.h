@@ -63,6 +63,10 @@ class Pass {
   // Releases everything the pass set up. `succeeded`: every disk was copied and flushed
   // (drivers that rotate state, like dirty bitmaps, commit only then). Safe to call twice.
   virtual void close(bool succeeded) = 0;
+  // The pass's point in time as the driver can find it again after a restart of its
+  // owner (a snapshot's id), so that an interrupted pass resumes on the same data; ""
+  // when the driver cannot resume a pass.
+  virtual std::string snapshot_id() const { return ""; }
 };
 
 class SourceDriver {

@@ -34,6 +34,7 @@ class VmwarePass : public Pass {
   }
 
   const std::vector<DiskPass>& disks() const override { return disks_; }
+  std::string snapshot_id() const override { return snapshot_.value; }
 
   void close(bool succeeded) override {
     if (closed_) return;
@@ -119,10 +120,10 @@ std::vector<DiskDescription> VmwareSource::describe_disks(const std::string& vm_
   return out;
 }
 
-int VmwareSource::remove_leftover_snapshots(const vsphere::VmInfo& vm) {
+int VmwareSource::remove_leftover_snapshots(const vsphere::VmInfo& vm, const std::set<std::string>& keep) {
   int n = 0;
   for (auto& snap : vm.snapshots) {
-    if (!is_ours(snap)) continue;
+    if (!is_ours(snap) || keep.count(snap.ref.value)) continue;
     log::warn("VM {}: removing leftover snapshot \"{}\" ({}) of an earlier run of {}", vm.name, snap.name,
               snap.ref.value, options_.owner);
     vsphere::remove_snapshot(*session_, vm, snap.ref);
@@ -132,14 +133,17 @@ int VmwareSource::remove_leftover_snapshots(const vsphere::VmInfo& vm) {
 }
 
 int VmwareSource::remove_all_leftover_snapshots(
-    const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm, std::vector<std::string>& errors) {
+    const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm, std::vector<std::string>& errors,
+    const std::set<std::string>& keep) {
   int n = 0;
   for (auto& found : vsphere::list_all_snapshots(*session_, errors)) {
-    if (std::none_of(found.snapshots.begin(), found.snapshots.end(), [&](auto& s) { return is_ours(s); })) continue;
+    if (std::none_of(found.snapshots.begin(), found.snapshots.end(),
+                     [&](auto& s) { return is_ours(s) && !keep.count(s.ref.value); }))
+      continue;
     try {
       auto lock = lock_vm(found.instance_uuid);
       // Under the lock, as the VM is now: a pass that ended meanwhile removed its own.
-      n += remove_leftover_snapshots(vsphere::describe_vm(*session_, found.ref));
+      n += remove_leftover_snapshots(vsphere::describe_vm(*session_, found.ref), keep);
     } catch (const std::exception& e) {
       errors.push_back(fmt::format("VM {} ({}): removing leftover snapshots failed: {}", found.name,
                                    found.instance_uuid, e.what()));
@@ -198,6 +202,28 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
   auto snap = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + utc_now(),
                                        "MigrateKit OSSEA replication pass; removed when the pass ends; " +
                                            owner_marker(options_.owner));
+  return start_pass(vm, snap, stored);
+}
+
+std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const std::string& snapshot,
+                                                const ChangeIds& stored) {
+  vsphere::VmInfo vm = find(vm_id);
+  const vsphere::SnapshotRef* found = nullptr;
+  for (const auto& s : vm.snapshots) {
+    if (s.ref.value == snapshot && is_ours(s)) found = &s;
+  }
+  if (!found) {
+    throw SnapshotGone(fmt::format("VM {} ({}) no longer has the pass's snapshot {} (removed in vSphere meanwhile?)",
+                                   vm.name, vm_id, snapshot));
+  }
+  vsphere::Moref snap = found->ref;
+  remove_leftover_snapshots(vm, {snapshot});
+  log::info("VM {}: resuming the pass on its snapshot \"{}\" ({})", vm.name, found->name, snapshot);
+  return start_pass(vm, snap, stored);
+}
+
+std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap,
+                                               const ChangeIds& stored) {
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
   for (auto& disk : vsphere::snapshot_disks(*session_, snap)) {
     DiskPass d;

@@ -15,6 +15,10 @@
 // copies the whole disk without asking for "*" (its answer would be discarded), and so
 // does a disk without a stored change ID when `targets_may_hold_data`.
 //
+// Resume: resume_pass() opens the pass of an interrupted run (the VMA was killed) again
+// on that run's snapshot, planned as the first run was, so that each disk continues
+// from its checkpoint; it throws SnapshotGone when the VM no longer has that snapshot.
+//
 // Leftovers: open_pass() removes the VM's snapshots of a run of this owner that crashed
 // (name with the prefix and this owner in the description), never another owner's: a
 // second VMA, or the CLI, may be in the middle of its own pass on the same vCenter.
@@ -28,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,6 +62,12 @@ struct VmwareSourceOptions {
   std::function<std::string(const vsphere::DiskInfo&)> flat_file_for;
 };
 
+// The snapshot of the pass to resume no longer exists: the pass must start over.
+class SnapshotGone : public Error {
+ public:
+  using Error::Error;
+};
+
 class VmwareSource : public SourceDriver {
  public:
   // `session` is logged in; `connect` is what it was opened with (VDDK needs the server,
@@ -66,14 +77,18 @@ class VmwareSource : public SourceDriver {
   std::vector<VmSummary> list_vms() override;
   std::vector<DiskDescription> describe_disks(const std::string& vm_id) override;
   std::unique_ptr<Pass> open_pass(const std::string& vm_id, const ChangeIds& stored) override;
+  // The pass whose snapshot is `snapshot` (Pass::snapshot_id() of the interrupted run),
+  // opened again with the same stored change IDs. Throws SnapshotGone.
+  std::unique_ptr<Pass> resume_pass(const std::string& vm_id, const std::string& snapshot, const ChangeIds& stored);
 
-  // Removes this owner's leftover snapshots from the VM (as described); returns how many.
-  int remove_leftover_snapshots(const vsphere::VmInfo& vm);
+  // Removes this owner's leftover snapshots from the VM (as described), except those
+  // in `keep` (snapshots of passes that will resume); returns how many.
+  int remove_leftover_snapshots(const vsphere::VmInfo& vm, const std::set<std::string>& keep = {});
   // The same on every VM of the inventory, found in one query; `lock_vm(instance uuid)`
   // is held around each VM's removal. A VM that fails is reported in `errors` and the
   // others go on. Returns how many snapshots were removed.
   int remove_all_leftover_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
-                                    std::vector<std::string>& errors);
+                                    std::vector<std::string>& errors, const std::set<std::string>& keep = {});
 
   // Whether `snapshot` was taken by this owner (prefix and owner marker).
   bool is_ours(const vsphere::SnapshotRef& snapshot) const;
@@ -81,6 +96,8 @@ class VmwareSource : public SourceDriver {
 
  private:
   vsphere::VmInfo find(const std::string& vm_id);
+  // The pass on `snap`: per disk its planned areas and a reader.
+  std::unique_ptr<Pass> start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const ChangeIds& stored);
   // Fills d.request, d.full and d.reason for one disk of the pass (see the top comment).
   void plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const vsphere::DiskInfo& disk,
                   const std::optional<std::string>& stored, DiskPass& d);

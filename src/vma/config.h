@@ -10,7 +10,7 @@
 namespace mk::vma {
 
 struct VmaConfig {
-  std::string state_dir;                 // required: jobs/, work/, api.port
+  std::string state_dir;                 // required: jobs/, work/, checkpoints/, api.port
   std::string vcenter_url;               // https://vcenter.example/sdk
   std::string vcenter_user;
   std::string vcenter_password_file;

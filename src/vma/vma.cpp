@@ -72,6 +72,10 @@ void Vma::start() {
   ro.max_disks_per_vm = config_.max_disks_per_vm;
   ro.nbd_via_port = config_.nbd_via_port;
   ro.work_dir = work;
+  // Checkpoints outlive a restart (work/ does not): interrupted passes resume from them.
+  ro.checkpoint_dir = config_.state_dir + "/checkpoints";
+  std::filesystem::create_directories(ro.checkpoint_dir);
+  ::chmod(ro.checkpoint_dir.c_str(), 0700);
   ro.target_tls.psk_file = std::filesystem::absolute(config_.nbd_psk_file).string();
   runner_ = std::make_unique<JobRunner>(ro, *vcenter_, *store_);
   runner_->recover();
@@ -91,7 +95,9 @@ void Vma::start() {
 bool Vma::cleanup_snapshots() {
   try {
     std::vector<std::string> errors;
-    int n = vcenter_->remove_all_our_snapshots([this](const std::string& vm) { return runner_->lock_vm(vm); }, errors);
+    // The snapshots of passes that resume (and of running ones) are not leftovers.
+    int n = vcenter_->remove_all_our_snapshots([this](const std::string& vm) { return runner_->lock_vm(vm); }, errors,
+                                               runner_->active_snapshots());
     log::info("start-up: {} leftover snapshot(s) of an earlier run removed", n);
     for (const auto& e : errors) log::warn("start-up: {}", e);
     return true;

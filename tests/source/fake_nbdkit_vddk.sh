@@ -19,9 +19,12 @@ done
 [[ "$plugin" == vddk ]] || { echo "fake nbdkit: not asked for the vddk plugin" >&2; exit 1; }
 [[ -r "$pwfile" ]] || { echo "fake nbdkit: cannot read the password file '$pwfile'" >&2; exit 1; }
 if [[ -n "${FAKE_VDDK_CLEANUP_SECONDS:-}" ]]; then
+  # The trap is set before nbdkit makes its socket: the reader may send SIGTERM as soon
+  # as the socket is there.
+  child=""
+  trap 'sleep "$FAKE_VDDK_CLEANUP_SECONDS"; kill $child; wait; touch "$FAKE_VDDK_ARGS.cleaned"; exit 0' TERM
   nbdkit -f -r -U "$sock" file file="$FAKE_VDDK_FLAT" &
   child=$!
-  trap 'sleep "$FAKE_VDDK_CLEANUP_SECONDS"; kill "$child"; wait "$child"; touch "$FAKE_VDDK_ARGS.cleaned"; exit 0' TERM
   wait "$child"
   exit
 fi

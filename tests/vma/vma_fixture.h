@@ -177,4 +177,21 @@ class VmaFixture : public ::testing::Test {
   std::unique_ptr<oma::test::ApiClient> api;
 };
 
+// Every disk of a completed pass has each phase once, in the order of a pass, with a
+// time that is not negative (times themselves are not judged: they vary). `job` is the
+// OMA's GET /api/v1/jobs/{id}.
+inline void expect_all_phases_in_order(const nlohmann::json& job) {
+  const std::vector<std::string> order = {"snapshot", "change_query", "reader_start", "planning",
+                                          "copying",  "flushing",     "snapshot_removal", "reporting"};
+  ASSERT_FALSE(job["disks"].empty()) << job.dump(2);
+  for (const auto& d : job["disks"]) {
+    std::vector<std::string> names;
+    for (const auto& p : d["phases"]) {
+      names.push_back(p["phase"].get<std::string>());
+      EXPECT_GE(p["seconds"].get<double>(), 0.0) << d.dump();
+    }
+    EXPECT_EQ(names, order) << "disk " << d["disk_key"] << ": " << d.dump();
+  }
+}
+
 }  // namespace mk::vma::test

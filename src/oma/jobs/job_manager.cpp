@@ -491,6 +491,7 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
   auto vma = vma_for(job.vm_id);
   auto last_ok = std::chrono::steady_clock::now();
   std::string last_error;
+  std::set<std::string> noted;  // resume notes already in the job's log
   for (;;) {
     if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
     check_cancel(job.job_id);
@@ -524,9 +525,18 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
     if (!known || known->empty()) {
       jobs_.set_vma_instance(job.job_id, p.vma_instance);
     } else if (*known != p.vma_instance) {
-      throw Error(fmt::format("the VMA restarted during the copy (instance {} is now {}): its copy is gone; "
-                              "start a new job",
-                              *known, p.vma_instance));
+      // A VMA that resumes its passes reports the job queued or running again; one
+      // that cannot reports it failed ("interrupted").
+      if (p.status == protocol::VmaJobStatus::Failed || p.status == protocol::VmaJobStatus::Stopped) {
+        throw Error(fmt::format("the VMA restarted during the copy (instance {} is now {}): its copy is gone; "
+                                "start a new job",
+                                *known, p.vma_instance));
+      }
+      jobs_.set_vma_instance(job.job_id, p.vma_instance);
+      jobs_.add_event(job.job_id, EventLevel::Warn,
+                      fmt::format("the VMA restarted during the copy (instance {} is now {}): it resumes the pass "
+                                  "from each disk's last flushed range while the pass's snapshot exists",
+                                  *known, p.vma_instance));
     }
 
     auto disks = jobs_.job_disks(job.job_id);
@@ -541,6 +551,7 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
                                 "(VMA protocol mismatch)",
                                 key, job.job_id));
       }
+      note_resume(job.job_id, key, dp, noted);
       JobDiskRecord d = *it;
       d.status = dp.status;
       d.phase = dp.phase;
@@ -572,6 +583,30 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
   }
   step.done();
   return vma_ended;
+}
+
+// Records in the job's log, once each, why a disk started over instead of resuming,
+// and how much a resumed disk did not copy again.
+// `noted`: the notes this poll loop has already seen recorded.
+void JobManager::note_resume(const std::string& job_id, const std::string& disk_key, const protocol::DiskProgress& dp,
+                             std::set<std::string>& noted) {
+  std::vector<std::string> notes;
+  if (dp.restarted) notes.push_back(fmt::format("disk {} started over: {}", disk_key, *dp.restarted));
+  if (dp.status == protocol::DiskStatus::Completed && dp.bytes_resumed > 0) {
+    notes.push_back(fmt::format("disk {} resumed: {} bytes copied and flushed before the interruption were not "
+                                "copied again, {} bytes copied after it",
+                                disk_key, dp.bytes_resumed, dp.bytes_done - dp.bytes_resumed));
+  }
+  std::erase_if(notes, [&](const std::string& n) { return noted.count(n) > 0; });
+  if (notes.empty()) return;
+  auto events = jobs_.list_events(job_id);  // an OMA restarted meanwhile may have recorded them
+  for (const auto& note : notes) {
+    noted.insert(note);
+    bool known = std::any_of(events.begin(), events.end(), [&](const EventRecord& e) { return e.message == note; });
+    if (!known) jobs_.add_event(job_id, note.find("started over") != std::string::npos ? EventLevel::Warn
+                                                                                          : EventLevel::Info,
+                                note);
+  }
 }
 
 void JobManager::record_reporting(const std::string& job_id, std::optional<SteadyTime> vma_ended) {

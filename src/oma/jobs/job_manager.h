@@ -29,8 +29,11 @@
 // restarted at any moment resumes each active job from its last state (recover()):
 // preparing and exporting are idempotent and simply run again, copying resumes polling
 // (the VMA keeps copying while the OMA is down), committing commits again (a no-op for
-// disks already committed). A job whose VMA no longer knows it, restarted, or stays
-// silent longer than vma_timeout fails with that reason; none stays active forever.
+// disks already committed). A VMA restarted during the copy resumes the pass itself
+// (vma/runner): the job follows the new VMA instance and logs why a disk started over
+// instead of resuming. A job whose VMA no longer knows it, restarted without resuming
+// it, or stays silent longer than vma_timeout fails with that reason; none stays
+// active forever.
 // A job completes only when every disk has completed and all change IDs are committed.
 //
 // At most one active job per VM (JobRepository::create_job enforces it); jobs of different VMs run
@@ -45,6 +48,7 @@
 #include <memory>
 #include <optional>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -139,6 +143,8 @@ class JobManager {
   // Until every disk completed and the VMA closed the pass; returns when the VMA's job
   // ended, on our clock (its answer's arrival minus its ended_seconds_ago).
   std::optional<SteadyTime> poll(const JobRecord& job);
+  void note_resume(const std::string& job_id, const std::string& disk_key, const protocol::DiskProgress& dp,
+                   std::set<std::string>& noted);
   void commit(const JobRecord& job, std::optional<SteadyTime> vma_ended = std::nullopt);
   // Adds each disk's "reporting" phase: from the VMA's end of the job to now, just
   // before the OMA records the pass as done. Nothing when `vma_ended` is unknown.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 
 #include "common/log.h"
 #include "source/pass_copy.h"
@@ -27,6 +28,35 @@ std::string target_uri(const protocol::NbdTarget& nbd, const protocol::Replicate
   if (nbd_via_port > 0) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via_port, disk.export_name);
   std::string host = nbd.host.find(':') != std::string::npos ? "[" + nbd.host + "]" : nbd.host;
   return fmt::format("nbds://{}:{}/{}", host, nbd.port, disk.export_name);
+}
+
+// Adds `phases` (in PassPhase order) to a disk's record. A pass resumed after a VMA
+// restart runs its phases again (snapshot, change query, reader start): their times
+// add up with the interrupted run's, so that each phase stays listed once, in order.
+void merge_phases(std::vector<protocol::PhaseTime>& to, const std::vector<protocol::PhaseTime>& phases) {
+  for (const auto& p : phases) {
+    auto it = std::find_if(to.begin(), to.end(), [&](const protocol::PhaseTime& t) { return t.phase == p.phase; });
+    if (it != to.end()) {
+      it->seconds += p.seconds;
+    } else {
+      to.insert(std::find_if(to.begin(), to.end(), [&](const protocol::PhaseTime& t) { return t.phase > p.phase; }),
+                p);
+    }
+  }
+}
+
+// Removes the checkpoint files in `dir` (named <job id>-<disk key>.ckpt) whose job id
+// `drop` says to. Errors are logged: a file left behind is only disk space.
+void remove_checkpoint_files(const std::string& dir, const std::function<bool(const std::string&)>& drop) {
+  if (dir.empty()) return;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (!name.ends_with(".ckpt") || !drop(name.substr(0, name.find('-', 36)))) continue;
+    std::error_code rm;
+    std::filesystem::remove(e.path(), rm);
+    if (rm) log::warn("cannot remove checkpoint {}: {}", e.path().string(), rm.message());
+  }
 }
 
 // A disk that failed, and why.
@@ -51,12 +81,29 @@ void JobRunner::recover() {
   auto jobs = store_.load_all();
   store_.prune(jobs, options_.keep_ended_jobs_seconds);
   std::lock_guard lock(mu_);
+  std::vector<Job*> resume;
   for (auto& state : jobs) {
     auto job = std::make_unique<Job>();
     job->state = std::move(state);
     job->finished = true;
     JobState& s = job->state;
-    if (!s.ended_state()) {
+    if (!s.ended_state() && !options_.checkpoint_dir.empty()) {
+      // Disks not completed go back to pending; completed ones keep their change ID.
+      for (auto& d : s.disks) {
+        if (d.status == DiskStatus::Completed) continue;
+        d.status = DiskStatus::Pending;
+        d.phase = DiskPhase::Pending;
+        d.throughput_bps = d.eta_seconds = 0;
+        d.error.reset();
+      }
+      s.status = VmaJobStatus::Queued;
+      job->finished = false;
+      job->progress.resize(s.disks.size());
+      log::warn("job {} (VM {}): the VMA restarted during this pass; resuming it{}", s.job_id(), s.vm_id(),
+                s.snapshot.empty() ? "" : " on snapshot " + s.snapshot);
+      save(*job);
+      resume.push_back(job.get());
+    } else if (!s.ended_state()) {
       for (auto& d : s.disks) {
         if (d.status != DiskStatus::Completed) mark_failed(d, kInterrupted);
       }
@@ -68,6 +115,19 @@ void JobRunner::recover() {
     }
     jobs_[s.job_id()] = std::move(job);
   }
+  remove_checkpoint_files(options_.checkpoint_dir, [&](const std::string& job_id) {
+    return std::none_of(resume.begin(), resume.end(), [&](Job* j) { return j->state.job_id() == job_id; });
+  });
+  for (Job* j : resume) j->thread = std::thread([this, j] { run(*j); });
+}
+
+std::set<std::string> JobRunner::active_snapshots() {
+  std::lock_guard lock(mu_);
+  std::set<std::string> out;
+  for (auto& [id, j] : jobs_) {
+    if (!j->finished && !j->state.snapshot.empty()) out.insert(j->state.snapshot);
+  }
+  return out;
 }
 
 bool JobRunner::submit(JobState state) {
@@ -197,8 +257,7 @@ void JobRunner::set_status(Job& job, VmaJobStatus status, std::optional<std::str
 
 void JobRunner::add_phases(Job& job, size_t index, const std::vector<protocol::PhaseTime>& phases) {
   std::lock_guard lock(mu_);
-  auto& to = job.state.disks[index].phases;
-  to.insert(to.end(), phases.begin(), phases.end());
+  merge_phases(job.state.disks[index].phases, phases);
 }
 
 void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
@@ -271,12 +330,8 @@ void JobRunner::execute(Job& job) {
   std::unique_ptr<source::Pass> pass;
   double open_seconds = 0;
   try {
-    source::ChangeIds stored;
-    for (const auto& d : job.state.request.disks) {
-      if (d.change_id_base) stored[d.disk_key] = *d.change_id_base;
-    }
     auto opening = std::chrono::steady_clock::now();
-    pass = vcenter_.make_source(work)->open_pass(vm, stored);
+    pass = open_pass(job, work);
     open_seconds = seconds_since(opening);
   } catch (const std::exception& e) {
     std::string error = fmt::format("VM {}: the pass could not be prepared (snapshot, changed areas or disk "
@@ -286,6 +341,7 @@ void JobRunner::execute(Job& job) {
     for (size_t i = 0; i < job.state.disks.size(); ++i) fail_disk(job, i, error);
     std::error_code ec;
     std::filesystem::remove_all(work, ec);
+    remove_checkpoints(job.state.job_id());
     set_status(job, VmaJobStatus::Failed, error);
     return;
   }
@@ -293,6 +349,8 @@ void JobRunner::execute(Job& job) {
   // The disks asked for, as the pass sees them.
   std::vector<std::optional<source::DiskPass>> todo(job.state.disks.size());
   for (size_t i = 0; i < todo.size(); ++i) {
+    // Completed by the run before a restart (copied, flushed, change ID recorded).
+    if (job.state.disks[i].status == DiskStatus::Completed) continue;
     const protocol::ReplicateDisk& want = job.state.request.disks[i];
     for (const auto& d : pass->disks()) {
       if (d.key != want.disk_key) continue;
@@ -358,10 +416,14 @@ void JobRunner::execute(Job& job) {
   pass.reset();
   double removal = seconds_since(closing);
   for (size_t i = 0; i < todo.size(); ++i) {
-    if (todo[i]) add_phases(job, i, {{protocol::PassPhase::SnapshotRemoval, removal}});
+    // Disks completed before a VMA restart belong to this snapshot too.
+    if (todo[i] || job.state.disks[i].status == DiskStatus::Completed) {
+      add_phases(job, i, {{protocol::PassPhase::SnapshotRemoval, removal}});
+    }
   }
   std::error_code ec;
   std::filesystem::remove_all(work, ec);
+  remove_checkpoints(job.state.job_id());  // the snapshot they belong to is gone
 
   if (all_done) {
     set_status(job, VmaJobStatus::Completed);
@@ -380,9 +442,59 @@ void JobRunner::execute(Job& job) {
   log::warn("job {} (VM {}) ended without success: {}", job.state.job_id(), vm, error);
 }
 
+std::unique_ptr<source::Pass> JobRunner::open_pass(Job& job, const std::string& work) {
+  const std::string& vm = job.state.vm_id();
+  source::ChangeIds stored;
+  for (const auto& d : job.state.request.disks) {
+    if (d.change_id_base) stored[d.disk_key] = *d.change_id_base;
+  }
+  auto driver = vcenter_.make_source(work);
+  std::unique_ptr<source::Pass> pass;
+  if (!job.state.snapshot.empty()) {  // only this thread writes it
+    try {
+      pass = driver->resume_pass(vm, job.state.snapshot, stored);
+    } catch (const source::SnapshotGone& e) {
+      start_over(job, fmt::format("the pass could not resume: {}; every disk of the pass started over on a new "
+                                  "snapshot",
+                                  e.what()));
+    }
+  }
+  if (!pass) pass = driver->open_pass(vm, stored);
+  std::lock_guard lock(mu_);
+  job.state.snapshot = pass->snapshot_id();
+  save(job);  // before any copy: a restart from here on resumes on this snapshot
+  return pass;
+}
+
+// The pass is taken anew at another point in time: no disk may keep what the old
+// one copied (completed disks included, so that all disks are of one point in time).
+void JobRunner::start_over(Job& job, const std::string& reason) {
+  log::warn("job {} (VM {}): {}", job.state.job_id(), job.state.vm_id(), reason);
+  remove_checkpoints(job.state.job_id());
+  std::lock_guard lock(mu_);
+  for (auto& d : job.state.disks) {
+    protocol::DiskProgress fresh;
+    fresh.disk_key = d.disk_key;
+    d = std::move(fresh);
+    d.restarted = reason;
+  }
+  job.state.snapshot.clear();
+  save(job);
+}
+
+std::string JobRunner::checkpoint_path(const std::string& job_id, const protocol::DiskKey& key) const {
+  return fmt::format("{}/{}-{}.ckpt", options_.checkpoint_dir, job_id, key.str());
+}
+
+void JobRunner::remove_checkpoints(const std::string& job_id) {
+  remove_checkpoint_files(options_.checkpoint_dir, [&](const std::string& id) { return id == job_id; });
+}
+
 void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
   auto progress = std::make_shared<engine::Progress>();
   Endpoint target;
+  source::DiskCheckpoint checkpoint;
+  bool resumable = !options_.checkpoint_dir.empty() && !job.state.snapshot.empty();
   {
     std::lock_guard lock(mu_);
     if (job.cancel) {
@@ -402,24 +514,42 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
   o.progress = progress.get();
   o.cancel = &job.cancel;
   o.target_is_zero = false;  // the protocol does not say a target is fresh: zero what must be zero
+  std::error_code ec;
   try {
+    if (resumable) {
+      checkpoint.path = checkpoint_path(job.state.job_id(), disk.key);
+      checkpoint.identity = {{"job_id", job.state.job_id()},
+                             {"vm_id", job.state.vm_id()},
+                             {"disk_key", disk.key.str()},
+                             {"snapshot", job.state.snapshot}};
+    }
     source::CopyTimes times;
-    engine::CopyStats stats = source::copy_disk(disk, target, o, &times);
+    engine::CopyStats stats = source::copy_disk(disk, target, o, resumable ? &checkpoint : nullptr, &times);
     engine::ProgressSnapshot snap = progress->snapshot();
     std::lock_guard lock(mu_);
     protocol::DiskProgress& d = job.state.disks[index];
-    d.phases.push_back({protocol::PassPhase::Planning, times.planning});
-    d.phases.push_back({protocol::PassPhase::Copying, times.copying});
-    d.phases.push_back({protocol::PassPhase::Flushing, times.flushing});
+    merge_phases(d.phases, {{protocol::PassPhase::Planning, times.planning},
+                            {protocol::PassPhase::Copying, times.copying},
+                            {protocol::PassPhase::Flushing, times.flushing}});
     d.status = DiskStatus::Completed;
     d.phase = DiskPhase::Done;
     d.bytes_done = static_cast<int64_t>(snap.bytes_done);
     d.bytes_total = static_cast<int64_t>(snap.bytes_total);
-    d.throughput_bps = stats.seconds > 0 ? static_cast<double>(snap.bytes_done) / stats.seconds : 0;
+    // This run's bytes: those resumed from the checkpoint took no time now.
+    d.throughput_bps =
+        stats.seconds > 0 ? static_cast<double>(snap.bytes_done - stats.bytes_resumed) / stats.seconds : 0;
     d.eta_seconds = 0;
     d.change_id = disk.change_id_to_store;  // copied and flushed: the engine flushed before returning
+    d.bytes_resumed = static_cast<int64_t>(stats.bytes_resumed);
+    if (!checkpoint.discarded.empty()) {
+      d.restarted = fmt::format("the checkpoint of the interrupted run was not used ({}): the disk was copied from "
+                                "the start",
+                                checkpoint.discarded);
+    }
     job.progress[index].reset();
     save(job);
+    // Recorded as completed: the checkpoint has nothing more to say.
+    if (resumable) std::filesystem::remove(checkpoint.path, ec);
     log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id(), disk.key.str(),
               disk.label, stats.bytes_written, stats.bytes_zeroed, disk.full ? "full" : "incremental", disk.reason);
   } catch (const std::exception& e) {

@@ -13,12 +13,21 @@
 // Each disk's record carries the time the pass spent in each phase (protocol
 // PassPhase, steady clock): snapshot, change query and reader start once the pass is
 // open, planning, copying and flushing once its copy ended, snapshot removal once the
-// pass is closed, which is before the job's status says it ended.
+// pass is closed, which is before the job's status says it ended. A resumed pass
+// measures only what its own run did.
 //
-// Every change of status is persisted (JobStore) before it is reported, and recover()
-// turns jobs that a previous run of the VMA left queued or running into failed ones
-// ("interrupted"), never into completed ones. stop() cancels a job and returns once its
-// snapshot is gone.
+// Every change of status is persisted (JobStore) before it is reported. Resume, not
+// restart: each disk's copy records the ranges the target has flushed in a checkpoint
+// (checkpoint_dir/<job>-<disk key>.ckpt, engine::Checkpoint) tied to the job, the disk,
+// the pass's snapshot, the plan and the target. recover() starts again the jobs that a
+// killed VMA left queued or running: a pass whose snapshot still exists is opened
+// again on it and every disk not completed continues from its checkpoint (ranges not
+// recorded as flushed are copied again, so nothing is skipped); when the snapshot is
+// gone, every disk starts over on a new snapshot and says why (DiskProgress::restarted).
+// A disk reports its change ID only once all its ranges are written and flushed.
+// Without a checkpoint_dir, such jobs fail as kInterrupted, never completed. stop()
+// cancels a job and returns once its snapshot is gone; a job that ends removes its
+// checkpoints.
 //
 // Owns its job threads; they end in shutdown() (also run by the destructor), which
 // cancels every job. Thread-safe.
@@ -31,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +49,7 @@
 #include "engine/copier.h"
 #include "common/endpoint.h"
 #include "engine/progress.h"
+#include "source/pass_copy.h"
 #include "vma/runner/job_state.h"
 #include "vma/vcenter/vcenter.h"
 
@@ -54,6 +65,9 @@ struct RunnerOptions {
   TlsOptions target_tls;   // the OMA's NBD TLS PSK
   int nbd_via_port = 0;            // > 0: NBD through the SSH local forward at 127.0.0.1:<it>
   engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
+  // Existing private directory for the disks' checkpoints; "" = interrupted passes are
+  // not resumed (recover() fails them).
+  std::string checkpoint_dir;
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
 };
 
@@ -75,8 +89,13 @@ class JobRunner {
   JobRunner(const JobRunner&) = delete;
   JobRunner& operator=(const JobRunner&) = delete;
 
-  // Loads the persisted jobs; those left queued or running fail as kInterrupted.
+  // Loads the persisted jobs and resumes those left queued or running (see the top);
+  // without a checkpoint_dir they fail as kInterrupted. Removes checkpoints of jobs
+  // that do not resume.
   void recover();
+  // The snapshots of jobs not yet ended (resumed ones among them), which a clean-up of
+  // leftover snapshots must keep.
+  std::set<std::string> active_snapshots();
   // Persists and starts `job`; false (nothing started) when the job id is known. A job
   // of a VM whose previous job is still closing its pass waits for it (the VM's lock).
   // Throws ShuttingDown after shutdown().
@@ -110,7 +129,13 @@ class JobRunner {
   void run(Job& job);
   bool wait_for_slot(Job& job);
   void execute(Job& job);
+  // The job's pass: resumed on its snapshot when it has one and the VM still does,
+  // else a new one (and every disk starts over, saying why).
+  std::unique_ptr<source::Pass> open_pass(Job& job, const std::string& work);
+  void start_over(Job& job, const std::string& reason);
   void copy_disk(Job& job, size_t index, const source::DiskPass& disk);
+  std::string checkpoint_path(const std::string& job_id, const protocol::DiskKey& key) const;
+  void remove_checkpoints(const std::string& job_id);
   void cancel(Job& job, const std::string& reason);  // mu_ held
   void fail_disk(Job& job, size_t index, const std::string& error);
   void set_status(Job& job, protocol::VmaJobStatus status, std::optional<std::string> error = std::nullopt);

@@ -54,7 +54,8 @@ json to_json(const JobState& job) {
           {"error", job.error ? json(*job.error) : json(nullptr)},
           {"created", job.created},
           {"ended", job.ended},
-          {"disks", disks}};
+          {"disks", disks},
+          {"snapshot", job.snapshot}};
 }
 
 JobState job_from_json(const json& j) {
@@ -70,6 +71,7 @@ JobState job_from_json(const json& j) {
       if (d.is_object() && !d.contains("phases")) d["phases"] = json::array();
       job.disks.push_back(protocol::decode<protocol::DiskProgress>(d));
     }
+    job.snapshot = j.value("snapshot", std::string());  // records of VMAs before resume have none
     if (job.disks.size() != job.request.disks.size()) throw Error("the disks do not match the request's");
     for (size_t i = 0; i < job.disks.size(); ++i) {
       if (job.disks[i].disk_key != job.request.disks[i].disk_key) throw Error("the disks do not match the request's");

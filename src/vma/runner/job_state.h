@@ -24,6 +24,9 @@ struct JobState {
   std::optional<std::string> error;
   int64_t created = 0, ended = 0;           // unix seconds
   std::vector<protocol::DiskProgress> disks;  // one per request.disks, in its order
+  // The pass's snapshot (source::Pass::snapshot_id()) once it is open: a job that a
+  // killed VMA left running resumes on it. "" before, or when the source cannot resume.
+  std::string snapshot;
   // Live, not persisted: seconds since the job ended (JobRunner::get() sets it).
   std::optional<double> ended_seconds_ago;
 

@@ -178,9 +178,9 @@ int VCenter::remove_our_snapshots(const std::string& vm_id) {
 }
 
 int VCenter::remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
-                                      std::vector<std::string>& errors) {
+                                      std::vector<std::string>& errors, const std::set<std::string>& keep) {
   return source::VmwareSource(session(), config_.connect, source_options("/"))
-      .remove_all_leftover_snapshots(lock_vm, errors);
+      .remove_all_leftover_snapshots(lock_vm, errors, keep);
 }
 
 std::string VCenter::flat_file_for(const vsphere::DiskInfo& disk) const {

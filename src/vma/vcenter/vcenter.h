@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,10 +72,11 @@ class VCenter {
   // Removes every snapshot of ours on one VM; returns how many.
   int remove_our_snapshots(const std::string& vm_id);
   // The same on every VM (found in one query), calling `lock_vm(vm_id)` around each VM's
-  // removal (so that a job starting on it waits); returns how many. A VM that fails is
-  // reported in `errors` and the others go on.
+  // removal (so that a job starting on it waits), except the snapshots in `keep` (those
+  // of passes that resume); returns how many. A VM that fails is reported in `errors`
+  // and the others go on.
   int remove_all_our_snapshots(const std::function<std::unique_lock<std::mutex>(const std::string&)>& lock_vm,
-                               std::vector<std::string>& errors);
+                               std::vector<std::string>& errors, const std::set<std::string>& keep = {});
 
   // A source for one job; `work_dir` is an existing private directory for its readers.
   std::unique_ptr<source::VmwareSource> make_source(const std::string& work_dir);
