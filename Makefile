@@ -3,7 +3,7 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-guest demo bench deb clean fuzz fuzz-build test-sanitize test-sanitize-ci test-tsan
+.PHONY: all deps build test test-guest demo bench deb clean fuzz fuzz-build property test-sanitize test-sanitize-ci test-tsan
 
 all: build
 
@@ -108,8 +108,16 @@ fuzz-build: $(FUZZ_BUILD_DIR)/build.ninja
 	@scripts/install-deps fuzz
 	cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS) --target fuzzers
 
-fuzz: fuzz-build
+fuzz: fuzz-build property
 	scripts/run-fuzzers --build-dir $(FUZZ_BUILD_DIR) --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The copy's property tests (tests/engine/copy_property_test.cpp) over PROPERTY_SEEDS
+# random seeds each, from PROPERTY_SEED_BASE (`make test` runs 8 from 1).
+PROPERTY_SEEDS ?= 200
+PROPERTY_SEED_BASE ?= 1000
+property: build
+	MK_PROPERTY_SEEDS=$(PROPERTY_SEEDS) MK_PROPERTY_SEED_BASE=$(PROPERTY_SEED_BASE) \
+	  $(BUILD_DIR)/bin/copy_engine_test --gtest_filter='CopyProperty.*'
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) $(TSAN_BUILD_DIR) $(FUZZ_BUILD_DIR)

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/file_lock.h"
 #include "common/files.h"
 #include "common/host_name.h"
 #include "common/log.h"
@@ -91,7 +92,11 @@ void check_config(const OmaConfig& config) {
                                  c.node.node_id.substr(0, 64)));
 }
 
-std::string reset_admin_token(const OmaConfig& config) {
+namespace {
+
+// The database of the OMA configured by `config`, migrated, for a command that runs
+// instead of the service. Throws UsageError when the SQLite database does not exist.
+std::unique_ptr<db::Database> open_for_command(const OmaConfig& config) {
   if (config.data_dir.empty()) throw UsageError("--data-dir is required");
   std::string url = database_url(config);
   if (url.rfind("sqlite:", 0) == 0 && !std::filesystem::exists(url.substr(7))) {
@@ -104,8 +109,33 @@ std::string reset_admin_token(const OmaConfig& config) {
     if (!key) key = SecretBox::existing(config.data_dir + "/secrets.key");
     return *key;
   });
+  return db;
+}
+
+// One OMA process per data directory: the service holds DATA/oma.lock while it runs.
+std::string lock_file(const std::string& data_dir) { return data_dir + "/oma.lock"; }
+
+}  // namespace
+
+std::string reset_admin_token(const OmaConfig& config) {
+  auto db = open_for_command(config);
   ConfigRepository tokens(*db);
   return issue_admin_token(tokens, config.data_dir, "admin (oma --reset-admin-token)");
+}
+
+std::string rotate_secrets_key(const OmaConfig& config) {
+  auto db = open_for_command(config);
+  auto lock = FileLock::try_acquire(lock_file(config.data_dir));
+  if (!lock) {
+    throw Error(fmt::format("an OMA is running on {} (it holds {}) and keeps the current key in memory: stop it "
+                            "(systemctl stop migratekit-oma), and every other OMA node using {}, then run this again",
+                            config.data_dir, lock_file(config.data_dir), db->describe()));
+  }
+  KeyRotation r = rotate_secrets_key(*db, config.data_dir + "/secrets.key");
+  return fmt::format("re-sealed {} value(s) in {} with a new secrets key (key id {}); the old key is now {}: keep it "
+                     "only as long as you keep database backups made before now, then delete it. Other OMA nodes "
+                     "using this database need a copy of the new {}/secrets.key",
+                     r.values, db->describe(), r.key_id.substr(0, 16), r.retired_key_file, config.data_dir);
 }
 
 Oma::Oma(OmaConfig config) : config_(std::move(config)) {
@@ -152,6 +182,12 @@ void Oma::bootstrap_token() {
 }
 
 void Oma::start() {
+  lock_ = FileLock::try_acquire(lock_file(config_.data_dir));
+  if (!lock_) {
+    throw Error(fmt::format("another OMA is running on the data directory {} (it holds {}): stop it, or give this "
+                            "one another --data-dir",
+                            config_.data_dir, lock_file(config_.data_dir)));
+  }
   https_ = prepare_https(config_.https, config_.data_dir, config_.api_listen,
                          config_.gui_port >= 0 ? config_.gui_listen : "", https_names(config_));
   db_ = db::open_database(config_.database_url);
@@ -320,6 +356,7 @@ void Oma::stop() {
   if (export_server_) export_server_->stop();
   // Last: the node held its lease while it could still touch volumes.
   if (lease_) lease_->stop();
+  lock_.reset();
 }
 
 }  // namespace mk::oma

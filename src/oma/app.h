@@ -13,8 +13,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "common/file_lock.h"
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
 #include "oma/cutover/cloudstack_target.h"
@@ -104,6 +106,13 @@ struct OmaConfig {
 // does not exist (a wrong --data-dir), mk::Error when the database cannot be opened.
 std::string reset_admin_token(const OmaConfig& config);
 
+// `oma --rotate-secrets-key`: replaces DATA/secrets.key with a new key and re-seals every
+// sealed value of the database with it (sealed_values.h: rotate_secrets_key). Refuses
+// while an OMA runs on this data directory (it holds DATA/oma.lock). Returns what was
+// done, for the operator; no secret in it. Throws UsageError as reset_admin_token does,
+// mk::Error when the OMA runs or the old key does not open the values.
+std::string rotate_secrets_key(const OmaConfig& config);
+
 // The checks the OMA makes of its configuration before it changes anything (required
 // values, backends, the values pairing bundles carry); `oma --check-config` runs them
 // too. Throws UsageError naming the option ("--ssh-host 'x': ...").
@@ -134,6 +143,7 @@ class Oma {
   void start_node_lease();      // with a node id: register, hold the lease
 
   OmaConfig config_;
+  std::optional<FileLock> lock_;  // DATA/oma.lock, from start() to stop()
   HttpsSetup https_;
   std::unique_ptr<db::Database> db_;
   std::unique_ptr<Repositories> repos_;

@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
                "Make a new admin API token (e.g. after the last one was revoked), write it to DATA/admin.token "
                "(readable by its owner only) and exit; give the --data-dir and --database the OMA runs with. The "
                "token is not printed; a running OMA accepts it at once");
+  bool rotate_key = false;
+  app.add_flag("--rotate-secrets-key", rotate_key,
+               "Replace DATA/secrets.key with a new key, re-seal every stored secret with it in one transaction "
+               "and exit (the old key is kept as DATA/secrets.key.retired-ID for older backups); stop the OMA first");
   bool stop_export_server = false;
   app.add_flag("--stop-export-server", stop_export_server,
                "Stop the kept export server recorded in DATA/export-server.json (by its PID) and exit");
@@ -163,7 +167,7 @@ int main(int argc, char** argv) {
                "Check the configuration (--config, default /etc/migratekit/oma.conf, and these options), print "
                "the result and exit: 0 valid, 2 not")
       ->configurable(false);
-  for (auto* action : {"--reset-admin-token", "--stop-export-server", "--help"}) app.get_option(action)->configurable(false);
+  for (auto* action : {"--reset-admin-token", "--rotate-secrets-key", "--stop-export-server", "--help"}) app.get_option(action)->configurable(false);
   std::optional<mk::config::ConfigFile> file;
   try {
     auto args = mk::config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/oma.conf", file);
@@ -194,6 +198,7 @@ int main(int argc, char** argv) {
       return fmt::format("a new admin API token is in {} (readable by its owner only)", mk::oma::reset_admin_token(c));
     });
   }
+  if (rotate_key) return run_once([&] { return mk::oma::rotate_secrets_key(c); });
   if (stop_export_server) {
     return run_once([&] { return mk::oma::stop_kept_export_server(mk::oma::kept_server_record_path(c.data_dir)); });
   }

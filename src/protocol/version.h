@@ -30,7 +30,9 @@ namespace mk::protocol {
 // 2: pairing bundles carry oma_api_fingerprint; progress carries each disk's phase times,
 //    bytes_resumed and restarted (passes that resume after an interruption), and the
 //    job's ended_seconds_ago.
-inline constexpr int kVersion = 2;
+// 3: every request is signed with the VMA's token instead of carrying it, and every
+//    answer is signed (request_auth.h).
+inline constexpr int kVersion = 3;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

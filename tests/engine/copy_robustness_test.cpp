@@ -327,5 +327,34 @@ TEST_F(CopyErrors, PersistentWriteZeroesErrorFailsNamingTheTarget) {
   EXPECT_EQ(lines.back()["phase"], "failed") << lines.back().dump();
 }
 
+// The target refuses every flush (a storage that lost its cache): nothing it took is
+// durable, so the copy fails naming the target and the flush, its checkpoint records no
+// range, and a rerun against a target that flushes again copies everything and succeeds.
+TEST_F(CopyErrors, FailedFlushRecordsNoCheckpointRangeAndTheRerunCopiesEverything) {
+  const uint64_t size = 2 * MiB;
+  std::string source = make_disk("source.img", size, {{0, size}});
+  std::string target = file("target.img");
+  create_sparse_file(target, size);
+  const std::string checkpoint = file("copy.checkpoint");
+  {
+    NbdkitServer dst({.args = {"file=" + target, "error-flush=EIO", "error-flush-rate=100%"}, .filters = {"error"}});
+    RunResult r = copy(serve(source).uri(), dst.uri(), {"--retries", "1", "--checkpoint", checkpoint});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find(dst.uri()), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("flush"), std::string::npos) << r.err;
+  }
+  std::ifstream in(checkpoint);
+  std::string header, line;
+  std::getline(in, header);
+  EXPECT_FALSE(std::getline(in, line)) << "a range recorded although no flush succeeded: " << line;
+  NbdkitServer& dst = serve(target, {.args = {"logfile=" + file("rerun.log")}, .filters = {"log"}});
+  RunResult again = copy(serve(source).uri(), dst.uri(), {"--checkpoint", checkpoint});
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_TRUE(files_identical(source, target));
+  dst.stop();
+  EXPECT_EQ(total_count(requests_of(parse_nbdkit_log(file("rerun.log")), "Write")), size)
+      << "the rerun skipped data that was never flushed";
+}
+
 }  // namespace
 }  // namespace mk::test

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <ctime>
 #include <fstream>
 
 #include "common/error.h"
@@ -70,11 +71,30 @@ FakeVma::~FakeVma() {
   jobs_.clear();  // stops copies by PID
 }
 
-// Binds `h` to the route: the version is checked first, as the VMA does.
+// With a token: the request's signature, as the VMA checks it (401 otherwise).
+std::optional<protocol::SignedRequest> FakeVma::check_signature(const httplib::Request& req) {
+  std::string token;
+  {
+    std::lock_guard lock(mu_);
+    token = token_;
+  }
+  if (token.empty()) return std::nullopt;
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  auto c = protocol::check_request(token, req.method, req.path, req.get_header_value("Authorization"), now);
+  if (!c.request) throw Violation{401, c.refusal, std::nullopt};
+  if (!nonces_.first_use(c.request->nonce, c.request->time, now)) throw Violation{401, "a replayed request", std::nullopt};
+  if (!protocol::body_matches(*c.request, req.body)) throw Violation{401, "a body other than the signed one", std::nullopt};
+  return c.request;
+}
+
+// Binds `h` to the route: the signature (with a token) and the version are checked
+// first, as the VMA does; answers to signed requests are signed.
 void FakeVma::route(const protocol::Route& r, Handler h) {
   auto handler = [this, h](const httplib::Request& req, httplib::Response& res) {
     Reply reply;
+    std::optional<protocol::SignedRequest> signature;
     try {
+      signature = check_signature(req);
       std::optional<std::string> version;
       if (req.has_header(protocol::kVersionHeader)) version = req.get_header_value(protocol::kVersionHeader);
       try {
@@ -98,7 +118,12 @@ void FakeVma::route(const protocol::Route& r, Handler h) {
           1, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
       return;
     }
-    res.set_content(reply.body.dump(), "application/json");
+    std::string body = reply.body.dump();
+    if (signature) {
+      std::lock_guard lock(mu_);
+      res.set_header(protocol::kAnswerMacHeader, protocol::sign_answer(token_, signature->nonce, reply.status, body));
+    }
+    res.set_content(body, "application/json");
   };
   std::string pattern(r.pattern);
   if (r.method == "GET") {

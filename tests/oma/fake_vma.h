@@ -13,6 +13,9 @@
 //  * restart() simulates a VMA restart (new instance id, jobs forgotten), forget() loses
 //    one job, go_silent() stops answering, speak_version() makes it another release;
 //  * health: always ok (vCenter reachable, tunnel up);
+//  * require_signatures(token): every request must then be signed with the token as the
+//    VMA requires (protocol/request_auth.h; else 401 and a violation), and answers are
+//    signed;
 //  * source VMs for cutover: add_source_vm() makes a VM known to discover, power and
 //    cleanup. A power request that changes nothing (shutdown or off of a VM that is off,
 //    on of one that is on) is a violation: the OMA must look before it acts.
@@ -41,6 +44,7 @@
 
 #include "common/subprocess.h"
 #include "protocol/messages.h"
+#include "protocol/request_auth.h"
 #include "protocol/routes.h"
 #include "support/temp_dir.h"
 
@@ -72,6 +76,10 @@ class FakeVma {
   void hang_replicate() { hang_replicate_ = true; }
   // The protocol version the fake speaks (and requires) from now on.
   void speak_version(int version) { version_ = version; }
+  void require_signatures(const std::string& token) {
+    std::lock_guard lock(mu_);
+    token_ = token;
+  }
 
   void add_source_vm(const std::string& vm_id, const std::string& name, bool powered_on = true);
   bool powered_on(const std::string& vm_id);
@@ -116,6 +124,7 @@ class FakeVma {
   using Handler = Reply (FakeVma::*)(const httplib::Request& req);
 
   void route(const protocol::Route& r, Handler h);
+  std::optional<protocol::SignedRequest> check_signature(const httplib::Request& req);
   Reply replicate(const httplib::Request& req);
   Reply start_job(const protocol::ReplicateRequest& r);
   Reply progress(const httplib::Request& req);
@@ -138,6 +147,8 @@ class FakeVma {
   std::vector<protocol::ReplicateRequest> requests_;
   std::vector<std::string> stopped_;
   std::map<std::string, SourceVm> source_vms_;
+  std::string token_;  // require_signatures()
+  protocol::NonceCache nonces_;
   std::vector<std::string> power_calls_;
   std::atomic<bool> ignore_shutdown_{false};
   std::atomic<int> version_{protocol::kVersion};

@@ -1,17 +1,21 @@
 // Sealed secrets (issue 16, fix 3): a value opens only where it was sealed (its row and
 // purpose are AES-GCM's associated data); migration 6 re-seals the unbound values of
 // older OMAs (run on SQLite and MariaDB: repository_scenarios.h); the OMA refuses to
-// start without the key its database's values were sealed with, saying what to restore.
+// start without the key its database's values were sealed with, saying what to restore;
+// `oma --rotate-secrets-key` re-seals every value with a new key in one transaction, is
+// finished or undone after a crash at any point, and refuses while the OMA runs.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "oma/crypto.h"
 #include "oma/db/migrations.h"
 #include "oma/db/sealed_values.h"
+#include "common/subprocess.h"
 #include "oma/errors.h"
 #include "oma_process.h"
 #include "oma_service.h"
@@ -155,6 +159,105 @@ void ADatabaseWithSealedValuesRefusesAMissingOrOtherKey(db::Database& database, 
   EXPECT_EQ(open_secrets_key(database, key)->key_id(), first->key_id());
 }
 
+// One value of each kind, sealed with `box` where it is stored: two VMA columns, a whole
+// setting and a JSON setting's field. Returns the (binding, plaintext) of each.
+std::vector<std::pair<std::string, std::string>> seal_one_of_each(db::Database& database, Repositories& r,
+                                                                   const SecretBox& box) {
+  database.exec("INSERT INTO vmas (vma_id, name, vcenter, ssh_public_key, state, tunnel_port, api_token_sealed, "
+                "created_at, nbd_psk_sealed) VALUES ('vma-r', 'r', 'vc', 'ssh-ed25519 R', 'approved', 9081, ?, 0, ?)",
+                {box.seal("token-r", seal_binding(kVmaTokenPurpose, "vma-r")),
+                 box.seal("vma-r:psk", seal_binding(kVmaPskPurpose, "vma-r"))});
+  r.config.put_setting("vcenter.password", box.seal("pw", seal_binding(kSettingPurpose, "vcenter.password")), true);
+  r.config.put_setting("cloudstack",
+                       nlohmann::json{{"api_url", "https://cs"},
+                                      {"secret_key_sealed",
+                                       box.seal("cs-secret", seal_binding(kSettingPurpose, "cloudstack.secret_key_sealed"))}}
+                           .dump(),
+                       true);
+  return {{seal_binding(kVmaTokenPurpose, "vma-r"), "token-r"},
+          {seal_binding(kVmaPskPurpose, "vma-r"), "vma-r:psk"},
+          {seal_binding(kSettingPurpose, "vcenter.password"), "pw"},
+          {seal_binding(kSettingPurpose, "cloudstack.secret_key_sealed"), "cs-secret"}};
+}
+
+// Each sealed value as stored now, by binding.
+std::map<std::string, std::string> stored_values(Repositories& r) {
+  VmaRecord v = r.vmas.get_vma("vma-r");
+  return {{seal_binding(kVmaTokenPurpose, "vma-r"), v.api_token_sealed},
+          {seal_binding(kVmaPskPurpose, "vma-r"), v.nbd_psk_sealed.value_or("")},
+          {seal_binding(kSettingPurpose, "vcenter.password"), r.config.get_setting("vcenter.password")->value},
+          {seal_binding(kSettingPurpose, "cloudstack.secret_key_sealed"),
+           nlohmann::json::parse(r.config.get_setting("cloudstack")->value)["secret_key_sealed"]}};
+}
+
+// Rotation: every value opens with the new key where it is stored and no longer with the
+// old one; the database records the new key; the old key is kept as retired.
+void RotationResealsEveryValueWithTheNewKey(db::Database& database, Repositories& r) {
+  mk::test::TempDir dir("mk-oma-rotate");
+  const std::string key = dir.file("secrets.key");
+  auto old = open_secrets_key(database, key);
+  auto plain = seal_one_of_each(database, r, *old);
+
+  KeyRotation rot = rotate_secrets_key(database, key);
+  EXPECT_EQ(rot.values, 4);
+  EXPECT_NE(rot.key_id, old->key_id());
+  EXPECT_EQ(r.config.get_setting(kKeyIdSetting)->value, rot.key_id);
+  EXPECT_FALSE(std::filesystem::exists(key + ".next"));
+  EXPECT_EQ(SecretBox::existing(rot.retired_key_file).key_id(), old->key_id());
+  auto now = open_secrets_key(database, key);
+  EXPECT_EQ(now->key_id(), rot.key_id);
+  auto stored = stored_values(r);
+  for (const auto& [binding, text] : plain) {
+    EXPECT_EQ(now->open(stored[binding], binding), text) << binding;
+    EXPECT_THROW(old->open(stored[binding], binding), Error) << binding;
+  }
+  EXPECT_EQ(r.config.get_setting("cloudstack.url"), std::nullopt);
+  EXPECT_EQ(nlohmann::json::parse(r.config.get_setting("cloudstack")->value)["api_url"], "https://cs");
+}
+
+// A value that does not open with the key (altered in the database): the rotation is
+// refused naming it, and nothing changed (the values, the key file, no next key left).
+void ARotationThatCannotOpenAValueChangesNothing(db::Database& database, Repositories& r) {
+  mk::test::TempDir dir("mk-oma-rotate-bad");
+  const std::string key = dir.file("secrets.key");
+  auto old = open_secrets_key(database, key);
+  seal_one_of_each(database, r, *old);
+  // The VMA's PSK sealed for another row: it does not open where it is.
+  database.exec("UPDATE vmas SET nbd_psk_sealed = ? WHERE vma_id = 'vma-r'",
+                {old->seal("x", seal_binding(kVmaPskPurpose, "vma-other"))});
+  auto before = stored_values(r);
+  EXPECT_THROW(rotate_secrets_key(database, key), Error);
+  EXPECT_EQ(stored_values(r), before);
+  EXPECT_EQ(r.config.get_setting(kKeyIdSetting)->value, old->key_id());
+  EXPECT_EQ(SecretBox::existing(key).key_id(), old->key_id());
+  EXPECT_FALSE(std::filesystem::exists(key + ".next"));
+}
+
+// A crash at each point of a rotation: before the commit the next key is forgotten and
+// the old key stays; after the commit the files are renamed at the next open.
+void ARotationStoppedByACrashIsFinishedOrForgotten(db::Database& database, Repositories& r) {
+  mk::test::TempDir dir("mk-oma-rotate-crash");
+  const std::string key = dir.file("secrets.key");
+  auto old = open_secrets_key(database, key);
+  auto plain = seal_one_of_each(database, r, *old);
+
+  SecretBox stray(key + ".next");  // crashed before the commit: a next key, nothing re-sealed
+  EXPECT_EQ(open_secrets_key(database, key)->key_id(), old->key_id());
+  EXPECT_FALSE(std::filesystem::exists(key + ".next"));
+
+  KeyRotation rot = rotate_secrets_key(database, key);
+  // Put the files back as they were between the commit and the renames.
+  std::filesystem::rename(key, key + ".next");
+  std::filesystem::rename(rot.retired_key_file, key);
+  auto now = open_secrets_key(database, key);
+  EXPECT_EQ(now->key_id(), rot.key_id);
+  EXPECT_EQ(SecretBox::existing(key).key_id(), rot.key_id);
+  EXPECT_EQ(SecretBox::existing(rot.retired_key_file).key_id(), old->key_id());
+  EXPECT_FALSE(std::filesystem::exists(key + ".next"));
+  auto stored = stored_values(r);
+  for (const auto& [binding, text] : plain) EXPECT_EQ(now->open(stored[binding], binding), text) << binding;
+}
+
 // The real binary: a secret stored, the key removed, the OMA refuses to start.
 TEST(SealedValues, TheOmaRefusesToStartWithoutTheKeyOfItsSecrets) {
   mk::test::TempDir dir("mk-oma-nokey");
@@ -176,11 +279,51 @@ TEST(SealedValues, TheOmaRefusesToStartWithoutTheKeyOfItsSecrets) {
   EXPECT_FALSE(std::filesystem::exists(data + "/secrets.key"));
 }
 
+std::string file_text(const std::string& path) { return read_file(path); }
+
+// The real binary: the rotation is refused while the OMA runs on the data directory (as
+// is a second OMA), works once it stopped, and the OMA starts with the new key and opens
+// the secrets it stored before.
+TEST(SealedValues, RotateSecretsKeyWithTheRealOma) {
+  mk::test::TempDir dir("mk-oma-rotate-bin");
+  std::string data = dir.file("data"), out, err = dir.file("rotate.err");
+  {
+    OmaProcess oma(data, "http://127.0.0.1:9", dir.file("oma1.log"));
+    ApiClient api(oma.port, read_admin_token(data));
+    ASSERT_EQ(api.put("/api/v1/settings/vcenter.password", R"({"value":"pw"})").status, 200);
+    EXPECT_EQ(run_capture({OMA_BIN, "--data-dir", data, "--rotate-secrets-key"}, out, err), 1);
+    EXPECT_NE(file_text(err).find("an OMA is running on " + data), std::string::npos) << file_text(err);
+    EXPECT_THROW(OmaProcess(data, "http://127.0.0.1:9", dir.file("second.log")), Error);
+    EXPECT_NE(file_text(dir.file("second.log")).find("another OMA is running"), std::string::npos)
+        << file_text(dir.file("second.log"));
+    oma.process.stop();
+  }
+  std::string old_key = file_text(data + "/secrets.key");
+  ASSERT_EQ(run_capture({OMA_BIN, "--data-dir", data, "--rotate-secrets-key"}, out, err), 0) << file_text(err);
+  EXPECT_NE(out.find("re-sealed"), std::string::npos) << out;
+  EXPECT_NE(file_text(data + "/secrets.key"), old_key);
+
+  OmaProcess again(data, "http://127.0.0.1:9", dir.file("oma2.log"));  // starts: the key matches
+  again.process.stop();
+  auto database = db::open_database("sqlite:" + data + "/oma.db");
+  auto box = open_secrets_key(*database, data + "/secrets.key");
+  auto rows = database->query("SELECT value FROM settings WHERE name = 'vcenter.password'");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(box->open(rows[0].str(0), seal_binding(kSettingPurpose, "vcenter.password")), "pw");
+  for (const auto& text : {out, file_text(err), file_text(dir.file("oma2.log"))}) {
+    EXPECT_EQ(text.find(old_key), std::string::npos);
+    EXPECT_EQ(text.find("\"pw\""), std::string::npos);
+  }
+}
+
 }  // namespace
 
 Scenarios sealed_value_scenarios() {
   return {{"MigrationResealsUnboundValuesForTheirRows", MigrationResealsUnboundValuesForTheirRows},
-          {"ADatabaseWithSealedValuesRefusesAMissingOrOtherKey", ADatabaseWithSealedValuesRefusesAMissingOrOtherKey}};
+          {"ADatabaseWithSealedValuesRefusesAMissingOrOtherKey", ADatabaseWithSealedValuesRefusesAMissingOrOtherKey},
+          {"RotationResealsEveryValueWithTheNewKey", RotationResealsEveryValueWithTheNewKey},
+          {"ARotationThatCannotOpenAValueChangesNothing", ARotationThatCannotOpenAValueChangesNothing},
+          {"ARotationStoppedByACrashIsFinishedOrForgotten", ARotationStoppedByACrashIsFinishedOrForgotten}};
 }
 
 }  // namespace mk::oma::test

@@ -1,5 +1,7 @@
 #include "tunnel_lab.h"
 
+#include <ctime>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -36,9 +38,15 @@ VmaApiStandIn::VmaApiStandIn(std::string token, std::string instance, mk::vma::T
                                                                           httplib::Response& res) {
     requests_++;
     res.set_header(mk::protocol::kVersionHeader, std::to_string(mk::protocol::kVersion));
-    if (req.get_header_value("Authorization") != "Bearer " + token) {
+    // Signed requests only, as the VMA's API takes them (protocol/request_auth.h).
+    auto check = mk::protocol::check_request(token, req.method, req.path, req.get_header_value("Authorization"),
+                                             static_cast<int64_t>(std::time(nullptr)));
+    if (!check.request || !nonces_.first_use(check.request->nonce, check.request->time, std::time(nullptr)) ||
+        !mk::protocol::body_matches(*check.request, req.body)) {
       res.status = 401;
-      res.set_content(mk::protocol::encode(mk::protocol::ErrorReply{"missing or wrong bearer token", std::nullopt}).dump(),
+      res.set_content(mk::protocol::encode(mk::protocol::ErrorReply{check.refusal.empty() ? "replayed" : check.refusal,
+                                                                    std::nullopt})
+                          .dump(),
                       "application/json");
       return;
     }
@@ -47,7 +55,9 @@ VmaApiStandIn::VmaApiStandIn(std::string token, std::string instance, mk::vma::T
     h.vma_instance = instance;
     h.vcenter.reachable = true;
     h.tunnel = state();
-    res.set_content(mk::protocol::encode(h).dump(), "application/json");
+    std::string body = mk::protocol::encode(h).dump();
+    res.set_header(mk::protocol::kAnswerMacHeader, mk::protocol::sign_answer(token, check.request->nonce, 200, body));
+    res.set_content(body, "application/json");
   });
   port_ = server_.bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw Error("the VMA API stand-in cannot listen on 127.0.0.1");

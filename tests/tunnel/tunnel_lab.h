@@ -7,6 +7,8 @@
 // Owns every process and thread it starts (stopped by PID / joined). Not thread-safe.
 #pragma once
 
+#include "protocol/request_auth.h"
+
 #include <httplib.h>
 
 #include <atomic>
@@ -49,6 +51,7 @@ class VmaApiStandIn {
   std::thread thread_;
   int port_ = 0;
   std::atomic<int> requests_{0};
+  mk::protocol::NonceCache nonces_;
 };
 
 // A paired VMA: its state directory, its API stand-in and its tunnel.

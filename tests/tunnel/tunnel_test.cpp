@@ -17,6 +17,8 @@
 #include "support/nbdkit_server.h"
 #include "support/x509.h"
 #include "support/net.h"
+#include <ctime>
+
 #include "tunnel_lab.h"
 
 namespace mk::tunnel_test {
@@ -26,10 +28,16 @@ using nlohmann::json;
 constexpr auto Up = protocol::TunnelState::Up;
 constexpr auto Down = protocol::TunnelState::Down;
 
-std::string bearer(const Vma& v) { return "Bearer " + mk::vma::read_api_token(v.state_dir); }
+// An Authorization header for GET /api/v1/health signed with `v`'s token, as the OMA signs.
+std::string signed_health(const Vma& v) {
+  return protocol::sign_request(mk::vma::read_api_token(v.state_dir), "GET", "/api/v1/health", "",
+                                static_cast<int64_t>(std::time(nullptr)), protocol::new_nonce());
+}
 
 // GET /api/v1/health of the VMA through the OMA's end of its tunnel.
-Reply health_through_tunnel(const Vma& v) { return http("GET", v.paired.tunnel_port, "/api/v1/health", bearer(v)); }
+Reply health_through_tunnel(const Vma& v) {
+  return http("GET", v.paired.tunnel_port, "/api/v1/health", signed_health(v));
+}
 
 bool tunnel_answers(const Vma& v) {
   try {
@@ -345,7 +353,7 @@ TEST(Tunnel, TwoVmasGetDistinctPortsAndEachReachesItsOwn) {
   EXPECT_EQ(health_through_tunnel(*a).body["vma_instance"], a->instance);
   EXPECT_EQ(health_through_tunnel(*b).body["vma_instance"], b->instance);
   // Each token is its own VMA's: a's token does not open b.
-  EXPECT_EQ(http("GET", b->paired.tunnel_port, "/api/v1/health", bearer(*a)).status, 401);
+  EXPECT_EQ(http("GET", b->paired.tunnel_port, "/api/v1/health", signed_health(*a)).status, 401);
   for (const auto* v : {a.get(), b.get()}) {
     Reply oh = http("GET", lab.api_port(), "/api/v1/vmas/" + v->paired.vma_id + "/health", lab.admin());
     EXPECT_EQ(oh.body["vma"]["vma_instance"], v->instance) << oh.raw;

@@ -1,10 +1,13 @@
-// The VMA's API against vcsim: discovery with disks and NICs, health, the bearer token
-// on every route, the protocol version on every request and answer (an OMA of another
+// The VMA's API against vcsim: discovery with disks and NICs, health, signed requests
+// (and signed answers) on every route, the protocol version on every request and answer (an OMA of another
 // version is refused naming both versions, in both directions), malformed requests
 // answered 400 naming the field, power operations for cutover, and removal of our
 // snapshots (on request and at start).
 #include <httplib.h>
 
+#include <ctime>
+
+#include "protocol/request_auth.h"
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
@@ -21,14 +24,17 @@ class VmaApi : public VmaFixture {
     start_vma();
   }
 
-  // A raw request with the token (if any) and the protocol version header (if any).
+  // A raw request signed with the token (if any) and the protocol version header (if any).
   httplib::Result call(const std::string& method, const std::string& path, const std::string& body,
                        const std::string& token,
                        std::optional<std::string> version = std::to_string(protocol::kVersion)) {
     httplib::Client c("127.0.0.1", vma->port());
     c.set_read_timeout(std::chrono::seconds(60));
     httplib::Headers h;
-    if (!token.empty()) h.emplace("Authorization", "Bearer " + token);
+    if (!token.empty()) {
+      h.emplace("Authorization", protocol::sign_request(token, method, path, body,
+                                                        static_cast<int64_t>(std::time(nullptr)), protocol::new_nonce()));
+    }
     if (version) h.emplace(protocol::kVersionHeader, *version);
     return method == "GET" ? c.Get(path.c_str(), h) : c.Post(path.c_str(), h, body, "application/json");
   }
@@ -220,6 +226,52 @@ TEST_F(VmaApi, EveryRouteNeedsTheToken) {
   auto ok = call("GET", "/api/v1/health", "", kToken);
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
+}
+
+// Signed requests only (protocol/request_auth.h): the token itself as a bearer token, a
+// replayed request, a body other than the signed one and a time far from the VMA's clock
+// are all refused with 401 before anything runs; every answer to a signed request is
+// signed for that request.
+TEST_F(VmaApi, OnlySignedRequestsAreTakenAndEveryAnswerIsSigned) {
+  httplib::Client c("127.0.0.1", vma->port());
+  const std::string version = std::to_string(protocol::kVersion);
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  auto get_health = [&](const std::string& authorization) {
+    return c.Get("/api/v1/health", {{"Authorization", authorization}, {protocol::kVersionHeader, version}});
+  };
+  auto bearer = get_health("Bearer " + std::string(kToken));
+  ASSERT_TRUE(bearer);
+  EXPECT_EQ(bearer->status, 401);
+  EXPECT_NE(bearer->body.find("not signed"), std::string::npos) << bearer->body;
+
+  const std::string nonce = protocol::new_nonce();
+  const std::string signed_header = protocol::sign_request(kToken, "GET", "/api/v1/health", "", now, nonce);
+  auto ok = get_health(signed_header);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_TRUE(protocol::answer_is_signed(kToken, nonce, 200, ok->body, ok->get_header_value(protocol::kAnswerMacHeader)));
+  auto replay = get_health(signed_header);
+  ASSERT_TRUE(replay);
+  EXPECT_EQ(replay->status, 401);
+  EXPECT_NE(replay->body.find("replayed"), std::string::npos) << replay->body;
+
+  auto stale = get_health(protocol::sign_request(kToken, "GET", "/api/v1/health", "", now - 3600, protocol::new_nonce()));
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->status, 401);
+  EXPECT_NE(stale->body.find("clock"), std::string::npos) << stale->body;
+
+  // A stop signed for one body and sent with another: refused, nothing stopped.
+  const std::string path = "/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70";
+  const std::string n2 = protocol::new_nonce();
+  auto swapped = c.Post(path, {{"Authorization", protocol::sign_request(kToken, "POST", path, "{}", now, n2)},
+                               {protocol::kVersionHeader, version}},
+                        R"({ })", "application/json");
+  ASSERT_TRUE(swapped);
+  EXPECT_EQ(swapped->status, 401);
+  EXPECT_NE(swapped->body.find("not the one it was signed with"), std::string::npos) << swapped->body;
+  // Its refusal is signed: the OMA can tell it comes from this VMA.
+  EXPECT_TRUE(protocol::answer_is_signed(kToken, n2, 401, swapped->body,
+                                         swapped->get_header_value(protocol::kAnswerMacHeader)));
 }
 
 TEST_F(VmaApi, MalformedRequestsAreRefusedNamingTheField) {

@@ -1,7 +1,7 @@
 // SealedValues: every place the OMA's database keeps a value sealed with its SecretBox,
-// what each is bound to, and the two things done across all of them: re-sealing the
-// values of older OMAs with their binding (migration 6), and checking at start that the
-// key file is the one the values were sealed with.
+// what each is bound to, and the three things done across all of them: re-sealing the
+// values of older OMAs with their binding (migration 6), checking at start that the key
+// file is the one the values were sealed with, and rotating the key.
 //
 // The places: vmas.api_token_sealed and vmas.nbd_psk_sealed (row: vma_id),
 // vma_pairing_codes.api_token_sealed and .nbd_psk_sealed (row: code_hash), and the
@@ -42,5 +42,18 @@ int reseal_unbound_values(db::Database& db, const std::function<const SecretBox&
 // mk::Error saying what to restore when the file is missing or is another key (its id
 // differs from the recorded one) while the database depends on it.
 std::unique_ptr<SecretBox> open_secrets_key(db::Database& db, const std::string& key_file);
+
+// Replaces the secrets key: a new key is written to KEY.next, every sealed value is
+// opened with the old key and sealed with the new one in one transaction that also
+// records the new key's id, then KEY becomes KEY.retired-ID (backups of the database
+// taken before open with it) and KEY.next becomes KEY. A crash before the commit leaves
+// the old key in use; a crash after it is finished by the next open_secrets_key(). The
+// caller makes sure no OMA uses the database meanwhile (it holds the old key).
+struct KeyRotation {
+  int values = 0;                // how many values were re-sealed
+  std::string key_id;            // the new key's id
+  std::string retired_key_file;  // where the old key is now
+};
+KeyRotation rotate_secrets_key(db::Database& db, const std::string& key_file);
 
 }  // namespace mk::oma

@@ -1,8 +1,11 @@
 #include "oma/vma/vma_client.h"
 
 #include <fmt/format.h>
+
+#include <ctime>
 #include <httplib.h>
 
+#include "protocol/request_auth.h"
 #include "protocol/routes.h"
 
 namespace mk::oma {
@@ -44,12 +47,17 @@ HttpVmaClient::HttpVmaClient(std::string base_url, std::chrono::milliseconds tim
 HttpVmaClient::Answer HttpVmaClient::call(const protocol::Route& route, const std::string& id, const std::string& body,
                                           const std::string& where, std::chrono::milliseconds timeout) const {
   httplib::Client c(base_url_);
-  if (!token_.empty()) c.set_bearer_token_auth(token_);
   c.set_connection_timeout(timeout);
   c.set_read_timeout(timeout);
   c.set_write_timeout(timeout);
   httplib::Headers headers{{protocol::kVersionHeader, std::to_string(protocol_version_)}};
   std::string path = protocol::path_of(route, id);
+  // Signed, never the token itself: the port may be held by another process (request_auth.h).
+  const std::string nonce = protocol::new_nonce();
+  if (!token_.empty()) {
+    headers.emplace("Authorization", protocol::sign_request(token_, std::string(route.method), path, body,
+                                                            static_cast<int64_t>(std::time(nullptr)), nonce));
+  }
   auto res = route.method == "GET" ? c.Get(path.c_str(), headers)
                                    : c.Post(path.c_str(), headers, body, "application/json");
   if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
@@ -59,6 +67,14 @@ HttpVmaClient::Answer HttpVmaClient::call(const protocol::Route& route, const st
     protocol::check_peer_header(protocol::Side::Oma, version, protocol_version_);
   } catch (const protocol::VersionMismatch& e) {
     throw protocol::VersionMismatch(fmt::format("{}: {}", where, e.what()), e.ours(), e.theirs());
+  }
+  if (!token_.empty() &&
+      !protocol::answer_is_signed(token_, nonce, res->status, res->body,
+                                  res->get_header_value(protocol::kAnswerMacHeader))) {
+    throw VmaUnreachable(fmt::format(
+        "{}: the answer (HTTP {}: {}) is not signed with the token this OMA holds for the VMA: another process may "
+        "hold the VMA's tunnel port while its tunnel is down, or the VMA was paired again (no secret was sent)",
+        where, res->status, error_of(res->body)));
   }
   return {res->status, res->body};
 }

@@ -4,9 +4,11 @@
 // messages.h); HttpVmaClient speaks it, and the OMA tests run it against the real VMA
 // and against a fake VMA that uses the same module.
 //
-// Every call sends the bearer token and the protocol version header, and checks the
-// version of the answer before anything else: an answer of another version throws
-// protocol::VersionMismatch (naming both versions and what to upgrade). An answer that
+// Every call is signed with the VMA's token (protocol/request_auth.h; the token itself is
+// never sent) and carries the protocol version header; the answer's version is checked
+// before anything else: another version throws protocol::VersionMismatch (naming both
+// versions and what to upgrade). An answer not signed with the token throws
+// VmaUnreachable: whoever answered is not this VMA (another process on the tunnel port). An answer that
 // breaks the protocol (a field missing, mistyped, out of range, unknown; a job_id or
 // vm_id that is not the one asked for) throws mk::Error naming the field; an error
 // status throws mk::Error with the VMA's message.
@@ -56,8 +58,8 @@ class VmaClient {
   virtual std::string describe() const = 0;
 };
 
-// HTTP client to base_url ("http://127.0.0.1:9081") with the pairing token (empty: no
-// Authorization header). `protocol_version` is the version it speaks (tests speak
+// HTTP client to base_url ("http://127.0.0.1:9081") with the pairing token (empty:
+// unsigned calls, answers not checked; for tests of the VMA's refusals). `protocol_version` is the version it speaks (tests speak
 // others to see both appliances refuse).
 class HttpVmaClient : public VmaClient {
  public:

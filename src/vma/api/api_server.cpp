@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <ctime>
+
 #include "common/log.h"
 #include "protocol/routes.h"
 
@@ -21,11 +23,13 @@ std::string error_body(const std::string& message, std::optional<std::string> fi
   return encode(protocol::ErrorReply{message, std::move(field)}).dump();
 }
 
-bool equal_constant_time(const std::string& a, const std::string& b) {
-  if (a.size() != b.size() || b.empty()) return false;  // a token's length is not its secret
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
+int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// The signed request's fields from its Authorization header, nullopt if it is not
+// signed with `token` (admission refused such a request already).
+std::optional<protocol::SignedRequest> signature_of(const std::string& token, const httplib::Request& req) {
+  return protocol::check_request(token, req.method, req.path, req.get_header_value("Authorization"), unix_now())
+      .request;
 }
 
 std::optional<std::string> version_header(const http::RequestHead& head) {
@@ -46,31 +50,35 @@ ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tu
 
 ApiServer::~ApiServer() { stop(); }
 
-bool ApiServer::authorized(const std::string& h) const {
-  const std::string prefix = "Bearer ";
-  if (!h.starts_with(prefix)) return false;
-  return equal_constant_time(h.substr(prefix.size()), options_.token);
-}
-
 // The request, authenticated and of this VMA's protocol version, from its head alone; or
 // the refusal (which closes the connection).
-http::Verdict ApiServer::admit(const http::RequestHead& head) const {
+http::Verdict ApiServer::admit(const http::RequestHead& head) {
   auto refuse = [](int status, std::string body, std::vector<std::pair<std::string, std::string>> headers) {
     http::Verdict v = http::Verdict::refuse(status, std::move(body));
     v.headers = std::move(headers);
     v.headers.emplace_back(protocol::kVersionHeader, std::to_string(protocol::kVersion));
     return v;
   };
-  if (!authorized(head.header("Authorization"))) {
-    return refuse(401, error_body("missing or wrong bearer token: use the token the OMA issued at pairing"),
-                  {{"WWW-Authenticate", "Bearer"}});
+  const int64_t now = unix_now();
+  auto check = protocol::check_request(options_.token, head.method, head.path, head.header("Authorization"), now);
+  if (!check.request) {
+    log::warn("{} {}: refused: {}", head.method, head.path, check.refusal);
+    return refuse(401, error_body(check.refusal), {{"WWW-Authenticate", protocol::kAuthScheme}});
+  }
+  if (!nonces_.first_use(check.request->nonce, check.request->time, now)) {
+    log::warn("{} {}: refused: a replayed request (its nonce was used already)", head.method, head.path);
+    return refuse(401, error_body("a replayed request: its nonce was used already"),
+                  {{"WWW-Authenticate", protocol::kAuthScheme}});
   }
   try {
     protocol::check_peer_header(protocol::Side::Vma, version_header(head));
   } catch (const protocol::VersionMismatch& e) {
     log::error("{} {}: {}", head.method, head.path, e.what());
-    return refuse(426, error_body(e.what(), protocol::kVersionHeader),
-                  {{"Upgrade", fmt::format("{}/{}", protocol::kVersionHeader, protocol::kVersion)}});
+    std::string body = error_body(e.what(), protocol::kVersionHeader);
+    std::string mac = protocol::sign_answer(options_.token, check.request->nonce, 426, body);
+    return refuse(426, std::move(body),
+                  {{"Upgrade", fmt::format("{}/{}", protocol::kVersionHeader, protocol::kVersion)},
+                   {protocol::kAnswerMacHeader, mac}});
   }
   return http::Verdict::admit(options_.limits.max_body);
 }
@@ -79,7 +87,11 @@ ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&
   return [this, handler](const httplib::Request& req, httplib::Response& res) {
     std::string body;
     res.status = 200;
+    auto signature = signature_of(options_.token, req);
     try {
+      if (!signature || !protocol::body_matches(*signature, req.body)) {
+        throw Failure{401, "the request's body is not the one it was signed with"};
+      }
       body = handler(req, res).dump();
     } catch (const schema::FieldError& e) {
       res.status = 400;
@@ -101,6 +113,9 @@ ApiServer::Handler ApiServer::guarded(std::function<json(const httplib::Request&
       body = error_body(e.what());
     }
     if (res.status >= 500) log::error("{} {}: {}", req.method, req.path, body);
+    if (signature) {
+      res.set_header(protocol::kAnswerMacHeader, protocol::sign_answer(options_.token, signature->nonce, res.status, body));
+    }
     res.set_content(body, "application/json");
   };
 }

@@ -2,10 +2,13 @@
 // (src/protocol/messages.h): replicate, progress/{job}, stop/{job}, cleanup/{vm},
 // power/{vm}, discover, preflight/{vm}, vms/{vm} (describe), health.
 //
-// Every route needs "Authorization: Bearer <token>" (the token the OMA issued at
-// pairing), compared in constant time; without it or with another one the answer is
-// 401. Then the request's protocol version (version.h) must be this VMA's: otherwise
-// 426 naming both versions. Both are decided from the request's head, before a byte of
+// Every request must be signed with the token the OMA issued at pairing
+// (protocol/request_auth.h: an HMAC of method, path, time, nonce and body; the token
+// itself never travels); unsigned, wrongly signed, replayed (nonce seen) or too old
+// requests are 401, and a body other than the signed one 401 too. Every answer to a
+// signed request is signed in turn (MigrateKit-Answer-Mac), so that the OMA can tell
+// this VMA from another process holding the tunnel's port. Then the request's protocol
+// version (version.h) must be this VMA's: otherwise 426 naming both versions. Both are decided from the request's head, before a byte of
 // its body is read, by the listener's admission: the listener is a BoundedHttpServer
 // (common/bounded_http.h), as the OMA's, so request line, headers, body (chunked,
 // compressed), slow clients and connections are bounded before memory grows. Bodies are decoded by the protocol module: bad input is 400
@@ -22,6 +25,7 @@
 #include <string>
 
 #include "common/bounded_http.h"
+#include "protocol/request_auth.h"
 
 #include "vma/runner/job_runner.h"
 #include "vma/tunnel_state.h"
@@ -58,8 +62,7 @@ class ApiServer {
  private:
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
   Handler guarded(std::function<nlohmann::json(const httplib::Request&, httplib::Response&)> handler);
-  bool authorized(const std::string& authorization) const;
-  http::Verdict admit(const http::RequestHead& head) const;
+  http::Verdict admit(const http::RequestHead& head);
 
   nlohmann::json replicate(const httplib::Request& req, httplib::Response& res);
   nlohmann::json progress(const httplib::Request& req, httplib::Response& res);
@@ -77,6 +80,7 @@ class ApiServer {
   TunnelStateProvider tunnel_;
   http::BoundedHttpServer server_;
   int port_ = 0;
+  protocol::NonceCache nonces_;  // of the signed requests admitted lately (replays are refused)
 };
 
 }  // namespace mk::vma::api
