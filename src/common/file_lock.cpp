@@ -22,6 +22,14 @@ std::optional<FileLock> FileLock::try_acquire(const std::string& path) {
   throw Error(fmt::format("cannot lock {}: {}", path, std::strerror(err)));
 }
 
+FileLock& FileLock::operator=(FileLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
 FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);
 }

@@ -1,7 +1,7 @@
 // FileLock: an exclusive advisory lock (flock) on a file, held while the object lives and
 // released by the kernel when the process dies, however it dies; never inherited by
 // child processes. For "one process at a time uses this directory". Not thread-safe;
-// movable, not copyable.
+// movable (a moved-to lock releases the lock it held), not copyable.
 #pragma once
 
 #include <optional>
@@ -16,7 +16,7 @@ class FileLock {
   // another process holds it. Throws mk::Error naming `path` if it cannot be opened.
   static std::optional<FileLock> try_acquire(const std::string& path);
   FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  FileLock& operator=(FileLock&&) = delete;
+  FileLock& operator=(FileLock&& other) noexcept;
   ~FileLock();
 
  private:
