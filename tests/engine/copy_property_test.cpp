@@ -19,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "common/error.h"
 #include "common/range.h"
 #include "copy_fixture.h"
 #include "support/nbdkit_log.h"
@@ -65,7 +66,7 @@ std::vector<Area> as_areas(const RangeList& l) {
 // what nbdkit's file plugin reports as data, so the only places a copy may read.
 RangeList allocated(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error("cannot open " + path);
+  if (fd < 0) throw mk::Error("cannot open " + path);
   off_t size = ::lseek(fd, 0, SEEK_END), at = 0;
   RangeList out;
   while (at < size) {

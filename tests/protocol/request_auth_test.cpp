@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace mk::protocol {
 namespace {
 
@@ -45,7 +48,7 @@ TEST(RequestAuth, BearerAndMalformedHeadersAreRefusedSayingWhy) {
   auto bearer = check_request(kToken, "GET", "/api/v1/health", "Bearer " + kToken, kNow);
   EXPECT_FALSE(bearer.request);
   EXPECT_NE(bearer.refusal.find("not signed"), std::string::npos) << bearer.refusal;
-  for (std::string h : {"", "MK-HMAC-SHA256 ", "MK-HMAC-SHA256 t=1,n=2,b=3,m=4", "MK-HMAC-SHA256 n=1,t=2,b=3,m=4",
+  for (const std::string& h : std::vector<std::string>{"", "MK-HMAC-SHA256 ", "MK-HMAC-SHA256 t=1,n=2,b=3,m=4", "MK-HMAC-SHA256 n=1,t=2,b=3,m=4",
                         "MK-HMAC-SHA256 t=-5,n=00000000000000000000000000000000,b=" + std::string(64, '0') +
                             ",m=" + std::string(64, '0'),
                         "MK-HMAC-SHA256 t=1,n=00000000000000000000000000000000,b=" + std::string(64, '0') +
