@@ -151,12 +151,12 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.put("/api/v1/network-mappings", mappings)).status, 200);
     assert.equal((await api.get("/api/v1/network-mappings")).status, 200);
     assert.equal((await api.get("/api/v1/vmas")).status, 200);
-    const enrolment = { protocol_version: 2, name: "x", vcenter: "y",
+    const enrolment = { protocol_version: 3, name: "x", vcenter: "y",
                         ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f" };
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "" })).status, 401);
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "Pairing mkp_wrong" })).status, 403);
     // A VMA of another protocol version is refused before its code is looked at.
-    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: 3 },
+    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: 4 },
                                  { token: "Pairing mkp_wrong" })).status, 409);
     assert.equal((await api.get("/api/v1/events")).status, 406);
 
@@ -167,6 +167,17 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.get(`/api/v1/vms/${vm}`)).body.status, "cut_over");
     assert.equal((await api.post("/api/v1/jobs", { vm_id: vm, kind: "incremental" })).status, 409);
     assert.equal((await api.post(`/api/v1/vms/${unknown}/cutover`, {})).status, 404);
+
+    // Nodes (issue 18): the lab is one OMA without a node id, so there are none; a VM
+    // placed there waits in the queue.
+    assert.equal((await api.get("/api/v1/nodes")).status, 200);
+    for (const verb of ["drain", "activate"]) {
+      assert.equal((await api.post(`/api/v1/nodes/oma-x/${verb}`)).status, 404);
+    }
+    assert.equal((await api.get(`/api/v1/vms/${unknown}/placement`)).status, 404);
+    assert.equal((await api.post(`/api/v1/vms/${unknown}/move`, { node_id: "oma-x" })).status, 404);
+    const placed = await api.post(`/api/v1/vms/${vm}/placement`);
+    assert.equal(placed.status, 200, JSON.stringify(placed.body));
 
     // Every operation of the document was called (but those the lab cannot reach).
     const called = new Set([...contract.seen].map((s) => s.split(" ").slice(0, 2).join(" ")));

@@ -433,6 +433,7 @@ TEST(Tunnel, AJobOfAVmaOwnedVmRunsThroughThatVmasTunnel) {
   auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
   // The VMA's API: the OMA tests' strict fake, copying with the PSK the bundle carried.
   mk::oma::test::FakeVma fake(vma->paired.psk_file());
+  fake.require_signatures(mk::vma::read_api_token(vma->state_dir));  // as the VMA: signed calls only
   int fake_port = std::stoi(fake.url().substr(fake.url().rfind(':') + 1));
   auto tc = mk::vma::tunnel_config(vma->paired, fake_port);
   fast_backoff(tc);
