@@ -36,8 +36,8 @@ class OmaBinary {
     SpawnOptions o;
     o.stdout_path = o.stderr_path = log_;
     process_ = Subprocess::spawn({OMA_BIN, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
-                                  "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--vma-url", vma_url_,
-                                  "--vma-token-file", token_file_, "--poll-interval-ms", "100", "--vma-timeout", "60",
+                                  "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--gui-port", "-1",
+                                  "--vma-url", vma_url_, "--vma-token-file", token_file_, "--poll-interval-ms", "100", "--vma-timeout", "60",
                                   "--keep-export-server", "--strict-api-replies"},
                                  o);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
