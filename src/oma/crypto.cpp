@@ -12,18 +12,12 @@
 #include <cstring>
 #include <memory>
 
+#include "common/digest.h"
 #include "common/error.h"
 #include "common/files.h"
 
 namespace mk::oma {
 namespace {
-
-std::string hex(const unsigned char* p, size_t n) {
-  std::string s;
-  s.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", p[i]);
-  return s;
-}
 
 void random(unsigned char* p, size_t n) {
   if (RAND_bytes(p, static_cast<int>(n)) != 1) throw Error("the system random generator failed");
@@ -55,15 +49,10 @@ using Ctx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
 std::string new_token() {
   unsigned char b[32];
   random(b, sizeof b);
-  return "mko_" + hex(b, sizeof b);
+  return "mko_" + hex_lower(b, sizeof b);
 }
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed");
-  return hex(md, len);
-}
+std::string sha256_hex(const std::string& data) { return mk::sha256_hex(data); }
 
 std::string seal_binding(std::string_view purpose, std::string_view row) {
   return fmt::format("{}/{}", purpose, row);
@@ -114,7 +103,7 @@ std::string SecretBox::key_id() const {
   if (!HMAC(EVP_sha256(), key_, sizeof key_, reinterpret_cast<const unsigned char*>(kText), sizeof kText - 1, md,
             &len))
     throw Error("HMAC-SHA256 failed");
-  return hex(md, 16);
+  return hex_lower(md, 16);
 }
 
 std::string SecretBox::seal(const std::string& plaintext, const std::string& binding) const {

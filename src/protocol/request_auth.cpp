@@ -8,17 +8,11 @@
 
 #include <cstdlib>
 
+#include "common/digest.h"
 #include "common/error.h"
 
 namespace mk::protocol {
 namespace {
-
-std::string hex(const unsigned char* p, size_t n) {
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", p[i]);
-  return out;
-}
 
 std::string hmac_hex(const std::string& key, const std::string& text) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -27,7 +21,7 @@ std::string hmac_hex(const std::string& key, const std::string& text) {
             text.size(), md, &len)) {
     throw Error("HMAC-SHA256 failed");
   }
-  return hex(md, len);
+  return hex_lower(md, len);
 }
 
 bool equal_constant_time(const std::string& a, const std::string& b) {
@@ -60,17 +54,10 @@ std::optional<std::map<std::string, std::string>> fields_of(const std::string& p
 
 }  // namespace
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed");
-  return hex(md, len);
-}
-
 std::string new_nonce() {
   unsigned char b[16];
   if (RAND_bytes(b, sizeof b) != 1) throw Error("cannot make a request nonce: the random generator failed");
-  return hex(b, sizeof b);
+  return hex_lower(b, sizeof b);
 }
 
 std::string sign_request(const std::string& token, const std::string& method, const std::string& path,

@@ -31,8 +31,6 @@ inline constexpr const char* kAnswerMacHeader = "MigrateKit-Answer-Mac";
 // How far the two appliances' clocks may differ.
 inline constexpr int64_t kMaxClockSkewSeconds = 300;
 
-std::string sha256_hex(const std::string& data);
-
 // A new random nonce (128 bits, hex).
 std::string new_nonce();
 
