@@ -1,8 +1,10 @@
 // Replication through the whole chain: the OMA's jobs API -> the real OMA (volumes,
 // nbdkit exports with TLS PSK, job manager) -> HttpVmaClient -> the real `vma` binary
 // -> vcsim snapshots and CBT (shim) -> the copy engine -> the OMA's exports. After
-// every pass each target's sha256 equals its source's. Also: two VMs at once and a job
-// stopped mid-copy (a VMA killed mid-copy and restarted: resume_test.cpp).
+// every pass each target's sha256 equals its source's. Also: a guest writing during a
+// pass (the pass copies its snapshot, the next one the writes), an export that refuses
+// flushes (no change ID committed), two VMs at once and a job stopped mid-copy (a VMA
+// killed mid-copy and restarted: resume_test.cpp).
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
