@@ -1,7 +1,8 @@
 // The VMware source end to end: vcsim with the CBT shim, a VM with two disks whose flat
 // files hold generated data, passes copied by the engine into nbdkit targets, and the
 // change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID, any
-// QueryChangedDiskAreas fault), the preflight that refuses a VM before touching it, and
+// QueryChangedDiskAreas fault), a guest writing during a pass (the pass reads its
+// snapshot's frozen disks, through the flat-file reader and the VDDK stand-in), the preflight that refuses a VM before touching it, and
 // snapshot ownership (leftovers of a crashed run removed, another owner's pass left alone).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
