@@ -143,6 +143,8 @@ def main():
         if not re.search(r"MK-ROOT-PASSWORD: \S{16}", text):
             fail("the announcement lacks the one-time root password", serial)
         print(f"announced after {time.monotonic() - started:.0f} s")
+        if "FAILED" in text:
+            fail("a unit failed during the first boot", serial)
 
         if served_fingerprint(port) != fingerprint:
             fail("the API serves another certificate than the one whose fingerprint was announced", serial)
