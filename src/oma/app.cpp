@@ -329,7 +329,9 @@ void Oma::start_node_lease() {
   lo.lease = std::chrono::milliseconds(config_.node.lease_ms);
   lo.renew_every = lo.lease / 3;
   lo.start_wait = 2 * lo.lease;
-  lease_ = std::make_unique<NodeLease>(repos_->nodes, self, lo);
+  lease_db_ = db::open_database(config_.database_url);
+  lease_nodes_ = std::make_unique<NodeRepository>(*lease_db_);
+  lease_ = std::make_unique<NodeLease>(*lease_nodes_, self, lo);
   lease_->start();
 }
 

@@ -151,6 +151,10 @@ class Oma {
   std::unique_ptr<VolumeBackend> volume_backend_;
   std::unique_ptr<VolumeManager> volumes_;
   std::unique_ptr<ExportBackend> export_server_;
+  // The lease renews on a connection of its own: on the shared one it would wait behind
+  // any long transaction (a migration, a big listing) and could be lost meanwhile.
+  std::unique_ptr<db::Database> lease_db_;
+  std::unique_ptr<NodeRepository> lease_nodes_;
   std::unique_ptr<NodeLease> lease_;
   std::unique_ptr<PlacedTargetChecks> placed_checks_;  // with a node id: passes placed on a node first
   std::unique_ptr<ExportManager> exports_;

@@ -25,10 +25,11 @@ struct NodeService {
   std::unique_ptr<Oma> oma;
   std::unique_ptr<test::ApiClient> api;
 
-  NodeService() {
+  explicit NodeService(int lease_ms = 15000) {
     vma.set_auto_complete(true);
     OmaConfig c = test::test_config(dir.file("data"), vma.url());
     c.node.node_id = "oma-a";
+    c.node.lease_ms = lease_ms;
     c.node.volume_slots = 2;
     c.volume_slot_poll_ms = 50;
     oma = std::make_unique<Oma>(c);
@@ -80,6 +81,31 @@ TEST(NodeJobs, APassWaitsForANodeWithRoomAndGoesOnWhenSlotsFree) {
   EXPECT_EQ(finished["status"], "completed") << finished.dump();
   EXPECT_EQ(s.api->get("/api/v1/vms/" + vm2 + "/placement").body["node_id"], "oma-a");
   EXPECT_TRUE(s.api->get("/api/v1/nodes").body["queue"].empty());
+}
+
+// A node whose renewals cannot get through (here: SQLite, whose one writer at a time is
+// the OMA's own long transaction) stops believing it holds its lease once a lease has
+// passed, although no renewal failed yet: the database may have expired it. It holds
+// it again, as a new incarnation, once renewing works.
+TEST(NodeJobs, ANodeWhoseRenewalsAreStuckStopsBelievingItHoldsTheLease) {
+  const int lease_ms = 600;
+  NodeService s(lease_ms);
+  NodeLease* lease = s.oma->node_lease();
+  ASSERT_NE(lease, nullptr);
+  ASSERT_TRUE(lease->held());
+  const int64_t first = lease->grant().incarnation;
+  bool held_while_stuck = true;
+  s.oma->repos().database.transaction([&] {
+    s.oma->repos().database.exec("UPDATE oma_nodes SET volume_slots = volume_slots WHERE node_id = 'oma-a'");
+    std::this_thread::sleep_for(std::chrono::milliseconds(3 * lease_ms));
+    held_while_stuck = lease->held();
+  });
+  EXPECT_FALSE(held_while_stuck);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!lease->held() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(lease->held());
+  EXPECT_GT(lease->grant().incarnation, first);
 }
 
 TEST(NodeJobs, APassOfAVmPlacedOnAnotherNodeIsRefusedSayingWhere) {

@@ -168,6 +168,37 @@ TEST(OmaNodes, TwoOmaProcessesShareOneDatabaseAndJudgeEachOthersLeases) {
   EXPECT_GT(wait_for_lease(api_b2, "oma-a", "alive")["incarnation"].get<int>(), a_before);
 }
 
+// The lease renews on a connection of its own: a transaction that keeps the OMA's shared
+// connection busy for three leases (a long migration or listing) neither stops the
+// renewals nor costs the node its lease (on the shared connection the renewer waited
+// behind it, the database expired the lease and the node registered again).
+TEST(MariadbNodes, TheLeaseIsRenewedWhileTheOmasConnectionIsInALongTransaction) {
+  MariadbServer server;
+  mk::test::TempDir dir("mk-oma-lease");
+  std::filesystem::create_directories(dir.file("data"));
+  OmaConfig c = test_config(dir.file("data"), "http://127.0.0.1:1");
+  c.database_url = server.create_database("oma_lease");
+  c.node.node_id = "oma-a";
+  c.node.lease_ms = 900;
+  Oma oma(c);
+  oma.start();
+  NodeLease* lease = oma.node_lease();
+  ASSERT_NE(lease, nullptr);
+  ASSERT_TRUE(lease->held());
+  const NodeLeaseGrant before = lease->grant();
+  NodeLeaseGrant during;
+  oma.repos().database.transaction([&] {
+    oma.repos().nodes.list_nodes();
+    std::this_thread::sleep_for(std::chrono::milliseconds(3 * c.node.lease_ms));
+    during = lease->grant();
+  });
+  EXPECT_GT(during.expires_at, before.expires_at + c.node.lease_ms) << "not renewed during the transaction";
+  EXPECT_EQ(during.incarnation, before.incarnation);
+  EXPECT_EQ(lease->grant().incarnation, before.incarnation);
+  EXPECT_TRUE(lease->held());
+  oma.stop();
+}
+
 // A single OMA (SQLite, no node id) has no node registry: the list is empty.
 TEST(OmaNodes, ASingleOmaWithoutNodeIdListsNoNodes) {
   mk::test::TempDir dir("mk-oma-single");

@@ -3,14 +3,18 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -68,6 +72,59 @@ int free_tcp_port() {
   }
   ::close(fd);
   return ntohs(a.sin_port);
+}
+
+namespace {
+
+// The low end of the kernel's ephemeral port range (ip_local_port_range).
+int ephemeral_low() {
+  std::ifstream f("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  f >> low;
+  return low;
+}
+
+bool port_bindable(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a = loopback(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+PortBlock::PortBlock(int count) : count_(count) {
+  // Blocks are aligned to `count` between 20000 and the ephemeral range, tried from a
+  // random one on, so that concurrent tests rarely even meet at a lock.
+  const int low = 20000, high = ephemeral_low();
+  const int blocks = (high - low) / count;
+  if (count < 1 || blocks < 1) throw Error(fmt::format("PortBlock: no room for {} ports below {}", count, high));
+  std::random_device rd;
+  const int start = static_cast<int>(rd() % static_cast<unsigned>(blocks));
+  std::string lock_dir = std::filesystem::temp_directory_path() / "mk-test-ports";
+  std::filesystem::create_directories(lock_dir);
+  for (int i = 0; i < blocks; ++i) {
+    int first = low + ((start + i) % blocks) * count;
+    int fd = ::open(fmt::format("{}/{}", lock_dir, first).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error(fmt::format("PortBlock: cannot open a lock file in {}: {}", lock_dir, std::strerror(errno)));
+    bool all_free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    for (int p = first; all_free && p < first + count; ++p) all_free = port_bindable(p);
+    if (all_free) {
+      first_ = first;
+      lock_fd_ = fd;
+      return;
+    }
+    ::close(fd);
+  }
+  throw Error(fmt::format("PortBlock: no {} consecutive free loopback ports between {} and {}", count, low, high));
+}
+
+PortBlock::~PortBlock() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 void wait_for_unix_socket(const std::string& path, const ServerWatch& watch, std::chrono::milliseconds timeout) {

@@ -15,6 +15,29 @@ namespace mk::test {
 // A port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close).
 int free_tcp_port();
 
+// `count` consecutive loopback TCP ports held for one test: for a server that assigns
+// port after port from a base (the OMA's tunnel ports), where "the port after a free
+// one" is not free by chance. The block lies below the kernel's ephemeral range, so
+// neither free_tcp_port() nor an outgoing connection is given one of its ports, and a
+// lock file per block (flock, released when the object dies, also if the process is
+// killed) keeps concurrent tests out of each other's blocks. Every port was bindable
+// when the block was taken. Not copyable; owned by the test or its fixture.
+class PortBlock {
+ public:
+  explicit PortBlock(int count);
+  ~PortBlock();
+  PortBlock(const PortBlock&) = delete;
+  PortBlock& operator=(const PortBlock&) = delete;
+
+  int first() const { return first_; }
+  int count() const { return count_; }
+
+ private:
+  int first_ = 0;
+  int count_ = 0;
+  int lock_fd_ = -1;
+};
+
 // What is being waited for, so that a failure names it: the server's name, its log file
 // (its tail goes into the message) and its process (a dead process fails at once).
 struct ServerWatch {

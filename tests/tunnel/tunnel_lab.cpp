@@ -86,7 +86,7 @@ TunnelLab::TunnelLab(bool x509) {
   c.ssh_user = "root";
   c.ssh_host_key_file = sshd_->host_public_key_file();
   c.authorized_keys_file = authorized_keys();
-  c.tunnel_port_base = mk::test::free_tcp_port();
+  c.tunnel_port_base = tunnel_ports_.first();
   if (x509) {
     std::filesystem::create_directories(dir_.file("pki"));
     c.tls_certificates_dir = mk::test::make_x509_pki(dir_.file("pki")).server;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "oma/app.h"
+#include "support/net.h"
 #include "support/sshd_server.h"
 #include "support/temp_dir.h"
 #include "vma/pairing/paired_state.h"
@@ -90,6 +91,8 @@ class TunnelLab {
 
  private:
   mk::test::TempDir dir_{"mk-tunnel-lab"};
+  // The OMA gives VMA after VMA the next tunnel port from the base: the lab holds them.
+  mk::test::PortBlock tunnel_ports_{8};
   std::unique_ptr<mk::test::SshdServer> sshd_;
   std::unique_ptr<mk::oma::Oma> oma_;
   std::string admin_, base_str_;

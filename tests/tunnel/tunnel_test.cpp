@@ -184,7 +184,7 @@ TEST(Tunnel, SshdGrantsTheVmaKeyItsForwardsAndNothingElse) {
   std::string out;
 
   // Another listen port on the OMA: refused, ssh exits.
-  int other = vma->paired.tunnel_port + 100;
+  int other = mk::test::free_tcp_port();
   int rc = mk::run_capture(vma_ssh(*vma, {"-N", "-R", fmt::format("127.0.0.1:{}:127.0.0.1:22", other), "127.0.0.1"}),
                            out, tmp.file("r.err"));
   EXPECT_EQ(rc, 255);
@@ -247,10 +247,68 @@ TEST(Tunnel, WrongHostKeyIsRefusedWithAClearError) {
     return s.state == Down && s.error && s.error->find("host key does not match") != std::string::npos;
   })) << vma->tunnel->state().error.value_or("(none)");
   EXPECT_FALSE(mk::oma::loopback_port_answers(vma->paired.tunnel_port));
-  // Failures back off: the delay grew from the initial one (and stays within the max).
-  ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= 3; }));
-  EXPECT_GT(vma->tunnel->next_backoff(), vma->tunnel->config().backoff_initial);
-  EXPECT_LE(vma->tunnel->next_backoff(), vma->tunnel->config().backoff_max);
+}
+
+// The start times of ssh, as a wrapper around it wrote them (ns since the epoch).
+std::vector<int64_t> attempt_times(const std::string& path) {
+  std::vector<int64_t> t;
+  std::ifstream f(path);
+  for (int64_t v; f >> v;) t.push_back(v);
+  return t;
+}
+
+int64_t realtime_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+TEST(Tunnel, FailedAttemptsBackOffDoublingAndAnUpTunnelStartsTheBackoffOver) {
+  TunnelLab lab;
+  auto vma = lab.make_vma("site-a", true, false, /*start_tunnel=*/false);
+  mk::test::TempDir dir("mk-backoff");
+  const std::string stamps = dir.file("attempts");
+  const std::string wrapper = dir.file("ssh");
+  mk::write_private_file(wrapper, fmt::format("#!/bin/sh\ndate +%s%N >>'{}'\nexec ssh \"$@\"\n", stamps));
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  // Every attempt fails at once: the pinned OMA host key is another one.
+  const std::string pinned = mk::test::read_file(vma->paired.known_hosts());
+  std::string out;
+  ASSERT_EQ(mk::run_capture({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir.file("other")}, out), 0);
+  std::string other = mk::test::read_file(dir.file("other.pub"));
+  mk::write_private_file(vma->paired.known_hosts(), "migratekit-oma " + other.substr(0, other.rfind(' ')) + "\n");
+
+  auto tc = mk::vma::tunnel_config(vma->paired, vma->api->port());
+  tc.ssh_binary = wrapper;
+  const int64_t initial_ms = 200;
+  tc.backoff_initial = std::chrono::milliseconds(initial_ms);
+  tc.backoff_max = std::chrono::minutes(5);
+  vma->tunnel = std::make_unique<mk::vma::TunnelSupervisor>(tc);
+  vma->tunnel->start();
+
+  // Five failed attempts: each waited at least twice as long as the one before it
+  // (200, 400, 800, 1600 ms at least: a constant or reset backoff is far below).
+  ASSERT_TRUE(eventually([&] { return attempt_times(stamps).size() >= 5; }));
+  auto t = attempt_times(stamps);
+  for (size_t i = 1; i < 5; ++i) {
+    const int64_t gap_ms = (t[i] - t[i - 1]) / 1'000'000;
+    EXPECT_GE(gap_ms, initial_ms << (i - 1)) << "attempt " << i + 1;
+  }
+
+  // The key is right again: the attempt after the next wait brings the tunnel up.
+  mk::write_private_file(vma->paired.known_hosts(), pinned);
+  ASSERT_EQ(wait_state(*vma->tunnel, Up).state, Up) << vma->tunnel->state().error.value_or("");
+  const size_t up_attempts = attempt_times(stamps).size();
+  ASSERT_GE(up_attempts, 5u);
+  // ssh dies: having been up, the next attempt waits the initial delay again, not the
+  // 3.2 s or more the failures had reached (half of that is the bound: a margin for load).
+  const int64_t killed = realtime_ns();
+  ASSERT_EQ(::kill(vma->tunnel->ssh_pid(), SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return attempt_times(stamps).size() > up_attempts; }));
+  const int64_t next_ms = (attempt_times(stamps)[up_attempts] - killed) / 1'000'000;
+  EXPECT_GE(next_ms, initial_ms);
+  EXPECT_LT(next_ms, (initial_ms << (up_attempts - 1)) / 2);
+  EXPECT_EQ(wait_state(*vma->tunnel, Up).state, Up) << vma->tunnel->state().error.value_or("");
 }
 
 TEST(Tunnel, KilledSshIsRestartedWithBackoffAndTheForwardWorksAgain) {

@@ -50,6 +50,11 @@ void NodeLease::start() {
   renewer_ = std::thread([this] { renew_loop(); });
 }
 
+bool NodeLease::held() const {
+  std::lock_guard lock(mu_);
+  return held_ && std::chrono::steady_clock::now() - last_renewal_ < options_.lease;
+}
+
 void NodeLease::stop() {
   {
     std::lock_guard lock(mu_);
@@ -122,6 +127,7 @@ void NodeLease::renew_once() {
   } catch (const std::exception& e) {
     // The database is unreachable: the lease is as good as lost once a whole lease
     // has passed since the last renewal began.
+    std::lock_guard lock(mu_);
     if (held_ && begun - last_renewal_ >= options_.lease) {
       held_ = false;
       log::error("node {}: lease lost: no renewal for {} ms ({})", self_.node_id, options_.lease.count(), e.what());

@@ -50,7 +50,10 @@ class NodeLease {
   // Stops renewing and releases the lease (if still held). Idempotent.
   void stop();
 
-  bool held() const { return held_.load(); }
+  // Granted and renewed less than a lease ago (this process's monotonic clock): a
+  // renewer stuck on a database that does not answer does not keep the lease held, as
+  // the database may have expired it meanwhile.
+  bool held() const;
   // The lease as last granted or renewed (incarnation 0 before start()).
   NodeLeaseGrant grant() const;
   const std::string& node_id() const { return self_.node_id; }
@@ -64,12 +67,12 @@ class NodeLease {
   NodeRepository& nodes_;
   NodeRecord self_;
   NodeLeaseOptions options_;
-  mutable std::mutex mu_;  // guards grant_, stopping_, self_.api_url
+  mutable std::mutex mu_;  // guards grant_, stopping_, self_.api_url, last_renewal_
   std::condition_variable cv_;
   NodeLeaseGrant grant_;
   bool stopping_ = false;
   std::atomic<bool> held_{false};
-  std::chrono::steady_clock::time_point last_renewal_;  // start of the last renewal that succeeded (renewer only)
+  std::chrono::steady_clock::time_point last_renewal_;  // start of the last renewal that succeeded
   std::thread renewer_;
 };
 

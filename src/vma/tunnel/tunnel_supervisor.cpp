@@ -139,11 +139,6 @@ protocol::TunnelHealth TunnelSupervisor::state() const {
   return state_;
 }
 
-std::chrono::milliseconds TunnelSupervisor::next_backoff() const {
-  std::lock_guard lk(mutex_);
-  return backoff_;
-}
-
 void TunnelSupervisor::set_state(protocol::TunnelState state, std::optional<std::string> error) {
   std::lock_guard lk(mutex_);
   if (state_.state != state) state_.since = unix_now();

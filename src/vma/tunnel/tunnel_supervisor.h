@@ -72,11 +72,9 @@ class TunnelSupervisor {
   void stop();
 
   protocol::TunnelHealth state() const;
-  // The running ssh's PID (-1 if none), how many times ssh was started, and the delay
-  // before the next attempt (what backoff is at).
+  // The running ssh's PID (-1 if none) and how many times ssh was started.
   pid_t ssh_pid() const { return pid_.load(); }
   int attempts() const { return attempts_.load(); }
-  std::chrono::milliseconds next_backoff() const;
   const TunnelConfig& config() const { return config_; }
 
  private:
