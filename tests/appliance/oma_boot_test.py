@@ -10,24 +10,21 @@ serial console (ttyS0) in a file, then checks what an operator relies on:
   * the token is an admin token of this OMA: refused without it, a pairing bundle made
     with it names the address first boot advertised (the guest's DHCP address) and pins
     that certificate.
-qemu is stopped by its PID. No secret is printed: the token and the bundle stay in
+qemu (appliance_vm.py) is stopped by its PID. No secret is printed: the token and the bundle stay in
 memory (the console log in the work directory holds the token, as the console does).
 
   oma_boot_test.py --image OMA.qcow2 --work-dir DIR [--qemu qemu-system-x86_64] [--timeout S]
 """
-import argparse
 import hashlib
 import json
-import os
 import re
-import shutil
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
+
+from appliance_vm import BootedVm, arguments, fail
 
 GUEST_ADDRESS = "10.0.2.15"  # qemu user networking's first DHCP lease
 
@@ -69,53 +66,17 @@ def served_fingerprint(port):
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
-def console_text(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
-def fail(message, log_path):
-    tail = console_text(log_path)[-6000:]
-    # The console holds the token: never echo the announcement into the test log.
-    tail = re.sub(r"MK-(ADMIN-TOKEN|ROOT-PASSWORD): \S+", r"MK-\1: (hidden)", tail)
-    print(f"FAIL: {message}\n--- last console output ({log_path}) ---\n{tail}", file=sys.stderr)
-    sys.exit(1)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--work-dir", required=True)
-    ap.add_argument("--qemu", default="qemu-system-x86_64")
-    ap.add_argument("--timeout", type=int, default=1500, help="seconds for the boot to reach a healthy API")
-    a = ap.parse_args()
+    a = arguments(__doc__, "seconds for the boot to reach a healthy API").parse_args()
 
-    if os.path.isdir(a.work_dir):
-        shutil.rmtree(a.work_dir)
-    os.makedirs(a.work_dir)
-    overlay = os.path.join(a.work_dir, "run.qcow2")
-    serial = os.path.join(a.work_dir, "console.log")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", os.path.abspath(a.image),
-                    overlay], check=True)
     port = free_port()
-    # /dev/kvm cannot run guests on these machines: TCG. One vCPU leaves the other core
-    # to the rest of the suite.
-    cmd = [a.qemu, "-accel", "tcg", "-cpu", "max", "-m", "1536", "-smp", "1", "-nodefaults",
-           "-display", "none", "-monitor", "none", "-no-reboot",
-           "-serial", f"file:{serial}", "-vga", "std",
-           "-drive", f"file={overlay},if=virtio,format=qcow2",
-           "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:8082"]
+    nic = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:8082"
     started = time.monotonic()
-    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(a.work_dir, "qemu.log"), "wb"),
-                            stderr=subprocess.STDOUT)
-    try:
+    with BootedVm(a.qemu, a.image, a.work_dir, 1536, nic) as vm:
+        serial = vm.console
         healthy = None
         while time.monotonic() - started < a.timeout:
-            if qemu.poll() is not None:
-                fail(f"qemu exited with status {qemu.returncode} before the OMA answered", serial)
+            vm.check_running("the OMA answered")
             try:
                 status, _ = request(port, "GET", "/health")
                 if status == 200:
@@ -129,12 +90,7 @@ def main():
         print(f"boot to healthy API under TCG: {healthy:.0f} s")
 
         # The announcement follows the OMA's start (After=migratekit-oma.service).
-        deadline = time.monotonic() + 300
-        while "MK-APPLIANCE-READY oma" not in console_text(serial) and time.monotonic() < deadline:
-            time.sleep(2)
-        text = console_text(serial)
-        if "MK-APPLIANCE-READY oma" not in text:
-            fail("no first-boot announcement on the serial console", serial)
+        text = vm.wait_for("MK-APPLIANCE-READY oma", 300, "first-boot announcement")
         token = re.search(r"MK-ADMIN-TOKEN: (\S+)", text)
         fingerprint = re.search(r"fingerprint:\s*\n\s*((?:[0-9A-F]{2}:){31}[0-9A-F]{2})", text)
         if not token or not fingerprint:
@@ -165,14 +121,6 @@ def main():
                 fail(f"pairing bundle: {field} is {bundle.get(field)!r}, expected {want!r}", serial)
         print("appliance OMA: healthy, token and certificate as announced, pairing bundle for "
               f"{GUEST_ADDRESS}")
-    finally:
-        qemu.terminate()
-        try:
-            qemu.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait()
-        os.unlink(overlay)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ qemu is stopped by its PID.
 
   vma_boot_test.py --image VMA.qcow2 --ova VMA.ova --work-dir DIR [--timeout S]
 """
-import argparse
 import hashlib
 import os
 import re
@@ -23,7 +22,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 
-from oma_boot_test import console_text, fail  # noqa: E402 (same directory)
+from appliance_vm import BootedVm, arguments, fail
 
 OVF_NS = "{http://schemas.dmtf.org/ovf/envelope/1}"
 
@@ -60,44 +59,19 @@ def check_ova(path, work_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", required=True)
+    ap = arguments(__doc__, "seconds for the first boot's announcement")
     ap.add_argument("--ova", required=True)
-    ap.add_argument("--work-dir", required=True)
-    ap.add_argument("--qemu", default="qemu-system-x86_64")
-    ap.add_argument("--timeout", type=int, default=1500, help="seconds for the first boot's announcement")
     a = ap.parse_args()
 
-    if os.path.isdir(a.work_dir):
-        shutil.rmtree(a.work_dir)
-    os.makedirs(a.work_dir)
+    os.makedirs(a.work_dir, exist_ok=True)
     check_ova(a.ova, a.work_dir)
-
-    overlay = os.path.join(a.work_dir, "run.qcow2")
-    serial = os.path.join(a.work_dir, "console.log")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", os.path.abspath(a.image),
-                    overlay], check=True)
-    cmd = [a.qemu, "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nodefaults",
-           "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}", "-vga", "std",
-           "-drive", f"file={overlay},if=virtio,format=qcow2", "-nic", "user,model=virtio-net-pci"]
     started = time.monotonic()
-    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(a.work_dir, "qemu.log"), "wb"),
-                            stderr=subprocess.STDOUT)
-    try:
-        while "MK-APPLIANCE-READY vma" not in console_text(serial):
-            if qemu.poll() is not None:
-                fail(f"qemu exited with status {qemu.returncode} before the announcement", serial)
-            if time.monotonic() - started > a.timeout:
-                fail(f"no first-boot announcement within {a.timeout} s", serial)
-            time.sleep(3)
+    with BootedVm(a.qemu, a.image, a.work_dir, 1024) as vm:
+        serial = vm.console
+        vm.wait_for("MK-APPLIANCE-READY vma", a.timeout, "first-boot announcement")
         print(f"VMA announced after {time.monotonic() - started:.0f} s under TCG")
         # The login prompt follows the announcement (multi-user.target reached).
-        deadline = time.monotonic() + 300
-        while "migratekit-vma login:" not in console_text(serial) and time.monotonic() < deadline:
-            time.sleep(2)
-        text = console_text(serial)
-        if "migratekit-vma login:" not in text:
-            fail("no login prompt on the serial console", serial)
+        text = vm.wait_for("migratekit-vma login:", 300, "login prompt")
         for needed in ("This VMA is not paired yet", "migratekit-vma-pair BUNDLE-FILE"):
             if needed not in text:
                 fail(f"the announcement lacks {needed!r}", serial)
@@ -108,14 +82,6 @@ def main():
         if "FAILED" in text:
             fail("a unit failed during the first boot", serial)
         print("appliance VMA: unpaired first boot announced, service not started")
-    finally:
-        qemu.terminate()
-        try:
-            qemu.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait()
-        os.unlink(overlay)
 
 
 if __name__ == "__main__":
