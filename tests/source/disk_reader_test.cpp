@@ -101,15 +101,19 @@ TEST(DiskReader, MissingVddkIsAClearError) {
 }
 
 // Parameters for the stand-in of nbdkit+VDDK (fake_nbdkit_vddk.sh) in `dir`: a VDDK
-// directory, a flat file of `size` bytes it serves, a password file holding `password`;
-// the fake writes its command line to dir/args.
+// directory, a snapshot of the VM of params() whose disk is a flat file of `size` bytes
+// (dir/flat), a password file holding `password`; the fake writes its command line to
+// dir/args.
 VddkParams fake_vddk(const test::TempDir& dir, uint64_t size, const std::string& password) {
   std::filesystem::create_directories(dir.file("vddk/lib64"));
+  std::filesystem::create_directories(dir.file("snapshots"));
   test::create_sparse_file(dir.file("flat"), size);
   test::write_at(dir.file("pw"), 0, password);
   ::setenv("FAKE_VDDK_ARGS", dir.file("args").c_str(), 1);
-  ::setenv("FAKE_VDDK_FLAT", dir.file("flat").c_str(), 1);
+  ::setenv("FAKE_VDDK_SNAPSHOTS", dir.file("snapshots").c_str(), 1);
   VddkParams p = params();
+  test::write_at(dir.file("snapshots/" + p.snapshot_moref), 0,
+                 p.vm_moref + "\t" + p.file + "\t" + dir.file("flat") + "\n");
   p.libdir = dir.file("vddk");
   p.password_file = dir.file("pw");
   p.nbdkit = FAKE_NBDKIT_VDDK;
@@ -160,6 +164,27 @@ TEST(DiskReader, VddkLauncherRunsNbdkitWithThePasswordFileAndTearsDown) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot read the password file"), std::string::npos) << e.what();
   }
+}
+
+// Like VDDK, the stand-in opens the disk of the snapshot it is asked for and fails on a
+// snapshot it does not know, or a file that is not in it: the launcher reports why.
+TEST(DiskReader, VddkReaderOfAnUnknownSnapshotOrFileFailsWithTheReason) {
+  test::TempDir dir("mk-reader");
+  VddkParams p = fake_vddk(dir, 64 * 1024, "pw\n");
+  VddkParams gone = p;
+  gone.snapshot_moref = "snapshot-8";
+  VddkParams other = p;
+  other.file = "[datastore1] web01/web01_1.vmdk";
+  for (const auto& [params, reason] : {std::pair{gone, "snapshot 'snapshot-8' of VM 'vm-42' not found"},
+                                       std::pair{other, "is not a disk of snapshot 'snapshot-7'"}}) {
+    try {
+      DiskReader::start_vddk(params, dir.path());
+      ADD_FAILURE() << "a reader started on " << params.file << " in " << params.snapshot_moref;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(DiskReader::start_vddk(p, dir.path())->stop());
 }
 
 // A password file written on Windows ends in CR LF; nbdkit strips only the LF, so VDDK

@@ -1,7 +1,8 @@
 // The VMware source end to end: vcsim with the CBT shim, a VM with two disks whose flat
 // files hold generated data, passes copied by the engine into nbdkit targets, and the
 // change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID, any
-// QueryChangedDiskAreas fault), the preflight that refuses a VM before touching it, and
+// QueryChangedDiskAreas fault), a guest writing during a pass (the pass reads its
+// snapshot's frozen disks, through the flat-file reader and the VDDK stand-in), the preflight that refuses a VM before touching it, and
 // snapshot ownership (leftovers of a crashed run removed, another owner's pass left alone).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -84,6 +85,21 @@ class VmwareSourceTest : public ::testing::Test {
     return written;
   }
 
+  // A source whose readers are the VDDK stand-in (fake_nbdkit_vddk.sh), which serves the
+  // disks of the snapshots the lab's shim lists, as VDDK reads a snapshot's disks.
+  std::unique_ptr<VmwareSource> vddk_source() {
+    std::filesystem::create_directories(work.file("vddk/lib64"));
+    ::setenv("FAKE_VDDK_ARGS", work.file("vddk-args").c_str(), 1);
+    ::setenv("FAKE_VDDK_SNAPSHOTS", lab.snapshot_index().c_str(), 1);
+    VmwareSourceOptions o;
+    o.work_dir = work.path();
+    o.vddk.libdir = work.file("vddk");
+    o.vddk.nbdkit = FAKE_NBDKIT_VDDK;
+    return std::make_unique<VmwareSource>(session, connect, o);
+  }
+
+  void guest_writes_during_a_pass();
+
   int qcda_calls() { return lab.shim_stats()["calls"].value("QueryChangedDiskAreas", 0); }
 
   // Another driver on the same vCenter: another VMA, or the CLI.
@@ -132,6 +148,61 @@ TEST_F(VmwareSourceTest, FullThenIncrementalPassesMoveOnlyChangedBlocksPerDisk) 
   w = pass_and_commit();
   EXPECT_EQ(w[key1], 0u);
   EXPECT_EQ(w[key2], 5 * kBlock);
+}
+
+// A guest that keeps writing while a pass copies: the pass copies the disks as they were
+// at its snapshot (the snapshot's frozen disks, never the VM's live flat files), it
+// stores the snapshot's change ID (the VM's own moved on with the writes), and the next
+// pass moves exactly the blocks written meanwhile, a rewrite of the same bytes included;
+// then the targets equal the live disks.
+void VmwareSourceTest::guest_writes_during_a_pass() {
+  write_blocks(key1, {0, 2, 5}, 10);
+  write_blocks(key2, {1, 8}, 20);
+  pass_and_commit();  // enables CBT: the first pass
+  write_blocks(key1, {3}, 30);
+  std::map<int, std::string> at_snapshot;
+  for (auto& [key, flat] : flats) at_snapshot[key] = test::sha256_file(flat);
+
+  auto pass = source->open_pass(vm.instance_uuid, stored);
+  std::map<int, std::string> frozen;  // the snapshot's flat files
+  for (auto& d : pass->disks()) {
+    frozen[d.key.value()] = lab.flat_file(d.label);  // the snapshot's disk file name
+    EXPECT_NE(frozen[d.key.value()], flats[d.key.value()]) << "the snapshot's disk is the VM's live file";
+  }
+  write_blocks(key1, {3, 7}, 40);  // new bytes on block 3 (already changed for this pass) and 7
+  write_blocks(key2, {1}, 20);     // block 1 again with the bytes it holds: still a write
+  ASSERT_NE(test::sha256_file(flats[key1]), at_snapshot[key1]);
+  auto written = copy_all(*pass);
+  EXPECT_EQ(written[key1], kBlock) << "this pass copies block 3, changed before its snapshot";
+  EXPECT_EQ(written[key2], 0u);
+  for (auto& [key, sha] : at_snapshot) {
+    EXPECT_EQ(test::sha256_file(work.file(fmt::format("target-{}", key))), sha)
+        << "disk " << key << ": the pass did not copy the disk as it was at its snapshot";
+  }
+  auto now = vsphere::describe_vm(*session, vm.ref);
+  for (auto& d : pass->disks()) {
+    for (auto& current : now.disks) {
+      if (current.key != d.key.value()) continue;
+      EXPECT_NE(current.change_id, d.change_id_to_store) << "the VM's change ID did not move on with the writes";
+      EXPECT_EQ(change_id_uuid(current.change_id), change_id_uuid(d.change_id_to_store));
+    }
+  }
+  pass->close(true);
+  for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
+  for (auto& [key, path] : frozen) EXPECT_FALSE(std::filesystem::exists(path)) << "outlived its snapshot: " << path;
+
+  auto next = pass_and_commit();  // and the targets now equal the live disks
+  EXPECT_EQ(next[key1], 2 * kBlock);
+  EXPECT_EQ(next[key2], kBlock);
+}
+
+TEST_F(VmwareSourceTest, WritesAfterThePassSnapshotGoToTheNextPassNotThisOne) { guest_writes_during_a_pass(); }
+
+TEST_F(VmwareSourceTest, WritesAfterThePassSnapshotGoToTheNextPassNotThisOneThroughVddk) {
+  source = vddk_source();
+  guest_writes_during_a_pass();
+  std::string args = test::read_file(work.file("vddk-args"));
+  EXPECT_NE(args.find("snapshot=snapshot-"), std::string::npos) << args;
 }
 
 // The same passes through the tool the VMA runs per disk: `migratekit copy` with the
@@ -362,15 +433,8 @@ TEST_F(VmwareSourceTest, AnotherOwnersCleanUpLeavesARunningPassAlone) {
 // VDDK is told vCenter's port when the URL has one (the lab's is never 443), and gets
 // the server as a host name without it.
 TEST_F(VmwareSourceTest, VddkReadersGetTheVcentersPort) {
-  std::filesystem::create_directories(work.file("vddk/lib64"));
-  ::setenv("FAKE_VDDK_ARGS", work.file("vddk-args").c_str(), 1);
-  ::setenv("FAKE_VDDK_FLAT", flats[key1].c_str(), 1);
-  VmwareSourceOptions o;
-  o.work_dir = work.path();
-  o.vddk.libdir = work.file("vddk");
-  o.vddk.nbdkit = FAKE_NBDKIT_VDDK;
-  VmwareSource vddk(session, connect, o);
-  auto pass = vddk.open_pass(vm.instance_uuid, stored);
+  auto vddk = vddk_source();
+  auto pass = vddk->open_pass(vm.instance_uuid, stored);
   std::string args = test::read_file(work.file("vddk-args"));
   EXPECT_NE(args.find(fmt::format("port={}\n", session->port())), std::string::npos) << args;
   EXPECT_NE(args.find("server=127.0.0.1\n"), std::string::npos) << args;

@@ -1,8 +1,10 @@
 // Replication through the whole chain: the OMA's jobs API -> the real OMA (volumes,
 // nbdkit exports with TLS PSK, job manager) -> HttpVmaClient -> the real `vma` binary
 // -> vcsim snapshots and CBT (shim) -> the copy engine -> the OMA's exports. After
-// every pass each target's sha256 equals its source's. Also: two VMs at once and a job
-// stopped mid-copy (a VMA killed mid-copy and restarted: resume_test.cpp).
+// every pass each target's sha256 equals its source's. Also: a guest writing during a
+// pass (the pass copies its snapshot, the next one the writes), an export that refuses
+// flushes (no change ID committed), two VMs at once and a job stopped mid-copy (a VMA
+// killed mid-copy and restarted: resume_test.cpp).
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
@@ -96,6 +98,79 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   expect_targets_match(vm.instance_uuid);
   auto after = oma->repos().vms.list_disks(vm.instance_uuid);
   for (size_t i = 0; i < after.size(); ++i) EXPECT_NE(after[i].change_id, stored[i].change_id);
+}
+
+// A guest that keeps writing while a pass copies (the lab's writers, from the test): the
+// pass's snapshot froze the disks, so the full pass leaves each volume equal to its disk
+// as it was at the snapshot (the frozen content), not to the live disk; the OMA commits
+// the snapshot's change IDs, not the VM's (which moved on with the writes); the next
+// incremental pass moves exactly the blocks written meanwhile, and the volumes then
+// equal the live disks. One disk at a time, so that the second disk is written before
+// its copy starts: reading the VM's live files instead of the snapshot would fail here.
+TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextPass) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 16, 110);
+  std::map<int, std::string> at_snapshot;  // no write between here and the pass's snapshot
+  for (auto& [key, flat] : flats.at(vm.instance_uuid)) at_snapshot[key] = mk::test::sha256_file(flat);
+  start_vma({.max_disks_per_vm = 1, .read_rate = "1M"});
+  start_oma();
+  register_vm(vm.instance_uuid);
+  std::string job = start_job(vm.instance_uuid, "full");
+  protocol::JobProgress p = wait_vma(job, [](const protocol::JobProgress& p) {
+    bool copying = false, pending = false;
+    for (const auto& d : p.disks) {
+      copying = copying || d.status == DiskStatus::Copying;
+      pending = pending || d.status == DiskStatus::Pending;
+    }
+    return copying && pending;
+  });
+  // The guest writes: new bytes on block 1 of each disk, block 0 again with the bytes it
+  // holds (prepare_vm wrote seed 110 there). The disk still pending is written before
+  // its copy begins (the first disk takes about a second at 1 MiB/s).
+  for (const auto& d : vm.disks) {
+    write_block(vm.instance_uuid, d.key, 1, 7000 + d.key);
+    write_block(vm.instance_uuid, d.key, 0, 110);
+  }
+  int waiting = -1;
+  for (const auto& d : p.disks) {
+    if (d.status == DiskStatus::Pending) waiting = std::stoi(d.disk_key.str());
+  }
+  ASSERT_NE(waiting, -1) << "no disk was waiting for its copy while the first one copied";
+  // The pass's snapshot: its disks are frozen copies, not the VM's files.
+  auto snaps = vsphere::list_snapshots(*session, vm.ref);
+  ASSERT_EQ(snaps.size(), 1u);
+  std::map<int, std::string> snapshot_change_ids;
+  for (const auto& d : vsphere::snapshot_disks(*session, snaps[0].ref)) {
+    std::string frozen = lab.flat_file(d.file_name);
+    EXPECT_NE(frozen, flats.at(vm.instance_uuid).at(d.key));
+    EXPECT_EQ(mk::test::sha256_file(frozen), at_snapshot.at(d.key)) << "disk " << d.key << ": the snapshot changed";
+    snapshot_change_ids[d.key] = d.change_id;
+  }
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  for (const auto& [key, flat] : flats.at(vm.instance_uuid)) {
+    auto vol = oma->repos().storage.find_volume(vm.instance_uuid, std::to_string(key));
+    ASSERT_TRUE(vol.has_value());
+    EXPECT_EQ(mk::test::sha256_file(vol->device_path), at_snapshot.at(key))
+        << "disk " << key << (key == waiting ? " (written before its copy began)" : "")
+        << ": the volume is not the disk as it was at the pass's snapshot";
+    EXPECT_NE(mk::test::sha256_file(flat), at_snapshot.at(key));
+  }
+  auto now = vm_at("DC0/vm/DC0_H0_VM0");
+  for (const auto& stored : oma->repos().vms.list_disks(vm.instance_uuid)) {
+    int key = std::stoi(stored.disk_key);
+    EXPECT_EQ(stored.change_id, snapshot_change_ids.at(key)) << "disk " << key << ": not the snapshot's change ID";
+    for (const auto& d : now.disks) {
+      if (d.key != key) continue;
+      EXPECT_NE(d.change_id, snapshot_change_ids.at(key)) << "the VM's change ID stood still";
+    }
+  }
+
+  json j2 = wait_job(start_job(vm.instance_uuid, "incremental"));
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(4 * kBlock)) << "two blocks per disk: "
+                                                                               << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
 }
 
 TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnce) {
@@ -251,6 +326,108 @@ TEST_F(VmaFixture, StopMidCopyCancelsAndRemovesTheSnapshot) {
   // The VM can be copied again.
   json j2 = wait_job(start_job(vm.instance_uuid, "full"));
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+}
+
+// `nbdkit` first on PATH for the rest of the test: the OMA's export server ("nbdkit ...
+// file dir=EXPORTS", run from PATH as on a site) becomes nbdkit's sh plugin over the same
+// directory, which refuses every flush while `refuse_flushes()` holds and notes each
+// refusal; any other nbdkit (the VMA's readers) runs unchanged. nbdkit 1.32's error
+// filter cannot fail flushes, and the OMA has no knob for this: only the environment.
+class FlushRefusingExports {
+ public:
+  explicit FlushRefusingExports(const mk::test::TempDir& dir)
+      : bin_(dir.file("bin")), switch_(dir.file("refuse-flushes")), refusals_(dir.file("flush-refusals")),
+        old_path_(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin") {
+    std::filesystem::create_directories(bin_);
+    const std::string plugin = dir.file("exports.sh");
+    mk::test::write_at(
+        plugin, 0,
+        "#!/bin/bash\n"
+        "# nbdkit sh plugin: the files of $MK_EXPORTS_DIR by export name; flushes fail while a switch exists.\n"
+        "f=\"$MK_EXPORTS_DIR/$2\"\n"
+        "case \"$1\" in\n"
+        "  thread_model) echo parallel ;;\n"
+        "  open) [[ \"$3\" =~ ^[A-Za-z0-9._-]+$ && -e \"$MK_EXPORTS_DIR/$3\" ]] || { echo \"ENOENT no export '$3'\" >&2; exit 1; }\n"
+        "        echo \"$3\" ;;\n"
+        "  get_size) stat -L -c %s \"$f\" ;;\n"
+        "  can_write|can_flush|can_multi_conn) exit 0 ;;\n"
+        "  pread) dd if=\"$f\" skip=\"$4\" count=\"$3\" iflag=skip_bytes,count_bytes status=none ;;\n"
+        "  pwrite) dd of=\"$f\" seek=\"$4\" oflag=seek_bytes conv=notrunc status=none ;;\n"
+        "  flush) [ -e " + switch_ + " ] || exit 0\n"
+        "         echo \"$2\" >>" + refusals_ + "\n"
+        "         echo 'EIO the export storage lost its write cache' >&2; exit 1 ;;\n"
+        "  *) exit 2 ;;\n"
+        "esac\n");
+    const std::string wrapper = bin_ + "/nbdkit";
+    mk::test::write_at(wrapper, 0,
+                       "#!/bin/bash\n"
+                       "# The OMA's export server (file dir=EXPORTS) as the sh plugin " + plugin + "\n"
+                       "args=()\n"
+                       "while (($#)); do\n"
+                       "  if [[ \"$1\" == file && \"${2:-}\" == dir=* ]]; then\n"
+                       "    export MK_EXPORTS_DIR=\"${2#dir=}\"; args+=(sh " + plugin + "); shift 2\n"
+                       "  else args+=(\"$1\"); shift; fi\n"
+                       "done\n"
+                       "PATH='" + old_path_ + "' exec nbdkit \"${args[@]}\"\n");
+    for (const auto& f : {plugin, wrapper}) std::filesystem::permissions(f, std::filesystem::perms::owner_all);
+    ::setenv("PATH", (bin_ + ":" + old_path_).c_str(), 1);
+  }
+  ~FlushRefusingExports() { ::setenv("PATH", old_path_.c_str(), 1); }
+  FlushRefusingExports(const FlushRefusingExports&) = delete;
+  FlushRefusingExports& operator=(const FlushRefusingExports&) = delete;
+
+  void refuse_flushes(bool on) {
+    if (on) mk::test::write_at(switch_, 0, "on");
+    else std::filesystem::remove(switch_);
+  }
+  // The exports whose flushes were refused, one line per refusal.
+  std::string refusals() const { return std::filesystem::exists(refusals_) ? mk::test::read_file(refusals_) : ""; }
+
+ private:
+  std::string bin_, switch_, refusals_, old_path_;
+};
+
+// The OMA's export storage refuses every flush during an incremental pass: nothing that
+// pass wrote is durable, so no disk reports a change ID, the OMA commits none (each
+// disk keeps the previous pass's) and the job fails naming the flush (not only the disk
+// the failure stopped: the VMA and the OMA once reported that one alone, depending on
+// which disk failed first and the order of the answer). Once flushes work
+// again, the next pass starts from the old change IDs, moves every change since, and
+// the volumes equal the disks.
+TEST_F(VmaFixture, AnExportThatRefusesFlushesCommitsNoChangeIdAndTheNextPassRedoesTheWork) {
+  FlushRefusingExports exports(dir);  // before the OMA starts its export server
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 1024, 4, 120);
+  start_vma();
+  start_oma();
+  register_vm(vm.instance_uuid);
+  json j = wait_job(start_job(vm.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  auto committed = oma->repos().vms.list_disks(vm.instance_uuid);
+  for (const auto& d : committed) ASSERT_TRUE(d.change_id.has_value()) << d.disk_key;
+
+  for (const auto& d : vm.disks) write_block(vm.instance_uuid, d.key, 2, 9000 + d.key);
+  exports.refuse_flushes(true);
+  std::string failing = start_job(vm.instance_uuid, "incremental");
+  json f = wait_job(failing);
+  EXPECT_EQ(f["status"], "failed") << f.dump(2);
+  EXPECT_FALSE(exports.refusals().empty()) << "no flush reached the export";
+  // The job names the cause (a flush), not only the disk it stopped.
+  EXPECT_NE(f.value("error", "").find("flush failed"), std::string::npos) << f.dump(2);
+  for (const auto& d : f["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+  for (const auto& d : client->progress(failing).disks) {
+    EXPECT_FALSE(d.change_id.has_value()) << "disk " << d.disk_key << " reported a change ID its export never flushed";
+  }
+  auto after = oma->repos().vms.list_disks(vm.instance_uuid);
+  ASSERT_EQ(after.size(), committed.size());
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i].change_id, committed[i].change_id) << after[i].disk_key;
+  expect_no_snapshot_left(vm);
+
+  exports.refuse_flushes(false);
+  json again = wait_job(start_job(vm.instance_uuid, "incremental"));
+  ASSERT_EQ(again["status"], "completed") << again.dump(2);
+  EXPECT_EQ(again["bytes_total"].get<int64_t>(), static_cast<int64_t>(2 * kBlock)) << again.dump(2);
   expect_targets_match(vm.instance_uuid);
 }
 

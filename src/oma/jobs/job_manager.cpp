@@ -542,6 +542,7 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
     auto disks = jobs_.job_disks(job.job_id);
     std::set<std::string> seen;
     size_t completed = 0;
+    std::vector<std::string> failed;  // "disk KEY failed on the VMA: ERROR"
     for (const auto& dp : p.disks) {
       std::string key = dp.disk_key.str();
       auto it = std::find_if(disks.begin(), disks.end(), [&](const auto& d) { return d.disk_key == key; });
@@ -565,10 +566,13 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
       if (dp.phases != d.phases) jobs_.set_disk_phases(job.job_id, key, dp.phases);  // a phase ended
       // The protocol guarantees a failed disk's error and a completed disk's change ID.
       if (dp.status == protocol::DiskStatus::Failed) {
-        throw Error(fmt::format("VM {} disk {} failed on the VMA: {}", job.vm_id, key, dp.error.value_or("")));
+        failed.push_back(fmt::format("disk {} failed on the VMA: {}", key, dp.error.value_or("")));
       }
       if (dp.status == protocol::DiskStatus::Completed) ++completed;
     }
+    // Every disk of this answer is recorded first: a disk that failed is reported with
+    // the others it stopped (the VMA marks it failed before them), never left out.
+    if (!failed.empty()) throw Error(fmt::format("VM {} {}", job.vm_id, fmt::join(failed, "; ")));
     jobs_.roll_up_progress(job.job_id);
     jobs_.set_job_status(job.job_id, JobStatus::Copying,
                          fmt::format("copying: {}/{} disks completed", completed, disks.size()));

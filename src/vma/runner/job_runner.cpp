@@ -553,19 +553,18 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id(), disk.key.str(),
               disk.label, stats.bytes_written, stats.bytes_zeroed, disk.full ? "full" : "incremental", disk.reason);
   } catch (const std::exception& e) {
-    std::string error;
-    {
-      std::lock_guard lock(mu_);
-      if (job.cancel) {
-        error = job.cancel_reason;
-      } else {
-        error = fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key.str(), disk.label,
-                            job.state.vm_id(), target.describe(), e.what());
-        cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key.str()));
-      }
-    }
+    std::lock_guard lock(mu_);
+    bool cause = !job.cancel;
+    std::string error = cause ? fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key.str(),
+                                            disk.label, job.state.vm_id(), target.describe(), e.what())
+                              : job.cancel_reason;
     log::error("job {}: {}", job.state.job_id(), error);
-    fail_disk(job, index, error);
+    // Recorded before the other disks are told to stop: whoever reads the job (the OMA
+    // polls it) sees the cause no later than the disks it stopped.
+    mark_failed(job.state.disks[index], error);
+    job.progress[index].reset();
+    save(job);
+    if (cause) cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key.str()));
   }
 }
 

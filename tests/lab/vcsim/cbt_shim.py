@@ -21,6 +21,22 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
   correct (CBT may report more, never less) and says so on stderr. VirtualDisk backings
   in property results get their changeId: the snapshot's for a VirtualMachineSnapshot,
   the latest for the VM.
+* A snapshot freezes the disks, as on ESXi (where the snapshot keeps the base disk
+  read-only and the VM writes to a new delta): at CreateSnapshot each disk's flat file is
+  copied (cp --reflink=auto: a reflink where the file system can, else a sparse copy)
+  to <disk>-<snapshot moref>-flat.vmdk beside it, and the snapshot's
+  VirtualDisk backings answer fileName "[ds] dir/<disk>-<snapshot moref>.vmdk", so that
+  whoever reads the snapshot's disks reads the content of that moment while the guest
+  (the lab's writers) goes on writing the VM's own flat file. RemoveSnapshot (with its
+  children if asked) and RemoveAllSnapshots delete the copies. With --snapshot-index DIR
+  the shim also writes DIR/<snapshot moref>, one "<vm moref> TAB <fileName> TAB <flat
+  file>" line per disk, removed with the snapshot: the host's knowledge of its snapshots,
+  which the VDDK stand-in (tests/source/fake_nbdkit_vddk.sh) reads to serve the disk of
+  the snapshot it is asked for, and to refuse a snapshot or file it does not know.
+* The VM's own disks report the change ID of the latest point: a snapshot, or a write
+  seen since (journal lines not yet taken): such writes make a new point, so the VM's
+  current change ID moves on with the guest's writes while a snapshot's stays what it
+  was. A pass must store its snapshot's change ID, not the VM's.
 * QueryChangedDiskAreas(vm, snapshot, deviceKey, startOffset, changeId) answers the
   blocks written between the change ID's snapshot and this one (a block rewritten with
   the same bytes counts, as on ESXi), or with "*" the allocated blocks of the snapshot.
@@ -61,6 +77,7 @@ import os
 import re
 import secrets
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -162,6 +179,15 @@ class Track:
     def change_id(self, seq):
         return f"{self.uuid}/{seq}"
 
+    def has_new_writes(self):
+        """The journal holds a complete line not taken yet."""
+        try:
+            with open(self.journal, "rb") as f:
+                f.seek(self.journal_read)
+                return b"\n" in f.read()
+        except FileNotFoundError:
+            return False
+
     def new_writes(self, block_size):
         """Blocks named by journal lines since the last call."""
         try:
@@ -181,13 +207,15 @@ class Track:
 
 
 class Shim:
-    def __init__(self, upstream_host, upstream_port, block_size, max_extents):
+    def __init__(self, upstream_host, upstream_port, block_size, max_extents, snapshot_index=None):
         self.upstream = (upstream_host, upstream_port)
         self.block_size = block_size
         self.max_extents = max_extents
         self.lock = threading.Lock()
         self.tracks = {}     # flat file path -> Track
         self.snapshots = {}  # snapshot moref -> {device key: (flat path, seq, capacity, file name)}
+        self.frozen = {}     # snapshot moref -> {"vm": moref, "disks": {device key: (file name, flat path)}}
+        self.snapshot_index = snapshot_index  # directory of the index files (see the top), or None
         self.ds_urls = {}    # datastore moref -> directory
         self.rdms = {}       # disk file name -> {compatibilityMode, deviceName, lunUuid, diskMode}
         self.overrides = {}  # (moref, path) -> <val> XML text, or None for absent
@@ -307,7 +335,10 @@ class Shim:
             return None
 
     def take_snapshot(self, path, capacity):
-        """Records the disk's state at a new snapshot; returns its sequence number."""
+        """Records the disk's state at a new point (a snapshot, or the VM's current state
+        when the guest wrote since the last one); returns its sequence number. The
+        allocated blocks are the live file's: a frozen copy holds no zero blocks (cp makes
+        them holes) where the disk has them allocated."""
         track = self.tracks.get(path)
         if track is None:
             track = self.tracks[path] = Track(path)
@@ -342,15 +373,91 @@ class Shim:
     def create_snapshot(self, headers, vm):
         props = self.retrieve(headers, "VirtualMachine", vm, ["snapshot.currentSnapshot", "config.changeTrackingEnabled"])
         snap = props.get("snapshot.currentSnapshot")
-        enabled = props.get("config.changeTrackingEnabled")
-        if snap is None or enabled is None or enabled.text != "true":
+        if snap is None:
             return
-        entry = {}
+        enabled = props.get("config.changeTrackingEnabled")
+        cbt = enabled is not None and enabled.text == "true"
+        entry, frozen = {}, {}
         for disk in self.vm_disks(headers, "VirtualMachineSnapshot", snap.text):
             path = self.flat_path(headers, disk)
-            seq = self.take_snapshot(path, disk.capacity)
-            entry[disk.key] = (path, seq, disk.capacity, disk.file_name)
-        self.snapshots[snap.text] = entry
+            frozen[disk.key] = self.freeze(headers, disk, path, snap.text)
+            if cbt:
+                seq = self.take_snapshot(path, disk.capacity)
+                entry[disk.key] = (path, seq, disk.capacity, disk.file_name)
+        self.frozen[snap.text] = {"vm": vm, "disks": frozen}
+        self.write_index(snap.text)
+        if cbt:
+            self.snapshots[snap.text] = entry
+
+    def freeze(self, headers, disk, path, snap):
+        """Copies the disk's flat file as it is now; returns the snapshot's (file name, flat file)."""
+        file_name = f"{disk.file_name[: -len('.vmdk')]}-{snap}.vmdk"
+        frozen = self.flat_path(headers, Disk(disk.key, file_name, disk.datastore, disk.capacity))
+        if os.path.exists(path):
+            # A reflink where the file system can; else a sparse copy (holes kept, zero blocks
+            # made holes: they read the same).
+            subprocess.run(["cp", "--reflink=auto", "--sparse=auto", path, frozen], check=True)
+            os.chmod(frozen, 0o444)  # a snapshot's disk is read-only
+        return file_name, frozen
+
+    def write_index(self, snap):
+        if self.snapshot_index is None:
+            return
+        info = self.frozen[snap]
+        lines = "".join(f"{info['vm']}\t{name}\t{flat}\n" for name, flat in info["disks"].values())
+        tmp = os.path.join(self.snapshot_index, f".{snap}.tmp")
+        with open(tmp, "w") as f:
+            f.write(lines)
+        os.rename(tmp, os.path.join(self.snapshot_index, snap))  # readers see all of it or nothing
+
+    def forget_snapshot(self, snap):
+        """The snapshot is gone: its frozen copies and index file too."""
+        self.snapshots.pop(snap, None)
+        info = self.frozen.pop(snap, None)
+        if info is None:
+            return
+        paths = [flat for _, flat in info["disks"].values()]
+        if self.snapshot_index is not None:
+            paths.append(os.path.join(self.snapshot_index, snap))
+        for p in paths:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def snapshots_to_remove(self, headers, method, req):
+        """The snapshots a RemoveSnapshot_Task or RemoveAllSnapshots_Task removes (asked
+        before vcsim forgets the tree)."""
+        this = child_text(req, "_this")
+        if method == "RemoveAllSnapshots_Task":
+            return [s for s, info in self.frozen.items() if info["vm"] == this]
+        out, todo = [], [this]
+        children = child_text(req, "removeChildren", "false") == "true"
+        while todo:
+            snap = todo.pop()
+            out.append(snap)
+            if children:
+                kids = self.retrieve(headers, "VirtualMachineSnapshot", snap, ["childSnapshot"]).get("childSnapshot")
+                todo.extend(c.text for c in (kids if kids is not None else []))
+        return out
+
+    def show_frozen(self, root):
+        """A snapshot's disks name their frozen copies (see the top)."""
+        changed = False
+        for content in root.iter():
+            obj = child(content, "obj")
+            if obj is None or obj.get("type") != "VirtualMachineSnapshot" or obj.text not in self.frozen:
+                continue
+            disks = self.frozen[obj.text]["disks"]
+            for dev in content.iter():
+                if xsi_type(dev) != "VirtualDisk" or child(dev, "backing") is None:
+                    continue
+                key = int(child_text(dev, "key", "-1"))
+                name = child(child(dev, "backing"), "fileName")
+                if key in disks and name is not None:
+                    name.text = disks[key][0]
+                    changed = True
+        return changed
 
     def reconfigured(self, headers, vm):
         if self.cbt_enabled(headers, vm):
@@ -592,9 +699,12 @@ class Shim:
             return self.tracks[entry[0]].change_id(entry[1])
         if otype == "VirtualMachine":
             disk = self.disks_in(dev)[0]
-            track = self.tracks.get(self.flat_path(headers, disk))
+            path = self.flat_path(headers, disk)
+            track = self.tracks.get(path)
             if track is None or not track.allocated:
                 return None
+            if track.has_new_writes():
+                self.take_snapshot(path, disk.capacity)  # the current state is a new point
             return track.change_id(max(track.allocated))
         return None
 
@@ -628,19 +738,24 @@ class Shim:
                 return 200, xml_type, self.continue_page(req, method)
             if method == "ReconfigVM_Task" and self.reconfig_rdms(req):
                 body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+            removed = []
+            if method in ("RemoveSnapshot_Task", "RemoveAllSnapshots_Task"):
+                removed = self.snapshots_to_remove(headers, method, req)
             status, rheaders, data = self.forward(path, body, headers)
             if status == 200:
                 vm = child_text(req, "_this") if req is not None else None
                 if method == "CreateSnapshot_Task":
                     self.create_snapshot(headers, vm)
-                elif method == "RemoveSnapshot_Task":
-                    self.snapshots.pop(vm, None)
+                elif method in ("RemoveSnapshot_Task", "RemoveAllSnapshots_Task"):
+                    for snap in removed:
+                        self.forget_snapshot(snap)
                 elif method == "ReconfigVM_Task":
                     self.reconfigured(headers, vm)
                 elif method in ("RetrieveProperties", "RetrievePropertiesEx"):
                     data = self.fill_change_ids(headers, data)
                     answer = ET.fromstring(data)
                     changed = self.show_rdms(answer)
+                    changed |= self.show_frozen(answer)
                     changed |= self.apply_overrides(req, answer)
                     if method == "RetrievePropertiesEx":
                         changed |= self.page(req, answer)
@@ -696,8 +811,9 @@ def main():
     p.add_argument("--key", required=True)
     p.add_argument("--block-size", type=int, default=65536)
     p.add_argument("--max-extents", type=int, default=64, help="changed areas per QueryChangedDiskAreas answer")
+    p.add_argument("--snapshot-index", help="directory for one file per snapshot naming its disks' frozen flat files")
     a = p.parse_args()
-    shim = Shim("127.0.0.1", a.upstream_port, a.block_size, a.max_extents)
+    shim = Shim("127.0.0.1", a.upstream_port, a.block_size, a.max_extents, a.snapshot_index)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", a.listen_port), make_handler(shim))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(a.cert, a.key)

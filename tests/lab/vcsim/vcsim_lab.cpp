@@ -67,6 +67,7 @@ VcsimLab::VcsimLab(const VcsimOptions& options) : dir_("mk-vcsim") {
   if (rc != 0) throw Error("openssl could not make the lab certificate: " + log_tail(dir_.file("openssl.log")));
   thumbprint_ = cert_thumbprint(dir_.file("cert.pem"));
   std::filesystem::create_directory(dir_.file("ds"));
+  std::filesystem::create_directory(snapshot_index());
   start_vcsim();
   start_shim(options);
 }
@@ -107,7 +108,8 @@ void VcsimLab::start_shim(const VcsimOptions& options) {
     shim_ = Subprocess::spawn({"python3", CBT_SHIM, "--listen-port", std::to_string(shim_port_), "--upstream-port",
                                std::to_string(vcsim_port_), "--cert", dir_.file("cert.pem"), "--key",
                                dir_.file("key.pem"), "--block-size", std::to_string(options.cbt_block_size),
-                               "--max-extents", std::to_string(options.max_extents)},
+                               "--max-extents", std::to_string(options.max_extents), "--snapshot-index",
+                               snapshot_index()},
                               so);
     try {
       wait_for_tcp_port(shim_port_, {"cbt shim", dir_.file("cbt-shim.log"), &shim_});

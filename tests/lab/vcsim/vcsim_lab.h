@@ -6,7 +6,8 @@
 // The default inventory: datacenter DC0, host DC0_H0 with VMs DC0_H0_VM0 and
 // DC0_H0_VM1, cluster DC0_C0 with DC0_C0_RP0_VM0 and ..._VM1, datastore LocalDS_0.
 // Every VM has one 1 MiB disk "[LocalDS_0] <vm>/disk1.vmdk" whose flat file does not
-// exist until a test creates it.
+// exist until a test creates it. A snapshot freezes the disks: its disks are copies of
+// the flat files at that moment (see flat_file()), as a real snapshot is read-only.
 //
 // The lab owns both processes and the directory; the destructor stops the processes by
 // PID and removes everything. Not thread-safe; one per test.
@@ -54,7 +55,12 @@ class VcsimLab {
   nlohmann::json shim_stats() const;
 
   // The flat file holding the data of "[datastore] dir/name.vmdk" (dir/name-flat.vmdk).
+  // A snapshot's disks name frozen copies of the VM's flat files, made when it was taken
+  // and removed with it (cbt_shim.py): flat_file() of a snapshot's disk is its copy.
   std::string flat_file(const std::string& disk_file_name) const;
+  // One file per existing snapshot, named by its moref, one "<vm moref>\t<disk file
+  // name>\t<flat file>" line per disk: what the VDDK stand-in serves (FAKE_VDDK_SNAPSHOTS).
+  std::string snapshot_index() const { return dir_.file("snapshots"); }
   const TempDir& dir() const { return dir_; }
 
  private:
