@@ -108,6 +108,12 @@ void NbdServerExportServer::launch() {
   pid_t pid = running_daemon();
   if (!pid) throw Error(fmt::format("nbd-server did not write its pidfile {}; its log: {}", pidfile_, config_.log_path));
   pid_ = pid;
+  // Its pidfile comes before its listening socket: exports are served once it accepts.
+  auto ended = [this]() -> std::optional<std::string> {
+    if (running_daemon()) return std::nullopt;
+    return std::string("exited");
+  };
+  wait_for_listen(config_.listen_address, config_.port, ended, "nbd-server", config_.log_path, std::chrono::seconds(15));
   log::info("nbd-server serving {} on {}:{} (pid {})", conf_d_, config_.listen_address, config_.port, pid);
 }
 

@@ -231,14 +231,14 @@ std::string client_address(const std::string& listen_address) {
   return listen_address == "0.0.0.0" || listen_address.empty() ? "127.0.0.1" : listen_address;
 }
 
-void wait_for_listen(const std::string& address, int port, Subprocess& process, const std::string& what,
-                     const std::string& log_path, std::chrono::milliseconds timeout) {
+void wait_for_listen(const std::string& address, int port, const std::function<std::optional<std::string>()>& ended,
+                     const std::string& what, const std::string& log_path, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     if (accepts(client_address(address), port)) return;
-    if (!process.running()) {
-      throw Error(fmt::format("{} exited (status {}) before listening on {}:{} (port taken?); its log {}:\n{}", what,
-                              process.exit_status().value_or(-1), address, port, log_path, tail(log_path)));
+    if (auto how = ended()) {
+      throw Error(fmt::format("{} {} before listening on {}:{} (port taken?); its log {}:\n{}", what, *how, address,
+                              port, log_path, tail(log_path)));
     }
     if (std::chrono::steady_clock::now() > deadline) {
       throw Error(fmt::format("{} did not listen on {}:{} within {} ms; its log {}:\n{}", what, address, port,
@@ -302,7 +302,11 @@ void NbdkitExportServer::launch() {
   opt.stderr_path = config_.log_path;
   process_ = Subprocess::spawn(argv(), opt);
   pid_ = process_.pid();
-  wait_for_listen(config_.listen_address, config_.port, process_, "nbdkit (exports)", config_.log_path,
+  auto ended = [this]() -> std::optional<std::string> {
+    if (process_.running()) return std::nullopt;
+    return fmt::format("exited (status {})", process_.exit_status().value_or(-1));
+  };
+  wait_for_listen(config_.listen_address, config_.port, ended, "nbdkit (exports)", config_.log_path,
                   std::chrono::seconds(15));
   log::info("nbdkit serving {} on {}:{} (pid {})", config_.exports_dir, config_.listen_address, config_.port,
             process_.pid());

@@ -35,6 +35,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -110,10 +111,11 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
 // did, for the operator. Throws mk::Error if the server does not exit.
 std::string stop_kept_export_server(const std::string& record_path);
 
-// Waits until 127.0.0.1 (or `address`) accepts TCP connections on `port`, or `process`
-// exits (throws with `log_path`'s tail), or the timeout passes (throws).
-void wait_for_listen(const std::string& address, int port, Subprocess& process, const std::string& what,
-                     const std::string& log_path, std::chrono::milliseconds timeout);
+// Waits until 127.0.0.1 (or `address`) accepts TCP connections on `port`. `ended` says
+// how the server ended ("exited (status 1)") or nullopt while it runs: an end, like the
+// timeout passing, throws with `log_path`'s tail.
+void wait_for_listen(const std::string& address, int port, const std::function<std::optional<std::string>()>& ended,
+                     const std::string& what, const std::string& log_path, std::chrono::milliseconds timeout);
 
 // The address a local client uses to reach a server listening on `listen_address`.
 std::string client_address(const std::string& listen_address);
