@@ -262,6 +262,10 @@ void JobRunner::add_phases(Job& job, size_t index, const std::vector<protocol::P
 
 void JobRunner::fail_disk(Job& job, size_t index, const std::string& error) {
   std::lock_guard lock(mu_);
+  fail_disk_locked(job, index, error);
+}
+
+void JobRunner::fail_disk_locked(Job& job, size_t index, const std::string& error) {
   mark_failed(job.state.disks[index], error);
   job.progress[index].reset();
   save(job);
@@ -561,9 +565,7 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     log::error("job {}: {}", job.state.job_id(), error);
     // Recorded before the other disks are told to stop: whoever reads the job (the OMA
     // polls it) sees the cause no later than the disks it stopped.
-    mark_failed(job.state.disks[index], error);
-    job.progress[index].reset();
-    save(job);
+    fail_disk_locked(job, index, error);
     if (cause) cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key.str()));
   }
 }

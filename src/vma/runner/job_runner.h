@@ -138,6 +138,7 @@ class JobRunner {
   void remove_checkpoints(const std::string& job_id);
   void cancel(Job& job, const std::string& reason);  // mu_ held
   void fail_disk(Job& job, size_t index, const std::string& error);
+  void fail_disk_locked(Job& job, size_t index, const std::string& error);  // mu_ held
   void set_status(Job& job, protocol::VmaJobStatus status, std::optional<std::string> error = std::nullopt);
   // Appends the times of phases that ended to the disk's record (not saved: the next
   // change of status saves them).
