@@ -111,9 +111,10 @@ TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextP
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 16, 110);
   std::map<int, std::string> at_snapshot;  // no write between here and the pass's snapshot
   for (auto& [key, flat] : flats.at(vm.instance_uuid)) at_snapshot[key] = mk::test::sha256_file(flat);
-  // At 512 KiB/s the pass lasts about 10 s: long enough after the first disk starts for the
-  // writes and the snapshot's checks below, which need the snapshot still there.
-  start_vma({.max_disks_per_vm = 1, .read_rate = "512K"});
+  // Each disk holds 1 MiB of data; nbdkit's rate filter lets 2 s of its rate through at
+  // once, so at 256 KiB/s each disk takes 2 s more: the second disk's copy is still to
+  // come while the test writes and checks the snapshot below, which must still be there.
+  start_vma({.max_disks_per_vm = 1, .read_rate = "256K"});
   start_oma();
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");
@@ -127,7 +128,7 @@ TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextP
   });
   // The guest writes: new bytes on block 1 of each disk, block 0 again with the bytes it
   // holds (prepare_vm wrote seed 110 there). The disk still pending is written before
-  // its copy begins (the first disk takes about two seconds).
+  // its copy begins.
   for (const auto& d : vm.disks) {
     write_block(vm.instance_uuid, d.key, 1, 7000 + d.key);
     write_block(vm.instance_uuid, d.key, 0, 110);
