@@ -26,19 +26,7 @@ work="$out.work"
 cache=${MK_DEB_CACHE:-$(dirname "$out")/debs}
 disk_mib=1536
 
-# The machine's own Debian mirror (deb822 .sources or one-line sources.list): CI can
-# reach Debian's mirrors only through what apt is configured with.
-mirror=${MK_DEBIAN_MIRROR:-}
-if [[ -z "$mirror" ]]; then
-  mirror=$( (cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}';
-             cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-               awk '$1 == "deb" {print ($2 ~ /^\[/ ? $3 : $2)}') |
-            grep -E '/debian/?$' | head -n1) || true
-fi
-if [[ -z "$mirror" ]]; then
-  echo "build-guest: no Debian mirror in /etc/apt/sources*; set MK_DEBIAN_MIRROR" >&2
-  exit 1
-fi
+mirror=$("$here/../../../scripts/debian-mirror" build-guest)
 
 rm -rf "$work"
 mkdir -p "$work" "$cache"
