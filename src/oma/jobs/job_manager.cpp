@@ -492,6 +492,11 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       // ensure_volume, not find: idempotent by identity, so a resumed job never depends
       // on how far the previous run got.
       auto v = std::optional<VolumeRecord>(volumes_.ensure_volume(d));
+      if (v->size_bytes < d.capacity_bytes) {  // never copy a disk into less than its size
+        throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes, fewer than the disk's {}: the copy would be "
+                                "truncated, so nothing was copied; start the pass again (the volume grows first)",
+                                job.vm_id, d.disk_key, v->volume_id, v->size_bytes, d.capacity_bytes));
+      }
       ExportRecord e = exports_.ensure_export(d, *v);
       exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
       jobs_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
