@@ -84,7 +84,7 @@ export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1:suppressions=$(SA
 SANITIZE_CI_TARGETS ?= mk_unit_tests copy_engine_test protocol_tests migratekit
 SANITIZE_CI_LABELS ?= ^(unit|engine|protocol)$$
 # TSan: the engine, the job manager, the VMA runner and the event stream.
-TSAN_TARGETS ?= mk_unit_tests copy_engine_test oma_tests vma_tests migratekit oma vma
+TSAN_TARGETS ?= mk_unit_tests copy_engine_test oma_tests vma_tests migratekit oma vma vma-lab
 TSAN_TESTS ?= ^(Copy|Unit|oma\.(Jobs|JobRecovery|Recovery|GuiApi|SchedulerFixture)|vma\.)
 
 $(ASAN_BUILD_DIR)/build.ninja: | deps

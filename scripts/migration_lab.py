@@ -317,11 +317,11 @@ class MigrationLab:
 
     def start_vma(self):
         datastore_dir = os.path.dirname(os.path.dirname(self.lab["vms"][0]["disks"][0]["flat_file"]))
-        argv = [self.tool("vma"), "run", "--state-dir", self.vma_dir,
+        argv = [self.tool("vma-lab"), "run", "--state-dir", self.vma_dir,
                 "--vcenter", self.lab["vcenter_url"], "--vcenter-user", self.lab["user"],
                 "--vcenter-password-file", self.lab["password_file"],
                 "--vcenter-thumbprint", self.lab["thumbprint"], "--listen", "127.0.0.1:0",
-                "--flat-datastore", f"LocalDS_0={datastore_dir}"]
+                "--lab-flat-datastore", f"LocalDS_0={datastore_dir}"]
         if self.nbd_over_ssh:
             argv.append("--nbd-over-ssh")
         if self.read_rate_limit:

@@ -52,6 +52,12 @@ def main():
             check("\\-\\-" + opt in man, "oma.1 documents --" + opt.replace("\\", ""))
         check("\\-\\-max\\-vms" in open(os.path.join(prefix, "share/man/man1/vma-run.1")).read(),
               "vma-run.1 documents --max-vms")
+        # The lab build of the VMA (vma-lab: --lab-flat-datastore) is never installed, and
+        # the product's man page does not offer its lab path.
+        check(sorted(os.listdir(os.path.join(prefix, "bin"))) == ["migratekit", "oma", "vma"],
+              "bin/ holds migratekit, oma and vma only: " + " ".join(sorted(os.listdir(os.path.join(prefix, "bin")))))
+        check("flat" not in open(os.path.join(prefix, "share/man/man1/vma-run.1")).read(),
+              "vma-run.1 does not offer the lab path --lab-flat-datastore")
         # The installed configuration files are valid as shipped.
         r = run([os.path.join(prefix, "bin/oma"), "--check-config", "--config",
                  os.path.join(prefix, "etc/migratekit/oma.conf")])

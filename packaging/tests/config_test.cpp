@@ -189,7 +189,7 @@ TEST(OmaConfig, CheckConfigNamesFileLineAndSetting) {
 TEST(VmaConfig, CheckConfigNamesFileLineAndSetting) {
   TempDir dir("mk-conf");
   std::string base = "state-dir = \"/x\"\nvcenter = \"https://vc/sdk\"\nvcenter-user = \"u\"\nvcenter-password-file = \"/p\"\n";
-  auto good = write(dir, "vma.conf", base + "max-vms = 8\nflat-datastore = [\"ds1=/mnt/ds1\"]\n");
+  auto good = write(dir, "vma.conf", base + "max-vms = 8\nread-rate-limit = \"100M\"\n");
   Result r = run(dir, {VMA_BIN, "run", "--check-config", "--config", good});
   EXPECT_EQ(r.status, 0) << r.err;
   auto bad = write(dir, "vma-bad.conf", base + "max-vms = 0\n");
@@ -197,6 +197,43 @@ TEST(VmaConfig, CheckConfigNamesFileLineAndSetting) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find(bad + ":5: max-vms: "), std::string::npos) << r.err;
   r = run(dir, {VMA_BIN, "run", "--check-config", "--config", bad, "--max-vms", "2"});
+  EXPECT_EQ(r.status, 0) << r.err;
+}
+
+// The lab path (flat files instead of VDDK) is not in the product: the installed `vma`
+// keeps --lab-flat-datastore out of --help (and so of its man page) and refuses it from
+// the command line and from a configuration file, saying why; `vma-lab`, the test build,
+// shows it as LAB ONLY and accepts it.
+TEST(VmaConfig, ProductRefusesTheLabFlatDatastore) {
+  TempDir dir("mk-conf");
+  std::string base = "state-dir = \"/x\"\nvcenter = \"https://vc/sdk\"\nvcenter-user = \"u\"\nvcenter-password-file = \"/p\"\n";
+  auto plain = write(dir, "vma.conf", base);
+  auto lab = write(dir, "vma-lab.conf", base + "lab-flat-datastore = [\"ds1=/mnt/ds1\"]\n");
+  const std::vector<std::string> option = {"--lab-flat-datastore", "ds1=/mnt/ds1"};
+
+  Result help = run(dir, {VMA_BIN, "run", "--help"});
+  EXPECT_EQ(help.status, 0) << help.err;
+  EXPECT_NE(help.out.find("--vddk-libdir"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("flat"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("LAB"), std::string::npos) << help.out;
+
+  std::vector<std::string> argv = {VMA_BIN, "run", "--check-config", "--config", plain};
+  argv.insert(argv.end(), option.begin(), option.end());
+  Result r = run(dir, argv);
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.err.find("--lab-flat-datastore is a lab path"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("built without lab paths"), std::string::npos) << r.err;
+  r = run(dir, {VMA_BIN, "run", "--check-config", "--config", lab});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.err.find(lab + ":5: --lab-flat-datastore is a lab path"), std::string::npos) << r.err;
+
+  Result lab_help = run(dir, {VMA_LAB_BIN, "run", "--help"});
+  EXPECT_NE(lab_help.out.find("--lab-flat-datastore"), std::string::npos) << lab_help.out;
+  EXPECT_NE(lab_help.out.find("LAB ONLY"), std::string::npos) << lab_help.out;
+  argv[0] = VMA_LAB_BIN;
+  r = run(dir, argv);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run(dir, {VMA_LAB_BIN, "run", "--check-config", "--config", lab});
   EXPECT_EQ(r.status, 0) << r.err;
 }
 

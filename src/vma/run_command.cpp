@@ -38,11 +38,19 @@ void parse_listen(const std::string& s, VmaConfig& c) {
   }
 }
 
-void parse_flat_datastores(const std::vector<std::string>& values, VmaConfig& c) {
+// --lab-flat-datastore NAME=DIR values; refused outright by a build without lab paths
+// (the product reads VMware disks through VDDK only).
+void parse_flat_datastores(const std::vector<std::string>& values, const RunCommandBuild& build, VmaConfig& c) {
+  if (!values.empty() && !build.lab_paths) {
+    throw UsageError(
+        "--lab-flat-datastore is a lab path (reading a simulator's flat disk files instead of VDDK) and this vma is "
+        "the product, built without lab paths: remove the option (or the lab-flat-datastore setting) and give "
+        "--vddk-libdir; only the test build vma-lab accepts it");
+  }
   for (const auto& v : values) {
     auto eq = v.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 >= v.size() || v[eq + 1] != '/') {
-      throw UsageError(fmt::format("--flat-datastore \"{}\": use NAME=/absolute/directory", v));
+      throw UsageError(fmt::format("--lab-flat-datastore \"{}\": use NAME=/absolute/directory", v));
     }
     c.flat_datastores[v.substr(0, eq)] = v.substr(eq + 1);
   }
@@ -66,7 +74,7 @@ int free_loopback_port() {
 
 }  // namespace
 
-int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
+int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBuild build) {
   VmaConfig c;
   std::string listen = "127.0.0.1:8081", read_rate;
   std::vector<std::string> flat;
@@ -90,8 +98,12 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
   app.add_option("--vddk-libdir", c.vddk_libdir, "VDDK directory (default /opt/vmware-vix-disklib-distrib)");
   app.add_option("--vddk-transports", c.vddk_transports, "VDDK transports (default nbdssl:nbd)");
   app.add_option("--read-rate-limit", read_rate, "Cap on reading each source disk, bytes/s (e.g. 100M)");
-  app.add_option("--flat-datastore", flat,
-                 "NAME=DIR: datastore NAME is mounted at DIR on the VMA; read its disks' flat files instead of VDDK");
+  // A build without lab paths still knows the option, to refuse it with a reason rather
+  // than "unexpected argument", but keeps it out of --help (and so of the man page).
+  auto* lab_flat = app.add_option("--lab-flat-datastore", flat,
+                                  "LAB ONLY (vcsim, tests, demo; never in production): NAME=DIR: datastore NAME is "
+                                  "mounted at DIR; read its disks' flat files instead of VDDK");
+  if (!build.lab_paths) lab_flat->group("");
   app.add_flag("--no-tunnel", no_tunnel, "Do not hold the SSH tunnel to the OMA even though the VMA is paired");
   app.add_flag("--nbd-over-ssh", nbd_over_ssh,
                "Carry NBD inside the SSH connection (a local forward) for sites that allow one port only");
@@ -114,7 +126,7 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel) {
     auto args = config::ConfigFile::command_line(app, argc, argv, "/etc/migratekit/vma.conf", file);
     app.parse(args);
     parse_listen(listen, c);
-    parse_flat_datastores(flat, c);
+    parse_flat_datastores(flat, build, c);
     if (!read_rate.empty()) c.read_rate = parse_size(read_rate, "--read-rate-limit");
     if (check_config) {
       std::printf("vma run: the configuration is valid (%s and the command line)\n", file->path().c_str());

@@ -150,8 +150,11 @@ TEST_F(CopyRequests, SecondConnectionOnlyWhenBothServersAllowMultiConn) {
   EXPECT_TRUE(files_identical(source_, target_));
   EXPECT_TRUE(files_identical(source_, target2));
   EXPECT_EQ(writing_connections(file("single.log")), 1u);
+  // Which connections get writes depends on which worker takes work first; how many
+  // connect does not: every worker connects, even one that finds no work left.
   EXPECT_LE(writing_connections(file("multi.log")), 2u);
-  EXPECT_EQ(connects(file("multi.log")), connects(file("single.log")) + 1);
+  EXPECT_EQ(connects(file("single.log")), 1u);
+  EXPECT_EQ(connects(file("multi.log")), 2u);
 }
 
 TEST_F(CopyRequests, TargetIsFlushedAfterItsLastWrite) {

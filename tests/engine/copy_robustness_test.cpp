@@ -32,6 +32,26 @@ std::vector<json> progress_lines(const std::string& path) {
   return lines;
 }
 
+// The ETA of a line follows from its figures: what is left at its throughput. The line
+// carries the throughput in whole bytes/s (truncated), the ETA from the exact figure, so
+// the ETA lies between left/(throughput + 1) and left/throughput. The last line (the
+// final one, whatever the outcome) has no ETA.
+void expect_eta_follows_from_throughput(const std::vector<json>& lines) {
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json& j = lines[i];
+    double eta = j["eta_seconds"].get<double>();
+    uint64_t left = j["bytes_total"].get<uint64_t>() - std::min(j["bytes_done"].get<uint64_t>(),
+                                                                j["bytes_total"].get<uint64_t>());
+    auto bps = j["throughput_bps"].get<uint64_t>();
+    if (i + 1 == lines.size() || left == 0) {
+      EXPECT_EQ(eta, 0.0) << j.dump();
+    } else if (bps >= 1) {
+      EXPECT_LE(eta, double(left) / double(bps) * (1 + 1e-12)) << j.dump();
+      EXPECT_GE(eta, double(left) / double(bps + 1) * (1 - 1e-12)) << j.dump();
+    }
+  }
+}
+
 // Checks the fields of every line and that bytes_done never goes backwards.
 void expect_well_formed(const std::vector<json>& lines) {
   uint64_t last_done = 0;
@@ -48,6 +68,7 @@ void expect_well_formed(const std::vector<json>& lines) {
     EXPECT_GE(j["bytes_done"].get<uint64_t>(), last_done) << j.dump();
     last_done = j["bytes_done"].get<uint64_t>();
   }
+  expect_eta_follows_from_throughput(lines);
 }
 
 // ---------------------------------------------------------------------------------

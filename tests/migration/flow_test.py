@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -92,10 +93,29 @@ def faults(work, check):
 
         say("== full pass of two VMs at once; the VMA's ssh is killed at 30 %")
         fired = []
-        lab.replicate("full", on_progress=fault_at(0.3, lab.kill_ssh, fired))
+        jobs = lab.replicate("full", on_progress=fault_at(0.3, lambda: (lab.kill_ssh(), time.time()), fired))
         check.that(bool(fired), "ssh was killed while the pass was copying")
-        wait_for("the tunnel back up", lab.tunnel_up, 60)
-        check.that(True, "the tunnel came back and the pass completed")
+        if fired:
+            killed_pid, killed_at = fired[0]
+            # The VMA's own account of its tunnel (through the tunnel): up, since a change
+            # of state at or after the kill (unix seconds).
+            def vma_tunnel_up():
+                h = lab.tunnel_up()
+                t = ((h or {}).get("vma") or {}).get("tunnel") or {}
+                return t if t.get("state") == "up" else None
+            tunnel = wait_for("the tunnel back up", vma_tunnel_up, 60)
+            ssh_now = lab.vma_ssh_pid()
+            check.that(ssh_now is not None and ssh_now != killed_pid,
+                       f"the VMA opened a new ssh session (killed pid {killed_pid}, now {ssh_now})")
+            check.that(tunnel["since"] >= int(killed_at),
+                       f"the VMA's tunnel came up again after the kill (up since {tunnel['since']}, killed at "
+                       f"{int(killed_at)})")
+        check.that(sorted(j["status"] for j in jobs.values()) == ["completed"] * len(lab.vm_ids),
+                   f"both passes completed: {[j['status'] for j in jobs.values()]}")
+        full = [e for e in lab.passes if e["type"] == "full"]
+        disks = sum(len(vm["disks"]) for vm in lab.vms.values())
+        check.that(len(full) == disks and all(e["source_sha256"] == e["target_sha256"] for e in full),
+                   f"every disk ({len(full)} of {disks} compared) equals its source by sha256 after the full pass")
 
         say("== incremental pass; the VMA is killed at 30 % and restarted: it resumes the pass")
         lab.guest_writes(blocks_per_disk=600)

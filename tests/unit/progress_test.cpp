@@ -89,6 +89,24 @@ TEST(UnitProgress, CountersAndSnapshot) {
   EXPECT_EQ(s.bytes_done, 325u);
 }
 
+// Throughput is this run's bytes over the copy's time and the ETA what is left at that
+// rate, both from one snapshot's own figures. Until the 5 s window first slides (checked
+// on the snapshot's own elapsed time, not assumed) the window starts with the copy, so
+// throughput is exactly (done - resumed) / elapsed.
+TEST(UnitProgress, ThroughputAndEtaFollowFromBytesAndElapsedTime) {
+  Progress p;
+  p.set_total(10000, 0);
+  p.add_resumed(2000);  // a checkpoint's bytes: done, but not this run's throughput
+  p.set_phase("copying");
+  p.add_done(3000);
+  ProgressSnapshot s = p.snapshot();
+  EXPECT_EQ(s.bytes_done, 5000u);
+  ASSERT_GT(s.elapsed_seconds, 0.0);
+  if (s.elapsed_seconds < 5.0) EXPECT_DOUBLE_EQ(s.throughput_bps, 3000 / s.elapsed_seconds);
+  ASSERT_GT(s.throughput_bps, 0.0);
+  EXPECT_DOUBLE_EQ(s.eta_seconds, 5000 / s.throughput_bps);
+}
+
 TEST(UnitProgress, PhaseChanges) {
   Progress p;
   p.set_phase("copying");

@@ -542,7 +542,7 @@ TEST(VmaRun, RefusesBadArguments) {
   mk::test::TempDir dir{"mk-vma-run"};
   for (std::vector<std::string> extra : {std::vector<std::string>{"--listen", "127.0.0.1"},
                                          {"--listen", "127.0.0.1:99999"},
-                                         {"--flat-datastore", "LocalDS_0"},
+                                         {"--lab-flat-datastore", "LocalDS_0"},
                                          {"--max-vms", "0"}}) {
     std::vector<std::string> argv = {VMA_BIN, "run", "--state-dir", dir.file("state"), "--vcenter",
                                      "https://127.0.0.1:1/sdk", "--vcenter-user", "u", "--vcenter-password-file",

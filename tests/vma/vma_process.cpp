@@ -33,7 +33,7 @@ void VmaProcess::start(int port) {
       "--vcenter-password-file", lab_.password_file(), "--vcenter-thumbprint", lab_.thumbprint(),
       "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--nbd-psk-file",
       options_.psk_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
-      std::to_string(options_.max_vms), "--flat-datastore",
+      std::to_string(options_.max_vms), "--lab-flat-datastore",
       "LocalDS_0=" + datastore_dir(lab_, "LocalDS_0", "DC0_H0_VM0/disk1.vmdk")};
   if (!options_.read_rate.empty()) {
     argv.push_back("--read-rate-limit");

@@ -295,3 +295,86 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
     assert.equal(r.code, 0, "web-lab ended with protocol violations or an error");
   }
 });
+
+// Names and error texts come from vCenter and CloudStack, not from us: a VM name and a
+// CloudStack error carrying HTML and script must show as the very characters they are,
+// in every view that shows them, and never become elements or run. The lab: the fake
+// VMA's VM named HOSTILE_NAME, the OMA's volumes in the CloudStack simulator, whose
+// createVolume jobs fail with HOSTILE_ERROR (so a full pass fails with it).
+const HOSTILE_NAME = `x<img src=x onerror="window.__pwned=1">&amp;"><svg onload=window.__pwned=1>`;  // no "/": not a legal VM name
+const HOSTILE_ERROR = `<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">"><svg onload=window.__pwned=1>`;
+
+// No element that the payloads could have made, anywhere in the page's body (the GUI
+// itself draws no img, svg or script there), no event-handler attribute, nothing ran.
+async function assertNothingInjected(page, where) {
+  const found = await page.evaluate(() => ({
+    elements: [...document.body.querySelectorAll("img, svg, script, iframe, object")].map((e) => e.outerHTML),
+    handlers: [...document.querySelectorAll("[onerror], [onload]")].map((e) => e.outerHTML),
+    pwned: window.__pwned,
+  }));
+  assert.deepEqual(found.elements, [], `${where}: elements injected`);
+  assert.deepEqual(found.handlers, [], `${where}: event handlers injected`);
+  assert.equal(found.pwned, undefined, `${where}: the payload ran`);
+}
+
+test("a VM name and a CloudStack error with HTML and script render as text", { timeout: 300_000 }, async (t) => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const lab = new Lab(["--vma", "fake", "--disk-mib", "4", "--vm-name", HOSTILE_NAME, "--cloudstack-sim",
+                       "--cloudstack-error", HOSTILE_ERROR]);
+  let browser;
+  try {
+    const info = await lab.info(0);
+    assert.equal(info.vm.name, HOSTILE_NAME);
+    browser = await chromium.launch({
+      executablePath: env("MK_CHROMIUM"),
+      args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    });
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    await signIn(page, info.gui_url, lab.token(info));
+
+    await t.test("the VM list and the VM's detail show the name literally", async () => {
+      const button = page.locator("tr[data-vm] button.row-link");
+      await button.waitFor({ timeout: LONG });
+      assert.equal(await button.innerText(), HOSTILE_NAME);
+      assert.equal(await page.locator("tr[data-vm]").getAttribute("data-vm"), HOSTILE_NAME);
+      await assertNothingInjected(page, "VM list");
+      await selectVm(page, HOSTILE_NAME);
+      const detail = page.getByRole("region", { name: HOSTILE_NAME, exact: true });
+      assert.equal(await detail.locator("h2").first().innerText(), HOSTILE_NAME);
+      await assertNothingInjected(page, "VM detail");
+      await shot(page, "20-hostile-vm");
+    });
+
+    await t.test("a pass failing with CloudStack's error: the toast, the job and its error show both literally", async () => {
+      await page.getByRole("button", { name: "Start full pass" }).click();
+      const toast = page.locator(".toast");
+      await toast.waitFor({ timeout: LONG });
+      // The toast's message line, before its close button.
+      assert.equal((await toast.innerText()).split("\n")[0], `Full pass started for ${HOSTILE_NAME}`);
+      await assertNothingInjected(page, "toast");
+      await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/, { timeout: LONG });
+      await until("the pass failed", async () =>
+        (await page.locator(".card-actions .badge").first().innerText()) === "failed");
+      const detail = page.getByLabel("Job detail");
+      assert.equal(await detail.locator(".card-head h2").first().innerText(), `full · ${HOSTILE_NAME}`);
+      const error = detail.locator(".error-box p");
+      const text = await error.innerText();
+      assert.ok(text.includes(HOSTILE_ERROR), `the job's error lacks CloudStack's text verbatim: ${text}`);
+      const log = await page.getByRole("list", { name: "Event log" }).innerText();
+      assert.ok(log.includes(`of VM ${HOSTILE_NAME} (`), log);
+      const jobs = await page.getByRole("list", { name: "Jobs" }).innerText();
+      assert.ok(jobs.includes(HOSTILE_NAME), jobs);
+      await assertNothingInjected(page, "job detail");
+      await shot(page, "21-hostile-job-error");
+    });
+
+    await t.test("no page errors", () => assert.deepEqual(pageErrors, []));
+  } finally {
+    if (browser) await browser.close();
+    const r = await lab.stop();
+    if (r.code !== 0) console.error(lab.log.join(""));
+    assert.equal(r.code, 0, "web-lab ended with protocol violations or an error");
+  }
+});

@@ -9,8 +9,14 @@
 //    `migratekit copy` from rate-limited nbdkit sources; the VM is added through the
 //    OMA's public API, as a script would.
 //
+// With --cloudstack-sim (fake VMA only) the OMA keeps its volumes in the CloudStack
+// simulator (tests/lab/cloudstack; --volume-backend cloudstack, its settings put through
+// the API) and every createVolume job fails with --cloudstack-error as CloudStack's
+// errortext: what a failed pass shows. --vm-name names the fake VMA's VM.
+//
 //   web-lab --out lab.json --oma BIN --gui-dir DIR [--vma real|fake] [--vma-bin BIN]
-//           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M]
+//           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M] [--vm-name NAME]
+//           [--cloudstack-sim --cloudstack-error TEXT]
 //
 // lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "token_file", "data_dir",
 // "oma_pid", "vm": {"vm_id", "name"}, "vm_added", "blocked_vm": name | null (a VM that
@@ -32,6 +38,7 @@
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "fake_vma.h"
+#include "sim_server.h"
 #include "oma/crypto.h"
 #include "support/files.h"
 #include "support/nbdkit_server.h"
@@ -46,6 +53,9 @@ struct Options {
   std::string out, oma, gui_dir, rate = "64M";  // rate: bits per second (nbdkit's rate filter)
   std::string vma = "fake", vma_bin, mk_lab;
   std::vector<uint64_t> disk_mib = {64, 32};
+  std::string vm_name = "web01";
+  bool cloudstack_sim = false;
+  std::string cloudstack_error;
 };
 
 Options parse(int argc, char** argv) {
@@ -63,6 +73,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--vma") o.vma = value();
     else if (a == "--vma-bin") o.vma_bin = value();
     else if (a == "--mk-lab") o.mk_lab = value();
+    else if (a == "--vm-name") o.vm_name = value();
+    else if (a == "--cloudstack-sim") o.cloudstack_sim = true;
+    else if (a == "--cloudstack-error") o.cloudstack_error = value();
     else if (a == "--disk-mib") {
       o.disk_mib.clear();
       std::string v = value();
@@ -81,6 +94,8 @@ Options parse(int argc, char** argv) {
   if (o.vma != "fake" && o.vma != "real") throw mk::UsageError("--vma takes real or fake");
   if (o.vma == "real" && (o.vma_bin.empty() || o.mk_lab.empty()))
     throw mk::UsageError("--vma real needs --vma-bin and --mk-lab");
+  if (o.cloudstack_sim && (o.vma != "fake" || o.cloudstack_error.empty()))
+    throw mk::UsageError("--cloudstack-sim needs --vma fake and --cloudstack-error");
   return o;
 }
 
@@ -94,7 +109,9 @@ std::string read_trimmed(const std::string& path) {
 class Lab {
  public:
   explicit Lab(Options o) : o_(std::move(o)) {
+    vm_name_ = o_.vm_name;
     std::filesystem::create_directories(data_);
+    if (o_.cloudstack_sim) sim_ = std::make_unique<mk::cloudstack::test::SimServer>();
     psk_ = mk::test::make_psk_file(data_ + "/nbd-psk.keys", "oma");
     if (o_.vma == "real") start_real_vma();
     else start_fake_vma();
@@ -134,7 +151,7 @@ class Lab {
     vma_proc_ = mk::Subprocess::spawn(
         {o_.vma_bin, "run", "--state-dir", state, "--vcenter", lab["vcenter_url"], "--vcenter-user", lab["user"],
          "--vcenter-password-file", lab["password_file"], "--vcenter-thumbprint", lab["thumbprint"], "--listen",
-         "127.0.0.1:0", "--token-file", vma_token_, "--nbd-psk-file", psk_, "--flat-datastore",
+         "127.0.0.1:0", "--token-file", vma_token_, "--nbd-psk-file", psk_, "--lab-flat-datastore",
          datastore + "=" + ds_dir, "--read-rate-limit", "4M"},
         vo);
     for (int i = 0; i < 6000 && !std::filesystem::exists(state + "/api.port"); ++i) {
@@ -180,6 +197,10 @@ class Lab {
       argv.push_back("--vma-token-file");
       argv.push_back(vma_token_);
     }
+    if (sim_) {
+      argv.insert(argv.end(), {"--volume-backend", "cloudstack", "--by-id-dir", sim_->by_id_dir(),
+                               "--cloudstack-allow-http"});
+    }
     oma_ = mk::Subprocess::spawn(argv, so);
     for (int i = 0; i < 3000 && !std::filesystem::exists(data_ + "/gui.port"); ++i) {
       if (!oma_.running()) throw mk::Error("oma exited at start; its log is " + log);
@@ -197,7 +218,29 @@ class Lab {
     mk_lab_.stop(std::chrono::milliseconds(10000));
   }
 
+  // The OMA's CloudStack settings (the simulator's seeded zone and offerings), then the
+  // failure every pass meets: createVolume's job ends with --cloudstack-error.
+  void configure_cloudstack() {
+    namespace seed = mk::cloudstack::test::seed;
+    mk::cloudstack::Endpoint e = sim_->endpoint();
+    json settings = {{"api_url", e.api_url},
+                     {"api_key", e.api_key},
+                     {"secret_key", e.secret_key},
+                     {"zone_id", seed::zone},
+                     {"disk_offering_id", seed::custom_disk_offering},
+                     {"service_offering_id", seed::custom_service_offering},
+                     {"template_id", seed::ready_template},
+                     {"oma_mac", sim_->oma_mac()}};
+    httplib::Client c("127.0.0.1", api_port_);
+    auto r = c.Put("/api/v1/settings/cloudstack", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
+                   settings.dump(), "application/json");
+    if (!r || r->status != 200)
+      throw mk::Error("setting CloudStack up failed: " + (r ? r->body : std::string("no answer")));
+    sim_->fail({{"command", "createVolume"}, {"how", "job"}, {"errortext", o_.cloudstack_error}, {"count", 1000}});
+  }
+
   void add_vm() {
+    if (sim_) configure_cloudstack();
     httplib::Client c("127.0.0.1", api_port_);
     json disks = json::array();
     for (size_t i = 0; i < o_.disk_mib.size(); ++i) {
@@ -210,7 +253,7 @@ class Lab {
     auto r = c.Post("/api/v1/vms", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
                     body.dump(), "application/json");
     if (!r || r->status != 201) throw mk::Error("adding the lab VM failed: " + (r ? r->body : std::string("no answer")));
-    vma_->add_source_vm(vm_id_, "web01", true);  // powered on, for the cutover's shutdown
+    vma_->add_source_vm(vm_id_, vm_name_, true);  // powered on, for the cutover's shutdown
   }
 
   void write_out() {
@@ -237,7 +280,8 @@ class Lab {
   mk::test::TempDir dir_{"mk-web-lab"};
   std::string data_ = dir_.file("data");
   std::string psk_;
-  std::string vm_id_ = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0101", vm_name_ = "web01";
+  std::string vm_id_ = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0101", vm_name_;
+  std::unique_ptr<mk::cloudstack::test::SimServer> sim_;  // --cloudstack-sim
   std::string vma_url_, vma_token_;
   std::unique_ptr<mk::oma::test::FakeVma> vma_;  // --vma fake
   mk::Subprocess mk_lab_, vma_proc_;             // --vma real

@@ -34,14 +34,16 @@ export async function until(what, f, timeout = LONG) {
 
 // The lab: web-lab's JSON describes it; SIGUSR1 restarts the OMA; SIGTERM ends it.
 export class Lab {
-  constructor() {
+  // `args`: web-lab's options instead of the default VMA (e.g. a fake VMA and the
+  // CloudStack simulator: see the top of web_lab.cpp).
+  constructor(args = null) {
     this.dir = mkdtempSync(path.join(tmpdir(), "mk-web-test-"));
     this.out = path.join(this.dir, "lab.json");
     this.log = [];
     // The real VMA against the vSphere lab when the build has them; else the fake VMA.
-    const vma = process.env.MK_VMA && process.env.MK_LAB
+    const vma = args ?? (process.env.MK_VMA && process.env.MK_LAB
       ? ["--vma", "real", "--vma-bin", process.env.MK_VMA, "--mk-lab", process.env.MK_LAB, "--disk-mib", "32,16"]
-      : ["--vma", "fake"];
+      : ["--vma", "fake"]);
     this.proc = spawn(env("MK_WEB_LAB"), ["--out", this.out, "--oma", env("MK_OMA"), "--gui-dir", env("MK_WEB_DIST"), ...vma], {
       stdio: ["ignore", "pipe", "pipe"],
     });

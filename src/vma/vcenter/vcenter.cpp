@@ -200,7 +200,7 @@ std::string flat_file_path(const std::map<std::string, std::string>& datastores,
   }
   auto it = datastores.find(ds);
   if (it == datastores.end()) {
-    throw Error(fmt::format("disk file \"{}\": datastore {} is not mounted on the VMA (no --flat-datastore {}=DIR)",
+    throw Error(fmt::format("disk file \"{}\": datastore {} is not mounted on the VMA (no --lab-flat-datastore {}=DIR)",
                             file_name, ds, ds));
   }
   return it->second + "/" + rel.substr(0, rel.size() - 5) + "-flat.vmdk";

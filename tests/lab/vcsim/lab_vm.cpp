@@ -127,15 +127,19 @@ void fill_generated_disk(const std::string& flat_file, uint64_t size, uint64_t s
   }
 }
 
-void scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed) {
+std::set<uint64_t> scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed) {
   constexpr uint64_t kBlock = 64 * 1024;
   uint64_t blocks = size / kBlock;
-  if (blocks == 0) return;
+  std::set<uint64_t> written;
+  if (blocks == 0) return written;
   uint64_t x = seed * 2654435761u + 1;
   for (int i = 0; i < count; ++i) {
     x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    write_random_at(flat_file, ((x >> 17) % blocks) * kBlock, kBlock, seed + i);
+    uint64_t offset = ((x >> 17) % blocks) * kBlock;
+    write_random_at(flat_file, offset, kBlock, seed + i);
+    written.insert(offset);
   }
+  return written;
 }
 
 }  // namespace mk::test

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,8 @@ int first_disk_controller(const vsphere::VmInfo& vm);
 // Makes `flat_file` a sparse file of `size` bytes holding generated data.
 void fill_generated_disk(const std::string& flat_file, uint64_t size, uint64_t seed);
 
-// Changes `count` scattered 64 KiB blocks of `flat_file` (a guest writing).
-void scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed);
+// Changes `count` scattered 64 KiB blocks of `flat_file` (a guest writing). Returns the
+// offsets of the blocks written (fewer than `count` when a block was written twice).
+std::set<uint64_t> scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed);
 
 }  // namespace mk::test
