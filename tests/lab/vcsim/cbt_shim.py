@@ -27,7 +27,9 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
   to <disk>-<snapshot moref>-flat.vmdk beside it, and the snapshot's
   VirtualDisk backings answer fileName "[ds] dir/<disk>-<snapshot moref>.vmdk", so that
   whoever reads the snapshot's disks reads the content of that moment while the guest
-  (the lab's writers) goes on writing the VM's own flat file. RemoveSnapshot (with its
+  (the lab's writers) goes on writing the VM's own flat file. The copy and the journal
+  point are taken under an flock of the flat file, so a writer that locks it around a
+  write and its journal line (bench/soak) sees snapshots as atomic as ESXi's. RemoveSnapshot (with its
   children if asked) and RemoveAllSnapshots delete the copies. With --snapshot-index DIR
   the shim also writes DIR/<snapshot moref>, one "<vm moref> TAB <fileName> TAB <flat
   file>" line per disk, removed with the snapshot: the host's knowledge of its snapshots,
@@ -70,6 +72,7 @@ Standard library only. One request at a time (a lock), which is plenty for tests
 """
 
 import argparse
+import fcntl
 import http.client
 import http.server
 import json
@@ -158,6 +161,28 @@ class Disk:
 
     def __init__(self, key, file_name, datastore, capacity):
         self.key, self.file_name, self.datastore, self.capacity = key, file_name, datastore, capacity
+
+
+class flat_file_lock:
+    """An exclusive flock(2) on a flat file while its snapshot copy and journal point are
+    taken, so that a snapshot is atomic for writers that take the same lock around a write
+    and its journal line (bench/soak's guests): such a write is wholly in the copy and in
+    this point's changes, or wholly in the next. Writers that do not lock are not held."""
+
+    def __init__(self, path):
+        self.path, self.fd = path, None
+
+    def __enter__(self):
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
 
 
 class Track:
@@ -380,10 +405,11 @@ class Shim:
         entry, frozen = {}, {}
         for disk in self.vm_disks(headers, "VirtualMachineSnapshot", snap.text):
             path = self.flat_path(headers, disk)
-            frozen[disk.key] = self.freeze(headers, disk, path, snap.text)
-            if cbt:
-                seq = self.take_snapshot(path, disk.capacity)
-                entry[disk.key] = (path, seq, disk.capacity, disk.file_name)
+            with flat_file_lock(path):
+                frozen[disk.key] = self.freeze(headers, disk, path, snap.text)
+                if cbt:
+                    seq = self.take_snapshot(path, disk.capacity)
+                    entry[disk.key] = (path, seq, disk.capacity, disk.file_name)
         self.frozen[snap.text] = {"vm": vm, "disks": frozen}
         self.write_index(snap.text)
         if cbt:
