@@ -487,7 +487,7 @@ TEST_F(VmaFixture, ADiskGrownSinceTheJobWasMadeIsRefusedNamingBothCapacities) {
     }
   }
   ASSERT_EQ(req.disks.size(), 2u);
-  const auto& grown = vm.disks[1];
+  const auto grown = vm.disks[1];  // a copy: vm is replaced below
   uint64_t bigger = grown.capacity_bytes + (1 << 20);
   vm = mk::test::grow_lab_disk(*session, vm, grown.key, bigger);
   ASSERT_EQ(vm.disks[1].capacity_bytes, bigger);
