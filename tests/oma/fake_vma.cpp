@@ -92,6 +92,13 @@ std::optional<protocol::SignedRequest> FakeVma::check_signature(const httplib::R
 void FakeVma::route(const protocol::Route& r, Handler h) {
   auto handler = [this, h](const httplib::Request& req, httplib::Response& res) {
     Reply reply;
+    if (is_silent()) {
+      // Gone silent while the server stops: a request that got in meanwhile (the OMA's
+      // follow-up to a dropped call) gets no answer either, as from a VMA that went away.
+      res.status = 503;
+      res.set_content_provider(1, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
+      return;
+    }
     std::optional<protocol::SignedRequest> signature;
     try {
       signature = check_signature(req);
@@ -131,6 +138,11 @@ void FakeVma::route(const protocol::Route& r, Handler h) {
   } else {
     server_.Post(pattern, handler);
   }
+}
+
+bool FakeVma::is_silent() {
+  std::lock_guard lock(silent_mu_);
+  return silent_;
 }
 
 void FakeVma::go_silent() {

@@ -163,6 +163,7 @@ class FakeVma {
   std::atomic<bool> auto_complete_{false};
   std::atomic<int> polls_{0};
   std::atomic<bool> hang_replicate_{false};
+  bool is_silent();
   std::mutex silent_mu_;  // guards silent_
   std::condition_variable silent_cv_;
   bool silent_ = false;
