@@ -322,7 +322,8 @@ TEST_F(CutoverFixture, RollbackThatCannotFinishNamesWhatIsLeftAndFinishesLater) 
 // the VM is not destroyed (it would take the volume with it), and the error names the
 // VM, the volume on it and what to do.
 TEST_F(CutoverFixture, RollbackThatCannotDetachAVolumeLeavesTheVmWithItAndSaysSo) {
-  const SourceDisk stuck = vm.disks[2];  // disk 2001: its first detach (from the OMA) passes
+  // Disk 2002, the first the tear-down detaches: its first detach (from the OMA) passes.
+  const SourceDisk stuck = vm.disks[0];
   sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
   sim.fail({{"command", "detachVolume"}, {"how", "job"}, {"errortext", "volume busy"}, {"skip", 1},
             {"params", {{"id", stuck.volume_id}}}});
@@ -341,19 +342,19 @@ TEST_F(CutoverFixture, RollbackThatCannotDetachAVolumeLeavesTheVmWithItAndSaysSo
   EXPECT_NE(left.find("CloudStack VM " + record.vm_id + " is still there: removing it failed"), std::string::npos)
       << left;
   EXPECT_NE(left.find("volume busy"), std::string::npos) << left;
-  EXPECT_NE(left.find("our volume " + stuck.volume_id + " (disk 2001) on it: detach them from it, then destroy it "
+  EXPECT_NE(left.find("our volume " + stuck.volume_id + " (disk 2002) on it: detach them from it, then destroy it "
                       "with expunge"),
             std::string::npos)
       << left;
-  EXPECT_NE(left.find("volume " + stuck.volume_id + " (disk 2001) is not back on the OMA"), std::string::npos) << left;
+  EXPECT_NE(left.find("volume " + stuck.volume_id + " (disk 2002) is not back on the OMA"), std::string::npos) << left;
   EXPECT_NE(left.find("it is attached to VM " + record.vm_id + ": detach it from there and attach it to the OMA's VM"),
             std::string::npos)
       << left;
-  EXPECT_EQ(left.find("(disk 2000)"), std::string::npos) << left;
-  EXPECT_EQ(left.find("(disk 2002)"), std::string::npos) << left;
+  EXPECT_EQ(left.find("(disk 2000)"), std::string::npos) << "disk 2000 is back: " << left;
+  EXPECT_EQ(left.find("(disk 2001)"), std::string::npos) << "disk 2001 is back: " << left;
   EXPECT_EQ(volumes.get(stuck.volume_id).virtual_machine_id, record.vm_id);
-  EXPECT_EQ(volumes.get(vm.disks[0].volume_id).virtual_machine_id, sim.oma_vm_id());
   EXPECT_EQ(volumes.get(vm.disks[1].volume_id).virtual_machine_id, sim.oma_vm_id());
+  EXPECT_EQ(volumes.get(vm.disks[2].volume_id).virtual_machine_id, sim.oma_vm_id());
   EXPECT_EQ(steps.find("rollback")->status, StepStatus::Failed);
 
   StepLog again;
