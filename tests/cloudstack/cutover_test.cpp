@@ -13,7 +13,22 @@ namespace {
 namespace seed = test::seed;
 
 
-class CutoverFixture : public test::MigratedVm {};
+class CutoverFixture : public test::MigratedVm {
+ protected:
+  // Runs a cutover that must fail and returns its error text.
+  std::string failed_cutover(StepLog& steps, CutoverRecord& record) {
+    Cutover cutover(builder, power, final_pass, exports, fast());
+    try {
+      cutover.run(vm, steps, record);
+      ADD_FAILURE() << "the cutover succeeded despite the failure";
+    } catch (const CutoverError& e) {
+      failed_step = e.step();
+      return e.what();
+    }
+    return "";
+  }
+  std::string failed_step;
+};
 
 TEST_F(CutoverFixture, BuildsTheVmFromTheVolumes) {
   StepLog steps;
@@ -277,15 +292,9 @@ TEST_F(CutoverFixture, RollbackThatCannotFinishNamesWhatIsLeftAndFinishesLater) 
             {"params", {{"id", stuck.volume_id}, {"virtualmachineid", sim.oma_vm_id()}}}});
   StepLog steps;
   CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
   Cutover cutover(builder, power, final_pass, exports, fast());
-  std::string error;
-  try {
-    cutover.run(vm, steps, record);
-    FAIL() << "the cutover succeeded despite the failure";
-  } catch (const CutoverError& e) {
-    EXPECT_EQ(e.step(), "start-vm") << e.what();
-    error = e.what();
-  }
   ASSERT_FALSE(record.vm_id.empty());
   EXPECT_NE(error.find("no host with capacity"), std::string::npos) << error;
   std::string left = after(error, "ROLLBACK INCOMPLETE: ");
@@ -329,14 +338,9 @@ TEST_F(CutoverFixture, RollbackThatCannotDetachAVolumeLeavesTheVmWithItAndSaysSo
             {"params", {{"id", stuck.volume_id}}}});
   StepLog steps;
   CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
   Cutover cutover(builder, power, final_pass, exports, fast());
-  std::string error;
-  try {
-    cutover.run(vm, steps, record);
-    FAIL() << "the cutover succeeded despite the failure";
-  } catch (const CutoverError& e) {
-    error = e.what();
-  }
   std::string left = after(error, "ROLLBACK INCOMPLETE: ");
   ASSERT_FALSE(left.empty()) << error;
   EXPECT_NE(left.find("CloudStack VM " + record.vm_id + " is still there: removing it failed"), std::string::npos)
@@ -370,14 +374,9 @@ TEST_F(CutoverFixture, SourceThatCannotBePoweredOnAgainIsReportedOff) {
   sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
   StepLog steps;
   CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
   Cutover cutover(builder, power, final_pass, exports, fast());
-  std::string error;
-  try {
-    cutover.run(vm, steps, record);
-    FAIL() << "the cutover succeeded despite the failure";
-  } catch (const CutoverError& e) {
-    error = e.what();
-  }
   std::string left = after(error, "ROLLBACK INCOMPLETE: ");
   ASSERT_FALSE(left.empty()) << error;
   EXPECT_NE(left.find("the source VM web01 (" + vm.vm_uuid + ") is still powered OFF: powering it on again failed: "
@@ -407,15 +406,11 @@ TEST_F(CutoverFixture, SourceThatCannotBePoweredOnAgainIsReportedOff) {
 TEST_F(CutoverFixture, ADeployWhoseAnswerWasLostLeavesNoVmBehind) {
   sim.fail({{"command", "deployVirtualMachine"}, {"how", "lost"}});
   StepLog steps;
-  Cutover cutover(builder, power, final_pass, exports, fast());
-  try {
-    cutover.run(vm, steps);
-    FAIL() << "the cutover succeeded despite the failure";
-  } catch (const CutoverError& e) {
-    EXPECT_EQ(e.step(), "deploy-vm") << e.what();
-    EXPECT_NE(std::string(e.what()).find("HTTP 504"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("rolled back"), std::string::npos) << e.what();
-  }
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "deploy-vm") << error;
+  EXPECT_NE(error.find("HTTP 504"), std::string::npos) << error;
+  EXPECT_NE(error.find("rolled back"), std::string::npos) << error;
   int deploys = 0;
   const Json st = sim.state();
   for (const auto& call : st["calls"]) deploys += call["command"] == "deployVirtualMachine";
@@ -423,7 +418,7 @@ TEST_F(CutoverFixture, ADeployWhoseAnswerWasLostLeavesNoVmBehind) {
   expect_as_before();
 
   StepLog second;
-  std::string id = cutover.run(vm, second);
+  std::string id = Cutover(builder, power, final_pass, exports, fast()).run(vm, second);
   EXPECT_EQ(vm_in_sim(id)["name"], "web01");
   EXPECT_EQ(sim.state()["virtualmachines"].size(), 2u);  // the OMA and this one
 }
@@ -433,15 +428,11 @@ TEST_F(CutoverFixture, ADeployWhoseAnswerWasLostLeavesNoVmBehind) {
 TEST_F(CutoverFixture, ADeployThatEndsAfterTheClientGaveUpIsRemovedByTheRollback) {
   sim.fail({{"command", "deployVirtualMachine"}, {"how", "late"}});
   StepLog steps;
-  Cutover cutover(builder, power, final_pass, exports, fast());
-  try {
-    cutover.run(vm, steps);
-    FAIL() << "the cutover succeeded despite the failure";
-  } catch (const CutoverError& e) {
-    EXPECT_EQ(e.step(), "deploy-vm") << e.what();
-    EXPECT_NE(std::string(e.what()).find("is unknown: still running"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("rolled back"), std::string::npos) << e.what();
-  }
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "deploy-vm") << error;
+  EXPECT_NE(error.find("is unknown: still running"), std::string::npos) << error;
+  EXPECT_NE(error.find("rolled back"), std::string::npos) << error;
   const Json st = sim.state();
   int deploy_jobs = 0;
   for (const auto& job : st["jobs"]) {

@@ -165,6 +165,12 @@ VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* w
   return vm;
 }
 
+// The VM's status before a failover, as its stored record says (`what` names the record).
+VmStatus stored_status_before(const json& details, const std::string& vm_id, const char* what) {
+  return parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
+                              fmt::format("VM {}: the stored {} record's status_before", vm_id, what));
+}
+
 // What an incomplete cutover rollback left, as the OMA keeps it (vm_failovers, kind
 // cutover, with "rollback_incomplete"), for the rollback job that finishes it.
 std::string record_details(const cs::CutoverRecord& r, const std::string& name, VmStatus before) {
@@ -247,8 +253,7 @@ std::string CutoverService::start_cutover_rollback(const std::string& vm_id) {
   record.lost_deploy = details.value("lost_deploy", "");
   record.unexported = details.value("unexported", std::vector<std::string>{});
   record.source_was_on = details.value("source_was_on", false);
-  VmStatus after = parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
-                                       fmt::format("VM {}: the stored cutover record's status_before", vm_id));
+  VmStatus after = stored_status_before(details, vm_id, "cutover");
   auto session = target_.session();
   cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   return jobs_.start_custom(vm_id, JobKind::Cutover, false, [=, this](const JobRecord& job) -> VmStatus {
@@ -442,8 +447,7 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
   const json snapshots = details.value("snapshots", json::object());
   for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
   record.unexported = details.value("unexported", std::vector<std::string>{});
-  VmStatus after = parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
-                                       fmt::format("VM {}: the stored test failover record's status_before", vm_id));
+  VmStatus after = stored_status_before(details, vm_id, "test failover");
   auto session = target_.session();
   cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   return jobs_.start_custom(vm_id, JobKind::TestFailoverCleanup, false, [=, this](const JobRecord& job) -> VmStatus {
