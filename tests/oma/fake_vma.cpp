@@ -179,6 +179,11 @@ std::vector<std::string> FakeVma::stopped_jobs() {
   std::lock_guard lock(mu_);
   return stopped_;
 }
+int FakeVma::starts(const std::string& job_id) {
+  std::lock_guard lock(mu_);
+  auto it = started_.find(job_id);
+  return it == started_.end() ? 0 : it->second;
+}
 bool FakeVma::knows(const std::string& job_id) {
   std::lock_guard lock(mu_);
   return jobs_.count(job_id) > 0;
@@ -196,7 +201,17 @@ FakeVma::Reply FakeVma::replicate(const httplib::Request& req) {
 FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
   std::lock_guard lock(mu_);
   requests_.push_back(r);
-  if (jobs_.count(r.job_id)) return {409, error_body("job " + r.job_id + " is already running")};
+  // A job id it knows: answered as the VMA answers it (vma/api/api_server.cpp,
+  // replicate): accepted again with this instance and nothing started (an OMA resending
+  // the call after a restart re-attaches to the running copy), refused for another VM.
+  if (auto known = jobs_.find(r.job_id); known != jobs_.end()) {
+    if (known->second.vm_id != r.vm_id) {
+      return {409, error_body(fmt::format("job {} is already known for VM {}, not VM {}", r.job_id,
+                                          known->second.vm_id, r.vm_id))};
+    }
+    return {202, protocol::encode(protocol::ReplicateAccepted{r.job_id, instance_})};
+  }
+  started_[r.job_id]++;
   Job& job = jobs_[r.job_id];
   job.vm_id = r.vm_id;
   for (const auto& d : r.disks) {

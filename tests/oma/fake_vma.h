@@ -10,6 +10,8 @@
 //    reports the engine's own progress; a disk completes when its copy exits 0;
 //  * scripted: set_disk(job, progress) decides what progress reports for that disk;
 //    set_auto_complete(true) completes disks without a source as soon as polled;
+//  * a replicate call for a job id it knows is answered as the VMA answers it: 202 with
+//    its instance and nothing started (same VM), 409 for another VM;
 //  * restart() simulates a VMA restart (new instance id, jobs forgotten), forget() loses
 //    one job, go_silent() stops answering, speak_version() makes it another release;
 //  * health: always ok (vCenter reachable, tunnel up);
@@ -103,6 +105,9 @@ class FakeVma {
   int polls() const { return polls_.load(); }
   int discover_calls() const { return discover_calls_.load(); }
   bool knows(const std::string& job_id);
+  // How many times a copy was started for the job (a repeated replicate of a job it
+  // knows starts none, as on the VMA).
+  int starts(const std::string& job_id);
 
  private:
   struct Disk {
@@ -152,6 +157,7 @@ class FakeVma {
   std::vector<std::string> violations_;
   std::vector<protocol::ReplicateRequest> requests_;
   std::vector<std::string> stopped_;
+  std::map<std::string, int> started_;  // copies started per job id
   std::map<std::string, SourceVm> source_vms_;
   std::string token_;  // require_signatures()
   protocol::NonceCache nonces_;

@@ -372,6 +372,38 @@ TEST_F(VmaApi, ANewerOmaIsRefusedAndSaysToUpgradeTheVma) {
   EXPECT_EQ(call("GET", "/api/v1/progress/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken)->status, 404);
 }
 
+// A replicate call for a job the VMA knows (an OMA that restarted before it recorded the
+// answer sends it again): accepted again with the same instance and nothing started (one
+// job, the copy already running is the one the OMA follows); for another VM, refused with
+// 409. The OMA tests' fake VMA (tests/oma/fake_vma.cpp) answers the same way.
+TEST_F(VmaApi, AReplicateCallForAJobItKnowsIsAcceptedAgainAndStartsNothing) {
+  std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
+  std::string other = vm_at("DC0/vm/DC0_H0_VM1").instance_uuid;
+  json body = replicate_body(vm);
+  auto first = call("POST", "/api/v1/replicate", body.dump(), kToken);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 202) << first->body;
+  auto accepted = protocol::decode_text<protocol::ReplicateAccepted>(first->body);
+  auto again = call("POST", "/api/v1/replicate", body.dump(), kToken);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 202) << again->body;
+  auto second = protocol::decode_text<protocol::ReplicateAccepted>(again->body);
+  EXPECT_EQ(second.job_id, accepted.job_id);
+  EXPECT_EQ(second.vma_instance, accepted.vma_instance);
+  json elsewhere = replicate_body(other);
+  Answer refused = post("/api/v1/replicate", elsewhere.dump());
+  EXPECT_EQ(refused.status, 409);
+  EXPECT_NE(refused.error.find("is already known for VM " + vm), std::string::npos) << refused.error;
+  EXPECT_EQ(post("/api/v1/stop/" + body["job_id"].get<std::string>(), "{}").status, 200);
+  // One job was accepted, once.
+  std::string log = mk::test::read_file(vma->log_path());
+  // The runner's "job J (VM V, full pass, N disks) accepted".
+  const std::string line = "job " + accepted.job_id + " (VM " + vm + ", full pass";
+  size_t accepted_lines = 0;
+  for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++accepted_lines;
+  EXPECT_EQ(accepted_lines, 1u) << log;
+}
+
 // The VMA speaks a newer protocol than the OMA (or the OMA sends none, as releases
 // before versioning did): both refuse, and both say to upgrade the OMA.
 TEST_F(VmaApi, AnOlderOmaIsRefusedAndSaysToUpgradeTheOma) {

@@ -1,6 +1,7 @@
 #include "oma/db/job_repository.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -275,11 +276,33 @@ void JobRepository::finish_job(const std::string& job_id, JobStatus status, cons
     j.error = error;
     j.finished_at = j.updated_at = t;
     kJobs.update(db_, j, {"status", "phase", "error", "finished_at", "updated_at"});
+    if (status != JobStatus::Completed) end_unfinished_disks(job_id, status, error);
     db_.exec("DELETE FROM active_jobs WHERE job_id = ?", {job_id});
     db_.exec("UPDATE vm_contexts SET current_job_id = NULL, status = ?, updated_at = ? "
              "WHERE vm_id = ? AND current_job_id = ?",
              {enum_name(vm_status.value_or(vm_status_after(status))), t, j.vm_id, job_id});
   });
+}
+
+void JobRepository::end_unfinished_disks(const std::string& job_id, JobStatus status,
+                                         const std::optional<std::string>& error) {
+  auto disks = job_disks(job_id);
+  std::vector<std::string> failed;
+  for (const auto& d : disks) {
+    if (d.status == protocol::DiskStatus::Failed) failed.push_back(d.disk_key);
+  }
+  std::string reason = !failed.empty()                ? fmt::format("stopped: disk {} failed", fmt::join(failed, ", "))
+                       : status == JobStatus::Cancelled ? std::string("stopped: the job was cancelled")
+                                                        : "stopped: the job failed: " + error.value_or("no reason given");
+  for (auto& d : disks) {
+    if (d.status == protocol::DiskStatus::Completed || d.status == protocol::DiskStatus::Failed) continue;
+    d.status = protocol::DiskStatus::Failed;
+    d.phase = protocol::DiskPhase::Failed;
+    d.throughput_bps = 0;
+    d.eta_seconds = 0;
+    d.error = reason;
+    kJobDisks.update(db_, d, {"status", "phase", "throughput_bps", "eta_seconds", "error"});
+  }
 }
 
 void JobRepository::commit_change_ids(const std::string& job_id) {

@@ -15,6 +15,10 @@
 //  - a VM that has been cut over or is in a test failover takes no new job but the
 //    test failover's cleanup: create_job reads the status inside its transaction and
 //    throws Conflict (a check before the claim alone would race a finishing job);
+//  - a job that ends failed or cancelled leaves no disk pending or copying: finish_job
+//    ends each such disk failed with the reason ("stopped: disk 2001 failed", "stopped:
+//    the job was cancelled"), in the same transaction (the OMA stops polling the VMA
+//    when a disk fails, so the others' last reports would stay "copying" forever);
 //  - change IDs are committed for every disk of a job or for none: commit_change_ids
 //    checks that every uncommitted disk completed with a change ID, then writes each
 //    to vm_disks.change_id and cbt_history and marks the job disk committed;
@@ -191,6 +195,9 @@ class JobRepository {
   std::vector<PhaseTotal> phase_totals();
 
  private:
+  // Inside finish_job's transaction: disks neither completed nor failed end failed, saying why.
+  void end_unfinished_disks(const std::string& job_id, JobStatus status, const std::optional<std::string>& error);
+
   db::Database& db_;
 };
 

@@ -225,18 +225,54 @@ void JobManager::run_custom(const JobRecord& job) {
       bodies_.erase(it);
     }
   }
-  if (!body) {
-    throw JobFailed(fmt::format("the OMA restarted during this {} (last phase: {}); it was not resumed: check the "
-                                "job's steps, the source VM's power state and the target, then start it again",
-                                job.kind, job.phase),
-                    interrupted_status(job.kind));
-  }
+  if (!body) return end_interrupted(job);
   VmStatus vm_status = body(job);
   // One transaction: a pass started between releasing the VM and setting its status
   // would find a cut-over VM "replicated" (issue 16).
   jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt, vm_status);
   if (options_.after_finish) options_.after_finish(job.job_id);
   jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} completed", job.kind));
+}
+
+std::string JobManager::interrupted_error(const JobRecord& job) {
+  std::vector<std::string> running;
+  for (const auto& step : jobs_.list_steps(job.job_id)) {
+    if (step.status == StepStatus::Running) running.push_back(step.name);
+  }
+  std::string name = job.vm_id;
+  if (auto vm = vms_.find_vm(job.vm_id)) name = fmt::format("{} ({})", vm->name, job.vm_id);
+  // The source's power state as the VMA sees it now, so the operator knows whether the
+  // job left it off; asked of the VMA, never assumed from the steps.
+  std::string source;
+  try {
+    bool on = vma_for(job.vm_id)->describe_vm(job.vm_id).power_state == protocol::PowerState::PoweredOn;
+    source = on ? "the source VM is powered on"
+                : "the source VM is powered OFF (power it on in vCenter if it must run until the next attempt)";
+  } catch (const std::exception& e) {
+    source = fmt::format("the source VM's power state could not be read from the VMA ({}): check it in vCenter",
+                         e.what());
+  }
+  return fmt::format("the OMA restarted during this {} (last phase: {}) of VM {}{}; it was not resumed and nothing "
+                     "was rolled back; {}{}. Check the job's steps (a step after the final pass may have detached "
+                     "volumes or built a VM in CloudStack), then start the {} again: it makes a new final pass from "
+                     "the last committed change IDs",
+                     job.kind, job.phase, name,
+                     running.empty() ? "" : fmt::format(", interrupted at step(s) {}", fmt::join(running, ", ")),
+                     source, writer_possible(job.job_id) ? "; the VMA's copy of the final pass has been stopped" : "",
+                     job.kind);
+}
+
+void JobManager::end_interrupted(const JobRecord& job) {
+  std::string error = interrupted_error(job);  // first: stop_writer changes the phase
+  // The VMA may still be copying the final pass: nothing starts on the VM under it.
+  if (writer_possible(job.job_id)) stop_writer(job, JobStatus::Unknown, error);  // ShuttingDown: at the next start
+  for (const auto& step : jobs_.list_steps(job.job_id)) {
+    if (step.status == StepStatus::Running)
+      jobs_.end_step(job.job_id, step.seq, StepStatus::Failed, "interrupted: the OMA restarted");
+  }
+  log::error("job {}: {}", job.job_id, error);
+  jobs_.add_event(job.job_id, EventLevel::Error, error);
+  jobs_.finish_job(job.job_id, JobStatus::Failed, error, interrupted_status(job.kind));
 }
 
 void JobManager::replicate_pass(const std::string& job_id) {
@@ -456,6 +492,11 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       // ensure_volume, not find: idempotent by identity, so a resumed job never depends
       // on how far the previous run got.
       auto v = std::optional<VolumeRecord>(volumes_.ensure_volume(d));
+      if (v->size_bytes < d.capacity_bytes) {  // never copy a disk into less than its size
+        throw Error(fmt::format("VM {} disk {}: volume {} has {} bytes, fewer than the disk's {}: the copy would be "
+                                "truncated, so nothing was copied; start the pass again (the volume grows first)",
+                                job.vm_id, d.disk_key, v->volume_id, v->size_bytes, d.capacity_bytes));
+      }
       ExportRecord e = exports_.ensure_export(d, *v);
       exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
       jobs_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);

@@ -105,7 +105,9 @@ class JobManager {
   // `with_final_pass` the job gets one disk row per disk, incremental from the
   // committed change IDs (UsageError if a disk has none), so that the body can run
   // replicate_pass(). Such a job cannot be cancelled, and one found active after a
-  // restart fails with a message saying what to check (its body is gone).
+  // restart (its body is gone) fails once the VMA's copy of its final pass, if any, has
+  // stopped, with a message saying where it was, the source's power state and what to
+  // do; the VM's status says it was interrupted, and the job can be started again.
   using JobBody = std::function<VmStatus(const JobRecord& job)>;
   std::string start_custom(const std::string& vm_id, JobKind kind, bool with_final_pass, JobBody body);
   // Runs an incremental pass of a custom job's disks, change IDs committed, on the
@@ -132,6 +134,12 @@ class JobManager {
   std::vector<JobDiskRecord> job_disk_rows(const JobRecord& job, const std::vector<DiskRecord>& disks,
                                            bool incremental);
   void run_custom(const JobRecord& job);
+  // A custom job found active after a restart (its body is gone): the VMA's copy of its
+  // final pass stopped first, then failed as interrupted (interrupted_error), the VM's
+  // status saying so (cutover_interrupted ...), so that the operator can start it again.
+  void end_interrupted(const JobRecord& job);
+  // Where the job was, the source VM's power state (read from the VMA) and what to do.
+  std::string interrupted_error(const JobRecord& job);
   void run(const std::string& job_id);
   void preflight(const JobRecord& job);  // the VMA's and the target's findings refuse the job before anything is created
   void follow_grown_disks(const JobRecord& job, const protocol::DiscoveredVm& vm);  // full pass of a grown disk

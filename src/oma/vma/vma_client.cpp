@@ -82,7 +82,6 @@ HttpVmaClient::Answer HttpVmaClient::call(const protocol::Route& route, const st
 std::string HttpVmaClient::replicate(const protocol::ReplicateRequest& r) {
   std::string where = fmt::format("{}: replicate job {}", describe(), r.job_id);
   Answer a = call(protocol::kReplicateRoute, "", protocol::encode(r).dump(), where, timeout_);
-  if (a.status == 409) return "";  // already running (idempotent retry after an OMA restart)
   if (a.status != 202) throw Error(fmt::format("{}: HTTP {}: {}", where, a.status, error_of(a.body)));
   auto accepted = decode_answer<protocol::ReplicateAccepted>(a.body, where);
   expect_same(accepted.job_id, r.job_id, "job", where);

@@ -39,8 +39,9 @@ class VmaUnreachable : public mk::Error {
 class VmaClient {
  public:
   virtual ~VmaClient() = default;
-  // Returns the VMA instance that accepted the job; "" when the VMA answered that it
-  // already runs it (an idempotent retry after an OMA restart).
+  // Returns the VMA instance that accepted the job. A job the VMA already knows (the call
+  // sent again after an OMA restart) is accepted again, nothing started: the OMA follows
+  // the copy that runs. A refusal (409: the job id belongs to another VM there) throws.
   virtual std::string replicate(const protocol::ReplicateRequest& request) = 0;
   // Throws VmaJobUnknown when the VMA does not know the job.
   virtual protocol::JobProgress progress(const std::string& job_id) = 0;

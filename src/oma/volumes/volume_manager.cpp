@@ -12,8 +12,18 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
   if (auto v = storage_.find_volume(disk.vm_id, disk.disk_key)) {
     if (v->size_bytes < disk.capacity_bytes) {
       // The disk was grown in vCenter: the volume follows before anything is copied.
-      uint64_t size = backend_.grow({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(disk.capacity_bytes)},
-                                    v->device_path);
+      uint64_t size = 0;
+      try {
+        size = backend_.grow({v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(disk.capacity_bytes)},
+                             v->device_path);
+      } catch (const std::exception& e) {
+        // Never copy into a volume smaller than the disk: the end of the disk would be lost.
+        throw Error(fmt::format("VM {} disk {} has grown to {} bytes in vCenter, but its {} volume {} ({} bytes) "
+                                "could not grow: {}; nothing was copied: grow the volume to at least {} bytes (or "
+                                "remove what stops it), then start a full pass",
+                                disk.vm_id, disk.disk_key, disk.capacity_bytes, backend_.name(), v->volume_id,
+                                v->size_bytes, e.what(), disk.capacity_bytes));
+      }
       if (size < static_cast<uint64_t>(disk.capacity_bytes)) {
         throw Error(fmt::format("VM {} disk {}: volume {} grew to {} bytes only; the disk has {}", disk.vm_id,
                                 disk.disk_key, v->volume_id, size, disk.capacity_bytes));
