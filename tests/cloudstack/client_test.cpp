@@ -344,7 +344,8 @@ TEST(Client, ARefusedQueryIsAnUnknownOutcomeNotAFailedJob) {
 }
 
 // Queries that fail until the command's deadline: unknown, naming the job and the
-// last failure.
+// last failure. (How often they were retried depends on the machine's speed, so it is
+// not counted here; QueryFailuresAreRetriedUntilTheJobsOwnResult shows the retries.)
 TEST(Client, QueriesFailingUntilTheDeadlineAreAnUnknownOutcome) {
   SimServer sim;
   ClientOptions o = SimServer::fast_client_options();
@@ -360,7 +361,6 @@ TEST(Client, QueriesFailingUntilTheDeadlineAreAnUnknownOutcome) {
     EXPECT_NE(what.find("HTTP 502"), std::string::npos) << what;
     EXPECT_NE(what.find("may still complete"), std::string::npos) << what;
   }
-  EXPECT_GE(count_calls(sim, "queryAsyncJobResult"), 2) << "a server error is retried";
 }
 
 // A job that completes after the client gave up on it (it was pending at the deadline):
