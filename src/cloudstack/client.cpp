@@ -170,6 +170,13 @@ static std::string expires_in(std::chrono::seconds ahead) {
   return out;
 }
 
+JobOutcomeUnknown::JobOutcomeUnknown(std::string command, std::string jobid, const std::string& why)
+    : Error(fmt::format("CloudStack {}: the outcome of job {} is unknown: {}; it may still complete: check it in "
+                        "CloudStack before retrying",
+                        command, jobid, why)),
+      command_(std::move(command)),
+      jobid_(std::move(jobid)) {}
+
 Json response_object(const std::string& command, long status, const std::string& text, const std::string& where) {
   Json body;
   try {
@@ -254,20 +261,27 @@ Json Client::poll_job(const std::string& command, const std::string& jobid) cons
     Json job;
     try {
       job = call("queryAsyncJobResult", {{"jobid", jobid}});
-    } catch (const ApiError&) {
-      throw;
+    } catch (const ApiError& e) {
+      // The query failed, not the job. A server error (5xx, 530) may pass; a refusal
+      // (401, 431, 432) will not, and waiting longer cannot tell how the job ended.
+      if (e.errorcode() < 500 || clock::now() >= deadline) {
+        throw JobOutcomeUnknown(command, jobid, fmt::format("queryAsyncJobResult failed: {}", e.what()));
+      }
+      log::warn("CloudStack {} job {}: polling failed, retrying: {}", command, jobid, e.what());
+      job = Json::object();
     } catch (const Error& e) {
       // A network blip must not fail a long job: retry until the deadline.
-      if (clock::now() >= deadline) throw;
+      if (clock::now() >= deadline) {
+        throw JobOutcomeUnknown(command, jobid, fmt::format("queryAsyncJobResult failed: {}", e.what()));
+      }
       log::warn("CloudStack {} job {}: polling failed, retrying: {}", command, jobid, e.what());
       job = Json::object();
     }
     if (std::optional<Json> result = job_outcome(command, jobid, job)) return *result;
     if (clock::now() >= deadline) {
-      throw Error(fmt::format("CloudStack {}: job {} still running after {:.1f} s; it may "
-                              "still complete: check it in CloudStack before retrying",
-                              command, jobid,
-                              std::chrono::duration<double>(timeout).count()));
+      throw JobOutcomeUnknown(command, jobid,
+                              fmt::format("still running after {:.1f} s",
+                                          std::chrono::duration<double>(timeout).count()));
     }
     auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
     std::this_thread::sleep_for(std::min(delay, std::max(remaining, std::chrono::milliseconds(1))));

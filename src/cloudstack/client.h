@@ -98,6 +98,23 @@ class ApiError : public Error {
   std::string jobid_;
 };
 
+// An asynchronous job whose end the client could not learn: it was still pending at the
+// command's deadline, or queryAsyncJobResult kept failing (server errors and transport
+// failures are retried until the deadline; an answer such as 401 or 431, which asking
+// again cannot change, ends the wait at once). The job may still complete in CloudStack:
+// the caller must look at what the command would have made (by id or by name) before it
+// retries or reports anything as gone. Not an ApiError: CloudStack did not refuse it.
+class JobOutcomeUnknown : public Error {
+ public:
+  JobOutcomeUnknown(std::string command, std::string jobid, const std::string& why);
+  const std::string& command() const { return command_; }
+  const std::string& jobid() const { return jobid_; }
+
+ private:
+  std::string command_;
+  std::string jobid_;
+};
+
 // How an answer becomes the "<command>response" object (what Client::call returns), apart
 // from HTTP so that it can be checked on its own: `text` is the body of an HTTP `status`
 // answer from `where` (the API URL without its query). Throws ApiError for an error
@@ -121,6 +138,7 @@ class Client {
                   Method method = Method::Auto) const;
 
   // Awaits a job started by `command` (for errors and the timeout) and returns jobresult.
+  // Throws ApiError when the job failed, JobOutcomeUnknown when its end is unknown.
   Json wait_for_job(const std::string& command, const std::string& jobid) const;
 
   // A list command, every page of it: the items under `item_key` ("volume",

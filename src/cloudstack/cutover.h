@@ -13,12 +13,21 @@
 // first, then destroyed with expunge), the volumes back on the OMA and re-exported, the
 // source powered on again if it was running when the cutover began. Then a CutoverError names the
 // failed step and carries CloudStack's (or the collaborator's) error.
+// A deploy whose answer never arrived (a proxy's 504, a dropped connection) may have made
+// the VM all the same: the rollback looks it up by the name the cutover gave it (chosen
+// free just before) and removes it, so that it is neither leaked nor duplicated by a retry.
+// A rollback goes on past each failure and does what it can; when something is left its
+// step fails, and the CutoverError says "ROLLBACK INCOMPLETE" and names what is left (the
+// CloudStack VM and the volumes on it, each volume not back on the OMA and where it is,
+// a source still powered off) and what to do. The CutoverRecord the run filled lets
+// finish_rollback() try again once the cause is fixed.
 //
 // Cutover borrows everything it is given; they must outlive it. One run at a time.
 #pragma once
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "cloudstack/steps.h"
 #include "cloudstack/vm_builder.h"
@@ -40,6 +49,15 @@ struct CutoverOptions {
   std::chrono::milliseconds power_poll{std::chrono::seconds(2)};
 };
 
+// What a cutover changed so far, which its rollback undoes (the OMA keeps it while a
+// rollback is incomplete).
+struct CutoverRecord {
+  std::string vm_id;                    // the new VM, "" if none is known
+  std::string lost_deploy;              // the name of a deploy whose answer was lost, else ""
+  std::vector<std::string> unexported;  // disk keys whose export the cutover removed
+  bool source_was_on = false;           // the source ran when the cutover began
+};
+
 class Cutover {
  public:
   Cutover(const VmBuilder& builder, SourcePower& power, FinalPass& final_pass, Exports& exports,
@@ -49,11 +67,21 @@ class Cutover {
   // cannot be built (unmapped network, volume not ours, ...), CutoverError after a
   // rollback.
   std::string run(const SourceVm& vm, StepLog& steps);
+  // The same, filling `record` as it goes: after a CutoverError whose rollback was
+  // incomplete it says what is left for finish_rollback() (the caller keeps it).
+  std::string run(const SourceVm& vm, StepLog& steps, CutoverRecord& record);
+
+  // The rollback of an earlier run again (step "rollback"), from its record: what is
+  // already undone is skipped. Throws CutoverError (step "rollback") if it is still
+  // incomplete, saying what is left.
+  void finish_rollback(const SourceVm& vm, const CutoverRecord& record, StepLog& steps);
 
  private:
   bool stop_source(const std::string& vm_uuid);  // true if this call powered it off
-  void rollback(const SourceVm& vm, StepLog& steps, const std::string& vm_id,
-                const std::vector<SourceDisk>& unexported, bool source_was_on);
+  // "" when everything is undone; else what is left and what to do (the step's detail).
+  std::string rollback(const SourceVm& vm, const CutoverRecord& record, StepLog& steps);
+  std::string volumes_on(const SourceVm& vm, const std::string& vm_id) const;
+  std::string whereabouts(const SourceDisk& disk) const;
 
   const VmBuilder& builder_;
   SourcePower& power_;

@@ -111,7 +111,16 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
     }
   };
   part("destroy-test-vm", [&]() -> std::string {
-    return record.vm_id.empty() ? "" : builder_.tear_down(record.vm_id, vm);
+    std::string vm_id = record.vm_id;
+    if (vm_id.empty() && !record.vm_name.empty()) {
+      // A deploy whose answer never arrived may have made it: the test VM's name (with
+      // its timestamp) is this test failover's alone.
+      DeployRequest made;
+      made.name = record.vm_name;
+      made.display_name = vm.name;
+      vm_id = builder_.find_deployed(made);
+    }
+    return vm_id.empty() ? "" : builder_.tear_down(vm_id, vm);
   });
   // A volume goes back to the OMA only once reverted: the test VM's writes must never
   // mix with the next incremental pass. A snapshot already gone was reverted by an

@@ -13,7 +13,9 @@
 //
 // cleanup(), steps:
 //   destroy-test-vm    stopped, our volumes detached, destroyed (with expunge when the
-//                      account may; otherwise the step's detail says it was not expunged)
+//                      account may; otherwise the step's detail says it was not expunged);
+//                      with no VM id recorded (a deploy whose answer never arrived), the
+//                      VM is looked up by the test VM's name, which is this run's alone
 //   revert-snapshots   every volume back to its snapshot: the test's writes are gone
 //   delete-snapshots
 //   return-to-oma      volumes attached to the OMA again and re-exported, so the next

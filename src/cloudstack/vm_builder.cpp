@@ -136,6 +136,17 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
   return id;
 }
 
+std::string VmBuilder::find_deployed(const DeployRequest& r) const {
+  Json reply = client_.call("listVirtualMachines", {{"name", r.name}, {"listall", "true"}});
+  for (const auto& vm : json_array(reply, "virtualmachine")) {
+    std::string state = json_text(vm, "state");
+    if (json_text(vm, "name") != r.name || json_text(vm, "displayname") != r.display_name) continue;
+    if (state == "Destroyed" || state == "Expunging") continue;
+    return json_text(vm, "id");
+  }
+  return "";
+}
+
 void VmBuilder::add_nics(const std::string& vm_id, const DeployRequest& r) const {
   Json reply = client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}});
   std::vector<std::string> present;
@@ -210,8 +221,19 @@ std::string VmBuilder::tear_down(const std::string& vm_id, const SourceVm& vm) c
   if (state == "Running") {
     client_.call_async("stopVirtualMachine", {{"id", vm_id}, {"forced", "true"}});
   }
+  // Every volume that can be is detached (and so can go back to the OMA); the VM is not
+  // destroyed while one of ours is still on it: destroying takes its root disk along.
+  std::string failed;
   for (const auto& d : vm.disks) {
-    if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) volumes_.detach(d.volume_id, d.disk);
+    try {
+      if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) volumes_.detach(d.volume_id, d.disk);
+    } catch (const std::exception& e) {
+      if (failed.empty()) failed = e.what();
+    }
+  }
+  if (!failed.empty()) {
+    throw Error(fmt::format("{}; VM {} was not destroyed, so that it cannot take a volume of ours with it", failed,
+                            vm_id));
   }
   if (can_expunge(client_)) {
     client_.call_async("destroyVirtualMachine", {{"id", vm_id}, {"expunge", "true"}});

@@ -133,13 +133,19 @@ class VmBuilder {
   // `vm_id` is set as soon as CloudStack names the VM, before its job ends, so that a
   // failed or timed-out job still leaves the caller able to tear the VM down.
   std::string deploy(const DeployRequest& request, std::string& vm_id) const;
+  // The VM a deploy of `request` made, found by its name and display name (not destroyed),
+  // or "": for a deploy whose answer never arrived (CloudStack may have made the VM all
+  // the same). Only for a name this job chose as free just before the deploy.
+  std::string find_deployed(const DeployRequest& request) const;
   void replace_root(const std::string& vm_id, const SourceVm& vm) const;
   void attach_data_disks(const std::string& vm_id, const SourceVm& vm) const;
   void start(const std::string& vm_id) const;
 
   // Stops the VM if running, detaches every volume of `vm` from it, destroys it (with
-  // expunge when the account may). A VM that no longer exists is fine. Returns a note
-  // for the job when the VM could only be destroyed, not expunged; "" otherwise.
+  // expunge when the account may). A VM that no longer exists is fine. A volume that
+  // cannot be detached does not stop the others; the VM is then left (not destroyed) and
+  // the error says why. Returns a note for the job when the VM could only be destroyed,
+  // not expunged; "" otherwise.
   std::string tear_down(const std::string& vm_id, const SourceVm& vm) const;
 
   // Attaches each disk's volume back to the OMA (if it is not there), waits for its

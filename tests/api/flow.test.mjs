@@ -26,6 +26,8 @@ const UNREACHED = new Set([
   // Test failover needs CloudStack (tests/cloudstack); the lab's volumes are local.
   "POST /api/v1/vms/{vm_id}/test-failover",
   "POST /api/v1/vms/{vm_id}/test-failover/cleanup",
+  // Only a CloudStack cutover whose rollback did not finish has one to finish (tests/cloudstack).
+  "POST /api/v1/vms/{vm_id}/cutover/rollback",
   "PUT /api/v1/settings/cloudstack",
 ]);
 

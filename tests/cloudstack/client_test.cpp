@@ -289,5 +289,100 @@ TEST(Client, UnreachableServerIsATransportErrorNamingTheCommand) {
   }
 }
 
+
+int count_calls(const SimServer& sim, const std::string& command) {
+  int n = 0;
+  const Json st = sim.state();
+  for (const auto& call : st["calls"]) n += call["command"] == command;
+  return n;
+}
+
+// queryAsyncJobResult failing is not the job failing: server errors (an errorcode 530
+// answer, a proxy's 503 page, a dropped connection) are retried, and the job's own
+// result comes back once a query gets through.
+TEST(Client, QueryFailuresAreRetriedUntilTheJobsOwnResult) {
+  SimServer sim;
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  sim.fail({{"command", "queryAsyncJobResult"}, {"how", "error"}, {"errorcode", 530},
+            {"errortext", "database connection lost"}, {"count", 2}});
+  sim.fail({{"command", "queryAsyncJobResult"}, {"how", "http"}, {"status", 503}});
+  sim.fail({{"command", "queryAsyncJobResult"}, {"how", "drop"}});
+  Json result = client.call_async("createVolume", volume_params("v"));
+  EXPECT_FALSE(json_text(json_object(result, "volume"), "id").empty()) << result.dump();
+  EXPECT_EQ(sim.state()["volumes"].size(), 1u);
+  EXPECT_GE(count_calls(sim, "queryAsyncJobResult"), 5);  // four failed, one saw the end
+}
+
+// A query CloudStack refuses (431, 401) cannot pass by asking again, and says nothing
+// of the job: the outcome is unknown at once, never reported as the command's failure,
+// and the job goes on to complete.
+TEST(Client, ARefusedQueryIsAnUnknownOutcomeNotAFailedJob) {
+  SimServer sim;
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  sim.fail({{"command", "queryAsyncJobResult"}, {"how", "error"}, {"errorcode", 431},
+            {"errortext", "Unable to execute API command queryasyncjobresult due to invalid value"}});
+  std::string jobid;
+  try {
+    client.call_async("createVolume", volume_params("v"));
+    FAIL() << "the job's end was reported although no query got through";
+  } catch (const ApiError& e) {
+    FAIL() << "the query's refusal reported as the command's failure: " << e.what();
+  } catch (const JobOutcomeUnknown& e) {
+    EXPECT_EQ(e.command(), "createVolume");
+    ASSERT_FALSE(e.jobid().empty());
+    std::string what = e.what();
+    EXPECT_NE(what.find("the outcome of job " + e.jobid() + " is unknown"), std::string::npos) << what;
+    EXPECT_NE(what.find("errorcode 431"), std::string::npos) << what;
+    EXPECT_NE(what.find("may still complete"), std::string::npos) << what;
+    jobid = e.jobid();
+  }
+  EXPECT_EQ(count_calls(sim, "queryAsyncJobResult"), 1) << "a refusal is not retried";
+  // The job itself goes on to complete: the volume exists (a caller must look before it
+  // retries).
+  client.wait_for_job("createVolume", jobid);
+  EXPECT_EQ(client.list("listVolumes", "volume", {{"name", "v"}}).size(), 1u);
+}
+
+// Queries that fail until the command's deadline: unknown, naming the job and the
+// last failure. (How often they were retried depends on the machine's speed, so it is
+// not counted here; QueryFailuresAreRetriedUntilTheJobsOwnResult shows the retries.)
+TEST(Client, QueriesFailingUntilTheDeadlineAreAnUnknownOutcome) {
+  SimServer sim;
+  ClientOptions o = SimServer::fast_client_options();
+  o.job_timeouts["createVolume"] = std::chrono::milliseconds(300);
+  Client client(sim.endpoint(), o);
+  sim.fail({{"command", "queryAsyncJobResult"}, {"how", "http"}, {"status", 502}, {"count", 1000000}});
+  try {
+    client.call_async("createVolume", volume_params("v"));
+    FAIL() << "the job's end was reported although no query got through";
+  } catch (const JobOutcomeUnknown& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("createVolume"), std::string::npos) << what;
+    EXPECT_NE(what.find("HTTP 502"), std::string::npos) << what;
+    EXPECT_NE(what.find("may still complete"), std::string::npos) << what;
+  }
+}
+
+// A job that completes after the client gave up on it (it was pending at the deadline):
+// the outcome is unknown, not failed, and what it made is there to be found.
+TEST(Client, AJobThatEndsAfterTheClientGaveUpIsUnknownAndItsVolumeIsThere) {
+  SimServer sim;
+  ClientOptions o = SimServer::fast_client_options();
+  o.job_timeouts["createVolume"] = std::chrono::milliseconds(300);
+  Client client(sim.endpoint(), o);
+  sim.fail({{"command", "createVolume"}, {"how", "late"}});
+  std::string jobid;
+  try {
+    client.call_async("createVolume", volume_params("v"));
+    FAIL() << "a job pending past the deadline was reported as ended";
+  } catch (const JobOutcomeUnknown& e) {
+    EXPECT_NE(std::string(e.what()).find("still running"), std::string::npos) << e.what();
+    jobid = e.jobid();
+  }
+  EXPECT_TRUE(sim.state()["volumes"].empty());
+  EXPECT_EQ(client.list("listVolumes", "volume", {{"name", "v"}}).size(), 1u);
+  EXPECT_EQ(json_integer(client.call("queryAsyncJobResult", {{"jobid", jobid}}), "jobstatus", -1), 1);
+}
+
 }  // namespace
 }  // namespace mk::cloudstack

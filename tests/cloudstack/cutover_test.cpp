@@ -13,7 +13,22 @@ namespace {
 namespace seed = test::seed;
 
 
-class CutoverFixture : public test::MigratedVm {};
+class CutoverFixture : public test::MigratedVm {
+ protected:
+  // Runs a cutover that must fail and returns its error text.
+  std::string failed_cutover(StepLog& steps, CutoverRecord& record) {
+    Cutover cutover(builder, power, final_pass, exports, fast());
+    try {
+      cutover.run(vm, steps, record);
+      ADD_FAILURE() << "the cutover succeeded despite the failure";
+    } catch (const CutoverError& e) {
+      failed_step = e.step();
+      return e.what();
+    }
+    return "";
+  }
+  std::string failed_step;
+};
 
 TEST_F(CutoverFixture, BuildsTheVmFromTheVolumes) {
   StepLog steps;
@@ -255,6 +270,177 @@ TEST_F(CutoverFixture, SourceAlreadyOffIsNotPoweredOnByARollback) {
   for (const auto& e : events) EXPECT_EQ(e.find("power"), std::string::npos) << e;
   EXPECT_FALSE(power.on);
   power.on = true;  // for the common check
+  expect_as_before();
+}
+
+
+std::string after(const std::string& text, const std::string& marker) {
+  auto at = text.find(marker);
+  return at == std::string::npos ? "" : text.substr(at + marker.size());
+}
+
+// Two failures: the cutover fails at start-vm, then its rollback can neither destroy the
+// new VM nor give one volume back to the OMA. The rest is undone; the error and the
+// rollback step name exactly what is left and what to do; the record lets the rollback
+// finish once the causes are gone.
+TEST_F(CutoverFixture, RollbackThatCannotFinishNamesWhatIsLeftAndFinishesLater) {
+  const SourceDisk stuck = vm.disks[2];  // disk 2001
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
+  sim.fail({{"command", "destroyVirtualMachine"}, {"how", "error"}, {"errorcode", 530},
+            {"errortext", "VM is locked by another job"}});
+  sim.fail({{"command", "attachVolume"}, {"how", "job"}, {"errortext", "primary storage busy"},
+            {"params", {{"id", stuck.volume_id}, {"virtualmachineid", sim.oma_vm_id()}}}});
+  StepLog steps;
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  ASSERT_FALSE(record.vm_id.empty());
+  EXPECT_NE(error.find("no host with capacity"), std::string::npos) << error;
+  std::string left = after(error, "ROLLBACK INCOMPLETE: ");
+  ASSERT_FALSE(left.empty()) << error;
+  EXPECT_NE(left.find("CloudStack VM " + record.vm_id + " is still there: removing it failed"), std::string::npos)
+      << left;
+  EXPECT_NE(left.find("VM is locked by another job"), std::string::npos) << left;
+  EXPECT_NE(left.find("none of our volumes is on it: destroy it with expunge"), std::string::npos) << left;
+  EXPECT_NE(left.find("volume " + stuck.volume_id + " (disk 2001) is not back on the OMA"), std::string::npos) << left;
+  EXPECT_NE(left.find("primary storage busy"), std::string::npos) << left;
+  EXPECT_NE(left.find("it is detached: attach it to the OMA's VM"), std::string::npos) << left;
+  EXPECT_EQ(left.find("(disk 2000)"), std::string::npos) << "disk 2000 is back: " << left;
+  EXPECT_EQ(left.find("(disk 2002)"), std::string::npos) << "disk 2002 is back: " << left;
+  EXPECT_EQ(left.find("powered OFF"), std::string::npos) << left;
+  const Step* rollback = steps.find("rollback");
+  ASSERT_NE(rollback, nullptr);
+  EXPECT_EQ(rollback->status, StepStatus::Failed);
+  EXPECT_EQ(rollback->detail, left);
+  // What could be undone was: the source is on again, the other volumes are back.
+  EXPECT_EQ(events.back(), "power_on " + vm.vm_uuid);
+  EXPECT_FALSE(vm_in_sim(record.vm_id).is_null()) << "the VM the error names is not there";
+  EXPECT_EQ(volumes.get(stuck.volume_id).virtual_machine_id, "");
+  EXPECT_EQ(volumes.get(vm.disks[0].volume_id).virtual_machine_id, sim.oma_vm_id());
+
+  // The causes are gone (the rules were for one call each): the rollback finishes.
+  StepLog again;
+  cutover.finish_rollback(vm, record, again);
+  ASSERT_NE(again.find("rollback"), nullptr);
+  EXPECT_EQ(again.find("rollback")->status, StepStatus::Done) << again.find("rollback")->detail;
+  expect_as_before();
+}
+
+// The rollback cannot detach one volume from the new VM: the others still come back,
+// the VM is not destroyed (it would take the volume with it), and the error names the
+// VM, the volume on it and what to do.
+TEST_F(CutoverFixture, RollbackThatCannotDetachAVolumeLeavesTheVmWithItAndSaysSo) {
+  // Disk 2002, the first the tear-down detaches: its first detach (from the OMA) passes.
+  const SourceDisk stuck = vm.disks[0];
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
+  sim.fail({{"command", "detachVolume"}, {"how", "job"}, {"errortext", "volume busy"}, {"skip", 1},
+            {"params", {{"id", stuck.volume_id}}}});
+  StepLog steps;
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  std::string left = after(error, "ROLLBACK INCOMPLETE: ");
+  ASSERT_FALSE(left.empty()) << error;
+  EXPECT_NE(left.find("CloudStack VM " + record.vm_id + " is still there: removing it failed"), std::string::npos)
+      << left;
+  EXPECT_NE(left.find("volume busy"), std::string::npos) << left;
+  EXPECT_NE(left.find("our volume " + stuck.volume_id + " (disk 2002) on it: detach them from it, then destroy it "
+                      "with expunge"),
+            std::string::npos)
+      << left;
+  EXPECT_NE(left.find("volume " + stuck.volume_id + " (disk 2002) is not back on the OMA"), std::string::npos) << left;
+  EXPECT_NE(left.find("it is attached to VM " + record.vm_id + ": detach it from there and attach it to the OMA's VM"),
+            std::string::npos)
+      << left;
+  EXPECT_EQ(left.find("(disk 2000)"), std::string::npos) << "disk 2000 is back: " << left;
+  EXPECT_EQ(left.find("(disk 2001)"), std::string::npos) << "disk 2001 is back: " << left;
+  EXPECT_EQ(volumes.get(stuck.volume_id).virtual_machine_id, record.vm_id);
+  EXPECT_EQ(volumes.get(vm.disks[1].volume_id).virtual_machine_id, sim.oma_vm_id());
+  EXPECT_EQ(volumes.get(vm.disks[2].volume_id).virtual_machine_id, sim.oma_vm_id());
+  EXPECT_EQ(steps.find("rollback")->status, StepStatus::Failed);
+
+  StepLog again;
+  cutover.finish_rollback(vm, record, again);
+  EXPECT_EQ(again.find("rollback")->status, StepStatus::Done) << again.find("rollback")->detail;
+  expect_as_before();
+}
+
+// The source cannot be powered on again (vCenter refuses): everything else is undone,
+// and the error says the source is still off and what to do.
+TEST_F(CutoverFixture, SourceThatCannotBePoweredOnAgainIsReportedOff) {
+  power.fail_power_on = true;
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
+  StepLog steps;
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "start-vm") << error;
+  Cutover cutover(builder, power, final_pass, exports, fast());
+  std::string left = after(error, "ROLLBACK INCOMPLETE: ");
+  ASSERT_FALSE(left.empty()) << error;
+  EXPECT_NE(left.find("the source VM web01 (" + vm.vm_uuid + ") is still powered OFF: powering it on again failed: "
+                      "VMA: power on refused; power it on in vCenter"),
+            std::string::npos)
+      << left;
+  EXPECT_EQ(left.find("volume "), std::string::npos) << "the volumes are back: " << left;
+  EXPECT_EQ(left.find("CloudStack VM"), std::string::npos) << "the VM is gone: " << left;
+  EXPECT_EQ(steps.find("rollback")->status, StepStatus::Failed);
+  EXPECT_FALSE(power.on);
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
+  for (const auto& d : vm.disks) {
+    EXPECT_EQ(volumes.get(d.volume_id).virtual_machine_id, sim.oma_vm_id()) << d.disk.disk_key;
+    EXPECT_TRUE(exports.current.count(d.disk.disk_key)) << d.disk.disk_key;
+  }
+
+  power.fail_power_on = false;
+  StepLog again;
+  cutover.finish_rollback(vm, record, again);
+  EXPECT_EQ(again.find("rollback")->status, StepStatus::Done);
+  expect_as_before();
+}
+
+// The deploy ran in CloudStack but its answer never came back (a proxy's 504): the VM
+// it made is found by the name the cutover gave it and removed, so a second cutover
+// makes one VM under that name, not a duplicate beside a leaked one.
+TEST_F(CutoverFixture, ADeployWhoseAnswerWasLostLeavesNoVmBehind) {
+  sim.fail({{"command", "deployVirtualMachine"}, {"how", "lost"}});
+  StepLog steps;
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "deploy-vm") << error;
+  EXPECT_NE(error.find("HTTP 504"), std::string::npos) << error;
+  EXPECT_NE(error.find("rolled back"), std::string::npos) << error;
+  int deploys = 0;
+  const Json st = sim.state();
+  for (const auto& call : st["calls"]) deploys += call["command"] == "deployVirtualMachine";
+  EXPECT_EQ(deploys, 1);
+  expect_as_before();
+
+  StepLog second;
+  std::string id = Cutover(builder, power, final_pass, exports, fast()).run(vm, second);
+  EXPECT_EQ(vm_in_sim(id)["name"], "web01");
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 2u);  // the OMA and this one
+}
+
+// The deploy's job outlives the client's deadline and completes after the client gave
+// up: the outcome is reported as unknown, and the rollback removes the VM it made.
+TEST_F(CutoverFixture, ADeployThatEndsAfterTheClientGaveUpIsRemovedByTheRollback) {
+  sim.fail({{"command", "deployVirtualMachine"}, {"how", "late"}});
+  StepLog steps;
+  CutoverRecord record;
+  std::string error = failed_cutover(steps, record);
+  EXPECT_EQ(failed_step, "deploy-vm") << error;
+  EXPECT_NE(error.find("is unknown: still running"), std::string::npos) << error;
+  EXPECT_NE(error.find("rolled back"), std::string::npos) << error;
+  const Json st = sim.state();
+  int deploy_jobs = 0;
+  for (const auto& job : st["jobs"]) {
+    if (job["cmd"] != "deployVirtualMachine") continue;
+    ++deploy_jobs;
+    EXPECT_EQ(job["jobstatus"], 1) << "the deploy completed after the client gave up";
+  }
+  EXPECT_EQ(deploy_jobs, 1);
   expect_as_before();
 }
 

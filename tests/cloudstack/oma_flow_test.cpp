@@ -475,6 +475,96 @@ TEST_F(OmaFlow, FailedTestFailoverRollsBackOrLeavesWhatTheCleanupNeeds) {
   expect_on_oma();
 }
 
+// A cutover that fails (start-vm) and whose rollback cannot finish (the new VM cannot
+// be destroyed, disk 2001's volume cannot be attached to the OMA again): the job says
+// ROLLBACK INCOMPLETE naming that VM and that volume and what to do, the rollback step
+// records it, the VM is cutover_failed, which refuses passes, cutovers and test
+// failovers, and the rollback job finishes it once the causes are gone.
+TEST_F(OmaFlow, CutoverRollbackThatCannotFinishHoldsTheVmUntilItIsFinished) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  auto ids = volume_ids();
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
+  sim.fail({{"command", "destroyVirtualMachine"}, {"how", "error"}, {"errorcode", 530},
+            {"errortext", "VM is locked by another job"}});
+  sim.fail({{"command", "attachVolume"}, {"how", "job"}, {"errortext", "primary storage busy"},
+            {"params", {{"id", ids["2001"]}, {"virtualmachineid", sim.oma_vm_id()}}}});
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  std::string built;
+  const json st = sim.state();
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) built = v["id"];
+  ASSERT_FALSE(built.empty()) << "the VM the rollback could not destroy is not there";
+  std::string error = job["error"];
+  for (const std::string& expected :
+       {std::string("failed at step start-vm"), std::string("no host with capacity"),
+        std::string("ROLLBACK INCOMPLETE"), "CloudStack VM " + built + " is still there",
+        std::string("VM is locked by another job"), "volume " + ids["2001"] + " (disk 2001) is not back on the OMA",
+        std::string("primary storage busy"), std::string("it is detached: attach it to the OMA's VM"),
+        "POST /api/v1/vms/" + vm_id + "/cutover/rollback"}) {
+    EXPECT_NE(error.find(expected), std::string::npos) << expected << "\n in: " << error;
+  }
+  EXPECT_EQ(error.find("(disk 2000)"), std::string::npos) << error;
+  const json* rollback = step(job, "rollback");
+  ASSERT_NE(rollback, nullptr) << job.dump(2);
+  EXPECT_EQ((*rollback)["status"], "failed");
+  EXPECT_NE((*rollback)["message"].dump().find(ids["2001"]), std::string::npos) << rollback->dump();
+  EXPECT_EQ(vm_status(), "cutover_failed");
+  EXPECT_TRUE(vma->powered_on(vm_id)) << "what could be undone was: the source runs again";
+
+  // Held until the rollback is finished: no pass, no cutover, no test failover.
+  auto r = api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump());
+  EXPECT_EQ(r.status, 409) << r.raw;
+  EXPECT_NE(r.raw.find("/cutover/rollback"), std::string::npos) << r.raw;
+  r = api->post("/api/v1/vms/" + vm_id + "/cutover", "");
+  EXPECT_EQ(r.status, 409) << r.raw;
+  r = api->post("/api/v1/vms/" + vm_id + "/test-failover", "");
+  EXPECT_EQ(r.status, 409) << r.raw;
+
+  job = run_job("/api/v1/vms/" + vm_id + "/cutover/rollback");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(step_names(job), std::vector<std::string>{"rollback"});
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u) << "the VM was not removed";
+  expect_on_oma();
+  EXPECT_EQ(api->post("/api/v1/vms/" + vm_id + "/cutover/rollback", "").status, 409) << "nothing left to finish";
+  mk::test::write_random_at(images["2001"], 0, 64 * KiB, 13);
+  json next = replicate("incremental");
+  ASSERT_EQ(next["status"], "completed") << next.dump(2);
+  expect_on_oma();
+}
+
+// The source cannot be powered on again during the rollback (vCenter refuses through
+// the VMA): the volumes are back, the job says the source is still off and what to do,
+// and the VM is held until the rollback job has powered it on.
+TEST_F(OmaFlow, CutoverRollbackThatCannotPowerTheSourceOnSaysItIsStillOff) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->fail_power_on("PowerOnVM_Task: the host is in maintenance mode");
+  sim.fail({{"command", "startVirtualMachine"}, {"how", "job"}, {"errortext", "no host with capacity"}});
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  std::string error = job["error"];
+  for (const std::string& expected :
+       {std::string("ROLLBACK INCOMPLETE"), "the source VM web01 (" + vm_id + ") is still powered OFF",
+        std::string("the host is in maintenance mode"), std::string("power it on in vCenter"),
+        "POST /api/v1/vms/" + vm_id + "/cutover/rollback"}) {
+    EXPECT_NE(error.find(expected), std::string::npos) << expected << "\n in: " << error;
+  }
+  EXPECT_EQ(error.find("is not back on the OMA"), std::string::npos) << error;
+  EXPECT_FALSE(vma->powered_on(vm_id));
+  EXPECT_EQ(vm_status(), "cutover_failed");
+  EXPECT_EQ(sim.state()["virtualmachines"].size(), 1u);
+  expect_on_oma();
+  EXPECT_EQ(api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump()).status, 409);
+
+  vma->fail_power_on("");
+  job = run_job("/api/v1/vms/" + vm_id + "/cutover/rollback");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_EQ(vma->power_calls().back(), "on " + vm_id);
+  EXPECT_EQ(vm_status(), "replicated");
+  expect_on_oma();
+}
+
 TEST_F(OmaFlow, CutoverCutShortByACrashFailsAtTheNextStartSayingWhatToCheck) {
   ASSERT_EQ(replicate("full")["status"], "completed");
   OmaConfig c = oma->config();

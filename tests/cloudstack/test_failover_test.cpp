@@ -96,6 +96,25 @@ TEST_F(TestFailoverFixture, FailureWhileSnapshottingRollsBack) {
   expect_as_before();
 }
 
+// The test VM's deploy ran but its answer never came back (a proxy's 504): the rollback
+// finds the VM by the test VM's name and removes it; nothing is left behind.
+TEST_F(TestFailoverFixture, ADeployWhoseAnswerWasLostLeavesNoTestVm) {
+  sim.fail({{"command", "deployVirtualMachine"}, {"how", "lost"}});
+  StepLog steps;
+  TestFailoverRecord record;
+  try {
+    failover.start(vm, steps, record);
+    FAIL() << "the test failover succeeded despite the failure";
+  } catch (const CutoverError& e) {
+    EXPECT_EQ(e.step(), "deploy-vm") << e.what();
+    EXPECT_NE(std::string(e.what()).find("rolled back"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(record.vm_id.empty()) << "the deploy's answer was lost, so no id was known";
+  EXPECT_EQ(steps.find("rollback-destroy-test-vm")->status, StepStatus::Done);
+  EXPECT_EQ(count("snapshots"), 0u);
+  expect_as_before();  // only the OMA's VM is left
+}
+
 TEST_F(TestFailoverFixture, CleanupThatFailsMidWayCanBeRunAgain) {
   StepLog steps;
   TestFailoverRecord record = failover.start(vm, steps);

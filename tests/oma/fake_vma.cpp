@@ -348,6 +348,9 @@ FakeVma::Reply FakeVma::power(const httplib::Request& req) {
     throw Violation{409, fmt::format("power {} asked for VM {}, which is already {}", enum_name(p.action), vm_id,
                                      it->second.on ? "on" : "off")};
   }
+  if (p.action == protocol::PowerAction::On && !power_on_fault_.empty()) {
+    return {502, error_body(fmt::format("VM {}: power on failed: {}", vm_id, power_on_fault_))};
+  }
   bool forced = p.action == protocol::PowerAction::Shutdown && ignore_shutdown_;
   it->second.on = p.action == protocol::PowerAction::On;
   auto state = it->second.on ? protocol::PowerState::PoweredOn : protocol::PowerState::PoweredOff;

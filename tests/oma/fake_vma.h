@@ -22,7 +22,7 @@
 //    cleanup. A power request that changes nothing (shutdown or off of a VM that is off,
 //    on of one that is on) is a violation: the OMA must look before it acts.
 //    ignore_shutdown() makes the guest ignore shutdowns, so that the VMA powers it off
-//    ("forced": true). Cleanup of a VM whose job is copying is a violation too.
+//    ("forced": true); fail_power_on() makes power "on" fail as a vCenter fault does. Cleanup of a VM whose job is copying is a violation too.
 //
 // Source VMs for cutover: add_source_vm() makes a VM known to discover, preflight,
 // describe (GET /api/v1/vms/{vm_id}), power and cleanup; set_findings() and
@@ -86,6 +86,12 @@ class FakeVma {
   void add_source_vm(const std::string& vm_id, const std::string& name, bool powered_on = true);
   bool powered_on(const std::string& vm_id);
   void ignore_shutdown(bool on) { ignore_shutdown_ = on; }
+  // Power "on" fails as the VMA reports a vCenter fault (502 "VM ...: power on failed:
+  // TEXT", the VM stays off) until called again with "" .
+  void fail_power_on(const std::string& text) {
+    std::lock_guard lock(mu_);
+    power_on_fault_ = text;
+  }
   // What discover and preflight report for a source VM (none unless set).
   void set_findings(const std::string& vm_id, std::vector<protocol::PreflightFinding> findings);
   // The disks discover reports for a source VM (none unless set).
@@ -157,6 +163,7 @@ class FakeVma {
   protocol::NonceCache nonces_;
   std::vector<std::string> power_calls_;
   std::atomic<bool> ignore_shutdown_{false};
+  std::string power_on_fault_;  // fail_power_on()
   std::atomic<int> version_{protocol::kVersion};
   std::string instance_;
   int generation_ = 0;

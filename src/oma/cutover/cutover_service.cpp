@@ -147,6 +147,12 @@ void check_cloud(const CloudStackSession& session, const cs::SourceVm& source, c
   }
 }
 
+std::string cutover_failed_text(const std::string& vm_id, const std::string& name) {
+  return fmt::format("VM {} ({}) has a cutover whose rollback did not finish: its failed cutover job says what is left; "
+                     "fix the cause, then POST /api/v1/vms/{}/cutover/rollback",
+                     vm_id, name, vm_id);
+}
+
 VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* what) {
   check_uuid(vm_id, "vm_id");
   VmRecord vm = vms.get_vm(vm_id);
@@ -155,7 +161,22 @@ VmRecord claimable_vm(VmRepository& vms, const std::string& vm_id, const char* w
   if (vm.status == VmStatus::TestFailover) {
     throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up before a {}", vm_id, vm.name, what));
   }
+  if (vm.status == VmStatus::CutoverFailed) throw Conflict(cutover_failed_text(vm_id, vm.name));
   return vm;
+}
+
+// The VM's status before a failover, as its stored record says (`what` names the record).
+VmStatus stored_status_before(const json& details, const std::string& vm_id, const char* what) {
+  return parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
+                              fmt::format("VM {}: the stored {} record's status_before", vm_id, what));
+}
+
+// What an incomplete cutover rollback left, as the OMA keeps it (vm_failovers, kind
+// cutover, with "rollback_incomplete"), for the rollback job that finishes it.
+std::string record_details(const cs::CutoverRecord& r, const std::string& name, VmStatus before) {
+  return json{{"rollback_incomplete", true}, {"name", name}, {"lost_deploy", r.lost_deploy},
+              {"unexported", r.unexported}, {"source_was_on", r.source_was_on}, {"status_before", before}}
+      .dump();
 }
 
 // The VM's status after a job that changed nothing: as before the job, unless that
@@ -193,12 +214,18 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     // The VMA's shutdown answers once the VM is off; the margin covers its answer.
     cs::CutoverOptions options{std::chrono::seconds(timeout_s + 60), config_.power_poll};
     std::string target_vm;
+    cs::CutoverRecord record;
     try {
-      target_vm = cs::Cutover(builder, power, pass, exports, options).run(source, steps);
+      target_vm = cs::Cutover(builder, power, pass, exports, options).run(source, steps, record);
     } catch (const cs::CutoverError& e) {
       const cs::Step* rb = steps.find("rollback");
-      bool clean = rb && rb->status == cs::StepStatus::Done;
-      throw JobFailed(e.what(), clean ? before : VmStatus::CutoverFailed);
+      if (rb && rb->status == cs::StepStatus::Done) throw JobFailed(e.what(), before);
+      // What is left stays recorded; the VM is held (no pass, cutover or test failover)
+      // until the rollback job finishes it.
+      vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, record.vm_id,
+                         record_details(record, source.name, before), now_ms()});
+      throw JobFailed(fmt::format("{} (the rollback: POST /api/v1/vms/{}/cutover/rollback)", e.what(), vm_id),
+                      VmStatus::CutoverFailed);
     } catch (const std::exception& e) {
       throw JobFailed(e.what(), before);
     }
@@ -207,6 +234,47 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     job_log_.add_event(job.job_id, EventLevel::Info,
                        fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
     return VmStatus::CutOver;
+  });
+}
+
+std::string CutoverService::start_cutover_rollback(const std::string& vm_id) {
+  check_uuid(vm_id, "vm_id");
+  VmRecord vm = vms_.get_vm(vm_id);
+  auto found = vms_.find_failover(vm_id, FailoverKind::Cutover);
+  json details = found ? json::parse(found->details, nullptr, false) : json();
+  // cutover_interrupted too: the OMA restarted during an earlier run of this rollback.
+  bool held = vm.status == VmStatus::CutoverFailed || vm.status == VmStatus::CutoverInterrupted;
+  if (!held || !details.is_object() || !details.value("rollback_incomplete", false)) {
+    throw Conflict(fmt::format("VM {} ({}) has no cutover whose rollback is incomplete (status {})", vm_id, vm.name,
+                               enum_name(vm.status)));
+  }
+  cs::CutoverRecord record;
+  record.vm_id = found->target_vm_id;
+  record.lost_deploy = details.value("lost_deploy", "");
+  record.unexported = details.value("unexported", std::vector<std::string>{});
+  record.source_was_on = details.value("source_was_on", false);
+  VmStatus after = stored_status_before(details, vm_id, "cutover");
+  auto session = target_.session();
+  cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
+  return jobs_.start_custom(vm_id, JobKind::Cutover, false, [=, this](const JobRecord& job) -> VmStatus {
+    cs::VmBuilder builder(*session->client, *session->volumes, session->target);
+    auto vma = vma_for_(vm_id);
+    VmaSourcePower power(*vma, job_log_, job.job_id, 60);
+    JobFinalPass no_pass(*vma, jobs_, job_log_, job.job_id);  // not run: a rollback makes no pass
+    OmaExports exports(vms_, storage_, exports_);
+    cs::StepLog steps(step_recorder(job_log_, job.job_id));
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       fmt::format("finishing the rollback of the cutover of VM {} (job {})", vm.name, found->job_id));
+    try {
+      cs::Cutover(builder, power, no_pass, exports).finish_rollback(source, record, steps);
+    } catch (const std::exception& e) {
+      throw JobFailed(fmt::format("{} (the rollback: POST /api/v1/vms/{}/cutover/rollback)", e.what(), vm_id),
+                      VmStatus::CutoverFailed);
+    }
+    vms_.delete_failover(vm_id, FailoverKind::Cutover);
+    job_log_.add_event(job.job_id, EventLevel::Info,
+                       "cutover rolled back: the volumes are on the OMA again and the source as it was");
+    return after;
   });
 }
 
@@ -379,8 +447,7 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
   const json snapshots = details.value("snapshots", json::object());
   for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
   record.unexported = details.value("unexported", std::vector<std::string>{});
-  VmStatus after = parse_enum<VmStatus>(details.value("status_before", enum_name(VmStatus::Replicated)),
-                                       fmt::format("VM {}: the stored test failover record's status_before", vm_id));
+  VmStatus after = stored_status_before(details, vm_id, "test failover");
   auto session = target_.session();
   cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
   return jobs_.start_custom(vm_id, JobKind::TestFailoverCleanup, false, [=, this](const JobRecord& job) -> VmStatus {

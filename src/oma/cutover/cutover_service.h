@@ -27,7 +27,10 @@
 // memory ranges against the VM, no VM snapshot or backup offering on the OMA's VM:
 // CloudStack would refuse them after the source is off) and throw UsageError, NotFound or
 // Conflict; otherwise they return the new job's id at once. VM status afterwards:
-// cut_over, test_failover, or as before when a job rolled back. Steps, events and the
+// cut_over, test_failover, or as before when a job rolled back. A cutover whose rollback
+// could not finish leaves cutover_failed and a record of what is left (vm_failovers,
+// kind cutover, "rollback_incomplete"): no pass, cutover or test failover starts on the
+// VM until start_cutover_rollback() has finished the rollback. Steps, events and the
 // job's phase go to the JobRepository; what a failover built to the VmRepository. Does
 // not own its collaborators. Thread-safe.
 #pragma once
@@ -73,6 +76,11 @@ class CutoverService {
                  CutoverConfig config = {});
 
   std::string start_cutover(const std::string& vm_id, int shutdown_timeout_seconds);
+  // A cutover whose rollback was incomplete (VM status cutover_failed, or
+  // cutover_interrupted if the OMA restarted during an earlier try) rolled back again
+  // from what it recorded (job kind "cutover", step "rollback"); on success the VM is as
+  // before that cutover, else it stays cutover_failed. Conflict if there is none.
+  std::string start_cutover_rollback(const std::string& vm_id);
   std::string start_test_failover(const std::string& vm_id);
   std::string start_test_failover_cleanup(const std::string& vm_id);
 

@@ -95,18 +95,28 @@ VmStatus vm_status_after(JobStatus end) {
 // not a read and a write: on MariaDB a plain SELECT reads the transaction's snapshot,
 // which may predate a finish_job that just set cut_over; an UPDATE reads the latest
 // committed row and holds its lock until commit.
+// A cutover whose rollback did not finish (cutover_failed) may have left the volumes on
+// a CloudStack VM: only a cutover-kind job (the rollback that finishes it; the cutover
+// service refuses a new cutover itself) may take it.
 void claim_vm(db::Database& db, const JobRecord& job) {
   std::string settled = job.kind == JobKind::TestFailoverCleanup ? "" : enum_name(VmStatus::TestFailover);
+  std::string unfinished = job.kind == JobKind::Cutover ? "" : enum_name(VmStatus::CutoverFailed);
   if (db.exec("UPDATE vm_contexts SET current_job_id = ?, status = ?, updated_at = ? WHERE vm_id = ? "
-              "AND status NOT IN (?, ?)",
+              "AND status NOT IN (?, ?, ?)",
               {job.job_id, enum_name(VmStatus::Replicating), now_ms(), job.vm_id, enum_name(VmStatus::CutOver),
-               settled}) == 1)
+               settled, unfinished}) == 1)
     return;
   auto rows = db.query("SELECT status, name FROM vm_contexts WHERE vm_id = ?", {job.vm_id});
   if (rows.empty()) return;  // no such VM: nothing to claim (callers check that the VM exists)
   if (rows[0].str(0) == enum_name(VmStatus::CutOver)) {
     throw Conflict(fmt::format("VM {} ({}) has been cut over: no more replication, cutover or test failover",
                                job.vm_id, rows[0].str(1)));
+  }
+  if (rows[0].str(0) == enum_name(VmStatus::CutoverFailed)) {
+    throw Conflict(fmt::format("VM {} ({}) has a cutover whose rollback did not finish (its volumes may be on a "
+                               "CloudStack VM): its failed cutover job says what is left; fix the cause, then POST "
+                               "/api/v1/vms/{}/cutover/rollback",
+                               job.vm_id, rows[0].str(1), job.vm_id));
   }
   throw Conflict(fmt::format("VM {} ({}) is in a test failover: clean it up first (POST "
                              "/api/v1/vms/{}/test-failover/cleanup)",

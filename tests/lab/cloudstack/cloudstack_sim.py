@@ -43,11 +43,20 @@ scsi-0QEMU_QEMU_HARDDISK_<serial> (an OMA whose first disk is on virtio-scsi) in
 virtio-<serial>; the serial is the first 20 hex digits of the volume UUID.
 
 Control endpoints (tests only, unauthenticated, loopback):
-  POST /control/fail   {"command": "attachVolume", "how": "job"|"error"|"hang",
-                        "errorcode": 530, "errortext": "...", "skip": 0, "count": 1}
-       makes the next `count` calls of the command (after `skip` that pass) fail: "error"
-       answers at once with HTTP errorcode, "job" ends the job with jobstatus 2, "hang"
-       leaves the job pending for ever.
+  POST /control/fail   {"command": "attachVolume", "how": "job"|"error"|"hang"|"late"|
+                        "http"|"drop"|"lost", "errorcode": 530, "errortext": "...",
+                        "status": 503, "skip": 0, "count": 1, "params": {"id": "..."}}
+       makes the next `count` calls of the command (after `skip` that pass; only calls
+       with those parameter values when "params" is given) fail: "error"
+       answers at once with HTTP errorcode (CloudStack's error object), "job" ends the job
+       with jobstatus 2, "hang" leaves the job pending for ever, "late" leaves it pending
+       while the client only polls it and runs it (successfully) as soon as any other
+       request arrives: a job that completes after the client gave up on it. What a proxy
+       or the network in front of the management server does: "http" answers HTTP
+       `status` (503) with an HTML page and runs nothing, "drop" closes the connection
+       without an answer and runs nothing, "lost" runs the command to its end (its job
+       too) and then answers 504 with an HTML page (the client never learns the ids).
+       Rules apply to queryAsyncJobResult too (error, http, drop).
   POST /control/clear  removes every failure rule.
   GET  /control/state  the whole state as JSON (volumes, vms, snapshots, jobs, calls).
 
@@ -72,6 +81,18 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GiB = 1024 ** 3
+
+
+class ProxyFailure(Exception):
+    """What a proxy in front of the management server answers: HTTP status, an HTML page."""
+
+    def __init__(self, status):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class Dropped(Exception):
+    """The connection closes without an answer."""
 
 
 class ApiFailure(Exception):
@@ -137,6 +158,7 @@ class Sim:
         self.secret = secret
         self.lock = threading.RLock()
         self.jobs = {}
+        self.late_jobs = {}  # job id -> (command, params, handler) of "late" jobs
         self.volumes = {}
         self.vms = {}
         self.snapshots = {}
@@ -302,10 +324,12 @@ class Sim:
 
     # ---- failure injection ---------------------------------------------------------
 
-    def take_rule(self, command):
+    def take_rule(self, command, params):
         with self.lock:
             for rule in self.rules:
                 if rule["command"].lower() != command.lower() or rule["count"] <= 0:
+                    continue
+                if any(params.get(k) != v for k, v in rule.get("params", {}).items()):
                     continue
                 if rule.get("skip", 0) > 0:
                     rule["skip"] -= 1
@@ -334,16 +358,27 @@ class Sim:
             self.calls.append({"command": command, "method": method,
                                "params": {k: v for k, v in params.items()
                                           if k not in ("signature", "apiKey", "apikey")}})
-        if command == "queryAsyncJobResult":
-            return self.query_job(params)
-        rule = self.take_rule(command)
-        if rule and rule["how"] == "error":
+        polled = params.get("jobid") if command == "queryAsyncJobResult" else None
+        self.run_late_jobs(except_job=polled)
+        rule = self.take_rule(command, params)
+        how = rule["how"] if rule else None
+        if how == "error":
             raise ApiFailure(rule.get("errorcode", 431),
                              rule.get("errortext", f"injected failure of {command}"))
+        if how == "http":
+            raise ProxyFailure(rule.get("status", 503))
+        if how == "drop":
+            raise Dropped()
+        if command == "queryAsyncJobResult":
+            return self.query_job(params)
         if command in self.ASYNC:
-            return self.start_job(command, params, handler, rule)
-        with self.lock:
-            return handler(params)
+            answer = self.start_job(command, params, handler, rule)
+        else:
+            with self.lock:
+                answer = handler(params)
+        if how == "lost":
+            raise ProxyFailure(504)  # done, but the answer never reaches the client
+        return answer
 
     def verify(self, params):
         given = params.get("signature")
@@ -377,14 +412,30 @@ class Sim:
                                  "jobprocstatus": 0, "jobresultcode": 0,
                                  "created": now_iso(), "accountid": self.domainid,
                                  "userid": self.domainid}
-        if not (rule and rule["how"] == "hang"):
+        how = rule["how"] if rule else None
+        if how == "lost":
+            self.run_job(job_id, command, params, handler, None, delay=False)
+        elif how == "late":
+            with self.lock:
+                self.late_jobs[job_id] = (command, params, handler)
+        elif how != "hang":
             t = threading.Thread(target=self.run_job,
                                  args=(job_id, command, params, handler, rule), daemon=True)
             t.start()
         return dict(early, jobid=job_id)
 
-    def run_job(self, job_id, command, params, handler, rule):
-        time.sleep(self.args.job_delay)
+    def run_late_jobs(self, except_job=None):
+        """Runs every "late" job but the one being polled: the client turned to something
+        else, and the job ends now, after the client gave up on it."""
+        with self.lock:
+            due = [(j, args) for j, args in self.late_jobs.items() if j != except_job]
+            for job_id, (command, params, handler) in due:
+                del self.late_jobs[job_id]
+                self.run_job(job_id, command, params, handler, None, delay=False)
+
+    def run_job(self, job_id, command, params, handler, rule, delay=True):
+        if delay:
+            time.sleep(self.args.job_delay)
         with self.lock:
             job = self.jobs[job_id]
             try:
@@ -917,6 +968,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def reply_html(self, status):
+        data = (f"<html><body><h1>{status} {self.responses.get(status, ('',))[0]}</h1>"
+                f"</body></html>").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n).decode() if n else ""
@@ -947,6 +1007,10 @@ class Handler(BaseHTTPRequestHandler):
         key = params.get("command", "").lower() + "response"
         try:
             self.reply(200, {key: sim.handle(params, method)})
+        except ProxyFailure as e:
+            self.reply_html(e.status)
+        except Dropped:
+            self.close_connection = True
         except ApiFailure as e:
             # A command the server cannot run for this caller has no response object of
             # its own: CloudStack answers it as "errorresponse".
@@ -964,8 +1028,12 @@ class Handler(BaseHTTPRequestHandler):
             rule = json.loads(body or "{}")
             rule.setdefault("count", 1)
             rule.setdefault("how", "job")
-            if "command" not in rule or rule["how"] not in ("job", "error", "hang"):
-                return self.reply(400, {"error": "need command and how in job|error|hang"})
+            hows = ("job", "error", "hang", "late", "http", "drop", "lost")
+            if "command" not in rule or rule["how"] not in hows:
+                return self.reply(400, {"error": "need command and how in " + "|".join(hows)})
+            if rule["command"] == "queryAsyncJobResult" and rule["how"] not in (
+                    "error", "http", "drop"):
+                return self.reply(400, {"error": "queryAsyncJobResult fails by error|http|drop"})
             with sim.lock:
                 sim.rules.append(rule)
             return self.reply(200, {"ok": True})

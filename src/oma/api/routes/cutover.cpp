@@ -49,6 +49,25 @@ std::vector<Route> cutover_routes(const Services& s) {
                }});
   routes.push_back({
       .method = "POST",
+      .path = "/api/v1/vms/{vm_id}/cutover/rollback",
+      .operation_id = "finishCutoverRollback",
+      .tag = &kTag,
+      .summary = "Finish the rollback of a cutover whose rollback did not finish (VM status cutover_failed)",
+      .description = "Starts a job (kind cutover, step rollback) that undoes what the failed cutover left, as its "
+                     "job's error names it: the CloudStack VM destroyed (our volumes detached first), the volumes "
+                     "attached to the OMA and exported again, the source powered on if it ran before. What is "
+                     "already undone is skipped. On success the VM is as before the cutover and replication "
+                     "goes on; otherwise it stays cutover_failed and the job says what is still left.",
+      .role = "admin",
+      .params = {vm_param()},
+      .responses = {{202, "the rollback job, started", &kJobStarted},
+                    {404, "no such VM"},
+                    {409, "the VM has no cutover whose rollback is incomplete, or has an active job"}},
+      .handler = [&service, job_reply](auto& req, auto&, auto&) -> Reply {
+                 return job_reply(service.start_cutover_rollback(req.param("vm_id")));
+               }});
+  routes.push_back({
+      .method = "POST",
       .path = "/api/v1/vms/{vm_id}/test-failover",
       .operation_id = "startTestFailover",
       .tag = &kTag,

@@ -13,7 +13,8 @@
 //   tokens.cpp            GET|POST /api/v1/tokens, DELETE /api/v1/tokens/{token_id} (admin)
 //   vmas.cpp              /api/v1/vmas: pairing bundles, enrolment, list, approve, revoke,
 //                         health and discovery through a paired VMA's tunnel
-//   cutover.cpp           POST /api/v1/vms/{vm_id}/cutover, .../test-failover, .../test-failover/cleanup
+//   cutover.cpp           POST /api/v1/vms/{vm_id}/cutover, .../cutover/rollback, .../test-failover,
+//                         .../test-failover/cleanup
 //   schedules.cpp         GET|PUT|DELETE /api/v1/vms/{vm_id}/schedule
 //   events.cpp            GET /api/v1/events (server-sent events; see gui/event_hub.h)
 //   discovery.cpp         GET /api/v1/discover, GET /api/v1/vma/health (the default VMA)
