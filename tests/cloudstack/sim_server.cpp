@@ -100,6 +100,19 @@ std::string SimServer::api_url() const {
 
 Endpoint SimServer::endpoint() const { return Endpoint{api_url(), kApiKey, kSecret}; }
 
+nlohmann::json SimServer::oma_settings() const {
+  Endpoint e = endpoint();
+  return {{"api_url", e.api_url},
+          {"api_key", e.api_key},
+          {"secret_key", e.secret_key},
+          {"zone_id", seed::zone},
+          {"disk_offering_id", seed::custom_disk_offering},
+          {"service_offering_id", seed::custom_service_offering},
+          {"template_id", seed::ready_template},
+          {"test_network_id", seed::test_network},
+          {"oma_mac", oma_mac()}};
+}
+
 VolumesConfig SimServer::volumes_config(const std::string& oma_id) const {
   VolumesConfig c;
   c.oma_id = oma_id;

@@ -60,6 +60,10 @@ class SimServer {
   // disk offering, the by-id directory and a 10 s device wait.
   VolumesConfig volumes_config(const std::string& oma_id = "oma-1") const;
 
+  // The body of the OMA's PUT /api/v1/settings/cloudstack for this simulator: the right
+  // key, the seeded zone, offerings, template and test network, the OMA's MAC.
+  nlohmann::json oma_settings() const;
+
   // Client options that suit tests: fast polling, short timeouts, http allowed (the
   // simulator serves http unless tls is set).
   static ClientOptions fast_client_options();

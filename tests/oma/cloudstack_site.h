@@ -77,17 +77,7 @@ struct Site {
   // CloudStack settings and network mappings, then the VM (known to the fake VMA, on).
   void prepare_site() {
     start();
-    mk::cloudstack::Endpoint e = sim.endpoint();
-    json settings = {{"api_url", e.api_url},
-                     {"api_key", e.api_key},
-                     {"secret_key", e.secret_key},
-                     {"zone_id", sim_seed::zone},
-                     {"disk_offering_id", sim_seed::custom_disk_offering},
-                     {"service_offering_id", sim_seed::custom_service_offering},
-                     {"template_id", sim_seed::ready_template},
-                     {"test_network_id", sim_seed::test_network},
-                     {"oma_mac", sim.oma_mac()}};
-    auto r = api->put("/api/v1/settings/cloudstack", settings.dump());
+    auto r = api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump());
     ASSERT_EQ(r.status, 200) << r.raw;
     json mappings = {{"mappings", {{{"source_network", "VM Network"}, {"target_network_id", sim_seed::prod_network},
                                     {"keep_mac", true}}}}};

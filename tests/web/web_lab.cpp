@@ -221,19 +221,9 @@ class Lab {
   // The OMA's CloudStack settings (the simulator's seeded zone and offerings), then the
   // failure every pass meets: createVolume's job ends with --cloudstack-error.
   void configure_cloudstack() {
-    namespace seed = mk::cloudstack::test::seed;
-    mk::cloudstack::Endpoint e = sim_->endpoint();
-    json settings = {{"api_url", e.api_url},
-                     {"api_key", e.api_key},
-                     {"secret_key", e.secret_key},
-                     {"zone_id", seed::zone},
-                     {"disk_offering_id", seed::custom_disk_offering},
-                     {"service_offering_id", seed::custom_service_offering},
-                     {"template_id", seed::ready_template},
-                     {"oma_mac", sim_->oma_mac()}};
     httplib::Client c("127.0.0.1", api_port_);
     auto r = c.Put("/api/v1/settings/cloudstack", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
-                   settings.dump(), "application/json");
+                   sim_->oma_settings().dump(), "application/json");
     if (!r || r->status != 200)
       throw mk::Error("setting CloudStack up failed: " + (r ? r->body : std::string("no answer")));
     sim_->fail({{"command", "createVolume"}, {"how", "job"}, {"errortext", o_.cloudstack_error}, {"count", 1000}});
