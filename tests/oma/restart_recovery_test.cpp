@@ -326,7 +326,9 @@ TEST(Restart, ACutoverKilledInItsFinalPassFailsAsInterruptedAndCanBeStartedAgain
   SCOPED_TRACE(j.dump(2) + mk::test::log_tail(s.log()));
   EXPECT_EQ(j["status"], "failed");
   std::string error = j["error"].is_string() ? j["error"].get<std::string>() : "";
-  for (const char* part : {"the OMA restarted during this cutover (last phase: final pass: copying) of VM web01",
+  // The last phase is where the crash found the pass ("final pass: copying", or a disk's
+  // progress once the VMA reported): not fixed, so not compared.
+  for (const char* part : {"the OMA restarted during this cutover (last phase: ", ") of VM web01 (",
                            "interrupted at step(s) final-pass", "the source VM is powered OFF",
                            "the VMA's copy of the final pass has been stopped", "start the cutover again"}) {
     EXPECT_NE(error.find(part), std::string::npos) << part;
