@@ -175,6 +175,12 @@ void Oma::ensure_psk() {
   log::info("created the NBD TLS PSK file {} (give the VMA a copy)", config_.tls_psk_file);
 }
 
+bool Oma::prepare_nbd_client_ca() {
+  if (config_.tls_certificates_dir.empty()) return false;
+  nbd_client_ca_ = std::make_unique<NbdClientCa>(config_.data_dir + "/nbd-x509", config_.tls_certificates_dir);
+  return nbd_client_ca_->sync(approved_vma_ids(repos_->vmas));
+}
+
 void Oma::bootstrap_token() {
   if (repos_->config.count_tokens() > 0) return;
   std::string path = issue_admin_token(repos_->config, config_.data_dir, "admin (first start)");
@@ -219,10 +225,12 @@ void Oma::start() {
   }
   volumes_ = std::make_unique<VolumeManager>(repos_->storage, *volume_backend_);
   ExportServerConfig ec;
+  bool client_trust_changed = prepare_nbd_client_ca();
   ec.exports_dir = config_.exports_dir;
   ec.listen_address = config_.nbd_listen;
   ec.port = config_.nbd_port;
   ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
+  NbdkitExportServer* nbdkit = nullptr;
   ec.log_path = config_.data_dir + "/export-server.log";
   ec.keep_running = config_.keep_export_server;
   ec.record_path = kept_server_record_path(config_.data_dir);
@@ -230,13 +238,25 @@ void Oma::start() {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
   if (config_.export_backend == "nbdkit") {
-    export_server_ = std::make_unique<NbdkitExportServer>(ec);
+    if (nbd_client_ca_) ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
+    auto server = std::make_unique<NbdkitExportServer>(ec);
+    nbdkit = server.get();
+    export_server_ = std::move(server);
   } else if (config_.export_backend == "nbd-server") {
     export_server_ = std::make_unique<NbdServerExportServer>(ec);
   } else {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
+  if (nbdkit && nbdkit->adopted() && client_trust_changed) {
+    // The kept nbdkit read the certificates directory as it was before.
+    nbdkit->reload_tls("the VMAs' certificates changed while the OMA was down");
+  }
+  if (nbd_client_ca_ && !nbdkit) {
+    log::warn("the nbd-server export backend does not verify NBD client certificates: any client that reaches port "
+              "{} may use the exports; use the nbdkit backend (the default) to have VMAs' certificates checked",
+              export_server_->port());
+  }
   // The lease before any job resumes: a node touches volumes only while it holds it.
   if (!config_.node.node_id.empty()) start_node_lease();
   exports_ = std::make_unique<ExportManager>(repos_->storage, *export_server_);
@@ -251,6 +271,8 @@ void Oma::start() {
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
+  pc.nbd_client_ca = nbd_client_ca_.get();
+  if (nbdkit) pc.reload_nbd_server = [nbdkit](const std::string& why) { nbdkit->reload_tls(why); };
   pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();
 
