@@ -230,14 +230,15 @@ void Oma::start() {
   ec.listen_address = config_.nbd_listen;
   ec.port = config_.nbd_port;
   ec.tls = {config_.tls_psk_file, config_.tls_certificates_dir};
-  NbdkitExportServer* nbdkit = nullptr;
   ec.log_path = config_.data_dir + "/export-server.log";
   ec.keep_running = config_.keep_export_server;
   ec.record_path = kept_server_record_path(config_.data_dir);
   if (ec.keep_running && config_.export_backend != "nbdkit") {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
+  NbdkitExportServer* nbdkit = nullptr;  // owned by export_server_
   if (config_.export_backend == "nbdkit") {
+    // X.509: nbdkit reads the directory the OMA assembles and verifies clients.
     if (nbd_client_ca_) ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
     auto server = std::make_unique<NbdkitExportServer>(ec);
     nbdkit = server.get();
