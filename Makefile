@@ -21,8 +21,14 @@ build: deps $(BUILD_DIR)/build.ninja
 # CPU-seconds, ~23 min on CI's 2 cores, and its OMA and VMA tests ran 186 s on a loaded
 # machine; CI took 1845 s with the smaller subset, so about 48 min now, under its hour).
 # The guest suite (label guest) is not part of it: see test-guest.
+# Each ctest run's failures are named again at the very end (scripts/test-summary), where
+# a CI log's tail shows them.
 test: build
-	(cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -LE '^(guest|appliance)$$'); s=$$?; $(MAKE) test-sanitize-ci && exit $$s
+	@rm -f $(BUILD_DIR)/Testing/Temporary/LastTestsFailed.log $(ASAN_BUILD_DIR)/Testing/Temporary/LastTestsFailed.log
+	(cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -LE '^(guest|appliance)$$'); s=$$?; \
+	$(MAKE) test-sanitize-ci; t=$$?; \
+	scripts/test-summary "make test" $(BUILD_DIR); scripts/test-summary "ASan+UBSan subset" $(ASAN_BUILD_DIR); \
+	[ $$s = 0 ] && exit $$t; exit $$s
 
 # Guest inspection, conversion and boot checks with real virt-v2v, libguestfs and qemu (TCG
 # here), on the lab's Debian guest built from the apt mirror (tests/lab/guest). Kept out of

@@ -224,6 +224,7 @@ void Oma::start() {
     throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", config_.volume_backend));
   }
   volumes_ = std::make_unique<VolumeManager>(repos_->storage, *volume_backend_);
+  volumes_->remove_unrecorded();  // before recovery starts any job
   ExportServerConfig ec;
   bool client_trust_changed = prepare_nbd_client_ca();
   ec.exports_dir = config_.exports_dir;

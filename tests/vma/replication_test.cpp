@@ -112,9 +112,11 @@ TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextP
   std::map<int, std::string> at_snapshot;  // no write between here and the pass's snapshot
   for (auto& [key, flat] : flats.at(vm.instance_uuid)) at_snapshot[key] = mk::test::sha256_file(flat);
   // Each disk holds 1 MiB of data; nbdkit's rate filter lets 2 s of its rate through at
-  // once, so at 256 KiB/s each disk takes 2 s more: the second disk's copy is still to
+  // once, so at 128 KiB/s each disk takes 6 s more: the second disk's copy is still to
   // come while the test writes and checks the snapshot below, which must still be there.
-  start_vma({.max_disks_per_vm = 1, .read_rate = "256K"});
+  // (At 256 KiB/s, 2 s per disk, a loaded machine once took longer than that for the
+  // writes and the snapshot queries, and found the pass's snapshot already removed.)
+  start_vma({.max_disks_per_vm = 1, .read_rate = "128K"});
   start_oma();
   register_vm(vm.instance_uuid);
   std::string job = start_job(vm.instance_uuid, "full");

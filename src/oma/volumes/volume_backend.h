@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mk::oma {
 
@@ -46,9 +47,18 @@ class VolumeBackend {
   // Grows the storage to at least spec.size_bytes (never shrinks it; a disk grown in
   // vCenter); returns its size now. Throws mk::Error naming the volume.
   virtual uint64_t grow(const VolumeSpec& spec, const std::string& device_path) = 0;
+  // The volume is recorded in the database: storage created for it is no longer at risk
+  // of being forgotten (see unrecorded()).
+  virtual void recorded(const CreatedVolume&) {}
+  // Storage this backend created whose recording it never heard of: what a crash between
+  // create() and the database row left behind. A backend that finds its storage again by
+  // owner (CloudStack tags) has none.
+  virtual std::vector<CreatedVolume> unrecorded() const { return {}; }
 };
 
-// Sparse files DIR/vol-{volume_id}.img, mode 0600, never overwritten.
+// Sparse files DIR/vol-{volume_id}.img, mode 0600, never overwritten. Each is created
+// beside a marker DIR/vol-{volume_id}.creating, removed once the volume is recorded, so
+// that a file left by a crash in between is known as the OMA's own and unwritten.
 class LocalVolumeBackend : public VolumeBackend {
  public:
   explicit LocalVolumeBackend(std::string dir);
@@ -57,8 +67,12 @@ class LocalVolumeBackend : public VolumeBackend {
   uint64_t size_of(const std::string& device_path) const override;
   void remove(const VolumeSpec& owner, const std::string& device_path) override;
   uint64_t grow(const VolumeSpec& spec, const std::string& device_path) override;  // truncates up
+  void recorded(const CreatedVolume& v) override;
+  std::vector<CreatedVolume> unrecorded() const override;
 
  private:
+  std::string file_path(const std::string& volume_id) const;
+  std::string marker_path(const std::string& volume_id) const;
   std::string dir_;
 };
 

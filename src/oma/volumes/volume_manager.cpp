@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <set>
+
 #include "common/log.h"
 #include "oma/errors.h"
 #include "oma/names.h"
@@ -64,9 +66,28 @@ VolumeRecord VolumeManager::ensure_volume(const DiskRecord& disk) {
     backend_.remove(spec, v.device_path);
     throw;
   }
+  backend_.recorded(created);
   log::info("VM {} disk {}: created {} volume {} ({} bytes) at {}", disk.vm_id, disk.disk_key, v.backend, v.volume_id,
             v.size_bytes, v.device_path);
   return v;
+}
+
+int VolumeManager::remove_unrecorded() {
+  std::set<std::string> recorded;
+  for (const auto& v : storage_.list_volumes()) recorded.insert(v.volume_id);
+  int removed = 0;
+  for (const auto& c : backend_.unrecorded()) {
+    if (recorded.count(c.volume_id)) {
+      backend_.recorded(c);  // the crash came after the row was written
+      continue;
+    }
+    backend_.remove({c.volume_id, "", "", c.size_bytes}, c.device_path);
+    log::warn("removed {} volume {} at {}: it was created just before the OMA stopped and never recorded, so no "
+              "disk was ever copied into it",
+              backend_.name(), c.volume_id, c.device_path);
+    ++removed;
+  }
+  return removed;
 }
 
 }  // namespace mk::oma

@@ -18,6 +18,10 @@ class VolumeManager {
  public:
   VolumeManager(StorageRepository& storage, VolumeBackend& backend) : storage_(storage), backend_(backend) {}
   VolumeRecord ensure_volume(const DiskRecord& disk);
+  // Removes the storage a crash left between its creation and its record (nothing was
+  // ever written to it: a pass exports only recorded volumes); returns how many. Run at
+  // start, before any job, since a volume being created now is not yet recorded either.
+  int remove_unrecorded();
   VolumeBackend& backend() { return backend_; }
 
  private:
