@@ -252,7 +252,7 @@ void Oma::start() {
   export_server_->start();
   if (nbdkit && nbdkit->adopted() && client_trust_changed) {
     // The kept nbdkit read the certificates directory as it was before.
-    nbdkit->reload_tls("the VMAs' certificates changed while the OMA was down");
+    nbdkit->reload_tls("its certificates or the VMAs' access changed while the OMA was down");
   }
   if (nbd_client_ca_ && !nbdkit) {
     log::warn("the nbd-server export backend does not verify NBD client certificates: any client that reaches port "
