@@ -290,6 +290,7 @@ void Oma::start() {
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
+  jo.nbd_tls = nbd_client_ca_ ? protocol::NbdTls::X509 : protocol::NbdTls::Psk;
   jo.target = cloudstack_checks_.get();
   if (lease_) {
     placed_checks_ = std::make_unique<PlacedTargetChecks>(repos_->placements, *lease_, cloudstack_checks_.get());

@@ -34,7 +34,7 @@ namespace mk::protocol {
 //    answer is signed (request_auth.h).
 // 4: enrolment carries the VMA's NBD client certificate request (x509 bundles) and its
 //    answer the certificate the OMA signed (EnrolRequest.nbd_client_csr,
-//    EnrolReply.nbd_client_cert).
+//    EnrolReply.nbd_client_cert); a replicate request's nbd.tls may be x509.
 inline constexpr int kVersion = 4;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
