@@ -12,6 +12,11 @@
 // a CA about it pin its SHA-256 fingerprint ("AB:CD:...", 32 bytes), which pairing
 // bundles carry.
 //
+// Client certificates for NBD (X.509 mode): the OMA keeps a small CA
+// (make_ca_certificate), each VMA makes its key and a request (make_key_and_csr), the
+// OMA signs it (sign_client_certificate) and lists the certificates of VMAs that may not
+// connect in a revocation list (make_crl) that nbdkit reads.
+//
 // Client: pin_server_certificate() makes an httplib client's SSL_CTX accept exactly the
 // certificate with a given fingerprint (and nothing else, CA-signed or not); the host
 // name is then irrelevant, as with ssh's known_hosts.
@@ -62,6 +67,35 @@ std::string normalize_fingerprint(const std::string& text, const std::string& wh
 // subjectAltName: IP addresses as iPAddress, the rest as dNSName). Throws mk::Error.
 void make_self_signed_certificate(const std::string& cert_file, const std::string& key_file,
                                   const std::vector<std::string>& names);
+
+// A small private CA (for the NBD client certificates an OMA issues to its VMAs): writes
+// a new ECDSA P-256 key to `key_file` (0600) and a self-signed CA certificate
+// (CA:TRUE, pathlen 0, keyCertSign and cRLSign; CN = common_name; valid 20 years).
+// Throws mk::Error.
+void make_ca_certificate(const std::string& cert_file, const std::string& key_file, const std::string& common_name);
+
+// Writes a new ECDSA P-256 key to `key_file` (0600) and returns a PEM certificate
+// request for it (CN = common_name): the key never leaves this machine. Throws mk::Error.
+std::string make_key_and_csr(const std::string& key_file, const std::string& common_name);
+
+// A client certificate (TLS clientAuth, valid 10 years) for the key of the PEM request
+// `csr_pem`, signed by the CA in ca_cert_file/ca_key_file: subject CN = common_name and,
+// when uri_san is not empty, subjectAltName URI:uri_san. The request's own subject and
+// extensions are ignored. Throws mk::UsageError for a request that is not one, whose
+// signature does not verify or whose key is weak (ECDSA < 256 or RSA < 2048 bits), and
+// mk::Error for an unusable CA.
+std::string sign_client_certificate(const std::string& ca_cert_file, const std::string& ca_key_file,
+                                    const std::string& csr_pem, const std::string& common_name,
+                                    const std::string& uri_san);
+
+// The serial number of a PEM certificate in uppercase hex. Throws mk::Error.
+std::string certificate_serial(const std::string& cert_pem);
+
+// A PEM certificate revocation list (v2) signed by the CA, listing the given PEM
+// certificates (which the CA issued). nextUpdate lies 20 years ahead: the list is
+// replaced when access changes, not on a schedule. Throws mk::Error.
+std::string make_crl(const std::string& ca_cert_file, const std::string& ca_key_file,
+                     const std::vector<std::string>& revoked_cert_pems);
 
 // Makes `ctx` (a client's) accept only a server certificate with this fingerprint
 // (canonical form): the chain is not checked against any CA, the pin replaces it. The

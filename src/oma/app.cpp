@@ -175,6 +175,12 @@ void Oma::ensure_psk() {
   log::info("created the NBD TLS PSK file {} (give the VMA a copy)", config_.tls_psk_file);
 }
 
+bool Oma::prepare_nbd_client_ca() {
+  if (config_.tls_certificates_dir.empty()) return false;
+  nbd_client_ca_ = std::make_unique<NbdClientCa>(config_.data_dir + "/nbd-x509", config_.tls_certificates_dir);
+  return nbd_client_ca_->sync(approved_vma_ids(repos_->vmas));
+}
+
 void Oma::bootstrap_token() {
   if (repos_->config.count_tokens() > 0) return;
   std::string path = issue_admin_token(repos_->config, config_.data_dir, "admin (first start)");
@@ -220,6 +226,7 @@ void Oma::start() {
   volumes_ = std::make_unique<VolumeManager>(repos_->storage, *volume_backend_);
   volumes_->remove_unrecorded();  // before recovery starts any job
   ExportServerConfig ec;
+  bool client_trust_changed = prepare_nbd_client_ca();
   ec.exports_dir = config_.exports_dir;
   ec.listen_address = config_.nbd_listen;
   ec.port = config_.nbd_port;
@@ -230,14 +237,28 @@ void Oma::start() {
   if (ec.keep_running && config_.export_backend != "nbdkit") {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
+  NbdkitExportServer* nbdkit = nullptr;  // owned by export_server_
   if (config_.export_backend == "nbdkit") {
-    export_server_ = std::make_unique<NbdkitExportServer>(ec);
+    // X.509: nbdkit reads the directory the OMA assembles and verifies clients.
+    if (nbd_client_ca_) ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
+    auto server = std::make_unique<NbdkitExportServer>(ec);
+    nbdkit = server.get();
+    export_server_ = std::move(server);
   } else if (config_.export_backend == "nbd-server") {
     export_server_ = std::make_unique<NbdServerExportServer>(ec);
   } else {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
+  if (nbdkit && nbdkit->adopted() && client_trust_changed) {
+    // The kept nbdkit read the certificates directory as it was before.
+    nbdkit->reload_tls("its certificates or the VMAs' access changed while the OMA was down");
+  }
+  if (nbd_client_ca_ && !nbdkit) {
+    log::warn("the nbd-server export backend does not verify NBD client certificates: any client that reaches port "
+              "{} may use the exports; use the nbdkit backend (the default) to have VMAs' certificates checked",
+              export_server_->port());
+  }
   // The lease before any job resumes: a node touches volumes only while it holds it.
   if (!config_.node.node_id.empty()) start_node_lease();
   exports_ = std::make_unique<ExportManager>(repos_->storage, *export_server_);
@@ -252,6 +273,8 @@ void Oma::start() {
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
+  pc.nbd_client_ca = nbd_client_ca_.get();
+  if (nbdkit) pc.reload_nbd_server = [nbdkit](const std::string& why) { nbdkit->reload_tls(why); };
   pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();
 
@@ -267,6 +290,7 @@ void Oma::start() {
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
   jo.nbd_port = export_server_->port();
+  jo.nbd_tls = nbd_client_ca_ ? protocol::NbdTls::X509 : protocol::NbdTls::Psk;
   jo.target = cloudstack_checks_.get();
   if (lease_) {
     placed_checks_ = std::make_unique<PlacedTargetChecks>(repos_->placements, *lease_, cloudstack_checks_.get());

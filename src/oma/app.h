@@ -59,7 +59,7 @@ struct OmaConfig {
   std::string export_backend = "nbdkit";      // or "nbd-server"
   bool keep_export_server = false;            // nbdkit outlives the OMA; adopted at the next start
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
-  std::string tls_certificates_dir;           // X.509 instead of PSK
+  std::string tls_certificates_dir;           // X.509 instead of PSK (the operator's; only read)
   std::string vma_url = "http://127.0.0.1:9081";
   std::string vma_token_file;                 // the VMA's API token (first line); "" = none sent
   int poll_interval_ms = 1000;
@@ -137,6 +137,9 @@ class Oma {
 
  private:
   void bootstrap_token();
+  // X.509: makes or opens the client CA and writes nbdkit's certificates directory;
+  // true when what nbdkit accepts changed (a kept server must read it again).
+  bool prepare_nbd_client_ca();
   void ensure_psk();
   std::string read_vma_token() const;
   void start_event_services();  // the event stream and the scheduler
@@ -150,6 +153,7 @@ class Oma {
   std::unique_ptr<SecretBox> secrets_;
   std::unique_ptr<VolumeBackend> volume_backend_;
   std::unique_ptr<VolumeManager> volumes_;
+  std::unique_ptr<NbdClientCa> nbd_client_ca_;  // X.509: VMAs' client certificates, nbdkit's directory
   std::unique_ptr<ExportBackend> export_server_;
   // The lease renews on a connection of its own: on the shared one it would wait behind
   // any long transaction (a migration, a big listing) and could be lost meanwhile.

@@ -53,6 +53,10 @@ void hex_check(const std::string& v, const std::string& path) {
 void pem_check(const std::string& v, const std::string& path) {
   if (v.find("-----BEGIN CERTIFICATE-----") == std::string::npos) throw FieldError(path, "expected a PEM certificate");
 }
+void csr_check(const std::string& v, const std::string& path) {
+  if (v.find("-----BEGIN CERTIFICATE REQUEST-----") == std::string::npos)
+    throw FieldError(path, "expected a PEM certificate request");
+}
 // "AB:CD:..." as the OMA writes it: 32 bytes, uppercase hex, colons between.
 void fingerprint_check(const std::string& v, const std::string& path) {
   bool ok = v.size() == 95;
@@ -218,6 +222,15 @@ const Schema& enrol_request() {
            .max_length = 512,
            .check = ssh_public_key_check,
            .example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u vma-site-a"},
+          {.name = "nbd_client_csr",
+           .required = false,
+           .description = "x509 bundles: a PEM certificate request for the VMA's NBD client key (the key stays on "
+                          "the VMA); the OMA signs it. Absent or null with a PSK bundle",
+           .max_length = 16384,
+           .check = csr_check,
+           .nullable = true,
+           .example = nullptr,
+           .multiline = true},
       },
       "EnrolRequest",
       "a VMA's enrolment (Authorization: Pairing CODE)"};
@@ -248,6 +261,14 @@ const Schema& enrol_reply() {
            .description = "what the operator does next",
            .max_length = 1024,
            .example = "an operator approves it: POST /api/v1/vmas/4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d/approve"},
+          {.name = "nbd_client_cert",
+           .description = "x509: the VMA's NBD client certificate (PEM, CN = its id), signed by the OMA's client CA; "
+                          "accepted by the OMA's NBD server from approval until revocation. null with PSK",
+           .max_length = 16384,
+           .check = pem_check,
+           .nullable = true,
+           .example = nullptr,
+           .multiline = true},
       },
       "EnrolReply",
       "the VMA is enrolled and waits for an operator's approval"};
@@ -312,14 +333,18 @@ void decode(const json& j, PairingBundle& out) {
 }
 
 json encode(const EnrolRequest& m) {
-  json j = {{"name", m.name}, {"vcenter", m.vcenter}, {"ssh_public_key", m.ssh_public_key}};
+  json j = {{"name", m.name},
+            {"vcenter", m.vcenter},
+            {"ssh_public_key", m.ssh_public_key},
+            {"nbd_client_csr", opt(m.nbd_client_csr)}};
   if (m.protocol_version) j["protocol_version"] = *m.protocol_version;
   return checked(std::move(j), schemas::enrol_request());
 }
 
 void decode(const json& j, EnrolRequest& out) {
   checked(j, schemas::enrol_request());
-  out = {std::nullopt, j["name"], j["vcenter"], j["ssh_public_key"]};
+  out = {std::nullopt, j["name"], j["vcenter"], j["ssh_public_key"],
+         j.contains("nbd_client_csr") ? opt_of(j, "nbd_client_csr") : std::nullopt};
   if (j.contains("protocol_version")) out.protocol_version = j["protocol_version"].get<int64_t>();
 }
 
@@ -330,14 +355,15 @@ json encode(const EnrolReply& m) {
                   {"vcenter", m.vcenter},
                   {"state", m.state},
                   {"tunnel_port", m.tunnel_port},
-                  {"next", m.next}},
+                  {"next", m.next},
+                  {"nbd_client_cert", opt(m.nbd_client_cert)}},
                  schemas::enrol_reply());
 }
 
 void decode(const json& j, EnrolReply& out) {
   checked(j, schemas::enrol_reply());
   out = {j["protocol_version"].get<int>(), j["vma_id"], j["name"], j["vcenter"], j["state"],
-         j["tunnel_port"].get<int>(),      j["next"]};
+         j["tunnel_port"].get<int>(),      j["next"],   opt_of(j, "nbd_client_cert")};
 }
 
 }  // namespace mk::protocol

@@ -12,6 +12,10 @@
 //     state, and enrols:
 //        POST /api/v1/vmas/enroll   Authorization: Pairing <pairing_code>
 //          EnrolRequest  -> 202 EnrolReply
+//     With an x509 bundle the request carries a certificate request for the key the
+//     VMA made for NBD (nbd-pki/client-key.pem), and the reply the certificate the OMA
+//     signed for it (CN = the VMA's id); the OMA's nbdkit accepts it from approval
+//     until revocation.
 //     The OMA refuses an EnrolRequest of another protocol_version with 409 naming both
 //     versions, before the code is spent; an unknown, used or expired code is 403.
 //     `vma pair` refuses an EnrolReply of another protocol_version.
@@ -61,6 +65,9 @@ struct EnrolRequest {
   std::string name;            // the VMA's name (its site)
   std::string vcenter;         // the vCenter it serves
   std::string ssh_public_key;  // "ssh-ed25519 AAAA... [comment]": may hold the tunnel once approved
+  // x509 bundles: a PEM certificate request for the VMA's NBD client key (made by the
+  // VMA; the key never leaves it). nullopt with a PSK bundle.
+  std::optional<std::string> nbd_client_csr;
 };
 
 struct EnrolReply {
@@ -70,6 +77,9 @@ struct EnrolReply {
   std::string state;    // "pending": waiting for an operator's approval
   int tunnel_port = 0;  // the OMA's loopback port of this VMA's reverse tunnel
   std::string next;     // what the operator does next
+  // x509: the VMA's NBD client certificate (PEM), signed by the OMA's client CA for the
+  // request it sent; it verifies once the VMA is approved. nullopt with PSK.
+  std::optional<std::string> nbd_client_cert;
 };
 
 nlohmann::json encode(const PairingBundle& m);

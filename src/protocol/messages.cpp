@@ -130,9 +130,10 @@ const Schema kNbdTarget{{
      .pattern = kHostPattern},
     int_field("port", "its port", 10809, 1, 65535),
     {.name = "tls",
-     .description = "always psk: the VMA writes to the OMA only with TLS, with its key from pairing",
+     .description = "how the VMA authenticates to the OMA's NBD server (always TLS): psk, its key from pairing; "
+                    "x509, its client certificate from pairing",
      .max_length = 8,
-     .one_of = {"psk"}},
+     .one_of = {"psk", "x509"}},
 }};
 
 const Schema kReplicateDisk{

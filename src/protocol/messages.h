@@ -85,7 +85,7 @@ namespace mk::protocol {
 struct NbdTarget {
   std::string host;  // host name or IP address of the OMA's NBD server
   int port = 10809;
-  NbdTls tls = NbdTls::Psk;  // replicate: always PSK (the VMA's key from pairing)
+  NbdTls tls = NbdTls::Psk;  // the VMA's PSK, or its X.509 client certificate, from pairing
 };
 
 struct ReplicateDisk {

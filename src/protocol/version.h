@@ -32,7 +32,10 @@ namespace mk::protocol {
 //    job's ended_seconds_ago.
 // 3: every request is signed with the VMA's token instead of carrying it, and every
 //    answer is signed (request_auth.h).
-inline constexpr int kVersion = 3;
+// 4: enrolment carries the VMA's NBD client certificate request (x509 bundles) and its
+//    answer the certificate the OMA signed (EnrolRequest.nbd_client_csr,
+//    EnrolReply.nbd_client_cert); a replicate request's nbd.tls may be x509.
+inline constexpr int kVersion = 4;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

@@ -20,6 +20,9 @@ struct VmaConfig {
   int listen_port = 8081;                // 0: any free port, written to STATE/api.port
   std::string token_file;                // default STATE/api.token
   std::string nbd_psk_file;              // default STATE/nbd-psk.keys
+  // X.509 OMAs: ca-cert.pem, client-cert.pem, client-key.pem; default STATE/nbd-pki
+  // (what `vma pair` writes). A VMA needs the PSK or these, whichever its OMA uses.
+  std::string nbd_certificates_dir;
   int max_disks_per_vm = 4;
   int max_vms = 4;
   std::string snapshot_prefix = "migratekit-";

@@ -91,6 +91,8 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
   app.add_option("--listen", listen, "API address (default 127.0.0.1:8081; port 0 = any, written to STATE/api.port)");
   app.add_option("--token-file", c.token_file, "API bearer token issued by the OMA (default STATE/api.token)");
   app.add_option("--nbd-psk-file", c.nbd_psk_file, "NBD TLS PSK of the OMA's exports (default STATE/nbd-psk.keys)");
+  app.add_option("--nbd-certificates", c.nbd_certificates_dir,
+                 "X.509 OMAs: NBD client certificates directory (default STATE/nbd-pki, written by `vma pair`)");
   app.add_option("--max-disks-per-vm", c.max_disks_per_vm, "Disks of one VM copied at once (default 4)")
       ->check(CLI::Range(1, 64));
   app.add_option("--max-vms", c.max_vms, "VMs copied at once; more jobs wait (default 4)")->check(CLI::Range(1, 256));

@@ -22,6 +22,7 @@ Vma::Vma(VmaConfig config, TunnelStateProvider tunnel)
   }
   if (config_.token_file.empty()) config_.token_file = config_.state_dir + "/api.token";
   if (config_.nbd_psk_file.empty()) config_.nbd_psk_file = config_.state_dir + "/nbd-psk.keys";
+  if (config_.nbd_certificates_dir.empty()) config_.nbd_certificates_dir = config_.state_dir + "/nbd-pki";
 }
 
 Vma::~Vma() { stop(); }
@@ -42,7 +43,11 @@ void Vma::start() {
   std::filesystem::create_directories(config_.state_dir);
   ::chmod(config_.state_dir.c_str(), 0700);
   std::string token = read_secret_file(config_.token_file, "VMA API token (written by `vma pair`, or --token-file)");
-  read_secret_file(config_.nbd_psk_file, "NBD TLS PSK of the OMA (written by `vma pair`, or --nbd-psk-file)");
+  // The PSK, or the client certificate of an X.509 OMA: whichever pairing wrote.
+  bool x509 = std::filesystem::exists(config_.nbd_certificates_dir + "/client-cert.pem");
+  if (!x509 || std::filesystem::exists(config_.nbd_psk_file))
+    read_secret_file(config_.nbd_psk_file, "NBD TLS PSK of the OMA (written by `vma pair`, or --nbd-psk-file; an "
+                                           "OMA with X.509 gives a client certificate in STATE/nbd-pki instead)");
   std::string work = config_.state_dir + "/work";
   std::filesystem::remove_all(work);  // readers' sockets of an earlier run
   std::filesystem::create_directories(work);
@@ -76,7 +81,9 @@ void Vma::start() {
   ro.checkpoint_dir = config_.state_dir + "/checkpoints";
   std::filesystem::create_directories(ro.checkpoint_dir);
   ::chmod(ro.checkpoint_dir.c_str(), 0700);
-  ro.target_tls.psk_file = std::filesystem::absolute(config_.nbd_psk_file).string();
+  if (std::filesystem::exists(config_.nbd_psk_file))
+    ro.target_tls.psk_file = std::filesystem::absolute(config_.nbd_psk_file).string();
+  if (x509) ro.target_tls_x509.certificates_dir = std::filesystem::absolute(config_.nbd_certificates_dir).string();
   runner_ = std::make_unique<JobRunner>(ro, *vcenter_, *store_);
   runner_->recover();
 

@@ -102,7 +102,7 @@ TEST(Enrolment, EnrolRequestAndReplyRoundTripAndCheckEveryField) {
   EnrolRequest r{kVersion, "site-a", "vc-a.example", kKey + " vma-site-a"};
   json j = encode(r);
   EXPECT_EQ(decode<EnrolRequest>(j).ssh_public_key, r.ssh_public_key);
-  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version"});
+  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
   // A VMA older than versioned protocols sends none: decoded, then refused by the version check.
   j.erase("protocol_version");
   EXPECT_FALSE(decode<EnrolRequest>(j).protocol_version);
@@ -118,6 +118,29 @@ TEST(Enrolment, EnrolRequestAndReplyRoundTripAndCheckEveryField) {
                    "an operator approves it"};
   EXPECT_EQ(encode(decode<EnrolReply>(encode(reply))), encode(reply));
   expect_every_field_checked(decoder<EnrolReply>(), encode(reply));
+}
+
+// X.509 OMAs: the VMA sends a certificate request for its NBD key, the OMA answers with
+// the certificate; both are PEM text of the right kind, null with PSK.
+TEST(Enrolment, X509EnrolmentCarriesTheVmasCertificateRequestAndItsCertificate) {
+  const std::string csr = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n";
+  const std::string cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  EnrolRequest r{kVersion, "site-a", "vc-a.example", kKey, csr};
+  json j = encode(r);
+  EXPECT_EQ(decode<EnrolRequest>(j).nbd_client_csr, csr);
+  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
+  j.erase("nbd_client_csr");  // absent (a PSK VMA may leave it out): none
+  EXPECT_FALSE(decode<EnrolRequest>(j).nbd_client_csr);
+  j["nbd_client_csr"] = cert;  // a certificate is not a request
+  EXPECT_EQ(refused_field(decoder<EnrolRequest>(), j), "nbd_client_csr");
+
+  EnrolReply reply{kVersion, "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", "site-a", "vc-a.example", "pending", 9081,
+                   "an operator approves it", cert};
+  json rj = encode(reply);
+  EXPECT_EQ(decode<EnrolReply>(rj).nbd_client_cert, cert);
+  expect_every_field_checked(decoder<EnrolReply>(), rj);
+  rj["nbd_client_cert"] = csr;
+  EXPECT_EQ(refused_field(decoder<EnrolReply>(), rj), "nbd_client_cert");
 }
 
 TEST(Enrolment, OnlyEd25519KeysWithoutOptionsAreTaken) {

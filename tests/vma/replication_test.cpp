@@ -7,6 +7,10 @@
 // killed mid-copy and restarted: resume_test.cpp).
 #include "vma_fixture.h"
 
+#include "common/tls.h"
+#include "oma/pairing/nbd_client_ca.h"
+#include "support/x509.h"
+
 namespace mk::vma::test {
 namespace {
 
@@ -174,6 +178,30 @@ TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextP
   ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
   EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(4 * kBlock)) << "two blocks per disk: "
                                                                                << j2.dump(2);
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+}
+
+// An OMA serving NBD with X.509 (nbdkit --tls-verify-peer): its replicate requests say
+// x509, and the VMA, which has no PSK, copies with its client certificate signed by the
+// OMA's client CA (as `vma pair` gets it; made here from the same CA the OMA then uses).
+TEST_F(VmaFixture, AnX509OmaGetsItsDisksFromAVmaWithItsClientCertificate) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 2048, 6, 300);
+  std::filesystem::create_directories(dir.file("pki"));
+  std::string server_dir = mk::test::make_x509_pki(dir.file("pki")).server;
+  std::string pki = dir.file("vma/state/nbd-pki");
+  std::filesystem::create_directories(pki);
+  {
+    oma::NbdClientCa ca(dir.file("oma/nbd-x509"), server_dir);  // the OMA finds and keeps it
+    std::string csr = tls::make_key_and_csr(pki + "/client-key.pem", "vma-test");
+    mk::test::write_at(pki + "/client-cert.pem", 0, ca.sign("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b9999", csr));
+    std::filesystem::copy_file(server_dir + "/ca-cert.pem", pki + "/ca-cert.pem");
+  }
+  start_vma({.certificates_dir = pki});
+  start_oma(server_dir);
+  register_vm(vm.instance_uuid);
+  json j = wait_job(start_job(vm.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
   expect_targets_match(vm.instance_uuid);
   expect_no_snapshot_left(vm);
 }

@@ -57,13 +57,18 @@ class VmaFixture : public ::testing::Test {
   void start_vma(VmaProcessOptions o = {}) {
     o.state_dir = dir.file("vma/state");
     o.token_file = token_file;
-    o.psk_file = psk;
+    if (o.certificates_dir.empty()) o.psk_file = psk;  // else an X.509 VMA: no PSK
     vma = std::make_unique<VmaProcess>(lab, o);
     client = std::make_unique<oma::HttpVmaClient>(vma->url(), std::chrono::seconds(60), kToken);
   }
 
-  void start_oma() {
+  // x509_dir: the OMA serves NBD with X.509 (`--tls-certificates x509_dir`) instead of the PSK.
+  void start_oma(const std::string& x509_dir = "") {
     oma::OmaConfig c = oma::test::test_config(dir.file("oma"), vma->url());
+    if (!x509_dir.empty()) {
+      c.tls_psk_file.clear();
+      c.tls_certificates_dir = x509_dir;
+    }
     c.vma_token_file = token_file;
     c.vma_timeout_s = 60;
     oma = std::make_unique<oma::Oma>(c);

@@ -31,10 +31,11 @@ void VmaProcess::start(int port) {
   std::vector<std::string> argv = {
       VMA_BIN, "run", "--state-dir", options_.state_dir, "--vcenter", lab_.url(), "--vcenter-user", lab_.user(),
       "--vcenter-password-file", lab_.password_file(), "--vcenter-thumbprint", lab_.thumbprint(),
-      "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--nbd-psk-file",
-      options_.psk_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
+      "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
       std::to_string(options_.max_vms), "--lab-flat-datastore",
       "LocalDS_0=" + datastore_dir(lab_, "LocalDS_0", "DC0_H0_VM0/disk1.vmdk")};
+  if (!options_.psk_file.empty()) argv.insert(argv.end(), {"--nbd-psk-file", options_.psk_file});
+  if (!options_.certificates_dir.empty()) argv.insert(argv.end(), {"--nbd-certificates", options_.certificates_dir});
   if (!options_.read_rate.empty()) {
     argv.push_back("--read-rate-limit");
     argv.push_back(options_.read_rate);

@@ -19,7 +19,8 @@ namespace mk::vma::test {
 struct VmaProcessOptions {
   std::string state_dir;
   std::string token_file;
-  std::string psk_file;
+  std::string psk_file;          // "" = none (an X.509 VMA)
+  std::string certificates_dir;  // --nbd-certificates ("" = the default)
   int max_disks_per_vm = 4;
   int max_vms = 4;
   std::string read_rate;  // --read-rate-limit, "" for none

@@ -22,6 +22,9 @@ namespace mk::oma {
 struct TlsConfig {
   std::string psk_file;          // PSK keys file (identity:hexkey), mode 0600: the default
   std::string certificates_dir;  // X.509 directory instead (ca-cert.pem, server-cert.pem, server-key.pem)
+  // X.509: clients must present a certificate from a CA in ca-cert.pem, not on
+  // ca-crl.pem (nbdkit --tls-verify-peer; the nbdkit backend only).
+  bool verify_peer = false;
 };
 
 struct ExportServerConfig {

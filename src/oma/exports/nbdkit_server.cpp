@@ -265,6 +265,7 @@ std::vector<std::string> NbdkitExportServer::argv() const {
                                 "--tls=require"};
   if (!config_.tls.psk_file.empty()) a.push_back("--tls-psk=" + config_.tls.psk_file);
   else a.push_back("--tls-certificates=" + config_.tls.certificates_dir);
+  if (config_.tls.verify_peer) a.push_back("--tls-verify-peer");
   a.insert(a.end(), {"file", "dir=" + config_.exports_dir});
   return a;
 }
@@ -458,14 +459,28 @@ void NbdkitExportServer::cut_off(const std::vector<std::string>& export_names) {
   std::lock_guard lock(mu_);  // the supervisor waits: it must not restart the old server
   if (stopping_) throw Error(fmt::format("the export server is stopping: cannot cut off {}", fmt::join(export_names, ", ")));
   pid_t old = pid_.load();
+  relaunch();
+  log::warn("export server restarted (pid {} -> {}) to close the connections of {}: other exports' clients reconnect",
+            old, pid_.load(), fmt::join(export_names, ", "));
+}
+
+void NbdkitExportServer::relaunch() {
   if (config_.keep_running) {
     stop_kept_export_server(config_.record_path);
   } else {
     process_.stop();
   }
   launch();
-  log::warn("export server restarted (pid {} -> {}) to close the connections of {}: other exports' clients reconnect",
-            old, pid_.load(), fmt::join(export_names, ", "));
+}
+
+void NbdkitExportServer::reload_tls(const std::string& why) {
+  std::lock_guard lock(mu_);  // the supervisor waits: it must not restart the old server
+  if (stopping_ || pid_.load() <= 0) return;  // not running: the next start reads the files
+  pid_t old = pid_.load();
+  relaunch();
+  log::warn("export server restarted (pid {} -> {}) to read its TLS certificates again ({}): open NBD connections "
+            "dropped once and their clients reconnect",
+            old, pid_.load(), why);
 }
 
 Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {

@@ -1,6 +1,7 @@
 // NbdkitExportServer: one supervised nbdkit process serving every export of the OMA.
 //
 //   nbdkit -f -i ADDR -p PORT --tls=require --tls-psk=FILE file dir=EXPORTS_DIR
+//   (X.509: --tls-certificates=DIR [--tls-verify-peer] instead of --tls-psk)
 //
 // In dir= mode the file plugin serves each regular file or block device in the
 // directory (following symlinks) under its own name, looked up when a client connects.
@@ -28,6 +29,11 @@
 // back, every other export's clients lose their connection once and reconnect (the
 // copy engine reconnects and redoes unflushed writes). It happens only when a VMA
 // cannot be reached to stop a job, which is rare and already costs that VMA's copies.
+//
+// reload_tls() restarts nbdkit the same way (without unpublishing anything): nbdkit 1.32
+// reads its certificates directory (ca-cert.pem, ca-crl.pem) only at start, so a VMA
+// whose certificate was revoked is refused, and its open connections end, only with a
+// new nbdkit. Every client drops once and reconnects.
 //
 // Owns the nbdkit process (only while it is its child) and the supervisor thread.
 // Thread-safe.
@@ -57,6 +63,9 @@ class NbdkitExportServer : public ExportBackend {
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
   void cut_off(const std::vector<std::string>& export_names) override;
+  // Restarts nbdkit on the same port so that it reads its TLS files again (see above);
+  // `why` goes to the log. Throws mk::Error if the new server does not listen.
+  void reload_tls(const std::string& why);
   Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
@@ -67,6 +76,7 @@ class NbdkitExportServer : public ExportBackend {
  private:
   std::vector<std::string> argv() const;
   void launch();  // requires mu_
+  void relaunch();  // requires mu_: ends the running nbdkit (child or kept), launches a new one
   bool try_adopt();  // requires mu_
   bool server_alive();  // requires mu_
   void supervise();

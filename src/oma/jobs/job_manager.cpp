@@ -517,7 +517,7 @@ void JobManager::export_and_replicate(const JobRecord& job) {
   req.vm_id = job.vm_id;
   // A cutover's final pass is incremental.
   req.kind = job.kind == JobKind::Full ? protocol::PassKind::Full : protocol::PassKind::Incremental;
-  req.nbd = {options_.nbd_host, options_.nbd_port, protocol::NbdTls::Psk};
+  req.nbd = {options_.nbd_host, options_.nbd_port, options_.nbd_tls};
   auto vma = vma_for(job.vm_id);
   // From here on the VMA may copy, even if this call fails: how the job ends depends on it.
   if (!jobs_.vma_instance(job.job_id)) jobs_.set_vma_instance(job.job_id, "");

@@ -67,6 +67,7 @@ struct JobOptions {
   std::chrono::milliseconds vma_timeout{60000};  // longest silence from the VMA before failing
   std::string nbd_host = "127.0.0.1";            // where the VMA reaches the export server
   int nbd_port = 10809;
+  protocol::NbdTls nbd_tls = protocol::NbdTls::Psk;  // how VMAs authenticate to it (X.509: certificates)
   // The client of the VMA that owns a VM (one OMA, several VMAs: see oma/pairing); null
   // or unset: the JobManager's own VmaClient (the default VMA).
   std::function<std::shared_ptr<VmaClient>(const std::string& vm_id)> vma_for_vm;

@@ -36,6 +36,13 @@ nlohmann::json vma_json(const VmaRecord& v) {
           {"revoked_at", opt(v.revoked_at)}};
 }
 
+std::set<std::string> approved_vma_ids(VmaRepository& vmas) {
+  std::set<std::string> ids;
+  for (const auto& v : vmas.list_vmas())
+    if (v.state == VmaState::Approved) ids.insert(v.vma_id);
+  return ids;
+}
+
 PairingService::PairingService(VmaRepository& vmas, VmRepository& vms, SecretBox& secrets, PairingConfig config)
     : vmas_(vmas), vms_(vms), secrets_(secrets), config_(std::move(config)) {
   if (config_.authorized_keys_file.empty()) throw UsageError("pairing: an authorized_keys file path is required");
@@ -53,6 +60,12 @@ void PairingService::sync_access() {
   std::lock_guard lk(file_mutex_);
   write_authorized_keys(config_.authorized_keys_file, vmas_.list_vmas(), config_.nbd_port, config_.ssh_user);
   sync_nbd_psk_file();
+  sync_nbd_client_certificates("the VMAs' access changed");
+}
+
+void PairingService::sync_nbd_client_certificates(const std::string& why) {
+  if (!config_.nbd_client_ca) return;
+  if (config_.nbd_client_ca->sync(approved_vma_ids(vmas_)) && config_.reload_nbd_server) config_.reload_nbd_server(why);
 }
 
 // This VMA's own NBD PSK identity and key (authorised in the server's file at approval),
@@ -118,21 +131,40 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   return bundle;
 }
 
-VmaRecord PairingService::enroll(const std::string& pairing_code, const std::string& name,
-                                 const std::string& vcenter, const std::string& ssh_public_key) {
+PairingService::Enrolment PairingService::enroll(const std::string& pairing_code, const std::string& name,
+                                                 const std::string& vcenter, const std::string& ssh_public_key,
+                                                 const std::optional<std::string>& nbd_client_csr) {
   VmaRecord v;
   v.vma_id = new_uuid();
   v.name = name;
   v.vcenter = vcenter;
   v.ssh_public_key = normalize_vma_public_key(ssh_public_key);
+  // Signed before the code is used, so that a bad request leaves the code usable.
+  std::optional<std::string> cert;
+  if (config_.nbd_client_ca) {
+    if (!nbd_client_csr)
+      throw UsageError("this OMA serves NBD with X.509 client certificates: the enrolment needs nbd_client_csr (a "
+                       "certificate request for the VMA's NBD key, as `vma pair` makes from an x509 bundle)");
+    try {
+      cert = config_.nbd_client_ca->sign(v.vma_id, *nbd_client_csr);
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("nbd_client_csr: {}", e.what()));
+    }
+  }
   // The code's secrets move to the VMA's row: re-sealed for it (bound to their row).
   v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base,
                        [this](const std::string& sealed, const std::string& from, const std::string& to) {
                          return secrets_.seal(secrets_.open(sealed, from), to);
                        });
-  log::info("VMA {} ({}, vCenter {}) enrolled, tunnel port {}: waiting for approval", v.vma_id, v.name, v.vcenter,
-            v.tunnel_port);
-  return v;
+  if (cert) {
+    std::lock_guard lk(file_mutex_);
+    config_.nbd_client_ca->store(v.vma_id, *cert);
+    // On the revocation list until approved: nbdkit restarts to read it.
+    sync_nbd_client_certificates(fmt::format("VMA {} enrolled (its certificate waits for approval)", v.vma_id));
+  }
+  log::info("VMA {} ({}, vCenter {}) enrolled, tunnel port {}{}: waiting for approval", v.vma_id, v.name, v.vcenter,
+            v.tunnel_port, cert ? ", NBD client certificate issued" : "");
+  return {v, cert};
 }
 
 VmaRecord PairingService::approve(const std::string& vma_id) {

@@ -13,8 +13,15 @@
 //     allowed to hold that one reverse forward (and a local forward to the NBD port),
 //     and its own NBD PSK identity (each bundle makes one, "vma-…") into the NBD
 //     server's PSK file, which nbdkit reads at each TLS handshake (no restart).
+//     With X.509 instead (nbd_client_ca set), the VMA sends a certificate request at
+//     enrolment and gets back its own client certificate from the OMA's client CA
+//     (NbdClientCa); the CA's revocation list names every certificate whose VMA is not
+//     approved, and nbdkit (--tls-verify-peer) is restarted whenever that list changes
+//     (enrolment, approval, revocation): nbdkit 1.32 reads it only at start. Open NBD
+//     connections of other VMAs drop once then; their copy engines reconnect.
 //  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
-//     neither hold the tunnel nor open a new NBD connection.
+//     neither hold the tunnel nor open a new NBD connection (X.509: its certificate is
+//     on the revocation list and its open connections end with the restart).
 // In the PSK file the OMA owns only the "vma-" lines; other lines (its own identity,
 // an operator's) are kept as they are.
 //
@@ -24,14 +31,17 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "oma/crypto.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
+#include "oma/pairing/nbd_client_ca.h"
 #include "oma/vma/vma_client.h"
 #include "protocol/enrolment.h"
 
@@ -50,6 +60,10 @@ struct PairingConfig {
   int nbd_port = 10809;
   std::string nbd_psk_file;          // "identity:hexkey"; empty: X.509 (below)
   std::string nbd_certificates_dir;  // X.509 instead: the bundle carries its ca-cert.pem
+  // X.509: the OMA's client CA (not owned; null with PSK) and how to make the NBD server
+  // read its certificates directory again (null: a server that does not verify clients).
+  NbdClientCa* nbd_client_ca = nullptr;
+  std::function<void(const std::string& why)> reload_nbd_server;
   std::chrono::seconds code_ttl{24 * 3600};
   std::chrono::milliseconds vma_timeout{10000};
 };
@@ -64,9 +78,15 @@ class PairingService {
 
   // A new bundle (see above; the protocol's PairingBundle). ttl: nullopt = config's code_ttl.
   nlohmann::json issue_bundle(std::optional<std::chrono::seconds> ttl = std::nullopt);
-  // Throws Conflict (unknown, used or expired code) or UsageError (bad key).
-  VmaRecord enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
-                   const std::string& ssh_public_key);
+  // An enrolled VMA and, in X.509 mode, its NBD client certificate (PEM).
+  struct Enrolment {
+    VmaRecord vma;
+    std::optional<std::string> nbd_client_cert;
+  };
+  // Throws Conflict (unknown, used or expired code) or UsageError (bad key; in X.509
+  // mode a missing or bad certificate request, refused before the code is used).
+  Enrolment enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
+                   const std::string& ssh_public_key, const std::optional<std::string>& nbd_client_csr = std::nullopt);
   VmaRecord approve(const std::string& vma_id);
   // Returns the PID of the sshd session it ended (nullopt: none was live).
   std::optional<pid_t> revoke(const std::string& vma_id);
@@ -90,6 +110,7 @@ class PairingService {
  private:
   void add_nbd_tls(protocol::PairingBundle& bundle) const;
   void sync_nbd_psk_file();
+  void sync_nbd_client_certificates(const std::string& why);  // requires file_mutex_
 
   VmaRepository& vmas_;
   VmRepository& vms_;  // which VMA serves a VM
@@ -99,5 +120,8 @@ class PairingService {
 };
 
 nlohmann::json vma_json(const VmaRecord& v);
+
+// The ids of the approved VMAs (whose NBD client certificates may connect).
+std::set<std::string> approved_vma_ids(VmaRepository& vmas);
 
 }  // namespace mk::oma

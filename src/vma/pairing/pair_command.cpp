@@ -122,20 +122,33 @@ int pair(const PairArgs& a) {
   if (ec) throw Error(fmt::format("cannot create the state directory {}: {}", a.state_dir, ec.message()));
   ::chmod(a.state_dir.c_str(), 0700);
   write_private_file(a.state_dir + "/known_hosts", kh);
+  std::string pki = a.state_dir + "/nbd-pki";
+  std::optional<std::string> csr;
   if (psk) {
     write_private_file(a.state_dir + "/nbd-psk.keys", *b.nbd_psk_identity + ":" + *b.nbd_psk_key + "\n");
   } else {
-    std::string pki = a.state_dir + "/nbd-pki";
     std::filesystem::create_directories(pki, ec);
     if (ec) throw Error(fmt::format("cannot create {}: {}", pki, ec.message()));
     ::chmod(pki.c_str(), 0700);
     write_private_file(pki + "/ca-cert.pem", *b.nbd_ca_cert);
+    // A new key for every pairing (the certificate names the new id); it never leaves
+    // this machine: the OMA signs the request. A certificate of an earlier pairing
+    // must not sit beside it.
+    csr = tls::make_key_and_csr(pki + "/client-key.pem", "vma-" + a.name);
+    std::filesystem::remove(pki + "/client-cert.pem", ec);
   }
   write_private_file(a.state_dir + "/api.token", b.vma_api_token + "\n");
   std::string pub = ensure_key_pair(a.state_dir, a.name);
 
-  protocol::EnrolReply reply =
-      enroll(b.oma_api_url, b.oma_api_fingerprint, b.pairing_code, {protocol::kVersion, a.name, a.vcenter, pub});
+  protocol::EnrolReply reply = enroll(b.oma_api_url, b.oma_api_fingerprint, b.pairing_code,
+                                      {protocol::kVersion, a.name, a.vcenter, pub, csr});
+  if (!psk) {
+    if (!reply.nbd_client_cert)
+      throw Error(fmt::format("the OMA at {} enrolled this VMA as {} but sent no NBD client certificate, which its "
+                              "X.509 NBD server needs: ask its admin to revoke {} and issue a new bundle",
+                              b.oma_api_url, reply.vma_id, reply.vma_id));
+    write_private_file(pki + "/client-cert.pem", *reply.nbd_client_cert);
+  }
   json state = {{"vma_id", reply.vma_id},       {"name", a.name},
                 {"vcenter", a.vcenter},         {"oma_api_url", b.oma_api_url},
                 {"oma_api_fingerprint", b.oma_api_fingerprint.value_or("")},

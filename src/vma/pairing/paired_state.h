@@ -3,7 +3,10 @@
 //   known_hosts      the OMA's pinned SSH host key (under the alias "migratekit-oma")
 //   id_ed25519(.pub) the VMA's own SSH key pair (made here by ssh-keygen)
 //   nbd-psk.keys     the NBD TLS PSK ("identity:hexkey"), for nbds:// to the OMA, or,
-//   nbd-pki/ca-cert.pem  when the OMA serves NBD with X.509, its CA certificate
+//   nbd-pki/         when the OMA serves NBD with X.509: ca-cert.pem (the CA of the
+//                    OMA's NBD server), client-key.pem (made here, never sent) and
+//                    client-cert.pem (signed by the OMA at enrolment; accepted once
+//                    approved): the names libnbd's nbd_set_tls_certificates reads
 //   api.token        the bearer token the OMA presents to this VMA's API
 //   pairing.json     what is not secret: the OMA's addresses, ports, the VMA's id and
 //                    its tunnel port

@@ -510,8 +510,19 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     d.status = DiskStatus::Copying;
     d.phase = DiskPhase::Planning;
     job.progress[index] = progress;
-    target = {target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port),
-              options_.target_tls, "target"};
+    bool x509 = job.state.request.nbd.tls == protocol::NbdTls::X509;
+    const TlsOptions& tls = x509 ? options_.target_tls_x509 : options_.target_tls;
+    if (tls.psk_file.empty() && tls.certificates_dir.empty()) {
+      mark_failed(job.state.disks[index],
+                  x509 ? "the OMA serves NBD with X.509 but this VMA has no client certificate (STATE/nbd-pki, "
+                         "written by `vma pair` from an x509 bundle): pair it again with a bundle of this OMA"
+                       : "the OMA serves NBD with a PSK but this VMA has none (STATE/nbd-psk.keys, written by "
+                         "`vma pair`): pair it again with a bundle of this OMA");
+      save(job);
+      return;
+    }
+    target = {target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port), tls,
+              "target"};
     save(job);
   }
   engine::CopyOptions o = options_.copy;

@@ -62,7 +62,8 @@ struct RunnerOptions {
   int max_vms = 4;
   int max_disks_per_vm = 4;
   std::string work_dir;            // existing private directory: per-job reader sockets
-  TlsOptions target_tls;   // the OMA's NBD TLS PSK
+  TlsOptions target_tls;       // the OMA's NBD TLS PSK (empty: none)
+  TlsOptions target_tls_x509;  // or the VMA's X.509 client certificates (empty: none), as the request says
   int nbd_via_port = 0;            // > 0: NBD through the SSH local forward at 127.0.0.1:<it>
   engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
   // Existing private directory for the disks' checkpoints; "" = interrupted passes are

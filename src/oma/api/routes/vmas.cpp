@@ -90,11 +90,15 @@ std::vector<Route> vma_routes(const Services& s) {
       .operation_id = "enrollVma",
       .tag = &kTag,
       .summary = "A VMA enrols with its pairing code (Authorization: Pairing CODE; single use) and its SSH key",
-      .description = "Called by `vma pair`: the VMA presents its pairing code and SSH key, and waits for an "
-                     "operator's approval before its key may hold a tunnel.",
+      .description = "Called by `vma pair`: the VMA presents its pairing code and SSH key (and, when the OMA "
+                     "serves NBD with X.509, a certificate request for its NBD key, answered with its client "
+                     "certificate), and waits for an operator's approval before its key may hold a tunnel and its "
+                     "certificate may reach the NBD server.",
       .role = "pairing",
       .body = &protocol::schemas::enrol_request(),
       .responses = {{202, "enrolled; waiting for approval", &protocol::schemas::enrol_reply()},
+                    {400, "a field is wrong (X.509: nbd_client_csr missing or not a usable request); the code is "
+                          "not used"},
                     {403, "the pairing code is unknown, used or expired"},
                     {409, "the VMA speaks another protocol version (the message names both)"}},
       .handler = [&pairing](auto& req, const json& b, auto&) -> Reply {
@@ -106,10 +110,10 @@ std::vector<Route> vma_routes(const Services& s) {
            return error_reply(409, e.what());
          }
          try {
-           VmaRecord v = pairing.enroll(code, r.name, r.vcenter, r.ssh_public_key);
+           auto [v, cert] = pairing.enroll(code, r.name, r.vcenter, r.ssh_public_key, r.nbd_client_csr);
            std::string next = fmt::format("an operator approves it: POST /api/v1/vmas/{}/approve", v.vma_id);
            protocol::EnrolReply reply{protocol::kVersion, v.vma_id,  v.name, v.vcenter, enum_name(v.state),
-                                      static_cast<int>(v.tunnel_port), next};
+                                      static_cast<int>(v.tunnel_port), next, cert};
            return {202, protocol::encode(reply), ""};
          } catch (const Conflict& e) {
            return error_reply(403, e.what());
