@@ -265,6 +265,7 @@ NbdkitExportServer::NbdkitExportServer(ExportServerConfig config) : config_(std:
   fs::create_directories(config_.exports_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the exports directory {}: {}", config_.exports_dir, ec.message()));
   if (config_.written_dir.empty()) config_.written_dir = config_.exports_dir + "-written";
+  config_.written_dir = fs::absolute(config_.written_dir).lexically_normal().string();  // the filter wants it absolute
   fs::create_directories(config_.written_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the written-bytes directory {}: {}", config_.written_dir, ec.message()));
   if (config_.written_filter.empty()) config_.written_filter = default_written_filter_path();
