@@ -304,14 +304,36 @@ protocol::DiskProgress FakeVma::completion(const Job& job, Disk& d, protocol::Di
     if (how == Lie::Half) left /= 2;
     try {
       if (left > 0) {
-        Endpoint target{fmt::format("nbds://{}:{}/{}", job.nbd.host, job.nbd.port, d.request.export_name),
+        int port = exports_port_ ? exports_port_.load() : job.nbd.port;
+        Endpoint target{fmt::format("nbds://{}:{}/{}", job.nbd.host, port, d.request.export_name),
                         {psk_, ""}, "target"};
-        auto c = engine::NbdConnection::open(target);
+        auto c = engine::NbdConnection::open(target, {"base:allocation"});
         uint64_t size = c->size(), offset = 0;
         if (size == 0) throw Error(fmt::format("{} has size 0", target.describe()));
+        // What is there is written back (holes and zeroes as write-zeroes): the count
+        // grows, the content a test put on the volume stays.
+        std::vector<char> buf(4 << 20);
         while (left > 0) {
-          uint64_t n = std::min({left, size - offset, uint64_t{256} << 20});
-          if (nbd_zero(c->handle(), n, offset, 0) == -1) c->fail("write-zeroes");
+          uint64_t n = std::min({left, size - offset, uint64_t{1} << 30});
+          bool zero = false;
+          if (c->can_meta_context("base:allocation")) {
+            std::pair<uint64_t, uint32_t> first{n, 0};  // the extent at offset: length, flags
+            nbd_extent_callback cb{[](void* user, const char*, uint64_t, uint32_t* e, size_t count, int*) {
+                                     if (count >= 2) *static_cast<std::pair<uint64_t, uint32_t>*>(user) = {e[0], e[1]};
+                                     return 0;
+                                   },
+                                   &first, nullptr};
+            if (nbd_block_status(c->handle(), n, offset, cb, 0) == -1) c->fail("block status");
+            zero = (first.second & LIBNBD_STATE_ZERO) != 0;
+            n = std::min(n, std::max<uint64_t>(first.first, 1));
+          }
+          if (!zero) n = std::min<uint64_t>(n, buf.size());
+          if (!zero) c->pread(buf.data(), n, offset);
+          if (zero || std::all_of(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(n), [](char b) { return b == 0; })) {
+            if (nbd_zero(c->handle(), n, offset, 0) == -1) c->fail("write-zeroes");
+          } else {
+            c->pwrite(buf.data(), n, offset);
+          }
           left -= n;
           offset = offset + n == size ? 0 : offset + n;
         }

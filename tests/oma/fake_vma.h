@@ -11,11 +11,12 @@
 //  * scripted: set_disk(job, progress) decides what progress reports for that disk;
 //    set_auto_complete(true) completes disks without a source as soon as polled. Like
 //    an honest VMA, the fake first writes what a completed disk reports: bytes_done -
-//    bytes_resumed bytes (an earlier run wrote the resumed ones) of write-zeroes through NBD into the disk's export (repeated over the export
-//    when it is smaller), then a flush, before the answer that reports it completed
-//    (the OMA checks the export's written-bytes count against bytes_done). lie(...)
-//    makes it report completions without writing (Lie::Unwritten) or after writing
-//    half (Lie::Half): a compromised VMA;
+//    bytes_resumed bytes (an earlier run wrote the resumed ones) through NBD into the
+//    disk's export, rewriting what the export holds from offset 0 (holes and zeroes as
+//    write-zeroes; repeated over the export when it is smaller), then a flush, before
+//    the answer that reports it completed (the OMA checks the export's written-bytes
+//    count against bytes_done). lie(...) makes it report completions without writing
+//    (Lie::Unwritten) or after writing half (Lie::Half): a compromised VMA;
 //  * a replicate call for a job id it knows is answered as the VMA answers it: 202 with
 //    its instance and nothing started (same VM), 409 for another VM;
 //  * restart() simulates a VMA restart (new instance id, jobs forgotten), forget() loses
@@ -76,6 +77,9 @@ class FakeVma {
   void set_auto_complete(bool on) { auto_complete_ = on; }
   // How scripted and automatic completions are backed by writes from now on.
   void lie(Lie how) { lie_ = how; }
+  // The OMA's export server now listens on `port` (a test restarted the OMA, which chose
+  // another free port): completions are written there, not to the replicate request's.
+  void serve_exports_on(int port) { exports_port_ = port; }
   // What progress reports for the disk progress.disk_key of the job.
   void set_disk(const std::string& job_id, const protocol::DiskProgress& progress);
   void restart();
@@ -183,6 +187,7 @@ class FakeVma {
   int generation_ = 0;
   std::atomic<bool> auto_complete_{false};
   std::atomic<Lie> lie_{Lie::None};
+  std::atomic<int> exports_port_{0};  // serve_exports_on(); 0: the replicate request's
   std::atomic<int> polls_{0};
   std::atomic<bool> hang_replicate_{false};
   bool is_silent();
