@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -435,15 +436,23 @@ TEST(Jobs, AVmaReportingADiskCompletedWithoutWritingItFailsTheJobAndCommitsNothi
   EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
 }
 
+// A one-disk full pass of VM `vm` whose VMA reports `reported` for the disk; `meanwhile`
+// runs once the VMA has the job, before the report. Returns the ended job.
+json one_disk_pass(Service& s, const std::string& vm, int64_t capacity, const protocol::DiskProgress& reported,
+                   const std::function<void(const std::string& job)>& meanwhile = {}) {
+  s.add_vm(vm, 1, capacity);
+  std::string job = s.start(vm, "full");
+  s.wait_replicated(job);
+  if (meanwhile) meanwhile(job);
+  s.vma.set_disk(job, reported);
+  return test::wait_for_job(*s.api, job, test::job_ended);
+}
+
 TEST(Jobs, AVmaThatWroteLessThanItReportsFailsTheJob) {
   Service s;
   std::string vm = test::test_vm_uuid(41);
-  s.add_vm(vm, 1, 2 * MiB);
-  std::string job = s.start(vm, "full");
-  s.wait_replicated(job);
   s.vma.lie(test::FakeVma::Lie::Half);
-  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, 2 * MiB, 2 * MiB, "cbt-a"));
-  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  json j = one_disk_pass(s, vm, 2 * MiB, disk_state("2000", protocol::DiskStatus::Completed, 2 * MiB, 2 * MiB, "cbt-a"));
   ASSERT_EQ(j["status"], "failed") << j.dump(2);
   std::string error = j["error"];
   EXPECT_NE(error.find("2097152 bytes copied"), std::string::npos) << error;
@@ -456,13 +465,9 @@ TEST(Jobs, AVmaThatWroteLessThanItReportsFailsTheJob) {
 TEST(Jobs, AVmaClaimingEveryByteResumedWithoutWritingFailsTheJob) {
   Service s;
   std::string vm = test::test_vm_uuid(42);
-  s.add_vm(vm, 1, 1 * MiB);
-  std::string job = s.start(vm, "full");
-  s.wait_replicated(job);
   auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
   done.bytes_resumed = MiB;
-  s.vma.set_disk(job, done);
-  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  json j = one_disk_pass(s, vm, MiB, done);
   ASSERT_EQ(j["status"], "failed") << j.dump(2);
   EXPECT_NE(j["error"].get<std::string>().find("(1048576 of them resumed)"), std::string::npos) << j["error"];
   EXPECT_FALSE(s.oma->repos().vms.list_disks(vm)[0].change_id);
@@ -474,24 +479,21 @@ TEST(Jobs, AVmaClaimingEveryByteResumedWithoutWritingFailsTheJob) {
 TEST(Jobs, AResumedPassIsAcceptedAcrossAnExportServerRestart) {
   Service s;
   std::string vm = test::test_vm_uuid(43);
-  s.add_vm(vm, 1, 1 * MiB);
-  std::string job = s.start(vm, "full");
-  s.wait_replicated(job);
-  write_to_export(s, job, 0, MiB / 2);
-  pid_t old = s.oma->export_server().server_pid();
-  ASSERT_EQ(::kill(old, SIGKILL), 0);
-  for (int i = 0; i < 3000 && (s.oma->export_server().restarts() == 0 || s.oma->export_server().server_pid() == old);
-       ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_NE(s.oma->export_server().server_pid(), old);
   auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
   done.bytes_resumed = MiB / 2;
-  s.vma.set_disk(job, done);
-  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  json j = one_disk_pass(s, vm, MiB, done, [&](const std::string& job) {
+    write_to_export(s, job, 0, MiB / 2);
+    pid_t old = s.oma->export_server().server_pid();
+    ASSERT_EQ(::kill(old, SIGKILL), 0);
+    for (int i = 0; i < 3000 && (s.oma->export_server().restarts() == 0 || s.oma->export_server().server_pid() == old);
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_NE(s.oma->export_server().server_pid(), old);
+  });
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(s.oma->repos().vms.list_disks(vm)[0].change_id.value_or(""), "cbt-a");
-  auto disks = s.oma->repos().jobs.job_disks(job);
+  auto disks = s.oma->repos().jobs.job_disks(j["job_id"]);
   ASSERT_EQ(disks.size(), 1u);
   ASSERT_TRUE(disks[0].written_baseline);
   EXPECT_GE(*s.oma->export_server().written_bytes(disks[0].export_name) - *disks[0].written_baseline, MiB);
@@ -502,11 +504,7 @@ TEST(Jobs, AResumedPassIsAcceptedAcrossAnExportServerRestart) {
 TEST(Jobs, AnHonestPassThatCopiedNothingCommits) {
   Service s;
   std::string vm = test::test_vm_uuid(44);
-  s.add_vm(vm, 1, 1 * MiB);
-  std::string job = s.start(vm, "full");
-  s.wait_replicated(job);
-  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, 0, 0, "cbt-a"));
-  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  json j = one_disk_pass(s, vm, MiB, disk_state("2000", protocol::DiskStatus::Completed, 0, 0, "cbt-a"));
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   EXPECT_EQ(s.oma->repos().vms.list_disks(vm)[0].change_id.value_or(""), "cbt-a");
 }
