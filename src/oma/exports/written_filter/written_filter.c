@@ -12,6 +12,9 @@
  * the requests completed before it started), or at once when sent with FUA. Bytes never
  * flushed (a crash, a lost connection, a failed flush) are not counted: the copy engine
  * writes such ranges again, and then they are counted. Trims and reads are not counted.
+ * A flush counts its own connection's bytes only: a client that relies on multi-conn to
+ * make one connection's flush cover another's writes is under-counted (the copy engine
+ * flushes every connection it wrote on).
  * A range written twice counts twice (the count is of bytes received, not of distinct
  * bytes), so the count may exceed what the client reports, never fall short of it for
  * an honest client.
