@@ -38,7 +38,8 @@ def main():
                     "share/doc/migratekit/README.md", "share/doc/migratekit/security.md",
                     "etc/migratekit/oma.conf", "etc/migratekit/vma.conf",
                     "etc/ssh/sshd_config.d/migratekit-oma.conf",
-                    "lib/systemd/system/migratekit-oma.service", "lib/systemd/system/migratekit-vma.service"]
+                    "lib/systemd/system/migratekit-oma.service", "lib/systemd/system/migratekit-vma.service",
+                    "lib/migratekit/nbdkit-written-filter.so"]
         expected += ["share/man/man1/%s.1" % m for m in ("migratekit", "oma", "vma", "vma-run", "vma-pair")]
         if os.path.exists(os.path.join(args.build_dir, "web/dist/index.html")):
             expected.append("share/migratekit/web/index.html")
@@ -46,6 +47,13 @@ def main():
             check(os.path.isfile(os.path.join(prefix, f)), "installed " + f)
         for b in ("migratekit", "oma", "vma"):
             check(os.access(os.path.join(prefix, "bin", b), os.X_OK), "bin/%s is executable" % b)
+        # The OMA's export-server filter, where the installed oma looks for it
+        # (BIN/../lib/migratekit), loads into the installed nbdkit.
+        check(sorted(os.listdir(os.path.join(prefix, "lib/migratekit"))) == ["nbdkit-written-filter.so"],
+              "lib/migratekit holds the written filter only")
+        r = run(["nbdkit", "--filter=" + os.path.join(prefix, "lib/migratekit/nbdkit-written-filter.so"), "null",
+                 "--dump-plugin"])
+        check(r.returncode == 0, "nbdkit loads the installed written filter: " + r.stdout[-500:])
         # Man pages come from the commands' own --help: every option is in them.
         man = open(os.path.join(prefix, "share/man/man1/oma.1")).read()
         for opt in ("data\\-dir", "check\\-config", "config"):

@@ -2,6 +2,8 @@
 // the binary this build produced, over the REST API, token from a file.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "fake_vma.h"
 #include "oma_service.h"
 #include "support/files.h"
@@ -18,7 +20,8 @@ struct CliFixture : ::testing::Test {
   std::unique_ptr<Oma> oma;
   std::string api, token_file;
   void SetUp() override {
-    vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("vma.psk"), "oma"));
+    std::filesystem::create_directories(dir.file("data"));  // the OMA's own NBD key: the fake writes what it reports
+    vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("data/nbd-psk.keys"), "oma"));
     vma->set_auto_complete(true);
     oma = std::make_unique<Oma>(test::test_config(dir.file("data"), vma->url()));
     oma->start();

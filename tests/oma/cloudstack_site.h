@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -48,7 +49,8 @@ struct Site {
   mk::test::TempDir dir{"mk-oma-restart"};
   mk::cloudstack::test::SimServer sim;
   std::string data = dir.file("data");
-  FakeVma vma{mk::test::make_psk_file(dir.file("vma.psk"), "oma")};
+  // The OMA's own NBD key (it uses one it finds): the fake writes what it reports.
+  FakeVma vma{(std::filesystem::create_directories(data), mk::test::make_psk_file(data + "/nbd-psk.keys", "oma"))};
   std::unique_ptr<OmaProcess> oma;
   std::unique_ptr<ApiClient> api;
   std::string vm = test_vm_uuid(1);
@@ -62,6 +64,7 @@ struct Site {
         std::vector<std::string>{"--volume-backend", "cloudstack", "--by-id-dir", sim.by_id_dir(),
                                  "--cloudstack-allow-http", "--device-timeout", "10"});
     api = std::make_unique<ApiClient>(oma->port, read_admin_token(data));
+    vma.serve_exports_on(api->get("/health").body["nbd_port"].get<int>());  // --nbd-port 0: new at each start
   }
   // SIGKILL; returns once its export server died with it (PR_SET_PDEATHSIG).
   void crash() {

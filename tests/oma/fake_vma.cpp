@@ -2,10 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <libnbd.h>
+
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 
 #include "common/error.h"
+#include "engine/nbd_connection.h"
 #include "support/migratekit_runner.h"
 
 namespace mk::oma::test {
@@ -226,6 +230,7 @@ FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
   started_[r.job_id]++;
   Job& job = jobs_[r.job_id];
   job.vm_id = r.vm_id;
+  job.nbd = r.nbd;
   for (const auto& d : r.disks) {
     auto disk = std::make_unique<Disk>();
     disk->request = d;
@@ -244,7 +249,8 @@ FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
 
 // A disk's progress: scripted, automatic, or from its copy's own JSON progress file.
 protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d) {
-  if (d.scripted) return *d.scripted;
+  const Job& job = jobs_.at(job_id);
+  if (d.scripted) return completion(job, d, *d.scripted);
   protocol::DiskProgress p;
   p.disk_key = d.request.disk_key;
   p.bytes_total = d.request.capacity_bytes;
@@ -256,7 +262,7 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
       p.bytes_done = d.request.capacity_bytes;
       p.change_id = change_id;
     }
-    return p;
+    return completion(job, d, p);
   }
   // The engine's last complete progress line.
   std::ifstream in(d.progress_file);
@@ -281,6 +287,68 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
     p.status = DiskStatus::Failed;
     p.phase = DiskPhase::Failed;
     p.error = fmt::format("migratekit copy exited with status {}", d.copy->exit_status().value_or(-1));
+  }
+  return p;
+}
+
+// A scripted or automatic completion: its bytes are written first (write-zeroes, then a
+// flush), once, as an honest VMA's copy wrote them; or not, or half, when lying. A write
+// that fails makes the disk fail with the reason, as on the VMA.
+protocol::DiskProgress FakeVma::completion(const Job& job, Disk& d, protocol::DiskProgress p) {
+  if (p.status != DiskStatus::Completed) return p;
+  if (!d.written && !d.write_error) {
+    Lie how = lie_.load();
+    // This run's bytes: those of an earlier run of the pass (bytes_resumed) were written
+    // then, by that run (a test writes them itself, as the interrupted VMA did).
+    uint64_t left = how == Lie::Unwritten ? 0 : static_cast<uint64_t>(std::max<int64_t>(p.bytes_done - p.bytes_resumed, 0));
+    if (how == Lie::Half) left /= 2;
+    try {
+      if (left > 0) {
+        int port = exports_port_ ? exports_port_.load() : job.nbd.port;
+        Endpoint target{fmt::format("nbds://{}:{}/{}", job.nbd.host, port, d.request.export_name),
+                        {psk_, ""}, "target"};
+        auto c = engine::NbdConnection::open(target, {"base:allocation"});
+        uint64_t size = c->size(), offset = 0;
+        if (size == 0) throw Error(fmt::format("{} has size 0", target.describe()));
+        // What is there is written back (holes and zeroes as write-zeroes): the count
+        // grows, the content a test put on the volume stays.
+        std::vector<char> buf(4 << 20);
+        while (left > 0) {
+          uint64_t n = std::min({left, size - offset, uint64_t{1} << 30});
+          bool zero = false;
+          if (c->can_meta_context("base:allocation")) {
+            std::pair<uint64_t, uint32_t> first{n, 0};  // the extent at offset: length, flags
+            nbd_extent_callback cb{[](void* user, const char*, uint64_t, uint32_t* e, size_t count, int*) {
+                                     if (count >= 2) *static_cast<std::pair<uint64_t, uint32_t>*>(user) = {e[0], e[1]};
+                                     return 0;
+                                   },
+                                   &first, nullptr};
+            if (nbd_block_status(c->handle(), n, offset, cb, 0) == -1) c->fail("block status");
+            zero = (first.second & LIBNBD_STATE_ZERO) != 0;
+            n = std::min(n, std::max<uint64_t>(first.first, 1));
+          }
+          if (!zero) n = std::min<uint64_t>(n, buf.size());
+          if (!zero) c->pread(buf.data(), n, offset);
+          if (zero || std::all_of(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(n), [](char b) { return b == 0; })) {
+            if (nbd_zero(c->handle(), n, offset, 0) == -1) c->fail("write-zeroes");
+          } else {
+            c->pwrite(buf.data(), n, offset);
+          }
+          left -= n;
+          offset = offset + n == size ? 0 : offset + n;
+        }
+        c->flush();
+      }
+      d.written = true;
+    } catch (const std::exception& e) {
+      d.write_error = e.what();
+    }
+  }
+  if (d.write_error) {
+    p.status = DiskStatus::Failed;
+    p.phase = DiskPhase::Failed;
+    p.change_id = std::nullopt;
+    p.error = "fake VMA: writing the disk failed: " + *d.write_error;
   }
   return p;
 }

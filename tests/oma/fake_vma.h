@@ -9,7 +9,14 @@
 //    `migratekit copy SOURCE nbds://HOST:PORT/EXPORT --target-tls-psk PSK` per disk and
 //    reports the engine's own progress; a disk completes when its copy exits 0;
 //  * scripted: set_disk(job, progress) decides what progress reports for that disk;
-//    set_auto_complete(true) completes disks without a source as soon as polled;
+//    set_auto_complete(true) completes disks without a source as soon as polled. Like
+//    an honest VMA, the fake first writes what a completed disk reports: bytes_done -
+//    bytes_resumed bytes (an earlier run wrote the resumed ones) through NBD into the
+//    disk's export, rewriting what the export holds from offset 0 (holes and zeroes as
+//    write-zeroes; repeated over the export when it is smaller), then a flush, before
+//    the answer that reports it completed (the OMA checks the export's written-bytes
+//    count against bytes_done). lie(...) makes it report completions without writing
+//    (Lie::Unwritten) or after writing half (Lie::Half): a compromised VMA;
 //  * a replicate call for a job id it knows is answered as the VMA answers it: 202 with
 //    its instance and nothing started (same VM), 409 for another VM;
 //  * restart() simulates a VMA restart (new instance id, jobs forgotten), forget() loses
@@ -59,6 +66,8 @@ protocol::DiskProgress disk_state(const std::string& key, protocol::DiskStatus s
 
 class FakeVma {
  public:
+  enum class Lie { None, Unwritten, Half };
+
   explicit FakeVma(std::string psk_file);
   ~FakeVma();
 
@@ -66,6 +75,11 @@ class FakeVma {
   void set_source(const std::string& disk_key, const std::string& uri);
   // When true, scripted jobs (no source) complete every disk as soon as they are polled.
   void set_auto_complete(bool on) { auto_complete_ = on; }
+  // How scripted and automatic completions are backed by writes from now on.
+  void lie(Lie how) { lie_ = how; }
+  // The OMA's export server now listens on `port` (a test restarted the OMA, which chose
+  // another free port): completions are written there, not to the replicate request's.
+  void serve_exports_on(int port) { exports_port_ = port; }
   // What progress reports for the disk progress.disk_key of the job.
   void set_disk(const std::string& job_id, const protocol::DiskProgress& progress);
   void restart();
@@ -115,9 +129,12 @@ class FakeVma {
     std::optional<protocol::DiskProgress> scripted;
     std::unique_ptr<Subprocess> copy;
     std::string progress_file;
+    std::optional<std::string> write_error;  // writing a reported completion failed
+    bool written = false;                    // a completion's bytes were written
   };
   struct Job {
     std::string vm_id;
+    protocol::NbdTarget nbd;
     std::vector<std::unique_ptr<Disk>> disks;
   };
   struct SourceVm {
@@ -148,6 +165,7 @@ class FakeVma {
   protocol::DiscoveredVm discovered(const std::string& vm_id, const SourceVm& vm) const;
   Reply health(const httplib::Request& req);
   protocol::DiskProgress disk_progress(const std::string& job_id, Disk& d);
+  protocol::DiskProgress completion(const Job& job, Disk& d, protocol::DiskProgress p);
 
   std::string psk_;
   mk::test::TempDir dir_{"mk-fake-vma"};
@@ -168,6 +186,8 @@ class FakeVma {
   std::string instance_;
   int generation_ = 0;
   std::atomic<bool> auto_complete_{false};
+  std::atomic<Lie> lie_{Lie::None};
+  std::atomic<int> exports_port_{0};  // serve_exports_on(); 0: the replicate request's
   std::atomic<int> polls_{0};
   std::atomic<bool> hang_replicate_{false};
   bool is_silent();

@@ -6,11 +6,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <thread>
 
 #include "common/units.h"
+#include "engine/nbd_connection.h"
 #include "fake_vma.h"
 #include "oma/names.h"
 #include "oma_service.h"
@@ -377,6 +381,132 @@ TEST(Jobs, EightVmsTimesTwoDisksAtOnce) {
   EXPECT_EQ(volumes.size(), 16u);
   EXPECT_EQ(s.api->get("/api/v1/exports").body["exports"].size(), 16u);
   EXPECT_TRUE(s.vma.violations().empty());
+}
+
+
+// --- The OMA checks what the VMA reports (issue 13, finding 3) ---------------------------
+// A disk reported completed counts only when its export's server saw at least the
+// bytes the VMA says it copied, written and flushed since the pass started.
+
+// Writes and flushes `bytes` at offset 0 of the job's disk `unit` export, as a VMA's
+// earlier run of the pass did before it was interrupted.
+void write_to_export(Service& s, const std::string& job, size_t unit, uint64_t bytes) {
+  protocol::ReplicateRequest req;
+  for (const auto& r : s.vma.replicate_requests()) {
+    if (r.job_id == job) req = r;
+  }
+  ASSERT_GT(req.disks.size(), unit);
+  Endpoint e{fmt::format("nbds://{}:{}/{}", req.nbd.host, req.nbd.port, req.disks[unit].export_name), {s.psk, ""},
+             "target"};
+  auto c = engine::NbdConnection::open(e);
+  std::vector<char> buf(bytes, 'r');
+  c->pwrite(buf.data(), buf.size(), 0);
+  c->flush();
+}
+
+TEST(Jobs, AVmaReportingADiskCompletedWithoutWritingItFailsTheJobAndCommitsNothing) {
+  Service s;
+  std::string vm = test::test_vm_uuid(40);
+  s.add_vm(vm, 2, 1 * MiB);
+  std::string job = s.start(vm, "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));  // honest
+  s.wait_polls(2);
+  s.vma.lie(test::FakeVma::Lie::Unwritten);
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  ASSERT_EQ(j["status"], "failed") << j.dump(2);
+  std::string error = j["error"];
+  for (const std::string& part : std::vector<std::string>{"disk 2001 of VM vm-" + vm.substr(32),
+                                                          "the VMA's report could not be verified",
+                                                          "1048576 bytes copied", "saw only 0 bytes", "Check the VMA",
+                                                          "run the pass again"}) {
+    EXPECT_NE(error.find(part), std::string::npos) << part << " in: " << error;
+  }
+  EXPECT_EQ(error.find("disk 2000"), std::string::npos) << error;  // the honest disk checked out
+  for (const auto& d : s.oma->repos().vms.list_disks(vm)) EXPECT_FALSE(d.change_id) << d.disk_key;
+  EXPECT_TRUE(s.oma->repos().jobs.cbt_history(vm, "2000").empty());
+  for (const auto& d : s.oma->repos().jobs.job_disks(job)) {
+    EXPECT_FALSE(d.committed) << d.disk_key;
+    if (d.disk_key == "2001") {
+      EXPECT_EQ(d.status, protocol::DiskStatus::Failed);
+      EXPECT_NE(d.error.value_or("").find("could not be verified"), std::string::npos);
+    }
+  }
+  EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
+}
+
+// A one-disk full pass of VM `vm` whose VMA reports `reported` for the disk; `meanwhile`
+// runs once the VMA has the job, before the report. Returns the ended job.
+json one_disk_pass(Service& s, const std::string& vm, int64_t capacity, const protocol::DiskProgress& reported,
+                   const std::function<void(const std::string& job)>& meanwhile = {}) {
+  s.add_vm(vm, 1, capacity);
+  std::string job = s.start(vm, "full");
+  s.wait_replicated(job);
+  if (meanwhile) meanwhile(job);
+  s.vma.set_disk(job, reported);
+  return test::wait_for_job(*s.api, job, test::job_ended);
+}
+
+TEST(Jobs, AVmaThatWroteLessThanItReportsFailsTheJob) {
+  Service s;
+  std::string vm = test::test_vm_uuid(41);
+  s.vma.lie(test::FakeVma::Lie::Half);
+  json j = one_disk_pass(s, vm, 2 * MiB, disk_state("2000", protocol::DiskStatus::Completed, 2 * MiB, 2 * MiB, "cbt-a"));
+  ASSERT_EQ(j["status"], "failed") << j.dump(2);
+  std::string error = j["error"];
+  EXPECT_NE(error.find("2097152 bytes copied"), std::string::npos) << error;
+  EXPECT_NE(error.find("saw only 1048576 bytes"), std::string::npos) << error;
+  EXPECT_FALSE(s.oma->repos().vms.list_disks(vm)[0].change_id);
+}
+
+// A VMA cannot escape the check by calling every byte resumed: resumed bytes were
+// written in this pass too, by its earlier run.
+TEST(Jobs, AVmaClaimingEveryByteResumedWithoutWritingFailsTheJob) {
+  Service s;
+  std::string vm = test::test_vm_uuid(42);
+  auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
+  done.bytes_resumed = MiB;
+  json j = one_disk_pass(s, vm, MiB, done);
+  ASSERT_EQ(j["status"], "failed") << j.dump(2);
+  EXPECT_NE(j["error"].get<std::string>().find("(1048576 of them resumed)"), std::string::npos) << j["error"];
+  EXPECT_FALSE(s.oma->repos().vms.list_disks(vm)[0].change_id);
+}
+
+// A pass resumed after an interruption: its earlier run wrote and flushed half the disk,
+// then the export server restarted (killed: its supervisor starts a new one), then the
+// resumed run wrote the rest. The count survived the restart, so the pass commits.
+TEST(Jobs, AResumedPassIsAcceptedAcrossAnExportServerRestart) {
+  Service s;
+  std::string vm = test::test_vm_uuid(43);
+  auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
+  done.bytes_resumed = MiB / 2;
+  json j = one_disk_pass(s, vm, MiB, done, [&](const std::string& job) {
+    write_to_export(s, job, 0, MiB / 2);
+    pid_t old = s.oma->export_server().server_pid();
+    ASSERT_EQ(::kill(old, SIGKILL), 0);
+    for (int i = 0; i < 3000 && (s.oma->export_server().restarts() == 0 || s.oma->export_server().server_pid() == old);
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_NE(s.oma->export_server().server_pid(), old);
+  });
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(s.oma->repos().vms.list_disks(vm)[0].change_id.value_or(""), "cbt-a");
+  auto disks = s.oma->repos().jobs.job_disks(j["job_id"]);
+  ASSERT_EQ(disks.size(), 1u);
+  ASSERT_TRUE(disks[0].written_baseline);
+  EXPECT_GE(*s.oma->export_server().written_bytes(disks[0].export_name) - *disks[0].written_baseline, MiB);
+}
+
+// An honest pass with nothing to copy (an incremental with no change): 0 reported, 0
+// seen, committed.
+TEST(Jobs, AnHonestPassThatCopiedNothingCommits) {
+  Service s;
+  std::string vm = test::test_vm_uuid(44);
+  json j = one_disk_pass(s, vm, MiB, disk_state("2000", protocol::DiskStatus::Completed, 0, 0, "cbt-a"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(s.oma->repos().vms.list_disks(vm)[0].change_id.value_or(""), "cbt-a");
 }
 
 }  // namespace

@@ -66,7 +66,7 @@ const Table<JobDiskRecord> kJobDisks{"job_disks", {column("job_id", &JobDiskReco
     column("bytes_total", &JobDiskRecord::bytes_total), column("throughput_bps", &JobDiskRecord::throughput_bps),
     column("eta_seconds", &JobDiskRecord::eta_seconds), column("change_id_base", &JobDiskRecord::change_id_base),
     column("change_id_new", &JobDiskRecord::change_id_new), column("committed", &JobDiskRecord::committed),
-    column("error", &JobDiskRecord::error)}, 2};
+    column("error", &JobDiskRecord::error), column("written_baseline", &JobDiskRecord::written_baseline)}, 2};
 
 const Table<StepRecord> kSteps{"job_steps", {column("job_id", &StepRecord::job_id), column("seq", &StepRecord::seq),
     column("name", &StepRecord::name), column("status", &StepRecord::status), column("message", &StepRecord::message),
@@ -229,6 +229,11 @@ void JobRepository::set_job_status(const std::string& job_id, JobStatus status, 
 void JobRepository::set_job_disk_export(const std::string& job_id, const std::string& disk_key,
                                         const std::string& export_name) {
   db_.exec("UPDATE job_disks SET export_name = ? WHERE job_id = ? AND disk_key = ?", {export_name, job_id, disk_key});
+}
+
+void JobRepository::set_written_baseline(const std::string& job_id, const std::string& disk_key, int64_t bytes) {
+  db_.exec("UPDATE job_disks SET written_baseline = ? WHERE job_id = ? AND disk_key = ? AND written_baseline IS NULL",
+           {bytes, job_id, disk_key});
 }
 
 void JobRepository::clear_job_disk_base(const std::string& job_id, const std::string& disk_key) {

@@ -96,6 +96,9 @@ struct JobDiskRecord {
   double throughput_bps = 0, eta_seconds = 0;
   std::optional<std::string> change_id_base, change_id_new, error;
   bool committed = false;
+  // The export's durable written bytes (ExportBackend::written_bytes) before the VMA was
+  // asked to copy; nullopt when not recorded (the backend cannot count).
+  std::optional<int64_t> written_baseline;
   // Where the pass's time went for this disk, in PassPhase order (job_disk_phases):
   // the VMA's measurements and the OMA's "reporting".
   std::vector<protocol::PhaseTime> phases;
@@ -155,6 +158,9 @@ class JobRepository {
   void set_job_status(const std::string& job_id, JobStatus status, const std::string& phase,
                       const std::string& error);
   void set_job_disk_export(const std::string& job_id, const std::string& disk_key, const std::string& export_name);
+  // Records the disk export's written-bytes count before the pass copies; a no-op when
+  // one is recorded already (a resumed job keeps the count from before its first copy).
+  void set_written_baseline(const std::string& job_id, const std::string& disk_key, int64_t bytes);
   // The disk's pass becomes a full one (no base change ID): its disk was grown.
   void clear_job_disk_base(const std::string& job_id, const std::string& disk_key);
   void update_disk_progress(const JobDiskRecord& d);

@@ -265,6 +265,19 @@ const std::vector<std::string> kNodes = {
       version BIGINT NOT NULL))",
 };
 
+// Version 9, checked VMA reports (issue 13, finding 3): each disk export's count of
+// durable written bytes (ExportBackend::written_bytes) when the pass started. NULL: not
+// recorded (a backend that cannot count, or a pass started by an older OMA). Runs again
+// over itself like 8 (SQLite has no ADD COLUMN IF NOT EXISTS): added only when missing.
+void add_written_baseline(Database& db) {
+  try {
+    db.query("SELECT written_baseline FROM job_disks WHERE 1 = 0");
+    return;  // there already
+  } catch (const std::exception&) {
+  }
+  db.exec("ALTER TABLE job_disks ADD COLUMN written_baseline BIGINT NULL");
+}
+
 void add_placement_lock(Database& db) {
   if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
     db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
@@ -296,6 +309,8 @@ const std::vector<Migration>& migrations() {
       {7, "pass phases per disk", kPassPhases},
       {8, "OMA nodes, leases and VM placements", kNodes, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_placement_lock(db); }},
+      {9, "written-bytes baselines of pass disks", {}, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_written_baseline(db); }},
   };
   return all;
 }

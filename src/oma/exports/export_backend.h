@@ -12,6 +12,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,12 @@ struct ExportServerConfig {
   // session, is recorded in `record_path` and adopted by the next start; stop() leaves it.
   bool keep_running = false;
   std::string record_path;                 // required with keep_running (DATA/export-server.json)
+  // Where the nbdkit backend's written-bytes filter keeps each export's count of durable
+  // written bytes (EXPORT.written); "" = EXPORTS_DIR-written. Never inside exports_dir
+  // (nbdkit serves every file there).
+  std::string written_dir;
+  // The filter (nbdkit-written-filter.so); "" = default_written_filter_path().
+  std::string written_filter;
 };
 
 class ExportBackend {
@@ -64,6 +72,13 @@ class ExportBackend {
   virtual pid_t server_pid() const = 0;
   virtual int port() const = 0;  // the port it listens on (after start)
   virtual int restarts() const = 0;  // times the supervisor restarted a dead server
+
+  // The bytes clients have made durable on `export_name` since it was first served
+  // (writes and zeroes followed by a successful flush or sent with FUA; a count kept by
+  // the server itself, across server and OMA restarts), or nullopt when this backend
+  // cannot count (nbd-server). How the OMA checks what a VMA reports (JobManager).
+  // Throws mk::Error when the count exists but cannot be read.
+  virtual std::optional<uint64_t> written_bytes(const std::string& export_name) const = 0;
 };
 
 }  // namespace mk::oma

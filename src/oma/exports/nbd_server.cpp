@@ -122,6 +122,8 @@ void NbdServerExportServer::start() {
   if (supervisor_.joinable()) return;
   stopping_ = false;
   if (config_.port == 0) throw UsageError("the nbd-server backend needs a fixed port (it keeps running across OMA restarts)");
+  log::warn("the nbd-server export backend cannot count the bytes written to an export: the OMA cannot check that "
+            "a disk the VMA reports completed was written (use the nbdkit backend for that check)");
   if (pid_t pid = running_daemon()) {
     pid_ = pid;  // adopt the daemon from before an OMA restart: its exports are intact
     log::info("adopting running nbd-server pid {}", pid);

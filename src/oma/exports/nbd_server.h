@@ -12,6 +12,11 @@
 // fails loudly rather than report an export that does not answer. It never restarts a
 // live daemon: that would kill the copies it serves. This is why nbdkit is the default.
 //
+// nbd-server cannot count the bytes written to an export (no filters, no statistics):
+// written_bytes() is nullopt, so the OMA cannot check a VMA's report of a completed disk
+// against the server (issue 13, finding 3). start() logs it, and every pass records it
+// in its events; sites that need the check use the nbdkit backend.
+//
 // The daemon outlives the OMA; start() adopts a running one from the pidfile. A
 // supervisor thread restarts it if it dies. Thread-safe.
 #pragma once
@@ -42,6 +47,7 @@ class NbdServerExportServer : public ExportBackend {
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
   int port() const override { return config_.port; }
+  std::optional<uint64_t> written_bytes(const std::string&) const override { return std::nullopt; }
   int reloads() const { return reloads_.load(); }  // SIGHUPs sent
 
  private:

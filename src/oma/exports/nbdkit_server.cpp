@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -248,6 +249,13 @@ void wait_for_listen(const std::string& address, int port, const std::function<s
   }
 }
 
+std::string default_written_filter_path() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "lib/migratekit/nbdkit-written-filter.so";
+  return (exe.parent_path().parent_path() / "lib" / "migratekit" / "nbdkit-written-filter.so").string();
+}
+
 NbdkitExportServer::NbdkitExportServer(ExportServerConfig config) : config_(std::move(config)) {
   if (config_.tls.psk_file.empty() == config_.tls.certificates_dir.empty()) {
     throw UsageError("the NBD export server needs TLS: give a PSK keys file or an X.509 certificates "
@@ -256,6 +264,33 @@ NbdkitExportServer::NbdkitExportServer(ExportServerConfig config) : config_(std:
   std::error_code ec;
   fs::create_directories(config_.exports_dir, ec);
   if (ec) throw Error(fmt::format("cannot create the exports directory {}: {}", config_.exports_dir, ec.message()));
+  if (config_.written_dir.empty()) config_.written_dir = config_.exports_dir + "-written";
+  config_.written_dir = fs::absolute(config_.written_dir).lexically_normal().string();  // the filter wants it absolute
+  fs::create_directories(config_.written_dir, ec);
+  if (ec) throw Error(fmt::format("cannot create the written-bytes directory {}: {}", config_.written_dir, ec.message()));
+  if (config_.written_filter.empty()) config_.written_filter = default_written_filter_path();
+  if (!fs::is_regular_file(config_.written_filter, ec)) {
+    throw UsageError(fmt::format("the export server's written-bytes filter {} is missing: the OMA needs it to check "
+                                 "what a VMA reports (build the target nbdkit-written-filter, or reinstall "
+                                 "migratekit-oma)",
+                                 config_.written_filter));
+  }
+}
+
+std::optional<uint64_t> NbdkitExportServer::written_bytes(const std::string& export_name) const {
+  if (!is_export_name(export_name)) throw UsageError(fmt::format("'{}' is not an export name", export_name));
+  std::string path = config_.written_dir + "/" + export_name + ".written";
+  std::ifstream in(path);
+  if (!in) return uint64_t{0};  // nothing was ever flushed on this export
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end == text.data() || (end != text.data() + text.size() && *end != '\n')) {
+    throw Error(fmt::format("export {}: the written-bytes count {} is unreadable ('{}'): the VMA's reports on this "
+                            "export cannot be checked; move the file away and run the pass again",
+                            export_name, path, text.substr(0, 40)));
+  }
+  return value;
 }
 
 NbdkitExportServer::~NbdkitExportServer() { stop(); }
@@ -266,7 +301,9 @@ std::vector<std::string> NbdkitExportServer::argv() const {
   if (!config_.tls.psk_file.empty()) a.push_back("--tls-psk=" + config_.tls.psk_file);
   else a.push_back("--tls-certificates=" + config_.tls.certificates_dir);
   if (config_.tls.verify_peer) a.push_back("--tls-verify-peer");
+  a.push_back("--filter=" + config_.written_filter);  // the written-bytes filter: an option, before the plugin
   a.insert(a.end(), {"file", "dir=" + config_.exports_dir});
+  a.push_back("written-dir=" + config_.written_dir);  // the filter's parameter
   return a;
 }
 

@@ -1,7 +1,12 @@
 // NbdkitExportServer: one supervised nbdkit process serving every export of the OMA.
 //
-//   nbdkit -f -i ADDR -p PORT --tls=require --tls-psk=FILE file dir=EXPORTS_DIR
+//   nbdkit -f -i ADDR -p PORT --tls=require --tls-psk=FILE
+//          --filter=.../nbdkit-written-filter.so file dir=EXPORTS_DIR written-dir=WRITTEN_DIR
 //   (X.509: --tls-certificates=DIR [--tls-verify-peer] instead of --tls-psk)
+//
+// The written filter (exports/written_filter) counts each export's durable written
+// bytes in WRITTEN_DIR/EXPORT.written; written_bytes() reads that count. The
+// constructor refuses to run without the filter: the OMA checks VMA reports with it.
 //
 // In dir= mode the file plugin serves each regular file or block device in the
 // directory (following symlinks) under its own name, looked up when a client connects.
@@ -72,6 +77,7 @@ class NbdkitExportServer : public ExportBackend {
   int port() const override { return config_.port; }
   // True when start() adopted a kept server left by an earlier OMA (keep_running).
   bool adopted() const { return adopted_.load(); }
+  std::optional<uint64_t> written_bytes(const std::string& export_name) const override;
 
  private:
   std::vector<std::string> argv() const;
@@ -92,6 +98,10 @@ class NbdkitExportServer : public ExportBackend {
   std::atomic<int> restarts_{0};
   std::atomic<bool> adopted_{false};
 };
+
+// The written-bytes filter beside the running binary: BIN/../lib/migratekit/
+// nbdkit-written-filter.so (the build tree and the installed tree alike).
+std::string default_written_filter_path();
 
 // What an OMA recorded about the export server it keeps running.
 struct KeptServerRecord {

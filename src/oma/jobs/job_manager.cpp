@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -500,6 +501,7 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       ExportRecord e = exports_.ensure_export(d, *v);
       exports_.verify(e, static_cast<uint64_t>(v->size_bytes));
       jobs_.set_job_disk_export(job.job_id, d.disk_key, e.export_name);
+      record_written_baseline(job, d.disk_key, e.export_name);
       const JobDiskRecord* jd = nullptr;
       for (const auto& x : job_disks) if (x.disk_key == d.disk_key) jd = &x;
       if (!jd) throw Error(fmt::format("job {}: VM {} gained disk {} after the job started: start a new job",
@@ -594,6 +596,8 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
                                 key, job.job_id));
       }
       note_resume(job.job_id, key, dp, noted);
+      std::optional<std::string> unverified;
+      if (dp.status == protocol::DiskStatus::Completed) unverified = unverified_completion(job, *it, dp);
       JobDiskRecord d = *it;
       d.status = dp.status;
       d.phase = dp.phase;
@@ -603,13 +607,20 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
       d.eta_seconds = dp.eta_seconds;
       d.change_id_new = dp.change_id;
       d.error = dp.error;
+      if (unverified) {  // never recorded as completed, so never committed
+        d.status = protocol::DiskStatus::Failed;
+        d.phase = protocol::DiskPhase::Failed;
+        d.change_id_new = std::nullopt;
+        d.error = unverified;
+        failed.push_back(*unverified);
+      }
       jobs_.update_disk_progress(d);
       if (dp.phases != d.phases) jobs_.set_disk_phases(job.job_id, key, dp.phases);  // a phase ended
       // The protocol guarantees a failed disk's error and a completed disk's change ID.
       if (dp.status == protocol::DiskStatus::Failed) {
         failed.push_back(fmt::format("disk {} failed on the VMA: {}", key, dp.error.value_or("")));
       }
-      if (dp.status == protocol::DiskStatus::Completed) ++completed;
+      if (d.status == protocol::DiskStatus::Completed) ++completed;
     }
     // Every disk of this answer is recorded first: a disk that failed is reported with
     // the others it stopped (the VMA marks it failed before them), never left out.
@@ -628,6 +639,39 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
   }
   step.done();
   return vma_ended;
+}
+
+void JobManager::record_written_baseline(const JobRecord& job, const std::string& disk_key,
+                                         const std::string& export_name) {
+  std::optional<uint64_t> count = exports_.backend().written_bytes(export_name);
+  if (!count) {
+    jobs_.add_event(job.job_id, EventLevel::Warn,
+                    fmt::format("disk {}: the {} export server cannot count written bytes, so the VMA's report that "
+                                "this disk completed will not be checked against export {}",
+                                disk_key, exports_.backend().name(), export_name));
+    return;
+  }
+  // Kept if recorded already: a resumed job must not move it past bytes already copied.
+  jobs_.set_written_baseline(job.job_id, disk_key,
+                             static_cast<int64_t>(std::min<uint64_t>(*count, std::numeric_limits<int64_t>::max())));
+}
+
+std::optional<std::string> JobManager::unverified_completion(const JobRecord& job, const JobDiskRecord& d,
+                                                             const protocol::DiskProgress& dp) {
+  if (!d.written_baseline) return std::nullopt;  // not countable (see record_written_baseline)
+  std::optional<uint64_t> now = exports_.backend().written_bytes(d.export_name);
+  if (!now) return std::nullopt;
+  uint64_t base = static_cast<uint64_t>(*d.written_baseline);
+  uint64_t seen = *now >= base ? *now - base : 0;
+  uint64_t claimed = static_cast<uint64_t>(std::max<int64_t>(dp.bytes_done, 0));
+  if (seen >= claimed) return std::nullopt;
+  std::string vm = job.vm_id;
+  if (auto v = vms_.find_vm(job.vm_id)) vm = fmt::format("{} ({})", v->name, job.vm_id);
+  return fmt::format("disk {} of VM {}: the VMA's report could not be verified: it reported the disk completed with {} "
+                     "bytes copied in this pass ({} of them resumed), but export {} saw only {} bytes written and "
+                     "flushed since the pass started, so no change ID of this pass is committed. Check the VMA (its "
+                     "log, its version, whether it was tampered with), then run the pass again",
+                     d.disk_key, vm, claimed, dp.bytes_resumed, d.export_name, seen);
 }
 
 // Records in the job's log, once each, why a disk started over instead of resuming,

@@ -35,6 +35,15 @@
 // it, or stays silent longer than vma_timeout fails with that reason; none stays
 // active forever.
 // A job completes only when every disk has completed and all change IDs are committed.
+// A disk counts as completed only when its export saw it written: before the VMA is
+// asked to copy, each export's count of durable written bytes (ExportBackend::
+// written_bytes) is recorded as the disk's baseline; when the VMA reports the disk
+// completed with bytes_done bytes, the export must have seen at least that many since
+// the baseline, or the disk and the job fail and nothing is committed. bytes_done, not
+// bytes_done - bytes_resumed: the resumed bytes were written and flushed in this pass
+// too (a checkpoint belongs to one job), and a VMA could claim everything resumed.
+// Retried writes make the count larger, never smaller. A backend that cannot count
+// (nbd-server) leaves no baseline: the job records that its disks were not checked.
 //
 // At most one active job per VM (JobRepository::create_job enforces it); jobs of different VMs run
 // concurrently, one thread each. Does not own its collaborators. Thread-safe.
@@ -152,6 +161,13 @@ class JobManager {
   // Until every disk completed and the VMA closed the pass; returns when the VMA's job
   // ended, on our clock (its answer's arrival minus its ended_seconds_ago).
   std::optional<SteadyTime> poll(const JobRecord& job);
+  // Why the VMA's report that disk `d` completed cannot be believed (the export saw
+  // fewer durable written bytes since the pass started than the VMA says it copied), or
+  // nullopt when it checks out (or cannot be checked: no baseline).
+  // Records the export's written-bytes count as the disk's baseline (once per job).
+  void record_written_baseline(const JobRecord& job, const std::string& disk_key, const std::string& export_name);
+  std::optional<std::string> unverified_completion(const JobRecord& job, const JobDiskRecord& d,
+                                                   const protocol::DiskProgress& dp);
   void note_resume(const std::string& job_id, const std::string& disk_key, const protocol::DiskProgress& dp,
                    std::set<std::string>& noted);
   void commit(const JobRecord& job, std::optional<SteadyTime> vma_ended = std::nullopt);
