@@ -338,17 +338,28 @@ TEST_F(HttpLimits, ConnectionCapsPerClientAndInAll) {
     if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_EQ(status, 200);
-  {
+  // The cap in all. A connection of the checks above may still be counted until the OMA
+  // notices its close; if that happens while this block opens its connections, `extra`
+  // finds a place (it is served: 200) and the block is tried again.
+  int status_extra = 0;
+  std::string answer;
+  for (int attempt = 0; attempt < 20 && status_extra != 503; ++attempt) {
     std::vector<std::unique_ptr<Socket>> all;
     for (int i = 0; i < kTotal; ++i) {
       all.push_back(std::make_unique<Socket>(port(), "127.0.3." + std::to_string(1 + i / kPerClient)));
       ASSERT_GE(all.back()->fd, 0);
     }
     Socket extra(port(), "127.0.4.1");
-    std::string answer = extra.read_all();
-    EXPECT_EQ(status_of(answer), 503) << answer;
-    EXPECT_NE(answer.find("its limit"), std::string::npos) << answer;
+    answer = extra.read_all(nullptr, std::chrono::seconds(3));  // a refusal comes at accept
+    if (answer.empty()) {
+      (void)extra.send_all("GET /health HTTP/1.1\r\nHost: oma\r\nConnection: close\r\n\r\n");
+      answer = extra.read_all();
+    }
+    status_extra = status_of(answer);
+    if (status_extra != 503) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  EXPECT_EQ(status_extra, 503) << answer;
+  EXPECT_NE(answer.find("its limit"), std::string::npos) << answer;
 }
 
 // Refusals from the head close the connection, including on a keep-alive connection.
