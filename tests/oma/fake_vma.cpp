@@ -1,5 +1,7 @@
 #include "fake_vma.h"
 
+#include <thread>
+
 #include <fmt/format.h>
 
 #include <libnbd.h>
@@ -304,10 +306,21 @@ protocol::DiskProgress FakeVma::completion(const Job& job, Disk& d, protocol::Di
     if (how == Lie::Half) left /= 2;
     try {
       if (left > 0) {
-        int port = exports_port_ ? exports_port_.load() : job.nbd.port;
-        Endpoint target{fmt::format("nbds://{}:{}/{}", job.nbd.host, port, d.request.export_name),
-                        {psk_, ""}, "target"};
-        auto c = engine::NbdConnection::open(target, {"base:allocation"});
+        Endpoint target;
+        std::unique_ptr<engine::NbdConnection> c;
+        for (int attempt = 1;; ++attempt) {
+          int port = exports_port_ ? exports_port_.load() : job.nbd.port;
+          target = {fmt::format("nbds://{}:{}/{}", job.nbd.host, port, d.request.export_name), {psk_, ""}, "target"};
+          try {
+            c = engine::NbdConnection::open(target, {"base:allocation"});
+            break;
+          } catch (const std::exception&) {
+            // Connecting again for a while, as the VMA's engine does: an OMA restarted a
+            // moment ago polls before the test has told this fake its new export port.
+            if (attempt == 60) throw;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }
         uint64_t size = c->size(), offset = 0;
         if (size == 0) throw Error(fmt::format("{} has size 0", target.describe()));
         // What is there is written back (holes and zeroes as write-zeroes): the count
