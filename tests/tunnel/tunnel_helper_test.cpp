@@ -2,13 +2,12 @@
 // it: the real oma-end-tunnel-session binary behind a socket that starts one instance
 // per connection with the connection as stdin and stdout (systemd-socket-activate
 // --accept --inetd, which is what the socket unit's Accept=yes does), as root with only
-// CAP_KILL and CAP_SYS_PTRACE (setpriv: the unit's CapabilityBoundingSet and
-// NoNewPrivileges). The sessions are a real sshd's, for the user "nobody" (a user that
+// CAP_KILL and CAP_SYS_PTRACE and the unit's view of /proc (see sandboxed()). The sessions are a real sshd's, for the user "nobody" (a user that
 // exists on every Debian system, so no account is made for the tests): its session
 // process runs as nobody and is not dumpable, as the package's "migratekit" sessions are.
 //
-// Needs root (the suite runs as root here and in CI), /usr/sbin/sshd, setpriv and
-// systemd-socket-activate.
+// Needs root (the suite runs as root here and in CI), /usr/sbin/sshd, setpriv, unshare
+// and systemd-socket-activate.
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 #include <pwd.h>
@@ -44,15 +43,23 @@ uid_t uid_of(const char* user) {
 
 bool listening(int port) { return !mk::oma::loopback_listeners(port).empty(); }
 
+// Appends the part of the unit's sandbox that decides what the helper can see and do:
+// its own /proc as ProtectProc=invisible and ProcSubset=pid mount it (other users'
+// processes only with ptrace access; no /proc/net), CapabilityBoundingSet=`caps` and
+// NoNewPrivileges=yes.
+void sandboxed(std::vector<std::string>& argv, const std::string& caps) {
+  argv.insert(argv.end(), {"unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                           "mount -t proc -o hidepid=invisible,subset=pid proc /proc && exec \"$@\"", "sh",
+                           "setpriv", "--bounding-set=-all," + caps, "--inh-caps=-all", "--no-new-privs"});
+}
+
 // The helper behind its socket, started as the socket unit starts it.
 class HelperService {
  public:
   explicit HelperService(std::vector<std::string> helper_args = {}) {
-    std::vector<std::string> argv = {"systemd-socket-activate", "--accept", "--inetd", "-l", socket_,
-                                     // the unit's CapabilityBoundingSet= and NoNewPrivileges=yes
-                                     "setpriv", "--bounding-set=-all,+kill,+sys_ptrace", "--inh-caps=-all",
-                                     "--no-new-privs", HELPER_BIN, "--tunnel-user", kTunnelUser, "--grace-ms",
-                                     "3000"};
+    std::vector<std::string> argv = {"systemd-socket-activate", "--accept", "--inetd", "-l", socket_};
+    sandboxed(argv, "+kill,+sys_ptrace");
+    argv.insert(argv.end(), {HELPER_BIN, "--tunnel-user", kTunnelUser, "--grace-ms", "3000"});
     argv.insert(argv.end(), helper_args.begin(), helper_args.end());
     mk::SpawnOptions so;
     so.stdout_path = so.stderr_path = log_;
@@ -154,10 +161,10 @@ TEST(TunnelHelper, WithoutPtraceItCannotFindTheSessionAndSaysSo) {
   std::string sock = dir.file("s.sock"), log = dir.file("log");
   mk::SpawnOptions so;
   so.stdout_path = so.stderr_path = log;
-  auto service = mk::Subprocess::spawn({"systemd-socket-activate", "--accept", "--inetd", "-l", sock, "setpriv",
-                                        "--bounding-set=-all,+kill", "--inh-caps=-all", "--no-new-privs", HELPER_BIN,
-                                        "--tunnel-user", kTunnelUser},
-                                       so);
+  std::vector<std::string> argv = {"systemd-socket-activate", "--accept", "--inetd", "-l", sock};
+  sandboxed(argv, "+kill");
+  argv.insert(argv.end(), {HELPER_BIN, "--tunnel-user", kTunnelUser});
+  auto service = mk::Subprocess::spawn(argv, so);
   ASSERT_TRUE(eventually([&] { return std::filesystem::exists(sock); }, std::chrono::seconds(15)));
   int port = mk::test::free_tcp_port();
   ssh.open(kTunnelUser, port);
