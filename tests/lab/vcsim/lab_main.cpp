@@ -7,7 +7,7 @@
 //   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense|light]
 //          [--sshd-authorized-keys FILE] [--blocked-vm]
 //          [--clusters 2] [--hosts-per-cluster 4] [--standalone-hosts 0] [--datastores 1]
-//          [--seed-threads 4]
+//          [--seed-threads 2]
 //
 // sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout;
 // light: 64 KiB at the start and in the middle (a disk that costs 128 KiB).
@@ -56,7 +56,7 @@ struct Options {
   bool blocked_vm = false;
   bool fill_given = false, disks_given = false, inventory_given = false;
   mk::test::VcsimInventory inventory;  // the default one unless at scale
-  int seed_threads = 4;
+  int seed_threads = 2;
 };
 
 Options parse(int argc, char** argv) {
