@@ -1,7 +1,7 @@
 // The lab at scale (issue 18, item 5): a vSphere lab of 256 VMs over 2 clusters of 4
-// hosts, made by vcsim's own model flags and seeded by the code mk-lab runs (two small
-// sparse disks per VM, 128 KiB of data each), and the real `vma` discovering every one
-// of them with its disks. The times it took are printed, never judged.
+// hosts and 2 datastores, made by vcsim's own model flags and seeded by the code mk-lab
+// runs (two small sparse disks per VM, 128 KiB of data each, spread over the
+// datastores), and the real `vma` discovering every one of them with its disks. The times it took are printed, never judged.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -25,7 +25,7 @@ namespace mk::vma::test {
 namespace {
 
 constexpr const char* kScaleToken = "vma-scale-token-7c31e9a0d4b2";
-constexpr int kClusters = 2, kHostsPerCluster = 4, kVms = 256;
+constexpr int kClusters = 2, kHostsPerCluster = 4, kDatastores = 2, kVms = 256;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -34,7 +34,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 TEST(LabAtScale, VmaDiscoversAll256VmsWithTheirDisksAcrossClustersAndHosts) {
   auto t0 = std::chrono::steady_clock::now();
   mk::test::VcsimOptions vo;
-  vo.inventory = {kClusters, kHostsPerCluster, 0, kVms / kClusters, 1};
+  vo.inventory = {kClusters, kHostsPerCluster, 0, kVms / kClusters, kDatastores};
   mk::test::VcsimLab lab(vo);
   ASSERT_EQ(lab.inventory().vms(), kVms);
   auto session = vsphere::Session::connect(mk::test::lab_connect_options(lab));
@@ -66,10 +66,12 @@ TEST(LabAtScale, VmaDiscoversAll256VmsWithTheirDisksAcrossClustersAndHosts) {
   EXPECT_EQ(clusters_with_vms.size(), size_t(kClusters));
   EXPECT_GE(hosts_with_vms, 2 * kClusters) << "the VMs sit on too few hosts";
 
-  // Flat files stay cheap: sparse, 128 KiB of data per disk.
+  // Flat files stay cheap: sparse, 128 KiB of data per disk; half the disks on each datastore.
   uint64_t allocated = 0, apparent = 0;
+  std::map<std::string, int> disks_per_datastore;
   for (const auto& vm : seeded) {
     for (const auto& d : vm["disks"]) {
+      ++disks_per_datastore[vsphere::datastore_of(d["file_name"].get<std::string>())];
       struct stat st {};
       ASSERT_EQ(::stat(d["flat_file"].get<std::string>().c_str(), &st), 0);
       allocated += uint64_t(st.st_blocks) * 512;
@@ -78,6 +80,7 @@ TEST(LabAtScale, VmaDiscoversAll256VmsWithTheirDisksAcrossClustersAndHosts) {
   }
   EXPECT_EQ(apparent, uint64_t(kVms) * (16 + 8) << 20);
   EXPECT_LE(allocated, uint64_t(kVms) * 2 * (256 << 10)) << "the lab's flat files are not sparse";
+  EXPECT_EQ(disks_per_datastore, (std::map<std::string, int>{{"LocalDS_0", kVms}, {"LocalDS_1", kVms}}));
 
   mk::test::TempDir dir("mk-vma-scale");
   std::string token = dir.file("vma-token");
@@ -117,9 +120,9 @@ TEST(LabAtScale, VmaDiscoversAll256VmsWithTheirDisksAcrossClustersAndHosts) {
   }
   EXPECT_EQ(disks, size_t(2 * kVms));
   std::cout << fmt::format(
-      "lab at scale: {} VMs ({} clusters x {} hosts), {} disks of 16+8 MiB ({:.1f} MiB allocated of {:.0f} MiB), "
+      "lab at scale: {} VMs ({} clusters x {} hosts, {} datastores), {} disks of 16+8 MiB ({:.1f} MiB allocated of {:.0f} MiB), "
       "made in {:.1f} s; vma discovery listed {} VMs with {} disks in {:.2f} s\n",
-      kVms, kClusters, kHostsPerCluster, 2 * kVms, allocated / 1048576.0, apparent / 1048576.0, made_s,
+      kVms, kClusters, kHostsPerCluster, kDatastores, 2 * kVms, allocated / 1048576.0, apparent / 1048576.0, made_s,
       discovery.vms.size(), disks, discover_s);
 }
 

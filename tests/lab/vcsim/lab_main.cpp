@@ -21,6 +21,8 @@
 // hosts); its disks default to 16,8 MiB filled light, so that 256 VMs cost 64 MiB of
 // flat files, all sparse. The first --vms VMs, spread over the clusters and hosts, are
 // seeded; --blocked-vm takes the inventory's last VM, which must be one not seeded.
+// With --datastores N above 1 the disks spread over LocalDS_0..N-1 (disk i of the k-th VM
+// on LocalDS_((k + i) mod N)); "datastore_dirs" in the JSON maps each to its directory.
 #include <fmt/format.h>
 #include <signal.h>
 
@@ -178,6 +180,11 @@ int main(int argc, char** argv) {
     }
     session.reset();
     double made_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json datastore_dirs = json::object();
+    for (int i = 0; i < o.inventory.datastores; ++i) {
+      std::string name = fmt::format("LocalDS_{}", i);
+      datastore_dirs[name] = lab.datastore_dir(name);
+    }
 
     std::unique_ptr<mk::test::SshdServer> sshd;
     if (!o.sshd_authorized_keys.empty()) {
@@ -199,6 +206,7 @@ int main(int argc, char** argv) {
                   {"datastores", o.inventory.datastores},
                   {"vms", o.inventory.vms()}}},
                 {"seconds_to_make", made_s},
+                {"datastore_dirs", datastore_dirs},  // what vma-lab's --lab-flat-datastore maps
                 {"vms", vms},
                 {"blocked_vm", blocked}};
     if (sshd) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -183,8 +184,17 @@ nlohmann::json seed_lab_vm(const VcsimLab& lab, vsphere::Session& s, const std::
   int controller = vm.disks.front().controller_key;
   std::string datastore = vm.disks.front().datastore;
   vm = remove_first_disk(s, vm);
+  int datastores = lab.inventory().datastores;
   for (size_t i = 0; i < o.disk_mib.size(); ++i) {
-    vm = add_lab_disk(s, vm, controller, datastore, o.disk_mib[i] << 20, fmt::format("lab-disk{}", i));
+    // With several datastores the disks spread over them, as a real site's do; with one
+    // (the default lab) every disk stays beside the VM.
+    std::string ds = datastores > 1 ? fmt::format("LocalDS_{}", (index + i) % datastores) : datastore;
+    if (ds != datastore) {
+      // vcsim makes a disk only in an existing folder; the VM's folder is on its own datastore.
+      std::filesystem::create_directories(
+          std::filesystem::path(lab.flat_file(fmt::format("[{}] {}/x.vmdk", ds, vm.name))).parent_path());
+    }
+    vm = add_lab_disk(s, vm, controller, ds, o.disk_mib[i] << 20, fmt::format("lab-disk{}", i));
   }
   nlohmann::json disks = nlohmann::json::array();
   for (size_t i = 0; i < vm.disks.size(); ++i) {

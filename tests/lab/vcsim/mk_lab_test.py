@@ -8,7 +8,8 @@ stops mk-lab by PID with SIGTERM, after which its directory is gone.
     seeded in the old order with 256+128 MiB disks;
   * a lab at scale (--vms 18 over 3 clusters of 2 hosts and a standalone host) has
     ceil(18/4) VMs per compute resource, seeds the first 18 spread over all of them with
-    16+8 MiB sparse disks of 128 KiB data each, and blocks the inventory's last VM;
+    16+8 MiB sparse disks of 128 KiB data each, spread over 2 datastores (their
+    directories in "datastore_dirs"), and blocks the inventory's last VM;
   * refusals: --vms 257, --blocked-vm with every VM seeded.
 
 usage: mk_lab_test.py MK_LAB_BINARY
@@ -77,7 +78,9 @@ class MkLabTest(unittest.TestCase):
 
     def test_a_lab_at_scale_spreads_its_vms_and_keeps_disks_sparse(self):
         lab = self.start("--vms", "18", "--clusters", "3", "--hosts-per-cluster", "2", "--standalone-hosts", "1",
-                         "--blocked-vm")
+                         "--datastores", "2", "--blocked-vm")
+        dirs = lab.lab["datastore_dirs"]
+        self.assertEqual(sorted(dirs), ["LocalDS_0", "LocalDS_1"])
         inv = lab.lab["inventory"]
         self.assertEqual((inv["clusters"], inv["hosts"], inv["standalone_hosts"], inv["vms"]), (3, 7, 1, 20))
         names = [v["name"] for v in lab.lab["vms"]]
@@ -90,9 +93,13 @@ class MkLabTest(unittest.TestCase):
         for vm in lab.lab["vms"]:
             self.assertEqual([d["capacity_bytes"] >> 20 for d in vm["disks"]], [16, 8], vm)
             for d in vm["disks"]:
+                ds = d["file_name"][1:d["file_name"].index("]")]
+                self.assertTrue(d["flat_file"].startswith(dirs[ds] + "/"), d)
                 st = os.stat(d["flat_file"])
                 self.assertEqual(st.st_size, d["capacity_bytes"])
                 self.assertLessEqual(st.st_blocks * 512, 256 << 10, f"{d['flat_file']} is not sparse")
+        on = [d["file_name"].split("]")[0][1:] for vm in lab.lab["vms"] for d in vm["disks"]]
+        self.assertEqual((on.count("LocalDS_0"), on.count("LocalDS_1")), (18, 18))
         self.assertGreater(lab.lab["seconds_to_make"], 0)
 
     def test_refusals(self):

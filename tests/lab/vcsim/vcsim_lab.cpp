@@ -214,12 +214,14 @@ std::string VcsimLab::flat_file(const std::string& disk_file_name) const {
   if (rel.size() < 6 || !rel.ends_with(".vmdk") || rel.find("..") != std::string::npos) {
     throw Error(fmt::format("\"{}\": not a .vmdk path inside the datastore", disk_file_name));
   }
+  return (std::filesystem::path(datastore_dir(ds)) / (rel.substr(0, rel.size() - 5) + "-flat.vmdk")).string();
+}
+
+std::string VcsimLab::datastore_dir(const std::string& ds) const {
   // vcsim names each datastore directory govcsim-<datacenter>-<datastore>-<random>.
   for (auto& e : std::filesystem::directory_iterator(dir_.file("ds"))) {
     std::string name = e.path().filename().string();
-    if (name.starts_with("govcsim-") && name.find("-" + ds + "-") != std::string::npos) {
-      return (e.path() / (rel.substr(0, rel.size() - 5) + "-flat.vmdk")).string();
-    }
+    if (name.starts_with("govcsim-") && name.find("-" + ds + "-") != std::string::npos) return e.path().string();
   }
   throw Error(fmt::format("no directory for datastore {} under {}", ds, dir_.file("ds")));
 }

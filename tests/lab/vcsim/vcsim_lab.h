@@ -86,6 +86,9 @@ class VcsimLab {
   // A snapshot's disks name frozen copies of the VM's flat files, made when it was taken
   // and removed with it (cbt_shim.py): flat_file() of a snapshot's disk is its copy.
   std::string flat_file(const std::string& disk_file_name) const;
+  // The directory holding datastore `name` ("LocalDS_1"): what vma-lab's
+  // --lab-flat-datastore NAME=DIR maps.
+  std::string datastore_dir(const std::string& name) const;
   // One file per existing snapshot, named by its moref, one "<vm moref>\t<disk file
   // name>\t<flat file>" line per disk: what the VDDK stand-in serves (FAKE_VDDK_SNAPSHOTS).
   std::string snapshot_index() const { return dir_.file("snapshots"); }
