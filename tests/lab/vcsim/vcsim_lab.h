@@ -31,7 +31,7 @@ namespace mk::test {
 // VMs: DC0_H<h>_VM<i> on standalone host h, DC0_C<c>_RP0_VM<i> in cluster c (vcsim
 // places each on one of the cluster's hosts DC0_C<c>_H<n>, at random); every VM's files
 // are on LocalDS_0 (vcsim's model puts them there whatever -ds says; the other
-// datastores are mounted on every host). One datacenter only: vcsim names every
+// datastores are mounted on every host, and seed_lab_vms() spreads disks over them). One datacenter only: vcsim names every
 // datacenter's first datastore LocalDS_0, and a "[LocalDS_0] ..." path could not say
 // which one flat_file() means.
 struct VcsimInventory {
