@@ -96,6 +96,17 @@ TEST(ConfigFile, FalseFlagStaysOff) {
   EXPECT_FALSE(c.o.fast);
 }
 
+// Found by the config_file fuzz target: an empty value in the file ("--tag=" for CLI11)
+// took the command line's next argument as its value, so "--port 9000" was lost.
+TEST(ConfigFile, AnEmptyValueInTheFileTakesNothingFromTheCommandLine) {
+  TempDir dir("mk-conf");
+  Command c;
+  c.parse(ConfigFile::read(write(dir, "a.conf", "tag = [\"\"]\nname = \"\"\n")), {"--port", "9000"});
+  EXPECT_EQ(c.o.port, 9000);
+  EXPECT_EQ(c.o.tags, std::vector<std::string>{""});
+  EXPECT_EQ(c.o.name, "");
+}
+
 TEST(ConfigFile, ErrorsNameFileLineAndSetting) {
   TempDir dir("mk-conf");
   auto check = [&](const std::string& text, const std::string& expected) {

@@ -125,7 +125,16 @@ std::vector<std::string> ConfigFile::arguments_for(CLI::App& app, int argc, char
       if (why.rfind("--" + s.key + ": ", 0) == 0) why = why.substr(s.key.size() + 4);
       throw where(why);
     }
-    for (const auto& v : s.values) args.push_back(fmt::format("--{}={}", s.key, v));
+    for (const auto& v : s.values) {
+      if (v.empty()) {
+        // CLI11 reads "--key=" as "--key" without a value and then takes the next
+        // argument (a command-line option) as its value: an empty value travels alone.
+        args.push_back("--" + s.key);
+        args.emplace_back();
+      } else {
+        args.push_back(fmt::format("--{}={}", s.key, v));
+      }
+    }
     applied_.push_back(s.key);
   }
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
