@@ -126,9 +126,10 @@ std::vector<std::string> ConfigFile::arguments_for(CLI::App& app, int argc, char
       throw where(why);
     }
     for (const auto& v : s.values) {
-      if (v.empty()) {
+      if (v.empty() && opt->get_expected_max() != 0) {
         // CLI11 reads "--key=" as "--key" without a value and then takes the next
-        // argument (a command-line option) as its value: an empty value travels alone.
+        // argument (a command-line option) as its value: an empty value travels alone
+        // (not for a switch, which takes no separate value: "--fast=" is on).
         args.push_back("--" + s.key);
         args.emplace_back();
       } else {
