@@ -34,7 +34,7 @@ def main():
         prefix = os.path.join(tmp, "usr")
         r = run(["cmake", "--install", args.build_dir, "--prefix", prefix])
         check(r.returncode == 0, "cmake --install --prefix " + prefix + "\n" + r.stdout[-2000:])
-        expected = ["bin/migratekit", "bin/oma", "bin/vma",
+        expected = ["bin/migratekit", "bin/oma", "bin/vma", "bin/migratekit-nbd-router",
                     "share/doc/migratekit/README.md", "share/doc/migratekit/security.md",
                     "etc/migratekit/oma.conf", "etc/migratekit/vma.conf",
                     "etc/ssh/sshd_config.d/migratekit-oma.conf",
