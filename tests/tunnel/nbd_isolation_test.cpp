@@ -162,10 +162,10 @@ TEST_F(NbdIsolation, RevocationEndsThatVmasCopyWithinSecondsAndNotAnotherVmas) {
   const uint64_t size_a = 256 << 20, size_b = 48 << 20;
   add_vm(kVmA, *a, size_a);
   add_vm(kVmB, *b, size_b);
-  // Sources that take a while: random data, read at a limited rate.
-  mk::test::NbdkitServer src_a({.plugin = "random", .args = {fmt::format("size={}", size_a), "seed=1", "rate=8M"},
+  // Sources that take a while: random data, read at 8 MB/s (the rate filter counts bits).
+  mk::test::NbdkitServer src_a({.plugin = "random", .args = {fmt::format("size={}", size_a), "seed=1", "rate=64M"},
                                 .filters = {"rate"}, .read_only = true});
-  mk::test::NbdkitServer src_b({.plugin = "random", .args = {fmt::format("size={}", size_b), "seed=2", "rate=8M"},
+  mk::test::NbdkitServer src_b({.plugin = "random", .args = {fmt::format("size={}", size_b), "seed=2", "rate=64M"},
                                 .filters = {"rate"}, .read_only = true});
   auto copy = [&](const Vma& vma, const std::string& src, const std::string& vm, const std::string& log) {
     return mk::test::start_migratekit({"copy", src, fmt::format("nbds://127.0.0.1:{}/{}", port(), export_of(vm)),

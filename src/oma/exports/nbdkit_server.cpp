@@ -246,7 +246,7 @@ std::string stop_kept_export_server(const std::string& record_path) {
   return result;
 }
 
-std::string stop_one_kept_server(const std::string& record_path) {
+std::string stop_one_kept_server(const std::string& record_path, std::chrono::milliseconds grace) {
   auto record = read_kept_server_record(record_path);
   if (!record) return fmt::format("no kept export server is recorded in {}", record_path);
   int pidfd = open_pidfd(record->pid);
@@ -257,7 +257,8 @@ std::string stop_one_kept_server(const std::string& record_path) {
     result = fmt::format("pid {} no longer runs the recorded export server: left alone", record->pid);
   } else {
     ::kill(record->pid, SIGTERM);
-    for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < grace.count() / 10 && pid_alive(record->pid, pidfd); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (pid_alive(record->pid, pidfd)) {
       ::kill(record->pid, SIGKILL);
       for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -393,8 +394,10 @@ void NbdkitExportServer::launch() {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     write_kept_server_record(config_.record_path, {pid, config_.port, argv()});
-    log::info("nbdkit serving {} on {}:{} (pid {}, kept running across OMA restarts; recorded in {})",
-              config_.exports_dir, config_.listen_address, config_.port, pid, config_.record_path);
+    log::info("{} serving {} on {} (pid {}, kept running across OMA restarts; recorded in {})",
+              router() ? "the NBD router" : "nbdkit", router() ? config_.router_sockets_dir : config_.exports_dir,
+              on_unix_socket() ? config_.unix_socket : fmt::format("{}:{}", config_.listen_address, config_.port), pid,
+              config_.record_path);
     return;
   }
   SpawnOptions opt;
@@ -556,9 +559,11 @@ void NbdkitExportServer::terminate() {
       ::close(pidfd_);
       pidfd_ = -1;
     }
-    if (fs::exists(config_.record_path)) log::info("{}", stop_one_kept_server(config_.record_path));
+    // nbdkit waits for its open connections after SIGTERM: they are what must end now.
+    if (fs::exists(config_.record_path))
+      log::info("{}", stop_one_kept_server(config_.record_path, std::chrono::milliseconds(200)));
   } else {
-    process_.stop(std::chrono::milliseconds(1000));
+    process_.stop(std::chrono::milliseconds(200));
   }
   if (on_unix_socket()) ::unlink(config_.unix_socket.c_str());
   pid_ = -1;

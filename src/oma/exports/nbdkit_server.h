@@ -143,8 +143,10 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
 // router). Returns what it did, for the operator. Throws mk::Error if a server does not
 // exit.
 std::string stop_kept_export_server(const std::string& record_path);
-// The same for the one server recorded at `record_path`.
-std::string stop_one_kept_server(const std::string& record_path);
+// The same for the one server recorded at `record_path`, with `grace` between SIGTERM
+// and SIGKILL.
+std::string stop_one_kept_server(const std::string& record_path,
+                                 std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
 // Where the records of the kept servers behind the one recorded at `record_path` live:
 // DATA/export-server.json -> DATA/export-server.d/.
 std::string kept_servers_dir(const std::string& record_path);

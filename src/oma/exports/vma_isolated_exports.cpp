@@ -169,7 +169,7 @@ void VmaIsolatedExports::set_vma_access(const std::vector<VmaNbdAccess>& approve
     for (const auto& e : fs::directory_iterator(kept_servers_dir(config_.record_path), ec)) {
       std::string id = e.path().stem().string();
       if (e.path().extension() == ".json" && id.rfind("vma-", 0) == 0 && !identities.count(id)) {
-        log::warn("NBD: {}", stop_one_kept_server(e.path().string()));
+        log::warn("NBD: {}", stop_one_kept_server(e.path().string(), std::chrono::milliseconds(200)));
         std::error_code rec;
         fs::remove_all(isolation_dir_ + "/vma/" + id, rec);
         fs::remove(sockets_dir_ + "/" + id + ".sock", rec);
