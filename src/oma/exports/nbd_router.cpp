@@ -242,8 +242,8 @@ std::optional<std::string> client_hello_psk_identity(std::string_view records, s
 std::string default_nbd_router_path() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "migratekit-nbd-router";
-  return (exe.parent_path() / "migratekit-nbd-router").string();
+  if (ec) return "lib/migratekit/migratekit-nbd-router";
+  return (exe.parent_path().parent_path() / "lib" / "migratekit" / "migratekit-nbd-router").string();
 }
 
 NbdRouter::NbdRouter(NbdRouterConfig config) : config_(std::move(config)) {

@@ -103,8 +103,8 @@ std::optional<std::string> client_hello_psk_identity(std::string_view records, s
 // True for the identities the router turns into socket names: [A-Za-z0-9_-]{1,64}.
 bool is_routable_identity(std::string_view identity);
 
-// migratekit-nbd-router beside the running binary (the build tree and the installed
-// tree alike).
+// BIN/../lib/migratekit/migratekit-nbd-router for the running binary BIN/x (the build
+// tree and the installed tree alike; a helper, not an operator's command).
 std::string default_nbd_router_path();
 
 }  // namespace mk::oma
