@@ -19,7 +19,7 @@ build: deps $(BUILD_DIR)/build.ninja
 # The suite, then its unit, engine, protocol, OMA and VMA tests again under ASan+UBSan
 # (test-sanitize-ci; measured 2026-12-03: a cold ASan build of that subset is 2721
 # CPU-seconds, ~23 min on CI's 2 cores, and its OMA and VMA tests ran 186 s on a loaded
-# machine; the whole run took 3051 s in CI on 2026-12-03, under its hour).
+# machine; the whole run took 2914 s in CI at its last landing (2026-12-03), under its hour).
 # The guest suite (label guest) is not part of it: see test-guest.
 # Each ctest run's failures are named again at the very end (scripts/test-summary), where
 # a CI log's tail shows them.

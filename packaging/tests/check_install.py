@@ -39,21 +39,24 @@ def main():
                     "etc/migratekit/oma.conf", "etc/migratekit/vma.conf",
                     "etc/ssh/sshd_config.d/migratekit-oma.conf",
                     "lib/systemd/system/migratekit-oma.service", "lib/systemd/system/migratekit-vma.service",
-                    "lib/migratekit/nbdkit-written-filter.so"]
+                    "lib/systemd/system/migratekit-oma-end-tunnel.socket",
+                    "lib/systemd/system/migratekit-oma-end-tunnel@.service",
+                    "lib/migratekit/nbdkit-written-filter.so", "libexec/migratekit/oma-end-tunnel-session"]
         expected += ["share/man/man1/%s.1" % m for m in ("migratekit", "oma", "vma", "vma-run", "vma-pair")]
         if os.path.exists(os.path.join(args.build_dir, "web/dist/index.html")):
             expected.append("share/migratekit/web/index.html")
         for f in expected:
             check(os.path.isfile(os.path.join(prefix, f)), "installed " + f)
-        for b in ("migratekit", "oma", "vma"):
-            check(os.access(os.path.join(prefix, "bin", b), os.X_OK), "bin/%s is executable" % b)
+        for b in ("bin/migratekit", "bin/oma", "bin/vma", "libexec/migratekit/oma-end-tunnel-session",
+                  "lib/migratekit/migratekit-nbd-router"):
+            check(os.access(os.path.join(prefix, b), os.X_OK), "%s is executable" % b)
+        check(sorted(os.listdir(os.path.join(prefix, "libexec/migratekit"))) == ["oma-end-tunnel-session"],
+              "libexec/migratekit holds the tunnel-session helper only")
         # The OMA's export-server filter and NBD router, where the installed oma looks for
         # them (BIN/../lib/migratekit); the filter loads into the installed nbdkit.
         check(sorted(os.listdir(os.path.join(prefix, "lib/migratekit"))) ==
               ["migratekit-nbd-router", "nbdkit-written-filter.so"],
               "lib/migratekit holds the written filter and the NBD router only")
-        check(os.access(os.path.join(prefix, "lib/migratekit/migratekit-nbd-router"), os.X_OK),
-              "lib/migratekit/migratekit-nbd-router is executable")
         r = run(["nbdkit", "--filter=" + os.path.join(prefix, "lib/migratekit/nbdkit-written-filter.so"), "null",
                  "--dump-plugin"])
         check(r.returncode == 0, "nbdkit loads the installed written filter: " + r.stdout[-500:])
@@ -88,11 +91,53 @@ def main():
             score = float(m.group(1)) if m else 99
             print("exposure %s %.1f" % (unit, score))
             check(score <= MAX_EXPOSURE, "%s exposure %.1f <= %.1f" % (unit, score, MAX_EXPOSURE))
+        check_helper_units(prefix, tmp)
         check_sshd(os.path.join(prefix, "etc/ssh/sshd_config.d/migratekit-oma.conf"), tmp)
     if failures:
         print("%d check(s) failed" % len(failures))
         return 1
     return 0
+
+
+def check_helper_units(prefix, tmp):
+    """The tunnel-session helper's socket and service (docs/security.md, "Revocation"): the
+    socket reaches root and oma only and starts one instance per connection; the instance
+    runs the installed helper as root bounded to CAP_KILL and CAP_SYS_PTRACE; the OMA's
+    unit pulls the socket in and oma.conf points the OMA at it."""
+    units = os.path.join(prefix, "lib/systemd/system")
+    socket = os.path.join(units, "migratekit-oma-end-tunnel.socket")
+    template = os.path.join(units, "migratekit-oma-end-tunnel@.service")
+    sock, svc = open(socket).read(), open(template).read()
+    for line in ("ListenStream=/run/migratekit-oma-end-tunnel.sock", "SocketMode=0660", "SocketGroup=oma",
+                 "Accept=yes"):
+        check(line in sock.splitlines(), "the helper socket has " + line)
+    for line in ("ExecStart=%s/libexec/migratekit/oma-end-tunnel-session --tunnel-user migratekit --client-user oma"
+                 % prefix, "CapabilityBoundingSet=CAP_KILL CAP_SYS_PTRACE", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "StandardInput=socket", "StandardOutput=socket"):
+        check(line in svc.splitlines(), "the helper service has " + line)
+    check(not re.search(r"^(User|DynamicUser|AmbientCapabilities)=.+", svc, re.M), "the helper gains nothing else")
+    oma = open(os.path.join(units, "migratekit-oma.service")).read()
+    check("Wants=migratekit-oma-end-tunnel.socket" in oma.splitlines(), "migratekit-oma.service wants the socket")
+    conf = open(os.path.join(prefix, "etc/migratekit/oma.conf")).read()
+    check('tunnel-session-helper = "/run/migratekit-oma-end-tunnel.sock"' in conf.splitlines(),
+          "oma.conf points the OMA at the helper's socket")
+    # systemd-analyze verifies an instance, not a template: the socket starts instances
+    # of the template, verified as one (its name is what systemd would give it).
+    vdir = os.path.join(tmp, "units")
+    os.makedirs(vdir, exist_ok=True)
+    instance = os.path.join(vdir, "migratekit-oma-end-tunnel@0-1-1.service")
+    shutil.copy(template, os.path.join(vdir, "migratekit-oma-end-tunnel@.service"))
+    shutil.copy(template, instance)
+    shutil.copy(socket, os.path.join(vdir, "migratekit-oma-end-tunnel.socket"))
+    for path in (os.path.join(vdir, "migratekit-oma-end-tunnel.socket"), instance):
+        r = run(["systemd-analyze", "verify", "--man=no", path])
+        check(r.returncode == 0 and not r.stdout.strip(),
+              os.path.basename(path) + ": systemd-analyze verify " + r.stdout.strip())
+    r = run(["systemd-analyze", "security", "--offline=yes", instance])
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    score = float(m.group(1)) if m else 99
+    print("exposure migratekit-oma-end-tunnel@.service %.1f" % score)
+    check(score <= MAX_EXPOSURE, "migratekit-oma-end-tunnel@.service exposure %.1f <= %.1f" % (score, MAX_EXPOSURE))
 
 
 def check_sshd(dropin, tmp):

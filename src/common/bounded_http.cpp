@@ -993,7 +993,8 @@ void BoundedHttpServer::process(Conn& c) {
                                          "REMOTE_ADDR",       "REMOTE_PORT",    "LOCAL_ADDR", "LOCAL_PORT"};
   std::string request = c.head.method + " " + c.head.target + " " + c.head.version + "\r\n";
   for (const auto& [k, v] : c.head.headers) {
-    if (std::none_of(std::begin(kDropped), std::end(kDropped), [&](const char* d) { return iequals(k, d); }))
+    const std::string& name = k;  // clang 14 (the fuzz build) cannot capture a structured binding
+    if (std::none_of(std::begin(kDropped), std::end(kDropped), [&](const char* d) { return iequals(name, d); }))
       request += k + ": " + v + "\r\n";
   }
   request += fmt::format("Content-Length: {}\r\n\r\n", c.body.size());

@@ -283,6 +283,7 @@ void Oma::start() {
   pc.ssh_host_key_file = config_.ssh_host_key_file;
   pc.authorized_keys_file = config_.authorized_keys_file;
   pc.tunnel_port_base = config_.tunnel_port_base;
+  pc.tunnel_session_helper = config_.tunnel_session_helper;
   pc.nbd_host = config_.nbd_advertise_host;
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;

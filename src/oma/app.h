@@ -77,6 +77,10 @@ struct OmaConfig {
   std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
   std::string authorized_keys_file;           // default DATA/vma_authorized_keys
   int tunnel_port_base = 9081;
+  // Revocation ends the VMA's sshd session through the tunnel-session helper listening
+  // on this Unix socket (oma/pairing/tunnel_session_helper.h; the package's
+  // /run/migratekit-oma-end-tunnel.sock); "" = the OMA does it itself (as root).
+  std::string tunnel_session_helper;
   // The GUI listener (web app + the same API). -1: none (the library default, so
   // in-process tests do not fight over a port); the oma command defaults to 3001.
   // 0: any free port, written to DATA/gui.port.

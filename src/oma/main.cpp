@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
                  "OMA-managed authorized_keys for approved VMAs; point sshd's AuthorizedKeysFile at it (default DATA/vma_authorized_keys)");
   app.add_option("--tunnel-port-base", c.tunnel_port_base, "OMA loopback port of the first VMA's tunnel (default 9081; then 9082, ...)")
       ->check(CLI::Range(1, 65000));
+  app.add_option("--tunnel-session-helper", c.tunnel_session_helper,
+                 "Unix socket of the tunnel-session helper that ends a revoked VMA's sshd session for an OMA that "
+                 "runs unprivileged (the package's /run/migratekit-oma-end-tunnel.sock); default: the OMA ends it "
+                 "itself, which needs root");
   app.add_flag("--keep-export-server", c.keep_export_server,
                "Keep the nbdkit export server running when the OMA stops or crashes (copies go on); the next "
                "start adopts it (recorded in DATA/export-server.json)");

@@ -60,6 +60,10 @@ SimServer::SimServer(SimOptions options) {
   flag(options.allow_user_expunge, "--allow-user-expunge");
   flag(options.enforce_post_and_expires, "--enforce-post-and-expires");
   flag(options.oma_vm_snapshot, "--oma-vm-snapshot");
+  for (int n = 2; n <= 1 + options.extra_oma_vms; ++n) {
+    std::filesystem::create_directories(by_id_dir(n));
+    argv.insert(argv.end(), {"--oma-vm", oma_vm_id(n) + "=" + by_id_dir(n)});
+  }
   if (!options.oma_backup_offering.empty()) {
     argv.insert(argv.end(), {"--oma-backup-offering", options.oma_backup_offering});
   }
@@ -113,13 +117,20 @@ nlohmann::json SimServer::oma_settings() const {
           {"oma_mac", oma_mac()}};
 }
 
-VolumesConfig SimServer::volumes_config(const std::string& oma_id) const {
+std::string SimServer::oma_vm_id(int n) const {
+  if (n == 1) return oma_vm_id();
+  return fmt::format("0a000000-0000-4000-8000-0000000000{:02x}", 0x0a + n - 1);
+}
+
+std::string SimServer::by_id_dir(int n) const { return n == 1 ? by_id_dir() : dir_.file(fmt::format("by-id-{}", n)); }
+
+VolumesConfig SimServer::volumes_config(const std::string& oma_id, int vm) const {
   VolumesConfig c;
   c.oma_id = oma_id;
-  c.oma_vm_id = oma_vm_id();
+  c.oma_vm_id = oma_vm_id(vm);
   c.zone_id = seed::zone;
   c.disk_offering_id = seed::custom_disk_offering;
-  c.by_id_dir = by_id_dir();
+  c.by_id_dir = by_id_dir(vm);
   c.device_timeout = std::chrono::seconds(10);
   return c;
 }

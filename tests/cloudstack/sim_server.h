@@ -34,6 +34,9 @@ struct SimOptions {
   bool oma_vm_snapshot = false;        // the OMA's VM has a VM snapshot
   std::string oma_backup_offering;     // the OMA's VM has this backup offering
   std::string disk_bus = "virtio";     // "scsi": the OMA's disks are scsi-0QEMU_QEMU_HARDDISK_*
+  // More OMA VMs (one per OMA node), each running with its own by-id directory:
+  // oma_vm_id(2), by_id_dir(2), ... The data-volume cap applies to each VM.
+  int extra_oma_vms = 0;
 };
 
 class SimServer {
@@ -49,6 +52,9 @@ class SimServer {
   const std::string& dir() const { return dir_.path(); }  // the test's private directory
   std::string by_id_dir() const { return dir_.file("by-id"); }
   std::string oma_vm_id() const { return "0a000000-0000-4000-8000-00000000000a"; }
+  // OMA VM n (1: the one above; 2..1+extra_oma_vms: the extra ones) and where its disks appear.
+  std::string oma_vm_id(int n) const;
+  std::string by_id_dir(int n) const;
   std::string oma_mac() const { return "02:00:00:00:0a:01"; }
 
   // Failure injection (see the simulator's /control/fail) and the state dump.
@@ -58,7 +64,8 @@ class SimServer {
 
   // The volumes configuration of an OMA on this simulator: its VM, the zone, the custom
   // disk offering, the by-id directory and a 10 s device wait.
-  VolumesConfig volumes_config(const std::string& oma_id = "oma-1") const;
+  // `vm`: which OMA VM (oma_vm_id(vm), by_id_dir(vm)).
+  VolumesConfig volumes_config(const std::string& oma_id = "oma-1", int vm = 1) const;
 
   // The body of the OMA's PUT /api/v1/settings/cloudstack for this simulator: the right
   // key, the seeded zone, offerings, template and test network, the OMA's MAC.

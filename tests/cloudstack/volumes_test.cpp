@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "cloudstack/preflight.h"
 #include "sim_server.h"
 #include "support/files.h"
 
@@ -284,6 +285,48 @@ TEST(VolumesLimits, DataVolumeCapSizeCapAndAnOmaVmWithSnapshots) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("maximum number of data disks (2)"), std::string::npos) << e.what();
   }
+}
+
+// Two OMA VMs (one per OMA node), KVM's default cap of 32 data volumes: the cap is per VM,
+// as CloudStack applies it. The cap is what listHypervisorCapabilities answers for each;
+// the 33rd volume is refused on the full VM with CloudStack's error and is not attached,
+// and the other VM takes it (its device in that VM's by-id directory only).
+TEST(VolumesLimits, TwoOmaVmsEachHoldTheirOwn32DataVolumes) {
+  test::SimOptions o;
+  o.extra_oma_vms = 1;
+  o.job_delay_seconds = 0;
+  SimServer sim(o);
+  Client client(sim.endpoint(), SimServer::fast_client_options());
+  for (int n : {1, 2}) {
+    CloudLimits l = read_limits(client, sim.oma_vm_id(n));
+    EXPECT_EQ(l.hypervisor, "KVM") << "OMA VM " << n;
+    EXPECT_EQ(l.max_data_volumes, 32) << "OMA VM " << n;
+    EXPECT_TRUE(l.max_data_volumes_known) << "OMA VM " << n;
+  }
+  CloudStackVolumes first(client, sim.volumes_config("oma-1", 1));
+  CloudStackVolumes second(client, sim.volumes_config("oma-1", 2));
+  std::string vm = "4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30";
+  for (int i = 0; i < 32; ++i) {
+    DiskRef d{vm, std::to_string(2000 + i), kGiB};
+    first.attach_to_oma(first.create(d).id, d);
+  }
+  EXPECT_EQ(attached_data_volumes(client, sim.oma_vm_id(1)), 32);
+  DiskRef extra{"52b1f0e4-6c3a-4d2e-8f90-1a2b3c4d5e6f", "2000", kGiB};
+  Volume v = first.create(extra);
+  try {
+    first.attach_to_oma(v.id, extra);
+    ADD_FAILURE() << "a 33rd data volume was attached to a KVM VM that holds 32";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("The specified VM already has the maximum number of data disks (32) "
+                                         "attached. Please specify another VM."),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(attached_data_volumes(client, sim.oma_vm_id(1)), 32);
+  std::string device = second.attach_to_oma(v.id, extra);
+  EXPECT_EQ(fs::path(device).parent_path(), fs::path(sim.by_id_dir(2)));
+  EXPECT_FALSE(fs::exists(fs::path(sim.by_id_dir(1)) / fs::path(device).filename()));
+  EXPECT_EQ(attached_data_volumes(client, sim.oma_vm_id(2)), 1);
 }
 
 TEST(VolumesLimits, AnOmaVmWithVmSnapshotsOrBackupsTakesNoVolume) {

@@ -70,10 +70,18 @@ VmaApiStandIn::~VmaApiStandIn() {
   if (thread_.joinable()) thread_.join();
 }
 
-TunnelLab::TunnelLab(bool x509) {
+TunnelLab::TunnelLab(const TunnelLabOptions& options) {
+  bool x509 = options.x509;
   // The OMA-managed file must exist before sshd reads it; the OMA rewrites it at start.
   std::ofstream(authorized_keys()).close();
-  sshd_ = std::make_unique<mk::test::SshdServer>(mk::test::SshdOptions{.authorized_keys_file = authorized_keys()});
+  mk::test::SshdOptions so{.authorized_keys_file = authorized_keys()};
+  if (options.ssh_user != "root") {
+    // As the package's drop-in (packaging/sshd): the user cannot read the OMA's file.
+    so.extra = {"Match User " + options.ssh_user, "    AuthorizedKeysFile none",
+                "    AuthorizedKeysCommand /usr/bin/cat " + authorized_keys(), "    AuthorizedKeysCommandUser root",
+                "Match all"};
+  }
+  sshd_ = std::make_unique<mk::test::SshdServer>(so);
   mk::oma::OmaConfig c;
   c.data_dir = dir_.file("oma");
   c.api_listen = "127.0.0.1";
@@ -83,7 +91,8 @@ TunnelLab::TunnelLab(bool x509) {
   c.vma_url = "http://127.0.0.1:1";  // no default VMA in these tests
   c.ssh_host = "127.0.0.1";
   c.ssh_port = sshd_->port();
-  c.ssh_user = "root";
+  c.ssh_user = options.ssh_user;
+  c.tunnel_session_helper = options.tunnel_session_helper;
   c.ssh_host_key_file = sshd_->host_public_key_file();
   c.authorized_keys_file = authorized_keys();
   c.tunnel_port_base = tunnel_ports_.first();

@@ -65,10 +65,20 @@ struct Vma {
   std::unique_ptr<mk::vma::TunnelSupervisor> tunnel;
 };
 
+struct TunnelLabOptions {
+  bool x509 = false;  // the OMA serves NBD with X.509 certificates (support/x509.h) instead of a PSK
+  // The SSH user VMAs log in as. Another user than root (e.g. "nobody") gets the
+  // package's sshd settings: its keys through AuthorizedKeysCommand (run as root here, as
+  // oma in the package), and its sessions run as that user, as in production.
+  std::string ssh_user = "root";
+  std::string tunnel_session_helper;  // the OMA's --tunnel-session-helper socket ("" = none)
+};
+
 class TunnelLab {
  public:
   // x509: the OMA serves NBD with X.509 certificates (support/x509.h) instead of a PSK.
-  explicit TunnelLab(bool x509 = false);
+  explicit TunnelLab(bool x509 = false) : TunnelLab(TunnelLabOptions{.x509 = x509}) {}
+  explicit TunnelLab(const TunnelLabOptions& options);
   ~TunnelLab();
 
   mk::oma::Oma& oma() { return *oma_; }

@@ -19,12 +19,6 @@ VmaProcess::VmaProcess(const mk::test::VcsimLab& lab, VmaProcessOptions options)
 
 VmaProcess::~VmaProcess() { stop(); }
 
-std::string datastore_dir(const mk::test::VcsimLab& lab, const std::string& name, const std::string& any_vmdk) {
-  // flat_file("[ds] dir/x.vmdk") is <datastore dir>/dir/x-flat.vmdk.
-  std::filesystem::path flat = lab.flat_file(fmt::format("[{}] {}", name, any_vmdk));
-  return flat.parent_path().parent_path().string();
-}
-
 void VmaProcess::start(int port) {
   std::string port_file = options_.state_dir + "/api.port";
   std::filesystem::remove(port_file);
@@ -32,8 +26,11 @@ void VmaProcess::start(int port) {
       VMA_BIN, "run", "--state-dir", options_.state_dir, "--vcenter", lab_.url(), "--vcenter-user", lab_.user(),
       "--vcenter-password-file", lab_.password_file(), "--vcenter-thumbprint", lab_.thumbprint(),
       "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
-      std::to_string(options_.max_vms), "--lab-flat-datastore",
-      "LocalDS_0=" + datastore_dir(lab_, "LocalDS_0", "DC0_H0_VM0/disk1.vmdk")};
+      std::to_string(options_.max_vms)};
+  for (int i = 0; i < lab_.inventory().datastores; ++i) {  // every datastore of the lab
+    std::string name = fmt::format("LocalDS_{}", i);
+    argv.insert(argv.end(), {"--lab-flat-datastore", name + "=" + lab_.datastore_dir(name)});
+  }
   if (!options_.psk_file.empty()) argv.insert(argv.end(), {"--nbd-psk-file", options_.psk_file});
   if (!options_.certificates_dir.empty()) argv.insert(argv.end(), {"--nbd-certificates", options_.certificates_dir});
   if (!options_.read_rate.empty()) {

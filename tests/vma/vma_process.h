@@ -52,7 +52,4 @@ class VmaProcess {
   int port_ = 0;
 };
 
-// The directory of vcsim's datastore `name` in the lab (what --lab-flat-datastore maps).
-std::string datastore_dir(const mk::test::VcsimLab& lab, const std::string& name, const std::string& any_vmdk);
-
 }  // namespace mk::vma::test

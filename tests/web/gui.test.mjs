@@ -2,6 +2,11 @@
 // (headless) against web-lab, a lab this test starts and stops by PID: the real oma
 // binary serving the built GUI, and a VMA that copies real data into the OMA's exports.
 // Screenshots of every page are saved to $MK_ARTIFACTS (build/test-artifacts/web).
+// HTTPS: the lab's OMA serves the GUI and the API over HTTPS (web-lab --https: `oma
+// --https on`, its own self-signed certificate, as it serves any address but loopback by
+// default), and Chromium trusts exactly that certificate: its key is pinned with
+// --ignore-certificate-errors-spki-list (no blanket ignore, no ignoreHTTPSErrors). Every
+// request the page makes, the live event stream included, must be https://.
 // Contract: every API request the page makes and every response it gets is checked
 // against the OMA's own OpenAPI document (tests/api/contract.mjs); one mismatch fails
 // the test.
@@ -10,12 +15,13 @@
 // MK_ARTIFACTS, MK_CHROMIUM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { createRequire } from "node:module";
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 
 import { Contract } from "../api/contract.mjs";
-import { Lab, LONG, until } from "./web_lab.mjs";
+import { Lab, LONG, until, labCertificate, pinnedGet, plainGet, spkiPin } from "./web_lab.mjs";
 
 const env = (name) => {
   const v = process.env[name];
@@ -66,6 +72,72 @@ class ContractWatch {
   }
 }
 
+// Chromium, headless, trusting the certificate whose SPKI pin is `pin` (and the public
+// CAs, of which the OMA's self-signed certificate is none).
+function launchChromium(pin) {
+  return chromium.launch({
+    executablePath: env("MK_CHROMIUM"),
+    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           `--ignore-certificate-errors-spki-list=${pin}`],
+  });
+}
+
+// Chromium trusting exactly the lab OMA's certificate.
+const launchPinned = (info) => launchChromium(spkiPin(labCertificate(info)));
+
+// Every request of `page` that did not go over TLS (http:, ws:), and the event stream's
+// responses (the GUI reads /api/v1/events with a streaming fetch).
+class TransportWatch {
+  constructor(page) {
+    this.insecure = [];
+    this.requests = 0;
+    this.eventStreams = [];
+    page.on("request", (r) => {
+      const u = new URL(r.url());
+      if (u.protocol === "http:" || u.protocol === "ws:") this.insecure.push(r.url());
+      else if (u.protocol === "https:") this.requests++;
+    });
+    page.on("response", (r) => {
+      const u = new URL(r.url());
+      if (u.pathname === "/api/v1/events")
+        this.eventStreams.push({ protocol: u.protocol, status: r.status(), type: r.headers()["content-type"] ?? "" });
+    });
+  }
+  // At least one event stream opened over https and answered 200 text/event-stream.
+  assertLiveOverHttps() {
+    const ok = this.eventStreams.filter((e) => e.protocol === "https:" && e.status === 200 &&
+                                               e.type.startsWith("text/event-stream"));
+    assert.ok(ok.length > 0, `no event stream over https: ${JSON.stringify(this.eventStreams)}`);
+  }
+}
+
+// The page is the OMA's, over TLS, with its certificate; plain HTTP to the same port is
+// refused with the OMA's 400 that names https://, for the browser and any other client.
+// Returns the plain-HTTP origin the browser was sent to (on purpose).
+async function assertHttps(page, info) {
+  assert.match(info.gui_url, /^https:\/\/127\.0\.0\.1:\d+\/$/);
+  assert.match(info.api_url, /^https:\/\//);
+  const reply = await page.goto(info.gui_url);
+  assert.equal(reply.status(), 200);
+  assert.equal(await page.evaluate(() => location.protocol), "https:");
+  const tls = await reply.securityDetails();
+  assert.ok(tls && /^TLS 1\.[23]$/.test(tls.protocol), `TLS details: ${JSON.stringify(tls)}`);
+  // The GUI's origin answers the API over the same certificate (what the page's fetches use).
+  const health = await pinnedGet(info, new URL("/health", info.gui_url).href);
+  assert.equal(health.status, 200, health.text);
+  for (const url of [info.gui_url, info.api_url + "/api/v1/vms"]) {
+    const plain = await plainGet(url.replace(/^https:/, "http:"));
+    assert.equal(plain.status, 400, `plain HTTP to ${url}: ${JSON.stringify(plain)}`);
+    assert.match(plain.text, /speaks HTTPS only: use https:\/\//);
+  }
+  const plainOrigin = new URL(info.gui_url.replace(/^https:/, "http:")).origin;
+  const refused = await page.goto(plainOrigin + "/");
+  assert.equal(refused.status(), 400);
+  assert.match(await page.locator("body").innerText(), /speaks HTTPS only/);
+  assert.equal(await page.locator("#token").count(), 0);
+  return plainOrigin;
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: false, animations: "disabled" });
 }
@@ -86,27 +158,42 @@ async function selectVm(page, name) {
 test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
   rmSync(ARTIFACTS, { recursive: true, force: true }); // this run's screenshots only
   mkdirSync(ARTIFACTS, { recursive: true });
-  const lab = new Lab();
+  const lab = new Lab(null, ["--https"]);
   let browser;
   try {
     let info = await lab.info(0);
     const token = lab.token(info);
-    browser = await chromium.launch({
-      executablePath: env("MK_CHROMIUM"),
-      args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-    });
+    browser = await launchPinned(info);
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
-    const docReply = await fetch(`${info.api_url}/api/v1/openapi.json`, { headers: { Authorization: `Bearer ${token}` } });
+    const docReply = await pinnedGet(info, `${info.api_url}/api/v1/openapi.json`, { Authorization: `Bearer ${token}` });
     assert.equal(docReply.status, 200);
-    const contract = await Contract.load(await docReply.json());
+    const contract = await Contract.load(JSON.parse(docReply.text));
     const watch = new ContractWatch(page, contract);
+    const transport = new TransportWatch(page);
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
     const external = [];
     page.on("request", (r) => {
       const u = new URL(r.url());
       if (u.protocol.startsWith("http") && u.hostname !== "127.0.0.1") external.push(r.url());
+    });
+
+    await t.test("a browser that trusts another key refuses the OMA's certificate", async () => {
+      const other = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "der" });
+      const stranger = await launchChromium(createHash("sha256").update(other).digest("base64"));
+      try {
+        const p = await (await stranger.newContext()).newPage();
+        await assert.rejects(p.goto(info.gui_url), /net::ERR_CERT_AUTHORITY_INVALID/);
+      } finally {
+        await stranger.close();
+      }
+    });
+
+    let plainOrigin;
+    await t.test("the GUI is served over HTTPS with the pinned certificate; plain HTTP is refused", async () => {
+      plainOrigin = await assertHttps(page, info);
+      await shot(page, "00-plain-http-refused");
     });
 
     await t.test("a wrong token is refused", async () => {
@@ -144,6 +231,7 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       assert.match(await row.innerText(), /2 · \d+(\.\d+)? MiB/);
       assert.match(await row.innerText(), /none yet/);
       await until("live updates", async () => (await page.getByTestId("link-state").innerText()).includes("Live"));
+      transport.assertLiveOverHttps();
       await shot(page, "03-vms");
     });
 
@@ -211,9 +299,17 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       await page.locator("#interval").fill("15");
       await page.getByRole("button", { name: "Save schedule" }).click();
       await until("schedule shown", async () => /Every 15 min/.test(await page.getByTestId("schedule-state").innerText()));
+      const before = info.https.fingerprint;
       lab.restartOma();
       info = await lab.info(1);
+      // The OMA keeps its certificate: the browser's pin still holds.
+      assert.equal(info.https.fingerprint, before);
+      transport.eventStreams = [];
       await signIn(page, info.gui_url, token); // a new port is a new origin: sign in again
+      assert.equal(await page.evaluate(() => location.protocol), "https:");
+      await until("live updates after the restart", async () =>
+        (await page.getByTestId("link-state").innerText()).includes("Live"));
+      transport.assertLiveOverHttps();
       const row = page.locator(`tr[data-vm="${info.vm.name}"]`);
       await until("schedule in the list", async () => /every 15 min/.test(await row.innerText()));
       await selectVm(page, info.vm.name);
@@ -281,6 +377,12 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
       assert.deepEqual(external, []);
     });
 
+    await t.test("every request of the page went over HTTPS", () => {
+      // The plain-HTTP navigation of the HTTPS check is the only one, on purpose.
+      assert.deepEqual(transport.insecure, [plainOrigin + "/"]);
+      assert.ok(transport.requests > 50, `only ${transport.requests} https requests`);
+    });
+
     await t.test("every API request and response matched the OMA's OpenAPI document", async () => {
       await watch.settle();
       console.log(`contract: ${watch.checked} exchanges checked, ${contract.seen.size} distinct operation/status pairs:\n  ` +
@@ -320,19 +422,18 @@ async function assertNothingInjected(page, where) {
 test("a VM name and a CloudStack error with HTML and script render as text", { timeout: 300_000 }, async (t) => {
   mkdirSync(ARTIFACTS, { recursive: true });
   const lab = new Lab(["--vma", "fake", "--disk-mib", "4", "--vm-name", HOSTILE_NAME, "--cloudstack-sim",
-                       "--cloudstack-error", HOSTILE_ERROR]);
+                       "--cloudstack-error", HOSTILE_ERROR], ["--https"]);
   let browser;
   try {
     const info = await lab.info(0);
     assert.equal(info.vm.name, HOSTILE_NAME);
-    browser = await chromium.launch({
-      executablePath: env("MK_CHROMIUM"),
-      args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-    });
+    browser = await launchPinned(info);
     const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
+    const transport = new TransportWatch(page);
     await signIn(page, info.gui_url, lab.token(info));
+    assert.equal(await page.evaluate(() => location.protocol), "https:");
 
     await t.test("the VM list and the VM's detail show the name literally", async () => {
       const button = page.locator("tr[data-vm] button.row-link");
@@ -370,7 +471,11 @@ test("a VM name and a CloudStack error with HTML and script render as text", { t
       await shot(page, "21-hostile-job-error");
     });
 
-    await t.test("no page errors", () => assert.deepEqual(pageErrors, []));
+    await t.test("no page errors; every request over HTTPS, the live event stream too", () => {
+      assert.deepEqual(pageErrors, []);
+      assert.deepEqual(transport.insecure, []);
+      transport.assertLiveOverHttps();
+    });
   } finally {
     if (browser) await browser.close();
     const r = await lab.stop();

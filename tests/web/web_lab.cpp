@@ -14,13 +14,19 @@
 // the API) and every createVolume job fails with --cloudstack-error as CloudStack's
 // errortext: what a failed pass shows. --vm-name names the fake VMA's VM.
 //
+// With --https the OMA serves the API and the GUI over HTTPS although it listens on
+// loopback (`oma --https on`, its own self-signed certificate, made in DATA/https/ on
+// the first start and kept across restarts), as it does by default on any other address;
+// this lab's own calls to the API pin that certificate.
+//
 //   web-lab --out lab.json --oma BIN --gui-dir DIR [--vma real|fake] [--vma-bin BIN]
 //           [--mk-lab BIN] [--disk-mib 64,32] [--rate 64M] [--vm-name NAME]
-//           [--cloudstack-sim --cloudstack-error TEXT]
+//           [--cloudstack-sim --cloudstack-error TEXT] [--https]
 //
 // lab.json: {"pid", "generation", "vma", "gui_url", "api_url", "token_file", "data_dir",
 // "oma_pid", "vm": {"vm_id", "name"}, "vm_added", "blocked_vm": name | null (a VM that
-// discovery shows blocked: it has a snapshot of its own)}; rewritten (generation + 1) after each
+// discovery shows blocked: it has a snapshot of its own), "https": {"cert_file",
+// "fingerprint"} | null}; rewritten (generation + 1) after each
 // restart. SIGUSR1 restarts the OMA (SIGTERM, wait, start again on the same data
 // directory); SIGINT/SIGTERM stop everything this process started (by PID) and end it.
 #include <fmt/format.h>
@@ -37,6 +43,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/subprocess.h"
+#include "common/tls.h"
 #include "fake_vma.h"
 #include "sim_server.h"
 #include "oma/crypto.h"
@@ -56,6 +63,7 @@ struct Options {
   std::string vm_name = "web01";
   bool cloudstack_sim = false;
   std::string cloudstack_error;
+  bool https = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -75,6 +83,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--mk-lab") o.mk_lab = value();
     else if (a == "--vm-name") o.vm_name = value();
     else if (a == "--cloudstack-sim") o.cloudstack_sim = true;
+    else if (a == "--https") o.https = true;
     else if (a == "--cloudstack-error") o.cloudstack_error = value();
     else if (a == "--disk-mib") {
       o.disk_mib.clear();
@@ -197,6 +206,7 @@ class Lab {
       argv.push_back("--vma-token-file");
       argv.push_back(vma_token_);
     }
+    if (o_.https) argv.insert(argv.end(), {"--https", "on"});
     if (sim_) {
       argv.insert(argv.end(), {"--volume-backend", "cloudstack", "--by-id-dir", sim_->by_id_dir(),
                                "--cloudstack-allow-http"});
@@ -209,6 +219,17 @@ class Lab {
     if (!std::filesystem::exists(data_ + "/gui.port")) throw mk::Error("oma did not write gui.port; see " + log);
     gui_port_ = std::stoi(read_trimmed(data_ + "/gui.port"));
     api_port_ = std::stoi(read_trimmed(data_ + "/api.port"));
+    if (o_.https) fingerprint_ = mk::tls::certificate_file_fingerprint(cert_file());
+  }
+
+  std::string cert_file() const { return data_ + "/https/cert.pem"; }
+  std::string scheme() const { return o_.https ? "https" : "http"; }
+
+  // A client of the OMA's API: with --https, one that accepts only the OMA's certificate.
+  std::unique_ptr<httplib::Client> api_client() {
+    auto c = std::make_unique<httplib::Client>(fmt::format("{}://127.0.0.1:{}", scheme(), api_port_));
+    if (o_.https) mk::tls::apply_client_trust(*c, {fingerprint_, ""});
+    return c;
   }
 
   void stop_oma() { oma_.stop(std::chrono::milliseconds(10000)); }
@@ -221,8 +242,7 @@ class Lab {
   // The OMA's CloudStack settings (the simulator's seeded zone and offerings), then the
   // failure every pass meets: createVolume's job ends with --cloudstack-error.
   void configure_cloudstack() {
-    httplib::Client c("127.0.0.1", api_port_);
-    auto r = c.Put("/api/v1/settings/cloudstack", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
+    auto r = api_client()->Put("/api/v1/settings/cloudstack", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
                    sim_->oma_settings().dump(), "application/json");
     if (!r || r->status != 200)
       throw mk::Error("setting CloudStack up failed: " + (r ? r->body : std::string("no answer")));
@@ -231,7 +251,6 @@ class Lab {
 
   void add_vm() {
     if (sim_) configure_cloudstack();
-    httplib::Client c("127.0.0.1", api_port_);
     json disks = json::array();
     for (size_t i = 0; i < o_.disk_mib.size(); ++i) {
       disks.push_back({{"key", std::to_string(2000 + i)}, {"unit", i}, {"label", fmt::format("Hard disk {}", i + 1)},
@@ -240,7 +259,7 @@ class Lab {
     json body = {{"vm_id", vm_id_}, {"name", vm_name_}, {"vcenter", "vcsim.lab"}, {"datacenter", "DC0"},
                  {"cpus", 2}, {"memory_mb", 4096}, {"guest_os", "debian12_64Guest"}, {"power_state", "poweredOn"},
                  {"disks", disks}};
-    auto r = c.Post("/api/v1/vms", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
+    auto r = api_client()->Post("/api/v1/vms", {{"Authorization", "Bearer " + read_trimmed(data_ + "/admin.token")}},
                     body.dump(), "application/json");
     if (!r || r->status != 201) throw mk::Error("adding the lab VM failed: " + (r ? r->body : std::string("no answer")));
     vma_->add_source_vm(vm_id_, vm_name_, true);  // powered on, for the cutover's shutdown
@@ -249,15 +268,16 @@ class Lab {
   void write_out() {
     json j = {{"pid", getpid()},
               {"generation", generation_++},
-              {"gui_url", fmt::format("http://127.0.0.1:{}/", gui_port_)},
-              {"api_url", fmt::format("http://127.0.0.1:{}", api_port_)},
+              {"gui_url", fmt::format("{}://127.0.0.1:{}/", scheme(), gui_port_)},
+              {"api_url", fmt::format("{}://127.0.0.1:{}", scheme(), api_port_)},
               {"token_file", data_ + "/admin.token"},
               {"data_dir", data_},
               {"oma_pid", oma_.pid()},
               {"vma", o_.vma},
               {"vm_added", fake()},
               {"vm", {{"vm_id", vm_id_}, {"name", vm_name_}}},
-              {"blocked_vm", blocked_vm_.empty() ? json(nullptr) : json(blocked_vm_)}};
+              {"blocked_vm", blocked_vm_.empty() ? json(nullptr) : json(blocked_vm_)},
+              {"https", o_.https ? json{{"cert_file", cert_file()}, {"fingerprint", fingerprint_}} : json(nullptr)}};
     std::string tmp = o_.out + ".tmp";
     std::ofstream(tmp) << j.dump(2) << "\n";
     std::filesystem::rename(tmp, o_.out);  // readers never see half a file
@@ -279,6 +299,7 @@ class Lab {
   std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources_;
   mk::Subprocess oma_;
   int gui_port_ = 0, api_port_ = 0, generation_ = 0;
+  std::string fingerprint_;  // --https: the OMA's certificate's
 };
 
 }  // namespace

@@ -4,7 +4,10 @@
 // Environment (set by CTest): MK_WEB_LAB, MK_OMA, MK_WEB_DIST; MK_VMA and MK_LAB for the
 // real VMA against the vSphere lab (else the fake VMA).
 import { spawn } from "node:child_process";
+import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -35,8 +38,9 @@ export async function until(what, f, timeout = LONG) {
 // The lab: web-lab's JSON describes it; SIGUSR1 restarts the OMA; SIGTERM ends it.
 export class Lab {
   // `args`: web-lab's options instead of the default VMA (e.g. a fake VMA and the
-  // CloudStack simulator: see the top of web_lab.cpp).
-  constructor(args = null) {
+  // CloudStack simulator: see the top of web_lab.cpp); `extra`: options added to either
+  // (e.g. --https).
+  constructor(args = null, extra = []) {
     this.dir = mkdtempSync(path.join(tmpdir(), "mk-web-test-"));
     this.out = path.join(this.dir, "lab.json");
     this.log = [];
@@ -44,7 +48,7 @@ export class Lab {
     const vma = args ?? (process.env.MK_VMA && process.env.MK_LAB
       ? ["--vma", "real", "--vma-bin", process.env.MK_VMA, "--mk-lab", process.env.MK_LAB, "--disk-mib", "32,16"]
       : ["--vma", "fake"]);
-    this.proc = spawn(env("MK_WEB_LAB"), ["--out", this.out, "--oma", env("MK_OMA"), "--gui-dir", env("MK_WEB_DIST"), ...vma], {
+    this.proc = spawn(env("MK_WEB_LAB"), ["--out", this.out, "--oma", env("MK_OMA"), "--gui-dir", env("MK_WEB_DIST"), ...vma, ...extra], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     for (const s of [this.proc.stdout, this.proc.stderr]) s.on("data", (d) => this.log.push(String(d)));
@@ -72,3 +76,56 @@ export class Lab {
   }
 }
 
+
+// --- HTTPS (web-lab --https) ---------------------------------------------------------
+
+// The OMA's certificate (PEM) of a lab started with --https.
+export function labCertificate(info) {
+  if (!info.https) throw new Error("this lab serves plain HTTP: start it with --https");
+  return readFileSync(info.https.cert_file, "utf8");
+}
+
+// Chromium's pin for a certificate: base64 of the SHA-256 of its SubjectPublicKeyInfo
+// (DER), what --ignore-certificate-errors-spki-list takes.
+export function spkiPin(certPem) {
+  const spki = new X509Certificate(certPem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
+
+// GET `url` over HTTPS trusting exactly the lab's certificate: it is the only CA, and its
+// SHA-256 fingerprint must be the one web-lab read from the OMA's data directory.
+// Returns {status, headers, text}.
+export function pinnedGet(info, url, headers = {}) {
+  const cert = labCertificate(info);
+  const want = info.https.fingerprint;
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, {
+      headers,
+      ca: cert,
+      checkServerIdentity: (host, peer) =>
+        peer.fingerprint256 === want ? undefined : new Error(`certificate ${peer.fingerprint256} is not the OMA's ${want}`),
+    }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, text }));
+    });
+    req.on("error", reject);
+    req.setTimeout(30_000, () => req.destroy(new Error(`GET ${url}: no answer in 30 s`)));
+  });
+}
+
+// A plain-HTTP GET of `url` (an http:// URL): what a client that forgot https:// gets.
+// Resolves {status, text}, or {error} when the connection ended without an answer.
+export function plainGet(url) {
+  return new Promise((resolve) => {
+    const req = http.get(url, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode, text }));
+    });
+    req.on("error", (e) => resolve({ error: String(e) }));
+    req.setTimeout(30_000, () => req.destroy(new Error(`GET ${url}: no answer in 30 s`)));
+  });
+}

@@ -38,6 +38,7 @@ inline const std::vector<std::string> kPowerStates = enum_names<protocol::PowerS
 inline const std::vector<std::string> kRoles = enum_names<TokenRole>();
 inline const std::vector<std::string> kVmaStates = enum_names<VmaState>();
 inline const std::vector<std::string> kTunnelPortStates = {"up", "down"};
+inline const std::vector<std::string> kSessionOutcomes = {"ended", "no-session", "refused", "failed"};
 inline const std::vector<std::string> kFailoverKinds = enum_names<FailoverKind>();
 inline const std::vector<std::string> kNodeStates = enum_names<NodeState>();
 inline const std::vector<std::string> kLeaseStates = enum_names<LeaseState>();

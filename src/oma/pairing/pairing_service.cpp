@@ -12,6 +12,7 @@
 #include "oma/names.h"
 #include "oma/pairing/authorized_keys.h"
 #include "oma/pairing/ssh_sessions.h"
+#include "oma/pairing/tunnel_session_helper.h"
 
 namespace mk::oma {
 namespace {
@@ -180,15 +181,14 @@ VmaRecord PairingService::approve(const std::string& vma_id) {
   return v;
 }
 
-std::optional<pid_t> PairingService::revoke(const std::string& vma_id) {
+TunnelSessionEnd PairingService::revoke(const std::string& vma_id) {
   vmas_.set_vma_state(vma_id, VmaState::Revoked);
   // Key first, session second: the VMA's reconnection is refused.
   sync_access();
   VmaRecord v = vmas_.get_vma(vma_id);
-  auto pid = end_tunnel_session(static_cast<int>(v.tunnel_port));
-  log::info("VMA {} ({}) revoked; {}", v.vma_id, v.name,
-            pid ? fmt::format("its SSH session (pid {}) was ended", *pid) : std::string("it had no live session"));
-  return pid;
+  TunnelSessionEnd end = end_vma_tunnel_session(static_cast<int>(v.tunnel_port), config_.tunnel_session_helper);
+  log::info("VMA {} ({}) revoked; {}: {}", v.vma_id, v.name, outcome_name(end.outcome), end.message);
+  return end;
 }
 
 std::string PairingService::tunnel_state(const VmaRecord& vma) {

@@ -46,6 +46,7 @@
 #include "oma/db/vma_repository.h"
 #include "oma/exports/vma_isolated_exports.h"
 #include "oma/pairing/nbd_client_ca.h"
+#include "oma/pairing/ssh_sessions.h"
 #include "oma/vma/vma_client.h"
 #include "protocol/enrolment.h"
 
@@ -60,6 +61,7 @@ struct PairingConfig {
   std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";  // public key to pin
   std::string authorized_keys_file;  // OMA-managed; sshd's AuthorizedKeysFile for ssh_user
   int tunnel_port_base = 9081;
+  std::string tunnel_session_helper;  // its Unix socket (tunnel_session_helper.h); "": end sessions directly
   std::string nbd_host;
   int nbd_port = 10809;
   std::string nbd_psk_file;          // "identity:hexkey"; empty: X.509 (below)
@@ -96,8 +98,8 @@ class PairingService {
   Enrolment enroll(const std::string& pairing_code, const std::string& name, const std::string& vcenter,
                    const std::string& ssh_public_key, const std::optional<std::string>& nbd_client_csr = std::nullopt);
   VmaRecord approve(const std::string& vma_id);
-  // Returns the PID of the sshd session it ended (nullopt: none was live).
-  std::optional<pid_t> revoke(const std::string& vma_id);
+  // What became of its live sshd session (ended directly, or by the tunnel-session helper).
+  TunnelSessionEnd revoke(const std::string& vma_id);
 
   // The VMA's health through its tunnel, and the tunnel as the OMA sees it.
   nlohmann::json health(const std::string& vma_id);

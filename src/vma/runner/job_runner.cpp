@@ -133,7 +133,8 @@ std::set<std::string> JobRunner::active_snapshots() {
 bool JobRunner::submit(JobState state) {
   std::lock_guard lock(mu_);
   if (shutting_down_) throw ShuttingDown("the VMA is shutting down: start the pass again once it is back");
-  if (jobs_.count(state.job_id())) return false;
+  // Known in memory, or ended long enough ago to be only on disk.
+  if (jobs_.count(state.job_id()) || store_.contains(state.job_id())) return false;
   reap();
   auto job = std::make_unique<Job>();
   job->state = std::move(state);
@@ -150,9 +151,14 @@ bool JobRunner::submit(JobState state) {
 }
 
 std::optional<JobState> JobRunner::get(const std::string& job_id) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return std::nullopt;
+  if (it == jobs_.end()) {
+    lock.unlock();  // only ended jobs leave memory, and their records no longer change
+    auto s = store_.load(job_id);
+    if (s && s->ended > 0) s->ended_seconds_ago = static_cast<double>(std::max<int64_t>(0, now() - s->ended));
+    return s;
+  }
   JobState s = it->second->state;
   if (it->second->ended_at) {
     s.ended_seconds_ago = seconds_since(*it->second->ended_at);
@@ -177,7 +183,7 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
 bool JobRunner::stop(const std::string& job_id) {
   std::unique_lock lock(mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return false;
+  if (it == jobs_.end()) return store_.contains(job_id);  // ended long ago: nothing to stop
   Job& job = *it->second;
   if (job.finished) return true;
   job.stop_requested = true;
@@ -230,9 +236,26 @@ void JobRunner::cancel(Job& job, const std::string& reason) {
 }
 
 void JobRunner::reap() {
-  for (auto& [id, j] : jobs_) {
-    if (j->finished && j->thread.joinable()) j->thread.join();  // it set `finished` as its last act
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    Job& j = *it->second;
+    if (!j.finished) {
+      ++it;
+      continue;
+    }
+    if (j.thread.joinable()) j.thread.join();  // it set `finished` as its last act
+    j.progress.clear();                        // get() shows the record once the job ended
+    double ended_ago = j.ended_at                 ? seconds_since(*j.ended_at)
+                       : j.state.ended > 0        ? static_cast<double>(now() - j.state.ended)
+                                                  : 0;  // ended before a restart, time unknown: keep
+    bool forget = j.state.ended_state() && (j.ended_at || j.state.ended > 0) &&
+                  ended_ago >= static_cast<double>(options_.keep_ended_jobs_in_memory_seconds);
+    it = forget ? jobs_.erase(it) : std::next(it);
   }
+}
+
+size_t JobRunner::jobs_in_memory() {
+  std::lock_guard lock(mu_);
+  return jobs_.size();
 }
 
 void JobRunner::save(const Job& job) {

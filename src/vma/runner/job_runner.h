@@ -16,7 +16,9 @@
 // pass is closed, which is before the job's status says it ended. A resumed pass
 // measures only what its own run did.
 //
-// Every change of status is persisted (JobStore) before it is reported. Resume, not
+// Every change of status is persisted (JobStore) before it is reported. An ended job
+// leaves memory after keep_ended_jobs_in_memory_seconds (checked when a job is
+// submitted); from then on get(), stop() and a repeated submit() answer from its record. Resume, not
 // restart: each disk's copy records the ranges the target has flushed in a checkpoint
 // (checkpoint_dir/<job>-<disk key>.ckpt, engine::Checkpoint) tied to the job, the disk,
 // the pass's snapshot, the plan and the target. recover() starts again the jobs that a
@@ -70,6 +72,10 @@ struct RunnerOptions {
   // not resumed (recover() fails them).
   std::string checkpoint_dir;
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
+  // How long an ended job stays in memory; after that its record on disk (JobStore)
+  // answers for it. Without this a VMA that runs passes for weeks grows by every pass
+  // it ever ran (seen in a 30-minute soak: ~3 KiB a pass).
+  int64_t keep_ended_jobs_in_memory_seconds = 600;
 };
 
 // Another job of the same VM is active (for operations that need the VM idle).
@@ -114,6 +120,9 @@ class JobRunner {
   std::unique_lock<std::mutex> lock_vm(const std::string& vm_id);
   // Cancels every job and waits for all of them.
   void shutdown();
+  // How many jobs the runner holds in memory (running ones and those ended within
+  // keep_ended_jobs_in_memory_seconds; older ones are read from the store when asked).
+  size_t jobs_in_memory();
 
  private:
   struct Job {
@@ -145,7 +154,9 @@ class JobRunner {
   // change of status saves them).
   void add_phases(Job& job, size_t index, const std::vector<protocol::PhaseTime>& phases);
   void save(const Job& job);  // mu_ held
-  void reap();                // mu_ held
+  // Joins ended job threads, drops their engine counters and forgets jobs that ended
+  // more than keep_ended_jobs_in_memory_seconds ago. mu_ held.
+  void reap();
 
   RunnerOptions options_;
   VCenter& vcenter_;

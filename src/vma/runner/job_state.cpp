@@ -96,24 +96,54 @@ std::string JobStore::path(const std::string& job_id) const {
 
 void JobStore::save(const JobState& job) { write_private_file(path(job.job_id()), to_json(job).dump(1) + "\n"); }
 
+namespace {
+
+// The job recorded in `file`, named `name` (JOB_ID.json). Throws when unreadable.
+JobState read_record(const std::filesystem::path& file, const std::string& name) {
+  std::ifstream in(file);
+  if (!in) throw Error("cannot open it");
+  std::stringstream text;
+  text << in.rdbuf();
+  JobState job = job_from_json(json::parse(text.str()));
+  if (job.job_id() + ".json" != name) throw Error("the file name does not match the job id");
+  return job;
+}
+
+void log_unreadable(const std::filesystem::path& file, const std::exception& ex) {
+  log::error("job record {} is unreadable and is ignored (move it away once examined): {}", file.string(), ex.what());
+}
+
+}  // namespace
+
 std::vector<JobState> JobStore::load_all() {
   std::vector<JobState> out;
   for (const auto& e : std::filesystem::directory_iterator(dir_)) {
     std::string name = e.path().filename().string();
     if (!name.ends_with(".json")) continue;
     try {
-      std::ifstream in(e.path());
-      std::stringstream text;
-      text << in.rdbuf();
-      JobState job = job_from_json(json::parse(text.str()));
-      if (job.job_id() + ".json" != name) throw Error("the file name does not match the job id");
-      out.push_back(std::move(job));
+      out.push_back(read_record(e.path(), name));
     } catch (const std::exception& ex) {
-      log::error("job record {} is unreadable and is ignored (move it away once examined): {}", e.path().string(),
-                 ex.what());
+      log_unreadable(e.path(), ex);
     }
   }
   return out;
+}
+
+std::optional<JobState> JobStore::load(const std::string& job_id) {
+  std::filesystem::path file = path(job_id);
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) return std::nullopt;
+  try {
+    return read_record(file, job_id + ".json");
+  } catch (const std::exception& ex) {
+    log_unreadable(file, ex);
+    return std::nullopt;
+  }
+}
+
+bool JobStore::contains(const std::string& job_id) const {
+  std::error_code ec;
+  return std::filesystem::exists(path(job_id), ec);
 }
 
 void JobStore::prune(std::vector<JobState>& jobs, int64_t max_age_seconds) {

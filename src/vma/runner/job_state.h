@@ -48,6 +48,9 @@ class JobStore {
   void save(const JobState& job);
   // Every readable job; unreadable files are logged and left for an operator.
   std::vector<JobState> load_all();
+  // One job's record; nullopt when there is none (or it is unreadable, which is logged).
+  std::optional<JobState> load(const std::string& job_id);
+  bool contains(const std::string& job_id) const;
   // Removes ended jobs that ended more than `max_age_seconds` ago.
   void prune(std::vector<JobState>& jobs, int64_t max_age_seconds);
 

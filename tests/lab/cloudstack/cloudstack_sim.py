@@ -16,8 +16,10 @@ the limit, an unknown id. And the rules real clouds apply on default settings:
 
 * a volume from a disk offering is Allocated until its first attach makes it Ready (no
   snapshot before that);
-* a VM holds at most --max-data-volumes data volumes (listHypervisorCapabilities'
-  maxdatavolumeslimit: 32 for KVM); a volume may not exceed --custom-disk-max-gb
+* a VM holds at most its hypervisor's data volumes (listHypervisorCapabilities'
+  maxdatavolumeslimit, --max-data-volumes: 32 for KVM, every VM here is KVM): the next
+  attachVolume's job fails with CloudStack's InvalidParameterValueException (431); a
+  volume may not exceed --custom-disk-max-gb
   (custom.diskoffering.size.max, listCapabilities' customdiskofferingmaxsize);
 * a volume attached to a running VM cannot be snapshotted unless --kvm-snapshot-enabled
   (kvm.snapshot.enabled is false by default);
@@ -59,6 +61,11 @@ Control endpoints (tests only, unauthenticated, loopback):
        Rules apply to queryAsyncJobResult too (error, http, drop).
   POST /control/clear  removes every failure rule.
   GET  /control/state  the whole state as JSON (volumes, vms, snapshots, jobs, calls).
+
+Several OMA VMs: --oma-vm-id is the first (by-id links in --by-id-dir); each
+--oma-vm ID=DIR adds one more running OMA VM ("oma-2", "oma-3", ...) whose disks appear
+in DIR, as each OMA VM of a site with several OMA nodes sees only its own disks. The
+data-volume cap is per VM: one OMA VM full does not stop attaching to another.
 
 With --tls-cert/--tls-key it serves https instead. The process writes its port to --port-file once listening (it binds port 0, so there is no
 race for a free port) and stops on SIGTERM.
@@ -166,7 +173,15 @@ class Sim:
         self.calls = []
         self.rules = []
         os.makedirs(os.path.join(args.state_dir, "volumes"), exist_ok=True)
-        os.makedirs(args.by_id_dir, exist_ok=True)
+        # OMA VM id -> the by-id directory where its attached volumes appear.
+        self.oma_by_id = {args.oma_vm_id: args.by_id_dir}
+        for spec in args.oma_vm:
+            vm_id, sep, by_id = spec.partition("=")
+            if not sep or not vm_id or not by_id or vm_id in self.oma_by_id:
+                raise SystemExit(f"--oma-vm {spec!r}: expected ID=BY_ID_DIR with an id not used before")
+            self.oma_by_id[vm_id] = by_id
+        for by_id in self.oma_by_id.values():
+            os.makedirs(by_id, exist_ok=True)
         self.account = "admin"
         self.domainid = "d0000000-0000-4000-8000-000000000001"
         self.zone = {"id": "z0000000-0000-4000-8000-000000000001", "name": "zone-1",
@@ -209,6 +224,16 @@ class Sim:
         oma_id = args.oma_vm_id
         self.vms[oma_id] = self.new_vm(oma_id, "oma", "Running",
                                        [self.new_nic(self.networks[0], args.oma_mac)])
+        for n, vm_id in enumerate(list(self.oma_by_id)[1:], start=2):
+            self.vms[vm_id] = self.new_vm(vm_id, f"oma-{n}", "Running",
+                                          [self.new_nic(self.networks[0], "02:00:00:00:0a:%02x" % n)])
+        # One row per hypervisor and version, as the hypervisor_capabilities table has.
+        self.hypervisor_caps = [
+            {"id": "hc000000-0000-4000-8000-000000000001", "hypervisor": "KVM",
+             "hypervisorversion": "default", "maxguestslimit": 50,
+             "maxdatavolumeslimit": args.max_data_volumes,
+             "maxhostspercluster": 50, "securitygroupenabled": True,
+             "storagemotionenabled": True, "vmsnapshotenabled": True}]
         if args.oma_account:  # the OMA's VM in an account the API key does not act for
             self.vms[oma_id]["account"] = args.oma_account
         if args.oma_backup_offering:
@@ -246,10 +271,23 @@ class Sim:
     def volume_path(self, vol_id):
         return os.path.join(self.args.state_dir, "volumes", vol_id + ".img")
 
-    def link_path(self, vol_id):
+    def link_path(self, vol_id, vm_id):
+        """Where the volume appears inside OMA VM vm_id (None: vm_id is no OMA VM)."""
+        by_id = self.oma_by_id.get(vm_id)
+        if by_id is None:
+            return None
         serial = vol_id.replace("-", "")[:20]
         prefix = "scsi-0QEMU_QEMU_HARDDISK_" if self.args.disk_bus == "scsi" else "virtio-"
-        return os.path.join(self.args.by_id_dir, prefix + serial)
+        return os.path.join(by_id, prefix + serial)
+
+    def max_data_volumes(self, vm):
+        """maxdatavolumeslimit of the VM's hypervisor (getMaxDataVolumesSupported: the
+        row of its version, else the hypervisor's "default" row)."""
+        rows = [c for c in self.hypervisor_caps if c["hypervisor"] == vm["hypervisor"]]
+        row = next((c for c in rows if c["hypervisorversion"] == "default"), rows[0] if rows else None)
+        if row is None:
+            raise ApiFailure(530, f"no hypervisor capabilities for {vm['hypervisor']}")
+        return row["maxdatavolumeslimit"]
 
     def new_volume(self, name, size, vtype, offering_id=None, vol_id=None):
         vol_id = vol_id or str(uuid.uuid4())
@@ -519,11 +557,7 @@ class Sim:
         if self.args.user_account:
             raise ApiFailure(432, "The given command:listHypervisorCapabilities does not exist "
                                   "or it is not available for user")
-        caps = [{"id": "hc000000-0000-4000-8000-000000000001", "hypervisor": "KVM",
-                 "hypervisorversion": "default", "maxguestslimit": 50,
-                 "maxdatavolumeslimit": self.args.max_data_volumes,
-                 "maxhostspercluster": 50, "securitygroupenabled": True,
-                 "storagemotionenabled": True, "vmsnapshotenabled": True}]
+        caps = [dict(c) for c in self.hypervisor_caps]
         if p.get("hypervisor"):
             caps = [c for c in caps if c["hypervisor"].lower() == p["hypervisor"].lower()]
         return self.page(p, caps, "hypervisorCapabilities")
@@ -615,10 +649,10 @@ class Sim:
         self.check_vm_allows_volume_changes(vm, "attach")
         attached = [v for v in self.volumes.values() if v["virtualmachineid"] == vm["id"]]
         data = [v for v in attached if v["type"] == "DATADISK"]
-        if p.get("deviceid") != "0" and len(data) >= self.args.max_data_volumes:
+        limit = self.max_data_volumes(vm)
+        if p.get("deviceid") != "0" and len(data) >= limit:
             raise ApiFailure(431, f"The specified VM already has the maximum number of data "
-                                  f"disks ({self.args.max_data_volumes}) attached. Please "
-                                  f"specify another VM.")
+                                  f"disks ({limit}) attached. Please specify another VM.")
         device = p.get("deviceid")
         if device is not None:
             device = int(device)
@@ -636,8 +670,8 @@ class Sim:
         vol["state"] = "Ready"  # created on primary storage at its first attach
         if device == 0:
             vol["type"] = "ROOT"
-        if vm["id"] == self.args.oma_vm_id:
-            link = self.link_path(vol["id"])
+        link = self.link_path(vol["id"], vm["id"])
+        if link:
             if os.path.lexists(link):
                 os.unlink(link)
             os.symlink(self.volume_path(vol["id"]), link)
@@ -651,10 +685,9 @@ class Sim:
         self.check_vm_allows_volume_changes(vm, "detach")
         if vol["type"] == "ROOT" and vm["state"] != "Stopped":
             raise ApiFailure(431, "Root volume can be detached only from a stopped VM")
-        if vm["id"] == self.args.oma_vm_id:
-            link = self.link_path(vol["id"])
-            if os.path.lexists(link):
-                os.unlink(link)
+        link = self.link_path(vol["id"], vm["id"])
+        if link and os.path.lexists(link):
+            os.unlink(link)
         vol["virtualmachineid"] = None
         vol["deviceid"] = None
         # A detached root disk becomes a data disk again, as CloudStack does.
@@ -832,14 +865,14 @@ class Sim:
 
     def cmd_stopVirtualMachine(self, p):
         vm = self.get(self.vms, "id", "vm", p)
-        if vm["id"] == self.args.oma_vm_id:
+        if vm["id"] in self.oma_by_id:
             raise ApiFailure(431, "refusing to stop the OMA itself")
         vm["state"] = "Stopped"
         return {"virtualmachine": self.vm_view(vm)}
 
     def cmd_destroyVirtualMachine(self, p):
         vm = self.get(self.vms, "id", "vm", p)
-        if vm["id"] == self.args.oma_vm_id:
+        if vm["id"] in self.oma_by_id:
             raise ApiFailure(431, "refusing to destroy the OMA itself")
         if (p.get("expunge", "false").lower() == "true" and self.args.user_account
                 and not self.args.allow_user_expunge):
@@ -921,7 +954,8 @@ class Sim:
                                   for s in self.snapshots.values()],
                     "jobs": list(self.jobs.values()),
                     "calls": list(self.calls),
-                    "oma_vm_id": self.args.oma_vm_id}
+                    "oma_vm_id": self.args.oma_vm_id,
+                    "oma_vms": dict(self.oma_by_id)}
 
 
 def sparse_copy(src, dst):
@@ -955,6 +989,10 @@ def sparse_copy(src, dst):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # An answer is two writes (headers, then body): with Nagle's algorithm the body
+    # waits for the client's delayed ACK of the headers (40 ms per call on a kept-alive
+    # connection), which a test of hundreds of volumes would pay hundreds of times.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         if self.server.sim.args.verbose:
@@ -1054,6 +1092,8 @@ def main():
                     help="file holding the secret key (never on the command line)")
     ap.add_argument("--oma-vm-id", default="0a000000-0000-4000-8000-00000000000a")
     ap.add_argument("--oma-mac", default="02:00:00:00:0a:01")
+    ap.add_argument("--oma-vm", action="append", default=[], metavar="ID=BY_ID_DIR",
+                    help="one more OMA VM (repeatable): its id and where its disks appear")
     ap.add_argument("--job-delay", type=float, default=0.05)
     ap.add_argument("--max-page-size", type=int, default=500)
     ap.add_argument("--deny-api", action="append", default=[],

@@ -12,7 +12,12 @@ it by PID.
   * an asynchronous job's lifecycle: createVolume returns a jobid at once, the job goes
     from pending to succeeded with the volume, the volume is then listed; an injected
     job failure ends with jobstatus 2 and CloudStack's errorcode/errortext; a hung job
-    stays pending; an unknown job id is refused.
+    stays pending; an unknown job id is refused;
+  * several OMA VMs (--oma-vm) and the per-VM data-volume cap: listHypervisorCapabilities
+    answers KVM's maxdatavolumeslimit (32); the 33rd data volume attached to one OMA VM
+    fails with CloudStack's InvalidParameterValueException (431) and is not attached, the
+    same volume attaches to the other OMA VM and appears only in that VM's by-id
+    directory, and a detach frees a slot.
 """
 
 import base64
@@ -36,6 +41,8 @@ API_KEY = "test-api-key"
 SECRET = "test-secret-key"
 ZONE = "z0000000-0000-4000-8000-000000000001"
 CUSTOM_DISK_OFFERING = "do000000-0000-4000-8000-000000000001"
+OMA_1 = "0a000000-0000-4000-8000-00000000000a"  # the simulator's default --oma-vm-id
+OMA_2 = "0b000000-0000-4000-8000-00000000000b"
 
 
 def sign(params, secret=SECRET):
@@ -47,7 +54,7 @@ def sign(params, secret=SECRET):
 
 
 class Simulator:
-    def __init__(self):
+    def __init__(self, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="mk-cs-sim-test-")
         secret_file = os.path.join(self.dir, "secret")
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -60,7 +67,7 @@ class Simulator:
         self.proc = subprocess.Popen(
             [sys.executable, SIM, "--port-file", port_file, "--state-dir", os.path.join(self.dir, "state"),
              "--by-id-dir", os.path.join(self.dir, "by-id"), "--api-key", API_KEY, "--secret-key-file", secret_file,
-             "--job-delay", "0"],
+             "--job-delay", "0", *[a.replace("{dir}", self.dir) for a in extra_args]],
             stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(3000):  # a start guard only: the port file appears once it listens
             if os.path.exists(port_file) or self.proc.poll() is not None:
@@ -206,6 +213,76 @@ class SimTest(unittest.TestCase):
         job_id = body["createvolumeresponse"]["jobid"]
         self.assertEqual(self.sim.job(job_id)["jobstatus"], 0)
         self.assertEqual(self.sim.job(job_id)["jobstatus"], 0)
+
+
+
+class SeveralOmaVmsTest(unittest.TestCase):
+    def setUp(self):
+        self.sim = Simulator(["--oma-vm", OMA_2 + "={dir}/by-id-2"])
+        self.addCleanup(self.sim.stop)
+        self.by_id = {OMA_1: os.path.join(self.sim.dir, "by-id"), OMA_2: os.path.join(self.sim.dir, "by-id-2")}
+
+    def run_job(self, command, **params):
+        status, body = self.sim.call(command, **params)
+        self.assertEqual(status, 200, body)
+        return self.sim.wait_job(body[command.lower() + "response"]["jobid"])
+
+    def new_volume(self, name):
+        job = self.run_job("createVolume", name=name, zoneid=ZONE, diskofferingid=CUSTOM_DISK_OFFERING, size="1")
+        self.assertEqual(job["jobstatus"], 1, job)
+        return job["jobresult"]["volume"]["id"]
+
+    def links(self, vm_id):
+        return sorted(os.listdir(self.by_id[vm_id]))
+
+    def test_hypervisor_capabilities_answer_the_cap(self):
+        status, body = self.sim.call("listHypervisorCapabilities", hypervisor="KVM")
+        self.assertEqual(status, 200, body)
+        answer = body["listhypervisorcapabilitiesresponse"]
+        self.assertEqual(answer["count"], 1, body)
+        (kvm,) = answer["hypervisorCapabilities"]
+        self.assertEqual((kvm["hypervisor"], kvm["hypervisorversion"], kvm["maxdatavolumeslimit"]),
+                         ("KVM", "default", 32), body)
+        status, body = self.sim.call("listVirtualMachines")
+        vms = {v["id"]: v for v in body["listvirtualmachinesresponse"]["virtualmachine"]}
+        self.assertEqual({i: (vms[i]["name"], vms[i]["state"], vms[i]["hypervisor"]) for i in (OMA_1, OMA_2)},
+                         {OMA_1: ("oma", "Running", "KVM"), OMA_2: ("oma-2", "Running", "KVM")})
+
+    def test_the_33rd_data_volume_is_refused_on_a_full_oma_vm_and_accepted_on_another(self):
+        volumes = [self.new_volume(f"disk-{i}") for i in range(34)]
+        for vol in volumes[:32]:
+            job = self.run_job("attachVolume", id=vol, virtualmachineid=OMA_1)
+            self.assertEqual(job["jobstatus"], 1, job)
+        self.assertEqual(len(self.links(OMA_1)), 32)
+
+        job = self.run_job("attachVolume", id=volumes[32], virtualmachineid=OMA_1)
+        self.assertEqual(job["jobstatus"], 2, job)
+        self.assertEqual(job["jobresult"], {
+            "errorcode": 431,
+            "errortext": "The specified VM already has the maximum number of data disks (32) attached. "
+                         "Please specify another VM."})
+        status, body = self.sim.call("listVolumes", id=volumes[32])
+        (vol,) = body["listvolumesresponse"]["volume"]
+        self.assertNotIn("virtualmachineid", vol, vol)
+        self.assertEqual(len(self.links(OMA_1)), 32)
+
+        # The cap is per VM: the other OMA VM takes the same volume, in its own by-id.
+        job = self.run_job("attachVolume", id=volumes[32], virtualmachineid=OMA_2)
+        self.assertEqual(job["jobstatus"], 1, job)
+        self.assertEqual(job["jobresult"]["volume"]["virtualmachineid"], OMA_2)
+        self.assertEqual(job["jobresult"]["volume"]["vmname"], "oma-2")
+        serial = volumes[32].replace("-", "")[:20]
+        self.assertEqual(self.links(OMA_2), ["virtio-" + serial])
+        self.assertNotIn("virtio-" + serial, self.links(OMA_1))
+        status, body = self.sim.call("listVolumes", virtualmachineid=OMA_1)
+        self.assertEqual(body["listvolumesresponse"]["count"], 32, body)
+
+        # A detach frees a slot on the full one.
+        job = self.run_job("detachVolume", id=volumes[0])
+        self.assertEqual(job["jobstatus"], 1, job)
+        job = self.run_job("attachVolume", id=volumes[33], virtualmachineid=OMA_1)
+        self.assertEqual(job["jobstatus"], 1, job)
+        self.assertEqual(len(self.links(OMA_1)), 32)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,32 @@
-// mk-lab: the lab as a process, for the demo and the browser tests. Starts vcsim with
-// the CBT shim (VcsimLab), gives the first VMs two disks of generated data, optionally
-// starts an sshd standing in for the OMA's SSH server (its AuthorizedKeysFile is the
-// file the OMA manages), writes what a VMA needs to know into a JSON file (--out) and
-// runs until SIGINT or SIGTERM; then stops everything it started.
+// mk-lab: the lab as a process, for the demo, the browser tests and labs at scale.
+// Starts vcsim with the CBT shim (VcsimLab), gives the first VMs disks of generated
+// data, optionally starts an sshd standing in for the OMA's SSH server (its
+// AuthorizedKeysFile is the file the OMA manages), writes what a VMA needs to know into
+// a JSON file (--out) and runs until SIGINT or SIGTERM; then stops everything it started.
 //
-//   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense]
+//   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense|light]
 //          [--sshd-authorized-keys FILE] [--blocked-vm]
+//          [--clusters 2] [--hosts-per-cluster 4] [--standalone-hosts 0] [--datastores 1]
+//          [--seed-threads 2]
 //
-// sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout.
+// sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout;
+// light: 64 KiB at the start and in the middle (a disk that costs 128 KiB).
+//
+// --vms 1..4 without an inventory option is vcsim's default inventory (4 VMs, the names
+// the tests know: DC0_H0_VM0, DC0_H0_VM1, DC0_C0_RP0_VM0, DC0_C0_RP0_VM1, seeded in that
+// order) with 256,128 MiB sparse disks. More VMs (up to 256) or any inventory option
+// make a lab at scale with vcsim's own model flags: --clusters clusters of
+// --hosts-per-cluster hosts and --standalone-hosts standalone hosts, each holding
+// ceil(vms / (clusters + standalone hosts)) VMs (vcsim places a cluster's VMs on its
+// hosts); its disks default to 16,8 MiB filled light, so that 256 VMs cost 64 MiB of
+// flat files, all sparse. The first --vms VMs, spread over the clusters and hosts, are
+// seeded; --blocked-vm takes the inventory's last VM, which must be one not seeded.
+// With --datastores N above 1 the disks spread over LocalDS_0..N-1 (disk i of the k-th VM
+// on LocalDS_((k + i) mod N)); "datastore_dirs" in the JSON maps each to its directory.
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -30,18 +46,34 @@ namespace {
 using nlohmann::json;
 namespace vs = mk::vsphere;
 
+constexpr int kMaxVms = 256;
+
 struct Options {
   std::string out;
   int vms = 1;
   std::vector<uint64_t> disk_mib = {256, 128};
   uint64_t seed = 1;
-  bool dense = false;
+  mk::test::LabFill fill = mk::test::LabFill::Sparse;
   std::string sshd_authorized_keys;
   bool blocked_vm = false;
+  bool fill_given = false, disks_given = false, inventory_given = false;
+  mk::test::VcsimInventory inventory;  // the default one unless at scale
+  int seed_threads = 2;
 };
 
 Options parse(int argc, char** argv) {
   Options o;
+  mk::test::VcsimInventory scale{2, 4, 0, 0, 1};  // clusters, hosts per cluster, standalone hosts, VMs per pool, datastores
+  auto count = [](const std::string& name, const std::string& v, int lo, int hi) {
+    int n = 0;
+    try {
+      n = std::stoi(v);
+    } catch (const std::exception&) {
+      throw mk::UsageError(name + " takes a number, not \"" + v + "\"");
+    }
+    if (n < lo || n > hi) throw mk::UsageError(fmt::format("{} must be {}..{}", name, lo, hi));
+    return n;
+  };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -51,7 +83,21 @@ Options parse(int argc, char** argv) {
     if (a == "--out") {
       o.out = value();
     } else if (a == "--vms") {
-      o.vms = std::stoi(value());
+      o.vms = count(a, value(), 1, kMaxVms);
+    } else if (a == "--clusters") {
+      scale.clusters = count(a, value(), 0, 16);
+      o.inventory_given = true;
+    } else if (a == "--hosts-per-cluster") {
+      scale.hosts_per_cluster = count(a, value(), 1, 32);
+      o.inventory_given = true;
+    } else if (a == "--standalone-hosts") {
+      scale.standalone_hosts = count(a, value(), 0, 32);
+      o.inventory_given = true;
+    } else if (a == "--datastores") {
+      scale.datastores = count(a, value(), 1, 8);
+      o.inventory_given = true;
+    } else if (a == "--seed-threads") {
+      o.seed_threads = count(a, value(), 1, 16);
     } else if (a == "--seed") {
       o.seed = std::stoull(value());
     } else if (a == "--blocked-vm") {
@@ -60,10 +106,19 @@ Options parse(int argc, char** argv) {
       o.sshd_authorized_keys = value();
     } else if (a == "--fill") {
       std::string v = value();
-      if (v != "sparse" && v != "dense") throw mk::UsageError("--fill takes sparse or dense");
-      o.dense = v == "dense";
+      if (v == "sparse") {
+        o.fill = mk::test::LabFill::Sparse;
+      } else if (v == "dense") {
+        o.fill = mk::test::LabFill::Dense;
+      } else if (v == "light") {
+        o.fill = mk::test::LabFill::Light;
+      } else {
+        throw mk::UsageError("--fill takes sparse, dense or light");
+      }
+      o.fill_given = true;
     } else if (a == "--disk-mib") {
       o.disk_mib.clear();
+      o.disks_given = true;
       std::string v = value();
       for (size_t p = 0; p <= v.size();) {
         size_t c = v.find(',', p);
@@ -76,60 +131,25 @@ Options parse(int argc, char** argv) {
     }
   }
   if (o.out.empty()) throw mk::UsageError("--out FILE is required");
-  if (o.vms < 1 || o.vms > 4) throw mk::UsageError("--vms must be 1..4 (the lab's VMs)");
-  if (o.blocked_vm && o.vms > 3) throw mk::UsageError("--blocked-vm needs a VM the lab does not seed: --vms 1..3");
-  if (o.disk_mib.empty() || o.disk_mib.size() > 4) throw mk::UsageError("--disk-mib takes 1..4 sizes");
-  return o;
-}
-
-// Removes the VM's first disk (vcsim gives every VM a 1 MiB one and cannot grow it),
-// keeping its controller for the disks the lab adds.
-vs::VmInfo remove_first_disk(vs::Session& s, const vs::VmInfo& vm) {
-  const auto& d = vm.disks.front();
-  std::string spec = fmt::format(
-      "<spec><deviceChange><operation>remove</operation><fileOperation>destroy</fileOperation>"
-      "<device xsi:type=\"VirtualDisk\"><key>{}</key>"
-      "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>"
-      "<diskMode>persistent</diskMode></backing>"
-      "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
-      "</deviceChange></spec>",
-      d.key, d.file_name, d.controller_key, d.unit_number, d.capacity_bytes / 1024);
-  vs::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "removing the first disk of " + vm.name);
-  return vs::describe_vm(s, vm.ref);
-}
-
-json seed_vm(mk::test::VcsimLab& lab, vs::Session& s, const std::string& name, const Options& o, int index) {
-  auto ref = vs::find_by_inventory_path(s, "DC0/vm/" + name);
-  if (!ref) throw mk::Error("the lab has no VM " + name);
-  auto vm = vs::describe_vm(s, *ref);
-  if (vm.disks.empty()) throw mk::Error("lab VM " + name + " has no disk to take the controller from");
-  int controller = vm.disks.front().controller_key;
-  std::string datastore = vm.disks.front().datastore;
-  vm = remove_first_disk(s, vm);
-  for (size_t i = 0; i < o.disk_mib.size(); ++i) {
-    vm = mk::test::add_lab_disk(s, vm, controller, datastore, o.disk_mib[i] << 20, fmt::format("lab-disk{}", i));
-  }
-  json disks = json::array();
-  for (size_t i = 0; i < vm.disks.size(); ++i) {
-    const auto& d = vm.disks[i];
-    std::string flat = lab.flat_file(d.file_name);
-    uint64_t seed = o.seed * 100 + index * 10 + i;
-    if (o.dense) {
-      mk::test::create_sparse_file(flat, d.capacity_bytes);
-      constexpr uint64_t kChunk = 64 << 20;  // bounded memory for large disks
-      for (uint64_t off = 0; off < d.capacity_bytes; off += kChunk) {
-        mk::test::write_random_at(flat, off, std::min(kChunk, d.capacity_bytes - off), seed * 65537 + off / kChunk);
-      }
-    } else {
-      mk::test::fill_generated_disk(flat, d.capacity_bytes, seed);
+  if (o.vms > 4 || o.inventory_given) {
+    int resources = scale.clusters + scale.standalone_hosts;
+    if (resources < 1) throw mk::UsageError("a lab at scale needs --clusters or --standalone-hosts above 0");
+    scale.vms_per_pool = (o.vms + resources - 1) / resources;
+    o.inventory = scale;
+    if (!o.disks_given) o.disk_mib = {16, 8};
+    if (!o.fill_given) o.fill = mk::test::LabFill::Light;
+    if (o.blocked_vm && o.vms >= scale.vms()) {
+      throw mk::UsageError(fmt::format("--blocked-vm needs a VM the lab does not seed: the inventory has {} VMs, so --vms 1..{}",
+                                       scale.vms(), scale.vms() - 1));
     }
-    disks.push_back({{"key", d.key},
-                     {"unit", d.unit_number},
-                     {"capacity_bytes", d.capacity_bytes},
-                     {"file_name", d.file_name},
-                     {"flat_file", flat}});
+  } else if (o.blocked_vm && o.vms > 3) {
+    throw mk::UsageError("--blocked-vm needs a VM the lab does not seed: --vms 1..3");
   }
-  return {{"name", vm.name}, {"instance_uuid", vm.instance_uuid}, {"disks", disks}};
+  if (o.disk_mib.empty() || o.disk_mib.size() > 4) throw mk::UsageError("--disk-mib takes 1..4 sizes");
+  for (auto mib : o.disk_mib) {
+    if (mib < 1) throw mk::UsageError("--disk-mib: a disk is at least 1 MiB");
+  }
+  return o;
 }
 
 }  // namespace
@@ -143,19 +163,28 @@ int main(int argc, char** argv) {
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before any thread: sigwait below takes them
 
-    mk::test::VcsimLab lab;
+    auto t0 = std::chrono::steady_clock::now();
+    mk::test::VcsimOptions vo;
+    vo.inventory = o.inventory;
+    mk::test::VcsimLab lab(vo);
     auto session = vs::Session::connect(mk::test::lab_connect_options(lab));
-    const char* names[] = {"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"};
-    json vms = json::array();
-    for (int i = 0; i < o.vms; ++i) vms.push_back(seed_vm(lab, *session, names[i], o, i));
+    mk::test::LabSeedOptions so{o.disk_mib, o.fill, o.seed};
+    json vms = mk::test::seed_lab_vms(lab, *session, o.vms, so, o.seed_threads);
     json blocked = nullptr;
     if (o.blocked_vm) {
       // A snapshot of its own: the VMA's preflight refuses a pass and discovery says so.
-      auto vm = vs::describe_vm(*session, vs::find_by_inventory_path(*session, "DC0/vm/DC0_C0_RP0_VM1").value());
+      std::string path = o.inventory.is_default() ? "DC0/vm/DC0_C0_RP0_VM1" : o.inventory.vm_paths().back();
+      auto vm = vs::describe_vm(*session, vs::find_by_inventory_path(*session, path).value());
       vs::create_snapshot(*session, vm, "before-upgrade", "the owner's, not MigrateKit's");
       blocked = {{"name", vm.name}, {"instance_uuid", vm.instance_uuid}};
     }
     session.reset();
+    double made_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json datastore_dirs = json::object();
+    for (int i = 0; i < o.inventory.datastores; ++i) {
+      std::string name = fmt::format("LocalDS_{}", i);
+      datastore_dirs[name] = lab.datastore_dir(name);
+    }
 
     std::unique_ptr<mk::test::SshdServer> sshd;
     if (!o.sshd_authorized_keys.empty()) {
@@ -168,6 +197,16 @@ int main(int argc, char** argv) {
                 {"thumbprint", lab.thumbprint()},
                 {"ca_file", lab.ca_file()},
                 {"lab_dir", lab.dir().path()},
+                {"inventory",
+                 {{"datacenters", 1},
+                  {"clusters", o.inventory.clusters},
+                  {"hosts_per_cluster", o.inventory.hosts_per_cluster},
+                  {"standalone_hosts", o.inventory.standalone_hosts},
+                  {"hosts", o.inventory.hosts()},
+                  {"datastores", o.inventory.datastores},
+                  {"vms", o.inventory.vms()}}},
+                {"seconds_to_make", made_s},
+                {"datastore_dirs", datastore_dirs},  // what vma-lab's --lab-flat-datastore maps
                 {"vms", vms},
                 {"blocked_vm", blocked}};
     if (sshd) {
@@ -175,8 +214,10 @@ int main(int argc, char** argv) {
                      {"log", sshd->log_path()}};
     }
     mk::write_private_file(o.out, out.dump(2) + "\n");  // a poller sees it whole or not at all
-    std::cerr << "mk-lab: vSphere lab at " << lab.url() << " with " << o.vms << " VM(s); details in " << o.out
-              << "; Ctrl-C stops it\n";
+    std::cerr << fmt::format(
+        "mk-lab: vSphere lab at {} with {} VM(s) ({} seeded; {} cluster(s), {} host(s)) made in {:.1f} s; details in "
+        "{}; Ctrl-C stops it\n",
+        lab.url(), o.inventory.vms(), o.vms, o.inventory.clusters, o.inventory.hosts(), made_s, o.out);
     int sig = 0;
     sigwait(&stop, &sig);
     return 0;

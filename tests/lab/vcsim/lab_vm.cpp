@@ -3,16 +3,36 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <filesystem>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "lab/vcsim/vcsim_lab.h"
 #include "support/files.h"
+#include "common/error.h"
 #include "vsphere/tasks.h"
 
 namespace mk::test {
 
 namespace xml = vsphere::xml;
+
+namespace {
+
+// vcsim ends a reconfiguration within milliseconds: poll it that often, not at the
+// 250 ms a real vCenter's tasks deserve (a lab of 256 VMs runs 768 of them).
+vsphere::TaskWait lab_wait() {
+  vsphere::TaskWait w;
+  w.timeout = std::chrono::seconds(120);
+  w.poll = std::chrono::milliseconds(5);
+  w.poll_max = std::chrono::milliseconds(100);
+  return w;
+}
+
+}  // namespace
 
 vsphere::ConnectOptions lab_connect_options(const VcsimLab& lab) {
   vsphere::ConnectOptions o;
@@ -57,7 +77,7 @@ vsphere::VmInfo add_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, int
       "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
       "</deviceChange></spec>",
       backing, controller_key, unit, capacity_bytes / 1024);
-  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "adding a disk to " + vm.name);
+  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "adding a disk to " + vm.name, lab_wait());
   return vsphere::describe_vm(s, vm.ref);
 }
 
@@ -73,7 +93,7 @@ vsphere::VmInfo grow_lab_disk(vsphere::Session& s, const vsphere::VmInfo& vm, in
       "<capacityInKB>{}</capacityInKB><capacityInBytes>{}</capacityInBytes></device></deviceChange></spec>",
       disk_key, it->label, it->file_name, it->disk_mode.empty() ? "persistent" : it->disk_mode, it->thin ? "true" : "false",
       it->controller_key, it->unit_number, capacity_bytes / 1024, capacity_bytes);
-  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "growing a disk of " + vm.name);
+  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "growing a disk of " + vm.name, lab_wait());
   return vsphere::describe_vm(s, vm.ref);
 }
 
@@ -95,7 +115,7 @@ int add_lab_controller(vsphere::Session& s, const vsphere::VmInfo& vm, const std
       "<spec><deviceChange><operation>add</operation><device xsi:type=\"{}\"><key>-100</key>"
       "<busNumber>{}</busNumber>{}</device></deviceChange></spec>",
       type, before.size() + (scsi ? 1 : 0), scsi ? "<sharedBus>" + shared_bus + "</sharedBus>" : "");
-  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "adding a " + type + " to " + vm.name);
+  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "adding a " + type + " to " + vm.name, lab_wait());
   for (int key : devices()) {
     if (std::find(before.begin(), before.end(), key) == before.end()) return key;
   }
@@ -110,7 +130,7 @@ void set_lab_boot_order(vsphere::Session& s, const vsphere::VmInfo& vm, const st
         key);
   }
   vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + "<spec><bootOptions>" + order + "</bootOptions></spec>",
-                    "setting the boot order of " + vm.name);
+                    "setting the boot order of " + vm.name, lab_wait());
 }
 
 int first_disk_controller(const vsphere::VmInfo& vm) {
@@ -125,6 +145,108 @@ void fill_generated_disk(const std::string& flat_file, uint64_t size, uint64_t s
     write_random_at(flat_file, off, std::min(kPiece, size - off), seed * 1000003 + i);
     if (i % 4 == 1 && off + kPiece + kMiB <= size) fill_at(flat_file, off + kPiece, kMiB, 0);
   }
+}
+
+void fill_light_disk(const std::string& flat_file, uint64_t size, uint64_t seed) {
+  constexpr uint64_t kPiece = 64 * 1024;
+  create_sparse_file(flat_file, size);
+  write_random_at(flat_file, 0, std::min(kPiece, size), seed * 1000003);
+  uint64_t middle = size / 2 / kPiece * kPiece;
+  if (middle >= kPiece && middle + kPiece <= size) write_random_at(flat_file, middle, kPiece, seed * 1000003 + 1);
+}
+
+namespace {
+
+// Removes the VM's first disk (vcsim gives every VM a 1 MiB one and cannot grow it),
+// keeping its controller for the disks the lab adds.
+vsphere::VmInfo remove_first_disk(vsphere::Session& s, const vsphere::VmInfo& vm) {
+  const auto& d = vm.disks.front();
+  std::string spec = fmt::format(
+      "<spec><deviceChange><operation>remove</operation><fileOperation>destroy</fileOperation>"
+      "<device xsi:type=\"VirtualDisk\"><key>{}</key>"
+      "<backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>"
+      "<diskMode>persistent</diskMode></backing>"
+      "<controllerKey>{}</controllerKey><unitNumber>{}</unitNumber><capacityInKB>{}</capacityInKB></device>"
+      "</deviceChange></spec>",
+      d.key, d.file_name, d.controller_key, d.unit_number, d.capacity_bytes / 1024);
+  vsphere::run_task(s, "ReconfigVM_Task", vm.ref.xml("_this") + spec, "removing the first disk of " + vm.name, lab_wait());
+  return vsphere::describe_vm(s, vm.ref);
+}
+
+}  // namespace
+
+nlohmann::json seed_lab_vm(const VcsimLab& lab, vsphere::Session& s, const std::string& inventory_path,
+                           const LabSeedOptions& o, int index) {
+  auto ref = vsphere::find_by_inventory_path(s, inventory_path);
+  if (!ref) throw Error("the lab has no VM " + inventory_path);
+  auto vm = vsphere::describe_vm(s, *ref);
+  if (vm.disks.empty()) throw Error("lab VM " + vm.name + " has no disk to take the controller from");
+  int controller = vm.disks.front().controller_key;
+  std::string datastore = vm.disks.front().datastore;
+  vm = remove_first_disk(s, vm);
+  int datastores = lab.inventory().datastores;
+  for (size_t i = 0; i < o.disk_mib.size(); ++i) {
+    // With several datastores the disks spread over them, as a real site's do; with one
+    // (the default lab) every disk stays beside the VM.
+    std::string ds = datastores > 1 ? fmt::format("LocalDS_{}", (index + i) % datastores) : datastore;
+    if (ds != datastore) {
+      // vcsim makes a disk only in an existing folder; the VM's folder is on its own datastore.
+      std::filesystem::create_directories(
+          std::filesystem::path(lab.flat_file(fmt::format("[{}] {}/x.vmdk", ds, vm.name))).parent_path());
+    }
+    vm = add_lab_disk(s, vm, controller, ds, o.disk_mib[i] << 20, fmt::format("lab-disk{}", i));
+  }
+  nlohmann::json disks = nlohmann::json::array();
+  for (size_t i = 0; i < vm.disks.size(); ++i) {
+    const auto& d = vm.disks[i];
+    std::string flat = lab.flat_file(d.file_name);
+    uint64_t seed = o.seed * 100 + index * 10 + i;
+    if (o.fill == LabFill::Dense) {
+      create_sparse_file(flat, d.capacity_bytes);
+      constexpr uint64_t kChunk = 64 << 20;  // bounded memory for large disks
+      for (uint64_t off = 0; off < d.capacity_bytes; off += kChunk) {
+        write_random_at(flat, off, std::min(kChunk, d.capacity_bytes - off), seed * 65537 + off / kChunk);
+      }
+    } else if (o.fill == LabFill::Light) {
+      fill_light_disk(flat, d.capacity_bytes, seed);
+    } else {
+      fill_generated_disk(flat, d.capacity_bytes, seed);
+    }
+    disks.push_back({{"key", d.key},
+                     {"unit", d.unit_number},
+                     {"capacity_bytes", d.capacity_bytes},
+                     {"file_name", d.file_name},
+                     {"flat_file", flat}});
+  }
+  return {{"name", vm.name}, {"instance_uuid", vm.instance_uuid}, {"inventory_path", inventory_path}, {"disks", disks}};
+}
+
+nlohmann::json seed_lab_vms(const VcsimLab& lab, vsphere::Session& s, int count, const LabSeedOptions& o, int threads) {
+  auto paths = lab.inventory().vm_paths();
+  if (count < 0 || count > static_cast<int>(paths.size())) {
+    throw Error(fmt::format("lab: {} VMs asked for, the inventory has {}", count, paths.size()));
+  }
+  std::vector<nlohmann::json> out(count);
+  std::atomic<int> next{0};
+  std::mutex m;
+  std::exception_ptr first_error;
+  auto work = [&] {
+    for (int i; (i = next++) < count;) {
+      try {
+        out[i] = seed_lab_vm(lab, s, paths[i], o, i);
+      } catch (...) {
+        std::lock_guard lock(m);
+        if (!first_error) first_error = std::current_exception();
+        next = count;  // the others stop at their next VM
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::max(1, std::min(threads, count)); ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (first_error) std::rethrow_exception(first_error);
+  return nlohmann::json(out);
 }
 
 std::set<uint64_t> scribble(const std::string& flat_file, uint64_t size, int count, uint64_t seed) {

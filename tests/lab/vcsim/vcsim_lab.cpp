@@ -55,7 +55,37 @@ std::string cert_thumbprint(const std::string& pem_path) {
 
 }  // namespace
 
-VcsimLab::VcsimLab(const VcsimOptions& options) : dir_("mk-vcsim") {
+bool VcsimInventory::is_default() const {
+  VcsimInventory d;
+  return clusters == d.clusters && hosts_per_cluster == d.hosts_per_cluster &&
+         standalone_hosts == d.standalone_hosts && vms_per_pool == d.vms_per_pool && datastores == d.datastores;
+}
+
+std::vector<std::string> VcsimInventory::vm_paths() const {
+  if (is_default()) return {"DC0/vm/DC0_H0_VM0", "DC0/vm/DC0_H0_VM1", "DC0/vm/DC0_C0_RP0_VM0", "DC0/vm/DC0_C0_RP0_VM1"};
+  std::vector<std::string> out;
+  out.reserve(vms());
+  for (int i = 0; i < vms_per_pool; ++i) {
+    for (int h = 0; h < standalone_hosts; ++h) out.push_back(fmt::format("DC0/vm/DC0_H{}_VM{}", h, i));
+    for (int c = 0; c < clusters; ++c) out.push_back(fmt::format("DC0/vm/DC0_C{}_RP0_VM{}", c, i));
+  }
+  return out;
+}
+
+void VcsimLab::check(const VcsimInventory& i) {
+  if (i.clusters < 0 || i.standalone_hosts < 0 || i.clusters + i.standalone_hosts < 1) {
+    throw Error(fmt::format("vcsim lab: {} clusters and {} standalone hosts: it needs at least one of either",
+                            i.clusters, i.standalone_hosts));
+  }
+  if (i.clusters > 0 && i.hosts_per_cluster < 1) throw Error("vcsim lab: a cluster needs at least one host");
+  if (i.vms_per_pool < 0 || i.datastores < 1) {
+    throw Error(fmt::format("vcsim lab: {} VMs per pool and {} datastores: needs >= 0 and >= 1", i.vms_per_pool,
+                            i.datastores));
+  }
+}
+
+VcsimLab::VcsimLab(const VcsimOptions& options) : dir_("mk-vcsim"), inventory_(options.inventory) {
+  check(inventory_);
   password_ = random_hex(12);
   write_secret(password_file(), password_);
   write_secret(wrong_password_file(), "not-" + password_);
@@ -88,7 +118,12 @@ void VcsimLab::start_vcsim() {
     // The password is a throwaway made for this lab; vcsim takes it only as a flag.
     vcsim_ = Subprocess::spawn({VCSIM_BIN, "-l", fmt::format("127.0.0.1:{}", vcsim_port_), "-tlscert",
                                 dir_.file("cert.pem"), "-tlskey", dir_.file("key.pem"), "-username", user_,
-                                "-password", password_, "-E", "/dev/null"},
+                                "-password", password_, "-E", "/dev/null",
+                                // The inventory, always explicit (the defaults are vcsim's own).
+                                "-cluster", std::to_string(inventory_.clusters), "-host",
+                                std::to_string(inventory_.hosts_per_cluster), "-standalone-host",
+                                std::to_string(inventory_.standalone_hosts), "-vm",
+                                std::to_string(inventory_.vms_per_pool), "-ds", std::to_string(inventory_.datastores)},
                                so);
     try {
       wait_for_tcp_port(vcsim_port_, {"vcsim", dir_.file("vcsim.log"), &vcsim_});
@@ -179,12 +214,14 @@ std::string VcsimLab::flat_file(const std::string& disk_file_name) const {
   if (rel.size() < 6 || !rel.ends_with(".vmdk") || rel.find("..") != std::string::npos) {
     throw Error(fmt::format("\"{}\": not a .vmdk path inside the datastore", disk_file_name));
   }
+  return (std::filesystem::path(datastore_dir(ds)) / (rel.substr(0, rel.size() - 5) + "-flat.vmdk")).string();
+}
+
+std::string VcsimLab::datastore_dir(const std::string& ds) const {
   // vcsim names each datastore directory govcsim-<datacenter>-<datastore>-<random>.
   for (auto& e : std::filesystem::directory_iterator(dir_.file("ds"))) {
     std::string name = e.path().filename().string();
-    if (name.starts_with("govcsim-") && name.find("-" + ds + "-") != std::string::npos) {
-      return (e.path() / (rel.substr(0, rel.size() - 5) + "-flat.vmdk")).string();
-    }
+    if (name.starts_with("govcsim-") && name.find("-" + ds + "-") != std::string::npos) return e.path().string();
   }
   throw Error(fmt::format("no directory for datastore {} under {}", ds, dir_.file("ds")));
 }

@@ -32,6 +32,14 @@ const Schema kVmaRevoked{
     join_fields(vma_fields(),
                 {bool_field("session_ended", "its live SSH session was ended"),
                  nullable(int_field("session_pid", "the sshd process that was ended", 31337, 1)),
+                 enum_field("session_outcome",
+                            "what became of its SSH session: ended, no-session (none was live), refused (something "
+                            "else holds its tunnel port) or failed (see session_detail)",
+                            kSessionOutcomes),
+                 text_field("session_detail",
+                            "how the session was ended (by the OMA, or by the tunnel-session helper when the OMA "
+                            "runs unprivileged) or why it was not",
+                            "the sshd session (pid 31337) holding 127.0.0.1:9081 was ended"),
                  nullable(text_field("warning", "something still holds its tunnel port",
                                      "something still listens on the VMA's tunnel port ..."))}),
     "VmaRevoked", "a revoked VMA"};
@@ -163,16 +171,18 @@ std::vector<Route> vma_routes(const Services& s) {
       .responses = {{200, "the VMA, revoked", &kVmaRevoked}, {404, "no such VMA"}, {409, "the VMA is revoked already"}},
       .handler = [&vmas, &pairing](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vma_id");
-         auto pid = pairing.revoke(id);
+         TunnelSessionEnd end = pairing.revoke(id);
          json out = vma_json(vmas.get_vma(id));
-         out["session_ended"] = pid.has_value();
-         out["session_pid"] = pid ? json(*pid) : json(nullptr);
+         out["session_ended"] = end.outcome == TunnelSessionEnd::Outcome::Ended;
+         out["session_pid"] = end.pid ? json(*end.pid) : json(nullptr);
+         out["session_outcome"] = outcome_name(end.outcome);
+         out["session_detail"] = end.message;
          out["warning"] = nullptr;
          if (pairing.tunnel_state(vmas.get_vma(id)) == "up")
-           out["warning"] = fmt::format("something still listens on the VMA's tunnel port 127.0.0.1:{} and it is not "
-                                        "an sshd session this OMA may end (is the OMA running as root?): end it by "
-                                        "hand; the VMA's key is already removed",
-                                        out["tunnel_port"].get<int64_t>());
+           out["warning"] = fmt::format(
+               "something still listens on the VMA's tunnel port 127.0.0.1:{} and this OMA could not end it ({}): "
+               "end it by hand; the VMA's key is already removed",
+               out["tunnel_port"].get<int64_t>(), end.message);
          return {200, out, ""};
        }});
   routes.push_back({
