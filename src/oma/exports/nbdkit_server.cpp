@@ -465,8 +465,9 @@ bool NbdkitExportServer::try_adopt() {
   pidfd_ = open_pidfd(record->pid);
   pid_ = record->pid;
   adopted_ = true;
-  log::info("adopted the running export server nbdkit (pid {}) on {}:{}: copies into the exports go on", record->pid,
-            config_.listen_address, config_.port);
+  log::info("adopted the running {} (pid {}) on {}: copies into the exports go on",
+            router() ? "NBD router" : "export server nbdkit", record->pid,
+            on_unix_socket() ? config_.unix_socket : fmt::format("{}:{}", config_.listen_address, config_.port));
   return true;
 }
 
