@@ -34,7 +34,7 @@ def main():
         prefix = os.path.join(tmp, "usr")
         r = run(["cmake", "--install", args.build_dir, "--prefix", prefix])
         check(r.returncode == 0, "cmake --install --prefix " + prefix + "\n" + r.stdout[-2000:])
-        expected = ["bin/migratekit", "bin/oma", "bin/vma",
+        expected = ["bin/migratekit", "bin/oma", "bin/vma", "lib/migratekit/migratekit-nbd-router",
                     "share/doc/migratekit/README.md", "share/doc/migratekit/security.md",
                     "etc/migratekit/oma.conf", "etc/migratekit/vma.conf",
                     "etc/ssh/sshd_config.d/migratekit-oma.conf",
@@ -47,14 +47,16 @@ def main():
             expected.append("share/migratekit/web/index.html")
         for f in expected:
             check(os.path.isfile(os.path.join(prefix, f)), "installed " + f)
-        for b in ("bin/migratekit", "bin/oma", "bin/vma", "libexec/migratekit/oma-end-tunnel-session"):
+        for b in ("bin/migratekit", "bin/oma", "bin/vma", "libexec/migratekit/oma-end-tunnel-session",
+                  "lib/migratekit/migratekit-nbd-router"):
             check(os.access(os.path.join(prefix, b), os.X_OK), "%s is executable" % b)
         check(sorted(os.listdir(os.path.join(prefix, "libexec/migratekit"))) == ["oma-end-tunnel-session"],
               "libexec/migratekit holds the tunnel-session helper only")
-        # The OMA's export-server filter, where the installed oma looks for it
-        # (BIN/../lib/migratekit), loads into the installed nbdkit.
-        check(sorted(os.listdir(os.path.join(prefix, "lib/migratekit"))) == ["nbdkit-written-filter.so"],
-              "lib/migratekit holds the written filter only")
+        # The OMA's export-server filter and NBD router, where the installed oma looks for
+        # them (BIN/../lib/migratekit); the filter loads into the installed nbdkit.
+        check(sorted(os.listdir(os.path.join(prefix, "lib/migratekit"))) ==
+              ["migratekit-nbd-router", "nbdkit-written-filter.so"],
+              "lib/migratekit holds the written filter and the NBD router only")
         r = run(["nbdkit", "--filter=" + os.path.join(prefix, "lib/migratekit/nbdkit-written-filter.so"), "null",
                  "--dump-plugin"])
         check(r.returncode == 0, "nbdkit loads the installed written filter: " + r.stdout[-500:])

@@ -17,6 +17,7 @@
 #include "oma/db/sealed_values.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
+#include "oma/exports/vma_isolated_exports.h"
 #include "oma/names.h"
 #include "oma/volumes/cloudstack_volumes.h"
 
@@ -238,13 +239,26 @@ void Oma::start() {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
   NbdkitExportServer* nbdkit = nullptr;  // owned by export_server_
-  if (config_.export_backend == "nbdkit") {
-    // X.509: nbdkit reads the directory the OMA assembles and verifies clients.
-    if (nbd_client_ca_) ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
+  VmaIsolatedExports* isolated = nullptr;  // owned by export_server_
+  if (config_.export_backend == "nbdkit" && !nbd_client_ca_) {
+    // PSK: one nbdkit per approved VMA behind the NBD router (vma_isolated_exports.h).
+    auto server = std::make_unique<VmaIsolatedExports>(
+        ec, config_.data_dir + "/nbd-isolation",
+        [vms = &repos_->vms](const std::string& vm_id) { return vms->vm_vma(vm_id); });
+    isolated = server.get();
+    export_server_ = std::move(server);
+  } else if (config_.export_backend == "nbdkit") {
+    // X.509: nbdkit reads the directory the OMA assembles and verifies clients. Not
+    // isolated per VMA yet: one nbdkit serves every export to every approved VMA's
+    // certificate (docs/security.md).
+    ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
     auto server = std::make_unique<NbdkitExportServer>(ec);
     nbdkit = server.get();
     export_server_ = std::move(server);
   } else if (config_.export_backend == "nbd-server") {
+    log::warn("the nbd-server export backend cannot keep VMAs apart: every approved VMA's key opens every export on "
+              "port {}; use the nbdkit backend (the default), which serves each VMA only its own VMs' disks",
+              config_.nbd_port);
     export_server_ = std::make_unique<NbdServerExportServer>(ec);
   } else {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
@@ -276,6 +290,7 @@ void Oma::start() {
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
   pc.nbd_client_ca = nbd_client_ca_.get();
   if (nbdkit) pc.reload_nbd_server = [nbdkit](const std::string& why) { nbdkit->reload_tls(why); };
+  if (isolated) pc.set_nbd_access = [isolated](const std::vector<VmaNbdAccess>& a) { isolated->set_vma_access(a); };
   pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();
 

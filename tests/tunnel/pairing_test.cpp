@@ -169,13 +169,19 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
       vma->paired.tunnel_port, lab.oma().export_server().port(), pub.substr(0, pub.rfind(' ')), vma->paired.vma_id);
   EXPECT_NE(ak.find(expected), std::string::npos) << ak;
   EXPECT_EQ(std::count(ak.begin(), ak.end(), '\n'), 2) << ak;  // header comment + one key
-  // The NBD server's PSK file: the OMA's own line first, then this VMA's identity.
+  // The OMA's PSK file keeps its own line only; this VMA's identity is in the PSK file of
+  // its own nbdkit (NBD isolation), alone.
   std::string psk_file = lab.oma().config().tls_psk_file;
   std::string vma_psk = mk::test::read_file(vma->paired.psk_file());
   std::string server_psk = mk::test::read_file(psk_file);
   EXPECT_EQ(server_psk.rfind("oma:", 0), 0u) << server_psk;
-  EXPECT_NE(server_psk.find(vma_psk), std::string::npos) << server_psk;
+  EXPECT_EQ(server_psk.find(trim(vma_psk)), std::string::npos) << server_psk;
   EXPECT_EQ(mode_of(psk_file), 0600);
+  std::string identity = vma_psk.substr(0, vma_psk.find(':'));
+  std::string own_dir = lab.oma().config().data_dir + "/nbd-isolation/vma/" + identity;
+  EXPECT_EQ(trim(mk::test::read_file(own_dir + "/psk.keys")), trim(vma_psk));
+  EXPECT_EQ(mode_of(own_dir + "/psk.keys"), 0600);
+  EXPECT_EQ(mode_of(lab.oma().config().data_dir + "/nbd-isolation/sockets"), 0700);
 
   Reply twice = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin());
   EXPECT_EQ(twice.status, 409) << twice.raw;
@@ -185,7 +191,8 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
   EXPECT_EQ(revoke.body["session_ended"], false);  // no tunnel was running
   EXPECT_EQ(mk::test::read_file(lab.authorized_keys()).find("ssh-ed25519"), std::string::npos);
   EXPECT_EQ(mode_of(lab.authorized_keys()), 0600);
-  EXPECT_EQ(mk::test::read_file(psk_file), server_psk.substr(0, server_psk.find('\n') + 1));
+  EXPECT_EQ(mk::test::read_file(psk_file), server_psk);
+  EXPECT_FALSE(std::filesystem::exists(own_dir)) << "a revoked VMA's NBD key stayed on the OMA";
   EXPECT_EQ(http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin()).status, 409);
 }
 

@@ -141,6 +141,14 @@ int TunnelLab::run_pair(const json& bundle, const std::string& state_dir, const 
   return rc;
 }
 
+int TunnelLab::add_vm(const std::string& vm_id, const std::optional<std::string>& vma_id, uint64_t capacity) {
+  nlohmann::json body = {{"vm_id", vm_id}, {"name", "vm"}, {"vcenter", "vc"}, {"datacenter", "dc"}, {"cpus", 1},
+                         {"memory_mb", 512},
+                         {"disks", nlohmann::json::array({{{"key", "2000"}, {"unit", 0}, {"capacity_bytes", capacity}}})}};
+  if (vma_id) body["vma_id"] = *vma_id;
+  return http("POST", api_port(), "/api/v1/vms", admin_, body.dump()).status;
+}
+
 void TunnelLab::approve(const std::string& vma_id) {
   Reply r = http("POST", api_port(), "/api/v1/vmas/" + vma_id + "/approve", admin_);
   if (r.status != 200) throw Error("approve refused: " + r.raw);

@@ -98,6 +98,9 @@ class TunnelLab {
   std::unique_ptr<Vma> make_vma(const std::string& name, bool approve = true, bool nbd_forward = false,
                                 bool start_tunnel = true);
   void approve(const std::string& vma_id);
+  // POST /api/v1/vms: a VM with one disk (unit 0) assigned to `vma_id` (nullopt: none),
+  // so that its export is served to that VMA's key. Returns the reply's status.
+  int add_vm(const std::string& vm_id, const std::optional<std::string>& vma_id, uint64_t capacity = 1 << 20);
 
  private:
   mk::test::TempDir dir_{"mk-tunnel-lab"};

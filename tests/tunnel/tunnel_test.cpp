@@ -375,6 +375,7 @@ TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   mk::test::TempDir dir("mk-revoke");
   mk::test::create_sparse_file(dir.file("disk.img"), 1 << 20);
   std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  ASSERT_EQ(lab.add_vm("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001", vma->paired.vma_id), 201);  // served to its VMA only
   lab.oma().export_server().publish(exp, dir.file("disk.img"));
   int nbd = lab.oma().export_server().port();
   EXPECT_TRUE(nbd_opens(vma->paired.psk_file(), nbd, exp));
@@ -434,6 +435,7 @@ TEST(Tunnel, NbdThroughTheSshLocalForwardCopiesIdenticalBytes) {
   mk::test::write_random_at(source, 20 << 20, 5 << 20, 2);
   mk::test::write_random_at(source, size - (1 << 20), 1 << 20, 3);
   std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  ASSERT_EQ(lab.add_vm("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001", vma->paired.vma_id, size), 201);  // served to its VMA only
   lab.oma().export_server().publish(exp, target);
   mk::test::NbdkitServer src({.plugin = "file", .args = {"file=" + source}, .read_only = true});
 
@@ -467,6 +469,7 @@ TEST(Tunnel, AnX509OmaGivesItsCaAndNbdThroughTheForwardVerifiesIt) {
   mk::test::create_sparse_file(source, size);
   mk::test::write_random_at(source, 1 << 20, 2 << 20, 4);
   std::string exp = "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001-disk0";
+  ASSERT_EQ(lab.add_vm("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001", vma->paired.vma_id, size), 201);  // served to its VMA only
   lab.oma().export_server().publish(exp, target);
   mk::test::NbdkitServer src({.plugin = "file", .args = {"file=" + source}, .read_only = true});
   // "localhost": the name in the OMA's test certificate; the forward listens there.

@@ -45,6 +45,15 @@ struct ExportServerConfig {
   std::string written_dir;
   // The filter (nbdkit-written-filter.so); "" = default_written_filter_path().
   std::string written_filter;
+  // nbdkit listens on this Unix socket instead of listen_address:port (a VMA's own
+  // server behind the NBD router; VmaIsolatedExports). The nbdkit backend only.
+  std::string unix_socket;
+  // The process is the NBD router (migratekit-nbd-router, listening on
+  // listen_address:port, routing to SOCKETS/IDENTITY.sock) instead of nbdkit: it is
+  // supervised, kept and adopted exactly like nbdkit. exports_dir, tls and the written
+  // filter are then unused. The nbdkit backend only.
+  std::string router_sockets_dir;
+  std::string router_binary;  // "" = default_nbd_router_path()
 };
 
 class ExportBackend {

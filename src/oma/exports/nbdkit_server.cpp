@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "oma/exports/nbd_router.h"
 #include "oma/names.h"
 
 namespace fs = std::filesystem;
@@ -42,6 +44,25 @@ bool accepts(const std::string& address, int port) {
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
   return ok;
+}
+
+bool accepts_unix(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof a.sun_path) return false;
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// The Unix socket an argv makes nbdkit listen on ("-U PATH"), or "".
+std::string unix_socket_of(const std::vector<std::string>& argv) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i)
+    if (argv[i] == "-U") return argv[i + 1];
+  return "";
 }
 
 std::string tail(const std::string& path) {
@@ -163,13 +184,15 @@ KeptServerRecord parse_kept_server_record(const std::string& text) {
   };
   KeptServerRecord r;
   r.pid = static_cast<pid_t>(integer("pid", 2, std::numeric_limits<pid_t>::max()));
-  r.port = static_cast<int>(integer("port", 1, 65535));
+  r.port = static_cast<int>(integer("port", 0, 65535));
   auto argv = j.find("argv");
   if (argv == j.end() || !argv->is_array() || argv->empty()) throw Error("\"argv\" is not a non-empty list");
   for (const auto& a : *argv) {
     if (!a.is_string()) throw Error("\"argv\" holds something other than strings");
     r.argv.push_back(a.get<std::string>());
   }
+  // Port 0 only for a server on a Unix socket: a TCP record needs its port.
+  if (r.port == 0 && unix_socket_of(r.argv).empty()) throw Error("\"port\" is 0 for a server that listens on TCP");
   return r;
 }
 
@@ -195,13 +218,35 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
     std::replace(shown.begin(), shown.end(), '\0', ' ');
     return fmt::format("pid {} runs '{}', not the export server this configuration runs", record.pid, shown);
   }
+  if (std::string sock = unix_socket_of(record.argv); !sock.empty()) {
+    if (!accepts_unix(sock)) return fmt::format("nothing accepts connections on {}", sock);
+    return "";
+  }
   if (!owns_listener(record.pid, record.port) || !accepts(client_address(address), record.port)) {
     return fmt::format("pid {} is not what accepts connections on {}:{}", record.pid, address, record.port);
   }
   return "";
 }
 
+std::string kept_servers_dir(const std::string& record_path) {
+  std::string base = record_path;
+  if (base.size() > 5 && base.compare(base.size() - 5, 5, ".json") == 0) base.resize(base.size() - 5);
+  return base + ".d";
+}
+
 std::string stop_kept_export_server(const std::string& record_path) {
+  std::string result = stop_one_kept_server(record_path);
+  // The servers behind it (per-VMA nbdkits behind the NBD router), if any.
+  std::error_code ec;
+  std::vector<std::string> behind;
+  for (const auto& e : fs::directory_iterator(kept_servers_dir(record_path), ec))
+    if (e.path().extension() == ".json") behind.push_back(e.path().string());
+  std::sort(behind.begin(), behind.end());
+  for (const auto& r : behind) result += "; " + stop_one_kept_server(r);
+  return result;
+}
+
+std::string stop_one_kept_server(const std::string& record_path, std::chrono::milliseconds grace) {
   auto record = read_kept_server_record(record_path);
   if (!record) return fmt::format("no kept export server is recorded in {}", record_path);
   int pidfd = open_pidfd(record->pid);
@@ -212,7 +257,8 @@ std::string stop_kept_export_server(const std::string& record_path) {
     result = fmt::format("pid {} no longer runs the recorded export server: left alone", record->pid);
   } else {
     ::kill(record->pid, SIGTERM);
-    for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < grace.count() / 10 && pid_alive(record->pid, pidfd); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (pid_alive(record->pid, pidfd)) {
       ::kill(record->pid, SIGKILL);
       for (int i = 0; i < 500 && pid_alive(record->pid, pidfd); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -257,6 +303,15 @@ std::string default_written_filter_path() {
 }
 
 NbdkitExportServer::NbdkitExportServer(ExportServerConfig config) : config_(std::move(config)) {
+  if (router()) {
+    if (config_.router_binary.empty()) config_.router_binary = default_nbd_router_path();
+    std::error_code ec;
+    if (!fs::is_regular_file(config_.router_binary, ec))
+      throw UsageError(fmt::format("the NBD router {} is missing: the OMA needs it in front of the VMAs' NBD servers "
+                                   "(build the target migratekit-nbd-router, or reinstall migratekit-oma)",
+                                   config_.router_binary));
+    return;
+  }
   if (config_.tls.psk_file.empty() == config_.tls.certificates_dir.empty()) {
     throw UsageError("the NBD export server needs TLS: give a PSK keys file or an X.509 certificates "
                      "directory (exactly one)");
@@ -296,8 +351,14 @@ std::optional<uint64_t> NbdkitExportServer::written_bytes(const std::string& exp
 NbdkitExportServer::~NbdkitExportServer() { stop(); }
 
 std::vector<std::string> NbdkitExportServer::argv() const {
-  std::vector<std::string> a = {"nbdkit", "-f", "-i", config_.listen_address, "-p", std::to_string(config_.port),
-                                "--tls=require"};
+  if (router()) {
+    return {config_.router_binary, "--listen", config_.listen_address, "--port", std::to_string(config_.port),
+            "--sockets", config_.router_sockets_dir};
+  }
+  std::vector<std::string> a = {"nbdkit", "-f"};
+  if (on_unix_socket()) a.insert(a.end(), {"-U", config_.unix_socket});
+  else a.insert(a.end(), {"-i", config_.listen_address, "-p", std::to_string(config_.port)});
+  a.push_back("--tls=require");
   if (!config_.tls.psk_file.empty()) a.push_back("--tls-psk=" + config_.tls.psk_file);
   else a.push_back("--tls-certificates=" + config_.tls.certificates_dir);
   if (config_.tls.verify_peer) a.push_back("--tls-verify-peer");
@@ -313,15 +374,19 @@ void NbdkitExportServer::launch() {
     SpawnOptions opt;
     opt.stdout_path = config_.log_path;
     opt.stderr_path = config_.log_path;
+    if (on_unix_socket()) ::unlink(config_.unix_socket.c_str());  // a dead server's socket
     pid_t pid = Subprocess::spawn_detached(argv(), opt);
     pidfd_ = open_pidfd(pid);
     pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (!owns_listener(pid, config_.port) || !accepts(client_address(config_.listen_address), config_.port)) {
+    while (on_unix_socket() ? !accepts_unix(config_.unix_socket)
+                  : !owns_listener(pid, config_.port) || !accepts(client_address(config_.listen_address), config_.port)) {
       if (!pid_alive(pid, pidfd_)) {
-        throw Error(fmt::format("nbdkit (exports, pid {}) exited before listening on {}:{} (port taken?); its log "
-                                "{}:\n{}",
-                                pid, config_.listen_address, config_.port, config_.log_path, tail(config_.log_path)));
+        throw Error(fmt::format("{} (pid {}) exited before listening on {}; its log {}:\n{}",
+                                router() ? "the NBD router" : "nbdkit (exports)", pid,
+                                on_unix_socket() ? config_.unix_socket
+                                                 : fmt::format("{}:{} (port taken?)", config_.listen_address, config_.port),
+                                config_.log_path, tail(config_.log_path)));
       }
       if (std::chrono::steady_clock::now() > deadline) {
         ::kill(pid, SIGKILL);
@@ -331,19 +396,36 @@ void NbdkitExportServer::launch() {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     write_kept_server_record(config_.record_path, {pid, config_.port, argv()});
-    log::info("nbdkit serving {} on {}:{} (pid {}, kept running across OMA restarts; recorded in {})",
-              config_.exports_dir, config_.listen_address, config_.port, pid, config_.record_path);
+    log::info("{} serving {} on {} (pid {}, kept running across OMA restarts; recorded in {})",
+              router() ? "the NBD router" : "nbdkit", router() ? config_.router_sockets_dir : config_.exports_dir,
+              on_unix_socket() ? config_.unix_socket : fmt::format("{}:{}", config_.listen_address, config_.port), pid,
+              config_.record_path);
     return;
   }
   SpawnOptions opt;
   opt.stdout_path = config_.log_path;
   opt.stderr_path = config_.log_path;
+  if (on_unix_socket()) ::unlink(config_.unix_socket.c_str());  // a dead server's socket
   process_ = Subprocess::spawn(argv(), opt);
   pid_ = process_.pid();
   auto ended = [this]() -> std::optional<std::string> {
     if (process_.running()) return std::nullopt;
     return fmt::format("exited (status {})", process_.exit_status().value_or(-1));
   };
+  if (on_unix_socket()) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (!accepts_unix(config_.unix_socket)) {
+      if (auto how = ended())
+        throw Error(fmt::format("nbdkit ({}) {} before listening; its log {}:\n{}", config_.unix_socket, *how,
+                                config_.log_path, tail(config_.log_path)));
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error(fmt::format("nbdkit did not listen on {} within 15 s; its log {}:\n{}", config_.unix_socket,
+                                config_.log_path, tail(config_.log_path)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    log::info("nbdkit serving {} on {} (pid {})", config_.exports_dir, config_.unix_socket, process_.pid());
+    return;
+  }
   wait_for_listen(config_.listen_address, config_.port, ended, "nbdkit (exports)", config_.log_path,
                   std::chrono::seconds(15));
   log::info("nbdkit serving {} on {}:{} (pid {})", config_.exports_dir, config_.listen_address, config_.port,
@@ -383,8 +465,9 @@ bool NbdkitExportServer::try_adopt() {
   pidfd_ = open_pidfd(record->pid);
   pid_ = record->pid;
   adopted_ = true;
-  log::info("adopted the running export server nbdkit (pid {}) on {}:{}: copies into the exports go on", record->pid,
-            config_.listen_address, config_.port);
+  log::info("adopted the running {} (pid {}) on {}: copies into the exports go on",
+            router() ? "NBD router" : "export server nbdkit", record->pid,
+            on_unix_socket() ? config_.unix_socket : fmt::format("{}:{}", config_.listen_address, config_.port));
   return true;
 }
 
@@ -403,7 +486,21 @@ void NbdkitExportServer::start() {
       return;
     }
   }
-  if (config_.port != 0) {
+  if (on_unix_socket()) {
+    // Seen once under a loaded parallel test run: a kept nbdkit on a Unix socket gone
+    // within 15 ms of its start with nothing in its log. A second start is cheap and
+    // the socket is ours alone; the failure is logged.
+    for (int attempt = 0;; ++attempt) {
+      try {
+        launch();
+        break;
+      } catch (const Error& e) {
+        if (attempt >= 2) throw;
+        log::warn("{}; starting it again", e.what());
+        process_.stop();
+      }
+    }
+  } else if (config_.port != 0) {
     launch();
   } else {
     // Port 0: choose a free port (it may be taken between choosing and binding, so try
@@ -466,6 +563,29 @@ void NbdkitExportServer::stop() {
   process_.stop();
 }
 
+void NbdkitExportServer::terminate() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (supervisor_.joinable()) supervisor_.join();
+  std::lock_guard lock(mu_);
+  if (config_.keep_running) {
+    if (pidfd_ >= 0) {
+      ::close(pidfd_);
+      pidfd_ = -1;
+    }
+    // nbdkit waits for its open connections after SIGTERM: they are what must end now.
+    if (fs::exists(config_.record_path))
+      log::info("{}", stop_one_kept_server(config_.record_path, std::chrono::milliseconds(200)));
+  } else {
+    process_.stop(std::chrono::milliseconds(200));
+  }
+  if (on_unix_socket()) ::unlink(config_.unix_socket.c_str());
+  pid_ = -1;
+}
+
 void NbdkitExportServer::publish(const std::string& export_name, const std::string& device_path) {
   if (!is_export_name(export_name)) {
     throw UsageError(fmt::format("'{}' is not an export name the OMA makes (migration-vm-UUID-diskN)", export_name));
@@ -503,7 +623,7 @@ void NbdkitExportServer::cut_off(const std::vector<std::string>& export_names) {
 
 void NbdkitExportServer::relaunch() {
   if (config_.keep_running) {
-    stop_kept_export_server(config_.record_path);
+    stop_one_kept_server(config_.record_path);
   } else {
     process_.stop();
   }
@@ -522,7 +642,8 @@ void NbdkitExportServer::reload_tls(const std::string& why) {
 
 Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
   Endpoint e;
-  e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
+  if (on_unix_socket()) e.uri = fmt::format("nbds+unix:///{}?socket={}", export_name, config_.unix_socket);
+  else e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
   e.tls.psk_file = config_.tls.psk_file;
   e.tls.certificates_dir = config_.tls.certificates_dir;
   e.role = "export";

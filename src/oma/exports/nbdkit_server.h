@@ -1,4 +1,10 @@
-// NbdkitExportServer: one supervised nbdkit process serving every export of the OMA.
+// NbdkitExportServer: one supervised nbdkit process serving a directory of exports.
+//
+// With X.509 or the nbd-server backend it is the one server of the OMA, on the NBD
+// port. With PSK (VmaIsolatedExports) there is one per approved VMA plus the OMA's own,
+// each on a Unix socket (config.unix_socket: -U PATH instead of -i/-p), behind the NBD
+// router; the router itself is supervised by this class too (config.router_sockets_dir:
+// the process is migratekit-nbd-router instead of nbdkit, kept and adopted the same way).
 //
 //   nbdkit -f -i ADDR -p PORT --tls=require --tls-psk=FILE
 //          --filter=.../nbdkit-written-filter.so file dir=EXPORTS_DIR written-dir=WRITTEN_DIR
@@ -71,6 +77,9 @@ class NbdkitExportServer : public ExportBackend {
   // Restarts nbdkit on the same port so that it reads its TLS files again (see above);
   // `why` goes to the log. Throws mk::Error if the new server does not listen.
   void reload_tls(const std::string& why);
+  // Ends the server now, kept or not, and stops supervising it (its record is removed):
+  // how a revoked VMA's server goes. Its clients' connections end with it.
+  void terminate();
   Endpoint endpoint(const std::string& export_name) const override;
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
@@ -81,6 +90,8 @@ class NbdkitExportServer : public ExportBackend {
 
  private:
   std::vector<std::string> argv() const;
+  bool on_unix_socket() const { return !config_.unix_socket.empty(); }
+  bool router() const { return !config_.router_sockets_dir.empty(); }
   void launch();  // requires mu_
   void relaunch();  // requires mu_: ends the running nbdkit (child or kept), launches a new one
   bool try_adopt();  // requires mu_
@@ -127,9 +138,18 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
                              const std::string& address);
 
 // Ends the kept server recorded at `record_path` (SIGTERM, then SIGKILL) by its PID,
-// only if that PID still runs the recorded argv, and removes the record. Returns what it
-// did, for the operator. Throws mk::Error if the server does not exit.
+// only if that PID still runs the recorded argv, and removes the record; then does the
+// same for every record in kept_servers_dir(record_path) (the servers behind the NBD
+// router). Returns what it did, for the operator. Throws mk::Error if a server does not
+// exit.
 std::string stop_kept_export_server(const std::string& record_path);
+// The same for the one server recorded at `record_path`, with `grace` between SIGTERM
+// and SIGKILL.
+std::string stop_one_kept_server(const std::string& record_path,
+                                 std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+// Where the records of the kept servers behind the one recorded at `record_path` live:
+// DATA/export-server.json -> DATA/export-server.d/.
+std::string kept_servers_dir(const std::string& record_path);
 
 // Waits until 127.0.0.1 (or `address`) accepts TCP connections on `port`. `ended` says
 // how the server ended ("exited (status 1)") or nullopt while it runs: an end, like the

@@ -96,10 +96,15 @@ void PairingService::sync_nbd_psk_file() {
   std::string content;
   for (std::string line; std::getline(in, line);)
     if (!line.empty() && line.rfind("vma-", 0) != 0) content += line + "\n";
+  std::vector<VmaNbdAccess> approved;
   for (const auto& v : vmas_.list_vmas())
     if (v.state == VmaState::Approved && v.nbd_psk_sealed)
-      content += secrets_.open(*v.nbd_psk_sealed, seal_binding(kVmaPskPurpose, v.vma_id)) + "\n";
+      approved.push_back({v.vma_id, secrets_.open(*v.nbd_psk_sealed, seal_binding(kVmaPskPurpose, v.vma_id))});
+  if (!config_.set_nbd_access)
+    for (const auto& a : approved) content += a.psk_line + "\n";
+  // The OMA's file first: with per-VMA servers it must no longer hold any VMA's key.
   write_private_file(config_.nbd_psk_file, content);
+  if (config_.set_nbd_access) config_.set_nbd_access(approved);
 }
 
 nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> ttl) {

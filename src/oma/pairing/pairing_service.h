@@ -11,8 +11,10 @@
 //     (tunnel_port_base for the first, then the next ones).
 //  3. An operator approves it: its key goes into the OMA-managed authorized_keys file,
 //     allowed to hold that one reverse forward (and a local forward to the NBD port),
-//     and its own NBD PSK identity (each bundle makes one, "vma-…") into the NBD
-//     server's PSK file, which nbdkit reads at each TLS handshake (no restart).
+//     and its own NBD PSK identity (each bundle makes one, "vma-…") goes to its own
+//     nbdkit behind the NBD router (set_nbd_access; VmaIsolatedExports), which serves
+//     only the exports of that VMA's VMs (with the nbd-server backend, into the one PSK
+//     file of the server instead: no isolation there).
 //     With X.509 instead (nbd_client_ca set), the VMA sends a certificate request at
 //     enrolment and gets back its own client certificate from the OMA's client CA
 //     (NbdClientCa); the CA's revocation list names every certificate whose VMA is not
@@ -20,8 +22,9 @@
 //     (enrolment, approval, revocation): nbdkit 1.32 reads it only at start. Open NBD
 //     connections of other VMAs drop once then; their copy engines reconnect.
 //  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
-//     neither hold the tunnel nor open a new NBD connection (X.509: its certificate is
-//     on the revocation list and its open connections end with the restart).
+//     neither hold the tunnel nor open a new NBD connection; with PSK its nbdkit is
+//     stopped, so its open NBD sessions end at once (X.509: its certificate is on the
+//     revocation list and its open connections end with the restart).
 // In the PSK file the OMA owns only the "vma-" lines; other lines (its own identity,
 // an operator's) are kept as they are.
 //
@@ -41,6 +44,7 @@
 #include "oma/crypto.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
+#include "oma/exports/vma_isolated_exports.h"
 #include "oma/pairing/nbd_client_ca.h"
 #include "oma/pairing/ssh_sessions.h"
 #include "oma/vma/vma_client.h"
@@ -66,6 +70,10 @@ struct PairingConfig {
   // read its certificates directory again (null: a server that does not verify clients).
   NbdClientCa* nbd_client_ca = nullptr;
   std::function<void(const std::string& why)> reload_nbd_server;
+  // PSK with per-VMA NBD servers (VmaIsolatedExports::set_vma_access): the approved VMAs'
+  // keys go to their own servers, not into nbd_psk_file. Null: every approved VMA's key
+  // goes into nbd_psk_file (the nbd-server backend, which cannot isolate VMAs).
+  std::function<void(const std::vector<VmaNbdAccess>&)> set_nbd_access;
   std::chrono::seconds code_ttl{24 * 3600};
   std::chrono::milliseconds vma_timeout{10000};
 };
