@@ -107,6 +107,13 @@ TEST(ConfigFile, AnEmptyValueInTheFileTakesNothingFromTheCommandLine) {
   EXPECT_EQ(c.o.name, "");
 }
 
+// Found by the config_file fuzz target: TOML allows a quoted empty key.
+TEST(ConfigFile, ASettingWithoutANameIsRefusedWithItsLine) {
+  TempDir dir("mk-conf");
+  auto path = write(dir, "a.conf", "port = 1\n\"\" = \"x\"\n");
+  EXPECT_EQ(usage_error([&] { ConfigFile::read(path); }), path + ":2: a setting without a name (\"\" = ...)");
+}
+
 TEST(ConfigFile, ErrorsNameFileLineAndSetting) {
   TempDir dir("mk-conf");
   auto check = [&](const std::string& text, const std::string& expected) {

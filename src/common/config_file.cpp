@@ -65,6 +65,7 @@ ConfigFile ConfigFile::read(const std::string& path) {
   file.path_ = path;
   for (auto&& [key, value] : table) {
     Setting s{std::string(key.str()), {}, static_cast<int>(key.source().begin.line)};
+    if (s.key.empty()) throw UsageError(fmt::format("{}:{}: a setting without a name (\"\" = ...)", path, s.line));
     if (auto array = value.as_array()) {
       for (auto&& element : *array) {
         auto text = scalar_text(element);
