@@ -107,6 +107,18 @@ TEST(ConfigFile, AnEmptyValueInTheFileTakesNothingFromTheCommandLine) {
   EXPECT_EQ(c.o.name, "");
 }
 
+// Found by the config_file fuzz target (UBSan): CLI11 read a switch's first value out of
+// an empty list.
+TEST(ConfigFile, AnEmptyListIsRefusedWithItsLine) {
+  TempDir dir("mk-conf");
+  for (std::string key : {"fast", "tag", "name"}) {
+    auto path = write(dir, "a.conf", "\n" + key + " = []\n");
+    Command c;
+    EXPECT_EQ(usage_error([&] { c.parse(ConfigFile::read(path), {}); }),
+              path + ":2: " + key + ": an empty list: leave the setting out to keep its default");
+  }
+}
+
 // Found by the config_file fuzz target: TOML allows a quoted empty key.
 TEST(ConfigFile, ASettingWithoutANameIsRefusedWithItsLine) {
   TempDir dir("mk-conf");

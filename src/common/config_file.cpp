@@ -118,6 +118,9 @@ std::vector<std::string> ConfigFile::arguments_for(CLI::App& app, int argc, char
     if (!opt) throw where("no such setting (settings are named like the long command-line options, see --help)");
     if (!opt->get_configurable()) throw where("a command-line action, not a setting for the configuration file");
     if (on_command_line(*opt, argc, argv)) continue;  // the command line overrides the file
+    // CLI11 runs an option's callback on no value at all as if it had one (undefined
+    // behaviour for a switch); and an empty list means nothing a missing setting does not.
+    if (s.values.empty()) throw where("an empty list: leave the setting out to keep its default");
     try {
       check_values(*opt, s.values);
     } catch (const CLI::Error& e) {
