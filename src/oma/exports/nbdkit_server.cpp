@@ -543,7 +543,7 @@ void NbdkitExportServer::supervise() {
   }
 }
 
-void NbdkitExportServer::stop() {
+bool NbdkitExportServer::end_supervision() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -551,31 +551,28 @@ void NbdkitExportServer::stop() {
   cv_.notify_all();
   if (supervisor_.joinable()) supervisor_.join();
   std::lock_guard lock(mu_);
+  if (pidfd_ < 0) return false;
+  ::close(pidfd_);
+  pidfd_ = -1;
+  return true;
+}
+
+void NbdkitExportServer::stop() {
+  bool watched_kept_server = end_supervision();
+  std::lock_guard lock(mu_);
   if (config_.keep_running) {
     // Left running on purpose: the next OMA start adopts it.
-    if (pidfd_ >= 0) {
-      ::close(pidfd_);
-      pidfd_ = -1;
+    if (watched_kept_server)
       log::info("export server nbdkit (pid {}) left running for the next OMA start", pid_.load());
-    }
     return;
   }
   process_.stop();
 }
 
 void NbdkitExportServer::terminate() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (supervisor_.joinable()) supervisor_.join();
+  end_supervision();
   std::lock_guard lock(mu_);
   if (config_.keep_running) {
-    if (pidfd_ >= 0) {
-      ::close(pidfd_);
-      pidfd_ = -1;
-    }
     // nbdkit waits for its open connections after SIGTERM: they are what must end now.
     if (fs::exists(config_.record_path))
       log::info("{}", stop_one_kept_server(config_.record_path, std::chrono::milliseconds(200)));

@@ -89,6 +89,9 @@ class NbdkitExportServer : public ExportBackend {
   std::optional<uint64_t> written_bytes(const std::string& export_name) const override;
 
  private:
+  // Stops the supervisor thread and closes the pidfd of a kept server (true if it had
+  // one); the server itself keeps running.
+  bool end_supervision();
   std::vector<std::string> argv() const;
   bool on_unix_socket() const { return !config_.unix_socket.empty(); }
   bool router() const { return !config_.router_sockets_dir.empty(); }
