@@ -92,10 +92,11 @@ export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1:suppressions=$(SA
 # Its tests carry these labels. The rest (CloudStack, tunnel, vSphere, e2e, web, api,
 # migration, packages) stays in test-sanitize.
 SANITIZE_CI_TARGETS ?= mk_unit_tests copy_engine_test protocol_tests migratekit \
-  oma vma vma-lab nbdkit-written-filter oma_tests oma_http_limits_tests oma_https_tests oma_restart_tests vma_tests
+  oma vma vma-lab nbdkit-written-filter oma_tests oma_http_limits_tests oma_https_tests oma_restart_tests vma_tests \
+  vma_scale_tests
 SANITIZE_CI_LABELS ?= ^(unit|engine|protocol|oma|vma)$$
 # TSan: the engine, the job manager, the VMA runner and the event stream.
-TSAN_TARGETS ?= mk_unit_tests copy_engine_test oma_tests vma_tests migratekit oma vma vma-lab nbdkit-written-filter
+TSAN_TARGETS ?= mk_unit_tests copy_engine_test oma_tests vma_tests vma_scale_tests migratekit oma vma vma-lab nbdkit-written-filter
 TSAN_TESTS ?= ^(Copy|Unit|oma\.(Jobs|JobRecovery|Recovery|GuiApi|SchedulerFixture)|vma\.)
 
 $(ASAN_BUILD_DIR)/build.ninja: | deps
