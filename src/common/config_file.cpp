@@ -121,6 +121,12 @@ std::vector<std::string> ConfigFile::arguments_for(CLI::App& app, int argc, char
     // CLI11 runs an option's callback on no value at all as if it had one (undefined
     // behaviour for a switch); and an empty list means nothing a missing setting does not.
     if (s.values.empty()) throw where("an empty list: leave the setting out to keep its default");
+    // CLI11 reads "[...]" given to a list option as list syntax ("[]" even takes the
+    // arguments after it): such a value would not reach the option as written.
+    if (opt->get_expected_max() > 1)
+      for (const auto& v : s.values)
+        if (v.size() >= 2 && v.front() == '[' && v.back() == ']')
+          throw where(fmt::format("\"{}\" would be read as a list; write the list in TOML: {} = [\"a\", \"b\"]", v, s.key));
     try {
       check_values(*opt, s.values);
     } catch (const CLI::Error& e) {
