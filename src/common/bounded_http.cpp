@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/host_name.h"
 #include "common/log.h"
 
 namespace mk::http {
@@ -96,25 +97,6 @@ std::string closing_answer(int status, const std::string& body, const std::strin
   out += "\r\n";
   out += body;
   return out;
-}
-
-std::pair<std::string, int> address_of(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = "";
-  int port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], host, sizeof host);
-    } else {
-      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    }
-    port = ntohs(a->sin6_port);
-  }
-  return {host, port};
 }
 
 // The connection's byte stream, plain or TLS (`ssl` null: plain). The socket is
@@ -364,7 +346,7 @@ int BoundedHttpServer::bind(const std::string& host, int port) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
-  return address_of(ss).second;
+  return socket_address(ss).second;
 }
 
 void BoundedHttpServer::start() {
@@ -496,7 +478,7 @@ bool BoundedHttpServer::accept_all() {
       log::warn("HTTP server: out of file descriptors; accepting again in 100 ms");
       return true;
     }
-    auto [client, port] = address_of(ss);
+    auto [client, port] = socket_address(ss);
     std::string refusal_msg;
     {
       std::lock_guard lock(mu_);
@@ -533,7 +515,7 @@ bool BoundedHttpServer::accept_all() {
     sockaddr_storage ls{};
     socklen_t llen = sizeof ls;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&ls), &llen);
-    std::tie(c->local, c->local_port) = address_of(ls);
+    std::tie(c->local, c->local_port) = socket_address(ls);
     c->deadline = Clock::now() + std::chrono::milliseconds(limits_.idle_timeout_ms);
     if (tls_) {
       c->ssl = SSL_new(tls_->ctx());

@@ -1,6 +1,7 @@
 #include "common/host_name.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <string>
 
@@ -39,5 +40,24 @@ bool is_host_name(std::string_view s) {
 }
 
 bool is_host_name_or_ip(std::string_view s) { return is_host_name(s) || is_ip_literal(s); }
+
+std::pair<std::string, int> socket_address(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], host, sizeof host);
+    } else {
+      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    }
+    port = ntohs(a->sin6_port);
+  }
+  return {host, port};
+}
 
 }  // namespace mk

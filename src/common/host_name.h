@@ -9,12 +9,20 @@
 // Free functions; thread-safe.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace mk {
 
 bool is_ip_literal(std::string_view s);
 bool is_host_name(std::string_view s);  // RFC 1123; an all-numeric dotted name must be an IPv4 address
 bool is_host_name_or_ip(std::string_view s);
+
+// The IP address (an IPv4-mapped IPv6 address as IPv4) and port of a socket address, for
+// logs and per-client limits; "" and 0 for other families.
+std::pair<std::string, int> socket_address(const sockaddr_storage& ss);
 
 }  // namespace mk

@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/host_name.h"
 #include "common/log.h"
 
 namespace mk::oma {
@@ -95,18 +96,8 @@ std::string write_all(int fd, std::string_view data, Clock::time_point deadline)
 }
 
 std::string peer_name(const sockaddr_storage& a) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (a.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(&a);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-  } else if (a.ss_family == AF_INET6) {
-    auto* in = reinterpret_cast<const sockaddr_in6*>(&a);
-    inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof host);
-    port = ntohs(in->sin6_port);
-  }
-  return fmt::format("{}:{}", host, port);
+  auto [host, port] = socket_address(a);
+  return fmt::format("{}:{}", host.empty() ? "?" : host, port);
 }
 
 // Moves bytes from `in` to `out` until EOF or an error on either, through a pipe with
