@@ -83,6 +83,7 @@ void EventHub::stop() {
 
 std::shared_ptr<EventHub::Subscription> EventHub::subscribe() {
   auto s = std::make_shared<Subscription>();
+  bool first;
   {
     std::lock_guard lock(mu_);
     if (stopping_) throw Error("the OMA is stopping: reconnect to the event stream in a moment");
@@ -90,8 +91,20 @@ std::shared_ptr<EventHub::Subscription> EventHub::subscribe() {
       throw Error(fmt::format("{} event streams are open already (the limit): close another browser tab",
                               subs_.size()));
     }
-    if (subs_.empty()) primed_ = false;  // state learned while nobody listened is stale
+    first = subs_.empty();
+    if (first) primed_ = false;  // state learned while nobody listened is stale
     subs_.insert(s);
+  }
+  // Learn the current state before `hello`: the client fetches it over REST on `hello`,
+  // so every change after this scan must be emitted. Priming on the thread's next tick
+  // instead lost a change made between the client's fetch and that tick (a job failing
+  // within the poll interval stayed "preparing" in the GUI).
+  if (first) {
+    try {
+      scan();
+    } catch (const std::exception& e) {
+      log::warn("event stream: scanning the database failed (the next scan learns the state): {}", e.what());
+    }
   }
   s->push(sse_frame("hello", {{"at", now_ms()}, {"heartbeat_seconds", options_.heartbeat.count() / 1000.0}}),
           options_.max_queue);

@@ -8,7 +8,8 @@
 //                      per disk: bytes done/total, throughput, ETA, phase, status)
 //   event: step  data: {job_id, seq, name, status, message, started_at, finished_at}
 //   event: log   data: {job_id, seq, at, level, message}
-// A new subscriber first gets `hello` (then fetches the current state over REST);
+// A new subscriber first gets `hello` (then fetches the current state over REST; every
+// change after the state the hub knew at `hello` is emitted);
 // a subscriber that falls max_queue frames behind gets `resync` instead of the frames
 // it missed (fetch again). The database is the source of truth, so the stream shows
 // jobs run by any thread (API, scheduler, recovery) and needs no hook in JobManager.
@@ -80,7 +81,8 @@ class EventHub {
   size_t subscribers();
 
   // One scan (the thread's work; public for tests). The first scan after the first
-  // subscriber arrives only learns the current state.
+  // subscriber arrives only learns the current state: subscribe() makes it, before
+  // that subscriber's `hello`.
   void scan();
 
  private:
