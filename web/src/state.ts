@@ -42,6 +42,8 @@ export class JobStore {
 
   merge(j: Job, sample = true) {
     const old = this.jobs.get(j.job_id);
+    // A REST answer read before the stream's newer event can arrive after it: keep the newer.
+    if (old && j.updated_at < old.updated_at) return;
     const merged: Job = { ...old, ...j };
     if (!j.disks && old?.disks) merged.disks = old.disks;
     this.jobs.set(j.job_id, merged);
