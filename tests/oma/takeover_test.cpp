@@ -32,6 +32,12 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   const std::string job = "0b000000-0000-4000-8000-000000000001";
   r.jobs.create_job(job_record(job, vm1), job_disk_records(job, 2));
   r.jobs.set_job_status(job, JobStatus::Copying, "copying");
+  // The VMA had reported its disks done: only the commit was left.
+  for (auto d : r.jobs.job_disks(job)) {
+    d.status = protocol::DiskStatus::Completed;
+    d.change_id_new = "cbt-interrupted-" + d.disk_key;
+    r.jobs.update_disk_progress(d);
+  }
   // oma-gone stopped cleanly (released): its VM stays until it comes back.
   register_placement_node(r, "oma-gone", 8);
   r.nodes.set_state("oma-dead", NodeState::Draining);
@@ -68,6 +74,7 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
       << failed.error.value_or("");
   EXPECT_NE(failed.error.value_or("").find("node oma-live took VM " + vm1 + " over"), std::string::npos);
   EXPECT_THROW(r.jobs.commit_change_ids(job), Error);  // the interrupted pass never commits
+  EXPECT_TRUE(r.jobs.cbt_history(vm1, "2000").empty());
   auto t1 = r.takeovers.find(vm1);
   ASSERT_TRUE(t1);
   EXPECT_EQ(t1->step, TakeoverStep::Claimed);
