@@ -15,6 +15,7 @@
 #include "oma/api/views.h"
 #include "oma/db/migrations.h"
 #include "oma/db/sealed_values.h"
+#include "oma/errors.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/exports/vma_isolated_exports.h"
@@ -441,6 +442,23 @@ TakeoverActions Oma::takeover_actions() {
       auto v = repos_->storage.find_volume(t.vm_id, d.disk_key);
       if (v) exports_->ensure_export(d, *v);
     }
+  };
+  a.resume = [this](const TakeoverRecord& t) {
+    JobKind kind = repos_->jobs.get_job(*t.failed_job_id).kind;
+    if (!is_pass(kind)) return;
+    std::string job;
+    try {
+      job = jobs_->start(t.vm_id, kind);
+    } catch (const Conflict& e) {
+      log::info("node {}: VM {}: its pass is not started again here: {}", config_.node.node_id, t.vm_id, e.what());
+      return;
+    } catch (const UsageError& e) {
+      if (kind != JobKind::Incremental) throw;
+      job = jobs_->start(t.vm_id, JobKind::Full);  // a disk without a committed change ID
+    }
+    repos_->jobs.add_event(*t.failed_job_id, EventLevel::Info,
+                           fmt::format("node {} started the VM's replication again as job {}", config_.node.node_id,
+                                       job));
   };
   // The nbdkit backends serve what has a symlink in the exports directory (per-VMA
   // servers follow it: vma_isolated_exports.h). nbd-server: not swept (its exports are

@@ -64,6 +64,7 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   };
   a.attach = [&](const TakeoverRecord& t) { calls.push_back("attach " + t.vm_id); };
   a.export_volumes = [&](const TakeoverRecord& t) { calls.push_back("export " + t.vm_id); };
+  a.resume = [&](const TakeoverRecord& t) { calls.push_back("resume " + t.vm_id); };
   NodeFailover failover(r.takeovers, lease, a, {std::chrono::hours(1), true});
 
   failover.tick();
@@ -89,10 +90,11 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   EXPECT_TRUE(r.takeovers.find(vm1)->finished_at);
   EXPECT_FALSE(r.takeovers.find(vm1)->error);
   EXPECT_EQ(calls, (std::vector<std::string>{"stop " + job, "detach " + vm2, "attach " + vm2, "export " + vm2,
-                                             "stop " + job, "detach " + vm1, "attach " + vm1, "export " + vm1}));
+                                             "stop " + job, "detach " + vm1, "attach " + vm1, "export " + vm1,
+                                             "resume " + vm1}));
   for (const auto& vm : {vm1, vm2}) EXPECT_EQ(r.placements.find(vm)->node_id.value_or(""), "oma-live");
   failover.tick();  // nothing left: no step runs again
-  EXPECT_EQ(calls.size(), 8u);
+  EXPECT_EQ(calls.size(), 9u);
 
   // Nobody else can claim them now; the fence refuses what is placed elsewhere.
   register_placement_node(r, "oma-other", 8);

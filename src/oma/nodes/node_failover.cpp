@@ -120,9 +120,12 @@ void NodeFailover::run_steps(TakeoverRecord t) {
     }
     if (t.step == TakeoverStep::Attached) {
       actions_.export_volumes(t);  // fenced by the ExportManager
+      // Before the step is recorded: a crash in between resumes again (an active job
+      // then makes it a no-op).
+      if (t.failed_job_id && actions_.resume) actions_.resume(t);
       if (!takeovers_.advance(t.vm_id, me, TakeoverStep::Exported)) return;
-      log::info("node {}: VM {} taken over from node {}: volumes detached, attached here and exported ({} ms)", me,
-                t.vm_id, t.from_node,
+      log::info("node {}: VM {} taken over from node {}: volumes detached, attached here and exported{} ({} ms)", me,
+                t.vm_id, t.from_node, t.failed_job_id ? ", its pass started again" : "",
                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - begun)
                     .count());
     }

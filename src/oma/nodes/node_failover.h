@@ -15,7 +15,8 @@
 //                    volumes detached from the dead node's VM (only from that VM: a
 //                    volume attached anywhere else stops the takeover, named);
 //        detached -> attached to this node's VM, devices waited for;
-//        attached -> exports recreated here.
+//        attached -> exports recreated here, and the failed pass started again here
+//                    (same kind: an incremental one from the last committed change IDs).
 //      Each step first checks in the database that the VM is still placed here and the
 //      lease held, and is recorded when done; each is idempotent, so a takeover
 //      interrupted by a crash is finished at the next round after a restart. A step that
@@ -49,6 +50,9 @@ struct TakeoverActions {
   std::function<void(const TakeoverRecord&)> detach;          // from the dead node's VM
   std::function<void(const TakeoverRecord&)> attach;          // to this node's VM
   std::function<void(const TakeoverRecord&)> export_volumes;  // exports here
+  // A new pass of the failed one's kind, here (none when the VM has an active job
+  // already: resumed by an earlier attempt, or started by an operator). Optional.
+  std::function<void(const TakeoverRecord&)> resume;
   // Fencing: whether this node's export server serves the export, and cutting it off.
   std::function<bool(const std::string& export_name)> serves;
   std::function<void(const std::string& export_name)> withdraw;
