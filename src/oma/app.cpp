@@ -337,7 +337,9 @@ void Oma::start() {
                 config_.node.node_id);
     failover_ = std::make_unique<NodeFailover>(repos_->takeovers, *lease_, takeover_actions(), fo);
     exports_->set_fence([f = failover_.get()](const std::string& vm_id) { f->check_owner(vm_id); });
-    failover_->tick();  // at start: exports of VMs lost while this node was away withdrawn first
+    // Exports of VMs lost while this node was away are withdrawn first. No takeover yet:
+    // one starts passes, which recovery below would then find active.
+    failover_->fence_now();
   }
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);

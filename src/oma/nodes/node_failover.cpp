@@ -54,13 +54,17 @@ bool NodeFailover::owned(const std::string& vm_id) {
   return lease_.held() && takeovers_.owner_of(vm_id).value_or("") == lease_.node_id();
 }
 
-void NodeFailover::tick() {
-  std::lock_guard round(round_mu_);
+void NodeFailover::fence_now() {
   try {
     fence_sweep();
   } catch (const std::exception& e) {
     log::warn("node {}: fencing sweep failed ({}); retrying", lease_.node_id(), e.what());
   }
+}
+
+void NodeFailover::tick() {
+  std::lock_guard round(round_mu_);
+  fence_now();
   if (!options_.take_over || !lease_.held()) return;
   try {
     for (auto& t : takeovers_.unfinished(lease_.node_id())) run_steps(std::move(t));

@@ -76,6 +76,8 @@ class NodeFailover {
   void stop();  // idempotent
   // One round (the thread's; tests may call it). Never throws.
   void tick();
+  // The fencing sweep alone (at start, before any job resumes). Never throws.
+  void fence_now();
   // The fence: throws Conflict when this node does not hold its lease, or the VM is
   // placed on another node.
   void check_owner(const std::string& vm_id);
