@@ -277,6 +277,18 @@ TEST(OmaFailover, ANodeKilledMidPassIsTakenOverAndTheNextPassFromCommittedChange
   for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
   for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
 
+  // oma-a comes back (restarted; its export links stayed behind when it was killed): it
+  // registers again and withdraws them before anything else.
+  std::vector<std::string> exports = s.export_names();
+  for (const auto& name : exports) EXPECT_TRUE(s.a.serves(name)) << name << ": the killed node's link was expected to stay";
+  s.a.start(s.a.data);
+  for (const auto& name : exports) {
+    EXPECT_FALSE(s.a.serves(name)) << name << ": oma-a serves an export of the VM it lost";
+    EXPECT_TRUE(s.b.serves(name)) << name;
+  }
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+
   std::printf("failover (lease 3000 ms): node killed -> its pass failed %lld ms, -> VM taken over (volumes on oma-b, "
               "exported) %lld ms, -> its pass running again on oma-b (started by oma-b) %lld ms\n",
               static_cast<long long>(failed_ms), static_cast<long long>(taken_ms),
