@@ -233,6 +233,12 @@ TEST(OmaFailover, ANodeKilledMidPassIsTakenOverAndTheNextPassFromCommittedChange
   EXPECT_NE(error.find("OMA node oma-a stopped renewing its lease"), std::string::npos) << error;
   EXPECT_NE(error.find("node oma-b took VM " + s.vm + " over"), std::string::npos) << error;
   EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+  HttpReply placement = s.b.api->get("/api/v1/vms/" + s.vm + "/placement");
+  ASSERT_EQ(placement.status, 200) << placement.raw;
+  EXPECT_EQ(placement.body["node_id"], "oma-b");
+  EXPECT_EQ(placement.body["takeover"]["from_node"], "oma-a") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["step"], "exported") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["failed_job_id"], job2) << placement.raw;
   auto attached = s.attachments();
   ASSERT_EQ(attached.size(), kKeys.size());
   for (const auto& [id, on] : attached) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
