@@ -15,6 +15,7 @@
 #include "oma/api/views.h"
 #include "oma/db/migrations.h"
 #include "oma/db/sealed_values.h"
+#include "oma/errors.h"
 #include "oma/exports/nbd_server.h"
 #include "oma/exports/nbdkit_server.h"
 #include "oma/exports/vma_isolated_exports.h"
@@ -148,6 +149,8 @@ Oma::Oma(OmaConfig config) : config_(std::move(config)) {
   ::chmod(config_.data_dir.c_str(), 0700);
   config_.database_url = database_url(config_);
   if (config_.exports_dir.empty()) config_.exports_dir = config_.data_dir + "/exports";
+  // A node attaches its volumes to its own VM (the settings' MAC names one VM for all).
+  if (config_.cloudstack.oma_vm_id.empty()) config_.cloudstack.oma_vm_id = config_.node.cloudstack_vm_id;
   if (config_.tls_psk_file.empty() && config_.tls_certificates_dir.empty()) {
     config_.tls_psk_file = config_.data_dir + "/nbd-psk.keys";
   }
@@ -313,11 +316,34 @@ void Oma::start() {
     jo.target = placed_checks_.get();
   }
   jo.slot_poll_interval = std::chrono::milliseconds(config_.volume_slot_poll_ms);
+  if (lease_) {
+    // Only the jobs of the VMs placed here (or nowhere yet) are this node's to resume.
+    jo.runs_here = [this](const std::string& vm_id) {
+      auto owner = repos_->takeovers.owner_of(vm_id);
+      return !owner || *owner == config_.node.node_id;
+    };
+  }
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
   cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
                                               *cloudstack_, config_.volume_backend == "cloudstack", config_.cutover);
+  if (lease_) {
+    // The fence before any job resumes: every export change checks ownership first.
+    FailoverOptions fo;
+    fo.interval = std::chrono::milliseconds(std::max(100, config_.node.lease_ms / 3));
+    fo.take_over = config_.volume_backend == "cloudstack";
+    if (!fo.take_over)
+      log::warn("node {}: with local volumes a dead node's VMs cannot be taken over (their volumes are files on "
+                "its machine); this node only fences itself off VMs placed elsewhere",
+                config_.node.node_id);
+    failover_ = std::make_unique<NodeFailover>(repos_->takeovers, *lease_, takeover_actions(), fo);
+    exports_->set_fence([f = failover_.get()](const std::string& vm_id) { f->check_owner(vm_id); });
+    // Exports of VMs lost while this node was away are withdrawn first. No takeover yet:
+    // one starts passes, which recovery below would then find active.
+    failover_->fence_now();
+  }
   int recovered = jobs_->recover();
   if (recovered) log::info("recovered {} active job(s)", recovered);
+  if (failover_) failover_->start();
 
   start_event_services();
   api::ApiConfig ac;
@@ -376,6 +402,79 @@ void Oma::start_node_lease() {
   lease_->start();
 }
 
+TakeoverActions Oma::takeover_actions() {
+  TakeoverActions a;
+  a.stop_copy = [this](const TakeoverRecord& t) {
+    jobs_->vma_for(t.vm_id)->stop(*t.failed_job_id);
+    repos_->jobs.add_event(*t.failed_job_id, EventLevel::Info,
+                           fmt::format("node {}: the VMA confirmed that the interrupted pass's copy has stopped",
+                                       config_.node.node_id));
+  };
+  a.detach = [this](const TakeoverRecord& t) {
+    auto session = cloudstack_->session();
+    const std::string& mine = session->volumes->config().oma_vm_id;
+    for (const auto& d : repos_->vms.list_disks(t.vm_id)) {
+      auto v = repos_->storage.find_volume(t.vm_id, d.disk_key);
+      if (!v) continue;
+      cloudstack::DiskRef ref{t.vm_id, d.disk_key, static_cast<uint64_t>(v->size_bytes)};
+      cloudstack::Volume vol = session->volumes->require_owned(v->volume_id, ref);
+      if (vol.virtual_machine_id.empty() || vol.virtual_machine_id == mine) continue;
+      if (vol.virtual_machine_id != t.from_cloudstack_vm_id) {
+        throw Error(fmt::format("volume {} (VM {} disk {}) is attached to CloudStack VM {}, which is neither the dead "
+                                "node {}'s VM ({}) nor this node's ({}): not touching it; find out what holds it",
+                                v->volume_id, t.vm_id, d.disk_key, vol.virtual_machine_id, t.from_node,
+                                t.from_cloudstack_vm_id.empty() ? "not recorded" : t.from_cloudstack_vm_id, mine));
+      }
+      session->volumes->detach(v->volume_id, ref);
+      log::info("node {}: volume {} (VM {} disk {}) detached from node {}'s VM {}", config_.node.node_id,
+                v->volume_id, t.vm_id, d.disk_key, t.from_node, t.from_cloudstack_vm_id);
+    }
+  };
+  a.attach = [this](const TakeoverRecord& t) {
+    for (const auto& d : repos_->vms.list_disks(t.vm_id)) {
+      auto v = repos_->storage.find_volume(t.vm_id, d.disk_key);
+      if (!v) continue;
+      std::string device = volume_backend_->ready(
+          {v->volume_id, v->vm_id, v->disk_key, static_cast<uint64_t>(v->size_bytes)}, v->device_path);
+      if (device != v->device_path) repos_->storage.set_volume_device(v->volume_id, device);
+    }
+  };
+  a.export_volumes = [this](const TakeoverRecord& t) {
+    for (const auto& d : repos_->vms.list_disks(t.vm_id)) {
+      auto v = repos_->storage.find_volume(t.vm_id, d.disk_key);
+      if (v) exports_->ensure_export(d, *v);
+    }
+  };
+  a.resume = [this](const TakeoverRecord& t) {
+    JobKind kind = repos_->jobs.get_job(*t.failed_job_id).kind;
+    if (!is_pass(kind)) return;
+    std::string job;
+    try {
+      job = jobs_->start(t.vm_id, kind);
+    } catch (const Conflict& e) {
+      log::info("node {}: VM {}: its pass is not started again here: {}", config_.node.node_id, t.vm_id, e.what());
+      return;
+    } catch (const UsageError& e) {
+      if (kind != JobKind::Incremental) throw;
+      job = jobs_->start(t.vm_id, JobKind::Full);  // a disk without a committed change ID
+    }
+    repos_->jobs.add_event(*t.failed_job_id, EventLevel::Info,
+                           fmt::format("node {} started the VM's replication again as job {}", config_.node.node_id,
+                                       job));
+  };
+  // The nbdkit backends serve what has a symlink in the exports directory (per-VMA
+  // servers follow it: vma_isolated_exports.h). nbd-server: not swept (its exports are
+  // config sections; the fence still refuses every change).
+  if (config_.export_backend == "nbdkit") {
+    a.serves = [dir = config_.exports_dir](const std::string& name) {
+      std::error_code ec;
+      return std::filesystem::is_symlink(dir + "/" + name, ec);
+    };
+    a.withdraw = [this](const std::string& name) { export_server_->cut_off({name}); };
+  }
+  return a;
+}
+
 void Oma::start_event_services() {
   gui::EventHubOptions eo;
   eo.poll_interval = std::chrono::milliseconds(config_.events_poll_ms);
@@ -395,6 +494,7 @@ void Oma::stop() {
   if (scheduler_) scheduler_->stop();
   if (gui_) gui_->stop();
   if (api_) api_->stop();
+  if (failover_) failover_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();
   // Last: the node held its lease while it could still touch volumes.

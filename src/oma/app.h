@@ -29,6 +29,7 @@
 #include "oma/https.h"
 #include "oma/jobs/scheduler.h"
 #include "oma/jobs/job_manager.h"
+#include "oma/nodes/node_failover.h"
 #include "oma/nodes/node_lease.h"
 #include "oma/nodes/placed_target_checks.h"
 #include "oma/pairing/pairing_service.h"
@@ -138,6 +139,8 @@ class Oma {
   PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
   NodeLease* node_lease() { return lease_.get(); }  // null: single node
+  NodeFailover* node_failover() { return failover_.get(); }  // null: single node
+  ExportManager& exports() { return *exports_; }
 
  private:
   void bootstrap_token();
@@ -148,6 +151,7 @@ class Oma {
   std::string read_vma_token() const;
   void start_event_services();  // the event stream and the scheduler
   void start_node_lease();      // with a node id: register, hold the lease
+  TakeoverActions takeover_actions();  // a node's takeover steps in CloudStack and exports
 
   OmaConfig config_;
   std::optional<FileLock> lock_;  // DATA/oma.lock, from start() to stop()
@@ -166,6 +170,7 @@ class Oma {
   std::unique_ptr<NodeLease> lease_;
   std::unique_ptr<PlacedTargetChecks> placed_checks_;  // with a node id: passes placed on a node first
   std::unique_ptr<ExportManager> exports_;
+  std::unique_ptr<NodeFailover> failover_;  // with a node id: takes dead nodes' VMs over, fences this one
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<PairingService> pairing_;
   std::unique_ptr<JobManager> jobs_;

@@ -280,8 +280,9 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
     p.throughput_bps = e.value("throughput_bps", 0.0);
     p.eta_seconds = e.value("eta_seconds", 0.0);
   }
-  if (d.copy->running()) {
+  if (d.copy->running() || hold_copies_) {
     p.status = DiskStatus::Copying;
+    if (p.phase != DiskPhase::Copying) p.phase = DiskPhase::Copying;
   } else if (d.copy->exit_status() == 0) {
     p.status = DiskStatus::Completed;
     p.change_id = change_id;

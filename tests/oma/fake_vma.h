@@ -75,6 +75,9 @@ class FakeVma {
   void set_source(const std::string& disk_key, const std::string& uri);
   // When true, scripted jobs (no source) complete every disk as soon as they are polled.
   void set_auto_complete(bool on) { auto_complete_ = on; }
+  // When true, real copies report "copying" even once their copy exited, until set
+  // false again: a pass held in the middle (a test kills the OMA then).
+  void hold_copies(bool on) { hold_copies_ = on; }
   // How scripted and automatic completions are backed by writes from now on.
   void lie(Lie how) { lie_ = how; }
   // The OMA's export server now listens on `port` (a test restarted the OMA, which chose
@@ -186,6 +189,7 @@ class FakeVma {
   std::string instance_;
   int generation_ = 0;
   std::atomic<bool> auto_complete_{false};
+  std::atomic<bool> hold_copies_{false};
   std::atomic<Lie> lie_{Lie::None};
   std::atomic<int> exports_port_{0};  // serve_exports_on(); 0: the replicate request's
   std::atomic<int> polls_{0};

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "fake_vma.h"
+#include "oma/errors.h"
 #include "oma_service.h"
 #include "placement_checks.h"
 #include "support/files.h"
@@ -118,6 +119,41 @@ TEST(NodeJobs, APassOfAVmPlacedOnAnotherNodeIsRefusedSayingWhere) {
   json failed = test::wait_for_job(*s.api, s.start(vm), test::job_ended);
   EXPECT_EQ(failed["status"], "failed") << failed.dump();
   EXPECT_NE(failed.dump().find("volumes are on OMA node oma-b"), std::string::npos) << failed.dump();
+}
+
+// Fencing (issue 18, item 3): once the VM is placed on another node (taken over while
+// this node was frozen or cut off), this node refuses every export change for it, and its
+// next failover round withdraws the exports it still serves; a pass it is asked to run is
+// refused before anything is touched.
+TEST(NodeJobs, ANodeThatLostAVmRefusesExportChangesAndWithdrawsItsExports) {
+  NodeService s;
+  const std::string vm = test::test_vm_uuid(1);
+  s.add_vm(vm, 1);
+  json done = test::wait_for_job(*s.api, s.start(vm), test::job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump();
+  Repositories& r = s.oma->repos();
+  DiskRecord disk = r.vms.list_disks(vm).at(0);
+  VolumeRecord volume = r.storage.find_volume(vm, disk.disk_key).value();
+  std::string name = r.storage.list_exports().at(0).export_name;
+  const std::string link = s.dir.file("data/exports/" + name);
+  ASSERT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_NO_THROW(s.oma->exports().ensure_export(disk, volume));  // still ours
+
+  // Another node took the VM over (what its claim writes).
+  test::register_placement_node(r, "oma-b", 32);
+  r.database.exec("UPDATE vm_placements SET node_id = 'oma-b' WHERE vm_id = ?", {vm});
+  try {
+    s.oma->exports().ensure_export(disk, volume);
+    ADD_FAILURE() << "node oma-a changed the export of a VM placed on oma-b";
+  } catch (const Conflict& e) {
+    EXPECT_NE(std::string(e.what()).find("its volumes are placed on node oma-b"), std::string::npos) << e.what();
+  }
+  ASSERT_NE(s.oma->node_failover(), nullptr);
+  s.oma->node_failover()->tick();
+  EXPECT_FALSE(std::filesystem::is_symlink(link)) << "node oma-a still serves " << name;
+  json refused = test::wait_for_job(*s.api, s.start(vm), test::job_ended);
+  EXPECT_EQ(refused["status"], "failed") << refused.dump();
+  EXPECT_FALSE(std::filesystem::is_symlink(link));
 }
 
 // The operator's commands: `migratekit nodes`, `nodes drain|activate NODE`, `move VM NODE`.

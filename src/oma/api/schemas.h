@@ -16,6 +16,7 @@
 #include "oma/db/config_repository.h"
 #include "oma/db/job_repository.h"
 #include "oma/db/node_repository.h"
+#include "oma/db/takeover_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
 #include "oma/nodes/placement.h"
@@ -43,6 +44,7 @@ inline const std::vector<std::string> kFailoverKinds = enum_names<FailoverKind>(
 inline const std::vector<std::string> kNodeStates = enum_names<NodeState>();
 inline const std::vector<std::string> kLeaseStates = enum_names<LeaseState>();
 inline const std::vector<std::string> kPlacementLimits = enum_names<PlacementLimit>();
+inline const std::vector<std::string> kTakeoverSteps = enum_names<TakeoverStep>();
 
 
 // Field makers. `description` says what the value is; examples are realistic values.

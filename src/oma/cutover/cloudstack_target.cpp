@@ -112,7 +112,7 @@ std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
     if (report.fields[i] == "network_mappings" || report.fields[i] == "test_network_id") continue;
     problems += "\n  - " + report.fields[i] + ": " + report.problems[i];
   }
-  if (!problems.empty() || report.oma_vm_id.empty()) {
+  if (!problems.empty() || (report.oma_vm_id.empty() && options_.oma_vm_id.empty())) {
     throw UsageError("the CloudStack settings do not check out (POST /api/v1/settings/cloudstack/validate):" +
                      (problems.empty() ? std::string("\n  - the OMA's VM was not found") : problems));
   }
@@ -121,7 +121,7 @@ std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
       cloudstack::Endpoint{s.api_url, s.api_key, s.secret_key}, options_.client);
   cloudstack::VolumesConfig vc;
   vc.oma_id = oma_id();
-  vc.oma_vm_id = report.oma_vm_id;
+  vc.oma_vm_id = options_.oma_vm_id.empty() ? report.oma_vm_id : options_.oma_vm_id;
   vc.zone_id = s.zone_id;
   vc.disk_offering_id = s.disk_offering_id;
   vc.by_id_dir = options_.by_id_dir;

@@ -40,6 +40,10 @@ struct CloudStackOptions {
   std::string by_id_dir = "/dev/disk/by-id";
   std::chrono::milliseconds device_timeout{std::chrono::seconds(120)};
   cloudstack::ClientOptions client;
+  // This OMA's VM in CloudStack, where its volumes are attached. "": the VM found by the
+  // settings' oma_mac. An OMA node of several names its own (--node-cloudstack-vm-id):
+  // the settings are the service's, shared by every node.
+  std::string oma_vm_id;
 };
 
 struct NetworkMappingRow {

@@ -313,6 +313,11 @@ void JobRepository::end_unfinished_disks(const std::string& job_id, JobStatus st
 void JobRepository::commit_change_ids(const std::string& job_id) {
   db_.transaction([&] {
     JobRecord j = get_job(job_id);
+    // A job that ended meanwhile (another node failed it when it took the VM over) must
+    // never commit: the next pass runs from the change IDs committed before it.
+    if (is_terminal(j.status) && j.status != JobStatus::Completed)
+      throw Error(fmt::format("job {} has ended ({}{}): its change IDs are not committed", job_id, j.status,
+                              j.error ? ": " + *j.error : std::string()));
     auto disks = job_disks(job_id);
     if (disks.empty()) throw Error(fmt::format("job {} has no disks: nothing to commit", job_id));
     int64_t t = now_ms();

@@ -265,6 +265,29 @@ const std::vector<std::string> kNodes = {
       version BIGINT NOT NULL))",
 };
 
+// Version 10, failover (issue 18 item 3): a node that takes over a dead node's VM
+// records each step of the takeover here (one row per VM, replaced by its next
+// takeover), so that a takeover interrupted by another crash is finished by the node
+// that claimed it. from_* are the dead node as the claim found it (its incarnation and
+// its CloudStack VM, from which the volumes are detached). step: claimed, detached,
+// attached, exported (done).
+const std::vector<std::string> kTakeovers = {
+    R"(CREATE TABLE IF NOT EXISTS vm_takeovers (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      from_node VARCHAR(64) NOT NULL,
+      from_incarnation BIGINT NOT NULL,
+      from_cloudstack_vm_id VARCHAR(64) NOT NULL,
+      to_node VARCHAR(64) NOT NULL,
+      step VARCHAR(16) NOT NULL,
+      reason TEXT NOT NULL,
+      failed_job_id VARCHAR(36) NULL,
+      error TEXT NULL,
+      claimed_at BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL,
+      finished_at BIGINT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+};
+
 // Version 9, checked VMA reports (issue 13, finding 3): each disk export's count of
 // durable written bytes (ExportBackend::written_bytes) when the pass started. NULL: not
 // recorded (a backend that cannot count, or a pass started by an older OMA). Runs again
@@ -311,6 +334,7 @@ const std::vector<Migration>& migrations() {
        [](Database& db, const std::function<const SecretBox&()>&) { add_placement_lock(db); }},
       {9, "written-bytes baselines of pass disks", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_written_baseline(db); }},
+      {10, "takeovers of a dead node's VMs", kTakeovers},
   };
   return all;
 }

@@ -67,9 +67,11 @@ class PlacementRepository {
   std::vector<PlacementRecord> list();
   // The nodes with their use, as placement sees them now (the database's clock).
   std::vector<NodeCapacity> capacities();
+  // Takes the placement_lock row: the first statement of every transaction that changes
+  // placements (here, and a failover's claim: TakeoverRepository).
+  void lock();
 
  private:
-  void lock();  // the placement_lock row: first statement of every placement transaction
   PlacementNeed need_of(const std::string& vm_id);
   void place_queue();  // inside a transaction holding the lock
 

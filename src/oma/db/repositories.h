@@ -23,6 +23,7 @@
 #include "oma/db/placement_repository.h"
 #include "oma/db/schedule_repository.h"
 #include "oma/db/storage_repository.h"
+#include "oma/db/takeover_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/db/vma_repository.h"
 
@@ -30,7 +31,7 @@ namespace mk::oma {
 
 struct Repositories {
   explicit Repositories(db::Database& db)
-      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db) {}
+      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db), takeovers(db, jobs, placements) {}
 
   db::Database& database;
   VmRepository vms;
@@ -41,6 +42,7 @@ struct Repositories {
   ScheduleRepository schedules;
   NodeRepository nodes;
   PlacementRepository placements;
+  TakeoverRepository takeovers;
 };
 
 }  // namespace mk::oma

@@ -86,6 +86,10 @@ void StorageRepository::set_volume_size(const std::string& volume_id, int64_t si
   db_.exec("UPDATE volumes SET size_bytes = ? WHERE volume_id = ?", {size_bytes, volume_id});
 }
 
+void StorageRepository::set_volume_device(const std::string& volume_id, const std::string& device_path) {
+  db_.exec("UPDATE volumes SET device_path = ? WHERE volume_id = ?", {device_path, volume_id});
+}
+
 void StorageRepository::update_export_device(const std::string& name, const std::string& device_path,
                                              int64_t size_bytes) {
   db_.exec("UPDATE nbd_exports SET device_path = ?, size_bytes = ?, verified_at = NULL WHERE export_name = ?",

@@ -49,6 +49,8 @@ class StorageRepository {
   std::optional<VolumeRecord> find_volume(const std::string& vm_id, const std::string& disk_key);
   void insert_volume(const VolumeRecord& v);
   void set_volume_size(const std::string& volume_id, int64_t size_bytes);  // grown
+  // Where the volume's device is now (a node that took it over sees it at its own path).
+  void set_volume_device(const std::string& volume_id, const std::string& device_path);
   std::vector<VolumeRecord> list_volumes();
 
   // Exports, by name.

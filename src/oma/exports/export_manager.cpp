@@ -14,6 +14,7 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
     throw Error(fmt::format("refusing to export volume {} (VM {} disk {}) for VM {} disk {}: it belongs to another disk",
                             volume.volume_id, volume.vm_id, volume.disk_key, disk.vm_id, disk.disk_key));
   }
+  if (fence_) fence_(disk.vm_id);
   std::string name = export_name(disk.vm_id, disk.unit);
   auto existing = storage_.find_export(name);
   if (existing) {

@@ -18,6 +18,11 @@ namespace {
 // Thrown inside a runner to unwind to its end state.
 struct Cancelled {};
 struct ShuttingDown {};
+// The job ended while this runner ran it: another OMA node took its VM over and failed
+// it (nodes/node_failover.h). The runner leaves it as it is.
+struct EndedElsewhere {
+  std::string status;
+};
 
 // A step in the job's log: begun on construction, ended "failed" unless done() is called.
 class Step {
@@ -154,6 +159,10 @@ void JobManager::cancel(const std::string& job_id) {
 int JobManager::recover() {
   int n = 0;
   for (const auto& j : jobs_.active_jobs()) {
+    if (options_.runs_here && !options_.runs_here(j.vm_id)) {
+      log::info("job {} (VM {}) is active on another OMA node: not resumed here", j.job_id, j.vm_id);
+      continue;
+    }
     jobs_.add_event(j.job_id, EventLevel::Warn,
                     fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
     log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
@@ -213,7 +222,9 @@ void JobManager::check_cancel(const std::string& job_id) {
     std::lock_guard lock(mu_);
     if (stopping_) throw ShuttingDown{};
   }
-  if (jobs_.get_job(job_id).cancel_requested) throw Cancelled{};
+  JobRecord j = jobs_.get_job(job_id);
+  if (is_terminal(j.status)) throw EndedElsewhere{enum_name(j.status)};
+  if (j.cancel_requested) throw Cancelled{};
 }
 
 void JobManager::run_custom(const JobRecord& job) {
@@ -384,6 +395,10 @@ void JobManager::run(const std::string& job_id) {
     if (j.status == JobStatus::Committing) commit(j, vma_ended);
   } catch (const ShuttingDown&) {
     log::info("job {}: OMA stopping; the job resumes at the next start", job_id);
+  } catch (const EndedElsewhere& e) {
+    log::warn("job {}: it ended ({}) while this node ran it (another OMA node took its VM over); this node leaves "
+              "it and its volumes alone",
+              job_id, e.status);
   } catch (const Cancelled&) {
     end_pass(job_id, JobStatus::Cancelled, "cancelled by request");
   } catch (const std::exception& e) {

@@ -85,6 +85,9 @@ struct JobOptions {
   std::function<void(const std::string& job_id)> after_finish;
   TargetChecks* target = nullptr;  // the target's preflight and volume slots; null: none (local volumes)
   std::chrono::milliseconds slot_poll_interval{5000};  // how often a waiting pass looks for free slots
+  // On an OMA node of several: whether this node runs the VM's jobs (its volumes are
+  // placed here, or nowhere yet). recover() resumes only those; unset: every job.
+  std::function<bool(const std::string& vm_id)> runs_here;
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -127,7 +130,9 @@ class JobManager {
   // Asks an active pass to stop; it ends cancelled once no writer is left (see the
   // top), "cancelling" until then. Throws NotFound or Conflict (already finished).
   void cancel(const std::string& job_id);
-  // Resumes every job the database says is active. Returns how many. Call once at start.
+  // Resumes every job the database says is active (on a node: of the VMs it runs).
+  // Returns how many. Call once at start. A runner whose job was ended by another node
+  // meanwhile (a failover failed it) stops at its next check without writing anything.
   int recover();
   // Stops all runners without changing their jobs (they resume on the next start).
   void shutdown();

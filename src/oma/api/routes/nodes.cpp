@@ -54,6 +54,22 @@ const Schema kNode{{
     int_field("vms", "VMs placed on it", 6),
 }, "Node", "an OMA node, its lease and its capacity"};
 
+const Schema kTakeover{{
+    node_id_field("from_node", "the dead node whose lease expired"),
+    node_id_field("to_node", "the node that took the VM over"),
+    enum_field("step", "the last step done: claimed (placement moved, running pass failed), detached (from the dead "
+                       "node's VM), attached (to the new node's VM), exported (exports recreated, pass started "
+                       "again: done)",
+               kTakeoverSteps),
+    text_field("reason", "why, in words", "OMA node oma-1 stopped renewing its lease (incarnation 3, expired 812 ms "
+                                          "before by the database's clock: ...); node oma-2 took VM ... over"),
+    nullable(uuid_field("failed_job_id", "the pass the takeover failed")),
+    nullable(text_field("error", "the last step's failure (tried again every round)",
+                        "takeover of VM ... stopped at step 'claimed': ...")),
+    time_field("claimed_at", "when it was claimed (the database's clock)"),
+    nullable(time_field("finished_at", "when its last step was done (the database's clock)")),
+}, "Takeover", "the latest takeover of a VM from a dead node (failover), step by step"};
+
 const Schema kPlacement{{
     uuid_field("vm_id", "the VM"),
     nullable(node_id_field("node_id", "the node that holds the VM's volumes (null: waiting in the queue)")),
@@ -66,6 +82,9 @@ const Schema kPlacement{{
     nullable(node_id_field("requested_node_id", "the node an operator moves it to, at its next pass")),
     time_field("queued_at", "when it was first placed or queued (the database's clock)"),
     nullable(time_field("placed_at", "when it was placed (the database's clock)")),
+    nullable(object_field("takeover", "its latest takeover from a dead node (GET of one VM's placement only; "
+                                      "null: none, or in lists)",
+                          &kTakeover)),
 }, "Placement", "which OMA node holds a VM's volumes, or why it waits"};
 
 const Schema kNodeList{{
@@ -79,9 +98,18 @@ const Schema kMove{{
     node_id_field("node_id", "the node to move the VM to"),
 }, "MoveRequest", "an operator's move of a VM to another node"};
 
-json placement_json(const PlacementRecord& p) {
+json placement_json(const PlacementRecord& p, const std::optional<TakeoverRecord>& t = std::nullopt) {
   auto opt = [](const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); };
+  json takeover = nullptr;
+  if (t) {
+    takeover = {{"from_node", t->from_node},     {"to_node", t->to_node},
+                {"step", t->step},               {"reason", t->reason},
+                {"failed_job_id", opt(t->failed_job_id)}, {"error", opt(t->error)},
+                {"claimed_at", t->claimed_at},
+                {"finished_at", t->finished_at ? json(*t->finished_at) : json(nullptr)}};
+  }
   return {{"vm_id", p.vm_id},
+          {"takeover", takeover},
           {"node_id", opt(p.node_id)},
           {"slots", p.slots},
           {"disk_bytes", p.disk_bytes},
@@ -177,14 +205,15 @@ std::vector<Route> node_routes(const Services& s) {
       .tag = &kTag,
       .summary = "Which node holds a VM's volumes, or why it waits",
       .description = "The VM's placement: its node, or its place in the queue with the limit that keeps it waiting "
-                     "and how many slots it needs.",
+                     "and how many slots it needs; and its latest takeover from a dead node, step by step.",
       .role = "viewer",
       .params = {uuid_path_param("vm_id", "the VM")},
       .responses = {{200, "the placement", &kPlacement}, {404, "the VM has no placement"}},
-      .handler = [&placements](const Request& req, const json&, const Caller&) -> Reply {
+      .handler = [&placements, &takeovers = s.repos.takeovers](const Request& req, const json&, const Caller&) -> Reply {
                  return {200, placement_json(found(placements.find(req.param("vm_id")),
                                                    fmt::format("VM {} is not placed on a node (POST its placement)",
-                                                               req.param("vm_id")))),
+                                                               req.param("vm_id"))),
+                                             takeovers.find(req.param("vm_id"))),
                          ""};
                }});
   routes.push_back({

@@ -1,0 +1,138 @@
+#include "oma/db/takeover_repository.h"
+
+#include <fmt/format.h>
+
+#include "oma/db/table.h"
+#include "oma/errors.h"
+
+namespace mk::oma {
+
+using db::column;
+using db::Table;
+using db::Value;
+
+const EnumTable<TakeoverStep>& enum_table(TakeoverStep) {
+  static const EnumTable<TakeoverStep> t{"takeover step", {{TakeoverStep::Claimed, "claimed"},
+      {TakeoverStep::Detached, "detached"}, {TakeoverStep::Attached, "attached"}, {TakeoverStep::Exported, "exported"}}};
+  return t;
+}
+
+namespace {
+
+const Table<TakeoverRecord> kTakeovers{"vm_takeovers", {column("vm_id", &TakeoverRecord::vm_id),
+    column("from_node", &TakeoverRecord::from_node), column("from_incarnation", &TakeoverRecord::from_incarnation),
+    column("from_cloudstack_vm_id", &TakeoverRecord::from_cloudstack_vm_id),
+    column("to_node", &TakeoverRecord::to_node), column("step", &TakeoverRecord::step),
+    column("reason", &TakeoverRecord::reason), column("failed_job_id", &TakeoverRecord::failed_job_id),
+    column("error", &TakeoverRecord::error), column("claimed_at", &TakeoverRecord::claimed_at),
+    column("updated_at", &TakeoverRecord::updated_at), column("finished_at", &TakeoverRecord::finished_at)}, 1};
+
+}  // namespace
+
+std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& node_id) {
+  std::optional<TakeoverRecord> out;
+  db_.transaction([&] {
+    placements_.lock();
+    const std::string now_sql = db_.now_ms_sql();
+    const int64_t now = db_.query("SELECT " + now_sql).at(0).i64(0);
+    // VMs of nodes whose lease expired (not released: a clean stop keeps its VMs), oldest
+    // placement first; none whose active job is not a pass (see the header).
+    auto candidates = db_.query(
+        fmt::format("SELECT p.vm_id, p.node_id, p.slots, p.disk_bytes, n.incarnation, n.cloudstack_vm_id, "
+                    "n.lease_expires_at, a.job_id, j.kind FROM vm_placements p "
+                    "JOIN oma_nodes n ON n.node_id = p.node_id "
+                    "LEFT JOIN active_jobs a ON a.vm_id = p.vm_id "
+                    "LEFT JOIN replication_jobs j ON j.job_id = a.job_id "
+                    "WHERE p.node_id <> ? AND n.lease_expires_at <= {} AND n.released_at IS NULL "
+                    "ORDER BY p.placed_at, p.vm_id",
+                    now_sql),
+        {node_id});
+    if (candidates.empty()) return;
+    std::vector<NodeCapacity> nodes = placements_.capacities();
+    for (const auto& c : candidates) {
+      if (!c.is_null(7) && !is_pass(parse_enum<JobKind>(c.str(8), "replication_jobs.kind"))) continue;
+      PlacementDecision d = choose_node(nodes, {c.i64(2), c.i64(3)}, node_id);
+      if (!d.node_id) continue;  // no room here: another node may have it
+      TakeoverRecord t;
+      t.vm_id = c.str(0);
+      t.from_node = c.str(1);
+      t.from_incarnation = c.i64(4);
+      t.from_cloudstack_vm_id = c.str(5);
+      t.lease_expired_at = c.i64(6);
+      t.to_node = node_id;
+      // The guard is the statement's: the dead node's lease is still expired, by the
+      // database's clock, and it is still the incarnation we judged dead.
+      int64_t moved = db_.exec(
+          fmt::format("UPDATE vm_placements SET node_id = ?, requested_node_id = NULL, placed_at = {0} "
+                      "WHERE vm_id = ? AND node_id = ? AND EXISTS (SELECT 1 FROM oma_nodes n WHERE n.node_id = ? "
+                      "AND n.incarnation = ? AND n.lease_expires_at <= {0} AND n.released_at IS NULL)",
+                      now_sql),
+          {node_id, t.vm_id, t.from_node, t.from_node, t.from_incarnation});
+      if (moved != 1) continue;
+      t.reason = fmt::format(
+          "OMA node {} stopped renewing its lease (incarnation {}, expired {} ms before by the database's clock: "
+          "its process or VM died, or it lost the database); node {} took VM {} over",
+          t.from_node, t.from_incarnation, now - t.lease_expired_at, node_id, t.vm_id);
+      if (!c.is_null(7)) {
+        t.failed_job_id = c.str(7);
+        std::string error = fmt::format(
+            "{}. This pass was interrupted: what it wrote is unknown and its change IDs were never committed, so "
+            "the next pass starts from the last committed change IDs and rewrites every area this one could have "
+            "touched",
+            t.reason);
+        jobs_.add_event(*t.failed_job_id, EventLevel::Error, error);
+        jobs_.finish_job(*t.failed_job_id, JobStatus::Failed, error);
+      }
+      db_.exec("DELETE FROM vm_takeovers WHERE vm_id = ?", {t.vm_id});
+      t.step = TakeoverStep::Claimed;
+      t.claimed_at = t.updated_at = now;
+      kTakeovers.insert(db_, t);
+      out = t;
+      return;
+    }
+  });
+  return out;
+}
+
+std::vector<TakeoverRecord> TakeoverRepository::unfinished(const std::string& node_id) {
+  return kTakeovers.query(db_, "WHERE to_node = ? AND finished_at IS NULL ORDER BY claimed_at, vm_id", {node_id});
+}
+
+bool TakeoverRepository::advance(const std::string& vm_id, const std::string& node_id, TakeoverStep step) {
+  const std::string now = db_.now_ms_sql();
+  return db_.exec(fmt::format("UPDATE vm_takeovers SET step = ?, error = NULL, updated_at = {0}, finished_at = {1} "
+                              "WHERE vm_id = ? AND to_node = ? AND EXISTS (SELECT 1 FROM vm_placements p "
+                              "WHERE p.vm_id = vm_takeovers.vm_id AND p.node_id = ?)",
+                              now, step == TakeoverStep::Exported ? now : std::string("NULL")),
+                  {enum_name(step), vm_id, node_id, node_id}) == 1;
+}
+
+void TakeoverRepository::record_error(const std::string& vm_id, const std::string& node_id, const std::string& error) {
+  db_.exec(fmt::format("UPDATE vm_takeovers SET error = ?, updated_at = {} WHERE vm_id = ? AND to_node = ?",
+                       db_.now_ms_sql()),
+           {error, vm_id, node_id});
+}
+
+std::optional<TakeoverRecord> TakeoverRepository::find(const std::string& vm_id) {
+  return kTakeovers.query_one(db_, "WHERE vm_id = ?", {vm_id});
+}
+
+std::optional<std::string> TakeoverRepository::owner_of(const std::string& vm_id) {
+  auto rows = db_.query("SELECT node_id FROM vm_placements WHERE vm_id = ? AND node_id IS NOT NULL", {vm_id});
+  if (rows.empty()) return std::nullopt;
+  return rows.at(0).str(0);
+}
+
+std::vector<ForeignExport> TakeoverRepository::exports_placed_elsewhere(const std::string& node_id) {
+  std::vector<ForeignExport> out;
+  for (const auto& r : db_.query("SELECT e.export_name, v.vm_id, p.node_id FROM nbd_exports e "
+                                 "JOIN volumes v ON v.volume_id = e.volume_id "
+                                 "JOIN vm_placements p ON p.vm_id = v.vm_id "
+                                 "WHERE p.node_id IS NOT NULL AND p.node_id <> ? ORDER BY e.export_name",
+                                 {node_id})) {
+    out.push_back({r.str(0), r.str(1), r.str(2)});
+  }
+  return out;
+}
+
+}  // namespace mk::oma

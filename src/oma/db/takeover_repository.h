@@ -1,0 +1,98 @@
+// TakeoverRepository: failover of a dead OMA node's VMs (issue 18, item 3), in the
+// database: the claim that moves a VM to a live node, and the record of each step of
+// the takeover that follows (vm_takeovers).
+//
+// A node is dead when its lease expired by the database's clock (it stopped renewing:
+// its process or VM died, or it lost the database). A node that stopped cleanly
+// released its lease: its VMs stay where they are until it comes back (or an operator
+// moves them). claim_one() is one transaction that
+//   * takes the placement lock (as every placement does), so two live nodes never both
+//     count one free slot nor both claim one VM;
+//   * moves one VM of a dead node to the claiming node, guarded in the UPDATE itself by
+//     the dead node's lease still being expired (and its incarnation unchanged), by the
+//     database's clock: a node that renewed meanwhile keeps its VM;
+//   * fails the VM's running pass with the reason (naming the dead node): its writes are
+//     unknown and its change IDs were never committed, so the next pass starts from the
+//     committed ones and rewrites every area that pass could have touched;
+//   * records the takeover at step "claimed".
+// The claiming node then runs the steps (nodes/node_failover.h) and records each one;
+// each step is idempotent, so a node that crashed in the middle finishes its own
+// takeovers after it restarts, and one whose lease ran out meanwhile loses them to the
+// next claim like any other VM.
+//
+// A VM whose active job is not a pass (a cutover or test failover on the dead node) is
+// not claimed: its volumes may be on a VM being built; an operator finishes it.
+//
+// Does not own the Database. Thread-safe: each method is one statement or one
+// transaction on the thread-safe Database.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/enum_names.h"
+#include "oma/db/database.h"
+#include "oma/db/job_repository.h"
+#include "oma/db/placement_repository.h"
+
+namespace mk::oma {
+
+// Where a takeover is: claimed (placement moved, job failed), detached (the volumes
+// left the dead node's VM), attached (on the new node's VM, devices there), exported
+// (its exports recreated on the new node: done).
+enum class TakeoverStep { Claimed, Detached, Attached, Exported };
+const EnumTable<TakeoverStep>& enum_table(TakeoverStep);
+
+// Times in ms since the Unix epoch on the database's clock.
+struct TakeoverRecord {
+  std::string vm_id;
+  std::string from_node;
+  int64_t from_incarnation = 0;
+  std::string from_cloudstack_vm_id;  // "" with local volumes
+  std::string to_node;
+  TakeoverStep step = TakeoverStep::Claimed;
+  std::string reason;
+  std::optional<std::string> failed_job_id;  // the pass the claim failed
+  std::optional<std::string> error;          // the last step's failure (retried)
+  int64_t claimed_at = 0, updated_at = 0;
+  std::optional<int64_t> finished_at;
+  int64_t lease_expired_at = 0;  // the dead node's lease expiry (claim_one's answer only)
+};
+
+// An export this node may still serve although its VM is placed on another node.
+struct ForeignExport {
+  std::string export_name, vm_id, node_id;
+};
+
+class TakeoverRepository {
+ public:
+  TakeoverRepository(db::Database& db, JobRepository& jobs, PlacementRepository& placements)
+      : db_(db), jobs_(jobs), placements_(placements) {}
+
+  // Claims one VM of a dead node for `node_id` (alive, active, with room for it), as
+  // described above; nullopt when there is none it can take now.
+  std::optional<TakeoverRecord> claim_one(const std::string& node_id);
+  // The takeovers `node_id` claimed and has not finished, oldest first.
+  std::vector<TakeoverRecord> unfinished(const std::string& node_id);
+  // Records that a step is done (and, for Exported, that the takeover is finished),
+  // only while the VM is still placed on `node_id`; false when it is not (lost again).
+  bool advance(const std::string& vm_id, const std::string& node_id, TakeoverStep step);
+  // Records a step's failure (retried at the next round).
+  void record_error(const std::string& vm_id, const std::string& node_id, const std::string& error);
+  std::optional<TakeoverRecord> find(const std::string& vm_id);
+
+  // Whether the VM is placed on `node_id` now (the fencing check before an export change).
+  std::optional<std::string> owner_of(const std::string& vm_id);
+  // Exports recorded for VMs placed on another node than `node_id`: what a node that lost
+  // its VMs must not serve.
+  std::vector<ForeignExport> exports_placed_elsewhere(const std::string& node_id);
+
+ private:
+  db::Database& db_;
+  JobRepository& jobs_;
+  PlacementRepository& placements_;
+};
+
+}  // namespace mk::oma

@@ -1,0 +1,348 @@
+// Failover between OMA nodes (issue 18, item 3; label scale): two real `oma` processes
+// over one real MariaDB, the "cloudstack" volume backend against the CloudStack
+// simulator serving one VM per node (each node's volumes appear in its own by-id
+// directory), and the fake VMA copying real source files through NBD.
+//
+//  * A node SIGKILLed in the middle of a pass: its pass fails with a reason naming the
+//    dead node, the surviving node takes the VM over (the simulator shows its volumes
+//    detached from the dead node's VM and attached to the survivor's, never elsewhere),
+//    the interrupted pass's change IDs are never committed, and the next pass on the
+//    survivor starts from the last committed ones and leaves every target disk identical
+//    to its source by SHA-256, although the interrupted pass left unknown writes on it.
+//    The survivor starts the pass again by itself. The failover time (kill -> pass
+//    failed, -> VM taken over and exported, -> its pass copying again on the survivor) is
+//    printed, never asserted.
+//  * A node frozen (SIGSTOP) until its lease expired and its VM was taken over, then
+//    resumed: it withdraws its exports of the VM it lost, registers again without
+//    touching the VM, and a pass it is asked to run is refused, the volumes staying on the
+//    other node.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "cloudstack/volumes.h"
+#include "fake_vma.h"
+#include "mariadb_server.h"
+#include "oma/db/repositories.h"
+#include "oma_process.h"
+#include "oma_service.h"
+#include "sim_server.h"
+#include "support/files.h"
+#include "support/nbdkit_server.h"
+#include "support/net.h"
+#include "support/temp_dir.h"
+
+namespace mk::oma::test {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kCapacity = 1048576;
+const std::vector<std::string> kKeys = {"2000", "2001"};
+
+std::string events_text(const json& job) {
+  std::string out;
+  for (const auto& e : job["events"]) out += e["message"].get<std::string>() + "\n";
+  return out;
+}
+
+int64_t ms_since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+// Polls `done` every 50 ms; false after `seconds` (only stops a hung test).
+template <typename F>
+bool eventually(F done, int seconds = 60) {
+  auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
+struct Node {
+  std::string id, data, log, by_id, cloudstack_vm, url, vma_url;
+  std::optional<OmaProcess> process;
+  std::unique_ptr<ApiClient> api;
+
+  void start(const std::string& token_from) {
+    process.emplace(data, vma_url, log,
+                    std::vector<std::string>{"--database", url, "--node-id", id, "--node-volume-slots", "4",
+                                             "--node-lease-ms", "3000", "--node-cloudstack-vm-id", cloudstack_vm,
+                                             "--volume-backend", "cloudstack", "--by-id-dir", by_id,
+                                             "--cloudstack-allow-http", "--device-timeout", "10"});
+    api = std::make_unique<ApiClient>(process->port, read_admin_token(token_from));
+  }
+  // The export symlinks this node's export server serves.
+  bool serves(const std::string& export_name) const {
+    std::error_code ec;
+    return std::filesystem::is_symlink(data + "/exports/" + export_name, ec);
+  }
+};
+
+// Two nodes (oma-a on the simulator's OMA VM 1, oma-b on VM 2), one VM of two disks
+// whose sources are real files, CloudStack configured.
+struct Service {
+  MariadbServer db_server;
+  std::string url = db_server.create_database("oma_failover");
+  mk::cloudstack::test::SimServer sim{[] {
+    mk::cloudstack::test::SimOptions o;
+    o.extra_oma_vms = 1;
+    return o;
+  }()};
+  mk::test::TempDir dir{"mk-oma-failover"};
+  FakeVma vma{(std::filesystem::create_directories(dir.file("oma-a")),
+               mk::test::make_psk_file(dir.file("oma-a/nbd-psk.keys"), "oma"))};
+  Node a, b;
+  std::string vm = test_vm_uuid(1);
+  std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;  // the source disks over NBD, as the VMA reads them
+  std::unique_ptr<db::Database> conn;  // the test's own connection, to read what the nodes recorded
+  std::unique_ptr<Repositories> repos;
+
+  Service() {
+    a = node("oma-a", 1);
+    b = node("oma-b", 2);
+    a.start(a.data);
+    // Every node of a service shares the secrets key and the NBD key (the VMA's).
+    std::filesystem::create_directories(b.data);
+    for (const char* f : {"secrets.key", "nbd-psk.keys"})
+      std::filesystem::copy_file(a.data + "/" + f, b.data + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    b.start(a.data);
+    conn = db::open_database(url);
+    repos = std::make_unique<Repositories>(*conn);
+
+    auto r = a.api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump());
+    EXPECT_EQ(r.status, 200) << r.raw;
+    r = a.api->post("/api/v1/vms", vm_body(vm, static_cast<int>(kKeys.size()), kCapacity).dump());
+    EXPECT_EQ(r.status, 201) << r.raw;
+    vma.add_source_vm(vm, "vm-" + vm.substr(32), true);
+    for (size_t i = 0; i < kKeys.size(); ++i) {
+      mk::test::write_random_at(source(kKeys[i]), 0, kCapacity, 100 + i);
+      mk::test::NbdkitOptions o;
+      o.plugin = "file";
+      o.args = {"file=" + source(kKeys[i])};
+      sources.push_back(std::make_unique<mk::test::NbdkitServer>(o));
+      vma.set_source(kKeys[i], sources.back()->uri());
+    }
+  }
+  Node node(const std::string& id, int n) {
+    Node x;
+    x.id = id;
+    x.data = dir.file(id);
+    x.log = dir.file(id + ".log");
+    x.by_id = sim.by_id_dir(n);
+    x.cloudstack_vm = sim.oma_vm_id(n);
+    x.url = url;
+    x.vma_url = vma.url();
+    return x;
+  }
+  std::string source(const std::string& key) const { return dir.file("source-" + key + ".img"); }
+
+  std::string start_pass(Node& n, const std::string& kind) {
+    auto r = n.api->post("/api/v1/jobs", json{{"vm_id", vm}, {"kind", kind}}.dump());
+    EXPECT_EQ(r.status, 201) << r.raw;
+    return r.body.value("job_id", "");
+  }
+  json job(Node& n, const std::string& id) { return n.api->get("/api/v1/jobs/" + id).body; }
+
+  // The VM's volumes in CloudStack (by our VM tag): id -> the VM it is attached to ("" if none).
+  std::map<std::string, std::string> attachments() {
+    std::map<std::string, std::string> out;
+    const json st = sim.state();
+    for (const auto& v : st["volumes"]) {
+      for (const auto& t : v["tags"]) {
+        if (t["key"] == mk::cloudstack::kTagVm && t["value"] == vm)
+          out[v["id"].get<std::string>()] = v["virtualmachineid"].is_string() ? v["virtualmachineid"].get<std::string>() : "";
+      }
+    }
+    return out;
+  }
+  std::vector<std::string> export_names() {
+    std::vector<std::string> out;
+    for (const auto& e : repos->storage.list_exports()) out.push_back(e.export_name);
+    return out;
+  }
+  bool taken_over_by(const std::string& node_id) {
+    auto t = repos->takeovers.find(vm);
+    return t && t->to_node == node_id && t->step == TakeoverStep::Exported && t->finished_at;
+  }
+  // The first kCapacity bytes of the disk's volume, as node `n` sees its device.
+  std::string target_sha256(const std::string& key) {
+    auto v = repos->storage.find_volume(vm, key);
+    if (!v) return "no volume";
+    std::string copy = dir.file("target-" + key + ".img");
+    std::filesystem::remove(copy);
+    mk::test::write_at(copy, 0, mk::test::read_at(v->device_path, 0, kCapacity));
+    return mk::test::sha256_file(copy);
+  }
+};
+
+TEST(OmaFailover, ANodeKilledMidPassIsTakenOverAndTheNextPassFromCommittedChangeIdsMatchesTheSource) {
+  Service s;
+  // Pass 1 on oma-a (equal nodes: the lower id takes the VM).
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  ASSERT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-a");
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(1)) << id;
+  ASSERT_EQ(s.attachments().size(), kKeys.size());
+
+  // The guest writes; pass 2 on oma-a copies and is held in the middle; oma-a dies.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 256 * 1024, 65536, 200 + i);
+  s.vma.hold_copies(true);
+  std::string job2 = s.start_pass(s.a, "incremental");
+  json copying = wait_for_job(*s.a.api, job2, [](const json& j) { return j["status"] == "copying" || job_ended(j); });
+  ASSERT_EQ(copying["status"], "copying") << copying.dump();
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  auto killed = Clock::now();
+  // What the interrupted pass left is unknown: it wrote somewhere (here: noise over the
+  // area it changed and beyond, written through oma-a's device before its VM lets the
+  // volume go), and the guest kept writing.
+  for (size_t i = 0; i < kKeys.size(); ++i) {
+    mk::test::write_random_at(s.repos->storage.find_volume(s.vm, kKeys[i])->device_path, 200 * 1024, 131072, 300 + i);
+    mk::test::write_random_at(s.source(kKeys[i]), 700 * 1024, 4096, 400 + i);
+  }
+  s.vma.hold_copies(false);
+
+  // oma-b fails the pass naming oma-a and takes the VM over; meanwhile the volumes are
+  // only ever on oma-a's VM, on none, or on oma-b's.
+  const std::set<std::string> allowed = {s.sim.oma_vm_id(1), "", s.sim.oma_vm_id(2)};
+  int64_t failed_ms = -1, taken_ms = -1;
+  bool elsewhere = false;
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& [id, on] : s.attachments()) elsewhere = elsewhere || !allowed.count(on);
+    if (failed_ms < 0 && job_ended(s.job(s.b, job2))) failed_ms = ms_since(killed);
+    if (taken_ms < 0 && s.taken_over_by("oma-b")) taken_ms = ms_since(killed);
+    return failed_ms >= 0 && taken_ms >= 0;
+  })) << "oma-b did not take the VM over: " << (s.repos->takeovers.find(s.vm) ? s.repos->takeovers.find(s.vm)->error.value_or("") : "no takeover")
+      << "\n" << mk::test::log_tail(s.b.log);
+  EXPECT_FALSE(elsewhere) << "a volume was attached to a VM that is neither node's";
+  json failed = s.job(s.b, job2);
+  EXPECT_EQ(failed["status"], "failed") << failed.dump();
+  std::string error = failed["error"].is_string() ? failed["error"].get<std::string>() : "";
+  EXPECT_NE(error.find("OMA node oma-a stopped renewing its lease"), std::string::npos) << error;
+  EXPECT_NE(error.find("node oma-b took VM " + s.vm + " over"), std::string::npos) << error;
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+  HttpReply placement = s.b.api->get("/api/v1/vms/" + s.vm + "/placement");
+  ASSERT_EQ(placement.status, 200) << placement.raw;
+  EXPECT_EQ(placement.body["node_id"], "oma-b");
+  EXPECT_EQ(placement.body["takeover"]["from_node"], "oma-a") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["step"], "exported") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["failed_job_id"], job2) << placement.raw;
+  auto attached = s.attachments();
+  ASSERT_EQ(attached.size(), kKeys.size());
+  for (const auto& [id, on] : attached) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  for (const auto& name : s.export_names()) EXPECT_TRUE(s.b.serves(name)) << name << " not exported on oma-b";
+  // The VMA was told to stop the interrupted pass's copy; its change IDs never committed.
+  auto stopped = s.vma.stopped_jobs();
+  EXPECT_NE(std::find(stopped.begin(), stopped.end(), job2), stopped.end());
+  for (const auto& key : kKeys) {
+    auto history = s.repos->jobs.cbt_history(s.vm, key);
+    ASSERT_EQ(history.size(), 1u) << "disk " << key;
+    EXPECT_EQ(history[0].job_id, job1);
+  }
+
+  // oma-b started the pass again by itself (an incremental one, as the failed pass was).
+  std::string job3;
+  int64_t running_ms = -1;
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& j : s.repos->jobs.active_jobs())
+      if (j.vm_id == s.vm && j.job_id != job2) job3 = j.job_id;
+    if (job3.empty()) return false;
+    json j = s.job(s.b, job3);
+    if (j["status"] == "copying" || job_ended(j)) running_ms = ms_since(killed);
+    return running_ms >= 0;
+  })) << "oma-b did not start the VM's pass again\n" << mk::test::log_tail(s.b.log);
+  EXPECT_NE(events_text(s.job(s.b, job2)).find("node oma-b started the VM's replication again as job " + job3),
+            std::string::npos);
+  json done3 = wait_for_job(*s.b.api, job3, job_ended);
+  ASSERT_EQ(done3["status"], "completed") << done3.dump() << "\n" << mk::test::log_tail(s.b.log);
+  EXPECT_EQ(done3["kind"], "incremental");
+
+  // The next pass started from pass 1's committed change IDs, never pass 2's.
+  bool found = false;
+  for (const auto& r : s.vma.replicate_requests()) {
+    if (r.job_id != job3) continue;
+    found = true;
+    EXPECT_EQ(r.kind, protocol::PassKind::Incremental);
+    EXPECT_EQ(r.nbd.port, s.b.api->get("/health").body["nbd_port"].get<int>()) << "not oma-b's export server";
+    for (const auto& d : r.disks)
+      EXPECT_EQ(d.change_id_base.value_or(""), "cbt-" + job1 + "-" + d.disk_key.str()) << "disk " << d.disk_key.str();
+  }
+  EXPECT_TRUE(found);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+
+  // oma-a comes back (restarted; its export links stayed behind when it was killed): it
+  // registers again and withdraws them before anything else.
+  std::vector<std::string> exports = s.export_names();
+  for (const auto& name : exports) EXPECT_TRUE(s.a.serves(name)) << name << ": the killed node's link was expected to stay";
+  s.a.start(s.a.data);
+  for (const auto& name : exports) {
+    EXPECT_FALSE(s.a.serves(name)) << name << ": oma-a serves an export of the VM it lost";
+    EXPECT_TRUE(s.b.serves(name)) << name;
+  }
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+
+  std::printf("failover (lease 3000 ms): node killed -> its pass failed %lld ms, -> VM taken over (volumes on oma-b, "
+              "exported) %lld ms, -> its pass running again on oma-b (started by oma-b) %lld ms\n",
+              static_cast<long long>(failed_ms), static_cast<long long>(taken_ms),
+              static_cast<long long>(running_ms));
+}
+
+TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  std::vector<std::string> exports = s.export_names();
+  ASSERT_EQ(exports.size(), kKeys.size());
+  for (const auto& name : exports) ASSERT_TRUE(s.a.serves(name)) << name;
+  int64_t incarnation = s.repos->nodes.find_node("oma-a")->node.incarnation;
+
+  // oma-a freezes (its VM hangs) past its lease: oma-b takes the VM over.
+  s.a.process->process.signal(SIGSTOP);
+  bool taken = eventually([&] { return s.taken_over_by("oma-b"); });
+  s.a.process->process.signal(SIGCONT);
+  ASSERT_TRUE(taken) << mk::test::log_tail(s.b.log);
+  for (const auto& name : exports) EXPECT_TRUE(s.b.serves(name)) << name;
+
+  // Back, oma-a learns it lost its lease, withdraws its exports of the VM, registers
+  // again, and leaves the VM alone.
+  EXPECT_TRUE(eventually([&] {
+    for (const auto& name : exports)
+      if (s.a.serves(name)) return false;
+    return true;
+  })) << "oma-a still serves the exports of the VM it lost\n" << mk::test::log_tail(s.a.log);
+  EXPECT_TRUE(eventually([&] {
+    auto n = s.repos->nodes.find_node("oma-a");
+    return n && n->lease == LeaseState::Alive && n->node.incarnation > incarnation;
+  }));
+  EXPECT_NE(mk::test::read_file(s.a.log).find("fenced: export"), std::string::npos) << mk::test::log_tail(s.a.log);
+
+  // A pass asked of oma-a is refused before it touches anything.
+  std::string job2 = s.start_pass(s.a, "incremental");
+  json refused = wait_for_job(*s.a.api, job2, job_ended);
+  EXPECT_EQ(refused["status"], "failed") << refused.dump();
+  EXPECT_NE(refused.dump().find("volumes are on OMA node oma-b"), std::string::npos) << refused.dump();
+  for (const auto& name : exports) {
+    EXPECT_FALSE(s.a.serves(name)) << name;
+    EXPECT_TRUE(s.b.serves(name)) << name;
+  }
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+}
+
+}  // namespace
+}  // namespace mk::oma::test
