@@ -46,7 +46,8 @@
 
 namespace mk::oma {
 
-// An approved VMA's NBD credentials: its id and its PSK file line "identity:hexkey".
+// An approved VMA's NBD credentials: its id and its PSK file line "identity:hexkey"
+// (X.509: empty; the identity is the VMA id, the CN of the certificate the OMA issued).
 struct VmaNbdAccess {
   std::string vma_id;
   std::string psk_line;
@@ -94,9 +95,11 @@ class VmaIsolatedExports : public ExportBackend {
   };
   void link_exports(const std::string& vma_id, VmaServer& s);  // requires mu_
   void sync_main_identities();
+  std::string identity(const VmaNbdAccess& a) const;  // its socket's name
   std::optional<std::string> owner_of(const std::string& export_name) const;
 
   ExportServerConfig config_;
+  bool x509_ = false;  // config_.tls is an X.509 certificates directory (the router ends TLS)
   std::string isolation_dir_, sockets_dir_;
   std::function<std::optional<std::string>(const std::string&)> vma_of_vm_;
   std::unique_ptr<NbdkitExportServer> router_;
