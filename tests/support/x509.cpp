@@ -73,4 +73,11 @@ std::string issue_x509_client(const std::string& dir, const std::string& out_dir
   return out_dir;
 }
 
+void make_x509_crl(const std::string& dir, const std::string& out_file) {
+  const std::string ca = dir + "/ca", log = ca + "/certtool.log";
+  write_at(ca + "/crl.info", 0, "expiration_days = 2\n");
+  certtool({"--generate-crl", "--load-ca-certificate", ca + "/ca-cert.pem", "--load-ca-privkey", ca + "/ca-key.pem",
+            "--template", ca + "/crl.info", "--outfile", out_file}, log);
+}
+
 }  // namespace mk::test

@@ -26,4 +26,7 @@ X509Dirs make_x509_pki(const std::string& dir, const std::string& client_cn = "v
 // (`out_dir` is created). Returns `out_dir`.
 std::string issue_x509_client(const std::string& dir, const std::string& out_dir, const std::string& client_cn);
 
+// An empty revocation list of that CA, written to `out_file` (PEM).
+void make_x509_crl(const std::string& dir, const std::string& out_file);
+
 }  // namespace mk::test
