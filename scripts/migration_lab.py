@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,8 +183,14 @@ class OmaApi:
 
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
-                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False):
+                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk"):
         self.work = work
+        # "psk" (the OMA's default) or "x509": the OMA gets `--tls-certificates DIR` with a
+        # throwaway PKI (certtool: a CA, a server certificate for localhost/127.0.0.1) and
+        # the VMA its client certificate at pairing.
+        if nbd_tls not in ("psk", "x509"):
+            raise LabError(f"nbd_tls {nbd_tls!r}: expected psk or x509")
+        self.nbd_tls = nbd_tls
         self.bin = bin_dir or os.environ.get("MIGRATEKIT_BIN_DIR", os.path.join(ROOT, "build", "bin"))
         self.n_vms, self.disk_mib, self.fill = vms, disk_mib, fill
         self.nbd_over_ssh, self.read_rate_limit = nbd_over_ssh, read_rate_limit
@@ -259,6 +266,8 @@ class MigrationLab:
                 "--ssh-host", "127.0.0.1", "--ssh-port", str(self.lab["sshd"]["port"]), "--ssh-user", "root",
                 "--ssh-host-key-file", self.lab["sshd"]["host_key_file"],
                 "--authorized-keys-file", self.authorized_keys]
+        if self.nbd_tls == "x509":
+            argv += ["--tls-certificates", self.x509_server_dir()]
         port_file = os.path.join(self.oma_dir, "api.port")
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -275,6 +284,49 @@ class MigrationLab:
             with open(gui_port_file) as f:
                 self.gui_port = int(f.read())
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
+
+    def x509_server_dir(self):
+        """The operator's NBD server certificates directory for an X.509 OMA (made once):
+        ca-cert.pem, server-cert.pem, server-key.pem; the CA's key stays in pki/ca."""
+        pki = os.path.join(self.work, "pki")
+        server = os.path.join(pki, "server")
+        if os.path.exists(os.path.join(server, "server-key.pem")):
+            return server
+        ca = os.path.join(pki, "ca")
+        os.makedirs(ca, mode=0o700, exist_ok=True)
+        os.makedirs(server, mode=0o700, exist_ok=True)
+
+        def certtool(*args):
+            out = subprocess.run(["certtool", *args], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise LabError(f"certtool {' '.join(args)} failed (is gnutls-bin installed?): {out.stderr.strip()}")
+
+        def template(name, text):
+            path = os.path.join(ca, name)
+            with open(path, "w") as f:
+                f.write(text)
+            return path
+
+        certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", os.path.join(ca, "ca-key.pem"))
+        certtool("--generate-self-signed", "--load-privkey", os.path.join(ca, "ca-key.pem"), "--template",
+                 template("ca.info", "cn = MigrateKit lab CA\nca\ncert_signing_key\nexpiration_days = 7\n"),
+                 "--outfile", os.path.join(ca, "ca-cert.pem"))
+        certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", os.path.join(server, "server-key.pem"))
+        certtool("--generate-certificate", "--load-ca-certificate", os.path.join(ca, "ca-cert.pem"),
+                 "--load-ca-privkey", os.path.join(ca, "ca-key.pem"), "--load-privkey",
+                 os.path.join(server, "server-key.pem"), "--template",
+                 template("server.info", "cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n"
+                                         "tls_www_server\nencryption_key\nsigning_key\nexpiration_days = 7\n"),
+                 "--outfile", os.path.join(server, "server-cert.pem"))
+        shutil.copyfile(os.path.join(ca, "ca-cert.pem"), os.path.join(server, "ca-cert.pem"))
+        for f in os.listdir(server):
+            os.chmod(os.path.join(server, f), 0o600)
+        return server
+
+    def nbd_certificates(self):
+        """X.509: the VMA's NBD client certificates directory (its key, the certificate the
+        OMA issued it at pairing, the OMA's server CA), as libnbd's tls-certificates reads it."""
+        return os.path.join(self.vma_dir, "nbd-pki")
 
     def tunnel_port_base(self):
         # A lab's own unless one is preferred: another lab's VMA on this machine may hold 9081.

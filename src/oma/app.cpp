@@ -230,7 +230,8 @@ void Oma::start() {
   volumes_ = std::make_unique<VolumeManager>(repos_->storage, *volume_backend_);
   volumes_->remove_unrecorded();  // before recovery starts any job
   ExportServerConfig ec;
-  bool client_trust_changed = prepare_nbd_client_ca();
+  // The router reads the directory at every connection: a change needs no restart.
+  prepare_nbd_client_ca();
   ec.exports_dir = config_.exports_dir;
   ec.listen_address = config_.nbd_listen;
   ec.port = config_.nbd_port;
@@ -241,22 +242,17 @@ void Oma::start() {
   if (ec.keep_running && config_.export_backend != "nbdkit") {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
-  NbdkitExportServer* nbdkit = nullptr;  // owned by export_server_
   VmaIsolatedExports* isolated = nullptr;  // owned by export_server_
-  if (config_.export_backend == "nbdkit" && !nbd_client_ca_) {
-    // PSK: one nbdkit per approved VMA behind the NBD router (vma_isolated_exports.h).
+  if (config_.export_backend == "nbdkit") {
+    // One nbdkit per approved VMA behind the NBD router (vma_isolated_exports.h). PSK: the
+    // router routes by the ClientHello's PSK identity and each nbdkit does TLS with its
+    // VMA's key. X.509: the router ends TLS with the directory the OMA assembles
+    // (NbdClientCa), verifies the client's certificate and routes by its CN.
+    if (nbd_client_ca_) ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
     auto server = std::make_unique<VmaIsolatedExports>(
         ec, config_.data_dir + "/nbd-isolation",
         [vms = &repos_->vms](const std::string& vm_id) { return vms->vm_vma(vm_id); });
     isolated = server.get();
-    export_server_ = std::move(server);
-  } else if (config_.export_backend == "nbdkit") {
-    // X.509: nbdkit reads the directory the OMA assembles and verifies clients. Not
-    // isolated per VMA yet: one nbdkit serves every export to every approved VMA's
-    // certificate (docs/security.md).
-    ec.tls = {"", nbd_client_ca_->nbdkit_dir(), /*verify_peer=*/true};
-    auto server = std::make_unique<NbdkitExportServer>(ec);
-    nbdkit = server.get();
     export_server_ = std::move(server);
   } else if (config_.export_backend == "nbd-server") {
     log::warn("the nbd-server export backend cannot keep VMAs apart: every approved VMA's key opens every export on "
@@ -267,11 +263,7 @@ void Oma::start() {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
-  if (nbdkit && nbdkit->adopted() && client_trust_changed) {
-    // The kept nbdkit read the certificates directory as it was before.
-    nbdkit->reload_tls("its certificates or the VMAs' access changed while the OMA was down");
-  }
-  if (nbd_client_ca_ && !nbdkit) {
+  if (nbd_client_ca_ && !isolated) {
     log::warn("the nbd-server export backend does not verify NBD client certificates: any client that reaches port "
               "{} may use the exports; use the nbdkit backend (the default) to have VMAs' certificates checked",
               export_server_->port());
@@ -292,7 +284,6 @@ void Oma::start() {
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
   pc.nbd_client_ca = nbd_client_ca_.get();
-  if (nbdkit) pc.reload_nbd_server = [nbdkit](const std::string& why) { nbdkit->reload_tls(why); };
   if (isolated) pc.set_nbd_access = [isolated](const std::vector<VmaNbdAccess>& a) { isolated->set_vma_access(a); };
   pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();

@@ -3,7 +3,9 @@
 // OMA restart (stop(), then a new backend on the same data) adopts the router, the OMA's
 // nbdkit and each VMA's nbdkit by their records (same PIDs), a connection opened before
 // the restart keeps working through it, revocation ends only that VMA's server, and
-// stop_kept_export_server() ends every kept process.
+// stop_kept_export_server() ends every kept process. In both NBD TLS modes: PSK (each
+// nbdkit does TLS with its VMA's key) and X.509 (the router ends TLS and routes by the
+// client certificate's CN; the nbdkits behind it speak plain NBD).
 #include <gtest/gtest.h>
 #include <libnbd.h>
 #include <signal.h>
@@ -17,6 +19,7 @@
 #include "oma/exports/vma_isolated_exports.h"
 #include "support/files.h"
 #include "support/temp_dir.h"
+#include "support/x509.h"
 
 namespace mk::oma {
 namespace {
@@ -34,28 +37,52 @@ bool alive(pid_t pid) {
 
 using Nbd = std::unique_ptr<nbd_handle, decltype(&nbd_close)>;
 
+// `keys`: a PSK file, or an X.509 client certificates directory.
 Nbd open_export(int port, const std::string& keys, const std::string& name) {
   Nbd h(nbd_create(), nbd_close);
   nbd_set_tls(h.get(), LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_psk_file(h.get(), keys.c_str());
-  nbd_set_tls_username(h.get(), first_psk_identity(keys).c_str());
+  if (std::filesystem::is_directory(keys)) {
+    nbd_set_tls_certificates(h.get(), keys.c_str());
+  } else {
+    nbd_set_tls_psk_file(h.get(), keys.c_str());
+    nbd_set_tls_username(h.get(), first_psk_identity(keys).c_str());
+  }
   nbd_set_export_name(h.get(), name.c_str());
-  if (nbd_connect_tcp(h.get(), "127.0.0.1", std::to_string(port).c_str()) == -1) return Nbd(nullptr, nbd_close);
+  // "localhost": the name in the X.509 test server certificate.
+  if (nbd_connect_tcp(h.get(), "localhost", std::to_string(port).c_str()) == -1) return Nbd(nullptr, nbd_close);
   return h;
 }
 
-struct KeptIsolation : ::testing::Test {
+struct KeptIsolation : ::testing::TestWithParam<bool> {  // true: X.509
+  bool x509() const { return GetParam(); }
   mk::test::TempDir dir{"mk-kept-isolation"};
   std::string data = dir.file("data");
   std::string record = data + "/export-server.json";
-  std::string oma_keys, keys_a, keys_b;
+  std::string oma_keys, keys_a, keys_b;  // PSK files, or (X.509) client certificate directories
+  std::string certs;                     // X.509: the router's certificates directory
   std::map<std::string, std::string> owner = {{kVmA, "vma-a-id"}, {kVmB, "vma-b-id"}};
 
   void SetUp() override {
     std::filesystem::create_directories(data);
-    oma_keys = mk::test::make_psk_file(data + "/nbd-psk.keys", "oma");
-    keys_a = mk::test::make_psk_file(dir.file("a.keys"), "vma-aaaaaaaaaaaaaaaa");
-    keys_b = mk::test::make_psk_file(dir.file("b.keys"), "vma-bbbbbbbbbbbbbbbb");
+    if (x509()) {
+      // The router's directory as NbdClientCa lays it out (here one CA signs the server's
+      // certificate and the clients'), with the OMA's own client certificate (CN "oma");
+      // the VMAs' certificates are named by their ids.
+      std::string pki = dir.file("pki");
+      std::filesystem::create_directories(pki);
+      std::string server = mk::test::make_x509_pki(pki).server;
+      certs = mk::test::issue_x509_client(pki, data + "/x509", "oma");
+      for (const char* f : {"server-cert.pem", "server-key.pem"})
+        std::filesystem::copy_file(server + "/" + f, certs + "/" + f);
+      std::filesystem::copy_file(pki + "/ca/ca-cert.pem", certs + "/client-ca.pem");
+      mk::test::make_x509_crl(pki, certs + "/ca-crl.pem");
+      keys_a = mk::test::issue_x509_client(pki, dir.file("a"), "vma-a-id");
+      keys_b = mk::test::issue_x509_client(pki, dir.file("b"), "vma-b-id");
+    } else {
+      oma_keys = mk::test::make_psk_file(data + "/nbd-psk.keys", "oma");
+      keys_a = mk::test::make_psk_file(dir.file("a.keys"), "vma-aaaaaaaaaaaaaaaa");
+      keys_b = mk::test::make_psk_file(dir.file("b.keys"), "vma-bbbbbbbbbbbbbbbb");
+    }
     for (const char* vm : {kVmA, kVmB}) mk::test::create_sparse_file(dir.file(std::string(vm) + ".img"), 1 << 20);
   }
   void TearDown() override {
@@ -66,7 +93,8 @@ struct KeptIsolation : ::testing::Test {
     c.exports_dir = data + "/exports";
     c.listen_address = "127.0.0.1";
     c.port = port;
-    c.tls.psk_file = oma_keys;
+    if (x509()) c.tls = {"", certs, true};
+    else c.tls.psk_file = oma_keys;
     c.log_path = data + "/export-server.log";
     c.keep_running = true;
     c.record_path = record;
@@ -77,13 +105,18 @@ struct KeptIsolation : ::testing::Test {
   }
   std::vector<VmaNbdAccess> access(bool with_a = true) {
     std::vector<VmaNbdAccess> v;
+    if (x509()) {  // the identity is the VMA's id, its certificate's CN
+      if (with_a) v.push_back({"vma-a-id", ""});
+      v.push_back({"vma-b-id", ""});
+      return v;
+    }
     if (with_a) v.push_back({"vma-a-id", mk::test::read_file(keys_a).substr(0, mk::test::read_file(keys_a).find('\n'))});
     v.push_back({"vma-b-id", mk::test::read_file(keys_b).substr(0, mk::test::read_file(keys_b).find('\n'))});
     return v;
   }
 };
 
-TEST_F(KeptIsolation, AnOmaRestartAdoptsEveryServerAndOpenConnectionsGoOn) {
+TEST_P(KeptIsolation, AnOmaRestartAdoptsEveryServerAndOpenConnectionsGoOn) {
   auto first = backend();
   first->start();
   first->set_vma_access(access());
@@ -119,7 +152,7 @@ TEST_F(KeptIsolation, AnOmaRestartAdoptsEveryServerAndOpenConnectionsGoOn) {
   EXPECT_FALSE(open_export(port, keys_a, export_of(kVmA)));
   EXPECT_EQ(second->vma_server_pid("vma-b-id"), b);
   EXPECT_TRUE(open_export(port, keys_b, export_of(kVmB)));
-  EXPECT_FALSE(std::filesystem::exists(data + "/nbd-isolation/vma/vma-aaaaaaaaaaaaaaaa"));
+  EXPECT_FALSE(std::filesystem::exists(data + "/nbd-isolation/vma/" + (x509() ? "vma-a-id" : "vma-aaaaaaaaaaaaaaaa")));
   second->stop();
 
   // --stop-export-server ends the router and every server behind it.
@@ -135,6 +168,9 @@ TEST_F(KeptIsolation, AnOmaRestartAdoptsEveryServerAndOpenConnectionsGoOn) {
     EXPECT_FALSE(alive(p)) << p << ": " << what;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, KeptIsolation, testing::Values(false, true),
+                         [](const testing::TestParamInfo<bool>& p) { return p.param ? "X509" : "Psk"; });
 
 }  // namespace
 }  // namespace mk::oma

@@ -58,4 +58,26 @@ X509Dirs make_x509_pki(const std::string& dir, const std::string& client_cn) {
   return {server, client};
 }
 
+std::string issue_x509_client(const std::string& dir, const std::string& out_dir, const std::string& client_cn) {
+  namespace fs = std::filesystem;
+  const std::string ca = dir + "/ca", log = ca + "/certtool.log";
+  fs::create_directories(out_dir);
+  make_key(out_dir + "/client-key.pem", log);
+  write_at(out_dir + "/client.info", 0,
+           fmt::format("organization = MigrateKit\ncn = {}\ntls_www_client\nencryption_key\nsigning_key\n"
+                       "expiration_days = 2\n", client_cn));
+  certtool({"--generate-certificate", "--load-ca-certificate", ca + "/ca-cert.pem", "--load-ca-privkey",
+            ca + "/ca-key.pem", "--load-privkey", out_dir + "/client-key.pem", "--template", out_dir + "/client.info",
+            "--outfile", out_dir + "/client-cert.pem"}, log);
+  fs::copy_file(ca + "/ca-cert.pem", out_dir + "/ca-cert.pem", fs::copy_options::overwrite_existing);
+  return out_dir;
+}
+
+void make_x509_crl(const std::string& dir, const std::string& out_file) {
+  const std::string ca = dir + "/ca", log = ca + "/certtool.log";
+  write_at(ca + "/crl.info", 0, "expiration_days = 2\n");
+  certtool({"--generate-crl", "--load-ca-certificate", ca + "/ca-cert.pem", "--load-ca-privkey", ca + "/ca-key.pem",
+            "--template", ca + "/crl.info", "--outfile", out_file}, log);
+}
+
 }  // namespace mk::test

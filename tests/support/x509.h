@@ -21,4 +21,12 @@ struct X509Dirs {
 // Creates the PKI under `dir` (which must exist); `client_cn` names the client.
 X509Dirs make_x509_pki(const std::string& dir, const std::string& client_cn = "vma");
 
+// Another client certificate from the CA of the PKI make_x509_pki made in `dir`, with
+// subject CN `client_cn`, as `out_dir`/{ca-cert.pem, client-cert.pem, client-key.pem}
+// (`out_dir` is created). Returns `out_dir`.
+std::string issue_x509_client(const std::string& dir, const std::string& out_dir, const std::string& client_cn);
+
+// An empty revocation list of that CA, written to `out_file` (PEM).
+void make_x509_crl(const std::string& dir, const std::string& out_file);
+
 }  // namespace mk::test

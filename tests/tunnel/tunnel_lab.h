@@ -88,6 +88,8 @@ class TunnelLab {
   std::string authorized_keys() const { return dir_.file("authorized_keys"); }
   const std::string& tunnel_port_base() const { return base_str_; }
   std::string nbd_ca_cert_file() const { return dir_.file("pki/server/ca-cert.pem"); }
+  // X.509: the operator's test PKI (support/x509.h: DIR/ca holds its CA key).
+  std::string nbd_pki_dir() const { return dir_.file("pki"); }
 
   // POST /api/v1/vmas/pairing-bundles; returns the bundle.
   nlohmann::json issue_bundle(int expires_in_seconds = 3600);

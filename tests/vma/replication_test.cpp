@@ -182,9 +182,13 @@ TEST_F(VmaFixture, AGuestWritingDuringAPassGetsItsSnapshotAndTheWritesInTheNextP
   expect_no_snapshot_left(vm);
 }
 
-// An OMA serving NBD with X.509 (nbdkit --tls-verify-peer): its replicate requests say
-// x509, and the VMA, which has no PSK, copies with its client certificate signed by the
-// OMA's client CA (as `vma pair` gets it; made here from the same CA the OMA then uses).
+// An OMA serving NBD with X.509 (its NBD router ends TLS and verifies client
+// certificates): its replicate requests say x509, and the VMA, which has no PSK, copies
+// with a client certificate of the OMA's client CA. This VMA is the OMA's default one
+// (--vma-url, not paired), so it holds the OMA's own client certificate (CN "oma"), as
+// with PSK it would hold the OMA's key: the router routes it to the OMA's nbdkit, which
+// serves every export. A paired VMA's certificate (CN = its id) opens only its own VMs'
+// exports (tests/tunnel NbdIsolation).
 TEST_F(VmaFixture, AnX509OmaGetsItsDisksFromAVmaWithItsClientCertificate) {
   auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 2048, 6, 300);
   std::filesystem::create_directories(dir.file("pki"));
@@ -193,8 +197,8 @@ TEST_F(VmaFixture, AnX509OmaGetsItsDisksFromAVmaWithItsClientCertificate) {
   std::filesystem::create_directories(pki);
   {
     oma::NbdClientCa ca(dir.file("oma/nbd-x509"), server_dir);  // the OMA finds and keeps it
-    std::string csr = tls::make_key_and_csr(pki + "/client-key.pem", "vma-test");
-    mk::test::write_at(pki + "/client-cert.pem", 0, ca.sign("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b9999", csr));
+    for (const char* f : {"client-key.pem", "client-cert.pem"})
+      std::filesystem::copy_file(ca.nbdkit_dir() + "/" + f, pki + "/" + f);
     std::filesystem::copy_file(server_dir + "/ca-cert.pem", pki + "/ca-cert.pem");
   }
   start_vma({.certificates_dir = pki});

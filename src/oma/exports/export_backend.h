@@ -33,7 +33,7 @@ struct ExportServerConfig {
   std::string exports_dir;                 // where export symlinks (or nbd-server's config) live
   std::string listen_address = "0.0.0.0";  // where the server listens
   int port = 10809;                        // 0: a free port chosen at start (see port())
-  TlsConfig tls;                           // TLS is always required
+  TlsConfig tls;                           // required on a TCP port; none: plain NBD on unix_socket
   std::string log_path;                    // the server's stdout/stderr ("" = /dev/null)
   // Keep the server running across restarts of the OMA (nbdkit only): it runs in its own
   // session, is recorded in `record_path` and adopted by the next start; stop() leaves it.
@@ -54,6 +54,9 @@ struct ExportServerConfig {
   // filter are then unused. The nbdkit backend only.
   std::string router_sockets_dir;
   std::string router_binary;  // "" = default_nbd_router_path()
+  // X.509: the router ends TLS with this directory's files (nbd_router.h) and the servers
+  // behind it speak plain NBD on their Unix sockets (tls empty; allowed only there).
+  std::string router_tls_certificates_dir;
 };
 
 class ExportBackend {

@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "common/error.h"
 #include "common/host_name.h"
@@ -132,7 +135,133 @@ void relay(int in, int out) {
   ::shutdown(out, SHUT_RDWR);
 }
 
+// A server-side GnuTLS session and its credentials (X.509 mode), freed together.
+struct TlsServer {
+  gnutls_certificate_credentials_t cred = nullptr;
+  gnutls_session_t session = nullptr;
+  TlsServer() = default;
+  TlsServer(const TlsServer&) = delete;
+  TlsServer& operator=(const TlsServer&) = delete;
+  ~TlsServer() {
+    if (session) gnutls_deinit(session);
+    if (cred) gnutls_certificate_free_credentials(cred);
+  }
+};
+
+// The TLS handshake as the server on `fd` with DIR's files (nbd_router.h), requiring a
+// client certificate that verifies against DIR/client-ca.pem and DIR/ca-crl.pem for
+// TLS client use. "" and `identity` = its CN on success, else why not.
+std::string tls_accept(int fd, const std::string& dir, Clock::time_point deadline, TlsServer& t,
+                       std::string& identity) {
+  int r = gnutls_certificate_allocate_credentials(&t.cred);
+  if (r < 0) return fmt::format("TLS credentials: {}", gnutls_strerror(r));
+  std::string cert = dir + "/server-cert.pem", key = dir + "/server-key.pem", ca = dir + "/client-ca.pem",
+              crl = dir + "/ca-crl.pem";
+  if ((r = gnutls_certificate_set_x509_key_file(t.cred, cert.c_str(), key.c_str(), GNUTLS_X509_FMT_PEM)) < 0)
+    return fmt::format("cannot load the server certificate {} and key {}: {}", cert, key, gnutls_strerror(r));
+  if ((r = gnutls_certificate_set_x509_trust_file(t.cred, ca.c_str(), GNUTLS_X509_FMT_PEM)) <= 0)
+    return fmt::format("cannot load the client CA {}: {}", ca, r < 0 ? gnutls_strerror(r) : "no certificate in it");
+  // Without its revocation list the router would let revoked certificates through.
+  if ((r = gnutls_certificate_set_x509_crl_file(t.cred, crl.c_str(), GNUTLS_X509_FMT_PEM)) <= 0)
+    return fmt::format("cannot load the revocation list {}: {}", crl, r < 0 ? gnutls_strerror(r) : "empty");
+  if ((r = gnutls_init(&t.session, GNUTLS_SERVER)) < 0) return fmt::format("TLS session: {}", gnutls_strerror(r));
+  gnutls_set_default_priority(t.session);
+  gnutls_credentials_set(t.session, GNUTLS_CRD_CERTIFICATE, t.cred);
+  gnutls_certificate_server_set_request(t.session, GNUTLS_CERT_REQUIRE);
+  gnutls_transport_set_int(t.session, fd);
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  gnutls_handshake_set_timeout(t.session, static_cast<unsigned>(std::max<long long>(left, 1)));
+  do r = gnutls_handshake(t.session);
+  while (r < 0 && !gnutls_error_is_fatal(r));
+  if (r < 0) return fmt::format("TLS handshake: {}", gnutls_strerror(r));
+  unsigned status = 0;
+  gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
+                                reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+  if ((r = gnutls_certificate_verify_peers(t.session, &purpose, 1, &status)) < 0)
+    return fmt::format("the client certificate: {}", gnutls_strerror(r));
+  if (status != 0) {
+    gnutls_datum_t text{};
+    std::string why = "does not verify";
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0) {
+      why = reinterpret_cast<const char*>(text.data);
+      gnutls_free(text.data);
+    }
+    return fmt::format("the client certificate is refused (not one the OMA issued, or revoked): {}", why);
+  }
+  unsigned n = 0;
+  const gnutls_datum_t* peers = gnutls_certificate_get_peers(t.session, &n);
+  if (!peers || n == 0) return "the client sent no certificate";
+  identity = certificate_common_name(std::string_view(reinterpret_cast<const char*>(peers[0].data), peers[0].size));
+  if (identity.empty()) return "the client certificate has no single CN";
+  return "";
+}
+
+// Client (TLS) to backend (plain) until either ends, then shuts both sockets down.
+void relay_from_tls(gnutls_session_t s, int client, int backend) {
+  std::vector<char> buf(1 << 18);
+  for (;;) {
+    ssize_t n = gnutls_record_recv(s, buf.data(), buf.size());
+    if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) continue;
+    if (n <= 0) break;
+    size_t done = 0;
+    bool ok = true;
+    while (done < static_cast<size_t>(n)) {
+      ssize_t m = ::send(backend, buf.data() + done, static_cast<size_t>(n) - done, MSG_NOSIGNAL);
+      if (m < 0 && errno == EINTR) continue;
+      if (m <= 0) {
+        ok = false;
+        break;
+      }
+      done += static_cast<size_t>(m);
+    }
+    if (!ok) break;
+  }
+  ::shutdown(client, SHUT_RDWR);
+  ::shutdown(backend, SHUT_RDWR);
+}
+
+// Backend (plain) to client (TLS) until either ends, then shuts both sockets down.
+void relay_to_tls(gnutls_session_t s, int backend, int client) {
+  std::vector<char> buf(1 << 18);
+  for (;;) {
+    ssize_t n = ::recv(backend, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    size_t done = 0;
+    bool ok = true;
+    while (done < static_cast<size_t>(n)) {
+      ssize_t m = gnutls_record_send(s, buf.data() + done, static_cast<size_t>(n) - done);
+      if (m == GNUTLS_E_INTERRUPTED || m == GNUTLS_E_AGAIN) continue;
+      if (m <= 0) {
+        ok = false;
+        break;
+      }
+      done += static_cast<size_t>(m);
+    }
+    if (!ok) break;
+  }
+  ::shutdown(client, SHUT_RDWR);
+  ::shutdown(backend, SHUT_RDWR);
+}
+
 }  // namespace
+
+std::string certificate_common_name(std::string_view der) {
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) return "";
+  gnutls_datum_t d{reinterpret_cast<unsigned char*>(const_cast<char*>(der.data())), static_cast<unsigned>(der.size())};
+  std::string cn;
+  char buf[256];
+  size_t size = sizeof buf, second = sizeof buf;
+  char other[256];
+  if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) == 0 &&
+      gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) == 0 &&
+      gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 1, 0, other, &second) ==
+          GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+    cn.assign(buf, size);
+  gnutls_x509_crt_deinit(crt);
+  return cn;
+}
 
 bool is_routable_identity(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
@@ -267,8 +396,11 @@ void NbdRouter::start() {
   if (::pipe2(wake_, O_CLOEXEC) != 0) throw Error(fmt::format("NBD router: pipe: {}", std::strerror(errno)));
   stopping_ = false;
   acceptor_ = std::thread([this] { accept_loop(); });
-  log::info("NBD router on {}:{}: each connection goes to SOCKETS/IDENTITY.sock in {} by its TLS PSK identity",
-            config_.listen_address, port_, config_.sockets_dir);
+  log::info("NBD router on {}:{}: each connection goes to SOCKETS/IDENTITY.sock in {} by its {}",
+            config_.listen_address, port_, config_.sockets_dir,
+            config_.tls_certificates_dir.empty()
+                ? "TLS PSK identity"
+                : "X.509 client certificate's CN (TLS ends here, certificates in " + config_.tls_certificates_dir + ")");
 }
 
 void NbdRouter::stop() {
@@ -367,6 +499,46 @@ void NbdRouter::serve(int client, std::string peer) {
     started_tls = option == kOptStartTls && reply == kRepAck;
   }
   if (!started_tls) return refuse(fmt::format("no NBD_OPT_STARTTLS within {} options", kMaxOptions));
+  // Connects to `identity`'s server and reads its greeting: "" or why not.
+  auto connect_backend = [&](const std::string& identity, const char* kind) -> std::string {
+    std::string path = config_.sockets_dir + "/" + identity + ".sock";
+    backend = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un u{};
+    u.sun_family = AF_UNIX;
+    if (backend < 0 || path.size() >= sizeof u.sun_path) return "cannot make a socket for " + path;
+    {
+      std::lock_guard lk(mu_);
+      fds_.insert(backend);
+    }
+    std::memcpy(u.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(backend, reinterpret_cast<sockaddr*>(&u), sizeof u) != 0)
+      return fmt::format("{} '{}' has no server here ({}): unknown, pending or revoked VMA", kind, identity,
+                         std::strerror(errno));
+    char greeting[sizeof kGreeting];
+    if (!(err = read_exact(backend, greeting, sizeof greeting, deadline)).empty())
+      return fmt::format("the server of '{}' did not greet: {}", identity, err);
+    if (std::memcmp(greeting, kGreeting, sizeof kGreeting) != 0)
+      return fmt::format("the server of '{}' greets differently from the router (handshake flags)", identity);
+    return "";
+  };
+  if (!config_.tls_certificates_dir.empty()) {
+    // X.509: the router ends TLS; the identity is the verified certificate's CN.
+    TlsServer tls;
+    std::string identity;
+    if (!(err = tls_accept(client, config_.tls_certificates_dir, deadline, tls, identity)).empty()) return refuse(err);
+    if (!is_routable_identity(identity)) return refuse("a client certificate whose CN is not a plain name");
+    if (!(err = connect_backend(identity, "certificate")).empty()) return refuse(err);
+    // The client's flags, then plain NBD: its options continue inside TLS.
+    if (!(err = write_all(backend, std::string_view(reinterpret_cast<char*>(cflags), 4), deadline)).empty())
+      return refuse(fmt::format("the server of '{}': {}", identity, err));
+    done_handshake();
+    routed_++;
+    log::info("NBD router: {} -> server of '{}' (X.509, TLS ended here)", peer, identity);
+    std::thread back([&tls, client, b = backend] { relay_to_tls(tls.session, b, client); });
+    relay_from_tls(tls.session, client, backend);
+    back.join();
+    return finish();
+  }
   // 2. The ClientHello, buffered, not answered.
   std::string hello, why;
   std::optional<std::string> identity;
@@ -397,24 +569,7 @@ void NbdRouter::serve(int client, std::string peer) {
   }
   if (!is_routable_identity(*identity)) return refuse("a PSK identity that is not a plain name");
   // 3. That identity's server, with the same handshake prefix.
-  std::string path = config_.sockets_dir + "/" + *identity + ".sock";
-  backend = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un u{};
-  u.sun_family = AF_UNIX;
-  if (backend < 0 || path.size() >= sizeof u.sun_path) return refuse("cannot make a socket for " + path);
-  {
-    std::lock_guard lk(mu_);
-    fds_.insert(backend);
-  }
-  std::memcpy(u.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(backend, reinterpret_cast<sockaddr*>(&u), sizeof u) != 0)
-    return refuse(fmt::format("PSK identity '{}' has no server here ({}): unknown or revoked VMA", *identity,
-                              std::strerror(errno)));
-  char greeting[sizeof kGreeting];
-  if (!(err = read_exact(backend, greeting, sizeof greeting, deadline)).empty())
-    return refuse(fmt::format("the server of '{}' did not greet: {}", *identity, err));
-  if (std::memcmp(greeting, kGreeting, sizeof kGreeting) != 0)
-    return refuse(fmt::format("the server of '{}' greets differently from the router (handshake flags)", *identity));
+  if (!(err = connect_backend(*identity, "PSK identity")).empty()) return refuse(err);
   std::string prefix(reinterpret_cast<char*>(cflags), 4);
   put64(prefix, kOptMagic);
   put32(prefix, kOptStartTls);

@@ -27,6 +27,24 @@
 // So it can run as its own process (migratekit-nbd-router), kept across OMA restarts
 // like nbdkit, and copies go on while the OMA restarts.
 //
+// X.509 mode (config.tls_certificates_dir set): nothing in a TLS ClientHello names the
+// client there (libnbd 1.14 sends as SNI the URI's host, which it also resolves and
+// checks the server's certificate against, and has no setter for it; the client's
+// certificate travels encrypted in TLS 1.3), so the router cannot route without ending
+// TLS itself. After STARTTLS (step 1) it does the TLS handshake as the server:
+//   DIR/server-cert.pem, DIR/server-key.pem  the OMA's NBD server certificate
+//   DIR/client-ca.pem  the ONLY issuer trusted for clients: the OMA's client CA (not the
+//                      operator's CA, which may have signed certificates with any name)
+//   DIR/ca-crl.pem     that CA's revocation list
+// read again for every connection (a revocation counts from the next handshake, with
+// no restart). A client must present a certificate that verifies against them; its
+// subject's CN (the VMA id the OMA signed, or "oma") is the identity: the client cannot
+// choose another. The router then connects to SOCKETS_DIR/IDENTITY.sock, where that
+// VMA's nbdkit speaks plain NBD (no TLS: the socket's directory is 0700), sends it the
+// client's handshake flags after its greeting, and from then on decrypts what the
+// client sends into that socket and encrypts what comes back (two threads per
+// connection, one per direction; GnuTLS allows one sender and one receiver at once).
+//
 // Limits: the handshake (steps 1-3) must finish within handshake_timeout; at most
 // max_handshakes connections may be in it and max_connections open in all; past that,
 // new connections are closed at once. Every refusal is logged with the peer's address
@@ -53,6 +71,7 @@ struct NbdRouterConfig {
   std::string listen_address = "0.0.0.0";
   int port = 10809;          // 0: a free port (see port())
   std::string sockets_dir;   // where IDENTITY.sock are
+  std::string tls_certificates_dir;  // X.509 mode: the router ends TLS (see above); "" = PSK
   std::chrono::milliseconds handshake_timeout{10000};
   int max_handshakes = 64;
   int max_connections = 1024;
@@ -99,6 +118,10 @@ class NbdRouter {
 // starting at the first. Returns nullopt and sets `why` when the hello is not complete
 // yet (`why` = "incomplete") or is malformed or has no such extension (why it is not).
 std::optional<std::string> client_hello_psk_identity(std::string_view records, std::string& why);
+
+// The CN of the subject of the X.509 certificate `der`, or "" when it has none or
+// cannot be read.
+std::string certificate_common_name(std::string_view der);
 
 // True for the identities the router turns into socket names: [A-Za-z0-9_-]{1,64}.
 bool is_routable_identity(std::string_view identity);

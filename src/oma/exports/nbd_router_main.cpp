@@ -2,10 +2,11 @@
 // (NbdRouter; see nbd_router.h). Started and kept by the OMA (VmaIsolatedExports), in
 // its own session when the OMA keeps its export servers across restarts.
 //
-//   migratekit-nbd-router --listen ADDR --port PORT --sockets DIR
+//   migratekit-nbd-router --listen ADDR --port PORT --sockets DIR [--tls-certificates DIR]
 //
-// Runs until SIGTERM or SIGINT. Holds no secret: the TLS handshake is between each
-// client and its VMA's nbdkit.
+// Runs until SIGTERM or SIGINT. With PSK it holds no secret: the TLS handshake is
+// between each client and its VMA's nbdkit. With --tls-certificates (X.509) it ends TLS
+// itself with the OMA's server key and routes by the client certificate's CN.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +23,9 @@ int main(int argc, char** argv) {
   app.add_option("--port", c.port, "TCP port to listen on")->required()->check(CLI::Range(1, 65535));
   app.add_option("--sockets", c.sockets_dir, "directory of IDENTITY.sock Unix sockets (one per VMA's nbdkit)")
       ->required();
+  app.add_option("--tls-certificates", c.tls_certificates_dir,
+                 "X.509: end TLS here with DIR/server-cert.pem, server-key.pem; trust DIR/client-ca.pem and "
+                 "DIR/ca-crl.pem for clients; route by the client certificate's CN");
   app.add_option("--handshake-timeout-ms", handshake_ms, "time a client has to reach its server")
       ->check(CLI::Range(100, 600000));
   app.add_option("--max-handshakes", c.max_handshakes, "connections at most in the handshake")->check(CLI::Range(1, 100000));

@@ -312,9 +312,13 @@ NbdkitExportServer::NbdkitExportServer(ExportServerConfig config) : config_(std:
                                    config_.router_binary));
     return;
   }
-  if (config_.tls.psk_file.empty() == config_.tls.certificates_dir.empty()) {
-    throw UsageError("the NBD export server needs TLS: give a PSK keys file or an X.509 certificates "
-                     "directory (exactly one)");
+  bool plain = config_.tls.psk_file.empty() && config_.tls.certificates_dir.empty();
+  if (!config_.tls.psk_file.empty() && !config_.tls.certificates_dir.empty()) {
+    throw UsageError("the NBD export server takes a PSK keys file or an X.509 certificates directory, not both");
+  }
+  if (plain && !on_unix_socket()) {
+    throw UsageError("the NBD export server needs TLS on a TCP port: give a PSK keys file or an X.509 certificates "
+                     "directory");
   }
   std::error_code ec;
   fs::create_directories(config_.exports_dir, ec);
@@ -352,15 +356,19 @@ NbdkitExportServer::~NbdkitExportServer() { stop(); }
 
 std::vector<std::string> NbdkitExportServer::argv() const {
   if (router()) {
-    return {config_.router_binary, "--listen", config_.listen_address, "--port", std::to_string(config_.port),
-            "--sockets", config_.router_sockets_dir};
+    std::vector<std::string> a = {config_.router_binary, "--listen", config_.listen_address, "--port",
+                                  std::to_string(config_.port), "--sockets", config_.router_sockets_dir};
+    if (!config_.router_tls_certificates_dir.empty())
+      a.insert(a.end(), {"--tls-certificates", config_.router_tls_certificates_dir});
+    return a;
   }
   std::vector<std::string> a = {"nbdkit", "-f"};
   if (on_unix_socket()) a.insert(a.end(), {"-U", config_.unix_socket});
   else a.insert(a.end(), {"-i", config_.listen_address, "-p", std::to_string(config_.port)});
-  a.push_back("--tls=require");
-  if (!config_.tls.psk_file.empty()) a.push_back("--tls-psk=" + config_.tls.psk_file);
-  else a.push_back("--tls-certificates=" + config_.tls.certificates_dir);
+  if (!config_.tls.psk_file.empty()) a.insert(a.end(), {"--tls=require", "--tls-psk=" + config_.tls.psk_file});
+  else if (!config_.tls.certificates_dir.empty())
+    a.insert(a.end(), {"--tls=require", "--tls-certificates=" + config_.tls.certificates_dir});
+  // else: plain NBD on a Unix socket in a 0700 directory, behind the X.509 router.
   if (config_.tls.verify_peer) a.push_back("--tls-verify-peer");
   a.push_back("--filter=" + config_.written_filter);  // the written-bytes filter: an option, before the plugin
   a.insert(a.end(), {"file", "dir=" + config_.exports_dir});
@@ -639,7 +647,9 @@ void NbdkitExportServer::reload_tls(const std::string& why) {
 
 Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
   Endpoint e;
-  if (on_unix_socket()) e.uri = fmt::format("nbds+unix:///{}?socket={}", export_name, config_.unix_socket);
+  bool tls = !config_.tls.psk_file.empty() || !config_.tls.certificates_dir.empty();
+  if (on_unix_socket())
+    e.uri = fmt::format("{}:///{}?socket={}", tls ? "nbds+unix" : "nbd+unix", export_name, config_.unix_socket);
   else e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);
   e.tls.psk_file = config_.tls.psk_file;
   e.tls.certificates_dir = config_.tls.certificates_dir;

@@ -1,10 +1,12 @@
 // NbdkitExportServer: one supervised nbdkit process serving a directory of exports.
 //
-// With X.509 or the nbd-server backend it is the one server of the OMA, on the NBD
-// port. With PSK (VmaIsolatedExports) there is one per approved VMA plus the OMA's own,
-// each on a Unix socket (config.unix_socket: -U PATH instead of -i/-p), behind the NBD
-// router; the router itself is supervised by this class too (config.router_sockets_dir:
-// the process is migratekit-nbd-router instead of nbdkit, kept and adopted the same way).
+// With the OMA's nbdkit backend (VmaIsolatedExports) there is one per approved VMA plus
+// the OMA's own, each on a Unix socket (config.unix_socket: -U PATH instead of -i/-p),
+// behind the NBD router: with PSK each does TLS with its PSK file; with X.509 they speak
+// plain NBD (config.tls empty, allowed only on a Unix socket) and the router ends TLS.
+// The router itself is supervised by this class too (config.router_sockets_dir: the
+// process is migratekit-nbd-router instead of nbdkit, kept and adopted the same way).
+// On a TCP port (tests, tools) it is a single server and TLS is required.
 //
 //   nbdkit -f -i ADDR -p PORT --tls=require --tls-psk=FILE
 //          --filter=.../nbdkit-written-filter.so file dir=EXPORTS_DIR written-dir=WRITTEN_DIR
@@ -42,9 +44,9 @@
 // cannot be reached to stop a job, which is rare and already costs that VMA's copies.
 //
 // reload_tls() restarts nbdkit the same way (without unpublishing anything): nbdkit 1.32
-// reads its certificates directory (ca-cert.pem, ca-crl.pem) only at start, so a VMA
-// whose certificate was revoked is refused, and its open connections end, only with a
-// new nbdkit. Every client drops once and reconnects.
+// reads its certificates directory (ca-cert.pem, ca-crl.pem) only at start. Every client
+// drops once and reconnects. (The OMA no longer needs it: with X.509 the router reads its
+// certificates at every connection.)
 //
 // Owns the nbdkit process (only while it is its child) and the supervisor thread.
 // Thread-safe.

@@ -21,6 +21,7 @@ namespace mk::oma {
 namespace {
 
 constexpr const char* kMainSocket = ".oma.sock";  // not a routable identity: reached only by symlinks
+constexpr const char* kOmaIdentity = "oma";       // X.509: the CN of the OMA's own client certificate
 
 void private_dir(const std::string& path) {
   std::error_code ec;
@@ -47,7 +48,10 @@ VmaIsolatedExports::VmaIsolatedExports(ExportServerConfig config, std::string is
       isolation_dir_(std::move(isolation_dir)),
       sockets_dir_(isolation_dir_ + "/sockets"),
       vma_of_vm_(std::move(vma_of_vm)) {
-  if (config_.tls.psk_file.empty()) throw UsageError("per-VMA NBD isolation needs the OMA's PSK file");
+  if (config_.tls.psk_file.empty() == config_.tls.certificates_dir.empty())
+    throw UsageError("per-VMA NBD isolation needs the OMA's PSK file or its X.509 certificates directory (one)");
+  x509_ = !config_.tls.certificates_dir.empty();
+  if (x509_) config_.tls.certificates_dir = fs::absolute(config_.tls.certificates_dir).lexically_normal().string();
   // Absolute: the VMAs' export links point into EXPORTS_DIR and nbdkit wants them so.
   config_.exports_dir = fs::absolute(config_.exports_dir).lexically_normal().string();
   isolation_dir_ = fs::absolute(isolation_dir_).lexically_normal().string();
@@ -63,20 +67,27 @@ VmaIsolatedExports::VmaIsolatedExports(ExportServerConfig config, std::string is
   m.unix_socket = sockets_dir_ + "/" + kMainSocket;
   m.log_path = isolation_dir_ + "/oma-nbdkit.log";
   m.record_path = kept_servers_dir(config_.record_path) + "/oma.json";
+  if (x509_) m.tls = {};  // the router ends TLS; plain NBD behind it
   main_ = std::make_unique<NbdkitExportServer>(m);
 
   ExportServerConfig r = config_;
   r.router_sockets_dir = sockets_dir_;
+  if (x509_) r.router_tls_certificates_dir = config_.tls.certificates_dir;
   router_ = std::make_unique<NbdkitExportServer>(r);
 }
 
 VmaIsolatedExports::~VmaIsolatedExports() { stop(); }
 
 void VmaIsolatedExports::sync_main_identities() {
-  // Every identity of the OMA's own PSK file reaches the OMA's nbdkit.
+  // Every identity of the OMA's own PSK file reaches the OMA's nbdkit; with X.509, the
+  // OMA's own client certificate (CN "oma", NbdClientCa).
   std::ifstream in(config_.tls.psk_file);
+  std::vector<std::string> lines;
+  if (x509_) lines.push_back(std::string(kOmaIdentity) + ":");
+  else
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
   std::set<std::string> ids;
-  for (std::string line; std::getline(in, line);) {
+  for (const auto& line : lines) {
     std::string id = identity_of(line);
     if (id.empty() || id.rfind("vma-", 0) == 0) continue;  // "vma-" identities are the VMAs' own
     if (!is_routable_identity(id)) {
@@ -137,19 +148,25 @@ void VmaIsolatedExports::link_exports(const std::string& vma_id, VmaServer& s) {
   for (const auto& name : wanted) s.server->publish(name, config_.exports_dir + "/" + name);
 }
 
+std::string VmaIsolatedExports::identity(const VmaNbdAccess& a) const {
+  return x509_ ? a.vma_id : identity_of(a.psk_line);
+}
+
 void VmaIsolatedExports::set_vma_access(const std::vector<VmaNbdAccess>& approved) {
   std::lock_guard lk(mu_);
   std::map<std::string, const VmaNbdAccess*> want;
   for (const auto& a : approved) {
-    std::string id = identity_of(a.psk_line);
-    if (!is_routable_identity(id) || id.rfind("vma-", 0) != 0)
-      throw UsageError(fmt::format("VMA {}: its NBD PSK identity is not vma-NAME with a plain name", a.vma_id));
+    std::string id = identity(a);
+    if (x509_ ? !is_routable_identity(id) || id == kOmaIdentity
+              : !is_routable_identity(id) || id.rfind("vma-", 0) != 0)
+      throw UsageError(fmt::format("VMA {}: its NBD identity ({}) is not a plain name{}", a.vma_id,
+                                   x509_ ? "its id" : "PSK identity", x509_ ? "" : " vma-NAME"));
     want[a.vma_id] = &a;
   }
   // Revoked (or no longer known) VMAs: their servers end now.
   for (auto it = vmas_.begin(); it != vmas_.end();) {
     auto w = want.find(it->first);
-    if (w != want.end() && identity_of(w->second->psk_line) == it->second.identity) {
+    if (w != want.end() && identity(*w->second) == it->second.identity) {
       ++it;
       continue;
     }
@@ -163,12 +180,14 @@ void VmaIsolatedExports::set_vma_access(const std::vector<VmaNbdAccess>& approve
   }
   // Kept servers of identities no VMA has any more (revoked while no OMA ran them).
   std::set<std::string> identities;
-  for (const auto& [vma_id, a] : want) identities.insert(identity_of(a->psk_line));
+  for (const auto& [vma_id, a] : want) identities.insert(identity(*a));
   if (config_.keep_running) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(kept_servers_dir(config_.record_path), ec)) {
       std::string id = e.path().stem().string();
-      if (e.path().extension() == ".json" && id.rfind("vma-", 0) == 0 && !identities.count(id)) {
+      // Every record there but the OMA's own server's is a VMA's (PSK "vma-…" or X.509 VMA
+      // ids: a switch between modes ends the other mode's servers too).
+      if (e.path().extension() == ".json" && id != "oma" && !identities.count(id)) {
         log::warn("NBD: {}", stop_one_kept_server(e.path().string(), std::chrono::milliseconds(200)));
         std::error_code rec;
         fs::remove_all(isolation_dir_ + "/vma/" + id, rec);
@@ -178,16 +197,16 @@ void VmaIsolatedExports::set_vma_access(const std::vector<VmaNbdAccess>& approve
   }
   std::string failures;
   for (const auto& [vma_id, a] : want) {
-    std::string id = identity_of(a->psk_line);
+    std::string id = identity(*a);
     try {
       auto it = vmas_.find(vma_id);
       std::string dir = isolation_dir_ + "/vma/" + id;
       private_dir(dir);
-      write_private_file(dir + "/psk.keys", a->psk_line + "\n");  // nbdkit reads it at each handshake
+      if (!x509_) write_private_file(dir + "/psk.keys", a->psk_line + "\n");  // nbdkit reads it at each handshake
       if (it == vmas_.end()) {
         ExportServerConfig c = config_;
         c.exports_dir = dir + "/exports";
-        c.tls = {dir + "/psk.keys", "", false};
+        c.tls = x509_ ? TlsConfig{} : TlsConfig{dir + "/psk.keys", "", false};  // X.509: plain, behind the router
         c.unix_socket = sockets_dir_ + "/" + id + ".sock";
         c.log_path = dir + "/nbdkit.log";
         c.record_path = kept_servers_dir(config_.record_path) + "/" + id + ".json";
@@ -241,6 +260,7 @@ Endpoint VmaIsolatedExports::endpoint(const std::string& export_name) const {
   Endpoint e;
   e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), router_->port(), export_name);
   e.tls.psk_file = config_.tls.psk_file;
+  e.tls.certificates_dir = config_.tls.certificates_dir;  // X.509: holds the OMA's client certificate
   e.role = "export";
   return e;
 }

@@ -1,15 +1,21 @@
-// VmaIsolatedExports: the nbdkit export backend with TLS PSK, where each VMA can list
-// and open only the exports of the VMs assigned to it — enforced by keys, on one port.
+// VmaIsolatedExports: the nbdkit export backend, where each VMA can list and open only
+// the exports of the VMs assigned to it — enforced by keys, on one port.
 //
 //   client ──TCP :10809──► migratekit-nbd-router ──► ISO/sockets/IDENTITY.sock ──► that VMA's nbdkit
 //                          (reads the PSK identity                                  (PSK file: its key only;
 //                           from the TLS ClientHello)                                exports: its VMs only)
 //
+// In X.509 mode (config.tls.certificates_dir: NbdClientCa's directory) the same servers
+// and sockets, but the router ends TLS with that directory (nbd_router.h) and routes by
+// the verified client certificate's CN: IDENTITY is the VMA's id (its certificate's CN)
+// and "oma" for the OMA's own certificate; every nbdkit speaks plain NBD on its socket
+// (no PSK files), the directory being 0700. VmaNbdAccess.psk_line is then empty.
+//
 // Processes (each an NbdkitExportServer: supervised, restarted, kept and adopted across
 // OMA restarts with keep_running, like the single nbdkit before):
 //  * the router on the NBD port (see nbd_router.h), recorded in config.record_path;
 //  * the OMA's own nbdkit on ISO/sockets/.oma.sock (a name the router never routes to)
-//    with the OMA's PSK file (its own identity "oma" and operators' lines) serving every
+//    with the OMA's PSK file (X.509: no TLS; its own identity "oma" and operators' lines) serving every
 //    export of EXPORTS_DIR, as the single server did: the OMA verifies exports with it
 //    and a default VMA (--vma-url) holding the OMA's key copies with it. For each identity
 //    in that file, ISO/sockets/IDENTITY.sock is a symlink to .oma.sock;
@@ -46,7 +52,8 @@
 
 namespace mk::oma {
 
-// An approved VMA's NBD credentials: its id and its PSK file line "identity:hexkey".
+// An approved VMA's NBD credentials: its id and its PSK file line "identity:hexkey"
+// (X.509: empty; the identity is the VMA id, the CN of the certificate the OMA issued).
 struct VmaNbdAccess {
   std::string vma_id;
   std::string psk_line;
@@ -94,9 +101,11 @@ class VmaIsolatedExports : public ExportBackend {
   };
   void link_exports(const std::string& vma_id, VmaServer& s);  // requires mu_
   void sync_main_identities();
+  std::string identity(const VmaNbdAccess& a) const;  // its socket's name
   std::optional<std::string> owner_of(const std::string& export_name) const;
 
   ExportServerConfig config_;
+  bool x509_ = false;  // config_.tls is an X.509 certificates directory (the router ends TLS)
   std::string isolation_dir_, sockets_dir_;
   std::function<std::optional<std::string>(const std::string&)> vma_of_vm_;
   std::unique_ptr<NbdkitExportServer> router_;

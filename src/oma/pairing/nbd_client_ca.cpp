@@ -113,6 +113,8 @@ bool NbdClientCa::sync(const std::set<std::string>& allowed_vma_ids) {
   if (!bundle.ends_with('\n')) bundle += '\n';
   bundle += *contents(ca_cert_file());
   changed = write_if_changed(dir + "/ca-cert.pem", bundle) || changed;
+  // The NBD router trusts only this CA for clients (the operator's may sign any name).
+  changed = write_if_changed(dir + "/client-ca.pem", *contents(ca_cert_file())) || changed;
   // The list is signed with a time, so its bytes differ at every writing: compare the
   // serials it lists.
   std::string serials_file = state_dir_ + "/revoked-serials";

@@ -9,16 +9,20 @@
 // URI:urn:uuid:<id>) and keeps the certificate as STATE/issued/<vma_id>.pem. The key
 // never leaves the VMA.
 //
-// STATE/nbdkit/ is nbdkit's --tls-certificates directory, rewritten by sync():
+// STATE/nbdkit/ is the NBD router's --tls-certificates directory (and the OMA's own
+// client directory), rewritten by sync():
 //   server-cert.pem, server-key.pem  copies of the operator's
-//   ca-cert.pem   the operator's CA, then the OMA's client CA: GnuTLS trusts every
-//                 certificate of the file, for the server's chain and for clients
+//   client-ca.pem the OMA's client CA alone: the only issuer the router trusts for
+//                 clients (the operator's CA may have signed certificates of any name)
+//   ca-cert.pem   the operator's CA, then the OMA's client CA: what the OMA's own
+//                 client (libnbd) trusts for the server
 //   ca-crl.pem    the client CA's revocation list: every certificate it issued whose
 //                 VMA may not connect (pending, revoked, or unknown to the database)
-//   client-cert.pem, client-key.pem  the OMA's own client certificate, so that the
-//                 OMA's checks of its exports (libnbd reads these names) get in too
-// nbdkit 1.32 reads these files only when it starts: sync() says whether what it would
-// accept changed, and the caller then restarts it.
+//   client-cert.pem, client-key.pem  the OMA's own client certificate (CN "oma"), so
+//                 that the OMA's checks of its exports (libnbd reads these names) get in
+// The router reads these files at every connection. sync() still says whether what a
+// server reading them only at start would accept changed (the nbd-server backend's
+// caller may restart it).
 //
 // Owns the files under STATE. Thread-safe (one mutex around them).
 #pragma once

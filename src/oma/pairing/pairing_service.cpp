@@ -66,7 +66,15 @@ void PairingService::sync_access() {
 
 void PairingService::sync_nbd_client_certificates(const std::string& why) {
   if (!config_.nbd_client_ca) return;
-  if (config_.nbd_client_ca->sync(approved_vma_ids(vmas_)) && config_.reload_nbd_server) config_.reload_nbd_server(why);
+  auto approved = approved_vma_ids(vmas_);
+  // The revocation list first (the router refuses a revoked certificate from its next
+  // handshake), then the servers: a revoked VMA's nbdkit ends with its open sessions.
+  if (config_.nbd_client_ca->sync(approved) && config_.reload_nbd_server) config_.reload_nbd_server(why);
+  if (config_.set_nbd_access) {
+    std::vector<VmaNbdAccess> access;
+    for (const auto& id : approved) access.push_back({id, ""});
+    config_.set_nbd_access(access);
+  }
 }
 
 // This VMA's own NBD PSK identity and key (authorised in the server's file at approval),

@@ -18,13 +18,13 @@
 //     With X.509 instead (nbd_client_ca set), the VMA sends a certificate request at
 //     enrolment and gets back its own client certificate from the OMA's client CA
 //     (NbdClientCa); the CA's revocation list names every certificate whose VMA is not
-//     approved, and nbdkit (--tls-verify-peer) is restarted whenever that list changes
-//     (enrolment, approval, revocation): nbdkit 1.32 reads it only at start. Open NBD
-//     connections of other VMAs drop once then; their copy engines reconnect.
+//     approved, and the approved VMAs (by id, the CN of their certificates) get their
+//     own nbdkit behind the NBD router the same way (set_nbd_access with empty PSK
+//     lines), which ends TLS and routes by the verified certificate's CN.
 //  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
-//     neither hold the tunnel nor open a new NBD connection; with PSK its nbdkit is
-//     stopped, so its open NBD sessions end at once (X.509: its certificate is on the
-//     revocation list and its open connections end with the restart).
+//     neither hold the tunnel nor open a new NBD connection; its nbdkit is stopped, so
+//     its open NBD sessions end at once, and no other VMA's server is touched (X.509:
+//     its certificate is also on the revocation list the router reads).
 // In the PSK file the OMA owns only the "vma-" lines; other lines (its own identity,
 // an operator's) are kept as they are.
 //
@@ -70,9 +70,10 @@ struct PairingConfig {
   // read its certificates directory again (null: a server that does not verify clients).
   NbdClientCa* nbd_client_ca = nullptr;
   std::function<void(const std::string& why)> reload_nbd_server;
-  // PSK with per-VMA NBD servers (VmaIsolatedExports::set_vma_access): the approved VMAs'
-  // keys go to their own servers, not into nbd_psk_file. Null: every approved VMA's key
-  // goes into nbd_psk_file (the nbd-server backend, which cannot isolate VMAs).
+  // Per-VMA NBD servers (VmaIsolatedExports::set_vma_access): with PSK the approved VMAs'
+  // keys go to their own servers, not into nbd_psk_file; with X.509 their ids (empty PSK
+  // lines). Null: every approved VMA's key goes into nbd_psk_file (the nbd-server
+  // backend, which cannot isolate VMAs).
   std::function<void(const std::vector<VmaNbdAccess>&)> set_nbd_access;
   std::chrono::seconds code_ttl{24 * 3600};
   std::chrono::milliseconds vma_timeout{10000};
