@@ -635,16 +635,6 @@ void NbdkitExportServer::relaunch() {
   launch();
 }
 
-void NbdkitExportServer::reload_tls(const std::string& why) {
-  std::lock_guard lock(mu_);  // the supervisor waits: it must not restart the old server
-  if (stopping_ || pid_.load() <= 0) return;  // not running: the next start reads the files
-  pid_t old = pid_.load();
-  relaunch();
-  log::warn("export server restarted (pid {} -> {}) to read its TLS certificates again ({}): open NBD connections "
-            "dropped once and their clients reconnect",
-            old, pid_.load(), why);
-}
-
 Endpoint NbdkitExportServer::endpoint(const std::string& export_name) const {
   Endpoint e;
   bool tls = !config_.tls.psk_file.empty() || !config_.tls.certificates_dir.empty();

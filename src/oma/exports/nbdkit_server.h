@@ -43,11 +43,6 @@
 // copy engine reconnects and redoes unflushed writes). It happens only when a VMA
 // cannot be reached to stop a job, which is rare and already costs that VMA's copies.
 //
-// reload_tls() restarts nbdkit the same way (without unpublishing anything): nbdkit 1.32
-// reads its certificates directory (ca-cert.pem, ca-crl.pem) only at start. Every client
-// drops once and reconnects. (The OMA no longer needs it: with X.509 the router reads its
-// certificates at every connection.)
-//
 // Owns the nbdkit process (only while it is its child) and the supervisor thread.
 // Thread-safe.
 #pragma once
@@ -76,9 +71,6 @@ class NbdkitExportServer : public ExportBackend {
   void publish(const std::string& export_name, const std::string& device_path) override;
   void unpublish(const std::string& export_name) override;
   void cut_off(const std::vector<std::string>& export_names) override;
-  // Restarts nbdkit on the same port so that it reads its TLS files again (see above);
-  // `why` goes to the log. Throws mk::Error if the new server does not listen.
-  void reload_tls(const std::string& why);
   // Ends the server now, kept or not, and stops supervising it (its record is removed):
   // how a revoked VMA's server goes. Its clients' connections end with it.
   void terminate();
