@@ -196,52 +196,56 @@ std::string tls_accept(int fd, const std::string& dir, Clock::time_point deadlin
   return "";
 }
 
-// Client (TLS) to backend (plain) until either ends, then shuts both sockets down.
-void relay_from_tls(gnutls_session_t s, int client, int backend) {
+// Reads with `read` and writes all of it with `write` until either side ends or fails,
+// then shuts both sockets down (which also ends the other direction's relay). Each
+// returns what recv/send return, retrying interruptions itself.
+template <typename Read, typename Write>
+void relay(Read read, Write write, int client, int backend) {
   std::vector<char> buf(1 << 18);
-  for (;;) {
-    ssize_t n = gnutls_record_recv(s, buf.data(), buf.size());
-    if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) continue;
-    if (n <= 0) break;
-    size_t done = 0;
-    bool ok = true;
-    while (done < static_cast<size_t>(n)) {
-      ssize_t m = ::send(backend, buf.data() + done, static_cast<size_t>(n) - done, MSG_NOSIGNAL);
-      if (m < 0 && errno == EINTR) continue;
-      if (m <= 0) {
-        ok = false;
-        break;
-      }
-      done += static_cast<size_t>(m);
+  auto forward = [&](ssize_t n) {
+    for (ssize_t done = 0, m; done < n; done += m) {
+      if ((m = write(buf.data() + done, static_cast<size_t>(n - done))) <= 0) return false;
     }
-    if (!ok) break;
+    return true;
+  };
+  for (ssize_t n; (n = read(buf.data(), buf.size())) > 0 && forward(n);) {
   }
   ::shutdown(client, SHUT_RDWR);
   ::shutdown(backend, SHUT_RDWR);
 }
 
-// Backend (plain) to client (TLS) until either ends, then shuts both sockets down.
-void relay_to_tls(gnutls_session_t s, int backend, int client) {
-  std::vector<char> buf(1 << 18);
-  for (;;) {
-    ssize_t n = ::recv(backend, buf.data(), buf.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    size_t done = 0;
-    bool ok = true;
-    while (done < static_cast<size_t>(n)) {
-      ssize_t m = gnutls_record_send(s, buf.data() + done, static_cast<size_t>(n) - done);
-      if (m == GNUTLS_E_INTERRUPTED || m == GNUTLS_E_AGAIN) continue;
-      if (m <= 0) {
-        ok = false;
-        break;
-      }
-      done += static_cast<size_t>(m);
+// The client's TLS records and the backend's plain socket, as relay() reads and writes them.
+auto tls_recv(gnutls_session_t s) {
+  return [s](char* p, size_t n) {
+    for (;;) {
+      ssize_t r = gnutls_record_recv(s, p, n);
+      if (r != GNUTLS_E_INTERRUPTED && r != GNUTLS_E_AGAIN) return r;
     }
-    if (!ok) break;
-  }
-  ::shutdown(client, SHUT_RDWR);
-  ::shutdown(backend, SHUT_RDWR);
+  };
+}
+auto tls_send(gnutls_session_t s) {
+  return [s](const char* p, size_t n) {
+    for (;;) {
+      ssize_t r = gnutls_record_send(s, p, n);
+      if (r != GNUTLS_E_INTERRUPTED && r != GNUTLS_E_AGAIN) return r;
+    }
+  };
+}
+auto socket_recv(int fd) {
+  return [fd](char* p, size_t n) {
+    for (;;) {
+      ssize_t r = ::recv(fd, p, n, 0);
+      if (!(r < 0 && errno == EINTR)) return r;
+    }
+  };
+}
+auto socket_send(int fd) {
+  return [fd](const char* p, size_t n) {
+    for (;;) {
+      ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+      if (!(r < 0 && errno == EINTR)) return r;
+    }
+  };
 }
 
 }  // namespace
@@ -534,8 +538,8 @@ void NbdRouter::serve(int client, std::string peer) {
     done_handshake();
     routed_++;
     log::info("NBD router: {} -> server of '{}' (X.509, TLS ended here)", peer, identity);
-    std::thread back([&tls, client, b = backend] { relay_to_tls(tls.session, b, client); });
-    relay_from_tls(tls.session, client, backend);
+    std::thread back([&tls, client, b = backend] { relay(socket_recv(b), tls_send(tls.session), client, b); });
+    relay(tls_recv(tls.session), socket_send(backend), client, backend);
     back.join();
     return finish();
   }
