@@ -14,10 +14,12 @@
 // Process-wide: one router and one server, started once, never stopped.
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -105,19 +107,34 @@ void connection(const std::string& bytes) {
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(r.port()));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    mk::fuzz::fail(fmt::format("cannot connect to the router: {}", std::strerror(errno)));
+  // libFuzzer's -timeout alarm (SIGALRM) interrupts blocking calls: EINTR is retried, and
+  // an interrupted connect() goes on in the background, so it is waited for.
+  if (fd < 0) mk::fuzz::fail(fmt::format("cannot make a socket: {}", std::strerror(errno)));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int err = errno;
+    if (err == EINTR) {
+      pollfd p{fd, POLLOUT, 0};
+      while (::poll(&p, 1, 5000) < 0 && errno == EINTR) {
+      }
+      socklen_t len = sizeof err;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    }
+    if (err != 0) mk::fuzz::fail(fmt::format("cannot connect to the router: {}", std::strerror(err)));
   }
   // At most 8 KiB (libFuzzer's -max_len): the socket's buffer takes it without a reader.
   size_t off = 0;
   while (off < bytes.size()) {
     ssize_t w = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
     if (w <= 0) break;  // the router closed the connection already
     off += static_cast<size_t>(w);
   }
   ::shutdown(fd, SHUT_WR);
   char buf[4096];
-  while (::recv(fd, buf, sizeof buf, 0) > 0) {
+  for (;;) {
+    ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
   }
   ::close(fd);
   auto deadline = std::chrono::steady_clock::now() + 5s;
