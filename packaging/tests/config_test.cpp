@@ -230,6 +230,18 @@ TEST(OmaConfig, CheckConfigNamesFileLineAndSetting) {
   EXPECT_EQ(r.status, 0) << r.err;
 }
 
+// nbd-server verifies no NBD client and serves every export to all: never by accident.
+TEST(OmaConfig, TheUnauthenticatedNbdServerBackendNeedsItsExplicitOption) {
+  TempDir dir("mk-conf");
+  auto path = write(dir, "oma.conf", "data-dir = \"/x\"\nexport-backend = \"nbd-server\"\n");
+  Result r = run(dir, {OMA_BIN, "--check-config", "--config", path});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--allow-unisolated-exports"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nbdkit backend"), std::string::npos) << r.err;
+  r = run(dir, {OMA_BIN, "--check-config", "--config", path, "--allow-unisolated-exports"});
+  EXPECT_EQ(r.status, 0) << r.err;
+}
+
 TEST(VmaConfig, CheckConfigNamesFileLineAndSetting) {
   TempDir dir("mk-conf");
   std::string base = "state-dir = \"/x\"\nvcenter = \"https://vc/sdk\"\nvcenter-user = \"u\"\nvcenter-password-file = \"/p\"\n";

@@ -86,6 +86,13 @@ void check_config(const OmaConfig& config) {
     throw UsageError(fmt::format("--volume-backend {}: expected local or cloudstack", c.volume_backend));
   if (c.export_backend != "nbdkit" && c.export_backend != "nbd-server")
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", c.export_backend));
+  if (c.export_backend == "nbd-server" && !c.allow_unisolated_exports) {
+    throw UsageError(
+        "--export-backend nbd-server: nbd-server verifies no NBD client certificate and cannot keep VMAs apart, so any "
+        "client that reaches the NBD port could read and overwrite every VM's disks. Use the nbdkit backend (the "
+        "default), which serves each VMA only its own VMs' disks; to run nbd-server anyway on a network where only "
+        "your VMAs reach that port, add --allow-unisolated-exports");
+  }
   if (c.keep_export_server && c.export_backend != "nbdkit")
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   if (!c.node.node_id.empty() && !valid_node_id(c.node.node_id))
@@ -255,17 +262,15 @@ void Oma::start() {
     isolated = server.get();
     export_server_ = std::move(server);
   } else if (config_.export_backend == "nbd-server") {
-    log::warn("the nbd-server export backend cannot keep VMAs apart: every approved VMA's key opens every export on "
-              "port {}; use the nbdkit backend (the default), which serves each VMA only its own VMs' disks",
-              config_.nbd_port);
     export_server_ = std::make_unique<NbdServerExportServer>(ec);
   } else {
     throw UsageError(fmt::format("--export-backend {}: expected nbdkit or nbd-server", config_.export_backend));
   }
   export_server_->start();
-  if (nbd_client_ca_ && !isolated) {
-    log::warn("the nbd-server export backend does not verify NBD client certificates: any client that reaches port "
-              "{} may use the exports; use the nbdkit backend (the default) to have VMAs' certificates checked",
+  if (!isolated) {  // allowed by --allow-unisolated-exports (check_config)
+    log::warn("the nbd-server export backend verifies no NBD client and cannot keep VMAs apart: any client that "
+              "reaches port {} may read and write every export; use the nbdkit backend (the default), which serves "
+              "each VMA only its own VMs' disks",
               export_server_->port());
   }
   // The lease before any job resumes: a node touches volumes only while it holds it.

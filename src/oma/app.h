@@ -58,6 +58,8 @@ struct OmaConfig {
   std::string nbd_advertise_host = "127.0.0.1";  // how the VMA reaches the export server
   std::string exports_dir;                    // default DATA/exports
   std::string export_backend = "nbdkit";      // or "nbd-server"
+  // nbd-server verifies no NBD client and cannot keep VMAs apart: refused without this.
+  bool allow_unisolated_exports = false;
   bool keep_export_server = false;            // nbdkit outlives the OMA; adopted at the next start
   std::string tls_psk_file;                   // default DATA/nbd-psk.keys (created)
   std::string tls_certificates_dir;           // X.509 instead of PSK (the operator's; only read)

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   app.add_option("--nbd-advertise-host", c.nbd_advertise_host, "Host the VMA connects to for NBD (default 127.0.0.1)");
   app.add_option("--exports-dir", c.exports_dir, "Directory of export symlinks (default DATA/exports)");
   app.add_option("--export-backend", c.export_backend, "nbdkit (default) or nbd-server (needs --tls-certificates and a fixed --nbd-port)");
+  app.add_flag("--allow-unisolated-exports", c.allow_unisolated_exports,
+               "Run the nbd-server backend although it verifies no NBD client and cannot keep VMAs apart (any client "
+               "that reaches the NBD port reads and writes every export): only on a network where nothing else can");
   app.add_option("--tls-psk-file", c.tls_psk_file, "NBD TLS PSK keys file (default DATA/nbd-psk.keys, created)");
   app.add_option("--tls-certificates", c.tls_certificates_dir, "NBD TLS X.509 certificates directory instead of PSK");
   app.add_option("--vma-url", c.vma_url, "VMA API through the tunnel (default http://127.0.0.1:9081)");
