@@ -118,9 +118,8 @@ std::optional<TakeoverRecord> TakeoverRepository::find(const std::string& vm_id)
 }
 
 std::optional<std::string> TakeoverRepository::owner_of(const std::string& vm_id) {
-  auto rows = db_.query("SELECT node_id FROM vm_placements WHERE vm_id = ? AND node_id IS NOT NULL", {vm_id});
-  if (rows.empty()) return std::nullopt;
-  return rows.at(0).str(0);
+  auto placement = placements_.find(vm_id);
+  return placement ? placement->node_id : std::nullopt;
 }
 
 std::vector<ForeignExport> TakeoverRepository::exports_placed_elsewhere(const std::string& node_id) {

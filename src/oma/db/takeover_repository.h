@@ -83,7 +83,8 @@ class TakeoverRepository {
   void record_error(const std::string& vm_id, const std::string& node_id, const std::string& error);
   std::optional<TakeoverRecord> find(const std::string& vm_id);
 
-  // Whether the VM is placed on `node_id` now (the fencing check before an export change).
+  // The node the VM is placed on now, nullopt if none (the fencing check before an
+  // export change).
   std::optional<std::string> owner_of(const std::string& vm_id);
   // Exports recorded for VMs placed on another node than `node_id`: what a node that lost
   // its VMs must not serve.
