@@ -17,28 +17,10 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/server_probe.h"
 
 namespace mk::source {
 namespace {
-
-bool accepts(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string tail(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  return s.size() > 1500 ? "..." + s.substr(s.size() - 1500) : s;
-}
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
@@ -175,13 +157,13 @@ void DiskReader::launch(const std::string& work_dir,
   so.stdout_path = so.stderr_path = log_;
   process_ = Subprocess::spawn(argv(socket_), so);
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!accepts(socket_)) {
+  while (!accepts_unix(socket_)) {
     if (!process_.running()) {
       throw Error(fmt::format("{} exited (status {}) before serving; its log:\n{}", what,
-                              process_.exit_status().value_or(-1), tail(log_)));
+                              process_.exit_status().value_or(-1), log_tail(log_)));
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      std::string log = tail(log_);
+      std::string log = log_tail(log_);
       stop();
       throw Error(fmt::format("{} did not serve within {} s; its log:\n{}", what, timeout.count(), log));
     }

@@ -26,6 +26,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "common/server_probe.h"
 #include "oma/exports/nbd_router.h"
 #include "oma/names.h"
 
@@ -34,44 +35,11 @@ namespace fs = std::filesystem;
 namespace mk::oma {
 namespace {
 
-bool accepts(const std::string& address, int port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1) return false;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-bool accepts_unix(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof a.sun_path) return false;
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // The Unix socket an argv makes nbdkit listen on ("-U PATH"), or "".
 std::string unix_socket_of(const std::vector<std::string>& argv) {
   for (size_t i = 0; i + 1 < argv.size(); ++i)
     if (argv[i] == "-U") return argv[i + 1];
   return "";
-}
-
-std::string tail(const std::string& path) {
-  if (path.empty()) return "(no log)";
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  return s.size() > 1500 ? s.substr(s.size() - 1500) : s;
 }
 
 // Replaces (or creates) dir/name as a symlink to target in one rename(2).
@@ -222,7 +190,7 @@ std::string adoption_refusal(const KeptServerRecord& record, const std::vector<s
     if (!accepts_unix(sock)) return fmt::format("nothing accepts connections on {}", sock);
     return "";
   }
-  if (!owns_listener(record.pid, record.port) || !accepts(client_address(address), record.port)) {
+  if (!owns_listener(record.pid, record.port) || !accepts_tcp(client_address(address), record.port)) {
     return fmt::format("pid {} is not what accepts connections on {}:{}", record.pid, address, record.port);
   }
   return "";
@@ -282,14 +250,14 @@ void wait_for_listen(const std::string& address, int port, const std::function<s
                      const std::string& what, const std::string& log_path, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    if (accepts(client_address(address), port)) return;
+    if (accepts_tcp(client_address(address), port)) return;
     if (auto how = ended()) {
       throw Error(fmt::format("{} {} before listening on {}:{} (port taken?); its log {}:\n{}", what, *how, address,
-                              port, log_path, tail(log_path)));
+                              port, log_path, log_tail(log_path)));
     }
     if (std::chrono::steady_clock::now() > deadline) {
       throw Error(fmt::format("{} did not listen on {}:{} within {} ms; its log {}:\n{}", what, address, port,
-                              timeout.count(), log_path, tail(log_path)));
+                              timeout.count(), log_path, log_tail(log_path)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -388,18 +356,18 @@ void NbdkitExportServer::launch() {
     pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
     while (on_unix_socket() ? !accepts_unix(config_.unix_socket)
-                  : !owns_listener(pid, config_.port) || !accepts(client_address(config_.listen_address), config_.port)) {
+                  : !owns_listener(pid, config_.port) || !accepts_tcp(client_address(config_.listen_address), config_.port)) {
       if (!pid_alive(pid, pidfd_)) {
         throw Error(fmt::format("{} (pid {}) exited before listening on {}; its log {}:\n{}",
                                 router() ? "the NBD router" : "nbdkit (exports)", pid,
                                 on_unix_socket() ? config_.unix_socket
                                                  : fmt::format("{}:{} (port taken?)", config_.listen_address, config_.port),
-                                config_.log_path, tail(config_.log_path)));
+                                config_.log_path, log_tail(config_.log_path)));
       }
       if (std::chrono::steady_clock::now() > deadline) {
         ::kill(pid, SIGKILL);
         throw Error(fmt::format("nbdkit (exports, pid {}) did not listen on {}:{} within 15 s; its log {}:\n{}", pid,
-                                config_.listen_address, config_.port, config_.log_path, tail(config_.log_path)));
+                                config_.listen_address, config_.port, config_.log_path, log_tail(config_.log_path)));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -425,10 +393,10 @@ void NbdkitExportServer::launch() {
     while (!accepts_unix(config_.unix_socket)) {
       if (auto how = ended())
         throw Error(fmt::format("nbdkit ({}) {} before listening; its log {}:\n{}", config_.unix_socket, *how,
-                                config_.log_path, tail(config_.log_path)));
+                                config_.log_path, log_tail(config_.log_path)));
       if (std::chrono::steady_clock::now() > deadline)
         throw Error(fmt::format("nbdkit did not listen on {} within 15 s; its log {}:\n{}", config_.unix_socket,
-                                config_.log_path, tail(config_.log_path)));
+                                config_.log_path, log_tail(config_.log_path)));
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     log::info("nbdkit serving {} on {} (pid {})", config_.exports_dir, config_.unix_socket, process_.pid());
