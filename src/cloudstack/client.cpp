@@ -182,6 +182,12 @@ Json response_object(const std::string& command, long status, const std::string&
   try {
     body = Json::parse(text);
   } catch (const Json::exception&) {  // parse_error, or out_of_range for a number like 1e999
+    if (status >= 500) {  // a proxy's or servlet container's error page: not the API's answer
+      throw Error(fmt::format("CloudStack {}: HTTP {} from {} ({} bytes, not an API answer): the management "
+                              "server or a proxy in front of it is failing or restarting; the call may or may "
+                              "not have run; try again once CloudStack answers",
+                              command, status, where, text.size()));
+    }
     throw Error(fmt::format("CloudStack {}: HTTP {} from {} is not JSON ({} bytes); check that "
                             "the API URL ends in /client/api",
                             command, status, where, text.size()));

@@ -46,6 +46,27 @@ TEST(Answers, AnAnswerWithANumberTooLargeForADoubleIsAnError) {
                Error);
 }
 
+// A gateway's HTML page (seen in the soak when the simulator answers 503/504) is an
+// outage to wait out, not a wrong API URL; a non-JSON 200 or 404 is the URL's fault.
+TEST(Answers, AnErrorPageSaysWhetherToFixTheUrlOrWaitForCloudStack) {
+  auto message = [](long status) {
+    try {
+      response_object("listVolumes", status, "<html>Gateway Timeout</html>", "https://cs/client/api");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (long status : {502L, 503L, 504L}) {
+    EXPECT_NE(message(status).find("failing or restarting"), std::string::npos) << message(status);
+    EXPECT_EQ(message(status).find("check that the API URL"), std::string::npos) << message(status);
+  }
+  for (long status : {200L, 404L}) {
+    EXPECT_NE(message(status).find("check that the API URL ends in /client/api"), std::string::npos)
+        << message(status);
+  }
+}
+
 TEST(Answers, DamagedStoredSettingsSayWhatToDo) {
   auto open = [](const std::string& s) { return s; };
   for (const char* text : {R"([])", R"({"api_url":5})", R"({"network_ids":"net-1"})", R"({"network_ids":[1]})"}) {
