@@ -12,6 +12,10 @@ pairing bundle, the VMA's SSH reverse tunnel to an sshd on a loopback port.
     lab.guest_writes(); lab.replicate(["incremental"]); lab.cutover(vm)
     lab.stop()                       # every process stopped by PID
 
+With cloudstack=True the OMA keeps its volumes in the CloudStack simulator
+(tests/lab/cloudstack) instead of local files: each pass attaches them through its API,
+and cloudstack_fail() makes that API fail as a management server does.
+
 Processes are started in their own sessions and stopped by PID (never by name). Not
 thread-safe.
 """
@@ -84,11 +88,15 @@ def journal_writes(flat_file, ranges):
         os.close(fd)
 
 
-def sha256(path):
+def sha256(path, length=None):
+    """The file's sha256, or that of its first `length` bytes (a CloudStack volume is
+    rounded up to whole GiB: only the source disk's size is compared)."""
     h = hashlib.sha256()
+    left = os.path.getsize(path) if length is None else length
     with open(path, "rb") as f:
-        while chunk := f.read(8 * MIB):
+        while left > 0 and (chunk := f.read(min(8 * MIB, left))):
             h.update(chunk)
+            left -= len(chunk)
     return h.hexdigest()
 
 
@@ -183,8 +191,9 @@ class OmaApi:
 
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
-                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk"):
+                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False):
         self.work = work
+        self.cloudstack = cloudstack
         # "psk" (the OMA's default) or "x509": the OMA gets `--tls-certificates DIR` with a
         # throwaway PKI (certtool: a CA, a server certificate for localhost/127.0.0.1) and
         # the VMA its client certificate at pairing.
@@ -229,8 +238,9 @@ class MigrationLab:
         if "oma" in self.procs:
             subprocess.run([self.tool("oma"), "--data-dir", self.oma_dir, "--stop-export-server"],
                            capture_output=True, timeout=60)
-        if "lab" in self.procs:
-            self.procs["lab"].stop()
+        for name in ("lab", "cloudstack"):
+            if name in self.procs:
+                self.procs[name].stop()
 
     # --- the lab: vcsim + CBT shim + sshd ----------------------------------------------
 
@@ -253,6 +263,49 @@ class MigrationLab:
         with open(lab_json) as f:
             self.lab = json.load(f)
         self.vms = {v["instance_uuid"]: v for v in self.lab["vms"]}
+        if self.cloudstack:
+            self.start_cloudstack()
+
+    # --- the CloudStack simulator (cloudstack=True) --------------------------------------
+
+    # The simulator's seeded zone, offerings, template and network (tests/cloudstack/sim_server.h).
+    CLOUDSTACK_SEED = {"zone_id": "z0000000-0000-4000-8000-000000000001",
+                       "disk_offering_id": "do000000-0000-4000-8000-000000000001",
+                       "service_offering_id": "so000000-0000-4000-8000-000000000001",
+                       "template_id": "t0000000-0000-4000-8000-000000000001",
+                       "test_network_id": "n0000000-0000-4000-8000-000000000002",
+                       "oma_mac": "02:00:00:00:0a:01"}
+
+    def start_cloudstack(self):
+        d = os.path.join(self.work, "cloudstack")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        self.by_id_dir = os.path.join(d, "by-id")
+        port_file = os.path.join(d, "port")
+        secret_file = os.path.join(d, "secret")
+        self.cloudstack_secret = os.urandom(24).hex()
+        write_private(secret_file, self.cloudstack_secret)
+        p = self.spawn("cloudstack", [sys.executable, os.path.join(ROOT, "tests", "lab", "cloudstack", "cloudstack_sim.py"),
+                                      "--port-file", port_file, "--state-dir", os.path.join(d, "state"),
+                                      "--by-id-dir", self.by_id_dir, "--api-key", "lab-key",
+                                      "--secret-key-file", secret_file])
+        wait_for("the CloudStack simulator", lambda: os.path.exists(port_file) and open(port_file).read().strip(),
+                 60, p.proc, p.log)
+        with open(port_file) as f:
+            self.cloudstack_url = f"http://127.0.0.1:{int(f.read())}"
+
+    def cloudstack_control(self, path, body=None):
+        req = urllib.request.Request(self.cloudstack_url + path, method="POST" if body is not None else "GET",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
+    def cloudstack_fail(self, rule):
+        """Makes the simulator fail calls as `rule` says (its README: command, how, count...)."""
+        self.cloudstack_control("/control/fail", rule)
+
+    def cloudstack_clear(self):
+        self.cloudstack_control("/control/clear", {})
 
     # --- the OMA -----------------------------------------------------------------------
 
@@ -268,6 +321,8 @@ class MigrationLab:
                 "--authorized-keys-file", self.authorized_keys]
         if self.nbd_tls == "x509":
             argv += ["--tls-certificates", self.x509_server_dir()]
+        if self.cloudstack:
+            argv += ["--volume-backend", "cloudstack", "--by-id-dir", self.by_id_dir, "--cloudstack-allow-http"]
         port_file = os.path.join(self.oma_dir, "api.port")
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -284,6 +339,10 @@ class MigrationLab:
             with open(gui_port_file) as f:
                 self.gui_port = int(f.read())
         self.gui_url = f"http://127.0.0.1:{self.gui_port}/"
+        if self.cloudstack:  # stored in the OMA's database; again after a restart is harmless
+            self.oma.call("PUT", "/api/v1/settings/cloudstack",
+                          {"api_url": self.cloudstack_url + "/client/api", "api_key": "lab-key",
+                           "secret_key": self.cloudstack_secret, **self.CLOUDSTACK_SEED})
 
     def x509_server_dir(self):
         """The operator's NBD server certificates directory for an X.509 OMA (made once):
@@ -491,6 +550,21 @@ class MigrationLab:
         vols = self.oma.call("GET", "/api/v1/volumes")["volumes"]
         return {str(v["disk_key"]): v for v in vols if v["vm_id"] == vm_id}
 
+    @staticmethod
+    def volume_sha256(target, source_file):
+        """The volume's sha256 over the source disk's size (CloudStack rounds volumes up to
+        whole GiB); a volume with data written past that size never compares equal."""
+        size = os.path.getsize(source_file)
+        fd = os.open(target["device_path"], os.O_RDONLY)
+        try:
+            os.lseek(fd, size, os.SEEK_DATA)
+            return "data past the source disk's end"
+        except OSError:  # ENXIO: no data after `size`
+            pass
+        finally:
+            os.close(fd)
+        return sha256(target["device_path"], size)
+
     def check_disks(self, vm_id, job, kind):
         vm = self.vms[vm_id]
         targets = self.disk_targets(vm_id)
@@ -498,7 +572,7 @@ class MigrationLab:
         for disk in vm["disks"]:
             key = str(disk["key"])
             jd = job_disks.get(key, {})
-            src, dst = sha256(disk["flat_file"]), sha256(targets[key]["device_path"])
+            src, dst = sha256(disk["flat_file"]), self.volume_sha256(targets[key], disk["flat_file"])
             entry = {"vm": vm["name"], "disk": key, "type": kind,
                      "bytes_moved": int(jd.get("bytes_done", 0)),
                      "seconds": round(disk_seconds(jd, job), 3),
