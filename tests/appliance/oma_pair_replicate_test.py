@@ -95,9 +95,13 @@ def main():
     vm_dir = os.path.join(a.work_dir, "oma")
     started = None
     try:
+        def give_settings(overlay):
+            t = time.monotonic()
+            guest_append(overlay, "/etc/migratekit/oma.conf", settings)
+            print(f"settings written into the overlay (libguestfs, TCG): {time.monotonic() - t:.0f} s", flush=True)
+
         # Settings go into the overlay first; the clock starts with qemu.
-        with BootedVm(a.qemu, a.image, vm_dir, 1536, nic,
-                      before_boot=lambda overlay: guest_append(overlay, "/etc/migratekit/oma.conf", settings)) as vm:
+        with BootedVm(a.qemu, a.image, vm_dir, 1536, nic, before_boot=give_settings) as vm:
             started = time.monotonic()
             lab.start_lab(sshd=False)  # while the guest boots
             healthy = wait_healthy(vm, api_port, started, a.timeout)
