@@ -41,10 +41,13 @@ test-guest: build
 
 # The appliance images booted under qemu (TCG; tests/appliance): the OMA's API, its
 # first-boot console announcement (admin token, certificate fingerprint) and a pairing
-# bundle; the VMA's OVA layout and unpaired first boot. Kept out of `make test`:
-# measured on 2 shared cores (2026-12-03, load 4-7) the four tests took 873 s wall and
-# 511 CPU-seconds (images 226 s + 429 s, boots 107 s + 111 s); with both images cached
-# in $(BUILD_DIR)/appliance (by the hash of their inputs) only the boots run.
+# bundle; the VMA's OVA layout and unpaired first boot; this build's vma paired with the
+# booted OMA through qemu's forwards, replicating a lab VM into it (full + incremental,
+# sha256 through the OMA's NBD export). Kept out of `make test`: measured on 2 shared
+# cores (2026-12-04, load 8-10, debootstrap cache warm) the five tests took 722 s wall and
+# ~325 CPU-seconds of their own (images 195 s + 324 s, boots 54 s + 62 s, pairing and
+# replication 87 s); with both images cached in $(BUILD_DIR)/appliance (by the hash of
+# their inputs) only the boots run: 203 s wall, ~160 CPU-seconds.
 # Needs root (debootstrap, chroot).
 test-appliance: build
 	@scripts/install-deps appliance

@@ -162,10 +162,11 @@ class Process:
 
 
 class OmaApi:
-    """The OMA's REST API with a bearer token."""
+    """The OMA's REST API with a bearer token. `context`: the ssl.SSLContext for an
+    https:// base (an appliance's self-signed API, pinned by its caller); None for http://."""
 
-    def __init__(self, base, token):
-        self.base, self.token = base, token
+    def __init__(self, base, token, context=None):
+        self.base, self.token, self.context = base, token, context
 
     def call(self, method, path, body=None, ok=(200, 201, 202), timeout=120):
         data = None if body is None else json.dumps(body).encode()
@@ -174,7 +175,7 @@ class OmaApi:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as r:
                 status, text = r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             status, text = e.code, e.read().decode()
@@ -191,9 +192,16 @@ class OmaApi:
 
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
-                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False):
+                 read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False,
+                 target_sha256=None):
         self.work = work
         self.cloudstack = cloudstack
+        # How check_disks reads a replica: target_sha256(vm_id, disk, volume) -> hex digest,
+        # `disk` as in the lab's JSON, `volume` as GET /api/v1/volumes lists it. Default: the
+        # volume's file (device_path) over the source's size, which only an OMA on this
+        # machine has.
+        self.target_sha256 = target_sha256 or (
+            lambda vm_id, disk, volume: self.volume_sha256(volume, disk["flat_file"]))
         # "psk" (the OMA's default) or "x509": the OMA gets `--tls-certificates DIR` with a
         # throwaway PKI (certtool: a CA, a server certificate for localhost/127.0.0.1) and
         # the VMA its client certificate at pairing.
@@ -250,15 +258,25 @@ class MigrationLab:
         self.pair_vma()
         self.start_vma()
 
-    def start_lab(self):
+    def use_oma(self, api):
+        """Drives an OMA this lab did not start (e.g. a booted appliance) through `api`
+        (an OmaApi) instead of start_oma(); stop() then leaves it alone."""
+        self.oma = api
+
+    def start_lab(self, sshd=True):
+        """vcsim with its CBT shim and the lab's VMs; with `sshd`, the sshd that the OMA
+        started by start_oma() has its VMAs' tunnels end at (an appliance has its own)."""
         self.oma_dir = os.path.join(self.work, "oma")
         os.makedirs(self.oma_dir, mode=0o700, exist_ok=True)
         self.authorized_keys = os.path.join(self.oma_dir, "vma_authorized_keys")
         if not os.path.exists(self.authorized_keys):
             write_private(self.authorized_keys, "")
         lab_json = os.path.join(self.work, "lab.json")
-        p = self.spawn("lab", [self.tool("mk-lab"), "--out", lab_json, "--vms", str(self.n_vms), "--disk-mib",
-                               self.disk_mib, "--fill", self.fill, "--sshd-authorized-keys", self.authorized_keys])
+        argv = [self.tool("mk-lab"), "--out", lab_json, "--vms", str(self.n_vms), "--disk-mib", self.disk_mib,
+                "--fill", self.fill]
+        if sshd:
+            argv += ["--sshd-authorized-keys", self.authorized_keys]
+        p = self.spawn("lab", argv)
         wait_for("the lab (mk-lab)", lambda: os.path.exists(lab_json), 300, p.proc, p.log)
         with open(lab_json) as f:
             self.lab = json.load(f)
@@ -572,7 +590,7 @@ class MigrationLab:
         for disk in vm["disks"]:
             key = str(disk["key"])
             jd = job_disks.get(key, {})
-            src, dst = sha256(disk["flat_file"]), self.volume_sha256(targets[key], disk["flat_file"])
+            src, dst = sha256(disk["flat_file"]), self.target_sha256(vm_id, disk, targets[key])
             entry = {"vm": vm["name"], "disk": key, "type": kind,
                      "bytes_moved": int(jd.get("bytes_done", 0)),
                      "seconds": round(disk_seconds(jd, job), 3),

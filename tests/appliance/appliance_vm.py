@@ -1,14 +1,23 @@
 """An appliance image booted for a test: a throwaway qcow2 overlay of it run by qemu
 under TCG (/dev/kvm cannot run guests on these machines) with its serial console (ttyS0)
 in WORK_DIR/console.log and user-mode networking, stopped by its PID. Used by
-oma_boot_test.py and vma_boot_test.py as a context manager; one thread."""
+oma_boot_test.py, oma_pair_replicate_test.py and vma_boot_test.py as a context manager;
+one thread. Also what those tests share about the OMA: its HTTPS API on a forwarded
+loopback port (self-signed: pinned by the fingerprint its console announced), the wait
+for /health and the first-boot announcement."""
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 
 def console_text(path):
@@ -37,8 +46,89 @@ def arguments(doc, timeout_help):
     return ap
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def insecure_context():
+    # The certificate is self-signed: callers pin it by the fingerprint the console
+    # printed (served_fingerprint), as a VMA pins it from its pairing bundle.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def request(port, method, path, token=None, body=None):
+    """One call to the OMA's HTTPS API on 127.0.0.1:port; returns (status, body bytes)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, context=insecure_context(), timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def served_fingerprint(port):
+    """SHA-256 of the certificate the HTTPS listener on 127.0.0.1:port serves ("AB:CD:...")."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        with insecure_context().wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def wait_healthy(vm, port, started, timeout):
+    """Waits until the OMA's GET /health on the forwarded `port` answers 200; returns the
+    seconds since `started` (time.monotonic()); fails the test after `timeout` s."""
+    while time.monotonic() - started < timeout:
+        vm.check_running("the OMA answered")
+        try:
+            status, _ = request(port, "GET", "/health")
+            if status == 200:
+                return time.monotonic() - started
+        except (OSError, ssl.SSLError):
+            pass  # not up yet: qemu forwards the port before the guest listens
+        time.sleep(3)
+    fail(f"GET /health did not answer 200 within {timeout} s", vm.console)
+
+
+def oma_announcement(vm):
+    """Waits for the OMA's first-boot announcement; returns (console text, admin token,
+    certificate fingerprint). The token stays in memory: never print it."""
+    # The announcement follows the OMA's start (After=migratekit-oma.service).
+    text = vm.wait_for("MK-APPLIANCE-READY oma", 300, "first-boot announcement")
+    token = re.search(r"MK-ADMIN-TOKEN: (\S+)", text)
+    fingerprint = re.search(r"fingerprint:\s*\n\s*((?:[0-9A-F]{2}:){31}[0-9A-F]{2})", text)
+    if not token or not fingerprint:
+        fail("the announcement lacks the admin token or the certificate fingerprint", vm.console)
+    return text, token.group(1), fingerprint.group(1)
+
+
+def guest_append(overlay, path, text):
+    """Appends `text` to the file `path` of the appliance's root file system (partition 2)
+    in the qcow2 `overlay` before its first boot, as an operator customises a template
+    (docs/install.md, "Settings before the first boot"), with libguestfs (TCG here)."""
+    env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+    out = subprocess.run(["guestfish", "--rw", "--format=qcow2", "-a", overlay, "-m", "/dev/sda2", "--",
+                          "write-append", path, text], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(f"FAIL: guestfish could not append to {path} in {overlay}: {out.stderr.strip()[-2000:]}",
+              file=sys.stderr)
+        sys.exit(1)
+
+
 class BootedVm:
-    def __init__(self, qemu, image, work_dir, memory_mib, nic="user,model=virtio-net-pci"):
+    """`before_boot(overlay)`, when given, may change the fresh overlay before qemu starts."""
+
+    def __init__(self, qemu, image, work_dir, memory_mib, nic="user,model=virtio-net-pci", before_boot=None):
         if os.path.isdir(work_dir):
             shutil.rmtree(work_dir)
         os.makedirs(work_dir)
@@ -50,11 +140,14 @@ class BootedVm:
                     "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{self.console}",
                     "-vga", "std", "-drive", f"file={self.overlay},if=virtio,format=qcow2", "-nic", nic]
         self.image = os.path.abspath(image)
+        self.before_boot = before_boot
         self.process = None
 
     def __enter__(self):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", self.image, self.overlay],
                        check=True)
+        if self.before_boot:
+            self.before_boot(self.overlay)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         return self

@@ -15,55 +15,14 @@ memory (the console log in the work directory holds the token, as the console do
 
   oma_boot_test.py --image OMA.qcow2 --work-dir DIR [--qemu qemu-system-x86_64] [--timeout S]
 """
-import hashlib
 import json
 import re
-import socket
-import ssl
 import time
-import urllib.error
-import urllib.request
 
-from appliance_vm import BootedVm, arguments, fail
+from appliance_vm import (BootedVm, arguments, fail, free_port, oma_announcement, request, served_fingerprint,
+                          wait_healthy)
 
 GUEST_ADDRESS = "10.0.2.15"  # qemu user networking's first DHCP lease
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def insecure_context():
-    # The certificate is self-signed: the test pins it by the fingerprint the console
-    # printed (check_certificate), as a VMA pins it from its pairing bundle.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def request(port, method, path, token=None, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=data, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, context=insecure_context(), timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def served_fingerprint(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
-        with insecure_context().wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
 def main():
@@ -74,28 +33,10 @@ def main():
     started = time.monotonic()
     with BootedVm(a.qemu, a.image, a.work_dir, 1536, nic) as vm:
         serial = vm.console
-        healthy = None
-        while time.monotonic() - started < a.timeout:
-            vm.check_running("the OMA answered")
-            try:
-                status, _ = request(port, "GET", "/health")
-                if status == 200:
-                    healthy = time.monotonic() - started
-                    break
-            except (OSError, ssl.SSLError):
-                pass  # not up yet: qemu forwards the port before the guest listens
-            time.sleep(3)
-        if healthy is None:
-            fail(f"GET /health did not answer 200 within {a.timeout} s", serial)
+        healthy = wait_healthy(vm, port, started, a.timeout)
         print(f"boot to healthy API under TCG: {healthy:.0f} s")
 
-        # The announcement follows the OMA's start (After=migratekit-oma.service).
-        text = vm.wait_for("MK-APPLIANCE-READY oma", 300, "first-boot announcement")
-        token = re.search(r"MK-ADMIN-TOKEN: (\S+)", text)
-        fingerprint = re.search(r"fingerprint:\s*\n\s*((?:[0-9A-F]{2}:){31}[0-9A-F]{2})", text)
-        if not token or not fingerprint:
-            fail("the announcement lacks the admin token or the certificate fingerprint", serial)
-        token, fingerprint = token.group(1), fingerprint.group(1)
+        text, token, fingerprint = oma_announcement(vm)
         if not re.search(r"MK-ROOT-PASSWORD: \S{16}", text):
             fail("the announcement lacks the one-time root password", serial)
         print(f"announced after {time.monotonic() - started:.0f} s")
