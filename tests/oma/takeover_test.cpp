@@ -226,6 +226,18 @@ TEST(Takeover, MovesAreClaimedWhenAPassOfADrainedOrMovedVmStarts) {
   EXPECT_FALSE(stays.handed_off);
   EXPECT_TRUE(stays.message.empty()) << stays.message;
   lease.stop();
+
+  // vm1's move to oma-c was claimed and never started; oma-c dies: the node that takes
+  // vm1 over detaches its volumes from oma-a's VM, where they still are.
+  database.exec("UPDATE oma_nodes SET lease_expires_at = 0 WHERE node_id = 'oma-c'");
+  register_placement_node(r, "oma-d", 8);
+  auto t = r.takeovers.claim_one("oma-d");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->vm_id, vm1);
+  EXPECT_EQ(t->from_node, "oma-c");
+  EXPECT_EQ(t->from_cloudstack_vm_id, "cs-oma-a") << t->reason;
+  EXPECT_EQ(t->kind, TakeoverKind::Failover);
+  EXPECT_NE(t->reason.find("had claimed it from node oma-a"), std::string::npos) << t->reason;
 }
 
 }  // namespace

@@ -80,6 +80,18 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
           "OMA node {} stopped renewing its lease (incarnation {}, expired {} ms before by the database's clock: "
           "its process or VM died, or it lost the database); node {} took VM {} over",
           t.from_node, t.from_incarnation, now - t.lease_expired_at, node_id, t.vm_id);
+      // The dead node had claimed the VM itself (a move, or a takeover) and died before
+      // the volumes left the VM they were on: they are still there, not on its VM.
+      auto before = db_.query("SELECT step, from_node, from_cloudstack_vm_id FROM vm_takeovers "
+                              "WHERE vm_id = ? AND to_node = ? AND finished_at IS NULL",
+                              {t.vm_id, t.from_node});
+      if (!before.empty() && parse_enum<TakeoverStep>(before.at(0).str(0), "vm_takeovers.step") ==
+                                 TakeoverStep::Claimed) {
+        t.from_cloudstack_vm_id = before.at(0).str(2);
+        t.reason += fmt::format(" (node {} had claimed it from node {} and died before its volumes left node {}'s VM: "
+                                "they are detached from there)",
+                                t.from_node, before.at(0).str(1), before.at(0).str(1));
+      }
       if (!c.is_null(7)) {
         t.failed_job_id = c.str(7);
         std::string error = fmt::format(
