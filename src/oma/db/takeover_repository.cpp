@@ -116,6 +116,7 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
 MoveClaim TakeoverRepository::claim_move(const std::string& vm_id) {
   MoveClaim out;
   db_.transaction([&] {
+    out = MoveClaim{};  // a transaction the database aborts and runs again starts afresh
     placements_.lock();
     if (auto t = kTakeovers.query_one(db_, "WHERE vm_id = ? AND finished_at IS NULL", {vm_id})) {
       out.move = std::move(t);
