@@ -318,6 +318,13 @@ void Oma::start() {
       auto owner = repos_->takeovers.owner_of(vm_id);
       return !owner || *owner == config_.node.node_id;
     };
+    // A drained node's VM, or one an operator moves, moves at its next pass: the pass
+    // goes to the node its volumes move to (NodeFailover::move_before_pass).
+    jo.hand_off = [this](const JobRecord& job) -> JobOptions::HandOff {
+      if (!failover_) return {};
+      PassMove m = failover_->move_before_pass(job.vm_id);
+      return {m.handed_off, m.message};
+    };
   }
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
   cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
@@ -416,8 +423,9 @@ TakeoverActions Oma::takeover_actions() {
       cloudstack::Volume vol = session->volumes->require_owned(v->volume_id, ref);
       if (vol.virtual_machine_id.empty() || vol.virtual_machine_id == mine) continue;
       if (vol.virtual_machine_id != t.from_cloudstack_vm_id) {
-        throw Error(fmt::format("volume {} (VM {} disk {}) is attached to CloudStack VM {}, which is neither the dead "
-                                "node {}'s VM ({}) nor this node's ({}): not touching it; find out what holds it",
+        throw Error(fmt::format("volume {} (VM {} disk {}) is attached to CloudStack VM {}, which is neither the "
+                                "VM of node {} (where it was: {}) nor this node's ({}): not touching it; find out "
+                                "what holds it",
                                 v->volume_id, t.vm_id, d.disk_key, vol.virtual_machine_id, t.from_node,
                                 t.from_cloudstack_vm_id.empty() ? "not recorded" : t.from_cloudstack_vm_id, mine));
       }
@@ -442,6 +450,18 @@ TakeoverActions Oma::takeover_actions() {
     }
   };
   a.resume = [this](const TakeoverRecord& t) {
+    // A pass handed to this node (a move, or a pass started during a takeover) goes on here.
+    for (const auto& j : repos_->jobs.active_jobs()) {
+      if (j.vm_id != t.vm_id || !is_pass(j.kind)) continue;
+      if (jobs_->adopt(j.job_id)) {
+        repos_->jobs.add_event(j.job_id, EventLevel::Info,
+                               fmt::format("node {}: the VM's volumes are here (detached from node {}'s VM, attached "
+                                           "to this node's and exported here); this node goes on with the pass",
+                                           config_.node.node_id, t.from_node));
+      }
+      return;
+    }
+    if (!t.failed_job_id) return;
     JobKind kind = repos_->jobs.get_job(*t.failed_job_id).kind;
     if (!is_pass(kind)) return;
     std::string job;

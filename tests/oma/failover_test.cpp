@@ -16,6 +16,12 @@
 //    resumed: it withdraws its exports of the VM it lost, registers again without
 //    touching the VM, and a pass it is asked to run is refused, the volumes staying on the
 //    other node.
+//  * Moves at the next pass (issue 18, item 2): a drained node's VM, and a VM an operator
+//    moves (recorded, nothing moved at once), are moved when their next pass starts:
+//    volumes detached from the old node's VM and attached to the new one's (never
+//    elsewhere), exports there and withdrawn on the old node, the job's events saying
+//    why, and the pass runs on the new node from the committed change IDs, every disk
+//    identical to its source by SHA-256.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -342,6 +348,114 @@ TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
   }
   for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
   EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+}
+
+// Checks what a pass that moved the VM from oma-a to oma-b left: the job `job2`
+// completed on oma-b from pass `job1`'s committed change IDs, volumes and exports on
+// oma-b only, disks identical to their sources. `seen_elsewhere`: a volume was seen
+// attached to neither node's VM while the pass ran.
+void expect_moved_to_b(Service& s, const std::string& job1, const std::string& job2, bool seen_elsewhere,
+                       const std::string& why) {
+  EXPECT_FALSE(seen_elsewhere) << "a volume was attached to a VM that is neither node's";
+  json done = s.job(s.b, job2);
+  ASSERT_EQ(done["status"], "completed") << done.dump() << "\n" << mk::test::log_tail(s.b.log);
+  EXPECT_EQ(done["kind"], "incremental");
+  std::string events = events_text(done);
+  EXPECT_NE(events.find("moving volumes from node oma-a to node oma-b because " + why), std::string::npos) << events;
+  EXPECT_NE(events.find("node oma-b: the VM's volumes are here"), std::string::npos) << events;
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-b");
+  HttpReply placement = s.a.api->get("/api/v1/vms/" + s.vm + "/placement");
+  ASSERT_EQ(placement.status, 200) << placement.raw;
+  EXPECT_EQ(placement.body["node_id"], "oma-b");
+  EXPECT_TRUE(placement.body["requested_node_id"].is_null()) << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["kind"], "move") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["from_node"], "oma-a") << placement.raw;
+  EXPECT_EQ(placement.body["takeover"]["step"], "exported") << placement.raw;
+  auto attached = s.attachments();
+  ASSERT_EQ(attached.size(), kKeys.size());
+  for (const auto& [id, on] : attached) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  // The exports live on oma-b now; oma-a withdrew its own (its fencing sweep).
+  std::vector<std::string> exports = s.export_names();
+  ASSERT_EQ(exports.size(), kKeys.size());
+  for (const auto& name : exports) EXPECT_TRUE(s.b.serves(name)) << name << " not exported on oma-b";
+  EXPECT_TRUE(eventually([&] {
+    for (const auto& name : exports)
+      if (s.a.serves(name)) return false;
+    return true;
+  })) << "oma-a still serves an export of the VM that moved\n" << mk::test::log_tail(s.a.log);
+  // The pass went to oma-b's export server, incremental from pass 1's change IDs.
+  bool found = false;
+  for (const auto& r : s.vma.replicate_requests()) {
+    if (r.job_id != job2) continue;
+    found = true;
+    EXPECT_EQ(r.kind, protocol::PassKind::Incremental);
+    EXPECT_EQ(r.nbd.port, s.b.api->get("/health").body["nbd_port"].get<int>()) << "not oma-b's export server";
+    for (const auto& d : r.disks)
+      EXPECT_EQ(d.change_id_base.value_or(""), "cbt-" + job1 + "-" + d.disk_key.str()) << "disk " << d.disk_key.str();
+  }
+  EXPECT_TRUE(found) << "the VMA was never asked to copy pass " << job2;
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+}
+
+// Waits for the job to end, watching the volumes' attachments meanwhile.
+bool wait_watching(Service& s, Node& n, const std::string& job, bool& seen_elsewhere) {
+  const std::set<std::string> allowed = {s.sim.oma_vm_id(1), "", s.sim.oma_vm_id(2)};
+  return eventually([&] {
+    for (const auto& [id, on] : s.attachments()) seen_elsewhere = seen_elsewhere || !allowed.count(on);
+    return job_ended(s.job(n, job));
+  }, 90);
+}
+
+TEST(OmaMove, ADrainedNodesVmMovesToAnotherNodeAtItsNextPass) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  ASSERT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-a");
+  for (const auto& name : s.export_names()) ASSERT_TRUE(s.a.serves(name)) << name;
+
+  // Draining moves nothing by itself: the VM stays until its next pass.
+  HttpReply r = s.a.api->post("/api/v1/nodes/oma-a/drain", "");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a failover round of each node
+  EXPECT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-a");
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(1)) << "volume " << id;
+
+  // The guest writes; the next pass is asked of the drained node, where the VM is.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 128 * 1024, 65536, 500 + i);
+  std::string job2 = s.start_pass(s.a, "incremental");
+  bool elsewhere = false;
+  ASSERT_TRUE(wait_watching(s, s.b, job2, elsewhere)) << mk::test::log_tail(s.b.log);
+  expect_moved_to_b(s, job1, job2, elsewhere, "oma-a is drained");
+
+  // The next pass, asked of oma-b, runs there with nothing to move.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 512 * 1024, 4096, 600 + i);
+  std::string job3 = s.start_pass(s.b, "incremental");
+  json done3 = wait_for_job(*s.b.api, job3, job_ended);
+  ASSERT_EQ(done3["status"], "completed") << done3.dump();
+  EXPECT_EQ(events_text(done3).find("moving volumes"), std::string::npos) << events_text(done3);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+}
+
+TEST(OmaMove, AnOperatorsMoveIsRecordedAndDoneAtTheVmsNextPass) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/move", json{{"node_id", "oma-b"}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["node_id"], "oma-a") << r.raw;
+  EXPECT_EQ(r.body["requested_node_id"], "oma-b") << r.raw;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(1)) << "moved before its next pass";
+
+  // The next pass, asked of the node it moves to this time.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 64 * 1024, 65536, 700 + i);
+  std::string job2 = s.start_pass(s.b, "incremental");
+  bool elsewhere = false;
+  ASSERT_TRUE(wait_watching(s, s.b, job2, elsewhere)) << mk::test::log_tail(s.b.log);
+  expect_moved_to_b(s, job1, job2, elsewhere, "an operator moved it to node oma-b");
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 // database recorded by the test: what is claimed (VMs of nodes whose lease expired, not
 // of one that stopped cleanly, one claimer only), the running pass failed naming the
 // dead node and never committed, each step run once in order, a takeover whose step
-// failed finished at the next round, and the fence refusing VMs placed elsewhere. The
-// real processes, CloudStack and exports: failover_test.cpp (label scale).
+// failed finished at the next round, and the fence refusing VMs placed elsewhere; moves
+// between live nodes claimed when a pass starts. The real processes, CloudStack and
+// exports: failover_test.cpp (label scale).
 #include <gtest/gtest.h>
 
 #include "oma/db/migrations.h"
@@ -89,12 +90,13 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   EXPECT_EQ(r.takeovers.find(vm1)->step, TakeoverStep::Exported);
   EXPECT_TRUE(r.takeovers.find(vm1)->finished_at);
   EXPECT_FALSE(r.takeovers.find(vm1)->error);
+  // resume runs for every takeover: it adopts a pass handed to the node, or starts the failed one again.
   EXPECT_EQ(calls, (std::vector<std::string>{"stop " + job, "detach " + vm2, "attach " + vm2, "export " + vm2,
-                                             "stop " + job, "detach " + vm1, "attach " + vm1, "export " + vm1,
-                                             "resume " + vm1}));
+                                             "resume " + vm2, "stop " + job, "detach " + vm1, "attach " + vm1,
+                                             "export " + vm1, "resume " + vm1}));
   for (const auto& vm : {vm1, vm2}) EXPECT_EQ(r.placements.find(vm)->node_id.value_or(""), "oma-live");
   failover.tick();  // nothing left: no step runs again
-  EXPECT_EQ(calls.size(), 9u);
+  EXPECT_EQ(calls.size(), 10u);
 
   // Nobody else can claim them now; the fence refuses what is placed elsewhere.
   register_placement_node(r, "oma-other", 8);
@@ -124,6 +126,118 @@ TEST(Takeover, ANodeThatRegisteredAgainKeepsItsVms) {
   ASSERT_TRUE(r.nodes.register_node(test_node("oma-a"), 600000));  // back before anyone claimed
   EXPECT_FALSE(r.takeovers.claim_one("oma-b"));
   EXPECT_EQ(r.placements.find(placement_vm_id(1))->node_id.value_or(""), "oma-a");
+}
+
+// Moves between live nodes (issue 18, item 2), claimed when a pass of the VM starts: a VM
+// whose node is drained goes to the least loaded active node, one an operator moves to
+// that node; a VM on an active node without a move stays; a move that cannot happen says
+// why and leaves the VM; an unfinished move is answered again, not claimed twice; and
+// the pass is handed to the target node until the volumes are attached there.
+TEST(Takeover, MovesAreClaimedWhenAPassOfADrainedOrMovedVmStarts) {
+  mk::test::TempDir dir("mk-takeover");
+  db::SqliteDatabase database(dir.file("oma.db"));
+  db::migrate(database);
+  Repositories r(database);
+  const std::string vm1 = placement_vm_id(1), vm2 = placement_vm_id(2), vm3 = placement_vm_id(3);
+  register_placement_node(r, "oma-a", 8);
+  add_placement_vm(r, 1, 2);
+  add_placement_vm(r, 2, 1);
+  ASSERT_EQ(r.placements.place_vm(vm1).node_id.value_or(""), "oma-a");
+  ASSERT_EQ(r.placements.place_vm(vm2).node_id.value_or(""), "oma-a");
+  register_placement_node(r, "oma-b", 8);
+  register_placement_node(r, "oma-c", 8);
+  database.exec("UPDATE oma_nodes SET cloudstack_vm_id = 'cs-' || node_id");
+
+  // On an active node, without a move: nothing.
+  MoveClaim none = r.takeovers.claim_move(vm1);
+  EXPECT_FALSE(none.move);
+  EXPECT_TRUE(none.not_moved.empty()) << none.not_moved;
+
+  // An operator's move: to that node, the request consumed.
+  r.placements.request_move(vm1, "oma-c");
+  MoveClaim moved = r.takeovers.claim_move(vm1);
+  ASSERT_TRUE(moved.move);
+  EXPECT_TRUE(moved.claimed_now);
+  EXPECT_EQ(moved.move->kind, TakeoverKind::Move);
+  EXPECT_EQ(moved.move->from_node, "oma-a");
+  EXPECT_EQ(moved.move->from_cloudstack_vm_id, "cs-oma-a");
+  EXPECT_EQ(moved.move->to_node, "oma-c");
+  EXPECT_EQ(moved.move->step, TakeoverStep::Claimed);
+  EXPECT_EQ(moved.move->reason, "moving volumes from node oma-a to node oma-c because an operator moved it to node oma-c");
+  auto p1 = r.placements.find(vm1);
+  EXPECT_EQ(p1->node_id.value_or(""), "oma-c");
+  EXPECT_FALSE(p1->requested_node_id);
+  // Asked again before it is done: the same move, not a new claim.
+  MoveClaim again = r.takeovers.claim_move(vm1);
+  ASSERT_TRUE(again.move);
+  EXPECT_FALSE(again.claimed_now);
+  EXPECT_EQ(again.move->to_node, "oma-c");
+  EXPECT_EQ(r.takeovers.find(vm1)->kind, TakeoverKind::Move);
+
+  // A drained node's VM: to the least loaded active node (oma-b: oma-c holds vm1).
+  r.nodes.set_state("oma-a", NodeState::Draining);
+  MoveClaim drained = r.takeovers.claim_move(vm2);
+  ASSERT_TRUE(drained.move);
+  EXPECT_TRUE(drained.claimed_now);
+  EXPECT_EQ(drained.move->to_node, "oma-b");
+  EXPECT_EQ(drained.move->reason, "moving volumes from node oma-a to node oma-b because oma-a is drained");
+  EXPECT_EQ(r.placements.find(vm2)->node_id.value_or(""), "oma-b");
+
+  // Nowhere to go: the VM stays and the claim says why.
+  add_placement_vm(r, 3, 1);
+  r.nodes.set_state("oma-a", NodeState::Active);
+  r.nodes.set_state("oma-b", NodeState::Draining);
+  r.nodes.set_state("oma-c", NodeState::Draining);
+  ASSERT_EQ(r.placements.place_vm(vm3).node_id.value_or(""), "oma-a");
+  r.nodes.set_state("oma-a", NodeState::Draining);
+  MoveClaim stuck = r.takeovers.claim_move(vm3);
+  EXPECT_FALSE(stuck.move);
+  EXPECT_NE(stuck.not_moved.find("is due to move (oma-a is drained)"), std::string::npos) << stuck.not_moved;
+  EXPECT_EQ(r.placements.find(vm3)->node_id.value_or(""), "oma-a");
+  r.nodes.set_state("oma-b", NodeState::Active);
+
+  // The pass of vm2 is handed to oma-b until its volumes are attached there; then it goes
+  // on there (and on no other node).
+  NodeLease lease(r.nodes, test_node("oma-b", 8), {std::chrono::milliseconds(60000),
+                                                   std::chrono::milliseconds(20000), std::chrono::milliseconds(1000)});
+  database.exec("UPDATE oma_nodes SET lease_expires_at = 0 WHERE node_id = 'oma-b'");  // let this lease take it
+  lease.start();
+  std::vector<std::string> calls;
+  TakeoverActions a;
+  a.detach = [&](const TakeoverRecord& t) { calls.push_back("detach " + t.vm_id + " from " + t.from_cloudstack_vm_id); };
+  a.attach = [&](const TakeoverRecord& t) { calls.push_back("attach " + t.vm_id); };
+  a.export_volumes = [&](const TakeoverRecord& t) { calls.push_back("export " + t.vm_id); };
+  a.resume = [&](const TakeoverRecord& t) {
+    calls.push_back("resume " + t.vm_id);
+    // The pass the resume adopts goes on here: the volumes are attached.
+    MoveClaim here = r.takeovers.claim_move(t.vm_id);
+    ASSERT_TRUE(here.move);
+    EXPECT_EQ(here.move->step, TakeoverStep::Attached);
+  };
+  NodeFailover failover(r.takeovers, lease, a, {std::chrono::hours(1), true});
+  PassMove handed = failover.move_before_pass(vm2);
+  EXPECT_TRUE(handed.handed_off);
+  EXPECT_NE(handed.message.find("moving from node oma-a to node oma-b"), std::string::npos) << handed.message;
+  failover.tick();
+  EXPECT_EQ(calls, (std::vector<std::string>{"detach " + vm2 + " from cs-oma-a", "attach " + vm2, "export " + vm2,
+                                             "resume " + vm2}));
+  EXPECT_EQ(r.takeovers.find(vm2)->step, TakeoverStep::Exported);
+  PassMove stays = failover.move_before_pass(vm2);
+  EXPECT_FALSE(stays.handed_off);
+  EXPECT_TRUE(stays.message.empty()) << stays.message;
+  lease.stop();
+
+  // vm1's move to oma-c was claimed and never started; oma-c dies: the node that takes
+  // vm1 over detaches its volumes from oma-a's VM, where they still are.
+  database.exec("UPDATE oma_nodes SET lease_expires_at = 0 WHERE node_id = 'oma-c'");
+  register_placement_node(r, "oma-d", 8);
+  auto t = r.takeovers.claim_one("oma-d");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->vm_id, vm1);
+  EXPECT_EQ(t->from_node, "oma-c");
+  EXPECT_EQ(t->from_cloudstack_vm_id, "cs-oma-a") << t->reason;
+  EXPECT_EQ(t->kind, TakeoverKind::Failover);
+  EXPECT_NE(t->reason.find("had claimed it from node oma-a"), std::string::npos) << t->reason;
 }
 
 }  // namespace

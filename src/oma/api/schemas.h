@@ -45,6 +45,7 @@ inline const std::vector<std::string> kNodeStates = enum_names<NodeState>();
 inline const std::vector<std::string> kLeaseStates = enum_names<LeaseState>();
 inline const std::vector<std::string> kPlacementLimits = enum_names<PlacementLimit>();
 inline const std::vector<std::string> kTakeoverSteps = enum_names<TakeoverStep>();
+inline const std::vector<std::string> kTakeoverKinds = enum_names<TakeoverKind>();
 
 
 // Field makers. `description` says what the value is; examples are realistic values.

@@ -301,6 +301,19 @@ void add_written_baseline(Database& db) {
   db.exec("ALTER TABLE job_disks ADD COLUMN written_baseline BIGINT NULL");
 }
 
+// Version 11, moves of a VM between live nodes (issue 18, item 2): a drained node's VM,
+// or one an operator moves, is moved at its next pass by the steps of a takeover
+// (nodes/node_failover.h), recorded in vm_takeovers with kind 'move'. Runs again over
+// itself like 9: added only when missing.
+void add_takeover_kind(Database& db) {
+  try {
+    db.query("SELECT kind FROM vm_takeovers WHERE 1 = 0");
+    return;  // there already
+  } catch (const std::exception&) {
+  }
+  db.exec("ALTER TABLE vm_takeovers ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'failover'");
+}
+
 void add_placement_lock(Database& db) {
   if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
     db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
@@ -335,6 +348,8 @@ const std::vector<Migration>& migrations() {
       {9, "written-bytes baselines of pass disks", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_written_baseline(db); }},
       {10, "takeovers of a dead node's VMs", kTakeovers},
+      {11, "moves of VMs between live nodes", {}, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_takeover_kind(db); }},
   };
   return all;
 }

@@ -17,6 +17,12 @@ const EnumTable<TakeoverStep>& enum_table(TakeoverStep) {
   return t;
 }
 
+const EnumTable<TakeoverKind>& enum_table(TakeoverKind) {
+  static const EnumTable<TakeoverKind> t{"takeover kind", {{TakeoverKind::Failover, "failover"},
+      {TakeoverKind::Move, "move"}}};
+  return t;
+}
+
 namespace {
 
 const Table<TakeoverRecord> kTakeovers{"vm_takeovers", {column("vm_id", &TakeoverRecord::vm_id),
@@ -25,7 +31,8 @@ const Table<TakeoverRecord> kTakeovers{"vm_takeovers", {column("vm_id", &Takeove
     column("to_node", &TakeoverRecord::to_node), column("step", &TakeoverRecord::step),
     column("reason", &TakeoverRecord::reason), column("failed_job_id", &TakeoverRecord::failed_job_id),
     column("error", &TakeoverRecord::error), column("claimed_at", &TakeoverRecord::claimed_at),
-    column("updated_at", &TakeoverRecord::updated_at), column("finished_at", &TakeoverRecord::finished_at)}, 1};
+    column("updated_at", &TakeoverRecord::updated_at), column("finished_at", &TakeoverRecord::finished_at),
+    column("kind", &TakeoverRecord::kind)}, 1};
 
 }  // namespace
 
@@ -73,6 +80,18 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
           "OMA node {} stopped renewing its lease (incarnation {}, expired {} ms before by the database's clock: "
           "its process or VM died, or it lost the database); node {} took VM {} over",
           t.from_node, t.from_incarnation, now - t.lease_expired_at, node_id, t.vm_id);
+      // The dead node had claimed the VM itself (a move, or a takeover) and died before
+      // the volumes left the VM they were on: they are still there, not on its VM.
+      auto before = db_.query("SELECT step, from_node, from_cloudstack_vm_id FROM vm_takeovers "
+                              "WHERE vm_id = ? AND to_node = ? AND finished_at IS NULL",
+                              {t.vm_id, t.from_node});
+      if (!before.empty() && parse_enum<TakeoverStep>(before.at(0).str(0), "vm_takeovers.step") ==
+                                 TakeoverStep::Claimed) {
+        t.from_cloudstack_vm_id = before.at(0).str(2);
+        t.reason += fmt::format(" (node {} had claimed it from node {} and died before its volumes left node {}'s VM: "
+                                "they are detached from there)",
+                                t.from_node, before.at(0).str(1), before.at(0).str(1));
+      }
       if (!c.is_null(7)) {
         t.failed_job_id = c.str(7);
         std::string error = fmt::format(
@@ -90,6 +109,71 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
       out = t;
       return;
     }
+  });
+  return out;
+}
+
+MoveClaim TakeoverRepository::claim_move(const std::string& vm_id) {
+  MoveClaim out;
+  db_.transaction([&] {
+    out = MoveClaim{};  // a transaction the database aborts and runs again starts afresh
+    placements_.lock();
+    if (auto t = kTakeovers.query_one(db_, "WHERE vm_id = ? AND finished_at IS NULL", {vm_id})) {
+      out.move = std::move(t);
+      return;
+    }
+    auto p = placements_.find(vm_id);
+    if (!p || !p->node_id) return;  // not placed yet: placement puts it on an active node
+    const std::string from = *p->node_id;
+    auto src = db_.query("SELECT state, incarnation, cloudstack_vm_id FROM oma_nodes WHERE node_id = ?", {from});
+    if (src.empty()) return;
+    const bool drained = parse_enum<NodeState>(src.at(0).str(0), "oma_nodes.state") == NodeState::Draining;
+    const bool requested = p->requested_node_id && *p->requested_node_id != from;
+    if (!drained && !requested) return;
+    std::string why = requested ? fmt::format("an operator moved it to node {}", *p->requested_node_id)
+                                : fmt::format("{} is drained", from);
+    if (src.at(0).str(2).empty()) {
+      out.not_moved = fmt::format("VM {} is due to move ({}), but node {} keeps local volumes (no CloudStack VM "
+                                  "recorded), which cannot move: this pass runs on node {}",
+                                  vm_id, why, from, from);
+      return;
+    }
+    std::vector<NodeCapacity> nodes = placements_.capacities();
+    if (p->requested_node_id) {  // its own reservation does not count against it there
+      for (auto& n : nodes) {
+        if (n.node_id != *p->requested_node_id) continue;
+        n.slots_used -= p->slots;
+        n.bytes_used -= p->disk_bytes;
+      }
+    }
+    PlacementDecision d = choose_node(nodes, {p->slots, p->disk_bytes},
+                                      requested ? p->requested_node_id : std::nullopt);
+    if (!d.node_id || *d.node_id == from) {
+      out.not_moved = fmt::format("VM {} is due to move ({}), but {}: this pass runs on node {} and the move is "
+                                  "tried again at the next pass",
+                                  vm_id, why, d.node_id ? "no other node can take it" : d.reason, from);
+      return;
+    }
+    const std::string now_sql = db_.now_ms_sql();
+    if (db_.exec(fmt::format("UPDATE vm_placements SET node_id = ?, requested_node_id = NULL, placed_at = {} "
+                             "WHERE vm_id = ? AND node_id = ?",
+                             now_sql),
+                 {*d.node_id, vm_id, from}) != 1)
+      return;
+    TakeoverRecord t;
+    t.kind = TakeoverKind::Move;
+    t.vm_id = vm_id;
+    t.from_node = from;
+    t.from_incarnation = src.at(0).i64(1);
+    t.from_cloudstack_vm_id = src.at(0).str(2);
+    t.to_node = *d.node_id;
+    t.step = TakeoverStep::Claimed;
+    t.reason = fmt::format("moving volumes from node {} to node {} because {}", from, t.to_node, why);
+    t.claimed_at = t.updated_at = db_.query("SELECT " + now_sql).at(0).i64(0);
+    db_.exec("DELETE FROM vm_takeovers WHERE vm_id = ?", {vm_id});
+    kTakeovers.insert(db_, t);
+    out.move = t;
+    out.claimed_now = true;
   });
   return out;
 }

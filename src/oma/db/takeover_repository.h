@@ -23,6 +23,12 @@
 // A VM whose active job is not a pass (a cutover or test failover on the dead node) is
 // not claimed: its volumes may be on a VM being built; an operator finishes it.
 //
+// A move (issue 18, item 2) is the same record between two live nodes: claim_move(),
+// called when a pass of the VM starts, moves the placement of a VM whose node is
+// drained (to the node placement chooses) or which an operator moves (to that node),
+// in one transaction under the placement lock, and records it at step "claimed" with
+// kind "move"; the target node then runs the same steps as for a takeover.
+//
 // Does not own the Database. Thread-safe: each method is one statement or one
 // transaction on the thread-safe Database.
 #pragma once
@@ -45,6 +51,11 @@ namespace mk::oma {
 enum class TakeoverStep { Claimed, Detached, Attached, Exported };
 const EnumTable<TakeoverStep>& enum_table(TakeoverStep);
 
+// Why the VM changes node: its node died (failover: a claim), or it moves between live
+// nodes at its next pass (move: its node is drained, or an operator moved it).
+enum class TakeoverKind { Failover, Move };
+const EnumTable<TakeoverKind>& enum_table(TakeoverKind);
+
 // Times in ms since the Unix epoch on the database's clock.
 struct TakeoverRecord {
   std::string vm_id;
@@ -59,6 +70,18 @@ struct TakeoverRecord {
   int64_t claimed_at = 0, updated_at = 0;
   std::optional<int64_t> finished_at;
   int64_t lease_expired_at = 0;  // the dead node's lease expiry (claim_one's answer only)
+  TakeoverKind kind = TakeoverKind::Failover;
+};
+
+// What claim_move() found for a VM whose pass starts.
+struct MoveClaim {
+  // The VM's unfinished takeover or move (claimed now, or before and not done yet);
+  // nullopt: its volumes stay where they are.
+  std::optional<TakeoverRecord> move;
+  bool claimed_now = false;
+  // Why a move that is due cannot happen now (no other node can take the VM, the node
+  // an operator chose cannot any more): the pass runs where the VM is.
+  std::string not_moved;
 };
 
 // An export this node may still serve although its VM is placed on another node.
@@ -74,6 +97,11 @@ class TakeoverRepository {
   // Claims one VM of a dead node for `node_id` (alive, active, with room for it), as
   // described above; nullopt when there is none it can take now.
   std::optional<TakeoverRecord> claim_one(const std::string& node_id);
+  // For a pass of the VM that starts now: its unfinished takeover or move if it has one;
+  // else, if its node is drained or an operator asked for a move, claims the move (see
+  // the top); else nothing. A node whose CloudStack VM is not recorded (local volumes)
+  // moves nothing.
+  MoveClaim claim_move(const std::string& vm_id);
   // The takeovers `node_id` claimed and has not finished, oldest first.
   std::vector<TakeoverRecord> unfinished(const std::string& node_id);
   // Records that a step is done (and, for Exported, that the takeover is finished),

@@ -90,6 +90,12 @@ std::vector<DiskRecord> VmRepository::list_disks(const std::string& vm_id) {
   return kDisks.query(db_, "WHERE vm_id = ? ORDER BY unit", {vm_id});
 }
 
+std::map<std::string, std::vector<DiskRecord>> VmRepository::disks_by_vm() {
+  std::map<std::string, std::vector<DiskRecord>> out;
+  for (auto& d : kDisks.query(db_, "ORDER BY vm_id, unit")) out[d.vm_id].push_back(std::move(d));
+  return out;
+}
+
 void VmRepository::set_disk_grown(const std::string& vm_id, const std::string& disk_key, int64_t capacity_bytes) {
   db_.exec("UPDATE vm_disks SET capacity_bytes = ?, change_id = NULL, updated_at = ? WHERE vm_id = ? AND disk_key = ?",
            {capacity_bytes, now_ms(), vm_id, disk_key});

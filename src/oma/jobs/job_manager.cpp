@@ -172,6 +172,21 @@ int JobManager::recover() {
   return n;
 }
 
+bool JobManager::adopt(const std::string& job_id) {
+  JobRecord j = jobs_.get_job(job_id);
+  if (!is_pass(j.kind) || is_terminal(j.status)) return false;
+  {
+    std::lock_guard lock(mu_);
+    // A runner still here is running it (one that handed it off returned long before:
+    // the volumes' detach and attach came in between).
+    if (runners_.count(job_id) &&
+        std::find(finished_.begin(), finished_.end(), job_id) == finished_.end())
+      return false;
+  }
+  launch(job_id);
+  return true;
+}
+
 void JobManager::shutdown() {
   std::map<std::string, std::thread> runners;
   {
@@ -377,6 +392,17 @@ void JobManager::run(const std::string& job_id) {
     if (j.status == JobStatus::Cancelling) return end_pass(job_id, JobStatus::Cancelled, "cancelled by request");
     if (j.status == JobStatus::Unknown) return end_pass(job_id, JobStatus::Failed, j.error.value_or(j.phase));
     if (j.status == JobStatus::Preparing) {
+      if (options_.hand_off) {
+        check_cancel(job_id);
+        JobOptions::HandOff h = options_.hand_off(j);
+        if (h.handed_off) {
+          jobs_.add_event(job_id, EventLevel::Info, h.message);
+          jobs_.set_job_status(job_id, JobStatus::Preparing, "moving volumes to another OMA node");
+          log::info("job {}: {}", job_id, h.message);
+          return;  // the node the volumes move to adopts it
+        }
+        if (!h.message.empty()) jobs_.add_event(job_id, EventLevel::Warn, h.message);
+      }
       prepare(j);
       jobs_.set_job_status(job_id, JobStatus::Exporting, "exporting disks");
       j.status = JobStatus::Exporting;

@@ -88,6 +88,16 @@ struct JobOptions {
   // On an OMA node of several: whether this node runs the VM's jobs (its volumes are
   // placed here, or nowhere yet). recover() resumes only those; unset: every job.
   std::function<bool(const std::string& vm_id)> runs_here;
+  // On an OMA node of several: called when a pass starts preparing (also when resumed in
+  // that state), before anything touches its volumes. handed_off: the VM's volumes move
+  // to another node (its node is drained, or an operator moved it: nodes/node_failover.h),
+  // which runs the pass (adopt()); this runner records `message` and leaves the job as it
+  // is. Otherwise a non-empty `message` is a warning (a move that is due cannot happen).
+  struct HandOff {
+    bool handed_off = false;
+    std::string message;
+  };
+  std::function<HandOff(const JobRecord& job)> hand_off;
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -134,6 +144,10 @@ class JobManager {
   // Returns how many. Call once at start. A runner whose job was ended by another node
   // meanwhile (a failover failed it) stops at its next check without writing anything.
   int recover();
+  // Runs an active pass that another runner handed off (JobOptions::hand_off) once its
+  // volumes are on this node. Returns false, doing nothing, when this manager runs it
+  // already or it is not an active pass. Throws Error when the OMA is stopping.
+  bool adopt(const std::string& job_id);
   // Stops all runners without changing their jobs (they resume on the next start).
   void shutdown();
 

@@ -20,7 +20,8 @@ void NodeFailover::start() {
       lock.unlock();
       tick();
       lock.lock();
-      cv_.wait_for(lock, options_.interval, [this] { return stopping_; });
+      cv_.wait_for(lock, options_.interval, [this] { return stopping_ || woken_; });
+      woken_ = false;
     }
   });
 }
@@ -48,6 +49,35 @@ void NodeFailover::check_owner(const std::string& vm_id) {
                                "moved); this node refuses to change its exports (run its passes on node {})",
                                me, vm_id, *owner, *owner));
   }
+}
+
+void NodeFailover::wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+PassMove NodeFailover::move_before_pass(const std::string& vm_id) {
+  if (!options_.take_over) return {};  // local volumes: nothing can move them
+  const std::string& me = lease_.node_id();
+  MoveClaim claim = takeovers_.claim_move(vm_id);
+  if (!claim.move) return {false, claim.not_moved};
+  const TakeoverRecord& t = *claim.move;
+  // Its volumes are attached here already (the round that adopts the pass, or a restart
+  // after it): the pass goes on here and recreates the exports itself.
+  if (!claim.claimed_now && t.to_node == me && t.step >= TakeoverStep::Attached) return {};
+  if (t.to_node == me || t.from_node == me) wake();
+  if (claim.claimed_now) {
+    log::info("node {}: {} (claimed for a pass of VM {})", me, t.reason, vm_id);
+    return {true, fmt::format("{}; node {} goes on with this pass once they are attached there", t.reason,
+                              t.to_node)};
+  }
+  return {true, fmt::format("VM {}'s volumes are moving from node {} to node {} ({}; step done: {}{}); node {} goes "
+                            "on with this pass once they are attached there",
+                            vm_id, t.from_node, t.to_node, t.kind == TakeoverKind::Move ? "a move" : "a takeover",
+                            t.step, t.error ? ", last error: " + *t.error : std::string(), t.to_node)};
 }
 
 bool NodeFailover::owned(const std::string& vm_id) {
@@ -126,15 +156,17 @@ void NodeFailover::run_steps(TakeoverRecord t) {
       actions_.export_volumes(t);  // fenced by the ExportManager
       // Before the step is recorded: a crash in between resumes again (an active job
       // then makes it a no-op).
-      if (t.failed_job_id && actions_.resume) actions_.resume(t);
+      if (actions_.resume) actions_.resume(t);
       if (!takeovers_.advance(t.vm_id, me, TakeoverStep::Exported)) return;
-      log::info("node {}: VM {} taken over from node {}: volumes detached, attached here and exported{} ({} ms)", me,
-                t.vm_id, t.from_node, t.failed_job_id ? ", its pass started again" : "",
+      log::info("node {}: VM {} {} node {}: volumes detached, attached here and exported{} ({} ms)", me, t.vm_id,
+                t.kind == TakeoverKind::Move ? "moved here from" : "taken over from", t.from_node,
+                t.failed_job_id ? ", its pass started again" : "",
                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - begun)
                     .count());
     }
   } catch (const std::exception& e) {
-    std::string error = fmt::format("takeover of VM {} from node {} stopped at step '{}': {}", t.vm_id, t.from_node,
+    std::string error = fmt::format("{} of VM {} from node {} stopped at step '{}': {}",
+                                    t.kind == TakeoverKind::Move ? "move" : "takeover", t.vm_id, t.from_node,
                                     enum_name(t.step), e.what());
     log::error("node {}: {} (tried again at the next round)", me, error);
     try {

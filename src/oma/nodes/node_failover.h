@@ -24,6 +24,18 @@
 //      the next round.
 // The fence (check_owner) is what ExportManager calls before every export change.
 //
+// Moves (issue 18, item 2) run the same steps between two live nodes. When a pass of a
+// VM starts preparing (on whichever node it was started), move_before_pass() claims the
+// move if the VM's node is drained or an operator asked for one
+// (TakeoverRepository::claim_move): the placement goes to the target node and the pass
+// is handed to it. The target node's next round (woken at once when it is this node)
+// detaches the volumes from the old node's VM, attaches them to its own, recreates the
+// exports here, and adopts the pass (the resume action), which then goes on from the
+// committed change IDs like any other. The old node's fencing sweep withdraws its exports
+// of the VM (at once when the move was claimed there, else at its next round); nothing
+// writes them meanwhile: the VM's one active job is the pass being moved, which has not
+// asked the VMA to copy yet.
+//
 // No VM is ever attached to two nodes: CloudStack attaches a volume to one VM, and the
 // new node attaches only after the dead node's VM let it go.
 //
@@ -50,12 +62,19 @@ struct TakeoverActions {
   std::function<void(const TakeoverRecord&)> detach;          // from the dead node's VM
   std::function<void(const TakeoverRecord&)> attach;          // to this node's VM
   std::function<void(const TakeoverRecord&)> export_volumes;  // exports here
-  // A new pass of the failed one's kind, here (none when the VM has an active job
-  // already: resumed by an earlier attempt, or started by an operator). Optional.
+  // After the volumes are here: the VM's active pass, handed to this node (a move, or a
+  // pass started during a takeover), is run here; without one, a new pass of the failed
+  // one's kind (a takeover of a running pass). Optional.
   std::function<void(const TakeoverRecord&)> resume;
   // Fencing: whether this node's export server serves the export, and cutting it off.
   std::function<bool(const std::string& export_name)> serves;
   std::function<void(const std::string& export_name)> withdraw;
+};
+
+// What move_before_pass() decided for a pass that starts preparing.
+struct PassMove {
+  bool handed_off = false;  // the volumes move to another node, which runs the pass: stop here
+  std::string message;      // for the job's events: the move, or why a move that is due waits
 };
 
 struct FailoverOptions {
@@ -81,6 +100,14 @@ class NodeFailover {
   // The fence: throws Conflict when this node does not hold its lease, or the VM is
   // placed on another node.
   void check_owner(const std::string& vm_id);
+  // Called by the JobManager when a pass of the VM starts preparing (or resumes in that
+  // state), before it touches a volume: claims the VM's move if one is due (see the top),
+  // and says whether the pass must leave this node. A pass whose VM is moving to this
+  // node goes on here once the volumes are attached here. Throws mk::Error when the
+  // database cannot be read (the pass fails and nothing moved).
+  PassMove move_before_pass(const std::string& vm_id);
+  // Runs a round now (a move to or from this node was claimed).
+  void wake();
 
  private:
   void fence_sweep();
@@ -91,10 +118,11 @@ class NodeFailover {
   const NodeLease& lease_;
   TakeoverActions actions_;
   FailoverOptions options_;
-  std::mutex mu_;  // guards stopping_; round_mu_ serialises rounds
+  std::mutex mu_;  // guards stopping_, woken_; round_mu_ serialises rounds
   std::mutex round_mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool woken_ = false;
   std::thread thread_;
 };
 

@@ -55,11 +55,14 @@ const Schema kNode{{
 }, "Node", "an OMA node, its lease and its capacity"};
 
 const Schema kTakeover{{
-    node_id_field("from_node", "the dead node whose lease expired"),
-    node_id_field("to_node", "the node that took the VM over"),
-    enum_field("step", "the last step done: claimed (placement moved, running pass failed), detached (from the dead "
-                       "node's VM), attached (to the new node's VM), exported (exports recreated, pass started "
-                       "again: done)",
+    enum_field("kind", "failover: its node died (lease expired); move: it moved between live nodes at its next pass "
+                       "(its node drained, or an operator's move)",
+               kTakeoverKinds),
+    node_id_field("from_node", "the node it left (failover: the dead node whose lease expired)"),
+    node_id_field("to_node", "the node that took the VM (and its pass) over"),
+    enum_field("step", "the last step done: claimed (placement moved; failover: running pass failed), detached (from "
+                       "the old node's VM), attached (to the new node's VM), exported (exports recreated, pass "
+                       "started again or handed over: done)",
                kTakeoverSteps),
     text_field("reason", "why, in words", "OMA node oma-1 stopped renewing its lease (incarnation 3, expired 812 ms "
                                           "before by the database's clock: ...); node oma-2 took VM ... over"),
@@ -68,7 +71,7 @@ const Schema kTakeover{{
                         "takeover of VM ... stopped at step 'claimed': ...")),
     time_field("claimed_at", "when it was claimed (the database's clock)"),
     nullable(time_field("finished_at", "when its last step was done (the database's clock)")),
-}, "Takeover", "the latest takeover of a VM from a dead node (failover), step by step"};
+}, "Takeover", "the latest takeover of a VM from a dead node (failover), or move between nodes, step by step"};
 
 const Schema kPlacement{{
     uuid_field("vm_id", "the VM"),
@@ -82,8 +85,8 @@ const Schema kPlacement{{
     nullable(node_id_field("requested_node_id", "the node an operator moves it to, at its next pass")),
     time_field("queued_at", "when it was first placed or queued (the database's clock)"),
     nullable(time_field("placed_at", "when it was placed (the database's clock)")),
-    nullable(object_field("takeover", "its latest takeover from a dead node (GET of one VM's placement only; "
-                                      "null: none, or in lists)",
+    nullable(object_field("takeover", "its latest takeover from a dead node or move between nodes (GET of "
+                                      "one VM's placement only; null: none, or in lists)",
                           &kTakeover)),
 }, "Placement", "which OMA node holds a VM's volumes, or why it waits"};
 
@@ -102,7 +105,7 @@ json placement_json(const PlacementRecord& p, const std::optional<TakeoverRecord
   auto opt = [](const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); };
   json takeover = nullptr;
   if (t) {
-    takeover = {{"from_node", t->from_node},     {"to_node", t->to_node},
+    takeover = {{"kind", t->kind},               {"from_node", t->from_node},     {"to_node", t->to_node},
                 {"step", t->step},               {"reason", t->reason},
                 {"failed_job_id", opt(t->failed_job_id)}, {"error", opt(t->error)},
                 {"claimed_at", t->claimed_at},
