@@ -301,6 +301,19 @@ void add_written_baseline(Database& db) {
   db.exec("ALTER TABLE job_disks ADD COLUMN written_baseline BIGINT NULL");
 }
 
+// What a VMA needs to hold a tunnel to each node (issue 18, item 4): the node's SSH
+// host key to pin and the loopback address its sshd takes the VMA's reverse forward on.
+// Nodes registered before know neither until they register again (at their start).
+void add_node_tunnel_columns(Database& db) {
+  try {
+    db.query("SELECT ssh_host_key, tunnel_address FROM oma_nodes WHERE 1 = 0");
+    return;  // there already
+  } catch (const std::exception&) {
+  }
+  db.exec("ALTER TABLE oma_nodes ADD COLUMN ssh_host_key VARCHAR(8192) NOT NULL DEFAULT ''");
+  db.exec("ALTER TABLE oma_nodes ADD COLUMN tunnel_address VARCHAR(15) NOT NULL DEFAULT '127.0.0.1'");
+}
+
 void add_placement_lock(Database& db) {
   if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
     db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
@@ -335,6 +348,8 @@ const std::vector<Migration>& migrations() {
       {9, "written-bytes baselines of pass disks", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_written_baseline(db); }},
       {10, "takeovers of a dead node's VMs", kTakeovers},
+      {11, "OMA nodes' SSH host keys and tunnel addresses", {}, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_node_tunnel_columns(db); }},
   };
   return all;
 }
