@@ -85,7 +85,7 @@ struct Service {
     n.keys = dir.file(id + "-authorized_keys");
     std::ofstream(n.keys).close();
     n.sshd = std::make_unique<mk::test::SshdServer>(
-        mk::test::SshdOptions{.authorized_keys_file = n.keys, .extra = {"GatewayPorts clientspecified"}});
+        mk::test::SshdOptions{.authorized_keys_file = n.keys, .extra = {"Match all", "    GatewayPorts clientspecified"}});
     std::filesystem::create_directories(n.data);
     if (!admin_from.empty()) {
       // Every node of a service shares the secrets key and the NBD key.
@@ -159,7 +159,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   std::string id = paired["vma_id"];
   ASSERT_EQ(paired["nodes"].size(), 2u);
   // Approved on oma-a: oma-b's sshd takes the key too (its own file, from the database).
-  r = a.api->post("/api/v1/vmas/" + id + "/approve", "{}");
+  r = a.api->post("/api/v1/vmas/" + id + "/approve", "");
   ASSERT_EQ(r.status, 200) << r.raw;
   ASSERT_TRUE(eventually([&] { return slurp(b.keys).find("vma-" + id) != std::string::npos; }, 30))
       << "oma-b never wrote the VMA approved on oma-a into its authorized_keys:\n" << slurp(b.keys);
@@ -203,7 +203,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
       << "the VMA still holds an SSH session to the dead node oma-b";
 
   // Revoked on oma-a: every node drops the key and ends its session.
-  r = a.api->post("/api/v1/vmas/" + id + "/revoke", "{}");
+  r = a.api->post("/api/v1/vmas/" + id + "/revoke", "");
   ASSERT_EQ(r.status, 200) << r.raw;
   for (Node* n : {&a, &c}) {
     EXPECT_TRUE(eventually([&] { return slurp(n->keys).find("vma-" + id) == std::string::npos; }, 30)) << n->id;
