@@ -66,8 +66,9 @@
 //     it (each node's VMA sync round, oma/pairing/vma_node_sync.h); the VMA stores the
 //     list in its paired state and holds one tunnel to each node in it, starting and
 //     stopping tunnels to match; the answer is each tunnel's state. An empty list is
-//     refused (400): the VMA would lose every node. Sent only to VMAs paired with a
-//     service of nodes; a VMA paired with a single OMA answers 409.
+//     refused (400): the VMA would lose every node. A VMA paired with a single OMA
+//     takes it too (that OMA became a service of nodes): its one tunnel gives way to
+//     the nodes'. A VMA that holds no tunnel (not paired, --no-tunnel) answers 409.
 //
 // vm_id is the vSphere instance UUID. Errors are ErrorReply {"error": what failed, on
 // which VM/disk, what to do} with 4xx/5xx: 400 bad input, 401 token, 404 unknown job or
