@@ -192,6 +192,12 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   ASSERT_TRUE(both_up(a, abc)) << s.vma_health(a, id).dump() << "\n" << mk::test::log_tail(c.log);
   ASSERT_TRUE(both_up(c, abc)) << s.vma_health(c, id).dump();
   EXPECT_NE(slurp(vma.state + "/pairing.json").find("oma-c"), std::string::npos);
+  // On the VMA, `vma status` lists each node's tunnel (degraded: its vCenter is not there).
+  std::string status;
+  EXPECT_EQ(run_capture({VMA_BIN, "status", "--state-dir", vma.state}, status), 1) << status;
+  for (const char* n : {"oma-a", "oma-b", "oma-c"})
+    EXPECT_NE(status.find(std::string(n)), std::string::npos) << status;
+  EXPECT_NE(status.find("SSH tunnels: 3"), std::string::npos) << status;
 
   // oma-b dies (its sshd stays up): once its lease expired the VMA drops its tunnel.
   ASSERT_FALSE(b.sshd->session_pids().empty());
