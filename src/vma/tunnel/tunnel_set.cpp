@@ -82,6 +82,9 @@ void TunnelSet::start(int local_api_port, const std::vector<protocol::ServiceNod
 
 std::vector<protocol::NodeTunnel> TunnelSet::apply(const std::vector<protocol::ServiceNode>& nodes) {
   if (nodes.empty()) throw UsageError("an empty node list would leave this VMA without a tunnel: refused");
+  // Two nodes may tell the list at once: one at a time, so that the list stored and the
+  // tunnels held are the same one.
+  std::lock_guard serial(apply_mu_);
   if (persist_) persist_(nodes);
   std::vector<std::unique_ptr<TunnelSupervisor>> stopping;
   {

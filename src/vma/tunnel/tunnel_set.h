@@ -74,6 +74,7 @@ class TunnelSet {
   TunnelConfig base_;
   bool nbd_over_ssh_;
   Persist persist_;
+  std::mutex apply_mu_;    // one apply() at a time: the stored list and the tunnels agree
   mutable std::mutex mu_;  // guards entries_, started_
   std::map<std::string, Entry> entries_;
   bool started_ = false;
