@@ -15,8 +15,8 @@ namespace mk::vma {
 using TunnelStateProvider = std::function<protocol::TunnelHealth()>;
 
 // The VMA's tunnels as its API sees them (run_command's TunnelSet, one tunnel per OMA
-// node). Every member may be empty: without `list` health lists the one tunnel of
-// `state` (node ""); without `set_nodes` POST /api/v1/service-nodes answers 409 (no
+// node). Every member may be empty: without `list` health lists no tunnel (`tunnel`
+// alone says what `state` gives); without `set_nodes` POST /api/v1/service-nodes answers 409 (no
 // tunnel runs: not paired, or --no-tunnel). Callable from any thread.
 struct Tunnels {
   TunnelStateProvider state;  // every tunnel in one

@@ -48,11 +48,7 @@ ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tu
       return protocol::TunnelHealth{protocol::TunnelState::Down, 0, std::string("no tunnel configured")};
     };
   }
-  if (!tunnels_.list) {
-    tunnels_.list = [state = tunnels_.state] {
-      return std::vector<protocol::NodeTunnel>{{"", "", 22, state()}};
-    };
-  }
+  if (!tunnels_.list) tunnels_.list = [] { return std::vector<protocol::NodeTunnel>{}; };
 }
 
 ApiServer::~ApiServer() { stop(); }
