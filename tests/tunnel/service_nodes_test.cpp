@@ -22,6 +22,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -187,10 +188,16 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
 
   // A third node registers: the VMA is told by the nodes it reaches, and holds a tunnel
   // to it; the new node calls it on its own address.
+  auto c_started = Clock::now();
   Node& c = s.start("oma-c", "127.0.0.4");
   std::map<std::string, std::string> abc{{"oma-a", "up"}, {"oma-b", "up"}, {"oma-c", "up"}};
   ASSERT_TRUE(both_up(a, abc)) << s.vma_health(a, id).dump() << "\n" << mk::test::log_tail(c.log);
   ASSERT_TRUE(both_up(c, abc)) << s.vma_health(c, id).dump();
+  auto ms = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+  };
+  std::printf("figure: oma-c started -> the VMA called through its tunnel on oma-c: %lld ms\n",
+              static_cast<long long>(ms(c_started)));
   EXPECT_NE(slurp(vma.state + "/pairing.json").find("oma-c"), std::string::npos);
   // On the VMA, `vma status` lists each node's tunnel (degraded: its vCenter is not there).
   std::string status;
@@ -203,12 +210,16 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   ASSERT_FALSE(b.sshd->session_pids().empty());
   b.process->process.signal(SIGKILL);
   b.process->process.wait();
+  auto b_killed = Clock::now();
   std::map<std::string, std::string> ac{{"oma-a", "up"}, {"oma-c", "up"}};
   ASSERT_TRUE(both_up(a, ac)) << s.vma_health(a, id).dump();
   EXPECT_TRUE(eventually([&] { return b.sshd->session_pids().empty(); }, 30))
       << "the VMA still holds an SSH session to the dead node oma-b";
+  std::printf("figure: oma-b SIGKILLed (lease 3 s) -> the VMA's tunnel to it ended: %lld ms\n",
+              static_cast<long long>(ms(b_killed)));
 
   // Revoked on oma-a: every node drops the key and ends its session.
+  auto revoked = Clock::now();
   r = a.api->post("/api/v1/vmas/" + id + "/revoke", "");
   ASSERT_EQ(r.status, 200) << r.raw;
   for (Node* n : {&a, &c}) {
@@ -216,6 +227,8 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
     EXPECT_TRUE(eventually([&] { return n->sshd->session_pids().empty(); }, 30))
         << n->id << " still has the revoked VMA's session";
   }
+  std::printf("figure: revoked on oma-a -> no session left on oma-a nor oma-c: %lld ms\n",
+              static_cast<long long>(ms(revoked)));
   // And it stays so: the VMA keeps trying, every node refuses it.
   std::this_thread::sleep_for(std::chrono::seconds(3));
   for (Node* n : {&a, &c}) {
