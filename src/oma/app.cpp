@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "common/file_lock.h"
 #include "common/files.h"
@@ -95,6 +98,15 @@ void check_config(const OmaConfig& config) {
   }
   if (c.keep_export_server && c.export_backend != "nbdkit")
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
+  {
+    int a = 0, b = 0, x = 0, d = 0;
+    char tail = 0;
+    const std::string& t = c.tunnel_address;
+    if (std::sscanf(t.c_str(), "%d.%d.%d.%d%c", &a, &b, &x, &d, &tail) != 4 || a != 127 || b < 0 || b > 255 ||
+        x < 0 || x > 255 || d < 0 || d > 255 || t.find_first_not_of("0123456789.") != std::string::npos)
+      throw UsageError(fmt::format("--tunnel-address '{}': expected an IPv4 loopback address (127.x.y.z)",
+                                   t.substr(0, 64)));
+  }
   if (!c.node.node_id.empty() && !valid_node_id(c.node.node_id))
     throw UsageError(fmt::format("--node-id '{}': expected 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a "
                                  "letter or digit",
@@ -284,6 +296,22 @@ void Oma::start() {
   pc.authorized_keys_file = config_.authorized_keys_file;
   pc.tunnel_port_base = config_.tunnel_port_base;
   pc.tunnel_session_helper = config_.tunnel_session_helper;
+  pc.tunnel_address = config_.tunnel_address;
+  if (lease_) {
+    // The service's live nodes with their host keys, by the database's clock: what
+    // bundles carry and every node tells its VMAs (vma_node_sync.h).
+    pc.service_nodes = [nodes = &repos_->nodes] {
+      std::vector<protocol::ServiceNode> out;
+      for (const auto& v : nodes->list_nodes().nodes) {
+        const NodeRecord& n = v.node;
+        if (v.lease != LeaseState::Alive || n.ssh_host_key.empty()) continue;
+        out.push_back({n.node_id, n.ssh_host, static_cast<int>(n.ssh_port), n.ssh_host_key, n.tunnel_address,
+                       n.nbd_host, static_cast<int>(n.nbd_port)});
+        if (out.size() == protocol::kMaxServiceNodes) break;
+      }
+      return out;
+    };
+  }
   pc.nbd_host = config_.nbd_advertise_host;
   pc.nbd_port = export_server_->port();
   pc.nbd_psk_file = config_.tls_psk_file;
@@ -292,6 +320,12 @@ void Oma::start() {
   if (isolated) pc.set_nbd_access = [isolated](const std::vector<VmaNbdAccess>& a) { isolated->set_vma_access(a); };
   pairing_ = std::make_unique<PairingService>(repos_->vmas, repos_->vms, *secrets_, pc);
   pairing_->sync_access();
+  if (lease_) {
+    VmaNodeSyncOptions so;
+    so.interval = std::chrono::milliseconds(std::clamp(config_.node.lease_ms / 3, 100, 5000));
+    vma_sync_ = std::make_unique<VmaNodeSync>(*pairing_, repos_->vmas, so);
+    vma_sync_->start();
+  }
 
   vma_ = std::make_unique<HttpVmaClient>(config_.vma_url, std::chrono::seconds(10), read_vma_token());
   JobOptions jo;
@@ -392,6 +426,22 @@ void Oma::start_node_lease() {
   self.nbd_port = export_server_->port();
   self.ssh_host = config_.ssh_host;
   self.ssh_port = config_.ssh_port;
+  self.tunnel_address = config_.tunnel_address;
+  {
+    // The host key VMAs pin for this node; unreadable: VMAs are not told of this node
+    // (logged: pairing bundles need the key too).
+    std::ifstream in(config_.ssh_host_key_file);
+    std::string line;
+    if (in && std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string type, blob;
+      f >> type >> blob;
+      if (!type.empty() && !blob.empty()) self.ssh_host_key = type + " " + blob;
+    }
+    if (self.ssh_host_key.empty())
+      log::warn("node {}: cannot read the SSH host key {}: VMAs will not hold a tunnel to this node until it can",
+                self.node_id, config_.ssh_host_key_file);
+  }
   self.api_url = config_.public_api_url;
   self.volume_slots = config_.node.volume_slots;
   self.disk_bytes = config_.node.disk_bytes;
@@ -511,6 +561,7 @@ void Oma::stop() {
   if (gui_) gui_->stop();
   if (api_) api_->stop();
   if (failover_) failover_->stop();
+  if (vma_sync_) vma_sync_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();
   // Last: the node held its lease while it could still touch volumes.

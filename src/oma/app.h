@@ -33,6 +33,7 @@
 #include "oma/nodes/node_lease.h"
 #include "oma/nodes/placed_target_checks.h"
 #include "oma/pairing/pairing_service.h"
+#include "oma/pairing/vma_node_sync.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
 
@@ -80,6 +81,10 @@ struct OmaConfig {
   std::string ssh_host_key_file = "/etc/ssh/ssh_host_ed25519_key.pub";
   std::string authorized_keys_file;           // default DATA/vma_authorized_keys
   int tunnel_port_base = 9081;
+  // Where this node's sshd takes VMAs' reverse forwards (a 127.x.y.z address): the VMA
+  // API is called at <it>:<the VMA's tunnel port>. Another than 127.0.0.1 only where
+  // several OMA nodes share one machine (tests, labs): each needs its own.
+  std::string tunnel_address = "127.0.0.1";
   // Revocation ends the VMA's sshd session through the tunnel-session helper listening
   // on this Unix socket (oma/pairing/tunnel_session_helper.h; the package's
   // /run/migratekit-oma-end-tunnel.sock); "" = the OMA does it itself (as root).
@@ -142,6 +147,7 @@ class Oma {
   const OmaConfig& config() const { return config_; }
   NodeLease* node_lease() { return lease_.get(); }  // null: single node
   NodeFailover* node_failover() { return failover_.get(); }  // null: single node
+  VmaNodeSync* vma_sync() { return vma_sync_.get(); }  // null: single node
   ExportManager& exports() { return *exports_; }
 
  private:
@@ -175,6 +181,7 @@ class Oma {
   std::unique_ptr<NodeFailover> failover_;  // with a node id: takes dead nodes' VMs over, fences this one
   std::unique_ptr<VmaClient> vma_;
   std::unique_ptr<PairingService> pairing_;
+  std::unique_ptr<VmaNodeSync> vma_sync_;  // with a node id: VMAs' access and node lists follow the database
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<CloudStackTarget> cloudstack_;
   std::unique_ptr<CloudStackChecks> cloudstack_checks_;  // with the "cloudstack" backend only

@@ -94,6 +94,9 @@ int main(int argc, char** argv) {
                  "OMA-managed authorized_keys for approved VMAs; point sshd's AuthorizedKeysFile at it (default DATA/vma_authorized_keys)");
   app.add_option("--tunnel-port-base", c.tunnel_port_base, "OMA loopback port of the first VMA's tunnel (default 9081; then 9082, ...)")
       ->check(CLI::Range(1, 65000));
+  app.add_option("--tunnel-address", c.tunnel_address,
+                 "Loopback address where this OMA's sshd takes VMAs' reverse forwards (default 127.0.0.1; another "
+                 "127.x.y.z only where several OMA nodes share one machine, with sshd's GatewayPorts clientspecified)");
   app.add_option("--tunnel-session-helper", c.tunnel_session_helper,
                  "Unix socket of the tunnel-session helper that ends a revoked VMA's sshd session for an OMA that "
                  "runs unprivileged (the package's /run/migratekit-oma-end-tunnel.sock); default: the OMA ends it "

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <set>
 #include <sstream>
 
 #include "protocol/names.h"
@@ -100,6 +101,10 @@ std::optional<std::string> opt_of(const json& j, const char* name) {
 // The TLS fields agree with nbd_tls: a PSK bundle carries identity and key and no CA,
 // an X.509 bundle the CA and no PSK.
 void check_bundle(const json& j) {
+  std::set<std::string> ids;
+  for (size_t i = 0; i < j["nodes"].size(); ++i)
+    if (!ids.insert(j["nodes"][i]["node_id"].get<std::string>()).second)
+      throw FieldError(fmt::format("nodes[{}].node_id", i), "appears twice");
   bool psk = j["nbd_tls"] == enum_name(NbdTls::Psk);
   for (const char* f : {"nbd_psk_identity", "nbd_psk_key"}) {
     if (psk == j[f].is_null()) {
@@ -202,6 +207,12 @@ const Schema& pairing_bundle() {
            .description = "when the code expires (milliseconds since the Unix epoch)",
            .min = 0,
            .example = int64_t{1764673200000}},
+          {.name = "nodes",
+           .type = Type::Array,
+           .description = "several OMA nodes: the service's live nodes, each with its sshd and pinned host key (the "
+                          "VMA holds a tunnel to each); empty for a single OMA",
+           .max_length = kMaxServiceNodes,
+           .items = &service_node()},
       },
       "PairingBundle",
       "what a VMA needs to pair with this OMA (secrets: shown once)"};
@@ -308,7 +319,9 @@ json encode(const PairingBundle& m) {
             {"nbd_ca_cert", opt(m.nbd_ca_cert)},
             {"vma_api_token", m.vma_api_token},
             {"pairing_code", m.pairing_code},
-            {"expires_at", m.expires_at}};
+            {"expires_at", m.expires_at},
+            {"nodes", json::array()}};
+  for (const auto& n : m.nodes) j["nodes"].push_back(encode(n));
   return checked(std::move(j), schemas::pairing_bundle(), check_bundle);
 }
 
@@ -330,6 +343,8 @@ void decode(const json& j, PairingBundle& out) {
   out.vma_api_token = j["vma_api_token"];
   out.pairing_code = j["pairing_code"];
   out.expires_at = j["expires_at"].get<int64_t>();
+  out.nodes.clear();
+  for (const auto& n : j["nodes"]) out.nodes.push_back(decode<ServiceNode>(n));
 }
 
 json encode(const EnrolRequest& m) {

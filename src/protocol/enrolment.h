@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/json_schema.h"
 #include "protocol/enums.h"
@@ -56,6 +57,12 @@ struct PairingBundle {
   std::string vma_api_token;                    // the OMA presents it to the VMA (secret)
   std::string pairing_code;                     // one-time enrolment code (secret)
   int64_t expires_at = 0;                       // the code's expiry, ms since the epoch
+  // Several OMA nodes over one database (issue 18): the service's live nodes when the
+  // bundle was issued, the issuing node among them; the VMA holds a tunnel to each and
+  // learns later changes from POST /api/v1/service-nodes. Empty: a single OMA (ssh_host
+  // and ssh_host_key above), as before nodes existed. The bundle thus names the
+  // service, not one node: ssh_host and nbd_host are the issuing node's.
+  std::vector<ServiceNode> nodes;
 };
 
 struct EnrolRequest {

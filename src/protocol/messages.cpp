@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 
@@ -29,6 +30,35 @@ void export_check(const std::string& v, const std::string& path) {
 void host_check(const std::string& v, const std::string& path) { check_host(v, path); }
 void not_empty_check(const std::string& v, const std::string& path) {
   if (v.empty()) throw FieldError(path, "must not be empty");
+}
+void node_id_check(const std::string& v, const std::string& path) {
+  bool ok = !v.empty() && v.size() <= 64 && v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                                                std::string::npos && v[0] != '.' && v[0] != '_' && v[0] != '-';
+  if (!ok) throw FieldError(path, "expected a node id (1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit)");
+}
+// "" names the single OMA of a pairing without nodes.
+void tunnel_node_id_check(const std::string& v, const std::string& path) {
+  if (!v.empty()) node_id_check(v, path);
+}
+// A host key as known_hosts holds it: "<type> <base64> [comment]".
+void ssh_host_key_check(const std::string& v, const std::string& path) {
+  std::string_view b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
+  auto sp = v.find(' ');
+  std::string type = v.substr(0, sp);
+  std::string blob = sp == std::string::npos ? "" : v.substr(sp + 1, v.find(' ', sp + 1) - sp - 1);
+  if ((!type.starts_with("ssh-") && !type.starts_with("ecdsa-")) ||
+      type.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-@.") != std::string::npos || blob.empty() ||
+      blob.find_first_not_of(b64) != std::string::npos)
+    throw FieldError(path, "expected an SSH public key line (\"ssh-ed25519 AAAA...\")");
+}
+// An IPv4 loopback address (127.0.0.0/8), dotted: where the node's sshd listens for the
+// VMA's reverse forward.
+void loopback_check(const std::string& v, const std::string& path) {
+  int a = 0, b = 0, c = 0, d = 0;
+  char tail = 0;
+  if (std::sscanf(v.c_str(), "%d.%d.%d.%d%c", &a, &b, &c, &d, &tail) != 4 || a != 127 || b < 0 || b > 255 || c < 0 ||
+      c > 255 || d < 0 || d > 255 || v.find_first_not_of("0123456789.") != std::string::npos)
+    throw FieldError(path, "expected an IPv4 loopback address (127.x.y.z)");
 }
 void mac_check(const std::string& v, const std::string& path) {
   if (!v.empty() && !is_mac_address(v)) throw FieldError(path, "expected a MAC address like 00:50:56:aa:bb:cc");
@@ -169,6 +199,24 @@ const Schema kTunnelHealth{{
     int_field("since", "unix seconds of the last change of state", 1764673200),
     text_field("error", "why the tunnel is not up, when known", "ssh: connect to host oma port 22: Connection refused"),
 }};
+
+Field node_id_field(bool may_be_empty) {
+  return {.name = "node_id",
+          .description = may_be_empty ? "the OMA node (\"\": the single OMA of a pairing without nodes)"
+                                      : "the OMA node's id",
+          .max_length = 64,
+          .check = may_be_empty ? tunnel_node_id_check : node_id_check,
+          .example = "oma-a"};
+}
+
+Field host_field(std::string name, std::string description) {
+  return {.name = std::move(name),
+          .description = std::move(description),
+          .max_length = 253,
+          .check = host_check,
+          .example = "oma-a.example.local",
+          .pattern = kHostPattern};
+}
 
 }  // namespace
 
@@ -431,10 +479,70 @@ const Schema& health() {
           enum_field<HealthStatus>("status", "ok when vCenter answers and the tunnel is up"),
           uuid_field("vma_instance", "this run of the VMA (changes when it restarts)"),
           object_field("vcenter", "its vCenter", &kVcenterHealth),
-          object_field("tunnel", "its control tunnel to the OMA", &kTunnelHealth),
+          object_field("tunnel", "its control tunnels to the OMA in one (up only when every one is up)",
+                       &kTunnelHealth),
+          array_field("tunnels", "each control tunnel (one per OMA node)", kMaxServiceNodes, &node_tunnel()),
       },
       "VmaHealth",
       "a VMA's health as it reports it"};
+  return s;
+}
+
+const Schema& node_tunnel() {
+  static const Schema s{
+      {
+          node_id_field(true),
+          host_field("ssh_host", "the node's sshd"),
+          int_field("ssh_port", "its SSH port", 22, 1, 65535),
+          object_field("tunnel", "the tunnel's state", &kTunnelHealth),
+      },
+      "VmaNodeTunnel",
+      "one SSH tunnel of the VMA, to one OMA node"};
+  return s;
+}
+
+const Schema& service_node() {
+  static const Schema s{
+      {
+          node_id_field(false),
+          host_field("ssh_host", "the node's sshd, for its control tunnel"),
+          int_field("ssh_port", "its SSH port", 22, 1, 65535),
+          {.name = "ssh_host_key",
+           .description = "its SSH public host key, pinned by the VMA",
+           .max_length = 8192,
+           .check = ssh_host_key_check,
+           .example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u"},
+          {.name = "tunnel_address",
+           .description = "the loopback address on the node where the VMA's reverse forward listens (127.0.0.1 "
+                          "unless several nodes share one machine)",
+           .max_length = 15,
+           .check = loopback_check,
+           .example = "127.0.0.1"},
+          host_field("nbd_host", "the node's NBD server"),
+          int_field("nbd_port", "its NBD port", 10809, 1, 65535),
+      },
+      "ServiceNode",
+      "one OMA node of the service the VMA is paired with"};
+  return s;
+}
+
+const Schema& service_nodes() {
+  static const Schema s{
+      {
+          array_field("nodes", "the service's live nodes", kMaxServiceNodes, &service_node()),
+      },
+      "ServiceNodes",
+      "the OMA nodes the VMA holds a tunnel to"};
+  return s;
+}
+
+const Schema& service_nodes_reply() {
+  static const Schema s{
+      {
+          array_field("tunnels", "each tunnel once the list is applied", kMaxServiceNodes, &node_tunnel()),
+      },
+      "ServiceNodesReply",
+      "the VMA's tunnels to the service's nodes"};
   return s;
 }
 
@@ -838,14 +946,83 @@ void decode(const json& j, PreflightReply& out) {
 
 // --- health, errors ----------------------------------------------------------------------
 
+namespace {
+
+json tunnel_json(const TunnelHealth& t) {
+  return {{"state", enum_name(t.state)}, {"since", t.since}, {"error", opt_text(t.error)}};
+}
+TunnelHealth tunnel_of(const json& t) {
+  return {enum_of<TunnelState>(t, "state"), t["since"].get<int64_t>(), opt_of(t, "error")};
+}
+json node_tunnels_json(const std::vector<NodeTunnel>& ts) {
+  json a = json::array();
+  for (const auto& t : ts)
+    a.push_back({{"node_id", t.node_id}, {"ssh_host", t.ssh_host}, {"ssh_port", t.ssh_port}, {"tunnel", tunnel_json(t.tunnel)}});
+  return a;
+}
+std::vector<NodeTunnel> node_tunnels_of(const json& a) {
+  std::vector<NodeTunnel> out;
+  for (const auto& t : a) out.push_back({t["node_id"], t["ssh_host"], t["ssh_port"].get<int>(), tunnel_of(t["tunnel"])});
+  return out;
+}
+json service_node_json(const ServiceNode& n) {
+  return {{"node_id", n.node_id},       {"ssh_host", n.ssh_host},
+          {"ssh_port", n.ssh_port},     {"ssh_host_key", n.ssh_host_key},
+          {"tunnel_address", n.tunnel_address}, {"nbd_host", n.nbd_host},
+          {"nbd_port", n.nbd_port}};
+}
+ServiceNode service_node_of(const json& j) {
+  return {j["node_id"],        j["ssh_host"], j["ssh_port"].get<int>(),  j["ssh_host_key"],
+          j["tunnel_address"], j["nbd_host"], j["nbd_port"].get<int>()};
+}
+// Node ids are unique in a list.
+void check_service_nodes(const json& j) {
+  if (j["nodes"].empty()) throw FieldError("nodes", "must name at least one node (the VMA would hold no tunnel)");
+  std::set<std::string> ids;
+  for (size_t i = 0; i < j["nodes"].size(); ++i)
+    if (!ids.insert(j["nodes"][i]["node_id"].get<std::string>()).second)
+      throw FieldError(fmt::format("nodes[{}].node_id", i), "appears twice");
+}
+
+}  // namespace
+
 json encode(const Health& m) {
   json j = {{"protocol_version", m.protocol_version},
             {"status", enum_name(m.status)},
             {"vma_instance", m.vma_instance},
             {"vcenter", {{"reachable", m.vcenter.reachable}, {"error", opt_text(m.vcenter.error)}}},
-            {"tunnel",
-             {{"state", enum_name(m.tunnel.state)}, {"since", m.tunnel.since}, {"error", opt_text(m.tunnel.error)}}}};
+            {"tunnel", tunnel_json(m.tunnel)},
+            {"tunnels", node_tunnels_json(m.tunnels)}};
   return checked(std::move(j), schemas::health());
+}
+
+json encode(const ServiceNode& m) { return checked(service_node_json(m), schemas::service_node()); }
+void decode(const json& j, ServiceNode& out) {
+  checked(j, schemas::service_node());
+  out = service_node_of(j);
+}
+
+json encode(const ServiceNodes& m) {
+  json a = json::array();
+  for (const auto& n : m.nodes) a.push_back(service_node_json(n));
+  json j = {{"nodes", a}};
+  schema::validate(j, schemas::service_nodes());
+  check_service_nodes(j);
+  return j;
+}
+void decode(const json& j, ServiceNodes& out) {
+  schema::validate(j, schemas::service_nodes());
+  check_service_nodes(j);
+  out.nodes.clear();
+  for (const auto& n : j["nodes"]) out.nodes.push_back(service_node_of(n));
+}
+
+json encode(const ServiceNodesReply& m) {
+  return checked({{"tunnels", node_tunnels_json(m.tunnels)}}, schemas::service_nodes_reply());
+}
+void decode(const json& j, ServiceNodesReply& out) {
+  checked(j, schemas::service_nodes_reply());
+  out.tunnels = node_tunnels_of(j["tunnels"]);
 }
 
 void decode(const json& j, Health& out) {
@@ -854,8 +1031,8 @@ void decode(const json& j, Health& out) {
   out.status = enum_of<HealthStatus>(j, "status");
   out.vma_instance = j["vma_instance"];
   out.vcenter = {j["vcenter"]["reachable"].get<bool>(), opt_of(j["vcenter"], "error")};
-  const json& t = j["tunnel"];
-  out.tunnel = {enum_of<TunnelState>(t, "state"), t["since"].get<int64_t>(), opt_of(t, "error")};
+  out.tunnel = tunnel_of(j["tunnel"]);
+  out.tunnels = node_tunnels_of(j["tunnels"]);
 }
 
 json encode(const EmptyRequest&) { return checked(json::object(), schemas::empty_request()); }

@@ -56,6 +56,19 @@
 //     404 for an unknown VM.
 //
 //   GET  /api/v1/health                                -> 200 Health
+//     tunnels: one entry per SSH tunnel the VMA holds (one per OMA node of the service;
+//     one with node_id "" for a single OMA); tunnel: all of them in one (up only when
+//     every one is up; otherwise the first that is not, its error naming the node).
+//
+//   POST /api/v1/service-nodes    ServiceNodes         -> 200 ServiceNodesReply
+//     The OMA nodes of the service this VMA is paired with, as the nodes' registry
+//     says now (several OMA nodes over one database: live leases only). Any node sends
+//     it (each node's VMA sync round, oma/pairing/vma_node_sync.h); the VMA stores the
+//     list in its paired state and holds one tunnel to each node in it, starting and
+//     stopping tunnels to match; the answer is each tunnel's state. An empty list is
+//     refused (400): the VMA would lose every node. A VMA paired with a single OMA
+//     takes it too (that OMA became a service of nodes): its one tunnel gives way to
+//     the nodes'. A VMA that holds no tunnel (not paired, --no-tunnel) answers 409.
 //
 // vm_id is the vSphere instance UUID. Errors are ErrorReply {"error": what failed, on
 // which VM/disk, what to do} with 4xx/5xx: 400 bad input, 401 token, 404 unknown job or
@@ -228,12 +241,47 @@ struct TunnelHealth {
   std::optional<std::string> error;  // why it is not up, when known
 };
 
+// One SSH tunnel of the VMA: to which node, and its state.
+struct NodeTunnel {
+  std::string node_id;  // "" for the single OMA of a pairing without nodes
+  std::string ssh_host;
+  int ssh_port = 22;
+  TunnelHealth tunnel;
+};
+
 struct Health {
   int protocol_version = kVersion;
-  HealthStatus status = HealthStatus::Degraded;  // ok: vCenter reachable and tunnel up
+  HealthStatus status = HealthStatus::Degraded;  // ok: vCenter reachable and every tunnel up
   std::string vma_instance;
   VcenterHealth vcenter;
-  TunnelHealth tunnel;
+  TunnelHealth tunnel;              // every tunnel in one: up only when all are up
+  std::vector<NodeTunnel> tunnels;  // each tunnel (one per OMA node)
+};
+
+// --- service nodes ----------------------------------------------------------------------
+
+// One OMA node of a service (several `oma` processes over one database), as a VMA needs
+// it to hold a tunnel to it: its sshd and pinned host key, the loopback address on the
+// node where the reverse forward listens (127.0.0.1 unless several nodes share one
+// machine), and its NBD server (for NBD inside SSH: the forward that reaches it).
+struct ServiceNode {
+  std::string node_id;       // [a-z0-9][a-z0-9._-]{0,63}
+  std::string ssh_host;
+  int ssh_port = 22;
+  std::string ssh_host_key;  // "ssh-ed25519 AAAA...": pinned by the VMA
+  std::string tunnel_address = "127.0.0.1";  // 127.x.y.z
+  std::string nbd_host;
+  int nbd_port = 10809;
+  bool operator==(const ServiceNode&) const = default;
+};
+inline constexpr size_t kMaxServiceNodes = 64;
+
+struct ServiceNodes {
+  std::vector<ServiceNode> nodes;  // 1..kMaxServiceNodes, node ids unique
+};
+
+struct ServiceNodesReply {
+  std::vector<NodeTunnel> tunnels;  // the tunnels once the list is applied
 };
 
 // --- bodies without fields, errors ----------------------------------------------------
@@ -263,6 +311,9 @@ nlohmann::json encode(const PreflightReply& m);
 nlohmann::json encode(const Health& m);
 nlohmann::json encode(const EmptyRequest& m);
 nlohmann::json encode(const ErrorReply& m);
+nlohmann::json encode(const ServiceNode& m);
+nlohmann::json encode(const ServiceNodes& m);
+nlohmann::json encode(const ServiceNodesReply& m);
 
 void decode(const nlohmann::json& j, ReplicateRequest& out);
 void decode(const nlohmann::json& j, ReplicateAccepted& out);
@@ -279,6 +330,9 @@ void decode(const nlohmann::json& j, PreflightReply& out);
 void decode(const nlohmann::json& j, Health& out);
 void decode(const nlohmann::json& j, EmptyRequest& out);
 void decode(const nlohmann::json& j, ErrorReply& out);
+void decode(const nlohmann::json& j, ServiceNode& out);
+void decode(const nlohmann::json& j, ServiceNodes& out);
+void decode(const nlohmann::json& j, ServiceNodesReply& out);
 
 template <typename T>
 T decode(const nlohmann::json& j) {
@@ -321,6 +375,10 @@ const schema::Schema& discovered_vm();
 const schema::Schema& discovery();
 const schema::Schema& health();
 const schema::Schema& empty_request();
+const schema::Schema& node_tunnel();
+const schema::Schema& service_node();
+const schema::Schema& service_nodes();
+const schema::Schema& service_nodes_reply();
 const schema::Schema& error_reply();
 }  // namespace schemas
 

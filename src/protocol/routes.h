@@ -22,6 +22,7 @@ inline constexpr Route kDiscoverRoute{"GET", "/api/v1/discover", "/api/v1/discov
 inline constexpr Route kPreflightRoute{"GET", "/api/v1/preflight/{vm_id}", R"(/api/v1/preflight/([^/]+))"};
 inline constexpr Route kDescribeRoute{"GET", "/api/v1/vms/{vm_id}", R"(/api/v1/vms/([^/]+))"};
 inline constexpr Route kHealthRoute{"GET", "/api/v1/health", "/api/v1/health"};
+inline constexpr Route kServiceNodesRoute{"POST", "/api/v1/service-nodes", "/api/v1/service-nodes"};
 // On the OMA's API (enrolment.h).
 inline constexpr Route kEnrolRoute{"POST", "/api/v1/vmas/enroll", "/api/v1/vmas/enroll"};
 

@@ -35,7 +35,9 @@ namespace mk::protocol {
 // 4: enrolment carries the VMA's NBD client certificate request (x509 bundles) and its
 //    answer the certificate the OMA signed (EnrolRequest.nbd_client_csr,
 //    EnrolReply.nbd_client_cert); a replicate request's nbd.tls may be x509.
-inline constexpr int kVersion = 4;
+// 5: several OMA nodes (issue 18): pairing bundles carry the service's nodes, the VMA
+//    takes POST /api/v1/service-nodes, and its health lists each node's tunnel.
+inline constexpr int kVersion = 5;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

@@ -2,9 +2,11 @@
 // token, NBD PSK) are named by file, never given as values.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
+#include "protocol/messages.h"
 #include "vsphere/session.h"
 
 namespace mk::vma {
@@ -34,6 +36,10 @@ struct VmaConfig {
   // tunnel's local forward to the OMA's NBD server) instead of the address in the
   // OMA's request. 0 = direct.
   int nbd_via_port = 0;
+  // NBD inside SSH with several OMA nodes (one tunnel each): the local port of the tunnel
+  // that reaches the NBD server a replicate request names (TunnelSet::nbd_local_port);
+  // overrides nbd_via_port when set. Throws when no tunnel reaches it.
+  std::function<int(const protocol::NbdTarget&)> nbd_via;
 };
 
 }  // namespace mk::vma

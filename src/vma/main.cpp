@@ -1,6 +1,7 @@
 // vma: the VMware Migration Appliance. A small dispatcher over its subcommands:
 //   vma run ...    the daemon (API for the OMA, replication jobs) — run_command.h
 //   vma pair ...   import an OMA pairing bundle and enrol — pairing/pair_command.h
+//   vma status ... the running VMA's health and tunnels — status_command.h
 // Built twice: `vma`, the product, and `vma-lab` (MK_VMA_LAB_PATHS=1), the same program
 // with the lab paths of run_command.h's RunCommandBuild, for tests and the demo only.
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include "engine/tls_policy.h"
 #include "vma/pairing/pair_command.h"
 #include "vma/run_command.h"
+#include "vma/status_command.h"
 
 namespace {
 
@@ -16,7 +18,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: vma COMMAND [options]\n"
                "  run     the VMA daemon (vma run --help)\n"
-               "  pair    import an OMA pairing bundle and enrol with the OMA (vma pair --help)\n");
+               "  pair    import an OMA pairing bundle and enrol with the OMA (vma pair --help)\n"
+               "  status  the running VMA's health and each SSH tunnel (vma status --help)\n");
   return 2;
 }
 
@@ -33,6 +36,7 @@ int main(int argc, char** argv) {
 #endif
   if (std::strcmp(argv[1], "run") == 0) return mk::vma::run_command(argc - 1, argv + 1, {}, build);
   if (std::strcmp(argv[1], "pair") == 0) return mk::vma::run_pair(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "status") == 0) return mk::vma::run_status(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     usage();
     return 0;

@@ -18,7 +18,7 @@
 #include "common/sd_notify.h"
 #include "common/units.h"
 #include "vma/pairing/paired_state.h"
-#include "vma/tunnel/tunnel_supervisor.h"
+#include "vma/tunnel/tunnel_set.h"
 #include "vma/vma.h"
 
 namespace mk::vma {
@@ -54,22 +54,6 @@ void parse_flat_datastores(const std::vector<std::string>& values, const RunComm
     }
     c.flat_datastores[v.substr(0, eq)] = v.substr(eq + 1);
   }
-}
-
-// A loopback port free now, for the tunnel's NBD local forward (ssh binds it).
-int free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw Error("no free loopback port for the NBD-over-SSH forward");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 }  // namespace
@@ -147,16 +131,12 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
   }
   if (verbose) log::set_level(log::Level::Debug);
 
-  // Paired (STATE/pairing.json, written by `vma pair`): hold the tunnel to the OMA.
+  // Paired (STATE/pairing.json, written by `vma pair`): hold the tunnel to the OMA, or
+  // one tunnel to each node of a service of OMA nodes (tunnel/tunnel_set.h).
   std::optional<PairedState> paired;
-  std::optional<int> nbd_local_port;
   try {
     if (!no_tunnel && std::filesystem::exists(c.state_dir + "/pairing.json")) paired = load_paired_state(c.state_dir);
-    if (nbd_over_ssh) {
-      if (!paired) throw UsageError("--nbd-over-ssh needs the SSH tunnel: pair this VMA first (vma pair)");
-      nbd_local_port = free_loopback_port();
-      c.nbd_via_port = *nbd_local_port;
-    }
+    if (nbd_over_ssh && !paired) throw UsageError("--nbd-over-ssh needs the SSH tunnel: pair this VMA first (vma pair)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vma run: %s\n", e.what());
     return 2;
@@ -169,26 +149,34 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  // The supervisor starts once the API listens (its port is the forward's target); the
-  // health route may ask for its state from another thread meanwhile.
-  std::unique_ptr<TunnelSupervisor> supervisor;
-  std::atomic<TunnelSupervisor*> live{nullptr};
+  // The tunnels start once the API listens (its port is the forwards' target); the
+  // health route may ask for their state from another thread meanwhile.
+  std::unique_ptr<TunnelSet> tunnels;
+  Tunnels api_tunnels{std::move(tunnel), {}, {}};
   if (paired) {
-    tunnel = [&live] {
-      TunnelSupervisor* s = live.load();
-      return s ? s->state()
-               : protocol::TunnelHealth{protocol::TunnelState::Connecting, 0, std::string("the VMA is starting")};
-    };
+    std::string state_dir = c.state_dir;
+    tunnels = std::make_unique<TunnelSet>(tunnel_config(*paired, 0), nbd_over_ssh,
+                                          [state_dir](const std::vector<protocol::ServiceNode>& nodes) {
+                                            store_service_nodes(state_dir, nodes);
+                                          });
+    TunnelSet* t = tunnels.get();
+    api_tunnels.state = [t] { return t->combined(); };
+    api_tunnels.list = [t] { return t->tunnels(); };
+    api_tunnels.set_nodes = [t](const std::vector<protocol::ServiceNode>& nodes) { return t->apply(nodes); };
+    if (nbd_over_ssh) c.nbd_via = [t](const protocol::NbdTarget& target) { return t->nbd_local_port(target); };
   }
   try {
-    Vma vma(c, std::move(tunnel));
+    Vma vma(c, std::move(api_tunnels));
     vma.start();
-    if (paired) {
-      supervisor = std::make_unique<TunnelSupervisor>(tunnel_config(*paired, vma.api_port(), nbd_local_port));
-      supervisor->start();
-      live = supervisor.get();
-      log::info("holding the SSH tunnel to {}:{} (OMA 127.0.0.1:{} -> this VMA's API{})", paired->ssh_host,
-                paired->ssh_port, paired->tunnel_port, nbd_local_port ? ", NBD inside SSH" : "");
+    if (tunnels) {
+      tunnels->start(vma.api_port(), paired->nodes);
+      if (paired->nodes.empty())
+        log::info("holding the SSH tunnel to {}:{} (OMA 127.0.0.1:{} -> this VMA's API{})", paired->ssh_host,
+                  paired->ssh_port, paired->tunnel_port, nbd_over_ssh ? ", NBD inside SSH" : "");
+      else
+        log::info("holding an SSH tunnel to each of the {} OMA node(s) of the service (each node's {} -> this VMA's "
+                  "API{})",
+                  paired->nodes.size(), paired->tunnel_port, nbd_over_ssh ? ", NBD inside SSH" : "");
     }
     // The API listens now (the tunnel comes up on its own): tell systemd (Type=notify).
     notify_service_manager(fmt::format("READY=1\nSTATUS=API on port {}", vma.api_port()));
@@ -197,8 +185,7 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
     notify_service_manager("STOPPING=1");
     log::info("signal {}: stopping; running passes are cancelled and their snapshots removed", sig);
     vma.stop();
-    live = nullptr;
-    if (supervisor) supervisor->stop();
+    if (tunnels) tunnels->stop();
     return 0;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "vma run: %s\n", e.what());

@@ -13,8 +13,10 @@
 
 namespace mk::vma {
 
-Vma::Vma(VmaConfig config, TunnelStateProvider tunnel)
-    : config_(std::move(config)), tunnel_(std::move(tunnel)), instance_(protocol::new_uuid()) {
+Vma::Vma(VmaConfig config, TunnelStateProvider tunnel) : Vma(std::move(config), Tunnels{std::move(tunnel), {}, {}}) {}
+
+Vma::Vma(VmaConfig config, Tunnels tunnels)
+    : config_(std::move(config)), tunnels_(std::move(tunnels)), instance_(protocol::new_uuid()) {
   if (config_.state_dir.empty()) throw UsageError("no state directory (--state-dir)");
   if (config_.vcenter_url.empty() || config_.vcenter_user.empty() || config_.vcenter_password_file.empty()) {
     throw UsageError("vCenter URL, user and password file are required (--vcenter, --vcenter-user, "
@@ -76,6 +78,7 @@ void Vma::start() {
   ro.max_vms = config_.max_vms;
   ro.max_disks_per_vm = config_.max_disks_per_vm;
   ro.nbd_via_port = config_.nbd_via_port;
+  ro.nbd_via = config_.nbd_via;
   ro.work_dir = work;
   // Checkpoints outlive a restart (work/ does not): interrupted passes resume from them.
   ro.checkpoint_dir = config_.state_dir + "/checkpoints";
@@ -94,7 +97,7 @@ void Vma::start() {
   ao.port = config_.listen_port;
   ao.token = token;
   ao.instance = instance_;
-  api_ = std::make_unique<api::ApiServer>(ao, *runner_, *vcenter_, tunnel_);
+  api_ = std::make_unique<api::ApiServer>(ao, *runner_, *vcenter_, tunnels_);
   api_->start();
   write_private_file(config_.state_dir + "/api.port", std::to_string(api_->port()) + "\n");
 }

@@ -27,6 +27,8 @@ class Vma {
  public:
   // `tunnel` may be empty: health then reports the tunnel down, "no tunnel configured".
   Vma(VmaConfig config, TunnelStateProvider tunnel = {});
+  // With the tunnels to several OMA nodes (tunnel_state.h).
+  Vma(VmaConfig config, Tunnels tunnels);
   ~Vma();
   void start();
   void stop();
@@ -39,7 +41,7 @@ class Vma {
   void cleanup_loop();
 
   VmaConfig config_;
-  TunnelStateProvider tunnel_;
+  Tunnels tunnels_;
   std::string instance_;
   std::unique_ptr<VCenter> vcenter_;
   std::unique_ptr<JobStore> store_;

@@ -303,6 +303,58 @@ TEST(Messages, DecodeTextRefusesWhatIsNotAJsonObject) {
   EXPECT_EQ(refused_field([](const json&) { decode_text<Health>("[1]"); }, {}), "body");
 }
 
+ServiceNodes service_nodes() {
+  const std::string key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3i1Xg0cO2zV9yv6mJ0d8m1Q3m6p5K1n2Y3r4s5t6u";
+  return {{{"oma-a", "oma-a.example", 22, key, "127.0.0.1", "10.0.0.5", 10809},
+           {"oma-b", "10.0.0.6", 443, key + " root@oma-b", "127.0.0.2", "10.0.0.6", 10810}}};
+}
+
+TEST(Messages, ServiceNodesRoundTripAndCheckEveryField) {
+  json j = encode(service_nodes());
+  EXPECT_EQ(decode<ServiceNodes>(j).nodes, service_nodes().nodes);
+  EXPECT_EQ(encode(decode<ServiceNodes>(j)), j);
+  expect_every_field_checked(decoder<ServiceNodes>(), j);
+  // The list names each node once, and at least one: the VMA would hold no tunnel.
+  json twice = j;
+  twice["nodes"][1]["node_id"] = "oma-a";
+  EXPECT_EQ(refused_field(decoder<ServiceNodes>(), twice), "nodes[1].node_id");
+  EXPECT_EQ(refused_field(decoder<ServiceNodes>(), json{{"nodes", json::array()}}), "nodes");
+  // What ssh reads from it: a loopback address, a node id, a key line, a host.
+  for (const char* bad : {"10.0.0.1", "127.0.0.256", "127.0.0.1 ", "localhost", "127.0.0.1:22"}) {
+    json k = j;
+    k["nodes"][0]["tunnel_address"] = bad;
+    EXPECT_EQ(refused_field(decoder<ServiceNodes>(), k), "nodes[0].tunnel_address") << bad;
+  }
+  for (const char* bad : {"-oProxyCommand=x", "", "OMA-A", "a/b"}) {
+    json k = j;
+    k["nodes"][0]["node_id"] = bad;
+    EXPECT_EQ(refused_field(decoder<ServiceNodes>(), k), "nodes[0].node_id") << bad;
+  }
+  for (const char* bad : {"ssh-ed25519", "ssh-ed25519 AA!A", "foo AAAA"}) {
+    json k = j;
+    k["nodes"][0]["ssh_host_key"] = bad;
+    EXPECT_EQ(refused_field(decoder<ServiceNodes>(), k), "nodes[0].ssh_host_key") << bad;
+  }
+  json host = j;
+  host["nodes"][0]["ssh_host"] = "-oProxyCommand=x";
+  EXPECT_EQ(refused_field(decoder<ServiceNodes>(), host), "nodes[0].ssh_host");
+}
+
+TEST(Messages, HealthListsEachNodesTunnel) {
+  Health h = health();
+  h.tunnels = {{"oma-a", "10.0.0.5", 22, {TunnelState::Up, 1764673200, std::nullopt}},
+               {"oma-b", "10.0.0.6", 22, {TunnelState::Down, 1764673201, std::string("refused")}}};
+  json j = encode(h);
+  Health back = decode<Health>(j);
+  ASSERT_EQ(back.tunnels.size(), 2u);
+  EXPECT_EQ(back.tunnels[1].node_id, "oma-b");
+  EXPECT_EQ(back.tunnels[1].tunnel.error, "refused");
+  expect_every_field_checked(decoder<Health>(), j);
+  ServiceNodesReply reply{h.tunnels};
+  EXPECT_EQ(encode(decode<ServiceNodesReply>(encode(reply))), encode(reply));
+  expect_every_field_checked(decoder<ServiceNodesReply>(), encode(reply));
+}
+
 TEST(Messages, SchemasAreNamedForTheOpenApiDocument) {
   for (const schema::Schema* s : {&schemas::replicate_request(), &schemas::job_progress(), &schemas::discovery(),
                                   &schemas::health(), &schemas::power_request(), &schemas::error_reply()}) {

@@ -314,6 +314,19 @@ void add_takeover_kind(Database& db) {
   db.exec("ALTER TABLE vm_takeovers ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'failover'");
 }
 
+// Version 12, what a VMA needs to hold a tunnel to each node (issue 18, item 4): the node's SSH
+// host key to pin and the loopback address its sshd takes the VMA's reverse forward on.
+// Nodes registered before know neither until they register again (at their start).
+void add_node_tunnel_columns(Database& db) {
+  try {
+    db.query("SELECT ssh_host_key, tunnel_address FROM oma_nodes WHERE 1 = 0");
+    return;  // there already
+  } catch (const std::exception&) {
+  }
+  db.exec("ALTER TABLE oma_nodes ADD COLUMN ssh_host_key VARCHAR(8192) NOT NULL DEFAULT ''");
+  db.exec("ALTER TABLE oma_nodes ADD COLUMN tunnel_address VARCHAR(15) NOT NULL DEFAULT '127.0.0.1'");
+}
+
 void add_placement_lock(Database& db) {
   if (db.query("SELECT 1 FROM placement_lock WHERE name = 'placement'").empty())
     db.exec("INSERT INTO placement_lock (name, version) VALUES ('placement', 0)");
@@ -350,6 +363,8 @@ const std::vector<Migration>& migrations() {
       {10, "takeovers of a dead node's VMs", kTakeovers},
       {11, "moves of VMs between live nodes", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_takeover_kind(db); }},
+      {12, "OMA nodes' SSH host keys and tunnel addresses", {}, {},
+       [](Database& db, const std::function<const SecretBox&()>&) { add_node_tunnel_columns(db); }},
   };
   return all;
 }

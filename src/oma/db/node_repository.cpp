@@ -27,7 +27,8 @@ namespace {
 const Table<NodeRecord> kNodes{"oma_nodes", {column("node_id", &NodeRecord::node_id),
     column("cloudstack_vm_id", &NodeRecord::cloudstack_vm_id), column("nbd_host", &NodeRecord::nbd_host),
     column("nbd_port", &NodeRecord::nbd_port), column("ssh_host", &NodeRecord::ssh_host),
-    column("ssh_port", &NodeRecord::ssh_port), column("api_url", &NodeRecord::api_url),
+    column("ssh_port", &NodeRecord::ssh_port), column("ssh_host_key", &NodeRecord::ssh_host_key),
+    column("tunnel_address", &NodeRecord::tunnel_address), column("api_url", &NodeRecord::api_url),
     column("volume_slots", &NodeRecord::volume_slots), column("disk_bytes", &NodeRecord::disk_bytes),
     column("state", &NodeRecord::state), column("incarnation", &NodeRecord::incarnation),
     column("lease_expires_at", &NodeRecord::lease_expires_at), column("registered_at", &NodeRecord::registered_at),
@@ -58,8 +59,9 @@ bool valid_node_id(const std::string& id) {
 std::optional<NodeLeaseGrant> NodeRepository::register_node(const NodeRecord& self, int64_t lease_ms) {
   check_node_id(self.node_id);
   const std::string now = db_.now_ms_sql();
-  std::vector<Value> info{self.cloudstack_vm_id, self.nbd_host, self.nbd_port, self.ssh_host,
-                          self.ssh_port,         self.api_url,  self.volume_slots, self.disk_bytes};
+  std::vector<Value> info{self.cloudstack_vm_id, self.nbd_host, self.nbd_port,     self.ssh_host,
+                          self.ssh_port,         self.ssh_host_key, self.tunnel_address, self.api_url,
+                          self.volume_slots,     self.disk_bytes};
   std::optional<NodeLeaseGrant> grant;
   db_.transaction([&] {
     // Take the node id over only when its lease has run out (or was released), by the
@@ -69,7 +71,7 @@ std::optional<NodeLeaseGrant> NodeRepository::register_node(const NodeRecord& se
     params.insert(params.end(), {lease_ms, self.node_id});
     int64_t taken = db_.exec(
         fmt::format("UPDATE oma_nodes SET cloudstack_vm_id = ?, nbd_host = ?, nbd_port = ?, ssh_host = ?, "
-                    "ssh_port = ?, api_url = ?, volume_slots = ?, disk_bytes = ?, incarnation = incarnation + 1, "
+                    "ssh_port = ?, ssh_host_key = ?, tunnel_address = ?, api_url = ?, volume_slots = ?, disk_bytes = ?, incarnation = incarnation + 1, "
                     "lease_expires_at = {0} + ?, registered_at = {0}, renewed_at = {0}, released_at = NULL "
                     "WHERE node_id = ? AND lease_expires_at <= {0}",
                     now),
@@ -81,9 +83,9 @@ std::optional<NodeLeaseGrant> NodeRepository::register_node(const NodeRecord& se
       params.insert(params.end(), {enum_name(NodeState::Active), lease_ms});
       try {
         db_.exec(fmt::format("INSERT INTO oma_nodes (node_id, cloudstack_vm_id, nbd_host, nbd_port, ssh_host, "
-                             "ssh_port, api_url, volume_slots, disk_bytes, state, incarnation, lease_expires_at, "
-                             "registered_at, renewed_at, released_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, {0} + ?, {0}, {0}, NULL)",
+                             "ssh_port, ssh_host_key, tunnel_address, api_url, volume_slots, disk_bytes, state, "
+                             "incarnation, lease_expires_at, registered_at, renewed_at, released_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, {0} + ?, {0}, {0}, NULL)",
                              now),
                  params);
       } catch (const db::ConstraintError&) {

@@ -50,6 +50,8 @@ struct NodeRecord {
   int64_t nbd_port = 0;
   std::string ssh_host;          // where VMAs open their SSH tunnel to this node
   int64_t ssh_port = 22;
+  std::string ssh_host_key;      // its sshd's public host key, which VMAs pin ("" = unknown)
+  std::string tunnel_address = "127.0.0.1";  // where its sshd takes VMAs' reverse forwards
   std::string api_url;           // this node's API ("" until it listens)
   int64_t volume_slots = 0;      // data volumes this node's VM may hold
   int64_t disk_bytes = 0;        // replica space it may hold; 0: not limited by space

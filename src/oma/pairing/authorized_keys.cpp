@@ -16,18 +16,18 @@ std::string normalize_vma_public_key(const std::string& key) {
   return protocol::normalize_ed25519_public_key(key, "ssh_public_key");
 }
 
-std::string authorized_key_line(const VmaRecord& vma, int nbd_port) {
+std::string authorized_key_line(const VmaRecord& vma, int nbd_port, const std::string& tunnel_address) {
   return fmt::format(
-      "restrict,port-forwarding,permitlisten=\"127.0.0.1:{}\",permitopen=\"127.0.0.1:{}\",command=\"/bin/false\" "
+      "restrict,port-forwarding,permitlisten=\"{}:{}\",permitopen=\"127.0.0.1:{}\",command=\"/bin/false\" "
       "{} vma-{}",
-      vma.tunnel_port, nbd_port, normalize_vma_public_key(vma.ssh_public_key), vma.vma_id);
+      tunnel_address, vma.tunnel_port, nbd_port, normalize_vma_public_key(vma.ssh_public_key), vma.vma_id);
 }
 
 void write_authorized_keys(const std::string& path, const std::vector<VmaRecord>& vmas, int nbd_port,
-                           const std::string& owner) {
+                           const std::string& owner, const std::string& tunnel_address) {
   std::string content = "# Managed by the MigrateKit OMA: one line per approved VMA. Edits are overwritten.\n";
   for (const auto& v : vmas)
-    if (v.state == VmaState::Approved) content += authorized_key_line(v, nbd_port) + "\n";
+    if (v.state == VmaState::Approved) content += authorized_key_line(v, nbd_port, tunnel_address) + "\n";
   PrivateFileOptions options;
   if (::geteuid() == 0 && !owner.empty() && owner != "root") {
     if (struct passwd* pw = ::getpwnam(owner.c_str())) {

@@ -10,6 +10,10 @@
 // any session request run /bin/false instead of a shell. Checked against OpenSSH 9.2
 // by tests/tunnel: another listen port, a shell and another local forward are refused.
 //
+// With several OMA nodes every node writes its own file from the shared database (its
+// VMA sync round, vma_node_sync.h), so that every node's sshd takes every approved VMA
+// and none takes a revoked one.
+//
 // The file is regenerated from the database (the source of truth) and replaced
 // atomically (written to a temporary file, mode 0600, renamed into place). Free
 // functions; thread-safe if callers serialise writes to one file (PairingService does).
@@ -27,11 +31,12 @@ namespace mk::oma {
 // dropped: the OMA writes its own). The rule is the protocol's (protocol/enrolment.h).
 std::string normalize_vma_public_key(const std::string& key);
 
-std::string authorized_key_line(const VmaRecord& vma, int nbd_port);
+// `tunnel_address`: where this node's sshd takes the reverse forward (permitlisten).
+std::string authorized_key_line(const VmaRecord& vma, int nbd_port, const std::string& tunnel_address = "127.0.0.1");
 
 // Writes every approved VMA's line to `path`. When `owner` names a user other than root
 // and the OMA runs as root, the file is given to that user (sshd reads it as the user).
 void write_authorized_keys(const std::string& path, const std::vector<VmaRecord>& vmas, int nbd_port,
-                           const std::string& owner);
+                           const std::string& owner, const std::string& tunnel_address = "127.0.0.1");
 
 }  // namespace mk::oma

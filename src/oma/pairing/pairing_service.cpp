@@ -59,7 +59,8 @@ void PairingService::set_api_url(const std::string& url, std::optional<std::stri
 
 void PairingService::sync_access() {
   std::lock_guard lk(file_mutex_);
-  write_authorized_keys(config_.authorized_keys_file, vmas_.list_vmas(), config_.nbd_port, config_.ssh_user);
+  write_authorized_keys(config_.authorized_keys_file, vmas_.list_vmas(), config_.nbd_port, config_.ssh_user,
+                        config_.tunnel_address);
   sync_nbd_psk_file();
   sync_nbd_client_certificates("the VMAs' access changed");
 }
@@ -137,6 +138,7 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   b.ssh_user = config_.ssh_user;
   b.nbd_host = config_.nbd_host;
   b.nbd_port = config_.nbd_port;
+  b.nodes = service_nodes();
   nlohmann::json bundle = protocol::encode(b);  // checked before the code is stored
   vmas_.insert_pairing_code(
       {code_hash, secrets_.seal(b.vma_api_token, seal_binding(kCodeTokenPurpose, code_hash)), now, b.expires_at,
@@ -194,17 +196,29 @@ TunnelSessionEnd PairingService::revoke(const std::string& vma_id) {
   // Key first, session second: the VMA's reconnection is refused.
   sync_access();
   VmaRecord v = vmas_.get_vma(vma_id);
-  TunnelSessionEnd end = end_vma_tunnel_session(static_cast<int>(v.tunnel_port), config_.tunnel_session_helper);
+  TunnelSessionEnd end = end_session(v);
   log::info("VMA {} ({}) revoked; {}: {}", v.vma_id, v.name, outcome_name(end.outcome), end.message);
   return end;
 }
 
+TunnelSessionEnd PairingService::end_session(const VmaRecord& v) {
+  return end_vma_tunnel_session(static_cast<int>(v.tunnel_port), config_.tunnel_session_helper,
+                                std::chrono::seconds(15), config_.tunnel_address);
+}
+
+std::vector<protocol::ServiceNode> PairingService::service_nodes() const {
+  return config_.service_nodes ? config_.service_nodes() : std::vector<protocol::ServiceNode>{};
+}
+
 std::string PairingService::tunnel_state(const VmaRecord& vma) {
-  return loopback_port_answers(static_cast<int>(vma.tunnel_port)) ? "up" : "down";
+  return loopback_port_answers(static_cast<int>(vma.tunnel_port), std::chrono::seconds(2), config_.tunnel_address)
+             ? "up"
+             : "down";
 }
 
 std::unique_ptr<VmaClient> PairingService::client(const VmaRecord& vma) {
-  return std::make_unique<HttpVmaClient>(fmt::format("http://127.0.0.1:{}", vma.tunnel_port), config_.vma_timeout,
+  return std::make_unique<HttpVmaClient>(fmt::format("http://{}:{}", config_.tunnel_address, vma.tunnel_port),
+                                         config_.vma_timeout,
                                          secrets_.open(vma.api_token_sealed, seal_binding(kVmaTokenPurpose, vma.vma_id)));
 }
 
@@ -230,7 +244,8 @@ nlohmann::json PairingService::health(const std::string& vma_id) {
                         {"vma", nullptr},
                         {"error", nullptr}};
   if (tunnel != "up") {
-    out["error"] = fmt::format("nothing answers on the VMA's tunnel port 127.0.0.1:{}: {}", v.tunnel_port,
+    out["error"] = fmt::format("nothing answers on the VMA's tunnel port {}:{}: {}", config_.tunnel_address,
+                               v.tunnel_port,
                                v.state == VmaState::Approved
                                    ? "the VMA's tunnel is down (check the VMA's health and its network path to this "
                                      "OMA's SSH port)"

@@ -21,6 +21,10 @@
 //     approved, and the approved VMAs (by id, the CN of their certificates) get their
 //     own nbdkit behind the NBD router the same way (set_nbd_access with empty PSK
 //     lines), which ends TLS and routes by the verified certificate's CN.
+//  With several OMA nodes (issue 18) bundles carry the service's live nodes (each its
+//  sshd and pinned host key: the VMA holds a tunnel to each), and every node follows
+//  the database on its own (VmaNodeSync, vma_node_sync.h): its authorized_keys, its NBD
+//  access, the sessions of VMAs revoked on another node, and the node list it tells VMAs.
 //  4. Revocation removes both and ends the VMA's live SSH session: a revoked VMA can
 //     neither hold the tunnel nor open a new NBD connection; its nbdkit is stopped, so
 //     its open NBD sessions end at once, and no other VMA's server is touched (X.509:
@@ -75,6 +79,12 @@ struct PairingConfig {
   // lines). Null: every approved VMA's key goes into nbd_psk_file (the nbd-server
   // backend, which cannot isolate VMAs).
   std::function<void(const std::vector<VmaNbdAccess>&)> set_nbd_access;
+  // Where this node's sshd takes VMAs' reverse forwards: 127.0.0.1, or another loopback
+  // address where several OMA nodes share one machine (tests, labs).
+  std::string tunnel_address = "127.0.0.1";
+  // Several OMA nodes (issue 18): the service's live nodes as the registry says now,
+  // which bundles carry (null: a single OMA; bundles name it alone, as before).
+  std::function<std::vector<protocol::ServiceNode>()> service_nodes;
   std::chrono::seconds code_ttl{24 * 3600};
   std::chrono::milliseconds vma_timeout{10000};
 };
@@ -101,13 +111,18 @@ class PairingService {
   VmaRecord approve(const std::string& vma_id);
   // What became of its live sshd session (ended directly, or by the tunnel-session helper).
   TunnelSessionEnd revoke(const std::string& vma_id);
+  // Ends the VMA's live sshd session on this node (a revocation another node made).
+  TunnelSessionEnd end_session(const VmaRecord& vma);
+  // The service's live nodes (empty for a single OMA).
+  std::vector<protocol::ServiceNode> service_nodes() const;
 
   // The VMA's health through its tunnel, and the tunnel as the OMA sees it.
   nlohmann::json health(const std::string& vma_id);
-  // "up" when something answers on the VMA's tunnel port, else "down".
+  // "up" when something answers on the VMA's tunnel port (at this node's tunnel
+  // address), else "down".
   std::string tunnel_state(const VmaRecord& vma);
 
-  // A client for this VMA: http://127.0.0.1:<tunnel port> with its token.
+  // A client for this VMA: http://<tunnel address>:<tunnel port> with its token.
   std::unique_ptr<VmaClient> client(const VmaRecord& vma);
   // The client of the VMA that owns `vm_id` (the one that discovered it); nullptr when
   // the VM has no VMA recorded (the default VMA, --vma-url). Throws VmaUnreachable if

@@ -31,12 +31,14 @@ struct Listener {
 
 // Sockets listening on 127.0.0.1:port ("0100007F:PPPP", state 0A). /proc/self/net: the
 // same as /proc/net, and still there under systemd's ProcSubset=pid.
-std::vector<Listener> listeners(int port) {
+std::vector<Listener> listeners(int port, const std::string& address = kTunnelAddress) {
   std::vector<Listener> out;
   std::ifstream in("/proc/self/net/tcp");
   std::string line;
   std::getline(in, line);  // header
-  uint32_t loopback = htonl(INADDR_LOOPBACK);
+  in_addr addr{};
+  if (::inet_pton(AF_INET, address.c_str(), &addr) != 1) return out;
+  uint32_t loopback = addr.s_addr;  // as /proc prints it: the address's bytes read in host order
   std::string want = fmt::format("{:08X}:{:04X}", loopback, port);
   while (std::getline(in, line)) {
     std::istringstream f(line);
@@ -48,9 +50,9 @@ std::vector<Listener> listeners(int port) {
   return out;
 }
 
-std::set<std::string> listening_inodes(int port) {
+std::set<std::string> listening_inodes(int port, const std::string& address = kTunnelAddress) {
   std::set<std::string> out;
-  for (const auto& l : listeners(port)) out.insert(l.inode);
+  for (const auto& l : listeners(port, address)) out.insert(l.inode);
   return out;
 }
 
@@ -136,8 +138,8 @@ TunnelSessionEnd::Outcome parse_outcome(const std::string& name) {
   throw Error(fmt::format("unknown tunnel-session outcome \"{}\"", name));
 }
 
-std::vector<pid_t> loopback_listeners(int port) {
-  std::set<std::string> inodes = listening_inodes(port);
+std::vector<pid_t> loopback_listeners(int port, const std::string& address) {
+  std::set<std::string> inodes = listening_inodes(port, address);
   std::vector<pid_t> out;
   if (inodes.empty()) return out;
   std::error_code ec;
@@ -158,24 +160,24 @@ std::vector<pid_t> loopback_listeners(int port) {
   return out;
 }
 
-std::optional<pid_t> tunnel_session_pid(int port) {
-  for (pid_t pid : loopback_listeners(port))
+std::optional<pid_t> tunnel_session_pid(int port, const std::string& address) {
+  for (pid_t pid : loopback_listeners(port, address))
     if (is_sshd(pid)) return pid;
   return std::nullopt;
 }
 
-std::optional<pid_t> end_tunnel_session(int port, std::chrono::milliseconds grace) {
-  auto pid = tunnel_session_pid(port);
+std::optional<pid_t> end_tunnel_session(int port, std::chrono::milliseconds grace, const std::string& address) {
+  auto pid = tunnel_session_pid(port, address);
   if (!pid) return std::nullopt;
-  log::info("ending the sshd session (pid {}) that holds the tunnel on 127.0.0.1:{}", *pid, port);
+  log::info("ending the sshd session (pid {}) that holds the tunnel on {}:{}", *pid, address, port);
   ::kill(*pid, SIGTERM);
   auto deadline = std::chrono::steady_clock::now() + grace;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (listening_inodes(port).empty()) return pid;
+    if (listening_inodes(port, address).empty()) return pid;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   // Still listening: make sure it is the same sshd before the hard stop.
-  if (tunnel_session_pid(port) == pid) ::kill(*pid, SIGKILL);
+  if (tunnel_session_pid(port, address) == pid) ::kill(*pid, SIGKILL);
   return pid;
 }
 
@@ -269,13 +271,16 @@ TunnelSessionEnd end_user_tunnel_session(int port, uid_t tunnel_uid, std::chrono
                 first);
 }
 
-bool loopback_port_answers(int port, std::chrono::milliseconds timeout) {
+bool loopback_port_answers(int port, std::chrono::milliseconds timeout, const std::string& address) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1) {
+    ::close(fd);
+    return false;
+  }
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   if (!ok && errno == EINPROGRESS) {
     pollfd p{fd, POLLOUT, 0};

@@ -17,15 +17,20 @@
 
 namespace mk::oma {
 
+// Where a node's sshd takes VMAs' reverse forwards unless told otherwise (--tunnel-address:
+// another loopback address only where several OMA nodes share one machine).
+inline const std::string kTunnelAddress = "127.0.0.1";
+
 // PIDs of the processes holding a socket that listens on 127.0.0.1:port (any program).
-std::vector<pid_t> loopback_listeners(int port);
+std::vector<pid_t> loopback_listeners(int port, const std::string& address = kTunnelAddress);
 
 // The sshd process holding the tunnel on 127.0.0.1:port, if any.
-std::optional<pid_t> tunnel_session_pid(int port);
+std::optional<pid_t> tunnel_session_pid(int port, const std::string& address = kTunnelAddress);
 
 // Ends that session (SIGTERM, SIGKILL after `grace` if the port still listens). Returns
 // the PID it ended, nullopt if no session held the port.
-std::optional<pid_t> end_tunnel_session(int port, std::chrono::milliseconds grace = std::chrono::seconds(5));
+std::optional<pid_t> end_tunnel_session(int port, std::chrono::milliseconds grace = std::chrono::seconds(5),
+                                        const std::string& address = kTunnelAddress);
 
 // What became of a request to end the tunnel session on a port.
 struct TunnelSessionEnd {
@@ -54,6 +59,8 @@ TunnelSessionEnd end_user_tunnel_session(int port, uid_t tunnel_uid,
                                          std::chrono::milliseconds grace = std::chrono::seconds(5));
 
 // Whether something accepts TCP connections on 127.0.0.1:port right now.
-bool loopback_port_answers(int port, std::chrono::milliseconds timeout = std::chrono::seconds(2));
+// `address`: another loopback address (a node's --tunnel-address).
+bool loopback_port_answers(int port, std::chrono::milliseconds timeout = std::chrono::seconds(2),
+                           const std::string& address = kTunnelAddress);
 
 }  // namespace mk::oma

@@ -115,10 +115,15 @@ TunnelSessionEnd ask_helper(int port, const std::string& path, std::chrono::mill
 }  // namespace
 
 TunnelSessionEnd end_vma_tunnel_session(int port, const std::string& helper_socket,
-                                        std::chrono::milliseconds timeout) {
+                                        std::chrono::milliseconds timeout, const std::string& address) {
+  if (!helper_socket.empty() && address != kTunnelAddress)
+    return {O::Failed, std::nullopt,
+            fmt::format("the tunnel-session helper ends sessions on {}:PORT only, and this node's tunnel address is {}: "
+                        "run the OMA as root, or keep --tunnel-address {}",
+                        kTunnelAddress, address, kTunnelAddress)};
   if (!helper_socket.empty()) return ask_helper(port, helper_socket, timeout);
   // An OMA that may see and signal sshd itself (root): as before the helper existed.
-  auto pid = end_tunnel_session(port);
+  auto pid = end_tunnel_session(port, std::chrono::seconds(5), address);
   if (pid) return {O::Ended, pid, fmt::format("its SSH session (pid {}) was ended", *pid)};
   return {O::NoSession, std::nullopt, "it had no live SSH session this OMA could see"};
 }

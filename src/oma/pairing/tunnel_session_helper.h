@@ -38,8 +38,11 @@ namespace mk::oma {
 // the OMA does it itself (end_tunnel_session: an OMA running as root); otherwise it asks
 // the helper listening there and waits at most `timeout` for its answer. Never throws:
 // an unreachable or silent helper is a Failed outcome whose message says what to check.
+// `address`: the node's tunnel address; the helper knows 127.0.0.1 only (another address
+// is for several nodes on one machine, whose OMA runs as root).
 TunnelSessionEnd end_vma_tunnel_session(int port, const std::string& helper_socket,
-                                        std::chrono::milliseconds timeout = std::chrono::seconds(15));
+                                        std::chrono::milliseconds timeout = std::chrono::seconds(15),
+                                        const std::string& address = kTunnelAddress);
 
 struct HelperOptions {
   uid_t tunnel_uid = 0;                  // only sshd sessions running as this uid are ended

@@ -167,4 +167,11 @@ protocol::Health HttpVmaClient::health() {
   return h;
 }
 
+protocol::ServiceNodesReply HttpVmaClient::set_service_nodes(const protocol::ServiceNodes& nodes) {
+  std::string where = fmt::format("{}: tell it the service's {} OMA node(s)", describe(), nodes.nodes.size());
+  Answer a = call(protocol::kServiceNodesRoute, "", protocol::encode(nodes).dump(), where, timeout_);
+  if (a.status != 200) throw Error(fmt::format("{}: HTTP {}: {}", where, a.status, error_of(a.body)));
+  return decode_answer<protocol::ServiceNodesReply>(a.body, where);
+}
+
 }  // namespace mk::oma

@@ -56,6 +56,9 @@ class VmaClient {
   // vCenter without listing the inventory. Throws mk::Error for a VM the VMA does not see.
   virtual protocol::DiscoveredVm describe_vm(const std::string& vm_id) = 0;
   virtual protocol::Health health() = 0;
+  // Several OMA nodes: tells the VMA the service's live nodes (it holds a tunnel to each
+  // and answers with their states).
+  virtual protocol::ServiceNodesReply set_service_nodes(const protocol::ServiceNodes& nodes) = 0;
   virtual std::string describe() const = 0;
 };
 
@@ -75,6 +78,7 @@ class HttpVmaClient : public VmaClient {
   std::vector<protocol::PreflightFinding> preflight(const std::string& vm_id) override;
   protocol::DiscoveredVm describe_vm(const std::string& vm_id) override;
   protocol::Health health() override;
+  protocol::ServiceNodesReply set_service_nodes(const protocol::ServiceNodes& nodes) override;
   std::string describe() const override { return "VMA at " + base_url_; }
 
  private:

@@ -39,13 +39,16 @@ std::optional<std::string> version_header(const http::RequestHead& head) {
 
 }  // namespace
 
-ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, TunnelStateProvider tunnel)
-    : options_(std::move(options)), runner_(runner), vcenter_(vcenter), tunnel_(std::move(tunnel)),
+ApiServer::ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tunnels tunnels)
+    : options_(std::move(options)), runner_(runner), vcenter_(vcenter), tunnels_(std::move(tunnels)),
       server_(options_.limits) {
   if (options_.token.empty()) throw UsageError("the VMA API needs a token (the one the OMA issued at pairing)");
-  if (!tunnel_) {
-    tunnel_ = [] { return protocol::TunnelHealth{protocol::TunnelState::Down, 0, std::string("no tunnel configured")}; };
+  if (!tunnels_.state) {
+    tunnels_.state = [] {
+      return protocol::TunnelHealth{protocol::TunnelState::Down, 0, std::string("no tunnel configured")};
+    };
   }
+  if (!tunnels_.list) tunnels_.list = [] { return std::vector<protocol::NodeTunnel>{}; };
 }
 
 ApiServer::~ApiServer() { stop(); }
@@ -149,6 +152,7 @@ void ApiServer::start() {
   bind(protocol::kPreflightRoute, &ApiServer::preflight);
   bind(protocol::kDescribeRoute, &ApiServer::describe);
   bind(protocol::kHealthRoute, &ApiServer::health);
+  bind(protocol::kServiceNodesRoute, &ApiServer::service_nodes);
 
   try {
     port_ = server_.bind(options_.listen_address, options_.port);
@@ -262,10 +266,18 @@ json ApiServer::health(const httplib::Request&, httplib::Response&) {
   protocol::Health h;
   h.vma_instance = options_.instance;
   h.vcenter = {vc_error.empty(), vc_error.empty() ? std::nullopt : std::optional<std::string>(vc_error)};
-  h.tunnel = tunnel_();
+  h.tunnel = tunnels_.state();
+  h.tunnels = tunnels_.list();
   h.status = h.vcenter.reachable && h.tunnel.state == protocol::TunnelState::Up ? protocol::HealthStatus::Ok
                                                                                  : protocol::HealthStatus::Degraded;
   return encode(h);
+}
+
+json ApiServer::service_nodes(const httplib::Request& req, httplib::Response&) {
+  auto body = protocol::decode_text<protocol::ServiceNodes>(req.body);
+  if (!tunnels_.set_nodes)
+    throw Failure{409, "this VMA holds no SSH tunnel (not paired, or run with --no-tunnel): the node list is not used"};
+  return encode(protocol::ServiceNodesReply{tunnels_.set_nodes(body.nodes)});
 }
 
 }  // namespace mk::vma::api

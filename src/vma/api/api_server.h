@@ -1,6 +1,7 @@
 // ApiServer: the VMA's HTTP API, the server side of the OMA<->VMA protocol
 // (src/protocol/messages.h): replicate, progress/{job}, stop/{job}, cleanup/{vm},
-// power/{vm}, discover, preflight/{vm}, vms/{vm} (describe), health.
+// power/{vm}, discover, preflight/{vm}, vms/{vm} (describe), health, service-nodes
+// (the OMA nodes this VMA holds tunnels to).
 //
 // Every request must be signed with the token the OMA issued at pairing
 // (protocol/request_auth.h: an HMAC of method, path, time, nonce and body; the token
@@ -49,7 +50,7 @@ struct ApiOptions {
 
 class ApiServer {
  public:
-  ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, TunnelStateProvider tunnel);
+  ApiServer(ApiOptions options, JobRunner& runner, VCenter& vcenter, Tunnels tunnels);
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
@@ -73,11 +74,12 @@ class ApiServer {
   nlohmann::json preflight(const httplib::Request& req, httplib::Response& res);
   nlohmann::json describe(const httplib::Request& req, httplib::Response& res);
   nlohmann::json health(const httplib::Request& req, httplib::Response& res);
+  nlohmann::json service_nodes(const httplib::Request& req, httplib::Response& res);
 
   ApiOptions options_;
   JobRunner& runner_;
   VCenter& vcenter_;
-  TunnelStateProvider tunnel_;
+  Tunnels tunnels_;
   http::BoundedHttpServer server_;
   int port_ = 0;
   protocol::NonceCache nonces_;  // of the signed requests admitted lately (replays are refused)

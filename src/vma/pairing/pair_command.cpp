@@ -20,6 +20,7 @@
 #include "protocol/names.h"
 #include "protocol/routes.h"
 #include "vma/pairing/paired_state.h"
+#include "vma/tunnel/tunnel_set.h"
 
 namespace mk::vma {
 namespace {
@@ -49,14 +50,6 @@ protocol::PairingBundle read_bundle(const std::string& path) {
   }
 }
 
-// The host key line as known_hosts wants it: "<alias> <type> <base64>" (the bundle's
-// key was checked to be such a line).
-std::string known_hosts_line(const std::string& host_key) {
-  std::istringstream in(host_key);
-  std::string type, blob;
-  in >> type >> blob;
-  return fmt::format("{} {} {}\n", TunnelConfig{}.host_key_alias, type, blob);
-}
 
 // The VMA's key pair: kept if it exists (pairing again), made by ssh-keygen otherwise.
 std::string ensure_key_pair(const std::string& dir, const std::string& name) {
@@ -114,7 +107,10 @@ int pair(const PairArgs& a) {
   protocol::check_display_name(a.name, "--name");  // checked by the OMA too: refuse before writing anything
   protocol::check_display_name(a.vcenter, "--vcenter");
   protocol::PairingBundle b = read_bundle(a.bundle);
-  std::string kh = known_hosts_line(b.ssh_host_key);
+  // The issuing OMA's key under the single OMA's alias; with several nodes each node's
+  // under its own (the bundle's keys were checked to be such lines).
+  std::string kh = known_hosts_line(TunnelConfig{}.host_key_alias, b.ssh_host_key);
+  for (const auto& n : b.nodes) kh += known_hosts_line(node_host_key_alias(n.node_id), n.ssh_host_key);
   bool psk = b.nbd_tls == protocol::NbdTls::Psk;
 
   std::error_code ec;
@@ -157,13 +153,20 @@ int pair(const PairArgs& a) {
                 {"nbd_port", b.nbd_port},       {"nbd_tls", enum_name(b.nbd_tls)},
                 {"nbd_psk_identity", b.nbd_psk_identity.value_or("")},
                 {"tunnel_port", reply.tunnel_port}};
+  if (!b.nodes.empty()) state["nodes"] = protocol::encode(protocol::ServiceNodes{b.nodes})["nodes"];
   write_private_file(a.state_dir + "/pairing.json", state.dump(2) + "\n");
   std::printf("VMA \"%s\" (vCenter %s) enrolled with the OMA at %s as %s, tunnel port %d on the OMA.\n"
               "Waiting for approval: an OMA admin runs POST /api/v1/vmas/%s/approve (check the key's fingerprint:\n"
               "  ssh-keygen -lf %s/id_ed25519.pub).\n"
+              "%s"
               "The tunnel starts with the VMA service and comes up once approved. The bundle file %s may be deleted.\n",
               a.name.c_str(), a.vcenter.c_str(), b.oma_api_url.c_str(), reply.vma_id.c_str(), reply.tunnel_port,
-              reply.vma_id.c_str(), a.state_dir.c_str(), a.bundle.c_str());
+              reply.vma_id.c_str(), a.state_dir.c_str(),
+              b.nodes.empty() ? ""
+                              : fmt::format("The OMA is a service of {} node(s); this VMA holds a tunnel to each.\n",
+                                            b.nodes.size())
+                                    .c_str(),
+              a.bundle.c_str());
   return 0;
 }
 

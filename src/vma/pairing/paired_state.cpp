@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
+#include "vma/tunnel/tunnel_set.h"
 
 namespace mk::vma {
 
@@ -32,10 +34,41 @@ PairedState load_paired_state(const std::string& state_dir) {
     s.nbd_tls = protocol::parse_field<protocol::NbdTls>(j.value("nbd_tls", "psk"), "nbd_tls");
     s.nbd_psk_identity = j.value("nbd_psk_identity", "");
     s.tunnel_port = j.at("tunnel_port");
+    if (j.contains("nodes")) s.nodes = protocol::decode<protocol::ServiceNodes>(nlohmann::json{{"nodes", j["nodes"]}}).nodes;
     return s;
   } catch (const std::exception& e) {  // JSON errors, an unknown nbd_tls
     throw Error(fmt::format("{} is damaged ({}): pair this VMA again with a new bundle", path, e.what()));
   }
+}
+
+std::string known_hosts_line(const std::string& alias, const std::string& host_key) {
+  std::istringstream in(host_key);
+  std::string type, blob;
+  in >> type >> blob;
+  return fmt::format("{} {} {}\n", alias, type, blob);
+}
+
+void store_service_nodes(const std::string& state_dir, const std::vector<protocol::ServiceNode>& nodes) {
+  std::string path = state_dir + "/pairing.json";
+  nlohmann::json j;
+  {
+    std::ifstream in(path);
+    if (!in) throw Error(fmt::format("cannot read {} to store the OMA nodes: pair this VMA again", path));
+    j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_object()) throw Error(fmt::format("{} is damaged: pair this VMA again with a new bundle", path));
+  }
+  nlohmann::json list = protocol::encode(protocol::ServiceNodes{nodes})["nodes"];
+  // known_hosts first: a tunnel to a new node checks its key against it.
+  std::string kh, single = TunnelConfig{}.host_key_alias;
+  {
+    std::ifstream in(state_dir + "/known_hosts");
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(single + " ", 0) == 0) kh += line + "\n";
+  }
+  for (const auto& n : nodes) kh += known_hosts_line(node_host_key_alias(n.node_id), n.ssh_host_key);
+  write_private_file(state_dir + "/known_hosts", kh);
+  j["nodes"] = list;
+  write_private_file(path, j.dump(2) + "\n");
 }
 
 TunnelConfig tunnel_config(const PairedState& s, int api_port, std::optional<int> nbd_local_port) {

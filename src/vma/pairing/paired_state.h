@@ -1,6 +1,7 @@
 // The VMA's pairing with its OMA, as `vma pair` leaves it in the state directory:
 //
-//   known_hosts      the OMA's pinned SSH host key (under the alias "migratekit-oma")
+//   known_hosts      the OMA's pinned SSH host key (under the alias "migratekit-oma"),
+//                    and each OMA node's (under "migratekit-oma-<node id>")
 //   id_ed25519(.pub) the VMA's own SSH key pair (made here by ssh-keygen)
 //   nbd-psk.keys     the NBD TLS PSK ("identity:hexkey"), for nbds:// to the OMA, or,
 //   nbd-pki/         when the OMA serves NBD with X.509: ca-cert.pem (the CA of the
@@ -9,7 +10,8 @@
 //                    approved): the names libnbd's nbd_set_tls_certificates reads
 //   api.token        the bearer token the OMA presents to this VMA's API
 //   pairing.json     what is not secret: the OMA's addresses, ports, the VMA's id and
-//                    its tunnel port
+//                    its tunnel port, and with several OMA nodes the service's node list
+//                    ("nodes": from the bundle, then as the nodes tell it later)
 // Every file has mode 0600 and the directory 0700. Secrets are only in files, never
 // on a command line or in a log.
 //
@@ -18,8 +20,10 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "protocol/enums.h"
+#include "protocol/messages.h"
 #include "vma/tunnel/tunnel_supervisor.h"
 
 namespace mk::vma {
@@ -31,6 +35,9 @@ struct PairedState {
   std::string oma_api_url, ssh_host, ssh_user, nbd_host, nbd_psk_identity;
   protocol::NbdTls nbd_tls = protocol::NbdTls::Psk;
   int ssh_port = 22, nbd_port = 10809, tunnel_port = 9081;
+  // Several OMA nodes: the service's live nodes as last told (one tunnel to each). Empty:
+  // a single OMA (ssh_host above).
+  std::vector<protocol::ServiceNode> nodes;
 
   std::string known_hosts() const { return state_dir + "/known_hosts"; }
   std::string identity() const { return state_dir + "/id_ed25519"; }
@@ -43,6 +50,13 @@ struct PairedState {
 // Reads pairing.json; throws mk::Error naming the file (and "run `vma pair`") if the
 // VMA is not paired.
 PairedState load_paired_state(const std::string& state_dir);
+
+// Stores a new node list in pairing.json and pins each node's host key in known_hosts
+// (the single OMA's line is kept), each file replaced atomically. Throws mk::Error.
+void store_service_nodes(const std::string& state_dir, const std::vector<protocol::ServiceNode>& nodes);
+
+// The known_hosts line pinning `host_key` ("<type> <base64> ...") under `alias`.
+std::string known_hosts_line(const std::string& alias, const std::string& host_key);
 
 // The tunnel for this pairing: OMA 127.0.0.1:<tunnel_port> -> VMA 127.0.0.1:<api_port>,
 // and with nbd_local_port the NBD-over-SSH local forward to the OMA's NBD port.

@@ -24,7 +24,9 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::string target_uri(const protocol::NbdTarget& nbd, const protocol::ReplicateDisk& disk, int nbd_via_port) {
+std::string target_uri(const protocol::NbdTarget& nbd, const protocol::ReplicateDisk& disk, int nbd_via_port,
+                       const std::function<int(const protocol::NbdTarget&)>& nbd_via) {
+  if (nbd_via) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via(nbd), disk.export_name);
   if (nbd_via_port > 0) return fmt::format("nbds://127.0.0.1:{}/{}", nbd_via_port, disk.export_name);
   std::string host = nbd.host.find(':') != std::string::npos ? "[" + nbd.host + "]" : nbd.host;
   return fmt::format("nbds://{}:{}/{}", host, nbd.port, disk.export_name);
@@ -544,8 +546,15 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
       save(job);
       return;
     }
-    target = {target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port), tls,
-              "target"};
+    std::string uri;
+    try {
+      uri = target_uri(job.state.request.nbd, job.state.request.disks[index], options_.nbd_via_port, options_.nbd_via);
+    } catch (const std::exception& e) {  // NBD inside SSH and no tunnel reaches that node
+      mark_failed(job.state.disks[index], e.what());
+      save(job);
+      return;
+    }
+    target = {uri, tls, "target"};
     save(job);
   }
   engine::CopyOptions o = options_.copy;

@@ -38,6 +38,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -67,6 +68,9 @@ struct RunnerOptions {
   TlsOptions target_tls;       // the OMA's NBD TLS PSK (empty: none)
   TlsOptions target_tls_x509;  // or the VMA's X.509 client certificates (empty: none), as the request says
   int nbd_via_port = 0;            // > 0: NBD through the SSH local forward at 127.0.0.1:<it>
+  // Set: NBD through the local forward of the tunnel to the node that serves the request's
+  // NBD target (several OMA nodes); throws when none does. Overrides nbd_via_port.
+  std::function<int(const protocol::NbdTarget&)> nbd_via;
   engine::CopyOptions copy;        // pipeline shape (progress, cancel and target_is_zero are set per disk)
   // Existing private directory for the disks' checkpoints; "" = interrupted passes are
   // not resumed (recover() fails them).

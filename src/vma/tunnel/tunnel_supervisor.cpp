@@ -61,7 +61,7 @@ std::vector<std::string> ssh_command(const TunnelConfig& c) {
       "-o", "ForwardAgent=no",
       "-o", "ForwardX11=no",
       "-o", "RequestTTY=no",
-      "-R", fmt::format("127.0.0.1:{}:127.0.0.1:{}", c.remote_port, c.local_api_port),
+      "-R", fmt::format("{}:{}:127.0.0.1:{}", c.remote_address, c.remote_port, c.local_api_port),
   };
   if (c.nbd_local_port) {
     argv.push_back("-L");
@@ -193,8 +193,9 @@ bool TunnelSupervisor::run_once() {
   Subprocess ssh = Subprocess::spawn(ssh_command(config_), so);
   pid_.store(ssh.pid());
   attempts_++;
-  log::info("tunnel: ssh (pid {}) connecting to {}@{}:{} for OMA 127.0.0.1:{} -> 127.0.0.1:{}", ssh.pid(),
-            config_.ssh_user, config_.ssh_host, config_.ssh_port, config_.remote_port, config_.local_api_port);
+  log::info("tunnel: ssh (pid {}) connecting to {}@{}:{} for OMA {}:{} -> 127.0.0.1:{}", ssh.pid(),
+            config_.ssh_user, config_.ssh_host, config_.ssh_port, config_.remote_address, config_.remote_port,
+            config_.local_api_port);
   bool up = false;
   uint64_t offset = 0;
   std::string pending;  // unread tail that may hold half a line
@@ -212,7 +213,8 @@ bool TunnelSupervisor::run_once() {
         up = true;
         pending.clear();
         set_state(protocol::TunnelState::Up, std::nullopt);
-        log::info("tunnel up: OMA 127.0.0.1:{} reaches this VMA's API", config_.remote_port);
+        log::info("tunnel up: OMA {} ({}:{}) {}:{} reaches this VMA's API", config_.host_key_alias, config_.ssh_host,
+                  config_.ssh_port, config_.remote_address, config_.remote_port);
       } else if (pending.size() > 4096) {
         pending.erase(0, pending.size() - 4096);
       }

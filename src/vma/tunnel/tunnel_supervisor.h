@@ -1,7 +1,9 @@
 // TunnelSupervisor: keeps the VMA's SSH control tunnel to the OMA up.
 //
 // It runs OpenSSH's client (`ssh -N`, never a shell) holding a reverse forward
-// OMA 127.0.0.1:<remote_port> -> VMA 127.0.0.1:<local_api_port>, and optionally a local
+// OMA 127.0.0.1:<remote_port> -> VMA 127.0.0.1:<local_api_port> (the OMA side's address
+// is remote_address: another loopback address only where several OMA nodes share one
+// machine), and optionally a local
 // forward VMA 127.0.0.1:<nbd_local_port> -> OMA 127.0.0.1:<nbd_remote_port> so that NBD
 // travels inside the SSH connection (sites that allow one port only). The OMA's host
 // key is pinned (StrictHostKeyChecking=yes against a known_hosts file written at
@@ -44,6 +46,7 @@ struct TunnelConfig {
   std::string known_hosts_file;         // the pinned OMA host key (see host_key_alias)
   std::string host_key_alias = "migratekit-oma";
   int remote_port = 9081;               // OMA side of the reverse forward
+  std::string remote_address = "127.0.0.1";  // where on the OMA it listens (a node's tunnel address)
   int local_api_port = 8081;            // the VMA API on 127.0.0.1
   std::optional<int> nbd_local_port;    // set: -L 127.0.0.1:<it>:127.0.0.1:<nbd_remote_port>
   int nbd_remote_port = 10809;

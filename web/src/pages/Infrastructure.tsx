@@ -120,6 +120,30 @@ export function InfrastructurePage() {
   );
 }
 
+// One of a VMA's SSH tunnels, as its health lists them: one per OMA node (node_id "" for
+// a single OMA).
+interface NodeTunnel {
+  node_id: string;
+  ssh_host: string;
+  ssh_port: number;
+  tunnel: { state: string; since: number; error: string | null };
+}
+
+function NodeTunnels({ tunnels }: { tunnels: NodeTunnel[] }) {
+  if (tunnels.length < 2 && (tunnels.length === 0 || tunnels[0].node_id === "")) return null;
+  return (
+    <div class="small">
+      Tunnels to the OMA nodes:{" "}
+      {tunnels.map((t) => (
+        <span key={t.node_id}>
+          <Badge value={t.tunnel.state} label={`${t.node_id} ${t.tunnel.state}`} />{" "}
+          {t.tunnel.error != null && <span class="form-error">{t.tunnel.error} </span>}
+        </span>
+      ))}
+    </div>
+  );
+}
+
 interface PairedVma {
   vma_id: string;
   name: string;
@@ -175,6 +199,7 @@ function VmasCard({ vmas, reload }: { vmas: PairedVma[]; reload: () => void }) {
                 {h.error != null && <span class="form-error">{str(h.error)}</span>}
               </div>
             )}
+            {inner && <NodeTunnels tunnels={(inner.tunnels ?? []) as NodeTunnel[]} />}
           </div>
         );
       })}
