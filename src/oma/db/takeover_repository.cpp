@@ -32,6 +32,7 @@ const Table<TakeoverRecord> kTakeovers{"vm_takeovers", {column("vm_id", &Takeove
 std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& node_id) {
   std::optional<TakeoverRecord> out;
   db_.transaction([&] {
+    out.reset();  // an attempt the database aborted claimed nothing
     placements_.lock();
     const std::string now_sql = db_.now_ms_sql();
     const int64_t now = db_.query("SELECT " + now_sql).at(0).i64(0);
