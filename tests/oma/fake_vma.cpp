@@ -236,7 +236,8 @@ FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
   for (const auto& d : r.disks) {
     auto disk = std::make_unique<Disk>();
     disk->request = d;
-    auto src = sources_.find(d.disk_key.str());
+    auto src = sources_.find(r.vm_id + "/" + d.disk_key.str());
+    if (src == sources_.end()) src = sources_.find(d.disk_key.str());
     if (src != sources_.end()) {
       disk->progress_file = dir_.file(fmt::format("{}-{}-{}.json", r.job_id, d.disk_key.str(), generation_++));
       std::string target = fmt::format("nbds://{}:{}/{}", r.nbd.host, r.nbd.port, d.export_name);
