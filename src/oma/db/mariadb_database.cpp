@@ -251,17 +251,20 @@ MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
     mysql_close(db);
     return nullptr;
   }
-  // A Galera node that is not synced with the primary component refuses statements.
-  if (mysql_query(db, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = "
-                      "'WSREP_READY'") != 0) {
+  // A Galera node that is not synced with the primary component refuses statements. (A
+  // server built with wsrep but running without it reports wsrep_ready OFF too: only
+  // wsrep_on says whether it is a Galera node.)
+  if (mysql_query(db, "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = "
+                      "'WSREP_ON'), (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE "
+                      "VARIABLE_NAME = 'WSREP_READY')") != 0) {
     why = mysql_error(db);
     mysql_close(db);
     return nullptr;
   }
   MYSQL_RES* res = mysql_store_result(db);
   MYSQL_ROW row = res ? mysql_fetch_row(res) : nullptr;
-  bool galera = row != nullptr;  // no such variable: not Galera
-  bool ready = !galera || (row[0] && std::string(row[0]) == "ON");
+  bool galera = row && row[0] && std::string(row[0]) == "ON";
+  bool ready = !galera || (row[1] && std::string(row[1]) == "ON");
   if (res) mysql_free_result(res);
   if (!ready) {
     why = "a Galera node that is not ready (wsrep_ready OFF: joining, or outside the primary component)";
