@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "engine/nbd_connection.h"
 #include "support/migratekit_runner.h"
+#include "support/net.h"
 
 namespace mk::oma::test {
 
@@ -290,7 +291,11 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
   } else {
     p.status = DiskStatus::Failed;
     p.phase = DiskPhase::Failed;
-    p.error = fmt::format("migratekit copy exited with status {}", d.copy->exit_status().value_or(-1));
+    // What the copy said, as the VMA reports its engine's error.
+    std::string said = mk::test::log_tail(d.progress_file + ".err", 300);
+    while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+    p.error = fmt::format("migratekit copy exited with status {}{}", d.copy->exit_status().value_or(-1),
+                          said.empty() ? "" : ": " + said);
   }
   return p;
 }

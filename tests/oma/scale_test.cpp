@@ -75,7 +75,9 @@ struct Scale {
                mk::test::make_psk_file(dir.file("oma-a/nbd-psk.keys"), "oma"))};
   std::vector<OmaNode> nodes;  // oma-a, oma-b, oma-c on OMA VMs 1..3, Galera nodes 0..2
   std::vector<std::string> vms;
-  std::unique_ptr<mk::test::NbdkitServer> sources;  // every source disk, one export per file
+  // The source disks over NBD, one server per VM (its two disks as two exports): one
+  // server for all 80 refused connections now and then under the load of a wave.
+  std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
   std::unique_ptr<db::Database> conn;               // the test's own, on Galera node 0 first
   std::unique_ptr<Repositories> repos;
 
@@ -109,8 +111,8 @@ struct Scale {
     r = nodes[0].api->put("/api/v1/network-mappings", mappings.dump());
     EXPECT_EQ(r.status, 200) << r.raw;
 
-    std::filesystem::create_directories(dir.file("sources"));
     for (int i = 0; i < kVms; ++i) {
+      std::filesystem::create_directories(dir.file(fmt::format("sources/vm{:02}", i)));
       std::string vm = test_vm_uuid(100 + i);
       vms.push_back(vm);
       json body = vm_body(vm, static_cast<int>(kKeys.size()), capacity_of(i));
@@ -124,25 +126,28 @@ struct Scale {
         mk::test::write_random_at(source(i, kKeys[k]), capacity_of(i) - 64 * 1024, 64 * 1024, 2000 + i * 10 + k);
       }
     }
-    mk::test::NbdkitOptions o;
-    o.plugin = "file";
-    o.args = {"dir=" + dir.file("sources")};
-    sources = std::make_unique<mk::test::NbdkitServer>(o);
     for (int i = 0; i < kVms; ++i) {
+      mk::test::NbdkitOptions o;
+      o.plugin = "file";
+      o.args = {"dir=" + dir.file(fmt::format("sources/vm{:02}", i))};
+      sources.push_back(std::make_unique<mk::test::NbdkitServer>(o));
       for (const auto& key : kKeys)
-        vma.set_source(vms[i], key, fmt::format("nbd+unix:///{}?socket={}", source_name(i, key), sources->socket_path()));
+        vma.set_source(vms[i], key, fmt::format("nbd+unix:///{}?socket={}", key + ".img", sources.back()->socket_path()));
     }
   }
 
   ~Scale() {
     if (!::testing::Test::HasFailure()) return;
+    for (auto& src : sources)
+      if (!src->running()) std::fprintf(stderr, "---- a source nbdkit exited\n%s\n", src->log().c_str());
     for (const auto& n : nodes) {
       std::fprintf(stderr, "---- %s (%s)\n%s\n", n.id.c_str(), n.log.c_str(), mk::test::log_tail(n.log, 6000).c_str());
     }
   }
 
-  static std::string source_name(int i, const std::string& key) { return fmt::format("vm{:02}-{}.img", i, key); }
-  std::string source(int i, const std::string& key) const { return dir.file("sources/" + source_name(i, key)); }
+  std::string source(int i, const std::string& key) const {
+    return dir.file(fmt::format("sources/vm{:02}/{}.img", i, key));
+  }
   OmaNode& node(const std::string& id) {
     for (auto& n : nodes)
       if (n.id == id) return n;
