@@ -251,6 +251,13 @@ MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
     mysql_close(db);
     return nullptr;
   }
+  // Set here, not through run(): a server that drops the connection at once is just the
+  // next one's turn, never a reconnect from inside a reconnect.
+  if (mysql_query(db, "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ANSI_QUOTES'") != 0) {
+    why = mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
   // A Galera node that is not synced with the primary component refuses statements. (A
   // server built with wsrep but running without it reports wsrep_ready OFF too: only
   // wsrep_on says whether it is a Galera node.)
@@ -299,7 +306,6 @@ void MariadbDatabase::connect() {
     if (!errors.empty())
       log::warn("database {}: connected to {} ({})", where_, name, errors);
     broken_transaction_ = false;
-    run("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ANSI_QUOTES'", {});
     return;
   }
   throw Error(fmt::format("cannot connect to {}: {} (check the server, the user's grants and the password file)",
