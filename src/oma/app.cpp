@@ -361,8 +361,17 @@ void Oma::start() {
     };
   }
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
+  CutoverConfig cutover_config = config_.cutover;
+  if (lease_) {
+    // A VM cut over holds no slot any more: its placement goes, queued VMs are placed,
+    // and a dead node's VMs that waited for room can be taken over.
+    cutover_config.volumes_left_oma = [this](const std::string& vm_id) {
+      if (repos_->placements.release_vm(vm_id))
+        log::info("node {}: VM {} cut over: its volume slots here are free", config_.node.node_id, vm_id);
+    };
+  }
   cutover_ = std::make_unique<CutoverService>(repos_->vms, repos_->jobs, repos_->storage, *jobs_, *exports_, vma_for,
-                                              *cloudstack_, config_.volume_backend == "cloudstack", config_.cutover);
+                                              *cloudstack_, config_.volume_backend == "cloudstack", cutover_config);
   if (lease_) {
     // The fence before any job resumes: every export change checks ownership first.
     FailoverOptions fo;

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   CLI::App app{"oma: MigrateKit OSSEA control plane (database, NBD exports, jobs, REST API)"};
   bool verbose = false;
   app.add_option("--data-dir", c.data_dir, "State directory (database, volumes, exports, keys)")->required();
-  app.add_option("--database", c.database_url, "sqlite:PATH (default DATA/oma.db) or mariadb://USER@HOST:PORT/DB?password_file=F");
+  app.add_option("--database", c.database_url, "sqlite:PATH (default DATA/oma.db) or mariadb://USER@HOST:PORT[,HOST2:PORT2...]/DB?password_file=F (several: a Galera cluster's servers, tried in order)");
   app.add_option("--api-listen", c.api_listen, "API listen address (default 0.0.0.0)");
   app.add_option("--api-port", c.api_port, "API port (default 8082; 0 = any free port, written to DATA/api.port)");
   app.add_option("--nbd-listen", c.nbd_listen, "NBD export server listen address (default 0.0.0.0)");

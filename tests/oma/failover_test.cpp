@@ -37,8 +37,7 @@
 #include "fake_vma.h"
 #include "mariadb_server.h"
 #include "oma/db/repositories.h"
-#include "oma_process.h"
-#include "oma_service.h"
+#include "oma_nodes_fixture.h"
 #include "sim_server.h"
 #include "support/files.h"
 #include "support/nbdkit_server.h"
@@ -49,51 +48,10 @@ namespace mk::oma::test {
 namespace {
 
 using nlohmann::json;
-using Clock = std::chrono::steady_clock;
+using Node = OmaNode;
 
 constexpr int64_t kCapacity = 1048576;
 const std::vector<std::string> kKeys = {"2000", "2001"};
-
-std::string events_text(const json& job) {
-  std::string out;
-  for (const auto& e : job["events"]) out += e["message"].get<std::string>() + "\n";
-  return out;
-}
-
-int64_t ms_since(Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
-}
-
-// Polls `done` every 50 ms; false after `seconds` (only stops a hung test).
-template <typename F>
-bool eventually(F done, int seconds = 60) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-struct Node {
-  std::string id, data, log, by_id, cloudstack_vm, url, vma_url;
-  std::optional<OmaProcess> process;
-  std::unique_ptr<ApiClient> api;
-
-  void start(const std::string& token_from) {
-    process.emplace(data, vma_url, log,
-                    std::vector<std::string>{"--database", url, "--node-id", id, "--node-volume-slots", "4",
-                                             "--node-lease-ms", "3000", "--node-cloudstack-vm-id", cloudstack_vm,
-                                             "--volume-backend", "cloudstack", "--by-id-dir", by_id,
-                                             "--cloudstack-allow-http", "--device-timeout", "10"});
-    api = std::make_unique<ApiClient>(process->port, read_admin_token(token_from));
-  }
-  // The export symlinks this node's export server serves.
-  bool serves(const std::string& export_name) const {
-    std::error_code ec;
-    return std::filesystem::is_symlink(data + "/exports/" + export_name, ec);
-  }
-};
 
 // Two nodes (oma-a on the simulator's OMA VM 1, oma-b on VM 2), one VM of two disks
 // whose sources are real files, CloudStack configured.
@@ -118,10 +76,7 @@ struct Service {
     a = node("oma-a", 1);
     b = node("oma-b", 2);
     a.start(a.data);
-    // Every node of a service shares the secrets key and the NBD key (the VMA's).
-    std::filesystem::create_directories(b.data);
-    for (const char* f : {"secrets.key", "nbd-psk.keys"})
-      std::filesystem::copy_file(a.data + "/" + f, b.data + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    share_service_keys(a.data, b.data);
     b.start(a.data);
     conn = db::open_database(url);
     repos = std::make_unique<Repositories>(*conn);
@@ -161,17 +116,7 @@ struct Service {
   json job(Node& n, const std::string& id) { return n.api->get("/api/v1/jobs/" + id).body; }
 
   // The VM's volumes in CloudStack (by our VM tag): id -> the VM it is attached to ("" if none).
-  std::map<std::string, std::string> attachments() {
-    std::map<std::string, std::string> out;
-    const json st = sim.state();
-    for (const auto& v : st["volumes"]) {
-      for (const auto& t : v["tags"]) {
-        if (t["key"] == mk::cloudstack::kTagVm && t["value"] == vm)
-          out[v["id"].get<std::string>()] = v["virtualmachineid"].is_string() ? v["virtualmachineid"].get<std::string>() : "";
-      }
-    }
-    return out;
-  }
+  std::map<std::string, std::string> attachments() { return volume_attachments(sim, vm); }
   std::vector<std::string> export_names() {
     std::vector<std::string> out;
     for (const auto& e : repos->storage.list_exports()) out.push_back(e.export_name);

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "engine/nbd_connection.h"
 #include "support/migratekit_runner.h"
+#include "support/net.h"
 
 namespace mk::oma::test {
 
@@ -236,7 +237,8 @@ FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
   for (const auto& d : r.disks) {
     auto disk = std::make_unique<Disk>();
     disk->request = d;
-    auto src = sources_.find(d.disk_key.str());
+    auto src = sources_.find(r.vm_id + "/" + d.disk_key.str());
+    if (src == sources_.end()) src = sources_.find(d.disk_key.str());
     if (src != sources_.end()) {
       disk->progress_file = dir_.file(fmt::format("{}-{}-{}.json", r.job_id, d.disk_key.str(), generation_++));
       std::string target = fmt::format("nbds://{}:{}/{}", r.nbd.host, r.nbd.port, d.export_name);
@@ -289,7 +291,11 @@ protocol::DiskProgress FakeVma::disk_progress(const std::string& job_id, Disk& d
   } else {
     p.status = DiskStatus::Failed;
     p.phase = DiskPhase::Failed;
-    p.error = fmt::format("migratekit copy exited with status {}", d.copy->exit_status().value_or(-1));
+    // What the copy said, as the VMA reports its engine's error.
+    std::string said = mk::test::log_tail(d.progress_file + ".err", 300);
+    while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+    p.error = fmt::format("migratekit copy exited with status {}{}", d.copy->exit_status().value_or(-1),
+                          said.empty() ? "" : ": " + said);
   }
   return p;
 }

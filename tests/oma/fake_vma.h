@@ -73,6 +73,10 @@ class FakeVma {
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   void set_source(const std::string& disk_key, const std::string& uri);
+  // The source of one VM's disk (many VMs with the same disk keys); wins over the above.
+  void set_source(const std::string& vm_id, const std::string& disk_key, const std::string& uri) {
+    set_source(vm_id + "/" + disk_key, uri);
+  }
   // When true, scripted jobs (no source) complete every disk as soon as they are polled.
   void set_auto_complete(bool on) { auto_complete_ = on; }
   // When true, real copies report "copying" even once their copy exited, until set

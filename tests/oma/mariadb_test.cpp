@@ -75,6 +75,10 @@ TEST(MariadbRepositories, RejectsMalformedUrls) {
   EXPECT_THROW(db::open_database("mariadb://oma@host:99999999/db"), UsageError);
   EXPECT_THROW(db::open_database("mariadb://oma@host/db?password=x"), UsageError);
   EXPECT_THROW(db::open_database("postgres://x"), UsageError);
+  // Several servers (a Galera cluster): each host:port checked; a socket names one server.
+  EXPECT_THROW(db::open_database("mariadb://oma@h1:3306,h2:x/db"), UsageError);
+  EXPECT_THROW(db::open_database("mariadb://oma@h1:3306,h;2/db"), UsageError);
+  EXPECT_THROW(db::open_database("mariadb://oma@h1,h2/db?socket=/run/mysqld/mysqld.sock"), UsageError);
 }
 
 }  // namespace

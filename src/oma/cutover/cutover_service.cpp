@@ -233,6 +233,15 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
                          json{{"name", source.name}, {"zone_id", session->target.zone_id}}.dump(), now_ms()});
     job_log_.add_event(job.job_id, EventLevel::Info,
                        fmt::format("VM {} runs in CloudStack as {}", source.name, target_vm));
+    if (config_.volumes_left_oma) {
+      try {
+        config_.volumes_left_oma(vm_id);
+      } catch (const std::exception& e) {
+        log::warn("VM {}: cut over, but its volume slots on this OMA were not released ({}); they are counted "
+                  "as used until the VM is released",
+                  vm_id, e.what());
+      }
+    }
     return VmStatus::CutOver;
   });
 }

@@ -62,6 +62,11 @@ struct CutoverConfig {
   bool convert_guests = false;
   std::chrono::seconds conversion_timeout{1800};
   std::string conversion_log_dir;  // "" = not kept
+  // Called once a cutover to CloudStack completed: the VM's volumes left this OMA's VM
+  // (attached to the new VM), so the data-volume slots they held are free. With several
+  // OMA nodes the app releases the VM's placement here, which places queued VMs and
+  // lets a dead node's VMs be taken over (issue 18). A failure is logged, not the job's.
+  std::function<void(const std::string& vm_id)> volumes_left_oma;
 };
 
 // The VMA that serves a VM (with several paired VMAs, the one that discovered it).

@@ -4,6 +4,10 @@
 
 #include <charconv>
 #include <chrono>
+#include <random>
+#include <thread>
+
+#include "common/log.h"
 
 namespace mk::oma {
 
@@ -42,38 +46,65 @@ double Row::dbl(size_t i) const {
   }
 }
 
+template <typename F>
+auto Database::with_retries(const char* what, F once) -> decltype(once()) {
+  thread_local std::minstd_rand jitter(std::random_device{}());
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return once();
+    } catch (const RetryableError& e) {
+      if (attempt >= kTransactionAttempts)
+        throw RetryableError(fmt::format("{} (the {} was aborted {} times in a row: the database is overloaded with "
+                                         "conflicting changes, or keeps losing its connection; try again)",
+                                         e.what(), what, attempt));
+      ++retries_;
+      // Exponential back-off with jitter, so that two nodes that conflicted do not meet
+      // again at once: 5-10 ms, 10-20 ms, ... (at most about 1.3 s in all).
+      auto base = std::chrono::milliseconds(5 << (attempt - 1));
+      auto wait = base + std::chrono::milliseconds(jitter() % (base.count() + 1));
+      log::warn("database {}: {} aborted ({}); running it again in {} ms (attempt {} of {})", describe(), what,
+                e.what(), wait.count(), attempt + 1, kTransactionAttempts);
+      std::this_thread::sleep_for(wait);
+    }
+  }
+}
+
 Rows Database::query(const std::string& sql, const std::vector<Value>& params) {
   std::lock_guard lock(mu_);
-  return run(sql, params).rows;
+  if (depth_ > 0) return run(sql, params).rows;  // the transaction retries, not the statement
+  return with_retries("statement", [&] { return run(sql, params).rows; });
 }
 
 int64_t Database::exec(const std::string& sql, const std::vector<Value>& params) {
   std::lock_guard lock(mu_);
-  return run(sql, params).changed;
+  if (depth_ > 0) return run(sql, params).changed;
+  return with_retries("statement", [&] { return run(sql, params).changed; });
 }
 
 void Database::transaction(const std::function<void()>& fn) {
   std::lock_guard lock(mu_);
-  if (depth_ > 0) {  // nested: join the outer transaction
+  if (depth_ > 0) {  // nested: join the outer transaction (which retries the whole)
     fn();
     return;
   }
-  begin();
-  depth_ = 1;
-  try {
-    fn();
-    depth_ = 0;
-    commit();
-  } catch (...) {
-    depth_ = 0;
+  with_retries("transaction", [&] {
+    begin();
+    depth_ = 1;
     try {
-      rollback();
+      fn();
+      depth_ = 0;
+      commit();
     } catch (...) {
-      // The original error matters more than a failed rollback (the connection will
-      // discard the transaction anyway when it is closed).
+      depth_ = 0;
+      try {
+        rollback();
+      } catch (...) {
+        // The original error matters more than a failed rollback (the connection will
+        // discard the transaction anyway when it is closed).
+      }
+      throw;
     }
-    throw;
-  }
+  });
 }
 
 }  // namespace mk::oma::db

@@ -9,8 +9,19 @@
 // A Database owns its connection. It is thread-safe: every call takes the connection's
 // mutex, and transaction() holds it for the whole transaction, so a transaction sees no
 // statement from another thread.
+//
+// Conflicts (MariaDB Galera, issue 18). Galera is optimistic: two nodes' transactions
+// that change the same rows both run, and the one certified second fails at COMMIT (or
+// at its next statement) with a deadlock error; InnoDB's own deadlocks look the same. The
+// engine reports these as RetryableError, and transaction() runs the whole function
+// again, from BEGIN, a bounded number of times (kTransactionAttempts, short randomised
+// back-off), logging each retry. So a function passed to transaction() must be safe to
+// run again: it assigns its results (never appends to what an earlier attempt left) and
+// does nothing outside the database. A statement outside a transaction is retried the
+// same way.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -59,6 +70,18 @@ class ConstraintError : public mk::Error {
   using mk::Error::Error;
 };
 
+// Thrown when the database rolled a transaction back and running it again can succeed:
+// a deadlock, a Galera certification failure (another node committed a conflicting
+// change first), or the connection lost before COMMIT was sent. transaction() retries
+// it; callers see it only once every attempt failed.
+class RetryableError : public mk::Error {
+ public:
+  using mk::Error::Error;
+};
+
+// How many times transaction() runs a function whose transaction keeps being aborted.
+inline constexpr int kTransactionAttempts = 8;
+
 class Database {
  public:
   virtual ~Database() = default;
@@ -70,8 +93,16 @@ class Database {
   int64_t exec(const std::string& sql, const std::vector<Value>& params = {});
 
   // Runs `fn` inside BEGIN ... COMMIT; rolls back and rethrows if it throws. Calls to
-  // query/exec from inside `fn` (same thread) join the transaction.
+  // query/exec from inside `fn` (same thread) join the transaction. When the database
+  // aborts the transaction (RetryableError: deadlock, Galera certification failure),
+  // rolls back and runs `fn` again from BEGIN, up to kTransactionAttempts times in all
+  // (see the header comment); a nested call joins the outer transaction and leaves the
+  // retry to it.
   void transaction(const std::function<void()>& fn);
+
+  // Transactions (and single statements) run again after a RetryableError since this
+  // connection was opened: for tests and diagnostics.
+  int64_t retries() const { return retries_.load(); }
 
   // "sqlite" or "mariadb".
   virtual std::string engine() const = 0;
@@ -93,8 +124,14 @@ class Database {
   virtual void rollback() = 0;
 
  private:
+  // Runs `once` again after a RetryableError (back-off, log), at most
+  // kTransactionAttempts times in all; `what` names it in the log.
+  template <typename F>
+  auto with_retries(const char* what, F once) -> decltype(once());
+
   std::recursive_mutex mu_;
   int depth_ = 0;  // nesting of transaction() on the owning thread
+  std::atomic<int64_t> retries_{0};
 };
 
 // Opens a database from a URL:

@@ -5,8 +5,28 @@
 // chain to that CA and name the host (MYSQL_OPT_SSL_VERIFY_SERVER_CERT): a server
 // without TLS, or with a certificate of another CA or host, is refused, never used in
 // clear. Thread-safety as Database.
+//
+// Galera (issue 18): the URL may name several servers, mariadb://USER@H1:P1,H2:P2/NAME:
+// the nodes of one cluster, this OMA's own first. The connection goes to the first that
+// answers and is ready (wsrep_ready ON, where Galera runs). When that server goes away
+// (stopped, crashed, or cut off from the cluster's primary component), the next
+// statement reconnects, trying the servers in order again:
+//   * lost between statements (the statement could not even be prepared): reconnect and
+//     run it;
+//   * lost inside a transaction before COMMIT: the server never committed it, so the
+//     transaction is RetryableError and Database::transaction() runs it again on the
+//     new connection (every later statement of the broken transaction fails the same way
+//     until then: none may run on a new connection outside it);
+//   * lost during COMMIT, or during a write outside a transaction: whether it committed
+//     is unknown, so it fails (mk::Error saying so) and the caller decides; reads are
+//     run again.
+// Deadlocks and certification failures (ER_LOCK_DEADLOCK; ER_LOCK_WAIT_TIMEOUT) are
+// RetryableError. On Galera every session waits for causality before it reads
+// (wsrep_sync_wait = 1): a read on this node sees every commit of another node that
+// came before it, as on one server.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <errmsg.h>
 #include <mysql.h>
 #include <mysqld_error.h>
 #include <sys/stat.h>
@@ -18,7 +38,9 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <vector>
 
+#include "common/log.h"
 #include "oma/db/database.h"
 
 namespace mk::oma::db {
@@ -26,9 +48,14 @@ namespace {
 
 std::string head(const std::string& sql) { return sql.size() > 60 ? sql.substr(0, 60) + "..." : sql; }
 
-struct MariadbUrl {
-  std::string user, host = "127.0.0.1", database, socket, password_file, ssl_ca;
+struct MariadbHost {
+  std::string host = "127.0.0.1";
   unsigned port = 3306;
+};
+
+struct MariadbUrl {
+  std::string user, database, socket, password_file, ssl_ca;
+  std::vector<MariadbHost> hosts;  // in the order they are tried; never empty
 };
 
 bool plain(const std::string& s) {
@@ -50,17 +77,26 @@ MariadbUrl parse_url(const std::string& url) {
     throw UsageError("--database: expected mariadb://USER@HOST[:PORT]/NAME[?password_file=F&socket=S&ssl_ca=F]");
   }
   u.user = rest.substr(0, at);
-  std::string hostport = rest.substr(at + 1, slash - at - 1);
+  std::stringstream hostlist(rest.substr(at + 1, slash - at - 1));
   u.database = rest.substr(slash + 1);
-  if (auto c = hostport.find(':'); c != std::string::npos) {
-    std::string p = hostport.substr(c + 1);
-    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos)
-      throw UsageError("--database: the MariaDB port must be a number");
-    u.port = static_cast<unsigned>(std::stoul(p));
-    hostport = hostport.substr(0, c);
+  std::string hostport;
+  while (std::getline(hostlist, hostport, ',')) {
+    MariadbHost h;
+    if (auto c = hostport.find(':'); c != std::string::npos) {
+      std::string p = hostport.substr(c + 1);
+      if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos)
+        throw UsageError("--database: the MariaDB port must be a number");
+      h.port = static_cast<unsigned>(std::stoul(p));
+      hostport = hostport.substr(0, c);
+    }
+    if (!hostport.empty()) h.host = hostport;
+    if (!plain(h.host))
+      throw UsageError("--database: a host may hold only letters, digits, '_', '.' and '-' (several: H1:P1,H2:P2)");
+    u.hosts.push_back(h);
   }
-  if (!hostport.empty()) u.host = hostport;
-  if (!plain(u.user) || !plain(u.host) || !plain(u.database)) {
+  if (u.hosts.empty()) u.hosts.push_back({});
+  if (u.hosts.size() > 16) throw UsageError("--database: at most 16 MariaDB servers");
+  if (!plain(u.user) || !plain(u.database)) {
     throw UsageError("--database: user, host and database name may hold only letters, digits, '_', '.' and '-'");
   }
   std::stringstream qs(query);
@@ -75,6 +111,8 @@ MariadbUrl parse_url(const std::string& url) {
                                       k.substr(0, 30)));
   }
   if (!u.ssl_ca.empty() && u.ssl_ca[0] != '/') throw UsageError("--database: ssl_ca must be an absolute path");
+  if (!u.socket.empty() && u.hosts.size() > 1)
+    throw UsageError("--database: socket= names one local server; list several servers as H1:P1,H2:P2 over TCP");
   return u;
 }
 
@@ -100,34 +138,41 @@ std::string read_password(const std::string& path) {
   return pw;
 }
 
+// Errors after which this connection is of no more use: the server went away, closed
+// it, or (Galera) is not part of the primary component. ER_UNKNOWN_COM_ERROR is what a
+// Galera node answers while it is not ready ("WSREP has not yet prepared node for
+// application use"): it ran nothing.
+bool connection_gone(unsigned err) {
+  switch (err) {
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_SERVER_LOST_EXTENDED:
+    case CR_CONNECTION_ERROR:
+    case CR_CONN_HOST_ERROR:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+    case ER_UNKNOWN_COM_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool read_only(const std::string& sql) { return sql.rfind("SELECT", 0) == 0; }
+
 class MariadbDatabase : public Database {
  public:
-  explicit MariadbDatabase(const MariadbUrl& u) : where_(fmt::format("mariadb://{}@{}:{}/{}", u.user, u.host, u.port, u.database)) {
-    if (!u.socket.empty()) where_ = fmt::format("mariadb://{}@{}/{}", u.user, u.socket, u.database);
-    db_ = mysql_init(nullptr);
-    if (!db_) throw Error("MariaDB: out of memory");
-    unsigned timeout = 10;
-    mysql_options(db_, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    mysql_options(db_, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-    if (!u.ssl_ca.empty()) where_ += " (TLS)";
-    try {
-      require_tls(db_, u.ssl_ca);
-    } catch (...) {
-      mysql_close(db_);
-      throw;
-    }
-    std::string pw = read_password(u.password_file);
-    if (!mysql_real_connect(db_, u.host.c_str(), u.user.c_str(), pw.empty() ? nullptr : pw.c_str(),
-                            u.database.c_str(), u.port, u.socket.empty() ? nullptr : u.socket.c_str(),
-                            CLIENT_FOUND_ROWS)) {
-      std::string msg = mysql_error(db_);
-      mysql_close(db_);
-      throw Error(fmt::format("cannot connect to {}: {} (check the server, the user's grants and the password file)",
-                              where_, msg));
-    }
-    run("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ANSI_QUOTES'", {});
+  explicit MariadbDatabase(MariadbUrl u) : url_(std::move(u)), password_(read_password(url_.password_file)) {
+    std::string hosts;
+    for (const auto& h : url_.hosts) hosts += (hosts.empty() ? "" : ",") + fmt::format("{}:{}", h.host, h.port);
+    where_ = fmt::format("mariadb://{}@{}/{}", url_.user, hosts, url_.database);
+    if (!url_.socket.empty()) where_ = fmt::format("mariadb://{}@{}/{}", url_.user, url_.socket, url_.database);
+    if (!url_.ssl_ca.empty()) where_ += " (TLS)";
+    connect();
   }
-  ~MariadbDatabase() override { mysql_close(db_); }
+  ~MariadbDatabase() override {
+    if (db_) mysql_close(db_);
+  }
 
   std::string engine() const override { return "mariadb"; }
   std::string describe() const override { return where_; }
@@ -139,25 +184,172 @@ class MariadbDatabase : public Database {
 
  protected:
   Result run(const std::string& sql, const std::vector<Value>& params) override;
-  void begin() override { run("START TRANSACTION", {}); }
-  void commit() override { run("COMMIT", {}); }
-  void rollback() override { run("ROLLBACK", {}); }
-
- private:
-  [[noreturn]] void fail(MYSQL_STMT* st, const std::string& sql, const char* what) {
-    std::string msg = fmt::format("{}: '{}' {}: {}", where_, head(sql), what, mysql_stmt_error(st));
-    if (mysql_stmt_errno(st) == ER_DUP_ENTRY) throw ConstraintError(msg);
-    throw Error(msg);
+  void begin() override {
+    if (!db_) connect();
+    run("START TRANSACTION", {});
+    in_transaction_ = true;
+  }
+  void commit() override {
+    run("COMMIT", {});
+    in_transaction_ = false;
+  }
+  void rollback() override {
+    bool had = in_transaction_ && db_;
+    in_transaction_ = broken_transaction_ = false;
+    if (had) run("ROLLBACK", {});  // a lost connection took its transaction with it
   }
 
-  std::string where_;
-  MYSQL* db_ = nullptr;
+ private:
+  // Connects to the first server in the URL's order that answers and is ready; throws
+  // mk::Error naming every server and why when none is.
+  void connect();
+  MYSQL* open_one(const MariadbHost& h, std::string& why);
+  void drop() {
+    if (db_) mysql_close(db_);
+    db_ = nullptr;
+  }
+  Result run_once(const std::string& sql, const std::vector<Value>& params, bool& prepared);
+  [[noreturn]] void fail(MYSQL_STMT* st, const std::string& sql, const char* what) {
+    std::string msg = fmt::format("{}: '{}' {}: {}", current_, head(sql), what, mysql_stmt_error(st));
+    unsigned err = mysql_stmt_errno(st);
+    if (err == ER_DUP_ENTRY) throw ConstraintError(msg);
+    if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT)
+      throw RetryableError(msg + " (a conflicting change committed first, on this or another Galera node)");
+    if (connection_gone(err)) throw Gone{msg, err};
+    throw Error(msg);
+  }
+  struct Gone {
+    std::string message;
+    unsigned err;
+  };
+
+  MariadbUrl url_;
+  std::string password_;
+  std::string where_;    // every server, for messages
+  std::string current_;  // the server of this connection, for messages
+  MYSQL* db_ = nullptr;  // null after the connection was lost, until the next connect()
+  bool in_transaction_ = false;
+  bool broken_transaction_ = false;  // the connection was lost inside the open transaction
 };
 
+MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
+  MYSQL* db = mysql_init(nullptr);
+  if (!db) throw Error("MariaDB: out of memory");
+  unsigned timeout = 10;
+  mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+  mysql_options(db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+  try {
+    require_tls(db, url_.ssl_ca);
+  } catch (...) {
+    mysql_close(db);
+    throw;
+  }
+  if (!mysql_real_connect(db, h.host.c_str(), url_.user.c_str(), password_.empty() ? nullptr : password_.c_str(),
+                          url_.database.c_str(), h.port, url_.socket.empty() ? nullptr : url_.socket.c_str(),
+                          CLIENT_FOUND_ROWS)) {
+    why = mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
+  // Set here, not through run(): a server that drops the connection at once is just the
+  // next one's turn, never a reconnect from inside a reconnect.
+  if (mysql_query(db, "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ANSI_QUOTES'") != 0) {
+    why = mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
+  // A Galera node that is not synced with the primary component refuses statements. (A
+  // server built with wsrep but running without it reports wsrep_ready OFF too: only
+  // wsrep_on says whether it is a Galera node.)
+  if (mysql_query(db, "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = "
+                      "'WSREP_ON'), (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE "
+                      "VARIABLE_NAME = 'WSREP_READY')") != 0) {
+    why = mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
+  MYSQL_RES* res = mysql_store_result(db);
+  MYSQL_ROW row = res ? mysql_fetch_row(res) : nullptr;
+  bool galera = row && row[0] && std::string(row[0]) == "ON";
+  bool ready = !galera || (row[1] && std::string(row[1]) == "ON");
+  if (res) mysql_free_result(res);
+  if (!ready) {
+    why = "a Galera node that is not ready (wsrep_ready OFF: joining, or outside the primary component)";
+    mysql_close(db);
+    return nullptr;
+  }
+  // Galera applies other nodes' commits asynchronously: without a causality wait, a read
+  // here could miss what another node committed a moment ago (a takeover, when this
+  // node checks that it still owns a VM before touching its exports). With it, every
+  // read sees every transaction the cluster committed before the read began.
+  if (galera && mysql_query(db, "SET SESSION wsrep_sync_wait = 1") != 0) {
+    why = std::string("SET wsrep_sync_wait: ") + mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
+  return db;
+}
+
+void MariadbDatabase::connect() {
+  drop();
+  std::string errors;
+  for (const auto& h : url_.hosts) {
+    std::string why;
+    MYSQL* db = open_one(h, why);
+    std::string name = url_.socket.empty() ? fmt::format("{}:{}", h.host, h.port) : url_.socket;
+    if (!db) {
+      errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", name, why);
+      continue;
+    }
+    db_ = db;
+    current_ = fmt::format("mariadb://{}@{}/{}", url_.user, name, url_.database);
+    if (!errors.empty())
+      log::warn("database {}: connected to {} ({})", where_, name, errors);
+    broken_transaction_ = false;
+    return;
+  }
+  throw Error(fmt::format("cannot connect to {}: {} (check the server, the user's grants and the password file)",
+                          where_, errors));
+}
+
 Database::Result MariadbDatabase::run(const std::string& sql, const std::vector<Value>& params) {
+  if (broken_transaction_ || (in_transaction_ && !db_)) {
+    broken_transaction_ = true;
+    throw RetryableError(fmt::format("{}: the connection was lost inside this transaction, which the server rolled "
+                                     "back",
+                                     where_));
+  }
+  for (int attempt = 0;; ++attempt) {
+    if (!db_) connect();
+    bool prepared = false;
+    try {
+      return run_once(sql, params, prepared);
+    } catch (const Gone& g) {
+      drop();
+      log::warn("database {}: lost the connection ({}); reconnecting", where_, g.message);
+      if (in_transaction_) {
+        if (sql == "COMMIT") {
+          in_transaction_ = false;
+          throw Error(fmt::format("{}: the connection was lost during COMMIT, so whether the transaction was "
+                                  "committed is unknown ({})",
+                                  where_, g.message));
+        }
+        broken_transaction_ = true;
+        throw RetryableError(fmt::format("{} (the transaction was rolled back with the connection)", g.message));
+      }
+      // Outside a transaction: a statement never executed, a read, or one a not-ready
+      // Galera node refused runs again on the next server; a write may have committed.
+      bool ran_nothing = !prepared || g.err == ER_UNKNOWN_COM_ERROR;
+      if (attempt >= 1 || !(ran_nothing || read_only(sql)))
+        throw Error(fmt::format("{} (whether the statement took effect is unknown)", g.message));
+    }
+  }
+}
+Database::Result MariadbDatabase::run_once(const std::string& sql, const std::vector<Value>& params, bool& prepared) {
   std::unique_ptr<MYSQL_STMT, decltype(&mysql_stmt_close)> st(mysql_stmt_init(db_), mysql_stmt_close);
   if (!st) throw Error(where_ + ": out of memory");
   if (mysql_stmt_prepare(st.get(), sql.c_str(), sql.size()) != 0) fail(st.get(), sql, "cannot be prepared");
+  prepared = true;
   std::vector<MYSQL_BIND> binds(params.size());
   std::vector<int64_t> ints(params.size());
   std::vector<double> dbls(params.size());

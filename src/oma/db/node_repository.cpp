@@ -64,6 +64,7 @@ std::optional<NodeLeaseGrant> NodeRepository::register_node(const NodeRecord& se
                           self.volume_slots,     self.disk_bytes};
   std::optional<NodeLeaseGrant> grant;
   db_.transaction([&] {
+    grant.reset();  // run again after a conflict: start afresh
     // Take the node id over only when its lease has run out (or was released), by the
     // database's clock: the condition is the statement's, so two processes racing for
     // one id cannot both win.
@@ -101,6 +102,7 @@ std::optional<NodeLeaseGrant> NodeRepository::register_node(const NodeRecord& se
 std::optional<int64_t> NodeRepository::renew(const std::string& node_id, int64_t incarnation, int64_t lease_ms) {
   std::optional<int64_t> expires;
   db_.transaction([&] {
+    expires.reset();
     const std::string now = db_.now_ms_sql();
     int64_t n = db_.exec(fmt::format("UPDATE oma_nodes SET lease_expires_at = {0} + ?, renewed_at = {0} "
                                      "WHERE node_id = ? AND incarnation = ? AND lease_expires_at > {0} "
@@ -130,6 +132,7 @@ void NodeRepository::set_api_url(const std::string& node_id, int64_t incarnation
 NodeList NodeRepository::list_nodes() {
   NodeList out;
   db_.transaction([&] {
+    out = {};
     out.database_now = database_now();
     for (auto& n : kNodes.query(db_, "ORDER BY node_id")) out.nodes.push_back(judged(std::move(n), out.database_now));
   });
@@ -139,6 +142,7 @@ NodeList NodeRepository::list_nodes() {
 std::optional<NodeView> NodeRepository::find_node(const std::string& node_id) {
   std::optional<NodeView> out;
   db_.transaction([&] {
+    out.reset();
     int64_t now = database_now();
     if (auto n = kNodes.query_one(db_, "WHERE node_id = ?", {node_id})) out = judged(std::move(*n), now);
   });

@@ -42,6 +42,7 @@ PlacementNeed PlacementRepository::need_of(const std::string& vm_id) {
 std::vector<NodeCapacity> PlacementRepository::capacities() {
   std::vector<NodeCapacity> out;
   db_.transaction([&] {
+    out.clear();  // run again after a conflict: start afresh
     const std::string now = db_.now_ms_sql();
     for (const auto& r : db_.query(fmt::format("SELECT node_id, state, volume_slots, disk_bytes, "
                                                "CASE WHEN lease_expires_at > {} THEN 1 ELSE 0 END "
@@ -122,6 +123,7 @@ PlacementRecord PlacementRepository::place_vm(const std::string& vm_id) {
 std::vector<std::string> PlacementRepository::place_waiting() {
   std::vector<std::string> placed;
   db_.transaction([&] {
+    placed.clear();
     lock();
     std::vector<std::string> before;
     for (const auto& p : kPlacements.query(db_, "WHERE node_id IS NULL")) before.push_back(p.vm_id);

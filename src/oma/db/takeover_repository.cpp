@@ -39,6 +39,7 @@ const Table<TakeoverRecord> kTakeovers{"vm_takeovers", {column("vm_id", &Takeove
 std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& node_id) {
   std::optional<TakeoverRecord> out;
   db_.transaction([&] {
+    out.reset();  // an attempt the database aborted claimed nothing
     placements_.lock();
     const std::string now_sql = db_.now_ms_sql();
     const int64_t now = db_.query("SELECT " + now_sql).at(0).i64(0);
@@ -208,10 +209,12 @@ std::optional<std::string> TakeoverRepository::owner_of(const std::string& vm_id
 
 std::vector<ForeignExport> TakeoverRepository::exports_placed_elsewhere(const std::string& node_id) {
   std::vector<ForeignExport> out;
-  for (const auto& r : db_.query("SELECT e.export_name, v.vm_id, p.node_id FROM nbd_exports e "
+  // Also VMs placed on no node: cut over (their placement released) or waiting in the
+  // queue; no node serves their volumes.
+  for (const auto& r : db_.query("SELECT e.export_name, v.vm_id, COALESCE(p.node_id, '') FROM nbd_exports e "
                                  "JOIN volumes v ON v.volume_id = e.volume_id "
-                                 "JOIN vm_placements p ON p.vm_id = v.vm_id "
-                                 "WHERE p.node_id IS NOT NULL AND p.node_id <> ? ORDER BY e.export_name",
+                                 "LEFT JOIN vm_placements p ON p.vm_id = v.vm_id "
+                                 "WHERE p.node_id IS NULL OR p.node_id <> ? ORDER BY e.export_name",
                                  {node_id})) {
     out.push_back({r.str(0), r.str(1), r.str(2)});
   }

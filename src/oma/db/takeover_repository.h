@@ -84,7 +84,8 @@ struct MoveClaim {
   std::string not_moved;
 };
 
-// An export this node may still serve although its VM is placed on another node.
+// An export this node may still serve although its VM is placed on another node, or on
+// none (node_id "": cut over, its placement released; or queued).
 struct ForeignExport {
   std::string export_name, vm_id, node_id;
 };
@@ -114,8 +115,8 @@ class TakeoverRepository {
   // The node the VM is placed on now, nullopt if none (the fencing check before an
   // export change).
   std::optional<std::string> owner_of(const std::string& vm_id);
-  // Exports recorded for VMs placed on another node than `node_id`: what a node that lost
-  // its VMs must not serve.
+  // Exports recorded for VMs placed on another node than `node_id`, or on no node: what a
+  // node that lost its VMs (or whose VMs were cut over while it was away) must not serve.
   std::vector<ForeignExport> exports_placed_elsewhere(const std::string& node_id);
 
  private:

@@ -120,9 +120,9 @@ void NodeFailover::fence_sweep() {
   for (const auto& e : takeovers_.exports_placed_elsewhere(lease_.node_id())) {
     if (!actions_.serves(e.export_name)) continue;
     actions_.withdraw(e.export_name);
-    log::warn("node {}: fenced: export {} withdrawn (VM {} is placed on node {} now); this node does not touch its "
-              "volumes",
-              lease_.node_id(), e.export_name, e.vm_id, e.node_id);
+    log::warn("node {}: fenced: export {} withdrawn (VM {} is placed {} now); this node does not touch its volumes",
+              lease_.node_id(), e.export_name, e.vm_id,
+              e.node_id.empty() ? std::string("on no node (cut over, or queued)") : "on node " + e.node_id);
   }
 }
 
