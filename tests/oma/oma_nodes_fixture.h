@@ -84,6 +84,14 @@ inline void share_service_keys(const std::string& from_data, const std::string& 
                                std::filesystem::copy_options::overwrite_existing);
 }
 
+// The CloudStack VM a volume of the simulator's state is attached to, "" if none (a
+// detached volume has no "virtualmachineid": operator[] on a const json must not be used
+// for a key that may be missing).
+inline std::string attached_vm_of(const nlohmann::json& volume) {
+  auto it = volume.find("virtualmachineid");
+  return it != volume.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 // The simulator's volumes of VM `vm` (by our VM tag): volume id -> the CloudStack VM it
 // is attached to ("" if none).
 inline std::map<std::string, std::string> volume_attachments(mk::cloudstack::test::SimServer& sim,
@@ -93,8 +101,7 @@ inline std::map<std::string, std::string> volume_attachments(mk::cloudstack::tes
   for (const auto& v : st["volumes"]) {
     for (const auto& t : v["tags"]) {
       if (t["key"] == mk::cloudstack::kTagVm && t["value"] == vm)
-        out[v["id"].get<std::string>()] =
-            v["virtualmachineid"].is_string() ? v["virtualmachineid"].get<std::string>() : "";
+        out[v["id"].get<std::string>()] = attached_vm_of(v);
     }
   }
   return out;

@@ -358,7 +358,7 @@ TEST(OmaScale, FortyVmsOnThreeNodesOverGaleraThroughANodeKilledAndAGaleraNodeSto
         for (const auto& v : st["volumes"]) {
           for (const auto& t : v["tags"]) {
             if (t["key"] != mk::cloudstack::kTagVm || !c_vms.count(t["value"]) || cutover.count(t["value"])) continue;
-            std::string on = v["virtualmachineid"].is_string() ? v["virtualmachineid"].get<std::string>() : "";
+            std::string on = attached_vm_of(v);
             if (!allowed_attach.count(on)) attached_elsewhere = true;
           }
         }
