@@ -153,12 +153,12 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.put("/api/v1/network-mappings", mappings)).status, 200);
     assert.equal((await api.get("/api/v1/network-mappings")).status, 200);
     assert.equal((await api.get("/api/v1/vmas")).status, 200);
-    const enrolment = { protocol_version: 4, name: "x", vcenter: "y",
+    const enrolment = { protocol_version: 5, name: "x", vcenter: "y",
                         ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f" };
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "" })).status, 401);
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "Pairing mkp_wrong" })).status, 403);
     // A VMA of another protocol version is refused before its code is looked at.
-    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: 5 },
+    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: 6 },
                                  { token: "Pairing mkp_wrong" })).status, 409);
     assert.equal((await api.get("/api/v1/events")).status, 406);
 
