@@ -110,6 +110,19 @@ TEST(Exports, SupervisorRestartsADeadServerAndExportsSurvive) {
   EXPECT_NO_THROW(f.exports->verify(e, 1 * MiB));
 }
 
+// Seen in make test: nbdkit died during a pass's export check and its supervisor
+// restarted it 130 ms later, but the pass had already failed ("does not answer").
+TEST(Exports, VerifyRightAfterTheServerDiedWaitsForItsRestart) {
+  test::OmaFixture f;
+  add_vm(f.repos.vms, vm_uuid(1), 1, 1 * MiB);
+  ExportRecord e = provision(f, f.repos.vms.list_disks(vm_uuid(1))[0]);
+  pid_t first = f.server->server_pid();
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  while (::kill(first, 0) == 0 && f.server->restarts() == 0) std::this_thread::yield();  // gone, not yet back
+  EXPECT_NO_THROW(f.exports->verify(e, 1 * MiB));
+  EXPECT_EQ(f.server->restarts(), 1);
+}
+
 TEST(Exports, VerifyRefusesAnExportOfTheWrongSize) {
   test::OmaFixture f;
   add_vm(f.repos.vms, vm_uuid(1), 1, 1 * MiB);

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+#include <thread>
+
 #include "common/log.h"
 #include "engine/nbd_connection.h"
 #include "oma/errors.h"
@@ -47,11 +50,25 @@ ExportRecord ExportManager::ensure_export(const DiskRecord& disk, const VolumeRe
 void ExportManager::verify(const ExportRecord& e, uint64_t expected_size) {
   Endpoint ep = backend_.endpoint(e.export_name);
   std::unique_ptr<mk::engine::NbdConnection> c;
-  try {
-    c = mk::engine::NbdConnection::open(ep);
-  } catch (const std::exception& ex) {
-    throw Error(fmt::format("export {} does not answer on the {} server: {}", e.export_name, backend_.name(),
-                            ex.what()));
+  // A server that died (nbdkit 1.32 aborts when a client vanishes mid-request) is
+  // restarted by its supervisor within a second: a pass must not fail for that, so the
+  // connection is tried again for a few seconds before the export counts as dead.
+  const auto deadline = std::chrono::steady_clock::now() + kVerifyPatience;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      c = mk::engine::NbdConnection::open(ep);
+      break;
+    } catch (const std::exception& ex) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw Error(fmt::format("export {} does not answer on the {} server ({} attempts over {} s): {}",
+                                e.export_name, backend_.name(), attempt,
+                                std::chrono::duration_cast<std::chrono::seconds>(kVerifyPatience).count(),
+                                ex.what()));
+      }
+      log::warn("export {}: the {} server did not answer ({}); trying again", e.export_name, backend_.name(),
+                ex.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
   }
   // nbd-server may report 0 until it has opened the file; only a known wrong size fails.
   if (c->size() != expected_size && !(backend_.name() == "nbd-server" && c->size() == 0)) {

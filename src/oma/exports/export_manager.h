@@ -14,6 +14,8 @@
 // Does not own the repository or the backend. Thread-safe.
 #pragma once
 
+#include <chrono>
+
 #include <functional>
 
 #include "oma/db/storage_repository.h"
@@ -31,8 +33,10 @@ class ExportManager {
   // Called with the VM's id before every export change; throws to refuse it.
   using Fence = std::function<void(const std::string& vm_id)>;
   void set_fence(Fence fence) { fence_ = std::move(fence); }
-  // Throws mk::Error naming the export if it cannot be opened or has the wrong size.
+  // Throws mk::Error naming the export if it cannot be opened within kVerifyPatience (a
+  // server being restarted by its supervisor gets that long) or has the wrong size.
   void verify(const ExportRecord& e, uint64_t expected_size);
+  static constexpr std::chrono::seconds kVerifyPatience{5};
   ExportBackend& backend() { return backend_; }
 
  private:
