@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -98,6 +99,17 @@ void prepare(ChildSetup& s, const std::vector<std::string>& args, const SpawnOpt
   _exit(127);
 }
 
+// The grandchild of spawn_detached(), before exec: waits until the middle process has
+// exited and it was handed to init (or a subreaper). A program that sets a parent-death
+// signal on itself at start (nbdkit 1.32 calls prctl(PR_SET_PDEATHSIG, SIGTERM)
+// unconditionally) while the middle still lives would be killed when the middle exits:
+// a kept nbdkit gone within milliseconds of its start with nothing in its log, seen under
+// load. Bounded (5 s), and async-signal-safe (getppid, nanosleep).
+void wait_until_orphaned(pid_t middle) {
+  timespec pause{0, 1'000'000};  // 1 ms
+  for (int i = 0; i < 5000 && getppid() == middle; ++i) nanosleep(&pause, nullptr);
+}
+
 }  // namespace
 
 Subprocess Subprocess::spawn(const std::vector<std::string>& args, const SpawnOptions& o) {
@@ -124,8 +136,12 @@ pid_t Subprocess::spawn_detached(const std::vector<std::string>& args, const Spa
     // A new session, then a grandchild: it is not a session leader (it can never get a
     // controlling terminal) and not our child (init reaps it).
     ::setsid();
+    pid_t middle_pid = getpid();
     pid_t server = fork();
-    if (server == 0) exec_child(setup);
+    if (server == 0) {
+      wait_until_orphaned(middle_pid);
+      exec_child(setup);
+    }
     (void)!::write(pipe_fds[1], &server, sizeof server);
     _exit(server > 0 ? 0 : 1);
   }

@@ -37,7 +37,8 @@ class Subprocess {
 
   // Starts argv[0] in a new session as a grandchild of this process (double fork), so it
   // is never this process's child: it gets no parent-death signal (die_with_parent is
-  // ignored), keeps running when this process exits, and inherits no descriptor above 2
+  // ignored; argv[0] is executed only once the middle process has exited, so a program
+  // that sets one on itself cannot be hit by the middle's exit), keeps running when this process exits, and inherits no descriptor above 2
   // (a listening socket of this process must not outlive it in the server). Returns its
   // PID; the caller owns nothing: watch it with a pidfd or kill(pid, 0), end it by PID.
   // A program that cannot be executed exits 127 at once. Throws mk::Error if it cannot

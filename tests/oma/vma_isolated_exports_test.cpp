@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <thread>
 
@@ -86,6 +87,11 @@ struct KeptIsolation : ::testing::TestWithParam<bool> {  // true: X.509
     for (const char* vm : {kVmA, kVmB}) mk::test::create_sparse_file(dir.file(std::string(vm) + ".img"), 1 << 20);
   }
   void TearDown() override {
+    // A failure here has been a kept server that died: its log says why.
+    if (HasFailure())
+      for (const auto& e : std::filesystem::recursive_directory_iterator(data))
+        if (e.path().extension() == ".log")
+          std::cerr << "--- " << e.path().string() << "\n" << mk::test::read_file(e.path().string()) << "\n";
     if (std::filesystem::exists(record)) stop_kept_export_server(record);
   }
   std::unique_ptr<VmaIsolatedExports> backend(int port = 0) {

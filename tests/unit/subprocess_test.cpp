@@ -8,10 +8,14 @@
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -396,6 +400,42 @@ TEST(UnitSubprocess, DetachedChildOutlivesTheProcessThatStartedIt) {
   EXPECT_EQ(unit::read_all("/proc/" + std::to_string(pid) + "/cmdline"), std::string("sleep\0" "30\0", 9));
   ::close(fd);
   end_detached(pid);
+}
+
+// A program that sets a parent-death signal on itself as it starts (nbdkit 1.32 does)
+// must never start while the middle process of the double fork still lives: the
+// middle's exit would then signal it (a kept nbdkit dying at its start under load).
+// The middle is made slow on purpose: a fork handler sleeps in it after its fork.
+std::atomic<bool> g_slow_middle{false};
+pid_t g_test_pid = ::getpid();
+
+void sleep_if_middle() {
+  // The middle: a session leader (it called setsid) forked from this process.
+  if (g_slow_middle && ::getpid() != g_test_pid && ::getsid(0) == ::getpid()) {
+    timespec t{0, 300'000'000};
+    nanosleep(&t, nullptr);
+  }
+}
+
+TEST(UnitSubprocess, DetachedProgramStartsOnlyOnceTheMiddleProcessIsGone) {
+  static const int registered = pthread_atfork(nullptr, sleep_if_middle, nullptr);
+  ASSERT_EQ(registered, 0);
+  unit::TempDir dir;
+  SpawnOptions o;
+  o.stdout_path = dir.file("parent");
+  g_slow_middle = true;
+  // $PPID: the shell's parent when it started; field 6 of its stat: its session, whose
+  // leader is the middle.
+  pid_t pid = Subprocess::spawn_detached({"sh", "-c", "echo $PPID $(cut -d' ' -f6 /proc/$$/stat)"}, o);
+  g_slow_middle = false;
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(wait_for_file_text(dir.file("parent"), "\n"));
+  std::istringstream in(unit::read_all(dir.file("parent")));
+  pid_t parent = 0, session = 0;
+  in >> parent >> session;
+  ASSERT_GT(session, 0) << unit::read_all(dir.file("parent"));
+  EXPECT_NE(parent, session) << "the program started while the middle process (pid " << session
+                             << ") was still its parent";
 }
 
 // A descriptor this process holds without O_CLOEXEC (a listening socket, say) is not
