@@ -462,21 +462,7 @@ void NbdkitExportServer::start() {
       return;
     }
   }
-  if (on_unix_socket()) {
-    // Seen once under a loaded parallel test run: a kept nbdkit on a Unix socket gone
-    // within 15 ms of its start with nothing in its log. A second start is cheap and
-    // the socket is ours alone; the failure is logged.
-    for (int attempt = 0;; ++attempt) {
-      try {
-        launch();
-        break;
-      } catch (const Error& e) {
-        if (attempt >= 2) throw;
-        log::warn("{}; starting it again", e.what());
-        process_.stop();
-      }
-    }
-  } else if (config_.port != 0) {
+  if (on_unix_socket() || config_.port != 0) {
     launch();
   } else {
     // Port 0: choose a free port (it may be taken between choosing and binding, so try
