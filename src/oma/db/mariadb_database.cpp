@@ -21,7 +21,21 @@
 //     is unknown, so it fails (mk::Error saying so) and the caller decides; reads are
 //     run again.
 // Deadlocks and certification failures (ER_LOCK_DEADLOCK; ER_LOCK_WAIT_TIMEOUT) are
-// RetryableError. On Galera every session waits for causality before it reads
+// RetryableError.
+//
+// A transaction Galera aborted without telling. A conflicting commit from another node
+// aborts a local transaction between two statements (a brute-force abort). Its error is
+// meant to reach the next statement, but MariaDB 10.11 with Galera 4 can lose it (seen
+// in the general log: after the abort the session ran on, the rows it had written were
+// gone, and no statement failed); the statements after it then run outside the
+// transaction. So a writing transaction proves at COMMIT that it is still the one it
+// began: before its first write it inserts a random token into a temporary table of the
+// session (transactional, never replicated), and before COMMIT it deletes that token: a
+// token that is gone means the transaction was rolled back, and it is RetryableError.
+// Transactions run with autocommit off, so that nothing a statement wrote after a silent
+// abort is committed by itself: the ROLLBACK discards it. COMMIT is sent as a plain query
+// right after the token's deletion, with no command in between that could swallow the
+// abort's error. On Galera every session waits for causality before it reads
 // (wsrep_sync_wait = 1): a read on this node sees every commit of another node that
 // came before it, as on one server.
 #include <fcntl.h>
@@ -37,6 +51,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -160,6 +175,15 @@ bool connection_gone(unsigned err) {
 
 bool read_only(const std::string& sql) { return sql.rfind("SELECT", 0) == 0; }
 
+bool session_statement(const std::string& sql) { return sql == "SET autocommit = 0" || sql == "SET autocommit = 1"; }
+
+// A statement that changes rows (the ones a transaction's token must come before).
+bool writes(const std::string& sql) {
+  for (const char* verb : {"INSERT", "UPDATE", "DELETE", "REPLACE"})
+    if (sql.rfind(verb, 0) == 0) return true;
+  return false;
+}
+
 class MariadbDatabase : public Database {
  public:
   explicit MariadbDatabase(MariadbUrl u) : url_(std::move(u)), password_(read_password(url_.password_file)) {
@@ -186,17 +210,33 @@ class MariadbDatabase : public Database {
   Result run(const std::string& sql, const std::vector<Value>& params) override;
   void begin() override {
     if (!db_) connect();
-    run("START TRANSACTION", {});
+    // Autocommit off opens the transaction (at its first statement) and keeps it off for
+    // whatever runs after a silent abort; no START TRANSACTION, which would not.
+    run("SET autocommit = 0", {});
     in_transaction_ = true;
+    token_ = 0;
   }
   void commit() override {
+    if (token_ != 0) {
+      hold_statement_ = true;  // its COM_STMT_CLOSE waits until after COMMIT
+      int64_t gone = run("DELETE FROM mk_transaction_token WHERE token = ?", {token_}).changed;
+      if (gone != 1)
+        throw RetryableError(fmt::format("{}: the transaction was rolled back by the server without an error (a "
+                                         "conflicting commit on another Galera node); nothing of it is committed",
+                                         current_));
+    }
     run("COMMIT", {});
+    held_.reset();
     in_transaction_ = false;
+    run("SET autocommit = 1", {});
   }
   void rollback() override {
     bool had = in_transaction_ && db_;
-    in_transaction_ = broken_transaction_ = false;
-    if (had) run("ROLLBACK", {});  // a lost connection took its transaction with it
+    in_transaction_ = broken_transaction_ = hold_statement_ = false;
+    held_.reset();
+    if (!had) return;  // a lost connection took its transaction with it (a new one has autocommit on)
+    run("ROLLBACK", {});
+    run("SET autocommit = 1", {});
   }
 
  private:
@@ -205,13 +245,21 @@ class MariadbDatabase : public Database {
   void connect();
   MYSQL* open_one(const MariadbHost& h, std::string& why);
   void drop() {
+    held_.reset();
     if (db_) mysql_close(db_);
     db_ = nullptr;
   }
+  // Before the first write of a transaction: the token its COMMIT checks.
+  void mark_transaction() {
+    while (token_ == 0) token_ = static_cast<int64_t>(random_() >> 1);
+    run("INSERT INTO mk_transaction_token (token) VALUES (?)", {token_});
+  }
   Result run_once(const std::string& sql, const std::vector<Value>& params, bool& prepared);
   [[noreturn]] void fail(MYSQL_STMT* st, const std::string& sql, const char* what) {
-    std::string msg = fmt::format("{}: '{}' {}: {}", current_, head(sql), what, mysql_stmt_error(st));
-    unsigned err = mysql_stmt_errno(st);
+    fail(mysql_stmt_errno(st), mysql_stmt_error(st), sql, what);
+  }
+  [[noreturn]] void fail(unsigned err, const char* error, const std::string& sql, const char* what) {
+    std::string msg = fmt::format("{}: '{}' {}: {}", current_, head(sql), what, error);
     if (err == ER_DUP_ENTRY) throw ConstraintError(msg);
     if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT)
       throw RetryableError(msg + " (a conflicting change committed first, on this or another Galera node)");
@@ -230,6 +278,10 @@ class MariadbDatabase : public Database {
   MYSQL* db_ = nullptr;  // null after the connection was lost, until the next connect()
   bool in_transaction_ = false;
   bool broken_transaction_ = false;  // the connection was lost inside the open transaction
+  int64_t token_ = 0;                // this transaction's token; 0 before its first write
+  std::mt19937_64 random_{std::random_device{}()};
+  bool hold_statement_ = false;  // keep the next statement open (in held_) instead of closing it
+  std::unique_ptr<MYSQL_STMT, decltype(&mysql_stmt_close)> held_{nullptr, mysql_stmt_close};
 };
 
 MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
@@ -287,6 +339,14 @@ MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
     mysql_close(db);
     return nullptr;
   }
+  // The session's transaction tokens (see the header comment): InnoDB, so that a
+  // rollback removes a token; temporary, so that Galera never replicates it.
+  if (mysql_query(db, "CREATE TEMPORARY TABLE IF NOT EXISTS mk_transaction_token (token BIGINT PRIMARY KEY) "
+                      "ENGINE=InnoDB") != 0) {
+    why = std::string("CREATE TEMPORARY TABLE: ") + mysql_error(db);
+    mysql_close(db);
+    return nullptr;
+  }
   return db;
 }
 
@@ -319,6 +379,7 @@ Database::Result MariadbDatabase::run(const std::string& sql, const std::vector<
                                      "back",
                                      where_));
   }
+  if (in_transaction_ && token_ == 0 && writes(sql)) mark_transaction();
   for (int attempt = 0;; ++attempt) {
     if (!db_) connect();
     bool prepared = false;
@@ -346,6 +407,13 @@ Database::Result MariadbDatabase::run(const std::string& sql, const std::vector<
   }
 }
 Database::Result MariadbDatabase::run_once(const std::string& sql, const std::vector<Value>& params, bool& prepared) {
+  if (session_statement(sql) || sql == "COMMIT" || sql == "ROLLBACK") {
+    // A plain query: one command with its answer. A session setting is lost with its
+    // connection, so it counts as never run; COMMIT and ROLLBACK may have run.
+    prepared = !session_statement(sql);
+    if (mysql_real_query(db_, sql.c_str(), sql.size()) != 0) fail(mysql_errno(db_), mysql_error(db_), sql, "failed");
+    return {};
+  }
   std::unique_ptr<MYSQL_STMT, decltype(&mysql_stmt_close)> st(mysql_stmt_init(db_), mysql_stmt_close);
   if (!st) throw Error(where_ + ": out of memory");
   if (mysql_stmt_prepare(st.get(), sql.c_str(), sql.size()) != 0) fail(st.get(), sql, "cannot be prepared");
@@ -384,6 +452,8 @@ Database::Result MariadbDatabase::run_once(const std::string& sql, const std::ve
                                                                  mysql_free_result);
   if (!meta) {
     r.changed = static_cast<int64_t>(mysql_stmt_affected_rows(st.get()));
+    if (hold_statement_) held_ = std::move(st);
+    hold_statement_ = false;
     return r;
   }
   my_bool update_max = 1;
