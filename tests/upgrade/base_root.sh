@@ -14,7 +14,7 @@ cache=${1:?usage: base_root.sh CACHE_DIR DEB...}
 shift
 (($#)) || { echo "base_root: no .deb given" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "base_root: run as root (debootstrap)" >&2; exit 1; }
-command -v debootstrap >/dev/null || { echo "base_root: debootstrap is missing: scripts/install-deps appliance" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "base_root: debootstrap is missing: scripts/install-deps upgrade" >&2; exit 1; }
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 mirror=$("$here/scripts/debian-mirror" base_root.sh)
 mkdir -p "$cache"
