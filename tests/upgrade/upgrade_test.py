@@ -10,21 +10,25 @@ cached), as an operator would:
      /var/lib/migratekit/oma), the root's /proc and /dev from the host, its network the
      host's loopback;
   2. the lab (mk-lab: vcsim, CBT shim, sshd) and the previous release's lab VMA
-     (vma-lab) pair with it through its API and replicate one VM (a full pass, every
-     disk compared by sha256 with its source);
-  3. the OMA is stopped and this tree's packages are installed over the old ones
-     (`dpkg -i`: an upgrade, the version grows with every commit); the new OMA starts on
-     the same state: the schema is migrated (the log names each migration, the database
-     records this OMA's version), the full pass is still listed as completed, the old VMA's
-     tunnel comes back, and an incremental pass (only what the guest wrote since) brings
-     the replicas level with the sources;
-  4. the VMA is upgraded to this tree's and a further incremental pass is checked;
+     (vma-lab) pair with it through its API and replicate one VM: a full pass, every
+     disk compared by sha256 with its source; then the guest writes and an incremental
+     pass begins, slowed by the VMA's read rate limit;
+  3. in the middle of that pass the OMA is stopped and this tree's packages are
+     installed over the old ones (`dpkg -i`: an upgrade, the version grows with every
+     commit); the new OMA starts on the same state: the schema is migrated (the log
+     names each migration, the database records them all), the full pass is still
+     listed as completed; the pass begun before the upgrade completes after it when the
+     OMA<->VMA protocol is the same in both trees, and otherwise ends failed with the
+     protocol mismatch that tells the operator to upgrade the VMA;
+  4. the VMA is upgraded to this tree's; the next incremental pass moves less than the
+     disks (the committed change IDs were kept) and the replicas equal their sources;
   5. an OMA refuses a database newer than it knows: this tree's OMA against a database
      stamped one version ahead, and, when the schemas differ, the previous release
      installed again (a downgrade) against the migrated database; each exits with the
      message, and the database is left as it was.
 Each step's time is printed. Processes are stopped by PID; the root's mounts live in a
-private mount namespace of this test (unshare), so they end with it.
+private mount namespace of this test (unshare), so they end with it. The work directory
+(root, OMA log) is kept when the test fails.
 
   upgrade_test.py --source-dir SRC --build-dir BUILD --previous DIR --work-dir DIR --root-cache DIR
 """
