@@ -56,7 +56,11 @@ test-appliance: build
 # The cheapest end-to-end proof of the appliance: the OMA image (fixture appliance.OmaImage,
 # cached by the hash of its inputs) and appliance.OmaPairAndReplicate (the image booted
 # under TCG, this build's vma paired with it, a lab VM replicated into it). A candidate
-# for `make test`; its cost: FIGURES.
+# for `make test`. Measured cold (2026-12-05, 2 shared cores at load 13-15, nothing cached:
+# debootstrap downloaded 87 MB of .debs from deb.debian.org): image 419 s, boot, pairing
+# and replication 105 s, 523 s wall in all (the 2026-12-04 figures above, at load 8-10
+# with a warm debootstrap cache: image 195 s); with the image cached only the test runs
+# (~105 s). Not wired into `make test`: ~9 min cold is a quarter of CI's remaining hour.
 test-appliance-oma: build
 	@scripts/install-deps appliance
 	cd $(BUILD_DIR) && ctest --output-on-failure -R '^appliance\.OmaPairAndReplicate$$'
@@ -66,7 +70,13 @@ test-appliance-oma: build
 # MK_UPGRADE_BASE=REV chooses another) and cached in $(BUILD_DIR)/upgrade/previous by its
 # hash, installed in a clean Debian root (debootstrap, cached), a pass begun, this tree's
 # packages installed over them, the pass and the next one checked, newer schemas refused.
-# Needs root and the repository's history. Kept out of `make test`: FIGURES.
+# Needs root and the repository's history. Kept out of `make test`: measured on 2 shared
+# cores (2026-12-05, load 12-16) the previous release's build without ccache (as in CI)
+# took 726 CPU-seconds (664 user + 62 sys; at least 6 min on CI's 2 idle cores), the
+# clean root 45 s and 51 MB of .debs, the test itself 45-70 s; warm (previous packages
+# and root cached, which lasts until the next schema change) the label runs in 44-80 s.
+# Cold that is ~8-10 min more for CI's hour; a cache of $(BUILD_DIR)/upgrade between CI
+# runs would make it ~1.5 min.
 test-upgrade: build
 	@scripts/install-deps upgrade
 	cd $(BUILD_DIR) && ctest --output-on-failure -L '^upgrade$$'
