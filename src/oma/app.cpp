@@ -314,6 +314,7 @@ void Oma::start() {
   }
   pc.nbd_host = config_.nbd_advertise_host;
   pc.nbd_port = export_server_->port();
+  pc.nbd_advertise_port = advertised_nbd_port();
   pc.nbd_psk_file = config_.tls_psk_file;
   pc.nbd_certificates_dir = config_.tls_certificates_dir;
   pc.nbd_client_ca = nbd_client_ca_.get();
@@ -338,7 +339,7 @@ void Oma::start() {
   jo.poll_interval = std::chrono::milliseconds(config_.poll_interval_ms);
   jo.vma_timeout = std::chrono::seconds(config_.vma_timeout_s);
   jo.nbd_host = config_.nbd_advertise_host;
-  jo.nbd_port = export_server_->port();
+  jo.nbd_port = advertised_nbd_port();
   jo.nbd_tls = nbd_client_ca_ ? protocol::NbdTls::X509 : protocol::NbdTls::Psk;
   jo.target = cloudstack_checks_.get();
   if (lease_) {
@@ -427,12 +428,16 @@ void Oma::start() {
   }
 }
 
+int Oma::advertised_nbd_port() const {
+  return config_.nbd_advertise_port > 0 ? config_.nbd_advertise_port : export_server_->port();
+}
+
 void Oma::start_node_lease() {
   NodeRecord self;
   self.node_id = config_.node.node_id;
   self.cloudstack_vm_id = config_.node.cloudstack_vm_id;
   self.nbd_host = config_.nbd_advertise_host;
-  self.nbd_port = export_server_->port();
+  self.nbd_port = advertised_nbd_port();
   self.ssh_host = config_.ssh_host;
   self.ssh_port = config_.ssh_port;
   self.tunnel_address = config_.tunnel_address;

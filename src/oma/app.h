@@ -57,6 +57,9 @@ struct OmaConfig {
   std::string nbd_listen = "0.0.0.0";
   int nbd_port = 10809;
   std::string nbd_advertise_host = "127.0.0.1";  // how the VMA reaches the export server
+  // The port VMAs are told for NBD (jobs, bundles, the node list) where NAT or a port
+  // forward changes it; 0: the port the export server listens on.
+  int nbd_advertise_port = 0;
   std::string exports_dir;                    // default DATA/exports
   std::string export_backend = "nbdkit";      // or "nbd-server"
   // nbd-server verifies no NBD client and cannot keep VMAs apart: refused without this.
@@ -159,6 +162,8 @@ class Oma {
   std::string read_vma_token() const;
   void start_event_services();  // the event stream and the scheduler
   void start_node_lease();      // with a node id: register, hold the lease
+  // The NBD port VMAs are told: --nbd-advertise-port, else the export server's.
+  int advertised_nbd_port() const;
   TakeoverActions takeover_actions();  // a node's takeover steps in CloudStack and exports
 
   OmaConfig config_;

@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
   app.add_option("--nbd-listen", c.nbd_listen, "NBD export server listen address (default 0.0.0.0)");
   app.add_option("--nbd-port", c.nbd_port, "NBD export server port (default 10809)");
   app.add_option("--nbd-advertise-host", c.nbd_advertise_host, "Host the VMA connects to for NBD (default 127.0.0.1)");
+  app.add_option("--nbd-advertise-port", c.nbd_advertise_port,
+                 "Port the VMA connects to for NBD when NAT or a port forward changes it (default: the port the "
+                 "export server listens on; not with VMAs that send NBD inside SSH, --nbd-over-ssh)")
+      ->check(CLI::Range(1, 65535));
   app.add_option("--exports-dir", c.exports_dir, "Directory of export symlinks (default DATA/exports)");
   app.add_option("--export-backend", c.export_backend, "nbdkit (default) or nbd-server (needs --tls-certificates and a fixed --nbd-port)");
   app.add_flag("--allow-unisolated-exports", c.allow_unisolated_exports,

@@ -10,7 +10,8 @@ through scripts/migration_lab.py as the migration tests drive a local OMA:
   * before the first boot the overlay gets the settings an operator gives an OMA that
     VMAs reach through NAT or port forwards (docs/install.md, "Settings before the first
     boot"): nbd-advertise-host 127.0.0.1, public-api-url and ssh-port the forwarded ones,
-    nbd-port the forwarded NBD port (forwarded to the same port in the guest);
+    nbd-advertise-port the forwarded NBD port (forwarded to the OMA's own 10809: the port
+    changes on the way, as through NAT);
   * the admin token and the certificate fingerprint come from the console's first-boot
     announcement, which names the public-api-url; the API must serve that certificate;
   * a pairing bundle made through the API, `vma pair` with it, approval through the API,
@@ -59,14 +60,14 @@ def main():
     os.makedirs(a.work_dir)
     api_port, ssh_port, nbd_port = distinct_free_ports(3)
     # What VMAs that reach this OMA through forwards need it to advertise: bundles and
-    # jobs then name 127.0.0.1 and the forwarded ports. The NBD server listens on the
-    # forwarded port itself: the OMA advertises the port it listens on.
+    # jobs then name 127.0.0.1 and the forwarded ports. The NBD server listens on its
+    # default port, 10809, which the forward reaches from another port.
     settings = (f"\n# Set before the first boot (oma_pair_replicate_test.py): VMAs reach this OMA through\n"
                 f"# qemu's user-mode forwards on the host's 127.0.0.1.\n"
                 f'nbd-advertise-host = "127.0.0.1"\npublic-api-url = "https://127.0.0.1:{api_port}"\n'
-                f"ssh-port = {ssh_port}\nnbd-port = {nbd_port}\n")
+                f"ssh-port = {ssh_port}\nnbd-advertise-port = {nbd_port}\n")
     nic = (f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{api_port}-:8082,"
-           f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{nbd_port}-:{nbd_port}")
+           f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{nbd_port}-:10809")
 
     lab = None
 

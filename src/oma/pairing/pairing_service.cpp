@@ -137,7 +137,7 @@ nlohmann::json PairingService::issue_bundle(std::optional<std::chrono::seconds> 
   b.ssh_port = config_.ssh_port;
   b.ssh_user = config_.ssh_user;
   b.nbd_host = config_.nbd_host;
-  b.nbd_port = config_.nbd_port;
+  b.nbd_port = config_.nbd_advertise_port > 0 ? config_.nbd_advertise_port : config_.nbd_port;
   b.nodes = service_nodes();
   nlohmann::json bundle = protocol::encode(b);  // checked before the code is stored
   vmas_.insert_pairing_code(

@@ -67,7 +67,8 @@ struct PairingConfig {
   int tunnel_port_base = 9081;
   std::string tunnel_session_helper;  // its Unix socket (tunnel_session_helper.h); "": end sessions directly
   std::string nbd_host;
-  int nbd_port = 10809;
+  int nbd_port = 10809;              // the export server's (authorized_keys' permitopen)
+  int nbd_advertise_port = 0;        // what bundles name (NAT, port forwards); 0: nbd_port
   std::string nbd_psk_file;          // "identity:hexkey"; empty: X.509 (below)
   std::string nbd_certificates_dir;  // X.509 instead: the bundle carries its ca-cert.pem
   // X.509: the OMA's client CA (not owned; null with PSK) and how to make the NBD server
