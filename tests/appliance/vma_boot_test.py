@@ -37,6 +37,15 @@ def check_ova(path, work_dir):
         files = [f.get(OVF_NS + "href") for f in root.iter(OVF_NS + "File")]
         if len(files) != 1 or files[0] not in names:
             sys.exit(f"FAIL: {path}: the descriptor names {files}, the archive holds {names}")
+        # The first boot's pairing as vApp options, with a transport that gives them to the
+        # guest (what vma-seed reads).
+        keys = {p.get(OVF_NS + "key") for p in root.iter(OVF_NS + "Property")}
+        wanted = {"migratekit.pairing-bundle", "migratekit.vcenter", "migratekit.vcenter-user"}
+        if not wanted <= keys:
+            sys.exit(f"FAIL: {path}: the descriptor's vApp properties are {sorted(keys)}, expected {sorted(wanted)}")
+        hardware = next(root.iter(OVF_NS + "VirtualHardwareSection"))
+        if "iso" not in (hardware.get(OVF_NS + "transport") or "").split():
+            sys.exit(f"FAIL: {path}: no OVF environment transport (ovf:transport) for the vApp properties")
         manifest = [m for m in names if m.endswith(".mf")]
         if len(manifest) != 1:
             sys.exit(f"FAIL: {path}: expected one manifest, found {manifest}")
@@ -55,7 +64,7 @@ def check_ova(path, work_dir):
     os.unlink(disk)
     if "streamOptimized" not in info:
         sys.exit(f"FAIL: {path}: the disk is not a streamOptimized VMDK:\n{info}")
-    print(f"OVA: {names} (descriptor first, digests match, streamOptimized)")
+    print(f"OVA: {names} (descriptor first, digests match, streamOptimized, vApp pairing options)")
 
 
 def main():
