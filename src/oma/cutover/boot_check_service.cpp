@@ -149,7 +149,7 @@ VmStatus BootCheckService::run(const JobRecord& job, const VmRecord& vm, const s
     record.details = details.dump();
     record.finished_at = now_ms();
     results_.put(record);
-    return JobFailed(fmt::format("boot check of VM {} ({}): the guest did not boot: {}", vm.name, vm.vm_id, reason),
+    return JobFailed(fmt::format("boot check of VM {} ({}): not booted: {}", vm.name, vm.vm_id, reason),
                      VmStatus::Replicated);
   };
   auto interrupted = [&](const std::string& where) {
