@@ -93,6 +93,7 @@ struct BootCheckApi : ::testing::Test {
   mk::test::TempDir dir{"mk-oma-bootcheck"};
   std::unique_ptr<test::FakeVma> vma;
   FakeGuestTools tools;
+  OmaConfig config;
   std::unique_ptr<Oma> oma;
   std::unique_ptr<test::ApiClient> api;
   const std::string vm = test::test_vm_uuid(0xb0);
@@ -101,9 +102,9 @@ struct BootCheckApi : ::testing::Test {
     std::filesystem::create_directories(dir.file("data"));  // the OMA's own NBD key: the fake writes what it reports
     vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("data/nbd-psk.keys"), "oma"));
     vma->set_auto_complete(true);
-    OmaConfig c = test::test_config(dir.file("data"), vma->url());
-    tools.install(c);
-    oma = std::make_unique<Oma>(c);
+    config = test::test_config(dir.file("data"), vma->url());
+    tools.install(config);
+    oma = std::make_unique<Oma>(config);
     oma->start();
     api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
     ASSERT_EQ(api->post("/api/v1/vms", test::vm_body(vm, 1, MiB).dump()).status, 201);
@@ -218,6 +219,40 @@ TEST_F(BootCheckApi, OmaStopMidCheckCancelsItAndFailsItsJob) {
   EXPECT_NE(j.error.value_or("").find("the OMA is stopping"), std::string::npos) << j.error.value_or("");
   EXPECT_EQ(oma->repos().vms.get_vm(vm).status, VmStatus::Replicated);
   EXPECT_FALSE(oma->repos().boot_checks.find(vm));
+}
+
+// An OMA killed during a check (its job still active, overlays left in DATA/boot-checks):
+// the next start fails the job saying so, the VM is replicated again, the overlays go.
+TEST_F(BootCheckApi, AnOmaRestartedDuringACheckFailsItAndTheVmIsReplicatedAgain) {
+  ASSERT_EQ(pass("full")["status"], "completed");
+  api.reset();
+  oma->stop();
+  JobRecord job;
+  job.job_id = "5b0c7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e";
+  job.vm_id = vm;
+  job.kind = JobKind::BootCheck;
+  job.status = JobStatus::Running;
+  job.phase = "converting overlays of the replicas, then booting them";
+  job.created_at = now_ms();
+  oma->repos().jobs.create_job(job, {});
+  oma->repos().vms.set_vm_status(vm, VmStatus::BootChecking);
+  const std::string left = dir.file("data/boot-checks/mk-guest-bootcheck-AbC123");
+  std::filesystem::create_directories(left);
+  mk::test::create_sparse_file(left + "/disk0.qcow2", MiB);
+  oma.reset();
+  oma = std::make_unique<Oma>(config);
+  oma->start();
+  JobRecord after = oma->repos().jobs.get_job(job.job_id);
+  for (int i = 0; i < 500 && !is_terminal(after.status); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    after = oma->repos().jobs.get_job(job.job_id);
+  }
+  EXPECT_EQ(after.status, JobStatus::Failed);
+  EXPECT_NE(after.error.value_or("").find("the OMA restarted during this boot check"), std::string::npos)
+      << after.error.value_or("");
+  EXPECT_EQ(oma->repos().vms.get_vm(vm).status, VmStatus::Replicated);
+  EXPECT_FALSE(std::filesystem::exists(left));
+  EXPECT_FALSE(tools.started);
 }
 
 TEST_F(BootCheckApi, RunsAfterEachIncrementalPassOnlyWhenTheSettingIsOn) {

@@ -112,12 +112,12 @@ std::string BootCheckService::start(const std::string& vm_id, const std::string&
   if (vm.status == VmStatus::CutOver) {
     throw Conflict(fmt::format("VM {} ({}) has been cut over: a boot check is a proof before cutover", vm_id, vm.name));
   }
-  std::vector<guest::DiskImage> images = replica_images(vm);
   if (vm.current_job_id) {
     throw Conflict(fmt::format("VM {} ({}) has an active job {} (status {}): a boot check reads the replicas, which "
                                "must not change under it; wait for that job, then start the boot check",
                                vm_id, vm.name, *vm.current_job_id, enum_name(vm.status)));
   }
+  std::vector<guest::DiskImage> images = replica_images(vm);
   if (vm.status != VmStatus::Replicated) {
     throw Conflict(fmt::format("VM {} ({}) is {}: its replicas may be half-way through a pass; run an incremental "
                                "pass that completes, then the boot check",
