@@ -105,7 +105,12 @@ BootCheckResult boot_check(const std::vector<DiskImage>& disks, const BootCheckO
     vm.stop();
     result.console_tail = tail_of(vm.console(), 4096);
   }
-  result.evidence = read_boot_evidence(images, boot_started, std::chrono::seconds(600));
+  result.evidence = read_boot_evidence(images, boot_started, std::chrono::seconds(600), options.cancel);
+  if (cancelled(options)) {
+    result.cancelled = true;
+    result.reason = "the boot check was cancelled while reading the guest's journal";
+    return result;
+  }
   result.booted = result.evidence.journal_written && result.evidence.target_reached;
   if (result.booted) {
     result.reason = result.evidence.detail;
