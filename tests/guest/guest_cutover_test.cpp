@@ -153,6 +153,12 @@ TEST_F(GuestCutover, BootCheckThroughTheApiBootsTheLabGuestAndNeverChangesTheRep
   EXPECT_GT(png.size(), 1000u);
   EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   EXPECT_GT(check["conversion_seconds"].get<double>(), 0);
+  {  // for people: what the GUI shows (build/test-artifacts/guest/)
+    std::error_code ec;
+    std::filesystem::create_directories(MK_GUEST_ARTIFACTS, ec);
+    std::filesystem::copy_file(picture, std::string(MK_GUEST_ARTIFACTS) + "/boot-check-console.png",
+                               std::filesystem::copy_options::overwrite_existing, ec);
+  }
 
   EXPECT_EQ(mk::test::sha256_file(replica), before) << "the boot check changed the replica";
   EXPECT_EQ(vm_status(), "replicated");
