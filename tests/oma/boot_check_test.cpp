@@ -15,6 +15,7 @@
 #include "fake_vma.h"
 #include "oma_service.h"
 #include "support/files.h"
+#include "support/migratekit_runner.h"
 
 namespace mk::oma {
 namespace {
@@ -253,6 +254,32 @@ TEST_F(BootCheckApi, AnOmaRestartedDuringACheckFailsItAndTheVmIsReplicatedAgain)
   EXPECT_EQ(oma->repos().vms.get_vm(vm).status, VmStatus::Replicated);
   EXPECT_FALSE(std::filesystem::exists(left));
   EXPECT_FALSE(tools.started);
+}
+
+// `migratekit boot-check VM`: refused with the API's message, then run, waited for and
+// printed, the screenshot written where asked.
+TEST_F(BootCheckApi, CliRunsACheckWaitsAndPrintsTheResult) {
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--api", "http://127.0.0.1:" + std::to_string(oma->api_port()), "--token-file",
+                             dir.file("data/admin.token"), "--interval-ms", "50"});
+    return mk::test::run_migratekit(args);
+  };
+  auto early = cli({"boot-check", vm});
+  EXPECT_EQ(early.exit_code, 2) << early.out;  // the API's 409, one line
+  EXPECT_NE(early.err.find("run a full replication first"), std::string::npos) << early.err;
+  ASSERT_EQ(pass("full")["status"], "completed");
+  const std::string picture = dir.file("screen.png");
+  auto run = cli({"boot-check", vm, "--screenshot", picture});
+  EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("booted:      yes"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("conversion:  87 s"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("mk-lab-guest login:"), std::string::npos) << run.out;
+  EXPECT_EQ(mk::test::read_file(picture), tools.result.screenshot);
+  tools.result.booted = false;
+  tools.result.reason = "the guest did not boot: 0 journal entries since the boot started";
+  auto failed = cli({"boot-check", vm});
+  EXPECT_EQ(failed.exit_code, 1) << failed.out;
+  EXPECT_NE(failed.out.find("booted:      NO"), std::string::npos) << failed.out;
 }
 
 TEST_F(BootCheckApi, RunsAfterEachIncrementalPassOnlyWhenTheSettingIsOn) {
