@@ -1,7 +1,7 @@
 // Operator commands over the OMA's REST API: `migratekit vms`, `migratekit replicate
 // VM`, `migratekit jobs [list|show|watch|cancel]`, `migratekit cutover VM`,
-// `migratekit test-failover VM [--cleanup]`, `migratekit nodes [drain|activate NODE]`,
-// `migratekit move VM NODE` (several OMA nodes). They hold no state of their own:
+// `migratekit test-failover VM [--cleanup]`, `migratekit boot-check VM`, `migratekit nodes
+// [drain|activate NODE]`, `migratekit move VM NODE` (several OMA nodes). They hold no state of their own:
 // every answer comes from the API, so the CLI, the GUI and scripts agree.
 //
 // The API token is read from a file (--token-file, $MIGRATEKIT_TOKEN_FILE, default
@@ -34,8 +34,8 @@ using nlohmann::json;
 
 struct OmaArgs {
   std::string api, token_file, fingerprint, ca_file;
-  std::string vm, job, status, node;
-  bool incremental = false, watch = false, json_out = false, cleanup = false;
+  std::string vm, job, status, node, screenshot;
+  bool incremental = false, watch = false, json_out = false, cleanup = false, no_wait = false;
   int interval_ms = 1000;
   int shutdown_timeout_s = 300;
 };
@@ -217,6 +217,71 @@ int run_test_failover(const OmaArgs& a) {
   return a.watch ? watch_steps(api, a, id) : 0;
 }
 
+// Standard base64 (the API's screenshot_base64); throws UsageError on anything else.
+std::string from_base64(const std::string& in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    int v = value(c);
+    if (v < 0) throw Error("the OMA sent a screenshot that is not base64");
+    bits = (bits << 6) | static_cast<uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out += static_cast<char>((bits >> count) & 0xff);
+    }
+  }
+  return out;
+}
+
+// A boot check: its steps as they run, then the result (exit 0 only when the guest booted).
+int run_boot_check(const OmaArgs& a) {
+  Api api(a);
+  json j = api.call("POST", "/api/v1/vms/" + a.vm + "/boot-check");
+  std::string id = j["job_id"];
+  std::printf("%s\n", id.c_str());
+  std::fflush(stdout);
+  if (a.no_wait) return 0;
+  const int steps = watch_steps(api, a, id);
+  json r = api.call("GET", "/api/v1/vms/" + a.vm + "/boot-check");
+  if (r.value("job_id", "") != id) {
+    std::fprintf(stderr, "migratekit: boot check %s stored no result (see GET /api/v1/jobs/%s)\n", id.c_str(),
+                 id.c_str());
+    return 1;
+  }
+  if (!a.screenshot.empty() && r["screenshot_base64"].is_string()) {
+    std::ofstream out(a.screenshot, std::ios::binary | std::ios::trunc);
+    out << from_base64(r["screenshot_base64"].get<std::string>());
+    if (!out) throw Error(fmt::format("cannot write the screenshot to {}", a.screenshot));
+  }
+  if (a.json_out) {
+    std::printf("%s\n", r.dump(2).c_str());
+    return r.value("booted", false) ? 0 : 1;
+  }
+  const bool booted = r.value("booted", false);
+  std::printf("booted:      %s\n", booted ? "yes" : "NO");
+  std::printf("evidence:    %s\n", r.value("reason", "").c_str());
+  std::printf("guest:       %s\n", r.value("os", "").c_str());
+  std::printf("conversion:  %.0f s\nboot:        %.0f s (%s)\n", r.value("conversion_seconds", 0.0),
+              r.value("boot_seconds", 0.0), r.value("accel", "").c_str());
+  if (!a.screenshot.empty()) {
+    std::printf("screenshot:  %s\n", r["screenshot_base64"].is_string() ? a.screenshot.c_str() : "(none taken)");
+  }
+  std::printf("serial console (last 4 KiB):\n%s\n", r.value("console_tail", "").c_str());
+  std::fflush(stdout);
+  return booted && steps == 0 ? 0 : 1;
+}
+
 int run_jobs(const OmaArgs& a, const std::string& action) {
   Api api(a);
   if (action == "list") {
@@ -346,6 +411,16 @@ Runner add_oma_commands(CLI::App& app) {
   tf->add_flag("--watch", a->watch, "Show each step until the job ends (exit 1 unless it completes)");
   tf->add_option("--interval-ms", a->interval_ms, "Refresh interval for --watch (default 1000)")->check(CLI::Range(50, 60000));
 
+  CLI::App* bc = app.add_subcommand("boot-check", "Prove a replicated VM boots on KVM before its cutover: overlays of "
+                                                   "its replicas converted and booted in a throwaway VM (the "
+                                                   "replicas are never written); waits and prints the result");
+  common_options(bc, *a);
+  bc->add_option("VM", a->vm, "VM UUID")->required();
+  bc->add_flag("--no-wait", a->no_wait, "Print the job's id and return at once");
+  bc->add_option("--screenshot", a->screenshot, "Write the picture of the VGA console to this file (PNG)");
+  bc->add_flag("--json", a->json_out, "Print the API's JSON of the result (with the screenshot in base64)");
+  bc->add_option("--interval-ms", a->interval_ms, "Refresh interval (default 1000)")->check(CLI::Range(50, 60000));
+
   // A node id goes into a URL path: nothing there but what a node id may hold.
   CLI::Validator node_id(
       [](std::string& v) -> std::string {
@@ -368,7 +443,7 @@ Runner add_oma_commands(CLI::App& app) {
   move->add_option("VM", a->vm, "VM UUID")->required();
   move->add_option("NODE", a->node, "Node id")->required()->check(node_id);
 
-  return [a, vms, rep, jobs, cut, tf, nodes, move]() -> int {
+  return [a, vms, rep, jobs, cut, tf, bc, nodes, move]() -> int {
     if (nodes->parsed()) {
       for (const char* name : {"drain", "activate"})
         if (nodes->got_subcommand(name)) return run_nodes(*a, name);
@@ -379,6 +454,7 @@ Runner add_oma_commands(CLI::App& app) {
     if (rep->parsed()) return run_replicate(*a);
     if (cut->parsed()) return run_cutover(*a);
     if (tf->parsed()) return run_test_failover(*a);
+    if (bc->parsed()) return run_boot_check(*a);
     if (jobs->parsed()) {
       for (const char* name : {"list", "show", "watch", "cancel"})
         if (jobs->got_subcommand(name)) return run_jobs(*a, name);

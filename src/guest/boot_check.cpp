@@ -1,6 +1,8 @@
 #include "guest/boot_check.h"
 
 #include <ctime>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -38,13 +40,20 @@ double since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+bool cancelled(const BootCheckOptions& options) { return options.cancel && options.cancel->load(); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
 
 BootCheckResult boot_check(const std::vector<DiskImage>& disks, const BootCheckOptions& options) {
   BootCheckResult result;
   const Accel accel = detect_accel();
   result.accel = accel_name(accel);
-  ScratchDir dir("bootcheck");
+  ScratchDir dir("bootcheck", options.scratch_parent);
   std::vector<Overlay> overlays = make_overlays(disks, dir.path());
   const std::vector<DiskImage> images = images_of(overlays);
   if (options.convert) {
@@ -53,8 +62,14 @@ BootCheckResult boot_check(const std::vector<DiskImage>& disks, const BootCheckO
     conv.firmware = options.firmware;
     conv.timeout = options.conversion_timeout;
     conv.cancel = options.cancel;
+    conv.log_path = options.conversion_log;
     const ConversionResult c = convert_images(images, conv);
     result.conversion_seconds = c.seconds;
+    if (cancelled(options)) {
+      result.cancelled = true;
+      result.reason = "the boot check was cancelled during the conversion";
+      return result;
+    }
     if (!c.ok) {
       result.reason = c.error;
       return result;
@@ -68,17 +83,34 @@ BootCheckResult boot_check(const std::vector<DiskImage>& disks, const BootCheckO
   {
     ThrowawayVm vm(images, options.boot_disk, options.firmware, dir.path(), accel);
     while (since(start) < options.limit.count() && vm.running() && sign == ConsoleSign::none) {
-      if (options.cancel && options.cancel->load()) break;
+      if (cancelled(options)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       sign = read_console(vm.console());
     }
     result.seconds = since(start);
+    if (cancelled(options)) {
+      vm.stop();
+      result.cancelled = true;
+      result.reason = "the boot check was cancelled during the boot";
+      result.console_tail = tail_of(vm.console(), 4096);
+      return result;
+    }
     result.timed_out = sign == ConsoleSign::none && vm.running();
+    // The screen as the guest left it (a login prompt, a panic, an emergency shell),
+    // before SysRq messages and the remount reach the console.
+    const std::string picture = dir.path() + "/screen";
+    result.screenshot_format = vm.screendump(picture, result.screenshot_error);
+    if (!result.screenshot_format.empty()) result.screenshot = read_file(picture);
     vm.sync_disks(std::chrono::seconds(15));
     vm.stop();
     result.console_tail = tail_of(vm.console(), 4096);
   }
-  result.evidence = read_boot_evidence(images, boot_started, std::chrono::seconds(600));
+  result.evidence = read_boot_evidence(images, boot_started, std::chrono::seconds(600), options.cancel);
+  if (cancelled(options)) {
+    result.cancelled = true;
+    result.reason = "the boot check was cancelled while reading the guest's journal";
+    return result;
+  }
   result.booted = result.evidence.journal_written && result.evidence.target_reached;
   if (result.booted) {
     result.reason = result.evidence.detail;
@@ -99,7 +131,11 @@ nlohmann::json to_json(const BootCheckResult& r) {
           {"accel", r.accel},
           {"seconds", r.seconds},
           {"conversion_seconds", r.conversion_seconds},
+          {"cancelled", r.cancelled},
           {"console_tail", r.console_tail},
+          {"screenshot_format", r.screenshot_format},
+          {"screenshot_bytes", r.screenshot.size()},
+          {"screenshot_error", r.screenshot_error},
           {"evidence", {{"journal_written", r.evidence.journal_written},
                         {"target_reached", r.evidence.target_reached},
                         {"target", r.evidence.target},

@@ -34,7 +34,7 @@ BootEvidence judge_journal(const std::string& lines) {
 }
 
 BootEvidence read_boot_evidence(const std::vector<DiskImage>& disks, long long boot_started,
-                                std::chrono::seconds timeout) {
+                                std::chrono::seconds timeout, const std::atomic<bool>* cancel) {
   std::vector<std::string> argv{"guestfish", "--ro", "-i"};
   for (const DiskImage& d : disks) {
     argv.insert(argv.end(), {"--format=" + d.format, "-a", d.path});
@@ -49,6 +49,7 @@ BootEvidence read_boot_evidence(const std::vector<DiskImage>& disks, long long b
   ToolOptions tool;
   tool.env = libguestfs_env(detect_accel());
   tool.timeout = timeout;
+  tool.cancel = cancel;
   const ToolResult r = run_tool(argv, tool);
   if (r.status != 0) {
     BootEvidence e;

@@ -8,6 +8,7 @@
 // Free functions; thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -24,8 +25,9 @@ struct BootEvidence {
 };
 
 // Reads the journal of the guest on `disks` for entries since `boot_started` (Unix seconds).
+// A raised `cancel` stops the read at once (the evidence then says it could not be read).
 BootEvidence read_boot_evidence(const std::vector<DiskImage>& disks, long long boot_started,
-                                std::chrono::seconds timeout);
+                                std::chrono::seconds timeout, const std::atomic<bool>* cancel = nullptr);
 
 // Decides from journalctl's short output (exposed for tests).
 BootEvidence judge_journal(const std::string& journal_lines);

@@ -3,6 +3,7 @@
 //   mk-guest convert DISK...                      convert in place (overlays, commit on success)
 //   mk-guest boot-check [--no-convert] DISK...    convert overlays and boot them; disks unchanged
 // Exit status: 0 done (and booted, for boot-check), 1 failed / not booted, 2 usage.
+#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -47,6 +48,8 @@ int main(int argc, char** argv) {
   check->add_option("--boot-disk", boot_disk, "index of the disk to boot from");
   check->add_option("--limit", limit, "boot time limit, seconds");
   check->add_flag("--no-convert", no_convert, "boot the disks as they are");
+  std::string screenshot;
+  check->add_option("--screenshot", screenshot, "write the VGA console's picture here (PNG, or PPM from an old qemu)");
   CLI11_PARSE(app, argc, argv);
   try {
     const auto disk_images = images(disks, format);
@@ -73,6 +76,9 @@ int main(int argc, char** argv) {
       options.conversion_timeout = std::chrono::seconds(timeout);
       const auto r = mk::guest::boot_check(disk_images, options);
       ok = r.booted;
+      if (!screenshot.empty() && !r.screenshot.empty()) {
+        std::ofstream(screenshot, std::ios::binary) << r.screenshot;
+      }
       out = mk::guest::to_json(r);
     }
     std::cout << out.dump(2) << "\n";

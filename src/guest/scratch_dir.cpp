@@ -10,9 +10,10 @@
 
 namespace mk::guest {
 
-ScratchDir::ScratchDir(const std::string& purpose) {
+ScratchDir::ScratchDir(const std::string& purpose, const std::string& parent) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp && *tmp ? tmp : "/var/tmp") + "/mk-guest-" + purpose + "-XXXXXX";
+  const std::string base = !parent.empty() ? parent : std::string(tmp && *tmp ? tmp : "/var/tmp");
+  std::string pattern = base + "/mk-guest-" + purpose + "-XXXXXX";
   if (!::mkdtemp(pattern.data())) {
     throw Error("cannot create a scratch directory " + pattern + ": " + std::strerror(errno) +
                 " (check TMPDIR and its free space)");

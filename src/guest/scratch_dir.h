@@ -1,7 +1,7 @@
 // A private working directory for one guest operation (overlays, domain XML, serial
 // console, logs), removed with everything in it when the ScratchDir is destroyed.
-// Created under $TMPDIR (default /var/tmp: overlays of converted guests can be hundreds of
-// MiB, too large for a tmpfs /tmp). Not thread-safe; one owner.
+// Created under `parent` when given, else $TMPDIR (default /var/tmp: overlays of converted
+// guests can be hundreds of MiB, too large for a tmpfs /tmp). Not thread-safe; one owner.
 #pragma once
 
 #include <string>
@@ -10,7 +10,7 @@ namespace mk::guest {
 
 class ScratchDir {
  public:
-  explicit ScratchDir(const std::string& purpose);  // throws mk::Error
+  explicit ScratchDir(const std::string& purpose, const std::string& parent = "");  // throws mk::Error
   ~ScratchDir();
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;

@@ -4,8 +4,10 @@
 // The serial console goes to a file; an HMP monitor on a Unix socket in the caller's
 // directory lets sync_disks() ask the guest kernel to write its caches out (SysRq s and u:
 // sync, remount read-only) before the VM is stopped, so what the guest wrote during boot
-// (its journal) is on the overlay for read-back. The qemu is stopped by PID in stop() and
-// in the destructor, whatever happened. Not thread-safe; one owner.
+// (its journal) is on the overlay for read-back. A QMP socket next to it gives
+// screendump() a picture of the VGA console (what an operator would see in CloudStack's
+// console). The qemu is stopped by PID in stop() and in the destructor, whatever
+// happened. Not thread-safe; one owner.
 #pragma once
 
 #include <chrono>
@@ -37,6 +39,12 @@ class ThrowawayVm {
   // SysRq sync + remount read-only, then waits (at most `wait`) until the kernel reports
   // the remount done. Returns false when the monitor did not answer (qemu gone).
   bool sync_disks(std::chrono::seconds wait);
+  // Writes a picture of the VGA console to `path` with QMP `screendump`: PNG when this
+  // qemu can (7.1 and later, built with libpng, as Debian's is), else PPM. Returns the
+  // format written ("png" or "ppm"), or "" with `error` saying why when qemu did not
+  // write one (gone, or no answer within `wait`).
+  std::string screendump(const std::string& path, std::string& error,
+                         std::chrono::seconds wait = std::chrono::seconds(10));
   void stop();
 
  private:
@@ -44,6 +52,7 @@ class ThrowawayVm {
   Subprocess qemu_;
   std::string console_path_;
   std::string monitor_path_;
+  std::string qmp_path_;
 };
 
 }  // namespace mk::guest

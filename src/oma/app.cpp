@@ -361,7 +361,18 @@ void Oma::start() {
       return {m.handed_off, m.message};
     };
   }
+  // The automatic boot check after an incremental pass (boot_checks_ exists before any
+  // job runs: it is built right below, before recover()).
+  jo.pass_completed = [this](const JobRecord& job) {
+    if (boot_checks_) boot_checks_->after_pass(job);
+  };
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
+  BootCheckConfig boot_check = config_.boot_check;
+  if (boot_check.scratch_dir.empty()) boot_check.scratch_dir = config_.data_dir + "/boot-checks";
+  if (boot_check.log_dir.empty()) boot_check.log_dir = config_.data_dir + "/logs";
+  boot_check.conversion_at_cutover = config_.cutover.convert_guests;
+  boot_checks_ = std::make_unique<BootCheckService>(repos_->vms, repos_->jobs, repos_->storage, repos_->boot_checks,
+                                                    repos_->config, *jobs_, boot_check);
   CutoverConfig cutover_config = config_.cutover;
   if (lease_) {
     // A VM cut over holds no slot any more: its placement goes, queued VMs are placed,
@@ -402,7 +413,7 @@ void Oma::start() {
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
       {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_,
-       config_.node.node_id}));
+       config_.node.node_id, boot_checks_.get()}));
   if (config_.gui_port >= 0) {
     gui::GuiConfig gc;
     gc.listen_address = config_.gui_listen;
@@ -576,6 +587,9 @@ void Oma::stop() {
   if (api_) api_->stop();
   if (failover_) failover_->stop();
   if (vma_sync_) vma_sync_->stop();
+  // Running boot checks stop their tools and qemu and remove their overlays now; the
+  // JobManager's shutdown below waits for their threads.
+  if (boot_checks_) boot_checks_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();
   // Last: the node held its lease while it could still touch volumes.

@@ -19,6 +19,7 @@
 #include "common/file_lock.h"
 #include "oma/api/api_server.h"
 #include "oma/crypto.h"
+#include "oma/cutover/boot_check_service.h"
 #include "oma/cutover/cloudstack_target.h"
 #include "oma/cutover/cutover_service.h"
 #include "oma/db/database.h"
@@ -75,6 +76,10 @@ struct OmaConfig {
   CloudStackOptions cloudstack;               // by-id directory, device wait, client timing
   int volume_slot_poll_ms = 5000;             // how often a pass waiting for data-volume slots looks again
   CutoverConfig cutover;
+  // Boot checks (POST /api/v1/vms/{id}/boot-check): the boot limit and timeouts; the
+  // overlays go to DATA/boot-checks and virt-v2v's logs to DATA/logs unless set.
+  // conversion_at_cutover follows cutover.convert_guests.
+  BootCheckConfig boot_check;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
   // VMs without a paired VMA use vma_url (the default VMA).
   std::string public_api_url;                 // default http(s)://<nbd_advertise_host>:<api port>
@@ -146,6 +151,7 @@ class Oma {
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
   CutoverService& cutover() { return *cutover_; }
+  BootCheckService& boot_checks() { return *boot_checks_; }
   PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
   NodeLease* node_lease() { return lease_.get(); }  // null: single node
@@ -191,6 +197,7 @@ class Oma {
   std::unique_ptr<CloudStackTarget> cloudstack_;
   std::unique_ptr<CloudStackChecks> cloudstack_checks_;  // with the "cloudstack" backend only
   std::unique_ptr<CutoverService> cutover_;
+  std::unique_ptr<BootCheckService> boot_checks_;
   std::unique_ptr<api::ApiServer> api_;
   std::unique_ptr<gui::EventHub> events_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -81,6 +81,11 @@ int main(int argc, char** argv) {
   int conversion_timeout_s = 1800;
   app.add_option("--conversion-timeout", conversion_timeout_s, "Seconds a guest conversion may take (default 1800)")
       ->check(CLI::Range(60, 86400));
+  int boot_check_limit_s = 300;
+  app.add_option("--boot-check-limit", boot_check_limit_s,
+                 "Seconds a boot check's guest may take to boot, after its conversion (default 300; software "
+                 "emulation where KVM cannot run guests is several times slower than KVM)")
+      ->check(CLI::Range(10, 7200));
   int device_timeout_s = 120;
   app.add_option("--device-timeout", device_timeout_s,
                  "Seconds to wait for an attached volume's device to appear (default 120)")
@@ -206,6 +211,8 @@ int main(int argc, char** argv) {
   if (verbose) mk::log::set_level(mk::log::Level::Debug);
   c.cloudstack.device_timeout = std::chrono::seconds(device_timeout_s);
   c.cutover.conversion_timeout = std::chrono::seconds(conversion_timeout_s);
+  c.boot_check.conversion_timeout = std::chrono::seconds(conversion_timeout_s);
+  c.boot_check.limit = std::chrono::seconds(boot_check_limit_s);
   if (c.cutover.convert_guests) c.cutover.conversion_log_dir = c.data_dir + "/logs";
   if (reset_admin_token) {
     return run_once([&] {

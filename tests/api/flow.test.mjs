@@ -1,7 +1,7 @@
 // Contract test of the whole API flow: against web-lab (the real oma binary and a VMA
 // copying real data), a client calls every kind of operation the OMA offers — tokens,
 // discovery, adding a VM, full and incremental passes, progress, schedules, exports,
-// volumes, settings, network mappings, VMAs, cutover, and the errors on the way (401,
+// volumes, settings, network mappings, VMAs, boot checks, cutover, and the errors on the way (401,
 // 403, 404, 400, 409, 406) — and every request and response is checked against the
 // OMA's own OpenAPI document (contract.mjs). One mismatch fails the test; so does an
 // operation of the document that the flow never called.
@@ -116,6 +116,15 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.get(`/api/v1/vms/${unknown}/preflight`)).status, 404);
     assert.equal((await api.get("/api/v1/vms/not-a-uuid")).status, 400);
 
+    // Boot checks (issue 12): none before a replica exists; one that runs is tests/guest's.
+    const noReplica = await api.post(`/api/v1/vms/${vm}/boot-check`);
+    assert.equal(noReplica.status, 409, JSON.stringify(noReplica.body));
+    assert.match(noReplica.body.error, /has no replica of disk .* run a full replication first/);
+    assert.equal((await api.get(`/api/v1/vms/${vm}/boot-check`)).status, 404);
+    assert.equal((await api.post(`/api/v1/vms/${unknown}/boot-check`)).status, 404);
+    assert.equal((await api.get(`/api/v1/vms/${unknown}/boot-check`)).status, 404);
+    assert.equal((await api.get(`/api/v1/vms/${vm}`)).body.boot_check, null);
+
     // A full pass, watched, then an incremental one; a cancel after the end is refused.
     const full = await api.post("/api/v1/jobs", { vm_id: vm, kind: "full" });
     assert.equal(full.status, 201);
@@ -146,6 +155,8 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.put("/api/v1/settings/vcenter.host", { value: "vcenter.example.local" })).status, 200);
     assert.equal((await api.put("/api/v1/settings/vcenter.password", { value: "s3cret" })).status, 200);
     assert.equal((await api.put("/api/v1/settings/nope", { value: "x" })).status, 400);
+    assert.equal((await api.put("/api/v1/settings/boot_check.after_incremental", { value: "false" })).status, 200);
+    assert.equal((await api.put("/api/v1/settings/boot_check.after_incremental", { value: "maybe" })).status, 400);
     assert.equal((await api.get("/api/v1/settings")).status, 200);
     assert.equal((await api.get("/api/v1/settings/cloudstack")).status, 200);
     assert.equal((await api.post("/api/v1/settings/cloudstack/validate", {})).status, 200);

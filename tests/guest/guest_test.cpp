@@ -57,6 +57,9 @@ std::size_t files_in(const std::string& dir) {
 class GuestTest : public ::testing::Test {
  protected:
   void SetUp() override { ::setenv("TMPDIR", scratch_.path().c_str(), 1); }
+  // The next test's directories are made under $TMPDIR before its SetUp: not under this
+  // test's scratch directory, which is gone by then (several tests in one process).
+  void TearDown() override { ::unsetenv("TMPDIR"); }
   mk::test::TempDir scratch_{"mk-guest-scratch"};
   mk::test::TempDir work_{"mk-guest-work"};
 };
@@ -95,7 +98,42 @@ TEST_F(GuestTest, VmwareLikeGuestDoesNotBootOnVirtioUnconverted) {
   EXPECT_FALSE(r.evidence.target_reached);
   // Its initramfs has no virtio driver: it cannot find its root filesystem.
   EXPECT_NE(r.console_tail.find("does not exist"), std::string::npos) << r.console_tail;
+  // A picture of the VGA console, whatever the guest did (QMP screendump; PNG from this qemu).
+  EXPECT_EQ(r.screenshot_format, "png") << r.screenshot_error;
+  EXPECT_EQ(r.screenshot.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
   EXPECT_EQ(files_in(scratch_.path()), 0u);
+}
+
+// What an OMA stopping mid-check relies on: a raised cancel flag stops qemu at once,
+// skips the read-back and removes the overlays.
+TEST_F(GuestTest, CancelledBootCheckStopsAtOnceAndLeavesNothing) {
+  std::atomic<bool> cancel{false};
+  mk::guest::BootCheckOptions options;
+  options.convert = false;
+  options.limit = std::chrono::seconds(300);
+  options.cancel = &cancel;
+  std::thread canceller([&] {
+    // Once qemu writes its console (it is booting), a few seconds in.
+    for (int i = 0; i < 600; ++i) {
+      bool console = false;
+      for (auto& e : fs::recursive_directory_iterator(scratch_.path(), fs::directory_options::skip_permission_denied)) {
+        std::error_code ec;
+        if (e.path().filename() == "console.txt" && fs::file_size(e.path(), ec) > 0) console = true;
+      }
+      if (console) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    cancel = true;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = mk::guest::boot_check({{lab_image(), "raw"}}, options);
+  canceller.join();
+  EXPECT_TRUE(r.cancelled) << r.reason;
+  EXPECT_FALSE(r.booted);
+  EXPECT_TRUE(r.evidence.detail.empty()) << "read back after the cancel: " << r.evidence.detail;
+  EXPECT_EQ(files_in(scratch_.path()), 0u);
+  std::cout << "cancelled boot check returned after "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s\n";
 }
 
 TEST_F(GuestTest, BootCheckConvertsOverlaysBootsAndNeverChangesTheReplica) {

@@ -31,6 +31,32 @@ export interface Schedule {
   updated_at: number;
 }
 
+/** A VM's last boot check in short (the VM list). */
+export interface BootCheckSummary {
+  job_id: string;
+  started_by: "api" | "after_incremental";
+  booted: boolean;
+  reason: string;
+  conversion_seconds: number;
+  boot_seconds: number;
+  finished_at: number;
+}
+
+/** A VM's last boot check with its evidence and the picture of its console. */
+export interface BootCheck extends BootCheckSummary {
+  vm_id: string;
+  inspection_seconds: number;
+  accel: string;
+  converted: boolean;
+  timed_out: boolean;
+  evidence: { journal_written: boolean; target_reached: boolean; target: string; detail: string } | null;
+  os: string;
+  console_tail: string;
+  screenshot_format: "png" | "ppm" | null;
+  screenshot_base64: string | null;
+  started_at: number;
+}
+
 export interface Vm {
   vm_id: string;
   name: string;
@@ -50,6 +76,8 @@ export interface Vm {
   cutover_blockers: string[];
   predicted_downtime_seconds: number | null;
   prediction_passes: number;
+  predicted_conversion_seconds: number | null;
+  boot_check: BootCheckSummary | null;
   schedule: Schedule | null;
 }
 
@@ -265,6 +293,8 @@ export class Api {
   testFailover = (vmId: string) => this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/test-failover`);
   testFailoverCleanup = (vmId: string) =>
     this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/test-failover/cleanup`);
+  startBootCheck = (vmId: string) => this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/boot-check`);
+  bootCheck = (vmId: string) => this.get<BootCheck>(`/api/v1/vms/${vmId}/boot-check`);
   exports = () => this.get<{ exports: ExportInfo[]; server_pid: number }>("/api/v1/exports");
   volumes = async () => (await this.get<{ volumes: Volume[] }>("/api/v1/volumes")).volumes;
   health = () => this.get<Record<string, unknown>>("/health");

@@ -176,6 +176,69 @@ const Schema kNic{{
     text_field("network", "VMware network (port group)", "VM Network"),
 }, "Nic", "a source VM's network card"};
 
+namespace {
+
+std::vector<Field> boot_check_summary_fields() {
+  return {
+      uuid_field("job_id", "the boot check's job"),
+      enum_field("started_by", "who started it: an operator (api) or the OMA after an incremental pass "
+                               "(setting boot_check.after_incremental)", kBootCheckStarters),
+      bool_field("booted", "the guest booted: its journal on the overlays shows root mounted read-write and its "
+                           "default target reached"),
+      {.name = "reason", .description = "the evidence when booted, else why not", .max_length = 8192,
+       .example = "41 journal entries since the boot started; ... Reached target multi-user.target",
+       .multiline = true},
+      number_field("conversion_seconds", "virt-v2v-in-place on the overlays (a cutover that converts takes about "
+                                         "as long)", 87.5),
+      number_field("boot_seconds", "from qemu's start to the boot seen (or to the limit)", 31.2),
+      time_field("finished_at", "when it ended"),
+  };
+}
+
+const Schema kBootCheckEvidence{{
+    bool_field("journal_written", "the guest's journal has entries since the boot started (root or /var mounted "
+                                  "read-write)"),
+    bool_field("target_reached", "its init reached the default target (multi-user or graphical)"),
+    {.name = "target", .description = "the journal line that shows it", .max_length = 1024,
+     .example = "2026-12-05T01:20:31+0000 mk-lab-guest systemd[1]: Reached target multi-user.target"},
+    {.name = "detail", .description = "what was read back", .max_length = 2048,
+     .example = "41 journal entries since the boot started", .multiline = true},
+}, "BootEvidence", "what the overlays showed after the boot"};
+
+std::vector<Field> boot_check_fields() {
+  return join_fields(boot_check_summary_fields(), std::vector<Field>{
+      number_field("inspection_seconds", "virt-inspector on the replicas", 20.1),
+      text_field("accel", "the accelerator qemu used: kvm, or tcg (software) where KVM cannot run guests", "tcg"),
+      bool_field("converted", "virt-v2v-in-place converted the overlays"),
+      bool_field("timed_out", "the boot limit was reached with the guest still running", false),
+      nullable(object_field("evidence", "what the overlays showed (null: the check stopped before the boot)",
+                            &kBootCheckEvidence)),
+      {.name = "os", .description = "the inspected guest: distro and version (empty: none found)", .max_length = 255,
+       .example = "debian 12.12"},
+      {.name = "console_tail", .description = "the last 4 KiB of the serial console, as text", .max_length = 16384,
+       .example = "Debian GNU/Linux 12 mk-lab-guest ttyS0\n\nmk-lab-guest login: ", .multiline = true},
+      nullable(enum_field("screenshot_format", "the VGA console's picture taken before the guest was stopped "
+                                               "(GET /api/v1/vms/{vm_id}/boot-check); null: none",
+                          kScreenshotFormats)),
+      time_field("started_at", "when it started"),
+  });
+}
+
+}  // namespace
+
+const Schema kBootCheckSummary{boot_check_summary_fields(), "BootCheckSummary", "a VM's last boot check, in short"};
+const Schema kBootCheck{boot_check_fields(), "BootCheck",
+                        "a VM's last boot check: overlays of its replicas converted and booted in a throwaway VM"};
+const Schema kBootCheckDetail{
+    join_fields(boot_check_fields(),
+                std::vector<Field>{
+                    uuid_field("vm_id", "the VM"),
+                    nullable({.name = "screenshot_base64",
+                              .description = "the VGA console's picture (screenshot_format), base64", .max_length = 8 << 20,
+                              .example = "iVBORw0KGgoAAAANSUhEUgAAAtAAAAGQCAIAAAA..."}),
+                }),
+    "BootCheckDetail", "a VM's last boot check with the picture of its console"};
+
 const Schema kVm{vm_fields(), "Vm", "a VM the OMA manages, with its disks"};
 
 const Schema kVmSummary{
@@ -189,8 +252,14 @@ const Schema kVmSummary{
              {.name = "cutover_blockers", .type = Type::Array, .description = "why it is not ready",
               .element = &kBlocker},
              nullable(number_field("predicted_downtime_seconds",
-                                   "cutover downtime predicted from the recent incremental passes", 95)),
+                                   "cutover downtime predicted from the recent incremental passes, plus the last "
+                                   "boot check's conversion time when the cutover converts the guest", 95)),
              int_field("prediction_passes", "how many passes the prediction used", 3),
+             nullable(number_field("predicted_conversion_seconds",
+                                   "the guest conversion's part of the predicted downtime: the last boot check's "
+                                   "conversion time (null: the cutover does not convert, or no boot check yet)",
+                                   87.5)),
+             nullable(object_field("boot_check", "its last boot check (null: none yet)", &kBootCheckSummary)),
              nullable(object_field("schedule", "its repeating incremental pass", &kSchedule)),
          }),
     "VmSummary", "a VM in the list: its disks, last pass, cutover readiness and schedule"};
@@ -200,6 +269,7 @@ const Schema kVmDetail{
          std::vector<Field>{
              array_field("nics", "its network cards", &kNic),
              array_field("failovers", "what a cutover or a test failover built in CloudStack", &kFailover),
+             nullable(object_field("boot_check", "its last boot check (null: none yet)", &kBootCheck)),
          }),
     "VmDetail", "a VM with its disks, NICs and what cutover or test failover built"};
 

@@ -46,6 +46,8 @@ inline const std::vector<std::string> kLeaseStates = enum_names<LeaseState>();
 inline const std::vector<std::string> kPlacementLimits = enum_names<PlacementLimit>();
 inline const std::vector<std::string> kTakeoverSteps = enum_names<TakeoverStep>();
 inline const std::vector<std::string> kTakeoverKinds = enum_names<TakeoverKind>();
+inline const std::vector<std::string> kBootCheckStarters = {"api", "after_incremental"};
+inline const std::vector<std::string> kScreenshotFormats = {"png", "ppm"};
 
 
 // Field makers. `description` says what the value is; examples are realistic values.
@@ -83,6 +85,9 @@ extern const Schema kJobDetail;      // ... with steps and events
 extern const Schema kJobStarted;     // {"job_id", "status"} of cutover and test failover
 extern const Schema kSchedule;       // schedule_json
 extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's DiscoveredVm + managed, blocked
+extern const Schema kBootCheckSummary;  // boot_check_json(…, summary): a VM's last boot check in the list
+extern const Schema kBootCheck;         // boot_check_json: with evidence and console tail (the VM's detail)
+extern const Schema kBootCheckDetail;   // … with the screenshot (GET /api/v1/vms/{vm_id}/boot-check)
 std::vector<Field> vma_fields();     // vma_json
 // A VMA's own health: the protocol's (protocol::schemas::health()).
 extern const Schema kOpenApiDocument;  // GET /api/v1/openapi.json (its top level)

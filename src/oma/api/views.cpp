@@ -57,6 +57,45 @@ json schedule_json(const ScheduleRecord& s) {
           {"updated_at", s.updated_at}};
 }
 
+json boot_check_json(const BootCheckRecord& r, BootCheckView view) {
+  json out = {{"job_id", r.job_id},
+              {"started_by", r.started_by},
+              {"booted", r.booted},
+              {"reason", r.reason},
+              {"conversion_seconds", r.conversion_seconds},
+              {"boot_seconds", r.boot_seconds},
+              {"finished_at", r.finished_at}};
+  if (view == BootCheckView::Summary) return out;
+  // details: what guest::to_json wrote (inspection, result); a row of an older or newer
+  // OMA may lack parts of it, which then read as unknown, never as a failure.
+  json details = json::parse(r.details, nullptr, false);
+  if (!details.is_object()) details = json::object();
+  const json result = details.value("result", json::object());
+  const json inspection = details.value("inspection", json::object());
+  out["inspection_seconds"] = r.inspection_seconds;
+  out["accel"] = result.value("accel", "");
+  out["converted"] = result.value("converted", false);
+  out["timed_out"] = result.value("timed_out", false);
+  json evidence = result.value("evidence", json());
+  out["evidence"] = evidence.is_object() ? json{{"journal_written", evidence.value("journal_written", false)},
+                                                {"target_reached", evidence.value("target_reached", false)},
+                                                {"target", evidence.value("target", "")},
+                                                {"detail", evidence.value("detail", "")}}
+                                         : json(nullptr);
+  std::string os = inspection.value("distro", "");
+  const std::string version = inspection.value("version", "");
+  if (!version.empty()) os += (os.empty() ? "" : " ") + version;
+  out["os"] = os;
+  out["console_tail"] = r.console_tail;
+  out["screenshot_format"] = r.screenshot_format.empty() ? json(nullptr) : json(r.screenshot_format);
+  out["started_at"] = r.started_at;
+  if (view == BootCheckView::WithScreenshot) {
+    out["vm_id"] = r.vm_id;
+    out["screenshot_base64"] = r.screenshot_base64.empty() ? json(nullptr) : json(r.screenshot_base64);
+  }
+  return out;
+}
+
 void add_pass_stats(json& vm, const VmPassStats& s) {
   vm["last_pass"] = s.last_pass ? json{{"job_id", s.last_pass->job_id},
                                        {"kind", s.last_pass->kind},

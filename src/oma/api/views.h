@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "oma/db/boot_check_repository.h"
 #include "oma/db/schedule_repository.h"
 #include "oma/jobs/pass_stats.h"
 #include "oma/vma/vma_client.h"
@@ -30,6 +31,11 @@ nlohmann::json job_disk_json(const JobDiskRecord& d);
 nlohmann::json job_progress_json(const JobRecord& job, const std::vector<JobDiskRecord>& disks);
 
 nlohmann::json schedule_json(const ScheduleRecord& s);
+
+// A VM's last boot check: in short (the VM list), with evidence and console tail (the
+// VM's detail), or also with the screenshot (GET .../boot-check; read with it).
+enum class BootCheckView { Summary, Full, WithScreenshot };
+nlohmann::json boot_check_json(const BootCheckRecord& r, BootCheckView view);
 
 // Adds last_pass, change_id_age_seconds, ready_for_cutover, cutover_blockers and
 // predicted_downtime_seconds (see pass_stats.h for the formula) to a VM's JSON.

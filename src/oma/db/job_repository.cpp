@@ -18,7 +18,7 @@ using db::Value;
 const EnumTable<JobKind>& enum_table(JobKind) {
   static const EnumTable<JobKind> t{"job kind", {{JobKind::Full, "full"}, {JobKind::Incremental, "incremental"},
     {JobKind::Cutover, "cutover"}, {JobKind::TestFailover, "test_failover"},
-    {JobKind::TestFailoverCleanup, "test_failover_cleanup"}}};
+    {JobKind::TestFailoverCleanup, "test_failover_cleanup"}, {JobKind::BootCheck, "boot_check"}}};
   return t;
 }
 

@@ -288,6 +288,28 @@ const std::vector<std::string> kTakeovers = {
       FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
 };
 
+// Version 13, the boot proof before cutover (issue 12, item 5): each VM's last boot
+// check. The screenshot is a PNG in base64 (a VGA text screen is a few KiB; a graphical
+// one can be hundreds: MEDIUMTEXT, which SQLite reads as TEXT). Booleans are 0/1.
+const std::vector<std::string> kBootChecks = {
+    R"(CREATE TABLE IF NOT EXISTS vm_boot_checks (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      job_id VARCHAR(36) NOT NULL,
+      started_by VARCHAR(32) NOT NULL,
+      booted BIGINT NOT NULL,
+      reason TEXT NOT NULL,
+      inspection_seconds DOUBLE NOT NULL,
+      conversion_seconds DOUBLE NOT NULL,
+      boot_seconds DOUBLE NOT NULL,
+      console_tail TEXT NOT NULL,
+      details TEXT NOT NULL,
+      screenshot_format VARCHAR(8) NOT NULL,
+      screenshot MEDIUMTEXT NULL,
+      started_at BIGINT NOT NULL,
+      finished_at BIGINT NOT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+};
+
 // Version 9, checked VMA reports (issue 13, finding 3): each disk export's count of
 // durable written bytes (ExportBackend::written_bytes) when the pass started. NULL: not
 // recorded (a backend that cannot count, or a pass started by an older OMA). Runs again
@@ -365,6 +387,7 @@ const std::vector<Migration>& migrations() {
        [](Database& db, const std::function<const SecretBox&()>&) { add_takeover_kind(db); }},
       {12, "OMA nodes' SSH host keys and tunnel addresses", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_node_tunnel_columns(db); }},
+      {13, "last boot check of each VM", kBootChecks},
   };
   return all;
 }

@@ -8,6 +8,7 @@
 //   schedules  repeating incremental passes                            (schedule_repository.h)
 //   nodes      OMA nodes sharing the database, their leases           (node_repository.h)
 //   placements which node holds each VM's volumes; the queue          (placement_repository.h)
+//   boot_checks each VM's last boot check                             (boot_check_repository.h)
 //
 // The OMA (app.h) and the tests own one of these; every service is given only the
 // repositories it uses. Transactions that span two groups (a job claiming its VM, a
@@ -16,6 +17,7 @@
 // Thread-safe (each repository is).
 #pragma once
 
+#include "oma/db/boot_check_repository.h"
 #include "oma/db/config_repository.h"
 #include "oma/db/database.h"
 #include "oma/db/job_repository.h"
@@ -31,7 +33,8 @@ namespace mk::oma {
 
 struct Repositories {
   explicit Repositories(db::Database& db)
-      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db), takeovers(db, jobs, placements) {}
+      : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db), takeovers(db, jobs, placements),
+        boot_checks(db) {}
 
   db::Database& database;
   VmRepository vms;
@@ -43,6 +46,7 @@ struct Repositories {
   NodeRepository nodes;
   PlacementRepository placements;
   TakeoverRepository takeovers;
+  BootCheckRepository boot_checks;
 };
 
 }  // namespace mk::oma

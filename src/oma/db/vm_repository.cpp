@@ -19,7 +19,8 @@ const EnumTable<VmStatus>& enum_table(VmStatus) {
     {VmStatus::CutoverFailed, "cutover_failed"}, {VmStatus::CutoverInterrupted, "cutover_interrupted"},
     {VmStatus::TestFailoverStarting, "test_failover_starting"}, {VmStatus::TestFailover, "test_failover"},
     {VmStatus::TestFailoverInterrupted, "test_failover_interrupted"},
-    {VmStatus::TestFailoverCleanupInterrupted, "test_failover_cleanup_interrupted"}}};
+    {VmStatus::TestFailoverCleanupInterrupted, "test_failover_cleanup_interrupted"},
+    {VmStatus::BootChecking, "boot_checking"}}};
   return t;
 }
 

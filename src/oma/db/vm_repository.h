@@ -47,6 +47,7 @@ enum class VmStatus {
   TestFailover,             // a test copy runs on the test network
   TestFailoverInterrupted,  // the OMA restarted during a test failover
   TestFailoverCleanupInterrupted,
+  BootChecking,             // a boot check runs on overlays of its volumes (replicated before and after)
 };
 const EnumTable<VmStatus>& enum_table(VmStatus);
 

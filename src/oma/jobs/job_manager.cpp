@@ -290,6 +290,7 @@ std::string JobManager::interrupted_error(const JobRecord& job) {
 }
 
 void JobManager::end_interrupted(const JobRecord& job) {
+  if (job.kind == JobKind::BootCheck) return end_interrupted_boot_check(job);
   std::string error = interrupted_error(job);  // first: stop_writer changes the phase
   // The VMA may still be copying the final pass: nothing starts on the VM under it.
   if (writer_possible(job.job_id)) stop_writer(job, JobStatus::Unknown, error);  // ShuttingDown: at the next start
@@ -300,6 +301,22 @@ void JobManager::end_interrupted(const JobRecord& job) {
   log::error("job {}: {}", job.job_id, error);
   jobs_.add_event(job.job_id, EventLevel::Error, error);
   jobs_.finish_job(job.job_id, JobStatus::Failed, error, interrupted_status(job.kind));
+}
+
+void JobManager::end_interrupted_boot_check(const JobRecord& job) {
+  // A boot check only ever wrote to overlays in its scratch directory, which the OMA
+  // empties at start, and started no copy: nothing to stop or undo, and the VM's
+  // volumes are as the pass before it left them (it started only on a replicated VM).
+  for (const auto& step : jobs_.list_steps(job.job_id)) {
+    if (step.status == StepStatus::Running)
+      jobs_.end_step(job.job_id, step.seq, StepStatus::Failed, "interrupted: the OMA restarted");
+  }
+  std::string error = fmt::format("the OMA restarted during this boot check (last phase: {}); it never writes the "
+                                  "VM's volumes, so nothing was left to undo: start the boot check again",
+                                  job.phase);
+  log::warn("job {}: {}", job.job_id, error);
+  jobs_.add_event(job.job_id, EventLevel::Warn, error);
+  jobs_.finish_job(job.job_id, JobStatus::Failed, error, VmStatus::Replicated);
 }
 
 void JobManager::replicate_pass(const std::string& job_id) {
@@ -760,6 +777,13 @@ void JobManager::commit(const JobRecord& job, std::optional<SteadyTime> vma_ende
   record_reporting(job.job_id, vma_ended);  // first: a completed job shows all its phases
   jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
   jobs_.add_event(job.job_id, EventLevel::Info, "job completed: every disk copied and its change ID committed");
+  if (options_.pass_completed) {
+    try {
+      options_.pass_completed(jobs_.get_job(job.job_id));
+    } catch (const std::exception& e) {  // the pass is done; what follows it is not its failure
+      log::warn("job {}: after the pass: {}", job.job_id, e.what());
+    }
+  }
 }
 
 }  // namespace mk::oma

@@ -98,6 +98,10 @@ struct JobOptions {
     std::string message;
   };
   std::function<HandOff(const JobRecord& job)> hand_off;
+  // Called on the pass's thread once a pass has completed and released its VM (the
+  // automatic boot check after an incremental pass: oma/cutover/boot_check_service.h).
+  // What it throws is logged, never the pass's failure.
+  std::function<void(const JobRecord& job)> pass_completed;
 };
 
 // Thrown by a custom job's body: the job fails with this message and the VM gets
@@ -167,6 +171,9 @@ class JobManager {
   // final pass stopped first, then failed as interrupted (interrupted_error), the VM's
   // status saying so (cutover_interrupted ...), so that the operator can start it again.
   void end_interrupted(const JobRecord& job);
+  // A boot check found active after a restart: failed, the VM replicated again (it
+  // changed nothing but overlays, which the OMA removes at start).
+  void end_interrupted_boot_check(const JobRecord& job);
   // Where the job was, the source VM's power state (read from the VMA) and what to do.
   std::string interrupted_error(const JobRecord& job);
   void run(const std::string& job_id);

@@ -179,6 +179,31 @@ function SimpleCard({ title, fields, stored, reload }: {
   );
 }
 
+/** boot_check.after_incremental: a boot check after each completed incremental pass (off when unset). */
+function BootCheckCard({ stored, reload }: { stored: Record<string, Setting>; reload: () => void }) {
+  const { api, notify } = useApp();
+  const on = stored["boot_check.after_incremental"]?.value === "true";
+  const [error, setError] = useState("");
+  const toggle = async (value: boolean) => {
+    try {
+      await api.putSetting("boot_check.after_incremental", value ? "true" : "false");
+      setError("");
+      notify(value ? "Boot checks run after each incremental pass" : "Boot checks run only when started");
+      reload();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <Card title="Boot checks">
+      <label class="check"><input type="checkbox" checked={on}
+        onChange={(e) => toggle((e.target as HTMLInputElement).checked)} /> Run a boot check after each completed incremental pass</label>
+      <p class="hint">Each converts overlays of the VM's replicas and boots them in a throwaway VM (minutes of CPU; the VM takes no pass meanwhile).</p>
+      {error && <p class="form-error" role="alert">{error}</p>}
+    </Card>
+  );
+}
+
 interface Mapping {
   source_network: string;
   target_network_id: string;
@@ -272,6 +297,7 @@ export function SettingsPage() {
         <CloudStackCard />
         <div class="stack">
           {SIMPLE.map((g) => <SimpleCard title={g.title} fields={g.fields} stored={stored} reload={load} />)}
+          <BootCheckCard stored={stored} reload={load} />
           <MappingsCard />
         </div>
       </div>

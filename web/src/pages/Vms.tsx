@@ -1,7 +1,7 @@
 // Virtual machines: every VM the OMA manages with its replication state, and the
 // actions on one VM (passes, schedule, test failover, cutover), plus discovery.
 import { useCallback, useEffect, useState } from "preact/hooks";
-import { ApiError, type DiscoveredVm, type Vm } from "../api";
+import { ApiError, type BootCheck, type BootCheckSummary, type DiscoveredVm, type Vm } from "../api";
 import { Badge, Card, Empty, ErrorBox } from "../components/Bits";
 import { Dialog } from "../components/Dialog";
 import { ago, bytes, duration, short } from "../format";
@@ -108,6 +108,55 @@ export function VmsPage() {
 
 type Confirm = "cutover" | "test" | "cleanup" | null;
 
+/** One line on a VM's last boot check: booted or not, when, and what it cost. */
+function BootCheckLine({ check }: { check: BootCheckSummary | null }) {
+  if (!check) return <span class="dim">none yet — run one before the cutover</span>;
+  return (
+    <span data-testid="boot-check-line">
+      {check.booted ? <Badge value="ok" label="booted" /> : <Badge value="failed" label="did not boot" />}{" "}
+      {ago(check.finished_at)} · conversion {duration(check.conversion_seconds)} · boot {duration(check.boot_seconds)}
+      {check.started_by === "after_incremental" && <span class="dim"> · after a pass</span>}
+      {!check.booted && <div class="form-error">{check.reason}</div>}
+    </span>
+  );
+}
+
+/** The last boot check's evidence: the VGA console's picture and the serial console's tail. */
+function BootCheckEvidence({ vmId, jobId }: { vmId: string; jobId: string }) {
+  const { api } = useApp();
+  const [check, setCheck] = useState<BootCheck | null>(null);
+  const [error, setError] = useState("");
+  useEffect(() => {
+    setError("");
+    api.bootCheck(vmId).then(setCheck, (e) => setError(explain(e, "The boot check could not be read")));
+  }, [api, vmId, jobId]);
+  if (error) return <ErrorBox title="Boot check" message={error} />;
+  if (!check) return <p class="dim">Loading the last boot check…</p>;
+  return (
+    <div class="boot-check" aria-label="Last boot check">
+      <h3>Last boot check</h3>
+      <p>
+        {check.booted ? <Badge value="ok" label="booted" /> : <Badge value="failed" label="did not boot" />}{" "}
+        {check.os || "unknown guest"} · inspection {duration(check.inspection_seconds)} · conversion{" "}
+        {duration(check.conversion_seconds)} · boot {duration(check.boot_seconds)} ({check.accel || "?"}) ·{" "}
+        {new Date(check.finished_at).toLocaleString()} · <a href={`#/jobs/${check.job_id}`}>job</a>
+      </p>
+      <p class="small">{check.reason}</p>
+      <div class="detail-grid">
+        <div>
+          {check.screenshot_base64 && check.screenshot_format === "png" ? (
+            <img class="screenshot" alt={`VGA console of the boot check of ${vmId}`}
+              src={`data:image/png;base64,${check.screenshot_base64}`} />
+          ) : <p class="dim">No picture of the console was taken.</p>}
+        </div>
+        <div>
+          <pre class="console" aria-label="Serial console (last 4 KiB)">{check.console_tail || "(the guest printed nothing on its serial console)"}</pre>
+        </div>
+      </div>
+    </div>
+  );
+}
+
 function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
   const { api, navigate, notify } = useApp();
   const [busy, setBusy] = useState(false);
@@ -174,7 +223,9 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
             <dt>Guest OS</dt><dd>{vm.guest_os}</dd>
             <dt>Predicted downtime</dt>
             <dd>{vm.predicted_downtime_seconds == null ? "needs a completed incremental pass" :
-              `≈ ${duration(vm.predicted_downtime_seconds)} for the final pass (from ${vm.prediction_passes} recent incremental pass${vm.prediction_passes === 1 ? "" : "es"}), plus guest shutdown and VM start`}</dd>
+              `≈ ${duration(vm.predicted_downtime_seconds)} for the final pass (from ${vm.prediction_passes} recent incremental pass${vm.prediction_passes === 1 ? "" : "es"})${vm.predicted_conversion_seconds == null ? "" : ` and the guest conversion (≈ ${duration(vm.predicted_conversion_seconds)}, as in the last boot check)`}, plus guest shutdown and VM start`}</dd>
+            <dt>Boot check</dt>
+            <dd><BootCheckLine check={vm.boot_check} /></dd>
           </dl>
           <table class="grid compact" aria-label={`Disks of ${vm.name}`}>
             <thead><tr><th>Disk</th><th>Size</th><th>Export</th><th>Change ID</th></tr></thead>
@@ -218,6 +269,13 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
               </p>
             )}
           </form>
+          <h3>Boot check</h3>
+          <p class="hint">Converts overlays of the replicas and boots them in a throwaway VM; the replicas are never written.</p>
+          <div class="button-row">
+            <button disabled={busy || !!vm.current_job_id || vm.status !== "replicated"}
+              title={vm.status === "replicated" ? "" : "Needs a completed pass and no active job"}
+              onClick={() => act("Boot check", () => api.startBootCheck(vm.vm_id))}>Run boot check</button>
+          </div>
           <h3>Cutover</h3>
           {!vm.ready_for_cutover && (
             <ul class="blockers">{vm.cutover_blockers.map((b) => <li>{b}</li>)}</ul>
@@ -229,6 +287,7 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
           </div>
         </div>
       </div>
+      {vm.boot_check && <BootCheckEvidence vmId={vm.vm_id} jobId={vm.boot_check.job_id} />}
       {confirm === "cutover" && (
         <Dialog title={`Cut over ${vm.name}?`} onClose={() => setConfirm(null)} footer={<>
           <button onClick={() => setConfirm(null)}>Cancel</button>
@@ -238,9 +297,13 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
           <ol class="what-happens">
             <li><strong>Shut down the source VM</strong> in vCenter (guest shutdown; powered off if still running after the timeout below). Downtime starts here.</li>
             <li><strong>Run a final incremental pass</strong> to copy the last changes of its {vm.disks.length} disk{vm.disks.length === 1 ? "" : "s"} ({bytes(diskTotal(vm))}).</li>
+            {vm.predicted_conversion_seconds != null && (
+              <li><strong>Convert the guest for KVM</strong> (virt-v2v; ≈ {duration(vm.predicted_conversion_seconds)} in the last boot check).</li>
+            )}
             <li><strong>Create the VM in CloudStack</strong> ({vm.cpus} vCPU, {bytes(vm.memory_mb * 1048576)}) with its volumes and start it.</li>
           </ol>
-          <p>Predicted downtime for the final pass: <strong>{vm.predicted_downtime_seconds == null ? "unknown (no incremental pass yet)" : `≈ ${duration(vm.predicted_downtime_seconds)}`}</strong>. If a step fails the OMA rolls back and powers the source on again if it was on.</p>
+          <p>Last boot check: <BootCheckLine check={vm.boot_check} /></p>
+          <p>Predicted downtime{vm.predicted_conversion_seconds == null ? " for the final pass" : " for the final pass and the conversion"}: <strong>{vm.predicted_downtime_seconds == null ? "unknown (no incremental pass yet)" : `≈ ${duration(vm.predicted_downtime_seconds)}`}</strong>. If a step fails the OMA rolls back and powers the source on again if it was on.</p>
           <label for="shutdown-timeout">Guest shutdown timeout (seconds)</label>
           <input id="shutdown-timeout" type="number" min={10} max={3600} value={timeout}
             onInput={(e) => setTimeoutS((e.target as HTMLInputElement).value)} />

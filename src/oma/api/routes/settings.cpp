@@ -1,4 +1,8 @@
 // Settings (admin): the OMA's named settings, and the CloudStack settings of cutover.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <map>
 
 #include "oma/api/checks.h"
@@ -23,6 +27,12 @@ const std::map<std::string, bool> kSettings = {
     {"cloudstack.url", false},      {"cloudstack.api_key", true},  {"cloudstack.secret_key", true},
     {"cloudstack.zone_id", false},  {"vcenter.host", false},       {"vcenter.username", false},
     {"vcenter.password", true},     {"vma.url", false},
+    {kBootCheckAfterIncremental, false},
+};
+
+// Settings whose values the OMA reads: only these values are accepted.
+const std::map<std::string, std::vector<std::string>> kSettingValues = {
+    {kBootCheckAfterIncremental, {"true", "false"}},
 };
 
 std::vector<std::string> setting_names() {
@@ -164,7 +174,8 @@ std::vector<Route> settings_routes(const Services& s) {
       .tag = &kTag,
       .summary = "Set a setting (secrets are encrypted at rest)",
       .description = "Stores one of the settings the OMA knows; secrets (API and secret keys, passwords) are "
-                     "sealed with the OMA's key before they are stored.",
+                     "sealed with the OMA's key before they are stored. boot_check.after_incremental (\"true\" or "
+                     "\"false\", off when unset) starts a boot check after each completed incremental pass.",
       .role = "admin",
       .params = {{.name = "name", .description = "the setting", .one_of = setting_names()}},
       .body = &kSettingSchema,
@@ -173,6 +184,11 @@ std::vector<Route> settings_routes(const Services& s) {
          std::string name = req.param("name");
          bool secret = kSettings.at(name);
          std::string value = b["value"];
+         auto allowed = kSettingValues.find(name);
+         if (allowed != kSettingValues.end() &&
+             std::find(allowed->second.begin(), allowed->second.end(), value) == allowed->second.end()) {
+           throw FieldError("value", fmt::format("{} must be one of: {}", name, fmt::join(allowed->second, ", ")));
+         }
          config.put_setting(name, secret ? secrets.seal(value, seal_binding(kSettingPurpose, name)) : value, secret);
          return {200, {{"name", name}, {"secret", secret}}, ""};
        }});

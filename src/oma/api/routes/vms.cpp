@@ -94,8 +94,9 @@ std::vector<Route> vm_routes(const Services& s) {
                      "cutover is predicted to take, and its schedule.",
       .role = "viewer",
       .responses = {{200, "the VMs", &kVmList}},
-      .handler = [&repos](auto&, auto&, auto&) -> Reply {
-         // Five queries for the whole list, none per VM.
+      .handler = [&repos, converts = s.boot_checks && s.boot_checks->conversion_at_cutover()](auto&, auto&,
+                                                                                             auto&) -> Reply {
+         // Six queries for the whole list, none per VM.
          std::map<std::string, std::vector<DiskRecord>> disks_of = repos.vms.disks_by_vm();
          std::map<std::string, std::vector<JobRecord>> passes;
          for (auto& j : repos.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
@@ -103,6 +104,7 @@ std::vector<Route> vm_routes(const Services& s) {
          for (auto& c : repos.jobs.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
          std::map<std::string, ScheduleRecord> schedules;
          for (auto& sc : repos.schedules.list_schedules()) schedules[sc.vm_id] = std::move(sc);
+         std::map<std::string, BootCheckRecord> boot_checks = repos.boot_checks.all();
          int64_t now = now_ms();
          json out = json::array();
          for (const auto& v : repos.vms.list_vms()) {
@@ -113,6 +115,18 @@ std::vector<Route> vm_routes(const Services& s) {
            add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
            auto sc = schedules.find(v.vm_id);
            j["schedule"] = sc == schedules.end() ? json(nullptr) : schedule_json(sc->second);
+           auto bc = boot_checks.find(v.vm_id);
+           j["boot_check"] = bc == boot_checks.end() ? json(nullptr)
+                                                     : boot_check_json(bc->second, BootCheckView::Summary);
+           // A cutover that converts the guest takes about as long as the last boot
+           // check's conversion on top of the final pass.
+           j["predicted_conversion_seconds"] = nullptr;
+           if (converts && bc != boot_checks.end() && bc->second.conversion_seconds > 0) {
+             j["predicted_conversion_seconds"] = bc->second.conversion_seconds;
+             if (j["predicted_downtime_seconds"].is_number())
+               j["predicted_downtime_seconds"] = j["predicted_downtime_seconds"].get<double>() +
+                                                 bc->second.conversion_seconds;
+           }
            out.push_back(std::move(j));
          }
          return {200, {{"vms", out}}, ""};
@@ -176,8 +190,9 @@ std::vector<Route> vm_routes(const Services& s) {
       .operation_id = "getVm",
       .tag = &kTag,
       .summary = "Show a VM with its disks",
-      .description = "A VM with its disks (volume, export, committed change ID), its NICs and what a cutover or a "
-                     "test failover built for it in CloudStack.",
+      .description = "A VM with its disks (volume, export, committed change ID), its NICs, what a cutover or a "
+                     "test failover built for it in CloudStack, and its last boot check (without the picture: "
+                     "GET /api/v1/vms/{vm_id}/boot-check).",
       .role = "viewer",
       .params = {vm_param()},
       .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
@@ -197,6 +212,8 @@ std::vector<Route> vm_routes(const Services& s) {
                                          {"target_vm_id", f->target_vm_id}, {"created_at", f->created_at}});
            }
          }
+         auto bc = repos.boot_checks.find(id);
+         out["boot_check"] = bc ? boot_check_json(*bc, BootCheckView::Full) : json(nullptr);
          return {200, out, ""};
        }});
   routes.push_back({
