@@ -241,8 +241,8 @@ class Sim:
             (40, 6, "Windows Server 2019 (64-bit)"), (41, 6, "Windows Server 2022 (64-bit)"),
             (42, 6, "Windows 10 (64-bit)"),
         ]
-        self.os_types = [{"id": "os000000-0000-4000-8000-%012x" % n, "description": d, "name": d,
-                          "oscategoryid": "oc000000-0000-4000-8000-%012x" % c,
+        self.os_types = [{"id": "os000000-0000-4000-8000-%012d" % n, "description": d, "name": d,
+                          "oscategoryid": "oc000000-0000-4000-8000-%012d" % c,
                           "oscategoryname": categories[c], "isuserdefined": False,
                           "fordisplay": True}
                          for n, c, d in os_rows]
