@@ -418,7 +418,7 @@ guest::GuestInspection CutoverService::inspect_step(const VmRecord& vm, const st
   steps.begin("guest-inspection");
   guest::GuestInspection inspected;
   try {
-    inspected = guest::inspect_guest(volumes);
+    inspected = config_.inspector ? config_.inspector(volumes) : guest::inspect_guest(volumes);
   } catch (const std::exception& e) {
     steps.failed(e.what());
     throw JobFailed(fmt::format("{} of VM {} ({}) refused: inspecting its volumes failed: {}; the source was not "

@@ -70,8 +70,10 @@ struct CutoverConfig {
   bool convert_guests = false;
   std::chrono::seconds conversion_timeout{1800};
   std::string conversion_log_dir;  // "" = not kept
-  // Tests only: replaces guest::convert_volumes (a conversion without qemu, or one that
-  // fails). Unset in the product.
+  // Tests only: replace guest::inspect_guest and guest::convert_volumes (the job's logic
+  // without libguestfs and qemu: an inspection's answer, a conversion that fails). Unset
+  // in the product.
+  std::function<guest::GuestInspection(const std::vector<guest::DiskImage>&)> inspector;
   std::function<guest::ConversionResult(const std::vector<guest::DiskImage>&, const guest::ConversionOptions&)>
       converter;
   // Called once a cutover to CloudStack completed: the VM's volumes left this OMA's VM
