@@ -837,6 +837,7 @@ class OmaFlowConversion : public OmaFlow {
 
 TEST_F(OmaFlowConversion, CutoverConvertsOnTheOmasVmAndBuildsTheVmToMatchTheGuest) {
   ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->set_firmware(vm_id, "efi", true);  // as the VMA reads vSphere's settings
   auto ids = volume_ids();
   const std::vector<std::string> links = links_by_unit();
   json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 5}});
@@ -859,7 +860,7 @@ TEST_F(OmaFlowConversion, CutoverConvertsOnTheOmasVmAndBuildsTheVmToMatchTheGues
   const json st = sim.state();  // kept: the loop must not run over a temporary's member
   for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) built = v;
   EXPECT_EQ(built["boottype"], "UEFI");
-  EXPECT_EQ(built["bootmode"], "LEGACY");  // no secure boot known
+  EXPECT_EQ(built["bootmode"], "SECURE");  // vSphere had secure boot on
   EXPECT_EQ(built["guestosid"], sim_seed::os_debian_12);
   EXPECT_EQ(sim_volume(ids["2001"])["deviceid"], 0);  // the inspected boot disk is the root
   EXPECT_EQ(sim_volume(ids["2001"])["type"], "ROOT");
@@ -903,6 +904,12 @@ TEST_F(OmaFlowConversion, TestFailoverConvertsAfterTheSnapshotsAndTheCleanupUndo
                                                        "attach-data-disks", "start-vm"}));
   for (const auto& d : kDisks) EXPECT_EQ(mk::test::read_at(volume_file(ids[d.key]), 300 * KiB, 9), "CONVERTED");
   EXPECT_EQ(sim_volume(ids["2001"])["deviceid"], 0);
+  // An older VMA says nothing of the firmware: the disks decide (the inspection's UEFI).
+  json test_vm;
+  const json st = sim.state();
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) test_vm = v;
+  EXPECT_EQ(test_vm["boottype"], "UEFI");
+  EXPECT_EQ(test_vm["bootmode"], "LEGACY");
   job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
   ASSERT_EQ(job["status"], "completed") << job.dump(2);
   expect_on_oma();  // the conversion is undone with the test VM's writes

@@ -167,6 +167,21 @@ cs::GuestFacts facts_of(const guest::GuestInspection& g) {
   return f;
 }
 
+// vSphere's firmware and secure boot of the source, as the VMA reads them now; unknown
+// (the disks decide) when the VMA is older or cannot say.
+void read_firmware(VmaClient& vma, cs::SourceVm& source, JobRepository& log, const std::string& job_id) {
+  try {
+    const protocol::DiscoveredVm d = vma.describe_vm(source.vm_uuid);
+    source.firmware = d.firmware;
+    source.secure_boot = d.secure_boot;
+  } catch (const std::exception& e) {
+    log.add_event(job_id, EventLevel::Warn,
+                  fmt::format("vSphere's firmware setting of VM {} could not be read ({}): the disks decide BIOS or "
+                              "UEFI",
+                              source.name, e.what()));
+  }
+}
+
 std::string inspection_summary(const guest::GuestInspection& g) {
   return fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family, g.root_device,
                      g.boot_disk, g.firmware, g.seconds);
@@ -271,6 +286,7 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
         return run_conversion(vm, images, inspected, job_id);
       });
     }
+    read_firmware(*vma, fitted, job_log_, job.job_id);
     try {
       target_vm = cs::Cutover(builder, power, pass, exports, options, conversion ? &*conversion : nullptr)
                       .run(fitted, steps, record);
@@ -506,6 +522,7 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
         return run_conversion(vm, images, inspected, job_id);
       });
     }
+    read_firmware(*vma_for_(vm_id), fitted, job_log_, job.job_id);
     cs::TestFailover tf(*session->client, builder, exports, session->test_network_id,
                         conversion ? &*conversion : nullptr);
     cs::TestFailoverRecord record;
