@@ -7,8 +7,11 @@
 // which stays the display name), then one NIC per further source NIC with
 // addNicToVirtualMachine (iptonetworklist is a map keyed by network in CloudStack: two
 // entries collapse into one NIC), keeping the MAC where the mapping says the network
-// allows it; the template's root volume detached and deleted, the OS disk attached as
-// device 0, the data disks attached in unit order, then the VM started. CloudStack gives
+// allows it; the template's root volume detached and deleted, the root disk (the disk
+// inspection found the root filesystem on, else the OS disk) attached as device 0, the
+// other disks attached in unit order, then the VM started. With an inspected guest the
+// deploy is fitted to it (guest_fit.h): the template of its OS family or distro,
+// boottype/bootmode, and its OS type set with updateVirtualMachine while still stopped. CloudStack gives
 // a VM at most one NIC per network, so two source NICs mapped to one network are refused
 // by check(). Tear-down detaches our volumes before destroying the VM, so that destroying
 // it can never take a migrated disk with it; it expunges when the account may (an admin,
