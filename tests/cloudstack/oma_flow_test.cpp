@@ -835,8 +835,34 @@ class OmaFlowConversion : public OmaFlow {
   std::string firmware;
 };
 
+// A template per OS family or distro, through the API: keys and ids checked when saved,
+// each template checked by the validation, returned by GET.
+TEST_F(OmaFlowConversion, OsTemplatesAreSavedCheckedAndReturned) {
+  auto with_templates = [this](const json& templates) {
+    json body = sim.oma_settings();
+    body["os_templates"] = templates;
+    return body.dump();
+  };
+  auto r = api->put("/api/v1/settings/cloudstack", with_templates({{"debain", sim_seed::debian_template}}));
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_NE(r.raw.find("os_templates.debain"), std::string::npos) << r.raw;
+  r = api->post("/api/v1/settings/cloudstack/validate",
+                json{{"os_templates", {{"windows", sim_seed::unready_template}}}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["ok"], false);
+  EXPECT_EQ(r.body["problems"][0]["field"], "os_templates.windows") << r.raw;
+  r = api->put("/api/v1/settings/cloudstack", with_templates({{"debian", sim_seed::debian_template}}));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(api->get("/api/v1/settings/cloudstack").body["os_templates"],
+            (json{{"debian", sim_seed::debian_template}}));
+}
+
 TEST_F(OmaFlowConversion, CutoverConvertsOnTheOmasVmAndBuildsTheVmToMatchTheGuest) {
   ASSERT_EQ(replicate("full")["status"], "completed");
+  json settings = sim.oma_settings();
+  settings["os_templates"] = {{"debian", sim_seed::debian_template}};
+  auto saved = api->put("/api/v1/settings/cloudstack", settings.dump());
+  ASSERT_EQ(saved.status, 200) << saved.raw;
   vma->set_firmware(vm_id, "efi", true);  // as the VMA reads vSphere's settings
   auto ids = volume_ids();
   const std::vector<std::string> links = links_by_unit();
@@ -862,6 +888,7 @@ TEST_F(OmaFlowConversion, CutoverConvertsOnTheOmasVmAndBuildsTheVmToMatchTheGues
   EXPECT_EQ(built["boottype"], "UEFI");
   EXPECT_EQ(built["bootmode"], "SECURE");  // vSphere had secure boot on
   EXPECT_EQ(built["guestosid"], sim_seed::os_debian_12);
+  EXPECT_EQ(built["templateid"], sim_seed::debian_template);  // the distro's template
   EXPECT_EQ(sim_volume(ids["2001"])["deviceid"], 0);  // the inspected boot disk is the root
   EXPECT_EQ(sim_volume(ids["2001"])["type"], "ROOT");
   EXPECT_LT(sim_volume(ids["2000"])["deviceid"], sim_volume(ids["2002"])["deviceid"]);
