@@ -193,8 +193,11 @@ class OmaApi:
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
                  read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False,
-                 target_sha256=None):
+                 target_sha256=None, disk_images=None):
         self.work = work
+        # Raw images (unit order) the first VM's disks are copies of (mk-lab --disk-image),
+        # in place of generated disks of disk_mib; a real guest's disks get no simulated writes.
+        self.disk_images = [os.path.abspath(p) for p in (disk_images or [])]
         self.cloudstack = cloudstack
         # How check_disks reads a replica: target_sha256(vm_id, disk, volume) -> hex digest,
         # `disk` as in the lab's JSON, `volume` as GET /api/v1/volumes lists it. Default: the
@@ -272,8 +275,12 @@ class MigrationLab:
         if not os.path.exists(self.authorized_keys):
             write_private(self.authorized_keys, "")
         lab_json = os.path.join(self.work, "lab.json")
-        argv = [self.tool("mk-lab"), "--out", lab_json, "--vms", str(self.n_vms), "--disk-mib", self.disk_mib,
-                "--fill", self.fill]
+        argv = [self.tool("mk-lab"), "--out", lab_json, "--vms", str(self.n_vms)]
+        if self.disk_images:
+            for image in self.disk_images:
+                argv += ["--disk-image", image]
+        else:
+            argv += ["--disk-mib", self.disk_mib, "--fill", self.fill]
         if sshd:
             argv += ["--sshd-authorized-keys", self.authorized_keys]
         p = self.spawn("lab", argv)
@@ -602,7 +609,10 @@ class MigrationLab:
                 self.failures.append(f"{kind} pass: disk {key} of {vm['name']} differs from its source")
 
     def guest_writes(self, blocks_per_disk=40, seed=7):
-        """The running guests write: scattered 64 KiB blocks change on every disk."""
+        """The running guests write: scattered 64 KiB blocks change on every disk. Not on
+        disks made from given images: random blocks would break a real guest's filesystem."""
+        if self.disk_images:
+            return 0
         rng = random.Random(seed)
         n = 0
         for vm in self.vms.values():

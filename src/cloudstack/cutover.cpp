@@ -11,12 +11,13 @@
 namespace mk::cloudstack {
 
 Cutover::Cutover(const VmBuilder& builder, SourcePower& power, FinalPass& final_pass,
-                 Exports& exports, CutoverOptions options)
+                 Exports& exports, CutoverOptions options, GuestConversion* conversion)
     : builder_(builder),
       power_(power),
       final_pass_(final_pass),
       exports_(exports),
-      options_(options) {}
+      options_(options),
+      conversion_(conversion) {}
 
 bool Cutover::stop_source(const std::string& vm_uuid) {
   if (!power_.is_powered_on(vm_uuid)) return false;
@@ -49,6 +50,15 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
     final_pass_.run(vm.vm_uuid);
     steps.done(powered_off_by_us ? "source powered off by this cutover" : "source was already off");
 
+    if (conversion_) {
+      // Still on the OMA's VM: its devices are the volumes. Nothing else writes them now
+      // (the job holds the VM: no pass runs).
+      steps.begin(step = "guest-conversion");
+      std::vector<std::string> devices;
+      for (const auto& d : unit_order(vm)) devices.push_back(builder_.volumes().wait_for_device(d.volume_id, d.disk));
+      steps.done(conversion_->convert(vm, devices));
+    }
+
     steps.begin(step = "detach-from-oma");
     for (const auto& d : vm.disks) {
       record.unexported.push_back(d.disk.disk_key);
@@ -59,8 +69,9 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
 
     steps.begin(step = "deploy-vm");
     std::string name = builder_.free_host_name(vm);
+    DeployRequest request = builder_.request_for(vm, name);
     try {
-      builder_.deploy(builder_.request_for(vm, name), record.vm_id);
+      builder_.deploy(request, record.vm_id);
     } catch (const ApiError&) {
       throw;  // CloudStack refused it, or its job failed (record.vm_id names what it made)
     } catch (const std::exception&) {
@@ -68,7 +79,9 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
       if (record.vm_id.empty()) record.lost_deploy = name;
       throw;
     }
-    steps.done(name == vm.name ? record.vm_id : fmt::format("{} (named {})", record.vm_id, name));
+    std::string fit = request.fit();
+    steps.done(fmt::format("{}{}{}", name == vm.name ? record.vm_id : fmt::format("{} (named {})", record.vm_id, name),
+                           fit.empty() ? "" : ": ", fit));
 
     steps.begin(step = "replace-root");
     builder_.replace_root(record.vm_id, vm);

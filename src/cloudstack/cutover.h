@@ -3,10 +3,15 @@
 // Steps, each recorded in the job's StepLog under these names:
 //   final-pass         source shut down gracefully through the VMA (powered off after
 //                      the timeout), the last incremental pass, change IDs committed
+//   guest-conversion   (with a GuestConversion) the guest converted for KVM on the
+//                      volumes while they are still on the OMA's VM; a failure leaves
+//                      them as the final pass left them and rolls back like any step
 //   detach-from-oma    exports removed, volumes detached from the OMA
 //   deploy-vm          deployVirtualMachine with startvm=false, named by names.h (the
-//                      VMware name is the display name), the further NICs added
-//   replace-root       template root volume detached and deleted, OS disk as device 0
+//                      VMware name is the display name), fitted to the guest (template,
+//                      boot type and mode, OS type: guest_fit.h), the further NICs added
+//   replace-root       template root volume detached and deleted, the root disk (the
+//                      inspected boot disk) as device 0
 //   attach-data-disks  in unit order
 //   start-vm
 // Any failure rolls back (step "rollback"): the new VM torn down (our volumes detached
@@ -60,8 +65,9 @@ struct CutoverRecord {
 
 class Cutover {
  public:
+  // `conversion` (may be null: no conversion) is borrowed too.
   Cutover(const VmBuilder& builder, SourcePower& power, FinalPass& final_pass, Exports& exports,
-          CutoverOptions options = {});
+          CutoverOptions options = {}, GuestConversion* conversion = nullptr);
 
   // Returns the new CloudStack VM's id. Throws UsageError before any step if the VM
   // cannot be built (unmapped network, volume not ours, ...), CutoverError after a
@@ -88,6 +94,7 @@ class Cutover {
   FinalPass& final_pass_;
   Exports& exports_;
   CutoverOptions options_;
+  GuestConversion* conversion_;
 };
 
 }  // namespace mk::cloudstack

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "cloudstack/guest_fit.h"
 #include "common/json_schema.h"
 #include "common/text.h"
 
@@ -65,16 +66,29 @@ void check_inventory(const Client& c, const Settings& s, ValidationReport& r) {
           .is_null()) {
     r.add("service_offering_id", fmt::format("service offering {} does not exist", s.service_offering_id));
   }
-  Json tmpl = find_one(c, "listTemplates", "template",
-                       {{"id", s.template_id}, {"templatefilter", "executable"},
-                        {"zoneid", s.zone_id}});
-  if (tmpl.is_null()) {
-    r.add("template_id", fmt::format("template {} does not exist in zone {}", s.template_id,
-                                   s.zone_id));
-  } else if (!json_bool(tmpl, "isready", false)) {
-    r.add("template_id", fmt::format("template {} ({}) is not ready (status: {}); wait for it or "
-                                   "choose another",
-                                   s.template_id, json_text(tmpl, "name"), json_text(tmpl, "status")));
+  auto check_template = [&](const std::string& field, const std::string& id) {
+    Json tmpl = find_one(c, "listTemplates", "template",
+                         {{"id", id}, {"templatefilter", "executable"}, {"zoneid", s.zone_id}});
+    if (tmpl.is_null()) {
+      r.add(field, fmt::format("template {} does not exist in zone {}", id, s.zone_id));
+    } else if (!json_bool(tmpl, "isready", false)) {
+      r.add(field, fmt::format("template {} ({}) is not ready (status: {}); wait for it or "
+                               "choose another",
+                               id, json_text(tmpl, "name"), json_text(tmpl, "status")));
+    }
+  };
+  check_template("template_id", s.template_id);
+  for (const auto& [key, id] : s.os_templates) {
+    const std::string field = "os_templates." + key;
+    if (!is_os_template_key(key)) {
+      r.add(field, fmt::format("\"{}\" is no OS family or distro that inspection reports: use one such as "
+                               "\"linux\", \"windows\", \"debian\", \"ubuntu\", \"rhel\"",
+                               key));
+    } else if (id.empty()) {
+      r.add(field, fmt::format("no template is set for \"{}\"", key));
+    } else {
+      check_template(field, id);
+    }
   }
   for (const auto& id : s.network_ids) {
     Json net = find_one(c, "listNetworks", "network", {{"id", id}});
@@ -131,6 +145,7 @@ Json settings_to_json(const Settings& s, const SecretTransform& seal) {
           {"disk_offering_id", s.disk_offering_id},
           {"service_offering_id", s.service_offering_id},
           {"template_id", s.template_id},
+          {"os_templates", s.os_templates},
           {"network_ids", s.network_ids},
           {"oma_mac", s.oma_mac},
           {"test_network_id", s.test_network_id}};
@@ -160,6 +175,20 @@ Settings settings_from_json(const Json& j, const SecretTransform& open) {
   s.disk_offering_id = text("disk_offering_id");
   s.service_offering_id = text("service_offering_id");
   s.template_id = text("template_id");
+  if (j.contains("os_templates")) {
+    const Json& t = j.at("os_templates");
+    if (!t.is_object()) {
+      throw Error("the stored CloudStack settings are damaged (\"os_templates\" is not an object): save them again "
+                  "(PUT /api/v1/settings/cloudstack)");
+    }
+    for (const auto& [key, id] : t.items()) {
+      if (!id.is_string()) {
+        throw Error("the stored CloudStack settings are damaged (an OS template id is not text): save them again "
+                    "(PUT /api/v1/settings/cloudstack)");
+      }
+      s.os_templates[key] = id.get<std::string>();
+    }
+  }
   if (j.contains("network_ids") && !j.at("network_ids").is_array()) {
     throw Error("the stored CloudStack settings are damaged (\"network_ids\" is not a list): save them again "
                 "(PUT /api/v1/settings/cloudstack)");

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,12 @@ struct Settings {
   std::string zone_id;
   std::string disk_offering_id;     // must be custom-size: volumes match source disks
   std::string service_offering_id;
-  std::string template_id;          // must be ready in the zone
+  std::string template_id;          // must be ready in the zone; the template of every guest
+                                    // os_templates does not name
+  // A template per OS family or distro ("windows", "linux", "debian", "rhel", ...: the
+  // names virt-inspector reports, guest_fit.h): an inspected guest's VM is deployed from
+  // the template of its distro, else of its family, else template_id. Each must be ready.
+  std::map<std::string, std::string> os_templates;
   std::vector<std::string> network_ids;
   std::string oma_mac;              // the OMA's own NIC, to find its VM in CloudStack
   std::string test_network_id;      // where test failovers boot ("" = none; then no test failover)
@@ -54,7 +60,8 @@ struct ValidationReport {
 void check_settings(const Settings& settings, const ClientOptions& options);
 
 // Checks that each setting exists and fits: the zone is enabled, the disk offering is
-// custom-size, the template is ready, every network is in the zone, the OMA's VM is
+// custom-size, the template and every OS template are ready (under field "template_id",
+// "os_templates.<key>"; a key that is no OS family or distro is a problem too), every network is in the zone, the OMA's VM is
 // found by its MAC, and the account may attach volumes (attachVolume allowed, and the
 // OMA's VM belongs to the account). Never throws for a CloudStack answer; every problem
 // found is in the report. Wrong credentials or an unreachable API stop the checks there.

@@ -20,9 +20,9 @@ bool exists(const Client& client, const char* command, const char* key, const st
 }  // namespace
 
 TestFailover::TestFailover(const Client& client, const VmBuilder& builder, Exports& exports,
-                           std::string test_network_id)
+                           std::string test_network_id, GuestConversion* conversion)
     : client_(client), builder_(builder), exports_(exports),
-      test_network_id_(std::move(test_network_id)) {
+      test_network_id_(std::move(test_network_id)), conversion_(conversion) {
   if (test_network_id_.empty()) throw UsageError("test failover: no test network configured");
 }
 
@@ -58,11 +58,41 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
     }
     steps.done();
 
+    if (conversion_) {
+      // After the snapshots: the cleanup's revert undoes the conversion. The volumes come
+      // to the OMA's VM for it (no export: nothing may replicate into them now) and leave
+      // it again, also when the conversion failed, so that the rollback reverts them.
+      steps.begin(step = "guest-conversion");
+      record.conversion_began = true;
+      std::vector<std::string> devices;
+      std::string detail;
+      try {
+        for (const auto& d : unit_order(vm)) devices.push_back(builder_.volumes().attach_to_oma(d.volume_id, d.disk));
+        detail = conversion_->convert(vm, devices);
+      } catch (...) {
+        for (const auto& d : vm.disks) {
+          try {
+            builder_.detach_volume(d);
+          } catch (const std::exception& e) {
+            log::error("test failover of VM {}: volume {} stays on the OMA's VM after a failed conversion: {}",
+                       vm.name, d.volume_id, e.what());
+          }
+        }
+        throw;
+      }
+      for (const auto& d : vm.disks) builder_.detach_volume(d);
+      steps.done(detail);
+    }
+
     steps.begin(step = "deploy-vm");
-    builder_.deploy(builder_.request_for(vm, record.vm_name, test_network_id_), record.vm_id);
-    steps.done(vm.nics.size() > 1 ? fmt::format("{}: one NIC on the test network for the source's {}",
-                                                record.vm_id, vm.nics.size())
-                                  : record.vm_id);
+    DeployRequest request = builder_.request_for(vm, record.vm_name, test_network_id_);
+    builder_.deploy(request, record.vm_id);
+    std::string fit = request.fit();
+    steps.done(fmt::format("{}{}{}", record.vm_id,
+                           vm.nics.size() > 1 ? fmt::format(": one NIC on the test network for the source's {}",
+                                                            vm.nics.size())
+                                              : "",
+                           fit.empty() ? "" : (vm.nics.size() > 1 ? "; " : ": ") + fit));
 
     steps.begin(step = "replace-root");
     builder_.replace_root(record.vm_id, vm);
@@ -130,13 +160,19 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
     std::string first_error;
     for (const auto& [volume, snapshot] : record.snapshots) {
       try {
-        // A volume still on the OMA never reached the test VM: nothing to undo on it.
+        // A volume still on the OMA never reached the test VM: nothing to undo on it,
+        // unless the guest conversion wrote it there and a failed detach left it there
+        // (its snapshot not yet reverted): it leaves the OMA's VM to be reverted.
         const auto& volumes = builder_.volumes();
         bool on_oma = volumes.get(volume).virtual_machine_id == volumes.config().oma_vm_id;
-        if (!on_oma && !snapshot.empty() &&
-            exists(client_, "listSnapshots", "snapshot", snapshot)) {
-          client_.call_async("revertSnapshot", {{"id", snapshot}});
+        bool snapshot_left = !snapshot.empty() && exists(client_, "listSnapshots", "snapshot", snapshot);
+        if (on_oma && snapshot_left && record.conversion_began) {
+          for (const auto& d : vm.disks) {
+            if (d.volume_id == volume) volumes.detach(volume, d.disk);
+          }
+          on_oma = false;
         }
+        if (!on_oma && snapshot_left) client_.call_async("revertSnapshot", {{"id", snapshot}});
         reverted.insert(volume);
       } catch (const std::exception& e) {
         if (first_error.empty()) {

@@ -6,6 +6,10 @@
 //   snapshot-volumes   createSnapshot of every volume (the state replication reached),
 //                      taken once detached: KVM refuses snapshots of volumes attached to
 //                      a running VM (the OMA) unless kvm.snapshot.enabled, off by default
+//   guest-conversion   (with a GuestConversion) the volumes attached to the OMA's VM
+//                      again, the guest converted on them, detached again: after the
+//                      snapshots, so that the cleanup's revert undoes the conversion too
+//                      and replication continues from the unconverted state
 //   deploy-vm          "<host name>-test-<UTC timestamp>" (63 characters at most), one NIC
 //                      on the test network (CloudStack allows one NIC per network)
 //   replace-root, attach-data-disks, start-vm   as in a cutover
@@ -41,12 +45,14 @@ struct TestFailoverRecord {
   std::string vm_name;
   std::map<std::string, std::string> snapshots;  // volume id -> snapshot id
   std::vector<std::string> unexported;           // disk keys whose export start() removed
+  bool conversion_began = false;                 // the guest-conversion step ran (volumes may be written)
 };
 
 class TestFailover {
  public:
+  // `conversion` (may be null: no conversion) is borrowed.
   TestFailover(const Client& client, const VmBuilder& builder, Exports& exports,
-               std::string test_network_id);
+               std::string test_network_id, GuestConversion* conversion = nullptr);
 
   TestFailoverRecord start(const SourceVm& vm, StepLog& steps);
   // The same, filling `record` as it goes: after a CutoverError whose rollback was
@@ -62,6 +68,7 @@ class TestFailover {
   const VmBuilder& builder_;
   Exports& exports_;
   std::string test_network_id_;
+  GuestConversion* conversion_;
 };
 
 }  // namespace mk::cloudstack

@@ -9,13 +9,47 @@
 
 namespace mk::cloudstack {
 
-std::vector<SourceDisk> attach_order(const SourceVm& vm) {
+const SourceDisk& root_disk(const SourceVm& vm) {
+  if (vm.disks.empty()) throw UsageError(fmt::format("VM {} has no disks", vm.name));
+  if (vm.guest.boot_disk >= 0 && vm.guest.boot_disk < static_cast<int>(vm.disks.size())) {
+    // boot_disk indexes the disks in unit order; vm.disks may be in any order.
+    std::vector<const SourceDisk*> by_unit;
+    for (const auto& d : vm.disks) by_unit.push_back(&d);
+    std::stable_sort(by_unit.begin(), by_unit.end(), [](auto* a, auto* b) { return a->unit < b->unit; });
+    return *by_unit[static_cast<std::size_t>(vm.guest.boot_disk)];
+  }
+  for (const auto& d : vm.disks) {
+    if (d.os_disk) return d;
+  }
+  return vm.disks.front();
+}
+
+std::vector<SourceDisk> unit_order(const SourceVm& vm) {
   std::vector<SourceDisk> disks = vm.disks;
-  std::stable_sort(disks.begin(), disks.end(), [](const SourceDisk& a, const SourceDisk& b) {
-    if (a.os_disk != b.os_disk) return a.os_disk;
+  std::stable_sort(disks.begin(), disks.end(), [](const SourceDisk& a, const SourceDisk& b) { return a.unit < b.unit; });
+  return disks;
+}
+
+std::vector<SourceDisk> attach_order(const SourceVm& vm) {
+  const std::string root = root_disk(vm).disk.disk_key;
+  std::vector<SourceDisk> disks = vm.disks;
+  std::stable_sort(disks.begin(), disks.end(), [&root](const SourceDisk& a, const SourceDisk& b) {
+    bool ar = a.disk.disk_key == root, br = b.disk.disk_key == root;
+    if (ar != br) return ar;
     return a.unit < b.unit;
   });
   return disks;
+}
+
+std::string DeployRequest::fit() const {
+  std::string out;
+  if (!boot.boot_type.empty()) out = fmt::format("{} {} ({})", boot.boot_type, boot.boot_mode, boot.why);
+  if (!os_type.id.empty()) {
+    out += fmt::format("{}OS type {} ({})", out.empty() ? "" : ", ", os_type.description, os_type.how);
+  } else if (!os_type.how.empty() && os_type.how != "the guest was not inspected") {
+    out += (out.empty() ? "" : ", ") + os_type.how;
+  }
+  return out;
 }
 
 VmBuilder::VmBuilder(const Client& client, const CloudStackVolumes& volumes, TargetSettings target)
@@ -46,6 +80,10 @@ void VmBuilder::check(const SourceVm& vm) const {
   }
   auto os = std::count_if(vm.disks.begin(), vm.disks.end(), [](auto& d) { return d.os_disk; });
   if (os != 1) problems.push_back(fmt::format("{} disks are marked as the OS disk; exactly one must be", os));
+  if (vm.guest.boot_disk >= static_cast<int>(vm.disks.size())) {
+    problems.push_back(fmt::format("inspection put the root filesystem on disk {}, but the VM has {} disks",
+                                   vm.guest.boot_disk, vm.disks.size()));
+  }
   for (const auto& d : vm.disks) {
     if (d.volume_id.empty()) {
       problems.push_back(fmt::format("disk {} has no CloudStack volume yet", d.disk.disk_key));
@@ -72,6 +110,13 @@ DeployRequest VmBuilder::request_for(const SourceVm& vm, const std::string& name
   r.display_name = vm.name;
   r.cpus = vm.cpus;
   r.memory_mib = vm.memory_mib;
+  r.template_id = choose_template(target_.os_templates, vm.guest, target_.template_id);
+  r.boot = choose_boot(vm.firmware, vm.secure_boot, vm.guest);
+  if (vm.guest.known()) {
+    r.os_type = choose_os_type(client_.list("listOsTypes", "ostype"), vm.guest);
+  } else {
+    r.os_type.how = "the guest was not inspected";
+  }
   if (!network_override.empty()) {
     r.nics.emplace_back(network_override, "");  // one NIC per network: one on the test network
     return r;
@@ -111,7 +156,7 @@ bool can_expunge(const Client& client) {
 
 std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const {
   Params p{{"serviceofferingid", target_.service_offering_id},
-           {"templateid", target_.template_id},
+           {"templateid", r.template_id.empty() ? target_.template_id : r.template_id},
            {"zoneid", target_.zone_id},
            {"name", r.name},
            {"displayname", r.display_name},
@@ -121,6 +166,10 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
     p["details[0].cpuNumber"] = std::to_string(r.cpus);
     p["details[0].memory"] = std::to_string(r.memory_mib);
     if (!offering.contains("cpuspeed")) p["details[0].cpuSpeed"] = std::to_string(target_.cpu_speed_mhz);
+  }
+  if (!r.boot.boot_type.empty()) {
+    p["boottype"] = r.boot.boot_type;
+    p["bootmode"] = r.boot.boot_mode;  // UEFI needs one (CloudStack fails without); BIOS takes LEGACY
   }
   if (r.nics.empty()) throw UsageError(fmt::format("VM {}: no NIC to deploy with", r.display_name));
   // The first NIC here; the others one by one afterwards, so that none collapses.
@@ -132,6 +181,7 @@ std::string VmBuilder::deploy(const DeployRequest& r, std::string& vm_id) const 
   std::string id = json_text(json_object(result, "virtualmachine"), "id");
   if (id.empty()) throw Error(fmt::format("deployVirtualMachine of {} returned no VM id", r.name));
   vm_id = id;
+  set_os_type(id, r);
   add_nics(id, r);
   return id;
 }
@@ -145,6 +195,20 @@ std::string VmBuilder::find_deployed(const DeployRequest& r) const {
     return json_text(vm, "id");
   }
   return "";
+}
+
+void VmBuilder::set_os_type(const std::string& vm_id, const DeployRequest& r) const {
+  if (r.os_type.id.empty()) return;
+  // deployVirtualMachine takes no OS type (the template's is the VM's): set it while the
+  // VM is still stopped.
+  Json vm = json_first(client_.call("listVirtualMachines", {{"id", vm_id}, {"listall", "true"}}), "virtualmachine");
+  if (json_text(vm, "guestosid") == r.os_type.id) return;  // resumed
+  try {
+    client_.call("updateVirtualMachine", {{"id", vm_id}, {"ostypeid", r.os_type.id}});
+  } catch (const Error& e) {
+    throw Error(fmt::format("setting the OS type of VM {} to {} ({}): {}", r.name, r.os_type.description,
+                            r.os_type.id, e.what()));
+  }
 }
 
 void VmBuilder::add_nics(const std::string& vm_id, const DeployRequest& r) const {
@@ -192,15 +256,16 @@ void VmBuilder::replace_root(const std::string& vm_id, const SourceVm& vm) const
       throw;
     }
   }
-  const SourceDisk os = attach_order(vm).front();
+  const SourceDisk os = root_disk(vm);
   Volume current = volumes_.get(os.volume_id);
   if (current.virtual_machine_id == vm_id) return;
   volumes_.attach_to_vm(os.volume_id, os.disk, vm_id, 0);
 }
 
 void VmBuilder::attach_data_disks(const std::string& vm_id, const SourceVm& vm) const {
+  const std::string root = root_disk(vm).disk.disk_key;
   for (const auto& d : attach_order(vm)) {
-    if (d.os_disk) continue;
+    if (d.disk.disk_key == root) continue;
     if (volumes_.get(d.volume_id).virtual_machine_id == vm_id) continue;
     volumes_.attach_to_vm(d.volume_id, d.disk, vm_id, std::nullopt);
   }

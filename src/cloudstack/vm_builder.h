@@ -7,8 +7,11 @@
 // which stays the display name), then one NIC per further source NIC with
 // addNicToVirtualMachine (iptonetworklist is a map keyed by network in CloudStack: two
 // entries collapse into one NIC), keeping the MAC where the mapping says the network
-// allows it; the template's root volume detached and deleted, the OS disk attached as
-// device 0, the data disks attached in unit order, then the VM started. CloudStack gives
+// allows it; the template's root volume detached and deleted, the root disk (the disk
+// inspection found the root filesystem on, else the OS disk) attached as device 0, the
+// other disks attached in unit order, then the VM started. With an inspected guest the
+// deploy is fitted to it (guest_fit.h): the template of its OS family or distro,
+// boottype/bootmode, and its OS type set with updateVirtualMachine while still stopped. CloudStack gives
 // a VM at most one NIC per network, so two source NICs mapped to one network are refused
 // by check(). Tear-down detaches our volumes before destroying the VM, so that destroying
 // it can never take a migrated disk with it; it expunges when the account may (an admin,
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "cloudstack/client.h"
+#include "cloudstack/guest_fit.h"
 #include "cloudstack/volumes.h"
 
 namespace mk::cloudstack {
@@ -40,8 +44,8 @@ struct SourceNic {
 
 struct SourceDisk {
   DiskRef disk;
-  int unit = 0;          // controller unit order; the OS disk is attached first anyway
-  bool os_disk = false;  // exactly one per VM
+  int unit = 0;          // controller unit order; the root disk is attached first anyway
+  bool os_disk = false;  // exactly one per VM: the root disk unless inspection found another
   std::string volume_id; // the CloudStack volume that holds it
 };
 
@@ -52,6 +56,9 @@ struct SourceVm {
   int memory_mib = 1024;
   std::vector<SourceNic> nics;
   std::vector<SourceDisk> disks;
+  std::string firmware;      // vSphere's config.firmware: "bios", "efi"; "" = not known
+  bool secure_boot = false;  // vSphere's bootOptions.efiSecureBootEnabled
+  GuestFacts guest;          // what inspecting the replicas found (guest_fit.h); empty if not inspected
 };
 
 // ---- where it goes --------------------------------------------------------------
@@ -64,7 +71,8 @@ struct NetworkMapping {
 struct TargetSettings {
   std::string zone_id;
   std::string service_offering_id;
-  std::string template_id;
+  std::string template_id;  // the template when os_templates names none for the guest
+  std::map<std::string, std::string> os_templates;  // OS family or distro -> template (guest_fit.h)
   std::map<std::string, NetworkMapping> networks;  // VMware network name -> CloudStack
   int cpu_speed_mhz = 1000;  // sent when a custom offering names no CPU speed (its shares)
 };
@@ -100,6 +108,19 @@ class Exports {
                         const std::string& device_path) = 0;
 };
 
+// The guest's conversion for KVM (the OMA's: virt-v2v-in-place through overlays, src/guest).
+// `devices` are the VM's volumes as block devices on the OMA's VM, in unit order. Returns
+// the step's detail. Throws when the conversion failed; the volumes are then exactly as
+// they were (the implementation's promise: it writes them only after a conversion succeeded).
+class GuestConversion {
+ public:
+  virtual ~GuestConversion() = default;
+  virtual std::string convert(const SourceVm& vm, const std::vector<std::string>& devices) = 0;
+};
+
+// The VM's disks in unit order (as guest tools number them).
+std::vector<SourceDisk> unit_order(const SourceVm& vm);
+
 // ---- assembly -------------------------------------------------------------------
 
 struct DeployRequest {
@@ -108,6 +129,11 @@ struct DeployRequest {
   std::vector<std::pair<std::string, std::string>> nics;  // network id, MAC ("" = any); one per network
   int cpus = 1;
   int memory_mib = 1024;
+  std::string template_id;    // "" = the settings' template
+  BootChoice boot;            // boottype/bootmode ("" = CloudStack's default)
+  OsTypeChoice os_type;       // set with updateVirtualMachine after the deploy ("" id = the template's)
+  // What the request was fitted to, for the job's step ("" when the guest was not inspected).
+  std::string fit() const;
 };
 
 class VmBuilder {
@@ -121,6 +147,8 @@ class VmBuilder {
 
   // One NIC per source NIC through the mapping, named `name`, displayed as the VMware
   // name. `network_override` (a test network) gives the VM one NIC there, without a MAC.
+  // Fitted to the guest (guest_fit.h): template, boot type and mode, and the OS type
+  // from listOsTypes when the guest was inspected.
   DeployRequest request_for(const SourceVm& vm, const std::string& name,
                             const std::string& network_override = "") const;
 
@@ -129,7 +157,8 @@ class VmBuilder {
   std::string free_host_name(const SourceVm& vm) const;
 
   void detach_volume(const SourceDisk& disk) const;  // owned volume, from wherever it is
-  // Deploys with startvm=false, adds the further NICs, and returns the new VM's id.
+  // Deploys with startvm=false (boottype/bootmode as requested), sets the OS type
+  // (updateVirtualMachine, while stopped), adds the further NICs, and returns the new VM's id.
   // `vm_id` is set as soon as CloudStack names the VM, before its job ends, so that a
   // failed or timed-out job still leaves the caller able to tear the VM down.
   std::string deploy(const DeployRequest& request, std::string& vm_id) const;
@@ -158,12 +187,17 @@ class VmBuilder {
 
  private:
   void add_nics(const std::string& vm_id, const DeployRequest& request) const;
+  void set_os_type(const std::string& vm_id, const DeployRequest& request) const;
   const Client& client_;
   const CloudStackVolumes& volumes_;
   TargetSettings target_;
 };
 
-// The disks in the order they are attached: the OS disk, then data disks by unit.
+// The disk that becomes the root volume (device 0): the disk inspection found the root
+// filesystem on, else the one marked os_disk.
+const SourceDisk& root_disk(const SourceVm& vm);
+
+// The disks in the order they are attached: the root disk, then the others by unit.
 std::vector<SourceDisk> attach_order(const SourceVm& vm);
 
 // The service offering `id` as listServiceOfferings returns it; throws mk::Error naming

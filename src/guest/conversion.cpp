@@ -37,11 +37,27 @@ ConversionResult convert_volumes(const std::vector<DiskImage>& volumes, const Co
   ConversionResult result = convert_images(images, options);
   if (!result.ok) return result;  // the overlays go with `dir`; the volumes were never opened rw
   const auto start = std::chrono::steady_clock::now();
+  std::size_t committed = 0;
   try {
-    for (Overlay& o : overlays) o.commit();
+    // Every volume's copy first, so that a failure at any disk can put all of them back:
+    // a VM half converted would be neither the final pass nor a converted guest.
+    for (Overlay& o : overlays) o.save_undo();
+    for (Overlay& o : overlays) {
+      o.commit();  // restores its own volume when it fails
+      ++committed;
+    }
   } catch (const std::exception& e) {
     result.ok = false;
     result.error = e.what();
+    for (std::size_t i = 0; i < committed; ++i) {
+      try {
+        overlays[i].restore();
+      } catch (const std::exception& again) {
+        result.error += "; volume " + overlays[i].base().path + " stays converted: " + again.what() +
+                        "; replicate it in full before another cutover";
+      }
+    }
+    if (committed > 0) result.error += "; the volumes committed before it were restored";
   }
   result.commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

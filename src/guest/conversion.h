@@ -5,7 +5,9 @@
 // overlays). convert_volumes() never lets a failed conversion touch the volumes: it
 // converts qcow2 overlays over them and commits the overlays into the volumes only when
 // virt-v2v-in-place succeeded; on failure, time-out or cancel the overlays are deleted and
-// the volumes stay byte-identical. Free functions; thread-safe (each call has its own
+// the volumes stay byte-identical. Before committing it saves what the commits will
+// overwrite on every (raw) volume, so that a commit failing at any disk puts every
+// volume back as it was. Free functions; thread-safe (each call has its own
 // scratch directory and processes, stopped by PID).
 #pragma once
 

@@ -76,8 +76,10 @@ int main(int argc, char** argv) {
   app.add_flag("--cloudstack-allow-http", c.cloudstack.client.allow_insecure_http,
                "Accept an http:// CloudStack API URL (the API key and signed requests then travel in clear)");
   app.add_flag("--convert-guests", c.cutover.convert_guests,
-               "Inspect the volumes before a local cutover (refusing guests that cannot be converted before the "
-               "source is touched) and convert them for KVM with virt-v2v-in-place after the final pass");
+               "Inspect the volumes before a cutover or test failover (refusing guests that cannot be converted "
+               "before the source is touched), convert them for KVM with virt-v2v-in-place (cutover: after the "
+               "final pass; test failover: after the volume snapshots) and, with the cloudstack backend, build "
+               "the VM to match the guest (root disk, UEFI/BIOS, OS type, template per OS family)");
   int conversion_timeout_s = 1800;
   app.add_option("--conversion-timeout", conversion_timeout_s, "Seconds a guest conversion may take (default 1800)")
       ->check(CLI::Range(60, 86400));

@@ -455,6 +455,14 @@ const Schema& discovered_vm() {
            .description = "what would refuse a pass of it (absent from an older VMA: none known)",
            .max_length = 1000,
            .items = &preflight_finding()},
+          {.name = "firmware",
+           .required = false,
+           .description = "vSphere's firmware setting (absent from an older VMA: not known)",
+           .max_length = 16,
+           .one_of = {"bios", "efi"},
+           .example = "efi"},
+          may_be_absent(bool_field("secure_boot", "UEFI secure boot is on in vSphere (absent: off or not known)",
+                                   false)),
       },
       "DiscoveredVm",
       "a VM as the VMA found it in vCenter"};
@@ -874,7 +882,7 @@ json vm_json(const DiscoveredVm& m) {
         {{"disk_key", d.disk_key.str()}, {"unit", d.unit}, {"label", d.label}, {"capacity_bytes", d.capacity_bytes}});
   }
   for (const auto& n : m.nics) nics.push_back({{"key", n.key}, {"mac", n.mac}, {"network", n.network}});
-  return {{"vm_id", m.vm_id},
+  json j = {{"vm_id", m.vm_id},
           {"name", m.name},
           {"datacenter", m.datacenter},
           {"power_state", enum_name(m.power_state)},
@@ -884,6 +892,9 @@ json vm_json(const DiscoveredVm& m) {
           {"disks", disks},
           {"nics", nics},
           {"findings", findings_json(m.findings)}};
+  if (!m.firmware.empty()) j["firmware"] = m.firmware;
+  if (m.secure_boot) j["secure_boot"] = true;
+  return j;
 }
 
 DiscoveredVm vm_of(const json& j) {
@@ -903,6 +914,8 @@ DiscoveredVm vm_of(const json& j) {
   }
   for (const auto& n : j["nics"]) vm.nics.push_back({n["key"], n["mac"], n["network"]});
   if (j.contains("findings")) vm.findings = findings_of(j["findings"]);
+  if (j.contains("firmware")) vm.firmware = j["firmware"];
+  if (j.contains("secure_boot")) vm.secure_boot = j["secure_boot"];
   return vm;
 }
 

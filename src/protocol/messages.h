@@ -221,6 +221,8 @@ struct DiscoveredVm {
   std::vector<DiscoveredDisk> disks;
   std::vector<DiscoveredNic> nics;
   std::vector<PreflightFinding> findings;  // empty: nothing known refuses a pass
+  std::string firmware;    // vSphere's config.firmware: "bios", "efi"; "" from an older VMA (not known)
+  bool secure_boot = false;  // config.bootOptions.efiSecureBootEnabled
 };
 
 struct Discovery {

@@ -13,6 +13,7 @@ const std::vector<std::string> kVmPaths = {
     "config.hardware.numCPU", "config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled",
     "config.template", "config.hardware.device", "runtime.connectionState", "runtime.consolidationNeeded",
     "config.keyId", "capability.changeTrackingSupported", "config.version", "config.bootOptions.bootOrder",
+    "config.bootOptions.efiSecureBootEnabled",
     "snapshot"};
 
 std::string path_set(const std::vector<std::string>& paths) {
@@ -71,6 +72,7 @@ VmInfo to_vm(const ObjectProperties& o) {
   vm.cpus = int_of(o.get("config.hardware.numCPU"), ctx + " numCPU");
   vm.memory_mb = int_of(o.get("config.hardware.memoryMB"), ctx + " memoryMB");
   vm.firmware = o.get("config.firmware").text();
+  vm.secure_boot = bool_of(o.get("config.bootOptions.efiSecureBootEnabled"));
   vm.cbt_enabled = bool_of(o.get("config.changeTrackingEnabled"));
   vm.is_template = bool_of(o.get("config.template"));
   vm.connection_state = o.get("runtime.connectionState").text();

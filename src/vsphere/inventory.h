@@ -62,6 +62,7 @@ struct VmInfo {
   int cpus = 0;
   int memory_mb = 0;
   std::string firmware;       // bios, efi
+  bool secure_boot = false;   // config.bootOptions.efiSecureBootEnabled (vSphere 6.5+)
   bool cbt_enabled = false;   // config.changeTrackingEnabled
   bool is_template = false;
   std::string connection_state;  // runtime.connectionState: connected, disconnected, orphaned, inaccessible, invalid

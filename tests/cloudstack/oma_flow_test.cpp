@@ -55,6 +55,7 @@ class OmaFlow : public ::testing::Test {
     c.cloudstack.client = mk::cloudstack::test::SimServer::fast_client_options();
     c.cutover.power_poll = std::chrono::milliseconds(5);
     c.volume_slot_poll_ms = 20;
+    if (tweak) tweak(c);
     oma = std::make_unique<Oma>(c);
     oma->start();
     api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
@@ -197,6 +198,7 @@ class OmaFlow : public ::testing::Test {
   const std::string vm_id = test::test_vm_uuid(0x51);
   int vm_cpus = 4;  // the custom service offering accepts 1 to 8
   int64_t export_pid = 0;
+  std::function<void(OmaConfig&)> tweak;  // applied to the configuration before the OMA starts
 };
 
 TEST_F(OmaFlow, SettingsAreValidatedAndTheSecretNeverLeaves) {
@@ -776,6 +778,171 @@ TEST_F(LocalCutover, FailedFinalPassPowersTheSourceOnAgain) {
   const json* rb = step(job, "rollback");
   ASSERT_NE(rb, nullptr);
   EXPECT_EQ((*rb)["status"], "completed");
+}
+
+
+// --convert-guests on the cloudstack backend, with the inspection's answer and the
+// conversion given (no libguestfs, no qemu: the real ones are label guest): the job's
+// logic through the whole OMA. The "conversion" writes a marker into every volume it is
+// given, or fails.
+class OmaFlowConversion : public OmaFlow {
+ protected:
+  void SetUp() override {
+    tweak = [this](OmaConfig& c) {
+      c.cutover.convert_guests = true;
+      c.cutover.inspector = [this](const std::vector<guest::DiskImage>& disks) {
+        inspected_disks = disks;
+        guest::GuestInspection g;
+        g.os_found = g.convertible = !no_os;
+        g.reason = no_os ? "no operating system found on the VM's disks" : "";
+        g.os_family = no_os ? "" : "linux";
+        g.distro = no_os ? "" : "debian";
+        g.version = "12.0";
+        g.root_device = "/dev/sdb1";
+        g.boot_disk = 1;  // the disk of unit 1 ("2001") holds the root filesystem
+        g.firmware = "uefi";
+        return g;
+      };
+      c.cutover.converter = [this](const std::vector<guest::DiskImage>& disks, const guest::ConversionOptions& o) {
+        converted_disks = disks;
+        firmware = o.firmware;
+        guest::ConversionResult r;
+        if (!fail_with.empty()) {
+          r.error = fail_with;
+          return r;
+        }
+        for (std::size_t i = 0; i < disks.size(); ++i) mk::test::write_at(disks[i].path, 300 * KiB, "CONVERTED");
+        r.ok = true;
+        return r;
+      };
+    };
+    OmaFlow::SetUp();
+  }
+  std::string volume_file(const std::string& id) { return sim.dir() + "/state/volumes/" + id + ".img"; }
+  std::vector<std::string> links_by_unit() {
+    auto ids = volume_ids();
+    return {link_of(ids["2000"]), link_of(ids["2001"]), link_of(ids["2002"])};
+  }
+  static std::vector<std::string> paths(const std::vector<guest::DiskImage>& disks) {
+    std::vector<std::string> out;
+    for (const auto& d : disks) out.push_back(d.path);
+    return out;
+  }
+
+  bool no_os = false;
+  std::string fail_with;
+  std::vector<guest::DiskImage> inspected_disks, converted_disks;
+  std::string firmware;
+};
+
+// A template per OS family or distro, through the API: keys and ids checked when saved,
+// each template checked by the validation, returned by GET.
+TEST_F(OmaFlowConversion, OsTemplatesAreSavedCheckedAndReturned) {
+  auto with_templates = [this](const json& templates) {
+    json body = sim.oma_settings();
+    body["os_templates"] = templates;
+    return body.dump();
+  };
+  auto r = api->put("/api/v1/settings/cloudstack", with_templates({{"debain", sim_seed::debian_template}}));
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_NE(r.raw.find("os_templates.debain"), std::string::npos) << r.raw;
+  r = api->post("/api/v1/settings/cloudstack/validate",
+                json{{"os_templates", {{"windows", sim_seed::unready_template}}}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["ok"], false);
+  EXPECT_EQ(r.body["problems"][0]["field"], "os_templates.windows") << r.raw;
+  r = api->put("/api/v1/settings/cloudstack", with_templates({{"debian", sim_seed::debian_template}}));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(api->get("/api/v1/settings/cloudstack").body["os_templates"],
+            (json{{"debian", sim_seed::debian_template}}));
+}
+
+TEST_F(OmaFlowConversion, CutoverConvertsOnTheOmasVmAndBuildsTheVmToMatchTheGuest) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  json settings = sim.oma_settings();
+  settings["os_templates"] = {{"debian", sim_seed::debian_template}};
+  auto saved = api->put("/api/v1/settings/cloudstack", settings.dump());
+  ASSERT_EQ(saved.status, 200) << saved.raw;
+  vma->set_firmware(vm_id, "efi", true);  // as the VMA reads vSphere's settings
+  auto ids = volume_ids();
+  const std::vector<std::string> links = links_by_unit();
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 5}});
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  std::vector<std::string> cutover_steps;  // without the final pass's own steps
+  for (const auto& n : step_names(job)) {
+    if (n == "guest-inspection" || n == "final-pass" || n == "guest-conversion" || n == "detach-from-oma" ||
+        n == "deploy-vm")
+      cutover_steps.push_back(n);
+  }
+  EXPECT_EQ(cutover_steps, (std::vector<std::string>{"guest-inspection", "final-pass", "guest-conversion",
+                                                      "detach-from-oma", "deploy-vm"}));
+  // Both on the volumes' devices on the OMA's VM, in unit order.
+  EXPECT_EQ(paths(inspected_disks), links);
+  EXPECT_EQ(paths(converted_disks), links);
+  EXPECT_EQ(firmware, "uefi");
+  for (const auto& d : kDisks) EXPECT_EQ(mk::test::read_at(volume_file(ids[d.key]), 300 * KiB, 9), "CONVERTED");
+
+  json built;
+  const json st = sim.state();  // kept: the loop must not run over a temporary's member
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) built = v;
+  EXPECT_EQ(built["boottype"], "UEFI");
+  EXPECT_EQ(built["bootmode"], "SECURE");  // vSphere had secure boot on
+  EXPECT_EQ(built["guestosid"], sim_seed::os_debian_12);
+  EXPECT_EQ(built["templateid"], sim_seed::debian_template);  // the distro's template
+  EXPECT_EQ(sim_volume(ids["2001"])["deviceid"], 0);  // the inspected boot disk is the root
+  EXPECT_EQ(sim_volume(ids["2001"])["type"], "ROOT");
+  EXPECT_LT(sim_volume(ids["2000"])["deviceid"], sim_volume(ids["2002"])["deviceid"]);
+  EXPECT_EQ(vm_status(), "cut_over");
+}
+
+TEST_F(OmaFlowConversion, AFailedConversionRollsTheCutoverBack) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  fail_with = "converting web01 with virt-v2v-in-place failed: no bootloader detected";
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 5}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("no bootloader detected"), std::string::npos) << job["error"];
+  EXPECT_EQ((*step(job, "guest-conversion"))["status"], "failed");
+  EXPECT_EQ((*step(job, "rollback"))["status"], "completed");
+  EXPECT_EQ(step(job, "deploy-vm"), nullptr);
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_EQ(vm_status(), "replicated");
+  expect_on_oma();  // the volumes hold exactly the source's data
+}
+
+TEST_F(OmaFlowConversion, AGuestThatCannotBeConvertedIsRefusedBeforeTheSourceIsTouched) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  no_os = true;
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 5}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("no operating system"), std::string::npos) << job["error"];
+  EXPECT_EQ(step_names(job), std::vector<std::string>{"guest-inspection"});
+  EXPECT_TRUE(vma->power_calls().empty());
+  EXPECT_EQ(vm_status(), "replicated");
+  expect_on_oma();
+}
+
+TEST_F(OmaFlowConversion, TestFailoverConvertsAfterTheSnapshotsAndTheCleanupUndoesIt) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  auto ids = volume_ids();
+  json job = run_job("/api/v1/vms/" + vm_id + "/test-failover");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  EXPECT_EQ(step_names(job), (std::vector<std::string>{"guest-inspection", "detach-from-oma", "snapshot-volumes",
+                                                       "guest-conversion", "deploy-vm", "replace-root",
+                                                       "attach-data-disks", "start-vm"}));
+  for (const auto& d : kDisks) EXPECT_EQ(mk::test::read_at(volume_file(ids[d.key]), 300 * KiB, 9), "CONVERTED");
+  EXPECT_EQ(sim_volume(ids["2001"])["deviceid"], 0);
+  // An older VMA says nothing of the firmware: the disks decide (the inspection's UEFI).
+  json test_vm;
+  const json st = sim.state();
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) test_vm = v;
+  EXPECT_EQ(test_vm["boottype"], "UEFI");
+  EXPECT_EQ(test_vm["bootmode"], "LEGACY");
+  job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  expect_on_oma();  // the conversion is undone with the test VM's writes
+  EXPECT_EQ(vm_status(), "replicated");
+  ASSERT_EQ(replicate("incremental")["status"], "completed");
+  expect_on_oma();
 }
 
 }  // namespace

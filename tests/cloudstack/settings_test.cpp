@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "oma/crypto.h"
 #include "sim_server.h"
 #include "support/temp_dir.h"
@@ -78,6 +80,30 @@ TEST(Settings, EveryProblemIsReportedAtOnce) {
   EXPECT_NE(text.find("service offering so000000-0000-4000-8000-0000000000ff"), std::string::npos);
   EXPECT_NE(text.find("network n0000000-0000-4000-8000-0000000000ff"), std::string::npos);
   EXPECT_NE(text.find("02:00:00:00:ff:ff"), std::string::npos);
+}
+
+// A template per OS family or distro: each must be ready in the zone, and its key an OS
+// family or distro inspection reports; each problem names its key. Stored and read back.
+TEST(Settings, OsTemplatesAreCheckedEachUnderItsKey) {
+  SimServer sim;
+  Settings s = good_settings(sim);
+  s.os_templates = {{"windows", seed::windows_template}, {"debian", seed::debian_template}};
+  ValidationReport ok = validate_settings(s, SimServer::fast_client_options());
+  EXPECT_TRUE(ok.ok()) << all(ok);
+
+  s.os_templates = {{"windows", seed::unready_template},
+                    {"debain", seed::debian_template},
+                    {"linux", "t0000000-0000-4000-8000-0000000000ff"}};
+  ValidationReport r = validate_settings(s, SimServer::fast_client_options());
+  ASSERT_EQ(r.problems.size(), 3u) << all(r);
+  std::map<std::string, std::string> by_field;
+  for (size_t i = 0; i < r.fields.size(); ++i) by_field[r.fields[i]] = r.problems[i];
+  EXPECT_NE(by_field["os_templates.windows"].find("not ready"), std::string::npos) << all(r);
+  EXPECT_NE(by_field["os_templates.debain"].find("no OS family or distro"), std::string::npos) << all(r);
+  EXPECT_NE(by_field["os_templates.linux"].find("does not exist"), std::string::npos) << all(r);
+
+  Json stored = settings_to_json(s, [](const std::string& v) { return v; });
+  EXPECT_EQ(settings_from_json(stored, [](const std::string& v) { return v; }).os_templates, s.os_templates);
 }
 
 TEST(Settings, MissingFieldsAreAllNamed) {

@@ -92,6 +92,17 @@ inline const char* custom_service_offering = "so000000-0000-4000-8000-0000000000
 inline const char* fixed_service_offering = "so000000-0000-4000-8000-000000000002";
 inline const char* ready_template = "t0000000-0000-4000-8000-000000000001";
 inline const char* unready_template = "t0000000-0000-4000-8000-000000000002";
+inline const char* windows_template = "t0000000-0000-4000-8000-000000000003";
+inline const char* debian_template = "t0000000-0000-4000-8000-000000000004";
+// listOsTypes (a subset of CloudStack's guest_os table)
+inline const char* os_other_linux = "os000000-0000-4000-8000-000000000002";  // the templates' but Windows'
+inline const char* os_other_pv = "os000000-0000-4000-8000-000000000003";
+inline const char* os_debian_12 = "os000000-0000-4000-8000-000000000012";
+inline const char* os_debian_12_32bit = "os000000-0000-4000-8000-000000000013";
+inline const char* os_ubuntu_22_04 = "os000000-0000-4000-8000-000000000021";
+inline const char* os_rhel_8 = "os000000-0000-4000-8000-000000000030";  // "Red Hat Enterprise Linux 8.0"
+inline const char* os_rhel_9 = "os000000-0000-4000-8000-000000000031";  // "Red Hat Enterprise Linux 9"
+inline const char* os_windows_2022 = "os000000-0000-4000-8000-000000000041";
 inline const char* prod_network = "n0000000-0000-4000-8000-000000000001";
 inline const char* test_network = "n0000000-0000-4000-8000-000000000002";
 inline const char* nomac_network = "n0000000-0000-4000-8000-000000000003";

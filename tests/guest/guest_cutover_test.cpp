@@ -1,18 +1,24 @@
-// Guest conversion at cutover, through the whole OMA with the local volume backend
-// (oma --convert-guests): the strict fake VMA copies the source disks for real
-// (migratekit over NBD), the OMA inspects the volumes before touching the source and
-// converts them with virt-v2v-in-place after the final pass. The boot check before
-// cutover (POST /api/v1/vms/{id}/boot-check, through `migratekit boot-check`) converts and
-// boots overlays of the replica and leaves the replica as the pass left it.
+// Guest conversion at cutover, through the whole OMA (oma --convert-guests): the strict
+// fake VMA copies the source disks for real (migratekit over NBD), the OMA inspects the
+// volumes before touching the source and converts them with virt-v2v-in-place after the
+// final pass. With the local volume backend (the one-disk lab guest), and with the
+// cloudstack backend against the simulator (the two-disk lab guest: /var on its second
+// disk, mounted by UUID), whose volumes are then booted as the VM CloudStack built
+// attaches them. The boot check before cutover (POST /api/v1/vms/{id}/boot-check,
+// through `migratekit boot-check`) converts and boots overlays of the replica and leaves
+// the replica as the pass left it.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <iostream>
+#include <map>
 
 #include "common/units.h"
 #include "fake_vma.h"
 #include "guest/boot_check.h"
 #include "oma/app.h"
 #include "oma_service.h"
+#include "sim_server.h"
 #include "support/files.h"
 #include "support/migratekit_runner.h"
 #include "support/nbdkit_server.h"
@@ -175,6 +181,110 @@ TEST_F(GuestCutover, BootCheckThroughTheApiBootsTheLabGuestAndNeverChangesTheRep
   std::cout << "boot check figures: inspection " << check["inspection_seconds"] << " s, conversion "
             << check["conversion_seconds"] << " s, boot " << check["boot_seconds"] << " s (" << check["accel"]
             << "), screenshot " << png.size() << " bytes\n";
+}
+
+// The two-disk guest through the cloudstack backend: replicated into simulator volumes
+// attached to the OMA's VM, converted there at cutover (both disks together), the VM
+// built to match (Debian 12's OS type, BIOS, the root disk as device 0); its volumes,
+// in CloudStack's device order and booted as they are, reach the default target, which
+// needs /var from the second disk (its fstab entry has no nofail).
+class GuestCloudStackCutover : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (vma) {
+      EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+    }
+    api.reset();
+    oma.reset();
+    vma.reset();
+  }
+  mk::cloudstack::test::SimServer sim;
+  mk::test::TempDir dir{"mk-guest-cs-cutover"};
+  std::unique_ptr<test::FakeVma> vma;
+  std::unique_ptr<Oma> oma;
+  std::unique_ptr<test::ApiClient> api;
+  std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
+  const std::string vm_id = test::test_vm_uuid(0x13);
+};
+
+TEST_F(GuestCloudStackCutover, TwoDiskGuestIsConvertedOnTheOmaAndBootsWithItsSecondFilesystem) {
+  namespace seed = mk::cloudstack::test::seed;
+  ::setenv("TMPDIR", dir.path().c_str(), 1);
+  const std::vector<std::string> images = {std::string(MK_LAB_TWO_DISK_PREFIX) + "-disk0.raw",
+                                           std::string(MK_LAB_TWO_DISK_PREFIX) + "-disk1.raw"};
+  for (const auto& i : images) ASSERT_TRUE(std::filesystem::exists(i)) << i << ": run through ctest (guest_two_disk)";
+  std::filesystem::create_directories(dir.file("data"));
+  vma = std::make_unique<test::FakeVma>(mk::test::make_psk_file(dir.file("data/nbd-psk.keys"), "oma"));
+  OmaConfig c = test::test_config(dir.file("data"), vma->url());
+  c.volume_backend = "cloudstack";
+  c.cloudstack.by_id_dir = sim.by_id_dir();
+  c.cloudstack.device_timeout = std::chrono::seconds(10);
+  c.cloudstack.client = mk::cloudstack::test::SimServer::fast_client_options();
+  c.cutover.power_poll = std::chrono::milliseconds(5);
+  c.cutover.convert_guests = true;
+  c.cutover.conversion_log_dir = dir.file("data/logs");
+  oma = std::make_unique<Oma>(c);
+  oma->start();
+  api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+  ASSERT_EQ(api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump()).status, 200);
+  json mappings = {{"mappings", {{{"source_network", "VM Network"}, {"target_network_id", seed::prod_network},
+                                  {"keep_mac", true}}}}};
+  ASSERT_EQ(api->put("/api/v1/network-mappings", mappings.dump()).status, 200);
+  json disks = json::array();
+  for (int unit = 0; unit < 2; ++unit) {
+    const std::string key = std::to_string(2000 + unit);
+    sources.push_back(std::make_unique<mk::test::NbdkitServer>(
+        mk::test::NbdkitOptions{.args = {"file=" + images[unit]}, .read_only = true}));
+    vma->set_source(key, sources.back()->uri());
+    disks.push_back({{"key", key}, {"unit", unit}, {"capacity_bytes", mk::test::file_size(images[unit])}});
+  }
+  json body = {{"vm_id", vm_id}, {"name", "lab-two-disk"}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"},
+               {"cpus", 1}, {"memory_mb", 1024}, {"disks", disks},
+               {"nics", {{{"mac", "00:50:56:aa:bb:13"}, {"network", "VM Network"}}}}};
+  ASSERT_EQ(api->post("/api/v1/vms", body.dump()).status, 201);
+  vma->add_source_vm(vm_id, "lab-two-disk", true);
+
+  auto run_job = [&](const std::string& path, const json& b, std::chrono::seconds deadline) {
+    auto r = api->post(path, b.dump());
+    EXPECT_TRUE(r.status == 201 || r.status == 202) << path << ": " << r.raw;
+    return test::wait_for_job(*api, r.body["job_id"], test::job_ended, deadline);
+  };
+  ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(900))["status"],
+            "completed");
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}},
+                     std::chrono::seconds(2400));
+  ASSERT_EQ(job["status"], "completed") << job.dump(2);
+  std::map<std::string, json> steps;
+  for (const auto& st : job["steps"]) steps[st["name"]] = st;
+  EXPECT_NE(steps["guest-inspection"]["message"].get<std::string>().find("debian 12"), std::string::npos)
+      << steps["guest-inspection"];
+  EXPECT_EQ(steps["guest-conversion"]["status"], "completed") << steps["guest-conversion"];
+  EXPECT_NE(steps["deploy-vm"]["message"].get<std::string>().find("Debian GNU/Linux 12 (64-bit)"), std::string::npos)
+      << steps["deploy-vm"];
+  std::cout << "cutover steps: " << job["steps"].dump() << "\n";
+
+  // The VM CloudStack built: its volumes by device id, as KVM attaches them.
+  const json st = sim.state();
+  json built;
+  for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) built = v;
+  EXPECT_EQ(built["guestosid"], seed::os_debian_12);
+  EXPECT_EQ(built["boottype"], "BIOS");
+  std::map<int, std::string> by_device;
+  for (const auto& v : st["volumes"]) {
+    if (v.value("virtualmachineid", "") == built["id"]) by_device[v["deviceid"]] = v["id"];
+  }
+  ASSERT_EQ(by_device.size(), 2u) << st["volumes"].dump(2);
+  ASSERT_EQ(by_device.begin()->first, 0);
+  std::vector<mk::guest::DiskImage> attached;
+  for (const auto& [device, id] : by_device) attached.push_back({sim.dir() + "/state/volumes/" + id + ".img", "raw"});
+  mk::guest::BootCheckOptions options;
+  options.convert = false;
+  options.limit = std::chrono::seconds(300);
+  const auto r = mk::guest::boot_check(attached, options);
+  EXPECT_TRUE(r.booted) << r.reason << "\n" << r.console_tail;
+  // The console may hold bytes that are not UTF-8 (firmware and boot loader output).
+  std::cout << "boot of the built VM's volumes: "
+            << mk::guest::to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 }  // namespace

@@ -10,11 +10,13 @@
 #include <fstream>
 #include <thread>
 
+#include "common/error.h"
 #include "common/subprocess.h"
 #include "guest/accel.h"
 #include "guest/boot_check.h"
 #include "guest/conversion.h"
 #include "guest/inspection.h"
+#include "guest/overlay.h"
 #include "support/files.h"
 #include "support/temp_dir.h"
 
@@ -234,6 +236,47 @@ TEST(GuestInspection, NamesApplianceDisks) {
   EXPECT_EQ(mk::guest::appliance_disk_index("/dev/sdb2"), 1);
   EXPECT_EQ(mk::guest::appliance_disk_index("/dev/sdaa1"), 26);
   EXPECT_EQ(mk::guest::appliance_disk_index("/dev/vg0/root"), -1);
+}
+
+// A commit that fails after writing (as a full disk or an I/O error half-way would) puts
+// the volume back from what was saved before; a commit that works writes the overlay's
+// data and zeros. Only qemu-img and qemu-io: no image, no qemu.
+TEST(GuestOverlay, ACommitThatFailsRestoresTheVolume) {
+  mk::test::TempDir dir("mk-guest-overlay");
+  const std::string base = dir.file("volume.raw");
+  mk::test::write_random_at(base, 0, 8 << 20, 5);
+  const std::string before = mk::test::sha256_file(base);
+  auto written_overlay = [&](const std::string& name) {
+    mk::guest::Overlay o({base, "raw"}, dir.file(name));
+    std::string out;
+    EXPECT_EQ(mk::run_capture({"qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", "-c", "write -z 3M 128k",
+                               o.path()},
+                              out),
+              0)
+        << out;
+    return o;
+  };
+  {
+    mk::guest::Overlay o = written_overlay("failing.qcow2");
+    try {
+      o.commit([&] {
+        EXPECT_NE(mk::test::sha256_file(base), before) << "the commit wrote nothing: the test proves nothing";
+        throw mk::Error("injected: the disk filled up");
+      });
+      ADD_FAILURE() << "the failed commit was reported as done";
+    } catch (const mk::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("restored to what it was"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(mk::test::sha256_file(base), before);
+  }
+  EXPECT_FALSE(fs::exists(dir.file("failing.qcow2.undo"))) << "the saved copy was left behind";
+  {
+    mk::guest::Overlay o = written_overlay("working.qcow2");
+    o.commit();
+  }
+  EXPECT_EQ(mk::test::read_at(base, 1 << 20, 4), std::string(4, '\xab'));
+  EXPECT_EQ(mk::test::read_at(base, 3 << 20, 4), std::string(4, '\0'));
+  EXPECT_NE(mk::test::sha256_file(base), before);
 }
 
 }  // namespace

@@ -465,7 +465,7 @@ FakeVma::Reply FakeVma::cleanup(const httplib::Request& req) {
 
 protocol::DiscoveredVm FakeVma::discovered(const std::string& vm_id, const SourceVm& vm) const {
   auto state = vm.on ? protocol::PowerState::PoweredOn : protocol::PowerState::PoweredOff;
-  return {vm_id, vm.name, "DC0", state, "otherGuest64", 2, 2048, vm.disks, {}, vm.findings};
+  return {vm_id, vm.name, "DC0", state, "otherGuest64", 2, 2048, vm.disks, {}, vm.findings, vm.firmware, vm.secure_boot};
 }
 
 FakeVma::Reply FakeVma::discover(const httplib::Request&) {

@@ -115,6 +115,13 @@ class FakeVma {
   }
   // What discover and preflight report for a source VM (none unless set).
   void set_findings(const std::string& vm_id, std::vector<protocol::PreflightFinding> findings);
+  // vSphere's firmware and secure boot that discover and describe report ("": as an
+  // older VMA, which says nothing).
+  void set_firmware(const std::string& vm_id, const std::string& firmware, bool secure_boot) {
+    std::lock_guard lock(mu_);
+    source_vms_.at(vm_id).firmware = firmware;
+    source_vms_.at(vm_id).secure_boot = secure_boot;
+  }
   // The disks discover reports for a source VM (none unless set).
   void set_source_disks(const std::string& vm_id, std::vector<protocol::DiscoveredDisk> disks);
   // "shutdown <vm>", "on <vm>", "cleanup <vm>" in order.
@@ -149,6 +156,8 @@ class FakeVma {
     bool on = true;
     std::vector<protocol::PreflightFinding> findings;
     std::vector<protocol::DiscoveredDisk> disks;
+    std::string firmware;  // "" (as an older VMA), "bios", "efi"
+    bool secure_boot = false;
   };
   // An answer: the status and the message to encode.
   struct Reply {

@@ -51,7 +51,7 @@ JobProgress progress() {
 }
 
 Discovery discovery() {
-  DiscoveredVm vm{kVm, "web01", "DC0", PowerState::PoweredOn, "ubuntu64Guest", 2, 4096, {}, {}, {}};
+  DiscoveredVm vm{kVm, "web01", "DC0", PowerState::PoweredOn, "ubuntu64Guest", 2, 4096, {}, {}, {}, "efi", true};
   vm.disks.push_back({DiskKey(2000), 0, "Hard disk 1", 10737418240});
   vm.nics.push_back({"4000", "00:50:56:aa:bb:cc", "VM Network"});
   vm.nics.push_back({"4001", "", "VM Network"});  // no MAC assigned yet
@@ -251,8 +251,13 @@ TEST(Messages, DiscoveryRoundTripsAndChecksEveryField) {
   EXPECT_EQ(d.vms[0].power_state, PowerState::PoweredOn);
   EXPECT_EQ(d.vms[0].findings[0].disk_key, DiskKey(2001));
   EXPECT_FALSE(d.vms[0].findings[1].disk_key);
-  expect_every_field_checked(decoder<Discovery>(), j, {"vms[0].findings"});
-  expect_every_field_checked(decoder<DiscoveredVm>(), encode(discovery().vms[0]), {"findings"});
+  EXPECT_EQ(d.vms[0].firmware, "efi");
+  EXPECT_TRUE(d.vms[0].secure_boot);
+  expect_every_field_checked(decoder<Discovery>(), j, {"vms[0].findings", "vms[0].firmware", "vms[0].secure_boot"});
+  expect_every_field_checked(decoder<DiscoveredVm>(), encode(discovery().vms[0]), {"findings", "firmware", "secure_boot"});
+  j["vms"][0]["firmware"] = "uefi";  // vSphere says "efi"
+  EXPECT_EQ(refused_field(decoder<Discovery>(), j), "vms[0].firmware");
+  j = encode(discovery());
   j["vms"][0]["nics"][0]["mac"] = "00-50-56-aa-bb-cc";
   EXPECT_EQ(refused_field(decoder<Discovery>(), j), "vms[0].nics[0].mac");
   j = encode(discovery());
@@ -265,6 +270,17 @@ TEST(Messages, ADiscoveredVmWithoutFindingsHasNone) {
   json j = encode(discovery().vms[0]);
   j.erase("findings");
   EXPECT_TRUE(decode<DiscoveredVm>(j).findings.empty());
+}
+
+// An older VMA says nothing of the firmware: not known (the disks decide), no secure boot.
+TEST(Messages, ADiscoveredVmWithoutFirmwareHasNoneKnown) {
+  json j = encode(discovery().vms[0]);
+  j.erase("firmware");
+  j.erase("secure_boot");
+  DiscoveredVm vm = decode<DiscoveredVm>(j);
+  EXPECT_EQ(vm.firmware, "");
+  EXPECT_FALSE(vm.secure_boot);
+  EXPECT_FALSE(encode(vm).contains("firmware"));
 }
 
 TEST(Messages, PreflightReplyRoundTripsAndChecksEveryField) {

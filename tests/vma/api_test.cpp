@@ -175,6 +175,8 @@ TEST_F(VmaApi, DescribeShowsOneVmAsDiscoveryDoes) {
   EXPECT_EQ(one.disks[1].capacity_bytes, 2048 * 1024);
   ASSERT_EQ(one.findings.size(), 1u);
   EXPECT_EQ(one.findings[0].code, "existing-snapshots");
+  EXPECT_EQ(one.firmware, "bios");  // vcsim's VMs are BIOS VMs
+  EXPECT_FALSE(one.secure_boot);
   auto missing = call("GET", "/api/v1/vms/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "", kToken);
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404) << missing->body;

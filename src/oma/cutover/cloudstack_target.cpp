@@ -130,6 +130,7 @@ std::shared_ptr<const CloudStackSession> CloudStackTarget::session() {
   session->target.zone_id = s.zone_id;
   session->target.service_offering_id = s.service_offering_id;
   session->target.template_id = s.template_id;
+  session->target.os_templates = s.os_templates;
   for (const auto& m : network_mappings()) session->target.networks[m.source_network] = {m.target_network_id, m.keep_mac};
   session->test_network_id = s.test_network_id;
   std::lock_guard lock(mu_);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "cloudstack/cutover.h"
@@ -147,6 +148,45 @@ void check_cloud(const CloudStackSession& session, const cs::SourceVm& source, c
   }
 }
 
+// What the CloudStack VM builder needs of an inspection.
+cs::GuestFacts facts_of(const guest::GuestInspection& g) {
+  cs::GuestFacts f;
+  f.os_family = g.os_family;
+  f.distro = g.distro;
+  f.product_name = g.product_name;
+  f.boot_disk = g.boot_disk;
+  f.firmware = g.firmware;
+  // virt-inspector's "major.minor".
+  const std::size_t dot = g.version.find('.');
+  try {
+    f.major_version = std::stoi(g.version.substr(0, dot));
+    if (dot != std::string::npos) f.minor_version = std::stoi(g.version.substr(dot + 1));
+  } catch (const std::exception&) {
+    // no version: the OS type falls back to a generic one
+  }
+  return f;
+}
+
+// vSphere's firmware and secure boot of the source, as the VMA reads them now; unknown
+// (the disks decide) when the VMA is older or cannot say.
+void read_firmware(VmaClient& vma, cs::SourceVm& source, JobRepository& log, const std::string& job_id) {
+  try {
+    const protocol::DiscoveredVm d = vma.describe_vm(source.vm_uuid);
+    source.firmware = d.firmware;
+    source.secure_boot = d.secure_boot;
+  } catch (const std::exception& e) {
+    log.add_event(job_id, EventLevel::Warn,
+                  fmt::format("vSphere's firmware setting of VM {} could not be read ({}): the disks decide BIOS or "
+                              "UEFI",
+                              source.name, e.what()));
+  }
+}
+
+std::string inspection_summary(const guest::GuestInspection& g) {
+  return fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family, g.root_device,
+                     g.boot_disk, g.firmware, g.seconds);
+}
+
 std::string cutover_failed_text(const std::string& vm_id, const std::string& name) {
   return fmt::format("VM {} ({}) has a cutover whose rollback did not finish: its failed cutover job says what is left; "
                      "fix the cause, then POST /api/v1/vms/{}/cutover/rollback",
@@ -186,6 +226,25 @@ VmStatus failed_status(const VmRecord& before) {
   return starting ? VmStatus::Replicated : before.status;
 }
 
+// The guest's conversion on a CloudStack VM's volumes, as block devices on the OMA's VM
+// (convert_volumes: through overlays, committed only on success).
+class VolumeConversion : public cs::GuestConversion {
+ public:
+  using Convert = std::function<guest::ConversionResult(const std::vector<guest::DiskImage>&)>;
+  explicit VolumeConversion(Convert convert) : convert_(std::move(convert)) {}
+  std::string convert(const cs::SourceVm& vm, const std::vector<std::string>& devices) override {
+    std::vector<guest::DiskImage> images;
+    for (const auto& d : devices) images.push_back({d, "raw"});
+    const guest::ConversionResult r = convert_(images);
+    if (!r.ok) throw Error(r.error + "; the volumes are as the final pass left them");
+    return fmt::format("VM {}: converted in {:.0f} s, committed into {} volumes in {:.0f} s", vm.name, r.seconds,
+                       devices.size(), r.commit_seconds);
+  }
+
+ private:
+  Convert convert_;
+};
+
 }  // namespace
 
 CutoverService::CutoverService(VmRepository& vms, JobRepository& job_log, StorageRepository& storage, JobManager& jobs,
@@ -215,8 +274,22 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     cs::CutoverOptions options{std::chrono::seconds(timeout_s + 60), config_.power_poll};
     std::string target_vm;
     cs::CutoverRecord record;
+    cs::SourceVm fitted = source;
+    std::optional<VolumeConversion> conversion;
+    if (config_.convert_guests) {
+      // Before the source is powered off: a guest that cannot be converted refuses the
+      // cutover while nothing has changed.
+      const guest::GuestInspection inspected =
+          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "cutover", before);
+      fitted.guest = facts_of(inspected);
+      conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
+        return run_conversion(vm, images, inspected, job_id);
+      });
+    }
+    read_firmware(*vma, fitted, job_log_, job.job_id);
     try {
-      target_vm = cs::Cutover(builder, power, pass, exports, options).run(source, steps, record);
+      target_vm = cs::Cutover(builder, power, pass, exports, options, conversion ? &*conversion : nullptr)
+                      .run(fitted, steps, record);
     } catch (const cs::CutoverError& e) {
       const cs::Step* rb = steps.find("rollback");
       if (rb && rb->status == cs::StepStatus::Done) throw JobFailed(e.what(), before);
@@ -300,23 +373,13 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
     std::vector<guest::DiskImage> volumes;
     guest::GuestInspection inspected;
     if (config_.convert_guests) {
-      steps.begin("guest-inspection");
       try {
         volumes = local_volume_images(vm_id);
-        inspected = guest::inspect_guest(volumes);
       } catch (const std::exception& e) {
-        steps.failed(e.what());
-        throw JobFailed(fmt::format("cutover of VM {} ({}) refused: inspecting its volumes failed: {}; the source "
-                                    "was not touched", vm.name, vm_id, e.what()), before);
-      }
-      if (!inspected.convertible) {
-        steps.failed(inspected.reason);
         throw JobFailed(fmt::format("cutover of VM {} ({}) refused: {}; the source was not touched", vm.name, vm_id,
-                                    inspected.reason), before);
+                                    e.what()), before);
       }
-      steps.done(fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", inspected.distro, inspected.version,
-                             inspected.os_family, inspected.root_device, inspected.boot_disk, inspected.firmware,
-                             inspected.seconds));
+      inspected = inspect_step(vm, volumes, steps, "cutover", before);
     }
     try {
       steps.begin("final-pass");
@@ -366,10 +429,42 @@ std::vector<guest::DiskImage> CutoverService::local_volume_images(const std::str
   return images;
 }
 
-void CutoverService::convert_local_guest(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
-                                         const guest::GuestInspection& inspected, const std::string& job_id,
-                                         cloudstack::StepLog& steps) {
-  steps.begin("guest-conversion");
+guest::GuestInspection CutoverService::inspect_step(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                                    cloudstack::StepLog& steps, const char* what, VmStatus before) {
+  steps.begin("guest-inspection");
+  guest::GuestInspection inspected;
+  try {
+    inspected = config_.inspector ? config_.inspector(volumes) : guest::inspect_guest(volumes);
+  } catch (const std::exception& e) {
+    steps.failed(e.what());
+    throw JobFailed(fmt::format("{} of VM {} ({}) refused: inspecting its volumes failed: {}; the source was not "
+                                "touched",
+                                what, vm.name, vm.vm_id, e.what()),
+                    before);
+  }
+  if (!inspected.convertible) {
+    steps.failed(inspected.reason);
+    throw JobFailed(fmt::format("{} of VM {} ({}) refused: {}; the source was not touched", what, vm.name, vm.vm_id,
+                                inspected.reason),
+                    before);
+  }
+  steps.done(inspection_summary(inspected));
+  return inspected;
+}
+
+std::vector<guest::DiskImage> CutoverService::cloudstack_volume_images(const CloudStackSession& session,
+                                                                       const cloudstack::SourceVm& source) {
+  std::vector<guest::DiskImage> images;
+  for (const auto& d : cs::unit_order(source)) {
+    images.push_back({session.volumes->wait_for_device(d.volume_id, d.disk), "raw"});
+  }
+  if (images.empty()) throw UsageError(fmt::format("VM {} has no disks", source.vm_uuid));
+  return images;
+}
+
+guest::ConversionResult CutoverService::run_conversion(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                                       const guest::GuestInspection& inspected,
+                                                       const std::string& job_id) {
   guest::ConversionOptions options;
   options.name = vm.name;
   options.firmware = inspected.firmware;
@@ -381,7 +476,15 @@ void CutoverService::convert_local_guest(const VmRecord& vm, const std::vector<g
   }
   job_log_.add_event(job_id, EventLevel::Info,
                      fmt::format("converting VM {} for KVM with virt-v2v-in-place ({} disks)", vm.name, volumes.size()));
-  const guest::ConversionResult r = guest::convert_volumes(volumes, options);
+  if (config_.converter) return config_.converter(volumes, options);
+  return guest::convert_volumes(volumes, options);
+}
+
+void CutoverService::convert_local_guest(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                         const guest::GuestInspection& inspected, const std::string& job_id,
+                                         cloudstack::StepLog& steps) {
+  steps.begin("guest-conversion");
+  const guest::ConversionResult r = run_conversion(vm, volumes, inspected, job_id);
   if (!r.ok) throw Error(r.error + "; the volumes are as the final pass left them");
   steps.done(fmt::format("converted in {:.0f} s, committed into {} volumes in {:.0f} s", r.seconds, volumes.size(),
                          r.commit_seconds));
@@ -409,19 +512,32 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
     cs::VmBuilder builder(*session->client, *session->volumes, session->target);
     OmaExports exports(vms_, storage_, exports_);
     cs::StepLog steps(step_recorder(job_log_, job.job_id));
-    cs::TestFailover tf(*session->client, builder, exports, session->test_network_id);
+    cs::SourceVm fitted = source;
+    std::optional<VolumeConversion> conversion;
+    if (config_.convert_guests) {
+      const guest::GuestInspection inspected =
+          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "test failover", before);
+      fitted.guest = facts_of(inspected);
+      conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
+        return run_conversion(vm, images, inspected, job_id);
+      });
+    }
+    read_firmware(*vma_for_(vm_id), fitted, job_log_, job.job_id);
+    cs::TestFailover tf(*session->client, builder, exports, session->test_network_id,
+                        conversion ? &*conversion : nullptr);
     cs::TestFailoverRecord record;
     auto keep_record = [&] {
       json snapshots = json::object();
       for (const auto& [volume, snapshot] : record.snapshots) snapshots[volume] = snapshot;
       vms_.put_failover({vm_id, FailoverKind::TestFailover, job.job_id, record.vm_id,
                            json{{"vm_name", record.vm_name}, {"snapshots", snapshots},
-                                {"unexported", record.unexported}, {"status_before", before}}
+                                {"unexported", record.unexported}, {"status_before", before},
+                                {"conversion_began", record.conversion_began}}
                                .dump(),
                            now_ms()});
     };
     try {
-      tf.start(source, steps, record);
+      tf.start(fitted, steps, record);
     } catch (const std::exception& e) {
       bool rolled_back = true;
       for (const auto& st : steps.steps()) {
@@ -456,6 +572,7 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
   const json snapshots = details.value("snapshots", json::object());
   for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
   record.unexported = details.value("unexported", std::vector<std::string>{});
+  record.conversion_began = details.value("conversion_began", false);
   VmStatus after = stored_status_before(details, vm_id, "test failover");
   auto session = target_.session();
   cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);

@@ -20,6 +20,12 @@
 // with guest conversion on, "guest-inspection" comes first (nothing powered off yet) and
 // "guest-conversion" after the final pass (a failure rolls back: source powered on, the
 // volumes as the final pass left them).
+// With the "cloudstack" backend and guest conversion on, a cutover and a test failover
+// inspect the volumes on the OMA's VM first ("guest-inspection": a guest that cannot be
+// converted refuses the job before anything changes), convert them on the OMA's VM
+// (cutover: after the final pass; test failover: after the volume snapshots, so the
+// cleanup's revert undoes it), and build the VM to match the inspected guest (root disk,
+// boot type and mode, OS type, template: cloudstack/guest_fit.h).
 // Test failover needs the "cloudstack" backend.
 //
 // start_*() check what can be checked before anything changes (VM known, replicated,
@@ -41,6 +47,7 @@
 #include <vector>
 
 #include "cloudstack/steps.h"
+#include "guest/conversion.h"
 #include "guest/inspection.h"
 #include "guest/overlay.h"
 #include "oma/cutover/cloudstack_target.h"
@@ -55,13 +62,20 @@ namespace mk::oma {
 
 struct CutoverConfig {
   std::chrono::milliseconds power_poll{std::chrono::seconds(1)};
-  // Guest conversion at cutover (local backend; `oma --convert-guests`): the volumes are
-  // inspected before the source is powered off (a guest that cannot be converted refuses
-  // the cutover then) and converted with virt-v2v-in-place after the final pass, through
-  // overlays committed only on success (src/guest). Logs go to conversion_log_dir.
+  // Guest conversion at cutover and test failover (`oma --convert-guests`, either volume
+  // backend): the volumes are inspected before the source is powered off (a guest that
+  // cannot be converted refuses the cutover then) and converted with virt-v2v-in-place
+  // after the final pass, through overlays committed only on success (src/guest). Logs go
+  // to conversion_log_dir.
   bool convert_guests = false;
   std::chrono::seconds conversion_timeout{1800};
   std::string conversion_log_dir;  // "" = not kept
+  // Tests only: replace guest::inspect_guest and guest::convert_volumes (the job's logic
+  // without libguestfs and qemu: an inspection's answer, a conversion that fails). Unset
+  // in the product.
+  std::function<guest::GuestInspection(const std::vector<guest::DiskImage>&)> inspector;
+  std::function<guest::ConversionResult(const std::vector<guest::DiskImage>&, const guest::ConversionOptions&)>
+      converter;
   // Called once a cutover to CloudStack completed: the VM's volumes left this OMA's VM
   // (attached to the new VM), so the data-volume slots they held are free. With several
   // OMA nodes the app releases the VM's placement here, which places queued VMs and
@@ -98,6 +112,15 @@ class CutoverService {
   void convert_local_guest(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
                            const guest::GuestInspection& inspected, const std::string& job_id,
                            cloudstack::StepLog& steps);
+  // Step "guest-inspection"; a guest that cannot be converted (or inspection that fails)
+  // is a JobFailed leaving the VM `before`. `what`: "cutover", "test failover".
+  guest::GuestInspection inspect_step(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                      cloudstack::StepLog& steps, const char* what, VmStatus before);
+  // The VM's CloudStack volumes as block devices on the OMA's VM, in unit order.
+  static std::vector<guest::DiskImage> cloudstack_volume_images(const CloudStackSession& session,
+                                                                const cloudstack::SourceVm& source);
+  guest::ConversionResult run_conversion(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
+                                         const guest::GuestInspection& inspected, const std::string& job_id);
 
   VmRepository& vms_;
   JobRepository& job_log_;  // steps, events, phase

@@ -80,6 +80,9 @@ protocol::DiscoveredVm VCenter::discovered(const vsphere::VmInfo& vm, const std:
   auto power = protocol::parse_field<protocol::PowerState>(vm.power_state, "VM " + vm.name + " power state");
   protocol::DiscoveredVm d{vm.instance_uuid, vm.name, datacenter, power, vm.guest_id,
                            vm.cpus,          vm.memory_mb, {}, {}, findings_of(vm)};
+  // The firmware as the OMA builds the CloudStack VM from it (another value: not known).
+  if (vm.firmware == "bios" || vm.firmware == "efi") d.firmware = vm.firmware;
+  d.secure_boot = vm.firmware == "efi" && vm.secure_boot;
   // Units are positions: the boot disk first (the OMA builds the VM with unit 0 as its
   // root disk), then controller order, so that two controllers' unit 0 differ.
   auto disks = vm.disks;

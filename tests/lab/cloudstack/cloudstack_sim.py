@@ -36,7 +36,14 @@ the limit, an unknown id. And the rules real clouds apply on default settings:
 * with --enforce-post-and-expires (enforce.post.requests.and.timestamps), a request
   without signatureversion=3 and an expires at most 15 minutes ahead is refused, and so
   is a state-changing command sent by GET; an expires in the past is always refused;
-* a command that does not exist or is denied is errorcode 432 in an "errorresponse".
+* a command that does not exist or is denied is errorcode 432 in an "errorresponse";
+* deployVirtualMachine's boottype is BIOS or UEFI and bootmode LEGACY or SECURE (case
+  ignored, as DeployVMCmd reads them); UEFI needs a bootmode (DeployVMCmd.getDetails()
+  dereferences it), BIOS takes LEGACY only; the VM answers boottype/bootmode;
+* a VM's OS type (guestosid/ostypeid) is its template's until updateVirtualMachine
+  changes it, which this simulator allows only on a stopped VM; listOsTypes lists a
+  seeded subset of CloudStack's guest_os table (description, keyword and oscategoryid
+  filter as the real one: description and keyword are a case-insensitive LIKE %x%).
 
 The signature is checked as ApiServer.verifyRequest computes it: parameter names sorted
 as received (case-sensitively), values URL-encoded like Java's URLEncoder, the joined
@@ -205,11 +212,40 @@ class Sim:
         self.templates = [
             {"id": "t0000000-0000-4000-8000-000000000001", "name": "linux-base",
              "isready": True, "status": "Download Complete", "size": 1 * GiB,
-             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM"},
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM",
+             "ostypeid": "os000000-0000-4000-8000-000000000002", "ostypename": "Other Linux (64-bit)"},
             {"id": "t0000000-0000-4000-8000-000000000002", "name": "still-downloading",
              "isready": False, "status": "35% Downloaded", "size": 1 * GiB,
-             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM"},
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM",
+             "ostypeid": "os000000-0000-4000-8000-000000000002", "ostypename": "Other Linux (64-bit)"},
+            {"id": "t0000000-0000-4000-8000-000000000003", "name": "windows-base",
+             "isready": True, "status": "Download Complete", "size": 1 * GiB,
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM",
+             "ostypeid": "os000000-0000-4000-8000-000000000040", "ostypename": "Windows Server 2019 (64-bit)"},
+            {"id": "t0000000-0000-4000-8000-000000000004", "name": "debian-base",
+             "isready": True, "status": "Download Complete", "size": 1 * GiB,
+             "zoneid": self.zone["id"], "templatetype": "USER", "hypervisor": "KVM",
+             "ostypeid": "os000000-0000-4000-8000-000000000012", "ostypename": "Debian GNU/Linux 12 (64-bit)"},
         ]
+        # A subset of CloudStack's guest_os table (ids made up; descriptions and categories
+        # as CloudStack ships them), in its order.
+        categories = {1: "CentOS", 2: "Debian", 4: "RedHat", 6: "Windows", 7: "Other", 10: "Ubuntu"}
+        os_rows = [
+            (1, 7, "Other (64-bit)"), (2, 7, "Other Linux (64-bit)"), (3, 7, "Other PV (64-bit)"),
+            (4, 7, "Other Linux (32-bit)"),
+            (10, 2, "Debian GNU/Linux 10 (64-bit)"), (11, 2, "Debian GNU/Linux 11 (64-bit)"),
+            (12, 2, "Debian GNU/Linux 12 (64-bit)"), (13, 2, "Debian GNU/Linux 12 (32-bit)"),
+            (20, 10, "Ubuntu 20.04 LTS"), (21, 10, "Ubuntu 22.04 LTS"), (22, 10, "Ubuntu 24.04 LTS"),
+            (30, 4, "Red Hat Enterprise Linux 8.0"), (31, 4, "Red Hat Enterprise Linux 9"),
+            (32, 1, "CentOS 7"), (33, 1, "CentOS 8"),
+            (40, 6, "Windows Server 2019 (64-bit)"), (41, 6, "Windows Server 2022 (64-bit)"),
+            (42, 6, "Windows 10 (64-bit)"),
+        ]
+        self.os_types = [{"id": "os000000-0000-4000-8000-%012d" % n, "description": d, "name": d,
+                          "oscategoryid": "oc000000-0000-4000-8000-%012d" % c,
+                          "oscategoryname": categories[c], "isuserdefined": False,
+                          "fordisplay": True}
+                         for n, c, d in os_rows]
         self.networks = [
             {"id": "n0000000-0000-4000-8000-000000000001", "name": "prod",
              "zoneid": self.zone["id"], "state": "Implemented", "type": "Isolated",
@@ -263,6 +299,10 @@ class Sim:
                 "serviceofferingid": offering["id"],
                 "serviceofferingname": offering["name"],
                 "templateid": template["id"] if template else None,
+                "guestosid": template["ostypeid"] if template else None,
+                "ostypeid": template["ostypeid"] if template else None,
+                "osdisplayname": template["ostypename"] if template else None,
+                "boottype": "BIOS", "bootmode": "LEGACY",
                 "cpunumber": int(details.get("cpunumber", offering["cpunumber"] or 1)),
                 "memory": int(details.get("memory", offering["memory"] or 512)),
                 "nic": nics, "created": now_iso(), "hypervisor": "KVM",
@@ -553,6 +593,15 @@ class Sim:
             "customdiskofferingmaxsize": self.args.custom_disk_max_gb,
             "customdiskofferingminsize": 1}}
 
+    def cmd_listOsTypes(self, p):
+        items = self.filter_id(p, self.os_types)
+        if p.get("oscategoryid"):
+            items = [o for o in items if o["oscategoryid"] == p["oscategoryid"]]
+        for key in ("description", "keyword"):
+            if p.get(key):
+                items = [o for o in items if p[key].lower() in o["description"].lower()]
+        return self.page(p, items, "ostype")
+
     def cmd_listHypervisorCapabilities(self, p):
         if self.args.user_account:
             raise ApiFailure(432, "The given command:listHypervisorCapabilities does not exist "
@@ -756,6 +805,7 @@ class Sim:
         details = {d_k.lower(): d_v for d in indexed(p, "details") for d_k, d_v in d.items()}
         if offering["iscustomized"]:
             self.check_custom_offering(offering, details)
+        self.boot_of(p)
         name = p.get("name", "")
         if name and not HOST_NAME_RE.match(name) or name.endswith("-"):
             raise ApiFailure(431, "Invalid name. Vm name can contain ASCII letters 'a' through "
@@ -782,6 +832,22 @@ class Sim:
             raise ApiFailure(431, f"The vm with hostName {name} already exists in the network")
         p["_id"] = str(uuid.uuid4())
         return {"id": p["_id"]}
+
+    def boot_of(self, p):
+        """boottype and bootmode as DeployVMCmd reads them (trimmed, upper-cased enums)."""
+        boot_type = p.get("boottype", "").strip().upper()
+        boot_mode = p.get("bootmode", "").strip().upper()
+        if boot_type and boot_type not in ("BIOS", "UEFI"):
+            raise ApiFailure(431, f"Invalid bootType {p['boottype']}Specified for vm {p.get('name')} "
+                                  f"Valid values are: [BIOS, UEFI]")
+        if boot_mode and boot_mode not in ("LEGACY", "SECURE"):
+            raise ApiFailure(431, f"Invalid bootMode {p['bootmode']}Specified for vm {p.get('name')} "
+                                  f"Valid values are:  [LEGACY, SECURE]")
+        if boot_type == "UEFI" and not boot_mode:
+            raise ApiFailure(530, "java.lang.NullPointerException (boottype UEFI without a bootmode)")
+        if boot_type != "UEFI" and boot_mode == "SECURE":
+            raise ApiFailure(431, "Boot mode SECURE applies to boot type UEFI only")
+        return boot_type or "BIOS", boot_mode or "LEGACY"
 
     def check_custom_offering(self, offering, details):
         if not ("cpunumber" in details and "memory" in details):
@@ -826,6 +892,7 @@ class Sim:
         vm = self.new_vm(p["_id"], name, state, nics, offering, template, details)
         if p.get("displayname"):
             vm["displayname"] = p["displayname"]
+        vm["boottype"], vm["bootmode"] = self.boot_of(p)
         self.vms[vm["id"]] = vm
         root = self.new_volume("ROOT-" + vm["id"][:8], template["size"], "ROOT")
         root["virtualmachineid"] = vm["id"]
@@ -853,6 +920,20 @@ class Sim:
             raise ApiFailure(530, f"A NIC with this MAC address exists for network: {net['id']}")
         mac = mac or "02:00:%02x:%02x:%02x:%02x" % tuple(os.urandom(4))
         vm["nic"].append(self.new_nic(net, mac))
+        return {"virtualmachine": self.vm_view(vm)}
+
+    def cmd_updateVirtualMachine(self, p):
+        vm = self.get(self.vms, "id", "vm", p)
+        if p.get("ostypeid"):
+            os_type = next((o for o in self.os_types if o["id"] == p["ostypeid"]), None)
+            if os_type is None:
+                self.get({}, "ostypeid", "os type", p)
+            if vm["state"] != "Stopped":
+                raise ApiFailure(431, f"Please stop VM {vm['name']} before changing its OS type")
+            vm["guestosid"] = vm["ostypeid"] = os_type["id"]
+            vm["osdisplayname"] = os_type["description"]
+        if p.get("displayname"):
+            vm["displayname"] = p["displayname"]
         return {"virtualmachine": self.vm_view(vm)}
 
     def cmd_startVirtualMachine(self, p):

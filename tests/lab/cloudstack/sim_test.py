@@ -215,6 +215,38 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.sim.job(job_id)["jobstatus"], 0)
 
 
+    def test_os_types_boot_type_and_mode(self):
+        status, body = self.sim.call("listOsTypes", description="debian gnu/linux 12")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([o["description"] for o in body["listostypesresponse"]["ostype"]],
+                         ["Debian GNU/Linux 12 (64-bit)", "Debian GNU/Linux 12 (32-bit)"])
+        debian = body["listostypesresponse"]["ostype"][0]
+        self.assertEqual(debian["oscategoryname"], "Debian")
+
+        base = dict(serviceofferingid="so000000-0000-4000-8000-000000000002",
+                    templateid="t0000000-0000-4000-8000-000000000001", zoneid=ZONE,
+                    networkids="n0000000-0000-4000-8000-000000000001", startvm="false")
+        # UEFI needs a bootmode; SECURE needs UEFI; the values are enums (case ignored).
+        status, body = self.sim.call("deployVirtualMachine", name="a", boottype="UEFI", **base)
+        self.assertEqual(status, 530, body)
+        status, body = self.sim.call("deployVirtualMachine", name="b", boottype="BIOS", bootmode="SECURE", **base)
+        self.assert_refused(status, body, 431, "SECURE")
+        status, body = self.sim.call("deployVirtualMachine", name="c", boottype="EFI", bootmode="LEGACY", **base)
+        self.assert_refused(status, body, 431, "Invalid bootType")
+        status, body = self.sim.call("deployVirtualMachine", name="d", boottype="uefi", bootmode="secure", **base)
+        self.assertEqual(status, 200, body)
+        vm = self.sim.wait_job(body["deployvirtualmachineresponse"]["jobid"])["jobresult"]["virtualmachine"]
+        self.assertEqual((vm["boottype"], vm["bootmode"]), ("UEFI", "SECURE"))
+        # The template's OS type until updateVirtualMachine changes it (stopped VMs only).
+        self.assertEqual(vm["guestosid"], "os000000-0000-4000-8000-000000000002")
+        status, body = self.sim.call("updateVirtualMachine", id=vm["id"], ostypeid=debian["id"])
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["updatevirtualmachineresponse"]["virtualmachine"]["guestosid"], debian["id"])
+        status, body = self.sim.call("updateVirtualMachine", id=vm["id"], ostypeid="os000000-0000-4000-8000-999999999999")
+        self.assert_refused(status, body, 431, "invalid value")
+        status, body = self.sim.call("updateVirtualMachine", id=OMA_1, ostypeid=debian["id"])
+        self.assert_refused(status, body, 431, "stop VM")
+
 
 class SeveralOmaVmsTest(unittest.TestCase):
     def setUp(self):

@@ -7,10 +7,13 @@
 //   mk-lab --out lab.json [--vms 1] [--disk-mib 256,128] [--seed 1] [--fill sparse|dense|light]
 //          [--sshd-authorized-keys FILE] [--blocked-vm]
 //          [--clusters 2] [--hosts-per-cluster 4] [--standalone-hosts 0] [--datastores 1]
-//          [--seed-threads 2]
+//          [--seed-threads 2] [--disk-image FILE]...
 //
 // sparse: 4 MiB of data every 32 MiB (a used disk); dense: random bytes throughout;
 // light: 64 KiB at the start and in the middle (a disk that costs 128 KiB).
+// --disk-image FILE (repeatable, in unit order; with --vms 1, instead of --disk-mib and
+// --fill): the VM's disks are sparse copies of these raw images, each of its image's size,
+// so that anyone can migrate their own disk image (scripts/demo --disk-image).
 //
 // --vms 1..4 without an inventory option is vcsim's default inventory (4 VMs, the names
 // the tests know: DC0_H0_VM0, DC0_H0_VM1, DC0_C0_RP0_VM0, DC0_C0_RP0_VM1, seeded in that
@@ -27,6 +30,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -59,6 +63,7 @@ struct Options {
   bool fill_given = false, disks_given = false, inventory_given = false;
   mk::test::VcsimInventory inventory;  // the default one unless at scale
   int seed_threads = 2;
+  std::vector<std::string> disk_images;
 };
 
 Options parse(int argc, char** argv) {
@@ -116,6 +121,8 @@ Options parse(int argc, char** argv) {
         throw mk::UsageError("--fill takes sparse, dense or light");
       }
       o.fill_given = true;
+    } else if (a == "--disk-image") {
+      o.disk_images.push_back(value());
     } else if (a == "--disk-mib") {
       o.disk_mib.clear();
       o.disks_given = true;
@@ -145,6 +152,14 @@ Options parse(int argc, char** argv) {
   } else if (o.blocked_vm && o.vms > 3) {
     throw mk::UsageError("--blocked-vm needs a VM the lab does not seed: --vms 1..3");
   }
+  if (!o.disk_images.empty()) {
+    if (o.disks_given || o.fill_given) throw mk::UsageError("--disk-image replaces --disk-mib and --fill");
+    if (o.vms != 1) throw mk::UsageError("--disk-image gives the disks of one VM: use it with --vms 1");
+    if (o.disk_images.size() > 4) throw mk::UsageError("--disk-image: at most 4 disks");
+    for (const auto& image : o.disk_images) {
+      if (!std::filesystem::is_regular_file(image)) throw mk::UsageError("--disk-image " + image + ": no such file");
+    }
+  }
   if (o.disk_mib.empty() || o.disk_mib.size() > 4) throw mk::UsageError("--disk-mib takes 1..4 sizes");
   for (auto mib : o.disk_mib) {
     if (mib < 1) throw mk::UsageError("--disk-mib: a disk is at least 1 MiB");
@@ -168,7 +183,7 @@ int main(int argc, char** argv) {
     vo.inventory = o.inventory;
     mk::test::VcsimLab lab(vo);
     auto session = vs::Session::connect(mk::test::lab_connect_options(lab));
-    mk::test::LabSeedOptions so{o.disk_mib, o.fill, o.seed};
+    mk::test::LabSeedOptions so{o.disk_mib, o.fill, o.seed, o.disk_images};
     json vms = mk::test::seed_lab_vms(lab, *session, o.vms, so, o.seed_threads);
     json blocked = nullptr;
     if (o.blocked_vm) {

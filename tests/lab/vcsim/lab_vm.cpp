@@ -14,6 +14,7 @@
 #include "lab/vcsim/vcsim_lab.h"
 #include "support/files.h"
 #include "common/error.h"
+#include "common/subprocess.h"
 #include "vsphere/tasks.h"
 
 namespace mk::test {
@@ -183,9 +184,27 @@ nlohmann::json seed_lab_vm(const VcsimLab& lab, vsphere::Session& s, const std::
   if (vm.disks.empty()) throw Error("lab VM " + vm.name + " has no disk to take the controller from");
   int controller = vm.disks.front().controller_key;
   std::string datastore = vm.disks.front().datastore;
+  // The first VM may be given raw images: its disks are their size.
+  const bool images = index == 0 && !o.disk_images.empty();
+  std::vector<uint64_t> sizes;
+  if (images) {
+    for (const auto& image : o.disk_images) {
+      std::error_code ec;
+      const uint64_t size = std::filesystem::file_size(image, ec);
+      if (ec) throw Error(fmt::format("disk image {}: {}", image, ec.message()));
+      if (size == 0 || size % 1024 != 0) {
+        throw Error(fmt::format("disk image {}: {} bytes is not a positive multiple of 1 KiB, as vSphere sizes disks; "
+                                "pad it (truncate -s %1K) or convert it to raw first",
+                                image, size));
+      }
+      sizes.push_back(size);
+    }
+  } else {
+    for (auto mib : o.disk_mib) sizes.push_back(mib << 20);
+  }
   vm = remove_first_disk(s, vm);
   int datastores = lab.inventory().datastores;
-  for (size_t i = 0; i < o.disk_mib.size(); ++i) {
+  for (size_t i = 0; i < sizes.size(); ++i) {
     // With several datastores the disks spread over them, as a real site's do; with one
     // (the default lab) every disk stays beside the VM.
     std::string ds = datastores > 1 ? fmt::format("LocalDS_{}", (index + i) % datastores) : datastore;
@@ -194,14 +213,20 @@ nlohmann::json seed_lab_vm(const VcsimLab& lab, vsphere::Session& s, const std::
       std::filesystem::create_directories(
           std::filesystem::path(lab.flat_file(fmt::format("[{}] {}/x.vmdk", ds, vm.name))).parent_path());
     }
-    vm = add_lab_disk(s, vm, controller, ds, o.disk_mib[i] << 20, fmt::format("lab-disk{}", i));
+    vm = add_lab_disk(s, vm, controller, ds, sizes[i], fmt::format("lab-disk{}", i));
   }
   nlohmann::json disks = nlohmann::json::array();
   for (size_t i = 0; i < vm.disks.size(); ++i) {
     const auto& d = vm.disks[i];
     std::string flat = lab.flat_file(d.file_name);
     uint64_t seed = o.seed * 100 + index * 10 + i;
-    if (o.fill == LabFill::Dense) {
+    if (images) {
+      // vm.disks are in the order they were added: image i is disk i.
+      std::string out;
+      if (run_capture({"cp", "--sparse=always", o.disk_images[i], flat}, out) != 0) {
+        throw Error(fmt::format("copying disk image {} to {} failed: {}", o.disk_images[i], flat, out));
+      }
+    } else if (o.fill == LabFill::Dense) {
       create_sparse_file(flat, d.capacity_bytes);
       constexpr uint64_t kChunk = 64 << 20;  // bounded memory for large disks
       for (uint64_t off = 0; off < d.capacity_bytes; off += kChunk) {

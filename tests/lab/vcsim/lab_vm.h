@@ -69,6 +69,10 @@ struct LabSeedOptions {
   std::vector<uint64_t> disk_mib = {256, 128};
   LabFill fill = LabFill::Sparse;
   uint64_t seed = 1;
+  // Raw disk images (unit order) the first VM's disks are copies of, in place of
+  // disk_mib and fill: each disk has its image's size (a multiple of 1 KiB, as vSphere
+  // sizes disks) and its flat file is a sparse copy (the image itself is never written).
+  std::vector<std::string> disk_images;
 };
 
 // Gives the VM at `inventory_path` ("DC0/vm/DC0_H0_VM0") the disks of `o` (files

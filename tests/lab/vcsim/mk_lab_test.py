@@ -10,7 +10,10 @@ stops mk-lab by PID with SIGTERM, after which its directory is gone.
     ceil(18/4) VMs per compute resource, seeds the first 18 spread over all of them with
     16+8 MiB sparse disks of 128 KiB data each, spread over 2 datastores (their
     directories in "datastore_dirs"), and blocks the inventory's last VM;
-  * refusals: --vms 257, --blocked-vm with every VM seeded.
+  * --disk-image (repeatable): the VM's disks, in unit order, are sparse copies of the
+    given raw images, each of its image's size; the images are not written;
+  * refusals: --vms 257, --blocked-vm with every VM seeded, --disk-image of a size that
+    is no multiple of 1 KiB or with --disk-mib.
 
 usage: mk_lab_test.py MK_LAB_BINARY
 """
@@ -102,7 +105,37 @@ class MkLabTest(unittest.TestCase):
         self.assertEqual((on.count("LocalDS_0"), on.count("LocalDS_1")), (18, 18))
         self.assertGreater(lab.lab["seconds_to_make"], 0)
 
+    def test_disk_images_become_the_vms_disks_in_unit_order(self):
+        work = tempfile.mkdtemp(prefix="mk-lab-images-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", work]))
+        images = []
+        for i, (size, data) in enumerate([(3 << 20, b"boot disk"), (1 << 20, b"data disk")]):
+            path = os.path.join(work, f"disk{i}.raw")
+            with open(path, "wb") as f:
+                f.truncate(size)
+                f.seek(size // 2)
+                f.write(data)
+            images.append(path)
+        before = [open(p, "rb").read() for p in images]
+        lab = self.start("--vms", "1", "--disk-image", images[0], "--disk-image", images[1])
+        (vm,) = lab.lab["vms"]
+        disks = sorted(vm["disks"], key=lambda d: d["unit"])
+        self.assertEqual([d["capacity_bytes"] for d in disks], [3 << 20, 1 << 20], vm)
+        for d, image, data in zip(disks, images, before):
+            self.assertEqual(open(d["flat_file"], "rb").read(), data, d)
+            self.assertNotEqual(os.path.realpath(d["flat_file"]), os.path.realpath(image))
+        self.assertEqual([open(p, "rb").read() for p in images], before, "an image was written")
+
     def test_refusals(self):
+        with tempfile.NamedTemporaryFile(suffix=".raw") as odd:
+            odd.truncate(1000)
+            odd.flush()
+            rc, err = run_refused("--vms", "1", "--disk-image", odd.name)
+            self.assertEqual(rc, 1, err)
+            self.assertIn("not a positive multiple of 1 KiB", err)
+            rc, err = run_refused("--disk-image", odd.name, "--disk-mib", "16")
+            self.assertEqual(rc, 2, err)
+            self.assertIn("--disk-image replaces --disk-mib", err)
         rc, err = run_refused("--vms", "257")
         self.assertEqual(rc, 2, err)
         self.assertIn("--vms must be 1..256", err)

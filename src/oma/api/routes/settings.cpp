@@ -8,6 +8,7 @@
 #include "oma/api/checks.h"
 #include "oma/api/routes/routes.h"
 #include "oma/api/schemas.h"
+#include "cloudstack/guest_fit.h"
 #include "oma/db/sealed_values.h"
 
 namespace mk::oma::api {
@@ -59,6 +60,11 @@ Schema cloudstack_schema(bool put) {
       id_field("disk_offering_id", put, "custom-size disk offering for the volumes"),
       id_field("service_offering_id", put, "service offering of migrated VMs"),
       id_field("template_id", put, "template whose root disk is replaced by the OS disk"),
+      {.name = "os_templates", .type = Field::Type::Object, .required = false,
+       .description = "a template per OS family or distro (\"windows\", \"linux\", \"debian\", ...: as inspection "
+                      "reports them); an inspected guest gets its distro's, else its family's, else template_id; "
+                      "replaces the stored map when given",
+       .example = json{{"windows", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2f"}}},
       id_field("test_network_id", false, "network of test failovers"),
       {.name = "oma_mac", .required = put, .description = "the OMA VM's MAC address (finds its VM)",
        .max_length = 17, .check = mac_check, .example = "02:00:4c:4f:4f:50", .pattern = kMacPattern},
@@ -90,6 +96,9 @@ const Schema kCloudStackConfigured{{
     text_field("service_offering_id", "service offering of migrated VMs", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
     text_field("template_id", "template whose root disk is replaced by the OS disk",
                "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+    {.name = "os_templates", .type = Field::Type::Object, .required = true,
+     .description = "the template per OS family or distro (may be empty)",
+     .example = json{{"windows", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2f"}}},
     text_field("test_network_id", "network of test failovers (empty: none)", "8d5b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
     text_field("oma_mac", "the OMA VM's MAC address", "02:00:4c:4f:4f:50"),
     uuid_field("oma_id", "this OMA's id (its volumes in CloudStack carry it)"),
@@ -124,6 +133,21 @@ cloudstack::Settings merged(CloudStackTarget& target, const json& b) {
   set("template_id", s.template_id);
   set("test_network_id", s.test_network_id);
   set("oma_mac", s.oma_mac);
+  if (b.contains("os_templates")) {
+    // The schema says "an object"; its keys and values are checked here.
+    s.os_templates.clear();
+    for (const auto& [key, id] : b["os_templates"].items()) {
+      const std::string path = "os_templates." + key;
+      if (!cloudstack::is_os_template_key(key)) {
+        throw schema::FieldError(path, "\"" + key.substr(0, 64) +
+                                           "\" is no OS family or distro that inspection reports: use one such as "
+                                           "\"linux\", \"windows\", \"debian\", \"ubuntu\", \"rhel\"");
+      }
+      if (!id.is_string()) throw schema::FieldError(path, "must be a template id (text)");
+      id_check(id.get<std::string>(), path);
+      s.os_templates[key] = id.get<std::string>();
+    }
+  }
   return s;
 }
 
@@ -138,6 +162,7 @@ json cloudstack_view(CloudStackTarget& target) {
           {"disk_offering_id", s->disk_offering_id},
           {"service_offering_id", s->service_offering_id},
           {"template_id", s->template_id},
+          {"os_templates", s->os_templates},
           {"test_network_id", s->test_network_id},
           {"oma_mac", s->oma_mac},
           {"oma_id", target.oma_id()}};
