@@ -146,7 +146,7 @@ VmStatus BootCheckService::run(const JobRecord& job, const VmRecord& vm, const s
     if (step) job_log_.end_step(id, step, StepStatus::Failed, reason);
     record.booted = false;
     record.reason = reason;
-    record.details = details.dump();
+    record.details = details.dump(-1, ' ', false, json::error_handler_t::replace);  // guest text: maybe not UTF-8
     record.finished_at = now_ms();
     results_.put(record);
     return JobFailed(fmt::format("boot check of VM {} ({}): not booted: {}", vm.name, vm.vm_id, reason),
@@ -215,7 +215,7 @@ VmStatus BootCheckService::run(const JobRecord& job, const VmRecord& vm, const s
                                   r.seconds, r.accel, r.reason));
     record.booted = true;
     record.reason = r.reason;
-    record.details = details.dump();
+    record.details = details.dump(-1, ' ', false, json::error_handler_t::replace);  // guest text: maybe not UTF-8
     record.finished_at = now_ms();
     results_.put(record);
   } catch (const JobFailed&) {
