@@ -98,7 +98,7 @@ class NodeFailover {
   // The fencing sweep alone (at start, before any job resumes). Never throws.
   void fence_now();
   // The fence: throws Conflict when this node does not hold its lease, or the VM is
-  // placed on another node.
+  // placed on another node or on none (cut over, queued).
   void check_owner(const std::string& vm_id);
   // Called by the JobManager when a pass of the VM starts preparing (or resumes in that
   // state), before it touches a volume: claims the VM's move if one is due (see the top),
