@@ -83,7 +83,15 @@ struct Service {
 
     auto r = a.api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump());
     EXPECT_EQ(r.status, 200) << r.raw;
-    r = a.api->post("/api/v1/vms", vm_body(vm, static_cast<int>(kKeys.size()), kCapacity).dump());
+    // A NIC mapped to a network, so that a cutover can build the VM.
+    json mappings = {{"mappings", {{{"source_network", "VM Network"},
+                                    {"target_network_id", mk::cloudstack::test::seed::prod_network},
+                                    {"keep_mac", true}}}}};
+    r = a.api->put("/api/v1/network-mappings", mappings.dump());
+    EXPECT_EQ(r.status, 200) << r.raw;
+    json body = vm_body(vm, static_cast<int>(kKeys.size()), kCapacity);
+    body["nics"] = {{{"mac", "00:50:56:aa:bb:01"}, {"network", "VM Network"}}};
+    r = a.api->post("/api/v1/vms", body.dump());
     EXPECT_EQ(r.status, 201) << r.raw;
     vma.add_source_vm(vm, "vm-" + vm.substr(32), true);
     for (size_t i = 0; i < kKeys.size(); ++i) {
@@ -126,6 +134,15 @@ struct Service {
     auto t = repos->takeovers.find(vm);
     return t && t->to_node == node_id && t->step == TakeoverStep::Exported && t->finished_at;
   }
+  // CloudStack VMs named `name` that are not destroyed.
+  int cloud_vms_named(const std::string& name) {
+    int n = 0;
+    const json st = sim.state();
+    for (const auto& v : st["virtualmachines"])
+      n += v["name"] == name && v.value("state", "") != "Destroyed" && v.value("state", "") != "Expunging";
+    return n;
+  }
+  std::string vm_name() const { return "vm-" + vm.substr(32); }
   // The first kCapacity bytes of the disk's volume, as node `n` sees its device.
   std::string target_sha256(const std::string& key) {
     auto v = repos->storage.find_volume(vm, key);
@@ -250,6 +267,89 @@ TEST(OmaFailover, ANodeKilledMidPassIsTakenOverAndTheNextPassFromCommittedChange
               "exported) %lld ms, -> its pass running again on oma-b (started by oma-b) %lld ms\n",
               static_cast<long long>(failed_ms), static_cast<long long>(taken_ms),
               static_cast<long long>(running_ms));
+}
+
+// A node SIGKILLed in the middle of a cutover, after it shut the source down, made the
+// final pass, detached the volumes, built the VM in CloudStack and gave it the OS disk
+// (its data disk's attach hangs in CloudStack): the surviving node fails the cutover
+// naming the dead node, tears down the VM it built (found from what the cutover wrote
+// ahead of each change), attaches the volumes to itself (never to a third VM), exports
+// them, powers the source on again and sets the VM back to replicated; the next pass on
+// the survivor runs from the committed change IDs and every disk matches its source.
+TEST(OmaFailover, ACutoverInterruptedByADeadNodeIsRolledBackByTheSurvivor) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  ASSERT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-a");
+  auto data_volume = s.repos->storage.find_volume(s.vm, kKeys[1]);
+  ASSERT_TRUE(data_volume);
+
+  // The guest writes; the cutover's final pass copies it, then its data disk's attach
+  // to the new VM never finishes: oma-a dies there.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 320 * 1024, 65536, 800 + i);
+  s.sim.fail({{"command", "attachVolume"}, {"how", "hang"}, {"params", {{"id", data_volume->volume_id}}}});
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/cutover", json{{"shutdown_timeout_seconds", 5}}.dump());
+  ASSERT_EQ(r.status, 202) << r.raw;
+  std::string cut = r.body.value("job_id", "");
+  bool attaching = eventually([&] {
+    json j = s.job(s.a, cut);
+    if (job_ended(j)) return true;
+    for (const auto& st : j["steps"])
+      if (st["name"] == "attach-data-disks" && st["status"] == "running") return true;
+    return false;
+  });
+  json before = s.job(s.a, cut);
+  ASSERT_TRUE(attaching && !job_ended(before)) << before.dump() << "\n" << mk::test::log_tail(s.a.log);
+  ASSERT_FALSE(s.vma.powered_on(s.vm)) << "the cutover shuts the source down first";
+  ASSERT_EQ(s.cloud_vms_named(s.vm_name()), 1) << "the cutover built its VM";
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  auto killed = Clock::now();
+  s.sim.clear_failures();
+
+  // oma-b fails the cutover naming oma-a, undoes it and takes the volumes; meanwhile
+  // they are on the VM the cutover built, on none, or on oma-b's, never on a third VM
+  // once that one is gone.
+  int64_t failed_ms = -1, taken_ms = -1;
+  ASSERT_TRUE(eventually([&] {
+    if (failed_ms < 0 && job_ended(s.job(s.b, cut))) failed_ms = ms_since(killed);
+    if (taken_ms < 0 && s.taken_over_by("oma-b")) taken_ms = ms_since(killed);
+    return failed_ms >= 0 && taken_ms >= 0;
+  })) << "oma-b did not take the VM over: "
+      << (s.repos->takeovers.find(s.vm) ? s.repos->takeovers.find(s.vm)->error.value_or("") : "no takeover") << "\n"
+      << mk::test::log_tail(s.b.log);
+  json failed = s.job(s.b, cut);
+  EXPECT_EQ(failed["status"], "failed") << failed.dump();
+  std::string error = failed["error"].is_string() ? failed["error"].get<std::string>() : "";
+  EXPECT_NE(error.find("OMA node oma-a stopped renewing its lease"), std::string::npos) << error;
+  EXPECT_NE(error.find("This cutover was interrupted; node oma-b rolls it back"), std::string::npos) << error;
+  EXPECT_NE(events_text(failed).find("node oma-b undid this cutover"), std::string::npos) << events_text(failed);
+  EXPECT_EQ(s.cloud_vms_named(s.vm_name()), 0) << "the VM the interrupted cutover built is still there";
+  auto attached = s.attachments();
+  ASSERT_EQ(attached.size(), kKeys.size());
+  for (const auto& [id, on] : attached) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  for (const auto& name : s.export_names()) EXPECT_TRUE(s.b.serves(name)) << name << " not exported on oma-b";
+  EXPECT_TRUE(s.vma.powered_on(s.vm)) << "the source was left powered off";
+  json vm = s.b.api->get("/api/v1/vms/" + s.vm).body;
+  EXPECT_EQ(vm["status"], "replicated") << vm.dump();
+  EXPECT_TRUE(vm["failovers"].empty()) << vm.dump();
+  for (const auto& key : kKeys) {  // only pass 1 committed; the final pass committed too
+    auto history = s.repos->jobs.cbt_history(s.vm, key);
+    ASSERT_FALSE(history.empty()) << "disk " << key;
+  }
+
+  // Replication goes on on oma-b; the disks end identical to their sources.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 900 * 1024, 4096, 900 + i);
+  std::string next = s.start_pass(s.b, "incremental");
+  json done = wait_for_job(*s.b.api, next, job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump() << "\n" << mk::test::log_tail(s.b.log);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
+  std::printf("interrupted cutover (lease 3000 ms): node killed -> cutover failed %lld ms, -> rolled back (built VM "
+              "gone, volumes on oma-b and exported, source on, VM replicated) %lld ms\n",
+              static_cast<long long>(failed_ms), static_cast<long long>(taken_ms));
 }
 
 TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {

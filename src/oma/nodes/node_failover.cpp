@@ -151,6 +151,7 @@ void NodeFailover::run_steps(TakeoverRecord t) {
                     t.vm_id, *t.failed_job_id, e.what());
         }
       }
+      if (t.failed_job_id && actions_.undo_job) actions_.undo_job(t);
       actions_.detach(t);
       if (!takeovers_.advance(t.vm_id, me, TakeoverStep::Detached)) return;
       t.step = TakeoverStep::Detached;
@@ -163,6 +164,7 @@ void NodeFailover::run_steps(TakeoverRecord t) {
     }
     if (t.step == TakeoverStep::Attached) {
       actions_.export_volumes(t);  // fenced by the ExportManager
+      if (t.failed_job_id && actions_.finish_undo) actions_.finish_undo(t);
       // Before the step is recorded: a crash in between resumes again (an active job
       // then makes it a no-op).
       if (actions_.resume) actions_.resume(t);
