@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
+#include <ctime>
 #include <filesystem>
 #include <algorithm>
 #include <cstdio>
@@ -258,6 +259,10 @@ void Oma::start() {
   ec.log_path = config_.data_dir + "/export-server.log";
   ec.keep_running = config_.keep_export_server;
   ec.record_path = kept_server_record_path(config_.data_dir);
+  // A node's nbdkit servers write only while its lease is held (the written filter's
+  // lease-file=; start_node_lease keeps the deadline): a frozen node's servers stop
+  // writing before another node may take its VMs over.
+  if (!config_.node.node_id.empty()) ec.lease_file = lease_deadline_path();
   if (ec.keep_running && config_.export_backend != "nbdkit") {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
@@ -458,10 +463,35 @@ void Oma::start_node_lease() {
   lo.lease = std::chrono::milliseconds(config_.node.lease_ms);
   lo.renew_every = lo.lease / 3;
   lo.start_wait = 2 * lo.lease;
+  // The export servers' write deadline (ExportServerConfig::lease_file): a margin before
+  // the database may expire the lease, counted from when the renewal began (its expiry is
+  // a lease after a moment no earlier than that). CLOCK_BOOTTIME, which nbdkit reads too.
+  lo.on_change = [path = lease_deadline_path(), lease = lo.lease](
+                     std::optional<std::chrono::steady_clock::time_point> begun) {
+    int64_t deadline = 0;  // lost: writes stop at once
+    if (begun) {
+      timespec ts{};
+      ::clock_gettime(CLOCK_BOOTTIME, &ts);
+      auto margin = std::max<std::chrono::milliseconds>(lease / 10, std::chrono::milliseconds(100));
+      auto since = std::chrono::steady_clock::now() - *begun;
+      deadline = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec +
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(lease - margin - since).count();
+    }
+    try {
+      write_private_file(path, std::to_string(std::max<int64_t>(deadline, 0)) + "\n");
+    } catch (const std::exception& e) {
+      // The servers then stop writing at the last deadline they read: safe, and loud.
+      log::error("cannot write the export servers' lease deadline {}: {}", path, e.what());
+    }
+  };
   lease_db_ = db::open_database(config_.database_url);
   lease_nodes_ = std::make_unique<NodeRepository>(*lease_db_);
   lease_ = std::make_unique<NodeLease>(*lease_nodes_, self, lo);
   lease_->start();
+}
+
+std::string Oma::lease_deadline_path() const {
+  return std::filesystem::absolute(config_.data_dir + "/node-lease.deadline").lexically_normal().string();
 }
 
 TakeoverActions Oma::takeover_actions() {

@@ -160,6 +160,8 @@ class Oma {
   void start_event_services();  // the event stream and the scheduler
   void start_node_lease();      // with a node id: register, hold the lease
   TakeoverActions takeover_actions();  // a node's takeover steps in CloudStack and exports
+  // DATA/node-lease.deadline (absolute): the export servers' write deadline on a node.
+  std::string lease_deadline_path() const;
 
   OmaConfig config_;
   std::optional<FileLock> lock_;  // DATA/oma.lock, from start() to stop()

@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "cloudstack/volumes.h"
+#include "engine/nbd_connection.h"
 #include "fake_vma.h"
 #include "mariadb_server.h"
 #include "oma/db/repositories.h"
@@ -362,11 +363,45 @@ TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
   for (const auto& name : exports) ASSERT_TRUE(s.a.serves(name)) << name;
   int64_t incarnation = s.repos->nodes.find_node("oma-a")->node.incarnation;
 
+  // A writer connected to oma-a's export server (as a VMA's copy is) writes while oma-a
+  // holds its lease.
+  const int a_port = s.a.api->get("/health").body["nbd_port"].get<int>();
+  auto a_endpoint = [&](const std::string& name) {
+    return Endpoint{fmt::format("nbds://127.0.0.1:{}/{}", a_port, name), {s.dir.file("oma-a/nbd-psk.keys"), ""},
+                    "target"};
+  };
+  auto writer = engine::NbdConnection::open(a_endpoint(exports[0]));
+  std::vector<char> block(4096, 'w');
+  ASSERT_NO_THROW(writer->pwrite(block.data(), block.size(), 0));
+  ASSERT_NO_THROW(writer->flush());
+
   // oma-a freezes (its VM hangs) past its lease: oma-b takes the VM over.
   s.a.process->process.signal(SIGSTOP);
   bool taken = eventually([&] { return s.taken_over_by("oma-b"); });
+  // Still frozen: its export server, a live process of its own, no longer writes, through
+  // the connection it had nor a new one (its writes are bound to oma-a's lease).
+  bool stale_write = false, new_write = false;
+  if (taken) {
+    try {
+      writer->pwrite(block.data(), block.size(), 8192);
+      writer->flush();
+      stale_write = true;
+    } catch (const std::exception&) {
+    }
+    try {
+      auto again = engine::NbdConnection::open(a_endpoint(exports[0]));
+      again->pwrite(block.data(), block.size(), 8192);
+      again->flush();
+      new_write = true;
+    } catch (const std::exception&) {
+    }
+  }
   s.a.process->process.signal(SIGCONT);
   ASSERT_TRUE(taken) << mk::test::log_tail(s.b.log);
+  EXPECT_FALSE(stale_write) << "the frozen node's export server wrote through a connection it had after its VM was "
+                               "taken over";
+  EXPECT_FALSE(new_write) << "the frozen node's export server accepted a new writer after its VM was taken over";
+  writer.reset();
   for (const auto& name : exports) EXPECT_TRUE(s.b.serves(name)) << name;
 
   // Back, oma-a learns it lost its lease, withdraws its exports of the VM, registers
