@@ -581,14 +581,30 @@ TakeoverActions Oma::takeover_actions() {
                                        job));
   };
   // The nbdkit backends serve what has a symlink in the exports directory (per-VMA
-  // servers follow it: vma_isolated_exports.h). nbd-server: not swept (its exports are
-  // config sections; the fence still refuses every change).
+  // servers follow it: vma_isolated_exports.h).
   if (config_.export_backend == "nbdkit") {
     a.serves = [dir = config_.exports_dir](const std::string& name) {
       std::error_code ec;
       return std::filesystem::is_symlink(dir + "/" + name, ec);
     };
     a.withdraw = [this](const std::string& name) { export_server_->cut_off({name}); };
+  } else if (auto* nbd_server = dynamic_cast<NbdServerExportServer*>(export_server_.get())) {
+    // nbd-server: an export is its config file, a connection a forked child holding the
+    // device open. Withdrawn: the file removed and those children ended; the daemon
+    // itself keeps the export until its next start (nbd_server.h says what remains).
+    auto device_of = [this](const std::string& name) {
+      auto e = repos_->storage.find_export(name);
+      return e ? e->device_path : std::string();
+    };
+    a.serves = [nbd_server, device_of](const std::string& name) {
+      std::string device = device_of(name);
+      return nbd_server->publishes(name) || (!device.empty() && !nbd_server->connections_on(device).empty());
+    };
+    a.withdraw = [nbd_server, device_of](const std::string& name) {
+      nbd_server->unpublish(name);
+      std::string device = device_of(name);
+      if (!device.empty()) nbd_server->close_connections(device);
+    };
   }
   return a;
 }
