@@ -353,6 +353,69 @@ TEST(OmaFailover, ACutoverInterruptedByADeadNodeIsRolledBackByTheSurvivor) {
               static_cast<long long>(failed_ms), static_cast<long long>(taken_ms));
 }
 
+// The same for a test failover killed while its test VM starts (its start hangs in
+// CloudStack): the survivor removes the test VM, reverts and deletes the snapshots (the
+// test VM's writes never reach the replicas), takes the volumes, and replication goes on.
+TEST(OmaFailover, ATestFailoverInterruptedByADeadNodeIsCleanedUpByTheSurvivor) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  s.sim.fail({{"command", "startVirtualMachine"}, {"how", "hang"}});
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/test-failover", "");
+  ASSERT_EQ(r.status, 202) << r.raw;
+  std::string test = r.body.value("job_id", "");
+  bool starting = eventually([&] {
+    json j = s.job(s.a, test);
+    if (job_ended(j)) return true;
+    for (const auto& st : j["steps"])
+      if (st["name"] == "start-vm" && st["status"] == "running") return true;
+    return false;
+  });
+  json before = s.job(s.a, test);
+  ASSERT_TRUE(starting && !job_ended(before)) << before.dump() << "\n" << mk::test::log_tail(s.a.log);
+  auto test_vms = [&] {
+    int n = 0;
+    const json st = s.sim.state();
+    for (const auto& v : st["virtualmachines"]) {
+      std::string name = v.value("name", "");
+      n += name.rfind(s.vm_name() + "-test-", 0) == 0 && v.value("state", "") != "Destroyed" &&
+           v.value("state", "") != "Expunging";
+    }
+    return n;
+  };
+  ASSERT_EQ(test_vms(), 1);
+  ASSERT_FALSE(s.sim.state()["snapshots"].empty());
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  s.sim.clear_failures();
+
+  ASSERT_TRUE(eventually([&] { return job_ended(s.job(s.b, test)) && s.taken_over_by("oma-b"); }))
+      << (s.repos->takeovers.find(s.vm) ? s.repos->takeovers.find(s.vm)->error.value_or("") : "no takeover") << "\n"
+      << "record: "
+      << (s.repos->vms.find_failover(s.vm, FailoverKind::TestFailover)
+              ? s.repos->vms.find_failover(s.vm, FailoverKind::TestFailover)->details
+              : "none")
+      << "\n" << mk::test::log_tail(s.b.log);
+  json failed = s.job(s.b, test);
+  EXPECT_EQ(failed["status"], "failed") << failed.dump();
+  EXPECT_NE(events_text(failed).find("node oma-b undid this test_failover"), std::string::npos) << events_text(failed);
+  EXPECT_EQ(test_vms(), 0) << "the test VM is still there";
+  int snapshots = 0;
+  for (const auto& snap : s.sim.state()["snapshots"]) snapshots += snap.value("state", "") != "Destroyed";
+  EXPECT_EQ(snapshots, 0) << s.sim.state()["snapshots"].dump();
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  json vm = s.b.api->get("/api/v1/vms/" + s.vm).body;
+  EXPECT_EQ(vm["status"], "replicated") << vm.dump();
+  EXPECT_TRUE(vm["failovers"].empty()) << vm.dump();
+
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 100 * 1024, 8192, 950 + i);
+  std::string next = s.start_pass(s.b, "incremental");
+  json done = wait_for_job(*s.b.api, next, job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump() << "\n" << mk::test::log_tail(s.b.log);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+}
+
 TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
   Service s;
   std::string job1 = s.start_pass(s.a, "full");

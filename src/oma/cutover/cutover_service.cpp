@@ -597,8 +597,8 @@ std::string CutoverService::undo_interrupted(const std::string& vm_id, const Job
   cs::TestFailoverRecord record;
   record.vm_id = found->target_vm_id;
   record.vm_name = details.value("vm_name", "");
-  for (const auto& [volume, snapshot] : details.value("snapshots", json::object()).items())
-    record.snapshots[volume] = snapshot.get<std::string>();
+  const json snapshots = details.value("snapshots", json::object());  // kept: items() must not outlive it
+  for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
   record.unexported = details.value("unexported", std::vector<std::string>{});
   OmaExports unused(vms_, storage_, exports_);  // the volumes stay where the undo leaves them
   cs::TestFailover tf(*session->client, builder, unused,
