@@ -113,6 +113,15 @@ cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_i
   return [&log, job_id, seq](const cs::Step& s) {
     switch (s.status) {
       case cs::StepStatus::Running:
+        // A node frozen past its lease whose VM was taken over (the job failed by the
+        // other node, which undoes it) must not go on changing CloudStack: the step, and
+        // a rollback (also a step), stop here before they touch anything.
+        if (JobRecord j = log.get_job(job_id); is_terminal(j.status)) {
+          *seq = -1;  // nothing of this step is recorded
+          throw Error(fmt::format("job {} was ended by another OMA node ({}): this node stops before step {} and "
+                                  "touches nothing",
+                                  job_id, j.error.value_or(enum_name(j.status)), s.name));
+        }
         *seq = log.begin_step(job_id, s.name);
         log.set_job_status(job_id, JobStatus::Running, s.name);
         break;
@@ -120,6 +129,7 @@ cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_i
         log.end_step(job_id, *seq, StepStatus::Completed, s.detail);
         break;
       case cs::StepStatus::Failed:
+        if (*seq < 0) break;  // the step refused above: the job is another node's now
         log.end_step(job_id, *seq, StepStatus::Failed, s.detail);
         log.add_event(job_id, EventLevel::Error, fmt::format("step {} failed: {}", s.name, s.detail));
         break;
