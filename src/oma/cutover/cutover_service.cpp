@@ -575,12 +575,22 @@ std::string CutoverService::undo_interrupted(const std::string& vm_id, const Job
     // tearing it down and replicating on would mix those writes into the replicas (the
     // next pass rewrites only what changed at the source). Not touched: an operator
     // decides whether the cutover is done.
+    // Once an operator has destroyed that VM (as the error says), the takeover goes on.
+    auto built_vm_gone = [&] {
+      if (found->target_vm_id.empty()) return false;  // which VM is unknown: not guessed
+      cs::Json vm_row = cs::json_first(
+          session->client->call("listVirtualMachines", {{"id", found->target_vm_id}, {"listall", "true"}}),
+          "virtualmachine");
+      std::string state = vm_row.is_null() ? "" : cs::json_text(vm_row, "state");
+      return vm_row.is_null() || state == "Destroyed" || state == "Expunging";
+    };
     for (const auto& step : job_log_.list_steps(found->job_id)) {
-      if (step.name != "start-vm") continue;
+      if (step.name != "start-vm" || built_vm_gone()) continue;
       throw Error(fmt::format("the cutover of VM {} ({}) had started CloudStack VM {} when its node died: its guest "
-                              "may have written to the volumes, so they are not rolled back; if that VM runs, the "
-                              "cutover is done in CloudStack (check it, then mark the VM cut over by hand); "
-                              "otherwise detach our volumes from it, destroy it and the takeover goes on",
+                              "may have written to the volumes, so they are not rolled back; if that VM runs as the "
+                              "migrated VM, the cutover is done in CloudStack: keep it and do not replicate this VM "
+                              "again; otherwise detach our volumes from it and destroy it: the takeover then goes on "
+                              "by itself",
                               vm.name, vm_id, found->target_vm_id.empty() ? "?" : found->target_vm_id));
     }
     std::string built = found->target_vm_id;
