@@ -46,6 +46,7 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
   try {
     steps.begin(step = "final-pass");
     record.source_was_on = power_.is_powered_on(vm.vm_uuid);
+    if (options_.record_changed) options_.record_changed(record);
     bool powered_off_by_us = stop_source(vm.vm_uuid);
     final_pass_.run(vm.vm_uuid);
     steps.done(powered_off_by_us ? "source powered off by this cutover" : "source was already off");
@@ -62,6 +63,7 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
     steps.begin(step = "detach-from-oma");
     for (const auto& d : vm.disks) {
       record.unexported.push_back(d.disk.disk_key);
+      if (options_.record_changed) options_.record_changed(record);
       exports_.remove(d.disk);
       builder_.detach_volume(d);
     }
@@ -70,8 +72,11 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
     steps.begin(step = "deploy-vm");
     std::string name = builder_.free_host_name(vm);
     DeployRequest request = builder_.request_for(vm, name);
+    record.deploying = name;
+    if (options_.record_changed) options_.record_changed(record);
     try {
       builder_.deploy(request, record.vm_id);
+      if (options_.record_changed) options_.record_changed(record);
     } catch (const ApiError&) {
       throw;  // CloudStack refused it, or its job failed (record.vm_id names what it made)
     } catch (const std::exception&) {

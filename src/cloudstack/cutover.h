@@ -31,6 +31,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,18 +50,27 @@ class CutoverError : public Error {
   std::string step_;
 };
 
-struct CutoverOptions {
-  std::chrono::milliseconds shutdown_timeout{std::chrono::minutes(5)};
-  std::chrono::milliseconds power_poll{std::chrono::seconds(2)};
-};
-
 // What a cutover changed so far, which its rollback undoes (the OMA keeps it while a
-// rollback is incomplete).
+// rollback is incomplete, and writes it ahead while the cutover runs: see
+// CutoverOptions::record_changed).
 struct CutoverRecord {
   std::string vm_id;                    // the new VM, "" if none is known
   std::string lost_deploy;              // the name of a deploy whose answer was lost, else ""
   std::vector<std::string> unexported;  // disk keys whose export the cutover removed
   bool source_was_on = false;           // the source ran when the cutover began
+  // The name of the deploy about to be sent or sent (its VM may exist although vm_id is
+  // still ""): what an undo by someone else looks the VM up by, like lost_deploy.
+  std::string deploying;
+};
+
+struct CutoverOptions {
+  std::chrono::milliseconds shutdown_timeout{std::chrono::minutes(5)};
+  std::chrono::milliseconds power_poll{std::chrono::seconds(2)};
+  // Called with the record before each change it describes is made (the source's power
+  // read, an export removed, a deploy sent) and after a deploy answered: written ahead,
+  // so that whoever finds the cutover interrupted (another OMA node after this one died)
+  // knows what to undo. An exception it throws fails the step (and rolls back).
+  std::function<void(const CutoverRecord&)> record_changed;
 };
 
 class Cutover {

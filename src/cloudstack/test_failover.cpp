@@ -36,11 +36,13 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
   builder_.check(vm);
   record = {};
   record.vm_name = test_vm_host_name(vm.name, vm.vm_uuid, std::time(nullptr));
+  changed(record);
   std::string step;
   try {
     steps.begin(step = "detach-from-oma");
     for (const auto& d : vm.disks) {
       record.unexported.push_back(d.disk.disk_key);
+      changed(record);
       exports_.remove(d.disk);
       builder_.detach_volume(d);
     }
@@ -55,6 +57,7 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
                                    {"name", fmt::format("{}-disk-{}", record.vm_name,
                                                         d.disk.disk_key)}});
       record.snapshots[d.volume_id] = json_text(json_object(r, "snapshot"), "id");
+      changed(record);
     }
     steps.done();
 
@@ -64,6 +67,7 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
       // it again, also when the conversion failed, so that the rollback reverts them.
       steps.begin(step = "guest-conversion");
       record.conversion_began = true;
+      changed(record);
       std::vector<std::string> devices;
       std::string detail;
       try {
@@ -87,6 +91,7 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
     steps.begin(step = "deploy-vm");
     DeployRequest request = builder_.request_for(vm, record.vm_name, test_network_id_);
     builder_.deploy(request, record.vm_id);
+    changed(record);
     std::string fit = request.fit();
     steps.done(fmt::format("{}{}{}", record.vm_id,
                            vm.nics.size() > 1 ? fmt::format(": one NIC on the test network for the source's {}",
@@ -109,7 +114,7 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
     steps.failed(e.what());
     std::string why = e.what();
     try {
-      undo(vm, record, steps, true);
+      undo(vm, record, steps, Undo::Rollback);
     } catch (const std::exception& rb) {
       throw CutoverError(step, fmt::format("test failover of VM {} failed at step {}: {}; "
                                            "ROLLBACK INCOMPLETE: {}",
@@ -122,17 +127,21 @@ void TestFailover::start(const SourceVm& vm, StepLog& steps, TestFailoverRecord&
 }
 
 void TestFailover::cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps) {
-  undo(vm, record, steps, false);
+  undo(vm, record, steps, Undo::Cleanup);
+}
+
+void TestFailover::undo_in_cloud(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps) {
+  undo(vm, record, steps, Undo::CloudOnly);
 }
 
 // Cleanup and rollback are the same walk back; each part skips what is already gone and
 // goes on after a failure, so one run does as much as it can. Throws at the end if any
 // part failed.
-void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps,
-                        bool rollback) {
+void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps, Undo how) {
+  const std::string prefix = how == Undo::Rollback ? "rollback-" : how == Undo::CloudOnly ? "takeover-" : "";
   std::vector<std::string> problems;
   auto part = [&](const std::string& name, auto&& body) {
-    steps.begin(rollback ? "rollback-" + name : name);
+    steps.begin(prefix + name);
     try {
       steps.done(body());
     } catch (const std::exception& e) {
@@ -192,7 +201,7 @@ void TestFailover::undo(const SourceVm& vm, const TestFailoverRecord& record, St
     }
     return "";
   });
-  part("return-to-oma", [&]() -> std::string {
+  if (how != Undo::CloudOnly) part("return-to-oma", [&]() -> std::string {
     std::vector<SourceDisk> unexported;
     for (const auto& d : attach_order(vm)) {
       bool removed = std::find(record.unexported.begin(), record.unexported.end(),

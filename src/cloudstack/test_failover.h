@@ -31,6 +31,7 @@
 // TestFailover borrows its collaborators; they must outlive it. One run at a time.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -59,10 +60,25 @@ class TestFailover {
   // incomplete it says what is left for cleanup() (the caller keeps it).
   void start(const SourceVm& vm, StepLog& steps, TestFailoverRecord& record);
   void cleanup(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps);
+  // The cleanup's steps in CloudStack only (steps "takeover-destroy-test-vm",
+  // "takeover-revert-snapshots", "takeover-delete-snapshots"): the volumes are left
+  // detached (or where they were) for whoever takes them over (another OMA node, after
+  // the one that ran start() died: it attaches them to itself). Throws Error if a part
+  // failed; can be run again.
+  void undo_in_cloud(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps);
+
+  // Called with the record before each change it describes is made (an export removed,
+  // a snapshot asked for, a deploy sent) and after it answered: written ahead, so that
+  // whoever finds start() interrupted knows what to undo. Set before start().
+  void on_record_change(std::function<void(const TestFailoverRecord&)> f) { record_changed_ = std::move(f); }
 
  private:
-  void undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps,
-            bool rollback);
+  enum class Undo { Rollback, Cleanup, CloudOnly };
+  void undo(const SourceVm& vm, const TestFailoverRecord& record, StepLog& steps, Undo how);
+  void changed(const TestFailoverRecord& r) {
+    if (record_changed_) record_changed_(r);
+  }
+  std::function<void(const TestFailoverRecord&)> record_changed_;
 
   const Client& client_;
   const VmBuilder& builder_;

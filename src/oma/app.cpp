@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
+#include <ctime>
 #include <filesystem>
 #include <algorithm>
 #include <cstdio>
@@ -258,6 +259,10 @@ void Oma::start() {
   ec.log_path = config_.data_dir + "/export-server.log";
   ec.keep_running = config_.keep_export_server;
   ec.record_path = kept_server_record_path(config_.data_dir);
+  // A node's nbdkit servers write only while its lease is held (the written filter's
+  // lease-file=; start_node_lease keeps the deadline): a frozen node's servers stop
+  // writing before another node may take its VMs over.
+  if (!config_.node.node_id.empty()) ec.lease_file = lease_deadline_path();
   if (ec.keep_running && config_.export_backend != "nbdkit") {
     throw UsageError("--keep-export-server works with the nbdkit export backend only");
   }
@@ -474,10 +479,35 @@ void Oma::start_node_lease() {
   lo.lease = std::chrono::milliseconds(config_.node.lease_ms);
   lo.renew_every = lo.lease / 3;
   lo.start_wait = 2 * lo.lease;
+  // The export servers' write deadline (ExportServerConfig::lease_file): a margin before
+  // the database may expire the lease, counted from when the renewal began (its expiry is
+  // a lease after a moment no earlier than that). CLOCK_BOOTTIME, which nbdkit reads too.
+  lo.on_change = [path = lease_deadline_path(), lease = lo.lease](
+                     std::optional<std::chrono::steady_clock::time_point> begun) {
+    int64_t deadline = 0;  // lost: writes stop at once
+    if (begun) {
+      timespec ts{};
+      ::clock_gettime(CLOCK_BOOTTIME, &ts);
+      auto margin = std::max<std::chrono::milliseconds>(lease / 10, std::chrono::milliseconds(100));
+      auto since = std::chrono::steady_clock::now() - *begun;
+      deadline = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec +
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(lease - margin - since).count();
+    }
+    try {
+      write_private_file(path, std::to_string(std::max<int64_t>(deadline, 0)) + "\n");
+    } catch (const std::exception& e) {
+      // The servers then stop writing at the last deadline they read: safe, and loud.
+      log::error("cannot write the export servers' lease deadline {}: {}", path, e.what());
+    }
+  };
   lease_db_ = db::open_database(config_.database_url);
   lease_nodes_ = std::make_unique<NodeRepository>(*lease_db_);
   lease_ = std::make_unique<NodeLease>(*lease_nodes_, self, lo);
   lease_->start();
+}
+
+std::string Oma::lease_deadline_path() const {
+  return std::filesystem::absolute(config_.data_dir + "/node-lease.deadline").lexically_normal().string();
 }
 
 TakeoverActions Oma::takeover_actions() {
@@ -524,6 +554,19 @@ TakeoverActions Oma::takeover_actions() {
       if (v) exports_->ensure_export(d, *v);
     }
   };
+  // A dead node's cutover or test failover (its job failed by the claim): undone from
+  // what it recorded, the VM restored once its volumes are here (README, "Failover").
+  a.undo_job = [this](const TakeoverRecord& t) {
+    JobRecord job = repos_->jobs.get_job(*t.failed_job_id);
+    if (is_pass(job.kind)) return;
+    std::string done = cutover_->undo_interrupted(t.vm_id, job);
+    log::info("node {}: VM {}: {} {} of node {} undone in CloudStack: {}", config_.node.node_id, t.vm_id, job.kind,
+              job.job_id, t.from_node, done);
+  };
+  a.finish_undo = [this](const TakeoverRecord& t) {
+    JobRecord job = repos_->jobs.get_job(*t.failed_job_id);
+    if (!is_pass(job.kind)) cutover_->finish_interrupted(t.vm_id, job, config_.node.node_id);
+  };
   a.resume = [this](const TakeoverRecord& t) {
     // A pass handed to this node (a move, or a pass started during a takeover) goes on here.
     for (const auto& j : repos_->jobs.active_jobs()) {
@@ -554,14 +597,30 @@ TakeoverActions Oma::takeover_actions() {
                                        job));
   };
   // The nbdkit backends serve what has a symlink in the exports directory (per-VMA
-  // servers follow it: vma_isolated_exports.h). nbd-server: not swept (its exports are
-  // config sections; the fence still refuses every change).
+  // servers follow it: vma_isolated_exports.h).
   if (config_.export_backend == "nbdkit") {
     a.serves = [dir = config_.exports_dir](const std::string& name) {
       std::error_code ec;
       return std::filesystem::is_symlink(dir + "/" + name, ec);
     };
     a.withdraw = [this](const std::string& name) { export_server_->cut_off({name}); };
+  } else if (auto* nbd_server = dynamic_cast<NbdServerExportServer*>(export_server_.get())) {
+    // nbd-server: an export is its config file, a connection a forked child holding the
+    // device open. Withdrawn: the file removed and those children ended; the daemon
+    // itself keeps the export until its next start (nbd_server.h says what remains).
+    auto device_of = [this](const std::string& name) {
+      auto e = repos_->storage.find_export(name);
+      return e ? e->device_path : std::string();
+    };
+    a.serves = [nbd_server, device_of](const std::string& name) {
+      std::string device = device_of(name);
+      return nbd_server->publishes(name) || (!device.empty() && !nbd_server->connections_on(device).empty());
+    };
+    a.withdraw = [nbd_server, device_of](const std::string& name) {
+      nbd_server->unpublish(name);
+      std::string device = device_of(name);
+      if (!device.empty()) nbd_server->close_connections(device);
+    };
   }
   return a;
 }

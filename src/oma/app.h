@@ -171,6 +171,8 @@ class Oma {
   // The NBD port VMAs are told: --nbd-advertise-port, else the export server's.
   int advertised_nbd_port() const;
   TakeoverActions takeover_actions();  // a node's takeover steps in CloudStack and exports
+  // DATA/node-lease.deadline (absolute): the export servers' write deadline on a node.
+  std::string lease_deadline_path() const;
 
   OmaConfig config_;
   std::optional<FileLock> lock_;  // DATA/oma.lock, from start() to stop()

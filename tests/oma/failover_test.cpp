@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "cloudstack/volumes.h"
+#include "engine/nbd_connection.h"
 #include "fake_vma.h"
 #include "mariadb_server.h"
 #include "oma/db/repositories.h"
@@ -83,7 +84,15 @@ struct Service {
 
     auto r = a.api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump());
     EXPECT_EQ(r.status, 200) << r.raw;
-    r = a.api->post("/api/v1/vms", vm_body(vm, static_cast<int>(kKeys.size()), kCapacity).dump());
+    // A NIC mapped to a network, so that a cutover can build the VM.
+    json mappings = {{"mappings", {{{"source_network", "VM Network"},
+                                    {"target_network_id", mk::cloudstack::test::seed::prod_network},
+                                    {"keep_mac", true}}}}};
+    r = a.api->put("/api/v1/network-mappings", mappings.dump());
+    EXPECT_EQ(r.status, 200) << r.raw;
+    json body = vm_body(vm, static_cast<int>(kKeys.size()), kCapacity);
+    body["nics"] = {{{"mac", "00:50:56:aa:bb:01"}, {"network", "VM Network"}}};
+    r = a.api->post("/api/v1/vms", body.dump());
     EXPECT_EQ(r.status, 201) << r.raw;
     vma.add_source_vm(vm, "vm-" + vm.substr(32), true);
     for (size_t i = 0; i < kKeys.size(); ++i) {
@@ -126,6 +135,15 @@ struct Service {
     auto t = repos->takeovers.find(vm);
     return t && t->to_node == node_id && t->step == TakeoverStep::Exported && t->finished_at;
   }
+  // CloudStack VMs named `name` that are not destroyed.
+  int cloud_vms_named(const std::string& name) {
+    int n = 0;
+    const json st = sim.state();
+    for (const auto& v : st["virtualmachines"])
+      n += v["name"] == name && v.value("state", "") != "Destroyed" && v.value("state", "") != "Expunging";
+    return n;
+  }
+  std::string vm_name() const { return "vm-" + vm.substr(32); }
   // The first kCapacity bytes of the disk's volume, as node `n` sees its device.
   std::string target_sha256(const std::string& key) {
     auto v = repos->storage.find_volume(vm, key);
@@ -252,6 +270,203 @@ TEST(OmaFailover, ANodeKilledMidPassIsTakenOverAndTheNextPassFromCommittedChange
               static_cast<long long>(running_ms));
 }
 
+// A node SIGKILLed in the middle of a cutover, after it shut the source down, made the
+// final pass, detached the volumes, built the VM in CloudStack and gave it the OS disk
+// (its data disk's attach hangs in CloudStack): the surviving node fails the cutover
+// naming the dead node, tears down the VM it built (found from what the cutover wrote
+// ahead of each change), attaches the volumes to itself (never to a third VM), exports
+// them, powers the source on again and sets the VM back to replicated; the next pass on
+// the survivor runs from the committed change IDs and every disk matches its source.
+TEST(OmaFailover, ACutoverInterruptedByADeadNodeIsRolledBackByTheSurvivor) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  ASSERT_EQ(s.repos->placements.find(s.vm)->node_id.value_or(""), "oma-a");
+  auto data_volume = s.repos->storage.find_volume(s.vm, kKeys[1]);
+  ASSERT_TRUE(data_volume);
+
+  // The guest writes; the cutover's final pass copies it, then its data disk's attach
+  // to the new VM never finishes: oma-a dies there.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 320 * 1024, 65536, 800 + i);
+  s.sim.fail({{"command", "attachVolume"}, {"how", "hang"}, {"params", {{"id", data_volume->volume_id}}}});
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/cutover", json{{"shutdown_timeout_seconds", 5}}.dump());
+  ASSERT_EQ(r.status, 202) << r.raw;
+  std::string cut = r.body.value("job_id", "");
+  bool attaching = eventually([&] {
+    json j = s.job(s.a, cut);
+    if (job_ended(j)) return true;
+    for (const auto& st : j["steps"])
+      if (st["name"] == "attach-data-disks" && st["status"] == "running") return true;
+    return false;
+  });
+  json before = s.job(s.a, cut);
+  ASSERT_TRUE(attaching && !job_ended(before)) << before.dump() << "\n" << mk::test::log_tail(s.a.log);
+  ASSERT_FALSE(s.vma.powered_on(s.vm)) << "the cutover shuts the source down first";
+  ASSERT_EQ(s.cloud_vms_named(s.vm_name()), 1) << "the cutover built its VM";
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  auto killed = Clock::now();
+  s.sim.clear_failures();
+
+  // oma-b fails the cutover naming oma-a, undoes it and takes the volumes; meanwhile
+  // they are on the VM the cutover built, on none, or on oma-b's, never on a third VM
+  // once that one is gone.
+  int64_t failed_ms = -1, taken_ms = -1;
+  ASSERT_TRUE(eventually([&] {
+    if (failed_ms < 0 && job_ended(s.job(s.b, cut))) failed_ms = ms_since(killed);
+    if (taken_ms < 0 && s.taken_over_by("oma-b")) taken_ms = ms_since(killed);
+    return failed_ms >= 0 && taken_ms >= 0;
+  })) << "oma-b did not take the VM over: "
+      << (s.repos->takeovers.find(s.vm) ? s.repos->takeovers.find(s.vm)->error.value_or("") : "no takeover") << "\n"
+      << mk::test::log_tail(s.b.log);
+  json failed = s.job(s.b, cut);
+  EXPECT_EQ(failed["status"], "failed") << failed.dump();
+  std::string error = failed["error"].is_string() ? failed["error"].get<std::string>() : "";
+  EXPECT_NE(error.find("OMA node oma-a stopped renewing its lease"), std::string::npos) << error;
+  EXPECT_NE(error.find("This cutover was interrupted; node oma-b rolls it back"), std::string::npos) << error;
+  EXPECT_NE(events_text(failed).find("node oma-b undid this cutover"), std::string::npos) << events_text(failed);
+  EXPECT_EQ(s.cloud_vms_named(s.vm_name()), 0) << "the VM the interrupted cutover built is still there";
+  auto attached = s.attachments();
+  ASSERT_EQ(attached.size(), kKeys.size());
+  for (const auto& [id, on] : attached) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  for (const auto& name : s.export_names()) EXPECT_TRUE(s.b.serves(name)) << name << " not exported on oma-b";
+  EXPECT_TRUE(s.vma.powered_on(s.vm)) << "the source was left powered off";
+  json vm = s.b.api->get("/api/v1/vms/" + s.vm).body;
+  EXPECT_EQ(vm["status"], "replicated") << vm.dump();
+  EXPECT_TRUE(vm["failovers"].empty()) << vm.dump();
+  for (const auto& key : kKeys) {  // only pass 1 committed; the final pass committed too
+    auto history = s.repos->jobs.cbt_history(s.vm, key);
+    ASSERT_FALSE(history.empty()) << "disk " << key;
+  }
+
+  // Replication goes on on oma-b; the disks end identical to their sources.
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 900 * 1024, 4096, 900 + i);
+  std::string next = s.start_pass(s.b, "incremental");
+  json done = wait_for_job(*s.b.api, next, job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump() << "\n" << mk::test::log_tail(s.b.log);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_TRUE(s.vma.violations().empty()) << s.vma.violations()[0];
+  std::printf("interrupted cutover (lease 3000 ms): node killed -> cutover failed %lld ms, -> rolled back (built VM "
+              "gone, volumes on oma-b and exported, source on, VM replicated) %lld ms\n",
+              static_cast<long long>(failed_ms), static_cast<long long>(taken_ms));
+}
+
+// A cutover killed once it had asked CloudStack to start the VM it built (the start
+// hangs): that VM's guest may have booted and written to the volumes, so the survivor
+// does not roll it back: the cutover fails naming the dead node, the takeover stops
+// saying why and leaves that VM and its volumes alone. Once an operator has detached our
+// volumes from it and destroyed it, the takeover goes on by itself.
+TEST(OmaFailover, ACutoverInterruptedAfterItsVmWasStartedIsLeftToTheOperator) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  s.sim.fail({{"command", "startVirtualMachine"}, {"how", "hang"}});
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/cutover", json{{"shutdown_timeout_seconds", 5}}.dump());
+  ASSERT_EQ(r.status, 202) << r.raw;
+  std::string cut = r.body.value("job_id", "");
+  ASSERT_TRUE(eventually([&] {
+    const json j = s.job(s.a, cut);  // kept: the loop must not run over a temporary
+    for (const auto& st : j["steps"])
+      if (st["name"] == "start-vm" && st["status"] == "running") return true;
+    return false;
+  })) << s.job(s.a, cut).dump();
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  s.sim.clear_failures();
+
+  std::string built;
+  const json state = s.sim.state();
+  for (const auto& v : state["virtualmachines"])
+    if (v["name"] == s.vm_name()) built = v["id"];
+  ASSERT_FALSE(built.empty());
+  ASSERT_TRUE(eventually([&] {
+    auto t = s.repos->takeovers.find(s.vm);
+    return t && t->error && t->error->find("had started CloudStack VM " + built) != std::string::npos;
+  })) << mk::test::log_tail(s.b.log);
+  EXPECT_EQ(s.job(s.b, cut)["status"], "failed");
+  EXPECT_EQ(s.b.api->get("/api/v1/vms/" + s.vm).body["status"], "cutover_failed");
+  EXPECT_EQ(s.cloud_vms_named(s.vm_name()), 1) << "the started VM was torn down";
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, built) << "volume " << id;
+  // Nothing else starts on the VM meanwhile.
+  r = s.b.api->post("/api/v1/vms/" + s.vm + "/cutover", json{{"shutdown_timeout_seconds", 5}}.dump());
+  EXPECT_EQ(r.status, 409) << r.raw;
+
+  // The operator decides it was not the migrated VM: our volumes off it, it destroyed.
+  mk::cloudstack::Client cloud(s.sim.endpoint(), mk::cloudstack::test::SimServer::fast_client_options());
+  for (const auto& [id, on] : s.attachments()) cloud.call_async("detachVolume", {{"id", id}});
+  cloud.call_async("destroyVirtualMachine", {{"id", built}, {"expunge", "true"}});
+  ASSERT_TRUE(eventually([&] { return s.taken_over_by("oma-b"); }))
+      << s.repos->takeovers.find(s.vm)->error.value_or("") << "\n" << mk::test::log_tail(s.b.log);
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  EXPECT_EQ(s.b.api->get("/api/v1/vms/" + s.vm).body["status"], "replicated");
+  EXPECT_TRUE(s.vma.powered_on(s.vm));
+}
+
+// The same for a test failover killed while its test VM starts (its start hangs in
+// CloudStack): the survivor removes the test VM, reverts and deletes the snapshots (the
+// test VM's writes never reach the replicas), takes the volumes, and replication goes on.
+TEST(OmaFailover, ATestFailoverInterruptedByADeadNodeIsCleanedUpByTheSurvivor) {
+  Service s;
+  std::string job1 = s.start_pass(s.a, "full");
+  json done1 = wait_for_job(*s.a.api, job1, job_ended);
+  ASSERT_EQ(done1["status"], "completed") << done1.dump();
+  s.sim.fail({{"command", "startVirtualMachine"}, {"how", "hang"}});
+  HttpReply r = s.a.api->post("/api/v1/vms/" + s.vm + "/test-failover", "");
+  ASSERT_EQ(r.status, 202) << r.raw;
+  std::string test = r.body.value("job_id", "");
+  bool starting = eventually([&] {
+    json j = s.job(s.a, test);
+    if (job_ended(j)) return true;
+    for (const auto& st : j["steps"])
+      if (st["name"] == "start-vm" && st["status"] == "running") return true;
+    return false;
+  });
+  json before = s.job(s.a, test);
+  ASSERT_TRUE(starting && !job_ended(before)) << before.dump() << "\n" << mk::test::log_tail(s.a.log);
+  auto test_vms = [&] {
+    int n = 0;
+    const json st = s.sim.state();
+    for (const auto& v : st["virtualmachines"]) {
+      std::string name = v.value("name", "");
+      n += name.rfind(s.vm_name() + "-test-", 0) == 0 && v.value("state", "") != "Destroyed" &&
+           v.value("state", "") != "Expunging";
+    }
+    return n;
+  };
+  ASSERT_EQ(test_vms(), 1);
+  ASSERT_FALSE(s.sim.state()["snapshots"].empty());
+  s.a.process->process.signal(SIGKILL);
+  s.a.process->process.wait();
+  s.sim.clear_failures();
+
+  ASSERT_TRUE(eventually([&] { return job_ended(s.job(s.b, test)) && s.taken_over_by("oma-b"); }))
+      << (s.repos->takeovers.find(s.vm) ? s.repos->takeovers.find(s.vm)->error.value_or("") : "no takeover") << "\n"
+      << "record: "
+      << (s.repos->vms.find_failover(s.vm, FailoverKind::TestFailover)
+              ? s.repos->vms.find_failover(s.vm, FailoverKind::TestFailover)->details
+              : "none")
+      << "\n" << mk::test::log_tail(s.b.log);
+  json failed = s.job(s.b, test);
+  EXPECT_EQ(failed["status"], "failed") << failed.dump();
+  EXPECT_NE(events_text(failed).find("node oma-b undid this test_failover"), std::string::npos) << events_text(failed);
+  EXPECT_EQ(test_vms(), 0) << "the test VM is still there";
+  const json after = s.sim.state();
+  EXPECT_TRUE(after["snapshots"].empty()) << after["snapshots"].dump();
+  for (const auto& [id, on] : s.attachments()) EXPECT_EQ(on, s.sim.oma_vm_id(2)) << "volume " << id;
+  json vm = s.b.api->get("/api/v1/vms/" + s.vm).body;
+  EXPECT_EQ(vm["status"], "replicated") << vm.dump();
+  EXPECT_TRUE(vm["failovers"].empty()) << vm.dump();
+
+  for (size_t i = 0; i < kKeys.size(); ++i) mk::test::write_random_at(s.source(kKeys[i]), 100 * 1024, 8192, 950 + i);
+  std::string next = s.start_pass(s.b, "incremental");
+  json done = wait_for_job(*s.b.api, next, job_ended);
+  ASSERT_EQ(done["status"], "completed") << done.dump() << "\n" << mk::test::log_tail(s.b.log);
+  for (const auto& key : kKeys) EXPECT_EQ(s.target_sha256(key), mk::test::sha256_file(s.source(key))) << "disk " << key;
+}
+
 TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
   Service s;
   std::string job1 = s.start_pass(s.a, "full");
@@ -262,11 +477,45 @@ TEST(OmaFailover, ANodeThatLostItsLeaseAndComesBackDoesNotTouchTheVmsItLost) {
   for (const auto& name : exports) ASSERT_TRUE(s.a.serves(name)) << name;
   int64_t incarnation = s.repos->nodes.find_node("oma-a")->node.incarnation;
 
+  // A writer connected to oma-a's export server (as a VMA's copy is) writes while oma-a
+  // holds its lease.
+  const int a_port = s.a.api->get("/health").body["nbd_port"].get<int>();
+  auto a_endpoint = [&](const std::string& name) {
+    return Endpoint{fmt::format("nbds://127.0.0.1:{}/{}", a_port, name), {s.dir.file("oma-a/nbd-psk.keys"), ""},
+                    "target"};
+  };
+  auto writer = engine::NbdConnection::open(a_endpoint(exports[0]));
+  std::vector<char> block(4096, 'w');
+  ASSERT_NO_THROW(writer->pwrite(block.data(), block.size(), 0));
+  ASSERT_NO_THROW(writer->flush());
+
   // oma-a freezes (its VM hangs) past its lease: oma-b takes the VM over.
   s.a.process->process.signal(SIGSTOP);
   bool taken = eventually([&] { return s.taken_over_by("oma-b"); });
+  // Still frozen: its export server, a live process of its own, no longer writes, through
+  // the connection it had nor a new one (its writes are bound to oma-a's lease).
+  bool stale_write = false, new_write = false;
+  if (taken) {
+    try {
+      writer->pwrite(block.data(), block.size(), 8192);
+      writer->flush();
+      stale_write = true;
+    } catch (const std::exception&) {
+    }
+    try {
+      auto again = engine::NbdConnection::open(a_endpoint(exports[0]));
+      again->pwrite(block.data(), block.size(), 8192);
+      again->flush();
+      new_write = true;
+    } catch (const std::exception&) {
+    }
+  }
   s.a.process->process.signal(SIGCONT);
   ASSERT_TRUE(taken) << mk::test::log_tail(s.b.log);
+  EXPECT_FALSE(stale_write) << "the frozen node's export server wrote through a connection it had after its VM was "
+                               "taken over";
+  EXPECT_FALSE(new_write) << "the frozen node's export server accepted a new writer after its VM was taken over";
+  writer.reset();
   for (const auto& name : exports) EXPECT_TRUE(s.b.serves(name)) << name;
 
   // Back, oma-a learns it lost its lease, withdraws its exports of the VM, registers

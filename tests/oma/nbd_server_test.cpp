@@ -7,8 +7,10 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "common/units.h"
+#include "engine/nbd_connection.h"
 #include "oma/db/migrations.h"
 #include "oma/db/repositories.h"
 #include "oma/db/sqlite_database.h"
@@ -122,6 +124,42 @@ TEST(NbdServerBackend, ExportsAddedBySighupWhileACopyRuns) {
   EXPECT_EQ(f.server->reloads(), 1);
   // nbd-server cannot repoint an export: refused instead of serving the wrong device.
   EXPECT_THROW(f.server->publish(target.export_name, f.dir.file("other.img")), Error);
+}
+
+// The fencing sweep's withdrawal on an OMA node (issue 18): a connection already open
+// on an export (a VMA's copy) is closed and writes nothing more; the export's file is
+// gone, so the daemon does not load it again at its next start.
+TEST(NbdServerBackend, AWithdrawnExportsOpenConnectionsAreClosed) {
+  NbdServerFixture f;
+  f.server->start();
+  ExportRecord e = f.provision(0, 1 * MiB);
+  ExportRecord other = f.provision(1, 1 * MiB);
+  auto writer = engine::NbdConnection::open(f.server->endpoint(e.export_name));
+  auto bystander = engine::NbdConnection::open(f.server->endpoint(other.export_name));
+  std::vector<char> block(4096, 'w');
+  ASSERT_NO_THROW(writer->pwrite(block.data(), block.size(), 0));
+  EXPECT_TRUE(f.server->publishes(e.export_name));
+  EXPECT_EQ(f.server->connections_on(e.device_path).size(), 1u);
+
+  f.server->unpublish(e.export_name);
+  EXPECT_EQ(f.server->close_connections(e.device_path), 1);
+  EXPECT_FALSE(f.server->publishes(e.export_name));
+  bool wrote = true;
+  for (int i = 0; i < 100 && wrote; ++i) {  // the child's end reaches the client at once; allow a moment
+    try {
+      writer->pwrite(block.data(), block.size(), 8192);
+      writer->flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } catch (const std::exception&) {
+      wrote = false;
+    }
+  }
+  EXPECT_FALSE(wrote) << "a withdrawn export's open connection still writes";
+  EXPECT_TRUE(f.server->connections_on(e.device_path).empty());
+  // Other exports' connections and the daemon are untouched.
+  EXPECT_NO_THROW(bystander->pwrite(block.data(), block.size(), 0));
+  EXPECT_GT(f.server->server_pid(), 0);
+  EXPECT_EQ(::kill(f.server->server_pid(), 0), 0) << "the daemon was ended";
 }
 
 TEST(NbdServerBackend, DaemonIsAdoptedAcrossAnOmaRestart) {

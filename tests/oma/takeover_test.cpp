@@ -108,6 +108,15 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   } catch (const Conflict& e) {
     EXPECT_NE(std::string(e.what()).find("placed on node oma-gone"), std::string::npos) << e.what();
   }
+  // A VM placed on no node (cut over: its placement released; or queued) is no node's
+  // to export either: only the sweep used to catch it.
+  ASSERT_TRUE(r.placements.release_vm(vm2));
+  try {
+    failover.check_owner(vm2);
+    ADD_FAILURE() << "the fence let node oma-live change the exports of a VM placed on no node";
+  } catch (const Conflict& e) {
+    EXPECT_NE(std::string(e.what()).find("placed on no node"), std::string::npos) << e.what();
+  }
   lease.stop();
 }
 

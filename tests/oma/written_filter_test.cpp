@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <libnbd.h>
 #include <signal.h>
+#include <time.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/units.h"
@@ -33,12 +35,15 @@ struct Filtered {
   std::string exports = dir.file("exports"), counts = dir.file("counts");
   std::unique_ptr<mk::test::NbdkitServer> server;
 
-  Filtered() {
+  // `lease_file`: the filter's lease-file= ("" = none).
+  explicit Filtered(const std::string& lease_file = "") {
     std::filesystem::create_directories(exports);
     std::filesystem::create_directories(counts);
     mk::test::create_sparse_file(exports + "/" + kExport, 8 * MiB);
-    server = std::make_unique<mk::test::NbdkitServer>(mk::test::NbdkitOptions{
-        .args = {"dir=" + exports, "written-dir=" + counts}, .filters = {WRITTEN_FILTER}});
+    std::vector<std::string> args = {"dir=" + exports, "written-dir=" + counts};
+    if (!lease_file.empty()) args.push_back("lease-file=" + lease_file);
+    server = std::make_unique<mk::test::NbdkitServer>(
+        mk::test::NbdkitOptions{.args = args, .filters = {WRITTEN_FILTER}});
   }
   std::string uri(const std::string& name = kExport) const {
     return "nbd+unix:///" + name + "?socket=" + server->socket_path();
@@ -130,6 +135,45 @@ TEST(WrittenFilter, RefusesExportNamesThatCouldLeaveTheCountsDirectory) {
   for (const auto& e : std::filesystem::directory_iterator(f.counts)) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{std::string(kExport) + ".lock", std::string(kExport) + ".written"}));
+}
+
+int64_t boottime_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// lease-file= (an OMA node, issue 18): writes, write-zeroes and trims only before the
+// deadline the file holds; a missing file or a passed deadline refuses them (on a
+// connection opened before too), reads go on, and a later deadline allows them again.
+TEST(WrittenFilter, WritesStopOnceTheLeaseDeadlineHasPassed) {
+  mk::test::TempDir lease_dir{"mk-written-lease"};
+  std::string lease = lease_dir.file("node-lease.deadline");
+  auto set_deadline = [&](int64_t ns) {  // replaced atomically, as the OMA does
+    std::ofstream(lease + ".tmp") << ns << "\n";
+    std::filesystem::rename(lease + ".tmp", lease);
+  };
+  Filtered f(lease);
+  Nbd h = f.connect();
+  ASSERT_TRUE(h) << nbd_get_error() << "\n" << f.server->log();
+  std::vector<char> buf(4 * KiB, 'w');
+  EXPECT_EQ(nbd_pwrite(h.get(), buf.data(), buf.size(), 0, 0), -1) << "written with no lease file";
+
+  // Renewed, then never again (frozen): writes until the deadline, none after it. (The
+  // filter reads the file again only once the deadline it knows has passed: the OMA only
+  // ever moves it forward while it holds the lease.)
+  set_deadline(boottime_ns() + 500'000'000);
+  EXPECT_EQ(nbd_pwrite(h.get(), buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_EQ(nbd_zero(h.get(), 64 * KiB, 0, 0), 0) << nbd_get_error();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(nbd_pwrite(h.get(), buf.data(), buf.size(), 0, 0), -1) << "written after the deadline";
+  EXPECT_EQ(nbd_zero(h.get(), 64 * KiB, 0, 0), -1);
+  EXPECT_EQ(nbd_trim(h.get(), 64 * KiB, 0, 0), -1);
+  EXPECT_EQ(nbd_pread(h.get(), buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
+  EXPECT_NE(f.server->log().find("lease deadline"), std::string::npos) << f.server->log();
+
+  set_deadline(boottime_ns() + 60'000'000'000);  // the node renewed again
+  EXPECT_EQ(nbd_pwrite(h.get(), buf.data(), buf.size(), 0, 0), 0) << nbd_get_error();
 }
 
 TEST(WrittenFilter, RefusesToStartWithoutAWritableCountsDirectory) {

@@ -114,12 +114,41 @@ cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_i
   return [&log, job_id, seq](const cs::Step& s) {
     switch (s.status) {
       case cs::StepStatus::Running:
+        // A node frozen past its lease whose VM was taken over (the job failed by the
+        // other node, which undoes it) must not go on changing CloudStack: the step, and
+        // a rollback (also a step), stop here before they touch anything.
+        if (JobRecord j = log.get_job(job_id); is_terminal(j.status)) {
+          *seq = -1;  // nothing of this step is recorded
+          throw Error(fmt::format("job {} was ended by another OMA node ({}): this node stops before step {} and "
+                                  "touches nothing",
+                                  job_id, j.error.value_or(enum_name(j.status)), s.name));
+        }
         *seq = log.begin_step(job_id, s.name);
         log.set_job_status(job_id, JobStatus::Running, s.name);
         break;
       case cs::StepStatus::Done:
         log.end_step(job_id, *seq, StepStatus::Completed, s.detail);
         break;
+      case cs::StepStatus::Failed:
+        if (*seq < 0) break;  // the step refused above: the job is another node's now
+        log.end_step(job_id, *seq, StepStatus::Failed, s.detail);
+        log.add_event(job_id, EventLevel::Error, fmt::format("step {} failed: {}", s.name, s.detail));
+        break;
+      case cs::StepStatus::Skipped:
+        log.end_step(job_id, log.begin_step(job_id, s.name), StepStatus::Skipped, s.detail);
+        break;
+    }
+  };
+}
+
+// Each step of a StepLog as a row of a job that has already ended (another node failed
+// it): the steps only, never the job's status; a failure also as an event.
+cs::StepLog::Listener ended_job_step_recorder(JobRepository& log, const std::string& job_id) {
+  auto seq = std::make_shared<int64_t>(0);
+  return [&log, job_id, seq](const cs::Step& s) {
+    switch (s.status) {
+      case cs::StepStatus::Running: *seq = log.begin_step(job_id, s.name); break;
+      case cs::StepStatus::Done: log.end_step(job_id, *seq, StepStatus::Completed, s.detail); break;
       case cs::StepStatus::Failed:
         log.end_step(job_id, *seq, StepStatus::Failed, s.detail);
         log.add_event(job_id, EventLevel::Error, fmt::format("step {} failed: {}", s.name, s.detail));
@@ -129,6 +158,14 @@ cs::StepLog::Listener step_recorder(JobRepository& log, const std::string& job_i
         break;
     }
   };
+}
+
+// The record a running cutover writes ahead (vm_failovers, kind cutover, "in_progress"):
+// what another node undoes if this one dies (undo_interrupted).
+std::string progress_details(const cs::CutoverRecord& r, const std::string& name, VmStatus before) {
+  return json{{"in_progress", true}, {"name", name}, {"deploying", r.deploying}, {"lost_deploy", r.lost_deploy},
+              {"unexported", r.unexported}, {"source_was_on", r.source_was_on}, {"status_before", before}}
+      .dump();
 }
 
 // What CloudStack would refuse once the job has begun (the source off, for a cutover):
@@ -272,6 +309,11 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     cs::StepLog steps(step_recorder(job_log_, job.job_id));
     // The VMA's shutdown answers once the VM is off; the margin covers its answer.
     cs::CutoverOptions options{std::chrono::seconds(timeout_s + 60), config_.power_poll};
+    // Written ahead: if this node dies, the node that takes the VM over undoes from it.
+    options.record_changed = [&](const cs::CutoverRecord& r) {
+      vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, r.vm_id, progress_details(r, source.name, before),
+                         now_ms()});
+    };
     std::string target_vm;
     cs::CutoverRecord record;
     cs::SourceVm fitted = source;
@@ -287,12 +329,22 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
       });
     }
     read_firmware(*vma, fitted, job_log_, job.job_id);
+    auto forget_progress = [&] {
+      try {
+        vms_.delete_failover(vm_id, FailoverKind::Cutover);
+      } catch (const std::exception& e) {
+        log::warn("VM {}: the record of its rolled-back cutover stays ({})", vm_id, e.what());
+      }
+    };
     try {
       target_vm = cs::Cutover(builder, power, pass, exports, options, conversion ? &*conversion : nullptr)
                       .run(fitted, steps, record);
     } catch (const cs::CutoverError& e) {
       const cs::Step* rb = steps.find("rollback");
-      if (rb && rb->status == cs::StepStatus::Done) throw JobFailed(e.what(), before);
+      if (rb && rb->status == cs::StepStatus::Done) {
+        forget_progress();
+        throw JobFailed(e.what(), before);
+      }
       // What is left stays recorded; the VM is held (no pass, cutover or test failover)
       // until the rollback job finishes it.
       vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, record.vm_id,
@@ -300,6 +352,7 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
       throw JobFailed(fmt::format("{} (the rollback: POST /api/v1/vms/{}/cutover/rollback)", e.what(), vm_id),
                       VmStatus::CutoverFailed);
     } catch (const std::exception& e) {
+      forget_progress();  // refused before any step (UsageError): nothing changed
       throw JobFailed(e.what(), before);
     }
     vms_.put_failover({vm_id, FailoverKind::Cutover, job.job_id, target_vm,
@@ -526,16 +579,17 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
     cs::TestFailover tf(*session->client, builder, exports, session->test_network_id,
                         conversion ? &*conversion : nullptr);
     cs::TestFailoverRecord record;
-    auto keep_record = [&] {
+    auto write_record = [&, vm_id, before](const cs::TestFailoverRecord& r, bool in_progress) {
       json snapshots = json::object();
-      for (const auto& [volume, snapshot] : record.snapshots) snapshots[volume] = snapshot;
-      vms_.put_failover({vm_id, FailoverKind::TestFailover, job.job_id, record.vm_id,
-                           json{{"vm_name", record.vm_name}, {"snapshots", snapshots},
-                                {"unexported", record.unexported}, {"status_before", before},
-                                {"conversion_began", record.conversion_began}}
-                               .dump(),
-                           now_ms()});
+      for (const auto& [volume, snapshot] : r.snapshots) snapshots[volume] = snapshot;
+      json details{{"vm_name", r.vm_name}, {"snapshots", snapshots}, {"unexported", r.unexported},
+                   {"status_before", before}, {"conversion_began", r.conversion_began}};
+      if (in_progress) details["in_progress"] = true;
+      vms_.put_failover({vm_id, FailoverKind::TestFailover, job.job_id, r.vm_id, details.dump(), now_ms()});
     };
+    auto keep_record = [&] { write_record(record, false); };
+    // Written ahead: if this node dies, the node that takes the VM over undoes from it.
+    tf.on_record_change([&](const cs::TestFailoverRecord& r) { write_record(r, true); });
     try {
       tf.start(fitted, steps, record);
     } catch (const std::exception& e) {
@@ -543,7 +597,14 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
       for (const auto& st : steps.steps()) {
         if (st.name.rfind("rollback-", 0) == 0 && st.status == cs::StepStatus::Failed) rolled_back = false;
       }
-      if (rolled_back) throw JobFailed(e.what(), before);
+      if (rolled_back) {
+        try {
+          vms_.delete_failover(vm_id, FailoverKind::TestFailover);
+        } catch (const std::exception& again) {
+          log::warn("VM {}: the record of its rolled-back test failover stays ({})", vm_id, again.what());
+        }
+        throw JobFailed(e.what(), before);
+      }
       // What is left must stay findable: the cleanup (POST .../test-failover/cleanup)
       // finishes what the rollback could not.
       keep_record();
@@ -593,6 +654,124 @@ std::string CutoverService::start_test_failover_cleanup(const std::string& vm_id
                        "test VM removed, volumes reverted and back on the OMA: replication continues");
     return after;
   });
+}
+
+// ---- a job of another node that died: undone here (NodeFailover) ----------------------
+
+namespace {
+
+// What the claim set while a dead node's cutover or test failover is undone here, and
+// which record tells what to undo.
+FailoverKind failover_kind_of(JobKind kind) {
+  return kind == JobKind::Cutover ? FailoverKind::Cutover : FailoverKind::TestFailover;
+}
+
+}  // namespace
+
+VmStatus CutoverService::held_status(JobKind kind) {
+  return kind == JobKind::Cutover ? VmStatus::CutoverFailed : VmStatus::TestFailover;
+}
+
+std::string CutoverService::undo_interrupted(const std::string& vm_id, const JobRecord& job) {
+  if (!cloudstack_) return "local volumes: nothing in CloudStack to undo";
+  auto found = vms_.find_failover(vm_id, failover_kind_of(job.kind));
+  if (!found || found->job_id.empty()) {
+    return fmt::format("the {} recorded no change in CloudStack: nothing to undo there", job.kind);
+  }
+  json details = json::parse(found->details, nullptr, false);
+  if (!details.is_object())
+    throw Error(fmt::format("VM {}: the stored {} record is unreadable: undo it by hand", vm_id, job.kind));
+  VmRecord vm = vms_.get_vm(vm_id);
+  auto session = target_.session();
+  cs::SourceVm source = cloudstack_source_vm(vms_, storage_, vm, true);
+  cs::VmBuilder builder(*session->client, *session->volumes, session->target);
+  cs::StepLog steps(ended_job_step_recorder(job_log_, job.job_id));
+  if (job.kind == JobKind::Cutover) {
+    // A VM already started may have booted the guest, which then wrote to the volumes:
+    // tearing it down and replicating on would mix those writes into the replicas (the
+    // next pass rewrites only what changed at the source). Not touched: an operator
+    // decides whether the cutover is done.
+    // Once an operator has destroyed that VM (as the error says), the takeover goes on.
+    auto built_vm_gone = [&] {
+      if (found->target_vm_id.empty()) return false;  // which VM is unknown: not guessed
+      cs::Json vm_row = cs::json_first(
+          session->client->call("listVirtualMachines", {{"id", found->target_vm_id}, {"listall", "true"}}),
+          "virtualmachine");
+      std::string state = vm_row.is_null() ? "" : cs::json_text(vm_row, "state");
+      return vm_row.is_null() || state == "Destroyed" || state == "Expunging";
+    };
+    for (const auto& step : job_log_.list_steps(found->job_id)) {
+      if (step.name != "start-vm" || built_vm_gone()) continue;
+      throw Error(fmt::format("the cutover of VM {} ({}) had started CloudStack VM {} when its node died: its guest "
+                              "may have written to the volumes, so they are not rolled back; if that VM runs as the "
+                              "migrated VM, the cutover is done in CloudStack: keep it and do not replicate this VM "
+                              "again; otherwise detach our volumes from it and destroy it: the takeover then goes on "
+                              "by itself",
+                              vm.name, vm_id, found->target_vm_id.empty() ? "?" : found->target_vm_id));
+    }
+    std::string built = found->target_vm_id;
+    std::string deploying = details.value("deploying", "");
+    if (deploying.empty()) deploying = details.value("lost_deploy", "");
+    steps.begin("takeover-rollback");
+    try {
+      if (built.empty() && !deploying.empty()) {
+        // The deploy may have made the VM without its answer reaching the dead node.
+        cs::DeployRequest made;
+        made.name = deploying;
+        made.display_name = details.value("name", vm.name);
+        built = builder.find_deployed(made);
+      }
+      std::string note = built.empty() ? "no CloudStack VM was built" : builder.tear_down(built, source);
+      if (!built.empty() && note.empty()) note = fmt::format("CloudStack VM {} torn down, our volumes detached", built);
+      steps.done(note);
+      return note;
+    } catch (const std::exception& e) {
+      steps.failed(e.what());
+      throw;
+    }
+  }
+  cs::TestFailoverRecord record;
+  record.vm_id = found->target_vm_id;
+  record.vm_name = details.value("vm_name", "");
+  const json snapshots = details.value("snapshots", json::object());  // kept: items() must not outlive it
+  for (const auto& [volume, snapshot] : snapshots.items()) record.snapshots[volume] = snapshot.get<std::string>();
+  record.unexported = details.value("unexported", std::vector<std::string>{});
+  record.conversion_began = details.value("conversion_began", false);
+  OmaExports unused(vms_, storage_, exports_);  // the volumes stay where the undo leaves them
+  cs::TestFailover tf(*session->client, builder, unused,
+                      session->test_network_id.empty() ? std::string("none") : session->test_network_id);
+  tf.undo_in_cloud(source, record, steps);
+  return "test VM removed, volumes reverted to their snapshots and the snapshots deleted";
+}
+
+void CutoverService::finish_interrupted(const std::string& vm_id, const JobRecord& job, const std::string& node_id) {
+  FailoverKind kind = failover_kind_of(job.kind);
+  auto found = vms_.find_failover(vm_id, kind);
+  json details = found ? json::parse(found->details, nullptr, false) : json::object();
+  if (!details.is_object()) details = json::object();
+  VmRecord vm = vms_.get_vm(vm_id);
+  if (vm.status != held_status(job.kind)) return;  // done before (a crash after it, before the step was recorded)
+  std::string power = "the source was not powered off by it";
+  if (kind == FailoverKind::Cutover && details.value("source_was_on", false)) {
+    // Where the cutover's rollback does it: once the volumes are back on an OMA.
+    auto vma = vma_for_(vm_id);
+    VmaSourcePower source(*vma, job_log_, job.job_id, 60);
+    if (!source.is_powered_on(vm_id)) {
+      source.power_on(vm_id);
+      power = "the source VM powered on again";
+    } else {
+      power = "the source VM is powered on";
+    }
+  }
+  VmStatus after = stored_status_before(details, vm_id, "interrupted job's");
+  if (after == VmStatus::CuttingOver || after == VmStatus::TestFailoverStarting) after = VmStatus::Replicated;
+  if (found) vms_.delete_failover(vm_id, kind);
+  vms_.set_vm_status(vm_id, after);
+  job_log_.add_event(job.job_id, EventLevel::Info,
+                     fmt::format("node {} undid this {}: what it built in CloudStack is gone, the volumes are "
+                                 "attached to node {} and exported there, {}; VM {} is {} again (start the {} "
+                                 "again when ready: it makes a new final pass)",
+                                 node_id, job.kind, node_id, power, vm.name, enum_name(after), job.kind));
 }
 
 }  // namespace mk::oma

@@ -105,6 +105,24 @@ class CutoverService {
 
   CloudStackTarget& target() { return target_; }
 
+  // Another OMA node died during the VM's cutover, cutover rollback, test failover or
+  // its cleanup (`job`, already failed by the takeover's claim; nodes/node_failover.h).
+  // The VM's status while it is undone: cutover_failed (a cutover's) or test_failover,
+  // which hold off passes; the unfinished takeover holds off the other jobs.
+  static VmStatus held_status(JobKind kind);
+  // Undoes in CloudStack what the job recorded ahead of each change (vm_failovers): the
+  // VM it built looked up (by its name if the deploy's answer was lost) and torn down,
+  // our volumes detached from it; a test failover's test VM removed and its snapshots
+  // reverted and deleted. The volumes are left detached (or on the dead node's VM) for
+  // the takeover to attach here. Steps go to the failed job ("takeover-..."). Refuses
+  // (Error) a cutover whose start-vm step had begun: its guest may have written to the
+  // volumes. Idempotent; returns what it did.
+  std::string undo_interrupted(const std::string& vm_id, const JobRecord& job);
+  // Once the volumes are attached and exported here: the source powered on again if the
+  // cutover found it on (checked, not assumed), the job's record removed, the VM's
+  // status as before the job (replicated), an event on the job. Nothing when done before.
+  void finish_interrupted(const std::string& vm_id, const JobRecord& job, const std::string& node_id);
+
  private:
   std::string start_local_cutover(const VmRecord& vm, int shutdown_timeout_seconds);
   // The local volumes of a VM in unit order, as guest tools read them.

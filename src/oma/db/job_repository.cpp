@@ -99,6 +99,16 @@ VmStatus vm_status_after(JobStatus end) {
 // a CloudStack VM: only a cutover-kind job (the rollback that finishes it; the cutover
 // service refuses a new cutover itself) may take it.
 void claim_vm(db::Database& db, const JobRecord& job) {
+  // A VM whose volumes are moving between OMA nodes (a takeover or a move not finished):
+  // a pass is handed to the node they move to (NodeFailover::move_before_pass), but a
+  // cutover or test failover would work on volumes that are on no node yet, or undo a
+  // dead node's job that the takeover is undoing itself.
+  if (!is_pass(job.kind) &&
+      !db.query("SELECT 1 FROM vm_takeovers WHERE vm_id = ? AND finished_at IS NULL", {job.vm_id}).empty()) {
+    throw Conflict(fmt::format("VM {}'s volumes are moving between OMA nodes (GET /api/v1/vms/{}/placement shows the "
+                               "takeover or move): start the {} once they are attached and exported on their node",
+                               job.vm_id, job.vm_id, job.kind));
+  }
   std::string settled = job.kind == JobKind::TestFailoverCleanup ? "" : enum_name(VmStatus::TestFailover);
   std::string unfinished = job.kind == JobKind::Cutover ? "" : enum_name(VmStatus::CutoverFailed);
   if (db.exec("UPDATE vm_contexts SET current_job_id = ?, status = ?, updated_at = ? WHERE vm_id = ? "

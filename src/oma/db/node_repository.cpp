@@ -154,11 +154,7 @@ NodeRecord NodeRepository::set_state(const std::string& node_id, NodeState state
   db_.transaction([&] {
     if (db_.exec("UPDATE oma_nodes SET state = ? WHERE node_id = ?", {enum_name(state), node_id}) != 1)
       throw NotFound(fmt::format("no OMA node '{}' (GET /api/v1/nodes lists them)", node_id.substr(0, 64)));
-    auto row = kNodes.query_one(db_, "WHERE node_id = ?", {node_id});
-    // Written by this transaction: missing only if a conflicting commit aborted it
-    // (Galera), and then the whole transaction must run again.
-    if (!row) throw db::RetryableError("the row this transaction wrote for " + node_id + " is gone: it was aborted");
-    out = std::move(*row);
+    out = kNodes.query_written(db_, "WHERE node_id = ?", {node_id}, "OMA node " + node_id);
   });
   return out;
 }

@@ -115,11 +115,7 @@ PlacementRecord PlacementRepository::place_vm(const std::string& vm_id) {
       db_.exec("UPDATE vm_placements SET slots = ?, disk_bytes = ? WHERE vm_id = ?", {need.slots, need.bytes, vm_id});
     }
     place_queue();
-    auto row = kPlacements.query_one(db_, "WHERE vm_id = ?", {vm_id});
-    // Written by this transaction: missing only if a conflicting commit aborted it
-    // (Galera), and then the whole transaction must run again.
-    if (!row) throw db::RetryableError("the row this transaction wrote for " + vm_id + " is gone: it was aborted");
-    out = std::move(*row);
+    out = kPlacements.query_written(db_, "WHERE vm_id = ?", {vm_id}, "VM " + vm_id + "'s placement");
   });
   return out;
 }
@@ -173,11 +169,7 @@ PlacementRecord PlacementRepository::request_move(const std::string& vm_id, cons
       if (!d.node_id) throw Conflict(fmt::format("VM {} cannot move to node {}: {}", vm_id, node_id, d.reason));
       db_.exec("UPDATE vm_placements SET requested_node_id = ? WHERE vm_id = ?", {node_id, vm_id});
     }
-    auto row = kPlacements.query_one(db_, "WHERE vm_id = ?", {vm_id});
-    // Written by this transaction: missing only if a conflicting commit aborted it
-    // (Galera), and then the whole transaction must run again.
-    if (!row) throw db::RetryableError("the row this transaction wrote for " + vm_id + " is gone: it was aborted");
-    out = std::move(*row);
+    out = kPlacements.query_written(db_, "WHERE vm_id = ?", {vm_id}, "VM " + vm_id + "'s placement");
   });
   return out;
 }

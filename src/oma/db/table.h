@@ -60,6 +60,22 @@ class Table {
     return read(rows[0]);
   }
 
+  // The row this transaction has just written (inserted or updated) and now reads back.
+  // Inside a transaction that row can be missing only when the database aborted the
+  // transaction under it (a Galera certification conflict that the driver reports at
+  // the next statement): throws RetryableError so that Database::transaction() runs the
+  // whole function again, instead of handing an empty optional to the caller. `what`
+  // names the row in that message ("VM 42's placement").
+  R query_written(Database& db, std::string_view rest, const std::vector<Value>& params,
+                  std::string_view what) const {
+    auto row = query_one(db, rest, params);
+    if (!row)
+      throw RetryableError(fmt::format("{} (table {}), written by this transaction, is gone: the transaction was "
+                                       "aborted under it and runs again",
+                                       what, name_));
+    return std::move(*row);
+  }
+
   // Inserts every column of `r`, plus `extra` columns the record does not carry.
   void insert(Database& db, const R& r, const std::vector<std::pair<std::string, Value>>& extra = {}) const {
     std::string cols = list_, marks;

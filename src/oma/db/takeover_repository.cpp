@@ -44,7 +44,7 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
     const std::string now_sql = db_.now_ms_sql();
     const int64_t now = db_.query("SELECT " + now_sql).at(0).i64(0);
     // VMs of nodes whose lease expired (not released: a clean stop keeps its VMs), oldest
-    // placement first; none whose active job is not a pass (see the header).
+    // placement first.
     auto candidates = db_.query(
         fmt::format("SELECT p.vm_id, p.node_id, p.slots, p.disk_bytes, n.incarnation, n.cloudstack_vm_id, "
                     "n.lease_expires_at, a.job_id, j.kind FROM vm_placements p "
@@ -58,7 +58,6 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
     if (candidates.empty()) return;
     std::vector<NodeCapacity> nodes = placements_.capacities();
     for (const auto& c : candidates) {
-      if (!c.is_null(7) && !is_pass(parse_enum<JobKind>(c.str(8), "replication_jobs.kind"))) continue;
       PlacementDecision d = choose_node(nodes, {c.i64(2), c.i64(3)}, node_id);
       if (!d.node_id) continue;  // no room here: another node may have it
       TakeoverRecord t;
@@ -83,7 +82,7 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
           t.from_node, t.from_incarnation, now - t.lease_expired_at, node_id, t.vm_id);
       // The dead node had claimed the VM itself (a move, or a takeover) and died before
       // the volumes left the VM they were on: they are still there, not on its VM.
-      auto before = db_.query("SELECT step, from_node, from_cloudstack_vm_id FROM vm_takeovers "
+      auto before = db_.query("SELECT step, from_node, from_cloudstack_vm_id, failed_job_id FROM vm_takeovers "
                               "WHERE vm_id = ? AND to_node = ? AND finished_at IS NULL",
                               {t.vm_id, t.from_node});
       if (!before.empty() && parse_enum<TakeoverStep>(before.at(0).str(0), "vm_takeovers.step") ==
@@ -95,13 +94,33 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
       }
       if (!c.is_null(7)) {
         t.failed_job_id = c.str(7);
-        std::string error = fmt::format(
-            "{}. This pass was interrupted: what it wrote is unknown and its change IDs were never committed, so "
-            "the next pass starts from the last committed change IDs and rewrites every area this one could have "
-            "touched",
-            t.reason);
+        const JobKind kind = parse_enum<JobKind>(c.str(8), "replication_jobs.kind");
+        std::optional<VmStatus> held;
+        std::string error;
+        if (is_pass(kind)) {
+          error = fmt::format(
+              "{}. This pass was interrupted: what it wrote is unknown and its change IDs were never committed, so "
+              "the next pass starts from the last committed change IDs and rewrites every area this one could "
+              "have touched",
+              t.reason);
+        } else {
+          // A cutover or test failover: node_id undoes what it recorded (the VM it built,
+          // snapshots), takes the volumes and restores the source's power; the VM is
+          // held (cutover_failed / test_failover) until then.
+          held = kind == JobKind::Cutover ? VmStatus::CutoverFailed : VmStatus::TestFailover;
+          error = fmt::format(
+              "{}. This {} was interrupted; node {} rolls it back from the changes it recorded (what it built in "
+              "CloudStack torn down, its volumes attached to node {} and exported, the source powered on again if "
+              "it powered it off), then the VM is replicated again: start the {} again from there (it makes a new "
+              "final pass); the VM's takeover (GET /api/v1/vms/{}/placement) says how far it is",
+              t.reason, kind, node_id, node_id, kind, t.vm_id);
+        }
         jobs_.add_event(*t.failed_job_id, EventLevel::Error, error);
-        jobs_.finish_job(*t.failed_job_id, JobStatus::Failed, error);
+        jobs_.finish_job(*t.failed_job_id, JobStatus::Failed, error, held);
+      } else if (!before.empty() && !before.at(0).is_null(3)) {
+        // The dead node had claimed it and was still undoing or restarting the job its
+        // own claim failed: that job is this takeover's to finish.
+        t.failed_job_id = before.at(0).str(3);
       }
       db_.exec("DELETE FROM vm_takeovers WHERE vm_id = ?", {t.vm_id});
       t.step = TakeoverStep::Claimed;

@@ -20,8 +20,11 @@
 // takeovers after it restarts, and one whose lease ran out meanwhile loses them to the
 // next claim like any other VM.
 //
-// A VM whose active job is not a pass (a cutover or test failover on the dead node) is
-// not claimed: its volumes may be on a VM being built; an operator finishes it.
+// A VM whose active job is not a pass (a cutover, its rollback, a test failover or its
+// cleanup on the dead node) is claimed too: the job fails naming the dead node, the VM is
+// held (cutover_failed, test_failover) and the claiming node undoes what the job
+// recorded ahead of each change before it takes the volumes (CutoverService::
+// undo_interrupted), then restores the VM (finish_interrupted).
 //
 // A move (issue 18, item 2) is the same record between two live nodes: claim_move(),
 // called when a pass of the VM starts, moves the placement of a VM whose node is

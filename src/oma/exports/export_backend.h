@@ -45,6 +45,12 @@ struct ExportServerConfig {
   std::string written_dir;
   // The filter (nbdkit-written-filter.so); "" = default_written_filter_path().
   std::string written_filter;
+  // An OMA node of several (issue 18): the file (absolute path) whose deadline bounds
+  // every write of the nbdkit servers (the written filter's lease-file=): the node moves
+  // it forward at each renewal of its lease, so a frozen or cut-off node's servers stop
+  // writing before another node may take its VMs over. "" = not bound (a single OMA).
+  // The nbdkit backend only.
+  std::string lease_file;
   // nbdkit listens on this Unix socket instead of listen_address:port (a VMA's own
   // server behind the NBD router; VmaIsolatedExports). The nbdkit backend only.
   std::string unix_socket;

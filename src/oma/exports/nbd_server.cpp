@@ -234,6 +234,56 @@ void NbdServerExportServer::cut_off(const std::vector<std::string>& export_names
                           fmt::join(export_names, ", ")));
 }
 
+bool NbdServerExportServer::publishes(const std::string& export_name) const {
+  if (!is_export_name(export_name)) return false;
+  std::error_code ec;
+  return std::filesystem::exists(conf_d_ + "/" + export_name + ".conf", ec);
+}
+
+std::vector<pid_t> NbdServerExportServer::connections_on(const std::string& device_path) const {
+  namespace fs = std::filesystem;
+  std::vector<pid_t> out;
+  pid_t daemon = pid_.load();
+  std::error_code ec;
+  fs::path device = fs::canonical(device_path, ec);
+  if (daemon <= 0 || ec) return out;  // no daemon, or the device is gone: nothing can hold it
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces: after the last ')'.
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    if (!(rest >> state >> ppid) || ppid != daemon) continue;
+    std::error_code fe;
+    for (const auto& fd : fs::directory_iterator(entry.path() / "fd", fe)) {
+      std::error_code le;
+      fs::path target = fs::read_symlink(fd.path(), le);
+      if (!le && target == device) {
+        out.push_back(static_cast<pid_t>(std::stol(name)));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+int NbdServerExportServer::close_connections(const std::string& device_path) {
+  int n = 0;
+  for (pid_t child : connections_on(device_path)) {
+    if (::kill(child, SIGKILL) == 0) {
+      ++n;
+      log::warn("nbd-server connection process {} serving {} ended (fenced)", child, device_path);
+    }
+  }
+  return n;
+}
+
 Endpoint NbdServerExportServer::endpoint(const std::string& export_name) const {
   Endpoint e;
   e.uri = fmt::format("nbds://{}:{}/{}", client_address(config_.listen_address), config_.port, export_name);

@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "oma/exports/export_backend.h"
 
@@ -44,6 +45,21 @@ class NbdServerExportServer : public ExportBackend {
   // stop the VMA's copy by hand). The nbdkit backend can.
   void cut_off(const std::vector<std::string>& export_names) override;
   Endpoint endpoint(const std::string& export_name) const override;
+
+  // Fencing on an OMA node of several (the sweep of nodes/node_failover.h; cut_off()
+  // stays refused because it cannot keep new connections out). Whether the export's
+  // configuration file is present (the daemon serves it, and loads it at its next start).
+  bool publishes(const std::string& export_name) const;
+  // The daemon's children that hold `device_path` open: each client connection is one
+  // forked child of the daemon, which opens the export's file (found through /proc,
+  // the device compared after resolving symlinks).
+  std::vector<pid_t> connections_on(const std::string& device_path) const;
+  // Ends those children (SIGKILL): every connection already open on the device is
+  // closed and writes nothing more. Returns how many. What remains: the daemon keeps the
+  // export in memory until its next start (nbd-server drops no export at run time), so
+  // a new client could still connect while the device exists; with CloudStack volumes
+  // the device goes when the volume is detached from this node's VM.
+  int close_connections(const std::string& device_path);
   pid_t server_pid() const override { return pid_.load(); }
   int restarts() const override { return restarts_.load(); }
   int port() const override { return config_.port; }

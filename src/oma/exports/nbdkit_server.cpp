@@ -341,6 +341,7 @@ std::vector<std::string> NbdkitExportServer::argv() const {
   a.push_back("--filter=" + config_.written_filter);  // the written-bytes filter: an option, before the plugin
   a.insert(a.end(), {"file", "dir=" + config_.exports_dir});
   a.push_back("written-dir=" + config_.written_dir);  // the filter's parameter
+  if (!config_.lease_file.empty()) a.push_back("lease-file=" + config_.lease_file);  // writes bound to the lease
   return a;
 }
 

@@ -254,6 +254,9 @@ void JobManager::run_custom(const JobRecord& job) {
   }
   if (!body) return end_interrupted(job);
   VmStatus vm_status = body(job);
+  // Another node failed it meanwhile (this node was frozen past its lease and the VM was
+  // taken over, nodes/node_failover.h): its end is that node's, not overwritten here.
+  if (is_terminal(jobs_.get_job(job.job_id).status)) throw EndedElsewhere{enum_name(jobs_.get_job(job.job_id).status)};
   // One transaction: a pass started between releasing the VM and setting its status
   // would find a cut-over VM "replicated" (issue 16).
   jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt, vm_status);
@@ -448,7 +451,14 @@ void JobManager::run(const std::string& job_id) {
     log::error("job {} failed: {}", job_id, e.what());
     try {
       jobs_.add_event(job_id, EventLevel::Error, e.what());
-      if (is_pass(jobs_.get_job(job_id).kind)) return end_pass(job_id, JobStatus::Failed, e.what());
+      JobRecord ended = jobs_.get_job(job_id);
+      if (is_pass(ended.kind)) return end_pass(job_id, JobStatus::Failed, e.what());
+      if (is_terminal(ended.status)) {  // failed by another node's takeover: left as it recorded it
+        log::warn("job {}: it ended ({}) while this node ran it (another OMA node took its VM over); its end here "
+                  "is not recorded",
+                  job_id, ended.status);
+        return;
+      }
       auto* f = dynamic_cast<const JobFailed*>(&e);
       jobs_.finish_job(job_id, JobStatus::Failed, std::string(e.what()),
                        f ? std::optional(f->vm_status()) : std::nullopt);

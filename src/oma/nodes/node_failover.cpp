@@ -42,7 +42,16 @@ void NodeFailover::check_owner(const std::string& vm_id) {
                                "again (check its connection to the database)",
                                me, vm_id));
   auto owner = takeovers_.owner_of(vm_id);
-  if (owner && *owner != me) {
+  // Placed on no node: cut over (its volumes belong to the VM built for it), or waiting
+  // in the queue (no node holds its volumes yet). No node exports it: a pass places its
+  // VM before it creates exports, so only a stale writer gets here.
+  if (!owner) {
+    log::warn("node {}: fenced: refused an export change for VM {}, which is placed on no node", me, vm_id);
+    throw Conflict(fmt::format("OMA node {} does not hold VM {}: it is placed on no node (cut over, or waiting for "
+                               "room); this node refuses to change its exports (start a pass: it places the VM)",
+                               me, vm_id));
+  }
+  if (*owner != me) {
     log::warn("node {}: fenced: refused an export change for VM {}, whose volumes are placed on node {}", me, vm_id,
               *owner);
     throw Conflict(fmt::format("OMA node {} no longer holds VM {}: its volumes are placed on node {} (taken over or "
@@ -142,6 +151,7 @@ void NodeFailover::run_steps(TakeoverRecord t) {
                     t.vm_id, *t.failed_job_id, e.what());
         }
       }
+      if (t.failed_job_id && actions_.undo_job) actions_.undo_job(t);
       actions_.detach(t);
       if (!takeovers_.advance(t.vm_id, me, TakeoverStep::Detached)) return;
       t.step = TakeoverStep::Detached;
@@ -154,6 +164,7 @@ void NodeFailover::run_steps(TakeoverRecord t) {
     }
     if (t.step == TakeoverStep::Attached) {
       actions_.export_volumes(t);  // fenced by the ExportManager
+      if (t.failed_job_id && actions_.finish_undo) actions_.finish_undo(t);
       // Before the step is recorded: a crash in between resumes again (an active job
       // then makes it a no-op).
       if (actions_.resume) actions_.resume(t);

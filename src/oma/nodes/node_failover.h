@@ -11,12 +11,16 @@
 //      the middle), then claims dead nodes' VMs one at a time (TakeoverRepository::
 //      claim_one: one transaction, guarded by the dead node's lease expiry by the
 //      database's clock; its running pass failed with the reason) and runs the steps:
-//        claimed  -> the VMA asked to stop the failed pass's copy (best effort), the
-//                    volumes detached from the dead node's VM (only from that VM: a
-//                    volume attached anywhere else stops the takeover, named);
+//        claimed  -> the VMA asked to stop the failed pass's copy (best effort); a
+//                    failed cutover or test failover undone in the cloud from what it
+//                    recorded (undo_job: the VM it built torn down); the volumes
+//                    detached from the dead node's VM (only from that VM: a volume
+//                    attached anywhere else stops the takeover, named);
 //        detached -> attached to this node's VM, devices waited for;
-//        attached -> exports recreated here, and the failed pass started again here
-//                    (same kind: an incremental one from the last committed change IDs).
+//        attached -> exports recreated here; a cutover's or test failover's VM restored
+//                    (finish_undo: source powered on again, replicated again); the
+//                    failed pass started again here (same kind: an incremental one from
+//                    the last committed change IDs).
 //      Each step first checks in the database that the VM is still placed here and the
 //      lease held, and is recorded when done; each is idempotent, so a takeover
 //      interrupted by a crash is finished at the next round after a restart. A step that
@@ -66,6 +70,13 @@ struct TakeoverActions {
   // pass started during a takeover), is run here; without one, a new pass of the failed
   // one's kind (a takeover of a running pass). Optional.
   std::function<void(const TakeoverRecord&)> resume;
+  // The failed job was a cutover or test failover (not a pass): at step claimed, before
+  // the volumes are detached from the dead node's VM, undo_job undoes in the cloud what
+  // it recorded (the VM it built, snapshots; its volumes may be on that VM); at step
+  // attached, after the exports, finish_undo restores the VM (source power, status).
+  // Each does nothing for a pass. Optional.
+  std::function<void(const TakeoverRecord&)> undo_job;
+  std::function<void(const TakeoverRecord&)> finish_undo;
   // Fencing: whether this node's export server serves the export, and cutting it off.
   std::function<bool(const std::string& export_name)> serves;
   std::function<void(const std::string& export_name)> withdraw;
@@ -98,7 +109,7 @@ class NodeFailover {
   // The fencing sweep alone (at start, before any job resumes). Never throws.
   void fence_now();
   // The fence: throws Conflict when this node does not hold its lease, or the VM is
-  // placed on another node.
+  // placed on another node or on none (cut over, queued).
   void check_owner(const std::string& vm_id);
   // Called by the JobManager when a pass of the VM starts preparing (or resumes in that
   // state), before it touches a volume: claims the VM's move if one is due (see the top),

@@ -26,6 +26,7 @@ void NodeLease::start() {
       grant_ = *g;
       last_renewal_ = begun;
       held_ = true;
+      if (options_.on_change) options_.on_change(begun);
       break;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -102,12 +103,16 @@ void NodeLease::renew_once() {
     NodeLeaseGrant g = grant();
     if (held_) {
       if (auto expires = nodes_.renew(g.node_id, g.incarnation, options_.lease.count())) {
-        std::lock_guard lock(mu_);
-        grant_.expires_at = *expires;
-        last_renewal_ = begun;
+        {
+          std::lock_guard lock(mu_);
+          grant_.expires_at = *expires;
+          last_renewal_ = begun;
+        }
+        if (options_.on_change) options_.on_change(begun);
         return;
       }
       held_ = false;
+      if (options_.on_change) options_.on_change(std::nullopt);
       log::error("node {}: lease lost (incarnation {} expired or was taken over by the database's clock); "
                  "registering again",
                  g.node_id, g.incarnation);
@@ -124,13 +129,16 @@ void NodeLease::renew_once() {
       held_ = true;
       log::info("node {}: registered again (incarnation {})", again->node_id, again->incarnation);
     }
+    if (held_ && options_.on_change) options_.on_change(begun);
   } catch (const std::exception& e) {
     // The database is unreachable: the lease is as good as lost once a whole lease
     // has passed since the last renewal began.
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (held_ && begun - last_renewal_ >= options_.lease) {
       held_ = false;
       log::error("node {}: lease lost: no renewal for {} ms ({})", self_.node_id, options_.lease.count(), e.what());
+      lock.unlock();
+      if (options_.on_change) options_.on_change(std::nullopt);
     } else {
       log::warn("node {}: lease renewal failed ({}); retrying", self_.node_id, e.what());
     }

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -35,6 +36,11 @@ struct NodeLeaseOptions {
   std::chrono::milliseconds lease{15000};
   std::chrono::milliseconds renew_every{5000};  // a third of the lease leaves two retries
   std::chrono::milliseconds start_wait{30000};
+  // Called on the renewer's thread (and in start()) after each grant or renewal with the
+  // moment the request began (this process's monotonic clock: the database's expiry is
+  // at least a lease after it), and with nullopt when the lease is lost. How the app
+  // binds its export servers' writes to the lease (ExportServerConfig::lease_file).
+  std::function<void(std::optional<std::chrono::steady_clock::time_point>)> on_change;
 };
 
 class NodeLease {

@@ -32,7 +32,20 @@
  * Errors go through nbdkit_error; a count that cannot be written fails the flush (EIO),
  * so the client retries instead of believing bytes were counted.
  *
- * Thread model: fully parallel (the handle's pending count has its own mutex).
+ * Bound to a lease (lease-file=PATH, optional; an OMA node of several, issue 18): the
+ * file holds a deadline, decimal nanoseconds on CLOCK_BOOTTIME (this machine's clock
+ * since boot, suspended time included), that the OMA moves forward each time it renews
+ * its node's lease in the database, to a moment before any other node may take its VMs
+ * over. Once the deadline has passed, write, write-zeroes and trim fail (EROFS) until
+ * the file holds a later one: an OMA that is frozen (SIGSTOP, a VM paused), cut off from
+ * the database or dead cannot keep this server writing volumes another node may own by
+ * now. The server enforces it itself, so nothing the stopped OMA would have to do is
+ * needed. A file that is missing or unreadable counts as a passed deadline (fail closed).
+ * The last deadline read is kept, and the file read again only after it passed: one
+ * small read per renewal interval, not per request. Reads and flushes are not refused.
+ *
+ * Thread model: fully parallel (the handle's pending count has its own mutex; the
+ * cached deadline its own).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +58,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nbdkit-filter.h>
@@ -52,6 +66,11 @@
 #define MAX_EXPORT_NAME 200
 
 static char *written_dir; /* the written-dir= parameter, owned */
+static char *lease_file;  /* the lease-file= parameter, owned; NULL: writes are not bound to a lease */
+
+static pthread_mutex_t lease_lock = PTHREAD_MUTEX_INITIALIZER; /* guards the two below */
+static int64_t lease_deadline;                                   /* CLOCK_BOOTTIME ns; 0: none read yet */
+static bool lease_refusing;                                      /* logged once per lapse */
 
 struct handle {
   char export_name[MAX_EXPORT_NAME + 1];
@@ -59,7 +78,10 @@ struct handle {
   uint64_t pending;      /* bytes written on this connection since its last flush started */
 };
 
-static void written_unload(void) { free(written_dir); }
+static void written_unload(void) {
+  free(written_dir);
+  free(lease_file);
+}
 
 static int written_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *key, const char *value) {
   if (strcmp(key, "written-dir") == 0) {
@@ -67,6 +89,19 @@ static int written_config(nbdkit_next_config *next, nbdkit_backend *nxdata, cons
     written_dir = strdup(value);
     if (written_dir == NULL) {
       nbdkit_error("written-dir: %m");
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp(key, "lease-file") == 0) {
+    if (value[0] != '/') {
+      nbdkit_error("written filter: lease-file=%s: give an absolute path", value);
+      return -1;
+    }
+    free(lease_file);
+    lease_file = strdup(value);
+    if (lease_file == NULL) {
+      nbdkit_error("lease-file: %m");
       return -1;
     }
     return 0;
@@ -87,7 +122,50 @@ static int written_config_complete(nbdkit_next_config_complete *next, nbdkit_bac
   return next(nxdata);
 }
 
-#define written_config_help "written-dir=<DIR>  (required) where <export>.written counts are kept."
+#define written_config_help                                                  \
+  "written-dir=<DIR>  (required) where <export>.written counts are kept.\n" \
+  "lease-file=<FILE>  writes allowed only until the deadline it holds (CLOCK_BOOTTIME ns)."
+
+static int64_t boottime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The deadline in lease_file; 0 (passed) when it cannot be read. */
+static int64_t read_deadline(void) {
+  char buf[32];
+  int fd = open(lease_file, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) return 0;
+  ssize_t r = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (r <= 0) return 0;
+  buf[r] = '\0';
+  char *end;
+  errno = 0;
+  long long v = strtoll(buf, &end, 10);
+  if (errno != 0 || end == buf || (*end != '\n' && *end != '\0') || v < 0) return 0;
+  return v;
+}
+
+/* Whether the lease allows writes now (always without lease-file=). */
+static bool lease_allows_writes(void) {
+  if (lease_file == NULL) return true;
+  int64_t now = boottime_ns();
+  pthread_mutex_lock(&lease_lock);
+  bool ok = now < lease_deadline;
+  if (!ok) {
+    lease_deadline = read_deadline();
+    ok = now < lease_deadline;
+    if (!ok && !lease_refusing)
+      nbdkit_error("written filter: the OMA node's lease deadline in %s has passed (%.3f s ago): refusing writes "
+                   "until it renews its lease (another node may own these volumes by now)",
+                   lease_file, (double)(now - lease_deadline) / 1e9);
+    lease_refusing = !ok;
+  }
+  pthread_mutex_unlock(&lease_lock);
+  return ok;
+}
 
 static bool valid_export_name(const char *name) {
   size_t n = strlen(name);
@@ -232,13 +310,30 @@ static int written(struct handle *h, uint32_t count, uint32_t flags, int *err) {
 
 static int written_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count, uint64_t offset,
                           uint32_t flags, int *err) {
+  if (!lease_allows_writes()) {
+    *err = EROFS;
+    return -1;
+  }
   if (next->pwrite(next, buf, count, offset, flags, err) == -1) return -1;
   return written(handle, count, flags, err);
 }
 
 static int written_zero(nbdkit_next *next, void *handle, uint32_t count, uint64_t offset, uint32_t flags, int *err) {
+  if (!lease_allows_writes()) {
+    *err = EROFS;
+    return -1;
+  }
   if (next->zero(next, count, offset, flags, err) == -1) return -1;
   return written(handle, count, flags, err);
+}
+
+static int written_trim(nbdkit_next *next, void *handle, uint32_t count, uint64_t offset, uint32_t flags, int *err) {
+  (void)handle;
+  if (!lease_allows_writes()) {
+    *err = EROFS;
+    return -1;
+  }
+  return next->trim(next, count, offset, flags, err);
 }
 
 static int written_flush(nbdkit_next *next, void *handle, uint32_t flags, int *err) {
@@ -269,6 +364,7 @@ static struct nbdkit_filter filter = {
     .close = written_close,
     .pwrite = written_pwrite,
     .zero = written_zero,
+    .trim = written_trim,
     .flush = written_flush,
 };
 
