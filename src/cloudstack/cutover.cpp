@@ -57,7 +57,18 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
       steps.begin(step = "guest-conversion");
       std::vector<std::string> devices;
       for (const auto& d : unit_order(vm)) devices.push_back(builder_.volumes().wait_for_device(d.volume_id, d.disk));
-      steps.done(conversion_->convert(vm, devices));
+      record.volumes_changed = true;  // written ahead: if this node dies now, nobody knows
+      if (options_.record_changed) options_.record_changed(record);
+      std::string detail;
+      try {
+        detail = conversion_->convert(vm, devices);
+      } catch (const ConversionChangedVolumes&) {
+        throw;
+      } catch (...) {
+        record.volumes_changed = false;  // GuestConversion's promise: a failure writes nothing
+        throw;
+      }
+      steps.done(detail);
     }
 
     steps.begin(step = "detach-from-oma");
@@ -97,6 +108,8 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
     steps.done();
 
     steps.begin(step = "start-vm");
+    record.volumes_changed = true;
+    if (options_.record_changed) options_.record_changed(record);
     builder_.start(record.vm_id);
     steps.done();
   } catch (const std::exception& e) {

@@ -61,6 +61,11 @@ struct CutoverRecord {
   // The name of the deploy about to be sent or sent (its VM may exist although vm_id is
   // still ""): what an undo by someone else looks the VM up by, like lost_deploy.
   std::string deploying;
+  // The volumes may no longer be what the final pass left: the guest conversion was
+  // committing into them (or could not undo a failed commit), or the new VM was started
+  // (its guest may have written). Replicating on from the committed change IDs would mix
+  // those writes with the source's: the next pass must be full.
+  bool volumes_changed = false;
 };
 
 struct CutoverOptions {

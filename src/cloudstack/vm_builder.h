@@ -111,11 +111,18 @@ class Exports {
 // The guest's conversion for KVM (the OMA's: virt-v2v-in-place through overlays, src/guest).
 // `devices` are the VM's volumes as block devices on the OMA's VM, in unit order. Returns
 // the step's detail. Throws when the conversion failed; the volumes are then exactly as
-// they were (the implementation's promise: it writes them only after a conversion succeeded).
+// they were (the implementation's promise: it writes them only after a conversion
+// succeeded), except when it throws ConversionChangedVolumes.
 class GuestConversion {
  public:
   virtual ~GuestConversion() = default;
   virtual std::string convert(const SourceVm& vm, const std::vector<std::string>& devices) = 0;
+};
+
+// A failed conversion that could not put every volume back as it was.
+class ConversionChangedVolumes : public Error {
+ public:
+  using Error::Error;
 };
 
 // The VM's disks in unit order (as guest tools number them).

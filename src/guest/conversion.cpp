@@ -49,15 +49,20 @@ ConversionResult convert_volumes(const std::vector<DiskImage>& volumes, const Co
   } catch (const std::exception& e) {
     result.ok = false;
     result.error = e.what();
+    std::string kept;
     for (std::size_t i = 0; i < committed; ++i) {
       try {
         overlays[i].restore();
       } catch (const std::exception& again) {
-        result.error += "; volume " + overlays[i].base().path + " stays converted: " + again.what() +
-                        "; replicate it in full before another cutover";
+        kept += "; volume " + overlays[i].base().path + " stays converted: " + again.what();
+        result.volumes_changed = true;
       }
     }
-    if (committed > 0) result.error += "; the volumes committed before it were restored";
+    if (!kept.empty()) {
+      result.error += kept;
+    } else if (committed > 0) {
+      result.error += "; the volumes committed before it were restored";
+    }
   }
   result.commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

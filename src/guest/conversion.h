@@ -33,6 +33,9 @@ struct ConversionResult {
   std::string error;                    // what failed and what to do ("" when ok)
   double seconds = 0;                   // virt-v2v-in-place's run time
   double commit_seconds = 0;            // convert_volumes(): writing overlays into volumes
+  // convert_volumes(): a failed commit could not put every volume back; they are neither
+  // the final pass nor a converted guest (only a full pass makes them the source again).
+  bool volumes_changed = false;
   std::string log_tail;                 // the end of virt-v2v-in-place's output
 };
 

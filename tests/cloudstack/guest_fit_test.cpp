@@ -224,6 +224,23 @@ TEST_F(MatchedCutover, AFailedConversionRollsBackWithTheVolumesAsTheFinalPassLef
   for (const auto& d : vm.disks) EXPECT_NE(test::read_at(volume_file(d), 8192, 10), "CONVERTED-");
 }
 
+// The record says whether the volumes may differ from the final pass: after a conversion
+// (and a later failure), not after a conversion that failed (it writes nothing).
+TEST_F(MatchedCutover, TheRecordSaysWhenTheVolumesNoLongerHoldTheFinalPass) {
+  sim.fail({{"command", "deployVirtualMachine"}, {"how", "job"}});
+  StepLog steps;
+  CutoverRecord record;
+  EXPECT_THROW(Cutover(fitted, power, final_pass, exports, fast(), &conversion).run(vm, steps, record), CutoverError);
+  EXPECT_EQ(steps.find("guest-conversion")->status, StepStatus::Done);
+  EXPECT_TRUE(record.volumes_changed);
+
+  sim.clear_failures();
+  conversion.fail_with = "virt-v2v-in-place: no bootloader detected";
+  StepLog again;
+  EXPECT_THROW(Cutover(fitted, power, final_pass, exports, fast(), &conversion).run(vm, again, record), CutoverError);
+  EXPECT_FALSE(record.volumes_changed);
+}
+
 // Test failover: converted after the snapshots, so that the cleanup's revert undoes the
 // conversion and replication continues from what it had copied.
 TEST_F(MatchedCutover, TestFailoverConvertsAfterTheSnapshotsAndTheCleanupUndoesIt) {

@@ -909,6 +909,29 @@ TEST_F(OmaFlowConversion, AFailedConversionRollsTheCutoverBack) {
   expect_on_oma();  // the volumes hold exactly the source's data
 }
 
+// Rolled back after the conversion wrote the volumes: an incremental pass from the
+// committed change IDs would keep the conversion's writes (the source never made them)
+// beside the source's, so the change IDs are forgotten and only a full pass is accepted,
+// which makes the volumes the source's again.
+TEST_F(OmaFlowConversion, ACutoverRolledBackAfterTheConversionWroteTheVolumesNeedsAFullPass) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  sim.fail({{"command", "deployVirtualMachine"}, {"how", "job"}});
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 5}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_EQ((*step(job, "guest-conversion"))["status"], "completed");
+  EXPECT_EQ((*step(job, "rollback"))["status"], "completed");
+  EXPECT_EQ(vm_status(), "replicated");
+  bool told = false;
+  for (const auto& e : job["events"]) told |= e["message"].get<std::string>().find("in full") != std::string::npos;
+  EXPECT_TRUE(told) << job["events"].dump(2);
+  sim.clear_failures();
+  auto r = api->post("/api/v1/jobs", json{{"vm_id", vm_id}, {"kind", "incremental"}}.dump());
+  EXPECT_EQ(r.status, 400) << r.raw;
+  EXPECT_NE(r.raw.find("run a full replication first"), std::string::npos) << r.raw;
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  expect_on_oma();
+}
+
 TEST_F(OmaFlowConversion, AGuestThatCannotBeConvertedIsRefusedBeforeTheSourceIsTouched) {
   ASSERT_EQ(replicate("full")["status"], "completed");
   no_os = true;

@@ -164,7 +164,8 @@ cs::StepLog::Listener ended_job_step_recorder(JobRepository& log, const std::str
 // what another node undoes if this one dies (undo_interrupted).
 std::string progress_details(const cs::CutoverRecord& r, const std::string& name, VmStatus before) {
   return json{{"in_progress", true}, {"name", name}, {"deploying", r.deploying}, {"lost_deploy", r.lost_deploy},
-              {"unexported", r.unexported}, {"source_was_on", r.source_was_on}, {"status_before", before}}
+              {"unexported", r.unexported}, {"source_was_on", r.source_was_on}, {"status_before", before},
+              {"volumes_changed", r.volumes_changed}}
       .dump();
 }
 
@@ -258,6 +259,18 @@ std::string record_details(const cs::CutoverRecord& r, const std::string& name, 
 
 // The VM's status after a job that changed nothing: as before the job, unless that
 // was itself the status of an earlier interrupted start.
+// The VM's volumes may differ from what its final pass left (cs::CutoverRecord::
+// volumes_changed): an incremental pass from the committed change IDs would keep those
+// writes beside the source's, so the change IDs are forgotten and the next pass is full.
+void require_full_pass(VmRepository& vms, JobRepository& job_log, const std::string& vm_id,
+                       const std::string& job_id, const std::string& why) {
+  vms.forget_change_ids(vm_id);
+  job_log.add_event(job_id, EventLevel::Warn,
+                    fmt::format("VM {}: {}; its next pass copies every disk in full (run a full replication before "
+                                "another cutover)",
+                                vm_id, why));
+}
+
 VmStatus failed_status(const VmRecord& before) {
   bool starting = before.status == VmStatus::CuttingOver || before.status == VmStatus::TestFailoverStarting;
   return starting ? VmStatus::Replicated : before.status;
@@ -273,6 +286,7 @@ class VolumeConversion : public cs::GuestConversion {
     std::vector<guest::DiskImage> images;
     for (const auto& d : devices) images.push_back({d, "raw"});
     const guest::ConversionResult r = convert_(images);
+    if (!r.ok && r.volumes_changed) throw cs::ConversionChangedVolumes(r.error);
     if (!r.ok) throw Error(r.error + "; the volumes are as the final pass left them");
     return fmt::format("VM {}: converted in {:.0f} s, committed into {} volumes in {:.0f} s", vm.name, r.seconds,
                        devices.size(), r.commit_seconds);
@@ -340,6 +354,10 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
       target_vm = cs::Cutover(builder, power, pass, exports, options, conversion ? &*conversion : nullptr)
                       .run(fitted, steps, record);
     } catch (const cs::CutoverError& e) {
+      if (record.volumes_changed) {
+        require_full_pass(vms_, job_log_, vm_id, job.job_id,
+                          "the cutover failed after the guest conversion wrote its volumes or the new VM started");
+      }
       const cs::Step* rb = steps.find("rollback");
       if (rb && rb->status == cs::StepStatus::Done) {
         forget_progress();
@@ -538,6 +556,10 @@ void CutoverService::convert_local_guest(const VmRecord& vm, const std::vector<g
                                          cloudstack::StepLog& steps) {
   steps.begin("guest-conversion");
   const guest::ConversionResult r = run_conversion(vm, volumes, inspected, job_id);
+  if (!r.ok && r.volumes_changed) {
+    require_full_pass(vms_, job_log_, vm.vm_id, job_id, "a failed guest conversion could not put every volume back");
+    throw Error(r.error);
+  }
   if (!r.ok) throw Error(r.error + "; the volumes are as the final pass left them");
   steps.done(fmt::format("converted in {:.0f} s, committed into {} volumes in {:.0f} s", r.seconds, volumes.size(),
                          r.commit_seconds));
@@ -762,6 +784,12 @@ void CutoverService::finish_interrupted(const std::string& vm_id, const JobRecor
     } else {
       power = "the source VM is powered on";
     }
+  }
+  if (kind == FailoverKind::Cutover && details.value("volumes_changed", false)) {
+    require_full_pass(vms_, job_log_, vm_id, job.job_id,
+                      fmt::format("node {} found its cutover interrupted after the guest conversion began writing its "
+                                  "volumes or the new VM was started",
+                                  node_id));
   }
   VmStatus after = stored_status_before(details, vm_id, "interrupted job's");
   if (after == VmStatus::CuttingOver || after == VmStatus::TestFailoverStarting) after = VmStatus::Replicated;

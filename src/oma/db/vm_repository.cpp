@@ -102,6 +102,10 @@ void VmRepository::set_disk_grown(const std::string& vm_id, const std::string& d
            {capacity_bytes, now_ms(), vm_id, disk_key});
 }
 
+void VmRepository::forget_change_ids(const std::string& vm_id) {
+  db_.exec("UPDATE vm_disks SET change_id = NULL, updated_at = ? WHERE vm_id = ?", {now_ms(), vm_id});
+}
+
 void VmRepository::set_vm_status(const std::string& vm_id, VmStatus status) {
   db_.exec("UPDATE vm_contexts SET status = ?, updated_at = ? WHERE vm_id = ?", {enum_name(status), now_ms(), vm_id});
 }

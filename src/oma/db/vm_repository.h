@@ -104,6 +104,9 @@ class VmRepository {
   // A disk grown in vCenter: its new capacity, and its change ID forgotten (its next pass
   // is a full one: changed areas past the old end cannot be trusted).
   void set_disk_grown(const std::string& vm_id, const std::string& disk_key, int64_t capacity_bytes);
+  // Every disk's change ID forgotten: the VM's volumes may hold writes the source never
+  // made (a cutover rolled back after its guest conversion), so its next pass is full.
+  void forget_change_ids(const std::string& vm_id);
   void set_vm_status(const std::string& vm_id, VmStatus status);
 
   // A VM's NICs (replaced as a whole), in key order.
