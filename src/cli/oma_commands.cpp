@@ -1,6 +1,7 @@
 // Operator commands over the OMA's REST API: `migratekit vms`, `migratekit replicate
 // VM`, `migratekit jobs [list|show|watch|cancel]`, `migratekit cutover VM`,
-// `migratekit test-failover VM [--cleanup]`, `migratekit boot-check VM`, `migratekit nodes
+// `migratekit test-failover VM [--cleanup]`, `migratekit boot-check VM`, `migratekit inspect
+// VM`, `migratekit nodes
 // [drain|activate NODE]`, `migratekit move VM NODE` (several OMA nodes). They hold no state of their own:
 // every answer comes from the API, so the CLI, the GUI and scripts agree.
 //
@@ -282,6 +283,43 @@ int run_boot_check(const OmaArgs& a) {
   return booted && steps == 0 ? 0 : 1;
 }
 
+// An inspection: its step as it runs, then the result (exit 0 only when the guest can be
+// converted).
+int run_inspect(const OmaArgs& a) {
+  Api api(a);
+  json j = api.call("POST", "/api/v1/vms/" + a.vm + "/inspection");
+  std::string id = j["job_id"];
+  std::printf("%s\n", id.c_str());
+  std::fflush(stdout);
+  if (a.no_wait) return 0;
+  const int steps = watch_steps(api, a, id);
+  json r = api.call("GET", "/api/v1/vms/" + a.vm + "/inspection");
+  if (r.value("job_id", "") != id) {
+    std::fprintf(stderr, "migratekit: inspection %s stored no result (see GET /api/v1/jobs/%s)\n", id.c_str(),
+                 id.c_str());
+    return 1;
+  }
+  const bool convertible = r.value("convertible", false);
+  if (a.json_out) {
+    std::printf("%s\n", r.dump(2).c_str());
+    return convertible ? 0 : 1;
+  }
+  auto text = [&](const char* key) {
+    return r[key].is_string() ? r[key].get<std::string>() : r[key].is_null() ? std::string("-") : r[key].dump();
+  };
+  std::printf("convertible: %s\n", convertible ? "yes" : "NO");
+  if (!convertible) std::printf("reason:      %s\n", text("reason").c_str());
+  std::printf("guest:       %s %s (%s)\n", text("distro").c_str(), text("version").c_str(), text("os_family").c_str());
+  std::printf("product:     %s\n", text("product_name").c_str());
+  std::printf("root:        %s on disk %s (key %s)\n", text("root_device").c_str(), text("boot_disk").c_str(),
+              text("boot_disk_key").c_str());
+  std::printf("firmware:    %s on the disks, %s in vSphere%s\n", text("firmware").c_str(),
+              text("vsphere_firmware").c_str(), r.value("vsphere_secure_boot", false) ? " (secure boot)" : "");
+  std::printf("inspection:  %.0f s\n", r.value("seconds", 0.0));
+  std::fflush(stdout);
+  return convertible && steps == 0 ? 0 : 1;
+}
+
 int run_jobs(const OmaArgs& a, const std::string& action) {
   Api api(a);
   if (action == "list") {
@@ -421,6 +459,15 @@ Runner add_oma_commands(CLI::App& app) {
   bc->add_flag("--json", a->json_out, "Print the API's JSON of the result (with the screenshot in base64)");
   bc->add_option("--interval-ms", a->interval_ms, "Refresh interval (default 1000)")->check(CLI::Range(50, 60000));
 
+  CLI::App* in = app.add_subcommand("inspect", "Inspect a replicated VM's guest, read-only: OS, boot disk, firmware "
+                                                "and whether it can be converted for KVM; waits and prints the result "
+                                                "(exit 1 when it cannot be converted)");
+  common_options(in, *a);
+  in->add_option("VM", a->vm, "VM UUID")->required();
+  in->add_flag("--no-wait", a->no_wait, "Print the job's id and return at once");
+  in->add_flag("--json", a->json_out, "Print the API's JSON of the result");
+  in->add_option("--interval-ms", a->interval_ms, "Refresh interval (default 1000)")->check(CLI::Range(50, 60000));
+
   // A node id goes into a URL path: nothing there but what a node id may hold.
   CLI::Validator node_id(
       [](std::string& v) -> std::string {
@@ -443,7 +490,7 @@ Runner add_oma_commands(CLI::App& app) {
   move->add_option("VM", a->vm, "VM UUID")->required();
   move->add_option("NODE", a->node, "Node id")->required()->check(node_id);
 
-  return [a, vms, rep, jobs, cut, tf, bc, nodes, move]() -> int {
+  return [a, vms, rep, jobs, cut, tf, bc, in, nodes, move]() -> int {
     if (nodes->parsed()) {
       for (const char* name : {"drain", "activate"})
         if (nodes->got_subcommand(name)) return run_nodes(*a, name);
@@ -455,6 +502,7 @@ Runner add_oma_commands(CLI::App& app) {
     if (cut->parsed()) return run_cutover(*a);
     if (tf->parsed()) return run_test_failover(*a);
     if (bc->parsed()) return run_boot_check(*a);
+    if (in->parsed()) return run_inspect(*a);
     if (jobs->parsed()) {
       for (const char* name : {"list", "show", "watch", "cancel"})
         if (jobs->got_subcommand(name)) return run_jobs(*a, name);

@@ -366,19 +366,33 @@ void Oma::start() {
       return {m.handed_off, m.message};
     };
   }
-  // The automatic boot check after an incremental pass (boot_checks_ exists before any
-  // job runs: it is built right below, before recover()).
+  // The automatic boot check after an incremental pass and inspection after a pass
+  // (both services exist before any job runs: they are built right below, before
+  // recover()). A boot check started here inspects the guest itself, so the inspection
+  // after it then finds the VM busy and leaves it to the check.
   jo.pass_completed = [this](const JobRecord& job) {
     if (boot_checks_) boot_checks_->after_pass(job);
+    if (inspections_) inspections_->after_pass(job);
   };
   jobs_ = std::make_unique<JobManager>(repos_->vms, repos_->jobs, *volumes_, *exports_, *vma_, jo);
+  InspectionConfig inspection = config_.inspection;
+  inspection.conversion_enabled = config_.cutover.convert_guests;
+  inspections_ = std::make_unique<InspectionService>(repos_->vms, repos_->jobs, repos_->storage, repos_->inspections,
+                                                     repos_->config, *jobs_, vma_for, inspection);
   BootCheckConfig boot_check = config_.boot_check;
+  boot_check.inspected = [this](const VmRecord& vm, const std::string& job_id, const guest::GuestInspection& g) {
+    inspections_->store(vm, job_id, "boot_check", g);
+  };
   if (boot_check.scratch_dir.empty()) boot_check.scratch_dir = config_.data_dir + "/boot-checks";
   if (boot_check.log_dir.empty()) boot_check.log_dir = config_.data_dir + "/logs";
   boot_check.conversion_at_cutover = config_.cutover.convert_guests;
   boot_checks_ = std::make_unique<BootCheckService>(repos_->vms, repos_->jobs, repos_->storage, repos_->boot_checks,
                                                     repos_->config, *jobs_, boot_check);
   CutoverConfig cutover_config = config_.cutover;
+  cutover_config.inspected = [this](const VmRecord& vm, const std::string& job_id, const std::string& started_by,
+                                    const guest::GuestInspection& g) {
+    inspections_->store(vm, job_id, started_by, g);
+  };
   if (lease_) {
     // A VM cut over holds no slot any more: its placement goes, queued VMs are placed,
     // and a dead node's VMs that waited for room can be taken over.
@@ -418,7 +432,7 @@ void Oma::start() {
   api_ = std::make_unique<api::ApiServer>(repos_->config, ac);
   api_->add_routes(api::all_routes(
       {*repos_, *jobs_, *export_server_, *secrets_, pairing_.get(), *cutover_, *events_, *scheduler_, *vma_,
-       config_.node.node_id, boot_checks_.get()}));
+       config_.node.node_id, boot_checks_.get(), inspections_.get()}));
   if (config_.gui_port >= 0) {
     gui::GuiConfig gc;
     gc.listen_address = config_.gui_listen;
@@ -649,6 +663,7 @@ void Oma::stop() {
   // Running boot checks stop their tools and qemu and remove their overlays now; the
   // JobManager's shutdown below waits for their threads.
   if (boot_checks_) boot_checks_->stop();
+  if (inspections_) inspections_->stop();
   if (jobs_) jobs_->shutdown();
   if (export_server_) export_server_->stop();
   // Last: the node held its lease while it could still touch volumes.

@@ -22,6 +22,7 @@
 #include "oma/cutover/boot_check_service.h"
 #include "oma/cutover/cloudstack_target.h"
 #include "oma/cutover/cutover_service.h"
+#include "oma/cutover/inspection_service.h"
 #include "oma/db/database.h"
 #include "oma/db/repositories.h"
 #include "oma/exports/export_manager.h"
@@ -80,6 +81,9 @@ struct OmaConfig {
   // overlays go to DATA/boot-checks and virt-v2v's logs to DATA/logs unless set.
   // conversion_at_cutover follows cutover.convert_guests.
   BootCheckConfig boot_check;
+  // Inspections (POST /api/v1/vms/{id}/inspection, and after passes when guests are
+  // converted): conversion_enabled follows cutover.convert_guests.
+  InspectionConfig inspection;
   // VMA pairing and the SSH control tunnel (oma/pairing): what bundles tell VMAs.
   // VMs without a paired VMA use vma_url (the default VMA).
   std::string public_api_url;                 // default http(s)://<nbd_advertise_host>:<api port>
@@ -152,6 +156,7 @@ class Oma {
   JobManager& jobs() { return *jobs_; }
   CutoverService& cutover() { return *cutover_; }
   BootCheckService& boot_checks() { return *boot_checks_; }
+  InspectionService& inspections() { return *inspections_; }
   PairingService& pairing() { return *pairing_; }
   const OmaConfig& config() const { return config_; }
   NodeLease* node_lease() { return lease_.get(); }  // null: single node
@@ -200,6 +205,7 @@ class Oma {
   std::unique_ptr<CloudStackChecks> cloudstack_checks_;  // with the "cloudstack" backend only
   std::unique_ptr<CutoverService> cutover_;
   std::unique_ptr<BootCheckService> boot_checks_;
+  std::unique_ptr<InspectionService> inspections_;
   std::unique_ptr<api::ApiServer> api_;
   std::unique_ptr<gui::EventHub> events_;
   std::unique_ptr<Scheduler> scheduler_;

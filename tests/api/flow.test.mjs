@@ -1,7 +1,7 @@
 // Contract test of the whole API flow: against web-lab (the real oma binary and a VMA
 // copying real data), a client calls every kind of operation the OMA offers — tokens,
 // discovery, adding a VM, full and incremental passes, progress, schedules, exports,
-// volumes, settings, network mappings, VMAs, boot checks, cutover, and the errors on the way (401,
+// volumes, settings, network mappings, VMAs, boot checks, inspections, cutover, and the errors on the way (401,
 // 403, 404, 400, 409, 406) — and every request and response is checked against the
 // OMA's own OpenAPI document (contract.mjs). One mismatch fails the test; so does an
 // operation of the document that the flow never called.
@@ -124,6 +124,15 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.post(`/api/v1/vms/${unknown}/boot-check`)).status, 404);
     assert.equal((await api.get(`/api/v1/vms/${unknown}/boot-check`)).status, 404);
     assert.equal((await api.get(`/api/v1/vms/${vm}`)).body.boot_check, null);
+    // Inspections likewise (one that runs: tests/oma InspectionApi, tests/guest).
+    const noReplicaToInspect = await api.post(`/api/v1/vms/${vm}/inspection`);
+    assert.equal(noReplicaToInspect.status, 409, JSON.stringify(noReplicaToInspect.body));
+    assert.match(noReplicaToInspect.body.error, /has no replica of disk .* run a full replication first/);
+    const notInspected = await api.get(`/api/v1/vms/${vm}/inspection`);
+    assert.equal(notInspected.status, 404);
+    assert.match(notInspected.body.error, /has not been inspected yet/);
+    assert.equal((await api.get(`/api/v1/vms/${unknown}/inspection`)).status, 404);
+    assert.equal((await api.get(`/api/v1/vms/${vm}`)).body.guest, null);
 
     // A full pass, watched, then an incremental one; a cancel after the end is refused.
     const full = await api.post("/api/v1/jobs", { vm_id: vm, kind: "full" });

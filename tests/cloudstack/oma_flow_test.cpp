@@ -817,6 +817,9 @@ class OmaFlowConversion : public OmaFlow {
       };
     };
     OmaFlow::SetUp();
+    // No inspection after passes here (InspectionApi tests it): a cutover started right
+    // after a pass would find the VM held by it.
+    oma->repos().config.put_setting(kInspectionAfterPass, "false", false);
   }
   std::string volume_file(const std::string& id) { return sim.dir() + "/state/volumes/" + id + ".img"; }
   std::vector<std::string> links_by_unit() {
@@ -942,6 +945,14 @@ TEST_F(OmaFlowConversion, AGuestThatCannotBeConvertedIsRefusedBeforeTheSourceIsT
   EXPECT_TRUE(vma->power_calls().empty());
   EXPECT_EQ(vm_status(), "replicated");
   expect_on_oma();
+  // The cutover's inspection is the VM's last one, shown with its reason.
+  auto in = api->get("/api/v1/vms/" + vm_id + "/inspection");
+  ASSERT_EQ(in.status, 200) << in.raw;
+  EXPECT_EQ(in.body["job_id"], job["job_id"]);
+  EXPECT_EQ(in.body["started_by"], "cutover");
+  EXPECT_EQ(in.body["convertible"], false);
+  EXPECT_EQ(in.body["reason"], "no operating system found on the VM's disks");
+  EXPECT_EQ(api->get("/api/v1/vms").body["vms"][0]["guest"]["convertible"], false);
 }
 
 TEST_F(OmaFlowConversion, TestFailoverConvertsAfterTheSnapshotsAndTheCleanupUndoesIt) {
@@ -960,6 +971,10 @@ TEST_F(OmaFlowConversion, TestFailoverConvertsAfterTheSnapshotsAndTheCleanupUndo
   for (const auto& v : st["virtualmachines"]) if (v["id"] != sim.oma_vm_id()) test_vm = v;
   EXPECT_EQ(test_vm["boottype"], "UEFI");
   EXPECT_EQ(test_vm["bootmode"], "LEGACY");
+  json in = api->get("/api/v1/vms/" + vm_id + "/inspection").body;
+  EXPECT_EQ(in["started_by"], "test_failover");
+  EXPECT_EQ(in["boot_disk_key"], "2001");
+  EXPECT_EQ(in["firmware"], "uefi");
   job = run_job("/api/v1/vms/" + vm_id + "/test-failover/cleanup");
   ASSERT_EQ(job["status"], "completed") << job.dump(2);
   expect_on_oma();  // the conversion is undone with the test VM's writes

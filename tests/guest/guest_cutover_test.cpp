@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #include "common/units.h"
 #include "fake_vma.h"
@@ -71,6 +72,26 @@ class GuestCutover : public ::testing::Test {
     return volumes.empty() ? "" : volumes.front().device_path;
   }
   std::string vm_status() { return api->get("/api/v1/vms/" + vm_id).body["status"]; }
+  // This OMA converts guests, so a full pass is followed by an inspection (real
+  // virt-inspector, read-only) that holds the VM: wait for it and return what it stored.
+  json inspection_after_full_pass() {
+    std::string job;
+    for (int i = 0; i < 1500 && job.empty(); ++i) {  // started on the pass's thread once it ended
+      const json jobs = api->get("/api/v1/jobs?vm_id=" + vm_id).body["jobs"];  // kept: not a temporary's member
+      for (const auto& j : jobs)
+        if (j["kind"] == "inspection") job = j["job_id"];
+      if (job.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_FALSE(job.empty()) << "no inspection after the full pass";
+    if (job.empty()) return json::object();
+    json ended = test::wait_for_job(*api, job, test::job_ended, std::chrono::seconds(600));
+    EXPECT_EQ(ended["status"], "completed") << ended.dump(2);
+    auto r = api->get("/api/v1/vms/" + vm_id + "/inspection");
+    EXPECT_EQ(r.status, 200) << r.raw;
+    EXPECT_EQ(r.body.value("job_id", ""), job);
+    EXPECT_EQ(r.body.value("started_by", ""), "after_pass");
+    return r.body;
+  }
 
   void TearDown() override {
     if (vma) {
@@ -95,6 +116,12 @@ TEST_F(GuestCutover, DiskWithoutAnOsIsRefusedBeforeTheSourceIsTouched) {
   start(image);
   ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(300))["status"],
             "completed");
+  // Known long before the cutover: stored as not convertible, with the reason.
+  const json inspected = inspection_after_full_pass();
+  EXPECT_EQ(inspected.value("os_found", true), false) << inspected.dump(2);
+  EXPECT_EQ(inspected.value("convertible", true), false) << inspected.dump(2);
+  EXPECT_NE(inspected.value("reason", "").find("no operating system"), std::string::npos) << inspected.dump(2);
+  EXPECT_EQ(api->get("/api/v1/vms").body["vms"][0]["guest"]["convertible"], false);
   const std::string before = mk::test::sha256_file(volume_path());
   json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}}, std::chrono::seconds(1200));
   ASSERT_EQ(job["status"], "failed") << job.dump(2);
@@ -107,12 +134,19 @@ TEST_F(GuestCutover, DiskWithoutAnOsIsRefusedBeforeTheSourceIsTouched) {
   EXPECT_TRUE(vma->power_calls().empty());
   EXPECT_EQ(vm_status(), "replicated");
   EXPECT_EQ(mk::test::sha256_file(volume_path()), before);
+  EXPECT_EQ(api->get("/api/v1/vms/" + vm_id + "/inspection").body["started_by"], "cutover");
 }
 
 TEST_F(GuestCutover, VmwareLikeGuestIsConvertedAtCutoverAndThenBootsOnVirtio) {
   start(MK_LAB_GUEST_IMAGE);
   ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(900))["status"],
             "completed");
+  const json inspected = inspection_after_full_pass();
+  EXPECT_EQ(inspected.value("distro", ""), "debian") << inspected.dump(2);
+  EXPECT_EQ(inspected.value("convertible", false), true) << inspected.dump(2);
+  EXPECT_EQ(inspected.value("boot_disk_key", ""), "2000") << inspected.dump(2);
+  EXPECT_EQ(inspected.value("firmware", ""), "bios") << inspected.dump(2);
+  std::cout << "inspection after the full pass: " << inspected.value("seconds", 0.0) << " s\n";
   json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}}, std::chrono::seconds(2400));
   ASSERT_EQ(job["status"], "completed") << job.dump(2);
   const json* conversion = step(job, "guest-conversion");
@@ -136,6 +170,7 @@ TEST_F(GuestCutover, BootCheckThroughTheApiBootsTheLabGuestAndNeverChangesTheRep
   start(MK_LAB_GUEST_IMAGE);
   ASSERT_EQ(run_job("/api/v1/jobs", {{"vm_id", vm_id}, {"kind", "full"}}, std::chrono::seconds(900))["status"],
             "completed");
+  EXPECT_EQ(inspection_after_full_pass().value("distro", ""), "debian");
   const std::string replica = volume_path();
   const std::string before = mk::test::sha256_file(replica);
   const std::string picture = dir.file("screen.png");
@@ -226,6 +261,8 @@ TEST_F(GuestCloudStackCutover, TwoDiskGuestIsConvertedOnTheOmaAndBootsWithItsSec
   oma = std::make_unique<Oma>(c);
   oma->start();
   api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+  // GuestCutover covers the inspection after passes; here the cutover follows the pass.
+  ASSERT_EQ(api->put("/api/v1/settings/inspection.after_pass", json{{"value", "false"}}.dump()).status, 200);
   ASSERT_EQ(api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump()).status, 200);
   json mappings = {{"mappings", {{{"source_network", "VM Network"}, {"target_network_id", seed::prod_network},
                                   {"keep_mac", true}}}}};

@@ -26,14 +26,14 @@ void expect_names(E last, const std::vector<std::string>& names) {
 }
 
 TEST(OmaEnums, NamesAreTheStoredStrings) {
-  expect_names(VmStatus::BootChecking,
+  expect_names(VmStatus::Inspecting,
                {"discovered", "replicating", "replicated", "replication_failed", "replication_cancelled",
                 "cutting_over", "cut_over", "cutover_failed", "cutover_interrupted", "test_failover_starting",
                 "test_failover", "test_failover_interrupted", "test_failover_cleanup_interrupted",
-                "boot_checking"});
+                "boot_checking", "inspecting"});
   expect_names(FailoverKind::TestFailover, {"cutover", "test_failover"});
-  expect_names(JobKind::BootCheck,
-               {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup", "boot_check"});
+  expect_names(JobKind::Inspection, {"full", "incremental", "cutover", "test_failover", "test_failover_cleanup",
+                                     "boot_check", "inspection"});
   expect_names(JobStatus::Unknown, {"preparing", "exporting", "copying", "committing", "running", "completed", "failed",
                                     "cancelled", "cancelling", "unknown"});
   expect_names(StepStatus::Skipped, {"running", "completed", "failed", "skipped"});
@@ -52,7 +52,8 @@ TEST(OmaEnums, PredicatesOverStatusesAndKinds) {
     EXPECT_FALSE(is_terminal(s)) << enum_name(s);
   EXPECT_TRUE(is_pass(JobKind::Full));
   EXPECT_TRUE(is_pass(JobKind::Incremental));
-  for (auto k : {JobKind::Cutover, JobKind::TestFailover, JobKind::TestFailoverCleanup, JobKind::BootCheck})
+  for (auto k : {JobKind::Cutover, JobKind::TestFailover, JobKind::TestFailoverCleanup, JobKind::BootCheck,
+                 JobKind::Inspection})
     EXPECT_FALSE(is_pass(k)) << enum_name(k);
 }
 

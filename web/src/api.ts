@@ -57,6 +57,37 @@ export interface BootCheck extends BootCheckSummary {
   started_at: number;
 }
 
+/** A VM's guest as last inspected, in short (the VM list and detail). */
+export interface GuestSummary {
+  os: string;
+  convertible: boolean;
+  reason: string;
+  inspected_at: number;
+}
+
+/** A VM's last guest inspection (virt-inspector on its replicas, read-only). */
+export interface Inspection {
+  vm_id: string;
+  job_id: string;
+  started_by: "api" | "after_pass" | "boot_check" | "cutover" | "test_failover";
+  os_found: boolean;
+  os_family: string;
+  distro: string;
+  version: string;
+  product_name: string;
+  osinfo: string;
+  root_device: string;
+  boot_disk: number | null;
+  boot_disk_key: string | null;
+  firmware: "bios" | "uefi" | null;
+  vsphere_firmware: "bios" | "efi" | null;
+  vsphere_secure_boot: boolean;
+  convertible: boolean;
+  reason: string;
+  seconds: number;
+  inspected_at: number;
+}
+
 export interface Vm {
   vm_id: string;
   name: string;
@@ -78,6 +109,7 @@ export interface Vm {
   prediction_passes: number;
   predicted_conversion_seconds: number | null;
   boot_check: BootCheckSummary | null;
+  guest: GuestSummary | null;
   schedule: Schedule | null;
 }
 
@@ -295,6 +327,8 @@ export class Api {
     this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/test-failover/cleanup`);
   startBootCheck = (vmId: string) => this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/boot-check`);
   bootCheck = (vmId: string) => this.get<BootCheck>(`/api/v1/vms/${vmId}/boot-check`);
+  startInspection = (vmId: string) => this.post<{ job_id: string }>(`/api/v1/vms/${vmId}/inspection`);
+  inspection = (vmId: string) => this.get<Inspection>(`/api/v1/vms/${vmId}/inspection`);
   exports = () => this.get<{ exports: ExportInfo[]; server_pid: number }>("/api/v1/exports");
   volumes = async () => (await this.get<{ volumes: Volume[] }>("/api/v1/volumes")).volumes;
   health = () => this.get<Record<string, unknown>>("/health");

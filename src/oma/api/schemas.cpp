@@ -239,6 +239,59 @@ const Schema kBootCheckDetail{
                 }),
     "BootCheckDetail", "a VM's last boot check with the picture of its console"};
 
+namespace {
+
+Field guest_text(std::string name, std::string description, std::string example) {
+  return {.name = std::move(name), .description = std::move(description), .max_length = 1024,
+          .example = std::move(example)};
+}
+
+Field not_convertible_reason() {
+  return {.name = "reason", .description = "why the guest cannot be converted (empty when it can)",
+          .max_length = 8192, .example = "no operating system was found on the disks", .multiline = true};
+}
+
+std::vector<Field> inspection_fields() {
+  return {
+      uuid_field("job_id", "the job that inspected: an inspection, a boot check, a cutover or a test failover"),
+      enum_field("started_by", "who inspected: an operator (api), the OMA after a pass (after_pass, when guests "
+                               "are converted), or the inspection a boot check, cutover or test failover begins with",
+                 kInspectionStarters),
+      bool_field("os_found", "virt-inspector found an operating system on the disks"),
+      guest_text("os_family", "the OS family (empty: none found)", "linux"),
+      guest_text("distro", "the distribution", "debian"),
+      guest_text("version", "major.minor", "12.12"),
+      guest_text("product_name", "the OS's own name for itself", "Debian GNU/Linux 12 (bookworm)"),
+      guest_text("osinfo", "libosinfo's short id (empty: unknown)", "debian12"),
+      guest_text("root_device", "the root filesystem, as the inspection appliance names it", "/dev/sda1"),
+      nullable(int_field("boot_disk", "the disk (index in unit order) holding the root filesystem and boot loader, "
+                                      "which a cutover makes the root volume (null: none)", 0)),
+      nullable(text_field("boot_disk_key", "that disk's key (null: none)", "2000")),
+      nullable(enum_field("firmware", "what the disks show: uefi when an EFI system partition is mounted, else "
+                                      "bios (null: no OS)", kDiskFirmwares)),
+      nullable(enum_field("vsphere_firmware", "vSphere's firmware setting of the source VM, as its VMA reports it "
+                                              "(null: not known)", kVsphereFirmwares)),
+      bool_field("vsphere_secure_boot", "secure boot is on at the source", false),
+      bool_field("convertible", "virt-v2v can convert the guest for KVM (virtio drivers, boot loader)"),
+      not_convertible_reason(),
+      number_field("seconds", "virt-inspector's run", 19.8),
+      time_field("inspected_at", "when it ended"),
+  };
+}
+
+}  // namespace
+
+const Schema kGuestSummary{{
+    guest_text("os", "distro and version as inspected (empty: no OS found)", "debian 12.12"),
+    bool_field("convertible", "virt-v2v can convert the guest for KVM"),
+    not_convertible_reason(),
+    time_field("inspected_at", "when it was inspected"),
+}, "GuestSummary", "a VM's guest as last inspected, in short (GET /api/v1/vms/{vm_id}/inspection has all of it)"};
+
+const Schema kInspection{join_fields(inspection_fields(), std::vector<Field>{uuid_field("vm_id", "the VM")}),
+                         "Inspection",
+                         "a VM's last guest inspection: what virt-inspector found on its replicas, read-only"};
+
 const Schema kVm{vm_fields(), "Vm", "a VM the OMA manages, with its disks"};
 
 const Schema kVmSummary{
@@ -260,6 +313,8 @@ const Schema kVmSummary{
                                    "conversion time (null: the cutover does not convert, or no boot check yet)",
                                    87.5)),
              nullable(object_field("boot_check", "its last boot check (null: none yet)", &kBootCheckSummary)),
+             nullable(object_field("guest", "its guest as last inspected (null: not inspected yet)",
+                                   &kGuestSummary)),
              nullable(object_field("schedule", "its repeating incremental pass", &kSchedule)),
          }),
     "VmSummary", "a VM in the list: its disks, last pass, cutover readiness and schedule"};
@@ -270,6 +325,8 @@ const Schema kVmDetail{
              array_field("nics", "its network cards", &kNic),
              array_field("failovers", "what a cutover or a test failover built in CloudStack", &kFailover),
              nullable(object_field("boot_check", "its last boot check (null: none yet)", &kBootCheck)),
+             nullable(object_field("guest", "its guest as last inspected (null: not inspected yet)",
+                                   &kGuestSummary)),
          }),
     "VmDetail", "a VM with its disks, NICs and what cutover or test failover built"};
 

@@ -48,6 +48,10 @@ inline const std::vector<std::string> kTakeoverSteps = enum_names<TakeoverStep>(
 inline const std::vector<std::string> kTakeoverKinds = enum_names<TakeoverKind>();
 inline const std::vector<std::string> kBootCheckStarters = {"api", "after_incremental"};
 inline const std::vector<std::string> kScreenshotFormats = {"png", "ppm"};
+inline const std::vector<std::string> kInspectionStarters = {"api", "after_pass", "boot_check", "cutover",
+                                                             "test_failover"};
+inline const std::vector<std::string> kDiskFirmwares = {"bios", "uefi"};
+inline const std::vector<std::string> kVsphereFirmwares = {"bios", "efi"};
 
 
 // Field makers. `description` says what the value is; examples are realistic values.
@@ -88,6 +92,8 @@ extern const Schema kDiscoveredVm;   // discovered_vm_json: the protocol's Disco
 extern const Schema kBootCheckSummary;  // boot_check_json(…, summary): a VM's last boot check in the list
 extern const Schema kBootCheck;         // boot_check_json: with evidence and console tail (the VM's detail)
 extern const Schema kBootCheckDetail;   // … with the screenshot (GET /api/v1/vms/{vm_id}/boot-check)
+extern const Schema kGuestSummary;      // guest_summary_json: a VM's last inspection in short (list, detail)
+extern const Schema kInspection;        // inspection_json (GET /api/v1/vms/{vm_id}/inspection)
 std::vector<Field> vma_fields();     // vma_json
 // A VMA's own health: the protocol's (protocol::schemas::health()).
 extern const Schema kOpenApiDocument;  // GET /api/v1/openapi.json (its top level)

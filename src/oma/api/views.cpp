@@ -96,6 +96,45 @@ json boot_check_json(const BootCheckRecord& r, BootCheckView view) {
   return out;
 }
 
+namespace {
+
+// A stored word the schema lists, else null (a row of a newer OMA, a VMA's new word).
+json known_or_null(const std::string& value, std::initializer_list<const char*> known) {
+  for (const char* k : known)
+    if (value == k) return value;
+  return nullptr;
+}
+
+}  // namespace
+
+json inspection_json(const InspectionRecord& r) {
+  return {{"vm_id", r.vm_id},
+          {"job_id", r.job_id},
+          {"started_by", r.started_by},
+          {"os_found", r.os_found},
+          {"os_family", r.os_family},
+          {"distro", r.distro},
+          {"version", r.version},
+          {"product_name", r.product_name},
+          {"osinfo", r.osinfo},
+          {"root_device", r.root_device},
+          {"boot_disk", r.boot_disk < 0 ? json(nullptr) : json(r.boot_disk)},
+          {"boot_disk_key", r.boot_disk_key.empty() ? json(nullptr) : json(r.boot_disk_key)},
+          {"firmware", known_or_null(r.firmware, {"bios", "uefi"})},
+          {"vsphere_firmware", known_or_null(r.vsphere_firmware, {"bios", "efi"})},
+          {"vsphere_secure_boot", r.vsphere_secure_boot},
+          {"convertible", r.convertible},
+          {"reason", r.reason},
+          {"seconds", r.seconds},
+          {"inspected_at", r.inspected_at}};
+}
+
+json guest_summary_json(const InspectionRecord& r) {
+  std::string os = r.distro;
+  if (!r.version.empty()) os += (os.empty() ? "" : " ") + r.version;
+  return {{"os", os}, {"convertible", r.convertible}, {"reason", r.reason}, {"inspected_at", r.inspected_at}};
+}
+
 void add_pass_stats(json& vm, const VmPassStats& s) {
   vm["last_pass"] = s.last_pass ? json{{"job_id", s.last_pass->job_id},
                                        {"kind", s.last_pass->kind},

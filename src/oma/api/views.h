@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "oma/db/boot_check_repository.h"
+#include "oma/db/inspection_repository.h"
 #include "oma/db/schedule_repository.h"
 #include "oma/jobs/pass_stats.h"
 #include "oma/vma/vma_client.h"
@@ -36,6 +37,11 @@ nlohmann::json schedule_json(const ScheduleRecord& s);
 // VM's detail), or also with the screenshot (GET .../boot-check; read with it).
 enum class BootCheckView { Summary, Full, WithScreenshot };
 nlohmann::json boot_check_json(const BootCheckRecord& r, BootCheckView view);
+
+// A VM's last inspection: all of it (GET .../inspection), or in short ("guest" in the VM
+// list and detail: os, convertible, reason).
+nlohmann::json inspection_json(const InspectionRecord& r);
+nlohmann::json guest_summary_json(const InspectionRecord& r);
 
 // Adds last_pass, change_id_age_seconds, ready_for_cutover, cutover_blockers and
 // predicted_downtime_seconds (see pass_stats.h for the formula) to a VM's JSON.

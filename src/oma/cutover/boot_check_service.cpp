@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "oma/cutover/inspection_service.h"
 #include "oma/errors.h"
 #include "oma/names.h"
 
@@ -90,39 +91,10 @@ BootCheckService::BootCheckService(VmRepository& vms, JobRepository& job_log, St
   }
 }
 
-std::vector<guest::DiskImage> BootCheckService::replica_images(const VmRecord& vm) {
-  std::vector<guest::DiskImage> images;
-  const auto disks = vms_.list_disks(vm.vm_id);  // unit order
-  if (disks.empty()) throw Conflict(fmt::format("VM {} ({}) has no disks to boot", vm.vm_id, vm.name));
-  for (const DiskRecord& d : disks) {
-    auto volume = storage_.find_volume(vm.vm_id, d.disk_key);
-    if (!volume || !d.change_id) {
-      throw Conflict(fmt::format("VM {} ({}) has no replica of disk {} (unit {}) to boot yet: run a full replication "
-                                 "first (POST /api/v1/jobs), then the boot check",
-                                 vm.vm_id, vm.name, d.disk_key, d.unit));
-    }
-    images.push_back({volume->device_path, "raw"});
-  }
-  return images;
-}
-
 std::string BootCheckService::start(const std::string& vm_id, const std::string& started_by) {
   check_uuid(vm_id, "vm_id");
   VmRecord vm = vms_.get_vm(vm_id);
-  if (vm.status == VmStatus::CutOver) {
-    throw Conflict(fmt::format("VM {} ({}) has been cut over: a boot check is a proof before cutover", vm_id, vm.name));
-  }
-  if (vm.current_job_id) {
-    throw Conflict(fmt::format("VM {} ({}) has an active job {} (status {}): a boot check reads the replicas, which "
-                               "must not change under it; wait for that job, then start the boot check",
-                               vm_id, vm.name, *vm.current_job_id, enum_name(vm.status)));
-  }
-  std::vector<guest::DiskImage> images = replica_images(vm);
-  if (vm.status != VmStatus::Replicated) {
-    throw Conflict(fmt::format("VM {} ({}) is {}: its replicas may be half-way through a pass; run an incremental "
-                               "pass that completes, then the boot check",
-                               vm_id, vm.name, enum_name(vm.status)));
-  }
+  std::vector<guest::DiskImage> images = readable_replicas(vms_, storage_, vm, "boot check");
   if (stopping_) throw Error("the OMA is stopping: no boot check starts now");
   return jobs_.start_custom(vm_id, JobKind::BootCheck, false, [=, this](const JobRecord& job) {
     return run(job, vm, images, started_by);
@@ -173,6 +145,7 @@ VmStatus BootCheckService::run(const JobRecord& job, const VmRecord& vm, const s
     record.inspection_seconds = g.seconds;
     details["inspection"] = guest::to_json(g);
     if (stopping_) throw interrupted("the inspection");
+    if (config_.inspected) config_.inspected(vm, id, g);
     if (!g.convertible) throw not_booted("not convertible: " + g.reason);
     job_log_.end_step(id, step, StepStatus::Completed,
                       fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family,

@@ -65,6 +65,9 @@ struct BootCheckConfig {
   // without qemu). Unset: the real ones.
   std::function<guest::GuestInspection(const std::vector<guest::DiskImage>&, const guest::InspectOptions&)> inspect;
   std::function<guest::BootCheckResult(const std::vector<guest::DiskImage>&, const guest::BootCheckOptions&)> run;
+  // Given each check's inspection once virt-inspector answered, convertible or not (the
+  // OMA stores it as the VM's last inspection: InspectionService::store). Unset: not kept.
+  std::function<void(const VmRecord& vm, const std::string& job_id, const guest::GuestInspection&)> inspected;
 };
 
 class BootCheckService {
@@ -88,10 +91,6 @@ class BootCheckService {
  private:
   VmStatus run(const JobRecord& job, const VmRecord& vm, const std::vector<guest::DiskImage>& images,
                const std::string& started_by);
-  // The VM's volumes in unit order, as guest tools read them; Conflict naming the first
-  // disk without a replica or a committed change ID.
-  std::vector<guest::DiskImage> replica_images(const VmRecord& vm);
-
   VmRepository& vms_;
   JobRepository& job_log_;  // steps, events, phase
   StorageRepository& storage_;

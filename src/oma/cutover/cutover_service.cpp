@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include "cloudstack/cutover.h"
 #include "cloudstack/preflight.h"
@@ -336,7 +337,7 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
       // Before the source is powered off: a guest that cannot be converted refuses the
       // cutover while nothing has changed.
       const guest::GuestInspection inspected =
-          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "cutover", before);
+          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "cutover", before, job.job_id);
       fitted.guest = facts_of(inspected);
       conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
         return run_conversion(vm, images, inspected, job_id);
@@ -450,7 +451,7 @@ std::string CutoverService::start_local_cutover(const VmRecord& vm, int timeout_
         throw JobFailed(fmt::format("cutover of VM {} ({}) refused: {}; the source was not touched", vm.name, vm_id,
                                     e.what()), before);
       }
-      inspected = inspect_step(vm, volumes, steps, "cutover", before);
+      inspected = inspect_step(vm, volumes, steps, "cutover", before, job.job_id);
     }
     try {
       steps.begin("final-pass");
@@ -501,7 +502,8 @@ std::vector<guest::DiskImage> CutoverService::local_volume_images(const std::str
 }
 
 guest::GuestInspection CutoverService::inspect_step(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
-                                                    cloudstack::StepLog& steps, const char* what, VmStatus before) {
+                                                    cloudstack::StepLog& steps, const char* what, VmStatus before,
+                                                    const std::string& job_id) {
   steps.begin("guest-inspection");
   guest::GuestInspection inspected;
   try {
@@ -512,6 +514,9 @@ guest::GuestInspection CutoverService::inspect_step(const VmRecord& vm, const st
                                 "touched",
                                 what, vm.name, vm.vm_id, e.what()),
                     before);
+  }
+  if (config_.inspected) {
+    config_.inspected(vm, job_id, std::string_view(what) == "cutover" ? "cutover" : "test_failover", inspected);
   }
   if (!inspected.convertible) {
     steps.failed(inspected.reason);
@@ -591,7 +596,7 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
     std::optional<VolumeConversion> conversion;
     if (config_.convert_guests) {
       const guest::GuestInspection inspected =
-          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "test failover", before);
+          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "test failover", before, job.job_id);
       fitted.guest = facts_of(inspected);
       conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
         return run_conversion(vm, images, inspected, job_id);

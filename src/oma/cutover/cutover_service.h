@@ -76,6 +76,12 @@ struct CutoverConfig {
   std::function<guest::GuestInspection(const std::vector<guest::DiskImage>&)> inspector;
   std::function<guest::ConversionResult(const std::vector<guest::DiskImage>&, const guest::ConversionOptions&)>
       converter;
+  // Given each cutover's and test failover's inspection once virt-inspector answered,
+  // convertible or not, with "cutover" or "test_failover" (the OMA stores it as the VM's
+  // last inspection: InspectionService::store). Unset: not kept.
+  std::function<void(const VmRecord& vm, const std::string& job_id, const std::string& started_by,
+                     const guest::GuestInspection&)>
+      inspected;
   // Called once a cutover to CloudStack completed: the VM's volumes left this OMA's VM
   // (attached to the new VM), so the data-volume slots they held are free. With several
   // OMA nodes the app releases the VM's placement here, which places queued VMs and
@@ -131,9 +137,11 @@ class CutoverService {
                            const guest::GuestInspection& inspected, const std::string& job_id,
                            cloudstack::StepLog& steps);
   // Step "guest-inspection"; a guest that cannot be converted (or inspection that fails)
-  // is a JobFailed leaving the VM `before`. `what`: "cutover", "test failover".
+  // is a JobFailed leaving the VM `before`. `what`: "cutover", "test failover". The
+  // answer, convertible or not, goes to config_.inspected.
   guest::GuestInspection inspect_step(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
-                                      cloudstack::StepLog& steps, const char* what, VmStatus before);
+                                      cloudstack::StepLog& steps, const char* what, VmStatus before,
+                                      const std::string& job_id);
   // The VM's CloudStack volumes as block devices on the OMA's VM, in unit order.
   static std::vector<guest::DiskImage> cloudstack_volume_images(const CloudStackSession& session,
                                                                 const cloudstack::SourceVm& source);

@@ -18,7 +18,8 @@ using db::Value;
 const EnumTable<JobKind>& enum_table(JobKind) {
   static const EnumTable<JobKind> t{"job kind", {{JobKind::Full, "full"}, {JobKind::Incremental, "incremental"},
     {JobKind::Cutover, "cutover"}, {JobKind::TestFailover, "test_failover"},
-    {JobKind::TestFailoverCleanup, "test_failover_cleanup"}, {JobKind::BootCheck, "boot_check"}}};
+    {JobKind::TestFailoverCleanup, "test_failover_cleanup"}, {JobKind::BootCheck, "boot_check"},
+    {JobKind::Inspection, "inspection"}}};
   return t;
 }
 

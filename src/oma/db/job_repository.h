@@ -46,7 +46,7 @@ namespace mk::oma {
 
 // What a job does. Full and incremental passes are run by the JobManager itself; the
 // others by another component on a job (cutover/). Stored in replication_jobs.kind.
-enum class JobKind { Full, Incremental, Cutover, TestFailover, TestFailoverCleanup, BootCheck };
+enum class JobKind { Full, Incremental, Cutover, TestFailover, TestFailoverCleanup, BootCheck, Inspection };
 const EnumTable<JobKind>& enum_table(JobKind);
 // Full or incremental: a replication pass (cancellable; counted in pass statistics).
 bool is_pass(JobKind kind);

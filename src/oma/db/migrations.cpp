@@ -310,6 +310,34 @@ const std::vector<std::string> kBootChecks = {
       FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
 };
 
+// Version 14, guest inspection shown per VM (issue 12, item 2): each VM's last
+// inspection of its replicas, whoever ran it (an operator, the OMA after a pass, a boot
+// check, a cutover or test failover). What the guest names (distro, product, root
+// device) is TEXT: a guest may say anything. Booleans are 0/1; boot_disk -1 means none.
+const std::vector<std::string> kInspections = {
+    R"(CREATE TABLE IF NOT EXISTS vm_inspections (
+      vm_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      job_id VARCHAR(36) NOT NULL,
+      started_by VARCHAR(32) NOT NULL,
+      os_found BIGINT NOT NULL,
+      os_family TEXT NOT NULL,
+      distro TEXT NOT NULL,
+      version TEXT NOT NULL,
+      product_name TEXT NOT NULL,
+      osinfo TEXT NOT NULL,
+      root_device TEXT NOT NULL,
+      boot_disk BIGINT NOT NULL,
+      boot_disk_key VARCHAR(64) NOT NULL,
+      firmware VARCHAR(16) NOT NULL,
+      vsphere_firmware VARCHAR(32) NOT NULL,
+      vsphere_secure_boot BIGINT NOT NULL,
+      convertible BIGINT NOT NULL,
+      reason TEXT NOT NULL,
+      seconds DOUBLE NOT NULL,
+      inspected_at BIGINT NOT NULL,
+      FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
+};
+
 // Version 9, checked VMA reports (issue 13, finding 3): each disk export's count of
 // durable written bytes (ExportBackend::written_bytes) when the pass started. NULL: not
 // recorded (a backend that cannot count, or a pass started by an older OMA). Runs again
@@ -388,6 +416,7 @@ const std::vector<Migration>& migrations() {
       {12, "OMA nodes' SSH host keys and tunnel addresses", {}, {},
        [](Database& db, const std::function<const SecretBox&()>&) { add_node_tunnel_columns(db); }},
       {13, "last boot check of each VM", kBootChecks},
+      {14, "last guest inspection of each VM", kInspections},
   };
   return all;
 }

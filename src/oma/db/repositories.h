@@ -9,6 +9,7 @@
 //   nodes      OMA nodes sharing the database, their leases           (node_repository.h)
 //   placements which node holds each VM's volumes; the queue          (placement_repository.h)
 //   boot_checks each VM's last boot check                             (boot_check_repository.h)
+//   inspections each VM's last guest inspection                       (inspection_repository.h)
 //
 // The OMA (app.h) and the tests own one of these; every service is given only the
 // repositories it uses. Transactions that span two groups (a job claiming its VM, a
@@ -20,6 +21,7 @@
 #include "oma/db/boot_check_repository.h"
 #include "oma/db/config_repository.h"
 #include "oma/db/database.h"
+#include "oma/db/inspection_repository.h"
 #include "oma/db/job_repository.h"
 #include "oma/db/node_repository.h"
 #include "oma/db/placement_repository.h"
@@ -34,7 +36,7 @@ namespace mk::oma {
 struct Repositories {
   explicit Repositories(db::Database& db)
       : database(db), vms(db), jobs(db), storage(db), config(db), vmas(db), schedules(db), nodes(db), placements(db), takeovers(db, jobs, placements),
-        boot_checks(db) {}
+        boot_checks(db), inspections(db) {}
 
   db::Database& database;
   VmRepository vms;
@@ -47,6 +49,7 @@ struct Repositories {
   PlacementRepository placements;
   TakeoverRepository takeovers;
   BootCheckRepository boot_checks;
+  InspectionRepository inspections;
 };
 
 }  // namespace mk::oma

@@ -20,7 +20,8 @@ const EnumTable<VmStatus>& enum_table(VmStatus) {
     {VmStatus::TestFailoverStarting, "test_failover_starting"}, {VmStatus::TestFailover, "test_failover"},
     {VmStatus::TestFailoverInterrupted, "test_failover_interrupted"},
     {VmStatus::TestFailoverCleanupInterrupted, "test_failover_cleanup_interrupted"},
-    {VmStatus::BootChecking, "boot_checking"}}};
+    {VmStatus::BootChecking, "boot_checking"},
+    {VmStatus::Inspecting, "inspecting"}}};
   return t;
 }
 

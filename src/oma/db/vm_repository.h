@@ -48,6 +48,7 @@ enum class VmStatus {
   TestFailoverInterrupted,  // the OMA restarted during a test failover
   TestFailoverCleanupInterrupted,
   BootChecking,             // a boot check runs on overlays of its volumes (replicated before and after)
+  Inspecting,               // virt-inspector reads its volumes (replicated before and after)
 };
 const EnumTable<VmStatus>& enum_table(VmStatus);
 

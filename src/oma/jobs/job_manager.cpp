@@ -293,7 +293,7 @@ std::string JobManager::interrupted_error(const JobRecord& job) {
 }
 
 void JobManager::end_interrupted(const JobRecord& job) {
-  if (job.kind == JobKind::BootCheck) return end_interrupted_boot_check(job);
+  if (job.kind == JobKind::BootCheck || job.kind == JobKind::Inspection) return end_interrupted_check(job);
   std::string error = interrupted_error(job);  // first: stop_writer changes the phase
   // The VMA may still be copying the final pass: nothing starts on the VM under it.
   if (writer_possible(job.job_id)) stop_writer(job, JobStatus::Unknown, error);  // ShuttingDown: at the next start
@@ -306,17 +306,19 @@ void JobManager::end_interrupted(const JobRecord& job) {
   jobs_.finish_job(job.job_id, JobStatus::Failed, error, interrupted_status(job.kind));
 }
 
-void JobManager::end_interrupted_boot_check(const JobRecord& job) {
+void JobManager::end_interrupted_check(const JobRecord& job) {
   // A boot check only ever wrote to overlays in its scratch directory, which the OMA
-  // empties at start, and started no copy: nothing to stop or undo, and the VM's
-  // volumes are as the pass before it left them (it started only on a replicated VM).
+  // empties at start, an inspection wrote nothing, and neither started a copy: nothing
+  // to stop or undo, and the VM's volumes are as the pass before it left them (they
+  // start only on a replicated VM).
   for (const auto& step : jobs_.list_steps(job.job_id)) {
     if (step.status == StepStatus::Running)
       jobs_.end_step(job.job_id, step.seq, StepStatus::Failed, "interrupted: the OMA restarted");
   }
-  std::string error = fmt::format("the OMA restarted during this boot check (last phase: {}); it never writes the "
-                                  "VM's volumes, so nothing was left to undo: start the boot check again",
-                                  job.phase);
+  const char* what = job.kind == JobKind::BootCheck ? "boot check" : "inspection";
+  std::string error = fmt::format("the OMA restarted during this {} (last phase: {}); it never writes the VM's "
+                                  "volumes, so nothing was left to undo: start the {} again",
+                                  what, job.phase, what);
   log::warn("job {}: {}", job.job_id, error);
   jobs_.add_event(job.job_id, EventLevel::Warn, error);
   jobs_.finish_job(job.job_id, JobStatus::Failed, error, VmStatus::Replicated);

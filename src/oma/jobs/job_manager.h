@@ -171,9 +171,9 @@ class JobManager {
   // final pass stopped first, then failed as interrupted (interrupted_error), the VM's
   // status saying so (cutover_interrupted ...), so that the operator can start it again.
   void end_interrupted(const JobRecord& job);
-  // A boot check found active after a restart: failed, the VM replicated again (it
-  // changed nothing but overlays, which the OMA removes at start).
-  void end_interrupted_boot_check(const JobRecord& job);
+  // A boot check or an inspection found active after a restart: failed, the VM
+  // replicated again (it changed nothing but overlays, which the OMA removes at start).
+  void end_interrupted_check(const JobRecord& job);
   // Where the job was, the source VM's power state (read from the VMA) and what to do.
   std::string interrupted_error(const JobRecord& job);
   void run(const std::string& job_id);

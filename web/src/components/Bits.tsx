@@ -7,7 +7,7 @@ const TONE: Record<string, string> = {
   failed: "bad", replication_failed: "bad", down: "bad", unreachable: "bad", revoked: "bad",
   cancelled: "muted", replication_cancelled: "muted", poweredOff: "muted", discovered: "muted",
   copying: "busy", preparing: "busy", exporting: "busy", committing: "busy", replicating: "busy", running: "busy",
-  boot_checking: "busy",
+  boot_checking: "busy", inspecting: "busy",
   cancelling: "warn", unknown: "bad", connecting: "warn", degraded: "warn", pending: "warn", suspended: "warn", blocked: "bad",
 };
 

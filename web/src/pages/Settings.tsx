@@ -204,6 +204,31 @@ function BootCheckCard({ stored, reload }: { stored: Record<string, Setting>; re
   );
 }
 
+/** inspection.after_pass: inspect each VM after its full passes when guests are converted (on when unset). */
+function InspectionCard({ stored, reload }: { stored: Record<string, Setting>; reload: () => void }) {
+  const { api, notify } = useApp();
+  const on = stored["inspection.after_pass"]?.value !== "false";
+  const [error, setError] = useState("");
+  const toggle = async (value: boolean) => {
+    try {
+      await api.putSetting("inspection.after_pass", value ? "true" : "false");
+      setError("");
+      notify(value ? "VMs are inspected after their full passes" : "VMs are inspected only when asked");
+      reload();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <Card title="Guest inspection">
+      <label class="check"><input type="checkbox" checked={on}
+        onChange={(e) => toggle((e.target as HTMLInputElement).checked)} /> Inspect each VM after its full pass (when the OMA converts guests)</label>
+      <p class="hint">virt-inspector reads the replicas (about 20 s; the VM takes no pass meanwhile) and shows whether the guest can be converted, long before the cutover.</p>
+      {error && <p class="form-error" role="alert">{error}</p>}
+    </Card>
+  );
+}
+
 interface Mapping {
   source_network: string;
   target_network_id: string;
@@ -298,6 +323,7 @@ export function SettingsPage() {
         <div class="stack">
           {SIMPLE.map((g) => <SimpleCard title={g.title} fields={g.fields} stored={stored} reload={load} />)}
           <BootCheckCard stored={stored} reload={load} />
+          <InspectionCard stored={stored} reload={load} />
           <MappingsCard />
         </div>
       </div>

@@ -1,7 +1,7 @@
 // Virtual machines: every VM the OMA manages with its replication state, and the
 // actions on one VM (passes, schedule, test failover, cutover), plus discovery.
 import { useCallback, useEffect, useState } from "preact/hooks";
-import { ApiError, type BootCheck, type BootCheckSummary, type DiscoveredVm, type Vm } from "../api";
+import { ApiError, type BootCheck, type BootCheckSummary, type DiscoveredVm, type GuestSummary, type Inspection, type Vm } from "../api";
 import { Badge, Card, Empty, ErrorBox } from "../components/Bits";
 import { Dialog } from "../components/Dialog";
 import { ago, bytes, duration, short } from "../format";
@@ -59,7 +59,7 @@ export function VmsPage() {
           <table class="grid" aria-label="Managed VMs">
             <thead>
               <tr>
-                <th>VM</th><th>Power</th><th>State</th><th>Disks</th><th>Last pass</th>
+                <th>VM</th><th>Power</th><th>State</th><th title="The guest as last inspected on the replicas">Guest</th><th>Disks</th><th>Last pass</th>
                 <th title="Age of the oldest disk's newest committed change ID">Change IDs</th>
                 <th>Cutover</th><th title="Predicted downtime of a cutover started now">Downtime</th><th>Schedule</th>
               </tr>
@@ -75,6 +75,7 @@ export function VmsPage() {
                   </td>
                   <td><Badge value={v.power_state} label={v.power_state.replace("powered", "").toLowerCase()} /></td>
                   <td><Badge value={v.status} /></td>
+                  <td><GuestCell guest={v.guest} /></td>
                   <td class="num">{v.disks.length} · {bytes(diskTotal(v))}</td>
                   <td>
                     {v.last_pass ? (
@@ -107,6 +108,60 @@ export function VmsPage() {
 }
 
 type Confirm = "cutover" | "test" | "cleanup" | null;
+
+/** The VM list's guest: the OS as inspected, and a badge when it cannot be converted. */
+function GuestCell({ guest }: { guest: GuestSummary | null }) {
+  if (!guest) return <span class="dim">not inspected</span>;
+  return (
+    <span data-testid="guest-cell">
+      {guest.os || <span class="dim">no OS found</span>}
+      {!guest.convertible && (
+        <div title={guest.reason}><Badge value="failed" label="not convertible" /> <span class="small">{guest.reason}</span></div>
+      )}
+    </span>
+  );
+}
+
+/** The VM's last inspection: what virt-inspector found on the replicas, and a button to run one. */
+function GuestPanel({ vm, busy, run }: { vm: Vm; busy: boolean; run: () => void }) {
+  const { api } = useApp();
+  const [inspection, setInspection] = useState<Inspection | null>(null);
+  const [error, setError] = useState("");
+  const inspectedAt = vm.guest?.inspected_at ?? 0;
+  useEffect(() => {
+    setError("");
+    setInspection(null);
+    if (!vm.guest) return;
+    api.inspection(vm.vm_id).then(setInspection, (e) => setError(explain(e, "The inspection could not be read")));
+  }, [api, vm.vm_id, inspectedAt]);
+  const i = inspection;
+  return (
+    <div class="guest-panel" aria-label="Guest">
+      <h3>Guest</h3>
+      {!vm.guest && <p class="dim">Not inspected yet. An inspection reads the replicas (never writes them) and says whether the guest can be converted for KVM.</p>}
+      {error && <ErrorBox title="Inspection" message={error} />}
+      {i && (
+        <dl class="facts" data-testid="guest-panel">
+          <dt>Convertible</dt>
+          <dd>{i.convertible ? <Badge value="ok" label="yes" /> : <><Badge value="failed" label="not convertible" /> <span class="form-error">{i.reason}</span></>}</dd>
+          <dt>Operating system</dt>
+          <dd>{i.os_found ? `${i.product_name || `${i.distro} ${i.version}`} (${i.os_family}${i.osinfo ? `, ${i.osinfo}` : ""})` : <span class="dim">none found</span>}</dd>
+          <dt>Root</dt>
+          <dd>{i.root_device ? `${i.root_device} on disk ${i.boot_disk ?? "?"}${i.boot_disk_key ? ` (key ${i.boot_disk_key})` : ""}` : <span class="dim">—</span>}</dd>
+          <dt>Firmware</dt>
+          <dd>{i.firmware ?? "—"} on the disks · {i.vsphere_firmware ?? "unknown"} in vSphere{i.vsphere_secure_boot ? " (secure boot)" : ""}</dd>
+          <dt>Inspected</dt>
+          <dd>{new Date(i.inspected_at).toLocaleString()} in {duration(i.seconds)} · by {i.started_by.replace("_", " ")} · <a href={`#/jobs/${i.job_id}`}>job</a></dd>
+        </dl>
+      )}
+      <div class="button-row">
+        <button disabled={busy || !!vm.current_job_id || vm.status !== "replicated"}
+          title={vm.status === "replicated" ? "" : "Needs a completed pass and no active job"}
+          onClick={run}>Inspect guest</button>
+      </div>
+    </div>
+  );
+}
 
 /** One line on a VM's last boot check: booted or not, when, and what it cost. */
 function BootCheckLine({ check }: { check: BootCheckSummary | null }) {
@@ -269,6 +324,7 @@ function VmDetail({ vm, reload }: { vm: Vm; reload: () => void }) {
               </p>
             )}
           </form>
+          <GuestPanel vm={vm} busy={busy} run={() => act("Inspection", () => api.startInspection(vm.vm_id))} />
           <h3>Boot check</h3>
           <p class="hint">Converts overlays of the replicas and boots them in a throwaway VM; the replicas are never written.</p>
           <div class="button-row">

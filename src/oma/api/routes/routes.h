@@ -21,6 +21,7 @@
 //   nodes.cpp             GET /api/v1/nodes, POST .../{node_id}/drain|activate (admin);
 //                         GET|POST /api/v1/vms/{vm_id}/placement, POST .../move (admin)
 //   boot_check.cpp        POST|GET /api/v1/vms/{vm_id}/boot-check (start one; the last result)
+//   inspection.cpp        POST|GET /api/v1/vms/{vm_id}/inspection (start one; the last result)
 //
 // GET /api/v1/openapi.json is the ApiServer's own. Declaration order does not matter
 // (see router.h). Each route declares the least token role that may call it (route.h):
@@ -35,6 +36,7 @@
 #include "oma/crypto.h"
 #include "oma/cutover/boot_check_service.h"
 #include "oma/cutover/cutover_service.h"
+#include "oma/cutover/inspection_service.h"
 #include "oma/db/repositories.h"
 #include "oma/exports/export_backend.h"
 #include "oma/gui/event_hub.h"
@@ -58,6 +60,7 @@ struct Services {
   VmaClient& vma;  // the default VMA
   std::string node_id = {};  // this OMA's node id ("" : a single OMA)
   BootCheckService* boot_checks = nullptr;  // null: no boot-check routes
+  InspectionService* inspections = nullptr;  // null: no inspection routes
 };
 
 std::vector<Route> system_routes(const Services& s);
@@ -75,6 +78,7 @@ std::vector<Route> event_routes(const Services& s);
 std::vector<Route> discovery_routes(const Services& s);
 std::vector<Route> node_routes(const Services& s);
 std::vector<Route> boot_check_routes(const Services& s);
+std::vector<Route> inspection_routes(const Services& s);
 
 // All of the above.
 std::vector<Route> all_routes(const Services& s);

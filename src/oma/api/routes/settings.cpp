@@ -28,12 +28,13 @@ const std::map<std::string, bool> kSettings = {
     {"cloudstack.url", false},      {"cloudstack.api_key", true},  {"cloudstack.secret_key", true},
     {"cloudstack.zone_id", false},  {"vcenter.host", false},       {"vcenter.username", false},
     {"vcenter.password", true},     {"vma.url", false},
-    {kBootCheckAfterIncremental, false},
+    {kBootCheckAfterIncremental, false}, {kInspectionAfterPass, false},
 };
 
 // Settings whose values the OMA reads: only these values are accepted.
 const std::map<std::string, std::vector<std::string>> kSettingValues = {
     {kBootCheckAfterIncremental, {"true", "false"}},
+    {kInspectionAfterPass, {"true", "false"}},
 };
 
 std::vector<std::string> setting_names() {
@@ -200,7 +201,10 @@ std::vector<Route> settings_routes(const Services& s) {
       .summary = "Set a setting (secrets are encrypted at rest)",
       .description = "Stores one of the settings the OMA knows; secrets (API and secret keys, passwords) are "
                      "sealed with the OMA's key before they are stored. boot_check.after_incremental (\"true\" or "
-                     "\"false\", off when unset) starts a boot check after each completed incremental pass.",
+                     "\"false\", off when unset) starts a boot check after each completed incremental pass. "
+                     "inspection.after_pass (\"true\" or \"false\", on when unset; only when the OMA converts "
+                     "guests) inspects a VM after its full passes, and after an incremental one if it has not "
+                     "been inspected yet.",
       .role = "admin",
       .params = {{.name = "name", .description = "the setting", .one_of = setting_names()}},
       .body = &kSettingSchema,

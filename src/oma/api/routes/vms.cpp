@@ -91,12 +91,13 @@ std::vector<Route> vm_routes(const Services& s) {
       .summary = "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
       .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
                      "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
-                     "cutover is predicted to take, and its schedule.",
+                     "cutover is predicted to take, its schedule, and its guest as last inspected (OS, whether it "
+                     "can be converted for KVM and if not why).",
       .role = "viewer",
       .responses = {{200, "the VMs", &kVmList}},
       .handler = [&repos, converts = s.boot_checks && s.boot_checks->conversion_at_cutover()](auto&, auto&,
                                                                                              auto&) -> Reply {
-         // Six queries for the whole list, none per VM.
+         // Seven queries for the whole list, none per VM.
          std::map<std::string, std::vector<DiskRecord>> disks_of = repos.vms.disks_by_vm();
          std::map<std::string, std::vector<JobRecord>> passes;
          for (auto& j : repos.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
@@ -105,6 +106,7 @@ std::vector<Route> vm_routes(const Services& s) {
          std::map<std::string, ScheduleRecord> schedules;
          for (auto& sc : repos.schedules.list_schedules()) schedules[sc.vm_id] = std::move(sc);
          std::map<std::string, BootCheckRecord> boot_checks = repos.boot_checks.all();
+         std::map<std::string, InspectionRecord> inspections = repos.inspections.all();
          int64_t now = now_ms();
          json out = json::array();
          for (const auto& v : repos.vms.list_vms()) {
@@ -118,6 +120,8 @@ std::vector<Route> vm_routes(const Services& s) {
            auto bc = boot_checks.find(v.vm_id);
            j["boot_check"] = bc == boot_checks.end() ? json(nullptr)
                                                      : boot_check_json(bc->second, BootCheckView::Summary);
+           auto in = inspections.find(v.vm_id);
+           j["guest"] = in == inspections.end() ? json(nullptr) : guest_summary_json(in->second);
            // A cutover that converts the guest takes about as long as the last boot
            // check's conversion on top of the final pass.
            j["predicted_conversion_seconds"] = nullptr;
@@ -191,7 +195,8 @@ std::vector<Route> vm_routes(const Services& s) {
       .tag = &kTag,
       .summary = "Show a VM with its disks",
       .description = "A VM with its disks (volume, export, committed change ID), its NICs, what a cutover or a "
-                     "test failover built for it in CloudStack, and its last boot check (without the picture: "
+                     "test failover built for it in CloudStack, its guest as last inspected (in short: GET "
+                     "/api/v1/vms/{vm_id}/inspection), and its last boot check (without the picture: "
                      "GET /api/v1/vms/{vm_id}/boot-check).",
       .role = "viewer",
       .params = {vm_param()},
@@ -214,6 +219,8 @@ std::vector<Route> vm_routes(const Services& s) {
          }
          auto bc = repos.boot_checks.find(id);
          out["boot_check"] = bc ? boot_check_json(*bc, BootCheckView::Full) : json(nullptr);
+         auto in = repos.inspections.find(id);
+         out["guest"] = in ? guest_summary_json(*in) : json(nullptr);
          return {200, out, ""};
        }});
   routes.push_back({
