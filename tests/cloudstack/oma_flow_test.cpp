@@ -817,9 +817,6 @@ class OmaFlowConversion : public OmaFlow {
       };
     };
     OmaFlow::SetUp();
-    // No inspection after passes here (InspectionApi tests it): a cutover started right
-    // after a pass would find the VM held by it.
-    oma->repos().config.put_setting(kInspectionAfterPass, "false", false);
   }
   std::string volume_file(const std::string& id) { return sim.dir() + "/state/volumes/" + id + ".img"; }
   std::vector<std::string> links_by_unit() {

@@ -45,6 +45,7 @@ class GuestCutover : public ::testing::Test {
     oma = std::make_unique<Oma>(c);
     oma->start();
     api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
+    ASSERT_EQ(api->put("/api/v1/settings/inspection.after_pass", json{{"value", "true"}}.dump()).status, 200);
     source = std::make_unique<mk::test::NbdkitServer>(mk::test::NbdkitOptions{.args = {"file=" + image}, .read_only = true});
     vma->set_source("2000", source->uri());
     json body = {{"vm_id", vm_id}, {"name", "lab-guest"}, {"vcenter", "vcsim.test"}, {"datacenter", "DC0"},
@@ -72,8 +73,9 @@ class GuestCutover : public ::testing::Test {
     return volumes.empty() ? "" : volumes.front().device_path;
   }
   std::string vm_status() { return api->get("/api/v1/vms/" + vm_id).body["status"]; }
-  // This OMA converts guests, so a full pass is followed by an inspection (real
-  // virt-inspector, read-only) that holds the VM: wait for it and return what it stored.
+  // This OMA converts guests and inspects after passes, so a full pass is followed by an
+  // inspection (real virt-inspector, read-only) that holds the VM: wait for it and return
+  // what it stored.
   json inspection_after_full_pass() {
     std::string job;
     for (int i = 0; i < 1500 && job.empty(); ++i) {  // started on the pass's thread once it ended
@@ -261,8 +263,6 @@ TEST_F(GuestCloudStackCutover, TwoDiskGuestIsConvertedOnTheOmaAndBootsWithItsSec
   oma = std::make_unique<Oma>(c);
   oma->start();
   api = std::make_unique<test::ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
-  // GuestCutover covers the inspection after passes; here the cutover follows the pass.
-  ASSERT_EQ(api->put("/api/v1/settings/inspection.after_pass", json{{"value", "false"}}.dump()).status, 200);
   ASSERT_EQ(api->put("/api/v1/settings/cloudstack", sim.oma_settings().dump()).status, 200);
   json mappings = {{"mappings", {{{"source_network", "VM Network"}, {"target_network_id", seed::prod_network},
                                   {"keep_mac", true}}}}};

@@ -265,12 +265,16 @@ TEST_F(InspectionApi, ABootChecksInspectionIsStored) {
   EXPECT_EQ(in["convertible"], false);
 }
 
-// With guest conversion on, a full pass is followed by an inspection; an incremental
-// pass only when the VM has none stored; never with the setting off.
+// With guest conversion and the setting on, a full pass is followed by an inspection; an
+// incremental pass only when the VM has none stored; never with the setting off (unset).
 TEST_F(InspectionApi, RunsAfterPassesWhenGuestsAreConverted) {
   start(true);
   auto bad = api->put("/api/v1/settings/inspection.after_pass", json{{"value", "yes"}}.dump());
   EXPECT_EQ(bad.status, 400) << bad.raw;
+  ASSERT_EQ(pass("full")["status"], "completed");  // off by default
+  ASSERT_EQ(pass("incremental")["status"], "completed");
+  EXPECT_TRUE(inspection_jobs().empty());
+  ASSERT_EQ(api->put("/api/v1/settings/inspection.after_pass", json{{"value", "true"}}.dump()).status, 200);
   ASSERT_EQ(pass("full")["status"], "completed");
   // Started on the pass's thread right after the pass ended: look for it a little while.
   std::vector<std::string> jobs;

@@ -148,7 +148,7 @@ void InspectionService::store(const VmRecord& vm, const std::string& job_id, con
 bool InspectionService::runs_after_pass() {
   if (!config_.conversion_enabled) return false;
   auto s = config_repo_.get_setting(kInspectionAfterPass);
-  return !(s && !s->encrypted && s->value == "false");
+  return s && !s->encrypted && s->value == "true";
 }
 
 void InspectionService::after_pass(const JobRecord& pass) {

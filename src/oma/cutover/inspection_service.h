@@ -22,7 +22,7 @@
 // the VM's VMA describes it now; unknown when it cannot say).
 //
 // after_pass() is JobOptions::pass_completed: when guest conversion is on (oma
-// --convert-guests) and the setting inspection.after_pass is not "false", it inspects a
+// --convert-guests) and the setting inspection.after_pass is "true", it inspects a
 // VM after its full passes, and after an incremental pass only if the VM has no stored
 // inspection yet; a VM that cannot be inspected then (a boot check just started after
 // the same pass inspects it anyway) is an event of the pass, not an error.
@@ -51,8 +51,9 @@
 
 namespace mk::oma {
 
-// The OMA setting (PUT /api/v1/settings/inspection.after_pass): "true" or "false"; on
-// when unset, and only when guest conversion is on.
+// The OMA setting (PUT /api/v1/settings/inspection.after_pass): "true" or "false"; off
+// when unset (the inspection holds the VM for its ~20 s: a pass or cutover started
+// right after a pass would be refused meanwhile), and only when guest conversion is on.
 inline constexpr const char* kInspectionAfterPass = "inspection.after_pass";
 
 struct InspectionConfig {

@@ -204,10 +204,10 @@ function BootCheckCard({ stored, reload }: { stored: Record<string, Setting>; re
   );
 }
 
-/** inspection.after_pass: inspect each VM after its full passes when guests are converted (on when unset). */
+/** inspection.after_pass: inspect each VM after its full passes when guests are converted (off when unset). */
 function InspectionCard({ stored, reload }: { stored: Record<string, Setting>; reload: () => void }) {
   const { api, notify } = useApp();
-  const on = stored["inspection.after_pass"]?.value !== "false";
+  const on = stored["inspection.after_pass"]?.value === "true";
   const [error, setError] = useState("");
   const toggle = async (value: boolean) => {
     try {

@@ -202,7 +202,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .description = "Stores one of the settings the OMA knows; secrets (API and secret keys, passwords) are "
                      "sealed with the OMA's key before they are stored. boot_check.after_incremental (\"true\" or "
                      "\"false\", off when unset) starts a boot check after each completed incremental pass. "
-                     "inspection.after_pass (\"true\" or \"false\", on when unset; only when the OMA converts "
+                     "inspection.after_pass (\"true\" or \"false\", off when unset; only when the OMA converts "
                      "guests) inspects a VM after its full passes, and after an incremental one if it has not "
                      "been inspected yet.",
       .role = "admin",
