@@ -572,14 +572,16 @@ TakeoverActions Oma::takeover_actions() {
   // what it recorded, the VM restored once its volumes are here (README, "Failover").
   a.undo_job = [this](const TakeoverRecord& t) {
     JobRecord job = repos_->jobs.get_job(*t.failed_job_id);
-    if (is_pass(job.kind)) return;
+    if (is_pass(job.kind) || only_reads_replicas(job.kind)) return;
     std::string done = cutover_->undo_interrupted(t.vm_id, job);
     log::info("node {}: VM {}: {} {} of node {} undone in CloudStack: {}", config_.node.node_id, t.vm_id, job.kind,
               job.job_id, t.from_node, done);
   };
   a.finish_undo = [this](const TakeoverRecord& t) {
     JobRecord job = repos_->jobs.get_job(*t.failed_job_id);
-    if (!is_pass(job.kind)) cutover_->finish_interrupted(t.vm_id, job, config_.node.node_id);
+    if (!is_pass(job.kind) && !only_reads_replicas(job.kind)) {
+      cutover_->finish_interrupted(t.vm_id, job, config_.node.node_id);
+    }
   };
   a.resume = [this](const TakeoverRecord& t) {
     // A pass handed to this node (a move, or a pass started during a takeover) goes on here.

@@ -120,6 +120,36 @@ TEST(Takeover, DeadNodesVmsAreClaimedOnceTheirPassFailedAndEveryStepRunsOnceEven
   lease.stop();
 }
 
+// A dead node's boot check (or inspection) only read overlays of the replicas there: the
+// claim fails it saying that nothing is undone, and the VM is replicated again (it was
+// held as if a test failover had to be undone).
+TEST(Takeover, ADeadNodesBootCheckIsFailedAndItsVmIsReplicatedAgain) {
+  mk::test::TempDir dir("mk-takeover");
+  db::SqliteDatabase database(dir.file("oma.db"));
+  db::migrate(database);
+  Repositories r(database);
+  const std::string vm = placement_vm_id(1);
+  register_placement_node(r, "oma-dead", 8);
+  add_placement_vm(r, 1, 1);
+  ASSERT_EQ(r.placements.place_vm(vm).node_id.value_or(""), "oma-dead");
+  const std::string job = "0b000000-0000-4000-8000-0000000000b1";
+  JobRecord check = job_record(job, vm);
+  check.kind = JobKind::BootCheck;
+  check.status = JobStatus::Running;
+  check.phase = "booting";
+  r.jobs.create_job(check, {});
+  r.vms.set_vm_status(vm, VmStatus::BootChecking);
+  register_placement_node(r, "oma-live", 8);
+  database.exec("UPDATE oma_nodes SET lease_expires_at = 0 WHERE node_id = 'oma-dead'");
+  auto t = r.takeovers.claim_one("oma-live");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->failed_job_id.value_or(""), job);
+  const JobRecord failed = r.jobs.get_job(job);
+  EXPECT_EQ(failed.status, JobStatus::Failed);
+  EXPECT_NE(failed.error.value_or("").find("nothing is undone"), std::string::npos) << failed.error.value_or("");
+  EXPECT_EQ(r.vms.get_vm(vm).status, VmStatus::Replicated);
+}
+
 // A node is judged dead only while its lease is still expired and it is the incarnation
 // the claim judged: one that renewed (registered again) keeps its VMs.
 TEST(Takeover, ANodeThatRegisteredAgainKeepsItsVms) {

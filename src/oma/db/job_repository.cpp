@@ -24,6 +24,7 @@ const EnumTable<JobKind>& enum_table(JobKind) {
 }
 
 bool is_pass(JobKind kind) { return kind == JobKind::Full || kind == JobKind::Incremental; }
+bool only_reads_replicas(JobKind kind) { return kind == JobKind::BootCheck || kind == JobKind::Inspection; }
 
 const EnumTable<JobStatus>& enum_table(JobStatus) {
   static const EnumTable<JobStatus> t{"job status", {{JobStatus::Preparing, "preparing"},

@@ -50,6 +50,9 @@ enum class JobKind { Full, Incremental, Cutover, TestFailover, TestFailoverClean
 const EnumTable<JobKind>& enum_table(JobKind);
 // Full or incremental: a replication pass (cancellable; counted in pass statistics).
 bool is_pass(JobKind kind);
+// A boot check or an inspection: reads overlays of the replicas and changes nothing in
+// the target, so a node that takes over a dead node's VM has nothing to undo for it.
+bool only_reads_replicas(JobKind kind);
 
 // Where a job is. A pass goes preparing -> exporting -> copying -> committing; other
 // kinds are "running" (their phase says more). A pass that ends after its copy was

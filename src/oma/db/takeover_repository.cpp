@@ -103,6 +103,11 @@ std::optional<TakeoverRecord> TakeoverRepository::claim_one(const std::string& n
               "the next pass starts from the last committed change IDs and rewrites every area this one could "
               "have touched",
               t.reason);
+        } else if (only_reads_replicas(kind)) {
+          held = VmStatus::Replicated;
+          error = fmt::format("{}. This {} was interrupted; it only read overlays of the replicas on node {}, so "
+                              "nothing is undone: start it again once the VM's volumes are on node {}",
+                              t.reason, kind, t.from_node, node_id);
         } else {
           // A cutover or test failover: node_id undoes what it recorded (the VM it built,
           // snapshots), takes the volumes and restores the source's power; the VM is
