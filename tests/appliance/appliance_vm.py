@@ -164,10 +164,11 @@ class BootedVm:
         self.overlay = os.path.join(work_dir, "run.qcow2")
         self.console = os.path.join(work_dir, "console.log")
         self.log = os.path.join(work_dir, "qemu.log")
+        self.qmp = os.path.join(work_dir, "qmp.sock")  # power_off's ACPI button
         # One vCPU leaves the other core to the rest of the suite.
         self.cmd = [qemu, "-accel", "tcg", "-cpu", "max", "-m", str(memory_mib), "-smp", "1", "-nodefaults",
                     "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{self.console}",
-                    "-vga", "std", "-drive", f"file={self.overlay},if=virtio,format=qcow2", "-nic", nic,
+                    "-qmp", f"unix:{self.qmp},server=on,wait=off", "-vga", "std", "-drive", f"file={self.overlay},if=virtio,format=qcow2", "-nic", nic,
                     *extra_args]
         self.image = os.path.abspath(image)
         self.before_boot = before_boot
@@ -199,6 +200,25 @@ class BootedVm:
                 fail(f"no {what} on the serial console within {seconds} s", self.console)
             time.sleep(2)
         return self.text()
+
+    def power_off(self, seconds):
+        """Presses the ACPI power button (QMP system_powerdown) and waits until the guest
+        has shut down and qemu exited (-no-reboot): what the guest wrote is on its disk
+        (a power cut may leave files it wrote in the last half minute empty)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.qmp)
+            f = s.makefile("rwb")
+            f.readline()  # the greeting
+            for command in ("qmp_capabilities", "system_powerdown"):
+                f.write(json.dumps({"execute": command}).encode() + b"\n")
+                f.flush()
+                while b'"return"' not in (line := f.readline()):
+                    if not line or b'"error"' in line:
+                        fail(f"qemu's QMP refused {command}: {line!r}", self.console)
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            fail(f"the guest did not power off within {seconds} s of the ACPI power button", self.console)
 
     def stop(self):
         """Stops qemu (a power cut: the guest's file systems are read back as a crash left

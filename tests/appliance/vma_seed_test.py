@@ -155,7 +155,8 @@ def main():
             print(f"VMA booted and announced its pairing after {time.monotonic() - started:.0f} s under TCG",
                   flush=True)
             text = vm.wait_for("migratekit-vma login:", 300, "login prompt")
-            vm.stop()
+            vm.power_off(300)
+            text = vm.text()
             for what, value in secrets.items():
                 if value and value in text:
                     fail(f"{what} from the bundle shows on the serial console", vm.console)
