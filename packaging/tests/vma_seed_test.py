@@ -78,7 +78,7 @@ def main():
             f.write(f"""#!/bin/sh
 set -eu
 [ "$1" = --no-block ] && shift
-vcenter=$(sed -n 's/^vcenter *= *"\\(.*\\)"/\\1/p' "$MK_VMA_CONF" | tail -n1)
+vcenter=$(sed -n 's/^vcenter *= *"\\(.*\\)"/\\1/p' "$MK_VMA_CONF" | tail -n1 | sed 's|^https://||; s|/.*||')
 exec {os.path.join(a.bin_dir, "vma")} pair --bundle "$1" --state-dir "$MK_APPLIANCE_STATE/vma" --name "$MK_TEST_NAME" \\
   --vcenter "$vcenter"
 """)
@@ -125,8 +125,8 @@ exec {os.path.join(a.bin_dir, "vma")} pair --bundle "$1" --state-dir "$MK_APPLIA
             "migratekit.vcenter": "vc.example.org", "migratekit.vcenter-user": "svc-mk@vsphere.local",
             "migratekit.pairing-bundle": encoded})})
         check(r.returncode == 0, "ovf: vma-seed exits 0: " + r.stdout[-800:])
-        check('vcenter = "vc.example.org"' in conf and 'vcenter-user = "svc-mk@vsphere.local"' in conf,
-              f"ovf: vCenter and user written to vma.conf: {conf!r}")
+        check('vcenter = "https://vc.example.org/sdk"' in conf and 'vcenter-user = "svc-mk@vsphere.local"' in conf,
+              f"ovf: vCenter (as the SDK URL `vma run` takes) and user written to vma.conf: {conf!r}")
         check("ovf" in vmas(), f"ovf: the OMA lists the VMA paired from OVF properties: {vmas()}")
         check(status is not None and "OVF properties (ovf-env.xml)" in status, f"ovf: status names the source: {status!r}")
 

@@ -125,20 +125,51 @@ def guest_append(overlay, path, text):
         sys.exit(1)
 
 
-class BootedVm:
-    """`before_boot(overlay)`, when given, may change the fresh overlay before qemu starts."""
+def guest_files(overlay, paths, dirs=()):
+    """Reads files and lists directories of the appliance's root file system (partition 2)
+    in the qcow2 `overlay` of a stopped guest, read-only, in one libguestfs run (TCG here).
+    Returns ({path: text, or None when it is no file}, {dir: [names], or None})."""
+    script = []
+    for p in paths:
+        script += [f"echo @@@F {p}", f"is-file {p}", f"-cat {p}"]
+    for d in dirs:
+        script += [f"echo @@@D {d}", f"is-dir {d}", f"-ls {d}"]
+    env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+    out = subprocess.run(["guestfish", "--ro", "--format=qcow2", "-a", overlay, "-m", "/dev/sda2"],
+                         input="\n".join(script) + "\n", capture_output=True, text=True, env=env)
+    if out.returncode != 0 or "@@@" not in out.stdout:
+        print(f"FAIL: guestfish could not read {overlay}: {out.stderr.strip()[-2000:]}", file=sys.stderr)
+        sys.exit(1)
+    files, listings = {}, {}
+    for chunk in out.stdout.split("@@@")[1:]:
+        head, _, rest = chunk.partition("\n")
+        kind, name = head.split(" ", 1)
+        found, _, body = rest.partition("\n")
+        if kind == "F":
+            files[name] = body if found == "true" else None
+        else:
+            listings[name] = body.split() if found == "true" else None
+    return files, listings
 
-    def __init__(self, qemu, image, work_dir, memory_mib, nic="user,model=virtio-net-pci", before_boot=None):
+
+class BootedVm:
+    """`before_boot(overlay)`, when given, may change the fresh overlay before qemu starts;
+    `extra_args`, more qemu arguments (e.g. a seed CD-ROM)."""
+
+    def __init__(self, qemu, image, work_dir, memory_mib, nic="user,model=virtio-net-pci", before_boot=None,
+                 extra_args=()):
         if os.path.isdir(work_dir):
             shutil.rmtree(work_dir)
         os.makedirs(work_dir)
         self.overlay = os.path.join(work_dir, "run.qcow2")
         self.console = os.path.join(work_dir, "console.log")
         self.log = os.path.join(work_dir, "qemu.log")
+        self.qmp = os.path.join(work_dir, "qmp.sock")  # power_off's ACPI button
         # One vCPU leaves the other core to the rest of the suite.
         self.cmd = [qemu, "-accel", "tcg", "-cpu", "max", "-m", str(memory_mib), "-smp", "1", "-nodefaults",
                     "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{self.console}",
-                    "-vga", "std", "-drive", f"file={self.overlay},if=virtio,format=qcow2", "-nic", nic]
+                    "-qmp", f"unix:{self.qmp},server=on,wait=off", "-vga", "std", "-drive", f"file={self.overlay},if=virtio,format=qcow2", "-nic", nic,
+                    *extra_args]
         self.image = os.path.abspath(image)
         self.before_boot = before_boot
         self.process = None
@@ -170,12 +201,38 @@ class BootedVm:
             time.sleep(2)
         return self.text()
 
-    def __exit__(self, *exc):
+    def power_off(self, seconds):
+        """Presses the ACPI power button (QMP system_powerdown) and waits until the guest
+        has shut down and qemu exited (-no-reboot): what the guest wrote is on its disk
+        (a power cut may leave files it wrote in the last half minute empty)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.qmp)
+            f = s.makefile("rwb")
+            f.readline()  # the greeting
+            for command in ("qmp_capabilities", "system_powerdown"):
+                f.write(json.dumps({"execute": command}).encode() + b"\n")
+                f.flush()
+                while b'"return"' not in (line := f.readline()):
+                    if not line or b'"error"' in line:
+                        fail(f"qemu's QMP refused {command}: {line!r}", self.console)
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            fail(f"the guest did not power off within {seconds} s of the ACPI power button", self.console)
+
+    def stop(self):
+        """Stops qemu (a power cut: the guest's file systems are read back as a crash left
+        them); the overlay stays until the end of the `with` block."""
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def __exit__(self, *exc):
+        self.stop()
         os.unlink(self.overlay)
         return False
