@@ -81,7 +81,7 @@ class InspectionService {
              const guest::GuestInspection& g);
   // JobOptions::pass_completed (see the top).
   void after_pass(const JobRecord& pass);
-  // Whether passes start inspections (conversion on, inspection.after_pass not "false").
+  // Whether passes start inspections (conversion on, inspection.after_pass "true").
   bool runs_after_pass();
   // Cancels every running inspection; none starts afterwards.
   void stop();
