@@ -84,8 +84,13 @@ test-upgrade: build
 	@scripts/install-deps upgrade
 	cd $(BUILD_DIR) && ctest --output-on-failure -L '^upgrade$$'
 
+# The README's main command (scripts/demo): the lab's VMware-like Debian guest migrated,
+# boot-checked through the OMA before cutover, converted at cutover and booted after it.
+# The guest tools come from `scripts/install-deps guest` (the demo runs it) and the guest
+# is built once into $(BUILD_DIR)/lab/guest. DEMO_ARGS passes options: the fast demo on
+# generated disks is `make demo DEMO_ARGS=--synthetic`.
 demo: build
-	scripts/demo
+	scripts/demo $(DEMO_ARGS)
 
 # Debian packages (migratekit, migratekit-oma, migratekit-vma) from this build's install
 # tree, checked by lintian: into $(BUILD_DIR)/deb (scripts/make-deb).

@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
       }
       out = mk::guest::to_json(r);
     }
-    std::cout << out.dump(2) << "\n";
+    // A console tail may end inside a UTF-8 character, and a guest may print any bytes.
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return ok ? 0 : 1;
   } catch (const mk::UsageError& e) {
     std::cerr << "mk-guest: " << e.what() << "\n";

@@ -3,7 +3,12 @@
 behind its SSH tunnel, all real processes (scripts/migration_lab.py), driven through the
 OMA's API. Every disk is compared with its source by sha256 after every pass.
 
-    flow_test.py demo            scripts/demo --once --summary: the README's main command
+    flow_test.py demo            scripts/demo --synthetic --once --summary: the README's main
+                                 command on generated disks (the fast variant; make test)
+    flow_test.py demo-guest      scripts/demo --once --summary as `make demo` runs it: the lab's
+                                 VMware-like guest, not booting unconverted, boot-checked
+                                 through the OMA, converted at cutover, booted after it
+                                 (label guest: real virt-v2v and qemu)
     flow_test.py faults          two VMs x two disks at once; ssh killed mid-copy; the VMA
                                  killed mid-copy and restarted; the OMA killed mid-copy and
                                  restarted; the export server's PID unchanged throughout
@@ -58,8 +63,8 @@ def demo(work, check):
         holder.bind(("127.0.0.1", documented["gui"]))
         holder.listen()
     try:
-        rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--once", "--summary", summary_file],
-                            env=env).returncode
+        rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--synthetic", "--once", "--summary",
+                             summary_file], env=env).returncode
     finally:
         holder.close()
     check.that(rc == 0, f"scripts/demo --once exits 0 (got {rc})")
@@ -80,6 +85,48 @@ def demo(work, check):
     for role in ("api", "nbd", "tunnel"):
         if free_before[role]:
             check.that(ports.get(role) == documented[role], f"the documented {role} port {documented[role]} used ({ports})")
+    leftovers = [n for n in os.listdir(work) if n.startswith("mk-demo.")]
+    check.that(not leftovers, f"the demo removed its directory ({leftovers})")
+
+
+def demo_guest(work, check):
+    summary_file = os.path.join(work, "summary.json")
+    rc = subprocess.run([os.path.join(ROOT, "scripts", "demo"), "--once", "--summary", summary_file],
+                        env=dict(os.environ, TMPDIR=work,  # libguestfs's appliance built once, not per run
+                                 LIBGUESTFS_CACHEDIR=os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"))).returncode
+    check.that(rc == 0, f"scripts/demo --once exits 0 (got {rc})")
+    with open(summary_file) as f:
+        s = json.load(f)
+    vms = s.get("vms", [])
+    check.that(len(vms) == 1, f"one VM in the summary ({len(vms)})")
+    vm = vms[0] if vms else {}
+    checks = vm.get("boot_check", {})
+    for when in ("before_cutover", "after_cutover"):
+        b = checks.get(when, {})
+        check.that(sorted(k for k in ("booted", "seconds", "conversion_seconds", "console_tail") if k in b)
+                   == ["booted", "conversion_seconds", "console_tail", "seconds"], f"{when}: every field ({sorted(b)})")
+        check.that(b.get("booted") is True, f"{when}: booted ({b.get('reason')})")
+        check.that(isinstance(b.get("seconds"), (int, float)) and b["seconds"] > 0, f"{when}: boot seconds ({b.get('seconds')})")
+        check.that(isinstance(b.get("conversion_seconds"), (int, float)) and b["conversion_seconds"] > 0,
+                   f"{when}: conversion seconds ({b.get('conversion_seconds')})")
+        tail = b.get("console_tail", "")
+        check.that(0 < len(tail.encode()) <= 4096, f"{when}: a console tail of at most 4 KiB ({len(tail.encode())} bytes)")
+        # The lab guest's marker once its default target is reached (tests/lab/guest).
+        check.that("MK-GUEST-BOOTED" in tail, f"{when}: the guest's marker on its console")
+    unconverted = checks.get("unconverted", {})
+    check.that(unconverted.get("booted") is False,
+               f"the VMware-like guest did not boot on virtio unconverted ({unconverted.get('reason')})")
+    check.that("does not exist" in unconverted.get("console_tail", ""),
+               "unconverted: its initramfs did not find the root disk (console)")
+    check.that(isinstance(vm.get("predicted_downtime_seconds"), (int, float)) and
+               vm.get("predicted_conversion_seconds") == checks.get("before_cutover", {}).get("conversion_seconds"),
+               f"the prediction includes the boot check's conversion ({vm.get('predicted_downtime_seconds')}, "
+               f"{vm.get('predicted_conversion_seconds')})")
+    final = [p for p in s.get("passes", []) if p["type"] == "final"]
+    check.that(bool(final) and all(p.get("converted") for p in final), "the final disks are marked converted")
+    check.that(all(p["source_sha256"] == p["target_sha256"] for p in s.get("passes", []) if p["type"] != "final"),
+               "every disk identical to its source after the full and incremental passes")
+    check.that(not s.get("failures"), f"no failures ({s.get('failures')})")
     leftovers = [n for n in os.listdir(work) if n.startswith("mk-demo.")]
     check.that(not leftovers, f"the demo removed its directory ({leftovers})")
 
@@ -157,7 +204,7 @@ def nbd_over_ssh(work, check):
 
 
 def main():
-    scenarios = {"demo": demo, "faults": faults, "nbd-over-ssh": nbd_over_ssh}
+    scenarios = {"demo": demo, "demo-guest": demo_guest, "faults": faults, "nbd-over-ssh": nbd_over_ssh}
     if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
         sys.exit(f"usage: flow_test.py {'|'.join(scenarios)}")
     # Short: the VMA's reader sockets live below it, and a Unix socket path has 108 bytes.

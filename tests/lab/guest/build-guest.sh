@@ -84,10 +84,14 @@ rm -f "$work/fs.raw"
 rm -rf "$root"
 
 # GRUB into the MBR and grub.cfg, run by the guest's own tools inside the appliance.
+# `command` runs a program as it is, without libguestfs's translation of device names, and
+# the appliance's own disk may be enumerated first (seen: the appliance /dev/sda, our disk
+# /dev/sdb; grub-install /dev/sda then fails "embedding is not possible ... cross-disk
+# install"): our disk is named by the ID libguestfs gives the first added drive.
 export LIBGUESTFS_BACKEND=direct
 [[ -n "${LIBGUESTFS_BACKEND_SETTINGS:-}" ]] || export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 guestfish --format=raw -a "$work/disk.raw" -m /dev/sda1 <<'EOF' >"$work/grub.log" 2>&1 ||
-command "grub-install --target=i386-pc /dev/sda"
+command "grub-install --target=i386-pc /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd0"
 command "update-grub"
 EOF
   { cat "$work/grub.log" >&2; echo "build-guest: installing GRUB failed" >&2; exit 1; }
