@@ -108,8 +108,6 @@ std::string Cutover::run(const SourceVm& vm, StepLog& steps, CutoverRecord& reco
     steps.done();
 
     steps.begin(step = "start-vm");
-    record.volumes_changed = true;
-    if (options_.record_changed) options_.record_changed(record);
     builder_.start(record.vm_id);
     steps.done();
   } catch (const std::exception& e) {

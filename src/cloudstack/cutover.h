@@ -62,9 +62,10 @@ struct CutoverRecord {
   // still ""): what an undo by someone else looks the VM up by, like lost_deploy.
   std::string deploying;
   // The volumes may no longer be what the final pass left: the guest conversion was
-  // committing into them (or could not undo a failed commit), or the new VM was started
-  // (its guest may have written). Replicating on from the committed change IDs would mix
-  // those writes with the source's: the next pass must be full.
+  // committing into them (or could not undo a failed commit). Replicating on from the
+  // committed change IDs would mix those writes with the source's: the next pass must be
+  // full. (A start that CloudStack's job failed ran no guest; a dead node's cutover that
+  // had begun its start is left to the operator, see the OMA's README.)
   bool volumes_changed = false;
 };
 

@@ -357,7 +357,7 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     } catch (const cs::CutoverError& e) {
       if (record.volumes_changed) {
         require_full_pass(vms_, job_log_, vm_id, job.job_id,
-                          "the cutover failed after the guest conversion wrote its volumes or the new VM started");
+                          "the cutover failed after the guest conversion wrote its volumes");
       }
       const cs::Step* rb = steps.find("rollback");
       if (rb && rb->status == cs::StepStatus::Done) {
@@ -793,7 +793,7 @@ void CutoverService::finish_interrupted(const std::string& vm_id, const JobRecor
   if (kind == FailoverKind::Cutover && details.value("volumes_changed", false)) {
     require_full_pass(vms_, job_log_, vm_id, job.job_id,
                       fmt::format("node {} found its cutover interrupted after the guest conversion began writing its "
-                                  "volumes or the new VM was started",
+                                  "volumes",
                                   node_id));
   }
   VmStatus after = stored_status_before(details, vm_id, "interrupted job's");
