@@ -1,5 +1,6 @@
 #include "guest/inspection.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -105,6 +106,11 @@ GuestInspection inspect_guest(const std::vector<DiskImage>& disks, const Inspect
   g.convertible = g.reason.empty();
   g.seconds = r.seconds;
   return g;
+}
+
+std::string summary(const GuestInspection& g) {
+  return fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family, g.root_device,
+                     g.boot_disk, g.firmware, g.seconds);
 }
 
 nlohmann::json to_json(const GuestInspection& g) {

@@ -55,4 +55,7 @@ GuestInspection parse_inspector_xml(const std::string& xml, std::size_t disk_cou
 
 nlohmann::json to_json(const GuestInspection& inspection);
 
+// One line for a job's step: "debian 12.0 (linux), root /dev/sda1 on disk 0, bios (21 s)".
+std::string summary(const GuestInspection& inspection);
+
 }  // namespace mk::guest

@@ -147,9 +147,7 @@ VmStatus BootCheckService::run(const JobRecord& job, const VmRecord& vm, const s
     if (stopping_) throw interrupted("the inspection");
     if (config_.inspected) config_.inspected(vm, id, g);
     if (!g.convertible) throw not_booted("not convertible: " + g.reason);
-    job_log_.end_step(id, step, StepStatus::Completed,
-                      fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family,
-                                  g.root_device, g.boot_disk, g.firmware, g.seconds));
+    job_log_.end_step(id, step, StepStatus::Completed, guest::summary(g));
 
     step = job_log_.begin_step(id, "boot-check");
     job_log_.set_job_status(id, JobStatus::Running, "converting overlays of the replicas, then booting them");

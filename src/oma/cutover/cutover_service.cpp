@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <optional>
 #include <set>
 #include <string_view>
 
@@ -221,11 +220,6 @@ void read_firmware(VmaClient& vma, cs::SourceVm& source, JobRepository& log, con
   }
 }
 
-std::string inspection_summary(const guest::GuestInspection& g) {
-  return fmt::format("{} {} ({}), root {} on disk {}, {} ({:.0f} s)", g.distro, g.version, g.os_family, g.root_device,
-                     g.boot_disk, g.firmware, g.seconds);
-}
-
 std::string cutover_failed_text(const std::string& vm_id, const std::string& name) {
   return fmt::format("VM {} ({}) has a cutover whose rollback did not finish: its failed cutover job says what is left; "
                      "fix the cause, then POST /api/v1/vms/{}/cutover/rollback",
@@ -258,8 +252,6 @@ std::string record_details(const cs::CutoverRecord& r, const std::string& name, 
       .dump();
 }
 
-// The VM's status after a job that changed nothing: as before the job, unless that
-// was itself the status of an earlier interrupted start.
 // The VM's volumes may differ from what its final pass left (cs::CutoverRecord::
 // volumes_changed): an incremental pass from the committed change IDs would keep those
 // writes beside the source's, so the change IDs are forgotten and the next pass is full.
@@ -272,6 +264,8 @@ void require_full_pass(VmRepository& vms, JobRepository& job_log, const std::str
                                 vm_id, why));
 }
 
+// The VM's status after a job that changed nothing: as before the job, unless that
+// was itself the status of an earlier interrupted start.
 VmStatus failed_status(const VmRecord& before) {
   bool starting = before.status == VmStatus::CuttingOver || before.status == VmStatus::TestFailoverStarting;
   return starting ? VmStatus::Replicated : before.status;
@@ -332,18 +326,8 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
     std::string target_vm;
     cs::CutoverRecord record;
     cs::SourceVm fitted = source;
-    std::optional<VolumeConversion> conversion;
-    if (config_.convert_guests) {
-      // Before the source is powered off: a guest that cannot be converted refuses the
-      // cutover while nothing has changed.
-      const guest::GuestInspection inspected =
-          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "cutover", before, job.job_id);
-      fitted.guest = facts_of(inspected);
-      conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
-        return run_conversion(vm, images, inspected, job_id);
-      });
-    }
-    read_firmware(*vma, fitted, job_log_, job.job_id);
+    const std::unique_ptr<cs::GuestConversion> conversion =
+        prepare_guest(vm, *session, *vma, fitted, steps, "cutover", before, job.job_id);
     auto forget_progress = [&] {
       try {
         vms_.delete_failover(vm_id, FailoverKind::Cutover);
@@ -352,8 +336,7 @@ std::string CutoverService::start_cutover(const std::string& vm_id, int timeout_
       }
     };
     try {
-      target_vm = cs::Cutover(builder, power, pass, exports, options, conversion ? &*conversion : nullptr)
-                      .run(fitted, steps, record);
+      target_vm = cs::Cutover(builder, power, pass, exports, options, conversion.get()).run(fitted, steps, record);
     } catch (const cs::CutoverError& e) {
       if (record.volumes_changed) {
         require_full_pass(vms_, job_log_, vm_id, job.job_id,
@@ -524,8 +507,28 @@ guest::GuestInspection CutoverService::inspect_step(const VmRecord& vm, const st
                                 inspected.reason),
                     before);
   }
-  steps.done(inspection_summary(inspected));
+  steps.done(guest::summary(inspected));
   return inspected;
+}
+
+std::unique_ptr<cs::GuestConversion> CutoverService::prepare_guest(const VmRecord& vm, const CloudStackSession& session,
+                                                                  VmaClient& vma, cs::SourceVm& source,
+                                                                  cs::StepLog& steps, const char* what, VmStatus before,
+                                                                  const std::string& job_id) {
+  std::unique_ptr<cs::GuestConversion> conversion;
+  if (config_.convert_guests) {
+    // Before the source is powered off: a guest that cannot be converted refuses the job
+    // while nothing has changed.
+    const guest::GuestInspection inspected =
+        inspect_step(vm, cloudstack_volume_images(session, source), steps, what, before, job_id);
+    source.guest = facts_of(inspected);
+    conversion = std::make_unique<VolumeConversion>(
+        [this, vm, inspected, job_id](const std::vector<guest::DiskImage>& images) {
+          return run_conversion(vm, images, inspected, job_id);
+        });
+  }
+  read_firmware(vma, source, job_log_, job_id);
+  return conversion;
 }
 
 std::vector<guest::DiskImage> CutoverService::cloudstack_volume_images(const CloudStackSession& session,
@@ -593,18 +596,9 @@ std::string CutoverService::start_test_failover(const std::string& vm_id) {
     OmaExports exports(vms_, storage_, exports_);
     cs::StepLog steps(step_recorder(job_log_, job.job_id));
     cs::SourceVm fitted = source;
-    std::optional<VolumeConversion> conversion;
-    if (config_.convert_guests) {
-      const guest::GuestInspection inspected =
-          inspect_step(vm, cloudstack_volume_images(*session, source), steps, "test failover", before, job.job_id);
-      fitted.guest = facts_of(inspected);
-      conversion.emplace([this, vm, inspected, job_id = job.job_id](const std::vector<guest::DiskImage>& images) {
-        return run_conversion(vm, images, inspected, job_id);
-      });
-    }
-    read_firmware(*vma_for_(vm_id), fitted, job_log_, job.job_id);
-    cs::TestFailover tf(*session->client, builder, exports, session->test_network_id,
-                        conversion ? &*conversion : nullptr);
+    const std::unique_ptr<cs::GuestConversion> conversion =
+        prepare_guest(vm, *session, *vma_for_(vm_id), fitted, steps, "test failover", before, job.job_id);
+    cs::TestFailover tf(*session->client, builder, exports, session->test_network_id, conversion.get());
     cs::TestFailoverRecord record;
     auto write_record = [&, vm_id, before](const cs::TestFailoverRecord& r, bool in_progress) {
       json snapshots = json::object();

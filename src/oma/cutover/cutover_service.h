@@ -142,6 +142,14 @@ class CutoverService {
   guest::GuestInspection inspect_step(const VmRecord& vm, const std::vector<guest::DiskImage>& volumes,
                                       cloudstack::StepLog& steps, const char* what, VmStatus before,
                                       const std::string& job_id);
+  // With guest conversion on (config_.convert_guests): inspect_step over the VM's volumes
+  // and `source` fitted to the guest found (root disk, OS, firmware); vSphere's firmware
+  // read from `vma` either way. Returns the conversion a cutover or test failover runs
+  // on the volumes, null without conversion.
+  std::unique_ptr<cloudstack::GuestConversion> prepare_guest(const VmRecord& vm, const CloudStackSession& session,
+                                                             VmaClient& vma, cloudstack::SourceVm& source,
+                                                             cloudstack::StepLog& steps, const char* what,
+                                                             VmStatus before, const std::string& job_id);
   // The VM's CloudStack volumes as block devices on the OMA's VM, in unit order.
   static std::vector<guest::DiskImage> cloudstack_volume_images(const CloudStackSession& session,
                                                                 const cloudstack::SourceVm& source);

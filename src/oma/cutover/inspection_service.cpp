@@ -91,9 +91,7 @@ VmStatus InspectionService::run(const JobRecord& job, const VmRecord& vm, const 
   // vSphere's firmware while the job still holds it, a few milliseconds.
   store(vm, id, started_by, g);
   if (g.convertible) {
-    job_log_.end_step(id, step, StepStatus::Completed,
-                      fmt::format("{} {} ({}), root {} on disk {}, {}: convertible ({:.0f} s)", g.distro, g.version,
-                                  g.os_family, g.root_device, g.boot_disk, g.firmware, g.seconds));
+    job_log_.end_step(id, step, StepStatus::Completed, guest::summary(g) + ": convertible");
   } else {
     job_log_.end_step(id, step, StepStatus::Completed, "not convertible: " + g.reason);
     job_log_.add_event(id, EventLevel::Warn,
