@@ -25,7 +25,8 @@ cached), as an operator would:
   5. an OMA refuses a database newer than it knows: this tree's OMA against a database
      stamped one version ahead, and, when the schemas differ, the previous release
      installed again (a downgrade) against the migrated database; each exits with the
-     message, and the database is left as it was.
+     message, and the database is left as it was;
+  6. this tree's migratekit-oma removed (dpkg -r): its state stays; purged (dpkg -P): gone.
 Each step's time is printed. Processes are stopped by PID; the root's mounts live in a
 private mount namespace of this test (unshare), so they end with it. The work directory
 (root, OMA log) is kept when the test fails.
@@ -83,11 +84,14 @@ class Root:
     def chroot(self, *argv):
         return ["chroot", self.path, *argv]
 
+    def dpkg(self, what, *args):
+        return run(self.chroot("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive",
+                               "dpkg", *args), what)
+
     def dpkg_install(self, debs, what):
         for d in debs:
             shutil.copy(d, self.host("/tmp"))
-        out = run(self.chroot("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive",
-                              "dpkg", "-i", *["/tmp/" + os.path.basename(d) for d in debs]), what)
+        out = self.dpkg(what, "-i", *["/tmp/" + os.path.basename(d) for d in debs])
         for d in debs:
             os.unlink(self.host("/tmp/" + os.path.basename(d)))
         return out
@@ -406,6 +410,19 @@ def main():
             print(f"   the base has this tree's schema ({new_schema}): no downgrade to refuse "
                   "(MK_UPGRADE_BASE names a commit without a schema change since)", flush=True)
         step("newer schemas refused", t)
+
+        # Removing this tree's OMA package keeps its state; purging deletes it.
+        t = time.monotonic()
+        if old_schema < new_schema:
+            root.dpkg_install(pick(new_debs, "migratekit") + pick(new_debs, "migratekit-oma"),
+                              "installing this tree's packages again after the downgrade")
+        root.dpkg("removing migratekit-oma", "-r", "migratekit-oma")
+        if not os.path.exists(db) or not os.path.exists(root.host(STATE + "/admin.token")):
+            fail(f"removing migratekit-oma deleted its state in {STATE} (only a purge may)")
+        root.dpkg("purging migratekit-oma", "-P", "migratekit-oma")
+        if os.path.exists(root.host(STATE)):
+            fail(f"purging migratekit-oma left {STATE}: {os.listdir(root.host(STATE))}")
+        step("removed (state kept), then purged (state gone)", t)
     except LabError as e:
         fail(f"{e}" + tail(oma_log, 30))
     finally:
