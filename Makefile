@@ -3,7 +3,7 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-guest test-appliance test-appliance-oma test-upgrade appliance demo bench bench-scale deb clean fuzz fuzz-build property test-sanitize test-sanitize-ci test-tsan
+.PHONY: all deps build test test-guest test-guest-ci test-appliance test-appliance-oma test-upgrade appliance demo bench bench-scale deb clean fuzz fuzz-build property test-sanitize test-sanitize-ci test-tsan
 
 all: build
 
@@ -16,30 +16,47 @@ $(BUILD_DIR)/build.ninja: | deps
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# The suite, then its unit, engine, protocol, OMA and VMA tests again under ASan+UBSan
-# (test-sanitize-ci; measured 2026-12-03: a cold ASan build of that subset is 2721
-# CPU-seconds, ~23 min on CI's 2 cores, and its OMA and VMA tests ran 186 s on a loaded
-# machine; the whole run took 2914 s in CI at its last landing (2026-12-03), under its hour).
-# The guest suite (label guest) is not part of it: see test-guest.
-# Each ctest run's failures are named again at the very end (scripts/test-summary), where
-# a CI log's tail shows them.
-test: build
+# The OMA appliance test, the guest conversion subset (test-guest-ci), the suite (the run
+# whose failures the summary details), then the suite's unit, engine, protocol, OMA and VMA
+# tests again under ASan+UBSan (test-sanitize-ci). Two slow things run beside the rest at
+# the lowest priority (nice 19), on the cycles it leaves idle: the lab's guest image
+# (tests/lab/guest; mostly downloads and dpkg's writes) from before the compile, and the
+# ASan build from the end of the compile (the appliance boot, the guest tests and the suite
+# wait on servers and on qemu much of the time). Their logs: $(BUILD_DIR)/guest-image.log
+# and $(BUILD_DIR)/sanitize-ci-build.log. Each ctest run's failures are named again at the
+# very end (scripts/test-summary), where a CI log's tail shows them.
+test: deps $(BUILD_DIR)/build.ninja
 	@rm -f $(BUILD_DIR)/Testing/Temporary/LastTestsFailed.log $(ASAN_BUILD_DIR)/Testing/Temporary/LastTestsFailed.log
+	@scripts/install-deps appliance guest
+	@ninja -C $(BUILD_DIR) build.ninja >/dev/null
+	@echo "make test: the lab's guest image is built beside the compile (nice 19, $(BUILD_DIR)/guest-image.log)"; \
+	nice -n 19 $(BUILD_DIR)/lab/guest/build-image >$(BUILD_DIR)/guest-image.log 2>&1 & i=$$!; \
+	$(MAKE) build || { wait $$i; exit 1; }; \
+	echo "make test: the ASan+UBSan build runs beside the tests (nice 19, $(BUILD_DIR)/sanitize-ci-build.log)"; \
+	( [ -f $(ASAN_BUILD_DIR)/build.ninja ] || $(ASAN_CONFIGURE) ) >$(BUILD_DIR)/sanitize-ci-build.log 2>&1 && \
+	nice -n 19 cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target $(SANITIZE_CI_TARGETS) >>$(BUILD_DIR)/sanitize-ci-build.log 2>&1 & b=$$!; \
 	$(MAKE) test-appliance-oma; a=$$?; \
-	(cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -LE '^(guest|appliance|upgrade)$$'); s=$$?; \
-	$(MAKE) test-sanitize-ci; t=$$?; \
+	wait $$i || { echo "make test: the lab's guest image failed to build:"; tail -n 20 $(BUILD_DIR)/guest-image.log; }; \
+	$(MAKE) test-guest-ci; g=$$?; \
+	(cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -LE '^(guest|guest-ci|appliance|upgrade)$$'); s=$$?; \
+	wait $$b; $(MAKE) test-sanitize-ci; t=$$?; \
 	scripts/test-summary "make test" $(BUILD_DIR); scripts/test-summary "ASan+UBSan subset" $(ASAN_BUILD_DIR); \
 	[ $$a = 0 ] || echo "make test: the OMA appliance test failed (make test-appliance-oma)"; \
-	[ $$s = 0 ] && [ $$t = 0 ] && exit $$a; [ $$s = 0 ] && exit $$t; exit $$s
+	[ $$g = 0 ] || echo "make test: the guest conversion subset failed (make test-guest-ci)"; \
+	[ $$s = 0 ] && [ $$t = 0 ] && [ $$a = 0 ] && exit $$g; [ $$s = 0 ] && [ $$t = 0 ] && exit $$a; [ $$s = 0 ] && exit $$t; exit $$s
 
 # Guest inspection, conversion and boot checks with real virt-v2v, libguestfs and qemu (TCG
-# here), on the lab's Debian guest built from the apt mirror (tests/lab/guest). Kept out of
-# `make test`: measured cold on 2 cores (2026-12-03, load 5-9) it took 2160 s wall and
-# 2040 CPU-seconds (at least 17 min on 2 idle cores) plus ~130 MB of packages
-# (scripts/deps/extra/guest.list), more than CI's hour holds next to the 37-min suite.
+# here), on the lab's Debian guest built from the apt mirror (tests/lab/guest). The whole
+# label: measured cold on 2 cores (2026-12-03, load 5-9) it took 2160 s wall and 2040
+# CPU-seconds, more than CI's hour holds next to the rest; `make test` runs its subset
+# labelled guest-ci (tests/guest/CMakeLists.txt).
 test-guest: build
 	@scripts/install-deps guest
-	cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -L '^guest$$'
+	cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -L '^guest(-ci)?$$'
+
+test-guest-ci: build
+	@scripts/install-deps guest
+	cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure -L '^guest-ci$$'
 
 # The appliance images booted under qemu (TCG; tests/appliance): the OMA's API, its
 # first-boot console announcement (admin token, certificate fingerprint) and a pairing
@@ -86,10 +103,15 @@ test-upgrade: build
 
 # The README's main command (scripts/demo): the lab's VMware-like Debian guest migrated,
 # boot-checked through the OMA before cutover, converted at cutover and booted after it.
-# The guest tools come from `scripts/install-deps guest` (the demo runs it) and the guest
-# is built once into $(BUILD_DIR)/lab/guest. DEMO_ARGS passes options: the fast demo on
-# generated disks is `make demo DEMO_ARGS=--synthetic`.
-demo: build
+# The guest tools come from `scripts/install-deps guest` and the guest is built once into
+# $(BUILD_DIR)/lab/guest, beside the compile (nice 19; it is mostly downloads and dpkg's
+# writes). DEMO_ARGS passes options: the fast demo on generated disks is
+# `make demo DEMO_ARGS=--synthetic`, and `--disk-image FILE` migrates your own disk.
+demo: deps $(BUILD_DIR)/build.ninja
+	@case " $(DEMO_ARGS) " in *" --synthetic "*|*" --disk-image"*) $(MAKE) build ;; \
+	  *) scripts/install-deps guest && ninja -C $(BUILD_DIR) build.ninja >/dev/null && \
+	     { nice -n 19 $(BUILD_DIR)/lab/guest/build-image >$(BUILD_DIR)/guest-image.log 2>&1 & i=$$!; \
+	       $(MAKE) build; r=$$?; wait $$i; exit $$r; } ;; esac
 	scripts/demo $(DEMO_ARGS)
 
 # Debian packages (migratekit, migratekit-oma, migratekit-vma) from this build's install
@@ -143,14 +165,15 @@ SANITIZE_CI_LABELS ?= ^(unit|engine|protocol|oma|vma)$$
 TSAN_TARGETS ?= mk_unit_tests copy_engine_test oma_tests vma_tests vma_scale_tests migratekit oma vma vma-lab nbdkit-written-filter
 TSAN_TESTS ?= ^(Copy|Unit|oma\.(Jobs|JobRecovery|Recovery|GuiApi|SchedulerFixture)|vma\.)
 
+ASAN_CONFIGURE = cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMK_VCSIM_DIR=$(VCSIM_DIR) \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS="$(ASAN_FLAGS)" \
+  -DCMAKE_EXE_LINKER_FLAGS="$(ASAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(ASAN_FLAGS)"
 $(ASAN_BUILD_DIR)/build.ninja: | deps
-	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMK_VCSIM_DIR=$(VCSIM_DIR) \
-	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS="$(ASAN_FLAGS)" \
-	  -DCMAKE_EXE_LINKER_FLAGS="$(ASAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(ASAN_FLAGS)"
+	$(ASAN_CONFIGURE)
 
 $(TSAN_BUILD_DIR)/build.ninja: | deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMK_VCSIM_DIR=$(VCSIM_DIR) \
-	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS)" \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS)" \
 	  -DCMAKE_EXE_LINKER_FLAGS="$(TSAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(TSAN_FLAGS)"
 
 # The whole suite under ASan+UBSan.
@@ -179,7 +202,7 @@ FUZZ_TARGETS ?=
 $(FUZZ_BUILD_DIR)/build.ninja:
 	@scripts/install-deps fuzz
 	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DMK_FUZZ=ON
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DMK_FUZZ=ON
 
 fuzz-build: $(FUZZ_BUILD_DIR)/build.ninja
 	@scripts/install-deps fuzz
