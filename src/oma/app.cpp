@@ -201,7 +201,8 @@ void Oma::ensure_psk() {
 
 bool Oma::prepare_nbd_client_ca() {
   if (config_.tls_certificates_dir.empty()) return false;
-  nbd_client_ca_ = std::make_unique<NbdClientCa>(config_.data_dir + "/nbd-x509", config_.tls_certificates_dir);
+  nbd_client_ca_ = std::make_unique<NbdClientCa>(config_.data_dir + "/nbd-x509", config_.tls_certificates_dir, *db_,
+                                                 *secrets_, config_.node.node_id);
   return nbd_client_ca_->sync(approved_vma_ids(repos_->vmas));
 }
 

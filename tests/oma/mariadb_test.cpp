@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <thread>
 
 #include "mariadb_server.h"
 #include "oma/db/migrations.h"
+#include "oma/db/nbd_ca_repository.h"
+#include "oma/db/sealed_values.h"
 #include "oma/errors.h"
 #include "repository_scenarios.h"
 #include "support/temp_dir.h"
@@ -39,6 +42,37 @@ TEST(MariadbRepositories, EveryScenarioOnARealServer) {
   sa.jobs.create_job(job_record("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b1001", kVm1), {});
   EXPECT_THROW(sb.jobs.create_job(job_record("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b1002", kVm1), {}), Conflict);
   EXPECT_EQ(sb.jobs.active_jobs().size(), 1u);
+}
+
+// Two nodes that start at once each store an NBD client CA of their own: the database
+// keeps one, and both get that one back (issue 18). Each round races two connections
+// from two threads on an empty table.
+TEST(MariadbRepositories, TwoNodesStoringTheirNbdClientCaAtOnceBothGetTheOneStored) {
+  MariadbServer server;
+  std::string url = server.create_database("oma_ca_race");
+  auto a = db::open_database(url), b = db::open_database(url);
+  db::migrate(*a);
+  mk::test::TempDir dir("mk-oma-ca-race");
+  SecretBox box(dir.file("secrets.key"));
+  NbdCaRepository ca_a(*a), ca_b(*b);
+  auto candidate = [&](const std::string& cert) {
+    NbdClientCaRecord r;
+    r.cert_pem = cert;
+    r.key_sealed = box.seal("key", seal_binding(kNbdCaKeyPurpose, r.name));
+    return r;
+  };
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(round);
+    a->exec("DELETE FROM nbd_client_ca");
+    NbdClientCaRecord got_a, got_b;
+    std::thread ta([&] { got_a = ca_a.insert_ca_if_absent(candidate("CA of a")); });
+    std::thread tb([&] { got_b = ca_b.insert_ca_if_absent(candidate("CA of b")); });
+    ta.join();
+    tb.join();
+    EXPECT_EQ(got_a.cert_pem, got_b.cert_pem);
+    EXPECT_EQ(got_a.key_sealed, got_b.key_sealed);
+    EXPECT_EQ(a->query("SELECT COUNT(*) FROM nbd_client_ca").at(0).i64(0), 1);
+  }
 }
 
 // A transaction the server rolled back without an error (Galera can lose the error of a

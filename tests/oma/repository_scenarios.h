@@ -33,6 +33,7 @@ Scenarios placement_repository_scenarios();
 Scenarios sealed_value_scenarios();
 Scenarios boot_check_repository_scenarios();
 Scenarios inspection_repository_scenarios();
+Scenarios nbd_ca_repository_scenarios();
 
 inline const std::string kVm1 = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d";
 inline const std::string kVm2 = "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5e";

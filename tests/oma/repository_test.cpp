@@ -35,7 +35,7 @@ const Scenarios& repository_scenarios() {
                       storage_repository_scenarios, config_repository_scenarios, vma_repository_scenarios,
                       schedule_repository_scenarios, sealed_value_scenarios, node_repository_scenarios,
                       placement_repository_scenarios, boot_check_repository_scenarios,
-                      inspection_repository_scenarios}) {
+                      inspection_repository_scenarios, nbd_ca_repository_scenarios}) {
       for (auto& s : part()) out.push_back(std::move(s));
     }
     return out;

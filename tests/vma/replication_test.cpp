@@ -8,6 +8,7 @@
 #include "vma_fixture.h"
 
 #include "common/tls.h"
+#include "oma/db/migrations.h"
 #include "oma/pairing/nbd_client_ca.h"
 #include "support/x509.h"
 
@@ -196,7 +197,12 @@ TEST_F(VmaFixture, AnX509OmaGetsItsDisksFromAVmaWithItsClientCertificate) {
   std::string pki = dir.file("vma/state/nbd-pki");
   std::filesystem::create_directories(pki);
   {
-    oma::NbdClientCa ca(dir.file("oma/nbd-x509"), server_dir);  // the OMA finds and keeps it
+    // Made beside a database of its own: the OMA finds it in its data directory and
+    // adopts it into its database.
+    auto db = oma::db::open_database("sqlite:" + dir.file("ca.db"));
+    oma::db::migrate(*db);
+    oma::SecretBox key(dir.file("ca.key"));
+    oma::NbdClientCa ca(dir.file("oma/nbd-x509"), server_dir, *db, key, "");
     for (const char* f : {"client-key.pem", "client-cert.pem"})
       std::filesystem::copy_file(ca.nbdkit_dir() + "/" + f, pki + "/" + f);
     std::filesystem::copy_file(server_dir + "/ca-cert.pem", pki + "/ca-cert.pem");

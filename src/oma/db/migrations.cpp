@@ -338,6 +338,23 @@ const std::vector<std::string> kInspections = {
       FOREIGN KEY (vm_id) REFERENCES vm_contexts (vm_id) ON DELETE CASCADE))",
 };
 
+// Version 15, one NBD client CA for the whole service (issue 18, item 4): the CA every
+// node signs VMAs' client certificates with and its routers trust (its key sealed, see
+// sealed_values.h), and the certificates it issued, so that every node lists a revoked
+// VMA's certificate on its revocation list (pairing/nbd_client_ca.h).
+const std::vector<std::string> kNbdClientCa = {
+    R"(CREATE TABLE IF NOT EXISTS nbd_client_ca (
+      name VARCHAR(32) NOT NULL PRIMARY KEY,
+      cert_pem TEXT NOT NULL,
+      key_sealed TEXT NOT NULL,
+      created_by VARCHAR(64) NOT NULL,
+      created_at BIGINT NOT NULL))",
+    R"(CREATE TABLE IF NOT EXISTS nbd_client_certs (
+      vma_id VARCHAR(36) NOT NULL PRIMARY KEY,
+      cert_pem TEXT NOT NULL,
+      issued_at BIGINT NOT NULL))",
+};
+
 // Version 9, checked VMA reports (issue 13, finding 3): each disk export's count of
 // durable written bytes (ExportBackend::written_bytes) when the pass started. NULL: not
 // recorded (a backend that cannot count, or a pass started by an older OMA). Runs again
@@ -417,6 +434,7 @@ const std::vector<Migration>& migrations() {
        [](Database& db, const std::function<const SecretBox&()>&) { add_node_tunnel_columns(db); }},
       {13, "last boot check of each VM", kBootChecks},
       {14, "last guest inspection of each VM", kInspections},
+      {15, "the service's NBD client CA and the certificates it issued", kNbdClientCa},
   };
   return all;
 }

@@ -4,7 +4,8 @@
 // file is the one the values were sealed with, and rotating the key.
 //
 // The places: vmas.api_token_sealed and vmas.nbd_psk_sealed (row: vma_id),
-// vma_pairing_codes.api_token_sealed and .nbd_psk_sealed (row: code_hash), and the
+// vma_pairing_codes.api_token_sealed and .nbd_psk_sealed (row: code_hash),
+// nbd_client_ca.key_sealed (the service's NBD client CA key, row: its name), and the
 // settings flagged encrypted: the value itself (purpose "settings", row: the setting's
 // name) or, for a JSON setting (the CloudStack settings), each "..._sealed" field in it
 // (row: "NAME.FIELD"). Code that seals or opens one of them uses these bindings.
@@ -25,6 +26,7 @@ inline constexpr const char* kVmaTokenPurpose = "vmas.api_token_sealed";
 inline constexpr const char* kVmaPskPurpose = "vmas.nbd_psk_sealed";
 inline constexpr const char* kCodeTokenPurpose = "vma_pairing_codes.api_token_sealed";
 inline constexpr const char* kCodePskPurpose = "vma_pairing_codes.nbd_psk_sealed";
+inline constexpr const char* kNbdCaKeyPurpose = "nbd_client_ca.key_sealed";
 inline constexpr const char* kSettingPurpose = "settings";
 // The setting that records which key sealed the database's values (SecretBox::key_id).
 inline constexpr const char* kKeyIdSetting = "secrets.key_id";

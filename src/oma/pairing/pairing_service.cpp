@@ -167,14 +167,21 @@ PairingService::Enrolment PairingService::enroll(const std::string& pairing_code
       throw UsageError(fmt::format("nbd_client_csr: {}", e.what()));
     }
   }
-  // The code's secrets move to the VMA's row: re-sealed for it (bound to their row).
-  v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base,
-                       [this](const std::string& sealed, const std::string& from, const std::string& to) {
-                         return secrets_.seal(secrets_.open(sealed, from), to);
-                       });
+  // The certificate before the VMA's row: every node that sees the pending VMA (and
+  // syncs its revocation list on that change) finds its certificate to list.
+  if (cert) config_.nbd_client_ca->store(v.vma_id, *cert);
+  try {
+    // The code's secrets move to the VMA's row: re-sealed for it (bound to their row).
+    v = vmas_.enroll_vma(sha256_hex(pairing_code), now_ms(), v, config_.tunnel_port_base,
+                         [this](const std::string& sealed, const std::string& from, const std::string& to) {
+                           return secrets_.seal(secrets_.open(sealed, from), to);
+                         });
+  } catch (...) {
+    if (cert) config_.nbd_client_ca->forget(v.vma_id);  // a refused enrolment leaves nothing
+    throw;
+  }
   if (cert) {
     std::lock_guard lk(file_mutex_);
-    config_.nbd_client_ca->store(v.vma_id, *cert);
     // On the revocation list until approved: nbdkit restarts to read it.
     sync_nbd_client_certificates(fmt::format("VMA {} enrolled (its certificate waits for approval)", v.vma_id));
   }
