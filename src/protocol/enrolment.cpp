@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "protocol/codec.h"
 #include "protocol/names.h"
 
 namespace mk::protocol {
@@ -15,6 +16,11 @@ using schema::Field;
 using schema::FieldError;
 using schema::Schema;
 using Type = Field::Type;
+using codec::checked;
+using codec::host_check;
+using codec::opt;
+using codec::opt_of;
+using codec::uuid_check;
 
 namespace {
 
@@ -24,7 +30,6 @@ void url_check(const std::string& v, const std::string& path) {
   if (!v.starts_with("http://") && !v.starts_with("https://")) throw FieldError(path, "expected an http(s):// URL");
   if (v.find(' ') != std::string::npos) throw FieldError(path, "must not contain spaces");
 }
-void host_check(const std::string& v, const std::string& path) { check_host(v, path); }
 void user_check(const std::string& v, const std::string& path) {
   if (v.empty() || v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos || v[0] == '-')
     throw FieldError(path, "expected a user name (lowercase letters, digits, _ . -)");
@@ -67,7 +72,6 @@ void fingerprint_check(const std::string& v, const std::string& path) {
 }
 void display_name_check(const std::string& v, const std::string& path) { check_display_name(v, path); }
 void ssh_public_key_check(const std::string& v, const std::string& path) { normalize_ed25519_public_key(v, path); }
-void uuid_check(const std::string& v, const std::string& path) { check_uuid(v, path); }
 
 Field version_field() {
   return {.name = "protocol_version",
@@ -93,11 +97,6 @@ Field port_field(std::string name, std::string description, int example) {
           .example = example};
 }
 
-json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
-std::optional<std::string> opt_of(const json& j, const char* name) {
-  return j.at(name).is_null() ? std::nullopt : std::optional<std::string>(j.at(name).get<std::string>());
-}
-
 // The TLS fields agree with nbd_tls: a PSK bundle carries identity and key and no CA,
 // an X.509 bundle the CA and no PSK.
 void check_bundle(const json& j) {
@@ -117,12 +116,6 @@ void check_bundle(const json& j) {
   }
   if (!j["oma_api_fingerprint"].is_null() && !j["oma_api_url"].get<std::string>().starts_with("https://"))
     throw FieldError("oma_api_fingerprint", "must be null when oma_api_url is not https://");
-}
-
-json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
-  schema::validate(j, s);
-  if (semantic) semantic(j);
-  return j;
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <limits>
 #include <set>
 
+#include "protocol/codec.h"
+
 namespace mk::protocol {
 
 using nlohmann::json;
@@ -14,12 +16,16 @@ using schema::Field;
 using schema::FieldError;
 using schema::Schema;
 using Type = Field::Type;
+using codec::checked;
+using codec::host_check;
+using codec::opt;
+using codec::opt_of;
+using codec::uuid_check;
 
 // --- field checks -----------------------------------------------------------------------
 
 namespace {
 
-void uuid_check(const std::string& v, const std::string& path) { check_uuid(v, path); }
 void disk_key_check(const std::string& v, const std::string& path) { DiskKey::parse(v, path); }
 void device_key_check(const std::string& v, const std::string& path) {
   if (!DiskKey::valid(v)) throw FieldError(path, "expected a VMware device key (a number, like 4000)");
@@ -27,7 +33,6 @@ void device_key_check(const std::string& v, const std::string& path) {
 void export_check(const std::string& v, const std::string& path) {
   if (!is_export_name(v)) throw FieldError(path, "expected an export name migration-vm-{vm_id}-disk{unit}");
 }
-void host_check(const std::string& v, const std::string& path) { check_host(v, path); }
 void not_empty_check(const std::string& v, const std::string& path) {
   if (v.empty()) throw FieldError(path, "must not be empty");
 }
@@ -580,24 +585,12 @@ const Schema& error_reply() {
 
 namespace {
 
-json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
 json opt_text(const std::optional<std::string>& s) { return s ? json(printable_text(*s)) : json(nullptr); }
-std::optional<std::string> opt_of(const json& j, const char* name) {
-  const json& v = j.at(name);
-  return v.is_null() ? std::nullopt : std::optional<std::string>(v.get<std::string>());
-}
 template <typename E>
 E enum_of(const json& j, const char* name) {
   return parse_field<E>(j.at(name).get<std::string>(), name);  // validated: never throws
 }
 std::string shown(const std::string& s) { return printable_text(s.substr(0, 60)); }
-
-// The message checked as its receiver will check it.
-json checked(json j, const Schema& s, void (*semantic)(const json&) = nullptr) {
-  schema::validate(j, s);
-  if (semantic) semantic(j);
-  return j;
-}
 
 // --- replicate -----------------------------------------------------------------------
 

@@ -8,14 +8,14 @@
 #include <set>
 
 #include "sim_server.h"
+#include "common/units.h"
 
 namespace mk::cloudstack {
 namespace {
 
 namespace seed = test::seed;
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
-SourceVm source_vm(int disks, uint64_t disk_bytes = kGiB) {
+SourceVm source_vm(int disks, uint64_t disk_bytes = GiB) {
   SourceVm vm;
   vm.vm_uuid = "50123456-aaaa-bbbb-cccc-1234567890ab";
   vm.name = "web01";
@@ -82,7 +82,7 @@ TEST(CloudPreflight, EveryFindingAtOnceBeforeAnythingIsCreated) {
   test::SimServer sim(o);
   Client client(sim.endpoint(), test::SimServer::fast_client_options());
   SourceVm vm = source_vm(3);
-  vm.disks[2].disk.capacity_bytes = 3 * kGiB;
+  vm.disks[2].disk.capacity_bytes = 3 * GiB;
   vm.cpus = 16;          // the custom offering accepts 1 to 8
   vm.memory_mib = 256;   // and 512 to 16384 MiB
   CloudLimits l = read_limits(client, sim.oma_vm_id());

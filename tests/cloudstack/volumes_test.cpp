@@ -10,6 +10,7 @@
 #include "cloudstack/preflight.h"
 #include "sim_server.h"
 #include "support/files.h"
+#include "common/units.h"
 
 namespace mk::cloudstack {
 namespace {
@@ -18,7 +19,6 @@ using test::SimServer;
 namespace seed = test::seed;
 namespace fs = std::filesystem;
 
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 class VolumesTest : public ::testing::Test {
  protected:
@@ -33,12 +33,12 @@ class VolumesTest : public ::testing::Test {
   SimServer sim;
   Client client{sim.endpoint(), SimServer::fast_client_options()};
   CloudStackVolumes volumes{client, config()};
-  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", 3 * kGiB / 2};
+  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", 3 * GiB / 2};
 };
 
 TEST_F(VolumesTest, NamingSizeAndDeviceLink) {
-  EXPECT_EQ(CloudStackVolumes::size_gib(kGiB), 1u);
-  EXPECT_EQ(CloudStackVolumes::size_gib(kGiB + 1), 2u);
+  EXPECT_EQ(CloudStackVolumes::size_gib(GiB), 1u);
+  EXPECT_EQ(CloudStackVolumes::size_gib(GiB + 1), 2u);
   EXPECT_EQ(CloudStackVolumes::size_gib(1), 1u);
   EXPECT_EQ(CloudStackVolumes::volume_name(disk), "mk-4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30-disk-2000");
   EXPECT_EQ(CloudStackVolumes::device_link_name("8F2C41A0-77d3-4e0b-a1c4-0f6e2d9b5c11"),
@@ -51,7 +51,7 @@ TEST_F(VolumesTest, CreateRecordsOwnershipAndRoundsSizeUp) {
   Volume v = volumes.create(disk);
   Json stored = find_volume(v.id);
   ASSERT_FALSE(stored.is_null());
-  EXPECT_EQ(stored["size"], 2 * kGiB);
+  EXPECT_EQ(stored["size"], 2 * GiB);
   EXPECT_EQ(stored["name"], CloudStackVolumes::volume_name(disk));
   std::map<std::string, std::string> tags;
   for (const auto& t : stored["tags"]) tags[t["key"]] = t["value"];
@@ -230,11 +230,11 @@ TEST_F(VolumesTest, AllocatedUntilFirstAttachAndGrownNeverShrunk) {
   std::string device = volumes.attach_to_oma(v.id, disk);
   EXPECT_EQ(volumes.get(v.id).state, "Ready");
   mk::test::write_at(device, 4096, "before-growth");
-  Volume grown = volumes.grow(v.id, disk, 5 * kGiB);
-  EXPECT_EQ(grown.size_bytes, 5 * kGiB);
-  EXPECT_EQ(fs::file_size(fs::canonical(device)), 5 * kGiB);
+  Volume grown = volumes.grow(v.id, disk, 5 * GiB);
+  EXPECT_EQ(grown.size_bytes, 5 * GiB);
+  EXPECT_EQ(fs::file_size(fs::canonical(device)), 5 * GiB);
   EXPECT_EQ(mk::test::read_at(device, 4096, 13), "before-growth");
-  EXPECT_EQ(volumes.grow(v.id, disk, 3 * kGiB).size_bytes, 5 * kGiB);  // not shrunk
+  EXPECT_EQ(volumes.grow(v.id, disk, 3 * GiB).size_bytes, 5 * GiB);  // not shrunk
   int resizes = 0;
   const Json st = sim.state();
   for (const auto& c : st["calls"]) resizes += c["command"] == "resizeVolume";
@@ -249,7 +249,7 @@ TEST(VolumesOnScsi, TheDeviceIsFoundUnderItsScsiName) {
   SimServer sim(o);
   Client client(sim.endpoint(), SimServer::fast_client_options());
   CloudStackVolumes volumes(client, sim.volumes_config());
-  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
+  DiskRef disk{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", GiB};
   Volume v = volumes.create(disk);
   std::string device = volumes.attach_to_oma(v.id, disk);
   EXPECT_EQ(fs::path(device).filename().string(), CloudStackVolumes::device_link_names(v.id)[1]);
@@ -268,16 +268,16 @@ TEST(VolumesLimits, DataVolumeCapSizeCapAndAnOmaVmWithSnapshots) {
   CloudStackVolumes volumes(client, sim.volumes_config());
   std::string vm = "4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30";
   try {
-    volumes.create({vm, "2009", 5 * kGiB});
+    volumes.create({vm, "2009", 5 * GiB});
     ADD_FAILURE() << "a volume over custom.diskoffering.size.max was created";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("out of allowed range. Max: 4"), std::string::npos) << e.what();
   }
   for (int i = 0; i < 2; ++i) {
-    DiskRef d{vm, std::to_string(2000 + i), kGiB};
+    DiskRef d{vm, std::to_string(2000 + i), GiB};
     volumes.attach_to_oma(volumes.create(d).id, d);
   }
-  DiskRef third{vm, "2002", kGiB};
+  DiskRef third{vm, "2002", GiB};
   Volume v = volumes.create(third);
   try {
     volumes.attach_to_oma(v.id, third);
@@ -307,11 +307,11 @@ TEST(VolumesLimits, TwoOmaVmsEachHoldTheirOwn32DataVolumes) {
   CloudStackVolumes second(client, sim.volumes_config("oma-1", 2));
   std::string vm = "4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30";
   for (int i = 0; i < 32; ++i) {
-    DiskRef d{vm, std::to_string(2000 + i), kGiB};
+    DiskRef d{vm, std::to_string(2000 + i), GiB};
     first.attach_to_oma(first.create(d).id, d);
   }
   EXPECT_EQ(attached_data_volumes(client, sim.oma_vm_id(1)), 32);
-  DiskRef extra{"52b1f0e4-6c3a-4d2e-8f90-1a2b3c4d5e6f", "2000", kGiB};
+  DiskRef extra{"52b1f0e4-6c3a-4d2e-8f90-1a2b3c4d5e6f", "2000", GiB};
   Volume v = first.create(extra);
   try {
     first.attach_to_oma(v.id, extra);
@@ -337,7 +337,7 @@ TEST(VolumesLimits, AnOmaVmWithVmSnapshotsOrBackupsTakesNoVolume) {
     SimServer sim(o);
     Client client(sim.endpoint(), SimServer::fast_client_options());
     CloudStackVolumes volumes(client, sim.volumes_config());
-    DiskRef d{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", kGiB};
+    DiskRef d{"4216a8c2-1b2e-4d6f-9c3e-5a7b9d1e2f30", "2000", GiB};
     Volume v = volumes.create(d);
     try {
       volumes.attach_to_oma(v.id, d);

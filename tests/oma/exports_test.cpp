@@ -16,13 +16,13 @@
 #include "oma_fixture.h"
 #include "support/migratekit_runner.h"
 #include "support/nbdkit_server.h"
+#include "oma_service.h"
 
 namespace mk::oma {
 namespace {
 
 using mk::test::files_identical;
 
-std::string vm_uuid(int i) { return fmt::format("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b{:04x}", i); }
 
 void add_vm(VmRepository& vms, const std::string& id, int disks, int64_t capacity) {
   VmRecord v;
@@ -62,8 +62,8 @@ TEST(Exports, TwentyExportsAppearWhileACopyRunsAndTheServerNeverRestarts) {
   // A slow source keeps the copy running while the exports are made.
   mk::test::NbdkitServer source({.plugin = "file", .args = {"file=" + src_img, "delay-read=30ms"}, .filters = {"delay"}});
 
-  add_vm(f.repos.vms, vm_uuid(0), 1, size);
-  ExportRecord target = provision(f, f.repos.vms.list_disks(vm_uuid(0))[0]);
+  add_vm(f.repos.vms, test::test_vm_uuid(0), 1, size);
+  ExportRecord target = provision(f, f.repos.vms.list_disks(test::test_vm_uuid(0))[0]);
   pid_t pid = f.server->server_pid();
 
   auto ep = f.server->endpoint(target.export_name);
@@ -72,8 +72,8 @@ TEST(Exports, TwentyExportsAppearWhileACopyRunsAndTheServerNeverRestarts) {
                                                f.dir.file("copy.out"), f.dir.file("copy.err"));
   std::set<std::string> names;
   for (int i = 1; i <= 20; ++i) {
-    add_vm(f.repos.vms, vm_uuid(i), 1, 1 * MiB);
-    names.insert(provision(f, f.repos.vms.list_disks(vm_uuid(i))[0]).export_name);
+    add_vm(f.repos.vms, test::test_vm_uuid(i), 1, 1 * MiB);
+    names.insert(provision(f, f.repos.vms.list_disks(test::test_vm_uuid(i))[0]).export_name);
   }
   int status = copy.wait();
   EXPECT_EQ(status, 0) << mk::test::log_tail(f.dir.file("copy.err"));
@@ -81,26 +81,26 @@ TEST(Exports, TwentyExportsAppearWhileACopyRunsAndTheServerNeverRestarts) {
   EXPECT_EQ(f.server->server_pid(), pid);
   EXPECT_EQ(f.server->restarts(), 0);
   EXPECT_EQ(::kill(pid, 0), 0);
-  EXPECT_TRUE(files_identical(src_img, f.repos.storage.find_volume(vm_uuid(0), "2000")->device_path));
+  EXPECT_TRUE(files_identical(src_img, f.repos.storage.find_volume(test::test_vm_uuid(0), "2000")->device_path));
   EXPECT_EQ(f.repos.storage.count_exports(), 21);
 }
 
 TEST(Exports, ReusedForEveryLaterJobOfTheSameDisk) {
   test::OmaFixture f;
-  add_vm(f.repos.vms, vm_uuid(1), 2, 1 * MiB);
-  auto disks = f.repos.vms.list_disks(vm_uuid(1));
+  add_vm(f.repos.vms, test::test_vm_uuid(1), 2, 1 * MiB);
+  auto disks = f.repos.vms.list_disks(test::test_vm_uuid(1));
   ExportRecord a = provision(f, disks[1]);
   ExportRecord b = provision(f, disks[1]);
   EXPECT_EQ(a.export_name, b.export_name);
   EXPECT_EQ(a.volume_id, b.volume_id);
-  EXPECT_EQ(a.export_name, export_name(vm_uuid(1), 1));
+  EXPECT_EQ(a.export_name, export_name(test::test_vm_uuid(1), 1));
   EXPECT_EQ(f.repos.storage.list_volumes().size(), 1u);
 }
 
 TEST(Exports, SupervisorRestartsADeadServerAndExportsSurvive) {
   test::OmaFixture f;
-  add_vm(f.repos.vms, vm_uuid(1), 1, 1 * MiB);
-  ExportRecord e = provision(f, f.repos.vms.list_disks(vm_uuid(1))[0]);
+  add_vm(f.repos.vms, test::test_vm_uuid(1), 1, 1 * MiB);
+  ExportRecord e = provision(f, f.repos.vms.list_disks(test::test_vm_uuid(1))[0]);
   pid_t first = f.server->server_pid();
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   // Wait (bounded) for the supervisor; then the same export answers with the right size.
@@ -114,8 +114,8 @@ TEST(Exports, SupervisorRestartsADeadServerAndExportsSurvive) {
 // restarted it 130 ms later, but the pass had already failed ("does not answer").
 TEST(Exports, VerifyRightAfterTheServerDiedWaitsForItsRestart) {
   test::OmaFixture f;
-  add_vm(f.repos.vms, vm_uuid(1), 1, 1 * MiB);
-  ExportRecord e = provision(f, f.repos.vms.list_disks(vm_uuid(1))[0]);
+  add_vm(f.repos.vms, test::test_vm_uuid(1), 1, 1 * MiB);
+  ExportRecord e = provision(f, f.repos.vms.list_disks(test::test_vm_uuid(1))[0]);
   pid_t first = f.server->server_pid();
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   while (::kill(first, 0) == 0 && f.server->restarts() == 0) std::this_thread::yield();  // gone, not yet back
@@ -125,8 +125,8 @@ TEST(Exports, VerifyRightAfterTheServerDiedWaitsForItsRestart) {
 
 TEST(Exports, VerifyRefusesAnExportOfTheWrongSize) {
   test::OmaFixture f;
-  add_vm(f.repos.vms, vm_uuid(1), 1, 1 * MiB);
-  ExportRecord e = provision(f, f.repos.vms.list_disks(vm_uuid(1))[0]);
+  add_vm(f.repos.vms, test::test_vm_uuid(1), 1, 1 * MiB);
+  ExportRecord e = provision(f, f.repos.vms.list_disks(test::test_vm_uuid(1))[0]);
   try {
     f.exports->verify(e, 2 * MiB);
     FAIL() << "a wrong-sized export passed verification";
@@ -137,8 +137,8 @@ TEST(Exports, VerifyRefusesAnExportOfTheWrongSize) {
 
 TEST(Exports, RefusesToExportAnotherDisksVolume) {
   test::OmaFixture f;
-  add_vm(f.repos.vms, vm_uuid(1), 2, 1 * MiB);
-  auto disks = f.repos.vms.list_disks(vm_uuid(1));
+  add_vm(f.repos.vms, test::test_vm_uuid(1), 2, 1 * MiB);
+  auto disks = f.repos.vms.list_disks(test::test_vm_uuid(1));
   VolumeRecord v0 = f.volumes.ensure_volume(disks[0]);
   EXPECT_THROW(f.exports->ensure_export(disks[1], v0), Error);
   EXPECT_THROW(f.server->publish("../etc/evil", "/tmp/x"), UsageError);
@@ -146,7 +146,7 @@ TEST(Exports, RefusesToExportAnotherDisksVolume) {
 
 TEST(Exports, EightVmsTimesTwoDisksAtOnceGetSixteenDistinctExportsAndVolumes) {
   test::OmaFixture f;
-  for (int i = 0; i < 8; ++i) add_vm(f.repos.vms, vm_uuid(100 + i), 2, 1 * MiB);
+  for (int i = 0; i < 8; ++i) add_vm(f.repos.vms, test::test_vm_uuid(100 + i), 2, 1 * MiB);
   std::vector<std::thread> threads;
   std::mutex mu;
   std::vector<ExportRecord> made;
@@ -154,7 +154,7 @@ TEST(Exports, EightVmsTimesTwoDisksAtOnceGetSixteenDistinctExportsAndVolumes) {
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
       try {
-        for (const auto& d : f.repos.vms.list_disks(vm_uuid(100 + i))) {
+        for (const auto& d : f.repos.vms.list_disks(test::test_vm_uuid(100 + i))) {
           ExportRecord e = provision(f, d);
           std::lock_guard lock(mu);
           made.push_back(e);
@@ -177,8 +177,8 @@ TEST(Exports, EightVmsTimesTwoDisksAtOnceGetSixteenDistinctExportsAndVolumes) {
   EXPECT_EQ(volumes.size(), 16u);
   EXPECT_EQ(devices.size(), 16u);
   for (int i = 0; i < 8; ++i) {
-    for (const auto& d : f.repos.vms.list_disks(vm_uuid(100 + i))) {
-      EXPECT_EQ(d.export_name.value_or(""), export_name(vm_uuid(100 + i), d.unit));
+    for (const auto& d : f.repos.vms.list_disks(test::test_vm_uuid(100 + i))) {
+      EXPECT_EQ(d.export_name.value_or(""), export_name(test::test_vm_uuid(100 + i), d.unit));
     }
   }
 }

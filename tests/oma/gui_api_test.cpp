@@ -31,14 +31,14 @@ using test::disk_state;
 
 constexpr int64_t MiB = 1 << 20;
 
-struct Service {
+struct GuiService {
   mk::test::TempDir dir{"mk-oma-gui"};
   std::string psk;
   test::FakeVma vma;
   std::unique_ptr<Oma> oma;
   std::unique_ptr<ApiClient> api;
 
-  explicit Service(std::function<void(OmaConfig&)> edit = nullptr)
+  explicit GuiService(std::function<void(OmaConfig&)> edit = nullptr)
       : psk(dir.file("data/nbd-psk.keys")),
         vma((std::filesystem::create_directories(dir.file("data")), mk::test::make_psk_file(psk, "oma"))) {
     start(edit);
@@ -134,7 +134,7 @@ struct EventReader {
 using Frame = EventReader::Frame;
 
 TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
-  Service s;
+  GuiService s;
   const std::string vm = test::test_vm_uuid(1);
   ASSERT_EQ(s.api->post("/api/v1/vms", test::vm_body(vm, 2, MiB).dump()).status, 201);
   EventReader ev(s.oma->api_port(), s.token());
@@ -178,7 +178,7 @@ TEST(GuiApi, EventStreamShowsProgressPerDiskStepsLogAndTheEnd) {
 }
 
 TEST(GuiApi, EventStreamSendsHeartbeatsAndEndsWhenTheOmaStops) {
-  Service s([](OmaConfig& c) { c.events_heartbeat_ms = 100; });
+  GuiService s([](OmaConfig& c) { c.events_heartbeat_ms = 100; });
   EventReader ev(s.oma->api_port(), s.token());
   auto hb = ev.wait_for([](const Frame& f) { return f.event == "heartbeat"; });
   ASSERT_TRUE(hb);
@@ -190,7 +190,7 @@ TEST(GuiApi, EventStreamSendsHeartbeatsAndEndsWhenTheOmaStops) {
 
 TEST(GuiApi, OpenStreamsAreLimitedSoTheyNeverStarveRequests) {
   // Short heartbeats: a stream whose client left is noticed at its next write.
-  Service s([](OmaConfig& c) { c.events_heartbeat_ms = 100; });
+  GuiService s([](OmaConfig& c) { c.events_heartbeat_ms = 100; });
   std::vector<std::unique_ptr<EventReader>> readers;
   for (int i = 0; i < 8; ++i) {
     readers.push_back(std::make_unique<EventReader>(s.oma->api_port(), s.token()));
@@ -212,7 +212,7 @@ TEST(GuiApi, OpenStreamsAreLimitedSoTheyNeverStarveRequests) {
 }
 
 TEST(GuiApi, EventStreamNeedsTheEventStreamAcceptHeader) {
-  Service s;
+  GuiService s;
   auto r = s.api->get("/api/v1/events");
   EXPECT_EQ(r.status, 406);
   EXPECT_NE(r.body.value("error", "").find("text/event-stream"), std::string::npos) << r.raw;
@@ -223,7 +223,7 @@ TEST(GuiApi, GuiListenerServesTheWebAppAndTheSameApi) {
   std::filesystem::create_directories(web.file("assets"));
   std::ofstream(web.file("index.html")) << "<!doctype html><title>OMA GUI</title>";
   std::ofstream(web.file("assets/app-1234.js")) << "console.log(1)";
-  Service s([&](OmaConfig& c) {
+  GuiService s([&](OmaConfig& c) {
     c.gui_listen = "127.0.0.1";
     c.gui_port = 0;
     c.gui_dir = web.path();
@@ -260,7 +260,7 @@ TEST(GuiApi, GuiListenerServesTheWebAppAndTheSameApi) {
 
 TEST(GuiApi, GuiListenerWithoutTheWebAppSaysHowToBuildIt) {
   mk::test::TempDir empty{"mk-oma-noweb"};
-  Service s([&](OmaConfig& c) {
+  GuiService s([&](OmaConfig& c) {
     c.gui_listen = "127.0.0.1";
     c.gui_port = 0;
     c.gui_dir = empty.path();
@@ -274,7 +274,7 @@ TEST(GuiApi, GuiListenerWithoutTheWebAppSaysHowToBuildIt) {
 }
 
 TEST(GuiApi, SchedulesAreValidatedStoredAndSurviveARestart) {
-  Service s;
+  GuiService s;
   const std::string vm = test::test_vm_uuid(2);
   ASSERT_EQ(s.api->post("/api/v1/vms", test::vm_body(vm, 1, MiB).dump()).status, 201);
   const std::string path = "/api/v1/vms/" + vm + "/schedule";
@@ -410,7 +410,7 @@ TEST_F(SchedulerFixture, RecordsWhyAPassCouldNotStartAndPausedSchedulesDoNothing
 }
 
 TEST(GuiApi, DiscoveryMarksTheVmsTheOmaManagesAndAnUnreachableVmaIsSaidSo) {
-  Service s;
+  GuiService s;
   const std::string known = test::test_vm_uuid(5), other = test::test_vm_uuid(6);
   s.vma.add_source_vm(known, "web01", true);
   s.vma.add_source_vm(other, "db01", false);
@@ -487,7 +487,7 @@ TEST(PassStats, PredictedDowntimeScalesRecentIncrementalDurationsByTheChangeWind
 }
 
 TEST(GuiApi, VmListShowsLastPassChangeIdAgeReadinessAndPredictedDowntime) {
-  Service s;
+  GuiService s;
   const std::string vm = test::test_vm_uuid(4);
   ASSERT_EQ(s.api->post("/api/v1/vms", test::vm_body(vm, 2, MiB).dump()).status, 201);
   auto first = s.api->get("/api/v1/vms").body["vms"][0];

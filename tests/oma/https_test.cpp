@@ -155,10 +155,6 @@ std::string plain_http_exchange(int port, const std::string& request) {
   return got;
 }
 
-int mode_of(const std::string& path) {
-  struct stat st{};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
-}
 
 struct HttpsFixture : ::testing::Test {
   mk::test::TempDir dir{"mk-oma-https"};
@@ -220,7 +216,7 @@ TEST_F(HttpsFixture, ListenerNotOnLoopbackSpeaksHttpsByDefaultWithItsOwnKeptCert
     EXPECT_NE(v.cipher.find("AES"), std::string::npos) << v.cipher;  // AES-GCM preferred
     EXPECT_NE(v.cipher.find("GCM"), std::string::npos) << v.cipher;
     EXPECT_NE(std::find(v.ip_names.begin(), v.ip_names.end(), "127.0.0.1"), v.ip_names.end());
-    EXPECT_EQ(mode_of(data + "/https/key.pem"), 0600);
+    EXPECT_EQ(mk::test::file_mode(data + "/https/key.pem"), 0600);
     EXPECT_NE(slurp(log).find(fp), std::string::npos) << "the log names the fingerprint";
 
     auto r = pinned_client(oma.port, fp)->Get("/health");

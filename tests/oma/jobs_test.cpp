@@ -28,14 +28,14 @@ using nlohmann::json;
 using test::ApiClient;
 using test::disk_state;
 
-struct Service {
+struct JobsService {
   mk::test::TempDir dir{"mk-oma-jobs"};
   std::string psk;
   test::FakeVma vma;
   std::unique_ptr<Oma> oma;
   std::unique_ptr<ApiClient> api;
 
-  explicit Service(int vma_timeout_s = 30)
+  explicit JobsService(int vma_timeout_s = 30)
       : psk(dir.file("data/nbd-psk.keys")), vma((std::filesystem::create_directories(dir.file("data")), make_psk())) {
     OmaConfig c = test::test_config(dir.file("data"), vma.url());
     c.vma_timeout_s = vma_timeout_s;
@@ -67,7 +67,7 @@ struct Service {
 };
 
 TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
-  Service s;
+  JobsService s;
   const int64_t size = 4 * MiB;
   std::vector<std::string> images;
   std::vector<std::unique_ptr<mk::test::NbdkitServer>> sources;
@@ -110,7 +110,7 @@ TEST(Jobs, FullThenIncrementalCopyRealDataAndCommitChangeIds) {
 }
 
 TEST(Jobs, CompletesOnlyWhenEveryDiskCompleted) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(2), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(2), "full");
   s.wait_replicated(job);
@@ -139,7 +139,7 @@ std::vector<std::pair<std::string, double>> api_phases(const json& job, size_t d
 
 TEST(Jobs, PhaseTimesAreStoredAsTheVmaReportsThemAndTheOmaAddsReporting) {
   using protocol::PassPhase;
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(3), "full");
   s.wait_replicated(job);
@@ -174,7 +174,7 @@ TEST(Jobs, PhaseTimesAreStoredAsTheVmaReportsThemAndTheOmaAddsReporting) {
 }
 
 TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(3), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(3), "full");
   s.wait_replicated(job);
@@ -195,7 +195,7 @@ TEST(Jobs, FailedDiskFailsTheJobAndCommitsNothing) {
 // failure may still show another disk copying; the OMA stops polling then. Every disk of
 // the ended job is still in an end state, the stopped one saying why.
 TEST(Jobs, ADiskStoppedByAnotherDisksFailureEndsFailedSayingWhy) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(9), 2, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(9), "full");
   s.wait_replicated(job);
@@ -214,7 +214,7 @@ TEST(Jobs, ADiskStoppedByAnotherDisksFailureEndsFailedSayingWhy) {
 }
 
 TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
-  Service s;
+  JobsService s;
   const std::string vm = test::test_vm_uuid(4);
   s.vma.add_source_vm(vm, "web01");
   s.vma.set_findings(vm, {{"independent-disk", protocol::DiskKey(2001), "its mode is independent_persistent",
@@ -244,7 +244,7 @@ TEST(Jobs, APreflightFindingFailsTheJobBeforeAnythingIsCreated) {
 // that disk in full (no base change ID), the other disk stays incremental. Each pass
 // reads its one VM from the VMA (GET /api/v1/vms/{id}), never the whole inventory.
 TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
-  Service s;
+  JobsService s;
   const std::string vm = test::test_vm_uuid(7);
   auto disks = [](int64_t second) {
     return std::vector<protocol::DiscoveredDisk>{{protocol::DiskKey(2000), 0, "Hard disk 1", MiB},
@@ -279,7 +279,7 @@ TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
 }
 
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(4), 1, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(4), "full");
   s.wait_replicated(job);
@@ -295,7 +295,7 @@ TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {
 // A VMA of a newer protocol version: the OMA refuses its answer, the job fails saying
 // which versions met and that the OMA is the one to upgrade, and nothing was started.
 TEST(Jobs, AVmaOfAnotherProtocolVersionFailsTheJobNamingBothVersions) {
-  Service s;
+  JobsService s;
   const int newer = protocol::kVersion + 1;
   s.vma.speak_version(newer);
   s.add_vm(test::test_vm_uuid(8), 1, 1 * MiB);
@@ -319,7 +319,7 @@ TEST(Jobs, AVmaOfAnotherProtocolVersionFailsTheJobNamingBothVersions) {
 }
 
 TEST(Jobs, SilentVmaFailsTheJobAfterTheTimeout) {
-  Service s(1);
+  JobsService s(1);
   s.add_vm(test::test_vm_uuid(5), 1, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(5), "full");
   s.wait_replicated(job);
@@ -334,7 +334,7 @@ TEST(Jobs, SilentVmaFailsTheJobAfterTheTimeout) {
 }
 
 TEST(Jobs, CancelStopsTheVmaAndEndsCancelled) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(6), 1, 1 * MiB);
   std::string job = s.start(test::test_vm_uuid(6), "full");
   s.wait_replicated(job);
@@ -351,7 +351,7 @@ TEST(Jobs, CancelStopsTheVmaAndEndsCancelled) {
 }
 
 TEST(Jobs, OneActiveJobPerVmAndIncrementalNeedsAFullFirst) {
-  Service s;
+  JobsService s;
   s.add_vm(test::test_vm_uuid(7), 1, 1 * MiB);
   auto r = s.api->post("/api/v1/jobs", json{{"vm_id", test::test_vm_uuid(7)}, {"kind", "incremental"}}.dump());
   EXPECT_EQ(r.status, 400) << r.raw;
@@ -364,7 +364,7 @@ TEST(Jobs, OneActiveJobPerVmAndIncrementalNeedsAFullFirst) {
 }
 
 TEST(Jobs, EightVmsTimesTwoDisksAtOnce) {
-  Service s;
+  JobsService s;
   s.vma.set_auto_complete(true);
   std::vector<std::string> jobs;
   for (int i = 0; i < 8; ++i) s.add_vm(test::test_vm_uuid(200 + i), 2, 1 * MiB);
@@ -390,7 +390,7 @@ TEST(Jobs, EightVmsTimesTwoDisksAtOnce) {
 
 // Writes and flushes `bytes` at offset 0 of the job's disk `unit` export, as a VMA's
 // earlier run of the pass did before it was interrupted.
-void write_to_export(Service& s, const std::string& job, size_t unit, uint64_t bytes) {
+void write_to_export(JobsService& s, const std::string& job, size_t unit, uint64_t bytes) {
   protocol::ReplicateRequest req;
   for (const auto& r : s.vma.replicate_requests()) {
     if (r.job_id == job) req = r;
@@ -405,7 +405,7 @@ void write_to_export(Service& s, const std::string& job, size_t unit, uint64_t b
 }
 
 TEST(Jobs, AVmaReportingADiskCompletedWithoutWritingItFailsTheJobAndCommitsNothing) {
-  Service s;
+  JobsService s;
   std::string vm = test::test_vm_uuid(40);
   s.add_vm(vm, 2, 1 * MiB);
   std::string job = s.start(vm, "full");
@@ -438,7 +438,7 @@ TEST(Jobs, AVmaReportingADiskCompletedWithoutWritingItFailsTheJobAndCommitsNothi
 
 // A one-disk full pass of VM `vm` whose VMA reports `reported` for the disk; `meanwhile`
 // runs once the VMA has the job, before the report. Returns the ended job.
-json one_disk_pass(Service& s, const std::string& vm, int64_t capacity, const protocol::DiskProgress& reported,
+json one_disk_pass(JobsService& s, const std::string& vm, int64_t capacity, const protocol::DiskProgress& reported,
                    const std::function<void(const std::string& job)>& meanwhile = {}) {
   s.add_vm(vm, 1, capacity);
   std::string job = s.start(vm, "full");
@@ -449,7 +449,7 @@ json one_disk_pass(Service& s, const std::string& vm, int64_t capacity, const pr
 }
 
 TEST(Jobs, AVmaThatWroteLessThanItReportsFailsTheJob) {
-  Service s;
+  JobsService s;
   std::string vm = test::test_vm_uuid(41);
   s.vma.lie(test::FakeVma::Lie::Half);
   json j = one_disk_pass(s, vm, 2 * MiB, disk_state("2000", protocol::DiskStatus::Completed, 2 * MiB, 2 * MiB, "cbt-a"));
@@ -463,7 +463,7 @@ TEST(Jobs, AVmaThatWroteLessThanItReportsFailsTheJob) {
 // A VMA cannot escape the check by calling every byte resumed: resumed bytes were
 // written in this pass too, by its earlier run.
 TEST(Jobs, AVmaClaimingEveryByteResumedWithoutWritingFailsTheJob) {
-  Service s;
+  JobsService s;
   std::string vm = test::test_vm_uuid(42);
   auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
   done.bytes_resumed = MiB;
@@ -477,7 +477,7 @@ TEST(Jobs, AVmaClaimingEveryByteResumedWithoutWritingFailsTheJob) {
 // then the export server restarted (killed: its supervisor starts a new one), then the
 // resumed run wrote the rest. The count survived the restart, so the pass commits.
 TEST(Jobs, AResumedPassIsAcceptedAcrossAnExportServerRestart) {
-  Service s;
+  JobsService s;
   std::string vm = test::test_vm_uuid(43);
   auto done = disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a");
   done.bytes_resumed = MiB / 2;
@@ -502,7 +502,7 @@ TEST(Jobs, AResumedPassIsAcceptedAcrossAnExportServerRestart) {
 // An honest pass with nothing to copy (an incremental with no change): 0 reported, 0
 // seen, committed.
 TEST(Jobs, AnHonestPassThatCopiedNothingCommits) {
-  Service s;
+  JobsService s;
   std::string vm = test::test_vm_uuid(44);
   json j = one_disk_pass(s, vm, MiB, disk_state("2000", protocol::DiskStatus::Completed, 0, 0, "cbt-a"));
   ASSERT_EQ(j["status"], "completed") << j.dump(2);

@@ -46,11 +46,6 @@ bool signed_by(const std::string& cert_pem, const std::string& ca_pem) {
   return ok;
 }
 
-mode_t mode_of(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return 0;
-  return st.st_mode & 0777;
-}
 
 // A data directory as an OMA from before the shared CA left it: its own CA and one
 // certificate it issued to `vma_id` (STATE/issued/<id>.pem). Returns that certificate.
@@ -93,7 +88,7 @@ TEST_F(NbdClientCaShared, AnOmaWithItsOwnCaAdoptsItIntoTheDatabaseAndItsCertific
   EXPECT_EQ(stored->key_sealed.find("PRIVATE KEY"), std::string::npos) << "sealed, never in clear";
   EXPECT_EQ(mk::test::read_file(state + "/client-ca/ca-cert.pem"), own_ca) << "unchanged: its VMAs keep connecting";
   EXPECT_EQ(shared.certificates().at(kVma1), issued);
-  EXPECT_EQ(mode_of(state + "/client-ca/ca-key.pem"), 0600u);
+  EXPECT_EQ(mk::test::file_mode(state + "/client-ca/ca-key.pem"), 0600);
 
   ca.sync({});  // kVma1 not approved: on the list
   EXPECT_EQ(revoked_serials(ca.nbdkit_dir() + "/ca-crl.pem"), std::set<std::string>{tls::certificate_serial(issued)});

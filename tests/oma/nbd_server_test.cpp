@@ -49,7 +49,7 @@ void make_certificates(const std::string& dir, const mk::test::TempDir& tmp) {
   }
 }
 
-std::string vm_uuid(int i) { return fmt::format("4210a4c2-6b57-4d4b-9d8e-0c1f2a3c{:04x}", i); }
+std::string router_vm_uuid(int i) { return fmt::format("4210a4c2-6b57-4d4b-9d8e-0c1f2a3c{:04x}", i); }
 
 struct NbdServerFixture {
   mk::test::TempDir dir{"mk-oma-nbdsrv"};
@@ -77,7 +77,7 @@ struct NbdServerFixture {
   // Records and publishes an export; verifies it when the server runs.
   ExportRecord provision(int i, int64_t size) {
     VmRecord v;
-    v.vm_id = vm_uuid(i);
+    v.vm_id = router_vm_uuid(i);
     v.name = "vm";
     repos.vms.add_vm(v, {DiskRecord{v.vm_id, "2000", 0, "disk", size}});
     DiskRecord d = repos.vms.list_disks(v.vm_id)[0];
@@ -115,7 +115,7 @@ TEST(NbdServerBackend, ExportsAddedBySighupWhileACopyRuns) {
   EXPECT_EQ(f.server->reloads(), 1);  // one real SIGHUP for the new export
   EXPECT_EQ(f.server->server_pid(), pid);
   EXPECT_EQ(f.server->restarts(), 0);
-  EXPECT_TRUE(mk::test::files_identical(src, f.repos.storage.find_volume(vm_uuid(0), "2000")->device_path));
+  EXPECT_TRUE(mk::test::files_identical(src, f.repos.storage.find_volume(router_vm_uuid(0), "2000")->device_path));
   // nbd-server cannot count what was written: no figure, so the OMA's jobs record that
   // they could not check the VMA's report (never a made-up count).
   EXPECT_FALSE(f.server->written_bytes(target.export_name));

@@ -36,11 +36,11 @@ bool alive(pid_t pid) {
   return in && state != "Z";
 }
 
-using Nbd = std::unique_ptr<nbd_handle, decltype(&nbd_close)>;
+using NbdConnection = std::unique_ptr<nbd_handle, decltype(&nbd_close)>;
 
 // `keys`: a PSK file, or an X.509 client certificates directory.
-Nbd open_export(int port, const std::string& keys, const std::string& name) {
-  Nbd h(nbd_create(), nbd_close);
+NbdConnection open_export(int port, const std::string& keys, const std::string& name) {
+  NbdConnection h(nbd_create(), nbd_close);
   nbd_set_tls(h.get(), LIBNBD_TLS_REQUIRE);
   if (std::filesystem::is_directory(keys)) {
     nbd_set_tls_certificates(h.get(), keys.c_str());
@@ -50,7 +50,7 @@ Nbd open_export(int port, const std::string& keys, const std::string& name) {
   }
   nbd_set_export_name(h.get(), name.c_str());
   // "localhost": the name in the X.509 test server certificate.
-  if (nbd_connect_tcp(h.get(), "localhost", std::to_string(port).c_str()) == -1) return Nbd(nullptr, nbd_close);
+  if (nbd_connect_tcp(h.get(), "localhost", std::to_string(port).c_str()) == -1) return NbdConnection(nullptr, nbd_close);
   return h;
 }
 
@@ -130,7 +130,7 @@ TEST_P(KeptIsolation, AnOmaRestartAdoptsEveryServerAndOpenConnectionsGoOn) {
   int port = first->port();
   pid_t router = first->server_pid(), a = first->vma_server_pid("vma-a-id"), b = first->vma_server_pid("vma-b-id");
   ASSERT_GT(a, 0);
-  Nbd before = open_export(port, keys_a, export_of(kVmA));
+  NbdConnection before = open_export(port, keys_a, export_of(kVmA));
   ASSERT_TRUE(before) << nbd_get_error();
   EXPECT_FALSE(open_export(port, keys_a, export_of(kVmB)));
 

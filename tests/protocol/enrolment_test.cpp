@@ -42,7 +42,7 @@ PairingBundle bundle(NbdTls tls) {
 }
 
 template <typename T>
-test::Decoder decoder() {
+test::Decoder enrolment_decoder() {
   return [](const json& j) { decode<T>(j); };
 }
 
@@ -53,7 +53,7 @@ TEST(Enrolment, BundlesRoundTripWithEitherTlsMode) {
     PairingBundle b = decode<PairingBundle>(j);
     EXPECT_EQ(encode(b), j);
     EXPECT_EQ(b.nbd_tls, tls);
-    expect_every_field_checked(decoder<PairingBundle>(), j);
+    expect_every_field_checked(enrolment_decoder<PairingBundle>(), j);
   }
 }
 
@@ -61,52 +61,52 @@ TEST(Enrolment, TheTlsFieldsMustAgreeWithTheMode) {
   json psk = encode(bundle(NbdTls::Psk));
   json j = psk;
   j["nbd_psk_key"] = nullptr;
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_key");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "nbd_psk_key");
   j = psk;
   j["nbd_ca_cert"] = "-----BEGIN CERTIFICATE-----\nx\n";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_ca_cert");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "nbd_ca_cert");
   j = encode(bundle(NbdTls::X509));
   j["nbd_ca_cert"] = nullptr;
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_ca_cert");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "nbd_ca_cert");
   j = encode(bundle(NbdTls::X509));
   j["nbd_psk_identity"] = "vma-x";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_identity");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "nbd_psk_identity");
   j = psk;
   j["nbd_psk_identity"] = "vma:x";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "nbd_psk_identity");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "nbd_psk_identity");
   j = psk;
   j["ssh_host_key"] = "not a key";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "ssh_host_key");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "ssh_host_key");
   j = psk;
   j["oma_api_url"] = "ftp://oma";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_url");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "oma_api_url");
   j = psk;
   j["ssh_user"] = "root;reboot";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "ssh_user");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "ssh_user");
   // The OMA's HTTPS certificate pin: a SHA-256 fingerprint, and only for an https:// URL.
   j = psk;
   j["oma_api_fingerprint"] = "3a5f0011";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_fingerprint");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "oma_api_fingerprint");
   j = psk;
   j["oma_api_url"] = "http://oma.example:8082";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "oma_api_fingerprint");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "oma_api_fingerprint");
   j["oma_api_fingerprint"] = nullptr;  // plain HTTP: nothing to pin
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "");
   // Only the CA certificate may span lines.
   j = psk;
   j["vma_api_token"] = "mko_abc\nrestrict";
-  EXPECT_EQ(refused_field(decoder<PairingBundle>(), j), "vma_api_token");
+  EXPECT_EQ(refused_field(enrolment_decoder<PairingBundle>(), j), "vma_api_token");
 }
 
 TEST(Enrolment, EnrolRequestAndReplyRoundTripAndCheckEveryField) {
   EnrolRequest r{kVersion, "site-a", "vc-a.example", kKey + " vma-site-a"};
   json j = encode(r);
   EXPECT_EQ(decode<EnrolRequest>(j).ssh_public_key, r.ssh_public_key);
-  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
+  expect_every_field_checked(enrolment_decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
   // A VMA older than versioned protocols sends none: decoded, then refused by the version check.
   j.erase("protocol_version");
   EXPECT_FALSE(decode<EnrolRequest>(j).protocol_version);
-  EXPECT_EQ(refused_field(decoder<EnrolRequest>(),
+  EXPECT_EQ(refused_field(enrolment_decoder<EnrolRequest>(),
                           json{{"protocol_version", 1}, {"name", "a/b"}, {"vcenter", "v"}, {"ssh_public_key", kKey}}),
             "name");
   EnrolReply reply{kVersion,
@@ -117,7 +117,7 @@ TEST(Enrolment, EnrolRequestAndReplyRoundTripAndCheckEveryField) {
                    9081,
                    "an operator approves it"};
   EXPECT_EQ(encode(decode<EnrolReply>(encode(reply))), encode(reply));
-  expect_every_field_checked(decoder<EnrolReply>(), encode(reply));
+  expect_every_field_checked(enrolment_decoder<EnrolReply>(), encode(reply));
 }
 
 // X.509 OMAs: the VMA sends a certificate request for its NBD key, the OMA answers with
@@ -128,19 +128,19 @@ TEST(Enrolment, X509EnrolmentCarriesTheVmasCertificateRequestAndItsCertificate) 
   EnrolRequest r{kVersion, "site-a", "vc-a.example", kKey, csr};
   json j = encode(r);
   EXPECT_EQ(decode<EnrolRequest>(j).nbd_client_csr, csr);
-  expect_every_field_checked(decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
+  expect_every_field_checked(enrolment_decoder<EnrolRequest>(), j, {"protocol_version", "nbd_client_csr"});
   j.erase("nbd_client_csr");  // absent (a PSK VMA may leave it out): none
   EXPECT_FALSE(decode<EnrolRequest>(j).nbd_client_csr);
   j["nbd_client_csr"] = cert;  // a certificate is not a request
-  EXPECT_EQ(refused_field(decoder<EnrolRequest>(), j), "nbd_client_csr");
+  EXPECT_EQ(refused_field(enrolment_decoder<EnrolRequest>(), j), "nbd_client_csr");
 
   EnrolReply reply{kVersion, "4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d", "site-a", "vc-a.example", "pending", 9081,
                    "an operator approves it", cert};
   json rj = encode(reply);
   EXPECT_EQ(decode<EnrolReply>(rj).nbd_client_cert, cert);
-  expect_every_field_checked(decoder<EnrolReply>(), rj);
+  expect_every_field_checked(enrolment_decoder<EnrolReply>(), rj);
   rj["nbd_client_cert"] = csr;
-  EXPECT_EQ(refused_field(decoder<EnrolReply>(), rj), "nbd_client_cert");
+  EXPECT_EQ(refused_field(enrolment_decoder<EnrolReply>(), rj), "nbd_client_cert");
 }
 
 TEST(Enrolment, OnlyEd25519KeysWithoutOptionsAreTaken) {

@@ -121,6 +121,11 @@ void fill_at(const std::string& path, uint64_t offset, uint64_t length, char byt
   write_at(path, offset, std::string(length, byte));
 }
 
+int file_mode(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
+}
+
 std::string read_at(const std::string& path, uint64_t offset, uint64_t length) {
   Fd fd(path, O_RDONLY);
   std::string s(length, '\0');

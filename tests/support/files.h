@@ -37,6 +37,9 @@ void write_random_at(const std::string& path, uint64_t offset, uint64_t length, 
 void fill_at(const std::string& path, uint64_t offset, uint64_t length, char byte);
 
 std::string read_file(const std::string& path);
+// The permission bits of `path` (07777 masked: 0600 for a private key), or -1 when it
+// cannot be stat'ed.
+int file_mode(const std::string& path);
 std::string read_at(const std::string& path, uint64_t offset, uint64_t length);
 uint64_t file_size(const std::string& path);
 

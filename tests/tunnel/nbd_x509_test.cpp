@@ -41,11 +41,6 @@ bool nbd_opens(const std::string& dir, int port, std::string* err = nullptr,
   return rc == 0;
 }
 
-mode_t mode_of(const std::string& path) {
-  struct stat st {};
-  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 0777;
-}
 
 // The subject of a PEM certificate, as openssl prints it ("subject=O = ..., CN = ...").
 std::string subject_and_san(const std::string& cert_file) {
@@ -105,7 +100,7 @@ TEST_F(NbdX509, AClientWithoutACertificateIsRefusedAtTheHandshake) {
   // The operator's directory was only read; the OMA's client CA key is private.
   EXPECT_FALSE(fs::exists(fs::path(lab_.nbd_ca_cert_file()).parent_path() / "ca-crl.pem"));
   std::string state = lab_.oma().config().data_dir + "/nbd-x509";
-  EXPECT_EQ(mode_of(state + "/client-ca/ca-key.pem"), 0600u);
+  EXPECT_EQ(mk::test::file_mode(state + "/client-ca/ca-key.pem"), 0600);
   // The OMA's client trusts the operator's CA (then its own client CA); the router
   // trusts only the OMA's client CA for clients.
   std::string bundle = mk::test::read_file(state + "/nbdkit/ca-cert.pem");
@@ -138,7 +133,7 @@ TEST_F(NbdX509, APairedVmasCertificateCopiesFromApprovalUntilRevocation) {
   add_vm(vm_a, a->paired.vma_id, target_a);
   add_vm(vm_b, b->paired.vma_id, dir_.file("b.img"));
   // The VMA made its key (0600, never sent) and got a certificate naming its id.
-  EXPECT_EQ(mode_of(pki_a + "/client-key.pem"), 0600u);
+  EXPECT_EQ(mk::test::file_mode(pki_a + "/client-key.pem"), 0600);
   std::string names = subject_and_san(pki_a + "/client-cert.pem");
   EXPECT_NE(names.find("CN = " + a->paired.vma_id), std::string::npos) << names;
   EXPECT_NE(names.find("URI:urn:uuid:" + a->paired.vma_id), std::string::npos) << names;

@@ -18,11 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-int mode_of(const std::string& path) {
-  struct stat st{};
-  if (::stat(path.c_str(), &st) != 0) return -1;
-  return st.st_mode & 07777;
-}
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
@@ -71,9 +66,9 @@ TEST(Pairing, BundleImportWritesPrivateFilesAndEnrolsAPendingVma) {
   EXPECT_NE(out.find("/approve"), std::string::npos) << out;
   EXPECT_EQ(paired.tunnel_port, std::stoi(lab.tunnel_port_base()));
 
-  EXPECT_EQ(mode_of(state), 0700);
+  EXPECT_EQ(mk::test::file_mode(state), 0700);
   for (const char* f : {"known_hosts", "nbd-psk.keys", "api.token", "id_ed25519", "id_ed25519.pub", "pairing.json"})
-    EXPECT_EQ(mode_of(state + "/" + f), 0600) << f;
+    EXPECT_EQ(mk::test::file_mode(state + "/" + f), 0600) << f;
   EXPECT_EQ(trim(mk::test::read_file(state + "/api.token")), bundle["vma_api_token"]);
   EXPECT_EQ(trim(mk::test::read_file(state + "/nbd-psk.keys")), psk);
   std::string host_blob = bundle["ssh_host_key"].get<std::string>().substr(12, 68);
@@ -161,7 +156,7 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
   TunnelLab lab;
   auto vma = lab.make_vma("site-a", /*approve=*/true, false, /*start_tunnel=*/false);
   std::string ak = mk::test::read_file(lab.authorized_keys());
-  EXPECT_EQ(mode_of(lab.authorized_keys()), 0600);
+  EXPECT_EQ(mk::test::file_mode(lab.authorized_keys()), 0600);
   std::string pub = trim(mk::test::read_file(vma->state_dir + "/id_ed25519.pub"));
   std::string expected = fmt::format(
       "restrict,port-forwarding,permitlisten=\"127.0.0.1:{}\",permitopen=\"127.0.0.1:{}\",command=\"/bin/false\" {} "
@@ -176,12 +171,12 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
   std::string server_psk = mk::test::read_file(psk_file);
   EXPECT_EQ(server_psk.rfind("oma:", 0), 0u) << server_psk;
   EXPECT_EQ(server_psk.find(trim(vma_psk)), std::string::npos) << server_psk;
-  EXPECT_EQ(mode_of(psk_file), 0600);
+  EXPECT_EQ(mk::test::file_mode(psk_file), 0600);
   std::string identity = vma_psk.substr(0, vma_psk.find(':'));
   std::string own_dir = lab.oma().config().data_dir + "/nbd-isolation/vma/" + identity;
   EXPECT_EQ(trim(mk::test::read_file(own_dir + "/psk.keys")), trim(vma_psk));
-  EXPECT_EQ(mode_of(own_dir + "/psk.keys"), 0600);
-  EXPECT_EQ(mode_of(lab.oma().config().data_dir + "/nbd-isolation/sockets"), 0700);
+  EXPECT_EQ(mk::test::file_mode(own_dir + "/psk.keys"), 0600);
+  EXPECT_EQ(mk::test::file_mode(lab.oma().config().data_dir + "/nbd-isolation/sockets"), 0700);
 
   Reply twice = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin());
   EXPECT_EQ(twice.status, 409) << twice.raw;
@@ -190,7 +185,7 @@ TEST(Pairing, ApprovalWritesOneRestrictedKeyLineAndRevocationRemovesIt) {
   EXPECT_EQ(revoke.body["state"], "revoked");
   EXPECT_EQ(revoke.body["session_ended"], false);  // no tunnel was running
   EXPECT_EQ(mk::test::read_file(lab.authorized_keys()).find("ssh-ed25519"), std::string::npos);
-  EXPECT_EQ(mode_of(lab.authorized_keys()), 0600);
+  EXPECT_EQ(mk::test::file_mode(lab.authorized_keys()), 0600);
   EXPECT_EQ(mk::test::read_file(psk_file), server_psk);
   EXPECT_FALSE(std::filesystem::exists(own_dir)) << "a revoked VMA's NBD key stayed on the OMA";
   EXPECT_EQ(http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/approve", lab.admin()).status, 409);
@@ -298,7 +293,7 @@ TEST(Pairing, TheVmaBinaryPairsFromABundleFile) {
   ASSERT_EQ(rc, 0) << out << mk::test::read_file(dir.file("err"));
   auto paired = mk::vma::load_paired_state(state);
   EXPECT_NE(out.find(paired.vma_id), std::string::npos) << out;
-  EXPECT_EQ(mode_of(state + "/api.token"), 0600);
+  EXPECT_EQ(mk::test::file_mode(state + "/api.token"), 0600);
   // The same bundle again: its code is spent.
   rc = mk::run_capture({VMA_BIN, "pair", "--bundle", dir.file("bundle.json"), "--state-dir", dir.file("state2"),
                         "--name", "again", "--vcenter", "vc"},

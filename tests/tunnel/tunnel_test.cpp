@@ -48,7 +48,7 @@ bool tunnel_answers(const Vma& v) {
 }
 
 // Whether an NBD client with this PSK file (its one identity) can open the export.
-bool nbd_opens(const std::string& psk_file, int port, const std::string& export_name) {
+bool psk_nbd_opens(const std::string& psk_file, int port, const std::string& export_name) {
   std::string psk = mk::test::read_file(psk_file), out;
   std::string identity = psk.substr(0, psk.find(':'));
   return mk::run_capture({"nbdinfo", "--size",
@@ -378,15 +378,15 @@ TEST(Tunnel, RevocationEndsTheSessionAndReconnectionIsRefused) {
   ASSERT_EQ(lab.add_vm("4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0001", vma->paired.vma_id), 201);  // served to its VMA only
   lab.oma().export_server().publish(exp, dir.file("disk.img"));
   int nbd = lab.oma().export_server().port();
-  EXPECT_TRUE(nbd_opens(vma->paired.psk_file(), nbd, exp));
+  EXPECT_TRUE(psk_nbd_opens(vma->paired.psk_file(), nbd, exp));
 
   Reply r = http("POST", lab.api_port(), "/api/v1/vmas/" + vma->paired.vma_id + "/revoke", lab.admin());
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.body["session_ended"], true) << r.raw;
   EXPECT_EQ(r.body["session_pid"], *session) << r.raw;
   EXPECT_TRUE(r.body["warning"].is_null()) << r.raw;
-  EXPECT_FALSE(nbd_opens(vma->paired.psk_file(), nbd, exp));  // its NBD identity is gone too
-  EXPECT_TRUE(nbd_opens(lab.oma().config().tls_psk_file, nbd, exp));  // the OMA's own still works
+  EXPECT_FALSE(psk_nbd_opens(vma->paired.psk_file(), nbd, exp));  // its NBD identity is gone too
+  EXPECT_TRUE(psk_nbd_opens(lab.oma().config().tls_psk_file, nbd, exp));  // the OMA's own still works
 
   // The VMA tries again (with backoff) and is refused every time.
   ASSERT_TRUE(eventually([&] { return vma->tunnel->attempts() >= before + 2; }));

@@ -13,11 +13,11 @@
 namespace mk::engine {
 namespace {
 
-constexpr uint64_t kDisk = 1 << 20;  // 1 MiB
+constexpr uint64_t kAreasDisk = 1 << 20;  // 1 MiB
 constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
 
 // Parses `text` expecting a UsageError; returns its message.
-std::string parse_error(const std::string& text, uint64_t disk_size = kDisk) {
+std::string parse_error(const std::string& text, uint64_t disk_size = kAreasDisk) {
   try {
     parse_changed_areas(text, "areas.json", disk_size);
   } catch (const UsageError& e) {
@@ -41,18 +41,18 @@ std::string parse_error(const std::string& text, uint64_t disk_size = kDisk) {
 // ---------------------------------------------------------------- valid input
 
 TEST(UnitChangedAreas, SingleArea) {
-  EXPECT_EQ(parse_changed_areas(R"([{"start": 0, "length": 4096}])", "a", kDisk),
+  EXPECT_EQ(parse_changed_areas(R"([{"start": 0, "length": 4096}])", "a", kAreasDisk),
             (RangeList{{0, 4096}}));
 }
 
 TEST(UnitChangedAreas, FieldOrderDoesNotMatter) {
-  EXPECT_EQ(parse_changed_areas(R"([{"length": 10, "start": 20}])", "a", kDisk),
+  EXPECT_EQ(parse_changed_areas(R"([{"length": 10, "start": 20}])", "a", kAreasDisk),
             (RangeList{{20, 10}}));
 }
 
 TEST(UnitChangedAreas, EmptyArrayMeansNothingToCopy) {
-  EXPECT_TRUE(parse_changed_areas("[]", "a", kDisk).empty());
-  EXPECT_TRUE(parse_changed_areas(" [ ] \n", "a", kDisk).empty());
+  EXPECT_TRUE(parse_changed_areas("[]", "a", kAreasDisk).empty());
+  EXPECT_TRUE(parse_changed_areas(" [ ] \n", "a", kAreasDisk).empty());
   EXPECT_TRUE(parse_changed_areas("[]", "a", 0).empty());
 }
 
@@ -65,15 +65,15 @@ TEST(UnitChangedAreas, UnsortedOverlappingAdjacentAreasAreNormalised) {
     {"start": 66000, "length": 100},
     {"start": 200000, "length": 1}
   ])";
-  EXPECT_EQ(parse_changed_areas(text, "a", kDisk),
+  EXPECT_EQ(parse_changed_areas(text, "a", kAreasDisk),
             (RangeList{{0, 16384}, {65536, 4096}, {200000, 1}}));
 }
 
 TEST(UnitChangedAreas, AreaEndingExactlyAtEndOfDisk) {
-  EXPECT_EQ(parse_changed_areas(R"([{"start": 1048575, "length": 1}])", "a", kDisk),
-            (RangeList{{kDisk - 1, 1}}));
-  EXPECT_EQ(parse_changed_areas(R"([{"start": 0, "length": 1048576}])", "a", kDisk),
-            (RangeList{{0, kDisk}}));
+  EXPECT_EQ(parse_changed_areas(R"([{"start": 1048575, "length": 1}])", "a", kAreasDisk),
+            (RangeList{{kAreasDisk - 1, 1}}));
+  EXPECT_EQ(parse_changed_areas(R"([{"start": 0, "length": 1048576}])", "a", kAreasDisk),
+            (RangeList{{0, kAreasDisk}}));
 }
 
 TEST(UnitChangedAreas, LargeDiskValues) {
@@ -94,14 +94,14 @@ TEST(UnitChangedAreas, LoadFromFile) {
   unit::TempDir dir;
   std::string path = dir.file("changed.json");
   unit::write_all(path, R"([{"start": 4096, "length": 4096}, {"start": 0, "length": 4096}])");
-  EXPECT_EQ(load_changed_areas(path, kDisk), (RangeList{{0, 8192}}));
+  EXPECT_EQ(load_changed_areas(path, kAreasDisk), (RangeList{{0, 8192}}));
 }
 
 TEST(UnitChangedAreas, LoadMissingFileIsUsageError) {
   unit::TempDir dir;
   std::string path = dir.file("missing.json");
   try {
-    load_changed_areas(path, kDisk);
+    load_changed_areas(path, kAreasDisk);
     FAIL() << "expected UsageError";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
@@ -113,7 +113,7 @@ TEST(UnitChangedAreas, LoadErrorNamesThePath) {
   std::string path = dir.file("bad.json");
   unit::write_all(path, R"([{"start": 0}])");
   try {
-    load_changed_areas(path, kDisk);
+    load_changed_areas(path, kAreasDisk);
     FAIL() << "expected UsageError";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "fake_transport.h"
 #include "unit_temp_dir.h"
+#include "common/units.h"
 
 namespace mk::engine {
 namespace {
@@ -18,14 +19,13 @@ using namespace std::chrono_literals;
 using fake::FakeTransport;
 using fake::Logged;
 
-constexpr uint64_t KiB = 1024;
 
 Chunk data(uint64_t offset, uint64_t length) { return {offset, length, ExtentKind::Data}; }
 Chunk zero(uint64_t offset, uint64_t length) { return {offset, length, ExtentKind::Zero}; }
 
 // A Durability with a fake clock and a checkpoint in a temporary directory.
-struct Harness {
-  explicit Harness(bool with_checkpoint = true, bool flush_at_end = true, bool can_flush = true)
+struct DurabilityHarness {
+  explicit DurabilityHarness(bool with_checkpoint = true, bool flush_at_end = true, bool can_flush = true)
       : transport(std::string(1 << 20, 'x'), std::string(1 << 20, 'x')) {
     if (with_checkpoint) checkpoint = Checkpoint::open(dir.file("copy.checkpoint"), {{"plan", "p"}}, 1 << 20);
     DurabilityOptions o;
@@ -53,7 +53,7 @@ struct Harness {
 };
 
 TEST(UnitDurability, FinalFlushMakesTheConfirmedRangesDurable) {
-  Harness h;
+  DurabilityHarness h;
   h.durability->confirmed(data(0, 64 * KiB));
   h.durability->confirmed(data(64 * KiB, 64 * KiB));  // merges with the previous one
   h.durability->confirmed(zero(128 * KiB, 64 * KiB));
@@ -70,13 +70,13 @@ TEST(UnitDurability, FinalFlushMakesTheConfirmedRangesDurable) {
 }
 
 TEST(UnitDurability, NothingConfirmedNeedsNoFlush) {
-  Harness h;
+  DurabilityHarness h;
   EXPECT_FALSE(h.durability->start_final_flush());
   EXPECT_TRUE(h.transport.log.empty());
 }
 
 TEST(UnitDurability, NoFlushWhenNeitherWanted) {
-  Harness h(false, false);
+  DurabilityHarness h(false, false);
   h.durability->confirmed(data(0, 64 * KiB));
   EXPECT_FALSE(h.durability->start_final_flush());
   h.clock = 10s;
@@ -85,7 +85,7 @@ TEST(UnitDurability, NoFlushWhenNeitherWanted) {
 }
 
 TEST(UnitDurability, CheckpointFlushesComeEveryInterval) {
-  Harness h;
+  DurabilityHarness h;
   h.durability->confirmed(data(0, 64 * KiB));
   h.clock = 999ms;
   h.durability->tick();
@@ -109,7 +109,7 @@ TEST(UnitDurability, CheckpointFlushesComeEveryInterval) {
 }
 
 TEST(UnitDurability, WithoutACheckpointOnlyTheFinalFlush) {
-  Harness h(false);
+  DurabilityHarness h(false);
   h.durability->confirmed(data(0, 64 * KiB));
   h.clock = 10s;
   h.durability->tick();
@@ -122,7 +122,7 @@ TEST(UnitDurability, WithoutACheckpointOnlyTheFinalFlush) {
 // A flush covers what was confirmed before it started: ranges confirmed meanwhile wait
 // for the next flush and are not recorded by this one.
 TEST(UnitDurability, RangesConfirmedDuringAFlushWaitForTheNext) {
-  Harness h;
+  DurabilityHarness h;
   h.durability->confirmed(data(0, 64 * KiB));
   ASSERT_TRUE(h.durability->start_final_flush());
   h.durability->confirmed(data(64 * KiB, 64 * KiB));
@@ -131,7 +131,7 @@ TEST(UnitDurability, RangesConfirmedDuringAFlushWaitForTheNext) {
 }
 
 TEST(UnitDurability, FailedFlushRedoesItsRangesOnly) {
-  Harness h;
+  DurabilityHarness h;
   h.transport.fail = [](const IoRequest& r) { return r.kind == IoKind::Flush ? EIO : 0; };
   h.durability->confirmed(data(0, 64 * KiB));
   h.durability->confirmed(zero(64 * KiB, 1 << 19));
@@ -143,7 +143,7 @@ TEST(UnitDurability, FailedFlushRedoesItsRangesOnly) {
 }
 
 TEST(UnitDurability, RepeatedFlushFailuresEndTheCopy) {
-  Harness h;
+  DurabilityHarness h;
   h.transport.fail = [](const IoRequest& r) { return r.kind == IoKind::Flush ? EIO : 0; };
   for (int attempt = 1; attempt <= 2; ++attempt) {
     h.durability->confirmed(data(0, 64 * KiB));
@@ -161,7 +161,7 @@ TEST(UnitDurability, RepeatedFlushFailuresEndTheCopy) {
 }
 
 TEST(UnitDurability, ASuccessfulFlushResetsTheFailureCount) {
-  Harness h;
+  DurabilityHarness h;
   int flushes = 0;
   h.transport.fail = [&](const IoRequest& r) { return r.kind == IoKind::Flush && flushes++ % 2 == 0 ? EIO : 0; };
   for (int i = 0; i < 6; ++i) {  // fail, succeed, fail, succeed, ...
@@ -174,7 +174,7 @@ TEST(UnitDurability, ASuccessfulFlushResetsTheFailureCount) {
 // The target connection was replaced: every unflushed range is copied again, and the
 // flush that was in flight on the old connection records nothing, even if it succeeds.
 TEST(UnitDurability, ReplacedTargetRedoesEverythingUnflushed) {
-  Harness h;
+  DurabilityHarness h;
   h.durability->confirmed(data(0, 64 * KiB));
   ASSERT_TRUE(h.durability->start_final_flush());
   h.durability->confirmed(data(128 * KiB, 64 * KiB));
@@ -188,7 +188,7 @@ TEST(UnitDurability, ReplacedTargetRedoesEverythingUnflushed) {
 }
 
 TEST(UnitDurability, TargetWithoutFlushRecordsAtOnce) {
-  Harness h(true, true, false);
+  DurabilityHarness h(true, true, false);
   h.durability->confirmed(data(0, 64 * KiB));
   ASSERT_TRUE(h.durability->start_final_flush());
   EXPECT_FALSE(h.durability->flushing());
@@ -198,7 +198,7 @@ TEST(UnitDurability, TargetWithoutFlushRecordsAtOnce) {
 
 // What the fake target saw: the flush covered the writes completed before it.
 TEST(UnitDurability, FlushIsSentThroughTheTransport) {
-  Harness h;
+  DurabilityHarness h;
   std::vector<char> buf(64 * KiB, 'a');
   IoRequest write;
   write.kind = IoKind::Write;

@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "engine/copier.h"
+#include "common/units.h"
 
 namespace mk::engine {
 namespace {
 
-constexpr uint64_t MiB = 1 << 20;
 using K = ExtentKind;
 
 // Checks what every plan must satisfy: entries sorted, non-empty, non-overlapping, their

@@ -153,7 +153,7 @@ struct Request {
   int error = -1;
 };
 
-RecoveryOptions options(unsigned max_retries = 5, milliseconds timeout = 120s) {
+RecoveryOptions recovery_options(unsigned max_retries = 5, milliseconds timeout = 120s) {
   RecoveryOptions o;
   o.max_retries = max_retries;
   o.retry_delay = 200ms;
@@ -191,7 +191,7 @@ TEST(UnitRecovery, BackoffDoublesUpToSixtyFourTimes) {
 
 TEST(UnitRecovery, AnsweredRequestsPassThroughOnce) {
   FakeNetwork net;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   Request read(IoKind::Read, 0), write(IoKind::Write, 4096), zero(IoKind::Zero, 8192), flush(IoKind::Flush);
   for (Request* r : {&read, &write, &zero, &flush}) t.submit(r->io);
   wait_until_done(t, {&read, &write, &zero, &flush});
@@ -209,7 +209,7 @@ TEST(UnitRecovery, FailedRequestIsSentAgainWithDoublingDelay) {
   FakeNetwork net;
   int failures = 0;
   net.fail = [&](const IoRequest& r) { return r.kind == IoKind::Read && failures++ < 3 ? EIO : 0; };
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   Request read(IoKind::Read, 1 << 20);
   t.submit(read.io);
   wait_until_done(t, {&read});
@@ -223,7 +223,7 @@ TEST(UnitRecovery, FailedRequestIsSentAgainWithDoublingDelay) {
 TEST(UnitRecovery, GivesUpAfterMaxRetriesNamingEndpointRequestOffsetAndCause) {
   FakeNetwork net;
   net.fail = [](const IoRequest& r) { return r.kind == IoKind::Write ? ENOSPC : 0; };
-  RecoveringTransport t(net, options(2), [] { return false; });
+  RecoveringTransport t(net, recovery_options(2), [] { return false; });
   Request write(IoKind::Write, 3 << 20, 512);
   t.submit(write.io);
   try {
@@ -241,7 +241,7 @@ TEST(UnitRecovery, GivesUpAfterMaxRetriesNamingEndpointRequestOffsetAndCause) {
 TEST(UnitRecovery, WriteZeroesFailureIsNamedAsSuch) {
   FakeNetwork net;
   net.fail = [](const IoRequest&) { return EIO; };
-  RecoveringTransport t(net, options(0), [] { return false; });
+  RecoveringTransport t(net, recovery_options(0), [] { return false; });
   Request zero(IoKind::Zero, 0, 1 << 30);
   t.submit(zero.io);
   try {
@@ -258,7 +258,7 @@ TEST(UnitRecovery, WriteZeroesFailureIsNamedAsSuch) {
 TEST(UnitRecovery, FlushFailureIsPassedUp) {
   FakeNetwork net;
   net.fail = [](const IoRequest& r) { return r.kind == IoKind::Flush ? EIO : 0; };
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   Request flush(IoKind::Flush);
   t.submit(flush.io);
   wait_until_done(t, {&flush});
@@ -273,7 +273,7 @@ TEST(UnitRecovery, LostTargetIsReopenedAndItsRequestsSentAgain) {
   FakeNetwork net;
   net.silent = {2};  // the first target holds its requests until it dies
   int replaced = 0;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   t.on_target_replaced([&] { ++replaced; });
   Request a(IoKind::Write, 0), b(IoKind::Write, 4096), read(IoKind::Read, 0);
   for (Request* r : {&a, &b, &read}) t.submit(r->io);
@@ -298,7 +298,7 @@ TEST(UnitRecovery, LostSourceIsReopenedWithoutTouchingTheTarget) {
   FakeNetwork net;
   net.silent = {1};
   int replaced = 0;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   t.on_target_replaced([&] { ++replaced; });
   Request read(IoKind::Read, 0);
   t.submit(read.io);
@@ -315,7 +315,7 @@ TEST(UnitRecovery, LostSourceIsReopenedWithoutTouchingTheTarget) {
 // is not sent on the dead one and does not count as a retry.
 TEST(UnitRecovery, RequestsSubmittedWhileDownWaitForTheNewConnection) {
   FakeNetwork net;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   t.connect();
   net.current[Side::Target]->die(ENOTCONN);
   Request write(IoKind::Write, 0);
@@ -329,7 +329,7 @@ TEST(UnitRecovery, RequestsSubmittedWhileDownWaitForTheNewConnection) {
 
 TEST(UnitRecovery, ReopeningBacksOffBetweenAttempts) {
   FakeNetwork net;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   t.connect();
   net.refusals[Side::Target] = 2;
   net.current[Side::Target]->die(ENOTCONN);
@@ -344,7 +344,7 @@ TEST(UnitRecovery, ReopeningBacksOffBetweenAttempts) {
 TEST(UnitRecovery, UnreachableAfterMaxRetriesPlusOneAttempts) {
   FakeNetwork net;
   net.refusals[Side::Target] = 100;
-  RecoveringTransport t(net, options(3), [] { return false; });
+  RecoveringTransport t(net, recovery_options(3), [] { return false; });
   try {
     t.connect();
     FAIL() << "connected to a refusing target";
@@ -358,7 +358,7 @@ TEST(UnitRecovery, UnreachableAfterMaxRetriesPlusOneAttempts) {
 TEST(UnitRecovery, AStoppedCopyStopsReconnecting) {
   FakeNetwork net;
   bool stopped = false;
-  RecoveringTransport t(net, options(), [&] { return stopped; });
+  RecoveringTransport t(net, recovery_options(), [&] { return stopped; });
   t.connect();
   net.refusals[Side::Source] = 100;
   net.current[Side::Source]->die(ENOTCONN);
@@ -369,7 +369,7 @@ TEST(UnitRecovery, AStoppedCopyStopsReconnecting) {
 
 TEST(UnitRecovery, AdoptedConnectionsAreUsedFirst) {
   FakeNetwork net;
-  RecoveringTransport t(net, options(), [] { return false; });
+  RecoveringTransport t(net, recovery_options(), [] { return false; });
   t.adopt(std::make_unique<FakeChannel>(net, Side::Source, 101), std::make_unique<FakeChannel>(net, Side::Target, 102));
   Request read(IoKind::Read, 0), write(IoKind::Write, 0);
   t.submit(read.io);
@@ -385,7 +385,7 @@ TEST(UnitRecovery, AdoptedConnectionsAreUsedFirst) {
 TEST(UnitRecovery, SilentConnectionIsDroppedAfterTheTimeout) {
   FakeNetwork net;
   net.silent = {2};
-  RecoveringTransport t(net, options(5, 2s), [] { return false; });
+  RecoveringTransport t(net, recovery_options(5, 2s), [] { return false; });
   Request write(IoKind::Write, 0);
   t.submit(write.io);
   wait_until_done(t, {&write});
@@ -400,7 +400,7 @@ TEST(UnitRecovery, SilentConnectionIsDroppedAfterTheTimeout) {
 // outstanding is never dropped, however long it is quiet.
 TEST(UnitRecovery, IdleConnectionsAreNeverDropped) {
   FakeNetwork net;
-  RecoveringTransport t(net, options(5, 1s), [] { return false; });
+  RecoveringTransport t(net, recovery_options(5, 1s), [] { return false; });
   t.connect();
   for (int i = 0; i < 20; ++i) t.wait(500);
   EXPECT_EQ(net.shutdowns, 0);
@@ -410,7 +410,7 @@ TEST(UnitRecovery, IdleConnectionsAreNeverDropped) {
 TEST(UnitRecovery, RequestsOfADroppedConnectionFailAsTimedOut) {
   FakeNetwork net;
   net.silent = {2, 3, 4};
-  RecoveringTransport t(net, options(0, 1s), [] { return false; });
+  RecoveringTransport t(net, recovery_options(0, 1s), [] { return false; });
   Request write(IoKind::Write, 8192, 512);
   t.submit(write.io);
   try {

@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "fake_transport.h"
+#include "common/units.h"
 
 namespace mk::engine {
 namespace {
@@ -18,7 +19,6 @@ namespace {
 using fake::FakeTransport;
 using fake::Logged;
 
-constexpr uint64_t KiB = 1024;
 
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 gen(seed);
@@ -27,7 +27,7 @@ std::string random_bytes(size_t n, unsigned seed) {
   return s;
 }
 
-PipelineOptions options(uint64_t request_size, unsigned requests, uint64_t bytes_in_flight) {
+PipelineOptions pipeline_options(uint64_t request_size, unsigned requests, uint64_t bytes_in_flight) {
   PipelineOptions o;
   o.request_size = request_size;
   o.requests = requests;
@@ -45,8 +45,8 @@ void run(RequestPipeline& pipeline, FakeTransport& transport, WorkQueue& queue) 
   ADD_FAILURE() << "the pipeline did not finish";
 }
 
-struct Harness {
-  Harness(std::string source, std::string target, PipelineOptions o)
+struct PipelineHarness {
+  PipelineHarness(std::string source, std::string target, PipelineOptions o)
       : transport(std::move(source), std::move(target)),
         pipeline(transport, o, [this](const Chunk& c) { confirmed.push_back(c); }) {}
   FakeTransport transport;
@@ -63,7 +63,7 @@ uint64_t total(const std::vector<Logged>& requests) {
 TEST(UnitRequestPipeline, DataIsReadThenWrittenAndConfirmedOnce) {
   const uint64_t size = 256 * KiB;
   std::string src = random_bytes(size, 1);
-  Harness h(src, std::string(size, 'x'), options(64 * KiB, 4, 1 << 20));
+  PipelineHarness h(src, std::string(size, 'x'), pipeline_options(64 * KiB, 4, 1 << 20));
   WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
   run(h.pipeline, h.transport, q);
   EXPECT_EQ(h.transport.target, src);
@@ -83,7 +83,7 @@ TEST(UnitRequestPipeline, ZerosReadFromTheSourceBecomeWriteZeroes) {
   const uint64_t size = 128 * KiB;
   std::string src = random_bytes(size, 2);
   std::fill(src.begin() + 64 * KiB, src.end(), '\0');
-  Harness h(src, std::string(size, 'x'), options(64 * KiB, 4, 1 << 20));
+  PipelineHarness h(src, std::string(size, 'x'), pipeline_options(64 * KiB, 4, 1 << 20));
   WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
   run(h.pipeline, h.transport, q);
   EXPECT_EQ(h.transport.target, src);
@@ -97,9 +97,9 @@ TEST(UnitRequestPipeline, ZerosReadFromTheSourceBecomeWriteZeroes) {
 TEST(UnitRequestPipeline, ZerosReadOnAZeroTargetAreNotWritten) {
   const uint64_t size = 128 * KiB;
   std::string src(size, '\0');
-  PipelineOptions o = options(64 * KiB, 4, 1 << 20);
+  PipelineOptions o = pipeline_options(64 * KiB, 4, 1 << 20);
   o.target_is_zero = true;
-  Harness h(src, std::string(size, '\0'), o);
+  PipelineHarness h(src, std::string(size, '\0'), o);
   WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
   run(h.pipeline, h.transport, q);
   EXPECT_EQ(h.transport.of_kind(IoKind::Read).size(), 2u);
@@ -111,9 +111,9 @@ TEST(UnitRequestPipeline, ZerosReadOnAZeroTargetAreNotWritten) {
 
 TEST(UnitRequestPipeline, ZerosOnATargetThatCannotZeroAreWrittenAsData) {
   const uint64_t size = 128 * KiB;
-  PipelineOptions o = options(64 * KiB, 4, 1 << 20);
+  PipelineOptions o = pipeline_options(64 * KiB, 4, 1 << 20);
   o.target_can_zero = false;
-  Harness h(std::string(size, '\0'), std::string(size, 'x'), o);
+  PipelineHarness h(std::string(size, '\0'), std::string(size, 'x'), o);
   WorkQueue q({{0, 64 * KiB, ExtentKind::Data}, {64 * KiB, 64 * KiB, ExtentKind::Zero}}, 64 * KiB, 64 * KiB);
   run(h.pipeline, h.transport, q);
   EXPECT_EQ(h.transport.target, std::string(size, '\0'));
@@ -126,7 +126,7 @@ TEST(UnitRequestPipeline, ZerosOnATargetThatCannotZeroAreWrittenAsData) {
 
 TEST(UnitRequestPipeline, PlanZerosAreZeroedWithoutReading) {
   const uint64_t size = 8 << 20;
-  Harness h(random_bytes(size, 3), std::string(size, 'x'), options(64 * KiB, 4, 1 << 20));
+  PipelineHarness h(random_bytes(size, 3), std::string(size, 'x'), pipeline_options(64 * KiB, 4, 1 << 20));
   WorkQueue q({{0, size, ExtentKind::Zero}}, 64 * KiB, 4 << 20);
   run(h.pipeline, h.transport, q);
   EXPECT_TRUE(h.transport.of_kind(IoKind::Read).empty());
@@ -140,14 +140,14 @@ TEST(UnitRequestPipeline, PlanZerosAreZeroedWithoutReading) {
 TEST(UnitRequestPipeline, RequestsAndBuffersInFlightAreBounded) {
   const uint64_t size = 2 << 20;
   {
-    Harness h(random_bytes(size, 4), std::string(size, 'x'), options(64 * KiB, 8, 3 * 64 * KiB));
+    PipelineHarness h(random_bytes(size, 4), std::string(size, 'x'), pipeline_options(64 * KiB, 8, 3 * 64 * KiB));
     WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
     run(h.pipeline, h.transport, q);
     EXPECT_EQ(h.transport.max_in_flight, 3u);
     EXPECT_EQ(h.transport.target, h.transport.source);
   }
   {
-    Harness h(random_bytes(size, 4), std::string(size, 'x'), options(64 * KiB, 8, 3 * 64 * KiB));
+    PipelineHarness h(random_bytes(size, 4), std::string(size, 'x'), pipeline_options(64 * KiB, 8, 3 * 64 * KiB));
     WorkQueue q({{0, size, ExtentKind::Zero}}, 64 * KiB, 64 * KiB);
     run(h.pipeline, h.transport, q);
     EXPECT_EQ(h.transport.max_in_flight, 8u);
@@ -157,7 +157,7 @@ TEST(UnitRequestPipeline, RequestsAndBuffersInFlightAreBounded) {
 // A byte budget smaller than one request still lets one request through.
 TEST(UnitRequestPipeline, OneRequestAlwaysFitsTheBudget) {
   const uint64_t size = 256 * KiB;
-  Harness h(random_bytes(size, 5), std::string(size, 'x'), options(64 * KiB, 8, 1));
+  PipelineHarness h(random_bytes(size, 5), std::string(size, 'x'), pipeline_options(64 * KiB, 8, 1));
   WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
   run(h.pipeline, h.transport, q);
   EXPECT_EQ(h.transport.max_in_flight, 1u);
@@ -169,7 +169,7 @@ TEST(UnitRequestPipeline, CompletionsOutOfOrder) {
   const uint64_t size = 1 << 20;
   std::string src = random_bytes(size, 6);
   std::fill(src.begin() + 128 * KiB, src.begin() + 256 * KiB, '\0');
-  Harness h(src, random_bytes(size, 7), options(32 * KiB, 16, 1 << 20));
+  PipelineHarness h(src, random_bytes(size, 7), pipeline_options(32 * KiB, 16, 1 << 20));
   h.transport.reverse = true;
   WorkQueue q({{0, size, ExtentKind::Data}}, 32 * KiB, 1 << 20);
   run(h.pipeline, h.transport, q);
@@ -181,7 +181,7 @@ TEST(UnitRequestPipeline, CompletionsOutOfOrder) {
 // request, its offset and the cause.
 TEST(UnitRequestPipeline, AFailureReportedByTheTransportEndsTheCopy) {
   const uint64_t size = 256 * KiB;
-  Harness h(random_bytes(size, 8), std::string(size, 'x'), options(64 * KiB, 4, 1 << 20));
+  PipelineHarness h(random_bytes(size, 8), std::string(size, 'x'), pipeline_options(64 * KiB, 4, 1 << 20));
   h.transport.fail = [](const IoRequest& r) { return r.kind == IoKind::Write && r.offset == 128 * KiB ? ENOSPC : 0; };
   WorkQueue q({{0, size, ExtentKind::Data}}, 64 * KiB, 1 << 20);
   try {

@@ -13,7 +13,7 @@ namespace mk {
 namespace {
 
 constexpr uint64_t TiB = 1024 * GiB;
-constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+constexpr uint64_t kMaxU64 = std::numeric_limits<uint64_t>::max();
 
 uint64_t parse(std::string_view s) { return parse_size(s, "--size"); }
 
@@ -28,7 +28,7 @@ TEST(UnitUnits, ParsePlainNumbers) {
   EXPECT_EQ(parse("1"), 1u);
   EXPECT_EQ(parse("4096"), 4096u);
   EXPECT_EQ(parse("0004096"), 4096u);
-  EXPECT_EQ(parse("18446744073709551615"), kMax);
+  EXPECT_EQ(parse("18446744073709551615"), kMaxU64);
 }
 
 TEST(UnitUnits, ParseBinarySuffixes) {
@@ -110,7 +110,7 @@ TEST(UnitUnits, FormatBytesBinaryUnits) {
   EXPECT_EQ(format_bytes(2 * TiB), "2.0 TiB");
   EXPECT_EQ(format_bytes(1024 * TiB), "1.0 PiB");
   // PiB is the largest unit.
-  EXPECT_EQ(format_bytes(kMax), "16384.0 PiB");
+  EXPECT_EQ(format_bytes(kMaxU64), "16384.0 PiB");
 }
 
 TEST(UnitUnits, FormatThenParseRoundTripsWholeUnits) {

@@ -7,11 +7,11 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#include "common/units.h"
 
 namespace mk::engine {
 namespace {
 
-constexpr uint64_t MiB = 1 << 20;
 
 std::vector<Chunk> drain(WorkQueue& q) {
   std::vector<Chunk> out;

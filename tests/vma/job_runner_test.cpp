@@ -36,7 +36,7 @@ class JobRunnerMemory : public ::testing::Test {
   JobRunnerMemory() {
     write_private_file(dir_.file("password"), "secret\n");
     VcenterConfig c;
-    c.connect.url = "https://127.0.0.1:" + std::to_string(test::free_tcp_port()) + "/sdk";  // nobody listens
+    c.connect.url = "https://127.0.0.1:" + std::to_string(mk::test::free_tcp_port()) + "/sdk";  // nobody listens
     c.connect.user = "user";
     c.connect.password_file = dir_.file("password");
     c.connect.keepalive = std::chrono::seconds(0);
@@ -65,7 +65,7 @@ class JobRunnerMemory : public ::testing::Test {
     return id;
   }
 
-  test::TempDir dir_{"mk-job-runner"};
+  mk::test::TempDir dir_{"mk-job-runner"};
   std::unique_ptr<VCenter> vcenter_;
   std::unique_ptr<JobStore> store_;
 };

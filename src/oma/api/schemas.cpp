@@ -71,6 +71,8 @@ Field uuid_path_param(std::string name, std::string what) {
   return uuid_field(std::move(name), what + " (its UUID)");
 }
 
+Field vm_id_path_param() { return uuid_path_param("vm_id", "the VM"); }
+
 // --- Shared replies ------------------------------------------------------------------
 
 namespace {

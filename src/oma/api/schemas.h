@@ -71,6 +71,7 @@ std::vector<Field> join_fields(std::vector<Field> fields, const std::vector<Fiel
 
 // Path parameters.
 Field uuid_path_param(std::string name, std::string what);  // {vm_id}: "the VM"
+Field vm_id_path_param();                                    // {vm_id} of the VM routes
 
 // The tag of /health, /metrics and the document itself.
 extern const Tag kSystemTag;

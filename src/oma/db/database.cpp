@@ -20,6 +20,8 @@ int64_t now_ms() {
 
 namespace mk::oma::db {
 
+std::string sql_head(const std::string& sql) { return sql.size() > 60 ? sql.substr(0, 60) + "..." : sql; }
+
 int64_t Row::i64(size_t i) const {
   const auto& c = cols_.at(i);
   if (!c) return 0;

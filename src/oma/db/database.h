@@ -42,6 +42,9 @@ int64_t now_ms();
 
 namespace mk::oma::db {
 
+// The start of a statement, for error messages: its first 60 characters.
+std::string sql_head(const std::string& sql);
+
 // A bound parameter: NULL, an integer, a double or text.
 using Value = std::variant<std::monostate, int64_t, double, std::string>;
 

@@ -61,8 +61,6 @@
 namespace mk::oma::db {
 namespace {
 
-std::string head(const std::string& sql) { return sql.size() > 60 ? sql.substr(0, 60) + "..." : sql; }
-
 struct MariadbHost {
   std::string host = "127.0.0.1";
   unsigned port = 3306;
@@ -259,7 +257,7 @@ class MariadbDatabase : public Database {
     fail(mysql_stmt_errno(st), mysql_stmt_error(st), sql, what);
   }
   [[noreturn]] void fail(unsigned err, const char* error, const std::string& sql, const char* what) {
-    std::string msg = fmt::format("{}: '{}' {}: {}", current_, head(sql), what, error);
+    std::string msg = fmt::format("{}: '{}' {}: {}", current_, sql_head(sql), what, error);
     if (err == ER_DUP_ENTRY) throw ConstraintError(msg);
     if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT)
       throw RetryableError(msg + " (a conflicting change committed first, on this or another Galera node)");

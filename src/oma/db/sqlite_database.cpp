@@ -12,8 +12,6 @@ namespace {
 
 // Statements are named in errors by their first words only: enough to find them in
 // the code, and never a bound value.
-std::string head(const std::string& sql) { return sql.size() > 60 ? sql.substr(0, 60) + "..." : sql; }
-
 struct Stmt {
   sqlite3_stmt* s = nullptr;
   ~Stmt() { sqlite3_finalize(s); }
@@ -47,7 +45,7 @@ SqliteDatabase::~SqliteDatabase() { sqlite3_close(db_); }
 Database::Result SqliteDatabase::run(const std::string& sql, const std::vector<Value>& params) {
   Stmt st;
   if (sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &st.s, nullptr) != SQLITE_OK) {
-    throw Error(fmt::format("{}: cannot prepare '{}': {}", describe(), head(sql), sqlite3_errmsg(db_)));
+    throw Error(fmt::format("{}: cannot prepare '{}': {}", describe(), sql_head(sql), sqlite3_errmsg(db_)));
   }
   for (size_t i = 0; i < params.size(); ++i) {
     int idx = static_cast<int>(i + 1);
@@ -60,7 +58,7 @@ Database::Result SqliteDatabase::run(const std::string& sql, const std::vector<V
       const auto& t = std::get<std::string>(v);
       rc = sqlite3_bind_text(st.s, idx, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
     }
-    if (rc != SQLITE_OK) throw Error(fmt::format("{}: cannot bind parameter {} of '{}'", describe(), idx, head(sql)));
+    if (rc != SQLITE_OK) throw Error(fmt::format("{}: cannot bind parameter {} of '{}'", describe(), idx, sql_head(sql)));
   }
   Result r;
   for (;;) {
@@ -81,7 +79,7 @@ Database::Result SqliteDatabase::run(const std::string& sql, const std::vector<V
       r.rows.emplace_back(std::move(cols));
       continue;
     }
-    std::string msg = fmt::format("{}: '{}' failed: {}", describe(), head(sql), sqlite3_errmsg(db_));
+    std::string msg = fmt::format("{}: '{}' failed: {}", describe(), sql_head(sql), sqlite3_errmsg(db_));
     if (sqlite3_extended_errcode(db_) == SQLITE_CONSTRAINT_UNIQUE ||
         sqlite3_extended_errcode(db_) == SQLITE_CONSTRAINT_PRIMARYKEY) {
       throw ConstraintError(msg);

@@ -29,10 +29,6 @@ int free_loopback_port() {
   return ntohs(a.sin_port);
 }
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 std::string node_host_key_alias(const std::string& node_id) {

@@ -19,10 +19,6 @@ namespace {
 
 constexpr const char* kUpLine = "forwarding_success: all expected forwarding replies received";
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 std::string read_from(const std::string& path, uint64_t offset) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";
@@ -35,6 +31,10 @@ std::string read_from(const std::string& path, uint64_t offset) {
 bool contains(const std::string& text, const char* what) { return text.find(what) != std::string::npos; }
 
 }  // namespace
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 std::vector<std::string> ssh_command(const TunnelConfig& c) {
   std::vector<std::string> argv = {

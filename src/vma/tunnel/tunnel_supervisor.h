@@ -63,6 +63,9 @@ struct TunnelConfig {
 // The ssh command line for `config` (exposed for tests and for operators' diagnosis).
 std::vector<std::string> ssh_command(const TunnelConfig& config);
 
+// Now in seconds since the Unix epoch, as TunnelStatus::since says it.
+int64_t unix_now();
+
 class TunnelSupervisor {
  public:
   explicit TunnelSupervisor(TunnelConfig config);

@@ -12,10 +12,8 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Boot checks", "Proof before cutover that a VM's guest boots on KVM: overlays of its replicas "
+const Tag kBootCheckTag{"Boot checks", "Proof before cutover that a VM's guest boots on KVM: overlays of its replicas "
                               "converted and booted in a throwaway VM; the replicas are never written"};
-
-Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
 }  // namespace
 
@@ -28,7 +26,7 @@ std::vector<Route> boot_check_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vms/{vm_id}/boot-check",
       .operation_id = "startBootCheck",
-      .tag = &kTag,
+      .tag = &kBootCheckTag,
       .summary = "Check that the VM's guest boots on KVM, on overlays of its replicas (a job)",
       .description = "Starts a boot check job (kind boot_check): the replicas are inspected read-only, qcow2 "
                      "overlays over them are converted with virt-v2v-in-place and booted in a throwaway qemu "
@@ -38,7 +36,7 @@ std::vector<Route> boot_check_routes(const Services& s) {
                      "never written. The result is stored with the VM (GET /api/v1/vms/{vm_id}/boot-check); the "
                      "job completes when the guest booted and fails with the reason when it did not.",
       .role = "operator",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{202, "the boot check job, started", &kJobStarted},
                     {404, "no such VM"},
                     {409, "the VM cannot be checked now: a disk without a replica or committed change ID, a pass "
@@ -51,13 +49,13 @@ std::vector<Route> boot_check_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/boot-check",
       .operation_id = "getBootCheck",
-      .tag = &kTag,
+      .tag = &kBootCheckTag,
       .summary = "The VM's last boot check, with the picture of its console",
       .description = "The VM's last boot check: whether the guest booted and the evidence, inspection, conversion "
                      "and boot times, the serial console's tail and the VGA console's picture (base64; PNG from "
                      "Debian's qemu). A running check's progress is its job (GET /api/v1/jobs/{job_id}).",
       .role = "viewer",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the last boot check", &kBootCheckDetail},
                     {404, "no such VM, or it has had no boot check yet"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {

@@ -11,7 +11,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Discovery", "The default VMA: its vCenter's VMs and its health"};
+const Tag kDiscoveryTag{"Discovery", "The default VMA: its vCenter's VMs and its health"};
 
 const Schema kDiscovery{{
     text_field("vcenter", "the VMA's vCenter", "vcenter.example.local"),
@@ -40,7 +40,7 @@ std::vector<Route> discovery_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/discover",
       .operation_id = "discover",
-      .tag = &kTag,
+      .tag = &kDiscoveryTag,
       .summary = "VMs in the VMA's vCenter, each marked managed if the OMA knows it",
       .description = "Asks the default VMA for its vCenter's VMs with their disks and NICs; each is marked managed "
                      "when the OMA has it already. (Paired VMAs: GET /api/v1/vmas/{vma_id}/discover.)",
@@ -63,7 +63,7 @@ std::vector<Route> discovery_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vma/health",
       .operation_id = "getDefaultVmaHealth",
-      .tag = &kTag,
+      .tag = &kDiscoveryTag,
       .summary = "The VMA's health (vCenter, tunnel) as the OMA sees it",
       .description = "The default VMA's own report (vCenter reachable, tunnel up), or status unreachable with the "
                      "reason when it does not answer.",

@@ -36,7 +36,7 @@ void stream_events(gui::EventHub& hub, const httplib::Request& req, httplib::Res
       [&hub, sub](bool) { hub.unsubscribe(sub); });
 }
 
-const Tag kTag{"Events", "Live events for the GUI: job progress, states, steps and log"};
+const Tag kEventsTag{"Events", "Live events for the GUI: job progress, states, steps and log"};
 
 const char* kStreamExample =
     "event: job\ndata: {\"job_id\":\"4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d\",\"status\":\"copying\",...}\n\n"
@@ -51,7 +51,7 @@ std::vector<Route> event_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/events",
       .operation_id = "streamEvents",
-      .tag = &kTag,
+      .tag = &kEventsTag,
       .summary = "Live events (server-sent events: job progress per disk, job states, steps, log; heartbeats). "
                  "Needs Accept: text/event-stream",
       .description = "A server-sent event stream: each job's progress (the view of GET "

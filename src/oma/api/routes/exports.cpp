@@ -8,7 +8,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Exports", "The NBD exports (one per VM disk) that the VMAs write into"};
+const Tag kExportsTag{"Exports", "The NBD exports (one per VM disk) that the VMAs write into"};
 
 const Schema kExport{{
     text_field("name", "the export's name", "migration-vm-4210a4c2-6b57-4d4b-9d8e-0c1f2a3b4c5d-disk0"),
@@ -35,7 +35,7 @@ std::vector<Route> export_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/exports",
       .operation_id = "listExports",
-      .tag = &kTag,
+      .tag = &kExportsTag,
       .summary = "List NBD exports (one per VM disk)",
       .description = "Every NBD export the OMA serves (one per VM disk, reused by every pass of that VM) with "
                      "its volume and device, and the export server's process id.",

@@ -10,10 +10,8 @@
 namespace mk::oma::api {
 namespace {
 
-const Tag kTag{"Inspections", "What is installed on a VM's replicas (OS, boot disk, firmware) and whether it can be "
+const Tag kInspectionTag{"Inspections", "What is installed on a VM's replicas (OS, boot disk, firmware) and whether it can be "
                               "converted for KVM, read with virt-inspector; the replicas are never written"};
-
-Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
 
 }  // namespace
 
@@ -26,7 +24,7 @@ std::vector<Route> inspection_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vms/{vm_id}/inspection",
       .operation_id = "startInspection",
-      .tag = &kTag,
+      .tag = &kInspectionTag,
       .summary = "Inspect the VM's guest on its replicas, read-only (a job)",
       .description = "Starts an inspection job (kind inspection): virt-inspector opens the VM's replicas read-only "
                      "and finds the OS (family, distro, version), the root filesystem and the disk that holds it, "
@@ -38,7 +36,7 @@ std::vector<Route> inspection_routes(const Services& s) {
                      "not, and fails only when the inspection could not run. With guest conversion on, the OMA "
                      "also inspects each VM after its full passes (setting inspection.after_pass).",
       .role = "operator",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{202, "the inspection job, started", &kJobStarted},
                     {404, "no such VM"},
                     {409, "the VM cannot be inspected now: a disk without a replica or committed change ID, a pass "
@@ -51,14 +49,14 @@ std::vector<Route> inspection_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/inspection",
       .operation_id = "getInspection",
-      .tag = &kTag,
+      .tag = &kInspectionTag,
       .summary = "The VM's last guest inspection",
       .description = "The VM's last guest inspection, whoever ran it (an operator, the OMA after a pass, a boot "
                      "check, a cutover or test failover): OS, root device, boot disk, firmware as the disks show it "
                      "and as vSphere reports it, and whether the guest can be converted for KVM, and if not, why. "
                      "A running inspection's progress is its job (GET /api/v1/jobs/{job_id}).",
       .role = "viewer",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the last inspection", &kInspection},
                     {404, "no such VM, or it has not been inspected yet"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {

@@ -9,7 +9,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Jobs", "Replication passes (full and incremental), cutovers and test failovers as jobs"};
+const Tag kJobsTag{"Jobs", "Replication passes (full and incremental), cutovers and test failovers as jobs"};
 
 const Schema kStartJobSchema{{
     uuid_field("vm_id", "the VM to replicate"),
@@ -31,7 +31,7 @@ std::vector<Route> job_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/jobs",
       .operation_id = "startJob",
-      .tag = &kTag,
+      .tag = &kJobsTag,
       .summary = "Start a full or incremental replication of a VM",
       .description = "Starts a replication pass of a VM: volumes and exports are prepared (reused on later passes), "
                      "the VMA copies every disk, and the change IDs are committed when every disk is durable.",
@@ -48,7 +48,7 @@ std::vector<Route> job_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/jobs",
       .operation_id = "listJobs",
-      .tag = &kTag,
+      .tag = &kJobsTag,
       .summary = "List jobs (query: vm_id, status)",
       .description = "Every job, or those of one VM and/or in one status, with their totals.",
       .role = "viewer",
@@ -66,7 +66,7 @@ std::vector<Route> job_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/jobs/{job_id}",
       .operation_id = "getJob",
-      .tag = &kTag,
+      .tag = &kJobsTag,
       .summary = "Show a job with its disks, steps and events",
       .description = "A job with the progress of each disk, its steps (what a cutover or test failover did, "
                      "with their outcome) and its log.",
@@ -94,7 +94,7 @@ std::vector<Route> job_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/jobs/{job_id}/progress",
       .operation_id = "getJobProgress",
-      .tag = &kTag,
+      .tag = &kJobsTag,
       .summary = "A job's progress: totals and per disk",
       .description = "A job's bytes done and planned, throughput and ETA, in all and per disk (the event stream "
                      "sends the same view as it changes).",
@@ -112,7 +112,7 @@ std::vector<Route> job_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/jobs/{job_id}/cancel",
       .operation_id = "cancelJob",
-      .tag = &kTag,
+      .tag = &kJobsTag,
       .summary = "Cancel an active job",
       .description = "Asks an active replication pass to stop; the VMA stops copying and the committed change IDs "
                      "stay as they were, so the next pass redoes the work. Cutovers and test failovers cannot be "

@@ -13,7 +13,7 @@ namespace {
 using nlohmann::json;
 using Type = Field::Type;
 
-const Tag kTag{"Network mappings", "Which CloudStack network each VMware network maps to at cutover"};
+const Tag kNetworkMappingsTag{"Network mappings", "Which CloudStack network each VMware network maps to at cutover"};
 
 const Schema kMapping{{
     {.name = "source_network", .description = "VMware network (port group) name", .max_length = 255,
@@ -54,7 +54,7 @@ std::vector<Route> network_mapping_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/network-mappings",
       .operation_id = "listNetworkMappings",
-      .tag = &kTag,
+      .tag = &kNetworkMappingsTag,
       .summary = "VMware network -> CloudStack network mappings",
       .description = "Which CloudStack network a migrated VM's NIC joins, by the VMware network it was on, and "
                      "whether that network accepts the source MAC.",
@@ -65,7 +65,7 @@ std::vector<Route> network_mapping_routes(const Services& s) {
       .method = "PUT",
       .path = "/api/v1/network-mappings",
       .operation_id = "putNetworkMappings",
-      .tag = &kTag,
+      .tag = &kNetworkMappingsTag,
       .summary = "Replace the network mappings",
       .description = "Replaces every mapping; each VMware network may be mapped once.",
       .role = "admin",

@@ -16,7 +16,7 @@ namespace {
 using nlohmann::json;
 using Type = Field::Type;
 
-const Tag kTag{"Nodes", "The OMA nodes sharing this OMA's database, their leases, and which node holds each VM's "
+const Tag kNodesTag{"Nodes", "The OMA nodes sharing this OMA's database, their leases, and which node holds each VM's "
                         "volumes"};
 
 constexpr const char* kNodeIdPattern = "^[a-z0-9][a-z0-9._-]{0,63}$";
@@ -155,7 +155,7 @@ std::vector<Route> node_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/nodes",
       .operation_id = "listNodes",
-      .tag = &kTag,
+      .tag = &kNodesTag,
       .summary = "List the OMA nodes, their leases and the placement queue",
       .description = "Every OMA node registered in this database with its lease as the database's clock judges it "
                      "now, its capacity and use, and the VMs waiting for a node. A single OMA without --node-id "
@@ -184,7 +184,7 @@ std::vector<Route> node_routes(const Services& s) {
         .method = "POST",
         .path = fmt::format("/api/v1/nodes/{{node_id}}/{}", verb),
         .operation_id = verb == std::string("drain") ? "drainNode" : "activateNode",
-        .tag = &kTag,
+        .tag = &kNodesTag,
         .summary = summary,
         .description = "Sets the node's state (kept across its restarts) and answers with the node.",
         .role = "admin",
@@ -205,7 +205,7 @@ std::vector<Route> node_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/placement",
       .operation_id = "getPlacement",
-      .tag = &kTag,
+      .tag = &kNodesTag,
       .summary = "Which node holds a VM's volumes, or why it waits",
       .description = "The VM's placement: its node, or its place in the queue with the limit that keeps it waiting "
                      "and how many slots it needs; and its latest takeover from a dead node, step by step.",
@@ -223,7 +223,7 @@ std::vector<Route> node_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vms/{vm_id}/placement",
       .operation_id = "placeVm",
-      .tag = &kTag,
+      .tag = &kNodesTag,
       .summary = "Place a VM's volumes on the least loaded node that can take them, or queue it",
       .description = "All of a VM's volumes go to one node: the least loaded alive, active node with a free "
                      "data-volume slot per disk (and the space). A VM that fits nowhere waits in the queue, saying "
@@ -239,7 +239,7 @@ std::vector<Route> node_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vms/{vm_id}/move",
       .operation_id = "moveVm",
-      .tag = &kTag,
+      .tag = &kNodesTag,
       .summary = "Move a VM to another node at its next pass",
       .description = "Records an operator's move of a placed VM to a node that can take it (alive, active, with the "
                      "free slots; they are reserved there). Moving it to the node it is on cancels a move.",

@@ -12,7 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Schedules", "Repeating incremental passes per VM (stored; they survive restarts)"};
+const Tag kSchedulesTag{"Schedules", "Repeating incremental passes per VM (stored; they survive restarts)"};
 
 const Schema kScheduleSchema{{
     {.name = "interval_minutes", .type = Field::Type::Integer,
@@ -26,8 +26,6 @@ const Schema kScheduleDeleted{{
     bool_field("deleted", "always true"),
 }};
 
-Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
-
 }  // namespace
 
 std::vector<Route> schedule_routes(const Services& s) {
@@ -39,12 +37,12 @@ std::vector<Route> schedule_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/schedule",
       .operation_id = "getSchedule",
-      .tag = &kTag,
+      .tag = &kSchedulesTag,
       .summary = "A VM's repeating incremental pass",
       .description = "A VM's schedule: its interval, whether it is enabled, when it fires next and what happened "
                      "when it last fired.",
       .role = "viewer",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the schedule", &kSchedule}, {404, "no such VM, or it has no schedule"}},
       .handler = [&schedules, &vms](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = req.param("vm_id");
@@ -57,12 +55,12 @@ std::vector<Route> schedule_routes(const Services& s) {
       .method = "PUT",
       .path = "/api/v1/vms/{vm_id}/schedule",
       .operation_id = "putSchedule",
-      .tag = &kTag,
+      .tag = &kSchedulesTag,
       .summary = "Repeat a VM's incremental pass every interval_minutes (stored; survives restarts)",
       .description = "Creates or changes a VM's schedule. A pass that is due while the VM has an active job is "
                      "skipped (last_result says so).",
       .role = "operator",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .body = &kScheduleSchema,
       .responses = {{200, "the schedule", &kSchedule}, {404, "no such VM"}},
       .handler = [&scheduler](const Request& req, const json& b, const Caller&) -> Reply {
@@ -74,11 +72,11 @@ std::vector<Route> schedule_routes(const Services& s) {
       .method = "DELETE",
       .path = "/api/v1/vms/{vm_id}/schedule",
       .operation_id = "deleteSchedule",
-      .tag = &kTag,
+      .tag = &kSchedulesTag,
       .summary = "Remove a VM's schedule",
       .description = "Removes a VM's schedule; a pass it started goes on.",
       .role = "operator",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the schedule, removed", &kScheduleDeleted}, {404, "the VM has no schedule"}},
       .handler = [&schedules](const Request& req, const json&, const Caller&) -> Reply {
                  std::string id = req.param("vm_id");

@@ -16,7 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Settings", "The OMA's settings, and the CloudStack settings of cutover (admin)"};
+const Tag kSettingsTag{"Settings", "The OMA's settings, and the CloudStack settings of cutover (admin)"};
 
 const Schema kSettingSchema{{
     {.name = "value", .description = "the new value (secrets are sealed at rest)", .max_length = 4096,
@@ -180,7 +180,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/settings",
       .operation_id = "listSettings",
-      .tag = &kTag,
+      .tag = &kSettingsTag,
       .summary = "List settings (secret values are never returned)",
       .description = "Every stored setting with its value, except secrets, whose values are sealed at rest and "
                      "never returned.",
@@ -197,7 +197,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .method = "PUT",
       .path = "/api/v1/settings/{name}",
       .operation_id = "putSetting",
-      .tag = &kTag,
+      .tag = &kSettingsTag,
       .summary = "Set a setting (secrets are encrypted at rest)",
       .description = "Stores one of the settings the OMA knows; secrets (API and secret keys, passwords) are "
                      "sealed with the OMA's key before they are stored. boot_check.after_incremental (\"true\" or "
@@ -225,7 +225,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/settings/cloudstack",
       .operation_id = "getCloudStackSettings",
-      .tag = &kTag,
+      .tag = &kSettingsTag,
       .summary = "CloudStack settings (the keys are never returned)",
       .description = "The CloudStack settings cutover and test failover use (API URL, zone, offerings, template, "
                      "test network, the OMA's MAC), whether the keys are set, and this OMA's id.",
@@ -236,7 +236,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .method = "PUT",
       .path = "/api/v1/settings/cloudstack",
       .operation_id = "putCloudStackSettings",
-      .tag = &kTag,
+      .tag = &kSettingsTag,
       .summary = "Save the CloudStack settings (the secret key sealed at rest)",
       .description = "Saves the CloudStack settings; keys left out keep their stored values. Check them first "
                      "with POST /api/v1/settings/cloudstack/validate.",
@@ -252,7 +252,7 @@ std::vector<Route> settings_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/settings/cloudstack/validate",
       .operation_id = "validateCloudStackSettings",
-      .tag = &kTag,
+      .tag = &kSettingsTag,
       .summary = "Check the CloudStack settings (stored, with the body's changes) against CloudStack",
       .description = "Asks CloudStack whether the stored settings, with the body's changes over them, work: the "
                      "keys sign, and the zone, offerings, template, network and the OMA's VM exist. Saves nothing.",

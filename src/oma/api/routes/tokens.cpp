@@ -10,7 +10,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Tokens", "API tokens (admin): who may call the API, and with which role"};
+const Tag kTokensTag{"Tokens", "API tokens (admin): who may call the API, and with which role"};
 
 const Schema kTokenSchema{{
     {.name = "name", .description = "what the token is for", .max_length = 64, .check = name_check,
@@ -50,7 +50,7 @@ std::vector<Route> token_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/tokens",
       .operation_id = "listTokens",
-      .tag = &kTag,
+      .tag = &kTokensTag,
       .summary = "List API tokens (never the tokens themselves)",
       .description = "Every API token's id, name, role and dates; the database holds only their hashes.",
       .role = "admin",
@@ -67,7 +67,7 @@ std::vector<Route> token_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/tokens",
       .operation_id = "createToken",
-      .tag = &kTag,
+      .tag = &kTokensTag,
       .summary = "Create an API token; the token is shown once",
       .description = "Creates a token with a role; the reply is the only place the token appears (the OMA keeps "
                      "its SHA-256).",
@@ -84,7 +84,7 @@ std::vector<Route> token_routes(const Services& s) {
       .method = "DELETE",
       .path = "/api/v1/tokens/{token_id}",
       .operation_id = "revokeToken",
-      .tag = &kTag,
+      .tag = &kTokensTag,
       .summary = "Revoke an API token",
       .description = "Revokes a token at once: its next request is refused. Revoking the last admin token leaves "
                      "no admin: `oma --reset-admin-token`, run on the OMA's machine, makes a new one.",

@@ -14,7 +14,7 @@ namespace {
 using nlohmann::json;
 using Type = Field::Type;
 
-const Tag kTag{"VMAs", "Paired VMware Migration Appliances: pairing, approval, revocation, health, discovery"};
+const Tag kVmasTag{"VMAs", "Paired VMware Migration Appliances: pairing, approval, revocation, health, discovery"};
 
 const Schema kBundleSchema{{
     {.name = "expires_in_seconds", .type = Type::Integer, .required = false,
@@ -78,7 +78,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vmas/pairing-bundles",
       .operation_id = "createPairingBundle",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "Issue a one-time VMA pairing bundle (host key, NBD PSK, VMA API token, pairing code); shown once",
       .description = "Everything a new VMA needs to pair (give it to `vma pair`): where to open its tunnel and "
                      "send data, the OMA's host key, the NBD TLS key, the token the OMA will present, and a "
@@ -96,7 +96,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vmas/enroll",
       .operation_id = "enrollVma",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "A VMA enrols with its pairing code (Authorization: Pairing CODE; single use) and its SSH key",
       .description = "Called by `vma pair`: the VMA presents its pairing code and SSH key (and, when the OMA "
                      "serves NBD with X.509, a certificate request for its NBD key, answered with its client "
@@ -131,7 +131,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vmas",
       .operation_id = "listVmas",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "List paired VMAs with their tunnel state as the OMA sees it",
       .description = "Every VMA that enrolled, with its state and whether its tunnel port answers on the OMA.",
       .role = "viewer",
@@ -149,7 +149,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vmas/{vma_id}/approve",
       .operation_id = "approveVma",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "Approve a pending VMA: its key may hold its tunnel",
       .description = "Lets a pending VMA's SSH key open its tunnel (and only its own forwarding).",
       .role = "admin",
@@ -162,7 +162,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vmas/{vma_id}/revoke",
       .operation_id = "revokeVma",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "Revoke a VMA: key removed, live SSH session ended",
       .description = "Removes the VMA's key and ends its live SSH session at once; warns when something still "
                      "holds its tunnel port.",
@@ -189,7 +189,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vmas/{vma_id}/health",
       .operation_id = "getVmaHealth",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "A VMA's health through its tunnel, and the tunnel's state",
       .description = "Whether the VMA's tunnel port answers on the OMA and, if it does, the VMA's own report "
                      "(vCenter reachable, tunnel up).",
@@ -203,7 +203,7 @@ std::vector<Route> vma_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vmas/{vma_id}/discover",
       .operation_id = "discoverThroughVma",
-      .tag = &kTag,
+      .tag = &kVmasTag,
       .summary = "The VMs of this VMA's vCenter with disks and NICs (through its tunnel), each marked managed if added",
       .description = "Asks an approved VMA, through its tunnel, for its vCenter's VMs with their disks and NICs; "
                      "each is marked managed when the OMA has it already.",

@@ -16,7 +16,7 @@ namespace {
 using nlohmann::json;
 using Type = Field::Type;
 
-const Tag kTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
+const Tag kVmsTag{"VMs", "The VMs the OMA migrates: added from discovery, with their disks, passes and readiness"};
 
 const Schema kDiskSchema{{
     {.name = "key", .description = "VMware device key", .max_length = 10, .check = disk_key_check, .example = "2000",
@@ -76,8 +76,6 @@ protocol::PreflightFinding target_unavailable(const std::string& vm_id, const st
           fmt::format("VM {}: CloudStack could not be asked: {}", vm_id, why)};
 }
 
-Field vm_param() { return uuid_path_param("vm_id", "the VM"); }
-
 }  // namespace
 
 std::vector<Route> vm_routes(const Services& s) {
@@ -87,7 +85,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms",
       .operation_id = "listVms",
-      .tag = &kTag,
+      .tag = &kVmsTag,
       .summary = "List VMs with their disks, last pass, change-ID age, cutover readiness, predicted downtime and schedule",
       .description = "Every VM the OMA manages with its disks, its newest ended pass, the age of its oldest "
                      "committed change ID, whether it is ready for cutover (and if not, why), the downtime a "
@@ -139,7 +137,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .method = "POST",
       .path = "/api/v1/vms",
       .operation_id = "addVm",
-      .tag = &kTag,
+      .tag = &kVmsTag,
       .summary = "Add a VM from discovery, with its disks",
       .description = "Adds a VM (as GET /api/v1/discover shows it) with its disks and NICs, so that it can be "
                      "replicated. vma_id names the paired VMA that discovered it; its jobs then go through that VMA.",
@@ -192,14 +190,14 @@ std::vector<Route> vm_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}",
       .operation_id = "getVm",
-      .tag = &kTag,
+      .tag = &kVmsTag,
       .summary = "Show a VM with its disks",
       .description = "A VM with its disks (volume, export, committed change ID), its NICs, what a cutover or a "
                      "test failover built for it in CloudStack, its guest as last inspected (in short: GET "
                      "/api/v1/vms/{vm_id}/inspection), and its last boot check (without the picture: "
                      "GET /api/v1/vms/{vm_id}/boot-check).",
       .role = "viewer",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the VM", &kVmDetail}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vm_id");
@@ -227,7 +225,7 @@ std::vector<Route> vm_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/preflight",
       .operation_id = "getVmPreflight",
-      .tag = &kTag,
+      .tag = &kVmsTag,
       .summary = "What would refuse a replication pass or the cutover of the VM, all at once",
       .description = "Asks the VM's VMA to read the VM afresh from vCenter and check what a pass would refuse: "
                      "independent, RDM, shared or encrypted disks, disks without a file, snapshots of its own or "
@@ -239,7 +237,7 @@ std::vector<Route> vm_routes(const Services& s) {
                      "of a blocked VM fails before it creates anything; a cutover is refused before the source is "
                      "touched.",
       .role = "operator",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the findings", &kVmPreflight},
                     {404, "no such VM"},
                     {502, "the VMA did not answer or could not read the VM"}},
@@ -275,12 +273,12 @@ std::vector<Route> vm_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/vms/{vm_id}/disks",
       .operation_id = "listVmDisks",
-      .tag = &kTag,
+      .tag = &kVmsTag,
       .summary = "List a VM's disks with volume, export and committed change ID",
       .description = "A VM's disks by unit: VMware key, capacity, the target volume and NBD export, and the "
                      "committed change ID its next incremental pass starts from.",
       .role = "viewer",
-      .params = {vm_param()},
+      .params = {vm_id_path_param()},
       .responses = {{200, "the disks", &kDiskList}, {404, "no such VM"}},
       .handler = [&repos](auto& req, auto&, auto&) -> Reply {
          std::string id = req.param("vm_id");

@@ -8,7 +8,7 @@ namespace {
 
 using nlohmann::json;
 
-const Tag kTag{"Volumes", "The target volumes (one per VM disk) behind the exports"};
+const Tag kVolumesTag{"Volumes", "The target volumes (one per VM disk) behind the exports"};
 
 const Schema kVolume{{
     text_field("volume_id", "the volume's id (CloudStack's, or the local backend's)", "vol-4210a4c2-disk0"),
@@ -33,7 +33,7 @@ std::vector<Route> volume_routes(const Services& s) {
       .method = "GET",
       .path = "/api/v1/volumes",
       .operation_id = "listVolumes",
-      .tag = &kTag,
+      .tag = &kVolumesTag,
       .summary = "List target volumes (one per VM disk)",
       .description = "Every target volume (one per VM disk, reused by every pass and by the cutover) with its "
                      "device on the OMA.",
