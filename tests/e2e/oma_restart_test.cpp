@@ -119,25 +119,6 @@ class OmaRestart : public VmaFixture {
 
   pid_t export_server_pid() { return api->get("/health").body.value("export_server_pid", -1); }
 
-  // Every disk's OMA volume (from the API) holds exactly the VM's flat file.
-  void expect_targets_match_sources(const std::string& vm_id) {
-    auto disks = api->get("/api/v1/vms/" + vm_id + "/disks");
-    ASSERT_EQ(disks.status, 200) << disks.raw;
-    auto volumes = api->get("/api/v1/volumes");
-    ASSERT_EQ(volumes.status, 200) << volumes.raw;
-    int compared = 0;
-    for (auto& [key, flat] : flats.at(vm_id)) {
-      std::string device;
-      for (const auto& v : volumes.body["volumes"]) {
-        if (v.value("vm_id", "") == vm_id && v.value("disk_key", "") == std::to_string(key)) device = v["device_path"];
-      }
-      ASSERT_FALSE(device.empty()) << "no volume for disk " << key << ": " << volumes.raw;
-      EXPECT_EQ(mk::test::sha256_file(device), mk::test::sha256_file(flat)) << "VM " << vm_id << " disk " << key;
-      ++compared;
-    }
-    EXPECT_EQ(compared, 3);
-  }
-
   std::unique_ptr<OmaBinary> oma_bin;
 };
 
@@ -211,7 +192,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
     EXPECT_FALSE(d["change_id"].get<std::string>().empty());
   }
   std::cout << "full pass: " << j["bytes_done"] << " of " << j["bytes_total"] << " bytes\n";
-  expect_targets_match_sources(v.instance_uuid);
+  EXPECT_EQ(expect_volumes_match_sources(*api, v.instance_uuid), 3);
   expect_no_snapshot_left(v);
   EXPECT_EQ(export_server_pid(), server);
 
@@ -233,7 +214,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
   for (const auto& d : j2["disks"]) {
     EXPECT_EQ(d["bytes_done"].get<uint64_t>(), changed_by_disk[d["disk_key"].get<std::string>()]) << d.dump();
   }
-  expect_targets_match_sources(v.instance_uuid);
+  EXPECT_EQ(expect_volumes_match_sources(*api, v.instance_uuid), 3);
   EXPECT_EQ(export_server_pid(), server) << "the export server's PID changed";
 
   // A clean stop leaves it running too; --stop-export-server ends it by its PID.

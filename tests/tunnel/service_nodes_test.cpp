@@ -25,100 +25,16 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <set>
 #include <thread>
 
-#include "mariadb_server.h"
-#include "oma_process.h"
-#include "oma_service.h"
-#include "support/files.h"
-#include "support/net.h"
-#include "support/sshd_server.h"
-#include "support/temp_dir.h"
-#include "common/subprocess.h"
+#include "service_nodes.h"
 
 namespace mk::oma::test {
 namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-template <typename F>
-bool eventually(F done, int seconds = 60) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
-
-std::string slurp(const std::string& path) {
-  try {
-    return mk::test::read_file(path);
-  } catch (const std::exception&) {
-    return "";
-  }
-}
-
-struct Node {
-  std::string id, address, data, log, keys;
-  std::unique_ptr<mk::test::SshdServer> sshd;
-  std::optional<OmaProcess> process;
-  std::unique_ptr<ApiClient> api;
-};
-
-struct Service {
-  MariadbServer db_server;
-  std::string url = db_server.create_database("oma_tunnels");
-  mk::test::TempDir dir{"mk-service-nodes"};
-  mk::test::PortBlock tunnel_ports{4};
-  std::map<std::string, Node> nodes;
-  std::string admin_from;  // the data directory whose admin token every node accepts
-
-  Node& start(const std::string& id, const std::string& address) {
-    Node& n = nodes[id];
-    n.id = id;
-    n.address = address;
-    n.data = dir.file(id);
-    n.log = dir.file(id + ".log");
-    n.keys = dir.file(id + "-authorized_keys");
-    std::ofstream(n.keys).close();
-    n.sshd = std::make_unique<mk::test::SshdServer>(
-        mk::test::SshdOptions{.authorized_keys_file = n.keys, .extra = {"Match all", "    GatewayPorts clientspecified"}});
-    std::filesystem::create_directories(n.data);
-    if (!admin_from.empty()) {
-      // Every node of a service shares the secrets key and the NBD key.
-      for (const char* f : {"secrets.key", "nbd-psk.keys"})
-        std::filesystem::copy_file(admin_from + "/" + f, n.data + "/" + f,
-                                   std::filesystem::copy_options::overwrite_existing);
-    }
-    n.process.emplace(n.data, "http://127.0.0.1:1", n.log,
-                      std::vector<std::string>{"--database", url, "--node-id", id, "--node-lease-ms", "3000",
-                                               "--ssh-host", "127.0.0.1", "--ssh-port",
-                                               std::to_string(n.sshd->port()), "--ssh-user", "root",
-                                               "--ssh-host-key-file", n.sshd->host_public_key_file(),
-                                               "--authorized-keys-file", n.keys, "--tunnel-port-base",
-                                               std::to_string(tunnel_ports.first()), "--tunnel-address", address});
-    if (admin_from.empty()) admin_from = n.data;
-    n.api = std::make_unique<ApiClient>(n.process->port, read_admin_token(admin_from));
-    return n;
-  }
-  // The VMA's health as `node` reaches it through its own tunnel (null if it does not).
-  json vma_health(Node& n, const std::string& vma_id) {
-    auto r = n.api->get("/api/v1/vmas/" + vma_id + "/health");
-    return r.status == 200 ? r.body["vma"] : json(nullptr);
-  }
-};
-
-// node id -> tunnel state, from a VMA health.
-std::map<std::string, std::string> tunnels_of(const json& health) {
-  std::map<std::string, std::string> out;
-  if (!health.is_object()) return out;
-  for (const auto& t : health["tunnels"]) out[t["node_id"].get<std::string>()] = t["tunnel"]["state"].get<std::string>();
-  return out;
-}
 
 struct VmaRun {
   mk::test::TempDir dir{"mk-vma-nodes"};
@@ -138,9 +54,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   Node& b = s.start("oma-b", "127.0.0.3");
 
   // The bundle names the service: both live nodes, each with its pinned host key.
-  auto r = a.api->post("/api/v1/vmas/pairing-bundles", "{}");
-  ASSERT_EQ(r.status, 201) << r.raw;
-  json bundle = r.body;
+  json bundle = pairing_bundle(a);
   ASSERT_EQ(bundle["nodes"].size(), 2u) << bundle.dump();
   EXPECT_EQ(bundle["nodes"][1]["node_id"], "oma-b");
   EXPECT_EQ(bundle["nodes"][1]["tunnel_address"], "127.0.0.3");
@@ -148,22 +62,10 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   EXPECT_NE(b.sshd->host_public_key().find(bundle["nodes"][1]["ssh_host_key"].get<std::string>()), std::string::npos);
 
   VmaRun vma;
-  std::string bundle_file = vma.dir.file("bundle.json");
-  std::ofstream(bundle_file) << bundle.dump();
-  std::string out;
-  ASSERT_EQ(run_capture({VMA_BIN, "pair", "--bundle", bundle_file, "--state-dir", vma.state, "--name", "site-a",
-                         "--vcenter", "vc-a"},
-                        out),
-            0)
-      << out;
-  json paired = json::parse(slurp(vma.state + "/pairing.json"));
-  std::string id = paired["vma_id"];
-  ASSERT_EQ(paired["nodes"].size(), 2u);
   // Approved on oma-a: oma-b's sshd takes the key too (its own file, from the database).
-  r = a.api->post("/api/v1/vmas/" + id + "/approve", "");
-  ASSERT_EQ(r.status, 200) << r.raw;
-  ASSERT_TRUE(eventually([&] { return slurp(b.keys).find("vma-" + id) != std::string::npos; }, 30))
-      << "oma-b never wrote the VMA approved on oma-a into its authorized_keys:\n" << slurp(b.keys);
+  std::string id = pair_vma(s, a, bundle, VMA_BIN, vma.state);
+  json paired = json::parse(slurp(vma.state + "/pairing.json"));
+  ASSERT_EQ(paired["nodes"].size(), 2u);
   EXPECT_NE(slurp(b.keys).find("permitlisten=\"127.0.0.3:"), std::string::npos) << slurp(b.keys);
 
   std::string pw = vma.dir.file("vc.pw");
@@ -220,7 +122,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
 
   // Revoked on oma-a: every node drops the key and ends its session.
   auto revoked = Clock::now();
-  r = a.api->post("/api/v1/vmas/" + id + "/revoke", "");
+  auto r = a.api->post("/api/v1/vmas/" + id + "/revoke", "");
   ASSERT_EQ(r.status, 200) << r.raw;
   for (Node* n : {&a, &c}) {
     EXPECT_TRUE(eventually([&] { return slurp(n->keys).find("vma-" + id) == std::string::npos; }, 30)) << n->id;

@@ -102,8 +102,9 @@ class VmaFixture : public ::testing::Test {
     mk::test::write_random_at(flats.at(vm_id).at(key), block * kBlock, kBlock, seed);
   }
 
-  // The VM as the VMA discovered it, registered with the OMA.
-  protocol::DiscoveredVm register_vm(const std::string& vm_id) {
+  // The VM as the VMA discovered it, registered with the OMA (as discovered by the paired
+  // VMA `vma_id`, if given: its jobs then go through that VMA).
+  protocol::DiscoveredVm register_vm(const std::string& vm_id, const std::string& vma_id = "") {
     for (const auto& v : client->discover().vms) {
       if (v.vm_id != vm_id) continue;
       nlohmann::json disks = nlohmann::json::array();
@@ -114,6 +115,7 @@ class VmaFixture : public ::testing::Test {
       nlohmann::json body = {{"vm_id", v.vm_id},       {"name", v.name},           {"vcenter", "vcsim"},
                              {"datacenter", v.datacenter}, {"cpus", v.cpus},      {"memory_mb", v.memory_mb},
                              {"guest_os", v.guest_os}, {"power_state", enum_name(v.power_state)}, {"disks", disks}};
+      if (!vma_id.empty()) body["vma_id"] = vma_id;
       auto r = api->post("/api/v1/vms", body.dump());
       EXPECT_EQ(r.status, 201) << r.raw;
       return v;
@@ -139,6 +141,27 @@ class VmaFixture : public ::testing::Test {
       ASSERT_TRUE(vol.has_value()) << "no volume for disk " << key;
       EXPECT_EQ(mk::test::sha256_file(vol->device_path), mk::test::sha256_file(flat)) << "VM " << vm_id << " disk " << key;
     }
+  }
+
+  // Every disk's volume, as the OMA of `oma_api` lists it (its device path), holds exactly
+  // the VM's flat file; for an OMA out of process. Returns how many disks were compared.
+  int expect_volumes_match_sources(oma::test::ApiClient& oma_api, const std::string& vm_id) {
+    auto volumes = oma_api.get("/api/v1/volumes");
+    EXPECT_EQ(volumes.status, 200) << volumes.raw;
+    int compared = 0;
+    for (auto& [key, flat] : flats.at(vm_id)) {
+      std::string device;
+      for (const auto& v : volumes.body["volumes"]) {
+        if (v.value("vm_id", "") == vm_id && v.value("disk_key", "") == std::to_string(key)) device = v["device_path"];
+      }
+      if (device.empty()) {
+        ADD_FAILURE() << "no volume for disk " << key << ": " << volumes.raw;
+        continue;
+      }
+      EXPECT_EQ(mk::test::sha256_file(device), mk::test::sha256_file(flat)) << "VM " << vm_id << " disk " << key;
+      ++compared;
+    }
+    return compared;
   }
 
   // The passes left no snapshot of ours: cleanup (which waits for a pass that is still

@@ -37,6 +37,7 @@ void VmaProcess::start(int port) {
     argv.push_back("--read-rate-limit");
     argv.push_back(options_.read_rate);
   }
+  if (options_.nbd_over_ssh) argv.push_back("--nbd-over-ssh");
   SpawnOptions so;
   so.stdout_path = so.stderr_path = log_;
   process_ = Subprocess::spawn(argv, so);

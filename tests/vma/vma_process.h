@@ -24,6 +24,7 @@ struct VmaProcessOptions {
   int max_disks_per_vm = 4;
   int max_vms = 4;
   std::string read_rate;  // --read-rate-limit, "" for none
+  bool nbd_over_ssh = false;  // --nbd-over-ssh (a paired VMA: STATE/pairing.json)
 };
 
 class VmaProcess {
