@@ -4,13 +4,12 @@
 // with the certificates it issued (they stay valid); a node whose own CA differs takes
 // the database's; each node's revocation list names every node's certificates.
 #include <gtest/gtest.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <set>
 
+#include "client_ca_checks.h"
 #include "common/files.h"
 #include "common/tls.h"
 #include "crl_serials.h"
@@ -28,38 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kVma1 = "0f3c6c1e-2b1a-4c52-9f7e-6f2a1d9e0a01", kVma2 = "0f3c6c1e-2b1a-4c52-9f7e-6f2a1d9e0a02";
-
-X509* read_certificate(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  if (!cert) throw Error("cannot read a certificate");
-  return cert;
-}
-
-// Whether the PEM certificate's signature verifies with the PEM CA certificate's key.
-bool signed_by(const std::string& cert_pem, const std::string& ca_pem) {
-  X509 *cert = read_certificate(cert_pem), *ca = read_certificate(ca_pem);
-  bool ok = X509_verify(cert, X509_get0_pubkey(ca)) == 1;
-  X509_free(cert);
-  X509_free(ca);
-  return ok;
-}
-
-
-// A data directory as an OMA from before the shared CA left it: its own CA and one
-// certificate it issued to `vma_id` (STATE/issued/<id>.pem). Returns that certificate.
-std::string make_own_ca_state(const std::string& state, const std::string& vma_id) {
-  fs::create_directories(state + "/client-ca");
-  fs::create_directories(state + "/issued");
-  tls::make_ca_certificate(state + "/client-ca/ca-cert.pem", state + "/client-ca/ca-key.pem",
-                           "MigrateKit OMA NBD client CA");
-  std::string csr = tls::make_key_and_csr(state + "/../" + vma_id + "-key.pem", vma_id);
-  std::string cert = tls::sign_client_certificate(state + "/client-ca/ca-cert.pem", state + "/client-ca/ca-key.pem",
-                                                  csr, vma_id, "urn:uuid:" + vma_id);
-  write_private_file(state + "/issued/" + vma_id + ".pem", cert);
-  return cert;
-}
 
 struct NbdClientCaShared : ::testing::Test {
   NbdClientCaShared() {

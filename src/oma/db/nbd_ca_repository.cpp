@@ -27,6 +27,9 @@ NbdClientCaRecord NbdCaRepository::insert_ca_if_absent(const NbdClientCaRecord& 
         kCa.insert(db_, candidate);
       } catch (const db::ConstraintError&) {
         // Another node stored its CA between our read and our insert: theirs is the CA.
+        // This transaction cannot see it (MariaDB reads in the snapshot of its first
+        // read), so a new one reads it.
+        throw db::RetryableError("another OMA node stored the NBD client CA first; reading that one");
       }
     }
     stored = kCa.query_written(db_, "WHERE name = ?", {candidate.name}, "the NBD client CA");

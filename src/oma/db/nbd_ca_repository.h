@@ -39,7 +39,8 @@ class NbdCaRepository {
 
   // Stores `candidate` unless the database holds a CA already, and returns the CA it
   // holds now: `candidate`, or the one another node stored first. Safe when several
-  // nodes call it at once (the row's primary key decides; a Galera conflict is retried).
+  // nodes call it at once (the row's primary key decides; a duplicate key or a Galera
+  // conflict runs the transaction again, which reads the row stored).
   NbdClientCaRecord insert_ca_if_absent(const NbdClientCaRecord& candidate);
   std::optional<NbdClientCaRecord> find_ca();
 
