@@ -29,22 +29,14 @@
 #include "support/net.h"
 #include "support/temp_dir.h"
 #include "support/x509.h"
+#include "support/eventually.h"
 
 namespace mk::oma::test {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Polls `done` every 50 ms; false after `seconds` (only stops a hung test).
-template <typename F>
-bool eventually(F done, int seconds = 60) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+using mk::test::eventually;
 
 // Whether libnbd gets through the TLS handshake on localhost:port with the certificates
 // directory `dir` (it lists the exports); `err` gets nbdinfo's.

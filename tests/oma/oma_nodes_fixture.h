@@ -20,6 +20,7 @@
 #include "oma_process.h"
 #include "oma_service.h"
 #include "sim_server.h"
+#include "support/eventually.h"
 
 namespace mk::oma::test {
 
@@ -29,16 +30,7 @@ inline int64_t ms_since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }
 
-// Polls `done` every 50 ms; false after `seconds` (only stops a hung test).
-template <typename F>
-bool eventually(F done, int seconds = 60) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+using mk::test::eventually;
 
 // A job's events, one message a line.
 inline std::string events_text(const nlohmann::json& job) {

@@ -32,19 +32,11 @@
 #include "support/net.h"
 #include "support/sshd_server.h"
 #include "support/temp_dir.h"
+#include "support/eventually.h"
 
 namespace mk::oma::test {
 
-// Polls `done` every 100 ms; false after `seconds` (only stops a hung test).
-template <typename F>
-bool eventually(F done, int seconds = 60) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
+using mk::test::eventually;
 
 // The file's content, "" if it cannot be read (yet).
 inline std::string slurp(const std::string& path) {
