@@ -88,7 +88,8 @@ TEST(TunnelUnit, SshCommandPinsTheHostKeyAndAllowsOnlyTheForwards) {
   for (const char* want : {"-N ", "-F /dev/null ", "-p 443 ", "StrictHostKeyChecking=yes ", "BatchMode=yes ",
                            "IdentitiesOnly=yes ", "ExitOnForwardFailure=yes ", "ServerAliveInterval=15 ",
                            "ServerAliveCountMax=3 ", "UserKnownHostsFile=/var/lib/vma/known_hosts ",
-                           "-R 127.0.0.1:9082:127.0.0.1:8081 ", "oma.example "})
+                           "-R 127.0.0.1:9082:127.0.0.1:8081 ", "Ciphers=^aes128-gcm@openssh.com,",
+                           "oma.example "})
     EXPECT_NE(cmd.find(want), std::string::npos) << want << " in " << cmd;
   EXPECT_EQ(cmd.find("-L"), std::string::npos) << cmd;
   // The host comes last, after "--": ssh never reads it as an option.
@@ -157,6 +158,11 @@ TEST(Tunnel, ApprovedTunnelCarriesTheVmaApiAndShowsInBothHealths) {
     EXPECT_EQ(mk::test::read_file(vma->tunnel->config().log_path).find(secret), std::string::npos);
     EXPECT_EQ(lab.sshd().log().find(secret), std::string::npos);
   }
+  // NBD data may ride this connection: AES-GCM was negotiated, not OpenSSH's default
+  // ChaCha20-Poly1305 (ssh -v logs the choice).
+  EXPECT_NE(mk::test::read_file(vma->tunnel->config().log_path).find("client->server cipher: aes128-gcm@openssh.com"),
+            std::string::npos)
+      << mk::test::read_file(vma->tunnel->config().log_path);
   // The OMA finds the sshd session holding the forward (what revocation ends).
   auto session = mk::oma::tunnel_session_pid(vma->paired.tunnel_port);
   ASSERT_TRUE(session);
