@@ -27,6 +27,9 @@ struct VmaConfig {
   std::string nbd_certificates_dir;
   int max_disks_per_vm = 4;
   int max_vms = 4;
+  // NBD connections per disk copy, when the OMA's export and the disk's reader both allow
+  // multi-conn (one otherwise). Through SSH each is its own channel, with its own window.
+  int nbd_connections = 1;
   std::string snapshot_prefix = "migratekit-";
   std::string vddk_libdir = "/opt/vmware-vix-disklib-distrib";
   std::string vddk_transports = "nbdssl:nbd";

@@ -80,6 +80,10 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
   app.add_option("--max-disks-per-vm", c.max_disks_per_vm, "Disks of one VM copied at once (default 4)")
       ->check(CLI::Range(1, 64));
   app.add_option("--max-vms", c.max_vms, "VMs copied at once; more jobs wait (default 4)")->check(CLI::Range(1, 256));
+  app.add_option("--nbd-connections", c.nbd_connections,
+                 "NBD connections per disk copy, used when the export and the disk's reader allow multi-conn "
+                 "(default 1)")
+      ->check(CLI::Range(1, 16));
   app.add_option("--snapshot-prefix", c.snapshot_prefix, "Name prefix of our snapshots (default migratekit-)");
   app.add_option("--vddk-libdir", c.vddk_libdir, "VDDK directory (default /opt/vmware-vix-disklib-distrib)");
   app.add_option("--vddk-transports", c.vddk_transports, "VDDK transports (default nbdssl:nbd)");

@@ -77,6 +77,7 @@ void Vma::start() {
   RunnerOptions ro;
   ro.max_vms = config_.max_vms;
   ro.max_disks_per_vm = config_.max_disks_per_vm;
+  ro.copy.connections = static_cast<unsigned>(config_.nbd_connections);
   ro.nbd_via_port = config_.nbd_via_port;
   ro.nbd_via = config_.nbd_via;
   ro.work_dir = work;

@@ -597,8 +597,9 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     save(job);
     // Recorded as completed: the checkpoint has nothing more to say.
     if (resumable) std::filesystem::remove(checkpoint.path, ec);
-    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} ({})", job.state.job_id(), disk.key.str(),
-              disk.label, stats.bytes_written, stats.bytes_zeroed, disk.full ? "full" : "incremental", disk.reason);
+    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} ({})",
+              job.state.job_id(), disk.key.str(), disk.label, stats.bytes_written, stats.bytes_zeroed,
+              stats.connections, disk.full ? "full" : "incremental", disk.reason);
   } catch (const std::exception& e) {
     std::lock_guard lock(mu_);
     bool cause = !job.cancel;
