@@ -21,7 +21,6 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -38,13 +37,6 @@ namespace mk::oma {
 namespace {
 
 using nlohmann::json;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string first_line(const std::string& path) {
   std::ifstream in(path);
@@ -198,7 +190,7 @@ struct HttpsFixture : ::testing::Test {
     int rc = run_capture({VMA_BIN, "pair", "--bundle", file, "--state-dir", dir.file("vma-" + name), "--name", name,
                           "--vcenter", "vc.example"},
                          out, dir.file("pair.err"));
-    *err = slurp(dir.file("pair.err"));
+    *err = mk::test::read_file_or_empty(dir.file("pair.err"));
     return rc;
   }
 };
@@ -217,7 +209,7 @@ TEST_F(HttpsFixture, ListenerNotOnLoopbackSpeaksHttpsByDefaultWithItsOwnKeptCert
     EXPECT_NE(v.cipher.find("GCM"), std::string::npos) << v.cipher;
     EXPECT_NE(std::find(v.ip_names.begin(), v.ip_names.end(), "127.0.0.1"), v.ip_names.end());
     EXPECT_EQ(mk::test::file_mode(data + "/https/key.pem"), 0600);
-    EXPECT_NE(slurp(log).find(fp), std::string::npos) << "the log names the fingerprint";
+    EXPECT_NE(mk::test::read_file_or_empty(log).find(fp), std::string::npos) << "the log names the fingerprint";
 
     auto r = pinned_client(oma.port, fp)->Get("/health");
     ASSERT_TRUE(r) << httplib::to_string(r.error());
@@ -237,7 +229,7 @@ TEST_F(HttpsFixture, PlainHttpOffLoopbackIsRefusedWithoutInsecureHttp) {
   int rc = run_capture({OMA_BIN, "--data-dir", data, "--api-listen", "0.0.0.0", "--api-port", "0", "--gui-port", "-1",
                         "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--https", "off"},
                        out, dir.file("refused.err"));
-  std::string err = slurp(dir.file("refused.err"));
+  std::string err = mk::test::read_file_or_empty(dir.file("refused.err"));
   EXPECT_EQ(rc, 2) << err;
   EXPECT_NE(err.find("--insecure-http"), std::string::npos) << err;
   EXPECT_NE(err.find("0.0.0.0"), std::string::npos) << err;
@@ -246,7 +238,7 @@ TEST_F(HttpsFixture, PlainHttpOffLoopbackIsRefusedWithoutInsecureHttp) {
   rc = run_capture({OMA_BIN, "--data-dir", data, "--api-listen", "127.0.0.1", "--api-port", "0", "--gui-listen",
                     "0.0.0.0", "--gui-port", "0", "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--https", "off"},
                    out, dir.file("refused.err"));
-  err = slurp(dir.file("refused.err"));
+  err = mk::test::read_file_or_empty(dir.file("refused.err"));
   EXPECT_EQ(rc, 2) << err;
   EXPECT_NE(err.find("GUI"), std::string::npos) << err;
   // Plain HTTP on loopback stays allowed (local scripts and tests).
@@ -264,7 +256,7 @@ TEST_F(HttpsFixture, PairingBundleCarriesTheFingerprintAndVmaPairPinsIt) {
   std::string err;
   ASSERT_EQ(pair(bundle, "site-a", &err), 0) << err << mk::test::log_tail(log);
   EXPECT_EQ(vma_count(*oma), 1u);
-  json state = json::parse(slurp(dir.file("vma-site-a/pairing.json")));
+  json state = json::parse(mk::test::read_file_or_empty(dir.file("vma-site-a/pairing.json")));
   EXPECT_EQ(state["oma_api_fingerprint"], cert_fingerprint());
 }
 

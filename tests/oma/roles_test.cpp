@@ -7,14 +7,13 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <fstream>
 #include <regex>
-#include <sstream>
 
 #include "oma/api/openapi.h"
 #include "oma/db/config_repository.h"
 #include "oma_process.h"
 #include "oma_service.h"
+#include "support/files.h"
 #include "support/temp_dir.h"
 
 namespace mk::oma {
@@ -22,13 +21,6 @@ namespace {
 
 using nlohmann::json;
 using test::ApiClient;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(toupper(c));
@@ -135,7 +127,7 @@ TEST_F(RolesFixture, ResetAdminTokenAfterTheLastAdminTokenIsRevoked) {
   EXPECT_EQ(admin.get("/api/v1/tokens").status, 401);  // no admin is left
 
   std::string out, err_path = dir.file("reset.err");
-  ASSERT_EQ(run_capture({OMA_BIN, "--data-dir", data, "--reset-admin-token"}, out, err_path), 0) << slurp(err_path);
+  ASSERT_EQ(run_capture({OMA_BIN, "--data-dir", data, "--reset-admin-token"}, out, err_path), 0) << mk::test::read_file_or_empty(err_path);
   EXPECT_NE(out.find(data + "/admin.token"), std::string::npos) << out;
 
   std::string token = test::read_admin_token(data);
@@ -151,7 +143,7 @@ TEST_F(RolesFixture, ResetAdminTokenAfterTheLastAdminTokenIsRevoked) {
   EXPECT_EQ(ApiClient(oma->port, operator_token).get("/api/v1/vms").status, 200);
   EXPECT_EQ(tokens.raw.find(token), std::string::npos);
   oma.reset();  // flushes its log
-  for (const auto& text : {out, slurp(err_path), slurp(log)}) EXPECT_EQ(text.find(token), std::string::npos);
+  for (const auto& text : {out, mk::test::read_file_or_empty(err_path), mk::test::read_file_or_empty(log)}) EXPECT_EQ(text.find(token), std::string::npos);
 }
 
 TEST(Roles, EachRoleMayWhatTheOnesBelowItMay) {
@@ -183,7 +175,7 @@ TEST(ResetAdminToken, RefusesADataDirectoryWithoutADatabase) {
   mk::test::TempDir dir("mk-oma-reset");
   std::string out, err_path = dir.file("reset.err");
   EXPECT_EQ(run_capture({OMA_BIN, "--data-dir", dir.file("typo"), "--reset-admin-token"}, out, err_path), 2);
-  EXPECT_NE(slurp(err_path).find("no OMA database"), std::string::npos) << slurp(err_path);
+  EXPECT_NE(mk::test::read_file_or_empty(err_path).find("no OMA database"), std::string::npos) << mk::test::read_file_or_empty(err_path);
   EXPECT_FALSE(std::filesystem::exists(dir.file("typo")));
 }
 

@@ -141,6 +141,14 @@ uint64_t file_size(const std::string& path) {
 
 std::string read_file(const std::string& path) { return read_at(path, 0, file_size(path)); }
 
+std::string read_file_or_empty(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 // The next offset >= `offset` holding data, or `size` when only a hole follows. Holes
 // read as zeros by definition, so ranges that are holes in both files need no reading:
 // this keeps comparisons of large sparse images fast.

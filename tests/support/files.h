@@ -37,6 +37,9 @@ void write_random_at(const std::string& path, uint64_t offset, uint64_t length, 
 void fill_at(const std::string& path, uint64_t offset, uint64_t length, char byte);
 
 std::string read_file(const std::string& path);
+// read_file(path), or "" when it cannot be read (not written yet, or gone): for logs and
+// files another process writes while the test waits.
+std::string read_file_or_empty(const std::string& path);
 // The permission bits of `path` (07777 masked: 0600 for a private key), or -1 when it
 // cannot be stat'ed.
 int file_mode(const std::string& path);

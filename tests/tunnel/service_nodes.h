@@ -37,15 +37,7 @@
 namespace mk::oma::test {
 
 using mk::test::eventually;
-
-// The file's content, "" if it cannot be read (yet).
-inline std::string slurp(const std::string& path) {
-  try {
-    return mk::test::read_file(path);
-  } catch (const std::exception&) {
-    return "";
-  }
-}
+using mk::test::read_file_or_empty;
 
 struct Node {
   std::string id, address, data, log, keys;
@@ -119,14 +111,14 @@ inline std::string pair_vma(Service& s, Node& approver, const nlohmann::json& bu
                    "--vcenter", "vc-a"},
                   out) != 0)
     throw Error("vma pair failed:\n" + out);
-  std::string id = nlohmann::json::parse(slurp(state_dir + "/pairing.json"))["vma_id"];
+  std::string id = nlohmann::json::parse(read_file_or_empty(state_dir + "/pairing.json"))["vma_id"];
   auto r = approver.api->post("/api/v1/vmas/" + id + "/approve", "");
   if (r.status != 200) throw Error("approving VMA " + id + " on " + approver.id + ": " + r.raw);
   // Approved on one node: every node's sshd takes the key (its own file, from the database).
   for (auto& [node_id, n] : s.nodes) {
-    if (!eventually([&] { return slurp(n.keys).find("vma-" + id) != std::string::npos; }, 30))
+    if (!eventually([&] { return read_file_or_empty(n.keys).find("vma-" + id) != std::string::npos; }, 30))
       throw Error(node_id + " never wrote the VMA approved on " + approver.id + " into its authorized_keys:\n" +
-                  slurp(n.keys));
+                  read_file_or_empty(n.keys));
   }
   return id;
 }

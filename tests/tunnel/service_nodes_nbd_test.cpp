@@ -27,7 +27,7 @@ namespace {
 using nlohmann::json;
 using oma::test::eventually;
 using oma::test::Node;
-using oma::test::slurp;
+using mk::test::read_file_or_empty;
 
 // How many direct-tcpip channels (ssh -L forwards) an sshd log at LogLevel DEBUG shows
 // to loopback port `port` ("server_request_direct_tcpip: originator 127.0.0.1 port 40312,

@@ -64,9 +64,9 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   VmaRun vma;
   // Approved on oma-a: oma-b's sshd takes the key too (its own file, from the database).
   std::string id = pair_vma(s, a, bundle, VMA_BIN, vma.state);
-  json paired = json::parse(slurp(vma.state + "/pairing.json"));
+  json paired = json::parse(read_file_or_empty(vma.state + "/pairing.json"));
   ASSERT_EQ(paired["nodes"].size(), 2u);
-  EXPECT_NE(slurp(b.keys).find("permitlisten=\"127.0.0.3:"), std::string::npos) << slurp(b.keys);
+  EXPECT_NE(read_file_or_empty(b.keys).find("permitlisten=\"127.0.0.3:"), std::string::npos) << read_file_or_empty(b.keys);
 
   std::string pw = vma.dir.file("vc.pw");
   std::ofstream(pw) << "unused\n";
@@ -100,7 +100,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   };
   std::printf("figure: oma-c started -> the VMA called through its tunnel on oma-c: %lld ms\n",
               static_cast<long long>(ms(c_started)));
-  EXPECT_NE(slurp(vma.state + "/pairing.json").find("oma-c"), std::string::npos);
+  EXPECT_NE(read_file_or_empty(vma.state + "/pairing.json").find("oma-c"), std::string::npos);
   // On the VMA, `vma status` lists each node's tunnel (degraded: its vCenter is not there).
   std::string status;
   EXPECT_EQ(run_capture({VMA_BIN, "status", "--state-dir", vma.state}, status), 1) << status;
@@ -125,7 +125,7 @@ TEST(ServiceNodes, AVmaHoldsATunnelToEveryLiveNodeAndLosesThemAllWhenRevoked) {
   auto r = a.api->post("/api/v1/vmas/" + id + "/revoke", "");
   ASSERT_EQ(r.status, 200) << r.raw;
   for (Node* n : {&a, &c}) {
-    EXPECT_TRUE(eventually([&] { return slurp(n->keys).find("vma-" + id) == std::string::npos; }, 30)) << n->id;
+    EXPECT_TRUE(eventually([&] { return read_file_or_empty(n->keys).find("vma-" + id) == std::string::npos; }, 30)) << n->id;
     EXPECT_TRUE(eventually([&] { return n->sshd->session_pids().empty(); }, 30))
         << n->id << " still has the revoked VMA's session";
   }
