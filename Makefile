@@ -3,7 +3,7 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-guest test-guest-ci test-appliance test-appliance-oma test-upgrade appliance demo bench bench-scale deb clean fuzz fuzz-build property test-sanitize test-sanitize-ci test-tsan
+.PHONY: all deps build test test-guest test-guest-ci test-appliance test-appliance-oma test-upgrade appliance demo bench bench-scale bench-vms bench-cutover deb clean fuzz fuzz-build property test-sanitize test-sanitize-ci test-tsan
 
 all: build
 
@@ -130,7 +130,18 @@ appliance: deb
 	  --ova $(BUILD_DIR)/appliance/images/migratekit-vma.ova --cache-dir $(BUILD_DIR)/appliance/debootstrap-cache
 
 bench: build
-	bench/copy; s=$$?; bench/vma_pass --bin-dir $(BUILD_DIR)/bin || s=$$?; bench/scale --build-dir $(BUILD_DIR) || s=$$?; exit $$s
+	bench/copy; s=$$?; bench/vma_pass --bin-dir $(BUILD_DIR)/bin || s=$$?; bench/vma_pass --build-dir $(BUILD_DIR) --vms 4 --modes direct || s=$$?; \
+	  bench/cutover --build-dir $(BUILD_DIR) || s=$$?; bench/scale --build-dir $(BUILD_DIR) || s=$$?; exit $$s
+
+# 4 VMs x 2 disks through one OMA at once against one nbdcopy per disk at once
+# (bench/README.md, "Several VMs in one OMA"; issue 14 item 7).
+bench-vms: build
+	bench/vma_pass --build-dir $(BUILD_DIR) --vms 4 --modes direct
+
+# A cutover's downtime against its final pass's copy time and the OMA's prediction
+# (bench/README.md, "Cutover downtime"; issue 14 item 6).
+bench-cutover: build
+	bench/cutover --build-dir $(BUILD_DIR)
 
 # VMs per hour through one OMA node and three, and GET /api/v1/vms latency with 1,000 VMs
 # (bench/README.md, "Several OMA nodes"); builds only what it needs.
