@@ -193,8 +193,10 @@ class OmaApi:
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
                  read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False,
-                 target_sha256=None, disk_images=None, convert_guests=False):
+                 target_sha256=None, disk_images=None, convert_guests=False, vma_args=()):
         self.work = work
+        # More options of `vma run` (benchmarks compare settings, e.g. --nbd-connections 2).
+        self.vma_args = list(vma_args)
         # oma --convert-guests: a cutover inspects the volumes and converts the guest for KVM
         # (virt-v2v-in-place) after the final pass; the final disks then differ from the source.
         self.convert_guests = convert_guests
@@ -467,6 +469,7 @@ class MigrationLab:
             argv.append("--nbd-over-ssh")
         if self.read_rate_limit:
             argv += ["--read-rate-limit", self.read_rate_limit]
+        argv += self.vma_args
         p = self.spawn("vma", argv)
         wait_for("the VMA's SSH tunnel to the OMA", self.tunnel_up, 120, p.proc, p.log, interval=0.3)
 
