@@ -17,6 +17,8 @@
 // bytes in flight (request size × requests, capped by bytes_in_flight) and those
 // confirmed within one checkpoint interval (1 s) at the reader's rate limit, written but
 // maybe not flushed and so copied again — and every disk equals its source by sha256.
+// When the pass's snapshot was removed in vSphere during the outage, every disk starts
+// over on a new snapshot instead, says why, and ends identical.
 // Conditions are waited for with a bound (the bound only stops a hung test); no time is
 // asserted.
 #include <gtest/gtest.h>
@@ -269,6 +271,38 @@ TEST_F(OutageResume, OmaKilledAtSixtyPercentWithItsExportServersTheCopyResumesWh
   int recovered = 0;
   for (const auto& e : j["events"]) recovered += e.value("message", "").starts_with("OMA restarted: resuming");
   EXPECT_EQ(recovered, 1) << j["events"].dump(2);
+}
+
+// The pass's snapshot is removed in vSphere while the target is away: the disk cannot
+// resume on it, so every disk starts over on a new snapshot, says why, and ends identical.
+TEST_F(OutageResume, ASnapshotRemovedDuringTheOutageStartsEveryDiskOverAndSaysWhy) {
+  std::string job = start_full_pass(900);
+  pid_t server = export_server_pid();
+  ASSERT_GT(server, 0);
+  data_disk_at(job, 0.6);
+  oma_bin->signal(SIGSTOP);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  auto snaps = vsphere::list_snapshots(*session, vm.ref);
+  ASSERT_EQ(snaps.size(), 1u);
+  std::string gone = snaps[0].ref.value;
+  vsphere::remove_snapshot(*session, vm_at("DC0/vm/DC0_H0_VM0"), snaps[0].ref);
+  oma_bin->signal(SIGCONT);
+
+  json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  for (const auto& d : client->progress(job).disks) {
+    ASSERT_TRUE(d.restarted.has_value()) << "disk " << d.disk_key << " does not say why it started over";
+    EXPECT_NE(d.restarted->find(gone), std::string::npos) << *d.restarted;
+    EXPECT_EQ(d.bytes_resumed, 0) << "disk " << d.disk_key << " resumed from a pass on another snapshot";
+  }
+  int notes = 0;
+  for (const auto& e : j["events"]) notes += e.value("message", "").find("started over: the pass could not resume") != std::string::npos;
+  EXPECT_EQ(notes, 2) << j["events"].dump(2);
+  EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
+  expect_no_snapshot_left(vm);
 }
 
 }  // namespace
