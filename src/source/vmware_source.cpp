@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/server_probe.h"
 #include "source/change_ids.h"
 #include "vsphere/preflight.h"
 #include "vsphere/vm_ops.h"
@@ -59,11 +60,12 @@ class VmwarePass : public Pass {
     while (i < disks_.size() && disks_[i].key != key) ++i;
     if (i == disks_.size() || closed_) throw Error(fmt::format("VM {}: the pass has no disk {}", vm_.name, key.str()));
     if (restart) {
+      std::string old_log = log_tail(readers_[i]->log_path());  // why it stopped serving, if it said
       readers_[i].reset();  // the old nbdkit first: VDDK may hold the disk
       readers_[i] = start_reader_[i]();
       disks_[i].uri = readers_[i]->uri();
-      log::info("VM {}: disk {} ({}): its reader was restarted on snapshot {}", vm_.name, key.str(), disks_[i].label,
-                snapshot_.value);
+      log::info("VM {}: disk {} ({}): its reader was restarted on snapshot {}; the old reader's log: {}", vm_.name,
+                key.str(), disks_[i].label, snapshot_.value, old_log.empty() ? "(empty)" : old_log);
     }
     return disks_[i].uri;
   }

@@ -215,9 +215,11 @@ class OutageResume : public VmaFixture {
     std::cout << what << ": the VMA's log: " << count("resuming it from its checkpoint in") << " resume(s) waited for, "
               << count("no longer serves") << " reader(s) restarted, " << count("completed after") << " disk(s) "
               << "completed after resuming\n";
-    if (size_t at = vma_log.find("no longer serves"); at != std::string::npos) {
-      size_t from = vma_log.rfind('\n', at);
-      std::cout << what << ": " << vma_log.substr(from + 1, vma_log.find('\n', at) - from - 1) << "\n";
+    for (const char* line : {"no longer serves", "its reader was restarted"}) {
+      if (size_t at = vma_log.find(line); at != std::string::npos) {
+        size_t from = vma_log.rfind('\n', at);
+        std::cout << what << ": " << vma_log.substr(from + 1, vma_log.find('\n', at) - from - 1) << "\n";
+      }
     }
     EXPECT_GE(count("completed after"), 1) << "the VMA's log does not say a disk completed after resuming";
     EXPECT_GT(done->bytes_resumed, 0) << "nothing was resumed";
