@@ -716,6 +716,8 @@ engine::CopyStats JobRunner::copy_resuming(Job& job, size_t index, source::DiskP
         log::warn("job {}: disk {} ({}): its reader no longer serves ({}); restarting it", job.state.job_id(),
                   disk.key.str(), disk.label, r.what());
       }
+      // A reader restarted here is this thread's child (it dies with the thread: the
+      // parent-death signal), and only this thread's copy of this disk reads from it.
       disk.uri = pass.resume_disk(disk.key, !serves);
     }
   }
