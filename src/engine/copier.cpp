@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <exception>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -73,9 +74,13 @@ class Worker {
       transport_.connect();  // even a worker that gets no work holds its connections
       loop();
     } catch (const std::exception& e) {
+      error_ = std::current_exception();
       queue_.fail(e.what());
     }
   }
+
+  // What ended this worker's loop, if it threw (EndpointLost keeps its type this way).
+  std::exception_ptr error() const { return error_; }
 
   // When this worker last had nothing more to write and asked for its final flush.
   std::optional<Clock::time_point> final_flush_asked() const { return final_flush_asked_; }
@@ -128,7 +133,19 @@ class Worker {
   RequestPipeline pipeline_;
   Durability durability_;
   std::optional<Clock::time_point> final_flush_asked_;
+  std::exception_ptr error_;
 };
+
+// Opens the copy's first connection to `endpoint`; one that cannot be opened is lost.
+std::unique_ptr<NbdConnection> open_endpoint(const Endpoint& endpoint, Side side) {
+  try {
+    return NbdConnection::open(endpoint);
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    throw EndpointLost(side, e.what());
+  }
+}
 
 }  // namespace
 
@@ -145,8 +162,8 @@ CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& 
   auto started = Clock::now();
   CopyOptions opt = options;
 
-  auto src0 = open.source ? std::move(open.source) : NbdConnection::open(source);
-  auto dst0 = open.target ? std::move(open.target) : NbdConnection::open(target);
+  auto src0 = open.source ? std::move(open.source) : open_endpoint(source, Side::Source);
+  auto dst0 = open.target ? std::move(open.target) : open_endpoint(target, Side::Target);
   if (dst0->read_only()) {
     throw UsageError(fmt::format("{}: the export is read-only", target.describe()));
   }
@@ -186,7 +203,18 @@ CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& 
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
   for (auto& t : threads) t.join();
 
-  if (queue.failed()) throw Error(queue.error());
+  if (queue.failed()) {
+    // The first failure, with its type, when a worker threw it (not a cancellation).
+    for (auto& w : workers) {
+      if (!w->error()) continue;
+      try {
+        std::rethrow_exception(w->error());
+      } catch (const std::exception& e) {
+        if (queue.error() == e.what()) throw;
+      }
+    }
+    throw Error(queue.error());
+  }
   std::optional<Clock::time_point> flush_asked;
   for (auto& w : workers) {
     w->add_stats(total);

@@ -75,7 +75,9 @@ struct OpenConnections {
   std::unique_ptr<NbdConnection> target;
 };
 
-// Copies `plan` minus `already_done`. Throws mk::Error on failure or cancellation.
+// Copies `plan` minus `already_done`. Throws mk::Error on failure or cancellation,
+// EndpointLost (engine/endpoint_lost.h) when the source or the target could not be
+// reached any more.
 CopyStats copy_plan(const Endpoint& source, const Endpoint& target, const Plan& plan,
                     const RangeList& already_done, const CopyOptions& options,
                     OpenConnections open = {});

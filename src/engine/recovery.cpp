@@ -16,6 +16,10 @@ namespace {
 // the reconnection or the time-out), not once per request.
 bool connection_error(int err) { return err == ENOTCONN || err == ESHUTDOWN; }
 
+// A request that failed because its server went away or stopped answering, not because
+// the server refused it.
+bool went_away(int err) { return connection_error(err) || err == ETIMEDOUT || err == ECONNRESET || err == EPIPE; }
+
 }  // namespace
 
 std::chrono::milliseconds backoff(std::chrono::milliseconds base, unsigned failures) {
@@ -133,8 +137,11 @@ void RecoveringTransport::failed(Attempt& a) {
   ++retries_;
   const IoRequest& r = a.inner;
   if (a.failures > options_.max_retries) {
-    throw Error(fmt::format("{}: {} of {} bytes at offset {} failed after {} attempts: {}", net_.describe(a.side),
-                            io_kind_name(r.kind), r.length, r.offset, a.failures, std::strerror(err)));
+    std::string message = fmt::format("{}: {} of {} bytes at offset {} failed after {} attempts: {}",
+                                      net_.describe(a.side), io_kind_name(r.kind), r.length, r.offset, a.failures,
+                                      std::strerror(err));
+    if (went_away(err)) throw EndpointLost(a.side, message);
+    throw Error(message);
   }
   if (!connection_error(err) && !timed_out_) {
     log::warn("{}: {} of {} bytes at offset {} failed ({}); retry {} of {}", net_.describe(a.side),
@@ -176,7 +183,8 @@ void RecoveringTransport::reopen(Side side) {
       break;
     } catch (const Error& e) {
       if (attempt == attempts) {
-        throw Error(fmt::format("{} unreachable after {} attempts: {}", net_.describe(side), attempts, e.what()));
+        throw EndpointLost(side,
+                           fmt::format("{} unreachable after {} attempts: {}", net_.describe(side), attempts, e.what()));
       }
       net_.sleep_for(backoff(options_.retry_delay, attempt));
     }

@@ -8,8 +8,10 @@
 //    passed up (durability decides: a failed flush means rewriting, not flushing again).
 //  * A dead connection is reopened (up to max_retries + 1 attempts with the same
 //    backoff) before anything else is sent on it; requests submitted meanwhile wait for
-//    it. After the target is reopened, on_target_replaced runs: writes the old
-//    connection completed but never flushed may be lost.
+//    it; one that cannot be reopened fails the copy with EndpointLost, and so does a
+//    request that failed because its server went away. After the target is reopened,
+//    on_target_replaced runs: writes the old connection completed but never flushed may
+//    be lost.
 //  * A connection with requests outstanding and no reply at all for request_timeout is
 //    shut down: its requests fail (reported as timed out) and are retried on a new one.
 // Time comes from the Network (tests use a fake clock). Driven from one thread.
@@ -22,10 +24,9 @@
 #include <vector>
 
 #include "engine/copy_transport.h"
+#include "engine/endpoint_lost.h"
 
 namespace mk::engine {
-
-enum class Side : uint8_t { Source, Target };
 
 // One connection to the source or the target, as recovery uses it.
 class Channel {

@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "engine/endpoint_lost.h"
 #include "engine/plan.h"
 
 namespace mk::source {
@@ -39,6 +40,19 @@ std::unique_ptr<engine::Checkpoint> open_checkpoint(DiskCheckpoint& spec, const 
   }
 }
 
+// A server the copy cannot connect to is lost (engine::EndpointLost), so that the
+// caller can tell it from one that answered with an error.
+template <typename Open>
+std::unique_ptr<engine::NbdConnection> open_or_lost(engine::Side side, Open open) {
+  try {
+    return open();
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    throw engine::EndpointLost(side, e.what());
+  }
+}
+
 }  // namespace
 
 engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const engine::CopyOptions& options,
@@ -47,7 +61,9 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
   Endpoint source{disk.uri, {}, "source"};
   engine::Plan plan;
   {
-    auto src = engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));
+    auto src = open_or_lost(engine::Side::Source, [&] {
+      return engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));
+    });
     if (src->size() != disk.capacity) {
       throw Error(fmt::format("disk {}: the reader serves {} bytes but the disk has {}; refusing to copy",
                               disk.label, src->size(), disk.capacity));
@@ -55,7 +71,7 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
     plan = engine::build_plan(*src, disk.request);
   }
   {
-    auto dst = engine::NbdConnection::open(target);
+    auto dst = open_or_lost(engine::Side::Target, [&] { return engine::NbdConnection::open(target); });
     if (dst->size() < plan.disk_size) {
       throw UsageError(fmt::format("{}: target is smaller ({} bytes) than disk {} ({} bytes)", target.describe(),
                                    dst->size(), disk.label, plan.disk_size));

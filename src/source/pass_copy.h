@@ -28,7 +28,8 @@ struct DiskCheckpoint {
 };
 
 // Copies `disk` to `target`. Throws mk::Error on failure (the pass must then be closed
-// without success, so that the old change ID stays). With options.progress, the plan's
+// without success, so that the old change ID stays); engine::EndpointLost when the
+// reader or the target could not be reached (any more). With options.progress, the plan's
 // totals are set on it and its phase becomes "copying" once planned. With `checkpoint`,
 // ranges flushed on the target are recorded in it and those an earlier run recorded
 // for the same plan and target are not copied again; the file stays after success (the

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/plan.h"
 #include "protocol/names.h"
 
@@ -67,6 +68,18 @@ class Pass {
   // owner (a snapshot's id), so that an interrupted pass resumes on the same data; ""
   // when the driver cannot resume a pass.
   virtual std::string snapshot_id() const { return ""; }
+  // For a disk whose copy broke (its target went away for a while) and that resumes in
+  // the same pass: throws SnapshotGone when the pass's point in time no longer exists
+  // (the disk cannot resume on it), and restarts the disk's reader when `restart` (a
+  // reader that no longer serves); returns the URI to read the disk from. Unlike the
+  // rest of a Pass, safe to call from one thread per disk at once.
+  virtual std::string resume_disk(const DiskKey& key, bool restart);
+};
+
+// The snapshot of the pass to resume no longer exists: the pass must start over.
+class SnapshotGone : public Error {
+ public:
+  using Error::Error;
 };
 
 class SourceDriver {

@@ -9,9 +9,12 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/server_probe.h"
 #include "source/change_ids.h"
 #include "vsphere/preflight.h"
 #include "vsphere/vm_ops.h"
@@ -45,13 +48,38 @@ class VmwarePass : public Pass {
               snapshot_.value);
   }
 
+  std::string resume_disk(const DiskKey& key, bool restart) override {
+    bool found = false;
+    for (const auto& snap : vsphere::list_snapshots(*s_, vm_.ref)) found = found || snap.ref.value == snapshot_.value;
+    if (!found) {
+      throw SnapshotGone(fmt::format("VM {} ({}) no longer has the pass's snapshot {} (removed in vSphere meanwhile?)",
+                                     vm_.name, vm_.instance_uuid, snapshot_.value));
+    }
+    std::lock_guard lock(mu_);
+    size_t i = 0;
+    while (i < disks_.size() && disks_[i].key != key) ++i;
+    if (i == disks_.size() || closed_) throw Error(fmt::format("VM {}: the pass has no disk {}", vm_.name, key.str()));
+    if (restart) {
+      std::string old_log = log_tail(readers_[i]->log_path());  // why it stopped serving, if it said
+      readers_[i].reset();  // the old nbdkit first: VDDK may hold the disk
+      readers_[i] = start_reader_[i]();
+      disks_[i].uri = readers_[i]->uri();
+      log::info("VM {}: disk {} ({}): its reader was restarted on snapshot {}; the old reader's log: {}", vm_.name,
+                key.str(), disks_[i].label, snapshot_.value, old_log.empty() ? "(empty)" : old_log);
+    }
+    return disks_[i].uri;
+  }
+
+  // Per disk, in the order of disks_: its reader, and how to start it again.
   std::vector<DiskPass> disks_;
   std::vector<std::unique_ptr<DiskReader>> readers_;
+  std::vector<std::function<std::unique_ptr<DiskReader>()>> start_reader_;
 
  private:
   std::shared_ptr<vsphere::Session> s_;
   vsphere::VmInfo vm_;
   vsphere::Moref snapshot_;
+  std::mutex mu_;  // resume_disk() runs in the disks' copy threads: a slot of readers_ and disks_ at a time
   bool closed_ = false;
 };
 
@@ -237,8 +265,10 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
     d.change_query_seconds = std::chrono::duration<double>(answered - asked).count();
     d.change_id_to_store = disk.change_id;
     if (options_.flat_file_for) {
-      pass->readers_.push_back(DiskReader::start_file(options_.flat_file_for(disk), options_.work_dir,
-                                                      std::chrono::seconds(30), options_.vddk.read_rate));
+      pass->start_reader_.push_back([flat = options_.flat_file_for(disk), work = options_.work_dir,
+                                     rate = options_.vddk.read_rate] {
+        return DiskReader::start_file(flat, work, std::chrono::seconds(30), rate);
+      });
     } else {
       VddkParams p = options_.vddk;
       p.server = session_->host();
@@ -249,8 +279,9 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
       p.vm_moref = vm.ref.value;
       p.snapshot_moref = snap.value;
       p.file = disk.file_name;
-      pass->readers_.push_back(DiskReader::start_vddk(p, options_.work_dir));
+      pass->start_reader_.push_back([p, work = options_.work_dir] { return DiskReader::start_vddk(p, work); });
     }
+    pass->readers_.push_back(pass->start_reader_.back()());
     d.uri = pass->readers_.back()->uri();
     d.reader_start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
     pass->disks_.push_back(std::move(d));

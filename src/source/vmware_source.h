@@ -62,12 +62,6 @@ struct VmwareSourceOptions {
   std::function<std::string(const vsphere::DiskInfo&)> flat_file_for;
 };
 
-// The snapshot of the pass to resume no longer exists: the pass must start over.
-class SnapshotGone : public Error {
- public:
-  using Error::Error;
-};
-
 class VmwareSource : public SourceDriver {
  public:
   // `session` is logged in; `connect` is what it was opened with (VDDK needs the server,

@@ -34,6 +34,9 @@ struct VmaConfig {
   std::string vddk_libdir = "/opt/vmware-vix-disklib-distrib";
   std::string vddk_transports = "nbdssl:nbd";
   uint64_t read_rate = 0;                // bytes/s per disk reader; 0 = unlimited
+  // A disk whose target (the OMA's NBD export) went away resumes from its checkpoint when
+  // it is back, and fails once it has been away this long (RunnerOptions).
+  int target_outage_timeout_s = 300;
   std::map<std::string, std::string> flat_datastores;  // datastore -> directory (no VDDK)
   // NBD inside the SSH connection: every copy goes to 127.0.0.1:<nbd_via_port> (the
   // tunnel's local forward to the OMA's NBD server) instead of the address in the

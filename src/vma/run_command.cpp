@@ -88,6 +88,10 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
   app.add_option("--vddk-libdir", c.vddk_libdir, "VDDK directory (default /opt/vmware-vix-disklib-distrib)");
   app.add_option("--vddk-transports", c.vddk_transports, "VDDK transports (default nbdssl:nbd)");
   app.add_option("--read-rate-limit", read_rate, "Cap on reading each source disk, bytes/s (e.g. 100M)");
+  app.add_option("--target-outage-timeout", c.target_outage_timeout_s,
+                 "Seconds a disk whose NBD target went away (tunnel cut, OMA restarting) keeps trying to resume from "
+                 "its checkpoint before it fails (default 300)")
+      ->check(CLI::Range(0, 86400));
   // A build without lab paths still knows the option, to refuse it with a reason rather
   // than "unexpected argument", but keeps it out of --help (and so of the man page).
   auto* lab_flat = app.add_option("--lab-flat-datastore", flat,

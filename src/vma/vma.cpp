@@ -81,6 +81,7 @@ void Vma::start() {
   ro.nbd_via_port = config_.nbd_via_port;
   ro.nbd_via = config_.nbd_via;
   ro.work_dir = work;
+  ro.target_outage_timeout = std::chrono::seconds(config_.target_outage_timeout_s);
   // Checkpoints outlive a restart (work/ does not): interrupted passes resume from them.
   ro.checkpoint_dir = config_.state_dir + "/checkpoints";
   std::filesystem::create_directories(ro.checkpoint_dir);

@@ -229,6 +229,8 @@ TEST(UnitRecovery, GivesUpAfterMaxRetriesNamingEndpointRequestOffsetAndCause) {
   try {
     for (int i = 0; i < 100; ++i) t.wait(500);
     FAIL() << "recovery never gave up";
+  } catch (const EndpointLost& e) {
+    FAIL() << "a server that refused a write is not lost: " << e.what();
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
                  "target nbd://dst/disk: write of 512 bytes at offset 3145728 failed after 3 attempts: "
@@ -348,7 +350,8 @@ TEST(UnitRecovery, UnreachableAfterMaxRetriesPlusOneAttempts) {
   try {
     t.connect();
     FAIL() << "connected to a refusing target";
-  } catch (const Error& e) {
+  } catch (const EndpointLost& e) {  // callers tell it from a server that answered with an error
+    EXPECT_EQ(e.side(), Side::Target);
     EXPECT_STREQ(e.what(), "target nbd://dst/disk unreachable after 4 attempts: connection refused");
   }
   EXPECT_EQ(net.opens[Side::Target], 4);

@@ -9,6 +9,8 @@
 #include <functional>
 
 #include "common/log.h"
+#include "engine/endpoint_lost.h"
+#include "engine/nbd_connection.h"
 #include "source/pass_copy.h"
 
 namespace mk::vma {
@@ -424,13 +426,35 @@ void JobRunner::execute(Job& job) {
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i; (i = next++) < todo.size();) {
-      if (todo[i]) copy_disk(job, i, *todo[i]);
+      if (todo[i]) copy_disk(job, i, *todo[i], *pass);
     }
   };
   size_t n = std::min<size_t>(options_.max_disks_per_vm, todo.size());
   std::vector<std::thread> workers;
   for (size_t i = 0; i < n; ++i) workers.emplace_back(worker);
   for (auto& t : workers) t.join();
+
+  std::string again;
+  {
+    std::lock_guard lock(mu_);
+    // Not when the job was stopped meanwhile: then it ends as stopped.
+    if (!job.start_over_reason.empty() && !job.stop_requested && !shutting_down_) {
+      again = job.start_over_reason;
+      job.cancel = false;
+      job.cancel_reason.clear();
+    }
+    job.start_over_reason.clear();
+  }
+  if (!again.empty()) {
+    try {
+      pass->close(false);
+    } catch (const std::exception& e) {  // its snapshot is gone: nothing much to remove
+      log::warn("job {} (VM {}): closing the pass whose snapshot is gone: {}", job.state.job_id(), vm, e.what());
+    }
+    pass.reset();
+    start_over(job, again);
+    return execute(job);  // a new pass: as after a VMA restart whose snapshot was gone
+  }
 
   bool all_done = std::all_of(job.state.disks.begin(), job.state.disks.end(),
                               [](const protocol::DiskProgress& d) { return d.status == DiskStatus::Completed; });
@@ -519,13 +543,14 @@ void JobRunner::remove_checkpoints(const std::string& job_id) {
   remove_checkpoint_files(options_.checkpoint_dir, [&](const std::string& id) { return id == job_id; });
 }
 
-void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) {
+void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk, source::Pass& pass) {
   auto progress = std::make_shared<engine::Progress>();
   Endpoint target;
   source::DiskCheckpoint checkpoint;
   bool resumable = !options_.checkpoint_dir.empty() && !job.state.snapshot.empty();
   {
     std::lock_guard lock(mu_);
+    if (job.cancel && !job.start_over_reason.empty()) return;  // it starts on the new snapshot
     if (job.cancel) {
       mark_failed(job.state.disks[index], job.cancel_reason);
       save(job);
@@ -571,8 +596,9 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
                              {"snapshot", job.state.snapshot}};
     }
     source::CopyTimes times;
-    engine::CopyStats stats = source::copy_disk(disk, target, o, resumable ? &checkpoint : nullptr, &times);
-    engine::ProgressSnapshot snap = progress->snapshot();
+    engine::ProgressSnapshot snap;
+    engine::CopyStats stats =
+        copy_resuming(job, index, disk, pass, target, o, resumable ? &checkpoint : nullptr, times, snap);
     std::lock_guard lock(mu_);
     protocol::DiskProgress& d = job.state.disks[index];
     merge_phases(d.phases, {{protocol::PassPhase::Planning, times.planning},
@@ -600,8 +626,18 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} ({})",
               job.state.job_id(), disk.key.str(), disk.label, stats.bytes_written, stats.bytes_zeroed,
               stats.connections, disk.full ? "full" : "incremental", disk.reason);
+  } catch (const source::SnapshotGone& e) {
+    std::lock_guard lock(mu_);
+    start_over_later(job, fmt::format("the pass could not resume after its target went away: {}; every disk of the "
+                                      "pass started over on a new snapshot",
+                                      e.what()));
+    job.progress[index].reset();
   } catch (const std::exception& e) {
     std::lock_guard lock(mu_);
+    if (!job.start_over_reason.empty()) {  // stopped to start over: not a failure
+      job.progress[index].reset();
+      return;
+    }
     bool cause = !job.cancel;
     std::string error = cause ? fmt::format("disk {} ({}) of VM {}: copy into {} failed: {}", disk.key.str(),
                                             disk.label, job.state.vm_id(), target.describe(), e.what())
@@ -611,6 +647,80 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk) 
     // polls it) sees the cause no later than the disks it stopped.
     fail_disk_locked(job, index, error);
     if (cause) cancel(job, fmt::format("not finished: disk {} of the same pass failed", disk.key.str()));
+  }
+}
+
+void JobRunner::start_over_later(Job& job, const std::string& reason) {
+  if (job.start_over_reason.empty()) job.start_over_reason = reason;
+  cancel(job, "not finished: the pass starts over on a new snapshot");
+}
+
+engine::CopyStats JobRunner::copy_resuming(Job& job, size_t index, source::DiskPass disk, source::Pass& pass,
+                                           const Endpoint& target, engine::CopyOptions o,
+                                           source::DiskCheckpoint* checkpoint, source::CopyTimes& times,
+                                           engine::ProgressSnapshot& last) {
+  using Clock = std::chrono::steady_clock;
+  bool reached = false;                // the target answered this disk in this pass
+  uint64_t most_done = 0;              // the furthest an attempt got
+  std::optional<Clock::time_point> away;  // since when the target is away (no attempt got further)
+  std::chrono::milliseconds delay = options_.resume_delay;
+  for (unsigned resumes = 0;;) {
+    auto progress = std::make_shared<engine::Progress>();
+    {
+      std::lock_guard lock(mu_);
+      job.progress[index] = progress;
+    }
+    o.progress = progress.get();
+    try {
+      engine::CopyStats stats = source::copy_disk(disk, target, o, checkpoint, &times);
+      last = progress->snapshot();
+      if (resumes > 0) {
+        log::info("job {}: disk {} ({}): completed after {} resume(s) from its checkpoint; the last run copied {} "
+                  "bytes, {} were flushed before it",
+                  job.state.job_id(), disk.key.str(), disk.label, resumes, last.bytes_done - stats.bytes_resumed,
+                  stats.bytes_resumed);
+      }
+      return stats;
+    } catch (const engine::EndpointLost& e) {
+      engine::ProgressSnapshot at = progress->snapshot();
+      // Past planning (source::copy_disk checked the target then): the target was there.
+      reached = reached || at.phase != "planning";
+      if (e.side() != engine::Side::Target || !checkpoint || !reached || job.cancel) throw;
+      if (!away || at.bytes_done > most_done) {  // a new outage: the last attempt got further
+        away = Clock::now();
+        delay = options_.resume_delay;
+      }
+      most_done = std::max(most_done, at.bytes_done);
+      auto waited = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - *away);
+      if (waited >= options_.target_outage_timeout) {
+        throw Error(fmt::format("its target has not answered for {} s (the VMA gives up after {} s: "
+                                "--target-outage-timeout); {} resume(s) from its checkpoint before; last: {}",
+                                waited.count(), options_.target_outage_timeout.count(), resumes, e.what()));
+      }
+      ++resumes;
+      log::warn("job {}: disk {} ({}): its target went away ({}); resuming it from its checkpoint in {} ms "
+                "(resume {}; the disk fails once the target has been away for {} s)",
+                job.state.job_id(), disk.key.str(), disk.label, e.what(), delay.count(), resumes,
+                options_.target_outage_timeout.count());
+      {
+        std::unique_lock lock(mu_);
+        if (cv_.wait_for(lock, delay, [&] { return job.cancel.load(); })) throw;
+      }
+      delay = std::min(delay * 2, options_.resume_delay_max);
+      // The reader may have stopped serving while the copy was broken; the pass's snapshot
+      // must still be there (else SnapshotGone: the pass starts over).
+      bool serves = true;
+      try {
+        engine::NbdConnection::open(Endpoint{disk.uri, {}, "source"});
+      } catch (const Error& r) {
+        serves = false;
+        log::warn("job {}: disk {} ({}): its reader no longer serves ({}); restarting it", job.state.job_id(),
+                  disk.key.str(), disk.label, r.what());
+      }
+      // A reader restarted here is this thread's child (it dies with the thread: the
+      // parent-death signal), and only this thread's copy of this disk reads from it.
+      disk.uri = pass.resume_disk(disk.key, !serves);
+    }
   }
 }
 

@@ -27,6 +27,13 @@
 // recorded as flushed are copied again, so nothing is skipped); when the snapshot is
 // gone, every disk starts over on a new snapshot and says why (DiskProgress::restarted).
 // A disk reports its change ID only once all its ranges are written and flushed.
+// Within a running VMA, a disk whose target went away after the copy had reached it (an
+// SSH tunnel cut, the OMA or its export server restarting: engine::EndpointLost on the
+// target) resumes from its checkpoint once the target answers again, with backoff, for
+// at most target_outage_timeout; its reader is restarted first if it no longer serves.
+// Errors the source or the target answered with, and a lost source, fail the disk as
+// before. When the pass's snapshot is gone by then, every disk starts over on a new
+// snapshot and says why, as after a VMA restart.
 // Without a checkpoint_dir, such jobs fail as kInterrupted, never completed. stop()
 // cancels a job and returns once its snapshot is gone; a job that ends removes its
 // checkpoints.
@@ -75,6 +82,11 @@ struct RunnerOptions {
   // Existing private directory for the disks' checkpoints; "" = interrupted passes are
   // not resumed (recover() fails them).
   std::string checkpoint_dir;
+  // A disk whose target went away (see the top) tries again after resume_delay, doubling
+  // up to resume_delay_max, and fails once the target has been away this long.
+  std::chrono::seconds target_outage_timeout{300};
+  std::chrono::milliseconds resume_delay{1000};
+  std::chrono::milliseconds resume_delay_max{30000};
   int64_t keep_ended_jobs_seconds = 7 * 24 * 3600;
   // How long an ended job stays in memory; after that its record on disk (JobStore)
   // answers for it. Without this a VMA that runs passes for weeks grows by every pass
@@ -134,6 +146,7 @@ class JobRunner {
     std::vector<std::shared_ptr<engine::Progress>> progress;  // per disk while copying; guarded by mu_
     std::atomic<bool> cancel{false};
     std::string cancel_reason;                             // guarded by mu_
+    std::string start_over_reason;  // set: the pass's snapshot is gone, every disk starts over; guarded by mu_
     bool stop_requested = false;                           // guarded by mu_
     bool finished = false;                                 // the thread is done; guarded by mu_
     std::optional<std::chrono::steady_clock::time_point> ended_at;  // status became an end one; guarded by mu_
@@ -147,7 +160,14 @@ class JobRunner {
   // else a new one (and every disk starts over, saying why).
   std::unique_ptr<source::Pass> open_pass(Job& job, const std::string& work);
   void start_over(Job& job, const std::string& reason);
-  void copy_disk(Job& job, size_t index, const source::DiskPass& disk);
+  void copy_disk(Job& job, size_t index, const source::DiskPass& disk, source::Pass& pass);
+  // source::copy_disk, resumed from `checkpoint` while the target is away (see the top);
+  // job.progress[index] is the current attempt's progress, `last` its end.
+  engine::CopyStats copy_resuming(Job& job, size_t index, source::DiskPass disk, source::Pass& pass,
+                                  const Endpoint& target, engine::CopyOptions o, source::DiskCheckpoint* checkpoint,
+                                  source::CopyTimes& times, engine::ProgressSnapshot& last);
+  // Stops the pass's other disks so that every disk starts over on a new snapshot. mu_ held.
+  void start_over_later(Job& job, const std::string& reason);
   std::string checkpoint_path(const std::string& job_id, const protocol::DiskKey& key) const;
   void remove_checkpoints(const std::string& job_id);
   void cancel(Job& job, const std::string& reason);  // mu_ held

@@ -1,0 +1,311 @@
+// Resume, not restart, within a running VMA (issue 14, item 8): the real `vma` copying
+// a VM from vcsim's flat files into the real `oma` binary's nbdkit exports (TLS PSK)
+// loses its NBD target at 60 % of a full pass, for longer than the copy engine's own
+// reconnection attempts, and gets it back:
+//
+//  * the export server is SIGKILLed by its PID while the OMA (its supervisor) is held
+//    with SIGSTOP, and comes back when the OMA is let go (its supervisor starts it again
+//    on the same port);
+//  * the OMA itself is SIGKILLed by its PID (its export servers die with it: they are
+//    its children, without --keep-export-server) and started again on the same data
+//    directory and NBD port: its recovery follows the VMA's job, which still runs.
+//
+// Either way the VMA does not restart: each disk's copy waits for its target and resumes
+// from its checkpoint. The pass completes with its change IDs committed, the bytes the
+// data disk copied after the cut (the VMA's own counters: bytes_done minus
+// bytes_resumed) are at most what was left at the cut plus one window — the engine's
+// bytes in flight (request size × requests, capped by bytes_in_flight) and those
+// confirmed within one checkpoint interval (1 s) at the reader's rate limit, written but
+// maybe not flushed and so copied again — and every disk equals its source by sha256.
+// When the pass's snapshot was removed in vSphere during the outage, every disk starts
+// over on a new snapshot instead, says why, and ends identical.
+// Conditions are waited for with a bound (the bound only stops a hung test); no time is
+// asserted.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "engine/copier.h"
+#include "vma_fixture.h"
+
+namespace mk::vma::test {
+namespace {
+
+using nlohmann::json;
+using protocol::DiskStatus;
+
+constexpr uint64_t kOutageDisk = 48ull << 20;
+constexpr uint64_t kOutageReadRate = 4ull << 20;  // bytes/s per reader: the pass lasts long enough to be cut
+
+// What the VMA logs when a disk's copy lost its target and waits to resume it.
+constexpr const char* kWaiting = "its target went away";
+
+// The `oma` binary of this build on a fixed NBD port (a restart serves the port the
+// VMA's job names), without --keep-export-server: its export servers are its children.
+class OutageOma {
+ public:
+  OutageOma(std::string data, std::string vma_url, std::string token_file, int nbd_port)
+      : data_(std::move(data)), vma_url_(std::move(vma_url)), token_file_(std::move(token_file)), nbd_port_(nbd_port) {}
+  ~OutageOma() {
+    if (process_.running()) {
+      process_.signal(SIGCONT);  // a test that failed while it was held
+      process_.stop();
+    }
+  }
+
+  void start(const std::string& log) {
+    log_ = log;
+    std::filesystem::remove(data_ + "/api.port");
+    SpawnOptions o;
+    o.stdout_path = o.stderr_path = log_;
+    process_ = Subprocess::spawn({OMA_BIN, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
+                                  "--nbd-listen", "127.0.0.1", "--nbd-port", std::to_string(nbd_port_),
+                                  "--gui-port", "-1", "--vma-url", vma_url_, "--vma-token-file", token_file_,
+                                  "--poll-interval-ms", "100", "--vma-timeout", "120", "--strict-api-replies"},
+                                 o);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(data_ + "/api.port")) {
+      if (!process_.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log_));
+      if (std::chrono::steady_clock::now() > deadline) throw Error("oma did not start:\n" + mk::test::log_tail(log_));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::ifstream in(data_ + "/api.port");
+    in >> port_;
+    if (port_ <= 0) throw Error("oma did not write api.port:\n" + mk::test::log_tail(log_));
+  }
+
+  void kill9() {
+    process_.signal(SIGKILL);
+    process_.wait();
+  }
+  void signal(int sig) { process_.signal(sig); }
+  int port() const { return port_; }
+  const std::string& log() const { return log_; }
+
+ private:
+  std::string data_, vma_url_, token_file_, log_;
+  int nbd_port_;
+  Subprocess process_;
+  int port_ = 0;
+};
+
+bool outage_pid_alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_s, comm, state;
+  in >> pid_s >> comm >> state;
+  return in && state != "Z";
+}
+
+// Waits (bounded: the bound only stops a hung test) until `done()`; returns it.
+bool outage_wait(const std::function<bool()>& done, std::chrono::seconds bound = std::chrono::seconds(120)) {
+  auto end = std::chrono::steady_clock::now() + bound;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+class OutageResume : public VmaFixture {
+ protected:
+  void TearDown() override {
+    if (HasFailure() && oma_bin) std::cerr << "oma log:\n" << mk::test::log_tail(oma_bin->log(), 6000) << "\n";
+    oma_bin.reset();
+    VmaFixture::TearDown();
+  }
+
+  // The VM with a second disk of kOutageDisk written all through (every byte is read),
+  // the VMA reading at kOutageReadRate, the OMA binary, the VM registered, a full pass
+  // started; returns the job.
+  std::string start_full_pass(uint64_t seed) {
+    vm = vm_at("DC0/vm/DC0_H0_VM0");
+    vm = mk::test::add_lab_disk(*session, vm, vm.disks.at(0).controller_key, "LocalDS_0", kOutageDisk, "data");
+    EXPECT_EQ(vm.disks.size(), 2u);
+    for (auto& d : vm.disks) {
+      std::string flat = lab.flat_file(d.file_name);
+      mk::test::create_sparse_file(flat, d.capacity_bytes);
+      mk::test::write_random_at(flat, 0, d.capacity_bytes, seed++);
+      flats[vm.instance_uuid][d.key] = flat;
+    }
+    start_vma({.read_rate = std::to_string(kOutageReadRate)});
+    oma_bin = std::make_unique<OutageOma>(dir.file("oma"), vma->url(), token_file, mk::test::free_tcp_port());
+    start_oma_binary("oma-1.log");
+    register_vm(vm.instance_uuid);
+    return start_job(vm.instance_uuid, "full");
+  }
+
+  void start_oma_binary(const std::string& log) {
+    oma_bin->start(dir.file(log));
+    api = std::make_unique<oma::test::ApiClient>(oma_bin->port(), oma::test::read_admin_token(dir.file("oma")));
+  }
+
+  pid_t export_server_pid() { return api->get("/health").body.value("export_server_pid", -1); }
+
+  // The data disk's progress once it reported `fraction` of its plan done.
+  protocol::DiskProgress data_disk_at(const std::string& job, double fraction) {
+    std::string data_key = std::to_string(vm.disks.at(1).key);
+    protocol::DiskProgress seen;
+    wait_vma(job, [&](const protocol::JobProgress& p) {
+      for (const auto& d : p.disks) {
+        if (d.disk_key.str() != data_key || d.status != DiskStatus::Copying || d.bytes_total <= 0) continue;
+        seen = d;
+        return d.bytes_done >= static_cast<int64_t>(fraction * static_cast<double>(d.bytes_total));
+      }
+      return false;
+    });
+    EXPECT_EQ(seen.status, DiskStatus::Copying) << "the data disk was not seen copying";
+    EXPECT_LT(seen.bytes_done, seen.bytes_total) << "the pass ended before it could be cut";
+    return seen;
+  }
+
+  // Until the VMA's copy lost its target and waits to resume it; fails the test when a
+  // disk failed instead (what a VMA without the resume does).
+  void expect_vma_waits_to_resume(const std::string& job) {
+    std::string failed;
+    bool waiting = outage_wait([&] {
+      for (const auto& d : client->progress(job).disks) {
+        if (d.status == DiskStatus::Failed) failed = d.error.value_or("failed");
+      }
+      return !failed.empty() || mk::test::read_file(vma->log_path()).find(kWaiting) != std::string::npos;
+    });
+    ASSERT_TRUE(failed.empty()) << "a disk failed when its target went away: " << failed;
+    ASSERT_TRUE(waiting) << "the VMA's copy never noticed its target was gone";
+  }
+
+  // The pass completed, with every disk committed, the data disk within the bound, every
+  // disk identical to its source.
+  void expect_completed_within_bound(const std::string& job, const protocol::DiskProgress& at_cut,
+                                     const std::string& what) {
+    json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
+    ASSERT_EQ(j["status"], "completed") << j.dump(2);
+    EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
+    for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+
+    protocol::JobProgress p = client->progress(job);
+    const protocol::DiskProgress* done = nullptr;
+    for (const auto& d : p.disks) {
+      EXPECT_FALSE(d.restarted.has_value()) << *d.restarted;
+      if (d.disk_key == at_cut.disk_key) done = &d;
+    }
+    ASSERT_NE(done, nullptr);
+    ASSERT_EQ(done->status, DiskStatus::Completed);
+    EXPECT_EQ(done->bytes_total, at_cut.bytes_total) << "the resumed copy planned the disk differently";
+    engine::CopyOptions engine;
+    const int64_t in_flight =
+        static_cast<int64_t>(std::min(engine.request_size * engine.requests, engine.bytes_in_flight));
+    const int64_t unflushed = static_cast<int64_t>(kOutageReadRate);  // one checkpoint interval (1 s) of reading
+    const int64_t copied_after = done->bytes_done - done->bytes_resumed;
+    const int64_t left = at_cut.bytes_total - at_cut.bytes_done;
+    std::cout << what << ": data disk of " << done->bytes_total << " bytes planned; cut at " << at_cut.bytes_done
+              << " done; resumed " << done->bytes_resumed << "; copied after the cut " << copied_after << " ("
+              << 100.0 * static_cast<double>(copied_after) / static_cast<double>(done->bytes_total)
+              << " % of the disk; bound " << left + in_flight + unflushed << " = rest " << left << " + in flight "
+              << in_flight << " + one checkpoint interval " << unflushed << ")\n";
+    std::string vma_log = mk::test::read_file(vma->log_path());
+    auto count = [&](const std::string& text) {
+      int n = 0;
+      for (size_t at = vma_log.find(text); at != std::string::npos; at = vma_log.find(text, at + 1)) ++n;
+      return n;
+    };
+    std::cout << what << ": the VMA's log: " << count("resuming it from its checkpoint in") << " resume(s) waited for, "
+              << count("no longer serves") << " reader(s) restarted, " << count("completed after") << " disk(s) "
+              << "completed after resuming\n";
+    for (const char* line : {"no longer serves", "its reader was restarted"}) {
+      if (size_t at = vma_log.find(line); at != std::string::npos) {
+        size_t from = vma_log.rfind('\n', at);
+        std::cout << what << ": " << vma_log.substr(from + 1, vma_log.find('\n', at) - from - 1) << "\n";
+      }
+    }
+    EXPECT_GE(count("completed after"), 1) << "the VMA's log does not say a disk completed after resuming";
+    EXPECT_GT(done->bytes_resumed, 0) << "nothing was resumed";
+    EXPECT_LE(copied_after, left + in_flight + unflushed) << "more than the rest plus one window was copied again";
+    int notes = 0;
+    for (const auto& e : j["events"]) notes += e.value("message", "").find("resumed: ") != std::string::npos;
+    EXPECT_GE(notes, 1) << "the job's log does not say the disk resumed: " << j["events"].dump(2);
+    EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
+    expect_no_snapshot_left(vm);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.file("vma/state/checkpoints"))) << "a completed pass left checkpoints";
+    EXPECT_EQ(mk::test::read_file(vma->log_path()).find("restarted during this pass"), std::string::npos)
+        << "the VMA restarted";
+  }
+
+  vsphere::VmInfo vm;
+  std::unique_ptr<OutageOma> oma_bin;
+};
+
+TEST_F(OutageResume, ExportServerKilledAtSixtyPercentTheCopyResumesWhenItIsBackAndTheDisksAreIdentical) {
+  std::string job = start_full_pass(700);
+  pid_t server = export_server_pid();
+  ASSERT_GT(server, 0);
+  protocol::DiskProgress at_cut = data_disk_at(job, 0.6);
+  // The OMA is held so that its supervisor does not start the export server again before
+  // the VMA's copy gave up on its own reconnection attempts.
+  oma_bin->signal(SIGSTOP);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  ASSERT_TRUE(outage_wait([&] { return !outage_pid_alive(server); })) << "the export server did not die";
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  oma_bin->signal(SIGCONT);  // its supervisor starts the export server again, on the same port
+
+  expect_completed_within_bound(job, at_cut, "export server killed");
+  EXPECT_NE(export_server_pid(), server) << "the export server was not started again";
+}
+
+TEST_F(OutageResume, OmaKilledAtSixtyPercentWithItsExportServersTheCopyResumesWhenTheOmaIsBack) {
+  std::string job = start_full_pass(800);
+  pid_t server = export_server_pid();
+  ASSERT_GT(server, 0);
+  protocol::DiskProgress at_cut = data_disk_at(job, 0.6);
+  oma_bin->kill9();
+  ASSERT_TRUE(outage_wait([&] { return !outage_pid_alive(server); })) << "the export server outlived the OMA";
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(client->progress(job).status, protocol::VmaJobStatus::Running);
+  start_oma_binary("oma-2.log");  // same data directory and NBD port
+
+  expect_completed_within_bound(job, at_cut, "OMA killed");
+  json j = api->get("/api/v1/jobs/" + job).body;
+  int recovered = 0;
+  for (const auto& e : j["events"]) recovered += e.value("message", "").starts_with("OMA restarted: resuming");
+  EXPECT_EQ(recovered, 1) << j["events"].dump(2);
+}
+
+// The pass's snapshot is removed in vSphere while the target is away: the disk cannot
+// resume on it, so every disk starts over on a new snapshot, says why, and ends identical.
+TEST_F(OutageResume, ASnapshotRemovedDuringTheOutageStartsEveryDiskOverAndSaysWhy) {
+  std::string job = start_full_pass(900);
+  pid_t server = export_server_pid();
+  ASSERT_GT(server, 0);
+  data_disk_at(job, 0.6);
+  oma_bin->signal(SIGSTOP);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  auto snaps = vsphere::list_snapshots(*session, vm.ref);
+  ASSERT_EQ(snaps.size(), 1u);
+  std::string gone = snaps[0].ref.value;
+  vsphere::remove_snapshot(*session, vm_at("DC0/vm/DC0_H0_VM0"), snaps[0].ref);
+  oma_bin->signal(SIGCONT);
+
+  json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+  for (const auto& d : client->progress(job).disks) {
+    ASSERT_TRUE(d.restarted.has_value()) << "disk " << d.disk_key << " does not say why it started over";
+    EXPECT_NE(d.restarted->find(gone), std::string::npos) << *d.restarted;
+    EXPECT_EQ(d.bytes_resumed, 0) << "disk " << d.disk_key << " resumed from a pass on another snapshot";
+  }
+  int notes = 0;
+  for (const auto& e : j["events"]) notes += e.value("message", "").find("started over: the pass could not resume") != std::string::npos;
+  EXPECT_EQ(notes, 2) << j["events"].dump(2);
+  EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
+  expect_no_snapshot_left(vm);
+}
+
+}  // namespace
+}  // namespace mk::vma::test
