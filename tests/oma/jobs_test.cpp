@@ -333,6 +333,24 @@ TEST(Jobs, AVmaThatRestartsAndResumesIsFollowedThoughItsRevisionStartsAgain) {
   EXPECT_TRUE(s.vma.violations().empty());
 }
 
+// Cancel while the VMA holds the OMA's call: the call is ended (not counted as an error
+// of the VMA), the VMA told to stop, the job cancelled.
+TEST(Jobs, ACancelEndsAHeldProgressCall) {
+  PushedJobs s;
+  s.add_vm(test::test_vm_uuid(8), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(8), "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, 4096, MiB));
+  int held = s.vma.held_polls();
+  for (int i = 0; i < 3000 && s.vma.held_polls() < held + 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(s.api->post("/api/v1/jobs/" + job + "/cancel", "").status, 202);
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "cancelled") << j.dump(2);
+  auto stopped = s.vma.stopped_jobs();
+  EXPECT_NE(std::find(stopped.begin(), stopped.end(), job), stopped.end());
+  EXPECT_EQ(s.oma->jobs().poller_errors(), 0u) << "the ended call was taken for a VMA that failed";
+}
+
 // The frames of the event stream until one satisfies `want` (at most 60 s of frames).
 std::vector<std::string> frames_until(gui::EventHub::Subscription& sub, const std::function<bool(const std::string&)>& want) {
   std::vector<std::string> all;
