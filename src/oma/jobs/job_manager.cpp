@@ -174,7 +174,7 @@ int JobManager::recover() {
       continue;
     }
     add_event(j.job_id, EventLevel::Warn,
-                    fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
+              fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
     log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
     launch(j.job_id);
     ++n;
@@ -386,9 +386,9 @@ void JobManager::end_pass(const std::string& job_id, JobStatus end, const std::s
 
 void JobManager::stop_writer(const JobRecord& job, JobStatus holding, const std::string& error) {
   set_status(job.job_id, holding,
-                       holding == JobStatus::Cancelling ? "cancelling: stopping the copy on the VMA"
-                                                        : "the VMA may still be writing: stopping its copy",
-                       error);
+             holding == JobStatus::Cancelling ? "cancelling: stopping the copy on the VMA"
+                                              : "the VMA may still be writing: stopping its copy",
+             error);
   std::vector<std::string> exports;
   for (const auto& d : jobs_.job_disks(job.job_id)) exports.push_back(d.export_name);
   for (bool first = true;; first = false) {
@@ -402,16 +402,16 @@ void JobManager::stop_writer(const JobRecord& job, JobStatus holding, const std:
     try {
       exports_.backend().cut_off(exports);
       add_event(job.job_id, EventLevel::Warn,
-                      fmt::format("the VMA cannot be reached, so the export server closed every connection to {} "
-                                  "and withdrew them until the next pass: nothing writes to the volumes any more",
-                                  fmt::join(exports, ", ")));
+                fmt::format("the VMA cannot be reached, so the export server closed every connection to {} "
+                            "and withdrew them until the next pass: nothing writes to the volumes any more",
+                            fmt::join(exports, ", ")));
       return;
     } catch (const std::exception& e) {
       if (first) {
         add_event(job.job_id, EventLevel::Error,
-                        fmt::format("cannot cut the VMA off {}: {}; the job keeps its VM (no pass, cutover or test "
-                                    "failover starts) and the OMA tries again",
-                                    fmt::join(exports, ", "), e.what()));
+                  fmt::format("cannot cut the VMA off {}: {}; the job keeps its VM (no pass, cutover or test "
+                              "failover starts) and the OMA tries again",
+                              fmt::join(exports, ", "), e.what()));
       }
     }
     if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
@@ -474,7 +474,7 @@ void JobManager::run(const std::string& job_id) {
       }
       auto* f = dynamic_cast<const JobFailed*>(&e);
       finish(job_id, JobStatus::Failed, std::string(e.what()),
-                       f ? std::optional(f->vm_status()) : std::nullopt);
+             f ? std::optional(f->vm_status()) : std::nullopt);
     } catch (const std::exception& e2) {
       log::error("job {}: cannot record its failure: {}", job_id, e2.what());
     }
@@ -502,7 +502,7 @@ std::string JobManager::check_target(const JobRecord& job, std::vector<protocol:
   findings.insert(findings.end(), report.blocking.begin(), report.blocking.end());
   for (const auto& f : report.cutover) {
     add_event(job.job_id, EventLevel::Warn,
-                    fmt::format("replication goes on, but a cutover would be refused: {}", f.text));
+              fmt::format("replication goes on, but a cutover would be refused: {}", f.text));
   }
   std::string notes;
   for (const auto& f : report.notes) notes += (notes.empty() ? "" : "\n") + f.text;
@@ -516,9 +516,9 @@ void JobManager::follow_grown_disks(const JobRecord& job, const protocol::Discov
       vms_.set_disk_grown(job.vm_id, d.disk_key, now.capacity_bytes);
       jobs_.clear_job_disk_base(job.job_id, d.disk_key);
       add_event(job.job_id, EventLevel::Warn,
-                      fmt::format("disk {} grew from {} to {} bytes in vCenter: its volume grows first and it gets a "
-                                  "full pass",
-                                  d.disk_key, d.capacity_bytes, now.capacity_bytes));
+                fmt::format("disk {} grew from {} to {} bytes in vCenter: its volume grows first and it gets a "
+                            "full pass",
+                            d.disk_key, d.capacity_bytes, now.capacity_bytes));
     }
   }
 }
@@ -541,8 +541,8 @@ std::unique_lock<std::mutex> JobManager::wait_for_volume_slots(const JobRecord& 
     if (phase != last) {
       set_status(job.job_id, job.status, phase);
       add_event(job.job_id, EventLevel::Warn,
-                      phase + "; the pass goes on when volumes are freed (a VM cut over or removed, a volume "
-                              "detached), or raise the hypervisor's maxdatavolumeslimit");
+                phase + "; the pass goes on when volumes are freed (a VM cut over or removed, a volume "
+                        "detached), or raise the hypervisor's maxdatavolumeslimit");
       last = phase;
     }
     admitted.unlock();
@@ -559,7 +559,7 @@ void JobManager::prepare(const JobRecord& job) {
     check_cancel(job.job_id);
     VolumeRecord v = volumes_.ensure_volume(d);
     add_event(job.job_id, EventLevel::Info, fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
-                                                     v.size_bytes));
+                                                           v.size_bytes));
   }
   step.done();
 }
@@ -590,7 +590,7 @@ void JobManager::export_and_replicate(const JobRecord& job) {
       req.disks.push_back(
           {protocol::DiskKey::parse(d.disk_key), d.unit, d.capacity_bytes, e.export_name, jd->change_id_base});
       add_event(job.job_id, EventLevel::Info,
-                      fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
+                fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
     }
     step.done();
   }
@@ -887,9 +887,9 @@ void JobManager::record_written_baseline(const JobRecord& job, const std::string
   std::optional<uint64_t> count = exports_.backend().written_bytes(export_name);
   if (!count) {
     add_event(job.job_id, EventLevel::Warn,
-                    fmt::format("disk {}: the {} export server cannot count written bytes, so the VMA's report that "
-                                "this disk completed will not be checked against export {}",
-                                disk_key, exports_.backend().name(), export_name));
+              fmt::format("disk {}: the {} export server cannot count written bytes, so the VMA's report that "
+                          "this disk completed will not be checked against export {}",
+                          disk_key, exports_.backend().name(), export_name));
     return;
   }
   // Kept if recorded already: a resumed job must not move it past bytes already copied.
