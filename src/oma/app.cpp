@@ -648,6 +648,7 @@ void Oma::start_event_services() {
   eo.heartbeat = std::chrono::milliseconds(config_.events_heartbeat_ms);
   events_ = std::make_unique<gui::EventHub>(repos_->jobs, &api::job_progress_json, eo);
   events_->start();
+  jobs_->set_observer(events_.get());  // the jobs this node runs reach the stream at once
   SchedulerOptions so;
   so.check_interval = std::chrono::milliseconds(config_.scheduler_check_ms);
   so.start_job = [this](const std::string& vm_id, JobKind kind) { return jobs_->start(vm_id, kind); };
@@ -657,6 +658,7 @@ void Oma::start_event_services() {
 
 void Oma::stop() {
   // Event streams first: their open responses would keep the listeners from stopping.
+  if (jobs_) jobs_->set_observer(nullptr);  // before the hub goes: no call into it after this
   if (events_) events_->stop();
   if (scheduler_) scheduler_->stop();
   if (gui_) gui_->stop();

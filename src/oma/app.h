@@ -107,7 +107,7 @@ struct OmaConfig {
   std::string gui_listen = "0.0.0.0";
   int gui_port = -1;
   std::string gui_dir;                        // default BIN/../web/dist
-  int events_poll_ms = 500;                   // how often the event stream looks for changes
+  int events_poll_ms = 1000;                  // how often the event stream scans the database (other nodes' jobs)
   int events_heartbeat_ms = 15000;
   int scheduler_check_ms = 1000;              // how often due schedules are looked for
   // A reply that does not match the OpenAPI document becomes a 500 naming the mismatch
@@ -154,6 +154,7 @@ class Oma {
   Repositories& repos() { return *repos_; }
   ExportBackend& export_server() { return *export_server_; }
   JobManager& jobs() { return *jobs_; }
+  gui::EventHub& events() { return *events_; }
   CutoverService& cutover() { return *cutover_; }
   BootCheckService& boot_checks() { return *boot_checks_; }
   InspectionService& inspections() { return *inspections_; }

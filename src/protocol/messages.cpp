@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -307,6 +308,10 @@ const Schema& job_progress() {
            .description = "set once the job ended on the VMA: how many seconds before this answer",
            .nullable = true,
            .example = 0.12},
+          may_be_absent(int_field("revision",
+                                  "the job's revision on the VMA, in answers to a long poll it held "
+                                  "(?after=R&wait_ms=N)",
+                                  42)),
       },
       "JobProgress",
       "a job's progress on the VMA"};
@@ -783,6 +788,7 @@ json encode(const JobProgress& m) {
               {"bytes_total", m.total.bytes_total},
               {"throughput_bps", m.total.throughput_bps}}},
             {"ended_seconds_ago", m.ended_seconds_ago ? json(*m.ended_seconds_ago) : json(nullptr)}};
+  if (m.revision) j["revision"] = *m.revision;
   return checked(std::move(j), schemas::job_progress(), check_progress);
 }
 
@@ -798,6 +804,34 @@ void decode(const json& j, JobProgress& out) {
   out.total = {t["bytes_done"].get<int64_t>(), t["bytes_total"].get<int64_t>(), t["throughput_bps"].get<double>()};
   out.ended_seconds_ago.reset();
   if (!j["ended_seconds_ago"].is_null()) out.ended_seconds_ago = j["ended_seconds_ago"].get<double>();
+  out.revision.reset();
+  if (j.contains("revision")) out.revision = j["revision"].get<int64_t>();
+}
+
+std::string progress_query(const ProgressWait& w) {
+  std::string q = fmt::format("wait_ms={}", w.wait_ms);
+  if (w.after) q = fmt::format("after={}&{}", *w.after, q);
+  return q;
+}
+
+namespace {
+
+int64_t query_integer(const std::string& text, const char* field, int64_t max) {
+  int64_t v = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v < 0 || v > max) {
+    throw FieldError(field, fmt::format("must be an integer from 0 to {}", max));
+  }
+  return v;
+}
+
+}  // namespace
+
+ProgressWait parse_progress_wait(const std::optional<std::string>& after, const std::string& wait_ms) {
+  ProgressWait w;
+  w.wait_ms = query_integer(wait_ms, "wait_ms", kMaxProgressWaitMs);
+  if (after) w.after = query_integer(*after, "after", std::numeric_limits<int64_t>::max());
+  return w;
 }
 
 json encode(const StopReply& m) { return checked({{"job_id", m.job_id}, {"stopped", m.stopped}}, schemas::stop_reply()); }

@@ -31,6 +31,18 @@
 //     end on the VMA to its own record, see ended_seconds_ago). ended_seconds_ago is
 //     set once the job ended: how long before this answer it did.
 //
+//   GET  /api/v1/progress/{job_id}?after=R&wait_ms=N   -> 200 JobProgress (long poll)
+//     The same answer, given when the job's revision differs from R (at once when it
+//     does already; R absent: at once) or after N ms (0..kMaxProgressWaitMs) at the
+//     latest. The revision is a number the VMA raises at every change of the job's
+//     status, of a disk's status or phase and at a disk's end, and for a disk's bytes
+//     at most every kProgressRevisionInterval; it starts again from 0 when the VMA
+//     restarts (a new vma_instance), so a revision that went backwards is a new one.
+//     The answer carries `revision` only when the VMA held the request this way: an
+//     answer without it (a VMA too busy to hold one more request) is to be polled
+//     again after the caller's own interval. The query is not signed (request_auth.h
+//     signs the path): it decides only when the signed answer comes.
+//
 //   POST /api/v1/stop/{job_id}    {}                   -> 200 StopReply
 //     Cancels the copy and answers once the job's snapshot is removed; 404 unknown job.
 //
@@ -159,7 +171,23 @@ struct JobProgress {
   std::vector<DiskProgress> disks;
   ProgressTotals total;
   std::optional<double> ended_seconds_ago;  // set once the job ended: seconds before this answer
+  // The job's revision on the VMA when the request was a long poll it held (see the
+  // route above); absent otherwise.
+  std::optional<int64_t> revision;
 };
+
+// Long polling of progress (protocol version 6).
+inline constexpr int64_t kMaxProgressWaitMs = 10000;
+inline constexpr int64_t kProgressRevisionIntervalMs = 250;  // byte progress raises the revision at most this often
+struct ProgressWait {
+  std::optional<int64_t> after;  // the revision the caller has; nullopt: none yet (answer at once)
+  int64_t wait_ms = 0;           // 0..kMaxProgressWaitMs
+};
+// The query of a long poll: "after=R&wait_ms=N" (or "wait_ms=N").
+std::string progress_query(const ProgressWait& w);
+// From the query's values as received (nullopt: absent); throws schema::FieldError
+// naming "after" or "wait_ms".
+ProgressWait parse_progress_wait(const std::optional<std::string>& after, const std::string& wait_ms);
 
 struct StopReply {
   std::string job_id;

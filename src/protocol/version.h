@@ -37,7 +37,10 @@ namespace mk::protocol {
 //    EnrolReply.nbd_client_cert); a replicate request's nbd.tls may be x509.
 // 5: several OMA nodes (issue 18): pairing bundles carry the service's nodes, the VMA
 //    takes POST /api/v1/service-nodes, and its health lists each node's tunnel.
-inline constexpr int kVersion = 5;
+// 6: progress can be long-polled (GET progress/{job_id}?after=R&wait_ms=N) and such an
+//    answer carries the job's revision (messages.h): the VMA pushes changes instead of
+//    being polled every second.
+inline constexpr int kVersion = 6;
 inline constexpr const char* kVersionHeader = "MigrateKit-Protocol";
 
 // Which appliance is checking.

@@ -173,17 +173,30 @@ void FakeVma::set_disk(const std::string& job_id, const protocol::DiskProgress& 
   for (auto& d : jobs_.at(job_id).disks) {
     if (d->request.disk_key == progress.disk_key) d->scripted = progress;
   }
+  changed_cv_.notify_all();
 }
 
 void FakeVma::restart() {
   std::lock_guard lock(mu_);
   jobs_.clear();
   instance_ = protocol::new_uuid();
+  changed_cv_.notify_all();
+}
+
+void FakeVma::restart_resuming() {
+  std::lock_guard lock(mu_);
+  instance_ = protocol::new_uuid();
+  for (auto& [id, job] : jobs_) {
+    job.revision = 0;
+    job.answered = nullptr;
+  }
+  changed_cv_.notify_all();
 }
 
 void FakeVma::forget(const std::string& job_id) {
   std::lock_guard lock(mu_);
   jobs_.erase(job_id);
+  changed_cv_.notify_all();
 }
 
 std::vector<std::string> FakeVma::violations() {
@@ -377,12 +390,37 @@ FakeVma::Reply FakeVma::progress(const httplib::Request& req) {
   polls_++;
   std::string job_id = req.matches[1];
   protocol::check_uuid(job_id, "job_id");
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return {404, error_body("no job " + job_id)};
+  std::optional<protocol::ProgressWait> wait;
+  if (req.has_param("wait_ms")) {
+    std::optional<std::string> after;
+    if (req.has_param("after")) after = req.get_param_value("after");
+    wait = protocol::parse_progress_wait(after, req.get_param_value("wait_ms"));  // FieldError: 400, a violation
+  }
+  std::unique_lock lock(mu_);
+  if (!wait || !hold_progress_) {
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return {404, error_body("no job " + job_id)};
+    return {200, protocol::encode(job_progress(job_id, it->second))};
+  }
+  held_polls_++;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait->wait_ms);
+  for (;;) {
+    if (is_silent()) return {503, {}, true};
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return {404, error_body("no job " + job_id)};
+    protocol::JobProgress p = job_progress(job_id, it->second);
+    if (!wait->after || p.revision != wait->after || std::chrono::steady_clock::now() >= deadline) {
+      return {200, protocol::encode(p)};
+    }
+    // Real copies write their progress to files, which signal nothing: look again soon.
+    changed_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)));
+  }
+}
+
+protocol::JobProgress FakeVma::job_progress(const std::string& job_id, Job& job) {
   protocol::JobProgress p{job_id, instance_, protocol::VmaJobStatus::Running, std::nullopt, {}, {}};
   bool all_completed = true;
-  for (auto& d : it->second.disks) {
+  for (auto& d : job.disks) {
     protocol::DiskProgress dp = disk_progress(job_id, *d);
     all_completed &= dp.status == DiskStatus::Completed;
     if (dp.status == DiskStatus::Failed) p.status = protocol::VmaJobStatus::Failed;
@@ -391,7 +429,13 @@ FakeVma::Reply FakeVma::progress(const httplib::Request& req) {
     p.disks.push_back(std::move(dp));
   }
   if (all_completed) p.status = protocol::VmaJobStatus::Completed;
-  return {200, protocol::encode(p)};
+  nlohmann::json body = protocol::encode(p);
+  if (body != job.answered) {
+    job.answered = body;
+    ++job.revision;
+  }
+  if (hold_progress_) p.revision = job.revision;
+  return p;
 }
 
 FakeVma::Reply FakeVma::stop(const httplib::Request& req) {

@@ -21,6 +21,12 @@
 //    its instance and nothing started (same VM), 409 for another VM;
 //  * restart() simulates a VMA restart (new instance id, jobs forgotten), forget() loses
 //    one job, go_silent() stops answering, speak_version() makes it another release;
+//  * hold_progress(true): progress is long-polled as a VMA of protocol 6 does it
+//    (?after=R&wait_ms=N): the answer comes when it differs from the last one given
+//    for the job (a new revision) or at the bound, with the revision; set_disk wakes it,
+//    real copies and automatic completions are looked at every 20 ms. Without it (the
+//    default) progress answers at once without a revision, as a busy VMA does;
+//    held_polls() counts the calls held;
 //  * health: always ok (vCenter reachable, tunnel up);
 //  * require_signatures(token): every request must then be signed with the token as the
 //    VMA requires (protocol/request_auth.h; else 401 and a violation), and answers are
@@ -89,7 +95,12 @@ class FakeVma {
   void serve_exports_on(int port) { exports_port_ = port; }
   // What progress reports for the disk progress.disk_key of the job.
   void set_disk(const std::string& job_id, const protocol::DiskProgress& progress);
+  void hold_progress(bool on) { hold_progress_ = on; }
+  int held_polls() const { return held_polls_.load(); }
   void restart();
+  // A VMA that restarted and resumes its passes: a new instance that still knows every
+  // job, each job's revision counted from 0 again.
+  void restart_resuming();
   void forget(const std::string& job_id);  // this job only: as if it was lost
   // Stops answering. A replicate call held by hang_replicate() ends without an answer
   // (the connection closes before the body).
@@ -150,6 +161,8 @@ class FakeVma {
     std::string vm_id;
     protocol::NbdTarget nbd;
     std::vector<std::unique_ptr<Disk>> disks;
+    int64_t revision = 0;    // raised when an answer differs from the last one (hold_progress)
+    nlohmann::json answered;  // the last answer's body, without its revision
   };
   struct SourceVm {
     std::string name;
@@ -172,6 +185,8 @@ class FakeVma {
   Reply replicate(const httplib::Request& req);
   Reply start_job(const protocol::ReplicateRequest& r);
   Reply progress(const httplib::Request& req);
+  // The job's progress now, its revision raised if it differs from the last answer. mu_ held.
+  protocol::JobProgress job_progress(const std::string& job_id, Job& job);
   Reply stop(const httplib::Request& req);
   Reply power(const httplib::Request& req);
   Reply cleanup(const httplib::Request& req);
@@ -206,6 +221,9 @@ class FakeVma {
   std::atomic<Lie> lie_{Lie::None};
   std::atomic<int> exports_port_{0};  // serve_exports_on(); 0: the replicate request's
   std::atomic<int> polls_{0};
+  std::atomic<bool> hold_progress_{false};
+  std::atomic<int> held_polls_{0};
+  std::condition_variable changed_cv_;  // with mu_: set_disk, restart, forget, go_silent
   std::atomic<bool> hang_replicate_{false};
   bool is_silent();
   std::mutex silent_mu_;  // guards silent_

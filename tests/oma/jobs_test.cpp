@@ -2,7 +2,8 @@
 // fake VMA that runs real `migratekit copy` processes (or scripted progress), the REST
 // API in front. Jobs complete only when every disk completed and its change ID is
 // committed; VMA restarts, lost jobs and silence become clear failures; cancellation;
-// one active job per VM; 8 VMs x 2 disks at once.
+// one active job per VM; 8 VMs x 2 disks at once. Progress pushed by a VMA that holds
+// the OMA's calls (long polls): recorded and streamed without a poll interval.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "common/units.h"
+#include "oma/gui/event_hub.h"
 #include "engine/nbd_connection.h"
 #include "fake_vma.h"
 #include "oma/names.h"
@@ -35,10 +37,11 @@ struct JobsService {
   std::unique_ptr<Oma> oma;
   std::unique_ptr<ApiClient> api;
 
-  explicit JobsService(int vma_timeout_s = 30)
+  explicit JobsService(int vma_timeout_s = 30, const std::function<void(OmaConfig&)>& configure = {})
       : psk(dir.file("data/nbd-psk.keys")), vma((std::filesystem::create_directories(dir.file("data")), make_psk())) {
     OmaConfig c = test::test_config(dir.file("data"), vma.url());
     c.vma_timeout_s = vma_timeout_s;
+    if (configure) configure(c);
     oma = std::make_unique<Oma>(c);
     oma->start();
     api = std::make_unique<ApiClient>(oma->api_port(), test::read_admin_token(dir.file("data")));
@@ -276,6 +279,117 @@ TEST(Jobs, AGrownDiskGetsItsVolumeGrownAndAFullPass) {
   EXPECT_EQ(std::filesystem::file_size(grown->device_path), uint64_t(3 * MiB));
   EXPECT_EQ(s.oma->repos().storage.find_volume(vm, "2000")->size_bytes, MiB);
   EXPECT_EQ(s.vma.discover_calls(), 0) << "a pass listed the whole inventory to learn one VM's disks";
+}
+
+// A VMA that holds the OMA's progress calls (protocol 6) and an OMA whose poll interval
+// and database scan for the event stream are an hour: whatever is recorded or streamed
+// below came without either.
+struct PushedJobs : JobsService {
+  PushedJobs()
+      : JobsService(30, [](OmaConfig& c) {
+          c.poll_interval_ms = 3600 * 1000;
+          c.events_poll_ms = 3600 * 1000;
+        }) {
+    vma.hold_progress(true);
+  }
+};
+
+TEST(Jobs, ADisksCompletionIsRecordedWithoutWaitingForAPollInterval) {
+  PushedJobs s;
+  s.add_vm(test::test_vm_uuid(5), 2, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(5), "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, 4096, MiB));
+  s.vma.set_disk(job, disk_state("2001", protocol::DiskStatus::Completed, MiB, MiB, "cbt-b"));
+  json j = test::wait_for_job(*s.api, job, [](const json& j) { return j["disks"][1]["status"] == "completed"; });
+  ASSERT_EQ(j["disks"][1]["status"], "completed") << j.dump(2);
+  EXPECT_EQ(j["disks"][1]["bytes_done"], MiB) << "a disk's end is recorded with its final bytes";
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "completed") << j.dump(2);
+  EXPECT_EQ(j["bytes_done"], 2 * MiB);
+  EXPECT_GT(s.vma.held_polls(), 0);
+  EXPECT_TRUE(s.vma.violations().empty());
+}
+
+TEST(Jobs, AVmaThatRestartsAndResumesIsFollowedThoughItsRevisionStartsAgain) {
+  PushedJobs s;
+  s.add_vm(test::test_vm_uuid(6), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(6), "full");
+  s.wait_replicated(job);
+  // Several changes: the OMA's revision is well past what the restarted VMA counts.
+  for (int64_t done : {4096, 8192, 16384, 32768}) {
+    s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, done, MiB));
+    int held = s.vma.held_polls();
+    for (int i = 0; i < 3000 && s.vma.held_polls() < held + 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  s.vma.restart_resuming();
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "completed") << j.dump(2);
+  bool noted = false;
+  for (const auto& e : s.oma->repos().jobs.list_events(job)) noted |= e.message.find("VMA restarted") != std::string::npos;
+  EXPECT_TRUE(noted) << "the new VMA instance was not noticed";
+  EXPECT_TRUE(s.vma.violations().empty());
+}
+
+// Cancel while the VMA holds the OMA's call: the call is ended (not counted as an error
+// of the VMA), the VMA told to stop, the job cancelled.
+TEST(Jobs, ACancelEndsAHeldProgressCall) {
+  PushedJobs s;
+  s.add_vm(test::test_vm_uuid(8), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(8), "full");
+  s.wait_replicated(job);
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, 4096, MiB));
+  int held = s.vma.held_polls();
+  for (int i = 0; i < 3000 && s.vma.held_polls() < held + 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(s.api->post("/api/v1/jobs/" + job + "/cancel", "").status, 202);
+  json j = test::wait_for_job(*s.api, job, test::job_ended);
+  EXPECT_EQ(j["status"], "cancelled") << j.dump(2);
+  auto stopped = s.vma.stopped_jobs();
+  EXPECT_NE(std::find(stopped.begin(), stopped.end(), job), stopped.end());
+  EXPECT_EQ(s.oma->jobs().poller_errors(), 0u) << "the ended call was taken for a VMA that failed";
+}
+
+// The frames of the event stream until one satisfies `want` (at most 60 s of frames).
+std::vector<std::string> frames_until(gui::EventHub::Subscription& sub, const std::function<bool(const std::string&)>& want) {
+  std::vector<std::string> all;
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < end) {
+    auto f = sub.next(std::chrono::milliseconds(200));
+    if (!f) break;
+    for (auto& frame : *f) {
+      all.push_back(frame);
+      if (want(frame)) return all;
+    }
+  }
+  ADD_FAILURE() << "no such frame among " << all.size();
+  return all;
+}
+
+TEST(Jobs, TheEventStreamGetsAPhaseChangeFromTheJobManagerWithoutAScan) {
+  PushedJobs s;
+  s.add_vm(test::test_vm_uuid(7), 1, 1 * MiB);
+  std::string job = s.start(test::test_vm_uuid(7), "full");
+  s.wait_replicated(job);
+  auto sub = s.oma->events().subscribe();
+  auto is_job = [&](const std::string& f, const std::string& has) {
+    return f.rfind("event: job\n", 0) == 0 && f.find(job) != std::string::npos && f.find(has) != std::string::npos;
+  };
+  auto copying = disk_state("2000", protocol::DiskStatus::Copying, 12345, MiB);
+  copying.phase = protocol::DiskPhase::Verifying;
+  s.vma.set_disk(job, copying);
+  frames_until(*sub, [&](const std::string& f) { return is_job(f, "\"phase\":\"verifying\""); });
+  s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
+  // The job's end, then its last event, which the JobManager records after it.
+  auto rest = frames_until(*sub, [](const std::string& f) {
+    return f.rfind("event: log\n", 0) == 0 && f.find("job completed") != std::string::npos;
+  });
+  EXPECT_TRUE(std::any_of(rest.begin(), rest.end(), [&](const std::string& f) {
+    if (!is_job(f, "")) return false;
+    return json::parse(f.substr(f.find("data: ") + 6))["status"] == "completed";
+  })) << "no frame of the completed job";
+  s.oma->events().unsubscribe(sub);
 }
 
 TEST(Jobs, VmaRestartFailsTheJobWithTheReason) {

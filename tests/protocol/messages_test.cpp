@@ -213,6 +213,48 @@ TEST(Messages, PhaseTimesComeInPassOrderEachOnceAndAreNotNegative) {
   EXPECT_THROW(encode(backwards), schema::FieldError);  // a sender never sends what its peer refuses
 }
 
+TEST(Messages, ARevisionIsSentOnlyWithALongPollsAnswerAndIsANonNegativeInteger) {
+  JobProgress held = progress();
+  held.revision = 7;
+  json j = encode(held);
+  EXPECT_EQ(j["revision"], 7);
+  EXPECT_EQ(decode<JobProgress>(j).revision.value_or(-1), 7);
+  expect_every_field_checked(decoder<JobProgress>(), j,
+                             {"revision", "disks[0].bytes_resumed", "disks[0].restarted", "disks[1].bytes_resumed",
+                              "disks[1].restarted", "disks[2].bytes_resumed", "disks[2].restarted"});
+  json plain = encode(progress());
+  EXPECT_FALSE(plain.contains("revision"));  // not a long poll: the answer is as before
+  EXPECT_FALSE(decode<JobProgress>(plain).revision);
+  j["revision"] = -1;
+  EXPECT_EQ(refused_field(decoder<JobProgress>(), j), "revision");
+  j["revision"] = "7";
+  EXPECT_EQ(refused_field(decoder<JobProgress>(), j), "revision");
+}
+
+TEST(Messages, ALongPollsQueryRoundTripsAndItsWaitIsBounded) {
+  EXPECT_EQ(progress_query({std::nullopt, 5000}), "wait_ms=5000");
+  EXPECT_EQ(progress_query({12, 0}), "after=12&wait_ms=0");
+  ProgressWait w = parse_progress_wait(std::string("12"), "5000");
+  EXPECT_EQ(w.after.value_or(-1), 12);
+  EXPECT_EQ(w.wait_ms, 5000);
+  EXPECT_FALSE(parse_progress_wait(std::nullopt, "0").after);
+  auto refused = [](const std::optional<std::string>& after, const std::string& wait) -> std::string {
+    try {
+      parse_progress_wait(after, wait);
+    } catch (const schema::FieldError& e) {
+      return e.field();
+    }
+    return "";
+  };
+  EXPECT_EQ(refused(std::nullopt, std::to_string(kMaxProgressWaitMs + 1)), "wait_ms");
+  EXPECT_EQ(refused(std::nullopt, "-1"), "wait_ms");
+  EXPECT_EQ(refused(std::nullopt, ""), "wait_ms");
+  EXPECT_EQ(refused(std::nullopt, "10s"), "wait_ms");
+  EXPECT_EQ(refused(std::string("x"), "100"), "after");
+  EXPECT_EQ(refused(std::string("-3"), "100"), "after");
+  EXPECT_EQ(refused(std::nullopt, std::to_string(kMaxProgressWaitMs)), "");
+}
+
 TEST(Messages, ErrorTextIsMadePrintableBeforeItIsSent) {
   JobProgress p = progress();
   p.disks[2].error = "vSphere said:\nfault\tNoPermission";

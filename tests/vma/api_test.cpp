@@ -25,9 +25,11 @@ class VmaApi : public VmaFixture {
   }
 
   // A raw request signed with the token (if any) and the protocol version header (if any).
+  // `query` follows the path, unsigned (as the OMA sends a long poll's).
   httplib::Result call(const std::string& method, const std::string& path, const std::string& body,
                        const std::string& token,
-                       std::optional<std::string> version = std::to_string(protocol::kVersion)) {
+                       std::optional<std::string> version = std::to_string(protocol::kVersion),
+                       const std::string& query = "") {
     httplib::Client c("127.0.0.1", vma->port());
     c.set_read_timeout(std::chrono::seconds(60));
     httplib::Headers h;
@@ -36,7 +38,8 @@ class VmaApi : public VmaFixture {
                                                         static_cast<int64_t>(std::time(nullptr)), protocol::new_nonce()));
     }
     if (version) h.emplace(protocol::kVersionHeader, *version);
-    return method == "GET" ? c.Get(path.c_str(), h) : c.Post(path.c_str(), h, body, "application/json");
+    std::string target = query.empty() ? path : path + "?" + query;
+    return method == "GET" ? c.Get(target.c_str(), h) : c.Post(target.c_str(), h, body, "application/json");
   }
   struct Answer {
     int status = 0;
@@ -330,6 +333,42 @@ TEST_F(VmaApi, MalformedRequestsAreRefusedNamingTheField) {
   EXPECT_NE(a.error.find("no VM with instance UUID 4210a4c2-6b57-4d4b-9d8e-0c1f2a3b0000"), std::string::npos)
       << a.error;
   EXPECT_EQ(post("/api/v1/stop/0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70", "{}").status, 404);
+}
+
+// A long poll of a job's progress: answered at once without a revision of the caller's,
+// then on each change, and at the bound once nothing changes; the revision comes only
+// with a long poll's answer; a bad query is 400 naming its field. (No time is measured:
+// a wait that never ended would hang the test until CTest's timeout.)
+TEST_F(VmaApi, ProgressCanBeLongPolledAndItsAnswerCarriesTheRevision) {
+  std::string vm = vm_at("DC0/vm/DC0_H0_VM0").instance_uuid;
+  const std::string job = "0b8f3a52-1d4e-4c6a-9f1b-2e3d4c5b6a70";
+  json body = replicate_body(vm);
+  body["nbd"]["port"] = mk::test::free_tcp_port();  // nobody listens: the copy fails, the job ends
+  ASSERT_EQ(post("/api/v1/replicate", body.dump()).status, 202);
+  protocol::JobProgress p = client->wait_progress(job, {std::nullopt, protocol::kMaxProgressWaitMs}, nullptr);
+  ASSERT_TRUE(p.revision);
+  int changes = 0;
+  while (p.status == protocol::VmaJobStatus::Queued || p.status == protocol::VmaJobStatus::Running) {
+    protocol::JobProgress next = client->wait_progress(job, {p.revision, protocol::kMaxProgressWaitMs}, nullptr);
+    ASSERT_TRUE(next.revision);
+    if (*next.revision != *p.revision) ++changes;
+    p = next;
+  }
+  EXPECT_GT(changes, 0) << "the job's end came as a new revision";
+  EXPECT_EQ(client->wait_progress(job, {p.revision, 20}, nullptr).revision, p.revision)
+      << "an ended job does not change: answered at the bound with the same revision";
+  EXPECT_EQ(client->wait_progress(job, {*p.revision + 1000, protocol::kMaxProgressWaitMs}, nullptr).revision,
+            p.revision)
+      << "a revision of an earlier run of the VMA is answered at once";
+  EXPECT_FALSE(client->progress(job).revision) << "a plain progress call's answer is as before";
+
+  for (const auto& [query, field] : std::vector<std::pair<std::string, std::string>>{
+           {"wait_ms=soon", "wait_ms"}, {"wait_ms=10001", "wait_ms"}, {"after=-1&wait_ms=5", "after"}}) {
+    auto r = call("GET", "/api/v1/progress/" + job, "", kToken, std::to_string(protocol::kVersion), query);
+    ASSERT_TRUE(r) << query;
+    EXPECT_EQ(r->status, 400) << query << ": " << r->body;
+    EXPECT_EQ(json::parse(r->body).value("field", ""), field) << query;
+  }
 }
 
 // The OMA speaks a newer protocol than this VMA: the VMA refuses every request (426,

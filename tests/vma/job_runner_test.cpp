@@ -1,10 +1,13 @@
 // JobRunner's memory: ended jobs leave memory after keep_ended_jobs_in_memory_seconds
 // and are answered from their records from then on (get, stop, a repeated submit).
+// And its long poll (wait_for_change): at once when the caller's revision is not the
+// job's, on the job's next change otherwise, at the bound when nothing changes.
 // The jobs here fail at once (their vCenter refuses connections): what is tested is
 // what the runner keeps, not a pass.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "common/files.h"
@@ -96,6 +99,60 @@ TEST_F(JobRunnerMemory, RecentlyEndedJobsStayInMemory) {
   auto r = runner(3600);
   for (int i = 0; i < 5; ++i) run_to_end(*r);
   EXPECT_EQ(r->jobs_in_memory(), 5u);
+}
+
+// No test here measures a time: a wait that should have ended at once but did not
+// would hang the test until CTest's timeout, which fails it.
+constexpr std::chrono::hours kForever{1};
+
+TEST_F(JobRunnerMemory, ALongPollAnswersAtOnceWhenTheCallersRevisionIsNotTheJobs) {
+  auto r = runner(3600);
+  std::string id = run_to_end(*r);
+  auto first = r->wait_for_change(id, std::nullopt, kForever);  // no revision yet: at once
+  ASSERT_TRUE(first);
+  EXPECT_GT(first->revision, 0) << "every recorded change raised it (queued, running, failed)";
+  EXPECT_EQ(first->state.status, VmaJobStatus::Failed);
+  // An older revision (the job changed since), and a newer one (the caller's is from
+  // a VMA that ran before this one restarted): both answered at once.
+  EXPECT_EQ(r->wait_for_change(id, first->revision - 1, kForever)->revision, first->revision);
+  EXPECT_EQ(r->wait_for_change(id, first->revision + 100, kForever)->revision, first->revision);
+  // Nothing changes any more: the wait ends at its bound, with the same revision.
+  EXPECT_EQ(r->wait_for_change(id, first->revision, std::chrono::milliseconds(20))->revision, first->revision);
+  EXPECT_FALSE(r->wait_for_change(protocol::new_uuid(), std::nullopt, kForever)) << "an unknown job";
+}
+
+TEST_F(JobRunnerMemory, ALongPollOnAnUnchangedJobReturnsWithItsNextChangeOfStatus) {
+  auto r = runner(3600);
+  JobState job = failing_job();
+  std::string id = job.job_id();
+  // The VM's lock held here keeps the job queued: nothing changes until it is released.
+  auto vm_lock = r->lock_vm(job.vm_id());
+  ASSERT_TRUE(r->submit(job));
+  auto queued = r->wait_for_change(id, std::nullopt, kForever);
+  ASSERT_TRUE(queued);
+  ASSERT_EQ(queued->state.status, VmaJobStatus::Queued);
+  EXPECT_EQ(r->wait_for_change(id, queued->revision, std::chrono::milliseconds(20))->revision, queued->revision)
+      << "the job is held: the wait ends at its bound";
+  auto next = std::async(std::launch::async, [&] { return r->wait_for_change(id, queued->revision, kForever); });
+  vm_lock.unlock();  // the job runs (and fails: no vCenter): its status changes
+  auto changed = next.get();
+  ASSERT_TRUE(changed);
+  EXPECT_GT(changed->revision, queued->revision);
+  EXPECT_NE(changed->state.status, VmaJobStatus::Queued);
+}
+
+TEST_F(JobRunnerMemory, ReleasedWaitersAnswerAtOnce) {
+  auto r = runner(3600);
+  JobState job = failing_job();
+  auto vm_lock = r->lock_vm(job.vm_id());
+  ASSERT_TRUE(r->submit(job));
+  auto queued = r->wait_for_change(job.job_id(), std::nullopt, kForever);
+  auto held = std::async(std::launch::async,
+                         [&] { return r->wait_for_change(job.job_id(), queued->revision, kForever); });
+  r->release_waiters();  // the API stops: its workers must not stay in a wait
+  EXPECT_EQ(held.get()->revision, queued->revision);
+  EXPECT_EQ(r->wait_for_change(job.job_id(), queued->revision, kForever)->revision, queued->revision);
+  vm_lock.unlock();
 }
 
 }  // namespace

@@ -175,16 +175,55 @@ void EventHub::scan() {
   last_scan_ = now;
 }
 
+namespace {
+
+// What a job's `job` frame shows, in one string: a new one means a new frame.
+std::string job_signature(const JobRecord& j) {
+  return fmt::format("{}|{}|{}|{}|{}|{}|{}", j.status, j.phase, j.bytes_done, j.bytes_total, j.updated_at,
+                     j.cancel_requested, j.error.value_or(""));
+}
+
+}  // namespace
+
 void EventHub::scan_job(const JobRecord& j, bool emit, int64_t now) {
   auto [it, fresh] = jobs_.try_emplace(j.job_id);
   JobState& st = it->second;
-  std::string sig = fmt::format("{}|{}|{}|{}|{}|{}|{}", j.status, j.phase, j.bytes_done, j.bytes_total, j.updated_at,
-                                j.cancel_requested, j.error.value_or(""));
-  bool changed = sig != st.signature;
-  if (changed || fresh) st.seen_at = now;
-  if (changed) {
+  std::string sig = job_signature(j);
+  if (sig != st.signature || fresh) st.seen_at = now;
+  // A followed copy's frames come from job_changed, newer than this row's bytes.
+  emit_job(st, st.live ? st.signature : sig, j, nullptr, emit);
+}
+
+void EventHub::job_changed(const JobRecord& job, const std::vector<JobDiskRecord>& disks, bool live) {
+  {
+    std::lock_guard lock(mu_);
+    if (subs_.empty() || !primed_ || stopping_) return;  // the first subscriber's scan learns the state
+  }
+  try {
+    std::lock_guard serial(scan_mu_);
+    JobState& st = jobs_[job.job_id];
+    std::string sig = job_signature(job);
+    for (const auto& d : disks) {  // a disk's phase or bytes may change while the totals do not
+      sig += fmt::format("|{}:{}:{}:{}", d.disk_key, d.status, d.phase, d.bytes_done);
+    }
+    st.live = live && !is_terminal(job.status);
+    st.seen_at = now_ms();
+    emit_job(st, sig, job, &disks, true);
+  } catch (const std::exception& e) {
+    log::warn("event stream: job {}: {} (the next scan shows it)", job.job_id, e.what());
+  }
+}
+
+bool EventHub::wants_changes() {
+  std::lock_guard lock(mu_);
+  return !subs_.empty() && primed_ && !stopping_;
+}
+
+void EventHub::emit_job(JobState& st, const std::string& sig, const JobRecord& j,
+                        const std::vector<JobDiskRecord>* disks, bool emit) {
+  if (sig != st.signature) {
     st.signature = sig;
-    if (emit) publish(sse_frame("job", view_(j, repo_.job_disks(j.job_id))));
+    if (emit) publish(sse_frame("job", view_(j, disks ? *disks : repo_.job_disks(j.job_id))));
   }
   for (const auto& s : repo_.list_steps(j.job_id)) {
     std::string key = enum_name(s.status) + (s.finished_at ? "|done" : "");

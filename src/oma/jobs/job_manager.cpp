@@ -25,14 +25,18 @@ struct EndedElsewhere {
 };
 
 // A step in the job's log: begun on construction, ended "failed" unless done() is called.
+// `changed` tells the job's observer (JobManager::notify) after each write.
 class Step {
  public:
-  Step(JobRepository& jobs, std::string job_id, const std::string& name)
-      : jobs_(jobs), job_id_(std::move(job_id)), seq_(jobs.begin_step(job_id_, name)) {}
+  Step(JobRepository& jobs, std::string job_id, std::function<void()> changed, const std::string& name)
+      : jobs_(jobs), job_id_(std::move(job_id)), changed_(std::move(changed)), seq_(jobs.begin_step(job_id_, name)) {
+    changed_();
+  }
   ~Step() {
     if (!done_) {
       try {
         jobs_.end_step(job_id_, seq_, StepStatus::Failed);
+        changed_();
       } catch (...) {
       }
     }
@@ -40,11 +44,13 @@ class Step {
   void done(const std::string& message = "") {
     jobs_.end_step(job_id_, seq_, StepStatus::Completed, message);
     done_ = true;
+    changed_();
   }
 
  private:
   JobRepository& jobs_;
   std::string job_id_;
+  std::function<void()> changed_;
   int64_t seq_;
   bool done_ = false;
 };
@@ -108,7 +114,7 @@ std::string JobManager::start(const std::string& vm_id, JobKind kind) {
   job.phase = "preparing volumes";
   job.created_at = now_ms();
   jobs_.create_job(job, job_disk_rows(job, disks, kind == JobKind::Incremental));
-  jobs_.add_event(
+  add_event(
       job.job_id, EventLevel::Info,
       fmt::format("{} replication of VM {} ({}) with {} disk(s) created", kind, vm.name, vm_id, disks.size()));
   launch(job.job_id);
@@ -139,7 +145,7 @@ std::string JobManager::start_custom(const std::string& vm_id, JobKind kind, boo
     bodies_.erase(job.job_id);
     throw;
   }
-  jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} of VM {} ({}) created", kind, vm.name, vm_id));
+  add_event(job.job_id, EventLevel::Info, fmt::format("{} of VM {} ({}) created", kind, vm.name, vm_id));
   launch(job.job_id);
   return job.job_id;
 }
@@ -152,7 +158,11 @@ void JobManager::cancel(const std::string& job_id) {
                                job_id, j.kind));
   }
   jobs_.request_cancel(job_id);
-  jobs_.add_event(job_id, EventLevel::Warn, "cancellation requested");
+  add_event(job_id, EventLevel::Warn, "cancellation requested");
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = calls_.find(job_id); it != calls_.end()) it->second->abort();  // the runner sees it now
+  }
   cv_.notify_all();
 }
 
@@ -163,8 +173,8 @@ int JobManager::recover() {
       log::info("job {} (VM {}) is active on another OMA node: not resumed here", j.job_id, j.vm_id);
       continue;
     }
-    jobs_.add_event(j.job_id, EventLevel::Warn,
-                    fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
+    add_event(j.job_id, EventLevel::Warn,
+              fmt::format("OMA restarted: resuming the job from state '{}'", j.status));
     log::info("recovering job {} (VM {}) in state {}", j.job_id, j.vm_id, j.status);
     launch(j.job_id);
     ++n;
@@ -193,6 +203,7 @@ void JobManager::shutdown() {
     std::lock_guard lock(mu_);
     stopping_ = true;
     runners.swap(runners_);
+    for (auto& [id, call] : calls_) call->abort();  // long polls end now, not after their wait
   }
   cv_.notify_all();
   for (auto& [id, t] : runners) t.join();
@@ -259,9 +270,9 @@ void JobManager::run_custom(const JobRecord& job) {
   if (is_terminal(jobs_.get_job(job.job_id).status)) throw EndedElsewhere{enum_name(jobs_.get_job(job.job_id).status)};
   // One transaction: a pass started between releasing the VM and setting its status
   // would find a cut-over VM "replicated" (issue 16).
-  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt, vm_status);
+  finish(job.job_id, JobStatus::Completed, std::nullopt, vm_status);
   if (options_.after_finish) options_.after_finish(job.job_id);
-  jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("{} completed", job.kind));
+  add_event(job.job_id, EventLevel::Info, fmt::format("{} completed", job.kind));
 }
 
 std::string JobManager::interrupted_error(const JobRecord& job) {
@@ -302,8 +313,8 @@ void JobManager::end_interrupted(const JobRecord& job) {
       jobs_.end_step(job.job_id, step.seq, StepStatus::Failed, "interrupted: the OMA restarted");
   }
   log::error("job {}: {}", job.job_id, error);
-  jobs_.add_event(job.job_id, EventLevel::Error, error);
-  jobs_.finish_job(job.job_id, JobStatus::Failed, error, interrupted_status(job.kind));
+  add_event(job.job_id, EventLevel::Error, error);
+  finish(job.job_id, JobStatus::Failed, error, interrupted_status(job.kind));
 }
 
 void JobManager::end_interrupted_check(const JobRecord& job) {
@@ -320,24 +331,24 @@ void JobManager::end_interrupted_check(const JobRecord& job) {
                                   "volumes, so nothing was left to undo: start the {} again",
                                   what, job.phase, what);
   log::warn("job {}: {}", job.job_id, error);
-  jobs_.add_event(job.job_id, EventLevel::Warn, error);
-  jobs_.finish_job(job.job_id, JobStatus::Failed, error, VmStatus::Replicated);
+  add_event(job.job_id, EventLevel::Warn, error);
+  finish(job.job_id, JobStatus::Failed, error, VmStatus::Replicated);
 }
 
 void JobManager::replicate_pass(const std::string& job_id) {
   try {
     JobRecord j = jobs_.get_job(job_id);
     prepare(j);
-    jobs_.set_job_status(job_id, JobStatus::Exporting, "final pass: exporting disks");
+    set_status(job_id, JobStatus::Exporting, "final pass: exporting disks");
     export_and_replicate(j);
-    jobs_.set_job_status(job_id, JobStatus::Copying, "final pass: copying");
+    set_status(job_id, JobStatus::Copying, "final pass: copying");
     auto vma_ended = poll(j);
-    jobs_.set_job_status(job_id, JobStatus::Committing, "final pass: committing change IDs");
-    Step step(jobs_, job_id, "committing change IDs");
+    set_status(job_id, JobStatus::Committing, "final pass: committing change IDs");
+    Step step(jobs_, job_id, notifier(job_id), "committing change IDs");
     jobs_.commit_change_ids(job_id);
     step.done();
     record_reporting(job_id, vma_ended);
-    jobs_.set_job_status(job_id, JobStatus::Running, "final pass done");
+    set_status(job_id, JobStatus::Running, "final pass done");
   } catch (const ShuttingDown&) {
     throw Error(fmt::format("job {}: the OMA is stopping, so the final pass was interrupted", job_id));
   } catch (const Cancelled&) {
@@ -347,7 +358,7 @@ void JobManager::replicate_pass(const std::string& job_id) {
     try {
       if (writer_possible(job_id)) {
         stop_writer(jobs_.get_job(job_id), JobStatus::Unknown, e.what());
-        jobs_.set_job_status(job_id, JobStatus::Running, "final pass failed; the VMA's copy has stopped");
+        set_status(job_id, JobStatus::Running, "final pass failed; the VMA's copy has stopped");
       }
     } catch (const ShuttingDown&) {
       throw Error(fmt::format("job {}: the OMA is stopping before the VMA's copy was seen stopped: {}", job_id,
@@ -364,8 +375,8 @@ void JobManager::end_pass(const std::string& job_id, JobStatus end, const std::s
     if (writer_possible(job_id))
       stop_writer(jobs_.get_job(job_id), end == JobStatus::Cancelled ? JobStatus::Cancelling : JobStatus::Unknown,
                   error);
-    jobs_.finish_job(job_id, end, error);
-    if (end == JobStatus::Cancelled) jobs_.add_event(job_id, EventLevel::Info, "job cancelled");
+    finish(job_id, end, error);
+    if (end == JobStatus::Cancelled) add_event(job_id, EventLevel::Info, "job cancelled");
   } catch (const ShuttingDown&) {
     log::info("job {}: OMA stopping before the VMA's copy was seen stopped; the next start goes on with it", job_id);
   } catch (const std::exception& e) {
@@ -374,33 +385,33 @@ void JobManager::end_pass(const std::string& job_id, JobStatus end, const std::s
 }
 
 void JobManager::stop_writer(const JobRecord& job, JobStatus holding, const std::string& error) {
-  jobs_.set_job_status(job.job_id, holding,
-                       holding == JobStatus::Cancelling ? "cancelling: stopping the copy on the VMA"
-                                                        : "the VMA may still be writing: stopping its copy",
-                       error);
+  set_status(job.job_id, holding,
+             holding == JobStatus::Cancelling ? "cancelling: stopping the copy on the VMA"
+                                              : "the VMA may still be writing: stopping its copy",
+             error);
   std::vector<std::string> exports;
   for (const auto& d : jobs_.job_disks(job.job_id)) exports.push_back(d.export_name);
   for (bool first = true;; first = false) {
     try {
       vma_for(job.vm_id)->stop(job.job_id);
-      jobs_.add_event(job.job_id, EventLevel::Info, "the VMA confirmed that the job's copy has stopped");
+      add_event(job.job_id, EventLevel::Info, "the VMA confirmed that the job's copy has stopped");
       return;
     } catch (const std::exception& e) {
-      if (first) jobs_.add_event(job.job_id, EventLevel::Warn, fmt::format("could not tell the VMA to stop: {}", e.what()));
+      if (first) add_event(job.job_id, EventLevel::Warn, fmt::format("could not tell the VMA to stop: {}", e.what()));
     }
     try {
       exports_.backend().cut_off(exports);
-      jobs_.add_event(job.job_id, EventLevel::Warn,
-                      fmt::format("the VMA cannot be reached, so the export server closed every connection to {} "
-                                  "and withdrew them until the next pass: nothing writes to the volumes any more",
-                                  fmt::join(exports, ", ")));
+      add_event(job.job_id, EventLevel::Warn,
+                fmt::format("the VMA cannot be reached, so the export server closed every connection to {} "
+                            "and withdrew them until the next pass: nothing writes to the volumes any more",
+                            fmt::join(exports, ", ")));
       return;
     } catch (const std::exception& e) {
       if (first) {
-        jobs_.add_event(job.job_id, EventLevel::Error,
-                        fmt::format("cannot cut the VMA off {}: {}; the job keeps its VM (no pass, cutover or test "
-                                    "failover starts) and the OMA tries again",
-                                    fmt::join(exports, ", "), e.what()));
+        add_event(job.job_id, EventLevel::Error,
+                  fmt::format("cannot cut the VMA off {}: {}; the job keeps its VM (no pass, cutover or test "
+                              "failover starts) and the OMA tries again",
+                              fmt::join(exports, ", "), e.what()));
       }
     }
     if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
@@ -418,26 +429,26 @@ void JobManager::run(const std::string& job_id) {
         check_cancel(job_id);
         JobOptions::HandOff h = options_.hand_off(j);
         if (h.handed_off) {
-          jobs_.add_event(job_id, EventLevel::Info, h.message);
-          jobs_.set_job_status(job_id, JobStatus::Preparing, "moving volumes to another OMA node");
+          add_event(job_id, EventLevel::Info, h.message);
+          set_status(job_id, JobStatus::Preparing, "moving volumes to another OMA node");
           log::info("job {}: {}", job_id, h.message);
           return;  // the node the volumes move to adopts it
         }
-        if (!h.message.empty()) jobs_.add_event(job_id, EventLevel::Warn, h.message);
+        if (!h.message.empty()) add_event(job_id, EventLevel::Warn, h.message);
       }
       prepare(j);
-      jobs_.set_job_status(job_id, JobStatus::Exporting, "exporting disks");
+      set_status(job_id, JobStatus::Exporting, "exporting disks");
       j.status = JobStatus::Exporting;
     }
     if (j.status == JobStatus::Exporting) {
       export_and_replicate(j);
-      jobs_.set_job_status(job_id, JobStatus::Copying, "copying");
+      set_status(job_id, JobStatus::Copying, "copying");
       j.status = JobStatus::Copying;
     }
     std::optional<SteadyTime> vma_ended;
     if (j.status == JobStatus::Copying) {
       vma_ended = poll(j);
-      jobs_.set_job_status(job_id, JobStatus::Committing, "committing change IDs");
+      set_status(job_id, JobStatus::Committing, "committing change IDs");
       j.status = JobStatus::Committing;
     }
     if (j.status == JobStatus::Committing) commit(j, vma_ended);
@@ -452,7 +463,7 @@ void JobManager::run(const std::string& job_id) {
   } catch (const std::exception& e) {
     log::error("job {} failed: {}", job_id, e.what());
     try {
-      jobs_.add_event(job_id, EventLevel::Error, e.what());
+      add_event(job_id, EventLevel::Error, e.what());
       JobRecord ended = jobs_.get_job(job_id);
       if (is_pass(ended.kind)) return end_pass(job_id, JobStatus::Failed, e.what());
       if (is_terminal(ended.status)) {  // failed by another node's takeover: left as it recorded it
@@ -462,8 +473,8 @@ void JobManager::run(const std::string& job_id) {
         return;
       }
       auto* f = dynamic_cast<const JobFailed*>(&e);
-      jobs_.finish_job(job_id, JobStatus::Failed, std::string(e.what()),
-                       f ? std::optional(f->vm_status()) : std::nullopt);
+      finish(job_id, JobStatus::Failed, std::string(e.what()),
+             f ? std::optional(f->vm_status()) : std::nullopt);
     } catch (const std::exception& e2) {
       log::error("job {}: cannot record its failure: {}", job_id, e2.what());
     }
@@ -471,7 +482,7 @@ void JobManager::run(const std::string& job_id) {
 }
 
 void JobManager::preflight(const JobRecord& job) {
-  Step step(jobs_, job.job_id, "preflight");
+  Step step(jobs_, job.job_id, notifier(job.job_id), "preflight");
   protocol::DiscoveredVm vm = vma_for(job.vm_id)->describe_vm(job.vm_id);
   follow_grown_disks(job, vm);  // first: the target checks the sizes
   std::vector<protocol::PreflightFinding> findings = vm.findings;
@@ -490,8 +501,8 @@ std::string JobManager::check_target(const JobRecord& job, std::vector<protocol:
   TargetReport report = options_.target->check(job.vm_id);
   findings.insert(findings.end(), report.blocking.begin(), report.blocking.end());
   for (const auto& f : report.cutover) {
-    jobs_.add_event(job.job_id, EventLevel::Warn,
-                    fmt::format("replication goes on, but a cutover would be refused: {}", f.text));
+    add_event(job.job_id, EventLevel::Warn,
+              fmt::format("replication goes on, but a cutover would be refused: {}", f.text));
   }
   std::string notes;
   for (const auto& f : report.notes) notes += (notes.empty() ? "" : "\n") + f.text;
@@ -504,10 +515,10 @@ void JobManager::follow_grown_disks(const JobRecord& job, const protocol::Discov
       if (now.disk_key.str() != d.disk_key || now.capacity_bytes <= d.capacity_bytes) continue;
       vms_.set_disk_grown(job.vm_id, d.disk_key, now.capacity_bytes);
       jobs_.clear_job_disk_base(job.job_id, d.disk_key);
-      jobs_.add_event(job.job_id, EventLevel::Warn,
-                      fmt::format("disk {} grew from {} to {} bytes in vCenter: its volume grows first and it gets a "
-                                  "full pass",
-                                  d.disk_key, d.capacity_bytes, now.capacity_bytes));
+      add_event(job.job_id, EventLevel::Warn,
+                fmt::format("disk {} grew from {} to {} bytes in vCenter: its volume grows first and it gets a "
+                            "full pass",
+                            d.disk_key, d.capacity_bytes, now.capacity_bytes));
     }
   }
 }
@@ -526,12 +537,12 @@ std::unique_lock<std::mutex> JobManager::wait_for_volume_slots(const JobRecord& 
     }
     std::string phase = fmt::format("waiting for {} free data-volume slot(s) on the OMA's VM ({} free: {})",
                                      slots.needed, slots.free, slots.limit);
-    if (!waiting) waiting.emplace(jobs_, job.job_id, "waiting for data-volume slots");
+    if (!waiting) waiting.emplace(jobs_, job.job_id, notifier(job.job_id), "waiting for data-volume slots");
     if (phase != last) {
-      jobs_.set_job_status(job.job_id, job.status, phase);
-      jobs_.add_event(job.job_id, EventLevel::Warn,
-                      phase + "; the pass goes on when volumes are freed (a VM cut over or removed, a volume "
-                              "detached), or raise the hypervisor's maxdatavolumeslimit");
+      set_status(job.job_id, job.status, phase);
+      add_event(job.job_id, EventLevel::Warn,
+                phase + "; the pass goes on when volumes are freed (a VM cut over or removed, a volume "
+                        "detached), or raise the hypervisor's maxdatavolumeslimit");
       last = phase;
     }
     admitted.unlock();
@@ -543,12 +554,12 @@ std::unique_lock<std::mutex> JobManager::wait_for_volume_slots(const JobRecord& 
 void JobManager::prepare(const JobRecord& job) {
   preflight(job);
   auto admitted = wait_for_volume_slots(job);
-  Step step(jobs_, job.job_id, "preparing volumes");
+  Step step(jobs_, job.job_id, notifier(job.job_id), "preparing volumes");
   for (const auto& d : vms_.list_disks(job.vm_id)) {
     check_cancel(job.job_id);
     VolumeRecord v = volumes_.ensure_volume(d);
-    jobs_.add_event(job.job_id, EventLevel::Info, fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
-                                                     v.size_bytes));
+    add_event(job.job_id, EventLevel::Info, fmt::format("disk {}: volume {} ({} bytes)", d.disk_key, v.volume_id,
+                                                           v.size_bytes));
   }
   step.done();
 }
@@ -556,7 +567,7 @@ void JobManager::prepare(const JobRecord& job) {
 void JobManager::export_and_replicate(const JobRecord& job) {
   protocol::ReplicateRequest req;
   {
-    Step step(jobs_, job.job_id, "exporting");
+    Step step(jobs_, job.job_id, notifier(job.job_id), "exporting");
     auto job_disks = jobs_.job_disks(job.job_id);
     for (const auto& d : vms_.list_disks(job.vm_id)) {
       check_cancel(job.job_id);
@@ -578,13 +589,13 @@ void JobManager::export_and_replicate(const JobRecord& job) {
                                        job.job_id, job.vm_id, d.disk_key));
       req.disks.push_back(
           {protocol::DiskKey::parse(d.disk_key), d.unit, d.capacity_bytes, e.export_name, jd->change_id_base});
-      jobs_.add_event(job.job_id, EventLevel::Info,
-                      fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
+      add_event(job.job_id, EventLevel::Info,
+                fmt::format("disk {}: export {} verified", d.disk_key, e.export_name));
     }
     step.done();
   }
   check_cancel(job.job_id);
-  Step step(jobs_, job.job_id, "starting copy on the VMA");
+  Step step(jobs_, job.job_id, notifier(job.job_id), "starting copy on the VMA");
   req.job_id = job.job_id;
   req.vm_id = job.vm_id;
   // A cutover's final pass is incremental.
@@ -599,25 +610,55 @@ void JobManager::export_and_replicate(const JobRecord& job) {
 }
 
 std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
-  Step step(jobs_, job.job_id, "copying");
+  Step step(jobs_, job.job_id, notifier(job.job_id), "copying");
+  {
+    std::lock_guard lock(live_mu_);
+    live_[job.job_id];  // followed: notify() says so
+  }
+  // However poll() ends, the observer learns that the database has the job again.
+  struct Unfollow {
+    JobManager& m;
+    const std::string& job_id;
+    ~Unfollow() {
+      {
+        std::lock_guard lock(m.live_mu_);
+        m.live_.erase(job_id);
+      }
+      m.notify(job_id);
+    }
+  } unfollow{*this, job.job_id};
   std::optional<SteadyTime> vma_ended;
   auto vma = vma_for(job.vm_id);
   auto last_ok = std::chrono::steady_clock::now();
+  auto last_write = SteadyTime{};
   std::string last_error;
+  std::string last_phase;
   std::set<std::string> noted;  // resume notes already in the job's log
+  // The VMA's revision of the job from its last answer: the next call returns when the
+  // job changed there. None: the VMA did not hold the call (or the call failed), so the
+  // next one waits poll_interval first, as polling did.
+  std::optional<int64_t> revision;
+  bool wait_first = false;  // poll_interval before the next call
   for (;;) {
-    if (!sleep_for(options_.poll_interval)) throw ShuttingDown{};
+    if (wait_first && !sleep_for(options_.poll_interval)) throw ShuttingDown{};
+    wait_first = true;
     check_cancel(job.job_id);
     protocol::JobProgress p;
     try {
-      p = vma->progress(job.job_id);
+      bool aborted = false;
+      p = ask_progress(*vma, job.job_id, revision, aborted);
+      if (aborted) {  // shutdown or cancel: check_cancel says which, at once
+        wait_first = false;
+        continue;
+      }
     } catch (const VmaJobUnknown& e) {
       throw Error(fmt::format("the VMA no longer knows job {} (it restarted or lost it): start a new job; {}",
                               job.job_id, e.what()));
     } catch (const VmaUnreachable& e) {
       poller_errors_++;
+      revision.reset();
       auto silent = std::chrono::steady_clock::now() - last_ok;
-      if (last_error.empty()) jobs_.add_event(job.job_id, EventLevel::Warn, e.what());
+      if (last_error.empty()) add_event(job.job_id, EventLevel::Warn, e.what());
       last_error = e.what();
       if (silent > options_.vma_timeout) {
         throw Error(fmt::format("no progress from the VMA for {} s (limit {} s): {}; check the SSH tunnel and the VMA",
@@ -631,8 +672,12 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
       throw;  // the VMA answered something that breaks the protocol: do not guess
     }
     last_ok = std::chrono::steady_clock::now();  // also when this answer arrived
-    if (!last_error.empty()) jobs_.add_event(job.job_id, EventLevel::Info, "the VMA answers again");
+    if (!last_error.empty()) add_event(job.job_id, EventLevel::Info, "the VMA answers again");
     last_error.clear();
+    // Of the instance that answered: a restarted VMA counts from 0 again, and it answers
+    // at once when the revision asked for is not its own (newer or older).
+    revision = p.revision;
+    wait_first = !revision;  // a VMA that did not hold the call is polled
 
     auto known = jobs_.vma_instance(job.job_id);
     if (!known || known->empty()) {
@@ -646,13 +691,14 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
                                 *known, p.vma_instance));
       }
       jobs_.set_vma_instance(job.job_id, p.vma_instance);
-      jobs_.add_event(job.job_id, EventLevel::Warn,
-                      fmt::format("the VMA restarted during the copy (instance {} is now {}): it resumes the pass "
-                                  "from each disk's last flushed range while the pass's snapshot exists",
-                                  *known, p.vma_instance));
+      add_event(job.job_id, EventLevel::Warn,
+                fmt::format("the VMA restarted during the copy (instance {} is now {}): it resumes the pass "
+                            "from each disk's last flushed range while the pass's snapshot exists",
+                            *known, p.vma_instance));
     }
 
     auto disks = jobs_.job_disks(job.job_id);
+    std::vector<JobDiskRecord> now;
     std::set<std::string> seen;
     size_t completed = 0;
     std::vector<std::string> failed;  // "disk KEY failed on the VMA: ERROR"
@@ -677,6 +723,7 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
       d.eta_seconds = dp.eta_seconds;
       d.change_id_new = dp.change_id;
       d.error = dp.error;
+      d.phases = dp.phases;
       if (unverified) {  // never recorded as completed, so never committed
         d.status = protocol::DiskStatus::Failed;
         d.phase = protocol::DiskPhase::Failed;
@@ -684,20 +731,24 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
         d.error = unverified;
         failed.push_back(*unverified);
       }
-      jobs_.update_disk_progress(d);
-      if (dp.phases != d.phases) jobs_.set_disk_phases(job.job_id, key, dp.phases);  // a phase ended
       // The protocol guarantees a failed disk's error and a completed disk's change ID.
       if (dp.status == protocol::DiskStatus::Failed) {
         failed.push_back(fmt::format("disk {} failed on the VMA: {}", key, dp.error.value_or("")));
       }
       if (d.status == protocol::DiskStatus::Completed) ++completed;
+      now.push_back(std::move(d));
     }
     // Every disk of this answer is recorded first: a disk that failed is reported with
     // the others it stopped (the VMA marks it failed before them), never left out.
+    record_progress(job.job_id, disks, now, last_write);
     if (!failed.empty()) throw Error(fmt::format("VM {} {}", job.vm_id, fmt::join(failed, "; ")));
-    jobs_.roll_up_progress(job.job_id);
-    jobs_.set_job_status(job.job_id, JobStatus::Copying,
-                         fmt::format("copying: {}/{} disks completed", completed, disks.size()));
+    std::string phase = fmt::format("copying: {}/{} disks completed", completed, disks.size());
+    if (phase != last_phase) {
+      set_status(job.job_id, JobStatus::Copying, phase);
+      last_phase = phase;
+    } else {
+      notify(job.job_id);
+    }
     // Done once every disk completed and the VMA closed the pass (snapshot removed):
     // its phase times are then complete.
     bool closed = p.status != protocol::VmaJobStatus::Queued && p.status != protocol::VmaJobStatus::Running;
@@ -711,14 +762,134 @@ std::optional<JobManager::SteadyTime> JobManager::poll(const JobRecord& job) {
   return vma_ended;
 }
 
+protocol::JobProgress JobManager::ask_progress(VmaClient& vma, const std::string& job_id,
+                                               std::optional<int64_t> revision, bool& aborted) {
+  if (options_.progress_wait.count() <= 0) return vma.progress(job_id);
+  auto call = std::make_shared<CallAbort>();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) call->abort();
+    calls_[job_id] = call;
+  }
+  struct Forget {
+    JobManager& m;
+    const std::string& job_id;
+    ~Forget() {
+      std::lock_guard lock(m.mu_);
+      m.calls_.erase(job_id);
+    }
+  } forget{*this, job_id};
+  int64_t wait = std::min<int64_t>(options_.progress_wait.count(), protocol::kMaxProgressWaitMs);
+  try {
+    return vma.wait_progress(job_id, {revision, wait}, call.get());
+  } catch (const VmaUnreachable&) {
+    if (!call->aborted()) throw;
+    aborted = true;
+    return {};
+  }
+}
+
+void JobManager::record_progress(const std::string& job_id, const std::vector<JobDiskRecord>& recorded,
+                                 const std::vector<JobDiskRecord>& now, SteadyTime& last_write) {
+  auto same_state = [](const JobDiskRecord& a, const JobDiskRecord& b) {
+    return a.status == b.status && a.phase == b.phase && a.error == b.error && a.change_id_new == b.change_id_new &&
+           a.phases == b.phases;
+  };
+  auto same_bytes = [](const JobDiskRecord& a, const JobDiskRecord& b) {
+    return a.bytes_done == b.bytes_done && a.bytes_total == b.bytes_total && a.throughput_bps == b.throughput_bps &&
+           a.eta_seconds == b.eta_seconds;
+  };
+  bool state_changed = false, bytes_changed = false;
+  for (const auto& d : now) {
+    auto it = std::find_if(recorded.begin(), recorded.end(), [&](const auto& r) { return r.disk_key == d.disk_key; });
+    state_changed |= !same_state(*it, d);
+    bytes_changed |= !same_bytes(*it, d);
+  }
+  auto t = std::chrono::steady_clock::now();
+  bool due = bytes_changed && t - last_write >= options_.progress_record_interval;
+  if (!state_changed && !due) {
+    std::lock_guard lock(live_mu_);
+    live_[job_id] = bytes_changed ? now : std::vector<JobDiskRecord>{};
+    return;
+  }
+  for (const auto& d : now) {
+    auto it = std::find_if(recorded.begin(), recorded.end(), [&](const auto& r) { return r.disk_key == d.disk_key; });
+    if (!same_state(*it, d) || !same_bytes(*it, d)) jobs_.update_disk_progress(d);
+    if (it->phases != d.phases) jobs_.set_disk_phases(job_id, d.disk_key, d.phases);  // a phase ended
+  }
+  jobs_.roll_up_progress(job_id);
+  last_write = t;
+  std::lock_guard lock(live_mu_);
+  live_[job_id].clear();
+}
+
+void JobManager::set_observer(JobObserver* observer) {
+  std::lock_guard lock(observer_mu_);
+  observer_ = observer;
+}
+
+void JobManager::notify(const std::string& job_id) {
+  std::lock_guard lock(observer_mu_);
+  try {
+    if (!observer_ || !observer_->wants_changes()) return;
+    JobRecord job = jobs_.get_job(job_id);
+    std::vector<JobDiskRecord> disks = jobs_.job_disks(job_id);
+    bool live = false;
+    {
+      std::lock_guard l(live_mu_);
+      auto it = live_.find(job_id);
+      if (it != live_.end()) {
+        live = true;
+        if (!it->second.empty()) disks = it->second;
+      }
+    }
+    if (live) {  // the totals as roll_up_progress would record them
+      job.bytes_done = job.bytes_total = 0;
+      job.throughput_bps = job.eta_seconds = 0;
+      for (const auto& d : disks) {
+        job.bytes_done += d.bytes_done;
+        job.bytes_total += d.bytes_total;
+        job.throughput_bps += d.throughput_bps;
+        job.eta_seconds = std::max(job.eta_seconds, d.eta_seconds);
+      }
+    }
+    observer_->job_changed(job, disks, live);
+  } catch (const std::exception& e) {
+    log::warn("job {}: cannot tell the event stream of its change (it finds it in the database later): {}", job_id,
+              e.what());
+  }
+}
+
+void JobManager::add_event(const std::string& job_id, EventLevel level, const std::string& message) {
+  jobs_.add_event(job_id, level, message);
+  notify(job_id);
+}
+
+void JobManager::set_status(const std::string& job_id, JobStatus status, const std::string& phase) {
+  jobs_.set_job_status(job_id, status, phase);
+  notify(job_id);
+}
+
+void JobManager::set_status(const std::string& job_id, JobStatus status, const std::string& phase,
+                            const std::string& error) {
+  jobs_.set_job_status(job_id, status, phase, error);
+  notify(job_id);
+}
+
+void JobManager::finish(const std::string& job_id, JobStatus status, const std::optional<std::string>& error,
+                        std::optional<VmStatus> vm_status) {
+  jobs_.finish_job(job_id, status, error, vm_status);
+  notify(job_id);
+}
+
 void JobManager::record_written_baseline(const JobRecord& job, const std::string& disk_key,
                                          const std::string& export_name) {
   std::optional<uint64_t> count = exports_.backend().written_bytes(export_name);
   if (!count) {
-    jobs_.add_event(job.job_id, EventLevel::Warn,
-                    fmt::format("disk {}: the {} export server cannot count written bytes, so the VMA's report that "
-                                "this disk completed will not be checked against export {}",
-                                disk_key, exports_.backend().name(), export_name));
+    add_event(job.job_id, EventLevel::Warn,
+              fmt::format("disk {}: the {} export server cannot count written bytes, so the VMA's report that "
+                          "this disk completed will not be checked against export {}",
+                          disk_key, exports_.backend().name(), export_name));
     return;
   }
   // Kept if recorded already: a resumed job must not move it past bytes already copied.
@@ -762,7 +933,7 @@ void JobManager::note_resume(const std::string& job_id, const std::string& disk_
   for (const auto& note : notes) {
     noted.insert(note);
     bool known = std::any_of(events.begin(), events.end(), [&](const EventRecord& e) { return e.message == note; });
-    if (!known) jobs_.add_event(job_id, note.find("started over") != std::string::npos ? EventLevel::Warn
+    if (!known) add_event(job_id, note.find("started over") != std::string::npos ? EventLevel::Warn
                                                                                           : EventLevel::Info,
                                 note);
   }
@@ -783,12 +954,12 @@ void JobManager::record_reporting(const std::string& job_id, std::optional<Stead
 }
 
 void JobManager::commit(const JobRecord& job, std::optional<SteadyTime> vma_ended) {
-  Step step(jobs_, job.job_id, "committing change IDs");
+  Step step(jobs_, job.job_id, notifier(job.job_id), "committing change IDs");
   jobs_.commit_change_ids(job.job_id);
   step.done();
   record_reporting(job.job_id, vma_ended);  // first: a completed job shows all its phases
-  jobs_.finish_job(job.job_id, JobStatus::Completed, std::nullopt);
-  jobs_.add_event(job.job_id, EventLevel::Info, "job completed: every disk copied and its change ID committed");
+  finish(job.job_id, JobStatus::Completed, std::nullopt);
+  add_event(job.job_id, EventLevel::Info, "job completed: every disk copied and its change ID committed");
   if (options_.pass_completed) {
     try {
       options_.pass_completed(jobs_.get_job(job.job_id));

@@ -45,6 +45,15 @@
 // Retried writes make the count larger, never smaller. A backend that cannot count
 // (nbd-server) leaves no baseline: the job records that its disks were not checked.
 //
+// Progress is pushed, not polled: while copying, the runner long-polls the VMA
+// (VmaClient::wait_progress, at most progress_wait per call), which answers as soon as
+// the job changed there; a VMA that does not hold the call (no revision in its answer)
+// is polled every poll_interval as before. Status and phase changes of a disk (its end
+// among them) are written to the database at once, byte progress at most every
+// progress_record_interval per job; every change is told to the JobObserver at once
+// (the event stream), with the newest bytes. shutdown() and cancel() end a runner's
+// long poll at once (CallAbort: the HTTP request is shut down), so neither waits for it.
+//
 // At most one active job per VM (JobRepository::create_job enforces it); jobs of different VMs run
 // concurrently, one thread each. Does not own its collaborators. Thread-safe.
 #pragma once
@@ -65,6 +74,7 @@
 #include "oma/db/job_repository.h"
 #include "oma/db/vm_repository.h"
 #include "oma/exports/export_manager.h"
+#include "oma/jobs/job_observer.h"
 #include "oma/jobs/target_checks.h"
 #include "oma/vma/vma_client.h"
 #include "oma/volumes/volume_manager.h"
@@ -72,7 +82,13 @@
 namespace mk::oma {
 
 struct JobOptions {
-  std::chrono::milliseconds poll_interval{1000};
+  std::chrono::milliseconds poll_interval{1000};  // between progress calls to a VMA that does not hold them
+  // How long the VMA may hold a progress call until something changes (a long poll, at
+  // most protocol::kMaxProgressWaitMs); 0: poll every poll_interval.
+  std::chrono::milliseconds progress_wait{5000};
+  // Byte progress goes to the database at most this often per job (status and phase
+  // changes at once).
+  std::chrono::milliseconds progress_record_interval{1000};
   std::chrono::milliseconds vma_timeout{60000};  // longest silence from the VMA before failing
   std::string nbd_host = "127.0.0.1";            // where the VMA reaches the export server
   int nbd_port = 10809;
@@ -156,6 +172,9 @@ class JobManager {
   void shutdown();
 
   uint64_t poller_errors() const { return poller_errors_.load(); }
+  // Who is told of every change of the jobs this manager runs (null: nobody). When
+  // set_observer returns, the previous observer is called no more.
+  void set_observer(JobObserver* observer);
 
   // The VMA that serves `vm_id` (its paired VMA, or the default one).
   std::shared_ptr<VmaClient> vma_for(const std::string& vm_id);
@@ -210,6 +229,27 @@ class JobManager {
   // then. Throws ShuttingDown (the job stays held and resumes at the next start).
   void stop_writer(const JobRecord& job, JobStatus holding, const std::string& error);
   bool sleep_for(std::chrono::milliseconds d);  // false when shutting down
+  // Writes to the database that the observer is told of.
+  void add_event(const std::string& job_id, EventLevel level, const std::string& message);
+  void set_status(const std::string& job_id, JobStatus status, const std::string& phase);
+  void set_status(const std::string& job_id, JobStatus status, const std::string& phase, const std::string& error);
+  void finish(const std::string& job_id, JobStatus status, const std::optional<std::string>& error,
+              std::optional<VmStatus> vm_status = std::nullopt);
+  // Tells the observer the job as it is now: its record, with the live bytes of a copy
+  // that poll() follows and has not recorded yet. Errors are logged.
+  void notify(const std::string& job_id);
+  std::function<void()> notifier(const std::string& job_id) {
+    return [this, job_id] { notify(job_id); };
+  }
+  // poll(): one call to the VMA for the job's progress, which shutdown() and cancel()
+  // can end at once.
+  protocol::JobProgress ask_progress(VmaClient& vma, const std::string& job_id, std::optional<int64_t> revision,
+                                     bool& aborted);
+  // poll(): writes the disks' progress when a status, phase or error changed, or
+  // progress_record_interval after the last write; otherwise keeps it as the job's live
+  // bytes for notify().
+  void record_progress(const std::string& job_id, const std::vector<JobDiskRecord>& recorded,
+                       const std::vector<JobDiskRecord>& now, SteadyTime& last_write);
 
   VmRepository& vms_;
   JobRepository& jobs_;
@@ -225,6 +265,12 @@ class JobManager {
   std::vector<std::string> finished_;  // runners that have returned, to be joined
   std::atomic<uint64_t> poller_errors_{0};
   std::mutex volume_slots_mu_;  // held from a slot check until that job's volumes are attached
+  std::map<std::string, std::shared_ptr<CallAbort>> calls_;  // progress calls in flight per job; guarded by mu_
+  // Jobs poll() follows, with the disks' progress not recorded yet (empty: none).
+  std::mutex live_mu_;  // guards live_
+  std::map<std::string, std::vector<JobDiskRecord>> live_;
+  std::mutex observer_mu_;  // guards observer_; held while it is called (one call at a time)
+  JobObserver* observer_ = nullptr;
 };
 
 }  // namespace mk::oma

@@ -37,6 +37,29 @@ void expect_same(const std::string& got, const std::string& asked, const char* w
 
 }  // namespace
 
+void CallAbort::abort() {
+  std::lock_guard lock(mu_);
+  aborted_ = true;
+  if (stop_) stop_();
+}
+
+bool CallAbort::aborted() {
+  std::lock_guard lock(mu_);
+  return aborted_;
+}
+
+bool CallAbort::arm(std::function<void()> stop) {
+  std::lock_guard lock(mu_);
+  if (aborted_) return false;
+  stop_ = std::move(stop);
+  return true;
+}
+
+void CallAbort::disarm() {
+  std::lock_guard lock(mu_);
+  stop_ = nullptr;
+}
+
 HttpVmaClient::HttpVmaClient(std::string base_url, std::chrono::milliseconds timeout, std::string token,
                              int protocol_version)
     : base_url_(std::move(base_url)),
@@ -45,7 +68,8 @@ HttpVmaClient::HttpVmaClient(std::string base_url, std::chrono::milliseconds tim
       protocol_version_(protocol_version) {}
 
 HttpVmaClient::Answer HttpVmaClient::call(const protocol::Route& route, const std::string& id, const std::string& body,
-                                          const std::string& where, std::chrono::milliseconds timeout) const {
+                                          const std::string& where, std::chrono::milliseconds timeout,
+                                          const std::string& query, CallAbort* abort) const {
   httplib::Client c(base_url_);
   c.set_connection_timeout(timeout);
   c.set_read_timeout(timeout);
@@ -58,8 +82,15 @@ HttpVmaClient::Answer HttpVmaClient::call(const protocol::Route& route, const st
     headers.emplace("Authorization", protocol::sign_request(token_, std::string(route.method), path, body,
                                                             static_cast<int64_t>(std::time(nullptr)), nonce));
   }
-  auto res = route.method == "GET" ? c.Get(path.c_str(), headers)
-                                   : c.Post(path.c_str(), headers, body, "application/json");
+  std::string target = query.empty() ? path : path + "?" + query;
+  // Client::stop() shuts the socket of a request in flight down (its one thread-safe use).
+  if (abort && !abort->arm([&c] { c.stop(); })) throw VmaUnreachable(where + ": ended (the OMA is stopping or the job ends)");
+  auto res = route.method == "GET" ? c.Get(target.c_str(), headers)
+                                   : c.Post(target.c_str(), headers, body, "application/json");
+  if (abort) {
+    abort->disarm();
+    if (abort->aborted()) throw VmaUnreachable(where + ": ended (the OMA is stopping or the job ends)");
+  }
   if (!res) throw VmaUnreachable(fmt::format("{}: {} (is the tunnel up?)", where, httplib::to_string(res.error())));
   std::optional<std::string> version;
   if (res->has_header(protocol::kVersionHeader)) version = res->get_header_value(protocol::kVersionHeader);
@@ -90,7 +121,19 @@ std::string HttpVmaClient::replicate(const protocol::ReplicateRequest& r) {
 
 protocol::JobProgress HttpVmaClient::progress(const std::string& job_id) {
   std::string where = fmt::format("{}: progress of job {}", describe(), job_id);
-  Answer a = call(protocol::kProgressRoute, job_id, "", where, timeout_);
+  return progress_answer(call(protocol::kProgressRoute, job_id, "", where, timeout_), job_id, where);
+}
+
+protocol::JobProgress HttpVmaClient::wait_progress(const std::string& job_id, const protocol::ProgressWait& wait,
+                                                   CallAbort* abort) {
+  std::string where = fmt::format("{}: progress of job {}", describe(), job_id);
+  Answer a = call(protocol::kProgressRoute, job_id, "", where, timeout_ + std::chrono::milliseconds(wait.wait_ms),
+                  protocol::progress_query(wait), abort);
+  return progress_answer(a, job_id, where);
+}
+
+protocol::JobProgress HttpVmaClient::progress_answer(const Answer& a, const std::string& job_id,
+                                                     const std::string& where) const {
   if (a.status == 404) {
     throw VmaJobUnknown(fmt::format("{}: the VMA does not know this job: {}", where, error_of(a.body)));
   }

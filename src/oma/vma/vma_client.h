@@ -13,10 +13,15 @@
 // vm_id that is not the one asked for) throws mk::Error naming the field; an error
 // status throws mk::Error with the VMA's message.
 //
+// Progress can be long-polled (wait_progress): the call's timeout is then the client's
+// plus the wait, so a held answer is never taken for a VMA that went silent.
+//
 // Thread-safe: each call opens its own HTTP connection.
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <string>
 
 #include "common/error.h"
@@ -36,6 +41,24 @@ class VmaUnreachable : public mk::Error {
   using mk::Error::Error;
 };
 
+// Ends a call in progress at once from another thread (JobManager: shutdown, cancel):
+// the call then throws VmaUnreachable, and a call made after abort() fails at once.
+// Thread-safe.
+class CallAbort {
+ public:
+  void abort();
+  bool aborted();
+  // For clients: `stop` ends the call in progress; run by abort() while armed. False
+  // (do not make the call) when aborted already.
+  bool arm(std::function<void()> stop);
+  void disarm();
+
+ private:
+  std::mutex mu_;
+  bool aborted_ = false;
+  std::function<void()> stop_;
+};
+
 class VmaClient {
  public:
   virtual ~VmaClient() = default;
@@ -45,6 +68,12 @@ class VmaClient {
   virtual std::string replicate(const protocol::ReplicateRequest& request) = 0;
   // Throws VmaJobUnknown when the VMA does not know the job.
   virtual protocol::JobProgress progress(const std::string& job_id) = 0;
+  // The same as a long poll (protocol/messages.h): the VMA answers once the job's
+  // revision differs from wait.after, or after wait.wait_ms. An answer without a
+  // revision was not held (a busy VMA): poll again at your own interval. `abort`
+  // (may be null) ends the call from another thread. Throws as progress().
+  virtual protocol::JobProgress wait_progress(const std::string& job_id, const protocol::ProgressWait& wait,
+                                              CallAbort* abort) = 0;
   // A job the VMA does not know counts as stopped.
   virtual void stop(const std::string& job_id) = 0;
   virtual int cleanup(const std::string& vm_id) = 0;  // snapshots removed
@@ -71,6 +100,8 @@ class HttpVmaClient : public VmaClient {
                 int protocol_version = protocol::kVersion);
   std::string replicate(const protocol::ReplicateRequest& request) override;
   protocol::JobProgress progress(const std::string& job_id) override;
+  protocol::JobProgress wait_progress(const std::string& job_id, const protocol::ProgressWait& wait,
+                                      CallAbort* abort) override;
   void stop(const std::string& job_id) override;
   int cleanup(const std::string& vm_id) override;
   protocol::PowerReply power(const std::string& vm_id, protocol::PowerAction action, int timeout_seconds) override;
@@ -86,10 +117,12 @@ class HttpVmaClient : public VmaClient {
     int status = 0;
     std::string body;
   };
-  // One request; throws VmaUnreachable without an answer, VersionMismatch for an answer
-  // of another protocol version.
+  // One request; throws VmaUnreachable without an answer (or when `abort` ended it),
+  // VersionMismatch for an answer of another protocol version. `query` ("a=1&b=2" or
+  // "") follows the path, unsigned (request_auth.h signs the path).
   Answer call(const protocol::Route& route, const std::string& id, const std::string& body, const std::string& where,
-              std::chrono::milliseconds timeout) const;
+              std::chrono::milliseconds timeout, const std::string& query = "", CallAbort* abort = nullptr) const;
+  protocol::JobProgress progress_answer(const Answer& a, const std::string& job_id, const std::string& where) const;
 
   std::string base_url_;
   std::chrono::milliseconds timeout_;

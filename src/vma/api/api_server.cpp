@@ -164,7 +164,10 @@ void ApiServer::start() {
             options_.instance, protocol::kVersion);
 }
 
-void ApiServer::stop() { server_.stop(); }
+void ApiServer::stop() {
+  runner_.release_waiters();  // held progress requests answer now, so the workers can end
+  server_.stop();
+}
 
 json ApiServer::replicate(const httplib::Request& req, httplib::Response& res) {
   auto request = protocol::decode_text<protocol::ReplicateRequest>(req.body);
@@ -184,8 +187,31 @@ json ApiServer::replicate(const httplib::Request& req, httplib::Response& res) {
 json ApiServer::progress(const httplib::Request& req, httplib::Response&) {
   std::string job_id = req.matches[1];
   protocol::check_uuid(job_id, "job_id");
+  auto unknown = [&] {
+    return Failure{404, fmt::format("no job {} on this VMA (never started here, or its record expired)", job_id)};
+  };
+  if (req.has_param("wait_ms")) {
+    std::optional<std::string> after;
+    if (req.has_param("after")) after = req.get_param_value("after");
+    protocol::ProgressWait wait = protocol::parse_progress_wait(after, req.get_param_value("wait_ms"));
+    // Each held request holds a worker: leave the others to stop, health and the rest.
+    // Over the limit the answer comes at once and without a revision, which tells the
+    // OMA to poll this job at its own interval instead.
+    if (waiting_.fetch_add(1) < max_waiting()) {
+      struct Leave {
+        std::atomic<int>& n;
+        ~Leave() { n--; }
+      } leave{waiting_};
+      auto job = runner_.wait_for_change(job_id, wait.after, std::chrono::milliseconds(wait.wait_ms));
+      if (!job) throw unknown();
+      protocol::JobProgress p = job->state.progress(options_.instance);
+      p.revision = job->revision;
+      return encode(p);
+    }
+    waiting_--;
+  }
   auto job = runner_.get(job_id);
-  if (!job) throw Failure{404, fmt::format("no job {} on this VMA (never started here, or its record expired)", job_id)};
+  if (!job) throw unknown();
   return encode(job->progress(options_.instance));
 }
 

@@ -18,10 +18,17 @@
 // always {"error": what failed, on which VM/disk, what to do}. Every answer carries the
 // protocol version header.
 //
+// Progress can be long-polled (?after=R&wait_ms=N, protocol/messages.h): the worker
+// waits in JobRunner::wait_for_change. At most half of the workers wait at once; a
+// request beyond that is answered at once without a revision (the OMA then polls it).
+// stop() ends every wait first.
+//
 // Owns the HTTP server and its threads, not the runner, vCenter or tunnel state
 // provider. Thread-safe (requests are served by worker threads).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -83,6 +90,8 @@ class ApiServer {
   http::BoundedHttpServer server_;
   int port_ = 0;
   protocol::NonceCache nonces_;  // of the signed requests admitted lately (replays are refused)
+  std::atomic<int> waiting_{0};  // progress requests held (long polls)
+  int max_waiting() const { return std::max(1, options_.limits.threads / 2); }
 };
 
 }  // namespace mk::vma::api

@@ -163,14 +163,18 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
     if (s && s->ended > 0) s->ended_seconds_ago = static_cast<double>(std::max<int64_t>(0, now() - s->ended));
     return s;
   }
-  JobState s = it->second->state;
-  if (it->second->ended_at) {
-    s.ended_seconds_ago = seconds_since(*it->second->ended_at);
+  return live_state(*it->second);
+}
+
+JobState JobRunner::live_state(const Job& job) {
+  JobState s = job.state;
+  if (job.ended_at) {
+    s.ended_seconds_ago = seconds_since(*job.ended_at);
   } else if (s.ended_state() && s.ended > 0) {
     s.ended_seconds_ago = static_cast<double>(std::max<int64_t>(0, now() - s.ended));  // ended before a restart
   }
-  for (size_t i = 0; i < s.disks.size() && i < it->second->progress.size(); ++i) {
-    auto& p = it->second->progress[i];
+  for (size_t i = 0; i < s.disks.size() && i < job.progress.size(); ++i) {
+    auto& p = job.progress[i];
     if (!p || s.disks[i].status != DiskStatus::Copying) continue;
     engine::ProgressSnapshot snap = p->snapshot();
     // A phase the protocol does not know (a newer engine) leaves the last one shown:
@@ -182,6 +186,59 @@ std::optional<JobState> JobRunner::get(const std::string& job_id) {
     s.disks[i].eta_seconds = snap.eta_seconds;
   }
   return s;
+}
+
+bool JobRunner::look_at_engines(Job& job) {
+  const auto interval = std::chrono::milliseconds(protocol::kProgressRevisionIntervalMs);
+  const auto t = std::chrono::steady_clock::now();
+  job.seen.resize(job.state.disks.size());
+  bool copying = false;
+  for (size_t i = 0; i < job.state.disks.size() && i < job.progress.size(); ++i) {
+    auto& p = job.progress[i];
+    if (!p || job.state.disks[i].status != DiskStatus::Copying) continue;
+    copying = true;
+    engine::ProgressSnapshot snap = p->snapshot();
+    Job::Seen& seen = job.seen[i];
+    bool phase = snap.phase != seen.phase;
+    bool bytes = snap.bytes_done != seen.bytes && t - seen.at >= interval;
+    if (!phase && !bytes) continue;
+    seen = {snap.phase, snap.bytes_done, t};
+    ++job.revision;
+  }
+  return copying;
+}
+
+std::optional<JobRunner::Revised> JobRunner::wait_for_change(const std::string& job_id, std::optional<int64_t> after,
+                                                             std::chrono::milliseconds wait) {
+  const auto interval = std::chrono::milliseconds(protocol::kProgressRevisionIntervalMs);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) {
+      lock.unlock();
+      auto s = get(job_id);  // only on disk: it no longer changes
+      if (!s) return std::nullopt;
+      return Revised{std::move(*s), 0};
+    }
+    Job& job = *it->second;
+    bool copying = look_at_engines(job);
+    auto now_t = std::chrono::steady_clock::now();
+    if (!after || job.revision != *after || now_t >= deadline || waiters_released_) {
+      return Revised{live_state(job), job.revision};
+    }
+    // The job (a unique_ptr in jobs_) stays while we wait: only reap() erases, under mu_,
+    // and the loop looks it up again.
+    cv_.wait_until(lock, copying ? std::min(deadline, now_t + interval) : deadline);
+  }
+}
+
+void JobRunner::release_waiters() {
+  {
+    std::lock_guard lock(mu_);
+    waiters_released_ = true;
+  }
+  cv_.notify_all();
 }
 
 bool JobRunner::stop(const std::string& job_id) {
@@ -262,7 +319,9 @@ size_t JobRunner::jobs_in_memory() {
   return jobs_.size();
 }
 
-void JobRunner::save(const Job& job) {
+void JobRunner::save(Job& job) {
+  ++job.revision;
+  cv_.notify_all();  // the OMA's long polls (wait_for_change) see it at once
   try {
     store_.save(job.state);
   } catch (const std::exception& e) {

@@ -125,6 +125,25 @@ class JobRunner {
   bool submit(JobState job);
   // The job with live per-disk progress; nullopt when unknown.
   std::optional<JobState> get(const std::string& job_id);
+  // The job as get() shows it and its revision: a number raised at once by every change
+  // of the job that is recorded (status, a disk's status, phase times, its end: each
+  // save) and, while a disk copies, by its engine's phase or, at most every
+  // protocol::kProgressRevisionIntervalMs, its bytes. Starts at 0 in each run of the VMA.
+  struct Revised {
+    JobState state;
+    int64_t revision = 0;
+  };
+  // Waits until the job's revision differs from `after` (at once without one, or when it
+  // differs already), at most `wait`, or until release_waiters(); then answers as get().
+  // Waits on the runner's condition variable; while a disk of the job copies it also
+  // wakes every kProgressRevisionIntervalMs to look at the engine's counters, which
+  // nothing signals. nullopt when the job is unknown. A job only on disk (ended long
+  // ago) never changes: revision 0.
+  std::optional<Revised> wait_for_change(const std::string& job_id, std::optional<int64_t> after,
+                                         std::chrono::milliseconds wait);
+  // Ends every wait_for_change() at once, and later ones without waiting (the API is
+  // stopping). Idempotent.
+  void release_waiters();
   // Cancels the job and waits until it ended and its snapshot was removed. False when
   // the job is unknown; true (and nothing done) when it had already ended.
   bool stop(const std::string& job_id);
@@ -151,6 +170,15 @@ class JobRunner {
     bool finished = false;                                 // the thread is done; guarded by mu_
     std::optional<std::chrono::steady_clock::time_point> ended_at;  // status became an end one; guarded by mu_
     std::thread thread;
+    // wait_for_change(): the revision and, per disk, what the engine's counters said
+    // when they last raised it. Guarded by mu_.
+    struct Seen {
+      std::string phase;
+      uint64_t bytes = 0;
+      std::chrono::steady_clock::time_point at{};
+    };
+    int64_t revision = 0;
+    std::vector<Seen> seen;
   };
 
   void run(Job& job);
@@ -177,7 +205,13 @@ class JobRunner {
   // Appends the times of phases that ended to the disk's record (not saved: the next
   // change of status saves them).
   void add_phases(Job& job, size_t index, const std::vector<protocol::PhaseTime>& phases);
-  void save(const Job& job);  // mu_ held
+  void save(Job& job);  // mu_ held; raises the job's revision and wakes its waiters
+  // The job as get() shows it (its live engine counters included). mu_ held.
+  JobState live_state(const Job& job);
+  // Raises the revision when a copying disk's engine changed phase, or its bytes since
+  // the last raise at least kProgressRevisionIntervalMs ago. mu_ held. Returns whether a
+  // disk of the job is copying (its counters change without a signal).
+  bool look_at_engines(Job& job);
   // Joins ended job threads, drops their engine counters and forgets jobs that ended
   // more than keep_ended_jobs_in_memory_seconds ago. mu_ held.
   void reap();
@@ -191,6 +225,7 @@ class JobRunner {
   std::map<std::string, std::shared_ptr<std::mutex>> vm_locks_;
   int running_ = 0;
   bool shutting_down_ = false;
+  bool waiters_released_ = false;  // guarded by mu_
 };
 
 }  // namespace mk::vma

@@ -35,7 +35,7 @@ bool JobState::ended_state() const {
 }
 
 protocol::JobProgress JobState::progress(const std::string& vma_instance) const {
-  protocol::JobProgress p{job_id(), vma_instance, status, error, disks, {}, ended_seconds_ago};
+  protocol::JobProgress p{job_id(), vma_instance, status, error, disks, {}, ended_seconds_ago, std::nullopt};
   for (const auto& d : disks) {
     p.total.bytes_done += d.bytes_done;
     p.total.bytes_total += d.bytes_total;
