@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "oma/exports/nbdkit_server.h"
+#include "oma_binary.h"
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
@@ -22,52 +23,6 @@ namespace {
 
 using nlohmann::json;
 using protocol::DiskStatus;
-
-// The `oma` binary of this build with --keep-export-server, on free loopback ports.
-class OmaBinary {
- public:
-  OmaBinary(std::string data, std::string vma_url, std::string token_file, std::string log)
-      : data_(std::move(data)), vma_url_(std::move(vma_url)), token_file_(std::move(token_file)), log_(std::move(log)) {
-    start();
-  }
-  ~OmaBinary() { process_.stop(); }
-
-  void start() {
-    std::filesystem::remove(data_ + "/api.port");
-    SpawnOptions o;
-    o.stdout_path = o.stderr_path = log_;
-    process_ = Subprocess::spawn({OMA_BIN, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
-                                  "--nbd-listen", "127.0.0.1", "--nbd-port", "0", "--gui-port", "-1",
-                                  "--vma-url", vma_url_, "--vma-token-file", token_file_, "--poll-interval-ms", "100", "--vma-timeout", "60",
-                                  "--keep-export-server", "--strict-api-replies"},
-                                 o);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!std::filesystem::exists(data_ + "/api.port")) {
-      if (!process_.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log_));
-      if (std::chrono::steady_clock::now() > deadline) throw Error("oma did not start:\n" + mk::test::log_tail(log_));
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::ifstream in(data_ + "/api.port");
-    in >> port_;
-    if (port_ <= 0) throw Error("oma did not write api.port:\n" + mk::test::log_tail(log_));
-  }
-
-  void kill9() {
-    process_.signal(SIGKILL);
-    process_.wait();
-  }
-  int terminate() {
-    process_.signal(SIGTERM);
-    return process_.wait();
-  }
-  int port() const { return port_; }
-  const std::string& log() const { return log_; }
-
- private:
-  std::string data_, vma_url_, token_file_, log_;
-  Subprocess process_;
-  int port_ = 0;
-};
 
 uint64_t bytes_done(const protocol::JobProgress& p) {
   uint64_t n = 0;
@@ -94,13 +49,6 @@ void expect_rates_follow_from_bytes(const protocol::JobProgress& p) {
   EXPECT_DOUBLE_EQ(p.total.throughput_bps, copying);
 }
 
-bool process_alive(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string pid_s, comm, state;
-  in >> pid_s >> comm >> state;
-  return in && state != "Z";
-}
-
 class OmaRestart : public VmaFixture {
  protected:
   void TearDown() override {
@@ -113,7 +61,9 @@ class OmaRestart : public VmaFixture {
   }
 
   void start_oma_binary(const std::string& log) {
-    oma_bin = std::make_unique<OmaBinary>(dir.file("oma"), vma->url(), token_file, log);
+    oma_bin = std::make_unique<OmaBinary>(dir.file("oma"), vma->url(), token_file,
+                                          OmaBinaryOptions{.keep_export_server = true});
+    oma_bin->start(log);
     api = std::make_unique<oma::test::ApiClient>(oma_bin->port(), oma::test::read_admin_token(dir.file("oma")));
   }
 
@@ -163,7 +113,7 @@ TEST_F(OmaRestart, OmaKilledMidCopyAdoptsItsExportServerAndTheJobCompletesWithId
             << server << "\n";
   for (const auto& d : p.disks) EXPECT_NE(d.status, DiskStatus::Failed) << d.error.value_or("");
 
-  oma_bin->start();
+  oma_bin->start(oma_bin->log());
   api = std::make_unique<oma::test::ApiClient>(oma_bin->port(), oma::test::read_admin_token(dir.file("oma")));
   EXPECT_EQ(export_server_pid(), server) << "the restarted OMA did not adopt its export server";
   EXPECT_NE(mk::test::read_file(oma_bin->log()).find("adopted the running export server"), std::string::npos);

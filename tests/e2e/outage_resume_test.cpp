@@ -31,6 +31,8 @@
 #include <thread>
 
 #include "engine/copier.h"
+#include "oma_binary.h"
+#include "support/eventually.h"
 #include "vma_fixture.h"
 
 namespace mk::vma::test {
@@ -44,72 +46,6 @@ constexpr uint64_t kOutageReadRate = 4ull << 20;  // bytes/s per reader: the pas
 
 // What the VMA logs when a disk's copy lost its target and waits to resume it.
 constexpr const char* kWaiting = "its target went away";
-
-// The `oma` binary of this build on a fixed NBD port (a restart serves the port the
-// VMA's job names), without --keep-export-server: its export servers are its children.
-class OutageOma {
- public:
-  OutageOma(std::string data, std::string vma_url, std::string token_file, int nbd_port)
-      : data_(std::move(data)), vma_url_(std::move(vma_url)), token_file_(std::move(token_file)), nbd_port_(nbd_port) {}
-  ~OutageOma() {
-    if (process_.running()) {
-      process_.signal(SIGCONT);  // a test that failed while it was held
-      process_.stop();
-    }
-  }
-
-  void start(const std::string& log) {
-    log_ = log;
-    std::filesystem::remove(data_ + "/api.port");
-    SpawnOptions o;
-    o.stdout_path = o.stderr_path = log_;
-    process_ = Subprocess::spawn({OMA_BIN, "--data-dir", data_, "--api-listen", "127.0.0.1", "--api-port", "0",
-                                  "--nbd-listen", "127.0.0.1", "--nbd-port", std::to_string(nbd_port_),
-                                  "--gui-port", "-1", "--vma-url", vma_url_, "--vma-token-file", token_file_,
-                                  "--poll-interval-ms", "100", "--vma-timeout", "120", "--strict-api-replies"},
-                                 o);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!std::filesystem::exists(data_ + "/api.port")) {
-      if (!process_.running()) throw Error("oma exited at start:\n" + mk::test::log_tail(log_));
-      if (std::chrono::steady_clock::now() > deadline) throw Error("oma did not start:\n" + mk::test::log_tail(log_));
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::ifstream in(data_ + "/api.port");
-    in >> port_;
-    if (port_ <= 0) throw Error("oma did not write api.port:\n" + mk::test::log_tail(log_));
-  }
-
-  void kill9() {
-    process_.signal(SIGKILL);
-    process_.wait();
-  }
-  void signal(int sig) { process_.signal(sig); }
-  int port() const { return port_; }
-  const std::string& log() const { return log_; }
-
- private:
-  std::string data_, vma_url_, token_file_, log_;
-  int nbd_port_;
-  Subprocess process_;
-  int port_ = 0;
-};
-
-bool outage_pid_alive(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string pid_s, comm, state;
-  in >> pid_s >> comm >> state;
-  return in && state != "Z";
-}
-
-// Waits (bounded: the bound only stops a hung test) until `done()`; returns it.
-bool outage_wait(const std::function<bool()>& done, std::chrono::seconds bound = std::chrono::seconds(120)) {
-  auto end = std::chrono::steady_clock::now() + bound;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
 
 class OutageResume : public VmaFixture {
  protected:
@@ -133,7 +69,9 @@ class OutageResume : public VmaFixture {
       flats[vm.instance_uuid][d.key] = flat;
     }
     start_vma({.read_rate = std::to_string(kOutageReadRate)});
-    oma_bin = std::make_unique<OutageOma>(dir.file("oma"), vma->url(), token_file, mk::test::free_tcp_port());
+    // A fixed NBD port: the OMA started again serves the port the VMA's job names.
+    oma_bin = std::make_unique<OmaBinary>(dir.file("oma"), vma->url(), token_file,
+                                          OmaBinaryOptions{.nbd_port = mk::test::free_tcp_port(), .vma_timeout_s = 120});
     start_oma_binary("oma-1.log");
     register_vm(vm.instance_uuid);
     return start_job(vm.instance_uuid, "full");
@@ -167,12 +105,12 @@ class OutageResume : public VmaFixture {
   // disk failed instead (what a VMA without the resume does).
   void expect_vma_waits_to_resume(const std::string& job) {
     std::string failed;
-    bool waiting = outage_wait([&] {
+    bool waiting = mk::test::eventually([&] {
       for (const auto& d : client->progress(job).disks) {
         if (d.status == DiskStatus::Failed) failed = d.error.value_or("failed");
       }
       return !failed.empty() || mk::test::read_file(vma->log_path()).find(kWaiting) != std::string::npos;
-    });
+    }, 120);
     ASSERT_TRUE(failed.empty()) << "a disk failed when its target went away: " << failed;
     ASSERT_TRUE(waiting) << "the VMA's copy never noticed its target was gone";
   }
@@ -235,7 +173,7 @@ class OutageResume : public VmaFixture {
   }
 
   vsphere::VmInfo vm;
-  std::unique_ptr<OutageOma> oma_bin;
+  std::unique_ptr<OmaBinary> oma_bin;
 };
 
 TEST_F(OutageResume, ExportServerKilledAtSixtyPercentTheCopyResumesWhenItIsBackAndTheDisksAreIdentical) {
@@ -247,7 +185,7 @@ TEST_F(OutageResume, ExportServerKilledAtSixtyPercentTheCopyResumesWhenItIsBackA
   // the VMA's copy gave up on its own reconnection attempts.
   oma_bin->signal(SIGSTOP);
   ASSERT_EQ(::kill(server, SIGKILL), 0);
-  ASSERT_TRUE(outage_wait([&] { return !outage_pid_alive(server); })) << "the export server did not die";
+  ASSERT_TRUE(mk::test::eventually([&] { return !process_alive(server); }, 120)) << "the export server did not die";
   expect_vma_waits_to_resume(job);
   if (HasFatalFailure()) return;
   oma_bin->signal(SIGCONT);  // its supervisor starts the export server again, on the same port
@@ -262,7 +200,7 @@ TEST_F(OutageResume, OmaKilledAtSixtyPercentWithItsExportServersTheCopyResumesWh
   ASSERT_GT(server, 0);
   protocol::DiskProgress at_cut = data_disk_at(job, 0.6);
   oma_bin->kill9();
-  ASSERT_TRUE(outage_wait([&] { return !outage_pid_alive(server); })) << "the export server outlived the OMA";
+  ASSERT_TRUE(mk::test::eventually([&] { return !process_alive(server); }, 120)) << "the export server outlived the OMA";
   expect_vma_waits_to_resume(job);
   if (HasFatalFailure()) return;
   EXPECT_EQ(client->progress(job).status, protocol::VmaJobStatus::Running);
