@@ -766,8 +766,10 @@ engine::CopyStats JobRunner::copy_resuming(Job& job, size_t index, source::DiskP
         if (cv_.wait_for(lock, delay, [&] { return job.cancel.load(); })) throw;
       }
       delay = std::min(delay * 2, options_.resume_delay_max);
-      // The reader may have stopped serving while the copy was broken; the pass's snapshot
-      // must still be there (else SnapshotGone: the pass starts over).
+      // The reader may have stopped serving while the copy was broken: nbdkit 1.32's rate
+      // filter (--read-rate-limit) aborts when a client goes away with reads asleep in it
+      // ("raw_send_socket: Assertion `sock >= 0' failed"). The pass's snapshot must still
+      // be there (else SnapshotGone: the pass starts over).
       bool serves = true;
       try {
         engine::NbdConnection::open(Endpoint{disk.uri, {}, "source"});
