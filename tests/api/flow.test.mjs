@@ -10,9 +10,14 @@
 // real VMA.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 
 import { Lab, until } from "../web/web_lab.mjs";
 import { Contract } from "./contract.mjs";
+
+// The OMA<->VMA protocol version of this tree (src/protocol/version.h is its one source).
+const PROTOCOL_VERSION = Number(
+  /kVersion = (\d+);/.exec(readFileSync(new URL("../../src/protocol/version.h", import.meta.url), "utf8"))[1]);
 
 // Operations this flow cannot reach here, and why.
 const UNREACHED = new Set([
@@ -173,12 +178,12 @@ test("every exchange of the API flow matches the OMA's OpenAPI document", { time
     assert.equal((await api.put("/api/v1/network-mappings", mappings)).status, 200);
     assert.equal((await api.get("/api/v1/network-mappings")).status, 200);
     assert.equal((await api.get("/api/v1/vmas")).status, 200);
-    const enrolment = { protocol_version: 5, name: "x", vcenter: "y",
+    const enrolment = { protocol_version: PROTOCOL_VERSION, name: "x", vcenter: "y",
                         ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f" };
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "" })).status, 401);
     assert.equal((await api.post("/api/v1/vmas/enroll", enrolment, { token: "Pairing mkp_wrong" })).status, 403);
     // A VMA of another protocol version is refused before its code is looked at.
-    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: 6 },
+    assert.equal((await api.post("/api/v1/vmas/enroll", { ...enrolment, protocol_version: PROTOCOL_VERSION + 1 },
                                  { token: "Pairing mkp_wrong" })).status, 409);
     assert.equal((await api.get("/api/v1/events")).status, 406);
 
