@@ -20,6 +20,7 @@
 #include "fake_vma.h"
 #include "oma/names.h"
 #include "oma_service.h"
+#include "support/eventually.h"
 #include "support/files.h"
 #include "support/nbdkit_server.h"
 
@@ -292,6 +293,11 @@ struct PushedJobs : JobsService {
         }) {
     vma.hold_progress(true);
   }
+  // Until the OMA's next progress call is held: it has taken the change made before.
+  void wait_for_a_held_poll() {
+    int held = vma.held_polls();
+    ASSERT_TRUE(mk::test::eventually([&] { return vma.held_polls() > held; })) << "the OMA made no progress call";
+  }
 };
 
 TEST(Jobs, ADisksCompletionIsRecordedWithoutWaitingForAPollInterval) {
@@ -320,8 +326,7 @@ TEST(Jobs, AVmaThatRestartsAndResumesIsFollowedThoughItsRevisionStartsAgain) {
   // Several changes: the OMA's revision is well past what the restarted VMA counts.
   for (int64_t done : {4096, 8192, 16384, 32768}) {
     s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, done, MiB));
-    int held = s.vma.held_polls();
-    for (int i = 0; i < 3000 && s.vma.held_polls() < held + 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    s.wait_for_a_held_poll();
   }
   s.vma.restart_resuming();
   s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Completed, MiB, MiB, "cbt-a"));
@@ -341,8 +346,7 @@ TEST(Jobs, ACancelEndsAHeldProgressCall) {
   std::string job = s.start(test::test_vm_uuid(8), "full");
   s.wait_replicated(job);
   s.vma.set_disk(job, disk_state("2000", protocol::DiskStatus::Copying, 4096, MiB));
-  int held = s.vma.held_polls();
-  for (int i = 0; i < 3000 && s.vma.held_polls() < held + 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  s.wait_for_a_held_poll();
   ASSERT_EQ(s.api->post("/api/v1/jobs/" + job + "/cancel", "").status, 202);
   json j = test::wait_for_job(*s.api, job, test::job_ended);
   EXPECT_EQ(j["status"], "cancelled") << j.dump(2);
