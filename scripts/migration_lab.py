@@ -131,16 +131,64 @@ def comm(pid):
         return ""
 
 
+class ReflinkStore:
+    """A btrfs file system on a loop device over a sparse image file, for the lab's vCenter
+    datastore. The CBT shim freezes a disk at CreateSnapshot by copying its flat file; on
+    tmpfs or ext4 that is a full copy, seconds per GiB spent by the lab, counted in every
+    pass's snapshot time. On btrfs the copy is a reflink (no data copied), as a vSphere
+    snapshot starts a new delta disk without copying the base disk. Benchmarks use it so
+    that the lab's cost of a snapshot is not counted as ours. Needs root, the kernel's btrfs
+    and loop drivers and btrfs-progs; mounted with nodatasum, so that reads and writes cost
+    no checksums that tmpfs would not. Not thread-safe."""
+
+    def __init__(self, image, mountpoint, size):
+        self.image, self.mountpoint, self.size = image, mountpoint, size
+        self.mounted = False
+
+    @staticmethod
+    def unavailable():
+        """Why this machine cannot have one (None when it can)."""
+        if os.geteuid() != 0:
+            return "not root (mounting a loop device needs root)"
+        if not shutil.which("mkfs.btrfs"):
+            return "mkfs.btrfs is missing (apt-get install btrfs-progs)"
+        if not os.path.exists("/dev/loop-control"):
+            return "no loop devices (/dev/loop-control)"
+        return None
+
+    def mount(self):
+        with open(self.image, "wb") as f:
+            f.truncate(self.size)
+        os.makedirs(self.mountpoint, exist_ok=True)
+        for argv in (["mkfs.btrfs", "-q", "-f", self.image],
+                     ["mount", "-t", "btrfs", "-o", "loop,nodatasum", self.image, self.mountpoint]):
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode != 0:
+                os.unlink(self.image)
+                raise LabError(f"reflink datastore: {' '.join(argv)} failed: {(r.stderr or r.stdout).strip()[-400:]}")
+        self.mounted = True
+
+    def unmount(self):
+        if self.mounted:
+            r = subprocess.run(["umount", self.mountpoint], capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.stderr.write(f"reflink datastore: umount {self.mountpoint} failed: {r.stderr.strip()}\n")
+                return
+            self.mounted = False
+        if os.path.exists(self.image):
+            os.unlink(self.image)
+
+
 class Process:
     """One service: its argv, log and Popen; restartable."""
 
-    def __init__(self, name, argv, log):
-        self.name, self.argv, self.log, self.proc = name, argv, log, None
+    def __init__(self, name, argv, log, env=None):
+        self.name, self.argv, self.log, self.env, self.proc = name, argv, log, env, None
 
     def start(self):
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, env=self.env)
         return self
 
     @property
@@ -193,8 +241,12 @@ class OmaApi:
 class MigrationLab:
     def __init__(self, work, vms=1, disk_mib="1024,512", fill="sparse", nbd_over_ssh=False,
                  read_rate_limit=None, ports=None, bin_dir=None, quiet=False, nbd_tls="psk", cloudstack=False,
-                 target_sha256=None, disk_images=None, convert_guests=False, vma_args=()):
+                 target_sha256=None, disk_images=None, convert_guests=False, vma_args=(), reflink_datastore=None):
         self.work = work
+        # Bytes of a btrfs file system for vCenter's datastore (ReflinkStore), or None: the
+        # datastore on whatever holds `work`, where the shim's snapshots are full copies.
+        self.reflink_datastore = reflink_datastore
+        self.store = None
         # More options of `vma run` (benchmarks compare settings, e.g. --nbd-connections 2).
         self.vma_args = list(vma_args)
         # oma --convert-guests: a cutover inspects the volumes and converts the guest for KVM
@@ -240,8 +292,8 @@ class MigrationLab:
             raise LabError(f"{path} is missing; build first (make demo or make test build it)")
         return path
 
-    def spawn(self, name, argv):
-        p = Process(name, argv, os.path.join(self.work, f"{name}.log")).start()
+    def spawn(self, name, argv, env=None):
+        p = Process(name, argv, os.path.join(self.work, f"{name}.log"), env).start()
         self.procs[name] = p
         return p
 
@@ -257,6 +309,8 @@ class MigrationLab:
         for name in ("lab", "cloudstack"):
             if name in self.procs:
                 self.procs[name].stop()
+        if self.store:
+            self.store.unmount()
 
     # --- the lab: vcsim + CBT shim + sshd ----------------------------------------------
 
@@ -288,7 +342,13 @@ class MigrationLab:
             argv += ["--disk-mib", self.disk_mib, "--fill", self.fill]
         if sshd:
             argv += ["--sshd-authorized-keys", self.authorized_keys]
-        p = self.spawn("lab", argv)
+        env = None
+        if self.reflink_datastore:
+            self.store = ReflinkStore(os.path.join(self.work, "datastore.btrfs"), os.path.join(self.work, "datastore"),
+                                      self.reflink_datastore)
+            self.store.mount()
+            env = dict(os.environ, TMPDIR=self.store.mountpoint)  # mk-lab makes vcsim's directory under TMPDIR
+        p = self.spawn("lab", argv, env)
         wait_for("the lab (mk-lab)", lambda: os.path.exists(lab_json), 300, p.proc, p.log)
         with open(lab_json) as f:
             self.lab = json.load(f)
