@@ -24,7 +24,7 @@ namespace xml = vsphere::xml;
 namespace {
 
 // vcsim ends a reconfiguration within milliseconds: poll it that often, not at the
-// 250 ms a real vCenter's tasks deserve (a lab of 256 VMs runs 768 of them).
+// 25 ms (growing) a real vCenter's tasks deserve (a lab of 256 VMs runs 768 of them).
 vsphere::TaskWait lab_wait() {
   vsphere::TaskWait w;
   w.timeout = std::chrono::seconds(120);
