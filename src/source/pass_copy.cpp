@@ -59,23 +59,21 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
                             DiskCheckpoint* checkpoint, CopyTimes* times) {
   auto started = std::chrono::steady_clock::now();
   Endpoint source{disk.uri, {}, "source"};
-  engine::Plan plan;
-  {
-    auto src = open_or_lost(engine::Side::Source, [&] {
-      return engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));
-    });
-    if (src->size() != disk.capacity) {
-      throw Error(fmt::format("disk {}: the reader serves {} bytes but the disk has {}; refusing to copy",
-                              disk.label, src->size(), disk.capacity));
-    }
-    plan = engine::build_plan(*src, disk.request);
+  // The connections opened to plan and check are handed to the copy: negotiating them
+  // again (TLS to the target) would cost every disk of every pass a round of handshakes.
+  engine::OpenConnections open;
+  open.source = open_or_lost(engine::Side::Source, [&] {
+    return engine::NbdConnection::open(source, engine::plan_meta_contexts(disk.request));
+  });
+  if (open.source->size() != disk.capacity) {
+    throw Error(fmt::format("disk {}: the reader serves {} bytes but the disk has {}; refusing to copy", disk.label,
+                            open.source->size(), disk.capacity));
   }
-  {
-    auto dst = open_or_lost(engine::Side::Target, [&] { return engine::NbdConnection::open(target); });
-    if (dst->size() < plan.disk_size) {
-      throw UsageError(fmt::format("{}: target is smaller ({} bytes) than disk {} ({} bytes)", target.describe(),
-                                   dst->size(), disk.label, plan.disk_size));
-    }
+  engine::Plan plan = engine::build_plan(*open.source, disk.request);
+  open.target = open_or_lost(engine::Side::Target, [&] { return engine::NbdConnection::open(target); });
+  if (open.target->size() < plan.disk_size) {
+    throw UsageError(fmt::format("{}: target is smaller ({} bytes) than disk {} ({} bytes)", target.describe(),
+                                 open.target->size(), disk.label, plan.disk_size));
   }
   log::info("disk {}: {} to read, {} known zero, in a scope of {}", disk.label, format_bytes(plan.data_bytes),
             format_bytes(plan.zero_bytes), format_bytes(plan.scope_bytes));
@@ -97,7 +95,7 @@ engine::CopyStats copy_disk(const DiskPass& disk, const Endpoint& target, const 
     o.progress->set_phase("copying");
   }
   double planning = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  engine::CopyStats stats = engine::copy_plan(source, target, plan, done, o);
+  engine::CopyStats stats = engine::copy_plan(source, target, plan, done, o, std::move(open));
   if (times) *times = {planning, std::max(0.0, stats.seconds - stats.flush_seconds), stats.flush_seconds};
   return stats;
 }

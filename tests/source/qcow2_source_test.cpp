@@ -9,6 +9,7 @@
 #include "source/pass_copy.h"
 #include "source/qcow2_source.h"
 #include "support/files.h"
+#include "support/nbdkit_log.h"
 #include "support/nbdkit_server.h"
 #include "support/temp_dir.h"
 
@@ -117,6 +118,22 @@ TEST_F(Qcow2SourceTest, AMissingStoredBitmapForcesAFullPass) {
   pass->close(true);
   EXPECT_EQ(test::sha256_file(target_file), source_sha());
   EXPECT_THROW(source.open_pass("no-such-vm", {}), UsageError);
+}
+
+// The connection a disk's copy opens to check the target is the one it copies on: a
+// second TLS negotiation per disk and pass would cost time for nothing.
+TEST_F(Qcow2SourceTest, ADisksCopyWritesOnTheConnectionItCheckedTheTargetWith) {
+  std::string log = dir.file("target.log");
+  target = std::make_unique<test::NbdkitServer>(
+      test::NbdkitOptions{.plugin = "file", .args = {"file=" + target_file, "logfile=" + log}, .filters = {"log"}});
+  qemu_io_write(0, 1024 * 1024, 0x55);
+  auto pass = source.open_pass("vm1", {});
+  copy(*pass);
+  pass->close(true);
+  auto writes = test::requests_of(test::parse_nbdkit_log(log), "Write");
+  ASSERT_FALSE(writes.empty());
+  for (const auto& w : writes) EXPECT_EQ(w.connection, 1u) << "a write came on another connection than the first";
+  EXPECT_EQ(test::sha256_file(target_file), source_sha());
 }
 
 }  // namespace
