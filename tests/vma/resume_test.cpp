@@ -13,7 +13,8 @@
 //  * The snapshot was removed while the VMA was down: every disk starts over on a new
 //    snapshot, says why (the VMA's progress and the OMA's job log), and ends identical.
 //  * A powered-off VM's pass, which has no snapshot: it resumes while the VM stays off
-//    and unwritten, and starts over, saying why, when the VM was powered on meanwhile.
+//    and unwritten, and starts over, saying why, when the VM was powered on meanwhile;
+//    powered on while it copies, the pass fails saying so and nothing is committed.
 #include <filesystem>
 #include <iostream>
 
@@ -245,6 +246,41 @@ TEST_F(VmaResume, APassWithoutSnapshotWhoseVmWasPoweredOnStartsEveryDiskOverAndS
   EXPECT_EQ(events_containing(j, "started over: the pass could not resume"), 2) << j["events"].dump(2);
   EXPECT_EQ(snapshots_created(), created + 1) << "the new pass of the running VM takes a snapshot";
   expect_targets_match(v.instance_uuid);
+  expect_no_snapshot_left(v);
+}
+
+// Not a resume, but the same pass: the VM powered on while its pass without a snapshot
+// copies (the data disk is rate-limited, so it is still copying). The pass fails before
+// the data disk reports a change ID, saying what happened and what to do, and the OMA
+// commits no disk (the small disk may have completed before: all or none).
+TEST_F(VmaResume, AVmPoweredOnDuringItsPassWithoutSnapshotFailsItAndNothingIsCommitted) {
+  auto v = prepare_dense_vm(900);
+  activate_cbt_and_power_off(v);
+  start_vma({.read_rate = std::to_string(kReadRate)});
+  start_oma();
+  register_vm(v.instance_uuid);
+  std::string job = start_job(v.instance_uuid, "full");
+  std::string data_key = std::to_string(v.disks.at(1).key);
+  wait_vma(job, [&](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.disk_key.str() == data_key && d.status == DiskStatus::Copying && d.bytes_done > 0) return true;
+    }
+    return false;
+  });
+  vsphere::power_on(*session, v);
+
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "failed") << j.dump(2);
+  std::string error = j.value("error", "");
+  EXPECT_NE(error.find(fmt::format("VM {} ({}) was powered on (it is poweredOn now) during its pass without a snapshot",
+                                   v.name, v.instance_uuid)),
+            std::string::npos)
+      << j.dump(2);
+  EXPECT_NE(error.find("nothing was made final; power it off and run the cutover (or the pass) again"),
+            std::string::npos)
+      << error;
+  for (const auto& d : j["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+  for (const auto& d : oma->repos().vms.list_disks(v.instance_uuid)) EXPECT_FALSE(d.change_id) << d.disk_key;
   expect_no_snapshot_left(v);
 }
 
