@@ -26,6 +26,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -279,6 +280,7 @@ class MigrationLab:
         self.api_port = free_port(self.preferred_ports["api"]) if "api" in self.preferred_ports else 0
         self.procs = {}
         self.passes = []      # one entry per disk and pass (the demo's summary)
+        self.cutover_snapshots = None  # snapshots vCenter took during the last cutover (cutover())
         self.failures = []    # checks that failed, in words
         self.vm_ids = []
 
@@ -703,10 +705,36 @@ class MigrationLab:
                 journal_writes(disk["flat_file"], [(o, 65536) for o in written])
         return n
 
+    def lab_stats(self):
+        """The CBT shim's /lab/stats (calls and seconds per SOAP method, in vcsim and in the
+        shim: tests/lab/vcsim/cbt_shim.py); {} when it cannot be read."""
+        url = self.lab["vcenter_url"].rstrip("/")
+        url = url[: -len("/sdk")] if url.endswith("/sdk") else url
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the lab's throwaway certificate, on loopback
+        try:
+            with urllib.request.urlopen(url + "/lab/stats", context=ctx, timeout=10) as r:
+                return json.loads(r.read())
+        except (OSError, ValueError):
+            return {}
+
+    def snapshots_created(self):
+        """How many CreateSnapshot_Task calls the lab's vCenter answered so far; None when
+        the shim's stats cannot be read."""
+        stats = self.lab_stats()
+        return stats["calls"].get("CreateSnapshot_Task", 0) if stats else None
+
     def cutover(self, vm_id, shutdown_timeout=60):
+        """Cuts the VM over; returns (job, downtime). Sets cutover_snapshots: how many
+        snapshots vCenter took during it (None: unknown). The source is off for the final
+        pass, which therefore takes none (src/source/vmware_source.h)."""
         t0 = time.monotonic()
+        before = self.snapshots_created()
         j = self.oma.call("POST", f"/api/v1/vms/{vm_id}/cutover", {"shutdown_timeout_seconds": shutdown_timeout})
         job = self.wait_job(j["job_id"], f"cutover of {self.vms[vm_id]['name']}")
+        after = self.snapshots_created()
+        self.cutover_snapshots = None if before is None or after is None else after - before
         elapsed = time.monotonic() - t0
         if job["status"] != "completed":
             raise LabError(f"cutover of {self.vms[vm_id]['name']} ended {job['status']}: {job.get('error')}")

@@ -61,7 +61,7 @@ std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socke
   require(std::regex_match(p.thumbprint, thumb),
           fmt::format("VDDK: thumbprint \"{}\" is not a SHA-1 thumbprint like AA:BB:...", p.thumbprint));
   require(std::regex_match(p.vm_moref, moref), fmt::format("VDDK: VM moref \"{}\" is malformed", p.vm_moref));
-  require(std::regex_match(p.snapshot_moref, moref),
+  require(p.snapshot_moref.empty() || std::regex_match(p.snapshot_moref, moref),
           fmt::format("VDDK: snapshot moref \"{}\" is malformed", p.snapshot_moref));
   require(p.file.size() > 2 && p.file[0] == '[' && p.file.find(']') != std::string::npos &&
               p.file.find('\n') == std::string::npos,
@@ -77,8 +77,9 @@ std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socke
                                    "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,
                                    "password=+" + p.password_file,  // nbdkit reads the password from the file
                                    "thumbprint=" + p.thumbprint, "vm=moref=" + p.vm_moref,
-                                   "snapshot=" + p.snapshot_moref, "transports=" + p.transports, "file=" + p.file,
-                                   "maxdata=2M"};
+                                   "transports=" + p.transports, "file=" + p.file, "maxdata=2M"};
+  // Without a snapshot VDDK opens the VM's own disk (a powered-off VM's pass).
+  if (!p.snapshot_moref.empty()) argv.insert(argv.end() - 3, "snapshot=" + p.snapshot_moref);
   if (p.port != 0) argv.push_back("port=" + std::to_string(p.port));
   add_rate_filter(argv, p.read_rate);
   return argv;
@@ -99,7 +100,9 @@ std::unique_ptr<DiskReader> DiskReader::start_vddk(const VddkParams& params, con
               copy_password(params.password_file, p.password_file);
               return vddk_argv(p, socket);
             },
-            fmt::format("nbdkit vddk plugin for {} in snapshot {} of {}", params.file, params.snapshot_moref,
+            fmt::format("nbdkit vddk plugin for {} in {} of {}", params.file,
+                        params.snapshot_moref.empty() ? "the VM's own disks (no snapshot)"
+                                                      : "snapshot " + params.snapshot_moref,
                         params.vm_moref),
             timeout);
   return r;

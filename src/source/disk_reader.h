@@ -36,8 +36,10 @@ struct VddkParams {
   std::string password_file;   // mode 0600; nbdkit reads it (password=+FILE)
   std::string thumbprint;      // SHA-1 of the server certificate, AA:BB:...
   std::string vm_moref;        // "vm-42"
-  std::string snapshot_moref;  // "snapshot-7"
-  std::string file;            // the disk in the snapshot: "[datastore1] web01/web01.vmdk"
+  // "snapshot-7"; "" opens the VM's own disk (no snapshot= parameter), which VDDK can
+  // only while the VM is powered off (a running VM's disk is locked).
+  std::string snapshot_moref;
+  std::string file;            // the disk (in the snapshot): "[datastore1] web01/web01.vmdk"
   std::string transports = "nbdssl:nbd";  // or "hotadd:nbdssl:nbd" on a VMA inside vSphere
   std::string libdir = "/opt/vmware-vix-disklib-distrib";
   std::string nbdkit = "nbdkit";

@@ -74,10 +74,27 @@ class Pass {
   // reader that no longer serves); returns the URI to read the disk from. Unlike the
   // rest of a Pass, safe to call from one thread per disk at once.
   virtual std::string resume_disk(const DiskKey& key, bool restart);
+  // Whether the pass reads the VM's own disks without a snapshot (a powered-off VM, see
+  // vmware_source.h): nothing to take or remove, so its Snapshot and SnapshotRemoval
+  // phases are 0, and what it copies holds only while the VM stays off and unwritten.
+  virtual bool without_snapshot() const { return false; }
+  // Throws PointInTimeLost when what the pass copied may no longer be one point in time
+  // (a pass without a snapshot whose VM was powered on or whose disks were written
+  // meanwhile). Called before a disk reports its change ID: a pass with a snapshot,
+  // whose point in time cannot change, never throws.
+  virtual void check_point_in_time() {}
 };
 
-// The snapshot of the pass to resume no longer exists: the pass must start over.
+// The snapshot of the pass to resume no longer exists (or, for a pass without a
+// snapshot, the VM was powered on or its disks written): the pass must start over.
 class SnapshotGone : public Error {
+ public:
+  using Error::Error;
+};
+
+// A pass without a snapshot whose VM was powered on or whose disks were written while it
+// copied: what it copied is not one point in time, and no disk of it may be made final.
+class PointInTimeLost : public Error {
  public:
   using Error::Error;
 };

@@ -10,7 +10,10 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -24,10 +27,55 @@ namespace {
 
 using vsphere::SoapFault;
 
+// Device key -> changeId of the disks `vm` describes.
+std::map<int, std::string> change_ids_of(const vsphere::VmInfo& vm) {
+  std::map<int, std::string> out;
+  for (const auto& d : vm.disks) out[d.key] = d.change_id;
+  return out;
+}
+
+// What broke a pass without a snapshot that started on the disks `started` (device key
+// -> changeId), as the VM is `now`, worded to follow "VM X ..."; "" when nothing did.
+std::string what_changed(const vsphere::VmInfo& now, const std::map<int, std::string>& started) {
+  if (now.power_state != "poweredOff") return fmt::format("was powered on (it is {} now)", now.power_state);
+  for (const auto& [key, id] : started) {
+    auto d = std::find_if(now.disks.begin(), now.disks.end(), [&](const auto& x) { return x.key == key; });
+    if (d == now.disks.end()) return fmt::format("lost its disk {}", key);
+    if (d->change_id != id) {
+      return fmt::format("had its disk {} ({}) written (changeId \"{}\" at the start, \"{}\" now)", key, d->file_name,
+                         id, d->change_id);
+    }
+  }
+  return "";
+}
+
+std::string no_snapshot_id(const std::map<int, std::string>& started) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [key, id] : started) j[std::to_string(key)] = id;
+  return std::string(kNoSnapshot) + j.dump();
+}
+
+// The changeIds a no_snapshot_id() names; nullopt when `id` is not one.
+std::optional<std::map<int, std::string>> parse_no_snapshot_id(const std::string& id) {
+  if (!id.starts_with(kNoSnapshot)) return std::nullopt;
+  std::map<int, std::string> out;
+  try {
+    nlohmann::json j = nlohmann::json::parse(id.substr(kNoSnapshot.size()));  // outlives items()
+    for (const auto& [key, cid] : j.items()) out[std::stoi(key)] = cid.get<std::string>();
+  } catch (const std::exception& e) {
+    throw SnapshotGone(fmt::format("the pass's record \"{}\" cannot be read ({})", id, e.what()));
+  }
+  return out;
+}
+
 class VmwarePass : public Pass {
  public:
+  // `snapshot` empty: the pass reads the VM's own disks, which had the changeIds of
+  // `vm.disks` (see the top of vmware_source.h).
   VmwarePass(std::shared_ptr<vsphere::Session> s, vsphere::VmInfo vm, vsphere::Moref snapshot)
-      : s_(std::move(s)), vm_(std::move(vm)), snapshot_(std::move(snapshot)) {}
+      : s_(std::move(s)), vm_(std::move(vm)), snapshot_(std::move(snapshot)) {
+    if (snapshot_.empty()) started_ = change_ids_of(vm_);
+  }
   ~VmwarePass() override {
     try {
       close(false);
@@ -37,24 +85,36 @@ class VmwarePass : public Pass {
   }
 
   const std::vector<DiskPass>& disks() const override { return disks_; }
-  std::string snapshot_id() const override { return snapshot_.value; }
+  std::string snapshot_id() const override { return snapshot_.empty() ? no_snapshot_id(started_) : snapshot_.value; }
+  bool without_snapshot() const override { return snapshot_.empty(); }
 
   void close(bool succeeded) override {
     if (closed_) return;
     closed_ = true;
     readers_.clear();  // stops every nbdkit
+    if (snapshot_.empty()) {
+      log::info("VM {}: pass {}; it took no snapshot (the VM is powered off)", vm_.name,
+                succeeded ? "succeeded" : "ended without success");
+      return;
+    }
     vsphere::remove_snapshot(*s_, vm_, snapshot_);
     log::info("VM {}: pass {}; snapshot {} removed", vm_.name, succeeded ? "succeeded" : "ended without success",
               snapshot_.value);
   }
 
-  std::string resume_disk(const DiskKey& key, bool restart) override {
-    bool found = false;
-    for (const auto& snap : vsphere::list_snapshots(*s_, vm_.ref)) found = found || snap.ref.value == snapshot_.value;
-    if (!found) {
-      throw SnapshotGone(fmt::format("VM {} ({}) no longer has the pass's snapshot {} (removed in vSphere meanwhile?)",
-                                     vm_.name, vm_.instance_uuid, snapshot_.value));
+  void check_point_in_time() override {
+    if (!snapshot_.empty()) return;  // a snapshot does not change
+    std::string what = what_changed(vsphere::describe_vm(*s_, vm_.ref), started_);
+    if (!what.empty()) {
+      throw PointInTimeLost(fmt::format("VM {} ({}) {} during its pass without a snapshot (a powered-off VM's pass "
+                                        "reads its own disks); nothing was made final; power it off and run the "
+                                        "cutover (or the pass) again",
+                                        vm_.name, vm_.instance_uuid, what));
     }
+  }
+
+  std::string resume_disk(const DiskKey& key, bool restart) override {
+    check_still_there();
     std::lock_guard lock(mu_);
     size_t i = 0;
     while (i < disks_.size() && disks_[i].key != key) ++i;
@@ -64,8 +124,9 @@ class VmwarePass : public Pass {
       readers_[i].reset();  // the old nbdkit first: VDDK may hold the disk
       readers_[i] = start_reader_[i]();
       disks_[i].uri = readers_[i]->uri();
-      log::info("VM {}: disk {} ({}): its reader was restarted on snapshot {}; the old reader's log: {}", vm_.name,
-                key.str(), disks_[i].label, snapshot_.value, old_log.empty() ? "(empty)" : old_log);
+      log::info("VM {}: disk {} ({}): its reader was restarted on {}; the old reader's log: {}", vm_.name, key.str(),
+                disks_[i].label, snapshot_.empty() ? "the VM's own disk" : "snapshot " + snapshot_.value,
+                old_log.empty() ? "(empty)" : old_log);
     }
     return disks_[i].uri;
   }
@@ -76,9 +137,29 @@ class VmwarePass : public Pass {
   std::vector<std::function<std::unique_ptr<DiskReader>()>> start_reader_;
 
  private:
+  // Throws SnapshotGone when the pass's point in time is gone: its snapshot was removed,
+  // or (without a snapshot) the VM was powered on or its disks written.
+  void check_still_there() {
+    if (snapshot_.empty()) {
+      std::string what = what_changed(vsphere::describe_vm(*s_, vm_.ref), started_);
+      if (!what.empty()) {
+        throw SnapshotGone(fmt::format("VM {} ({}) {} since its pass without a snapshot started", vm_.name,
+                                       vm_.instance_uuid, what));
+      }
+      return;
+    }
+    bool found = false;
+    for (const auto& snap : vsphere::list_snapshots(*s_, vm_.ref)) found = found || snap.ref.value == snapshot_.value;
+    if (!found) {
+      throw SnapshotGone(fmt::format("VM {} ({}) no longer has the pass's snapshot {} (removed in vSphere meanwhile?)",
+                                     vm_.name, vm_.instance_uuid, snapshot_.value));
+    }
+  }
+
   std::shared_ptr<vsphere::Session> s_;
   vsphere::VmInfo vm_;
   vsphere::Moref snapshot_;
+  std::map<int, std::string> started_;  // without a snapshot: device key -> changeId at the start
   std::mutex mu_;  // resume_disk() runs in the disks' copy threads: a slot of readers_ and disks_ at a time
   bool closed_ = false;
 };
@@ -217,6 +298,14 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
                                  vsphere::describe_findings(findings)));
   }
   remove_leftover_snapshots(vm);
+  bool tracked = vm.cbt_enabled && !vm.disks.empty() &&
+                 std::all_of(vm.disks.begin(), vm.disks.end(), [](const auto& d) { return !d.change_id.empty(); });
+  if (vm.power_state == "poweredOff" && tracked) {
+    // Off, CBT active: its disks cannot change unless it is powered on (see the top).
+    log::info("VM {}: powered off with Changed Block Tracking active: the pass reads its disks without a snapshot",
+              vm.name);
+    return start_pass(vm, {}, stored);
+  }
   if (!vm.cbt_enabled) {  // the preflight refused it unless enabling is allowed
     log::info("VM {}: enabling Changed Block Tracking", vm.name);
     vsphere::set_change_tracking(*session_, vm, true);
@@ -236,6 +325,16 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
 std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const std::string& snapshot,
                                                 const ChangeIds& stored) {
   vsphere::VmInfo vm = find(vm_id);
+  if (auto started = parse_no_snapshot_id(snapshot)) {
+    std::string what = what_changed(vm, *started);
+    if (!what.empty()) {
+      throw SnapshotGone(fmt::format("VM {} ({}) {} since its pass without a snapshot started", vm.name, vm_id, what));
+    }
+    remove_leftover_snapshots(vm);
+    log::info("VM {}: resuming the pass without a snapshot (the VM is still powered off, its disks unchanged)",
+              vm.name);
+    return start_pass(vm, {}, stored);
+  }
   const vsphere::SnapshotRef* found = nullptr;
   for (const auto& s : vm.snapshots) {
     if (s.ref.value == snapshot && is_ours(s)) found = &s;
@@ -253,7 +352,8 @@ std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const 
 std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap,
                                                const ChangeIds& stored) {
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
-  for (auto& disk : vsphere::snapshot_disks(*session_, snap)) {
+  // Without a snapshot: the VM's own disks, as describe_vm() saw them.
+  for (auto& disk : snap.empty() ? vm.disks : vsphere::snapshot_disks(*session_, snap)) {
     DiskPass d;
     d.key = DiskKey(disk.key);
     d.label = disk.file_name;
@@ -286,6 +386,9 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
     d.reader_start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
     pass->disks_.push_back(std::move(d));
   }
+  // Powered on while the pass opened: QueryChangedDiskAreas may have answered before, and
+  // the flat-file reader of labs cannot tell.
+  pass->check_point_in_time();
   return pass;
 }
 

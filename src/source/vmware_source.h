@@ -15,6 +15,20 @@
 // copies the whole disk without asking for "*" (its answer would be discarded), and so
 // does a disk without a stored change ID when `targets_may_hold_data`.
 //
+// Without a snapshot: a VM that is powered off with CBT active on every disk (the
+// cutover's final pass: the source is off by then) needs no snapshot, and a snapshot
+// costs seconds of the cutover's downtime to take and remove. Such a pass reads the
+// VM's own disks (its config's VirtualDisk backings: fileName and changeId), asks
+// QueryChangedDiskAreas with the snapshot argument unset (vSphere then answers for the
+// VM's current disks, which it allows for a powered-off VM only), opens each disk with
+// VDDK without snapshot= (or its flat file in labs), and stores each disk's current
+// changeId. It holds only while the VM stays off and unwritten, so before a disk reports
+// its change ID (Pass::check_point_in_time(): PointInTimeLost) and before anything
+// resumes it (resume_pass(), resume_disk(): SnapshotGone, the pass starts over) the VM
+// must still be powered off and every disk's changeId the one the pass started with.
+// Its snapshot_id() is kNoSnapshot followed by those changeIds (see there). A VM that is
+// on (or suspended), or whose CBT must first be activated, gets a snapshot as before.
+//
 // Resume: resume_pass() opens the pass of an interrupted run (the VMA was killed) again
 // on that run's snapshot, planned as the first run was, so that each disk continues
 // from its checkpoint; it throws SnapshotGone when the VM no longer has that snapshot.
@@ -34,6 +48,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "source/disk_reader.h"
@@ -42,6 +57,12 @@
 #include "vsphere/session.h"
 
 namespace mk::source {
+
+// How Pass::snapshot_id() names a pass without a snapshot: this prefix, then the JSON
+// object {"<disk key>": "<changeId at the start of the pass>", ...}. Stored with the job
+// and its checkpoints like a snapshot's moref, so that a resume can tell whether the
+// VM's disks are still those the pass started on. Not a moref: no snapshot has it.
+inline constexpr std::string_view kNoSnapshot = "no-snapshot:powered-off:";
 
 struct VmwareSourceOptions {
   bool enable_cbt = true;
@@ -72,7 +93,8 @@ class VmwareSource : public SourceDriver {
   std::vector<DiskDescription> describe_disks(const std::string& vm_id) override;
   std::unique_ptr<Pass> open_pass(const std::string& vm_id, const ChangeIds& stored) override;
   // The pass whose snapshot is `snapshot` (Pass::snapshot_id() of the interrupted run),
-  // opened again with the same stored change IDs. Throws SnapshotGone.
+  // opened again with the same stored change IDs. Throws SnapshotGone (for a pass
+  // without a snapshot: the VM is no longer off or its disks changed).
   std::unique_ptr<Pass> resume_pass(const std::string& vm_id, const std::string& snapshot, const ChangeIds& stored);
 
   // Removes this owner's leftover snapshots from the VM (as described), except those
@@ -90,7 +112,8 @@ class VmwareSource : public SourceDriver {
 
  private:
   vsphere::VmInfo find(const std::string& vm_id);
-  // The pass on `snap`: per disk its planned areas and a reader.
+  // The pass on `snap` (empty: the VM's own disks, without a snapshot): per disk its
+  // planned areas and a reader.
   std::unique_ptr<Pass> start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const ChangeIds& stored);
   // Fills d.request, d.full and d.reason for one disk of the pass (see the top comment).
   void plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const vsphere::DiskInfo& disk,

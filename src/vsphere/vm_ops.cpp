@@ -69,7 +69,7 @@ RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& sna
   while (offset < capacity) {
     xml::Document doc;
     xml::Node rv = s.call("QueryChangedDiskAreas",
-                          vm.xml("_this") + snapshot.xml("snapshot") +
+                          vm.xml("_this") + (snapshot.empty() ? "" : snapshot.xml("snapshot")) +
                               fmt::format("<deviceKey>{}</deviceKey><startOffset>{}</startOffset><changeId>{}</changeId>",
                                           device_key, offset, xml::escape(change_id)),
                           doc);

@@ -35,7 +35,9 @@ std::vector<DiskInfo> snapshot_disks(Session& s, const Moref& snapshot);
 void set_change_tracking(Session& s, const VmInfo& vm, bool enabled, const TaskWait& wait = {});
 
 // Changed areas of disk `device_key` in `snapshot` since `change_id` ("*" for all
-// allocated areas), over [0, capacity). Pages through the answers by startOffset and
+// allocated areas), over [0, capacity). An empty `snapshot` leaves the argument unset:
+// vSphere then answers for the VM's current disks, which only works for a VM that is
+// powered off (a fault otherwise). Pages through the answers by startOffset and
 // checks them: areas outside the disk or an answer that does not advance throw.
 RangeList query_changed_disk_areas(Session& s, const Moref& vm, const Moref& snapshot, int device_key,
                                            uint64_t capacity, const std::string& change_id);

@@ -486,6 +486,24 @@ TEST(PassStats, PredictedDowntimeScalesRecentIncrementalDurationsByTheChangeWind
   EXPECT_FALSE(predict_downtime_seconds({pass(JobKind::Full, 0, 10, 1)}, 20000));
 }
 
+// The final pass runs with the source powered off and takes no snapshot: the incremental
+// passes' snapshot creation and removal are left out of the prediction.
+TEST(PassStats, PredictedDowntimeLeavesOutTheIncrementalPassesSnapshots) {
+  std::vector<JobRecord> p = {pass(JobKind::Full, 0, 1000, 100), pass(JobKind::Incremental, 1600, 1630, 10),
+                              pass(JobKind::Incremental, 2230, 2270, 10), pass(JobKind::Incremental, 2870, 2920, 10)};
+  // Each incremental spent 6 s on its snapshot (4 s to create, 2 s to remove), the last
+  // 36 s (longer than itself: the result is clamped at 0 s, not negative). The full
+  // pass's snapshot does not count.
+  std::map<std::string, double> snapshots = {
+      {p[0].job_id, 500}, {p[1].job_id, 6}, {p[2].job_id, 6}, {p[3].job_id, 60}};
+  // d = mean(30 - 6, 40 - 6, max(0, 50 - 60)) = 58 / 3; e < w.
+  EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, 2920 * 1000 + 300 * 1000, nullptr, snapshots), 58.0 / 3);
+  snapshots[p[3].job_id] = 6;  // d = 34 s; e = 2w
+  EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, (2920 + 1200) * 1000, nullptr, snapshots), 68.0);
+  // Passes without recorded phases count whole, as before.
+  EXPECT_DOUBLE_EQ(*predict_downtime_seconds(p, 2920 * 1000, nullptr, {}), 40.0);
+}
+
 TEST(GuiApi, VmListShowsLastPassChangeIdAgeReadinessAndPredictedDowntime) {
   GuiService s;
   const std::string vm = test::test_vm_uuid(4);

@@ -42,6 +42,16 @@ TEST(DiskReader, VddkCommandLineCarriesTheSnapshotAndNoPassword) {
   EXPECT_TRUE(has("thumbprint=AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD"));
 }
 
+// A powered-off VM's pass without a snapshot: VDDK opens the VM's own disk.
+TEST(DiskReader, VddkWithoutASnapshotGetsNoSnapshotParameter) {
+  VddkParams p = params();
+  p.snapshot_moref = "";
+  auto argv = vddk_argv(p, "/run/x/nbd.sock");
+  EXPECT_EQ(std::count_if(argv.begin(), argv.end(), [](auto& a) { return a.starts_with("snapshot="); }), 0);
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "file=[datastore1] web01/web01.vmdk"), argv.end());
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "vm=moref=vm-42"), argv.end());
+}
+
 TEST(DiskReader, VddkRunsBehindTheBlocksizeAndRetryFiltersAndGetsThePort) {
   VddkParams p = params();
   auto argv = vddk_argv(p, "/run/x/nbd.sock");

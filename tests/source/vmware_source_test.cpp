@@ -3,11 +3,13 @@
 // change-ID bookkeeping per disk (first pass, incremental, CBT reset, rejected ID, any
 // QueryChangedDiskAreas fault), a guest writing during a pass (the pass reads its
 // snapshot's frozen disks, through the flat-file reader and the VDDK stand-in), the preflight that refuses a VM before touching it, and
-// snapshot ownership (leftovers of a crashed run removed, another owner's pass left alone).
+// snapshot ownership (leftovers of a crashed run removed, another owner's pass left alone),
+// and a powered-off VM's pass without a snapshot (and what breaks it: power-on, a write).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "common/error.h"
 #include "common/units.h"
@@ -99,6 +101,8 @@ class VmwareSourceTest : public ::testing::Test {
   }
 
   void guest_writes_during_a_pass();
+  void powered_off_pass_takes_no_snapshot();
+  void no_snapshot_pass_broken_by(const std::function<void()>& change, const std::string& what);
 
   int qcda_calls() { return lab.shim_stats()["calls"].value("QueryChangedDiskAreas", 0); }
 
@@ -455,6 +459,150 @@ TEST_F(VmwareSourceTest, CbtOffAndNotAllowedToEnableIsRefused) {
   auto disks = strict.describe_disks(vm.instance_uuid);
   ASSERT_EQ(disks.size(), 2u);
   EXPECT_EQ(disks[1].capacity, 4096u * 1024u);
+}
+
+
+// A powered-off VM with CBT active (a cutover's final pass: the source is off): the pass
+// takes no snapshot, reads the VM's own disks, asks for the areas changed since the
+// stored change IDs up to the VM's current point, and stores the disks' current
+// changeIds. A VM that is on gets a snapshot, as before.
+void VmwareSourceTest::powered_off_pass_takes_no_snapshot() {
+  auto creates = [&] { return lab.shim_stats()["calls"].value("CreateSnapshot_Task", 0); };
+  write_blocks(key1, {0, 2, 5}, 10);
+  write_blocks(key2, {1, 8}, 20);
+  int before = creates();
+  pass_and_commit();  // on: enables CBT, the first pass on a snapshot
+  EXPECT_GT(creates(), before) << "a powered-on VM's pass must take a snapshot";
+
+  write_blocks(key1, {3, 9}, 30);
+  write_blocks(key2, {40}, 40);
+  vsphere::power_off(*session, vm);
+  before = creates();
+  auto pass = source->open_pass(vm.instance_uuid, stored);
+  EXPECT_TRUE(pass->without_snapshot());
+  EXPECT_TRUE(pass->snapshot_id().starts_with(kNoSnapshot)) << pass->snapshot_id();
+  EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty()) << "a powered-off VM's pass took a snapshot";
+  auto now = vsphere::describe_vm(*session, vm.ref);
+  for (auto& d : pass->disks()) {
+    EXPECT_FALSE(d.full) << d.reason;
+    EXPECT_EQ(lab.flat_file(d.label), flats[d.key.value()]) << "not the VM's own disk";
+    for (auto& current : now.disks) {
+      if (current.key == d.key.value()) EXPECT_EQ(d.change_id_to_store, current.change_id);
+    }
+    EXPECT_NE(d.change_id_to_store, stored[d.key]) << "the writes made no new point";
+  }
+  auto written = copy_all(*pass);
+  EXPECT_EQ(written[key1], 2 * kBlock);
+  EXPECT_EQ(written[key2], kBlock);
+  EXPECT_NO_THROW(pass->check_point_in_time());
+  pass->close(true);
+  for (auto& d : pass->disks()) stored[d.key] = d.change_id_to_store;
+  expect_targets_match();
+  EXPECT_EQ(creates(), before) << "a powered-off VM's pass took a snapshot";
+
+  // Off and unchanged: nothing to copy.
+  auto w = pass_and_commit();
+  EXPECT_EQ(w[key1], 0u);
+  EXPECT_EQ(w[key2], 0u);
+  EXPECT_EQ(creates(), before);
+}
+
+TEST_F(VmwareSourceTest, APoweredOffVmsPassTakesNoSnapshotAndStoresTheCurrentChangeIds) {
+  powered_off_pass_takes_no_snapshot();
+}
+
+TEST_F(VmwareSourceTest, APoweredOffVmsPassTakesNoSnapshotThroughVddk) {
+  source = vddk_source();
+  powered_off_pass_takes_no_snapshot();
+  std::string args = test::read_file(work.file("vddk-args"));
+  EXPECT_EQ(args.find("snapshot="), std::string::npos) << "VDDK was given a snapshot: " << args;
+  EXPECT_NE(args.find(fmt::format("vm=moref={}\n", vm.ref.value)), std::string::npos) << args;
+}
+
+// A powered-off VM's pass, then `change` (the VM powered on, or its disk written): the
+// pass may not report a change ID (PointInTimeLost, saying what to do) and neither it
+// nor the job that ran it may resume (SnapshotGone: the pass starts over).
+void VmwareSourceTest::no_snapshot_pass_broken_by(const std::function<void()>& change, const std::string& what) {
+  write_blocks(key1, {0, 2}, 10);
+  write_blocks(key2, {1}, 20);
+  pass_and_commit();
+  write_blocks(key1, {4}, 30);
+  vsphere::power_off(*session, vm);
+  auto pass = source->open_pass(vm.instance_uuid, stored);
+  ASSERT_TRUE(pass->without_snapshot());
+  std::string id = pass->snapshot_id();
+  copy_all(*pass);
+  change();
+  try {
+    pass->check_point_in_time();
+    ADD_FAILURE() << "the pass holds although the VM " << what;
+  } catch (const PointInTimeLost& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find(fmt::format("VM {} ({}) {}", vm.name, vm.instance_uuid, what)), std::string::npos) << m;
+    EXPECT_NE(m.find("during its pass without a snapshot"), std::string::npos) << m;
+    EXPECT_NE(m.find("nothing was made final; power it off and run the cutover (or the pass) again"),
+              std::string::npos)
+        << m;
+  }
+  EXPECT_THROW(pass->resume_disk(DiskKey(key1), false), SnapshotGone);
+  pass->close(false);
+  try {
+    source->resume_pass(vm.instance_uuid, id, stored);
+    ADD_FAILURE() << "the pass resumed although the VM " << what;
+  } catch (const SnapshotGone& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(VmwareSourceTest, PoweringTheVmOnDuringAPassWithoutSnapshotFailsIt) {
+  no_snapshot_pass_broken_by([&] { vsphere::power_on(*session, vm); }, "was powered on (it is poweredOn now)");
+  // Now on: the next pass takes a snapshot again.
+  auto pass = source->open_pass(vm.instance_uuid, stored);
+  EXPECT_FALSE(pass->without_snapshot());
+  EXPECT_EQ(vsphere::list_snapshots(*session, vm.ref).size(), 1u);
+  pass->close(false);
+}
+
+TEST_F(VmwareSourceTest, WritingADiskDuringAPassWithoutSnapshotFailsIt) {
+  no_snapshot_pass_broken_by([&] { write_blocks(key2, {7}, 70); },
+                             fmt::format("had its disk {} ({}) written", key2, vm.disks[1].file_name));
+}
+
+// Off and unchanged, the pass resumes (a VMA restart) without a snapshot on the same
+// disks; the VDDK stand-in refuses a powered-on VM's own disk, as VDDK does (locked).
+TEST_F(VmwareSourceTest, APassWithoutSnapshotResumesWhileTheVmStaysOffAndVddkRefusesARunningVmsDisk) {
+  source = vddk_source();
+  write_blocks(key1, {0, 2}, 10);
+  pass_and_commit();
+  write_blocks(key1, {6}, 60);
+  vsphere::power_off(*session, vm);
+  std::string id;
+  {
+    auto pass = source->open_pass(vm.instance_uuid, stored);
+    id = pass->snapshot_id();
+    pass->close(false);
+  }
+  auto again = source->resume_pass(vm.instance_uuid, id, stored);
+  EXPECT_TRUE(again->without_snapshot());
+  EXPECT_EQ(again->snapshot_id(), id);
+  EXPECT_EQ(copy_all(*again)[key1], kBlock);
+  EXPECT_NO_THROW(again->check_point_in_time());
+  again->close(true);
+  expect_targets_match();
+
+  vsphere::power_on(*session, vm);
+  VddkParams p;
+  p.server = "127.0.0.1";
+  p.port = session->port();
+  p.user = connect.user;
+  p.password_file = std::filesystem::absolute(connect.password_file).string();
+  p.thumbprint = session->thumbprint();
+  p.vm_moref = vm.ref.value;
+  p.file = vm.disks[0].file_name;
+  p.libdir = work.file("vddk");
+  p.nbdkit = FAKE_NBDKIT_VDDK;
+  EXPECT_THROW(DiskReader::start_vddk(p, work.path(), std::chrono::seconds(10)), Error)
+      << "the stand-in served a running VM's own disk";
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "oma/db/migrations.h"
 #include "oma/pairing/nbd_client_ca.h"
 #include "support/x509.h"
+#include "vsphere/vm_ops.h"
 
 namespace mk::vma::test {
 namespace {
@@ -103,6 +104,56 @@ TEST_F(VmaFixture, FullThenIncrementalPassesOfATwoDiskVmThroughTheOma) {
   expect_targets_match(vm.instance_uuid);
   auto after = oma->repos().vms.list_disks(vm.instance_uuid);
   for (size_t i = 0; i < after.size(); ++i) EXPECT_NE(after[i].change_id, stored[i].change_id);
+}
+
+// A powered-off VM (a cutover's final pass) through the whole chain: the pass takes no
+// snapshot (the lab's vCenter counts CreateSnapshot calls), its snapshot and snapshot
+// removal phases are 0, it copies the blocks written since the last pass, and the OMA
+// commits the disks' current change IDs, from which the next pass goes on.
+TEST_F(VmaFixture, APoweredOffVmsPassTakesNoSnapshotAndCopiesTheChangesSinceTheLastPass) {
+  auto vm = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 6, 100);
+  start_vma();
+  start_oma();
+  register_vm(vm.instance_uuid);
+  json j = wait_job(start_job(vm.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+
+  write_block(vm.instance_uuid, vm.disks[0].key, 3, 900);
+  write_block(vm.instance_uuid, vm.disks[1].key, 40, 901);
+  vsphere::power_off(*session, vm);
+  auto creates = [&] { return lab.shim_stats()["calls"].value("CreateSnapshot_Task", 0); };
+  int before = creates();
+  std::string job = start_job(vm.instance_uuid, "incremental");
+  json j2 = wait_job(job);
+  ASSERT_EQ(j2["status"], "completed") << j2.dump(2);
+  EXPECT_EQ(creates(), before) << "a powered-off VM's pass took a snapshot";
+  EXPECT_EQ(j2["bytes_total"].get<int64_t>(), static_cast<int64_t>(2 * kBlock)) << j2.dump(2);
+  expect_all_phases_in_order(j2);
+  for (const auto& d : j2["disks"]) {
+    for (const auto& p : d["phases"]) {
+      if (p["phase"] == "snapshot" || p["phase"] == "snapshot_removal") EXPECT_EQ(p["seconds"], 0.0) << d.dump();
+    }
+  }
+  expect_targets_match(vm.instance_uuid);
+  expect_no_snapshot_left(vm);
+  auto now = vsphere::describe_vm(*session, vm.ref);
+  auto committed = oma->repos().vms.list_disks(vm.instance_uuid);
+  for (const auto& d : now.disks) {
+    for (const auto& c : committed) {
+      if (c.disk_key == std::to_string(d.key)) EXPECT_EQ(c.change_id.value_or(""), d.change_id) << c.disk_key;
+    }
+  }
+
+  // Still off, nothing written: the next pass moves nothing; on again: a snapshot again.
+  json j3 = wait_job(start_job(vm.instance_uuid, "incremental"));
+  ASSERT_EQ(j3["status"], "completed") << j3.dump(2);
+  EXPECT_EQ(j3["bytes_total"].get<int64_t>(), 0) << j3.dump(2);
+  vsphere::power_on(*session, vm);
+  write_block(vm.instance_uuid, vm.disks[1].key, 41, 902);
+  json j4 = wait_job(start_job(vm.instance_uuid, "incremental"));
+  ASSERT_EQ(j4["status"], "completed") << j4.dump(2);
+  EXPECT_EQ(creates(), before + 1) << "a powered-on VM's pass must take a snapshot";
+  expect_targets_match(vm.instance_uuid);
 }
 
 // A guest that keeps writing while a pass copies (the lab's writers, from the test): the

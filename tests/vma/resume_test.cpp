@@ -12,11 +12,15 @@
 //    with its change IDs, every target equals its source by sha256, no snapshot is left.
 //  * The snapshot was removed while the VMA was down: every disk starts over on a new
 //    snapshot, says why (the VMA's progress and the OMA's job log), and ends identical.
+//  * A powered-off VM's pass, which has no snapshot: it resumes while the VM stays off
+//    and unwritten, and starts over, saying why, when the VM was powered on meanwhile;
+//    powered on while it copies, the pass fails saying so and nothing is committed.
 #include <filesystem>
 #include <iostream>
 
 #include "engine/copier.h"
 #include "vma_fixture.h"
+#include "vsphere/vm_ops.h"
 
 namespace mk::vma::test {
 namespace {
@@ -45,7 +49,9 @@ class VmaResume : public VmaFixture {
 
   // Starts a full pass and SIGKILLs the VMA once the data disk reported `fraction` of
   // its plan done; returns that disk's progress as last seen before the kill.
-  protocol::DiskProgress kill_vma_at(const std::string& job, const vsphere::VmInfo& v, double fraction) {
+  // `snapshots`: how many of ours the VM holds meanwhile (0: a powered-off VM's pass).
+  protocol::DiskProgress kill_vma_at(const std::string& job, const vsphere::VmInfo& v, double fraction,
+                                     int snapshots = 1) {
     std::string data_key = std::to_string(v.disks.at(1).key);
     protocol::DiskProgress seen;
     wait_vma(job, [&](const protocol::JobProgress& p) {
@@ -58,12 +64,22 @@ class VmaResume : public VmaFixture {
     });
     EXPECT_EQ(seen.status, DiskStatus::Copying) << "the data disk was not seen copying";
     EXPECT_LT(seen.bytes_done, seen.bytes_total) << "the pass ended before it could be interrupted";
-    EXPECT_EQ(our_snapshots(v), 1) << "a pass holds one snapshot while it copies";
+    EXPECT_EQ(our_snapshots(v), snapshots) << "a pass holds one snapshot while it copies (none when the VM is off)";
     vma->kill9();
     return seen;
   }
 
   std::string checkpoints_dir() { return dir.file("vma/state/checkpoints"); }
+
+  // CBT activated (enabled, then a snapshot taken and removed, as a first pass would) and
+  // the VM powered off: its next pass takes no snapshot.
+  void activate_cbt_and_power_off(const vsphere::VmInfo& v) {
+    vsphere::set_change_tracking(*session, v, true);
+    vsphere::remove_snapshot(*session, v, vsphere::create_snapshot(*session, v, "cbt-activation", "test"));
+    vsphere::power_off(*session, v);
+  }
+
+  int snapshots_created() { return lab.shim_stats()["calls"].value("CreateSnapshot_Task", 0); }
 
   // The data disk of `p` (the one seen at the kill).
   static const protocol::DiskProgress& disk_of(const protocol::JobProgress& p, const protocol::DiskKey& key) {
@@ -175,6 +191,97 @@ TEST_F(VmaResume, ASnapshotRemovedWhileTheVmaWasDownStartsEveryDiskOverAndSaysWh
   expect_targets_match(v.instance_uuid);
   expect_no_snapshot_left(v);
   EXPECT_TRUE(std::filesystem::is_empty(checkpoints_dir()));
+}
+
+// A powered-off VM's pass (no snapshot) killed at 60 %: the restarted VMA finds the VM
+// still off and its disks' changeIds those the pass started on, and resumes it without a
+// snapshot from each disk's checkpoint.
+TEST_F(VmaResume, APassWithoutSnapshotResumesWhileTheVmStaysOff) {
+  auto v = prepare_dense_vm(700);
+  activate_cbt_and_power_off(v);
+  start_vma({.read_rate = std::to_string(kReadRate)});
+  start_oma();
+  register_vm(v.instance_uuid);
+  int created = snapshots_created();
+  std::string job = start_job(v.instance_uuid, "full");
+  protocol::DiskProgress at_kill = kill_vma_at(job, v, 0.6, 0);
+  vma->restart();
+
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_committed(j, v.instance_uuid, job);
+  protocol::JobProgress p = client->progress(job);
+  for (const auto& d : p.disks) EXPECT_FALSE(d.restarted.has_value()) << *d.restarted;
+  expect_resumed_within_bound(at_kill, disk_of(p, at_kill.disk_key), "VMA SIGKILLed in a pass without a snapshot");
+  expect_targets_match(v.instance_uuid);
+  expect_no_snapshot_left(v);
+  EXPECT_EQ(snapshots_created(), created) << "a powered-off VM's pass took a snapshot";
+  EXPECT_NE(mk::test::read_file(vma->log_path()).find("resuming the pass without a snapshot"), std::string::npos);
+}
+
+// The VM powered on while the VMA was down: its disks may have changed since the pass
+// without a snapshot started, so every disk starts over (on a snapshot: the VM is on
+// now), says why, and ends identical.
+TEST_F(VmaResume, APassWithoutSnapshotWhoseVmWasPoweredOnStartsEveryDiskOverAndSaysWhy) {
+  auto v = prepare_dense_vm(800);
+  activate_cbt_and_power_off(v);
+  start_vma({.read_rate = std::to_string(kReadRate)});
+  start_oma();
+  register_vm(v.instance_uuid);
+  int created = snapshots_created();
+  std::string job = start_job(v.instance_uuid, "full");
+  kill_vma_at(job, v, 0.4, 0);
+  vsphere::power_on(*session, v);
+  vma->restart();
+
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_committed(j, v.instance_uuid, job);
+  protocol::JobProgress p = client->progress(job);
+  for (const auto& d : p.disks) {
+    ASSERT_TRUE(d.restarted.has_value()) << "disk " << d.disk_key << " does not say why it started over";
+    EXPECT_NE(d.restarted->find("was powered on"), std::string::npos) << *d.restarted;
+    EXPECT_EQ(d.bytes_resumed, 0) << "disk " << d.disk_key << " resumed although the VM was powered on";
+  }
+  EXPECT_EQ(events_containing(j, "started over: the pass could not resume"), 2) << j["events"].dump(2);
+  EXPECT_EQ(snapshots_created(), created + 1) << "the new pass of the running VM takes a snapshot";
+  expect_targets_match(v.instance_uuid);
+  expect_no_snapshot_left(v);
+}
+
+// Not a resume, but the same pass: the VM powered on while its pass without a snapshot
+// copies (the data disk is rate-limited, so it is still copying). The pass fails before
+// the data disk reports a change ID, saying what happened and what to do, and the OMA
+// commits no disk (the small disk may have completed before: all or none).
+TEST_F(VmaResume, AVmPoweredOnDuringItsPassWithoutSnapshotFailsItAndNothingIsCommitted) {
+  auto v = prepare_dense_vm(900);
+  activate_cbt_and_power_off(v);
+  start_vma({.read_rate = std::to_string(kReadRate)});
+  start_oma();
+  register_vm(v.instance_uuid);
+  std::string job = start_job(v.instance_uuid, "full");
+  std::string data_key = std::to_string(v.disks.at(1).key);
+  wait_vma(job, [&](const protocol::JobProgress& p) {
+    for (const auto& d : p.disks) {
+      if (d.disk_key.str() == data_key && d.status == DiskStatus::Copying && d.bytes_done > 0) return true;
+    }
+    return false;
+  });
+  vsphere::power_on(*session, v);
+
+  json j = wait_job(job);
+  ASSERT_EQ(j["status"], "failed") << j.dump(2);
+  std::string error = j.value("error", "");
+  EXPECT_NE(error.find(fmt::format("VM {} ({}) was powered on (it is poweredOn now) during its pass without a snapshot",
+                                   v.name, v.instance_uuid)),
+            std::string::npos)
+      << j.dump(2);
+  EXPECT_NE(error.find("nothing was made final; power it off and run the cutover (or the pass) again"),
+            std::string::npos)
+      << error;
+  for (const auto& d : j["disks"]) EXPECT_FALSE(d["committed"].get<bool>()) << d.dump();
+  for (const auto& d : oma->repos().vms.list_disks(v.instance_uuid)) EXPECT_FALSE(d.change_id) << d.disk_key;
+  expect_no_snapshot_left(v);
 }
 
 }  // namespace

@@ -307,8 +307,10 @@ const Schema kVmSummary{
              {.name = "cutover_blockers", .type = Type::Array, .description = "why it is not ready",
               .element = &kBlocker},
              nullable(number_field("predicted_downtime_seconds",
-                                   "cutover downtime predicted from the recent incremental passes, plus the last "
-                                   "boot check's conversion time when the cutover converts the guest", 95)),
+                                   "cutover downtime predicted from the recent incremental passes (their durations "
+                                   "less their snapshots' creation and removal: the final pass runs with the source "
+                                   "powered off and takes no snapshot), plus the last boot check's conversion time "
+                                   "when the cutover converts the guest", 95)),
              int_field("prediction_passes", "how many passes the prediction used", 3),
              nullable(number_field("predicted_conversion_seconds",
                                    "the guest conversion's part of the predicted downtime: the last boot check's "

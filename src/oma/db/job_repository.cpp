@@ -408,6 +408,20 @@ std::vector<ChangeIdCommit> JobRepository::latest_change_id_commits() {
   return out;
 }
 
+std::map<std::string, double> JobRepository::incremental_snapshot_seconds() {
+  std::map<std::string, double> out;
+  for (const auto& r : db_.query("SELECT job_id, disk_key, SUM(seconds) FROM job_disk_phases WHERE phase IN (?, ?) "
+                                 "AND job_id IN (SELECT job_id FROM replication_jobs WHERE kind = ?) "
+                                 "GROUP BY job_id, disk_key",
+                                 {std::string(enum_name(protocol::PassPhase::Snapshot)),
+                                  std::string(enum_name(protocol::PassPhase::SnapshotRemoval)),
+                                  enum_name(JobKind::Incremental)})) {
+    double& seconds = out[r.str(0)];
+    seconds = std::max(seconds, r.dbl(2));
+  }
+  return out;
+}
+
 std::vector<JobRecord> JobRepository::jobs_updated_since(int64_t since_ms) {
   return kJobs.query(db_, "WHERE updated_at >= ? ORDER BY updated_at, job_id", {since_ms});
 }

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -193,6 +194,10 @@ class JobRepository {
   // disk's newest change ID was committed.
   std::vector<JobRecord> ended_passes();
   std::vector<ChangeIdCommit> latest_change_id_commits();
+  // For the downtime prediction (pass_stats.h): per incremental pass (job id), the seconds
+  // its snapshot took to create and remove (PassPhase Snapshot + SnapshotRemoval, the
+  // slowest disk's: the disks share one snapshot). Passes without such records are absent.
+  std::map<std::string, double> incremental_snapshot_seconds();
   // Jobs changed at or after `since_ms` (updated_at), for the live event stream.
   std::vector<JobRecord> jobs_updated_since(int64_t since_ms);
 

@@ -14,14 +14,18 @@ double seconds_between(int64_t from_ms, int64_t to_ms) { return std::max<double>
 
 }  // namespace
 
-std::optional<double> predict_downtime_seconds(const std::vector<JobRecord>& completed, int64_t now_ms, int* used) {
+std::optional<double> predict_downtime_seconds(const std::vector<JobRecord>& completed, int64_t now_ms, int* used,
+                                               const std::map<std::string, double>& snapshot_seconds) {
   // completed: oldest first, all completed and finished.
   double duration = 0, window = 0;
   size_t n = 0;
   for (size_t i = completed.size(); i-- > 0 && n < kPassesForPrediction;) {
     const JobRecord& p = completed[i];
     if (p.kind != JobKind::Incremental || !p.finished_at) continue;
-    duration += seconds_between(p.created_at, *p.finished_at);
+    // Less its snapshot's creation and removal: the final pass takes none (see the header).
+    auto snap = snapshot_seconds.find(p.job_id);
+    duration += std::max(0.0, seconds_between(p.created_at, *p.finished_at) -
+                                  (snap == snapshot_seconds.end() ? 0.0 : snap->second));
     // The previous completed pass of the VM bounds the changes this one copied.
     int64_t prev_end = p.created_at;
     for (size_t k = i; k-- > 0;) {
@@ -41,7 +45,8 @@ std::optional<double> predict_downtime_seconds(const std::vector<JobRecord>& com
 }
 
 VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks, const std::vector<JobRecord>& passes,
-                       const std::vector<ChangeIdCommit>& commits, int64_t now_ms) {
+                       const std::vector<ChangeIdCommit>& commits, int64_t now_ms,
+                       const std::map<std::string, double>& snapshot_seconds) {
   VmPassStats s;
   if (!passes.empty()) {
     const JobRecord& p = passes.back();
@@ -75,7 +80,7 @@ VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks,
     if (p.status == JobStatus::Completed && p.finished_at) completed.push_back(p);
   // A VM already cut over has no downtime ahead of it.
   if (vm.status != VmStatus::CutOver)
-    s.predicted_downtime_seconds = predict_downtime_seconds(completed, now_ms, &s.incremental_passes_used);
+    s.predicted_downtime_seconds = predict_downtime_seconds(completed, now_ms, &s.incremental_passes_used, snapshot_seconds);
   return s;
 }
 

@@ -5,7 +5,10 @@
 // Predicted downtime (seconds), from the VM's last up to 3 completed incremental passes:
 //
 //   d = mean duration of those passes (created -> finished, so it includes each pass's
-//       fixed costs: snapshot, export check, commit)
+//       fixed costs: export check, commit) less the time each spent creating and
+//       removing its snapshot (the job's recorded Snapshot and SnapshotRemoval phases,
+//       `snapshot_seconds`): the source is powered off during the final pass, which
+//       therefore takes no snapshot (source/vmware_source.h)
 //   w = mean change window they copied (a pass's start minus the end of the VM's
 //       previous completed pass)
 //   e = time since the VM's last completed pass ended (the window a final pass copies)
@@ -18,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,12 +48,16 @@ struct VmPassStats {
   int incremental_passes_used = 0;                   // how many passes the prediction used
 };
 
-// `passes`: the VM's ended passes, oldest first; `commits`: the VM's change-ID commits.
+// `passes`: the VM's ended passes, oldest first; `commits`: the VM's change-ID commits;
+// `snapshot_seconds`: job id -> its snapshot's creation and removal seconds
+// (JobRepository::incremental_snapshot_seconds()).
 VmPassStats pass_stats(const VmRecord& vm, const std::vector<DiskRecord>& disks, const std::vector<JobRecord>& passes,
-                       const std::vector<ChangeIdCommit>& commits, int64_t now_ms);
+                       const std::vector<ChangeIdCommit>& commits, int64_t now_ms,
+                       const std::map<std::string, double>& snapshot_seconds = {});
 
 // The downtime formula alone (see above); nullopt when `completed` has no incremental pass.
 std::optional<double> predict_downtime_seconds(const std::vector<JobRecord>& completed, int64_t now_ms,
-                                               int* used = nullptr);
+                                               int* used = nullptr,
+                                               const std::map<std::string, double>& snapshot_seconds = {});
 
 }  // namespace mk::oma

@@ -471,10 +471,12 @@ void JobRunner::execute(Job& job) {
   }
 
   // What open_pass() did not spend on a disk's change query or reader went to the
-  // point in time (the VM's snapshot), which every disk of the pass shares.
+  // point in time (the VM's snapshot), which every disk of the pass shares; a pass
+  // without a snapshot (a powered-off VM) took none.
   double per_disk = 0;
   for (const auto& d : pass->disks()) per_disk += d.change_query_seconds + d.reader_start_seconds;
-  double snapshot = std::max(0.0, open_seconds - per_disk);
+  const bool snapshot_less = pass->without_snapshot();
+  double snapshot = snapshot_less ? 0.0 : std::max(0.0, open_seconds - per_disk);
   for (size_t i = 0; i < todo.size(); ++i) {
     if (!todo[i]) continue;
     add_phases(job, i, {{protocol::PassPhase::Snapshot, snapshot},
@@ -526,7 +528,7 @@ void JobRunner::execute(Job& job) {
     log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id(), vm, e.what());
   }
   pass.reset();
-  double removal = seconds_since(closing);
+  double removal = snapshot_less ? 0.0 : seconds_since(closing);  // without a snapshot: readers stopped, nothing removed
   for (size_t i = 0; i < todo.size(); ++i) {
     // Disks completed before a VMA restart belong to this snapshot too.
     if (todo[i] || job.state.disks[i].status == DiskStatus::Completed) {
@@ -658,6 +660,9 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk, 
     engine::ProgressSnapshot snap;
     engine::CopyStats stats =
         copy_resuming(job, index, disk, pass, target, o, resumable ? &checkpoint : nullptr, times, snap);
+    // A pass without a snapshot holds only while the VM stays off and unwritten: checked
+    // before the disk's change ID is reported (PointInTimeLost otherwise).
+    pass.check_point_in_time();
     std::lock_guard lock(mu_);
     protocol::DiskProgress& d = job.state.disks[index];
     merge_phases(d.phases, {{protocol::PassPhase::Planning, times.planning},
@@ -685,6 +690,15 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk, 
     log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} ({})",
               job.state.job_id(), disk.key.str(), disk.label, stats.bytes_written, stats.bytes_zeroed,
               stats.connections, disk.full ? "full" : "incremental", disk.reason);
+  } catch (const source::PointInTimeLost& e) {
+    // Not the copy's fault: the message says what happened to the VM and what to do.
+    std::lock_guard lock(mu_);
+    job.progress[index].reset();
+    if (!job.start_over_reason.empty()) return;
+    log::error("job {}: disk {} ({}): {}", job.state.job_id(), disk.key.str(), disk.label, e.what());
+    bool cause = !job.cancel;
+    fail_disk_locked(job, index, e.what());
+    if (cause) cancel(job, fmt::format("not finished: disk {} of the same pass failed: {}", disk.key.str(), e.what()));
   } catch (const source::SnapshotGone& e) {
     std::lock_guard lock(mu_);
     start_over_later(job, fmt::format("the pass could not resume after its target went away: {}; every disk of the "

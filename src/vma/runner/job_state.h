@@ -26,6 +26,8 @@ struct JobState {
   std::vector<protocol::DiskProgress> disks;  // one per request.disks, in its order
   // The pass's snapshot (source::Pass::snapshot_id()) once it is open: a job that a
   // killed VMA left running resumes on it. "" before, or when the source cannot resume.
+  // A pass without a snapshot (a powered-off VM) has source::kNoSnapshot followed by
+  // its disks' changeIds at the start here: it resumes only while they still hold.
   std::string snapshot;
   // Live, not persisted: seconds since the job ended (JobRunner::get() sets it).
   std::optional<double> ended_seconds_ago;

@@ -35,6 +35,15 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
   file>" line per disk, removed with the snapshot: the host's knowledge of its snapshots,
   which the VDDK stand-in (tests/source/fake_nbdkit_vddk.sh) reads to serve the disk of
   the snapshot it is asked for, and to refuse a snapshot or file it does not know.
+* Power state for the VDDK stand-in: with --snapshot-index DIR the shim also keeps
+  DIR/power-<vm moref>, one line: the VM's power state as the shim last learnt it (from
+  any property answer with runtime.powerState, and after PowerOnVM_Task, PowerOffVM_Task,
+  ShutdownGuest, SuspendVM_Task, ResetVM_Task; PowerOnVM_Task writes poweredOn at once,
+  before vcsim has finished: from then on the VM may run), and DIR/datastores, one
+  "<datastore name> TAB <directory>" line per datastore it has resolved. The stand-in
+  serves a VM's own disk (no snapshot= given) only when DIR/power-<vm> says poweredOff,
+  as VDDK cannot open the disk of a running VM (it is locked); a VM whose power state the
+  shim never saw is refused too.
 * The VM's own disks report the change ID of the latest point: a snapshot, or a write
   seen since (journal lines not yet taken): such writes make a new point, so the VM's
   current change ID moves on with the guest's writes while a snapshot's stays what it
@@ -42,6 +51,13 @@ adds CBT computed from the real bytes of each disk's flat file on vcsim's datast
 * QueryChangedDiskAreas(vm, snapshot, deviceKey, startOffset, changeId) answers the
   blocks written between the change ID's snapshot and this one (a block rewritten with
   the same bytes counts, as on ESXi), or with "*" the allocated blocks of the snapshot.
+  Without the snapshot argument it answers for the VM's current point (the journal's
+  writes so far make a new one, as for the VM's changeId), which vSphere allows for a
+  powered-off VM only: for a VM that is not poweredOff (asked of vcsim at each call) it
+  answers FileFault. vSphere's reference lists FileFault ("the virtual disk files cannot
+  be accessed or queried"), NotFound (a snapshot not found) and RuntimeFault for this
+  method; a running VM holds its current disk and change-tracking file open and locked,
+  so FileFault is the fault that fits.
   Results are paged: at most --max-extents areas per call, and DiskChangeInfo.length
   tells where the next call starts. An unknown, foreign or stale change ID is a
   FileFault, as on ESXi.
@@ -242,6 +258,8 @@ class Shim:
         self.frozen = {}     # snapshot moref -> {"vm": moref, "disks": {device key: (file name, flat path)}}
         self.snapshot_index = snapshot_index  # directory of the index files (see the top), or None
         self.ds_urls = {}    # datastore moref -> directory
+        self.ds_names = {}   # datastore moref -> name, for DIR/datastores
+        self.power = {}      # vm moref -> power state last written to DIR/power-<vm>
         self.rdms = {}       # disk file name -> {compatibilityMode, deviceName, lunUuid, diskMode}
         self.overrides = {}  # (moref, path) -> <val> XML text, or None for absent
         self.qcda_faults = []  # injected QueryChangedDiskAreas fault rules
@@ -331,8 +349,10 @@ class Shim:
 
     def flat_path(self, headers, disk):
         if disk.datastore not in self.ds_urls:
-            url = self.retrieve(headers, "Datastore", disk.datastore, ["info.url"])["info.url"].text
-            self.ds_urls[disk.datastore] = url
+            props = self.retrieve(headers, "Datastore", disk.datastore, ["info.url", "name"])
+            self.ds_urls[disk.datastore] = props["info.url"].text
+            self.ds_names[disk.datastore] = props["name"].text
+            self.write_datastores()
         m = re.match(r"^\[[^\]]+\] ?(.*)$", disk.file_name)
         rel = m.group(1) if m else ""
         if not rel.endswith(".vmdk") or ".." in rel.split("/"):
@@ -457,6 +477,40 @@ class Shim:
             f.write(lines)
         os.rename(tmp, os.path.join(self.snapshot_index, snap))  # readers see all of it or nothing
 
+    def write_index_file(self, name, text):
+        """DIR/name = text, atomically (the stand-in reads all of it or nothing)."""
+        tmp = os.path.join(self.snapshot_index, f".{name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, os.path.join(self.snapshot_index, name))
+
+    def write_datastores(self):
+        if self.snapshot_index is not None:
+            self.write_index_file("datastores", "".join(f"{self.ds_names[m]}\t{d}\n" for m, d in self.ds_urls.items()))
+
+    def note_power(self, vm, state):
+        """The VM's power state for the VDDK stand-in (DIR/power-<vm>, see the top)."""
+        if self.snapshot_index is None or not vm or self.power.get(vm) == state:
+            return
+        self.power[vm] = state
+        self.write_index_file(f"power-{vm}", state + "\n")
+
+    def power_state(self, headers, vm):
+        v = self.retrieve(headers, "VirtualMachine", vm, ["runtime.powerState"]).get("runtime.powerState")
+        state = v.text if v is not None else "unknown"
+        self.note_power(vm, state)
+        return state
+
+    def notice_power(self, root):
+        """Power states seen in a property answer (any VM's runtime.powerState)."""
+        for content in root.iter():
+            obj = child(content, "obj")
+            if obj is None or obj.get("type") != "VirtualMachine":
+                continue
+            for ps in content:
+                if local(ps.tag) == "propSet" and child_text(ps, "name") == "runtime.powerState":
+                    self.note_power(obj.text, child_text(ps, "val", "unknown"))
+
     def forget_snapshot(self, snap):
         """The snapshot is gone: its frozen copies and index file too."""
         self.snapshots.pop(snap, None)
@@ -529,12 +583,15 @@ class Shim:
         # The caller's session must be valid: ask vcsim something with it.
         if not self.cbt_enabled(headers, vm):
             raise file_fault(vm, f"Change tracking is not enabled on {vm}")
-        if snap is None or snap not in self.snapshots:
-            raise invalid_argument("snapshot", f"snapshot {snap} is not a CBT snapshot of {vm}")
-        entry = self.snapshots[snap].get(int(key))
-        if entry is None:
-            raise invalid_argument("deviceKey", f"no disk with key {key} in snapshot {snap}")
-        path, seq, capacity, file_name = entry
+        if snap is None:
+            path, seq, capacity, file_name = self.current_point(headers, vm, int(key))
+        else:
+            if snap not in self.snapshots:
+                raise invalid_argument("snapshot", f"snapshot {snap} is not a CBT snapshot of {vm}")
+            entry = self.snapshots[snap].get(int(key))
+            if entry is None:
+                raise invalid_argument("deviceKey", f"no disk with key {key} in snapshot {snap}")
+            path, seq, capacity, file_name = entry
         track = self.tracks.get(path)
         if track is None or seq not in track.allocated:
             raise file_fault(file_name, f"Change tracking is not active on {file_name}")
@@ -571,6 +628,25 @@ class Shim:
             + body.replace("<", "<v:").replace("<v:/", "</v:")
             + "</v:returnval></v:QueryChangedDiskAreasResponse></S:Body></S:Envelope>"
         ).encode()
+
+    def current_point(self, headers, vm, key):
+        """QueryChangedDiskAreas without a snapshot: (flat path, sequence, capacity, file
+        name) of the VM's current point of disk `key`; FileFault unless the VM is
+        poweredOff (see the top)."""
+        state = self.power_state(headers, vm)
+        disk = next((d for d in self.vm_disks(headers, "VirtualMachine", vm) if d.key == key), None)
+        if disk is None:
+            raise invalid_argument("deviceKey", f"no disk with key {key} in VM {vm}")
+        if state != "poweredOff":
+            raise file_fault(disk.file_name, f"Cannot query the changed areas of {disk.file_name} without a snapshot: "
+                                             f"VM {vm} is {state} and holds the disk locked; use a snapshot")
+        path = self.flat_path(headers, disk)
+        track = self.tracks.get(path)
+        if track is None or not track.allocated:
+            raise file_fault(disk.file_name, f"Change tracking is not active on {disk.file_name}")
+        if track.has_new_writes():
+            self.take_snapshot(path, disk.capacity)  # the current state is a new point, as for the VM's changeId
+        return path, max(track.allocated), disk.capacity, disk.file_name
 
     def injected_fault(self, vm, key, change_id):
         for rule in self.qcda_faults:
@@ -798,9 +874,14 @@ class Shim:
                         self.forget_snapshot(snap)
                 elif method == "ReconfigVM_Task":
                     self.reconfigured(headers, vm)
+                elif method == "PowerOnVM_Task":
+                    self.note_power(vm, "poweredOn")  # may run from now on, whatever vcsim says yet
+                elif method in ("PowerOffVM_Task", "ShutdownGuest", "SuspendVM_Task", "ResetVM_Task"):
+                    self.power_state(headers, vm)
                 elif method in ("RetrieveProperties", "RetrievePropertiesEx"):
                     data = self.fill_change_ids(headers, data)
                     answer = ET.fromstring(data)
+                    self.notice_power(answer)
                     changed = self.show_rdms(answer)
                     changed |= self.show_frozen(answer)
                     changed |= self.apply_overrides(req, answer)

@@ -95,12 +95,13 @@ std::vector<Route> vm_routes(const Services& s) {
       .responses = {{200, "the VMs", &kVmList}},
       .handler = [&repos, converts = s.boot_checks && s.boot_checks->conversion_at_cutover()](auto&, auto&,
                                                                                              auto&) -> Reply {
-         // Seven queries for the whole list, none per VM.
+         // Eight queries for the whole list, none per VM.
          std::map<std::string, std::vector<DiskRecord>> disks_of = repos.vms.disks_by_vm();
          std::map<std::string, std::vector<JobRecord>> passes;
          for (auto& j : repos.jobs.ended_passes()) passes[j.vm_id].push_back(std::move(j));
          std::map<std::string, std::vector<ChangeIdCommit>> commits;
          for (auto& c : repos.jobs.latest_change_id_commits()) commits[c.vm_id].push_back(std::move(c));
+         std::map<std::string, double> snapshot_seconds = repos.jobs.incremental_snapshot_seconds();
          std::map<std::string, ScheduleRecord> schedules;
          for (auto& sc : repos.schedules.list_schedules()) schedules[sc.vm_id] = std::move(sc);
          std::map<std::string, BootCheckRecord> boot_checks = repos.boot_checks.all();
@@ -112,7 +113,7 @@ std::vector<Route> vm_routes(const Services& s) {
            const auto& disks = disks_of[v.vm_id];
            j["disks"] = json::array();
            for (const auto& d : disks) j["disks"].push_back(disk_json(d));
-           add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now));
+           add_pass_stats(j, pass_stats(v, disks, passes[v.vm_id], commits[v.vm_id], now, snapshot_seconds));
            auto sc = schedules.find(v.vm_id);
            j["schedule"] = sc == schedules.end() ? json(nullptr) : schedule_json(sc->second);
            auto bc = boot_checks.find(v.vm_id);
