@@ -780,6 +780,20 @@ TEST_F(LocalCutover, FailedFinalPassPowersTheSourceOnAgain) {
   EXPECT_EQ((*rb)["status"], "completed");
 }
 
+// A source powered on while its final pass copies may have written what the volumes
+// lack: the cutover stops, nothing is made final, and the source stays on.
+TEST_F(LocalCutover, ASourcePoweredOnDuringTheFinalPassStopsTheCutover) {
+  ASSERT_EQ(replicate("full")["status"], "completed");
+  vma->power_on_at_next_pass(vm_id);
+  json job = run_job("/api/v1/vms/" + vm_id + "/cutover", {{"shutdown_timeout_seconds", 30}});
+  ASSERT_EQ(job["status"], "failed") << job.dump(2);
+  EXPECT_NE(job["error"].get<std::string>().find("was powered on during the final pass"), std::string::npos)
+      << job["error"];
+  EXPECT_EQ(step(job, "mark-cut-over"), nullptr);
+  EXPECT_EQ(vm_status(), "replicated");
+  EXPECT_TRUE(vma->powered_on(vm_id));
+  EXPECT_TRUE(vma->violations().empty()) << vma->violations()[0];
+}
 
 // --convert-guests on the cloudstack backend, with the inspection's answer and the
 // conversion given (no libguestfs, no qemu: the real ones are label guest): the job's

@@ -244,6 +244,10 @@ FakeVma::Reply FakeVma::start_job(const protocol::ReplicateRequest& r) {
     return {202, protocol::encode(protocol::ReplicateAccepted{r.job_id, instance_})};
   }
   started_[r.job_id]++;
+  if (power_on_at_pass_ == r.vm_id && source_vms_.count(r.vm_id)) {
+    source_vms_[r.vm_id].on = true;
+    power_on_at_pass_.clear();
+  }
   Job& job = jobs_[r.job_id];
   job.vm_id = r.vm_id;
   job.nbd = r.nbd;

@@ -118,6 +118,11 @@ class FakeVma {
   void add_source_vm(const std::string& vm_id, const std::string& name, bool powered_on = true);
   bool powered_on(const std::string& vm_id);
   void ignore_shutdown(bool on) { ignore_shutdown_ = on; }
+  // Someone powers the VM on in vSphere as the VMA accepts its next pass.
+  void power_on_at_next_pass(const std::string& vm_id) {
+    std::lock_guard lock(mu_);
+    power_on_at_pass_ = vm_id;
+  }
   // Power "on" fails as the VMA reports a vCenter fault (502 "VM ...: power on failed:
   // TEXT", the VM stays off) until called again with "" .
   void fail_power_on(const std::string& text) {
@@ -211,6 +216,7 @@ class FakeVma {
   std::string token_;  // require_signatures()
   protocol::NonceCache nonces_;
   std::vector<std::string> power_calls_;
+  std::string power_on_at_pass_;  // power_on_at_next_pass()
   std::atomic<bool> ignore_shutdown_{false};
   std::string power_on_fault_;  // fail_power_on()
   std::atomic<int> version_{protocol::kVersion};

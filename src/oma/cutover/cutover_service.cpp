@@ -44,6 +44,10 @@ class VmaSourcePower : public cs::SourcePower {
   }
   void power_off(const std::string& vm_uuid) override { vma_.power(vm_uuid, protocol::PowerAction::Off, timeout_s_); }
   void power_on(const std::string& vm_uuid) override {
+    if (is_powered_on(vm_uuid)) {  // someone powered it on during the cutover (a rollback's cause)
+      log_.add_event(job_id_, EventLevel::Info, fmt::format("source VM {} is powered on already", vm_uuid));
+      return;
+    }
     vma_.power(vm_uuid, protocol::PowerAction::On, timeout_s_);
     log_.add_event(job_id_, EventLevel::Info, fmt::format("source VM {} powered on again", vm_uuid));
   }
@@ -65,6 +69,14 @@ class JobFinalPass : public cs::FinalPass {
     if (removed)
       log_.add_event(job_id_, EventLevel::Warn, fmt::format("the VMA removed {} leftover snapshot(s)", removed));
     jobs_.replicate_pass(job_id_);
+    // The pass read the source while it was off. Powered on meanwhile (in vSphere, or
+    // before a restarted pass took a snapshot of it running), its newest writes may be
+    // missing from the volumes, so nothing may be made final.
+    if (vma_.describe_vm(vm_uuid).power_state != protocol::PowerState::PoweredOff) {
+      throw Error(fmt::format("the source VM {} was powered on during the final pass: what it wrote since may be "
+                              "missing from the volumes; shut it down and run the cutover again",
+                              vm_uuid));
+    }
   }
 
  private:
