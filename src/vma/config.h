@@ -29,7 +29,8 @@ struct VmaConfig {
   int max_vms = 4;
   // NBD connections per disk copy, when the OMA's export and the disk's reader both allow
   // multi-conn (one otherwise). Through SSH each is its own channel, with its own window.
-  int nbd_connections = 1;
+  // 0 (not set by the operator): by mode, nbd_connections_for() below.
+  int nbd_connections = 0;
   std::string snapshot_prefix = "migratekit-";
   std::string vddk_libdir = "/opt/vmware-vix-disklib-distrib";
   std::string vddk_transports = "nbdssl:nbd";
@@ -47,5 +48,19 @@ struct VmaConfig {
   // overrides nbd_via_port when set. Throws when no tunnel reaches it.
   std::function<int(const protocol::NbdTarget&)> nbd_via;
 };
+
+// The NBD connections per disk when the operator did not choose (bench/vma_pass,
+// src/vma/README.md): through the SSH forward one ssh channel's window limits one
+// connection, and several channels fill the path; direct TLS gains nothing from more.
+inline constexpr int kNbdConnectionsThroughSsh = 4;
+inline constexpr int kNbdConnectionsDirect = 1;
+
+// The connections per disk `config` copies with: the operator's --nbd-connections, else
+// the default of its mode (NBD through the SSH forward or direct).
+inline int nbd_connections_for(const VmaConfig& config) {
+  if (config.nbd_connections > 0) return config.nbd_connections;
+  bool through_ssh = config.nbd_via_port != 0 || static_cast<bool>(config.nbd_via);
+  return through_ssh ? kNbdConnectionsThroughSsh : kNbdConnectionsDirect;
+}
 
 }  // namespace mk::vma

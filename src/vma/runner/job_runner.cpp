@@ -682,9 +682,10 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk, 
     save(job);
     // Recorded as completed: the checkpoint has nothing more to say.
     if (resumable) std::filesystem::remove(checkpoint.path, ec);
-    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} ({})",
+    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} reconnection(s), "
+              "{} ({})",
               job.state.job_id(), disk.key.str(), disk.label, stats.bytes_written, stats.bytes_zeroed,
-              stats.connections, disk.full ? "full" : "incremental", disk.reason);
+              stats.connections, stats.reconnects, disk.full ? "full" : "incremental", disk.reason);
   } catch (const source::SnapshotGone& e) {
     std::lock_guard lock(mu_);
     start_over_later(job, fmt::format("the pass could not resume after its target went away: {}; every disk of the "
