@@ -63,6 +63,26 @@ constexpr uint64_t kTunnelReadRate = 8ull << 20;
 // What the VMA logs when a disk's copy lost its target and waits to resume it.
 constexpr const char* kWaiting = "its target went away";
 
+// What the VMA's log says the run that completed `disk` of `job` wrote: "job J: disk K
+// (label) copied: W bytes written, Z zeroed, C NBD connection(s), R reconnection(s), ...".
+struct CopiedLine {
+  int64_t written = -1, zeroed = 0;
+  int connections = 0, reconnections = 0;
+};
+CopiedLine copied_line(const std::string& vma_log, const std::string& job, const std::string& disk) {
+  std::regex line("job " + job + ": disk " + disk +
+                  R"( \([^)]*\) copied: (\d+) bytes written, (\d+) zeroed, (\d+) NBD connection\(s\), (\d+) reconnection\(s\))");
+  std::smatch m;
+  CopiedLine c;
+  if (std::regex_search(vma_log, m, line)) {
+    c.written = std::stoll(m[1]);
+    c.zeroed = std::stoll(m[2]);
+    c.connections = std::stoi(m[3]);
+    c.reconnections = std::stoi(m[4]);
+  }
+  return c;
+}
+
 class OutageResume : public VmaFixture {
  protected:
   void TearDown() override {
@@ -181,6 +201,61 @@ class OutageResume : public VmaFixture {
         << "the VMA restarted";
   }
 
+  // The pass of a tunnel cut completed: every disk committed and identical to its source,
+  // and the data disk (`at_cut` when it was cut) wrote after the cut at most what was left
+  // plus one window per connection, by the VMA's count of the run that completed it.
+  // `resume`: whether it must have resumed from its checkpoint (the tunnel stayed away
+  // longer than the engine's own reconnection attempts) or reconnected by itself.
+  void expect_tunnel_cut_completed(const std::string& job, const protocol::DiskProgress& at_cut, bool resume,
+                                   const std::string& what) {
+    json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
+    ASSERT_EQ(j["status"], "completed") << j.dump(2);
+    EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
+    for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+    const protocol::DiskProgress* done = nullptr;
+    protocol::JobProgress p = client->progress(job);
+    for (const auto& d : p.disks) {
+      EXPECT_FALSE(d.restarted.has_value()) << *d.restarted;
+      if (d.disk_key == at_cut.disk_key) done = &d;
+    }
+    ASSERT_NE(done, nullptr);
+    ASSERT_EQ(done->status, DiskStatus::Completed);
+    EXPECT_EQ(done->bytes_total, at_cut.bytes_total) << "the copy planned the disk differently after the cut";
+
+    std::string vma_log = mk::test::read_file(vma->log_path());
+    CopiedLine last = copied_line(vma_log, job, at_cut.disk_key.str());
+    ASSERT_GE(last.written, 0) << "the VMA's log does not say what the data disk's copy wrote";
+    int resumes = 0;
+    for (size_t at = vma_log.find("resuming it from its checkpoint in"); at != std::string::npos;
+         at = vma_log.find("resuming it from its checkpoint in", at + 1))
+      ++resumes;
+    // The cut reached the copy: its connections were reopened, or it resumed from its checkpoint.
+    EXPECT_GT(last.reconnections + resumes, 0) << "the data disk's copy never noticed the tunnel was cut";
+    const bool resumed = done->bytes_resumed > 0;
+    const int64_t run = last.written + last.zeroed;
+    const int64_t copied_after = resumed ? run : run - at_cut.bytes_done;
+    engine::CopyOptions engine;
+    const int64_t window = static_cast<int64_t>(std::min(engine.request_size * engine.requests, engine.bytes_in_flight)) *
+                           std::max(last.connections, 1);
+    const int64_t unflushed = static_cast<int64_t>(kTunnelReadRate);  // one checkpoint interval (1 s) of reading
+    const int64_t left = at_cut.bytes_total - at_cut.bytes_done;
+    std::cout << what << ": data disk of " << done->bytes_total << " bytes over " << last.connections
+              << " NBD connection(s) through the forward; cut at " << at_cut.bytes_done << " done; "
+              << last.reconnections << " reconnection(s) in the run that completed it, " << resumes
+              << " resume(s) from the checkpoint (" << done->bytes_resumed << " bytes resumed); written after the cut "
+              << copied_after << " (bound " << left + window + unflushed << " = rest " << left << " + in flight "
+              << window << " + one checkpoint interval " << unflushed << ")\n";
+    EXPECT_LE(copied_after, left + window + unflushed) << "more than the rest plus one window was copied again";
+    EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
+    expect_no_snapshot_left(vm);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.file("vma/state/checkpoints"))) << "a completed pass left checkpoints";
+    EXPECT_EQ(vma_log.find("restarted during this pass"), std::string::npos) << "the VMA restarted";
+    if (resume) {
+      EXPECT_GT(done->bytes_resumed, 0) << "the data disk did not resume from its checkpoint";
+      EXPECT_NE(vma_log.find("completed after"), std::string::npos) << "the VMA's log does not say a disk resumed";
+    }
+  }
+
   vsphere::VmInfo vm;
   std::unique_ptr<OmaBinary> oma_bin;
 };
@@ -254,26 +329,6 @@ TEST_F(OutageResume, ASnapshotRemovedDuringTheOutageStartsEveryDiskOverAndSaysWh
   expect_no_snapshot_left(vm);
 }
 
-// What the VMA's log says the run that completed `disk` of `job` wrote: "job J: disk K
-// (label) copied: W bytes written, Z zeroed, C NBD connection(s), R reconnection(s), ...".
-struct CopiedLine {
-  int64_t written = -1, zeroed = 0;
-  int connections = 0, reconnections = 0;
-};
-CopiedLine copied_line(const std::string& vma_log, const std::string& job, const std::string& disk) {
-  std::regex line("job " + job + ": disk " + disk +
-                  R"( \([^)]*\) copied: (\d+) bytes written, (\d+) zeroed, (\d+) NBD connection\(s\), (\d+) reconnection\(s\))");
-  std::smatch m;
-  CopiedLine c;
-  if (std::regex_search(vma_log, m, line)) {
-    c.written = std::stoll(m[1]);
-    c.zeroed = std::stoll(m[2]);
-    c.connections = std::stoi(m[3]);
-    c.reconnections = std::stoi(m[4]);
-  }
-  return c;
-}
-
 TEST_F(OutageResume, SshTunnelCutAtFiftyFivePercentTheCopyGoesOnThroughTheNewTunnelAndTheDisksAreIdentical) {
   prepare_data_vm(kTunnelDisk, 1000);
   std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
@@ -288,48 +343,32 @@ TEST_F(OutageResume, SshTunnelCutAtFiftyFivePercentTheCopyGoesOnThroughTheNewTun
     return now > 0 && now != ssh;
   }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
 
-  json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
-  ASSERT_EQ(j["status"], "completed") << j.dump(2);
-  EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
-  for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
-  const protocol::DiskProgress* done = nullptr;
-  protocol::JobProgress p = client->progress(job);
-  for (const auto& d : p.disks) {
-    EXPECT_FALSE(d.restarted.has_value()) << *d.restarted;
-    if (d.disk_key == at_cut.disk_key) done = &d;
-  }
-  ASSERT_NE(done, nullptr);
-  ASSERT_EQ(done->status, DiskStatus::Completed);
-  EXPECT_EQ(done->bytes_total, at_cut.bytes_total) << "the copy planned the disk differently after the cut";
+  expect_tunnel_cut_completed(job, at_cut, /*resume=*/false, "ssh killed");
+}
 
-  std::string vma_log = mk::test::read_file(vma->log_path());
-  CopiedLine last = copied_line(vma_log, job, at_cut.disk_key.str());
-  ASSERT_GE(last.written, 0) << "the VMA's log does not say what the data disk's copy wrote";
-  int resumes = 0;
-  for (size_t at = vma_log.find("resuming it from its checkpoint in"); at != std::string::npos;
-       at = vma_log.find("resuming it from its checkpoint in", at + 1))
-    ++resumes;
-  // The cut reached the copy: its connections were reopened, or it resumed from its checkpoint.
-  EXPECT_GT(last.reconnections + resumes, 0) << "the data disk's copy never noticed the tunnel was cut";
-  const bool resumed = done->bytes_resumed > 0;
-  const int64_t run = last.written + last.zeroed;
-  const int64_t copied_after = resumed ? run : run - at_cut.bytes_done;
-  engine::CopyOptions engine;
-  const int64_t window = static_cast<int64_t>(std::min(engine.request_size * engine.requests, engine.bytes_in_flight)) *
-                         std::max(last.connections, 1);
-  const int64_t unflushed = static_cast<int64_t>(kTunnelReadRate);  // one checkpoint interval (1 s) of reading
-  const int64_t left = at_cut.bytes_total - at_cut.bytes_done;
-  std::cout << "ssh cut: data disk of " << done->bytes_total << " bytes over " << last.connections
-            << " NBD connection(s) through the forward; cut at " << at_cut.bytes_done << " done; "
-            << last.reconnections << " reconnection(s) in the run that completed it, " << resumes
-            << " resume(s) from the checkpoint (" << done->bytes_resumed << " bytes resumed); written after the cut "
-            << copied_after << " (bound " << left + window + unflushed << " = rest " << left << " + in flight "
-            << window << " + one checkpoint interval " << unflushed << ")\n";
-  EXPECT_LE(copied_after, left + window + unflushed) << "more than the rest plus one window was copied again";
-  EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
-  expect_no_snapshot_left(vm);
-  EXPECT_TRUE(std::filesystem::is_empty(dir.file("vma/state/checkpoints"))) << "a completed pass left checkpoints";
-  EXPECT_EQ(vma_log.find("restarted during this pass"), std::string::npos) << "the VMA restarted";
+// The tunnel stays away longer than the engine's own reconnection attempts: the OMA's
+// sshd is stopped (by PID, with its sessions: the VMA's ssh loses its connection) at 55 %
+// of the data disk and started again on the same port once the VMA's copy gave up
+// reconnecting and waits to resume; the supervisor's ssh gets in again and the disk
+// resumes from its checkpoint through the new tunnel.
+TEST_F(OutageResume, SshTunnelAwayLongerThanTheEnginesReconnectionsTheDiskResumesFromItsCheckpoint) {
+  prepare_data_vm(kTunnelDisk, 1100);
+  std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
+  register_vm(vm.instance_uuid, vma_id);
+  std::string job = start_job(vm.instance_uuid, "full");
+  protocol::DiskProgress at_cut = data_disk_at(job, 0.55);
+  pid_t ssh = vma_ssh_pid();
+  ASSERT_GT(ssh, 0) << "the VMA runs no ssh client";
+  sshd->stop();
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  sshd->restart();  // same port, host key and authorized keys
+  ASSERT_TRUE(mk::test::eventually([&] {
+    pid_t now = vma_ssh_pid();
+    return now > 0 && now != ssh;
+  }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+
+  expect_tunnel_cut_completed(job, at_cut, /*resume=*/true, "sshd stopped");
 }
 
 }  // namespace
