@@ -49,10 +49,12 @@ struct VmaConfig {
   std::function<int(const protocol::NbdTarget&)> nbd_via;
 };
 
-// The NBD connections per disk when the operator did not choose (bench/vma_pass,
-// src/vma/README.md): through the SSH forward one ssh channel's window limits one
-// connection, and several channels fill the path; direct TLS gains nothing from more.
-inline constexpr int kNbdConnectionsThroughSsh = 4;
+// The NBD connections per disk when the operator did not choose (bench/vma_pass figures
+// in src/vma/README.md): through the SSH forward one ssh channel's window limits one
+// connection, and a second channel cut a quiet machine's pass by 19 %; 4 and 8 were
+// slower than 1 on a loaded one (more TLS sessions and workers on the same cores).
+// Direct TLS gains nothing from more.
+inline constexpr int kNbdConnectionsThroughSsh = 2;
 inline constexpr int kNbdConnectionsDirect = 1;
 
 // The connections per disk `config` copies with: the operator's --nbd-connections, else

@@ -300,16 +300,16 @@ TEST_F(VmaFixture, ThroughTheSshForwardEachDiskCopiesOverTheSshDefaultOfNbdConne
 
 // Through the SSH forward too, the operator's --nbd-connections wins over the mode's default.
 TEST_F(VmaFixture, ThroughTheSshForwardAnExplicitNbdConnectionsWins) {
-  static_assert(kNbdConnectionsThroughSsh != 2, "choose another explicit count than the default");
+  static_assert(kNbdConnectionsThroughSsh != 3, "choose another explicit count than the default");
   auto v = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 32, 60);
-  std::string vma_id = start_paired_over_ssh({.nbd_connections = 2});
+  std::string vma_id = start_paired_over_ssh({.nbd_connections = 3});
   register_vm(v.instance_uuid, vma_id);
   json j = wait_job(start_job(v.instance_uuid, "full"));
   ASSERT_EQ(j["status"], "completed") << j.dump(2);
   expect_targets_match(v.instance_uuid);
   std::string log = mk::test::read_file(vma->log_path());
-  EXPECT_NE(log.find("NBD connections per disk copy: 2 (--nbd-connections"), std::string::npos) << log;
-  EXPECT_EQ(disks_copied_over(log, 2), 2u) << log;
+  EXPECT_NE(log.find("NBD connections per disk copy: 3 (--nbd-connections"), std::string::npos) << log;
+  EXPECT_EQ(disks_copied_over(log, 3), 2u) << log;
 }
 
 // Direct NBD without --nbd-connections: one connection per disk (more gained nothing).
