@@ -57,12 +57,17 @@ struct VmaConfig {
 inline constexpr int kNbdConnectionsThroughSsh = 2;
 inline constexpr int kNbdConnectionsDirect = 1;
 
+// Whether `config`'s copies go through the SSH forward (--nbd-over-ssh) rather than
+// straight to the OMA's NBD server.
+inline bool nbd_through_ssh(const VmaConfig& config) {
+  return config.nbd_via_port != 0 || static_cast<bool>(config.nbd_via);
+}
+
 // The connections per disk `config` copies with: the operator's --nbd-connections, else
-// the default of its mode (NBD through the SSH forward or direct).
+// the default of its mode.
 inline int nbd_connections_for(const VmaConfig& config) {
   if (config.nbd_connections > 0) return config.nbd_connections;
-  bool through_ssh = config.nbd_via_port != 0 || static_cast<bool>(config.nbd_via);
-  return through_ssh ? kNbdConnectionsThroughSsh : kNbdConnectionsDirect;
+  return nbd_through_ssh(config) ? kNbdConnectionsThroughSsh : kNbdConnectionsDirect;
 }
 
 }  // namespace mk::vma
