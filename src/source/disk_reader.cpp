@@ -72,6 +72,9 @@ std::vector<std::string> vddk_argv(const VddkParams& p, const std::string& socke
   require(!p.libdir.empty() && p.libdir[0] == '/', "VDDK: libdir must be an absolute path");
   require(p.port >= 0 && p.port <= 65535, fmt::format("VDDK: port {} is not a TCP port", p.port));
   // Filters, client side first: requests split at 2 MiB, then retried (reopening VDDK).
+  // The vddk plugin does not advertise multi-conn (no can_multi_conn callback; these
+  // filters pass the plugin's answer on), so the engine copies such a disk over one
+  // connection whatever --nbd-connections says (engine/copier.cpp).
   std::vector<std::string> argv = {p.nbdkit, "-f", "-r", "--exit-with-parent", "--filter=blocksize",
                                    "--filter=retry", "-U", socket, "vddk",
                                    "libdir=" + p.libdir, "server=" + p.server, "user=" + p.user,

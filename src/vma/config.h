@@ -29,7 +29,8 @@ struct VmaConfig {
   int max_vms = 4;
   // NBD connections per disk copy, when the OMA's export and the disk's reader both allow
   // multi-conn (one otherwise). Through SSH each is its own channel, with its own window.
-  int nbd_connections = 1;
+  // 0 (not set by the operator): by mode, nbd_connections_for() below.
+  int nbd_connections = 0;
   std::string snapshot_prefix = "migratekit-";
   std::string vddk_libdir = "/opt/vmware-vix-disklib-distrib";
   std::string vddk_transports = "nbdssl:nbd";
@@ -47,5 +48,26 @@ struct VmaConfig {
   // overrides nbd_via_port when set. Throws when no tunnel reaches it.
   std::function<int(const protocol::NbdTarget&)> nbd_via;
 };
+
+// The NBD connections per disk when the operator did not choose (bench/vma_pass figures
+// in src/vma/README.md): through the SSH forward one ssh channel's window limits one
+// connection, and a second channel cut a quiet machine's pass by 19 %; 4 and 8 were
+// slower than 1 on a loaded one (more TLS sessions and workers on the same cores).
+// Direct TLS gains nothing from more.
+inline constexpr int kNbdConnectionsThroughSsh = 2;
+inline constexpr int kNbdConnectionsDirect = 1;
+
+// Whether `config`'s copies go through the SSH forward (--nbd-over-ssh) rather than
+// straight to the OMA's NBD server.
+inline bool nbd_through_ssh(const VmaConfig& config) {
+  return config.nbd_via_port != 0 || static_cast<bool>(config.nbd_via);
+}
+
+// The connections per disk `config` copies with: the operator's --nbd-connections, else
+// the default of its mode.
+inline int nbd_connections_for(const VmaConfig& config) {
+  if (config.nbd_connections > 0) return config.nbd_connections;
+  return nbd_through_ssh(config) ? kNbdConnectionsThroughSsh : kNbdConnectionsDirect;
+}
 
 }  // namespace mk::vma

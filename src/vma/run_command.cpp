@@ -81,8 +81,9 @@ int run_command(int argc, char** argv, TunnelStateProvider tunnel, RunCommandBui
       ->check(CLI::Range(1, 64));
   app.add_option("--max-vms", c.max_vms, "VMs copied at once; more jobs wait (default 4)")->check(CLI::Range(1, 256));
   app.add_option("--nbd-connections", c.nbd_connections,
-                 "NBD connections per disk copy, used when the export and the disk's reader allow multi-conn "
-                 "(default 1)")
+                 fmt::format("NBD connections per disk copy, used when the export and the disk's reader allow "
+                             "multi-conn (default {} with --nbd-over-ssh, else {})",
+                             kNbdConnectionsThroughSsh, kNbdConnectionsDirect))
       ->check(CLI::Range(1, 16));
   app.add_option("--snapshot-prefix", c.snapshot_prefix, "Name prefix of our snapshots (default migratekit-)");
   app.add_option("--vddk-libdir", c.vddk_libdir, "VDDK directory (default /opt/vmware-vix-disklib-distrib)");

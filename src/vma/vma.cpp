@@ -77,7 +77,19 @@ void Vma::start() {
   RunnerOptions ro;
   ro.max_vms = config_.max_vms;
   ro.max_disks_per_vm = config_.max_disks_per_vm;
-  ro.copy.connections = static_cast<unsigned>(config_.nbd_connections);
+  // Several connections per disk only where both ends allow multi-conn (the engine falls
+  // back to one otherwise, engine/copier.cpp). nbdkit's vddk plugin (1.32 and later) does
+  // not advertise multi-conn (it has no can_multi_conn callback, so nbdkit answers false),
+  // so a disk read through VDDK copies over one connection whatever this says; the lab's
+  // flat-file reader (the file plugin) allows several.
+  const int connections = nbd_connections_for(config_);
+  ro.copy.connections = static_cast<unsigned>(connections);
+  log::info("NBD connections per disk copy: {} ({}; used when the OMA's export and the disk's reader allow "
+            "multi-conn)",
+            connections,
+            config_.nbd_connections > 0  ? "--nbd-connections"
+            : nbd_through_ssh(config_) ? "the default for NBD through the SSH forward"
+                                       : "the default for direct NBD");
   ro.nbd_via_port = config_.nbd_via_port;
   ro.nbd_via = config_.nbd_via;
   ro.work_dir = work;

@@ -19,6 +19,16 @@
 // maybe not flushed and so copied again — and every disk equals its source by sha256.
 // When the pass's snapshot was removed in vSphere during the outage, every disk starts
 // over on a new snapshot instead, says why, and ends identical.
+//
+// The SSH tunnel itself cut (NBD inside SSH: `vma run --nbd-over-ssh`, paired with the
+// OMA through a real sshd): the VMA's ssh client is SIGKILLed by its PID (the VMA's
+// child running ssh) at 55 % of the data disk; the VMA's tunnel supervisor starts ssh
+// again, and each of the disk's connections through the forward is reopened (by the
+// engine's own reconnection, or, had the tunnel stayed away longer, by the resume from
+// the checkpoint). The pass completes, the data disk's bytes written after the cut (the
+// VMA's count of the run that completed it: written + zeroed, less what was done at the
+// cut unless it resumed from the checkpoint) are at most what was left plus one window
+// per connection, and every disk equals its source.
 // Conditions are waited for with a bound (the bound only stops a hung test); no time is
 // asserted.
 #include <gtest/gtest.h>
@@ -28,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <regex>
 #include <thread>
 
 #include "engine/copier.h"
@@ -44,8 +55,33 @@ using protocol::DiskStatus;
 constexpr uint64_t kOutageDisk = 48ull << 20;
 constexpr uint64_t kOutageReadRate = 4ull << 20;  // bytes/s per reader: the pass lasts long enough to be cut
 
+// The tunnel cut: a larger disk read faster, so that one window per connection (the SSH
+// mode copies over several) stays well below what is left at the cut.
+constexpr uint64_t kTunnelDisk = 96ull << 20;
+constexpr uint64_t kTunnelReadRate = 8ull << 20;
+
 // What the VMA logs when a disk's copy lost its target and waits to resume it.
 constexpr const char* kWaiting = "its target went away";
+
+// What the VMA's log says the run that completed `disk` of `job` wrote: "job J: disk K
+// (label) copied: W bytes written, Z zeroed, C NBD connection(s), R reconnection(s), ...".
+struct CopiedLine {
+  int64_t written = -1, zeroed = 0;
+  int connections = 0, reconnections = 0;
+};
+CopiedLine copied_line(const std::string& vma_log, const std::string& job, const std::string& disk) {
+  std::regex line("job " + job + ": disk " + disk +
+                  R"( \([^)]*\) copied: (\d+) bytes written, (\d+) zeroed, (\d+) NBD connection\(s\), (\d+) reconnection\(s\))");
+  std::smatch m;
+  CopiedLine c;
+  if (std::regex_search(vma_log, m, line)) {
+    c.written = std::stoll(m[1]);
+    c.zeroed = std::stoll(m[2]);
+    c.connections = std::stoi(m[3]);
+    c.reconnections = std::stoi(m[4]);
+  }
+  return c;
+}
 
 class OutageResume : public VmaFixture {
  protected:
@@ -59,15 +95,7 @@ class OutageResume : public VmaFixture {
   // the VMA reading at kOutageReadRate, the OMA binary, the VM registered, a full pass
   // started; returns the job.
   std::string start_full_pass(uint64_t seed) {
-    vm = vm_at("DC0/vm/DC0_H0_VM0");
-    vm = mk::test::add_lab_disk(*session, vm, vm.disks.at(0).controller_key, "LocalDS_0", kOutageDisk, "data");
-    EXPECT_EQ(vm.disks.size(), 2u);
-    for (auto& d : vm.disks) {
-      std::string flat = lab.flat_file(d.file_name);
-      mk::test::create_sparse_file(flat, d.capacity_bytes);
-      mk::test::write_random_at(flat, 0, d.capacity_bytes, seed++);
-      flats[vm.instance_uuid][d.key] = flat;
-    }
+    prepare_data_vm(kOutageDisk, seed);
     start_vma({.read_rate = std::to_string(kOutageReadRate)});
     // A fixed NBD port: the OMA started again serves the port the VMA's job names.
     oma_bin = std::make_unique<OmaBinary>(dir.file("oma"), vma->url(), token_file,
@@ -75,6 +103,19 @@ class OutageResume : public VmaFixture {
     start_oma_binary("oma-1.log");
     register_vm(vm.instance_uuid);
     return start_job(vm.instance_uuid, "full");
+  }
+
+  // The VM with a second disk of `bytes`, both written all through (every byte is read).
+  void prepare_data_vm(uint64_t bytes, uint64_t seed) {
+    vm = vm_at("DC0/vm/DC0_H0_VM0");
+    vm = mk::test::add_lab_disk(*session, vm, vm.disks.at(0).controller_key, "LocalDS_0", bytes, "data");
+    EXPECT_EQ(vm.disks.size(), 2u);
+    for (auto& d : vm.disks) {
+      std::string flat = lab.flat_file(d.file_name);
+      mk::test::create_sparse_file(flat, d.capacity_bytes);
+      mk::test::write_random_at(flat, 0, d.capacity_bytes, seed++);
+      flats[vm.instance_uuid][d.key] = flat;
+    }
   }
 
   void start_oma_binary(const std::string& log) {
@@ -86,19 +127,7 @@ class OutageResume : public VmaFixture {
 
   // The data disk's progress once it reported `fraction` of its plan done.
   protocol::DiskProgress data_disk_at(const std::string& job, double fraction) {
-    std::string data_key = std::to_string(vm.disks.at(1).key);
-    protocol::DiskProgress seen;
-    wait_vma(job, [&](const protocol::JobProgress& p) {
-      for (const auto& d : p.disks) {
-        if (d.disk_key.str() != data_key || d.status != DiskStatus::Copying || d.bytes_total <= 0) continue;
-        seen = d;
-        return d.bytes_done >= static_cast<int64_t>(fraction * static_cast<double>(d.bytes_total));
-      }
-      return false;
-    });
-    EXPECT_EQ(seen.status, DiskStatus::Copying) << "the data disk was not seen copying";
-    EXPECT_LT(seen.bytes_done, seen.bytes_total) << "the pass ended before it could be cut";
-    return seen;
+    return disk_at(job, std::to_string(vm.disks.at(1).key), fraction);
   }
 
   // Until the VMA's copy lost its target and waits to resume it; fails the test when a
@@ -172,6 +201,61 @@ class OutageResume : public VmaFixture {
         << "the VMA restarted";
   }
 
+  // The pass of a tunnel cut completed: every disk committed and identical to its source,
+  // and the data disk (`at_cut` when it was cut) wrote after the cut at most what was left
+  // plus one window per connection, by the VMA's count of the run that completed it.
+  // `resume`: whether it must have resumed from its checkpoint (the tunnel stayed away
+  // longer than the engine's own reconnection attempts) or reconnected by itself.
+  void expect_tunnel_cut_completed(const std::string& job, const protocol::DiskProgress& at_cut, bool resume,
+                                   const std::string& what) {
+    json j = oma::test::wait_for_job(*api, job, oma::test::job_ended, std::chrono::seconds(240));
+    ASSERT_EQ(j["status"], "completed") << j.dump(2);
+    EXPECT_EQ(j["bytes_done"], j["bytes_total"]);
+    for (const auto& d : j["disks"]) EXPECT_TRUE(d["committed"].get<bool>()) << d.dump();
+    const protocol::DiskProgress* done = nullptr;
+    protocol::JobProgress p = client->progress(job);
+    for (const auto& d : p.disks) {
+      EXPECT_FALSE(d.restarted.has_value()) << *d.restarted;
+      if (d.disk_key == at_cut.disk_key) done = &d;
+    }
+    ASSERT_NE(done, nullptr);
+    ASSERT_EQ(done->status, DiskStatus::Completed);
+    EXPECT_EQ(done->bytes_total, at_cut.bytes_total) << "the copy planned the disk differently after the cut";
+
+    std::string vma_log = mk::test::read_file(vma->log_path());
+    CopiedLine last = copied_line(vma_log, job, at_cut.disk_key.str());
+    ASSERT_GE(last.written, 0) << "the VMA's log does not say what the data disk's copy wrote";
+    int resumes = 0;
+    for (size_t at = vma_log.find("resuming it from its checkpoint in"); at != std::string::npos;
+         at = vma_log.find("resuming it from its checkpoint in", at + 1))
+      ++resumes;
+    // The cut reached the copy: its connections were reopened, or it resumed from its checkpoint.
+    EXPECT_GT(last.reconnections + resumes, 0) << "the data disk's copy never noticed the tunnel was cut";
+    const bool resumed = done->bytes_resumed > 0;
+    const int64_t run = last.written + last.zeroed;
+    const int64_t copied_after = resumed ? run : run - at_cut.bytes_done;
+    engine::CopyOptions engine;
+    const int64_t window = static_cast<int64_t>(std::min(engine.request_size * engine.requests, engine.bytes_in_flight)) *
+                           std::max(last.connections, 1);
+    const int64_t unflushed = static_cast<int64_t>(kTunnelReadRate);  // one checkpoint interval (1 s) of reading
+    const int64_t left = at_cut.bytes_total - at_cut.bytes_done;
+    std::cout << what << ": data disk of " << done->bytes_total << " bytes over " << last.connections
+              << " NBD connection(s) through the forward; cut at " << at_cut.bytes_done << " done; "
+              << last.reconnections << " reconnection(s) in the run that completed it, " << resumes
+              << " resume(s) from the checkpoint (" << done->bytes_resumed << " bytes resumed); written after the cut "
+              << copied_after << " (bound " << left + window + unflushed << " = rest " << left << " + in flight "
+              << window << " + one checkpoint interval " << unflushed << ")\n";
+    EXPECT_LE(copied_after, left + window + unflushed) << "more than the rest plus one window was copied again";
+    EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
+    expect_no_snapshot_left(vm);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.file("vma/state/checkpoints"))) << "a completed pass left checkpoints";
+    EXPECT_EQ(vma_log.find("restarted during this pass"), std::string::npos) << "the VMA restarted";
+    if (resume) {
+      EXPECT_GT(done->bytes_resumed, 0) << "the data disk did not resume from its checkpoint";
+      EXPECT_NE(vma_log.find("completed after"), std::string::npos) << "the VMA's log does not say a disk resumed";
+    }
+  }
+
   vsphere::VmInfo vm;
   std::unique_ptr<OmaBinary> oma_bin;
 };
@@ -243,6 +327,48 @@ TEST_F(OutageResume, ASnapshotRemovedDuringTheOutageStartsEveryDiskOverAndSaysWh
   EXPECT_EQ(notes, 2) << j["events"].dump(2);
   EXPECT_EQ(expect_volumes_match_sources(*api, vm.instance_uuid), 2);
   expect_no_snapshot_left(vm);
+}
+
+TEST_F(OutageResume, SshTunnelCutAtFiftyFivePercentTheCopyGoesOnThroughTheNewTunnelAndTheDisksAreIdentical) {
+  prepare_data_vm(kTunnelDisk, 1000);
+  std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
+  register_vm(vm.instance_uuid, vma_id);
+  std::string job = start_job(vm.instance_uuid, "full");
+  protocol::DiskProgress at_cut = data_disk_at(job, 0.55);
+  pid_t ssh = vma_ssh_pid();
+  ASSERT_GT(ssh, 0) << "the VMA runs no ssh client";
+  ASSERT_EQ(::kill(ssh, SIGKILL), 0);
+  ASSERT_TRUE(mk::test::eventually([&] {
+    pid_t now = vma_ssh_pid();
+    return now > 0 && now != ssh;
+  }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+
+  expect_tunnel_cut_completed(job, at_cut, /*resume=*/false, "ssh killed");
+}
+
+// The tunnel stays away longer than the engine's own reconnection attempts: the OMA's
+// sshd is stopped (by PID, with its sessions: the VMA's ssh loses its connection) at 55 %
+// of the data disk and started again on the same port once the VMA's copy gave up
+// reconnecting and waits to resume; the supervisor's ssh gets in again and the disk
+// resumes from its checkpoint through the new tunnel.
+TEST_F(OutageResume, SshTunnelAwayLongerThanTheEnginesReconnectionsTheDiskResumesFromItsCheckpoint) {
+  prepare_data_vm(kTunnelDisk, 1100);
+  std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
+  register_vm(vm.instance_uuid, vma_id);
+  std::string job = start_job(vm.instance_uuid, "full");
+  protocol::DiskProgress at_cut = data_disk_at(job, 0.55);
+  pid_t ssh = vma_ssh_pid();
+  ASSERT_GT(ssh, 0) << "the VMA runs no ssh client";
+  sshd->stop();
+  expect_vma_waits_to_resume(job);
+  if (HasFatalFailure()) return;
+  sshd->restart();  // same port, host key and authorized keys
+  ASSERT_TRUE(mk::test::eventually([&] {
+    pid_t now = vma_ssh_pid();
+    return now > 0 && now != ssh;
+  }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+
+  expect_tunnel_cut_completed(job, at_cut, /*resume=*/true, "sshd stopped");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "oma/db/migrations.h"
 #include "oma/pairing/nbd_client_ca.h"
 #include "support/x509.h"
+#include "vma/config.h"
 #include "vsphere/vm_ops.h"
 
 namespace mk::vma::test {
@@ -35,6 +36,14 @@ void expect_change_ids_only_when_completed(const protocol::JobProgress& p) {
 double metric(const std::string& text, const std::string& sample) {
   auto at = text.find("\n" + sample + " ");
   return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
+}
+
+// How many disks the VMA's log says were copied over `n` NBD connections.
+size_t disks_copied_over(const std::string& vma_log, int n) {
+  std::string line = fmt::format(" zeroed, {} NBD connection(s)", n);
+  size_t count = 0;
+  for (size_t at = 0; (at = vma_log.find(line, at)) != std::string::npos; ++at) ++count;
+  return count;
 }
 
 // The VMA's own record carries the pass's phases (but reporting, which is the OMA's).
@@ -317,9 +326,54 @@ TEST_F(VmaFixture, TwoVmsWithTwoDisksEachAtOnceOverTwoNbdConnectionsEach) {
   expect_no_snapshot_left(b);
   // The lab's readers and the OMA's exports allow multi-conn: every disk used both.
   std::string log = mk::test::read_file(vma->log_path());
-  size_t two = 0;
-  for (size_t at = 0; (at = log.find(" zeroed, 2 NBD connection(s)", at)) != std::string::npos; ++at) ++two;
-  EXPECT_EQ(two, 4u) << log;
+  EXPECT_EQ(disks_copied_over(log, 2), 4u) << log;
+}
+
+// NBD through the VMA's SSH forward (`vma run --nbd-over-ssh`, paired through a real
+// sshd): without --nbd-connections each disk copies over the SSH mode's default of
+// kNbdConnectionsThroughSsh connections (one ssh channel's window limits one; the lab's
+// readers and the OMA's exports allow multi-conn). A VMA whose default is one
+// connection whatever the mode copies each disk over 1 and fails this test.
+TEST_F(VmaFixture, ThroughTheSshForwardEachDiskCopiesOverTheSshDefaultOfNbdConnections) {
+  auto v = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 32, 50);
+  std::string vma_id = start_paired_over_ssh();
+  register_vm(v.instance_uuid, vma_id);
+  json j = wait_job(start_job(v.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_targets_match(v.instance_uuid);
+  std::string log = mk::test::read_file(vma->log_path());
+  EXPECT_NE(log.find(fmt::format("NBD connections per disk copy: {} (the default for NBD through the SSH forward",
+                                 kNbdConnectionsThroughSsh)),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(disks_copied_over(log, kNbdConnectionsThroughSsh), 2u) << log;
+}
+
+// Through the SSH forward too, the operator's --nbd-connections wins over the mode's default.
+TEST_F(VmaFixture, ThroughTheSshForwardAnExplicitNbdConnectionsWins) {
+  static_assert(kNbdConnectionsThroughSsh != 3, "choose another explicit count than the default");
+  auto v = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 32, 60);
+  std::string vma_id = start_paired_over_ssh({.nbd_connections = 3});
+  register_vm(v.instance_uuid, vma_id);
+  json j = wait_job(start_job(v.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  expect_targets_match(v.instance_uuid);
+  std::string log = mk::test::read_file(vma->log_path());
+  EXPECT_NE(log.find("NBD connections per disk copy: 3 (--nbd-connections"), std::string::npos) << log;
+  EXPECT_EQ(disks_copied_over(log, 3), 2u) << log;
+}
+
+// Direct NBD without --nbd-connections: one connection per disk (more gained nothing).
+TEST_F(VmaFixture, DirectNbdCopiesOverOneConnectionByDefault) {
+  auto v = prepare_vm("DC0/vm/DC0_H0_VM0", 4096, 32, 70);
+  start_vma();
+  start_oma();
+  register_vm(v.instance_uuid);
+  json j = wait_job(start_job(v.instance_uuid, "full"));
+  ASSERT_EQ(j["status"], "completed") << j.dump(2);
+  std::string log = mk::test::read_file(vma->log_path());
+  EXPECT_NE(log.find("NBD connections per disk copy: 1 (the default for direct NBD"), std::string::npos) << log;
+  EXPECT_EQ(disks_copied_over(log, 1), 2u) << log;
 }
 
 // Two VMAs on one vCenter: a second VMA's start-up clean-up, over the whole inventory,

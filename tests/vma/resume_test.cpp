@@ -52,18 +52,7 @@ class VmaResume : public VmaFixture {
   // `snapshots`: how many of ours the VM holds meanwhile (0: a powered-off VM's pass).
   protocol::DiskProgress kill_vma_at(const std::string& job, const vsphere::VmInfo& v, double fraction,
                                      int snapshots = 1) {
-    std::string data_key = std::to_string(v.disks.at(1).key);
-    protocol::DiskProgress seen;
-    wait_vma(job, [&](const protocol::JobProgress& p) {
-      for (const auto& d : p.disks) {
-        if (d.disk_key.str() != data_key || d.status != DiskStatus::Copying || d.bytes_total <= 0) continue;
-        seen = d;
-        return d.bytes_done >= static_cast<int64_t>(fraction * static_cast<double>(d.bytes_total));
-      }
-      return false;
-    });
-    EXPECT_EQ(seen.status, DiskStatus::Copying) << "the data disk was not seen copying";
-    EXPECT_LT(seen.bytes_done, seen.bytes_total) << "the pass ended before it could be interrupted";
+    protocol::DiskProgress seen = disk_at(job, std::to_string(v.disks.at(1).key), fraction);
     EXPECT_EQ(our_snapshots(v), snapshots) << "a pass holds one snapshot while it copies (none when the VM is off)";
     vma->kill9();
     return seen;

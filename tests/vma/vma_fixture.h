@@ -1,7 +1,8 @@
 // Shared setup of the VMA tests: a VcsimLab (vcsim + CBT shim) whose VMs' disks have
 // flat files with generated data, the real `vma` binary against it, and — for
 // replication — a real OMA in-process (SQLite, local volumes, nbdkit exports with TLS
-// PSK) whose VMA URL is the VMA's port and whose client sends the VMA's token.
+// PSK) whose VMA URL is the VMA's port and whose client sends the VMA's token; or, with
+// start_paired_over_ssh, a real sshd and the VMA paired with the OMA, NBD inside SSH.
 //
 // Owns everything it starts; servers are stopped by PID. Not thread-safe.
 #pragma once
@@ -10,19 +11,24 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
+#include "common/error.h"
+#include "common/subprocess.h"
 #include "lab/vcsim/lab_vm.h"
 #include "lab/vcsim/vcsim_lab.h"
 #include "oma/app.h"
 #include "oma/vma/vma_client.h"
 #include "oma_service.h"
 #include "support/files.h"
+#include "support/eventually.h"
 #include "support/net.h"
+#include "support/sshd_server.h"
 #include "support/temp_dir.h"
 #include "vma_process.h"
 #include "vsphere/inventory.h"
@@ -50,8 +56,10 @@ class VmaFixture : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure() && vma) std::cerr << "vma log:\n" << mk::test::log_tail(vma->log_path(), 6000) << "\n";
+    if (HasFailure() && sshd) std::cerr << "sshd log:\n" << mk::test::log_tail(sshd->log_path(), 3000) << "\n";
     oma.reset();
     vma.reset();
+    sshd.reset();
   }
 
   void start_vma(VmaProcessOptions o = {}) {
@@ -70,10 +78,94 @@ class VmaFixture : public ::testing::Test {
       c.tls_certificates_dir = x509_dir;
     }
     c.vma_token_file = token_file;
+    start_oma_with(c);
+  }
+
+  void start_oma_with(oma::OmaConfig c) {
     c.vma_timeout_s = 60;
     oma = std::make_unique<oma::Oma>(c);
     oma->start();
     api = std::make_unique<oma::test::ApiClient>(oma->api_port(), oma::test::read_admin_token(dir.file("oma")));
+  }
+
+  // The OMA (in-process) with a real sshd, and the VMA paired with it as an operator does
+  // (`vma pair` on the OMA's bundle, approved through the API), running `vma run
+  // --nbd-over-ssh` with `o`'s other options: the OMA reaches the VMA's API through the
+  // VMA's reverse forward, and every copy goes through its ssh -L forward. Returns once
+  // the OMA sees the tunnel up; returns the VMA's id (register_vm's vma_id).
+  std::string start_paired_over_ssh(VmaProcessOptions o = {}) {
+    std::string keys = dir.file("oma/vma_authorized_keys");
+    std::ofstream(keys).close();  // sshd reads it from the start; the OMA rewrites it
+    sshd = std::make_unique<mk::test::SshdServer>(mk::test::SshdOptions{.authorized_keys_file = keys});
+    oma::OmaConfig c = oma::test::test_config(dir.file("oma"), "http://127.0.0.1:1");  // no unpaired VMA
+    c.ssh_host = "127.0.0.1";
+    c.ssh_port = sshd->port();
+    c.ssh_user = "root";
+    c.ssh_host_key_file = sshd->host_public_key_file();
+    c.authorized_keys_file = keys;
+    tunnel_ports = std::make_unique<mk::test::PortBlock>(2);
+    c.tunnel_port_base = tunnel_ports->first();
+    start_oma_with(c);
+
+    auto bundle = api->post("/api/v1/vmas/pairing-bundles", "{}");
+    if (bundle.status != 201) throw Error("pairing bundle: " + bundle.raw);
+    std::string state = dir.file("vma/state"), bundle_file = dir.file("vma/bundle.json");
+    std::ofstream(bundle_file) << bundle.body.dump();
+    std::string out;
+    if (run_capture({VMA_BIN, "pair", "--bundle", bundle_file, "--state-dir", state, "--name", "site-a", "--vcenter",
+                     "vc-a"},
+                    out) != 0)
+      throw Error("vma pair failed:\n" + out);
+    std::string id = nlohmann::json::parse(mk::test::read_file(state + "/pairing.json"))["vma_id"];
+    auto approved = api->post("/api/v1/vmas/" + id + "/approve", "");
+    if (approved.status != 200) throw Error("approving VMA " + id + ": " + approved.raw);
+    if (!mk::test::eventually([&] { return mk::test::read_file(keys).find("vma-" + id) != std::string::npos; }, 30))
+      throw Error("the OMA never wrote the approved VMA's key into " + keys);
+
+    o.state_dir = state;
+    o.token_file = state + "/api.token";
+    o.psk_file = state + "/nbd-psk.keys";
+    o.nbd_over_ssh = true;
+    vma = std::make_unique<VmaProcess>(lab, o);
+    std::string token = mk::test::read_file(o.token_file);
+    token.erase(token.find_last_not_of(" \n") + 1);
+    client = std::make_unique<oma::HttpVmaClient>(vma->url(), std::chrono::seconds(60), token);
+    bool up = mk::test::eventually([&] {
+      auto h = api->get("/api/v1/vmas/" + id + "/health");
+      return h.status == 200 && h.body["vma"]["tunnel"]["state"] == "up";
+    }, 120);
+    if (!up) throw Error("the OMA never saw the VMA's tunnel up; vma log:\n" + mk::test::log_tail(vma->log_path()));
+    return id;
+  }
+
+  // The VMA's running ssh client (its child running ssh, not a zombie yet to be reaped),
+  // or -1: what its tunnel supervisor runs.
+  pid_t vma_ssh_pid() {
+    for (pid_t p : mk::test::child_pids(vma->pid())) {
+      std::ifstream in("/proc/" + std::to_string(p) + "/stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      size_t close = stat.rfind(')');  // "PID (COMM) STATE ..."
+      if (close == std::string::npos || close + 2 >= stat.size()) continue;
+      if (stat.find("(ssh)") != std::string::npos && stat[close + 2] != 'Z') return p;
+    }
+    return -1;
+  }
+
+  // Polls the VMA until disk `disk_key` of `job` reported `fraction` of its plan done while
+  // copying; returns its progress as last seen (checked: copying, not yet done).
+  protocol::DiskProgress disk_at(const std::string& job, const std::string& disk_key, double fraction) {
+    protocol::DiskProgress seen;
+    wait_vma(job, [&](const protocol::JobProgress& p) {
+      for (const auto& d : p.disks) {
+        if (d.disk_key.str() != disk_key || d.status != protocol::DiskStatus::Copying || d.bytes_total <= 0) continue;
+        seen = d;
+        return d.bytes_done >= static_cast<int64_t>(fraction * static_cast<double>(d.bytes_total));
+      }
+      return false;
+    });
+    EXPECT_EQ(seen.status, protocol::DiskStatus::Copying) << "disk " << disk_key << " was not seen copying";
+    EXPECT_LT(seen.bytes_done, seen.bytes_total) << "disk " << disk_key << " was done before it could be interrupted";
+    return seen;
   }
 
   vsphere::VmInfo vm_at(const std::string& path) {
@@ -203,6 +295,8 @@ class VmaFixture : public ::testing::Test {
   std::unique_ptr<oma::HttpVmaClient> client;
   std::unique_ptr<oma::Oma> oma;
   std::unique_ptr<oma::test::ApiClient> api;
+  std::unique_ptr<mk::test::SshdServer> sshd;  // start_paired_over_ssh
+  std::unique_ptr<mk::test::PortBlock> tunnel_ports;  // start_paired_over_ssh: the OMA's tunnel ports
 };
 
 // Every disk of a completed pass has each phase once, in the order of a pass, with a

@@ -26,7 +26,9 @@ void VmaProcess::start(int port) {
       VMA_BIN, "run", "--state-dir", options_.state_dir, "--vcenter", lab_.url(), "--vcenter-user", lab_.user(),
       "--vcenter-password-file", lab_.password_file(), "--vcenter-thumbprint", lab_.thumbprint(),
       "--listen", fmt::format("127.0.0.1:{}", port), "--token-file", options_.token_file, "--max-disks-per-vm", std::to_string(options_.max_disks_per_vm), "--max-vms",
-      std::to_string(options_.max_vms), "--nbd-connections", std::to_string(options_.nbd_connections)};
+      std::to_string(options_.max_vms)};
+  if (options_.nbd_connections > 0)
+    argv.insert(argv.end(), {"--nbd-connections", std::to_string(options_.nbd_connections)});
   for (int i = 0; i < lab_.inventory().datastores; ++i) {  // every datastore of the lab
     std::string name = fmt::format("LocalDS_{}", i);
     argv.insert(argv.end(), {"--lab-flat-datastore", name + "=" + lab_.datastore_dir(name)});

@@ -23,7 +23,7 @@ struct VmaProcessOptions {
   std::string certificates_dir;  // --nbd-certificates ("" = the default)
   int max_disks_per_vm = 4;
   int max_vms = 4;
-  int nbd_connections = 1;  // --nbd-connections
+  int nbd_connections = 0;  // --nbd-connections; 0: not given (the VMA's default for its mode)
   std::string read_rate;  // --read-rate-limit, "" for none
   bool nbd_over_ssh = false;  // --nbd-over-ssh (a paired VMA: STATE/pairing.json)
 };

@@ -687,9 +687,10 @@ void JobRunner::copy_disk(Job& job, size_t index, const source::DiskPass& disk, 
     save(job);
     // Recorded as completed: the checkpoint has nothing more to say.
     if (resumable) std::filesystem::remove(checkpoint.path, ec);
-    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} ({})",
+    log::info("job {}: disk {} ({}) copied: {} bytes written, {} zeroed, {} NBD connection(s), {} reconnection(s), "
+              "{} ({})",
               job.state.job_id(), disk.key.str(), disk.label, stats.bytes_written, stats.bytes_zeroed,
-              stats.connections, disk.full ? "full" : "incremental", disk.reason);
+              stats.connections, stats.reconnects, disk.full ? "full" : "incremental", disk.reason);
   } catch (const source::PointInTimeLost& e) {
     // Not the copy's fault: the message says what happened to the VM and what to do.
     std::lock_guard lock(mu_);
