@@ -180,6 +180,20 @@ class ReflinkStore:
             os.unlink(self.image)
 
 
+def reflink_datastore_size(choice, data_bytes, log):
+    """For a benchmark's --lab-snapshots CHOICE ("reflink" or "copy"): the bytes of a
+    ReflinkStore for `data_bytes` of disks, or None (full copies) when copies were asked
+    for or this machine cannot have one; what was chosen is said through `log`."""
+    if choice == "copy":
+        return None
+    why = ReflinkStore.unavailable()
+    if why:
+        log(f"the lab's snapshots are full copies: no reflink datastore ({why})")
+        return None
+    log("the lab's datastore on btrfs: its snapshots are reflinks (--lab-snapshots copy for full copies)")
+    return 2 * data_bytes + (1 << 30)  # sparse: room for the disks, the writes between passes, metadata
+
+
 class Process:
     """One service: its argv, log and Popen; restartable."""
 
