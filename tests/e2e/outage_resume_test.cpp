@@ -130,6 +130,23 @@ class OutageResume : public VmaFixture {
     return disk_at(job, std::to_string(vm.disks.at(1).key), fraction);
   }
 
+  // A full pass of the data VM through a VMA paired over SSH (NBD through its forward),
+  // with a rate-limited reader: the job id.
+  std::string start_pass_through_the_tunnel(int seed) {
+    prepare_data_vm(kTunnelDisk, seed);
+    std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
+    register_vm(vm.instance_uuid, vma_id);
+    return start_job(vm.instance_uuid, "full");
+  }
+
+  // Until the VMA's tunnel supervisor runs an ssh client other than `old`.
+  void expect_ssh_started_again(pid_t old) {
+    ASSERT_TRUE(mk::test::eventually([&] {
+      pid_t now = vma_ssh_pid();
+      return now > 0 && now != old;
+    }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+  }
+
   // Until the VMA's copy lost its target and waits to resume it; fails the test when a
   // disk failed instead (what a VMA without the resume does).
   void expect_vma_waits_to_resume(const std::string& job) {
@@ -330,18 +347,13 @@ TEST_F(OutageResume, ASnapshotRemovedDuringTheOutageStartsEveryDiskOverAndSaysWh
 }
 
 TEST_F(OutageResume, SshTunnelCutAtFiftyFivePercentTheCopyGoesOnThroughTheNewTunnelAndTheDisksAreIdentical) {
-  prepare_data_vm(kTunnelDisk, 1000);
-  std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
-  register_vm(vm.instance_uuid, vma_id);
-  std::string job = start_job(vm.instance_uuid, "full");
+  std::string job = start_pass_through_the_tunnel(1000);
   protocol::DiskProgress at_cut = data_disk_at(job, 0.55);
   pid_t ssh = vma_ssh_pid();
   ASSERT_GT(ssh, 0) << "the VMA runs no ssh client";
   ASSERT_EQ(::kill(ssh, SIGKILL), 0);
-  ASSERT_TRUE(mk::test::eventually([&] {
-    pid_t now = vma_ssh_pid();
-    return now > 0 && now != ssh;
-  }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+  expect_ssh_started_again(ssh);
+  if (HasFatalFailure()) return;
 
   expect_tunnel_cut_completed(job, at_cut, /*resume=*/false, "ssh killed");
 }
@@ -352,10 +364,7 @@ TEST_F(OutageResume, SshTunnelCutAtFiftyFivePercentTheCopyGoesOnThroughTheNewTun
 // reconnecting and waits to resume; the supervisor's ssh gets in again and the disk
 // resumes from its checkpoint through the new tunnel.
 TEST_F(OutageResume, SshTunnelAwayLongerThanTheEnginesReconnectionsTheDiskResumesFromItsCheckpoint) {
-  prepare_data_vm(kTunnelDisk, 1100);
-  std::string vma_id = start_paired_over_ssh({.read_rate = std::to_string(kTunnelReadRate)});
-  register_vm(vm.instance_uuid, vma_id);
-  std::string job = start_job(vm.instance_uuid, "full");
+  std::string job = start_pass_through_the_tunnel(1100);
   protocol::DiskProgress at_cut = data_disk_at(job, 0.55);
   pid_t ssh = vma_ssh_pid();
   ASSERT_GT(ssh, 0) << "the VMA runs no ssh client";
@@ -363,10 +372,8 @@ TEST_F(OutageResume, SshTunnelAwayLongerThanTheEnginesReconnectionsTheDiskResume
   expect_vma_waits_to_resume(job);
   if (HasFatalFailure()) return;
   sshd->restart();  // same port, host key and authorized keys
-  ASSERT_TRUE(mk::test::eventually([&] {
-    pid_t now = vma_ssh_pid();
-    return now > 0 && now != ssh;
-  }, 120)) << "the VMA's tunnel supervisor did not start ssh again";
+  expect_ssh_started_again(ssh);
+  if (HasFatalFailure()) return;
 
   expect_tunnel_cut_completed(job, at_cut, /*resume=*/true, "sshd stopped");
 }

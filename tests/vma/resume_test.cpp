@@ -70,6 +70,17 @@ class VmaResume : public VmaFixture {
 
   int snapshots_created() { return lab.shim_stats()["calls"].value("CreateSnapshot_Task", 0); }
 
+  // A dense VM, powered off with CBT active, registered with an OMA and a VMA whose reader
+  // is rate-limited: its next pass takes no snapshot and copies long enough to interrupt.
+  vsphere::VmInfo powered_off_vm(int seed) {
+    auto v = prepare_dense_vm(seed);
+    activate_cbt_and_power_off(v);
+    start_vma({.read_rate = std::to_string(kReadRate)});
+    start_oma();
+    register_vm(v.instance_uuid);
+    return v;
+  }
+
   // The data disk of `p` (the one seen at the kill).
   static const protocol::DiskProgress& disk_of(const protocol::JobProgress& p, const protocol::DiskKey& key) {
     for (const auto& d : p.disks) {
@@ -186,11 +197,7 @@ TEST_F(VmaResume, ASnapshotRemovedWhileTheVmaWasDownStartsEveryDiskOverAndSaysWh
 // still off and its disks' changeIds those the pass started on, and resumes it without a
 // snapshot from each disk's checkpoint.
 TEST_F(VmaResume, APassWithoutSnapshotResumesWhileTheVmStaysOff) {
-  auto v = prepare_dense_vm(700);
-  activate_cbt_and_power_off(v);
-  start_vma({.read_rate = std::to_string(kReadRate)});
-  start_oma();
-  register_vm(v.instance_uuid);
+  auto v = powered_off_vm(700);
   int created = snapshots_created();
   std::string job = start_job(v.instance_uuid, "full");
   protocol::DiskProgress at_kill = kill_vma_at(job, v, 0.6, 0);
@@ -212,11 +219,7 @@ TEST_F(VmaResume, APassWithoutSnapshotResumesWhileTheVmStaysOff) {
 // without a snapshot started, so every disk starts over (on a snapshot: the VM is on
 // now), says why, and ends identical.
 TEST_F(VmaResume, APassWithoutSnapshotWhoseVmWasPoweredOnStartsEveryDiskOverAndSaysWhy) {
-  auto v = prepare_dense_vm(800);
-  activate_cbt_and_power_off(v);
-  start_vma({.read_rate = std::to_string(kReadRate)});
-  start_oma();
-  register_vm(v.instance_uuid);
+  auto v = powered_off_vm(800);
   int created = snapshots_created();
   std::string job = start_job(v.instance_uuid, "full");
   kill_vma_at(job, v, 0.4, 0);
@@ -243,11 +246,7 @@ TEST_F(VmaResume, APassWithoutSnapshotWhoseVmWasPoweredOnStartsEveryDiskOverAndS
 // the data disk reports a change ID, saying what happened and what to do, and the OMA
 // commits no disk (the small disk may have completed before: all or none).
 TEST_F(VmaResume, AVmPoweredOnDuringItsPassWithoutSnapshotFailsItAndNothingIsCommitted) {
-  auto v = prepare_dense_vm(900);
-  activate_cbt_and_power_off(v);
-  start_vma({.read_rate = std::to_string(kReadRate)});
-  start_oma();
-  register_vm(v.instance_uuid);
+  auto v = powered_off_vm(900);
   std::string job = start_job(v.instance_uuid, "full");
   std::string data_key = std::to_string(v.disks.at(1).key);
   wait_vma(job, [&](const protocol::JobProgress& p) {
