@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -349,42 +350,63 @@ std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const 
   return start_pass(vm, snap, stored);
 }
 
+std::function<std::unique_ptr<DiskReader>()> VmwareSource::reader_for(const vsphere::VmInfo& vm,
+                                                                       const vsphere::Moref& snap,
+                                                                       const vsphere::DiskInfo& disk) const {
+  if (options_.flat_file_for) {
+    return [flat = options_.flat_file_for(disk), work = options_.work_dir, rate = options_.vddk.read_rate] {
+      return DiskReader::start_file(flat, work, std::chrono::seconds(30), rate);
+    };
+  }
+  VddkParams p = options_.vddk;
+  p.server = session_->host();
+  p.port = session_->port();
+  p.user = connect_.user;
+  p.password_file = std::filesystem::absolute(connect_.password_file).string();
+  p.thumbprint = session_->thumbprint();
+  p.vm_moref = vm.ref.value;
+  p.snapshot_moref = snap.value;
+  p.file = disk.file_name;
+  return [p, work = options_.work_dir] { return DiskReader::start_vddk(p, work); };
+}
+
 std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap,
                                                const ChangeIds& stored) {
+  using Clock = std::chrono::steady_clock;
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
   // Without a snapshot: the VM's own disks, as describe_vm() saw them.
-  for (auto& disk : snap.empty() ? vm.disks : vsphere::snapshot_disks(*session_, snap)) {
-    DiskPass d;
-    d.key = DiskKey(disk.key);
-    d.label = disk.file_name;
-    d.capacity = disk.capacity_bytes;
-    auto it = stored.find(d.key);
-    auto asked = std::chrono::steady_clock::now();
-    plan_areas(vm, snap, disk, it == stored.end() ? std::nullopt : std::optional(it->second), d);
-    auto answered = std::chrono::steady_clock::now();
-    d.change_query_seconds = std::chrono::duration<double>(answered - asked).count();
-    d.change_id_to_store = disk.change_id;
-    if (options_.flat_file_for) {
-      pass->start_reader_.push_back([flat = options_.flat_file_for(disk), work = options_.work_dir,
-                                     rate = options_.vddk.read_rate] {
-        return DiskReader::start_file(flat, work, std::chrono::seconds(30), rate);
-      });
-    } else {
-      VddkParams p = options_.vddk;
-      p.server = session_->host();
-      p.port = session_->port();
-      p.user = connect_.user;
-      p.password_file = std::filesystem::absolute(connect_.password_file).string();
-      p.thumbprint = session_->thumbprint();
-      p.vm_moref = vm.ref.value;
-      p.snapshot_moref = snap.value;
-      p.file = disk.file_name;
-      pass->start_reader_.push_back([p, work = options_.work_dir] { return DiskReader::start_vddk(p, work); });
+  auto disks = snap.empty() ? vm.disks : vsphere::snapshot_disks(*session_, snap);
+  // vCenter answers the change queries (one disk after another) in a thread of their own
+  // while this one starts every disk's reader, an nbdkit process each. The readers start
+  // here, not there: nbdkit asks for a signal when the thread that started it ends.
+  auto queries = std::async(std::launch::async, [&] {
+    std::vector<DiskPass> planned;
+    for (const auto& disk : disks) {
+      DiskPass d;
+      d.key = DiskKey(disk.key);
+      d.label = disk.file_name;
+      d.capacity = disk.capacity_bytes;
+      auto it = stored.find(d.key);
+      auto asked = Clock::now();
+      plan_areas(vm, snap, disk, it == stored.end() ? std::nullopt : std::optional(it->second), d);
+      d.change_query_seconds = std::chrono::duration<double>(Clock::now() - asked).count();
+      d.change_id_to_store = disk.change_id;
+      planned.push_back(std::move(d));
     }
+    return std::make_pair(std::move(planned), Clock::now());
+  });
+  for (const auto& disk : disks) {
+    pass->start_reader_.push_back(reader_for(vm, snap, disk));
     pass->readers_.push_back(pass->start_reader_.back()());
-    d.uri = pass->readers_.back()->uri();
-    d.reader_start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
-    pass->disks_.push_back(std::move(d));
+  }
+  auto readers_ready = Clock::now();
+  auto [planned, answered] = queries.get();
+  // What the pass waited for its readers once the change queries were answered.
+  double reader_wait = std::max(0.0, std::chrono::duration<double>(readers_ready - answered).count());
+  for (size_t i = 0; i < planned.size(); ++i) {
+    planned[i].uri = pass->readers_[i]->uri();
+    planned[i].reader_start_seconds = reader_wait;
+    pass->disks_.push_back(std::move(planned[i]));
   }
   // Powered on while the pass opened: QueryChangedDiskAreas may have answered before, and
   // the flat-file reader of labs cannot tell.

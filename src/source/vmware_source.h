@@ -115,6 +115,10 @@ class VmwareSource : public SourceDriver {
   // The pass on `snap` (empty: the VM's own disks, without a snapshot): per disk its
   // planned areas and a reader.
   std::unique_ptr<Pass> start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const ChangeIds& stored);
+  // What starts `disk`'s reader (VDDK, or the lab's flat file) for the pass on `snap`;
+  // kept by the pass to start it again when a disk resumes.
+  std::function<std::unique_ptr<DiskReader>()> reader_for(const vsphere::VmInfo& vm, const vsphere::Moref& snap,
+                                                          const vsphere::DiskInfo& disk) const;
   // Fills d.request, d.full and d.reason for one disk of the pass (see the top comment).
   void plan_areas(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const vsphere::DiskInfo& disk,
                   const std::optional<std::string>& stored, DiskPass& d);

@@ -10,6 +10,8 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
+#include <thread>
 
 #include "common/error.h"
 #include "common/units.h"
@@ -388,6 +390,32 @@ TEST_F(VmwareSourceTest, AFailedPassKeepsTheOldChangeIdsAndCleansUp) {
   EXPECT_TRUE(vsphere::list_snapshots(*session, vm.ref).empty());
   EXPECT_EQ(stored, before);
   EXPECT_EQ(pass_and_commit()[key1], kBlock);  // the change is still found
+}
+
+// A pass starts its disks' readers while vCenter answers the change queries: the first
+// reader here waits (up to 10 s) until the lab's vCenter has answered both disks' queries,
+// which it never would if the queries came one after another between the readers.
+TEST_F(VmwareSourceTest, ReadersStartWhileVcenterAnswersTheChangeQueries) {
+  int before = qcda_calls();
+  std::optional<int> answered_when_first_reader_started;
+  VmwareSourceOptions o;
+  o.work_dir = work.path();
+  o.flat_file_for = [&](const vsphere::DiskInfo& d) {
+    if (!answered_when_first_reader_started) {
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (qcda_calls() < before + 2 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      answered_when_first_reader_started = qcda_calls() - before;
+    }
+    return lab.flat_file(d.file_name);
+  };
+  source = std::make_unique<VmwareSource>(session, connect, o);
+  write_blocks(key1, {2}, 1);
+  std::vector<DiskPass> seen;
+  pass_and_commit(&seen);
+  EXPECT_EQ(answered_when_first_reader_started, 2);
+  for (auto& d : seen) EXPECT_GE(d.reader_start_seconds, 0.0) << d.label;
 }
 
 TEST_F(VmwareSourceTest, LeftoverSnapshotsOfACrashedRunAreRemovedOthersKept) {
