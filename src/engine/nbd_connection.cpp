@@ -39,6 +39,13 @@ std::unique_ptr<NbdConnection> NbdConnection::open(const Endpoint& endpoint,
   nbd_set_handle_name(h, endpoint.role.empty() ? "migratekit" : endpoint.role.c_str());
   // The URI comes from the operator, who may name a PSK file or socket in its query.
   nbd_set_uri_allow_local_file(h, true);
+#ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
+  // libnbd zeroes every read buffer first, in case a caller uses the buffer of a failed
+  // read. Ours never does: a failed read throws before its buffer is looked at (see
+  // RequestPipeline::completed and pread() below), and libnbd fails a structured read
+  // whose data chunks fall short of the request. The zeroing was 2 % of a copy's CPU.
+  nbd_set_pread_initialize(h, false);
+#endif
   if (endpoint.uses_tls()) {
     if (!endpoint.tls.psk_file.empty()) {
       if (nbd_set_tls_psk_file(h, endpoint.tls.psk_file.c_str()) == -1) conn->fail("TLS PSK file");
