@@ -395,17 +395,22 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
     }
     return std::make_pair(std::move(planned), Clock::now());
   });
+  std::vector<Clock::time_point> ready;
   for (const auto& disk : disks) {
     pass->start_reader_.push_back(reader_for(vm, snap, disk));
     pass->readers_.push_back(pass->start_reader_.back()());
+    ready.push_back(Clock::now());
   }
-  auto readers_ready = Clock::now();
   auto [planned, answered] = queries.get();
-  // What the pass waited for its readers once the change queries were answered.
-  double reader_wait = std::max(0.0, std::chrono::duration<double>(readers_ready - answered).count());
+  // A disk's reader start is what the pass waited for that reader once the change
+  // queries were answered, so that the phases of a pass's disks still add up to the
+  // time it took to open (JobRunner takes the snapshot's share as the rest).
+  auto waited_until = answered;
   for (size_t i = 0; i < planned.size(); ++i) {
     planned[i].uri = pass->readers_[i]->uri();
-    planned[i].reader_start_seconds = reader_wait;
+    planned[i].reader_start_seconds =
+        ready[i] > waited_until ? std::chrono::duration<double>(ready[i] - waited_until).count() : 0.0;
+    waited_until = std::max(waited_until, ready[i]);
     pass->disks_.push_back(std::move(planned[i]));
   }
   // Powered on while the pass opened: QueryChangedDiskAreas may have answered before, and
