@@ -25,8 +25,9 @@
 //     once it is completed (copied and flushed) and error only once it failed.
 //     Each disk carries the time its pass spent in each PassPhase so far (monotonic
 //     clock on the VMA), in the phases' order, each at most once: snapshot (the VM's
-//     snapshot, shared by its disks), change_query and reader_start (this disk's),
-//     planning, copying and flushing (this disk's copy), snapshot_removal (the VM's,
+//     snapshot, shared by its disks), change_query (this disk's), reader_start (this
+//     disk's share of the wait for the readers, which start while vCenter answers the
+//     change queries), planning, copying and flushing (this disk's copy), snapshot_removal (the VM's,
 //     once the job ended). reporting is never sent: the OMA adds it (from the job's
 //     end on the VMA to its own record, see ended_seconds_ago). ended_seconds_ago is
 //     set once the job ended: how long before this answer it did.
