@@ -131,7 +131,7 @@ appliance: deb
 
 bench: build
 	bench/copy; s=$$?; bench/vma_pass --bin-dir $(BUILD_DIR)/bin || s=$$?; bench/vma_pass --build-dir $(BUILD_DIR) --vms 4 --modes direct || s=$$?; \
-	  bench/cutover --build-dir $(BUILD_DIR) || s=$$?; bench/scale --build-dir $(BUILD_DIR) || s=$$?; exit $$s
+	  bench/cutover --build-dir $(BUILD_DIR) --runs 3 || s=$$?; bench/scale --build-dir $(BUILD_DIR) || s=$$?; exit $$s
 
 # 4 VMs x 2 disks through one OMA at once against one nbdcopy per disk at once
 # (bench/README.md, "Several VMs in one OMA"; issue 14 item 7).
@@ -141,7 +141,7 @@ bench-vms: build
 # A cutover's downtime against its final pass's copy time and the OMA's prediction
 # (bench/README.md, "Cutover downtime"; issue 14 item 6).
 bench-cutover: build
-	bench/cutover --build-dir $(BUILD_DIR)
+	bench/cutover --build-dir $(BUILD_DIR) --runs 3
 
 # VMs per hour through one OMA node and three, and GET /api/v1/vms latency with 1,000 VMs
 # (bench/README.md, "Several OMA nodes"); builds only what it needs.
