@@ -35,9 +35,9 @@
 // Transactions run with autocommit off, so that nothing a statement wrote after a silent
 // abort is committed by itself: the ROLLBACK discards it. COMMIT is sent as a plain query
 // right after the token's deletion, with no command in between that could swallow the
-// abort's error. On Galera every session waits for causality before it reads
-// (wsrep_sync_wait = 1): a read on this node sees every commit of another node that
-// came before it, as on one server.
+// abort's error. On Galera every session waits for causality before each statement that
+// opens a transaction (wsrep_sync_wait = 7): a transaction on this node sees every commit
+// of another node that came before it, as on one server.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <errmsg.h>
@@ -331,8 +331,12 @@ MYSQL* MariadbDatabase::open_one(const MariadbHost& h, std::string& why) {
   // Galera applies other nodes' commits asynchronously: without a causality wait, a read
   // here could miss what another node committed a moment ago (a takeover, when this
   // node checks that it still owns a VM before touching its exports). With it, every
-  // read sees every transaction the cluster committed before the read began.
-  if (galera && mysql_query(db, "SET SESSION wsrep_sync_wait = 1") != 0) {
+  // read sees every transaction the cluster committed before the read began. Galera
+  // waits only before a statement that opens a transaction (or runs outside one), and
+  // a writing transaction here opens with an INSERT (its token) or an UPDATE (a lock):
+  // so the wait covers reads, updates, deletes and inserts (1 + 2 + 4), not reads alone,
+  // which let a placement on one node miss a VM another node had just added.
+  if (galera && mysql_query(db, "SET SESSION wsrep_sync_wait = 7") != 0) {
     why = std::string("SET wsrep_sync_wait: ") + mysql_error(db);
     mysql_close(db);
     return nullptr;
