@@ -33,6 +33,7 @@ struct ChildSetup {
   std::vector<char*> argv, envp;
   int out = -1, err = -1, in = -1;
   bool die_with_parent = true;
+  bool own_session = false;
   bool close_inherited_fds = false;
   const char* dir = nullptr;
   pid_t parent = -1;
@@ -70,6 +71,7 @@ void prepare(ChildSetup& s, const std::vector<std::string>& args, const SpawnOpt
                                                                          : open_out(o.stderr_path, o.append));
   s.in = check(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   s.die_with_parent = o.die_with_parent;
+  s.own_session = o.own_session;
   s.dir = o.working_dir.c_str();
   s.parent = getpid();
 }
@@ -80,6 +82,7 @@ void prepare(ChildSetup& s, const std::vector<std::string>& args, const SpawnOpt
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != s.parent) _exit(127);
   }
+  if (s.own_session && setsid() < 0) _exit(127);
   // A fresh signal state: the parent may block or ignore signals.
   sigset_t none;
   sigemptyset(&none);
@@ -127,6 +130,7 @@ pid_t Subprocess::spawn_detached(const std::vector<std::string>& args, const Spa
   ChildSetup setup;
   prepare(setup, args, o);
   setup.die_with_parent = false;
+  setup.own_session = false;  // the middle process below starts the session
   // No inherited descriptor (a listening socket of this process) may outlive it in the child.
   setup.close_inherited_fds = true;
   int pipe_fds[2];

@@ -27,6 +27,11 @@ struct SpawnOptions {
   std::string stderr_path;                 // "" = /dev/null; same as stdout_path is fine
   bool append = true;                      // append to those files instead of truncating
   bool die_with_parent = true;             // PR_SET_PDEATHSIG(SIGTERM) in the child
+  // setsid() in the child: a session (and process group) of its own. Linux's autogroup
+  // scheduler (on by default outside a CPU cgroup) shares the CPU between sessions, so a
+  // busy helper in the caller's session would take its CPU from the caller's share.
+  // The parent-death signal still applies.
+  bool own_session = false;
   std::string working_dir;                 // "" = inherit
 };
 

@@ -161,6 +161,9 @@ void DiskReader::launch(const std::string& work_dir,
   }
   SpawnOptions so;
   so.stdout_path = so.stderr_path = log_;
+  // A session of its own: under the kernel's autogroup scheduling, sessions share the
+  // CPU fairly, and a reader in the caller's session would take its CPU from the copy's.
+  so.own_session = true;
   process_ = Subprocess::spawn(argv(socket_), so);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!accepts_unix(socket_)) {

@@ -289,6 +289,31 @@ TEST(UnitSubprocess, StderrToItsOwnFile) {
   EXPECT_EQ(unit::read_all(dir.file("err")), "err\n");
 }
 
+// The session the child's shell runs in (field 6 of its /proc stat), as it reports it.
+std::string child_session(bool own_session, pid_t& pid) {
+  unit::TempDir dir;
+  SpawnOptions o;
+  o.stdout_path = dir.file("out");
+  o.own_session = own_session;
+  Subprocess p = Subprocess::spawn({"sh", "-c", "cut -d ' ' -f 6 /proc/$$/stat"}, o);
+  pid = p.pid();
+  EXPECT_EQ(p.wait(), 0);
+  return unit::read_all(dir.file("out"));
+}
+
+TEST(UnitSubprocess, OwnSessionPutsTheChildInASessionItLeads) {
+  pid_t pid = -1;
+  std::string sid = child_session(true, pid);
+  EXPECT_EQ(sid, std::to_string(pid) + "\n");
+}
+
+TEST(UnitSubprocess, ByDefaultTheChildStaysInOurSession) {
+  pid_t pid = -1;
+  std::string sid = child_session(false, pid);
+  EXPECT_EQ(sid, std::to_string(getsid(0)) + "\n");
+  EXPECT_NE(sid, std::to_string(pid) + "\n");
+}
+
 TEST(UnitSubprocess, StdinIsDevNull) {
   std::string out;
   EXPECT_EQ(run_capture({"sh", "-c", "cat; echo end"}, out), 0);
