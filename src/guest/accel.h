@@ -2,9 +2,10 @@
 // really run a guest, else TCG (software emulation).
 //
 // /dev/kvm existing is not enough: on nested, software-backed KVM (these machines) qemu
-// aborts on an MSR or stops in firmware. So detection boots a 512-byte boot sector that
-// writes one byte to the serial port, under KVM, for at most a few seconds; only a KVM that
-// prints it is used. The answer is computed once per process (thread-safe) and can be
+// aborts on an MSR, stops in firmware, or hangs a kernel early in its start. So detection
+// boots the host's kernel (the one libguestfs's appliance runs) with no root file system
+// under KVM, for at most 10 s; only a KVM that gets it to its "cannot mount root" panic is
+// used. The answer is computed once per process (thread-safe) and can be
 // forced with MK_GUEST_ACCEL=kvm|tcg.
 #pragma once
 
