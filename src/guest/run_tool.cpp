@@ -1,5 +1,6 @@
 #include "guest/run_tool.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -40,6 +41,9 @@ ToolResult run_tool(const std::vector<std::string>& argv, const ToolOptions& opt
   spawn.env = options.env;
   spawn.stdout_path = log;
   spawn.stderr_path = log;
+  // A process group of its own, so that helpers the tool starts (virt-v2v's qemu-nbd -t)
+  // go with it: a conversion cancelled midway left them running, orphaned, in the group.
+  spawn.own_session = true;
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + options.timeout;
   Subprocess child = Subprocess::spawn(argv, spawn);
@@ -52,11 +56,15 @@ ToolResult run_tool(const std::vector<std::string>& argv, const ToolOptions& opt
     if (options.cancel && options.cancel->load()) result.cancelled = true;
     if (std::chrono::steady_clock::now() >= deadline) result.timed_out = true;
     if (result.cancelled || result.timed_out) {
+      ::kill(-child.pid(), SIGTERM);  // the tool and its helpers, as they would stop on ^C
       child.stop();
       result.status = -1;
       break;
     }
   }
+  // Whatever of the group outlived the tool is a leftover of it (the group's id stays
+  // taken while a member lives, so this reaches no one else).
+  ::kill(-child.pid(), SIGKILL);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.output = read_tail(log, 64 * 1024);
   return result;

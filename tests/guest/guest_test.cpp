@@ -3,11 +3,13 @@
 // guest (tests/lab/guest, built once per build tree by the guest_image fixture) and on the
 // same guest converted once (guest_converted fixture, by `mk-guest convert`).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "common/error.h"
@@ -50,6 +52,19 @@ std::size_t files_in(const std::string& dir) {
   for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
     const std::string top = fs::relative(it->path(), dir).begin()->string();
     if (it->is_regular_file() && top.rfind("mk-guest-", 0) == 0) ++n;
+  }
+  return n;
+}
+
+// Live processes whose command line names `dir` (a zombie's is empty).
+std::size_t processes_naming(const std::string& dir) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos || pid == std::to_string(getpid())) continue;
+    std::ifstream in(e.path() / "cmdline", std::ios::binary);
+    const std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(dir) != std::string::npos) ++n;
   }
   return n;
 }
@@ -187,6 +202,8 @@ TEST_F(GuestTest, ConversionFailingMidwayLeavesVolumesByteIdentical) {
   EXPECT_EQ(mk::test::sha256_file(root), root_before);
   EXPECT_EQ(mk::test::sha256_file(data), data_before);
   EXPECT_EQ(files_in(scratch_.path()), 0u);
+  // virt-v2v's helpers (qemu-nbd -t on the overlays) went with it.
+  EXPECT_EQ(processes_naming(scratch_.path()), 0u);
 }
 
 TEST_F(GuestTest, HangingGuestIsReportedNotBootedWithinTheLimit) {
