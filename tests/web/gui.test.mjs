@@ -163,6 +163,7 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
   try {
     let info = await lab.info(0);
     const token = lab.token(info);
+    const addedFromDiscovery = !info.vm_added;
     browser = await launchPinned(info);
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
@@ -380,14 +381,24 @@ test("migration GUI against a running lab", { timeout: 900_000 }, async (t) => {
     await t.test("every request of the page went over HTTPS", () => {
       // The plain-HTTP navigation of the HTTPS check is the only one, on purpose.
       assert.deepEqual(transport.insecure, [plainOrigin + "/"]);
-      assert.ok(transport.requests > 50, `only ${transport.requests} https requests`);
+      assert.ok(transport.requests > 0, "no https request seen");
     });
 
     await t.test("every API request and response matched the OMA's OpenAPI document", async () => {
       await watch.settle();
       console.log(`contract: ${watch.checked} exchanges checked, ${contract.seen.size} distinct operation/status pairs:\n  ` +
                   [...contract.seen].sort().join("\n  "));
-      assert.ok(watch.checked > 50, `only ${watch.checked} exchanges checked`);
+      // What the flows above must have exercised. A count of exchanges would depend on
+      // how often the page refetched while a pass ran, which is the machine's speed.
+      const driven = [
+        "GET /api/v1/vms 401", "GET /api/v1/vms 200", "GET /api/v1/events 200",
+        "POST /api/v1/jobs 201", "GET /api/v1/jobs/{job_id} 200",
+        "PUT /api/v1/vms/{vm_id}/schedule 200", "POST /api/v1/vms/{vm_id}/cutover 202",
+        "GET /api/v1/exports 200", "GET /api/v1/settings/cloudstack 200",
+        "POST /api/v1/settings/cloudstack/validate 200",
+        ...(addedFromDiscovery ? ["GET /api/v1/discover 200", "POST /api/v1/vms 201"] : []),
+      ];
+      assert.deepEqual(driven.filter((pair) => !contract.seen.has(pair)), [], "flows whose exchanges were not seen");
       assert.deepEqual(watch.violations, []);
     });
   } finally {
