@@ -74,10 +74,14 @@ class Pass {
   // reader that no longer serves); returns the URI to read the disk from. Unlike the
   // rest of a Pass, safe to call from one thread per disk at once.
   virtual std::string resume_disk(const DiskKey& key, bool restart);
-  // Whether the pass reads the VM's own disks without a snapshot (a powered-off VM, see
-  // vmware_source.h): nothing to take or remove, so its Snapshot and SnapshotRemoval
-  // phases are 0, and what it copies holds only while the VM stays off and unwritten.
-  virtual bool without_snapshot() const { return false; }
+  // Seconds the pass spent on its snapshot: taking it (with CBT's activation, which takes
+  // and removes one of its own) and reading its disks' layout; and, once closed, removing
+  // it. Its Snapshot and SnapshotRemoval phases: what a pass without a snapshot (a
+  // powered-off VM's, see vmware_source.h, such as a cutover's final pass) does not spend.
+  // Finding the VM and starting or stopping readers, which every pass does, are not in
+  // them. 0 for a pass without a snapshot.
+  virtual double snapshot_seconds() const { return 0; }
+  virtual double snapshot_removal_seconds() const { return 0; }
   // Throws PointInTimeLost when what the pass copied may no longer be one point in time
   // (a pass without a snapshot whose VM was powered on or whose disks were written
   // meanwhile). Called before a disk reports its change ID: a pass with a snapshot,

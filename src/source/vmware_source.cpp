@@ -87,7 +87,8 @@ class VmwarePass : public Pass {
 
   const std::vector<DiskPass>& disks() const override { return disks_; }
   std::string snapshot_id() const override { return snapshot_.empty() ? no_snapshot_id(started_) : snapshot_.value; }
-  bool without_snapshot() const override { return snapshot_.empty(); }
+  double snapshot_seconds() const override { return snapshot_seconds_; }
+  double snapshot_removal_seconds() const override { return removal_seconds_; }
 
   void close(bool succeeded) override {
     if (closed_) return;
@@ -98,7 +99,9 @@ class VmwarePass : public Pass {
                 succeeded ? "succeeded" : "ended without success");
       return;
     }
+    auto removing = std::chrono::steady_clock::now();
     vsphere::remove_snapshot(*s_, vm_, snapshot_);
+    removal_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - removing).count();
     log::info("VM {}: pass {}; snapshot {} removed", vm_.name, succeeded ? "succeeded" : "ended without success",
               snapshot_.value);
   }
@@ -136,6 +139,7 @@ class VmwarePass : public Pass {
   std::vector<DiskPass> disks_;
   std::vector<std::unique_ptr<DiskReader>> readers_;
   std::vector<std::function<std::unique_ptr<DiskReader>()>> start_reader_;
+  double snapshot_seconds_ = 0;  // set by VmwareSource::start_pass()
 
  private:
   // Throws SnapshotGone when the pass's point in time is gone: its snapshot was removed,
@@ -161,6 +165,7 @@ class VmwarePass : public Pass {
   vsphere::VmInfo vm_;
   vsphere::Moref snapshot_;
   std::map<int, std::string> started_;  // without a snapshot: device key -> changeId at the start
+  double removal_seconds_ = 0;
   std::mutex mu_;  // resume_disk() runs in the disks' copy threads: a slot of readers_ and disks_ at a time
   bool closed_ = false;
 };
@@ -307,6 +312,7 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
               vm.name);
     return start_pass(vm, {}, stored);
   }
+  auto taking = std::chrono::steady_clock::now();
   if (!vm.cbt_enabled) {  // the preflight refused it unless enabling is allowed
     log::info("VM {}: enabling Changed Block Tracking", vm.name);
     vsphere::set_change_tracking(*session_, vm, true);
@@ -320,7 +326,7 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
   auto snap = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + utc_now(),
                                        "MigrateKit OSSEA replication pass; removed when the pass ends; " +
                                            owner_marker(options_.owner));
-  return start_pass(vm, snap, stored);
+  return start_pass(vm, snap, stored, std::chrono::duration<double>(std::chrono::steady_clock::now() - taking).count());
 }
 
 std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const std::string& snapshot,
@@ -371,11 +377,13 @@ std::function<std::unique_ptr<DiskReader>()> VmwareSource::reader_for(const vsph
 }
 
 std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap,
-                                               const ChangeIds& stored) {
+                                               const ChangeIds& stored, double taking_seconds) {
   using Clock = std::chrono::steady_clock;
   auto pass = std::make_unique<VmwarePass>(session_, vm, snap);  // from here on, close() cleans up
   // Without a snapshot: the VM's own disks, as describe_vm() saw them.
+  auto reading = Clock::now();
   auto disks = snap.empty() ? vm.disks : vsphere::snapshot_disks(*session_, snap);
+  pass->snapshot_seconds_ = snap.empty() ? 0.0 : taking_seconds + std::chrono::duration<double>(Clock::now() - reading).count();
   // vCenter answers the change queries (one disk after another) in a thread of their own
   // while this one starts every disk's reader, an nbdkit process each. The readers start
   // here, not there: nbdkit asks for a signal when the thread that started it ends.
@@ -403,8 +411,8 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
   }
   auto [planned, answered] = queries.get();
   // A disk's reader start is what the pass waited for that reader once the change
-  // queries were answered, so that the phases of a pass's disks still add up to the
-  // time it took to open (JobRunner takes the snapshot's share as the rest).
+  // queries were answered: the time the pass took to open, less its change queries, is
+  // the readers' (and the snapshot's, and finding the VM's).
   auto waited_until = answered;
   for (size_t i = 0; i < planned.size(); ++i) {
     planned[i].uri = pass->readers_[i]->uri();

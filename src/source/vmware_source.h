@@ -113,8 +113,10 @@ class VmwareSource : public SourceDriver {
  private:
   vsphere::VmInfo find(const std::string& vm_id);
   // The pass on `snap` (empty: the VM's own disks, without a snapshot): per disk its
-  // planned areas and a reader.
-  std::unique_ptr<Pass> start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const ChangeIds& stored);
+  // planned areas and a reader. `taking_seconds`: what taking `snap` took (0 when the pass
+  // resumes on it), for Pass::snapshot_seconds().
+  std::unique_ptr<Pass> start_pass(const vsphere::VmInfo& vm, const vsphere::Moref& snap, const ChangeIds& stored,
+                                   double taking_seconds = 0);
   // What starts `disk`'s reader (VDDK, or the lab's flat file) for the pass on `snap`;
   // kept by the pass to start it again when a disk resumes.
   std::function<std::unique_ptr<DiskReader>()> reader_for(const vsphere::VmInfo& vm, const vsphere::Moref& snap,

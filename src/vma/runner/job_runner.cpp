@@ -418,11 +418,8 @@ void JobRunner::execute(Job& job) {
   ::chmod(work.c_str(), 0700);
 
   std::unique_ptr<source::Pass> pass;
-  double open_seconds = 0;
   try {
-    auto opening = std::chrono::steady_clock::now();
     pass = open_pass(job, work);
-    open_seconds = seconds_since(opening);
   } catch (const std::exception& e) {
     std::string error = fmt::format("VM {}: the pass could not be prepared (snapshot, changed areas or disk "
                                     "readers): {}",
@@ -470,16 +467,12 @@ void JobRunner::execute(Job& job) {
     }
   }
 
-  // What open_pass() did not spend on a disk's change query or reader went to the
-  // point in time (the VM's snapshot), which every disk of the pass shares; a pass
-  // without a snapshot (a powered-off VM) took none.
-  double per_disk = 0;
-  for (const auto& d : pass->disks()) per_disk += d.change_query_seconds + d.reader_start_seconds;
-  const bool snapshot_less = pass->without_snapshot();
-  double snapshot = snapshot_less ? 0.0 : std::max(0.0, open_seconds - per_disk);
+  // The VM's snapshot, which every disk of the pass shares (none for a powered-off VM):
+  // only what vCenter's snapshot calls took, so that a pass's Snapshot and
+  // SnapshotRemoval phases are what a cutover's final pass, without one, does not take.
   for (size_t i = 0; i < todo.size(); ++i) {
     if (!todo[i]) continue;
-    add_phases(job, i, {{protocol::PassPhase::Snapshot, snapshot},
+    add_phases(job, i, {{protocol::PassPhase::Snapshot, pass->snapshot_seconds()},
                         {protocol::PassPhase::ChangeQuery, todo[i]->change_query_seconds},
                         {protocol::PassPhase::ReaderStart, todo[i]->reader_start_seconds}});
   }
@@ -519,7 +512,6 @@ void JobRunner::execute(Job& job) {
 
   bool all_done = std::all_of(job.state.disks.begin(), job.state.disks.end(),
                               [](const protocol::DiskProgress& d) { return d.status == DiskStatus::Completed; });
-  auto closing = std::chrono::steady_clock::now();
   try {
     pass->close(all_done);
   } catch (const std::exception& e) {
@@ -527,8 +519,8 @@ void JobRunner::execute(Job& job) {
     // pass of this VM or the next start of the VMA.
     log::error("job {} (VM {}): removing the pass's snapshot failed: {}", job.state.job_id(), vm, e.what());
   }
+  double removal = pass->snapshot_removal_seconds();
   pass.reset();
-  double removal = snapshot_less ? 0.0 : seconds_since(closing);  // without a snapshot: readers stopped, nothing removed
   for (size_t i = 0; i < todo.size(); ++i) {
     // Disks completed before a VMA restart belong to this snapshot too.
     if (todo[i] || job.state.disks[i].status == DiskStatus::Completed) {

@@ -34,9 +34,10 @@
 // Errors the source or the target answered with, and a lost source, fail the disk as
 // before. When the pass's snapshot is gone by then, every disk starts over on a new
 // snapshot and says why, as after a VMA restart.
-// A pass without a snapshot (a powered-off VM, source/vmware_source.h) has Snapshot and
-// SnapshotRemoval phases of 0; before each of its disks reports its change ID the VM must
-// still be off and its disks unwritten (Pass::check_point_in_time()), or the disk fails
+// A pass's Snapshot and SnapshotRemoval phases are what vCenter's snapshot calls took
+// (source::Pass::snapshot_seconds()): 0 for a pass without a snapshot (a powered-off VM,
+// source/vmware_source.h). In a pass without a snapshot, before each disk reports its
+// change ID the VM must still be off and its disks unwritten (Pass::check_point_in_time()), or the disk fails
 // with the reason and the pass with it; a resume that finds them changed starts over,
 // as when a snapshot is gone.
 // Without a checkpoint_dir, such jobs fail as kInterrupted, never completed. stop()
