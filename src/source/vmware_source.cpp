@@ -326,7 +326,8 @@ std::unique_ptr<Pass> VmwareSource::open_pass(const std::string& vm_id, const Ch
   auto snap = vsphere::create_snapshot(*session_, vm, options_.snapshot_prefix + utc_now(),
                                        "MigrateKit OSSEA replication pass; removed when the pass ends; " +
                                            owner_marker(options_.owner));
-  return start_pass(vm, snap, stored, std::chrono::duration<double>(std::chrono::steady_clock::now() - taking).count());
+  double taking_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - taking).count();
+  return start_pass(vm, snap, stored, taking_seconds);
 }
 
 std::unique_ptr<Pass> VmwareSource::resume_pass(const std::string& vm_id, const std::string& snapshot,
@@ -383,7 +384,9 @@ std::unique_ptr<Pass> VmwareSource::start_pass(const vsphere::VmInfo& vm, const 
   // Without a snapshot: the VM's own disks, as describe_vm() saw them.
   auto reading = Clock::now();
   auto disks = snap.empty() ? vm.disks : vsphere::snapshot_disks(*session_, snap);
-  pass->snapshot_seconds_ = snap.empty() ? 0.0 : taking_seconds + std::chrono::duration<double>(Clock::now() - reading).count();
+  if (!snap.empty()) {
+    pass->snapshot_seconds_ = taking_seconds + std::chrono::duration<double>(Clock::now() - reading).count();
+  }
   // vCenter answers the change queries (one disk after another) in a thread of their own
   // while this one starts every disk's reader, an nbdkit process each. The readers start
   // here, not there: nbdkit asks for a signal when the thread that started it ends.

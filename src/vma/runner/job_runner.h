@@ -37,9 +37,9 @@
 // A pass's Snapshot and SnapshotRemoval phases are what vCenter's snapshot calls took
 // (source::Pass::snapshot_seconds()): 0 for a pass without a snapshot (a powered-off VM,
 // source/vmware_source.h). In a pass without a snapshot, before each disk reports its
-// change ID the VM must still be off and its disks unwritten (Pass::check_point_in_time()), or the disk fails
-// with the reason and the pass with it; a resume that finds them changed starts over,
-// as when a snapshot is gone.
+// change ID the VM must still be off and its disks unwritten
+// (Pass::check_point_in_time()), or the disk fails with the reason and the pass with it;
+// a resume that finds them changed starts over, as when a snapshot is gone.
 // Without a checkpoint_dir, such jobs fail as kInterrupted, never completed. stop()
 // cancels a job and returns once its snapshot is gone; a job that ends removes its
 // checkpoints.
