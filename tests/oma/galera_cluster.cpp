@@ -18,7 +18,7 @@ constexpr const char* kProvider = "/usr/lib/galera/libgalera_smm.so";
 
 }  // namespace
 
-GaleraCluster::GaleraCluster(int size) {
+GaleraCluster::GaleraCluster(int size) : ports_(4 * size) {
   if (!std::filesystem::exists(kProvider))
     throw Error(fmt::format("{} is missing: install galera-4 (scripts/install-deps)", kProvider));
   // rsync's daemon (SST) runs as nobody: it must reach the joiners' data directories.
@@ -31,10 +31,10 @@ GaleraCluster::GaleraCluster(int size) {
     std::filesystem::create_directories(n.dir + "/tmp");
     ::chmod(n.dir.c_str(), 0755);
     ::chmod((n.dir + "/data").c_str(), 0777);
-    n.port = mk::test::free_tcp_port();
-    n.gcomm = mk::test::free_tcp_port();
-    n.ist = mk::test::free_tcp_port();
-    n.sst = mk::test::free_tcp_port();
+    n.port = ports_.first() + 4 * i;
+    n.gcomm = n.port + 1;
+    n.ist = n.port + 2;
+    n.sst = n.port + 3;
   }
   std::string out;
   int rc = run_capture({"mariadb-install-db", "--no-defaults", "--datadir=" + nodes_[0].dir + "/data", "--user=root",

@@ -1,10 +1,14 @@
 // GaleraCluster: a real MariaDB Galera cluster for one test process (issue 18): `size`
 // mariadbd processes with wsrep on (Debian's galera-4 provider), each with its own data
 // directory, SQL port and Unix socket, group-communication port (gmcast.listen_addr),
-// IST port and SST port, all on 127.0.0.1 at ports free at run time. Node 0 bootstraps
-// the cluster (gcomm:// with --wsrep-new-cluster); the others join it and receive the
-// data by SST (rsync). A user "oma" with a random password (0600 file) is made once and
-// replicates to every node.
+// IST port and SST port, all on 127.0.0.1 in a block of ports the cluster holds
+// (mk::test::PortBlock: below the kernel's ephemeral range and locked against concurrent
+// tests, so that no other test and no outgoing connection takes one before its node binds
+// it, also when a node starts again; with ports that were merely free a moment before, a
+// joiner once aborted because its IST port was taken). Node 0 bootstraps the cluster
+// (gcomm:// with --wsrep-new-cluster); the others join it and receive the data by SST
+// (rsync). A user "oma" with a random password (0600 file) is made once and replicates
+// to every node.
 //
 // The SST's rsync daemon runs as "nobody" when the server runs as root (as tests do
 // here), so each joiner's data directory is world-writable and the path to it
@@ -22,6 +26,7 @@
 
 #include "common/subprocess.h"
 #include "oma/db/database.h"
+#include "support/net.h"
 #include "support/temp_dir.h"
 
 namespace mk::oma::test {
@@ -61,6 +66,7 @@ class GaleraCluster {
   std::string log(int i) const { return nodes_.at(i).dir + "/server.log"; }
 
   mk::test::TempDir dir_{"mk-galera"};
+  mk::test::PortBlock ports_;  // 4 per node: SQL, gcomm, IST, SST
   std::vector<Node> nodes_;
 };
 
